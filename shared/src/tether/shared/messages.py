@@ -1,0 +1,370 @@
+"""Typed, versioned wire messages and their pure codecs (no I/O here).
+
+Every message carries a ``type`` naming its schema and version (``tether.v1.run_event``);
+a consumer that sees an unknown type or a malformed body raises :class:`ContractError`
+and dead-letters the message instead of looping on it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback as _traceback
+import uuid
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tether.shared.errors import ContractError
+from tether.shared.subjects import LogStream, WorkKind
+
+__all__ = [
+    "CodeServerStatus",
+    "ErrorInfo",
+    "Heartbeat",
+    "EventType",
+    "LaunchRunPayload",
+    "LocationConfig",
+    "LocationSnapshot",
+    "LogChunk",
+    "RunEvent",
+    "RunStatus",
+    "TerminateRunPayload",
+    "WireModel",
+    "WorkItem",
+    "WorkResult",
+    "decode",
+    "decode_log_chunk",
+    "encode",
+    "encode_log_chunk",
+    "new_id",
+]
+
+
+def new_id() -> str:
+    """Return a new random identifier (hex UUID4), safe as a subject token."""
+    return uuid.uuid4().hex
+
+
+class WireModel(BaseModel):
+    """Base of all wire messages: strict about unknown fields, frozen once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run."""
+
+    QUEUED = "QUEUED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether no further transition can happen."""
+        return self in (RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED)
+
+
+class EventType(StrEnum):
+    """Types of structured run events."""
+
+    RUN_ENQUEUED = "RUN_ENQUEUED"
+    RUN_STARTING = "RUN_STARTING"
+    RUN_START = "RUN_START"
+    STEP_START = "STEP_START"
+    STEP_OUTPUT = "STEP_OUTPUT"
+    STEP_SUCCESS = "STEP_SUCCESS"
+    STEP_FAILURE = "STEP_FAILURE"
+    STEP_RETRY = "STEP_RETRY"
+    LOG = "LOG"
+    ASSET_MATERIALIZATION = "ASSET_MATERIALIZATION"
+    RUN_SUCCESS = "RUN_SUCCESS"
+    RUN_FAILURE = "RUN_FAILURE"
+    RUN_CANCELING = "RUN_CANCELING"
+    RUN_CANCELED = "RUN_CANCELED"
+    ENGINE_ERROR = "ENGINE_ERROR"
+
+
+#: The run status an event moves its run to, if any.
+STATUS_FOR_EVENT: dict[EventType, RunStatus] = {
+    EventType.RUN_ENQUEUED: RunStatus.QUEUED,
+    EventType.RUN_STARTING: RunStatus.STARTING,
+    EventType.RUN_START: RunStatus.STARTED,
+    EventType.RUN_SUCCESS: RunStatus.SUCCESS,
+    EventType.RUN_FAILURE: RunStatus.FAILURE,
+    EventType.RUN_CANCELING: RunStatus.CANCELING,
+    EventType.RUN_CANCELED: RunStatus.CANCELED,
+}
+
+
+class ErrorInfo(WireModel):
+    """A serializable error: what user code or a dependency raised."""
+
+    cls_name: str = Field(description="Qualified class name of the exception.")
+    message: str = Field(description="str() of the exception.")
+    traceback: str = Field(default="", description="Formatted traceback, most recent call last.")
+    cause: ErrorInfo | None = Field(default=None, description="The exception's __cause__.")
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture an exception (and its explicit cause) as ErrorInfo."""
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        tb = "".join(_traceback.format_exception(kind, exc, exc.__traceback__, chain=False))
+        cause = cls.from_exception(exc.__cause__) if exc.__cause__ is not None else None
+        return cls(cls_name=name, message=str(exc), traceback=tb, cause=cause)
+
+
+class LocationConfig(WireModel):
+    """Where a code location's code lives and how the agent runs it."""
+
+    name: str = Field(description="Unique name of the code location.")
+    module: str | None = Field(default=None, description="Python module to import.")
+    python_file: str | None = Field(default=None, description="Python file to load instead.")
+    attribute: str | None = Field(
+        default=None, description="Name of the Definitions object; found by type when unset."
+    )
+    working_directory: str | None = Field(default=None, description="Directory put on sys.path.")
+    substrate: str = Field(default="process", description="Launcher substrate: process, docker...")
+    image: str | None = Field(default=None, description="Container image (container substrates).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+
+
+class OpInput(WireModel):
+    """One input of an op."""
+
+    name: str
+    type_name: str = "Any"
+
+
+class OpOutput(WireModel):
+    """One output of an op."""
+
+    name: str
+    type_name: str = "Any"
+
+
+class OpSnapshot(WireModel):
+    """What the control plane knows of one op (node) of a job."""
+
+    name: str
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    inputs: list[OpInput] = Field(default_factory=list)
+    outputs: list[OpOutput] = Field(default_factory=list)
+    config_schema: dict[str, Any] | None = None
+
+
+class Edge(WireModel):
+    """A data dependency: ``from_op.from_output`` feeds ``to_op.to_input``."""
+
+    from_op: str
+    from_output: str
+    to_op: str
+    to_input: str
+
+
+class JobSnapshot(WireModel):
+    """A job: its op graph and the JSON Schema of its run config."""
+
+    name: str
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    ops: list[OpSnapshot] = Field(default_factory=list)
+    edges: list[Edge] = Field(default_factory=list)
+    config_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class RepositorySnapshot(WireModel):
+    """A named repository of jobs."""
+
+    name: str
+    description: str = ""
+    jobs: list[JobSnapshot] = Field(default_factory=list)
+
+
+class LocationSnapshot(WireModel):
+    """Everything a code location defines, as loaded by its code server."""
+
+    type: Literal["tether.v1.location_snapshot"] = "tether.v1.location_snapshot"
+    location_name: str
+    repositories: list[RepositorySnapshot] = Field(default_factory=list)
+
+    def find_job(self, job_name: str, repository_name: str | None = None) -> JobSnapshot | None:
+        """Return the job named ``job_name`` (in ``repository_name`` if given)."""
+        for repo in self.repositories:
+            if repository_name and repo.name != repository_name:
+                continue
+            for job in repo.jobs:
+                if job.name == job_name:
+                    return job
+        return None
+
+
+class LaunchRunPayload(WireModel):
+    """Payload of a ``launch_run`` work item."""
+
+    run_id: str
+    job_name: str
+    repository_name: str | None = None
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class TerminateRunPayload(WireModel):
+    """Payload of a ``terminate_run`` work item."""
+
+    run_id: str
+
+
+class WorkItem(WireModel):
+    """A unit of work the control plane hands to an agent (one DB row)."""
+
+    type: Literal["tether.v1.work_item"] = "tether.v1.work_item"
+    id: str = Field(description="Work item id; also the JetStream Nats-Msg-Id.")
+    kind: WorkKind
+    location: LocationConfig
+    payload: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = Field(default=None, description="W3C traceparent of the cause.")
+    created_at: float = Field(default_factory=time.time)
+    expires_at: float | None = Field(default=None, description="Epoch seconds; stale after it.")
+    attempt: int = 1
+
+
+class WorkResult(WireModel):
+    """The outcome of a work item (or a later report about it, such as a worker exit).
+
+    ``id`` is the natural key that makes uploads idempotent: the work item id for the
+    main result, ``<work item id>.<suffix>`` for follow-up reports.
+    """
+
+    type: Literal["tether.v1.work_result"] = "tether.v1.work_result"
+    id: str
+    work_item_id: str
+    kind: str = Field(description="A WorkKind, or a report kind such as run_worker_exited.")
+    ok: bool
+    payload: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    traceparent: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
+#: Report kind sent by a launcher when a run worker process ends.
+RUN_WORKER_EXITED = "run_worker_exited"
+
+
+class RunEvent(WireModel):
+    """A structured event of one run; ``(run_id, seq)`` is its natural key."""
+
+    type: Literal["tether.v1.run_event"] = "tether.v1.run_event"
+    run_id: str
+    seq: int = Field(ge=1, description="Per-run sequence number assigned by the run worker.")
+    event_type: EventType
+    timestamp: float = Field(default_factory=time.time)
+    step_key: str | None = None
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    traceparent: str | None = None
+
+
+class LogChunk(WireModel):
+    """Raw bytes of one step's stdout or stderr, starting at byte ``offset``.
+
+    ``(run_id, step_key, stream, offset)`` is its natural key.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+    type: Literal["tether.v1.log_chunk"] = "tether.v1.log_chunk"
+    run_id: str
+    step_key: str
+    stream: LogStream
+    offset: int = Field(ge=0)
+    data: bytes = b""
+    timestamp: float = Field(default_factory=time.time)
+
+
+class CodeServerStatus(WireModel):
+    """What a launcher reports of one code server in a heartbeat."""
+
+    location_name: str
+    state: str = Field(description="STARTING, RUNNING, FAILED or STOPPED.")
+    address: str | None = None
+    pid: int | None = None
+    error: str | None = None
+
+
+class Heartbeat(WireModel):
+    """An agent's periodic report of its services and code servers."""
+
+    type: Literal["tether.v1.heartbeat"] = "tether.v1.heartbeat"
+    agent_id: str
+    services: dict[str, str] = Field(default_factory=dict, description="service -> state")
+    code_servers: list[CodeServerStatus] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    timestamp: float = Field(default_factory=time.time)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialize a wire message to JSON bytes."""
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def decode(data: bytes | str, model: type[M]) -> M:
+    """Parse JSON bytes into ``model``; raise ContractError with the reason otherwise."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as err:
+        raise ContractError(f"malformed {model.__name__}: {err}") from err
+
+
+# Log chunks travel as raw bytes with their key in headers, so large outputs cost no
+# base64 or JSON escaping on the hot path.
+_H_TYPE = "Tether-Type"
+_H_RUN = "Tether-Run-Id"
+_H_STEP = "Tether-Step"
+_H_STREAM = "Tether-Stream"
+_H_OFFSET = "Tether-Offset"
+_H_TS = "Tether-Timestamp"
+LOG_CHUNK_TYPE = "tether.v1.log_chunk"
+
+
+def encode_log_chunk(chunk: LogChunk) -> tuple[dict[str, str], bytes]:
+    """Return the NATS headers and body carrying ``chunk``."""
+    headers = {
+        _H_TYPE: LOG_CHUNK_TYPE,
+        _H_RUN: chunk.run_id,
+        _H_STEP: chunk.step_key,
+        _H_STREAM: str(chunk.stream),
+        _H_OFFSET: str(chunk.offset),
+        _H_TS: repr(chunk.timestamp),
+    }
+    return headers, chunk.data
+
+
+def decode_log_chunk(headers: dict[str, str] | None, body: bytes) -> LogChunk:
+    """Rebuild a LogChunk from NATS headers and body; raise ContractError if malformed."""
+    headers = headers or {}
+    if headers.get(_H_TYPE) != LOG_CHUNK_TYPE:
+        raise ContractError(f"not a {LOG_CHUNK_TYPE}: type header {headers.get(_H_TYPE)!r}")
+    try:
+        return LogChunk(
+            run_id=headers[_H_RUN],
+            step_key=headers[_H_STEP],
+            stream=LogStream(headers[_H_STREAM]),
+            offset=int(headers[_H_OFFSET]),
+            timestamp=float(headers.get(_H_TS) or time.time()),
+            data=body,
+        )
+    except (KeyError, ValueError, ValidationError) as err:
+        raise ContractError(f"malformed log chunk headers {headers!r}: {err}") from err

@@ -1,0 +1,30 @@
+"""Settings shared by agent services; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    """What every agent service needs: where NATS and the control plane are, and tracing.
+
+    Subclasses set ``model_config = SettingsConfigDict(env_prefix="TETHER_<SERVICE>_")``;
+    the shared fields also read the un-prefixed ``TETHER_*`` names through aliases so one
+    environment can configure a whole agent.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", populate_by_name=True)
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    control_plane_url: str = Field(
+        default="http://127.0.0.1:3000", description="Base URL of the control plane."
+    )
+    agent_token: SecretStr = Field(
+        default=SecretStr(""), description="Agent API token issued by the control plane."
+    )
+    agent_id: str = Field(default="agent", description="Name this agent reports itself as.")
+    graceful_shutdown_timeout: float = Field(
+        default=10.0, description="Seconds to finish in-flight work after SIGTERM."
+    )
+    service_name: str = Field(default="tether", description="OpenTelemetry service.name.")

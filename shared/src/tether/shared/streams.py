@@ -1,0 +1,112 @@
+"""JetStream stream and consumer definitions.
+
+Each stream has exactly one owner service that declares it (declaring from several
+services would overwrite limits); everyone else only binds. ``ensure_stream`` is called
+by the owner; ``wait_for_stream`` by the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from tether.shared import subjects
+from tether.shared.subjects import Stream
+
+DUPLICATE_WINDOW_S = 120.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream's configuration and the service that owns (declares) it."""
+
+    name: Stream
+    subjects: tuple[str, ...]
+    owner: str
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
+    max_bytes: int = 1 << 30
+    max_age_s: float = 7 * 24 * 3600.0
+
+    def config(self) -> StreamConfig:
+        """The nats-py StreamConfig of this spec."""
+        return StreamConfig(
+            name=str(self.name),
+            subjects=list(self.subjects),
+            retention=self.retention,
+            storage=StorageType.FILE,
+            max_bytes=self.max_bytes,
+            max_age=self.max_age_s,
+            # Backpressure, not loss: when the stream is full, publishers get an error and
+            # retry instead of the oldest unconsumed data being discarded.
+            discard=DiscardPolicy.NEW,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+
+
+STREAMS: dict[Stream, StreamSpec] = {
+    Stream.WORK: StreamSpec(
+        Stream.WORK, (subjects.work_all(),), owner="poller", retention=RetentionPolicy.WORK_QUEUE
+    ),
+    Stream.RESULTS: StreamSpec(
+        Stream.RESULTS,
+        (subjects.results_all(),),
+        owner="eventrelay",
+        retention=RetentionPolicy.WORK_QUEUE,
+    ),
+    Stream.EVENTS: StreamSpec(
+        Stream.EVENTS,
+        (subjects.events_all(),),
+        owner="eventrelay",
+        retention=RetentionPolicy.WORK_QUEUE,
+    ),
+    Stream.LOGS: StreamSpec(
+        Stream.LOGS,
+        (subjects.logs_all(),),
+        owner="logship",
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_bytes=4 << 30,
+    ),
+    Stream.DEAD_LETTER: StreamSpec(
+        Stream.DEAD_LETTER, (subjects.dead_letter_all(),), owner="eventrelay"
+    ),
+}
+
+
+def owned_by(service: str) -> list[StreamSpec]:
+    """The streams ``service`` must declare."""
+    return [spec for spec in STREAMS.values() if spec.owner == service]
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    """Create the stream, or update it to ``spec`` (only the owner calls this)."""
+    try:
+        await js.stream_info(str(spec.name))
+    except NotFoundError:
+        await js.add_stream(spec.config())
+        return
+    await js.update_stream(spec.config())
+
+
+async def ensure_owned_streams(js: JetStreamContext, service: str) -> None:
+    """Declare every stream ``service`` owns."""
+    for spec in owned_by(service):
+        await ensure_stream(js, spec)
+
+
+async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 60.0) -> None:
+    """Wait until another service has declared stream ``name``.
+
+    Raises:
+        TimeoutError: the stream did not appear within ``timeout`` seconds.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await js.stream_info(str(name))
+                return
+            except NotFoundError:
+                await asyncio.sleep(0.2)

@@ -1,0 +1,114 @@
+"""NATS subjects, stream names and KV bucket names: the only place they are spelled.
+
+No other module builds a subject with an f-string; they call these builders.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from tether.shared.errors import ContractError
+
+PREFIX = "tether"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class Stream(StrEnum):
+    """JetStream streams of an agent."""
+
+    WORK = "TETHER_WORK"
+    RESULTS = "TETHER_RESULTS"
+    EVENTS = "TETHER_EVENTS"
+    LOGS = "TETHER_LOGS"
+    DEAD_LETTER = "TETHER_DLQ"
+
+
+class Bucket(StrEnum):
+    """JetStream key-value buckets of an agent."""
+
+    RUN_CLAIMS = "tether_run_claims"
+
+
+class WorkKind(StrEnum):
+    """Kinds of work items the control plane hands to agents."""
+
+    LAUNCH_RUN = "launch_run"
+    TERMINATE_RUN = "terminate_run"
+    CHECK_RUN_HEALTH = "check_run_health"
+    LOAD_LOCATION = "load_location"
+    EVALUATE_SCHEDULE = "evaluate_schedule"
+    EVALUATE_SENSOR = "evaluate_sensor"
+    GET_PARTITION_KEYS = "get_partition_keys"
+    GET_PARTITION_CONFIG = "get_partition_config"
+    PING_LOCATION = "ping_location"
+
+
+class LogStream(StrEnum):
+    """Which standard stream a compute-log chunk came from."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+def token(value: str) -> str:
+    """Return ``value`` if it is a safe single subject token, else raise ContractError."""
+    if not _TOKEN.match(value):
+        raise ContractError(f"not a valid subject token: {value!r}")
+    return value
+
+
+def work(substrate: str, kind: WorkKind | str) -> str:
+    """Subject of work items of ``kind`` for launchers of ``substrate``."""
+    return f"{PREFIX}.work.{token(substrate)}.{token(str(kind))}"
+
+
+def work_filter(substrate: str) -> str:
+    """Filter subject matching every work item of one substrate."""
+    return f"{PREFIX}.work.{token(substrate)}.>"
+
+
+def work_all() -> str:
+    """Filter subject matching every work item."""
+    return f"{PREFIX}.work.>"
+
+
+def results(kind: WorkKind | str) -> str:
+    """Subject of work results of ``kind``."""
+    return f"{PREFIX}.results.{token(str(kind))}"
+
+
+def results_all() -> str:
+    """Filter subject matching every work result."""
+    return f"{PREFIX}.results.>"
+
+
+def events(run_id: str) -> str:
+    """Subject of the structured events of one run."""
+    return f"{PREFIX}.events.{token(run_id)}"
+
+
+def events_all() -> str:
+    """Filter subject matching every run's events."""
+    return f"{PREFIX}.events.>"
+
+
+def logs(run_id: str, step_key: str, stream: LogStream | str) -> str:
+    """Subject of raw compute-log chunks of one step's stdout or stderr."""
+    return f"{PREFIX}.logs.{token(run_id)}.{token(step_key)}.{token(str(stream))}"
+
+
+def logs_all() -> str:
+    """Filter subject matching every compute-log chunk."""
+    return f"{PREFIX}.logs.>"
+
+
+def dead_letter(source: Stream | str) -> str:
+    """Subject where messages from ``source`` that cannot be processed end up."""
+    return f"{PREFIX}.dlq.{token(str(source))}"
+
+
+def dead_letter_all() -> str:
+    """Filter subject matching every dead letter."""
+    return f"{PREFIX}.dlq.>"
