@@ -26,3 +26,7 @@ def main() -> None:
     """Entry point of the ``tether`` console script."""
     _load_plugins()
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,9 @@ from tether.shared.errors import ContractError
 from tether.shared.subjects import LogStream, WorkKind
 
 __all__ = [
+    "CodeServerReady",
     "CodeServerStatus",
+    "ExecuteRunArgs",
     "ErrorInfo",
     "Heartbeat",
     "EventType",
@@ -219,6 +221,24 @@ class TerminateRunPayload(WireModel):
     """Payload of a ``terminate_run`` work item."""
 
     run_id: str
+
+
+class ExecuteRunArgs(WireModel):
+    """Everything ``tether api execute-run`` needs, passed as one JSON argument."""
+
+    type: Literal["tether.v1.execute_run_args"] = "tether.v1.execute_run_args"
+    location: LocationConfig
+    run: LaunchRunPayload
+    nats_url: str
+    traceparent: str | None = None
+
+
+class CodeServerReady(WireModel):
+    """The first stdout line of a code server process once its port is bound."""
+
+    type: Literal["tether.v1.codeserver_ready"] = "tether.v1.codeserver_ready"
+    address: str = Field(description="host:port the gRPC server listens on.")
+    pid: int
 
 
 class WorkItem(WireModel):
