@@ -115,8 +115,10 @@ class AgentClient:
         except ValueError as err:
             raise AgentApiError(f"control plane answered {resp.status_code}: {resp.text[:200]}") from err
         if body.get("errors"):
-            messages = "; ".join(e.get("message", "?") for e in body["errors"])
-            raise AgentApiError(f"control plane refused the request: {messages}")
+            errors = body["errors"]
+            messages = "; ".join(e.get("message", "?") for e in errors)
+            code = (errors[0].get("extensions") or {}).get("code")
+            raise AgentApiError(f"control plane refused the request: {messages}", code=code)
         if resp.status_code >= 400:
             raise AgentApiError(f"control plane answered {resp.status_code}: {resp.text[:200]}")
         return body["data"]

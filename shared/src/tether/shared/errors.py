@@ -16,8 +16,22 @@ class AgentApiError(TetherError):
 
     Attributes:
         transient: whether retrying the same call may succeed.
+        code: the GraphQL error's ``extensions.code`` (``BAD_INPUT`` when the request's
+            content was refused, ``UNAUTHENTICATED`` for a bad token), if any.
     """
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, code: str | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.code = code
+
+    @property
+    def is_bad_input(self) -> bool:
+        """Whether the content itself was refused (so retrying it can never succeed)."""
+        return self.code == BAD_INPUT
+
+
+#: GraphQL ``extensions.code`` for content the control plane refuses.
+BAD_INPUT = "BAD_INPUT"
+#: GraphQL ``extensions.code`` for a missing or invalid token.
+UNAUTHENTICATED = "UNAUTHENTICATED"

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SHARED_ENV_PREFIX = "TETHER_"
+
+
+class SharedEnvSource(EnvSettingsSource):
+    """Reads only the fields :class:`AgentSettings` declares, from un-prefixed ``TETHER_*``.
+
+    It sits after the service's own (prefixed) environment source, so
+    ``TETHER_POLLER_NATS_URL`` wins over ``TETHER_NATS_URL``, and a service-specific
+    field such as ``substrates`` is never read from ``TETHER_SUBSTRATES``.
+    """
+
+    def __init__(self) -> None:
+        # Bound to AgentSettings itself (not the subclass), so only the shared fields are read.
+        super().__init__(AgentSettings, env_prefix=SHARED_ENV_PREFIX)
 
 
 class AgentSettings(BaseSettings):
     """What every agent service needs: where NATS and the control plane are, and tracing.
 
     Subclasses set ``model_config = SettingsConfigDict(env_prefix="TETHER_<SERVICE>_")``;
-    the shared fields also read the un-prefixed ``TETHER_*`` names through aliases so one
-    environment can configure a whole agent.
+    the shared fields also read the un-prefixed ``TETHER_*`` names (a second, lower-priority
+    environment source) so one environment can configure a whole agent.
     """
 
     model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", populate_by_name=True)
@@ -28,3 +48,21 @@ class AgentSettings(BaseSettings):
         default=10.0, description="Seconds to finish in-flight work after SIGTERM."
     )
     service_name: str = Field(default="tether", description="OpenTelemetry service.name.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the un-prefixed ``TETHER_*`` names after the service's prefixed ones."""
+        return (
+            init_settings,
+            env_settings,
+            SharedEnvSource(),
+            dotenv_settings,
+            file_secret_settings,
+        )

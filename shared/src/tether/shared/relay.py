@@ -1,0 +1,189 @@
+"""Batching relay from a JetStream pull consumer to an idempotent upload.
+
+Used by the eventrelay (events, results) and the logship (compute logs). The shape:
+fetch -> decode (malformed messages go to the dead letter, never looped) -> upload with
+retries -> ack. Messages are acked only after the destination confirmed, so a crash
+anywhere redelivers, and idempotent uploads make redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from tether.shared import subjects, telemetry
+from tether.shared.errors import AgentApiError, ContractError
+from tether.shared.subjects import Stream
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REASON_HEADER = "Tether-Reason"
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """When a batch is flushed.
+
+    A fetch returns as soon as any message is available (light load: flushed within
+    ``max_wait_s``); under heavy load it fills up to ``max_count`` messages, and an upload
+    is split so that no request carries more than ``max_bytes`` of message bodies.
+    """
+
+    max_count: int = 500
+    max_bytes: int = 4 << 20
+    max_wait_s: float = 0.1
+    ack_wait_s: float = 60.0
+    max_ack_pending: int = 20_000
+
+
+@dataclass(frozen=True)
+class RelaySpec(Generic[T]):
+    """What one relay consumes and where it uploads.
+
+    Attributes:
+        name: span and log name, e.g. ``eventrelay.events``.
+        stream: the source stream.
+        durable: durable consumer name (shared by every replica: work-queue semantics).
+        filter_subject: subjects consumed.
+        decode: message -> item; raises ContractError when malformed.
+        upload: uploads a batch idempotently; raises AgentApiError on refusal.
+    """
+
+    name: str
+    stream: Stream
+    durable: str
+    filter_subject: str
+    decode: Callable[[Msg], T]
+    upload: Callable[[Sequence[T]], Awaitable[object]]
+
+
+class BatchRelay(Generic[T]):
+    """Runs one RelaySpec until stopped."""
+
+    def __init__(
+        self, js: JetStreamContext, spec: RelaySpec[T], policy: BatchPolicy | None = None
+    ) -> None:
+        self._js = js
+        self._spec = spec
+        self._policy = policy or BatchPolicy()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from :meth:`run`."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume, upload and ack until :meth:`stop`."""
+        spec, policy = self._spec, self._policy
+        sub = await self._js.pull_subscribe(
+            spec.filter_subject,
+            durable=spec.durable,
+            stream=str(spec.stream),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=policy.ack_wait_s,
+                max_ack_pending=policy.max_ack_pending,
+            ),
+        )
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(batch=policy.max_count, timeout=policy.max_wait_s * 10)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            await self.handle(msgs)
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """Decode, upload and ack one fetched batch."""
+        good: list[tuple[Msg, T]] = []
+        for msg in msgs:
+            try:
+                good.append((msg, self._spec.decode(msg)))
+            except ContractError as err:
+                await self.dead_letter(msg, str(err))
+        for chunk in self._split(good):
+            await self._upload_grouped(chunk)
+
+    def _split(self, pairs: list[tuple[Msg, T]]) -> list[list[tuple[Msg, T]]]:
+        """Split into sub-batches of at most ``max_bytes`` of bodies."""
+        out: list[list[tuple[Msg, T]]] = []
+        cur: list[tuple[Msg, T]] = []
+        size = 0
+        for pair in pairs:
+            n = len(pair[0].data)
+            if cur and size + n > self._policy.max_bytes:
+                out.append(cur)
+                cur, size = [], 0
+            cur.append(pair)
+            size += n
+        if cur:
+            out.append(cur)
+        return out
+
+    async def _upload_grouped(self, pairs: list[tuple[Msg, T]]) -> None:
+        # One upload per trace context, so each user action's trace shows its own relay
+        # hop (a batch usually holds one or a few runs).
+        groups: dict[str, list[tuple[Msg, T]]] = {}
+        for msg, item in pairs:
+            key = (msg.headers or {}).get("traceparent", "")
+            groups.setdefault(key, []).append((msg, item))
+        for traceparent, group in groups.items():
+            with telemetry.span_from(
+                self._spec.name, traceparent or None, scope="tether.relay", count=len(group)
+            ):
+                await self._upload_until_done(group)
+            for msg, _ in group:
+                await msg.ack()
+
+    async def _upload_until_done(self, pairs: list[tuple[Msg, T]]) -> None:
+        """Upload, retrying transient failures forever; bisect refusals to dead-letter.
+
+        The control plane being down must not drop anything: JetStream keeps the backlog
+        and we keep our messages in progress so they are not redelivered elsewhere.
+        """
+        delay = 0.2
+        while True:
+            try:
+                await self._spec.upload([item for _, item in pairs])
+                return
+            except AgentApiError as err:
+                # Only content refusals are the messages' fault; anything else (a bad
+                # token, a server bug) is retried so that fixing it loses nothing.
+                if not err.is_bad_input:
+                    log.error("%s: upload refused (%s); retrying in %.1fs", self._spec.name, err, delay)
+                elif len(pairs) == 1:
+                    await self.dead_letter(pairs[0][0], f"refused by control plane: {err}")
+                    return
+                else:
+                    mid = len(pairs) // 2
+                    await self._upload_until_done(pairs[:mid])
+                    await self._upload_until_done(pairs[mid:])
+                    return
+            except Exception as err:  # transport errors after the client's own retries
+                log.warning("%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay)
+            for msg, _ in pairs:
+                await msg.in_progress()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 10.0)
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Move ``msg`` to the dead-letter stream with ``reason`` and terminate it."""
+        log.error("%s: dead-lettering message on %s: %s", self._spec.name, msg.subject, reason)
+        headers = dict(msg.headers or {})
+        headers[REASON_HEADER] = reason[:1000]
+        headers["Tether-Subject"] = msg.subject
+        await self._js.publish(
+            subjects.dead_letter(self._spec.stream), msg.data, headers=headers
+        )
+        await msg.term()

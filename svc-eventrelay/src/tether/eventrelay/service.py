@@ -1,0 +1,93 @@
+"""The eventrelay service: two relays (run events, work results) in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.msg import Msg
+
+from tether.eventrelay.settings import EventRelaySettings
+from tether.shared import streams, subjects
+from tether.shared.agent_client import AgentClient
+from tether.shared.messages import RunEvent, WorkResult, decode
+from tether.shared.relay import BatchRelay, RelaySpec
+from tether.shared.service import connect_nats
+from tether.shared.subjects import Stream
+
+log = logging.getLogger(__name__)
+
+SERVICE = "eventrelay"
+
+
+def decode_event(msg: Msg) -> RunEvent:
+    """A RunEvent from a NATS message (ContractError when malformed)."""
+    return decode(msg.data, RunEvent)
+
+
+def decode_result(msg: Msg) -> WorkResult:
+    """A WorkResult from a NATS message (ContractError when malformed)."""
+    return decode(msg.data, WorkResult)
+
+
+class EventRelay:
+    """Relays ``tether.events.*`` to storeEvents and ``tether.results.*`` to submitResults.
+
+    Owns (declares) the EVENTS, RESULTS and dead-letter streams.
+    """
+
+    def __init__(self, settings: EventRelaySettings) -> None:
+        self._settings = settings
+        self._relays: list[BatchRelay[object]] = []
+        self._stopped = asyncio.Event()
+
+    def shutdown(self) -> None:
+        """Stop after the batches in hand are uploaded and acked."""
+        self._stopped.set()
+        for relay in self._relays:
+            relay.stop()
+
+    async def run(self) -> None:
+        """Declare streams, then relay until shut down."""
+        s = self._settings
+        nc = await connect_nats(s.nats_url, name=f"tether-{SERVICE}")
+        js = nc.jetstream()
+        await streams.ensure_owned_streams(js, SERVICE)
+        client = AgentClient(s.control_plane_url, s.agent_token.get_secret_value())
+        policy = s.batch_policy()
+        self._relays = [
+            BatchRelay(
+                js,
+                RelaySpec(
+                    name="eventrelay.store_events",
+                    stream=Stream.EVENTS,
+                    durable="eventrelay-events",
+                    filter_subject=subjects.events_all(),
+                    decode=decode_event,
+                    upload=client.store_events,
+                ),
+                policy,
+            ),
+            BatchRelay(
+                js,
+                RelaySpec(
+                    name="eventrelay.submit_results",
+                    stream=Stream.RESULTS,
+                    durable="eventrelay-results",
+                    filter_subject=subjects.results_all(),
+                    decode=decode_result,
+                    upload=client.submit_results,
+                ),
+                policy,
+            ),
+        ]
+        if self._stopped.is_set():
+            self.shutdown()
+        log.info("eventrelay relaying events and results to %s", s.control_plane_url)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for relay in self._relays:
+                    tg.create_task(relay.run())
+        finally:
+            await client.aclose()
+            await nc.drain()
