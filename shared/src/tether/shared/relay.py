@@ -142,12 +142,14 @@ class BatchRelay(Generic[T]):
             with telemetry.span_from(
                 self._spec.name, traceparent or None, scope="tether.relay", count=len(group)
             ):
-                await self._upload_until_done(group)
-            for msg, _ in group:
+                stored = await self._upload_until_done(group)
+            for msg in stored:
                 await msg.ack()
 
-    async def _upload_until_done(self, pairs: list[tuple[Msg, T]]) -> None:
+    async def _upload_until_done(self, pairs: list[tuple[Msg, T]]) -> list[Msg]:
         """Upload, retrying transient failures forever; bisect refusals to dead-letter.
+
+        Returns the messages that were stored (the others are dead-lettered already).
 
         The control plane being down must not drop anything: JetStream keeps the backlog
         and we keep our messages in progress so they are not redelivered elsewhere.
@@ -156,7 +158,7 @@ class BatchRelay(Generic[T]):
         while True:
             try:
                 await self._spec.upload([item for _, item in pairs])
-                return
+                return [msg for msg, _ in pairs]
             except AgentApiError as err:
                 # Only content refusals are the messages' fault; anything else (a bad
                 # token, a server bug) is retried so that fixing it loses nothing.
@@ -164,12 +166,12 @@ class BatchRelay(Generic[T]):
                     log.error("%s: upload refused (%s); retrying in %.1fs", self._spec.name, err, delay)
                 elif len(pairs) == 1:
                     await self.dead_letter(pairs[0][0], f"refused by control plane: {err}")
-                    return
+                    return []
                 else:
                     mid = len(pairs) // 2
-                    await self._upload_until_done(pairs[:mid])
-                    await self._upload_until_done(pairs[mid:])
-                    return
+                    return await self._upload_until_done(
+                        pairs[:mid]
+                    ) + await self._upload_until_done(pairs[mid:])
             except Exception as err:  # transport errors after the client's own retries
                 log.warning("%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay)
             for msg, _ in pairs:

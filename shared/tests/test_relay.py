@@ -1,0 +1,158 @@
+"""The batching relay against a real NATS server: ack after upload, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import nats
+import pytest
+
+from tether.shared import streams, subjects
+from tether.shared.errors import BAD_INPUT, AgentApiError
+from tether.shared.messages import EventType, RunEvent, decode, encode
+from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
+from tether.shared.subjects import Stream
+
+
+class RecordingSink:
+    """A destination that stores what it gets, and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[RunEvent]] = []
+        self.fail_times = 0
+        self.refuse_seq: set[int] = set()
+
+    async def upload(self, items: Sequence[RunEvent]) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("control plane down")
+        if any(e.seq in self.refuse_seq for e in items):
+            raise AgentApiError("bad event", code=BAD_INPUT)
+        self.batches.append(list(items))
+
+    @property
+    def seqs(self) -> list[int]:
+        return sorted(e.seq for b in self.batches for e in b)
+
+
+async def _setup(url: str, sink: RecordingSink) -> tuple[nats.NATS, BatchRelay[RunEvent]]:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for name in (Stream.EVENTS, Stream.DEAD_LETTER):
+        await streams.ensure_stream(js, streams.STREAMS[name])
+    relay = BatchRelay(
+        js,
+        RelaySpec(
+            name="test.events",
+            stream=Stream.EVENTS,
+            durable="test-events",
+            filter_subject=subjects.events_all(),
+            decode=lambda m: decode(m.data, RunEvent),
+            upload=sink.upload,
+        ),
+        BatchPolicy(max_count=50, max_wait_s=0.05),
+    )
+    return nc, relay
+
+
+async def _publish(nc: nats.NATS, seqs: range, run_id: str = "run1") -> None:
+    js = nc.jetstream()
+    for seq in seqs:
+        event = RunEvent(run_id=run_id, seq=seq, event_type=EventType.LOG, message=str(seq))
+        await js.publish(subjects.events(run_id), encode(event))
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def _pending(nc: nats.NATS, durable: str = "test-events") -> int:
+    info = await nc.jetstream().consumer_info(str(Stream.EVENTS), durable)
+    return info.num_pending + info.num_ack_pending
+
+
+async def test_relays_everything_in_batches_and_acks(nats_server) -> None:
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    await _publish(nc, range(1, 201))
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 200)
+    assert sink.seqs == list(range(1, 201))
+    assert max(len(b) for b in sink.batches) > 1  # batched, not one by one
+    relay.stop()
+    await task
+    assert await _pending(nc) == 0
+    await nc.close()
+
+
+async def test_upload_failures_are_retried_and_nothing_is_lost(nats_server) -> None:
+    sink = RecordingSink()
+    sink.fail_times = 3
+    nc, relay = await _setup(nats_server.url, sink)
+    await _publish(nc, range(1, 11))
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 10)
+    relay.stop()
+    await task
+    assert sink.seqs == list(range(1, 11))
+    await nc.close()
+
+
+async def test_malformed_and_refused_messages_go_to_dead_letter(nats_server) -> None:
+    sink = RecordingSink()
+    sink.refuse_seq = {5}
+    nc, relay = await _setup(nats_server.url, sink)
+    js = nc.jetstream()
+    await _publish(nc, range(1, 11))
+    await js.publish(subjects.events("run1"), b"{not json")
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 9)
+    relay.stop()
+    await task
+    assert sink.seqs == [s for s in range(1, 11) if s != 5]
+    dlq = await js.pull_subscribe(subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER))
+    dead = await dlq.fetch(10, timeout=2)
+    reasons = sorted(m.headers["Tether-Reason"] for m in dead)
+    assert len(dead) == 2
+    assert reasons[0].startswith("malformed RunEvent")
+    assert reasons[1].startswith("refused by control plane")
+    assert await _pending(nc) == 0
+    await nc.close()
+
+
+async def test_crash_before_upload_redelivers(nats_server) -> None:
+    """Messages fetched by a relay that dies before uploading are delivered again."""
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    await _publish(nc, range(1, 6))
+    js = nc.jetstream()
+    # Fetch without acking, as a relay that crashed mid-upload would.
+    sub = await js.pull_subscribe(
+        subjects.events_all(), durable="test-events", stream=str(Stream.EVENTS)
+    )
+    got = await sub.fetch(5, timeout=2)
+    assert len(got) == 5
+    for m in got:
+        await m.nak()
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 5)
+    relay.stop()
+    await task
+    assert sink.seqs == [1, 2, 3, 4, 5]
+    await nc.close()
+
+
+@pytest.mark.parametrize("count", [1])
+async def test_lone_message_is_flushed_without_waiting_for_a_full_batch(nats_server, count) -> None:
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.2)
+    await _publish(nc, range(1, 1 + count))
+    await _until(lambda: len(sink.seqs) == count, timeout=3)
+    relay.stop()
+    await task
+    await nc.close()
