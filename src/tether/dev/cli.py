@@ -41,6 +41,8 @@ def dev(
     stack = DevStack(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # A shell may start us with SIGINT ignored (background jobs); Ctrl-C must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with console.status("starting Tether...") as status:
             stack.start(progress=lambda what: status.update(f"starting {what}"))

@@ -76,3 +76,20 @@ def setup_logging(level: str = "INFO") -> None:
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def run_service(service: Service, *, tracing_name: str, graceful_shutdown_timeout: float) -> None:
+    """Process entry point of an agent service: tracing on, serve until SIGTERM, flush spans.
+
+    Args:
+        service: the service to run.
+        tracing_name: OpenTelemetry ``service.name``, e.g. ``tether-eventrelay``.
+        graceful_shutdown_timeout: seconds the service gets to stop after a signal.
+    """
+    from tether.shared import telemetry
+
+    telemetry.configure_tracing(tracing_name)
+    try:
+        asyncio.run(serve(service, graceful_shutdown_timeout=graceful_shutdown_timeout))
+    finally:
+        telemetry.shutdown_tracing()

@@ -1,0 +1,82 @@
+"""`tether dev` as a newcomer runs it: starts every process, prints where things are, and
+stops every child process on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REPO, _free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_tether_dev_starts_everything_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+    port, nats_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "tether.shared.cli", "dev",
+            "--home", str(tmp_path / "home"),
+            "--port", str(port),
+            "--nats-port", str(nats_port),
+            "--workspace", str(REPO / "examples" / "workspace.toml"),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        # Restore default SIGINT handling in the child, as an interactive shell would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdout is not None
+    output = b""
+    deadline = time.monotonic() + 120
+    while b"Press Ctrl-C to stop" not in output:
+        assert time.monotonic() < deadline, output.decode(errors="replace")
+        assert proc.poll() is None, output.decode(errors="replace")
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            output += os.read(proc.stdout.fileno(), 65536)
+    text = output.decode(errors="replace")
+    assert f"http://127.0.0.1:{port}/graphql" in text
+    assert f"nats://127.0.0.1:{nats_port}" in text
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    children = _children(proc.pid)
+    assert len(children) >= 6  # nats, control plane, poller, launcher, eventrelay, logship
+
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (output + rest).decode(errors="replace")
+    assert b"stopped." in rest
+    still = [pid for pid in children if _alive(pid)]
+    assert not still, f"children still running after Ctrl-C: {still}"
