@@ -11,18 +11,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from otlp_receiver import OtlpReceiver  # noqa: E402
+from tether.shared.testing import free_port  # noqa: E402
 
 from tether.dev.stack import DevStack, StackConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +31,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Itera
     home = tmp_path_factory.mktemp("tether-home")
     config = StackConfig(
         home=home,
-        port=_free_port(),
-        nats_port=_free_port(),
+        port=free_port(),
+        nats_port=free_port(),
         workspace_file=REPO / "examples" / "workspace.toml",
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, _free_port
+from tether.shared.testing import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +44,21 @@ def _alive(pid: int) -> bool:
 
 
 def test_tether_dev_starts_everything_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
-    port, nats_port = _free_port(), _free_port()
+    port, nats_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "tether.shared.cli", "dev",
-            "--home", str(tmp_path / "home"),
-            "--port", str(port),
-            "--nats-port", str(nats_port),
-            "--workspace", str(REPO / "examples" / "workspace.toml"),
+            sys.executable,
+            "-m",
+            "tether.shared.cli",
+            "dev",
+            "--home",
+            str(tmp_path / "home"),
+            "--port",
+            str(port),
+            "--nats-port",
+            str(nats_port),
+            "--workspace",
+            str(REPO / "examples" / "workspace.toml"),
             "--quiet",
         ],
         stdout=subprocess.PIPE,

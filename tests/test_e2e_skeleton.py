@@ -49,9 +49,12 @@ def wait_for(what: str, probe, timeout: float = 90.0, stack: DevStack | None = N
 
 def wait_location_loaded(stack: DevStack) -> dict[str, Any]:
     def probe():
-        locs = gql(stack, "{ codeLocations { name loadStatus loadError { message } "
-                   "repositories { name jobs { name configSchema ops { name } "
-                   "edges { fromOp toOp } } } } }")["codeLocations"]
+        locs = gql(
+            stack,
+            "{ codeLocations { name loadStatus loadError { message } "
+            "repositories { name jobs { name configSchema ops { name } "
+            "edges { fromOp toOp } } } } }",
+        )["codeLocations"]
         loc = next((item for item in locs if item["name"] == "examples"), None)
         return loc if loc and loc["loadStatus"] == "LOADED" else None
 
@@ -78,7 +81,9 @@ def launch(stack: DevStack, job: str, run_config: dict | None = None) -> dict[st
 
 def wait_run_done(stack: DevStack, run_id: str) -> dict[str, Any]:
     def probe():
-        run = gql(stack, f"query($id: String!) {{ run(id: $id) {{ {RUN_FIELDS} }} }}", id=run_id)["run"]
+        run = gql(stack, f"query($id: String!) {{ run(id: $id) {{ {RUN_FIELDS} }} }}", id=run_id)[
+            "run"
+        ]
         return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
 
     return wait_for(f"run {run_id} to finish", probe, stack=stack)
@@ -167,8 +172,10 @@ def test_one_trace_from_launch_to_relay(stack: DevStack, otlp) -> None:
 
     try:
         wait_for("spans of every service in the run's trace", services_in_trace, timeout=30)
-    except AssertionError:
+    except AssertionError as err:
         seen = {s.service for s in otlp.snapshot() if s.trace_id == trace_id}
-        raise AssertionError(f"trace {trace_id} has spans from {seen}, missing {needed - seen}")
+        raise AssertionError(
+            f"trace {trace_id} has spans from {seen}, missing {needed - seen}"
+        ) from err
     names = {s.name for s in otlp.snapshot() if s.trace_id == trace_id}
     assert "launchRun" in names

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tether.shared import subjects
 from tether.shared.errors import ContractError
 from tether.shared.messages import (
@@ -38,9 +37,12 @@ def test_run_event_round_trip_and_versioned_type() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"not json", b"{}", b'{"type": "tether.v2.run_event", "run_id": "r", "seq": 1,'
-     b' "event_type": "RUN_START"}', b'{"type": "tether.v1.run_event", "run_id": "r",'
-     b' "seq": 0, "event_type": "RUN_START"}'],
+    [
+        b"not json",
+        b"{}",
+        b'{"type": "tether.v2.run_event", "run_id": "r", "seq": 1, "event_type": "RUN_START"}',
+        b'{"type": "tether.v1.run_event", "run_id": "r", "seq": 0, "event_type": "RUN_START"}',
+    ],
 )
 def test_malformed_messages_raise_contract_error(raw: bytes) -> None:
     with pytest.raises(ContractError):
@@ -48,7 +50,9 @@ def test_malformed_messages_raise_contract_error(raw: bytes) -> None:
 
 
 def test_log_chunk_travels_as_raw_bytes_with_key_in_headers() -> None:
-    chunk = LogChunk(run_id="r", step_key="s", stream=LogStream.STDOUT, offset=42, data=b"\xff\x00x")
+    chunk = LogChunk(
+        run_id="r", step_key="s", stream=LogStream.STDOUT, offset=42, data=b"\xff\x00x"
+    )
     headers, body = encode_log_chunk(chunk)
     assert body == b"\xff\x00x"
     assert decode_log_chunk(headers, body) == chunk
@@ -76,6 +80,7 @@ def test_error_info_keeps_class_traceback_and_cause() -> None:
 def test_work_item_rejects_unknown_kind() -> None:
     with pytest.raises(ContractError):
         decode(
-            b'{"type": "tether.v1.work_item", "id": "x", "kind": "nope", "location": {"name": "l"}}',
+            b'{"type": "tether.v1.work_item", "id": "x", "kind": "nope",'
+            b' "location": {"name": "l"}}',
             WorkItem,
         )

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import nats
 import pytest
-
 from tether.shared import streams, subjects
 from tether.shared.errors import BAD_INPUT, AgentApiError
 from tether.shared.messages import EventType, RunEvent, decode, encode

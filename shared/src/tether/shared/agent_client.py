@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import stamina
-
 from tether.shared import telemetry
 from tether.shared.errors import AgentApiError
 from tether.shared.messages import Heartbeat, LogChunk, RunEvent, WorkItem, WorkResult
@@ -113,7 +112,9 @@ class AgentClient:
         try:
             body = resp.json()
         except ValueError as err:
-            raise AgentApiError(f"control plane answered {resp.status_code}: {resp.text[:200]}") from err
+            raise AgentApiError(
+                f"control plane answered {resp.status_code}: {resp.text[:200]}"
+            ) from err
         if body.get("errors"):
             errors = body["errors"]
             messages = "; ".join(e.get("message", "?") for e in errors)

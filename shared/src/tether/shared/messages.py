@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from tether.shared.errors import ContractError
 from tether.shared.subjects import LogStream, WorkKind
 
@@ -115,7 +114,11 @@ class ErrorInfo(WireModel):
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
         """Capture an exception (and its explicit cause) as ErrorInfo."""
         kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
         tb = "".join(_traceback.format_exception(kind, exc, exc.__traceback__, chain=False))
         cause = cls.from_exception(exc.__cause__) if exc.__cause__ is not None else None
         return cls(cls_name=name, message=str(exc), traceback=tb, cause=cause)

@@ -19,7 +19,6 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
 from tether.shared import subjects, telemetry
 from tether.shared.errors import AgentApiError, ContractError
 from tether.shared.subjects import Stream
@@ -163,7 +162,9 @@ class BatchRelay(Generic[T]):
                 # Only content refusals are the messages' fault; anything else (a bad
                 # token, a server bug) is retried so that fixing it loses nothing.
                 if not err.is_bad_input:
-                    log.error("%s: upload refused (%s); retrying in %.1fs", self._spec.name, err, delay)
+                    log.error(
+                        "%s: upload refused (%s); retrying in %.1fs", self._spec.name, err, delay
+                    )
                 elif len(pairs) == 1:
                     await self.dead_letter(pairs[0][0], f"refused by control plane: {err}")
                     return []
@@ -173,7 +174,9 @@ class BatchRelay(Generic[T]):
                         pairs[:mid]
                     ) + await self._upload_until_done(pairs[mid:])
             except Exception as err:  # transport errors after the client's own retries
-                log.warning("%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay)
+                log.warning(
+                    "%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay
+                )
             for msg, _ in pairs:
                 await msg.in_progress()
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -185,7 +188,5 @@ class BatchRelay(Generic[T]):
         headers = dict(msg.headers or {})
         headers[REASON_HEADER] = reason[:1000]
         headers["Tether-Subject"] = msg.subject
-        await self._js.publish(
-            subjects.dead_letter(self._spec.stream), msg.data, headers=headers
-        )
+        await self._js.publish(subjects.dead_letter(self._spec.stream), msg.data, headers=headers)
         await msg.term()

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-
 from tether.shared import subjects
 from tether.shared.subjects import Stream
 

@@ -41,7 +41,9 @@ def configure_tracing(service_name: str) -> None:
     ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=200))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=200)
+        )
     trace.set_tracer_provider(provider)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
-
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.messages import (
     Edge,
