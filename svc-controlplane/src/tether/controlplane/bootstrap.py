@@ -1,0 +1,128 @@
+"""Startup state: the default deployment, the dev agent token, the workspace's locations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import ValidationError
+from tether.controlplane import auth
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.errors import (
+    BootstrapError,
+    WorkspaceFileError,
+    describe_validation_error,
+)
+from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import locations
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared import telemetry
+from tether.shared.messages import LocationConfig
+
+log = logging.getLogger(__name__)
+
+#: Name under which the dev bootstrap registers the token of ``agent_token_file``.
+TOKEN_FILE_TOKEN_NAME = "agent-token-file"
+
+
+def read_workspace(path: Path) -> list[LocationConfig]:
+    """Read the ``[[locations]]`` of a workspace TOML file.
+
+    Relative ``working_directory`` and ``python_file`` are resolved against the file's
+    directory, so the file means the same thing from any current directory.
+
+    Raises:
+        WorkspaceFileError: unreadable TOML, or a table that is not a valid LocationConfig.
+    """
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise WorkspaceFileError(f"cannot read workspace file {path}: {err}") from err
+    tables = document.get("locations", [])
+    if not isinstance(tables, list):
+        raise WorkspaceFileError(f"{path}: 'locations' must be an array of tables ([[locations]])")
+    base = path.resolve().parent
+    configs: list[LocationConfig] = []
+    for index, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise WorkspaceFileError(f"{path}: locations[{index}] is not a table")
+        table = dict(table)
+        for key in ("working_directory", "python_file"):
+            value = table.get(key)
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                table[key] = str((base / value).resolve())
+        try:
+            configs.append(LocationConfig.model_validate(table))
+        except ValidationError as err:
+            raise WorkspaceFileError(
+                f"{path}: locations[{index}] is invalid: {describe_validation_error(err)}"
+            ) from err
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise WorkspaceFileError(f"{path}: duplicate location names: {', '.join(duplicates)}")
+    return configs
+
+
+def _read_or_create_token_file(path: Path) -> tuple[str, bool]:
+    """Return the token in ``path`` and whether it was just created there."""
+    if path.exists():
+        token = path.read_text().strip()
+        if not token:
+            raise BootstrapError(f"agent token file {path} is empty; delete it to get a new one")
+        return token, False
+    token = auth.new_token()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL + 0600 from the start: the plaintext is never readable by others, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return token, True
+
+
+async def ensure_agent_token_file(db: Database, path: Path) -> bool:
+    """Make the token in ``path`` a valid agent token, creating both if the file is missing.
+
+    The file is written before the hash is stored, so a crash in between leaves a file the
+    next start registers, never a stored hash whose token nobody holds.
+
+    Returns:
+        True if a new token was written to ``path``.
+    """
+    token, created = await asyncio.to_thread(_read_or_create_token_file, path)
+    async with db.transaction() as session:
+        await auth.register_token(session, token, name=TOKEN_FILE_TOKEN_NAME, role=auth.Role.AGENT)
+    return created
+
+
+async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str]:
+    """Upsert the workspace's locations and queue a load of each; return their names."""
+    configs = await asyncio.to_thread(read_workspace, path)
+    tracer = telemetry.tracer("tether.controlplane")
+    async with db.transaction() as session:
+        for config in configs:
+            location = await locations.upsert_location(session, DEFAULT_DEPLOYMENT, config)
+            # Each load is its own trace, from the control plane to the code server.
+            with tracer.start_as_current_span("loadLocation", attributes={"location": config.name}):
+                await locations.queue_load(
+                    session, queue, location, traceparent=telemetry.current_traceparent()
+                )
+    return [c.name for c in configs]
+
+
+async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettings) -> None:
+    """Prepare a freshly migrated DB for serving: default deployment, token, locations."""
+    async with db.transaction() as session:
+        await auth.ensure_deployment(session, DEFAULT_DEPLOYMENT)
+    if settings.agent_token_file is not None:
+        if await ensure_agent_token_file(db, settings.agent_token_file):
+            log.info("wrote a new agent token to %s", settings.agent_token_file)
+        else:
+            log.info("registered the agent token of %s", settings.agent_token_file)
+    if settings.workspace_file is not None:
+        names = await load_workspace(db, queue, settings.workspace_file)
+        log.info("queued loading of code locations: %s", ", ".join(names) or "(none)")

@@ -1,0 +1,130 @@
+"""``tether controlplane ...`` commands.
+
+Heavy imports happen inside the commands: every ``tether`` invocation may load this
+module, and ``tether api execute-run`` must not pay for SQLAlchemy or strawberry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="controlplane", help="The Tether control plane: GraphQL API and metadata DB."
+)
+
+
+@app.callback()
+def _group() -> None:
+    """The Tether control plane: GraphQL API and metadata DB."""
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+    from tether.controlplane.settings import ControlPlaneSettings
+
+    try:
+        return ControlPlaneSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        typer.echo(f"error: invalid control plane settings: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind [env TETHER_CONTROLPLANE_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port [env TETHER_CONTROLPLANE_PORT].")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
+    ] = None,
+    agent_token_file: Annotated[
+        Path | None,
+        typer.Option(help="Dev agent token file [env TETHER_CONTROLPLANE_AGENT_TOKEN_FILE]."),
+    ] = None,
+    workspace_file: Annotated[
+        Path | None,
+        typer.Option(help="Code locations TOML [env TETHER_CONTROLPLANE_WORKSPACE_FILE]."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+) -> None:
+    """Migrate the DB, bootstrap it, and serve the API until SIGTERM/SIGINT."""
+    from tether.controlplane.errors import BootstrapError
+    from tether.controlplane.service import ControlPlaneService
+    from tether.shared import telemetry
+    from tether.shared.service import serve as serve_service
+    from tether.shared.service import setup_logging
+
+    setup_logging(log_level)
+    # Alembic announces each of its plugins at INFO; the migrations themselves stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    settings = _settings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        agent_token_file=agent_token_file,
+        workspace_file=workspace_file,
+    )
+    telemetry.configure_tracing("tether-controlplane")
+    try:
+        asyncio.run(
+            serve_service(
+                ControlPlaneService(settings),
+                graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
+            )
+        )
+    except BootstrapError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    finally:
+        telemetry.shutdown_tracing()
+
+
+@app.command("create-token")
+def create_token(
+    name: Annotated[str, typer.Option(help="What the token is for (shown in listings).")],
+    role: Annotated[str, typer.Option(help="Role of the token: agent, user or admin.")] = "agent",
+    deployment: Annotated[str, typer.Option(help="Deployment of the token.")] = "default",
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
+    ] = None,
+) -> None:
+    """Issue an API token and print it once (only its hash is stored)."""
+    from tether.controlplane.auth import Role
+
+    try:
+        parsed_role = Role(role)
+    except ValueError as err:
+        choices = ", ".join(r.value for r in Role)
+        typer.echo(f"error: unknown role {role!r}; choose one of {choices}", err=True)
+        raise typer.Exit(2) from err
+    settings = _settings(database_url=database_url)
+    token = asyncio.run(_create_token(settings.database_url, name, parsed_role, deployment))
+    typer.echo(
+        f"created {parsed_role} token {name!r} for deployment {deployment!r}; "
+        "it is shown only once:",
+        err=True,
+    )
+    typer.echo(token)
+
+
+async def _create_token(database_url: str, name: str, role: Any, deployment: str) -> str:
+    from tether.controlplane import auth
+    from tether.controlplane.db.engine import Database, migrate
+
+    await asyncio.to_thread(migrate, database_url)
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            return await auth.create_token(session, name=name, role=role, deployment_id=deployment)
+    finally:
+        await db.dispose()

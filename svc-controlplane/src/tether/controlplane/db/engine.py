@@ -1,0 +1,125 @@
+"""The async engine, transactions, and programmatic Alembic migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: Execution option marking a transaction that only reads (see ``_begin_sqlite``).
+_READ_ONLY = "tether_read_only"
+
+#: Async drivers and the sync driver Alembic uses for the same database.
+_SYNC_DRIVERS = {
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+}
+
+
+def sync_url(url: str | URL) -> URL:
+    """Return the URL of the same database through a synchronous driver (for Alembic)."""
+    parsed = make_url(url)
+    sync_driver = _SYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=sync_driver) if sync_driver else parsed
+
+
+def ensure_sqlite_dir(url: str | URL) -> None:
+    """Create the parent directory of a SQLite database file, if ``url`` names one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def migrate(url: str | URL) -> None:
+    """Bring the database at ``url`` to the latest Alembic revision (blocking).
+
+    Runs with a synchronous driver, so call it before the event loop serves requests
+    (or through ``asyncio.to_thread``).
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    ensure_sqlite_dir(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolates '%' (as in URL-escaped passwords); escape it.
+    rendered = sync_url(url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """Make SQLite behave under concurrent requests.
+
+    pysqlite's own transaction handling starts transactions lazily and cannot do
+    ``BEGIN IMMEDIATE``; a deferred transaction that reads and then writes can fail with
+    "database is locked" when another connection wrote in between (no busy wait on lock
+    upgrades). So we take over: autocommit at the driver, and emit ``BEGIN IMMEDIATE``
+    for writing transactions (they queue on the busy timeout instead of failing), plain
+    ``BEGIN`` for read-only ones (WAL lets them run beside a writer).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_sqlite(conn: Connection) -> None:
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The metadata DB: one async engine and two kinds of transaction.
+
+    Args:
+        url: SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///.tether/controlplane.db``.
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        ensure_sqlite_dir(url)
+        self.url = make_url(url)
+        self.engine = create_async_engine(self.url, pool_pre_ping=True)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(
+            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a writing transaction, committed on success, rolled back on error."""
+        async with self._writer() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session in a read-only transaction (no write lock taken on SQLite)."""
+        async with self._reader() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

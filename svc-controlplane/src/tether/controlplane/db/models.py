@@ -1,0 +1,232 @@
+"""Tables of the metadata DB (SQLAlchemy 2 declarative models).
+
+Written to run on SQLite now and PostgreSQL later: portable column types only
+(JSON, Double for epoch seconds, LargeBinary), explicit constraint names, and natural
+keys as UNIQUE constraints so every upload can be an ``INSERT ... ON CONFLICT DO NOTHING``.
+Timestamps are epoch seconds (floats), like the wire messages.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Deterministic constraint names, so later migrations can alter them on any backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Autoincrement ids: BIGINT on PostgreSQL, but SQLite only autoincrements INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+DEFAULT_DEPLOYMENT = "default"
+
+
+class LoadStatus(StrEnum):
+    """Whether a code location's definitions are known."""
+
+    NOT_LOADED = "NOT_LOADED"
+    LOADING = "LOADING"
+    LOADED = "LOADED"
+    LOAD_ERROR = "LOAD_ERROR"
+
+
+class WorkStatus(StrEnum):
+    """Lifecycle of a work item.
+
+    PENDING -> CLAIMED (leased by an agent) -> DISPATCHED (on the agent's NATS)
+    -> DONE | FAILED (its result arrived). A CLAIMED item whose lease expired is
+    offered again.
+    """
+
+    PENDING = "PENDING"
+    CLAIMED = "CLAIMED"
+    DISPATCHED = "DISPATCHED"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Deployment(Base):
+    """A tenant: everything else belongs to exactly one deployment."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class ApiToken(Base):
+    """An API token; only its SHA-256 hash is stored, never the plaintext."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class LocationSnapshotRow(Base):
+    """A code location's definitions; the id is the SHA-256 of its canonical JSON."""
+
+    __tablename__ = "location_snapshots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    location_name: Mapped[str] = mapped_column(String(200))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class CodeLocation(Base):
+    """A code location of a deployment: its config and what is known of its definitions."""
+
+    __tablename__ = "code_locations"
+    __table_args__ = (UniqueConstraint("deployment_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    load_status: Mapped[str] = mapped_column(String(16), default=LoadStatus.NOT_LOADED)
+    load_error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    snapshot_id: Mapped[str | None] = mapped_column(
+        ForeignKey("location_snapshots.id"), nullable=True
+    )
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Run(Base):
+    """One execution of a job."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_deployment_created", "deployment_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    location_name: Mapped[str] = mapped_column(String(200))
+    repository_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    job_name: Mapped[str] = mapped_column(String(200))
+    run_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RunEventRow(Base):
+    """A run event. The worker's events have ``seq >= 1``; the control plane's own have NULL.
+
+    ``UNIQUE(run_id, seq)`` makes re-uploads no-ops; NULLs never collide (SQL semantics on
+    both SQLite and PostgreSQL), so the control plane's events need no sequence.
+    """
+
+    __tablename__ = "run_events"
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        Index("ix_run_events_run_timestamp", "run_id", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    timestamp: Mapped[float] = mapped_column(Double)
+    step_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ComputeLogChunk(Base):
+    """Raw stdout/stderr bytes of one step, starting at byte ``offset``."""
+
+    __tablename__ = "compute_log_chunks"
+    __table_args__ = (UniqueConstraint("run_id", "step_key", "stream", "offset"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    step_key: Mapped[str] = mapped_column(String(200))
+    stream: Mapped[str] = mapped_column(String(16))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    timestamp: Mapped[float] = mapped_column(Double)
+
+
+class WorkItemRow(Base):
+    """A unit of work waiting for, leased by, or handed to an agent."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (Index("ix_work_items_claimable", "deployment_id", "status", "substrate"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    kind: Mapped[str] = mapped_column(String(64))
+    location_name: Mapped[str] = mapped_column(String(200))
+    substrate: Mapped[str] = mapped_column(String(64))
+    location: Mapped[dict[str, Any]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=WorkStatus.PENDING)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class WorkResultRow(Base):
+    """An agent's report about a work item; ``id`` is its natural key."""
+
+    __tablename__ = "work_results"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    work_item_id: Mapped[str] = mapped_column(ForeignKey("work_items.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Agent(Base):
+    """The last heartbeat of an agent of a deployment."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("deployment_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    agent_id: Mapped[str] = mapped_column(String(200))
+    last_heartbeat: Mapped[float] = mapped_column(Double)
+    heartbeat: Mapped[dict[str, Any]] = mapped_column(JSON)

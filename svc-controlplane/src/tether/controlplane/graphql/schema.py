@@ -1,0 +1,61 @@
+"""The GraphQL schema, and how its errors reach clients.
+
+Refusals (:class:`~tether.controlplane.errors.ApiError`) reach the client with their message
+and ``extensions.code``; GraphQL syntax and validation errors as graphql-core words them;
+anything else is masked as a generic message (the traceback goes to the server log only).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
+from tether.controlplane.errors import ApiError
+from tether.controlplane.graphql.agent import AgentMutation
+from tether.controlplane.graphql.user import Query, UserMutation
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
+
+Mutation = merge_types("Mutation", (AgentMutation, UserMutation))
+
+
+def _is_unexpected(error: GraphQLError) -> bool:
+    """Whether an error came from a bug or an outage rather than from a refusal."""
+    original = error.original_error
+    return original is not None and not isinstance(original, (ApiError, GraphQLError))
+
+
+class ControlPlaneSchema(strawberry.Schema):
+    """Logs refusals briefly and unexpected errors with their traceback."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log each error of an operation (before MaskErrors hides unexpected ones)."""
+        unexpected = [e for e in errors if _is_unexpected(e)]
+        for error in errors:
+            if not _is_unexpected(error):
+                where = ".".join(map(str, error.path or [])) or "request"
+                log.info("refused %s: %s", where, error.message)
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
+def build_schema() -> strawberry.Schema:
+    """Build the control plane's schema."""
+    return ControlPlaneSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            # A factory: strawberry builds a fresh extension per request.
+            lambda: MaskErrors(
+                should_mask_error=_is_unexpected, error_message=INTERNAL_ERROR_MESSAGE
+            )
+        ],
+    )

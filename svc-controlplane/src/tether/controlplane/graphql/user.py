@@ -1,0 +1,133 @@
+"""The user API: code locations, runs, agents, launching and reloading.
+
+Open in this skeleton (no token needed) and scoped to the default deployment; user
+roles come in a later issue.
+"""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+from tether.controlplane import launch
+from tether.controlplane.errors import BadInputError
+from tether.controlplane.graphql.context import ApiContext
+from tether.controlplane.graphql.types import (
+    AgentType,
+    CodeLocationType,
+    JobNotFoundError,
+    LaunchRunResult,
+    LaunchRunSuccess,
+    LocationNotLoadedError,
+    RunConfigValidationInvalid,
+    RunStatusEnum,
+    RunType,
+)
+from tether.controlplane.store import agents, locations, runs
+from tether.shared import telemetry
+from tether.shared.messages import RunStatus
+
+#: Most runs one ``runs`` query returns.
+MAX_RUNS_PAGE = 1000
+
+
+@strawberry.type
+class Query:
+    """Read the state of the deployment."""
+
+    @strawberry.field(description="Code locations and their loaded definitions.")
+    async def code_locations(self, info: Info[ApiContext, None]) -> list[CodeLocationType]:
+        async with info.context.cp.db.reading() as session:
+            rows = await locations.list_locations(session, info.context.user_deployment)
+            return [
+                CodeLocationType.build(row, await locations.load_snapshot(session, row))
+                for row in rows
+            ]
+
+    @strawberry.field(description="Runs, newest first.")
+    async def runs(
+        self,
+        info: Info[ApiContext, None],
+        status: RunStatusEnum | None = None,  # type: ignore[valid-type]
+        job_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunType]:
+        if not 0 <= limit <= MAX_RUNS_PAGE or offset < 0:
+            raise BadInputError(f"limit must be within 0..{MAX_RUNS_PAGE} and offset >= 0")
+        async with info.context.cp.db.reading() as session:
+            rows = await runs.list_runs(
+                session,
+                info.context.user_deployment,
+                status=RunStatus(status) if status is not None else None,
+                job_name=job_name,
+                limit=limit,
+                offset=offset,
+            )
+        return [RunType.build(row) for row in rows]
+
+    @strawberry.field(description="One run by id (null if there is none).")
+    async def run(self, info: Info[ApiContext, None], id: str) -> RunType | None:  # noqa: A002
+        async with info.context.cp.db.reading() as session:
+            row = await runs.get_run(session, info.context.user_deployment, id)
+        return RunType.build(row) if row is not None else None
+
+    @strawberry.field(description="Agents that sent heartbeats, most recent first.")
+    async def agents(self, info: Info[ApiContext, None]) -> list[AgentType]:
+        async with info.context.cp.db.reading() as session:
+            rows = await agents.list_agents(session, info.context.user_deployment)
+        return [AgentType.build(row) for row in rows]
+
+
+@strawberry.type
+class UserMutation:
+    """Actions of users."""
+
+    @strawberry.mutation(description="Validate a run against its job's config schema and queue it.")
+    async def launch_run(
+        self,
+        info: Info[ApiContext, None],
+        location_name: str,
+        job_name: str,
+        repository_name: str | None = None,
+        run_config: JSON | None = None,
+        tags: JSON | None = None,
+    ) -> LaunchRunResult:
+        outcome = await launch.launch_run(
+            info.context.cp.db,
+            info.context.cp.queue,
+            deployment_id=info.context.user_deployment,
+            location_name=location_name,
+            job_name=job_name,
+            repository_name=repository_name,
+            run_config=run_config,
+            tags=tags,
+            headers=dict(info.context.request.headers),
+        )
+        match outcome:
+            case launch.Launched(run=run):
+                return LaunchRunSuccess(run=RunType.build(run))
+            case launch.InvalidRunConfig(errors=errors, message=message):
+                return RunConfigValidationInvalid(errors=errors, message=message)
+            case launch.JobNotFound(message=message):
+                return JobNotFoundError(message=message)
+            case launch.LocationNotLoaded(message=message):
+                return LocationNotLoadedError(message=message)
+        raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
+
+    @strawberry.mutation(description="Queue a reload of a code location's definitions.")
+    async def reload_location(self, info: Info[ApiContext, None], name: str) -> CodeLocationType:
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "reloadLocation", context=info.context.trace_context(), attributes={"location": name}
+        ):
+            async with info.context.cp.db.transaction() as session:
+                row = await locations.reload_location(
+                    session,
+                    info.context.cp.queue,
+                    info.context.user_deployment,
+                    name,
+                    traceparent=telemetry.current_traceparent(),
+                )
+                snapshot = await locations.load_snapshot(session, row)
+        return CodeLocationType.build(row, snapshot)

@@ -1,0 +1,195 @@
+"""Launching a run: validate it against the stored snapshot, then queue it in one transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import exceptions as jsonschema_exceptions
+from jsonschema import validators
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import Run
+from tether.controlplane.errors import BadInputError
+from tether.controlplane.store import locations, runs
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared import telemetry
+from tether.shared.messages import (
+    EventType,
+    JobSnapshot,
+    LaunchRunPayload,
+    LocationConfig,
+    LocationSnapshot,
+    new_id,
+)
+from tether.shared.subjects import WorkKind
+
+
+@dataclass(frozen=True)
+class Launched:
+    """The run was queued."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class InvalidRunConfig:
+    """The run config does not match the job's config schema."""
+
+    errors: list[str]
+    message: str
+
+
+@dataclass(frozen=True)
+class JobNotFound:
+    """The location has no such job."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class LocationNotLoaded:
+    """The location does not exist or its definitions were never loaded."""
+
+    message: str
+
+
+LaunchOutcome = Launched | InvalidRunConfig | JobNotFound | LocationNotLoaded
+
+
+def validate_run_config(schema: Mapping[str, Any], run_config: Any) -> list[str]:
+    """Check ``run_config`` against a JSON Schema; return one message per problem."""
+    if not isinstance(run_config, dict):
+        return [f"(root): run config must be a JSON object, got {type(run_config).__name__}"]
+    validator_cls = validators.validator_for(schema)
+    try:
+        validator_cls.check_schema(schema)
+    except jsonschema_exceptions.SchemaError as err:
+        return [f"the job's config schema is not a valid JSON Schema: {err.message}"]
+    problems = sorted(
+        validator_cls(schema).iter_errors(run_config),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in problems
+    ]
+
+
+def _check_tags(tags: Any) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise BadInputError("tags must be a JSON object of string values")
+    return tags
+
+
+def _find_job(
+    snapshot: LocationSnapshot, job_name: str, repository_name: str | None
+) -> tuple[str, JobSnapshot] | None:
+    for repo in snapshot.repositories:
+        if repository_name and repo.name != repository_name:
+            continue
+        for job in repo.jobs:
+            if job.name == job_name:
+                return repo.name, job
+    return None
+
+
+async def launch_run(
+    db: Database,
+    queue: WorkQueue,
+    *,
+    deployment_id: str,
+    location_name: str,
+    job_name: str,
+    repository_name: str | None = None,
+    run_config: Any = None,
+    tags: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> LaunchOutcome:
+    """Validate and queue a run of ``job_name``.
+
+    The run (QUEUED), its RUN_ENQUEUED event and its ``launch_run`` work item are written
+    in one transaction, inside the span ``launchRun`` whose traceparent they all carry, so
+    everything the run causes downstream joins one trace.
+
+    Args:
+        db: the metadata DB.
+        queue: the work queue (its waiting claims wake when the transaction commits).
+        deployment_id: the caller's deployment.
+        location_name: code location of the job.
+        job_name: job to run.
+        repository_name: repository of the job, when names are ambiguous.
+        run_config: run config (a JSON object), validated against the job's config schema.
+        tags: string tags of the run.
+        headers: incoming HTTP headers (a caller's ``traceparent`` becomes the parent span).
+
+    Raises:
+        BadInputError: malformed tags.
+    """
+    run_config = {} if run_config is None else run_config
+    tags = _check_tags(tags)
+    context = telemetry.context_from_headers(headers)
+    tracer = telemetry.tracer("tether.controlplane")
+    with tracer.start_as_current_span(
+        "launchRun", context=context, attributes={"job_name": job_name, "location": location_name}
+    ) as span:
+        traceparent = telemetry.current_traceparent()
+        async with db.transaction() as session:
+            location = await locations.get_location(session, deployment_id, location_name)
+            if location is None:
+                return LocationNotLoaded(f"no code location named {location_name!r}")
+            snapshot = await locations.load_snapshot(session, location)
+            if snapshot is None:
+                return LocationNotLoaded(
+                    f"code location {location_name!r} is not loaded yet "
+                    f"(status {location.load_status})"
+                )
+            found = _find_job(snapshot, job_name, repository_name)
+            if found is None:
+                where = f"repository {repository_name!r} of " if repository_name else ""
+                return JobNotFound(f"no job {job_name!r} in {where}code location {location_name!r}")
+            repo_name, job = found
+            errors = validate_run_config(job.config_schema, run_config)
+            if errors:
+                return InvalidRunConfig(
+                    errors=errors,
+                    message=f"run config of job {job_name!r} is invalid: {len(errors)} problem(s)",
+                )
+            run_id = new_id()
+            span.set_attribute("run_id", run_id)
+            now = time.time()
+            run = runs.create_run(
+                session,
+                run_id=run_id,
+                deployment_id=deployment_id,
+                location_name=location_name,
+                repository_name=repo_name,
+                job_name=job_name,
+                run_config=run_config,
+                tags=tags,
+                traceparent=traceparent,
+                created_at=now,
+            )
+            runs.add_control_event(
+                session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
+            )
+            payload = LaunchRunPayload(
+                run_id=run_id,
+                job_name=job_name,
+                repository_name=repo_name,
+                run_config=run_config,
+                tags=tags,
+            )
+            queue.enqueue(
+                session,
+                deployment_id=deployment_id,
+                kind=WorkKind.LAUNCH_RUN,
+                location=LocationConfig.model_validate(location.config),
+                payload=payload.model_dump(mode="json"),
+                traceparent=traceparent,
+            )
+        return Launched(run)

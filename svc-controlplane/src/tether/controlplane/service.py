@@ -1,0 +1,115 @@
+"""Lifecycle of the control plane process: migrate, bootstrap, serve HTTP until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from tether.controlplane.app import ControlPlane, create_app, open_control_plane
+from tether.controlplane.settings import ControlPlaneSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us once it listens and before it drains on a signal."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_listening: Callable[[str, int], None],
+        on_exit: Callable[[], None],
+    ) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+        self._on_exit = on_exit
+
+    async def startup(self, sockets: Any = None) -> None:
+        """Bind as uvicorn does, then report the address actually bound (port 0 works)."""
+        await super().startup(sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self._on_listening(host, port)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """On SIGTERM/SIGINT, also release long-polls, or they would delay the drain."""
+        super().handle_exit(sig, frame)
+        self._on_exit()
+
+
+class ControlPlaneService:
+    """The control plane as a service: ``run()`` serves until ``shutdown()``.
+
+    Args:
+        settings: the control plane's settings.
+        announce: called with the bound ``(host, port)`` once the server listens.
+
+    Attributes:
+        address: the bound ``(host, port)`` once listening.
+        listening: set once the server listens.
+        control_plane: the open control plane while running.
+    """
+
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        *,
+        announce: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._announce = announce or _print_listening
+        self._server: _Server | None = None
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._release_claims: Callable[[], None] = lambda: None
+        self.address: tuple[str, int] | None = None
+        self.control_plane: ControlPlane | None = None
+        self.listening = asyncio.Event()
+
+    async def run(self) -> None:
+        """Migrate and bootstrap the DB, then serve HTTP until shut down."""
+        self._loop = asyncio.get_running_loop()
+        async with open_control_plane(self.settings) as cp:
+            self.control_plane = cp
+            self._release_claims = cp.queue.close
+            config = uvicorn.Config(
+                create_app(cp),
+                host=self.settings.host,
+                port=self.settings.port,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=int(self.settings.graceful_shutdown_timeout),
+            )
+            self._server = _Server(config, self._listening, self.shutdown)
+            if self._stopping:
+                return
+            # uvicorn logs and exits the process itself if it cannot bind.
+            await self._server.serve()
+
+    def _listening(self, host: str, port: int) -> None:
+        self.address = (host, port)
+        self.listening.set()
+        self._announce(host, port)
+
+    def shutdown(self) -> None:
+        """Stop accepting requests, release long-polls, let requests finish; idempotent."""
+        self._stopping = True
+        if self._loop is not None:
+            # May run from a signal handler: touch asyncio objects only from the loop.
+            self._loop.call_soon_threadsafe(self._release_claims)
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+def _print_listening(host: str, port: int) -> None:
+    print(
+        f"tether control plane listening on http://{host}:{port} "
+        f"(GraphQL at /graphql, health at /healthz)",
+        flush=True,
+    )
+    log.debug("listening on %s:%d", host, port)

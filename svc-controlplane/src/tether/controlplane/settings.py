@@ -1,0 +1,54 @@
+"""Settings of the control plane (env prefix ``TETHER_CONTROLPLANE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ControlPlaneSettings(BaseSettings):
+    """Where the control plane keeps its metadata, where it listens, and its dev bootstrap."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_CONTROLPLANE_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.tether/controlplane.db",
+        description=(
+            "SQLAlchemy async URL of the metadata DB (sqlite+aiosqlite:///path or "
+            "postgresql+psycopg://...). A SQLite file's parent directory is created."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
+    port: int = Field(default=3000, ge=0, description="HTTP port (0 picks a free one).")
+    agent_token_file: Path | None = Field(
+        default=None,
+        description=(
+            "Dev bootstrap: if the file is missing, create an agent token and write it there "
+            "(mode 0600); if it exists, register the token it holds. Only its hash is stored."
+        ),
+    )
+    workspace_file: Path | None = Field(
+        default=None,
+        description=(
+            "TOML file with [[locations]] tables (LocationConfig fields) upserted at startup, "
+            "each queued for loading. Relative paths are resolved against the file's directory."
+        ),
+    )
+    work_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Lease of claimed work items when the agent asks for none (leaseSeconds <= 0).",
+    )
+    claim_recheck_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="While a claim long-polls, how often it rechecks the DB for expired leases.",
+    )
+    claim_max_wait_s: float = Field(
+        default=60.0, ge=0, description="Upper bound of one claimWork long-poll, whatever asked."
+    )
+    graceful_shutdown_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."
+    )

@@ -1,0 +1,8 @@
+"""Repositories of the metadata DB, one module per concern.
+
+Each function takes the caller's session, so one GraphQL operation is one transaction.
+"""
+
+from tether.controlplane.store import agents, computelogs, locations, results, runs
+
+__all__ = ["agents", "computelogs", "locations", "results", "runs"]

@@ -1,0 +1,157 @@
+"""Code locations and their content-addressed snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.models import CodeLocation, LoadStatus, LocationSnapshotRow
+from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.errors import NotFoundError
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared.messages import ErrorInfo, LocationConfig, LocationSnapshot
+from tether.shared.subjects import WorkKind
+
+
+def snapshot_id(snapshot: LocationSnapshot) -> str:
+    """SHA-256 of the snapshot's canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(
+        snapshot.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def store_snapshot(session: AsyncSession, snapshot: LocationSnapshot) -> str:
+    """Store ``snapshot`` under its content hash (a no-op if stored before); return the hash."""
+    digest = snapshot_id(snapshot)
+    stmt = (
+        upsert_insert(session, LocationSnapshotRow.__table__)
+        .values(
+            id=digest,
+            location_name=snapshot.location_name,
+            body=snapshot.model_dump(mode="json"),
+            created_at=time.time(),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    await session.execute(stmt)
+    return digest
+
+
+async def upsert_location(
+    session: AsyncSession, deployment_id: str, config: LocationConfig
+) -> CodeLocation:
+    """Create or update the location named ``config.name``; return its row."""
+    location = await get_location(session, deployment_id, config.name)
+    if location is None:
+        location = CodeLocation(
+            deployment_id=deployment_id,
+            name=config.name,
+            config=config.model_dump(mode="json"),
+            load_status=LoadStatus.NOT_LOADED,
+            updated_at=time.time(),
+        )
+        session.add(location)
+        await session.flush()
+    else:
+        location.config = config.model_dump(mode="json")
+        location.updated_at = time.time()
+    return location
+
+
+async def get_location(session: AsyncSession, deployment_id: str, name: str) -> CodeLocation | None:
+    """The location of ``deployment_id`` named ``name``."""
+    return await session.scalar(
+        select(CodeLocation).where(
+            CodeLocation.deployment_id == deployment_id, CodeLocation.name == name
+        )
+    )
+
+
+async def list_locations(session: AsyncSession, deployment_id: str) -> Sequence[CodeLocation]:
+    """Every location of ``deployment_id``, by name."""
+    stmt = (
+        select(CodeLocation)
+        .where(CodeLocation.deployment_id == deployment_id)
+        .order_by(CodeLocation.name)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def load_snapshot(session: AsyncSession, location: CodeLocation) -> LocationSnapshot | None:
+    """The last snapshot loaded for ``location``, if any."""
+    if location.snapshot_id is None:
+        return None
+    body = await session.scalar(
+        select(LocationSnapshotRow.body).where(LocationSnapshotRow.id == location.snapshot_id)
+    )
+    return LocationSnapshot.model_validate(body) if body is not None else None
+
+
+async def queue_load(
+    session: AsyncSession,
+    queue: WorkQueue,
+    location: CodeLocation,
+    *,
+    traceparent: str | None = None,
+) -> str:
+    """Queue a ``load_location`` work item for ``location`` and mark it LOADING."""
+    location.load_status = LoadStatus.LOADING
+    location.updated_at = time.time()
+    return queue.enqueue(
+        session,
+        deployment_id=location.deployment_id,
+        kind=WorkKind.LOAD_LOCATION,
+        location=LocationConfig.model_validate(location.config),
+        traceparent=traceparent,
+    )
+
+
+async def reload_location(
+    session: AsyncSession,
+    queue: WorkQueue,
+    deployment_id: str,
+    name: str,
+    *,
+    traceparent: str | None = None,
+) -> CodeLocation:
+    """Queue a reload of the location named ``name``.
+
+    Raises:
+        NotFoundError: no such location.
+    """
+    location = await get_location(session, deployment_id, name)
+    if location is None:
+        raise NotFoundError(f"no code location named {name!r}")
+    await queue_load(session, queue, location, traceparent=traceparent)
+    return location
+
+
+async def mark_loaded(
+    session: AsyncSession, deployment_id: str, name: str, snapshot: LocationSnapshot
+) -> None:
+    """Store ``snapshot`` and make it the current definitions of location ``name``."""
+    digest = await store_snapshot(session, snapshot)
+    location = await get_location(session, deployment_id, name)
+    if location is not None:
+        location.snapshot_id = digest
+        location.load_status = LoadStatus.LOADED
+        location.load_error = None
+        location.updated_at = time.time()
+
+
+async def mark_load_error(
+    session: AsyncSession, deployment_id: str, name: str, error: ErrorInfo | None
+) -> None:
+    """Record that loading location ``name`` failed (its last good snapshot is kept)."""
+    location = await get_location(session, deployment_id, name)
+    if location is not None:
+        location.load_status = LoadStatus.LOAD_ERROR
+        location.load_error = (
+            error or ErrorInfo(cls_name="UnknownError", message="the agent reported no error")
+        ).model_dump(mode="json")
+        location.updated_at = time.time()

@@ -1,0 +1,206 @@
+"""Work results: stored once by their natural key, and what each one changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
+from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.errors import BadInputError, describe_validation_error
+from tether.controlplane.store import locations, runs
+from tether.shared.messages import (
+    RUN_WORKER_EXITED,
+    ErrorInfo,
+    EventType,
+    LocationSnapshot,
+    RunStatus,
+    WorkResult,
+)
+from tether.shared.subjects import WorkKind
+
+
+class _WorkerExit(BaseModel):
+    """Payload of a ``run_worker_exited`` report."""
+
+    run_id: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    result: WorkResult
+    item: WorkItemRow
+    snapshot: LocationSnapshot | None = None
+    worker_exit: _WorkerExit | None = None
+
+
+async def submit_results(
+    session: AsyncSession, deployment_id: str, results: Sequence[WorkResult]
+) -> tuple[int, int]:
+    """Store results idempotently on their id and apply the effects of the new ones.
+
+    Every result is checked before anything is written, so a bad batch changes nothing.
+
+    Returns:
+        (stored, duplicates).
+
+    Raises:
+        BadInputError: a result names an unknown work item or carries a malformed payload.
+    """
+    parsed = await _parse(session, deployment_id, results)
+    stored = 0
+    for entry in parsed:
+        if await _insert(session, entry.result):
+            stored += 1
+            await _apply(session, deployment_id, entry)
+    return stored, len(results) - stored
+
+
+async def _parse(
+    session: AsyncSession, deployment_id: str, results: Sequence[WorkResult]
+) -> list[_Parsed]:
+    ids = {r.work_item_id for r in results}
+    items = {
+        row.id: row
+        for row in (
+            await session.execute(
+                select(WorkItemRow).where(
+                    WorkItemRow.deployment_id == deployment_id, WorkItemRow.id.in_(ids)
+                )
+            )
+        ).scalars()
+    }
+    missing = sorted(ids - set(items))
+    if missing:
+        raise BadInputError(f"unknown work item id(s) in this deployment: {', '.join(missing)}")
+    parsed: list[_Parsed] = []
+    for index, result in enumerate(results):
+        item = items[result.work_item_id]
+        try:
+            if result.kind == WorkKind.LOAD_LOCATION and result.ok:
+                if "snapshot" not in result.payload:
+                    raise BadInputError("a successful load_location result needs payload.snapshot")
+                snapshot = LocationSnapshot.model_validate(result.payload["snapshot"])
+                parsed.append(_Parsed(result, item, snapshot=snapshot))
+            elif result.kind == RUN_WORKER_EXITED:
+                worker_exit = _WorkerExit.model_validate(result.payload)
+                parsed.append(_Parsed(result, item, worker_exit=worker_exit))
+            else:
+                parsed.append(_Parsed(result, item))
+        except ValidationError as err:
+            raise BadInputError(
+                f"result #{index} ({result.id}): malformed payload: "
+                f"{describe_validation_error(err)}"
+            ) from err
+        except BadInputError as err:
+            raise BadInputError(f"result #{index} ({result.id}): {err.message}") from err
+    return parsed
+
+
+async def _insert(session: AsyncSession, result: WorkResult) -> bool:
+    stmt = (
+        upsert_insert(session, WorkResultRow.__table__)
+        .values(
+            id=result.id,
+            work_item_id=result.work_item_id,
+            kind=result.kind,
+            ok=result.ok,
+            payload=result.payload,
+            error=result.error.model_dump(mode="json") if result.error else None,
+            created_at=result.created_at,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(WorkResultRow.__table__.c.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def _apply(session: AsyncSession, deployment_id: str, entry: _Parsed) -> None:
+    result, item = entry.result, entry.item
+    if result.kind == item.kind:
+        # The main result of the item (not a later report about it): the item is finished.
+        await session.execute(
+            update(WorkItemRow)
+            .where(WorkItemRow.id == item.id)
+            .values(
+                status=WorkStatus.DONE if result.ok else WorkStatus.FAILED, lease_expires_at=None
+            )
+            .execution_options(synchronize_session=False)
+        )
+    if result.kind == WorkKind.LOAD_LOCATION:
+        if entry.snapshot is not None:
+            await locations.mark_loaded(session, deployment_id, item.location_name, entry.snapshot)
+        else:
+            await locations.mark_load_error(
+                session, deployment_id, item.location_name, result.error
+            )
+    elif result.kind == WorkKind.LAUNCH_RUN:
+        await _apply_launch(session, item, result)
+    elif entry.worker_exit is not None:
+        await _apply_worker_exit(session, entry.worker_exit, result)
+
+
+async def _apply_launch(session: AsyncSession, item: WorkItemRow, result: WorkResult) -> None:
+    run_id = str(item.payload.get("run_id") or result.payload.get("run_id") or "")
+    status = await runs.run_status(session, run_id)
+    if status is None:
+        return
+    if result.ok:
+        # Recorded even if the worker's own events got here first: stamped with the time the
+        # launcher reported, it still sorts before the worker's RUN_START.
+        runs.add_control_event(
+            session,
+            run_id,
+            EventType.RUN_STARTING,
+            message="run worker launched",
+            timestamp=result.created_at,
+            data={k: v for k, v in result.payload.items() if k != "run_id"},
+        )
+        await runs.advance_status(session, run_id, RunStatus.STARTING, result.created_at)
+        return
+    if status.is_terminal:
+        return
+    error = result.error or ErrorInfo(cls_name="UnknownError", message="launch failed")
+    runs.add_control_event(
+        session,
+        run_id,
+        EventType.ENGINE_ERROR,
+        message=f"could not launch the run: {error.message}",
+        timestamp=result.created_at,
+        error=error,
+    )
+    runs.add_control_event(
+        session,
+        run_id,
+        EventType.RUN_FAILURE,
+        message="the run failed before it started",
+        timestamp=result.created_at,
+    )
+    await runs.advance_status(session, run_id, RunStatus.FAILURE, result.created_at)
+
+
+async def _apply_worker_exit(
+    session: AsyncSession, worker_exit: _WorkerExit, result: WorkResult
+) -> None:
+    # Exit code 0 means the worker published (and JetStream stored) all its events, the
+    # terminal one last; that event may still be on its way through another relay batch,
+    # so a clean exit never fails the run here.
+    if worker_exit.exit_code == 0:
+        return
+    status = await runs.run_status(session, worker_exit.run_id)
+    if status is None or status.is_terminal:
+        return
+    runs.add_control_event(
+        session,
+        worker_exit.run_id,
+        EventType.ENGINE_ERROR,
+        message=f"run worker exited with code {worker_exit.exit_code} before the run finished",
+        timestamp=result.created_at,
+        error=result.error,
+        data={"exit_code": worker_exit.exit_code},
+    )
+    await runs.advance_status(session, worker_exit.run_id, RunStatus.FAILURE, result.created_at)

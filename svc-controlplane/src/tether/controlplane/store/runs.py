@@ -1,0 +1,215 @@
+"""Runs and their events: creation, idempotent event storage, monotonic status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.models import Run, RunEventRow
+from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.errors import BadInputError
+from tether.shared.messages import STATUS_FOR_EVENT, ErrorInfo, EventType, RunEvent, RunStatus
+
+#: Rows per INSERT statement (SQLite caps bound parameters per statement).
+_INSERT_CHUNK = 500
+
+#: Order of run statuses; a run only ever moves up, and terminal statuses share the top rank
+#: so a terminal status never changes (not even to another terminal one).
+STATUS_RANK: dict[RunStatus, int] = {
+    RunStatus.QUEUED: 0,
+    RunStatus.STARTING: 1,
+    RunStatus.STARTED: 2,
+    RunStatus.CANCELING: 3,
+    RunStatus.SUCCESS: 4,
+    RunStatus.FAILURE: 4,
+    RunStatus.CANCELED: 4,
+}
+
+
+def create_run(
+    session: AsyncSession,
+    *,
+    run_id: str,
+    deployment_id: str,
+    location_name: str,
+    repository_name: str | None,
+    job_name: str,
+    run_config: dict[str, Any],
+    tags: dict[str, str],
+    traceparent: str | None,
+    created_at: float,
+) -> Run:
+    """Add a QUEUED run to the session's transaction."""
+    run = Run(
+        id=run_id,
+        deployment_id=deployment_id,
+        location_name=location_name,
+        repository_name=repository_name,
+        job_name=job_name,
+        run_config=run_config,
+        tags=tags,
+        status=RunStatus.QUEUED,
+        created_at=created_at,
+        traceparent=traceparent,
+    )
+    session.add(run)
+    return run
+
+
+def add_control_event(
+    session: AsyncSession,
+    run_id: str,
+    event_type: EventType,
+    *,
+    message: str = "",
+    timestamp: float | None = None,
+    error: ErrorInfo | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Add an event the control plane itself emits (``seq`` NULL: outside the worker's order)."""
+    session.add(
+        RunEventRow(
+            run_id=run_id,
+            seq=None,
+            event_type=str(event_type),
+            timestamp=time.time() if timestamp is None else timestamp,
+            step_key=None,
+            message=message,
+            data=data or {},
+            error=error.model_dump(mode="json") if error else None,
+        )
+    )
+
+
+async def advance_status(
+    session: AsyncSession, run_id: str, status: RunStatus, timestamp: float
+) -> bool:
+    """Move run ``run_id`` to ``status`` if that is a step forward; return whether it moved.
+
+    One conditional UPDATE, so concurrent uploads cannot move a run backwards.
+    """
+    lower = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
+    values: dict[str, Any] = {"status": str(status)}
+    if status == RunStatus.STARTED:
+        values["started_at"] = func.coalesce(Run.started_at, timestamp)
+    if status.is_terminal:
+        values["ended_at"] = timestamp
+    result = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_([str(s) for s in lower]))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+async def run_status(session: AsyncSession, run_id: str) -> RunStatus | None:
+    """The current status of a run, or None if there is no such run."""
+    status = await session.scalar(select(Run.status).where(Run.id == run_id))
+    return RunStatus(status) if status is not None else None
+
+
+async def require_runs(session: AsyncSession, deployment_id: str, run_ids: Iterable[str]) -> None:
+    """Refuse the request unless every run exists in ``deployment_id``.
+
+    Raises:
+        BadInputError: naming the unknown runs.
+    """
+    wanted = set(run_ids)
+    if not wanted:
+        return
+    found = set(
+        (
+            await session.execute(
+                select(Run.id).where(Run.deployment_id == deployment_id, Run.id.in_(wanted))
+            )
+        ).scalars()
+    )
+    missing = sorted(wanted - found)
+    if missing:
+        raise BadInputError(f"unknown run id(s) in this deployment: {', '.join(missing)}")
+
+
+async def store_events(
+    session: AsyncSession, deployment_id: str, events: Sequence[RunEvent]
+) -> tuple[int, int]:
+    """Store worker events idempotently on ``(run_id, seq)`` and advance run statuses.
+
+    Returns:
+        (stored, duplicates).
+
+    Raises:
+        BadInputError: an event names a run that is not in ``deployment_id``.
+    """
+    await require_runs(session, deployment_id, (e.run_id for e in events))
+    table = RunEventRow.__table__
+    stored = 0
+    ordered = sorted(events, key=lambda e: (e.run_id, e.seq))
+    for start in range(0, len(ordered), _INSERT_CHUNK):
+        rows = [_event_row(e) for e in ordered[start : start + _INSERT_CHUNK]]
+        stmt = (
+            upsert_insert(session, table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["run_id", "seq"])
+            .returning(table.c.id)
+        )
+        stored += len((await session.execute(stmt)).all())
+    # Applying every event, not only the new ones, is harmless: statuses only move up.
+    for ev in ordered:
+        status = STATUS_FOR_EVENT.get(ev.event_type)
+        if status is not None:
+            await advance_status(session, ev.run_id, status, ev.timestamp)
+    return stored, len(events) - stored
+
+
+def _event_row(ev: RunEvent) -> dict[str, Any]:
+    return {
+        "run_id": ev.run_id,
+        "seq": ev.seq,
+        "event_type": str(ev.event_type),
+        "timestamp": ev.timestamp,
+        "step_key": ev.step_key,
+        "message": ev.message,
+        "data": ev.data,
+        "error": ev.error.model_dump(mode="json") if ev.error else None,
+    }
+
+
+async def get_run(session: AsyncSession, deployment_id: str, run_id: str) -> Run | None:
+    """A run of ``deployment_id`` by id."""
+    return await session.scalar(
+        select(Run).where(Run.deployment_id == deployment_id, Run.id == run_id)
+    )
+
+
+async def list_runs(
+    session: AsyncSession,
+    deployment_id: str,
+    *,
+    status: RunStatus | None = None,
+    job_name: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Sequence[Run]:
+    """Runs of ``deployment_id``, newest first."""
+    stmt = select(Run).where(Run.deployment_id == deployment_id)
+    if status is not None:
+        stmt = stmt.where(Run.status == str(status))
+    if job_name is not None:
+        stmt = stmt.where(Run.job_name == job_name)
+    stmt = stmt.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def list_events(
+    session: AsyncSession, run_id: str, *, after_id: int | None = None
+) -> Sequence[RunEventRow]:
+    """Events of a run ordered by ``(timestamp, id)``; only ids above ``after_id`` if given."""
+    stmt = select(RunEventRow).where(RunEventRow.run_id == run_id)
+    if after_id is not None:
+        stmt = stmt.where(RunEventRow.id > after_id)
+    stmt = stmt.order_by(RunEventRow.timestamp, RunEventRow.id)
+    return (await session.execute(stmt)).scalars().all()

@@ -1,0 +1,221 @@
+"""Work items: enqueue them, lease them to agents (long-poll), and take their acks.
+
+Leases make handing work to an agent safe against crashes: an item is CLAIMED with an
+expiry; the agent acks it (DISPATCHED) once it is on its NATS; an item whose lease ran out
+unacked is offered again, to any agent of the deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import WorkItemRow, WorkStatus
+from tether.shared.messages import LocationConfig, WorkItem, new_id
+from tether.shared.subjects import WorkKind
+
+
+def to_work_item(row: WorkItemRow) -> WorkItem:
+    """The wire form of a work item row."""
+    return WorkItem(
+        id=row.id,
+        kind=WorkKind(row.kind),
+        location=LocationConfig.model_validate(row.location),
+        payload=row.payload,
+        traceparent=row.traceparent,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        attempt=max(row.attempts, 1),
+    )
+
+
+class WorkQueue:
+    """The work items of every deployment, with in-process wake-ups for long-polling claims.
+
+    Wake-ups are in-process: one control plane process per database. (Several replicas
+    would need a cross-process signal such as PostgreSQL LISTEN/NOTIFY; the periodic
+    recheck keeps them correct, only slower.)
+
+    Args:
+        db: the metadata DB.
+        recheck_s: how often a waiting claim rechecks the DB (for leases that expired).
+
+    Attributes:
+        recheck_s: as above; may be changed while serving.
+    """
+
+    def __init__(self, db: Database, *, recheck_s: float = 1.0) -> None:
+        self._db = db
+        self.recheck_s = recheck_s
+        self._signal = asyncio.Event()
+        self._closed = False
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many claims are currently waiting for work."""
+        return self._waiting
+
+    def notify(self) -> None:
+        """Wake every waiting claim (new work was committed)."""
+        # Swap in a fresh event before setting the old one: each waiter captured the event
+        # *before* it looked at the DB, so a commit between its look and its wait still
+        # wakes it, and no waiter can miss a notification or see a stale 'set'.
+        signal, self._signal = self._signal, asyncio.Event()
+        signal.set()
+
+    def close(self) -> None:
+        """Make waiting and future claims return at once (server shutting down)."""
+        self._closed = True
+        self.notify()
+
+    def enqueue(
+        self,
+        session: AsyncSession,
+        *,
+        deployment_id: str,
+        kind: WorkKind,
+        location: LocationConfig,
+        payload: dict[str, Any] | None = None,
+        traceparent: str | None = None,
+        expires_at: float | None = None,
+    ) -> str:
+        """Add a PENDING work item to ``session``'s transaction; return its id.
+
+        Waiting claims are woken when (and only if) that transaction commits.
+        """
+        item_id = new_id()
+        session.add(
+            WorkItemRow(
+                id=item_id,
+                deployment_id=deployment_id,
+                kind=str(kind),
+                location_name=location.name,
+                substrate=location.substrate,
+                location=location.model_dump(mode="json"),
+                payload=payload or {},
+                traceparent=traceparent,
+                status=WorkStatus.PENDING,
+                attempts=0,
+                created_at=time.time(),
+                expires_at=expires_at,
+            )
+        )
+        # Runs in the event loop's thread (the async session drives the sync one there).
+        event.listen(session.sync_session, "after_commit", lambda _s: self.notify(), once=True)
+        return item_id
+
+    async def claim(
+        self,
+        *,
+        deployment_id: str,
+        agent_id: str,
+        substrates: Sequence[str],
+        max_items: int,
+        wait_s: float,
+        lease_s: float,
+    ) -> list[WorkItem]:
+        """Lease up to ``max_items`` claimable items, waiting up to ``wait_s`` for some.
+
+        Claimable: PENDING, or CLAIMED with an expired lease; of one of ``substrates``;
+        not past its ``expires_at``.
+        """
+        deadline = time.monotonic() + wait_s
+        self._waiting += 1
+        try:
+            while True:
+                # Captured before the DB look, see notify().
+                signal = self._signal
+                items = await self._claim_once(
+                    deployment_id, agent_id, substrates, max_items, lease_s
+                )
+                remaining = deadline - time.monotonic()
+                if items or remaining <= 0 or self._closed:
+                    return items
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(self.recheck_s, remaining)):
+                        await signal.wait()
+        finally:
+            self._waiting -= 1
+
+    async def _claim_once(
+        self,
+        deployment_id: str,
+        agent_id: str,
+        substrates: Sequence[str],
+        max_items: int,
+        lease_s: float,
+    ) -> list[WorkItem]:
+        if not substrates or max_items <= 0:
+            return []
+        now = time.time()
+        claimable = and_(
+            WorkItemRow.deployment_id == deployment_id,
+            WorkItemRow.substrate.in_(list(substrates)),
+            or_(
+                WorkItemRow.status == WorkStatus.PENDING,
+                and_(
+                    WorkItemRow.status == WorkStatus.CLAIMED,
+                    WorkItemRow.lease_expires_at < now,
+                ),
+            ),
+            or_(WorkItemRow.expires_at.is_(None), WorkItemRow.expires_at > now),
+        )
+        claimed: list[WorkItem] = []
+        async with self._db.transaction() as session:
+            # SKIP LOCKED lets concurrent claimers on PostgreSQL take different rows; SQLite
+            # ignores it, but there the whole transaction already holds the write lock.
+            candidates = (
+                (
+                    await session.execute(
+                        select(WorkItemRow.id)
+                        .where(claimable)
+                        .order_by(WorkItemRow.created_at, WorkItemRow.id)
+                        .limit(max_items)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for item_id in candidates:
+                # Conditional update: only one claimer can move a row out of 'claimable'.
+                result = await session.execute(
+                    update(WorkItemRow)
+                    .where(WorkItemRow.id == item_id, claimable)
+                    .values(
+                        status=WorkStatus.CLAIMED,
+                        lease_owner=agent_id,
+                        lease_expires_at=now + lease_s,
+                        attempts=WorkItemRow.attempts + 1,
+                    )
+                    .returning(WorkItemRow)
+                )
+                row = result.scalar_one_or_none()
+                if row is not None:
+                    claimed.append(to_work_item(row))
+        return claimed
+
+    async def ack(self, *, deployment_id: str, agent_id: str, ids: Sequence[str]) -> int:
+        """Mark items this agent leased as DISPATCHED; return how many were."""
+        if not ids:
+            return 0
+        async with self._db.transaction() as session:
+            result = await session.execute(
+                update(WorkItemRow)
+                .where(
+                    WorkItemRow.deployment_id == deployment_id,
+                    WorkItemRow.id.in_(list(ids)),
+                    WorkItemRow.status == WorkStatus.CLAIMED,
+                    WorkItemRow.lease_owner == agent_id,
+                )
+                .values(status=WorkStatus.DISPATCHED, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount or 0)

@@ -1,0 +1,172 @@
+"""Helpers of the control plane tests: the agent API's operations, a client, a snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tether.controlplane.app import ControlPlane
+from tether.shared.messages import (
+    Edge,
+    JobSnapshot,
+    LocationSnapshot,
+    OpInput,
+    OpOutput,
+    OpSnapshot,
+    RepositorySnapshot,
+    WorkItem,
+    WorkResult,
+)
+
+CLAIM = """
+mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,
+               $leaseSeconds: Float!) {
+  claimWork(agentId: $agentId, substrates: $substrates, max: $max, waitMs: $waitMs,
+            leaseSeconds: $leaseSeconds)
+}"""
+ACK = "mutation Ack($agentId: String!, $ids: [String!]!) { ackWork(agentId: $agentId, ids: $ids) }"
+EVENTS = "mutation E($items: [JSON!]!) { storeEvents(events: $items) { stored duplicates } }"
+RESULTS = "mutation R($items: [JSON!]!) { submitResults(results: $items) { stored duplicates } }"
+LOGS = "mutation L($items: [JSON!]!) { appendComputeLogs(chunks: $items) { stored duplicates } }"
+LAUNCH = """
+mutation($loc: String!, $job: String!, $cfg: JSON, $tags: JSON) {
+  launchRun(locationName: $loc, jobName: $job, runConfig: $cfg, tags: $tags) {
+    __typename
+    ... on LaunchRunSuccess { run { id status traceparent traceId } }
+    ... on RunConfigValidationInvalid { message errors }
+    ... on JobNotFoundError { message }
+    ... on LocationNotLoadedError { message }
+  }
+}"""
+RUN = """
+query($id: String!) {
+  run(id: $id) {
+    id status jobName locationName runConfig tags createdAt startedAt endedAt traceparent traceId
+    events { id seq eventType timestamp stepKey message data error { clsName message traceback } }
+  }
+}"""
+
+WORKSPACE = """
+[[locations]]
+name = "loc"
+module = "jobs"
+working_directory = "code"
+
+[[locations]]
+name = "boxed"
+module = "boxed_jobs"
+substrate = "docker"
+"""
+
+
+def example_snapshot(location_name: str = "loc", description: str = "") -> LocationSnapshot:
+    """A location with job ``hello`` (ops a -> b) whose run config schema allows ops.a.n."""
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "ops": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "a": {
+                        "type": "object",
+                        "properties": {"n": {"type": "integer"}},
+                        "additionalProperties": False,
+                    }
+                },
+            }
+        },
+    }
+    job = JobSnapshot(
+        name="hello",
+        description=description,
+        ops=[
+            OpSnapshot(name="a", outputs=[OpOutput(name="result", type_name="int")]),
+            OpSnapshot(name="b", inputs=[OpInput(name="x", type_name="int")]),
+        ],
+        edges=[Edge(from_op="a", from_output="result", to_op="b", to_input="x")],
+        config_schema=schema,
+    )
+    return LocationSnapshot(
+        location_name=location_name,
+        repositories=[RepositorySnapshot(name="repo", jobs=[job])],
+    )
+
+
+@dataclass
+class Api:
+    """A GraphQL client of one control plane, as an agent (with its token) or a user."""
+
+    client: httpx.AsyncClient
+    cp: ControlPlane
+    token: str
+
+    async def post(self, query: str, token: str | None = None, **variables: Any) -> dict[str, Any]:
+        """POST one operation; return the whole response body."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        return resp.json()
+
+    async def user(self, query: str, **variables: Any) -> dict[str, Any]:
+        """Run a user operation that must succeed; return its data."""
+        body = await self.post(query, **variables)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    async def agent(self, query: str, **variables: Any) -> dict[str, Any]:
+        """Run an agent operation (with the agent token) that must succeed; return its data."""
+        body = await self.post(query, token=self.token, **variables)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    async def claim(
+        self,
+        substrates: list[str] | None = None,
+        *,
+        agent_id: str = "agent-1",
+        max_items: int = 10,
+        wait_ms: int = 0,
+        lease_s: float = 60.0,
+    ) -> list[WorkItem]:
+        """claimWork, parsed into WorkItems."""
+        data = await self.agent(
+            CLAIM,
+            agentId=agent_id,
+            substrates=substrates or ["process"],
+            max=max_items,
+            waitMs=wait_ms,
+            leaseSeconds=lease_s,
+        )
+        return [WorkItem.model_validate(item) for item in data["claimWork"]]
+
+    async def submit(self, *results: WorkResult) -> dict[str, int]:
+        """submitResults; return {stored, duplicates}."""
+        items = [r.model_dump(mode="json") for r in results]
+        return (await self.agent(RESULTS, items=items))["submitResults"]
+
+    async def load(self, snapshot: LocationSnapshot | None = None) -> WorkItem:
+        """Answer the pending load of location ``loc`` with ``snapshot``; return its item."""
+        (item,) = [i for i in await self.claim() if i.kind == "load_location"]
+        snapshot = snapshot or example_snapshot()
+        await self.submit(
+            WorkResult(
+                id=item.id,
+                work_item_id=item.id,
+                kind=item.kind,
+                ok=True,
+                payload={"snapshot": snapshot.model_dump(mode="json")},
+            )
+        )
+        return item
+
+    async def launch(self, job: str = "hello", cfg: Any = None, **kw: Any) -> dict[str, Any]:
+        """launchRun on location ``loc``; return the union member as a dict."""
+        return (await self.user(LAUNCH, loc="loc", job=job, cfg=cfg, **kw))["launchRun"]
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        """The run query."""
+        return (await self.user(RUN, id=run_id))["run"]

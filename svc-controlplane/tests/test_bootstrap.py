@@ -1,0 +1,82 @@
+"""Startup: the dev agent token file and the workspace file."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from controlplane_testkit import Api
+from tether.controlplane.app import open_control_plane
+from tether.controlplane.auth import hash_token
+from tether.controlplane.bootstrap import read_workspace
+from tether.controlplane.errors import BootstrapError, WorkspaceFileError
+from tether.controlplane.settings import ControlPlaneSettings
+
+
+def _db_bytes(db_file: Path) -> bytes:
+    # The DB file and its WAL: recent writes may live only in the WAL.
+    return b"".join(p.read_bytes() for p in db_file.parent.glob(db_file.name + "*"))
+
+
+async def test_token_file_is_private_and_only_its_hash_is_stored(
+    api: Api, settings: ControlPlaneSettings
+) -> None:
+    assert settings.agent_token_file is not None
+    mode = stat.S_IMODE(settings.agent_token_file.stat().st_mode)
+    assert mode == 0o600
+    stored = _db_bytes(Path(api.cp.db.url.database or ""))
+    assert hash_token(api.token).encode() in stored
+    assert api.token.encode() not in stored
+
+
+async def test_an_existing_token_file_is_registered(tmp_path: Path) -> None:
+    token_file = tmp_path / "given.token"
+    token_file.write_text("my-own-token\n")
+    settings = ControlPlaneSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'cp.db'}", agent_token_file=token_file
+    )
+    from tether.controlplane import auth
+
+    async with open_control_plane(settings) as cp:
+        async with cp.db.reading() as session:
+            principal = await auth.authenticate(session, "Bearer my-own-token", auth.Role.AGENT)
+        assert principal.deployment_id == "default"
+    # Starting again with the same file is fine (the hash is already there).
+    async with open_control_plane(settings):
+        pass
+    token_file.write_text("  \n")
+    with pytest.raises(BootstrapError, match="is empty"):
+        async with open_control_plane(settings):
+            pass
+
+
+def test_workspace_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    ws = tmp_path / "ws" / "workspace.toml"
+    ws.parent.mkdir()
+    ws.write_text(
+        '[[locations]]\nname = "a"\npython_file = "defs.py"\nworking_directory = ".."\n'
+        '[[locations]]\nname = "b"\nmodule = "m"\nworking_directory = "/abs"\n'
+    )
+    a, b = read_workspace(ws)
+    assert a.python_file == str(tmp_path / "ws" / "defs.py")
+    assert a.working_directory == str(tmp_path)
+    assert b.working_directory == "/abs"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[[locations]]\nmodule = 'm'\n", "locations[0] is invalid"),
+        ("[[locations]]\nname = 'a'\nbogus = 1\n", "locations[0] is invalid"),
+        ("[[locations]]\nname = 'a'\n[[locations]]\nname = 'a'\n", "duplicate location names"),
+        ("locations = 3\n", "must be an array"),
+        ("not toml [", "cannot read workspace file"),
+    ],
+)
+def test_bad_workspace_files_are_clear_errors(tmp_path: Path, text: str, problem: str) -> None:
+    ws = tmp_path / "workspace.toml"
+    ws.write_text(text)
+    with pytest.raises(WorkspaceFileError, match=re.escape(problem)):
+        read_workspace(ws)

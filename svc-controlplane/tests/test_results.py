@@ -1,0 +1,154 @@
+"""Work results: idempotent on their id; loads store snapshots, launches move runs."""
+
+from __future__ import annotations
+
+from controlplane_testkit import RESULTS, Api, example_snapshot
+from sqlalchemy import func, select
+from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
+from tether.shared.errors import BAD_INPUT
+from tether.shared.messages import RUN_WORKER_EXITED, ErrorInfo, WorkResult
+from tether.shared.subjects import WorkKind
+
+LOCATIONS = """{ codeLocations { name loadStatus loadError { clsName message traceback }
+  repositories { name jobs { name description configSchema
+    ops { name inputs { name typeName } outputs { name typeName } configSchema }
+    edges { fromOp fromOutput toOp toInput } } } } }"""
+RELOAD = "mutation($n: String!) { reloadLocation(name: $n) { name loadStatus } }"
+
+
+async def _snapshot_count(api: Api) -> int:
+    async with api.cp.db.reading() as session:
+        return int(await session.scalar(select(func.count()).select_from(LocationSnapshotRow)) or 0)
+
+
+async def _item_status(api: Api, item_id: str) -> str:
+    async with api.cp.db.reading() as session:
+        return str(
+            await session.scalar(select(WorkItemRow.status).where(WorkItemRow.id == item_id))
+        )
+
+
+async def test_load_results_store_content_addressed_snapshots(api: Api) -> None:
+    locs = {loc["name"]: loc for loc in (await api.user(LOCATIONS))["codeLocations"]}
+    assert locs["loc"]["loadStatus"] == "LOADING"
+    item = await api.load()
+    assert await _item_status(api, item.id) == "DONE"
+    (loc,) = [x for x in (await api.user(LOCATIONS))["codeLocations"] if x["name"] == "loc"]
+    assert loc["loadStatus"] == "LOADED"
+    (job,) = loc["repositories"][0]["jobs"]
+    assert [op["name"] for op in job["ops"]] == ["a", "b"]
+    assert job["ops"][0]["outputs"] == [{"name": "result", "typeName": "int"}]
+    assert job["edges"] == [{"fromOp": "a", "fromOutput": "result", "toOp": "b", "toInput": "x"}]
+    assert job["configSchema"]["type"] == "object"
+    assert await _snapshot_count(api) == 1
+
+    # Reloading to the same definitions stores nothing new; changed ones are a new snapshot.
+    await api.user(RELOAD, n="loc")
+    await api.load(example_snapshot())
+    assert await _snapshot_count(api) == 1
+    await api.user(RELOAD, n="loc")
+    await api.load(example_snapshot(description="changed"))
+    assert await _snapshot_count(api) == 2
+
+
+async def test_a_failed_load_reports_its_error_and_results_are_idempotent(api: Api) -> None:
+    (item,) = await api.claim()
+    error = ErrorInfo(cls_name="ImportError", message="no module named jobs", traceback="Tb...")
+    result = WorkResult(id=item.id, work_item_id=item.id, kind=item.kind, ok=False, error=error)
+    assert await api.submit(result, result) == {"stored": 1, "duplicates": 1}
+    assert await api.submit(result) == {"stored": 0, "duplicates": 1}
+    assert await _item_status(api, item.id) == "FAILED"
+    (loc,) = [x for x in (await api.user(LOCATIONS))["codeLocations"] if x["name"] == "loc"]
+    assert loc["loadStatus"] == "LOAD_ERROR"
+    assert loc["loadError"] == {
+        "clsName": "ImportError",
+        "message": "no module named jobs",
+        "traceback": "Tb...",
+    }
+
+
+async def test_reloading_an_unknown_location_is_a_clear_error(api: Api) -> None:
+    body = await api.post(RELOAD, n="nope")
+    assert body["errors"][0]["message"] == "no code location named 'nope'"
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_malformed_results_are_refused_whole(api: Api) -> None:
+    (item,) = await api.claim()
+    good = WorkResult(id="r1", work_item_id=item.id, kind="ping_location", ok=True)
+    bad_snapshot = WorkResult(
+        id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload={"snapshot": {"x": 1}}
+    )
+    unknown_item = WorkResult(id="r2", work_item_id="nope", kind="ping_location", ok=True)
+    for batch in ([good, bad_snapshot], [good, unknown_item]):
+        items = [r.model_dump(mode="json") for r in batch]
+        body = await api.post(RESULTS, token=api.token, items=items)
+        assert body["errors"][0]["extensions"]["code"] == BAD_INPUT, body
+    body = await api.post(RESULTS, token=api.token, items=[{"id": "r3"}])
+    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+    # Nothing of those batches was stored: the good result is still new.
+    assert await api.submit(good) == {"stored": 1, "duplicates": 0}
+    assert await _item_status(api, item.id) == "CLAIMED"
+
+
+async def test_launch_flow_through_results(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    (item,) = await api.claim()
+    assert item.kind == WorkKind.LAUNCH_RUN
+    launched = WorkResult(
+        id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload={"run_id": run_id}
+    )
+    assert await api.submit(launched) == {"stored": 1, "duplicates": 0}
+    run = await api.run(run_id)
+    assert run["status"] == "STARTING"
+    assert [e["eventType"] for e in run["events"]] == ["RUN_ENQUEUED", "RUN_STARTING"]
+
+    # A clean exit leaves the run to its own terminal event (it may still be in flight).
+    clean = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=RUN_WORKER_EXITED,
+        ok=True,
+        payload={"run_id": run_id, "exit_code": 0},
+    )
+    await api.submit(clean)
+    assert (await api.run(run_id))["status"] == "STARTING"
+
+
+async def test_a_worker_dying_before_the_end_fails_the_run(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    (item,) = await api.claim()
+    died = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=RUN_WORKER_EXITED,
+        ok=False,
+        payload={"run_id": run_id, "exit_code": -9},
+    )
+    assert await api.submit(died, died) == {"stored": 1, "duplicates": 1}
+    run = await api.run(run_id)
+    assert run["status"] == "FAILURE"
+    (engine_error,) = [e for e in run["events"] if e["eventType"] == "ENGINE_ERROR"]
+    assert engine_error["message"] == "run worker exited with code -9 before the run finished"
+    assert engine_error["seq"] is None
+    assert run["endedAt"] is not None
+
+
+async def test_a_failed_launch_fails_the_run_with_the_error(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    (item,) = await api.claim()
+    error = ErrorInfo(cls_name="OSError", message="no such interpreter", traceback="Traceback...")
+    failed = WorkResult(id=item.id, work_item_id=item.id, kind=item.kind, ok=False, error=error)
+    await api.submit(failed)
+    run = await api.run(run_id)
+    assert run["status"] == "FAILURE"
+    assert [e["eventType"] for e in run["events"]] == [
+        "RUN_ENQUEUED",
+        "ENGINE_ERROR",
+        "RUN_FAILURE",
+    ]
+    assert run["events"][1]["error"]["clsName"] == "OSError"
+    assert await _item_status(api, item.id) == "FAILED"

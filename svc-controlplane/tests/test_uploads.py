@@ -1,0 +1,164 @@
+"""Uploads from agents are validated as a batch, idempotent, and move runs forward only."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from controlplane_testkit import EVENTS, LOGS, Api
+from sqlalchemy import func, select
+from tether.controlplane.db.models import RunEventRow
+from tether.shared.errors import BAD_INPUT
+from tether.shared.messages import EventType, LogChunk, RunEvent
+from tether.shared.subjects import LogStream
+
+
+async def _queued_run(api: Api) -> str:
+    await api.load()
+    launched = await api.launch()
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["id"]
+
+
+def _event(run_id: str, seq: int, event_type: EventType, ts: float, **kw: Any) -> dict[str, Any]:
+    return RunEvent(run_id=run_id, seq=seq, event_type=event_type, timestamp=ts, **kw).model_dump(
+        mode="json"
+    )
+
+
+async def _event_count(api: Api) -> int:
+    async with api.cp.db.reading() as session:
+        return int(await session.scalar(select(func.count()).select_from(RunEventRow)) or 0)
+
+
+async def test_events_are_idempotent_and_status_only_moves_forward(api: Api) -> None:
+    run_id = await _queued_run(api)
+    t0 = time.time()
+    first = [
+        _event(run_id, 1, EventType.RUN_START, t0 + 0),
+        _event(run_id, 2, EventType.STEP_START, t0 + 1, step_key="a"),
+    ]
+    assert (await api.agent(EVENTS, items=first))["storeEvents"] == {"stored": 2, "duplicates": 0}
+    assert (await api.agent(EVENTS, items=first))["storeEvents"] == {"stored": 0, "duplicates": 2}
+    run = await api.run(run_id)
+    assert run["status"] == "STARTED"
+    assert run["startedAt"] == t0
+
+    done = [
+        _event(run_id, 4, EventType.RUN_SUCCESS, t0 + 3),
+        _event(run_id, 3, EventType.STEP_SUCCESS, t0 + 2, step_key="a"),
+    ]
+    assert (await api.agent(EVENTS, items=done))["storeEvents"]["stored"] == 2
+    # Late or contradicting events are stored but never move a finished run.
+    late = [
+        _event(run_id, 5, EventType.RUN_CANCELING, t0 + 4),
+        _event(run_id, 6, EventType.RUN_FAILURE, t0 + 5),
+    ]
+    assert (await api.agent(EVENTS, items=late))["storeEvents"]["stored"] == 2
+    run = await api.run(run_id)
+    assert run["status"] == "SUCCESS"
+    assert run["endedAt"] == t0 + 3
+    # The control plane's own event (seq null) first, then the worker's in order.
+    assert [(e["seq"], e["eventType"]) for e in run["events"]] == [
+        (None, "RUN_ENQUEUED"),
+        (1, "RUN_START"),
+        (2, "STEP_START"),
+        (3, "STEP_SUCCESS"),
+        (4, "RUN_SUCCESS"),
+        (5, "RUN_CANCELING"),
+        (6, "RUN_FAILURE"),
+    ]
+    newest = run["events"][-1]["id"]
+    after = (
+        await api.user(
+            "query($id: String!, $after: Int) { run(id: $id) { events(afterId: $after) { seq } } }",
+            id=run_id,
+            after=run["events"][-3]["id"],
+        )
+    )["run"]["events"]
+    assert [e["seq"] for e in after] == [5, 6]
+    assert newest > run["events"][0]["id"]
+
+
+async def test_a_malformed_event_batch_is_refused_whole(api: Api) -> None:
+    run_id = await _queued_run(api)
+    before = await _event_count(api)
+    batch = [
+        _event(run_id, 1, EventType.RUN_START, time.time()),
+        {"type": "tether.v1.run_event", "run_id": run_id, "seq": 0, "event_type": "RUN_START"},
+        {"run_id": run_id, "seq": 3, "event_type": "NOT_A_TYPE"},
+        "not an object",
+    ]
+    body = await api.post(EVENTS, token=api.token, items=batch)
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == BAD_INPUT
+    assert "#1" in error["message"] and "#2" in error["message"] and "#3" in error["message"]
+    assert "nothing was stored" in error["message"]
+    assert await _event_count(api) == before
+    assert (await api.run(run_id))["status"] == "QUEUED"
+
+
+async def test_events_of_unknown_runs_are_refused(api: Api) -> None:
+    body = await api.post(
+        EVENTS, token=api.token, items=[_event("f" * 32, 1, EventType.RUN_START, 1.0)]
+    )
+    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+    assert "unknown run" in body["errors"][0]["message"]
+
+
+def _chunk(run_id: str, offset: int, data: bytes, stream: LogStream = LogStream.STDOUT) -> Any:
+    return LogChunk(
+        run_id=run_id, step_key="a", stream=stream, offset=offset, data=data
+    ).model_dump(mode="json")
+
+
+async def test_compute_logs_are_idempotent_and_read_back_in_order(api: Api) -> None:
+    run_id = await _queued_run(api)
+    chunks = [
+        _chunk(run_id, 6, b"world\n"),
+        _chunk(run_id, 0, b"hello "),
+        _chunk(run_id, 0, b"oops\n", LogStream.STDERR),
+        _chunk(run_id, 20, b"after a gap"),
+    ]
+    assert chunks[0]["data"] == base64.b64encode(b"world\n").decode()
+    assert (await api.agent(LOGS, items=chunks))["appendComputeLogs"] == {
+        "stored": 4,
+        "duplicates": 0,
+    }
+    again = await api.agent(LOGS, items=chunks[:2])
+    assert again["appendComputeLogs"] == {"stored": 0, "duplicates": 2}
+
+    query = """query($id: String!, $step: String, $stream: String, $offset: Int) {
+      run(id: $id) { computeLogs(stepKey: $step, stream: $stream, offset: $offset) {
+        stepKey stream offset nextOffset text } } }"""
+    logs = (await api.user(query, id=run_id))["run"]["computeLogs"]
+    by_stream = {log["stream"]: log for log in logs}
+    # Bytes after a gap wait until the gap is filled.
+    assert by_stream["stdout"]["text"] == "hello world\n"
+    assert by_stream["stdout"]["nextOffset"] == 12
+    assert by_stream["stderr"]["text"] == "oops\n"
+    tail = (await api.user(query, id=run_id, stream="stdout", offset=3))["run"]["computeLogs"]
+    assert [(t["offset"], t["text"]) for t in tail] == [(3, "lo world\n")]
+
+
+async def test_malformed_log_chunks_are_refused(api: Api) -> None:
+    run_id = await _queued_run(api)
+    bad = _chunk(run_id, 0, b"x") | {"data": "***not base64***"}
+    body = await api.post(LOGS, token=api.token, items=[_chunk(run_id, 1, b"y"), bad])
+    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+    logs = (
+        await api.user("query($id: String!) { run(id: $id) { computeLogs { text } } }", id=run_id)
+    )["run"]["computeLogs"]
+    assert logs == []
+
+
+async def test_heartbeats_upsert_agents(api: Api) -> None:
+    query = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
+    for state in ("starting", "running"):
+        hb = {"type": "tether.v1.heartbeat", "agent_id": "a1", "services": {"poller": state}}
+        assert (await api.agent(query, hb=hb))["heartbeat"] is True
+    agents = (await api.user("{ agents { agentId lastHeartbeat services } }"))["agents"]
+    assert [(a["agentId"], a["services"]) for a in agents] == [("a1", {"poller": "running"})]
+    body = await api.post(query, token=api.token, hb={"agent_id": 3, "bogus": True})
+    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT

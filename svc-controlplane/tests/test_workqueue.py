@@ -1,0 +1,83 @@
+"""Claiming work: leases, expiry and re-offer, acks, substrates, long-poll wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from controlplane_testkit import ACK, Api
+from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.shared.messages import LocationConfig
+from tether.shared.subjects import WorkKind
+
+
+async def test_a_claim_leases_items_once_until_the_lease_expires(api: Api) -> None:
+    (item,) = await api.claim(agent_id="a1", lease_s=0.2)
+    assert item.kind == WorkKind.LOAD_LOCATION
+    assert item.location.name == "loc"
+    assert item.attempt == 1
+    # Leased: nobody else gets it while the lease runs.
+    assert await api.claim(agent_id="a2") == []
+    # Unacked past its lease, it is offered again (the claim waits across the expiry).
+    (again,) = await api.claim(agent_id="a2", wait_ms=5000)
+    assert again.id == item.id
+    assert again.attempt == 2
+    # The first agent lost its lease: its ack does nothing; the new holder's ack counts.
+    assert (await api.agent(ACK, agentId="a1", ids=[item.id]))["ackWork"] == 0
+    assert (await api.agent(ACK, agentId="a2", ids=[item.id]))["ackWork"] == 1
+    assert (await api.agent(ACK, agentId="a2", ids=[item.id]))["ackWork"] == 0
+
+
+async def test_an_acked_item_is_never_offered_again(api: Api) -> None:
+    (item,) = await api.claim(lease_s=0.05)
+    assert (await api.agent(ACK, agentId="agent-1", ids=[item.id]))["ackWork"] == 1
+    # Wait past the lease plus a recheck: still nothing to claim.
+    assert await api.claim(wait_ms=300) == []
+
+
+async def test_claims_filter_by_substrate_and_skip_expired_items(api: Api) -> None:
+    (docker_item,) = await api.claim(["docker"])
+    assert docker_item.location.name == "boxed"
+    async with api.cp.db.transaction() as session:
+        api.cp.queue.enqueue(
+            session,
+            deployment_id=DEFAULT_DEPLOYMENT,
+            kind=WorkKind.PING_LOCATION,
+            location=LocationConfig(name="loc", substrate="k8s"),
+            expires_at=time.time() - 1,
+        )
+    assert await api.claim(["k8s"]) == []
+
+
+async def test_max_bounds_a_claim(api: Api) -> None:
+    first = await api.claim(["process", "docker"], max_items=1)
+    second = await api.claim(["process", "docker"], max_items=1)
+    assert len(first) == len(second) == 1
+    assert first[0].id != second[0].id
+
+
+async def test_a_waiting_claim_wakes_on_launch_run(api: Api) -> None:
+    await api.load()
+    # No periodic recheck before the wait would end: only the wake-up can deliver the item.
+    api.cp.queue.recheck_s = 60.0
+    claim = asyncio.create_task(api.claim(wait_ms=10_000))
+    # Polling a counter is fine in a test: it only orders the launch after the wait began.
+    while api.cp.queue.waiting == 0:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    launched = await api.launch()
+    items = await claim
+    assert [i.kind for i in items] == [WorkKind.LAUNCH_RUN]
+    assert items[0].payload["run_id"] == launched["run"]["id"]
+
+
+async def test_closing_the_queue_releases_waiting_claims(api: Api) -> None:
+    await api.load()
+    api.cp.queue.recheck_s = 60.0
+    claim = asyncio.create_task(api.claim(wait_ms=60_000))
+    # Polling a counter is fine in a test: it only orders the launch after the wait began.
+    while api.cp.queue.waiting == 0:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    api.cp.queue.close()
+    # Bounded well below the claim's own wait: only close() can end it in time.
+    assert await asyncio.wait_for(claim, 30) == []
+    assert api.cp.queue.waiting == 0
