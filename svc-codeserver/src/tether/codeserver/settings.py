@@ -1,0 +1,25 @@
+"""Settings of the gRPC code server process."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CodeServerSettings(BaseSettings):
+    """How a code server listens; command-line options override these."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_CODESERVER_", extra="ignore")
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Interface to bind. Loopback by default: only launchers call a code server.",
+    )
+    port: int = Field(default=0, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest gRPC message sent or received."
+    )
+    graceful_shutdown_timeout: float = Field(
+        default=5.0, description="Seconds in-flight calls get to finish after SIGTERM."
+    )
+    log_level: str = Field(default="INFO", description="Level of the process's own logs.")

@@ -1,0 +1,115 @@
+"""Numbering and publishing a run's structured events and its raw output chunks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from nats.js.api import Header
+from tether.codeserver.worker.publisher import JetStreamPublisher
+from tether.shared import subjects
+from tether.shared.messages import (
+    ErrorInfo,
+    EventType,
+    LogChunk,
+    RunEvent,
+    encode,
+    encode_log_chunk,
+)
+from tether.shared.subjects import LogStream
+from tether.shared.telemetry import current_traceparent, inject
+
+_TRACEPARENT = "traceparent"
+_MSG_ID = Header.MSG_ID.value
+
+
+class RunEventEmitter:
+    """Assigns each event of one run its ``seq`` (1, 2, 3...) and publishes it.
+
+    Thread-safe: user code may log from its own threads. Numbering and queueing happen
+    under one lock, so events reach the stream in ``seq`` order.
+
+    Args:
+        run_id: the run.
+        publisher: where messages go.
+        traceparent: fallback trace context for threads outside any span.
+    """
+
+    def __init__(
+        self, run_id: str, publisher: JetStreamPublisher, traceparent: str | None = None
+    ) -> None:
+        self.run_id = run_id
+        self._subject = subjects.events(run_id)
+        self._publisher = publisher
+        self._fallback_traceparent = traceparent
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event emitted (0 before the first)."""
+        return self._seq
+
+    def emit(
+        self,
+        event_type: EventType,
+        *,
+        step_key: str | None = None,
+        message: str = "",
+        data: dict[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+        traceparent: str | None = None,
+    ) -> RunEvent:
+        """Publish one event; returns it with its seq.
+
+        Raises:
+            PublishError: the publisher failed.
+        """
+        tp = current_traceparent() or traceparent or self._fallback_traceparent
+        with self._lock:
+            seq = self._seq + 1
+            event = RunEvent(
+                run_id=self.run_id,
+                seq=seq,
+                event_type=event_type,
+                step_key=step_key,
+                message=message,
+                data=data or {},
+                error=error,
+                traceparent=tp,
+            )
+            headers: dict[str, str] = dict(inject({}))
+            if tp and _TRACEPARENT not in headers:
+                headers[_TRACEPARENT] = tp
+            headers[_MSG_ID] = f"{self.run_id}:{seq}"
+            self._publisher.publish(self._subject, encode(event), headers)
+            # Only counted once queued, so a failed publish does not leave a gap.
+            self._seq = seq
+        return event
+
+    def log_sink(self, level: str, message: str, step_key: str) -> None:
+        """An :class:`~tether.sdk.OpLogger` sink: each call becomes a LOG event."""
+        self.emit(EventType.LOG, step_key=step_key, message=message, data={"level": level})
+
+
+class LogChunkPublisher:
+    """Publishes one step's raw output chunks (keyed by byte offset) to NATS."""
+
+    def __init__(
+        self, run_id: str, step_key: str, publisher: JetStreamPublisher, traceparent: str | None
+    ) -> None:
+        self._run_id = run_id
+        self._step_key = step_key
+        self._publisher = publisher
+        self._traceparent = traceparent
+
+    def __call__(self, stream: LogStream, offset: int, data: bytes) -> None:
+        """Publish ``data``, which starts at byte ``offset`` of the step's ``stream``."""
+        chunk = LogChunk(
+            run_id=self._run_id, step_key=self._step_key, stream=stream, offset=offset, data=data
+        )
+        headers, body = encode_log_chunk(chunk)
+        headers[_MSG_ID] = f"{self._run_id}:{self._step_key}:{stream}:{offset}"
+        if self._traceparent:
+            headers[_TRACEPARENT] = self._traceparent
+        self._publisher.publish(subjects.logs(self._run_id, self._step_key, stream), body, headers)

@@ -1,0 +1,41 @@
+"""Settings of the run worker (``tether api execute-run``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RunWorkerSettings(BaseSettings):
+    """Tuning of one run worker process; the run itself comes from ExecuteRunArgs."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_RUN_WORKER_", extra="ignore")
+
+    nats_connect_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to keep trying the first NATS connection."
+    )
+    publish_retry_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds one message may be retried (stream not declared yet, NATS down).",
+    )
+    publish_ack_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for one PubAck before retrying."
+    )
+    publish_queue_size: int = Field(
+        default=256,
+        ge=1,
+        description="Messages buffered before user code is slowed down (backpressure).",
+    )
+    log_chunk_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest stdout/stderr chunk published at once."
+    )
+    log_linger: float = Field(
+        default=0.05, ge=0, description="Seconds to wait for more output before sending a chunk."
+    )
+    capture_drain_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds to wait at step end for processes the op left holding its output.",
+    )
+    log_level: str = Field(default="INFO", description="Level of the worker's own logs.")
