@@ -1,0 +1,162 @@
+"""The poller's lifecycle: claim work from the control plane, publish it, ack it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import stamina
+from nats.aio.client import Client as NATS
+from tether.poller.dispatch import WorkDispatcher
+from tether.poller.heartbeat import heartbeat_loop
+from tether.poller.settings import PollerSettings
+from tether.shared.agent_client import AgentClient
+from tether.shared.errors import TetherError
+from tether.shared.messages import WorkItem
+from tether.shared.service import connect_nats
+from tether.shared.streams import ensure_owned_streams
+
+log = logging.getLogger(__name__)
+
+#: The name under which the poller owns streams (see tether.shared.streams.STREAMS).
+OWNER = "poller"
+
+
+class PollerError(TetherError):
+    """Root of errors raised by the poller."""
+
+
+class DispatchFailedError(PollerError):
+    """Some claimed items could not be published; they stay unacked."""
+
+    def __init__(self, failed: list[str]) -> None:
+        super().__init__(f"{len(failed)} work item(s) not published: {', '.join(failed)}")
+        self.failed = failed
+
+
+def _retry_cycle(exc: Exception) -> bool:
+    # Any ordinary failure of a cycle (control plane gone after the client's own retries,
+    # NATS down, a refused request) is waited out with backoff; cancellation is not.
+    return isinstance(exc, Exception)
+
+
+class PollerService:
+    """Claims work items (long-poll), publishes each on JetStream, then acks them.
+
+    A crash between publish and ack makes the control plane offer the items again after
+    their lease; ``Nats-Msg-Id = work item id`` lets JetStream drop the duplicate.
+
+    Args:
+        settings: the poller's settings.
+    """
+
+    def __init__(self, settings: PollerSettings) -> None:
+        self._settings = settings
+        self._stopping = asyncio.Event()
+        self._inflight: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PollerService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop claiming; items already claimed are still published. Idempotent."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`shutdown`; then finish publishing claimed items and return."""
+        s = self._settings
+        nc = await connect_nats(s.nats_url, "tether-poller")
+        try:
+            js = nc.jetstream()
+            await ensure_owned_streams(js, OWNER)
+            dispatcher = WorkDispatcher(js, publish_timeout=s.publish_timeout_s)
+            async with AgentClient(
+                s.control_plane_url,
+                s.agent_token.get_secret_value(),
+                retry_timeout=s.api_retry_timeout_s,
+            ) as client:
+                log.info(
+                    "poller %s claiming %s work from %s",
+                    s.agent_id,
+                    s.substrates,
+                    s.control_plane_url,
+                )
+                async with asyncio.TaskGroup() as tg:
+                    claiming = tg.create_task(self._claim_loop(client, dispatcher))
+                    beating = tg.create_task(
+                        heartbeat_loop(client, s.agent_id, s.heartbeat_interval_s)
+                    )
+                    # A crash of either loop cancels this wait through the TaskGroup.
+                    await self._stopping.wait()
+                    log.info("poller stopping: no more claims")
+                    claiming.cancel()
+                    beating.cancel()
+        finally:
+            await _close(nc)
+        log.info("poller stopped")
+
+    async def _claim_loop(self, client: AgentClient, dispatcher: WorkDispatcher) -> None:
+        s = self._settings
+        try:
+            while True:
+                async for attempt in stamina.retry_context(
+                    on=_retry_cycle,
+                    attempts=None,
+                    timeout=None,
+                    wait_initial=s.backoff_initial_s,
+                    wait_max=s.backoff_max_s,
+                    wait_jitter=s.backoff_initial_s,
+                ):
+                    with attempt:
+                        if attempt.num > 1:
+                            log.info("claim loop resuming (attempt %d)", attempt.num)
+                        await self._cycle(client, dispatcher)
+        except asyncio.CancelledError:
+            # Shutdown cancels the long-poll or a backoff pause, never a publish: items
+            # already claimed are published (and acked) before the poller exits.
+            if self._inflight is not None and not self._inflight.done():
+                try:
+                    async with asyncio.timeout(s.graceful_shutdown_timeout):
+                        await asyncio.shield(self._inflight)
+                except TimeoutError:
+                    log.warning("gave up finishing claimed items; the control plane re-offers them")
+                except Exception:  # noqa: BLE001 - already logged by the cycle
+                    pass
+            raise
+
+    async def _cycle(self, client: AgentClient, dispatcher: WorkDispatcher) -> None:
+        """One claim -> publish -> ack round."""
+        s = self._settings
+        items = await client.claim_work(
+            s.agent_id,
+            s.substrates,
+            max_items=s.max_items,
+            wait_s=s.claim_wait_s,
+            lease_s=s.lease_s,
+        )
+        if not items:
+            return
+        # Shielded: cancelling the loop (shutdown) must not interrupt a half-done publish.
+        self._inflight = asyncio.create_task(self._publish_and_ack(client, dispatcher, items))
+        await asyncio.shield(self._inflight)
+
+    async def _publish_and_ack(
+        self, client: AgentClient, dispatcher: WorkDispatcher, items: list[WorkItem]
+    ) -> None:
+        outcome = await dispatcher.dispatch(items)
+        if outcome.published:
+            await client.ack_work(self._settings.agent_id, outcome.published)
+            log.info("published and acked %d work item(s)", len(outcome.published))
+        if outcome.failed:
+            raise DispatchFailedError(outcome.failed)
+
+
+async def _close(nc: NATS) -> None:
+    try:
+        await nc.drain()
+    except Exception as err:  # noqa: BLE001 - closing is best effort at shutdown
+        log.debug("closing NATS: %r", err)
+        await nc.close()

@@ -1,0 +1,246 @@
+"""The poller against a real NATS server and a real HTTP agent-API endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from poller_fixtures import LogSeen, WorkQueueEndpoint
+from tether.poller import PollerService, PollerSettings
+from tether.shared import subjects, telemetry
+from tether.shared.messages import LocationConfig, WorkItem, decode
+from tether.shared.subjects import Stream, WorkKind
+from tether.shared.testing import free_port
+
+TRACE_ID = "a" * 32
+PARENT_SPAN = "b" * 16
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
+
+
+@pytest.fixture(scope="session")
+def _exporter() -> InMemorySpanExporter:
+    telemetry.configure_tracing("tether-poller-tests")
+    exporter = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    return exporter
+
+
+@pytest.fixture
+def spans(_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    _exporter.clear()
+    return _exporter
+
+
+def work_item(
+    item_id: str,
+    kind: WorkKind = WorkKind.LOAD_LOCATION,
+    *,
+    substrate: str = "process",
+    traceparent: str | None = TRACEPARENT,
+    expires_at: float | None = None,
+) -> WorkItem:
+    return WorkItem(
+        id=item_id,
+        kind=kind,
+        location=LocationConfig(name="loc", module="example_jobs", substrate=substrate),
+        payload={"n": 1},
+        traceparent=traceparent,
+        expires_at=expires_at,
+    )
+
+
+def poller_settings(
+    nats_url: str, endpoint: WorkQueueEndpoint, **overrides: object
+) -> PollerSettings:
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "control_plane_url": endpoint.url,
+        "agent_token": endpoint.token,
+        "agent_id": "agent-under-test",
+        "substrates": ["process", "docker"],
+        "claim_wait_s": 0.5,
+        "lease_s": 0.5,
+        "heartbeat_interval_s": 0.2,
+        "publish_timeout_s": 1.0,
+        "backoff_initial_s": 0.1,
+        "backoff_max_s": 0.5,
+        "graceful_shutdown_timeout": 5.0,
+    }
+    values.update(overrides)
+    return PollerSettings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(service: PollerService) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(service.run())
+    try:
+        yield task
+    finally:
+        service.shutdown()
+        # Safety net against a hang only; shutdown normally takes one long-poll at most.
+        await asyncio.wait_for(task, 20)
+
+
+async def stream_messages(nats_url: str, expected: int) -> list[nats.aio.msg.Msg]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(subjects.work_all(), stream=str(Stream.WORK))
+        msgs = await sub.fetch(expected, timeout=5)
+        info = await js.stream_info(str(Stream.WORK))
+        assert info.state.messages == expected
+        return msgs
+    finally:
+        await nc.close()
+
+
+async def test_publishes_each_item_with_trace_then_acks(
+    nats_server, endpoint: WorkQueueEndpoint, spans: InMemorySpanExporter
+) -> None:
+    items = [
+        work_item("item-1"),
+        work_item("item-2", WorkKind.LAUNCH_RUN),
+        work_item("item-3", substrate="docker", traceparent=None),
+    ]
+    endpoint.add(*items)
+    async with running(PollerService(poller_settings(nats_server.url, endpoint))):
+        await asyncio.to_thread(endpoint.wait_acked, {i.id for i in items})
+        await asyncio.to_thread(endpoint.wait_for, lambda: bool(endpoint.heartbeats))
+
+    msgs = {m.headers["Nats-Msg-Id"]: m for m in await stream_messages(nats_server.url, 3)}
+    dispatch_spans = {
+        s.attributes["work_item_id"]: s
+        for s in spans.get_finished_spans()
+        if s.name == "poller.dispatch"
+    }
+    for item in items:
+        msg = msgs[item.id]
+        assert msg.subject == subjects.work(item.location.substrate, item.kind)
+        assert decode(msg.data, WorkItem) == item
+        span = dispatch_spans[item.id]
+        # The NATS headers carry the dispatch span's own context ...
+        _, trace_id, span_id, _ = msg.headers["traceparent"].split("-")
+        assert int(trace_id, 16) == span.context.trace_id
+        assert int(span_id, 16) == span.context.span_id
+        # ... and that span is a child of the work item's traceparent when it has one.
+        if item.traceparent:
+            assert span.context.trace_id == int(TRACE_ID, 16)
+            assert span.parent is not None and span.parent.span_id == int(PARENT_SPAN, 16)
+        else:
+            assert span.parent is None
+
+    heartbeat = endpoint.heartbeats[0]
+    assert heartbeat["agent_id"] == "agent-under-test"
+    assert heartbeat["services"] == {"poller": "RUNNING"}
+
+
+async def test_expired_items_are_skipped(nats_server, endpoint: WorkQueueEndpoint) -> None:
+    endpoint.add(
+        work_item("stale", expires_at=time.time() - 60),
+        work_item("fresh", expires_at=time.time() + 600),
+    )
+    async with running(PollerService(poller_settings(nats_server.url, endpoint))):
+        await asyncio.to_thread(endpoint.wait_acked, {"fresh"})
+    msgs = await stream_messages(nats_server.url, 1)
+    assert msgs[0].headers["Nats-Msg-Id"] == "fresh"
+    assert "stale" not in endpoint.acked
+
+
+async def test_nats_down_leaves_items_unacked_until_it_is_back(
+    nats_server, endpoint: WorkQueueEndpoint
+) -> None:
+    claimed_at: list[int] = []
+    first_claim = threading.Event()
+
+    def on_claim(items: list[WorkItem]) -> None:
+        if not first_claim.is_set():
+            claimed_at.append(endpoint.claims)
+            first_claim.set()
+
+    endpoint.on_claim = on_claim
+    service = PollerService(poller_settings(nats_server.url, endpoint))
+    async with running(service):
+        # Let the poller connect and declare its stream, then take NATS away.
+        await asyncio.to_thread(endpoint.wait_for, lambda: endpoint.claims > 0)
+        nats_server.stop()
+        endpoint.add(work_item("during-outage"))
+        await asyncio.to_thread(first_claim.wait, 20)
+        # A later claim call means the first publish attempt has finished (and failed).
+        await asyncio.to_thread(endpoint.wait_for, lambda: endpoint.claims > claimed_at[0])
+        assert "during-outage" not in endpoint.acked
+        nats_server.start()
+        await asyncio.to_thread(endpoint.wait_acked, {"during-outage"})
+    # Re-offered after its lease and published again: still one message on the stream.
+    msgs = await stream_messages(nats_server.url, 1)
+    assert msgs[0].headers["Nats-Msg-Id"] == "during-outage"
+
+
+async def test_control_plane_down_then_up_recovers_without_restart(nats_server) -> None:
+    endpoint = WorkQueueEndpoint(free_port())  # not started: nothing listens yet
+    settings = poller_settings(nats_server.url, endpoint, api_retry_timeout_s=0.3)
+    resumed = LogSeen("claim loop resuming")
+    logger = logging.getLogger("tether.poller")
+    logger.addHandler(resumed)
+    logger.setLevel(logging.INFO)
+    try:
+        async with running(PollerService(settings)):
+            # The client gave up at least once and the loop came back for more.
+            assert await asyncio.to_thread(resumed.seen.wait, 20)
+            endpoint.start()
+            endpoint.add(work_item("after-outage"))
+            await asyncio.to_thread(endpoint.wait_acked, {"after-outage"})
+    finally:
+        logger.removeHandler(resumed)
+        endpoint.stop()
+    await stream_messages(nats_server.url, 1)
+
+
+async def test_shutdown_finishes_publishing_claimed_items(
+    nats_server, endpoint: WorkQueueEndpoint
+) -> None:
+    items = [work_item(f"batch-{n}") for n in range(5)]
+    endpoint.add(*items)
+    service = PollerService(poller_settings(nats_server.url, endpoint, claim_wait_s=30))
+    watcher = await nats.connect(nats_server.url)
+    try:
+        # Shut down as soon as the first item of the batch hits NATS.
+        async def stop_on_first(msg: nats.aio.msg.Msg) -> None:
+            service.shutdown()
+
+        await watcher.subscribe(subjects.work_all(), cb=stop_on_first)
+        await asyncio.wait_for(service.run(), 20)
+    finally:
+        await watcher.close()
+    assert {i.id for i in items} <= set(endpoint.acked)
+    await stream_messages(nats_server.url, 5)
+
+
+async def test_shutdown_interrupts_a_long_poll(nats_server, endpoint: WorkQueueEndpoint) -> None:
+    service = PollerService(poller_settings(nats_server.url, endpoint, claim_wait_s=60))
+    async with running(service):
+        await asyncio.to_thread(
+            endpoint.wait_for, lambda: endpoint.claims == 0 and bool(endpoint.heartbeats)
+        )
+    # running() returned: run() ended without waiting out the 60 s long-poll.
+
+
+def test_settings_read_shared_and_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_NATS_URL", "nats://shared:4222")
+    monkeypatch.setenv("TETHER_AGENT_ID", "shared-agent")
+    monkeypatch.setenv("TETHER_POLLER_AGENT_ID", "poller-agent")
+    monkeypatch.setenv("TETHER_POLLER_SUBSTRATES", '["docker", "k8s"]')
+    monkeypatch.setenv("TETHER_MAX_ITEMS", "99")  # not a shared field: ignored
+    settings = PollerSettings()
+    assert settings.nats_url == "nats://shared:4222"
+    assert settings.agent_id == "poller-agent"
+    assert settings.substrates == ["docker", "k8s"]
+    assert settings.max_items == 10

@@ -1,0 +1,126 @@
+"""The poller against the real control plane (a subprocess) and a real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from poller_fixtures import LogSeen
+from tether.poller import PollerService, PollerSettings
+from tether.shared import subjects
+from tether.shared.messages import WorkItem, decode
+from tether.shared.subjects import Stream, WorkKind
+from tether.shared.testing import free_port
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    token: str
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    if importlib.util.find_spec("tether.controlplane") is None:
+        pytest.skip("tether-controlplane is not installed in this environment")
+    workspace = tmp_path / "workspace.toml"
+    workspace.write_text(
+        "[[locations]]\n"
+        'name = "examples"\n'
+        'module = "example_jobs"\n'
+        f'working_directory = "{EXAMPLES}"\n'
+        'substrate = "process"\n'
+    )
+    port = free_port()
+    token_file = tmp_path / "agent.token"
+    env = {
+        **os.environ,
+        "TETHER_CONTROLPLANE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cp.db'}",
+        "TETHER_CONTROLPLANE_PORT": str(port),
+        "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(token_file),
+        "TETHER_CONTROLPLANE_WORKSPACE_FILE": str(workspace),
+    }
+    log_file = (tmp_path / "controlplane.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"control plane exited: {(tmp_path / 'controlplane.log').read_text()}"
+                )
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("control plane did not become healthy")
+            time.sleep(0.1)
+        yield ControlPlane(url, token_file.read_text().strip())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()
+
+
+async def test_claims_from_the_real_control_plane(nats_server, control_plane: ControlPlane) -> None:
+    settings = PollerSettings(
+        nats_url=nats_server.url,
+        control_plane_url=control_plane.url,
+        agent_token=control_plane.token,  # type: ignore[arg-type]
+        agent_id="poller-it",
+        claim_wait_s=1.0,
+        heartbeat_interval_s=0.5,
+    )
+    acked = LogSeen("published and acked")
+    logger = logging.getLogger("tether.poller")
+    logger.addHandler(acked)
+    logger.setLevel(logging.INFO)
+    service = PollerService(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        # The control plane queued a load of the workspace's location at startup.
+        assert await asyncio.to_thread(acked.seen.wait, 30)
+    finally:
+        logger.removeHandler(acked)
+        service.shutdown()
+        await asyncio.wait_for(task, 20)
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(subjects.work_all(), stream=str(Stream.WORK))
+        [msg] = await sub.fetch(1, timeout=5)
+    finally:
+        await nc.close()
+    item = decode(msg.data, WorkItem)
+    assert item.kind == WorkKind.LOAD_LOCATION and item.location.name == "examples"
+    assert msg.subject == subjects.work("process", WorkKind.LOAD_LOCATION)
+    assert msg.headers["Nats-Msg-Id"] == item.id
+    # One trace from the control plane's action through the poller's publish.
+    assert item.traceparent is not None
+    assert msg.headers["traceparent"].split("-")[1] == item.traceparent.split("-")[1]
