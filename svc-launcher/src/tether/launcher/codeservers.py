@@ -1,0 +1,152 @@
+"""Keeping one code server per code location running, and talking to it over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from tether.launcher.errors import LauncherError
+from tether.launcher.substrate import CodeServerHandle, Substrate
+from tether.shared import telemetry
+from tether.shared.grpc import codeserver_pb2 as pb
+from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.convert import error_from_proto, snapshot_from_proto
+from tether.shared.messages import CodeServerStatus, ErrorInfo, LocationConfig, LocationSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class CodeLocationLoadError(LauncherError):
+    """The code server runs but the location's code failed to load (user-code error).
+
+    Attributes:
+        error: what the user code raised, as reported by the code server.
+    """
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(f"{error.cls_name}: {error.message}")
+        self.error = error
+
+
+@dataclass
+class CodeServerClient:
+    """A gRPC channel to one code server.
+
+    Args:
+        handle: the code server.
+        channel: an open ``grpc.aio`` channel to ``handle.address``.
+    """
+
+    handle: CodeServerHandle
+    channel: grpc.aio.Channel
+
+    @classmethod
+    def connect(cls, handle: CodeServerHandle) -> CodeServerClient:
+        """Open a channel to ``handle`` (lazily connected by grpc)."""
+        return cls(handle, grpc.aio.insecure_channel(handle.address))
+
+    async def get_snapshot(self, deadline_s: float) -> LocationSnapshot:
+        """Everything the location defines.
+
+        Raises:
+            CodeLocationLoadError: the location's code failed to load.
+            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
+        """
+        stub = pb_grpc.CodeServerStub(self.channel)
+        reply = await stub.GetSnapshot(
+            pb.GetSnapshotRequest(), timeout=deadline_s, metadata=_trace_metadata()
+        )
+        if reply.WhichOneof("result") == "error":
+            raise CodeLocationLoadError(error_from_proto(reply.error))
+        return snapshot_from_proto(reply.snapshot)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+
+def _trace_metadata() -> tuple[tuple[str, str], ...]:
+    # gRPC metadata keys are lowercase; W3C "traceparent" already is.
+    return tuple(telemetry.inject({}).items())
+
+
+class CodeServerRegistry:
+    """Location name -> running code server, reconciled on each use (in memory for now).
+
+    ``ensure`` starts the code server when missing, restarts it when its process died,
+    and replaces it when the location's configuration changed. One lock per location
+    keeps concurrent requests from starting two servers for the same location.
+
+    Args:
+        substrate: where code servers run.
+    """
+
+    def __init__(self, substrate: Substrate) -> None:
+        self._substrate = substrate
+        self._clients: dict[str, CodeServerClient] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._errors: dict[str, str] = {}
+
+    async def ensure(self, location: LocationConfig) -> CodeServerClient:
+        """Return a client of a running code server for ``location``.
+
+        Raises:
+            CodeServerStartError: the code server failed to start.
+        """
+        lock = self._locks.setdefault(location.name, asyncio.Lock())
+        async with lock:
+            current = self._clients.get(location.name)
+            if current is not None:
+                if current.handle.location == location and self._substrate.code_server_alive(
+                    current.handle
+                ):
+                    return current
+                reason = "died" if current.handle.location == location else "config changed"
+                log.info("code server for %s %s; replacing it", location.name, reason)
+                await self._stop(location.name)
+            try:
+                handle = await self._substrate.start_code_server(location)
+            except LauncherError as err:
+                self._errors[location.name] = str(err)
+                raise
+            self._errors.pop(location.name, None)
+            client = CodeServerClient.connect(handle)
+            self._clients[location.name] = client
+            return client
+
+    async def invalidate(self, location_name: str) -> None:
+        """Stop and forget ``location_name``'s code server (it stopped answering)."""
+        lock = self._locks.setdefault(location_name, asyncio.Lock())
+        async with lock:
+            await self._stop(location_name)
+
+    async def stop_all(self) -> None:
+        """Stop every code server this registry started."""
+        await asyncio.gather(*(self.invalidate(name) for name in list(self._clients)))
+
+    def statuses(self) -> list[CodeServerStatus]:
+        """What a heartbeat reports of each code server."""
+        out = [
+            CodeServerStatus(
+                location_name=name,
+                state="RUNNING" if self._substrate.code_server_alive(c.handle) else "FAILED",
+                address=c.handle.address,
+                pid=c.handle.pid,
+            )
+            for name, c in self._clients.items()
+        ]
+        out += [
+            CodeServerStatus(location_name=name, state="FAILED", error=error)
+            for name, error in self._errors.items()
+            if name not in self._clients
+        ]
+        return out
+
+    async def _stop(self, location_name: str) -> None:
+        client = self._clients.pop(location_name, None)
+        if client is None:
+            return
+        await client.close()
+        await self._substrate.stop_code_server(client.handle)

@@ -1,0 +1,34 @@
+"""Errors of the launcher."""
+
+from __future__ import annotations
+
+from tether.shared.errors import TetherError
+
+
+class LauncherError(TetherError):
+    """Root of errors raised by the launcher."""
+
+
+class CodeServerStartError(LauncherError):
+    """A code server did not come up (exited, timed out, or printed no ready line).
+
+    Attributes:
+        location_name: the code location.
+        stderr_tail: the last lines the process wrote to stderr.
+    """
+
+    def __init__(self, location_name: str, reason: str, stderr_tail: str = "") -> None:
+        message = f"code server for location {location_name!r} failed to start: {reason}"
+        if stderr_tail:
+            message += f"\n--- stderr (tail) ---\n{stderr_tail}"
+        super().__init__(message)
+        self.location_name = location_name
+        self.stderr_tail = stderr_tail
+
+
+class RunLaunchError(LauncherError):
+    """A run worker could not be started."""
+
+
+class UnsupportedWorkError(LauncherError):
+    """A well-formed work item this launcher has no handler for."""

@@ -1,0 +1,234 @@
+"""What the launcher does with each kind of work item."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from pydantic import ValidationError
+from tether.launcher.codeservers import CodeLocationLoadError, CodeServerRegistry
+from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
+from tether.launcher.publishing import Publisher
+from tether.launcher.runs import RunClaim, RunClaims
+from tether.launcher.settings import LauncherSettings
+from tether.launcher.substrate import RunWorkerHandle, Substrate
+from tether.shared import telemetry
+from tether.shared.messages import (
+    RUN_WORKER_EXITED,
+    ErrorInfo,
+    ExecuteRunArgs,
+    LaunchRunPayload,
+    TerminateRunPayload,
+    WorkItem,
+    WorkResult,
+)
+from tether.shared.subjects import WorkKind
+
+log = logging.getLogger(__name__)
+
+
+def _failed(item: WorkItem, err: BaseException | ErrorInfo) -> WorkResult:
+    error = err if isinstance(err, ErrorInfo) else ErrorInfo.from_exception(err)
+    return WorkResult(
+        id=item.id,
+        work_item_id=item.id,
+        kind=item.kind,
+        ok=False,
+        error=error,
+        traceparent=telemetry.current_traceparent(),
+    )
+
+
+def _succeeded(item: WorkItem, payload: dict[str, object]) -> WorkResult:
+    return WorkResult(
+        id=item.id,
+        work_item_id=item.id,
+        kind=item.kind,
+        ok=True,
+        payload=payload,
+        traceparent=telemetry.current_traceparent(),
+    )
+
+
+class WorkHandlers:
+    """Handles work items; every outcome, good or bad, becomes a published WorkResult.
+
+    Exceptions escape only for infrastructure failures (NATS, the KV bucket), so the
+    consumer can redeliver the message.
+
+    Args:
+        settings: launcher settings.
+        substrate: where code servers and run workers run.
+        registry: the code servers of this launcher.
+        claims: the run-claims bucket.
+        publisher: results publisher.
+    """
+
+    def __init__(
+        self,
+        settings: LauncherSettings,
+        substrate: Substrate,
+        registry: CodeServerRegistry,
+        claims: RunClaims,
+        publisher: Publisher,
+    ) -> None:
+        self._settings = settings
+        self._substrate = substrate
+        self._registry = registry
+        self._claims = claims
+        self._publisher = publisher
+        self._runs: dict[str, RunWorkerHandle] = {}
+        self._monitors: set[asyncio.Task[None]] = set()
+
+    async def handle(self, item: WorkItem) -> None:
+        """Handle one work item (inside the caller's span)."""
+        if item.kind == WorkKind.LOAD_LOCATION:
+            await self.load_location(item)
+        elif item.kind == WorkKind.LAUNCH_RUN:
+            await self.launch_run(item)
+        elif item.kind == WorkKind.TERMINATE_RUN:
+            await self.terminate_run(item)
+        else:
+            await self._publisher.publish_result(
+                _failed(
+                    item,
+                    UnsupportedWorkError(
+                        f"the {self._substrate.name} launcher cannot handle {item.kind} yet"
+                    ),
+                )
+            )
+
+    async def load_location(self, item: WorkItem) -> None:
+        """Ensure the location's code server and publish its snapshot (or why not)."""
+        deadline = self._settings.grpc_deadline_s
+        try:
+            client = await self._registry.ensure(item.location)
+            try:
+                snapshot = await client.get_snapshot(deadline)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                # The server went away between the liveness check and the call: one restart.
+                log.info("code server for %s unavailable; restarting it", item.location.name)
+                await self._registry.invalidate(item.location.name)
+                client = await self._registry.ensure(item.location)
+                snapshot = await client.get_snapshot(deadline)
+        except CodeLocationLoadError as err:
+            result = _failed(item, err.error)
+        except CodeServerStartError as err:
+            result = _failed(item, err)
+        except grpc.aio.AioRpcError as err:
+            result = _failed(
+                item,
+                ErrorInfo(
+                    cls_name="grpc.aio.AioRpcError",
+                    message=f"code server call failed: {err.code().name}: {err.details()}",
+                ),
+            )
+        else:
+            result = _succeeded(item, {"snapshot": snapshot.model_dump(mode="json")})
+        await self._publisher.publish_result(result)
+
+    async def launch_run(self, item: WorkItem) -> None:
+        """Claim the run (at most once across replicas), spawn its worker, report it."""
+        try:
+            payload = LaunchRunPayload.model_validate(item.payload)
+        except ValidationError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return
+        claim = RunClaim(
+            run_id=payload.run_id,
+            work_item_id=item.id,
+            launcher=f"{self._settings.agent_id}/{self._substrate.name}",
+        )
+        existing = await self._claims.claim(claim)
+        if existing is not None:
+            if existing.work_item_id == item.id and existing.pid is not None:
+                # Our own earlier delivery launched it and may have died before its result
+                # was published: publish it again (same id, so deduplicated downstream).
+                await self._publisher.publish_result(
+                    _succeeded(item, {"run_id": payload.run_id, "pid": existing.pid})
+                )
+            log.info(
+                "run %s already launched by %s (item %s); skipping",
+                payload.run_id,
+                existing.launcher,
+                existing.work_item_id,
+            )
+            return
+        traceparent = telemetry.current_traceparent()
+        args = ExecuteRunArgs(
+            location=item.location,
+            run=payload,
+            nats_url=self._settings.nats_url,
+            traceparent=traceparent,
+        )
+        env = {telemetry.TRACEPARENT_ENV: traceparent} if traceparent else {}
+        try:
+            handle = await self._substrate.launch_run(args, env)
+        except RunLaunchError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return
+        self._runs[payload.run_id] = handle
+        await self._claims.record(claim.model_copy(update={"pid": handle.pid}))
+        log.info("launched run %s (pid %s)", payload.run_id, handle.pid)
+        await self._publisher.publish_result(
+            _succeeded(item, {"run_id": payload.run_id, "pid": handle.pid})
+        )
+        task = asyncio.create_task(self._monitor(item, handle, traceparent))
+        self._monitors.add(task)
+        task.add_done_callback(self._monitors.discard)
+
+    async def _monitor(
+        self, item: WorkItem, handle: RunWorkerHandle, traceparent: str | None
+    ) -> None:
+        exit_code = await self._substrate.wait_run(handle)
+        self._runs.pop(handle.run_id, None)
+        log.info("run worker of %s exited with %d", handle.run_id, exit_code)
+        with telemetry.span_from(
+            "launcher.run_worker_exited", traceparent, scope="tether.launcher", run_id=handle.run_id
+        ):
+            result = WorkResult(
+                id=f"{item.id}.exit",
+                work_item_id=item.id,
+                kind=RUN_WORKER_EXITED,
+                ok=exit_code == 0,
+                payload={"run_id": handle.run_id, "exit_code": exit_code},
+                traceparent=telemetry.current_traceparent(),
+            )
+            try:
+                await self._publisher.publish_result(result)
+            except Exception:
+                log.exception("could not report the exit of run %s", handle.run_id)
+
+    async def terminate_run(self, item: WorkItem) -> None:
+        """Interrupt a run worker (SIGTERM, SIGKILL after the grace period)."""
+        try:
+            payload = TerminateRunPayload.model_validate(item.payload)
+        except ValidationError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return
+        handle = self._runs.get(payload.run_id)
+        if handle is None:
+            # Launched by another launcher process (or before a restart): its claim holds
+            # the pid.
+            claim = await self._claims.get(payload.run_id)
+            if claim is not None and claim.pid is not None:
+                handle = RunWorkerHandle(payload.run_id, pid=claim.pid)
+        signalled = False
+        if handle is not None:
+            signalled = await self._substrate.terminate_run(
+                handle, self._settings.terminate_grace_s
+            )
+        log.info(
+            "terminate run %s: %s", payload.run_id, "signalled" if signalled else "not running"
+        )
+        await self._publisher.publish_result(
+            _succeeded(item, {"run_id": payload.run_id, "signalled": signalled})
+        )
+
+    def detach_runs(self) -> None:
+        """Stop monitoring run workers; they keep running on their own."""
+        for task in list(self._monitors):
+            task.cancel()

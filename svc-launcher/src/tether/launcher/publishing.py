@@ -1,0 +1,84 @@
+"""Publishing work results and dead letters, waiting out a stream that is not there yet."""
+
+from __future__ import annotations
+
+import logging
+
+import nats.errors
+import nats.js.errors
+import stamina
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from tether.shared import subjects, telemetry
+from tether.shared.messages import WorkResult, encode
+from tether.shared.subjects import Stream
+
+log = logging.getLogger(__name__)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+#: Why a message was dead-lettered (one line, human readable).
+REASON_HEADER = "Tether-Reason"
+#: The subject the dead-lettered message was consumed from.
+SOURCE_SUBJECT_HEADER = "Tether-Subject"
+
+_MAX_HEADER_VALUE = 1024
+
+
+def _retryable(exc: Exception) -> bool:
+    # The RESULTS and DLQ streams are declared by the eventrelay: until it has started,
+    # a publish finds no stream (no responders). NATS reconnecting shows up as timeouts.
+    return isinstance(
+        exc,
+        nats.errors.NoRespondersError
+        | nats.js.errors.NoStreamResponseError
+        | nats.js.errors.ServiceUnavailableError
+        | TimeoutError
+        | nats.errors.ConnectionReconnectingError,
+    )
+
+
+def _header_value(text: str) -> str:
+    # NATS header values cannot hold line breaks.
+    return " ".join(text.split())[:_MAX_HEADER_VALUE]
+
+
+class Publisher:
+    """Publishes to JetStream with ``Nats-Msg-Id`` dedup, retrying with backoff.
+
+    Args:
+        js: JetStream context.
+        retry_timeout_s: seconds to keep retrying one publish before raising.
+    """
+
+    def __init__(self, js: JetStreamContext, *, retry_timeout_s: float = 300.0) -> None:
+        self._js = js
+        self._retry_timeout = retry_timeout_s
+
+    async def publish_result(self, result: WorkResult) -> None:
+        """Publish ``result`` to ``tether.results.<kind>`` with the current trace context."""
+        headers = telemetry.inject({MSG_ID_HEADER: result.id})
+        await self._publish(subjects.results(result.kind), encode(result), dict(headers))
+
+    async def dead_letter(self, msg: Msg, reason: str, source: Stream = Stream.WORK) -> None:
+        """Copy ``msg`` (body and headers) to the dead-letter subject of ``source``."""
+        headers = dict(msg.headers or {})
+        headers[REASON_HEADER] = _header_value(reason)
+        headers[SOURCE_SUBJECT_HEADER] = msg.subject
+        # One dead letter per original stream message, however often this is retried.
+        meta = msg.metadata
+        headers[MSG_ID_HEADER] = f"{meta.stream}-{meta.sequence.stream}"
+        await self._publish(subjects.dead_letter(source), msg.data, headers)
+        log.warning("dead-lettered %s #%d: %s", msg.subject, meta.sequence.stream, reason)
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        async for attempt in stamina.retry_context(
+            on=_retryable,
+            attempts=None,
+            timeout=self._retry_timeout,
+            wait_initial=0.2,
+            wait_max=5.0,
+        ):
+            with attempt:
+                if attempt.num > 1:
+                    log.info("publishing to %s again (attempt %d)", subject, attempt.num)
+                await self._js.publish(subject, body, headers=headers)

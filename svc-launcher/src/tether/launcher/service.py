@@ -1,0 +1,94 @@
+"""The launcher's lifecycle: consume work items, run code servers and run workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tether.launcher._process import ProcessSubstrate
+from tether.launcher.codeservers import CodeServerRegistry
+from tether.launcher.consumer import WorkConsumer
+from tether.launcher.errors import LauncherError
+from tether.launcher.handlers import WorkHandlers
+from tether.launcher.publishing import Publisher
+from tether.launcher.runs import RunClaims
+from tether.launcher.settings import LauncherSettings
+from tether.launcher.substrate import Substrate
+from tether.shared.service import connect_nats
+from tether.shared.streams import wait_for_stream
+from tether.shared.subjects import Stream
+
+log = logging.getLogger(__name__)
+
+
+def make_substrate(settings: LauncherSettings) -> Substrate:
+    """Build the substrate named by ``settings.substrate``.
+
+    Raises:
+        LauncherError: the substrate is unknown.
+    """
+    if settings.substrate == ProcessSubstrate.name:
+        return ProcessSubstrate(
+            settings.python_executable,
+            start_timeout_s=settings.code_server_start_timeout_s,
+            stop_grace_s=settings.terminate_grace_s,
+        )
+    raise LauncherError(f"unknown substrate {settings.substrate!r}; available: process")
+
+
+class LauncherService:
+    """Consumes ``tether.work.<substrate>.>`` and acts on each work item.
+
+    On shutdown it stops fetching, finishes in-flight handlers, leaves run workers
+    running (they are independent processes), stops the code servers it started and
+    closes NATS.
+
+    Args:
+        settings: launcher settings.
+    """
+
+    def __init__(self, settings: LauncherSettings) -> None:
+        self._settings = settings
+        self._substrate = make_substrate(settings)
+        self._stopping = asyncio.Event()
+
+    async def __aenter__(self) -> LauncherService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop fetching work; idempotent."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`shutdown`, then stop gracefully."""
+        s = self._settings
+        nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}")
+        registry = CodeServerRegistry(self._substrate)
+        handlers: WorkHandlers | None = None
+        try:
+            js = nc.jetstream()
+            await wait_for_stream(js, Stream.WORK, timeout=s.stream_wait_timeout_s)
+            claims = await RunClaims.open(js)
+            publisher = Publisher(js, retry_timeout_s=s.result_publish_timeout_s)
+            handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
+            consumer = WorkConsumer(js, s, handlers, publisher)
+            async with asyncio.TaskGroup() as tg:
+                fetching = tg.create_task(consumer.run())
+                # A crash of the fetch loop cancels this wait through the TaskGroup.
+                await self._stopping.wait()
+                log.info("launcher stopping: no more fetches")
+                fetching.cancel()
+            await consumer.drain(s.graceful_shutdown_timeout)
+        finally:
+            if handlers is not None:
+                handlers.detach_runs()
+            await registry.stop_all()
+            await self._substrate.aclose()
+            try:
+                await nc.drain()
+            except Exception as err:  # noqa: BLE001 - best effort at shutdown
+                log.debug("closing NATS: %r", err)
+        log.info("launcher stopped")

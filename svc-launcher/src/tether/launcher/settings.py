@@ -1,0 +1,51 @@
+"""Settings of the launcher (env prefix ``TETHER_LAUNCHER_``; shared fields also ``TETHER_*``)."""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from tether.shared.settings import AgentSettings
+
+
+class LauncherSettings(AgentSettings):
+    """How the launcher consumes work items and runs code servers and run workers."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_LAUNCHER_")
+
+    substrate: str = Field(
+        default="process", description="Substrate this launcher serves: process (docker, k8s...)."
+    )
+    python_executable: str = Field(
+        default=sys.executable,
+        description="Python that runs code servers and run workers (process substrate).",
+    )
+    code_server_start_timeout_s: float = Field(
+        default=60.0, gt=0, description="Seconds a code server has to print its ready line."
+    )
+    grpc_deadline_s: float = Field(
+        default=30.0, gt=0, description="Deadline of one gRPC call to a code server."
+    )
+    terminate_grace_s: float = Field(
+        default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL of a run worker."
+    )
+    max_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Concurrent handlers per kind group (runs, code-server queries).",
+    )
+    ack_wait_s: float = Field(
+        default=60.0, gt=0, description="JetStream ack wait of the launcher's work consumer."
+    )
+    max_deliver: int = Field(
+        default=5, ge=1, description="Deliveries of one work message before it is dead-lettered."
+    )
+    result_publish_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds to keep retrying a result publish while its stream is missing.",
+    )
+    stream_wait_timeout_s: float = Field(
+        default=60.0, gt=0, description="Seconds to wait at startup for the WORK stream."
+    )

@@ -1,0 +1,97 @@
+"""The seam between the launcher and where processes run: the :class:`Substrate` protocol.
+
+The process substrate spawns OS processes; later substrates (docker, k8s, ecs) implement
+the same protocol with containers, jobs and tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from tether.shared.messages import ExecuteRunArgs, LocationConfig
+
+
+@dataclass
+class CodeServerHandle:
+    """A running code server.
+
+    Attributes:
+        location: the configuration it was started with (a change means replace it).
+        address: ``host:port`` of its gRPC server.
+        pid: its process id, when the substrate has one.
+        started_at: epoch seconds.
+        native: the substrate's own object (a process, container...).
+    """
+
+    location: LocationConfig
+    address: str
+    pid: int | None = None
+    started_at: float = field(default_factory=time.time)
+    native: object = None
+
+
+@dataclass
+class RunWorkerHandle:
+    """A launched run worker.
+
+    Attributes:
+        run_id: the run it executes.
+        pid: its process id (process substrate: also its process group id).
+        started_at: epoch seconds.
+        native: the substrate's own object; None when rebuilt from a recorded pid.
+    """
+
+    run_id: str
+    pid: int | None = None
+    started_at: float = field(default_factory=time.time)
+    native: object = None
+
+
+@runtime_checkable
+class Substrate(Protocol):
+    """Starts and stops code servers and run workers somewhere."""
+
+    name: str
+
+    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
+        """Start a code server and return once it reported ready.
+
+        Raises:
+            CodeServerStartError: it exited, timed out or printed no valid ready line.
+        """
+        ...
+
+    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+        """Stop a code server (terminate, then kill after a grace period)."""
+        ...
+
+    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+        """Whether the code server is still running."""
+        ...
+
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+        """Start a run worker for ``args`` with extra environment ``env``.
+
+        Raises:
+            RunLaunchError: the worker could not be started.
+        """
+        ...
+
+    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+        """Interrupt a run worker, kill it after ``grace_s``; return whether it was running."""
+        ...
+
+    async def wait_run(self, handle: RunWorkerHandle) -> int:
+        """Wait for a run worker launched by this substrate to end; return its exit code."""
+        ...
+
+    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+        """Return the exit code if the run worker ended, else None."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the substrate's resources (not the run workers)."""
+        ...

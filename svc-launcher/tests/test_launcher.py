@@ -1,0 +1,359 @@
+"""The launcher against a real NATS server, real code servers and real run workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+from tether.launcher import LauncherService, LauncherSettings
+from tether.launcher.consumer import consumer_name
+from tether.shared import subjects
+from tether.shared.messages import (
+    RUN_WORKER_EXITED,
+    EventType,
+    LocationConfig,
+    RunEvent,
+    WorkItem,
+    WorkResult,
+    decode,
+    encode,
+    new_id,
+)
+from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.subjects import Stream, WorkKind
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_LOCATION = LocationConfig(
+    name="examples", module="example_jobs", working_directory=str(EXAMPLES)
+)
+BROKEN_LOCATION = LocationConfig(
+    name="broken", python_file="broken_location.py", working_directory=str(EXAMPLES)
+)
+TRACE_ID = "c" * 32
+TRACEPARENT = f"00-{TRACE_ID}-{'d' * 16}-01"
+
+SLOW_LOCATION_CODE = """
+import os, time
+from tether.sdk import Definitions, job, op
+
+time.sleep(float(os.environ.get("IMPORT_DELAY_S", "0")))
+
+@op
+def nap() -> None:
+    for _ in range(600):
+        time.sleep(0.1)
+
+@job
+def slow():
+    nap()
+
+defs = Definitions(jobs=[slow], name="slow")
+"""
+
+
+@pytest.fixture
+def slow_location(tmp_path: Path) -> LocationConfig:
+    (tmp_path / "slow_location.py").write_text(SLOW_LOCATION_CODE)
+    return LocationConfig(name="slow", module="slow_location", working_directory=str(tmp_path))
+
+
+class Bus:
+    """A test-side NATS connection: publishes work, collects results, events, dead letters."""
+
+    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self.results: list[WorkResult] = []
+        self.result_headers: dict[str, dict[str, str]] = {}
+
+    async def declare(self, *streams: Stream) -> None:
+        for name in streams:
+            await ensure_stream(self.js, STREAMS[name])
+
+    async def send(self, item: WorkItem, traceparent: str | None = TRACEPARENT) -> None:
+        headers = {"Nats-Msg-Id": item.id}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        await self.js.publish(
+            subjects.work(item.location.substrate, item.kind), encode(item), headers=headers
+        )
+
+    async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
+        """The first result matching ``predicate``, fetching (and acking) as needed."""
+        sub = await self.js.pull_subscribe(
+            subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
+        )
+        async with asyncio.timeout(30):
+            while True:
+                for result in self.results:
+                    if predicate(result):
+                        return result
+                try:
+                    msgs = await sub.fetch(10, timeout=1)
+                except TimeoutError:  # nats-py raises both its own and the builtin one
+                    continue
+                for msg in msgs:
+                    result = decode(msg.data, WorkResult)
+                    self.results.append(result)
+                    self.result_headers[result.id] = dict(msg.headers or {})
+                    await msg.ack()
+
+    async def events(self, run_id: str) -> list[RunEvent]:
+        sub = await self.js.pull_subscribe(subjects.events(run_id), stream=str(Stream.EVENTS))
+        out: list[RunEvent] = []
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=1)
+            except TimeoutError:  # nats-py raises both its own and the builtin one
+                return out
+            for msg in msgs:
+                out.append(decode(msg.data, RunEvent))
+                await msg.ack()
+
+    async def dead_letters(self, count: int) -> list[nats.aio.msg.Msg]:
+        sub = await self.js.pull_subscribe(
+            subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER)
+        )
+        return await sub.fetch(count, timeout=20)
+
+    async def work_consumer_drained(self) -> None:
+        """Wait until the launcher has acked or terminated every work message."""
+        async with asyncio.timeout(30):
+            while True:
+                info = await self.js.consumer_info(str(Stream.WORK), consumer_name("process"))
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def bus(nats_server) -> AsyncIterator[Bus]:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, STREAMS[Stream.WORK])
+    yield Bus(nc, js)
+    await nc.close()
+
+
+def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "agent_id": "launcher-under-test",
+        "code_server_start_timeout_s": 30.0,
+        "grpc_deadline_s": 10.0,
+        "terminate_grace_s": 3.0,
+        "max_concurrency": 4,
+        "result_publish_timeout_s": 30.0,
+        "stream_wait_timeout_s": 10.0,
+        "graceful_shutdown_timeout": 10.0,
+    }
+    values.update(overrides)
+    return LauncherSettings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(settings: LauncherSettings) -> AsyncIterator[LauncherService]:
+    service = LauncherService(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)  # safety net against a hang only
+
+
+def item(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
+    return WorkItem(id=new_id(), kind=kind, location=location, payload=payload)
+
+
+async def test_load_location_publishes_snapshot_or_error(bus: Bus, nats_server) -> None:
+    await bus.declare(Stream.RESULTS)
+    good = item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)
+    broken = item(WorkKind.LOAD_LOCATION, BROKEN_LOCATION)
+    # The interpreter cannot even start: a code server that never prints its ready line.
+    unstartable = item(
+        WorkKind.LOAD_LOCATION,
+        EXAMPLES_LOCATION.model_copy(
+            update={"name": "unstartable", "env": {"PYTHONHOME": "/nonexistent"}}
+        ),
+    )
+    async with running(launcher_settings(nats_server.url)):
+        for work in (good, broken, unstartable):
+            await bus.send(work)
+        ok = await bus.result(lambda r: r.id == good.id)
+        bad = await bus.result(lambda r: r.id == broken.id)
+        dead = await bus.result(lambda r: r.id == unstartable.id)
+
+    assert ok.ok and ok.kind == WorkKind.LOAD_LOCATION and ok.work_item_id == good.id
+    jobs = {j["name"] for repo in ok.payload["snapshot"]["repositories"] for j in repo["jobs"]}
+    assert "hello" in jobs
+    # The result carries the trace of the work item (launcher span is its child).
+    assert ok.traceparent is not None and ok.traceparent.split("-")[1] == TRACE_ID
+    assert bus.result_headers[good.id]["Nats-Msg-Id"] == good.id
+    assert bus.result_headers[good.id]["traceparent"].split("-")[1] == TRACE_ID
+
+    assert not bad.ok and bad.error is not None
+    assert "fails on import on purpose" in bad.error.message
+
+    assert not dead.ok and dead.error is not None
+    assert "failed to start" in dead.error.message
+    assert "PYTHONHOME" in dead.error.message or "encoding" in dead.error.message  # stderr tail
+
+
+async def test_launch_run_once_and_never_behind_code_servers(
+    bus: Bus, nats_server, slow_location: LocationConfig
+) -> None:
+    await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    run_id = new_id()
+    # One slot per kind group: a code server that takes seconds to import must not
+    # delay the launch queued right behind it.
+    slow_load = item(
+        WorkKind.LOAD_LOCATION,
+        slow_location.model_copy(update={"env": {"IMPORT_DELAY_S": "4"}}),
+    )
+    launch = item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
+    async with running(launcher_settings(nats_server.url, max_concurrency=1)):
+        await bus.send(slow_load)
+        await bus.send(launch)
+        started = await bus.result(lambda r: r.id in (launch.id, slow_load.id))
+        assert started.id == launch.id, "launch_run waited behind a code-server call"
+        assert started.ok and started.payload["run_id"] == run_id
+        assert isinstance(started.payload["pid"], int)
+        exited = await bus.result(lambda r: r.id == f"{launch.id}.exit")
+        # A second launch_run for the same run (another work item) is acked and skipped.
+        duplicate = item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
+        await bus.send(duplicate)
+        await bus.result(lambda r: r.id == slow_load.id)
+        await bus.work_consumer_drained()
+
+    assert exited.kind == RUN_WORKER_EXITED and exited.work_item_id == launch.id
+    assert exited.ok and exited.payload == {"run_id": run_id, "exit_code": 0}
+    assert not any(r.work_item_id == duplicate.id for r in bus.results)
+    events = await bus.events(run_id)
+    types = [e.event_type for e in events]
+    assert types.count(EventType.RUN_START) == 1
+    assert EventType.RUN_SUCCESS in types
+    # The worker got the launcher span's traceparent: still the work item's trace.
+    assert all(e.traceparent is None or e.traceparent.split("-")[1] == TRACE_ID for e in events)
+
+
+async def test_terminate_run_interrupts_the_worker(
+    bus: Bus, nats_server, slow_location: LocationConfig
+) -> None:
+    await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    run_id = new_id()
+    launch = item(WorkKind.LAUNCH_RUN, slow_location, run_id=run_id, job_name="slow")
+    terminate = item(WorkKind.TERMINATE_RUN, slow_location, run_id=run_id)
+    async with running(launcher_settings(nats_server.url)):
+        await bus.send(launch)
+        started = await bus.result(lambda r: r.id == launch.id)
+        assert started.ok
+        await bus.send(terminate)
+        stopped = await bus.result(lambda r: r.id == terminate.id)
+        exited = await bus.result(lambda r: r.id == f"{launch.id}.exit")
+    assert stopped.ok and stopped.payload == {"run_id": run_id, "signalled": True}
+    assert exited.payload["run_id"] == run_id
+    with pytest.raises(ProcessLookupError):
+        os.killpg(started.payload["pid"], 0)
+
+
+async def test_malformed_and_unknown_messages_are_dead_lettered(bus: Bus, nats_server) -> None:
+    await bus.declare(Stream.RESULTS, Stream.DEAD_LETTER)
+    subject = subjects.work("process", WorkKind.LOAD_LOCATION)
+    unknown = encode(item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)).replace(
+        b'"load_location"', b'"make_coffee"'
+    )
+    async with running(launcher_settings(nats_server.url)):
+        await bus.js.publish(subject, b"this is not json", headers={"Nats-Msg-Id": "m1"})
+        await bus.js.publish(subject, unknown, headers={"Nats-Msg-Id": "m2"})
+        letters = await bus.dead_letters(2)
+        await bus.work_consumer_drained()
+    bodies = {m.data: m.headers for m in letters}
+    assert set(bodies) == {b"this is not json", unknown}
+    for headers in bodies.values():
+        assert "malformed work item" in headers["Tether-Reason"]
+        assert headers["Tether-Subject"] == subject
+    assert bus.results == []
+
+
+async def test_results_wait_for_their_stream_and_last_failures_are_dead_lettered(
+    bus: Bus, nats_server
+) -> None:
+    # No RESULTS stream yet (the eventrelay declares it): the result is retried until
+    # it exists, with the work message kept in progress meanwhile.
+    unsupported = item(WorkKind.EVALUATE_SENSOR, EXAMPLES_LOCATION)
+    async with running(launcher_settings(nats_server.url)):
+        await bus.send(unsupported)
+        await asyncio.sleep(1.0)  # let a few publish attempts fail first
+        await bus.declare(Stream.RESULTS)
+        result = await bus.result(lambda r: r.id == unsupported.id)
+    assert not result.ok and result.error is not None
+    assert "cannot handle evaluate_sensor" in result.error.message
+
+    # A handler that still fails on its last delivery ends in the dead letters.
+    await bus.js.delete_stream(str(Stream.RESULTS))
+    await bus.declare(Stream.DEAD_LETTER)
+    doomed = item(WorkKind.EVALUATE_SENSOR, EXAMPLES_LOCATION)
+    settings = launcher_settings(nats_server.url, max_deliver=1, result_publish_timeout_s=0.5)
+    async with running(settings):
+        await bus.send(doomed)
+        [letter] = await bus.dead_letters(1)
+        await bus.work_consumer_drained()
+    assert decode(letter.data, WorkItem).id == doomed.id
+    assert "failed on delivery 1 of 1" in letter.headers["Tether-Reason"]
+
+
+async def test_registry_restarts_dead_and_replaces_changed_code_servers() -> None:
+    from tether.launcher import CodeServerRegistry, ProcessSubstrate
+
+    registry = CodeServerRegistry(ProcessSubstrate(sys.executable, start_timeout_s=30))
+    try:
+        first = await registry.ensure(EXAMPLES_LOCATION)
+        assert await registry.ensure(EXAMPLES_LOCATION) is first
+        os.killpg(first.handle.pid, signal.SIGKILL)
+        await first.handle.native.process.wait()  # type: ignore[union-attr]
+        second = await registry.ensure(EXAMPLES_LOCATION)
+        assert second.handle.pid != first.handle.pid
+        changed = EXAMPLES_LOCATION.model_copy(update={"env": {"SOME_SETTING": "1"}})
+        third = await registry.ensure(changed)
+        assert third.handle.pid != second.handle.pid
+        assert second.handle.native.process.returncode is not None  # type: ignore[union-attr]
+        snapshot = await third.get_snapshot(10)
+        assert snapshot.find_job("hello") is not None
+    finally:
+        await registry.stop_all()
+
+
+def test_settings_read_shared_and_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_NATS_URL", "nats://shared:4222")
+    monkeypatch.setenv("TETHER_LAUNCHER_NATS_URL", "nats://launcher:4222")
+    monkeypatch.setenv("TETHER_AGENT_ID", "shared-agent")
+    monkeypatch.setenv("TETHER_LAUNCHER_MAX_CONCURRENCY", "3")
+    settings = LauncherSettings()
+    assert settings.nats_url == "nats://launcher:4222"
+    assert settings.agent_id == "shared-agent"
+    assert settings.max_concurrency == 3
+    assert settings.python_executable == sys.executable
+
+
+async def test_shutdown_leaves_run_workers_running(
+    bus: Bus, nats_server, slow_location: LocationConfig
+) -> None:
+    await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    launch = item(WorkKind.LAUNCH_RUN, slow_location, run_id=new_id(), job_name="slow")
+    async with running(launcher_settings(nats_server.url)):
+        await bus.send(launch)
+        started = await bus.result(lambda r: r.id == launch.id)
+    pid = started.payload["pid"]
+    try:
+        os.killpg(pid, 0)  # still there after the launcher stopped
+    finally:
+        os.killpg(pid, signal.SIGKILL)
