@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from tether.eventrelay.service import EventRelay
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared.service import run_service, setup_logging

@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 from nats.aio.msg import Msg
-
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared import streams, subjects
 from tether.shared.agent_client import AgentClient

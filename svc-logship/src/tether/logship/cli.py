@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from tether.logship.service import LogShip
 from tether.logship.settings import LogShipSettings
 from tether.shared.service import run_service, setup_logging

@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 from nats.aio.msg import Msg
-
 from tether.logship.settings import LogShipSettings
 from tether.logship.sinks import ControlPlaneSink, LogSink
 from tether.shared import streams, subjects
