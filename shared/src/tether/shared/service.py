@@ -76,6 +76,8 @@ def setup_logging(level: str = "INFO") -> None:
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request drowns what matters; the spans carry every request anyway.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def run_service(service: Service, *, tracing_name: str, graceful_shutdown_timeout: float) -> None:
