@@ -34,3 +34,18 @@ def grpc_command(
     from tether.codeserver.main import run_code_server
 
     raise typer.Exit(run_code_server(location_json, host=host, port=port))
+
+
+@app.command("forkserver")
+def forkserver_command(
+    location_json: Annotated[str, typer.Option("--location-json", help="LocationConfig as JSON.")],
+    socket_path: Annotated[str, typer.Option("--socket", help="Unix socket path to listen on.")],
+) -> None:
+    """Import the location once, then fork a run worker per request on a Unix socket.
+
+    Prints exactly one line to stdout once it accepts requests: a ForkServerReady JSON
+    object. Everything else goes to stderr. Process substrate only.
+    """
+    from tether.codeserver.forkserver.main import run_fork_server
+
+    raise typer.Exit(run_fork_server(location_json, socket_path))

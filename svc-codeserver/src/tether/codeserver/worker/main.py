@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether.codeserver.loader import load_location
+from tether.codeserver.loader import LoadedLocation, load_location
 from tether.codeserver.worker.events import RunEventEmitter
 from tether.codeserver.worker.execution import Cancellation, JobExecutor, StepStatus
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
@@ -36,6 +36,8 @@ class RunWorker:
         settings: worker tuning.
         publisher: a started publisher.
         cancellation: cancellation requests (signals).
+        loaded: the location as already imported by this process (a fork server's child);
+            used only when it was loaded from the same config, else the code is imported.
     """
 
     def __init__(
@@ -44,8 +46,10 @@ class RunWorker:
         settings: RunWorkerSettings,
         publisher: JetStreamPublisher,
         cancellation: Cancellation,
+        loaded: LoadedLocation | None = None,
     ) -> None:
         self._args = args
+        self._loaded = loaded
         self._run = args.run
         self._settings = settings
         self._publisher = publisher
@@ -64,7 +68,9 @@ class RunWorker:
             PublishError: events could not be delivered.
         """
         run, location = self._run, self._args.location
-        loaded = load_location(location)
+        loaded = self._loaded
+        if loaded is None or loaded.config != location or loaded.definitions is None:
+            loaded = load_location(location)
         if loaded.definitions is None:
             assert loaded.error is not None
             return self._fail(
@@ -162,8 +168,17 @@ def _install_signal_handlers(cancellation: Cancellation, stderr_fd: int) -> Call
     return restore
 
 
-def execute_run(args_json: str, settings: RunWorkerSettings | None = None) -> int:
-    """Run ``tether api execute-run``; return the process exit code."""
+def execute_run(
+    args_json: str,
+    settings: RunWorkerSettings | None = None,
+    *,
+    loaded: LoadedLocation | None = None,
+) -> int:
+    """Run ``tether api execute-run``; return the process exit code.
+
+    The cold path (a fresh interpreter) and the warm path (a child forked by a fork
+    server, which passes the location it imported as ``loaded``) both run exactly this.
+    """
     settings = settings or RunWorkerSettings()
     stderr_fd = _worker_logging(settings.log_level)
     try:
@@ -193,7 +208,7 @@ def execute_run(args_json: str, settings: RunWorkerSettings | None = None) -> in
         ):
             publisher.start()
             try:
-                outcome = RunWorker(args, settings, publisher, cancellation).run()
+                outcome = RunWorker(args, settings, publisher, cancellation, loaded).run()
             finally:
                 # Every message (the terminal event last) must be acked before we exit.
                 publisher.close()
