@@ -179,3 +179,18 @@ def test_one_trace_from_launch_to_relay(stack: DevStack, otlp) -> None:
         ) from err
     names = {s.name for s in otlp.snapshot() if s.trace_id == trace_id}
     assert "launchRun" in names
+
+
+def test_agent_heartbeat_shows_every_service(stack: DevStack) -> None:
+    """The poller's heartbeat carries each agent service's own status from the KV bucket."""
+    wanted = {"poller", "eventrelay", "logship"}
+
+    def probe():
+        agents = gql(stack, "{ agents { agentId services queues errors } }")["agents"]
+        if not agents:
+            return None
+        services = {key.split("/")[0]: state for key, state in agents[0]["services"].items()}
+        return agents[0] if wanted <= {s for s, st in services.items() if st == "RUNNING"} else None
+
+    agent = wait_for("a heartbeat naming every service", probe, stack=stack)
+    assert "TETHER_WORK" in agent["queues"]

@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from poller_fixtures import LogSeen, WorkQueueEndpoint
 from tether.poller import PollerService, PollerSettings
 from tether.shared import subjects, telemetry
-from tether.shared.messages import LocationConfig, WorkItem, decode
+from tether.shared.messages import CodeServerStatus, LocationConfig, WorkItem, decode
+from tether.shared.status import StatusReporter, instance_name
 from tether.shared.subjects import Stream, WorkKind
 from tether.shared.testing import free_port
 
@@ -140,7 +141,59 @@ async def test_publishes_each_item_with_trace_then_acks(
 
     heartbeat = endpoint.heartbeats[0]
     assert heartbeat["agent_id"] == "agent-under-test"
-    assert heartbeat["services"] == {"poller": "RUNNING"}
+    assert heartbeat["services"] == {f"poller/{instance_name()}": "RUNNING"}
+
+
+async def test_heartbeat_reports_every_service_code_servers_and_backlog(
+    nats_server, endpoint: WorkQueueEndpoint
+) -> None:
+    """Another service's status (here a launcher with a code server) and the work stream's
+    backlog reach the control plane in the poller's heartbeat."""
+    nc = await nats.connect(nats_server.url)
+    launcher = StatusReporter(
+        nc.jetstream(),
+        "launcher-process",
+        interval_s=0.1,
+        code_servers=lambda: [
+            CodeServerStatus(location_name="examples", state="RUNNING", address="127.0.0.1:1")
+        ],
+    )
+    launcher.error("code server for 'broken' failed to load")
+    reporting = asyncio.create_task(launcher.run())
+    endpoint.add(work_item("backlog-1"), work_item("backlog-2"))
+
+    def complete(hb: dict) -> bool:
+        return "launcher-process/" + instance_name() in hb["services"] and bool(
+            hb["queues"].get(str(Stream.WORK))
+        )
+
+    try:
+        async with running(PollerService(poller_settings(nats_server.url, endpoint))):
+            await asyncio.to_thread(
+                endpoint.wait_for, lambda: any(complete(hb) for hb in endpoint.heartbeats)
+            )
+    finally:
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)
+        await nc.close()
+
+    heartbeat = next(hb for hb in endpoint.heartbeats if complete(hb))
+    assert heartbeat["services"][f"poller/{instance_name()}"] == "RUNNING"
+    assert heartbeat["code_servers"] == [
+        {
+            "location_name": "examples",
+            "state": "RUNNING",
+            "address": "127.0.0.1:1",
+            "pid": None,
+            "error": None,
+        }
+    ]
+    # Nobody consumes the work stream in this test: both items are backlog.
+    assert heartbeat["queues"][str(Stream.WORK)] == 2
+    assert (
+        f"launcher-process/{instance_name()}: code server for 'broken' failed to load"
+        in (heartbeat["errors"])
+    )
 
 
 async def test_expired_items_are_skipped(nats_server, endpoint: WorkQueueEndpoint) -> None:

@@ -24,12 +24,25 @@ __all__ = [
     "ErrorInfo",
     "Heartbeat",
     "EventType",
+    "InstigatorStatus",
     "LaunchRunPayload",
     "LocationConfig",
     "LocationSnapshot",
     "LogChunk",
+    "PartitionKeysResult",
+    "PartitionRunConfigResult",
+    "PartitionSetSnapshot",
+    "PartitionsKind",
+    "PartitionsSnapshot",
+    "RetryPolicySnapshot",
     "RunEvent",
+    "RunRequestInfo",
     "RunStatus",
+    "ScheduleSnapshot",
+    "ScheduleTickResult",
+    "SensorSnapshot",
+    "SensorTickResult",
+    "ServiceStatus",
     "TerminateRunPayload",
     "WireModel",
     "WorkItem",
@@ -81,6 +94,7 @@ class EventType(StrEnum):
     STEP_SUCCESS = "STEP_SUCCESS"
     STEP_FAILURE = "STEP_FAILURE"
     STEP_RETRY = "STEP_RETRY"
+    STEP_SKIPPED = "STEP_SKIPPED"
     LOG = "LOG"
     ASSET_MATERIALIZATION = "ASSET_MATERIALIZATION"
     RUN_SUCCESS = "RUN_SUCCESS"
@@ -153,6 +167,15 @@ class OpOutput(WireModel):
     type_name: str = "Any"
 
 
+class RetryPolicySnapshot(WireModel):
+    """An op's retry policy: ``max_retries`` retries, waiting ``delay_s`` (grown by backoff)."""
+
+    max_retries: int = Field(default=0, ge=0)
+    delay_s: float = Field(default=0.0, ge=0)
+    backoff: str | None = Field(default=None, description="LINEAR, EXPONENTIAL or None.")
+    jitter: str | None = Field(default=None, description="FULL, PLUS_MINUS or None.")
+
+
 class OpSnapshot(WireModel):
     """What the control plane knows of one op (node) of a job."""
 
@@ -162,6 +185,9 @@ class OpSnapshot(WireModel):
     inputs: list[OpInput] = Field(default_factory=list)
     outputs: list[OpOutput] = Field(default_factory=list)
     config_schema: dict[str, Any] | None = None
+    retry_policy: RetryPolicySnapshot | None = Field(
+        default=None, description="How the run worker retries the op when it fails."
+    )
 
 
 class Edge(WireModel):
@@ -182,14 +208,77 @@ class JobSnapshot(WireModel):
     ops: list[OpSnapshot] = Field(default_factory=list)
     edges: list[Edge] = Field(default_factory=list)
     config_schema: dict[str, Any] = Field(default_factory=dict)
+    partition_set_name: str | None = Field(
+        default=None, description="The job's partition set, if the job is partitioned."
+    )
+
+
+class PartitionsKind(StrEnum):
+    """Kinds of partitions definitions."""
+
+    STATIC = "STATIC"
+    TIME_WINDOW = "TIME_WINDOW"
+
+
+class PartitionsSnapshot(WireModel):
+    """A partitions definition: static keys, or time windows between cron ticks."""
+
+    kind: PartitionsKind
+    static_keys: list[str] = Field(default_factory=list, description="STATIC: the keys, in order.")
+    cron_schedule: str | None = Field(default=None, description="TIME_WINDOW: window starts.")
+    fmt: str | None = Field(default=None, description="TIME_WINDOW: strftime format of keys.")
+    timezone: str | None = Field(default=None, description="TIME_WINDOW: IANA zone.")
+    start_timestamp: float | None = Field(default=None, description="TIME_WINDOW: epoch s.")
+    end_timestamp: float | None = Field(default=None, description="TIME_WINDOW: epoch s, if set.")
+    end_offset: int = Field(default=0, description="TIME_WINDOW: extra windows past now.")
+
+
+class PartitionSetSnapshot(WireModel):
+    """The partitions of one partitioned job."""
+
+    name: str
+    job_name: str
+    partitions: PartitionsSnapshot
+
+
+class InstigatorStatus(StrEnum):
+    """Default status of a schedule or sensor when its location first loads."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+class ScheduleSnapshot(WireModel):
+    """A schedule: cron string and zone, target jobs, default status."""
+
+    name: str
+    description: str = ""
+    cron_schedule: str
+    execution_timezone: str = "UTC"
+    job_names: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    default_status: InstigatorStatus = InstigatorStatus.STOPPED
+
+
+class SensorSnapshot(WireModel):
+    """A sensor: target jobs, polling interval, default status."""
+
+    name: str
+    description: str = ""
+    job_names: list[str] = Field(default_factory=list)
+    minimum_interval_seconds: int = 30
+    default_status: InstigatorStatus = InstigatorStatus.STOPPED
 
 
 class RepositorySnapshot(WireModel):
-    """A named repository of jobs."""
+    """A named repository of jobs, schedules, sensors and partition sets."""
 
     name: str
     description: str = ""
     jobs: list[JobSnapshot] = Field(default_factory=list)
+    schedules: list[ScheduleSnapshot] = Field(default_factory=list)
+    sensors: list[SensorSnapshot] = Field(default_factory=list)
+    partition_sets: list[PartitionSetSnapshot] = Field(default_factory=list)
 
 
 class LocationSnapshot(WireModel):
@@ -208,6 +297,59 @@ class LocationSnapshot(WireModel):
                 if job.name == job_name:
                     return job
         return None
+
+
+class RunRequestInfo(WireModel):
+    """A run a schedule or sensor tick asks for, resolved by the code server."""
+
+    job_name: str
+    run_key: str | None = Field(default=None, description="Launch at most one run per key.")
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    partition_key: str | None = None
+
+
+class ScheduleTickResult(WireModel):
+    """The outcome of evaluating one schedule tick (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.schedule_tick_result"] = "tether.v1.schedule_tick_result"
+    schedule_name: str
+    scheduled_timestamp: float = Field(description="The tick evaluated, epoch seconds.")
+    run_requests: list[RunRequestInfo] = Field(default_factory=list)
+    skip_reason: str | None = None
+    next_tick_timestamp: float | None = Field(default=None, description="The following tick.")
+    error: ErrorInfo | None = None
+
+
+class SensorTickResult(WireModel):
+    """The outcome of evaluating one sensor tick (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.sensor_tick_result"] = "tether.v1.sensor_tick_result"
+    sensor_name: str
+    run_requests: list[RunRequestInfo] = Field(default_factory=list)
+    skip_reason: str | None = None
+    cursor: str | None = Field(default=None, description="The cursor for the next tick.")
+    error: ErrorInfo | None = None
+
+
+class PartitionKeysResult(WireModel):
+    """The keys of a partition set (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.partition_keys_result"] = "tether.v1.partition_keys_result"
+    partition_set_name: str
+    partition_keys: list[str] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+
+
+class PartitionRunConfigResult(WireModel):
+    """Run config and tags of one partition (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.partition_run_config_result"] = "tether.v1.partition_run_config_result"
+    partition_set_name: str
+    partition_key: str
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
 
 
 class LaunchRunPayload(WireModel):
@@ -324,13 +466,40 @@ class CodeServerStatus(WireModel):
     error: str | None = None
 
 
+class ServiceStatus(WireModel):
+    """What one agent service process reports of itself (kept in a NATS KV bucket).
+
+    The poller gathers these into the agent's heartbeat; an entry that is not refreshed
+    expires with the bucket's TTL, so a dead process disappears on its own.
+    """
+
+    type: Literal["tether.v1.service_status"] = "tether.v1.service_status"
+    service: str = Field(description="poller, launcher-process, eventrelay, logship, ...")
+    instance: str = Field(description="host and pid of the process, unique among replicas")
+    state: str = Field(description="RUNNING, DEGRADED or STOPPED.")
+    started_at: float
+    code_servers: list[CodeServerStatus] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list, description="recent errors, newest last")
+    timestamp: float = Field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        """The entry's key in the status bucket: ``<service>.<instance>``."""
+        return f"{self.service}.{self.instance}"
+
+
 class Heartbeat(WireModel):
     """An agent's periodic report of its services and code servers."""
 
     type: Literal["tether.v1.heartbeat"] = "tether.v1.heartbeat"
     agent_id: str
-    services: dict[str, str] = Field(default_factory=dict, description="service -> state")
+    services: dict[str, str] = Field(
+        default_factory=dict, description="'service/instance' -> state"
+    )
     code_servers: list[CodeServerStatus] = Field(default_factory=list)
+    queues: dict[str, int] = Field(
+        default_factory=dict, description="stream -> messages not yet consumed"
+    )
     errors: list[str] = Field(default_factory=list)
     timestamp: float = Field(default_factory=time.time)
 

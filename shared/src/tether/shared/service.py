@@ -47,6 +47,18 @@ async def serve(service: Service, *, graceful_shutdown_timeout: float = 10.0) ->
         raise
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    nats-py waits with ``asyncio.wait_for``, which on Python 3.11 can lose a cancellation
+    that lands as the inner call completes; a periodic loop would then run forever after
+    its TaskGroup asked it to stop. Loops call this once per round.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def connect_nats(url: str, name: str) -> NATS:
     """Connect to NATS, retrying the first connection until it succeeds.
 

@@ -29,6 +29,7 @@ class Bucket(StrEnum):
     """JetStream key-value buckets of an agent."""
 
     RUN_CLAIMS = "tether_run_claims"
+    SERVICE_STATUS = "tether_service_status"
 
 
 class WorkKind(StrEnum):

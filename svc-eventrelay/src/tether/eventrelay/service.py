@@ -12,6 +12,7 @@ from tether.shared.agent_client import AgentClient
 from tether.shared.messages import RunEvent, WorkResult, decode
 from tether.shared.relay import BatchRelay, RelaySpec
 from tether.shared.service import connect_nats
+from tether.shared.status import StatusReporter, while_reporting
 from tether.shared.subjects import Stream
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,12 @@ class EventRelay:
             self.shutdown()
         log.info("eventrelay relaying events and results to %s", s.control_plane_url)
         try:
-            async with asyncio.TaskGroup() as tg:
-                for relay in self._relays:
-                    tg.create_task(relay.run())
+            await while_reporting(StatusReporter(js, SERVICE), self._relay_all())
         finally:
             await client.aclose()
             await nc.drain()
+
+    async def _relay_all(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for relay in self._relays:
+                tg.create_task(relay.run())

@@ -13,6 +13,7 @@ from tether.shared.agent_client import AgentClient
 from tether.shared.messages import LogChunk, decode_log_chunk
 from tether.shared.relay import BatchRelay, RelaySpec
 from tether.shared.service import connect_nats
+from tether.shared.status import StatusReporter, while_reporting
 from tether.shared.subjects import Stream
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class LogShip:
             self._relay.stop()
         log.info("logship relaying compute logs")
         try:
-            await self._relay.run()
+            await while_reporting(StatusReporter(js, SERVICE), self._relay.run())
         finally:
             await client.aclose()
             await nc.drain()

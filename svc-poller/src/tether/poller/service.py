@@ -14,6 +14,7 @@ from tether.shared.agent_client import AgentClient
 from tether.shared.errors import TetherError
 from tether.shared.messages import WorkItem
 from tether.shared.service import connect_nats
+from tether.shared.status import StatusReporter
 from tether.shared.streams import ensure_owned_streams
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,19 @@ class PollerService:
                     s.substrates,
                     s.control_plane_url,
                 )
+                me = StatusReporter(js, OWNER, interval_s=s.heartbeat_interval_s)
                 async with asyncio.TaskGroup() as tg:
                     claiming = tg.create_task(self._claim_loop(client, dispatcher))
+                    reporting = tg.create_task(me.run())
                     beating = tg.create_task(
-                        heartbeat_loop(client, s.agent_id, s.heartbeat_interval_s)
+                        heartbeat_loop(client, js, s.agent_id, s.heartbeat_interval_s, me)
                     )
                     # A crash of either loop cancels this wait through the TaskGroup.
                     await self._stopping.wait()
                     log.info("poller stopping: no more claims")
                     claiming.cancel()
                     beating.cancel()
+                    reporting.cancel()
         finally:
             await _close(nc)
         log.info("poller stopped")

@@ -295,8 +295,9 @@ class AgentType:
 
     agent_id: str
     last_heartbeat: float
-    services: JSON
+    services: JSON = strawberry.field(description="'service/instance' -> state")
     code_servers: JSON
+    queues: JSON = strawberry.field(description="agent stream -> messages not yet consumed")
     errors: list[str]
 
     @classmethod
@@ -308,6 +309,7 @@ class AgentType:
             last_heartbeat=row.last_heartbeat,
             services=body.get("services", {}),
             code_servers=body.get("code_servers", []),
+            queues=body.get("queues", {}),
             errors=list(body.get("errors", [])),
         )
 

@@ -1,0 +1,106 @@
+"""Service statuses in the NATS KV bucket, against a real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from tether.shared import subjects
+from tether.shared.messages import CodeServerStatus, EventType, RunEvent, encode
+from tether.shared.status import (
+    StatusReporter,
+    instance_name,
+    queue_depths,
+    read_statuses,
+    status_bucket,
+)
+from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.subjects import Stream
+
+pytestmark = pytest.mark.integration
+
+
+async def _wait_for(predicate, what: str) -> None:
+    async with asyncio.timeout(10):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+async def test_reporter_keeps_its_entry_fresh_and_says_stopped(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    reporter = StatusReporter(
+        js,
+        "launcher-process",
+        interval_s=0.05,
+        code_servers=lambda: [CodeServerStatus(location_name="examples", state="RUNNING")],
+    )
+    reporter.error("first")
+    task = asyncio.create_task(reporter.run())
+    try:
+
+        async def reported() -> bool:
+            return bool(await read_statuses(js))
+
+        await _wait_for(reported, "a status")
+        (status,) = await read_statuses(js)
+        assert status.service == "launcher-process"
+        assert status.instance == instance_name()
+        assert status.state == "RUNNING"
+        assert [cs.location_name for cs in status.code_servers] == ["examples"]
+        assert status.errors == ["first"]
+
+        # A later error shows in a later refresh: the entry is rewritten, not appended.
+        reporter.error("second")
+
+        async def refreshed() -> bool:
+            return (await read_statuses(js))[0].errors == ["first", "second"]
+
+        await _wait_for(refreshed, "the second error")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (status,) = await read_statuses(js)
+    assert status.state == "STOPPED"
+    await nc.close()
+
+
+async def test_malformed_entries_are_skipped(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    kv = await status_bucket(js)
+    await kv.put("intruder.x", b"{not json")
+    reporter = StatusReporter(js, "eventrelay", interval_s=0.05)
+    task = asyncio.create_task(reporter.run())
+    try:
+
+        async def reported() -> bool:
+            return bool(await read_statuses(js))
+
+        await _wait_for(reported, "a status")
+        assert [s.service for s in await read_statuses(js)] == ["eventrelay"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await nc.close()
+
+
+async def test_queue_depths_count_what_consumers_have_not_acked(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, STREAMS[Stream.EVENTS])
+    for seq in (1, 2, 3):
+        await js.publish(
+            subjects.events("r1"), encode(RunEvent(run_id="r1", seq=seq, event_type=EventType.LOG))
+        )
+    # No consumer yet: everything stored is backlog.
+    assert (await queue_depths(js))[str(Stream.EVENTS)] == 3
+
+    sub = await js.pull_subscribe(subjects.events_all(), "relay", stream=str(Stream.EVENTS))
+    (first,) = await sub.fetch(1, timeout=5)
+    await first.ack_sync()
+    # Acked messages stay in a limits stream, but they are no longer backlog.
+    assert (await queue_depths(js))[str(Stream.EVENTS)] == 2
+    assert str(Stream.WORK) not in await queue_depths(js)
+    await nc.close()
