@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
+import time
 from typing import Protocol
 
 import nats
@@ -82,12 +85,55 @@ async def connect_nats(url: str, name: str) -> NATS:
             delay = min(delay * 2, 5.0)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Configure plain stderr logging for a service process."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+LOG_FORMAT_ENV = "TETHER_LOG_FORMAT"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, with the trace and span ids of the current span.
+
+    A tracing backend links a log line to its trace by these ids; a log pipeline needs no
+    parsing rules.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        from opentelemetry import trace
+
+        entry: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(level: str = "INFO", fmt: str | None = None) -> None:
+    """Configure stderr logging for a service process.
+
+    Args:
+        level: the root log level.
+        fmt: ``text`` (for people, the default) or ``json`` (for log pipelines); read
+            from ``TETHER_LOG_FORMAT`` when not given.
+    """
+    fmt = (fmt or os.environ.get(LOG_FORMAT_ENV) or "text").lower()
+    if fmt not in ("text", "json"):
+        raise ValueError(f"{LOG_FORMAT_ENV} must be 'text' or 'json', not {fmt!r}")
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        formatter: logging.Formatter = JsonLogFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler])
     # One line per HTTP request drowns what matters; the spans carry every request anyway.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
