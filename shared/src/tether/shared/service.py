@@ -12,6 +12,7 @@ from typing import Protocol
 
 import nats
 from nats.aio.client import Client as NATS
+from tether.shared.health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,9 @@ class Service(Protocol):
 
     ``run()`` works until ``shutdown()`` is called (from a signal handler or a test),
     then finishes or hands back its in-flight work within the graceful timeout.
+
+    A service may also define ``ready() -> bool`` (connected and doing its job), which
+    its ``/readyz`` endpoint reports; without it, a serving process counts as ready.
     """
 
     async def run(self) -> None:
@@ -32,11 +36,26 @@ class Service(Protocol):
         ...
 
 
-async def serve(service: Service, *, graceful_shutdown_timeout: float = 10.0) -> None:
-    """Run ``service`` until SIGTERM/SIGINT, then give it time to stop gracefully."""
+async def serve(
+    service: Service,
+    *,
+    graceful_shutdown_timeout: float = 10.0,
+    health: tuple[str, int] | None = None,
+) -> None:
+    """Run ``service`` until SIGTERM/SIGINT, then give it time to stop gracefully.
+
+    Args:
+        service: the service.
+        graceful_shutdown_timeout: seconds it gets to stop after a signal.
+        health: ``(host, port)`` of its ``/healthz`` and ``/readyz`` endpoint, if any.
+    """
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown)
+    probe: HealthServer | None = None
+    if health is not None:
+        probe = HealthServer(*health, ready=getattr(service, "ready", lambda: True))
+        await probe.start()
     task = asyncio.ensure_future(service.run())
     try:
         await task
@@ -48,6 +67,9 @@ async def serve(service: Service, *, graceful_shutdown_timeout: float = 10.0) ->
         except TimeoutError:
             task.cancel()
         raise
+    finally:
+        if probe is not None:
+            await probe.close()
 
 
 def raise_if_cancelling() -> None:
@@ -138,18 +160,27 @@ def setup_logging(level: str = "INFO", fmt: str | None = None) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def run_service(service: Service, *, tracing_name: str, graceful_shutdown_timeout: float) -> None:
+def run_service(
+    service: Service,
+    *,
+    tracing_name: str,
+    graceful_shutdown_timeout: float,
+    health: tuple[str, int] | None = None,
+) -> None:
     """Process entry point of an agent service: tracing on, serve until SIGTERM, flush spans.
 
     Args:
         service: the service to run.
         tracing_name: OpenTelemetry ``service.name``, e.g. ``tether-eventrelay``.
         graceful_shutdown_timeout: seconds the service gets to stop after a signal.
+        health: ``(host, port)`` of the health endpoints (``AgentSettings.health``).
     """
     from tether.shared import telemetry
 
     telemetry.configure_tracing(tracing_name)
     try:
-        asyncio.run(serve(service, graceful_shutdown_timeout=graceful_shutdown_timeout))
+        asyncio.run(
+            serve(service, graceful_shutdown_timeout=graceful_shutdown_timeout, health=health)
+        )
     finally:
         telemetry.shutdown_tracing()

@@ -48,6 +48,18 @@ class AgentSettings(BaseSettings):
         default=10.0, description="Seconds to finish in-flight work after SIGTERM."
     )
     service_name: str = Field(default="tether", description="OpenTelemetry service.name.")
+    health_host: str = Field(
+        default="127.0.0.1",
+        description="Interface of the /healthz and /readyz endpoint (loopback: no ingress).",
+    )
+    health_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of /healthz and /readyz; unset: off."
+    )
+
+    @property
+    def health(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the health endpoint, or None when it is off."""
+        return None if self.health_port is None else (self.health_host, self.health_port)
 
     @classmethod
     def settings_customise_sources(

@@ -19,4 +19,5 @@ def run() -> None:
         EventRelay(settings),
         tracing_name="tether-eventrelay",
         graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
+        health=settings.health,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared import streams, subjects
@@ -40,6 +41,16 @@ class EventRelay:
         self._settings = settings
         self._relays: list[BatchRelay[object]] = []
         self._stopped = asyncio.Event()
+        self._nc: NATS | None = None
+
+    def ready(self) -> bool:
+        """Connected to NATS with its relays set up, and not stopping."""
+        return (
+            self._nc is not None
+            and self._nc.is_connected
+            and bool(self._relays)
+            and not self._stopped.is_set()
+        )
 
     def shutdown(self) -> None:
         """Stop after the batches in hand are uploaded and acked."""
@@ -51,6 +62,7 @@ class EventRelay:
         """Declare streams, then relay until shut down."""
         s = self._settings
         nc = await connect_nats(s.nats_url, name=f"tether-{SERVICE}")
+        self._nc = nc
         js = nc.jetstream()
         await streams.ensure_owned_streams(js, SERVICE)
         client = AgentClient(s.control_plane_url, s.agent_token.get_secret_value())

@@ -19,4 +19,5 @@ def run() -> None:
         LogShip(settings),
         tracing_name="tether-logship",
         graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
+        health=settings.health,
     )

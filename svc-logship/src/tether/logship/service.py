@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from tether.logship.settings import LogShipSettings
 from tether.logship.sinks import ControlPlaneSink, LogSink
@@ -34,6 +35,16 @@ class LogShip:
         self._sink = sink
         self._relay: BatchRelay[LogChunk] | None = None
         self._stopped = asyncio.Event()
+        self._nc: NATS | None = None
+
+    def ready(self) -> bool:
+        """Connected to NATS with its relay set up, and not stopping."""
+        return (
+            self._nc is not None
+            and self._nc.is_connected
+            and self._relay is not None
+            and not self._stopped.is_set()
+        )
 
     def shutdown(self) -> None:
         """Stop after the batch in hand is stored and acked."""
@@ -45,6 +56,7 @@ class LogShip:
         """Declare the LOGS stream, then relay until shut down."""
         s = self._settings
         nc = await connect_nats(s.nats_url, name=f"tether-{SERVICE}")
+        self._nc = nc
         js = nc.jetstream()
         await streams.ensure_owned_streams(js, SERVICE)
         # Dead letters go to the stream the eventrelay owns; wait so none is lost.

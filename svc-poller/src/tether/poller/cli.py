@@ -26,4 +26,5 @@ def run(
         PollerService(settings),
         tracing_name="tether-poller",
         graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
+        health=settings.health,
     )

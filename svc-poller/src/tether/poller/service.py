@@ -54,6 +54,8 @@ class PollerService:
     def __init__(self, settings: PollerSettings) -> None:
         self._settings = settings
         self._stopping = asyncio.Event()
+        self._nc: NATS | None = None
+        self._streams_ready = False
         self._inflight: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PollerService:
@@ -61,6 +63,15 @@ class PollerService:
 
     async def __aexit__(self, *exc: object) -> None:
         self.shutdown()
+
+    def ready(self) -> bool:
+        """Connected to NATS with its streams set up, and not stopping."""
+        return (
+            self._nc is not None
+            and self._nc.is_connected
+            and self._streams_ready
+            and not self._stopping.is_set()
+        )
 
     def shutdown(self) -> None:
         """Stop claiming; items already claimed are still published. Idempotent."""
@@ -70,9 +81,11 @@ class PollerService:
         """Serve until :meth:`shutdown`; then finish publishing claimed items and return."""
         s = self._settings
         nc = await connect_nats(s.nats_url, "tether-poller")
+        self._nc = nc
         try:
             js = nc.jetstream()
             await ensure_owned_streams(js, OWNER)
+            self._streams_ready = True
             dispatcher = WorkDispatcher(js, publish_timeout=s.publish_timeout_s)
             async with AgentClient(
                 s.control_plane_url,
