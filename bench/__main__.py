@@ -1,0 +1,227 @@
+"""``uv run python -m bench``: run the workloads on every system, print tables, save results.
+
+Examples::
+
+    uv run python -m bench                                   # everything, default sizes
+    uv run python -m bench --systems tether --workloads storm,pickup --n 20 --tries 5
+    uv run python -m bench --systems tether,dagster,prefect --n 20,100
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import envs, limits, workloads
+from bench.report import Measurement, Report, facts_block, tables
+from bench.systems.base import BenchError, System, Workspace
+
+ALL_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "dagster-mp", "prefect")
+DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
+ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "limits")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout carries only the tables."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated, from {', '.join(ALL_SYSTEMS)}; 'tether' means tether-cold "
+        "and tether-warm (warm is skipped while the launcher has no warm-start setting)",
+    )
+    p.add_argument(
+        "--workloads", default=",".join(ALL_WORKLOADS), help=f"from {', '.join(ALL_WORKLOADS)}"
+    )
+    p.add_argument("--n", default="20,100", help="run-storm sizes, e.g. 20,100,500")
+    p.add_argument("--tries", type=int, default=20, help="pickup-latency tries")
+    p.add_argument("--events", type=int, default=100_000, help="log lines of the events job")
+    p.add_argument("--nats-messages", type=int, default=50_000, help="raw NATS messages")
+    p.add_argument(
+        "--concurrent-submit", action="store_true", help="submit storm runs from 8 threads"
+    )
+    p.add_argument("--timeout", type=float, default=900, help="seconds per workload step")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    p.add_argument("--keep", action="store_true", help="keep the systems' temp state dirs")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
+    return p.parse_args(argv)
+
+
+def resolve_systems(names: list[str]) -> list[str]:
+    """Expand aliases and check names."""
+    out: list[str] = []
+    for name in names:
+        expanded = ["tether-cold", "tether-warm"] if name == "tether" else [name]
+        for item in expanded:
+            if item not in ALL_SYSTEMS:
+                raise SystemExit(f"unknown system {item!r}; choose from {', '.join(ALL_SYSTEMS)}")
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def build_system(name: str, workspace: Workspace, versions: dict[str, str]) -> System | None:
+    """The system object for ``name`` (installing peers as needed); None when unavailable."""
+    if name.startswith("tether"):
+        from bench.systems.tether import TetherSystem, warm_start_available
+
+        if name == "tether-warm" and not warm_start_available():
+            log("tether-warm skipped: the launcher has no warm-start setting in this checkout")
+            return None
+        return TetherSystem(workspace, warm=name == "tether-warm")
+    if name.startswith("dagster"):
+        from bench.systems.dagster import DagsterSystem
+
+        env = envs.ensure("dagster", log)
+        versions["dagster"] = env.version("dagster")
+        return DagsterSystem(env, workspace, multiprocess=name == "dagster-mp")
+    if name == "prefect":
+        from bench.systems.prefect import PrefectSystem
+
+        env = envs.ensure("prefect", log)
+        versions["prefect"] = env.version("prefect")
+        versions["fastapi (prefect env)"] = env.version("fastapi")
+        return PrefectSystem(env, workspace)
+    raise AssertionError(name)
+
+
+def run_system(
+    name: str, args: argparse.Namespace, wls: list[str], sizes: list[int], report: Report, tmp: Path
+) -> None:
+    """Start one system, run the chosen workloads on it, stop it."""
+    root = tmp / name
+    workspace = Workspace(root=root, mark_file=root / "marks.txt", events=args.events)
+    root.mkdir(parents=True, exist_ok=True)
+    system = build_system(name, workspace, report.facts.setdefault("versions", {}))
+    if system is None:
+        return
+    log(f"starting {name}")
+    started = time.monotonic()
+    try:
+        system.start()
+        startup = time.monotonic() - started
+        report.add(Measurement("footprint", "idle", "startup", name, startup, "s"))
+        report.facts.setdefault("settings", {})[name] = system.settings
+        if "footprint" in wls:
+            report.add(*workloads.footprint(system))
+        if "pickup" in wls:
+            report.add(*workloads.pickup(system, workspace.mark_file, args.tries, 120, log))
+        if "storm" in wls:
+            for n in sizes:
+                report.add(
+                    *workloads.storm(
+                        system, n, args.timeout, log, concurrent_submit=args.concurrent_submit
+                    )
+                )
+        if "events" in wls:
+            report.add(*workloads.events(system, args.events, args.timeout, log))
+    except BenchError as err:
+        log(f"{name} failed: {err}")
+        tail = getattr(system, "log_tail", None)
+        if tail is not None:
+            log(tail())
+        report.facts.setdefault("failures", {})[name] = str(err).splitlines()[0]
+    finally:
+        retries = getattr(system, "retries", 0)
+        if retries:
+            report.facts.setdefault("notes", {})[name] = (
+                f"{retries} API calls retried after 503/429 (SQLite 'database is locked')"
+            )
+        stop_started = time.monotonic()
+        system.stop()
+        log(f"{name} stopped in {time.monotonic() - stop_started:.1f}s")
+
+
+def run_limits(
+    args: argparse.Namespace, wls: list[str], sizes: list[int], report: Report, tmp: Path
+) -> None:
+    """Measure the physical limits that match the chosen workloads."""
+    if "pickup" in wls:
+        log("limit: bare pickup")
+        report.add(*limits.bare_pickup(tmp / "bare-marks.txt", args.tries))
+    if "storm" in wls:
+        for n in sizes:
+            log(f"limit: bare storm N={n}")
+            report.add(*limits.bare_storm(n))
+    if "events" in wls:
+        log("limit: SQLite insert")
+        report.add(*limits.sqlite_insert(args.events, tmp / "limit.db"))
+    log("limit: raw NATS")
+    report.add(*limits.nats_rates(args.nats_messages, tmp / "nats-limit"))
+
+
+def machine_facts() -> dict[str, object]:
+    """Date, machine and load: numbers mean little without them."""
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "python": platform.python_version(),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def plot(report_json: Path, png: Path) -> None:
+    """Render the chart with matplotlib from the tools venv (never Tether's env)."""
+    tools = envs.ensure("tools", log)
+    script = Path(__file__).resolve().parent / "plot.py"
+    done = subprocess.run(
+        [str(tools.python), str(script), str(report_json), str(png)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        log(f"plot failed: {done.stderr[-2000:]}")
+    else:
+        log(f"chart: {png}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    systems = resolve_systems(_csv(args.systems))
+    wls = _csv(args.workloads)
+    for w in wls:
+        if w not in ALL_WORKLOADS:
+            raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(ALL_WORKLOADS)}")
+    sizes = [int(x) for x in _csv(args.n)]
+    report = Report(facts=machine_facts())
+    tmp = Path(tempfile.mkdtemp(prefix="tether-bench-"))
+    log(f"state under {tmp}")
+    try:
+        if "limits" in wls or any(w in wls for w in ("pickup", "storm", "events")):
+            run_limits(args, wls, sizes, report, tmp)
+        for name in systems:
+            run_system(name, args, wls, sizes, report, tmp)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        report.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / "latest.json"
+    report.save(json_path)
+    text = "## Facts\n\n" + facts_block(report.facts) + "\n" + tables(report)
+    (args.out / "latest.md").write_text(text)
+    print(text)
+    if not args.no_plot:
+        plot(json_path, args.out / "latest.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

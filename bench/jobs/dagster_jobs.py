@@ -1,0 +1,52 @@
+"""Dagster definitions of the benchmark (loaded by ``dagster dev -f`` in Dagster's venv).
+
+``two_ops`` uses the in-process executor (one interpreter per run); ``two_ops_mp`` the
+default multiprocess executor (a run interpreter plus one per op).
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor, job, op
+from marks import event_count, stamp
+
+
+@op
+def first() -> str:
+    """Stamp the start of user code and return a value."""
+    stamp("first")
+    return "bench"
+
+
+@op
+def second(value: str) -> None:
+    """Print one line."""
+    print(f"second op got {value!r}")
+
+
+@job(executor_def=in_process_executor)
+def two_ops():
+    """Two ops, the second prints a line (in-process executor)."""
+    second(first())
+
+
+@job
+def two_ops_mp():
+    """The same two ops with Dagster's default multiprocess executor."""
+    second(first())
+
+
+@op
+def log_lines(context) -> None:
+    """Log ``BENCH_EVENTS`` structured lines through context.log."""
+    stamp("log_lines")
+    for i in range(event_count()):
+        context.log.info(f"bench event {i}")
+
+
+@job(executor_def=in_process_executor)
+def log_storm():
+    """One op that logs many structured lines."""
+    log_lines()
+
+
+defs = Definitions(jobs=[two_ops, two_ops_mp, log_storm])

@@ -1,0 +1,34 @@
+"""The one line of bench plumbing every system's first op runs: stamp "user code started".
+
+Pure stdlib, so each system's job module (Tether, Dagster, Prefect) imports it in its own
+interpreter without pulling anything else in. The harness sets ``BENCH_MARK_FILE`` in the
+environment of each system's services; their run processes inherit it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+#: Environment variable naming the file the first op appends its start time to.
+MARK_FILE_ENV = "BENCH_MARK_FILE"
+#: Environment variable with the number of log lines of the event-throughput job.
+EVENTS_ENV = "BENCH_EVENTS"
+
+
+def stamp(label: str) -> None:
+    """Append ``"<epoch seconds> <label>"`` to the mark file (one atomic O_APPEND write)."""
+    path = os.environ.get(MARK_FILE_ENV)
+    if not path:
+        return
+    line = f"{time.time():.6f} {label}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def event_count() -> int:
+    """How many log lines the event-throughput job writes."""
+    return int(os.environ.get(EVENTS_ENV, "100000"))

@@ -1,0 +1,42 @@
+"""Tether code location of the benchmark: the trivial 2-op job and the log storm."""
+
+from __future__ import annotations
+
+from marks import event_count, stamp
+from tether.sdk import Definitions, OpContext, job, op
+
+
+@op
+def first() -> str:
+    """Stamp the start of user code and return a value."""
+    stamp("first")
+    return "bench"
+
+
+@op
+def second(value: str) -> None:
+    """Print one line."""
+    print(f"second op got {value!r}")
+
+
+@job
+def two_ops():
+    """The trivial job every system runs: two ops, the second prints a line."""
+    second(first())
+
+
+@op
+def log_lines(context: OpContext) -> None:
+    """Log ``BENCH_EVENTS`` structured lines through the run's logger."""
+    stamp("log_lines")
+    for i in range(event_count()):
+        context.log.info(f"bench event {i}")
+
+
+@job
+def log_storm():
+    """One op that logs many structured lines (event throughput)."""
+    log_lines()
+
+
+defs = Definitions(jobs=[two_ops, log_storm], name="bench")

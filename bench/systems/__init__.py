@@ -1,0 +1,1 @@
+"""The systems under test, behind one small protocol (:class:`bench.systems.base.System`)."""

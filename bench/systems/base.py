@@ -1,0 +1,83 @@
+"""What the workloads need from a system under test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+#: Normalized run states.
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+PENDING = "PENDING"
+
+#: The two jobs every system defines (see bench/jobs/).
+TWO_OPS = "two_ops"
+LOG_STORM = "log_storm"
+
+
+class BenchError(RuntimeError):
+    """A system did not start or a run did not finish as the workload needs."""
+
+
+@dataclass
+class Workspace:
+    """Where one system keeps its state for one harness run.
+
+    Attributes:
+        root: state directory of the system (DB, logs, home).
+        mark_file: file the first op of every run appends its start time to.
+        events: log lines of the event-throughput job.
+        env: extra environment for every process of the system.
+    """
+
+    root: Path
+    mark_file: Path
+    events: int = 100_000
+    env: dict[str, str] = field(default_factory=dict)
+
+    def bench_env(self) -> dict[str, str]:
+        """Environment the jobs read (inherited by every run process)."""
+        return {
+            "BENCH_MARK_FILE": str(self.mark_file),
+            "BENCH_EVENTS": str(self.events),
+            **self.env,
+        }
+
+
+class System(Protocol):
+    """A running orchestrator the workloads drive through its public API."""
+
+    name: str
+    #: Settings worth printing next to the numbers (executor, poll intervals...).
+    settings: dict[str, str]
+
+    def start(self) -> None:
+        """Start every service and wait until the bench jobs can be launched."""
+
+    def stop(self) -> None:
+        """Stop every process the system started."""
+
+    def roots(self) -> list[int]:
+        """Pids whose process trees are the system (for memory and CPU)."""
+
+    def submit(self, job: str) -> str:
+        """Launch one run of ``job``; return its id."""
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """Normalized state (SUCCESS / FAILURE / PENDING) of each run."""
+
+    def count_log_events(self, run_id: str) -> int:
+        """Structured log events of the run that are stored and queryable now."""
+
+
+def wait_until(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
+    """Call ``probe`` until it returns True; BenchError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(interval)
+    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")

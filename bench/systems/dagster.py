@@ -1,0 +1,196 @@
+"""Dagster OSS: ``dagster dev`` (webserver + daemon) with the queued run coordinator and the
+default run launcher, in its own venv, driven through its GraphQL API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+from tether.shared.testing import free_port
+
+from bench.envs import Env
+from bench.processes import Group
+from bench.systems.base import (
+    FAILURE,
+    PENDING,
+    SUCCESS,
+    TWO_OPS,
+    BenchError,
+    Workspace,
+    wait_until,
+)
+from bench.systems.tether import JOBS_DIR
+
+#: Seconds between the daemon's dequeues of queued runs (default 5 s; tuned to 1 s here).
+DEQUEUE_INTERVAL_S = 1
+#: QueuedRunCoordinator's limit of runs in progress (10 is Dagster's default).
+MAX_CONCURRENT_RUNS = 10
+
+_DAGSTER_YAML = f"""\
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: {DEQUEUE_INTERVAL_S}
+    max_concurrent_runs: {MAX_CONCURRENT_RUNS}
+telemetry:
+  enabled: false
+"""
+
+_LAUNCH = """mutation($p: ExecutionParams!) {
+  launchRun(executionParams: $p) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+
+class DagsterSystem:
+    """``dagster dev`` on SQLite storage under a temp DAGSTER_HOME.
+
+    Args:
+        env: the Dagster venv.
+        workspace: state directory and bench environment.
+        multiprocess: run ``two_ops_mp`` (default multiprocess executor, one process per op)
+            instead of ``two_ops`` (in-process executor).
+    """
+
+    def __init__(self, env: Env, workspace: Workspace, *, multiprocess: bool) -> None:
+        self.name = "dagster-mp" if multiprocess else "dagster"
+        self._env = env
+        self._workspace = workspace
+        self._job_suffix = "_mp" if multiprocess else ""
+        self._port = free_port()
+        self._home = workspace.root / "dagster-home"
+        self._group: Group | None = None
+        self._http = httpx.Client(base_url=f"http://127.0.0.1:{self._port}", timeout=60)
+        self._selector: dict[str, str] = {}
+        self._log_cursor: dict[str, tuple[str | None, int]] = {}
+        self.settings = {
+            "run coordinator": f"Queued, dequeue every {DEQUEUE_INTERVAL_S}s, "
+            f"max {MAX_CONCURRENT_RUNS} concurrent",
+            "executor": "multiprocess (default)" if multiprocess else "in_process",
+            "storage": "SQLite (DAGSTER_HOME)",
+        }
+
+    def _gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        resp = self._http.post("/graphql", json={"query": query, "variables": variables})
+        body = resp.json()
+        if body.get("errors"):
+            raise BenchError(f"dagster GraphQL error: {body['errors']}")
+        return body["data"]
+
+    def start(self) -> None:
+        """Write dagster.yaml, start ``dagster dev``, wait for the repository to load."""
+        self._home.mkdir(parents=True, exist_ok=True)
+        (self._home / "dagster.yaml").write_text(_DAGSTER_YAML)
+        env = {
+            **os.environ,
+            **self._workspace.bench_env(),
+            "DAGSTER_HOME": str(self._home),
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "VIRTUAL_ENV": str(self._env.root),
+            "PATH": f"{self._env.root / 'bin'}:{os.environ.get('PATH', '')}",
+        }
+        self._group = Group(
+            "dagster",
+            [
+                str(self._env.bin("dagster")),
+                "dev",
+                "-f",
+                "dagster_jobs.py",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self._port),
+            ],
+            env=env,
+            cwd=JOBS_DIR,
+            log_path=self._workspace.root / "dagster.log",
+        )
+
+        def loaded() -> bool:
+            if self._group is not None and self._group.proc.poll() is not None:
+                raise BenchError(f"dagster dev exited:\n{self._group.tail()}")
+            try:
+                data = self._gql(
+                    "{ repositoriesOrError { __typename ... on RepositoryConnection "
+                    "{ nodes { name location { name } } } } }"
+                )
+            except (httpx.HTTPError, ValueError):
+                return False
+            nodes = data["repositoriesOrError"].get("nodes") or []
+            if not nodes:
+                return False
+            self._selector = {
+                "repositoryLocationName": nodes[0]["location"]["name"],
+                "repositoryName": nodes[0]["name"],
+            }
+            return True
+
+        wait_until("dagster dev to load the bench jobs", loaded, timeout=180, interval=0.5)
+
+    def stop(self) -> None:
+        """Stop ``dagster dev`` (webserver, daemon, code server and any run processes)."""
+        self._http.close()
+        if self._group is not None:
+            self._group.stop()
+
+    def roots(self) -> list[int]:
+        """The ``dagster dev`` process tree."""
+        return [self._group.pid] if self._group is not None else []
+
+    def submit(self, job: str) -> str:
+        """launchRun (queued by the coordinator)."""
+        name = job + self._job_suffix if job == TWO_OPS else job
+        params = {"selector": {**self._selector, "jobName": name}, "runConfigData": {}}
+        result = self._gql(_LAUNCH, p=params)["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise BenchError(f"dagster launchRun({name}) -> {result}")
+        return str(result["run"]["runId"])
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """Run states from ``runsOrError``."""
+        ids = list(run_ids)
+        data = self._gql(
+            "query($ids: [String!]) { runsOrError(filter: {runIds: $ids}) { __typename "
+            "... on Runs { results { runId status } } } }",
+            ids=ids,
+        )
+        found = {r["runId"]: _normalize(r["status"]) for r in data["runsOrError"]["results"]}
+        return {rid: found.get(rid, PENDING) for rid in ids}
+
+    def count_log_events(self, run_id: str) -> int:
+        """context.log messages of the run stored in the event log (read by cursor)."""
+        cursor, count = self._log_cursor.get(run_id, (None, 0))
+        while True:
+            data = self._gql(
+                "query($id: ID!, $c: String) { logsForRun(runId: $id, afterCursor: $c, "
+                "limit: 20000) { __typename ... on EventConnection { events { __typename } "
+                "cursor hasMore } } }",
+                id=run_id,
+                c=cursor,
+            )["logsForRun"]
+            events = data.get("events") or []
+            count += sum(1 for e in events if e["__typename"] == "LogMessageEvent")
+            cursor = data.get("cursor") or cursor
+            if not data.get("hasMore"):
+                break
+        self._log_cursor[run_id] = (cursor, count)
+        return count
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Recent output of ``dagster dev``."""
+        return self._group.tail(lines) if self._group is not None else ""
+
+
+def _normalize(status: str) -> str:
+    if status == "SUCCESS":
+        return SUCCESS
+    if status in ("FAILURE", "CANCELED"):
+        return FAILURE
+    return PENDING

@@ -1,0 +1,155 @@
+"""Tether: the local stack of ``tether dev`` (DevStack), driven through its GraphQL API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tether.shared.testing import free_port
+
+from bench.systems.base import FAILURE, PENDING, SUCCESS, BenchError, Workspace, wait_until
+from tether.dev.stack import DevStack, StackConfig
+
+JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
+LOCATION = "bench"
+#: Environment variable of the launcher choosing cold (0) or warm (1) run starts.
+WARM_START_ENV = "TETHER_LAUNCHER_WARM_START"
+
+_LAUNCH = """mutation($job: String!) {
+  launchRun(locationName: "bench", jobName: $job) {
+    __typename
+    ... on LaunchRunSuccess { run { id } }
+    ... on RunConfigValidationInvalid { message }
+    ... on JobNotFoundError { message }
+    ... on LocationNotLoadedError { message }
+  }
+}"""
+
+
+def warm_start_available() -> bool:
+    """Whether this checkout's launcher has a warm-start (fork server) setting."""
+    try:
+        from tether.launcher.settings import LauncherSettings
+    except ImportError:
+        return False
+    return any("warm" in name for name in LauncherSettings.model_fields)
+
+
+class TetherSystem:
+    """One Tether stack (NATS, control plane on SQLite, poller, launcher, relays).
+
+    Args:
+        workspace: where the stack keeps its state.
+        warm: start runs from the launcher's fork server (True) or cold (False).
+    """
+
+    def __init__(self, workspace: Workspace, *, warm: bool) -> None:
+        self.name = "tether-warm" if warm else "tether-cold"
+        self.settings = {WARM_START_ENV: "1" if warm else "0", "database": "SQLite"}
+        self._workspace = workspace
+        env = {
+            **workspace.bench_env(),
+            WARM_START_ENV: "1" if warm else "0",
+            # No exporter: tracing stays on (it is part of the product) but ships nowhere.
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
+        }
+        self._stack = DevStack(
+            StackConfig(
+                home=workspace.root,
+                port=free_port(),
+                nats_port=free_port(),
+                workspace_file=JOBS_DIR / "workspace.toml",
+                env=env,
+            )
+        )
+        self._http = httpx.Client(base_url=self._stack.config.url, timeout=60)
+        self._event_cursor: dict[str, tuple[int | None, int]] = {}
+
+    def _gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = self._http.post("/graphql", json={"query": query, "variables": variables}).json()
+        if body.get("errors"):
+            raise BenchError(f"{self.name} GraphQL error: {body['errors']}")
+        return body["data"]
+
+    def start(self) -> None:
+        """Start the stack and wait until the bench location is loaded."""
+        self._stack.start()
+
+        def loaded() -> bool:
+            locs = self._gql("{ codeLocations { name loadStatus } }")["codeLocations"]
+            return any(x["name"] == LOCATION and x["loadStatus"] == "LOADED" for x in locs)
+
+        try:
+            wait_until("the bench code location to load", loaded, timeout=120, interval=0.2)
+        except BenchError as err:
+            logs = "\n".join(f"--- {n}\n{self._stack.tail(n)}" for n, _ in self._stack.processes())
+            raise BenchError(f"{err}\n{logs}") from err
+
+    def stop(self) -> None:
+        """Stop the stack."""
+        self._http.close()
+        # SIGTERM, then SIGKILL after 5 s: some agent services take longer to exit than a
+        # benchmark should wait (see bench/README.md, "known gaps").
+        self._stack.stop(timeout=5)
+
+    def roots(self) -> list[int]:
+        """Pids of the stack's children (NATS, control plane, agent services)."""
+        return [proc.pid for _, proc in self._stack.processes()]
+
+    def submit(self, job: str) -> str:
+        """launchRun; returns the run id."""
+        result = self._gql(_LAUNCH, job=job)["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise BenchError(f"launchRun({job}) -> {result}")
+        return str(result["run"]["id"])
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """States of the runs, read page by page from ``runs`` (newest first)."""
+        wanted = set(run_ids)
+        found: dict[str, str] = {}
+        offset = 0
+        while len(found) < len(wanted):
+            page = self._gql(
+                "query($o: Int!) { runs(limit: 1000, offset: $o) { id status } }", o=offset
+            )["runs"]
+            for run in page:
+                if run["id"] in wanted:
+                    found[run["id"]] = _normalize(run["status"])
+            if len(page) < 1000:
+                break
+            offset += 1000
+        return {rid: found.get(rid, PENDING) for rid in wanted}
+
+    def count_log_events(self, run_id: str) -> int:
+        """LOG events of the run stored in the control plane (read incrementally)."""
+        after, count = self._event_cursor.get(run_id, (None, 0))
+        events = self._gql(
+            "query($id: String!, $after: Int) { run(id: $id) { events(afterId: $after) "
+            "{ id eventType } } }",
+            id=run_id,
+            after=after,
+        )["run"]["events"]
+        for event in events:
+            if event["eventType"] == "LOG":
+                count += 1
+        if events:
+            after = max(e["id"] for e in events)
+        self._event_cursor[run_id] = (after, count)
+        return count
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Recent output of every service (for error messages)."""
+        return "\n".join(
+            f"--- {n}\n{self._stack.tail(n, lines)}" for n, _ in self._stack.processes()
+        )
+
+
+def _normalize(status: str) -> str:
+    if status == "SUCCESS":
+        return SUCCESS
+    if status in ("FAILURE", "CANCELED"):
+        return FAILURE
+    return PENDING

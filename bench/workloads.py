@@ -1,0 +1,152 @@
+"""The workloads, written once against :class:`bench.systems.base.System`.
+
+Each returns :class:`bench.report.Measurement` rows; none asserts anything about speed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.processes import tree, tree_cpu_s
+from bench.report import Measurement, percentile
+from bench.systems.base import (
+    FAILURE,
+    LOG_STORM,
+    PENDING,
+    TWO_OPS,
+    BenchError,
+    System,
+    wait_until,
+)
+
+Log = Callable[[str], None]
+
+
+def read_marks(path: Path) -> list[float]:
+    """Start times the first ops appended to the mark file, in file order."""
+    if not path.exists():
+        return []
+    marks: list[float] = []
+    for line in path.read_text().splitlines():
+        head = line.split(" ", 1)[0]
+        try:
+            marks.append(float(head))
+        except ValueError:
+            continue  # a torn line cannot happen with O_APPEND writes, but do not trust it
+    return marks
+
+
+def wait_runs(system: System, run_ids: list[str], timeout: float) -> dict[str, str]:
+    """Poll until no run is pending; return final states."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = system.statuses(run_ids)
+        if PENDING not in states.values():
+            return states
+        if time.monotonic() > deadline:
+            pending = sum(1 for s in states.values() if s == PENDING)
+            raise BenchError(f"{system.name}: {pending}/{len(run_ids)} runs unfinished")
+        time.sleep(0.25)
+
+
+def footprint(system: System, settle_s: float = 5.0) -> list[Measurement]:
+    """Resident memory and process count of the idle system."""
+    time.sleep(settle_s)
+    procs = tree(system.roots())
+    rss_mb = sum(p.rss_bytes for p in procs) / 1e6
+    return [
+        Measurement("footprint", "idle", "RSS", system.name, rss_mb, "MB"),
+        Measurement("footprint", "idle", "processes", system.name, float(len(procs)), "procs"),
+    ]
+
+
+def pickup(
+    system: System, mark_file: Path, tries: int, timeout: float, log: Log
+) -> list[Measurement]:
+    """Submission to the first line of user code, one run at a time on an idle system."""
+    latencies: list[float] = []
+    for i in range(tries):
+        before = len(read_marks(mark_file))
+        submitted = time.time()
+        run_id = system.submit(TWO_OPS)
+        wait_until(
+            f"{system.name} pickup run {i} to start",
+            lambda before=before: len(read_marks(mark_file)) > before,
+            timeout,
+            interval=0.02,
+        )
+        latencies.append(read_marks(mark_file)[before] - submitted)
+        states = wait_runs(system, [run_id], timeout)
+        if states[run_id] == FAILURE:
+            raise BenchError(f"{system.name}: pickup run {run_id} failed")
+        time.sleep(0.5)  # idle again before the next try
+    log(f"{system.name} pickup: " + ", ".join(f"{x:.2f}" for x in latencies))
+    case = f"{tries} tries"
+    return [
+        Measurement("pickup", case, "p50", system.name, percentile(latencies, 50), "s"),
+        Measurement("pickup", case, "p95", system.name, percentile(latencies, 95), "s"),
+        Measurement("pickup", case, "max", system.name, max(latencies), "s"),
+    ]
+
+
+def storm(
+    system: System, n: int, timeout: float, log: Log, *, concurrent_submit: bool = False
+) -> list[Measurement]:
+    """Submit ``n`` runs at once; wall time until all finished, and CPU per run."""
+    roots = system.roots()
+    cpu_before = tree_cpu_s(roots)
+    started = time.monotonic()
+    if concurrent_submit:
+        with ThreadPoolExecutor(8) as pool:
+            run_ids = list(pool.map(lambda _: system.submit(TWO_OPS), range(n)))
+    else:
+        run_ids = [system.submit(TWO_OPS) for _ in range(n)]
+    submitted = time.monotonic() - started
+    states = wait_runs(system, run_ids, timeout)
+    wall = time.monotonic() - started
+    cpu = tree_cpu_s(roots) - cpu_before
+    failed = sum(1 for s in states.values() if s == FAILURE)
+    log(f"{system.name} storm N={n}: {wall:.1f}s (submit {submitted:.1f}s), {failed} failed")
+    note = f"{failed} of {n} runs failed" if failed else ""
+    case = f"N={n}"
+    return [
+        Measurement("storm", case, "wall", system.name, wall, "s", note=note),
+        Measurement("storm", case, "runs/s", system.name, n / wall, "runs/s", True),
+        Measurement("storm", case, "submit", system.name, submitted, "s"),
+        Measurement("storm", case, "CPU/run", system.name, cpu / n, "CPU s/run"),
+    ]
+
+
+def events(system: System, n_events: int, timeout: float, log: Log) -> list[Measurement]:
+    """One op logs ``n_events`` structured lines; time until all are queryable."""
+    started = time.monotonic()
+    run_id = system.submit(LOG_STORM)
+    deadline = started + timeout
+    count = 0
+    while count < n_events:
+        if time.monotonic() > deadline:
+            log(f"{system.name} events: only {count}/{n_events} stored after {timeout:.0f}s")
+            return [
+                Measurement(
+                    "events",
+                    f"{n_events:,} log lines",
+                    "events/s",
+                    system.name,
+                    count / timeout,
+                    "events/s",
+                    True,
+                    note=f"timed out: {count} of {n_events} stored after {timeout:.0f}s",
+                )
+            ]
+        time.sleep(0.5)
+        count = system.count_log_events(run_id)
+    elapsed = time.monotonic() - started
+    log(f"{system.name} events: {n_events} in {elapsed:.1f}s")
+    case = f"{n_events:,} log lines"
+    return [
+        Measurement("events", case, "until queryable", system.name, elapsed, "s"),
+        Measurement("events", case, "events/s", system.name, n_events / elapsed, "events/s", True),
+    ]
