@@ -194,4 +194,17 @@ def _grouped(
 
 def facts_block(facts: dict[str, Any]) -> str:
     """The machine and version facts as a markdown bullet list."""
-    return "\n".join(f"- {key}: {value}" for key, value in facts.items()) + "\n"
+    lines: list[str] = []
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            lines.append(f"- {key}:")
+            lines.extend(f"  - {k}: {_fact(v)}" for k, v in value.items())
+        else:
+            lines.append(f"- {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)

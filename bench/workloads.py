@@ -59,7 +59,7 @@ def footprint(system: System, settle_s: float = 5.0) -> list[Measurement]:
     rss_mb = sum(p.rss_bytes for p in procs) / 1e6
     return [
         Measurement("footprint", "idle", "RSS", system.name, rss_mb, "MB"),
-        Measurement("footprint", "idle", "processes", system.name, float(len(procs)), "procs"),
+        Measurement("footprint", "idle", "processes", system.name, float(len(procs)), ""),
     ]
 
 
