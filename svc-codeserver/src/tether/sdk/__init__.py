@@ -1,48 +1,119 @@
-"""Tether SDK: declare ops and jobs, and expose them as a code location's ``Definitions``.
+"""Tether SDK: declare ops, jobs, partitions, schedules and sensors as ``Definitions``.
 
-Importing this package is deliberately cheap (pydantic only, no gRPC, NATS or tracing),
-because every run worker and code server imports it before user code.
+Importing this package is deliberately cheap (pydantic only, no gRPC, NATS, tracing or
+cron parsing), because every run worker and code server imports it before user code.
 
 Example::
 
-    from tether.sdk import Definitions, OpContext, job, op
+    from tether.sdk import (
+        DailyPartitionsDefinition, Definitions, OpContext, RetryPolicy, RunRequest,
+        SensorEvaluationContext, build_schedule_from_partitioned_job, job, op, sensor,
+    )
 
-    @op
-    def name() -> str:
-        return "world"
+    @op(retry_policy=RetryPolicy(max_retries=3, delay=1.0, backoff="EXPONENTIAL"))
+    def greet(context: OpContext) -> None:
+        context.log.info(f"hello from partition {context.partition_key}")
 
-    @op
-    def greet(context: OpContext, who: str) -> None:
-        print(f"hello {who}")
-        context.log.info("greeted")
-
-    @job
+    @job(partitions_def=DailyPartitionsDefinition(start="2026-01-01", timezone="Europe/Berlin"))
     def hello():
-        greet(name())
+        greet()
 
-    defs = Definitions(jobs=[hello])
+    @sensor(job=hello, minimum_interval_seconds=60)
+    def on_demand(context: SensorEvaluationContext):
+        yield RunRequest(run_key="2026-01-01", partition_key="2026-01-01")
+
+    defs = Definitions(
+        jobs=[hello],
+        schedules=[build_schedule_from_partitioned_job(hello)],
+        sensors=[on_demand],
+    )
 """
 
-from tether.sdk._context import OpContext, OpLogger
+from tether.sdk._context import AssetMaterialization, OpContext, OpLogger
 from tether.sdk._definitions import Definitions
-from tether.sdk._errors import DefinitionError
+from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import EdgeDef, JobDefinition, Node, OutputHandle, job
 from tether.sdk._op import RESULT, OpDefinition, OpInputDef, op
+from tether.sdk._partitions import (
+    PARTITION_KEY_TAG,
+    PARTITION_SET_TAG,
+    DailyPartitionsDefinition,
+    HourlyPartitionsDefinition,
+    MonthlyPartitionsDefinition,
+    PartitionedConfig,
+    PartitionKeyError,
+    PartitionRun,
+    PartitionsDefinition,
+    StaticPartitionsDefinition,
+    TimeWindow,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
+    partitioned_config,
+)
+from tether.sdk._retry import Backoff, Jitter, RetryPolicy, RetryRequested
+from tether.sdk._run_request import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    TickResult,
+)
+from tether.sdk._schedule import (
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    build_schedule_from_partitioned_job,
+    schedule,
+)
 from tether.sdk._schema import job_config_schema
+from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext, sensor
 
 __all__ = [
+    "PARTITION_KEY_TAG",
+    "PARTITION_SET_TAG",
     "RESULT",
+    "AssetMaterialization",
+    "Backoff",
+    "DailyPartitionsDefinition",
+    "DefaultScheduleStatus",
+    "DefaultSensorStatus",
     "DefinitionError",
     "Definitions",
     "EdgeDef",
+    "HourlyPartitionsDefinition",
+    "Jitter",
     "JobDefinition",
+    "MonthlyPartitionsDefinition",
     "Node",
     "OpContext",
     "OpDefinition",
     "OpInputDef",
     "OpLogger",
     "OutputHandle",
+    "PartitionKeyError",
+    "PartitionRun",
+    "PartitionedConfig",
+    "PartitionsDefinition",
+    "RetryPolicy",
+    "RetryRequested",
+    "RunRequest",
+    "ScheduleDefinition",
+    "ScheduleEvaluationContext",
+    "SensorDefinition",
+    "SensorEvaluationContext",
+    "SensorResult",
+    "SkipReason",
+    "StaticPartitionsDefinition",
+    "TickResult",
+    "TimeWindow",
+    "TimeWindowPartitionsDefinition",
+    "UserCodeError",
+    "WeeklyPartitionsDefinition",
+    "build_schedule_from_partitioned_job",
     "job",
     "job_config_schema",
     "op",
+    "partitioned_config",
+    "schedule",
+    "sensor",
 ]

@@ -1,23 +1,37 @@
-"""``Definitions``: the one repository of jobs a code location exposes, and its snapshot."""
+"""``Definitions``: the repository a code location exposes: jobs, schedules, sensors."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from tether.sdk._errors import DefinitionError
+from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
+from tether.sdk._partitions import PartitionRun
+from tether.sdk._run_request import TickResult
+from tether.sdk._schedule import ScheduleDefinition
+from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext
 
 if TYPE_CHECKING:
     from tether.shared.messages import LocationSnapshot, RepositorySnapshot
 
 
+def _known(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
 class Definitions:
-    """Everything a code location defines: one repository of jobs.
+    """Everything a code location defines: one repository of jobs, schedules and sensors.
+
+    Jobs that a schedule or sensor targets are added to ``jobs`` if not listed. Partition
+    sets are derived from partitioned jobs (one per job, ``<job>_partition_set``).
 
     Args:
         jobs: the jobs; names must be unique.
+        schedules: the schedules.
+        sensors: the sensors; schedule and sensor names must be unique together.
         name: repository name.
         description: free text shown in the UI.
     """
@@ -26,18 +40,52 @@ class Definitions:
         self,
         jobs: Iterable[JobDefinition] = (),
         *,
+        schedules: Iterable[ScheduleDefinition] = (),
+        sensors: Iterable[SensorDefinition] = (),
         name: str = "default",
         description: str = "",
     ) -> None:
         self.name = check_name(name, "repository")
         self.description = description
         self.jobs: dict[str, JobDefinition] = {}
+        self.schedules: dict[str, ScheduleDefinition] = {}
+        self.sensors: dict[str, SensorDefinition] = {}
         for j in jobs:
             if not isinstance(j, JobDefinition):
                 raise DefinitionError(f"Definitions(jobs=...) expects @job objects, got {j!r}")
             if j.name in self.jobs:
                 raise DefinitionError(f"Definitions {name!r}: job {j.name!r} defined twice")
             self.jobs[j.name] = j
+        for s in schedules:
+            if not isinstance(s, ScheduleDefinition):
+                raise DefinitionError(f"Definitions(schedules=...) expects schedules, got {s!r}")
+            self._add_instigator(s.name, "schedule", s.jobs)
+            self.schedules[s.name] = s
+        for s in sensors:
+            if not isinstance(s, SensorDefinition):
+                raise DefinitionError(f"Definitions(sensors=...) expects sensors, got {s!r}")
+            self._add_instigator(s.name, "sensor", s.jobs)
+            self.sensors[s.name] = s
+
+    def _add_instigator(self, name: str, kind: str, jobs: Iterable[JobDefinition]) -> None:
+        if name in self.schedules or name in self.sensors:
+            raise DefinitionError(
+                f"Definitions {self.name!r}: {kind} name {name!r} is already a schedule or sensor"
+            )
+        for j in jobs:
+            known = self.jobs.setdefault(j.name, j)
+            if known is not j:
+                raise DefinitionError(
+                    f"Definitions {self.name!r}: {kind} {name!r} targets a job {j.name!r} "
+                    "that is not the job of that name in jobs=[...]"
+                )
+
+    @property
+    def partitioned_jobs(self) -> dict[str, JobDefinition]:
+        """Partition set name -> its partitioned job."""
+        return {
+            j.partition_set_name: j for j in self.jobs.values() if j.partition_set_name is not None
+        }
 
     def get_job(self, name: str) -> JobDefinition:
         """Return the job named ``name``.
@@ -48,10 +96,89 @@ class Definitions:
         try:
             return self.jobs[name]
         except KeyError:
-            known = ", ".join(sorted(self.jobs)) or "none"
             raise KeyError(
-                f"job {name!r} not found in repository {self.name!r} (jobs: {known})"
+                f"job {name!r} not found in repository {self.name!r} (jobs: {_known(self.jobs)})"
             ) from None
+
+    def get_schedule(self, name: str) -> ScheduleDefinition:
+        """Return the schedule named ``name`` (KeyError listing the known ones)."""
+        try:
+            return self.schedules[name]
+        except KeyError:
+            raise KeyError(
+                f"schedule {name!r} not found in repository {self.name!r} "
+                f"(schedules: {_known(self.schedules)})"
+            ) from None
+
+    def get_sensor(self, name: str) -> SensorDefinition:
+        """Return the sensor named ``name`` (KeyError listing the known ones)."""
+        try:
+            return self.sensors[name]
+        except KeyError:
+            raise KeyError(
+                f"sensor {name!r} not found in repository {self.name!r} "
+                f"(sensors: {_known(self.sensors)})"
+            ) from None
+
+    def get_partitioned_job(self, partition_set_name: str) -> JobDefinition:
+        """Return the job of partition set ``partition_set_name`` (KeyError if unknown)."""
+        jobs = self.partitioned_jobs
+        try:
+            return jobs[partition_set_name]
+        except KeyError:
+            raise KeyError(
+                f"partition set {partition_set_name!r} not found in repository {self.name!r} "
+                f"(partition sets: {_known(jobs)})"
+            ) from None
+
+    def partition_keys(
+        self, partition_set_name: str, current_time: datetime | None = None
+    ) -> list[str]:
+        """Keys of a partition set at ``current_time`` (default now)."""
+        job = self.get_partitioned_job(partition_set_name)
+        assert job.partitions_def is not None
+        return job.partitions_def.get_partition_keys(current_time or datetime.now(UTC))
+
+    def partition_run(
+        self, partition_set_name: str, partition_key: str, current_time: datetime | None = None
+    ) -> PartitionRun:
+        """Run config and tags of one partition.
+
+        Raises:
+            KeyError: unknown partition set.
+            PartitionKeyError: unknown key.
+            UserCodeError: the partitioned config function raised (as ``__cause__``).
+        """
+        job = self.get_partitioned_job(partition_set_name)
+        try:
+            return job.partition_run(partition_key, current_time)
+        except DefinitionError:
+            raise
+        except Exception as err:
+            raise UserCodeError("partition set", partition_set_name, f"raised {err!r}") from err
+
+    def evaluate_schedule(self, name: str, scheduled_time: datetime) -> TickResult:
+        """Evaluate schedule ``name`` for its tick at ``scheduled_time`` (aware)."""
+        return self.get_schedule(name).evaluate_tick(scheduled_time)
+
+    def evaluate_sensor(
+        self,
+        name: str,
+        *,
+        cursor: str | None = None,
+        last_tick_time: datetime | None = None,
+        last_run_key: str | None = None,
+        current_time: datetime | None = None,
+    ) -> TickResult:
+        """Evaluate sensor ``name`` once with the state its previous tick left."""
+        context = SensorEvaluationContext(
+            sensor_name=name,
+            cursor=cursor,
+            last_tick_time=last_tick_time,
+            last_run_key=last_run_key,
+            current_time=current_time or datetime.now(UTC),
+        )
+        return self.get_sensor(name).evaluate_tick(context)
 
     def repository_snapshot(self) -> RepositorySnapshot:
         """Describe this repository for the control plane."""
@@ -68,4 +195,7 @@ class Definitions:
         )
 
     def __repr__(self) -> str:
-        return f"Definitions(name={self.name!r}, jobs={list(self.jobs)!r})"
+        return (
+            f"Definitions(name={self.name!r}, jobs={list(self.jobs)!r}, "
+            f"schedules={list(self.schedules)!r}, sensors={list(self.sensors)!r})"
+        )

@@ -12,10 +12,21 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from tether.sdk._errors import DefinitionError
 from tether.sdk._op import RESULT, OpDefinition, check_name
+from tether.sdk._partitions import (
+    PARTITION_KEY_TAG,
+    PARTITION_SET_TAG,
+    PartitionedConfig,
+    PartitionRun,
+    PartitionsDefinition,
+)
+from tether.sdk._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -59,12 +70,57 @@ class EdgeDef:
 
 @dataclass(frozen=True)
 class JobDefinition:
-    """A named graph of nodes; ``nodes`` is in a valid execution (topological) order."""
+    """A named graph of nodes; ``nodes`` is in a valid execution (topological) order.
+
+    Attributes:
+        partitions_def: the job's partitions, if it is partitioned.
+        partitioned_config: run config and tags per partition key, if given.
+        op_retry_policy: retry policy of every op that has none of its own.
+    """
 
     name: str
     nodes: tuple[Node, ...]
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    partitions_def: PartitionsDefinition | None = None
+    partitioned_config: PartitionedConfig | None = None
+    op_retry_policy: RetryPolicy | None = None
+
+    @property
+    def partition_set_name(self) -> str | None:
+        """Name of the job's partition set (``<job>_partition_set``), if partitioned."""
+        return f"{self.name}_partition_set" if self.partitions_def is not None else None
+
+    def retry_policy_for(self, node_name: str) -> RetryPolicy | None:
+        """The retry policy of node ``node_name``: its op's own, else the job's default."""
+        return self.node(node_name).op.retry_policy or self.op_retry_policy
+
+    def partition_run(
+        self, partition_key: str, current_time: datetime | None = None
+    ) -> PartitionRun:
+        """Run config and tags of a run of partition ``partition_key``.
+
+        Calls user code (the partitioned config functions): may raise anything.
+
+        Raises:
+            DefinitionError: the job is not partitioned.
+            PartitionKeyError: no such partition at ``current_time`` (default now).
+        """
+        if self.partitions_def is None:
+            raise DefinitionError(f"job {self.name!r} is not partitioned")
+        key = self.partitions_def.check_key(partition_key, current_time)
+        run_config: dict[str, Any] = {}
+        user_tags: dict[str, str] = {}
+        if self.partitioned_config is not None:
+            run_config = self.partitioned_config.run_config_for_partition(key)
+            user_tags = self.partitioned_config.tags_for_partition(key)
+        tags = {
+            **user_tags,
+            **self.partitions_def.tags_for_key(key),
+            PARTITION_KEY_TAG: key,
+            PARTITION_SET_TAG: self.partition_set_name or "",
+        }
+        return PartitionRun(partition_key=key, run_config=run_config, tags=tags)
 
     def node(self, name: str) -> Node:
         """Return the node named ``name`` (KeyError if absent)."""
@@ -165,15 +221,42 @@ def current_composition() -> _Composition | None:
     return _composition.get()
 
 
-def _build_job(
-    fn: Callable[[], Any],
-    name: str | None,
-    description: str | None,
-    tags: Mapping[str, str] | None,
-) -> JobDefinition:
+@dataclass(frozen=True)
+class _JobOptions:
+    name: str | None = None
+    description: str | None = None
+    tags: Mapping[str, str] | None = None
+    partitions_def: PartitionsDefinition | None = None
+    config: PartitionedConfig | None = None
+    op_retry_policy: RetryPolicy | None = None
+
+
+def _partitioning(
+    job_name: str, options: _JobOptions
+) -> tuple[PartitionsDefinition | None, PartitionedConfig | None]:
+    partitions_def, config = options.partitions_def, options.config
+    if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
+        raise DefinitionError(f"job {job_name!r}: partitions_def must be a PartitionsDefinition")
+    if config is None:
+        return partitions_def, None
+    if not isinstance(config, PartitionedConfig):
+        raise DefinitionError(
+            f"job {job_name!r}: config must be a PartitionedConfig (see @partitioned_config)"
+        )
+    if partitions_def is not None and partitions_def != config.partitions_def:
+        raise DefinitionError(
+            f"job {job_name!r}: partitions_def differs from the partitioned config's partitions"
+        )
+    return config.partitions_def, config
+
+
+def _build_job(fn: Callable[[], Any], options: _JobOptions) -> JobDefinition:
     if not callable(fn):
         raise DefinitionError(f"@job needs a function, got {fn!r}")
-    job_name = check_name(name or fn.__name__, "job")
+    job_name = check_name(options.name or fn.__name__, "job")
+    partitions_def, partitioned_config = _partitioning(job_name, options)
+    if options.op_retry_policy is not None and not isinstance(options.op_retry_policy, RetryPolicy):
+        raise DefinitionError(f"job {job_name!r}: op_retry_policy must be a RetryPolicy")
     if inspect.signature(fn).parameters:
         raise DefinitionError(f"job {job_name!r}: a job body takes no parameters")
     composition = _Composition(job_name)
@@ -188,8 +271,13 @@ def _build_job(
         name=job_name,
         # Insertion order is topological: a handle exists only after its node was added.
         nodes=tuple(composition.nodes.values()),
-        description=description if description is not None else inspect.getdoc(fn) or "",
-        tags={str(k): str(v) for k, v in (tags or {}).items()},
+        description=(
+            options.description if options.description is not None else inspect.getdoc(fn) or ""
+        ),
+        tags={str(k): str(v) for k, v in (options.tags or {}).items()},
+        partitions_def=partitions_def,
+        partitioned_config=partitioned_config,
+        op_retry_policy=options.op_retry_policy,
     )
 
 
@@ -203,6 +291,9 @@ def job(
     name: str | None = None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    config: PartitionedConfig | None = None,
+    op_retry_policy: RetryPolicy | None = None,
 ) -> Callable[[Callable[[], Any]], JobDefinition]: ...
 
 
@@ -213,6 +304,9 @@ def job(
     name: str | None = None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    config: PartitionedConfig | None = None,
+    op_retry_policy: RetryPolicy | None = None,
 ) -> JobDefinition | Callable[[Callable[[], Any]], JobDefinition]:
     """Declare a job, bare (``@job``) or with options (``@job(name=...)``).
 
@@ -223,11 +317,16 @@ def job(
         name: job name; defaults to the function name.
         description: defaults to the function's docstring.
         tags: string key/value tags.
+        partitions_def: partitions of the job (runs of a partition get its key as tags).
+        config: a :class:`~tether.sdk.PartitionedConfig` giving each partition's run config
+            and tags (its partitions become the job's).
+        op_retry_policy: retry policy of every op without its own.
     """
+    options = _JobOptions(name, description, tags, partitions_def, config, op_retry_policy)
     if fn is not None:
-        return _build_job(fn, name, description, tags)
+        return _build_job(fn, options)
 
     def decorate(f: Callable[[], Any]) -> JobDefinition:
-        return _build_job(f, name, description, tags)
+        return _build_job(f, options)
 
     return decorate

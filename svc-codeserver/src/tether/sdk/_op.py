@@ -11,6 +11,7 @@ from typing import Any, overload
 
 from pydantic import BaseModel
 from tether.sdk._errors import DefinitionError
+from tether.sdk._retry import RetryPolicy
 
 #: Names become NATS subject tokens (step keys), so they are restricted to this alphabet.
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -70,6 +71,7 @@ class OpDefinition:
     output_annotation: Any = Any
     config_model: type[BaseModel] | None = None
     wants_context: bool = False
+    retry_policy: RetryPolicy | None = None
 
     @property
     def output_type_name(self) -> str:
@@ -127,10 +129,13 @@ def _build_op(
     name: str | None,
     description: str | None,
     tags: Mapping[str, str] | None,
+    retry_policy: RetryPolicy | None = None,
 ) -> OpDefinition:
     if not callable(fn):
         raise DefinitionError(f"@op needs a function, got {fn!r}")
     op_name = check_name(name or fn.__name__, "op")
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise DefinitionError(f"op {op_name!r}: retry_policy must be a RetryPolicy")
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable forward refs: fall back to raw annotations
@@ -166,6 +171,7 @@ def _build_op(
         output_annotation=hints.get("return", Any),
         config_model=config_model,
         wants_context=wants_context,
+        retry_policy=retry_policy,
     )
 
 
@@ -179,6 +185,7 @@ def op(
     name: str | None = None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], OpDefinition]: ...
 
 
@@ -189,6 +196,7 @@ def op(
     name: str | None = None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> OpDefinition | Callable[[Callable[..., Any]], OpDefinition]:
     """Declare an op (a step of a job), bare (``@op``) or with options (``@op(name=...)``).
 
@@ -202,11 +210,13 @@ def op(
         name: op name; defaults to the function name.
         description: defaults to the function's docstring.
         tags: string key/value tags.
+        retry_policy: how to retry the op when it raises (the job's ``op_retry_policy``
+            applies when unset).
     """
     if fn is not None:
-        return _build_op(fn, name, description, tags)
+        return _build_op(fn, name, description, tags, retry_policy)
 
     def decorate(f: Callable[..., Any]) -> OpDefinition:
-        return _build_op(f, name, description, tags)
+        return _build_op(f, name, description, tags, retry_policy)
 
     return decorate

@@ -6,20 +6,46 @@ from typing import TYPE_CHECKING
 
 from tether.sdk._job import JobDefinition, Node
 from tether.sdk._op import RESULT
+from tether.sdk._partitions import (
+    PartitionsDefinition,
+    StaticPartitionsDefinition,
+    TimeWindowPartitionsDefinition,
+)
+from tether.sdk._retry import RetryPolicy
+from tether.sdk._schedule import ScheduleDefinition
+from tether.sdk._sensor import SensorDefinition
 from tether.shared.messages import (
     Edge,
+    InstigatorStatus,
     JobSnapshot,
     OpInput,
     OpOutput,
     OpSnapshot,
+    PartitionSetSnapshot,
+    PartitionsKind,
+    PartitionsSnapshot,
     RepositorySnapshot,
+    RetryPolicySnapshot,
+    ScheduleSnapshot,
+    SensorSnapshot,
 )
 
 if TYPE_CHECKING:
     from tether.sdk._definitions import Definitions
 
 
-def _op_snapshot(node: Node) -> OpSnapshot:
+def _retry_snapshot(policy: RetryPolicy | None) -> RetryPolicySnapshot | None:
+    if policy is None:
+        return None
+    return RetryPolicySnapshot(
+        max_retries=policy.max_retries,
+        delay_s=float(policy.delay),
+        backoff=str(policy.backoff) if policy.backoff else None,
+        jitter=str(policy.jitter) if policy.jitter else None,
+    )
+
+
+def _op_snapshot(job: JobDefinition, node: Node) -> OpSnapshot:
     op = node.op
     return OpSnapshot(
         name=node.name,
@@ -28,6 +54,7 @@ def _op_snapshot(node: Node) -> OpSnapshot:
         inputs=[OpInput(name=i.name, type_name=i.type_name) for i in op.inputs],
         outputs=[OpOutput(name=RESULT, type_name=op.output_type_name)],
         config_schema=op.config_schema(),
+        retry_policy=_retry_snapshot(job.retry_policy_for(node.name)),
     )
 
 
@@ -37,7 +64,7 @@ def job_snapshot(job: JobDefinition) -> JobSnapshot:
         name=job.name,
         description=job.description,
         tags=dict(job.tags),
-        ops=[_op_snapshot(node) for node in job.nodes],
+        ops=[_op_snapshot(job, node) for node in job.nodes],
         edges=[
             Edge(
                 from_op=e.from_node, from_output=e.from_output, to_op=e.to_node, to_input=e.to_input
@@ -45,13 +72,68 @@ def job_snapshot(job: JobDefinition) -> JobSnapshot:
             for e in job.edges
         ],
         config_schema=job.config_schema(),
+        partition_set_name=job.partition_set_name,
+    )
+
+
+def partitions_snapshot(partitions: PartitionsDefinition) -> PartitionsSnapshot:
+    """Describe a partitions definition."""
+    if isinstance(partitions, StaticPartitionsDefinition):
+        return PartitionsSnapshot(
+            kind=PartitionsKind.STATIC, static_keys=list(partitions.partition_keys)
+        )
+    if isinstance(partitions, TimeWindowPartitionsDefinition):
+        return PartitionsSnapshot(
+            kind=PartitionsKind.TIME_WINDOW,
+            cron_schedule=partitions.cron_schedule,
+            fmt=partitions.fmt,
+            timezone=partitions.timezone,
+            start_timestamp=partitions.start.timestamp(),
+            end_timestamp=partitions.end.timestamp() if partitions.end else None,
+            end_offset=partitions.end_offset,
+        )
+    raise TypeError(f"cannot describe partitions {partitions!r}")
+
+
+def _schedule_snapshot(schedule: ScheduleDefinition) -> ScheduleSnapshot:
+    return ScheduleSnapshot(
+        name=schedule.name,
+        description=schedule.description,
+        cron_schedule=schedule.cron_schedule,
+        execution_timezone=schedule.execution_timezone,
+        job_names=schedule.job_names,
+        tags=dict(schedule.tags),
+        default_status=InstigatorStatus(schedule.default_status.value),
+    )
+
+
+def _sensor_snapshot(sensor: SensorDefinition) -> SensorSnapshot:
+    return SensorSnapshot(
+        name=sensor.name,
+        description=sensor.description,
+        job_names=sensor.job_names,
+        minimum_interval_seconds=sensor.minimum_interval_seconds,
+        default_status=InstigatorStatus(sensor.default_status.value),
     )
 
 
 def repository_snapshot(defs: Definitions) -> RepositorySnapshot:
     """Describe one repository."""
+    partition_sets = []
+    for set_name, job in defs.partitioned_jobs.items():
+        assert job.partitions_def is not None
+        partition_sets.append(
+            PartitionSetSnapshot(
+                name=set_name,
+                job_name=job.name,
+                partitions=partitions_snapshot(job.partitions_def),
+            )
+        )
     return RepositorySnapshot(
         name=defs.name,
         description=defs.description,
         jobs=[job_snapshot(j) for j in defs.jobs.values()],
+        schedules=[_schedule_snapshot(s) for s in defs.schedules.values()],
+        sensors=[_sensor_snapshot(s) for s in defs.sensors.values()],
+        partition_sets=partition_sets,
     )

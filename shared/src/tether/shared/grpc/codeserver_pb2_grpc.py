@@ -44,6 +44,26 @@ class CodeServerStub:
                 request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetSnapshotRequest.SerializeToString,
                 response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetSnapshotReply.FromString,
                 _registered_method=True)
+        self.GetPartitionKeys = channel.unary_unary(
+                '/tether.codeserver.v1.CodeServer/GetPartitionKeys',
+                request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionKeysRequest.SerializeToString,
+                response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionKeysReply.FromString,
+                _registered_method=True)
+        self.GetPartitionRunConfig = channel.unary_unary(
+                '/tether.codeserver.v1.CodeServer/GetPartitionRunConfig',
+                request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionRunConfigRequest.SerializeToString,
+                response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionRunConfigReply.FromString,
+                _registered_method=True)
+        self.EvaluateSchedule = channel.unary_unary(
+                '/tether.codeserver.v1.CodeServer/EvaluateSchedule',
+                request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateScheduleRequest.SerializeToString,
+                response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateScheduleReply.FromString,
+                _registered_method=True)
+        self.EvaluateSensor = channel.unary_unary(
+                '/tether.codeserver.v1.CodeServer/EvaluateSensor',
+                request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorRequest.SerializeToString,
+                response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorReply.FromString,
+                _registered_method=True)
 
 
 class CodeServerServicer:
@@ -63,6 +83,34 @@ class CodeServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPartitionKeys(self, request, context):
+        """The keys of a partition set at a given time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPartitionRunConfig(self, request, context):
+        """The run config and tags of one partition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateSchedule(self, request, context):
+        """Evaluate a schedule's tick at a given time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateSensor(self, request, context):
+        """Evaluate a sensor once, with the state its previous tick left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CodeServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +123,26 @@ def add_CodeServerServicer_to_server(servicer, server):
                     servicer.GetSnapshot,
                     request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetSnapshotRequest.FromString,
                     response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetSnapshotReply.SerializeToString,
+            ),
+            'GetPartitionKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPartitionKeys,
+                    request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionKeysRequest.FromString,
+                    response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionKeysReply.SerializeToString,
+            ),
+            'GetPartitionRunConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPartitionRunConfig,
+                    request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionRunConfigRequest.FromString,
+                    response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionRunConfigReply.SerializeToString,
+            ),
+            'EvaluateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateSchedule,
+                    request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateScheduleRequest.FromString,
+                    response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateScheduleReply.SerializeToString,
+            ),
+            'EvaluateSensor': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateSensor,
+                    request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorRequest.FromString,
+                    response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +199,114 @@ class CodeServer:
             '/tether.codeserver.v1.CodeServer/GetSnapshot',
             tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetSnapshotRequest.SerializeToString,
             tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetSnapshotReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPartitionKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.codeserver.v1.CodeServer/GetPartitionKeys',
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionKeysRequest.SerializeToString,
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionKeysReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPartitionRunConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.codeserver.v1.CodeServer/GetPartitionRunConfig',
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionRunConfigRequest.SerializeToString,
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.GetPartitionRunConfigReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.codeserver.v1.CodeServer/EvaluateSchedule',
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateScheduleRequest.SerializeToString,
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateScheduleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateSensor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.codeserver.v1.CodeServer/EvaluateSensor',
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorRequest.SerializeToString,
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorReply.FromString,
             options,
             channel_credentials,
             insecure,
