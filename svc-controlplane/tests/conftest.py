@@ -1,9 +1,15 @@
-"""Fixtures: a real control plane (ASGI app + SQLite file in tmp) and a GraphQL client for it."""
+"""Fixtures: a real control plane (ASGI app over SQLite or PostgreSQL) and a GraphQL client.
+
+Every test that takes ``database_url`` (directly, or through ``settings`` / ``api``) runs
+once per database: ``[sqlite]`` on a temp file, ``[postgresql]`` on the session's
+throwaway PostgreSQL database, emptied before the test (see ``db_backends``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,10 +17,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import psycopg  # noqa: E402
 from controlplane_testkit import WORKSPACE, Api  # noqa: E402
+from db_backends import PostgresDatabase, admin_url, session_database  # noqa: E402
 from tether.controlplane.app import create_app, open_control_plane  # noqa: E402
 from tether.controlplane.settings import ControlPlaneSettings  # noqa: E402
 from tether.shared import telemetry  # noqa: E402
+from tether.shared.testing import skip_or_fail  # noqa: E402
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,14 +34,43 @@ def _tracing() -> None:
     telemetry.configure_tracing("tether-controlplane-tests")
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabase]:
+    """This session's throwaway PostgreSQL database (created here, dropped at the end)."""
+    stack = contextlib.ExitStack()
+    try:
+        database = stack.enter_context(session_database())
+    except psycopg.OperationalError as err:
+        where = admin_url().render_as_string(hide_password=True)
+        skip_or_fail(f"PostgreSQL at {where} ({str(err).strip()}); .ci/run starts one")
+    with stack:
+        yield database
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database this test runs on."""
+    return str(request.param)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> ControlPlaneSettings:
-    """Settings of a control plane on a fresh SQLite file, with a dev token and workspace."""
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """SQLAlchemy async URL of an empty database of ``backend``."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'state' / 'cp.db'}"
+    database: PostgresDatabase = request.getfixturevalue("postgres")
+    database.reset()
+    return database.url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> ControlPlaneSettings:
+    """Settings of a control plane on an empty database, with a dev token and workspace."""
     workspace = tmp_path / "workspace" / "workspace.toml"
     workspace.parent.mkdir()
     workspace.write_text(WORKSPACE)
     return ControlPlaneSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'state' / 'cp.db'}",
+        database_url=database_url,
         agent_token_file=tmp_path / "state" / "agent.token",
         workspace_file=workspace,
         claim_recheck_s=0.05,

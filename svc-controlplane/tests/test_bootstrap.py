@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from controlplane_testkit import Api
+from sqlalchemy import select
 from tether.controlplane.app import open_control_plane
 from tether.controlplane.auth import hash_token
 from tether.controlplane.bootstrap import read_workspace
+from tether.controlplane.db import Base
 from tether.controlplane.errors import BootstrapError, WorkspaceFileError
 from tether.controlplane.settings import ControlPlaneSettings
 
@@ -21,22 +23,29 @@ def _db_bytes(db_file: Path) -> bytes:
 
 
 async def test_token_file_is_private_and_only_its_hash_is_stored(
-    api: Api, settings: ControlPlaneSettings
+    api: Api, settings: ControlPlaneSettings, backend: str
 ) -> None:
     assert settings.agent_token_file is not None
     mode = stat.S_IMODE(settings.agent_token_file.stat().st_mode)
     assert mode == 0o600
-    stored = _db_bytes(Path(api.cp.db.url.database or ""))
-    assert hash_token(api.token).encode() in stored
-    assert api.token.encode() not in stored
+    async with api.cp.db.reading() as session:
+        every_row = [
+            row
+            for table in Base.metadata.sorted_tables
+            for row in (await session.execute(select(table))).all()
+        ]
+    assert hash_token(api.token) in repr(every_row)
+    assert api.token not in repr(every_row)
+    if backend == "sqlite":
+        stored = _db_bytes(Path(api.cp.db.url.database or ""))
+        assert hash_token(api.token).encode() in stored
+        assert api.token.encode() not in stored
 
 
-async def test_an_existing_token_file_is_registered(tmp_path: Path) -> None:
+async def test_an_existing_token_file_is_registered(tmp_path: Path, database_url: str) -> None:
     token_file = tmp_path / "given.token"
     token_file.write_text("my-own-token\n")
-    settings = ControlPlaneSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'cp.db'}", agent_token_file=token_file
-    )
+    settings = ControlPlaneSettings(database_url=database_url, agent_token_file=token_file)
     from tether.controlplane import auth
 
     async with open_control_plane(settings) as cp:

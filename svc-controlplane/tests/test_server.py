@@ -114,13 +114,13 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) ->
     return seen
 
 
-def test_serve_subprocess_with_env_settings_and_sigterm(tmp_path: Path) -> None:
+def test_serve_subprocess_with_env_settings_and_sigterm(tmp_path: Path, database_url: str) -> None:
     port = free_port()
     workspace = tmp_path / "workspace.toml"
     workspace.write_text('[[locations]]\nname = "loc"\nmodule = "m"\n')
     env = {
         **os.environ,
-        "TETHER_CONTROLPLANE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'home' / 'cp.db'}",
+        "TETHER_CONTROLPLANE_DATABASE_URL": database_url,
         "TETHER_CONTROLPLANE_PORT": str(port),
         "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(tmp_path / "home" / "agent.token"),
         "TETHER_CONTROLPLANE_WORKSPACE_FILE": str(workspace),
@@ -153,8 +153,8 @@ def test_serve_subprocess_with_env_settings_and_sigterm(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_create_token_prints_a_working_token_once(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cp.db'}"
+def test_create_token_prints_a_working_token_once(database_url: str) -> None:
+    url = database_url
     result = CliRunner().invoke(
         cli_app,
         ["create-token", "--role", "agent", "--name", "ci"],

@@ -93,7 +93,8 @@ class Database:
     """The metadata DB: one async engine and two kinds of transaction.
 
     Args:
-        url: SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///.tether/controlplane.db``.
+        url: SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///.tether/controlplane.db`` or
+            ``postgresql+psycopg://user:password@host:5432/tether``.
     """
 
     def __init__(self, url: str | URL) -> None:
@@ -104,8 +105,12 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
+        read_only: dict[str, Any] = {_READ_ONLY: True}
+        if self.url.get_backend_name() == "postgresql":
+            # PostgreSQL enforces it: a write slipped into a reading transaction fails loudly.
+            read_only["postgresql_readonly"] = True
         self._reader = async_sessionmaker(
-            self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+            self.engine.execution_options(**read_only), expire_on_commit=False
         )
 
     @asynccontextmanager

@@ -93,6 +93,7 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class LocationSnapshotRow(Base):
@@ -128,7 +129,10 @@ class Run(Base):
     """One execution of a job."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_deployment_created", "deployment_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_runs_deployment_created", "deployment_id", "created_at"),
+        Index("ix_runs_deployment_run_key", "deployment_id", "run_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
@@ -142,6 +146,26 @@ class Run(Base):
     started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_changed_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    run_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    partition_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    backfill_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RunTag(Base):
+    """One tag of a run, as a row, so runs can be filtered and counted by tag portably."""
+
+    __tablename__ = "run_tags"
+    __table_args__ = (
+        UniqueConstraint("run_id", "key"),
+        Index("ix_run_tags_key_value", "key", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(Text)
 
 
 class RunEventRow(Base):
@@ -181,6 +205,21 @@ class ComputeLogChunk(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     timestamp: Mapped[float] = mapped_column(Double)
+
+
+class ComputeLogPointer(Base):
+    """Where one step's stream lives when an agent ships logs to customer storage (e.g. S3)."""
+
+    __tablename__ = "compute_log_pointers"
+    __table_args__ = (UniqueConstraint("run_id", "step_key", "stream"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    step_key: Mapped[str] = mapped_column(String(200))
+    stream: Mapped[str] = mapped_column(String(16))
+    uri: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Double)
 
 
 class WorkItemRow(Base):
@@ -230,3 +269,113 @@ class Agent(Base):
     agent_id: Mapped[str] = mapped_column(String(200))
     last_heartbeat: Mapped[float] = mapped_column(Double)
     heartbeat: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class InstigatorKind(StrEnum):
+    """What evaluates ticks: a schedule (cron) or a sensor (interval)."""
+
+    SCHEDULE = "schedule"
+    SENSOR = "sensor"
+
+
+class InstigatorStatus(StrEnum):
+    """Whether a schedule or sensor is turned on."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+class TickStatus(StrEnum):
+    """Outcome of one schedule or sensor tick."""
+
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    FAILURE = "FAILURE"
+
+
+class BackfillStatus(StrEnum):
+    """Lifecycle of a backfill."""
+
+    REQUESTED = "REQUESTED"
+    COMPLETED = "COMPLETED"
+    CANCELED = "CANCELED"
+    FAILED = "FAILED"
+
+
+class Instigator(Base):
+    """State of a schedule or sensor: on/off, the sensor's cursor, the last tick evaluated.
+
+    ``repository_name`` is ``""`` rather than NULL when a location has one anonymous
+    repository, so the identity constraint holds (NULLs never collide in SQL).
+    """
+
+    __tablename__ = "instigators"
+    __table_args__ = (
+        UniqueConstraint(
+            "deployment_id",
+            "kind",
+            "location_name",
+            "repository_name",
+            "name",
+            name="uq_instigators_identity",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    location_name: Mapped[str] = mapped_column(String(200))
+    repository_name: Mapped[str] = mapped_column(String(200), default="")
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=InstigatorStatus.STOPPED)
+    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_tick_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class InstigatorTick(Base):
+    """One tick of a schedule or sensor and its outcome.
+
+    ``UNIQUE(instigator_id, tick_time)``: a scheduler that restarts and catches up never
+    records (or acts on) the same cron tick twice.
+    """
+
+    __tablename__ = "instigator_ticks"
+    __table_args__ = (UniqueConstraint("instigator_id", "tick_time"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instigator_id: Mapped[int] = mapped_column(ForeignKey("instigators.id"))
+    tick_time: Mapped[float] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(16), default=TickStatus.STARTED)
+    work_item_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    run_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    run_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Backfill(Base):
+    """Runs of a job over a range of partitions, created as the run queue allows."""
+
+    __tablename__ = "backfills"
+    __table_args__ = (Index("ix_backfills_deployment_created", "deployment_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    location_name: Mapped[str] = mapped_column(String(200))
+    repository_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    job_name: Mapped[str] = mapped_column(String(200))
+    partition_set_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    partition_keys: Mapped[list[str]] = mapped_column(JSON)
+    run_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=BackfillStatus.REQUESTED)
+    #: How many of ``partition_keys`` already have a run (the backfill daemon's cursor).
+    launched: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
