@@ -1,4 +1,8 @@
-"""The process substrate: code servers and run workers as local OS processes."""
+"""The process substrate: code servers and run workers as local OS processes.
+
+A run starts warm (forked by the location's fork server, see :mod:`._forkserver`) when
+one is ready, else cold (``tether api execute-run`` in a fresh interpreter).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,24 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TypeVar
 
+from tether.launcher._forkserver import ForkServers, WarmRun
+from tether.launcher._spawned import (
+    ReadyLineError,
+    SpawnedProcess,
+    process_start_ticks,
+    terminate_group,
+)
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
 from tether.shared.errors import ContractError
+from tether.shared.forkserver import warm_start_allowed
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_CHUNK = 64 * 1024
-_TAIL_BYTES = 8 * 1024
 
 
 def codeserver_command(python: str, location: LocationConfig) -> list[str]:
@@ -42,86 +50,52 @@ def execute_run_command(python: str, args: ExecuteRunArgs) -> list[str]:
     return [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
 
 
-@dataclass
-class _CodeServerProcess:
-    """A code server process and the tasks draining its output."""
-
-    location_name: str
-    process: asyncio.subprocess.Process
-    tail: bytearray = field(default_factory=bytearray)
-    drains: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def drain(self, stream: asyncio.StreamReader | None, keep_tail: bool) -> None:
-        """Read ``stream`` to EOF in the background, so a full pipe never blocks the server."""
-        if stream is not None:
-            self.drains.append(asyncio.create_task(self._drain(stream, keep_tail)))
-
-    async def _drain(self, stream: asyncio.StreamReader, keep_tail: bool) -> None:
-        while chunk := await stream.read(_CHUNK):
-            if keep_tail:
-                self.tail += chunk
-                del self.tail[:-_TAIL_BYTES]
-            for line in chunk.decode(errors="replace").splitlines():
-                log.info("[codeserver %s] %s", self.location_name, line)
-
-    async def stderr_tail(self) -> str:
-        """The last bytes of stderr, once the process has ended and its pipe is drained."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await asyncio.gather(*self.drains, return_exceptions=True)
-        return self.tail.decode(errors="replace").strip()
-
-    async def stop(self, grace_s: float) -> None:
-        """SIGTERM its process group, SIGKILL after ``grace_s``, then stop draining."""
-        await _terminate_group(self.process, grace_s)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await asyncio.gather(*self.drains, return_exceptions=True)
-        for task in self.drains:
-            task.cancel()
-
-
-async def _terminate_group(process: asyncio.subprocess.Process, grace_s: float) -> bool:
-    """Interrupt ``process``'s group; kill it after ``grace_s``. Return whether it ran."""
-    if process.returncode is not None:
-        return False
-    try:
-        # The process leads its own session, so its group id is its pid: signalling the
-        # group also reaches the children it started.
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    try:
-        async with asyncio.timeout(grace_s):
-            await process.wait()
-    except TimeoutError:
-        log.warning("process %d ignored SIGTERM for %.1fs; killing it", process.pid, grace_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-    return True
-
-
 class ProcessSubstrate:
     """Runs code servers and run workers as local processes with ``python -m tether...``.
 
     Args:
         python_executable: interpreter with tether-codeserver and the user's code installed.
-        start_timeout_s: seconds a code server has to print its ready line.
+        start_timeout_s: seconds a code server (or fork server) has to print its ready line.
         stop_grace_s: seconds between SIGTERM and SIGKILL when stopping a code server.
+        warm_start: fork run workers from a per-location fork server when one is ready.
+        fork_request_timeout_s: seconds a fork server has to answer a fork request.
     """
 
     name = "process"
 
     def __init__(
-        self, python_executable: str, *, start_timeout_s: float = 60.0, stop_grace_s: float = 10.0
+        self,
+        python_executable: str,
+        *,
+        start_timeout_s: float = 60.0,
+        stop_grace_s: float = 10.0,
+        warm_start: bool = False,
+        fork_request_timeout_s: float = 10.0,
     ) -> None:
         self._python = python_executable
         self._start_timeout = start_timeout_s
         self._stop_grace = stop_grace_s
+        self._forks: ForkServers | None = None
+        if warm_start:
+            self._forks = ForkServers(
+                python_executable,
+                start_timeout_s=start_timeout_s,
+                stop_grace_s=stop_grace_s,
+                request_timeout_s=fork_request_timeout_s,
+            )
+
+    @property
+    def fork_servers(self) -> ForkServers | None:
+        """The fork servers (None when warm starts are off)."""
+        return self._forks
 
     async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Spawn a code server and wait for its ``CodeServerReady`` stdout line."""
+        """Spawn a code server and wait for its ``CodeServerReady`` stdout line.
+
+        Then starts the location's fork server in the background (not sooner: the two
+        would compete for CPU while the snapshot is awaited), so that its first run can
+        already start warm.
+        """
         try:
             process = await asyncio.create_subprocess_exec(
                 *codeserver_command(self._python, location),
@@ -136,31 +110,12 @@ class ProcessSubstrate:
             raise CodeServerStartError(
                 location.name, f"cannot spawn {self._python}: {err}"
             ) from err
-        server = _CodeServerProcess(location.name, process)
+        server = SpawnedProcess(f"codeserver {location.name}", process)
         server.drain(process.stderr, keep_tail=True)
-        assert process.stdout is not None
         try:
-            async with asyncio.timeout(self._start_timeout):
-                line = await process.stdout.readline()
-        except TimeoutError:
-            await server.stop(0)
-            raise CodeServerStartError(
-                location.name,
-                f"no ready line within {self._start_timeout:.0f}s",
-                await server.stderr_tail(),
-            ) from None
-        except ValueError as err:  # a first line longer than the stream limit
-            await server.stop(0)
-            raise CodeServerStartError(
-                location.name, f"unreadable first stdout line: {err}", await server.stderr_tail()
-            ) from err
-        if not line:
-            code = await process.wait()
-            raise CodeServerStartError(
-                location.name,
-                f"exited with code {code} before it was ready",
-                await server.stderr_tail(),
-            )
+            line = await server.ready_line(self._start_timeout)
+        except ReadyLineError as err:
+            raise CodeServerStartError(location.name, str(err), await server.stderr_tail()) from err
         try:
             ready = decode(line, CodeServerReady)
         except ContractError as err:
@@ -170,41 +125,66 @@ class ProcessSubstrate:
                 f"first stdout line is not a ready line: {line[:200]!r}",
                 await server.stderr_tail(),
             ) from err
-        server.drain(process.stdout, keep_tail=False)
         log.info("code server for %s ready at %s (pid %d)", location.name, ready.address, ready.pid)
+        if self._forks is not None and warm_start_allowed(location):
+            self._forks.warm(location)
         return CodeServerHandle(location, ready.address, pid=process.pid, native=server)
 
     async def stop_code_server(self, handle: CodeServerHandle) -> None:
         """Terminate the code server's process group."""
-        server = _native(handle.native, _CodeServerProcess)
+        server = _native(handle.native, SpawnedProcess)
         await server.stop(self._stop_grace)
         log.info("code server for %s stopped", handle.location.name)
 
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the code server process has not exited."""
-        return _native(handle.native, _CodeServerProcess).process.returncode is None
+        return _native(handle.native, SpawnedProcess).process.returncode is None
 
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
-        """Spawn ``tether api execute-run`` in its own process group (session)."""
+        """Fork the run worker from the location's fork server, or spawn it cold.
+
+        Either way the worker leads its own process group (session): it outlives a
+        launcher restart, and terminating it signals everything it started.
+        """
+        if self._forks is not None and warm_start_allowed(args.location):
+            server = self._forks.warm(args.location)
+            if server is not None:
+                warm = await self._forks.fork(server, args, env)
+                if warm is not None:
+                    return RunWorkerHandle(
+                        args.run.run_id,
+                        pid=warm.pid,
+                        native=warm,
+                        warm=True,
+                        pid_start=process_start_ticks(warm.pid),
+                    )
+        return await self._launch_cold(args, env)
+
+    async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         try:
             process = await asyncio.create_subprocess_exec(
                 *execute_run_command(self._python, args),
                 cwd=args.location.working_directory or None,
                 env={**os.environ, **args.location.env, **env},
                 stdin=asyncio.subprocess.DEVNULL,
-                # Its own session: the worker outlives a launcher restart, and terminating
-                # it signals everything it started.
                 start_new_session=True,
             )
         except OSError as err:
             raise RunLaunchError(f"cannot spawn run worker with {self._python}: {err}") from err
-        return RunWorkerHandle(args.run.run_id, pid=process.pid, native=process)
+        return RunWorkerHandle(
+            args.run.run_id,
+            pid=process.pid,
+            native=process,
+            pid_start=process_start_ticks(process.pid),
+        )
 
     async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
         """SIGTERM the worker's process group, SIGKILL it after ``grace_s``."""
         if isinstance(handle.native, asyncio.subprocess.Process):
-            return await _terminate_group(handle.native, grace_s)
-        if handle.pid is None or not _is_run_worker(handle.pid, handle.run_id):
+            return await terminate_group(handle.native, grace_s)
+        if isinstance(handle.native, WarmRun):
+            return await _terminate_warm(handle.native, grace_s)
+        if handle.pid is None or not _is_run_worker(handle.pid, handle.run_id, handle.pid_start):
             return False
         # Launched by another launcher process on this host: only the pid is known, and
         # not being its parent we can only probe for it with signal 0.
@@ -225,19 +205,47 @@ class ProcessSubstrate:
         return True
 
     async def wait_run(self, handle: RunWorkerHandle) -> int:
-        """Wait for a worker this substrate spawned; return its exit code."""
+        """Wait for a worker this substrate started; return its exit code."""
+        if isinstance(handle.native, WarmRun):
+            return await handle.native.wait()
         return await _native(handle.native, asyncio.subprocess.Process).wait()
 
     def poll_run(self, handle: RunWorkerHandle) -> int | None:
         """The worker's exit code, or None while it runs."""
+        if isinstance(handle.native, WarmRun):
+            return handle.native.returncode
         return _native(handle.native, asyncio.subprocess.Process).returncode
 
     async def aclose(self) -> None:
-        """Nothing to release: code servers are stopped by the registry, workers live on."""
+        """Stop the fork servers; code servers are stopped by the registry, workers live on."""
+        if self._forks is not None:
+            await self._forks.aclose()
 
 
-def _is_run_worker(pid: int, run_id: str) -> bool:
+async def _terminate_warm(run: WarmRun, grace_s: float) -> bool:
+    if run.returncode is not None:
+        return False
+    try:
+        os.killpg(run.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    try:
+        async with asyncio.timeout(grace_s):
+            await run.wait()
+    except TimeoutError:
+        log.warning("run worker %d ignored SIGTERM for %.1fs; killing it", run.pid, grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        await run.wait()
+    return True
+
+
+def _is_run_worker(pid: int, run_id: str, pid_start: int | None) -> bool:
     """Whether ``pid`` still is the run worker of ``run_id`` (pids get reused)."""
+    if pid_start is not None:
+        # A forked worker shows its fork server's command line; its start time is what
+        # tells it from a later process that got the same pid.
+        return process_start_ticks(pid) == pid_start
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().decode(errors="replace")

@@ -171,10 +171,17 @@ class WorkHandlers:
             await self._publisher.publish_result(_failed(item, err))
             return
         self._runs[payload.run_id] = handle
-        await self._claims.record(claim.model_copy(update={"pid": handle.pid}))
-        log.info("launched run %s (pid %s)", payload.run_id, handle.pid)
+        await self._claims.record(
+            claim.model_copy(update={"pid": handle.pid, "pid_start": handle.pid_start})
+        )
+        log.info(
+            "launched run %s (pid %s, %s)",
+            payload.run_id,
+            handle.pid,
+            "warm" if handle.warm else "cold",
+        )
         await self._publisher.publish_result(
-            _succeeded(item, {"run_id": payload.run_id, "pid": handle.pid})
+            _succeeded(item, {"run_id": payload.run_id, "pid": handle.pid, "warm": handle.warm})
         )
         task = asyncio.create_task(self._monitor(item, handle, traceparent))
         self._monitors.add(task)
@@ -215,7 +222,7 @@ class WorkHandlers:
             # the pid.
             claim = await self._claims.get(payload.run_id)
             if claim is not None and claim.pid is not None:
-                handle = RunWorkerHandle(payload.run_id, pid=claim.pid)
+                handle = RunWorkerHandle(payload.run_id, pid=claim.pid, pid_start=claim.pid_start)
         signalled = False
         if handle is not None:
             signalled = await self._substrate.terminate_run(

@@ -22,12 +22,14 @@ class RunClaim(BaseModel):
         work_item_id: the launch_run work item that claimed it.
         launcher: agent id and substrate of the claiming launcher.
         pid: the run worker's pid (process substrate), once spawned.
+        pid_start: when that process started (clock ticks since boot), against pid reuse.
     """
 
     run_id: str
     work_item_id: str
     launcher: str
     pid: int | None = None
+    pid_start: int | None = None
 
 
 class RunClaims:

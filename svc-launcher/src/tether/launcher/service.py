@@ -32,6 +32,8 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             settings.python_executable,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
+            warm_start=settings.warm_start,
+            fork_request_timeout_s=settings.fork_request_timeout_s,
         )
     raise LauncherError(f"unknown substrate {settings.substrate!r}; available: process")
 

@@ -21,6 +21,17 @@ class LauncherSettings(AgentSettings):
         default=sys.executable,
         description="Python that runs code servers and run workers (process substrate).",
     )
+    warm_start: bool = Field(
+        default=True,
+        description=(
+            "Process substrate: start runs by forking them from a warm per-location fork "
+            "server when one is ready (cold spawn otherwise); false: always cold. A "
+            "location opts out with TETHER_WARM_START=0 in its env."
+        ),
+    )
+    fork_request_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a fork server has to answer a fork request."
+    )
     code_server_start_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds a code server has to print its ready line."
     )

@@ -42,12 +42,17 @@ class RunWorkerHandle:
         pid: its process id (process substrate: also its process group id).
         started_at: epoch seconds.
         native: the substrate's own object; None when rebuilt from a recorded pid.
+        warm: whether it was forked from a warm fork server (else started cold).
+        pid_start: when the process started (process substrate: clock ticks since boot),
+            to tell it from a later process with the same pid.
     """
 
     run_id: str
     pid: int | None = None
     started_at: float = field(default_factory=time.time)
     native: object = None
+    warm: bool = False
+    pid_start: int | None = None
 
 
 @runtime_checkable

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 EXIT_CODE_CHANGED = 3
 
 _SEND_TIMEOUT_S = 5.0
+_PARENT_CHECK_S = 1.0
 
 
 @dataclass
@@ -110,9 +111,16 @@ class ForkServer:
             signal.signal(sig, self._on_signal)
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        parent = os.getppid()
         try:
             while not self._stopping:
-                for key, _ in self._selector.select():
+                # The timeout only serves to notice that the launcher died (we were
+                # reparented): an orphaned fork server would otherwise live forever.
+                events = self._selector.select(timeout=_PARENT_CHECK_S)
+                if os.getppid() != parent:
+                    log.warning("the launcher (pid %d) is gone; stopping", parent)
+                    break
+                for key, _ in events:
                     if key.data == "accept":
                         self._accept()
                     elif key.data == "wake":

@@ -1,0 +1,128 @@
+"""Long-lived child processes of the launcher (code servers, fork servers).
+
+Each leads its own session; its stdout and stderr are pipes the launcher drains into its
+own log (a full pipe would block the child), keeping the tail of stderr to explain a
+failed start. The first stdout line is the child's ready line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+_TAIL_BYTES = 8 * 1024
+
+
+class ReadyLineError(Exception):
+    """The child printed no usable ready line (the reason is the message)."""
+
+
+@dataclass
+class SpawnedProcess:
+    """A child process and the tasks draining its output.
+
+    Attributes:
+        label: how its output lines are prefixed in the launcher's log.
+        process: the process.
+    """
+
+    label: str
+    process: asyncio.subprocess.Process
+    tail: bytearray = field(default_factory=bytearray)
+    drains: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def drain(self, stream: asyncio.StreamReader | None, keep_tail: bool) -> None:
+        """Read ``stream`` to EOF in the background, so a full pipe never blocks the child."""
+        if stream is not None:
+            self.drains.append(asyncio.create_task(self._drain(stream, keep_tail)))
+
+    async def _drain(self, stream: asyncio.StreamReader, keep_tail: bool) -> None:
+        while chunk := await stream.read(_CHUNK):
+            if keep_tail:
+                self.tail += chunk
+                del self.tail[:-_TAIL_BYTES]
+            for line in chunk.decode(errors="replace").splitlines():
+                log.info("[%s] %s", self.label, line)
+
+    async def ready_line(self, timeout_s: float) -> bytes:
+        """Read the first stdout line, then drain the rest of stdout in the background.
+
+        Raises:
+            ReadyLineError: timeout, EOF (the process exited) or an overlong line; the
+                process is stopped (killed) in the first and last case.
+        """
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                line = await stdout.readline()
+        except TimeoutError:
+            await self.stop(0)
+            raise ReadyLineError(f"no ready line within {timeout_s:.0f}s") from None
+        except ValueError as err:  # a first line longer than the stream limit
+            await self.stop(0)
+            raise ReadyLineError(f"unreadable first stdout line: {err}") from err
+        if not line:
+            code = await self.process.wait()
+            raise ReadyLineError(f"exited with code {code} before it was ready")
+        self.drain(stdout, keep_tail=False)
+        return line
+
+    async def stderr_tail(self) -> str:
+        """The last bytes of stderr, once the process has ended and its pipe is drained."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await asyncio.gather(*self.drains, return_exceptions=True)
+        return self.tail.decode(errors="replace").strip()
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM its process group, SIGKILL after ``grace_s``, then stop draining."""
+        await terminate_group(self.process, grace_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await asyncio.gather(*self.drains, return_exceptions=True)
+        for task in self.drains:
+            task.cancel()
+
+
+async def terminate_group(process: asyncio.subprocess.Process, grace_s: float) -> bool:
+    """Interrupt ``process``'s group; kill it after ``grace_s``. Return whether it ran."""
+    if process.returncode is not None:
+        return False
+    try:
+        # The process leads its own session, so its group id is its pid: signalling the
+        # group also reaches the children it started.
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    try:
+        async with asyncio.timeout(grace_s):
+            await process.wait()
+    except TimeoutError:
+        log.warning("process %d ignored SIGTERM for %.1fs; killing it", process.pid, grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    return True
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), to tell it from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after it.
+    fields = stat.rpartition(")")[2].split()
+    try:
+        return int(fields[19])  # field 22 overall
+    except (IndexError, ValueError):
+        return None
