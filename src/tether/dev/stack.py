@@ -42,6 +42,8 @@ class StackConfig:
         workspace_file: TOML listing the code locations to serve.
         env: extra environment for every child (e.g. OTEL_* for tests).
         echo: print children's output to this stream with a ``[name]`` prefix.
+        replicas: processes per agent service (default 1); replica ``i > 1`` of
+            ``poller`` is named ``poller-i``.
     """
 
     home: Path
@@ -51,6 +53,7 @@ class StackConfig:
     workspace_file: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     echo: IO[str] | None = None
+    replicas: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -97,6 +100,8 @@ class _Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str]
+    env: dict[str, str]
 
 
 class DevStack:
@@ -171,9 +176,11 @@ class DevStack:
             cp = self._spawn("controlplane", self._tether("controlplane", "serve"), env)
             self._wait_healthy(cp, 60)
             token = self.agent_token
-            for name in AGENT_SERVICES:
-                progress(f"agent service {name}")
-                self._spawn(name, self._tether(name, "run"), {"TETHER_AGENT_TOKEN": token})
+            for service in AGENT_SERVICES:
+                progress(f"agent service {service}")
+                for i in range(1, c.replicas.get(service, 1) + 1):
+                    name = service if i == 1 else f"{service}-{i}"
+                    self._spawn(name, self._tether(service, "run"), {"TETHER_AGENT_TOKEN": token})
         except BaseException:
             self.stop()
             raise
@@ -198,11 +205,18 @@ class DevStack:
         return [sys.executable, "-m", "tether.shared.cli", *args]
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
-        log_path = self.config.log_dir / f"{name}.log"
-        log_file = log_path.open("ab")
+        env = {**self.child_env(), **(env or {})}
+        child = _Child(
+            name, self._popen(name, argv, env), self.config.log_dir / f"{name}.log", argv, env
+        )
+        self._children.append(child)
+        return child
+
+    def _popen(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log_file = (self.config.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             argv,
-            env={**self.child_env(), **(env or {})},
+            env=env,
             stdout=subprocess.PIPE if self.config.echo else log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -213,9 +227,36 @@ class DevStack:
             threading.Thread(target=self._pump, args=(name, proc, log_file), daemon=True).start()
         else:
             log_file.close()
-        child = _Child(name, proc, log_path)
-        self._children.append(child)
-        return child
+        return proc
+
+    def _child(self, name: str) -> _Child:
+        for child in self._children:
+            if child.name == name:
+                return child
+        raise KeyError(f"no process named {name!r}; have {[c.name for c in self._children]}")
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to one child process only (not its group) and reap it.
+
+        With SIGKILL this is ``kill -9``: whatever the process started (code servers,
+        run workers) is left running, as after a real crash.
+        """
+        child = self._child(name)
+        if child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(sig)
+            child.proc.wait(30)
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed child again with the same command and environment."""
+        child = self._child(name)
+        if child.proc.poll() is None:
+            raise StackError(f"{name} is still running")
+        child.proc = self._popen(name, child.argv, child.env)
+        if name == "nats":
+            _wait_port(self.config.host, self.config.nats_port, child.proc, 30)
+        elif name == "controlplane":
+            self._wait_healthy(child, 60)
 
     def _pump(self, name: str, proc: subprocess.Popen[bytes], log_file: IO[bytes]) -> None:
         assert proc.stdout is not None and self.config.echo is not None
