@@ -102,7 +102,7 @@ def test_one_trace_from_launch_to_relay(stack: DevStack, otlp) -> None:
 
 def test_agent_heartbeat_shows_every_service(stack: DevStack) -> None:
     """The poller's heartbeat carries each agent service's own status from the KV bucket."""
-    wanted = {"poller", "eventrelay", "logship"}
+    wanted = {"poller", "launcher-process", "eventrelay", "logship"}
 
     def probe():
         agents = gql(stack, "{ agents { agentId services queues errors } }")["agents"]
@@ -113,3 +113,16 @@ def test_agent_heartbeat_shows_every_service(stack: DevStack) -> None:
 
     agent = wait_for("a heartbeat naming every service", probe, stack=stack)
     assert "TETHER_WORK" in agent["queues"]
+    # The launcher reports the code server it runs for the example location.
+    wait_location_loaded(stack)
+    agent = wait_for(
+        "the example code server in a heartbeat",
+        lambda: [
+            a
+            for a in gql(stack, "{ agents { codeServers } }")["agents"]
+            if any(cs["location_name"] == "examples" for cs in a["codeServers"])
+        ],
+        stack=stack,
+    )[0]
+    (server,) = [cs for cs in agent["codeServers"] if cs["location_name"] == "examples"]
+    assert server["state"] == "RUNNING" and server["pid"]

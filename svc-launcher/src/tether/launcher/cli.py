@@ -26,4 +26,5 @@ def run(
         LauncherService(settings),
         tracing_name="tether-launcher",
         graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
+        health=settings.health,
     )

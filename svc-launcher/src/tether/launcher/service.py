@@ -15,6 +15,7 @@ from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
 from tether.shared.service import connect_nats
+from tether.shared.status import StatusReporter
 from tether.shared.streams import wait_for_stream
 from tether.shared.subjects import Stream
 
@@ -53,12 +54,17 @@ class LauncherService:
         self._settings = settings
         self._substrate = make_substrate(settings)
         self._stopping = asyncio.Event()
+        self._ready = False
 
     async def __aenter__(self) -> LauncherService:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.shutdown()
+
+    def ready(self) -> bool:
+        """Consuming work, and not stopping."""
+        return self._ready and not self._stopping.is_set()
 
     def shutdown(self) -> None:
         """Stop fetching work; idempotent."""
@@ -77,12 +83,16 @@ class LauncherService:
             publisher = Publisher(js, retry_timeout_s=s.result_publish_timeout_s)
             handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
             consumer = WorkConsumer(js, s, handlers, publisher)
+            reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
             async with asyncio.TaskGroup() as tg:
                 fetching = tg.create_task(consumer.run())
+                reporting = tg.create_task(reporter.run())
+                self._ready = True
                 # A crash of the fetch loop cancels this wait through the TaskGroup.
                 await self._stopping.wait()
                 log.info("launcher stopping: no more fetches")
                 fetching.cancel()
+                reporting.cancel()
             await consumer.drain(s.graceful_shutdown_timeout)
         finally:
             if handlers is not None:
