@@ -150,6 +150,8 @@ def tables(report: Report, baseline: str = BASELINE) -> str:
         for m in rows:
             if m.system not in systems:
                 systems.append(m.system)
+        # The baseline first, the limits last, the rest in the order they were measured.
+        systems.sort(key=lambda s: (s != baseline, s.startswith("limit")))
         by = {(m.system, m.metric): m for m in rows}
         base_present = any((baseline, metric) in by for metric, _, _ in metrics)
         title = f"### {workload}" + (f" ({case})" if case else "")

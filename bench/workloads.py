@@ -68,6 +68,8 @@ def pickup(
 ) -> list[Measurement]:
     """Submission to the first line of user code, one run at a time on an idle system."""
     latencies: list[float] = []
+    breakdowns: list[dict[str, float]] = []
+    stages = getattr(system, "stages", None)
     for i in range(tries):
         before = len(read_marks(mark_file))
         submitted = time.time()
@@ -78,18 +80,73 @@ def pickup(
             timeout,
             interval=0.02,
         )
-        latencies.append(read_marks(mark_file)[before] - submitted)
+        marked = read_marks(mark_file)[before]
+        latencies.append(marked - submitted)
         states = wait_runs(system, [run_id], timeout)
         if states[run_id] == FAILURE:
             raise BenchError(f"{system.name}: pickup run {run_id} failed")
+        if stages is not None:
+            breakdowns.append(breakdown(submitted, marked, time.time(), stages(run_id)))
         time.sleep(0.5)  # idle again before the next try
     log(f"{system.name} pickup: " + ", ".join(f"{x:.2f}" for x in latencies))
     case = f"{tries} tries"
-    return [
+    out = [
         Measurement("pickup", case, "p50", system.name, percentile(latencies, 50), "s"),
         Measurement("pickup", case, "p95", system.name, percentile(latencies, 95), "s"),
         Measurement("pickup", case, "max", system.name, max(latencies), "s"),
     ]
+    for stage in BREAKDOWN_STAGES:
+        values = [b[stage] for b in breakdowns if stage in b]
+        if values:
+            out.append(
+                Measurement(
+                    "pickup breakdown",
+                    "median of tries",
+                    stage,
+                    system.name,
+                    percentile(values, 50),
+                    "s",
+                )
+            )
+    return out
+
+
+#: Stages of one run's life, each the time from the previous milestone (Tether events).
+BREAKDOWN_STAGES = (
+    "submit->RUN_ENQUEUED",
+    "->RUN_STARTING",
+    "->RUN_START",
+    "->STEP_START",
+    "->user code",
+    "->RUN_SUCCESS",
+    "->SUCCESS visible",
+)
+
+
+def breakdown(
+    submitted: float, marked: float, visible: float, first: dict[str, float]
+) -> dict[str, float]:
+    """Durations between consecutive milestones of one run (missing milestones skipped).
+
+    ``visible`` is when the harness saw the terminal status (an upper bound: polled).
+    """
+    milestones = [
+        ("submit->RUN_ENQUEUED", first.get("RUN_ENQUEUED")),
+        ("->RUN_STARTING", first.get("RUN_STARTING")),
+        ("->RUN_START", first.get("RUN_START")),
+        ("->STEP_START", first.get("STEP_START")),
+        ("->user code", marked),
+        ("->RUN_SUCCESS", first.get("RUN_SUCCESS")),
+        ("->SUCCESS visible", visible),
+    ]
+    out: dict[str, float] = {}
+    previous = submitted
+    for name, at in milestones:
+        if at is None:
+            continue
+        out[name] = at - previous
+        previous = at
+    return out
 
 
 def storm(

@@ -140,6 +140,16 @@ class TetherSystem:
         self._event_cursor[run_id] = (after, count)
         return count
 
+    def stages(self, run_id: str) -> dict[str, float]:
+        """Epoch time of the first event of each type of the run (for a latency breakdown)."""
+        events = self._gql(
+            "query($id: String!) { run(id: $id) { events { eventType timestamp } } }", id=run_id
+        )["run"]["events"]
+        first: dict[str, float] = {}
+        for event in events:
+            first.setdefault(event["eventType"], float(event["timestamp"]))
+        return first
+
     def log_tail(self, lines: int = 20) -> str:
         """Recent output of every service (for error messages)."""
         return "\n".join(

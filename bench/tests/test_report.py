@@ -104,3 +104,19 @@ def test_process_tree_of_this_process() -> None:
     assert me is not None and me.rss_bytes > 0 and me.cpu_s >= 0
     assert os.getpid() in {s.pid for s in tree([os.getpid()])}
     assert read_stat(2**22 + 1) is None
+
+
+def test_breakdown_measures_each_stage_from_the_previous_milestone() -> None:
+    from bench.workloads import breakdown
+
+    first = {"RUN_ENQUEUED": 100.05, "RUN_STARTING": 100.25, "RUN_START": 100.85}
+    stages = breakdown(100.0, 101.0, 101.5, first)
+    assert stages == pytest.approx(
+        {
+            "submit->RUN_ENQUEUED": 0.05,
+            "->RUN_STARTING": 0.2,
+            "->RUN_START": 0.6,
+            "->user code": 0.15,  # no STEP_START: measured from RUN_START
+            "->SUCCESS visible": 0.5,
+        }
+    )
