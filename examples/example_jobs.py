@@ -3,14 +3,41 @@
 Used by ``tether dev``, the docs and the tests. Location config::
 
     {"name": "examples", "module": "example_jobs", "working_directory": "examples"}
+
+It shows every SDK feature: ops and jobs (``hello``, ``fails``, ``configured``,
+``fan_out_fan_in``), retries (``flaky``), time-window and static partitions
+(``daily_report``, ``regional_sync``), schedules (plain, function-based and partitioned)
+and a sensor with a cursor and run keys (``greeting_files``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from datetime import datetime
+from pathlib import Path
 
 from pydantic import BaseModel, Field
-from tether.sdk import Definitions, OpContext, job, op
+from tether.sdk import (
+    AssetMaterialization,
+    DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    Definitions,
+    OpContext,
+    RetryPolicy,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    StaticPartitionsDefinition,
+    build_schedule_from_partitioned_job,
+    job,
+    op,
+    partitioned_config,
+    schedule,
+    sensor,
+)
 
 # --- hello: the smallest useful job ---------------------------------------------------
 
@@ -124,4 +151,150 @@ def fan_out_fan_in():
     report([total(values), largest(values), count(values), total(values)])
 
 
-defs = Definitions(jobs=[hello, fails, configured, fan_out_fan_in], name="examples")
+# --- flaky: an op that fails on its first attempt and succeeds when retried -----------
+
+
+@op(retry_policy=RetryPolicy(max_retries=2, delay=0.1, backoff="EXPONENTIAL"))
+def sometimes_fails(context: OpContext) -> str:
+    """Fail on the first attempt (``context.retry_number == 0``), succeed on the retry."""
+    if context.retry_number == 0:
+        raise ConnectionError("transient: the first attempt always fails")
+    return f"succeeded on retry {context.retry_number}"
+
+
+@job
+def flaky():
+    """One op with a RetryPolicy: STEP_FAILURE is not final, STEP_RETRY then STEP_SUCCESS."""
+    sometimes_fails()
+
+
+# --- daily_report: time-window partitions with a partitioned config -------------------
+
+DAILY = DailyPartitionsDefinition(start="2026-01-01", timezone="Europe/Berlin")
+
+
+class ReportConfig(BaseModel):
+    """Config of ``build_report``: the day it covers."""
+
+    day: str = Field(description="ISO date of the partition.")
+
+
+@partitioned_config(
+    DAILY, tags_for_partition_fn=lambda start, end: {"weekday": start.strftime("%A")}
+)
+def daily_report_config(start: datetime, end: datetime) -> dict:
+    """Each partition's run config: the day its window starts."""
+    return {"ops": {"build_report": {"config": {"day": start.date().isoformat()}}}}
+
+
+@op
+def build_report(context: OpContext, config: ReportConfig) -> int:
+    """Pretend to aggregate one day, and report the asset it wrote."""
+    rows = len(config.day)
+    context.log.info(f"report for {config.day} (partition {context.partition_key})")
+    context.log_event(
+        AssetMaterialization(
+            "reports/daily", metadata={"rows": rows}, partition=context.partition_key
+        )
+    )
+    context.add_output_metadata({"rows": rows})
+    return rows
+
+
+@job(config=daily_report_config)
+def daily_report():
+    """A daily partitioned job (Europe/Berlin days); run config comes from the partition."""
+    build_report()
+
+
+# --- regional_sync: static partitions ------------------------------------------------
+
+
+@op
+def sync_region(context: OpContext) -> str:
+    """Sync the region named by the run's partition key."""
+    print(f"syncing {context.partition_key}")
+    return context.partition_key or "all"
+
+
+@job(partitions_def=StaticPartitionsDefinition(["eu", "us", "apac"]))
+def regional_sync():
+    """One partition per region."""
+    sync_region()
+
+
+# --- schedules -----------------------------------------------------------------------
+
+hello_weekday_mornings = ScheduleDefinition(
+    name="hello_weekday_mornings",
+    cron_schedule="0 9 * * 1-5",
+    execution_timezone="Europe/Berlin",
+    job=hello,
+    tags={"origin": "schedule"},
+    description="Greet at 09:00 Berlin time on weekdays (DST-aware).",
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+
+
+@schedule(cron_schedule="0 * * * *", job=configured, execution_timezone="America/New_York")
+def hourly_greeting(context: ScheduleEvaluationContext):
+    """Greet the hour by name, but not at night (a SkipReason instead)."""
+    at = context.scheduled_execution_time
+    if at.hour < 7:
+        return SkipReason(f"{at:%H:%M} is too early to greet")
+    return RunRequest(
+        run_key=at.isoformat(),
+        run_config={"ops": {"configured_greeting": {"config": {"name": f"{at:%H:%M}"}}}},
+    )
+
+
+daily_report_schedule = build_schedule_from_partitioned_job(daily_report)
+regional_sync_nightly = build_schedule_from_partitioned_job(
+    regional_sync, name="regional_sync_nightly", cron_schedule="30 2 * * *"
+)
+
+
+# --- greeting_files: a sensor with a cursor and run keys ------------------------------
+
+#: Directory the sensor watches; one greeting run per new file (its text is the name).
+INBOX_ENV = "TETHER_EXAMPLES_INBOX"
+
+
+@sensor(job=configured, minimum_interval_seconds=15)
+def greeting_files(context: SensorEvaluationContext):
+    """Request a ``configured`` run for each new file in $TETHER_EXAMPLES_INBOX.
+
+    The cursor is the last file name handled (files are taken in name order), and each
+    request's run key is the file name, so a re-evaluated tick never greets twice.
+    """
+    inbox = os.environ.get(INBOX_ENV)
+    if not inbox or not Path(inbox).is_dir():
+        yield SkipReason(f"${INBOX_ENV} is not a directory")
+        return
+    new = sorted(
+        p for p in Path(inbox).iterdir() if p.is_file() and p.name > (context.cursor or "")
+    )
+    if not new:
+        yield SkipReason("no new files")
+        return
+    for path in new:
+        name = path.read_text().strip() or path.stem
+        yield RunRequest(
+            run_key=path.name,
+            run_config={"ops": {"configured_greeting": {"config": {"name": name}}}},
+            tags={"file": path.name},
+        )
+    context.update_cursor(new[-1].name)
+
+
+defs = Definitions(
+    jobs=[hello, fails, configured, fan_out_fan_in, flaky, daily_report, regional_sync],
+    schedules=[
+        hello_weekday_mornings,
+        hourly_greeting,
+        daily_report_schedule,
+        regional_sync_nightly,
+    ],
+    sensors=[greeting_files],
+    name="examples",
+)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
-from tether.shared.messages import LocationConfig
+from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.convert import channel_options
+from tether.shared.messages import CodeServerReady, LocationConfig, decode
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -53,3 +57,64 @@ def spawn_tether() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+class RunningCodeServer:
+    """A code server process plus a stub connected to the address it announced.
+
+    The stub's channel allows large messages (:func:`channel_options`), as launchers' must.
+    """
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise AssertionError(f"no ready line; stderr: {self.process.communicate()[1]}")
+        self.ready = decode(line, CodeServerReady)
+        self.channel = grpc.insecure_channel(self.ready.address, options=channel_options())
+        self.stub = pb_grpc.CodeServerStub(self.channel)
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM the server; return (exit code, rest of stdout, stderr)."""
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+        return self.process.returncode, out, err
+
+
+@pytest.fixture
+def server_for(spawn_tether) -> Iterator[Callable[..., RunningCodeServer]]:
+    """Start ``tether codeserver grpc`` for a location; stopped at teardown."""
+    started: list[RunningCodeServer] = []
+
+    def start(location: LocationConfig, env: dict[str, str] | None = None) -> RunningCodeServer:
+        args = ["codeserver", "grpc", "--location-json", location.model_dump_json()]
+        server = RunningCodeServer(spawn_tether(args, env))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server_for() -> Iterator[Callable[..., RunningCodeServer]]:
+    """Like ``server_for``, but servers live for the whole test module (cheaper)."""
+    started: list[RunningCodeServer] = []
+
+    def start(location: LocationConfig, env: dict[str, str] | None = None) -> RunningCodeServer:
+        args = ["codeserver", "grpc", "--location-json", location.model_dump_json()]
+        server = RunningCodeServer(_spawn(args, env))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -23,7 +23,15 @@ def test_loads_module_and_finds_the_single_definitions(examples_location) -> Non
     assert snap.location_name == "examples"
     [repo] = snap.repositories
     assert repo.name == "examples"
-    assert [j.name for j in repo.jobs] == ["hello", "fails", "configured", "fan_out_fan_in"]
+    assert [j.name for j in repo.jobs] == [
+        "hello",
+        "fails",
+        "configured",
+        "fan_out_fan_in",
+        "flaky",
+        "daily_report",
+        "regional_sync",
+    ]
     fan = snap.find_job("fan_out_fan_in")
     assert fan is not None
     assert [o.name for o in fan.ops] == [

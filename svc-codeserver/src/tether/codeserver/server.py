@@ -3,7 +3,12 @@
 The location is loaded once, before the port is bound, so the ready line means the
 server can answer. A location that fails to load still serves: Ping reports
 ``loaded=false`` with the error and GetSnapshot returns it, so a launcher can tell the
-control plane why instead of crash-looping.
+control plane why instead of crash-looping; the other calls fail with FAILED_PRECONDITION.
+
+Schedule, sensor and partition functions run through :class:`UserCodeRunner` (thread
+pool, deadline = the client's, capped by ``user_code_timeout``); what they raise comes
+back as the reply's ``error``. Unknown names are NOT_FOUND statuses. The standard
+``grpc.health.v1`` service is served too.
 """
 
 from __future__ import annotations
@@ -11,24 +16,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import IO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any, TypeVar
 
+import grpc
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from tether.codeserver.loader import LoadedLocation
 from tether.codeserver.settings import CodeServerSettings
+from tether.codeserver.user_code import NotFound, UserCodeRunner
+from tether.sdk import Definitions, RunRequest, UserCodeError
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-from tether.shared.grpc.convert import error_to_proto, snapshot_to_proto
-from tether.shared.messages import CodeServerReady, ErrorInfo, encode
+from tether.shared.grpc.convert import (
+    channel_options,
+    error_to_proto,
+    partition_run_config_to_proto,
+    schedule_tick_to_proto,
+    sensor_tick_to_proto,
+    snapshot_to_proto,
+    timestamp_from_proto,
+)
+from tether.shared.messages import (
+    CodeServerReady,
+    ErrorInfo,
+    PartitionRunConfigResult,
+    RunRequestInfo,
+    ScheduleTickResult,
+    SensorTickResult,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: Seconds before the client's deadline at which user code is given up on.
+_REPLY_MARGIN_S = 0.05
+
+#: Full name of the CodeServer service, as the health service knows it.
+CODESERVER_SERVICE = pb.DESCRIPTOR.services_by_name["CodeServer"].full_name
+
 
 class CodeServerServicer(pb_grpc.CodeServerServicer):
-    """Answers launcher calls about one loaded (or failed) location."""
+    """Answers launcher calls about one loaded (or failed) location.
 
-    def __init__(self, location: LoadedLocation) -> None:
+    Args:
+        location: the loaded (or failed) location.
+        runner: runs user functions with deadlines (a default one if omitted).
+    """
+
+    def __init__(self, location: LoadedLocation, runner: UserCodeRunner | None = None) -> None:
         self._location = location
+        self._runner = runner or UserCodeRunner(max_threads=4, default_timeout=60.0)
         self._load_error: pb.Error | None = None
         self._snapshot_reply: pb.GetSnapshotReply
         if location.error is not None:
@@ -61,16 +103,174 @@ class CodeServerServicer(pb_grpc.CodeServerServicer):
         """Everything the location defines, or its load error."""
         return self._snapshot_reply
 
+    async def _definitions(self, repository_name: str, context: aio.ServicerContext) -> Definitions:
+        """The repository a request names, or abort the call with the right status."""
+        defs = self._location.definitions
+        if defs is None or self._load_error is not None:
+            message = self._load_error.message if self._load_error is not None else "not loaded"
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"location {self._location.config.name!r} did not load: {message}",
+            )
+            raise AssertionError("unreachable")  # abort raises
+        if repository_name and repository_name != defs.name:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"repository {repository_name!r} not found in location "
+                f"{self._location.config.name!r} (repositories: {defs.name})",
+            )
+        return defs
 
-def _add_health_service(server: aio.Server) -> None:
-    """Register grpc.health.v1 when grpcio-health-checking is installed (optional)."""
+    async def _user_call(self, fn: Callable[[], T], context: aio.ServicerContext) -> T | ErrorInfo:
+        """Run user code under the call's deadline; unknown names abort with NOT_FOUND."""
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # Answer a little before the client gives up, so it gets the structured
+            # timeout error rather than a bare DEADLINE_EXCEEDED.
+            remaining = max(remaining - _REPLY_MARGIN_S, 0.0)
+        try:
+            return await self._runner.call(fn, remaining)
+        except NotFound as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+            raise AssertionError("unreachable") from err
+
+    @staticmethod
+    async def _time(
+        request: Any, field: str, context: aio.ServicerContext, *, required: bool = False
+    ) -> datetime | None:
+        if not request.HasField(field):
+            if required:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is required")
+            return None
+        return datetime.fromtimestamp(timestamp_from_proto(getattr(request, field)), UTC)
+
+    async def GetPartitionKeys(  # noqa: N802
+        self, request: pb.GetPartitionKeysRequest, context: aio.ServicerContext
+    ) -> pb.GetPartitionKeysReply:
+        """The keys of a partition set at ``current_time`` (default now)."""
+        defs = await self._definitions(request.repository_name, context)
+        now = await self._time(request, "current_time", context)
+        name = request.partition_set_name
+        result = await self._user_call(lambda: defs.partition_keys(name, now), context)
+        if isinstance(result, ErrorInfo):
+            return pb.GetPartitionKeysReply(error=error_to_proto(result))
+        return pb.GetPartitionKeysReply(partition_keys=pb.PartitionKeys(keys=result))
+
+    async def GetPartitionRunConfig(  # noqa: N802
+        self, request: pb.GetPartitionRunConfigRequest, context: aio.ServicerContext
+    ) -> pb.GetPartitionRunConfigReply:
+        """Run config and tags of one partition."""
+        defs = await self._definitions(request.repository_name, context)
+        now = await self._time(request, "current_time", context)
+        name, key = request.partition_set_name, request.partition_key
+        result = await self._user_call(lambda: defs.partition_run(name, key, now), context)
+        if isinstance(result, ErrorInfo):
+            out = PartitionRunConfigResult(partition_set_name=name, partition_key=key, error=result)
+        else:
+            out = PartitionRunConfigResult(
+                partition_set_name=name,
+                partition_key=key,
+                run_config=result.run_config,
+                tags=result.tags,
+            )
+        return _checked(lambda: partition_run_config_to_proto(out), pb.GetPartitionRunConfigReply)
+
+    async def EvaluateSchedule(  # noqa: N802
+        self, request: pb.EvaluateScheduleRequest, context: aio.ServicerContext
+    ) -> pb.EvaluateScheduleReply:
+        """Evaluate a schedule's tick at ``scheduled_time``."""
+        defs = await self._definitions(request.repository_name, context)
+        when = await self._time(request, "scheduled_time", context, required=True)
+        assert when is not None
+        name = request.schedule_name
+        result = await self._user_call(lambda: defs.evaluate_schedule(name, when), context)
+        if isinstance(result, ErrorInfo):
+            out = ScheduleTickResult(
+                schedule_name=name, scheduled_timestamp=when.timestamp(), error=result
+            )
+        else:
+            out = ScheduleTickResult(
+                schedule_name=name,
+                scheduled_timestamp=when.timestamp(),
+                run_requests=[_request_info(r) for r in result.run_requests],
+                skip_reason=result.skip_reason,
+                next_tick_timestamp=result.next_tick.timestamp() if result.next_tick else None,
+            )
+        return _checked(lambda: schedule_tick_to_proto(out), pb.EvaluateScheduleReply)
+
+    async def EvaluateSensor(  # noqa: N802
+        self, request: pb.EvaluateSensorRequest, context: aio.ServicerContext
+    ) -> pb.EvaluateSensorReply:
+        """Evaluate a sensor once with its cursor, last tick time and last run key."""
+        defs = await self._definitions(request.repository_name, context)
+        last_tick = await self._time(request, "last_tick_time", context)
+        now = await self._time(request, "current_time", context)
+        name = request.sensor_name
+        cursor = request.cursor if request.HasField("cursor") else None
+        last_run_key = request.last_run_key if request.HasField("last_run_key") else None
+        result = await self._user_call(
+            lambda: defs.evaluate_sensor(
+                name,
+                cursor=cursor,
+                last_tick_time=last_tick,
+                last_run_key=last_run_key,
+                current_time=now,
+            ),
+            context,
+        )
+        if isinstance(result, ErrorInfo):
+            out = SensorTickResult(sensor_name=name, error=result)
+        else:
+            out = SensorTickResult(
+                sensor_name=name,
+                run_requests=[_request_info(r) for r in result.run_requests],
+                skip_reason=result.skip_reason,
+                cursor=result.cursor,
+            )
+        return _checked(lambda: sensor_tick_to_proto(out), pb.EvaluateSensorReply)
+
+
+def _request_info(request: RunRequest) -> RunRequestInfo:
+    assert request.job_name is not None  # resolved by the SDK
+    return RunRequestInfo(
+        job_name=request.job_name,
+        run_key=request.run_key,
+        run_config=dict(request.run_config),
+        tags=dict(request.tags),
+        partition_key=request.partition_key,
+    )
+
+
+R = TypeVar("R", pb.EvaluateScheduleReply, pb.EvaluateSensorReply, pb.GetPartitionRunConfigReply)
+
+
+def _checked(build: Callable[[], R], reply_type: type[R]) -> R:
+    """Build a reply; a user value that cannot travel (run config that is not JSON) is an error.
+
+    Run config is user data: a ``datetime`` or a set in it fails the Struct conversion, and
+    that is the user's mistake to report, not a reason to fail the call.
+    """
     try:
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-    except ImportError:
-        return
-    servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
-    servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # type: ignore[unused-coroutine]
+        return build()
+    except (ValueError, TypeError, AttributeError) as err:
+        wrapped = UserCodeError(
+            "tick", "reply", f"returned run config or tags that are not JSON: {err}"
+        )
+        wrapped.__cause__ = err
+        return reply_type(error=error_to_proto(ErrorInfo.from_exception(wrapped)))
+
+
+async def _add_health_service(server: aio.Server) -> health_aio.HealthServicer:
+    """Register the standard grpc.health.v1 service, SERVING for the server and CodeServer.
+
+    A location that failed to load still reports SERVING: the server answers (Ping says
+    why the code did not load), and a probe that restarted it would only crash-loop.
+    """
+    servicer = health_aio.HealthServicer()
+    for service in ("", CODESERVER_SERVICE):
+        await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
 
 
 class CodeServerService:
@@ -93,15 +293,13 @@ class CodeServerService:
 
     async def run(self) -> None:
         """Serve until :meth:`shutdown`, then stop with the graceful timeout."""
-        size = self._settings.max_message_bytes
-        server = aio.server(
-            options=[
-                ("grpc.max_send_message_length", size),
-                ("grpc.max_receive_message_length", size),
-            ]
+        server = aio.server(options=channel_options(self._settings.max_message_bytes))
+        runner = UserCodeRunner(
+            max_threads=self._settings.user_code_threads,
+            default_timeout=self._settings.user_code_timeout,
         )
-        pb_grpc.add_CodeServerServicer_to_server(CodeServerServicer(self._location), server)
-        _add_health_service(server)
+        pb_grpc.add_CodeServerServicer_to_server(CodeServerServicer(self._location, runner), server)
+        health = await _add_health_service(server)
         host = self._settings.host
         bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         port = server.add_insecure_port(f"{bind_host}:{self._settings.port}")
@@ -122,6 +320,8 @@ class CodeServerService:
         try:
             await self._stop.wait()
         finally:
+            # Probes see NOT_SERVING while in-flight calls finish.
+            await health.enter_graceful_shutdown()
             await server.stop(grace=self._settings.graceful_shutdown_timeout)
             log.info("code server for location %r stopped", self._location.config.name)
 

@@ -19,6 +19,15 @@ class CodeServerSettings(BaseSettings):
     max_message_bytes: int = Field(
         default=64 * 1024 * 1024, description="Largest gRPC message sent or received."
     )
+    user_code_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest a schedule, sensor or partition function may run per call "
+        "(a shorter client deadline wins).",
+    )
+    user_code_threads: int = Field(
+        default=4, ge=1, description="Threads running user functions (a stuck one holds one)."
+    )
     graceful_shutdown_timeout: float = Field(
         default=5.0, description="Seconds in-flight calls get to finish after SIGTERM."
     )
