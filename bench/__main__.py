@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench import envs, limits, workloads
-from bench.report import Measurement, Report, facts_block, tables
+from bench.report import Measurement, Report, facts_block, merge, tables
 from bench.systems.base import BenchError, System, Workspace
 
 ALL_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "dagster-mp", "prefect")
@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     p.add_argument("--keep", action="store_true", help="keep the systems' temp state dirs")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: merge these result files (later ones win) into --out",
+    )
     return p.parse_args(argv)
 
 
@@ -191,9 +198,25 @@ def plot(report_json: Path, png: Path) -> None:
         log(f"chart: {png}")
 
 
+def publish(report: Report, out: Path, *, chart: bool) -> None:
+    """Write latest.json / latest.md (and latest.png) to ``out`` and print the tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "latest.json"
+    report.save(json_path)
+    text = "## Facts\n\n" + facts_block(report.facts) + "\n" + tables(report)
+    (out / "latest.md").write_text(text)
+    print(text)
+    if chart:
+        plot(json_path, out / "latest.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    if args.merge:
+        merged = merge(Report.from_json(path.read_text()) for path in args.merge)
+        publish(merged, args.out, chart=not args.no_plot)
+        return 0
     systems = resolve_systems(_csv(args.systems))
     wls = _csv(args.workloads)
     for w in wls:
@@ -212,14 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         report.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "latest.json"
-    report.save(json_path)
-    text = "## Facts\n\n" + facts_block(report.facts) + "\n" + tables(report)
-    (args.out / "latest.md").write_text(text)
-    print(text)
-    if not args.no_plot:
-        plot(json_path, args.out / "latest.png")
+    publish(report, args.out, chart=not args.no_plot)
     return 0
 
 

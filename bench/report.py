@@ -76,6 +76,24 @@ class Report:
         path.write_text(self.to_json())
 
 
+def merge(reports: Iterable[Report]) -> Report:
+    """Combine reports (e.g. one system re-run later): later numbers replace earlier ones
+    with the same (workload, case, metric, system); dict facts are merged key by key."""
+    facts: dict[str, Any] = {}
+    by_key: dict[tuple[str, str, str, str], Measurement] = {}
+    for report in reports:
+        for key, value in report.facts.items():
+            if isinstance(value, dict) and isinstance(facts.get(key), dict):
+                facts[key] = {**facts[key], **value}
+            elif key == "date" and key in facts and facts[key] != value:
+                facts[key] = f"{facts[key]}; {value}"
+            else:
+                facts[key] = value
+        for m in report.measurements:
+            by_key[(m.workload, m.case, m.metric, m.system)] = m
+    return Report(facts=facts, measurements=list(by_key.values()))
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """The ``pct`` percentile (0-100) with linear interpolation between closest ranks."""
     if not values:
@@ -129,6 +147,9 @@ def ratio_text(
     return f"{1 / factor:.1f}x {bad}"
 
 
+#: Tables too wide and too noisy per cell for ratio columns.
+NO_RATIO_WORKLOADS = frozenset({"pickup breakdown"})
+
 #: Metrics that are not speeds: their ratios read better/worse instead of faster/slower.
 NON_SPEED_UNITS = frozenset({"MB", "CPU s/run", "CPU s"})
 
@@ -153,7 +174,9 @@ def tables(report: Report, baseline: str = BASELINE) -> str:
         # The baseline first, the limits last, the rest in the order they were measured.
         systems.sort(key=lambda s: (s != baseline, s.startswith("limit")))
         by = {(m.system, m.metric): m for m in rows}
-        base_present = any((baseline, metric) in by for metric, _, _ in metrics)
+        base_present = workload not in NO_RATIO_WORKLOADS and any(
+            (baseline, metric) in by for metric, _, _ in metrics
+        )
         title = f"### {workload}" + (f" ({case})" if case else "")
         header = ["system"]
         for metric, _unit, _ in metrics:

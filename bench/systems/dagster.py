@@ -183,9 +183,33 @@ class DagsterSystem:
         self._log_cursor[run_id] = (cursor, count)
         return count
 
+    def stages(self, run_id: str) -> dict[str, float]:
+        """Epoch time of the run's first lifecycle events, under Tether's event names."""
+        data = self._gql(
+            "query($id: ID!) { logsForRun(runId: $id) { __typename ... on EventConnection "
+            "{ events { __typename ... on MessageEvent { timestamp } } } } }",
+            id=run_id,
+        )["logsForRun"]
+        first: dict[str, float] = {}
+        for event in data.get("events") or []:
+            name = _STAGE_OF.get(event["__typename"])
+            if name is not None and event.get("timestamp"):
+                first.setdefault(name, int(event["timestamp"]) / 1000)
+        return first
+
     def log_tail(self, lines: int = 30) -> str:
         """Recent output of ``dagster dev``."""
         return self._group.tail(lines) if self._group is not None else ""
+
+
+#: Dagster event types that mark the same milestones as Tether's run events.
+_STAGE_OF = {
+    "RunEnqueuedEvent": "RUN_ENQUEUED",
+    "RunStartingEvent": "RUN_STARTING",
+    "RunStartEvent": "RUN_START",
+    "ExecutionStepStartEvent": "STEP_START",
+    "RunSuccessEvent": "RUN_SUCCESS",
+}
 
 
 def _normalize(status: str) -> str:

@@ -3,6 +3,7 @@ in its own venv, driven through the REST API."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -202,9 +203,34 @@ class PrefectSystem:
         resp.raise_for_status()
         return resp.json()
 
+    def stages(self, run_id: str) -> dict[str, float]:
+        """Epoch time of the flow run's states, under Tether's event names.
+
+        SCHEDULED ~ RUN_ENQUEUED, PENDING (the worker took it) ~ RUN_STARTING, RUNNING ~
+        RUN_START, COMPLETED ~ RUN_SUCCESS.
+        """
+        resp = self._request("GET", f"/flow_run_states/?flow_run_id={run_id}")
+        resp.raise_for_status()
+        first: dict[str, float] = {}
+        for state in resp.json():
+            name = _STAGE_OF.get(state.get("type", ""))
+            if name is not None:
+                at = dt.datetime.fromisoformat(state["timestamp"]).timestamp()
+                first[name] = min(at, first.get(name, at))
+        return first
+
     def log_tail(self, lines: int = 30) -> str:
         """Recent output of the server and the worker."""
         return "\n".join(f"--- {g.name}\n{g.tail(lines)}" for g in self._groups)
+
+
+#: Prefect state types that mark the same milestones as Tether's run events.
+_STAGE_OF = {
+    "SCHEDULED": "RUN_ENQUEUED",
+    "PENDING": "RUN_STARTING",
+    "RUNNING": "RUN_START",
+    "COMPLETED": "RUN_SUCCESS",
+}
 
 
 def _normalize(state_type: str | None) -> str:

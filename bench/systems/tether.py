@@ -52,6 +52,8 @@ class TetherSystem:
         env = {
             **workspace.bench_env(),
             WARM_START_ENV: "1" if warm else "0",
+            # Local stack, as `tether dev` runs it: the user API needs no token.
+            "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
             # No exporter: tracing stays on (it is part of the product) but ships nowhere.
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",

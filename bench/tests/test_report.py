@@ -120,3 +120,18 @@ def test_breakdown_measures_each_stage_from_the_previous_milestone() -> None:
             "->SUCCESS visible": 0.5,
         }
     )
+
+
+def test_merge_lets_later_reports_replace_numbers() -> None:
+    from bench.report import merge
+
+    first = Report(facts={"date": "d1", "versions": {"dagster": "1"}})
+    first.add(Measurement("storm", "N=20", "wall", "tether-cold", 10.0, "s"))
+    first.add(Measurement("storm", "N=20", "wall", "dagster", 30.0, "s"))
+    second = Report(facts={"date": "d2", "versions": {"prefect": "3"}})
+    second.add(Measurement("storm", "N=20", "wall", "tether-cold", 8.0, "s"))
+    merged = merge([first, second])
+    assert merged.facts["versions"] == {"dagster": "1", "prefect": "3"}
+    assert merged.facts["date"] == "d1; d2"
+    walls = {m.system: m.value for m in merged.measurements}
+    assert walls == {"tether-cold": 8.0, "dagster": 30.0}
