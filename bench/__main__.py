@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -210,8 +211,16 @@ def publish(report: Report, out: Path, *, chart: bool) -> None:
         plot(json_path, out / "latest.png")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
+    # SIGTERM and SIGINT (which a background start may have left ignored) unwind through
+    # the `finally` blocks, so every system the harness started is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     args = parse_args(argv)
     if args.merge:
         merged = merge(Report.from_json(path.read_text()) for path in args.merge)
