@@ -1,4 +1,4 @@
-"""The ASGI application: GraphQL at ``/graphql`` (GraphiQL on GET) and ``/healthz``."""
+"""The ASGI application: GraphQL at ``/graphql`` (GraphiQL on GET), ``/healthz``, the web UI."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from tether.controlplane.bodylimit import BodyLimit
 from tether.controlplane.bootstrap import bootstrap
 from tether.controlplane.db.engine import Database, migrate
 from tether.controlplane.graphql import ApiContext, build_schema
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.ui import ui_routes
 from tether.controlplane.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,12 @@ def create_app(cp: ControlPlane) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                BodyLimit(graphql_app, cp.settings.max_request_bytes),
+                methods=["GET", "POST"],
+            ),
+            # The web UI last: its routes must not shadow the API's.
+            *ui_routes(cp),
         ]
     )

@@ -1,0 +1,122 @@
+"""Jinja2 environment of the UI: templates, filters for times and durations, error pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from tether.controlplane.ui.schema_client import PageError
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+#: Run statuses after which nothing changes any more (no polling needed).
+TERMINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+def format_time(epoch: float | None) -> str:
+    """``2026-11-25 14:55:01`` (UTC), or an em dash for no time."""
+    if epoch is None:
+        return "—"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_clock(epoch: float | None) -> str:
+    """``14:55:01.123`` (UTC), for event logs."""
+    if epoch is None:
+        return "—"
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def format_duration(seconds: float | None) -> str:
+    """``850ms``, ``12.3s``, ``4m 05s``, ``2h 03m``."""
+    if seconds is None:
+        return "—"
+    seconds = max(seconds, 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        minutes, rest = divmod(int(seconds), 60)
+        return f"{minutes}m {rest:02d}s"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h {rest // 60:02d}m"
+
+
+def format_ago(epoch: float | None, now: float | None = None) -> str:
+    """``5s ago``, ``3m ago``, ``2h ago``, ``4d ago``."""
+    if epoch is None:
+        return "never"
+    delta = max((now if now is not None else time.time()) - epoch, 0.0)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if delta >= size:
+            return f"{int(delta // size)}{unit} ago"
+    return f"{int(delta)}s ago"
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON for display and for the launchpad's editor."""
+    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False)
+
+
+#: Largest form body accepted (a run config is small; this bounds what one request buffers).
+MAX_FORM_BYTES = 1024 * 1024
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """The fields of a URL-encoded form post (the only kind the UI's forms send).
+
+    Parsed here rather than with Starlette's ``request.form()``, which needs the
+    python-multipart package for no benefit to these forms.
+
+    Raises:
+        PageError: the body is too large or not URL-encoded.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind not in ("", "application/x-www-form-urlencoded"):
+        raise PageError(f"expected a URL-encoded form, got {kind!r}", 415)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise PageError("the form is too large", 413)
+    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=select_autoescape(["html", "svg"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        time=format_time,
+        clock=format_clock,
+        duration=format_duration,
+        ago=format_ago,
+        pretty_json=pretty_json,
+    )
+    env.globals["TERMINAL_STATUSES"] = TERMINAL_STATUSES
+    return env
+
+
+ENVIRONMENT = _environment()
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """Render ``template`` with ``context`` (plus ``request`` and ``now``) as an HTML response."""
+    html = ENVIRONMENT.get_template(template).render(request=request, now=time.time(), **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def render_error(request: Request, error: PageError) -> HTMLResponse:
+    """The error page (or, for an htmx request, an inline error box) for ``error``."""
+    template = "_error.html" if request.headers.get("hx-request") else "error.html"
+    return render(request, template, status_code=error.status, error=error)

@@ -1,0 +1,31 @@
+"""The UI's routes: pages, their live fragments, actions, and the static assets."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from tether.controlplane.ui.jobs import JobPages
+from tether.controlplane.ui.overview import OverviewPages
+from tether.controlplane.ui.rendering import STATIC_DIR
+from tether.controlplane.ui.runs import RunPages
+from tether.controlplane.ui.schema_client import SchemaClient
+
+if TYPE_CHECKING:
+    from tether.controlplane.app import ControlPlane
+
+
+def ui_routes(cp: ControlPlane) -> list[BaseRoute]:
+    """Routes of the web UI served from ``cp`` (mount them after the API's routes).
+
+    Every asset is served from the package (htmx is vendored under ``static/``), so the UI
+    works without any internet resource.
+    """
+    client = SchemaClient(cp)
+    return [
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+        *OverviewPages(client).routes(),
+        *RunPages(client).routes(),
+        *JobPages(client).routes(),
+    ]

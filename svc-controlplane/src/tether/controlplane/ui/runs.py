@@ -1,0 +1,325 @@
+"""Runs list and run page: status, step timeline, op graph, events, compute logs (live)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from tether.controlplane.ui.dag import layout_dag
+from tether.controlplane.ui.gantt import gantt_chart, step_spans
+from tether.controlplane.ui.rendering import TERMINAL_STATUSES, render, render_error
+from tether.controlplane.ui.schema_client import PageError, SchemaClient
+from tether.shared.messages import RunStatus
+
+PAGE_SIZE = 25
+#: Logs can reach the control plane a little after the run ended (logship batches):
+#: keep tailing for this long after the end.
+LOG_GRACE_S = 15.0
+#: Tag a re-executed run carries, naming the run it re-executes.
+PARENT_RUN_TAG = "tether/parent_run_id"
+
+RUNS_QUERY = """
+query RunsPage($status: RunStatus, $job: String, $limit: Int!, $offset: Int!) {
+  runs(status: $status, jobName: $job, limit: $limit, offset: $offset) {
+    id jobName locationName status tags createdAt startedAt endedAt
+  }
+  codeLocations { name repositories { jobs { name } } }
+}"""
+
+RUN_QUERY = """
+query RunPage($id: String!) {
+  run(id: $id) {
+    id jobName locationName repositoryName status runConfig tags
+    createdAt startedAt endedAt traceId
+    events {
+      id seq eventType timestamp stepKey message
+      error { clsName message traceback }
+    }
+  }
+  codeLocations {
+    name
+    repositories { name jobs { name ops { name description } edges { fromOp toOp } } }
+  }
+}"""
+
+LOGS_QUERY = """
+query RunLogs($id: String!, $step: String!, $stream: String!, $offset: Int!) {
+  run(id: $id) {
+    status endedAt
+    streams: computeLogs { stepKey stream nextOffset }
+    selected: computeLogs(stepKey: $step, stream: $stream, offset: $offset) {
+      stepKey stream offset nextOffset text
+    }
+  }
+}"""
+
+STREAMS_QUERY = """
+query RunLogStreams($id: String!) {
+  run(id: $id) { status endedAt streams: computeLogs { stepKey stream nextOffset } }
+}"""
+
+REEXECUTE_QUERY = """
+query Reexecute($id: String!) {
+  run(id: $id) { id jobName locationName repositoryName runConfig tags }
+}"""
+
+LAUNCH_MUTATION = """
+mutation Launch($loc: String!, $job: String!, $repo: String, $cfg: JSON, $tags: JSON) {
+  launchRun(locationName: $loc, jobName: $job, repositoryName: $repo, runConfig: $cfg,
+            tags: $tags) {
+    __typename
+    ... on LaunchRunSuccess { run { id } }
+    ... on RunConfigValidationInvalid { message errors }
+    ... on JobNotFoundError { message }
+    ... on LocationNotLoadedError { message }
+  }
+}"""
+
+
+def _int_param(request: Request, name: str, default: int = 0) -> int:
+    try:
+        return max(int(request.query_params.get(name, default)), 0)
+    except ValueError:
+        return default
+
+
+class RunPages:
+    """Handlers of ``/runs`` and ``/runs/{id}`` and their live fragments."""
+
+    def __init__(self, client: SchemaClient) -> None:
+        self._client = client
+
+    def routes(self) -> list[Route]:
+        """This module's routes."""
+        return [
+            Route("/runs", self.runs_page, methods=["GET"]),
+            Route("/runs/table", self.runs_table, methods=["GET"]),
+            Route("/runs/{run_id}", self.run_page, methods=["GET"]),
+            Route("/runs/{run_id}/live", self.run_live, methods=["GET"]),
+            Route("/runs/{run_id}/logs", self.run_logs, methods=["GET"]),
+            Route("/runs/{run_id}/logs/tail", self.run_logs_tail, methods=["GET"]),
+            Route("/runs/{run_id}/reexecute", self.reexecute, methods=["POST"]),
+        ]
+
+    # --- runs list ------------------------------------------------------------------------
+
+    async def _runs_context(self, request: Request) -> dict[str, Any]:
+        status = request.query_params.get("status") or None
+        job = request.query_params.get("job") or None
+        offset = _int_param(request, "offset")
+        if status is not None and status not in RunStatus.__members__:
+            raise PageError(f"unknown run status {status!r}", 400)
+        # One more than a page tells whether there is a next page without counting.
+        data = await self._client.execute(
+            request, RUNS_QUERY, status=status, job=job, limit=PAGE_SIZE + 1, offset=offset
+        )
+        runs = data["runs"]
+        jobs = sorted(
+            {
+                j["name"]
+                for loc in data["codeLocations"]
+                for r in loc["repositories"]
+                for j in r["jobs"]
+            }
+            | ({job} if job else set())
+        )
+        filters = {k: v for k, v in (("status", status), ("job", job)) if v}
+        return {
+            "runs": runs[:PAGE_SIZE],
+            "statuses": list(RunStatus.__members__),
+            "jobs": jobs,
+            "status": status,
+            "job": job,
+            "offset": offset,
+            "page_size": PAGE_SIZE,
+            "has_next": len(runs) > PAGE_SIZE,
+            "filter_query": urlencode(filters),
+            "live": any(r["status"] not in TERMINAL_STATUSES for r in runs[:PAGE_SIZE]),
+        }
+
+    async def runs_page(self, request: Request) -> Response:
+        """The runs list with its filters and pagination."""
+        try:
+            context = await self._runs_context(request)
+        except PageError as err:
+            return render_error(request, err)
+        return render(request, "runs.html", nav="runs", **context)
+
+    async def runs_table(self, request: Request) -> Response:
+        """The runs table alone, polled while some run on it is still going."""
+        try:
+            context = await self._runs_context(request)
+        except PageError as err:
+            return render_error(request, err)
+        return render(request, "_runs_table.html", **context)
+
+    # --- run page -------------------------------------------------------------------------
+
+    async def _run_context(self, request: Request) -> dict[str, Any]:
+        run_id = request.path_params["run_id"]
+        data = await self._client.execute(request, RUN_QUERY, id=run_id)
+        run = data["run"]
+        if run is None:
+            raise PageError(f"There is no run {run_id!r}.", 404)
+        events = run["events"]
+        now = time.time()
+        terminal = run["status"] in TERMINAL_STATUSES
+        spans = step_spans(events)
+        origin = run["startedAt"] or (spans[0].start if spans else run["createdAt"])
+        until = run["endedAt"] if terminal and run["endedAt"] else now
+        step_status = {span.step_key: span.status for span in spans}
+        job = _find_job(data["codeLocations"], run)
+        dag = None
+        if job is not None:
+            dag = layout_dag(
+                [op["name"] for op in job["ops"]],
+                [(e["fromOp"], e["toOp"]) for e in job["edges"]],
+            )
+        event_type = request.query_params.get("type") or None
+        step = request.query_params.get("step") or None
+        shown = [
+            e
+            for e in events
+            if (event_type is None or e["eventType"] == event_type)
+            and (step is None or e["stepKey"] == step)
+        ]
+        filters = {k: v for k, v in (("type", event_type), ("step", step)) if v}
+        return {
+            "run": run,
+            "live": not terminal,
+            "gantt": gantt_chart(spans, origin=origin, until=until),
+            "dag": dag,
+            "job": job,
+            "step_status": step_status,
+            "failures": [e for e in events if e["error"] is not None],
+            "events": shown,
+            "event_count": len(events),
+            "event_types": sorted({e["eventType"] for e in events}),
+            "steps": sorted({e["stepKey"] for e in events if e["stepKey"]}),
+            "event_type": event_type,
+            "step": step,
+            "filter_query": urlencode(filters),
+            "duration": (run["endedAt"] or now) - run["startedAt"] if run["startedAt"] else None,
+        }
+
+    async def run_page(self, request: Request) -> Response:
+        """One run: header, op graph, timeline, errors, event log, and the logs pane."""
+        try:
+            context = await self._run_context(request)
+            logs = await self._logs_context(request)
+        except PageError as err:
+            return render_error(request, err)
+        return render(request, "run.html", nav="runs", logs=logs, **context)
+
+    async def run_live(self, request: Request) -> Response:
+        """Everything of the run page but the logs pane, polled while the run is going."""
+        try:
+            context = await self._run_context(request)
+        except PageError as err:
+            return render_error(request, err)
+        return render(request, "_run_live.html", **context)
+
+    # --- compute logs ---------------------------------------------------------------------
+
+    async def _logs_context(self, request: Request, offset: int = 0) -> dict[str, Any]:
+        run_id = request.path_params["run_id"]
+        step = request.query_params.get("step") or None
+        stream = request.query_params.get("stream") or "stdout"
+        if step is None:
+            data = await self._client.execute(request, STREAMS_QUERY, id=run_id)
+            if data["run"] is not None and data["run"]["streams"]:
+                # Default to the first stream that has output (stdout before stderr).
+                first = data["run"]["streams"][0]
+                step, stream = first["stepKey"], first["stream"]
+        if step is not None:
+            data = await self._client.execute(
+                request, LOGS_QUERY, id=run_id, step=step, stream=stream, offset=offset
+            )
+        run = data["run"]
+        if run is None:
+            raise PageError(f"There is no run {run_id!r}.", 404)
+        selected = None
+        if step is not None:
+            slices = run["selected"]
+            selected = slices[0] if slices else None
+            if selected is None:
+                selected = {
+                    "stepKey": step,
+                    "stream": stream,
+                    "offset": offset,
+                    "nextOffset": offset,
+                    "text": "",
+                }
+        ended = run["endedAt"]
+        tailing = run["status"] not in TERMINAL_STATUSES or (
+            ended is not None and time.time() - ended < LOG_GRACE_S
+        )
+        return {
+            "run_id": run_id,
+            "streams": run["streams"],
+            "selected": selected,
+            "tailing": tailing,
+        }
+
+    async def run_logs(self, request: Request) -> Response:
+        """The logs pane: a tab per (step, stream) and the chosen one's text."""
+        try:
+            logs = await self._logs_context(request)
+        except PageError as err:
+            return render_error(request, err)
+        return render(request, "_run_logs.html", logs=logs)
+
+    async def run_logs_tail(self, request: Request) -> Response:
+        """New output of the chosen stream since ``offset`` (appended by the page), and tabs."""
+        try:
+            logs = await self._logs_context(request, offset=_int_param(request, "offset"))
+        except PageError as err:
+            return render_error(request, err)
+        return render(request, "_run_logs_tail.html", logs=logs)
+
+    # --- actions --------------------------------------------------------------------------
+
+    async def reexecute(self, request: Request) -> Response:
+        """Launch the same job with the same config and tags; go to the new run."""
+        run_id = request.path_params["run_id"]
+        try:
+            run = (await self._client.execute(request, REEXECUTE_QUERY, id=run_id))["run"]
+            if run is None:
+                raise PageError(f"There is no run {run_id!r}.", 404)
+            tags = {**run["tags"], PARENT_RUN_TAG: run_id}
+            result = (
+                await self._client.execute(
+                    request,
+                    LAUNCH_MUTATION,
+                    loc=run["locationName"],
+                    job=run["jobName"],
+                    repo=run["repositoryName"],
+                    cfg=run["runConfig"],
+                    tags=tags,
+                )
+            )["launchRun"]
+        except PageError as err:
+            return render_error(request, err)
+        if result["__typename"] != "LaunchRunSuccess":
+            return render_error(
+                request, PageError(f"Could not re-execute: {result['message']}", 409)
+            )
+        return RedirectResponse(f"/runs/{result['run']['id']}", status_code=303)
+
+
+def _find_job(locations: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's job in the current snapshot of its location (None if it is gone)."""
+    for location in locations:
+        if location["name"] != run["locationName"]:
+            continue
+        for repo in location["repositories"]:
+            if run["repositoryName"] not in (None, repo["name"]):
+                continue
+            for job in repo["jobs"]:
+                if job["name"] == run["jobName"]:
+                    return job
+    return None

@@ -1,0 +1,68 @@
+"""Pages read and act through the control plane's own GraphQL schema, executed in-process.
+
+So the UI exercises exactly the API users script against, including its validation, its
+error masking, and (once user tokens exist) its scoping: the page's HTTP request is the
+resolvers' ``info.context.request``, so the browser's ``Authorization`` header or cookies
+reach the same checks a GraphQL client's would.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from tether.controlplane.errors import BAD_INPUT, UNAUTHENTICATED
+from tether.controlplane.graphql import ApiContext, build_schema
+from tether.controlplane.graphql.schema import INTERNAL_ERROR_MESSAGE
+
+if TYPE_CHECKING:
+    from tether.controlplane.app import ControlPlane
+
+#: HTTP status of a page whose operation was refused with this GraphQL error code.
+STATUS_FOR_CODE = {UNAUTHENTICATED: 401, BAD_INPUT: 400, "NOT_FOUND": 404, "FORBIDDEN": 403}
+
+
+class PageError(Exception):
+    """An operation of a page failed; shown to the user as one sentence, never a stack.
+
+    Attributes:
+        message: what to tell the user.
+        status: HTTP status of the error page.
+    """
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class SchemaClient:
+    """Executes GraphQL documents against the control plane's schema, in this process."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+        self._schema = build_schema()
+
+    async def execute(self, request: Request, document: str, **variables: Any) -> dict[str, Any]:
+        """Run ``document`` as ``request``'s sender would; return its ``data``.
+
+        Raises:
+            PageError: the operation was refused (its message, with a matching HTTP status)
+                or failed (the schema's generic message; the traceback is in the server log).
+        """
+        context = ApiContext(request=request, response=Response(), cp=self._cp)
+        result = await self._schema.execute(
+            document, variable_values=variables, context_value=context
+        )
+        if result.errors:
+            error = result.errors[0]
+            code = (error.extensions or {}).get("code")
+            if code in STATUS_FOR_CODE:
+                raise PageError(error.message, STATUS_FOR_CODE[code])
+            if error.message == INTERNAL_ERROR_MESSAGE:
+                raise PageError("The control plane failed to answer; see its log.", 500)
+            # A syntax or validation error here is a bug of the page's own document.
+            raise PageError(f"The page asked the API something it cannot answer: {error.message}")
+        assert result.data is not None
+        return result.data

@@ -1,0 +1,271 @@
+"""The web UI's pages over the real ASGI app and a temp SQLite DB.
+
+Data is created through the real GraphQL API (agent uploads, launchRun), then each page is
+rendered through httpx as a browser would request it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from controlplane_testkit import EVENTS, LOGS, Api, example_snapshot
+from tether.shared.messages import (
+    ErrorInfo,
+    EventType,
+    Heartbeat,
+    LogChunk,
+    LogStream,
+    RunEvent,
+    WorkResult,
+)
+
+TEMPLATES = Path(__file__).parents[1] / "src/tether/controlplane/ui/templates"
+HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
+
+
+@pytest.fixture
+def backend() -> str:
+    # Pages read through the same API on either database; SQLite keeps these tests fast.
+    return "sqlite"
+
+
+@pytest.fixture(autouse=True)
+def _signed_in(api: Api) -> None:
+    # Pages act as their request's sender: here an admin, like a signed-in user.
+    api.client.headers["Authorization"] = f"Bearer {api.admin_token}"
+
+
+async def store_events(api: Api, *events: RunEvent) -> None:
+    await api.agent(EVENTS, items=[e.model_dump(mode="json") for e in events])
+
+
+async def failed_run(api: Api) -> str:
+    """A run of ``hello`` where op a succeeds and op b fails, with output on both streams."""
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    t = time.time()
+    boom = ErrorInfo(
+        cls_name="ValueError", message="boom: b failed", traceback='File "jobs.py", line 7\n'
+    )
+    await store_events(
+        api,
+        RunEvent(run_id=run_id, seq=1, event_type=EventType.RUN_START, timestamp=t),
+        RunEvent(run_id=run_id, seq=2, event_type=EventType.STEP_START, step_key="a", timestamp=t),
+        RunEvent(
+            run_id=run_id, seq=3, event_type=EventType.STEP_SUCCESS, step_key="a", timestamp=t + 1
+        ),
+        RunEvent(
+            run_id=run_id, seq=4, event_type=EventType.STEP_START, step_key="b", timestamp=t + 1
+        ),
+        RunEvent(
+            run_id=run_id,
+            seq=5,
+            event_type=EventType.STEP_FAILURE,
+            step_key="b",
+            timestamp=t + 2,
+            error=boom,
+        ),
+        RunEvent(run_id=run_id, seq=6, event_type=EventType.RUN_FAILURE, timestamp=t + 2),
+    )
+    chunks = [
+        LogChunk(run_id=run_id, step_key="a", stream=LogStream.STDOUT, offset=0, data=b"hello "),
+        LogChunk(run_id=run_id, step_key="a", stream=LogStream.STDOUT, offset=6, data=b"<world>\n"),
+        LogChunk(run_id=run_id, step_key="b", stream=LogStream.STDERR, offset=0, data=b"oops\n"),
+    ]
+    await api.agent(LOGS, items=[c.model_dump(mode="json") for c in chunks])
+    return run_id
+
+
+async def test_empty_states_of_every_page(api: Api) -> None:
+    for path, empty in [
+        ("/", "No agent has reported yet"),
+        ("/runs", "No runs yet"),
+        ("/locations", "loc"),
+        ("/agents", "No agent has reported yet"),
+    ]:
+        resp = await api.client.get(path)
+        assert resp.status_code == 200, (path, resp.text)
+        assert empty in resp.text, path
+        # Every page has the nav bar and only local assets.
+        assert 'href="/runs"' in resp.text and 'src="/static/htmx.min.js"' in resp.text
+
+
+async def test_assets_are_served_locally_and_no_template_names_an_internet_url(api: Api) -> None:
+    resp = await api.client.get("/static/htmx.min.js")
+    assert resp.status_code == 200
+    assert resp.text.startswith("/*! htmx 2.")
+    assert (await api.client.get("/static/tether.css")).status_code == 200
+    for template in TEMPLATES.glob("*.html"):
+        # The SVG namespace is an identifier, not a resource fetched from the internet.
+        text = template.read_text().replace("http://www.w3.org/2000/svg", "")
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), template.name
+
+
+async def test_run_page_shows_graph_timeline_error_events_and_logs(api: Api) -> None:
+    run_id = await failed_run(api)
+    resp = await api.client.get(f"/runs/{run_id}")
+    assert resp.status_code == 200, resp.text
+    html = resp.text
+    assert 'data-status="FAILURE"' in html
+    # The op graph, coloured by step outcome, with its edge a -> b.
+    assert re.search(r'class="dag-node state-success" data-op="a"', html)
+    assert re.search(r'class="dag-node state-failure" data-op="b"', html)
+    assert 'data-from="a" data-to="b"' in html
+    # The Gantt chart: a bar per step.
+    assert re.search(r'data-step="a">.*?class="gantt-bar state-success"', html, re.S)
+    assert re.search(r'data-step="b">.*?class="gantt-bar state-failure"', html, re.S)
+    # The failed step's error and traceback.
+    assert "boom: b failed" in html and "File &#34;jobs.py&#34;, line 7" in html
+    # Finished: nothing polls the live region any more.
+    assert (
+        'id="live" data-status="FAILURE"\n  >' in html
+        or "every 2s" not in html.split('id="logs"')[0]
+    )
+    # Logs: a tab per (step, stream); the first chosen and escaped.
+    assert "a · stdout" in html and "b · stderr" in html
+    assert "hello &lt;world&gt;" in html
+
+
+async def test_event_filters_by_type_and_step(api: Api) -> None:
+    run_id = await failed_run(api)
+    html = (await api.client.get(f"/runs/{run_id}/live?type=STEP_START")).text
+    rows = re.findall(r'<tr class="event-(\w+)">', html)
+    assert rows == ["step_start", "step_start"]
+    html = (await api.client.get(f"/runs/{run_id}/live?step=b")).text
+    assert re.findall(r'<tr class="event-(\w+)">', html) == ["step_start", "step_failure"]
+
+
+async def test_log_tail_returns_only_new_output(api: Api) -> None:
+    run_id = await failed_run(api)
+    resp = await api.client.get(f"/runs/{run_id}/logs/tail?step=a&stream=stdout&offset=6")
+    assert resp.status_code == 200
+    assert '<div hx-swap-oob="beforeend:#log-text">&lt;world&gt;\n</div>' in resp.text
+    # Nothing new: nothing appended.
+    resp = await api.client.get(f"/runs/{run_id}/logs/tail?step=a&stream=stdout&offset=14")
+    assert "beforeend" not in resp.text
+    pane = (await api.client.get(f"/runs/{run_id}/logs?step=b&stream=stderr")).text
+    assert "oops" in pane and "hello" not in pane
+
+
+async def test_live_run_keeps_polling_until_it_ends(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    html = (await api.client.get(f"/runs/{run_id}")).text
+    assert 'data-status="QUEUED"' in html
+    assert f'hx-get="/runs/{run_id}/live" hx-trigger="every 2s"' in html
+    assert "No step has started yet." in html and "No output yet." in html
+    table = (await api.client.get("/runs/table")).text
+    assert 'hx-trigger="every 2s"' in table
+
+
+async def test_runs_list_filters_and_pages(api: Api) -> None:
+    run_id = await failed_run(api)
+    for _ in range(25):
+        await api.launch()
+    first = (await api.client.get("/runs")).text
+    assert first.count("<tr data-run=") == 25
+    assert "offset=25" in first and "Older" in first
+    second = (await api.client.get("/runs?offset=25")).text
+    assert second.count("<tr data-run=") == 1 and run_id in second
+    failed = (await api.client.get("/runs?status=FAILURE")).text
+    assert failed.count("<tr data-run=") == 1 and run_id in failed
+    none = (await api.client.get("/runs?job=nope")).text
+    assert "No run matches these filters." in none
+    bad = await api.client.get("/runs?status=BOGUS")
+    assert bad.status_code == 400 and "unknown run status" in bad.text
+
+
+async def test_job_page_draws_the_graph_and_prefills_the_launchpad(api: Api) -> None:
+    await api.load()
+    resp = await api.client.get("/locations/loc/jobs/hello")
+    assert resp.status_code == 200, resp.text
+    assert '<svg class="dag"' in resp.text and 'data-from="a" data-to="b"' in resp.text
+    assert "Launchpad" in resp.text and "&#34;additionalProperties&#34;: false" in resp.text
+    missing = await api.client.get("/locations/loc/jobs/nope")
+    assert missing.status_code == 404 and "has no job" in missing.text
+
+
+async def test_launchpad_shows_problems_inline_and_redirects_to_the_run(api: Api) -> None:
+    await api.load()
+    url = "/locations/loc/jobs/hello/launch?repo=repo"
+    bad_json = await api.client.post(url, data={"run_config": "{nope", "tags": ""})
+    assert bad_json.status_code == 400 and "Run config is not valid JSON" in bad_json.text
+    bad_cfg = await api.client.post(url, data={"run_config": '{"ops": {"a": {"n": "x"}}}'})
+    assert bad_cfg.status_code == 422
+    assert (
+        "invalid" in bad_cfg.text and "&#39;x&#39; is not of type &#39;integer&#39;" in bad_cfg.text
+    )
+    # What the user typed is kept.
+    assert "{&#34;ops&#34;: {&#34;a&#34;: {&#34;n&#34;: &#34;x&#34;}}}" in bad_cfg.text
+    checked = await api.client.post(
+        "/locations/loc/jobs/hello/validate", data={"run_config": '{"ops": {"zz": {}}}'}
+    )
+    assert "Additional properties are not allowed" in checked.text
+    ok = await api.client.post(
+        url, data={"run_config": '{"ops": {"a": {"n": 3}}}', "tags": '{"who": "ui"}'}
+    )
+    assert ok.status_code == 303
+    run_id = ok.headers["location"].removeprefix("/runs/")
+    run = await api.run(run_id)
+    assert run["runConfig"] == {"ops": {"a": {"n": 3}}} and run["tags"] == {"who": "ui"}
+
+
+async def test_reexecute_launches_the_same_job_and_config(api: Api) -> None:
+    run_id = await failed_run(api)
+    resp = await api.client.post(f"/runs/{run_id}/reexecute")
+    assert resp.status_code == 303
+    new_id = resp.headers["location"].removeprefix("/runs/")
+    assert new_id != run_id
+    new = await api.run(new_id)
+    assert new["jobName"] == "hello" and new["tags"]["tether/parent_run_id"] == run_id
+
+
+async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
+    heartbeat = Heartbeat(
+        agent_id="agent-7",
+        services={"poller/host-1": "RUNNING", "logship/host-1": "DEGRADED"},
+        queues={"WORK": 3},
+        errors=["logship: upload failed"],
+    )
+    await api.agent(HEARTBEAT, hb=heartbeat.model_dump(mode="json"))
+    (item,) = [i for i in await api.claim() if i.kind == "load_location"]
+    error = ErrorInfo(
+        cls_name="ModuleNotFoundError", message="No module named 'jobs'", traceback="Traceback..."
+    )
+    await api.submit(
+        WorkResult(id=item.id, work_item_id=item.id, kind=item.kind, ok=False, error=error)
+    )
+    overview = (await api.client.get("/")).text
+    assert "agent-7" in overview and "ONLINE" in overview
+    assert "LOAD_ERROR" in overview and "No module named &#39;jobs&#39;" in overview
+    agents = (await api.client.get("/agents")).text
+    assert "poller/host-1" in agents and "DEGRADED" in agents and "upload failed" in agents
+    page = (await api.client.get("/locations/loc")).text
+    assert "Load error" in page and "Traceback..." in page and "Reload definitions" in page
+    reload = await api.client.post("/locations/loc/reload")
+    assert reload.status_code == 303 and reload.headers["location"] == "/locations/loc"
+    assert "LOADING" in (await api.client.get("/locations/loc")).text
+
+
+async def test_location_page_lists_jobs(api: Api) -> None:
+    await api.load(example_snapshot())
+    page = (await api.client.get("/locations/loc")).text
+    assert "Repository repo" in page and 'href="/locations/loc/jobs/hello?repo=repo"' in page
+
+
+async def test_unknown_things_get_a_friendly_page(api: Api) -> None:
+    for path in ("/runs/does-not-exist", "/locations/nowhere"):
+        resp = await api.client.get(path)
+        assert resp.status_code == 404
+        assert "There is no" in resp.text and "Traceback" not in resp.text
+    fragment = await api.client.get("/runs/nope/live", headers={"HX-Request": "true"})
+    assert fragment.status_code == 404 and fragment.text.startswith('<div class="notice')
+
+
+async def test_pages_need_a_token_when_anonymous_access_is_off(api: Api) -> None:
+    resp = await api.client.get("/runs", headers={"Authorization": ""})
+    assert resp.status_code == 401
+    assert "Sign in with a user token" in resp.text and "Traceback" not in resp.text
