@@ -183,7 +183,7 @@ async def test_failing_step_reports_traceback_and_skips_downstream(
         (E.RUN_START, None),
         (E.STEP_START, "explode"),
         (E.STEP_FAILURE, "explode"),
-        (E.LOG, "after_explode"),
+        (E.STEP_SKIPPED, "after_explode"),
         (E.RUN_FAILURE, None),
     ]
     assert_numbered(events, run_id)
@@ -193,7 +193,7 @@ async def test_failing_step_reports_traceback_and_skips_downstream(
     assert failure.error.message == "boom: this op always fails"
     assert 'raise ValueError("boom: this op always fails")' in failure.error.traceback
     assert "example_jobs.py" in failure.error.traceback
-    assert events[3][1].data["skipped"] is True
+    assert events[3][1].data["upstream"] == ["explode"]
     assert events[4][1].data["failed_steps"] == ["explode"]
 
     chunks = await read_logs(js, run_id)
@@ -222,6 +222,130 @@ async def test_configured_run_and_fan_in(nats_server, examples_location) -> None
     assert events[-1][1].event_type is E.RUN_SUCCESS
     outputs = {e.step_key: e.data["value_repr"] for _, e in events if e.event_type is E.STEP_OUTPUT}
     assert outputs["report"] == "{'total': 10, 'largest': 4, 'count': 4, 'total_again': 10}"
+    await nc.close()
+
+
+RETRYING = """
+from tether.sdk import Definitions, OpContext, RetryPolicy, RetryRequested, job, op
+
+
+@op(retry_policy=RetryPolicy(max_retries=2, delay=0.01, backoff="EXPONENTIAL"))
+def twice_unlucky(context: OpContext) -> int:
+    print(f"attempt {context.retry_number}")
+    if context.retry_number < 2:
+        raise ConnectionError(f"unlucky {context.retry_number}")
+    return context.retry_number
+
+
+@op
+def asks_for_retry(context: OpContext, n: int) -> int:
+    if context.retry_number == 0:
+        raise RetryRequested(max_retries=1, seconds_to_wait=0.01)
+    return n + 1
+
+
+@op(retry_policy=RetryPolicy(max_retries=1))
+def hopeless() -> None:
+    raise RuntimeError("still broken")
+
+
+@op
+def never(value: None) -> None: ...
+
+
+@job
+def retries():
+    asks_for_retry(twice_unlucky())
+    never(hopeless())
+
+
+defs = Definitions(jobs=[retries])
+"""
+
+
+async def test_retries_per_policy_and_skips(nats_server, tmp_path: Path) -> None:
+    nc, js = await _connect(nats_server.url)
+    await _declare(js)
+    (tmp_path / "retrying.py").write_text(RETRYING)
+    location = LocationConfig(name="retrying", python_file=str(tmp_path / "retrying.py"))
+    args = run_args(location, nats_server.url, "retries")
+    code, stderr = await run_worker(args)
+    assert code == 0, stderr
+    events = await read_events(js, args.run.run_id)
+    assert_numbered(events, args.run.run_id)
+    assert kinds(events) == [
+        (E.RUN_START, None),
+        (E.STEP_START, "twice_unlucky"),
+        (E.STEP_RETRY, "twice_unlucky"),
+        (E.STEP_START, "twice_unlucky"),
+        (E.STEP_RETRY, "twice_unlucky"),
+        (E.STEP_START, "twice_unlucky"),
+        (E.STEP_OUTPUT, "twice_unlucky"),
+        (E.STEP_SUCCESS, "twice_unlucky"),
+        (E.STEP_START, "asks_for_retry"),
+        (E.STEP_RETRY, "asks_for_retry"),
+        (E.STEP_START, "asks_for_retry"),
+        (E.STEP_OUTPUT, "asks_for_retry"),
+        (E.STEP_SUCCESS, "asks_for_retry"),
+        (E.STEP_START, "hopeless"),
+        (E.STEP_RETRY, "hopeless"),
+        (E.STEP_START, "hopeless"),
+        (E.STEP_FAILURE, "hopeless"),
+        (E.STEP_SKIPPED, "never"),
+        (E.RUN_FAILURE, None),
+    ]
+    retries = [e for _, e in events if e.event_type is E.STEP_RETRY]
+    assert [(r.data["attempt"], r.data["delay_s"]) for r in retries[:2]] == [(1, 0.01), (2, 0.02)]
+    assert retries[0].error is not None and retries[0].error.message == "unlucky 0"
+    assert [e.data.get("attempt") for _, e in events if e.event_type is E.STEP_START][:3] == [
+        None,
+        1,
+        2,
+    ]
+    outputs = {e.step_key: e.data["value_repr"] for _, e in events if e.event_type is E.STEP_OUTPUT}
+    assert outputs == {"twice_unlucky": "2", "asks_for_retry": "3"}
+    failure = next(e for _, e in events if e.event_type is E.STEP_FAILURE)
+    assert failure.data["attempts"] == 2 and failure.error is not None
+    assert events[-1][1].data["skipped_steps"] == ["never"]
+    # Offsets continue across attempts: one contiguous stream with every attempt's output.
+    chunks = await read_logs(js, args.run.run_id)
+    assert output_of(chunks, "twice_unlucky", LogStream.STDOUT) == (
+        b"attempt 0\nattempt 1\nattempt 2\n"
+    )
+    await nc.close()
+
+
+async def test_partition_run_context_and_materializations(nats_server, examples_location) -> None:
+    nc, js = await _connect(nats_server.url)
+    await _declare(js)
+    args = run_args(
+        examples_location,
+        nats_server.url,
+        "daily_report",
+        {"ops": {"build_report": {"config": {"day": "2026-01-05"}}}},
+        tags={"tether/partition": "2026-01-05"},
+    )
+    code, stderr = await run_worker(args)
+    assert code == 0, stderr
+    events = await read_events(js, args.run.run_id)
+    assert kinds(events) == [
+        (E.RUN_START, None),
+        (E.STEP_START, "build_report"),
+        (E.LOG, "build_report"),
+        (E.ASSET_MATERIALIZATION, "build_report"),
+        (E.STEP_OUTPUT, "build_report"),
+        (E.STEP_SUCCESS, "build_report"),
+        (E.RUN_SUCCESS, None),
+    ]
+    by_kind = {e.event_type: e for _, e in events}
+    assert by_kind[E.LOG].message == "report for 2026-01-05 (partition 2026-01-05)"
+    assert by_kind[E.ASSET_MATERIALIZATION].data == {
+        "asset_key": ["reports", "daily"],
+        "description": "",
+        "metadata": {"rows": 10},
+        "partition": "2026-01-05",
+    }
+    assert by_kind[E.STEP_OUTPUT].data["metadata"] == {"rows": 10}
     await nc.close()
 
 

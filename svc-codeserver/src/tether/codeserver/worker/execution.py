@@ -1,4 +1,11 @@
-"""In-process execution of one job's nodes, in dependency order, emitting step events."""
+"""In-process execution of one job's nodes, in dependency order, emitting step events.
+
+A node whose upstream did not succeed gets ``STEP_SKIPPED``. A failed attempt of an op
+with a :class:`~tether.sdk.RetryPolicy` (or that raised ``RetryRequested``) gets
+``STEP_RETRY`` (with the error), a delay, and another ``STEP_START``; only the last
+failure is a ``STEP_FAILURE``. Output byte offsets continue across attempts, so the log
+chunks of a retry never collide with the first attempt's.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -15,8 +23,17 @@ from tether.codeserver.worker.capture import StepOutputCapture
 from tether.codeserver.worker.events import LogChunkPublisher, RunEventEmitter
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.settings import RunWorkerSettings
-from tether.sdk import RESULT, JobDefinition, Node, OpContext, OpLogger
+from tether.sdk import (
+    PARTITION_KEY_TAG,
+    RESULT,
+    JobDefinition,
+    Node,
+    OpContext,
+    OpLogger,
+    RetryRequested,
+)
 from tether.shared.messages import ErrorInfo, EventType
+from tether.shared.subjects import LogStream
 from tether.shared.telemetry import current_traceparent, tracer
 
 log = logging.getLogger(__name__)
@@ -98,10 +115,22 @@ def _value_repr(value: Any) -> str:
     return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
 
 
+@dataclass
+class _Attempt:
+    """What one attempt of a node produced."""
+
+    value: Any = None
+    error: ErrorInfo | None = None
+    raised: BaseException | None = None
+    output_metadata: dict[str, Any] | None = None
+    duration: float = 0.0
+
+
 class JobExecutor:
     """Runs a job's nodes one by one in this process and emits their events.
 
     A failed node's downstream nodes are skipped; independent branches still run.
+    Failed ops are retried per their RetryPolicy.
 
     Args:
         job: the job.
@@ -111,6 +140,7 @@ class JobExecutor:
         publisher: carries log chunks.
         settings: capture tuning.
         cancellation: cancellation requests.
+        run_tags: the run's tags (the partition key is ``tether/partition``).
     """
 
     def __init__(
@@ -122,8 +152,10 @@ class JobExecutor:
         publisher: JetStreamPublisher,
         settings: RunWorkerSettings,
         cancellation: Cancellation,
+        run_tags: Mapping[str, str] | None = None,
     ) -> None:
         self._job = job
+        self._run_tags = dict(run_tags or {})
         self._run_id = run_id
         self._op_configs = op_configs
         self._emitter = emitter
@@ -142,17 +174,27 @@ class JobExecutor:
             if blocked:
                 self.status[node.name] = StepStatus.SKIPPED
                 self._emitter.emit(
-                    EventType.LOG,
+                    EventType.STEP_SKIPPED,
                     step_key=node.name,
                     message=f"Skipped {node.name}: upstream step(s) did not succeed: "
                     + ", ".join(blocked),
-                    data={"level": "WARNING", "skipped": True, "upstream": blocked},
+                    data={"upstream": blocked},
                 )
                 continue
             self.status[node.name] = self._execute_node(node)
 
     def _log_sink(self, level: str, message: str, step_key: str) -> None:
         self._cancellation.shield(lambda: self._emitter.log_sink(level, message, step_key))
+
+    def _event_sink(self, kind: str, step_key: str, data: dict[str, Any]) -> None:
+        """An OpContext event sink: asset materializations become run events."""
+        event_type = EventType(kind)
+        path = "/".join(data.get("asset_key", []))
+        self._cancellation.shield(
+            lambda: self._emitter.emit(
+                event_type, step_key=step_key, message=f"Materialized {path}.", data=data
+            )
+        )
 
     def _inputs(self, node: Node) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -163,22 +205,25 @@ class JobExecutor:
                 kwargs[name] = self._outputs[source.node]
         return kwargs
 
-    def _call(self, node: Node) -> Any:
+    def _context(self, node: Node, attempt: int) -> OpContext:
+        return OpContext(
+            run_id=self._run_id,
+            op_name=node.name,
+            op_config=self._op_configs.get(node.name),
+            log=OpLogger(node.name, self._log_sink),
+            partition_key=self._run_tags.get(PARTITION_KEY_TAG),
+            run_tags=self._run_tags,
+            retry_number=attempt,
+            partitions_def=self._job.partitions_def,
+            event_sink=self._event_sink,
+        )
+
+    def _call(self, node: Node, context: OpContext) -> Any:
         op = node.op
         kwargs = self._inputs(node)
-        config = self._op_configs.get(node.name)
         if op.config_model is not None:
-            kwargs["config"] = config
-        args: tuple[Any, ...] = ()
-        if op.wants_context:
-            args = (
-                OpContext(
-                    run_id=self._run_id,
-                    op_name=node.name,
-                    op_config=config,
-                    log=OpLogger(node.name, self._log_sink),
-                ),
-            )
+            kwargs["config"] = self._op_configs.get(node.name)
+        args: tuple[Any, ...] = (context,) if op.wants_context else ()
         self._cancellation.enter_user_code()
         try:
             if op.is_async:
@@ -187,55 +232,130 @@ class JobExecutor:
         finally:
             self._cancellation.exit_user_code()
 
+    def _attempt(self, node: Node, attempt: int, chunks: _OffsetChunks) -> _Attempt:
+        """Run one attempt of ``node`` with its output captured; never raises user errors."""
+        capture = StepOutputCapture(
+            chunks,
+            chunk_bytes=self._settings.log_chunk_bytes,
+            linger=self._settings.log_linger,
+            drain_timeout=self._settings.capture_drain_timeout,
+        )
+        context = self._context(node, attempt)
+        outcome = _Attempt()
+        started = time.monotonic()
+        with capture:
+            try:
+                outcome.value = self._call(node, context)
+            except (Exception, SystemExit, RunInterrupted) as err:
+                # The user-code boundary: anything the op raises fails this attempt only.
+                outcome.error = ErrorInfo.from_exception(err)
+                outcome.raised = err
+        outcome.duration = time.monotonic() - started
+        outcome.output_metadata = context.output_metadata
+        if capture.error is not None:
+            raise PublishError(f"output of step {node.name} not delivered") from capture.error
+        chunks.advance(capture.bytes_captured)
+        return outcome
+
+    def _retry_delay(self, node: Node, attempt: int, raised: BaseException | None) -> float | None:
+        """Seconds to wait before retrying after failed ``attempt``, or None: no retry."""
+        if isinstance(raised, RunInterrupted) or self._cancellation.requested.is_set():
+            return None
+        if isinstance(raised, RetryRequested):
+            return raised.seconds_to_wait if attempt < raised.max_retries else None
+        policy = self._job.retry_policy_for(node.name)
+        if policy is None or attempt >= policy.max_retries:
+            return None
+        return policy.delay_before(attempt + 1)
+
     def _execute_node(self, node: Node) -> StepStatus:
         step = node.name
         with tracer("tether.codeserver").start_as_current_span(
             "step", attributes={"run_id": self._run_id, "step_key": step, "op": node.op.name}
         ):
-            self._emitter.emit(EventType.STEP_START, step_key=step, message=f"Started {step}.")
-            chunks = LogChunkPublisher(self._run_id, step, self._publisher, current_traceparent())
-            capture = StepOutputCapture(
-                chunks,
-                chunk_bytes=self._settings.log_chunk_bytes,
-                linger=self._settings.log_linger,
-                drain_timeout=self._settings.capture_drain_timeout,
+            chunks = _OffsetChunks(
+                LogChunkPublisher(self._run_id, step, self._publisher, current_traceparent())
             )
-            started = time.monotonic()
-            error: ErrorInfo | None = None
-            value: Any = None
-            with capture:
-                try:
-                    value = self._call(node)
-                except (Exception, SystemExit, RunInterrupted) as err:
-                    # The user-code boundary: anything the op raises fails this step only.
-                    error = ErrorInfo.from_exception(err)
-            duration = time.monotonic() - started
-            if capture.error is not None:
-                raise PublishError(f"output of step {step} not delivered") from capture.error
-            if error is not None:
+            attempt = 0
+            while True:
+                start_data = {"attempt": attempt} if attempt else {}
                 self._emitter.emit(
-                    EventType.STEP_FAILURE,
+                    EventType.STEP_START,
                     step_key=step,
-                    message=f"{step} failed: {error.cls_name}: {error.message}",
-                    data={"duration_s": duration},
-                    error=error,
+                    message=f"Started {step}." if not attempt else f"Retry {attempt} of {step}.",
+                    data=start_data,
                 )
-                return StepStatus.FAILURE
-            self._outputs[step] = value
+                outcome = self._attempt(node, attempt, chunks)
+                if outcome.error is None:
+                    break
+                delay = self._retry_delay(node, attempt, outcome.raised)
+                if delay is None:
+                    self._emitter.emit(
+                        EventType.STEP_FAILURE,
+                        step_key=step,
+                        message=f"{step} failed: {outcome.error.cls_name}: {outcome.error.message}",
+                        data={"duration_s": outcome.duration, "attempts": attempt + 1},
+                        error=outcome.error,
+                    )
+                    return StepStatus.FAILURE
+                self._emitter.emit(
+                    EventType.STEP_RETRY,
+                    step_key=step,
+                    message=f"{step} failed ({outcome.error.cls_name}: {outcome.error.message});"
+                    f" retrying in {delay:.1f}s.",
+                    data={"attempt": attempt + 1, "delay_s": delay},
+                    error=outcome.error,
+                )
+                # A cancellation during the delay ends the step: no further attempt starts.
+                if self._cancellation.requested.wait(delay):
+                    self._emitter.emit(
+                        EventType.STEP_FAILURE,
+                        step_key=step,
+                        message=f"{step} failed and the run was canceled before its retry.",
+                        data={"duration_s": outcome.duration, "attempts": attempt + 1},
+                        error=outcome.error,
+                    )
+                    return StepStatus.FAILURE
+                attempt += 1
+            self._outputs[step] = outcome.value
+            output_data: dict[str, Any] = {
+                "output_name": RESULT,
+                "type_name": node.op.output_type_name,
+                "value_repr": _value_repr(outcome.value),
+            }
+            if outcome.output_metadata:
+                output_data["metadata"] = outcome.output_metadata
             self._emitter.emit(
                 EventType.STEP_OUTPUT,
                 step_key=step,
                 message=f"{step} produced output {RESULT!r}.",
-                data={
-                    "output_name": RESULT,
-                    "type_name": node.op.output_type_name,
-                    "value_repr": _value_repr(value),
-                },
+                data=output_data,
             )
             self._emitter.emit(
                 EventType.STEP_SUCCESS,
                 step_key=step,
-                message=f"Finished {step} in {duration:.3f}s.",
-                data={"duration_s": duration},
+                message=f"Finished {step} in {outcome.duration:.3f}s.",
+                data={"duration_s": outcome.duration},
             )
             return StepStatus.SUCCESS
+
+
+class _OffsetChunks:
+    """A step's chunk sink whose byte offsets continue across attempts.
+
+    Each attempt's capture counts from 0; the natural key of a chunk is
+    ``(run, step, stream, offset)``, so a retry's output must start where the previous
+    attempt's ended or it would be dropped as a duplicate.
+    """
+
+    def __init__(self, sink: Callable[[LogStream, int, bytes], None]) -> None:
+        self._sink = sink
+        self._base: dict[LogStream, int] = dict.fromkeys(LogStream, 0)
+
+    def __call__(self, stream: LogStream, offset: int, data: bytes) -> None:
+        self._sink(stream, self._base[stream] + offset, data)
+
+    def advance(self, captured: Mapping[LogStream, int]) -> None:
+        """Move the bases past an attempt's ``captured`` byte counts."""
+        for stream, count in captured.items():
+            self._base[stream] += count

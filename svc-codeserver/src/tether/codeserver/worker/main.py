@@ -106,6 +106,7 @@ class RunWorker:
             self._publisher,
             self._settings,
             self._cancellation,
+            run_tags=run.tags,
         )
         try:
             executor.execute()
