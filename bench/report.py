@@ -148,7 +148,7 @@ def ratio_text(
 
 
 #: Tables too wide and too noisy per cell for ratio columns.
-NO_RATIO_WORKLOADS = frozenset({"pickup breakdown"})
+NO_RATIO_WORKLOADS = frozenset({"pickup breakdown", "storm CPU by process"})
 
 #: Metrics that are not speeds: their ratios read better/worse instead of faster/slower.
 NON_SPEED_UNITS = frozenset({"MB", "CPU s/run", "CPU s"})

@@ -158,7 +158,9 @@ def storm(
 ) -> list[Measurement]:
     """Submit ``n`` runs at once; wall time until all finished, and CPU per run."""
     roots = system.roots()
+    named = getattr(system, "named_roots", dict)()
     cpu_before = tree_cpu_s(roots)
+    named_before = {name: tree_cpu_s([pid]) for name, pid in named.items()}
     started = time.monotonic()
     if concurrent_submit:
         with ThreadPoolExecutor(8) as pool:
@@ -169,6 +171,17 @@ def storm(
     states = wait_runs(system, run_ids, timeout)
     wall = time.monotonic() - started
     cpu = tree_cpu_s(roots) - cpu_before
+    by_process = [
+        Measurement(
+            "storm CPU by process",
+            f"N={n}",
+            name,
+            system.name,
+            (tree_cpu_s([pid]) - named_before[name]) / n,
+            "CPU s/run",
+        )
+        for name, pid in named.items()
+    ]
     failed = sum(1 for s in states.values() if s == FAILURE)
     log(f"{system.name} storm N={n}: {wall:.1f}s (submit {submitted:.1f}s), {failed} failed")
     note = f"{failed} of {n} runs failed" if failed else ""
@@ -178,6 +191,7 @@ def storm(
         Measurement("storm", case, "runs/s", system.name, n / wall, "runs/s", True),
         Measurement("storm", case, "submit", system.name, submitted, "s"),
         Measurement("storm", case, "CPU/run", system.name, cpu / n, "CPU s/run"),
+        *by_process,
     ]
 
 

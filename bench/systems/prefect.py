@@ -149,6 +149,10 @@ class PrefectSystem:
         """Server and worker process trees."""
         return [g.pid for g in self._groups]
 
+    def named_roots(self) -> dict[str, int]:
+        """Server and worker (the worker's tree holds the flow-run processes)."""
+        return {g.name: g.pid for g in self._groups}
+
     def submit(self, job: str) -> str:
         """Create a flow run of the job's deployment (picked up by the worker's next poll)."""
         resp = self._request("POST", f"/deployments/{self._deployments[job]}/create_flow_run", {})

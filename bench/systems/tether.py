@@ -101,6 +101,10 @@ class TetherSystem:
         """Pids of the stack's children (NATS, control plane, agent services)."""
         return [proc.pid for _, proc in self._stack.processes()]
 
+    def named_roots(self) -> dict[str, int]:
+        """Each service's pid (the launcher's tree holds the code server and run workers)."""
+        return {name: proc.pid for name, proc in self._stack.processes()}
+
     def submit(self, job: str) -> str:
         """launchRun; returns the run id."""
         result = self._gql(_LAUNCH, job=job)["launchRun"]
