@@ -135,3 +135,17 @@ def test_merge_lets_later_reports_replace_numbers() -> None:
     assert merged.facts["date"] == "d1; d2"
     walls = {m.system: m.value for m in merged.measurements}
     assert walls == {"tether-cold": 8.0, "dagster": 30.0}
+
+
+def test_profile_summary_of_collapsed_stacks() -> None:
+    from bench.profile import parse_collapsed, summarize
+
+    stacks = parse_collapsed(
+        "process 1:main;run (svc/src/tether/x.py:10);insert (site-packages/sa/orm.py:5) 30\n"
+        "process 1:main;run (svc/src/tether/x.py:12);encode (svc/src/tether/y.py:3) 10\n"
+        "garbage line\n"
+    )
+    total, leaf, inclusive = summarize(stacks)
+    assert total == 40
+    assert leaf[0] == ("insert (sa/orm.py)", 30)
+    assert ("run (tether/x.py)", 40) in inclusive
