@@ -122,6 +122,7 @@ def run_system(
     if system is None:
         return
     log(f"starting {name}")
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     try:
         system.start()
@@ -153,6 +154,9 @@ def run_system(
             report.facts.setdefault("notes", {})[name] = (
                 f"{retries} API calls retried after 503/429 (SQLite 'database is locked')"
             )
+        report.facts.setdefault("1-min load average (start / end of system)", {})[name] = (
+            f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"
+        )
         stop_started = time.monotonic()
         system.stop()
         log(f"{name} stopped in {time.monotonic() - stop_started:.1f}s")
