@@ -144,7 +144,12 @@ def test_an_instant_step_stays_visible_inside_the_chart() -> None:
     assert bar.width > 0 and bar.x + bar.width <= chart.width
 
 
-@pytest.mark.parametrize("span", [0.05, 0.9, 7, 59, 600, 5000, 86400 * 3])
+def test_short_runs_get_millisecond_ticks() -> None:
+    chart = gantt_chart([StepSpan("a", 0.0, 0.047, "success")], origin=0.0, until=0.047)
+    assert [t.label for t in chart.ticks] == ["+0s", "+10ms", "+20ms", "+30ms", "+40ms"]
+
+
+@pytest.mark.parametrize("span", [0.003, 0.05, 0.9, 7, 59, 600, 5000, 86400 * 3])
 def test_tick_step_gives_at_most_max_ticks(span: float) -> None:
     step = tick_step(span)
     assert span / step <= MAX_TICKS

@@ -14,7 +14,31 @@ AXIS_HEIGHT = 22.0
 #: Narrowest bar drawn, so instant steps stay visible.
 MIN_BAR_WIDTH = 3.0
 #: Candidate tick spacings in seconds; the smallest giving at most MAX_TICKS ticks wins.
-TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+TICK_STEPS = (
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+)
 MAX_TICKS = 8
 
 
@@ -107,7 +131,9 @@ def tick_step(span_s: float) -> float:
 
 
 def format_offset(seconds: float) -> str:
-    """A tick label: ``+1.5s``, ``+2m``, ``+1h30m``."""
+    """A tick label: ``+20ms``, ``+1.5s``, ``+2m``, ``+1h30m``."""
+    if 0 < seconds < 1:
+        return f"+{seconds * 1000:g}ms"
     if seconds < 60:
         return f"+{seconds:g}s"
     if seconds < 3600:
@@ -154,7 +180,7 @@ def gantt_chart(
     ticks = []
     n = 0
     while n * step <= total + 1e-9:
-        ticks.append(Tick(x=x_of(origin + n * step), label=format_offset(round(n * step, 3))))
+        ticks.append(Tick(x=x_of(origin + n * step), label=format_offset(round(n * step, 6))))
         n += 1
     return GanttChart(
         bars=tuple(bars),

@@ -1,0 +1,115 @@
+"""The web UI in a real browser (Debian's Chromium driven by Playwright) against the real
+`tether dev` stack: launch a run from the launchpad, watch it succeed live, see its op graph,
+timeline and logs. Screenshots are kept under test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tether.shared.testing import skip_or_fail
+
+from tether.dev.stack import DevStack
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"
+#: Where Debian's package puts it; playwright's own browser download needs the internet.
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def chromium_path() -> str | None:
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium from the system package."""
+    executable = chromium_path()
+    if executable is None:
+        skip_or_fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("playwright is not installed (it is in the dev dependency group)")
+    with sync_playwright() as p:
+        # --no-sandbox: CI and this machine run as root, where Chromium's sandbox refuses.
+        browser = p.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def wait_location_loaded(stack: DevStack, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    query = "{ codeLocations { name loadStatus } }"
+    while time.monotonic() < deadline:
+        body = httpx.post(f"{stack.config.url}/graphql", json={"query": query}, timeout=10).json()
+        locations = (body.get("data") or {}).get("codeLocations") or []
+        if any(loc["name"] == "examples" and loc["loadStatus"] == "LOADED" for loc in locations):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the example location did not load; last answer: {body}")
+
+
+def test_launch_from_the_launchpad_and_watch_the_run(stack: DevStack, browser: Any) -> None:
+    wait_location_loaded(stack)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # Every request of the page must go to the control plane itself (no CDN, no internet).
+    foreign: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith(stack.config.url) or request.url.startswith("data:")
+            else foreign.append(request.url)
+        ),
+    )
+    try:
+        page.goto(f"{stack.config.url}/locations/examples/jobs/hello")
+        assert page.locator("svg.dag g.dag-node").count() == 2
+        page.screenshot(path=str(ARTIFACTS / "job-hello.png"), full_page=True)
+
+        page.get_by_role("button", name="Launch run").click()
+        page.wait_for_url("**/runs/*")
+        run_url = page.url
+        # The page updates itself (htmx polling) until the run has succeeded.
+        page.wait_for_selector('#live[data-status="SUCCESS"]', timeout=90_000)
+        graph = page.locator("svg.dag")
+        assert graph.locator("g.dag-node").count() == 2
+        assert graph.locator("g.dag-node.state-success").count() == 2
+        assert graph.locator("path.dag-edge").count() == 1
+        assert page.locator("svg.gantt rect.gantt-bar.state-success").count() == 2
+        assert page.locator("#events tbody tr").count() >= 6
+
+        # The greet step's stdout, in the logs pane (it may land a moment after the run ends).
+        page.get_by_role("link", name="greet · stdout").first.click()
+        page.wait_for_function(
+            "document.querySelector('#log-text') &&"
+            " document.querySelector('#log-text').textContent.includes('hello, world!')",
+            timeout=30_000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "run-hello.png"), full_page=True)
+
+        # The runs list shows it, and filtering by job keeps it.
+        page.goto(f"{stack.config.url}/runs?job=hello")
+        assert page.locator(f'tr[data-run="{run_url.rsplit("/", 1)[-1]}"]').count() == 1
+        page.goto(f"{stack.config.url}/")
+        assert page.get_by_text("ONLINE").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+    finally:
+        page.close()
+    assert foreign == []
