@@ -265,7 +265,20 @@ async def test_unknown_things_get_a_friendly_page(api: Api) -> None:
     assert fragment.status_code == 404 and fragment.text.startswith('<div class="notice')
 
 
-async def test_pages_need_a_token_when_anonymous_access_is_off(api: Api) -> None:
-    resp = await api.client.get("/runs", headers={"Authorization": ""})
+async def test_pages_need_a_token_and_signing_in_keeps_it_in_a_cookie(api: Api) -> None:
+    del api.client.headers["Authorization"]
+    resp = await api.client.get("/runs")
     assert resp.status_code == 401
-    assert "Sign in with a user token" in resp.text and "Traceback" not in resp.text
+    assert 'href="/signin"' in resp.text and "Traceback" not in resp.text
+    refused = await api.client.post("/signin", data={"token": "tether_not-a-token"})
+    assert refused.status_code == 401 and "invalid API token" in refused.text
+    assert "set-cookie" not in refused.headers
+    signed_in = await api.client.post("/signin", data={"token": api.admin_token})
+    assert signed_in.status_code == 303
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith(f"tether_token={api.admin_token};")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    page = await api.client.get("/runs", headers={"Cookie": f"tether_token={api.admin_token}"})
+    assert page.status_code == 200 and "Sign out" in page.text
+    signed_out = await api.client.post("/signout")
+    assert signed_out.status_code == 303 and 'tether_token=""' in signed_out.headers["set-cookie"]

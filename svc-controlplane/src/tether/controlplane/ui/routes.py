@@ -11,6 +11,7 @@ from tether.controlplane.ui.overview import OverviewPages
 from tether.controlplane.ui.rendering import STATIC_DIR
 from tether.controlplane.ui.runs import RunPages
 from tether.controlplane.ui.schema_client import SchemaClient
+from tether.controlplane.ui.signin import SignInPages
 
 if TYPE_CHECKING:
     from tether.controlplane.app import ControlPlane
@@ -28,4 +29,5 @@ def ui_routes(cp: ControlPlane) -> list[BaseRoute]:
         *OverviewPages(client).routes(),
         *RunPages(client).routes(),
         *JobPages(client).routes(),
+        *SignInPages(client).routes(),
     ]

@@ -23,6 +23,29 @@ if TYPE_CHECKING:
 STATUS_FOR_CODE = {UNAUTHENTICATED: 401, BAD_INPUT: 400, "NOT_FOUND": 404, "FORBIDDEN": 403}
 
 
+#: Cookie holding the API token a user signed in with (see :mod:`.signin`).
+TOKEN_COOKIE = "tether_token"
+
+
+def authorized(request: Request) -> Request:
+    """``request``, with the signed-in token as its bearer header unless it sends one.
+
+    A browser cannot add an ``Authorization`` header to plain navigation, so the UI keeps
+    the token in a cookie and presents it to the schema as the header an API client sends.
+    """
+    token = request.cookies.get(TOKEN_COOKIE)
+    if not token or "authorization" in request.headers:
+        return request
+    return with_bearer(request, token)
+
+
+def with_bearer(request: Request, token: str) -> Request:
+    """A copy of ``request`` whose ``Authorization`` header is ``Bearer <token>``."""
+    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"authorization"]
+    headers.append((b"authorization", f"Bearer {token}".encode("latin-1", errors="replace")))
+    return Request({**request.scope, "headers": headers}, request.receive)
+
+
 class PageError(Exception):
     """An operation of a page failed; shown to the user as one sentence, never a stack.
 
@@ -51,7 +74,7 @@ class SchemaClient:
             PageError: the operation was refused (its message, with a matching HTTP status)
                 or failed (the schema's generic message; the traceback is in the server log).
         """
-        context = ApiContext(request=request, response=Response(), cp=self._cp)
+        context = ApiContext(request=authorized(request), response=Response(), cp=self._cp)
         result = await self._schema.execute(
             document, variable_values=variables, context_value=context
         )
