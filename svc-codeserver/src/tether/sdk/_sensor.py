@@ -41,14 +41,12 @@ class SensorEvaluationContext:
     last_tick_time: datetime | None = None
     last_run_key: str | None = None
     current_time: datetime = field(default_factory=lambda: datetime.now(UTC))
-    _cursor_updated: bool = field(default=False, repr=False)
 
     def update_cursor(self, cursor: str | None) -> None:
         """Set the cursor the next tick will see (a string: serialize structured state)."""
         if cursor is not None and not isinstance(cursor, str):
             raise DefinitionError(f"a sensor cursor is a string, got {type(cursor).__name__}")
         self.cursor = cursor
-        self._cursor_updated = True
 
 
 class SensorDefinition:
