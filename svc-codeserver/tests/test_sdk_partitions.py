@@ -316,3 +316,17 @@ def test_context_events_metadata_and_partition_window() -> None:
         context.add_output_metadata({"when": datetime.now()})
     with pytest.raises(DefinitionError, match="no time-window"):
         _ = OpContext(run_id="r", op_name="x").partition_time_window
+
+
+@pytest.mark.parametrize("end_offset", [-1, 0, 1, 2])
+def test_membership_agrees_with_the_key_list(end_offset: int) -> None:
+    # has_partition_key is computed without listing keys: it must agree with the list,
+    # at every hour across a DST change.
+    daily = DailyPartitionsDefinition(
+        start="2026-03-25", end="2026-04-02", timezone="Europe/Berlin", end_offset=end_offset
+    )
+    candidates = [f"2026-03-{d:02d}" for d in range(23, 32)] + ["2026-04-01", "2026-04-02"]
+    for hour in range(0, 24 * 10, 1):
+        now = utc(2026, 3, 24, 23) + timedelta(hours=hour)
+        keys = set(daily.get_partition_keys(now))
+        assert {k for k in candidates if daily.has_partition_key(k, now)} == keys, now

@@ -233,15 +233,33 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         return [w.start.strftime(self.fmt) for w in self._windows(current_time)]
 
     def has_partition_key(self, key: str, current_time: datetime | None = None) -> bool:
-        """Whether ``key`` names a window that exists at ``current_time``."""
+        """Whether ``key`` names a window that exists at ``current_time`` (default now).
+
+        Computed from the key's own window and a few ticks around ``current_time``, not
+        by listing every key (an hourly definition over years has tens of thousands).
+        """
         try:
             window = self.time_window_for_key(key)
         except PartitionKeyError:
             return False
-        windows = self._windows(current_time)
-        return bool(windows) and (
-            _cron.utc(windows[0].start) <= _cron.utc(window.start) <= _cron.utc(windows[-1].start)
-        )
+        now = _cron.utc(current_time or _now())
+        window_end = _cron.utc(window.end)
+        if self.end is not None and window_end > _cron.utc(self.end):
+            return False
+        if self.end_offset > 0:
+            # end_offset windows past the last ended one: up to the end_offset-th tick after now.
+            ticks = _cron.ticks_after(self.cron_schedule, self.timezone, now)
+            limit = now
+            for _ in range(self.end_offset):
+                limit = _cron.utc(next(ticks))
+            return window_end <= limit
+        # Ended windows, minus the last -end_offset of them: the window must end at or
+        # before the (-end_offset)-th tick at or before now, counting from the newest.
+        past = _cron.ticks_before(self.cron_schedule, self.timezone, now)
+        limit = _cron.utc(next(past))
+        for _ in range(-self.end_offset):
+            limit = _cron.utc(next(past))
+        return window_end <= limit
 
     def time_window_for_key(self, key: str) -> TimeWindow:
         """The window ``[start, end)`` partition ``key`` covers.
