@@ -326,7 +326,12 @@ def test_membership_agrees_with_the_key_list(end_offset: int) -> None:
         start="2026-03-25", end="2026-04-02", timezone="Europe/Berlin", end_offset=end_offset
     )
     candidates = [f"2026-03-{d:02d}" for d in range(23, 32)] + ["2026-04-01", "2026-04-02"]
-    for hour in range(0, 24 * 10, 1):
-        now = utc(2026, 3, 24, 23) + timedelta(hours=hour)
+    # Around both local midnights (23:00 UTC in CET, 22:00 UTC in CEST) and midday.
+    moments = [
+        utc(2026, 3, 24) + timedelta(days=day, hours=hours)
+        for day in range(10)
+        for hours in (12, 21.5, 22, 23)
+    ]
+    for now in moments:
         keys = set(daily.get_partition_keys(now))
         assert {k for k in candidates if daily.has_partition_key(k, now)} == keys, now

@@ -195,27 +195,32 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             raise PartitionKeyError(f"{key!r} does not start a window of {self!r}")
         return start
 
-    def _windows(self, current_time: datetime | None) -> list[TimeWindow]:
+    def _limit(self, current_time: datetime | None) -> datetime:
+        """Latest instant (UTC) an existing window may end at.
+
+        ``now`` itself with the default ``end_offset=0``; with ``end_offset=n > 0``, the
+        n-th tick after now (the window containing now and n - 1 more); never past ``end``.
+        Negative offsets are applied by :meth:`_windows` and :meth:`has_partition_key`.
+        """
         now = current_time or _now()
         if now.tzinfo is None:
             raise ValueError("current_time must be timezone-aware")
-        now = _cron.utc(now)
-        end = _cron.utc(self.end) if self.end is not None else None
+        limit = _cron.utc(now)
+        if self.end_offset > 0:
+            ticks = _cron.ticks_after(self.cron_schedule, self.timezone, limit)
+            for _ in range(self.end_offset):
+                limit = _cron.utc(next(ticks))
+        if self.end is not None:
+            limit = min(limit, _cron.utc(self.end))
+        return limit
+
+    def _windows(self, current_time: datetime | None) -> list[TimeWindow]:
+        limit = self._limit(current_time)
         windows: list[TimeWindow] = []
         ticks = _cron.ticks_after(self.cron_schedule, self.timezone, _cron.utc(self.start) - _EPS)
         window_start = next(ticks)
         for window_end in ticks:
-            if end is not None and _cron.utc(window_end) > end:
-                break
-            if _cron.utc(window_end) > now:
-                # The window in progress, and end_offset - 1 after it, when asked for.
-                if self.end_offset > 0:
-                    windows.append(TimeWindow(window_start, window_end))
-                    for _ in range(self.end_offset - 1):
-                        window_start, window_end = window_end, next(ticks)
-                        if end is not None and _cron.utc(window_end) > end:
-                            break
-                        windows.append(TimeWindow(window_start, window_end))
+            if _cron.utc(window_end) > limit:
                 break
             windows.append(TimeWindow(window_start, window_end))
             if len(windows) > MAX_PARTITION_KEYS:
@@ -225,7 +230,7 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
                 )
             window_start = window_end
         if self.end_offset < 0:
-            windows = windows[: len(windows) + self.end_offset]
+            windows = windows[: max(len(windows) + self.end_offset, 0)]
         return windows
 
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
@@ -242,23 +247,15 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             window = self.time_window_for_key(key)
         except PartitionKeyError:
             return False
-        now = _cron.utc(current_time or _now())
         window_end = _cron.utc(window.end)
-        if self.end is not None and window_end > _cron.utc(self.end):
-            return False
-        if self.end_offset > 0:
-            # end_offset windows past the last ended one: up to the end_offset-th tick after now.
-            ticks = _cron.ticks_after(self.cron_schedule, self.timezone, now)
-            limit = now
-            for _ in range(self.end_offset):
-                limit = _cron.utc(next(ticks))
-            return window_end <= limit
-        # Ended windows, minus the last -end_offset of them: the window must end at or
-        # before the (-end_offset)-th tick at or before now, counting from the newest.
-        past = _cron.ticks_before(self.cron_schedule, self.timezone, now)
-        limit = _cron.utc(next(past))
-        for _ in range(-self.end_offset):
+        limit = self._limit(current_time)
+        if self.end_offset < 0:
+            # Drop the newest -end_offset windows: step back that many ticks from the end
+            # of the newest window.
+            past = _cron.ticks_before(self.cron_schedule, self.timezone, limit)
             limit = _cron.utc(next(past))
+            for _ in range(-self.end_offset):
+                limit = _cron.utc(next(past))
         return window_end <= limit
 
     def time_window_for_key(self, key: str) -> TimeWindow:
