@@ -19,6 +19,8 @@ _EXPORTS = {
     "CodeServerSettings": "settings",
     "LoadedLocation": "loader",
     "LocationLoadError": "loader",
+    "UserCodeRunner": "user_code",
+    "UserCodeTimeout": "user_code",
     "load_location": "loader",
 }
 

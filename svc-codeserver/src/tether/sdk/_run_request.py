@@ -153,6 +153,14 @@ def resolve(
         UserCodeError: the request names an unknown job or partition (the user's mistake);
             exceptions of partition config functions propagate with it as the cause.
     """
+    for field_name in ("run_key", "job_name", "partition_key"):
+        value = getattr(request, field_name)
+        if value is not None and not isinstance(value, str):
+            raise UserCodeError(
+                kind, name, f"RunRequest.{field_name} must be a string, got {value!r}"
+            )
+    if not isinstance(request.run_config, Mapping) or not isinstance(request.tags, Mapping):
+        raise UserCodeError(kind, name, "RunRequest.run_config and .tags must be dicts")
     job_name = request.job_name
     if job_name is None:
         if len(targets) != 1:
