@@ -407,3 +407,45 @@ def test_snapshot_larger_than_4_mib(server_for, tmp_path: Path) -> None:
             abort_code(lambda: stub.GetSnapshot(pb.GetSnapshotRequest(), timeout=30))
             == grpc.StatusCode.RESOURCE_EXHAUSTED
         )
+
+
+def test_several_repositories_are_addressed_by_name(server_for, tmp_path: Path) -> None:
+    path = tmp_path / "multi.py"
+    path.write_text(
+        "from tether.sdk import Definitions, RunRequest, job, op, sensor\n"
+        "@op\n"
+        "def step() -> None: ...\n"
+        "@job\n"
+        "def load():\n"
+        "    step()\n"
+        "@sensor(job=load)\n"
+        "def poke():\n"
+        "    return RunRequest(run_key='k')\n"
+        "main = Definitions(jobs=[load], sensors=[poke], name='main')\n"
+        "repositories = [Definitions(name='empty'), main]\n"
+    )
+    server = server_for(LocationConfig(name="multi", python_file=str(path)))
+    snapshot = snapshot_from_proto(
+        server.stub.GetSnapshot(pb.GetSnapshotRequest(), timeout=10).snapshot
+    )
+    assert [r.name for r in snapshot.repositories] == ["empty", "main"]
+    reply = server.stub.EvaluateSensor(
+        pb.EvaluateSensorRequest(repository_name="main", sensor_name="poke"), timeout=10
+    )
+    assert [r.run_key for r in reply.tick.run_requests] == ["k"]
+    assert (
+        abort_code(
+            lambda: server.stub.EvaluateSensor(
+                pb.EvaluateSensorRequest(sensor_name="poke"), timeout=10
+            )
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert (
+        abort_code(
+            lambda: server.stub.EvaluateSensor(
+                pb.EvaluateSensorRequest(repository_name="empty", sensor_name="poke"), timeout=10
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )

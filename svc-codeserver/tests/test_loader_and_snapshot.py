@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tether.codeserver.loader import load_location
+from tether.codeserver.loader import AmbiguousRepository, RepositoryNotFound, load_location
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc.convert import (
     error_from_proto,
@@ -83,6 +83,54 @@ def test_python_file_and_attribute(tmp_path: Path) -> None:
     assert chosen.definitions is not None and chosen.definitions.name == "second"
     missing = load_location(LocationConfig(name="x", python_file=str(path), attribute="third"))
     assert missing.error is not None and "no attribute 'third'" in missing.error.message
+
+
+MULTI_REPO = """
+from tether.sdk import Definitions, job, op, sensor
+
+
+@op
+def step() -> None: ...
+
+
+@job
+def load():
+    step()
+
+
+@job
+def report():
+    step()
+
+
+@sensor(job=report)
+def poke():
+    return None
+
+
+analytics = Definitions(jobs=[load], name="analytics")
+ops = Definitions(jobs=[report], sensors=[poke], name="ops")
+repositories = [analytics, ops]
+"""
+
+
+def test_a_list_of_definitions_is_several_repositories(tmp_path: Path) -> None:
+    path = _write(tmp_path, "multi.py", MULTI_REPO)
+    loaded = load_location(LocationConfig(name="multi", python_file=str(path)))
+    assert loaded.error is None
+    assert [d.name for d in loaded.repositories] == ["analytics", "ops"]
+    assert [r.name for r in loaded.snapshot().repositories] == ["analytics", "ops"]
+    assert loaded.repository("ops").name == "ops"
+    assert loaded.repository(None, job_name="report").name == "ops"
+    with pytest.raises(RepositoryNotFound, match="Repository 'x' not found"):
+        loaded.repository("x")
+    with pytest.raises(RepositoryNotFound, match="job 'nope' not found in code location"):
+        loaded.repository(None, job_name="nope")
+    with pytest.raises(AmbiguousRepository, match="several repositories"):
+        loaded.repository(None)
+    clash = _write(tmp_path, "clash.py", MULTI_REPO.replace('name="ops"', 'name="analytics"'))
+    error = load_location(LocationConfig(name="c", python_file=str(clash))).error
+    assert error is not None and "several repositories named analytics" in error.message
 
 
 @pytest.mark.parametrize(

@@ -373,20 +373,65 @@ async def test_invalid_config_fails_before_any_step(nats_server, examples_locati
     await nc.close()
 
 
+MULTI_REPO = """
+from tether.sdk import Definitions, job, op
+
+
+@op
+def step() -> None:
+    print("ran in repository two")
+
+
+@job
+def second():
+    step()
+
+
+repositories = [Definitions(name="one"), Definitions(jobs=[second], name="two")]
+"""
+
+
+async def test_job_is_found_across_repositories(nats_server, tmp_path: Path) -> None:
+    nc, js = await _connect(nats_server.url)
+    await _declare(js)
+    (tmp_path / "multi.py").write_text(MULTI_REPO)
+    location = LocationConfig(name="multi", python_file=str(tmp_path / "multi.py"))
+    args = run_args(location, nats_server.url, "second")  # no repository named
+    code, stderr = await run_worker(args)
+    assert code == 0, stderr
+    events = await read_events(js, args.run.run_id)
+    assert events[-1][1].event_type is E.RUN_SUCCESS
+    chunks = await read_logs(js, args.run.run_id)
+    assert output_of(chunks, "step", LogStream.STDOUT) == b"ran in repository two\n"
+    await nc.close()
+
+
 @pytest.mark.parametrize(
     ("which", "job_name", "repository", "expected"),
     [
         ("broken", "hello", None, "failed to load: RuntimeError: broken_location"),
         ("examples", "nope", None, "job 'nope' not found in repository 'examples'"),
         ("examples", "hello", "other", "Repository 'other' not found"),
+        ("multi", "nope", None, "job 'nope' not found in code location 'multi'"),
     ],
 )
 async def test_unrunnable_runs_fail_with_a_clear_message(
-    nats_server, examples_location, broken_location, which, job_name, repository, expected
+    nats_server,
+    examples_location,
+    broken_location,
+    tmp_path: Path,
+    which,
+    job_name,
+    repository,
+    expected,
 ) -> None:
     nc, js = await _connect(nats_server.url)
     await _declare(js)
-    location = broken_location if which == "broken" else examples_location
+    location = {"broken": broken_location, "examples": examples_location}.get(which)
+    if which == "multi":
+        (tmp_path / "multi.py").write_text(MULTI_REPO)
+        location = LocationConfig(name="multi", python_file=str(tmp_path / "multi.py"))
+    assert location is not None
     args = run_args(location, nats_server.url, job_name, repository_name=repository)
     code, stderr = await run_worker(args)
     assert code == 0, stderr

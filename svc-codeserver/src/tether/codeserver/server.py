@@ -24,7 +24,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from tether.codeserver.loader import LoadedLocation
+from tether.codeserver.loader import AmbiguousRepository, LoadedLocation, RepositoryNotFound
 from tether.codeserver.settings import CodeServerSettings
 from tether.codeserver.user_code import NotFound, UserCodeRunner
 from tether.sdk import Definitions, RunRequest, UserCodeError
@@ -105,21 +105,19 @@ class CodeServerServicer(pb_grpc.CodeServerServicer):
 
     async def _definitions(self, repository_name: str, context: aio.ServicerContext) -> Definitions:
         """The repository a request names, or abort the call with the right status."""
-        defs = self._location.definitions
-        if defs is None or self._load_error is not None:
+        if self._location.definitions is None or self._load_error is not None:
             message = self._load_error.message if self._load_error is not None else "not loaded"
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"location {self._location.config.name!r} did not load: {message}",
             )
-            raise AssertionError("unreachable")  # abort raises
-        if repository_name and repository_name != defs.name:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"repository {repository_name!r} not found in location "
-                f"{self._location.config.name!r} (repositories: {defs.name})",
-            )
-        return defs
+        try:
+            return self._location.repository(repository_name or None)
+        except RepositoryNotFound as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except AmbiguousRepository as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        raise AssertionError("unreachable")  # abort() raises
 
     async def _user_call(self, fn: Callable[[], T], context: aio.ServicerContext) -> T | ErrorInfo:
         """Run user code under the call's deadline; unknown names abort with NOT_FOUND."""

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether.codeserver.loader import LoadedLocation, load_location
+from tether.codeserver.loader import LoadedLocation, LocationLoadError, load_location
 from tether.codeserver.worker.events import RunEventEmitter
 from tether.codeserver.worker.execution import Cancellation, JobExecutor, StepStatus
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
@@ -78,12 +78,10 @@ class RunWorker:
                 f"{loaded.error.cls_name}: {loaded.error.message}",
                 loaded.error,
             )
-        defs = loaded.definitions
-        if run.repository_name and run.repository_name != defs.name:
-            return self._fail(
-                f"Repository {run.repository_name!r} not found in code location "
-                f"{location.name!r} (repositories: {defs.name})"
-            )
+        try:
+            defs = loaded.repository(run.repository_name, job_name=run.job_name)
+        except LocationLoadError as err:
+            return self._fail(str(err))
         try:
             job = defs.get_job(run.job_name)
         except KeyError as err:
