@@ -113,3 +113,51 @@ def test_launch_from_the_launchpad_and_watch_the_run(stack: DevStack, browser: A
     finally:
         page.close()
     assert foreign == []
+
+
+def test_launchpad_validates_and_a_failed_run_shows_its_error(
+    stack: DevStack, browser: Any
+) -> None:
+    wait_location_loaded(stack)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        # The editor is checked against the job's JSON Schema while typing.
+        page.goto(f"{stack.config.url}/locations/examples/jobs/configured")
+        editor = page.locator('textarea[name="run_config"]')
+        editor.fill('{"ops": {"configured_greeting": {"config": {"times": 99}}}}')
+        problems = page.locator("#launch-problems")
+        problems.get_by_text("'name' is a required property").wait_for()
+        page.get_by_role("button", name="Launch run").click()
+        # Refused by launchRun itself: shown inline, what was typed is kept, no run.
+        page.wait_for_url("**/launch*")
+        page.get_by_text("run config of job 'configured' is invalid").wait_for()
+        assert "99" in page.locator('textarea[name="run_config"]').input_value()
+        page.screenshot(path=str(ARTIFACTS / "launchpad-invalid.png"), full_page=True)
+
+        # A job whose op raises: the page shows the failure, its traceback and stderr.
+        page.goto(f"{stack.config.url}/locations/examples/jobs/fails")
+        page.get_by_role("button", name="Launch run").click()
+        page.wait_for_url("**/runs/*")
+        page.wait_for_selector('#live[data-status="FAILURE"]', timeout=90_000)
+        assert page.locator('svg.dag g.dag-node.state-failure[data-op="explode"]').count() == 1
+        error = page.locator(".error-box").first
+        assert "boom: this op always fails" in error.inner_text()
+        assert "Traceback" in error.inner_text()
+        page.get_by_role("link", name="explode · stderr").first.click()
+        page.wait_for_function(
+            "document.querySelector('#log-text') &&"
+            " document.querySelector('#log-text').textContent.includes('something is wrong')",
+            timeout=30_000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "run-fails.png"), full_page=True)
+
+        # A wider graph, drawn in layers.
+        page.goto(f"{stack.config.url}/locations/examples/jobs/fan_out_fan_in")
+        assert page.locator("svg.dag g.dag-node").count() >= 5
+        page.screenshot(path=str(ARTIFACTS / "job-fan-out-fan-in.png"), full_page=True)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()

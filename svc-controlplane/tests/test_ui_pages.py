@@ -195,9 +195,10 @@ async def test_launchpad_shows_problems_inline_and_redirects_to_the_run(api: Api
     assert bad_json.status_code == 400 and "Run config is not valid JSON" in bad_json.text
     bad_cfg = await api.client.post(url, data={"run_config": '{"ops": {"a": {"n": "x"}}}'})
     assert bad_cfg.status_code == 422
-    assert (
-        "invalid" in bad_cfg.text and "&#39;x&#39; is not of type &#39;integer&#39;" in bad_cfg.text
-    )
+    assert "run config of job &#39;hello&#39; is invalid" in bad_cfg.text
+    assert "&#39;x&#39; is not of type &#39;integer&#39;" in bad_cfg.text
+    # launchRun's verdict stays on the page (no re-validation on load replaces it).
+    assert ", load" not in bad_cfg.text
     # What the user typed is kept.
     assert "{&#34;ops&#34;: {&#34;a&#34;: {&#34;n&#34;: &#34;x&#34;}}}" in bad_cfg.text
     checked = await api.client.post(
