@@ -82,26 +82,32 @@ class WorkConsumer:
         log.info(
             "consuming %s as %s", subjects.work_filter(s.substrate), consumer_name(s.substrate)
         )
-        while True:
-            # Fetch only as many messages as there are free slots, so nothing fetched sits
-            # unhandled long enough to be redelivered to another replica.
-            await self._free.acquire()
-            want = 1
-            while want < self._capacity and not self._free.locked():
+        try:
+            while True:
+                # Fetch only as many messages as there are free slots, so nothing fetched
+                # sits unhandled long enough to be redelivered to another replica.
                 await self._free.acquire()
-                want += 1
-            try:
-                msgs = await self._fetch(sub, want)
-            except BaseException:
-                for _ in range(want):
+                want = 1
+                while want < self._capacity and not self._free.locked():
+                    await self._free.acquire()
+                    want += 1
+                try:
+                    msgs = await self._fetch(sub, want)
+                except BaseException:
+                    for _ in range(want):
+                        self._free.release()
+                    raise
+                for _ in range(want - len(msgs)):
                     self._free.release()
-                raise
-            for _ in range(want - len(msgs)):
-                self._free.release()
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self._inflight.add(task)
-                task.add_done_callback(self._done)
+                for msg in msgs:
+                    task = asyncio.create_task(self._handle(msg))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._done)
+        finally:
+            # A fetch cancelled mid-flight leaves its inbox subscription with a pending
+            # queue nobody consumes: connection drain would wait for it (30 s) at exit.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
