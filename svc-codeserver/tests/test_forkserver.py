@@ -220,3 +220,47 @@ def test_location_starting_threads_is_refused(
     assert proc.returncode == 4
     assert out == ""
     assert "user-thread" in err and "single-threaded" in err
+
+
+ORPHANING_PARENT = """
+import subprocess, sys, time
+proc = subprocess.Popen(
+    [sys.executable, "-m", "tether.shared.cli", "codeserver", "forkserver",
+     "--location-json", sys.argv[1], "--socket", sys.argv[2]],
+    stdout=subprocess.PIPE, text=True,
+)
+print(proc.pid, proc.stdout.readline().strip(), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.integration
+async def test_fork_server_stops_when_its_launcher_dies(
+    examples_location: LocationConfig, tmp_path: Path
+) -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ORPHANING_PARENT,
+        examples_location.model_dump_json(),
+        str(tmp_path / "orphan.sock"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    line = (await asyncio.wait_for(parent.stdout.readline(), 60)).decode()
+    pid = int(line.split()[0])
+    assert "fork_server_ready" in line
+    parent.kill()
+    await parent.wait()
+    # Reparented, it notices within a second and exits (a zombie, if nobody reaps it).
+    async with asyncio.timeout(30):
+        while _running(pid):
+            await asyncio.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
