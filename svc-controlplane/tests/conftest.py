@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import psycopg  # noqa: E402
 from controlplane_testkit import WORKSPACE, Api  # noqa: E402
 from db_backends import PostgresDatabase, admin_url, session_database  # noqa: E402
+from tether.controlplane import auth  # noqa: E402
 from tether.controlplane.app import create_app, open_control_plane  # noqa: E402
 from tether.controlplane.settings import ControlPlaneSettings  # noqa: E402
 from tether.shared import telemetry  # noqa: E402
@@ -83,6 +84,8 @@ async def api(settings: ControlPlaneSettings) -> AsyncIterator[Api]:
     async with open_control_plane(settings) as cp:
         assert settings.agent_token_file is not None
         token = settings.agent_token_file.read_text().strip()
+        async with cp.db.transaction() as session:
+            admin_token = await auth.create_token(session, name="test-admin", role=auth.Role.ADMIN)
         transport = httpx.ASGITransport(app=create_app(cp))
         async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
-            yield Api(client=client, cp=cp, token=token)
+            yield Api(client=client, cp=cp, token=token, admin_token=admin_token)

@@ -97,11 +97,19 @@ def example_snapshot(location_name: str = "loc", description: str = "") -> Locat
 
 @dataclass
 class Api:
-    """A GraphQL client of one control plane, as an agent (with its token) or a user."""
+    """A GraphQL client of one control plane, as an agent (with its token) or a user.
+
+    Attributes:
+        client: httpx client of the app.
+        cp: the control plane.
+        token: the dev agent token (of the default deployment).
+        admin_token: an admin token of the default deployment, used by :meth:`user`.
+    """
 
     client: httpx.AsyncClient
     cp: ControlPlane
     token: str
+    admin_token: str
 
     async def post(self, query: str, token: str | None = None, **variables: Any) -> dict[str, Any]:
         """POST one operation; return the whole response body."""
@@ -112,8 +120,8 @@ class Api:
         return resp.json()
 
     async def user(self, query: str, **variables: Any) -> dict[str, Any]:
-        """Run a user operation that must succeed; return its data."""
-        body = await self.post(query, **variables)
+        """Run a user operation (with the admin token) that must succeed; return its data."""
+        body = await self.post(query, token=self.admin_token, **variables)
         assert not body.get("errors"), body["errors"]
         return body["data"]
 

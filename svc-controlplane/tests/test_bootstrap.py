@@ -50,7 +50,9 @@ async def test_an_existing_token_file_is_registered(tmp_path: Path, database_url
 
     async with open_control_plane(settings) as cp:
         async with cp.db.reading() as session:
-            principal = await auth.authenticate(session, "Bearer my-own-token", auth.Role.AGENT)
+            principal = await auth.authenticate(
+                session, "Bearer my-own-token", auth.Permission.AGENT
+            )
         assert principal.deployment_id == "default"
     # Starting again with the same file is fine (the hash is already there).
     async with open_control_plane(settings):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane_testkit import Api
+from controlplane_testkit import LAUNCH, Api
 from tether.shared.messages import LaunchRunPayload
 from tether.shared.subjects import WorkKind
 
@@ -32,10 +32,13 @@ async def test_invalid_config_and_unknown_jobs_are_refused_and_create_nothing(ap
     unknown = await api.launch("no_such_job")
     assert unknown["__typename"] == "JobNotFoundError"
     assert "no_such_job" in unknown["message"]
-    body = await api.post(
+    bad_tags = (
         'mutation { launchRun(locationName: "loc", jobName: "hello", tags: {a: 1}) { __typename } }'
     )
+    body = await api.post(bad_tags, token=api.admin_token)
     assert "tags must be a JSON object of string values" in body["errors"][0]["message"]
+    nul = await api.post(LAUNCH, token=api.admin_token, loc="loc", job="hello", tags={"a": "\x00"})
+    assert "tags must not contain NUL" in nul["errors"][0]["message"]
     assert (await api.user(RUNS))["runs"] == []
     assert await api.claim() == []
 
@@ -75,9 +78,9 @@ async def test_runs_are_listed_newest_first_with_paging(api: Api) -> None:
 
 
 async def test_graphql_errors_are_messages_not_tracebacks(api: Api) -> None:
-    body = await api.post("{ runs { nope } }")
+    body = await api.post("{ runs { nope } }", token=api.admin_token)
     assert "Cannot query field 'nope'" in body["errors"][0]["message"]
-    body = await api.post("{ runs(limit: 100000) { id } }")
+    body = await api.post("{ runs(limit: 100000) { id } }", token=api.admin_token)
     assert "limit must be within" in body["errors"][0]["message"]
     resp = await api.client.post(
         "/graphql", content=b"{not json", headers={"content-type": "application/json"}
@@ -98,7 +101,7 @@ async def test_unexpected_failures_are_masked(api: Api) -> None:
     # Fault injection: the agents table disappears under the running control plane.
     async with api.cp.db.transaction() as session:
         await session.execute(text("DROP TABLE agents"))
-    body = await api.post("{ agents { agentId } }")
+    body = await api.post("{ agents { agentId } }", token=api.admin_token)
     (error,) = body["errors"]
     assert error["message"] == "internal error in the control plane; see its log"
     assert "agents" not in error["message"] and "Traceback" not in str(body)

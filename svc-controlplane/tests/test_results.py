@@ -68,7 +68,7 @@ async def test_a_failed_load_reports_its_error_and_results_are_idempotent(api: A
 
 
 async def test_reloading_an_unknown_location_is_a_clear_error(api: Api) -> None:
-    body = await api.post(RELOAD, n="nope")
+    body = await api.post(RELOAD, token=api.admin_token, n="nope")
     assert body["errors"][0]["message"] == "no code location named 'nope'"
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSettings) -> None:
-    settings = settings.model_copy(update={"port": 0})
+    settings = settings.model_copy(update={"port": 0, "anonymous_role": "viewer"})
     service = ControlPlaneService(settings, announce=lambda host, port: None)
     task = asyncio.create_task(service.run())
     try:
@@ -171,7 +172,9 @@ def test_create_token_prints_a_working_token_once(database_url: str) -> None:
         db = Database(url)
         try:
             async with db.reading() as session:
-                principal = await auth.authenticate(session, f"Bearer {token}", auth.Role.AGENT)
+                principal = await auth.authenticate(
+                    session, f"Bearer {token}", auth.Permission.AGENT
+                )
                 return principal.token_name
         finally:
             await db.dispose()
@@ -180,3 +183,50 @@ def test_create_token_prints_a_working_token_once(database_url: str) -> None:
     bad = CliRunner().invoke(cli_app, ["create-token", "--role", "root", "--name", "x"])
     assert bad.exit_code == 2
     assert "unknown role" in bad.output
+
+
+async def test_token_cli_creates_lists_and_revokes_through_the_api(
+    settings: ControlPlaneSettings,
+) -> None:
+    from tether.controlplane import auth
+    from tether.controlplane.token_cli import app as token_app
+
+    settings = settings.model_copy(update={"port": 0})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        async with service.control_plane.db.transaction() as session:
+            admin = await auth.create_token(session, name="root", role=auth.Role.ADMIN)
+
+        async def tether_token(*args: str, token: str | None = admin) -> Any:
+            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token or ""}
+            # In a thread: the CLI's blocking HTTP calls reach the server on this event loop.
+            return await asyncio.to_thread(CliRunner().invoke, token_app, list(args), env=env)
+
+        created = await tether_token("create", "--name", "ci", "--role", "launcher")
+        assert created.exit_code == 0, created.output
+        secret = created.stdout.strip()
+        assert secret.startswith("tether_") and "shown only once" in created.stderr
+        listed = await tether_token("list")
+        assert [line.split()[1:] for line in listed.stdout.splitlines()] == [
+            ["agent", "live", "agent-token-file"],
+            ["admin", "live", "root"],
+            ["editor", "live", "ci"],
+        ]
+        # The new editor token works, and may not manage tokens.
+        refused = await tether_token("list", token=secret)
+        assert refused.exit_code == 1
+        assert "FORBIDDEN: this operation needs an admin token" in refused.stderr
+        revoked = await tether_token("revoke", "--name", "ci")
+        assert revoked.exit_code == 0, revoked.output
+        gone = await tether_token("list", token=secret)
+        assert "UNAUTHENTICATED: this API token was revoked" in gone.stderr
+        assert (await tether_token("revoke")).exit_code == 2
+        bad_role = await tether_token("create", "--name", "x", "--role", "root")
+        assert bad_role.exit_code == 2 and "unknown role 'root'" in bad_role.output
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)

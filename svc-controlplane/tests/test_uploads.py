@@ -162,3 +162,30 @@ async def test_heartbeats_upsert_agents(api: Api) -> None:
     assert [(a["agentId"], a["services"]) for a in agents] == [("a1", {"poller": "running"})]
     body = await api.post(query, token=api.token, hb={"agent_id": 3, "bogus": True})
     assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+
+
+async def test_nul_characters_in_event_text_are_stored_on_every_database(api: Api) -> None:
+    # PostgreSQL text cannot hold NUL; user code can print anything, and losing (or forever
+    # retrying) a batch over it would be worse than replacing the character.
+    run_id = await _queued_run(api)
+    event = _event(run_id, 1, EventType.LOG, time.time(), message="a\x00b", step_key="s\x00")
+    event["data"] = {"k\x00": "v\x00"}
+    assert (await api.agent(EVENTS, items=[event]))["storeEvents"]["stored"] == 1
+    (stored,) = [e for e in (await api.run(run_id))["events"] if e["seq"] == 1]
+    assert stored["message"] == "a\ufffdb"
+    assert stored["stepKey"] == "s\ufffd"
+    assert stored["data"] == {"k\ufffd": "v\ufffd"}
+
+
+async def test_values_the_database_cannot_hold_are_bad_input(api: Api, backend: str) -> None:
+    run_id = await _queued_run(api)
+    event = _event(run_id, 1, EventType.STEP_START, time.time(), step_key="s" * 300)
+    body = await api.post(EVENTS, token=api.token, items=[event])
+    if backend == "sqlite":
+        # SQLite does not enforce VARCHAR lengths (see the README's known limits).
+        assert body["data"]["storeEvents"]["stored"] == 1
+        return
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == BAD_INPUT
+    assert "value too long" in error["message"] and "nothing was stored" in error["message"]
+    assert await _event_count(api) == 1  # only the run's RUN_ENQUEUED

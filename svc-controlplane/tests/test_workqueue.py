@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from controlplane_testkit import ACK, Api
+from controlplane_testkit import ACK, CLAIM, Api
+from sqlalchemy import event
+from tether.controlplane import auth
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.shared.messages import LocationConfig
 from tether.shared.subjects import WorkKind
+
+CLAIM_VARS = {
+    "agentId": "b",
+    "substrates": ["process"],
+    "max": 10,
+    "waitMs": 50_000,
+    "leaseSeconds": 30.0,
+}
 
 
 async def test_a_claim_leases_items_once_until_the_lease_expires(api: Api) -> None:
@@ -56,18 +67,55 @@ async def test_max_bounds_a_claim(api: Api) -> None:
     assert first[0].id != second[0].id
 
 
-async def test_a_waiting_claim_wakes_on_launch_run(api: Api) -> None:
+async def test_an_idle_claim_waits_without_polling_and_wakes_on_launch_run(api: Api) -> None:
     await api.load()
     # No periodic recheck before the wait would end: only the wake-up can deliver the item.
     api.cp.queue.recheck_s = 60.0
-    claim = asyncio.create_task(api.claim(wait_ms=10_000))
-    # Polling a counter is fine in a test: it only orders the launch after the wait began.
-    while api.cp.queue.waiting == 0:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    launched = await api.launch()
-    items = await claim
+    claim_queries: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The claim's candidate query (SQLite renders no FOR UPDATE, so match its shape).
+        if statement.startswith("SELECT work_items.id") and "ORDER BY" in statement:
+            claim_queries.append(statement)
+
+    engine = api.cp.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        claim = asyncio.create_task(api.claim(wait_ms=50_000))
+        # Polling a counter is fine in a test: it only orders the launch after the first look.
+        async with asyncio.timeout(30):
+            while not claim_queries:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        # Idle: the waiting claim looked once, and does not look again while nothing happens.
+        await asyncio.sleep(0.3)
+        assert len(claim_queries) == 1
+        launched = await api.launch()
+        # Bounded far below the claim's wait and the recheck: only the wake-up can end it.
+        items = await asyncio.wait_for(claim, 30)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
     assert [i.kind for i in items] == [WorkKind.LAUNCH_RUN]
     assert items[0].payload["run_id"] == launched["run"]["id"]
+    # Woken once by the launch's commit, it looked once more and took the item.
+    assert len(claim_queries) == 2
+
+
+async def test_a_claim_of_another_deployment_is_woken_but_takes_nothing(api: Api) -> None:
+    await api.load()
+    api.cp.queue.recheck_s = 60.0
+    async with api.cp.db.transaction() as session:
+        other = await auth.create_token(
+            session, name="other", role=auth.Role.AGENT, deployment_id="other"
+        )
+    body = asyncio.create_task(api.post(CLAIM, token=other, **CLAIM_VARS))
+    while api.cp.queue.waiting == 0:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    await api.launch()
+    # Its wait goes on (nothing of its deployment); closing the queue ends it, empty.
+    await asyncio.sleep(0.1)
+    assert not body.done()
+    api.cp.queue.close()
+    assert (await asyncio.wait_for(body, 30))["data"]["claimWork"] == []
 
 
 async def test_closing_the_queue_releases_waiting_claims(api: Api) -> None:

@@ -170,6 +170,9 @@ class DevStack:
                     f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}"
                 ),
                 "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
+                # Local development: the UI and API act as admin without a token (the
+                # control plane listens on loopback); the agent API still needs its token.
+                "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
             }
             if c.workspace_file is not None:
                 env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)

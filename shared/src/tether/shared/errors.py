@@ -35,3 +35,6 @@ class AgentApiError(TetherError):
 BAD_INPUT = "BAD_INPUT"
 #: GraphQL ``extensions.code`` for a missing or invalid token.
 UNAUTHENTICATED = "UNAUTHENTICATED"
+#: GraphQL ``extensions.code`` for a request body over the control plane's size limit: nothing
+#: of it was stored; the same items sent in smaller batches will be accepted.
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"

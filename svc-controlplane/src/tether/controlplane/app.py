@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from tether.controlplane.bodylimit import BodyLimit
 from tether.controlplane.bootstrap import bootstrap
 from tether.controlplane.db.engine import Database, migrate
 from tether.controlplane.graphql import ApiContext, build_schema
@@ -81,7 +82,11 @@ def create_app(cp: ControlPlane) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                BodyLimit(graphql_app, cp.settings.max_request_bytes),
+                methods=["GET", "POST"],
+            ),
             # The web UI last: its routes must not shadow the API's.
             *ui_routes(cp),
         ]

@@ -1,4 +1,18 @@
-"""API tokens: issue them, store only their hash, and resolve a bearer token to a deployment."""
+"""API tokens and roles: issue tokens, store only their hash, and decide what a request may do.
+
+Every token belongs to one deployment and has one role; everything a request reads or
+changes is in its token's deployment. Roles:
+
+- ``viewer``: read the deployment (locations, runs, events, logs, agents, schedules).
+- ``editor`` (alias ``launcher``): a viewer who may also launch, terminate and re-execute
+  runs, reload locations, start and stop schedules and sensors, launch backfills.
+- ``admin``: an editor who may also manage the deployment's tokens.
+- ``agent``: the agent API only (claim work, upload events, logs, results, heartbeats);
+  it cannot use the user API, and no user role can use the agent API.
+
+Tokens are 256 random bits; the DB keeps only their SHA-256 (a slow password hash buys
+nothing for secrets of that entropy) and compares by that digest.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +20,76 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT, ApiToken, Deployment
 from tether.controlplane.db.statements import upsert_insert
-from tether.controlplane.errors import UnauthenticatedError
+from tether.controlplane.errors import (
+    BadInputError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthenticatedError,
+)
 
 #: Prefix of every issued token, so leaked tokens are recognisable by secret scanners.
 TOKEN_PREFIX = "tether_"
 
 
 class Role(StrEnum):
-    """What a token may do."""
+    """What a token may do (see the module docstring)."""
 
-    AGENT = "agent"
-    USER = "user"
+    VIEWER = "viewer"
+    EDITOR = "editor"
     ADMIN = "admin"
+    AGENT = "agent"
+
+    @classmethod
+    def parse(cls, value: str) -> Role:
+        """A role by name, accepting the alias ``launcher`` for ``editor``.
+
+        Raises:
+            BadInputError: no such role.
+        """
+        name = value.strip().lower()
+        name = _ALIASES.get(name, name)
+        try:
+            return cls(name)
+        except ValueError:
+            choices = ", ".join([r.value for r in cls] + list(_ALIASES))
+            raise BadInputError(f"unknown role {value!r}; choose one of {choices}") from None
+
+
+_ALIASES = {"launcher": "editor"}
+
+
+class Permission(StrEnum):
+    """What an operation needs."""
+
+    VIEW = "view"
+    LAUNCH = "launch"
+    MANAGE_TOKENS = "manage tokens"
+    AGENT = "agent"
+
+
+#: The permissions of each role.
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: frozenset({Permission.VIEW}),
+    Role.EDITOR: frozenset({Permission.VIEW, Permission.LAUNCH}),
+    Role.ADMIN: frozenset({Permission.VIEW, Permission.LAUNCH, Permission.MANAGE_TOKENS}),
+    Role.AGENT: frozenset({Permission.AGENT}),
+}
+
+#: The least role that has each permission (for error messages).
+_NEEDED: dict[Permission, Role] = {
+    Permission.VIEW: Role.VIEWER,
+    Permission.LAUNCH: Role.EDITOR,
+    Permission.MANAGE_TOKENS: Role.ADMIN,
+    Permission.AGENT: Role.AGENT,
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +99,15 @@ class Principal:
     deployment_id: str
     role: Role
     token_name: str
+
+    def can(self, permission: Permission) -> bool:
+        """Whether this principal has ``permission``."""
+        return permission in GRANTS[self.role]
+
+
+def anonymous(role: Role) -> Principal:
+    """The principal of requests without a token when anonymous access is enabled (dev)."""
+    return Principal(deployment_id=DEFAULT_DEPLOYMENT, role=role, token_name="anonymous")
 
 
 def new_token() -> str:
@@ -97,29 +171,119 @@ async def create_token(
     session: AsyncSession, *, name: str, role: Role, deployment_id: str = DEFAULT_DEPLOYMENT
 ) -> str:
     """Issue a new token; the plaintext is returned once and never stored."""
+    if not name.strip():
+        raise BadInputError("a token needs a name (what it is for)")
     token = new_token()
     await register_token(session, token, name=name, role=role, deployment_id=deployment_id)
     return token
 
 
-async def authenticate(session: AsyncSession, authorization: str | None, role: Role) -> Principal:
-    """Resolve an ``Authorization`` header to the principal of a token with ``role``.
+async def find_token(session: AsyncSession, token: str) -> ApiToken | None:
+    """The row of a plaintext token (by its hash), revoked or not."""
+    digest = hash_token(token)
+    return await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+
+
+async def list_tokens(session: AsyncSession, deployment_id: str) -> Sequence[ApiToken]:
+    """Tokens of ``deployment_id`` (revoked ones too), oldest first."""
+    stmt = (
+        select(ApiToken)
+        .where(ApiToken.deployment_id == deployment_id)
+        .order_by(ApiToken.created_at, ApiToken.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def revoke_token(
+    session: AsyncSession,
+    deployment_id: str,
+    *,
+    token_id: int | None = None,
+    name: str | None = None,
+) -> ApiToken:
+    """Revoke one token of ``deployment_id``, by id or by (unambiguous) name.
+
+    Revoking is immediate (every request looks its token up) and idempotent.
 
     Raises:
-        UnauthenticatedError: no bearer token, an unknown token, or one with another role.
+        BadInputError: neither or both of id and name, or a name several live tokens share.
+        NotFoundError: no such token in this deployment.
+    """
+    if (token_id is None) == (name is None):
+        raise BadInputError("name exactly one of the token's id or its name")
+    stmt = select(ApiToken).where(ApiToken.deployment_id == deployment_id)
+    if token_id is not None:
+        stmt = stmt.where(ApiToken.id == token_id)
+    else:
+        stmt = stmt.where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
+    rows = (await session.execute(stmt)).scalars().all()
+    what = f"id {token_id}" if token_id is not None else f"name {name!r}"
+    if not rows:
+        raise NotFoundError(f"no live token with {what} in this deployment")
+    if len(rows) > 1:
+        ids = ", ".join(str(r.id) for r in rows)
+        raise BadInputError(f"{len(rows)} live tokens are named {name!r} (ids {ids}); use an id")
+    (row,) = rows
+    if row.revoked_at is None:
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == row.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+            .execution_options(synchronize_session=False)
+        )
+        await session.refresh(row)
+    return row
+
+
+async def authenticate(
+    session: AsyncSession,
+    authorization: str | None,
+    permission: Permission,
+    *,
+    anonymous_role: Role | None = None,
+) -> Principal:
+    """Resolve an ``Authorization`` header to a principal that has ``permission``.
+
+    Args:
+        session: a DB session.
+        authorization: the header's value (None if absent).
+        permission: what the operation needs.
+        anonymous_role: the role of requests without a token, if anonymous access is on
+            (never enough for the agent API).
+
+    Raises:
+        UnauthenticatedError: no bearer token (and no anonymous access), or an unknown or
+            revoked token.
+        ForbiddenError: a valid token whose role lacks ``permission``.
     """
     token = bearer_token(authorization)
     if token is None:
-        raise UnauthenticatedError(
-            f"this operation needs an {role} token: send 'Authorization: Bearer <token>'"
+        if anonymous_role is not None and permission is not Permission.AGENT:
+            principal = anonymous(anonymous_role)
+        else:
+            raise UnauthenticatedError(
+                f"this operation needs {_article(_NEEDED[permission])} token: "
+                "send 'Authorization: Bearer <token>'"
+            )
+    else:
+        digest = hash_token(token)
+        row = await find_token(session, token)
+        # The lookup is by hash, so timing reveals nothing of the token; compare anyway.
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            raise UnauthenticatedError("invalid API token")
+        if row.revoked_at is not None:
+            raise UnauthenticatedError("this API token was revoked")
+        principal = Principal(
+            deployment_id=row.deployment_id, role=Role.parse(row.role), token_name=row.name
         )
-    digest = hash_token(token)
-    row = (
-        await session.execute(select(ApiToken).where(ApiToken.token_hash == digest))
-    ).scalar_one_or_none()
-    # The lookup is by hash, so timing reveals nothing of the token; compare anyway to be explicit.
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
-        raise UnauthenticatedError("invalid API token")
-    if row.role != role:
-        raise UnauthenticatedError(f"this operation needs an {role} token, not a {row.role} token")
-    return Principal(deployment_id=row.deployment_id, role=Role(row.role), token_name=row.name)
+    if not principal.can(permission):
+        above = "" if permission is Permission.AGENT else " (or a role above it)"
+        raise ForbiddenError(
+            f"this operation needs {_article(_NEEDED[permission])} token{above}, "
+            f"not {_article(principal.role)} token"
+        )
+    return principal
+
+
+def _article(role: Role) -> str:
+    return f"{'an' if role.value[0] in 'aeiou' else 'a'} {role.value}"

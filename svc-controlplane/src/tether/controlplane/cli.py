@@ -88,24 +88,38 @@ def serve(
         telemetry.shutdown_tracing()
 
 
+@app.command("schema")
+def schema() -> None:
+    """Print the GraphQL schema (SDL); svc-controlplane/schema.graphql is its committed copy."""
+    from tether.controlplane.graphql.schema import schema_sdl
+
+    typer.echo(schema_sdl(), nl=False)
+
+
 @app.command("create-token")
 def create_token(
     name: Annotated[str, typer.Option(help="What the token is for (shown in listings).")],
-    role: Annotated[str, typer.Option(help="Role of the token: agent, user or admin.")] = "agent",
+    role: Annotated[
+        str, typer.Option(help="viewer, editor (alias launcher), admin or agent.")
+    ] = "agent",
     deployment: Annotated[str, typer.Option(help="Deployment of the token.")] = "default",
     database_url: Annotated[
         str | None,
         typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
     ] = None,
 ) -> None:
-    """Issue an API token and print it once (only its hash is stored)."""
+    """Issue a token straight into the DB and print it once (only its hash is stored).
+
+    For bootstrapping (the first admin token of a deployment, agent tokens at install);
+    afterwards ``tether token create`` does the same through the API with an admin token.
+    """
     from tether.controlplane.auth import Role
+    from tether.controlplane.errors import BadInputError
 
     try:
-        parsed_role = Role(role)
-    except ValueError as err:
-        choices = ", ".join(r.value for r in Role)
-        typer.echo(f"error: unknown role {role!r}; choose one of {choices}", err=True)
+        parsed_role = Role.parse(role)
+    except BadInputError as err:
+        typer.echo(f"error: {err.message}", err=True)
         raise typer.Exit(2) from err
     settings = _settings(database_url=database_url)
     token = asyncio.run(_create_token(settings.database_url, name, parsed_role, deployment))

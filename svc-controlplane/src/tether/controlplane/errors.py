@@ -39,6 +39,12 @@ class UnauthenticatedError(ApiError):
     code = UNAUTHENTICATED
 
 
+class ForbiddenError(ApiError):
+    """The request's token is valid but its role may not do what it asks."""
+
+    code = "FORBIDDEN"
+
+
 class BadInputError(ApiError, ValueError):
     """The request's content is malformed; retrying it unchanged can never succeed."""
 

@@ -83,6 +83,8 @@ def _check_tags(tags: Any) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
     ):
         raise BadInputError("tags must be a JSON object of string values")
+    if any("\x00" in k or "\x00" in v for k, v in tags.items()):
+        raise BadInputError("tags must not contain NUL characters")
     return tags
 
 

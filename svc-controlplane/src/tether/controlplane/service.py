@@ -1,4 +1,5 @@
-"""Lifecycle of the control plane process: migrate, bootstrap, serve HTTP until told to stop."""
+"""Lifecycle of the control plane process: migrate, bootstrap, serve HTTP and run the run
+monitor until told to stop."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import uvicorn
 from tether.controlplane.app import ControlPlane, create_app, open_control_plane
+from tether.controlplane.monitor import RunMonitor
 from tether.controlplane.settings import ControlPlaneSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class ControlPlaneService:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release_claims: Callable[[], None] = lambda: None
+        self._monitor: RunMonitor | None = None
         self.address: tuple[str, int] | None = None
         self.control_plane: ControlPlane | None = None
         self.listening = asyncio.Event()
@@ -86,10 +89,21 @@ class ControlPlaneService:
                 timeout_graceful_shutdown=int(self.settings.graceful_shutdown_timeout),
             )
             self._server = _Server(config, self._listening, self.shutdown)
+            self._monitor = RunMonitor(
+                cp.db,
+                start_timeout_s=self.settings.run_start_timeout_s,
+                worker_exit_grace_s=self.settings.worker_exit_grace_s,
+                interval_s=self.settings.run_monitor_interval_s,
+            )
             if self._stopping:
                 return
-            # uvicorn logs and exits the process itself if it cannot bind.
-            await self._server.serve()
+            monitor = asyncio.create_task(self._monitor.run(), name="run-monitor")
+            try:
+                # uvicorn logs and exits the process itself if it cannot bind.
+                await self._server.serve()
+            finally:
+                self._monitor.shutdown()
+                await monitor
 
     def _listening(self, host: str, port: int) -> None:
         self.address = (host, port)
@@ -104,6 +118,8 @@ class ControlPlaneService:
             self._loop.call_soon_threadsafe(self._release_claims)
         if self._server is not None:
             self._server.should_exit = True
+        if self._monitor is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._monitor.shutdown)
 
 
 def _print_listening(host: str, port: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,14 @@ class ControlPlaneSettings(BaseSettings):
             "(mode 0600); if it exists, register the token it holds. Only its hash is stored."
         ),
     )
+    anonymous_role: Literal["viewer", "editor", "admin"] | None = Field(
+        default=None,
+        description=(
+            "Role of user-API requests that send no token (they act on the default "
+            "deployment). Unset: every request needs a token. For local development only "
+            "(`tether dev` sets admin); the agent API always needs an agent token."
+        ),
+    )
     workspace_file: Path | None = Field(
         default=None,
         description=(
@@ -48,6 +57,32 @@ class ControlPlaneSettings(BaseSettings):
     )
     claim_max_wait_s: float = Field(
         default=60.0, ge=0, description="Upper bound of one claimWork long-poll, whatever asked."
+    )
+    run_monitor_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the run monitor looks for stuck runs (0 < interval).",
+    )
+    run_start_timeout_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="A run in STARTING longer than this is failed (its worker never started).",
+    )
+    worker_exit_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "A run still unfinished this long after its launcher reported the worker exited "
+            "is failed (the terminal event may lag the exit report by up to this much)."
+        ),
+    )
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest request body accepted; a larger one is refused as a GraphQL error with "
+            "extensions.code REQUEST_TOO_LARGE (nothing stored; retry in smaller batches)."
+        ),
     )
     graceful_shutdown_timeout: float = Field(
         default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."

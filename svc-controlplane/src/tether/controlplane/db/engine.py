@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from tether.controlplane.errors import BadInputError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -115,9 +117,20 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in a writing transaction, committed on success, rolled back on error."""
-        async with self._writer() as session, session.begin():
-            yield session
+        """A session in a writing transaction, committed on success, rolled back on error.
+
+        Raises:
+            BadInputError: the database refused a value (too long for its column, out of
+                range): the request's content, not the server, is at fault.
+        """
+        try:
+            async with self._writer() as session, session.begin():
+                yield session
+        except DataError as err:
+            detail = str(err.orig).strip().splitlines()[0] if err.orig else "invalid value"
+            raise BadInputError(
+                f"the database refused a value ({detail}); nothing was stored"
+            ) from err
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

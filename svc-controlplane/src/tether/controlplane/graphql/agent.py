@@ -8,6 +8,7 @@ natural keys, so the agent can retry any call.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -47,7 +48,7 @@ def parse_batch(model: type[M], items: list[Any], what: str) -> list[M]:
             problems.append(f"#{index}: expected a JSON object, got {type(item).__name__}")
             continue
         try:
-            parsed.append(model.model_validate_json(json.dumps(item)))
+            parsed.append(model.model_validate_json(_without_nul(json.dumps(item))))
         except ValidationError as err:
             problems.append(f"#{index}: {describe_validation_error(err)}")
     if problems:
@@ -56,6 +57,19 @@ def parse_batch(model: type[M], items: list[Any], what: str) -> list[M]:
             shown += f"; and {len(problems) - 10} more"
         raise BadInputError(f"malformed {what} (nothing was stored): {shown}")
     return parsed
+
+
+#: A JSON ``\u0000`` escape that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _without_nul(text: str) -> str:
+    """Replace NUL characters in a JSON document's strings with U+FFFD.
+
+    PostgreSQL text cannot hold NUL, and user code may print anything; refusing (or
+    endlessly retrying) a batch over one character would lose far more than the character.
+    """
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 @contextmanager

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from starlette.requests import Request
-from tether.controlplane.auth import Principal, Role, authenticate
-from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.auth import Permission, Principal, Role, authenticate
 from tether.shared import telemetry
 
 if TYPE_CHECKING:
@@ -28,25 +27,40 @@ class ApiContext:
     request: Request
     response: Any
     cp: ControlPlane
-    _agent: Principal | None = field(default=None, repr=False)
+    _principals: dict[Permission, Principal] = field(default_factory=dict, repr=False)
 
-    async def agent(self) -> Principal:
-        """The agent token's principal; the agent API is scoped to its deployment.
+    async def require(self, permission: Permission) -> Principal:
+        """The request's principal, if it has ``permission``; everything it does is scoped
+        to ``principal.deployment_id``.
 
         Raises:
-            UnauthenticatedError: missing, unknown or non-agent token.
+            UnauthenticatedError: missing (without anonymous access), unknown or revoked token.
+            ForbiddenError: the token's role lacks ``permission``.
         """
-        if self._agent is None:
+        principal = self._principals.get(permission)
+        if principal is None:
+            anonymous_role = self.cp.settings.anonymous_role
             async with self.cp.db.reading() as session:
-                self._agent = await authenticate(
-                    session, self.request.headers.get("authorization"), Role.AGENT
+                principal = await authenticate(
+                    session,
+                    self.request.headers.get("authorization"),
+                    permission,
+                    anonymous_role=Role(anonymous_role) if anonymous_role else None,
                 )
-        return self._agent
+            self._principals[permission] = principal
+        return principal
 
-    @property
-    def user_deployment(self) -> str:
-        """Deployment of user-side operations (open, single-deployment until roles exist)."""
-        return DEFAULT_DEPLOYMENT
+    async def agent(self) -> Principal:
+        """The principal of an agent token (the agent API)."""
+        return await self.require(Permission.AGENT)
+
+    async def viewer(self) -> Principal:
+        """The principal of a token that may read the deployment."""
+        return await self.require(Permission.VIEW)
+
+    async def launcher(self) -> Principal:
+        """The principal of a token that may launch runs and change the deployment's state."""
+        return await self.require(Permission.LAUNCH)
 
     def trace_context(self) -> otel_context.Context:
         """Trace context of the incoming HTTP ``traceparent`` header (empty if none)."""

@@ -16,13 +16,16 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from tether.controlplane.errors import ApiError
 from tether.controlplane.graphql.agent import AgentMutation
-from tether.controlplane.graphql.user import Query, UserMutation
+from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
+from tether.controlplane.graphql.user import Query as UserQuery
+from tether.controlplane.graphql.user import UserMutation
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
 
-Mutation = merge_types("Mutation", (AgentMutation, UserMutation))
+Query = merge_types("Query", (UserQuery, TokenQuery))
+Mutation = merge_types("Mutation", (AgentMutation, UserMutation, TokenMutation))
 
 
 def _is_unexpected(error: GraphQLError) -> bool:
@@ -59,3 +62,12 @@ def build_schema() -> strawberry.Schema:
             )
         ],
     )
+
+
+#: How to refresh the committed SDL (a test compares it with the schema).
+REGENERATE_SDL = "uv run tether controlplane schema > svc-controlplane/schema.graphql"
+
+
+def schema_sdl() -> str:
+    """The schema in SDL, as committed in ``svc-controlplane/schema.graphql``."""
+    return build_schema().as_str().rstrip("\n") + "\n"

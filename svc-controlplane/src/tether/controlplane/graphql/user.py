@@ -1,7 +1,7 @@
-"""The user API: code locations, runs, agents, launching and reloading.
+"""The user API: code locations, runs, agents, launching and reloading, tokens.
 
-Open in this skeleton (no token needed) and scoped to the default deployment; user
-roles come in a later issue.
+Queries need a viewer token, actions an editor token, token management an admin token
+(see :mod:`tether.controlplane.auth`); each acts only on its token's deployment.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ class Query:
 
     @strawberry.field(description="Code locations and their loaded definitions.")
     async def code_locations(self, info: Info[ApiContext, None]) -> list[CodeLocationType]:
+        principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
-            rows = await locations.list_locations(session, info.context.user_deployment)
+            rows = await locations.list_locations(session, principal.deployment_id)
             return [
                 CodeLocationType.build(row, await locations.load_snapshot(session, row))
                 for row in rows
@@ -55,10 +56,11 @@ class Query:
     ) -> list[RunType]:
         if not 0 <= limit <= MAX_RUNS_PAGE or offset < 0:
             raise BadInputError(f"limit must be within 0..{MAX_RUNS_PAGE} and offset >= 0")
+        principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
             rows = await runs.list_runs(
                 session,
-                info.context.user_deployment,
+                principal.deployment_id,
                 status=RunStatus(status) if status is not None else None,
                 job_name=job_name,
                 limit=limit,
@@ -68,14 +70,16 @@ class Query:
 
     @strawberry.field(description="One run by id (null if there is none).")
     async def run(self, info: Info[ApiContext, None], id: str) -> RunType | None:  # noqa: A002
+        principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
-            row = await runs.get_run(session, info.context.user_deployment, id)
+            row = await runs.get_run(session, principal.deployment_id, id)
         return RunType.build(row) if row is not None else None
 
     @strawberry.field(description="Agents that sent heartbeats, most recent first.")
     async def agents(self, info: Info[ApiContext, None]) -> list[AgentType]:
+        principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
-            rows = await agents.list_agents(session, info.context.user_deployment)
+            rows = await agents.list_agents(session, principal.deployment_id)
         return [AgentType.build(row) for row in rows]
 
 
@@ -93,10 +97,11 @@ class UserMutation:
         run_config: JSON | None = None,
         tags: JSON | None = None,
     ) -> LaunchRunResult:
+        principal = await info.context.launcher()
         outcome = await launch.launch_run(
             info.context.cp.db,
             info.context.cp.queue,
-            deployment_id=info.context.user_deployment,
+            deployment_id=principal.deployment_id,
             location_name=location_name,
             job_name=job_name,
             repository_name=repository_name,
@@ -117,6 +122,7 @@ class UserMutation:
 
     @strawberry.mutation(description="Queue a reload of a code location's definitions.")
     async def reload_location(self, info: Info[ApiContext, None], name: str) -> CodeLocationType:
+        principal = await info.context.launcher()
         tracer = telemetry.tracer("tether.controlplane")
         with tracer.start_as_current_span(
             "reloadLocation", context=info.context.trace_context(), attributes={"location": name}
@@ -125,7 +131,7 @@ class UserMutation:
                 row = await locations.reload_location(
                     session,
                     info.context.cp.queue,
-                    info.context.user_deployment,
+                    principal.deployment_id,
                     name,
                     traceparent=telemetry.current_traceparent(),
                 )

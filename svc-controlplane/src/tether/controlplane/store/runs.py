@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.models import Run, RunEventRow
+from tether.controlplane.db.models import Run, RunEventRow, RunTag
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError
 from tether.shared.messages import STATUS_FOR_EVENT, ErrorInfo, EventType, RunEvent, RunStatus
@@ -53,9 +53,12 @@ def create_run(
         tags=tags,
         status=RunStatus.QUEUED,
         created_at=created_at,
+        status_changed_at=created_at,
         traceparent=traceparent,
     )
     session.add(run)
+    # Tags as rows too, so runs can be filtered and counted by tag on any database.
+    session.add_all(RunTag(run_id=run_id, key=key, value=value) for key, value in tags.items())
     return run
 
 
@@ -92,7 +95,9 @@ async def advance_status(
     One conditional UPDATE, so concurrent uploads cannot move a run backwards.
     """
     lower = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
-    values: dict[str, Any] = {"status": str(status)}
+    # status_changed_at is the control plane's clock (the run monitor compares it with its
+    # own); ``timestamp`` may come from an agent's clock.
+    values: dict[str, Any] = {"status": str(status), "status_changed_at": time.time()}
     if status == RunStatus.STARTED:
         values["started_at"] = func.coalesce(Run.started_at, timestamp)
     if status.is_terminal:

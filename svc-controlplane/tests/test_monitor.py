@@ -1,0 +1,138 @@
+"""The run monitor fails stuck runs, on a clock the test controls."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from controlplane_testkit import EVENTS, Api
+from tether.controlplane.monitor import RunMonitor
+from tether.shared.messages import RUN_WORKER_EXITED, EventType, RunEvent, WorkItem, WorkResult
+
+START_TIMEOUT = 100.0
+EXIT_GRACE = 30.0
+
+
+class Clock:
+    """Real time plus however far the test moved it forward."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skew
+
+    def advance(self, seconds: float) -> None:
+        self.skew += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def monitor(api: Api, clock: Clock) -> RunMonitor:
+    return RunMonitor(
+        api.cp.db,
+        start_timeout_s=START_TIMEOUT,
+        worker_exit_grace_s=EXIT_GRACE,
+        interval_s=3600,
+        clock=clock,
+    )
+
+
+async def _starting_run(api: Api) -> tuple[str, WorkItem]:
+    """A run whose launcher reported its worker launched (STARTING)."""
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    (item,) = await api.claim()
+    await api.submit(WorkResult(id=item.id, work_item_id=item.id, kind=item.kind, ok=True))
+    assert (await api.run(run_id))["status"] == "STARTING"
+    return run_id, item
+
+
+async def _events(api: Api, run_id: str, *types: EventType) -> None:
+    items = [
+        RunEvent(run_id=run_id, seq=i + 1, event_type=t).model_dump(mode="json")
+        for i, t in enumerate(types)
+    ]
+    await api.agent(EVENTS, items=items)
+
+
+def _engine_error(run: dict[str, Any]) -> dict[str, Any]:
+    (error,) = [e for e in run["events"] if e["eventType"] == "ENGINE_ERROR"]
+    return error
+
+
+async def test_a_run_stuck_in_starting_fails_after_the_timeout(
+    api: Api, monitor: RunMonitor, clock: Clock
+) -> None:
+    run_id, _ = await _starting_run(api)
+    assert await monitor.check() == []
+    clock.advance(START_TIMEOUT - 5)
+    assert await monitor.check() == []
+    clock.advance(10)
+    (failed,) = await monitor.check()
+    assert failed.run_id == run_id
+    run = await api.run(run_id)
+    assert run["status"] == "FAILURE"
+    error = _engine_error(run)
+    assert error["error"]["clsName"] == "RunStartTimeout"
+    assert "stayed in STARTING for more than 100s" in error["message"]
+    assert [e["eventType"] for e in run["events"]][-2:] == ["ENGINE_ERROR", "RUN_FAILURE"]
+    # Failing is done once: later checks leave the run (and its events) alone.
+    assert await monitor.check() == []
+    assert len((await api.run(run_id))["events"]) == len(run["events"])
+
+
+async def test_a_started_run_is_not_timed_out(api: Api, monitor: RunMonitor, clock: Clock) -> None:
+    run_id, _ = await _starting_run(api)
+    await _events(api, run_id, EventType.RUN_START)
+    clock.advance(START_TIMEOUT * 10)
+    assert await monitor.check() == []
+    assert (await api.run(run_id))["status"] == "STARTED"
+
+
+async def test_a_clean_worker_exit_without_a_terminal_event_fails_after_the_grace(
+    api: Api, monitor: RunMonitor, clock: Clock
+) -> None:
+    run_id, item = await _starting_run(api)
+    await _events(api, run_id, EventType.RUN_START)
+    exited = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=RUN_WORKER_EXITED,
+        ok=True,
+        payload={"run_id": run_id, "exit_code": 0},
+    )
+    await api.submit(exited)
+    assert await monitor.check() == []  # its terminal event may still be on its way
+    clock.advance(EXIT_GRACE + 1)
+    (failed,) = await monitor.check()
+    assert failed.run_id == run_id
+    run = await api.run(run_id)
+    assert run["status"] == "FAILURE"
+    error = _engine_error(run)
+    assert error["error"]["clsName"] == "RunWorkerGone"
+    assert "run worker exited (code 0)" in error["message"]
+    assert "never reported that it finished" in error["message"]
+
+
+async def test_a_run_that_finished_is_never_failed(
+    api: Api, monitor: RunMonitor, clock: Clock
+) -> None:
+    run_id, item = await _starting_run(api)
+    await _events(api, run_id, EventType.RUN_START, EventType.RUN_SUCCESS)
+    exited = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=RUN_WORKER_EXITED,
+        ok=True,
+        payload={"run_id": run_id, "exit_code": 0},
+    )
+    await api.submit(exited)
+    clock.advance(START_TIMEOUT + EXIT_GRACE)
+    assert await monitor.check() == []
+    assert (await api.run(run_id))["status"] == "SUCCESS"
