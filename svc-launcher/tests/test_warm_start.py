@@ -364,3 +364,16 @@ async def test_a_location_can_opt_out(
     )
     assert await warm.wait_run(handle) == 0
     assert warm.fork_servers is not None and warm.fork_servers.statuses() == {}
+
+
+def test_warm_start_is_the_default_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.launcher import LauncherSettings
+    from tether.launcher.service import make_substrate
+
+    substrate = make_substrate(LauncherSettings())
+    assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is not None
+    monkeypatch.setenv("TETHER_LAUNCHER_WARM_START", "0")
+    settings = LauncherSettings()
+    assert settings.warm_start is False
+    substrate = make_substrate(settings)
+    assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is None

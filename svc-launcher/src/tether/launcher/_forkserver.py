@@ -181,8 +181,7 @@ class ForkServers:
         self._retry_after = retry_after_s
         self._entries: dict[str, _Entry] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        # Short: a Unix socket path is limited to ~107 bytes.
-        self._dir = tempfile.mkdtemp(prefix="tether-fork-")
+        self._dir: str | None = None  # created with the first fork server
         self._counter = itertools.count(1)
 
     def warm(self, location: LocationConfig) -> ForkServerProcess | None:
@@ -286,7 +285,8 @@ class ForkServers:
         await asyncio.gather(
             *(self._stop(entry) for entry in entries), *self._stopping, return_exceptions=True
         )
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def _replace(self, location: LocationConfig) -> None:
         old = self._entries.pop(location.name, None)
@@ -357,6 +357,9 @@ class ForkServers:
             raise
 
     async def _start(self, location: LocationConfig) -> ForkServerProcess:
+        if self._dir is None:
+            # Private (0700) and short: a Unix socket path is limited to ~107 bytes.
+            self._dir = tempfile.mkdtemp(prefix="tether-fork-")
         socket_path = os.path.join(self._dir, f"{next(self._counter)}.sock")
         try:
             process = await asyncio.create_subprocess_exec(

@@ -55,10 +55,13 @@ def become_run_worker(
     os.close(started_fd)
     os.environ.update(request.env)
     conn.setblocking(True)
+    args_json = request.args.model_dump_json()
+    # What user code sees of its command line is what the cold worker's would be.
+    sys.argv = [sys.argv[0], "api", "execute-run", args_json]
 
     from tether.codeserver.worker.main import execute_run
 
-    code = execute_run(request.args.model_dump_json(), loaded=loaded)
+    code = execute_run(args_json, loaded=loaded)
     try:
         # Told here, not only when the fork server reaps us: the fork server may be gone.
         conn.sendall(encode_frame(ForkExited(pid=os.getpid(), exit_code=code)))
