@@ -40,6 +40,12 @@ def grpc_command(
 def forkserver_command(
     location_json: Annotated[str, typer.Option("--location-json", help="LocationConfig as JSON.")],
     socket_path: Annotated[str, typer.Option("--socket", help="Unix socket path to listen on.")],
+    stdout_fd: Annotated[
+        int | None, typer.Option(help="Inherited fd that becomes stdout once ready.")
+    ] = None,
+    stderr_fd: Annotated[
+        int | None, typer.Option(help="Inherited fd that becomes stderr once ready.")
+    ] = None,
 ) -> None:
     """Import the location once, then fork a run worker per request on a Unix socket.
 
@@ -48,4 +54,6 @@ def forkserver_command(
     """
     from tether.codeserver.forkserver.main import run_fork_server
 
-    raise typer.Exit(run_fork_server(location_json, socket_path))
+    raise typer.Exit(
+        run_fork_server(location_json, socket_path, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
+    )

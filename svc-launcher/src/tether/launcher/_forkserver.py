@@ -50,9 +50,11 @@ class ForkServerError(LauncherError):
     """A fork server could not be started or is not ready."""
 
 
-def forkserver_command(python: str, location: LocationConfig, socket_path: str) -> list[str]:
+def forkserver_command(
+    python: str, location: LocationConfig, socket_path: str, output_fds: tuple[int, int] | None
+) -> list[str]:
     """The command line of a fork server for ``location``."""
-    return [
+    command = [
         python,
         "-m",
         "tether.shared.cli",
@@ -63,6 +65,25 @@ def forkserver_command(python: str, location: LocationConfig, socket_path: str) 
         "--socket",
         socket_path,
     ]
+    if output_fds is not None:
+        command += ["--stdout-fd", str(output_fds[0]), "--stderr-fd", str(output_fds[1])]
+    return command
+
+
+def _dup_output() -> tuple[int, int] | None:
+    """Copies of this process's stdout and stderr for a fork server to write to once ready.
+
+    Its run workers then write where cold ones (which inherit them) do.
+    """
+    try:
+        out = os.dup(1)
+    except OSError:
+        return None
+    try:
+        return out, os.dup(2)
+    except OSError:
+        os.close(out)
+        return None
 
 
 @dataclass
@@ -361,20 +382,25 @@ class ForkServers:
             # Private (0700) and short: a Unix socket path is limited to ~107 bytes.
             self._dir = tempfile.mkdtemp(prefix="tether-fork-")
         socket_path = os.path.join(self._dir, f"{next(self._counter)}.sock")
+        output = _dup_output()
         try:
             process = await asyncio.create_subprocess_exec(
-                *forkserver_command(self._python, location, socket_path),
+                *forkserver_command(self._python, location, socket_path, output),
                 cwd=location.working_directory or None,
                 env={**os.environ, **location.env},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                pass_fds=output or (),
                 # Its own session: stopping the launcher's group does not reach it, and
                 # it forks workers into sessions of their own.
                 start_new_session=True,
             )
         except OSError as err:
             raise ForkServerError(f"cannot spawn {self._python}: {err}") from err
+        finally:
+            for fd in output or ():
+                os.close(fd)
         spawned = SpawnedProcess(f"forkserver {location.name}", process)
         spawned.drain(process.stderr, keep_tail=True)
         try:

@@ -58,8 +58,37 @@ def _preload() -> None:
         pass
 
 
-def run_fork_server(location_json: str, socket_path: str) -> int:
-    """Run a fork server until SIGTERM/SIGINT; return the process exit code."""
+def _adopt_output(stdout_fd: int | None, stderr_fd: int | None) -> None:
+    """Point fds 1 and 2 at the launcher's own stdout/stderr, once ready.
+
+    Until then they are pipes the launcher reads (to explain a failed start). After, run
+    workers forked from here must write where cold ones do, and must not depend on this
+    process's pipes: a replaced fork server's pipes lose their reader while its children
+    still run.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    for fd, target in ((stdout_fd, 1), (stderr_fd, 2)):
+        if fd is not None:
+            os.dup2(fd, target)
+            os.close(fd)
+
+
+def run_fork_server(
+    location_json: str,
+    socket_path: str,
+    *,
+    stdout_fd: int | None = None,
+    stderr_fd: int | None = None,
+) -> int:
+    """Run a fork server until SIGTERM/SIGINT; return the process exit code.
+
+    Args:
+        location_json: the LocationConfig.
+        socket_path: where to listen.
+        stdout_fd: inherited fd that becomes fd 1 once ready (the launcher's stdout).
+        stderr_fd: inherited fd that becomes fd 2 once ready (the launcher's stderr).
+    """
     settings = CodeServerSettings()
     setup_logging(settings.log_level)
     try:
@@ -99,6 +128,8 @@ def run_fork_server(location_json: str, socket_path: str) -> int:
         socket_path=socket_path, pid=os.getpid(), location_loaded=loaded.error is None
     )
     ready_stream.write(ready.model_dump_json() + "\n")
-    ready_stream.flush()
+    # Closed, so no child inherits the launcher's ready pipe.
+    ready_stream.close()
+    _adopt_output(stdout_fd, stderr_fd)
     log.info("fork server for %s ready on %s", location.name, socket_path)
     return server.serve()
