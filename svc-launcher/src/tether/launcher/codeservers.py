@@ -12,7 +12,7 @@ from tether.launcher.substrate import CodeServerHandle, Substrate
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-from tether.shared.grpc.convert import error_from_proto, snapshot_from_proto
+from tether.shared.grpc.convert import channel_options, error_from_proto, snapshot_from_proto
 from tether.shared.messages import CodeServerStatus, ErrorInfo, LocationConfig, LocationSnapshot
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class CodeServerClient:
     @classmethod
     def connect(cls, handle: CodeServerHandle) -> CodeServerClient:
         """Open a channel to ``handle`` (lazily connected by grpc)."""
-        return cls(handle, grpc.aio.insecure_channel(handle.address))
+        # Snapshots of large locations exceed grpc's default 4 MB receive limit.
+        return cls(handle, grpc.aio.insecure_channel(handle.address, options=channel_options()))
 
     async def get_snapshot(self, deadline_s: float) -> LocationSnapshot:
         """Everything the location defines.
