@@ -38,51 +38,71 @@ def parse_collapsed(text: str) -> collections.Counter[str]:
     return stacks
 
 
-def _frame_name(frame: str) -> str:
-    # py-spy frames look like "function (path/to/module.py:123)"; drop the line number so
-    # samples of one function add up.
+#: Frames that are on every stack (entry points, event loop, import machinery).
+_BOILERPLATE = frozenset(
+    {"typer", "asyncio", "runpy", "importlib", "selectors.py", "threading.py", "contextlib.py"}
+)
+#: Tether's own packages as py-spy names them (paths relative to the ``tether`` namespace).
+_TETHER = frozenset(
+    {"shared", "controlplane", "launcher", "codeserver", "sdk", "poller", "eventrelay", "logship"}
+)
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    """(display name, package) of one py-spy frame ``function (pkg/module.py:123)``."""
+    if frame.startswith("process "):
+        return "<process, no Python frame yet>", ""
     name, _, where = frame.partition(" (")
-    path = where.rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/src/", "lib/python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    return f"{name} ({path})"
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    if path.startswith("<frozen "):
+        package = path[len("<frozen ") :].rstrip(">").split(".")[0]
+    else:
+        package = path.split("/", 1)[0]
+    return f"{name} ({path})", package
 
 
-def summarize(stacks: collections.Counter[str], top: int = 12) -> tuple[int, list, list]:
-    """Total samples, the top self (leaf) functions and the top inclusive functions."""
+def summarize(stacks: collections.Counter[str], top: int = 12) -> dict[str, object]:
+    """Total samples; top self (leaf) functions; samples per package; top Tether functions.
+
+    A sample counts once for each package (and each Tether function) on its stack.
+    """
     total = sum(stacks.values())
     leaf: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    tether: collections.Counter[str] = collections.Counter()
     for stack, count in stacks.items():
-        frames = [_frame_name(f) for f in stack.split(";") if f]
+        frames = [_frame(f) for f in stack.split(";") if f]
         if not frames:
             continue
-        leaf[frames[-1]] += count
-        for name in set(frames[1:]):  # frame 0 is the process/thread label
-            inclusive[name] += count
-    return total, leaf.most_common(top), inclusive.most_common(top * 2)
+        leaf[frames[-1][0]] += count
+        for package in {p for _, p in frames if p and p not in _BOILERPLATE}:
+            packages[package] += count
+        for name in {n for n, p in frames if p in _TETHER and "cli.py" not in n}:
+            tether[name] += count
+    return {
+        "total": total,
+        "leaf": leaf.most_common(top),
+        "packages": packages.most_common(top),
+        "tether": tether.most_common(top + 4),
+    }
 
 
 def render(results: dict[str, collections.Counter[str]], rate: int, header: str) -> str:
     """Markdown: one section per service."""
     out = [header, ""]
     for service, stacks in results.items():
-        total, leaf, inclusive = summarize(stacks)
+        summary = summarize(stacks)
+        total = int(summary["total"])  # type: ignore[call-overload]
         if not total:
             continue
-        out.append(
-            f"## {service}: {total} samples ({total / rate:.1f} s of CPU-or-wait at {rate} Hz)"
-        )
-        out.append("")
-        out.append("Self (leaf) time:")
-        out.append("")
-        out.extend(f"- {100 * c / total:5.1f}% {name}" for name, c in leaf)
-        out.append("")
-        out.append("Inclusive time:")
-        out.append("")
-        out.extend(f"- {100 * c / total:5.1f}% {name}" for name, c in inclusive)
+        out.append(f"## {service}: {total} samples ({total / rate:.1f} s on CPU at {rate} Hz)")
+        for title, key in (
+            ("Self (leaf) time", "leaf"),
+            ("Samples by package (once per package on a stack)", "packages"),
+            ("Tether functions (inclusive)", "tether"),
+        ):
+            out += ["", f"{title}:", ""]
+            out.extend(f"- {100 * c / total:5.1f}% {name}" for name, c in summary[key])  # type: ignore[attr-defined]
         out.append("")
     return "\n".join(out) + "\n"
 

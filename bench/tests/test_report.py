@@ -141,11 +141,12 @@ def test_profile_summary_of_collapsed_stacks() -> None:
     from bench.profile import parse_collapsed, summarize
 
     stacks = parse_collapsed(
-        "process 1:main;run (svc/src/tether/x.py:10);insert (site-packages/sa/orm.py:5) 30\n"
-        "process 1:main;run (svc/src/tether/x.py:12);encode (svc/src/tether/y.py:3) 10\n"
+        'process 1:"python -m x";run (shared/x.py:10);insert (sa/orm.py:5) 30\n'
+        'process 1:"python -m x";run (shared/x.py:12);encode (shared/y.py:3) 10\n'
         "garbage line\n"
     )
-    total, leaf, inclusive = summarize(stacks)
-    assert total == 40
-    assert leaf[0] == ("insert (sa/orm.py)", 30)
-    assert ("run (tether/x.py)", 40) in inclusive
+    summary = summarize(stacks)
+    assert summary["total"] == 40
+    assert summary["leaf"][0] == ("insert (sa/orm.py)", 30)
+    assert ("run (shared/x.py)", 40) in summary["tether"]
+    assert dict(summary["packages"]) == {"shared": 40, "sa": 30}
