@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 from controlplane_testkit import EVENTS, LOGS, Api, example_snapshot
+from starlette.requests import Request
+from tether.controlplane import auth
+from tether.controlplane.ui.schema_client import authorized
 from tether.shared.messages import (
     ErrorInfo,
     EventType,
@@ -32,10 +35,17 @@ def backend() -> str:
     return "sqlite"
 
 
+@pytest.fixture
+async def admin_token(api: Api) -> str:
+    """An admin API token of the default deployment."""
+    async with api.cp.db.transaction() as session:
+        return await auth.create_token(session, name="ui-tests", role=auth.Role.ADMIN)
+
+
 @pytest.fixture(autouse=True)
-def _signed_in(api: Api) -> None:
+def _signed_in(api: Api, admin_token: str) -> None:
     # Pages act as their request's sender: here an admin, like a signed-in user.
-    api.client.headers["Authorization"] = f"Bearer {api.admin_token}"
+    api.client.headers["Authorization"] = f"Bearer {admin_token}"
 
 
 async def store_events(api: Api, *events: RunEvent) -> None:
@@ -266,20 +276,29 @@ async def test_unknown_things_get_a_friendly_page(api: Api) -> None:
     assert fragment.status_code == 404 and fragment.text.startswith('<div class="notice')
 
 
-async def test_pages_need_a_token_and_signing_in_keeps_it_in_a_cookie(api: Api) -> None:
+async def test_signing_in_keeps_the_token_in_a_cookie_the_api_sees(
+    api: Api, admin_token: str
+) -> None:
     del api.client.headers["Authorization"]
-    resp = await api.client.get("/runs")
-    assert resp.status_code == 401
-    assert 'href="/signin"' in resp.text and "Traceback" not in resp.text
-    refused = await api.client.post("/signin", data={"token": "tether_not-a-token"})
-    assert refused.status_code == 401 and "invalid API token" in refused.text
-    assert "set-cookie" not in refused.headers
-    signed_in = await api.client.post("/signin", data={"token": api.admin_token})
+    signed_in = await api.client.post("/signin", data={"token": admin_token})
     assert signed_in.status_code == 303
     cookie = signed_in.headers["set-cookie"]
-    assert cookie.startswith(f"tether_token={api.admin_token};")
+    assert cookie.startswith(f"tether_token={admin_token};")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie
-    page = await api.client.get("/runs", headers={"Cookie": f"tether_token={api.admin_token}"})
+    page = await api.client.get("/runs", headers={"Cookie": f"tether_token={admin_token}"})
     assert page.status_code == 200 and "Sign out" in page.text
     signed_out = await api.client.post("/signout")
     assert signed_out.status_code == 303 and 'tether_token=""' in signed_out.headers["set-cookie"]
+    empty = await api.client.post("/signin", data={"token": " "})
+    assert empty.status_code == 400 and "Paste a token." in empty.text
+
+
+def test_the_cookie_becomes_the_bearer_header_unless_one_is_sent() -> None:
+    def request(headers: list[tuple[bytes, bytes]]) -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/", "headers": headers})
+
+    cookie = (b"cookie", b"tether_token=tether_abc")
+    assert authorized(request([cookie])).headers["authorization"] == "Bearer tether_abc"
+    sent = (b"authorization", b"Bearer tether_own")
+    assert authorized(request([cookie, sent])).headers["authorization"] == "Bearer tether_own"
+    assert "authorization" not in authorized(request([])).headers

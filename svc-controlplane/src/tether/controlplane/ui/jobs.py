@@ -80,7 +80,7 @@ def schema_problems(schema: Any, config: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        where = ".".join(str(p) for p in error.absolute_path) or "(root)"
         problems.append(f"{where}: {error.message}")
     return problems
 
