@@ -16,6 +16,7 @@ from starlette.requests import Request
 from tether.controlplane import auth
 from tether.controlplane.ui.schema_client import authorized
 from tether.shared.messages import (
+    CodeServerStatus,
     ErrorInfo,
     EventType,
     Heartbeat,
@@ -232,6 +233,8 @@ async def test_reexecute_launches_the_same_job_and_config(api: Api) -> None:
     assert new_id != run_id
     new = await api.run(new_id)
     assert new["jobName"] == "hello" and new["tags"]["tether/parent_run_id"] == run_id
+    page = (await api.client.get(f"/runs/{new_id}")).text
+    assert f'Re-execution of run <a class="mono" href="/runs/{run_id}">' in page
 
 
 async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
@@ -239,6 +242,7 @@ async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
         agent_id="agent-7",
         services={"poller/host-1": "RUNNING", "logship/host-1": "DEGRADED"},
         queues={"WORK": 3},
+        code_servers=[CodeServerStatus(location_name="loc", state="FAILED", error="exit 1")],
         errors=["logship: upload failed"],
     )
     await api.agent(HEARTBEAT, hb=heartbeat.model_dump(mode="json"))
@@ -252,6 +256,7 @@ async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
     overview = (await api.client.get("/")).text
     assert "agent-7" in overview and "ONLINE" in overview
     assert "LOAD_ERROR" in overview and "No module named &#39;jobs&#39;" in overview
+    assert 'title="on agent agent-7: exit 1">FAILED</span>' in overview
     agents = (await api.client.get("/agents")).text
     assert "poller/host-1" in agents and "DEGRADED" in agents and "upload failed" in agents
     page = (await api.client.get("/locations/loc")).text

@@ -58,6 +58,20 @@ def describe_agents(agents: list[dict[str, Any]], now: float) -> list[dict[str, 
     return described
 
 
+def code_servers_by_location(agents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Code servers of online agents, by location name, each with its agent's id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for agent in agents:
+        if not agent["online"]:
+            continue
+        for server in agent["code_server_rows"]:
+            if isinstance(server, dict) and "location_name" in server:
+                found.setdefault(server["location_name"], []).append(
+                    {**server, "agent_id": agent["agentId"]}
+                )
+    return found
+
+
 class OverviewPages:
     """Handlers of ``/``, ``/locations``, ``/locations/{name}`` and ``/agents``."""
 
@@ -77,9 +91,11 @@ class OverviewPages:
 
     async def _overview_context(self, request: Request) -> dict[str, Any]:
         data = await self._client.execute(request, OVERVIEW_QUERY)
+        agents = describe_agents(data["agents"], time.time())
         return {
-            "agents": describe_agents(data["agents"], time.time()),
+            "agents": agents,
             "locations": data["codeLocations"],
+            "code_servers": code_servers_by_location(agents),
             "runs": data["runs"],
         }
 

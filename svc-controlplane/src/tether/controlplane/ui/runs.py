@@ -190,6 +190,7 @@ class RunPages:
         filters = {k: v for k, v in (("type", event_type), ("step", step)) if v}
         return {
             "run": run,
+            "PARENT_RUN_TAG": PARENT_RUN_TAG,
             "live": not terminal,
             "gantt": gantt_chart(spans, origin=origin, until=until),
             "dag": dag,
