@@ -307,3 +307,16 @@ def test_the_cookie_becomes_the_bearer_header_unless_one_is_sent() -> None:
     sent = (b"authorization", b"Bearer tether_own")
     assert authorized(request([cookie, sent])).headers["authorization"] == "Bearer tether_own"
     assert "authorization" not in authorized(request([])).headers
+
+
+async def test_a_long_log_opens_on_its_end(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    body = b"FIRST-LINE\n" + b"x" * (300 * 1024) + b"\nLAST-LINE\n"
+    chunk = LogChunk(run_id=run_id, step_key="a", stream=LogStream.STDOUT, offset=0, data=body)
+    await api.agent(LOGS, items=[chunk.model_dump(mode="json")])
+    pane = (await api.client.get(f"/runs/{run_id}/logs?step=a&stream=stdout")).text
+    assert "LAST-LINE" in pane and "FIRST-LINE" not in pane
+    assert f"from byte {len(body) - 256 * 1024} on" in pane
+    # The tail goes on from the end.
+    assert f"offset={len(body)}" in pane

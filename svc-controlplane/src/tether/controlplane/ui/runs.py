@@ -16,6 +16,8 @@ from tether.controlplane.ui.schema_client import PageError, SchemaClient
 from tether.shared.messages import RunStatus
 
 PAGE_SIZE = 25
+#: The logs pane opens on at most this much of the end of a stream (the tail then grows it).
+MAX_LOG_BYTES = 256 * 1024
 #: Logs can reach the control plane a little after the run ended (logship batches):
 #: keep tailing for this long after the end.
 LOG_GRACE_S = 15.0
@@ -49,8 +51,6 @@ query RunPage($id: String!) {
 LOGS_QUERY = """
 query RunLogs($id: String!, $step: String!, $stream: String!, $offset: Int!) {
   run(id: $id) {
-    status endedAt
-    streams: computeLogs { stepKey stream nextOffset }
     selected: computeLogs(stepKey: $step, stream: $stream, offset: $offset) {
       stepKey stream offset nextOffset text
     }
@@ -226,33 +226,36 @@ class RunPages:
 
     # --- compute logs ---------------------------------------------------------------------
 
-    async def _logs_context(self, request: Request, offset: int = 0) -> dict[str, Any]:
+    async def _logs_context(self, request: Request, offset: int | None = None) -> dict[str, Any]:
+        """The logs pane's data; ``offset`` None: the pane (only the last MAX_LOG_BYTES)."""
         run_id = request.path_params["run_id"]
         step = request.query_params.get("step") or None
         stream = request.query_params.get("stream") or "stdout"
-        if step is None:
-            data = await self._client.execute(request, STREAMS_QUERY, id=run_id)
-            if data["run"] is not None and data["run"]["streams"]:
-                # Default to the first stream that has output (stdout before stderr).
-                first = data["run"]["streams"][0]
-                step, stream = first["stepKey"], first["stream"]
-        if step is not None:
-            data = await self._client.execute(
-                request, LOGS_QUERY, id=run_id, step=step, stream=stream, offset=offset
-            )
+        data = await self._client.execute(request, STREAMS_QUERY, id=run_id)
         run = data["run"]
         if run is None:
             raise PageError(f"There is no run {run_id!r}.", 404)
+        streams = run["streams"]
+        if step is None and streams:
+            # Default to the first stream that has output (stdout before stderr).
+            step, stream = streams[0]["stepKey"], streams[0]["stream"]
+        size = next(
+            (s["nextOffset"] for s in streams if (s["stepKey"], s["stream"]) == (step, stream)), 0
+        )
+        start = offset if offset is not None else max(size - MAX_LOG_BYTES, 0)
         selected = None
         if step is not None:
-            slices = run["selected"]
+            chosen = await self._client.execute(
+                request, LOGS_QUERY, id=run_id, step=step, stream=stream, offset=start
+            )
+            slices = (chosen["run"] or {}).get("selected") or []
             selected = slices[0] if slices else None
             if selected is None:
                 selected = {
                     "stepKey": step,
                     "stream": stream,
-                    "offset": offset,
-                    "nextOffset": offset,
+                    "offset": start,
+                    "nextOffset": start,
                     "text": "",
                 }
         ended = run["endedAt"]
@@ -261,7 +264,7 @@ class RunPages:
         )
         return {
             "run_id": run_id,
-            "streams": run["streams"],
+            "streams": streams,
             "selected": selected,
             "tailing": tailing,
         }
