@@ -277,6 +277,8 @@ async def test_unknown_things_get_a_friendly_page(api: Api) -> None:
         resp = await api.client.get(path)
         assert resp.status_code == 404
         assert "There is no" in resp.text and "Traceback" not in resp.text
+    nowhere = await api.client.get("/no/such/page")
+    assert nowhere.status_code == 404 and "There is no such page." in nowhere.text
     fragment = await api.client.get("/runs/nope/live", headers={"HX-Request": "true"})
     assert fragment.status_code == 404 and fragment.text.startswith('<div class="notice')
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from starlette.routing import BaseRoute, Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from tether.controlplane.ui.jobs import JobPages
 from tether.controlplane.ui.overview import OverviewPages
-from tether.controlplane.ui.rendering import STATIC_DIR
+from tether.controlplane.ui.rendering import STATIC_DIR, render_error
 from tether.controlplane.ui.runs import RunPages
-from tether.controlplane.ui.schema_client import SchemaClient
+from tether.controlplane.ui.schema_client import PageError, SchemaClient
 from tether.controlplane.ui.signin import SignInPages
 
 if TYPE_CHECKING:
@@ -30,4 +32,11 @@ def ui_routes(cp: ControlPlane) -> list[BaseRoute]:
         *RunPages(client).routes(),
         *JobPages(client).routes(),
         *SignInPages(client).routes(),
+        # Last: any other path gets the UI's own "not found" page rather than a bare text.
+        Route("/{path:path}", not_found, methods=["GET"]),
     ]
+
+
+async def not_found(request: Request) -> Response:
+    """The error page for a path the UI does not have."""
+    return render_error(request, PageError("There is no such page.", 404))

@@ -38,7 +38,7 @@ query RunPage($id: String!) {
     id jobName locationName repositoryName status runConfig tags
     createdAt startedAt endedAt traceId
     events {
-      id seq eventType timestamp stepKey message
+      id seq eventType timestamp stepKey message data
       error { clsName message traceback }
     }
   }
