@@ -20,6 +20,7 @@ from tether.shared.subjects import LogStream, WorkKind
 __all__ = [
     "CodeServerReady",
     "CodeServerStatus",
+    "ContainerConfig",
     "ExecuteRunArgs",
     "ErrorInfo",
     "Heartbeat",
@@ -138,6 +139,30 @@ class ErrorInfo(WireModel):
         return cls(cls_name=name, message=str(exc), traceback=tb, cause=cause)
 
 
+class ContainerConfig(WireModel):
+    """How a container substrate (docker) runs a location's code server and run workers."""
+
+    network_mode: str = Field(
+        default="host",
+        description=(
+            "Docker network mode. host: containers reach NATS and the code server over "
+            "127.0.0.1 and the code server binds loopback only; any other mode: the code "
+            "server binds all interfaces of its container and is reached at its IP."
+        ),
+    )
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="Bind mounts, docker style: 'host_path:container_path[:ro|rw]'.",
+    )
+    pull_policy: Literal["missing", "always", "never"] = Field(
+        default="missing", description="Pull the image when missing, always, or never."
+    )
+    user: str | None = Field(default=None, description="User (name or uid[:gid]) to run as.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
+    memory: str | None = Field(default=None, description="Memory limit, docker style ('512m').")
+    cpus: float | None = Field(default=None, gt=0, description="CPU limit in cores.")
+
+
 class LocationConfig(WireModel):
     """Where a code location's code lives and how the agent runs it."""
 
@@ -151,6 +176,9 @@ class LocationConfig(WireModel):
     substrate: str = Field(default="process", description="Launcher substrate: process, docker...")
     image: str | None = Field(default=None, description="Container image (container substrates).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    container: ContainerConfig | None = Field(
+        default=None, description="Container settings (docker substrate); defaults when unset."
+    )
 
 
 class OpInput(WireModel):
