@@ -377,3 +377,56 @@ def test_warm_start_is_the_default_and_can_be_turned_off(monkeypatch: pytest.Mon
     assert settings.warm_start is False
     substrate = make_substrate(settings)
     assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is None
+
+
+async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
+    nats_server, js: JetStreamContext
+) -> None:
+    from tether.launcher import LauncherService, LauncherSettings
+    from tether.shared.messages import WorkItem, WorkResult, encode
+    from tether.shared.subjects import WorkKind
+
+    for stream in (Stream.WORK, Stream.RESULTS):
+        await ensure_stream(js, STREAMS[stream])
+    results = await js.pull_subscribe(
+        subjects.results_all(), durable="warm-results", stream=str(Stream.RESULTS)
+    )
+    seen: dict[str, WorkResult] = {}
+
+    async def send_and_wait(item: WorkItem, *ids: str) -> None:
+        await js.publish(
+            subjects.work("process", item.kind), encode(item), headers={"Nats-Msg-Id": item.id}
+        )
+        async with asyncio.timeout(60):
+            while not set(ids) <= seen.keys():
+                msgs = await results.fetch(10, timeout=30)
+                for msg in msgs:
+                    result = decode(msg.data, WorkResult)
+                    seen[result.id] = result
+                    await msg.ack()
+
+    settings = LauncherSettings(nats_url=nats_server.url, agent_id="warm-test")
+    assert settings.warm_start
+    service = LauncherService(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        load = WorkItem(id=new_id(), kind=WorkKind.LOAD_LOCATION, location=EXAMPLES_LOCATION)
+        await send_and_wait(load, load.id)
+        assert seen[load.id].ok
+        # The fork server starts once the code server is ready; until then runs go cold.
+        for _ in range(100):
+            payload = {"run_id": new_id(), "job_name": "hello"}
+            launch = WorkItem(
+                id=new_id(), kind=WorkKind.LAUNCH_RUN, location=EXAMPLES_LOCATION, payload=payload
+            )
+            await send_and_wait(launch, launch.id, f"{launch.id}.exit")
+            assert seen[launch.id].ok and seen[f"{launch.id}.exit"].ok
+            if seen[launch.id].payload["warm"]:
+                break
+            await asyncio.sleep(0.2)
+        assert seen[launch.id].payload["warm"] is True
+        events = await events_of(js, payload["run_id"])
+        assert [e.event_type for e in events][-1] is E.RUN_SUCCESS
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 60)
