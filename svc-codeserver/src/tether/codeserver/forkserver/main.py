@@ -34,6 +34,7 @@ _PRELOAD = (
     "opentelemetry.sdk.trace.export",
     "nats.js",
     "ssl",
+    "concurrent.futures.thread",  # asyncio.run_coroutine_threadsafe imports it lazily
 )
 _OTLP = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 
