@@ -322,3 +322,27 @@ async def test_a_long_log_opens_on_its_end(api: Api) -> None:
     assert f"from byte {len(body) - 256 * 1024} on" in pane
     # The tail goes on from the end.
     assert f"offset={len(body)}" in pane
+
+
+async def test_pages_act_with_the_senders_rights(api: Api) -> None:
+    del api.client.headers["Authorization"]
+    # No token (anonymous access is off outside `tether dev`): a sign-in link, no stack.
+    resp = await api.client.get("/runs")
+    assert resp.status_code == 401
+    assert 'href="/signin"' in resp.text and "Traceback" not in resp.text
+    refused = await api.client.post("/signin", data={"token": "tether_not-a-token"})
+    assert refused.status_code == 401 and "invalid API token" in refused.text
+    assert "set-cookie" not in refused.headers
+    # A viewer sees the job but the launchpad shows that it may not launch.
+    await api.load()
+    async with api.cp.db.transaction() as session:
+        viewer = await auth.create_token(session, name="ui-viewer", role=auth.Role.VIEWER)
+    as_viewer = {"Cookie": f"tether_token={viewer}"}
+    page = await api.client.get("/locations/loc/jobs/hello", headers=as_viewer)
+    assert page.status_code == 200
+    launch = await api.client.post(
+        "/locations/loc/jobs/hello/launch", data={"run_config": "{}"}, headers=as_viewer
+    )
+    assert launch.status_code == 403 and "Launchpad" in launch.text
+    assert "not a viewer token" in launch.text
+    assert (await api.client.get("/runs", headers=as_viewer)).text.count("<tr data-run=") == 0
