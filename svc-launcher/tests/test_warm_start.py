@@ -430,3 +430,29 @@ async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
     finally:
         service.shutdown()
         await asyncio.wait_for(task, 60)
+
+
+async def test_a_wedged_fork_server_fails_the_launch_and_is_replaced(
+    nats_server, js: JetStreamContext, warm_location: LocationConfig
+) -> None:
+    from tether.launcher import RunLaunchError
+
+    substrate = ProcessSubstrate(
+        sys.executable, start_timeout_s=60, warm_start=True, fork_request_timeout_s=1.0
+    )
+    try:
+        wedged = await fork_server_pid(substrate, warm_location)
+        os.kill(wedged, signal.SIGSTOP)
+        # It may have forked a worker before wedging: failing beats running the run twice.
+        with pytest.raises(RunLaunchError, match="did not answer"):
+            await substrate.launch_run(run_args(warm_location, nats_server.url, "globals_job"), {})
+        async with asyncio.timeout(60):
+            while (replacement := await fork_server_pid(substrate, warm_location)) == wedged:
+                await asyncio.sleep(0.1)
+        assert replacement != wedged
+        handle = await launch(
+            substrate, run_args(warm_location, nats_server.url, "globals_job"), expect_warm=True
+        )
+        assert await substrate.wait_run(handle) == 0
+    finally:
+        await substrate.aclose()

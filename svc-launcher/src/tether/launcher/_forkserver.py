@@ -266,18 +266,19 @@ class ForkServers:
             await writer.drain()
             async with asyncio.timeout(self._request_timeout):
                 reply = await _read_reply(reader)
+        except (TimeoutError, ContractError) as err:
+            writer.close()
+            # Caught before OSError (TimeoutError is one). A wedged fork server: replace
+            # it; this run fails rather than risk two workers.
+            await server.spawned.stop(0)
+            raise RunLaunchError(
+                f"fork server for {server.location.name!r} did not answer: {err!r}"
+            ) from err
         except (OSError, asyncio.IncompleteReadError) as err:
             # The connection closed without a reply: no child holds it, none was forked.
             writer.close()
             log.warning("fork server for %s dropped the request: %r", server.location.name, err)
             return None
-        except (TimeoutError, ContractError) as err:
-            writer.close()
-            # A wedged fork server: replace it; this run fails rather than risk two workers.
-            await server.spawned.stop(0)
-            raise RunLaunchError(
-                f"fork server for {server.location.name!r} did not answer: {err!r}"
-            ) from err
         if isinstance(reply, ForkRefused):
             writer.close()
             log.info("fork server for %s refused: %s", server.location.name, reply.reason)
