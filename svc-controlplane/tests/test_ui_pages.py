@@ -195,6 +195,7 @@ async def test_job_page_draws_the_graph_and_prefills_the_launchpad(api: Api) -> 
     assert resp.status_code == 200, resp.text
     assert '<svg class="dag"' in resp.text and 'data-from="a" data-to="b"' in resp.text
     assert "Launchpad" in resp.text and "&#34;additionalProperties&#34;: false" in resp.text
+    assert "Launch run" in resp.text and "ui-tests · admin" in resp.text
     missing = await api.client.get("/locations/loc/jobs/nope")
     assert missing.status_code == 404 and "has no job" in missing.text
 
@@ -339,7 +340,8 @@ async def test_pages_act_with_the_senders_rights(api: Api) -> None:
         viewer = await auth.create_token(session, name="ui-viewer", role=auth.Role.VIEWER)
     as_viewer = {"Cookie": f"tether_token={viewer}"}
     page = await api.client.get("/locations/loc/jobs/hello", headers=as_viewer)
-    assert page.status_code == 200
+    assert page.status_code == 200 and "ui-viewer · viewer" in page.text
+    assert "Launch run" not in page.text and "may not launch runs" in page.text
     launch = await api.client.post(
         "/locations/loc/jobs/hello/launch", data={"run_config": "{}"}, headers=as_viewer
     )

@@ -19,12 +19,13 @@ from tether.controlplane.graphql.agent import AgentMutation
 from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
 from tether.controlplane.graphql.user import Query as UserQuery
 from tether.controlplane.graphql.user import UserMutation
+from tether.controlplane.graphql.viewer import ViewerQuery
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
 
-Query = merge_types("Query", (UserQuery, TokenQuery))
+Query = merge_types("Query", (UserQuery, TokenQuery, ViewerQuery))
 Mutation = merge_types("Mutation", (AgentMutation, UserMutation, TokenMutation))
 
 

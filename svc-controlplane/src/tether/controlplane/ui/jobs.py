@@ -27,6 +27,7 @@ query JobPage {
       }
     }
   }
+  viewer { tokenName role canLaunch }
 }"""
 
 RECENT_RUNS_QUERY = """
@@ -101,6 +102,12 @@ class JobPages:
         ]
 
     async def _job(self, request: Request) -> tuple[str | None, dict[str, Any]]:
+        repo, job, _ = await self._job_and_viewer(request)
+        return repo, job
+
+    async def _job_and_viewer(
+        self, request: Request
+    ) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
         location = request.path_params["location"]
         name = request.path_params["job"]
         wanted_repo = request.query_params.get("repo") or None
@@ -113,7 +120,7 @@ class JobPages:
                     continue
                 for job in repo["jobs"]:
                     if job["name"] == name:
-                        return repo["name"], job
+                        return repo["name"], job, data["viewer"]
             raise PageError(f"Code location {location!r} has no job {name!r} (any more).", 404)
         raise PageError(f"There is no code location {location!r}.", 404)
 
@@ -127,7 +134,7 @@ class JobPages:
         status_code: int = 200,
     ) -> Response:
         try:
-            repo, job = await self._job(request)
+            repo, job, viewer = await self._job_and_viewer(request)
             recent = (await self._client.execute(request, RECENT_RUNS_QUERY, job=job["name"]))[
                 "runs"
             ]
@@ -153,6 +160,7 @@ class JobPages:
             else pretty_json(config_scaffold(job["configSchema"])),
             tags_text=tags_text,
             problems=problems or [],
+            viewer=viewer,
         )
 
     async def job_page(self, request: Request) -> Response:

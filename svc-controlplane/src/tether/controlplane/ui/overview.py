@@ -28,11 +28,14 @@ query Overview {{
   agents {{ {AGENTS_FIELDS} }}
   codeLocations {{ {LOCATIONS_FIELDS} }}
   runs(limit: 10) {{ id jobName locationName status createdAt startedAt endedAt }}
+  viewer {{ tokenName role canLaunch }}
 }}"""
 
-LOCATIONS_QUERY = f"query Locations {{ codeLocations {{ {LOCATIONS_FIELDS} }} }}"
+VIEWER_FIELDS = "viewer { tokenName role canLaunch }"
 
-AGENTS_QUERY = f"query Agents {{ agents {{ {AGENTS_FIELDS} }} }}"
+LOCATIONS_QUERY = f"query Locations {{ codeLocations {{ {LOCATIONS_FIELDS} }} {VIEWER_FIELDS} }}"
+
+AGENTS_QUERY = f"query Agents {{ agents {{ {AGENTS_FIELDS} }} {VIEWER_FIELDS} }}"
 
 RELOAD_MUTATION = "mutation Reload($name: String!) { reloadLocation(name: $name) { name } }"
 
@@ -97,6 +100,7 @@ class OverviewPages:
             "locations": data["codeLocations"],
             "code_servers": code_servers_by_location(agents),
             "runs": data["runs"],
+            "viewer": data["viewer"],
         }
 
     async def overview(self, request: Request) -> Response:
@@ -121,7 +125,13 @@ class OverviewPages:
             data = await self._client.execute(request, LOCATIONS_QUERY)
         except PageError as err:
             return render_error(request, err)
-        return render(request, "locations.html", nav="locations", locations=data["codeLocations"])
+        return render(
+            request,
+            "locations.html",
+            nav="locations",
+            locations=data["codeLocations"],
+            viewer=data["viewer"],
+        )
 
     async def location(self, request: Request) -> Response:
         """One code location: repositories and jobs, its load error, a reload button."""
@@ -133,7 +143,9 @@ class OverviewPages:
                 raise PageError(f"There is no code location {name!r}.", 404)
         except PageError as err:
             return render_error(request, err)
-        return render(request, "location.html", nav="locations", location=found[0])
+        return render(
+            request, "location.html", nav="locations", location=found[0], viewer=data["viewer"]
+        )
 
     async def reload(self, request: Request) -> Response:
         """Queue a reload of the location's definitions; back to its page."""
@@ -155,4 +167,5 @@ class OverviewPages:
             "agents.html",
             nav="agents",
             agents=describe_agents(data["agents"], time.time()),
+            viewer=data["viewer"],
         )

@@ -30,6 +30,7 @@ query RunsPage($status: RunStatus, $job: String, $limit: Int!, $offset: Int!) {
     id jobName locationName status tags createdAt startedAt endedAt
   }
   codeLocations { name repositories { jobs { name } } }
+  viewer { tokenName role canLaunch }
 }"""
 
 RUN_QUERY = """
@@ -46,6 +47,7 @@ query RunPage($id: String!) {
     name
     repositories { name jobs { name ops { name description } edges { fromOp toOp } } }
   }
+  viewer { tokenName role canLaunch }
 }"""
 
 LOGS_QUERY = """
@@ -138,6 +140,7 @@ class RunPages:
             "page_size": PAGE_SIZE,
             "has_next": len(runs) > PAGE_SIZE,
             "filter_query": urlencode(filters),
+            "viewer": data["viewer"],
             "live": any(r["status"] not in TERMINAL_STATUSES for r in runs[:PAGE_SIZE]),
         }
 
@@ -191,6 +194,7 @@ class RunPages:
         return {
             "run": run,
             "PARENT_RUN_TAG": PARENT_RUN_TAG,
+            "viewer": data["viewer"],
             "live": not terminal,
             "gantt": gantt_chart(spans, origin=origin, until=until),
             "dag": dag,
