@@ -62,6 +62,7 @@ class ProcessSubstrate:
     """
 
     name = "process"
+    code_servers_outlive_launcher = False
 
     def __init__(
         self,

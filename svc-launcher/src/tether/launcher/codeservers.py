@@ -99,14 +99,20 @@ class CodeServerRegistry:
         lock = self._locks.setdefault(location.name, asyncio.Lock())
         async with lock:
             current = self._clients.get(location.name)
+            previous: CodeServerClient | None = None
             if current is not None:
                 if current.handle.location == location and self._substrate.code_server_alive(
                     current.handle
                 ):
                     return current
-                reason = "died" if current.handle.location == location else "config changed"
-                log.info("code server for %s %s; replacing it", location.name, reason)
-                await self._stop(location.name)
+                if current.handle.location == location:
+                    log.info("code server for %s died; replacing it", location.name)
+                    await self._stop(location.name)
+                else:
+                    # Blue/green: the old server is stopped only once the new one is ready
+                    # (and stays if the new config fails to start).
+                    log.info("code server for %s: config changed; replacing it", location.name)
+                    previous = current
             try:
                 handle = await self._substrate.start_code_server(location)
             except LauncherError as err:
@@ -115,6 +121,9 @@ class CodeServerRegistry:
             self._errors.pop(location.name, None)
             client = CodeServerClient.connect(handle)
             self._clients[location.name] = client
+            if previous is not None:
+                await previous.close()
+                await self._substrate.stop_code_server(previous.handle)
             return client
 
     async def invalidate(self, location_name: str) -> None:
@@ -126,6 +135,15 @@ class CodeServerRegistry:
     async def stop_all(self) -> None:
         """Stop every code server this registry started."""
         await asyncio.gather(*(self.invalidate(name) for name in list(self._clients)))
+
+    async def detach_all(self) -> None:
+        """Close every channel and forget the code servers, leaving them running."""
+        for name in list(self._clients):
+            lock = self._locks.setdefault(name, asyncio.Lock())
+            async with lock:
+                client = self._clients.pop(name, None)
+                if client is not None:
+                    await client.close()
 
     def statuses(self) -> list[CodeServerStatus]:
         """What a heartbeat reports of each code server."""

@@ -144,7 +144,8 @@ class WorkHandlers:
         )
         existing = await self._claims.claim(claim)
         if existing is not None:
-            if existing.work_item_id == item.id and existing.pid is not None:
+            launched = existing.pid is not None or existing.worker_id is not None
+            if existing.work_item_id == item.id and launched:
                 # Our own earlier delivery launched it and may have died before its result
                 # was published: publish it again (same id, so deduplicated downstream).
                 await self._publisher.publish_result(
@@ -172,7 +173,13 @@ class WorkHandlers:
             return
         self._runs[payload.run_id] = handle
         await self._claims.record(
-            claim.model_copy(update={"pid": handle.pid, "pid_start": handle.pid_start})
+            claim.model_copy(
+                update={
+                    "pid": handle.pid,
+                    "pid_start": handle.pid_start,
+                    "worker_id": handle.worker_id,
+                }
+            )
         )
         log.info(
             "launched run %s (pid %s, %s)",
@@ -219,10 +226,15 @@ class WorkHandlers:
         handle = self._runs.get(payload.run_id)
         if handle is None:
             # Launched by another launcher process (or before a restart): its claim holds
-            # the pid.
+            # the pid (or the substrate's worker id).
             claim = await self._claims.get(payload.run_id)
-            if claim is not None and claim.pid is not None:
-                handle = RunWorkerHandle(payload.run_id, pid=claim.pid, pid_start=claim.pid_start)
+            if claim is not None and (claim.pid is not None or claim.worker_id is not None):
+                handle = RunWorkerHandle(
+                    payload.run_id,
+                    pid=claim.pid,
+                    pid_start=claim.pid_start,
+                    worker_id=claim.worker_id,
+                )
         signalled = False
         if handle is not None:
             signalled = await self._substrate.terminate_run(

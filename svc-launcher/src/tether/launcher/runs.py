@@ -23,6 +23,7 @@ class RunClaim(BaseModel):
         launcher: agent id and substrate of the claiming launcher.
         pid: the run worker's pid (process substrate), once spawned.
         pid_start: when that process started (clock ticks since boot), against pid reuse.
+        worker_id: the substrate's id of the worker (docker: container id), once started.
     """
 
     run_id: str
@@ -30,6 +31,7 @@ class RunClaim(BaseModel):
     launcher: str
     pid: int | None = None
     pid_start: int | None = None
+    worker_id: str | None = None
 
 
 class RunClaims:

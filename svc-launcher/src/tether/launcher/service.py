@@ -36,7 +36,19 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             warm_start=settings.warm_start,
             fork_request_timeout_s=settings.fork_request_timeout_s,
         )
-    raise LauncherError(f"unknown substrate {settings.substrate!r}; available: process")
+    if settings.substrate == "docker":
+        # Imported here: only a docker launcher needs the SDK and an engine.
+        from tether.launcher.docker import DockerSubstrate
+
+        return DockerSubstrate(
+            agent_id=settings.agent_id,
+            default_image=settings.docker_image,
+            python=settings.docker_python,
+            base_url=settings.docker_url,
+            start_timeout_s=settings.code_server_start_timeout_s,
+            stop_grace_s=settings.terminate_grace_s,
+        )
+    raise LauncherError(f"unknown substrate {settings.substrate!r}; available: process, docker")
 
 
 class LauncherService:
@@ -97,7 +109,11 @@ class LauncherService:
         finally:
             if handlers is not None:
                 handlers.detach_runs()
-            await registry.stop_all()
+            if self._substrate.code_servers_outlive_launcher:
+                # Containers outlive us; the next launcher adopts them by their labels.
+                await registry.detach_all()
+            else:
+                await registry.stop_all()
             await self._substrate.aclose()
             try:
                 await nc.drain()

@@ -15,7 +15,7 @@ class LauncherSettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="TETHER_LAUNCHER_")
 
     substrate: str = Field(
-        default="process", description="Substrate this launcher serves: process (docker, k8s...)."
+        default="process", description="Substrate this launcher serves: process or docker."
     )
     python_executable: str = Field(
         default=sys.executable,
@@ -31,6 +31,17 @@ class LauncherSettings(AgentSettings):
     )
     fork_request_timeout_s: float = Field(
         default=10.0, gt=0, description="Seconds a fork server has to answer a fork request."
+    )
+    docker_url: str | None = Field(
+        default=None,
+        description="Docker substrate: engine address; unset: DOCKER_HOST or the local socket.",
+    )
+    docker_image: str | None = Field(
+        default=None,
+        description="Docker substrate: image of locations that set no image of their own.",
+    )
+    docker_python: str = Field(
+        default="python", description="Docker substrate: the interpreter inside images."
     )
     code_server_start_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds a code server has to print its ready line."

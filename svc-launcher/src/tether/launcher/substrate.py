@@ -45,6 +45,8 @@ class RunWorkerHandle:
         warm: whether it was forked from a warm fork server (else started cold).
         pid_start: when the process started (process substrate: clock ticks since boot),
             to tell it from a later process with the same pid.
+        worker_id: the substrate's own id of the worker (docker: the container id), kept
+            in the run's claim so that another launcher process can terminate it.
     """
 
     run_id: str
@@ -53,6 +55,7 @@ class RunWorkerHandle:
     native: object = None
     warm: bool = False
     pid_start: int | None = None
+    worker_id: str | None = None
 
 
 @runtime_checkable
@@ -60,6 +63,9 @@ class Substrate(Protocol):
     """Starts and stops code servers and run workers somewhere."""
 
     name: str
+    #: Whether code servers keep running when the launcher stops (a restarted launcher
+    #: adopts them) instead of being stopped with it.
+    code_servers_outlive_launcher: bool
 
     async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
         """Start a code server and return once it reported ready.
