@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import traceback
 
 from tether.codeserver.loader import LoadedLocation
@@ -31,7 +32,7 @@ def become_run_worker(
 
     Args:
         request: the run.
-        conn: the launcher's connection; the child reports its own exit code on it.
+        conn: the launcher's connection (the child reports its exit code on it).
         started_fd: write end of a pipe the fork server waits on until the child leads its
             own session (so a SIGTERM to the reported pid's group reaches it).
         inherited: the fork server's sockets and fds the child must not keep.
@@ -61,13 +62,15 @@ def become_run_worker(
 
     from tether.codeserver.worker.main import execute_run
 
-    code = execute_run(args_json, loaded=loaded)
+    return execute_run(args_json, loaded=loaded)
+
+
+def _report_exit(conn: socket.socket, code: int) -> None:
     try:
         # Told here, not only when the fork server reaps us: the fork server may be gone.
         conn.sendall(encode_frame(ForkExited(pid=os.getpid(), exit_code=code)))
-    except OSError:
+    except BaseException:  # noqa: BLE001, S110 - the child must reach os._exit regardless
         pass  # the launcher went away; the fork server still reports on reaping
-    return code
 
 
 def run_child(
@@ -81,7 +84,9 @@ def run_child(
     code = CHILD_CRASHED
     try:
         code = become_run_worker(request, conn, started_fd, inherited, loaded)
-        # Exit handlers the cold interpreter would run at exit (the user's included).
+        # What a cold interpreter does at exit: join the non-daemon threads user code
+        # left behind (as multiprocessing's forked children do), then run exit handlers.
+        threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
     except SystemExit as err:
         code = err.code if isinstance(err.code, int) else CHILD_CRASHED
@@ -91,6 +96,7 @@ def run_child(
         except BaseException:  # noqa: BLE001, S110 - nothing left to report with
             pass
     finally:
+        _report_exit(conn, code)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
