@@ -19,7 +19,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from tether.codeserver.forkserver.child import run_child
+from tether.codeserver.forkserver.child import CHILD_CRASHED, run_child
 from tether.codeserver.forkserver.sources import SourceFiles
 from tether.codeserver.loader import LoadedLocation
 from tether.shared.errors import ContractError
@@ -224,15 +224,19 @@ class ForkServer:
             self._refuse(sock, f"fork failed: {err}")
             return None
         if pid == 0:
-            inherited: list[socket.socket | int] = [self._wake_r, self._wake_w, started_r]
-            inherited += [c.sock for c in self._pending.values()]
-            inherited += list(self._children.values())
-            if self._listener is not None:
-                inherited.append(self._listener)
-            fileno = getattr(self._selector, "fileno", None)
-            if fileno is not None:  # epoll: the child keeps nothing of the server's loop
-                inherited.append(fileno())
-            run_child(request, sock, started_w, inherited, self._loaded)
+            try:
+                inherited: list[socket.socket | int] = [self._wake_r, self._wake_w, started_r]
+                inherited += [c.sock for c in self._pending.values()]
+                inherited += list(self._children.values())
+                if self._listener is not None:
+                    inherited.append(self._listener)
+                fileno = getattr(self._selector, "fileno", None)
+                if fileno is not None:  # epoll: the child keeps nothing of the server's loop
+                    inherited.append(fileno())
+                run_child(request, sock, started_w, inherited, self._loaded)
+            finally:
+                # run_child never returns; a child must never fall back into this loop.
+                os._exit(CHILD_CRASHED)
         os.close(started_w)
         # Wait until the child leads its own session: a SIGTERM the launcher sends to the
         # reported pid's group right away must reach it. EOF = it died before that.
