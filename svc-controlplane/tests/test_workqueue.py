@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
-from controlplane_testkit import ACK, CLAIM, Api
+import httpx
+from controlplane_testkit import ACK, CLAIM, WORKSPACE, Api
+from db_backends import PostgresDatabase
 from sqlalchemy import event
-from tether.controlplane import auth
+from tether.controlplane import auth, launch
+from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.messages import LocationConfig
 from tether.shared.subjects import WorkKind
 
@@ -129,3 +134,44 @@ async def test_closing_the_queue_releases_waiting_claims(api: Api) -> None:
     # Bounded well below the claim's own wait: only close() can end it in time.
     assert await asyncio.wait_for(claim, 30) == []
     assert api.cp.queue.waiting == 0
+
+
+async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
+    postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    # Two control plane processes' worth of state on one PostgreSQL database.
+    postgres.reset()
+    workspace = tmp_path / "workspace.toml"
+    workspace.write_text(WORKSPACE)
+    settings = ControlPlaneSettings(
+        database_url=postgres.url,
+        agent_token_file=tmp_path / "agent.token",
+        workspace_file=workspace,
+    )
+    async with open_control_plane(settings) as cp:
+        token = (tmp_path / "agent.token").read_text().strip()
+        transport = httpx.ASGITransport(app=create_app(cp))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            api = Api(client=client, cp=cp, token=token, admin_token="")
+            await api.load()
+            assert cp.queue.signal is not None
+            await asyncio.wait_for(cp.queue.signal.listening.wait(), 30)
+            cp.queue.recheck_s = 60.0
+            claim = asyncio.create_task(api.claim(wait_ms=50_000))
+            async with asyncio.timeout(30):
+                while cp.queue.waiting == 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            # A second control plane on the same database launches the run.
+            other_settings = settings.model_copy(update={"workspace_file": None})
+            async with open_control_plane(other_settings) as other:
+                outcome = await launch.launch_run(
+                    other.db,
+                    other.queue,
+                    deployment_id="default",
+                    location_name="loc",
+                    job_name="hello",
+                )
+                assert isinstance(outcome, launch.Launched)
+                # Only the NOTIFY can end the wait in time: no recheck for 60 s, 50 s poll.
+                items = await asyncio.wait_for(claim, 30)
+    assert [i.payload["run_id"] for i in items] == [outcome.run.id]

@@ -43,11 +43,12 @@ async def open_control_plane(settings: ControlPlaneSettings) -> AsyncIterator[Co
     await asyncio.to_thread(migrate, settings.database_url)
     db = Database(settings.database_url)
     queue = WorkQueue(db, recheck_s=settings.claim_recheck_s)
+    queue.start()
     try:
         await bootstrap(db, queue, settings)
         yield ControlPlane(settings=settings, db=db, queue=queue)
     finally:
-        queue.close()
+        await queue.aclose()
         await db.dispose()
 
 

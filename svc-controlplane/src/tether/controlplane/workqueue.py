@@ -17,6 +17,7 @@ from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import WorkItemRow, WorkStatus
+from tether.controlplane.worksignal import PostgresWorkSignal
 from tether.shared.messages import LocationConfig, WorkItem, new_id
 from tether.shared.subjects import WorkKind
 
@@ -36,11 +37,12 @@ def to_work_item(row: WorkItemRow) -> WorkItem:
 
 
 class WorkQueue:
-    """The work items of every deployment, with in-process wake-ups for long-polling claims.
+    """The work items of every deployment, with wake-ups for long-polling claims.
 
-    Wake-ups are in-process: one control plane process per database. (Several replicas
-    would need a cross-process signal such as PostgreSQL LISTEN/NOTIFY; the periodic
-    recheck keeps them correct, only slower.)
+    A commit that enqueued work wakes this process's waiting claims at once. On PostgreSQL
+    it also NOTIFYs the other control plane replicas of the database, whose listeners wake
+    theirs (:mod:`tether.controlplane.worksignal`); on SQLite there is one process per
+    database. The periodic recheck (for expired leases) also covers a lost notification.
 
     Args:
         db: the metadata DB.
@@ -56,6 +58,20 @@ class WorkQueue:
         self._signal = asyncio.Event()
         self._closed = False
         self._waiting = 0
+        self.signal: PostgresWorkSignal | None = None
+        if not db.is_sqlite:
+            self.signal = PostgresWorkSignal(db.url, db.engine, self.notify)
+
+    def start(self) -> None:
+        """Start listening for other replicas' work (PostgreSQL); call in the event loop."""
+        if self.signal is not None:
+            self.signal.start()
+
+    async def aclose(self) -> None:
+        """Release waiting claims and stop listening."""
+        self.close()
+        if self.signal is not None:
+            await self.signal.close()
 
     @property
     def waiting(self) -> int:
@@ -108,8 +124,13 @@ class WorkQueue:
             )
         )
         # Runs in the event loop's thread (the async session drives the sync one there).
-        event.listen(session.sync_session, "after_commit", lambda _s: self.notify(), once=True)
+        event.listen(session.sync_session, "after_commit", lambda _s: self._committed(), once=True)
         return item_id
+
+    def _committed(self) -> None:
+        self.notify()
+        if self.signal is not None:
+            self.signal.publish()
 
     async def claim(
         self,

@@ -1,0 +1,96 @@
+"""Wake-ups of waiting claims across control plane processes (PostgreSQL LISTEN/NOTIFY).
+
+In one process, a commit that enqueued work wakes that process's waiting claims directly
+(:meth:`WorkQueue.notify`). With several control plane replicas on one PostgreSQL database,
+an agent may be long-polling another replica: each replica LISTENs on a channel, and every
+commit that enqueued work NOTIFYs it. Notifications are hints, not the queue: a lost one
+(a replica reconnecting) only delays a claim until its periodic recheck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+#: The NOTIFY channel of "work was enqueued".
+CHANNEL = "tether_work"
+#: Seconds between reconnection attempts of a lost listener.
+RECONNECT_S = 1.0
+
+
+class PostgresWorkSignal:
+    """LISTENs for enqueued work on PostgreSQL, and NOTIFYs it.
+
+    Args:
+        url: the database's SQLAlchemy URL (any PostgreSQL driver).
+        engine: the control plane's engine (publishing borrows a pooled connection).
+        on_notify: called in the event loop for every notification (this process's too).
+
+    Attributes:
+        listening: set while the listener is connected (tests wait on it).
+    """
+
+    def __init__(self, url: URL, engine: AsyncEngine, on_notify: Callable[[], None]) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._engine = engine
+        self._on_notify = on_notify
+        self._task: asyncio.Task[None] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        """Start listening in the background (reconnecting until :meth:`close`)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="work-signal-listener"
+            )
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    # Work committed while we were not listening got no notification to us.
+                    self._on_notify()
+                    async for _notification in conn.notifies():
+                        self._on_notify()
+            except (psycopg.Error, OSError) as err:
+                log.warning("work notifications lost (%s); reconnecting in %.0fs", err, RECONNECT_S)
+            finally:
+                self.listening.clear()
+            await asyncio.sleep(RECONNECT_S)
+
+    def publish(self) -> None:
+        """Tell every replica that work was enqueued (fire and forget, from the event loop)."""
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _notify(self) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                await conn.commit()
+        except Exception as err:  # noqa: BLE001 - a lost hint only delays other replicas
+            log.warning("could not notify other replicas of new work: %s", err)
+
+    async def close(self) -> None:
+        """Stop listening and wait for pending notifications to be sent."""
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
