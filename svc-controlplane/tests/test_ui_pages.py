@@ -159,6 +159,13 @@ async def test_log_tail_returns_only_new_output(api: Api) -> None:
     assert "beforeend" not in resp.text
     pane = (await api.client.get(f"/runs/{run_id}/logs?step=b&stream=stderr")).text
     assert "oops" in pane and "hello" not in pane
+    # Without script, a tab is a link to the page with that stream chosen.
+    assert f'href="/runs/{run_id}?log_step=b&log_stream=stderr#logs"' in pane
+    page = (await api.client.get(f"/runs/{run_id}?log_step=b&log_stream=stderr")).text
+    assert '<pre class="log" id="log-text" data-step="b" data-stream="stderr">oops' in page
+    # Filtering events by a step shows that step's output too.
+    page = (await api.client.get(f"/runs/{run_id}?step=b")).text
+    assert 'data-step="b"' in page.split('id="logs"')[1]
 
 
 async def test_live_run_keeps_polling_until_it_ends(api: Api) -> None:

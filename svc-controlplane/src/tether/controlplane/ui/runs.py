@@ -215,7 +215,13 @@ class RunPages:
         """One run: header, op graph, timeline, errors, event log, and the logs pane."""
         try:
             context = await self._run_context(request)
-            logs = await self._logs_context(request)
+            # The page's own log selection; else the step its events are filtered by.
+            params = request.query_params
+            logs = await self._logs_context(
+                request,
+                step=params.get("log_step") or params.get("step") or None,
+                stream=params.get("log_stream") or None,
+            )
         except PageError as err:
             return render_error(request, err)
         return render(request, "run.html", nav="runs", logs=logs, **context)
@@ -230,11 +236,12 @@ class RunPages:
 
     # --- compute logs ---------------------------------------------------------------------
 
-    async def _logs_context(self, request: Request, offset: int | None = None) -> dict[str, Any]:
+    async def _logs_context(
+        self, request: Request, *, step: str | None, stream: str | None, offset: int | None = None
+    ) -> dict[str, Any]:
         """The logs pane's data; ``offset`` None: the pane (only the last MAX_LOG_BYTES)."""
         run_id = request.path_params["run_id"]
-        step = request.query_params.get("step") or None
-        stream = request.query_params.get("stream") or "stdout"
+        stream = stream or "stdout"
         data = await self._client.execute(request, STREAMS_QUERY, id=run_id)
         run = data["run"]
         if run is None:
@@ -276,7 +283,11 @@ class RunPages:
     async def run_logs(self, request: Request) -> Response:
         """The logs pane: a tab per (step, stream) and the chosen one's text."""
         try:
-            logs = await self._logs_context(request)
+            logs = await self._logs_context(
+                request,
+                step=request.query_params.get("step") or None,
+                stream=request.query_params.get("stream") or None,
+            )
         except PageError as err:
             return render_error(request, err)
         return render(request, "_run_logs.html", logs=logs)
@@ -284,7 +295,12 @@ class RunPages:
     async def run_logs_tail(self, request: Request) -> Response:
         """New output of the chosen stream since ``offset`` (appended by the page), and tabs."""
         try:
-            logs = await self._logs_context(request, offset=_int_param(request, "offset"))
+            logs = await self._logs_context(
+                request,
+                step=request.query_params.get("step") or None,
+                stream=request.query_params.get("stream") or None,
+                offset=_int_param(request, "offset"),
+            )
         except PageError as err:
             return render_error(request, err)
         return render(request, "_run_logs_tail.html", logs=logs)
