@@ -25,7 +25,21 @@ import docker.errors
 log = logging.getLogger(__name__)
 
 #: Bump when what goes into the image changes in a way the digest cannot see.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "3"
+
+# Libraries that wheels installed later (in a Dockerfile FROM this image) commonly link
+# against, as the slim Debian images have them: glibc's parts that manylinux wheels name,
+# the C++ and gcc runtimes, zlib.
+_BASE_LIBRARIES = (
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+    "libz.so.1",
+)
 
 _STDLIB_SKIP = {
     "site-packages",
@@ -227,11 +241,24 @@ def _copy_linked_libraries(root: Path) -> None:
                 continue
             if target.startswith("/") and not target.startswith(str(root)):
                 wanted.add(target)
+    wanted |= _host_libraries(_BASE_LIBRARIES)
     for lib in sorted(wanted):
         dest = root / lib.lstrip("/")
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(os.path.realpath(lib), dest)
+
+
+def _host_libraries(names: Sequence[str]) -> set[str]:
+    """Paths of the host's 64-bit ``names`` per the linker cache."""
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    done = subprocess.run([ldconfig, "-p"], capture_output=True, text=True)
+    found: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in names and parts[-1].startswith("/"):
+            found.setdefault(parts[0], parts[-1])
+    return set(found.values())
 
 
 def _remove_older(client: docker.DockerClient, repository: str, keep: str) -> None:
