@@ -125,6 +125,8 @@ async def test_run_page_shows_graph_timeline_error_events_and_logs(api: Api) -> 
     assert re.search(r'class="dag-node state-success" data-op="a"', html)
     assert re.search(r'class="dag-node state-failure" data-op="b"', html)
     assert 'data-from="a" data-to="b"' in html
+    # A node leads to its step's events and output.
+    assert f'<a href="/runs/{run_id}?step=b#events">' in html
     # The Gantt chart: a bar per step.
     assert re.search(r'data-step="a">.*?class="gantt-bar state-success"', html, re.S)
     assert re.search(r'data-step="b">.*?class="gantt-bar state-failure"', html, re.S)
