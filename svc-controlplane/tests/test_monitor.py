@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 import time
 from typing import Any
 
@@ -136,3 +140,41 @@ async def test_a_run_that_finished_is_never_failed(
     clock.advance(START_TIMEOUT + EXIT_GRACE)
     assert await monitor.check() == []
     assert (await api.run(run_id))["status"] == "SUCCESS"
+
+
+@pytest.mark.integration
+async def test_the_run_monitor_runs_on_its_own(api: Api, database_url: str) -> None:
+    run_id, _ = await _starting_run(api)
+    env = {
+        **os.environ,
+        "TETHER_CONTROLPLANE_DATABASE_URL": database_url,
+        "TETHER_CONTROLPLANE_RUN_MONITOR_INTERVAL_S": "0.1",
+        "TETHER_CONTROLPLANE_RUN_START_TIMEOUT_S": "0.001",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tether.shared.cli",
+        "controlplane",
+        "run-monitor",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        # Bounded generously; the monitor checks every 0.1 s once it is up.
+        async with asyncio.timeout(60):
+            while (await api.run(run_id))["status"] != "FAILURE":
+                assert proc.returncode is None, "the run monitor exited early"
+                await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stdout is not None
+    output = (await proc.stdout.read()).decode()
+    assert "tether run monitor running" in output
+    assert f"failed run {run_id}" in output
+    assert _engine_error(await api.run(run_id))["error"]["clsName"] == "RunStartTimeout"

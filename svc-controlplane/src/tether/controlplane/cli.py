@@ -88,6 +88,48 @@ def serve(
         telemetry.shutdown_tracing()
 
 
+@app.command("run-monitor")
+def run_monitor(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+) -> None:
+    """Run only the run monitor (stuck and orphaned runs -> FAILURE) until SIGTERM/SIGINT.
+
+    For deployments that run the daemons apart from the API (then set
+    TETHER_CONTROLPLANE_RUN_MONITOR=false for `serve`); intervals and timeouts come from
+    TETHER_CONTROLPLANE_RUN_MONITOR_INTERVAL_S, _RUN_START_TIMEOUT_S, _WORKER_EXIT_GRACE_S.
+    """
+    from tether.shared.service import setup_logging
+
+    setup_logging(log_level)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    settings = _settings(database_url=database_url)
+    asyncio.run(_run_monitor(settings))
+
+
+async def _run_monitor(settings: Any) -> None:
+    from tether.controlplane.db.engine import Database, migrate
+    from tether.controlplane.monitor import RunMonitor
+    from tether.shared.service import serve as serve_service
+
+    await asyncio.to_thread(migrate, settings.database_url)
+    db = Database(settings.database_url)
+    monitor = RunMonitor(
+        db,
+        start_timeout_s=settings.run_start_timeout_s,
+        worker_exit_grace_s=settings.worker_exit_grace_s,
+        interval_s=settings.run_monitor_interval_s,
+    )
+    print("tether run monitor running", flush=True)
+    try:
+        await serve_service(monitor, graceful_shutdown_timeout=settings.graceful_shutdown_timeout)
+    finally:
+        await db.dispose()
+
+
 @app.command("schema")
 def schema() -> None:
     """Print the GraphQL schema (SDL); svc-controlplane/schema.graphql is its committed copy."""

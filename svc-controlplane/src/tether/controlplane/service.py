@@ -97,13 +97,16 @@ class ControlPlaneService:
             )
             if self._stopping:
                 return
-            monitor = asyncio.create_task(self._monitor.run(), name="run-monitor")
+            monitor = None
+            if self.settings.run_monitor:
+                monitor = asyncio.create_task(self._monitor.run(), name="run-monitor")
             try:
                 # uvicorn logs and exits the process itself if it cannot bind.
                 await self._server.serve()
             finally:
                 self._monitor.shutdown()
-                await monitor
+                if monitor is not None:
+                    await monitor
 
     def _listening(self, host: str, port: int) -> None:
         self.address = (host, port)

@@ -58,6 +58,13 @@ class ControlPlaneSettings(BaseSettings):
     claim_max_wait_s: float = Field(
         default=60.0, ge=0, description="Upper bound of one claimWork long-poll, whatever asked."
     )
+    run_monitor: bool = Field(
+        default=True,
+        description=(
+            "Run the run monitor inside `serve`. Turn it off where it runs on its own "
+            "(`tether controlplane run-monitor`); several at once are harmless."
+        ),
+    )
     run_monitor_interval_s: float = Field(
         default=10.0,
         gt=0,
