@@ -21,6 +21,7 @@ __all__ = [
     "CodeServerReady",
     "CodeServerStatus",
     "ContainerConfig",
+    "KubernetesConfig",
     "ExecuteRunArgs",
     "ErrorInfo",
     "Heartbeat",
@@ -163,6 +164,31 @@ class ContainerConfig(WireModel):
     cpus: float | None = Field(default=None, gt=0, description="CPU limit in cores.")
 
 
+class KubernetesConfig(WireModel):
+    """How the kubernetes substrate runs a location's code server and run workers."""
+
+    namespace: str | None = Field(default=None, description="Namespace; unset: the launcher's.")
+    service_account: str | None = Field(default=None, description="Pods' service account.")
+    resources: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Container resources: {'requests': {'cpu': '250m'}, 'limits': {...}}.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pods' node selector.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Pods' tolerations (Kubernetes JSON form)."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Names of secrets to pull the image with."
+    )
+    env_from_secrets: list[str] = Field(
+        default_factory=list, description="Secrets whose keys become environment variables."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    job_ttl_s: int = Field(
+        default=3600, ge=0, description="Seconds a finished run Job is kept before deletion."
+    )
+
+
 class LocationConfig(WireModel):
     """Where a code location's code lives and how the agent runs it."""
 
@@ -178,6 +204,9 @@ class LocationConfig(WireModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
     container: ContainerConfig | None = Field(
         default=None, description="Container settings (docker substrate); defaults when unset."
+    )
+    kubernetes: KubernetesConfig | None = Field(
+        default=None, description="Kubernetes settings (k8s substrate); defaults when unset."
     )
 
 
