@@ -357,3 +357,27 @@ async def test_pages_act_with_the_senders_rights(api: Api) -> None:
     assert launch.status_code == 403 and "Launchpad" in launch.text
     assert "not a viewer token" in launch.text
     assert (await api.client.get("/runs", headers=as_viewer)).text.count("<tr data-run=") == 0
+
+
+async def test_a_run_with_many_events_shows_the_newest(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    t = time.time()
+    await store_events(
+        api,
+        *(
+            RunEvent(
+                run_id=run_id,
+                seq=i,
+                event_type=EventType.LOG,
+                step_key="a",
+                message=f"line {i}",
+                timestamp=t + i / 1000,
+            )
+            for i in range(1, 601)
+        ),
+    )
+    html = (await api.client.get(f"/runs/{run_id}")).text
+    assert "601 of 601, the last 500 shown" in html
+    assert "line 600<" in html and "line 100<" not in html
+    assert html.count('<tr class="event-log">') == 500

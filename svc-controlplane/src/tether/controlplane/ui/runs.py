@@ -16,6 +16,8 @@ from tether.controlplane.ui.schema_client import PageError, SchemaClient
 from tether.shared.messages import RunStatus
 
 PAGE_SIZE = 25
+#: Most events the event log shows (the newest ones); filters narrow the rest down.
+MAX_EVENTS_SHOWN = 500
 #: The logs pane opens on at most this much of the end of a stream (the tail then grows it).
 MAX_LOG_BYTES = 256 * 1024
 #: Logs can reach the control plane a little after the run ended (logship batches):
@@ -201,7 +203,8 @@ class RunPages:
             "job": job,
             "step_status": step_status,
             "failures": [e for e in events if e["error"] is not None],
-            "events": shown,
+            "events": shown[-MAX_EVENTS_SHOWN:],
+            "matching_count": len(shown),
             "event_count": len(events),
             "event_types": sorted({e["eventType"] for e in events}),
             "steps": sorted({e["stepKey"] for e in events if e["stepKey"]}),
