@@ -24,6 +24,8 @@ __all__ = [
     "KubernetesConfig",
     "ExecuteRunArgs",
     "ErrorInfo",
+    "EvaluateSchedulePayload",
+    "EvaluateSensorPayload",
     "Heartbeat",
     "EventType",
     "InstigatorStatus",
@@ -31,6 +33,8 @@ __all__ = [
     "LocationConfig",
     "LocationSnapshot",
     "LogChunk",
+    "PartitionConfigPayload",
+    "PartitionKeysPayload",
     "PartitionKeysResult",
     "PartitionRunConfigResult",
     "PartitionSetSnapshot",
@@ -417,6 +421,50 @@ class LaunchRunPayload(WireModel):
     repository_name: str | None = None
     run_config: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
+
+
+class EvaluateSchedulePayload(WireModel):
+    """Payload of an ``evaluate_schedule`` work item; the result payload is a ScheduleTickResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    schedule_name: str
+    scheduled_timestamp: float = Field(description="The tick to evaluate, epoch seconds.")
+
+
+class EvaluateSensorPayload(WireModel):
+    """Payload of an ``evaluate_sensor`` work item; the result payload is a SensorTickResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    sensor_name: str
+    cursor: str | None = Field(default=None, description="The cursor the last tick stored.")
+    last_tick_timestamp: float | None = Field(
+        default=None, description="When the previous tick was evaluated; None: first tick."
+    )
+    last_run_key: str | None = Field(default=None, description="Run key of the last run asked for.")
+    current_timestamp: float | None = Field(
+        default=None, description="The tick's time, epoch seconds; None: the code server's now."
+    )
+
+
+class PartitionKeysPayload(WireModel):
+    """Payload of a ``get_partition_keys`` work item; the result is a PartitionKeysResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    partition_set_name: str
+    current_timestamp: float | None = Field(
+        default=None, description="Time windows end here, epoch seconds; None: now."
+    )
+
+
+class PartitionConfigPayload(WireModel):
+    """Payload of a ``get_partition_config`` work item; the result is a PartitionRunConfigResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    partition_set_name: str
+    partition_key: str
+    current_timestamp: float | None = Field(
+        default=None, description="Reference time, epoch seconds; None: now."
+    )
 
 
 class TerminateRunPayload(WireModel):
