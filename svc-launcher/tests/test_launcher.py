@@ -289,19 +289,19 @@ async def test_results_wait_for_their_stream_and_last_failures_are_dead_lettered
 ) -> None:
     # No RESULTS stream yet (the eventrelay declares it): the result is retried until
     # it exists, with the work message kept in progress meanwhile.
-    unsupported = item(WorkKind.EVALUATE_SENSOR, EXAMPLES_LOCATION)
+    unsupported = item(WorkKind.PING_LOCATION, EXAMPLES_LOCATION)
     async with running(launcher_settings(nats_server.url)):
         await bus.send(unsupported)
         await asyncio.sleep(1.0)  # let a few publish attempts fail first
         await bus.declare(Stream.RESULTS)
         result = await bus.result(lambda r: r.id == unsupported.id)
     assert not result.ok and result.error is not None
-    assert "cannot handle evaluate_sensor" in result.error.message
+    assert "cannot handle ping_location" in result.error.message
 
     # A handler that still fails on its last delivery ends in the dead letters.
     await bus.js.delete_stream(str(Stream.RESULTS))
     await bus.declare(Stream.DEAD_LETTER)
-    doomed = item(WorkKind.EVALUATE_SENSOR, EXAMPLES_LOCATION)
+    doomed = item(WorkKind.PING_LOCATION, EXAMPLES_LOCATION)
     settings = launcher_settings(nats_server.url, max_deliver=1, result_publish_timeout_s=0.5)
     async with running(settings):
         await bus.send(doomed)
@@ -357,3 +357,73 @@ async def test_shutdown_leaves_run_workers_running(
         os.killpg(pid, 0)  # still there after the launcher stopped
     finally:
         os.killpg(pid, signal.SIGKILL)
+
+
+async def test_schedule_sensor_and_partition_queries(bus: Bus, nats_server, tmp_path: Path) -> None:
+    await bus.declare(Stream.RESULTS)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.txt").write_text("ada")
+    (inbox / "b.txt").write_text("bob")
+    location = EXAMPLES_LOCATION.model_copy(update={"env": {"TETHER_EXAMPLES_INBOX": str(inbox)}})
+    noon_ny = 1767632400.0  # 2026-01-05 12:00 America/New_York
+    three_ny = noon_ny - 9 * 3600
+    work = {
+        "noon": item(
+            WorkKind.EVALUATE_SCHEDULE,
+            location,
+            schedule_name="hourly_greeting",
+            scheduled_timestamp=noon_ny,
+        ),
+        "night": item(
+            WorkKind.EVALUATE_SCHEDULE,
+            location,
+            schedule_name="hourly_greeting",
+            scheduled_timestamp=three_ny,
+        ),
+        "sensor": item(WorkKind.EVALUATE_SENSOR, location, sensor_name="greeting_files"),
+        "caught_up": item(
+            WorkKind.EVALUATE_SENSOR, location, sensor_name="greeting_files", cursor="b.txt"
+        ),
+        "keys": item(
+            WorkKind.GET_PARTITION_KEYS, location, partition_set_name="regional_sync_partition_set"
+        ),
+        "config": item(
+            WorkKind.GET_PARTITION_CONFIG,
+            location,
+            partition_set_name="regional_sync_partition_set",
+            partition_key="us",
+        ),
+        "unknown": item(WorkKind.EVALUATE_SENSOR, location, sensor_name="no_such_sensor"),
+        "malformed": item(WorkKind.EVALUATE_SCHEDULE, location, schedule_name="hourly_greeting"),
+        "broken": item(WorkKind.EVALUATE_SENSOR, BROKEN_LOCATION, sensor_name="anything"),
+    }
+    async with running(launcher_settings(nats_server.url)):
+        for work_item in work.values():
+            await bus.send(work_item)
+        got = {name: await bus.result(lambda r, w=w: r.id == w.id) for name, w in work.items()}
+
+    noon = got["noon"]
+    assert noon.ok, noon.error
+    [request] = noon.payload["run_requests"]
+    assert request["job_name"] == "configured"
+    assert request["run_config"] == {"ops": {"configured_greeting": {"config": {"name": "12:00"}}}}
+    assert noon.payload["next_tick_timestamp"] == noon_ny + 3600
+    assert got["night"].ok and got["night"].payload["skip_reason"] == "03:00 is too early to greet"
+    assert got["night"].payload["run_requests"] == []
+
+    sensor = got["sensor"]
+    assert sensor.ok, sensor.error
+    assert [r["run_key"] for r in sensor.payload["run_requests"]] == ["a.txt", "b.txt"]
+    assert sensor.payload["cursor"] == "b.txt"
+    assert got["caught_up"].payload["skip_reason"] == "no new files"
+
+    assert got["keys"].ok and got["keys"].payload["partition_keys"] == ["eu", "us", "apac"]
+    config = got["config"]
+    assert config.ok and config.payload["partition_key"] == "us"
+    assert config.payload["tags"].get("tether/partition") == "us"
+
+    # Bad requests and broken code come back as failed results with a clear error.
+    assert not got["unknown"].ok and "no_such_sensor" in got["unknown"].error.message
+    assert not got["malformed"].ok and "scheduled_timestamp" in got["malformed"].error.message
+    assert not got["broken"].ok and "did not load" in got["broken"].error.message

@@ -12,8 +12,30 @@ from tether.launcher.substrate import CodeServerHandle, Substrate
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-from tether.shared.grpc.convert import channel_options, error_from_proto, snapshot_from_proto
-from tether.shared.messages import CodeServerStatus, ErrorInfo, LocationConfig, LocationSnapshot
+from tether.shared.grpc.convert import (
+    channel_options,
+    error_from_proto,
+    partition_keys_from_proto,
+    partition_run_config_from_proto,
+    schedule_tick_from_proto,
+    sensor_tick_from_proto,
+    snapshot_from_proto,
+    timestamp_to_proto,
+)
+from tether.shared.messages import (
+    CodeServerStatus,
+    ErrorInfo,
+    EvaluateSchedulePayload,
+    EvaluateSensorPayload,
+    LocationConfig,
+    LocationSnapshot,
+    PartitionConfigPayload,
+    PartitionKeysPayload,
+    PartitionKeysResult,
+    PartitionRunConfigResult,
+    ScheduleTickResult,
+    SensorTickResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +84,90 @@ class CodeServerClient:
         if reply.WhichOneof("result") == "error":
             raise CodeLocationLoadError(error_from_proto(reply.error))
         return snapshot_from_proto(reply.snapshot)
+
+    async def evaluate_schedule(
+        self, request: EvaluateSchedulePayload, deadline_s: float
+    ) -> ScheduleTickResult:
+        """Evaluate one schedule tick (a user-code error comes back in ``error``).
+
+        Raises:
+            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
+        """
+        stub = pb_grpc.CodeServerStub(self.channel)
+        reply = await stub.EvaluateSchedule(
+            pb.EvaluateScheduleRequest(
+                repository_name=request.repository_name,
+                schedule_name=request.schedule_name,
+                scheduled_time=timestamp_to_proto(request.scheduled_timestamp),
+            ),
+            timeout=deadline_s,
+            metadata=_trace_metadata(),
+        )
+        return schedule_tick_from_proto(request.schedule_name, request.scheduled_timestamp, reply)
+
+    async def evaluate_sensor(
+        self, request: EvaluateSensorPayload, deadline_s: float
+    ) -> SensorTickResult:
+        """Evaluate a sensor once (a user-code error comes back in ``error``).
+
+        Raises:
+            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
+        """
+        message = pb.EvaluateSensorRequest(
+            repository_name=request.repository_name, sensor_name=request.sensor_name
+        )
+        if request.cursor is not None:
+            message.cursor = request.cursor
+        if request.last_run_key is not None:
+            message.last_run_key = request.last_run_key
+        if request.last_tick_timestamp is not None:
+            message.last_tick_time.CopyFrom(timestamp_to_proto(request.last_tick_timestamp))
+        if request.current_timestamp is not None:
+            message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
+        stub = pb_grpc.CodeServerStub(self.channel)
+        reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=_trace_metadata())
+        return sensor_tick_from_proto(request.sensor_name, reply)
+
+    async def partition_keys(
+        self, request: PartitionKeysPayload, deadline_s: float
+    ) -> PartitionKeysResult:
+        """The keys of a partition set (a user-code error comes back in ``error``).
+
+        Raises:
+            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
+        """
+        message = pb.GetPartitionKeysRequest(
+            repository_name=request.repository_name,
+            partition_set_name=request.partition_set_name,
+        )
+        if request.current_timestamp is not None:
+            message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
+        stub = pb_grpc.CodeServerStub(self.channel)
+        reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=_trace_metadata())
+        return partition_keys_from_proto(request.partition_set_name, reply)
+
+    async def partition_config(
+        self, request: PartitionConfigPayload, deadline_s: float
+    ) -> PartitionRunConfigResult:
+        """Run config and tags of one partition (a user-code error comes back in ``error``).
+
+        Raises:
+            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
+        """
+        message = pb.GetPartitionRunConfigRequest(
+            repository_name=request.repository_name,
+            partition_set_name=request.partition_set_name,
+            partition_key=request.partition_key,
+        )
+        if request.current_timestamp is not None:
+            message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
+        stub = pb_grpc.CodeServerStub(self.channel)
+        reply = await stub.GetPartitionRunConfig(
+            message, timeout=deadline_s, metadata=_trace_metadata()
+        )
+        return partition_run_config_from_proto(
+            request.partition_set_name, request.partition_key, reply
+        )
 
     async def close(self) -> None:
         """Close the channel."""

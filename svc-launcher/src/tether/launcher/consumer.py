@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 #: Kinds that start, stop or probe run workers; they never wait behind code-server calls.
 RUN_KINDS = frozenset({WorkKind.LAUNCH_RUN, WorkKind.TERMINATE_RUN, WorkKind.CHECK_RUN_HEALTH})
 
+#: User-defined sensors run often and may be slow; they get slots of their own so they
+#: never delay schedules, partition queries or location loads either.
+SENSOR_KINDS = frozenset({WorkKind.EVALUATE_SENSOR})
+
 _FETCH_TIMEOUT_S = 5.0
 
 
@@ -35,8 +39,9 @@ def consumer_name(substrate: str) -> str:
 class WorkConsumer:
     """Fetches work items in batches and handles them concurrently.
 
-    Two semaphores of ``max_concurrency`` each (run kinds, code-server kinds) keep a
-    slow code server from delaying run launches. At most twice that many messages are
+    Three semaphores of ``max_concurrency`` each (run kinds, sensor evaluations, other
+    code-server kinds) keep a slow code server or sensor from delaying run launches, and
+    a slow sensor from delaying schedules. At most three times that many messages are
     fetched and unfinished at once; each of them is kept alive with ``in_progress()``.
 
     Args:
@@ -59,7 +64,8 @@ class WorkConsumer:
         self._publisher = publisher
         self._run_slots = asyncio.Semaphore(settings.max_concurrency)
         self._codeserver_slots = asyncio.Semaphore(settings.max_concurrency)
-        self._capacity = 2 * settings.max_concurrency
+        self._sensor_slots = asyncio.Semaphore(settings.max_concurrency)
+        self._capacity = 3 * settings.max_concurrency
         self._free = asyncio.Semaphore(self._capacity)
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -162,7 +168,12 @@ class WorkConsumer:
             await self._publisher.dead_letter(msg, f"malformed work item: {err}")
             await msg.term()
             return
-        slots = self._run_slots if item.kind in RUN_KINDS else self._codeserver_slots
+        if item.kind in RUN_KINDS:
+            slots = self._run_slots
+        elif item.kind in SENSOR_KINDS:
+            slots = self._sensor_slots
+        else:
+            slots = self._codeserver_slots
         async with slots:
             ctx = telemetry.context_from_headers(msg.headers)
             with telemetry.tracer("tether.launcher").start_as_current_span(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
-from pydantic import ValidationError
-from tether.launcher.codeservers import CodeLocationLoadError, CodeServerRegistry
+from pydantic import BaseModel, ValidationError
+from tether.launcher.codeservers import CodeLocationLoadError, CodeServerClient, CodeServerRegistry
 from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
 from tether.launcher.publishing import Publisher
 from tether.launcher.runs import RunClaim, RunClaims
@@ -17,8 +19,12 @@ from tether.shared import telemetry
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
     ErrorInfo,
+    EvaluateSchedulePayload,
+    EvaluateSensorPayload,
     ExecuteRunArgs,
     LaunchRunPayload,
+    PartitionConfigPayload,
+    PartitionKeysPayload,
     TerminateRunPayload,
     WorkItem,
     WorkResult,
@@ -26,6 +32,17 @@ from tether.shared.messages import (
 from tether.shared.subjects import WorkKind
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=BaseModel)
+
+#: Code-server queries: the payload model of each kind and the client call that answers it.
+#: Each call returns a result model whose ``error`` is set when user code failed.
+_QUERIES: dict[WorkKind, tuple[type[BaseModel], str]] = {
+    WorkKind.EVALUATE_SCHEDULE: (EvaluateSchedulePayload, "evaluate_schedule"),
+    WorkKind.EVALUATE_SENSOR: (EvaluateSensorPayload, "evaluate_sensor"),
+    WorkKind.GET_PARTITION_KEYS: (PartitionKeysPayload, "partition_keys"),
+    WorkKind.GET_PARTITION_CONFIG: (PartitionConfigPayload, "partition_config"),
+}
 
 
 def _failed(item: WorkItem, err: BaseException | ErrorInfo) -> WorkResult:
@@ -37,6 +54,15 @@ def _failed(item: WorkItem, err: BaseException | ErrorInfo) -> WorkResult:
         ok=False,
         error=error,
         traceparent=telemetry.current_traceparent(),
+    )
+
+
+def _rpc_error(err: grpc.aio.AioRpcError) -> ErrorInfo:
+    # FAILED_PRECONDITION: the location did not load; NOT_FOUND: no such schedule/sensor/
+    # partition set; DEADLINE_EXCEEDED: user code too slow. All are reported, none retried.
+    return ErrorInfo(
+        cls_name="grpc.aio.AioRpcError",
+        message=f"code server call failed: {err.code().name}: {err.details()}",
     )
 
 
@@ -89,6 +115,8 @@ class WorkHandlers:
             await self.launch_run(item)
         elif item.kind == WorkKind.TERMINATE_RUN:
             await self.terminate_run(item)
+        elif item.kind in _QUERIES:
+            await self.query_code_server(item)
         else:
             await self._publisher.publish_result(
                 _failed(
@@ -129,6 +157,56 @@ class WorkHandlers:
         else:
             result = _succeeded(item, {"snapshot": snapshot.model_dump(mode="json")})
         await self._publisher.publish_result(result)
+
+    async def query_code_server(self, item: WorkItem) -> None:
+        """Answer a schedule, sensor or partition query from the location's code server.
+
+        The result payload is the query's result model (ScheduleTickResult, ...). A user-code
+        error (the function raised, timed out, or the location failed to load) makes a
+        failed result whose ``error`` says what the user's code did; nothing here raises
+        for it. A code server still starting makes the call wait for it (one lock per
+        location in the registry), within this work item's ack keep-alive.
+        """
+        model, method = _QUERIES[WorkKind(item.kind)]
+        try:
+            payload = model.model_validate(item.payload)
+        except ValidationError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return
+
+        async def call(client: CodeServerClient) -> BaseModel:
+            query: Callable[[BaseModel, float], Awaitable[BaseModel]] = getattr(client, method)
+            return await query(payload, self._settings.grpc_deadline_s)
+
+        try:
+            answer = await self._with_code_server(item, call)
+        except CodeServerStartError as err:
+            result = _failed(item, err)
+        except grpc.aio.AioRpcError as err:
+            result = _failed(item, _rpc_error(err))
+        else:
+            error = getattr(answer, "error", None)
+            body = answer.model_dump(mode="json")
+            result = _succeeded(item, body) if error is None else _failed(item, error)
+            if error is not None:
+                # Keep the typed result too: the control plane records it on the tick.
+                result = result.model_copy(update={"payload": body})
+        await self._publisher.publish_result(result)
+
+    async def _with_code_server(
+        self, item: WorkItem, call: Callable[[CodeServerClient], Awaitable[P]]
+    ) -> P:
+        client = await self._registry.ensure(item.location)
+        try:
+            return await call(client)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            # The server went away between the liveness check and the call: one restart.
+            log.info("code server for %s unavailable; restarting it", item.location.name)
+            await self._registry.invalidate(item.location.name)
+            client = await self._registry.ensure(item.location)
+            return await call(client)
 
     async def launch_run(self, item: WorkItem) -> None:
         """Claim the run (at most once across replicas), spawn its worker, report it."""
