@@ -9,6 +9,7 @@ from typing import Any
 
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
+from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
@@ -141,57 +142,97 @@ async def launch_run(
     ) as span:
         traceparent = telemetry.current_traceparent()
         async with db.transaction() as session:
-            location = await locations.get_location(session, deployment_id, location_name)
-            if location is None:
-                return LocationNotLoaded(f"no code location named {location_name!r}")
-            snapshot = await locations.load_snapshot(session, location)
-            if snapshot is None:
-                return LocationNotLoaded(
-                    f"code location {location_name!r} is not loaded yet "
-                    f"(status {location.load_status})"
-                )
-            found = _find_job(snapshot, job_name, repository_name)
-            if found is None:
-                where = f"repository {repository_name!r} of " if repository_name else ""
-                return JobNotFound(f"no job {job_name!r} in {where}code location {location_name!r}")
-            repo_name, job = found
-            errors = validate_run_config(job.config_schema, run_config)
-            if errors:
-                return InvalidRunConfig(
-                    errors=errors,
-                    message=f"run config of job {job_name!r} is invalid: {len(errors)} problem(s)",
-                )
-            run_id = new_id()
-            span.set_attribute("run_id", run_id)
-            now = time.time()
-            run = runs.create_run(
+            outcome = await queue_run(
                 session,
-                run_id=run_id,
+                queue,
                 deployment_id=deployment_id,
                 location_name=location_name,
-                repository_name=repo_name,
                 job_name=job_name,
+                repository_name=repository_name,
                 run_config=run_config,
                 tags=tags,
                 traceparent=traceparent,
-                created_at=now,
             )
-            runs.add_control_event(
-                session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
-            )
-            payload = LaunchRunPayload(
-                run_id=run_id,
-                job_name=job_name,
-                repository_name=repo_name,
-                run_config=run_config,
-                tags=tags,
-            )
-            queue.enqueue(
-                session,
-                deployment_id=deployment_id,
-                kind=WorkKind.LAUNCH_RUN,
-                location=LocationConfig.model_validate(location.config),
-                payload=payload.model_dump(mode="json"),
-                traceparent=traceparent,
-            )
-        return Launched(run)
+            if isinstance(outcome, Launched):
+                span.set_attribute("run_id", outcome.run.id)
+        return outcome
+
+
+async def queue_run(
+    session: AsyncSession,
+    queue: WorkQueue,
+    *,
+    deployment_id: str,
+    location_name: str,
+    job_name: str,
+    repository_name: str | None = None,
+    run_config: dict[str, Any],
+    tags: dict[str, str],
+    traceparent: str | None,
+    run_key: str | None = None,
+    partition_key: str | None = None,
+    backfill_id: str | None = None,
+    now: float | None = None,
+) -> LaunchOutcome:
+    """Validate a run and add it (QUEUED), its event and its work item to ``session``.
+
+    The one path every run takes, whoever asks (``launchRun``, a schedule or sensor tick,
+    a backfill): the location must be loaded, the job must exist, the run config must
+    match the job's JSON Schema. Nothing is added unless the outcome is :class:`Launched`.
+    """
+    location = await locations.get_location(session, deployment_id, location_name)
+    if location is None:
+        return LocationNotLoaded(f"no code location named {location_name!r}")
+    snapshot = await locations.load_snapshot(session, location)
+    if snapshot is None:
+        return LocationNotLoaded(
+            f"code location {location_name!r} is not loaded yet (status {location.load_status})"
+        )
+    found = _find_job(snapshot, job_name, repository_name)
+    if found is None:
+        where = f"repository {repository_name!r} of " if repository_name else ""
+        return JobNotFound(f"no job {job_name!r} in {where}code location {location_name!r}")
+    repo_name, job = found
+    errors = validate_run_config(job.config_schema, run_config)
+    if errors:
+        return InvalidRunConfig(
+            errors=errors,
+            message=f"run config of job {job_name!r} is invalid: {len(errors)} problem(s)",
+        )
+    run_id = new_id()
+    now = time.time() if now is None else now
+    run = runs.create_run(
+        session,
+        run_id=run_id,
+        deployment_id=deployment_id,
+        location_name=location_name,
+        repository_name=repo_name,
+        job_name=job_name,
+        run_config=run_config,
+        tags=tags,
+        traceparent=traceparent,
+        created_at=now,
+    )
+    run.run_key = run_key
+    run.partition_key = partition_key
+    run.backfill_id = backfill_id
+    runs.add_control_event(
+        session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
+    )
+    payload = LaunchRunPayload(
+        run_id=run_id,
+        job_name=job_name,
+        repository_name=repo_name,
+        run_config=run_config,
+        tags=tags,
+    )
+    queue.enqueue(
+        session,
+        deployment_id=deployment_id,
+        kind=WorkKind.LAUNCH_RUN,
+        location=LocationConfig.model_validate(location.config),
+        payload=payload.model_dump(mode="json"),
+        traceparent=traceparent,
+    )
+
+    return Launched(run)
