@@ -151,7 +151,7 @@ def ratio_text(
 NO_RATIO_WORKLOADS = frozenset({"pickup breakdown", "storm CPU by process"})
 
 #: Metrics that are not speeds: their ratios read better/worse instead of faster/slower.
-NON_SPEED_UNITS = frozenset({"MB", "CPU s/run", "CPU s"})
+NON_SPEED_UNITS = frozenset({"MB", "CPU s/run", "CPU s", ""})
 
 
 def tables(report: Report, baseline: str = BASELINE) -> str:
