@@ -1,0 +1,245 @@
+"""Backfills: one run per partition of a job, created as the backfill's share of the queue allows.
+
+A backfill row holds the partition keys to run (resolved when it was requested) and how
+many of them already have a run (``launched``, the daemon's cursor). Each check, per
+REQUESTED backfill:
+
+- at most ``max_in_flight`` of its runs may be unfinished at once: a big backfill never
+  floods the run queue (or starves other launches);
+- for the next keys that fit, a ``get_partition_config`` work item asks the code server
+  for the partition's run config and tags; once answered, the run is created in key
+  order through the same validated path as ``launchRun`` (tags ``tether/backfill`` and
+  ``tether/partition``, the run's ``partition_key`` and ``backfill_id`` set);
+- when every key has a run the backfill is COMPLETED; a partition whose config cannot be
+  computed (user-code error) or whose config is invalid FAILS the backfill with that error
+  (runs already created keep running).
+
+The backfill row is claimed with a conditional update on ``launched``, so two daemons
+never create the same partition's run twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.daemons.loop import PeriodicDaemon
+from tether.controlplane.daemons.ticks import result_error
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import (
+    Backfill,
+    BackfillStatus,
+    CodeLocation,
+    Run,
+    WorkItemRow,
+    WorkResultRow,
+)
+from tether.controlplane.launch import Launched, queue_run
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared.messages import (
+    ErrorInfo,
+    LocationConfig,
+    PartitionConfigPayload,
+    PartitionRunConfigResult,
+    RunStatus,
+)
+from tether.shared.subjects import WorkKind
+
+log = logging.getLogger(__name__)
+
+BACKFILL_TAG = "tether/backfill"
+PARTITION_TAG = "tether/partition"
+
+_UNFINISHED = [str(s) for s in RunStatus if not s.is_terminal]
+
+
+class BackfillDaemon(PeriodicDaemon):
+    """Creates the runs of REQUESTED backfills, a bounded number in flight at a time.
+
+    Args:
+        db: the metadata DB.
+        queue: the work queue.
+        interval_s: how often to check.
+        max_in_flight: most unfinished runs one backfill may have at once.
+        query_timeout_s: a partition-config query unanswered this long is asked again.
+        clock: the current time in epoch seconds (tests pass a controllable one).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        queue: WorkQueue,
+        *,
+        interval_s: float = 1.0,
+        max_in_flight: int = 10,
+        query_timeout_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__("backfill daemon", interval_s=interval_s, clock=clock)
+        self._db = db
+        self._queue = queue
+        self.max_in_flight = max(1, max_in_flight)
+        self.query_timeout_s = query_timeout_s
+
+    async def check(self) -> None:
+        """Advance every REQUESTED backfill."""
+        now = self.now()
+        async with self._db.reading() as session:
+            ids = (
+                (
+                    await session.execute(
+                        select(Backfill.id)
+                        .where(Backfill.status == str(BackfillStatus.REQUESTED))
+                        .order_by(Backfill.created_at)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for backfill_id in ids:
+            # One transaction per backfill: one that fails does not hold back the others.
+            try:
+                async with self._db.transaction() as session:
+                    await self._advance(session, backfill_id, now)
+            except Exception:
+                log.exception("backfill %s: check failed; retrying next round", backfill_id)
+
+    async def _advance(self, session: AsyncSession, backfill_id: str, now: float) -> None:
+        backfill = await session.get(Backfill, backfill_id)
+        if backfill is None or backfill.status != BackfillStatus.REQUESTED:
+            return
+        claimed = await session.execute(
+            update(Backfill)
+            .where(Backfill.id == backfill.id, Backfill.launched == backfill.launched)
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if not claimed.rowcount:
+            return
+        keys = list(backfill.partition_keys)
+        if backfill.launched >= len(keys):
+            backfill.status = str(BackfillStatus.COMPLETED)
+            backfill.updated_at = now
+            return
+        in_flight = await session.scalar(
+            select(func.count(Run.id)).where(
+                Run.backfill_id == backfill.id, Run.status.in_(_UNFINISHED)
+            )
+        )
+        capacity = self.max_in_flight - int(in_flight or 0)
+        if capacity <= 0:
+            return
+        window = keys[backfill.launched : backfill.launched + capacity]
+        answers = await self._answers(session, backfill, window, now)
+        location = await session.scalar(
+            select(CodeLocation).where(
+                CodeLocation.deployment_id == backfill.deployment_id,
+                CodeLocation.name == backfill.location_name,
+            )
+        )
+        if location is None:
+            gone = f"code location {backfill.location_name!r} no longer exists"
+            self._fail(backfill, ErrorInfo(cls_name="LocationNotFound", message=gone), now)
+            return
+        config = LocationConfig.model_validate(location.config)
+        for key in window:
+            if key not in answers:
+                self._queue.enqueue(
+                    session,
+                    deployment_id=backfill.deployment_id,
+                    kind=WorkKind.GET_PARTITION_CONFIG,
+                    location=config,
+                    payload=PartitionConfigPayload(
+                        repository_name=backfill.repository_name or "",
+                        partition_set_name=backfill.partition_set_name or "",
+                        partition_key=key,
+                    ).model_dump(mode="json"),
+                    expires_at=now + self.query_timeout_s,
+                )
+        for key in window:
+            answer = answers.get(key)
+            if answer is None:
+                break  # runs are created in key order
+            if isinstance(answer, ErrorInfo):
+                self._fail(backfill, answer, now)
+                return
+            outcome = await queue_run(
+                session,
+                self._queue,
+                deployment_id=backfill.deployment_id,
+                location_name=backfill.location_name,
+                job_name=backfill.job_name,
+                repository_name=backfill.repository_name,
+                run_config={**backfill.run_config, **answer.run_config},
+                tags={
+                    **answer.tags,
+                    **backfill.tags,
+                    BACKFILL_TAG: backfill.id,
+                    PARTITION_TAG: key,
+                },
+                traceparent=None,
+                partition_key=key,
+                backfill_id=backfill.id,
+                now=now,
+            )
+            if not isinstance(outcome, Launched):
+                detail = "; ".join(getattr(outcome, "errors", []) or [])
+                message = f"partition {key!r}: {outcome.message}"
+                message += f": {detail}" if detail else ""
+                self._fail(backfill, ErrorInfo(cls_name="InvalidRunRequest", message=message), now)
+                return
+            backfill.launched += 1
+        backfill.updated_at = now
+        if backfill.launched >= len(keys):
+            backfill.status = str(BackfillStatus.COMPLETED)
+
+    async def _answers(
+        self, session: AsyncSession, backfill: Backfill, window: list[str], now: float
+    ) -> dict[str, PartitionRunConfigResult | ErrorInfo | None]:
+        """Per key of ``window``: its config (or error) if answered, None if still pending.
+
+        Keys with neither an answer nor a live query are absent (a query must be sent).
+        Any answer given since the backfill was created will do: a partition's config
+        does not depend on who asked.
+        """
+        key_of = WorkItemRow.payload["partition_key"].as_string()
+        set_of = WorkItemRow.payload["partition_set_name"].as_string()
+        rows = (
+            await session.execute(
+                select(key_of, WorkItemRow.expires_at, WorkResultRow)
+                .outerjoin(WorkResultRow, WorkResultRow.id == WorkItemRow.id)
+                .where(
+                    WorkItemRow.deployment_id == backfill.deployment_id,
+                    WorkItemRow.kind == str(WorkKind.GET_PARTITION_CONFIG),
+                    WorkItemRow.location_name == backfill.location_name,
+                    WorkItemRow.created_at >= backfill.created_at,
+                    set_of == (backfill.partition_set_name or ""),
+                    key_of.in_(window),
+                )
+                .order_by(WorkItemRow.created_at)
+            )
+        ).all()
+        out: dict[str, PartitionRunConfigResult | ErrorInfo | None] = {}
+        for key, expires_at, result in rows:
+            if result is not None:
+                out[key] = _answer(result)
+            elif key not in out and (expires_at is None or expires_at > now):
+                out[key] = None
+        return out
+
+    def _fail(self, backfill: Backfill, error: ErrorInfo, now: float) -> None:
+        log.warning("backfill %s failed: %s", backfill.id, error.message)
+        backfill.status = str(BackfillStatus.FAILED)
+        backfill.error = error.model_dump(mode="json")
+        backfill.updated_at = now
+
+
+def _answer(result: WorkResultRow) -> PartitionRunConfigResult | ErrorInfo:
+    try:
+        parsed = PartitionRunConfigResult.model_validate(result.payload)
+    except ValueError:
+        return result_error(result)
+    return parsed.error if parsed.error is not None else parsed

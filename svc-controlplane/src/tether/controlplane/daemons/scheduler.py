@@ -1,0 +1,234 @@
+"""The scheduler: cron ticks of RUNNING schedules become evaluations, then runs.
+
+Each check, for every schedule of every loaded location:
+
+1. its due ticks are the cron ticks (in the schedule's time zone, DST rules of
+   :mod:`tether.shared.cron`, the very ones the SDK uses) after the last tick it evaluated
+   and at or before now. After downtime only the newest ``max_catchup_ticks`` of them are
+   evaluated (default 1: Dagster's behaviour; a schedule never fires a burst of stale runs
+   after an outage); older ones are dropped with a log line.
+2. each due tick is recorded STARTED with an ``evaluate_schedule`` work item (same
+   transaction); the tick's UNIQUE(schedule, tick time) makes this idempotent.
+3. ticks whose result arrived are finished: runs created (validated, deduplicated on run
+   key, tagged ``tether/schedule``), SUCCESS with run ids, SKIPPED with the user's reason,
+   FAILURE with the user's error. A tick with no result after ``tick_timeout_s`` fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.daemons.loop import PeriodicDaemon
+from tether.controlplane.daemons.ticks import (
+    Outcome,
+    answered_ticks,
+    claim_tick,
+    create_runs,
+    finish_tick,
+    overdue_ticks,
+    requests_failed,
+    result_error,
+    start_tick,
+)
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import (
+    Instigator,
+    InstigatorKind,
+    InstigatorStatus,
+    TickStatus,
+    WorkResultRow,
+)
+from tether.controlplane.store import instigators, locations
+from tether.controlplane.store.instigators import SCHEDULE_TAG
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared import cron
+from tether.shared.messages import (
+    ErrorInfo,
+    EvaluateSchedulePayload,
+    LocationConfig,
+    ScheduleSnapshot,
+    ScheduleTickResult,
+)
+from tether.shared.subjects import WorkKind
+
+log = logging.getLogger(__name__)
+
+
+def due_ticks(schedule: ScheduleSnapshot, after: float, now: float, limit: int) -> list[float]:
+    """The newest ``limit`` ticks of ``schedule`` in ``(after, now]``, oldest first."""
+    ticks: list[float] = []
+    before = datetime.fromtimestamp(now, UTC)
+    for tick in cron.ticks_before(schedule.cron_schedule, schedule.execution_timezone, before):
+        at = tick.timestamp()
+        if at <= after or len(ticks) >= limit:
+            break
+        ticks.append(at)
+    return ticks[::-1]
+
+
+def next_tick(schedule: ScheduleSnapshot, after: float) -> float | None:
+    """The first tick of ``schedule`` after ``after`` (None if its cron string is unusable)."""
+    try:
+        start = datetime.fromtimestamp(after, UTC)
+        ticks = cron.ticks_after(schedule.cron_schedule, schedule.execution_timezone, start)
+        return next(ticks).timestamp()
+    except cron.CronError:
+        return None
+
+
+class Scheduler(PeriodicDaemon):
+    """Evaluates the due ticks of RUNNING schedules and creates their runs.
+
+    Args:
+        db: the metadata DB.
+        queue: the work queue.
+        interval_s: how often to check (well under a minute: cron's resolution).
+        max_catchup_ticks: after downtime, how many of the newest missed ticks to evaluate.
+        tick_timeout_s: a tick with no result this long after it started fails.
+        clock: the current time in epoch seconds (tests pass a controllable one).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        queue: WorkQueue,
+        *,
+        interval_s: float = 5.0,
+        max_catchup_ticks: int = 1,
+        tick_timeout_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__("scheduler", interval_s=interval_s, clock=clock)
+        self._db = db
+        self._queue = queue
+        self.max_catchup_ticks = max(1, max_catchup_ticks)
+        self.tick_timeout_s = tick_timeout_s
+
+    async def check(self) -> None:
+        """Start due ticks, then finish the ticks whose results arrived (or timed out)."""
+        now = self.now()
+        await self.start_due_ticks(now)
+        await self.finish_ticks(now)
+
+    async def start_due_ticks(self, now: float) -> int:
+        """Record and queue every due tick of every RUNNING schedule; return how many."""
+        started = 0
+        async with self._db.transaction() as session:
+            definitions = await instigators.all_definitions(session, InstigatorKind.SCHEDULE)
+            configs: dict[tuple[str, str], LocationConfig] = {}
+            for definition in definitions:
+                schedule = definition.schedule
+                assert schedule is not None
+                state = await instigators.ensure_state(session, definition, now)
+                if state.status != InstigatorStatus.RUNNING:
+                    continue
+                after = state.last_tick_at if state.last_tick_at is not None else now
+                try:
+                    # One more than the limit, to know whether any were dropped.
+                    ticks = due_ticks(schedule, after, now, self.max_catchup_ticks + 1)
+                except cron.CronError as err:
+                    log.warning("schedule %s: %s", definition.name, err)
+                    continue
+                if len(ticks) > self.max_catchup_ticks:
+                    ticks = ticks[-self.max_catchup_ticks :]
+                    log.warning(
+                        "schedule %s missed ticks before %s (scheduler down?); evaluating only "
+                        "the newest %d",
+                        definition.name,
+                        datetime.fromtimestamp(ticks[0], UTC).isoformat(),
+                        self.max_catchup_ticks,
+                    )
+                if not ticks:
+                    continue
+                key = (definition.deployment_id, definition.location_name)
+                if key not in configs:
+                    location = await locations.get_location(session, *key)
+                    assert location is not None
+                    configs[key] = LocationConfig.model_validate(location.config)
+                for tick in ticks:
+                    payload = EvaluateSchedulePayload(
+                        repository_name=definition.repository_name,
+                        schedule_name=definition.name,
+                        scheduled_timestamp=tick,
+                    )
+                    item = await start_tick(
+                        session,
+                        self._queue,
+                        state,
+                        tick_time=tick,
+                        kind=WorkKind.EVALUATE_SCHEDULE,
+                        location=configs[key],
+                        payload=payload.model_dump(mode="json"),
+                        now=now,
+                        timeout_s=self.tick_timeout_s,
+                    )
+                    started += item is not None
+                state.last_tick_at = max(ticks[-1], state.last_tick_at or 0.0)
+                state.updated_at = now
+        return started
+
+    async def finish_ticks(self, now: float) -> int:
+        """Apply arrived results and time out silent ticks; return how many ticks finished."""
+        finished = 0
+        async with self._db.transaction() as session:
+            for tick, state, result in await answered_ticks(session, InstigatorKind.SCHEDULE):
+                if not await claim_tick(session, tick, now):
+                    continue
+                outcome = await self._outcome(session, state, result, now)
+                await finish_tick(session, tick, outcome, now)
+                finished += 1
+            for tick, _state in await overdue_ticks(
+                session, InstigatorKind.SCHEDULE, now - self.tick_timeout_s
+            ):
+                if not await claim_tick(session, tick, now):
+                    continue
+                error = ErrorInfo(
+                    cls_name="TickTimeout",
+                    message=(
+                        f"no agent evaluated this tick within {self.tick_timeout_s:g}s "
+                        "(is an agent running for this location's substrate?)"
+                    ),
+                )
+                await finish_tick(session, tick, Outcome(TickStatus.FAILURE, error=error), now)
+                finished += 1
+        return finished
+
+    async def _outcome(
+        self, session: AsyncSession, state: Instigator, result: WorkResultRow, now: float
+    ) -> Outcome:
+        try:
+            tick = ScheduleTickResult.model_validate(result.payload)
+        except ValueError:
+            # A failure before the code server answered (no location, no code server).
+            return Outcome(TickStatus.FAILURE, error=result_error(result))
+        if tick.error is not None:
+            return Outcome(TickStatus.FAILURE, error=tick.error)
+        if not tick.run_requests:
+            return Outcome(TickStatus.SKIPPED, skip_reason=tick.skip_reason or "no run requested")
+        run_ids, run_keys, problems = await create_runs(
+            session,
+            self._queue,
+            state,
+            tick.run_requests,
+            owner_tag=SCHEDULE_TAG,
+            traceparent=None,
+            now=now,
+        )
+        if problems:
+            return Outcome(
+                TickStatus.FAILURE,
+                run_ids=run_ids,
+                run_keys=run_keys,
+                error=requests_failed(problems),
+            )
+        if not run_ids:
+            return Outcome(
+                TickStatus.SKIPPED,
+                run_keys=run_keys,
+                skip_reason="every run key of this tick already has a run",
+            )
+        return Outcome(TickStatus.SUCCESS, run_ids=run_ids, run_keys=run_keys)
