@@ -43,12 +43,29 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
         return DockerSubstrate(
             agent_id=settings.agent_id,
             default_image=settings.docker_image,
-            python=settings.docker_python,
+            python=settings.container_python,
             base_url=settings.docker_url,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
         )
-    raise LauncherError(f"unknown substrate {settings.substrate!r}; available: process, docker")
+    if settings.substrate == "k8s":
+        try:
+            from tether.launcher.k8s import KubernetesSubstrate
+        except ImportError as err:
+            raise LauncherError(
+                f"the k8s substrate needs tether-launcher[k8s] (the kubernetes client): {err}"
+            ) from err
+        return KubernetesSubstrate(
+            agent_id=settings.agent_id,
+            namespace=settings.k8s_namespace,
+            default_image=settings.k8s_image,
+            python=settings.container_python,
+            start_timeout_s=settings.code_server_start_timeout_s,
+            stop_grace_s=settings.terminate_grace_s,
+        )
+    raise LauncherError(
+        f"unknown substrate {settings.substrate!r}; available: process, docker, k8s"
+    )
 
 
 class LauncherService:

@@ -15,7 +15,7 @@ class LauncherSettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="TETHER_LAUNCHER_")
 
     substrate: str = Field(
-        default="process", description="Substrate this launcher serves: process or docker."
+        default="process", description="Substrate this launcher serves: process, docker or k8s."
     )
     python_executable: str = Field(
         default=sys.executable,
@@ -40,8 +40,15 @@ class LauncherSettings(AgentSettings):
         default=None,
         description="Docker substrate: image of locations that set no image of their own.",
     )
-    docker_python: str = Field(
-        default="python", description="Docker substrate: the interpreter inside images."
+    container_python: str = Field(
+        default="python", description="Docker and k8s substrates: the interpreter inside images."
+    )
+    k8s_namespace: str = Field(
+        default="default",
+        description="K8s substrate: namespace of code servers and runs (a location may override).",
+    )
+    k8s_image: str | None = Field(
+        default=None, description="K8s substrate: image of locations that set no image."
     )
     code_server_start_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds a code server has to print its ready line."

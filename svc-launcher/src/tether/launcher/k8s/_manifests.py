@@ -1,0 +1,203 @@
+"""The Kubernetes objects the kubernetes substrate creates (pure functions, no API calls).
+
+Code server = a Deployment (one replica) + a ClusterIP Service; run = a Job (no retries,
+deleted a while after it finished). Every object carries the labels the substrate finds
+them by after a launcher restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tether.shared.messages import ExecuteRunArgs, KubernetesConfig, LocationConfig
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_AGENT = "tether.io/agent"
+LABEL_ROLE = "tether.io/role"
+LABEL_LOCATION = "tether.io/location"
+LABEL_CONFIG = "tether.io/config-hash"
+LABEL_RUN = "tether.io/run-id"
+ANNOTATION_LOCATION = "tether.io/location-name"
+
+ROLE_CODE_SERVER = "codeserver"
+ROLE_RUN = "run"
+CODE_SERVER_PORT = 4000
+
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def slug(value: str, limit: int = 40) -> str:
+    """A DNS-1123 label fragment of ``value`` (lowercase alphanumerics and '-')."""
+    out = _UNSAFE.sub("-", value.lower()).strip("-")[:limit].strip("-")
+    return out or "x"
+
+
+def config_hash(location: LocationConfig) -> str:
+    """A short digest of the location's whole config (a change means replace)."""
+    return hashlib.sha256(location.model_dump_json().encode()).hexdigest()[:10]
+
+
+def k8s_config(location: LocationConfig) -> KubernetesConfig:
+    """The location's kubernetes settings (defaults when it sets none)."""
+    return location.kubernetes or KubernetesConfig()
+
+
+def code_server_name(location: LocationConfig, agent_id: str) -> str:
+    """Name of the location's Deployment and Service (unique per agent and config)."""
+    digest = hashlib.sha256(f"{agent_id}\0{config_hash(location)}".encode()).hexdigest()
+    return f"tether-cs-{slug(location.name, 30)}-{digest[:10]}"
+
+
+def run_job_name(run_id: str) -> str:
+    """Name of a run's Job."""
+    return f"tether-run-{slug(run_id, 48)}"
+
+
+def code_server_selector(agent_id: str, location: LocationConfig) -> dict[str, str]:
+    """Labels that find every code server of ``location`` (any config) of this agent."""
+    return {
+        LABEL_MANAGED_BY: "tether",
+        LABEL_AGENT: slug(agent_id, 63),
+        LABEL_ROLE: ROLE_CODE_SERVER,
+        LABEL_LOCATION: slug(location.name, 63),
+    }
+
+
+def selector_string(labels: Mapping[str, str]) -> str:
+    """``labels`` as a Kubernetes label selector."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def code_server_objects(
+    location: LocationConfig, *, image: str, python: str, agent_id: str, namespace: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Deployment and the Service of ``location``'s code server."""
+    kc = k8s_config(location)
+    name = code_server_name(location, agent_id)
+    selector = {**code_server_selector(agent_id, location), LABEL_CONFIG: config_hash(location)}
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": selector,
+        "annotations": {ANNOTATION_LOCATION: location.name},
+    }
+    command = [python, "-m", "tether.shared.cli", "codeserver", "grpc"]
+    command += ["--location-json", location.model_dump_json()]
+    # Inside the pod network: the Service is the only way in (the launcher is its client).
+    command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
+    container = _container(location, kc, "codeserver", image, command, dict(location.env))
+    container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
+    container["readinessProbe"] = {
+        "tcpSocket": {"port": "grpc"},
+        "periodSeconds": 2,
+        "failureThreshold": 3,
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": {**kc.labels, **selector}},
+                "spec": _pod_spec(kc, container, restart_policy="Always"),
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "grpc", "port": CODE_SERVER_PORT, "targetPort": "grpc"}],
+        },
+    }
+    return deployment, service
+
+
+def code_server_address(location: LocationConfig, agent_id: str, namespace: str) -> str:
+    """``host:port`` of the code server's Service (cluster DNS)."""
+    return f"{code_server_name(location, agent_id)}.{namespace}.svc:{CODE_SERVER_PORT}"
+
+
+def run_job(
+    args: ExecuteRunArgs,
+    env: Mapping[str, str],
+    *,
+    image: str,
+    python: str,
+    agent_id: str,
+    namespace: str,
+) -> dict[str, Any]:
+    """The Job that runs ``tether api execute-run`` once (no retries: a run starts once)."""
+    location = args.location
+    kc = k8s_config(location)
+    labels = {
+        LABEL_MANAGED_BY: "tether",
+        LABEL_AGENT: slug(agent_id, 63),
+        LABEL_ROLE: ROLE_RUN,
+        LABEL_LOCATION: slug(location.name, 63),
+        LABEL_RUN: slug(args.run.run_id, 63),
+    }
+    command = [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
+    container = _container(location, kc, "run", image, command, {**location.env, **env})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": run_job_name(args.run.run_id),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_LOCATION: location.name},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": kc.job_ttl_s,
+            "template": {
+                "metadata": {"labels": {**kc.labels, **labels}},
+                "spec": _pod_spec(kc, container, restart_policy="Never"),
+            },
+        },
+    }
+
+
+def _container(
+    location: LocationConfig,
+    kc: KubernetesConfig,
+    name: str,
+    image: str,
+    command: list[str],
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": command,
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+    }
+    if kc.env_from_secrets:
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in kc.env_from_secrets]
+    if kc.resources:
+        container["resources"] = kc.resources
+    if location.working_directory:
+        container["workingDir"] = location.working_directory
+    return container
+
+
+def _pod_spec(kc: KubernetesConfig, container: dict[str, Any], restart_policy: str) -> dict:
+    spec: dict[str, Any] = {"restartPolicy": restart_policy, "containers": [container]}
+    if kc.service_account:
+        spec["serviceAccountName"] = kc.service_account
+    if kc.node_selector:
+        spec["nodeSelector"] = kc.node_selector
+    if kc.tolerations:
+        spec["tolerations"] = kc.tolerations
+    if kc.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in kc.image_pull_secrets]
+    return spec

@@ -1,0 +1,396 @@
+"""The kubernetes substrate: code servers as Deployments + Services, runs as Jobs.
+
+The ``kubernetes`` client is blocking: every API call runs in a thread of our own pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config_loader
+from kubernetes.client.exceptions import ApiException
+from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
+from tether.launcher.k8s._manifests import (
+    LABEL_CONFIG,
+    code_server_address,
+    code_server_name,
+    code_server_objects,
+    code_server_selector,
+    config_hash,
+    k8s_config,
+    run_job,
+    selector_string,
+)
+from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.shared.messages import ExecuteRunArgs, LocationConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Pod states that will not get better by waiting: fail the start at once, with the events.
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+    }
+)
+
+
+def api_message(err: ApiException) -> str:
+    """The API server's explanation of a failed call."""
+    return f"{err.status} {err.reason}: {err.body or ''}".strip()
+
+
+class KubernetesSubstrate:
+    """Runs code servers as Deployments + Services and runs as Jobs in a namespace.
+
+    A code server's objects are named and labelled after its location and a hash of its
+    config: a restarted launcher adopts the Deployment of the same config; a changed config
+    creates the new Deployment and deletes the old objects once it is ready (blue/green).
+    Runs are Jobs with ``backoffLimit: 0`` (a run starts once) and a TTL after finishing;
+    terminate deletes the Job (its pod gets SIGTERM, SIGKILL after the grace period).
+
+    Args:
+        agent_id: this agent's name; only objects labelled with it are touched.
+        namespace: default namespace (a location's ``kubernetes.namespace`` overrides it).
+        default_image: image of locations that name none.
+        python: the interpreter inside images.
+        api_client: a configured client; None: in-cluster config, else the kubeconfig.
+        start_timeout_s: seconds a code server has to become ready.
+        stop_grace_s: grace period of deleted pods.
+        poll_interval_s: seconds between status reads while waiting.
+        health_interval_s: seconds between readiness reads of a running code server (the
+            protocol's synchronous ``code_server_alive`` answers from the last read, so
+            the event loop never waits on the API server).
+    """
+
+    name = "k8s"
+    code_servers_outlive_launcher = True
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        namespace: str = "default",
+        default_image: str | None = None,
+        python: str = "python",
+        api_client: k8s.ApiClient | None = None,
+        start_timeout_s: float = 120.0,
+        stop_grace_s: float = 10.0,
+        poll_interval_s: float = 1.0,
+        health_interval_s: float = 5.0,
+    ) -> None:
+        if api_client is None:
+            try:
+                k8s_config_loader.load_incluster_config()
+            except k8s_config_loader.ConfigException:
+                try:
+                    k8s_config_loader.load_kube_config()
+                except (k8s_config_loader.ConfigException, OSError) as err:
+                    raise LauncherError(f"no Kubernetes configuration: {err}") from err
+            api_client = k8s.ApiClient()
+        self._api = api_client
+        self._apps = k8s.AppsV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._batch = k8s.BatchV1Api(api_client)
+        self._agent = agent_id
+        self._namespace = namespace
+        self._default_image = default_image
+        self._python = python
+        self._start_timeout = start_timeout_s
+        self._stop_grace = stop_grace_s
+        self._poll = poll_interval_s
+        self._health_interval = health_interval_s
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="k8s-api")
+        self._ready: dict[tuple[str, str], bool] = {}
+        self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._exits: dict[tuple[str, str], int] = {}
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def _ns(self, location: LocationConfig) -> str:
+        return k8s_config(location).namespace or self._namespace
+
+    # --- code servers -------------------------------------------------------------------
+
+    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
+        """Adopt the Deployment of this config or create it; wait until it is ready.
+
+        Raises:
+            CodeServerStartError: no image, the API refused the objects, a pod cannot start
+                (image pull, config error, crash loop; with the pod's events), or timeout.
+        """
+        image = location.image or self._default_image
+        if image is None:
+            raise CodeServerStartError(
+                location.name, "no image: set the location's image or TETHER_LAUNCHER_K8S_IMAGE"
+            )
+        ns = self._ns(location)
+        name = code_server_name(location, self._agent)
+        selector = code_server_selector(self._agent, location)
+        found = await self._call(
+            self._apps.list_namespaced_deployment, ns, label_selector=selector_string(selector)
+        )
+        # Also filter here: label selectors are the server's job, but be strict about ours.
+        existing = [
+            d
+            for d in found.items
+            if all((d.metadata.labels or {}).get(k) == v for k, v in selector.items())
+        ]
+        if any(d.metadata.name == name for d in existing):
+            log.info("adopting code server deployment %s/%s", ns, name)
+        else:
+            deployment, service = code_server_objects(
+                location, image=image, python=self._python, agent_id=self._agent, namespace=ns
+            )
+            try:
+                await self._call(self._apps.create_namespaced_deployment, ns, deployment)
+                await self._create_ignoring_conflict(
+                    self._core.create_namespaced_service, ns, service
+                )
+            except ApiException as err:
+                raise CodeServerStartError(
+                    location.name, f"the API refused the code server: {api_message(err)}"
+                ) from err
+        await self._await_ready(location, ns, name)
+        for d in existing:  # blue/green: the old ones go once the new one is ready
+            if d.metadata.labels.get(LABEL_CONFIG) != config_hash(location):
+                await self._delete_code_server(ns, d.metadata.name)
+        self._watch((ns, name))
+        return CodeServerHandle(
+            location, code_server_address(location, self._agent, ns), native=(ns, name)
+        )
+
+    def _watch(self, key: tuple[str, str]) -> None:
+        self._ready[key] = True
+        old = self._watchers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._watchers[key] = asyncio.create_task(self._watch_readiness(key))
+
+    async def _watch_readiness(self, key: tuple[str, str]) -> None:
+        ns, name = key
+        while True:
+            await asyncio.sleep(self._health_interval)
+            try:
+                d = await self._call(self._apps.read_namespaced_deployment, name, ns)
+            except ApiException as err:
+                if err.status == 404:
+                    self._ready[key] = False
+                    return
+                log.warning("reading deployment %s/%s: %s", ns, name, api_message(err))
+                continue
+            self._ready[key] = d.status is not None and (d.status.ready_replicas or 0) >= 1
+
+    async def _create_ignoring_conflict(self, fn: Callable[..., Any], ns: str, body: dict) -> None:
+        try:
+            await self._call(fn, ns, body)
+        except ApiException as err:
+            if err.status != 409:  # already there (an earlier, interrupted start)
+                raise
+
+    async def _await_ready(self, location: LocationConfig, ns: str, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._start_timeout
+        while True:
+            try:
+                d = await self._call(self._apps.read_namespaced_deployment, name, ns)
+            except ApiException as err:
+                raise CodeServerStartError(
+                    location.name, f"cannot read deployment {ns}/{name}: {api_message(err)}"
+                ) from err
+            if d.status is not None and (d.status.ready_replicas or 0) >= 1:
+                log.info("code server %s/%s ready", ns, name)
+                return
+            problem = await self._pod_problem(ns, d.spec.selector.match_labels)
+            if problem is not None:
+                await self._delete_code_server(ns, name)
+                raise CodeServerStartError(location.name, problem)
+            if loop.time() > deadline:
+                await self._delete_code_server(ns, name)
+                raise CodeServerStartError(
+                    location.name,
+                    f"deployment {ns}/{name} not ready within {self._start_timeout:.0f}s",
+                )
+            await asyncio.sleep(self._poll)
+
+    async def _pod_problem(self, ns: str, labels: Mapping[str, str]) -> str | None:
+        """Why a pod of ``labels`` cannot start, with its events; None while all is well."""
+        pods = await self._call(
+            self._core.list_namespaced_pod, ns, label_selector=selector_string(labels)
+        )
+        for pod in pods.items:
+            if not all((pod.metadata.labels or {}).get(k) == v for k, v in labels.items()):
+                continue
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = status.state.waiting if status.state else None
+                if waiting is not None and waiting.reason in FATAL_WAITING_REASONS:
+                    events = await self._events(ns, pod.metadata.name)
+                    text = f"pod {pod.metadata.name}: {waiting.reason}: {waiting.message or ''}"
+                    return text + (f"\n--- events ---\n{events}" if events else "")
+        return None
+
+    async def _events(self, ns: str, pod_name: str) -> str:
+        try:
+            events = await self._call(
+                self._core.list_namespaced_event,
+                ns,
+                field_selector=f"involvedObject.name={pod_name}",
+            )
+        except ApiException:
+            return ""
+        return "\n".join(
+            f"{e.type} {e.reason}: {e.message}"
+            for e in events.items
+            if e.involved_object is None or e.involved_object.name == pod_name
+        )
+
+    async def _delete_code_server(self, ns: str, name: str) -> None:
+        for fn in (self._apps.delete_namespaced_deployment, self._core.delete_namespaced_service):
+            try:
+                await self._call(fn, name, ns, grace_period_seconds=math.ceil(self._stop_grace))
+            except ApiException as err:
+                if err.status != 404:
+                    log.warning("deleting %s/%s: %s", ns, name, api_message(err))
+
+    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+        """Delete the code server's Deployment and Service."""
+        key = _object_ref(handle.native)
+        watcher = self._watchers.pop(key, None)
+        if watcher is not None:
+            watcher.cancel()
+        self._ready[key] = False
+        await self._delete_code_server(*key)
+
+    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+        """Whether the Deployment had a ready replica at the last read (no API call)."""
+        return self._ready.get(_object_ref(handle.native), False)
+
+    # --- run workers --------------------------------------------------------------------
+
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+        """Create the run's Job.
+
+        Raises:
+            RunLaunchError: no image, or the API refused the Job.
+        """
+        image = args.location.image or self._default_image
+        if image is None:
+            raise RunLaunchError(f"location {args.location.name!r} has no image")
+        ns = self._ns(args.location)
+        body = run_job(
+            args, env, image=image, python=self._python, agent_id=self._agent, namespace=ns
+        )
+        try:
+            await self._call(self._batch.create_namespaced_job, ns, body)
+        except ApiException as err:
+            raise RunLaunchError(
+                f"the API refused the Job of run {args.run.run_id}: {api_message(err)}"
+            ) from err
+        name = body["metadata"]["name"]
+        return RunWorkerHandle(args.run.run_id, native=(ns, name), worker_id=f"{ns}/{name}")
+
+    def _job_ref(self, handle: RunWorkerHandle) -> tuple[str, str]:
+        if handle.worker_id and "/" in handle.worker_id:
+            ns, name = handle.worker_id.split("/", 1)
+            return ns, name
+        return _object_ref(handle.native)
+
+    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+        """Delete the run's Job and its pod (SIGTERM, SIGKILL after ``grace_s``)."""
+        ns, name = self._job_ref(handle)
+        try:
+            job = await self._call(self._batch.read_namespaced_job, name, ns)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        if _job_exit(job) is not None:
+            return False
+        try:
+            await self._call(
+                self._batch.delete_namespaced_job,
+                name,
+                ns,
+                grace_period_seconds=math.ceil(grace_s),
+                propagation_policy="Background",
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def wait_run(self, handle: RunWorkerHandle) -> int:
+        """Poll the Job until it finished; its exit code (-1 when it was deleted)."""
+        ns, name = self._job_ref(handle)
+        while True:
+            try:
+                job = await self._call(self._batch.read_namespaced_job, name, ns)
+            except ApiException as err:
+                if err.status == 404:
+                    self._exits[(ns, name)] = -1
+                    return -1
+                raise
+            code = _job_exit(job)
+            if code is not None:
+                if code != 0:
+                    code = await self._pod_exit_code(ns, name) or code
+                self._exits[(ns, name)] = code
+                return code
+            await asyncio.sleep(self._poll)
+
+    async def _pod_exit_code(self, ns: str, job_name: str) -> int | None:
+        pods = await self._call(
+            self._core.list_namespaced_pod, ns, label_selector=f"job-name={job_name}"
+        )
+        for pod in pods.items:
+            if (pod.metadata.labels or {}).get("job-name") != job_name:
+                continue
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                if status.state and status.state.terminated:
+                    return int(status.state.terminated.exit_code)
+        return None
+
+    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+        """The exit code :meth:`wait_run` observed, else None (no API call)."""
+        return self._exits.get(self._job_ref(handle))
+
+    async def aclose(self) -> None:
+        """Close the API client; Deployments and Jobs live on."""
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        self._watchers.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+
+def _job_exit(job: Any) -> int | None:
+    status = job.status
+    if status is None:
+        return None
+    if status.succeeded:
+        return 0
+    if status.failed:
+        return 1
+    return None
+
+
+def _object_ref(native: object) -> tuple[str, str]:
+    if not (isinstance(native, tuple) and len(native) == 2):
+        raise LauncherError(f"handle does not belong to the kubernetes substrate: {native!r}")
+    return native[0], native[1]

@@ -1,0 +1,401 @@
+"""The kubernetes substrate: manifests against the official schemas, API calls against an
+emulator.
+
+No cluster runs here. Every object the substrate produces is validated with
+kubernetes-validate (strict, Kubernetes 1.30 schemas). The API interactions run over HTTP
+against kmock's KubernetesEmulator, a third-party in-memory emulator of the Kubernetes
+API (objects are stored, listed, patched and deleted; no controllers run). The tests play
+the controllers and the kubelet: they mark a Deployment ready, a Job finished, or create
+the pod and event of a failed image pull, as a cluster would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from tether.launcher.errors import CodeServerStartError
+from tether.shared.messages import (
+    ExecuteRunArgs,
+    KubernetesConfig,
+    LaunchRunPayload,
+    LocationConfig,
+    new_id,
+)
+from tether.shared.testing import skip_or_fail
+
+K8S_VERSION = "1.30.0"
+NS = "tether-test"
+
+FULL = KubernetesConfig(
+    namespace=NS,
+    service_account="tether-user-code",
+    resources={"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    node_selector={"pool": "etl"},
+    tolerations=[{"key": "dedicated", "operator": "Equal", "value": "etl", "effect": "NoSchedule"}],
+    image_pull_secrets=["registry"],
+    env_from_secrets=["warehouse-credentials"],
+    labels={"team": "data"},
+    job_ttl_s=600,
+)
+
+
+def location(**updates: object) -> LocationConfig:
+    base = LocationConfig(
+        name="Sales ETL",
+        module="sales.defs",
+        working_directory="/code",
+        substrate="k8s",
+        image="registry.example.com/sales:1.2",
+        env={"WAREHOUSE": "prod"},
+        kubernetes=FULL,
+    )
+    return base.model_copy(update=updates)
+
+
+def run_args(loc: LocationConfig) -> ExecuteRunArgs:
+    return ExecuteRunArgs(
+        location=loc,
+        run=LaunchRunPayload(run_id=new_id(), job_name="daily"),
+        nats_url="nats://nats:4222",
+        traceparent=None,
+    )
+
+
+def validate(obj: dict[str, Any]) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+# --- manifests ------------------------------------------------------------------------
+
+
+def test_every_object_validates_and_carries_the_location_settings() -> None:
+    from tether.launcher.k8s._manifests import (
+        LABEL_CONFIG,
+        code_server_objects,
+        config_hash,
+        run_job,
+    )
+
+    loc = location()
+    deployment, service = code_server_objects(
+        loc, image=loc.image or "", python="python", agent_id="Agent 1", namespace=NS
+    )
+    job = run_job(
+        run_args(loc),
+        {"TRACEPARENT": "00-x"},
+        image="img",
+        python="python",
+        agent_id="a",
+        namespace=NS,
+    )
+    bare = LocationConfig(name="x", module="m", substrate="k8s")
+    bare_deployment, bare_service = code_server_objects(
+        bare, image="i", python="python", agent_id="a", namespace="default"
+    )
+    bare_job = run_job(run_args(bare), {}, image="i", python="python", agent_id="a", namespace="d")
+    for obj in (deployment, service, job, bare_deployment, bare_service, bare_job):
+        validate(obj)
+
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "tether-user-code"
+    assert pod["nodeSelector"] == {"pool": "etl"} and pod["tolerations"] == FULL.tolerations
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    [container] = pod["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "warehouse-credentials"}}]
+    assert container["resources"] == FULL.resources
+    assert {"name": "WAREHOUSE", "value": "prod"} in container["env"]
+    assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "4000"]
+    assert deployment["metadata"]["labels"][LABEL_CONFIG] == config_hash(loc)
+    assert deployment["metadata"]["name"].startswith("tether-cs-sales-etl-")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["ttlSecondsAfterFinished"] == 600
+    job_pod = job["spec"]["template"]["spec"]
+    assert job_pod["restartPolicy"] == "Never"
+    assert job_pod["containers"][0]["command"][3:5] == ["api", "execute-run"]
+    assert {"name": "TRACEPARENT", "value": "00-x"} in job_pod["containers"][0]["env"]
+    assert job["spec"]["template"]["metadata"]["labels"]["team"] == "data"
+
+
+def test_validation_catches_a_broken_object() -> None:
+    import kubernetes_validate
+    from tether.launcher.k8s._manifests import run_job
+
+    job = run_job(run_args(location()), {}, image="i", python="p", agent_id="a", namespace=NS)
+    job["spec"]["backoffLimit"] = "none"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(job)
+
+
+# --- API calls against the emulator ---------------------------------------------------
+
+
+class Cluster:
+    """The emulator plus a client for the test to play the controllers with."""
+
+    def __init__(self, url: str) -> None:
+        from kubernetes import client
+
+        config = client.Configuration()
+        config.host = url.rstrip("/")
+        self.url = config.host
+        self.client = client
+        self.api = client.ApiClient(config)
+        self.apps = client.AppsV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+
+    def substrate(self, agent: str = "agent-1", **kwargs: Any):
+        from kubernetes import client
+        from tether.launcher.k8s import KubernetesSubstrate
+
+        config = client.Configuration()
+        config.host = self.url
+        return KubernetesSubstrate(
+            agent_id=agent,
+            namespace="default",
+            api_client=client.ApiClient(config),
+            start_timeout_s=30,
+            stop_grace_s=1,
+            poll_interval_s=0.05,
+            **kwargs,
+        )
+
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def deployments(self) -> list[Any]:
+        return (await self.call(self.apps.list_namespaced_deployment, NS)).items
+
+    async def services(self) -> list[str]:
+        return [
+            s.metadata.name for s in (await self.call(self.core.list_namespaced_service, NS)).items
+        ]
+
+    async def mark_ready_when_created(self, name_prefix: str) -> Any:
+        """Play the Deployment controller: the new Deployment gets a ready replica."""
+        async with asyncio.timeout(30):
+            while True:
+                for d in await self.deployments():
+                    if d.metadata.name.startswith(name_prefix) and not (
+                        d.status and d.status.ready_replicas
+                    ):
+                        await self.call(
+                            self.apps.patch_namespaced_deployment_status,
+                            d.metadata.name,
+                            NS,
+                            {"status": {"readyReplicas": 1, "replicas": 1}},
+                        )
+                        return d
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    try:
+        import kmock
+        import kubernetes  # noqa: F401
+    except ImportError as err:
+        skip_or_fail(f"kubernetes and kmock (dev dependencies): {err}")
+    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+        # The emulator serves the resources it is told of (a cluster has them built in).
+        for resource in (
+            "apps/v1/deployments",
+            "v1/services",
+            "v1/pods",
+            "v1/events",
+            "batch/v1/jobs",
+        ):
+            emulator.resources[resource] = {}
+        yield Cluster(str(emulator.url))
+
+
+async def test_code_server_is_created_adopted_replaced_and_stopped(cluster: Cluster) -> None:
+    from tether.launcher.k8s._manifests import code_server_name
+
+    loc = location()
+    first = cluster.substrate()
+    start = asyncio.create_task(first.start_code_server(loc))
+    created = await cluster.mark_ready_when_created("tether-cs-sales-etl-")
+    handle = await start
+    assert handle.address == f"{code_server_name(loc, 'agent-1')}.{NS}.svc:4000"
+    assert first.code_server_alive(handle)
+    # What the API server stored is what the schemas accept.
+    stored = cluster.api.sanitize_for_serialization(created)
+    stored["metadata"] = {k: stored["metadata"][k] for k in ("name", "namespace", "labels")}
+    stored.pop("status", None)
+    validate(stored)
+    assert await cluster.services() == [code_server_name(loc, "agent-1")]
+    await first.aclose()
+
+    # A restarted launcher adopts the ready Deployment: nothing new is created.
+    second = cluster.substrate()
+    adopted = await second.start_code_server(loc)
+    assert adopted.address == handle.address
+    assert [d.metadata.name for d in await cluster.deployments()] == [
+        code_server_name(loc, "agent-1")
+    ]
+
+    # A changed config: the new Deployment first, the old objects once it is ready.
+    changed = location(env={"WAREHOUSE": "staging"})
+    start = asyncio.create_task(second.start_code_server(changed))
+    new = await cluster.mark_ready_when_created(code_server_name(changed, "agent-1"))
+    replaced = await start
+    assert (
+        new.metadata.name
+        == code_server_name(changed, "agent-1")
+        != code_server_name(loc, "agent-1")
+    )
+    assert [d.metadata.name for d in await cluster.deployments()] == [
+        code_server_name(changed, "agent-1")
+    ]
+    assert await cluster.services() == [code_server_name(changed, "agent-1")]
+
+    # Another agent's code servers are not ours to adopt or delete.
+    other = cluster.substrate(agent="agent-2")
+    start = asyncio.create_task(other.start_code_server(changed))
+    theirs = await cluster.mark_ready_when_created("tether-cs-sales-etl-")
+    assert theirs.metadata.name not in (code_server_name(changed, "agent-1"), new.metadata.name)
+    await start
+    assert len(await cluster.deployments()) == 2  # agent-1's is still there
+    await other.stop_code_server(await other.start_code_server(changed))
+    await other.aclose()
+
+    await second.stop_code_server(replaced)
+    assert not second.code_server_alive(replaced)
+    assert second.code_server_alive(replaced) is False
+    assert code_server_name(changed, "agent-1") not in await cluster.services()
+    await second.aclose()
+
+
+async def test_image_pull_failure_fails_fast_with_the_pod_events(cluster: Cluster) -> None:
+    loc = location(image="registry.example.com/sales:missing")
+    substrate = cluster.substrate()
+    start = asyncio.create_task(substrate.start_code_server(loc))
+    deployment = await _wait_for_deployment(cluster)
+    labels = deployment.spec.selector.match_labels
+    # Play the scheduler and kubelet: a pod that cannot pull its image, and its event.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cs-pod-1", "namespace": NS, "labels": labels},
+        "spec": {"containers": [{"name": "codeserver", "image": loc.image}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "codeserver",
+                    "image": loc.image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}},
+                }
+            ]
+        },
+    }
+    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "cs-pod-1.1", "namespace": NS},
+        "involvedObject": {"kind": "Pod", "name": "cs-pod-1", "namespace": NS},
+        "type": "Warning",
+        "reason": "Failed",
+        "message": 'Failed to pull image "registry.example.com/sales:missing": not found',
+    }
+    await cluster.call(cluster.core.create_namespaced_event, NS, event)
+    with pytest.raises(CodeServerStartError) as raised:
+        await start
+    message = str(raised.value)
+    assert "ImagePullBackOff" in message and "Failed to pull image" in message
+    assert await cluster.deployments() == [] and await cluster.services() == []
+    await substrate.aclose()
+
+
+async def _wait_for_deployment(cluster: Cluster) -> Any:
+    async with asyncio.timeout(30):
+        while not (found := await cluster.deployments()):
+            await asyncio.sleep(0.05)
+    return found[0]
+
+
+async def test_runs_are_jobs_that_finish_fail_and_terminate(cluster: Cluster) -> None:
+    substrate = cluster.substrate()
+    loc = location()
+
+    ok = await substrate.launch_run(run_args(loc), {"TRACEPARENT": "00-abc"})
+    ns, name = ok.worker_id.split("/")
+    job = await cluster.call(cluster.batch.read_namespaced_job, name, ns)
+    assert job.spec.backoff_limit == 0 and job.spec.ttl_seconds_after_finished == 600
+    assert substrate.poll_run(ok) is None
+    waiting = asyncio.create_task(substrate.wait_run(ok))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await cluster.call(
+        cluster.batch.patch_namespaced_job_status, name, ns, {"status": {"succeeded": 1}}
+    )
+    assert await waiting == 0
+
+    # A failed run reports its container's exit code (from its pod, as the kubelet set it).
+    failed = await substrate.launch_run(run_args(loc), {})
+    fns, fname = failed.worker_id.split("/")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{fname}-abcde", "namespace": fns, "labels": {"job-name": fname}},
+        "spec": {"containers": [{"name": "run", "image": "i"}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "run",
+                    "image": "i",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 3}},
+                }
+            ]
+        },
+    }
+    await cluster.call(cluster.core.create_namespaced_pod, fns, pod)
+    await cluster.call(
+        cluster.batch.patch_namespaced_job_status, fname, fns, {"status": {"failed": 1}}
+    )
+    assert await substrate.wait_run(failed) == 3
+    assert await substrate.terminate_run(failed, 1) is False  # finished: nothing to stop
+
+    # Terminate: the Job is deleted (its pod gets SIGTERM, then SIGKILL after the grace).
+    # A handle rebuilt from the run's claim (another launcher process) is enough.
+    slow = await substrate.launch_run(run_args(loc), {})
+    from tether.launcher.substrate import RunWorkerHandle
+
+    rebuilt = RunWorkerHandle(slow.run_id, worker_id=slow.worker_id)
+    other = cluster.substrate()
+    assert await other.terminate_run(rebuilt, 2) is True
+    sns, sname = slow.worker_id.split("/")
+    with pytest.raises(cluster.client.ApiException) as gone:
+        await cluster.call(cluster.batch.read_namespaced_job, sname, sns)
+    assert gone.value.status == 404
+    assert await other.terminate_run(rebuilt, 2) is False
+    assert await substrate.wait_run(slow) == -1
+    await other.aclose()
+    await substrate.aclose()
+
+
+def test_launcher_without_kubernetes_config_fails_clearly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from tether.launcher import LauncherError, LauncherSettings
+    from tether.launcher.service import make_substrate
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(LauncherError, match="no Kubernetes configuration"):
+        make_substrate(LauncherSettings(substrate="k8s", agent_id="a"))
+    with pytest.raises(LauncherError, match="available: process, docker, k8s"):
+        make_substrate(LauncherSettings(substrate="nomad", agent_id="a"))
