@@ -11,6 +11,12 @@ from typing import Any
 
 import uvicorn
 from tether.controlplane.app import ControlPlane, create_app, open_control_plane
+from tether.controlplane.daemons import (
+    BackfillDaemon,
+    PeriodicDaemon,
+    Scheduler,
+    SensorDaemon,
+)
 from tether.controlplane.monitor import RunMonitor
 from tether.controlplane.settings import ControlPlaneSettings
 
@@ -69,6 +75,7 @@ class ControlPlaneService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release_claims: Callable[[], None] = lambda: None
         self._monitor: RunMonitor | None = None
+        self._daemons: list[PeriodicDaemon] = []
         self.address: tuple[str, int] | None = None
         self.control_plane: ControlPlane | None = None
         self.listening = asyncio.Event()
@@ -100,13 +107,20 @@ class ControlPlaneService:
             monitor = None
             if self.settings.run_monitor:
                 monitor = asyncio.create_task(self._monitor.run(), name="run-monitor")
+            if self.settings.daemons:
+                self._daemons = build_daemons(cp, self.settings)
+            daemons = [asyncio.create_task(d.run(), name=d.name) for d in self._daemons]
             try:
                 # uvicorn logs and exits the process itself if it cannot bind.
                 await self._server.serve()
             finally:
                 self._monitor.shutdown()
+                for daemon in self._daemons:
+                    daemon.shutdown()
                 if monitor is not None:
                     await monitor
+                if daemons:
+                    await asyncio.gather(*daemons)
 
     def _listening(self, host: str, port: int) -> None:
         self.address = (host, port)
@@ -123,6 +137,35 @@ class ControlPlaneService:
             self._server.should_exit = True
         if self._monitor is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._monitor.shutdown)
+        for daemon in self._daemons:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(daemon.shutdown)
+
+
+def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[PeriodicDaemon]:
+    """The scheduler, sensor daemon and backfill daemon of a control plane."""
+    return [
+        Scheduler(
+            cp.db,
+            cp.queue,
+            interval_s=settings.daemon_interval_s,
+            max_catchup_ticks=settings.schedule_max_catchup_ticks,
+            tick_timeout_s=settings.tick_timeout_s,
+        ),
+        SensorDaemon(
+            cp.db,
+            cp.queue,
+            interval_s=settings.daemon_interval_s,
+            tick_timeout_s=settings.tick_timeout_s,
+        ),
+        BackfillDaemon(
+            cp.db,
+            cp.queue,
+            interval_s=settings.daemon_interval_s,
+            max_in_flight=settings.backfill_max_in_flight,
+            query_timeout_s=settings.tick_timeout_s,
+        ),
+    ]
 
 
 def _print_listening(host: str, port: int) -> None:

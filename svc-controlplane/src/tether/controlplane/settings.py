@@ -83,6 +83,39 @@ class ControlPlaneSettings(BaseSettings):
             "is failed (the terminal event may lag the exit report by up to this much)."
         ),
     )
+    daemons: bool = Field(
+        default=True,
+        description=(
+            "Run the scheduler, sensor and backfill daemons inside `serve`. Several control "
+            "planes running them at once are harmless (ticks and runs are claimed in the DB)."
+        ),
+    )
+    daemon_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the scheduler, sensor and backfill daemons check for work.",
+    )
+    schedule_max_catchup_ticks: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "After the scheduler was down, how many of each schedule's newest missed ticks "
+            "are still evaluated (older ones are dropped with a log line)."
+        ),
+    )
+    tick_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A schedule or sensor tick whose evaluation no agent answered this long fails "
+            "(TickTimeout); its work item expires with it."
+        ),
+    )
+    backfill_max_in_flight: int = Field(
+        default=10,
+        ge=1,
+        description="Most unfinished runs one backfill may have at once.",
+    )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         gt=0,
