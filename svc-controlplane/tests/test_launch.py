@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controlplane_testkit import LAUNCH, Api
 from tether.shared.messages import LaunchRunPayload
 from tether.shared.subjects import WorkKind
@@ -105,3 +107,25 @@ async def test_unexpected_failures_are_masked(api: Api) -> None:
     (error,) = body["errors"]
     assert error["message"] == "internal error in the control plane; see its log"
     assert "agents" not in error["message"] and "Traceback" not in str(body)
+
+
+async def test_runs_filter_by_tags_and_creation_time(api: Api) -> None:
+    await api.load()
+    data = (await api.launch(tags={"team": "data", "env": "prod"}))["run"]
+    ml = (await api.launch(tags={"team": "ml", "env": "prod"}))["run"]
+    untagged = (await api.launch())["run"]
+    query = """query($tags: JSON, $after: Float, $before: Float) {
+      runs(tags: $tags, createdAfter: $after, createdBefore: $before) { id createdAt } }"""
+
+    async def ids(**variables: Any) -> list[str]:
+        return [r["id"] for r in (await api.user(query, **variables))["runs"]]
+
+    assert await ids(tags={"env": "prod"}) == [ml["id"], data["id"]]
+    assert await ids(tags={"env": "prod", "team": "data"}) == [data["id"]]
+    assert await ids(tags={"team": "nobody"}) == []
+    assert await ids(tags={}) == [untagged["id"], ml["id"], data["id"]]
+    created = {r["id"]: r["createdAt"] for r in (await api.user(query))["runs"]}
+    assert await ids(after=created[data["id"]]) == [untagged["id"], ml["id"]]
+    assert await ids(before=created[untagged["id"]], tags={"team": "ml"}) == [ml["id"]]
+    body = await api.post(query, token=api.admin_token, tags={"team": 3})
+    assert "tags must be a JSON object of string values" in body["errors"][0]["message"]

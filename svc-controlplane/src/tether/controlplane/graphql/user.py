@@ -45,17 +45,29 @@ class Query:
                 for row in rows
             ]
 
-    @strawberry.field(description="Runs, newest first.")
+    @strawberry.field(
+        description=(
+            "Runs, newest first; filters combine: status, job, tags (each key: value), "
+            "createdAfter/createdBefore (epoch seconds, exclusive)."
+        )
+    )
     async def runs(
         self,
         info: Info[ApiContext, None],
         status: RunStatusEnum | None = None,  # type: ignore[valid-type]
         job_name: str | None = None,
+        tags: JSON | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunType]:
         if not 0 <= limit <= MAX_RUNS_PAGE or offset < 0:
             raise BadInputError(f"limit must be within 0..{MAX_RUNS_PAGE} and offset >= 0")
+        if tags is not None and not (
+            isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
+        ):
+            raise BadInputError("tags must be a JSON object of string values")
         principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
             rows = await runs.list_runs(
@@ -63,6 +75,9 @@ class Query:
                 principal.deployment_id,
                 status=RunStatus(status) if status is not None else None,
                 job_name=job_name,
+                tags=tags,
+                created_after=created_after,
+                created_before=created_before,
                 limit=limit,
                 offset=offset,
             )

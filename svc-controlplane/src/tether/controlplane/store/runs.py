@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Run, RunEventRow, RunTag
 from tether.controlplane.db.statements import upsert_insert
@@ -196,15 +196,30 @@ async def list_runs(
     *,
     status: RunStatus | None = None,
     job_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    created_after: float | None = None,
+    created_before: float | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> Sequence[Run]:
-    """Runs of ``deployment_id``, newest first."""
+    """Runs of ``deployment_id``, newest first, filtered by every criterion given.
+
+    ``tags``: runs carrying each of these tags with this value. ``created_after`` /
+    ``created_before``: epoch seconds, exclusive bounds on the creation time.
+    """
     stmt = select(Run).where(Run.deployment_id == deployment_id)
     if status is not None:
         stmt = stmt.where(Run.status == str(status))
     if job_name is not None:
         stmt = stmt.where(Run.job_name == job_name)
+    for key, value in (tags or {}).items():
+        stmt = stmt.where(
+            exists().where(RunTag.run_id == Run.id, RunTag.key == key, RunTag.value == value)
+        )
+    if created_after is not None:
+        stmt = stmt.where(Run.created_at > created_after)
+    if created_before is not None:
+        stmt = stmt.where(Run.created_at < created_before)
     stmt = stmt.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
     return (await session.execute(stmt)).scalars().all()
 
