@@ -38,6 +38,10 @@ def main(src: Path, out: Path) -> None:
     panels = [p for p in PANELS if any(m["workload"] == p[0] and m["metric"] == p[1] for m in rows)]
     if not panels:
         return
+    # One color per system across every panel.
+    everyone = list(dict.fromkeys(m["system"] for m in rows))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {s: palette[i % len(palette)] for i, s in enumerate(everyone)}
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
     for ax, (workload, metric, title, log) in zip(axes[:, 0], panels, strict=True):
         picked = [m for m in rows if m["workload"] == workload and m["metric"] == metric]
@@ -54,7 +58,7 @@ def main(src: Path, out: Path) -> None:
                 if value is not None:
                     xs.append(j + i * width)
                     ys.append(value)
-            bars = ax.bar(xs, ys, width, label=system)
+            bars = ax.bar(xs, ys, width, label=system, color=color[system])
             ax.bar_label(bars, fmt="%.3g", fontsize=7)
         ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(cases))], cases)
         ax.set_title(title, fontsize=10)
@@ -63,7 +67,7 @@ def main(src: Path, out: Path) -> None:
         ax.legend(fontsize=7)
     facts = data.get("facts", {})
     fig.suptitle(f"Tether bench, {facts.get('date', '')}: {facts.get('machine', '')}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(out, dpi=110)
 
 
