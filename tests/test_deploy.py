@@ -81,7 +81,8 @@ def test_image_requirements_match_the_lockfile() -> None:
     for short, dist in SERVICES.items():
         exported = subprocess.run(
             [uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-header"]
-            + ["--no-annotate", "--no-emit-workspace", "--package", dist],
+            + ["--no-annotate", "--no-emit-workspace", "--package", dist]
+            + (["--extra", "k8s"] if short == "launcher" else []),
             cwd=ROOT,
             capture_output=True,
             text=True,

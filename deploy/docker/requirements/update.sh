@@ -5,6 +5,10 @@ set -eu
 cd "$(dirname "$0")/../../.."
 for pair in controlplane:tether-controlplane poller:tether-poller launcher:tether-launcher \
     eventrelay:tether-eventrelay logship:tether-logship codeserver:tether-codeserver; do
+    # The launcher image serves every substrate: with its k8s extra.
+    extra=""
+    [ "${pair%%:*}" = launcher ] && extra="--extra k8s"
+    # shellcheck disable=SC2086
     uv export --frozen --no-dev --no-hashes --no-header --no-annotate --no-emit-workspace \
-        --package "${pair#*:}" -o "deploy/docker/requirements/${pair%%:*}.txt" >/dev/null
+        $extra --package "${pair#*:}" -o "deploy/docker/requirements/${pair%%:*}.txt" >/dev/null
 done
