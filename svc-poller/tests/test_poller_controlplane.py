@@ -30,6 +30,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 class ControlPlane:
     url: str
     token: str
+    log: Path
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
             if time.monotonic() > deadline:
                 raise RuntimeError("control plane did not become healthy")
             time.sleep(0.1)
-        yield ControlPlane(url, token_file.read_text().strip())
+        yield ControlPlane(url, token_file.read_text().strip(), tmp_path / "controlplane.log")
     finally:
         proc.terminate()
         try:
@@ -104,7 +105,8 @@ async def test_claims_from_the_real_control_plane(nats_server, control_plane: Co
     task = asyncio.create_task(service.run())
     try:
         # The control plane queued a load of the workspace's location at startup.
-        assert await asyncio.to_thread(acked.seen.wait, 30)
+        seen = await asyncio.to_thread(acked.seen.wait, 60)
+        assert seen, f"nothing acked; control plane log:\n{control_plane.log.read_text()[-5000:]}"
     finally:
         logger.removeHandler(acked)
         service.shutdown()

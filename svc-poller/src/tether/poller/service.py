@@ -38,6 +38,7 @@ class DispatchFailedError(PollerError):
 def _retry_cycle(exc: Exception) -> bool:
     # Any ordinary failure of a cycle (control plane gone after the client's own retries,
     # NATS down, a refused request) is waited out with backoff; cancellation is not.
+    log.warning("claim cycle failed, retrying with backoff: %r", exc)
     return isinstance(exc, Exception)
 
 
