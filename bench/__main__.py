@@ -27,7 +27,7 @@ from bench.systems.base import BenchError, System, Workspace
 
 ALL_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "dagster-mp", "prefect")
 DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
-ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "limits")
+ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", default="20,100", help="run-storm sizes, e.g. 20,100,500")
     p.add_argument("--tries", type=int, default=20, help="pickup-latency tries")
     p.add_argument("--events", type=int, default=100_000, help="log lines of the events job")
+    p.add_argument("--log-mb", type=float, default=20, help="MB the stdout job prints")
     p.add_argument("--nats-messages", type=int, default=50_000, help="raw NATS messages")
     p.add_argument(
         "--concurrent-submit", action="store_true", help="submit storm runs from 8 threads"
@@ -116,7 +117,9 @@ def run_system(
 ) -> None:
     """Start one system, run the chosen workloads on it, stop it."""
     root = tmp / name
-    workspace = Workspace(root=root, mark_file=root / "marks.txt", events=args.events)
+    workspace = Workspace(
+        root=root, mark_file=root / "marks.txt", events=args.events, log_mb=args.log_mb
+    )
     root.mkdir(parents=True, exist_ok=True)
     system = build_system(name, workspace, report.facts.setdefault("versions", {}))
     if system is None:
@@ -142,6 +145,8 @@ def run_system(
                 )
         if "events" in wls:
             report.add(*workloads.events(system, args.events, args.timeout, log))
+        if "stdout" in wls:
+            report.add(*workloads.stdout(system, args.log_mb, args.timeout, log))
     except BenchError as err:
         log(f"{name} failed: {err}")
         tail = getattr(system, "log_tail", None)
@@ -173,6 +178,9 @@ def run_limits(
         for n in sizes:
             log(f"limit: bare storm N={n}")
             report.add(*limits.bare_storm(n))
+    if "stdout" in wls:
+        log("limit: bare stdout pipe")
+        report.add(*limits.stdout_pipe(args.log_mb))
     if "events" in wls:
         log("limit: SQLite insert")
         report.add(*limits.sqlite_insert(args.events, tmp / "limit.db"))
@@ -250,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"state under {tmp}")
     try:
-        if "limits" in wls or any(w in wls for w in ("pickup", "storm", "events")):
+        if "limits" in wls or any(w in wls for w in ("pickup", "storm", "events", "stdout")):
             run_limits(args, wls, sizes, report, tmp)
         for name in systems:
             run_system(name, args, wls, sizes, report, tmp)

@@ -84,6 +84,23 @@ def bare_pickup(mark_file: Path, tries: int) -> list[Measurement]:
     ]
 
 
+PIPE = "limit: bare pipe to parent"
+
+
+def stdout_pipe(mb: float) -> list[Measurement]:
+    """A child printing ``mb`` MB into a pipe its parent drains: the floor of output capture."""
+    code = f"import sys; sys.path.insert(0, {str(JOBS_DIR)!r}); import marks; "
+    code += f"marks.print_bytes({int(mb * 1_000_000)})"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, check=True)
+    elapsed = time.monotonic() - started
+    case = f"{mb:g} MB of stdout"
+    return [
+        Measurement("stdout", case, "until readable", PIPE, elapsed, "s"),
+        Measurement("stdout", case, "MB/s", PIPE, len(done.stdout) / 1e6 / elapsed, "MB/s", True),
+    ]
+
+
 def sqlite_insert(rows: int, db_path: Path) -> list[Measurement]:
     """One transaction inserting ``rows`` event-like rows (what a LOG event stores)."""
     db_path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from bench.systems.base import (
     FAILURE,
     LOG_STORM,
     PENDING,
+    STDOUT_STORM,
     TWO_OPS,
     BenchError,
     System,
@@ -192,6 +193,52 @@ def storm(
         Measurement("storm", case, "submit", system.name, submitted, "s"),
         Measurement("storm", case, "CPU/run", system.name, cpu / n, "CPU s/run"),
         *by_process,
+    ]
+
+
+def stdout(system: System, mb: float, timeout: float, log: Log) -> list[Measurement]:
+    """One op prints ``mb`` MB to stdout; time until all of it is readable through the API."""
+    read = getattr(system, "read_stdout_bytes", None)
+    case = f"{mb:g} MB of stdout"
+    if read is None:
+        return [
+            Measurement(
+                "stdout",
+                case,
+                "MB/s",
+                system.name,
+                None,
+                "MB/s",
+                True,
+                note="not implemented for this system yet",
+            )
+        ]
+    total = int(mb * 1_000_000)
+    started = time.monotonic()
+    run_id = system.submit(STDOUT_STORM)
+    got = 0
+    while got < total:
+        if time.monotonic() - started > timeout:
+            log(f"{system.name} stdout: only {got}/{total} bytes after {timeout:.0f}s")
+            return [
+                Measurement(
+                    "stdout",
+                    case,
+                    "MB/s",
+                    system.name,
+                    got / 1e6 / timeout,
+                    "MB/s",
+                    True,
+                    note=f"timed out: {got / 1e6:.1f} of {mb:g} MB readable",
+                )
+            ]
+        time.sleep(0.5)
+        got = read(run_id)
+    elapsed = time.monotonic() - started
+    log(f"{system.name} stdout: {mb:g} MB in {elapsed:.1f}s")
+    return [
+        Measurement("stdout", case, "until readable", system.name, elapsed, "s"),
+        Measurement("stdout", case, "MB/s", system.name, mb / elapsed, "MB/s", True),
     ]
 
 

@@ -29,6 +29,30 @@ def stamp(label: str) -> None:
         os.close(fd)
 
 
+#: Environment variable with the megabytes the stdout-throughput job prints.
+LOG_MB_ENV = "BENCH_LOG_MB"
+
+
+def log_bytes() -> int:
+    """How many bytes of stdout the stdout-throughput job prints."""
+    return int(float(os.environ.get(LOG_MB_ENV, "200")) * 1_000_000)
+
+
+def print_bytes(total: int) -> None:
+    """Write ``total`` bytes of 100-byte lines to stdout, in 64 KB writes."""
+    import sys
+
+    line = ("x" * 99 + "\n").encode()
+    block = line * 655  # 65,500 bytes
+    out = sys.stdout.buffer
+    left = total
+    while left > 0:
+        piece = block[: min(left, len(block))]
+        out.write(piece)
+        left -= len(piece)
+    out.flush()
+
+
 def event_count() -> int:
     """How many log lines the event-throughput job writes."""
     return int(os.environ.get(EVENTS_ENV, "100000"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marks import event_count, stamp
+from marks import event_count, log_bytes, print_bytes, stamp
 from tether.sdk import Definitions, OpContext, job, op
 
 
@@ -39,4 +39,17 @@ def log_storm():
     log_lines()
 
 
-defs = Definitions(jobs=[two_ops, log_storm], name="bench")
+@op
+def print_lines() -> None:
+    """Print ``BENCH_LOG_MB`` megabytes to stdout (raw output throughput)."""
+    stamp("print_lines")
+    print_bytes(log_bytes())
+
+
+@job
+def stdout_storm():
+    """One op that prints many megabytes."""
+    print_lines()
+
+
+defs = Definitions(jobs=[two_ops, log_storm, stdout_storm], name="bench")

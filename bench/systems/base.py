@@ -16,6 +16,7 @@ PENDING = "PENDING"
 #: The two jobs every system defines (see bench/jobs/).
 TWO_OPS = "two_ops"
 LOG_STORM = "log_storm"
+STDOUT_STORM = "stdout_storm"
 
 
 class BenchError(RuntimeError):
@@ -30,12 +31,14 @@ class Workspace:
         root: state directory of the system (DB, logs, home).
         mark_file: file the first op of every run appends its start time to.
         events: log lines of the event-throughput job.
+        log_mb: megabytes the stdout-throughput job prints.
         env: extra environment for every process of the system.
     """
 
     root: Path
     mark_file: Path
     events: int = 100_000
+    log_mb: float = 200.0
     env: dict[str, str] = field(default_factory=dict)
 
     def bench_env(self) -> dict[str, str]:
@@ -43,6 +46,7 @@ class Workspace:
         return {
             "BENCH_MARK_FILE": str(self.mark_file),
             "BENCH_EVENTS": str(self.events),
+            "BENCH_LOG_MB": str(self.log_mb),
             **self.env,
         }
 

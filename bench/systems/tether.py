@@ -69,6 +69,7 @@ class TetherSystem:
         )
         self._http = httpx.Client(base_url=self._stack.config.url, timeout=60)
         self._event_cursor: dict[str, tuple[int | None, int]] = {}
+        self._stdout_offset: dict[str, int] = {}
 
     def _gql(self, query: str, **variables: Any) -> dict[str, Any]:
         body = self._http.post("/graphql", json={"query": query, "variables": variables}).json()
@@ -145,6 +146,21 @@ class TetherSystem:
             after = max(e["id"] for e in events)
         self._event_cursor[run_id] = (after, count)
         return count
+
+    def read_stdout_bytes(self, run_id: str) -> int:
+        """Bytes of the run's stdout readable through ``computeLogs`` (read incrementally,
+        so every byte really travels through the API once)."""
+        offset = self._stdout_offset.get(run_id, 0)
+        logs = self._gql(
+            'query($id: String!, $o: Int!) { run(id: $id) { computeLogs(stream: "stdout", '
+            "offset: $o) { stepKey nextOffset text } } }",
+            id=run_id,
+            o=offset,
+        )["run"]["computeLogs"]
+        for chunk in logs:
+            offset = max(offset, int(chunk["nextOffset"]))
+        self._stdout_offset[run_id] = offset
+        return offset
 
     def stages(self, run_id: str) -> dict[str, float]:
         """Epoch time of the first event of each type of the run (for a latency breakdown)."""
