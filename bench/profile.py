@@ -110,9 +110,10 @@ def render(results: dict[str, collections.Counter[str]], rate: int, header: str)
 def main() -> int:
     """Entry point."""
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n")[0])
-    p.add_argument("--workload", choices=("events", "storm", "pickup"), default="events")
+    p.add_argument("--workload", choices=("events", "storm", "pickup", "stdout"), default="events")
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--n", type=int, default=20, help="storm size")
+    p.add_argument("--log-mb", type=float, default=100, help="MB the stdout job prints")
     p.add_argument("--warm", action="store_true", help="profile tether-warm instead of cold")
     p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--idle", action="store_true", help="also sample idle time (--idle)")
@@ -120,7 +121,9 @@ def main() -> int:
     args = p.parse_args()
     tools = envs.ensure("tools", log)
     tmp = Path(tempfile.mkdtemp(prefix="tether-profile-"))
-    workspace = Workspace(root=tmp / "stack", mark_file=tmp / "marks.txt", events=args.events)
+    workspace = Workspace(
+        root=tmp / "stack", mark_file=tmp / "marks.txt", events=args.events, log_mb=args.log_mb
+    )
     system = TetherSystem(workspace, warm=args.warm)
     spies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
     system.start()
@@ -148,6 +151,8 @@ def main() -> int:
         started = time.monotonic()
         if args.workload == "events":
             measured = workloads.events(system, args.events, 900, log)
+        elif args.workload == "stdout":
+            measured = workloads.stdout(system, args.log_mb, 900, log)
         elif args.workload == "storm":
             measured = workloads.storm(system, args.n, 900, log)
         else:
