@@ -94,8 +94,8 @@ class TetherSystem:
     def stop(self) -> None:
         """Stop the stack."""
         self._http.close()
-        # SIGTERM, then SIGKILL after 5 s: some agent services take longer to exit than a
-        # benchmark should wait (see bench/README.md, "known gaps").
+        # SIGTERM, then SIGKILL after 5 s: a benchmark should not wait on a slow shutdown
+        # (graceful shutdown is the services' tests' business, not the bench's).
         self._stack.stop(timeout=5)
 
     def roots(self) -> list[int]:
