@@ -101,12 +101,14 @@ class WorkQueue:
         payload: dict[str, Any] | None = None,
         traceparent: str | None = None,
         expires_at: float | None = None,
+        item_id: str | None = None,
     ) -> str:
         """Add a PENDING work item to ``session``'s transaction; return its id.
 
         Waiting claims are woken when (and only if) that transaction commits.
+        ``item_id`` names the item when others must find it (else a random id).
         """
-        item_id = new_id()
+        item_id = item_id or new_id()
         session.add(
             WorkItemRow(
                 id=item_id,

@@ -142,7 +142,9 @@ class AgentMutation:
         parsed = parse_batch(WorkResult, results, "work results")
         with _span(info, "submitResults", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                stored, duplicates = await submit_results(session, principal.deployment_id, parsed)
+                stored, duplicates = await submit_results(
+                    session, principal.deployment_id, parsed, queue=info.context.cp.queue
+                )
         return StoreOutcome(stored=stored, duplicates=duplicates)
 
     @strawberry.mutation(

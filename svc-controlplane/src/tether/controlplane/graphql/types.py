@@ -355,3 +355,30 @@ LaunchRunResult = Annotated[
     LaunchRunSuccess | RunConfigValidationInvalid | JobNotFoundError | LocationNotLoadedError,
     strawberry.union("LaunchRunResult"),
 ]
+
+
+@strawberry.type
+class TerminateRunSuccess:
+    """The run was canceled, or is CANCELING while its launcher interrupts the worker."""
+
+    run: RunType
+
+
+@strawberry.type
+class RunNotFoundError:
+    """No such run in this deployment."""
+
+    message: str
+
+
+@strawberry.type
+class RunAlreadyFinishedError:
+    """The run already ended; there is nothing to terminate."""
+
+    message: str
+
+
+TerminateRunResult = Annotated[
+    TerminateRunSuccess | RunNotFoundError | RunAlreadyFinishedError,
+    strawberry.union("TerminateRunResult"),
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane import launch
+from tether.controlplane import launch, terminate
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import (
@@ -19,9 +19,13 @@ from tether.controlplane.graphql.types import (
     LaunchRunResult,
     LaunchRunSuccess,
     LocationNotLoadedError,
+    RunAlreadyFinishedError,
     RunConfigValidationInvalid,
+    RunNotFoundError,
     RunStatusEnum,
     RunType,
+    TerminateRunResult,
+    TerminateRunSuccess,
 )
 from tether.controlplane.store import agents, locations, runs
 from tether.shared import telemetry
@@ -134,6 +138,31 @@ class UserMutation:
             case launch.LocationNotLoaded(message=message):
                 return LocationNotLoadedError(message=message)
         raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
+
+    @strawberry.mutation(
+        description="Cancel a run not yet launched, or have its launcher interrupt the worker "
+        "(SIGTERM, then SIGKILL after a grace period); the run ends CANCELED."
+    )
+    async def terminate_run(self, info: Info[ApiContext, None], run_id: str) -> TerminateRunResult:
+        principal = await info.context.launcher()
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "terminateRun", context=info.context.trace_context(), attributes={"run_id": run_id}
+        ):
+            outcome = await terminate.terminate_run(
+                info.context.cp.db,
+                info.context.cp.queue,
+                deployment_id=principal.deployment_id,
+                run_id=run_id,
+            )
+        match outcome:
+            case terminate.Terminating(run=run):
+                return TerminateRunSuccess(run=RunType.build(run))
+            case terminate.RunNotFound(message=message):
+                return RunNotFoundError(message=message)
+            case terminate.RunAlreadyFinished(message=message):
+                return RunAlreadyFinishedError(message=message)
+        raise AssertionError(f"unexpected terminate outcome {outcome!r}")  # pragma: no cover
 
     @strawberry.mutation(description="Queue a reload of a code location's definitions.")
     async def reload_location(self, info: Info[ApiContext, None], name: str) -> CodeLocationType:

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane import terminate
 from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.controlplane.store import locations, runs
+from tether.controlplane.workqueue import WorkQueue
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
     ErrorInfo,
@@ -39,11 +41,17 @@ class _Parsed:
 
 
 async def submit_results(
-    session: AsyncSession, deployment_id: str, results: Sequence[WorkResult]
+    session: AsyncSession,
+    deployment_id: str,
+    results: Sequence[WorkResult],
+    *,
+    queue: WorkQueue | None = None,
 ) -> tuple[int, int]:
     """Store results idempotently on their id and apply the effects of the new ones.
 
     Every result is checked before anything is written, so a bad batch changes nothing.
+    ``queue`` takes the follow-up work some results call for (interrupting a run whose
+    launch landed after its termination was requested).
 
     Returns:
         (stored, duplicates).
@@ -56,7 +64,7 @@ async def submit_results(
     for entry in parsed:
         if await _insert(session, entry.result):
             stored += 1
-            await _apply(session, deployment_id, entry)
+            await _apply(session, deployment_id, entry, queue)
     return stored, len(results) - stored
 
 
@@ -119,7 +127,9 @@ async def _insert(session: AsyncSession, result: WorkResult) -> bool:
     return (await session.execute(stmt)).first() is not None
 
 
-async def _apply(session: AsyncSession, deployment_id: str, entry: _Parsed) -> None:
+async def _apply(
+    session: AsyncSession, deployment_id: str, entry: _Parsed, queue: WorkQueue | None
+) -> None:
     result, item = entry.result, entry.item
     if result.kind == item.kind:
         # The main result of the item (not a later report about it): the item is finished.
@@ -140,6 +150,10 @@ async def _apply(session: AsyncSession, deployment_id: str, entry: _Parsed) -> N
             )
     elif result.kind == WorkKind.LAUNCH_RUN:
         await _apply_launch(session, item, result)
+        if result.ok and queue is not None:
+            await _interrupt_if_canceling(session, queue, deployment_id, item, result)
+    elif result.kind == WorkKind.TERMINATE_RUN:
+        await _apply_terminate(session, result)
     elif entry.worker_exit is not None:
         await _apply_worker_exit(session, entry.worker_exit, result)
 
@@ -183,6 +197,40 @@ async def _apply_launch(session: AsyncSession, item: WorkItemRow, result: WorkRe
     await runs.advance_status(session, run_id, RunStatus.FAILURE, result.created_at)
 
 
+async def _interrupt_if_canceling(
+    session: AsyncSession,
+    queue: WorkQueue,
+    deployment_id: str,
+    item: WorkItemRow,
+    result: WorkResult,
+) -> None:
+    # Termination was requested while the launch was on its way: the terminate_run item may
+    # have reached the launcher first and found nothing to stop, so ask again now.
+    run_id = str(item.payload.get("run_id") or result.payload.get("run_id") or "")
+    if await runs.run_status(session, run_id) == RunStatus.CANCELING:
+        run = await runs.get_run(session, deployment_id, run_id)
+        if run is not None:
+            await terminate.request_interrupt(session, queue, run)
+
+
+async def _apply_terminate(session: AsyncSession, result: WorkResult) -> None:
+    run_id = str(result.payload.get("run_id") or "")
+    if not result.ok or result.payload.get("signalled"):
+        return  # the worker reports RUN_CANCELED itself (or its exit does)
+    # Nothing was running: once no launch is still on its way, the run is over.
+    if await runs.run_status(session, run_id) == RunStatus.CANCELING and (
+        await terminate.launch_settled(session, run_id)
+    ):
+        runs.add_control_event(
+            session,
+            run_id,
+            EventType.RUN_CANCELED,
+            message="run canceled: its worker was no longer running",
+            timestamp=result.created_at,
+        )
+        await runs.advance_status(session, run_id, RunStatus.CANCELED, result.created_at)
+
+
 async def _apply_worker_exit(
     session: AsyncSession, worker_exit: _WorkerExit, result: WorkResult
 ) -> None:
@@ -193,6 +241,21 @@ async def _apply_worker_exit(
         return
     status = await runs.run_status(session, worker_exit.run_id)
     if status is None or status.is_terminal:
+        return
+    if status == RunStatus.CANCELING:
+        # Killed after the grace period (or died) while being terminated: that is the
+        # cancellation the user asked for, not a failure.
+        runs.add_control_event(
+            session,
+            worker_exit.run_id,
+            EventType.RUN_CANCELED,
+            message=f"run canceled: its worker stopped with exit code {worker_exit.exit_code}",
+            timestamp=result.created_at,
+            data={"exit_code": worker_exit.exit_code},
+        )
+        await runs.advance_status(
+            session, worker_exit.run_id, RunStatus.CANCELED, result.created_at
+        )
         return
     runs.add_control_event(
         session,

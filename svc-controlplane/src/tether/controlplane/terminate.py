@@ -1,0 +1,129 @@
+"""Terminating a run: cancel it before it launches, or ask its launcher to interrupt it.
+
+A run that has not been handed to an agent yet (its ``launch_run`` item still PENDING) is
+canceled on the spot. Otherwise it goes CANCELING and a ``terminate_run`` work item asks
+the launcher to interrupt the worker (SIGTERM, then SIGKILL after a grace period); the
+worker reports RUN_CANCELED itself. What comes back later settles the rest
+(:mod:`tether.controlplane.store.results`): a launch that lands after the terminate is
+interrupted again, and a worker that was not running any more ends the run CANCELED.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
+from tether.controlplane.launch import launch_item_id
+from tether.controlplane.store import runs
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared import telemetry
+from tether.shared.messages import EventType, LocationConfig, RunStatus, TerminateRunPayload
+from tether.shared.subjects import WorkKind
+
+
+@dataclass(frozen=True)
+class Terminating:
+    """The run was canceled, or its launcher was asked to interrupt it."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class RunNotFound:
+    """No such run in this deployment."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class RunAlreadyFinished:
+    """The run already ended; there is nothing to terminate."""
+
+    message: str
+
+
+TerminateOutcome = Terminating | RunNotFound | RunAlreadyFinished
+
+
+async def terminate_run(
+    db: Database, queue: WorkQueue, *, deployment_id: str, run_id: str
+) -> TerminateOutcome:
+    """Cancel ``run_id`` or queue its interruption, in one transaction."""
+    async with db.transaction() as session:
+        run = await runs.get_run(session, deployment_id, run_id)
+        if run is None:
+            return RunNotFound(f"no run {run_id!r} in this deployment")
+        status = RunStatus(run.status)
+        if status.is_terminal:
+            return RunAlreadyFinished(f"run {run_id} already ended ({status})")
+        now = time.time()
+        if status == RunStatus.QUEUED and await _withdraw_launch(session, run_id):
+            runs.add_control_event(
+                session,
+                run_id,
+                EventType.RUN_CANCELED,
+                message="run canceled before it was launched",
+                timestamp=now,
+            )
+            await runs.advance_status(session, run_id, RunStatus.CANCELED, now)
+        else:
+            if status != RunStatus.CANCELING:
+                runs.add_control_event(
+                    session,
+                    run_id,
+                    EventType.RUN_CANCELING,
+                    message="termination requested",
+                    timestamp=now,
+                )
+                await runs.advance_status(session, run_id, RunStatus.CANCELING, now)
+            await request_interrupt(session, queue, run)
+    async with db.reading() as session:
+        refreshed = await runs.get_run(session, deployment_id, run_id)
+    assert refreshed is not None
+    return Terminating(refreshed)
+
+
+async def request_interrupt(session: AsyncSession, queue: WorkQueue, run: Run) -> None:
+    """Queue a ``terminate_run`` item for the launcher of ``run``'s location."""
+    launch = await _launch_item(session, run.id)
+    location = (
+        LocationConfig.model_validate(launch.location)
+        if launch is not None
+        else LocationConfig(name=run.location_name)
+    )
+    queue.enqueue(
+        session,
+        deployment_id=run.deployment_id,
+        kind=WorkKind.TERMINATE_RUN,
+        location=location,
+        payload=TerminateRunPayload(run_id=run.id).model_dump(mode="json"),
+        traceparent=telemetry.current_traceparent() or run.traceparent,
+    )
+
+
+async def launch_settled(session: AsyncSession, run_id: str) -> bool:
+    """Whether the run's ``launch_run`` item got its result (so no launch is still coming)."""
+    launch = await _launch_item(session, run_id)
+    return launch is None or launch.status in (WorkStatus.DONE, WorkStatus.FAILED)
+
+
+async def _launch_item(session: AsyncSession, run_id: str) -> WorkItemRow | None:
+    return await session.get(WorkItemRow, launch_item_id(run_id))
+
+
+async def _withdraw_launch(session: AsyncSession, run_id: str) -> bool:
+    """Take back a launch no agent has claimed yet; False when one already has it."""
+    launch = await _launch_item(session, run_id)
+    if launch is None:
+        return False
+    withdrawn = await session.execute(
+        update(WorkItemRow)
+        .where(WorkItemRow.id == launch.id, WorkItemRow.status == WorkStatus.PENDING)
+        .values(status=WorkStatus.FAILED)
+        .execution_options(synchronize_session=False)
+    )
+    return withdrawn.rowcount == 1
