@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -168,6 +169,30 @@ def flaky():
     sometimes_fails()
 
 
+# --- countdown: a long-running job to watch live and to terminate ----------------------
+
+
+class CountdownConfig(BaseModel):
+    """How long ``tick`` runs."""
+
+    seconds: int = Field(default=60, ge=1, le=3600, description="Seconds to count down.")
+
+
+@op(description="Print one line a second, then finish.")
+def tick(context: OpContext, config: CountdownConfig) -> int:
+    for left in range(config.seconds, 0, -1):
+        print(f"{left} s left", flush=True)
+        time.sleep(1)
+    context.log.info("countdown finished")
+    return config.seconds
+
+
+@job
+def countdown():
+    """One op printing a line a second: see the live log tail, or terminate the run."""
+    tick()
+
+
 # --- daily_report: time-window partitions with a partitioned config -------------------
 
 DAILY = DailyPartitionsDefinition(start="2026-01-01", timezone="Europe/Berlin")
@@ -288,7 +313,16 @@ def greeting_files(context: SensorEvaluationContext):
 
 
 defs = Definitions(
-    jobs=[hello, fails, configured, fan_out_fan_in, flaky, daily_report, regional_sync],
+    jobs=[
+        hello,
+        fails,
+        configured,
+        fan_out_fan_in,
+        flaky,
+        countdown,
+        daily_report,
+        regional_sync,
+    ],
     schedules=[
         hello_weekday_mornings,
         hourly_greeting,

@@ -126,3 +126,27 @@ def test_agent_heartbeat_shows_every_service(stack: DevStack) -> None:
     )[0]
     (server,) = [cs for cs in agent["codeServers"] if cs["location_name"] == "examples"]
     assert server["state"] == "RUNNING" and server["pid"]
+
+
+def test_terminate_interrupts_a_running_worker(stack: DevStack) -> None:
+    wait_location_loaded(stack)
+    launched = launch(stack, "countdown", {"ops": {"tick": {"config": {"seconds": 120}}}})
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["id"]
+    wait_for(
+        "the countdown to print",
+        lambda: any("s left" in c["text"] for c in compute_logs(stack, run_id)),
+        stack=stack,
+    )
+    outcome = gql(
+        stack,
+        """mutation($id: String!) { terminateRun(runId: $id) {
+             __typename ... on TerminateRunSuccess { run { status } } } }""",
+        id=run_id,
+    )["terminateRun"]
+    assert outcome == {"__typename": "TerminateRunSuccess", "run": {"status": "CANCELING"}}
+    run = wait_run_done(stack, run_id, timeout=60)
+    assert run["status"] == "CANCELED", run
+    types = [e["eventType"] for e in run["events"]]
+    # The worker itself stopped the run at its next safe point and said so.
+    assert "RUN_CANCELING" in types and types[-1] == "RUN_CANCELED", types

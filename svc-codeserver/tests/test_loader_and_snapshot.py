@@ -29,6 +29,7 @@ def test_loads_module_and_finds_the_single_definitions(examples_location) -> Non
         "configured",
         "fan_out_fan_in",
         "flaky",
+        "countdown",
         "daily_report",
         "regional_sync",
     ]
