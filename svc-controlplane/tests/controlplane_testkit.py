@@ -9,12 +9,18 @@ import httpx
 from tether.controlplane.app import ControlPlane
 from tether.shared.messages import (
     Edge,
+    InstigatorStatus,
     JobSnapshot,
     LocationSnapshot,
     OpInput,
     OpOutput,
     OpSnapshot,
+    PartitionSetSnapshot,
+    PartitionsKind,
+    PartitionsSnapshot,
     RepositorySnapshot,
+    ScheduleSnapshot,
+    SensorSnapshot,
     WorkItem,
     WorkResult,
 )
@@ -93,6 +99,51 @@ def example_snapshot(location_name: str = "loc", description: str = "") -> Locat
         location_name=location_name,
         repositories=[RepositorySnapshot(name="repo", jobs=[job])],
     )
+
+
+def snapshot_with_instigators() -> LocationSnapshot:
+    """example_snapshot() with schedules, sensors and a static partition set of ``hello``."""
+    base = example_snapshot()
+    repo = base.repositories[0]
+    job = repo.jobs[0].model_copy(update={"partition_set_name": "hello_partitions"})
+    repo = repo.model_copy(
+        update={
+            "jobs": [job],
+            "schedules": [
+                ScheduleSnapshot(
+                    name="hourly",
+                    cron_schedule="0 * * * *",
+                    job_names=["hello"],
+                    default_status=InstigatorStatus.RUNNING,
+                ),
+                ScheduleSnapshot(name="off", cron_schedule="* * * * *", job_names=["hello"]),
+            ],
+            "sensors": [
+                SensorSnapshot(
+                    name="watcher",
+                    job_names=["hello"],
+                    minimum_interval_seconds=30,
+                    default_status=InstigatorStatus.RUNNING,
+                ),
+                SensorSnapshot(
+                    name="slow",
+                    job_names=["hello"],
+                    minimum_interval_seconds=30,
+                    default_status=InstigatorStatus.RUNNING,
+                ),
+            ],
+            "partition_sets": [
+                PartitionSetSnapshot(
+                    name="hello_partitions",
+                    job_name="hello",
+                    partitions=PartitionsSnapshot(
+                        kind=PartitionsKind.STATIC, static_keys=["a", "b", "c"]
+                    ),
+                )
+            ],
+        }
+    )
+    return base.model_copy(update={"repositories": [repo]})
 
 
 @dataclass

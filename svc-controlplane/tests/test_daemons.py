@@ -9,23 +9,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from controlplane_testkit import Api, example_snapshot
+from controlplane_testkit import Api, snapshot_with_instigators
 from sqlalchemy import select
 from tether.controlplane.daemons import BackfillDaemon, Scheduler, SensorDaemon
 from tether.controlplane.daemons.scheduler import due_ticks
 from tether.controlplane.db.models import Backfill, Instigator, InstigatorTick, Run
 from tether.shared.messages import (
     ErrorInfo,
-    InstigatorStatus,
-    LocationSnapshot,
     PartitionRunConfigResult,
-    PartitionSetSnapshot,
-    PartitionsKind,
-    PartitionsSnapshot,
     RunRequestInfo,
     ScheduleSnapshot,
     ScheduleTickResult,
-    SensorSnapshot,
     SensorTickResult,
     WorkItem,
     WorkResult,
@@ -52,48 +46,6 @@ class Clock:
         hour = math.ceil(now / 3600) * 3600
         self.advance(hour - now + 1)
         return float(hour)
-
-
-def snapshot_with_instigators() -> LocationSnapshot:
-    base = example_snapshot()
-    repo = base.repositories[0]
-    repo = repo.model_copy(
-        update={
-            "schedules": [
-                ScheduleSnapshot(
-                    name="hourly",
-                    cron_schedule="0 * * * *",
-                    job_names=["hello"],
-                    default_status=InstigatorStatus.RUNNING,
-                ),
-                ScheduleSnapshot(name="off", cron_schedule="* * * * *", job_names=["hello"]),
-            ],
-            "sensors": [
-                SensorSnapshot(
-                    name="watcher",
-                    job_names=["hello"],
-                    minimum_interval_seconds=30,
-                    default_status=InstigatorStatus.RUNNING,
-                ),
-                SensorSnapshot(
-                    name="slow",
-                    job_names=["hello"],
-                    minimum_interval_seconds=30,
-                    default_status=InstigatorStatus.RUNNING,
-                ),
-            ],
-            "partition_sets": [
-                PartitionSetSnapshot(
-                    name="hello_partitions",
-                    job_name="hello",
-                    partitions=PartitionsSnapshot(
-                        kind=PartitionsKind.STATIC, static_keys=["a", "b", "c"]
-                    ),
-                )
-            ],
-        }
-    )
-    return base.model_copy(update={"repositories": [repo]})
 
 
 @pytest.fixture

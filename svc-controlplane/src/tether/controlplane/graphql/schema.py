@@ -16,6 +16,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from tether.controlplane.errors import ApiError
 from tether.controlplane.graphql.agent import AgentMutation
+from tether.controlplane.graphql.instigation import InstigationMutation, InstigationQuery
 from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
 from tether.controlplane.graphql.user import Query as UserQuery
 from tether.controlplane.graphql.user import UserMutation
@@ -25,8 +26,10 @@ log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
 
-Query = merge_types("Query", (UserQuery, TokenQuery, ViewerQuery))
-Mutation = merge_types("Mutation", (AgentMutation, UserMutation, TokenMutation))
+Query = merge_types("Query", (UserQuery, TokenQuery, ViewerQuery, InstigationQuery))
+Mutation = merge_types(
+    "Mutation", (AgentMutation, UserMutation, TokenMutation, InstigationMutation)
+)
 
 
 def _is_unexpected(error: GraphQLError) -> bool:

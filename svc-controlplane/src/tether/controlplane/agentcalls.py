@@ -1,0 +1,66 @@
+"""Asking an agent a question and waiting for its answer (partition keys for the API).
+
+The control plane never calls an agent: a question is a work item like any other, and its
+answer the item's result. A request that needs the answer at once queues the item, then
+polls for its result up to a deadline; the item expires at that deadline, so an agent that
+shows up later does not answer a question nobody waits for any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import WorkResultRow
+from tether.controlplane.errors import ApiError
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared.messages import LocationConfig
+from tether.shared.subjects import WorkKind
+
+_POLL_S = 0.1
+
+
+class AgentTimeoutError(ApiError):
+    """No agent answered a question in time."""
+
+    code = "AGENT_TIMEOUT"
+
+
+async def ask_agent(
+    db: Database,
+    queue: WorkQueue,
+    *,
+    deployment_id: str,
+    location: LocationConfig,
+    kind: WorkKind,
+    payload: dict[str, Any],
+    timeout_s: float,
+) -> WorkResultRow:
+    """Queue a work item and wait for its result.
+
+    Raises:
+        AgentTimeoutError: no result within ``timeout_s``.
+    """
+    deadline = time.time() + timeout_s
+    async with db.transaction() as session:
+        item_id = queue.enqueue(
+            session,
+            deployment_id=deployment_id,
+            kind=kind,
+            location=location,
+            payload=payload,
+            expires_at=deadline,
+        )
+    while True:
+        async with db.reading() as session:
+            result = await session.get(WorkResultRow, item_id)
+            if result is not None:
+                return result
+        if time.time() >= deadline:
+            raise AgentTimeoutError(
+                f"no agent answered {kind} for location {location.name!r} within "
+                f"{timeout_s:g}s (is an agent running for substrate {location.substrate!r}?)"
+            )
+        await asyncio.sleep(_POLL_S)
