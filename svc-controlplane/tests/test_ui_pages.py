@@ -247,6 +247,20 @@ async def test_reexecute_launches_the_same_job_and_config(api: Api) -> None:
     assert f'Re-execution of run <a class="mono" href="/runs/{run_id}">' in page
 
 
+async def test_terminate_button_cancels_a_live_run(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    assert f'action="/runs/{run_id}/terminate"' in (await api.client.get(f"/runs/{run_id}")).text
+    resp = await api.client.post(f"/runs/{run_id}/terminate")
+    assert (resp.status_code, resp.headers["location"]) == (303, f"/runs/{run_id}")
+    # Not yet handed to an agent: canceled on the spot, and nothing left to terminate.
+    assert (await api.run(run_id))["status"] == "CANCELED"
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert 'data-status="CANCELED"' in page and "/terminate" not in page
+    missing = await api.client.post("/runs/nope/terminate")
+    assert missing.status_code == 404 and "no run &#39;nope&#39;" in missing.text
+
+
 async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
     heartbeat = Heartbeat(
         agent_id="agent-7",

@@ -84,6 +84,16 @@ mutation Launch($loc: String!, $job: String!, $repo: String, $cfg: JSON, $tags: 
 }"""
 
 
+TERMINATE_MUTATION = """
+mutation Terminate($id: String!) {
+  terminateRun(runId: $id) {
+    __typename
+    ... on RunNotFoundError { message }
+    ... on RunAlreadyFinishedError { message }
+  }
+}"""
+
+
 def _int_param(request: Request, name: str, default: int = 0) -> int:
     try:
         return max(int(request.query_params.get(name, default)), 0)
@@ -107,6 +117,7 @@ class RunPages:
             Route("/runs/{run_id}/logs", self.run_logs, methods=["GET"]),
             Route("/runs/{run_id}/logs/tail", self.run_logs_tail, methods=["GET"]),
             Route("/runs/{run_id}/reexecute", self.reexecute, methods=["POST"]),
+            Route("/runs/{run_id}/terminate", self.terminate, methods=["POST"]),
         ]
 
     # --- runs list ------------------------------------------------------------------------
@@ -336,6 +347,20 @@ class RunPages:
                 request, PageError(f"Could not re-execute: {result['message']}", 409)
             )
         return RedirectResponse(f"/runs/{result['run']['id']}", status_code=303)
+
+    async def terminate(self, request: Request) -> Response:
+        """Ask for the run to be terminated; back to the run page, which shows CANCELING."""
+        run_id = request.path_params["run_id"]
+        try:
+            result = (await self._client.execute(request, TERMINATE_MUTATION, id=run_id))[
+                "terminateRun"
+            ]
+        except PageError as err:
+            return render_error(request, err)
+        if result["__typename"] == "RunNotFoundError":
+            return render_error(request, PageError(result["message"], 404))
+        # A run that ended meanwhile is simply shown as it ended.
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
 
 def _find_job(locations: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any] | None:
