@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import nats
 import pytest
 from tether.shared import streams, subjects
-from tether.shared.errors import BAD_INPUT, AgentApiError
+from tether.shared.errors import BAD_INPUT, REQUEST_TOO_LARGE, AgentApiError
 from tether.shared.messages import EventType, RunEvent, decode, encode
 from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
 from tether.shared.subjects import Stream
@@ -21,6 +21,7 @@ class RecordingSink:
         self.batches: list[list[RunEvent]] = []
         self.fail_times = 0
         self.refuse_seq: set[int] = set()
+        self.max_bytes: int | None = None
 
     async def upload(self, items: Sequence[RunEvent]) -> None:
         if self.fail_times:
@@ -28,6 +29,8 @@ class RecordingSink:
             raise ConnectionError("control plane down")
         if any(e.seq in self.refuse_seq for e in items):
             raise AgentApiError("bad event", code=BAD_INPUT)
+        if self.max_bytes is not None and sum(len(encode(e)) for e in items) > self.max_bytes:
+            raise AgentApiError("request over the size limit", code=REQUEST_TOO_LARGE)
         self.batches.append(list(items))
 
     @property
@@ -118,6 +121,30 @@ async def test_malformed_and_refused_messages_go_to_dead_letter(nats_server) -> 
     assert len(dead) == 2
     assert reasons[0].startswith("malformed RunEvent")
     assert reasons[1].startswith("refused by control plane")
+    assert await _pending(nc) == 0
+    await nc.close()
+
+
+async def test_batches_over_the_size_limit_are_split_until_they_fit(nats_server) -> None:
+    """A batch refused as too large is bisected and stored in smaller uploads; only an
+    event that is too large on its own is dead-lettered."""
+    sink = RecordingSink()
+    one = len(encode(RunEvent(run_id="run1", seq=10, event_type=EventType.LOG, message="10")))
+    sink.max_bytes = 3 * one
+    nc, relay = await _setup(nats_server.url, sink)
+    js = nc.jetstream()
+    await _publish(nc, range(1, 21))
+    huge = RunEvent(run_id="run1", seq=21, event_type=EventType.LOG, message="x" * (4 * one))
+    await js.publish(subjects.events("run1"), encode(huge))
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 20)
+    relay.stop()
+    await task
+    assert sink.seqs == list(range(1, 21))
+    assert max(len(b) for b in sink.batches) <= 3
+    dlq = await js.pull_subscribe(subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER))
+    (dead,) = await dlq.fetch(10, timeout=2)
+    assert "size limit" in dead.headers["Tether-Reason"]
     assert await _pending(nc) == 0
     await nc.close()
 

@@ -30,6 +30,11 @@ class AgentApiError(TetherError):
         """Whether the content itself was refused (so retrying it can never succeed)."""
         return self.code == BAD_INPUT
 
+    @property
+    def is_too_large(self) -> bool:
+        """Whether the request was over the size limit (smaller batches will pass)."""
+        return self.code == REQUEST_TOO_LARGE
+
 
 #: GraphQL ``extensions.code`` for content the control plane refuses.
 BAD_INPUT = "BAD_INPUT"

@@ -166,9 +166,10 @@ class BatchRelay(Generic[T]):
                 await self._spec.upload([item for _, item in pairs])
                 return [msg for msg, _ in pairs]
             except AgentApiError as err:
-                # Only content refusals are the messages' fault; anything else (a bad
-                # token, a server bug) is retried so that fixing it loses nothing.
-                if not err.is_bad_input:
+                # Only content refusals (and batches over the size limit) are the messages'
+                # fault; anything else (a bad token, a server bug) is retried so that
+                # fixing it loses nothing. Bisecting finds the culprit or a size that fits.
+                if not (err.is_bad_input or err.is_too_large):
                     log.error(
                         "%s: upload refused (%s); retrying in %.1fs", self._spec.name, err, delay
                     )
