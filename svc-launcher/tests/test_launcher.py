@@ -252,15 +252,25 @@ async def test_terminate_run_interrupts_the_worker(
     run_id = new_id()
     launch = item(WorkKind.LAUNCH_RUN, slow_location, run_id=run_id, job_name="slow")
     terminate = item(WorkKind.TERMINATE_RUN, slow_location, run_id=run_id)
+
+    async def health(run: str = run_id) -> dict[str, object]:
+        check = item(WorkKind.CHECK_RUN_HEALTH, slow_location, run_id=run)
+        await bus.send(check)
+        return (await bus.result(lambda r: r.id == check.id)).payload
+
     async with running(launcher_settings(nats_server.url)):
         await bus.send(launch)
         started = await bus.result(lambda r: r.id == launch.id)
         assert started.ok
+        assert await health() == {"run_id": run_id, "alive": True}
+        assert await health("never-launched") == {"run_id": "never-launched", "alive": False}
+    # Another launcher process (here: after a restart) finds the worker through its claim.
+    async with running(launcher_settings(nats_server.url)):
+        assert await health() == {"run_id": run_id, "alive": True}
         await bus.send(terminate)
         stopped = await bus.result(lambda r: r.id == terminate.id)
-        exited = await bus.result(lambda r: r.id == f"{launch.id}.exit")
+        assert await health() == {"run_id": run_id, "alive": False}
     assert stopped.ok and stopped.payload == {"run_id": run_id, "signalled": True}
-    assert exited.payload["run_id"] == run_id
     with pytest.raises(ProcessLookupError):
         os.killpg(started.payload["pid"], 0)
 

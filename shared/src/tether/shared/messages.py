@@ -42,6 +42,8 @@ __all__ = [
     "PartitionsSnapshot",
     "RetryPolicySnapshot",
     "RunEvent",
+    "RunHealth",
+    "RunHealthPayload",
     "RunRequestInfo",
     "RunStatus",
     "ScheduleSnapshot",
@@ -471,6 +473,19 @@ class TerminateRunPayload(WireModel):
     """Payload of a ``terminate_run`` work item."""
 
     run_id: str
+
+
+class RunHealthPayload(WireModel):
+    """Payload of a ``check_run_health`` work item."""
+
+    run_id: str
+
+
+class RunHealth(WireModel):
+    """Payload of a ``check_run_health`` result: whether the run's worker still runs."""
+
+    run_id: str
+    alive: bool
 
 
 class ExecuteRunArgs(WireModel):

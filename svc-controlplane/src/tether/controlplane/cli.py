@@ -113,6 +113,7 @@ def run_monitor(
 async def _run_monitor(settings: Any) -> None:
     from tether.controlplane.db.engine import Database, migrate
     from tether.controlplane.monitor import RunMonitor
+    from tether.controlplane.workqueue import WorkQueue
     from tether.shared.service import serve as serve_service
 
     await asyncio.to_thread(migrate, settings.database_url)
@@ -122,6 +123,8 @@ async def _run_monitor(settings: Any) -> None:
         start_timeout_s=settings.run_start_timeout_s,
         worker_exit_grace_s=settings.worker_exit_grace_s,
         interval_s=settings.run_monitor_interval_s,
+        queue=WorkQueue(db),
+        health_interval_s=settings.run_health_interval_s,
     )
     print("tether run monitor running", flush=True)
     try:

@@ -233,12 +233,7 @@ async def queue_run(
         location=LocationConfig.model_validate(location.config),
         payload=payload.model_dump(mode="json"),
         traceparent=traceparent,
-        item_id=launch_item_id(run_id),
+        item_id=runs.launch_item_id(run_id),
     )
 
     return Launched(run)
-
-
-def launch_item_id(run_id: str) -> str:
-    """The id of run ``run_id``'s ``launch_run`` work item (terminate looks it up)."""
-    return f"launch-{run_id}"

@@ -13,6 +13,12 @@ Two cases, checked every ``run_monitor_interval_s``:
 Each is marked FAILURE with an ENGINE_ERROR event saying why, then RUN_FAILURE. The check is
 one conditional update per run (a run that finished meanwhile is left alone), so running it
 in several control plane processes at once is harmless.
+
+A worker can also vanish without anyone reporting its exit (its launcher was killed, the
+host rebooted). So every ``health_interval_s`` the monitor asks the launcher about each
+launched, unfinished run (a ``check_run_health`` work item, one per run per interval); a
+"not running" answer counts as an exit report of unknown code (see
+:mod:`tether.controlplane.store.results`), which the second case above then settles.
 """
 
 from __future__ import annotations
@@ -29,12 +35,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run, WorkItemRow, WorkResultRow
 from tether.controlplane.store import runs
-from tether.shared.messages import RUN_WORKER_EXITED, ErrorInfo, EventType, RunStatus
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared.messages import (
+    RUN_WORKER_EXITED,
+    ErrorInfo,
+    EventType,
+    LocationConfig,
+    RunHealthPayload,
+    RunStatus,
+)
+from tether.shared.subjects import WorkKind
 
 log = logging.getLogger(__name__)
 
 #: Statuses the monitor may fail (terminal ones never change; CANCELING is the terminator's).
 _UNFINISHED = [str(RunStatus.STARTING), str(RunStatus.STARTED)]
+#: Statuses of runs whose worker was launched and may have vanished.
+_LAUNCHED = [*_UNFINISHED, str(RunStatus.CANCELING)]
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,8 @@ class RunMonitor:
         start_timeout_s: longest a run may stay in STARTING.
         worker_exit_grace_s: how long after a reported worker exit a run may stay unfinished.
         interval_s: how often :meth:`run` checks.
+        queue: where health checks are queued (None: no health checks).
+        health_interval_s: how often each launched, unfinished run's worker is checked.
         clock: the current time in epoch seconds (tests pass a controllable one).
     """
 
@@ -63,9 +82,13 @@ class RunMonitor:
         start_timeout_s: float,
         worker_exit_grace_s: float,
         interval_s: float,
+        queue: WorkQueue | None = None,
+        health_interval_s: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
+        self._queue = queue
+        self.health_interval_s = health_interval_s
         self.start_timeout_s = start_timeout_s
         self.worker_exit_grace_s = worker_exit_grace_s
         self.interval_s = interval_s
@@ -97,7 +120,38 @@ class RunMonitor:
         async with self._db.transaction() as session:
             failed = await self._stuck_starting(session, now)
             failed += await self._worker_gone(session, now, {f.run_id for f in failed})
+            if self._queue is not None:
+                await self._ask_health(session, self._queue, now)
         return failed
+
+    async def _ask_health(self, session: AsyncSession, queue: WorkQueue, now: float) -> None:
+        # One item per run per interval, named by the interval: several monitors (or a
+        # check repeated within the interval) ask once.
+        window = int(now // self.health_interval_s)
+        launched = (
+            await session.execute(
+                select(Run.id, Run.deployment_id, Run.traceparent).where(
+                    Run.status.in_(_LAUNCHED),
+                    Run.status_changed_at < now - self.health_interval_s,
+                )
+            )
+        ).all()
+        for run_id, deployment_id, traceparent in launched:
+            item_id = f"health-{run_id}-{window}"
+            launch = await session.get(WorkItemRow, runs.launch_item_id(run_id))
+            if launch is None or await session.get(WorkItemRow, item_id) is not None:
+                continue
+            queue.enqueue(
+                session,
+                deployment_id=deployment_id,
+                kind=WorkKind.CHECK_RUN_HEALTH,
+                location=LocationConfig.model_validate(launch.location),
+                payload=RunHealthPayload(run_id=run_id).model_dump(mode="json"),
+                traceparent=traceparent,
+                item_id=item_id,
+                # A check nobody answers soon is worthless: the next interval asks again.
+                expires_at=now + self.health_interval_s,
+            )
 
     async def _stuck_starting(self, session: AsyncSession, now: float) -> list[FailedRun]:
         deadline = now - self.start_timeout_s
@@ -143,8 +197,9 @@ class RunMonitor:
             if run_id in already:
                 continue
             code = (payload or {}).get("exit_code")
+            gone = "exited" if code is None else f"exited (code {code})"
             reason = (
-                f"the run worker exited (code {code}) {now - exited_at:.0f}s ago and the run "
+                f"the run worker {gone} {now - exited_at:.0f}s ago and the run "
                 "never reported that it finished"
             )
             if await self._fail(session, run_id, "RunWorkerGone", reason, now):

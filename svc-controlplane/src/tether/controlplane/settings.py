@@ -83,6 +83,15 @@ class ControlPlaneSettings(BaseSettings):
             "is failed (the terminal event may lag the exit report by up to this much)."
         ),
     )
+    run_health_interval_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How often the run monitor asks the launcher whether each unfinished run's worker "
+            "still runs (a worker that vanished without an exit report is then failed, and a "
+            "CANCELING run whose worker is gone ends CANCELED)."
+        ),
+    )
     daemons: bool = Field(
         default=True,
         description=(

@@ -17,7 +17,6 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
-from tether.controlplane.launch import launch_item_id
 from tether.controlplane.store import runs
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared import telemetry
@@ -112,7 +111,7 @@ async def launch_settled(session: AsyncSession, run_id: str) -> bool:
 
 
 async def _launch_item(session: AsyncSession, run_id: str) -> WorkItemRow | None:
-    return await session.get(WorkItemRow, launch_item_id(run_id))
+    return await session.get(WorkItemRow, runs.launch_item_id(run_id))
 
 
 async def _withdraw_launch(session: AsyncSession, run_id: str) -> bool:

@@ -217,6 +217,14 @@ class ProcessSubstrate:
             return handle.native.returncode
         return _native(handle.native, asyncio.subprocess.Process).returncode
 
+    async def run_alive(self, handle: RunWorkerHandle) -> bool:
+        """Whether the worker runs: its exit status if we started it, else its pid."""
+        if handle.native is not None:
+            return self.poll_run(handle) is None
+        return handle.pid is not None and _is_run_worker(
+            handle.pid, handle.run_id, handle.pid_start
+        )
+
     async def aclose(self) -> None:
         """Stop the fork servers; code servers are stopped by the registry, workers live on."""
         if self._forks is not None:

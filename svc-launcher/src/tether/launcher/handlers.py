@@ -25,6 +25,8 @@ from tether.shared.messages import (
     LaunchRunPayload,
     PartitionConfigPayload,
     PartitionKeysPayload,
+    RunHealth,
+    RunHealthPayload,
     TerminateRunPayload,
     WorkItem,
     WorkResult,
@@ -115,6 +117,8 @@ class WorkHandlers:
             await self.launch_run(item)
         elif item.kind == WorkKind.TERMINATE_RUN:
             await self.terminate_run(item)
+        elif item.kind == WorkKind.CHECK_RUN_HEALTH:
+            await self.check_run_health(item)
         elif item.kind in _QUERIES:
             await self.query_code_server(item)
         else:
@@ -301,18 +305,7 @@ class WorkHandlers:
         except ValidationError as err:
             await self._publisher.publish_result(_failed(item, err))
             return
-        handle = self._runs.get(payload.run_id)
-        if handle is None:
-            # Launched by another launcher process (or before a restart): its claim holds
-            # the pid (or the substrate's worker id).
-            claim = await self._claims.get(payload.run_id)
-            if claim is not None and (claim.pid is not None or claim.worker_id is not None):
-                handle = RunWorkerHandle(
-                    payload.run_id,
-                    pid=claim.pid,
-                    pid_start=claim.pid_start,
-                    worker_id=claim.worker_id,
-                )
+        handle = await self._find_run(payload.run_id)
         signalled = False
         if handle is not None:
             signalled = await self._substrate.terminate_run(
@@ -324,6 +317,34 @@ class WorkHandlers:
         await self._publisher.publish_result(
             _succeeded(item, {"run_id": payload.run_id, "signalled": signalled})
         )
+
+    async def check_run_health(self, item: WorkItem) -> None:
+        """Report whether a run's worker still runs (the control plane's run monitor asks)."""
+        try:
+            payload = RunHealthPayload.model_validate(item.payload)
+        except ValidationError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return
+        handle = await self._find_run(payload.run_id)
+        alive = handle is not None and await self._substrate.run_alive(handle)
+        await self._publisher.publish_result(
+            _succeeded(item, RunHealth(run_id=payload.run_id, alive=alive).model_dump(mode="json"))
+        )
+
+    async def _find_run(self, run_id: str) -> RunWorkerHandle | None:
+        handle = self._runs.get(run_id)
+        if handle is None:
+            # Launched by another launcher process (or before a restart): its claim holds
+            # the pid (or the substrate's worker id).
+            claim = await self._claims.get(run_id)
+            if claim is not None and (claim.pid is not None or claim.worker_id is not None):
+                handle = RunWorkerHandle(
+                    run_id,
+                    pid=claim.pid,
+                    pid_start=claim.pid_start,
+                    worker_id=claim.worker_id,
+                )
+        return handle
 
     def detach_runs(self) -> None:
         """Stop monitoring run workers; they keep running on their own."""

@@ -103,6 +103,10 @@ class Substrate(Protocol):
         """Return the exit code if the run worker ended, else None."""
         ...
 
+    async def run_alive(self, handle: RunWorkerHandle) -> bool:
+        """Whether the run worker still runs, also for a handle rebuilt from a run claim."""
+        ...
+
     async def aclose(self) -> None:
         """Release the substrate's resources (not the run workers)."""
         ...

@@ -19,6 +19,7 @@ from tether.shared.messages import (
     ErrorInfo,
     EventType,
     LocationSnapshot,
+    RunHealth,
     RunStatus,
     WorkResult,
 )
@@ -38,6 +39,7 @@ class _Parsed:
     item: WorkItemRow
     snapshot: LocationSnapshot | None = None
     worker_exit: _WorkerExit | None = None
+    health: RunHealth | None = None
 
 
 async def submit_results(
@@ -94,6 +96,9 @@ async def _parse(
                     raise BadInputError("a successful load_location result needs payload.snapshot")
                 snapshot = LocationSnapshot.model_validate(result.payload["snapshot"])
                 parsed.append(_Parsed(result, item, snapshot=snapshot))
+            elif result.kind == WorkKind.CHECK_RUN_HEALTH and result.ok:
+                health = RunHealth.model_validate(result.payload)
+                parsed.append(_Parsed(result, item, health=health))
             elif result.kind == RUN_WORKER_EXITED:
                 worker_exit = _WorkerExit.model_validate(result.payload)
                 parsed.append(_Parsed(result, item, worker_exit=worker_exit))
@@ -154,6 +159,8 @@ async def _apply(
             await _interrupt_if_canceling(session, queue, deployment_id, item, result)
     elif result.kind == WorkKind.TERMINATE_RUN:
         await _apply_terminate(session, result)
+    elif entry.health is not None:
+        await _apply_health(session, queue, deployment_id, entry.health, result)
     elif entry.worker_exit is not None:
         await _apply_worker_exit(session, entry.worker_exit, result)
 
@@ -229,6 +236,50 @@ async def _apply_terminate(session: AsyncSession, result: WorkResult) -> None:
             timestamp=result.created_at,
         )
         await runs.advance_status(session, run_id, RunStatus.CANCELED, result.created_at)
+
+
+async def _apply_health(
+    session: AsyncSession,
+    queue: WorkQueue | None,
+    deployment_id: str,
+    health: RunHealth,
+    result: WorkResult,
+) -> None:
+    status = await runs.run_status(session, health.run_id)
+    if status is None or status.is_terminal:
+        return
+    if health.alive:
+        if status == RunStatus.CANCELING and queue is not None:
+            # Still running although termination was asked: ask again (the launcher
+            # SIGKILLs after its grace period), in case the first request was lost.
+            run = await runs.get_run(session, deployment_id, health.run_id)
+            if run is not None:
+                await terminate.request_interrupt(session, queue, run)
+        return
+    if status == RunStatus.CANCELING:
+        runs.add_control_event(
+            session,
+            health.run_id,
+            EventType.RUN_CANCELED,
+            message="run canceled: its worker was no longer running",
+            timestamp=result.created_at,
+        )
+        await runs.advance_status(session, health.run_id, RunStatus.CANCELED, result.created_at)
+        return
+    # Gone without an exit report: record it as an exit of unknown code about the launch,
+    # and let the run monitor fail the run if its terminal event does not arrive within
+    # the grace period (a worker that finished cleanly may still have events in flight).
+    await _insert(
+        session,
+        WorkResult(
+            id=f"{result.id}.gone",
+            work_item_id=runs.launch_item_id(health.run_id),
+            kind=RUN_WORKER_EXITED,
+            ok=False,
+            payload={"run_id": health.run_id, "exit_code": None},
+            created_at=result.created_at,
+        ),
+    )
 
 
 async def _apply_worker_exit(

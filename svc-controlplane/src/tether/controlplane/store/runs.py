@@ -29,6 +29,11 @@ STATUS_RANK: dict[RunStatus, int] = {
 }
 
 
+def launch_item_id(run_id: str) -> str:
+    """The id of run ``run_id``'s ``launch_run`` work item (terminate and health find it)."""
+    return f"launch-{run_id}"
+
+
 def create_run(
     session: AsyncSession,
     *,

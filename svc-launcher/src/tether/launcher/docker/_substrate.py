@@ -374,6 +374,11 @@ class DockerSubstrate:
             return False
         return True
 
+    async def run_alive(self, handle: RunWorkerHandle) -> bool:
+        """Whether the run's container is running."""
+        c = await self._run_container(handle)
+        return c is not None and c.status in _ALIVE
+
     async def wait_run(self, handle: RunWorkerHandle) -> int:
         """Wait for the run's container to exit, remove it, return its exit code.
 
