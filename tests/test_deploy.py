@@ -61,6 +61,28 @@ def test_kubernetes_manifests_are_valid_against_the_official_schemas() -> None:
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
+def test_kustomize_render_is_valid_and_namespaced() -> None:
+    import kubernetes_validate
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        skip_or_fail("kubectl (Debian's kubernetes-client; .ci/run installs it)")
+    done = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert len(rendered) == len(k8s_documents())
+    for doc in rendered:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tether"
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "tether-agent"
+        if doc["kind"] == "Deployment":
+            [container] = doc["spec"]["template"]["spec"]["containers"]
+            assert container["image"].endswith(":0.1.0")
+
+
 def test_agent_pods_run_unprivileged_and_only_the_launcher_talks_to_the_api() -> None:
     for _, doc in k8s_documents():
         if doc["kind"] != "Deployment":
@@ -141,6 +163,10 @@ def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None
     from tether.launcher.docker import build_local_image
 
     base = build_local_image(client, requirements=["pip"], repository="tether-local-python")
+    try:
+        previous = client.images.get("tether-launcher:test").id
+    except docker.errors.ImageNotFound:
+        previous = None
     image, _ = client.images.build(
         path=str(ROOT),
         dockerfile="deploy/docker/launcher.Dockerfile",
@@ -161,5 +187,12 @@ def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None
         network_mode="host",
         remove=True,
     )
+    # The previous build of the tag is a full copy on the vfs driver: drop it (not every
+    # dangling image: the build stage's layers are the cache of the next build).
+    if previous is not None and previous != image.id:
+        try:
+            client.images.remove(previous)
+        except docker.errors.APIError:
+            pass  # in use by a container
     # Its own distribution and tether-shared only, as an unprivileged user.
     assert out.decode().split() == ["10001", "True", "True"]
