@@ -142,6 +142,28 @@ async def test_compute_logs_are_idempotent_and_read_back_in_order(api: Api) -> N
     assert [(t["offset"], t["text"]) for t in tail] == [(3, "lo world\n")]
 
 
+async def test_large_batches_store_every_row_once(api: Api) -> None:
+    """Batches far over SQLite's bound-parameter cap, half of them already stored."""
+    run_id = await _queued_run(api)
+    now = time.time()
+    events = [_event(run_id, seq, EventType.LOG, now, message=str(seq)) for seq in range(1, 3001)]
+    first = await api.agent(EVENTS, items=events[:1500])
+    assert first["storeEvents"] == {"stored": 1500, "duplicates": 0}
+    both = await api.agent(EVENTS, items=events)
+    assert both["storeEvents"] == {"stored": 1500, "duplicates": 1500}
+    assert await _event_count(api) == 3000 + 1  # and RUN_ENQUEUED
+
+    chunks = [_chunk(run_id, 2 * i, b"ab") for i in range(3000)]
+    assert (await api.agent(LOGS, items=chunks[::2]))["appendComputeLogs"]["stored"] == 1500
+    assert (await api.agent(LOGS, items=chunks))["appendComputeLogs"] == {
+        "stored": 1500,
+        "duplicates": 1500,
+    }
+    query = "query($id: String!) { run(id: $id) { computeLogs { text } } }"
+    (log,) = (await api.user(query, id=run_id))["run"]["computeLogs"]
+    assert log["text"] == "ab" * 3000
+
+
 async def test_malformed_log_chunks_are_refused(api: Api) -> None:
     run_id = await _queued_run(api)
     bad = _chunk(run_id, 0, b"x") | {"data": "***not base64***"}

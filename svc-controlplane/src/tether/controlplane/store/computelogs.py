@@ -12,8 +12,6 @@ from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.store.runs import require_runs
 from tether.shared.messages import LogChunk
 
-_INSERT_CHUNK = 500
-
 
 @dataclass(frozen=True)
 class LogSlice:
@@ -43,26 +41,26 @@ async def append_chunks(
     """
     await require_runs(session, deployment_id, (c.run_id for c in chunks))
     table = ComputeLogChunk.__table__
-    stored = 0
-    for start in range(0, len(chunks), _INSERT_CHUNK):
-        rows = [
-            {
-                "run_id": c.run_id,
-                "step_key": c.step_key,
-                "stream": str(c.stream),
-                "offset": c.offset,
-                "data": c.data,
-                "timestamp": c.timestamp,
-            }
-            for c in chunks[start : start + _INSERT_CHUNK]
-        ]
-        stmt = (
-            upsert_insert(session, table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["run_id", "step_key", "stream", "offset"])
-            .returning(table.c.id)
-        )
-        stored += len((await session.execute(stmt)).all())
+    if not chunks:
+        return 0, 0
+    # Compiled once, executed for every chunk (see runs.store_events).
+    stmt = (
+        upsert_insert(session, table)
+        .on_conflict_do_nothing(index_elements=["run_id", "step_key", "stream", "offset"])
+        .returning(table.c.id)
+    )
+    rows = [
+        {
+            "run_id": c.run_id,
+            "step_key": c.step_key,
+            "stream": str(c.stream),
+            "offset": c.offset,
+            "data": c.data,
+            "timestamp": c.timestamp,
+        }
+        for c in chunks
+    ]
+    stored = len((await session.execute(stmt, rows)).all())
     return stored, len(chunks) - stored
 
 

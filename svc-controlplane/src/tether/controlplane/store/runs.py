@@ -13,9 +13,6 @@ from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError
 from tether.shared.messages import STATUS_FOR_EVENT, ErrorInfo, EventType, RunEvent, RunStatus
 
-#: Rows per INSERT statement (SQLite caps bound parameters per statement).
-_INSERT_CHUNK = 500
-
 #: Order of run statuses; a run only ever moves up, and terminal statuses share the top rank
 #: so a terminal status never changes (not even to another terminal one).
 STATUS_RANK: dict[RunStatus, int] = {
@@ -158,15 +155,17 @@ async def store_events(
     table = RunEventRow.__table__
     stored = 0
     ordered = sorted(events, key=lambda e: (e.run_id, e.seq))
-    for start in range(0, len(ordered), _INSERT_CHUNK):
-        rows = [_event_row(e) for e in ordered[start : start + _INSERT_CHUNK]]
-        stmt = (
-            upsert_insert(session, table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["run_id", "seq"])
-            .returning(table.c.id)
-        )
-        stored += len((await session.execute(stmt)).all())
+    # One statement executed for many parameter sets: compiled once and sent in batches by
+    # SQLAlchemy's "insertmanyvalues" (a multi-row VALUES built per call costs a bound
+    # parameter object per cell, which dominated the control plane's CPU under load; the
+    # batches also respect SQLite's cap on bound parameters per statement).
+    stmt = (
+        upsert_insert(session, table)
+        .on_conflict_do_nothing(index_elements=["run_id", "seq"])
+        .returning(table.c.id)
+    )
+    if ordered:
+        stored = len((await session.execute(stmt, [_event_row(e) for e in ordered])).all())
     # Applying every event, not only the new ones, is harmless: statuses only move up.
     for ev in ordered:
         status = STATUS_FOR_EVENT.get(ev.event_type)
