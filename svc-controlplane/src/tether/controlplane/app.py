@@ -43,6 +43,8 @@ async def open_control_plane(settings: ControlPlaneSettings) -> AsyncIterator[Co
     await asyncio.to_thread(migrate, settings.database_url)
     db = Database(settings.database_url)
     queue = WorkQueue(db, recheck_s=settings.claim_recheck_s)
+    # With concurrency limits, new runs wait QUEUED for the run coordinator.
+    queue.hold_launches = settings.run_queue_enabled
     queue.start()
     try:
         await bootstrap(db, queue, settings)

@@ -179,6 +179,8 @@ async def queue_run(
     The one path every run takes, whoever asks (``launchRun``, a schedule or sensor tick,
     a backfill): the location must be loaded, the job must exist, the run config must
     match the job's JSON Schema. Nothing is added unless the outcome is :class:`Launched`.
+    The ``launch_run`` work item is queued at once, unless the run queue holds launches
+    (``queue.hold_launches``): then the run coordinator queues it when limits allow.
     """
     location = await locations.get_location(session, deployment_id, location_name)
     if location is None:
@@ -226,14 +228,16 @@ async def queue_run(
         run_config=run_config,
         tags=tags,
     )
-    queue.enqueue(
-        session,
-        deployment_id=deployment_id,
-        kind=WorkKind.LAUNCH_RUN,
-        location=LocationConfig.model_validate(location.config),
-        payload=payload.model_dump(mode="json"),
-        traceparent=traceparent,
-        item_id=runs.launch_item_id(run_id),
-    )
+    if not queue.hold_launches:
+        queue.enqueue(
+            session,
+            deployment_id=deployment_id,
+            kind=WorkKind.LAUNCH_RUN,
+            location=LocationConfig.model_validate(location.config),
+            payload=payload.model_dump(mode="json"),
+            traceparent=traceparent,
+            item_id=runs.launch_item_id(run_id),
+        )
+    # else: the run coordinator queues the launch when the concurrency limits allow.
 
     return Launched(run)

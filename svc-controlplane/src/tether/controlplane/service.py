@@ -14,6 +14,7 @@ from tether.controlplane.app import ControlPlane, create_app, open_control_plane
 from tether.controlplane.daemons import (
     BackfillDaemon,
     PeriodicDaemon,
+    RunCoordinator,
     Scheduler,
     SensorDaemon,
 )
@@ -145,8 +146,19 @@ class ControlPlaneService:
 
 
 def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[PeriodicDaemon]:
-    """The scheduler, sensor daemon and backfill daemon of a control plane."""
-    return [
+    """The scheduler, sensor daemon, backfill daemon (and run coordinator) of a control plane."""
+    coordinator: list[PeriodicDaemon] = []
+    if settings.run_queue_enabled:
+        coordinator.append(
+            RunCoordinator(
+                cp.db,
+                cp.queue,
+                max_concurrent_runs=settings.max_concurrent_runs,
+                tag_limits=settings.run_tag_concurrency_limits,
+                interval_s=settings.daemon_interval_s,
+            )
+        )
+    return coordinator + [
         Scheduler(
             cp.db,
             cp.queue,

@@ -125,6 +125,21 @@ class ControlPlaneSettings(BaseSettings):
         ge=1,
         description="Most unfinished runs one backfill may have at once.",
     )
+    max_concurrent_runs: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Run queue: most runs of a deployment launched and unfinished at once; more wait "
+            "QUEUED for the run coordinator. 0: no limit (runs launch as they are created)."
+        ),
+    )
+    run_tag_concurrency_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Run queue: per-tag limits, 'key' (any value) or 'key=value' -> most unfinished "
+            'launched runs carrying it, e.g. {"tether/backfill": 4}. JSON in the env var.'
+        ),
+    )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         gt=0,
@@ -136,3 +151,8 @@ class ControlPlaneSettings(BaseSettings):
     graceful_shutdown_timeout: float = Field(
         default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."
     )
+
+    @property
+    def run_queue_enabled(self) -> bool:
+        """Whether runs wait for the run coordinator (some concurrency limit is set)."""
+        return self.max_concurrent_runs > 0 or bool(self.run_tag_concurrency_limits)

@@ -50,11 +50,14 @@ class WorkQueue:
 
     Attributes:
         recheck_s: as above; may be changed while serving.
+        hold_launches: new runs stay QUEUED without a ``launch_run`` item; the run
+            coordinator dispatches them within the concurrency limits.
     """
 
     def __init__(self, db: Database, *, recheck_s: float = 1.0) -> None:
         self._db = db
         self.recheck_s = recheck_s
+        self.hold_launches = False
         self._signal = asyncio.Event()
         self._closed = False
         self._waiting = 0

@@ -1,4 +1,4 @@
-"""Daemons of the control plane: the scheduler, the sensor daemon and the backfill daemon.
+"""Daemons of the control plane: scheduler, sensor daemon, backfill daemon, run coordinator.
 
 Each is a :class:`PeriodicDaemon` (``run()`` until ``shutdown()``, ``check()`` once, a
 clock tests control) that never talks to an agent: it writes work items and reads their
@@ -6,8 +6,9 @@ results, so it can run inside ``serve`` or on its own, and several at once are h
 """
 
 from tether.controlplane.daemons.backfills import BackfillDaemon
+from tether.controlplane.daemons.coordinator import RunCoordinator
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.daemons.scheduler import Scheduler
 from tether.controlplane.daemons.sensors import SensorDaemon
 
-__all__ = ["BackfillDaemon", "PeriodicDaemon", "Scheduler", "SensorDaemon"]
+__all__ = ["BackfillDaemon", "PeriodicDaemon", "RunCoordinator", "Scheduler", "SensorDaemon"]

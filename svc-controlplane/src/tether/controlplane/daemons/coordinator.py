@@ -1,0 +1,145 @@
+"""The run coordinator: the run queue's concurrency limits, global and per tag.
+
+Only active when a limit is set (``MAX_CONCURRENT_RUNS`` or ``RUN_TAG_CONCURRENCY_LIMITS``):
+then ``queue_run`` leaves new runs QUEUED without a ``launch_run`` work item, and each
+check dispatches the oldest waiting runs of each deployment whose launch keeps every
+limit: at most ``max_concurrent_runs`` launched-and-unfinished runs, and per tag limit
+(``key`` counts runs carrying the key with any value, ``key=value`` only that value) at
+most its count. A run is "launched" once its launch item (id ``launch-<run id>``) exists,
+so a restarted or second coordinator sees the same counts; its deterministic id also makes
+a second coordinator's insert of the same launch fail, rolling that transaction back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import exists, select
+from tether.controlplane.daemons.loop import PeriodicDaemon
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import CodeLocation, Run, WorkItemRow
+from tether.controlplane.store import runs
+from tether.controlplane.workqueue import WorkQueue
+from tether.shared.messages import LaunchRunPayload, LocationConfig, RunStatus
+from tether.shared.subjects import WorkKind
+
+log = logging.getLogger(__name__)
+
+_UNFINISHED = [str(s) for s in RunStatus if not s.is_terminal]
+
+#: ``launch_item_id(run_id)`` is this prefix + the run id (so SQL can join on it).
+_LAUNCH_PREFIX = runs.launch_item_id("")
+
+
+def _limits(spec: Mapping[str, int]) -> list[tuple[str, str | None, int]]:
+    out = []
+    for name, limit in spec.items():
+        key, sep, value = name.partition("=")
+        out.append((key, value if sep else None, limit))
+    return out
+
+
+class RunCoordinator(PeriodicDaemon):
+    """Dispatches QUEUED runs (queues their ``launch_run``) within the concurrency limits.
+
+    Args:
+        db: the metadata DB.
+        queue: the work queue.
+        max_concurrent_runs: most launched, unfinished runs per deployment (0: no limit).
+        tag_limits: ``{"key": n}`` or ``{"key=value": n}``.
+        interval_s: how often to check.
+        clock: the current time in epoch seconds (tests pass a controllable one).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        queue: WorkQueue,
+        *,
+        max_concurrent_runs: int = 0,
+        tag_limits: Mapping[str, int] | None = None,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__("run coordinator", interval_s=interval_s, clock=clock)
+        self._db = db
+        self._queue = queue
+        self.max_concurrent_runs = max_concurrent_runs
+        self.tag_limits = _limits(tag_limits or {})
+
+    async def check(self) -> list[str]:
+        """Dispatch what the limits allow; return the ids of the runs dispatched."""
+        dispatched: list[str] = []
+        launched = exists().where(WorkItemRow.id == _LAUNCH_PREFIX + Run.id)
+        async with self._db.transaction() as session:
+            in_flight = (
+                await session.execute(
+                    select(Run.deployment_id, Run.tags).where(Run.status.in_(_UNFINISHED), launched)
+                )
+            ).all()
+            waiting = (
+                (
+                    await session.execute(
+                        select(Run)
+                        .where(Run.status == str(RunStatus.QUEUED), ~launched)
+                        .order_by(Run.created_at, Run.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            counts: dict[str, list[dict[str, str]]] = {}
+            for deployment_id, tags in in_flight:
+                counts.setdefault(deployment_id, []).append(dict(tags or {}))
+            configs: dict[tuple[str, str], LocationConfig] = {}
+            for run in waiting:
+                active = counts.setdefault(run.deployment_id, [])
+                if not self._fits(run.tags or {}, active):
+                    continue
+                key = (run.deployment_id, run.location_name)
+                if key not in configs:
+                    location = await session.scalar(
+                        select(CodeLocation).where(
+                            CodeLocation.deployment_id == run.deployment_id,
+                            CodeLocation.name == run.location_name,
+                        )
+                    )
+                    configs[key] = (
+                        LocationConfig.model_validate(location.config)
+                        if location is not None
+                        else LocationConfig(name=run.location_name)
+                    )
+                payload = LaunchRunPayload(
+                    run_id=run.id,
+                    job_name=run.job_name,
+                    repository_name=run.repository_name,
+                    run_config=run.run_config,
+                    tags=run.tags,
+                )
+                self._queue.enqueue(
+                    session,
+                    deployment_id=run.deployment_id,
+                    kind=WorkKind.LAUNCH_RUN,
+                    location=configs[key],
+                    payload=payload.model_dump(mode="json"),
+                    traceparent=run.traceparent,
+                    item_id=runs.launch_item_id(run.id),
+                )
+                active.append(dict(run.tags or {}))
+                dispatched.append(run.id)
+        if dispatched:
+            log.info("run coordinator dispatched %d run(s)", len(dispatched))
+        return dispatched
+
+    def _fits(self, tags: Mapping[str, str], active: list[dict[str, str]]) -> bool:
+        if self.max_concurrent_runs and len(active) >= self.max_concurrent_runs:
+            return False
+        for key, value, limit in self.tag_limits:
+            if key not in tags or (value is not None and tags[key] != value):
+                continue
+            same = sum(1 for t in active if key in t and (value is None or t[key] == value))
+            if same >= limit:
+                return False
+        return True
