@@ -149,6 +149,8 @@ async def test_schedule_ticks_become_runs_skips_and_failures(loaded: Api, clock:
     assert run.status == "QUEUED" and run.run_key == "k1"
     assert run.tags == {"t": "v", "tether/schedule": "hourly", "tether/run_key": "k1"}
     assert run.run_config == {"ops": {"a": {"n": 1}}}
+    # The tick is the root of a trace its run joins.
+    assert item.traceparent is not None and run.traceparent == item.traceparent
     (launch,) = await _claim(api, "launch_run")
     assert launch.payload["run_id"] == run.id
 

@@ -33,6 +33,7 @@ from tether.controlplane.daemons.ticks import (
     requests_failed,
     result_error,
     start_tick,
+    tick_traceparent,
 )
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import (
@@ -178,7 +179,8 @@ class Scheduler(PeriodicDaemon):
             for tick, state, result in await answered_ticks(session, InstigatorKind.SCHEDULE):
                 if not await claim_tick(session, tick, now):
                     continue
-                outcome = await self._outcome(session, state, result, now)
+                traceparent = await tick_traceparent(session, tick)
+                outcome = await self._outcome(session, state, result, now, traceparent)
                 await finish_tick(session, tick, outcome, now)
                 finished += 1
             for tick, _state in await overdue_ticks(
@@ -198,7 +200,12 @@ class Scheduler(PeriodicDaemon):
         return finished
 
     async def _outcome(
-        self, session: AsyncSession, state: Instigator, result: WorkResultRow, now: float
+        self,
+        session: AsyncSession,
+        state: Instigator,
+        result: WorkResultRow,
+        now: float,
+        traceparent: str | None,
     ) -> Outcome:
         try:
             tick = ScheduleTickResult.model_validate(result.payload)
@@ -215,7 +222,7 @@ class Scheduler(PeriodicDaemon):
             state,
             tick.run_requests,
             owner_tag=SCHEDULE_TAG,
-            traceparent=None,
+            traceparent=traceparent,
             now=now,
         )
         if problems:

@@ -32,6 +32,7 @@ from tether.controlplane.daemons.ticks import (
     requests_failed,
     result_error,
     start_tick,
+    tick_traceparent,
 )
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import (
@@ -175,7 +176,8 @@ class SensorDaemon(PeriodicDaemon):
             for tick, state, result in await answered_ticks(session, InstigatorKind.SENSOR):
                 if not await claim_tick(session, tick, now):
                     continue
-                outcome = await self._outcome(session, state, result, now)
+                traceparent = await tick_traceparent(session, tick)
+                outcome = await self._outcome(session, state, result, now, traceparent)
                 if outcome.cursor is not None and outcome.status != TickStatus.FAILURE:
                     state.cursor = outcome.cursor
                     state.updated_at = now
@@ -198,7 +200,12 @@ class SensorDaemon(PeriodicDaemon):
         return finished
 
     async def _outcome(
-        self, session: AsyncSession, state: Instigator, result: WorkResultRow, now: float
+        self,
+        session: AsyncSession,
+        state: Instigator,
+        result: WorkResultRow,
+        now: float,
+        traceparent: str | None,
     ) -> Outcome:
         try:
             tick = SensorTickResult.model_validate(result.payload)
@@ -218,7 +225,7 @@ class SensorDaemon(PeriodicDaemon):
             state,
             tick.run_requests,
             owner_tag=SENSOR_TAG,
-            traceparent=None,
+            traceparent=traceparent,
             now=now,
         )
         if problems:

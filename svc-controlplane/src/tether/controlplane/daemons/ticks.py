@@ -23,12 +23,14 @@ from tether.controlplane.db.models import (
     Run,
     RunTag,
     TickStatus,
+    WorkItemRow,
     WorkResultRow,
 )
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.launch import Launched, queue_run
 from tether.controlplane.store.instigators import RUN_KEY_TAG
 from tether.controlplane.workqueue import WorkQueue
+from tether.shared import telemetry
 from tether.shared.messages import ErrorInfo, LocationConfig, RunRequestInfo
 from tether.shared.subjects import WorkKind
 
@@ -72,12 +74,19 @@ async def start_tick(
     ).scalar_one_or_none()
     if inserted is None:
         return None
+    # Each tick is the root of a trace: its evaluation and the runs it creates join it.
+    with telemetry.tracer("tether.controlplane").start_as_current_span(
+        f"{state.kind}.tick",
+        attributes={"instigator": state.name, "location": state.location_name},
+    ):
+        traceparent = telemetry.current_traceparent()
     item_id = queue.enqueue(
         session,
         deployment_id=state.deployment_id,
         kind=kind,
         location=location,
         payload=payload,
+        traceparent=traceparent,
         expires_at=now + timeout_s,
     )
     await session.execute(
@@ -196,6 +205,15 @@ async def _existing_run(
             RunTag.value == owner,
         )
         .limit(1)
+    )
+
+
+async def tick_traceparent(session: AsyncSession, tick: InstigatorTick) -> str | None:
+    """The trace of ``tick`` (carried by its evaluation work item)."""
+    if tick.work_item_id is None:
+        return None
+    return await session.scalar(
+        select(WorkItemRow.traceparent).where(WorkItemRow.id == tick.work_item_id)
     )
 
 
