@@ -57,3 +57,17 @@ async def test_runs_launch_within_global_and_tag_limits(queued_api: Api) -> None
         (await session.get(Run, third)).status = "FAILURE"  # type: ignore[union-attr]
     assert await coordinator.check() == [fourth]
     assert (await api.run(fourth))["status"] == "QUEUED"
+
+
+async def test_a_waiting_run_is_canceled_at_once_and_never_launched(queued_api: Api) -> None:
+    api = queued_api
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    terminated = await api.user(
+        "mutation($id: String!) { terminateRun(runId: $id) { __typename } }", id=run_id
+    )
+    assert terminated["terminateRun"]["__typename"] == "TerminateRunSuccess"
+    assert (await api.run(run_id))["status"] == "CANCELED"
+    coordinator = RunCoordinator(api.cp.db, api.cp.queue, max_concurrent_runs=2)
+    assert await coordinator.check() == []
+    assert await api.claim() == []

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
+from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.store import runs
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared import telemetry
@@ -60,7 +61,9 @@ async def terminate_run(
         if status.is_terminal:
             return RunAlreadyFinished(f"run {run_id} already ended ({status})")
         now = time.time()
-        if status == RunStatus.QUEUED and await _withdraw_launch(session, run_id):
+        if status == RunStatus.QUEUED and await _withdraw_launch(
+            session, run, held=queue.hold_launches
+        ):
             runs.add_control_event(
                 session,
                 run_id,
@@ -114,11 +117,36 @@ async def _launch_item(session: AsyncSession, run_id: str) -> WorkItemRow | None
     return await session.get(WorkItemRow, runs.launch_item_id(run_id))
 
 
-async def _withdraw_launch(session: AsyncSession, run_id: str) -> bool:
+async def _withdraw_launch(session: AsyncSession, run: Run, *, held: bool) -> bool:
     """Take back a launch no agent has claimed yet; False when one already has it."""
+    run_id = run.id
     launch = await _launch_item(session, run_id)
-    if launch is None:
+    if launch is None and not held:
         return False
+    if launch is None:
+        # Held by the run queue (no launch queued yet): take the launch item's id first,
+        # as an already-finished item, so the run coordinator's insert of it fails and
+        # the run is never dispatched.
+        withdrawn_now = (
+            await session.execute(
+                upsert_insert(session, WorkItemRow.__table__)
+                .values(
+                    id=runs.launch_item_id(run_id),
+                    deployment_id=run.deployment_id,
+                    kind=str(WorkKind.LAUNCH_RUN),
+                    location_name=run.location_name,
+                    substrate="",
+                    location=LocationConfig(name=run.location_name).model_dump(mode="json"),
+                    payload={"run_id": run_id},
+                    status=WorkStatus.FAILED,
+                    attempts=0,
+                    created_at=time.time(),
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(WorkItemRow.__table__.c.id)
+            )
+        ).first()
+        return withdrawn_now is not None
     withdrawn = await session.execute(
         update(WorkItemRow)
         .where(WorkItemRow.id == launch.id, WorkItemRow.status == WorkStatus.PENDING)
