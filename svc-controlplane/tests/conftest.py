@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import psycopg  # noqa: E402
-from controlplane_testkit import WORKSPACE, Api  # noqa: E402
+from controlplane_testkit import WORKSPACE, Api, Clock  # noqa: E402
 from db_backends import PostgresDatabase, admin_url, session_database  # noqa: E402
 from tether.controlplane import auth  # noqa: E402
 from tether.controlplane.app import create_app, open_control_plane  # noqa: E402
@@ -46,6 +46,12 @@ def postgres() -> Iterator[PostgresDatabase]:
         skip_or_fail(f"PostgreSQL at {where} ({str(err).strip()}); .ci/run starts one")
     with stack:
         yield database
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves forward (daemons and the run monitor take it)."""
+    return Clock()
 
 
 @pytest.fixture(params=BACKENDS)

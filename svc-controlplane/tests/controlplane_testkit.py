@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,3 +230,17 @@ class Api:
     async def run(self, run_id: str) -> dict[str, Any]:
         """The run query."""
         return (await self.user(RUN, id=run_id))["run"]
+
+
+class Clock:
+    """Real time plus however far a test moved it forward (work items stay claimable)."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skew
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self.skew += seconds

@@ -4,10 +4,10 @@ real work-queue path (work items claimed and answered through the agent API)."""
 from __future__ import annotations
 
 import math
-import time
 from datetime import UTC, datetime
 from typing import Any
 
+import controlplane_testkit as testkit
 import pytest
 from controlplane_testkit import Api, snapshot_with_instigators
 from sqlalchemy import select
@@ -28,17 +28,8 @@ from tether.shared.messages import (
 TIMEOUT = 120.0
 
 
-class Clock:
-    """Real time plus however far the test moved it forward (work items stay claimable)."""
-
-    def __init__(self) -> None:
-        self.skew = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skew
-
-    def advance(self, seconds: float) -> None:
-        self.skew += seconds
+class Clock(testkit.Clock):
+    """The test clock, which can also jump to the next full hour."""
 
     def to_next_hour(self) -> float:
         """Move just past the next full UTC hour; return that hour."""

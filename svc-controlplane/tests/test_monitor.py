@@ -6,34 +6,15 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 import pytest
-from controlplane_testkit import EVENTS, Api
+from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.monitor import RunMonitor
 from tether.shared.messages import RUN_WORKER_EXITED, EventType, RunEvent, WorkItem, WorkResult
 
 START_TIMEOUT = 100.0
 EXIT_GRACE = 30.0
-
-
-class Clock:
-    """Real time plus however far the test moved it forward."""
-
-    def __init__(self) -> None:
-        self.skew = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skew
-
-    def advance(self, seconds: float) -> None:
-        self.skew += seconds
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from controlplane_testkit import EVENTS, Api
+from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.monitor import RunMonitor
 from tether.shared.errors import BAD_INPUT
 from tether.shared.messages import EventType, RunEvent, WorkItem, WorkResult
@@ -15,21 +15,6 @@ from tether.shared.subjects import WorkKind
 HEALTH_INTERVAL = 60.0
 EXIT_GRACE = 30.0
 TERMINATE = "mutation($id: String!) { terminateRun(runId: $id) { __typename } }"
-
-
-class Clock:
-    """Real time plus however far the test moved it forward."""
-
-    def __init__(self) -> None:
-        self.skew = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skew
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
