@@ -172,10 +172,8 @@ class WorkHandlers:
         location in the registry), within this work item's ack keep-alive.
         """
         model, method = _QUERIES[WorkKind(item.kind)]
-        try:
-            payload = model.model_validate(item.payload)
-        except ValidationError as err:
-            await self._publisher.publish_result(_failed(item, err))
+        payload = await self._payload(item, model)
+        if payload is None:
             return
 
         async def call(client: CodeServerClient) -> BaseModel:
@@ -214,10 +212,8 @@ class WorkHandlers:
 
     async def launch_run(self, item: WorkItem) -> None:
         """Claim the run (at most once across replicas), spawn its worker, report it."""
-        try:
-            payload = LaunchRunPayload.model_validate(item.payload)
-        except ValidationError as err:
-            await self._publisher.publish_result(_failed(item, err))
+        payload = await self._payload(item, LaunchRunPayload)
+        if payload is None:
             return
         claim = RunClaim(
             run_id=payload.run_id,
@@ -300,10 +296,8 @@ class WorkHandlers:
 
     async def terminate_run(self, item: WorkItem) -> None:
         """Interrupt a run worker (SIGTERM, SIGKILL after the grace period)."""
-        try:
-            payload = TerminateRunPayload.model_validate(item.payload)
-        except ValidationError as err:
-            await self._publisher.publish_result(_failed(item, err))
+        payload = await self._payload(item, TerminateRunPayload)
+        if payload is None:
             return
         handle = await self._find_run(payload.run_id)
         signalled = False
@@ -320,16 +314,22 @@ class WorkHandlers:
 
     async def check_run_health(self, item: WorkItem) -> None:
         """Report whether a run's worker still runs (the control plane's run monitor asks)."""
-        try:
-            payload = RunHealthPayload.model_validate(item.payload)
-        except ValidationError as err:
-            await self._publisher.publish_result(_failed(item, err))
+        payload = await self._payload(item, RunHealthPayload)
+        if payload is None:
             return
         handle = await self._find_run(payload.run_id)
         alive = handle is not None and await self._substrate.run_alive(handle)
         await self._publisher.publish_result(
             _succeeded(item, RunHealth(run_id=payload.run_id, alive=alive).model_dump(mode="json"))
         )
+
+    async def _payload(self, item: WorkItem, model: type[P]) -> P | None:
+        """``item``'s payload as ``model``; None (with a failed result published) if malformed."""
+        try:
+            return model.model_validate(item.payload)
+        except ValidationError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return None
 
     async def _find_run(self, run_id: str) -> RunWorkerHandle | None:
         handle = self._runs.get(run_id)
