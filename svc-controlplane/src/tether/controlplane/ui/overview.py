@@ -9,6 +9,12 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from tether.controlplane.ui.instigators import (
+    INSTIGATORS_QUERY,
+    LAST_TICKS_QUERY,
+    LOCATION_TICKS,
+    failing_instigators,
+)
 from tether.controlplane.ui.rendering import render, render_error
 from tether.controlplane.ui.schema_client import PageError, SchemaClient
 
@@ -95,7 +101,9 @@ class OverviewPages:
     async def _overview_context(self, request: Request) -> dict[str, Any]:
         data = await self._client.execute(request, OVERVIEW_QUERY)
         agents = describe_agents(data["agents"], time.time())
+        last_ticks = await self._client.execute(request, LAST_TICKS_QUERY)
         return {
+            "failing": failing_instigators(last_ticks),
             "agents": agents,
             "locations": data["codeLocations"],
             "code_servers": code_servers_by_location(agents),
@@ -134,17 +142,26 @@ class OverviewPages:
         )
 
     async def location(self, request: Request) -> Response:
-        """One code location: repositories and jobs, its load error, a reload button."""
+        """One code location: repositories, jobs, schedules and sensors, load error, reload."""
         name = request.path_params["location"]
         try:
             data = await self._client.execute(request, LOCATIONS_QUERY)
             found = [loc for loc in data["codeLocations"] if loc["name"] == name]
             if not found:
                 raise PageError(f"There is no code location {name!r}.", 404)
+            instigators = await self._client.execute(
+                request, INSTIGATORS_QUERY, loc=name, ticks=LOCATION_TICKS
+            )
         except PageError as err:
             return render_error(request, err)
         return render(
-            request, "location.html", nav="locations", location=found[0], viewer=data["viewer"]
+            request,
+            "location.html",
+            nav="locations",
+            location=found[0],
+            schedules=instigators["schedules"],
+            sensors=instigators["sensors"],
+            viewer=data["viewer"],
         )
 
     async def reload(self, request: Request) -> Response:
