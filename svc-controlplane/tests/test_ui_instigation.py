@@ -6,13 +6,21 @@ daemon answered as an agent would (as test_instigation_api.py does).
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 from controlplane_testkit import Api, snapshot_with_instigators
 from tether.controlplane import auth
-from tether.controlplane.daemons import SensorDaemon
-from tether.shared.messages import ErrorInfo, RunRequestInfo, SensorTickResult, WorkResult
+from tether.controlplane.daemons import BackfillDaemon, SensorDaemon
+from tether.shared.messages import (
+    ErrorInfo,
+    PartitionKeysResult,
+    PartitionRunConfigResult,
+    RunRequestInfo,
+    SensorTickResult,
+    WorkResult,
+)
 
 STOP_SENSOR = """
 mutation($name: String!) { stopSensor(locationName: "loc", name: $name) { name status } }"""
@@ -134,3 +142,106 @@ async def test_no_schedules_is_an_empty_state(api: Api) -> None:
     html = (await api.client.get("/schedules")).text
     assert "No schedule is defined" in html and "No sensor is defined" in html
     assert "Schedules &amp; sensors <a" not in (await api.client.get("/locations/loc")).text
+
+
+async def answer_keys(api: Api, keys: list[str]) -> None:
+    """Act as the agent: answer the next get_partition_keys question with ``keys``."""
+    async with asyncio.timeout(20):  # safety net against a hang only
+        while True:
+            items = [i for i in await api.claim(wait_ms=200) if i.kind == "get_partition_keys"]
+            if items:
+                break
+    (item,) = items
+    result = PartitionKeysResult(
+        partition_set_name=item.payload["partition_set_name"], partition_keys=keys
+    )
+    await api.submit(
+        WorkResult(
+            id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload=result.model_dump()
+        )
+    )
+
+
+async def test_partition_picker_lists_keys_and_handles_a_silent_agent(api: Api) -> None:
+    await api.load(snapshot_with_instigators())
+    job = (await api.client.get("/locations/loc/jobs/hello")).text
+    assert 'hx-get="/locations/loc/jobs/hello/partitions?repo=repo" hx-trigger="load"' in job
+    url = "/locations/loc/jobs/hello/partitions?repo=repo"
+    asked = asyncio.create_task(api.client.get(url, headers={"HX-Request": "true"}))
+    await answer_keys(api, ["2026-01", "2026-02", "2026-03"])
+    picker = (await asked).text
+    assert 'data-partitioned="true"' in picker and "hello_partitions · 3 keys" in picker
+    assert picker.count('<option value="2026-02"') == 3  # one key, from and to
+    assert 'name="mode" value="one"' in picker and "Launch backfill" in picker
+    # Nobody answers in time: a sentence and a way to ask again, not an error stack.
+    late = await api.client.get(url + "&timeout=0.2", headers={"HX-Request": "true"})
+    assert late.status_code == 200 and "No agent listed this job" in late.text
+    assert "Ask again" in late.text and "Traceback" not in late.text
+    await api.claim()  # (the expired question is not offered any more)
+
+
+async def test_an_unpartitioned_job_has_no_picker(api: Api) -> None:
+    await api.load()
+    picker = await api.client.get("/locations/loc/jobs/hello/partitions?repo=repo")
+    assert picker.status_code == 200 and 'data-partitioned="false"' in picker.text
+    assert "<select" not in picker.text
+
+
+async def test_backfill_from_the_picker_shows_per_partition_runs(api: Api) -> None:
+    await api.load(snapshot_with_instigators())
+    assert "No backfills yet." in (await api.client.get("/backfills")).text
+    launch = asyncio.create_task(
+        api.client.post(
+            "/locations/loc/jobs/hello/backfill?repo=repo",
+            data={"mode": "range", "from": "b", "to": "c", "tags": '{"who": "ui"}'},
+        )
+    )
+    await answer_keys(api, ["a", "b", "c"])
+    resp = await launch
+    assert resp.status_code == 303, resp.text
+    backfill_id = resp.headers["location"].removeprefix("/backfills/")
+    page = (await api.client.get(f"/backfills/{backfill_id}")).text
+    assert 'data-status="REQUESTED"' in page and "every 2s" in page
+    assert '<span role="listitem" class="cell cell-none" data-partition="b"' in page
+    assert 'data-partition="a"' not in page and "who=ui" in page
+    # The backfill daemon asks the agent for each partition's config, then creates runs.
+    daemon = BackfillDaemon(api.cp.db, api.cp.queue)
+    await daemon.check()
+    queries = [i for i in await api.claim() if i.kind == "get_partition_config"]
+    for q in queries:
+        answer = PartitionRunConfigResult(
+            partition_set_name="hello_partitions", partition_key=q.payload["partition_key"]
+        )
+        await api.submit(
+            WorkResult(
+                id=q.id, work_item_id=q.id, kind=q.kind, ok=True, payload=answer.model_dump()
+            )
+        )
+    await daemon.check()
+    listing = (await api.client.get("/backfills")).text
+    row = listing.split(f'data-backfill="{backfill_id}"')[1].split("</tr>")[0]
+    cells = re.findall(r'class="cell cell-(\w+)" href="/runs/([^"]+)" data-partition="(\w)"', row)
+    assert [(status, key) for status, _, key in cells] == [("queued", "b"), ("queued", "c")]
+    assert (await api.run(cells[0][1]))["jobName"] == "hello"
+    assert "2 of 2 launched" in row
+    missing = await api.client.get("/backfills/nope")
+    assert missing.status_code == 404 and "There is no backfill" in missing.text
+
+
+async def test_one_partition_and_bad_choices(api: Api) -> None:
+    await api.load(snapshot_with_instigators())
+    url = "/locations/loc/jobs/hello/backfill?repo=repo"
+    bad_tags = await api.client.post(url, data={"mode": "all", "tags": "[1]"})
+    assert bad_tags.status_code == 400 and "Tags must be a JSON object" in bad_tags.text
+    nothing = await api.client.post(url, data={"mode": "one", "partition": ""})
+    assert nothing.status_code == 400 and "Choose a partition" in nothing.text
+    launch = asyncio.create_task(api.client.post(url, data={"mode": "one", "partition": "zz"}))
+    await answer_keys(api, ["a", "b"])
+    unknown = await launch
+    assert unknown.status_code == 400 and "unknown partition key(s): zz" in unknown.text
+    launch = asyncio.create_task(api.client.post(url, data={"mode": "one", "partition": "b"}))
+    await answer_keys(api, ["a", "b"])
+    one = await launch
+    assert one.status_code == 303
+    page = (await api.client.get(one.headers["location"])).text
+    assert re.findall(r'data-partition="(\w)"', page) == ["b"]

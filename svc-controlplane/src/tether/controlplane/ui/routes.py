@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from tether.controlplane.ui.backfills import BackfillPages
 from tether.controlplane.ui.instigators import InstigatorPages
 from tether.controlplane.ui.jobs import JobPages
 from tether.controlplane.ui.overview import OverviewPages
@@ -33,6 +34,7 @@ def ui_routes(cp: ControlPlane) -> list[BaseRoute]:
         *RunPages(client).routes(),
         *JobPages(client).routes(),
         *InstigatorPages(client).routes(),
+        *BackfillPages(client).routes(),
         *SignInPages(client).routes(),
         # Last: any other path gets the UI's own "not found" page rather than a bare text.
         Route("/{path:path}", not_found, methods=["GET"]),

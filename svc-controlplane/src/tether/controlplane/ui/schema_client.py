@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from tether.controlplane.app import ControlPlane
 
 #: HTTP status of a page whose operation was refused with this GraphQL error code.
-STATUS_FOR_CODE = {UNAUTHENTICATED: 401, BAD_INPUT: 400, "NOT_FOUND": 404, "FORBIDDEN": 403}
+STATUS_FOR_CODE = {
+    UNAUTHENTICATED: 401,
+    BAD_INPUT: 400,
+    "NOT_FOUND": 404,
+    "FORBIDDEN": 403,
+    # No agent answered a question the API asked it (e.g. partitionKeys) in time.
+    "AGENT_TIMEOUT": 504,
+}
 
 
 #: Cookie holding the API token a user signed in with (see :mod:`.signin`).
@@ -52,12 +59,14 @@ class PageError(Exception):
     Attributes:
         message: what to tell the user.
         status: HTTP status of the error page.
+        code: the GraphQL error code of a refusal, if any (pages react to some).
     """
 
-    def __init__(self, message: str, status: int = 500) -> None:
+    def __init__(self, message: str, status: int = 500, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.code = code
 
 
 class SchemaClient:
@@ -82,7 +91,7 @@ class SchemaClient:
             error = result.errors[0]
             code = (error.extensions or {}).get("code")
             if code in STATUS_FOR_CODE:
-                raise PageError(error.message, STATUS_FOR_CODE[code])
+                raise PageError(error.message, STATUS_FOR_CODE[code], code)
             if error.message == INTERNAL_ERROR_MESSAGE:
                 raise PageError("The control plane failed to answer; see its log.", 500)
             # A syntax or validation error here is a bug of the page's own document.
