@@ -82,7 +82,7 @@ async def test_schedules_page_shows_status_next_tick_cursor_and_ticks(api: Api) 
     watcher = html.split('data-sensor="watcher"')[1].split("</section>")[0]
     assert 'cursor: <span class="mono">c1</span>' in watcher
     (run_id,) = re.findall(r'href="/runs/([^"]+)"', watcher)
-    assert "(file-1)" in watcher and "badge status-success" in watcher
+    assert "run keys: file-1" in watcher and "badge status-success" in watcher
     assert (await api.run(run_id))["jobName"] == "hello"
 
 
@@ -239,6 +239,7 @@ async def test_one_partition_and_bad_choices(api: Api) -> None:
     await answer_keys(api, ["a", "b"])
     unknown = await launch
     assert unknown.status_code == 400 and "unknown partition key(s): zz" in unknown.text
+    assert 'href="/locations/loc/jobs/hello?repo=repo#partitions">Back to job hello' in unknown.text
     launch = asyncio.create_task(api.client.post(url, data={"mode": "one", "partition": "b"}))
     await answer_keys(api, ["a", "b"])
     one = await launch

@@ -148,7 +148,20 @@ class BackfillPages:
                 **{"from": first, "to": last},
             )
         except PageError as err:
-            return render_error(request, err)
+            if request.headers.get("hx-request"):
+                return render_error(request, err)
+            # A refused backfill (unknown key, silent agent) leads back to the job's launchpad.
+            job_url = request.url.path.removesuffix("/backfill")
+            if request.url.query:
+                job_url += "?" + request.url.query
+            return render(
+                request,
+                "error.html",
+                status_code=err.status,
+                error=err,
+                back=job_url + "#partitions",
+                back_label=f"job {request.path_params['job']}",
+            )
         backfill_id = result["launchBackfill"]["id"]
         return RedirectResponse(f"/backfills/{quote(backfill_id, safe='')}", status_code=303)
 
