@@ -135,6 +135,13 @@ async def test_a_viewer_sees_schedules_without_toggles(api: Api) -> None:
         "/locations/loc/schedules/hourly/stop", data={}, headers=as_viewer
     )
     assert refused.status_code == 403 and "Traceback" not in refused.text
+    # The picker shows a viewer the keys but no launch forms.
+    asked = asyncio.create_task(
+        api.client.get("/locations/loc/jobs/hello/partitions", headers=as_viewer)
+    )
+    await answer_keys(api, ["a", "b"])
+    picker = (await asked).text
+    assert "may not launch partitions" in picker and "<form" not in picker
 
 
 async def test_no_schedules_is_an_empty_state(api: Api) -> None:
