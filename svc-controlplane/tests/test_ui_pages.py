@@ -261,6 +261,18 @@ async def test_terminate_button_cancels_a_live_run(api: Api) -> None:
     assert missing.status_code == 404 and "no run &#39;nope&#39;" in missing.text
 
 
+async def test_run_page_links_its_trace_when_a_backend_is_configured(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    trace_id = (await api.run(run_id))["traceId"]
+    assert trace_id
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert trace_id in page and "/trace/" not in page
+    api.cp.settings.trace_url_template = "http://jaeger.local:16686/trace/{trace_id}"
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert f'href="http://jaeger.local:16686/trace/{trace_id}"' in page
+
+
 async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
     heartbeat = Heartbeat(
         agent_id="agent-7",

@@ -30,6 +30,13 @@ class ControlPlaneSettings(BaseSettings):
             "(mode 0600); if it exists, register the token it holds. Only its hash is stored."
         ),
     )
+    trace_url_template: str | None = Field(
+        default=None,
+        description=(
+            "URL of a trace in your tracing backend, with {trace_id} where the id goes "
+            "(e.g. http://127.0.0.1:16686/trace/{trace_id} for Jaeger); the UI links runs to it."
+        ),
+    )
     anonymous_role: Literal["viewer", "editor", "admin"] | None = Field(
         default=None,
         description=(

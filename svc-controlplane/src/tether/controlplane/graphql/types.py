@@ -238,6 +238,15 @@ class RunType:
         parts = (self.traceparent or "").split("-")
         return parts[1] if len(parts) == 4 else None
 
+    @strawberry.field(
+        description="Link to the run's trace in the tracing backend (TRACE_URL_TEMPLATE), if set."
+    )
+    def trace_url(self, info: Info[ApiContext, None]) -> str | None:
+        """The control plane's trace URL template filled with this run's trace id."""
+        template = info.context.cp.settings.trace_url_template
+        trace_id = self.trace_id()
+        return template.replace("{trace_id}", trace_id) if template and trace_id else None
+
     @strawberry.field(description="Events ordered by (timestamp, id); afterId: only newer ids.")
     async def events(
         self, info: Info[ApiContext, None], after_id: int | None = None

@@ -39,7 +39,7 @@ RUN_QUERY = """
 query RunPage($id: String!) {
   run(id: $id) {
     id jobName locationName repositoryName status runConfig tags
-    createdAt startedAt endedAt traceId
+    createdAt startedAt endedAt traceId traceUrl
     events {
       id seq eventType timestamp stepKey message data
       error { clsName message traceback }
