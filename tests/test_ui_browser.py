@@ -161,3 +161,28 @@ def test_launchpad_validates_and_a_failed_run_shows_its_error(
         raise
     finally:
         page.close()
+
+
+def test_a_broken_location_shows_its_load_error(stack: DevStack, browser: Any) -> None:
+    """The dev workspace's `broken_example` fails on import: the overview flags it and its
+    page shows the user's error with the traceback, while `examples` serves on."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            page.goto(f"{stack.config.url}/locations/broken_example")
+            if "fails on import on purpose" in page.content() or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        error = page.locator(".error-box").first
+        assert "broken_location: this module fails on import on purpose" in error.inner_text()
+        assert "Traceback" in error.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "location-broken.png"), full_page=True)
+        page.goto(f"{stack.config.url}/locations")
+        assert page.locator("text=broken_example").count() >= 1
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "failure-broken.png"), full_page=True)
+        raise
+    finally:
+        page.close()
