@@ -261,6 +261,23 @@ async def test_terminate_button_cancels_a_live_run(api: Api) -> None:
     assert missing.status_code == 404 and "no run &#39;nope&#39;" in missing.text
 
 
+async def test_runs_list_filters_by_tags(api: Api) -> None:
+    await api.load()
+    nightly = (await api.launch(tags={"team": "data", "cadence": "nightly"}))["run"]["id"]
+    other = (await api.launch(tags={"team": "web"}))["run"]["id"]
+    page = (await api.client.get("/runs", params={"tag": "team=data"})).text
+    assert f'data-run="{nightly}"' in page and f'data-run="{other}"' not in page
+    # Several pairs, comma-separated or repeated, must all match.
+    both = await api.client.get("/runs", params=[("tag", "team=data, cadence=nightly")])
+    assert f'data-run="{nightly}"' in both.text
+    none = await api.client.get("/runs", params=[("tag", "team=data"), ("tag", "cadence=weekly")])
+    assert f'data-run="{nightly}"' not in none.text and "No run matches" in none.text
+    # Tags in the table link to this filter.
+    assert 'href="/runs?tag=cadence%3Dnightly"' in page
+    bad = await api.client.get("/runs", params={"tag": "no-equals-sign"})
+    assert bad.status_code == 400 and "key=value" in bad.text
+
+
 async def test_run_page_links_its_trace_when_a_backend_is_configured(api: Api) -> None:
     await api.load()
     run_id = (await api.launch())["run"]["id"]

@@ -27,8 +27,8 @@ LOG_GRACE_S = 15.0
 PARENT_RUN_TAG = "tether/parent_run_id"
 
 RUNS_QUERY = """
-query RunsPage($status: RunStatus, $job: String, $limit: Int!, $offset: Int!) {
-  runs(status: $status, jobName: $job, limit: $limit, offset: $offset) {
+query RunsPage($status: RunStatus, $job: String, $tags: JSON, $limit: Int!, $offset: Int!) {
+  runs(status: $status, jobName: $job, tags: $tags, limit: $limit, offset: $offset) {
     id jobName locationName status tags createdAt startedAt endedAt
   }
   codeLocations { name repositories { jobs { name } } }
@@ -128,9 +128,28 @@ class RunPages:
         offset = _int_param(request, "offset")
         if status is not None and status not in RunStatus.__members__:
             raise PageError(f"unknown run status {status!r}", 400)
+        # Each ``tag`` parameter holds one or more comma-separated key=value pairs.
+        tag_filters = [
+            t
+            for param in request.query_params.getlist("tag")
+            for t in param.split(",")
+            if t.strip()
+        ]
+        tags = {}
+        for tag in tag_filters:
+            key, sep, value = tag.partition("=")
+            if not sep or not key.strip():
+                raise PageError(f"a tag filter looks like key=value, not {tag!r}", 400)
+            tags[key.strip()] = value.strip()
         # One more than a page tells whether there is a next page without counting.
         data = await self._client.execute(
-            request, RUNS_QUERY, status=status, job=job, limit=PAGE_SIZE + 1, offset=offset
+            request,
+            RUNS_QUERY,
+            status=status,
+            job=job,
+            tags=tags or None,
+            limit=PAGE_SIZE + 1,
+            offset=offset,
         )
         runs = data["runs"]
         jobs = sorted(
@@ -142,13 +161,15 @@ class RunPages:
             }
             | ({job} if job else set())
         )
-        filters = {k: v for k, v in (("status", status), ("job", job)) if v}
+        filters = [(k, v) for k, v in (("status", status), ("job", job)) if v]
+        filters += [("tag", f"{k}={v}") for k, v in tags.items()]
         return {
             "runs": runs[:PAGE_SIZE],
             "statuses": list(RunStatus.__members__),
             "jobs": jobs,
             "status": status,
             "job": job,
+            "tag": ", ".join(f"{k}={v}" for k, v in tags.items()),
             "offset": offset,
             "page_size": PAGE_SIZE,
             "has_next": len(runs) > PAGE_SIZE,
