@@ -57,6 +57,12 @@ class NotFoundError(ApiError, LookupError):
     code = "NOT_FOUND"
 
 
+class AlreadyExistsError(ApiError):
+    """The request would create something whose name is taken."""
+
+    code = "ALREADY_EXISTS"
+
+
 class BootstrapError(ControlPlaneError, ValueError):
     """The startup configuration (token file, workspace file) cannot be used."""
 

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from tether.controlplane.errors import ApiError
 from tether.controlplane.graphql.agent import AgentMutation
 from tether.controlplane.graphql.instigation import InstigationMutation, InstigationQuery
+from tether.controlplane.graphql.locations import LocationMutation
 from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
 from tether.controlplane.graphql.user import Query as UserQuery
 from tether.controlplane.graphql.user import UserMutation
@@ -28,7 +29,8 @@ INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
 
 Query = merge_types("Query", (UserQuery, TokenQuery, ViewerQuery, InstigationQuery))
 Mutation = merge_types(
-    "Mutation", (AgentMutation, UserMutation, TokenMutation, InstigationMutation)
+    "Mutation",
+    (AgentMutation, UserMutation, LocationMutation, TokenMutation, InstigationMutation),
 )
 
 

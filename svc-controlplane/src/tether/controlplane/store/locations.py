@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import CodeLocation, LoadStatus, LocationSnapshotRow
 from tether.controlplane.db.statements import upsert_insert
-from tether.controlplane.errors import NotFoundError
+from tether.controlplane.errors import AlreadyExistsError, NotFoundError
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared.messages import ErrorInfo, LocationConfig, LocationSnapshot
 from tether.shared.subjects import WorkKind
@@ -60,6 +60,53 @@ async def upsert_location(
     else:
         location.config = config.model_dump(mode="json")
         location.updated_at = time.time()
+    return location
+
+
+async def add_location(
+    session: AsyncSession, deployment_id: str, config: LocationConfig
+) -> CodeLocation:
+    """Create the location named ``config.name``.
+
+    Raises:
+        AlreadyExistsError: a location of that name exists.
+    """
+    if await get_location(session, deployment_id, config.name) is not None:
+        raise AlreadyExistsError(
+            f"a code location named {config.name!r} exists; use updateLocation to change it"
+        )
+    return await upsert_location(session, deployment_id, config)
+
+
+async def update_location(
+    session: AsyncSession, deployment_id: str, config: LocationConfig
+) -> CodeLocation:
+    """Replace the config of the location named ``config.name``.
+
+    Raises:
+        NotFoundError: no such location.
+    """
+    if await get_location(session, deployment_id, config.name) is None:
+        raise NotFoundError(f"no code location named {config.name!r}; use addLocation")
+    return await upsert_location(session, deployment_id, config)
+
+
+async def remove_location(session: AsyncSession, deployment_id: str, name: str) -> CodeLocation:
+    """Delete the location named ``name``; return its row as it was.
+
+    Runs keep their history (they name the location, no foreign key); launching on the
+    location is refused from now on, and its schedules and sensors stop being evaluated
+    because the daemons only walk existing, loaded locations. A load still in flight
+    finds no row when its result arrives and is dropped.
+
+    Raises:
+        NotFoundError: no such location.
+    """
+    location = await get_location(session, deployment_id, name)
+    if location is None:
+        raise NotFoundError(f"no code location named {name!r}")
+    await session.delete(location)
+    await session.flush()
     return location
 
 

@@ -1,0 +1,101 @@
+"""Code location management (editor tokens): add, update and remove locations.
+
+``reloadLocation`` lives with the other user actions in :mod:`.user`; these mutations
+change which locations exist and how the agent runs them. Adding or updating queues a
+``load_location`` work item at once, so the location's definitions follow its config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from pydantic import ValidationError
+from strawberry.scalars import JSON
+from strawberry.types import Info
+from tether.controlplane.errors import BadInputError, describe_validation_error
+from tether.controlplane.graphql.context import ApiContext
+from tether.controlplane.graphql.types import CodeLocationType
+from tether.controlplane.store import locations
+from tether.shared import telemetry
+from tether.shared.messages import LocationConfig
+
+
+def parse_location_config(config: Any) -> LocationConfig:
+    """Validate a location config given as JSON.
+
+    Raises:
+        BadInputError: not an object, invalid fields (each named), an empty name, or not
+            exactly one of ``module`` / ``python_file``.
+    """
+    if not isinstance(config, dict):
+        raise BadInputError("config must be a JSON object (LocationConfig)")
+    try:
+        parsed = LocationConfig.model_validate(config)
+    except ValidationError as err:
+        raise BadInputError(f"invalid location config: {describe_validation_error(err)}") from err
+    if not parsed.name.strip():
+        raise BadInputError("invalid location config: name: must not be empty")
+    if (parsed.module is None) == (parsed.python_file is None):
+        raise BadInputError(
+            "invalid location config: module, python_file: give exactly one of them"
+        )
+    return parsed
+
+
+@strawberry.type
+class LocationMutation:
+    """Add, update and remove code locations of the caller's deployment (editor or admin)."""
+
+    @strawberry.mutation(
+        description="Add a code location (config: a LocationConfig object) and queue its load; "
+        "refused (ALREADY_EXISTS) if the name is taken."
+    )
+    async def add_location(self, info: Info[ApiContext, None], config: JSON) -> CodeLocationType:
+        principal = await info.context.launcher()
+        parsed = parse_location_config(config)
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "addLocation",
+            context=info.context.trace_context(),
+            attributes={"location": parsed.name},
+        ):
+            async with info.context.cp.db.transaction() as session:
+                row = await locations.add_location(session, principal.deployment_id, parsed)
+                await locations.queue_load(
+                    session, info.context.cp.queue, row, traceparent=telemetry.current_traceparent()
+                )
+                snapshot = await locations.load_snapshot(session, row)
+                return CodeLocationType.build(row, snapshot)
+
+    @strawberry.mutation(
+        description="Replace the config of an existing code location and queue a reload."
+    )
+    async def update_location(self, info: Info[ApiContext, None], config: JSON) -> CodeLocationType:
+        principal = await info.context.launcher()
+        parsed = parse_location_config(config)
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "updateLocation",
+            context=info.context.trace_context(),
+            attributes={"location": parsed.name},
+        ):
+            async with info.context.cp.db.transaction() as session:
+                row = await locations.update_location(session, principal.deployment_id, parsed)
+                await locations.queue_load(
+                    session, info.context.cp.queue, row, traceparent=telemetry.current_traceparent()
+                )
+                snapshot = await locations.load_snapshot(session, row)
+                return CodeLocationType.build(row, snapshot)
+
+    @strawberry.mutation(
+        description="Remove a code location; returns it as it was. Its runs keep their "
+        "history; launching on it is refused and its schedules and sensors stop."
+    )
+    async def remove_location(self, info: Info[ApiContext, None], name: str) -> CodeLocationType:
+        principal = await info.context.launcher()
+        async with info.context.cp.db.transaction() as session:
+            row = await locations.get_location(session, principal.deployment_id, name)
+            snapshot = await locations.load_snapshot(session, row) if row is not None else None
+            removed = await locations.remove_location(session, principal.deployment_id, name)
+            return CodeLocationType.build(removed, snapshot)
