@@ -1,0 +1,245 @@
+"""``tether location list|add|update|reload|remove``: manage code locations over GraphQL.
+
+Listing needs a viewer token, changes an editor token (``--token`` or ``TETHER_TOKEN``);
+``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the control plane is. Adding or
+updating a location queues its load: ``tether location list`` shows when it is LOADED
+(or its LOAD_ERROR).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from tether.controlplane.remote import (
+    DEFAULT_URL,
+    AsJson,
+    Token,
+    Url,
+    call,
+    fail,
+    parse_json_object,
+    parse_pairs,
+)
+
+app = typer.Typer(name="location", help="List, add, update, reload and remove code locations.")
+
+_FIELDS = (
+    "name loadStatus config snapshotId loadError { clsName message } "
+    "repositories { name jobs { name } }"
+)
+
+Module = Annotated[str | None, typer.Option(help="Python module to import.", show_default=False)]
+PythonFile = Annotated[
+    str | None, typer.Option(help="Python file to load instead of a module.", show_default=False)
+]
+Attribute = Annotated[
+    str | None,
+    typer.Option(
+        help="Name of the Definitions object (found by type if unset).", show_default=False
+    ),
+]
+WorkingDirectory = Annotated[
+    str | None, typer.Option(help="Directory put on sys.path.", show_default=False)
+]
+Substrate = Annotated[
+    str | None,
+    typer.Option(help="Launcher substrate: process (default), docker, k8s...", show_default=False),
+]
+Image = Annotated[
+    str | None, typer.Option(help="Container image (container substrates).", show_default=False)
+]
+Env = Annotated[
+    list[str] | None,
+    typer.Option("--env", help="Environment variable KEY=VALUE (repeatable).", show_default=False),
+]
+ConfigJson = Annotated[
+    str | None,
+    typer.Option(
+        "--config-json",
+        help="The whole LocationConfig as a JSON object; other options override its fields.",
+        show_default=False,
+    ),
+]
+
+
+@app.callback()
+def _group() -> None:
+    """List, add, update, reload and remove code locations."""
+
+
+def _config(
+    name: str,
+    base: dict[str, Any],
+    *,
+    module: str | None,
+    python_file: str | None,
+    attribute: str | None,
+    working_directory: str | None,
+    substrate: str | None,
+    image: str | None,
+    env: list[str] | None,
+) -> dict[str, Any]:
+    """``base`` with the options given on the command line applied over it."""
+    if module is not None and python_file is not None:
+        raise typer.BadParameter("give at most one of --module and --python-file")
+    config = {**base, "name": name}
+    # Switching between module and file clears the other, so the config stays valid.
+    if module is not None:
+        config.update(module=module, python_file=None)
+    if python_file is not None:
+        config.update(python_file=python_file, module=None)
+    given = {
+        "attribute": attribute,
+        "working_directory": working_directory,
+        "substrate": substrate,
+        "image": image,
+    }
+    config.update({k: v for k, v in given.items() if v is not None})
+    if env:
+        config["env"] = {**(config.get("env") or {}), **parse_pairs(env, "--env")}
+    return config
+
+
+def _print_location(verb: str, location: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(location, indent=2))
+    else:
+        typer.echo(f"{verb} code location {location['name']!r} ({location['loadStatus']})")
+
+
+def _source(config: dict[str, Any]) -> str:
+    if config.get("module"):
+        return f"module {config['module']}"
+    if config.get("python_file"):
+        return f"file {config['python_file']}"
+    return "-"
+
+
+@app.command("list")
+def list_locations(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """List the code locations, their load status and jobs."""
+    found = call(url, token, f"{{ codeLocations {{ {_FIELDS} }} }}")["codeLocations"]
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "status", "substrate", "code", "jobs", "error")
+    for loc in found:
+        jobs = [job["name"] for repo in loc["repositories"] for job in repo["jobs"]]
+        error = loc["loadError"]
+        table.add_row(
+            loc["name"],
+            loc["loadStatus"],
+            loc["config"].get("substrate", "process"),
+            _source(loc["config"]),
+            ", ".join(jobs) or "-",
+            f"{error['clsName']}: {error['message']}" if error else "",
+        )
+    Console(width=200).print(table)
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Name of the new code location.")],
+    module: Module = None,
+    python_file: PythonFile = None,
+    attribute: Attribute = None,
+    working_directory: WorkingDirectory = None,
+    substrate: Substrate = None,
+    image: Image = None,
+    env: Env = None,
+    config_json: ConfigJson = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Add a code location and queue its load (refused if the name is taken)."""
+    base = parse_json_object(config_json, "--config-json") if config_json else {}
+    config = _config(
+        name,
+        base,
+        module=module,
+        python_file=python_file,
+        attribute=attribute,
+        working_directory=working_directory,
+        substrate=substrate,
+        image=image,
+        env=env,
+    )
+    query = f"mutation($cfg: JSON!) {{ addLocation(config: $cfg) {{ {_FIELDS} }} }}"
+    _print_location("added", call(url, token, query, cfg=config)["addLocation"], as_json)
+
+
+@app.command()
+def update(
+    name: Annotated[str, typer.Argument(help="Name of the code location.")],
+    module: Module = None,
+    python_file: PythonFile = None,
+    attribute: Attribute = None,
+    working_directory: WorkingDirectory = None,
+    substrate: Substrate = None,
+    image: Image = None,
+    env: Env = None,
+    config_json: ConfigJson = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change a code location's config and queue a reload.
+
+    Options change the current config (``--env`` adds or replaces variables); with
+    ``--config-json`` the given object replaces the whole config instead.
+    """
+    if config_json:
+        base = parse_json_object(config_json, "--config-json")
+    else:
+        current = call(url, token, "{ codeLocations { name config } }")["codeLocations"]
+        matching = [loc["config"] for loc in current if loc["name"] == name]
+        if not matching:
+            fail(f"NOT_FOUND: no code location named {name!r}; use `tether location add`")
+        base = matching[0]
+    config = _config(
+        name,
+        base,
+        module=module,
+        python_file=python_file,
+        attribute=attribute,
+        working_directory=working_directory,
+        substrate=substrate,
+        image=image,
+        env=env,
+    )
+    query = f"mutation($cfg: JSON!) {{ updateLocation(config: $cfg) {{ {_FIELDS} }} }}"
+    _print_location("updated", call(url, token, query, cfg=config)["updateLocation"], as_json)
+
+
+@app.command()
+def reload(
+    name: Annotated[str, typer.Argument(help="Name of the code location.")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Queue a reload of a code location's definitions."""
+    query = f"mutation($name: String!) {{ reloadLocation(name: $name) {{ {_FIELDS} }} }}"
+    _print_location("reloading", call(url, token, query, name=name)["reloadLocation"], as_json)
+
+
+@app.command()
+def remove(
+    name: Annotated[str, typer.Argument(help="Name of the code location.")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove a code location; its runs keep their history, its schedules and sensors stop."""
+    query = f"mutation($name: String!) {{ removeLocation(name: $name) {{ {_FIELDS} }} }}"
+    removed = call(url, token, query, name=name)["removeLocation"]
+    if as_json:
+        typer.echo(json.dumps(removed, indent=2))
+    else:
+        typer.echo(f"removed code location {removed['name']!r}")

@@ -1,0 +1,290 @@
+"""``tether run launch|list|logs|terminate``: runs through the control plane's GraphQL API.
+
+Listing and logs need a viewer token, launching and terminating an editor token
+(``--token`` or ``TETHER_TOKEN``); ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the
+control plane is. ``launch`` prints the new run's id on stdout (alone, for scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tether.controlplane.remote import (
+    DEFAULT_URL,
+    AsJson,
+    Token,
+    Url,
+    call,
+    fail,
+    parse_json_object,
+    parse_pairs,
+    read_config_file,
+)
+from tether.shared.messages import RunStatus
+
+app = typer.Typer(name="run", help="Launch, list, follow the logs of and terminate runs.")
+
+_RUN_FIELDS = "id jobName locationName status tags createdAt startedAt endedAt"
+
+#: A computeLogs offset past any real log: answers which (step, stream) exist, without bytes.
+_PAST_END = 2**31 - 1
+
+Tags = Annotated[
+    list[str] | None,
+    typer.Option("--tag", help="Tag KEY=VALUE (repeatable).", show_default=False),
+]
+PollInterval = Annotated[
+    float, typer.Option(help="Seconds between polls of --wait / --follow.", min=0.05)
+]
+
+
+@app.callback()
+def _group() -> None:
+    """Launch, list, follow the logs of and terminate runs."""
+
+
+def _status(run_id: str, url: str, token: str | None) -> str:
+    run = call(url, token, "query($id: String!) { run(id: $id) { status } }", id=run_id)["run"]
+    if run is None:
+        fail(f"NOT_FOUND: no run {run_id!r}")
+    return str(run["status"])
+
+
+@app.command()
+def launch(
+    job: Annotated[str, typer.Argument(help="Job to run.")],
+    location: Annotated[str, typer.Option(help="Code location of the job.")],
+    repository: Annotated[
+        str | None, typer.Option(help="Repository (if the job name is ambiguous).")
+    ] = None,
+    config_json: Annotated[
+        str | None, typer.Option("--config-json", help="Run config as a JSON object.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config-file", help="Run config file (.json, .yaml, .yml).")
+    ] = None,
+    tag: Tags = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to end; exit 1 unless SUCCESS.")
+    ] = False,
+    poll_interval: PollInterval = 1.0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Launch a run of JOB; its config is validated against the job's config schema."""
+    if config_json is not None and config_file is not None:
+        raise typer.BadParameter("give at most one of --config-json and --config-file")
+    run_config: dict[str, Any] | None = None
+    if config_json is not None:
+        run_config = parse_json_object(config_json, "--config-json")
+    elif config_file is not None:
+        run_config = read_config_file(config_file, "--config-file")
+    query = f"""
+    mutation($loc: String!, $job: String!, $repo: String, $cfg: JSON, $tags: JSON) {{
+      launchRun(locationName: $loc, jobName: $job, repositoryName: $repo, runConfig: $cfg,
+                tags: $tags) {{
+        __typename
+        ... on LaunchRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
+        ... on RunConfigValidationInvalid {{ message errors }}
+        ... on JobNotFoundError {{ message }}
+        ... on LocationNotLoadedError {{ message }}
+      }}
+    }}"""
+    outcome = call(
+        url,
+        token,
+        query,
+        loc=location,
+        job=job,
+        repo=repository,
+        cfg=run_config,
+        tags=parse_pairs(tag, "--tag") or None,
+    )["launchRun"]
+    if outcome["__typename"] != "LaunchRunSuccess":
+        typer.echo(f"error: {outcome['__typename']}: {outcome['message']}", err=True)
+        for error in outcome.get("errors") or []:
+            typer.echo(f"  {error}", err=True)
+        raise typer.Exit(1)
+    run = outcome["run"]
+    typer.echo(f"launched run {run['id']} of {job!r} ({run['status']})", err=True)
+    status = run["status"]
+    if wait:
+        # Polling (not a subscription): the API has none, and a run lasts seconds at least.
+        while not RunStatus(status).is_terminal:
+            time.sleep(poll_interval)
+            status = _status(run["id"], url, token)
+        typer.echo(f"run {run['id']} ended {status}", err=True)
+    if as_json:
+        typer.echo(json.dumps({**run, "status": status}, indent=2))
+    else:
+        typer.echo(run["id"])
+    if wait and status != RunStatus.SUCCESS:
+        raise typer.Exit(1)
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(run: dict[str, Any]) -> str:
+    if run["startedAt"] is None:
+        return "-"
+    end = run["endedAt"] if run["endedAt"] is not None else time.time()
+    return f"{end - run['startedAt']:.1f}s"
+
+
+@app.command("list")
+def list_runs(
+    status: Annotated[
+        str | None, typer.Option(help="Only runs in this status (QUEUED, STARTED, SUCCESS...).")
+    ] = None,
+    job: Annotated[str | None, typer.Option(help="Only runs of this job.")] = None,
+    tag: Tags = None,
+    limit: Annotated[int, typer.Option(help="Most runs to list (newest first).", min=0)] = 20,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """List runs, newest first; filters combine."""
+    if status is not None:
+        try:
+            status = RunStatus(status.upper()).value
+        except ValueError as err:
+            choices = ", ".join(s.value for s in RunStatus)
+            raise typer.BadParameter(f"unknown status {status!r} (one of {choices})") from err
+    query = f"""
+    query($status: RunStatus, $job: String, $tags: JSON, $limit: Int!) {{
+      runs(status: $status, jobName: $job, tags: $tags, limit: $limit) {{ {_RUN_FIELDS} }}
+    }}"""
+    found = call(
+        url,
+        token,
+        query,
+        status=status,
+        job=job,
+        tags=parse_pairs(tag, "--tag") or None,
+        limit=limit,
+    )["runs"]
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "job", "location", "status", "created (UTC)", "duration", "tags")
+    for run in found:
+        table.add_row(
+            run["id"],
+            run["jobName"],
+            run["locationName"],
+            run["status"],
+            _when(run["createdAt"]),
+            _duration(run),
+            " ".join(f"{k}={v}" for k, v in sorted((run["tags"] or {}).items())),
+        )
+    Console(width=200).print(table)
+
+
+_LOGS = """
+query($id: String!, $step: String, $stream: String, $offset: Int!) {
+  run(id: $id) {
+    status
+    computeLogs(stepKey: $step, stream: $stream, offset: $offset) {
+      stepKey stream offset nextOffset text
+    }
+  }
+}"""
+
+
+@app.command()
+def logs(
+    run_id: Annotated[str, typer.Argument(help="Id of the run.")],
+    step: Annotated[str | None, typer.Option(help="Only this step's output.")] = None,
+    stream: Annotated[str | None, typer.Option(help="Only stdout or stderr.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")
+    ] = False,
+    poll_interval: PollInterval = 1.0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print a run's compute logs (lines prefixed by step:stream unless both are given)."""
+    raw = step is not None and stream is not None
+
+    def read(key_step: str | None, key_stream: str | None, offset: int) -> dict[str, Any]:
+        run = call(url, token, _LOGS, id=run_id, step=key_step, stream=key_stream, offset=offset)
+        if run["run"] is None:
+            fail(f"NOT_FOUND: no run {run_id!r}")
+        return run["run"]
+
+    def show(piece: dict[str, Any]) -> None:
+        if raw:
+            typer.echo(piece["text"], nl=False)
+            return
+        prefix = f"{piece['stepKey']}:{piece['stream']} | "
+        for line in piece["text"].splitlines():
+            typer.echo(prefix + line)
+
+    if not follow:
+        pieces = read(step, stream, 0)["computeLogs"]
+        if as_json:
+            typer.echo(json.dumps(pieces, indent=2))
+            return
+        for piece in pieces:
+            show(piece)
+        return
+    if as_json:
+        raise typer.BadParameter("--json cannot be combined with --follow")
+    # Each (step, stream) is read from where the previous poll stopped (nextOffset), so
+    # nothing is printed twice; a chunk still in flight stops its slice until it lands.
+    offsets: dict[tuple[str, str], int] = {}
+    while True:
+        known = read(step, stream, _PAST_END)
+        for piece in known["computeLogs"]:
+            offsets.setdefault((piece["stepKey"], piece["stream"]), 0)
+        ended = RunStatus(known["status"]).is_terminal
+        for key, offset in sorted(offsets.items()):
+            for piece in read(key[0], key[1], offset)["computeLogs"]:
+                if piece["text"]:
+                    show(piece)
+                offsets[key] = piece["nextOffset"]
+        if ended:
+            # The status was read before the last logs: whatever the run wrote is shown.
+            return
+        time.sleep(poll_interval)
+
+
+@app.command()
+def terminate(
+    run_id: Annotated[str, typer.Argument(help="Id of the run.")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Terminate a run: cancel it if not launched yet, otherwise interrupt its worker."""
+    query = f"""
+    mutation($id: String!) {{
+      terminateRun(runId: $id) {{
+        __typename
+        ... on TerminateRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
+        ... on RunNotFoundError {{ message }}
+        ... on RunAlreadyFinishedError {{ message }}
+      }}
+    }}"""
+    outcome = call(url, token, query, id=run_id)["terminateRun"]
+    if outcome["__typename"] != "TerminateRunSuccess":
+        fail(f"{outcome['__typename']}: {outcome['message']}")
+    run = outcome["run"]
+    if as_json:
+        typer.echo(json.dumps(run, indent=2))
+    else:
+        typer.echo(f"run {run['id']} is {run['status']}")

@@ -1,0 +1,222 @@
+"""``tether location ...`` and ``tether run ...`` against a real control plane HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import pytest
+from controlplane_testkit import example_snapshot
+from tether.controlplane import auth
+from tether.controlplane.location_cli import app as location_app
+from tether.controlplane.run_cli import app as run_app
+from tether.controlplane.service import ControlPlaneService
+from tether.controlplane.settings import ControlPlaneSettings
+from tether.shared.agent_client import AgentClient
+from tether.shared.messages import EventType, LogChunk, RunEvent, WorkResult
+from tether.shared.subjects import LogStream, WorkKind
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+
+async def test_location_and_run_commands_through_the_api(settings: ControlPlaneSettings) -> None:
+    settings = settings.model_copy(update={"port": 0})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        async with service.control_plane.db.transaction() as session:
+            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
+            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+
+        async def tether(app: Any, *args: str, token: str = editor) -> Any:
+            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
+            # In a thread: the CLI's blocking HTTP calls reach the server on this event loop.
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+        async def ok(app: Any, *args: str, token: str = editor) -> Any:
+            result = await tether(app, *args, token=token)
+            assert result.exit_code == 0, (args, result.output)
+            return result
+
+        async def refused(app: Any, *args: str, token: str = editor) -> str:
+            result = await tether(app, *args, token=token)
+            assert result.exit_code == 1, (args, result.output)
+            assert result.stderr.startswith("error: ") and not result.stdout
+            return str(result.stderr)
+
+        # Locations: the workspace's two, then one added, updated and refused.
+        listed = await ok(location_app, "list")
+        assert "loc" in listed.stdout and "boxed" in listed.stdout and "LOADING" in listed.stdout
+        added = await ok(location_app, "add", "extra", "--module", "m", "--env", "A=1")
+        assert added.stdout == "added code location 'extra' (LOADING)\n"
+        assert "ALREADY_EXISTS" in await refused(location_app, "add", "extra", "--module", "m")
+        bad = await refused(location_app, "add", "y", "--config-json", '{"module": 1}')
+        assert "BAD_INPUT" in bad and "module" in bad
+        assert (await tether(location_app, "add", "z", "--env", "novalue")).exit_code == 2
+        await ok(location_app, "update", "extra", "--python-file", "f.py", "--env", "B=2")
+        by_name = {
+            loc["name"]: loc
+            for loc in json.loads((await ok(location_app, "list", "--json")).stdout)
+        }
+        assert by_name["extra"]["config"]["python_file"] == "f.py"
+        assert by_name["extra"]["config"]["module"] is None
+        assert by_name["extra"]["config"]["env"] == {"A": "1", "B": "2"}
+        assert "FORBIDDEN" in await refused(location_app, "remove", "extra", token=viewer)
+        assert "NOT_FOUND" in await refused(location_app, "update", "nope", "--module", "m")
+        removed = await ok(location_app, "remove", "extra")
+        assert removed.stdout == "removed code location 'extra'\n"
+        reloading = await ok(location_app, "reload", "loc")
+        assert "reloading code location 'loc'" in reloading.stdout
+
+        async with AgentClient(url, settings.agent_token_file.read_text().strip()) as agent:
+            # Answer the load of "loc" (the latest one queued) with a snapshot of job hello.
+            items = await agent.claim_work("a1", ["process"], wait_s=1)
+            loads = [
+                i for i in items if i.kind == WorkKind.LOAD_LOCATION and i.location.name == "loc"
+            ]
+            payload = {"snapshot": example_snapshot().model_dump(mode="json")}
+            await agent.submit_results(
+                [
+                    WorkResult(id=i.id, work_item_id=i.id, kind=i.kind, ok=True, payload=payload)
+                    for i in loads
+                ]
+            )
+            listed = await ok(location_app, "list")
+            assert "LOADED" in listed.stdout and "hello" in listed.stdout
+
+            # Runs: a bad config is refused with the schema's errors, a good one launched.
+            invalid = await refused(
+                run_app, "launch", "hello", "--location", "loc", "--config-json", '{"ops": 1}'
+            )
+            assert "RunConfigValidationInvalid" in invalid
+            assert "ops: 1 is not of type 'object'" in invalid
+            launched = await ok(
+                run_app,
+                "launch",
+                "hello",
+                "--location",
+                "loc",
+                "--config-json",
+                '{"ops": {"a": {"n": 1}}}',
+                "--tag",
+                "team=data",
+            )
+            run_id = launched.stdout.strip()
+            assert "launched run" in launched.stderr
+            assert "JobNotFoundError" in await refused(
+                run_app, "launch", "nope", "--location", "loc"
+            )
+            assert "FORBIDDEN" in await refused(
+                run_app, "launch", "hello", "--location", "loc", token=viewer
+            )
+
+            # Its worker starts and writes logs (through the agent API).
+            await agent.store_events(
+                [RunEvent(run_id=run_id, seq=1, event_type=EventType.RUN_START)]
+            )
+            await agent.append_compute_logs(
+                [
+                    LogChunk(
+                        run_id=run_id,
+                        step_key="a",
+                        stream=LogStream.STDOUT,
+                        offset=0,
+                        data=b"one\n",
+                    ),
+                    LogChunk(
+                        run_id=run_id,
+                        step_key="a",
+                        stream=LogStream.STDOUT,
+                        offset=4,
+                        data=b"two\n",
+                    ),
+                    LogChunk(
+                        run_id=run_id,
+                        step_key="b",
+                        stream=LogStream.STDERR,
+                        offset=0,
+                        data=b"oops\n",
+                    ),
+                ]
+            )
+            tagged = json.loads((await ok(run_app, "list", "--tag", "team=data", "--json")).stdout)
+            assert [(r["id"], r["status"]) for r in tagged] == [(run_id, "STARTED")]
+            assert (
+                await ok(run_app, "list", "--tag", "team=other", "--json")
+            ).stdout.strip() == "[]"
+            table = await ok(run_app, "list", "--status", "started", "--job", "hello", token=viewer)
+            assert run_id in table.stdout and "team=data" in table.stdout
+            assert (await tether(run_app, "list", "--status", "bogus")).exit_code == 2
+
+            logs = await ok(run_app, "logs", run_id, token=viewer)
+            assert logs.stdout == "a:stdout | one\na:stdout | two\nb:stderr | oops\n"
+            raw = await ok(run_app, "logs", run_id, "--step", "a", "--stream", "stdout")
+            assert raw.stdout == "one\ntwo\n"
+
+            terminated = await ok(run_app, "terminate", run_id)
+            assert terminated.stdout == f"run {run_id} is CANCELING\n"
+            # The worker writes more, then ends; --follow prints everything once and stops.
+            await agent.append_compute_logs(
+                [
+                    LogChunk(
+                        run_id=run_id,
+                        step_key="a",
+                        stream=LogStream.STDOUT,
+                        offset=8,
+                        data=b"bye\n",
+                    )
+                ]
+            )
+            await agent.store_events(
+                [RunEvent(run_id=run_id, seq=2, event_type=EventType.RUN_CANCELED)]
+            )
+            followed = await ok(run_app, "logs", run_id, "--follow", "--stream", "stdout")
+            assert followed.stdout == "a:stdout | one\na:stdout | two\na:stdout | bye\n"
+            assert "RunAlreadyFinishedError" in await refused(run_app, "terminate", run_id)
+            assert "RunNotFoundError" in await refused(run_app, "terminate", "no-such-run")
+            assert "NOT_FOUND" in await refused(run_app, "logs", "no-such-run")
+
+            # --wait polls until the run ends; a run canceled while queued exits 1.
+            # (A real `tether run` process: CliRunner swaps sys.stdout, so two cannot overlap.)
+            waiting = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tether.shared.cli",
+                "run",
+                "launch",
+                "hello",
+                "--location",
+                "loc",
+                "--wait",
+                "--poll-interval",
+                "0.05",
+                env={**os.environ, "TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": editor},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            while True:
+                runs = json.loads((await ok(run_app, "list", "--json")).stdout)
+                if len(runs) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            await ok(run_app, "terminate", runs[0]["id"])
+            stdout, stderr = await asyncio.wait_for(waiting.communicate(), 60)
+            assert waiting.returncode == 1, stderr
+            assert "ended CANCELED" in stderr.decode()
+            assert stdout.decode().strip() == runs[0]["id"]
+
+        # Removing the location keeps its runs; launching on it is refused.
+        await ok(location_app, "remove", "loc")
+        assert len(json.loads((await ok(run_app, "list", "--json")).stdout)) == 2
+        gone = await refused(run_app, "launch", "hello", "--location", "loc")
+        assert "LocationNotLoadedError: no code location named 'loc'" in gone
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)
