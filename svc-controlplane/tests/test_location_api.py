@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from controlplane_testkit import Api, example_snapshot
+from controlplane_testkit import Api, example_snapshot, snapshot_with_instigators
 from tether.controlplane import auth
+from tether.controlplane.store import instigators
+from tether.shared.messages import WorkResult
 
 ADD = """
 mutation($cfg: JSON!) { addLocation(config: $cfg) { name loadStatus config } }"""
@@ -102,3 +104,27 @@ async def test_a_viewer_cannot_change_locations_an_editor_can(api: Api) -> None:
     assert not body.get("errors"), body
     body = await api.post(REMOVE, token=editor, name="extra")
     assert body["data"]["removeLocation"]["name"] == "extra"
+
+
+async def test_removed_location_stops_its_instigators_and_drops_late_loads(api: Api) -> None:
+    (load,) = [i for i in await api.claim() if i.kind == "load_location"]
+    await api.user(REMOVE, name="loc")
+    # The load answered after the removal does not bring the location back.
+    snapshot = snapshot_with_instigators()
+    result = WorkResult(
+        id=load.id,
+        work_item_id=load.id,
+        kind=load.kind,
+        ok=True,
+        payload={"snapshot": snapshot.model_dump(mode="json")},
+    )
+    assert await api.submit(result) == {"stored": 1, "duplicates": 0}
+    assert "loc" not in [loc["name"] for loc in (await api.user(NAMES))["codeLocations"]]
+    # Re-added and loaded, its schedules and sensors are walked by the daemons; removed, not.
+    await api.user(ADD, cfg={"name": "loc", "module": "jobs"})
+    await api.load(snapshot)
+    async with api.cp.db.reading() as session:
+        assert [loc.name for loc, _ in await instigators.loaded_snapshots(session)] == ["loc"]
+    await api.user(REMOVE, name="loc")
+    async with api.cp.db.reading() as session:
+        assert await instigators.loaded_snapshots(session) == []
