@@ -112,6 +112,10 @@ async def test_schedules_and_sensors_list_start_stop_and_show_ticks(api: Api) ->
 
 async def test_partition_keys_and_backfills(api: Api) -> None:
     await api.load(snapshot_with_instigators())
+    query = "{ codeLocations { name repositories { jobs { name partitionSetName } } } }"
+    locations = (await api.user(query))["codeLocations"]
+    (repo,) = next(loc for loc in locations if loc["name"] == "loc")["repositories"]
+    assert {"name": "hello", "partitionSetName": "hello_partitions"} in repo["jobs"]
     asked = asyncio.create_task(api.user(KEYS, t=10.0))
     await _answer_keys(api)
     keys = (await asked)["partitionKeys"]

@@ -243,6 +243,8 @@ async def test_reexecute_launches_the_same_job_and_config(api: Api) -> None:
     assert new_id != run_id
     new = await api.run(new_id)
     assert new["jobName"] == "hello" and new["tags"]["tether/parent_run_id"] == run_id
+    parent = await api.user("query($id: String!) { run(id: $id) { parentRunId } }", id=new_id)
+    assert parent["run"]["parentRunId"] == run_id
     page = (await api.client.get(f"/runs/{new_id}")).text
     assert f'Re-execution of run <a class="mono" href="/runs/{run_id}">' in page
 

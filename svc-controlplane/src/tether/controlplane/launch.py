@@ -26,6 +26,9 @@ from tether.shared.messages import (
 )
 from tether.shared.subjects import WorkKind
 
+#: Tag of a re-execution naming the run it re-executes.
+PARENT_RUN_TAG = "tether/parent_run_id"
+
 
 @dataclass(frozen=True)
 class Launched:
@@ -218,6 +221,8 @@ async def queue_run(
     run.run_key = run_key
     run.partition_key = partition_key
     run.backfill_id = backfill_id
+    # A re-execution names its parent in this tag (the UI's re-execute sets it).
+    run.parent_run_id = tags.get(PARENT_RUN_TAG)
     runs.add_control_event(
         session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
     )

@@ -117,6 +117,9 @@ class JobType:
     config_schema: JSON
     ops: list[OpType]
     edges: list[EdgeType]
+    partition_set_name: str | None = strawberry.field(
+        default=None, description="The job's partition set, when it is partitioned."
+    )
 
     @classmethod
     def build(cls, job: JobSnapshot) -> JobType:
@@ -128,6 +131,7 @@ class JobType:
             config_schema=job.config_schema,
             ops=[OpType.build(op) for op in job.ops],
             edges=[EdgeType.build(edge) for edge in job.edges],
+            partition_set_name=job.partition_set_name,
         )
 
 
@@ -231,6 +235,14 @@ class RunType:
     started_at: float | None
     ended_at: float | None
     traceparent: str | None
+    run_key: str | None = strawberry.field(
+        default=None, description="Idempotency key of the schedule or sensor request that made it."
+    )
+    partition_key: str | None = strawberry.field(default=None, description="Partition it ran.")
+    backfill_id: str | None = strawberry.field(default=None, description="Backfill it belongs to.")
+    parent_run_id: str | None = strawberry.field(
+        default=None, description="The run it re-executes, if any."
+    )
 
     @strawberry.field(description="Trace id of the run's trace (from its traceparent).")
     def trace_id(self) -> str | None:
@@ -295,6 +307,10 @@ class RunType:
             started_at=row.started_at,
             ended_at=row.ended_at,
             traceparent=row.traceparent,
+            run_key=row.run_key,
+            partition_key=row.partition_key,
+            backfill_id=row.backfill_id,
+            parent_run_id=row.parent_run_id,
         )
 
 

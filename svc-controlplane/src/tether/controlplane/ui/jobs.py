@@ -21,7 +21,7 @@ query JobPage {
     repositories {
       name
       jobs {
-        name description tags configSchema
+        name description tags configSchema partitionSetName
         ops { name description tags inputs { name typeName } outputs { name typeName } }
         edges { fromOp fromOutput toOp toInput }
       }

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from tether.controlplane import launch
 from tether.controlplane.ui.dag import layout_dag
 from tether.controlplane.ui.gantt import gantt_chart, step_spans
 from tether.controlplane.ui.rendering import TERMINAL_STATUSES, render, render_error
@@ -24,7 +25,7 @@ MAX_LOG_BYTES = 256 * 1024
 #: keep tailing for this long after the end.
 LOG_GRACE_S = 15.0
 #: Tag a re-executed run carries, naming the run it re-executes.
-PARENT_RUN_TAG = "tether/parent_run_id"
+PARENT_RUN_TAG = launch.PARENT_RUN_TAG
 
 RUNS_QUERY = """
 query RunsPage($status: RunStatus, $job: String, $tags: JSON, $limit: Int!, $offset: Int!) {
