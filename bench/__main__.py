@@ -27,7 +27,9 @@ from bench.systems.base import BenchError, System, Workspace
 
 ALL_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "dagster-mp", "prefect")
 DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
-ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits")
+ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits", "schedule")
+#: The default set: ``schedule`` runs alone (its every-minute runs would land in the others).
+DEFAULT_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -50,12 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and tether-warm (warm is skipped while the launcher has no warm-start setting)",
     )
     p.add_argument(
-        "--workloads", default=",".join(ALL_WORKLOADS), help=f"from {', '.join(ALL_WORKLOADS)}"
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"from {', '.join(ALL_WORKLOADS)} (schedule only on its own: --workloads schedule)",
     )
     p.add_argument("--n", default="20,100", help="run-storm sizes, e.g. 20,100,500")
     p.add_argument("--tries", type=int, default=20, help="pickup-latency tries")
     p.add_argument("--events", type=int, default=100_000, help="log lines of the events job")
     p.add_argument("--log-mb", type=float, default=20, help="MB the stdout job prints")
+    p.add_argument(
+        "--schedule-minutes", type=int, default=5, help="ticks of the every-minute schedule"
+    )
     p.add_argument("--nats-messages", type=int, default=50_000, help="raw NATS messages")
     p.add_argument(
         "--concurrent-submit", action="store_true", help="submit storm runs from 8 threads"
@@ -118,7 +125,12 @@ def run_system(
     """Start one system, run the chosen workloads on it, stop it."""
     root = tmp / name
     workspace = Workspace(
-        root=root, mark_file=root / "marks.txt", events=args.events, log_mb=args.log_mb
+        root=root,
+        mark_file=root / "marks.txt",
+        events=args.events,
+        log_mb=args.log_mb,
+        # The every-minute schedule exists only when measured (see bench/jobs/marks.py).
+        env={"BENCH_SCHEDULE": "1"} if "schedule" in wls else {},
     )
     root.mkdir(parents=True, exist_ok=True)
     system = build_system(name, workspace, report.facts.setdefault("versions", {}))
@@ -147,6 +159,8 @@ def run_system(
             report.add(*workloads.events(system, args.events, args.timeout, log))
         if "stdout" in wls:
             report.add(*workloads.stdout(system, args.log_mb, args.timeout, log))
+        if "schedule" in wls:
+            report.add(*workloads.schedule(system, workspace.mark_file, args.schedule_minutes, log))
     except BenchError as err:
         log(f"{name} failed: {err}")
         tail = getattr(system, "log_tail", None)
@@ -243,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     for w in wls:
         if w not in ALL_WORKLOADS:
             raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(ALL_WORKLOADS)}")
+    if "schedule" in wls and len(wls) > 1:
+        raise SystemExit("run the schedule workload on its own: --workloads schedule")
+    if args.schedule_minutes < 1:
+        raise SystemExit("--schedule-minutes must be at least 1")
     sizes = [int(x) for x in _csv(args.n)]
     report = Report(facts=machine_facts())
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-"))

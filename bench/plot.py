@@ -28,6 +28,7 @@ PANELS = [
     ),
     ("footprint", "RSS", "Idle footprint: resident memory of all services (MB)", False),
     ("storm", "CPU/run", "CPU seconds per run (all processes of the system)", False),
+    ("schedule", "max", "Schedule lateness max: tick to first user-code line (s)", False),
 ]
 
 

@@ -272,3 +272,89 @@ def events(system: System, n_events: int, timeout: float, log: Log) -> list[Meas
         Measurement("events", case, "until queryable", system.name, elapsed, "s"),
         Measurement("events", case, "events/s", system.name, n_events / elapsed, "events/s", True),
     ]
+
+
+#: Seconds before its tick a scheduled run's start is still counted for that tick (Prefect's
+#: worker may start runs up to its prefetch window early).
+EARLY_WINDOW_S = 15.0
+#: Seconds after the last tick the workload waits for that tick's run to start.
+LATE_GRACE_S = 60.0
+
+
+def read_labeled_marks(path: Path, label: str) -> list[float]:
+    """Start times of the mark file's lines stamped with ``label``, sorted."""
+    if not path.exists():
+        return []
+    out: list[float] = []
+    for line in path.read_text().splitlines():
+        head, _, rest = line.partition(" ")
+        if rest.strip() != label:
+            continue
+        try:
+            out.append(float(head))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def ticks_after(now: float, minutes: int, lead_s: float = 20.0) -> list[float]:
+    """The ``minutes`` whole-minute ticks (epoch seconds) that start at least ``lead_s`` after
+    ``now``: the lead keeps a run of a tick before the workload out of its first tick."""
+    first = (int(now + lead_s) // 60 + 1) * 60
+    return [float(first + 60 * k) for k in range(minutes)]
+
+
+def match_ticks(ticks: list[float], marks: list[float]) -> tuple[dict[float, float], int]:
+    """Assign each mark to the tick it belongs to: the tick in ``[mark - 60 + early, mark +
+    early)``, so a start from ``EARLY_WINDOW_S`` early to ``60 - EARLY_WINDOW_S`` late counts.
+
+    Returns ``{tick: lateness}`` (first mark per tick) and how many marks fell on a tick that
+    already had one (a double run, or one so late it slid into the next minute).
+    """
+    lateness: dict[float, float] = {}
+    extra = 0
+    wanted = set(ticks)
+    for mark in marks:
+        tick = float((int(mark + EARLY_WINDOW_S) // 60) * 60)
+        if tick not in wanted:
+            continue
+        if tick in lateness:
+            extra += 1
+        else:
+            lateness[tick] = mark - tick
+    return lateness, extra
+
+
+def schedule(system: System, mark_file: Path, minutes: int, log: Log) -> list[Measurement]:
+    """An every-minute schedule (defined by each system's job module when ``BENCH_SCHEDULE=1``)
+    for ``minutes`` ticks: lateness of each run's first line of user code versus its tick."""
+    ticks = ticks_after(time.time(), minutes)
+    log(
+        f"{system.name} schedule: {minutes} ticks from "
+        f"{time.strftime('%H:%M:%S', time.gmtime(ticks[0]))} UTC"
+    )
+    deadline = ticks[-1] + LATE_GRACE_S
+    while True:
+        marks = read_labeled_marks(mark_file, "scheduled")
+        lateness, extra = match_ticks(ticks, marks)
+        if len(lateness) == len(ticks) or time.time() > deadline:
+            break
+        time.sleep(1.0)
+    missed = len(ticks) - len(lateness)
+    values = [lateness[t] for t in ticks if t in lateness]
+    log(f"{system.name} schedule lateness: " + ", ".join(f"{x:.2f}" for x in values))
+    case = f"every minute, {minutes} ticks"
+    notes = []
+    if missed:
+        notes.append(f"{missed} of {minutes} ticks had no run start within {LATE_GRACE_S:.0f}s")
+    if extra:
+        notes.append(f"{extra} extra run starts")
+    note = "; ".join(notes)
+    if not values:
+        return [Measurement("schedule", case, "p50", system.name, None, "s", note=note)]
+    return [
+        Measurement("schedule", case, "p50", system.name, percentile(values, 50), "s", note=note),
+        Measurement("schedule", case, "min", system.name, min(values), "s"),
+        Measurement("schedule", case, "max", system.name, max(values), "s"),
+        Measurement("schedule", case, "ticks run", system.name, float(len(values)), "", True),
+    ]

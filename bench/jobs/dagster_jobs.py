@@ -6,8 +6,15 @@ default multiprocess executor (a run interpreter plus one per op).
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor, job, op
-from marks import event_count, stamp
+from dagster import (
+    DefaultScheduleStatus,
+    Definitions,
+    ScheduleDefinition,
+    in_process_executor,
+    job,
+    op,
+)
+from marks import EVERY_MINUTE, SCHEDULED_LABEL, event_count, schedule_enabled, stamp
 
 
 @op
@@ -49,4 +56,29 @@ def log_storm():
     log_lines()
 
 
-defs = Definitions(jobs=[two_ops, two_ops_mp, log_storm])
+@op
+def scheduled_first() -> str:
+    """Stamp the start of user code of a scheduled run."""
+    stamp(SCHEDULED_LABEL)
+    return "bench"
+
+
+@job(executor_def=in_process_executor)
+def scheduled_two_ops():
+    """The trivial two-op job, started by the every-minute schedule (in-process executor)."""
+    second(scheduled_first())
+
+
+#: Every minute in UTC, running from the moment the daemon sees it (precision workload only).
+every_minute = ScheduleDefinition(
+    name="every_minute",
+    cron_schedule=EVERY_MINUTE,
+    execution_timezone="UTC",
+    job=scheduled_two_ops,
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+
+defs = Definitions(
+    jobs=[two_ops, two_ops_mp, log_storm, scheduled_two_ops],
+    schedules=[every_minute] if schedule_enabled() else [],
+)

@@ -56,3 +56,17 @@ def print_bytes(total: int) -> None:
 def event_count() -> int:
     """How many log lines the event-throughput job writes."""
     return int(os.environ.get(EVENTS_ENV, "100000"))
+
+
+#: Environment variable that turns on the every-minute schedule of the precision workload
+#: (off otherwise, so scheduled runs never land in the other workloads' measurements).
+SCHEDULE_ENV = "BENCH_SCHEDULE"
+#: Label the first op of a scheduled run stamps (the harness matches these marks to ticks).
+SCHEDULED_LABEL = "scheduled"
+#: The precision workload's cron: every minute, evaluated in UTC.
+EVERY_MINUTE = "* * * * *"
+
+
+def schedule_enabled() -> bool:
+    """Whether the system should define the every-minute schedule."""
+    return os.environ.get(SCHEDULE_ENV) == "1"

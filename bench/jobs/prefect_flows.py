@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from marks import event_count, stamp  # noqa: E402
+from marks import SCHEDULED_LABEL, event_count, stamp  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 
@@ -43,3 +43,16 @@ def log_lines() -> None:
 def log_storm() -> None:
     """One task that logs many structured lines."""
     log_lines()
+
+
+@task
+def scheduled_first() -> str:
+    """Stamp the start of user code of a scheduled run."""
+    stamp(SCHEDULED_LABEL)
+    return "bench"
+
+
+@flow
+def scheduled_two_ops() -> None:
+    """The trivial two-task flow, started by the every-minute cron deployment."""
+    second(scheduled_first())

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from marks import event_count, log_bytes, print_bytes, stamp
-from tether.sdk import Definitions, OpContext, job, op
+from marks import (
+    EVERY_MINUTE,
+    SCHEDULED_LABEL,
+    event_count,
+    log_bytes,
+    print_bytes,
+    schedule_enabled,
+    stamp,
+)
+from tether.sdk import (
+    DefaultScheduleStatus,
+    Definitions,
+    OpContext,
+    ScheduleDefinition,
+    job,
+    op,
+)
 
 
 @op
@@ -52,4 +67,30 @@ def stdout_storm():
     print_lines()
 
 
-defs = Definitions(jobs=[two_ops, log_storm, stdout_storm], name="bench")
+@op
+def scheduled_first() -> str:
+    """Stamp the start of user code of a scheduled run."""
+    stamp(SCHEDULED_LABEL)
+    return "bench"
+
+
+@job
+def scheduled_two_ops():
+    """The trivial two-op job, started by the every-minute schedule."""
+    second(scheduled_first())
+
+
+#: Every minute in UTC, running from the moment the location loads (precision workload only).
+every_minute = ScheduleDefinition(
+    name="every_minute",
+    cron_schedule=EVERY_MINUTE,
+    execution_timezone="UTC",
+    job=scheduled_two_ops,
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+
+defs = Definitions(
+    jobs=[two_ops, log_storm, stdout_storm, scheduled_two_ops],
+    schedules=[every_minute] if schedule_enabled() else [],
+    name="bench",
+)

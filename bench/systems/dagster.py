@@ -75,6 +75,8 @@ class DagsterSystem:
             f"max {MAX_CONCURRENT_RUNS} concurrent",
             "executor": "multiprocess (default)" if multiprocess else "in_process",
             "storage": "SQLite (DAGSTER_HOME)",
+            "scheduler": "daemon wakes at each minute boundary (fixed, no setting), "
+            "then the queued run waits for a dequeue",
         }
 
     def _gql(self, query: str, **variables: Any) -> dict[str, Any]:

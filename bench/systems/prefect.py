@@ -23,11 +23,22 @@ POOL = "bench"
 #: Worker poll interval (Prefect's default is 10 s; tuned to 1 s here).
 WORKER_QUERY_SECONDS = 1
 
+#: Seconds the worker looks ahead for scheduled runs (Prefect's default, kept).
+WORKER_PREFETCH_SECONDS = 10
+
 _DEPLOY = """
+import os
 from prefect import flow
 for name in ("two_ops", "log_storm"):
     flow.from_source(source={jobs!r}, entrypoint=f"prefect_flows.py:{{name}}").deploy(
         name="bench", work_pool_name={pool!r}, build=False, push=False, print_next_steps=False
+    )
+if os.environ.get("BENCH_SCHEDULE") == "1":
+    # The precision workload's every-minute cron (UTC); the server's scheduler service
+    # pre-creates its runs as SCHEDULED flow runs, the worker's poll submits them.
+    flow.from_source(source={jobs!r}, entrypoint="prefect_flows.py:scheduled_two_ops").deploy(
+        name="bench", work_pool_name={pool!r}, cron="* * * * *", build=False, push=False,
+        print_next_steps=False,
     )
 """
 
@@ -50,7 +61,9 @@ class PrefectSystem:
         self.retries = 0
         self.settings = {
             "worker": "process pool, 1 worker, "
-            f"PREFECT_WORKER_QUERY_SECONDS={WORKER_QUERY_SECONDS}",
+            f"PREFECT_WORKER_QUERY_SECONDS={WORKER_QUERY_SECONDS} (default 10), "
+            f"PREFECT_WORKER_PREFETCH_SECONDS={WORKER_PREFETCH_SECONDS} (default)",
+            "scheduler": "server scheduler service loop 60 s (default; pre-creates runs)",
             "database": "SQLite (PREFECT_HOME)",
         }
 
@@ -82,6 +95,7 @@ class PrefectSystem:
             "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
+            "PREFECT_WORKER_PREFETCH_SECONDS": str(WORKER_PREFETCH_SECONDS),
             "VIRTUAL_ENV": str(self._env.root),
             "PATH": f"{self._env.root / 'bin'}:{os.environ.get('PATH', '')}",
         }

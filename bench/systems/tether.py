@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 LOCATION = "bench"
 #: Environment variable of the launcher choosing cold (0) or warm (1) run starts.
 WARM_START_ENV = "TETHER_LAUNCHER_WARM_START"
+#: How often the control plane's scheduler daemon checks for due ticks (default 1.0 s).
+DAEMON_INTERVAL_ENV = "TETHER_CONTROLPLANE_DAEMON_INTERVAL_S"
 
 _LAUNCH = """mutation($job: String!) {
   launchRun(locationName: "bench", jobName: $job) {
@@ -47,7 +50,11 @@ class TetherSystem:
 
     def __init__(self, workspace: Workspace, *, warm: bool) -> None:
         self.name = "tether-warm" if warm else "tether-cold"
-        self.settings = {WARM_START_ENV: "1" if warm else "0", "database": "SQLite"}
+        self.settings = {
+            WARM_START_ENV: "1" if warm else "0",
+            "database": "SQLite",
+            DAEMON_INTERVAL_ENV: os.environ.get(DAEMON_INTERVAL_ENV, "1.0 (default)"),
+        }
         self._workspace = workspace
         env = {
             **workspace.bench_env(),
