@@ -6,12 +6,15 @@ import asyncio
 import logging
 import os
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from tether.codeserver.settings import CodeServerSettings
 from tether.shared.errors import ContractError
 from tether.shared.messages import LocationConfig, decode
 from tether.shared.service import serve, setup_logging
+
+if TYPE_CHECKING:
+    from tether.codeserver.server import CodeServerService
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,25 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
         )
     service = CodeServerService(loaded, settings, ready_stream)
     try:
-        asyncio.run(serve(service, graceful_shutdown_timeout=settings.graceful_shutdown_timeout))
+        asyncio.run(_serve(service, settings))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def _serve(service: CodeServerService, settings: CodeServerSettings) -> None:
+    watch = asyncio.create_task(_stop_when_orphaned(service)) if settings.exit_with_parent else None
+    try:
+        await serve(service, graceful_shutdown_timeout=settings.graceful_shutdown_timeout)
+    finally:
+        if watch is not None:
+            watch.cancel()
+
+
+async def _stop_when_orphaned(service: CodeServerService, interval_s: float = 1.0) -> None:
+    # A parent that dies (even by SIGKILL) gets us re-parented: the pid we see changes.
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(interval_s)
+    log.warning("the process that started this code server (pid %d) is gone; stopping", parent)
+    service.shutdown()

@@ -32,3 +32,10 @@ class CodeServerSettings(BaseSettings):
         default=5.0, description="Seconds in-flight calls get to finish after SIGTERM."
     )
     log_level: str = Field(default="INFO", description="Level of the process's own logs.")
+    exit_with_parent: bool = Field(
+        default=False,
+        description=(
+            "Stop when the process that started it goes away (the process launcher sets it, "
+            "so a launcher killed with SIGKILL leaves no code server behind)."
+        ),
+    )

@@ -101,7 +101,8 @@ class ProcessSubstrate:
             process = await asyncio.create_subprocess_exec(
                 *codeserver_command(self._python, location),
                 cwd=location.working_directory or None,
-                env={**os.environ, **location.env},
+                # The code server stops by itself if this launcher dies (even by SIGKILL).
+                env={**os.environ, **location.env, "TETHER_CODESERVER_EXIT_WITH_PARENT": "1"},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
