@@ -32,7 +32,7 @@ Example::
 from tether.sdk._context import AssetMaterialization, OpContext, OpLogger
 from tether.sdk._definitions import Definitions
 from tether.sdk._errors import DefinitionError, UserCodeError
-from tether.sdk._job import EdgeDef, JobDefinition, Node, OutputHandle, job
+from tether.sdk._job import EXECUTORS, EdgeDef, JobDefinition, Node, OutputHandle, job
 from tether.sdk._op import RESULT, OpDefinition, OpInputDef, op
 from tether.sdk._partitions import (
     PARTITION_KEY_TAG,
@@ -69,6 +69,7 @@ from tether.sdk._schema import job_config_schema
 from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext, sensor
 
 __all__ = [
+    "EXECUTORS",
     "PARTITION_KEY_TAG",
     "PARTITION_SET_TAG",
     "RESULT",

@@ -37,6 +37,9 @@ class OutputHandle:
     output: str = RESULT
 
 
+#: The executors a job may choose (``@job(executor=...)``); the first is the default.
+EXECUTORS = ("in_process", "multiprocess")
+
 #: What feeds one input: one upstream output, or several (fan-in, delivered as a list).
 InputSource = OutputHandle | tuple[OutputHandle, ...]
 
@@ -76,6 +79,9 @@ class JobDefinition:
         partitions_def: the job's partitions, if it is partitioned.
         partitioned_config: run config and tags per partition key, if given.
         op_retry_policy: retry policy of every op that has none of its own.
+        executor: ``"in_process"`` (default) or ``"multiprocess"``; a run may override
+            it with ``{"execution": {"multiprocess": {"max_concurrent": N}}}`` or
+            ``{"execution": {"in_process": {}}}`` in its run config.
     """
 
     name: str
@@ -85,6 +91,7 @@ class JobDefinition:
     partitions_def: PartitionsDefinition | None = None
     partitioned_config: PartitionedConfig | None = None
     op_retry_policy: RetryPolicy | None = None
+    executor: str = EXECUTORS[0]
 
     @property
     def partition_set_name(self) -> str | None:
@@ -229,6 +236,7 @@ class _JobOptions:
     partitions_def: PartitionsDefinition | None = None
     config: PartitionedConfig | None = None
     op_retry_policy: RetryPolicy | None = None
+    executor: str = EXECUTORS[0]
 
 
 def _partitioning(
@@ -257,6 +265,11 @@ def _build_job(fn: Callable[[], Any], options: _JobOptions) -> JobDefinition:
     partitions_def, partitioned_config = _partitioning(job_name, options)
     if options.op_retry_policy is not None and not isinstance(options.op_retry_policy, RetryPolicy):
         raise DefinitionError(f"job {job_name!r}: op_retry_policy must be a RetryPolicy")
+    if options.executor not in EXECUTORS:
+        raise DefinitionError(
+            f"job {job_name!r}: executor must be one of {', '.join(EXECUTORS)}, "
+            f"got {options.executor!r}"
+        )
     if inspect.signature(fn).parameters:
         raise DefinitionError(f"job {job_name!r}: a job body takes no parameters")
     composition = _Composition(job_name)
@@ -278,6 +291,7 @@ def _build_job(fn: Callable[[], Any], options: _JobOptions) -> JobDefinition:
         partitions_def=partitions_def,
         partitioned_config=partitioned_config,
         op_retry_policy=options.op_retry_policy,
+        executor=options.executor,
     )
 
 
@@ -294,6 +308,7 @@ def job(
     partitions_def: PartitionsDefinition | None = None,
     config: PartitionedConfig | None = None,
     op_retry_policy: RetryPolicy | None = None,
+    executor: str = EXECUTORS[0],
 ) -> Callable[[Callable[[], Any]], JobDefinition]: ...
 
 
@@ -307,6 +322,7 @@ def job(
     partitions_def: PartitionsDefinition | None = None,
     config: PartitionedConfig | None = None,
     op_retry_policy: RetryPolicy | None = None,
+    executor: str = EXECUTORS[0],
 ) -> JobDefinition | Callable[[Callable[[], Any]], JobDefinition]:
     """Declare a job, bare (``@job``) or with options (``@job(name=...)``).
 
@@ -321,8 +337,15 @@ def job(
         config: a :class:`~tether.sdk.PartitionedConfig` giving each partition's run config
             and tags (its partitions become the job's).
         op_retry_policy: retry policy of every op without its own.
+        executor: how runs execute the ops: ``"in_process"`` (default; one by one in the
+            run worker) or ``"multiprocess"`` (each step in its own process, up to
+            ``max_concurrent`` at once, outputs passed as pickles through a per-run
+            directory). A run overrides it with the ``execution`` section of its run
+            config: ``{"execution": {"multiprocess": {"max_concurrent": 2}}}``.
     """
-    options = _JobOptions(name, description, tags, partitions_def, config, op_retry_policy)
+    options = _JobOptions(
+        name, description, tags, partitions_def, config, op_retry_policy, executor
+    )
     if fn is not None:
         return _build_job(fn, options)
 

@@ -46,6 +46,30 @@ def _hoist_defs(schema: dict[str, Any], node: str, defs: dict[str, Any]) -> dict
     return _rewrite_refs(schema, renames)
 
 
+#: The optional ``execution`` section of a run config: one executor, with its options.
+EXECUTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Overrides the job's executor for this run.",
+    "properties": {
+        "in_process": {"type": "object", "additionalProperties": False},
+        "multiprocess": {
+            "type": "object",
+            "properties": {
+                "max_concurrent": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Most steps running at once (default: CPU count).",
+                }
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+
+
 def job_config_schema(job: JobDefinition) -> dict[str, Any]:
     """Return the JSON Schema (draft 2020-12) that a run config of ``job`` must satisfy."""
     defs: dict[str, Any] = {}
@@ -72,7 +96,7 @@ def job_config_schema(job: JobDefinition) -> dict[str, Any]:
         ops["required"] = required
     schema: dict[str, Any] = {
         "type": "object",
-        "properties": {"ops": ops},
+        "properties": {"ops": ops, "execution": EXECUTION_SCHEMA},
         "additionalProperties": False,
     }
     if required:

@@ -17,6 +17,11 @@ from typing import Any
 from tether.codeserver.loader import LoadedLocation, LocationLoadError, load_location
 from tether.codeserver.worker.events import RunEventEmitter
 from tether.codeserver.worker.execution import Cancellation, JobExecutor, StepStatus
+from tether.codeserver.worker.multiprocess import (
+    MULTIPROCESS,
+    MultiprocessExecutor,
+    executor_choice,
+)
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.run_config import RunConfigError, resolve_op_configs
 from tether.codeserver.worker.settings import RunWorkerSettings
@@ -94,18 +99,36 @@ class RunWorker:
         self._emitter.emit(
             EventType.RUN_START,
             message=f"Started run of job {job.name!r}.",
-            data={"job_name": job.name, "location_name": location.name, "pid": os.getpid()},
+            data={
+                "job_name": job.name,
+                "location_name": location.name,
+                "pid": os.getpid(),
+                "executor": executor_choice(job, run.run_config)[0],
+            },
         )
-        executor = JobExecutor(
-            job,
-            run.run_id,
-            op_configs,
-            self._emitter,
-            self._publisher,
-            self._settings,
-            self._cancellation,
-            run_tags=run.tags,
-        )
+        executor_name, max_concurrent = executor_choice(job, run.run_config)
+        executor: JobExecutor | MultiprocessExecutor
+        if executor_name == MULTIPROCESS:
+            executor = MultiprocessExecutor(
+                job,
+                self._args,
+                self._emitter,
+                self._publisher,
+                self._settings,
+                self._cancellation,
+                max_concurrent,
+            )
+        else:
+            executor = JobExecutor(
+                job,
+                run.run_id,
+                op_configs,
+                self._emitter,
+                self._publisher,
+                self._settings,
+                self._cancellation,
+                run_tags=run.tags,
+            )
         try:
             executor.execute()
         except PublishError:

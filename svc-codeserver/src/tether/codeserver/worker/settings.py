@@ -38,4 +38,9 @@ class RunWorkerSettings(BaseSettings):
         ge=0,
         description="Seconds to wait at step end for processes the op left holding its output.",
     )
+    run_storage_dir: str | None = Field(
+        default=None,
+        description="Directory under which the multiprocess executor keeps each run's step "
+        "outputs (removed after the run); default: the system temp directory.",
+    )
     log_level: str = Field(default="INFO", description="Level of the worker's own logs.")

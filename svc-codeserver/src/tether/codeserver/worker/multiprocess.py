@@ -1,0 +1,407 @@
+"""The multiprocess executor: each step attempt in its own process, several at once.
+
+Chosen with ``@job(executor="multiprocess")`` or, per run, the run config section
+``{"execution": {"multiprocess": {"max_concurrent": N}}}`` (``{"execution":
+{"in_process": {}}}`` forces the default in-process executor).
+
+A step process is a fresh interpreter (``python -m tether.codeserver.worker.step``), not
+a fork: the worker holds a NATS connection and threads, which a fork would copy in a
+broken state. The worker stays the only NATS publisher: a child's stdout/stderr are
+pipes read here into offset-keyed chunks (the same capture as in-process, fd level by
+construction), and its LOG/materialization events and result come back as JSON lines on
+a third pipe and are numbered by the run's one emitter, so ``seq`` stays gap-free.
+Outputs travel as pickles through a per-run directory (the filesystem IO manager),
+removed when the run ends.
+
+Retries, skips and cancellation follow the in-process executor: a failed attempt is
+retried per the op's RetryPolicy or ``RetryRequested``; a node whose upstream did not
+succeed is skipped; a child that dies without a result (``os._exit``, a signal) fails
+its step with ``StepProcessCrashed``. On cancellation no step starts any more and the
+running step processes are terminated (their steps fail with ``RunInterrupted``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from tether.codeserver.worker.capture import _PipeReader
+from tether.codeserver.worker.events import LogChunkPublisher, RunEventEmitter
+from tether.codeserver.worker.execution import (
+    Cancellation,
+    RunInterrupted,
+    StepStatus,
+    _OffsetChunks,
+)
+from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
+from tether.codeserver.worker.settings import RunWorkerSettings
+from tether.codeserver.worker.step import StepSpec
+from tether.sdk import EXECUTORS, RESULT, JobDefinition, Node
+from tether.shared.messages import ErrorInfo, EventType, ExecuteRunArgs
+from tether.shared.subjects import LogStream
+from tether.shared.telemetry import current_traceparent, tracer
+
+log = logging.getLogger(__name__)
+
+IN_PROCESS, MULTIPROCESS = EXECUTORS
+
+
+def executor_choice(job: JobDefinition, run_config: Mapping[str, Any]) -> tuple[str, int]:
+    """The executor of a run and its concurrency: the run config's, else the job's.
+
+    The run config was validated against the job's schema, so ``execution`` holds
+    exactly one known executor.
+    """
+    execution = run_config.get("execution") or {}
+    name = next(iter(execution), job.executor)
+    options = execution.get(name) or {}
+    return name, int(options.get("max_concurrent") or os.cpu_count() or 1)
+
+
+class StepProcessCrashed(Exception):  # noqa: N818 - the name users see in the step failure
+    """A step process exited without reporting a result (its class name is the error's)."""
+
+
+class _Child:
+    """One running step process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.terminated = False
+
+
+class MultiprocessExecutor:
+    """Runs a job's nodes in step processes, up to ``max_concurrent`` at once.
+
+    Same contract as :class:`~tether.codeserver.worker.execution.JobExecutor`:
+    :meth:`execute` fills :attr:`status`.
+
+    Args:
+        job: the job.
+        args: the run as the worker received it (the child reloads the code from it).
+        emitter: numbers and publishes events (shared by every step thread).
+        publisher: carries log chunks.
+        settings: capture tuning and the run storage directory.
+        cancellation: cancellation requests.
+        max_concurrent: most step processes alive at once.
+    """
+
+    def __init__(
+        self,
+        job: JobDefinition,
+        args: ExecuteRunArgs,
+        emitter: RunEventEmitter,
+        publisher: JetStreamPublisher,
+        settings: RunWorkerSettings,
+        cancellation: Cancellation,
+        max_concurrent: int,
+    ) -> None:
+        self._job = job
+        self._args = args
+        self._run_id = args.run.run_id
+        self._emitter = emitter
+        self._publisher = publisher
+        self._settings = settings
+        self._cancellation = cancellation
+        self._max_concurrent = max(1, max_concurrent)
+        self._children: dict[str, _Child] = {}
+        self._lock = threading.Lock()
+        self._storage_dir = ""
+        self.status: dict[str, StepStatus] = {n.name: StepStatus.NOT_RUN for n in job.nodes}
+
+    def execute(self) -> None:
+        """Run every node (or until canceled); results are in :attr:`status`."""
+        storage_root = self._settings.run_storage_dir
+        if storage_root:
+            os.makedirs(storage_root, exist_ok=True)
+        self._storage_dir = tempfile.mkdtemp(prefix=f"tether-run-{self._run_id}-", dir=storage_root)
+        try:
+            self._schedule()
+        finally:
+            shutil.rmtree(self._storage_dir, ignore_errors=True)
+
+    def _schedule(self) -> None:
+        done: queue.Queue[tuple[str, StepStatus | BaseException]] = queue.Queue()
+        pending = list(self._job.nodes)
+        running: dict[str, threading.Thread] = {}
+        failure: BaseException | None = None
+        while pending or running:
+            if self._cancellation.requested.is_set() or failure is not None:
+                pending.clear()
+                self._terminate_children()
+            for node in list(pending):
+                ups = [self.status[u] for u in node.upstream()]
+                if any(s in (StepStatus.FAILURE, StepStatus.SKIPPED) for s in ups):
+                    pending.remove(node)
+                    self.status[node.name] = StepStatus.SKIPPED
+                    blocked = [
+                        u for u in node.upstream() if self.status[u] is not StepStatus.SUCCESS
+                    ]
+                    self._emitter.emit(
+                        EventType.STEP_SKIPPED,
+                        step_key=node.name,
+                        message=f"Skipped {node.name}: upstream step(s) did not succeed: "
+                        + ", ".join(blocked),
+                        data={"upstream": blocked},
+                    )
+                elif all(s is StepStatus.SUCCESS for s in ups) and (
+                    len(running) < self._max_concurrent
+                ):
+                    pending.remove(node)
+                    # Each thread runs in a copy of this context: the run's trace span is
+                    # current there too, so step spans and events continue the run's trace.
+                    context = contextvars.copy_context()
+                    thread = threading.Thread(
+                        target=context.run,
+                        args=(self._step_thread, node, done),
+                        name=f"step-{node.name}",
+                    )
+                    running[node.name] = thread
+                    thread.start()
+            if not running:
+                continue  # only skips were decided; look at the rest again
+            try:
+                # A short wait so that a cancellation (a signal on this thread) is seen.
+                step, outcome = done.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            running.pop(step).join()
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+                self.status[step] = StepStatus.FAILURE
+            else:
+                self.status[step] = outcome
+        if failure is not None:
+            raise failure
+
+    def _step_thread(
+        self, node: Node, done: queue.Queue[tuple[str, StepStatus | BaseException]]
+    ) -> None:
+        try:
+            outcome: StepStatus | BaseException = self._execute_node(node)
+        except BaseException as err:  # noqa: BLE001 - handed to the scheduler, re-raised there
+            outcome = err
+        done.put((node.name, outcome))
+
+    def _terminate_children(self) -> None:
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            if child.proc.poll() is None and not child.terminated:
+                child.terminated = True
+                child.proc.terminate()
+
+    def _execute_node(self, node: Node) -> StepStatus:
+        step = node.name
+        with tracer("tether.codeserver").start_as_current_span(
+            "step", attributes={"run_id": self._run_id, "step_key": step, "op": node.op.name}
+        ):
+            chunks = _OffsetChunks(
+                LogChunkPublisher(self._run_id, step, self._publisher, current_traceparent())
+            )
+            attempt = 0
+            while True:
+                self._emitter.emit(
+                    EventType.STEP_START,
+                    step_key=step,
+                    message=f"Started {step}." if not attempt else f"Retry {attempt} of {step}.",
+                    data={"attempt": attempt} if attempt else {},
+                )
+                result, error = self._attempt(node, attempt, chunks)
+                if error is None:
+                    break
+                duration = result.get("duration_s", 0.0)
+                delay = self._retry_delay(node, attempt, result, error)
+                if delay is None:
+                    self._emitter.emit(
+                        EventType.STEP_FAILURE,
+                        step_key=step,
+                        message=f"{step} failed: {error.cls_name}: {error.message}",
+                        data={"duration_s": duration, "attempts": attempt + 1},
+                        error=error,
+                    )
+                    return StepStatus.FAILURE
+                self._emitter.emit(
+                    EventType.STEP_RETRY,
+                    step_key=step,
+                    message=f"{step} failed ({error.cls_name}: {error.message});"
+                    f" retrying in {delay:.1f}s.",
+                    data={"attempt": attempt + 1, "delay_s": delay},
+                    error=error,
+                )
+                if self._cancellation.requested.wait(delay):
+                    self._emitter.emit(
+                        EventType.STEP_FAILURE,
+                        step_key=step,
+                        message=f"{step} failed and the run was canceled before its retry.",
+                        data={"duration_s": duration, "attempts": attempt + 1},
+                        error=error,
+                    )
+                    return StepStatus.FAILURE
+                attempt += 1
+            output_data: dict[str, Any] = {
+                "output_name": RESULT,
+                "type_name": node.op.output_type_name,
+                "value_repr": result["value_repr"],
+            }
+            if result.get("output_metadata"):
+                output_data["metadata"] = result["output_metadata"]
+            self._emitter.emit(
+                EventType.STEP_OUTPUT,
+                step_key=step,
+                message=f"{step} produced output {RESULT!r}.",
+                data=output_data,
+            )
+            self._emitter.emit(
+                EventType.STEP_SUCCESS,
+                step_key=step,
+                message=f"Finished {step} in {result['duration_s']:.3f}s.",
+                data={"duration_s": result["duration_s"]},
+            )
+            return StepStatus.SUCCESS
+
+    def _retry_delay(
+        self, node: Node, attempt: int, result: dict[str, Any], error: ErrorInfo
+    ) -> float | None:
+        if error.cls_name.endswith("RunInterrupted") or self._cancellation.requested.is_set():
+            return None
+        retry = result.get("retry_requested")
+        if retry is not None:
+            return retry["seconds_to_wait"] if attempt < retry["max_retries"] else None
+        policy = self._job.retry_policy_for(node.name)
+        if policy is None or attempt >= policy.max_retries:
+            return None
+        return policy.delay_before(attempt + 1)
+
+    def _attempt(
+        self, node: Node, attempt: int, chunks: _OffsetChunks
+    ) -> tuple[dict[str, Any], ErrorInfo | None]:
+        """Run one attempt in a step process; returns (its result line, its error)."""
+        step = node.name
+        msg_r, msg_w = os.pipe()
+        spec = StepSpec(
+            args=self._args,
+            step_key=step,
+            attempt=attempt,
+            storage_dir=self._storage_dir,
+            message_fd=msg_w,
+        )
+        spec_path = os.path.join(self._storage_dir, f"{step}.{attempt}.spec.json")
+        with open(spec_path, "w", encoding="utf-8") as f:
+            f.write(spec.model_dump_json())
+        pipes = {stream: os.pipe() for stream in (LogStream.STDOUT, LogStream.STDERR)}
+        own_fds = [msg_w, *(write_fd for _, write_fd in pipes.values())]
+        try:
+            with self._lock:
+                # Checked under the lock the terminator takes: a step either starts before
+                # a cancellation (and gets terminated) or sees it and does not start.
+                if self._cancellation.requested.is_set():
+                    raise _NotStarted
+                # close_fds (the default) keeps other steps' pipe ends out of this child,
+                # so each pipe sees EOF when its own child exits.
+                proc = subprocess.Popen(  # noqa: S603 - our own module, our interpreter
+                    [sys.executable, "-m", "tether.codeserver.worker.step", spec_path],
+                    stdin=subprocess.DEVNULL,
+                    stdout=pipes[LogStream.STDOUT][1],
+                    stderr=pipes[LogStream.STDERR][1],
+                    pass_fds=(msg_w,),
+                )
+                child = _Child(proc)
+                self._children[step] = child
+        except BaseException as err:
+            for fd in [msg_r, *own_fds, *(read_fd for read_fd, _ in pipes.values())]:
+                os.close(fd)
+            if isinstance(err, _NotStarted):
+                return {}, _interrupted("run canceled before the step started")
+            raise
+        # Only the child holds the write ends now: EOF on them means it is gone.
+        for fd in own_fds:
+            os.close(fd)
+        readers = [
+            _PipeReader(
+                stream, read_fd, chunks, self._settings.log_chunk_bytes, self._settings.log_linger
+            )
+            for stream, (read_fd, _) in pipes.items()
+        ]
+        for reader in readers:
+            reader.start()
+        result = self._read_messages(step, msg_r)
+        returncode = proc.wait()
+        for reader in readers:
+            reader.join()
+        with self._lock:
+            self._children.pop(step, None)
+        for reader in readers:
+            if reader.error is not None:
+                raise PublishError(f"output of step {step} not delivered") from reader.error
+        chunks.advance({r.stream: r.offset for r in readers})
+        if child.terminated:
+            return result, _interrupted("run canceled: the step process was terminated")
+        if result.get("kind") != "result":
+            return result, _crash_error(step, returncode)
+        if result["ok"]:
+            return result, None
+        return result, ErrorInfo.model_validate(result["error"])
+
+    def _read_messages(self, step: str, fd: int) -> dict[str, Any]:
+        """Relay the child's LOG/materialization lines until EOF; return its result line."""
+        result: dict[str, Any] = {}
+        with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                try:
+                    message = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("step %s sent a malformed message line", step)
+                    continue
+                kind = message.get("kind")
+                if kind == "log":
+                    self._emitter.log_sink(message["level"], message["message"], step)
+                elif kind == "event":
+                    data = message.get("data", {})
+                    path = "/".join(data.get("asset_key", []))
+                    self._emitter.emit(
+                        EventType(message["event_type"]),
+                        step_key=step,
+                        message=f"Materialized {path}.",
+                        data=data,
+                    )
+                elif kind == "result":
+                    result = message
+        return result
+
+
+class _NotStarted(Exception):  # noqa: N818 - control flow inside _attempt only
+    pass
+
+
+def _interrupted(message: str) -> ErrorInfo:
+    # Named like the in-process executor's error for the same situation.
+    return ErrorInfo(
+        cls_name=f"{RunInterrupted.__module__}.{RunInterrupted.__name__}", message=message
+    )
+
+
+def _crash_error(step: str, returncode: int) -> ErrorInfo:
+    if returncode < 0:
+        try:
+            how = f"was killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited with code {returncode}"
+    return ErrorInfo(
+        cls_name=f"{__name__}.{StepProcessCrashed.__name__}",
+        message=f"the process of step {step} {how} without reporting a result "
+        "(see the step's stderr)",
+    )

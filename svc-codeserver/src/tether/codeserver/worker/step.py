@@ -1,0 +1,172 @@
+"""One attempt of one step in its own process: the child side of the multiprocess executor.
+
+Run as ``python -m tether.codeserver.worker.step <spec.json>`` by
+:mod:`tether.codeserver.worker.multiprocess`. The child never talks to NATS: its
+stdout/stderr are pipes the parent reads (fd-level capture comes for free), and its
+structured messages (LOG events, materializations, and finally its result) are JSON
+lines on the fd named in the spec. Inputs are read from, and the output written to, the
+run's filesystem IO manager directory as pickles.
+
+A child that dies without writing its result line (``os._exit``, a segfault, a kill) is
+reported as a crash by the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from tether.shared.messages import ErrorInfo, ExecuteRunArgs
+
+_REPR_LIMIT = 1000
+
+
+class StepSpec(BaseModel):
+    """What the parent tells a step process to do (written as JSON to a file)."""
+
+    args: ExecuteRunArgs = Field(description="The run, as the worker received it.")
+    step_key: str = Field(description="The node to run.")
+    attempt: int = Field(description="0 for the first attempt, then 1, 2... for retries.")
+    storage_dir: str = Field(description="The run's IO manager directory.")
+    message_fd: int = Field(description="Inherited fd the child writes its JSON lines to.")
+
+
+def output_path(storage_dir: str | Path, step_key: str) -> Path:
+    """Where the filesystem IO manager keeps ``step_key``'s output."""
+    return Path(storage_dir) / f"{step_key}.pickle"
+
+
+def _value_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not fail the step
+        return f"<{type(value).__name__} (repr failed)>"
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
+
+
+class _Messages:
+    """JSON lines to the parent; thread-safe (user code may log from its threads)."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def send(self, **message: Any) -> None:
+        line = json.dumps(message, default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+
+def _load_inputs(node: Any, storage_dir: str) -> dict[str, Any]:
+    def load(step: str) -> Any:
+        with output_path(storage_dir, step).open("rb") as f:
+            return pickle.load(f)  # noqa: S301 - written by this run's own step processes
+
+    kwargs: dict[str, Any] = {}
+    for name, source in node.inputs.items():
+        if isinstance(source, tuple):
+            kwargs[name] = [load(h.node) for h in source]
+        else:
+            kwargs[name] = load(source.node)
+    return kwargs
+
+
+def _store_output(storage_dir: str, step: str, value: Any) -> None:
+    # Write then rename: a reader never sees a half-written pickle.
+    target = output_path(storage_dir, step)
+    partial = target.with_suffix(".partial")
+    with partial.open("wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(target)
+
+
+def run_step(spec: StepSpec, messages: _Messages) -> None:
+    """Run one attempt and send its result line; user errors become a failed result."""
+    from tether.codeserver.loader import load_location
+    from tether.codeserver.worker.run_config import resolve_op_configs
+    from tether.sdk import PARTITION_KEY_TAG, OpContext, OpLogger, RetryRequested
+
+    run, step = spec.args.run, spec.step_key
+    loaded = load_location(spec.args.location)
+    if loaded.definitions is None:
+        assert loaded.error is not None
+        messages.send(kind="result", ok=False, error=loaded.error.model_dump(mode="json"))
+        return
+    job = loaded.repository(run.repository_name, job_name=run.job_name).get_job(run.job_name)
+    node = job.node(step)
+    op_config = resolve_op_configs(job, run.run_config).get(step)
+
+    def log_sink(level: str, message: str, step_key: str) -> None:
+        messages.send(kind="log", level=level, message=message)
+
+    def event_sink(kind: str, step_key: str, data: dict[str, Any]) -> None:
+        messages.send(kind="event", event_type=kind, data=data)
+
+    context = OpContext(
+        run_id=run.run_id,
+        op_name=step,
+        op_config=op_config,
+        log=OpLogger(step, log_sink),
+        partition_key=run.tags.get(PARTITION_KEY_TAG),
+        run_tags=dict(run.tags),
+        retry_number=spec.attempt,
+        partitions_def=job.partitions_def,
+        event_sink=event_sink,
+    )
+    op = node.op
+    started = time.monotonic()
+    try:
+        kwargs = _load_inputs(node, spec.storage_dir)
+        if op.config_model is not None:
+            kwargs["config"] = op_config
+        args: tuple[Any, ...] = (context,) if op.wants_context else ()
+        if op.is_async:
+            value = asyncio.run(op.fn(*args, **kwargs))
+        else:
+            value = op.fn(*args, **kwargs)
+        _store_output(spec.storage_dir, step, value)
+    except (Exception, SystemExit) as err:
+        # The user-code boundary (an unpicklable output fails the step the same way).
+        retry = None
+        if isinstance(err, RetryRequested):
+            retry = {"max_retries": err.max_retries, "seconds_to_wait": err.seconds_to_wait}
+        messages.send(
+            kind="result",
+            ok=False,
+            error=ErrorInfo.from_exception(err).model_dump(mode="json"),
+            retry_requested=retry,
+            duration_s=time.monotonic() - started,
+        )
+        return
+    messages.send(
+        kind="result",
+        ok=True,
+        value_repr=_value_repr(value),
+        output_metadata=context.output_metadata or {},
+        duration_s=time.monotonic() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of a step process; returns its exit code (the result travels on the fd)."""
+    argv = sys.argv[1:] if argv is None else argv
+    spec = StepSpec.model_validate_json(Path(argv[0]).read_text())
+    messages = _Messages(spec.message_fd)
+    run_step(spec, messages)
+    # Flush what user code printed before the parent sees EOF on the pipes.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
