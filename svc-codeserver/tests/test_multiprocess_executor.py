@@ -106,6 +106,8 @@ def wait_a() -> int:
 
 @op
 def wait_b() -> int:
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops this one
     print(f"waiting {os.getpid()}", flush=True)
     import time
     while True:
@@ -269,7 +271,7 @@ async def test_sigterm_terminates_step_processes_and_cancels(nats_server, mp_loc
                 both.set_result(None)
 
     sub = await nc.subscribe(f"{subjects.PREFIX}.logs.{run_id}.>", cb=on_chunk)
-    proc = await h.start_worker(args)
+    proc = await h.start_worker(args, TETHER_RUN_WORKER_STEP_TERMINATE_GRACE="0.5")
     await asyncio.wait_for(both, 60)  # both steps run at once, each in its own process
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -17,7 +17,9 @@ Retries, skips and cancellation follow the in-process executor: a failed attempt
 retried per the op's RetryPolicy or ``RetryRequested``; a node whose upstream did not
 succeed is skipped; a child that dies without a result (``os._exit``, a signal) fails
 its step with ``StepProcessCrashed``. On cancellation no step starts any more and the
-running step processes are terminated (their steps fail with ``RunInterrupted``).
+running step processes get SIGTERM (SIGKILL after ``step_terminate_grace``); their steps
+fail with ``RunInterrupted`` and the run ends ``RUN_CANCELED``. Unlike in-process, the
+first signal already interrupts the running steps: a process can be stopped safely.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,7 +81,7 @@ class _Child:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        self.terminated = False
+        self.terminated_at: float | None = None
 
 
 class MultiprocessExecutor:
@@ -195,12 +198,22 @@ class MultiprocessExecutor:
         done.put((node.name, outcome))
 
     def _terminate_children(self) -> None:
+        """SIGTERM every running step process; SIGKILL those still alive after the grace.
+
+        Called on every scheduler pass once the run is canceled, so a step that ignores
+        SIGTERM cannot keep the worker (and the run's terminal event) waiting.
+        """
         with self._lock:
             children = list(self._children.values())
+        now = time.monotonic()
         for child in children:
-            if child.proc.poll() is None and not child.terminated:
-                child.terminated = True
+            if child.proc.poll() is not None:
+                continue
+            if child.terminated_at is None:
+                child.terminated_at = now
                 child.proc.terminate()
+            elif now - child.terminated_at >= self._settings.step_terminate_grace:
+                child.proc.kill()
 
     def _execute_node(self, node: Node) -> StepStatus:
         step = node.name
@@ -346,13 +359,14 @@ class MultiprocessExecutor:
             if reader.error is not None:
                 raise PublishError(f"output of step {step} not delivered") from reader.error
         chunks.advance({r.stream: r.offset for r in readers})
-        if child.terminated:
+        # A result line wins: the op finished before the termination reached it.
+        if result.get("kind") == "result":
+            if result["ok"]:
+                return result, None
+            return result, ErrorInfo.model_validate(result["error"])
+        if child.terminated_at is not None:
             return result, _interrupted("run canceled: the step process was terminated")
-        if result.get("kind") != "result":
-            return result, _crash_error(step, returncode)
-        if result["ok"]:
-            return result, None
-        return result, ErrorInfo.model_validate(result["error"])
+        return result, _crash_error(step, returncode)
 
     def _read_messages(self, step: str, fd: int) -> dict[str, Any]:
         """Relay the child's LOG/materialization lines until EOF; return its result line."""

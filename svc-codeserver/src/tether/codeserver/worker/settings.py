@@ -43,4 +43,10 @@ class RunWorkerSettings(BaseSettings):
         description="Directory under which the multiprocess executor keeps each run's step "
         "outputs (removed after the run); default: the system temp directory.",
     )
+    step_terminate_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a canceled run's step processes get after SIGTERM before SIGKILL "
+        "(multiprocess executor).",
+    )
     log_level: str = Field(default="INFO", description="Level of the worker's own logs.")
