@@ -298,3 +298,45 @@ async def test_sigterm_terminates_step_processes_and_cancels(nats_server, mp_loc
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # the step processes are gone with the worker
     await nc.close()
+
+
+async def test_step_processes_die_with_a_killed_worker(
+    nats_server, mp_location, tmp_path: Path
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    args = h.run_args(mp_location, nats_server.url, "stuck")
+    waiting: dict[str, int] = {}
+    both = asyncio.get_running_loop().create_future()
+
+    async def on_chunk(msg: Msg) -> None:
+        chunk = decode_log_chunk(msg.headers, msg.data)
+        if chunk.data.startswith(b"waiting"):
+            waiting[chunk.step_key] = int(chunk.data.split()[1])
+            if len(waiting) == 2 and not both.done():
+                both.set_result(None)
+
+    sub = await nc.subscribe(f"{subjects.PREFIX}.logs.{args.run.run_id}.>", cb=on_chunk)
+    # A killed worker cannot remove its run directory: keep it in the test's tmp.
+    proc = await h.start_worker(args, TETHER_RUN_WORKER_RUN_STORAGE_DIR=str(tmp_path))
+    await asyncio.wait_for(both, 60)
+    proc.kill()
+    await proc.communicate()
+    await sub.unsubscribe()
+
+    async def gone(pid: int) -> None:
+        while _alive(pid):
+            await asyncio.sleep(0.05)
+
+    for pid in waiting.values():
+        # The kernel kills them (parent-death signal); a generous bound, not a timing check.
+        await asyncio.wait_for(gone(pid), 30)
+    await nc.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

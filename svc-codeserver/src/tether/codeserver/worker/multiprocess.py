@@ -309,6 +309,7 @@ class MultiprocessExecutor:
             attempt=attempt,
             storage_dir=self._storage_dir,
             message_fd=msg_w,
+            parent_pid=os.getpid(),
         )
         spec_path = os.path.join(self._storage_dir, f"{step}.{attempt}.spec.json")
         with open(spec_path, "w", encoding="utf-8") as f:

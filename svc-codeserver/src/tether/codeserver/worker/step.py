@@ -37,6 +37,7 @@ class StepSpec(BaseModel):
     attempt: int = Field(description="0 for the first attempt, then 1, 2... for retries.")
     storage_dir: str = Field(description="The run's IO manager directory.")
     message_fd: int = Field(description="Inherited fd the child writes its JSON lines to.")
+    parent_pid: int = Field(description="The run worker; the step process dies with it.")
 
 
 def output_path(storage_dir: str | Path, step_key: str) -> Path:
@@ -156,10 +157,28 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     )
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process if the run worker dies (Linux only).
+
+    A worker killed with SIGKILL cannot terminate its step processes; without this they
+    would keep running user code for a run that is already over.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the worker died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry of a step process; returns its exit code (the result travels on the fd)."""
     argv = sys.argv[1:] if argv is None else argv
     spec = StepSpec.model_validate_json(Path(argv[0]).read_text())
+    _die_with_parent(spec.parent_pid)
     messages = _Messages(spec.message_fd)
     run_step(spec, messages)
     # Flush what user code printed before the parent sees EOF on the pipes.
