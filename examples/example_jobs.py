@@ -5,7 +5,8 @@ Used by ``tether dev``, the docs and the tests. Location config::
     {"name": "examples", "module": "example_jobs", "working_directory": "examples"}
 
 It shows every SDK feature: ops and jobs (``hello``, ``fails``, ``configured``,
-``fan_out_fan_in``), retries (``flaky``), time-window and static partitions
+``fan_out_fan_in``), the multiprocess executor (``fan_out_parallel``), a long-running job to
+watch or terminate (``countdown``), retries (``flaky``), time-window and static partitions
 (``daily_report``, ``regional_sync``), schedules (plain, function-based and partitioned)
 and a sensor with a cursor and run keys (``greeting_files``).
 """
@@ -148,6 +149,15 @@ def report(context: OpContext, stats: list[int]) -> dict[str, int]:
 
 @job(description="Fan-out to three ops (one used twice), fan-in to a report.")
 def fan_out_fan_in():
+    values = numbers()
+    report([total(values), largest(values), count(values), total(values)])
+
+
+@job(
+    executor="multiprocess",
+    description="The same graph, each step in its own process (fan-out branches in parallel).",
+)
+def fan_out_parallel():
     values = numbers()
     report([total(values), largest(values), count(values), total(values)])
 
@@ -318,6 +328,7 @@ defs = Definitions(
         fails,
         configured,
         fan_out_fan_in,
+        fan_out_parallel,
         flaky,
         countdown,
         daily_report,

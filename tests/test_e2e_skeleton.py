@@ -150,3 +150,19 @@ def test_terminate_interrupts_a_running_worker(stack: DevStack) -> None:
     types = [e["eventType"] for e in run["events"]]
     # The worker itself stopped the run at its next safe point and said so.
     assert "RUN_CANCELING" in types and types[-1] == "RUN_CANCELED", types
+
+
+def test_multiprocess_job_runs_each_step_in_its_own_process(stack: DevStack) -> None:
+    wait_location_loaded(stack)
+    launched = launch(stack, "fan_out_parallel")
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = wait_run_done(stack, launched["run"]["id"])
+    assert run["status"] == "SUCCESS", run
+    types = [e["eventType"] for e in run["events"]]
+    assert types.count("STEP_SUCCESS") == 6
+    logs = wait_for(
+        "the report's output",
+        lambda: [c for c in compute_logs(stack, run["id"]) if "stats:" in c["text"]],
+        stack=stack,
+    )
+    assert "'total': 10" in logs[0]["text"]

@@ -28,6 +28,7 @@ def test_loads_module_and_finds_the_single_definitions(examples_location) -> Non
         "fails",
         "configured",
         "fan_out_fan_in",
+        "fan_out_parallel",
         "flaky",
         "countdown",
         "daily_report",
