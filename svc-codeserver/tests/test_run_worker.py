@@ -451,6 +451,8 @@ def noisy() -> int:
     os.write(1, b"from os.write\\n")
     subprocess.run(["sh", "-c", "echo from a subprocess; echo subprocess err >&2"], check=True)
     sys.stdout.write("x" * 200_000 + "\\n")
+    sys.stdout.flush()
+    os.write(1, b"not utf-8: \\xff\\xfe\\x00 end\\n")
     return 7
 
 @op
@@ -477,7 +479,12 @@ async def test_output_is_captured_at_fd_level_in_offset_chunks(nats_server, tmp_
     assert code == 0, stderr
     chunks = await read_logs(js, args.run.run_id)
     stdout = output_of(chunks, "noisy", LogStream.STDOUT)
-    assert stdout == (b"from print\nfrom os.write\nfrom a subprocess\n" + b"x" * 200_000 + b"\n")
+    assert stdout == (
+        b"from print\nfrom os.write\nfrom a subprocess\n"
+        + b"x" * 200_000
+        + b"\n"
+        + b"not utf-8: \xff\xfe\x00 end\n"
+    )
     assert output_of(chunks, "noisy", LogStream.STDERR) == b"subprocess err\n"
     sizes = [len(c.data) for _, c in chunks if c.stream == LogStream.STDOUT]
     assert len(sizes) >= 4 and max(sizes) <= 64 * 1024
