@@ -115,6 +115,7 @@ def build_system(name: str, workspace: Workspace, versions: dict[str, str]) -> S
         env = envs.ensure("prefect", log)
         versions["prefect"] = env.version("prefect")
         versions["fastapi (prefect env)"] = env.version("fastapi")
+        versions["sqlalchemy (prefect env)"] = env.version("sqlalchemy")
         return PrefectSystem(env, workspace)
     raise AssertionError(name)
 

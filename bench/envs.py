@@ -19,8 +19,10 @@ from pathlib import Path
 #: What each environment installs. Versions are the ones measured; change them here.
 SPECS: dict[str, tuple[str, ...]] = {
     "dagster": ("dagster==1.13.27", "dagster-webserver==1.13.27"),
-    # FastAPI >= 0.151 breaks Prefect 3.8.8's server (see /work/shared/PEERS.md).
-    "prefect": ("prefect==3.8.8", "fastapi<=0.150.0"),
+    # FastAPI >= 0.151 breaks Prefect 3.8.8's server (see /work/shared/PEERS.md). SQLAlchemy
+    # 2.1 breaks its scheduler service (bulk insert of scheduled flow runs: "Can't evaluate
+    # bulk DML statement"), so cron deployments never get runs.
+    "prefect": ("prefect==3.8.8", "fastapi<=0.150.0", "sqlalchemy<2.1"),
     "tools": ("matplotlib>=3.8", "py-spy>=0.4", "pyinstrument>=5"),
 }
 
