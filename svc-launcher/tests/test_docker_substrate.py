@@ -266,6 +266,7 @@ class Bus:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
         self.results: list[WorkResult] = []
+        self._results_sub: JetStreamContext.PullSubscription | None = None
 
     async def send(self, work: WorkItem) -> None:
         await self.js.publish(
@@ -275,9 +276,14 @@ class Bus:
         )
 
     async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
-        sub = await self.js.pull_subscribe(
-            subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
-        )
+        # One subscription for the whole test: a second one on the same durable would
+        # leave the first one's lingering pull request orphaned, and a result delivered
+        # to it would only come back after the consumer's ack wait (30 s).
+        if self._results_sub is None:
+            self._results_sub = await self.js.pull_subscribe(
+                subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
+            )
+        sub = self._results_sub
         async with asyncio.timeout(120):
             while True:
                 for r in self.results:

@@ -72,6 +72,7 @@ class Bus:
         self.nc = nc
         self.js = js
         self.results: list[WorkResult] = []
+        self._results_sub: JetStreamContext.PullSubscription | None = None
         self.result_headers: dict[str, dict[str, str]] = {}
 
     async def declare(self, *streams: Stream) -> None:
@@ -88,9 +89,14 @@ class Bus:
 
     async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
         """The first result matching ``predicate``, fetching (and acking) as needed."""
-        sub = await self.js.pull_subscribe(
-            subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
-        )
+        # One subscription for the whole test: a second one on the same durable would
+        # leave the first one's lingering pull request orphaned, and a result delivered
+        # to it would only come back after the consumer's ack wait (30 s).
+        if self._results_sub is None:
+            self._results_sub = await self.js.pull_subscribe(
+                subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
+            )
+        sub = self._results_sub
         async with asyncio.timeout(30):
             while True:
                 for result in self.results:
