@@ -96,6 +96,11 @@ def test_agent_pods_run_unprivileged_and_only_the_launcher_talks_to_the_api() ->
         assert (pod.get("serviceAccountName") == "tether-launcher") is is_launcher
 
 
+# Optional extras each image installs: the launcher serves every substrate, logship can
+# write to the customer's S3.
+IMAGE_EXTRAS = {"launcher": ("k8s", "ecs"), "logship": ("s3",)}
+
+
 def test_image_requirements_match_the_lockfile() -> None:
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
@@ -104,7 +109,7 @@ def test_image_requirements_match_the_lockfile() -> None:
         exported = subprocess.run(
             [uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-header"]
             + ["--no-annotate", "--no-emit-workspace", "--package", dist]
-            + (["--extra", "k8s"] if short == "launcher" else []),
+            + [arg for extra in IMAGE_EXTRAS.get(short, ()) for arg in ("--extra", extra)],
             cwd=ROOT,
             capture_output=True,
             text=True,
