@@ -208,18 +208,24 @@ class ComputeLogChunk(Base):
 
 
 class ComputeLogPointer(Base):
-    """Where one step's stream lives when an agent ships logs to customer storage (e.g. S3)."""
+    """Where one byte range of a step's stream lives when an agent ships logs to customer
+    storage (e.g. S3): the bytes ``[offset, offset + length)`` are the object ``object_key``
+    in ``bucket``. The control plane never holds those bytes, only this pointer.
+    """
 
     __tablename__ = "compute_log_pointers"
-    __table_args__ = (UniqueConstraint("run_id", "step_key", "stream"),)
+    __table_args__ = (UniqueConstraint("run_id", "step_key", "stream", "offset"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
     step_key: Mapped[str] = mapped_column(String(200))
     stream: Mapped[str] = mapped_column(String(16))
-    uri: Mapped[str] = mapped_column(Text)
-    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    updated_at: Mapped[float] = mapped_column(Double)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(BigInteger)
+    storage: Mapped[str] = mapped_column(String(16))
+    bucket: Mapped[str] = mapped_column(String(255))
+    object_key: Mapped[str] = mapped_column(String(1024))
+    timestamp: Mapped[float] = mapped_column(Double)
 
 
 class WorkItemRow(Base):
