@@ -63,6 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--schedule-minutes", type=int, default=5, help="ticks of the every-minute schedule"
     )
+    p.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "TETHER_BENCH_POSTGRES_URL", "postgresql://tether:tether@127.0.0.1:5432/postgres"
+        ),
+        help="PostgreSQL for the bare-insert limit (skipped when none answers)",
+    )
     p.add_argument("--nats-messages", type=int, default=50_000, help="raw NATS messages")
     p.add_argument(
         "--concurrent-submit", action="store_true", help="submit storm runs from 8 threads"
@@ -199,6 +206,8 @@ def run_limits(
     if "events" in wls:
         log("limit: SQLite insert")
         report.add(*limits.sqlite_insert(args.events, tmp / "limit.db"))
+        log("limit: PostgreSQL insert")
+        report.add(*limits.postgres_insert(args.events, args.postgres_url))
     log("limit: raw NATS")
     report.add(*limits.nats_rates(args.nats_messages, tmp / "nats-limit"))
 

@@ -5,7 +5,8 @@
   spawning one to its first op (the floor under pickup latency for any cold start);
 - raw NATS JetStream: publish (async, PubAcks awaited in windows) and pull-fetch + ack
   with nats-py against a private nats-server;
-- SQLite: one batched insert of event-sized rows (the floor under event storage).
+- SQLite and PostgreSQL: one batched insert of event-sized rows (the floor under event
+  storage; PostgreSQL only when a server answers at ``--postgres-url``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ JOBS_DIR = Path(__file__).resolve().parent / "jobs"
 BARE = "limit: bare python -c"
 NATS = "limit: raw NATS JetStream"
 SQLITE = "limit: SQLite batched insert"
+POSTGRES = "limit: PostgreSQL batched insert"
 
 #: What one bare run does: import the SDK and the job module, call both ops directly.
 _BARE_CODE = (
@@ -128,6 +130,50 @@ def sqlite_insert(rows: int, db_path: Path) -> list[Measurement]:
     return [
         Measurement("events", case, "until queryable", SQLITE, elapsed, "s"),
         Measurement("events", case, "events/s", SQLITE, rows / elapsed, "events/s", True),
+    ]
+
+
+def postgres_insert(rows: int, url: str) -> list[Measurement]:
+    """The same rows as :func:`sqlite_insert` into PostgreSQL, one transaction (COPY-free).
+
+    Uses a temporary table (gone with the connection), so nothing is left behind; returns
+    nothing when no server answers at ``url``.
+    """
+    import psycopg
+
+    try:
+        con = psycopg.connect(url, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        print(f"[bench] no PostgreSQL at {url}: {str(err).strip()}", file=sys.stderr)
+        return []
+    try:
+        con.execute(
+            "CREATE TEMPORARY TABLE run_events (id BIGSERIAL PRIMARY KEY, run_id TEXT, "
+            "seq INTEGER, event_type TEXT, timestamp DOUBLE PRECISION, step_key TEXT, "
+            "message TEXT, data JSONB, UNIQUE (run_id, seq))"
+        )
+        con.commit()
+        now = time.time()
+        data = json.dumps({"level": "INFO"})
+        batch = [
+            ("run-1", i + 1, "LOG", now, "log_lines", f"bench event {i}", data) for i in range(rows)
+        ]
+        started = time.monotonic()
+        with con.cursor() as cur:
+            # psycopg 3 pipelines executemany: one round trip per batch, not per row.
+            cur.executemany(
+                "INSERT INTO run_events (run_id, seq, event_type, timestamp, step_key, "
+                "message, data) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                batch,
+            )
+        con.commit()
+        elapsed = time.monotonic() - started
+    finally:
+        con.close()
+    case = f"{rows:,} log lines"
+    return [
+        Measurement("events", case, "until queryable", POSTGRES, elapsed, "s"),
+        Measurement("events", case, "events/s", POSTGRES, rows / elapsed, "events/s", True),
     ]
 
 
