@@ -423,6 +423,15 @@ class LaunchRunPayload(WireModel):
     repository_name: str | None = None
     run_config: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
+    step_selection: list[str] | None = Field(
+        default=None,
+        description="Steps to execute (a re-execution from failure); None: every step. The "
+        "outputs of unselected steps that selected ones read come from the parent run.",
+    )
+    parent_run_id: str | None = Field(
+        default=None,
+        description="The run this one re-executes; its stored step outputs feed unselected steps.",
+    )
 
 
 class EvaluateSchedulePayload(WireModel):
