@@ -337,6 +337,8 @@ class Instigator(Base):
     status: Mapped[str] = mapped_column(String(16), default=InstigatorStatus.STOPPED)
     cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_tick_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: A schedule's own catch-up policy (a CatchupPolicy); NULL: the control plane's setting.
+    catchup: Mapped[str | None] = mapped_column(String(16), nullable=True)
     updated_at: Mapped[float] = mapped_column(Double)
 
 
@@ -385,3 +387,24 @@ class Backfill(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    #: When the backfill was last retried: partition configs asked before then are not reused.
+    retried_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class LocationSeed(Base):
+    """A code location the workspace file created (or found existing), and the entry it had.
+
+    The file seeds a location once: at later starts an entry whose config is unchanged
+    leaves the location as the API last left it (updated, or removed); only an edit of the
+    entry in the file applies again.
+    """
+
+    __tablename__ = "location_seeds"
+    __table_args__ = (UniqueConstraint("deployment_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    #: SHA-256 of the file entry's canonical JSON when it was last applied.
+    config_sha: Mapped[str] = mapped_column(String(64))
+    seeded_at: Mapped[float] = mapped_column(Double)
