@@ -22,6 +22,7 @@ __all__ = [
     "CodeServerStatus",
     "ContainerConfig",
     "KubernetesConfig",
+    "EcsConfig",
     "ExecuteRunArgs",
     "ErrorInfo",
     "EvaluateSchedulePayload",
@@ -195,6 +196,36 @@ class KubernetesConfig(WireModel):
     )
 
 
+class EcsConfig(WireModel):
+    """How the ECS substrate runs a location's code server and run workers.
+
+    Unset fields take the launcher's ``TETHER_LAUNCHER_ECS_*`` settings.
+    """
+
+    cpu: str | None = Field(default=None, description="Task CPU units ('256', '1024').")
+    memory: str | None = Field(default=None, description="Task memory in MiB ('2048').")
+    task_role_arn: str | None = Field(default=None, description="IAM role user code runs as.")
+    execution_role_arn: str | None = Field(
+        default=None, description="IAM role ECS pulls the image and writes logs with."
+    )
+    subnets: list[str] = Field(default_factory=list, description="awsvpc subnets of tasks.")
+    security_groups: list[str] = Field(
+        default_factory=list, description="Security groups of tasks."
+    )
+    assign_public_ip: bool | None = Field(default=None, description="Give tasks a public IP.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Environment variable -> ARN of a Secrets Manager secret or SSM parameter "
+            "(ECS 'secrets', resolved by the execution role)."
+        ),
+    )
+    log_group: str | None = Field(default=None, description="CloudWatch Logs group (awslogs).")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Extra tags of task definitions, services and tasks."
+    )
+
+
 class LocationConfig(WireModel):
     """Where a code location's code lives and how the agent runs it."""
 
@@ -213,6 +244,9 @@ class LocationConfig(WireModel):
     )
     kubernetes: KubernetesConfig | None = Field(
         default=None, description="Kubernetes settings (k8s substrate); defaults when unset."
+    )
+    ecs: EcsConfig | None = Field(
+        default=None, description="ECS settings (ecs substrate); defaults when unset."
     )
 
 

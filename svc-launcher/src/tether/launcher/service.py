@@ -63,8 +63,22 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
         )
+    if settings.substrate == "ecs":
+        try:
+            from tether.launcher.ecs import EcsSubstrate
+        except ImportError as err:
+            raise LauncherError(
+                f"the ecs substrate needs tether-launcher[ecs] (boto3): {err}"
+            ) from err
+        return EcsSubstrate(
+            agent_id=settings.agent_id,
+            settings=settings.ecs,
+            python=settings.container_python,
+            start_timeout_s=settings.code_server_start_timeout_s,
+            stop_grace_s=settings.terminate_grace_s,
+        )
     raise LauncherError(
-        f"unknown substrate {settings.substrate!r}; available: process, docker, k8s"
+        f"unknown substrate {settings.substrate!r}; available: process, docker, k8s, ecs"
     )
 
 

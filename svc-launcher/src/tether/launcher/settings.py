@@ -6,6 +6,7 @@ import sys
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+from tether.launcher.ecs.settings import EcsSettings
 from tether.shared.settings import AgentSettings
 
 
@@ -15,7 +16,8 @@ class LauncherSettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="TETHER_LAUNCHER_")
 
     substrate: str = Field(
-        default="process", description="Substrate this launcher serves: process, docker or k8s."
+        default="process",
+        description="Substrate this launcher serves: process, docker, k8s or ecs.",
     )
     python_executable: str = Field(
         default=sys.executable,
@@ -49,6 +51,10 @@ class LauncherSettings(AgentSettings):
     )
     k8s_image: str | None = Field(
         default=None, description="K8s substrate: image of locations that set no image."
+    )
+    ecs: EcsSettings = Field(
+        default_factory=EcsSettings,
+        description="ECS substrate: cluster, network, roles... (env TETHER_LAUNCHER_ECS_*).",
     )
     code_server_start_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds a code server has to print its ready line."
