@@ -4,9 +4,15 @@ The run worker's main thread runs user code, which is synchronous and may block 
 long; NATS needs a running event loop to keep its connection alive (pings, reconnects).
 So the connection lives in an asyncio loop on a background thread, and producers (the
 main thread, output-capture threads, threads started by user code) hand messages over
-through a bounded queue. One consumer publishes them in submission order, which keeps
-event ``seq`` and log offsets in order on the stream, and a full queue slows producers
-down instead of growing memory without bound.
+through a bounded buffer. A full buffer slows producers down instead of growing memory
+without bound.
+
+The handoff is a locked deque plus a semaphore for its free slots: a producer only
+crosses into the event loop (``call_soon_threadsafe``) when the consumer sleeps, not for
+every message, which a run logging 100,000 lines would otherwise pay for each line. The
+consumer takes what has queued up and publishes it pipelined: the PUB commands go out in
+submission order on one connection (so the stream stores them in that order) and their
+PubAcks are awaited together rather than one round trip each.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -38,9 +45,6 @@ class OutgoingMessage:
     subject: str
     payload: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-_CLOSE = object()
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -76,6 +80,7 @@ class JetStreamPublisher:
         retry_timeout: seconds one message may be retried before the publisher fails.
         ack_timeout: seconds to wait for one PubAck.
         queue_size: messages buffered before :meth:`publish` blocks.
+        window: most messages published before their PubAcks are awaited.
         client_name: NATS connection name.
     """
 
@@ -87,18 +92,24 @@ class JetStreamPublisher:
         retry_timeout: float = 60.0,
         ack_timeout: float = 5.0,
         queue_size: int = 256,
+        window: int = 64,
         client_name: str = "tether-run-worker",
     ) -> None:
         self._url = nats_url
         self._connect_timeout = connect_timeout
         self._retry_timeout = retry_timeout
         self._ack_timeout = ack_timeout
-        self._queue_size = queue_size
+        self._window = max(1, window)
         self._client_name = client_name
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[OutgoingMessage | object] | None = None
+        self._wakeup: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        # Guards _pending, _sleeping and _closed; producers and the consumer hold it briefly.
+        self._lock = threading.Lock()
+        self._pending: deque[OutgoingMessage] = deque()
+        self._free = threading.Semaphore(queue_size)
+        self._sleeping = False
         self._closed = False
         self._error: BaseException | None = None
         self.published = 0
@@ -126,18 +137,26 @@ class JetStreamPublisher:
             ) from self._error
 
     def publish(self, subject: str, payload: bytes, headers: Mapping[str, str]) -> None:
-        """Queue a message; blocks while the queue is full.
+        """Queue a message; blocks while the buffer is full.
 
         Raises:
             PublishError: the publisher failed or is closed.
         """
-        if self._error is not None:
-            raise PublishError(f"publishing stopped: {self._error}") from self._error
-        if self._closed or self._loop is None or self._queue is None or not self._alive():
-            raise PublishError("publisher is not running")
+        self._raise_if_unusable()
+        # Waiting for a free slot is the backpressure: a producer waits while NATS is slow.
+        # In slices, so a publisher that died meanwhile is noticed instead of waited on.
+        while not self._free.acquire(timeout=0.5):
+            self._raise_if_unusable()
         message = OutgoingMessage(subject, payload, dict(headers))
-        # Blocking on the put is the backpressure: a producer waits while NATS is slow.
-        asyncio.run_coroutine_threadsafe(self._queue.put(message), self._loop).result()
+        with self._lock:
+            if self._closed:
+                self._free.release()
+                raise PublishError("publisher is closed")
+            self._pending.append(message)
+            wake = self._sleeping
+            self._sleeping = False
+        if wake:
+            self._wake()
 
     def close(self) -> None:
         """Publish everything queued (each until acked), then disconnect.
@@ -147,17 +166,28 @@ class JetStreamPublisher:
         """
         if self._thread is None:
             return
-        if (
-            not self._closed
-            and self._loop is not None
-            and self._queue is not None
-            and self._alive()
-        ):
+        with self._lock:
+            first_close = not self._closed
             self._closed = True
-            asyncio.run_coroutine_threadsafe(self._queue.put(_CLOSE), self._loop).result()
+        if first_close and self._alive():
+            self._wake()
         self._thread.join()
         if self._error is not None:
             raise PublishError(f"could not deliver every message: {self._error}") from self._error
+
+    def _raise_if_unusable(self) -> None:
+        if self._error is not None:
+            raise PublishError(f"publishing stopped: {self._error}") from self._error
+        if self._closed or self._loop is None or not self._alive():
+            raise PublishError("publisher is not running")
+
+    def _wake(self) -> None:
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:  # the loop already closed: the thread is gone
+                pass
 
     def _alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -170,8 +200,8 @@ class JetStreamPublisher:
             self._started.set()
 
     async def _main(self) -> None:
+        self._wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=self._queue_size)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 nc = await connect_nats(self._url, self._client_name)
@@ -188,23 +218,67 @@ class JetStreamPublisher:
             except Exception:  # noqa: BLE001 - everything needed was already acked
                 log.debug("closing the NATS connection failed", exc_info=True)
 
+    def _take(self) -> list[OutgoingMessage] | None:
+        """Up to a window of queued messages; [] to sleep; None once closed and drained."""
+        with self._lock:
+            batch = [self._pending.popleft() for _ in range(min(self._window, len(self._pending)))]
+            if not batch:
+                if self._closed:
+                    return None
+                self._sleeping = True
+            return batch
+
     async def _consume(self, nc: NATS) -> None:
         js = nc.jetstream(timeout=self._ack_timeout)
-        assert self._queue is not None
+        assert self._wakeup is not None
+        first = True
         while True:
-            item = await self._queue.get()
-            if item is _CLOSE:
+            batch = self._take()
+            if batch is None:
                 return
-            if self._error is not None:
-                # Keep draining so producers blocked on a full queue never hang.
+            if not batch:
+                await self._wakeup.wait()
+                self._wakeup.clear()
                 continue
-            assert isinstance(item, OutgoingMessage)
             try:
-                await self._publish_one(js, item)
-                self.published += 1
+                if self._error is None:
+                    rest = batch
+                    if first:
+                        # The first request sets up nats-py's reply subscription; concurrent
+                        # first requests would each try to.
+                        await self._publish_one(js, batch[0])
+                        first, rest = False, batch[1:]
+                    if rest:
+                        await self._publish(js, rest)
+                    self.published += len(batch)
             except Exception as err:  # noqa: BLE001 - stops publishing; producers are told
-                log.error("giving up publishing to %s: %r", item.subject, err)
+                log.error("giving up publishing to %s: %r", batch[0].subject, err)
                 self._error = err
+            finally:
+                # Released even after an error (the batch is dropped), so producers blocked
+                # on a full buffer wake up and see the error instead of hanging.
+                for _ in batch:
+                    self._free.release()
+
+    async def _publish(self, js: nats.js.JetStreamContext, batch: list[OutgoingMessage]) -> None:
+        """Publish ``batch`` pipelined; retry the ones that failed, in order, one by one."""
+        if len(batch) == 1:
+            await self._publish_one(js, batch[0])
+            return
+        # Each coroutine writes its PUB before its first suspension and the tasks start in
+        # order, so the commands leave in submission order; only the acks overlap.
+        results = await asyncio.gather(
+            *(js.publish(m.subject, m.payload, headers=dict(m.headers)) for m in batch),
+            return_exceptions=True,
+        )
+        for message, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception) or not _is_transient(result):
+                    raise result
+                # Nats-Msg-Id makes this a no-op when the first attempt landed but its ack
+                # was lost; a message that really was lost lands after its successors
+                # (readers order by seq / offset, never by stream position).
+                await self._publish_one(js, message)
 
     async def _publish_one(self, js: nats.js.JetStreamContext, item: OutgoingMessage) -> None:
         async for attempt in stamina.retry_context(
