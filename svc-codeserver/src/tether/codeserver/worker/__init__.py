@@ -18,6 +18,8 @@ _EXPORTS = {
     "JetStreamPublisher": "publisher",
     "JobExecutor": "execution",
     "LogChunkPublisher": "events",
+    "MissingParentOutput": "outputs",
+    "OutputNotStored": "outputs",
     "PublishError": "publisher",
     "RunConfigError": "run_config",
     "RunEventEmitter": "events",
@@ -25,6 +27,7 @@ _EXPORTS = {
     "RunWorker": "main",
     "RunWorkerSettings": "settings",
     "StepOutputCapture": "capture",
+    "StepOutputStorage": "outputs",
     "execute_run": "main",
     "resolve_op_configs": "run_config",
 }

@@ -21,7 +21,9 @@ from typing import Any
 from pydantic import BaseModel
 from tether.codeserver.worker.capture import StepOutputCapture
 from tether.codeserver.worker.events import LogChunkPublisher, RunEventEmitter
+from tether.codeserver.worker.outputs import OutputNotStored, StepOutputStorage
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
+from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.sdk import (
     PARTITION_KEY_TAG,
@@ -130,7 +132,11 @@ class JobExecutor:
     """Runs a job's nodes one by one in this process and emits their events.
 
     A failed node's downstream nodes are skipped; independent branches still run.
-    Failed ops are retried per their RetryPolicy.
+    Failed ops are retried per their RetryPolicy. Each output is kept in memory for the
+    run's own later steps and also written to ``storage`` for later runs (a re-execution
+    from failure); an output that cannot be pickled only costs a warning here.
+    Only the plan's selected nodes run; the outputs of the others are read from
+    ``storage`` (the plan linked the parent run's there).
 
     Args:
         job: the job.
@@ -141,6 +147,8 @@ class JobExecutor:
         settings: capture tuning.
         cancellation: cancellation requests.
         run_tags: the run's tags (the partition key is ``tether/partition``).
+        storage: where step outputs are written (and reused ones read).
+        plan: the nodes to run; None: all of them.
     """
 
     def __init__(
@@ -153,8 +161,13 @@ class JobExecutor:
         settings: RunWorkerSettings,
         cancellation: Cancellation,
         run_tags: Mapping[str, str] | None = None,
+        *,
+        storage: StepOutputStorage,
+        plan: StepPlan | None = None,
     ) -> None:
         self._job = job
+        self._storage = storage
+        self._plan = plan or StepPlan(selected=[n.name for n in job.nodes])
         self._run_tags = dict(run_tags or {})
         self._run_id = run_id
         self._op_configs = op_configs
@@ -163,14 +176,21 @@ class JobExecutor:
         self._settings = settings
         self._cancellation = cancellation
         self._outputs: dict[str, Any] = {}
-        self.status: dict[str, StepStatus] = {n.name: StepStatus.NOT_RUN for n in job.nodes}
+        # Only selected nodes have a status; an unselected upstream's output is reused.
+        self.status: dict[str, StepStatus] = dict.fromkeys(self._plan.selected, StepStatus.NOT_RUN)
 
     def execute(self) -> None:
-        """Run every node (or until canceled); results are in :attr:`status`."""
+        """Run every selected node (or until canceled); results are in :attr:`status`."""
         for node in self._job.nodes:
+            if node.name not in self.status:
+                continue
             if self._cancellation.requested.is_set():
                 return
-            blocked = [up for up in node.upstream() if self.status[up] is not StepStatus.SUCCESS]
+            blocked = [
+                up
+                for up in node.upstream()
+                if self.status.get(up, StepStatus.SUCCESS) is not StepStatus.SUCCESS
+            ]
             if blocked:
                 self.status[node.name] = StepStatus.SKIPPED
                 self._emitter.emit(
@@ -196,13 +216,19 @@ class JobExecutor:
             )
         )
 
+    def _output(self, step: str) -> Any:
+        if step not in self._outputs:
+            # An unselected step: its output was reused from the parent run (read once).
+            self._outputs[step] = self._storage.read(step)
+        return self._outputs[step]
+
     def _inputs(self, node: Node) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         for name, source in node.inputs.items():
             if isinstance(source, tuple):
-                kwargs[name] = [self._outputs[h.node] for h in source]
+                kwargs[name] = [self._output(h.node) for h in source]
             else:
-                kwargs[name] = self._outputs[source.node]
+                kwargs[name] = self._output(source.node)
         return kwargs
 
     def _context(self, node: Node, attempt: int) -> OpContext:
@@ -245,6 +271,7 @@ class JobExecutor:
         started = time.monotonic()
         with capture:
             try:
+                # Inside the boundary: a reused output that cannot be read fails the step.
                 outcome.value = self._call(node, context)
             except (Exception, SystemExit, RunInterrupted) as err:
                 # The user-code boundary: anything the op raises fails this attempt only.
@@ -322,6 +349,7 @@ class JobExecutor:
                 "output_name": RESULT,
                 "type_name": node.op.output_type_name,
                 "value_repr": _value_repr(outcome.value),
+                "stored": self._store(step, outcome.value),
             }
             if outcome.output_metadata:
                 output_data["metadata"] = outcome.output_metadata
@@ -338,6 +366,24 @@ class JobExecutor:
                 data={"duration_s": outcome.duration},
             )
             return StepStatus.SUCCESS
+
+    def _store(self, step: str, value: Any) -> bool:
+        """Write ``step``'s output for later runs; warn (step still succeeds) if impossible.
+
+        This run keeps using the in-memory value, so an unpicklable output only matters
+        to a re-execution from failure that would need it: that one fails, saying why.
+        """
+        try:
+            self._storage.write(step, value)
+        except OutputNotStored as err:
+            self._emitter.log_sink(
+                "WARNING",
+                f"{err}. This run goes on with the value in memory; a re-execution from "
+                "failure that needs it will fail.",
+                step,
+            )
+            return False
+        return True
 
 
 class _OffsetChunks:

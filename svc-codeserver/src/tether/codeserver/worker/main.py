@@ -22,8 +22,10 @@ from tether.codeserver.worker.multiprocess import (
     MultiprocessExecutor,
     executor_choice,
 )
+from tether.codeserver.worker.outputs import StepOutputStorage
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.run_config import RunConfigError, resolve_op_configs
+from tether.codeserver.worker.selection import SelectionError, plan_steps
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.shared.errors import ContractError
 from tether.shared.messages import ErrorInfo, EventType, ExecuteRunArgs, decode
@@ -95,16 +97,43 @@ class RunWorker:
             op_configs = resolve_op_configs(job, run.run_config)
         except RunConfigError as err:
             return self._fail(str(err), ErrorInfo.from_exception(err), config_errors=err.errors)
+        storage = StepOutputStorage(self._settings.storage_dir, run.run_id)
+        try:
+            # Before any step: a re-execution whose parent outputs are gone fails here,
+            # naming them, rather than in the middle of a step.
+            plan = plan_steps(job, run.step_selection, run.parent_run_id, storage)
+        except SelectionError as err:
+            return self._fail(
+                str(err),
+                ErrorInfo.from_exception(err),
+                missing_outputs=[{"step_key": s, "output": o} for s, o in err.missing],
+            )
+        except OSError as err:
+            return self._fail(
+                f"Cannot reuse the parent run's step outputs: {err}", ErrorInfo.from_exception(err)
+            )
 
+        start_data: dict[str, Any] = {
+            "job_name": job.name,
+            "location_name": location.name,
+            "pid": os.getpid(),
+            "executor": executor_choice(job, run.run_config)[0],
+        }
+        if run.step_selection is not None:
+            start_data |= {
+                "step_selection": plan.selected,
+                "parent_run_id": run.parent_run_id,
+                "reused_steps": plan.reused,
+            }
         self._emitter.emit(
             EventType.RUN_START,
-            message=f"Started run of job {job.name!r}.",
-            data={
-                "job_name": job.name,
-                "location_name": location.name,
-                "pid": os.getpid(),
-                "executor": executor_choice(job, run.run_config)[0],
-            },
+            message=f"Started run of job {job.name!r}."
+            + (
+                f" Re-executing {', '.join(plan.selected)} from run {run.parent_run_id}."
+                if run.step_selection is not None
+                else ""
+            ),
+            data=start_data,
         )
         executor_name, max_concurrent = executor_choice(job, run.run_config)
         executor: JobExecutor | MultiprocessExecutor
@@ -117,6 +146,8 @@ class RunWorker:
                 self._settings,
                 self._cancellation,
                 max_concurrent,
+                storage=storage,
+                plan=plan,
             )
         else:
             executor = JobExecutor(
@@ -128,6 +159,8 @@ class RunWorker:
                 self._settings,
                 self._cancellation,
                 run_tags=run.tags,
+                storage=storage,
+                plan=plan,
             )
         try:
             executor.execute()

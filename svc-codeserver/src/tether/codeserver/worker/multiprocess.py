@@ -10,8 +10,9 @@ broken state. The worker stays the only NATS publisher: a child's stdout/stderr 
 pipes read here into offset-keyed chunks (the same capture as in-process, fd level by
 construction), and its LOG/materialization events and result come back as JSON lines on
 a third pipe and are numbered by the run's one emitter, so ``seq`` stays gap-free.
-Outputs travel as pickles through a per-run directory (the filesystem IO manager),
-removed when the run ends.
+Outputs travel as pickles through the run's step output storage
+(:mod:`tether.codeserver.worker.outputs`), which outlives the run so that a re-execution
+from failure can reuse them; the step specs go to a scratch directory removed at the end.
 
 Retries, skips and cancellation follow the in-process executor: a failed attempt is
 retried per the op's RetryPolicy or ``RetryRequested``; a node whose upstream did not
@@ -47,7 +48,9 @@ from tether.codeserver.worker.execution import (
     StepStatus,
     _OffsetChunks,
 )
+from tether.codeserver.worker.outputs import StepOutputStorage
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
+from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.codeserver.worker.step import StepSpec
 from tether.sdk import EXECUTORS, RESULT, JobDefinition, Node
@@ -95,9 +98,11 @@ class MultiprocessExecutor:
         args: the run as the worker received it (the child reloads the code from it).
         emitter: numbers and publishes events (shared by every step thread).
         publisher: carries log chunks.
-        settings: capture tuning and the run storage directory.
+        settings: capture tuning and the scratch directory.
         cancellation: cancellation requests.
         max_concurrent: most step processes alive at once.
+        storage: the step output storage the step processes read and write.
+        plan: the nodes to run; None: all of them.
     """
 
     def __init__(
@@ -109,8 +114,13 @@ class MultiprocessExecutor:
         settings: RunWorkerSettings,
         cancellation: Cancellation,
         max_concurrent: int,
+        *,
+        storage: StepOutputStorage,
+        plan: StepPlan | None = None,
     ) -> None:
         self._job = job
+        self._storage = storage
+        self._plan = plan or StepPlan(selected=[n.name for n in job.nodes])
         self._args = args
         self._run_id = args.run.run_id
         self._emitter = emitter
@@ -120,23 +130,24 @@ class MultiprocessExecutor:
         self._max_concurrent = max(1, max_concurrent)
         self._children: dict[str, _Child] = {}
         self._lock = threading.Lock()
-        self._storage_dir = ""
-        self.status: dict[str, StepStatus] = {n.name: StepStatus.NOT_RUN for n in job.nodes}
+        self._scratch_dir = ""
+        # Only selected nodes have a status; an unselected upstream's output is reused.
+        self.status: dict[str, StepStatus] = dict.fromkeys(self._plan.selected, StepStatus.NOT_RUN)
 
     def execute(self) -> None:
-        """Run every node (or until canceled); results are in :attr:`status`."""
-        storage_root = self._settings.run_storage_dir
-        if storage_root:
-            os.makedirs(storage_root, exist_ok=True)
-        self._storage_dir = tempfile.mkdtemp(prefix=f"tether-run-{self._run_id}-", dir=storage_root)
+        """Run every selected node (or until canceled); results are in :attr:`status`."""
+        scratch_root = self._settings.run_storage_dir
+        if scratch_root:
+            os.makedirs(scratch_root, exist_ok=True)
+        self._scratch_dir = tempfile.mkdtemp(prefix=f"tether-run-{self._run_id}-", dir=scratch_root)
         try:
             self._schedule()
         finally:
-            shutil.rmtree(self._storage_dir, ignore_errors=True)
+            shutil.rmtree(self._scratch_dir, ignore_errors=True)
 
     def _schedule(self) -> None:
         done: queue.Queue[tuple[str, StepStatus | BaseException]] = queue.Queue()
-        pending = list(self._job.nodes)
+        pending = [n for n in self._job.nodes if n.name in self.status]
         running: dict[str, threading.Thread] = {}
         failure: BaseException | None = None
         while pending or running:
@@ -144,12 +155,14 @@ class MultiprocessExecutor:
                 pending.clear()
                 self._terminate_children()
             for node in list(pending):
-                ups = [self.status[u] for u in node.upstream()]
+                ups = [self.status[u] for u in node.upstream() if u in self.status]
                 if any(s in (StepStatus.FAILURE, StepStatus.SKIPPED) for s in ups):
                     pending.remove(node)
                     self.status[node.name] = StepStatus.SKIPPED
                     blocked = [
-                        u for u in node.upstream() if self.status[u] is not StepStatus.SUCCESS
+                        u
+                        for u in node.upstream()
+                        if self.status.get(u, StepStatus.SUCCESS) is not StepStatus.SUCCESS
                     ]
                     self._emitter.emit(
                         EventType.STEP_SKIPPED,
@@ -267,6 +280,7 @@ class MultiprocessExecutor:
                 "output_name": RESULT,
                 "type_name": node.op.output_type_name,
                 "value_repr": result["value_repr"],
+                "stored": True,
             }
             if result.get("output_metadata"):
                 output_data["metadata"] = result["output_metadata"]
@@ -307,11 +321,11 @@ class MultiprocessExecutor:
             args=self._args,
             step_key=step,
             attempt=attempt,
-            storage_dir=self._storage_dir,
+            storage_dir=str(self._storage.base_dir),
             message_fd=msg_w,
             parent_pid=os.getpid(),
         )
-        spec_path = os.path.join(self._storage_dir, f"{step}.{attempt}.spec.json")
+        spec_path = os.path.join(self._scratch_dir, f"{step}.{attempt}.spec.json")
         with open(spec_path, "w", encoding="utf-8") as f:
             f.write(spec.model_dump_json())
         pipes = {stream: os.pipe() for stream in (LogStream.STDOUT, LogStream.STDERR)}

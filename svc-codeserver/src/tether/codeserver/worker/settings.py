@@ -38,10 +38,18 @@ class RunWorkerSettings(BaseSettings):
         ge=0,
         description="Seconds to wait at step end for processes the op left holding its output.",
     )
+    storage_dir: str = Field(
+        default=".tether/storage",
+        description="Base directory of step outputs, kept per run and step as "
+        "<dir>/<run_id>/<step>/<output>.pickle so a re-execution from failure can reuse "
+        "them (relative: to the worker's working directory, the location's). They stay in "
+        "this environment and are never removed by Tether: prune old runs' directories.",
+    )
     run_storage_dir: str | None = Field(
         default=None,
-        description="Directory under which the multiprocess executor keeps each run's step "
-        "outputs (removed after the run); default: the system temp directory.",
+        description="Directory under which the multiprocess executor keeps each run's "
+        "scratch files (step specs, removed after the run); default: the system temp "
+        "directory.",
     )
     step_terminate_grace: float = Field(
         default=5.0,

@@ -5,7 +5,8 @@ Run as ``python -m tether.codeserver.worker.step <spec.json>`` by
 stdout/stderr are pipes the parent reads (fd-level capture comes for free), and its
 structured messages (LOG events, materializations, and finally its result) are JSON
 lines on the fd named in the spec. Inputs are read from, and the output written to, the
-run's filesystem IO manager directory as pickles.
+run's step output storage (:mod:`tether.codeserver.worker.outputs`) as pickles: the same
+files a later re-execution from failure reuses.
 
 A child that dies without writing its result line (``os._exit``, a segfault, a kill) is
 reported as a crash by the parent.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pickle
 import sys
 import threading
 import time
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+from tether.codeserver.worker.outputs import StepOutputStorage
 from tether.shared.messages import ErrorInfo, ExecuteRunArgs
 
 _REPR_LIMIT = 1000
@@ -35,14 +36,9 @@ class StepSpec(BaseModel):
     args: ExecuteRunArgs = Field(description="The run, as the worker received it.")
     step_key: str = Field(description="The node to run.")
     attempt: int = Field(description="0 for the first attempt, then 1, 2... for retries.")
-    storage_dir: str = Field(description="The run's IO manager directory.")
+    storage_dir: str = Field(description="Base directory of the step output storage.")
     message_fd: int = Field(description="Inherited fd the child writes its JSON lines to.")
     parent_pid: int = Field(description="The run worker; the step process dies with it.")
-
-
-def output_path(storage_dir: str | Path, step_key: str) -> Path:
-    """Where the filesystem IO manager keeps ``step_key``'s output."""
-    return Path(storage_dir) / f"{step_key}.pickle"
 
 
 def _value_repr(value: Any) -> str:
@@ -67,27 +63,14 @@ class _Messages:
             self._file.flush()
 
 
-def _load_inputs(node: Any, storage_dir: str) -> dict[str, Any]:
-    def load(step: str) -> Any:
-        with output_path(storage_dir, step).open("rb") as f:
-            return pickle.load(f)  # noqa: S301 - written by this run's own step processes
-
+def _load_inputs(node: Any, storage: StepOutputStorage) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for name, source in node.inputs.items():
         if isinstance(source, tuple):
-            kwargs[name] = [load(h.node) for h in source]
+            kwargs[name] = [storage.read(h.node) for h in source]
         else:
-            kwargs[name] = load(source.node)
+            kwargs[name] = storage.read(source.node)
     return kwargs
-
-
-def _store_output(storage_dir: str, step: str, value: Any) -> None:
-    # Write then rename: a reader never sees a half-written pickle.
-    target = output_path(storage_dir, step)
-    partial = target.with_suffix(".partial")
-    with partial.open("wb") as f:
-        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-    partial.replace(target)
 
 
 def run_step(spec: StepSpec, messages: _Messages) -> None:
@@ -97,6 +80,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     from tether.sdk import PARTITION_KEY_TAG, OpContext, OpLogger, RetryRequested
 
     run, step = spec.args.run, spec.step_key
+    storage = StepOutputStorage(spec.storage_dir, run.run_id)
     loaded = load_location(spec.args.location)
     if loaded.definitions is None:
         assert loaded.error is not None
@@ -126,7 +110,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     op = node.op
     started = time.monotonic()
     try:
-        kwargs = _load_inputs(node, spec.storage_dir)
+        kwargs = _load_inputs(node, storage)
         if op.config_model is not None:
             kwargs["config"] = op_config
         args: tuple[Any, ...] = (context,) if op.wants_context else ()
@@ -134,7 +118,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
             value = asyncio.run(op.fn(*args, **kwargs))
         else:
             value = op.fn(*args, **kwargs)
-        _store_output(spec.storage_dir, step, value)
+        storage.write(step, value)
     except (Exception, SystemExit) as err:
         # The user-code boundary (an unpicklable output fails the step the same way).
         retry = None
