@@ -14,7 +14,14 @@ import httpx
 import stamina
 from tether.shared import telemetry
 from tether.shared.errors import AgentApiError
-from tether.shared.messages import Heartbeat, LogChunk, RunEvent, WorkItem, WorkResult
+from tether.shared.messages import (
+    ComputeLogPointer,
+    Heartbeat,
+    LogChunk,
+    RunEvent,
+    WorkItem,
+    WorkResult,
+)
 
 _CLAIM = """
 mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,
@@ -26,6 +33,10 @@ _ACK = "mutation Ack($agentId: String!, $ids: [String!]!) { ackWork(agentId: $ag
 _EVENTS = "mutation E($items: [JSON!]!) { storeEvents(events: $items) { stored duplicates } }"
 _RESULTS = "mutation R($items: [JSON!]!) { submitResults(results: $items) { stored duplicates } }"
 _LOGS = "mutation L($items: [JSON!]!) { appendComputeLogs(chunks: $items) { stored duplicates } }"
+_POINTERS = (
+    "mutation P($items: [JSON!]!) { appendComputeLogPointers(pointers: $items) "
+    "{ stored duplicates } }"
+)
 _HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
 
 
@@ -163,6 +174,13 @@ class AgentClient:
     async def append_compute_logs(self, chunks: Sequence[LogChunk]) -> tuple[int, int]:
         """Upload compute-log chunks; return (stored, duplicates)."""
         return await self._upload(_LOGS, "appendComputeLogs", chunks)
+
+    async def append_compute_log_pointers(
+        self, pointers: Sequence[ComputeLogPointer]
+    ) -> tuple[int, int]:
+        """Upload pointers to compute logs stored in customer storage; return
+        (stored, duplicates)."""
+        return await self._upload(_POINTERS, "appendComputeLogPointers", pointers)
 
     async def heartbeat(self, heartbeat: Heartbeat) -> None:
         """Report the agent's state."""

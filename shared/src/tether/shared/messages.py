@@ -20,6 +20,7 @@ from tether.shared.subjects import LogStream, WorkKind
 __all__ = [
     "CodeServerReady",
     "CodeServerStatus",
+    "ComputeLogPointer",
     "ContainerConfig",
     "KubernetesConfig",
     "EcsConfig",
@@ -41,6 +42,9 @@ __all__ = [
     "PartitionSetSnapshot",
     "PartitionsKind",
     "PartitionsSnapshot",
+    "PresignComputeLogsPayload",
+    "PresignedComputeLogs",
+    "PresignedUrl",
     "RetryPolicySnapshot",
     "RunEvent",
     "RunHealth",
@@ -617,6 +621,46 @@ class LogChunk(WireModel):
     offset: int = Field(ge=0)
     data: bytes = b""
     timestamp: float = Field(default_factory=time.time)
+
+
+class ComputeLogPointer(WireModel):
+    """Where bytes ``[offset, offset + length)`` of one step's stream are stored outside the
+    control plane (the customer's own bucket); the control plane keeps only this pointer.
+
+    ``(run_id, step_key, stream, offset)`` is its natural key, as for a LogChunk.
+    """
+
+    type: Literal["tether.v1.compute_log_pointer"] = "tether.v1.compute_log_pointer"
+    run_id: str
+    step_key: str = Field(max_length=200)
+    stream: LogStream
+    offset: int = Field(ge=0)
+    length: int = Field(ge=1, description="Bytes in the object.")
+    storage: Literal["s3"] = Field(default="s3", description="Kind of storage holding it.")
+    bucket: str = Field(min_length=1, max_length=255)
+    key: str = Field(min_length=1, max_length=1024, description="Object key in the bucket.")
+    timestamp: float = Field(default_factory=time.time)
+
+
+class PresignComputeLogsPayload(WireModel):
+    """Payload of a ``presign_compute_logs`` work item: the stored objects to presign."""
+
+    pointers: list[ComputeLogPointer]
+
+
+class PresignedUrl(WireModel):
+    """A short-lived GET URL of the object holding bytes ``[offset, offset + length)``."""
+
+    offset: int = Field(ge=0)
+    length: int = Field(ge=1)
+    url: str
+
+
+class PresignedComputeLogs(WireModel):
+    """Payload of a successful ``presign_compute_logs`` result."""
+
+    urls: list[PresignedUrl]
+    expires_at: float = Field(description="Epoch seconds when the URLs stop working.")
 
 
 class CodeServerStatus(WireModel):

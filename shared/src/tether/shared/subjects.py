@@ -44,6 +44,7 @@ class WorkKind(StrEnum):
     GET_PARTITION_KEYS = "get_partition_keys"
     GET_PARTITION_CONFIG = "get_partition_config"
     PING_LOCATION = "ping_location"
+    PRESIGN_COMPUTE_LOGS = "presign_compute_logs"
 
 
 class LogStream(StrEnum):
@@ -63,6 +64,27 @@ def token(value: str) -> str:
 def work(substrate: str, kind: WorkKind | str) -> str:
     """Subject of work items of ``kind`` for launchers of ``substrate``."""
     return f"{PREFIX}.work.{token(substrate)}.{token(str(kind))}"
+
+
+#: Pseudo-substrate token of work that agent services other than launchers serve (whatever
+#: the location's substrate). The leading underscore keeps it apart from real substrates.
+AGENT_SCOPE = "_agent"
+
+#: Kinds served agent-wide (by logship, ...), never by a launcher.
+AGENT_WORK_KINDS: frozenset[WorkKind] = frozenset({WorkKind.PRESIGN_COMPUTE_LOGS})
+
+
+def agent_work(kind: WorkKind | str) -> str:
+    """Subject of agent-wide work items of ``kind`` (outside every launcher's filter)."""
+    return f"{PREFIX}.work.{AGENT_SCOPE}.{token(str(kind))}"
+
+
+def route_work(substrate: str, kind: WorkKind | str) -> str:
+    """Where the poller publishes a work item: agent-wide kinds to :func:`agent_work`,
+    the rest to the launchers of ``substrate`` (:func:`work`)."""
+    if kind in AGENT_WORK_KINDS:
+        return agent_work(kind)
+    return work(substrate, kind)
 
 
 def work_filter(substrate: str) -> str:

@@ -34,7 +34,8 @@ class DispatchOutcome:
 
 
 class WorkDispatcher:
-    """Publishes work items to ``tether.work.<substrate>.<kind>`` and awaits their PubAcks.
+    """Publishes work items to ``tether.work.<substrate>.<kind>`` (agent-wide kinds to
+    ``tether.work._agent.<kind>``, see ``subjects.route_work``) and awaits their PubAcks.
 
     Args:
         js: JetStream context.
@@ -85,7 +86,7 @@ class WorkDispatcher:
             # The headers carry this span's context, so the launcher's span is its child.
             telemetry.inject(headers)
             ack = await self._js.publish(
-                subjects.work(item.location.substrate, item.kind),
+                subjects.route_work(item.location.substrate, item.kind),
                 encode(item),
                 headers=headers,
                 timeout=self._timeout,

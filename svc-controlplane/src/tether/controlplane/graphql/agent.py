@@ -24,7 +24,7 @@ from tether.controlplane.graphql.types import StoreOutcome
 from tether.controlplane.store import agents, computelogs, runs
 from tether.controlplane.store.results import submit_results
 from tether.shared import telemetry
-from tether.shared.messages import Heartbeat, LogChunk, RunEvent, WorkResult
+from tether.shared.messages import ComputeLogPointer, Heartbeat, LogChunk, RunEvent, WorkResult
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -158,6 +158,24 @@ class AgentMutation:
         with _span(info, "appendComputeLogs", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
                 stored, duplicates = await computelogs.append_chunks(
+                    session, principal.deployment_id, parsed
+                )
+        return StoreOutcome(stored=stored, duplicates=duplicates)
+
+    @strawberry.mutation(
+        description=(
+            "Store pointers to compute logs an agent keeps in customer storage (S3): "
+            "ComputeLogPointer JSON, idempotent on run_id, step_key, stream, offset."
+        )
+    )
+    async def append_compute_log_pointers(
+        self, info: Info[ApiContext, None], pointers: list[JSON]
+    ) -> StoreOutcome:
+        principal = await info.context.agent()
+        parsed = parse_batch(ComputeLogPointer, pointers, "compute-log pointers")
+        with _span(info, "appendComputeLogPointers", count=len(parsed)):
+            async with info.context.cp.db.transaction() as session:
+                stored, duplicates = await computelogs.append_pointers(
                     session, principal.deployment_id, parsed
                 )
         return StoreOutcome(stored=stored, duplicates=duplicates)

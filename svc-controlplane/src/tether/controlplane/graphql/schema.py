@@ -16,6 +16,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from tether.controlplane.errors import ApiError
 from tether.controlplane.graphql.agent import AgentMutation
+from tether.controlplane.graphql.computelogs import ComputeLogQuery
 from tether.controlplane.graphql.instigation import InstigationMutation, InstigationQuery
 from tether.controlplane.graphql.locations import LocationMutation
 from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
 
-Query = merge_types("Query", (UserQuery, TokenQuery, ViewerQuery, InstigationQuery))
+Query = merge_types(
+    "Query", (UserQuery, TokenQuery, ViewerQuery, InstigationQuery, ComputeLogQuery)
+)
 Mutation = merge_types(
     "Mutation",
     (AgentMutation, UserMutation, LocationMutation, TokenMutation, InstigationMutation),
