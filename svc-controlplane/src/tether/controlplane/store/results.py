@@ -14,6 +14,7 @@ from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.controlplane.store import locations, runs
 from tether.controlplane.workqueue import WorkQueue
+from tether.shared.errors import ContractError
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
     ErrorInfo,
@@ -23,6 +24,7 @@ from tether.shared.messages import (
     RunStatus,
     WorkResult,
 )
+from tether.shared.snapshots import snapshot_from_payload
 from tether.shared.subjects import WorkKind
 
 
@@ -92,9 +94,11 @@ async def _parse(
         item = items[result.work_item_id]
         try:
             if result.kind == WorkKind.LOAD_LOCATION and result.ok:
-                if "snapshot" not in result.payload:
-                    raise BadInputError("a successful load_location result needs payload.snapshot")
-                snapshot = LocationSnapshot.model_validate(result.payload["snapshot"])
+                try:
+                    # Plain, or zlib-compressed when large (see tether.shared.snapshots).
+                    snapshot = snapshot_from_payload(result.payload)
+                except ContractError as err:
+                    raise BadInputError(f"a successful load_location result: {err}") from err
                 parsed.append(_Parsed(result, item, snapshot=snapshot))
             elif result.kind == WorkKind.CHECK_RUN_HEALTH and result.ok:
                 health = RunHealth.model_validate(result.payload)

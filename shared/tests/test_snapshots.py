@@ -1,0 +1,67 @@
+"""The snapshot codec of load_location results: plain when small, zlib+base64 when large."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+
+import pytest
+from pydantic import ValidationError
+from tether.shared.errors import ContractError
+from tether.shared.messages import JobSnapshot, LocationSnapshot, RepositorySnapshot
+from tether.shared.snapshots import (
+    SNAPSHOT_KEY,
+    SNAPSHOT_ZLIB_KEY,
+    snapshot_from_payload,
+    snapshot_payload,
+)
+
+
+def snapshot(jobs: int) -> LocationSnapshot:
+    return LocationSnapshot(
+        location_name="loc",
+        repositories=[
+            RepositorySnapshot(
+                name="repo",
+                jobs=[JobSnapshot(name=f"job_{i}", description="x" * 100) for i in range(jobs)],
+            )
+        ],
+    )
+
+
+def test_small_snapshots_stay_plain_and_large_ones_are_compressed() -> None:
+    small = snapshot(2)
+    plain = snapshot_payload(small)
+    assert set(plain) == {SNAPSHOT_KEY}
+    assert snapshot_from_payload(plain) == small
+
+    large = snapshot(5000)
+    packed = snapshot_payload(large)
+    assert set(packed) == {SNAPSHOT_ZLIB_KEY}
+    assert len(packed[SNAPSHOT_ZLIB_KEY]) < len(large.model_dump_json()) / 5
+    assert snapshot_from_payload(packed) == large
+
+
+def test_bad_payloads_are_clear_errors() -> None:
+    with pytest.raises(ContractError, match="needs snapshot or snapshot_zlib_b64"):
+        snapshot_from_payload({})
+    with pytest.raises(ContractError, match="does not decode"):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: "not base64!"})
+    with pytest.raises(ContractError, match="does not decode"):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: base64.b64encode(b"not zlib").decode()})
+    with pytest.raises(ContractError, match="base64 string"):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: 42})
+    with pytest.raises(ValidationError):
+        snapshot_from_payload({SNAPSHOT_KEY: {"x": 1}})
+    bad_json = base64.b64encode(zlib.compress(b'{"location_name": 1}')).decode()
+    with pytest.raises(ValidationError):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: bad_json})
+
+
+def test_a_decompression_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tether.shared.snapshots as codec
+
+    monkeypatch.setattr(codec, "MAX_SNAPSHOT_BYTES", 1000)
+    bomb = base64.b64encode(zlib.compress(b" " * 10_000)).decode()
+    with pytest.raises(ContractError, match="inflates past"):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: bomb})
