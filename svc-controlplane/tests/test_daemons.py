@@ -180,25 +180,32 @@ async def test_schedule_ticks_become_runs_skips_and_failures(loaded: Api, clock:
     assert await _ticks(api, "off") == []
 
 
-async def test_after_downtime_only_the_latest_missed_ticks_run(loaded: Api, clock: Clock) -> None:
+async def test_after_downtime_only_the_latest_missed_tick_runs_by_default(
+    loaded: Api, clock: Clock
+) -> None:
     api = loaded
     scheduler = Scheduler(api.cp.db, api.cp.queue, tick_timeout_s=TIMEOUT, clock=clock)
     await scheduler.check()
     clock.advance(5 * 3600)  # the scheduler was down for five hours
     await scheduler.check()
     (item,) = await _claim(api, "evaluate_schedule")
-    assert item.payload["scheduled_timestamp"] == math.floor(clock() / 3600) * 3600
-
-    scheduler.max_catchup_ticks = 3
-    clock.advance(5 * 3600)
-    await scheduler.check()
-    items = await _claim(api, "evaluate_schedule")
     latest = math.floor(clock() / 3600) * 3600
-    assert sorted(i.payload["scheduled_timestamp"] for i in items) == [
-        latest - 7200,
-        latest - 3600,
-        latest,
+    assert item.payload["scheduled_timestamp"] == latest
+    ticks = await _ticks(api, "hourly")
+    # The four older missed ticks are in the history, SKIPPED with the reason.
+    assert [(t.tick_time, t.status) for t in ticks] == [
+        *[(latest - h * 3600, "SKIPPED") for h in (4, 3, 2, 1)],
+        (latest, "STARTED"),
     ]
+    assert all(
+        t.skip_reason.startswith("missed while the scheduler was down")
+        and "catch-up policy latest: only the newest missed tick runs" in t.skip_reason
+        and t.work_item_id is None
+        for t in ticks[:-1]
+    )
+    await scheduler.check()  # nothing is recorded or evaluated twice
+    assert await _claim(api, "evaluate_schedule") == []
+    assert len(await _ticks(api, "hourly")) == 5
 
 
 async def test_a_tick_without_result_times_out(loaded: Api, clock: Clock) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import tomllib
 from pathlib import Path
 
@@ -100,18 +101,34 @@ async def ensure_agent_token_file(db: Database, path: Path) -> bool:
 
 
 async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str]:
-    """Upsert the workspace's locations and queue a load of each; return their names."""
+    """Seed the workspace's locations and queue a load of each; return the names loaded.
+
+    The file seeds a location the first time it lists it (or when its entry is edited);
+    a location removed or changed through the API since stays as the API left it (see
+    :func:`tether.controlplane.store.locations.seed_locations`).
+    """
     configs = await asyncio.to_thread(read_workspace, path)
     tracer = telemetry.tracer("tether.controlplane")
     async with db.transaction() as session:
-        for config in configs:
-            location = await locations.upsert_location(session, DEFAULT_DEPLOYMENT, config)
+        outcome = await locations.seed_locations(session, DEFAULT_DEPLOYMENT, configs, time.time())
+        for location in outcome.locations:
             # Each load is its own trace, from the control plane to the code server.
-            with tracer.start_as_current_span("loadLocation", attributes={"location": config.name}):
+            with tracer.start_as_current_span(
+                "loadLocation", attributes={"location": location.name}
+            ):
                 await locations.queue_load(
                     session, queue, location, traceparent=telemetry.current_traceparent()
                 )
-    return [c.name for c in configs]
+    if outcome.removed:
+        log.info(
+            "workspace file %s lists location(s) removed through the API, left removed "
+            "(edit their entry to bring them back): %s",
+            path,
+            ", ".join(outcome.removed),
+        )
+    if outcome.updated:
+        log.info("edited workspace entries applied: %s", ", ".join(outcome.updated))
+    return [location.name for location in outcome.locations]
 
 
 async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettings) -> None:

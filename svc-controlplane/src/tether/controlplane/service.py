@@ -163,7 +163,9 @@ def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[Peri
             cp.db,
             cp.queue,
             interval_s=settings.daemon_interval_s,
+            catchup=settings.schedule_catchup,
             max_catchup_ticks=settings.schedule_max_catchup_ticks,
+            catchup_grace_s=settings.schedule_catchup_grace_s,
             tick_timeout_s=settings.tick_timeout_s,
         ),
         SensorDaemon(

@@ -111,12 +111,27 @@ class ControlPlaneSettings(BaseSettings):
         gt=0,
         description="How often the scheduler, sensor and backfill daemons check for work.",
     )
-    schedule_max_catchup_ticks: int = Field(
-        default=1,
-        ge=1,
+    schedule_catchup: Literal["latest", "all", "none"] = Field(
+        default="latest",
         description=(
-            "After the scheduler was down, how many of each schedule's newest missed ticks "
-            "are still evaluated (older ones are dropped with a log line)."
+            "Catch-up policy of schedules that have none of their own (setScheduleCatchup): "
+            "what happens to ticks missed while the scheduler was down. 'latest': only the "
+            "newest missed tick runs; 'all': the newest schedule_max_catchup_ticks run; "
+            "'none': none runs. Missed ticks that do not run are recorded SKIPPED."
+        ),
+    )
+    schedule_max_catchup_ticks: int = Field(
+        default=5,
+        ge=1,
+        le=500,
+        description="With catch-up policy 'all', most missed ticks of a schedule that run.",
+    )
+    schedule_catchup_grace_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "A schedule tick the scheduler notices at most this late is on time; later "
+            "ones were missed (downtime) and follow the catch-up policy."
         ),
     )
     tick_timeout_s: float = Field(

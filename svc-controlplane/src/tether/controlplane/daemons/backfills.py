@@ -14,8 +14,11 @@ REQUESTED backfill:
   computed (user-code error) or whose config is invalid FAILS the backfill with that error
   (runs already created keep running).
 
-The backfill row is claimed with a conditional update on ``launched``, so two daemons
-never create the same partition's run twice.
+The backfill row is claimed with a conditional update on ``launched`` and its REQUESTED
+status, so two daemons never create the same partition's run twice, and a backfill
+canceled meanwhile gets no new run. A retried backfill (``store.backfills``) is REQUESTED
+again with the partitions to re-run appended to its keys; configs asked before the retry
+are not reused (the user may have fixed what failed).
 """
 
 from __future__ import annotations
@@ -113,7 +116,12 @@ class BackfillDaemon(PeriodicDaemon):
             return
         claimed = await session.execute(
             update(Backfill)
-            .where(Backfill.id == backfill.id, Backfill.launched == backfill.launched)
+            .where(
+                Backfill.id == backfill.id,
+                Backfill.launched == backfill.launched,
+                # A cancel that committed after this daemon read the row wins.
+                Backfill.status == str(BackfillStatus.REQUESTED),
+            )
             .values(updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -202,9 +210,10 @@ class BackfillDaemon(PeriodicDaemon):
         """Per key of ``window``: its config (or error) if answered, None if still pending.
 
         Keys with neither an answer nor a live query are absent (a query must be sent).
-        Any answer given since the backfill was created will do: a partition's config
-        does not depend on who asked.
+        Any answer given since the backfill was created (or last retried) will do: a
+        partition's config does not depend on who asked.
         """
+        since = backfill.retried_at if backfill.retried_at is not None else backfill.created_at
         key_of = WorkItemRow.payload["partition_key"].as_string()
         set_of = WorkItemRow.payload["partition_set_name"].as_string()
         rows = (
@@ -215,7 +224,7 @@ class BackfillDaemon(PeriodicDaemon):
                     WorkItemRow.deployment_id == backfill.deployment_id,
                     WorkItemRow.kind == str(WorkKind.GET_PARTITION_CONFIG),
                     WorkItemRow.location_name == backfill.location_name,
-                    WorkItemRow.created_at >= backfill.created_at,
+                    WorkItemRow.created_at >= since,
                     set_of == (backfill.partition_set_name or ""),
                     key_of.in_(window),
                 )

@@ -4,10 +4,12 @@ Each check, for every schedule of every loaded location:
 
 1. its due ticks are the cron ticks (in the schedule's time zone, DST rules of
    :mod:`tether.shared.cron`, the very ones the SDK uses) after the last tick it evaluated
-   and at or before now. After downtime only the newest ``max_catchup_ticks`` of them are
-   evaluated (default 1: Dagster's behaviour; a schedule never fires a burst of stale runs
-   after an outage); older ones are dropped with a log line.
-2. each due tick is recorded STARTED with an ``evaluate_schedule`` work item (same
+   and at or before now. Ticks noticed more than ``catchup_grace_s`` late were missed
+   (the scheduler was down); the schedule's catch-up policy (its own, else the control
+   plane's: ``latest``, ``all`` up to ``max_catchup_ticks``, ``none``; see
+   :mod:`.catchup`) picks which of them are still evaluated. Every other missed tick is
+   recorded SKIPPED with the reason, so the tick history shows the outage.
+2. each tick to evaluate is recorded STARTED with an ``evaluate_schedule`` work item (same
    transaction); the tick's UNIQUE(schedule, tick time) makes this idempotent.
 3. ticks whose result arrived are finished: runs created (validated, deduplicated on run
    key, tagged ``tether/schedule``), SUCCESS with run ids, SKIPPED with the user's reason,
@@ -22,6 +24,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.daemons.catchup import (
+    MAX_RECORDED_MISSED,
+    CatchupPolicy,
+    older_not_listed,
+    plan_ticks,
+    skip_reason,
+)
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.daemons.ticks import (
     Outcome,
@@ -30,6 +39,7 @@ from tether.controlplane.daemons.ticks import (
     create_runs,
     finish_tick,
     overdue_ticks,
+    record_skipped_ticks,
     requests_failed,
     result_error,
     start_tick,
@@ -88,7 +98,9 @@ class Scheduler(PeriodicDaemon):
         db: the metadata DB.
         queue: the work queue.
         interval_s: how often to check (well under a minute: cron's resolution).
-        max_catchup_ticks: after downtime, how many of the newest missed ticks to evaluate.
+        catchup: the catch-up policy of schedules that have none of their own.
+        max_catchup_ticks: with policy ``all``, most missed ticks evaluated per schedule.
+        catchup_grace_s: a tick noticed at most this late is on time, not missed.
         tick_timeout_s: a tick with no result this long after it started fails.
         clock: the current time in epoch seconds (tests pass a controllable one).
     """
@@ -99,15 +111,28 @@ class Scheduler(PeriodicDaemon):
         queue: WorkQueue,
         *,
         interval_s: float = 5.0,
-        max_catchup_ticks: int = 1,
+        catchup: CatchupPolicy | str = CatchupPolicy.LATEST,
+        max_catchup_ticks: int = 5,
+        catchup_grace_s: float = 60.0,
         tick_timeout_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__("scheduler", interval_s=interval_s, clock=clock)
         self._db = db
         self._queue = queue
+        self.catchup = CatchupPolicy(catchup)
         self.max_catchup_ticks = max(1, max_catchup_ticks)
+        self.catchup_grace_s = catchup_grace_s
         self.tick_timeout_s = tick_timeout_s
+
+    def policy_of(self, state: Instigator) -> CatchupPolicy:
+        """The catch-up policy of a schedule: its own, else this scheduler's."""
+        if state.catchup:
+            try:
+                return CatchupPolicy(state.catchup)
+            except ValueError:
+                log.warning("schedule %s: unknown catch-up policy %r", state.name, state.catchup)
+        return self.catchup
 
     async def check(self) -> None:
         """Start due ticks, then finish the ticks whose results arrived (or timed out)."""
@@ -128,21 +153,48 @@ class Scheduler(PeriodicDaemon):
                 if state.status != InstigatorStatus.RUNNING:
                     continue
                 after = state.last_tick_at if state.last_tick_at is not None else now
+                # One more than can be recorded, to know whether older ones were left out.
+                limit = max(MAX_RECORDED_MISSED, self.max_catchup_ticks) + 1
                 try:
-                    # One more than the limit, to know whether any were dropped.
-                    ticks = due_ticks(schedule, after, now, self.max_catchup_ticks + 1)
+                    due = due_ticks(schedule, after, now, limit)
                 except cron.CronError as err:
                     log.warning("schedule %s: %s", definition.name, err)
                     continue
-                if len(ticks) > self.max_catchup_ticks:
-                    ticks = ticks[-self.max_catchup_ticks :]
+                if not due:
+                    continue
+                truncated = len(due) == limit
+                if truncated:
+                    due = due[1:]
+                policy = self.policy_of(state)
+                plan = plan_ticks(
+                    due,
+                    now,
+                    policy,
+                    max_ticks=self.max_catchup_ticks,
+                    grace_s=self.catchup_grace_s,
+                )
+                if plan.skip:
+                    reasons = [
+                        skip_reason(t, now, policy, max_ticks=self.max_catchup_ticks)
+                        for t in plan.skip
+                    ]
+                    if truncated:
+                        reasons[0] += older_not_listed(after)
+                    await record_skipped_ticks(session, state, plan.skip, reasons, now)
+                    caught = [t for t in plan.launch if now - t > self.catchup_grace_s]
                     log.warning(
-                        "schedule %s missed ticks before %s (scheduler down?); evaluating only "
-                        "the newest %d",
+                        "schedule %s missed %d tick(s)%s while the scheduler was down; "
+                        "catch-up policy %s evaluates %d of them",
                         definition.name,
-                        datetime.fromtimestamp(ticks[0], UTC).isoformat(),
-                        self.max_catchup_ticks,
+                        len(plan.skip) + len(caught),
+                        " (and older)" if truncated else "",
+                        policy,
+                        len(caught),
                     )
+                # Skipped ticks count as handled: the next check starts after the newest.
+                state.last_tick_at = max(due[-1], state.last_tick_at or 0.0)
+                state.updated_at = now
+                ticks = plan.launch
                 if not ticks:
                     continue
                 key = (definition.deployment_id, definition.location_name)
@@ -168,8 +220,6 @@ class Scheduler(PeriodicDaemon):
                         timeout_s=self.tick_timeout_s,
                     )
                     started += item is not None
-                state.last_tick_at = max(ticks[-1], state.last_tick_at or 0.0)
-                state.updated_at = now
         return started
 
     async def finish_ticks(self, now: float) -> int:

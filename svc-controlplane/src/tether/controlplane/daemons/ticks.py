@@ -98,6 +98,39 @@ async def start_tick(
     return item_id
 
 
+async def record_skipped_ticks(
+    session: AsyncSession,
+    state: Instigator,
+    tick_times: Sequence[float],
+    reasons: Sequence[str],
+    now: float,
+) -> None:
+    """Record ticks that are not evaluated (missed during downtime) as SKIPPED.
+
+    One multi-row insert; a tick already recorded (by another scheduler) stays as it was.
+    """
+    if not tick_times:
+        return
+    rows = [
+        {
+            "instigator_id": state.id,
+            "tick_time": tick_time,
+            "status": str(TickStatus.SKIPPED),
+            "run_ids": [],
+            "run_keys": [],
+            "skip_reason": reason,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for tick_time, reason in zip(tick_times, reasons, strict=True)
+    ]
+    await session.execute(
+        upsert_insert(session, InstigatorTick.__table__)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["instigator_id", "tick_time"])
+    )
+
+
 @dataclass
 class Outcome:
     """How a tick ended."""

@@ -15,19 +15,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.agentcalls import ask_agent
+from tether.controlplane.daemons.catchup import CatchupPolicy
 from tether.controlplane.daemons.scheduler import next_tick
 from tether.controlplane.db.models import (
     Backfill,
+    BackfillStatus,
     Instigator,
     InstigatorKind,
     InstigatorStatus,
     InstigatorTick,
+    Run,
+    TickStatus,
 )
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import ErrorInfoType, RunStatusEnum
 from tether.controlplane.store import backfills, instigators, locations
 from tether.controlplane.store.instigators import Definition
+from tether.shared import telemetry
 from tether.shared.messages import (
     LocationConfig,
     PartitionKeysPayload,
@@ -40,11 +45,36 @@ InstigatorStatusEnum = strawberry.enum(
     InstigatorStatus, name="InstigatorStatus", description="Whether a schedule/sensor is on."
 )
 
+CatchupPolicyEnum = strawberry.enum(
+    CatchupPolicy,
+    name="CatchupPolicy",
+    description=(
+        "What a schedule does with ticks missed while the scheduler was down: LATEST runs "
+        "only the newest, ALL the newest few (up to the schedule_max_catchup_ticks "
+        "setting), NONE none; the others are recorded SKIPPED with the reason."
+    ),
+)
+
 _RUNNING = InstigatorStatus.RUNNING
 _STOPPED = InstigatorStatus.STOPPED
 
 #: Longest a request waits for an agent to list partition keys.
 MAX_AGENT_WAIT_S = 60.0
+
+#: Most ticks or backfills one page holds.
+MAX_PAGE = 500
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not 0 <= limit <= MAX_PAGE or offset < 0:
+        raise BadInputError(f"limit must be within 0..{MAX_PAGE} and offset >= 0")
+
+
+def _status_filter(status: str | None, allowed: type[TickStatus] | type[BackfillStatus]) -> None:
+    if status is not None and status not in {str(s) for s in allowed}:
+        raise BadInputError(
+            f"unknown status {status!r}; use one of {', '.join(str(s) for s in allowed)}"
+        )
 
 
 @strawberry.type(name="Tick", description="One evaluation of a schedule or sensor.")
@@ -75,14 +105,28 @@ class TickType:
         )
 
 
-async def _ticks(info: Info[ApiContext, None], state_id: int | None, limit: int) -> list[TickType]:
+async def _ticks(
+    info: Info[ApiContext, None],
+    state_id: int | None,
+    limit: int,
+    offset: int,
+    status: str | None,
+) -> list[TickType]:
+    _check_page(limit, offset)
+    _status_filter(status, TickStatus)
     if state_id is None:
         return []
-    if not 0 <= limit <= 500:
-        raise BadInputError("limit must be within 0..500")
     async with info.context.cp.db.reading() as session:
-        rows = await instigators.list_ticks(session, state_id, limit=limit)
+        rows = await instigators.list_ticks(
+            session, state_id, limit=limit, offset=offset, status=status
+        )
     return [TickType.build(r) for r in rows]
+
+
+TICKS_DESCRIPTION = (
+    "A page of its ticks, newest first (limit up to 500, offset >= 0; status: STARTED, "
+    "SUCCESS, SKIPPED or FAILURE). Ask for limit + 1 to learn whether a next page exists."
+)
 
 
 @strawberry.type(name="Schedule", description="A cron schedule of a repository.")
@@ -101,11 +145,23 @@ class ScheduleType:
     next_tick_timestamp: float | None = strawberry.field(
         description="When it next fires (epoch seconds), if running."
     )
+    catchup_policy: CatchupPolicyEnum = strawberry.field(  # type: ignore[valid-type]
+        description="The catch-up policy it follows (its own, else the control plane's)."
+    )
+    own_catchup_policy: CatchupPolicyEnum | None = strawberry.field(  # type: ignore[valid-type]
+        description="The policy set for this schedule by setScheduleCatchup (null: none)."
+    )
     state_id: strawberry.Private[int | None]
 
-    @strawberry.field(description="Its newest ticks, newest first.")
-    async def ticks(self, info: Info[ApiContext, None], limit: int = 20) -> list[TickType]:
-        return await _ticks(info, self.state_id, limit)
+    @strawberry.field(description=TICKS_DESCRIPTION)
+    async def ticks(
+        self,
+        info: Info[ApiContext, None],
+        limit: int = 20,
+        offset: int = 0,
+        status: str | None = None,
+    ) -> list[TickType]:
+        return await _ticks(info, self.state_id, limit, offset, status)
 
 
 @strawberry.type(name="Sensor", description="A sensor of a repository.")
@@ -126,15 +182,36 @@ class SensorType:
     )
     state_id: strawberry.Private[int | None]
 
-    @strawberry.field(description="Its newest ticks, newest first.")
-    async def ticks(self, info: Info[ApiContext, None], limit: int = 20) -> list[TickType]:
-        return await _ticks(info, self.state_id, limit)
+    @strawberry.field(description=TICKS_DESCRIPTION)
+    async def ticks(
+        self,
+        info: Info[ApiContext, None],
+        limit: int = 20,
+        offset: int = 0,
+        status: str | None = None,
+    ) -> list[TickType]:
+        return await _ticks(info, self.state_id, limit, offset, status)
 
 
-def _schedule(definition: Definition, state: Instigator | None, now: float) -> ScheduleType:
+def _default_policy(info: Info[ApiContext, None]) -> CatchupPolicy:
+    """The control plane's catch-up policy (schedules without their own follow it)."""
+    return CatchupPolicy(info.context.cp.settings.schedule_catchup)
+
+
+def _own_policy(state: Instigator | None) -> CatchupPolicy | None:
+    try:
+        return CatchupPolicy(state.catchup) if state and state.catchup else None
+    except ValueError:
+        return None
+
+
+def _schedule(
+    definition: Definition, state: Instigator | None, now: float, default: CatchupPolicy
+) -> ScheduleType:
     schedule = definition.schedule
     assert schedule is not None
     status = InstigatorStatus(state.status if state else definition.default_status)
+    own = _own_policy(state)
     after = max(now, state.last_tick_at or now) if state else now
     return ScheduleType(
         name=schedule.name,
@@ -149,6 +226,8 @@ def _schedule(definition: Definition, state: Instigator | None, now: float) -> S
         next_tick_timestamp=next_tick(schedule, after)
         if status == InstigatorStatus.RUNNING
         else None,
+        catchup_policy=own or default,
+        own_catchup_policy=own,
         state_id=state.id if state else None,
     )
 
@@ -236,11 +315,12 @@ class PartitionKeysType:
 
 @strawberry.type(name="BackfillPartition", description="One partition of a backfill.")
 class BackfillPartitionType:
-    """A partition of a backfill and its run, if created yet."""
+    """A partition of a backfill and its newest run, if created yet."""
 
     partition_key: str
-    run_id: str | None
+    run_id: str | None = strawberry.field(description="Its newest run (a retry makes a new one).")
     run_status: RunStatusEnum | None  # type: ignore[valid-type]
+    attempts: int = strawberry.field(description="How many runs this backfill made of it.")
 
 
 @strawberry.type(name="Backfill", description="Runs of a job over a set of partitions.")
@@ -252,43 +332,71 @@ class BackfillType:
     repository_name: str | None
     job_name: str
     partition_set_name: str | None
-    status: str = strawberry.field(description="REQUESTED, COMPLETED, FAILED or CANCELED.")
+    status: str = strawberry.field(
+        description=(
+            "REQUESTED (creating runs), COMPLETED (every partition has a run), FAILED (a "
+            "partition's config could not be made), or CANCELED (cancelBackfill)."
+        )
+    )
     launched: int = strawberry.field(description="How many partitions have a run so far.")
+    runs_launched: int = strawberry.field(description="How many runs it created, retries included.")
     tags: JSON
     error: ErrorInfoType | None
     created_at: float
-    partition_keys: list[str]
+    retried_at: float | None = strawberry.field(description="When retryBackfill last ran.")
+    partition_keys: list[str] = strawberry.field(description="Its partitions, in order.")
+    row: strawberry.Private[Backfill]
 
-    @strawberry.field(description="Each partition with its run's status, in backfill order.")
-    async def partitions(self, info: Info[ApiContext, None]) -> list[BackfillPartitionType]:
+    async def _runs(self, info: Info[ApiContext, None]) -> list[Run]:
         async with info.context.cp.db.reading() as session:
-            rows = await backfills.backfill_runs(session, self.id)
-        # A retried partition may have several runs: the newest tells its state.
-        by_key = {r.partition_key: r for r in rows}
+            return list(await backfills.backfill_runs(session, self.id))
+
+    @strawberry.field(description="Each partition with its newest run's status, in order.")
+    async def partitions(self, info: Info[ApiContext, None]) -> list[BackfillPartitionType]:
+        runs = await self._runs(info)
+        latest = backfills.latest_runs(runs)
+        attempts: dict[str, int] = {}
+        for run in runs:
+            if run.partition_key is not None:
+                attempts[run.partition_key] = attempts.get(run.partition_key, 0) + 1
         out = []
         for key in self.partition_keys:
-            run = by_key.get(key)
+            run = latest.get(key)
             out.append(
                 BackfillPartitionType(
                     partition_key=key,
                     run_id=run.id if run else None,
                     run_status=RunStatus(run.status) if run else None,
+                    attempts=attempts.get(key, 0),
                 )
             )
         return out
 
-    @strawberry.field(description="How many partitions' runs are in each status.")
+    @strawberry.field(description="How many partitions' newest runs are in each status.")
     async def run_counts(self, info: Info[ApiContext, None]) -> JSON:
-        async with info.context.cp.db.reading() as session:
-            rows = await backfills.backfill_runs(session, self.id)
         counts: dict[str, int] = {}
-        for run in rows:
+        for run in backfills.latest_runs(await self._runs(info)).values():
             counts[run.status] = counts.get(run.status, 0) + 1
         return counts
+
+    @strawberry.field(
+        description=(
+            "The partitions retryBackfill would run again now: newest run FAILURE or "
+            "CANCELED, or never launched because the backfill failed or was canceled first."
+        )
+    )
+    async def retryable_partition_keys(self, info: Info[ApiContext, None]) -> list[str]:
+        return backfills.retry_keys(self.row, await self._runs(info))
+
+    @strawberry.field(description="How many of its runs have not finished yet.")
+    async def unfinished_runs(self, info: Info[ApiContext, None]) -> int:
+        latest = backfills.latest_runs(await self._runs(info))
+        return sum(not RunStatus(r.status).is_terminal for r in latest.values())
 
     @classmethod
     def build(cls, row: Backfill) -> BackfillType:
         """Build from a row."""
+        sequence = list(row.partition_keys)
         return cls(
             id=row.id,
             location_name=row.location_name,
@@ -296,11 +404,14 @@ class BackfillType:
             job_name=row.job_name,
             partition_set_name=row.partition_set_name,
             status=row.status,
-            launched=row.launched,
+            launched=len(backfills.distinct_keys(sequence[: row.launched])),
+            runs_launched=row.launched,
             tags=row.tags,
             error=ErrorInfoType.from_json(row.error),
             created_at=row.created_at,
-            partition_keys=list(row.partition_keys),
+            retried_at=row.retried_at,
+            partition_keys=backfills.distinct_keys(sequence),
+            row=row,
         )
 
 
@@ -377,7 +488,7 @@ class InstigationQuery:
                 location_name,
                 repository_name,
             )
-        return [_schedule(d, s, now) for d, s in found]
+        return [_schedule(d, s, now, _default_policy(info)) for d, s in found]
 
     @strawberry.field(description="Sensors of the loaded locations (optionally of one).")
     async def sensors(
@@ -418,13 +529,31 @@ class InstigationQuery:
         )
         return PartitionKeysType(partition_set_name=set_name, keys=keys.partition_keys)
 
-    @strawberry.field(description="Backfills, newest first.")
-    async def backfills(self, info: Info[ApiContext, None], limit: int = 50) -> list[BackfillType]:
-        if not 0 <= limit <= 500:
-            raise BadInputError("limit must be within 0..500")
+    @strawberry.field(
+        description=(
+            "A page of backfills, newest first (limit up to 500, offset >= 0; status: "
+            "REQUESTED, COMPLETED, FAILED or CANCELED). Ask for limit + 1 to learn whether "
+            "a next page exists."
+        )
+    )
+    async def backfills(
+        self,
+        info: Info[ApiContext, None],
+        limit: int = 50,
+        offset: int = 0,
+        status: str | None = None,
+    ) -> list[BackfillType]:
+        _check_page(limit, offset)
+        _status_filter(status, BackfillStatus)
         principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
-            rows = await backfills.list_backfills(session, principal.deployment_id, limit=limit)
+            rows = await backfills.list_backfills(
+                session,
+                principal.deployment_id,
+                limit=limit,
+                offset=offset,
+                status=BackfillStatus(status) if status is not None else None,
+            )
         return [BackfillType.build(r) for r in rows]
 
     @strawberry.field(description="One backfill, with the status of each partition's run.")
@@ -473,7 +602,7 @@ class InstigationMutation:
             repository_name,
             InstigatorStatus.RUNNING,
         )
-        return _schedule(d, s, time.time())
+        return _schedule(d, s, time.time(), _default_policy(info))
 
     @strawberry.mutation(description="Turn a schedule off.")
     async def stop_schedule(
@@ -491,7 +620,36 @@ class InstigationMutation:
             repository_name,
             InstigatorStatus.STOPPED,
         )
-        return _schedule(d, s, time.time())
+        return _schedule(d, s, time.time(), _default_policy(info))
+
+    @strawberry.mutation(
+        description=(
+            "Give a schedule its own catch-up policy for ticks missed while the scheduler "
+            "was down (policy null: follow the control plane's setting again)."
+        )
+    )
+    async def set_schedule_catchup(
+        self,
+        info: Info[ApiContext, None],
+        location_name: str,
+        name: str,
+        policy: CatchupPolicyEnum | None,  # type: ignore[valid-type]
+        repository_name: str | None = None,
+    ) -> ScheduleType:
+        principal = await info.context.launcher()
+        now = time.time()
+        async with info.context.cp.db.transaction() as session:
+            definition = await _one(
+                session,
+                principal.deployment_id,
+                InstigatorKind.SCHEDULE,
+                location_name,
+                name,
+                repository_name,
+            )
+            value = str(CatchupPolicy(policy)) if policy is not None else None
+            state = await instigators.set_catchup(session, definition, value, now)
+        return _schedule(definition, state, now, _default_policy(info))
 
     @strawberry.mutation(description="Turn a sensor on (it ticks at once if its interval passed).")
     async def start_sensor(
@@ -576,6 +734,49 @@ class InstigationMutation:
                 partition_keys=selected,
                 tags=tags,
                 now=time.time(),
+            )
+            built = BackfillType.build(row)
+        return built
+
+    @strawberry.mutation(
+        description=(
+            "Cancel a backfill: it launches no more partitions and its QUEUED runs are "
+            "canceled; with terminateRunning its started runs are terminated too (else they "
+            "run to their end). Refused (BAD_INPUT) when it already ended with no run left "
+            "unfinished."
+        )
+    )
+    async def cancel_backfill(
+        self, info: Info[ApiContext, None], id: str, terminate_running: bool = False
+    ) -> BackfillType:
+        principal = await info.context.launcher()
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "cancelBackfill", context=info.context.trace_context(), attributes={"backfill": id}
+        ):
+            row, _ = await backfills.cancel_backfill(
+                info.context.cp.db,
+                info.context.cp.queue,
+                deployment_id=principal.deployment_id,
+                backfill_id=id,
+                terminate_running=terminate_running,
+                now=time.time(),
+            )
+        return BackfillType.build(row)
+
+    @strawberry.mutation(
+        description=(
+            "Retry a finished, failed or canceled backfill: new runs only for the partitions "
+            "whose newest run FAILED or was CANCELED, and those never launched "
+            "(retryablePartitionKeys); the backfill is REQUESTED again. Refused (BAD_INPUT) "
+            "while it is REQUESTED or when there is nothing to retry."
+        )
+    )
+    async def retry_backfill(self, info: Info[ApiContext, None], id: str) -> BackfillType:
+        principal = await info.context.launcher()
+        async with info.context.cp.db.transaction() as session:
+            row, _ = await backfills.retry_backfill(
+                session, principal.deployment_id, id, now=time.time()
             )
             built = BackfillType.build(row)
         return built

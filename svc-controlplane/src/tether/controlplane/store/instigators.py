@@ -168,14 +168,33 @@ async def set_status(
     return state
 
 
-async def list_ticks(
-    session: AsyncSession, instigator_id: int, *, limit: int = 20
-) -> Sequence[InstigatorTick]:
-    """The newest ticks of a schedule or sensor, newest first."""
-    stmt = (
-        select(InstigatorTick)
-        .where(InstigatorTick.instigator_id == instigator_id)
-        .order_by(InstigatorTick.tick_time.desc())
-        .limit(limit)
+async def set_catchup(
+    session: AsyncSession, definition: Definition, policy: str | None, now: float
+) -> Instigator:
+    """Give a schedule its own catch-up policy (None: follow the control plane's setting)."""
+    state = await ensure_state(session, definition, now)
+    await session.execute(
+        update(Instigator)
+        .where(Instigator.id == state.id)
+        .values(catchup=policy, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
+    await session.refresh(state)
+    return state
+
+
+async def list_ticks(
+    session: AsyncSession,
+    instigator_id: int,
+    *,
+    limit: int = 20,
+    offset: int = 0,
+    status: str | None = None,
+) -> Sequence[InstigatorTick]:
+    """A page of the ticks of a schedule or sensor (optionally of one status), newest first."""
+    stmt = select(InstigatorTick).where(InstigatorTick.instigator_id == instigator_id)
+    if status is not None:
+        stmt = stmt.where(InstigatorTick.status == status)
+    # tick_time is unique per instigator: a stable order, so pages never overlap.
+    stmt = stmt.order_by(InstigatorTick.tick_time.desc()).limit(limit).offset(offset)
     return (await session.execute(stmt)).scalars().all()

@@ -1,4 +1,4 @@
-"""Code locations and their content-addressed snapshots."""
+"""Code locations, their content-addressed snapshots, and what the workspace file seeded."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.models import CodeLocation, LoadStatus, LocationSnapshotRow
+from tether.controlplane.db.models import (
+    CodeLocation,
+    LoadStatus,
+    LocationSeed,
+    LocationSnapshotRow,
+)
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import AlreadyExistsError, NotFoundError
 from tether.controlplane.workqueue import WorkQueue
@@ -202,3 +208,87 @@ async def mark_load_error(
             error or ErrorInfo(cls_name="UnknownError", message="the agent reported no error")
         ).model_dump(mode="json")
         location.updated_at = time.time()
+
+
+def config_sha(config: LocationConfig) -> str:
+    """SHA-256 of a location config's canonical JSON (how a workspace entry is compared)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class SeedOutcome:
+    """What :func:`seed_locations` did with each workspace entry (location names)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    locations: list[CodeLocation] = field(default_factory=list)
+
+
+async def seed_locations(
+    session: AsyncSession, deployment_id: str, configs: Sequence[LocationConfig], now: float
+) -> SeedOutcome:
+    """Apply a workspace file's entries, each only when it is new or was edited in the file.
+
+    The file seeds locations; the API owns them afterwards. Per entry:
+
+    - first time the file lists it: the location is created, unless one of that name
+      exists already (added through the API, or by a control plane before seeds were
+      recorded), which is kept as it is;
+    - listed before with the same config: nothing changes, so a location the API updated
+      keeps the API's config and one the API removed stays removed;
+    - listed before with another config (the entry was edited in the file): the file's
+      config is applied, creating the location again if it had been removed, since the
+      edit is newer than whatever the API did.
+
+    Entries dropped from the file are forgotten (their locations stay), so listing the
+    name again later seeds it anew.
+
+    Returns:
+        What happened to each entry, and the rows of the entries' existing locations.
+    """
+    outcome = SeedOutcome()
+    seeds = {
+        seed.name: seed
+        for seed in (
+            await session.execute(
+                select(LocationSeed).where(LocationSeed.deployment_id == deployment_id)
+            )
+        ).scalars()
+    }
+    for config in configs:
+        digest = config_sha(config)
+        seed = seeds.get(config.name)
+        location = await get_location(session, deployment_id, config.name)
+        if seed is None:
+            session.add(
+                LocationSeed(
+                    deployment_id=deployment_id, name=config.name, config_sha=digest, seeded_at=now
+                )
+            )
+            if location is None:
+                location = await upsert_location(session, deployment_id, config)
+                outcome.created.append(config.name)
+            else:
+                outcome.kept.append(config.name)
+        elif seed.config_sha != digest:
+            seed.config_sha = digest
+            seed.seeded_at = now
+            (outcome.updated if location is not None else outcome.created).append(config.name)
+            location = await upsert_location(session, deployment_id, config)
+        elif location is None:
+            outcome.removed.append(config.name)
+        else:
+            outcome.kept.append(config.name)
+        if location is not None:
+            outcome.locations.append(location)
+    listed = [c.name for c in configs]
+    await session.execute(
+        delete(LocationSeed)
+        .where(LocationSeed.deployment_id == deployment_id, LocationSeed.name.not_in(listed))
+        .execution_options(synchronize_session=False)
+    )
+    await session.flush()
+    return outcome
