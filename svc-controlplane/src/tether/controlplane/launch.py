@@ -28,6 +28,34 @@ from tether.shared.subjects import WorkKind
 
 #: Tag of a re-execution naming the run it re-executes.
 PARENT_RUN_TAG = "tether/parent_run_id"
+#: Tag of a re-execution naming the first run of its chain of re-executions.
+ROOT_RUN_TAG = "tether/root_run_id"
+#: Tag of a run that executes only some of its job's steps: their keys, comma-separated
+#: (step keys cannot contain commas). The run worker reuses the parent run's outputs of
+#: the others.
+STEP_SELECTION_TAG = "tether/step_selection"
+
+
+def step_selection_of(tags: Mapping[str, str]) -> list[str] | None:
+    """The step keys a run with ``tags`` executes; None: all of them."""
+    value = tags.get(STEP_SELECTION_TAG)
+    if value is None:
+        return None
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
+def launch_payload(run: Run) -> LaunchRunPayload:
+    """The ``launch_run`` payload of ``run`` (whoever queues it: launch or run coordinator)."""
+    tags = dict(run.tags or {})
+    return LaunchRunPayload(
+        run_id=run.id,
+        job_name=run.job_name,
+        repository_name=run.repository_name,
+        run_config=run.run_config,
+        tags=tags,
+        step_selection=step_selection_of(tags),
+        parent_run_id=run.parent_run_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,9 +120,10 @@ def _check_tags(tags: Any) -> dict[str, str]:
     return tags
 
 
-def _find_job(
+def find_job(
     snapshot: LocationSnapshot, job_name: str, repository_name: str | None
 ) -> tuple[str, JobSnapshot] | None:
+    """``(repository name, job)`` of ``job_name`` in ``snapshot``; None if it has none."""
     for repo in snapshot.repositories:
         if repository_name and repo.name != repository_name:
             continue
@@ -134,7 +163,7 @@ async def launch_run(
         headers: incoming HTTP headers (a caller's ``traceparent`` becomes the parent span).
 
     Raises:
-        BadInputError: malformed tags.
+        BadInputError: malformed tags, or a step selection tag naming no step of the job.
     """
     run_config = {} if run_config is None else run_config
     tags = _check_tags(tags)
@@ -193,11 +222,19 @@ async def queue_run(
         return LocationNotLoaded(
             f"code location {location_name!r} is not loaded yet (status {location.load_status})"
         )
-    found = _find_job(snapshot, job_name, repository_name)
+    found = find_job(snapshot, job_name, repository_name)
     if found is None:
         where = f"repository {repository_name!r} of " if repository_name else ""
         return JobNotFound(f"no job {job_name!r} in {where}code location {location_name!r}")
     repo_name, job = found
+    selection = step_selection_of(tags)
+    if selection is not None:
+        unknown = sorted(set(selection) - {op.name for op in job.ops})
+        if unknown or not selection:
+            raise BadInputError(
+                f"tag {STEP_SELECTION_TAG} must name steps of job {job_name!r}, comma-separated"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "; it names none")
+            )
     errors = validate_run_config(job.config_schema, run_config)
     if errors:
         return InvalidRunConfig(
@@ -226,13 +263,7 @@ async def queue_run(
     runs.add_control_event(
         session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
     )
-    payload = LaunchRunPayload(
-        run_id=run_id,
-        job_name=job_name,
-        repository_name=repo_name,
-        run_config=run_config,
-        tags=tags,
-    )
+    payload = launch_payload(run)
     if not queue.hold_launches:
         queue.enqueue(
             session,

@@ -20,9 +20,10 @@ from sqlalchemy import exists, select
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import CodeLocation, Run, WorkItemRow
+from tether.controlplane.launch import launch_payload
 from tether.controlplane.store import runs
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import LaunchRunPayload, LocationConfig, RunStatus
+from tether.shared.messages import LocationConfig, RunStatus
 from tether.shared.subjects import WorkKind
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,8 @@ class RunCoordinator(PeriodicDaemon):
                         if location is not None
                         else LocationConfig(name=run.location_name)
                     )
-                payload = LaunchRunPayload(
-                    run_id=run.id,
-                    job_name=run.job_name,
-                    repository_name=run.repository_name,
-                    run_config=run.run_config,
-                    tags=run.tags,
-                )
+                # The same payload as an immediate launch (step selection, parent run).
+                payload = launch_payload(run)
                 self._queue.enqueue(
                     session,
                     deployment_id=run.deployment_id,

@@ -9,6 +9,8 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.db.models import Agent, CodeLocation, LoadStatus, Run, RunEventRow
 from tether.controlplane.graphql.context import ApiContext
+from tether.controlplane.launch import ROOT_RUN_TAG, step_selection_of
+from tether.controlplane.reexecute import ReexecutionStrategy
 from tether.controlplane.store import computelogs, runs
 from tether.shared.messages import (
     Edge,
@@ -22,6 +24,12 @@ from tether.shared.messages import (
 
 RunStatusEnum = strawberry.enum(RunStatus, name="RunStatus", description="Lifecycle of a run.")
 EventTypeEnum = strawberry.enum(EventType, name="EventType", description="Type of a run event.")
+ReexecutionStrategyEnum = strawberry.enum(
+    ReexecutionStrategy,
+    name="ReexecutionStrategy",
+    description="ALL_STEPS: run the whole job again; FROM_FAILURE: only the steps that did "
+    "not succeed and those downstream of them, reusing the parent run's other outputs.",
+)
 LoadStatusEnum = strawberry.enum(
     LoadStatus, name="LoadStatus", description="Whether a location's definitions are known."
 )
@@ -243,6 +251,13 @@ class RunType:
     parent_run_id: str | None = strawberry.field(
         default=None, description="The run it re-executes, if any."
     )
+    root_run_id: str | None = strawberry.field(
+        default=None, description="The first run of its chain of re-executions, if any."
+    )
+    step_selection: list[str] | None = strawberry.field(
+        default=None,
+        description="The steps it executes (a re-execution from failure); null: every step.",
+    )
 
     @strawberry.field(description="Trace id of the run's trace (from its traceparent).")
     def trace_id(self) -> str | None:
@@ -311,6 +326,8 @@ class RunType:
             partition_key=row.partition_key,
             backfill_id=row.backfill_id,
             parent_run_id=row.parent_run_id,
+            root_run_id=(row.tags or {}).get(ROOT_RUN_TAG),
+            step_selection=step_selection_of(row.tags or {}),
         )
 
 
@@ -406,4 +423,22 @@ class RunAlreadyFinishedError:
 TerminateRunResult = Annotated[
     TerminateRunSuccess | RunNotFoundError | RunAlreadyFinishedError,
     strawberry.union("TerminateRunResult"),
+]
+
+
+@strawberry.type
+class ReexecutionNotAllowedError:
+    """The run cannot be re-executed so: it is still going, or nothing failed in it."""
+
+    message: str
+
+
+ReexecuteRunResult = Annotated[
+    LaunchRunSuccess
+    | RunNotFoundError
+    | ReexecutionNotAllowedError
+    | RunConfigValidationInvalid
+    | JobNotFoundError
+    | LocationNotLoadedError,
+    strawberry.union("ReexecuteRunResult"),
 ]

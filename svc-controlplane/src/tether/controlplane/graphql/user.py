@@ -9,7 +9,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane import launch, terminate
+from tether.controlplane import launch, reexecute, terminate
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import (
@@ -19,6 +19,9 @@ from tether.controlplane.graphql.types import (
     LaunchRunResult,
     LaunchRunSuccess,
     LocationNotLoadedError,
+    ReexecuteRunResult,
+    ReexecutionNotAllowedError,
+    ReexecutionStrategyEnum,
     RunAlreadyFinishedError,
     RunConfigValidationInvalid,
     RunNotFoundError,
@@ -138,6 +141,42 @@ class UserMutation:
             case launch.LocationNotLoaded(message=message):
                 return LocationNotLoadedError(message=message)
         raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
+
+    @strawberry.mutation(
+        description="Launch a new run of a finished run's job, config and tags, recording "
+        "its parent and root run: ALL_STEPS (default), or FROM_FAILURE (a failed or canceled "
+        "run: only its steps that did not succeed and those downstream of them; the others' "
+        "outputs are reused from the parent run's storage in the agent's environment)."
+    )
+    async def reexecute_run(
+        self,
+        info: Info[ApiContext, None],
+        run_id: str,
+        strategy: ReexecutionStrategyEnum = reexecute.ReexecutionStrategy.ALL_STEPS,  # type: ignore[valid-type]
+    ) -> ReexecuteRunResult:
+        principal = await info.context.launcher()
+        outcome = await reexecute.reexecute_run(
+            info.context.cp.db,
+            info.context.cp.queue,
+            deployment_id=principal.deployment_id,
+            run_id=run_id,
+            strategy=reexecute.ReexecutionStrategy(strategy),
+            headers=dict(info.context.request.headers),
+        )
+        match outcome:
+            case launch.Launched(run=run):
+                return LaunchRunSuccess(run=RunType.build(run))
+            case terminate.RunNotFound(message=message):
+                return RunNotFoundError(message=message)
+            case reexecute.ReexecutionNotAllowed(message=message):
+                return ReexecutionNotAllowedError(message=message)
+            case launch.InvalidRunConfig(errors=errors, message=message):
+                return RunConfigValidationInvalid(errors=errors, message=message)
+            case launch.JobNotFound(message=message):
+                return JobNotFoundError(message=message)
+            case launch.LocationNotLoaded(message=message):
+                return LocationNotLoadedError(message=message)
+        raise AssertionError(f"unexpected re-execute outcome {outcome!r}")  # pragma: no cover
 
     @strawberry.mutation(
         description="Cancel a run not yet launched, or have its launcher interrupt the worker "

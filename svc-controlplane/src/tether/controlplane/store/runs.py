@@ -228,6 +228,20 @@ async def list_runs(
     return (await session.execute(stmt)).scalars().all()
 
 
+async def succeeded_steps(session: AsyncSession, run_id: str) -> set[str]:
+    """Keys of the steps of ``run_id`` that have a STEP_SUCCESS event."""
+    rows = await session.scalars(
+        select(RunEventRow.step_key)
+        .where(
+            RunEventRow.run_id == run_id,
+            RunEventRow.event_type == str(EventType.STEP_SUCCESS),
+            RunEventRow.step_key.is_not(None),
+        )
+        .distinct()
+    )
+    return {key for key in rows if key}
+
+
 async def list_events(
     session: AsyncSession, run_id: str, *, after_id: int | None = None
 ) -> Sequence[RunEventRow]:
