@@ -1,4 +1,4 @@
-"""The logship service: relays ``tether.logs.*`` to a LogSink."""
+"""The logship service: relays ``tether.logs.*`` to a LogSink, and presigns log URLs."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import logging
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from tether.logship.objectstore import S3LogStore
+from tether.logship.presign import Presigner
 from tether.logship.settings import LogShipSettings
-from tether.logship.sinks import ControlPlaneSink, LogSink
+from tether.logship.sinks import ControlPlaneSink, LogSink, S3Sink
 from tether.shared import streams, subjects
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import LogChunk, decode_log_chunk
-from tether.shared.relay import BatchRelay, RelaySpec
+from tether.shared.messages import LogChunk, WorkItem, decode_log_chunk
+from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter, while_reporting
 from tether.shared.subjects import Stream
@@ -21,6 +24,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = "logship"
 
+#: Presign requests are small and someone waits for each: answer them promptly, few at once.
+PRESIGN_POLICY = BatchPolicy(max_count=16, max_bytes=1 << 20, max_wait_s=0.1, ack_wait_s=30.0)
+
 
 def decode_chunk(msg: Msg) -> LogChunk:
     """A LogChunk from a NATS message (ContractError when malformed)."""
@@ -28,12 +34,17 @@ def decode_chunk(msg: Msg) -> LogChunk:
 
 
 class LogShip:
-    """Owns (declares) the LOGS stream and relays it to the configured sink."""
+    """Owns (declares) the LOGS stream and relays it to the configured sink.
+
+    With an S3 bucket configured it also answers the control plane's requests for
+    presigned URLs of the logs stored there.
+    """
 
     def __init__(self, settings: LogShipSettings, sink: LogSink | None = None) -> None:
         self._settings = settings
         self._sink = sink
         self._relay: BatchRelay[LogChunk] | None = None
+        self._presign_relay: BatchRelay[WorkItem] | None = None
         self._stopped = asyncio.Event()
         self._nc: NATS | None = None
 
@@ -47,10 +58,11 @@ class LogShip:
         )
 
     def shutdown(self) -> None:
-        """Stop after the batch in hand is stored and acked."""
+        """Stop after the batches in hand are stored and acked."""
         self._stopped.set()
-        if self._relay is not None:
-            self._relay.stop()
+        for relay in (self._relay, self._presign_relay):
+            if relay is not None:
+                relay.stop()
 
     async def run(self) -> None:
         """Declare the LOGS stream, then relay until shut down."""
@@ -62,7 +74,10 @@ class LogShip:
         # Dead letters go to the stream the eventrelay owns; wait so none is lost.
         await streams.wait_for_stream(js, Stream.DEAD_LETTER, timeout=300)
         client = AgentClient(s.control_plane_url, s.agent_token.get_secret_value())
-        sink = self._sink or ControlPlaneSink(client)
+        store = S3LogStore(s) if s.s3_bucket else None
+        sink = self._sink
+        if sink is None:
+            sink = S3Sink(store, client) if s.sink == "s3" and store else ControlPlaneSink(client)
         self._relay = BatchRelay(
             js,
             RelaySpec(
@@ -75,11 +90,41 @@ class LogShip:
             ),
             s.batch_policy(),
         )
+        self._presign_relay = BatchRelay(
+            js, Presigner(js, store, s.presign_expiry_s).spec(), PRESIGN_POLICY
+        )
         if self._stopped.is_set():
-            self._relay.stop()
-        log.info("logship relaying compute logs")
+            self.shutdown()
+        log.info(
+            "logship relaying compute logs to %s",
+            f"s3://{s.s3_bucket}/{s.s3_prefix}"
+            if isinstance(sink, S3Sink)
+            else "the control plane",
+        )
         try:
-            await while_reporting(StatusReporter(js, SERVICE), self._relay.run())
+            await while_reporting(StatusReporter(js, SERVICE), self._serve(js))
         finally:
             await client.aclose()
             await nc.drain()
+
+    async def _serve(self, js: JetStreamContext) -> None:
+        assert self._relay is not None and self._presign_relay is not None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._relay.run())
+            tg.create_task(self._serve_presign(js, self._presign_relay))
+
+    async def _serve_presign(self, js: JetStreamContext, relay: BatchRelay[WorkItem]) -> None:
+        # The WORK stream is the poller's and RESULTS the eventrelay's: wait for them without
+        # holding up the log relay (logs flow even while the rest of the agent starts).
+        for stream in (Stream.WORK, Stream.RESULTS):
+            waited = False
+            while not self._stopped.is_set():
+                try:
+                    await streams.wait_for_stream(js, stream, timeout=1)
+                    break
+                except TimeoutError:
+                    if not waited:
+                        log.info("presign requests wait for stream %s (not declared yet)", stream)
+                    waited = True
+        if not self._stopped.is_set():
+            await relay.run()

@@ -1,0 +1,449 @@
+"""Compute logs in the customer's S3 bucket: moto's S3 server, real NATS, and the real
+control plane (a subprocess) for pointers and presigned URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+from tether.logship import LogShip, LogShipSettings, S3LogStore, S3Sink
+from tether.logship.objectstore import object_key
+from tether.logship.presign import Presigner
+from tether.logship.sinks import contiguous_objects
+from tether.shared import subjects
+from tether.shared.agent_client import AgentClient
+from tether.shared.messages import (
+    JobSnapshot,
+    LocationConfig,
+    LocationSnapshot,
+    LogChunk,
+    OpSnapshot,
+    RepositorySnapshot,
+    WorkItem,
+    WorkResult,
+    encode_log_chunk,
+)
+from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.subjects import LogStream, Stream, WorkKind
+from tether.shared.testing import free_port, skip_or_fail
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+# --- real parts ------------------------------------------------------------------------
+
+
+@dataclass
+class MotoServer:
+    """moto's S3 (and more) as a real HTTP server."""
+
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        if not Path(exe).exists():
+            skip_or_fail("moto_server is not installed (dev group: moto[server])")
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **CREDENTIALS},
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                skip_or_fail(f"moto_server exited: {self.log.read_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.url}/moto-api/", timeout=1)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    skip_or_fail("moto_server did not answer within 30 s")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(free_port(), tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # boto3's standard chain finds them in the environment, as in production.
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
+def _bucket(moto: MotoServer) -> str:
+    import boto3
+
+    name = f"logs-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def _objects(moto: MotoServer, bucket: str) -> dict[str, bytes]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    token: str
+    log: Path
+
+    def gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        """A user-API call (the control plane runs with anonymous admin access)."""
+        body = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60
+        ).json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    if importlib.util.find_spec("tether.controlplane") is None:
+        pytest.skip("tether-controlplane is not installed in this environment")
+    tmp = tmp_path_factory.mktemp("cp")
+    workspace = tmp / "workspace.toml"
+    workspace.write_text('[[locations]]\nname = "loc"\nmodule = "jobs"\nsubstrate = "process"\n')
+    port = free_port()
+    token_file = tmp / "agent.token"
+    env = {
+        **os.environ,
+        "TETHER_CONTROLPLANE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'cp.db'}",
+        "TETHER_CONTROLPLANE_PORT": str(port),
+        "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(token_file),
+        "TETHER_CONTROLPLANE_WORKSPACE_FILE": str(workspace),
+        "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
+    }
+    log_path = tmp / "controlplane.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"control plane exited: {log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("control plane did not become healthy")
+            time.sleep(0.1)
+        cp = ControlPlane(url, token_file.read_text().strip(), log_path)
+        asyncio.run(_load_location(cp))
+        yield cp
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _load_location(cp: ControlPlane) -> None:
+    """Answer the control plane's load of location ``loc`` (no launcher runs here)."""
+    snapshot = LocationSnapshot(
+        location_name="loc",
+        repositories=[
+            RepositorySnapshot(
+                name="repo", jobs=[JobSnapshot(name="hello", ops=[OpSnapshot(name="a")])]
+            )
+        ],
+    )
+    async with AgentClient(cp.url, cp.token) as client:
+        items = await client.claim_work("test-loader", ["process"], wait_s=5)
+        (item,) = [i for i in items if i.kind == WorkKind.LOAD_LOCATION]
+        await client.submit_results(
+            [
+                WorkResult(
+                    id=item.id,
+                    work_item_id=item.id,
+                    kind=item.kind,
+                    ok=True,
+                    payload={"snapshot": snapshot.model_dump(mode="json")},
+                )
+            ]
+        )
+
+
+def _new_run(cp: ControlPlane) -> str:
+    launched = cp.gql(
+        """mutation { launchRun(locationName: "loc", jobName: "hello") {
+             __typename ... on LaunchRunSuccess { run { id } } } }"""
+    )["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["id"]
+
+
+STREAMS_QUERY = """query($id: String!) {
+  computeLogStreams(runId: $id) { stepKey stream storage size objects location } }"""
+URLS_QUERY = """query($id: String!, $step: String!, $stream: String!) {
+  computeLogUrls(runId: $id, stepKey: $step, stream: $stream, timeoutSeconds: 30) {
+    urls { offset length skip url } expiresAt hasMore } }"""
+CHUNKS_QUERY = "query($id: String!) { run(id: $id) { computeLogs { stepKey text } } }"
+
+
+def _settings(nats_url: str, cp: ControlPlane, **kw: Any) -> LogShipSettings:
+    return LogShipSettings(
+        nats_url=nats_url,
+        control_plane_url=cp.url,
+        agent_token=cp.token,  # type: ignore[arg-type]
+        **kw,
+    )
+
+
+@pytest.fixture
+async def dlq(nats_server) -> None:
+    """The eventrelay's dead-letter stream, which the logship waits for."""
+    nc = await nats.connect(nats_server.url)
+    await ensure_stream(nc.jetstream(), STREAMS[Stream.DEAD_LETTER])
+    await nc.close()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[tuple[Any, asyncio.Task[None]]]]:
+    """Services started by a test (shut down, and awaited, at its end)."""
+    started: list[tuple[Any, asyncio.Task[None]]] = []
+    yield started
+    for service, _ in started:
+        service.shutdown()
+    for _, task in started:
+        await asyncio.wait_for(task, 30)
+
+
+def _start(running: list[tuple[Any, asyncio.Task[None]]], service: Any) -> None:
+    running.append((service, asyncio.create_task(service.run())))
+
+
+def _step_output(
+    run_id: str, step: str, stream: LogStream, data: bytes, size: int
+) -> list[LogChunk]:
+    """``data`` cut into chunks of ``size`` bytes, as a run worker publishes them."""
+    return [
+        LogChunk(run_id=run_id, step_key=step, stream=stream, offset=i, data=data[i : i + size])
+        for i in range(0, len(data), size)
+    ]
+
+
+async def _publish(nats_url: str, chunks: list[LogChunk]) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js, STREAMS[Stream.LOGS])
+    for chunk in chunks:
+        headers, body = encode_log_chunk(chunk)
+        await js.publish(
+            subjects.logs(chunk.run_id, chunk.step_key, chunk.stream), body, headers=headers
+        )
+    await nc.close()
+
+
+async def _until(predicate: Any, what: str, timeout: float = 60) -> None:
+    """Poll ``predicate`` (a blocking callable) until true; the timeout only guards a hang."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await asyncio.to_thread(predicate):
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def _sizes(cp: ControlPlane, run_id: str) -> dict[tuple[str, str], tuple[str, int]]:
+    return {
+        (s["stepKey"], s["stream"]): (s["storage"], s["size"])
+        for s in cp.gql(STREAMS_QUERY, id=run_id)["computeLogStreams"]
+    }
+
+
+def _joined(objects: dict[str, bytes], prefix: str) -> bytes:
+    """The stream from its objects (keys sort by offset; overlaps dropped)."""
+    out = b""
+    for key in sorted(k for k in objects if k.startswith(prefix)):
+        offset = int(key.rsplit("/", 1)[1].split("-")[0])
+        out += objects[key][len(out) - offset :] if offset <= len(out) else b"?GAP?"
+    return out
+
+
+# --- pure parts ------------------------------------------------------------------------
+
+
+def test_batches_merge_into_contiguous_objects_with_deterministic_keys() -> None:
+    chunks = _step_output("r1", "a", LogStream.STDOUT, b"0123456789", 3)
+    chunks += _step_output("r1", "a", LogStream.STDERR, b"err", 2)
+    gap = LogChunk(run_id="r1", step_key="a", stream=LogStream.STDOUT, offset=20, data=b"late")
+    # Shuffled, with a redelivered copy and an overlapping chunk in the same batch.
+    batch = [chunks[2], chunks[0], gap, chunks[4], chunks[1], chunks[0], chunks[3], chunks[5]]
+    batch.append(
+        LogChunk(run_id="r1", step_key="a", stream=LogStream.STDOUT, offset=8, data=b"89AB")
+    )
+    objects = {(o.stream, o.offset): o for o in contiguous_objects(batch)}
+    assert {k: (o.data, o.end) for k, o in objects.items()} == {
+        ("stdout", 0): (b"0123456789AB", 12),
+        ("stdout", 20): (b"late", 24),
+        ("stderr", 0): (b"err", 3),
+    }
+    key = object_key("p/", "r1", "a", "stdout", 0, 12)
+    assert key == "p/r1/a/stdout/0000000000000000-0000000000000012"
+    # Keys of one stream sort by offset.
+    later = object_key("p/", "r1", "a", "stdout", 100, 200)
+    assert sorted([later, key]) == [key, later]
+
+
+def test_agent_wide_work_is_outside_every_launchers_filter() -> None:
+    subject = subjects.route_work("process", WorkKind.PRESIGN_COMPUTE_LOGS)
+    assert subject == subjects.agent_work(WorkKind.PRESIGN_COMPUTE_LOGS)
+    for substrate in ("process", "docker", "kubernetes", "ecs"):
+        prefix = subjects.work_filter(substrate).removesuffix(">")
+        assert not subject.startswith(prefix)
+        assert subjects.route_work(substrate, WorkKind.LAUNCH_RUN).startswith(prefix)
+
+
+async def test_only_this_agents_objects_are_presigned() -> None:
+    store = S3LogStore(LogShipSettings(sink="s3", s3_bucket="mine", s3_prefix="logs/"))
+    presigner = Presigner(None, store, 60)  # type: ignore[arg-type]  # answer() publishes nothing
+    location = LocationConfig(name="loc", module="jobs")
+
+    def item(bucket: str, key: str) -> WorkItem:
+        pointer = {"run_id": "r", "step_key": "a", "stream": "stdout", "offset": 0, "length": 1}
+        pointer |= {"bucket": bucket, "key": key}
+        return WorkItem(
+            id=uuid.uuid4().hex,
+            kind=WorkKind.PRESIGN_COMPUTE_LOGS,
+            location=location,
+            payload={"pointers": [pointer]},
+        )
+
+    for bucket, key in (("other", "logs/r/a"), ("mine", "secrets/x"), ("mine", "logs/../x")):
+        result = await presigner.answer(item(bucket, key))
+        assert not result.ok and result.error is not None
+        assert "not a compute-log object of this agent" in result.error.message
+    malformed = item("mine", "logs/r").model_copy(update={"payload": {"pointers": "no"}})
+    result = await presigner.answer(malformed)
+    assert not result.ok and "malformed" in result.error.message  # type: ignore[union-attr]
+    unconfigured = await Presigner(None, None, 60).answer(item("mine", "logs/r"))  # type: ignore[arg-type]
+    assert not unconfigured.ok and "no S3 bucket" in unconfigured.error.message  # type: ignore[union-attr]
+
+
+def test_s3_mode_needs_a_bucket() -> None:
+    with pytest.raises(ValueError, match="S3_BUCKET is required"):
+        LogShipSettings(sink="s3")
+
+
+# --- with real parts -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_logs_land_in_the_bucket_and_the_control_plane_holds_only_pointers(
+    nats_server, dlq, moto: MotoServer, control_plane: ControlPlane, running
+) -> None:
+    bucket = _bucket(moto)
+    run_id = _new_run(control_plane)
+    # Every byte value, NUL and invalid UTF-8 included, and a multi-chunk stream.
+    out = bytes(range(256)) * 40 + "é ✓\n".encode()
+    err = b"\xff\xfe not utf-8\n"
+    chunks = _step_output(run_id, "a", LogStream.STDOUT, out, 1000)
+    chunks += _step_output(run_id, "a", LogStream.STDERR, err, 5)
+    settings = _settings(
+        nats_server.url,
+        control_plane,
+        sink="s3",
+        s3_bucket=bucket,
+        s3_endpoint_url=moto.url,
+        s3_prefix="tether/",
+        batch_max_count=4,
+    )
+    _start(running, LogShip(settings))
+    await _publish(nats_server.url, chunks)
+
+    expected = {("a", "stdout"): ("s3", len(out)), ("a", "stderr"): ("s3", len(err))}
+    await _until(lambda: _sizes(control_plane, run_id) == expected, "pointers of both streams")
+    objects = _objects(moto, bucket)
+    assert _joined(objects, f"tether/{run_id}/a/stdout/") == out
+    assert _joined(objects, f"tether/{run_id}/a/stderr/") == err
+    # Pointers only: no byte of these logs is in the control plane.
+    assert control_plane.gql(CHUNKS_QUERY, id=run_id)["run"]["computeLogs"] == []
+
+    # A redelivery after a crash before the ack: the same batch written again overwrites
+    # the same objects with the same bytes, and its pointers are duplicates.
+    first_batch = chunks[:4]
+    store = S3LogStore(settings)
+    async with AgentClient(control_plane.url, control_plane.token) as client:
+        sink = S3Sink(store, client)
+        await sink.write(first_batch)
+        after_one = _objects(moto, bucket)
+        await sink.write(first_batch)
+    assert _objects(moto, bucket) == after_one
+    # Every chunk delivered again through NATS, batched differently: still each byte once.
+    await _publish(nats_server.url, chunks)
+    await _until(lambda: _consumed(nats_server.url), "the redelivered chunks to be acked")
+    again = _objects(moto, bucket)
+    assert _joined(again, f"tether/{run_id}/a/stdout/") == out
+    assert _joined(again, f"tether/{run_id}/a/stderr/") == err
+    assert _sizes(control_plane, run_id) == expected
+
+
+def _consumed(nats_url: str) -> bool:
+    """Whether the logship's consumer has acked everything on the LOGS stream."""
+
+    async def check() -> bool:
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().consumer_info(str(Stream.LOGS), "logship-logs")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+        finally:
+            await nc.close()
+
+    return asyncio.run(check())
