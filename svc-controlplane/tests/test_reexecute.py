@@ -200,3 +200,36 @@ async def test_a_viewer_cannot_reexecute(api: Api) -> None:
         )
     body = await api.post(REEXECUTE, token=viewer, id="x", strategy="FROM_FAILURE")
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_run_page_reexecutes_from_failure(api: Api) -> None:
+    # Pages act as their request's sender: here an admin, like a signed-in user.
+    api.client.headers["Authorization"] = f"Bearer {api.admin_token}"
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert "Re-execute from failure" not in page  # not failed (still queued)
+    refused = await api.client.post(f"/runs/{run_id}/reexecute", data={"strategy": "FROM_FAILURE"})
+    assert refused.status_code == 409 and "still going" in refused.text
+
+    await _finish(
+        api,
+        run_id,
+        {"a": EventType.STEP_SUCCESS, "b": EventType.STEP_FAILURE},
+        EventType.RUN_FAILURE,
+    )
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert 'name="strategy" value="FROM_FAILURE"' in page and "Re-execute from failure" in page
+    resp = await api.client.post(f"/runs/{run_id}/reexecute", data={"strategy": "FROM_FAILURE"})
+    assert resp.status_code == 303
+    new_id = resp.headers["location"].removeprefix("/runs/")
+    new = await api.run(new_id)
+    assert new["tags"]["tether/step_selection"] == "b"
+    assert new["tags"]["tether/parent_run_id"] == run_id
+    page = (await api.client.get(f"/runs/{new_id}")).text
+    assert "from failure: steps <span" in page
+
+    bad = await api.client.post(f"/runs/{run_id}/reexecute", data={"strategy": "SOME"})
+    assert bad.status_code == 400
+    missing = await api.client.post("/runs/nope/reexecute", data={"strategy": "FROM_FAILURE"})
+    assert missing.status_code == 404

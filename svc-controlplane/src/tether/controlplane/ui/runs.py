@@ -12,7 +12,12 @@ from starlette.routing import Route
 from tether.controlplane import launch
 from tether.controlplane.ui.dag import layout_dag
 from tether.controlplane.ui.gantt import gantt_chart, step_spans
-from tether.controlplane.ui.rendering import TERMINAL_STATUSES, render, render_error
+from tether.controlplane.ui.rendering import (
+    TERMINAL_STATUSES,
+    form_fields,
+    render,
+    render_error,
+)
 from tether.controlplane.ui.schema_client import PageError, SchemaClient
 from tether.shared.messages import RunStatus
 
@@ -67,10 +72,20 @@ query RunLogStreams($id: String!) {
   run(id: $id) { status endedAt streams: computeLogs { stepKey stream nextOffset } }
 }"""
 
-REEXECUTE_QUERY = """
-query Reexecute($id: String!) {
-  run(id: $id) { id jobName locationName repositoryName runConfig tags }
+REEXECUTE_MUTATION = """
+mutation Reexecute($id: String!, $strategy: ReexecutionStrategy!) {
+  reexecuteRun(runId: $id, strategy: $strategy) {
+    __typename
+    ... on LaunchRunSuccess { run { id } }
+    ... on RunNotFoundError { message }
+    ... on ReexecutionNotAllowedError { message }
+    ... on RunConfigValidationInvalid { message }
+    ... on JobNotFoundError { message }
+    ... on LocationNotLoadedError { message }
+  }
 }"""
+#: The re-execution strategies the run page offers (the form's ``strategy`` field).
+REEXECUTION_STRATEGIES = ("ALL_STEPS", "FROM_FAILURE")
 
 LAUNCH_MUTATION = """
 mutation Launch($loc: String!, $job: String!, $repo: String, $cfg: JSON, $tags: JSON) {
@@ -229,6 +244,7 @@ class RunPages:
         return {
             "run": run,
             "PARENT_RUN_TAG": PARENT_RUN_TAG,
+            "STEP_SELECTION_TAG": launch.STEP_SELECTION_TAG,
             "viewer": data["viewer"],
             "live": not terminal,
             "gantt": gantt_chart(spans, origin=origin, until=until),
@@ -344,26 +360,21 @@ class RunPages:
     # --- actions --------------------------------------------------------------------------
 
     async def reexecute(self, request: Request) -> Response:
-        """Launch the same job with the same config and tags; go to the new run."""
+        """Re-execute the run (all steps, or from failure: form field ``strategy``)."""
         run_id = request.path_params["run_id"]
         try:
-            run = (await self._client.execute(request, REEXECUTE_QUERY, id=run_id))["run"]
-            if run is None:
-                raise PageError(f"There is no run {run_id!r}.", 404)
-            tags = {**run["tags"], PARENT_RUN_TAG: run_id}
+            strategy = (await form_fields(request)).get("strategy") or "ALL_STEPS"
+            if strategy not in REEXECUTION_STRATEGIES:
+                raise PageError(f"unknown re-execution strategy {strategy!r}", 400)
             result = (
                 await self._client.execute(
-                    request,
-                    LAUNCH_MUTATION,
-                    loc=run["locationName"],
-                    job=run["jobName"],
-                    repo=run["repositoryName"],
-                    cfg=run["runConfig"],
-                    tags=tags,
+                    request, REEXECUTE_MUTATION, id=run_id, strategy=strategy
                 )
-            )["launchRun"]
+            )["reexecuteRun"]
         except PageError as err:
             return render_error(request, err)
+        if result["__typename"] == "RunNotFoundError":
+            return render_error(request, PageError(f"There is no run {run_id!r}.", 404))
         if result["__typename"] != "LaunchRunSuccess":
             return render_error(
                 request, PageError(f"Could not re-execute: {result['message']}", 409)
