@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -447,3 +449,136 @@ def _consumed(nats_url: str) -> bool:
             await nc.close()
 
     return asyncio.run(check())
+
+
+class LogSeen(logging.Handler):
+    """Sets ``seen`` once a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.INFO)
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def _consumer(nats_url: str) -> tuple[int, int]:
+    """(not yet delivered, delivered but unacked) of the logship's LOGS consumer."""
+
+    async def check() -> tuple[int, int]:
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().consumer_info(str(Stream.LOGS), "logship-logs")
+            return info.num_pending, info.num_ack_pending
+        finally:
+            await nc.close()
+
+    return asyncio.run(check())
+
+
+@pytest.mark.integration
+async def test_a_dead_s3_endpoint_loses_nothing(
+    nats_server, dlq, control_plane: ControlPlane, running, tmp_path: Path
+) -> None:
+    run_id = _new_run(control_plane)
+    out = b"".join(b"line %d\n" % i for i in range(500))
+    chunks = _step_output(run_id, "a", LogStream.STDOUT, out, 700)
+    late = MotoServer(free_port(), tmp_path / "moto.log")
+    settings = _settings(
+        nats_server.url,
+        control_plane,
+        sink="s3",
+        s3_bucket="late-bucket",
+        s3_endpoint_url=late.url,
+        s3_connect_timeout_s=0.5,
+        s3_max_attempts=1,
+    )
+    failed = LogSeen("upload failed")
+    relay_log = logging.getLogger("tether.shared.relay")
+    relay_log.addHandler(failed)
+    try:
+        _start(running, LogShip(settings))
+        await _publish(nats_server.url, chunks)
+        assert await asyncio.to_thread(failed.seen.wait, 60), "the upload never failed"
+    finally:
+        relay_log.removeHandler(failed)
+    # Nothing acked (every chunk delivered and held in progress), nothing pointed to.
+    assert sum(await asyncio.to_thread(_consumer, nats_server.url)) == len(chunks)
+    assert _sizes(control_plane, run_id) == {}
+
+    # S3 comes up (with the bucket) on the same endpoint: the retries store everything.
+    late.start()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=late.url, region_name="us-east-1").create_bucket(
+            Bucket="late-bucket"
+        )
+        await _until(
+            lambda: _sizes(control_plane, run_id) == {("a", "stdout"): ("s3", len(out))},
+            "the pointers after S3 came back",
+        )
+        assert _joined(_objects(late, "late-bucket"), "tether/compute-logs/") == out
+        await _until(lambda: _consumer(nats_server.url) == (0, 0), "every chunk acked")
+    finally:
+        late.stop()
+
+
+@pytest.mark.integration
+async def test_presigned_urls_round_trip_through_the_agent(
+    nats_server, moto: MotoServer, control_plane: ControlPlane, running
+) -> None:
+    """UI/API -> control plane -> work item -> poller -> logship presigns -> eventrelay ->
+    control plane -> URLs; the bytes then come from the bucket, not the control plane."""
+    if importlib.util.find_spec("tether.poller") is None or (
+        importlib.util.find_spec("tether.eventrelay") is None
+    ):
+        pytest.skip("the poller and eventrelay are not installed in this environment")
+    from tether.eventrelay.service import EventRelay
+    from tether.eventrelay.settings import EventRelaySettings
+    from tether.poller import PollerService, PollerSettings
+
+    bucket = _bucket(moto)
+    run_id = _new_run(control_plane)
+    out = "".join(f"row {i}: ✓ done\n" for i in range(3000)).encode()
+    chunks = _step_output(run_id, "a", LogStream.STDOUT, out, 4096)
+    agent = {
+        "nats_url": nats_server.url,
+        "control_plane_url": control_plane.url,
+        "agent_token": control_plane.token,
+    }
+    _start(running, EventRelay(EventRelaySettings(**agent)))
+    _start(running, PollerService(PollerSettings(**agent, agent_id="it", claim_wait_s=1.0)))
+    settings = _settings(
+        nats_server.url,
+        control_plane,
+        sink="s3",
+        s3_bucket=bucket,
+        s3_endpoint_url=moto.url,
+        batch_max_count=5,
+        presign_expiry_s=120,
+    )
+    _start(running, LogShip(settings))
+    await _publish(nats_server.url, chunks)
+    await _until(
+        lambda: _sizes(control_plane, run_id) == {("a", "stdout"): ("s3", len(out))}, "pointers"
+    )
+
+    asked = time.time()
+    answer = (
+        await asyncio.to_thread(control_plane.gql, URLS_QUERY, id=run_id, step="a", stream="stdout")
+    )["computeLogUrls"]
+    assert asked < answer["expiresAt"] <= time.time() + 120
+    assert not answer["hasMore"] and len(answer["urls"]) > 1
+    text = b""
+    async with httpx.AsyncClient() as http:
+        for piece in answer["urls"]:
+            assert piece["url"].startswith(f"{moto.url}/{bucket}/")
+            assert "X-Amz-Expires=120" in piece["url"]
+            got = await http.get(piece["url"])
+            assert got.status_code == 200, got.text
+            assert len(got.content) == piece["length"]
+            text += got.content[piece["skip"] :]
+    assert text == out
