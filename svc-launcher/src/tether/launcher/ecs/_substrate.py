@@ -266,29 +266,42 @@ class EcsSubstrate:
         registry_arn: str,
         tags: Mapping[str, str],
     ) -> None:
-        try:
-            await self._call(
-                self._ecs.create_service,
-                cluster=self._settings.cluster,
-                serviceName=name,
-                taskDefinition=taskdef,
-                desiredCount=1,
-                launchType=self._settings.launch_type,
-                networkConfiguration=network,
-                serviceRegistries=[{"registryArn": registry_arn}],
-                # A task that never gets healthy fails the deployment instead of looping.
-                deploymentConfiguration={
-                    "deploymentCircuitBreaker": {"enable": True, "rollback": False}
-                },
-                tags=ecs_tags(tags),
-                enableECSManagedTags=True,
-                propagateTags="SERVICE",
-            )
-        except ClientError as err:
-            # Another launcher replica created the same service (same name, same config)
-            # between our list and create: wait for it like our own.
-            if error_code(err) != "InvalidParameterException" or await self._service(name) is None:
-                raise
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._start_timeout
+        while True:
+            try:
+                await self._call(
+                    self._ecs.create_service,
+                    cluster=self._settings.cluster,
+                    serviceName=name,
+                    taskDefinition=taskdef,
+                    desiredCount=1,
+                    launchType=self._settings.launch_type,
+                    networkConfiguration=network,
+                    serviceRegistries=[{"registryArn": registry_arn}],
+                    # A task that never gets healthy fails the deployment, not loops.
+                    deploymentConfiguration={
+                        "deploymentCircuitBreaker": {"enable": True, "rollback": False}
+                    },
+                    tags=ecs_tags(tags),
+                    enableECSManagedTags=True,
+                    propagateTags="SERVICE",
+                )
+                break
+            except ClientError as err:
+                if error_code(err) != "InvalidParameterException":
+                    raise
+                if await self._service(name) is not None:
+                    # Another launcher replica created the same service (same name, same
+                    # config) between our list and create: wait for it like our own.
+                    return
+                message = str(err.response.get("Error", {}).get("Message", "")).lower()
+                # A service of the same name deleted moments ago (a restart after its task
+                # died) drains for a while; ECS refuses the name until it is gone.
+                if "draining" not in message or loop.time() > deadline:
+                    raise
+                log.info("code server service %s is still draining; retrying", name)
+                await asyncio.sleep(max(self._settings.poll_interval_s, 1.0))
         log.info("created code server service %s", name)
 
     async def _service(self, name: str) -> dict[str, Any] | None:
