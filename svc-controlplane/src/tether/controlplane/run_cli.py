@@ -1,8 +1,9 @@
-"""``tether run launch|list|logs|terminate``: runs through the control plane's GraphQL API.
+"""``tether run launch|list|logs|reexecute|terminate``: runs through the control plane's API.
 
-Listing and logs need a viewer token, launching and terminating an editor token
+Listing and logs need a viewer token, launching, re-executing and terminating an editor token
 (``--token`` or ``TETHER_TOKEN``); ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the
-control plane is. ``launch`` prints the new run's id on stdout (alone, for scripts).
+control plane is. ``launch`` and ``reexecute`` print the new run's id on stdout (alone, for
+scripts).
 """
 
 from __future__ import annotations
@@ -113,6 +114,21 @@ def launch(
         raise typer.Exit(1)
     run = outcome["run"]
     typer.echo(f"launched run {run['id']} of {job!r} ({run['status']})", err=True)
+    _report_new_run(
+        run, wait=wait, poll_interval=poll_interval, url=url, token=token, as_json=as_json
+    )
+
+
+def _report_new_run(
+    run: dict[str, Any],
+    *,
+    wait: bool,
+    poll_interval: float,
+    url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Print a new run (its id alone, or JSON); with ``wait``, first wait for its end."""
     status = run["status"]
     if wait:
         # Polling (not a subscription): the API has none, and a run lasts seconds at least.
@@ -261,6 +277,54 @@ def logs(
             # The status was read before the last logs: whatever the run wrote is shown.
             return
         time.sleep(poll_interval)
+
+
+@app.command()
+def reexecute(
+    run_id: Annotated[str, typer.Argument(help="Id of the finished run to re-execute.")],
+    from_failure: Annotated[
+        bool,
+        typer.Option(
+            "--from-failure",
+            help="Only the steps that did not succeed and those downstream of them; the "
+            "other steps' outputs are reused from the run (a failed or canceled run only).",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the new run to end; exit 1 unless SUCCESS.")
+    ] = False,
+    poll_interval: PollInterval = 1.0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Launch a new run of a finished run's job, config and tags; print the new run's id."""
+    query = f"""
+    mutation($id: String!, $strategy: ReexecutionStrategy!) {{
+      reexecuteRun(runId: $id, strategy: $strategy) {{
+        __typename
+        ... on LaunchRunSuccess {{ run {{ {_RUN_FIELDS} stepSelection }} }}
+        ... on RunNotFoundError {{ message }}
+        ... on ReexecutionNotAllowedError {{ message }}
+        ... on RunConfigValidationInvalid {{ message errors }}
+        ... on JobNotFoundError {{ message }}
+        ... on LocationNotLoadedError {{ message }}
+      }}
+    }}"""
+    strategy = "FROM_FAILURE" if from_failure else "ALL_STEPS"
+    outcome = call(url, token, query, id=run_id, strategy=strategy)["reexecuteRun"]
+    if outcome["__typename"] != "LaunchRunSuccess":
+        typer.echo(f"error: {outcome['__typename']}: {outcome['message']}", err=True)
+        for error in outcome.get("errors") or []:
+            typer.echo(f"  {error}", err=True)
+        raise typer.Exit(1)
+    run = outcome["run"]
+    steps = run["stepSelection"]
+    what = f"steps {', '.join(steps)}" if steps is not None else "all steps"
+    typer.echo(f"launched run {run['id']} re-executing {run_id} ({what})", err=True)
+    _report_new_run(
+        run, wait=wait, poll_interval=poll_interval, url=url, token=token, as_json=as_json
+    )
 
 
 @app.command()
