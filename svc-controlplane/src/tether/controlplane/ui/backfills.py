@@ -1,9 +1,10 @@
-"""Partitions of a job (the launchpad's picker), backfills and their per-partition runs."""
+"""Partitions of a job (the launchpad's picker), backfills and their per-partition runs;
+canceling and retrying a backfill."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,14 +22,15 @@ query PartitionKeys($loc: String!, $job: String!, $repo: String, $timeout: Float
 }"""
 
 BACKFILL_FIELDS = """
-  id locationName repositoryName jobName partitionSetName status launched tags createdAt
-  partitionKeys runCounts error { clsName message traceback }
-  partitions { partitionKey runId runStatus }
+  id locationName repositoryName jobName partitionSetName status launched runsLaunched tags
+  createdAt retriedAt partitionKeys runCounts retryablePartitionKeys unfinishedRuns
+  error { clsName message traceback }
+  partitions { partitionKey runId runStatus attempts }
 """
 
 BACKFILLS_QUERY = f"""
-query Backfills($limit: Int!) {{
-  backfills(limit: $limit) {{ {BACKFILL_FIELDS} }}
+query Backfills($limit: Int!, $offset: Int!, $status: String) {{
+  backfills(limit: $limit, offset: $offset, status: $status) {{ {BACKFILL_FIELDS} }}
   viewer {{ tokenName role canLaunch }}
 }}"""
 
@@ -45,12 +47,30 @@ mutation LaunchBackfill($loc: String!, $job: String!, $repo: String, $keys: [Str
                  partitionKeys: $keys, fromKey: $from, toKey: $to, tags: $tags) { id }
 }"""
 
+CANCEL_BACKFILL_MUTATION = """
+mutation CancelBackfill($id: String!, $terminate: Boolean!) {
+  cancelBackfill(id: $id, terminateRunning: $terminate) { id status }
+}"""
+
+RETRY_BACKFILL_MUTATION = """
+mutation RetryBackfill($id: String!) { retryBackfill(id: $id) { id status } }"""
+
+#: Statuses the backfills page can filter on.
+BACKFILL_STATUSES = ("REQUESTED", "COMPLETED", "FAILED", "CANCELED")
+
 #: How long the picker waits for an agent to list the keys (the page itself does not wait:
 #: the picker is a fragment loaded after it, showing a loading state meanwhile).
 KEYS_TIMEOUT_S = 10.0
 
 #: Backfills listed on the backfills page.
 BACKFILLS_LIMIT = 50
+
+
+def _offset(request: Request) -> int:
+    try:
+        return max(int(request.query_params.get("offset", 0)), 0)
+    except ValueError:
+        return 0
 
 
 def backfill_done(backfill: dict[str, Any]) -> bool:
@@ -78,6 +98,8 @@ class BackfillPages:
             Route("/backfills", self.backfills_page, methods=["GET"]),
             Route("/backfills/{id}", self.backfill_page, methods=["GET"]),
             Route("/backfills/{id}/live", self.backfill_live, methods=["GET"]),
+            Route("/backfills/{id}/cancel", self.cancel_backfill, methods=["POST"]),
+            Route("/backfills/{id}/retry", self.retry_backfill, methods=["POST"]),
         ]
 
     async def partitions(self, request: Request) -> Response:
@@ -166,18 +188,32 @@ class BackfillPages:
         return RedirectResponse(f"/backfills/{quote(backfill_id, safe='')}", status_code=303)
 
     async def backfills_page(self, request: Request) -> Response:
-        """Every backfill, newest first, each with a grid of its partitions' run statuses."""
+        """A page of backfills, newest first, each with a grid of its partitions' runs."""
+        status = request.query_params.get("status") or None
+        offset = _offset(request)
         try:
-            data = await self._client.execute(request, BACKFILLS_QUERY, limit=BACKFILLS_LIMIT)
+            if status is not None and status not in BACKFILL_STATUSES:
+                raise PageError(f"unknown backfill status {status!r}", 400)
+            # One more than a page tells whether there is a next page without counting.
+            data = await self._client.execute(
+                request, BACKFILLS_QUERY, limit=BACKFILLS_LIMIT + 1, offset=offset, status=status
+            )
         except PageError as err:
             return render_error(request, err)
+        shown = data["backfills"][:BACKFILLS_LIMIT]
         return render(
             request,
             "backfills.html",
             nav="backfills",
-            backfills=data["backfills"],
+            backfills=shown,
             viewer=data["viewer"],
-            live=not all(backfill_done(b) for b in data["backfills"]),
+            live=not all(backfill_done(b) for b in shown),
+            status=status,
+            statuses=BACKFILL_STATUSES,
+            offset=offset,
+            page_size=BACKFILLS_LIMIT,
+            has_next=len(data["backfills"]) > BACKFILLS_LIMIT,
+            filter_query=urlencode({"status": status} if status else {}),
         )
 
     async def _backfill(self, request: Request) -> dict[str, Any]:
@@ -206,4 +242,27 @@ class BackfillPages:
             data = await self._backfill(request)
         except PageError as err:
             return render_error(request, err)
-        return render(request, "_backfill_live.html", backfill=data["backfill"])
+        return render(
+            request, "_backfill_live.html", backfill=data["backfill"], viewer=data["viewer"]
+        )
+
+    async def cancel_backfill(self, request: Request) -> Response:
+        """Cancel the backfill (and, if the form asks, terminate its running runs)."""
+        form = await form_fields(request)
+        return await self._act(
+            request,
+            CANCEL_BACKFILL_MUTATION,
+            terminate=form.get("terminate") in ("on", "true", "1"),
+        )
+
+    async def retry_backfill(self, request: Request) -> Response:
+        """Re-run the backfill's failed, canceled and never-launched partitions."""
+        return await self._act(request, RETRY_BACKFILL_MUTATION)
+
+    async def _act(self, request: Request, mutation: str, **variables: Any) -> Response:
+        backfill_id = request.path_params["id"]
+        try:
+            await self._client.execute(request, mutation, id=backfill_id, **variables)
+        except PageError as err:
+            return render_error(request, err)
+        return RedirectResponse(f"/backfills/{quote(backfill_id, safe='')}", status_code=303)

@@ -1,9 +1,10 @@
-"""Schedules and sensors: their list, on/off toggles and tick history."""
+"""Schedules and sensors: their list, on/off toggles, catch-up policy and tick history
+(a page of its own per schedule/sensor, paged and filtered by outcome)."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,7 +19,7 @@ TICK_FIELDS = (
 
 SCHEDULE_FIELDS = f"""
   name locationName repositoryName description cronSchedule executionTimezone jobNames
-  status defaultStatus nextTickTimestamp {TICK_FIELDS}
+  status defaultStatus nextTickTimestamp catchupPolicy ownCatchupPolicy {TICK_FIELDS}
 """
 
 SENSOR_FIELDS = f"""
@@ -32,6 +33,39 @@ query Instigators($loc: String, $ticks: Int!) {{
   sensors(locationName: $loc) {{ {SENSOR_FIELDS} }}
   viewer {{ tokenName role canLaunch }}
 }}"""
+
+#: One schedule's or sensor's page of ticks (every one of the location is asked; the
+#: handler keeps the one named).
+TICKS_PAGE_QUERY = """
+query TicksPage($loc: String!, $limit: Int!, $offset: Int!, $status: String) {
+  schedules(locationName: $loc) {
+    name locationName repositoryName description cronSchedule executionTimezone jobNames
+    status defaultStatus nextTickTimestamp catchupPolicy ownCatchupPolicy
+    ticks(limit: $limit, offset: $offset, status: $status) {
+      id tickTime status runIds runKeys skipReason cursor error { clsName message traceback } }
+  }
+  sensors(locationName: $loc) {
+    name locationName repositoryName description jobNames minimumIntervalSeconds
+    status defaultStatus cursor nextTickTimestamp
+    ticks(limit: $limit, offset: $offset, status: $status) {
+      id tickTime status runIds runKeys skipReason cursor error { clsName message traceback } }
+  }
+  viewer { tokenName role canLaunch }
+}"""
+
+SET_CATCHUP_MUTATION = """
+mutation SetCatchup($loc: String!, $name: String!, $repo: String, $policy: CatchupPolicy) {
+  setScheduleCatchup(locationName: $loc, name: $name, repositoryName: $repo, policy: $policy) {
+    name catchupPolicy
+  }
+}"""
+
+#: Catch-up policies a schedule can be given ("" in the form: the control plane's).
+CATCHUP_POLICIES = ("LATEST", "ALL", "NONE")
+TICK_STATUSES = ("STARTED", "SUCCESS", "SKIPPED", "FAILURE")
+
+#: Ticks per page of a schedule's or sensor's tick history.
+TICKS_PAGE_SIZE = 50
 
 #: The last tick of each schedule/sensor, enough to tell which are failing (overview).
 LAST_TICKS_QUERY = """
@@ -80,6 +114,17 @@ class InstigatorPages:
         return [
             Route("/schedules", self.schedules_page, methods=["GET"]),
             Route(
+                "/locations/{location}/schedules/{name}/ticks",
+                self.schedule_ticks,
+                methods=["GET"],
+            ),
+            Route("/locations/{location}/sensors/{name}/ticks", self.sensor_ticks, methods=["GET"]),
+            Route(
+                "/locations/{location}/schedules/{name}/catchup",
+                self.set_catchup,
+                methods=["POST"],
+            ),
+            Route(
                 "/locations/{location}/schedules/{name}/{action}",
                 self.toggle_schedule,
                 methods=["POST"],
@@ -122,6 +167,83 @@ class InstigatorPages:
             location=location,
         )
 
+    async def schedule_ticks(self, request: Request) -> Response:
+        """A schedule's tick history, a page at a time, optionally of one outcome."""
+        return await self._ticks_page(request, "schedule")
+
+    async def sensor_ticks(self, request: Request) -> Response:
+        """A sensor's tick history, a page at a time, optionally of one outcome."""
+        return await self._ticks_page(request, "sensor")
+
+    async def _ticks_page(self, request: Request, kind: str) -> Response:
+        location = request.path_params["location"]
+        name = request.path_params["name"]
+        repo = request.query_params.get("repo") or None
+        status = request.query_params.get("status") or None
+        try:
+            offset = max(int(request.query_params.get("offset", 0)), 0)
+        except ValueError:
+            offset = 0
+        try:
+            if status is not None and status not in TICK_STATUSES:
+                raise PageError(f"unknown tick status {status!r}", 400)
+            # One more than a page tells whether there is a next page without counting.
+            data = await self._client.execute(
+                request,
+                TICKS_PAGE_QUERY,
+                loc=location,
+                limit=TICKS_PAGE_SIZE + 1,
+                offset=offset,
+                status=status,
+            )
+            found = [
+                item
+                for item in data[f"{kind}s"]
+                if item["name"] == name and repo in (None, item["repositoryName"])
+            ]
+            if not found:
+                raise PageError(f"There is no {kind} {name!r} in code location {location!r}.", 404)
+        except PageError as err:
+            return render_error(request, err)
+        item = found[0]
+        ticks = item["ticks"]
+        item = {**item, "ticks": ticks[:TICKS_PAGE_SIZE]}
+        query = {"repo": repo, "status": status}
+        return render(
+            request,
+            "ticks.html",
+            nav="schedules",
+            item=item,
+            kind=kind,
+            viewer=data["viewer"],
+            status=status,
+            statuses=TICK_STATUSES,
+            offset=offset,
+            page_size=TICKS_PAGE_SIZE,
+            has_next=len(ticks) > TICKS_PAGE_SIZE,
+            filter_query=urlencode({k: v for k, v in query.items() if v}),
+        )
+
+    async def set_catchup(self, request: Request) -> Response:
+        """Give a schedule its own catch-up policy (or none); back to the page it was on."""
+        location = request.path_params["location"]
+        try:
+            form = await form_fields(request)
+            policy = form.get("policy") or None
+            if policy is not None and policy not in CATCHUP_POLICIES:
+                raise PageError(f"Unknown catch-up policy {policy!r}.", 400)
+            await self._client.execute(
+                request,
+                SET_CATCHUP_MUTATION,
+                loc=location,
+                name=request.path_params["name"],
+                repo=form.get("repo") or None,
+                policy=policy,
+            )
+        except PageError as err:
+            return render_error(request, err)
+        return RedirectResponse(_back(form, location), status_code=303)
+
     async def toggle_schedule(self, request: Request) -> Response:
         """Start or stop a schedule; back to the page the form was on."""
         return await self._toggle(request, "schedule")
@@ -147,8 +269,13 @@ class InstigatorPages:
             )
         except PageError as err:
             return render_error(request, err)
-        # Only ever go back to one of the UI's own pages (never an open redirect).
-        back = form.get("back", "")
-        if not back.startswith("/") or back.startswith("//"):
-            back = f"/schedules?location={quote(location, safe='')}"
-        return RedirectResponse(back, status_code=303)
+        return RedirectResponse(_back(form, location), status_code=303)
+
+
+def _back(form: dict[str, str], location: str) -> str:
+    """Where a form returns to: the page it names, only ever one of the UI's own."""
+    back = form.get("back", "")
+    # Never an open redirect (//host or a scheme).
+    if not back.startswith("/") or back.startswith("//") or "\\" in back:
+        back = f"/schedules?location={quote(location, safe='')}"
+    return back
