@@ -722,3 +722,93 @@ def test_the_launcher_builds_the_ecs_substrate_from_its_environment(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(LauncherError, match="no AWS region"):
         make_substrate(LauncherSettings())
+
+
+# --- deploy/ecs ---------------------------------------------------------------------------
+
+DEPLOY_ECS = Path(__file__).resolve().parents[2] / "deploy" / "ecs"
+
+
+async def test_the_deploy_files_register_and_name_real_settings(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    from tether.launcher import LauncherSettings
+    from tether.launcher.ecs import EcsSettings
+
+    definition = json.loads((DEPLOY_ECS / "launcher-task-definition.json").read_text())
+    registered = await aws.call(aws.ecs.register_task_definition, **definition)
+    assert registered["taskDefinition"]["family"] == "tether-launcher"
+    service = json.loads((DEPLOY_ECS / "launcher-service.json").read_text())
+    # moto checks that the subnets and security groups exist: use the test VPC's.
+    service["networkConfiguration"]["awsvpcConfiguration"].update(
+        subnets=[aws.subnet], securityGroups=[aws.security_group]
+    )
+    created = await aws.call(aws.ecs.create_service, **service)
+    assert created["service"]["serviceName"] == "tether-launcher"
+
+    [container] = definition["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    env |= {s["name"]: "from-secrets-manager" for s in container["secrets"]}
+    for name in env:
+        assert name.startswith("TETHER_"), name
+        if name.startswith("TETHER_LAUNCHER_ECS_"):
+            assert name.removeprefix("TETHER_LAUNCHER_ECS_").lower() in EcsSettings.model_fields
+        elif name.startswith("TETHER_LAUNCHER_"):
+            assert name.removeprefix("TETHER_LAUNCHER_").lower() in LauncherSettings.model_fields
+        else:
+            assert name.removeprefix("TETHER_").lower() in LauncherSettings.model_fields
+        monkeypatch.setenv(name, env[name])
+    settings = LauncherSettings()
+    assert settings.substrate == "ecs" and settings.agent_token.get_secret_value()
+    assert settings.ecs.subnets == env["TETHER_LAUNCHER_ECS_SUBNETS"].split(",")
+    assert settings.ecs.task_role_arn == env["TETHER_LAUNCHER_ECS_TASK_ROLE_ARN"]
+
+    [table] = tomllib.loads((DEPLOY_ECS / "location.toml").read_text())["locations"]
+    loc = LocationConfig.model_validate(table)
+    assert loc.substrate == "ecs" and loc.ecs is not None and loc.ecs.memory == "4096"
+
+
+async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
+    aws: Aws, closing: list[Any]
+) -> None:
+    from tether.launcher.ecs._taskdefs import code_server_name
+
+    policy = json.loads((DEPLOY_ECS / "launcher-task-role-policy.json").read_text())
+    allowed: set[str] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"]
+        allowed.update([actions] if isinstance(actions, str) else actions)
+
+    substrate = aws.substrate()
+    closing.append(substrate)
+    calls: set[str] = set()
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        prefix = model.service_model.signing_name
+        calls.add(f"{prefix}:{model.name}")
+        if params.get("tags") or params.get("Tags"):
+            calls.add(f"{prefix}:TagResource")  # tagging on create needs it too
+
+    for client in (substrate._ecs, substrate._discovery._client):
+        client.meta.events.register("before-call", record)
+
+    loc = location()
+    start = asyncio.create_task(substrate.start_code_server(loc))
+    await aws.place_task(code_server_name(loc, AGENT))
+    await start
+    changed = location(env={"WAREHOUSE": "staging"})
+    start = asyncio.create_task(substrate.start_code_server(changed))
+    await aws.place_task(code_server_name(changed, AGENT))
+    handle = await start
+    run = await substrate.launch_run(run_args(loc), {})
+    assert await substrate.run_alive(run)
+    assert await substrate.terminate_run(run, 1)
+    assert await substrate.wait_run(run) == 0
+    await substrate.stop_code_server(handle)
+
+    assert {"ecs:CreateService", "ecs:RunTask", "servicediscovery:CreateService"} <= calls
+    assert calls - allowed == set()
+    assert "iam:PassRole" in allowed
