@@ -236,7 +236,11 @@ def remove(
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Remove a code location; its runs keep their history, its schedules and sensors stop."""
+    """Remove a code location; its runs keep their history, its schedules and sensors stop.
+
+    A location the workspace file lists stays removed across control plane restarts
+    (until its entry in the file is edited).
+    """
     query = f"mutation($name: String!) {{ removeLocation(name: $name) {{ {_FIELDS} }} }}"
     removed = call(url, token, query, name=name)["removeLocation"]
     if as_json:
