@@ -191,3 +191,55 @@ async def test_an_agent_refusal_or_silence_is_a_clear_error(api: Api) -> None:
         URLS, token=api.admin_token, id=run_id, step="a", stream="nope", offset=0, timeout=1.0
     )
     assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+
+
+async def test_run_page_links_logs_in_customer_storage(api: Api) -> None:
+    run_id = await _queued_run(api)
+    await api.agent(POINTERS, items=[_pointer(run_id, 0, 10), _pointer(run_id, 10, 6)])
+    chunk = LogChunk(run_id=run_id, step_key="b", stream=LogStream.STDERR, offset=0, data=b"oops")
+    await api.agent(LOGS, items=[chunk.model_dump(mode="json")])
+    api.client.headers["Authorization"] = f"Bearer {api.admin_token}"
+
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    pane = page.split('id="logs"')[1]
+    # The S3 stream is chosen first; the page asks for its links after loading.
+    assert "a · stdout" in pane and "b · stderr" in pane
+    assert "Stored in your bucket (s3://logs/, 2 objects)" in pane
+    assert f'hx-get="/runs/{run_id}/logs/urls?step=a&amp;stream=stdout&offset=0"' in pane
+    # A control-plane stream still shows its text inline.
+    other = (await api.client.get(f"/runs/{run_id}/logs?step=b&stream=stderr")).text
+    assert '<pre class="log" id="log-text" data-step="b" data-stream="stderr">oops' in other
+
+    def presign(item: WorkItem) -> WorkResult:
+        payload = PresignComputeLogsPayload.model_validate(item.payload)
+        answer = PresignedComputeLogs(
+            urls=[
+                PresignedUrl(offset=p.offset, length=p.length, url=f"https://s3/{p.key}?a=1&b=2")
+                for p in payload.pointers
+            ],
+            expires_at=2e9,
+        )
+        return WorkResult(
+            id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload=answer.model_dump()
+        )
+
+    links = asyncio.create_task(
+        api.client.get(f"/runs/{run_id}/logs/urls?step=a&stream=stdout&offset=0")
+    )
+    await _answer_presign(api, presign)
+    html = (await links).text
+    url = f"https://s3/tether/{run_id}/a/stdout/10-16?a=1&amp;b=2"
+    assert f'<a href="{url}" target="_blank" rel="noopener noreferrer">bytes 10–16</a>' in html
+    assert 'data-urls="[{&#34;length&#34;: 10' in html and "fetch(piece.url)" in html
+
+    def refuse(item: WorkItem) -> WorkResult:
+        error = ErrorInfo(cls_name="LogStoreError", message="no S3 bucket configured")
+        return WorkResult(id=item.id, work_item_id=item.id, kind=item.kind, ok=False, error=error)
+
+    links = asyncio.create_task(
+        api.client.get(f"/runs/{run_id}/logs/urls?step=a&stream=stdout&offset=0")
+    )
+    await _answer_presign(api, refuse)
+    html = (await links).text
+    assert "Could not get links to these logs" in html and "no S3 bucket configured" in html
+    assert "Ask again" in html

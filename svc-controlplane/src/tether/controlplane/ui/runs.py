@@ -69,8 +69,19 @@ query RunLogs($id: String!, $step: String!, $stream: String!, $offset: Int!) {
 
 STREAMS_QUERY = """
 query RunLogStreams($id: String!) {
-  run(id: $id) { status endedAt streams: computeLogs { stepKey stream nextOffset } }
+  run(id: $id) { status endedAt }
+  computeLogStreams(runId: $id) { stepKey stream storage size objects location }
 }"""
+
+#: Logs in the customer's bucket: the agent presigns URLs, the browser reads the bytes.
+URLS_QUERY = """
+query RunLogUrls($id: String!, $step: String!, $stream: String!, $offset: Int!) {
+  computeLogUrls(runId: $id, stepKey: $step, stream: $stream, offset: $offset, limit: 200) {
+    urls { offset length skip url } expiresAt hasMore nextOffset
+  }
+}"""
+#: Storage of the logs whose bytes the control plane holds (ComputeLogStream.storage).
+CONTROL_PLANE_STORAGE = "controlplane"
 
 REEXECUTE_MUTATION = """
 mutation Reexecute($id: String!, $strategy: ReexecutionStrategy!) {
@@ -132,6 +143,7 @@ class RunPages:
             Route("/runs/{run_id}/live", self.run_live, methods=["GET"]),
             Route("/runs/{run_id}/logs", self.run_logs, methods=["GET"]),
             Route("/runs/{run_id}/logs/tail", self.run_logs_tail, methods=["GET"]),
+            Route("/runs/{run_id}/logs/urls", self.run_log_urls, methods=["GET"]),
             Route("/runs/{run_id}/reexecute", self.reexecute, methods=["POST"]),
             Route("/runs/{run_id}/terminate", self.terminate, methods=["POST"]),
         ]
@@ -298,16 +310,24 @@ class RunPages:
         run = data["run"]
         if run is None:
             raise PageError(f"There is no run {run_id!r}.", 404)
-        streams = run["streams"]
+        streams = [
+            {**s, "nextOffset": s["size"]}
+            for s in sorted(
+                data["computeLogStreams"], key=lambda s: (s["stepKey"], s["stream"] != "stdout")
+            )
+        ]
         if step is None and streams:
             # Default to the first stream that has output (stdout before stderr).
             step, stream = streams[0]["stepKey"], streams[0]["stream"]
-        size = next(
-            (s["nextOffset"] for s in streams if (s["stepKey"], s["stream"]) == (step, stream)), 0
-        )
+        chosen = next((s for s in streams if (s["stepKey"], s["stream"]) == (step, stream)), None)
+        size = chosen["size"] if chosen else 0
         start = offset if offset is not None else max(size - MAX_LOG_BYTES, 0)
         selected = None
-        if step is not None:
+        if chosen is not None and chosen["storage"] != CONTROL_PLANE_STORAGE:
+            # In the customer's bucket: the pane loads presigned URLs after the page (the
+            # agent answers them), and the browser reads the bytes from the bucket.
+            selected = {**chosen, "offset": start, "nextOffset": size, "external": True}
+        elif step is not None:
             chosen = await self._client.execute(
                 request, LOGS_QUERY, id=run_id, step=step, stream=stream, offset=start
             )
@@ -356,6 +376,33 @@ class RunPages:
         except PageError as err:
             return render_error(request, err)
         return render(request, "_run_logs_tail.html", logs=logs)
+
+    async def run_log_urls(self, request: Request) -> Response:
+        """Presigned URLs of a stream kept in the customer's bucket (links, and the text
+        read by the browser straight from the bucket; the control plane never sees it)."""
+        run_id = request.path_params["run_id"]
+        step = request.query_params.get("step") or ""
+        stream = request.query_params.get("stream") or "stdout"
+        offset = _int_param(request, "offset")
+        try:
+            answer = (
+                await self._client.execute(
+                    request, URLS_QUERY, id=run_id, step=step, stream=stream, offset=offset
+                )
+            )["computeLogUrls"]
+            error = None
+        except PageError as err:
+            answer, error = None, err.message
+        return render(
+            request,
+            "_run_log_links.html",
+            run_id=run_id,
+            step=step,
+            stream=stream,
+            offset=offset,
+            answer=answer,
+            error=error,
+        )
 
     # --- actions --------------------------------------------------------------------------
 

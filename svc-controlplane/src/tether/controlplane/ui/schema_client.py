@@ -27,6 +27,8 @@ STATUS_FOR_CODE = {
     "FORBIDDEN": 403,
     # No agent answered a question the API asked it (e.g. partitionKeys) in time.
     "AGENT_TIMEOUT": 504,
+    # The agent answered with an error (e.g. it cannot presign compute-log URLs).
+    "AGENT_ERROR": 502,
 }
 
 
