@@ -812,3 +812,91 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
     assert {"ecs:CreateService", "ecs:RunTask", "servicediscovery:CreateService"} <= calls
     assert calls - allowed == set()
     assert "iam:PassRole" in allowed
+
+
+# --- the launcher service on the ECS substrate, with NATS --------------------------------
+
+
+async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_server: Any) -> None:
+    import nats
+    from tether.launcher import LauncherService, LauncherSettings
+    from tether.shared import subjects
+    from tether.shared.messages import RUN_WORKER_EXITED, WorkItem, WorkResult, decode, encode
+    from tether.shared.streams import STREAMS, ensure_stream
+    from tether.shared.subjects import Stream, WorkKind
+
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    for stream in (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS):
+        await ensure_stream(js, STREAMS[stream])
+    results = await js.pull_subscribe(
+        subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
+    )
+    seen: dict[str, WorkResult] = {}
+
+    async def send(kind: WorkKind, **payload: Any) -> WorkItem:
+        item = WorkItem(id=new_id(), kind=kind, location=loc, payload=payload)
+        await js.publish(
+            subjects.work(loc.substrate, kind), encode(item), headers={"Nats-Msg-Id": item.id}
+        )
+        return item
+
+    async def result(result_id: str) -> WorkResult:
+        async with asyncio.timeout(60):
+            while result_id not in seen:
+                try:
+                    msgs = await results.fetch(10, timeout=1)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    got = decode(msg.data, WorkResult)
+                    seen[got.id] = got
+                    await msg.ack()
+        return seen[result_id]
+
+    loc = location()
+    run_id = new_id()
+    settings = LauncherSettings(
+        nats_url=nats_server.url,
+        agent_id=AGENT,
+        substrate="ecs",
+        ecs=aws.settings(),
+        code_server_start_timeout_s=1.0,
+        terminate_grace_s=5.0,
+        stream_wait_timeout_s=10.0,
+        graceful_shutdown_timeout=10.0,
+    )
+    service = LauncherService(settings)
+    running = asyncio.create_task(service.run())
+    try:
+        launch = await send(WorkKind.LAUNCH_RUN, run_id=run_id, job_name="daily")
+        launched = await result(launch.id)
+        assert launched.ok, launched.error
+        assert launched.payload["run_id"] == run_id
+        [arn] = (await aws.call(aws.ecs.list_tasks, cluster=CLUSTER, startedBy=run_id))["taskArns"]
+
+        health = await send(WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
+        assert (await result(health.id)).payload == {"run_id": run_id, "alive": True}
+
+        terminate = await send(WorkKind.TERMINATE_RUN, run_id=run_id)
+        assert (await result(terminate.id)).payload == {"run_id": run_id, "signalled": True}
+        task = await aws.task(arn)
+        assert task["lastStatus"] == "STOPPED"
+        assert task["stoppedReason"] == f"Tether: run {run_id} terminated"
+        exited = await result(f"{launch.id}.exit")
+        assert exited.kind == RUN_WORKER_EXITED
+        assert exited.payload == {"run_id": run_id, "exit_code": 0}  # moto's exit code
+        health = await send(WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
+        assert (await result(health.id)).payload == {"run_id": run_id, "alive": False}
+
+        # No task ever gets healthy (moto starts none): the load fails with why, and the
+        # service it created is removed.
+        load = await send(WorkKind.LOAD_LOCATION)
+        loaded = await result(load.id)
+        assert not loaded.ok and loaded.error is not None
+        assert "no healthy task within" in loaded.error.message
+        assert await aws.services() == []
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(running, 60)  # safety net against a hang only
+        await nc.close()
