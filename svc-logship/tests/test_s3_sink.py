@@ -532,39 +532,10 @@ async def test_presigned_urls_round_trip_through_the_agent(
 ) -> None:
     """UI/API -> control plane -> work item -> poller -> logship presigns -> eventrelay ->
     control plane -> URLs; the bytes then come from the bucket, not the control plane."""
-    if importlib.util.find_spec("tether.poller") is None or (
-        importlib.util.find_spec("tether.eventrelay") is None
-    ):
-        pytest.skip("the poller and eventrelay are not installed in this environment")
-    from tether.eventrelay.service import EventRelay
-    from tether.eventrelay.settings import EventRelaySettings
-    from tether.poller import PollerService, PollerSettings
-
     bucket = _bucket(moto)
     run_id = _new_run(control_plane)
     out = "".join(f"row {i}: ✓ done\n" for i in range(3000)).encode()
-    chunks = _step_output(run_id, "a", LogStream.STDOUT, out, 4096)
-    agent = {
-        "nats_url": nats_server.url,
-        "control_plane_url": control_plane.url,
-        "agent_token": control_plane.token,
-    }
-    _start(running, EventRelay(EventRelaySettings(**agent)))
-    _start(running, PollerService(PollerSettings(**agent, agent_id="it", claim_wait_s=1.0)))
-    settings = _settings(
-        nats_server.url,
-        control_plane,
-        sink="s3",
-        s3_bucket=bucket,
-        s3_endpoint_url=moto.url,
-        batch_max_count=5,
-        presign_expiry_s=120,
-    )
-    _start(running, LogShip(settings))
-    await _publish(nats_server.url, chunks)
-    await _until(
-        lambda: _sizes(control_plane, run_id) == {("a", "stdout"): ("s3", len(out))}, "pointers"
-    )
+    await _agent_with_logs(running, nats_server.url, control_plane, moto, bucket, run_id, out)
 
     asked = time.time()
     answer = (
@@ -582,3 +553,91 @@ async def test_presigned_urls_round_trip_through_the_agent(
             assert len(got.content) == piece["length"]
             text += got.content[piece["skip"] :]
     assert text == out
+
+
+async def _agent_with_logs(
+    running: list[tuple[Any, asyncio.Task[None]]],
+    nats_url: str,
+    cp: ControlPlane,
+    moto: MotoServer,
+    bucket: str,
+    run_id: str,
+    out: bytes,
+) -> None:
+    """A whole agent (eventrelay, poller, logship in S3 mode) with ``out`` shipped as step
+    ``a``'s stdout of ``run_id``."""
+    if importlib.util.find_spec("tether.poller") is None or (
+        importlib.util.find_spec("tether.eventrelay") is None
+    ):
+        pytest.skip("the poller and eventrelay are not installed in this environment")
+    from tether.eventrelay.service import EventRelay
+    from tether.eventrelay.settings import EventRelaySettings
+    from tether.poller import PollerService, PollerSettings
+
+    agent = {"nats_url": nats_url, "control_plane_url": cp.url, "agent_token": cp.token}
+    _start(running, EventRelay(EventRelaySettings(**agent)))
+    _start(running, PollerService(PollerSettings(**agent, agent_id="it", claim_wait_s=1.0)))
+    settings = _settings(
+        nats_url,
+        cp,
+        sink="s3",
+        s3_bucket=bucket,
+        s3_endpoint_url=moto.url,
+        batch_max_count=5,
+        presign_expiry_s=120,
+    )
+    _start(running, LogShip(settings))
+    await _publish(nats_url, _step_output(run_id, "a", LogStream.STDOUT, out, 4096))
+    await _until(lambda: _sizes(cp, run_id) == {("a", "stdout"): ("s3", len(out))}, "pointers")
+
+
+def _chromium() -> str | None:
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if Path(candidate).exists():
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.integration
+async def test_the_run_page_reads_the_logs_from_the_bucket(
+    nats_server, moto: MotoServer, control_plane: ControlPlane, running
+) -> None:
+    """Chromium on the run page: the text comes from the bucket via the agent's URLs."""
+    executable = _chromium()
+    if executable is None:
+        skip_or_fail("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        skip_or_fail("playwright is not installed (it is in the dev dependency group)")
+    bucket = _bucket(moto)
+    run_id = _new_run(control_plane)
+    # Multi-byte characters cut between objects must survive the join.
+    out = "".join(f"ligne {i} — façade ✓\n" for i in range(2000)).encode()
+    await _agent_with_logs(running, nats_server.url, control_plane, moto, bucket, run_id, out)
+
+    async with async_playwright() as p:
+        # --no-sandbox: CI and this machine run as root, where Chromium's sandbox refuses.
+        browser = await p.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page()
+            bucket_reads: list[str] = []
+            page.on(
+                "request",
+                lambda r: bucket_reads.append(r.url) if r.url.startswith(moto.url) else None,
+            )
+            await page.goto(f"{control_plane.url}/runs/{run_id}")
+            text = page.locator("#log-links pre.log")
+            await text.wait_for(timeout=60_000)
+            await page.wait_for_function(
+                "n => document.querySelector('#log-links pre.log').textContent.length >= n",
+                arg=len(out.decode()),
+                timeout=60_000,
+            )
+            assert await text.text_content() == out.decode()
+            assert "Stored in your bucket" in await page.locator("#log-storage").inner_text()
+            assert bucket_reads and all(f"/{bucket}/" in url for url in bucket_reads)
+        finally:
+            await browser.close()
