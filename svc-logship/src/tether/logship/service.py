@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
@@ -26,6 +27,8 @@ SERVICE = "logship"
 
 #: Presign requests are small and someone waits for each: answer them promptly, few at once.
 PRESIGN_POLICY = BatchPolicy(max_count=16, max_bytes=1 << 20, max_wait_s=0.1, ack_wait_s=30.0)
+#: Pause before serving presign requests again after that failed.
+PRESIGN_RETRY_S = 5.0
 
 
 def decode_chunk(msg: Msg) -> LogChunk:
@@ -126,5 +129,13 @@ class LogShip:
                     if not waited:
                         log.info("presign requests wait for stream %s (not declared yet)", stream)
                     waited = True
-        if not self._stopped.is_set():
-            await relay.run()
+        # Presigning is a side duty: its failure (say, a consumer NATS refuses) is logged and
+        # retried, and never stops the log relay beside it in the task group.
+        while not self._stopped.is_set():
+            try:
+                await relay.run()
+                return
+            except Exception:
+                log.exception("serving presign requests failed; retrying in %.0fs", PRESIGN_RETRY_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), PRESIGN_RETRY_S)
