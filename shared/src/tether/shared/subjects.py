@@ -30,6 +30,8 @@ class Bucket(StrEnum):
 
     RUN_CLAIMS = "tether_run_claims"
     SERVICE_STATUS = "tether_service_status"
+    #: (launcher deployment, location) -> the code server running it (launchers own it).
+    CODE_SERVERS = "tether_code_servers"
 
 
 class WorkKind(StrEnum):

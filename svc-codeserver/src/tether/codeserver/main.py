@@ -62,7 +62,9 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
 
 
 async def _serve(service: CodeServerService, settings: CodeServerSettings) -> None:
-    watch = asyncio.create_task(_stop_when_orphaned(service)) if settings.exit_with_parent else None
+    watch = None
+    if service.lifeline.grace_s is not None:
+        watch = asyncio.create_task(_watch_parent(service, settings.orphan_output))
     try:
         await serve(service, graceful_shutdown_timeout=settings.graceful_shutdown_timeout)
     finally:
@@ -70,10 +72,39 @@ async def _serve(service: CodeServerService, settings: CodeServerSettings) -> No
             watch.cancel()
 
 
-async def _stop_when_orphaned(service: CodeServerService, interval_s: float = 1.0) -> None:
+async def _watch_parent(
+    service: CodeServerService, orphan_output: str, interval_s: float = 0.5
+) -> None:
+    """Stop once the parent launcher is gone and no launcher adopted us within the grace."""
+    lifeline = service.lifeline
     # A parent that dies (even by SIGKILL) gets us re-parented: the pid we see changes.
     parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(interval_s)
-    log.warning("the process that started this code server (pid %d) is gone; stopping", parent)
+    lifeline.orphan()
+    _redirect_output(orphan_output)
+    log.warning(
+        "the launcher that started this code server (pid %d) is gone; serving %.0fs more "
+        "unless a launcher adopts it",
+        parent,
+        lifeline.grace_s or 0.0,
+    )
+    while not lifeline.expired():
+        await asyncio.sleep(interval_s)
+    log.warning("no launcher adopted this code server within %.0fs; stopping", lifeline.grace_s)
     service.shutdown()
+
+
+def _redirect_output(path: str) -> None:
+    """Point stdout and stderr away from the pipes the dead launcher used to read.
+
+    Writes to a pipe without a reader fail (EPIPE), which would turn every print of user
+    code, and every log line, into an error.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    for target in (1, 2):
+        os.dup2(fd, target)
+    os.close(fd)

@@ -9,6 +9,9 @@ Schedule, sensor and partition functions run through :class:`UserCodeRunner` (th
 pool, deadline = the client's, capped by ``user_code_timeout``); what they raise comes
 back as the reply's ``error``. Unknown names are NOT_FOUND statuses. The standard
 ``grpc.health.v1`` service is served too.
+
+Adopt lets a launcher take the server over after the launcher that started it died: the
+server keeps serving while such calls renew its :class:`Lifeline` (see ``main.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
@@ -39,6 +43,7 @@ from tether.shared.grpc.convert import (
     snapshot_to_proto,
     timestamp_from_proto,
 )
+from tether.shared.locations import location_config_hash
 from tether.shared.messages import (
     CodeServerReady,
     ErrorInfo,
@@ -60,17 +65,68 @@ _REPLY_MARGIN_S = 0.05
 CODESERVER_SERVICE = pb.DESCRIPTOR.services_by_name["CodeServer"].full_name
 
 
+class Lifeline:
+    """Whether an orphaned code server should keep serving: the adoption lease.
+
+    While the launcher that started the server lives, nothing expires. Once it is gone
+    (:meth:`orphan`), the server serves on for ``grace_s`` after the later of that moment
+    and the last :meth:`adopt` (a launcher's Adopt call), then it should stop.
+
+    Args:
+        grace_s: seconds an orphan serves without adoption; None: forever.
+    """
+
+    def __init__(self, grace_s: float | None) -> None:
+        self.grace_s = grace_s
+        self.orphaned_at: float | None = None
+        self.adopted_at: float | None = None
+        self.adopted_by: str | None = None
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether the launcher that started this server is gone."""
+        return self.orphaned_at is not None
+
+    def orphan(self) -> None:
+        """Note that the parent launcher is gone (the grace starts now)."""
+        if self.orphaned_at is None:
+            self.orphaned_at = time.monotonic()
+
+    def adopt(self, launcher_id: str) -> None:
+        """A launcher took the server over (or renewed): the grace starts again."""
+        if launcher_id != self.adopted_by:
+            log.info("adopted by launcher %s", launcher_id or "(unnamed)")
+        self.adopted_at = time.monotonic()
+        self.adopted_by = launcher_id
+
+    def expired(self) -> bool:
+        """Whether an orphan went unadopted for longer than its grace."""
+        if self.orphaned_at is None or self.grace_s is None:
+            return False
+        last = max(self.orphaned_at, self.adopted_at or 0.0)
+        return time.monotonic() - last > self.grace_s
+
+
 class CodeServerServicer(pb_grpc.CodeServerServicer):
     """Answers launcher calls about one loaded (or failed) location.
 
     Args:
         location: the loaded (or failed) location.
         runner: runs user functions with deadlines (a default one if omitted).
+        lifeline: the adoption lease that Adopt calls renew (one that never expires if
+            omitted).
     """
 
-    def __init__(self, location: LoadedLocation, runner: UserCodeRunner | None = None) -> None:
+    def __init__(
+        self,
+        location: LoadedLocation,
+        runner: UserCodeRunner | None = None,
+        lifeline: Lifeline | None = None,
+    ) -> None:
         self._location = location
         self._runner = runner or UserCodeRunner(max_threads=4, default_timeout=60.0)
+        self._lifeline = lifeline or Lifeline(None)
+        self._config_hash = location_config_hash(location.config)
         self._load_error: pb.Error | None = None
         self._snapshot_reply: pb.GetSnapshotReply
         if location.error is not None:
@@ -96,6 +152,17 @@ class CodeServerServicer(pb_grpc.CodeServerServicer):
         if self._load_error is not None:
             reply.load_error.CopyFrom(self._load_error)
         return reply
+
+    async def Adopt(self, request: pb.AdoptRequest, context: aio.ServicerContext) -> pb.AdoptReply:  # noqa: N802
+        """A launcher takes this server over (or renews): an orphan's grace starts again."""
+        self._lifeline.adopt(request.launcher_id)
+        return pb.AdoptReply(
+            pid=os.getpid(),
+            location_name=self._location.config.name,
+            config_hash=self._config_hash,
+            orphaned=self._lifeline.orphaned,
+            orphan_grace_s=self._lifeline.grace_s or 0.0,
+        )
 
     async def GetSnapshot(  # noqa: N802
         self, request: pb.GetSnapshotRequest, context: aio.ServicerContext
@@ -288,6 +355,8 @@ class CodeServerService:
         self._ready_stream = ready_stream
         self._stop = asyncio.Event()
         self.address: str | None = None
+        #: The adoption lease (see :class:`Lifeline`), watched by the process entry.
+        self.lifeline = Lifeline(settings.effective_orphan_grace())
 
     async def run(self) -> None:
         """Serve until :meth:`shutdown`, then stop with the graceful timeout."""
@@ -296,7 +365,9 @@ class CodeServerService:
             max_threads=self._settings.user_code_threads,
             default_timeout=self._settings.user_code_timeout,
         )
-        pb_grpc.add_CodeServerServicer_to_server(CodeServerServicer(self._location, runner), server)
+        pb_grpc.add_CodeServerServicer_to_server(
+            CodeServerServicer(self._location, runner, self.lifeline), server
+        )
         health = await _add_health_service(server)
         host = self._settings.host
         bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host

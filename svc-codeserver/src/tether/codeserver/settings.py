@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,7 +37,29 @@ class CodeServerSettings(BaseSettings):
     exit_with_parent: bool = Field(
         default=False,
         description=(
-            "Stop when the process that started it goes away (the process launcher sets it, "
-            "so a launcher killed with SIGKILL leaves no code server behind)."
+            "Stop as soon as the process that started it goes away (same as an orphan grace of 0)."
         ),
     )
+    orphan_grace_s: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Once the process that started it (a launcher) is gone, keep serving this many "
+            "seconds after the last Adopt call, then stop. The process launcher sets it, so "
+            "that a restarted launcher can adopt the server while one that never comes "
+            "back leaves no process behind. Unset: live on (exit_with_parent: stop at once)."
+        ),
+    )
+    orphan_output: str = Field(
+        default=os.devnull,
+        description=(
+            "File that stdout and stderr are appended to once orphaned (the launcher that "
+            "read their pipes is gone; writes to them would fail)."
+        ),
+    )
+
+    def effective_orphan_grace(self) -> float | None:
+        """Seconds an orphan keeps serving without adoption; None: forever."""
+        if self.orphan_grace_s is not None:
+            return self.orphan_grace_s
+        return 0.0 if self.exit_with_parent else None

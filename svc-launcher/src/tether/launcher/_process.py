@@ -12,20 +12,25 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tether.launcher._forkserver import ForkServers, WarmRun
 from tether.launcher._spawned import (
     ReadyLineError,
     SpawnedProcess,
+    process_running,
     process_start_ticks,
     terminate_group,
 )
+from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
 from tether.shared.errors import ContractError
 from tether.shared.forkserver import warm_start_allowed
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
+
+if TYPE_CHECKING:
+    from tether.launcher.registry import CodeServerRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +77,17 @@ class ProcessSubstrate:
         stop_grace_s: float = 10.0,
         warm_start: bool = False,
         fork_request_timeout_s: float = 10.0,
+        orphan_grace_s: float = 0.0,
+        max_concurrent_cold_starts: int | None = None,
     ) -> None:
         self._python = python_executable
         self._start_timeout = start_timeout_s
         self._stop_grace = stop_grace_s
+        self._orphan_grace = orphan_grace_s
         self._forks: ForkServers | None = None
+        self._cold: ColdStartGate | None = None
+        if max_concurrent_cold_starts is not None:
+            self._cold = ColdStartGate(max_concurrent_cold_starts, timeout_s=start_timeout_s)
         if warm_start:
             self._forks = ForkServers(
                 python_executable,
@@ -90,6 +101,16 @@ class ProcessSubstrate:
         """The fork servers (None when warm starts are off)."""
         return self._forks
 
+    @property
+    def cold_starts(self) -> ColdStartGate | None:
+        """The bound on cold run workers starting at once (None: unbounded)."""
+        return self._cold
+
+    def use_start_signal(self, signal: RunStartSignal) -> None:
+        """Learn from ``signal`` when a cold run worker has started (frees its slot)."""
+        if self._cold is not None:
+            self._cold.signal = signal
+
     async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
         """Spawn a code server and wait for its ``CodeServerReady`` stdout line.
 
@@ -101,8 +122,13 @@ class ProcessSubstrate:
             process = await asyncio.create_subprocess_exec(
                 *codeserver_command(self._python, location),
                 cwd=location.working_directory or None,
-                # The code server stops by itself if this launcher dies (even by SIGKILL).
-                env={**os.environ, **location.env, "TETHER_CODESERVER_EXIT_WITH_PARENT": "1"},
+                # If this launcher dies (even by SIGKILL) the code server serves on for the
+                # orphan grace, for a restarted launcher to adopt it, then stops by itself.
+                env={
+                    **os.environ,
+                    **location.env,
+                    "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
+                },
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -130,16 +156,49 @@ class ProcessSubstrate:
         log.info("code server for %s ready at %s (pid %d)", location.name, ready.address, ready.pid)
         if self._forks is not None and warm_start_allowed(location):
             self._forks.warm(location)
-        return CodeServerHandle(location, ready.address, pid=process.pid, native=server)
+        return CodeServerHandle(
+            location,
+            ready.address,
+            pid=process.pid,
+            native=server,
+            pid_start=process_start_ticks(process.pid),
+        )
+
+    async def adopt_code_server(self, record: CodeServerRecord) -> CodeServerHandle | None:
+        """A handle of the recorded code server if its process still runs, else None.
+
+        It is not our child: it is stopped by signalling its process group and watched
+        through ``/proc``. Its location's fork server is started again (the old one
+        stopped with the launcher that started it).
+        """
+        if record.pid is None or record.address is None or record.pid_start is None:
+            return None
+        adopted = AdoptedProcess(record.pid, record.pid_start)
+        if not adopted.alive:
+            return None
+        if self._forks is not None and warm_start_allowed(record.location):
+            self._forks.warm(record.location)
+        return CodeServerHandle(
+            record.location,
+            record.address,
+            pid=record.pid,
+            started_at=record.started_at,
+            native=adopted,
+            pid_start=record.pid_start,
+        )
 
     async def stop_code_server(self, handle: CodeServerHandle) -> None:
         """Terminate the code server's process group."""
-        server = _native(handle.native, SpawnedProcess)
-        await server.stop(self._stop_grace)
+        if isinstance(handle.native, AdoptedProcess):
+            await handle.native.stop(self._stop_grace)
+        else:
+            await _native(handle.native, SpawnedProcess).stop(self._stop_grace)
         log.info("code server for %s stopped", handle.location.name)
 
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the code server process has not exited."""
+        if isinstance(handle.native, AdoptedProcess):
+            return handle.native.alive
         return _native(handle.native, SpawnedProcess).process.returncode is None
 
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
@@ -163,6 +222,10 @@ class ProcessSubstrate:
         return await self._launch_cold(args, env)
 
     async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+        gate = self._cold
+        # Wait for a start slot: a storm of cold workers importing at once starves the
+        # machine. Only starting counts; the slot is freed once the worker has started.
+        watch = await gate.acquire(args.run.run_id) if gate is not None else None
         try:
             process = await asyncio.create_subprocess_exec(
                 *execute_run_command(self._python, args),
@@ -171,8 +234,14 @@ class ProcessSubstrate:
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
-        except OSError as err:
-            raise RunLaunchError(f"cannot spawn run worker with {self._python}: {err}") from err
+        except BaseException as err:
+            if gate is not None:
+                gate.release(watch)
+            if isinstance(err, OSError):
+                raise RunLaunchError(f"cannot spawn run worker with {self._python}: {err}") from err
+            raise
+        if gate is not None:
+            gate.hold(asyncio.ensure_future(process.wait()), watch)
         return RunWorkerHandle(
             args.run.run_id,
             pid=process.pid,
@@ -228,8 +297,47 @@ class ProcessSubstrate:
 
     async def aclose(self) -> None:
         """Stop the fork servers; code servers are stopped by the registry, workers live on."""
+        if self._cold is not None:
+            await self._cold.aclose()
         if self._forks is not None:
             await self._forks.aclose()
+
+
+class AdoptedProcess:
+    """A code server started by an earlier launcher: known by its pid and start time.
+
+    Args:
+        pid: its pid (also its process group: it leads its own session).
+        pid_start: when it started (clock ticks since boot), to tell it from a reused pid.
+    """
+
+    def __init__(self, pid: int, pid_start: int) -> None:
+        self.pid = pid
+        self.pid_start = pid_start
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs (a zombie nobody reaped yet does not)."""
+        return process_running(self.pid, self.pid_start)
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM its process group, SIGKILL after ``grace_s``; wait until it is gone."""
+        if not self.alive:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        # Not our child: nothing to wait on but its entry in /proc.
+        while self.alive:
+            if loop.time() > deadline:
+                log.warning(
+                    "code server %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                deadline = float("inf")
+            await asyncio.sleep(0.05)
 
 
 async def _terminate_warm(run: WarmRun, grace_s: float) -> bool:

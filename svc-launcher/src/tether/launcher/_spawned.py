@@ -126,3 +126,18 @@ def process_start_ticks(pid: int) -> int | None:
         return int(fields[19])  # field 22 overall
     except (IndexError, ValueError):
         return None
+
+
+def process_running(pid: int, start_ticks: int) -> bool:
+    """Whether ``pid`` is still the process that started at ``start_ticks``, not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()
+    try:
+        # Field 3 overall is the state (Z: exited, not yet reaped; X: dead).
+        return fields[0] not in ("Z", "X") and int(fields[19]) == start_ticks
+    except (IndexError, ValueError):
+        return False

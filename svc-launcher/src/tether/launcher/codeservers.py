@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
 import grpc
+import nats.errors
+from tether.launcher._spawned import process_start_ticks
 from tether.launcher.errors import LauncherError
-from tether.launcher.substrate import CodeServerHandle, Substrate
+from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
+from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
@@ -22,6 +26,7 @@ from tether.shared.grpc.convert import (
     snapshot_from_proto,
     timestamp_to_proto,
 )
+from tether.shared.locations import location_config_hash
 from tether.shared.messages import (
     CodeServerStatus,
     ErrorInfo,
@@ -36,6 +41,7 @@ from tether.shared.messages import (
     ScheduleTickResult,
     SensorTickResult,
 )
+from tether.shared.status import instance_name
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +175,18 @@ class CodeServerClient:
             request.partition_set_name, request.partition_key, reply
         )
 
+    async def adopt(self, launcher_id: str, deadline_s: float) -> pb.AdoptReply:
+        """Take the code server over (or renew that): an orphan serves on for its grace.
+
+        Raises:
+            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
+        """
+        stub = pb_grpc.CodeServerStub(self.channel)
+        reply: pb.AdoptReply = await stub.Adopt(
+            pb.AdoptRequest(launcher_id=launcher_id), timeout=deadline_s
+        )
+        return reply
+
     async def close(self) -> None:
         """Close the channel."""
         await self.channel.close()
@@ -180,21 +198,136 @@ def _trace_metadata() -> tuple[tuple[str, str], ...]:
 
 
 class CodeServerRegistry:
-    """Location name -> running code server, reconciled on each use (in memory for now).
+    """Location name -> running code server, reconciled on each use, recorded in NATS KV.
 
     ``ensure`` starts the code server when missing, restarts it when its process died,
     and replaces it when the location's configuration changed. One lock per location
     keeps concurrent requests from starting two servers for the same location.
 
+    Once :meth:`restore` bound the KV registry (:mod:`tether.launcher.registry`), every
+    start, replacement and stop is written there, and code servers that a previous
+    launcher of the same deployment left running are adopted (on substrates that
+    support it) instead of started again. :meth:`keep_adopted` then renews their
+    adoption so that they keep serving.
+
     Args:
         substrate: where code servers run.
+        scope: this launcher deployment's scope in the KV registry.
+        launcher_id: this launcher instance (``<host>-<pid>``).
+        adopt_interval_s: seconds between adoption renewals (well below the orphan grace).
+        call_deadline_s: deadline of the Adopt calls.
     """
 
-    def __init__(self, substrate: Substrate) -> None:
+    def __init__(
+        self,
+        substrate: Substrate,
+        *,
+        scope: str = "",
+        launcher_id: str = "",
+        adopt_interval_s: float = 15.0,
+        call_deadline_s: float = 5.0,
+    ) -> None:
         self._substrate = substrate
         self._clients: dict[str, CodeServerClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._errors: dict[str, str] = {}
+        self._records: CodeServerRecords | None = None
+        self._scope = scope
+        self._launcher_id = launcher_id or instance_name()
+        self._adopt_interval = adopt_interval_s
+        self._call_deadline = call_deadline_s
+        self._adopted: set[str] = set()
+
+    @property
+    def adopted(self) -> frozenset[str]:
+        """Names of the locations whose code server this launcher adopted at start."""
+        return frozenset(self._adopted)
+
+    async def restore(self, records: CodeServerRecords) -> None:
+        """Bind the KV registry and adopt the code servers it lists for this deployment.
+
+        An entry is adopted when its process still runs, answers an Adopt call, and serves
+        the recorded config; any other RUNNING entry is marked STOPPED (a code server left
+        behind but not adoptable stops by itself at the end of its orphan grace). Entries
+        whose config no longer matches the location's are replaced later, by
+        :meth:`ensure`, like any config change.
+        """
+        self._records = records
+        if not isinstance(self._substrate, AdoptingSubstrate):
+            return  # e.g. docker: ensure() adopts containers by their labels
+        for record in await records.list(self._scope):
+            if record.state != RUNNING or record.substrate != self._substrate.name:
+                continue
+            if _other_live_launcher(record):
+                log.warning(
+                    "code server of %s belongs to launcher %s, which still runs: not adopting "
+                    "it (give replicas on one host distinct registry scopes)",
+                    record.location.name,
+                    record.launcher,
+                )
+                continue
+            client = await self._adopt(record)
+            name = record.location.name
+            if client is None:
+                await self._write(record.model_copy(update={"state": STOPPED}))
+                continue
+            self._clients[name] = client
+            self._adopted.add(name)
+            await self._write_running(client.handle)
+            log.info(
+                "adopted the code server of %s at %s (pid %s)",
+                name,
+                client.handle.address,
+                client.handle.pid,
+            )
+
+    async def _adopt(self, record: CodeServerRecord) -> CodeServerClient | None:
+        assert isinstance(self._substrate, AdoptingSubstrate)
+        name = record.location.name
+        handle = await self._substrate.adopt_code_server(record)
+        if handle is None:
+            log.info("code server of %s (pid %s) is gone; not adopting", name, record.pid)
+            return None
+        client = CodeServerClient.connect(handle)
+        try:
+            reply = await client.adopt(self._launcher_id, self._call_deadline)
+        except grpc.aio.AioRpcError as err:
+            log.info("code server of %s does not answer (%s); not adopting", name, err.code())
+            await client.close()
+            return None
+        expected = (record.pid, name, location_config_hash(record.location))
+        if (reply.pid, reply.location_name, reply.config_hash) != expected:
+            # Another process got the address (or the entry is stale): leave it alone.
+            log.warning(
+                "code server at %s is not the recorded one of %s (pid %d, hash %s); not adopting",
+                handle.address,
+                name,
+                reply.pid,
+                reply.config_hash,
+            )
+            await client.close()
+            return None
+        return client
+
+    async def keep_adopted(self) -> None:
+        """Renew the adoption of every code server until cancelled.
+
+        Only substrates whose code servers have an orphan grace need it; for the others
+        this returns at once. Renewing the servers this launcher started too costs one
+        small call each and covers them in case this launcher dies (a server whose parent
+        is alive ignores the lease anyway).
+        """
+        if not isinstance(self._substrate, AdoptingSubstrate):
+            return
+        while True:
+            await asyncio.sleep(self._adopt_interval)
+            for name, client in list(self._clients.items()):
+                try:
+                    await client.adopt(self._launcher_id, self._call_deadline)
+                except Exception as err:  # noqa: BLE001 - must never end the launcher
+                    # Handled where it matters: the next request finds it dead or
+                    # unavailable and restarts it (or it was just replaced and closed).
+                    log.debug("renewing the adoption of %s failed: %r", name, err)
 
     async def ensure(self, location: LocationConfig) -> CodeServerClient:
         """Return a client of a running code server for ``location``.
@@ -227,9 +360,12 @@ class CodeServerRegistry:
             self._errors.pop(location.name, None)
             client = CodeServerClient.connect(handle)
             self._clients[location.name] = client
+            self._adopted.discard(location.name)
             if previous is not None:
                 await previous.close()
                 await self._substrate.stop_code_server(previous.handle)
+            # After the old one stopped: the entry names the new server from now on.
+            await self._write_running(handle)
             return client
 
     async def invalidate(self, location_name: str) -> None:
@@ -271,7 +407,50 @@ class CodeServerRegistry:
 
     async def _stop(self, location_name: str) -> None:
         client = self._clients.pop(location_name, None)
+        self._adopted.discard(location_name)
         if client is None:
             return
         await client.close()
         await self._substrate.stop_code_server(client.handle)
+        await self._write(self._record(client.handle, STOPPED))
+
+    def _record(self, handle: CodeServerHandle, state: str) -> CodeServerRecord:
+        me = os.getpid()
+        return CodeServerRecord(
+            scope=self._scope,
+            substrate=self._substrate.name,
+            location=handle.location,
+            config_hash=location_config_hash(handle.location),
+            state=state,
+            address=handle.address,
+            pid=handle.pid,
+            pid_start=handle.pid_start,
+            server_id=handle.server_id,
+            launcher=self._launcher_id,
+            launcher_pid=me,
+            launcher_pid_start=process_start_ticks(me),
+            started_at=handle.started_at,
+        )
+
+    async def _write_running(self, handle: CodeServerHandle) -> None:
+        await self._write(self._record(handle, RUNNING))
+
+    async def _write(self, record: CodeServerRecord) -> None:
+        if self._records is None:
+            return
+        try:
+            async with asyncio.timeout(self._call_deadline):
+                await self._records.put(record)
+        except (nats.errors.Error, OSError, TimeoutError) as err:
+            # The code server runs either way; a missing entry only costs a fresh start
+            # after a restart of this launcher.
+            log.warning("could not record the code server of %s: %r", record.location.name, err)
+
+
+def _other_live_launcher(record: CodeServerRecord) -> bool:
+    """Whether the launcher that wrote ``record`` is another process still running here."""
+    pid = record.launcher_pid
+    if pid is None or pid == os.getpid():
+        return False
+    start = process_start_ticks(pid)
+    return start is not None and start == record.launcher_pid_start

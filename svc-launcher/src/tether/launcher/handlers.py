@@ -31,6 +31,7 @@ from tether.shared.messages import (
     WorkItem,
     WorkResult,
 )
+from tether.shared.snapshots import snapshot_payload
 from tether.shared.subjects import WorkKind
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ class WorkHandlers:
                 ),
             )
         else:
-            result = _succeeded(item, {"snapshot": snapshot.model_dump(mode="json")})
+            # Compressed when large: a big location's snapshot exceeds NATS's max_payload.
+            result = _succeeded(item, snapshot_payload(snapshot))
         await self._publisher.publish_result(result)
 
     async def query_code_server(self, item: WorkItem) -> None:

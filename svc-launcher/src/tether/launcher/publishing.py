@@ -10,7 +10,7 @@ import stamina
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from tether.shared import subjects, telemetry
-from tether.shared.messages import WorkResult, encode
+from tether.shared.messages import ErrorInfo, WorkResult, encode
 from tether.shared.subjects import Stream
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ REASON_HEADER = "Tether-Reason"
 SOURCE_SUBJECT_HEADER = "Tether-Subject"
 
 _MAX_HEADER_VALUE = 1024
+#: Room left in a message for its headers (message id, traceparent).
+_HEADER_ROOM = 4096
 
 
 def _retryable(exc: Exception) -> bool:
@@ -48,14 +50,48 @@ class Publisher:
     Args:
         js: JetStream context.
         retry_timeout_s: seconds to keep retrying one publish before raising.
+        max_payload: the server's largest message (``nc.max_payload``); None: unchecked.
     """
 
-    def __init__(self, js: JetStreamContext, *, retry_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        retry_timeout_s: float = 300.0,
+        max_payload: int | None = None,
+    ) -> None:
         self._js = js
         self._retry_timeout = retry_timeout_s
+        self._max_payload = max_payload
+
+    def too_large(self, result: WorkResult) -> str | None:
+        """Why ``result`` cannot be published (it exceeds ``max_payload``), else None."""
+        if self._max_payload is None:
+            return None
+        size = len(encode(result))
+        if size + _HEADER_ROOM <= self._max_payload:
+            return None
+        return (
+            f"the {result.kind} result is {size} bytes, more than the NATS server's "
+            f"max_payload of {self._max_payload} bytes allows; raise max_payload in the "
+            "NATS server configuration"
+        )
 
     async def publish_result(self, result: WorkResult) -> None:
-        """Publish ``result`` to ``tether.results.<kind>`` with the current trace context."""
+        """Publish ``result`` to ``tether.results.<kind>`` with the current trace context.
+
+        A result too large for a NATS message is replaced by a failed one saying so (same
+        id), so that the control plane learns why instead of waiting forever.
+        """
+        if (reason := self.too_large(result)) is not None:
+            log.warning("result %s: %s", result.id, reason)
+            result = result.model_copy(
+                update={
+                    "ok": False,
+                    "payload": {},
+                    "error": ErrorInfo(cls_name="ResultTooLarge", message=reason),
+                }
+            )
         headers = telemetry.inject({MSG_ID_HEADER: result.id})
         await self._publish(subjects.results(result.kind), encode(result), dict(headers))
 

@@ -7,10 +7,12 @@ import logging
 
 from tether.launcher._process import ProcessSubstrate
 from tether.launcher.codeservers import CodeServerRegistry
+from tether.launcher.coldstarts import NatsRunStarts
 from tether.launcher.consumer import WorkConsumer
 from tether.launcher.errors import LauncherError
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.publishing import Publisher
+from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
@@ -35,6 +37,8 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             stop_grace_s=settings.terminate_grace_s,
             warm_start=settings.warm_start,
             fork_request_timeout_s=settings.fork_request_timeout_s,
+            orphan_grace_s=settings.orphan_grace_s,
+            max_concurrent_cold_starts=settings.max_concurrent_cold_starts,
         )
     if settings.substrate == "docker":
         # Imported here: only a docker launcher needs the SDK and an engine.
@@ -117,31 +121,45 @@ class LauncherService:
         """Serve until :meth:`shutdown`, then stop gracefully."""
         s = self._settings
         nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}")
-        registry = CodeServerRegistry(self._substrate)
+        registry = CodeServerRegistry(
+            self._substrate,
+            scope=s.registry_scope or default_scope(s.agent_id, s.substrate),
+            # Well within the orphan grace, so one lost renewal costs nothing.
+            adopt_interval_s=max(min(s.orphan_grace_s / 4, 15.0), 0.5),
+        )
         handlers: WorkHandlers | None = None
         try:
             js = nc.jetstream()
             await wait_for_stream(js, Stream.WORK, timeout=s.stream_wait_timeout_s)
+            # Before consuming: adopt what a previous launcher left running.
+            await registry.restore(await CodeServerRecords.open(js))
+            if isinstance(self._substrate, ProcessSubstrate):
+                self._substrate.use_start_signal(NatsRunStarts(nc))
             claims = await RunClaims.open(js)
-            publisher = Publisher(js, retry_timeout_s=s.result_publish_timeout_s)
+            publisher = Publisher(
+                js, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
+            )
             handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
             consumer = WorkConsumer(js, s, handlers, publisher)
             reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
             async with asyncio.TaskGroup() as tg:
                 fetching = tg.create_task(consumer.run())
                 reporting = tg.create_task(reporter.run())
+                adopting = tg.create_task(registry.keep_adopted())
                 self._ready = True
                 # A crash of the fetch loop cancels this wait through the TaskGroup.
                 await self._stopping.wait()
                 log.info("launcher stopping: no more fetches")
                 fetching.cancel()
                 reporting.cancel()
+                adopting.cancel()
             await consumer.drain(s.graceful_shutdown_timeout)
         finally:
             if handlers is not None:
                 handlers.detach_runs()
-            if self._substrate.code_servers_outlive_launcher:
-                # Containers outlive us; the next launcher adopts them by their labels.
+            if self._substrate.code_servers_outlive_launcher or s.keep_code_servers_on_shutdown:
+                # Containers outlive us (the next launcher adopts them by their labels);
+                # processes live on for their orphan grace (adopted from the KV registry).
                 await registry.detach_all()
             else:
                 await registry.stop_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from pydantic import Field
@@ -55,6 +56,41 @@ class LauncherSettings(AgentSettings):
     ecs: EcsSettings = Field(
         default_factory=EcsSettings,
         description="ECS substrate: cluster, network, roles... (env TETHER_LAUNCHER_ECS_*).",
+    )
+    orphan_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "Process substrate: seconds a code server keeps serving after its launcher died "
+            "(even by SIGKILL), for a restarted launcher to adopt it (then it serves on); "
+            "unadopted, it stops. Sets the code server's TETHER_CODESERVER_ORPHAN_GRACE_S."
+        ),
+    )
+    keep_code_servers_on_shutdown: bool = Field(
+        default=False,
+        description=(
+            "Process substrate: on a graceful shutdown leave code servers running, for the "
+            "next launcher to adopt within the orphan grace (rolling restarts); false: "
+            "stop them. Container substrates always leave them."
+        ),
+    )
+    registry_scope: str | None = Field(
+        default=None,
+        description=(
+            "This launcher deployment's name in the code-server registry (KV); a restarted "
+            "launcher adopts the code servers of its scope. Unset: <agent_id>-<substrate>, "
+            "plus -<hostname> on the process substrate. Replicas on one host need distinct "
+            "scopes."
+        ),
+    )
+    max_concurrent_cold_starts: int = Field(
+        default_factory=lambda: 2 * (os.cpu_count() or 1),
+        ge=1,
+        description=(
+            "Process substrate: cold run workers allowed to be starting (interpreter and "
+            "imports, until their first event) at once; more wait. Runs in flight are not "
+            "limited. Default: twice the CPU count."
+        ),
     )
     code_server_start_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds a code server has to print its ready line."

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
+
+if TYPE_CHECKING:
+    from tether.launcher.registry import CodeServerRecord
 
 
 @dataclass
@@ -24,6 +27,9 @@ class CodeServerHandle:
         pid: its process id, when the substrate has one.
         started_at: epoch seconds.
         native: the substrate's own object (a process, container...).
+        pid_start: when the process started (clock ticks since boot), against pid reuse.
+        server_id: the substrate's own id of it (docker: the container id), recorded in
+            the code-server registry.
     """
 
     location: LocationConfig
@@ -31,6 +37,8 @@ class CodeServerHandle:
     pid: int | None = None
     started_at: float = field(default_factory=time.time)
     native: object = None
+    pid_start: int | None = None
+    server_id: str | None = None
 
 
 @dataclass
@@ -109,4 +117,21 @@ class Substrate(Protocol):
 
     async def aclose(self) -> None:
         """Release the substrate's resources (not the run workers)."""
+        ...
+
+
+@runtime_checkable
+class AdoptingSubstrate(Substrate, Protocol):
+    """A substrate whose code servers a restarted launcher takes over from the registry.
+
+    Its code servers survive their launcher for a grace period (an orphan grace), during
+    which another launcher may adopt them; the registry then keeps renewing the adoption
+    over gRPC (``Adopt``) so that they keep serving.
+    """
+
+    async def adopt_code_server(self, record: CodeServerRecord) -> CodeServerHandle | None:
+        """A handle of the code server ``record`` names if its process still runs, else None.
+
+        The caller then checks over gRPC that it answers and serves the recorded config.
+        """
         ...

@@ -50,6 +50,26 @@ class PingReply(_message.Message):
     pid: int
     def __init__(self, echo: _Optional[str] = ..., location_name: _Optional[str] = ..., loaded: _Optional[bool] = ..., load_error: _Optional[_Union[Error, _Mapping]] = ..., pid: _Optional[int] = ...) -> None: ...
 
+class AdoptRequest(_message.Message):
+    __slots__ = ("launcher_id",)
+    LAUNCHER_ID_FIELD_NUMBER: _ClassVar[int]
+    launcher_id: str
+    def __init__(self, launcher_id: _Optional[str] = ...) -> None: ...
+
+class AdoptReply(_message.Message):
+    __slots__ = ("pid", "location_name", "config_hash", "orphaned", "orphan_grace_s")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
+    ORPHANED_FIELD_NUMBER: _ClassVar[int]
+    ORPHAN_GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    location_name: str
+    config_hash: str
+    orphaned: bool
+    orphan_grace_s: float
+    def __init__(self, pid: _Optional[int] = ..., location_name: _Optional[str] = ..., config_hash: _Optional[str] = ..., orphaned: _Optional[bool] = ..., orphan_grace_s: _Optional[float] = ...) -> None: ...
+
 class GetSnapshotRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -64,6 +64,11 @@ class CodeServerStub:
                 request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorRequest.SerializeToString,
                 response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorReply.FromString,
                 _registered_method=True)
+        self.Adopt = channel.unary_unary(
+                '/tether.codeserver.v1.CodeServer/Adopt',
+                request_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.AdoptRequest.SerializeToString,
+                response_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.AdoptReply.FromString,
+                _registered_method=True)
 
 
 class CodeServerServicer:
@@ -111,6 +116,15 @@ class CodeServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Adopt(self, request, context):
+        """A launcher takes the code server over (after the launcher that started it died), or
+        renews that: an orphaned code server keeps serving only while renewals come within
+        its orphan grace. Also tells which process and config the caller is talking to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CodeServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +157,11 @@ def add_CodeServerServicer_to_server(servicer, server):
                     servicer.EvaluateSensor,
                     request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorRequest.FromString,
                     response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorReply.SerializeToString,
+            ),
+            'Adopt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adopt,
+                    request_deserializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.AdoptRequest.FromString,
+                    response_serializer=tether_dot_shared_dot_grpc_dot_codeserver__pb2.AdoptReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +326,33 @@ class CodeServer:
             '/tether.codeserver.v1.CodeServer/EvaluateSensor',
             tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorRequest.SerializeToString,
             tether_dot_shared_dot_grpc_dot_codeserver__pb2.EvaluateSensorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adopt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tether.codeserver.v1.CodeServer/Adopt',
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.AdoptRequest.SerializeToString,
+            tether_dot_shared_dot_grpc_dot_codeserver__pb2.AdoptReply.FromString,
             options,
             channel_credentials,
             insecure,

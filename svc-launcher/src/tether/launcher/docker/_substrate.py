@@ -217,7 +217,7 @@ class DockerSubstrate:
         )
         # Blue/green: the old containers go only once the new one answers.
         await self._remove_stale(existing, keep=container.id)
-        return CodeServerHandle(location, address, native=container.id)
+        return CodeServerHandle(location, address, native=container.id, server_id=container.id)
 
     async def _adopt(self, location: LocationConfig, c: Container) -> CodeServerHandle | None:
         address = await self._address(c, location)
@@ -226,7 +226,7 @@ class DockerSubstrate:
         log.info(
             "adopted code server for %s at %s (container %s)", location.name, address, c.short_id
         )
-        return CodeServerHandle(location, address, native=c.id)
+        return CodeServerHandle(location, address, native=c.id, server_id=c.id)
 
     async def _address(self, c: Container, location: LocationConfig) -> str | None:
         port = c.labels.get(LABEL_PORT)

@@ -1,0 +1,357 @@
+"""Code-server lifecycle against real NATS and real processes: the KV registry, adoption
+after a launcher restart (even kill -9), the orphan grace, bounded cold starts, and
+snapshots larger than a NATS message.
+
+Launchers run as real subprocesses (``python -m tether.launcher``) where a test kills one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+from tether.launcher import LauncherService, LauncherSettings
+from tether.launcher.registry import CodeServerRecord, registry_bucket
+from tether.shared import subjects
+from tether.shared.messages import LocationConfig, WorkItem, WorkResult, decode, encode, new_id
+from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
+from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.subjects import Stream, WorkKind
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_LOCATION = LocationConfig(
+    name="examples", module="example_jobs", working_directory=str(EXAMPLES)
+)
+
+HUGE_LOCATION_CODE = """
+from pydantic import BaseModel
+from tether.sdk import Definitions, job, op
+
+class Settings(BaseModel):
+    table: str = "events"
+    batch_size: int = 1000
+    dry_run: bool = False
+
+def make(i):
+    @op(name=f"extract_{i}", description=f"Extract batch {i} from the source system.")
+    def extract(config: Settings) -> int:
+        return i
+
+    @op(name=f"load_{i}", description=f"Load batch {i} into the warehouse.")
+    def load(rows: int) -> None:
+        pass
+
+    @job(name=f"pipeline_{i:05d}", description=f"Pipeline number {i}.", tags={"team": "data"})
+    def pipeline():
+        load(extract())
+
+    return pipeline
+
+defs = Definitions(jobs=[make(i) for i in range(3000)], name="huge")
+"""
+
+
+class Bus:
+    """The test's own NATS connection: sends work items, collects results."""
+
+    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self.results: list[WorkResult] = []
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def send(self, item: WorkItem) -> None:
+        await self.js.publish(
+            subjects.work(item.location.substrate, item.kind),
+            encode(item),
+            headers={"Nats-Msg-Id": item.id},
+        )
+
+    async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
+        if self._sub is None:
+            self._sub = await self.js.pull_subscribe(
+                subjects.results_all(), durable="lifecycle-results", stream=str(Stream.RESULTS)
+            )
+        async with asyncio.timeout(60):
+            while True:
+                for result in self.results:
+                    if predicate(result):
+                        return result
+                try:
+                    msgs = await self._sub.fetch(10, timeout=1)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    self.results.append(decode(msg.data, WorkResult))
+                    await msg.ack()
+
+    async def load(self, location: LocationConfig) -> WorkResult:
+        work = WorkItem(id=new_id(), kind=WorkKind.LOAD_LOCATION, location=location)
+        await self.send(work)
+        return await self.result(lambda r: r.id == work.id)
+
+
+@pytest.fixture
+async def bus(nats_server) -> AsyncIterator[Bus]:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    for name in (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS):
+        await ensure_stream(js, STREAMS[name])
+    yield Bus(nc, js)
+    await nc.close()
+
+
+def settings_for(nats_url: str, **overrides: object) -> LauncherSettings:
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "agent_id": "lifecycle-test",
+        "code_server_start_timeout_s": 60.0,
+        "grpc_deadline_s": 30.0,
+        "terminate_grace_s": 3.0,
+        "max_concurrency": 4,
+        "result_publish_timeout_s": 30.0,
+        "stream_wait_timeout_s": 10.0,
+        "graceful_shutdown_timeout": 10.0,
+    }
+    values.update(overrides)
+    return LauncherSettings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(settings: LauncherSettings) -> AsyncIterator[LauncherService]:
+    service = LauncherService(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 60)  # safety net against a hang only
+
+
+async def test_a_snapshot_larger_than_a_nats_message_arrives_compressed(
+    bus: Bus, nats_server, tmp_path: Path
+) -> None:
+    (tmp_path / "huge_location.py").write_text(HUGE_LOCATION_CODE)
+    huge = LocationConfig(name="huge", module="huge_location", working_directory=str(tmp_path))
+    async with running(settings_for(nats_server.url)):
+        result = await bus.load(huge)
+    assert result.ok, result.error
+    assert bus.nc.max_payload == 1024 * 1024  # the server's default: the limit that matters
+    assert SNAPSHOT_ZLIB_KEY in result.payload
+    snapshot = snapshot_from_payload(result.payload)
+    [repo] = snapshot.repositories
+    assert len(repo.jobs) == 3000
+    assert repo.jobs[1234].name == "pipeline_01234"
+    # Uncompressed it would not have fitted in one message.
+    assert len(snapshot.model_dump_json()) > bus.nc.max_payload
+
+
+COUNTING_LOCATION_CODE = """
+import os, time
+from pathlib import Path
+from tether.sdk import Definitions, job, op
+
+# While importing, this worker is "starting": count the workers starting with it.
+starting = Path(os.environ["STARTING_DIR"])
+mark = starting / str(os.getpid())
+mark.touch()
+with open(os.environ["COUNTS_FILE"], "a") as counts:
+    counts.write(f"{len(list(starting.iterdir()))}\\n")
+time.sleep(float(os.environ.get("IMPORT_DELAY_S", "1")))
+mark.unlink()
+
+@op
+def hello() -> None:
+    pass
+
+@job
+def counted():
+    hello()
+
+defs = Definitions(jobs=[counted], name="counting")
+"""
+
+
+def launcher_env(nats_url: str, **settings: object) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.update(
+        {
+            "TETHER_LAUNCHER_NATS_URL": nats_url,
+            "TETHER_LAUNCHER_AGENT_ID": "lifecycle-test",
+            "TETHER_LAUNCHER_CODE_SERVER_START_TIMEOUT_S": "60",
+            "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "10",
+        }
+    )
+    env.update({f"TETHER_LAUNCHER_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@asynccontextmanager
+async def launcher_process(nats_url: str, **settings: object) -> AsyncIterator[int]:
+    """A launcher in its own process (so that the test can SIGKILL it); yields its pid."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tether.launcher", env=launcher_env(nats_url, **settings)
+    )
+    try:
+        yield process.pid
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def records(bus: Bus) -> dict[str, CodeServerRecord]:
+    kv = await registry_bucket(bus.js)
+    out: dict[str, CodeServerRecord] = {}
+    for key in await kv.keys():
+        entry = await kv.get(key)
+        assert entry.value is not None
+        record = CodeServerRecord.model_validate_json(entry.value)
+        out[record.location.name] = record
+    return out
+
+
+def code_server_pids(location_name: str) -> set[int]:
+    """Pids of the code-server processes serving ``location_name`` on this host."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state == "Z" or b"grpc" not in cmdline or b"--location-json" not in cmdline:
+            continue
+        config = json.loads(cmdline[cmdline.index(b"--location-json") + 1])
+        if config["name"] == location_name:
+            found.add(int(entry.name))
+    return found
+
+
+async def until_gone(pid: int, timeout_s: float = 60.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while pid in code_server_pids_any():
+            await asyncio.sleep(0.2)
+
+
+def code_server_pids_any() -> set[int]:
+    return {pid for name in ("a", "b", "examples") for pid in code_server_pids(name)}
+
+
+async def ping(address: str) -> int:
+    """The pid a code server answers a Ping with."""
+    import grpc
+    from tether.shared.grpc import codeserver_pb2 as pb
+    from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await pb_grpc.CodeServerStub(channel).Ping(pb.PingRequest(), timeout=10)
+    return int(reply.pid)
+
+
+async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
+    bus: Bus, nats_server
+) -> None:
+    a = EXAMPLES_LOCATION.model_copy(update={"name": "a"})
+    b = EXAMPLES_LOCATION.model_copy(update={"name": "b"})
+    async with launcher_process(nats_server.url, orphan_grace_s=60) as launcher_pid:
+        assert (await bus.load(a)).ok
+        assert (await bus.load(b)).ok
+        before = await records(bus)
+        os.kill(launcher_pid, signal.SIGKILL)
+    assert {before["a"].state, before["b"].state} == {"RUNNING"}
+    assert before["a"].launcher_pid == launcher_pid
+    pids = {name: before[name].pid for name in ("a", "b")}
+    assert code_server_pids("a") == {pids["a"]} and code_server_pids("b") == {pids["b"]}
+    # Orphaned, they still serve.
+    assert await ping(before["a"].address or "") == pids["a"]
+
+    settings = settings_for(nats_server.url, orphan_grace_s=60)
+    async with running(settings):
+        # The same processes answer; nothing was spawned.
+        result_a, result_b = await bus.load(a), await bus.load(b)
+        assert result_a.ok and result_b.ok
+        assert code_server_pids("a") == {pids["a"]} and code_server_pids("b") == {pids["b"]}
+        adopted = await records(bus)
+        for name in ("a", "b"):
+            assert adopted[name].pid == pids[name]
+            assert adopted[name].launcher_pid == os.getpid()
+            assert adopted[name].state == "RUNNING"
+
+        # A changed config replaces the adopted server (blue/green) and its entry.
+        changed = b.model_copy(update={"env": {"SOME_SETTING": "1"}})
+        assert (await bus.load(changed)).ok
+        [new_pid] = code_server_pids("b")
+        assert new_pid != pids["b"]
+        replaced = (await records(bus))["b"]
+        assert replaced.pid == new_pid and replaced.location == changed
+        assert replaced.config_hash != adopted["b"].config_hash
+        await until_gone(pids["b"])
+    # A graceful stop stops adopted servers too, and says so in the registry.
+    assert code_server_pids("a") == set() and code_server_pids("b") == set()
+    assert {r.state for r in (await records(bus)).values()} == {"STOPPED"}
+
+
+async def test_an_orphan_nobody_adopts_stops_after_its_grace(bus: Bus, nats_server) -> None:
+    async with launcher_process(nats_server.url, orphan_grace_s=5) as launcher_pid:
+        assert (await bus.load(EXAMPLES_LOCATION)).ok
+        record = (await records(bus))["examples"]
+        os.kill(launcher_pid, signal.SIGKILL)
+    assert record.pid is not None and record.address is not None
+    assert code_server_pids("examples") == {record.pid}
+    await until_gone(record.pid)
+    # A launcher started after that finds the entry dead and starts a new server.
+    async with running(settings_for(nats_server.url)):
+        assert (await bus.load(EXAMPLES_LOCATION)).ok
+        [pid] = code_server_pids("examples")
+        assert pid != record.pid
+        assert (await records(bus))["examples"].pid == pid
+
+
+async def test_cold_starts_are_bounded_not_runs_in_flight(
+    bus: Bus, nats_server, tmp_path: Path
+) -> None:
+    (tmp_path / "counting_location.py").write_text(COUNTING_LOCATION_CODE)
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    counts = tmp_path / "counts"
+    location = LocationConfig(
+        name="counting",
+        module="counting_location",
+        working_directory=str(tmp_path),
+        env={"STARTING_DIR": str(starting), "COUNTS_FILE": str(counts)},
+    )
+    launches = [
+        WorkItem(
+            id=new_id(),
+            kind=WorkKind.LAUNCH_RUN,
+            location=location,
+            payload={"run_id": new_id(), "job_name": "counted"},
+        )
+        for _ in range(6)
+    ]
+    settings = settings_for(
+        nats_server.url, warm_start=False, max_concurrent_cold_starts=2, max_concurrency=8
+    )
+    async with running(settings) as service:
+        for launch in launches:
+            await bus.send(launch)
+        exits = [await bus.result(lambda r, w=w: r.id == f"{w.id}.exit") for w in launches]
+        gate = service._substrate.cold_starts  # type: ignore[attr-defined]
+    assert all(e.ok for e in exits), [e.payload for e in exits]
+    seen = [int(line) for line in counts.read_text().split()]
+    assert len(seen) == 6
+    # Never more than two interpreters importing at once (six would, unbounded).
+    assert max(seen) <= 2
+    assert gate is not None and gate.peak == 2 and gate.starting == 0
