@@ -23,6 +23,7 @@ from tether.launcher.ecs._taskdefs import (
     RUN_CONTAINER,
     TAG_CONTENT,
     EcsConfigError,
+    client_token,
     code_server_address,
     code_server_name,
     code_server_tags,
@@ -481,6 +482,9 @@ class EcsSubstrate:
                 networkConfiguration=network,
                 overrides=overrides,
                 startedBy=started_by(run_id),
+                # Idempotent per run: botocore's retry of a RunTask whose answer was lost,
+                # or a redelivered launch, gets the same task instead of a second one.
+                clientToken=client_token(run_id),
                 tags=ecs_tags(run_tags(args, self._agent)),
                 enableECSManagedTags=True,
             )

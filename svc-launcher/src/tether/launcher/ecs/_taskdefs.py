@@ -380,3 +380,9 @@ def run_overrides(args: ExecuteRunArgs, env: Mapping[str, str], python: str) -> 
 def started_by(run_id: str) -> str:
     """RunTask's ``startedBy`` (36 letters, digits, '-', '_', '/' at most): the run id."""
     return _STARTED_BY_UNSAFE.sub("_", run_id)[:36] or "tether"
+
+
+def client_token(run_id: str) -> str:
+    """RunTask's idempotency token (64 printable ASCII characters at most) of a run."""
+    token = "".join(c for c in run_id if 33 <= ord(c) <= 126)[:64]
+    return token or "tether"
