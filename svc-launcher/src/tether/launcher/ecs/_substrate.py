@@ -236,7 +236,7 @@ class EcsSubstrate:
             location, self._agent, self._discovery.namespace, s.code_server_port
         )
         log.info("code server for %s ready at %s", location.name, address)
-        return CodeServerHandle(location, address, native=name)
+        return CodeServerHandle(location, address, native=name, server_id=name)
 
     async def _code_server_services(self, location: LocationConfig) -> list[dict[str, Any]]:
         """Active code-server services of ``location`` (any config) of this agent."""
