@@ -334,14 +334,14 @@ class Aws:
     def substrate(self, agent: str = AGENT, *, start_timeout_s: float = 30, **updates: Any):
         from tether.launcher.ecs import EcsSubstrate
 
-        limit = updates.pop("failed_tasks_limit", 3)
+        tuning = {k: updates.pop(k) for k in ("failed_tasks_limit", "orphan_age_s") if k in updates}
         return EcsSubstrate(
             agent_id=agent,
             settings=self.settings(**updates),
             python="python3",
             start_timeout_s=start_timeout_s,
             stop_grace_s=5,
-            failed_tasks_limit=limit,
+            **tuning,
         )
 
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -600,6 +600,54 @@ async def test_a_code_server_whose_tasks_keep_stopping_fails_with_their_reasons(
     assert await aws.services() == [] and await aws.registries() == {}
 
 
+async def test_registries_no_service_uses_are_swept_and_only_ours(
+    aws: Aws, closing: list[Any]
+) -> None:
+    from tether.launcher.ecs._taskdefs import code_server_name
+
+    loc = location()
+    name = code_server_name(loc, AGENT)
+    first = aws.substrate()
+    closing.append(first)
+    start = asyncio.create_task(first.start_code_server(loc))
+    await aws.place_task(name)
+    await start
+    [namespace] = (await aws.call(aws.sd.list_namespaces))["Namespaces"]
+
+    # Left behind by launchers that died before ECS let them delete these registries.
+    def leftover(registry: str, agent: str) -> None:
+        aws.sd.create_service(
+            Name=registry,
+            NamespaceId=namespace["Id"],
+            DnsConfig={"DnsRecords": [{"Type": "A", "TTL": 10}]},
+            Tags=[
+                {"Key": "tether:managed-by", "Value": "tether"},
+                {"Key": "tether:agent", "Value": agent},
+                {"Key": "tether:role", "Value": "codeserver"},
+            ],
+        )
+
+    await asyncio.to_thread(leftover, "tether-cs-gone-0123456789ab", AGENT)
+    await asyncio.to_thread(leftover, "tether-cs-theirs-0123456789ab", "agent-2")
+    await asyncio.to_thread(aws.sd.create_service, Name="billing-api", NamespaceId=namespace["Id"])
+
+    # A new launcher sweeps once its first code server is up: young registries (another
+    # replica may be starting one) are kept; old enough, ours without a service go.
+    young = aws.substrate()
+    closing.append(young)
+    await young.start_code_server(loc)
+    assert await young._sweeping == []
+    old = aws.substrate(orphan_age_s=0)
+    closing.append(old)
+    await old.start_code_server(loc)
+    assert await old._sweeping == ["tether-cs-gone-0123456789ab"]
+    assert set(await aws.registries()) == {
+        name,
+        "tether-cs-theirs-0123456789ab",
+        "billing-api",
+    }
+
+
 async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: list[Any]) -> None:
     from tether.launcher.ecs._taskdefs import TAG_RUN
 
@@ -782,7 +830,7 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
         actions = statement["Action"]
         allowed.update([actions] if isinstance(actions, str) else actions)
 
-    substrate = aws.substrate()
+    substrate = aws.substrate(orphan_age_s=0)
     closing.append(substrate)
     calls: set[str] = set()
 
@@ -799,6 +847,7 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
     start = asyncio.create_task(substrate.start_code_server(loc))
     await aws.place_task(code_server_name(loc, AGENT))
     await start
+    assert await substrate._sweeping == []  # its one registry is in use
     changed = location(env={"WAREHOUSE": "staging"})
     start = asyncio.create_task(substrate.start_code_server(changed))
     await aws.place_task(code_server_name(changed, AGENT))

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from tether.launcher.ecs._taskdefs import EcsConfigError, cloudmap_tags
+from tether.launcher.ecs._taskdefs import EcsConfigError, cloudmap_tags, has_tags, tags_of
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,55 @@ class CloudMapRegistry:
                 return
             delay = min(delay * 2, 30.0)
         log.warning("Cloud Map service %s still has instances; left in place", name)
+
+    async def sweep(
+        self, owned: Mapping[str, str], in_use: Callable[[str], Awaitable[bool]], min_age_s: float
+    ) -> list[str]:
+        """Delete the registries tagged ``owned`` that no ECS service uses any more.
+
+        A launcher that died between deleting a code server's ECS service and its registry
+        (which waits for ECS to deregister the task) leaves the registry behind. Registries
+        younger than ``min_age_s`` are left alone: another launcher replica may be between
+        creating one and creating its service.
+
+        Returns:
+            The names of the registries deleted (or whose deletion is being retried).
+        """
+        namespace_id = await self.namespace_id()
+        now = datetime.now(UTC)
+        swept: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "Filters": [{"Name": "NAMESPACE_ID", "Values": [namespace_id], "Condition": "EQ"}]
+            }
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._call(self._client.list_services, **kwargs)
+            for service in page.get("Services", []):
+                name = str(service.get("Name", ""))
+                created = service.get("CreateDate")
+                if (
+                    not name.startswith("tether-cs-")
+                    or service.get("NamespaceId", namespace_id) != namespace_id
+                ):
+                    continue
+                if isinstance(created, datetime) and (now - created).total_seconds() < min_age_s:
+                    continue
+                listed = await self._call(
+                    self._client.list_tags_for_resource, ResourceARN=service["Arn"]
+                )
+                if not has_tags(tags_of(listed.get("Tags")), owned) or await in_use(name):
+                    continue
+                log.info("deleting Cloud Map service %s: no code server uses it", name)
+                swept.append(name)
+                if not await self._delete_once(name, str(service["Id"])):
+                    task = asyncio.create_task(self._delete_later(name, str(service["Id"])))
+                    self._deletions.add(task)
+                    task.add_done_callback(self._deletions.discard)
+            token = page.get("NextToken")
+            if not token:
+                return swept
 
     def close(self) -> None:
         """Stop retrying pending deletions (the registries stay; harmless, reused by name)."""

@@ -21,7 +21,10 @@ from tether.launcher.ecs._taskdefs import (
     CODE_SERVER_CONTAINER,
     ROLE_CODE_SERVER,
     RUN_CONTAINER,
+    TAG_AGENT,
     TAG_CONTENT,
+    TAG_MANAGED_BY,
+    TAG_ROLE,
     EcsConfigError,
     client_token,
     code_server_address,
@@ -38,6 +41,7 @@ from tether.launcher.ecs._taskdefs import (
     run_tags,
     run_task_definition,
     started_by,
+    tag_value,
     tags_of,
 )
 from tether.launcher.ecs._tasks import (
@@ -82,6 +86,8 @@ class EcsSubstrate:
         start_timeout_s: seconds a code server has to get a healthy task.
         stop_grace_s: SIGTERM to SIGKILL of a stopped run (the runs' ``stopTimeout``).
         failed_tasks_limit: stopped tasks after which a starting code server fails.
+        orphan_age_s: age after which a Cloud Map service of this agent that no ECS
+            service uses is deleted (checked once, after the first code server started).
 
     Raises:
         LauncherError: no AWS region is configured.
@@ -99,6 +105,7 @@ class EcsSubstrate:
         start_timeout_s: float = 300.0,
         stop_grace_s: float = 10.0,
         failed_tasks_limit: int = FAILED_TASKS_LIMIT,
+        orphan_age_s: float = 600.0,
     ) -> None:
         self._agent = agent_id
         self._settings = settings
@@ -132,6 +139,8 @@ class EcsSubstrate:
         self._alive: dict[str, bool] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._exits: dict[str, int] = {}
+        self._orphan_age = orphan_age_s
+        self._sweeping: asyncio.Task[list[str]] | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -218,8 +227,13 @@ class EcsSubstrate:
                 log.info("adopting code server service %s", name)
             else:
                 registry_arn = await self._discovery.ensure(name, tags)
-                taskdef = await self._ensure_task_definition(body)
-                await self._create_service(name, taskdef, network, registry_arn, tags)
+                try:
+                    taskdef = await self._ensure_task_definition(body)
+                    await self._create_service(name, taskdef, network, registry_arn, tags)
+                except (ClientError, BotoCoreError):
+                    # No service will use the registry: do not leave it behind.
+                    await self._discovery.delete(name)
+                    raise
         except EcsConfigError as err:
             raise CodeServerStartError(location.name, str(err)) from err
         except (ClientError, BotoCoreError) as err:
@@ -232,6 +246,9 @@ class EcsSubstrate:
                 log.info("removing old code server service %s", svc["serviceName"])
                 await self._delete_code_server(svc["serviceName"])
         self._watch(name)
+        if self._sweeping is None:
+            # Once per launcher: registries that a dead launcher could not delete.
+            self._sweeping = asyncio.create_task(self._sweep())
         address = code_server_address(
             location, self._agent, self._discovery.namespace, s.code_server_port
         )
@@ -394,6 +411,27 @@ class EcsSubstrate:
             lines.append("--- service events ---")
             lines.extend(events)
         return "\n".join(lines)
+
+    async def _sweep(self) -> list[str]:
+        owned = {
+            TAG_MANAGED_BY: "tether",
+            TAG_AGENT: tag_value(self._agent),
+            TAG_ROLE: ROLE_CODE_SERVER,
+        }
+
+        async def in_use(name: str) -> bool:
+            described = await self._call(
+                self._ecs.describe_services, cluster=self._settings.cluster, services=[name]
+            )
+            return any(
+                svc.get("status") in ("ACTIVE", "DRAINING") for svc in described.get("services", [])
+            )
+
+        try:
+            return await self._discovery.sweep(owned, in_use, self._orphan_age)
+        except (ClientError, BotoCoreError, EcsConfigError) as err:
+            log.warning("sweeping unused Cloud Map services: %s", self._explain(err))
+            return []
 
     def _watch(self, name: str) -> None:
         self._alive[name] = True
@@ -582,6 +620,8 @@ class EcsSubstrate:
         for watcher in self._watchers.values():
             watcher.cancel()
         self._watchers.clear()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         self._discovery.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
