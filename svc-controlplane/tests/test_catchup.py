@@ -192,3 +192,28 @@ async def test_tick_history_pages_and_a_long_outage_is_summed_up(api: Api, clock
     clock.advance(60)
     await scheduler.check()
     assert len(await _evaluations(api)) == 1
+
+
+async def test_a_location_removed_for_a_while_does_not_catch_up(api: Api, clock: Clock) -> None:
+    remove = 'mutation { removeLocation(name: "loc") { name } }'
+    add = "mutation($c: JSON!) { addLocation(config: $c) { name } }"
+    await api.load(snapshot_with_instigators())
+    (config,) = [
+        loc["config"]
+        for loc in (await api.user("{ codeLocations { name config } }"))["codeLocations"]
+        if loc["name"] == "loc"
+    ]
+    scheduler = Scheduler(api.cp.db, api.cp.queue, clock=clock)
+    clock.to_half_past()
+    await scheduler.check()
+    await api.user(remove)
+    clock.advance(5 * HOUR)
+    await scheduler.check()
+    await api.user(add, c=config)
+    await api.load(snapshot_with_instigators())
+    await scheduler.check()
+    # Gone is not down: nothing is caught up or recorded for the hours it was removed.
+    assert await _evaluations(api) == [] and await _ticks(api) == []
+    hour = clock.to_next_hour()
+    await scheduler.check()
+    assert await _evaluations(api) == [hour]

@@ -152,7 +152,12 @@ class Scheduler(PeriodicDaemon):
                 state = await instigators.ensure_state(session, definition, now)
                 if state.status != InstigatorStatus.RUNNING:
                     continue
-                after = state.last_tick_at if state.last_tick_at is not None else now
+                if state.last_tick_at is None:
+                    # Its location was removed and came back: tick from now on.
+                    state.last_tick_at = now
+                    state.updated_at = now
+                    continue
+                after = state.last_tick_at
                 # One more than can be recorded, to know whether older ones were left out.
                 limit = max(MAX_RECORDED_MISSED, self.max_catchup_ticks) + 1
                 try:

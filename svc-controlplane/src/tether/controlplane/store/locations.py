@@ -8,10 +8,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import (
     CodeLocation,
+    Instigator,
+    InstigatorKind,
     LoadStatus,
     LocationSeed,
     LocationSnapshotRow,
@@ -111,6 +113,18 @@ async def remove_location(session: AsyncSession, deployment_id: str, name: str) 
     location = await get_location(session, deployment_id, name)
     if location is None:
         raise NotFoundError(f"no code location named {name!r}")
+    # Its schedules forget their last tick: if the location comes back, they start from
+    # then, rather than taking the time it was gone for scheduler downtime to catch up on.
+    await session.execute(
+        update(Instigator)
+        .where(
+            Instigator.deployment_id == deployment_id,
+            Instigator.location_name == name,
+            Instigator.kind == str(InstigatorKind.SCHEDULE),
+        )
+        .values(last_tick_at=None)
+        .execution_options(synchronize_session=False)
+    )
     await session.delete(location)
     await session.flush()
     return location
