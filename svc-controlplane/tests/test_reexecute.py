@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from controlplane_testkit import EVENTS, Api, example_snapshot
 from tether.controlplane import auth
+from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.reexecute import steps_from_failure
+from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.messages import (
     Edge,
     EventType,
@@ -233,3 +237,28 @@ async def test_run_page_reexecutes_from_failure(api: Api) -> None:
     assert bad.status_code == 400
     missing = await api.client.post("/runs/nope/reexecute", data={"strategy": "FROM_FAILURE"})
     assert missing.status_code == 404
+
+
+async def test_a_held_reexecution_keeps_its_selection_when_the_coordinator_launches_it(
+    settings: ControlPlaneSettings,
+) -> None:
+    limited = settings.model_copy(update={"max_concurrent_runs": 1})
+    async with open_control_plane(limited) as cp:
+        assert limited.agent_token_file is not None
+        async with cp.db.transaction() as session:
+            admin = await auth.create_token(session, name="admin", role=auth.Role.ADMIN)
+        transport = httpx.ASGITransport(app=create_app(cp))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            api = Api(
+                client=client,
+                cp=cp,
+                token=limited.agent_token_file.read_text().strip(),
+                admin_token=admin,
+            )
+            await api.load()
+            tags = {"tether/parent_run_id": "p1", "tether/step_selection": "b"}
+            run_id = (await api.launch(tags=tags))["run"]["id"]
+            assert await api.claim() == []  # held for the coordinator
+            assert await RunCoordinator(cp.db, cp.queue, max_concurrent_runs=1).check() == [run_id]
+            payload = await _launch_payload(api, run_id)
+            assert (payload.step_selection, payload.parent_run_id) == (["b"], "p1")
