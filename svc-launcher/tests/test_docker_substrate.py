@@ -24,6 +24,7 @@ from tether.launcher.docker._spec import (
     config_hash,
     run_worker_spec,
 )
+from tether.launcher.registry import CodeServerRecords, default_scope, registry_bucket
 from tether.shared import subjects
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
@@ -150,7 +151,8 @@ def docker_location(image: str, tmp_path: Path, **updates: object) -> LocationCo
         working_directory=str(tmp_path),
         substrate="docker",
         image=image,
-        env={"PYTHONPATH": str(EXAMPLES)},
+        # The working directory is mounted read-only: step outputs go elsewhere.
+        env={"PYTHONPATH": str(EXAMPLES), "TETHER_RUN_WORKER_STORAGE_DIR": "/tmp/tether-storage"},
         container=ContainerConfig(
             volumes=[f"{tmp_path}:{tmp_path}:ro", f"{EXAMPLES}:{EXAMPLES}:ro"]
         ),
@@ -383,6 +385,12 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
         == []
     )
     assert docker_client.containers.get(code_server.id).status == "running"
+    # The code-server registry names the container, and it still runs.
+    record = await CodeServerRecords(await registry_bucket(bus.js)).get(
+        default_scope(agent_id, "docker"), location.name
+    )
+    assert record is not None and record.state == "RUNNING"
+    assert record.server_id == code_server.id and record.config_hash == config_hash(location)
 
     # A new launcher process: adopts the code server, terminates the run the first launched.
     terminate = work(WorkKind.TERMINATE_RUN, location, run_id=slow_run)
