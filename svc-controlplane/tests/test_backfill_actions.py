@@ -3,12 +3,15 @@ backfill daemon on the real work-queue path, and the runs they stop or create.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import pytest
 from controlplane_testkit import Api, snapshot_with_instigators
+from sqlalchemy import select, update
 from tether.controlplane.daemons import BackfillDaemon
-from tether.controlplane.db.models import Run
+from tether.controlplane.db.models import Backfill, Run, WorkItemRow
 from tether.controlplane.store.backfills import create_backfill
 from tether.shared.messages import PartitionRunConfigResult, WorkItem, WorkResult
 
@@ -194,3 +197,35 @@ async def test_backfills_page_by_limit_offset_and_status(api: Api) -> None:
     assert "limit must be within 0..500" in bad["errors"][0]["message"]
     bad = await api.post(PAGE, token=api.admin_token, limit=1, offset=0, status="DONE")
     assert "unknown status 'DONE'" in bad["errors"][0]["message"]
+
+
+async def test_a_cancel_committed_while_the_daemon_advances_wins(
+    api: Api, backend: str, request: pytest.FixtureRequest
+) -> None:
+    await api.load(snapshot_with_instigators())
+    backfill_id = await _new_backfill(api, ["a", "b"])
+    daemon = BackfillDaemon(api.cp.db, api.cp.queue)
+    async with api.cp.db.transaction() as session:
+        await session.execute(
+            update(Backfill).where(Backfill.id == backfill_id).values(status="CANCELED")
+        )
+        # The daemon still reads the backfill as REQUESTED, then its claim waits for this
+        # transaction (PostgreSQL: the row lock; SQLite: the write lock).
+        checking = asyncio.create_task(daemon.check())
+        if backend == "postgresql":
+            database = request.getfixturevalue("postgres")
+            waiting = (
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            async with asyncio.timeout(30):  # safety net against a hang only
+                while not await asyncio.to_thread(database.execute, waiting):
+                    await asyncio.sleep(0.02)
+        else:
+            await asyncio.sleep(0.2)
+    await checking
+    # Its claim saw the committed cancel: no partition was asked for, no run created.
+    async with api.cp.db.reading() as session:
+        kinds = (await session.execute(select(WorkItemRow.kind))).scalars().all()
+        runs = (await session.execute(select(Run.id))).scalars().all()
+    assert "get_partition_config" not in kinds and runs == []
