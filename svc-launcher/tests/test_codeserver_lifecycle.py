@@ -60,6 +60,25 @@ defs = Definitions(jobs=[make(i) for i in range(3000)], name="huge")
 """
 
 
+# Incompressible descriptions: 1.5 MB even compressed, more than one NATS message.
+RANDOM_LOCATION_CODE = """
+import base64, os
+from tether.sdk import Definitions, job, op
+
+@op
+def step() -> None:
+    pass
+
+def make(i):
+    @job(name=f"noise_{i}", description=base64.b64encode(os.urandom(1500)).decode())
+    def noise():
+        step()
+    return noise
+
+defs = Definitions(jobs=[make(i) for i in range(1000)], name="noise")
+"""
+
+
 class Bus:
     """The test's own NATS connection: sends work items, collects results."""
 
@@ -141,9 +160,16 @@ async def test_a_snapshot_larger_than_a_nats_message_arrives_compressed(
     bus: Bus, nats_server, tmp_path: Path
 ) -> None:
     (tmp_path / "huge_location.py").write_text(HUGE_LOCATION_CODE)
+    (tmp_path / "noise_location.py").write_text(RANDOM_LOCATION_CODE)
     huge = LocationConfig(name="huge", module="huge_location", working_directory=str(tmp_path))
+    noise = LocationConfig(name="noise", module="noise_location", working_directory=str(tmp_path))
     async with running(settings_for(nats_server.url)):
         result = await bus.load(huge)
+        too_large = await bus.load(noise)
+    # What does not fit even compressed is a clear failure, not a result that never comes.
+    assert not too_large.ok and too_large.error is not None
+    assert too_large.error.cls_name == "ResultTooLarge"
+    assert "max_payload of 1048576 bytes" in too_large.error.message
     assert result.ok, result.error
     assert bus.nc.max_payload == 1024 * 1024  # the server's default: the limit that matters
     assert SNAPSHOT_ZLIB_KEY in result.payload
@@ -341,15 +367,28 @@ async def test_cold_starts_are_bounded_not_runs_in_flight(
         )
         for _ in range(6)
     ]
+    health = WorkItem(
+        id=new_id(),
+        kind=WorkKind.CHECK_RUN_HEALTH,
+        location=location,
+        payload={"run_id": launches[0].payload["run_id"]},
+    )
+    # Two launch slots: launches waiting for a start slot fill them.
     settings = settings_for(
-        nats_server.url, warm_start=False, max_concurrent_cold_starts=2, max_concurrency=8
+        nats_server.url, warm_start=False, max_concurrent_cold_starts=2, max_concurrency=2
     )
     async with running(settings) as service:
         for launch in launches:
             await bus.send(launch)
+        await bus.send(health)
         exits = [await bus.result(lambda r, w=w: r.id == f"{w.id}.exit") for w in launches]
         gate = service._substrate.cold_starts  # type: ignore[attr-defined]
     assert all(e.ok for e in exits), [e.payload for e in exits]
+    # The health check did not wait behind launches waiting for a start slot: at most the
+    # two that started at once were reported before it.
+    ids = [r.id for r in bus.results]
+    launched_before = {w.id for w in launches} & set(ids[: ids.index(health.id)])
+    assert len(launched_before) <= 2
     seen = [int(line) for line in counts.read_text().split()]
     assert len(seen) == 6
     # Never more than two interpreters importing at once (six would, unbounded).

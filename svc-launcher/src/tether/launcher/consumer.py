@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 #: Kinds that start, stop or probe run workers; they never wait behind code-server calls.
 RUN_KINDS = frozenset({WorkKind.LAUNCH_RUN, WorkKind.TERMINATE_RUN, WorkKind.CHECK_RUN_HEALTH})
 
+#: Run kinds that never wait behind launches either: a launch may wait for a cold-start
+#: slot (``max_concurrent_cold_starts``), a termination or health check must not.
+RUN_CONTROL_KINDS = frozenset({WorkKind.TERMINATE_RUN, WorkKind.CHECK_RUN_HEALTH})
+
 #: User-defined sensors run often and may be slow; they get slots of their own so they
 #: never delay schedules, partition queries or location loads either.
 SENSOR_KINDS = frozenset({WorkKind.EVALUATE_SENSOR})
@@ -39,10 +43,11 @@ def consumer_name(substrate: str) -> str:
 class WorkConsumer:
     """Fetches work items in batches and handles them concurrently.
 
-    Three semaphores of ``max_concurrency`` each (run kinds, sensor evaluations, other
-    code-server kinds) keep a slow code server or sensor from delaying run launches, and
-    a slow sensor from delaying schedules. At most three times that many messages are
-    fetched and unfinished at once; each of them is kept alive with ``in_progress()``.
+    Four semaphores of ``max_concurrency`` each (launches, terminations and health checks,
+    sensor evaluations, other code-server kinds) keep a slow code server or sensor from
+    delaying run launches, launches waiting for a cold-start slot from delaying
+    terminations, and a slow sensor from delaying schedules. At most four times that many
+    messages are fetched and unfinished at once; each is kept alive with ``in_progress()``.
 
     Args:
         js: JetStream context.
@@ -63,9 +68,10 @@ class WorkConsumer:
         self._handlers = handlers
         self._publisher = publisher
         self._run_slots = asyncio.Semaphore(settings.max_concurrency)
+        self._run_control_slots = asyncio.Semaphore(settings.max_concurrency)
         self._codeserver_slots = asyncio.Semaphore(settings.max_concurrency)
         self._sensor_slots = asyncio.Semaphore(settings.max_concurrency)
-        self._capacity = 3 * settings.max_concurrency
+        self._capacity = 4 * settings.max_concurrency
         self._free = asyncio.Semaphore(self._capacity)
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -168,7 +174,9 @@ class WorkConsumer:
             await self._publisher.dead_letter(msg, f"malformed work item: {err}")
             await msg.term()
             return
-        if item.kind in RUN_KINDS:
+        if item.kind in RUN_CONTROL_KINDS:
+            slots = self._run_control_slots
+        elif item.kind in RUN_KINDS:
             slots = self._run_slots
         elif item.kind in SENSOR_KINDS:
             slots = self._sensor_slots

@@ -64,12 +64,9 @@ class Publisher:
         self._retry_timeout = retry_timeout_s
         self._max_payload = max_payload
 
-    def too_large(self, result: WorkResult) -> str | None:
-        """Why ``result`` cannot be published (it exceeds ``max_payload``), else None."""
-        if self._max_payload is None:
-            return None
-        size = len(encode(result))
-        if size + _HEADER_ROOM <= self._max_payload:
+    def _too_large(self, result: WorkResult, size: int) -> str | None:
+        """Why ``result`` (``size`` bytes encoded) cannot be published, else None."""
+        if self._max_payload is None or size + _HEADER_ROOM <= self._max_payload:
             return None
         return (
             f"the {result.kind} result is {size} bytes, more than the NATS server's "
@@ -83,7 +80,8 @@ class Publisher:
         A result too large for a NATS message is replaced by a failed one saying so (same
         id), so that the control plane learns why instead of waiting forever.
         """
-        if (reason := self.too_large(result)) is not None:
+        body = encode(result)
+        if (reason := self._too_large(result, len(body))) is not None:
             log.warning("result %s: %s", result.id, reason)
             result = result.model_copy(
                 update={
@@ -92,8 +90,9 @@ class Publisher:
                     "error": ErrorInfo(cls_name="ResultTooLarge", message=reason),
                 }
             )
+            body = encode(result)
         headers = telemetry.inject({MSG_ID_HEADER: result.id})
-        await self._publish(subjects.results(result.kind), encode(result), dict(headers))
+        await self._publish(subjects.results(result.kind), body, dict(headers))
 
     async def dead_letter(self, msg: Msg, reason: str, source: Stream = Stream.WORK) -> None:
         """Copy ``msg`` (body and headers) to the dead-letter subject of ``source``."""
