@@ -152,6 +152,14 @@ def test_launchpad_validates_and_a_failed_run_shows_its_error(
         )
         page.screenshot(path=str(ARTIFACTS / "run-fails.png"), full_page=True)
 
+        # Re-execute from failure: a new run of the steps that did not succeed.
+        failed_url = page.url.split("?")[0]
+        page.get_by_role("button", name="Re-execute from failure").click()
+        page.wait_for_url(lambda url: "/runs/" in url and url.split("?")[0] != failed_url)
+        page.get_by_text("from failure: steps").wait_for()
+        assert "explode, after_explode" in page.locator(".page-head").inner_text()
+        page.wait_for_selector('#live[data-status="FAILURE"]', timeout=90_000)
+
         # A wider graph, drawn in layers.
         page.goto(f"{stack.config.url}/locations/examples/jobs/fan_out_fan_in")
         assert page.locator("svg.dag g.dag-node").count() >= 5
