@@ -33,6 +33,8 @@ def _reserve_stdout() -> IO[str]:
 
 def run_code_server(location_json: str, *, host: str | None, port: int | None) -> int:
     """Run a code server until SIGTERM/SIGINT; return the process exit code."""
+    # Noted first: the launcher may die while the location's code is still importing.
+    parent = os.getppid()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = CodeServerSettings(**overrides)
     setup_logging(settings.log_level)
@@ -55,16 +57,16 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
         )
     service = CodeServerService(loaded, settings, ready_stream)
     try:
-        asyncio.run(_serve(service, settings))
+        asyncio.run(_serve(service, settings, parent))
     except KeyboardInterrupt:
         pass
     return 0
 
 
-async def _serve(service: CodeServerService, settings: CodeServerSettings) -> None:
+async def _serve(service: CodeServerService, settings: CodeServerSettings, parent: int) -> None:
     watch = None
     if service.lifeline.grace_s is not None:
-        watch = asyncio.create_task(_watch_parent(service, settings.orphan_output))
+        watch = asyncio.create_task(_watch_parent(service, parent, settings.orphan_output))
     try:
         await serve(service, graceful_shutdown_timeout=settings.graceful_shutdown_timeout)
     finally:
@@ -73,12 +75,11 @@ async def _serve(service: CodeServerService, settings: CodeServerSettings) -> No
 
 
 async def _watch_parent(
-    service: CodeServerService, orphan_output: str, interval_s: float = 0.5
+    service: CodeServerService, parent: int, orphan_output: str, interval_s: float = 0.5
 ) -> None:
     """Stop once the parent launcher is gone and no launcher adopted us within the grace."""
     lifeline = service.lifeline
     # A parent that dies (even by SIGKILL) gets us re-parented: the pid we see changes.
-    parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(interval_s)
     lifeline.orphan()
