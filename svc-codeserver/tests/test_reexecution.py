@@ -202,6 +202,12 @@ async def test_missing_parent_outputs_fail_the_run_naming_them(runs: _Runs) -> N
     assert unknown_parent in failure.message
     assert failure.data["missing_outputs"] == [{"step_key": "first", "output": "result"}]
 
+    _, events = await runs.run(
+        "pipeline", "in_process", step_selection=["third"], parent_run_id="../outside"
+    )
+    assert [e.event_type for e in events] == [E.RUN_FAILURE]
+    assert "'../outside' is not a run id" in events[0].message
+
     _, events = await runs.run("pipeline", "in_process", step_selection=["second", "nope"])
     assert [e.event_type for e in events] == [E.RUN_FAILURE]
     assert "does not have: nope" in events[0].message

@@ -9,6 +9,7 @@ from controlplane_testkit import EVENTS, Api, example_snapshot
 from tether.controlplane import auth
 from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.daemons import RunCoordinator
+from tether.controlplane.db.models import Run
 from tether.controlplane.reexecute import steps_from_failure
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.messages import (
@@ -192,6 +193,13 @@ async def test_a_step_selection_tag_must_name_steps_of_the_job(api: Api) -> None
         tags={"tether/step_selection": "b,zz"},
     )
     assert "unknown: zz" in body["errors"][0]["message"]
+    body = await api.post(
+        'mutation($tags: JSON) { launchRun(locationName: "loc", jobName: "diamond", '
+        "tags: $tags) { __typename } }",
+        token=api.admin_token,
+        tags={"tether/step_selection": "b", "tether/parent_run_id": "../elsewhere"},
+    )
+    assert "tether/parent_run_id names no run of this deployment" in body["errors"][0]["message"]
     ok = await api.launch("diamond", tags={"tether/step_selection": "a"})
     assert ok["__typename"] == "LaunchRunSuccess"
     assert (await _launch_payload(api, ok["run"]["id"])).step_selection == ["a"]
@@ -256,9 +264,12 @@ async def test_a_held_reexecution_keeps_its_selection_when_the_coordinator_launc
                 admin_token=admin,
             )
             await api.load()
-            tags = {"tether/parent_run_id": "p1", "tether/step_selection": "b"}
+            parent_id = (await api.launch())["run"]["id"]
+            async with cp.db.transaction() as session:
+                (await session.get(Run, parent_id)).status = "FAILURE"  # type: ignore[union-attr]
+            tags = {"tether/parent_run_id": parent_id, "tether/step_selection": "b"}
             run_id = (await api.launch(tags=tags))["run"]["id"]
             assert await api.claim() == []  # held for the coordinator
             assert await RunCoordinator(cp.db, cp.queue, max_concurrent_runs=1).check() == [run_id]
             payload = await _launch_payload(api, run_id)
-            assert (payload.step_selection, payload.parent_run_id) == (["b"], "p1")
+            assert (payload.step_selection, payload.parent_run_id) == (["b"], parent_id)

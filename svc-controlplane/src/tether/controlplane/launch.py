@@ -235,6 +235,10 @@ async def queue_run(
                 f"tag {STEP_SELECTION_TAG} must name steps of job {job_name!r}, comma-separated"
                 + (f"; unknown: {', '.join(unknown)}" if unknown else "; it names none")
             )
+        parent_id = tags.get(PARENT_RUN_TAG)
+        # The worker reads the parent's stored outputs: only a run of this deployment.
+        if parent_id is not None and await runs.get_run(session, deployment_id, parent_id) is None:
+            raise BadInputError(f"tag {PARENT_RUN_TAG} names no run of this deployment")
     errors = validate_run_config(job.config_schema, run_config)
     if errors:
         return InvalidRunConfig(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from tether.codeserver.worker.outputs import MissingParentOutput, StepOutputStorage
 from tether.sdk import RESULT, JobDefinition
+from tether.shared.errors import ContractError
+from tether.shared.subjects import token
 
 __all__ = ["SelectionError", "StepPlan", "plan_steps"]
 
@@ -65,6 +67,12 @@ def plan_steps(
     names = [n.name for n in job.nodes]
     if step_selection is None:
         return StepPlan(selected=names)
+    if parent_run_id is not None:
+        try:
+            # It becomes a directory name: nothing may lead outside the storage directory.
+            token(parent_run_id)
+        except ContractError:
+            raise SelectionError(f"parent run id {parent_run_id!r} is not a run id") from None
     unknown = sorted(set(step_selection) - set(names))
     if unknown:
         raise SelectionError(
