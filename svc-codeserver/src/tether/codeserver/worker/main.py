@@ -25,7 +25,7 @@ from tether.codeserver.worker.multiprocess import (
 from tether.codeserver.worker.outputs import StepOutputStorage
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.run_config import RunConfigError, resolve_op_configs
-from tether.codeserver.worker.selection import SelectionError, plan_steps
+from tether.codeserver.worker.selection import SelectionError, StepPlan, plan_steps
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.shared.errors import ContractError
 from tether.shared.messages import ErrorInfo, EventType, ExecuteRunArgs, decode
@@ -119,22 +119,15 @@ class RunWorker:
             "pid": os.getpid(),
             "executor": executor_choice(job, run.run_config)[0],
         }
+        message = f"Started run of job {job.name!r}."
         if run.step_selection is not None:
+            message += _selection_note(plan, run.parent_run_id)
             start_data |= {
                 "step_selection": plan.selected,
                 "parent_run_id": run.parent_run_id,
                 "reused_steps": plan.reused,
             }
-        self._emitter.emit(
-            EventType.RUN_START,
-            message=f"Started run of job {job.name!r}."
-            + (
-                f" Re-executing {', '.join(plan.selected)} from run {run.parent_run_id}."
-                if run.step_selection is not None
-                else ""
-            ),
-            data=start_data,
-        )
+        self._emitter.emit(EventType.RUN_START, message=message, data=start_data)
         executor_name, max_concurrent = executor_choice(job, run.run_config)
         executor: JobExecutor | MultiprocessExecutor
         if executor_name == MULTIPROCESS:
@@ -187,6 +180,14 @@ class RunWorker:
             )
         self._emitter.emit(EventType.RUN_SUCCESS, message=f"Finished run of job {job.name!r}.")
         return EventType.RUN_SUCCESS
+
+
+def _selection_note(plan: StepPlan, parent_run_id: str | None) -> str:
+    """How RUN_START describes a run of selected steps."""
+    note = f" Executing only {', '.join(plan.selected)}"
+    if parent_run_id is not None:
+        note += f", reusing the outputs of run {parent_run_id}"
+    return note + "."
 
 
 def _worker_logging(level: str) -> int:

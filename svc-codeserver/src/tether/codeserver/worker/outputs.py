@@ -86,10 +86,10 @@ class StepOutputStorage:
                 left beside the missing file, so a re-execution that needs it can tell.
         """
         target = self.path(step_key, output)
-        target.parent.mkdir(parents=True, exist_ok=True)
         # A private name per writer: two attempts of a step never write the same partial.
         partial = target.with_name(f".{output}.{os.getpid()}.{threading.get_ident()}.partial")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with partial.open("wb") as f:
                 pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
             partial.replace(target)
