@@ -9,6 +9,7 @@ boto3 is imported lazily: it is an optional dependency (``tether-logship[s3]``).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from typing import Any
 
@@ -50,6 +51,9 @@ class S3LogStore:
     def __init__(self, settings: LogShipSettings) -> None:
         if not settings.s3_bucket:
             raise LogStoreError("no S3 bucket configured (TETHER_LOGSHIP_S3_BUCKET)")
+        # Refuse at startup rather than retry every batch forever without boto3.
+        if importlib.util.find_spec("boto3") is None:
+            raise LogStoreError("S3 compute logs need boto3: install tether-logship[s3]")
         self.bucket = settings.s3_bucket
         self.prefix = settings.s3_prefix
         self._settings = settings
