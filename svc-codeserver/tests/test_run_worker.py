@@ -496,6 +496,43 @@ async def test_output_is_captured_at_fd_level_in_offset_chunks(nats_server, tmp_
     await nc.close()
 
 
+@pytest.mark.parametrize("executor", ["in_process", "multiprocess"])
+async def test_huge_output_is_kept_as_head_and_tail(
+    nats_server, tmp_path: Path, executor: str
+) -> None:
+    path = tmp_path / "capture_location.py"
+    path.write_text(CAPTURE_LOCATION)
+    nc, js = await _connect(nats_server.url)
+    await _declare(js)
+    config = {"execution": {"multiprocess": {}}} if executor == "multiprocess" else {}
+    location = LocationConfig(name="cap", python_file=str(path))
+    args = run_args(location, nats_server.url, "capture", config)
+    code, stderr = await run_worker(
+        args, TETHER_RUN_WORKER_LOG_HEAD_BYTES="1000", TETHER_RUN_WORKER_LOG_TAIL_BYTES="500"
+    )
+    assert code == 0, stderr
+    chunks = await read_logs(js, args.run.run_id)
+    whole = (
+        b"from print\nfrom os.write\nfrom a subprocess\n"
+        + b"x" * 200_000
+        + b"\n"
+        + b"not utf-8: \xff\xfe\x00 end\n"
+    )
+    omitted = len(whole) - 1500
+    assert output_of(chunks, "noisy", LogStream.STDOUT) == (
+        whole[:1000]
+        + f"\n[tether: {omitted:,} bytes of stdout omitted; kept the first 1,000 and the "
+        f"last 500 bytes]\n".encode()
+        + whole[-500:]
+    )
+    # Small streams are untouched, and the run is unaffected.
+    assert output_of(chunks, "noisy", LogStream.STDERR) == b"subprocess err\n"
+    assert output_of(chunks, "after_noisy", LogStream.STDOUT) == b"async op got 7\n"
+    events = await read_events(js, args.run.run_id)
+    assert events[-1][1].event_type is E.RUN_SUCCESS
+    await nc.close()
+
+
 async def test_waits_for_streams_declared_late(nats_server, examples_location) -> None:
     nc, js = await _connect(nats_server.url)
     # A plain subscriber sees the worker's first publish attempt, proving it happened

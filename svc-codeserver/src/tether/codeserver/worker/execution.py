@@ -265,6 +265,8 @@ class JobExecutor:
             chunk_bytes=self._settings.log_chunk_bytes,
             linger=self._settings.log_linger,
             drain_timeout=self._settings.capture_drain_timeout,
+            head_bytes=self._settings.log_head_bytes,
+            tail_bytes=self._settings.log_tail_bytes,
         )
         context = self._context(node, attempt)
         outcome = _Attempt()

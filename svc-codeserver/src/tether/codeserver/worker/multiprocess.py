@@ -358,7 +358,13 @@ class MultiprocessExecutor:
             os.close(fd)
         readers = [
             _PipeReader(
-                stream, read_fd, chunks, self._settings.log_chunk_bytes, self._settings.log_linger
+                stream,
+                read_fd,
+                chunks,
+                self._settings.log_chunk_bytes,
+                self._settings.log_linger,
+                self._settings.log_head_bytes,
+                self._settings.log_tail_bytes,
             )
             for stream, (read_fd, _) in pipes.items()
         ]

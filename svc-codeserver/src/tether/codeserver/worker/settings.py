@@ -33,6 +33,18 @@ class RunWorkerSettings(BaseSettings):
     log_linger: float = Field(
         default=0.05, ge=0, description="Seconds to wait for more output before sending a chunk."
     )
+    log_head_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Bytes of each step's stdout (and of its stderr) published as they come; "
+        "past them only the last log_tail_bytes are kept, published when the step ends after "
+        "a line saying how much was omitted. 0: keep everything.",
+    )
+    log_tail_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="Bytes kept from the end of a step's stream once log_head_bytes is reached.",
+    )
     capture_drain_timeout: float = Field(
         default=5.0,
         ge=0,
