@@ -334,7 +334,8 @@ class Aws:
     def substrate(self, agent: str = AGENT, *, start_timeout_s: float = 30, **updates: Any):
         from tether.launcher.ecs import EcsSubstrate
 
-        tuning = {k: updates.pop(k) for k in ("failed_tasks_limit", "orphan_age_s") if k in updates}
+        names = ("failed_tasks_limit", "orphan_age_s", "missing_grace_s")
+        tuning = {k: updates.pop(k) for k in names if k in updates}
         return EcsSubstrate(
             agent_id=agent,
             settings=self.settings(**updates),
@@ -686,18 +687,31 @@ async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: lis
     assert await waiting == 0
     assert substrate.poll_run(handle) == 0
 
-    # moto's own lifecycle: RUNNING, DEACTIVATING, STOPPING, DEPROVISIONING, STOPPED.
+    # moto's own lifecycle: RUNNING, DEACTIVATING, STOPPING, DEPROVISIONING, STOPPED. Many
+    # runs are awaited together: one DescribeTasks per round for all of them.
     aws.let_tasks_progress()
-    finished = await substrate.launch_run(run_args(loc), {})
-    assert await substrate.run_alive(finished)  # DEACTIVATING: still alive
-    assert await substrate.wait_run(finished) == 0
-    assert not await substrate.run_alive(finished)
+    many = [await substrate.launch_run(run_args(loc), {}) for _ in range(3)]
+    assert await substrate.run_alive(many[0])  # DEACTIVATING: still alive
+    describes: list[int] = []
+    substrate._ecs.meta.events.register(
+        "before-parameter-build.ecs.DescribeTasks",
+        lambda params, **_: describes.append(len(params["tasks"])),
+    )
+    assert await asyncio.gather(*(substrate.wait_run(h) for h in many)) == [0, 0, 0]
+    assert describes and max(describes) == 3
+    assert not await substrate.run_alive(many[0])
 
-    # A task ECS does not know (stopped long ago): not alive, nothing to stop, no exit code.
+    # A task ECS does not know: not alive, nothing to stop; waited for a grace (ECS shows
+    # a new task with a delay), then no exit code.
+    lost = aws.substrate(missing_grace_s=0.3)
+    closing.append(lost)
     ghost = RunWorkerHandle("ghost", worker_id=f"arn:aws:ecs:{REGION}:123456789012:task/x/0")
-    assert not await substrate.run_alive(ghost)
-    assert await substrate.terminate_run(ghost, 1) is False
-    assert await substrate.wait_run(ghost) == -1
+    assert not await lost.run_alive(ghost)
+    assert await lost.terminate_run(ghost, 1) is False
+    waiting = asyncio.create_task(lost.wait_run(ghost))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    assert await waiting == -1
 
 
 async def test_bad_settings_and_a_missing_cluster_fail_clearly(
@@ -841,7 +855,7 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
             calls.add(f"{prefix}:TagResource")  # tagging on create needs it too
 
     for client in (substrate._ecs, substrate._discovery._client):
-        client.meta.events.register("before-call", record)
+        client.meta.events.register("before-parameter-build", record)
 
     loc = location()
     start = asyncio.create_task(substrate.start_code_server(loc))
@@ -858,7 +872,13 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
     assert await substrate.wait_run(run) == 0
     await substrate.stop_code_server(handle)
 
-    assert {"ecs:CreateService", "ecs:RunTask", "servicediscovery:CreateService"} <= calls
+    assert {
+        "ecs:CreateService",
+        "ecs:RunTask",
+        "ecs:TagResource",
+        "servicediscovery:CreateService",
+        "servicediscovery:TagResource",
+    } <= calls
     assert calls - allowed == set()
     assert "iam:PassRole" in allowed
 

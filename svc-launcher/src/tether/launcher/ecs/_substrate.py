@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import boto3
@@ -88,6 +89,7 @@ class EcsSubstrate:
         failed_tasks_limit: stopped tasks after which a starting code server fails.
         orphan_age_s: age after which a Cloud Map service of this agent that no ECS
             service uses is deleted (checked once, after the first code server started).
+        missing_grace_s: how long a launched task ECS does not show yet is waited for.
 
     Raises:
         LauncherError: no AWS region is configured.
@@ -106,6 +108,7 @@ class EcsSubstrate:
         stop_grace_s: float = 10.0,
         failed_tasks_limit: int = FAILED_TASKS_LIMIT,
         orphan_age_s: float = 600.0,
+        missing_grace_s: float = 60.0,
     ) -> None:
         self._agent = agent_id
         self._settings = settings
@@ -139,6 +142,9 @@ class EcsSubstrate:
         self._alive: dict[str, bool] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._exits: dict[str, int] = {}
+        self._waiting: dict[str, _TaskWaiter] = {}
+        self._task_poller: asyncio.Task[None] | None = None
+        self._missing_grace = missing_grace_s
         self._orphan_age = orphan_age_s
         self._sweeping: asyncio.Task[list[str]] | None = None
 
@@ -580,36 +586,72 @@ class EcsSubstrate:
         return task is not None and task_state(task, RUN_CONTAINER).alive
 
     async def wait_run(self, handle: RunWorkerHandle) -> int:
-        """Poll ``DescribeTasks`` until the task stopped; its container's exit code.
+        """Wait until the run's task stopped; its container's exit code.
 
-        -1 when the container never ran (image pull failure, no capacity...) or ECS no
-        longer knows the task; the reason is logged.
+        One poller describes every awaited task (100 per ``DescribeTasks`` call) each
+        ``poll_interval_s``, so many runs do not multiply the API calls. -1 when the
+        container never ran (image pull failure, no capacity...) or ECS does not know the
+        task (after ``missing_grace_s`` for a task never seen: ECS is eventually
+        consistent right after RunTask); the reason is logged.
         """
         arn = _task_arn(handle)
-        while True:
-            try:
-                task = await self._task(arn)
-            except (ClientError, BotoCoreError) as err:
-                # The run goes on whatever the API does: read again later.
-                log.warning("reading task of run %s: %s", handle.run_id, self._explain(err))
-                await asyncio.sleep(self._settings.poll_interval_s)
-                continue
-            if task is None:
-                log.warning("task of run %s is unknown to ECS", handle.run_id)
-                self._exits[arn] = NO_EXIT_CODE
-                return NO_EXIT_CODE
+        waiter = self._waiting.get(arn)
+        if waiter is None:
+            loop = asyncio.get_running_loop()
+            waiter = _TaskWaiter(loop.create_future(), since=loop.time())
+            self._waiting[arn] = waiter
+        if self._task_poller is None or self._task_poller.done():
+            self._task_poller = asyncio.create_task(self._poll_tasks())
+        # Shielded: a cancelled wait (a detached monitor) leaves the shared future alone.
+        task = await asyncio.shield(waiter.future)
+        if task is None:
+            log.warning("task of run %s is unknown to ECS", handle.run_id)
+            code = NO_EXIT_CODE
+        else:
             state = task_state(task, RUN_CONTAINER)
-            if state.exit_code is not None:
-                if state.exit_code != 0:
-                    log.warning(
-                        "task of run %s stopped with %d: %s",
-                        handle.run_id,
-                        state.exit_code,
-                        state.reason,
+            code = NO_EXIT_CODE if state.exit_code is None else state.exit_code
+            if code != 0:
+                log.warning("task of run %s stopped with %d: %s", handle.run_id, code, state.reason)
+        self._exits[arn] = code
+        return code
+
+    async def _poll_tasks(self) -> None:
+        """Describe every awaited task until none is awaited; resolve the stopped ones."""
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            arns = list(self._waiting)
+            for start in range(0, len(arns), 100):  # DescribeTasks takes 100 at a time
+                chunk = arns[start : start + 100]
+                try:
+                    described = await self._call(
+                        self._ecs.describe_tasks, cluster=self._settings.cluster, tasks=chunk
                     )
-                self._exits[arn] = state.exit_code
-                return state.exit_code
-            await asyncio.sleep(self._settings.poll_interval_s)
+                except (ClientError, BotoCoreError) as err:
+                    # The runs go on whatever the API does: read again next round.
+                    log.warning("reading run tasks: %s", self._explain(err))
+                    continue
+                except Exception:
+                    # Anything else must not end this loop either: every wait_run of
+                    # this launcher hangs on it.
+                    log.exception("reading run tasks")
+                    continue
+                found = {t.get("taskArn"): t for t in described.get("tasks", [])}
+                for arn in chunk:
+                    waiter = self._waiting.get(arn)
+                    if waiter is None:
+                        continue
+                    task = found.get(arn)
+                    if task is not None:
+                        waiter.seen = True
+                        if task_state(task, RUN_CONTAINER).alive:
+                            continue
+                    elif not waiter.seen and loop.time() - waiter.since < self._missing_grace:
+                        continue
+                    del self._waiting[arn]
+                    if not waiter.future.done():
+                        waiter.future.set_result(None if task is None else dict(task))
+            if self._waiting:
+                await asyncio.sleep(self._settings.poll_interval_s)
 
     def poll_run(self, handle: RunWorkerHandle) -> int | None:
         """The exit code :meth:`wait_run` observed, else None (no API call)."""
@@ -622,8 +664,19 @@ class EcsSubstrate:
         self._watchers.clear()
         if self._sweeping is not None:
             self._sweeping.cancel()
+        if self._task_poller is not None:
+            self._task_poller.cancel()
         self._discovery.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _TaskWaiter:
+    """Those waiting for one run task to stop: its final description, or None if unknown."""
+
+    future: asyncio.Future[dict[str, Any] | None]
+    since: float
+    seen: bool = False
 
 
 def _service_name(native: object) -> str:
