@@ -378,8 +378,8 @@ def run_overrides(args: ExecuteRunArgs, env: Mapping[str, str], python: str) -> 
 
 
 def started_by(run_id: str) -> str:
-    """RunTask's ``startedBy`` (36 letters, digits, '-', '_', '/' at most): the run id."""
-    return _STARTED_BY_UNSAFE.sub("_", run_id)[:36] or "tether"
+    """RunTask's ``startedBy`` (128 letters, digits, '-', '_', '/' at most): the run id."""
+    return _STARTED_BY_UNSAFE.sub("_", run_id)[:128] or "tether"
 
 
 def client_token(run_id: str) -> str:
