@@ -11,23 +11,21 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from tether.launcher.ecs._discovery import CloudMapRegistry, error_code
+from tether.launcher.ecs._runs import RunTasks
 from tether.launcher.ecs._taskdefs import (
     CODE_SERVER_CONTAINER,
     ROLE_CODE_SERVER,
-    RUN_CONTAINER,
     TAG_AGENT,
     TAG_CONTENT,
     TAG_MANAGED_BY,
     TAG_ROLE,
     EcsConfigError,
-    client_token,
     code_server_address,
     code_server_name,
     code_server_tags,
@@ -38,21 +36,16 @@ from tether.launcher.ecs._taskdefs import (
     has_tags,
     image_of,
     network_configuration,
-    run_overrides,
-    run_tags,
-    run_task_definition,
-    started_by,
     tag_value,
     tags_of,
 )
 from tether.launcher.ecs._tasks import (
     NO_EXIT_CODE,
-    failures_message,
     is_healthy_service_task,
     task_state,
 )
 from tether.launcher.ecs.settings import EcsSettings
-from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
+from tether.launcher.errors import CodeServerStartError, LauncherError
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
@@ -114,7 +107,6 @@ class EcsSubstrate:
         self._settings = settings
         self._python = python
         self._start_timeout = start_timeout_s
-        self._stop_grace = stop_grace_s
         self._failed_limit = failed_tasks_limit
         # Standard retry mode: throttling and 5xx are retried with backoff by botocore.
         config = Config(retries={"mode": "standard", "max_attempts": 5})
@@ -141,10 +133,18 @@ class EcsSubstrate:
         self._taskdef_locks: dict[str, asyncio.Lock] = {}
         self._alive: dict[str, bool] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._exits: dict[str, int] = {}
-        self._waiting: dict[str, _TaskWaiter] = {}
-        self._task_poller: asyncio.Task[None] | None = None
-        self._missing_grace = missing_grace_s
+        self._runs = RunTasks(
+            ecs=self._ecs,
+            call=self._call,
+            explain=self._explain,
+            task_definitions=self._ensure_task_definition,
+            settings=settings,
+            agent_id=agent_id,
+            python=python,
+            region=self._region,
+            stop_grace_s=stop_grace_s,
+            missing_grace_s=missing_grace_s,
+        )
         self._orphan_age = orphan_age_s
         self._sweeping: asyncio.Task[list[str]] | None = None
 
@@ -498,164 +498,23 @@ class EcsSubstrate:
                 ECS's overrides), AWS refused the task (missing cluster...), or RunTask
                 reported failures (no capacity...), with AWS's message.
         """
-        location = args.location
-        run_id = args.run.run_id
-        s = self._settings
-        try:
-            image = image_of(location, s)
-            network = network_configuration(location, s)
-            body = run_task_definition(
-                location,
-                s,
-                image=image,
-                agent_id=self._agent,
-                region=self._region,
-                stop_grace_s=self._stop_grace,
-            )
-            overrides = run_overrides(args, env, self._python)
-        except EcsConfigError as err:
-            raise RunLaunchError(str(err)) from err
-        try:
-            taskdef = await self._ensure_task_definition(body)
-            response = await self._call(
-                self._ecs.run_task,
-                cluster=s.cluster,
-                taskDefinition=taskdef,
-                count=1,
-                launchType=s.launch_type,
-                networkConfiguration=network,
-                overrides=overrides,
-                startedBy=started_by(run_id),
-                # Idempotent per run: botocore's retry of a RunTask whose answer was lost,
-                # or a redelivered launch, gets the same task instead of a second one.
-                clientToken=client_token(run_id),
-                tags=ecs_tags(run_tags(args, self._agent)),
-                enableECSManagedTags=True,
-            )
-        except (ClientError, BotoCoreError) as err:
-            raise RunLaunchError(
-                f"AWS refused the task of run {run_id}: {self._explain(err)}"
-            ) from err
-        tasks = response.get("tasks", [])
-        if response.get("failures") or not tasks:
-            raise RunLaunchError(
-                f"ECS could not start the task of run {run_id}: "
-                f"{failures_message(response.get('failures', []))}"
-            )
-        arn = str(tasks[0]["taskArn"])
-        log.info("run %s: task %s", run_id, arn)
-        return RunWorkerHandle(run_id, native=arn, worker_id=arn)
-
-    async def _task(self, arn: str) -> dict[str, Any] | None:
-        """The task ``arn`` as DescribeTasks reports it; None when ECS does not know it."""
-        described = await self._call(
-            self._ecs.describe_tasks, cluster=self._settings.cluster, tasks=[arn]
-        )
-        for task in described.get("tasks", []):
-            if task.get("taskArn") == arn:
-                return dict(task)
-        return None  # reported under "failures" (MISSING): stopped long ago or never ours
+        return await self._runs.launch(args, env)
 
     async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
-        """``StopTask`` with a reason (SIGTERM, SIGKILL after the task's ``stopTimeout``).
-
-        ``grace_s`` is fixed per task definition (``stopTimeout``, at most 120 s on
-        Fargate): the launcher's ``terminate_grace_s`` when the definition was registered.
-        """
-        arn = _task_arn(handle)
-        task = await self._task(arn)
-        if task is None or not task_state(task, RUN_CONTAINER).alive:
-            return False
-        try:
-            await self._call(
-                self._ecs.stop_task,
-                cluster=self._settings.cluster,
-                task=arn,
-                reason=f"Tether: run {handle.run_id} terminated"[:255],
-            )
-        except ClientError as err:
-            if error_code(err) == "InvalidParameterException":
-                return False  # gone meanwhile
-            raise
-        log.info("run %s: stopping task %s", handle.run_id, arn)
-        return True
+        """``StopTask`` with a reason (SIGTERM, SIGKILL after the task's ``stopTimeout``)."""
+        return await self._runs.terminate(handle, grace_s)
 
     async def run_alive(self, handle: RunWorkerHandle) -> bool:
         """Whether the run's task has not stopped (starting, running or stopping)."""
-        task = await self._task(_task_arn(handle))
-        return task is not None and task_state(task, RUN_CONTAINER).alive
+        return await self._runs.alive(handle)
 
     async def wait_run(self, handle: RunWorkerHandle) -> int:
-        """Wait until the run's task stopped; its container's exit code.
-
-        One poller describes every awaited task (100 per ``DescribeTasks`` call) each
-        ``poll_interval_s``, so many runs do not multiply the API calls. -1 when the
-        container never ran (image pull failure, no capacity...) or ECS does not know the
-        task (after ``missing_grace_s`` for a task never seen: ECS is eventually
-        consistent right after RunTask); the reason is logged.
-        """
-        arn = _task_arn(handle)
-        waiter = self._waiting.get(arn)
-        if waiter is None:
-            loop = asyncio.get_running_loop()
-            waiter = _TaskWaiter(loop.create_future(), since=loop.time())
-            self._waiting[arn] = waiter
-        if self._task_poller is None or self._task_poller.done():
-            self._task_poller = asyncio.create_task(self._poll_tasks())
-        # Shielded: a cancelled wait (a detached monitor) leaves the shared future alone.
-        task = await asyncio.shield(waiter.future)
-        if task is None:
-            log.warning("task of run %s is unknown to ECS", handle.run_id)
-            code = NO_EXIT_CODE
-        else:
-            state = task_state(task, RUN_CONTAINER)
-            code = NO_EXIT_CODE if state.exit_code is None else state.exit_code
-            if code != 0:
-                log.warning("task of run %s stopped with %d: %s", handle.run_id, code, state.reason)
-        self._exits[arn] = code
-        return code
-
-    async def _poll_tasks(self) -> None:
-        """Describe every awaited task until none is awaited; resolve the stopped ones."""
-        loop = asyncio.get_running_loop()
-        while self._waiting:
-            arns = list(self._waiting)
-            for start in range(0, len(arns), 100):  # DescribeTasks takes 100 at a time
-                chunk = arns[start : start + 100]
-                try:
-                    described = await self._call(
-                        self._ecs.describe_tasks, cluster=self._settings.cluster, tasks=chunk
-                    )
-                except (ClientError, BotoCoreError) as err:
-                    # The runs go on whatever the API does: read again next round.
-                    log.warning("reading run tasks: %s", self._explain(err))
-                    continue
-                except Exception:
-                    # Anything else must not end this loop either: every wait_run of
-                    # this launcher hangs on it.
-                    log.exception("reading run tasks")
-                    continue
-                found = {t.get("taskArn"): t for t in described.get("tasks", [])}
-                for arn in chunk:
-                    waiter = self._waiting.get(arn)
-                    if waiter is None:
-                        continue
-                    task = found.get(arn)
-                    if task is not None:
-                        waiter.seen = True
-                        if task_state(task, RUN_CONTAINER).alive:
-                            continue
-                    elif not waiter.seen and loop.time() - waiter.since < self._missing_grace:
-                        continue
-                    del self._waiting[arn]
-                    if not waiter.future.done():
-                        waiter.future.set_result(None if task is None else dict(task))
-            if self._waiting:
-                await asyncio.sleep(self._settings.poll_interval_s)
+        """Wait until the run's task stopped; its container's exit code (-1: never ran)."""
+        return await self._runs.wait(handle)
 
     def poll_run(self, handle: RunWorkerHandle) -> int | None:
         """The exit code :meth:`wait_run` observed, else None (no API call)."""
-        return self._exits.get(_task_arn(handle))
+        return self._runs.poll(handle)
 
     async def aclose(self) -> None:
         """Stop the watchers and the thread pool; services and tasks live on."""
@@ -664,29 +523,12 @@ class EcsSubstrate:
         self._watchers.clear()
         if self._sweeping is not None:
             self._sweeping.cancel()
-        if self._task_poller is not None:
-            self._task_poller.cancel()
+        self._runs.close()
         self._discovery.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-@dataclass
-class _TaskWaiter:
-    """Those waiting for one run task to stop: its final description, or None if unknown."""
-
-    future: asyncio.Future[dict[str, Any] | None]
-    since: float
-    seen: bool = False
 
 
 def _service_name(native: object) -> str:
     if not isinstance(native, str):
         raise LauncherError(f"handle does not belong to the ecs substrate: {native!r}")
     return native
-
-
-def _task_arn(handle: RunWorkerHandle) -> str:
-    arn = handle.worker_id or handle.native
-    if not isinstance(arn, str):
-        raise LauncherError(f"handle of run {handle.run_id} has no ECS task ARN")
-    return arn
