@@ -265,14 +265,23 @@ def code_server_pids(location_name: str) -> set[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 async def until_gone(pid: int, timeout_s: float = 60.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while pid in code_server_pids_any():
+        while alive(pid):
             await asyncio.sleep(0.2)
 
 
-def code_server_pids_any() -> set[int]:
-    return {pid for name in ("a", "b", "examples") for pid in code_server_pids(name)}
+def unique(name: str) -> LocationConfig:
+    """The example location under a name no other test (or engineer) uses right now."""
+    return EXAMPLES_LOCATION.model_copy(update={"name": f"{name}-{new_id()[:8]}"})
 
 
 async def ping(address: str) -> int:
@@ -289,28 +298,27 @@ async def ping(address: str) -> int:
 async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
     bus: Bus, nats_server
 ) -> None:
-    a = EXAMPLES_LOCATION.model_copy(update={"name": "a"})
-    b = EXAMPLES_LOCATION.model_copy(update={"name": "b"})
+    a, b = unique("a"), unique("b")
     async with launcher_process(nats_server.url, orphan_grace_s=60) as launcher_pid:
         assert (await bus.load(a)).ok
         assert (await bus.load(b)).ok
         before = await records(bus)
         os.kill(launcher_pid, signal.SIGKILL)
-    assert {before["a"].state, before["b"].state} == {"RUNNING"}
-    assert before["a"].launcher_pid == launcher_pid
-    pids = {name: before[name].pid for name in ("a", "b")}
-    assert code_server_pids("a") == {pids["a"]} and code_server_pids("b") == {pids["b"]}
+    assert {before[a.name].state, before[b.name].state} == {"RUNNING"}
+    assert before[a.name].launcher_pid == launcher_pid
+    pids = {name: before[name].pid for name in (a.name, b.name)}
+    assert all(code_server_pids(n) == {pids[n]} for n in (a.name, b.name))
     # Orphaned, they still serve.
-    assert await ping(before["a"].address or "") == pids["a"]
+    assert await ping(before[a.name].address or "") == pids[a.name]
 
     settings = settings_for(nats_server.url, orphan_grace_s=60)
     async with running(settings):
         # The same processes answer; nothing was spawned.
         result_a, result_b = await bus.load(a), await bus.load(b)
         assert result_a.ok and result_b.ok
-        assert code_server_pids("a") == {pids["a"]} and code_server_pids("b") == {pids["b"]}
+        assert all(code_server_pids(n) == {pids[n]} for n in (a.name, b.name))
         adopted = await records(bus)
-        for name in ("a", "b"):
+        for name in (a.name, b.name):
             assert adopted[name].pid == pids[name]
             assert adopted[name].launcher_pid == os.getpid()
             assert adopted[name].state == "RUNNING"
@@ -318,31 +326,33 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
         # A changed config replaces the adopted server (blue/green) and its entry.
         changed = b.model_copy(update={"env": {"SOME_SETTING": "1"}})
         assert (await bus.load(changed)).ok
-        [new_pid] = code_server_pids("b")
-        assert new_pid != pids["b"]
-        replaced = (await records(bus))["b"]
+        [new_pid] = code_server_pids(b.name)
+        assert new_pid != pids[b.name]
+        replaced = (await records(bus))[b.name]
         assert replaced.pid == new_pid and replaced.location == changed
-        assert replaced.config_hash != adopted["b"].config_hash
-        await until_gone(pids["b"])
+        assert replaced.config_hash != adopted[b.name].config_hash
+        await until_gone(pids[b.name])
     # A graceful stop stops adopted servers too, and says so in the registry.
-    assert code_server_pids("a") == set() and code_server_pids("b") == set()
-    assert {r.state for r in (await records(bus)).values()} == {"STOPPED"}
+    assert code_server_pids(a.name) == set() and code_server_pids(b.name) == set()
+    final = await records(bus)
+    assert final[a.name].state == final[b.name].state == "STOPPED"
 
 
 async def test_an_orphan_nobody_adopts_stops_after_its_grace(bus: Bus, nats_server) -> None:
+    location = unique("orphan")
     async with launcher_process(nats_server.url, orphan_grace_s=5) as launcher_pid:
-        assert (await bus.load(EXAMPLES_LOCATION)).ok
-        record = (await records(bus))["examples"]
+        assert (await bus.load(location)).ok
+        record = (await records(bus))[location.name]
         os.kill(launcher_pid, signal.SIGKILL)
     assert record.pid is not None and record.address is not None
-    assert code_server_pids("examples") == {record.pid}
+    assert code_server_pids(location.name) == {record.pid}
     await until_gone(record.pid)
     # A launcher started after that finds the entry dead and starts a new server.
     async with running(settings_for(nats_server.url)):
-        assert (await bus.load(EXAMPLES_LOCATION)).ok
-        [pid] = code_server_pids("examples")
+        assert (await bus.load(location)).ok
+        [pid] = code_server_pids(location.name)
         assert pid != record.pid
-        assert (await records(bus))["examples"].pid == pid
+        assert (await records(bus))[location.name].pid == pid
 
 
 async def test_cold_starts_are_bounded_not_runs_in_flight(

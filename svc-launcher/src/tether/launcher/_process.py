@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds to wait for an adopted code server to vanish after SIGKILL.
+_KILL_WAIT_S = 10.0
+
 
 def codeserver_command(python: str, location: LocationConfig) -> list[str]:
     """The command line of a code server for ``location``."""
@@ -326,18 +329,23 @@ class AdoptedProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
         # Not our child: nothing to wait on but its entry in /proc.
+        if await self._gone_within(grace_s):
+            return
+        log.warning("code server %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if not await self._gone_within(_KILL_WAIT_S):
+            log.error("code server %d still there %.0fs after SIGKILL", self.pid, _KILL_WAIT_S)
+
+    async def _gone_within(self, seconds: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
         while self.alive:
             if loop.time() > deadline:
-                log.warning(
-                    "code server %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                deadline = float("inf")
+                return False
             await asyncio.sleep(0.05)
+        return True
 
 
 async def _terminate_warm(run: WarmRun, grace_s: float) -> bool:
