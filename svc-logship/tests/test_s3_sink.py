@@ -554,6 +554,16 @@ async def test_presigned_urls_round_trip_through_the_agent(
             text += got.content[piece["skip"] :]
     assert text == out
 
+    # `tether run logs` reads the same stream from the bucket through the agent's URLs.
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tether.shared.cli", "run", "logs", run_id,
+        "--step", "a", "--stream", "stdout", "--url", control_plane.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    printed, errors = await asyncio.wait_for(cli.communicate(), 120)
+    assert cli.returncode == 0, errors.decode()
+    assert printed == out
+
 
 async def _agent_with_logs(
     running: list[tuple[Any, asyncio.Task[None]]],

@@ -219,6 +219,69 @@ query($id: String!, $step: String, $stream: String, $offset: Int!) {
   }
 }"""
 
+_STREAMS = """
+query($id: String!) { computeLogStreams(runId: $id) { stepKey stream storage } }"""
+
+_URLS = """
+query($id: String!, $step: String!, $stream: String!, $offset: Int!) {
+  computeLogUrls(runId: $id, stepKey: $step, stream: $stream, offset: $offset,
+                 timeoutSeconds: 30) {
+    urls { offset length skip url } hasMore nextOffset
+  }
+}"""
+
+
+def _customer_storage_logs(
+    url: str, token: str | None, run_id: str, step: str | None, stream: str | None
+) -> list[dict[str, Any]]:
+    """Streams kept in the customer's storage, read through URLs the agent presigns.
+
+    The control plane only knows where the objects are; the bytes come straight from the
+    bucket, which must be reachable from here.
+    """
+    import httpx
+
+    pieces: list[dict[str, Any]] = []
+    wanted = [
+        s
+        for s in call(url, token, _STREAMS, id=run_id)["computeLogStreams"]
+        if s["storage"] != "controlplane"
+        and step in (None, s["stepKey"])
+        and stream in (None, s["stream"])
+    ]
+    with httpx.Client(timeout=60) as http:
+        for found in wanted:
+            data = bytearray()
+            offset = 0
+            while True:
+                answer = call(
+                    url, token, _URLS, id=run_id, step=found["stepKey"],
+                    stream=found["stream"], offset=offset,
+                )["computeLogUrls"]  # fmt: skip
+                for part in answer["urls"]:
+                    try:
+                        got = http.get(part["url"])
+                    except httpx.HTTPError as err:
+                        fail(f"cannot read {found['storage']} object: {err}")
+                    if got.status_code != 200:
+                        where = found["storage"]
+                        fail(f"{where} answered HTTP {got.status_code}: {got.text[:200]}")
+                    data += got.content[part["skip"] :]
+                if not answer["hasMore"]:
+                    break
+                offset = answer["nextOffset"]
+            pieces.append(
+                {
+                    "stepKey": found["stepKey"],
+                    "stream": found["stream"],
+                    "offset": 0,
+                    "nextOffset": len(data),
+                    "text": data.decode("utf-8", errors="replace"),
+                    "storage": found["storage"],
+                }
+            )
+    return pieces
+
 
 @app.command()
 def logs(
@@ -233,7 +296,12 @@ def logs(
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Print a run's compute logs (lines prefixed by step:stream unless both are given)."""
+    """Print a run's compute logs (lines prefixed by step:stream unless both are given).
+
+    Streams the agent keeps in the customer's storage (logship's S3 mode) are read
+    through short-lived URLs the agent presigns, straight from the bucket; with --follow
+    they are printed once the run has ended.
+    """
     raw = step is not None and stream is not None
 
     def read(key_step: str | None, key_stream: str | None, offset: int) -> dict[str, Any]:
@@ -252,6 +320,8 @@ def logs(
 
     if not follow:
         pieces = read(step, stream, 0)["computeLogs"]
+        pieces += _customer_storage_logs(url, token, run_id, step, stream)
+        pieces.sort(key=lambda p: (p["stepKey"], p["stream"]))
         if as_json:
             typer.echo(json.dumps(pieces, indent=2))
             return
@@ -275,6 +345,8 @@ def logs(
                 offsets[key] = piece["nextOffset"]
         if ended:
             # The status was read before the last logs: whatever the run wrote is shown.
+            for piece in _customer_storage_logs(url, token, run_id, step, stream):
+                show(piece)
             return
         time.sleep(poll_interval)
 
