@@ -20,8 +20,14 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 from tether.launcher import LauncherService, LauncherSettings
-from tether.launcher.registry import CodeServerRecord, registry_bucket
+from tether.launcher.registry import (
+    CodeServerRecord,
+    CodeServerRecords,
+    record_key,
+    registry_bucket,
+)
 from tether.shared import subjects
+from tether.shared.locations import location_config_hash
 from tether.shared.messages import LocationConfig, WorkItem, WorkResult, decode, encode, new_id
 from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
 from tether.shared.streams import STREAMS, ensure_stream
@@ -404,3 +410,38 @@ async def test_cold_starts_are_bounded_not_runs_in_flight(
     # Never more than two interpreters importing at once (six would, unbounded).
     assert max(seen) <= 2
     assert gate is not None and gate.peak == 2 and gate.starting == 0
+
+
+async def test_registry_entries_are_scoped_and_any_location_name_is_a_valid_key(
+    bus: Bus,
+) -> None:
+    store = CodeServerRecords(await registry_bucket(bus.js))
+    odd = EXAMPLES_LOCATION.model_copy(update={"name": "sales & ops/ünïcode.v2"})
+
+    def record(scope: str, location: LocationConfig, pid: int) -> CodeServerRecord:
+        return CodeServerRecord(
+            scope=scope,
+            substrate="process",
+            location=location,
+            config_hash=location_config_hash(location),
+            state="RUNNING",
+            pid=pid,
+            launcher="host-1",
+            started_at=0.0,
+        )
+
+    await store.put(record("agent-process-host a", odd, 1))
+    await store.put(record("agent-process-host a", EXAMPLES_LOCATION, 2))
+    await store.put(record("agent-process-other", EXAMPLES_LOCATION, 3))
+    await store.put(record("agent-process-host a", odd, 4))  # overwrites: one per location
+    mine = await store.list("agent-process-host a")
+    assert sorted((r.location.name, r.pid) for r in mine) == [
+        ("examples", 2),
+        ("sales & ops/ünïcode.v2", 4),
+    ]
+    got = await store.get("agent-process-other", "examples")
+    assert got is not None and got.pid == 3
+    assert await store.get("agent-process-other", odd.name) is None
+    assert record_key("s", "plain-name_1") == "s.plain-name_1"
+    # A dot would add a key level: such names are hex-encoded behind "=" (never in a token).
+    assert record_key("s", "a.b") == "s.=" + b"a.b".hex()
