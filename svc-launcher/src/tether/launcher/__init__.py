@@ -2,21 +2,32 @@
 
 from tether.launcher._process import ProcessSubstrate
 from tether.launcher.codeservers import CodeLocationLoadError, CodeServerRegistry
+from tether.launcher.coldstarts import ColdStartGate
 from tether.launcher.errors import (
     CodeServerStartError,
     LauncherError,
     RunLaunchError,
     UnsupportedWorkError,
 )
+from tether.launcher.registry import CodeServerRecord, CodeServerRecords
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle, Substrate
+from tether.launcher.substrate import (
+    AdoptingSubstrate,
+    CodeServerHandle,
+    RunWorkerHandle,
+    Substrate,
+)
 
 __all__ = [
+    "AdoptingSubstrate",
     "CodeLocationLoadError",
     "CodeServerHandle",
+    "CodeServerRecord",
+    "CodeServerRecords",
     "CodeServerRegistry",
     "CodeServerStartError",
+    "ColdStartGate",
     "LauncherError",
     "LauncherService",
     "LauncherSettings",
