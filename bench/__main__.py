@@ -25,7 +25,7 @@ from bench import envs, limits, workloads
 from bench.report import Measurement, Report, facts_block, merge, tables
 from bench.systems.base import BenchError, System, Workspace
 
-ALL_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "dagster-mp", "prefect")
+ALL_SYSTEMS = ("tether-cold", "tether-warm", "tether-s3", "dagster", "dagster-mp", "prefect")
 DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
 ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits", "schedule")
 #: The default set: ``schedule`` runs alone (its every-minute runs would land in the others).
@@ -109,7 +109,8 @@ def build_system(name: str, workspace: Workspace, versions: dict[str, str]) -> S
         if name == "tether-warm" and not warm_start_available():
             log("tether-warm skipped: the launcher has no warm-start setting in this checkout")
             return None
-        return TetherSystem(workspace, warm=name == "tether-warm")
+        # tether-s3: the default (warm) stack with logship writing to an S3 bucket (moto).
+        return TetherSystem(workspace, warm=name != "tether-cold", s3=name == "tether-s3")
     if name.startswith("dagster"):
         from bench.systems.dagster import DagsterSystem
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,23 +44,88 @@ def warm_start_available() -> bool:
     return any("warm" in name for name in LauncherSettings.model_fields)
 
 
+#: Dummy credentials for moto (it accepts any).
+_MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+_BUCKET = "tether-bench-logs"
+
+
+class MotoS3:
+    """moto's S3 in server mode: the customer's bucket of ``tether-s3`` (an in-memory
+    stand-in for S3 on this machine, so the numbers are Tether's path, not a network's)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        if not Path(exe).exists():
+            raise BenchError("moto_server is missing (uv sync installs the dev group's moto)")
+        self._proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **_MOTO_CREDENTIALS},
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.put(f"{self.url}/{_BUCKET}", timeout=1).raise_for_status()
+                return
+            except httpx.HTTPError as err:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"moto_server did not start: {err}") from err
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
 class TetherSystem:
     """One Tether stack (NATS, control plane on SQLite, poller, launcher, relays).
 
     Args:
         workspace: where the stack keeps its state.
         warm: start runs from the launcher's fork server (True) or cold (False).
+        s3: logship writes compute logs to an S3 bucket (moto) instead of the control
+            plane; stdout is then read through the agent's presigned URLs.
     """
 
-    def __init__(self, workspace: Workspace, *, warm: bool) -> None:
-        self.name = "tether-warm" if warm else "tether-cold"
+    def __init__(self, workspace: Workspace, *, warm: bool, s3: bool = False) -> None:
+        self.name = "tether-s3" if s3 else "tether-warm" if warm else "tether-cold"
         self.settings = {
             WARM_START_ENV: "1" if warm else "0",
             "database": "SQLite",
             DAEMON_INTERVAL_ENV: os.environ.get(DAEMON_INTERVAL_ENV, "1.0 (default)"),
         }
         self._workspace = workspace
+        self._s3 = MotoS3(workspace.root / "moto.log") if s3 else None
+        s3_env = (
+            {
+                **_MOTO_CREDENTIALS,
+                "TETHER_LOGSHIP_SINK": "s3",
+                "TETHER_LOGSHIP_S3_BUCKET": _BUCKET,
+                "TETHER_LOGSHIP_S3_ENDPOINT_URL": self._s3.url,
+            }
+            if self._s3 is not None
+            else {}
+        )
+        if self._s3 is not None:
+            self.settings["compute logs"] = "S3 (moto server)"
         env = {
+            **s3_env,
             **workspace.bench_env(),
             WARM_START_ENV: "1" if warm else "0",
             # Local stack, as `tether dev` runs it: the user API needs no token.
@@ -86,6 +155,8 @@ class TetherSystem:
 
     def start(self) -> None:
         """Start the stack and wait until the bench location is loaded."""
+        if self._s3 is not None:
+            self._s3.start()
         self._stack.start()
 
         def loaded() -> bool:
@@ -104,6 +175,8 @@ class TetherSystem:
         # SIGTERM, then SIGKILL after 5 s: a benchmark should not wait on a slow shutdown
         # (graceful shutdown is the services' tests' business, not the bench's).
         self._stack.stop(timeout=5)
+        if self._s3 is not None:
+            self._s3.stop()
 
     def roots(self) -> list[int]:
         """Pids of the stack's children (NATS, control plane, agent services)."""
@@ -156,7 +229,10 @@ class TetherSystem:
 
     def read_stdout_bytes(self, run_id: str) -> int:
         """Bytes of the run's stdout readable through ``computeLogs`` (read incrementally,
-        so every byte really travels through the API once)."""
+        so every byte really travels through the API once); in S3 mode, through the URLs
+        the agent presigns, fetched from the bucket."""
+        if self._s3 is not None:
+            return self._read_stdout_from_bucket(run_id)
         offset = self._stdout_offset.get(run_id, 0)
         logs = self._gql(
             'query($id: String!, $o: Int!) { run(id: $id) { computeLogs(stream: "stdout", '
@@ -168,6 +244,38 @@ class TetherSystem:
             offset = max(offset, int(chunk["nextOffset"]))
         self._stdout_offset[run_id] = offset
         return offset
+
+    def _read_stdout_from_bucket(self, run_id: str) -> int:
+        streams = self._gql(
+            "query($id: String!) { computeLogStreams(runId: $id) { stepKey stream storage } }",
+            id=run_id,
+        )["computeLogStreams"]
+        total = 0
+        for found in streams:
+            if found["stream"] != "stdout":
+                continue
+            key = f"{run_id}/{found['stepKey']}"
+            offset = self._stdout_offset.get(key, 0)
+            while True:
+                answer = self._gql(
+                    "query($id: String!, $step: String!, $o: Int!) { computeLogUrls(runId: $id, "
+                    'stepKey: $step, stream: "stdout", offset: $o) { urls { length skip url } '
+                    "hasMore nextOffset } }",
+                    id=run_id,
+                    step=found["stepKey"],
+                    o=offset,
+                )["computeLogUrls"]
+                for part in answer["urls"]:
+                    got = self._http.get(part["url"])
+                    if got.status_code != 200 or len(got.content) != part["length"]:
+                        raise BenchError(f"S3 object: HTTP {got.status_code}, {len(got.content)} B")
+                if answer["urls"]:
+                    offset = int(answer["nextOffset"])
+                if not answer["hasMore"]:
+                    break
+            self._stdout_offset[key] = offset
+            total += offset
+        return total
 
     def stages(self, run_id: str) -> dict[str, float]:
         """Epoch time of the first event of each type of the run (for a latency breakdown)."""
