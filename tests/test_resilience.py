@@ -104,8 +104,11 @@ def problems_with(run: dict[str, Any]) -> list[str]:
 
 
 def assert_every_run_complete(stack: DevStack, ids: list[str], marks: Path) -> None:
+    # One deadline for all runs, inside pytest's own timeout (300 s), so a stuck run fails
+    # here, with the services' log tails, rather than as a bare pytest-timeout.
+    deadline = time.monotonic() + 200
     for run_id in ids:
-        run = wait_run_done(stack, run_id, timeout=300)
+        run = wait_run_done(stack, run_id, timeout=max(1.0, deadline - time.monotonic()))
         assert run["status"] == "SUCCESS", run
         # Events and logs may land shortly after the final status (other relay batches).
         try:
