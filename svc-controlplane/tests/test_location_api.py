@@ -73,8 +73,12 @@ async def test_remove_keeps_runs_and_refuses_launches(api: Api) -> None:
     await api.load(example_snapshot())
     launched = await api.launch()
     assert launched["__typename"] == "LaunchRunSuccess"
+    await api.claim()  # the launch's work item: out of the way
     removed = (await api.user(REMOVE, name="loc"))["removeLocation"]
     assert removed["name"] == "loc" and removed["snapshotId"] is not None
+    # The agent is told to stop the location's code server.
+    (stop,) = [i for i in await api.claim() if i.kind == "stop_location"]
+    assert stop.location.name == "loc"
     names = [loc["name"] for loc in (await api.user(NAMES))["codeLocations"]]
     assert "loc" not in names
     run = await api.run(launched["run"]["id"])

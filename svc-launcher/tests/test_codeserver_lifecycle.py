@@ -445,3 +445,41 @@ async def test_registry_entries_are_scoped_and_any_location_name_is_a_valid_key(
     assert record_key("s", "plain-name_1") == "s.plain-name_1"
     # A dot would add a key level: such names are hex-encoded behind "=" (never in a token).
     assert record_key("s", "a.b") == "s.=" + b"a.b".hex()
+
+
+async def test_a_removed_location_stops_its_code_server_here_and_on_sibling_replicas(
+    bus: Bus, nats_server
+) -> None:
+    first, second = unique("removed"), unique("removed-elsewhere")
+    notices: list[str] = []
+
+    async def on_notice(msg) -> None:
+        notices.append(msg.data.decode())
+
+    await bus.nc.subscribe(subjects.location_stopped("process"), cb=on_notice)
+    async with running(settings_for(nats_server.url, registry_scope=f"stop-{new_id()[:8]}")):
+        for location in (first, second):
+            assert (await bus.load(location)).ok
+        pids = {name: r.pid for name, r in (await records(bus)).items()}
+        assert pids[first.name] and pids[second.name]
+
+        # The control plane's work item, served by this replica.
+        stop = WorkItem(id=new_id(), kind=WorkKind.STOP_LOCATION, location=first)
+        await bus.send(stop)
+        result = await bus.result(lambda r: r.id == stop.id)
+        assert result.ok and result.payload == {"stopped": True}
+        await until_gone(pids[first.name])
+        assert notices == [first.name]  # ...which tells the sibling replicas
+        assert (await records(bus))[first.name].state == "STOPPED"
+
+        # The notice of a sibling replica that served the work item for `second`.
+        await bus.nc.publish(
+            subjects.location_stopped("process"), second.name.encode(), headers={"From": "x"}
+        )
+        await until_gone(pids[second.name])
+        assert (await records(bus))[second.name].state == "STOPPED"
+
+        # A location this replica never ran: nothing to stop, still a clear answer.
+        again = WorkItem(id=new_id(), kind=WorkKind.STOP_LOCATION, location=unique("never"))
+        await bus.send(again)
+        assert (await bus.result(lambda r: r.id == again.id)).payload == {"stopped": False}

@@ -47,6 +47,8 @@ class WorkKind(StrEnum):
     GET_PARTITION_CONFIG = "get_partition_config"
     PING_LOCATION = "ping_location"
     PRESIGN_COMPUTE_LOGS = "presign_compute_logs"
+    #: The location was removed: stop its code server (and fork server).
+    STOP_LOCATION = "stop_location"
 
 
 class LogStream(StrEnum):
@@ -87,6 +89,13 @@ def route_work(substrate: str, kind: WorkKind | str) -> str:
     if kind in AGENT_WORK_KINDS:
         return agent_work(kind)
     return work(substrate, kind)
+
+
+def location_stopped(substrate: str) -> str:
+    """Core-NATS subject on which the launcher that served a ``stop_location`` work item
+    tells its sibling replicas of ``substrate`` to stop their code server too (payload:
+    the location name)."""
+    return f"{PREFIX}.control.{token(substrate)}.location_stopped"
 
 
 def work_filter(substrate: str) -> str:

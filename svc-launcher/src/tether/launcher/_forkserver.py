@@ -297,6 +297,14 @@ class ForkServers:
                 out[name] = entry.error or "STARTING"
         return out
 
+    async def remove(self, location_name: str) -> None:
+        """Stop ``location_name``'s fork server for good (the workers it forked run on)."""
+        entry = self._entries.pop(location_name, None)
+        if entry is not None:
+            if entry.task is not None:
+                entry.task.cancel()
+            await self._stop(entry)
+
     async def aclose(self) -> None:
         """Stop every fork server (the workers they forked keep running)."""
         entries = list(self._entries.values())

@@ -374,6 +374,19 @@ class CodeServerRegistry:
         async with lock:
             await self._stop(location_name)
 
+    async def remove(self, location_name: str) -> bool:
+        """Stop ``location_name``'s code server for good (the location was removed).
+
+        Returns:
+            Whether this registry was running one.
+        """
+        lock = self._locks.setdefault(location_name, asyncio.Lock())
+        async with lock:
+            running = location_name in self._clients
+            await self._stop(location_name)
+            self._errors.pop(location_name, None)
+        return running
+
     async def stop_all(self) -> None:
         """Stop every code server this registry started."""
         await asyncio.gather(*(self.invalidate(name) for name in list(self._clients)))

@@ -109,6 +109,12 @@ class WorkHandlers:
         self._publisher = publisher
         self._runs: dict[str, RunWorkerHandle] = {}
         self._monitors: set[asyncio.Task[None]] = set()
+        #: Tells sibling launcher replicas that a location was removed (set by the service).
+        self._on_location_stopped: Callable[[str], Awaitable[None]] | None = None
+
+    def on_location_stopped(self, notify: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``notify(location_name)`` after serving a ``stop_location`` work item."""
+        self._on_location_stopped = notify
 
     async def handle(self, item: WorkItem) -> None:
         """Handle one work item (inside the caller's span)."""
@@ -120,6 +126,8 @@ class WorkHandlers:
             await self.terminate_run(item)
         elif item.kind == WorkKind.CHECK_RUN_HEALTH:
             await self.check_run_health(item)
+        elif item.kind == WorkKind.STOP_LOCATION:
+            await self.stop_location(item)
         elif item.kind in _QUERIES:
             await self.query_code_server(item)
         else:
@@ -131,6 +139,26 @@ class WorkHandlers:
                     ),
                 )
             )
+
+    async def stop_location(self, item: WorkItem) -> None:
+        """The location was removed: stop its code server here and tell the siblings."""
+        stopped = await self.forget_location(item.location.name)
+        if self._on_location_stopped is not None:
+            await self._on_location_stopped(item.location.name)
+        await self._publisher.publish_result(_succeeded(item, {"stopped": stopped}))
+
+    async def forget_location(self, location_name: str) -> bool:
+        """Stop ``location_name``'s code server and fork server, if this launcher has them.
+
+        Runs already started keep running to their end.
+        """
+        stopped = await self._registry.remove(location_name)
+        forks = getattr(self._substrate, "forks", None)
+        if forks is not None:
+            await forks.remove(location_name)
+        if stopped:
+            log.info("stopped the code server of removed location %s", location_name)
+        return stopped
 
     async def load_location(self, item: WorkItem) -> None:
         """Ensure the location's code server and publish its snapshot (or why not)."""

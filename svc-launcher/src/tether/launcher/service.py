@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from tether.launcher._process import ProcessSubstrate
 from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.coldstarts import NatsRunStarts
@@ -16,6 +19,7 @@ from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
+from tether.shared import subjects
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
 from tether.shared.streams import wait_for_stream
@@ -140,6 +144,7 @@ class LauncherService:
                 js, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
             )
             handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
+            await _share_location_stops(nc, s.substrate, handlers)
             consumer = WorkConsumer(js, s, handlers, publisher)
             reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
             async with asyncio.TaskGroup() as tg:
@@ -169,3 +174,29 @@ class LauncherService:
             except Exception as err:  # noqa: BLE001 - best effort at shutdown
                 log.debug("closing NATS: %r", err)
         log.info("launcher stopped")
+
+
+async def _share_location_stops(nc: NATS, substrate: str, handlers: WorkHandlers) -> None:
+    """Whichever replica serves a ``stop_location`` tells the others over core NATS.
+
+    Work items go to one replica only (work-queue semantics), but every replica may run
+    a code server for the location. A replica that is down at that moment misses the
+    notice (and, restarted, adopts its server from the registry): the code server of a
+    removed location then runs on unused until that launcher stops it.
+    """
+    subject = subjects.location_stopped(substrate)
+    me = uuid.uuid4().hex  # this replica, so it ignores its own notice
+
+    async def notify(location_name: str) -> None:
+        await nc.publish(subject, location_name.encode(), headers={"From": me})
+
+    async def on_notice(msg: Msg) -> None:
+        if (msg.headers or {}).get("From") == me:
+            return
+        try:
+            await handlers.forget_location(msg.data.decode())
+        except Exception:  # noqa: BLE001 - one bad notice must not stop the subscription
+            log.exception("could not stop the code server of a removed location")
+
+    await nc.subscribe(subject, cb=on_notice)
+    handlers.on_location_stopped(notify)

@@ -90,12 +90,19 @@ class LocationMutation:
 
     @strawberry.mutation(
         description="Remove a code location; returns it as it was. Its runs keep their "
-        "history; launching on it is refused and its schedules and sensors stop."
+        "history; launching on it is refused, its schedules and sensors stop, and the agent "
+        "stops its code server."
     )
     async def remove_location(self, info: Info[ApiContext, None], name: str) -> CodeLocationType:
         principal = await info.context.launcher()
         async with info.context.cp.db.transaction() as session:
             row = await locations.get_location(session, principal.deployment_id, name)
             snapshot = await locations.load_snapshot(session, row) if row is not None else None
-            removed = await locations.remove_location(session, principal.deployment_id, name)
+            removed = await locations.remove_location(
+                session,
+                principal.deployment_id,
+                name,
+                queue=info.context.cp.queue,
+                traceparent=telemetry.current_traceparent(),
+            )
             return CodeLocationType.build(removed, snapshot)

@@ -99,13 +99,22 @@ async def update_location(
     return await upsert_location(session, deployment_id, config)
 
 
-async def remove_location(session: AsyncSession, deployment_id: str, name: str) -> CodeLocation:
+async def remove_location(
+    session: AsyncSession,
+    deployment_id: str,
+    name: str,
+    *,
+    queue: WorkQueue | None = None,
+    traceparent: str | None = None,
+) -> CodeLocation:
     """Delete the location named ``name``; return its row as it was.
 
     Runs keep their history (they name the location, no foreign key); launching on the
     location is refused from now on, and its schedules and sensors stop being evaluated
     because the daemons only walk existing, loaded locations. A load still in flight
-    finds no row when its result arrives and is dropped.
+    finds no row when its result arrives and is dropped. With ``queue``, a
+    ``stop_location`` work item tells the agent to stop the location's code server
+    (runs already started finish).
 
     Raises:
         NotFoundError: no such location.
@@ -113,6 +122,14 @@ async def remove_location(session: AsyncSession, deployment_id: str, name: str) 
     location = await get_location(session, deployment_id, name)
     if location is None:
         raise NotFoundError(f"no code location named {name!r}")
+    if queue is not None:
+        queue.enqueue(
+            session,
+            deployment_id=deployment_id,
+            kind=WorkKind.STOP_LOCATION,
+            location=LocationConfig.model_validate(location.config),
+            traceparent=traceparent,
+        )
     # Its schedules forget their last tick: if the location comes back, they start from
     # then, rather than taking the time it was gone for scheduler downtime to catch up on.
     await session.execute(
