@@ -443,3 +443,49 @@ async def test_schedule_sensor_and_partition_queries(bus: Bus, nats_server, tmp_
     assert not got["unknown"].ok and "no_such_sensor" in got["unknown"].error.message
     assert not got["malformed"].ok and "scheduled_timestamp" in got["malformed"].error.message
     assert not got["broken"].ok and "did not load" in got["broken"].error.message
+
+
+async def test_a_run_claimed_by_a_launcher_that_died_before_starting_it_is_launched(
+    bus: Bus, nats_server
+) -> None:
+    """kill -9 between claim and spawn (e.g. while waiting for a cold-start slot): the
+    redelivered launch finds the claim of a dead process here and takes it over; a claim
+    made in another pid namespace (undecidable) is left alone, never launched twice."""
+    from tether.launcher._spawned import process_start_ticks
+    from tether.launcher.runs import RunClaim, RunClaims, pid_namespace
+
+    await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    dead = await asyncio.create_subprocess_exec("sleep", "30")
+    dead_start = process_start_ticks(dead.pid)
+    dead.kill()
+    await dead.wait()
+    claims = await RunClaims.open(bus.js)
+    orphaned, elsewhere = new_id(), new_id()
+    launches = {
+        run_id: item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
+        for run_id in (orphaned, elsewhere)
+    }
+    for run_id, ns in ((orphaned, pid_namespace()), (elsewhere, "another-host:boot:1")):
+        stale = RunClaim(
+            run_id=run_id,
+            work_item_id=launches[run_id].id,
+            launcher="dead/process",
+            launcher_ns=ns,
+            launcher_pid=dead.pid,
+            launcher_pid_start=dead_start,
+        )
+        assert await claims.claim(stale) is None
+    async with running(launcher_settings(nats_server.url)):
+        for launch in launches.values():
+            await bus.send(launch)
+        started = await bus.result(lambda r: r.id == launches[orphaned].id)
+        assert started.ok and started.payload["run_id"] == orphaned
+        exited = await bus.result(lambda r: r.id == f"{launches[orphaned].id}.exit")
+        assert exited.ok
+        await bus.work_consumer_drained()
+    taken = await claims.get(orphaned)
+    assert taken is not None and taken.launcher_pid == os.getpid() and taken.launched
+    untouched = await claims.get(elsewhere)
+    assert untouched is not None and untouched.launcher == "dead/process"
+    assert not untouched.launched
+    assert not any(r.work_item_id == launches[elsewhere].id for r in bus.results)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from tether.launcher.codeservers import CodeLocationLoadError, CodeServerClient, CodeServerRegistry
 from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
 from tether.launcher.publishing import Publisher
-from tether.launcher.runs import RunClaim, RunClaims
+from tether.launcher.runs import RunClaim, RunClaims, claimer_fields, claimer_is_gone
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import RunWorkerHandle, Substrate
 from tether.shared import telemetry
@@ -249,10 +249,26 @@ class WorkHandlers:
             run_id=payload.run_id,
             work_item_id=item.id,
             launcher=f"{self._settings.agent_id}/{self._substrate.name}",
+            **claimer_fields(),
         )
         existing = await self._claims.claim(claim)
+        if (
+            existing is not None
+            and not existing.launched
+            and claimer_is_gone(existing)
+            and await self._claims.take_over(existing, claim)
+        ):
+            # Its launcher died between claiming and starting the worker (e.g. while the
+            # launch waited for a cold-start slot): nothing runs it, so launch it here.
+            log.warning(
+                "run %s was claimed by launcher pid %s, which died before starting it; "
+                "launching it here",
+                payload.run_id,
+                existing.launcher_pid,
+            )
+            existing = None
         if existing is not None:
-            launched = existing.pid is not None or existing.worker_id is not None
+            launched = existing.launched
             if existing.work_item_id == item.id and launched:
                 # Our own earlier delivery launched it and may have died before its result
                 # was published: publish it again (same id, so deduplicated downstream).
