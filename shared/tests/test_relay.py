@@ -182,3 +182,21 @@ async def test_lone_message_is_flushed_without_waiting_for_a_full_batch(nats_ser
     relay.stop()
     await task
     await nc.close()
+
+
+async def test_a_relay_started_while_nats_restarts_waits_for_it(nats_server) -> None:
+    """Starting (declaring its consumer) while NATS is away waits instead of crashing."""
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    nats_server.stop(kill=True)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(2.0)
+    assert not task.done(), "the relay gave up while NATS was away"
+    nats_server.start()
+    await _until(lambda: nc.is_connected, timeout=30)
+    await _publish(nc, range(1, 4))
+    await _until(lambda: len(sink.seqs) == 3, timeout=30)
+    relay.stop()
+    await task
+    assert sink.seqs == [1, 2, 3]
+    await nc.close()

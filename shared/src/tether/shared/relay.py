@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tether.shared import subjects, telemetry
 from tether.shared.errors import AgentApiError, ContractError
+from tether.shared.streams import jetstream_call
 from tether.shared.subjects import Stream
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,19 @@ class BatchRelay(Generic[T]):
     async def run(self) -> None:
         """Consume, upload and ack until :meth:`stop`."""
         spec, policy = self._spec, self._policy
-        sub = await self._js.pull_subscribe(
-            spec.filter_subject,
-            durable=spec.durable,
-            stream=str(spec.stream),
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=policy.ack_wait_s,
-                max_ack_pending=policy.max_ack_pending,
+        sub = await jetstream_call(
+            lambda: self._js.pull_subscribe(
+                spec.filter_subject,
+                durable=spec.durable,
+                stream=str(spec.stream),
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=policy.ack_wait_s,
+                    max_ack_pending=policy.max_ack_pending,
+                ),
             ),
+            f"subscribing {spec.durable}",
         )
         try:
             while not self._stopping.is_set():

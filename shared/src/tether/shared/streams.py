@@ -8,8 +8,14 @@ by the owner; ``wait_for_stream`` by the others.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+import nats.errors
+import nats.js.errors
+import stamina
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -75,19 +81,64 @@ STREAMS: dict[Stream, StreamSpec] = {
 }
 
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def nats_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` means NATS (or JetStream) is restarting or unreachable right now,
+    so the same call may succeed later."""
+    if isinstance(
+        exc,
+        (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+            nats.js.errors.ServiceUnavailableError,
+            asyncio.TimeoutError,
+        ),
+    ):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.code in (500, 503)
+
+
+async def jetstream_call(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """``await call()``, retried (backoff with jitter, no limit) while NATS is unavailable.
+
+    For the JetStream API calls a service makes when it starts (declaring streams and
+    consumers, binding KV buckets): a service started while NATS restarts waits for it
+    instead of crashing. Cancellation (shutdown) ends the wait.
+    """
+    async for attempt in stamina.retry_context(
+        on=nats_unavailable, attempts=None, timeout=None, wait_initial=0.1, wait_max=2.0
+    ):
+        with attempt:
+            if attempt.num > 1:
+                log.warning("NATS unavailable: retrying %s (attempt %d)", what, attempt.num)
+            return await call()
+    raise AssertionError("unreachable")  # stamina retries until success or a raise
+
+
 def owned_by(service: str) -> list[StreamSpec]:
     """The streams ``service`` must declare."""
     return [spec for spec in STREAMS.values() if spec.owner == service]
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
-    """Create the stream, or update it to ``spec`` (only the owner calls this)."""
-    try:
-        await js.stream_info(str(spec.name))
-    except NotFoundError:
-        await js.add_stream(spec.config())
-        return
-    await js.update_stream(spec.config())
+    """Create the stream, or update it to ``spec`` (only the owner calls this); waits
+    for NATS while it is unavailable."""
+
+    async def declare() -> None:
+        try:
+            await js.stream_info(str(spec.name))
+        except NotFoundError:
+            await js.add_stream(spec.config())
+            return
+        await js.update_stream(spec.config())
+
+    await jetstream_call(declare, f"declaring stream {spec.name}")
 
 
 async def ensure_owned_streams(js: JetStreamContext, service: str) -> None:
@@ -108,4 +159,8 @@ async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 6
                 await js.stream_info(str(name))
                 return
             except NotFoundError:
+                await asyncio.sleep(0.2)
+            except Exception as err:  # noqa: BLE001 - only NATS being away is waited out
+                if not nats_unavailable(err):
+                    raise
                 await asyncio.sleep(0.2)

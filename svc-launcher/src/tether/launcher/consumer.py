@@ -17,6 +17,7 @@ from tether.launcher.settings import LauncherSettings
 from tether.shared import subjects, telemetry
 from tether.shared.errors import ContractError
 from tether.shared.messages import WorkItem, decode
+from tether.shared.streams import jetstream_call
 from tether.shared.subjects import Stream, WorkKind
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,19 @@ class WorkConsumer:
         s = self._settings
         # Create or update: a changed ack_wait/max_deliver takes effect on restart
         # (pull_subscribe would silently bind to the old configuration).
-        await self._js.add_consumer(
-            str(Stream.WORK),
-            ConsumerConfig(
-                durable_name=consumer_name(s.substrate),
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=s.ack_wait_s,
-                max_deliver=s.max_deliver,
-                filter_subject=subjects.work_filter(s.substrate),
-            ),
+        config = ConsumerConfig(
+            durable_name=consumer_name(s.substrate),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=s.ack_wait_s,
+            max_deliver=s.max_deliver,
+            filter_subject=subjects.work_filter(s.substrate),
         )
-        sub = await self._js.pull_subscribe_bind(consumer_name(s.substrate), str(Stream.WORK))
+        what = f"declaring consumer {config.durable_name}"
+        await jetstream_call(lambda: self._js.add_consumer(str(Stream.WORK), config), what)
+        sub = await jetstream_call(
+            lambda: self._js.pull_subscribe_bind(consumer_name(s.substrate), str(Stream.WORK)),
+            f"binding consumer {config.durable_name}",
+        )
         log.info(
             "consuming %s as %s", subjects.work_filter(s.substrate), consumer_name(s.substrate)
         )

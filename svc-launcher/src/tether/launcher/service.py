@@ -22,7 +22,7 @@ from tether.launcher.substrate import Substrate
 from tether.shared import subjects
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
-from tether.shared.streams import wait_for_stream
+from tether.shared.streams import jetstream_call, wait_for_stream
 from tether.shared.subjects import Stream
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,13 @@ class LauncherService:
             js = nc.jetstream()
             await wait_for_stream(js, Stream.WORK, timeout=s.stream_wait_timeout_s)
             # Before consuming: adopt what a previous launcher left running.
-            await registry.restore(await CodeServerRecords.open(js))
+            records = await jetstream_call(
+                lambda: CodeServerRecords.open(js), "binding the code-server registry"
+            )
+            await registry.restore(records)
             if isinstance(self._substrate, ProcessSubstrate):
                 self._substrate.use_start_signal(NatsRunStarts(nc))
-            claims = await RunClaims.open(js)
+            claims = await jetstream_call(lambda: RunClaims.open(js), "binding run claims")
             publisher = Publisher(
                 js, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
             )
