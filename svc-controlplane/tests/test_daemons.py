@@ -3,6 +3,7 @@ real work-queue path (work items claimed and answered through the agent API)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -178,6 +179,44 @@ async def test_schedule_ticks_become_runs_skips_and_failures(loaded: Api, clock:
     assert await _claim(api, "launch_run") == []  # no run besides the first
     # The stopped schedule never ticked.
     assert await _ticks(api, "off") == []
+
+
+async def test_the_scheduler_wakes_at_the_next_tick_and_when_a_result_arrives(
+    loaded: Api, clock: Clock
+) -> None:
+    """A tick is started when it falls due, not up to an interval later, and its result
+    becomes runs as soon as it is stored: the loop's interval is only the upper bound."""
+    api = loaded
+    scheduler = Scheduler(
+        api.cp.db, api.cp.queue, interval_s=3600.0, tick_timeout_s=TIMEOUT, clock=clock
+    )
+    await scheduler.check()
+    hour = math.ceil(clock() / 3600) * 3600
+    assert scheduler.wake_at == hour  # the hourly schedule's next tick
+    clock.advance(hour - clock() - 0.3)  # 0.3 s before the tick
+    assert 0.25 < scheduler.pause_s() < 0.35
+
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            while not (items := await _claim(api, "evaluate_schedule")):
+                await asyncio.sleep(0.05)
+        (item,) = items
+        assert item.payload["scheduled_timestamp"] == hour
+        await _answer(
+            api,
+            item,
+            ScheduleTickResult(
+                schedule_name="hourly", scheduled_timestamp=hour, run_requests=[hello()]
+            ),
+        )
+        async with asyncio.timeout(10):
+            while (tick := (await _ticks(api, "hourly"))[-1]).status == "STARTED":
+                await asyncio.sleep(0.05)
+        assert tick.status == "SUCCESS" and len(tick.run_ids) == 1
+    finally:
+        scheduler.shutdown()
+        await loop
 
 
 async def test_after_downtime_only_the_latest_missed_tick_runs_by_default(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, event, or_, select, update
@@ -61,6 +61,7 @@ class WorkQueue:
         self._signal = asyncio.Event()
         self._closed = False
         self._waiting = 0
+        self._result_watchers: dict[str, list[Callable[[], None]]] = {}
         self.signal: PostgresWorkSignal | None = None
         if not db.is_sqlite:
             self.signal = PostgresWorkSignal(db.url, db.engine, self.notify)
@@ -131,6 +132,27 @@ class WorkQueue:
         # Runs in the event loop's thread (the async session drives the sync one there).
         event.listen(session.sync_session, "after_commit", lambda _s: self._committed(), once=True)
         return item_id
+
+    def watch_results(self, kinds: Iterable[str], callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the event loop) whenever results of ``kinds`` are committed.
+
+        How a daemon waiting for an evaluation learns at once that its result is in. A hint
+        only: results stored through another control plane replica call nobody here.
+        """
+        for kind in kinds:
+            self._result_watchers.setdefault(str(kind), []).append(callback)
+
+    def results_stored(self, session: AsyncSession, kinds: Iterable[str]) -> None:
+        """Call the watchers of ``kinds`` once ``session``'s transaction commits."""
+        callbacks = {cb for kind in set(kinds) for cb in self._result_watchers.get(kind, ())}
+        if not callbacks:
+            return
+
+        def committed(_session: object) -> None:
+            for callback in callbacks:
+                callback()
+
+        event.listen(session.sync_session, "after_commit", committed, once=True)
 
     def _committed(self) -> None:
         self.notify()

@@ -86,6 +86,8 @@ class BackfillDaemon(PeriodicDaemon):
         self._queue = queue
         self.max_in_flight = max(1, max_in_flight)
         self.query_timeout_s = query_timeout_s
+        # A partition's run config arriving becomes its run at once, not at the next interval.
+        queue.watch_results([WorkKind.GET_PARTITION_CONFIG], self.wake)
 
     async def check(self) -> None:
         """Advance every REQUESTED backfill."""

@@ -1,4 +1,10 @@
-"""The shape every control plane daemon shares: check every interval until shut down."""
+"""The shape every control plane daemon shares: check every interval until shut down.
+
+A daemon may also be woken early: :meth:`PeriodicDaemon.wake` (something it waits for
+happened, such as an evaluation result arriving) and ``wake_at`` (a time its last check
+knows work falls due, such as a schedule's next cron tick). The interval stays the upper
+bound between checks, so a lost wake-up only delays work, never loses it.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,21 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+#: Seconds added to a ``wake_at`` so the check lands just after the due time, not before.
+WAKE_MARGIN_S = 0.001
+
 
 class PeriodicDaemon:
-    """Calls :meth:`check` every ``interval_s`` until :meth:`shutdown`.
+    """Calls :meth:`check` every ``interval_s`` until :meth:`shutdown`, or sooner on a wake-up.
 
     Args:
         name: for logs.
-        interval_s: seconds between checks.
+        interval_s: most seconds between checks.
         clock: the current time in epoch seconds (tests pass a controllable one).
+
+    Attributes:
+        wake_at: epoch seconds at which the next check is due even if the interval is not
+            over (subclasses set it in :meth:`check`; None: at the interval).
     """
 
     def __init__(
@@ -25,8 +38,10 @@ class PeriodicDaemon:
     ) -> None:
         self.name = name
         self.interval_s = interval_s
+        self.wake_at: float | None = None
         self._clock = clock
         self._stop = asyncio.Event()
+        self._woken = asyncio.Event()
 
     def now(self) -> float:
         """The daemon's current time, epoch seconds."""
@@ -36,18 +51,33 @@ class PeriodicDaemon:
         """Do one round of work (subclasses)."""
         raise NotImplementedError
 
+    def wake(self) -> None:
+        """Check again now (from the event loop's thread); a check in progress is followed
+        by another one, so nothing signalled during it is left for the interval."""
+        self._woken.set()
+
+    def pause_s(self) -> float:
+        """Seconds to wait after a check: the interval, or less when ``wake_at`` is sooner."""
+        if self.wake_at is None:
+            return self.interval_s
+        return max(0.0, min(self.interval_s, self.wake_at - self.now() + WAKE_MARGIN_S))
+
     async def run(self) -> None:
-        """Check every ``interval_s`` until :meth:`shutdown`; a failed check is only logged."""
+        """Check every ``interval_s`` (or sooner) until :meth:`shutdown`; a failed check is
+        only logged."""
         while not self._stop.is_set():
+            self._woken.clear()
             try:
                 await self.check()
             except Exception:
                 # A DB outage (or a bug hit by one odd row) must not kill the daemon.
+                self.wake_at = None
                 log.exception("%s check failed; retrying in %.1fs", self.name, self.interval_s)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s):
-                    await self._stop.wait()
+                async with asyncio.timeout(self.pause_s()):
+                    await self._woken.wait()
 
     def shutdown(self) -> None:
         """Stop :meth:`run` after the check in progress (idempotent)."""
         self._stop.set()
+        self._woken.set()

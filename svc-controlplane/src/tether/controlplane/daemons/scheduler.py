@@ -124,6 +124,8 @@ class Scheduler(PeriodicDaemon):
         self.max_catchup_ticks = max(1, max_catchup_ticks)
         self.catchup_grace_s = catchup_grace_s
         self.tick_timeout_s = tick_timeout_s
+        # An evaluation's result turns into runs at once, not at the next interval.
+        queue.watch_results([WorkKind.EVALUATE_SCHEDULE], self.wake)
 
     def policy_of(self, state: Instigator) -> CatchupPolicy:
         """The catch-up policy of a schedule: its own, else this scheduler's."""
@@ -141,8 +143,13 @@ class Scheduler(PeriodicDaemon):
         await self.finish_ticks(now)
 
     async def start_due_ticks(self, now: float) -> int:
-        """Record and queue every due tick of every RUNNING schedule; return how many."""
+        """Record and queue every due tick of every RUNNING schedule; return how many.
+
+        Also sets ``wake_at`` to the next tick of any RUNNING schedule, so the next check
+        starts that tick on time rather than up to an interval late.
+        """
         started = 0
+        upcoming: list[float] = []
         async with self._db.transaction() as session:
             definitions = await instigators.all_definitions(session, InstigatorKind.SCHEDULE)
             configs: dict[tuple[str, str], LocationConfig] = {}
@@ -152,6 +159,9 @@ class Scheduler(PeriodicDaemon):
                 state = await instigators.ensure_state(session, definition, now)
                 if state.status != InstigatorStatus.RUNNING:
                     continue
+                following = next_tick(schedule, now)
+                if following is not None:
+                    upcoming.append(following)
                 if state.last_tick_at is None:
                     # Its location was removed and came back: tick from now on.
                     state.last_tick_at = now
@@ -225,6 +235,7 @@ class Scheduler(PeriodicDaemon):
                         timeout_s=self.tick_timeout_s,
                     )
                     started += item is not None
+        self.wake_at = min(upcoming, default=None)
         return started
 
     async def finish_ticks(self, now: float) -> int:

@@ -82,6 +82,8 @@ class SensorDaemon(PeriodicDaemon):
         self._db = db
         self._queue = queue
         self.tick_timeout_s = tick_timeout_s
+        # An evaluation's result turns into runs at once, not at the next interval.
+        queue.watch_results([WorkKind.EVALUATE_SENSOR], self.wake)
 
     async def check(self) -> None:
         """Finish ticks whose results arrived (or timed out), then start due ones."""
@@ -91,8 +93,12 @@ class SensorDaemon(PeriodicDaemon):
         await self.start_due_ticks(now)
 
     async def start_due_ticks(self, now: float) -> int:
-        """Queue an evaluation of every RUNNING sensor whose interval passed; return how many."""
+        """Queue an evaluation of every RUNNING sensor whose interval passed; return how many.
+
+        Also sets ``wake_at`` to when the next sensor's interval passes.
+        """
         started = 0
+        upcoming: list[float] = []
         async with self._db.transaction() as session:
             for definition in await instigators.all_definitions(session, InstigatorKind.SENSOR):
                 sensor = definition.sensor
@@ -102,6 +108,7 @@ class SensorDaemon(PeriodicDaemon):
                     continue
                 last = state.last_tick_at
                 if last is not None and now - last < sensor.minimum_interval_seconds:
+                    upcoming.append(last + sensor.minimum_interval_seconds)
                     continue
                 if await self._in_flight(session, state):
                     continue
@@ -143,6 +150,7 @@ class SensorDaemon(PeriodicDaemon):
                     timeout_s=self.tick_timeout_s,
                 )
                 started += item is not None
+        self.wake_at = min(upcoming, default=None)
         return started
 
     async def _in_flight(self, session: AsyncSession, state: Instigator) -> bool:

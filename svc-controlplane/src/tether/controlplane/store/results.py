@@ -65,10 +65,14 @@ async def submit_results(
     """
     parsed = await _parse(session, deployment_id, results)
     stored = 0
+    kinds: set[str] = set()
     for entry in parsed:
         if await _insert(session, entry.result):
             stored += 1
+            kinds.add(entry.result.kind)
             await _apply(session, deployment_id, entry, queue)
+    if queue is not None and kinds:
+        queue.results_stored(session, kinds)
     return stored, len(results) - stored
 
 
