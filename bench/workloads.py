@@ -210,7 +210,7 @@ def stdout(system: System, mb: float, timeout: float, log: Log) -> list[Measurem
                 None,
                 "MB/s",
                 True,
-                note="not implemented for this system yet",
+                note=getattr(system, "stdout_unsupported", "not implemented for this system yet"),
             )
         ]
     total = int(mb * 1_000_000)

@@ -14,7 +14,15 @@ from dagster import (
     job,
     op,
 )
-from marks import EVERY_MINUTE, SCHEDULED_LABEL, event_count, schedule_enabled, stamp
+from marks import (
+    EVERY_MINUTE,
+    SCHEDULED_LABEL,
+    event_count,
+    log_bytes,
+    print_bytes,
+    schedule_enabled,
+    stamp,
+)
 
 
 @op
@@ -57,6 +65,19 @@ def log_storm():
 
 
 @op
+def print_lines() -> None:
+    """Print ``BENCH_LOG_MB`` megabytes to stdout (captured by the compute log manager)."""
+    stamp("print_lines")
+    print_bytes(log_bytes())
+
+
+@job(executor_def=in_process_executor)
+def stdout_storm():
+    """One op that prints many megabytes."""
+    print_lines()
+
+
+@op
 def scheduled_first() -> str:
     """Stamp the start of user code of a scheduled run."""
     stamp(SCHEDULED_LABEL)
@@ -79,6 +100,6 @@ every_minute = ScheduleDefinition(
 )
 
 defs = Definitions(
-    jobs=[two_ops, two_ops_mp, log_storm, scheduled_two_ops],
+    jobs=[two_ops, two_ops_mp, log_storm, stdout_storm, scheduled_two_ops],
     schedules=[every_minute] if schedule_enabled() else [],
 )

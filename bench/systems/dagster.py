@@ -70,6 +70,7 @@ class DagsterSystem:
         self._http = httpx.Client(base_url=f"http://127.0.0.1:{self._port}", timeout=60)
         self._selector: dict[str, str] = {}
         self._log_cursor: dict[str, tuple[str | None, int]] = {}
+        self._stdout_cursor: dict[str, tuple[str | None, str | None, int]] = {}
         self.settings = {
             "run coordinator": f"Queued, dequeue every {DEQUEUE_INTERVAL_S}s, "
             f"max {MAX_CONCURRENT_RUNS} concurrent",
@@ -184,6 +185,41 @@ class DagsterSystem:
                 break
         self._log_cursor[run_id] = (cursor, count)
         return count
+
+    def read_stdout_bytes(self, run_id: str) -> int:
+        """Bytes of the run's stdout read so far through ``capturedLogs`` (incrementally).
+
+        Dagster's compute log manager captures the run's output under the log key of its
+        ``LogsCapturedEvent`` (``[run id, "compute_logs", file key]``); each call reads what
+        was added since the last, up to 4 MB per query, as the UI's log viewer does.
+        """
+        key, cursor, got = self._stdout_cursor.get(run_id, (None, None, 0))
+        if key is None:
+            data = self._gql(
+                "query($id: ID!) { logsForRun(runId: $id, limit: 20000) { __typename "
+                "... on EventConnection { events { __typename "
+                "... on LogsCapturedEvent { fileKey } } } } }",
+                id=run_id,
+            )["logsForRun"]
+            keys = [e["fileKey"] for e in data.get("events") or [] if e.get("fileKey")]
+            if not keys:
+                return 0
+            key = keys[0]
+        while True:
+            logs = self._gql(
+                "query($k: [String!]!, $c: String, $l: Int) { capturedLogs(logKey: $k, "
+                "cursor: $c, limit: $l) { stdout cursor } }",
+                k=[run_id, "compute_logs", key],
+                c=cursor,
+                l=4 << 20,
+            )["capturedLogs"]
+            chunk = (logs.get("stdout") or "").encode()
+            got += len(chunk)
+            cursor = logs.get("cursor") or cursor
+            if len(chunk) < 4 << 20:
+                break
+        self._stdout_cursor[run_id] = (key, cursor, got)
+        return got
 
     def stages(self, run_id: str) -> dict[str, float]:
         """Epoch time of the run's first lifecycle events, under Tether's event names."""

@@ -59,6 +59,12 @@ class PrefectSystem:
         self._deployments: dict[str, str] = {}
         #: API calls retried after a 503/429 (SQLite lock contention), for the report.
         self.retries = 0
+        #: Why the stdout workload has no Prefect number.
+        self.stdout_unsupported = (
+            "not applicable: Prefect keeps no raw stdout (the process worker streams a flow "
+            "run's output to its own terminal); only print() calls in flows with "
+            "log_prints=True become log records, which is the events workload"
+        )
         self.settings = {
             "worker": "process pool, 1 worker, "
             f"PREFECT_WORKER_QUERY_SECONDS={WORKER_QUERY_SECONDS} (default 10), "
