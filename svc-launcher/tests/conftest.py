@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 from tether.shared.testing import skip_or_fail
+
+# The tests import launcher_testkit as a plain module (--import-mode=importlib puts no
+# test directory on sys.path by itself).
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True)

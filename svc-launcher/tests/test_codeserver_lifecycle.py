@@ -12,14 +12,20 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import nats
 import pytest
-from nats.js import JetStreamContext
-from tether.launcher import LauncherService, LauncherSettings
+from launcher_testkit import (
+    EXAMPLES_LOCATION,
+    Bus,
+    launcher_settings,
+    open_bus,
+    running,
+    work_item,
+)
+from tether.launcher import LauncherSettings
 from tether.launcher.registry import (
     CodeServerRecord,
     CodeServerRecords,
@@ -28,15 +34,9 @@ from tether.launcher.registry import (
 )
 from tether.shared import subjects
 from tether.shared.locations import location_config_hash
-from tether.shared.messages import LocationConfig, WorkItem, WorkResult, decode, encode, new_id
+from tether.shared.messages import LocationConfig, new_id
 from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
-from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EXAMPLES_LOCATION = LocationConfig(
-    name="examples", module="example_jobs", working_directory=str(EXAMPLES)
-)
 
 HUGE_LOCATION_CODE = """
 from pydantic import BaseModel
@@ -85,81 +85,23 @@ defs = Definitions(jobs=[make(i) for i in range(1000)], name="noise")
 """
 
 
-class Bus:
-    """The test's own NATS connection: sends work items, collects results."""
-
-    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
-        self.nc = nc
-        self.js = js
-        self.results: list[WorkResult] = []
-        self._sub: JetStreamContext.PullSubscription | None = None
-
-    async def send(self, item: WorkItem) -> None:
-        await self.js.publish(
-            subjects.work(item.location.substrate, item.kind),
-            encode(item),
-            headers={"Nats-Msg-Id": item.id},
-        )
-
-    async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
-        if self._sub is None:
-            self._sub = await self.js.pull_subscribe(
-                subjects.results_all(), durable="lifecycle-results", stream=str(Stream.RESULTS)
-            )
-        async with asyncio.timeout(60):
-            while True:
-                for result in self.results:
-                    if predicate(result):
-                        return result
-                try:
-                    msgs = await self._sub.fetch(10, timeout=1)
-                except TimeoutError:
-                    continue
-                for msg in msgs:
-                    self.results.append(decode(msg.data, WorkResult))
-                    await msg.ack()
-
-    async def load(self, location: LocationConfig) -> WorkResult:
-        work = WorkItem(id=new_id(), kind=WorkKind.LOAD_LOCATION, location=location)
-        await self.send(work)
-        return await self.result(lambda r: r.id == work.id)
-
-
 @pytest.fixture
 async def bus(nats_server) -> AsyncIterator[Bus]:
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    for name in (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS):
-        await ensure_stream(js, STREAMS[name])
-    yield Bus(nc, js)
-    await nc.close()
+    streams = (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    async with open_bus(
+        nats_server.url, *streams, result_timeout_s=60, results_durable="lifecycle-results"
+    ) as bus:
+        yield bus
 
 
 def settings_for(nats_url: str, **overrides: object) -> LauncherSettings:
+    """Launcher settings with this module's agent id and roomier code-server timeouts."""
     values: dict[str, object] = {
-        "nats_url": nats_url,
         "agent_id": "lifecycle-test",
         "code_server_start_timeout_s": 60.0,
         "grpc_deadline_s": 30.0,
-        "terminate_grace_s": 3.0,
-        "max_concurrency": 4,
-        "result_publish_timeout_s": 30.0,
-        "stream_wait_timeout_s": 10.0,
-        "graceful_shutdown_timeout": 10.0,
     }
-    values.update(overrides)
-    return LauncherSettings(**values)  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def running(settings: LauncherSettings) -> AsyncIterator[LauncherService]:
-    service = LauncherService(settings)
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 60)  # safety net against a hang only
+    return launcher_settings(nats_url, **(values | overrides))
 
 
 async def test_a_snapshot_larger_than_a_nats_message_arrives_compressed(
@@ -169,7 +111,7 @@ async def test_a_snapshot_larger_than_a_nats_message_arrives_compressed(
     (tmp_path / "noise_location.py").write_text(RANDOM_LOCATION_CODE)
     huge = LocationConfig(name="huge", module="huge_location", working_directory=str(tmp_path))
     noise = LocationConfig(name="noise", module="noise_location", working_directory=str(tmp_path))
-    async with running(settings_for(nats_server.url)):
+    async with running(settings_for(nats_server.url), timeout_s=60):
         result = await bus.load(huge)
         too_large = await bus.load(noise)
     # What does not fit even compressed is a clear failure, not a result that never comes.
@@ -318,7 +260,7 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
     assert await ping(before[a.name].address or "") == pids[a.name]
 
     settings = settings_for(nats_server.url, orphan_grace_s=60)
-    async with running(settings):
+    async with running(settings, timeout_s=60):
         # The same processes answer; nothing was spawned.
         result_a, result_b = await bus.load(a), await bus.load(b)
         assert result_a.ok and result_b.ok
@@ -354,7 +296,7 @@ async def test_an_orphan_nobody_adopts_stops_after_its_grace(bus: Bus, nats_serv
     assert code_server_pids(location.name) == {record.pid}
     await until_gone(record.pid)
     # A launcher started after that finds the entry dead and starts a new server.
-    async with running(settings_for(nats_server.url)):
+    async with running(settings_for(nats_server.url), timeout_s=60):
         assert (await bus.load(location)).ok
         [pid] = code_server_pids(location.name)
         assert pid != record.pid
@@ -375,25 +317,15 @@ async def test_cold_starts_are_bounded_not_runs_in_flight(
         env={"STARTING_DIR": str(starting), "COUNTS_FILE": str(counts)},
     )
     launches = [
-        WorkItem(
-            id=new_id(),
-            kind=WorkKind.LAUNCH_RUN,
-            location=location,
-            payload={"run_id": new_id(), "job_name": "counted"},
-        )
+        work_item(WorkKind.LAUNCH_RUN, location, run_id=new_id(), job_name="counted")
         for _ in range(6)
     ]
-    health = WorkItem(
-        id=new_id(),
-        kind=WorkKind.CHECK_RUN_HEALTH,
-        location=location,
-        payload={"run_id": launches[0].payload["run_id"]},
-    )
+    health = work_item(WorkKind.CHECK_RUN_HEALTH, location, run_id=launches[0].payload["run_id"])
     # Two launch slots: launches waiting for a start slot fill them.
     settings = settings_for(
         nats_server.url, warm_start=False, max_concurrent_cold_starts=2, max_concurrency=2
     )
-    async with running(settings) as service:
+    async with running(settings, timeout_s=60) as service:
         for launch in launches:
             await bus.send(launch)
         await bus.send(health)
@@ -457,14 +389,15 @@ async def test_a_removed_location_stops_its_code_server_here_and_on_sibling_repl
         notices.append(msg.data.decode())
 
     await bus.nc.subscribe(subjects.location_stopped("process"), cb=on_notice)
-    async with running(settings_for(nats_server.url, registry_scope=f"stop-{new_id()[:8]}")):
+    scope = f"stop-{new_id()[:8]}"
+    async with running(settings_for(nats_server.url, registry_scope=scope), timeout_s=60):
         for location in (first, second):
             assert (await bus.load(location)).ok
         pids = {name: r.pid for name, r in (await records(bus)).items()}
         assert pids[first.name] and pids[second.name]
 
         # The control plane's work item, served by this replica.
-        stop = WorkItem(id=new_id(), kind=WorkKind.STOP_LOCATION, location=first)
+        stop = work_item(WorkKind.STOP_LOCATION, first)
         await bus.send(stop)
         result = await bus.result(lambda r: r.id == stop.id)
         assert result.ok and result.payload == {"stopped": True}
@@ -480,6 +413,6 @@ async def test_a_removed_location_stops_its_code_server_here_and_on_sibling_repl
         assert (await records(bus))[second.name].state == "STOPPED"
 
         # A location this replica never ran: nothing to stop, still a clear answer.
-        again = WorkItem(id=new_id(), kind=WorkKind.STOP_LOCATION, location=unique("never"))
+        again = work_item(WorkKind.STOP_LOCATION, unique("never"))
         await bus.send(again)
         assert (await bus.result(lambda r: r.id == again.id)).payload == {"stopped": False}

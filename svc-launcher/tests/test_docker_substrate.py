@@ -8,13 +8,12 @@ root filesystem tarball and cached in the engine under a digest of its contents.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import nats
 import pytest
-from nats.js import JetStreamContext
+from launcher_testkit import EXAMPLES, ROOT, Bus, open_bus, running, work_item
 from tether.launcher import CodeServerRegistry, LauncherService, LauncherSettings
 from tether.launcher.docker._spec import (
     LABEL_AGENT,
@@ -33,20 +32,11 @@ from tether.shared.messages import (
     ExecuteRunArgs,
     LaunchRunPayload,
     LocationConfig,
-    RunEvent,
-    WorkItem,
-    WorkResult,
-    decode,
     decode_log_chunk,
-    encode,
     new_id,
 )
-from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
 from tether.shared.testing import skip_or_fail
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 
 SLOW_CODE = """
 import time
@@ -264,66 +254,15 @@ async def test_missing_image_and_crashing_code_server_are_clear_errors(
 # --- the launcher service on the docker substrate, with NATS --------------------------
 
 
-class Bus:
-    def __init__(self, js: JetStreamContext) -> None:
-        self.js = js
-        self.results: list[WorkResult] = []
-        self._results_sub: JetStreamContext.PullSubscription | None = None
-
-    async def send(self, work: WorkItem) -> None:
-        await self.js.publish(
-            subjects.work(work.location.substrate, work.kind),
-            encode(work),
-            headers={"Nats-Msg-Id": work.id},
-        )
-
-    async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
-        # One subscription for the whole test: a second one on the same durable would
-        # leave the first one's lingering pull request orphaned, and a result delivered
-        # to it would only come back after the consumer's ack wait (30 s).
-        if self._results_sub is None:
-            self._results_sub = await self.js.pull_subscribe(
-                subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
-            )
-        sub = self._results_sub
-        async with asyncio.timeout(120):
-            while True:
-                for r in self.results:
-                    if predicate(r):
-                        return r
-                try:
-                    msgs = await sub.fetch(10, timeout=1)
-                except TimeoutError:
-                    continue
-                for msg in msgs:
-                    self.results.append(decode(msg.data, WorkResult))
-                    await msg.ack()
-
-    async def drain(self, subject: str, stream: Stream) -> list[nats.aio.msg.Msg]:
-        sub = await self.js.pull_subscribe(subject, stream=str(stream))
-        out: list[nats.aio.msg.Msg] = []
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=1)
-            except TimeoutError:
-                return out
-            for msg in msgs:
-                out.append(msg)
-                await msg.ack()
-
-
 @pytest.fixture
 async def bus(nats_server) -> AsyncIterator[Bus]:
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    for stream in (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS):
-        await ensure_stream(js, STREAMS[stream])
-    yield Bus(js)
-    await nc.close()
+    streams = (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    async with open_bus(nats_server.url, *streams, result_timeout_s=120) as bus:
+        yield bus
 
 
-@asynccontextmanager
-async def launcher(nats_url: str, agent: str) -> AsyncIterator[LauncherService]:
+def launcher(nats_url: str, agent: str) -> AbstractAsyncContextManager[LauncherService]:
+    """A launcher service on the docker substrate, as ``agent``."""
     settings = LauncherSettings(
         nats_url=nats_url,
         agent_id=agent,
@@ -334,28 +273,18 @@ async def launcher(nats_url: str, agent: str) -> AsyncIterator[LauncherService]:
         stream_wait_timeout_s=10.0,
         graceful_shutdown_timeout=10.0,
     )
-    service = LauncherService(settings)
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 60)  # safety net against a hang only
-
-
-def work(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
-    return WorkItem(id=new_id(), kind=kind, location=location, payload=payload)
+    return running(settings, timeout_s=60)
 
 
 async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after_restart(
     docker_client, bus: Bus, nats_server, local_image: str, agent_id: str, tmp_path: Path
 ) -> None:
     location = docker_location(local_image, tmp_path)
-    load = work(WorkKind.LOAD_LOCATION, location)
+    load = work_item(WorkKind.LOAD_LOCATION, location)
     ok_run = new_id()
     slow_run = new_id()
-    launch_ok = work(WorkKind.LAUNCH_RUN, location, run_id=ok_run, job_name="hello")
-    launch_slow = work(WorkKind.LAUNCH_RUN, location, run_id=slow_run, job_name="slow")
+    launch_ok = work_item(WorkKind.LAUNCH_RUN, location, run_id=ok_run, job_name="hello")
+    launch_slow = work_item(WorkKind.LAUNCH_RUN, location, run_id=slow_run, job_name="slow")
     async with launcher(nats_server.url, agent_id):
         await bus.send(load)
         loaded = await bus.result(lambda r: r.id == load.id)
@@ -374,9 +303,7 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
         )
 
     assert exited.kind == RUN_WORKER_EXITED and exited.payload == {"run_id": ok_run, "exit_code": 0}
-    events = [
-        decode(m.data, RunEvent) for m in await bus.drain(subjects.events(ok_run), Stream.EVENTS)
-    ]
+    events = await bus.events(ok_run)
     types = [e.event_type for e in events]
     assert types.count(EventType.RUN_START) == 1 and EventType.RUN_SUCCESS in types
     # The finished run's container is gone; the code server's lives on without the launcher.
@@ -393,8 +320,8 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
     assert record.server_id == code_server.id and record.config_hash == config_hash(location)
 
     # A new launcher process: adopts the code server, terminates the run the first launched.
-    terminate = work(WorkKind.TERMINATE_RUN, location, run_id=slow_run)
-    reload = work(WorkKind.LOAD_LOCATION, location)
+    terminate = work_item(WorkKind.TERMINATE_RUN, location, run_id=slow_run)
+    reload = work_item(WorkKind.LOAD_LOCATION, location)
     async with launcher(nats_server.url, agent_id):
         await bus.send(reload)
         again = await bus.result(lambda r: r.id == reload.id)
@@ -410,9 +337,7 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
         all=True, filters={"label": f"io.tether.run-id={slow_run}"}
     )
     assert run_container.status == "exited"
-    slow_events = [
-        decode(m.data, RunEvent) for m in await bus.drain(subjects.events(slow_run), Stream.EVENTS)
-    ]
+    slow_events = await bus.events(slow_run)
     assert EventType.RUN_START in [e.event_type for e in slow_events]
     # Its stdout reached NATS from inside the container.
     chunks = [

@@ -886,41 +886,18 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
 
 
 async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_server: Any) -> None:
-    import nats
-    from tether.launcher import LauncherService, LauncherSettings
-    from tether.shared import subjects
-    from tether.shared.messages import RUN_WORKER_EXITED, WorkItem, WorkResult, decode, encode
-    from tether.shared.streams import STREAMS, ensure_stream
+    from launcher_testkit import Bus, open_bus, running, work_item
+    from tether.launcher import LauncherSettings
+    from tether.shared.messages import RUN_WORKER_EXITED, WorkItem, WorkResult
     from tether.shared.subjects import Stream, WorkKind
 
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    for stream in (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS):
-        await ensure_stream(js, STREAMS[stream])
-    results = await js.pull_subscribe(
-        subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
-    )
-    seen: dict[str, WorkResult] = {}
-
-    async def send(kind: WorkKind, **payload: Any) -> WorkItem:
-        item = WorkItem(id=new_id(), kind=kind, location=loc, payload=payload)
-        await js.publish(
-            subjects.work(loc.substrate, kind), encode(item), headers={"Nats-Msg-Id": item.id}
-        )
+    async def send(bus: Bus, kind: WorkKind, **payload: Any) -> WorkItem:
+        item = work_item(kind, loc, **payload)
+        await bus.send(item)
         return item
 
-    async def result(result_id: str) -> WorkResult:
-        async with asyncio.timeout(60):
-            while result_id not in seen:
-                try:
-                    msgs = await results.fetch(10, timeout=1)
-                except TimeoutError:
-                    continue
-                for msg in msgs:
-                    got = decode(msg.data, WorkResult)
-                    seen[got.id] = got
-                    await msg.ack()
-        return seen[result_id]
+    async def result(bus: Bus, result_id: str) -> WorkResult:
+        return await bus.result(lambda r: r.id == result_id)
 
     loc = location()
     run_id = new_id()
@@ -934,37 +911,35 @@ async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_se
         stream_wait_timeout_s=10.0,
         graceful_shutdown_timeout=10.0,
     )
-    service = LauncherService(settings)
-    running = asyncio.create_task(service.run())
-    try:
-        launch = await send(WorkKind.LAUNCH_RUN, run_id=run_id, job_name="daily")
-        launched = await result(launch.id)
+    streams = (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    async with (
+        open_bus(nats_server.url, *streams, result_timeout_s=60) as bus,
+        running(settings, timeout_s=60),
+    ):
+        launch = await send(bus, WorkKind.LAUNCH_RUN, run_id=run_id, job_name="daily")
+        launched = await result(bus, launch.id)
         assert launched.ok, launched.error
         assert launched.payload["run_id"] == run_id
         [arn] = (await aws.call(aws.ecs.list_tasks, cluster=CLUSTER, startedBy=run_id))["taskArns"]
 
-        health = await send(WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
-        assert (await result(health.id)).payload == {"run_id": run_id, "alive": True}
+        health = await send(bus, WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
+        assert (await result(bus, health.id)).payload == {"run_id": run_id, "alive": True}
 
-        terminate = await send(WorkKind.TERMINATE_RUN, run_id=run_id)
-        assert (await result(terminate.id)).payload == {"run_id": run_id, "signalled": True}
+        terminate = await send(bus, WorkKind.TERMINATE_RUN, run_id=run_id)
+        assert (await result(bus, terminate.id)).payload == {"run_id": run_id, "signalled": True}
         task = await aws.task(arn)
         assert task["lastStatus"] == "STOPPED"
         assert task["stoppedReason"] == f"Tether: run {run_id} terminated"
-        exited = await result(f"{launch.id}.exit")
+        exited = await result(bus, f"{launch.id}.exit")
         assert exited.kind == RUN_WORKER_EXITED
         assert exited.payload == {"run_id": run_id, "exit_code": 0}  # moto's exit code
-        health = await send(WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
-        assert (await result(health.id)).payload == {"run_id": run_id, "alive": False}
+        health = await send(bus, WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
+        assert (await result(bus, health.id)).payload == {"run_id": run_id, "alive": False}
 
         # No task ever gets healthy (moto starts none): the load fails with why, and the
         # service it created is removed.
-        load = await send(WorkKind.LOAD_LOCATION)
-        loaded = await result(load.id)
+        load = await send(bus, WorkKind.LOAD_LOCATION)
+        loaded = await result(bus, load.id)
         assert not loaded.ok and loaded.error is not None
         assert "no healthy task within" in loaded.error.message
         assert await aws.services() == []
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(running, 60)  # safety net against a hang only
-        await nc.close()

@@ -6,34 +6,32 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
-from nats.js import JetStreamContext
-from tether.launcher import LauncherService, LauncherSettings
-from tether.launcher.consumer import consumer_name
+from launcher_testkit import (
+    EXAMPLES,
+    EXAMPLES_LOCATION,
+    Bus,
+    launcher_settings,
+    open_bus,
+    running,
+    work_item,
+)
+from tether.launcher import LauncherSettings
 from tether.shared import subjects
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
     EventType,
     LocationConfig,
-    RunEvent,
     WorkItem,
-    WorkResult,
     decode,
     encode,
     new_id,
 )
-from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EXAMPLES_LOCATION = LocationConfig(
-    name="examples", module="example_jobs", working_directory=str(EXAMPLES)
-)
 BROKEN_LOCATION = LocationConfig(
     name="broken", python_file="broken_location.py", working_directory=str(EXAMPLES)
 )
@@ -65,127 +63,18 @@ def slow_location(tmp_path: Path) -> LocationConfig:
     return LocationConfig(name="slow", module="slow_location", working_directory=str(tmp_path))
 
 
-class Bus:
-    """A test-side NATS connection: publishes work, collects results, events, dead letters."""
-
-    def __init__(self, nc: nats.NATS, js: JetStreamContext) -> None:
-        self.nc = nc
-        self.js = js
-        self.results: list[WorkResult] = []
-        self._results_sub: JetStreamContext.PullSubscription | None = None
-        self.result_headers: dict[str, dict[str, str]] = {}
-
-    async def declare(self, *streams: Stream) -> None:
-        for name in streams:
-            await ensure_stream(self.js, STREAMS[name])
-
-    async def send(self, item: WorkItem, traceparent: str | None = TRACEPARENT) -> None:
-        headers = {"Nats-Msg-Id": item.id}
-        if traceparent:
-            headers["traceparent"] = traceparent
-        await self.js.publish(
-            subjects.work(item.location.substrate, item.kind), encode(item), headers=headers
-        )
-
-    async def result(self, predicate: Callable[[WorkResult], bool]) -> WorkResult:
-        """The first result matching ``predicate``, fetching (and acking) as needed."""
-        # One subscription for the whole test: a second one on the same durable would
-        # leave the first one's lingering pull request orphaned, and a result delivered
-        # to it would only come back after the consumer's ack wait (30 s).
-        if self._results_sub is None:
-            self._results_sub = await self.js.pull_subscribe(
-                subjects.results_all(), durable="test-results", stream=str(Stream.RESULTS)
-            )
-        sub = self._results_sub
-        async with asyncio.timeout(30):
-            while True:
-                for result in self.results:
-                    if predicate(result):
-                        return result
-                try:
-                    msgs = await sub.fetch(10, timeout=1)
-                except TimeoutError:  # nats-py raises both its own and the builtin one
-                    continue
-                for msg in msgs:
-                    result = decode(msg.data, WorkResult)
-                    self.results.append(result)
-                    self.result_headers[result.id] = dict(msg.headers or {})
-                    await msg.ack()
-
-    async def events(self, run_id: str) -> list[RunEvent]:
-        sub = await self.js.pull_subscribe(subjects.events(run_id), stream=str(Stream.EVENTS))
-        out: list[RunEvent] = []
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=1)
-            except TimeoutError:  # nats-py raises both its own and the builtin one
-                return out
-            for msg in msgs:
-                out.append(decode(msg.data, RunEvent))
-                await msg.ack()
-
-    async def dead_letters(self, count: int) -> list[nats.aio.msg.Msg]:
-        sub = await self.js.pull_subscribe(
-            subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER)
-        )
-        return await sub.fetch(count, timeout=20)
-
-    async def work_consumer_drained(self) -> None:
-        """Wait until the launcher has acked or terminated every work message."""
-        async with asyncio.timeout(30):
-            while True:
-                info = await self.js.consumer_info(str(Stream.WORK), consumer_name("process"))
-                if info.num_pending == 0 and info.num_ack_pending == 0:
-                    return
-                await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 async def bus(nats_server) -> AsyncIterator[Bus]:
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    await ensure_stream(js, STREAMS[Stream.WORK])
-    yield Bus(nc, js)
-    await nc.close()
-
-
-def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
-    values: dict[str, object] = {
-        "nats_url": nats_url,
-        "agent_id": "launcher-under-test",
-        "code_server_start_timeout_s": 30.0,
-        "grpc_deadline_s": 10.0,
-        "terminate_grace_s": 3.0,
-        "max_concurrency": 4,
-        "result_publish_timeout_s": 30.0,
-        "stream_wait_timeout_s": 10.0,
-        "graceful_shutdown_timeout": 10.0,
-    }
-    values.update(overrides)
-    return LauncherSettings(**values)  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def running(settings: LauncherSettings) -> AsyncIterator[LauncherService]:
-    service = LauncherService(settings)
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)  # safety net against a hang only
-
-
-def item(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
-    return WorkItem(id=new_id(), kind=kind, location=location, payload=payload)
+    async with open_bus(nats_server.url, Stream.WORK, traceparent=TRACEPARENT) as bus:
+        yield bus
 
 
 async def test_load_location_publishes_snapshot_or_error(bus: Bus, nats_server) -> None:
     await bus.declare(Stream.RESULTS)
-    good = item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)
-    broken = item(WorkKind.LOAD_LOCATION, BROKEN_LOCATION)
+    good = work_item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)
+    broken = work_item(WorkKind.LOAD_LOCATION, BROKEN_LOCATION)
     # The interpreter cannot even start: a code server that never prints its ready line.
-    unstartable = item(
+    unstartable = work_item(
         WorkKind.LOAD_LOCATION,
         EXAMPLES_LOCATION.model_copy(
             update={"name": "unstartable", "env": {"PYTHONHOME": "/nonexistent"}}
@@ -221,11 +110,11 @@ async def test_launch_run_once_and_never_behind_code_servers(
     run_id = new_id()
     # One slot per kind group: a code server that takes seconds to import must not
     # delay the launch queued right behind it.
-    slow_load = item(
+    slow_load = work_item(
         WorkKind.LOAD_LOCATION,
         slow_location.model_copy(update={"env": {"IMPORT_DELAY_S": "4"}}),
     )
-    launch = item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
+    launch = work_item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
     async with running(launcher_settings(nats_server.url, max_concurrency=1)):
         await bus.send(slow_load)
         await bus.send(launch)
@@ -235,7 +124,9 @@ async def test_launch_run_once_and_never_behind_code_servers(
         assert isinstance(started.payload["pid"], int)
         exited = await bus.result(lambda r: r.id == f"{launch.id}.exit")
         # A second launch_run for the same run (another work item) is acked and skipped.
-        duplicate = item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
+        duplicate = work_item(
+            WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello"
+        )
         await bus.send(duplicate)
         await bus.result(lambda r: r.id == slow_load.id)
         await bus.work_consumer_drained()
@@ -256,11 +147,11 @@ async def test_terminate_run_interrupts_the_worker(
 ) -> None:
     await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
     run_id = new_id()
-    launch = item(WorkKind.LAUNCH_RUN, slow_location, run_id=run_id, job_name="slow")
-    terminate = item(WorkKind.TERMINATE_RUN, slow_location, run_id=run_id)
+    launch = work_item(WorkKind.LAUNCH_RUN, slow_location, run_id=run_id, job_name="slow")
+    terminate = work_item(WorkKind.TERMINATE_RUN, slow_location, run_id=run_id)
 
     async def health(run: str = run_id) -> dict[str, object]:
-        check = item(WorkKind.CHECK_RUN_HEALTH, slow_location, run_id=run)
+        check = work_item(WorkKind.CHECK_RUN_HEALTH, slow_location, run_id=run)
         await bus.send(check)
         return (await bus.result(lambda r: r.id == check.id)).payload
 
@@ -284,7 +175,7 @@ async def test_terminate_run_interrupts_the_worker(
 async def test_malformed_and_unknown_messages_are_dead_lettered(bus: Bus, nats_server) -> None:
     await bus.declare(Stream.RESULTS, Stream.DEAD_LETTER)
     subject = subjects.work("process", WorkKind.LOAD_LOCATION)
-    unknown = encode(item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)).replace(
+    unknown = encode(work_item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)).replace(
         b'"load_location"', b'"make_coffee"'
     )
     async with running(launcher_settings(nats_server.url)):
@@ -305,7 +196,7 @@ async def test_results_wait_for_their_stream_and_last_failures_are_dead_lettered
 ) -> None:
     # No RESULTS stream yet (the eventrelay declares it): the result is retried until
     # it exists, with the work message kept in progress meanwhile.
-    unsupported = item(WorkKind.PING_LOCATION, EXAMPLES_LOCATION)
+    unsupported = work_item(WorkKind.PING_LOCATION, EXAMPLES_LOCATION)
     async with running(launcher_settings(nats_server.url)):
         await bus.send(unsupported)
         await asyncio.sleep(1.0)  # let a few publish attempts fail first
@@ -317,7 +208,7 @@ async def test_results_wait_for_their_stream_and_last_failures_are_dead_lettered
     # A handler that still fails on its last delivery ends in the dead letters.
     await bus.js.delete_stream(str(Stream.RESULTS))
     await bus.declare(Stream.DEAD_LETTER)
-    doomed = item(WorkKind.PING_LOCATION, EXAMPLES_LOCATION)
+    doomed = work_item(WorkKind.PING_LOCATION, EXAMPLES_LOCATION)
     settings = launcher_settings(nats_server.url, max_deliver=1, result_publish_timeout_s=0.5)
     async with running(settings):
         await bus.send(doomed)
@@ -364,7 +255,7 @@ async def test_shutdown_leaves_run_workers_running(
     bus: Bus, nats_server, slow_location: LocationConfig
 ) -> None:
     await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
-    launch = item(WorkKind.LAUNCH_RUN, slow_location, run_id=new_id(), job_name="slow")
+    launch = work_item(WorkKind.LAUNCH_RUN, slow_location, run_id=new_id(), job_name="slow")
     async with running(launcher_settings(nats_server.url)):
         await bus.send(launch)
         started = await bus.result(lambda r: r.id == launch.id)
@@ -385,38 +276,40 @@ async def test_schedule_sensor_and_partition_queries(bus: Bus, nats_server, tmp_
     noon_ny = 1767632400.0  # 2026-01-05 12:00 America/New_York
     three_ny = noon_ny - 9 * 3600
     work = {
-        "noon": item(
+        "noon": work_item(
             WorkKind.EVALUATE_SCHEDULE,
             location,
             schedule_name="hourly_greeting",
             scheduled_timestamp=noon_ny,
         ),
-        "night": item(
+        "night": work_item(
             WorkKind.EVALUATE_SCHEDULE,
             location,
             schedule_name="hourly_greeting",
             scheduled_timestamp=three_ny,
         ),
-        "sensor": item(WorkKind.EVALUATE_SENSOR, location, sensor_name="greeting_files"),
-        "caught_up": item(
+        "sensor": work_item(WorkKind.EVALUATE_SENSOR, location, sensor_name="greeting_files"),
+        "caught_up": work_item(
             WorkKind.EVALUATE_SENSOR, location, sensor_name="greeting_files", cursor="b.txt"
         ),
-        "keys": item(
+        "keys": work_item(
             WorkKind.GET_PARTITION_KEYS, location, partition_set_name="regional_sync_partition_set"
         ),
-        "config": item(
+        "config": work_item(
             WorkKind.GET_PARTITION_CONFIG,
             location,
             partition_set_name="regional_sync_partition_set",
             partition_key="us",
         ),
-        "unknown": item(WorkKind.EVALUATE_SENSOR, location, sensor_name="no_such_sensor"),
-        "malformed": item(WorkKind.EVALUATE_SCHEDULE, location, schedule_name="hourly_greeting"),
-        "broken": item(WorkKind.EVALUATE_SENSOR, BROKEN_LOCATION, sensor_name="anything"),
+        "unknown": work_item(WorkKind.EVALUATE_SENSOR, location, sensor_name="no_such_sensor"),
+        "malformed": work_item(
+            WorkKind.EVALUATE_SCHEDULE, location, schedule_name="hourly_greeting"
+        ),
+        "broken": work_item(WorkKind.EVALUATE_SENSOR, BROKEN_LOCATION, sensor_name="anything"),
     }
     async with running(launcher_settings(nats_server.url)):
-        for work_item in work.values():
-            await bus.send(work_item)
+        for pending in work.values():
+            await bus.send(pending)
         got = {name: await bus.result(lambda r, w=w: r.id == w.id) for name, w in work.items()}
 
     noon = got["noon"]
@@ -462,7 +355,7 @@ async def test_a_run_claimed_by_a_launcher_that_died_before_starting_it_is_launc
     claims = await RunClaims.open(bus.js)
     orphaned, elsewhere = new_id(), new_id()
     launches = {
-        run_id: item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
+        run_id: work_item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello")
         for run_id in (orphaned, elsewhere)
     }
     for run_id, ns in ((orphaned, pid_namespace()), (elsewhere, "another-host:boot:1")):

@@ -17,6 +17,7 @@ from typing import Any
 
 import nats
 import pytest
+from launcher_testkit import EXAMPLES_LOCATION, open_bus, running, work_item
 from nats.js import JetStreamContext
 from tether.launcher import ProcessSubstrate
 from tether.launcher.substrate import RunWorkerHandle
@@ -38,10 +39,6 @@ from tether.shared.subjects import LogStream, Stream
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-EXAMPLES_LOCATION = LocationConfig(
-    name="examples", module="example_jobs", working_directory=str(EXAMPLES)
-)
 TRACEPARENT = f"00-{'e' * 32}-{'f' * 16}-01"
 E = EventType
 
@@ -382,54 +379,40 @@ def test_warm_start_is_the_default_and_can_be_turned_off(monkeypatch: pytest.Mon
 async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
     nats_server, js: JetStreamContext
 ) -> None:
-    from tether.launcher import LauncherService, LauncherSettings
-    from tether.shared.messages import WorkItem, WorkResult, encode
+    from tether.launcher import LauncherSettings
     from tether.shared.subjects import WorkKind
-
-    for stream in (Stream.WORK, Stream.RESULTS):
-        await ensure_stream(js, STREAMS[stream])
-    results = await js.pull_subscribe(
-        subjects.results_all(), durable="warm-results", stream=str(Stream.RESULTS)
-    )
-    seen: dict[str, WorkResult] = {}
-
-    async def send_and_wait(item: WorkItem, *ids: str) -> None:
-        await js.publish(
-            subjects.work("process", item.kind), encode(item), headers={"Nats-Msg-Id": item.id}
-        )
-        async with asyncio.timeout(60):
-            while not set(ids) <= seen.keys():
-                msgs = await results.fetch(10, timeout=30)
-                for msg in msgs:
-                    result = decode(msg.data, WorkResult)
-                    seen[result.id] = result
-                    await msg.ack()
 
     settings = LauncherSettings(nats_url=nats_server.url, agent_id="warm-test")
     assert settings.warm_start
-    service = LauncherService(settings)
-    task = asyncio.create_task(service.run())
-    try:
-        load = WorkItem(id=new_id(), kind=WorkKind.LOAD_LOCATION, location=EXAMPLES_LOCATION)
-        await send_and_wait(load, load.id)
-        assert seen[load.id].ok
+    async with (
+        open_bus(
+            nats_server.url,
+            Stream.WORK,
+            Stream.RESULTS,
+            result_timeout_s=60,
+            results_durable="warm-results",
+        ) as bus,
+        running(settings, timeout_s=60),
+    ):
+        load = work_item(WorkKind.LOAD_LOCATION, EXAMPLES_LOCATION)
+        await bus.send(load)
+        assert (await bus.result(lambda r: r.id == load.id)).ok
         # The fork server starts once the code server is ready; until then runs go cold.
         for _ in range(100):
-            payload = {"run_id": new_id(), "job_name": "hello"}
-            launch = WorkItem(
-                id=new_id(), kind=WorkKind.LAUNCH_RUN, location=EXAMPLES_LOCATION, payload=payload
+            run_id = new_id()
+            launch = work_item(
+                WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id=run_id, job_name="hello"
             )
-            await send_and_wait(launch, launch.id, f"{launch.id}.exit")
-            assert seen[launch.id].ok and seen[f"{launch.id}.exit"].ok
-            if seen[launch.id].payload["warm"]:
+            await bus.send(launch)
+            started = await bus.result(lambda r, w=launch: r.id == w.id)
+            exited = await bus.result(lambda r, w=launch: r.id == f"{w.id}.exit")
+            assert started.ok and exited.ok
+            if started.payload["warm"]:
                 break
             await asyncio.sleep(0.2)
-        assert seen[launch.id].payload["warm"] is True
-        events = await events_of(js, payload["run_id"])
+        assert started.payload["warm"] is True
+        events = await events_of(js, run_id)
         assert [e.event_type for e in events][-1] is E.RUN_SUCCESS
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 60)
 
 
 async def test_a_wedged_fork_server_fails_the_launch_and_is_replaced(

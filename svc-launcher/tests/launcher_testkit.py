@@ -1,0 +1,267 @@
+"""What the launcher's tests share: a test-side NATS connection, launcher settings, a running
+launcher service, work items and the example code location.
+
+Imported as a plain module (``from launcher_testkit import Bus``): this directory's
+conftest.py puts it on ``sys.path``, since the tests run with ``--import-mode=importlib``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from tether.launcher import LauncherService, LauncherSettings
+from tether.launcher.consumer import consumer_name
+from tether.shared import subjects
+from tether.shared.messages import (
+    LocationConfig,
+    RunEvent,
+    WorkItem,
+    WorkResult,
+    decode,
+    encode,
+    new_id,
+)
+from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.subjects import Stream, WorkKind
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository (the uv workspace's root)."""
+
+EXAMPLES = ROOT / "examples"
+"""The repository's examples directory (the ``example_jobs`` module lives there)."""
+
+EXAMPLES_LOCATION = LocationConfig(
+    name="examples", module="example_jobs", working_directory=str(EXAMPLES)
+)
+"""The example jobs as a code location served by the process substrate."""
+
+
+class _Default(enum.Enum):
+    """Marks an argument left out: ``None`` is a meaningful value of it."""
+
+    TOKEN = 0
+
+
+DEFAULT = _Default.TOKEN
+
+
+class Bus:
+    """A test-side NATS connection: sends work items, collects results, events, dead letters.
+
+    Attributes:
+        nc: The NATS connection.
+        js: Its JetStream context.
+        results: Every result fetched so far, in the order they arrived.
+        result_headers: The NATS headers of each fetched result, by result id.
+    """
+
+    def __init__(
+        self,
+        nc: nats.NATS,
+        js: JetStreamContext,
+        *,
+        traceparent: str | None = None,
+        result_timeout_s: float = 30.0,
+        results_durable: str = "test-results",
+    ) -> None:
+        """Wrap a connection.
+
+        Args:
+            nc: The NATS connection.
+            js: Its JetStream context.
+            traceparent: The traceparent header sent with work items unless ``send`` is given
+                one; ``None`` sends none.
+            result_timeout_s: How long ``result`` waits unless given a timeout.
+            results_durable: Name of the durable consumer that reads the RESULTS stream.
+        """
+        self.nc = nc
+        self.js = js
+        self.results: list[WorkResult] = []
+        self.result_headers: dict[str, dict[str, str]] = {}
+        self._traceparent = traceparent
+        self._result_timeout_s = result_timeout_s
+        self._results_durable = results_durable
+        self._results_sub: JetStreamContext.PullSubscription | None = None
+
+    async def declare(self, *streams: Stream) -> None:
+        """Create (or update) ``streams`` as their owners would."""
+        for name in streams:
+            await ensure_stream(self.js, STREAMS[name])
+
+    async def send(self, item: WorkItem, traceparent: str | None | _Default = DEFAULT) -> None:
+        """Publish ``item`` to the WORK stream, deduplicated by its id.
+
+        Args:
+            item: The work item.
+            traceparent: The traceparent header to send; the Bus's default when left out,
+                none when ``None``.
+        """
+        if traceparent is DEFAULT:
+            traceparent = self._traceparent
+        headers = {"Nats-Msg-Id": item.id}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        await self.js.publish(
+            subjects.work(item.location.substrate, item.kind), encode(item), headers=headers
+        )
+
+    async def result(
+        self, predicate: Callable[[WorkResult], bool], timeout_s: float | None = None
+    ) -> WorkResult:
+        """The first result matching ``predicate``, fetching (and acking) as needed.
+
+        Args:
+            predicate: Says which result is wanted; results already fetched count too.
+            timeout_s: How long to wait; the Bus's default when ``None``.
+
+        Raises:
+            TimeoutError: No matching result within the timeout.
+        """
+        # One subscription for the whole test: a second one on the same durable would
+        # leave the first one's lingering pull request orphaned, and a result delivered
+        # to it would only come back after the consumer's ack wait (30 s).
+        if self._results_sub is None:
+            self._results_sub = await self.js.pull_subscribe(
+                subjects.results_all(), durable=self._results_durable, stream=str(Stream.RESULTS)
+            )
+        sub = self._results_sub
+        async with asyncio.timeout(self._result_timeout_s if timeout_s is None else timeout_s):
+            while True:
+                for result in self.results:
+                    if predicate(result):
+                        return result
+                try:
+                    msgs = await sub.fetch(10, timeout=1)
+                except TimeoutError:  # nats-py raises both its own and the builtin one
+                    continue
+                for msg in msgs:
+                    result = decode(msg.data, WorkResult)
+                    self.results.append(result)
+                    self.result_headers[result.id] = dict(msg.headers or {})
+                    await msg.ack()
+
+    async def load(self, location: LocationConfig) -> WorkResult:
+        """Send a load_location work item for ``location`` and wait for its result."""
+        item = work_item(WorkKind.LOAD_LOCATION, location)
+        await self.send(item)
+        return await self.result(lambda r: r.id == item.id)
+
+    async def drain(self, subject: str, stream: Stream) -> list[Msg]:
+        """Every message of ``stream`` on ``subject`` (acked), once none came for a second."""
+        sub = await self.js.pull_subscribe(subject, stream=str(stream))
+        out: list[Msg] = []
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=1)
+            except TimeoutError:  # nats-py raises both its own and the builtin one
+                return out
+            for msg in msgs:
+                out.append(msg)
+                await msg.ack()
+
+    async def events(self, run_id: str) -> list[RunEvent]:
+        """The run events published for ``run_id`` so far (see ``drain``)."""
+        msgs = await self.drain(subjects.events(run_id), Stream.EVENTS)
+        return [decode(msg.data, RunEvent) for msg in msgs]
+
+    async def dead_letters(self, count: int) -> list[Msg]:
+        """The first ``count`` dead letters, waiting up to 20 s for them."""
+        sub = await self.js.pull_subscribe(
+            subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER)
+        )
+        return await sub.fetch(count, timeout=20)
+
+    async def work_consumer_drained(self, substrate: str = "process") -> None:
+        """Wait until the launchers of ``substrate`` acked or terminated every work message."""
+        async with asyncio.timeout(30):
+            while True:
+                info = await self.js.consumer_info(str(Stream.WORK), consumer_name(substrate))
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    return
+                await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def open_bus(
+    nats_url: str,
+    *streams: Stream,
+    traceparent: str | None = None,
+    result_timeout_s: float = 30.0,
+    results_durable: str = "test-results",
+) -> AsyncIterator[Bus]:
+    """A Bus on a new connection to ``nats_url``, with ``streams`` declared; closed after.
+
+    Args:
+        nats_url: The NATS server.
+        *streams: Streams to create first (as their owning services would).
+        traceparent: See ``Bus``.
+        result_timeout_s: See ``Bus``.
+        results_durable: See ``Bus``.
+    """
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for name in streams:
+            await ensure_stream(js, STREAMS[name])
+        yield Bus(
+            nc,
+            js,
+            traceparent=traceparent,
+            result_timeout_s=result_timeout_s,
+            results_durable=results_durable,
+        )
+    finally:
+        await nc.close()
+
+
+def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
+    """Settings of a launcher under test: short timeouts, four slots per kind group.
+
+    Args:
+        nats_url: The NATS server.
+        **overrides: Settings fields that differ from these defaults.
+    """
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "agent_id": "launcher-under-test",
+        "code_server_start_timeout_s": 30.0,
+        "grpc_deadline_s": 10.0,
+        "terminate_grace_s": 3.0,
+        "max_concurrency": 4,
+        "result_publish_timeout_s": 30.0,
+        "stream_wait_timeout_s": 10.0,
+        "graceful_shutdown_timeout": 10.0,
+    }
+    values.update(overrides)
+    return LauncherSettings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(
+    settings: LauncherSettings, timeout_s: float = 30.0
+) -> AsyncIterator[LauncherService]:
+    """A launcher service running in this event loop; shut down (and awaited) on exit.
+
+    Args:
+        settings: The launcher's settings.
+        timeout_s: How long its shutdown may take before the test fails.
+    """
+    service = LauncherService(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, timeout_s)  # safety net against a hang only
+
+
+def work_item(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
+    """A work item of ``kind`` for ``location`` with a fresh id and ``payload``."""
+    return WorkItem(id=new_id(), kind=kind, location=location, payload=payload)
