@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import nats.js.errors
 import pytest
 from tether.shared import subjects
 from tether.shared.messages import CodeServerStatus, EventType, RunEvent, encode
@@ -15,7 +16,7 @@ from tether.shared.status import (
     read_statuses,
     status_bucket,
 )
-from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.streams import STREAMS, ensure_stream, kv_keys
 from tether.shared.subjects import Stream
 
 pytestmark = pytest.mark.integration
@@ -104,3 +105,27 @@ async def test_queue_depths_count_what_consumers_have_not_acked(nats_server) -> 
     assert (await queue_depths(js))[str(Stream.EVENTS)] == 2
     assert str(Stream.WORK) not in await queue_depths(js)
     await nc.close()
+
+
+async def test_kv_keys_lists_every_key_at_once_even_right_after_writes(nats_server) -> None:
+    """``kv_keys`` reads the bucket stream's subject index: no consumer, so no window in
+    which entries already pushed to the client count as "none left" (nats-py's keys())."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        kv = await js.create_key_value(bucket="kvkeys")
+        assert await kv_keys(js, "kvkeys") == []
+        for round_ in range(20):
+            names = [f"r{round_}.k{i}" for i in range(5)]
+            for name in names:
+                await kv.put(name, b"v")
+            listed = await kv_keys(js, "kvkeys")
+            assert set(names) <= set(listed)
+        await kv.delete("r0.k0")
+        # A deleted key is still listed (its marker is a message); reading it says so.
+        assert "r0.k0" in await kv_keys(js, "kvkeys")
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get("r0.k0")
+        assert len(await kv_keys(js, "kvkeys")) == 100
+    finally:
+        await nc.close()

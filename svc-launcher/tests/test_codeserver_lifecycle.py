@@ -36,7 +36,8 @@ from tether.shared import subjects
 from tether.shared.locations import location_config_hash
 from tether.shared.messages import LocationConfig, new_id
 from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
-from tether.shared.subjects import Stream, WorkKind
+from tether.shared.streams import kv_keys
+from tether.shared.subjects import Bucket, Stream, WorkKind
 
 HUGE_LOCATION_CODE = """
 from pydantic import BaseModel
@@ -184,9 +185,10 @@ async def launcher_process(nats_url: str, **settings: object) -> AsyncIterator[i
 
 
 async def records(bus: Bus) -> dict[str, CodeServerRecord]:
+    """Every registry entry, by location (listed as the launcher lists them: kv_keys)."""
     kv = await registry_bucket(bus.js)
     out: dict[str, CodeServerRecord] = {}
-    for key in await kv.keys():
+    for key in await kv_keys(bus.js, str(Bucket.CODE_SERVERS)):
         entry = await kv.get(key)
         assert entry.value is not None
         record = CodeServerRecord.model_validate_json(entry.value)
@@ -347,7 +349,7 @@ async def test_cold_starts_are_bounded_not_runs_in_flight(
 async def test_registry_entries_are_scoped_and_any_location_name_is_a_valid_key(
     bus: Bus,
 ) -> None:
-    store = CodeServerRecords(await registry_bucket(bus.js))
+    store = await CodeServerRecords.open(bus.js)
     odd = EXAMPLES_LOCATION.model_copy(update={"name": "sales & ops/ünïcode.v2"})
 
     def record(scope: str, location: LocationConfig, pid: int) -> CodeServerRecord:

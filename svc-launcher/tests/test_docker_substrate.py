@@ -23,7 +23,7 @@ from tether.launcher.docker._spec import (
     config_hash,
     run_worker_spec,
 )
-from tether.launcher.registry import CodeServerRecords, default_scope, registry_bucket
+from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.shared import subjects
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
@@ -313,7 +313,7 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
     )
     assert docker_client.containers.get(code_server.id).status == "running"
     # The code-server registry names the container, and it still runs.
-    record = await CodeServerRecords(await registry_bucket(bus.js)).get(
+    record = await (await CodeServerRecords.open(bus.js)).get(
         default_scope(agent_id, "docker"), location.name
     )
     assert record is not None and record.state == "RUNNING"

@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 from tether.shared.errors import ContractError
 from tether.shared.messages import CodeServerStatus, ServiceStatus, decode, encode
 from tether.shared.service import raise_if_cancelling
+from tether.shared.streams import kv_keys
 from tether.shared.subjects import Bucket, Stream
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,7 @@ class StatusReporter:
 async def read_statuses(js: JetStreamContext) -> list[ServiceStatus]:
     """Every live service status of the agent; malformed entries are skipped with a log."""
     kv = await status_bucket(js)
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
+    keys = await kv_keys(js, str(Bucket.SERVICE_STATUS))
     found = []
     for key in keys:
         try:

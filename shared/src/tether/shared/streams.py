@@ -164,3 +164,18 @@ async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 6
                 if not nats_unavailable(err):
                     raise
                 await asyncio.sleep(0.2)
+
+
+async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """The keys of KV ``bucket`` that hold a message, from its stream's subject index.
+
+    nats-py's ``KeyValue.keys()`` races under load: it starts an ordered consumer, then asks
+    the server how many entries are still pending; when the server has already pushed them
+    all but the client has not handled one yet, it reports "no keys" for a bucket that has
+    some. The stream's per-subject state is one API call and no consumer. A deleted key is
+    listed too (its delete marker is a message): ``get`` then raises ``KeyNotFoundError``,
+    which callers of a listing must handle anyway (a key may go between list and read).
+    """
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return sorted(subject[len(prefix) :] for subject in info.state.subjects or {})

@@ -26,6 +26,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, ValidationError
 from tether.shared.messages import LocationConfig
+from tether.shared.streams import kv_keys
 from tether.shared.subjects import Bucket
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,14 @@ class CodeServerRecords:
         kv: the bucket.
     """
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self._kv = kv
+        self._js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> CodeServerRecords:
         """Bind the bucket, creating it when missing (every launcher may; same config)."""
-        return cls(await registry_bucket(js))
+        return cls(await registry_bucket(js), js)
 
     async def put(self, record: CodeServerRecord) -> None:
         """Write ``record`` under its (scope, location) key."""
@@ -132,12 +134,12 @@ class CodeServerRecords:
     async def list(self, scope: str) -> list[CodeServerRecord]:
         """Every entry of ``scope``; malformed entries are skipped with a log."""
         prefix = f"{_key_token(scope)}."
-        try:
-            # Filtered here: one entry per location and deployment is a small bucket, and
-            # server-side key filters need nats-server 2.10.
-            keys = [key for key in await self._kv.keys() if key.startswith(prefix)]
-        except nats.js.errors.NoKeysError:
-            return []
+        # Filtered here: one entry per location and deployment is a small bucket.
+        keys = [
+            key
+            for key in await kv_keys(self._js, str(Bucket.CODE_SERVERS))
+            if key.startswith(prefix)
+        ]
         found: list[CodeServerRecord] = []
         for key in keys:
             try:
