@@ -94,6 +94,12 @@ def pickup(
             breakdowns.append(breakdown(submitted, marked, time.time(), stages(run_id)))
         time.sleep(0.5)  # idle again before the next try
     log(f"{system.name} pickup: " + ", ".join(f"{x:.2f}" for x in latencies))
+    if breakdowns:
+        # Medians hide outliers: say where the slowest try spent its time.
+        slowest = max(range(len(latencies)), key=latencies.__getitem__)
+        stages_text = ", ".join(f"{k} {v:.3f}" for k, v in breakdowns[slowest].items())
+        worst = f"try {slowest}, {latencies[slowest]:.2f} s"
+        log(f"{system.name} slowest pickup ({worst}): {stages_text}")
     case = f"{tries} tries"
     out = [
         Measurement("pickup", case, "p50", system.name, percentile(latencies, 50), "s"),

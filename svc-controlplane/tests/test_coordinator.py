@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +14,8 @@ from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import runs
+from tether.shared.messages import RunStatus
 
 
 @pytest.fixture
@@ -71,3 +75,29 @@ async def test_a_waiting_run_is_canceled_at_once_and_never_launched(queued_api: 
     coordinator = RunCoordinator(api.cp.db, api.cp.queue, max_concurrent_runs=2)
     assert await coordinator.check() == []
     assert await api.claim() == []
+
+
+async def test_the_coordinator_dispatches_as_soon_as_a_run_waits_or_a_slot_frees(
+    queued_api: Api,
+) -> None:
+    """A running coordinator is woken by a run queued or ended here: its interval (an hour
+    in this test) is only the upper bound."""
+    api = queued_api
+    await api.load()
+    coordinator = RunCoordinator(api.cp.db, api.cp.queue, max_concurrent_runs=1, interval_s=3600.0)
+    loop = asyncio.create_task(coordinator.run())
+    try:
+        await asyncio.sleep(0.1)  # the first check found nothing and now waits an hour
+        first = (await api.launch())["run"]["id"]
+        second = (await api.launch())["run"]["id"]
+        (launch,) = await api.claim(wait_ms=5000)  # the long poll ends at the dispatch
+        assert launch.payload["run_id"] == first
+        assert await api.claim() == []  # the limit holds the second
+
+        async with api.cp.db.transaction() as session:
+            assert await runs.advance_status(session, first, RunStatus.SUCCESS, time.time())
+        (launch,) = await api.claim(wait_ms=5000)  # not an hour later
+        assert launch.payload["run_id"] == second
+    finally:
+        coordinator.shutdown()
+        await loop

@@ -10,7 +10,7 @@ from typing import Any
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.engine import Database
+from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.store import locations, runs
@@ -278,6 +278,7 @@ async def queue_run(
             traceparent=traceparent,
             item_id=runs.launch_item_id(run_id),
         )
-    # else: the run coordinator queues the launch when the concurrency limits allow.
+    else:  # the run coordinator queues the launch when the concurrency limits allow
+        changes(session, runs.RUN_QUEUE_CHANGED)
 
     return Launched(run)

@@ -13,13 +13,21 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.engine import Database
+from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import WorkItemRow, WorkStatus
 from tether.controlplane.worksignal import PostgresWorkSignal
 from tether.shared.messages import LocationConfig, WorkItem, new_id
 from tether.shared.subjects import WorkKind
+
+#: Commit topic (:func:`~tether.controlplane.db.engine.changes`): work items were enqueued.
+WORK_QUEUED = "work queued"
+
+
+def results_topic(kind: str) -> str:
+    """Commit topic: results of work items of ``kind`` were stored."""
+    return f"results of {kind}"
 
 
 def to_work_item(row: WorkItemRow) -> WorkItem:
@@ -61,7 +69,7 @@ class WorkQueue:
         self._signal = asyncio.Event()
         self._closed = False
         self._waiting = 0
-        self._result_watchers: dict[str, list[Callable[[], None]]] = {}
+        db.watch(WORK_QUEUED, self._committed)
         self.signal: PostgresWorkSignal | None = None
         if not db.is_sqlite:
             self.signal = PostgresWorkSignal(db.url, db.engine, self.notify)
@@ -129,8 +137,7 @@ class WorkQueue:
                 expires_at=expires_at,
             )
         )
-        # Runs in the event loop's thread (the async session drives the sync one there).
-        event.listen(session.sync_session, "after_commit", lambda _s: self._committed(), once=True)
+        changes(session, WORK_QUEUED)
         return item_id
 
     def watch_results(self, kinds: Iterable[str], callback: Callable[[], None]) -> None:
@@ -140,19 +147,12 @@ class WorkQueue:
         only: results stored through another control plane replica call nobody here.
         """
         for kind in kinds:
-            self._result_watchers.setdefault(str(kind), []).append(callback)
+            self._db.watch(results_topic(str(kind)), callback)
 
     def results_stored(self, session: AsyncSession, kinds: Iterable[str]) -> None:
         """Call the watchers of ``kinds`` once ``session``'s transaction commits."""
-        callbacks = {cb for kind in set(kinds) for cb in self._result_watchers.get(kind, ())}
-        if not callbacks:
-            return
-
-        def committed(_session: object) -> None:
-            for callback in callbacks:
-                callback()
-
-        event.listen(session.sync_session, "after_commit", committed, once=True)
+        for kind in kinds:
+            changes(session, results_topic(str(kind)))
 
     def _committed(self) -> None:
         self.notify()

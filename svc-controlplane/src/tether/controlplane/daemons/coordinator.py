@@ -50,7 +50,7 @@ class RunCoordinator(PeriodicDaemon):
         queue: the work queue.
         max_concurrent_runs: most launched, unfinished runs per deployment (0: no limit).
         tag_limits: ``{"key": n}`` or ``{"key=value": n}``.
-        interval_s: how often to check.
+        interval_s: most seconds between checks (a run queued or ended here wakes it).
         clock: the current time in epoch seconds (tests pass a controllable one).
     """
 
@@ -69,6 +69,8 @@ class RunCoordinator(PeriodicDaemon):
         self._queue = queue
         self.max_concurrent_runs = max_concurrent_runs
         self.tag_limits = _limits(tag_limits or {})
+        # Check as soon as a run waits or a slot frees up, not up to an interval later.
+        db.watch(runs.RUN_QUEUE_CHANGED, self.wake)
 
     async def check(self) -> list[str]:
         """Dispatch what the limits allow; return the ids of the runs dispatched."""

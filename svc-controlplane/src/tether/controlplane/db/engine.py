@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ from sqlalchemy.ext.asyncio import (
 )
 from tether.controlplane.errors import BadInputError
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: ``session.info`` key: the topics a writing transaction changes (see :func:`changes`).
+_CHANGES = "tether_changes"
 
 #: Execution option marking a transaction that only reads (see ``_begin_sqlite``).
 _READ_ONLY = "tether_read_only"
@@ -91,8 +97,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def changes(session: AsyncSession, topic: str) -> None:
+    """Note that ``session``'s transaction changes ``topic``.
+
+    Once (and only if) the transaction commits, the callbacks :meth:`Database.watch`
+    registered for ``topic`` are called: how a waiting claim or daemon learns at once that
+    its work is in, instead of at its next poll.
+    """
+    session.info.setdefault(_CHANGES, set()).add(topic)
+
+
 class Database:
-    """The metadata DB: one async engine and two kinds of transaction.
+    """The metadata DB: one async engine, two kinds of transaction, and commit watchers.
 
     Args:
         url: SQLAlchemy async URL, e.g. ``sqlite+aiosqlite:///.tether/controlplane.db`` or
@@ -114,6 +130,24 @@ class Database:
         self._reader = async_sessionmaker(
             self.engine.execution_options(**read_only), expire_on_commit=False
         )
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+
+    def watch(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the event loop) after each commit that :func:`changes`
+        ``topic``.
+
+        A hint only: commits of other processes (control plane replicas) call nobody here,
+        so whoever waits keeps polling too, just less eagerly.
+        """
+        self._watchers.setdefault(topic, []).append(callback)
+
+    def _committed(self, topics: Iterable[str]) -> None:
+        callbacks = {cb for topic in topics for cb in self._watchers.get(topic, ())}
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the commit stands; a watcher's bug must not fail the request
+                log.exception("commit watcher %r failed", callback)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -124,13 +158,16 @@ class Database:
                 range): the request's content, not the server, is at fault.
         """
         try:
-            async with self._writer() as session, session.begin():
-                yield session
+            async with self._writer() as session:
+                async with session.begin():
+                    yield session
+                topics = session.info.pop(_CHANGES, ())
         except DataError as err:
             detail = str(err.orig).strip().splitlines()[0] if err.orig else "invalid value"
             raise BadInputError(
                 f"the database refused a value ({detail}); nothing was stored"
             ) from err
+        self._committed(topics)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

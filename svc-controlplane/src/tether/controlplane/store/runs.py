@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import Run, RunEventRow, RunTag
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError
@@ -24,6 +25,11 @@ STATUS_RANK: dict[RunStatus, int] = {
     RunStatus.FAILURE: 4,
     RunStatus.CANCELED: 4,
 }
+
+
+#: Commit topic (:func:`~tether.controlplane.db.engine.changes`): a run began waiting for
+#: the run coordinator, or one ended (its slot under the concurrency limits is free).
+RUN_QUEUE_CHANGED = "run queue changed"
 
 
 def launch_item_id(run_id: str) -> str:
@@ -110,7 +116,10 @@ async def advance_status(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    moved = bool(result.rowcount)
+    if moved and status.is_terminal:
+        changes(session, RUN_QUEUE_CHANGED)
+    return moved
 
 
 async def run_status(session: AsyncSession, run_id: str) -> RunStatus | None:
