@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from controlplane_testkit import example_snapshot
-from tether.controlplane import auth
+from tether.controlplane import auth, run_cli
 from tether.controlplane.location_cli import app as location_app
 from tether.controlplane.run_cli import app as run_app
 from tether.controlplane.service import ControlPlaneService
@@ -23,7 +23,9 @@ from typer.testing import CliRunner
 pytestmark = pytest.mark.integration
 
 
-async def test_location_and_run_commands_through_the_api(settings: ControlPlaneSettings) -> None:
+async def test_location_and_run_commands_through_the_api(
+    settings: ControlPlaneSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = settings.model_copy(update={"port": 0})
     service = ControlPlaneService(settings, announce=lambda host, port: None)
     task = asyncio.create_task(service.run())
@@ -155,6 +157,8 @@ async def test_location_and_run_commands_through_the_api(settings: ControlPlaneS
             assert run_id in table.stdout and "team=data" in table.stdout
             assert (await tether(run_app, "list", "--status", "bogus")).exit_code == 2
 
+            # Logs are read in bounded answers (here of 3 bytes), joined back seamlessly.
+            monkeypatch.setattr(run_cli, "_READ_BYTES", 3)
             logs = await ok(run_app, "logs", run_id, token=viewer)
             assert logs.stdout == "a:stdout | one\na:stdout | two\nb:stderr | oops\n"
             raw = await ok(run_app, "logs", run_id, "--step", "a", "--stream", "stdout")

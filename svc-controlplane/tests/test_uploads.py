@@ -142,6 +142,34 @@ async def test_compute_logs_are_idempotent_and_read_back_in_order(api: Api) -> N
     assert [(t["offset"], t["text"]) for t in tail] == [(3, "lo world\n")]
 
 
+async def test_compute_logs_are_read_on_from_an_offset_in_bounded_answers(api: Api) -> None:
+    """A reader following a stream gets what is past its offset, at most ``limit`` bytes,
+    never half a character; a stream with nothing new is still listed."""
+    run_id = await _queued_run(api)
+    text = "hello wörld\n"  # 'ö' is bytes 7-8
+    data = text.encode()
+    chunks = [_chunk(run_id, i, data[i : i + 4]) for i in range(0, len(data), 4)]
+    chunks.append(_chunk(run_id, 0, b"oops\n", LogStream.STDERR))
+    await api.agent(LOGS, items=chunks)
+    query = """query($id: String!, $stream: String, $offset: Int, $limit: Int) {
+      run(id: $id) { computeLogs(stream: $stream, offset: $offset, limit: $limit) {
+        stepKey stream offset nextOffset text } } }"""
+
+    async def read(offset: int, limit: int | None = None, stream: str | None = "stdout") -> Any:
+        logs = await api.user(query, id=run_id, stream=stream, offset=offset, limit=limit)
+        return [
+            (log["stream"], log["text"], log["nextOffset"]) for log in logs["run"]["computeLogs"]
+        ]
+
+    # Eight bytes would end inside 'ö': the answer stops before it.
+    assert await read(0, limit=8) == [("stdout", "hello w", 7)]
+    assert await read(7, limit=8) == [("stdout", "örld\n", 13)]
+    assert await read(10) == [("stdout", "ld\n", 13)]  # from inside a chunk
+    assert await read(13, stream=None) == [("stderr", "", 13), ("stdout", "", 13)]
+    body = await api.post(query, token=api.admin_token, id=run_id, offset=0, limit=0)
+    assert "limit must be at least 1" in body["errors"][0]["message"]
+
+
 async def test_large_batches_store_every_row_once(api: Api) -> None:
     """Batches far over SQLite's bound-parameter cap, half of them already stored."""
     run_id = await _queued_run(api)

@@ -34,6 +34,8 @@ _RUN_FIELDS = "id jobName locationName status tags createdAt startedAt endedAt"
 
 #: A computeLogs offset past any real log: answers which (step, stream) exist, without bytes.
 _PAST_END = 2**31 - 1
+#: Most bytes of one (step, stream) per computeLogs answer (a long log comes in pieces).
+_READ_BYTES = 4 * 1024 * 1024
 
 Tags = Annotated[
     list[str] | None,
@@ -210,10 +212,10 @@ def list_runs(
 
 
 _LOGS = """
-query($id: String!, $step: String, $stream: String, $offset: Int!) {
+query($id: String!, $step: String, $stream: String, $offset: Int!, $limit: Int) {
   run(id: $id) {
     status
-    computeLogs(stepKey: $step, stream: $stream, offset: $offset) {
+    computeLogs(stepKey: $step, stream: $stream, offset: $offset, limit: $limit) {
       stepKey stream offset nextOffset text
     }
   }
@@ -304,11 +306,32 @@ def logs(
     """
     raw = step is not None and stream is not None
 
-    def read(key_step: str | None, key_stream: str | None, offset: int) -> dict[str, Any]:
-        run = call(url, token, _LOGS, id=run_id, step=key_step, stream=key_stream, offset=offset)
+    def read(
+        key_step: str | None, key_stream: str | None, offset: int, limit: int | None = None
+    ) -> dict[str, Any]:
+        run = call(
+            url, token, _LOGS, id=run_id, step=key_step, stream=key_stream, offset=offset,
+            limit=limit,
+        )  # fmt: skip
         if run["run"] is None:
             fail(f"NOT_FOUND: no run {run_id!r}")
         return run["run"]
+
+    def read_through(key: tuple[str, str], offset: int) -> dict[str, Any]:
+        """One (step, stream) from ``offset`` to what is stored now, in bounded answers."""
+        texts: list[str] = []
+        position = offset
+        while True:
+            pieces = read(key[0], key[1], position, _READ_BYTES)["computeLogs"]
+            if not pieces:
+                break
+            texts.append(pieces[0]["text"])
+            got, position = pieces[0]["nextOffset"] - position, pieces[0]["nextOffset"]
+            if got < _READ_BYTES:
+                break
+        text = "".join(texts)
+        return {"stepKey": key[0], "stream": key[1], "offset": offset, "nextOffset": position,
+                "text": text}  # fmt: skip
 
     def show(piece: dict[str, Any]) -> None:
         if raw:
@@ -319,7 +342,10 @@ def logs(
             typer.echo(prefix + line)
 
     if not follow:
-        pieces = read(step, stream, 0)["computeLogs"]
+        pieces = [
+            read_through((p["stepKey"], p["stream"]), 0)
+            for p in read(step, stream, _PAST_END)["computeLogs"]
+        ]
         pieces += _customer_storage_logs(url, token, run_id, step, stream)
         pieces.sort(key=lambda p: (p["stepKey"], p["stream"]))
         if as_json:
@@ -339,10 +365,10 @@ def logs(
             offsets.setdefault((piece["stepKey"], piece["stream"]), 0)
         ended = RunStatus(known["status"]).is_terminal
         for key, offset in sorted(offsets.items()):
-            for piece in read(key[0], key[1], offset)["computeLogs"]:
-                if piece["text"]:
-                    show(piece)
-                offsets[key] = piece["nextOffset"]
+            piece = read_through(key, offset)
+            if piece["text"]:
+                show(piece)
+            offsets[key] = piece["nextOffset"]
         if ended:
             # The status was read before the last logs: whatever the run wrote is shown.
             for piece in _customer_storage_logs(url, token, run_id, step, stream):

@@ -8,6 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.db.models import Agent, CodeLocation, LoadStatus, Run, RunEventRow
+from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.reexecute import ReexecutionStrategy
@@ -290,11 +291,25 @@ class RunType:
         step_key: str | None = None,
         stream: str | None = None,
         offset: int = 0,
+        limit: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Most bytes per (step, stream) in this answer (none: all); "
+                "read on from nextOffset."
+            ),
+        ] = None,
     ) -> list[ComputeLogType]:
         """The run's compute logs."""
+        if limit is not None and limit < 1:
+            raise BadInputError("limit must be at least 1 (byte)")
         async with info.context.cp.db.reading() as session:
             slices = await computelogs.read_logs(
-                session, self.id, step_key=step_key, stream=stream, offset=max(offset, 0)
+                session,
+                self.id,
+                step_key=step_key,
+                stream=stream,
+                offset=max(offset, 0),
+                limit=limit,
             )
         return [
             ComputeLogType(

@@ -76,43 +76,75 @@ async def read_logs(
     step_key: str | None = None,
     stream: str | None = None,
     offset: int = 0,
+    limit: int | None = None,
 ) -> list[LogSlice]:
     """Each (step, stream)'s bytes from ``offset``, concatenated in offset order.
 
-    A slice stops at the first gap (a chunk still in flight), so ``next_offset`` is where
-    a reader resumes without missing anything.
+    Only chunks that end past ``offset`` are loaded, so a reader following a stream from
+    its last ``next_offset`` (the UI's tail, ``tether run logs --follow``) costs what is
+    new, not the whole stream again. Every (step, stream) gets a slice, empty when nothing
+    is past ``offset``. A slice stops at the first gap (a chunk still in flight), so
+    ``next_offset`` is where a reader resumes without missing anything; and after ``limit``
+    bytes (if set), moved back to the start of a UTF-8 character cut in two.
     """
-    stmt = select(ComputeLogChunk).where(ComputeLogChunk.run_id == run_id)
+    where = [ComputeLogChunk.run_id == run_id]
     if step_key is not None:
-        stmt = stmt.where(ComputeLogChunk.step_key == step_key)
+        where.append(ComputeLogChunk.step_key == step_key)
     if stream is not None:
-        stmt = stmt.where(ComputeLogChunk.stream == stream)
-    stmt = stmt.order_by(ComputeLogChunk.step_key, ComputeLogChunk.stream, ComputeLogChunk.offset)
-    slices: list[LogSlice] = []
-    current: tuple[str, str] | None = None
+        where.append(ComputeLogChunk.stream == stream)
+    order = (ComputeLogChunk.step_key, ComputeLogChunk.stream)
+    keys = (await session.execute(select(*order).where(*where).distinct().order_by(*order))).all()
+    # length() of a BLOB/bytea reads its size, not its bytes (SQLite and PostgreSQL).
+    past = ComputeLogChunk.offset + func.length(ComputeLogChunk.data) > offset
+    rows = await session.execute(
+        select(*order, ComputeLogChunk.offset, ComputeLogChunk.data)
+        .where(*where, past)
+        .order_by(*order, ComputeLogChunk.offset)
+    )
+    pieces: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+    for row_step, row_stream, chunk_offset, data in rows:
+        pieces.setdefault((row_step, row_stream), []).append((chunk_offset, data))
+    return [
+        LogSlice(
+            key_step,
+            key_stream,
+            offset,
+            _contiguous(pieces.get((key_step, key_stream), []), offset, limit),
+        )
+        for key_step, key_stream in keys
+    ]
+
+
+def _contiguous(chunks: Sequence[tuple[int, bytes]], offset: int, limit: int | None) -> bytes:
+    """The bytes from ``offset`` up to the first gap in ``chunks`` (in offset order, all
+    ending past ``offset``), at most ``limit`` of them, not ending inside a character."""
     parts: list[bytes] = []
     position = offset
-    gap = False
-
-    def flush() -> None:
-        if current is not None:
-            slices.append(LogSlice(current[0], current[1], offset, b"".join(parts)))
-
-    for chunk in (await session.execute(stmt)).scalars():
-        key = (chunk.step_key, chunk.stream)
-        if key != current:
-            flush()
-            current, parts, position, gap = key, [], offset, False
-        end = chunk.offset + len(chunk.data)
-        if gap or end <= position:
-            continue
-        if chunk.offset > position:
-            gap = True
-            continue
-        parts.append(chunk.data[position - chunk.offset :])
+    for chunk_offset, data in chunks:
+        if chunk_offset > position:
+            break  # a gap: a chunk still in flight
+        end = chunk_offset + len(data)
+        if end <= position:
+            continue  # an overlapping re-send, already covered
+        parts.append(data[position - chunk_offset :])
         position = end
-    flush()
-    return slices
+        if limit is not None and position - offset >= limit:
+            break
+    joined = b"".join(parts)
+    if limit is None or len(joined) < limit:
+        return joined
+    return _without_cut_character(joined[:limit])
+
+
+def _without_cut_character(data: bytes) -> bytes:
+    """``data`` without the start of a UTF-8 character whose other bytes are cut off."""
+    for back in range(1, min(4, len(data) - 1) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # a continuation byte: its lead is further back
+        size = 2 if 0xC0 <= byte < 0xE0 else 3 if 0xE0 <= byte < 0xF0 else 4 if byte >= 0xF0 else 1
+        return data[:-back] if back < size else data
+    return data
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ PAGE_SIZE = 25
 MAX_EVENTS_SHOWN = 500
 #: The logs pane opens on at most this much of the end of a stream (the tail then grows it).
 MAX_LOG_BYTES = 256 * 1024
+#: Most bytes one poll of the pane's tail adds (a run printing faster is shown a little late).
+MAX_TAIL_BYTES = 4 * MAX_LOG_BYTES
 #: Logs can reach the control plane a little after the run ended (logship batches):
 #: keep tailing for this long after the end.
 LOG_GRACE_S = 15.0
@@ -59,9 +61,9 @@ query RunPage($id: String!) {
 }"""
 
 LOGS_QUERY = """
-query RunLogs($id: String!, $step: String!, $stream: String!, $offset: Int!) {
+query RunLogs($id: String!, $step: String!, $stream: String!, $offset: Int!, $limit: Int!) {
   run(id: $id) {
-    selected: computeLogs(stepKey: $step, stream: $stream, offset: $offset) {
+    selected: computeLogs(stepKey: $step, stream: $stream, offset: $offset, limit: $limit) {
       stepKey stream offset nextOffset text
     }
   }
@@ -329,7 +331,13 @@ class RunPages:
             selected = {**chosen, "offset": start, "nextOffset": size, "external": True}
         elif step is not None:
             chosen = await self._client.execute(
-                request, LOGS_QUERY, id=run_id, step=step, stream=stream, offset=start
+                request,
+                LOGS_QUERY,
+                id=run_id,
+                step=step,
+                stream=stream,
+                offset=start,
+                limit=MAX_TAIL_BYTES,
             )
             slices = (chosen["run"] or {}).get("selected") or []
             selected = slices[0] if slices else None
