@@ -234,14 +234,19 @@ class TetherSystem:
         if self._s3 is not None:
             return self._read_stdout_from_bucket(run_id)
         offset = self._stdout_offset.get(run_id, 0)
-        logs = self._gql(
-            'query($id: String!, $o: Int!) { run(id: $id) { computeLogs(stream: "stdout", '
-            "offset: $o) { stepKey nextOffset text } } }",
-            id=run_id,
-            o=offset,
-        )["run"]["computeLogs"]
-        for chunk in logs:
-            offset = max(offset, int(chunk["nextOffset"]))
+        while True:  # up to 4 MB per query, as the Dagster reader reads
+            logs = self._gql(
+                "query($id: String!, $o: Int!, $l: Int) { run(id: $id) { computeLogs(stream: "
+                '"stdout", offset: $o, limit: $l) { stepKey nextOffset text } } }',
+                id=run_id,
+                o=offset,
+                l=4 << 20,
+            )["run"]["computeLogs"]
+            got = max([int(chunk["nextOffset"]) for chunk in logs], default=offset)
+            full = got - offset >= 4 << 20
+            offset = got
+            if not full:
+                break
         self._stdout_offset[run_id] = offset
         return offset
 
