@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
+import pydantic_core
 import strawberry
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
@@ -48,7 +49,7 @@ def parse_batch(model: type[M], items: list[Any], what: str) -> list[M]:
             problems.append(f"#{index}: expected a JSON object, got {type(item).__name__}")
             continue
         try:
-            parsed.append(model.model_validate_json(_without_nul(json.dumps(item))))
+            parsed.append(model.model_validate_json(_without_nul(_to_json(item))))
         except ValidationError as err:
             problems.append(f"#{index}: {describe_validation_error(err)}")
     if problems:
@@ -59,17 +60,28 @@ def parse_batch(model: type[M], items: list[Any], what: str) -> list[M]:
     return parsed
 
 
+def _to_json(item: dict[str, Any]) -> bytes:
+    """``item`` as JSON (pydantic-core's encoder: a few times faster than ``json.dumps`` on
+    the megabytes of base64 a log upload carries)."""
+    try:
+        return pydantic_core.to_json(item)
+    except pydantic_core.PydanticSerializationError:
+        # A lone surrogate (a JSON "\ud800" escape): json.dumps escapes it back, and
+        # validation then names the field.
+        return json.dumps(item).encode()
+
+
 #: A JSON ``\u0000`` escape that is not itself an escaped backslash followed by "u0000".
-_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def _without_nul(text: str) -> str:
+def _without_nul(text: bytes) -> bytes:
     """Replace NUL characters in a JSON document's strings with U+FFFD.
 
     PostgreSQL text cannot hold NUL, and user code may print anything; refusing (or
     endlessly retrying) a batch over one character would lose far more than the character.
     """
-    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+    return _NUL_ESCAPE.sub(rb"\1\\ufffd", text) if b"\\u0000" in text else text
 
 
 @contextmanager
