@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tether.shared import subjects, telemetry
 from tether.shared.errors import AgentApiError, ContractError
-from tether.shared.streams import jetstream_call
+from tether.shared.streams import fetch_ready, jetstream_call
 from tether.shared.subjects import Stream
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class BatchRelay(Generic[T]):
         try:
             while not self._stopping.is_set():
                 try:
-                    msgs = await sub.fetch(batch=policy.max_count, timeout=policy.max_wait_s * 10)
+                    msgs = await fetch_ready(sub, policy.max_count, policy.max_wait_s * 10)
                 except (NatsTimeoutError, TimeoutError):
                     continue
                 await self.handle(msgs)

@@ -16,6 +16,7 @@ from typing import TypeVar
 import nats.errors
 import nats.js.errors
 import stamina
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -179,3 +180,36 @@ async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
     prefix = f"$KV.{bucket}."
     info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
     return sorted(subject[len(prefix) :] for subject in info.state.subjects or {})
+
+
+#: Seconds the second step of :func:`fetch_ready` may wait for messages it was told exist.
+_DRAIN_TIMEOUT_S = 1.0
+
+
+async def fetch_ready(
+    sub: JetStreamContext.PullSubscription, batch: int, timeout: float
+) -> list[Msg]:
+    """Up to ``batch`` messages of a pull consumer, returned as soon as one is there.
+
+    nats-py's ``fetch(n)`` for ``n > 1``, once one message arrived on its waiting pull
+    request, waits for the rest of the batch until a status message ends it: that can be
+    the expiry of an earlier, already-abandoned pull request of the same subscription,
+    seconds later (seen as launches starting up to the launcher's 5 s fetch window late).
+    Here the wait is ``fetch(1)``, which returns the first message that arrives; then what
+    is already there (the consumer's ``num_pending`` as of the first message, and what an
+    abandoned request already delivered into the subscription's buffer) is taken in one
+    more request, which the server fills at once.
+
+    Raises:
+        TimeoutError: nothing arrived within ``timeout`` (nats-py's or the builtin one).
+    """
+    msgs = await sub.fetch(1, timeout=timeout)
+    pending = (msgs[0].metadata.num_pending or 0) + sub.pending_msgs if msgs else 0
+    if batch > 1 and pending:
+        try:
+            msgs += await sub.fetch(min(batch - 1, pending), timeout=_DRAIN_TIMEOUT_S)
+        except (TimeoutError, nats.errors.Error) as err:
+            # Another replica took them first, or the request failed: the first message is
+            # in hand either way and must not be dropped (it would wait for redelivery).
+            log.debug("no more messages after the first: %r", err)
+    return msgs

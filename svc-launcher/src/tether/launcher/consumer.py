@@ -17,7 +17,7 @@ from tether.launcher.settings import LauncherSettings
 from tether.shared import subjects, telemetry
 from tether.shared.errors import ContractError
 from tether.shared.messages import WorkItem, decode
-from tether.shared.streams import jetstream_call
+from tether.shared.streams import fetch_ready, jetstream_call
 from tether.shared.subjects import Stream, WorkKind
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class WorkConsumer:
         ):
             with attempt:
                 try:
-                    return await sub.fetch(want, timeout=_FETCH_TIMEOUT_S)
+                    return await fetch_ready(sub, want, _FETCH_TIMEOUT_S)
                 except TimeoutError:
                     # Nothing to fetch. nats-py raises its own TimeoutError or, on some
                     # paths, the builtin one; both are TimeoutError.
