@@ -95,10 +95,12 @@ async def read_logs(
     order = (ComputeLogChunk.step_key, ComputeLogChunk.stream)
     keys = (await session.execute(select(*order).where(*where).distinct().order_by(*order))).all()
     # length() of a BLOB/bytea reads its size, not its bytes (SQLite and PostgreSQL).
-    past = ComputeLogChunk.offset + func.length(ComputeLogChunk.data) > offset
+    wanted = [ComputeLogChunk.offset + func.length(ComputeLogChunk.data) > offset]
+    if limit is not None:
+        wanted.append(ComputeLogChunk.offset < offset + limit)  # nothing past the limit
     rows = await session.execute(
         select(*order, ComputeLogChunk.offset, ComputeLogChunk.data)
-        .where(*where, past)
+        .where(*where, *wanted)
         .order_by(*order, ComputeLogChunk.offset)
     )
     pieces: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
