@@ -1,5 +1,5 @@
-"""`tether dev` as a newcomer runs it: starts every process, prints where things are, and
-stops every child process on Ctrl-C."""
+"""`tether dev` as a newcomer runs it: starts every process, prints where things are,
+restarts a service that dies, and stops every child process on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -43,7 +43,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_tether_dev_starts_everything_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_every_child(
+    tmp_path: Path,
+) -> None:
     port, nats_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -82,6 +91,19 @@ def test_tether_dev_starts_everything_and_ctrl_c_stops_every_child(tmp_path: Pat
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     children = _children(proc.pid)
     assert len(children) >= 6  # nats, control plane, poller, launcher, eventrelay, logship
+
+    # A service that dies is started again (as a container's restart policy would).
+    (launcher,) = [pid for pid in children if b"launcher" in _cmdline(pid)]
+    os.kill(launcher, signal.SIGKILL)
+    while b"launcher exited with code -9; restarting it" not in output:
+        assert time.monotonic() < deadline + 60, output.decode(errors="replace")
+        assert proc.poll() is None, output.decode(errors="replace")
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            output += os.read(proc.stdout.fileno(), 65536)
+    (again,) = [pid for pid in _children(proc.pid) if b"launcher" in _cmdline(pid)]
+    assert again != launcher and _alive(again)
+    children |= {again}
 
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from tether.dev.stack import DevStack, StackConfig, StackError
+from tether.dev.stack import DevStack, StackConfig, StackError, Supervisor
 
 app = typer.Typer(help="Run the whole Tether stack locally on embedded defaults.")
 
@@ -27,7 +27,8 @@ def dev(
     ),
     quiet: bool = typer.Option(False, help="Write service output only to log files."),
 ) -> None:
-    """Start NATS, the control plane and every agent service; stop them all on Ctrl-C."""
+    """Start NATS, the control plane and every agent service; restart one that exits; stop
+    them all on Ctrl-C."""
     console = Console()
     if workspace is None and DEFAULT_WORKSPACE.exists():
         workspace = DEFAULT_WORKSPACE
@@ -62,15 +63,19 @@ def dev(
         f"  locations    {workspace or 'none'}\n"
         "Press Ctrl-C to stop."
     )
+    supervisor = Supervisor(stack)
+    failed = False
     try:
         while not stop.wait(1.0):
-            for name, proc in stack.processes():
-                if proc.poll() is not None:
-                    console.print(f"[red]{name} exited with code {proc.returncode}[/red]")
-                    stop.set()
+            supervisor.check(report=lambda what: console.print(f"[yellow]{what}[/yellow]"))
+    except StackError as err:
+        console.print(f"[red]giving up:[/red] {err}")
+        failed = True
     except KeyboardInterrupt:
         pass
     finally:
         with console.status("stopping every process..."):
             stack.stop()
         console.print("stopped.")
+    if failed:
+        raise typer.Exit(1)

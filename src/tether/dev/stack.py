@@ -299,3 +299,54 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
+
+
+class Supervisor:
+    """Restarts a stack's children that exit, as a container runtime's restart policy would.
+
+    Killing any one service loses nothing (NATS holds the work, the control plane the
+    state), so ``tether dev`` brings an exited service back instead of stopping everything;
+    a service that keeps exiting (``max_restarts`` times within ``window_s``: a broken
+    configuration, not a crash) makes it give up.
+
+    Args:
+        stack: the running stack.
+        max_restarts: restarts of one child allowed within ``window_s``.
+        window_s: the window, seconds.
+        clock: monotonic seconds (tests pass a controllable one).
+    """
+
+    def __init__(
+        self,
+        stack: DevStack,
+        *,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stack = stack
+        self._max_restarts = max_restarts
+        self._window_s = window_s
+        self._clock = clock
+        self._restarts: dict[str, list[float]] = {}
+
+    def check(self, report: Callable[[str], None] = lambda _: None) -> None:
+        """Restart every child that has exited, telling ``report`` about each.
+
+        Raises:
+            StackError: a child exited too often, or could not be started again.
+        """
+        for name, proc in list(self._stack.processes()):
+            code = proc.poll()
+            if code is None:
+                continue
+            now = self._clock()
+            recent = [t for t in self._restarts.get(name, []) if now - t < self._window_s]
+            if len(recent) >= self._max_restarts:
+                raise StackError(
+                    f"{name} exited with code {code} {len(recent) + 1} times within "
+                    f"{self._window_s:.0f} s; last output:\n{self._stack.tail(name, 20)}"
+                )
+            report(f"{name} exited with code {code}; restarting it")
+            self._stack.restart(name)
+            self._restarts[name] = [*recent, now]
