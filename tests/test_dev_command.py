@@ -76,38 +76,50 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
         # Restore default SIGINT handling in the child, as an interactive shell would.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert proc.stdout is not None
-    output = b""
-    deadline = time.monotonic() + 120
-    while b"Press Ctrl-C to stop" not in output:
-        assert time.monotonic() < deadline, output.decode(errors="replace")
-        assert proc.poll() is None, output.decode(errors="replace")
-        ready, _, _ = select.select([proc.stdout], [], [], 1)
-        if ready:
-            output += os.read(proc.stdout.fileno(), 65536)
-    text = output.decode(errors="replace")
-    assert f"http://127.0.0.1:{port}/graphql" in text
-    assert f"nats://127.0.0.1:{nats_port}" in text
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    children = _children(proc.pid)
-    assert len(children) >= 6  # nats, control plane, poller, launcher, eventrelay, logship
+    try:
+        assert proc.stdout is not None
+        output = b""
+        deadline = time.monotonic() + 120
+        while b"Press Ctrl-C to stop" not in output:
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            assert proc.poll() is None, output.decode(errors="replace")
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if ready:
+                output += os.read(proc.stdout.fileno(), 65536)
+        text = output.decode(errors="replace")
+        assert f"http://127.0.0.1:{port}/graphql" in text
+        assert f"nats://127.0.0.1:{nats_port}" in text
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        children = _children(proc.pid)
+        assert len(children) >= 6  # nats, control plane, poller, launcher, eventrelay, logship
 
-    # A service that dies is started again (as a container's restart policy would).
-    (launcher,) = [pid for pid in children if b"launcher" in _cmdline(pid)]
-    os.kill(launcher, signal.SIGKILL)
-    while b"launcher exited with code -9; restarting it" not in output:
-        assert time.monotonic() < deadline + 60, output.decode(errors="replace")
-        assert proc.poll() is None, output.decode(errors="replace")
-        ready, _, _ = select.select([proc.stdout], [], [], 1)
-        if ready:
-            output += os.read(proc.stdout.fileno(), 65536)
-    (again,) = [pid for pid in _children(proc.pid) if b"launcher" in _cmdline(pid)]
-    assert again != launcher and _alive(again)
-    children |= {again}
+        # A service that dies is started again (as a container's restart policy would).
+        (launcher,) = [pid for pid in children if b"launcher" in _cmdline(pid)]
+        os.kill(launcher, signal.SIGKILL)
+        while b"launcher exited with code -9; restarting it" not in output:
+            assert time.monotonic() < deadline + 60, output.decode(errors="replace")
+            assert proc.poll() is None, output.decode(errors="replace")
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            if ready:
+                output += os.read(proc.stdout.fileno(), 65536)
+        again: list[int] = []
+        while not again:  # the report comes just before the restart
+            assert time.monotonic() < deadline + 60, output.decode(errors="replace")
+            time.sleep(0.1)
+            again = [pid for pid in _children(proc.pid) if b"launcher" in _cmdline(pid)]
+        assert again[0] != launcher and _alive(again[0])
+        children |= set(again)
 
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, (output + rest).decode(errors="replace")
-    assert b"stopped." in rest
-    still = [pid for pid in children if _alive(pid)]
-    assert not still, f"children still running after Ctrl-C: {still}"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (output + rest).decode(errors="replace")
+        assert b"stopped." in rest
+        still = [pid for pid in children if _alive(pid)]
+        assert not still, f"children still running after Ctrl-C: {still}"
+    finally:
+        if proc.poll() is None:  # a failed assertion: leave nothing running
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

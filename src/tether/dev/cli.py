@@ -63,6 +63,9 @@ def dev(
         f"  locations    {workspace or 'none'}\n"
         "Press Ctrl-C to stop."
     )
+    # From here Ctrl-C only asks to stop, so it never lands in the middle of a restart
+    # (a process started but not yet tracked would outlive the stack).
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     supervisor = Supervisor(stack)
     failed = False
     try:
@@ -71,8 +74,6 @@ def dev(
     except StackError as err:
         console.print(f"[red]giving up:[/red] {err}")
         failed = True
-    except KeyboardInterrupt:
-        pass
     finally:
         with console.status("stopping every process..."):
             stack.stop()
