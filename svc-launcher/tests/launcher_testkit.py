@@ -8,6 +8,7 @@ conftest.py puts it on ``sys.path``, since the tests run with ``--import-mode=im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from tether.shared.messages import (
     encode,
     new_id,
 )
-from tether.shared.streams import STREAMS, ensure_stream
+from tether.shared.streams import STREAMS, ensure_stream, fetch_ready
 from tether.shared.subjects import Stream, WorkKind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,11 +173,20 @@ class Bus:
         return [decode(msg.data, RunEvent) for msg in msgs]
 
     async def dead_letters(self, count: int) -> list[Msg]:
-        """The first ``count`` dead letters, waiting up to 20 s for them."""
+        """The first ``count`` dead letters, waiting up to 20 s for them.
+
+        Collected until there are ``count``: a single ``fetch(count)`` may return as soon
+        as the first arrived, if a status message of the server ends its wait.
+        """
         sub = await self.js.pull_subscribe(
             subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER)
         )
-        return await sub.fetch(count, timeout=20)
+        letters: list[Msg] = []
+        async with asyncio.timeout(20):
+            while len(letters) < count:
+                with contextlib.suppress(TimeoutError):
+                    letters += await fetch_ready(sub, count - len(letters), timeout=5)
+        return letters
 
     async def work_consumer_drained(self, substrate: str = "process") -> None:
         """Wait until the launchers of ``substrate`` acked or terminated every work message."""
