@@ -30,6 +30,11 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
         {},
     ),
     "manage tokens": ("{ tokens { id name } }", {}),
+    # Adding a location (its config says what runs on the agent) is not launching a run.
+    "manage locations": (
+        'mutation { addLocation(config: {name: "matrix", module: "m"}) { name } }',
+        {},
+    ),
     "agent": (CLAIM, CLAIM_VARS),
 }
 OK = "ok"
@@ -38,10 +43,34 @@ EXPECTED = {
     "no token": dict.fromkeys(OPERATIONS, UNAUTHENTICATED),
     "unknown token": dict.fromkeys(OPERATIONS, UNAUTHENTICATED),
     "revoked admin": dict.fromkeys(OPERATIONS, UNAUTHENTICATED),
-    "viewer": {"view": OK, "launch": FORBIDDEN, "manage tokens": FORBIDDEN, "agent": FORBIDDEN},
-    "editor": {"view": OK, "launch": OK, "manage tokens": FORBIDDEN, "agent": FORBIDDEN},
-    "admin": {"view": OK, "launch": OK, "manage tokens": OK, "agent": FORBIDDEN},
-    "agent": {"view": FORBIDDEN, "launch": FORBIDDEN, "manage tokens": FORBIDDEN, "agent": OK},
+    "viewer": {
+        "view": OK,
+        "launch": FORBIDDEN,
+        "manage tokens": FORBIDDEN,
+        "manage locations": FORBIDDEN,
+        "agent": FORBIDDEN,
+    },
+    "editor": {
+        "view": OK,
+        "launch": OK,
+        "manage tokens": FORBIDDEN,
+        "manage locations": FORBIDDEN,
+        "agent": FORBIDDEN,
+    },
+    "admin": {
+        "view": OK,
+        "launch": OK,
+        "manage tokens": OK,
+        "manage locations": OK,
+        "agent": FORBIDDEN,
+    },
+    "agent": {
+        "view": FORBIDDEN,
+        "launch": FORBIDDEN,
+        "manage tokens": FORBIDDEN,
+        "manage locations": FORBIDDEN,
+        "agent": OK,
+    },
 }
 
 
@@ -61,6 +90,8 @@ async def _outcome(api: Api, token: str | None, operation: str) -> str:
 
 
 async def test_the_role_matrix(api: Api) -> None:
+    # One operation per permission: a new permission cannot go untested.
+    assert set(OPERATIONS) == {str(p) for p in auth.Permission}
     revoked = await _token(api, auth.Role.ADMIN, name="gone")
     async with api.cp.db.transaction() as session:
         await auth.revoke_token(session, "default", name="gone")

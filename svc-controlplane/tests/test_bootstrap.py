@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from controlplane_testkit import Api
 from sqlalchemy import select
+from tether.controlplane import auth
 from tether.controlplane.app import open_control_plane
 from tether.controlplane.auth import hash_token
 from tether.controlplane.bootstrap import read_workspace
@@ -91,3 +95,59 @@ def test_bad_workspace_files_are_clear_errors(tmp_path: Path, text: str, problem
     ws.write_text(text)
     with pytest.raises(WorkspaceFileError, match=re.escape(problem)):
         read_workspace(ws)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask most shells have (022), under which files default to world-readable."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def test_the_sqlite_database_and_token_file_are_created_private(
+    tmp_path: Path, usual_umask: None
+) -> None:
+    state = tmp_path / "state"
+    settings = ControlPlaneSettings(
+        database_url=f"sqlite+aiosqlite:///{state / 'cp.db'}",
+        agent_token_file=tmp_path / "secrets" / "agent.token",
+    )
+    async with open_control_plane(settings) as cp:
+        async with cp.db.transaction() as session:
+            await auth.create_token(session, name="a write, for the WAL", role=auth.Role.ADMIN)
+        # While the control plane runs, SQLite keeps its WAL and shared-memory files.
+        files = {path.name: _mode(path) for path in state.iterdir()}
+    assert files == {"cp.db": 0o600, "cp.db-wal": 0o600, "cp.db-shm": 0o600}
+    assert _mode(state) == 0o700
+    assert _mode(tmp_path / "secrets") == 0o700
+    assert _mode(tmp_path / "secrets" / "agent.token") == 0o600
+
+
+async def test_a_world_readable_database_and_token_file_are_tightened(
+    tmp_path: Path, usual_umask: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As a control plane before this change left them: 0644 files in a 0755 directory.
+    db_file = tmp_path / "cp.db"
+    sqlite3.connect(db_file).close()
+    token_file = tmp_path / "agent.token"
+    token_file.write_text("tether_an-old-token\n")
+    assert _mode(db_file) == _mode(token_file) == 0o644
+    os.chmod(tmp_path, 0o755)
+    settings = ControlPlaneSettings(
+        database_url=f"sqlite+aiosqlite:///{db_file}", agent_token_file=token_file
+    )
+    async with open_control_plane(settings) as cp:
+        async with cp.db.reading() as session:
+            await auth.authenticate(session, "Bearer tether_an-old-token", auth.Permission.AGENT)
+        assert _mode(db_file.with_name("cp.db-wal")) == 0o600
+    assert _mode(db_file) == _mode(token_file) == 0o600
+    assert "was readable by others (mode 644); making it 600" in caplog.text
+    # A directory that existed before is not the control plane's to change.
+    assert _mode(tmp_path) == 0o755

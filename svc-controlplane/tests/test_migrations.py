@@ -11,11 +11,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from tether.controlplane.db import Base, migrate, sync_url
-from tether.controlplane.db.engine import MIGRATIONS_DIR, ensure_sqlite_dir
+from tether.controlplane.db.engine import MIGRATIONS_DIR, ensure_sqlite_file
 
 
 def _alembic(url: str) -> Config:
-    ensure_sqlite_dir(url)
+    ensure_sqlite_file(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     rendered = sync_url(url).render_as_string(hide_password=False)

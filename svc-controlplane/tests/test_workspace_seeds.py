@@ -57,7 +57,7 @@ async def test_api_removals_and_updates_survive_restarts(settings: ControlPlaneS
     async with started(settings) as call:
         after = await _locations(call)
         assert set(after) == {"boxed"}
-        assert after["boxed"]["env"] == {"FROM": "api"}
+        assert after["boxed"]["env"] == {"FROM": "***"}
 
     # Editing an entry in the file is newer than the API's change: it applies (here it
     # brings the removed location back with its new config).
@@ -65,7 +65,7 @@ async def test_api_removals_and_updates_survive_restarts(settings: ControlPlaneS
     async with started(settings) as call:
         after = await _locations(call)
         assert after["loc"]["module"] == "jobs2"
-        assert after["boxed"]["env"] == {"FROM": "api"}  # its entry did not change
+        assert after["boxed"]["env"] == {"FROM": "***"}  # its entry did not change
 
     # An entry dropped from the file leaves its location alone; listed again later, it is
     # seeded anew (here: created again, as the API had removed it meanwhile).

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -74,6 +75,14 @@ class StackConfig:
     def log_dir(self) -> Path:
         """One log file per child process."""
         return self.home / "logs"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or make an existing one 0700: the stack's state directory
+    holds the agent token, the SQLite DB (location secrets) and every service's log."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o700)
 
 
 def nats_server_binary() -> str:
@@ -144,8 +153,8 @@ class DevStack:
     def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
         """Start NATS, the control plane and the agent services; wait until each is up."""
         c = self.config
-        c.home.mkdir(parents=True, exist_ok=True)
-        c.log_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(c.home)
+        c.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             progress(f"NATS JetStream on {c.nats_url}")
             nats = self._spawn(

@@ -6,7 +6,9 @@ changes is in its token's deployment. Roles:
 - ``viewer``: read the deployment (locations, runs, events, logs, agents, schedules).
 - ``editor`` (alias ``launcher``): a viewer who may also launch, terminate and re-execute
   runs, reload locations, start and stop schedules and sensors, launch backfills.
-- ``admin``: an editor who may also manage the deployment's tokens.
+- ``admin``: an editor who may also manage the deployment's tokens and its code
+  locations (add, change and remove them: a location's config says what runs on the
+  agent, so it is not an editor's to change; editors still reload existing ones).
 - ``agent``: the agent API only (claim work, upload events, logs, results, heartbeats);
   it cannot use the user API, and no user role can use the agent API.
 
@@ -72,6 +74,7 @@ class Permission(StrEnum):
     VIEW = "view"
     LAUNCH = "launch"
     MANAGE_TOKENS = "manage tokens"
+    MANAGE_LOCATIONS = "manage locations"
     AGENT = "agent"
 
 
@@ -79,7 +82,14 @@ class Permission(StrEnum):
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.VIEW}),
     Role.EDITOR: frozenset({Permission.VIEW, Permission.LAUNCH}),
-    Role.ADMIN: frozenset({Permission.VIEW, Permission.LAUNCH, Permission.MANAGE_TOKENS}),
+    Role.ADMIN: frozenset(
+        {
+            Permission.VIEW,
+            Permission.LAUNCH,
+            Permission.MANAGE_TOKENS,
+            Permission.MANAGE_LOCATIONS,
+        }
+    ),
     Role.AGENT: frozenset({Permission.AGENT}),
 }
 
@@ -88,7 +98,13 @@ _NEEDED: dict[Permission, Role] = {
     Permission.VIEW: Role.VIEWER,
     Permission.LAUNCH: Role.EDITOR,
     Permission.MANAGE_TOKENS: Role.ADMIN,
+    Permission.MANAGE_LOCATIONS: Role.ADMIN,
     Permission.AGENT: Role.AGENT,
+}
+
+#: What a refusal calls the operation, where "this operation" would not say why.
+_OPERATION: dict[Permission, str] = {
+    Permission.MANAGE_LOCATIONS: "adding, changing or removing a code location",
 }
 
 
@@ -278,8 +294,9 @@ async def authenticate(
         )
     if not principal.can(permission):
         above = "" if permission is Permission.AGENT else " (or a role above it)"
+        operation = _OPERATION.get(permission, "this operation")
         raise ForbiddenError(
-            f"this operation needs {_article(_NEEDED[permission])} token{above}, "
+            f"{operation} needs {_article(_NEEDED[permission])} token{above}, "
             f"not {_article(principal.role)} token"
         )
     return principal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 import tomllib
 from pathlib import Path
@@ -70,14 +71,27 @@ def read_workspace(path: Path) -> list[LocationConfig]:
 
 
 def _read_or_create_token_file(path: Path) -> tuple[str, bool]:
-    """Return the token in ``path`` and whether it was just created there."""
+    """Return the token in ``path`` and whether it was just created there.
+
+    A new file is 0600 in a directory created 0700; an existing file that others may read
+    is made 0600 (with a warning), since whoever reads it can act as the agent.
+    """
     if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning(
+                "agent token file %s was readable by others (mode %o); making it %o",
+                path,
+                mode,
+                mode & 0o700,
+            )
+            os.chmod(path, mode & 0o700)
         token = path.read_text().strip()
         if not token:
             raise BootstrapError(f"agent token file {path} is empty; delete it to get a new one")
         return token, False
     token = auth.new_token()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # O_EXCL + 0600 from the start: the plaintext is never readable by others, even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,14 +46,47 @@ def sync_url(url: str | URL) -> URL:
     return parsed.set(drivername=sync_driver) if sync_driver else parsed
 
 
-def ensure_sqlite_dir(url: str | URL) -> None:
-    """Create the parent directory of a SQLite database file, if ``url`` names one."""
+#: Mode of a SQLite database file. SQLite gives the files it creates beside it (``-wal``,
+#: ``-shm``, ``-journal``) the database file's mode, so they are private too.
+SQLITE_FILE_MODE = 0o600
+#: Mode of the directory created for a SQLite database (an existing one is left alone).
+SQLITE_DIR_MODE = 0o700
+#: Files SQLite keeps beside a database, by suffix.
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def ensure_sqlite_file(url: str | URL) -> None:
+    """Make the file of a SQLite database private to this user, if ``url`` names one.
+
+    The database holds location configs (env secrets included) and token hashes, so it is
+    created 0600 before SQLite first opens it (SQLite alone would create it 0644 under the
+    usual umask), in a directory created 0700 if missing. An existing database, or a side
+    file of it, that others may read is tightened to 0600, with a warning.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return
     database = parsed.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database).expanduser()
+    # Only the directory created here gets 0700: an existing one (the working directory,
+    # say) is not this function's to change.
+    path.parent.mkdir(mode=SQLITE_DIR_MODE, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, SQLITE_FILE_MODE))
+    for file in (path, *(path.with_name(path.name + s) for s in _SQLITE_SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            log.warning(
+                "SQLite file %s was readable by others (mode %o); making it %o",
+                file,
+                mode,
+                mode & 0o700,
+            )
+            os.chmod(file, mode & 0o700)
 
 
 def migrate(url: str | URL) -> None:
@@ -63,7 +98,7 @@ def migrate(url: str | URL) -> None:
     from alembic import command
     from alembic.config import Config
 
-    ensure_sqlite_dir(url)
+    ensure_sqlite_file(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolates '%' (as in URL-escaped passwords); escape it.
@@ -97,6 +132,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def _quiet_logger(name: str) -> None:
+    """Keep logger ``name`` at INFO or above (its DEBUG records carry SQL parameters)."""
+    logger = logging.getLogger(name)
+    if logger.level < logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def changes(session: AsyncSession, topic: str) -> None:
     """Note that ``session``'s transaction changes ``topic``.
 
@@ -116,12 +158,17 @@ class Database:
     """
 
     def __init__(self, url: str | URL) -> None:
-        ensure_sqlite_dir(url)
+        ensure_sqlite_file(url)
         self.url = make_url(url)
-        self.engine = create_async_engine(self.url, pool_pre_ping=True)
+        # hide_parameters: a failed statement's message (logged with its traceback) would
+        # otherwise carry its bound values, location env secrets among them.
+        self.engine = create_async_engine(self.url, pool_pre_ping=True, hide_parameters=True)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+            # aiosqlite's DEBUG log prints every statement with its bound values (location
+            # env secrets among them): however verbose the service's logging, not those.
+            _quiet_logger("aiosqlite")
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
         read_only: dict[str, Any] = {_READ_ONLY: True}
         if self.url.get_backend_name() == "postgresql":

@@ -11,6 +11,7 @@ from tether.controlplane.db.models import Agent, CodeLocation, LoadStatus, Run, 
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.launch import ROOT_RUN_TAG, step_selection_of
+from tether.controlplane.masking import mask_location_config
 from tether.controlplane.reexecute import ReexecutionStrategy
 from tether.controlplane.store import computelogs, runs
 from tether.shared.messages import (
@@ -169,7 +170,10 @@ class CodeLocationType:
     name: str
     load_status: LoadStatusEnum  # type: ignore[valid-type]
     load_error: ErrorInfoType | None
-    config: JSON
+    config: JSON = strawberry.field(
+        description="The location's LocationConfig; env values are write-only and show as "
+        '"***" (a value that is a reference to a secret kept elsewhere shows as it is).'
+    )
     snapshot_id: str | None
     repositories: list[RepositoryType]
 
@@ -180,7 +184,8 @@ class CodeLocationType:
             name=row.name,
             load_status=LoadStatus(row.load_status),
             load_error=ErrorInfoType.from_json(row.load_error),
-            config=row.config,
+            # Every read of a location goes through here: no role ever reads env values.
+            config=mask_location_config(row.config),
             snapshot_id=row.snapshot_id,
             repositories=[RepositoryType.build(r) for r in snapshot.repositories]
             if snapshot
