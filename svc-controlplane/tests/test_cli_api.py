@@ -6,15 +6,20 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from controlplane_testkit import example_snapshot
 from tether.controlplane import auth, run_cli
+from tether.controlplane.backfill_cli import app as backfill_app
 from tether.controlplane.location_cli import app as location_app
 from tether.controlplane.run_cli import app as run_app
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import locations
+from tether.controlplane.token_cli import app as token_app
 from tether.shared.agent_client import AgentClient
 from tether.shared.messages import EventType, LogChunk, RunEvent, WorkResult
 from tether.shared.subjects import LogStream, WorkKind
@@ -23,8 +28,11 @@ from typer.testing import CliRunner
 pytestmark = pytest.mark.integration
 
 
+SECRET = "hunter2-Is-A-Secret"
+
+
 async def test_location_and_run_commands_through_the_api(
-    settings: ControlPlaneSettings, monkeypatch: pytest.MonkeyPatch
+    settings: ControlPlaneSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(update={"port": 0})
     service = ControlPlaneService(settings, announce=lambda host, port: None)
@@ -34,8 +42,16 @@ async def test_location_and_run_commands_through_the_api(
         assert service.address is not None and service.control_plane is not None
         url = "http://{}:{}".format(*service.address)
         async with service.control_plane.db.transaction() as session:
+            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
             editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
             viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+
+        async def stored_env(name: str) -> dict[str, str]:
+            assert service.control_plane is not None
+            async with service.control_plane.db.reading() as session:
+                row = await locations.get_location(session, "default", name)
+            assert row is not None
+            return dict(row.config["env"])
 
         async def tether(app: Any, *args: str, token: str = editor) -> Any:
             env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
@@ -53,26 +69,50 @@ async def test_location_and_run_commands_through_the_api(
             assert result.stderr.startswith("error: ") and not result.stdout
             return str(result.stderr)
 
-        # Locations: the workspace's two, then one added, updated and refused.
+        # Locations: the workspace's two, then one added, updated and refused. Changing
+        # locations takes an admin token; an editor may only reload them.
         listed = await ok(location_app, "list")
         assert "loc" in listed.stdout and "boxed" in listed.stdout and "LOADING" in listed.stdout
-        added = await ok(location_app, "add", "extra", "--module", "m", "--env", "A=1")
+        env_file = tmp_path / "extra.env"
+        env_file.write_text(f"# secrets of extra\nPASSWORD={SECRET}\n")
+        added = await ok(
+            location_app, "add", "extra", "--module", "m", "--env", "A=1",
+            "--env-file", str(env_file), token=admin,
+        )  # fmt: skip
         assert added.stdout == "added code location 'extra' (LOADING)\n"
-        assert "ALREADY_EXISTS" in await refused(location_app, "add", "extra", "--module", "m")
-        bad = await refused(location_app, "add", "y", "--config-json", '{"module": 1}')
+        taken = await refused(location_app, "add", "extra", "--module", "m", token=admin)
+        assert "ALREADY_EXISTS" in taken
+        bad = await refused(location_app, "add", "y", "--config-json", '{"module": 1}', token=admin)
         assert "BAD_INPUT" in bad and "module" in bad
         assert (await tether(location_app, "add", "z", "--env", "novalue")).exit_code == 2
-        await ok(location_app, "update", "extra", "--python-file", "f.py", "--env", "B=2")
+        no_file = await tether(location_app, "add", "z", "--env-file", str(tmp_path / "nope"))
+        assert no_file.exit_code == 2 and "--env-file" in no_file.output
+        forbidden = await refused(location_app, "add", "z", "--module", "m")
+        assert "FORBIDDEN" in forbidden and "needs an admin token" in forbidden
+        for command in (["update", "extra", "--module", "x"], ["remove", "extra"]):
+            assert "FORBIDDEN" in await refused(location_app, *command)
+            assert "FORBIDDEN" in await refused(location_app, *command, token=viewer)
+        await ok(
+            location_app, "update", "extra", "--python-file", "f.py", "--env", "B=2", token=admin
+        )
         by_name = {
             loc["name"]: loc
             for loc in json.loads((await ok(location_app, "list", "--json")).stdout)
         }
         assert by_name["extra"]["config"]["python_file"] == "f.py"
         assert by_name["extra"]["config"]["module"] is None
-        assert by_name["extra"]["config"]["env"] == {"A": "1", "B": "2"}
-        assert "FORBIDDEN" in await refused(location_app, "remove", "extra", token=viewer)
-        assert "NOT_FOUND" in await refused(location_app, "update", "nope", "--module", "m")
-        removed = await ok(location_app, "remove", "extra")
+        # Values are write-only, for every role; the update kept the ones it did not touch.
+        assert by_name["extra"]["config"]["env"] == {"A": "***", "PASSWORD": "***", "B": "***"}
+        for token in (viewer, editor, admin):
+            for args in (["list"], ["list", "--json"]):
+                assert SECRET not in (await ok(location_app, *args, token=token)).stdout
+        assert await stored_env("extra") == {"A": "1", "PASSWORD": SECRET, "B": "2"}
+        await ok(location_app, "update", "extra", "--unset-env", "A", token=admin)
+        assert await stored_env("extra") == {"PASSWORD": SECRET, "B": "2"}
+        assert "NOT_FOUND" in await refused(
+            location_app, "update", "nope", "--module", "m", token=admin
+        )
+        removed = await ok(location_app, "remove", "extra", token=admin)
         assert removed.stdout == "removed code location 'extra'\n"
         reloading = await ok(location_app, "reload", "loc")
         assert "reloading code location 'loc'" in reloading.stdout
@@ -217,10 +257,89 @@ async def test_location_and_run_commands_through_the_api(
             assert stdout.decode().strip() == runs[0]["id"]
 
         # Removing the location keeps its runs; launching on it is refused.
-        await ok(location_app, "remove", "loc")
+        await ok(location_app, "remove", "loc", token=admin)
         assert len(json.loads((await ok(run_app, "list", "--json")).stdout)) == 2
         gone = await refused(run_app, "launch", "hello", "--location", "loc")
         assert "LocationNotLoadedError: no code location named 'loc'" in gone
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)
+
+
+API_APPS = {"location": location_app, "run": run_app, "backfill": backfill_app, "token": token_app}
+
+
+def test_no_command_takes_a_token_on_the_command_line() -> None:
+    for group, app in API_APPS.items():
+        command = typer.main.get_command(app)
+        assert command.commands  # type: ignore[attr-defined]
+        for name, sub in command.commands.items():  # type: ignore[attr-defined]
+            options = {opt for param in sub.params for opt in param.opts}
+            assert "--token-file" in options, (group, name)
+            assert not {o for o in options if o.startswith("--token") and o != "--token-file"}
+
+
+async def test_the_token_comes_from_the_environment_or_a_file(
+    settings: ControlPlaneSettings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"port": 0})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        async with service.control_plane.db.transaction() as session:
+            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
+            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+        admin_file, viewer_file, empty = (tmp_path / n for n in ("admin", "viewer", "empty"))
+        admin_file.write_text(f"{admin}\n")
+        viewer_file.write_text(viewer)
+        empty.write_text("\n")
+
+        async def tether(app: Any, *args: str, **env: str | None) -> Any:
+            # CliRunner: None unsets a variable, so the test's own environment cannot leak in.
+            full = {
+                "TETHER_CONTROL_PLANE_URL": url,
+                "TETHER_TOKEN": None,
+                "TETHER_TOKEN_FILE": None,
+            }
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env={**full, **env})
+
+        async def lists_tokens(*args: str, **env: str | None) -> bool:
+            """Whether ``tether token list`` (admin only) worked with this token source."""
+            result = await tether(token_app, "list", *args, **env)
+            assert result.exit_code in (0, 1), result.output
+            return result.exit_code == 0 and "adm" in result.stdout
+
+        assert not await lists_tokens()  # no token at all: UNAUTHENTICATED
+        assert await lists_tokens("--token-file", str(admin_file))
+        assert await lists_tokens(TETHER_TOKEN_FILE=str(admin_file))
+        assert await lists_tokens(TETHER_TOKEN=admin)
+        assert not await lists_tokens(TETHER_TOKEN=viewer)  # FORBIDDEN: the viewer's is used
+        # A file named on the command line wins over TETHER_TOKEN, which wins over
+        # TETHER_TOKEN_FILE.
+        assert await lists_tokens("--token-file", str(admin_file), TETHER_TOKEN=viewer)
+        assert await lists_tokens(TETHER_TOKEN=admin, TETHER_TOKEN_FILE=str(viewer_file))
+        for path, why in ((empty, "is empty"), (tmp_path / "missing", "cannot read token file")):
+            result = await tether(token_app, "list", "--token-file", str(path))
+            assert result.exit_code == 2 and why in result.output
+
+        # A token on the command line is refused by every command, before any request.
+        for group, app in API_APPS.items():
+            for args in (["list", "--token", admin], ["list", f"--token={admin}"]):
+                result = await tether(app, *args)
+                assert result.exit_code == 2, (group, result.output)
+                assert "not accepted" in result.output and "TETHER_TOKEN" in result.output
+                assert admin not in result.output
+        # ... also through the `tether` command itself.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tether.shared.cli", "token", "list", "--token", admin,
+            env={**os.environ, "TETHER_CONTROL_PLANE_URL": url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 2 and b"not accepted" in stderr and admin.encode() not in stdout
     finally:
         service.shutdown()
         await asyncio.wait_for(task, 30)

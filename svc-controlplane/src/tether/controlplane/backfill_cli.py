@@ -1,7 +1,8 @@
 """``tether backfill list|cancel|retry``: backfills through the control plane's API.
 
-Listing needs a viewer token, cancel and retry an editor token (``--token`` or
-``TETHER_TOKEN``); ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the control plane is.
+Listing needs a viewer token, cancel and retry an editor token (``TETHER_TOKEN``, or a
+file: ``--token-file`` / ``TETHER_TOKEN_FILE``); ``--url`` / ``TETHER_CONTROL_PLANE_URL``
+says where the control plane is.
 Backfills are launched from a partitioned job (the UI, or ``launchBackfill``).
 """
 
@@ -12,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from tether.controlplane.remote import DEFAULT_URL, AsJson, Token, Url, call
+from tether.controlplane.remote import DEFAULT_URL, ApiCommandGroup, AsJson, Token, Url, call
 
-app = typer.Typer(name="backfill", help="List, cancel and retry backfills.")
+app = typer.Typer(name="backfill", help="List, cancel and retry backfills.", cls=ApiCommandGroup)
 
 _FIELDS = (
     "id jobName locationName status launched runsLaunched partitionKeys runCounts "

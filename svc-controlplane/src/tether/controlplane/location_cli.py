@@ -1,19 +1,26 @@
 """``tether location list|add|update|reload|remove``: manage code locations over GraphQL.
 
-Listing needs a viewer token, changes an editor token (``--token`` or ``TETHER_TOKEN``);
+Listing needs a viewer token, reloading an editor token, adding, updating and removing an
+admin token (``TETHER_TOKEN``, or a file: ``--token-file`` / ``TETHER_TOKEN_FILE``);
 ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the control plane is. Adding or
 updating a location queues its load: ``tether location list`` shows when it is LOADED
 (or its LOAD_ERROR).
+
+Env values are write-only: ``list`` shows their names and ``***``. Secret values belong
+in ``--env-file`` (a command line is readable by every user of the host); ``update``
+keeps the values it does not change.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from tether.controlplane.remote import (
     DEFAULT_URL,
+    ApiCommandGroup,
     AsJson,
     Token,
     Url,
@@ -23,7 +30,11 @@ from tether.controlplane.remote import (
     parse_pairs,
 )
 
-app = typer.Typer(name="location", help="List, add, update, reload and remove code locations.")
+app = typer.Typer(
+    name="location",
+    help="List, add, update, reload and remove code locations.",
+    cls=ApiCommandGroup,
+)
 
 _FIELDS = (
     "name loadStatus config snapshotId loadError { clsName message } "
@@ -52,7 +63,20 @@ Image = Annotated[
 ]
 Env = Annotated[
     list[str] | None,
-    typer.Option("--env", help="Environment variable KEY=VALUE (repeatable).", show_default=False),
+    typer.Option(
+        "--env",
+        help="Environment variable KEY=VALUE (repeatable); not for secrets: use --env-file.",
+        show_default=False,
+    ),
+]
+EnvFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        help="Environment variables from a file of KEY=VALUE lines (dotenv format), so "
+        "secret values stay off the command line; --env wins over it.",
+        show_default=False,
+    ),
 ]
 ConfigJson = Annotated[
     str | None,
@@ -80,6 +104,8 @@ def _config(
     substrate: str | None,
     image: str | None,
     env: list[str] | None,
+    env_file: Path | None = None,
+    unset_env: list[str] | None = None,
 ) -> dict[str, Any]:
     """``base`` with the options given on the command line applied over it."""
     if module is not None and python_file is not None:
@@ -97,9 +123,43 @@ def _config(
         "image": image,
     }
     config.update({k: v for k, v in given.items() if v is not None})
-    if env:
-        config["env"] = {**(config.get("env") or {}), **parse_pairs(env, "--env")}
+    if env or env_file:
+        variables = _read_env_file(env_file) if env_file else {}
+        variables.update(parse_pairs(env, "--env"))
+        config["env"] = {**(config.get("env") or {}), **variables}
+    if unset_env:
+        if "env" not in config:
+            # Sending an env would replace the stored one whole; sending none keeps it all.
+            raise typer.BadParameter(
+                "--config-json without env keeps the stored variables; list the ones to "
+                "keep in its env instead",
+                param_hint="--unset-env",
+            )
+        config["env"] = {k: v for k, v in config["env"].items() if k not in unset_env}
     return config
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a dotenv file.
+
+    Raises:
+        typer.BadParameter: unreadable, or a line without ``=``.
+    """
+    from dotenv import dotenv_values
+
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}", param_hint="--env-file")
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise typer.BadParameter(f"cannot read {path}: {err}", param_hint="--env-file") from err
+    missing = sorted(k for k, v in values.items() if v is None)
+    if missing:
+        raise typer.BadParameter(
+            f"{path}: no value for {', '.join(missing)} (expected KEY=VALUE lines)",
+            param_hint="--env-file",
+        )
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _print_location(verb: str, location: dict[str, Any], as_json: bool) -> None:
@@ -152,12 +212,14 @@ def add(
     substrate: Substrate = None,
     image: Image = None,
     env: Env = None,
+    env_file: EnvFile = None,
     config_json: ConfigJson = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Add a code location and queue its load (refused if the name is taken)."""
+    """Add a code location and queue its load (refused if the name is taken; needs an
+    admin token)."""
     base = parse_json_object(config_json, "--config-json") if config_json else {}
     config = _config(
         name,
@@ -169,6 +231,7 @@ def add(
         substrate=substrate,
         image=image,
         env=env,
+        env_file=env_file,
     )
     query = f"mutation($cfg: JSON!) {{ addLocation(config: $cfg) {{ {_FIELDS} }} }}"
     _print_location("added", call(url, token, query, cfg=config)["addLocation"], as_json)
@@ -184,15 +247,22 @@ def update(
     substrate: Substrate = None,
     image: Image = None,
     env: Env = None,
+    env_file: EnvFile = None,
+    unset_env: Annotated[
+        list[str] | None,
+        typer.Option("--unset-env", help="Remove this variable (repeatable).", show_default=False),
+    ] = None,
     config_json: ConfigJson = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Change a code location's config and queue a reload.
+    """Change a code location's config and queue a reload (needs an admin token).
 
-    Options change the current config (``--env`` adds or replaces variables); with
-    ``--config-json`` the given object replaces the whole config instead.
+    Options change the current config (``--env`` / ``--env-file`` add or replace
+    variables, ``--unset-env`` removes one; the values of the others are kept, although
+    the API shows them only as ``***``); with ``--config-json`` the given object replaces
+    the whole config instead (leave ``env`` out of it to keep the stored variables).
     """
     if config_json:
         base = parse_json_object(config_json, "--config-json")
@@ -212,6 +282,8 @@ def update(
         substrate=substrate,
         image=image,
         env=env,
+        env_file=env_file,
+        unset_env=unset_env,
     )
     query = f"mutation($cfg: JSON!) {{ updateLocation(config: $cfg) {{ {_FIELDS} }} }}"
     _print_location("updated", call(url, token, query, cfg=config)["updateLocation"], as_json)
@@ -236,7 +308,8 @@ def remove(
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Remove a code location; its runs keep their history, its schedules and sensors stop.
+    """Remove a code location (needs an admin token); its runs keep their history, its
+    schedules and sensors stop.
 
     A location the workspace file lists stays removed across control plane restarts
     (until its entry in the file is edited).

@@ -1,9 +1,9 @@
 """``tether run launch|list|logs|reexecute|terminate``: runs through the control plane's API.
 
 Listing and logs need a viewer token, launching, re-executing and terminating an editor token
-(``--token`` or ``TETHER_TOKEN``); ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the
-control plane is. ``launch`` and ``reexecute`` print the new run's id on stdout (alone, for
-scripts).
+(``TETHER_TOKEN``, or a file: ``--token-file`` / ``TETHER_TOKEN_FILE``); ``--url`` /
+``TETHER_CONTROL_PLANE_URL`` says where the control plane is. ``launch`` and ``reexecute``
+print the new run's id on stdout (alone, for scripts).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from tether.controlplane.remote import (
     DEFAULT_URL,
+    ApiCommandGroup,
     AsJson,
     Token,
     Url,
@@ -28,7 +29,9 @@ from tether.controlplane.remote import (
 )
 from tether.shared.messages import RunStatus
 
-app = typer.Typer(name="run", help="Launch, list, follow the logs of and terminate runs.")
+app = typer.Typer(
+    name="run", help="Launch, list, follow the logs of and terminate runs.", cls=ApiCommandGroup
+)
 
 _RUN_FIELDS = "id jobName locationName status tags createdAt startedAt endedAt"
 

@@ -1,6 +1,7 @@
 """``tether token create|revoke|list``: manage a deployment's API tokens through the GraphQL API.
 
-These commands need an admin token of the deployment (``--token`` or ``TETHER_TOKEN``), or
+These commands need an admin token of the deployment (``TETHER_TOKEN``, or a file:
+``--token-file`` / ``TETHER_TOKEN_FILE``), or
 a control plane that lets token-less requests act as admin (``tether dev``). The very first
 admin token of a new deployment comes from ``tether controlplane create-token --role admin``,
 which writes to the database directly.
@@ -12,14 +13,13 @@ import json
 from typing import Annotated
 
 import typer
-from tether.controlplane.remote import DEFAULT_URL, Url, call
+from tether.controlplane.remote import DEFAULT_URL, ApiCommandGroup, Token, Url, call
 
-app = typer.Typer(name="token", help="Create, revoke and list API tokens (needs an admin token).")
-
-Token = Annotated[
-    str | None,
-    typer.Option(envvar="TETHER_TOKEN", help="Admin token of the deployment.", show_default=False),
-]
+app = typer.Typer(
+    name="token",
+    help="Create, revoke and list API tokens (needs an admin token).",
+    cls=ApiCommandGroup,
+)
 
 _FIELDS = "id name role createdAt revokedAt"
 
