@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -54,6 +55,17 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
     tmp_path: Path,
 ) -> None:
     port, nats_port = free_port(), free_port()
+    home = tmp_path / "home"
+    # A home left world-readable (as tether dev made it before): it is made private.
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+
+    def child_setup() -> None:
+        # Default SIGINT handling, as an interactive shell would; the usual umask, under
+        # which files are world-readable unless created otherwise.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.umask(0o022)
+
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -61,7 +73,7 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
             "tether.shared.cli",
             "dev",
             "--home",
-            str(tmp_path / "home"),
+            str(home),
             "--port",
             str(port),
             "--nats-port",
@@ -73,8 +85,7 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
-        # Restore default SIGINT handling in the child, as an interactive shell would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=child_setup,
     )
     try:
         assert proc.stdout is not None
@@ -92,6 +103,21 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         children = _children(proc.pid)
         assert len(children) >= 6  # nats, control plane, poller, launcher, eventrelay, logship
+        # The state holds the agent token, the DB (location secrets) and the logs: only its
+        # owner may read it.
+        modes = {
+            path.name: stat.S_IMODE(path.stat().st_mode)
+            for path in (home, home / "logs", home / "agent.token")
+            + tuple(home.glob("controlplane.db*"))
+        }
+        assert modes == {
+            "home": 0o700,
+            "logs": 0o700,
+            "agent.token": 0o600,
+            "controlplane.db": 0o600,
+            "controlplane.db-wal": 0o600,
+            "controlplane.db-shm": 0o600,
+        }
 
         # A service that dies is started again (as a container's restart policy would).
         (launcher,) = [pid for pid in children if b"launcher" in _cmdline(pid)]
