@@ -176,10 +176,15 @@ async def test_env_values_are_write_only_for_every_role(api: Api) -> None:
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
     env = {
         "DB_PASSWORD": SECRET,
         "FROM_AGENT": "${env:DB_PASSWORD}",
-        "ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf",
+        "FROM_K8S": "${k8s-secret:db/password}",
+        "FROM_AWS": "${aws-secret:" + arn + "}",
+        # Literals, although they look like references: the escape, a bare ARN.
+        "ESCAPED": "$${env:" + SECRET + "}",
+        "BARE_ARN": arn + SECRET,
     }
     cfg = {"name": "secretive", "module": "m", "env": env}
     try:
@@ -194,7 +199,12 @@ async def test_env_values_are_write_only_for_every_role(api: Api) -> None:
             if c["name"] == "secretive"
         ]
         # Names and a mask; references name where a secret lives, so they show as they are.
-        assert loc["config"]["env"] == {**env, "DB_PASSWORD": "***"}
+        assert loc["config"]["env"] == {
+            **env,
+            "DB_PASSWORD": "***",
+            "ESCAPED": "***",
+            "BARE_ARN": "***",
+        }
         assert "DB_PASSWORD" in answers["viewer /locations/secretive"]
         # The agent still gets the value, in its work item.
         (load,) = [

@@ -22,25 +22,24 @@ from tether.controlplane.errors import BadInputError
 #: What a read shows instead of an env value; sent back in a write, it keeps the stored value.
 MASK = "***"
 
-#: Strings that are references rather than values: ``${env:NAME}``-style placeholders
-#: (``env``, ``file``, ``secret``...) and AWS Secrets Manager / SSM parameter ARNs.
-_REFERENCE_STRING = re.compile(
-    r"^(\$\{[A-Za-z][A-Za-z0-9_-]*:[^{}]+\}|arn:aws[a-z-]*:(secretsmanager|ssm):\S+)$"
-)
+#: A string that is a whole ``${kind:target}`` reference, the syntax the agent resolves
+#: (``${env:NAME}``, ``${k8s-secret:SECRET/KEY}``, ``${aws-secret:ARN}``). ``$${...}`` is
+#: the escape of a literal, so it does not match.
+_REFERENCE_STRING = re.compile(r"\$\{[a-z][a-z0-9-]*:[^{}]+\}")
 
 
 def is_reference(value: Any) -> bool:
     """Whether an env value names a secret kept elsewhere instead of holding one.
 
-    A structured value (a JSON object such as ``{"env": "NAME"}`` or
-    ``{"secret": "name", "key": "k"}``) is always a reference: a plain value is a string.
-    A string is one when it is a whole ``${kind:name}`` placeholder or an AWS Secrets
-    Manager / SSM ARN. The agent-side reference syntax decides what resolves; this only
-    decides what may be shown, so it errs on the side of masking strings.
+    A string is one when it is a whole ``${kind:target}`` reference (of any kind: one the
+    agent does not know is refused there, and holds no secret either); anything else,
+    an ARN or a path written bare included, is a literal the user code receives, so it is
+    masked. A structured value (a JSON object) would be a reference too: a plain value is
+    a string. The agent decides what resolves; this only decides what may be shown.
     """
     if isinstance(value, Mapping):
         return True
-    return isinstance(value, str) and _REFERENCE_STRING.match(value) is not None
+    return isinstance(value, str) and _REFERENCE_STRING.fullmatch(value) is not None
 
 
 def mask_env(env: Mapping[str, Any]) -> dict[str, Any]:
