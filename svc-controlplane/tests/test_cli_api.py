@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ async def test_location_and_run_commands_through_the_api(
         assert "BAD_INPUT" in bad and "module" in bad
         assert (await tether(location_app, "add", "z", "--env", "novalue")).exit_code == 2
         no_file = await tether(location_app, "add", "z", "--env-file", str(tmp_path / "nope"))
-        assert no_file.exit_code == 2 and "--env-file" in no_file.output
+        assert no_file.exit_code == 2 and "--env-file" in _plain(no_file.output)
         forbidden = await refused(location_app, "add", "z", "--module", "m")
         assert "FORBIDDEN" in forbidden and "needs an admin token" in forbidden
         for command in (["update", "extra", "--module", "x"], ["remove", "extra"]):
@@ -266,6 +267,11 @@ async def test_location_and_run_commands_through_the_api(
         await asyncio.wait_for(task, 30)
 
 
+def _plain(output: str) -> str:
+    """CLI output without rich's error box, its lines joined (it wraps long messages)."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", output).split())
+
+
 API_APPS = {"location": location_app, "run": run_app, "backfill": backfill_app, "token": token_app}
 
 
@@ -296,6 +302,8 @@ async def test_the_token_comes_from_the_environment_or_a_file(
         admin_file.write_text(f"{admin}\n")
         viewer_file.write_text(viewer)
         empty.write_text("\n")
+        for path in (admin_file, viewer_file, empty):
+            os.chmod(path, 0o600)
 
         async def tether(app: Any, *args: str, **env: str | None) -> Any:
             # CliRunner: None unsets a variable, so the test's own environment cannot leak in.
@@ -321,16 +329,23 @@ async def test_the_token_comes_from_the_environment_or_a_file(
         # TETHER_TOKEN_FILE.
         assert await lists_tokens("--token-file", str(admin_file), TETHER_TOKEN=viewer)
         assert await lists_tokens(TETHER_TOKEN=admin, TETHER_TOKEN_FILE=str(viewer_file))
+        quiet = await tether(token_app, "list", "--token-file", str(admin_file))
+        assert "warning" not in quiet.stderr
+        os.chmod(admin_file, 0o644)  # readable by others: used, with a warning
+        loud = await tether(token_app, "list", "--token-file", str(admin_file))
+        assert loud.exit_code == 0 and "adm" in loud.stdout
+        assert "may be read by others (mode 644); chmod 600" in loud.stderr
         for path, why in ((empty, "is empty"), (tmp_path / "missing", "cannot read token file")):
             result = await tether(token_app, "list", "--token-file", str(path))
-            assert result.exit_code == 2 and why in result.output
+            assert result.exit_code == 2 and why in _plain(result.output)
 
         # A token on the command line is refused by every command, before any request.
         for group, app in API_APPS.items():
             for args in (["list", "--token", admin], ["list", f"--token={admin}"]):
                 result = await tether(app, *args)
                 assert result.exit_code == 2, (group, result.output)
-                assert "not accepted" in result.output and "TETHER_TOKEN" in result.output
+                assert "not accepted" in _plain(result.output)
+                assert "TETHER_TOKEN" in _plain(result.output)
                 assert admin not in result.output
         # ... also through the `tether` command itself.
         proc = await asyncio.create_subprocess_exec(

@@ -213,6 +213,11 @@ async def test_env_values_are_write_only_for_every_role(api: Api) -> None:
             if i.kind == "load_location" and i.location.name == "secretive"
         ]
         assert load.location.env == env
+        removed = await api.post(
+            'mutation { removeLocation(name: "secretive") { config } }', token=api.admin_token
+        )
+        assert removed["data"]["removeLocation"]["config"]["env"]["DB_PASSWORD"] == "***"
+        assert SECRET not in json.dumps(removed)
         spans = exporter.get_finished_spans()
         assert any(s.name == "addLocation" for s in spans)
         assert SECRET not in repr([(s.name, dict(s.attributes or {})) for s in spans])

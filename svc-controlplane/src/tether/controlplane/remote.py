@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -43,17 +44,26 @@ TOKEN_IN_ARGV = (
 def read_token_file(path: Path) -> str:
     """The token stored in ``path`` (surrounding whitespace removed).
 
+    A file that others may read works, with a warning on stderr: whoever reads it acts
+    with the token.
+
     Raises:
         typer.BadParameter: the file cannot be read or holds no token.
     """
     try:
         token = path.read_text().strip()
+        mode = stat.S_IMODE(path.stat().st_mode)
     except (OSError, UnicodeDecodeError) as err:
         raise typer.BadParameter(
             f"cannot read token file {path}: {err}", param_hint="--token-file"
         ) from err
     if not token:
         raise typer.BadParameter(f"token file {path} is empty", param_hint="--token-file")
+    if mode & 0o077:
+        typer.echo(
+            f"warning: token file {path} may be read by others (mode {mode:o}); chmod 600 {path}",
+            err=True,
+        )
     return token
 
 
