@@ -86,7 +86,10 @@ def ensure_sqlite_file(url: str | URL) -> None:
                 mode,
                 mode & 0o700,
             )
-            os.chmod(file, mode & 0o700)
+            try:
+                os.chmod(file, mode & 0o700)
+            except OSError as err:  # another user's file: say so, the DB may still work
+                log.warning("could not change the mode of %s: %s", file, err)
 
 
 def migrate(url: str | URL) -> None:
