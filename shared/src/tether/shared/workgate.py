@@ -1,6 +1,6 @@
 """What every agent consumer of work items runs before acting on one.
 
-:class:`WorkGate` decodes the message, verifies the control plane's signature, the
+:class:`WorkGate` verifies a decoded item's signature by the control plane, its
 deployment and the expiry (:class:`tether.shared.worksigning.WorkVerifier`), checks the
 item arrived on the subject its kind and substrate route to, and refuses a replay: the
 same signed item published again as another JetStream message. A genuine redelivery (the
@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from tether.shared import subjects
-from tether.shared.messages import WorkItem, decode
+from tether.shared.messages import WorkItem
 from tether.shared.subjects import Bucket
 from tether.shared.worksigning import MAX_LIFETIME_S, WorkRefusedError, WorkVerifier
 
@@ -116,22 +116,16 @@ class WorkGate:
         """A gate with the ``WORK_DELIVERIES`` bucket bound (created when missing)."""
         return cls(verifier, await WorkDeliveries.open(js))
 
-    async def admit(self, msg: Msg) -> WorkItem:
-        """The work item ``msg`` carries, if the agent may act on it.
+    async def check(self, msg: Msg, item: WorkItem) -> None:
+        """Return if ``item``, decoded from ``msg``, may be acted on.
 
         Raises:
-            ContractError: the message is not a work item (malformed).
             WorkRefusedError: forged, altered, expired, another deployment's, on the wrong
                 subject, or replayed.
+            ContractError: the item's substrate or kind is not a subject token.
             nats.errors.Error: the replay record could not be read or written (transient:
                 redeliver the message).
         """
-        item = decode(msg.data, WorkItem)
-        await self.check(msg, item)
-        return item
-
-    async def check(self, msg: Msg, item: WorkItem) -> None:
-        """Refuse (raise :class:`WorkRefusedError`) unless ``msg``'s ``item`` may be acted on."""
         self.verifier.verify(item)
         expected = subjects.route_work(item.location.substrate, item.kind)
         if msg.subject != expected:

@@ -20,7 +20,6 @@ from tether.shared.messages import WorkItem, decode
 from tether.shared.streams import fetch_ready, jetstream_call
 from tether.shared.subjects import Stream, WorkKind
 from tether.shared.workgate import WorkGate
-from tether.shared.worksigning import WorkRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +185,8 @@ class WorkConsumer:
         try:
             # Before anything acts on it (a replay check failing on NATS is retried).
             await self._gate.check(msg, item)
-        except WorkRefusedError as err:
-            await self._publisher.dead_letter(msg, f"refused work item: {err.reason}")
+        except ContractError as err:  # WorkRefusedError, or an unroutable item
+            await self._publisher.dead_letter(msg, f"refused work item: {err}")
             await msg.term()
             return
         if item.kind in RUN_CONTROL_KINDS:
