@@ -135,7 +135,12 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     tool = shutil.which("docker-compose")
     if tool is None:
         skip_or_fail("docker-compose (Debian's package; .ci/run installs it)")
-    env = {**os.environ, "TETHER_AGENT_TOKEN": "t", "POSTGRES_PASSWORD": "p"}
+    env = {
+        **os.environ,
+        "TETHER_AGENT_TOKEN": "t",
+        "POSTGRES_PASSWORD": "p",
+        "TETHER_WORK_PUBLIC_KEYS": "ed25519:k",
+    }
     done = subprocess.run(
         [tool, "-f", str(DEPLOY / "compose/compose.yaml"), "config"],
         capture_output=True,
@@ -146,6 +151,8 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     rendered = yaml.safe_load(done.stdout)["services"]
     assert rendered["launcher"]["environment"]["TETHER_LAUNCHER_SUBSTRATE"] == "docker"
     assert rendered["poller"]["environment"]["TETHER_NATS_URL"] == "nats://127.0.0.1:4222"
+    for name in AGENT_SERVICES:
+        assert rendered[name]["environment"]["TETHER_WORK_PUBLIC_KEYS"] == "ed25519:k"
     # Without the secrets it refuses, naming them.
     env.pop("TETHER_AGENT_TOKEN")
     refused = subprocess.run(
@@ -155,6 +162,15 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
         env=env,
     )
     assert refused.returncode != 0 and "TETHER_AGENT_TOKEN" in refused.stderr
+    env["TETHER_AGENT_TOKEN"] = "t"
+    env.pop("TETHER_WORK_PUBLIC_KEYS")
+    unpinned = subprocess.run(
+        [tool, "-f", str(DEPLOY / "compose/compose.yaml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert unpinned.returncode != 0 and "TETHER_WORK_PUBLIC_KEYS" in unpinned.stderr
 
 
 def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None:

@@ -8,8 +8,18 @@ traceback; and every hop of the run shares one trace id.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+
+import nats
+import nats.js.errors
 import pytest
 from stack_api import compute_logs, gql, launch, wait_for, wait_location_loaded, wait_run_done
+from tether.shared import subjects
+from tether.shared.messages import WorkItem, decode, encode, new_id
+from tether.shared.subjects import Bucket, Stream, WorkKind
+from tether.shared.worksigning import WorkSigner
 
 from tether.dev.stack import DevStack
 
@@ -166,3 +176,58 @@ def test_multiprocess_job_runs_each_step_in_its_own_process(stack: DevStack) -> 
         stack=stack,
     )
     assert "'total': 10" in logs[0]["text"]
+
+
+async def test_forged_and_replayed_work_on_the_agents_nats_runs_nothing(stack: DevStack) -> None:
+    """An attacker on the agent's NATS: a launch_run it signed itself, and a genuine one it
+    sniffed and published again, are both dead-lettered; neither starts a run."""
+    wait_location_loaded(stack)
+    nc = await nats.connect(stack.config.nats_url)
+    try:
+        js = nc.jetstream()
+        sniffed: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def sniff(msg) -> None:
+            await sniffed.put(msg.data)
+
+        subject = subjects.work("process", WorkKind.LAUNCH_RUN)
+        await nc.subscribe(subject, cb=sniff)
+        launched = await asyncio.to_thread(launch, stack, "hello")
+        genuine = decode(await asyncio.wait_for(sniffed.get(), 60), WorkItem)
+        assert genuine.payload["run_id"] == launched["run"]["id"]
+        run = await asyncio.to_thread(wait_run_done, stack, launched["run"]["id"])
+        assert run["status"] == "SUCCESS"
+
+        location = genuine.location.model_copy(update={"env": {"PWNED": "1"}})
+        forged = WorkSigner.generate().sign(
+            genuine.model_copy(
+                update={"id": new_id(), "location": location, "payload": {
+                    **genuine.payload, "run_id": new_id()}}
+            )
+        )  # fmt: skip
+        await js.publish(subject, encode(forged), headers={"Nats-Msg-Id": forged.id})
+        await js.publish(subject, encode(genuine), headers={"Nats-Msg-Id": new_id()})
+
+        dead = await js.pull_subscribe(
+            subjects.dead_letter(Stream.WORK), stream=str(Stream.DEAD_LETTER)
+        )
+        reasons: dict[str, str] = {}
+        async with asyncio.timeout(60):
+            while {forged.id, genuine.id} - set(reasons):
+                with contextlib.suppress(TimeoutError):
+                    for msg in await dead.fetch(10, timeout=1):
+                        reasons[decode(msg.data, WorkItem).id] = msg.headers["Tether-Reason"]
+        assert "bad signature" in reasons[forged.id]
+        assert "replayed" in reasons[genuine.id]
+        claims = await js.key_value(str(Bucket.RUN_CLAIMS))
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await claims.get(str(forged.payload["run_id"]))
+        claim = json.loads((await claims.get(str(genuine.payload["run_id"]))).value)
+        assert claim["work_item_id"] == genuine.id
+    finally:
+        await nc.close()
+    # The genuine run ran once, and nothing else was started for it.
+    run = gql(
+        stack, "query($id: String!) { run(id: $id) { status } }", id=genuine.payload["run_id"]
+    )
+    assert run["run"]["status"] == "SUCCESS"

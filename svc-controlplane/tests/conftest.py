@@ -81,6 +81,7 @@ def settings(tmp_path: Path, database_url: str) -> ControlPlaneSettings:
         agent_token_file=tmp_path / "state" / "agent.token",
         workspace_file=workspace,
         claim_recheck_s=0.05,
+        work_signing_key_file=tmp_path / "state" / "work-signing.key",
     )
 
 

@@ -125,6 +125,7 @@ def test_serve_subprocess_with_env_settings_and_sigterm(tmp_path: Path, database
         "TETHER_CONTROLPLANE_PORT": str(port),
         "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(tmp_path / "home" / "agent.token"),
         "TETHER_CONTROLPLANE_WORKSPACE_FILE": str(workspace),
+        "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(tmp_path / "home" / "work.key"),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],

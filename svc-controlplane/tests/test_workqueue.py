@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from controlplane_testkit import ACK, CLAIM, WORKSPACE, Api
 from db_backends import PostgresDatabase
 from sqlalchemy import event
@@ -17,6 +18,7 @@ from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.messages import LocationConfig
 from tether.shared.subjects import WorkKind
+from tether.shared.worksigning import WorkRefusedError, WorkSigner, WorkVerifier
 
 CLAIM_VARS = {
     "agentId": "b",
@@ -147,6 +149,8 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
         database_url=postgres.url,
         agent_token_file=tmp_path / "agent.token",
         workspace_file=workspace,
+        # Replicas share the signing key (here: the file).
+        work_signing_key_file=tmp_path / "work-signing.key",
     )
     async with open_control_plane(settings) as cp:
         token = (tmp_path / "agent.token").read_text().strip()
@@ -175,3 +179,88 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
                 # Only the NOTIFY can end the wait in time: no recheck for 60 s, 50 s poll.
                 items = await asyncio.wait_for(claim, 30)
     assert [i.payload["run_id"] for i in items] == [outcome.run.id]
+
+
+async def test_claimed_items_are_signed_for_their_deployment_with_a_bounded_lifetime(
+    api: Api, settings: ControlPlaneSettings
+) -> None:
+    public_key = WorkSigner.from_pem(settings.work_signing_key_path.read_bytes()).public_key
+    mine = WorkVerifier([public_key], DEFAULT_DEPLOYMENT)
+    before = time.time()
+    (item,) = await api.claim(agent_id="a1", lease_s=0.2)
+    mine.verify(item)
+    assert item.deployment == DEFAULT_DEPLOYMENT
+    assert item.expires_at is not None
+    assert before + settings.work_item_lifetime_s <= item.expires_at
+    assert item.expires_at <= time.time() + settings.work_item_lifetime_s
+    # Offered again after the lease: another attempt, so another signature.
+    (again,) = await api.claim(agent_id="a2", wait_ms=5000)
+    assert (again.id, again.attempt) == (item.id, 2)
+    mine.verify(again)
+    assert again.signature != item.signature
+    # An agent of another deployment, or one pinning another key, refuses them.
+    with pytest.raises(WorkRefusedError, match="is for deployment 'default'"):
+        WorkVerifier([public_key], "acme").verify(item)
+    with pytest.raises(WorkRefusedError, match="bad signature"):
+        WorkVerifier([WorkSigner.generate().public_key], DEFAULT_DEPLOYMENT).verify(item)
+
+
+async def test_an_item_expiring_sooner_keeps_its_own_expiry_and_tenants_get_their_own(
+    api: Api, settings: ControlPlaneSettings
+) -> None:
+    public_key = WorkSigner.from_pem(settings.work_signing_key_path.read_bytes()).public_key
+    soon = time.time() + 30
+    async with api.cp.db.transaction() as session:
+        await auth.ensure_deployment(session, "acme")
+        acme_token = await auth.create_token(
+            session, name="acme-agent", role=auth.Role.AGENT, deployment_id="acme"
+        )
+        api.cp.queue.enqueue(
+            session,
+            deployment_id="acme",
+            kind=WorkKind.PING_LOCATION,
+            location=LocationConfig(name="loc", substrate="k8s"),
+            expires_at=soon,
+        )
+    acme = Api(client=api.client, cp=api.cp, token=acme_token, admin_token="")
+    (item,) = await acme.claim(["k8s"])
+    assert item.deployment == "acme" and item.expires_at == soon
+    WorkVerifier([public_key], "acme").verify(item)
+    # The default deployment's agent sees none of acme's work.
+    assert await api.claim(["k8s"]) == []
+
+
+def test_work_key_prints_the_public_key_and_keeps_the_private_one_private(
+    tmp_path: Path,
+) -> None:
+    from tether.controlplane.cli import app
+    from typer.testing import CliRunner
+
+    key_file = tmp_path / "keys" / "work-signing.key"
+    runner = CliRunner()
+    first = runner.invoke(app, ["work-key", "--key-file", str(key_file)])
+    assert first.exit_code == 0, first.output
+    public_key = first.stdout.strip()
+    assert public_key.startswith("ed25519:")
+    assert "created the work signing key" in first.stderr
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert WorkSigner.from_pem(key_file.read_bytes()).public_key == public_key
+    # The same key on every later call (and on every replica sharing the file).
+    again = runner.invoke(app, ["work-key", "--key-file", str(key_file)])
+    assert again.stdout.strip() == public_key and again.stderr == ""
+    key_file.write_text("not a key\n")
+    broken = runner.invoke(app, ["work-key", "--key-file", str(key_file)])
+    assert broken.exit_code == 2 and "not a PEM private key" in broken.stderr
+
+
+def test_replicas_starting_at_once_end_up_with_one_key(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tether.controlplane.workkeys import load_or_create_signer
+
+    key_file = tmp_path / "shared" / "work-signing.key"
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: load_or_create_signer(key_file), range(8)))
+    assert len({signer.public_key for signer, _ in outcomes}) == 1
+    assert sum(created for _, created in outcomes) == 1
+    assert [p.name for p in key_file.parent.iterdir()] == ["work-signing.key"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from tether.shared.messages import (
 )
 from tether.shared.streams import STREAMS, ensure_stream, fetch_ready
 from tether.shared.subjects import Stream, WorkKind
+from tether.shared.worksigning import WorkSigner
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository (the uv workspace's root)."""
@@ -42,6 +44,13 @@ EXAMPLES_LOCATION = LocationConfig(
     name="examples", module="example_jobs", working_directory=str(EXAMPLES)
 )
 """The example jobs as a code location served by the process substrate."""
+
+
+SIGNER = WorkSigner.generate()
+"""Signs the tests' work items as a control plane would; :func:`launcher_settings` pins it."""
+
+PINNED: dict[str, object] = {"work_public_keys": [SIGNER.public_key]}
+"""Launcher settings fields that pin :data:`SIGNER`'s public key."""
 
 
 class _Default(enum.Enum):
@@ -96,17 +105,24 @@ class Bus:
         for name in streams:
             await ensure_stream(self.js, STREAMS[name])
 
-    async def send(self, item: WorkItem, traceparent: str | None | _Default = DEFAULT) -> None:
+    async def send(
+        self,
+        item: WorkItem,
+        traceparent: str | None | _Default = DEFAULT,
+        *,
+        msg_id: str | None = None,
+    ) -> None:
         """Publish ``item`` to the WORK stream, deduplicated by its id.
 
         Args:
             item: The work item.
             traceparent: The traceparent header to send; the Bus's default when left out,
                 none when ``None``.
+            msg_id: The ``Nats-Msg-Id`` header; the item's id when left out.
         """
         if traceparent is DEFAULT:
             traceparent = self._traceparent
-        headers = {"Nats-Msg-Id": item.id}
+        headers = {"Nats-Msg-Id": msg_id or item.id}
         if traceparent:
             headers["traceparent"] = traceparent
         await self.js.publish(
@@ -248,6 +264,7 @@ def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
         "result_publish_timeout_s": 30.0,
         "stream_wait_timeout_s": 10.0,
         "graceful_shutdown_timeout": 10.0,
+        **PINNED,
     }
     values.update(overrides)
     return LauncherSettings(**values)  # type: ignore[arg-type]
@@ -272,6 +289,15 @@ async def running(
         await asyncio.wait_for(task, timeout_s)  # safety net against a hang only
 
 
+def sign(item: WorkItem, *, deployment: str = "default", lifetime_s: float = 600.0) -> WorkItem:
+    """``item`` as the control plane hands it out: for ``deployment``, expiring in
+    ``lifetime_s`` (unless it expires sooner), signed with :data:`SIGNER`."""
+    expires_at = time.time() + lifetime_s
+    if item.expires_at is not None:
+        expires_at = min(expires_at, item.expires_at)
+    return SIGNER.sign(item.model_copy(update={"deployment": deployment, "expires_at": expires_at}))
+
+
 def work_item(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
-    """A work item of ``kind`` for ``location`` with a fresh id and ``payload``."""
-    return WorkItem(id=new_id(), kind=kind, location=location, payload=payload)
+    """A signed work item of ``kind`` for ``location`` with a fresh id and ``payload``."""
+    return sign(WorkItem(id=new_id(), kind=kind, location=location, payload=payload))

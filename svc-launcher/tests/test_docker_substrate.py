@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
-from launcher_testkit import EXAMPLES, ROOT, Bus, open_bus, running, work_item
+from launcher_testkit import EXAMPLES, PINNED, ROOT, Bus, open_bus, running, work_item
 from tether.launcher import CodeServerRegistry, LauncherService, LauncherSettings
 from tether.launcher.docker._spec import (
     LABEL_AGENT,
@@ -272,6 +272,7 @@ def launcher(nats_url: str, agent: str) -> AbstractAsyncContextManager[LauncherS
         terminate_grace_s=2.0,
         stream_wait_timeout_s=10.0,
         graceful_shutdown_timeout=10.0,
+        **PINNED,
     )
     return running(settings, timeout_s=60)
 

@@ -886,7 +886,7 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
 
 
 async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_server: Any) -> None:
-    from launcher_testkit import Bus, open_bus, running, work_item
+    from launcher_testkit import PINNED, Bus, open_bus, running, work_item
     from tether.launcher import LauncherSettings
     from tether.shared.messages import RUN_WORKER_EXITED, WorkItem, WorkResult
     from tether.shared.subjects import Stream, WorkKind
@@ -910,6 +910,7 @@ async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_se
         terminate_grace_s=5.0,
         stream_wait_timeout_s=10.0,
         graceful_shutdown_timeout=10.0,
+        **PINNED,
     )
     streams = (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
     async with (

@@ -17,7 +17,7 @@ from typing import Any
 
 import nats
 import pytest
-from launcher_testkit import EXAMPLES_LOCATION, open_bus, running, work_item
+from launcher_testkit import EXAMPLES_LOCATION, PINNED, open_bus, running, work_item
 from nats.js import JetStreamContext
 from tether.launcher import ProcessSubstrate
 from tether.launcher.substrate import RunWorkerHandle
@@ -382,7 +382,7 @@ async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
     from tether.launcher import LauncherSettings
     from tether.shared.subjects import WorkKind
 
-    settings = LauncherSettings(nats_url=nats_server.url, agent_id="warm-test")
+    settings = LauncherSettings(nats_url=nats_server.url, agent_id="warm-test", **PINNED)
     assert settings.warm_start
     async with (
         open_bus(

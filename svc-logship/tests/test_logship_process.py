@@ -13,6 +13,7 @@ import pytest
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream
 from tether.shared.testing import free_port
+from tether.shared.worksigning import WorkSigner
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,7 @@ async def test_ready_only_once_its_dead_letter_stream_exists(nats_server, tmp_pa
         "TETHER_NATS_URL": nats_server.url,
         "TETHER_CONTROL_PLANE_URL": "http://127.0.0.1:9",
         "TETHER_LOGSHIP_HEALTH_PORT": str(port),
+        "TETHER_WORK_PUBLIC_KEYS": WorkSigner.generate().public_key,
     }
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "tether.shared.cli", "logship", "run"),

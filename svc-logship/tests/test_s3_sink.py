@@ -4,6 +4,7 @@ control plane (a subprocess) for pointers and presigned URLs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -36,11 +37,14 @@ from tether.shared.messages import (
     RepositorySnapshot,
     WorkItem,
     WorkResult,
+    decode,
+    encode,
     encode_log_chunk,
 )
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import LogStream, Stream, WorkKind
 from tether.shared.testing import free_port, skip_or_fail
+from tether.shared.worksigning import WorkKeyError, WorkSigner, WorkVerifier
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -135,6 +139,7 @@ class ControlPlane:
     url: str
     token: str
     log: Path
+    work_key: str
 
     def gql(self, query: str, **variables: Any) -> dict[str, Any]:
         """A user-API call (the control plane runs with anonymous admin access)."""
@@ -161,6 +166,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(token_file),
         "TETHER_CONTROLPLANE_WORKSPACE_FILE": str(workspace),
         "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
+        "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(tmp / "work-signing.key"),
     }
     log_path = tmp / "controlplane.log"
     with log_path.open("wb") as log_file:
@@ -184,7 +190,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             if time.monotonic() > deadline:
                 raise RuntimeError("control plane did not become healthy")
             time.sleep(0.1)
-        cp = ControlPlane(url, token_file.read_text().strip(), log_path)
+        work_key = WorkSigner.from_pem((tmp / "work-signing.key").read_bytes()).public_key
+        cp = ControlPlane(url, token_file.read_text().strip(), log_path, work_key)
         asyncio.run(_load_location(cp))
         yield cp
     finally:
@@ -244,6 +251,7 @@ def _settings(nats_url: str, cp: ControlPlane, **kw: Any) -> LogShipSettings:
         nats_url=nats_url,
         control_plane_url=cp.url,
         agent_token=cp.token,  # type: ignore[arg-type]
+        work_public_keys=[cp.work_key],
         **kw,
     )
 
@@ -355,7 +363,8 @@ def test_agent_wide_work_is_outside_every_launchers_filter() -> None:
 
 async def test_only_this_agents_objects_are_presigned() -> None:
     store = S3LogStore(LogShipSettings(sink="s3", s3_bucket="mine", s3_prefix="logs/"))
-    presigner = Presigner(None, store, 60)  # type: ignore[arg-type]  # answer() publishes nothing
+    verifier = WorkVerifier([WorkSigner.generate().public_key], "default")
+    presigner = Presigner(None, store, 60, verifier)  # type: ignore[arg-type]  # answer() publishes nothing
     location = LocationConfig(name="loc", module="jobs")
 
     def item(bucket: str, key: str) -> WorkItem:
@@ -375,8 +384,82 @@ async def test_only_this_agents_objects_are_presigned() -> None:
     malformed = item("mine", "logs/r").model_copy(update={"payload": {"pointers": "no"}})
     result = await presigner.answer(malformed)
     assert not result.ok and "malformed" in result.error.message  # type: ignore[union-attr]
-    unconfigured = await Presigner(None, None, 60).answer(item("mine", "logs/r"))  # type: ignore[arg-type]
+    unconfigured = await Presigner(None, None, 60, verifier).answer(item("mine", "logs/r"))  # type: ignore[arg-type]
     assert not unconfigured.ok and "no S3 bucket" in unconfigured.error.message  # type: ignore[union-attr]
+
+
+@pytest.mark.integration
+async def test_presign_items_that_do_not_verify_are_dead_lettered(
+    nats_server, dlq, running
+) -> None:
+    """Forged, expired, other-deployment and replayed presign items get no answer."""
+    signer = WorkSigner.generate()
+    settings = LogShipSettings(
+        nats_url=nats_server.url,
+        control_plane_url="http://127.0.0.1:9",  # never called: no log chunks here
+        work_public_keys=[signer.public_key],
+    )
+
+    def presign(**fields: Any) -> WorkItem:
+        values: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "kind": WorkKind.PRESIGN_COMPUTE_LOGS,
+            "location": LocationConfig(name="loc", module="jobs"),
+            "payload": {"pointers": []},
+            "deployment": "default",
+            "expires_at": time.time() + 600,
+        }
+        return WorkItem(**(values | fields))
+
+    genuine = signer.sign(presign())
+    bad = {
+        "expired": signer.sign(presign(expires_at=time.time() - 1)),
+        "bad signature": WorkSigner.generate().sign(presign()),
+        "another-tenant": signer.sign(presign(deployment="another-tenant")),
+    }
+    refused = {item.id: reason for reason, item in bad.items()}
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        for stream in (Stream.WORK, Stream.RESULTS):
+            await ensure_stream(js, STREAMS[stream])
+        _start(running, LogShip(settings))
+        subject = subjects.agent_work(WorkKind.PRESIGN_COMPUTE_LOGS)
+        for item in (genuine, *bad.values()):
+            await js.publish(subject, encode(item), headers={"Nats-Msg-Id": item.id})
+        # The genuine item once more as a new message: a replay.
+        await js.publish(subject, encode(genuine), headers={"Nats-Msg-Id": "replay"})
+        dead = await js.pull_subscribe(subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER))
+        letters: list[Any] = []
+        async with asyncio.timeout(30):
+            while len(letters) < len(refused) + 1:
+                with contextlib.suppress(TimeoutError):
+                    letters += await dead.fetch(10, timeout=1)
+        answers = await js.pull_subscribe(subjects.results_all(), stream=str(Stream.RESULTS))
+        (answer,) = await answers.fetch(1, timeout=10)
+        info = await js.consumer_info(str(Stream.WORK), "logship-presign")
+        assert info.num_pending == 0 and info.num_ack_pending == 0
+        assert (await js.stream_info(str(Stream.RESULTS))).state.messages == 1
+    finally:
+        await nc.close()
+    # The genuine item was answered (no bucket here: a clear error), once.
+    result = decode(answer.data, WorkResult)
+    assert result.id == genuine.id and "no S3 bucket" in result.error.message  # type: ignore[union-attr]
+    reasons = {
+        (decode(m.data, WorkItem).id, m.headers.get("Nats-Msg-Id")): m.headers["Tether-Reason"]
+        for m in letters
+    }
+    assert reasons.pop((genuine.id, "replay")).startswith(
+        f"refused work item: work item {genuine.id} (attempt 1) replayed"
+    )
+    assert {item_id for item_id, _ in reasons} == set(refused)
+    for (item_id, _), reason in reasons.items():
+        assert reason.startswith("refused work item: ") and refused[item_id] in reason
+
+
+def test_the_logship_refuses_to_start_without_a_pinned_key() -> None:
+    with pytest.raises(WorkKeyError, match="no work public key pinned"):
+        LogShip(LogShipSettings())
 
 
 def test_s3_mode_needs_a_bucket() -> None:
@@ -584,7 +667,12 @@ async def _agent_with_logs(
     from tether.eventrelay.settings import EventRelaySettings
     from tether.poller import PollerService, PollerSettings
 
-    agent = {"nats_url": nats_url, "control_plane_url": cp.url, "agent_token": cp.token}
+    agent = {
+        "nats_url": nats_url,
+        "control_plane_url": cp.url,
+        "agent_token": cp.token,
+        "work_public_keys": [cp.work_key],
+    }
     _start(running, EventRelay(EventRelaySettings(**agent)))
     _start(running, PollerService(PollerSettings(**agent, agent_id="it", claim_wait_s=1.0)))
     settings = _settings(

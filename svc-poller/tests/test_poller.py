@@ -19,8 +19,13 @@ from tether.poller import PollerService, PollerSettings
 from tether.shared import subjects, telemetry
 from tether.shared.messages import CodeServerStatus, LocationConfig, WorkItem, decode
 from tether.shared.status import StatusReporter, instance_name
+from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
 from tether.shared.testing import free_port
+from tether.shared.worksigning import WorkKeyError, WorkSigner
+
+#: Signs the test items as a control plane would; the poller under test pins its key.
+SIGNER = WorkSigner.generate()
 
 TRACE_ID = "a" * 32
 PARENT_SPAN = "b" * 16
@@ -48,15 +53,21 @@ def work_item(
     substrate: str = "process",
     traceparent: str | None = TRACEPARENT,
     expires_at: float | None = None,
+    signer: WorkSigner | None = None,
+    deployment: str = "default",
 ) -> WorkItem:
-    return WorkItem(
+    """A work item as the control plane hands it out (signed by ``signer``, by default
+    the key the poller under test pins)."""
+    item = WorkItem(
         id=item_id,
         kind=kind,
         location=LocationConfig(name="loc", module="example_jobs", substrate=substrate),
         payload={"n": 1},
         traceparent=traceparent,
-        expires_at=expires_at,
+        expires_at=time.time() + 600 if expires_at is None else expires_at,
+        deployment=deployment,
     )
+    return (signer or SIGNER).sign(item)
 
 
 def poller_settings(
@@ -75,6 +86,7 @@ def poller_settings(
         "backoff_initial_s": 0.1,
         "backoff_max_s": 0.5,
         "graceful_shutdown_timeout": 5.0,
+        "work_public_keys": [SIGNER.public_key],
     }
     values.update(overrides)
     return PollerSettings(**values)  # type: ignore[arg-type]
@@ -207,6 +219,43 @@ async def test_expired_items_are_skipped(nats_server, endpoint: WorkQueueEndpoin
     msgs = await stream_messages(nats_server.url, 1)
     assert msgs[0].headers["Nats-Msg-Id"] == "fresh"
     assert "stale" not in endpoint.acked
+
+
+async def test_items_that_do_not_verify_are_not_published(
+    nats_server, endpoint: WorkQueueEndpoint
+) -> None:
+    good = work_item("good")
+    forged = work_item("forged", signer=WorkSigner.generate())
+    foreign = work_item("foreign", deployment="another-tenant")
+    altered = work_item("altered").model_copy(update={"payload": {"n": 2}})
+    refused = {"forged": "bad signature", "foreign": "another-tenant", "altered": "bad signature"}
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, STREAMS[Stream.DEAD_LETTER])
+        endpoint.add(forged, foreign, altered, good)
+        async with running(PollerService(poller_settings(nats_server.url, endpoint))):
+            await asyncio.to_thread(endpoint.wait_acked, {"good"})
+            # Offered again after their lease (they stay unacked), refused again.
+            await asyncio.to_thread(endpoint.wait_for, lambda: endpoint.claims > 3)
+        sub = await js.pull_subscribe(subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER))
+        letters = await sub.fetch(10, timeout=5)
+    finally:
+        await nc.close()
+    msgs = await stream_messages(nats_server.url, 1)
+    assert msgs[0].headers["Nats-Msg-Id"] == "good"
+    assert set(endpoint.acked) == {"good"}
+    # One dead letter per refused claim, whatever the re-offers.
+    reasons = {decode(m.data, WorkItem).id: m.headers["Tether-Reason"] for m in letters}
+    assert set(reasons) == set(refused)
+    for item_id, expected in refused.items():
+        assert reasons[item_id].startswith("refused work item: ")
+        assert expected in reasons[item_id]
+
+
+def test_the_poller_refuses_to_start_without_a_pinned_key(endpoint: WorkQueueEndpoint) -> None:
+    with pytest.raises(WorkKeyError, match="no work public key pinned"):
+        PollerService(poller_settings("nats://127.0.0.1:1", endpoint, work_public_keys=[]))
 
 
 async def test_nats_down_leaves_items_unacked_until_it_is_back(

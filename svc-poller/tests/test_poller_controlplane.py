@@ -22,6 +22,7 @@ from tether.shared import subjects
 from tether.shared.messages import WorkItem, decode
 from tether.shared.subjects import Stream, WorkKind
 from tether.shared.testing import free_port
+from tether.shared.worksigning import WorkVerifier
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,6 +32,7 @@ class ControlPlane:
     url: str
     token: str
     log: Path
+    work_key: str
 
 
 @pytest.fixture
@@ -53,6 +55,7 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
         "TETHER_CONTROLPLANE_PORT": str(port),
         "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(token_file),
         "TETHER_CONTROLPLANE_WORKSPACE_FILE": str(workspace),
+        "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(tmp_path / "work-signing.key"),
     }
     log_file = (tmp_path / "controlplane.log").open("wb")
     proc = subprocess.Popen(
@@ -77,7 +80,16 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
             if time.monotonic() > deadline:
                 raise RuntimeError("control plane did not become healthy")
             time.sleep(0.1)
-        yield ControlPlane(url, token_file.read_text().strip(), tmp_path / "controlplane.log")
+        key = subprocess.run(
+            [sys.executable, "-m", "tether.shared.cli", "controlplane", "work-key"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        yield ControlPlane(
+            url, token_file.read_text().strip(), tmp_path / "controlplane.log", work_key=key
+        )
     finally:
         proc.terminate()
         try:
@@ -96,6 +108,7 @@ async def test_claims_from_the_real_control_plane(nats_server, control_plane: Co
         agent_id="poller-it",
         claim_wait_s=1.0,
         heartbeat_interval_s=0.5,
+        work_public_keys=[control_plane.work_key],
     )
     acked = LogSeen("published and acked")
     logger = logging.getLogger("tether.poller")
@@ -121,6 +134,10 @@ async def test_claims_from_the_real_control_plane(nats_server, control_plane: Co
         await nc.close()
     item = decode(msg.data, WorkItem)
     assert item.kind == WorkKind.LOAD_LOCATION and item.location.name == "examples"
+    # Signed by the control plane for its deployment, with a bounded lifetime.
+    WorkVerifier([control_plane.work_key], "default").verify(item)
+    assert item.deployment == "default" and item.signature
+    assert item.expires_at is not None and item.expires_at <= time.time() + 3600
     assert msg.subject == subjects.work("process", WorkKind.LOAD_LOCATION)
     assert msg.headers["Nats-Msg-Id"] == item.id
     # One trace from the control plane's action through the poller's publish.

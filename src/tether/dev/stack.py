@@ -72,6 +72,11 @@ class StackConfig:
         return self.home / "agent.token"
 
     @property
+    def work_key_file(self) -> Path:
+        """Where the control plane keeps the key that signs work items."""
+        return self.home / "work-signing.key"
+
+    @property
     def log_dir(self) -> Path:
         """One log file per child process."""
         return self.home / "logs"
@@ -135,6 +140,13 @@ class DevStack:
         """The agent token the control plane issued for this stack."""
         return self.config.token_file.read_text().strip()
 
+    @property
+    def work_public_key(self) -> str:
+        """The public key of the work signing key the control plane created for this stack."""
+        from tether.shared.worksigning import WorkSigner
+
+        return WorkSigner.from_pem(self.config.work_key_file.read_bytes()).public_key
+
     def child_env(self) -> dict[str, str]:
         """Environment shared by every child."""
         c = self.config
@@ -179,6 +191,7 @@ class DevStack:
                     f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}"
                 ),
                 "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
+                "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(c.work_key_file),
                 # Local development: the UI and API act as admin without a token (the
                 # control plane listens on loopback); the agent API still needs its token.
                 "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
@@ -187,12 +200,16 @@ class DevStack:
                 env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)
             cp = self._spawn("controlplane", self._tether("controlplane", "serve"), env)
             self._wait_healthy(cp, 60)
-            token = self.agent_token
+            # The agent pins the public key of the control plane's work signing key.
+            agent_env = {
+                "TETHER_AGENT_TOKEN": self.agent_token,
+                "TETHER_WORK_PUBLIC_KEYS": self.work_public_key,
+            }
             for service in AGENT_SERVICES:
                 progress(f"agent service {service}")
                 for i in range(1, c.replicas.get(service, 1) + 1):
                     name = service if i == 1 else f"{service}-{i}"
-                    self._spawn(name, self._tether(service, "run"), {"TETHER_AGENT_TOKEN": token})
+                    self._spawn(name, self._tether(service, "run"), agent_env)
         except BaseException:
             self.stop()
             raise

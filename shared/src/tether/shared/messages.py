@@ -565,6 +565,11 @@ class WorkItem(WireModel):
     created_at: float = Field(default_factory=time.time)
     expires_at: float | None = Field(default=None, description="Epoch seconds; stale after it.")
     attempt: int = 1
+    deployment: str = Field(default="", description="Deployment (tenant) the item belongs to.")
+    signature: str | None = Field(
+        default=None,
+        description="The control plane's Ed25519 signature (see tether.shared.worksigning).",
+    )
 
 
 class WorkResult(WireModel):

@@ -59,6 +59,8 @@ class RelaySpec(Generic[T]):
         filter_subject: subjects consumed.
         decode: message -> item; raises ContractError when malformed.
         upload: uploads a batch idempotently; raises AgentApiError on refusal.
+        admit: checks each decoded message before it is uploaded (e.g. a work item's
+            signature); raises ContractError to dead-letter it. None: no check.
     """
 
     name: str
@@ -67,6 +69,7 @@ class RelaySpec(Generic[T]):
     filter_subject: str
     decode: Callable[[Msg], T]
     upload: Callable[[Sequence[T]], Awaitable[object]]
+    admit: Callable[[Msg, T], Awaitable[None]] | None = None
 
 
 class BatchRelay(Generic[T]):
@@ -119,7 +122,10 @@ class BatchRelay(Generic[T]):
         good: list[tuple[Msg, T]] = []
         for msg in msgs:
             try:
-                good.append((msg, self._spec.decode(msg)))
+                item = self._spec.decode(msg)
+                if self._spec.admit is not None:
+                    await self._spec.admit(msg, item)
+                good.append((msg, item))
             except ContractError as err:
                 await self.dead_letter(msg, str(err))
         for chunk in self._split(good):

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if TYPE_CHECKING:
+    from tether.shared.worksigning import WorkVerifier
 
 SHARED_ENV_PREFIX = "TETHER_"
 
@@ -55,6 +62,63 @@ class AgentSettings(BaseSettings):
     health_port: int | None = Field(
         default=None, ge=0, le=65535, description="Port of /healthz and /readyz; unset: off."
     )
+    deployment: str = Field(
+        default="default",
+        description="Deployment this agent serves; work items signed for another are refused.",
+    )
+    work_public_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Pinned public keys of the control plane's work signing (`tether controlplane "
+            "work-key` prints one), comma-separated; pin the old and the new key during a "
+            "rotation. Work-consuming services refuse to start without one."
+        ),
+    )
+    work_public_key_file: Path | None = Field(
+        default=None,
+        description="File of more pinned work public keys, one per line ('#' comments).",
+    )
+
+    @field_validator("work_public_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        # One env var holds several keys: "ed25519:AAA,ed25519:BBB".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def work_verifier(self) -> WorkVerifier:
+        """The :class:`~tether.shared.worksigning.WorkVerifier` of the pinned keys.
+
+        Raises:
+            WorkKeyError: no key pinned, a malformed key, or an unreadable key file; the
+                message says which setting to fix.
+        """
+        from tether.shared.worksigning import WorkKeyError, WorkVerifier
+
+        keys = list(self.work_public_keys)
+        if self.work_public_key_file is not None:
+            try:
+                text = self.work_public_key_file.read_text()
+            except OSError as err:
+                raise WorkKeyError(
+                    f"cannot read TETHER_WORK_PUBLIC_KEY_FILE {self.work_public_key_file}: {err}"
+                ) from err
+            keys += [
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+        if not keys:
+            raise WorkKeyError(
+                "no work public key pinned: this agent acts only on work items signed by its "
+                "control plane. Set TETHER_WORK_PUBLIC_KEYS (or TETHER_WORK_PUBLIC_KEY_FILE) "
+                "to what `tether controlplane work-key` prints on the control plane."
+            )
+        try:
+            return WorkVerifier(keys, self.deployment)
+        except WorkKeyError as err:
+            raise WorkKeyError(f"TETHER_WORK_PUBLIC_KEYS: {err}") from err
 
     @property
     def health(self) -> tuple[str, int] | None:

@@ -32,6 +32,8 @@ class Bucket(StrEnum):
     SERVICE_STATUS = "tether_service_status"
     #: (launcher deployment, location) -> the code server running it (launchers own it).
     CODE_SERVERS = "tether_code_servers"
+    #: (work item id, attempt) -> the WORK stream message that carried it first (replays).
+    WORK_DELIVERIES = "tether_work_deliveries"
 
 
 class WorkKind(StrEnum):

@@ -22,18 +22,22 @@ from tether.controlplane.db.engine import Database, migrate
 from tether.controlplane.graphql import ApiContext, build_schema
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import ui_routes
+from tether.controlplane.workkeys import load_or_create_signer
 from tether.controlplane.workqueue import WorkQueue
+from tether.shared.worksigning import WorkSigner
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ControlPlane:
-    """What the API serves from: settings, the metadata DB, and the work queue."""
+    """What the API serves from: settings, the metadata DB, the work queue, and the key
+    that signs the work items handed out."""
 
     settings: ControlPlaneSettings
     db: Database
     queue: WorkQueue
+    signer: WorkSigner
 
 
 @asynccontextmanager
@@ -41,6 +45,9 @@ async def open_control_plane(settings: ControlPlaneSettings) -> AsyncIterator[Co
     """Migrate the DB, bootstrap it, and yield a ready control plane; close it afterwards."""
     # Alembic runs on a sync driver; keep the event loop free while it does.
     await asyncio.to_thread(migrate, settings.database_url)
+    signer, created = await asyncio.to_thread(load_or_create_signer, settings.work_signing_key_path)
+    if created:
+        log.info("created the work signing key %s", settings.work_signing_key_path)
     db = Database(settings.database_url)
     queue = WorkQueue(db, recheck_s=settings.claim_recheck_s)
     # With concurrency limits, new runs wait QUEUED for the run coordinator.
@@ -48,7 +55,7 @@ async def open_control_plane(settings: ControlPlaneSettings) -> AsyncIterator[Co
     queue.start()
     try:
         await bootstrap(db, queue, settings)
-        yield ControlPlane(settings=settings, db=db, queue=queue)
+        yield ControlPlane(settings=settings, db=db, queue=queue, signer=signer)
     finally:
         await queue.aclose()
         await db.dispose()

@@ -187,3 +187,30 @@ async def _create_token(database_url: str, name: str, role: Any, deployment: str
             return await auth.create_token(session, name=name, role=role, deployment_id=deployment)
     finally:
         await db.dispose()
+
+
+@app.command("work-key")
+def work_key(
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="Work signing key file [env TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE]."),
+    ] = None,
+) -> None:
+    """Print the public key that signs work items, for agents to pin.
+
+    Give its line to every agent service as TETHER_WORK_PUBLIC_KEYS (during a key
+    rotation, both keys: TETHER_WORK_PUBLIC_KEYS=old,new). The private key file is
+    created (mode 0600) when it is missing, as the control plane's first start would.
+    """
+    from tether.controlplane.errors import BootstrapError
+    from tether.controlplane.workkeys import load_or_create_signer
+
+    settings = _settings(work_signing_key_file=key_file)
+    try:
+        signer, created = load_or_create_signer(settings.work_signing_key_path)
+    except BootstrapError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    if created:
+        typer.echo(f"created the work signing key {settings.work_signing_key_path}", err=True)
+    typer.echo(signer.public_key)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from tether.shared.worksigning import MAX_LIFETIME_S
 
 
 class ControlPlaneSettings(BaseSettings):
@@ -28,6 +30,24 @@ class ControlPlaneSettings(BaseSettings):
         description=(
             "Dev bootstrap: if the file is missing, create an agent token and write it there "
             "(mode 0600); if it exists, register the token it holds. Only its hash is stored."
+        ),
+    )
+    work_signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "Ed25519 private key that signs every work item handed to agents (PEM, mode "
+            "0600; created at startup when missing). Replicas share the file (a volume or "
+            "a mounted secret); agents pin its public key (`tether controlplane work-key`). "
+            "Unset: work-signing.key beside a SQLite database, else .tether/work-signing.key."
+        ),
+    )
+    work_item_lifetime_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=MAX_LIFETIME_S,
+        description=(
+            "Signed work items expire this long after they are claimed (sooner when the "
+            "item itself expires sooner); an agent refuses them after that."
         ),
     )
     trace_url_template: str | None = Field(
@@ -173,6 +193,16 @@ class ControlPlaneSettings(BaseSettings):
     graceful_shutdown_timeout: float = Field(
         default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."
     )
+
+    @property
+    def work_signing_key_path(self) -> Path:
+        """Where the work signing key is (see ``work_signing_key_file``)."""
+        if self.work_signing_key_file is not None:
+            return self.work_signing_key_file
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database).parent / "work-signing.key"
+        return Path(".tether/work-signing.key")
 
     @property
     def run_queue_enabled(self) -> bool:

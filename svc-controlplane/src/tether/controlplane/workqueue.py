@@ -41,6 +41,7 @@ def to_work_item(row: WorkItemRow) -> WorkItem:
         created_at=row.created_at,
         expires_at=row.expires_at,
         attempt=max(row.attempts, 1),
+        deployment=row.deployment_id,
     )
 
 

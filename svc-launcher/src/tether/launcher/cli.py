@@ -6,6 +6,7 @@ import typer
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
 from tether.shared.service import run_service, setup_logging
+from tether.shared.worksigning import WorkKeyError
 
 app = typer.Typer(name="launcher", help="Run code servers and run workers for work items.")
 
@@ -22,8 +23,13 @@ def run(
     """Run the launcher until SIGTERM/SIGINT (settings from TETHER_LAUNCHER_* / TETHER_* env)."""
     setup_logging(log_level)
     settings = LauncherSettings()
+    try:
+        service = LauncherService(settings)
+    except WorkKeyError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     run_service(
-        LauncherService(settings),
+        service,
         tracing_name="tether-launcher",
         graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
         health=settings.health,

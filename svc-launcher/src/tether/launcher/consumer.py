@@ -19,6 +19,7 @@ from tether.shared.errors import ContractError
 from tether.shared.messages import WorkItem, decode
 from tether.shared.streams import fetch_ready, jetstream_call
 from tether.shared.subjects import Stream, WorkKind
+from tether.shared.workgate import WorkGate
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class WorkConsumer:
         settings: launcher settings.
         handlers: the work handlers.
         publisher: used for dead letters.
+        gate: verifies each item (signature, deployment, expiry, replay) before it is
+            handled; a refused item is dead-lettered with the reason.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class WorkConsumer:
         settings: LauncherSettings,
         handlers: WorkHandlers,
         publisher: Publisher,
+        gate: WorkGate,
     ) -> None:
         self._js = js
+        self._gate = gate
         self._settings = settings
         self._handlers = handlers
         self._publisher = publisher
@@ -175,6 +180,13 @@ class WorkConsumer:
             item = decode(msg.data, WorkItem)
         except ContractError as err:
             await self._publisher.dead_letter(msg, f"malformed work item: {err}")
+            await msg.term()
+            return
+        try:
+            # Before anything acts on it (a replay check failing on NATS is retried).
+            await self._gate.check(msg, item)
+        except ContractError as err:  # WorkRefusedError, or an unroutable item
+            await self._publisher.dead_letter(msg, f"refused work item: {err}")
             await msg.term()
             return
         if item.kind in RUN_CONTROL_KINDS:

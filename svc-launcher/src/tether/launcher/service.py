@@ -24,6 +24,7 @@ from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
 from tether.shared.streams import jetstream_call, wait_for_stream
 from tether.shared.subjects import Stream
+from tether.shared.workgate import WorkGate
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,15 @@ class LauncherService:
 
     Args:
         settings: launcher settings.
+
+    Raises:
+        WorkKeyError: no work public key is pinned (the launcher would act on forged work).
     """
 
     def __init__(self, settings: LauncherSettings) -> None:
         self._settings = settings
+        # First: without a pinned key the launcher must not start at all.
+        self._verifier = settings.work_verifier()
         self._substrate = make_substrate(settings)
         self._stopping = asyncio.Event()
         self._ready = False
@@ -148,7 +154,10 @@ class LauncherService:
             )
             handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
             await _share_location_stops(nc, s.substrate, handlers)
-            consumer = WorkConsumer(js, s, handlers, publisher)
+            gate = await jetstream_call(
+                lambda: WorkGate.open(js, self._verifier), "binding the work deliveries"
+            )
+            consumer = WorkConsumer(js, s, handlers, publisher, gate)
             reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
             async with asyncio.TaskGroup() as tg:
                 fetching = tg.create_task(consumer.run())

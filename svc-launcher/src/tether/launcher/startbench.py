@@ -35,6 +35,7 @@ from tether.shared import subjects
 from tether.shared.messages import LocationConfig, WorkItem, WorkResult, decode, encode, new_id
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
+from tether.shared.worksigning import WorkSigner
 
 _LOCATION_CODE = """
 import time
@@ -132,7 +133,18 @@ async def _nats(url: str | None) -> AsyncIterator[str]:
             proc.wait(10)
 
 
+#: Signs the bench's work items as a control plane would; the bench's launcher pins it.
+_SIGNER = WorkSigner.generate()
+
+
+def _signed(item: WorkItem) -> WorkItem:
+    return _SIGNER.sign(
+        item.model_copy(update={"deployment": "default", "expires_at": time.time() + 3600})
+    )
+
+
 async def _publish(js: JetStreamContext, item: WorkItem) -> None:
+    item = _signed(item)
     await js.publish(
         subjects.work(item.location.substrate, item.kind),
         encode(item),
@@ -160,7 +172,10 @@ async def _measure_mode(
     tmp: Path,
 ) -> StartTimes:
     settings = LauncherSettings(
-        nats_url=nats_url, agent_id=f"startbench-{mode}", warm_start=mode == "warm"
+        nats_url=nats_url,
+        agent_id=f"startbench-{mode}",
+        warm_start=mode == "warm",
+        work_public_keys=[_SIGNER.public_key],
     )
     service = LauncherService(settings)
     task = asyncio.create_task(service.run())

@@ -32,6 +32,8 @@ from tether.shared.messages import (
 )
 from tether.shared.relay import RelaySpec
 from tether.shared.subjects import Stream, WorkKind
+from tether.shared.workgate import WorkGate
+from tether.shared.worksigning import WorkRefusedError, WorkVerifier
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +65,22 @@ class Presigner:
         js: JetStream context (results go to the RESULTS stream).
         store: the bucket, or None when this logship has no S3 storage configured.
         expiry_s: lifetime of the URLs.
+        verifier: the pinned work keys; an item that is not genuine, live, of this
+            deployment and delivered once is dead-lettered unanswered.
     """
 
-    def __init__(self, js: JetStreamContext, store: S3LogStore | None, expiry_s: int) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        store: S3LogStore | None,
+        expiry_s: int,
+        verifier: WorkVerifier,
+    ) -> None:
         self._js = js
         self._store = store
         self._expiry_s = expiry_s
+        self._verifier = verifier
+        self._gate: WorkGate | None = None
 
     def spec(self) -> RelaySpec[WorkItem]:
         """The relay that consumes presign work items and answers them."""
@@ -79,7 +91,19 @@ class Presigner:
             filter_subject=subjects.agent_work(WorkKind.PRESIGN_COMPUTE_LOGS),
             decode=decode_work_item,
             upload=self.answer_all,
+            admit=self.admit,
         )
+
+    async def admit(self, msg: Msg, item: WorkItem) -> None:
+        """Refuse (WorkRefusedError, so the relay dead-letters it) an item this agent must
+        not answer: forged, altered, expired, another deployment's or replayed."""
+        if self._gate is None:
+            # Bound on first use: the bucket needs JetStream, which the relay has by now.
+            self._gate = await WorkGate.open(self._js, self._verifier)
+        try:
+            await self._gate.check(msg, item)
+        except WorkRefusedError as err:
+            raise WorkRefusedError(f"refused work item: {err.reason}") from err
 
     async def answer_all(self, items: Sequence[WorkItem]) -> None:
         """Answer every item; raise (to be retried) only if a result cannot be published."""

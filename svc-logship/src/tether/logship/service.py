@@ -41,10 +41,15 @@ class LogShip:
 
     With an S3 bucket configured it also answers the control plane's requests for
     presigned URLs of the logs stored there.
+
+    Raises:
+        WorkKeyError: no work public key is pinned.
     """
 
     def __init__(self, settings: LogShipSettings, sink: LogSink | None = None) -> None:
         self._settings = settings
+        # Presign work items are verified: without a pinned key the logship must not start.
+        self._verifier = settings.work_verifier()
         self._sink = sink
         self._relay: BatchRelay[LogChunk] | None = None
         self._presign_relay: BatchRelay[WorkItem] | None = None
@@ -94,7 +99,7 @@ class LogShip:
             s.batch_policy(),
         )
         self._presign_relay = BatchRelay(
-            js, Presigner(js, store, s.presign_expiry_s).spec(), PRESIGN_POLICY
+            js, Presigner(js, store, s.presign_expiry_s, self._verifier).spec(), PRESIGN_POLICY
         )
         if self._stopped.is_set():
             self.shutdown()

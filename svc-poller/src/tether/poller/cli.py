@@ -6,6 +6,7 @@ import typer
 from tether.poller.service import PollerService
 from tether.poller.settings import PollerSettings
 from tether.shared.service import run_service, setup_logging
+from tether.shared.worksigning import WorkKeyError
 
 app = typer.Typer(name="poller", help="Claim work from the control plane and publish it on NATS.")
 
@@ -22,8 +23,13 @@ def run(
     """Run the poller until SIGTERM/SIGINT (settings from TETHER_POLLER_* / TETHER_* env)."""
     setup_logging(log_level)
     settings = PollerSettings()
+    try:
+        service = PollerService(settings)
+    except WorkKeyError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     run_service(
-        PollerService(settings),
+        service,
         tracing_name="tether-poller",
         graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
         health=settings.health,

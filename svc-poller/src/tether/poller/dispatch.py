@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 from tether.shared import subjects, telemetry
 from tether.shared.messages import WorkItem, encode
+from tether.shared.subjects import Stream
+from tether.shared.worksigning import WorkRefusedError, WorkVerifier
 
 log = logging.getLogger(__name__)
 
 #: JetStream header that makes a re-published item a duplicate within the stream's window.
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: Why a message was dead-lettered (as the launcher and the relays write it).
+REASON_HEADER = "Tether-Reason"
 
 
 @dataclass
@@ -26,24 +30,35 @@ class DispatchOutcome:
         published: ids JetStream confirmed (PubAck); safe to ack to the control plane.
         expired: ids skipped because they were past ``expires_at``.
         failed: ids whose publish failed; left unacked so the control plane offers them again.
+        refused: ids of items that failed verification (bad signature, another
+            deployment's...): not published, dead-lettered, and left unacked, so that
+            once the agent pins the right key the control plane's next offer goes through.
     """
 
     published: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
 
 
 class WorkDispatcher:
     """Publishes work items to ``tether.work.<substrate>.<kind>`` (agent-wide kinds to
     ``tether.work._agent.<kind>``, see ``subjects.route_work``) and awaits their PubAcks.
 
+    Only items that verify (:class:`~tether.shared.worksigning.WorkVerifier`) are
+    published: the agent's consumers verify again, but a forged item never reaches them.
+
     Args:
         js: JetStream context.
+        verifier: the pinned work keys and this agent's deployment.
         publish_timeout: seconds to wait for one PubAck.
     """
 
-    def __init__(self, js: JetStreamContext, *, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self, js: JetStreamContext, verifier: WorkVerifier, *, publish_timeout: float = 5.0
+    ) -> None:
         self._js = js
+        self._verifier = verifier
         self._timeout = publish_timeout
 
     async def dispatch(self, items: Sequence[WorkItem]) -> DispatchOutcome:
@@ -60,8 +75,15 @@ class WorkDispatcher:
                     now - item.expires_at,
                 )
                 outcome.expired.append(item.id)
-            else:
-                live.append(item)
+                continue
+            try:
+                self._verifier.verify(item, now)
+            except WorkRefusedError as err:
+                log.error("refusing to publish work item %s: %s", item.id, err.reason)
+                outcome.refused.append(item.id)
+                await self._dead_letter(item, f"refused work item: {err.reason}")
+                continue
+            live.append(item)
         results = await asyncio.gather(*(self._publish(i) for i in live), return_exceptions=True)
         for item, result in zip(live, results, strict=True):
             if isinstance(result, BaseException):
@@ -72,6 +94,24 @@ class WorkDispatcher:
             else:
                 outcome.published.append(item.id)
         return outcome
+
+    async def _dead_letter(self, item: WorkItem, reason: str) -> None:
+        """Show the operator the refused item in the dead letters (best effort: the item
+        stays unacked at the control plane either way)."""
+        headers = {
+            REASON_HEADER: " ".join(reason.split())[:1000],
+            # One dead letter per claim, however often the batch is retried.
+            MSG_ID_HEADER: f"poller-{item.id}-{item.attempt}",
+        }
+        try:
+            await self._js.publish(
+                subjects.dead_letter(Stream.WORK),
+                encode(item),
+                headers=headers,
+                timeout=self._timeout,
+            )
+        except Exception as err:  # noqa: BLE001 - the refusal stands without its dead letter
+            log.warning("could not dead-letter refused work item %s: %r", item.id, err)
 
     async def _publish(self, item: WorkItem) -> None:
         with telemetry.span_from(

@@ -50,10 +50,14 @@ class PollerService:
 
     Args:
         settings: the poller's settings.
+
+    Raises:
+        WorkKeyError: no work public key is pinned (the poller verifies what it publishes).
     """
 
     def __init__(self, settings: PollerSettings) -> None:
         self._settings = settings
+        self._verifier = settings.work_verifier()
         self._stopping = asyncio.Event()
         self._nc: NATS | None = None
         self._streams_ready = False
@@ -87,7 +91,7 @@ class PollerService:
             js = nc.jetstream()
             await ensure_owned_streams(js, OWNER)
             self._streams_ready = True
-            dispatcher = WorkDispatcher(js, publish_timeout=s.publish_timeout_s)
+            dispatcher = WorkDispatcher(js, self._verifier, publish_timeout=s.publish_timeout_s)
             async with AgentClient(
                 s.control_plane_url,
                 s.agent_token.get_secret_value(),

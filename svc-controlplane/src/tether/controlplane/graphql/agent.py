@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
@@ -24,6 +25,7 @@ from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import StoreOutcome
 from tether.controlplane.store import agents, computelogs, runs
 from tether.controlplane.store.results import submit_results
+from tether.controlplane.workkeys import seal
 from tether.shared import telemetry
 from tether.shared.messages import ComputeLogPointer, Heartbeat, LogChunk, RunEvent, WorkResult
 
@@ -125,7 +127,19 @@ class AgentMutation:
                 lease_s=lease_s,
             )
             span.set_attribute("claimed", len(items))
-        return [item.model_dump(mode="json") for item in items]
+            # Signed per claim: the attempt (and so the signature) changes with each lease.
+            now = time.time()
+            sealed = [
+                seal(
+                    cp.signer,
+                    item,
+                    deployment=principal.deployment_id,
+                    lifetime_s=cp.settings.work_item_lifetime_s,
+                    now=now,
+                )
+                for item in items
+            ]
+        return [item.model_dump(mode="json") for item in sealed]
 
     @strawberry.mutation(description="Confirm claimed items are on the agent's NATS.")
     async def ack_work(self, info: Info[ApiContext, None], agent_id: str, ids: list[str]) -> int:
