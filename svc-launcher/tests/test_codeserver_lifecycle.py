@@ -25,7 +25,8 @@ from launcher_testkit import (
     running,
     work_item,
 )
-from tether.launcher import LauncherSettings
+from tether.launcher import LauncherSettings, ProcessSubstrate
+from tether.launcher._spawned import process_running, process_start_ticks
 from tether.launcher.registry import (
     CodeServerRecord,
     CodeServerRecords,
@@ -418,3 +419,26 @@ async def test_a_removed_location_stops_its_code_server_here_and_on_sibling_repl
         again = work_item(WorkKind.STOP_LOCATION, unique("never"))
         await bus.send(again)
         assert (await bus.result(lambda r: r.id == again.id)).payload == {"stopped": False}
+
+
+async def test_a_removed_location_stops_its_fork_server(bus: Bus, nats_server) -> None:
+    location = unique("forked")
+    settings = settings_for(nats_server.url, warm_start=True, registry_scope=new_id()[:8])
+    async with running(settings, timeout_s=60) as service:
+        assert (await bus.load(location)).ok
+        substrate = service._substrate
+        assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is not None
+        # The fork server has the location's code imported (it started with the code server).
+        fork_server = await substrate.fork_servers.ensure(location, 60)
+        pid = fork_server.spawned.process.pid
+        start = process_start_ticks(pid)
+        assert start is not None and process_running(pid, start)
+
+        stop = work_item(WorkKind.STOP_LOCATION, location)
+        await bus.send(stop)
+        result = await bus.result(lambda r: r.id == stop.id)
+        assert result.ok and result.payload == {"stopped": True}
+        # Stopped (and reaped: it was our child) before the result was published.
+        assert not process_running(pid, start)
+        assert process_start_ticks(pid) != start  # gone from /proc (or a new process)
+        assert location.name not in substrate.fork_servers.statuses()

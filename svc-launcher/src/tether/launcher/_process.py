@@ -204,6 +204,11 @@ class ProcessSubstrate:
             return handle.native.alive
         return _native(handle.native, SpawnedProcess).process.returncode is None
 
+    async def remove_location(self, location_name: str) -> None:
+        """Stop the location's fork server for good (the workers it forked run on)."""
+        if self._forks is not None:
+            await self._forks.remove(location_name)
+
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         """Fork the run worker from the location's fork server, or spawn it cold.
 

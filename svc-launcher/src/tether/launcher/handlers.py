@@ -153,9 +153,7 @@ class WorkHandlers:
         Runs already started keep running to their end.
         """
         stopped = await self._registry.remove(location_name)
-        forks = getattr(self._substrate, "forks", None)
-        if forks is not None:
-            await forks.remove(location_name)
+        await self._substrate.remove_location(location_name)
         if stopped:
             log.info("stopped the code server of removed location %s", location_name)
         return stopped

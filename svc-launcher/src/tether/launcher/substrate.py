@@ -91,6 +91,14 @@ class Substrate(Protocol):
         """Whether the code server is still running."""
         ...
 
+    async def remove_location(self, location_name: str) -> None:
+        """The location was removed: stop what the substrate keeps for it besides its
+        code server (the process substrate: its fork server, which has the location's
+        code imported). Runs already started keep running; a location it keeps nothing
+        for is a no-op.
+        """
+        ...
+
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         """Start a run worker for ``args`` with extra environment ``env``.
 

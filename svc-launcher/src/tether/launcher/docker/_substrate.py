@@ -314,6 +314,9 @@ class DockerSubstrate:
         await self._stop_and_remove(_container_id(handle.native))
         log.info("code server for %s stopped", handle.location.name)
 
+    async def remove_location(self, location_name: str) -> None:
+        """Nothing to do: a location keeps nothing here besides its code server."""
+
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the container runs (or the engine is restarting it after a crash)."""
         # A synchronous call on the loop, as the protocol wants: one inspect over the

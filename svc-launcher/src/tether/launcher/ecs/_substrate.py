@@ -484,6 +484,9 @@ class EcsSubstrate:
         await self._delete_code_server(name)
         log.info("code server for %s stopped", handle.location.name)
 
+    async def remove_location(self, location_name: str) -> None:
+        """Nothing to do: a location keeps nothing here besides its code server."""
+
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the service had a healthy task at the last read (no API call)."""
         return self._alive.get(_service_name(handle.native), False)

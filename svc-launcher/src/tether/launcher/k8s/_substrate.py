@@ -276,6 +276,9 @@ class KubernetesSubstrate:
         self._ready[key] = False
         await self._delete_code_server(*key)
 
+    async def remove_location(self, location_name: str) -> None:
+        """Nothing to do: a location keeps nothing here besides its code server."""
+
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the Deployment had a ready replica at the last read (no API call)."""
         return self._ready.get(_object_ref(handle.native), False)
