@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,6 +43,10 @@ EXAMPLES_LOCATION = LocationConfig(
     name="examples", module="example_jobs", working_directory=str(EXAMPLES)
 )
 """The example jobs as a code location served by the process substrate."""
+
+
+CODESERVER_SECRET = secrets.token_hex(32)
+"""The code-server secret of launchers under test (unless a test gives another)."""
 
 
 class _Default(enum.Enum):
@@ -248,6 +253,8 @@ def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
         "result_publish_timeout_s": 30.0,
         "stream_wait_timeout_s": 10.0,
         "graceful_shutdown_timeout": 10.0,
+        # Not the default file in the user's home: tests leave nothing behind there.
+        "codeserver_secret": CODESERVER_SECRET,
     }
     values.update(overrides)
     return LauncherSettings(**values)  # type: ignore[arg-type]

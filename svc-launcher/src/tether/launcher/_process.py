@@ -24,7 +24,7 @@ from tether.launcher._spawned import (
 )
 from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.shared.errors import ContractError
 from tether.shared.forkserver import warm_start_allowed
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
@@ -114,8 +114,11 @@ class ProcessSubstrate:
         if self._cold is not None:
             self._cold.signal = signal
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Spawn a code server and wait for its ``CodeServerReady`` stdout line.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Spawn a code server (``env`` added to its environment) and wait for its
+        ``CodeServerReady`` stdout line.
 
         Then starts the location's fork server in the background (not sooner: the two
         would compete for CPU while the snapshot is awaited), so that its first run can
@@ -131,6 +134,8 @@ class ProcessSubstrate:
                     **os.environ,
                     **location.env,
                     "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
+                    # Last: the location's env cannot replace the caller token.
+                    **env,
                 },
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

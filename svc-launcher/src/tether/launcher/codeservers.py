@@ -13,9 +13,11 @@ from tether.launcher._spawned import process_start_ticks
 from tether.launcher.errors import LauncherError
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
+from tether.launcher.tokens import CodeServerTokens
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
 from tether.shared.grpc.convert import (
     channel_options,
     error_from_proto,
@@ -60,21 +62,28 @@ class CodeLocationLoadError(LauncherError):
 
 @dataclass
 class CodeServerClient:
-    """A gRPC channel to one code server.
+    """A gRPC channel to one code server; every call presents the server's token.
 
     Args:
         handle: the code server.
         channel: an open ``grpc.aio`` channel to ``handle.address``.
+        token: the code server's caller token.
     """
 
     handle: CodeServerHandle
     channel: grpc.aio.Channel
+    token: str
 
     @classmethod
-    def connect(cls, handle: CodeServerHandle) -> CodeServerClient:
+    def connect(cls, handle: CodeServerHandle, token: str) -> CodeServerClient:
         """Open a channel to ``handle`` (lazily connected by grpc)."""
         # Snapshots of large locations exceed grpc's default 4 MB receive limit.
-        return cls(handle, grpc.aio.insecure_channel(handle.address, options=channel_options()))
+        channel = grpc.aio.insecure_channel(handle.address, options=channel_options())
+        return cls(handle, channel, token)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        # gRPC metadata keys are lowercase; W3C "traceparent" already is.
+        return (*telemetry.inject({}).items(), *bearer_metadata(self.token))
 
     async def get_snapshot(self, deadline_s: float) -> LocationSnapshot:
         """Everything the location defines.
@@ -85,7 +94,7 @@ class CodeServerClient:
         """
         stub = pb_grpc.CodeServerStub(self.channel)
         reply = await stub.GetSnapshot(
-            pb.GetSnapshotRequest(), timeout=deadline_s, metadata=_trace_metadata()
+            pb.GetSnapshotRequest(), timeout=deadline_s, metadata=self._metadata()
         )
         if reply.WhichOneof("result") == "error":
             raise CodeLocationLoadError(error_from_proto(reply.error))
@@ -107,7 +116,7 @@ class CodeServerClient:
                 scheduled_time=timestamp_to_proto(request.scheduled_timestamp),
             ),
             timeout=deadline_s,
-            metadata=_trace_metadata(),
+            metadata=self._metadata(),
         )
         return schedule_tick_from_proto(request.schedule_name, request.scheduled_timestamp, reply)
 
@@ -131,7 +140,7 @@ class CodeServerClient:
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
         stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=_trace_metadata())
+        reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=self._metadata())
         return sensor_tick_from_proto(request.sensor_name, reply)
 
     async def partition_keys(
@@ -149,7 +158,7 @@ class CodeServerClient:
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
         stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=_trace_metadata())
+        reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=self._metadata())
         return partition_keys_from_proto(request.partition_set_name, reply)
 
     async def partition_config(
@@ -169,7 +178,7 @@ class CodeServerClient:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
         stub = pb_grpc.CodeServerStub(self.channel)
         reply = await stub.GetPartitionRunConfig(
-            message, timeout=deadline_s, metadata=_trace_metadata()
+            message, timeout=deadline_s, metadata=self._metadata()
         )
         return partition_run_config_from_proto(
             request.partition_set_name, request.partition_key, reply
@@ -183,18 +192,15 @@ class CodeServerClient:
         """
         stub = pb_grpc.CodeServerStub(self.channel)
         reply: pb.AdoptReply = await stub.Adopt(
-            pb.AdoptRequest(launcher_id=launcher_id), timeout=deadline_s
+            pb.AdoptRequest(launcher_id=launcher_id),
+            timeout=deadline_s,
+            metadata=self._metadata(),
         )
         return reply
 
     async def close(self) -> None:
         """Close the channel."""
         await self.channel.close()
-
-
-def _trace_metadata() -> tuple[tuple[str, str], ...]:
-    # gRPC metadata keys are lowercase; W3C "traceparent" already is.
-    return tuple(telemetry.inject({}).items())
 
 
 class CodeServerRegistry:
@@ -210,8 +216,13 @@ class CodeServerRegistry:
     support it) instead of started again. :meth:`keep_adopted` then renews their
     adoption so that they keep serving.
 
+    Each code server gets its own caller token (see :mod:`tether.launcher.tokens`) in its
+    environment, and every call presents it.
+
     Args:
         substrate: where code servers run.
+        tokens: derives each code server's token; None: from a random secret (a
+            restarted launcher then cannot call the code servers this one leaves).
         scope: this launcher deployment's scope in the KV registry.
         launcher_id: this launcher instance (``<host>-<pid>``).
         adopt_interval_s: seconds between adoption renewals (well below the orphan grace).
@@ -222,12 +233,14 @@ class CodeServerRegistry:
         self,
         substrate: Substrate,
         *,
+        tokens: CodeServerTokens | None = None,
         scope: str = "",
         launcher_id: str = "",
         adopt_interval_s: float = 15.0,
         call_deadline_s: float = 5.0,
     ) -> None:
         self._substrate = substrate
+        self._tokens = tokens or CodeServerTokens.ephemeral()
         self._clients: dict[str, CodeServerClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._errors: dict[str, str] = {}
@@ -288,11 +301,20 @@ class CodeServerRegistry:
         if handle is None:
             log.info("code server of %s (pid %s) is gone; not adopting", name, record.pid)
             return None
-        client = CodeServerClient.connect(handle)
+        client = CodeServerClient.connect(handle, self._tokens.for_location(record.location))
         try:
             reply = await client.adopt(self._launcher_id, self._call_deadline)
         except grpc.aio.AioRpcError as err:
-            log.info("code server of %s does not answer (%s); not adopting", name, err.code())
+            if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+                # Started by a launcher with another code-server secret: it stops by itself
+                # at the end of its orphan grace.
+                log.warning(
+                    "code server of %s refuses this launcher's token (another code-server "
+                    "secret started it); not adopting",
+                    name,
+                )
+            else:
+                log.info("code server of %s does not answer (%s); not adopting", name, err.code())
             await client.close()
             return None
         expected = (record.pid, name, location_config_hash(record.location))
@@ -352,13 +374,16 @@ class CodeServerRegistry:
                     # (and stays if the new config fails to start).
                     log.info("code server for %s: config changed; replacing it", location.name)
                     previous = current
+            token = self._tokens.for_location(location)
             try:
-                handle = await self._substrate.start_code_server(location)
+                handle = await self._substrate.start_code_server(
+                    location, {CODESERVER_TOKEN_ENV: token}
+                )
             except LauncherError as err:
                 self._errors[location.name] = str(err)
                 raise
             self._errors.pop(location.name, None)
-            client = CodeServerClient.connect(handle)
+            client = CodeServerClient.connect(handle, token)
             self._clients[location.name] = client
             self._adopted.discard(location.name)
             if previous is not None:

@@ -19,6 +19,7 @@ from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
+from tether.launcher.tokens import tokens_from_settings
 from tether.shared import subjects
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
@@ -103,6 +104,10 @@ class LauncherService:
 
     def __init__(self, settings: LauncherSettings) -> None:
         self._settings = settings
+        secret = settings.codeserver_secret
+        self._tokens = tokens_from_settings(
+            secret.get_secret_value() if secret else None, settings.codeserver_secret_file
+        )
         self._substrate = make_substrate(settings)
         self._stopping = asyncio.Event()
         self._ready = False
@@ -127,6 +132,7 @@ class LauncherService:
         nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}")
         registry = CodeServerRegistry(
             self._substrate,
+            tokens=self._tokens,
             scope=s.registry_scope or default_scope(s.agent_id, s.substrate),
             # Well within the orphan grace, so one lost renewal costs nothing.
             adopt_interval_s=max(min(s.orphan_grace_s / 4, 15.0), 0.5),

@@ -72,9 +72,18 @@ def selector_string(labels: Mapping[str, str]) -> str:
 
 
 def code_server_objects(
-    location: LocationConfig, *, image: str, python: str, agent_id: str, namespace: str
+    location: LocationConfig,
+    *,
+    image: str,
+    python: str,
+    agent_id: str,
+    namespace: str,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Deployment and the Service of ``location``'s code server."""
+    """The Deployment and the Service of ``location``'s code server.
+
+    ``env`` (the caller token among others) is added to the location's env, and wins.
+    """
     kc = k8s_config(location)
     name = code_server_name(location, agent_id)
     selector = {**code_server_selector(agent_id, location), LABEL_CONFIG: config_hash(location)}
@@ -88,7 +97,9 @@ def code_server_objects(
     command += ["--location-json", location.model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
     command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
-    container = _container(location, kc, "codeserver", image, command, dict(location.env))
+    container = _container(
+        location, kc, "codeserver", image, command, {**location.env, **(env or {})}
+    )
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
         "tcpSocket": {"port": "grpc"},

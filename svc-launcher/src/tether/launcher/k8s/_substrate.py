@@ -28,7 +28,7 @@ from tether.launcher.k8s._manifests import (
     run_job,
     selector_string,
 )
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,11 @@ class KubernetesSubstrate:
 
     # --- code servers -------------------------------------------------------------------
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Adopt the Deployment of this config or create it; wait until it is ready.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Adopt the Deployment of this config or create it (``env`` added to its pod's
+        environment); wait until it is ready.
 
         Raises:
             CodeServerStartError: no image, the API refused the objects, a pod cannot start
@@ -155,7 +158,12 @@ class KubernetesSubstrate:
             log.info("adopting code server deployment %s/%s", ns, name)
         else:
             deployment, service = code_server_objects(
-                location, image=image, python=self._python, agent_id=self._agent, namespace=ns
+                location,
+                image=image,
+                python=self._python,
+                agent_id=self._agent,
+                namespace=ns,
+                env=env,
             )
             try:
                 await self._call(self._apps.create_namespaced_deployment, ns, deployment)
