@@ -68,6 +68,7 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             agent_id=settings.agent_id,
             namespace=settings.k8s_namespace,
             default_image=settings.k8s_image,
+            run_as_user=settings.k8s_run_as_user,
             python=settings.container_python,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,

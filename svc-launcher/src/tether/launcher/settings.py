@@ -54,6 +54,15 @@ class LauncherSettings(AgentSettings):
     k8s_image: str | None = Field(
         default=None, description="K8s substrate: image of locations that set no image."
     )
+    k8s_run_as_user: int = Field(
+        default=10001,
+        ge=1,
+        description=(
+            "K8s substrate: uid and gid of code-server and run pods (they always run as "
+            "non-root, with no privilege escalation, no capabilities and the runtime's "
+            "seccomp profile: the restricted Pod Security Standard)."
+        ),
+    )
     ecs: EcsSettings = Field(
         default_factory=EcsSettings,
         description="ECS substrate: cluster, network, roles... (env TETHER_LAUNCHER_ECS_*).",
