@@ -97,6 +97,11 @@ def test_agent_pods_run_unprivileged_and_only_the_launcher_talks_to_the_api() ->
         is_launcher = doc["metadata"]["name"] == "tether-launcher"
         assert pod["automountServiceAccountToken"] is is_launcher
         assert (pod.get("serviceAccountName") == "tether-launcher") is is_launcher
+        if is_launcher:
+            # Every replica derives code servers' tokens from the same secret.
+            [launcher] = pod["containers"]
+            [secret] = [e for e in launcher["env"] if e["name"].endswith("CODESERVER_SECRET")]
+            assert secret["valueFrom"]["secretKeyRef"]["name"] == "tether-launcher-codeserver"
 
 
 # Optional extras each image installs: the launcher serves every substrate, logship can
@@ -148,6 +153,15 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     assert done.returncode == 0, done.stderr
     rendered = yaml.safe_load(done.stdout)["services"]
     assert rendered["launcher"]["environment"]["TETHER_LAUNCHER_SUBSTRATE"] == "docker"
+    # Replicas and restarts share the code-server secret (on a volume), so they can call
+    # each other's code servers.
+    secret_file = rendered["launcher"]["environment"]["TETHER_LAUNCHER_CODESERVER_SECRET_FILE"]
+    # docker-compose 1.x renders "source:target:mode", 2.x a mapping.
+    mounts = [
+        (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+        for v in rendered["launcher"]["volumes"]
+    ]
+    assert ("launcher-state", str(Path(secret_file).parent)) in mounts
     assert rendered["poller"]["environment"]["TETHER_NATS_URL"] == "nats://127.0.0.1:4222"
     # Without the secrets it refuses, naming them.
     env.pop("TETHER_AGENT_TOKEN")
