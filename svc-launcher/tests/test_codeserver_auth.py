@@ -18,7 +18,12 @@ from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.tokens import CodeServerSecretError, CodeServerTokens, tokens_from_settings
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
+from tether.shared.grpc.auth import (
+    CODESERVER_TLS_CERT_ENV,
+    CODESERVER_TOKEN_ENV,
+    TLS_SERVER_NAME,
+    bearer_metadata,
+)
 from tether.shared.messages import LocationConfig
 
 pytestmark = pytest.mark.integration
@@ -125,3 +130,51 @@ def test_the_secret_file_is_created_private_and_refused_when_it_is_not(tmp_path:
     # The secret itself in the settings wins over any file.
     direct = tokens_from_settings("x" * 40, path)
     assert direct.for_location(FIRST) == CodeServerTokens(b"x" * 40).for_location(FIRST)
+
+
+async def test_over_tls_the_launcher_pins_each_code_servers_own_certificate(
+    tmp_path: Path,
+) -> None:
+    # What container substrates do (the process substrate stays plaintext on loopback);
+    # shown on local processes, which serve TLS the same way.
+    substrate = ProcessSubstrate(sys.executable, start_timeout_s=60)
+    tokens = CodeServerTokens.from_file(tmp_path / "secret")
+    registry = CodeServerRegistry(substrate, tokens=tokens, tls=True)
+    try:
+        first = await registry.ensure(FIRST)
+        await registry.ensure(SECOND)
+        assert (await first.get_snapshot(30)).repositories
+        address, token = first.handle.address, first.token
+        assert first.handle.pid is not None
+        environ = _proc(first.handle.pid, "environ")
+        assert f"{CODESERVER_TLS_CERT_ENV}=".encode() in environ  # key and cert: env only
+        assert b"PRIVATE KEY" not in _proc(first.handle.pid, "cmdline")
+
+        # Plaintext, even with the right token: refused by the TLS server.
+        assert await _status(address, bearer_metadata(token), "Ping") == grpc.StatusCode.UNAVAILABLE
+        # Pinning another code server's certificate: the handshake fails.
+        other = tokens.tls_for_location(SECOND).cert_pem
+        assert await _tls_ping(address, other, token) == grpc.StatusCode.UNAVAILABLE
+        # A restarted launcher derives the same certificate and token: answered.
+        again = CodeServerTokens.from_file(tmp_path / "secret").tls_for_location(FIRST)
+        assert again == tokens.tls_for_location(FIRST)  # the very same bytes
+        assert await _tls_ping(address, again.cert_pem, token) == grpc.StatusCode.OK
+        # TLS does not replace the token.
+        assert await _tls_ping(address, again.cert_pem, None) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await registry.stop_all()
+        await substrate.aclose()
+
+
+async def _tls_ping(address: str, cert: bytes, token: str | None) -> grpc.StatusCode:
+    options = [("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert)
+    metadata = bearer_metadata(token) if token else ()
+    async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
+        try:
+            await pb_grpc.CodeServerStub(channel).Ping(
+                pb.PingRequest(), timeout=10, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK

@@ -10,7 +10,11 @@ from typing import IO, TYPE_CHECKING
 
 from tether.codeserver.settings import CodeServerSettings
 from tether.shared.errors import ContractError
-from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV
+from tether.shared.grpc.auth import (
+    CODESERVER_TLS_CERT_ENV,
+    CODESERVER_TLS_KEY_ENV,
+    CODESERVER_TOKEN_ENV,
+)
 from tether.shared.messages import LocationConfig, decode
 from tether.shared.service import serve, setup_logging
 
@@ -40,7 +44,8 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
     settings = CodeServerSettings(**overrides)
     # Read once, then gone: the location's code (imported below) and whatever it spawns
     # must not find the token in the environment.
-    os.environ.pop(CODESERVER_TOKEN_ENV, None)
+    for name in (CODESERVER_TOKEN_ENV, CODESERVER_TLS_KEY_ENV, CODESERVER_TLS_CERT_ENV):
+        os.environ.pop(name, None)
     setup_logging(settings.log_level)
     try:
         location = decode(location_json, LocationConfig)
@@ -51,6 +56,12 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
         print(
             f"{CODESERVER_TOKEN_ENV} is not set: a code server answers only callers that "
             "present the token its launcher gave it",
+            file=sys.stderr,
+        )
+        return 2
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        print(
+            f"set both {CODESERVER_TLS_CERT_ENV} and {CODESERVER_TLS_KEY_ENV}, or neither",
             file=sys.stderr,
         )
         return 2

@@ -422,7 +422,19 @@ class CodeServerService:
         health = await _add_health_service(server)
         host = self._settings.host
         bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        port = server.add_insecure_port(f"{bind_host}:{self._settings.port}")
+        target = f"{bind_host}:{self._settings.port}"
+        if self._settings.tls_cert is not None and self._settings.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [
+                    (
+                        self._settings.tls_key.get_secret_value().encode(),
+                        self._settings.tls_cert.encode(),
+                    )
+                ]
+            )
+            port = server.add_secure_port(target, credentials)
+        else:
+            port = server.add_insecure_port(target)
         if port == 0:
             raise OSError(f"could not bind {bind_host}:{self._settings.port}")
         await server.start()

@@ -27,6 +27,14 @@ class CodeServerSettings(BaseSettings):
             "location's code is imported. Required."
         ),
     )
+    tls_cert: str | None = Field(
+        default=None,
+        description=(
+            "PEM certificate to serve TLS with (with tls_key); the launcher pins it. Set "
+            "by container substrates; unset: plaintext (the process substrate's loopback)."
+        ),
+    )
+    tls_key: SecretStr | None = Field(default=None, description="PEM private key of tls_cert.")
     max_message_bytes: int = Field(
         default=64 * 1024 * 1024, description="Largest gRPC message sent or received."
     )

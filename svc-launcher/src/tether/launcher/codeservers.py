@@ -17,7 +17,13 @@ from tether.launcher.tokens import CodeServerTokens
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
+from tether.shared.grpc.auth import (
+    CODESERVER_TLS_CERT_ENV,
+    CODESERVER_TLS_KEY_ENV,
+    CODESERVER_TOKEN_ENV,
+    TLS_SERVER_NAME,
+    bearer_metadata,
+)
 from tether.shared.grpc.convert import (
     channel_options,
     error_from_proto,
@@ -75,10 +81,26 @@ class CodeServerClient:
     token: str
 
     @classmethod
-    def connect(cls, handle: CodeServerHandle, token: str) -> CodeServerClient:
-        """Open a channel to ``handle`` (lazily connected by grpc)."""
+    def connect(
+        cls, handle: CodeServerHandle, token: str, tls_cert: bytes | None = None
+    ) -> CodeServerClient:
+        """Open a channel to ``handle`` (lazily connected by grpc).
+
+        Args:
+            handle: the code server.
+            token: its caller token.
+            tls_cert: its certificate (PEM), pinned as the only one trusted; None: the
+                channel is plaintext (loopback, process substrate).
+        """
         # Snapshots of large locations exceed grpc's default 4 MB receive limit.
-        channel = grpc.aio.insecure_channel(handle.address, options=channel_options())
+        options = channel_options()
+        if tls_cert is None:
+            channel = grpc.aio.insecure_channel(handle.address, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_cert)
+            # The certificate names the code server, not its address (a pod IP...).
+            options = [*options, ("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+            channel = grpc.aio.secure_channel(handle.address, credentials, options=options)
         return cls(handle, channel, token)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -217,12 +239,15 @@ class CodeServerRegistry:
     adoption so that they keep serving.
 
     Each code server gets its own caller token (see :mod:`tether.launcher.tokens`) in its
-    environment, and every call presents it.
+    environment, and every call presents it; with ``tls`` also its own certificate, which
+    the client pins.
 
     Args:
         substrate: where code servers run.
         tokens: derives each code server's token; None: from a random secret (a
             restarted launcher then cannot call the code servers this one leaves).
+        tls: serve and call code servers over TLS (container substrates: the calls
+            cross a network).
         scope: this launcher deployment's scope in the KV registry.
         launcher_id: this launcher instance (``<host>-<pid>``).
         adopt_interval_s: seconds between adoption renewals (well below the orphan grace).
@@ -234,6 +259,7 @@ class CodeServerRegistry:
         substrate: Substrate,
         *,
         tokens: CodeServerTokens | None = None,
+        tls: bool = False,
         scope: str = "",
         launcher_id: str = "",
         adopt_interval_s: float = 15.0,
@@ -241,6 +267,7 @@ class CodeServerRegistry:
     ) -> None:
         self._substrate = substrate
         self._tokens = tokens or CodeServerTokens.ephemeral()
+        self._tls = tls
         self._clients: dict[str, CodeServerClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._errors: dict[str, str] = {}
@@ -301,7 +328,7 @@ class CodeServerRegistry:
         if handle is None:
             log.info("code server of %s (pid %s) is gone; not adopting", name, record.pid)
             return None
-        client = CodeServerClient.connect(handle, self._tokens.for_location(record.location))
+        client = self._connect(handle, record.location)
         try:
             reply = await client.adopt(self._launcher_id, self._call_deadline)
         except grpc.aio.AioRpcError as err:
@@ -374,16 +401,15 @@ class CodeServerRegistry:
                     # (and stays if the new config fails to start).
                     log.info("code server for %s: config changed; replacing it", location.name)
                     previous = current
-            token = self._tokens.for_location(location)
             try:
                 handle = await self._substrate.start_code_server(
-                    location, {CODESERVER_TOKEN_ENV: token}
+                    location, self._code_server_env(location)
                 )
             except LauncherError as err:
                 self._errors[location.name] = str(err)
                 raise
             self._errors.pop(location.name, None)
-            client = CodeServerClient.connect(handle, token)
+            client = self._connect(handle, location)
             self._clients[location.name] = client
             self._adopted.discard(location.name)
             if previous is not None:
@@ -392,6 +418,19 @@ class CodeServerRegistry:
             # After the old one stopped: the entry names the new server from now on.
             await self._write_running(handle)
             return client
+
+    def _code_server_env(self, location: LocationConfig) -> dict[str, str]:
+        """What the code server of ``location`` gets in its environment: its credentials."""
+        env = {CODESERVER_TOKEN_ENV: self._tokens.for_location(location)}
+        if self._tls:
+            tls = self._tokens.tls_for_location(location)
+            env[CODESERVER_TLS_CERT_ENV] = tls.cert_pem.decode()
+            env[CODESERVER_TLS_KEY_ENV] = tls.key_pem.decode()
+        return env
+
+    def _connect(self, handle: CodeServerHandle, location: LocationConfig) -> CodeServerClient:
+        cert = self._tokens.tls_for_location(location).cert_pem if self._tls else None
+        return CodeServerClient.connect(handle, self._tokens.for_location(location), cert)
 
     async def invalidate(self, location_name: str) -> None:
         """Stop and forget ``location_name``'s code server (it stopped answering)."""

@@ -134,6 +134,8 @@ class LauncherService:
         registry = CodeServerRegistry(
             self._substrate,
             tokens=self._tokens,
+            # Code servers in containers are called across a network: TLS, pinned.
+            tls=s.substrate != ProcessSubstrate.name,
             scope=s.registry_scope or default_scope(s.agent_id, s.substrate),
             # Well within the orphan grace, so one lost renewal costs nothing.
             adopt_interval_s=max(min(s.orphan_grace_s / 4, 15.0), 0.5),

@@ -23,9 +23,12 @@ import logging
 import os
 import secrets
 import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tether.launcher.errors import LauncherError
+from tether.shared.grpc.auth import TLS_SERVER_NAME
 from tether.shared.locations import location_config_hash
 from tether.shared.messages import LocationConfig
 
@@ -99,8 +102,15 @@ class CodeServerTokens:
 
     def for_location(self, location: LocationConfig) -> str:
         """The token of the code server that serves ``location`` (exactly this config)."""
-        message = b"\0".join((location.name.encode(), location_config_hash(location).encode()))
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._key, _message(location), hashlib.sha256).hexdigest()
+
+    def tls_for_location(self, location: LocationConfig) -> CodeServerTls:
+        """The TLS key and certificate of the code server that serves ``location``."""
+        return _derived_tls(self._key, _message(location))
+
+
+def _message(location: LocationConfig) -> bytes:
+    return b"\0".join((location.name.encode(), location_config_hash(location).encode()))
 
 
 def tokens_from_settings(secret: str | None, secret_file: Path | None) -> CodeServerTokens:
@@ -153,3 +163,51 @@ def _create_secret_file(path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     log.info("created the code-server secret %s", path)
+
+
+@dataclass(frozen=True)
+class CodeServerTls:
+    """A code server's TLS key and self-signed certificate (PEM).
+
+    The launcher pins exactly this certificate; it is derived, like the token, from the
+    launcher's secret, the location's name and its config hash, so a restarted launcher
+    pins the certificate of a code server it adopts without storing anything.
+    """
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _derived_tls(key: bytes, message: bytes) -> CodeServerTls:
+    # Imported here: only launchers of container substrates use TLS.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    seed = hmac.new(key, b"tls\0" + message, hashlib.sha512).digest()
+    curve = ec.SECP256R1()
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    private = ec.derive_private_key(int.from_bytes(seed) % (order - 1) + 1, curve)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_SERVER_NAME)])
+    # Fixed fields and deterministic ECDSA (RFC 6979): the same bytes every time.
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(int.from_bytes(seed[:16]) >> 1 or 1)
+        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(9999, 12, 31, tzinfo=UTC))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(TLS_SERVER_NAME)]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .sign(private, hashes.SHA256(), ecdsa_deterministic=True)
+    )
+    return CodeServerTls(
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
