@@ -227,6 +227,11 @@ def code_server_pids(location_name: str) -> set[int]:
     return found
 
 
+def environ_of(pid: int) -> bytes:
+    """The environment ``pid`` started with."""
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie nobody reaped yet does not)."""
     try:
@@ -325,6 +330,10 @@ async def test_a_launcher_with_another_secret_cannot_call_the_code_servers_it_fi
         before = (await records(bus))[location.name]
         os.kill(launcher_pid, signal.SIGKILL)
     assert before.pid is not None
+    # The code server got its token, never the secret it derives from.
+    environ = environ_of(before.pid)
+    assert b"TETHER_CODESERVER_TOKEN=" in environ
+    assert other_secret.encode() not in environ
     try:
         async with running(settings_for(nats_server.url, orphan_grace_s=60), timeout_s=60):
             # Its Adopt call was refused: a new code server serves the location.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 
 from nats.aio.client import Client as NATS
@@ -19,7 +20,7 @@ from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
-from tether.launcher.tokens import tokens_from_settings
+from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
 from tether.shared import subjects
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
@@ -109,6 +110,9 @@ class LauncherService:
         self._tokens = tokens_from_settings(
             secret.get_secret_value() if secret else None, settings.codeserver_secret_file
         )
+        # Read once, then gone from the environment, which the processes this launcher
+        # starts (user code, on the process substrate) would otherwise inherit.
+        os.environ.pop(SECRET_ENV, None)
         self._substrate = make_substrate(settings)
         self._stopping = asyncio.Event()
         self._ready = False

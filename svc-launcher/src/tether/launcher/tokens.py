@@ -34,6 +34,9 @@ from tether.shared.messages import LocationConfig
 
 log = logging.getLogger(__name__)
 
+#: The environment variable of the secret itself (``LauncherSettings.codeserver_secret``).
+SECRET_ENV = "TETHER_LAUNCHER_CODESERVER_SECRET"
+
 #: Random bytes of a new secret.
 SECRET_BYTES = 32
 #: Shortest secret accepted from settings or a file (characters).
