@@ -129,6 +129,11 @@ def test_a_code_server_without_a_token_refuses_to_start(examples_location) -> No
     assert proc.returncode == 2
     assert proc.stdout == ""  # no ready line: nothing listens
     assert f"{CODESERVER_TOKEN_ENV} is not set" in proc.stderr
+    # Half a TLS configuration is refused the same way, not served in plaintext.
+    env |= {CODESERVER_TOKEN_ENV: secrets.token_hex(32), "TETHER_CODESERVER_TLS_CERT": "x"}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "TETHER_CODESERVER_TLS_KEY, or neither" in proc.stderr
 
 
 CURIOUS_LOCATION = """

@@ -1,4 +1,5 @@
-"""The caller tokens of code servers, derived from the launcher's secret.
+"""The caller tokens (and TLS certificates) of code servers, derived from the launcher's
+secret.
 
 A code server answers only calls that present its token (see
 :mod:`tether.shared.grpc.auth`). The token is an HMAC-SHA256, under the launcher's
@@ -6,7 +7,9 @@ secret, of the location's name and config hash: one token per code server, diffe
 every location (one location's code cannot call another's code server), and the same for
 a restarted launcher that has the same secret, which can thus call the code servers it
 adopts. Nothing but the secret is kept, and the secret never leaves the launcher: no
-token is written to the code-server registry (NATS KV), to argv or to a log.
+token is written to the code-server registry (NATS KV), to argv or to a log. On container
+substrates each code server's TLS key and self-signed certificate are derived the same way
+(:meth:`CodeServerTokens.tls_for_location`), so the launcher can pin the certificate.
 
 The secret comes from ``TETHER_LAUNCHER_CODESERVER_SECRET``, else from the file
 ``TETHER_LAUNCHER_CODESERVER_SECRET_FILE`` (created, mode 0600, when missing). Rotating
