@@ -81,6 +81,9 @@ def test_kustomize_render_is_valid_and_namespaced() -> None:
         if doc["kind"] == "Deployment":
             [container] = doc["spec"]["template"]["spec"]["containers"]
             assert container["image"].endswith(":0.1.0")
+    # kustomize adds its common labels to selectors too: the policies still hold (user
+    # pods, which do not carry those labels, are selected by matchExpressions).
+    assert_network_policies(rendered)
 
 
 def test_agent_pods_run_unprivileged_and_only_the_launcher_talks_to_the_api() -> None:
@@ -94,6 +97,11 @@ def test_agent_pods_run_unprivileged_and_only_the_launcher_talks_to_the_api() ->
         is_launcher = doc["metadata"]["name"] == "tether-launcher"
         assert pod["automountServiceAccountToken"] is is_launcher
         assert (pod.get("serviceAccountName") == "tether-launcher") is is_launcher
+        if is_launcher:
+            # Every replica derives code servers' tokens from the same secret.
+            [launcher] = pod["containers"]
+            [secret] = [e for e in launcher["env"] if e["name"].endswith("CODESERVER_SECRET")]
+            assert secret["valueFrom"]["secretKeyRef"]["name"] == "tether-launcher-codeserver"
 
 
 # Optional extras each image installs: the launcher serves every substrate, logship can
@@ -150,6 +158,15 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     assert done.returncode == 0, done.stderr
     rendered = yaml.safe_load(done.stdout)["services"]
     assert rendered["launcher"]["environment"]["TETHER_LAUNCHER_SUBSTRATE"] == "docker"
+    # Replicas and restarts share the code-server secret (on a volume), so they can call
+    # each other's code servers.
+    secret_file = rendered["launcher"]["environment"]["TETHER_LAUNCHER_CODESERVER_SECRET_FILE"]
+    # docker-compose 1.x renders "source:target:mode", 2.x a mapping.
+    mounts = [
+        (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+        for v in rendered["launcher"]["volumes"]
+    ]
+    assert ("launcher-state", str(Path(secret_file).parent)) in mounts
     assert rendered["poller"]["environment"]["TETHER_NATS_URL"] == "nats://127.0.0.1:4222"
     for name in AGENT_SERVICES:
         assert rendered[name]["environment"]["TETHER_WORK_PUBLIC_KEYS"] == "ed25519:k"
@@ -217,3 +234,369 @@ def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None
             pass  # in use by a container
     # Its own distribution and tether-shared only, as an unprivileged user.
     assert out.decode().split() == ["10001", "True", "True"]
+
+
+# --- the restricted Pod Security Standard ---------------------------------------------
+# Written from the standard's rules (kubernetes.io/docs/concepts/security/pod-security-
+# standards, v1.30): the baseline controls plus the restricted ones, on a pod spec.
+
+_RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+_SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+_SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+_SECCOMP_OK = {"RuntimeDefault", "Localhost"}
+
+
+def _selinux_violations(where: str, options: dict | None) -> list[str]:
+    options = options or {}
+    out = []
+    if options.get("type", "") not in _SELINUX_TYPES:
+        out.append(f"{where}: seLinuxOptions.type {options['type']!r}")
+    for key in ("user", "role"):
+        if options.get(key):
+            out.append(f"{where}: seLinuxOptions.{key} is set")
+    return out
+
+
+def _apparmor_violations(where: str, profile: dict | None) -> list[str]:
+    if profile is not None and profile.get("type") not in ("RuntimeDefault", "Localhost"):
+        return [f"{where}: appArmorProfile {profile.get('type')!r}"]
+    return []
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """What in ``pod`` (a PodSpec) breaks the restricted Pod Security Standard."""
+    out: list[str] = []
+    sc = pod.get("securityContext") or {}
+    # Baseline: host namespaces, HostProcess, sysctls, SELinux, AppArmor, seccomp.
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(f"pod: {key}")
+    if (sc.get("windowsOptions") or {}).get("hostProcess"):
+        out.append("pod: windowsOptions.hostProcess")
+    for sysctl in sc.get("sysctls") or []:
+        if sysctl["name"] not in _SAFE_SYSCTLS:
+            out.append(f"pod: sysctl {sysctl['name']}")
+    out += _selinux_violations("pod", sc.get("seLinuxOptions"))
+    out += _apparmor_violations("pod", sc.get("appArmorProfile"))
+    pod_seccomp = (sc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp is not None and pod_seccomp not in _SECCOMP_OK:
+        out.append(f"pod: seccompProfile {pod_seccomp!r}")
+    # Restricted: volume types (hostPath among the forbidden), non-root, seccomp set.
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= _RESTRICTED_VOLUMES:
+            out.append(f"volume {volume['name']}: {sorted(kinds - _RESTRICTED_VOLUMES)}")
+    if sc.get("runAsUser") == 0:
+        out.append("pod: runAsUser 0")
+    containers = [
+        *(pod.get("initContainers") or []),
+        *(pod.get("containers") or []),
+        *(pod.get("ephemeralContainers") or []),
+    ]
+    for c in containers:
+        where = f"container {c['name']}"
+        csc = c.get("securityContext") or {}
+        if csc.get("privileged"):
+            out.append(f"{where}: privileged")
+        if (csc.get("windowsOptions") or {}).get("hostProcess"):
+            out.append(f"{where}: windowsOptions.hostProcess")
+        if csc.get("procMount", "Default") != "Default":
+            out.append(f"{where}: procMount {csc['procMount']!r}")
+        for port in c.get("ports") or []:
+            if port.get("hostPort"):
+                out.append(f"{where}: hostPort {port['hostPort']}")
+        out += _selinux_violations(where, csc.get("seLinuxOptions"))
+        out += _apparmor_violations(where, csc.get("appArmorProfile"))
+        if csc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{where}: allowPrivilegeEscalation is not false")
+        non_root = csc.get("runAsNonRoot")
+        if non_root is False or (non_root is None and sc.get("runAsNonRoot") is not True):
+            out.append(f"{where}: runAsNonRoot is not true")
+        if csc.get("runAsUser") == 0:
+            out.append(f"{where}: runAsUser 0")
+        seccomp = (csc.get("seccompProfile") or {}).get("type")
+        if seccomp is not None and seccomp not in _SECCOMP_OK:
+            out.append(f"{where}: seccompProfile {seccomp!r}")
+        if seccomp is None and pod_seccomp not in _SECCOMP_OK:
+            out.append(f"{where}: no seccompProfile (RuntimeDefault or Localhost)")
+        capabilities = csc.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            out.append(f"{where}: capabilities do not drop ALL")
+        added = set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}
+        if added:
+            out.append(f"{where}: adds capabilities {sorted(added)}")
+    return out
+
+
+def _user_pods() -> dict[str, dict]:
+    """Pod specs of the code servers and run Jobs the k8s substrate creates, for a bare
+    location and one that sets every kubernetes option."""
+    from tether.launcher.k8s._manifests import code_server_objects, run_job
+    from tether.shared.messages import (
+        ExecuteRunArgs,
+        KubernetesConfig,
+        LaunchRunPayload,
+        LocationConfig,
+    )
+
+    bare = LocationConfig(name="bare", module="m", substrate="k8s")
+    full = LocationConfig(
+        name="full",
+        module="m",
+        substrate="k8s",
+        image="registry.example/etl:1",
+        working_directory="/app",
+        env={"WAREHOUSE": "prod"},
+        kubernetes=KubernetesConfig(
+            namespace="etl",
+            service_account="tether-user-code",
+            resources={"limits": {"memory": "1Gi"}},
+            node_selector={"pool": "etl"},
+            tolerations=[{"key": "etl", "operator": "Exists", "effect": "NoSchedule"}],
+            image_pull_secrets=["registry"],
+            labels={"team": "data"},
+        ),
+    )
+    pods: dict[str, dict] = {}
+    for loc in (bare, full):
+        deployment, _ = code_server_objects(
+            loc, image="i", python="python", agent_id="a", namespace="ns", env={"T": "t"}
+        )
+        args = ExecuteRunArgs(
+            location=loc,
+            run=LaunchRunPayload(run_id="r1", job_name="j"),
+            nats_url="nats://nats:4222",
+        )
+        job = run_job(args, {}, image="i", python="python", agent_id="a", namespace="ns")
+        pods[f"{loc.name} code server"] = deployment["spec"]["template"]["spec"]
+        pods[f"{loc.name} run"] = job["spec"]["template"]["spec"]
+    return pods
+
+
+def test_user_pods_meet_the_restricted_pod_security_standard() -> None:
+    pods = _user_pods()
+    for name, pod in pods.items():
+        assert restricted_violations(pod) == [], name
+        assert pod["securityContext"]["runAsUser"] == 10001, name  # the images' user
+    # No API token for user code, unless the location names the account it runs as.
+    for name in ("bare code server", "bare run"):
+        assert pods[name]["automountServiceAccountToken"] is False
+        assert "serviceAccountName" not in pods[name]
+    for name in ("full code server", "full run"):
+        assert pods[name]["serviceAccountName"] == "tether-user-code"
+        assert "automountServiceAccountToken" not in pods[name]  # the account decides
+
+
+def test_the_agent_pods_meet_it_too() -> None:
+    # The namespace enforces the restricted standard: every pod of deploy/k8s must meet it.
+    namespace = next(d for _, d in k8s_documents() if d["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    templates = [d for _, d in k8s_documents() if d["kind"] in ("Deployment", "StatefulSet")]
+    assert len(templates) == len(AGENT_SERVICES) + 1  # and NATS
+    for doc in templates:
+        assert restricted_violations(doc["spec"]["template"]["spec"]) == [], doc["metadata"]
+
+
+def test_the_restricted_check_catches_each_rule() -> None:
+    import copy
+
+    [pod] = [p for n, p in _user_pods().items() if n == "bare run"]
+
+    def container(p: dict) -> dict:
+        return p["containers"][0]
+
+    breaks = {
+        "no pod securityContext": lambda p: p.pop("securityContext"),
+        "runAsNonRoot false": lambda p: p["securityContext"].update(runAsNonRoot=False),
+        "root user": lambda p: p["securityContext"].update(runAsUser=0),
+        "no seccomp": lambda p: p["securityContext"].pop("seccompProfile"),
+        "unconfined container": lambda p: container(p)["securityContext"].update(
+            seccompProfile={"type": "Unconfined"}
+        ),
+        "privilege escalation": lambda p: container(p)["securityContext"].pop(
+            "allowPrivilegeEscalation"
+        ),
+        "capabilities kept": lambda p: container(p)["securityContext"].pop("capabilities"),
+        "capability added": lambda p: container(p)["securityContext"]["capabilities"].update(
+            add=["SYS_ADMIN"]
+        ),
+        "privileged": lambda p: container(p)["securityContext"].update(privileged=True),
+        "host network": lambda p: p.update(hostNetwork=True),
+        "host path": lambda p: p.update(volumes=[{"name": "root", "hostPath": {"path": "/"}}]),
+        "host port": lambda p: container(p).update(ports=[{"containerPort": 1, "hostPort": 1}]),
+        "unsafe sysctl": lambda p: p["securityContext"].update(
+            sysctls=[{"name": "kernel.msgmax", "value": "1"}]
+        ),
+        "selinux user": lambda p: p["securityContext"].update(seLinuxOptions={"user": "root"}),
+        "proc mount": lambda p: container(p)["securityContext"].update(procMount="Unmasked"),
+    }
+    for what, mutate in breaks.items():
+        broken = copy.deepcopy(pod)
+        mutate(broken)
+        assert restricted_violations(broken), what
+
+
+# --- network policies and the launcher's RBAC -----------------------------------------
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches ``labels``."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        op = expr["operator"]
+        if (op == "In" and value not in expr["values"]) or (
+            op == "NotIn" and value in expr["values"]
+        ):
+            return False
+        if (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
+def _may_connect(policies: list[dict], source: dict[str, str], target: dict[str, str], port: int):
+    """Whether ``source`` pod may open ``port`` on ``target`` (same namespace) under
+    ``policies`` (NetworkPolicy semantics: allowed if any policy selecting the target
+    allows it; unselected targets accept everything)."""
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], target)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = [p["port"] for p in rule.get("ports") or []]
+            if ports and port not in ports:
+                continue
+            peers = rule.get("from")
+            if not peers or any(
+                "podSelector" in peer
+                and "namespaceSelector" not in peer
+                and _selects(peer["podSelector"], source)
+                for peer in peers
+            ):
+                return True
+    return False
+
+
+def test_network_policies_let_only_agent_services_and_runs_reach_nats() -> None:
+    assert_network_policies([d for _, d in k8s_documents()])
+
+
+def assert_network_policies(docs: list[dict]) -> None:
+    """Who may connect to NATS and to code servers under the NetworkPolicies of ``docs``."""
+    from tether.launcher.k8s._manifests import CODE_SERVER_PORT, code_server_objects, run_job
+    from tether.shared.messages import ExecuteRunArgs, LaunchRunPayload, LocationConfig
+
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert {p["metadata"]["name"] for p in policies} >= {
+        "tether-default-deny-ingress",
+        "tether-nats",
+        "tether-codeservers",
+    }
+    # The real pods' labels: the manifests' and what the launcher creates.
+    labels = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    nats = labels["nats"]
+    loc = LocationConfig(name="sales", module="m", substrate="k8s")
+    deployment, _ = code_server_objects(loc, image="i", python="p", agent_id="a", namespace="n")
+    args = ExecuteRunArgs(
+        location=loc, run=LaunchRunPayload(run_id="r", job_name="j"), nats_url="nats://n:4222"
+    )
+    job = run_job(args, {}, image="i", python="p", agent_id="a", namespace="n")
+    code_server = deployment["spec"]["template"]["metadata"]["labels"]
+    run = job["spec"]["template"]["metadata"]["labels"]
+    stranger: dict[str, str] = {"app": "something-else"}
+
+    for service in AGENT_SERVICES:
+        assert _may_connect(policies, labels[f"tether-{service}"], nats, 4222), service
+    assert _may_connect(policies, run, nats, 4222)  # a run publishes its events and logs
+    assert not _may_connect(policies, code_server, nats, 4222)
+    assert not _may_connect(policies, stranger, nats, 4222)
+    assert not _may_connect(policies, labels["tether-poller"], nats, 8222)
+
+    assert _may_connect(policies, labels["tether-launcher"], code_server, CODE_SERVER_PORT)
+    for source in (run, code_server, stranger, labels["tether-poller"]):
+        assert not _may_connect(policies, source, code_server, CODE_SERVER_PORT), source
+    # Nothing else accepts connections from anyone.
+    assert not _may_connect(policies, labels["tether-launcher"], labels["tether-poller"], 8080)
+
+
+_API_GROUPS = {"AppsV1Api": "apps", "CoreV1Api": "", "BatchV1Api": "batch"}
+_VERBS = {"list": "list", "read": "get", "create": "create", "delete": "delete"}
+_VERBS |= {"patch": "patch", "replace": "update"}
+
+
+def _substrate_api_calls() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every Kubernetes call the k8s substrate makes,
+    read from its source: ``self._apps = k8s.AppsV1Api(...)`` and then
+    ``self._apps.create_namespaced_deployment`` is (apps, deployments, create)."""
+    import ast
+    import re
+
+    source = ROOT / "svc-launcher/src/tether/launcher/k8s/_substrate.py"
+    tree = ast.parse(source.read_text())
+    clients: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr in _API_GROUPS
+        ):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute):
+                    clients[target.attr] = _API_GROUPS[node.value.func.attr]
+    assert set(clients.values()) == set(_API_GROUPS.values()), clients
+    calls = set()
+    pattern = re.compile(r"^(list|read|create|delete|patch|replace)_namespaced_([a-z_]+?)(_log)?$")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr in clients
+        ):
+            match = pattern.match(node.attr)
+            assert match, f"an API call the test cannot map to RBAC: {node.attr}"
+            verb, resource, log = match.groups()
+            plural = resource.replace("_", "") + "s" + ("/log" if log else "")
+            calls.add((clients[node.value.attr], plural, _VERBS[verb]))
+    return calls
+
+
+def test_the_launcher_role_grants_exactly_the_calls_the_substrate_makes() -> None:
+    used = _substrate_api_calls()
+    assert ("apps", "deployments", "create") in used and ("", "events", "list") in used
+    [role] = [d for _, d in k8s_documents() if d["kind"] == "Role"]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == used, {"unused": granted - used, "missing": used - granted}
+    assert not [d for _, d in k8s_documents() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]

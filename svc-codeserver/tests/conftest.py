@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
 from tether.shared.grpc.convert import channel_options
 from tether.shared.messages import CodeServerReady, LocationConfig, decode
 
@@ -59,25 +61,51 @@ def spawn_tether() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         proc.communicate()
 
 
+class _Authenticated(grpc.UnaryUnaryClientInterceptor):
+    """Adds the code server's token to every call, as a launcher does."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = bearer_metadata(token)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        details = client_call_details._replace(
+            metadata=(*(client_call_details.metadata or ()), *self._metadata)
+        )
+        return continuation(details, request)
+
+
+def new_token() -> str:
+    """A fresh caller token for one code server."""
+    return secrets.token_hex(32)
+
+
 class RunningCodeServer:
     """A code server process plus a stub connected to the address it announced.
 
-    The stub's channel allows large messages (:func:`channel_options`), as launchers' must.
+    The stub's channel allows large messages (:func:`channel_options`), as launchers' must,
+    and presents the server's token on every call (``raw_channel`` presents none).
+
+    Attributes:
+        token: the caller token the server was started with.
+        auth: the metadata that presents it.
     """
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(self, process: subprocess.Popen[str], token: str) -> None:
         self.process = process
+        self.token = token
+        self.auth = bearer_metadata(token)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
             raise AssertionError(f"no ready line; stderr: {self.process.communicate()[1]}")
         self.ready = decode(line, CodeServerReady)
-        self.channel = grpc.insecure_channel(self.ready.address, options=channel_options())
+        self.raw_channel = grpc.insecure_channel(self.ready.address, options=channel_options())
+        self.channel = grpc.intercept_channel(self.raw_channel, _Authenticated(token))
         self.stub = pb_grpc.CodeServerStub(self.channel)
 
     def stop(self) -> tuple[int, str, str]:
         """SIGTERM the server; return (exit code, rest of stdout, stderr)."""
-        self.channel.close()
+        self.raw_channel.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -95,7 +123,10 @@ def server_for(spawn_tether) -> Iterator[Callable[..., RunningCodeServer]]:
 
     def start(location: LocationConfig, env: dict[str, str] | None = None) -> RunningCodeServer:
         args = ["codeserver", "grpc", "--location-json", location.model_dump_json()]
-        server = RunningCodeServer(spawn_tether(args, env))
+        token = new_token()
+        server = RunningCodeServer(
+            spawn_tether(args, {CODESERVER_TOKEN_ENV: token, **(env or {})}), token
+        )
         started.append(server)
         return server
 
@@ -111,7 +142,10 @@ def module_server_for() -> Iterator[Callable[..., RunningCodeServer]]:
 
     def start(location: LocationConfig, env: dict[str, str] | None = None) -> RunningCodeServer:
         args = ["codeserver", "grpc", "--location-json", location.model_dump_json()]
-        server = RunningCodeServer(_spawn(args, env))
+        token = new_token()
+        server = RunningCodeServer(
+            _spawn(args, {CODESERVER_TOKEN_ENV: token, **(env or {})}), token
+        )
         started.append(server)
         return server
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
 from tether.shared.locations import location_config_hash
 from tether.shared.messages import CodeServerReady, LocationConfig, decode
 
@@ -44,7 +46,9 @@ def _alive(pid: int) -> bool:
 async def test_adoption_keeps_an_orphan_serving_until_it_stops_coming(
     examples_location: LocationConfig,
 ) -> None:
-    env = {**os.environ, "TETHER_CODESERVER_ORPHAN_GRACE_S": "3"}
+    token = secrets.token_hex(32)
+    auth = bearer_metadata(token)
+    env = {**os.environ, "TETHER_CODESERVER_ORPHAN_GRACE_S": "3", CODESERVER_TOKEN_ENV: token}
     starter = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -58,7 +62,7 @@ async def test_adoption_keeps_an_orphan_serving_until_it_stops_coming(
     try:
         async with grpc.aio.insecure_channel(ready.address) as channel:
             stub = pb_grpc.CodeServerStub(channel)
-            reply = await stub.Adopt(pb.AdoptRequest(launcher_id="test"), timeout=10)
+            reply = await stub.Adopt(pb.AdoptRequest(launcher_id="test"), timeout=10, metadata=auth)
             assert reply.pid == ready.pid and not reply.orphaned
             assert reply.location_name == "examples"
             assert reply.config_hash == location_config_hash(examples_location)
@@ -69,10 +73,12 @@ async def test_adoption_keeps_an_orphan_serving_until_it_stops_coming(
             # Adopted twice per grace for three graces: it keeps serving all along,
             # although the one who started it is long gone.
             for _ in range(18):
-                reply = await stub.Adopt(pb.AdoptRequest(launcher_id="test"), timeout=10)
+                reply = await stub.Adopt(
+                    pb.AdoptRequest(launcher_id="test"), timeout=10, metadata=auth
+                )
                 await asyncio.sleep(0.5)
             assert reply.orphaned
-            ping = await stub.Ping(pb.PingRequest(echo="still there"), timeout=10)
+            ping = await stub.Ping(pb.PingRequest(echo="still there"), timeout=10, metadata=auth)
             assert ping.echo == "still there" and ping.pid == ready.pid
         # Nobody adopts it any more: it stops by itself.
         async with asyncio.timeout(60):

@@ -4,6 +4,7 @@ a crashed process launcher leaves no code server behind."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV
 from tether.shared.messages import LocationConfig
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,11 @@ def _alive(pid: int) -> bool:
 def test_code_server_outlives_a_killed_starter_only_when_told(
     examples_location: LocationConfig, exit_with_parent: bool
 ) -> None:
-    env = {**os.environ, "TETHER_CODESERVER_EXIT_WITH_PARENT": "1" if exit_with_parent else "0"}
+    env = {
+        **os.environ,
+        "TETHER_CODESERVER_EXIT_WITH_PARENT": "1" if exit_with_parent else "0",
+        CODESERVER_TOKEN_ENV: secrets.token_hex(32),
+    }
     starter = subprocess.Popen(
         [sys.executable, "-c", STARTER, examples_location.model_dump_json()],
         env=env,

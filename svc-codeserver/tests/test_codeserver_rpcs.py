@@ -404,7 +404,9 @@ def test_snapshot_larger_than_4_mib(server_for, tmp_path: Path) -> None:
     with grpc.insecure_channel(server.ready.address) as default_channel:
         stub = pb_grpc.CodeServerStub(default_channel)
         assert (
-            abort_code(lambda: stub.GetSnapshot(pb.GetSnapshotRequest(), timeout=30))
+            abort_code(
+                lambda: stub.GetSnapshot(pb.GetSnapshotRequest(), timeout=30, metadata=server.auth)
+            )
             == grpc.StatusCode.RESOURCE_EXHAUSTED
         )
 

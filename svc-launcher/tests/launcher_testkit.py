@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import time
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -51,6 +52,8 @@ SIGNER = WorkSigner.generate()
 
 PINNED: dict[str, object] = {"work_public_keys": [SIGNER.public_key]}
 """Launcher settings fields that pin :data:`SIGNER`'s public key."""
+CODESERVER_SECRET = secrets.token_hex(32)
+"""The code-server secret of launchers under test (unless a test gives another)."""
 
 
 class _Default(enum.Enum):
@@ -265,6 +268,8 @@ def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
         "stream_wait_timeout_s": 10.0,
         "graceful_shutdown_timeout": 10.0,
         **PINNED,
+        # Not the default file in the user's home: tests leave nothing behind there.
+        "codeserver_secret": CODESERVER_SECRET,
     }
     values.update(overrides)
     return LauncherSettings(**values)  # type: ignore[arg-type]

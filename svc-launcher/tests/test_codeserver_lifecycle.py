@@ -8,16 +8,21 @@ Launchers run as real subprocesses (``python -m tether.launcher``) where a test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import secrets
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 from launcher_testkit import (
+    CODESERVER_SECRET,
     EXAMPLES_LOCATION,
     Bus,
     launcher_settings,
@@ -25,14 +30,19 @@ from launcher_testkit import (
     running,
     work_item,
 )
-from tether.launcher import LauncherSettings
+from tether.launcher import LauncherSettings, ProcessSubstrate
+from tether.launcher._spawned import process_running, process_start_ticks
 from tether.launcher.registry import (
     CodeServerRecord,
     CodeServerRecords,
     record_key,
     registry_bucket,
 )
+from tether.launcher.tokens import CodeServerTokens
 from tether.shared import subjects
+from tether.shared.grpc import codeserver_pb2 as pb
+from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import bearer_metadata
 from tether.shared.locations import location_config_hash
 from tether.shared.messages import LocationConfig, new_id
 from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
@@ -166,6 +176,8 @@ def launcher_env(nats_url: str, **settings: object) -> dict[str, str]:
             "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "10",
         }
     )
+    if "codeserver_secret_file" not in settings:
+        env["TETHER_LAUNCHER_CODESERVER_SECRET"] = CODESERVER_SECRET
     env.update({f"TETHER_LAUNCHER_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
@@ -215,6 +227,11 @@ def code_server_pids(location_name: str) -> set[int]:
     return found
 
 
+def environ_of(pid: int) -> bytes:
+    """The environment ``pid`` started with."""
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie nobody reaped yet does not)."""
     try:
@@ -234,22 +251,26 @@ def unique(name: str) -> LocationConfig:
     return EXAMPLES_LOCATION.model_copy(update={"name": f"{name}-{new_id()[:8]}"})
 
 
-async def ping(address: str) -> int:
-    """The pid a code server answers a Ping with."""
-    import grpc
-    from tether.shared.grpc import codeserver_pb2 as pb
-    from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        reply = await pb_grpc.CodeServerStub(channel).Ping(pb.PingRequest(), timeout=10)
+async def ping(record: CodeServerRecord, tokens: CodeServerTokens) -> int:
+    """The pid the recorded code server answers a Ping with (with its token)."""
+    assert record.address is not None
+    auth = bearer_metadata(tokens.for_location(record.location))
+    async with grpc.aio.insecure_channel(record.address) as channel:
+        stub = pb_grpc.CodeServerStub(channel)
+        reply = await stub.Ping(pb.PingRequest(), timeout=10, metadata=auth)
     return int(reply.pid)
 
 
 async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
-    bus: Bus, nats_server
+    bus: Bus, nats_server, tmp_path: Path
 ) -> None:
     a, b = unique("a"), unique("b")
-    async with launcher_process(nats_server.url, orphan_grace_s=60) as launcher_pid:
+    # The secret the tokens derive from: created by the first launcher, private, and
+    # read by the next one, which can therefore call what it adopts.
+    secret_file = tmp_path / "state" / "codeserver.secret"
+    async with launcher_process(
+        nats_server.url, orphan_grace_s=60, codeserver_secret_file=secret_file
+    ) as launcher_pid:
         assert (await bus.load(a)).ok
         assert (await bus.load(b)).ok
         before = await records(bus)
@@ -258,10 +279,19 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
     assert before[a.name].launcher_pid == launcher_pid
     pids = {name: before[name].pid for name in (a.name, b.name)}
     assert all(code_server_pids(n) == {pids[n]} for n in (a.name, b.name))
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    tokens = CodeServerTokens.from_file(secret_file, create=False)
     # Orphaned, they still serve.
-    assert await ping(before[a.name].address or "") == pids[a.name]
+    assert await ping(before[a.name], tokens) == pids[a.name]
+    # No token is recorded: the registry holds what the launcher needs to derive it.
+    assert tokens.for_location(a) not in before[a.name].model_dump_json()
 
-    settings = settings_for(nats_server.url, orphan_grace_s=60)
+    settings = settings_for(
+        nats_server.url,
+        orphan_grace_s=60,
+        codeserver_secret=None,
+        codeserver_secret_file=secret_file,
+    )
     async with running(settings, timeout_s=60):
         # The same processes answer; nothing was spawned.
         result_a, result_b = await bus.load(a), await bus.load(b)
@@ -286,6 +316,38 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
     assert code_server_pids(a.name) == set() and code_server_pids(b.name) == set()
     final = await records(bus)
     assert final[a.name].state == final[b.name].state == "STOPPED"
+
+
+async def test_a_launcher_with_another_secret_cannot_call_the_code_servers_it_finds(
+    bus: Bus, nats_server
+) -> None:
+    location = unique("other-secret")
+    other_secret = secrets.token_hex(32)
+    async with launcher_process(
+        nats_server.url, orphan_grace_s=60, codeserver_secret=other_secret
+    ) as launcher_pid:
+        assert (await bus.load(location)).ok
+        before = (await records(bus))[location.name]
+        os.kill(launcher_pid, signal.SIGKILL)
+    assert before.pid is not None
+    # The code server got its token, never the secret it derives from.
+    environ = environ_of(before.pid)
+    assert b"TETHER_CODESERVER_TOKEN=" in environ
+    assert other_secret.encode() not in environ
+    try:
+        async with running(settings_for(nats_server.url, orphan_grace_s=60), timeout_s=60):
+            # Its Adopt call was refused: a new code server serves the location.
+            assert (await bus.load(location)).ok
+            after = (await records(bus))[location.name]
+            assert after.pid is not None and after.pid != before.pid
+            assert alive(before.pid)  # it was there to adopt, and still is
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await ping(before, CodeServerTokens(CODESERVER_SECRET.encode()))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert await ping(before, CodeServerTokens(other_secret.encode())) == before.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(before.pid, signal.SIGKILL)
 
 
 async def test_an_orphan_nobody_adopts_stops_after_its_grace(bus: Bus, nats_server) -> None:
@@ -418,3 +480,26 @@ async def test_a_removed_location_stops_its_code_server_here_and_on_sibling_repl
         again = work_item(WorkKind.STOP_LOCATION, unique("never"))
         await bus.send(again)
         assert (await bus.result(lambda r: r.id == again.id)).payload == {"stopped": False}
+
+
+async def test_a_removed_location_stops_its_fork_server(bus: Bus, nats_server) -> None:
+    location = unique("forked")
+    settings = settings_for(nats_server.url, warm_start=True, registry_scope=new_id()[:8])
+    async with running(settings, timeout_s=60) as service:
+        assert (await bus.load(location)).ok
+        substrate = service._substrate
+        assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is not None
+        # The fork server has the location's code imported (it started with the code server).
+        fork_server = await substrate.fork_servers.ensure(location, 60)
+        pid = fork_server.spawned.process.pid
+        start = process_start_ticks(pid)
+        assert start is not None and process_running(pid, start)
+
+        stop = work_item(WorkKind.STOP_LOCATION, location)
+        await bus.send(stop)
+        result = await bus.result(lambda r: r.id == stop.id)
+        assert result.ok and result.payload == {"stopped": True}
+        # Stopped (and reaped: it was our child) before the result was published.
+        assert not process_running(pid, start)
+        assert process_start_ticks(pid) != start  # gone from /proc (or a new process)
+        assert location.name not in substrate.fork_servers.statuses()

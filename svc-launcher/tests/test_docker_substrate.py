@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import grpc
 import pytest
 from launcher_testkit import EXAMPLES, PINNED, ROOT, Bus, open_bus, running, work_item
 from tether.launcher import CodeServerRegistry, LauncherService, LauncherSettings
@@ -24,7 +25,11 @@ from tether.launcher.docker._spec import (
     run_worker_spec,
 )
 from tether.launcher.registry import CodeServerRecords, default_scope
+from tether.launcher.tokens import CodeServerTokens
 from tether.shared import subjects
+from tether.shared.grpc import codeserver_pb2 as pb
+from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import TLS_SERVER_NAME
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
     ContainerConfig,
@@ -160,8 +165,10 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     docker_client, local_image: str, agent_id: str, tmp_path: Path
 ) -> None:
     location = docker_location(local_image, tmp_path)
+    # One code-server secret, as launcher restarts share (TETHER_LAUNCHER_CODESERVER_SECRET).
+    tokens = CodeServerTokens.ephemeral()
     first = substrate(agent_id)
-    registry = CodeServerRegistry(first)
+    registry = CodeServerRegistry(first, tokens=tokens, tls=True)
     client = await registry.ensure(location)
     snapshot = await client.get_snapshot(30)
     assert snapshot.find_job("slow") is not None and snapshot.find_job("hello") is not None
@@ -172,11 +179,24 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
 
     # A restarted launcher adopts the running container by its labels.
     second = substrate(agent_id)
-    registry = CodeServerRegistry(second)
+    registry = CodeServerRegistry(second, tokens=tokens, tls=True)
     try:
         adopted = await registry.ensure(location)
         assert adopted.handle.native == container_id
         assert adopted.handle.address == client.handle.address
+        # Over TLS (the certificate the restarted launcher derived and pins), and only
+        # with its token: whoever else reaches the container's port is refused.
+        address = adopted.handle.address
+        async with grpc.aio.insecure_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as plaintext:
+                await pb_grpc.CodeServerStub(channel).Ping(pb.PingRequest(), timeout=10)
+        assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+        pinned = grpc.ssl_channel_credentials(tokens.tls_for_location(location).cert_pem)
+        options = [("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+        async with grpc.aio.secure_channel(address, pinned, options=options) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await pb_grpc.CodeServerStub(channel).Ping(pb.PingRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
         # A crash of the code server: the engine restarts it at the same address.
         container = docker_client.containers.get(container_id)

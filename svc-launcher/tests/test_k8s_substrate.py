@@ -100,6 +100,45 @@ def test_every_object_validates_and_carries_the_location_settings() -> None:
     bare_job = run_job(run_args(bare), {}, image="i", python="python", agent_id="a", namespace="d")
     for obj in (deployment, service, job, bare_deployment, bare_service, bare_job):
         validate(obj)
+    # User pods: non-root, RuntimeDefault seccomp, no escalation, no capabilities; no API
+    # token unless the location names a service account (tests/test_deploy.py checks the
+    # whole restricted standard).
+    for obj in (deployment, job, bare_deployment, bare_job):
+        spec = obj["spec"]["template"]["spec"]
+        assert spec["securityContext"] == {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+        }
+        assert spec["containers"][0]["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    for obj in (bare_deployment, bare_job):
+        assert obj["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in deployment["spec"]["template"]["spec"]
+    own_user, _ = code_server_objects(
+        bare, image="i", python="p", agent_id="a", namespace="d", run_as_user=None
+    )
+    assert "runAsUser" not in own_user["spec"]["template"]["spec"]["securityContext"]
+    # The extra env (the caller token) reaches the code server's container, over the
+    # location's own value of the same name.
+    with_token, _ = code_server_objects(
+        loc.model_copy(update={"env": {**loc.env, "TETHER_CODESERVER_TOKEN": "mine"}}),
+        image="i",
+        python="p",
+        agent_id="a",
+        namespace="d",
+        env={"TETHER_CODESERVER_TOKEN": "t0k"},
+    )
+    token_env = [
+        e
+        for e in with_token["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "TETHER_CODESERVER_TOKEN"
+    ]
+    assert token_env == [{"name": "TETHER_CODESERVER_TOKEN", "value": "t0k"}]
+    assert "t0k" not in with_token["spec"]["template"]["spec"]["containers"][0]["command"]
 
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "tether-user-code"

@@ -10,6 +10,11 @@ from typing import IO, TYPE_CHECKING
 
 from tether.codeserver.settings import CodeServerSettings
 from tether.shared.errors import ContractError
+from tether.shared.grpc.auth import (
+    CODESERVER_TLS_CERT_ENV,
+    CODESERVER_TLS_KEY_ENV,
+    CODESERVER_TOKEN_ENV,
+)
 from tether.shared.messages import LocationConfig, decode
 from tether.shared.service import serve, setup_logging
 
@@ -37,11 +42,28 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
     parent = os.getppid()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = CodeServerSettings(**overrides)
+    # Read once, then gone: the location's code (imported below) and whatever it spawns
+    # must not find the token in the environment.
+    for name in (CODESERVER_TOKEN_ENV, CODESERVER_TLS_KEY_ENV, CODESERVER_TLS_CERT_ENV):
+        os.environ.pop(name, None)
     setup_logging(settings.log_level)
     try:
         location = decode(location_json, LocationConfig)
     except ContractError as err:
         print(f"invalid --location-json: {err}", file=sys.stderr)
+        return 2
+    if settings.token is None or not settings.token.get_secret_value():
+        print(
+            f"{CODESERVER_TOKEN_ENV} is not set: a code server answers only callers that "
+            "present the token its launcher gave it",
+            file=sys.stderr,
+        )
+        return 2
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        print(
+            f"set both {CODESERVER_TLS_CERT_ENV} and {CODESERVER_TLS_KEY_ENV}, or neither",
+            file=sys.stderr,
+        )
         return 2
     ready_stream = _reserve_stdout()
 

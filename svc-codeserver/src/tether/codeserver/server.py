@@ -10,6 +10,10 @@ pool, deadline = the client's, capped by ``user_code_timeout``); what they raise
 back as the reply's ``error``. Unknown names are NOT_FOUND statuses. The standard
 ``grpc.health.v1`` service is served too.
 
+Every call must present the token the launcher gave the server (its environment,
+``TETHER_CODESERVER_TOKEN``) as ``authorization: Bearer <token>`` metadata; others get
+UNAUTHENTICATED (:class:`CallerAuthentication`). Only the health service is open.
+
 Adopt lets a launcher take the server over after the launcher that started it died: the
 server keeps serving while such calls renew its :class:`Lifeline` (see ``main.py``).
 """
@@ -34,6 +38,7 @@ from tether.codeserver.user_code import NotFound, UserCodeRunner
 from tether.sdk import Definitions, RunRequest, UserCodeError
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import token_matches
 from tether.shared.grpc.convert import (
     channel_options,
     error_to_proto,
@@ -325,6 +330,48 @@ def _checked(build: Callable[[], R], reply_type: type[R]) -> R:
         return reply_type(error=error_to_proto(ErrorInfo.from_exception(wrapped)))
 
 
+class CallerAuthentication(aio.ServerInterceptor):
+    """Refuses every call that does not present the server's token (UNAUTHENTICATED).
+
+    The token is one per code server, known only to its launcher: a run worker, another
+    location's code or anyone else who reaches the port cannot call it. The standard
+    ``grpc.health.v1`` service is exempt (it says SERVING and nothing else), so that
+    probes which cannot send metadata, such as the kubelet's, still work.
+
+    Args:
+        token: the token callers must present (``authorization: Bearer <token>``).
+    """
+
+    _EXEMPT_PREFIX = "/grpc.health.v1.Health/"
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("a code server needs a non-empty caller token")
+        self._token = token
+        self._refuse = grpc.unary_unary_rpc_method_handler(self._unauthenticated)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Pass the call on if it presents the token, else refuse it."""
+        method = handler_call_details.method or ""
+        if method.startswith(self._EXEMPT_PREFIX) or token_matches(
+            handler_call_details.invocation_metadata, self._token
+        ):
+            return await continuation(handler_call_details)
+        log.warning("refused an unauthenticated call of %s", method)
+        return self._refuse
+
+    @staticmethod
+    async def _unauthenticated(request: object, context: aio.ServicerContext) -> None:
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "this code server answers only the launcher that started it",
+        )
+
+
 async def _add_health_service(server: aio.Server) -> health_aio.HealthServicer:
     """Register the standard grpc.health.v1 service, SERVING for the server and CodeServer.
 
@@ -360,7 +407,11 @@ class CodeServerService:
 
     async def run(self) -> None:
         """Serve until :meth:`shutdown`, then stop with the graceful timeout."""
-        server = aio.server(options=channel_options(self._settings.max_message_bytes))
+        token = self._settings.token.get_secret_value() if self._settings.token else ""
+        server = aio.server(
+            interceptors=[CallerAuthentication(token)],
+            options=channel_options(self._settings.max_message_bytes),
+        )
         runner = UserCodeRunner(
             max_threads=self._settings.user_code_threads,
             default_timeout=self._settings.user_code_timeout,
@@ -371,7 +422,19 @@ class CodeServerService:
         health = await _add_health_service(server)
         host = self._settings.host
         bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        port = server.add_insecure_port(f"{bind_host}:{self._settings.port}")
+        target = f"{bind_host}:{self._settings.port}"
+        if self._settings.tls_cert is not None and self._settings.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [
+                    (
+                        self._settings.tls_key.get_secret_value().encode(),
+                        self._settings.tls_cert.encode(),
+                    )
+                ]
+            )
+            port = server.add_secure_port(target, credentials)
+        else:
+            port = server.add_insecure_port(target)
         if port == 0:
             raise OSError(f"could not bind {bind_host}:{self._settings.port}")
         await server.start()

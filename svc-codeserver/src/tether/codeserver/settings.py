@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +18,23 @@ class CodeServerSettings(BaseSettings):
         description="Interface to bind. Loopback by default: only launchers call a code server.",
     )
     port: int = Field(default=0, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The secret every CodeServer call must present as 'authorization: Bearer "
+            "<token>' metadata (UNAUTHENTICATED otherwise). Set by the launcher that starts "
+            "the server, in the environment only; removed from the environment before the "
+            "location's code is imported. Required."
+        ),
+    )
+    tls_cert: str | None = Field(
+        default=None,
+        description=(
+            "PEM certificate to serve TLS with (with tls_key); the launcher pins it. Set "
+            "by container substrates; unset: plaintext (the process substrate's loopback)."
+        ),
+    )
+    tls_key: SecretStr | None = Field(default=None, description="PEM private key of tls_cert.")
     max_message_bytes: int = Field(
         default=64 * 1024 * 1024, description="Largest gRPC message sent or received."
     )

@@ -24,7 +24,7 @@ from tether.launcher._spawned import (
 )
 from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.shared.errors import ContractError
 from tether.shared.forkserver import warm_start_allowed
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
@@ -114,8 +114,11 @@ class ProcessSubstrate:
         if self._cold is not None:
             self._cold.signal = signal
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Spawn a code server and wait for its ``CodeServerReady`` stdout line.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Spawn a code server (``env`` added to its environment) and wait for its
+        ``CodeServerReady`` stdout line.
 
         Then starts the location's fork server in the background (not sooner: the two
         would compete for CPU while the snapshot is awaited), so that its first run can
@@ -131,6 +134,8 @@ class ProcessSubstrate:
                     **os.environ,
                     **location.env,
                     "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
+                    # Last: the location's env cannot replace the caller token.
+                    **env,
                 },
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -203,6 +208,11 @@ class ProcessSubstrate:
         if isinstance(handle.native, AdoptedProcess):
             return handle.native.alive
         return _native(handle.native, SpawnedProcess).process.returncode is None
+
+    async def remove_location(self, location_name: str) -> None:
+        """Stop the location's fork server for good (the workers it forked run on)."""
+        if self._forks is not None:
+            await self._forks.remove(location_name)
 
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         """Fork the run worker from the location's fork server, or spawn it cold.

@@ -13,9 +13,17 @@ from tether.launcher._spawned import process_start_ticks
 from tether.launcher.errors import LauncherError
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
+from tether.launcher.tokens import CodeServerTokens
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
+from tether.shared.grpc.auth import (
+    CODESERVER_TLS_CERT_ENV,
+    CODESERVER_TLS_KEY_ENV,
+    CODESERVER_TOKEN_ENV,
+    TLS_SERVER_NAME,
+    bearer_metadata,
+)
 from tether.shared.grpc.convert import (
     channel_options,
     error_from_proto,
@@ -60,21 +68,44 @@ class CodeLocationLoadError(LauncherError):
 
 @dataclass
 class CodeServerClient:
-    """A gRPC channel to one code server.
+    """A gRPC channel to one code server; every call presents the server's token.
 
     Args:
         handle: the code server.
         channel: an open ``grpc.aio`` channel to ``handle.address``.
+        token: the code server's caller token.
     """
 
     handle: CodeServerHandle
     channel: grpc.aio.Channel
+    token: str
 
     @classmethod
-    def connect(cls, handle: CodeServerHandle) -> CodeServerClient:
-        """Open a channel to ``handle`` (lazily connected by grpc)."""
+    def connect(
+        cls, handle: CodeServerHandle, token: str, tls_cert: bytes | None = None
+    ) -> CodeServerClient:
+        """Open a channel to ``handle`` (lazily connected by grpc).
+
+        Args:
+            handle: the code server.
+            token: its caller token.
+            tls_cert: its certificate (PEM), pinned as the only one trusted; None: the
+                channel is plaintext (loopback, process substrate).
+        """
         # Snapshots of large locations exceed grpc's default 4 MB receive limit.
-        return cls(handle, grpc.aio.insecure_channel(handle.address, options=channel_options()))
+        options = channel_options()
+        if tls_cert is None:
+            channel = grpc.aio.insecure_channel(handle.address, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_cert)
+            # The certificate names the code server, not its address (a pod IP...).
+            options = [*options, ("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+            channel = grpc.aio.secure_channel(handle.address, credentials, options=options)
+        return cls(handle, channel, token)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        # gRPC metadata keys are lowercase; W3C "traceparent" already is.
+        return (*telemetry.inject({}).items(), *bearer_metadata(self.token))
 
     async def get_snapshot(self, deadline_s: float) -> LocationSnapshot:
         """Everything the location defines.
@@ -85,7 +116,7 @@ class CodeServerClient:
         """
         stub = pb_grpc.CodeServerStub(self.channel)
         reply = await stub.GetSnapshot(
-            pb.GetSnapshotRequest(), timeout=deadline_s, metadata=_trace_metadata()
+            pb.GetSnapshotRequest(), timeout=deadline_s, metadata=self._metadata()
         )
         if reply.WhichOneof("result") == "error":
             raise CodeLocationLoadError(error_from_proto(reply.error))
@@ -107,7 +138,7 @@ class CodeServerClient:
                 scheduled_time=timestamp_to_proto(request.scheduled_timestamp),
             ),
             timeout=deadline_s,
-            metadata=_trace_metadata(),
+            metadata=self._metadata(),
         )
         return schedule_tick_from_proto(request.schedule_name, request.scheduled_timestamp, reply)
 
@@ -131,7 +162,7 @@ class CodeServerClient:
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
         stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=_trace_metadata())
+        reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=self._metadata())
         return sensor_tick_from_proto(request.sensor_name, reply)
 
     async def partition_keys(
@@ -149,7 +180,7 @@ class CodeServerClient:
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
         stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=_trace_metadata())
+        reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=self._metadata())
         return partition_keys_from_proto(request.partition_set_name, reply)
 
     async def partition_config(
@@ -169,7 +200,7 @@ class CodeServerClient:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
         stub = pb_grpc.CodeServerStub(self.channel)
         reply = await stub.GetPartitionRunConfig(
-            message, timeout=deadline_s, metadata=_trace_metadata()
+            message, timeout=deadline_s, metadata=self._metadata()
         )
         return partition_run_config_from_proto(
             request.partition_set_name, request.partition_key, reply
@@ -183,18 +214,15 @@ class CodeServerClient:
         """
         stub = pb_grpc.CodeServerStub(self.channel)
         reply: pb.AdoptReply = await stub.Adopt(
-            pb.AdoptRequest(launcher_id=launcher_id), timeout=deadline_s
+            pb.AdoptRequest(launcher_id=launcher_id),
+            timeout=deadline_s,
+            metadata=self._metadata(),
         )
         return reply
 
     async def close(self) -> None:
         """Close the channel."""
         await self.channel.close()
-
-
-def _trace_metadata() -> tuple[tuple[str, str], ...]:
-    # gRPC metadata keys are lowercase; W3C "traceparent" already is.
-    return tuple(telemetry.inject({}).items())
 
 
 class CodeServerRegistry:
@@ -210,8 +238,16 @@ class CodeServerRegistry:
     support it) instead of started again. :meth:`keep_adopted` then renews their
     adoption so that they keep serving.
 
+    Each code server gets its own caller token (see :mod:`tether.launcher.tokens`) in its
+    environment, and every call presents it; with ``tls`` also its own certificate, which
+    the client pins.
+
     Args:
         substrate: where code servers run.
+        tokens: derives each code server's token; None: from a random secret (a
+            restarted launcher then cannot call the code servers this one leaves).
+        tls: serve and call code servers over TLS (container substrates: the calls
+            cross a network).
         scope: this launcher deployment's scope in the KV registry.
         launcher_id: this launcher instance (``<host>-<pid>``).
         adopt_interval_s: seconds between adoption renewals (well below the orphan grace).
@@ -222,12 +258,16 @@ class CodeServerRegistry:
         self,
         substrate: Substrate,
         *,
+        tokens: CodeServerTokens | None = None,
+        tls: bool = False,
         scope: str = "",
         launcher_id: str = "",
         adopt_interval_s: float = 15.0,
         call_deadline_s: float = 5.0,
     ) -> None:
         self._substrate = substrate
+        self._tokens = tokens or CodeServerTokens.ephemeral()
+        self._tls = tls
         self._clients: dict[str, CodeServerClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._errors: dict[str, str] = {}
@@ -288,11 +328,20 @@ class CodeServerRegistry:
         if handle is None:
             log.info("code server of %s (pid %s) is gone; not adopting", name, record.pid)
             return None
-        client = CodeServerClient.connect(handle)
+        client = self._connect(handle, record.location)
         try:
             reply = await client.adopt(self._launcher_id, self._call_deadline)
         except grpc.aio.AioRpcError as err:
-            log.info("code server of %s does not answer (%s); not adopting", name, err.code())
+            if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+                # Started by a launcher with another code-server secret: it stops by itself
+                # at the end of its orphan grace.
+                log.warning(
+                    "code server of %s refuses this launcher's token (another code-server "
+                    "secret started it); not adopting",
+                    name,
+                )
+            else:
+                log.info("code server of %s does not answer (%s); not adopting", name, err.code())
             await client.close()
             return None
         expected = (record.pid, name, location_config_hash(record.location))
@@ -353,12 +402,14 @@ class CodeServerRegistry:
                     log.info("code server for %s: config changed; replacing it", location.name)
                     previous = current
             try:
-                handle = await self._substrate.start_code_server(location)
+                handle = await self._substrate.start_code_server(
+                    location, self._code_server_env(location)
+                )
             except LauncherError as err:
                 self._errors[location.name] = str(err)
                 raise
             self._errors.pop(location.name, None)
-            client = CodeServerClient.connect(handle)
+            client = self._connect(handle, location)
             self._clients[location.name] = client
             self._adopted.discard(location.name)
             if previous is not None:
@@ -367,6 +418,19 @@ class CodeServerRegistry:
             # After the old one stopped: the entry names the new server from now on.
             await self._write_running(handle)
             return client
+
+    def _code_server_env(self, location: LocationConfig) -> dict[str, str]:
+        """What the code server of ``location`` gets in its environment: its credentials."""
+        env = {CODESERVER_TOKEN_ENV: self._tokens.for_location(location)}
+        if self._tls:
+            tls = self._tokens.tls_for_location(location)
+            env[CODESERVER_TLS_CERT_ENV] = tls.cert_pem.decode()
+            env[CODESERVER_TLS_KEY_ENV] = tls.key_pem.decode()
+        return env
+
+    def _connect(self, handle: CodeServerHandle, location: LocationConfig) -> CodeServerClient:
+        cert = self._tokens.tls_for_location(location).cert_pem if self._tls else None
+        return CodeServerClient.connect(handle, self._tokens.for_location(location), cert)
 
     async def invalidate(self, location_name: str) -> None:
         """Stop and forget ``location_name``'s code server (it stopped answering)."""

@@ -47,6 +47,10 @@ _QUERIES: dict[WorkKind, tuple[type[BaseModel], str]] = {
     WorkKind.GET_PARTITION_CONFIG: (PartitionConfigPayload, "partition_config"),
 }
 
+#: Call failures that a new code server cures: gone, or not accepting our token (an adopted
+#: container started by a launcher with another code-server secret).
+_REPLACE_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED})
+
 
 def _failed(item: WorkItem, err: BaseException | ErrorInfo) -> WorkResult:
     error = err if isinstance(err, ErrorInfo) else ErrorInfo.from_exception(err)
@@ -153,9 +157,7 @@ class WorkHandlers:
         Runs already started keep running to their end.
         """
         stopped = await self._registry.remove(location_name)
-        forks = getattr(self._substrate, "forks", None)
-        if forks is not None:
-            await forks.remove(location_name)
+        await self._substrate.remove_location(location_name)
         if stopped:
             log.info("stopped the code server of removed location %s", location_name)
         return stopped
@@ -168,10 +170,11 @@ class WorkHandlers:
             try:
                 snapshot = await client.get_snapshot(deadline)
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                if err.code() not in _REPLACE_ON:
                     raise
-                # The server went away between the liveness check and the call: one restart.
-                log.info("code server for %s unavailable; restarting it", item.location.name)
+                # The server went away between the liveness check and the call, or was
+                # started with another code-server secret: one restart.
+                log.info("code server for %s %s; restarting it", item.location.name, err.code())
                 await self._registry.invalidate(item.location.name)
                 client = await self._registry.ensure(item.location)
                 snapshot = await client.get_snapshot(deadline)
@@ -232,10 +235,11 @@ class WorkHandlers:
         try:
             return await call(client)
         except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.UNAVAILABLE:
+            if err.code() not in _REPLACE_ON:
                 raise
-            # The server went away between the liveness check and the call: one restart.
-            log.info("code server for %s unavailable; restarting it", item.location.name)
+            # The server went away between the liveness check and the call, or was
+            # started with another code-server secret: one restart.
+            log.info("code server for %s %s; restarting it", item.location.name, err.code())
             await self._registry.invalidate(item.location.name)
             client = await self._registry.ensure(item.location)
             return await call(client)

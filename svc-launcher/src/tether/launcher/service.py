@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 
 from nats.aio.client import Client as NATS
@@ -19,6 +20,7 @@ from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
+from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
 from tether.shared import subjects
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
@@ -68,6 +70,7 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             agent_id=settings.agent_id,
             namespace=settings.k8s_namespace,
             default_image=settings.k8s_image,
+            run_as_user=settings.k8s_run_as_user,
             python=settings.container_python,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
@@ -109,6 +112,13 @@ class LauncherService:
         self._settings = settings
         # First: without a pinned key the launcher must not start at all.
         self._verifier = settings.work_verifier()
+        secret = settings.codeserver_secret
+        self._tokens = tokens_from_settings(
+            secret.get_secret_value() if secret else None, settings.codeserver_secret_file
+        )
+        # Read once, then gone from the environment, which the processes this launcher
+        # starts (user code, on the process substrate) would otherwise inherit.
+        os.environ.pop(SECRET_ENV, None)
         self._substrate = make_substrate(settings)
         self._stopping = asyncio.Event()
         self._ready = False
@@ -133,6 +143,9 @@ class LauncherService:
         nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}")
         registry = CodeServerRegistry(
             self._substrate,
+            tokens=self._tokens,
+            # Code servers in containers are called across a network: TLS, pinned.
+            tls=s.substrate != ProcessSubstrate.name,
             scope=s.registry_scope or default_scope(s.agent_id, s.substrate),
             # Well within the orphan grace, so one lost renewal costs nothing.
             adopt_interval_s=max(min(s.orphan_grace_s / 4, 15.0), 0.5),

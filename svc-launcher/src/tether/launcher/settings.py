@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from tether.launcher.ecs.settings import EcsSettings
 from tether.shared.settings import AgentSettings
@@ -53,6 +54,15 @@ class LauncherSettings(AgentSettings):
     k8s_image: str | None = Field(
         default=None, description="K8s substrate: image of locations that set no image."
     )
+    k8s_run_as_user: int = Field(
+        default=10001,
+        ge=1,
+        description=(
+            "K8s substrate: uid and gid of code-server and run pods (they always run as "
+            "non-root, with no privilege escalation, no capabilities and the runtime's "
+            "seccomp profile: the restricted Pod Security Standard)."
+        ),
+    )
     ecs: EcsSettings = Field(
         default_factory=EcsSettings,
         description="ECS substrate: cluster, network, roles... (env TETHER_LAUNCHER_ECS_*).",
@@ -90,6 +100,23 @@ class LauncherSettings(AgentSettings):
             "Process substrate: cold run workers allowed to be starting (interpreter and "
             "imports, until their first event) at once; more wait. Runs in flight are not "
             "limited. Default: twice the CPU count."
+        ),
+    )
+    codeserver_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Secret (32+ characters) from which the launcher derives each code server's "
+            "caller token (HMAC of the location's name and config hash). Replicas and "
+            "restarts that must call each other's code servers share it. Unset: read from "
+            "codeserver_secret_file."
+        ),
+    )
+    codeserver_secret_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the code-server secret, created (mode 0600) with a random secret "
+            "when missing; refused when others may read it. Unset: "
+            "$XDG_STATE_HOME/tether/launcher-codeserver.secret (~/.local/state/...)."
         ),
     )
     code_server_start_timeout_s: float = Field(

@@ -9,12 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 if TYPE_CHECKING:
     from tether.launcher.registry import CodeServerRecord
+
+
+#: No extra environment.
+NO_ENV: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass
@@ -75,8 +80,14 @@ class Substrate(Protocol):
     #: adopts them) instead of being stopped with it.
     code_servers_outlive_launcher: bool
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Start a code server and return once it reported ready.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Start a code server with extra environment ``env`` and return once it is ready.
+
+        ``env`` (the caller token, ``TETHER_CODESERVER_TOKEN``, among others) goes to the
+        code server's environment only: never to its command line, and never to the run
+        workers or fork servers of the location. It overrides the location's own env.
 
         Raises:
             CodeServerStartError: it exited, timed out or printed no valid ready line.
@@ -89,6 +100,14 @@ class Substrate(Protocol):
 
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the code server is still running."""
+        ...
+
+    async def remove_location(self, location_name: str) -> None:
+        """The location was removed: stop what the substrate keeps for it besides its
+        code server (the process substrate: its fork server, which has the location's
+        code imported). Runs already started keep running; a location it keeps nothing
+        for is a no-op.
+        """
         ...
 
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:

@@ -46,9 +46,18 @@ def container_config(location: LocationConfig) -> ContainerConfig:
 
 
 def code_server_spec(
-    location: LocationConfig, *, image: str, python: str, agent_id: str, port: int
+    location: LocationConfig,
+    *,
+    image: str,
+    python: str,
+    agent_id: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of ``containers.run`` for ``location``'s code server."""
+    """Keyword arguments of ``containers.run`` for ``location``'s code server.
+
+    ``env`` (the caller token among others) is added to the location's env, and wins.
+    """
     cc = container_config(location)
     # Host networking: loopback only (no ingress). Elsewhere the launcher reaches the
     # container over its network, so bind every interface of the container.
@@ -75,7 +84,7 @@ def code_server_spec(
         LABEL_PORT: str(port),
     }
     return {
-        **_common(location, cc, image, dict(location.env), labels),
+        **_common(location, cc, image, {**location.env, **(env or {})}, labels),
         "command": command,
         "name": container_name("tether-cs", agent_id, location.name, config_hash(location)),
         "restart_policy": {"Name": "on-failure", "MaximumRetryCount": CODE_SERVER_RESTARTS},

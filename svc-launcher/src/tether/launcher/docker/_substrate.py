@@ -34,7 +34,7 @@ from tether.launcher.docker._spec import (
     run_worker_spec,
 )
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.shared.errors import ContractError
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
 
@@ -170,8 +170,11 @@ class DockerSubstrate:
         # The label filter matches label=value exactly, but be strict about the name anyway.
         return [c for c in found if c.labels.get(LABEL_LOCATION) == location_name]
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Adopt a running code server with the same config, or start one and await it.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Adopt a running code server with the same config, or start one (with ``env``
+        added to its environment) and await it.
 
         Raises:
             CodeServerStartError: no image, pull failed, the engine refused the container,
@@ -200,7 +203,12 @@ class DockerSubstrate:
         except ImageUnavailableError as err:
             raise CodeServerStartError(location.name, str(err)) from err
         spec = code_server_spec(
-            location, image=image, python=self._python, agent_id=self._agent, port=_free_port()
+            location,
+            image=image,
+            python=self._python,
+            agent_id=self._agent,
+            port=_free_port(),
+            env=env,
         )
         try:
             container = await self._call(self._client.containers.run, **spec)
@@ -313,6 +321,9 @@ class DockerSubstrate:
         """Stop (SIGTERM, SIGKILL after the grace period) and remove the container."""
         await self._stop_and_remove(_container_id(handle.native))
         log.info("code server for %s stopped", handle.location.name)
+
+    async def remove_location(self, location_name: str) -> None:
+        """Nothing to do: a location keeps nothing here besides its code server."""
 
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the container runs (or the engine is restarting it after a crash)."""

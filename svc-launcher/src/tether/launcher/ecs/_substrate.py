@@ -46,7 +46,7 @@ from tether.launcher.ecs._tasks import (
 )
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import CodeServerStartError, LauncherError
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,11 @@ class EcsSubstrate:
 
     # --- code servers -------------------------------------------------------------------
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Adopt the service of this config or create it; wait for a healthy task.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Adopt the service of this config or create it (``env`` added to its task's
+        environment); wait for a healthy task.
 
         Raises:
             CodeServerStartError: bad settings (no image, subnets or namespace), AWS
@@ -222,6 +225,7 @@ class EcsSubstrate:
                 python=self._python,
                 agent_id=self._agent,
                 region=self._region,
+                env=env,
             )
         except EcsConfigError as err:
             raise CodeServerStartError(location.name, str(err)) from err
@@ -483,6 +487,9 @@ class EcsSubstrate:
         self._alive[name] = False
         await self._delete_code_server(name)
         log.info("code server for %s stopped", handle.location.name)
+
+    async def remove_location(self, location_name: str) -> None:
+        """Nothing to do: a location keeps nothing here besides its code server."""
 
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the service had a healthy task at the last read (no API call)."""

@@ -274,8 +274,11 @@ def code_server_task_definition(
     python: str,
     agent_id: str,
     region: str,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``RegisterTaskDefinition`` for ``location``'s code server.
+
+    ``env`` (the caller token among others) is added to the location's env, and wins.
 
     The gRPC server binds every interface of the task's own network interface (awsvpc):
     the security groups decide who reaches it (the launcher only). A container health
@@ -289,6 +292,9 @@ def code_server_task_definition(
     container = _container(
         location, settings, name=CODE_SERVER_CONTAINER, image=image, memory=memory, region=region
     )
+    if env:
+        merged = {**location.env, **env}
+        container["environment"] = [{"name": k, "value": v} for k, v in sorted(merged.items())]
     container["command"] = [
         python,
         "-m",

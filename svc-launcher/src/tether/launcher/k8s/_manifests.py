@@ -26,6 +26,11 @@ ROLE_CODE_SERVER = "codeserver"
 ROLE_RUN = "run"
 CODE_SERVER_PORT = 4000
 
+#: The user (and group) user pods run as unless the launcher is told otherwise: Tether's
+#: images' own (``USER 10001:10001``); an image without a USER would run as root, which
+#: ``runAsNonRoot`` then refuses.
+DEFAULT_RUN_AS_USER = 10001
+
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
@@ -72,9 +77,21 @@ def selector_string(labels: Mapping[str, str]) -> str:
 
 
 def code_server_objects(
-    location: LocationConfig, *, image: str, python: str, agent_id: str, namespace: str
+    location: LocationConfig,
+    *,
+    image: str,
+    python: str,
+    agent_id: str,
+    namespace: str,
+    env: Mapping[str, str] | None = None,
+    run_as_user: int | None = DEFAULT_RUN_AS_USER,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Deployment and the Service of ``location``'s code server."""
+    """The Deployment and the Service of ``location``'s code server.
+
+    ``env`` (the caller token among others) is added to the location's env, and wins.
+    The pod meets the restricted Pod Security Standard (see :func:`_pod_spec`); it runs
+    as ``run_as_user`` (None: the image's USER, which must not be root).
+    """
     kc = k8s_config(location)
     name = code_server_name(location, agent_id)
     selector = {**code_server_selector(agent_id, location), LABEL_CONFIG: config_hash(location)}
@@ -88,7 +105,9 @@ def code_server_objects(
     command += ["--location-json", location.model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
     command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
-    container = _container(location, kc, "codeserver", image, command, dict(location.env))
+    container = _container(
+        location, kc, "codeserver", image, command, {**location.env, **(env or {})}
+    )
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
         "tcpSocket": {"port": "grpc"},
@@ -104,7 +123,7 @@ def code_server_objects(
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": {**kc.labels, **selector}},
-                "spec": _pod_spec(kc, container, restart_policy="Always"),
+                "spec": _pod_spec(kc, container, "Always", run_as_user),
             },
         },
     }
@@ -134,8 +153,12 @@ def run_job(
     python: str,
     agent_id: str,
     namespace: str,
+    run_as_user: int | None = DEFAULT_RUN_AS_USER,
 ) -> dict[str, Any]:
-    """The Job that runs ``tether api execute-run`` once (no retries: a run starts once)."""
+    """The Job that runs ``tether api execute-run`` once (no retries: a run starts once).
+
+    Its pod meets the restricted Pod Security Standard, as the code server's does.
+    """
     location = args.location
     kc = k8s_config(location)
     labels = {
@@ -161,7 +184,7 @@ def run_job(
             "ttlSecondsAfterFinished": kc.job_ttl_s,
             "template": {
                 "metadata": {"labels": {**kc.labels, **labels}},
-                "spec": _pod_spec(kc, container, restart_policy="Never"),
+                "spec": _pod_spec(kc, container, "Never", run_as_user),
             },
         },
     }
@@ -180,6 +203,11 @@ def _container(
         "image": image,
         "command": command,
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        # User code gets no way to more privilege than it starts with.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     if kc.env_from_secrets:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in kc.env_from_secrets]
@@ -190,10 +218,36 @@ def _container(
     return container
 
 
-def _pod_spec(kc: KubernetesConfig, container: dict[str, Any], restart_policy: str) -> dict:
-    spec: dict[str, Any] = {"restartPolicy": restart_policy, "containers": [container]}
+def _pod_spec(
+    kc: KubernetesConfig,
+    container: dict[str, Any],
+    restart_policy: str,
+    run_as_user: int | None,
+) -> dict[str, Any]:
+    """A pod of user code: restricted Pod Security Standard, no API token by default.
+
+    Non-root (as ``run_as_user``, or the image's non-root USER when None), the runtime's
+    default seccomp profile, and (in :func:`_container`) no privilege escalation and no
+    capabilities. The service account's token is mounted only when the location names a
+    service account: user code has no business with the API otherwise, and the
+    namespace's default account may have been given more rights than anyone meant.
+    """
+    security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if run_as_user is not None:
+        security["runAsUser"] = run_as_user
+        security["runAsGroup"] = run_as_user
+    spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "securityContext": security,
+        "containers": [container],
+    }
     if kc.service_account:
         spec["serviceAccountName"] = kc.service_account
+    else:
+        spec["automountServiceAccountToken"] = False
     if kc.node_selector:
         spec["nodeSelector"] = kc.node_selector
     if kc.tolerations:

@@ -18,6 +18,7 @@ from kubernetes import config as k8s_config_loader
 from kubernetes.client.exceptions import ApiException
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.k8s._manifests import (
+    DEFAULT_RUN_AS_USER,
     LABEL_CONFIG,
     code_server_address,
     code_server_name,
@@ -28,7 +29,7 @@ from tether.launcher.k8s._manifests import (
     run_job,
     selector_string,
 )
-from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class KubernetesSubstrate:
         health_interval_s: seconds between readiness reads of a running code server (the
             protocol's synchronous ``code_server_alive`` answers from the last read, so
             the event loop never waits on the API server).
+        run_as_user: uid (and gid) of user pods; None: the image's USER (non-root, or
+            the pod is refused: user pods always set ``runAsNonRoot``).
     """
 
     name = "k8s"
@@ -91,6 +94,7 @@ class KubernetesSubstrate:
         stop_grace_s: float = 10.0,
         poll_interval_s: float = 1.0,
         health_interval_s: float = 5.0,
+        run_as_user: int | None = DEFAULT_RUN_AS_USER,
     ) -> None:
         if api_client is None:
             try:
@@ -113,6 +117,7 @@ class KubernetesSubstrate:
         self._stop_grace = stop_grace_s
         self._poll = poll_interval_s
         self._health_interval = health_interval_s
+        self._run_as_user = run_as_user
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="k8s-api")
         self._ready: dict[tuple[str, str], bool] = {}
         self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -127,8 +132,11 @@ class KubernetesSubstrate:
 
     # --- code servers -------------------------------------------------------------------
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Adopt the Deployment of this config or create it; wait until it is ready.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
+    ) -> CodeServerHandle:
+        """Adopt the Deployment of this config or create it (``env`` added to its pod's
+        environment); wait until it is ready.
 
         Raises:
             CodeServerStartError: no image, the API refused the objects, a pod cannot start
@@ -155,7 +163,13 @@ class KubernetesSubstrate:
             log.info("adopting code server deployment %s/%s", ns, name)
         else:
             deployment, service = code_server_objects(
-                location, image=image, python=self._python, agent_id=self._agent, namespace=ns
+                location,
+                image=image,
+                python=self._python,
+                agent_id=self._agent,
+                namespace=ns,
+                env=env,
+                run_as_user=self._run_as_user,
             )
             try:
                 await self._call(self._apps.create_namespaced_deployment, ns, deployment)
@@ -276,6 +290,9 @@ class KubernetesSubstrate:
         self._ready[key] = False
         await self._delete_code_server(*key)
 
+    async def remove_location(self, location_name: str) -> None:
+        """Nothing to do: a location keeps nothing here besides its code server."""
+
     def code_server_alive(self, handle: CodeServerHandle) -> bool:
         """Whether the Deployment had a ready replica at the last read (no API call)."""
         return self._ready.get(_object_ref(handle.native), False)
@@ -293,7 +310,13 @@ class KubernetesSubstrate:
             raise RunLaunchError(f"location {args.location.name!r} has no image")
         ns = self._ns(args.location)
         body = run_job(
-            args, env, image=image, python=self._python, agent_id=self._agent, namespace=ns
+            args,
+            env,
+            image=image,
+            python=self._python,
+            agent_id=self._agent,
+            namespace=ns,
+            run_as_user=self._run_as_user,
         )
         try:
             await self._call(self._batch.create_namespaced_job, ns, body)
