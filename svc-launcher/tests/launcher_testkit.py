@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import time
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
