@@ -24,6 +24,7 @@ import pytest
 from launcher_testkit import (
     CODESERVER_SECRET,
     EXAMPLES_LOCATION,
+    SIGNER,
     Bus,
     launcher_settings,
     open_bus,
@@ -174,6 +175,7 @@ def launcher_env(nats_url: str, **settings: object) -> dict[str, str]:
             "TETHER_LAUNCHER_AGENT_ID": "lifecycle-test",
             "TETHER_LAUNCHER_CODE_SERVER_START_TIMEOUT_S": "60",
             "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "10",
+            "TETHER_WORK_PUBLIC_KEYS": SIGNER.public_key,
         }
     )
     if "codeserver_secret_file" not in settings:

@@ -208,3 +208,38 @@ def test_keys_pinned_by_env_and_file(tmp_path, monkeypatch: pytest.MonkeyPatch) 
             signer.sign(item.model_copy(update={"deployment": "acme", "signature": None}))
         )
     assert verifier.deployment == "acme"
+
+
+async def test_a_location_config_written_to_the_registry_bucket_starts_nothing(
+    bus: Bus, nats_server, tmp_path
+) -> None:
+    """Location configs come only from signed items: a forged registry entry (the KV bucket
+    a restarted launcher reads) names no running server, so nothing is started from it."""
+    from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
+    from tether.shared.locations import location_config_hash
+    from tether.shared.messages import LocationConfig
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    evil = LocationConfig(name="evil", module="evil", working_directory=str(tmp_path))
+    settings = launcher_settings(nats_server.url, registry_scope="forged-scope")
+    records = await CodeServerRecords.open(bus.js)
+    await records.put(
+        CodeServerRecord(
+            scope="forged-scope",
+            substrate="process",
+            location=evil,
+            config_hash=location_config_hash(evil),
+            state=RUNNING,
+            address="127.0.0.1:1",
+            launcher="attacker",
+            started_at=time.time(),
+        )
+    )
+    async with running(settings) as launcher:
+        async with asyncio.timeout(30):
+            while not launcher.ready():  # noqa: ASYNC110 - the launcher restored its registry
+                await asyncio.sleep(0.05)
+    record = await records.get("forged-scope", "evil")
+    assert record is not None and record.state == STOPPED
+    assert not marker.exists()
