@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from tether.launcher import LauncherService, LauncherSettings
 from tether.launcher.consumer import consumer_name
+from tether.launcher.policy import LocationPolicy, PolicyContext
+from tether.launcher.userenv import UserCode
 from tether.shared import subjects
 from tether.shared.messages import (
     LocationConfig,
@@ -42,6 +46,15 @@ EXAMPLES_LOCATION = LocationConfig(
     name="examples", module="example_jobs", working_directory=str(EXAMPLES)
 )
 """The example jobs as a code location served by the process substrate."""
+
+
+TEST_POLICY = LocationPolicy(roots=[str(ROOT), tempfile.gettempdir()])
+"""The location policy of launchers under test: code from the repository and temp dirs."""
+
+
+def user_code_under_test(policy: LocationPolicy = TEST_POLICY) -> UserCode:
+    """The process substrate's policy and env builder of tests (this process's env)."""
+    return UserCode(policy, PolicyContext(substrate="process", cwd=os.getcwd()))
 
 
 class _Default(enum.Enum):
@@ -248,6 +261,7 @@ def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
         "result_publish_timeout_s": 30.0,
         "stream_wait_timeout_s": 10.0,
         "graceful_shutdown_timeout": 10.0,
+        "location_policy": TEST_POLICY,
     }
     values.update(overrides)
     return LauncherSettings(**values)  # type: ignore[arg-type]

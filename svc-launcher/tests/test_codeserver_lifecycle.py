@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from launcher_testkit import (
     EXAMPLES_LOCATION,
+    TEST_POLICY,
     Bus,
     launcher_settings,
     open_bus,
@@ -164,6 +165,7 @@ def launcher_env(nats_url: str, **settings: object) -> dict[str, str]:
             "TETHER_LAUNCHER_AGENT_ID": "lifecycle-test",
             "TETHER_LAUNCHER_CODE_SERVER_START_TIMEOUT_S": "60",
             "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "10",
+            "TETHER_LAUNCHER_LOCATION_POLICY": TEST_POLICY.model_dump_json(),
         }
     )
     env.update({f"TETHER_LAUNCHER_{k.upper()}": str(v) for k, v in settings.items()})

@@ -25,6 +25,7 @@ from tether.launcher._spawned import (
 from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared.errors import ContractError
 from tether.shared.forkserver import warm_start_allowed
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
@@ -41,7 +42,7 @@ _KILL_WAIT_S = 10.0
 
 
 def codeserver_command(python: str, location: LocationConfig) -> list[str]:
-    """The command line of a code server for ``location``."""
+    """The command line of a code server for ``location`` (env values are not in it)."""
     return [
         python,
         "-m",
@@ -49,13 +50,20 @@ def codeserver_command(python: str, location: LocationConfig) -> list[str]:
         "codeserver",
         "grpc",
         "--location-json",
-        location.model_dump_json(),
+        argv_location(location).model_dump_json(),
     ]
 
 
 def execute_run_command(python: str, args: ExecuteRunArgs) -> list[str]:
-    """The command line of a run worker for ``args``."""
-    return [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
+    """The command line of a run worker for ``args`` (env values are not in it)."""
+    return [
+        python,
+        "-m",
+        "tether.shared.cli",
+        "api",
+        "execute-run",
+        argv_args(args).model_dump_json(),
+    ]
 
 
 class ProcessSubstrate:
@@ -67,6 +75,8 @@ class ProcessSubstrate:
         stop_grace_s: seconds between SIGTERM and SIGKILL when stopping a code server.
         warm_start: fork run workers from a per-location fork server when one is ready.
         fork_request_timeout_s: seconds a fork server has to answer a fork request.
+        user_code: the location policy and environment builder of user code (default:
+            the default policy, from this process's environment).
     """
 
     name = "process"
@@ -82,8 +92,10 @@ class ProcessSubstrate:
         fork_request_timeout_s: float = 10.0,
         orphan_grace_s: float = 0.0,
         max_concurrent_cold_starts: int | None = None,
+        user_code: UserCode | None = None,
     ) -> None:
         self._python = python_executable
+        self._user_code = user_code or UserCode.default(self.name)
         self._start_timeout = start_timeout_s
         self._stop_grace = stop_grace_s
         self._orphan_grace = orphan_grace_s
@@ -97,6 +109,7 @@ class ProcessSubstrate:
                 start_timeout_s=start_timeout_s,
                 stop_grace_s=stop_grace_s,
                 request_timeout_s=fork_request_timeout_s,
+                user_code=self._user_code,
             )
 
     @property
@@ -114,24 +127,34 @@ class ProcessSubstrate:
         if self._cold is not None:
             self._cold.signal = signal
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] | None = None
+    ) -> CodeServerHandle:
         """Spawn a code server and wait for its ``CodeServerReady`` stdout line.
 
-        Then starts the location's fork server in the background (not sooner: the two
-        would compete for CPU while the snapshot is awaited), so that its first run can
-        already start warm.
+        Its environment is built by :class:`UserCode` (the location's env and ``env`` on
+        an allowlisted base, never the launcher's secrets). Then starts the location's
+        fork server in the background (not sooner: the two would compete for CPU while
+        the snapshot is awaited), so that its first run can already start warm.
+
+        Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
+            CodeServerStartError: it exited, timed out or printed no valid ready line.
         """
+        child_env = self._user_code.process_env(
+            location,
+            {
+                **(env or {}),
+                # If this launcher dies (even by SIGKILL) the code server serves on for the
+                # orphan grace, for a restarted launcher to adopt it, then stops by itself.
+                "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
+            },
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *codeserver_command(self._python, location),
                 cwd=location.working_directory or None,
-                # If this launcher dies (even by SIGKILL) the code server serves on for the
-                # orphan grace, for a restarted launcher to adopt it, then stops by itself.
-                env={
-                    **os.environ,
-                    **location.env,
-                    "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
-                },
+                env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -209,7 +232,14 @@ class ProcessSubstrate:
 
         Either way the worker leads its own process group (session): it outlives a
         launcher restart, and terminating it signals everything it started.
+
+        Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
+            RunLaunchError: the worker could not be started.
         """
+        # Before a fork too: the fork server was admitted with the config it serves, but
+        # the policy is checked wherever a location's config enters.
+        self._user_code.admit(args.location)
         if self._forks is not None and warm_start_allowed(args.location):
             server = self._forks.warm(args.location)
             if server is not None:
@@ -225,6 +255,7 @@ class ProcessSubstrate:
         return await self._launch_cold(args, env)
 
     async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+        child_env = self._user_code.process_env(args.location, env)
         gate = self._cold
         # Wait for a start slot: a storm of cold workers importing at once starves the
         # machine. Only starting counts; the slot is freed once the worker has started.
@@ -233,7 +264,7 @@ class ProcessSubstrate:
             process = await asyncio.create_subprocess_exec(
                 *execute_run_command(self._python, args),
                 cwd=args.location.working_directory or None,
-                env={**os.environ, **args.location.env, **env},
+                env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )

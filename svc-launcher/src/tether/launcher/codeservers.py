@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -13,6 +14,7 @@ from tether.launcher._spawned import process_start_ticks
 from tether.launcher.errors import LauncherError
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
+from tether.launcher.userenv import argv_location
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
@@ -216,6 +218,8 @@ class CodeServerRegistry:
         launcher_id: this launcher instance (``<host>-<pid>``).
         adopt_interval_s: seconds between adoption renewals (well below the orphan grace).
         call_deadline_s: deadline of the Adopt calls.
+        code_server_env: the extra environment of a location's code server (credentials,
+            a token...), given to ``Substrate.start_code_server``; default none.
     """
 
     def __init__(
@@ -226,8 +230,13 @@ class CodeServerRegistry:
         launcher_id: str = "",
         adopt_interval_s: float = 15.0,
         call_deadline_s: float = 5.0,
+        code_server_env: Callable[[LocationConfig], Mapping[str, str]] | None = None,
     ) -> None:
         self._substrate = substrate
+        self._code_server_env = code_server_env or (lambda _location: {})
+        #: Location name -> hash of the full config its server runs. The registry and the
+        #: server itself only know the config without env values (``argv_location``).
+        self._hashes: dict[str, str] = {}
         self._clients: dict[str, CodeServerClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._errors: dict[str, str] = {}
@@ -273,6 +282,7 @@ class CodeServerRegistry:
                 continue
             self._clients[name] = client
             self._adopted.add(name)
+            self._hashes[name] = record.config_hash
             await self._write_running(client.handle)
             log.info(
                 "adopted the code server of %s at %s (pid %s)",
@@ -339,6 +349,10 @@ class CodeServerRegistry:
         async with lock:
             current = self._clients.get(location.name)
             previous: CodeServerClient | None = None
+            if current is not None and self._serves(current.handle, location):
+                # An adopted server's handle knows the config without env values: from
+                # now on it knows the whole config it was started with.
+                current.handle.location = location
             if current is not None:
                 if current.handle.location == location and self._substrate.code_server_alive(
                     current.handle
@@ -353,11 +367,14 @@ class CodeServerRegistry:
                     log.info("code server for %s: config changed; replacing it", location.name)
                     previous = current
             try:
-                handle = await self._substrate.start_code_server(location)
+                handle = await self._substrate.start_code_server(
+                    location, self._code_server_env(location)
+                )
             except LauncherError as err:
                 self._errors[location.name] = str(err)
                 raise
             self._errors.pop(location.name, None)
+            self._hashes[location.name] = location_config_hash(location)
             client = CodeServerClient.connect(handle)
             self._clients[location.name] = client
             self._adopted.discard(location.name)
@@ -427,13 +444,24 @@ class CodeServerRegistry:
         await self._substrate.stop_code_server(client.handle)
         await self._write(self._record(client.handle, STOPPED))
 
+    def _serves(self, handle: CodeServerHandle, location: LocationConfig) -> bool:
+        """Whether the server of ``handle`` was started with exactly ``location``."""
+        if handle.location == location:
+            return True
+        return handle.location == argv_location(location) and self._hashes.get(
+            location.name
+        ) == location_config_hash(location)
+
     def _record(self, handle: CodeServerHandle, state: str) -> CodeServerRecord:
         me = os.getpid()
+        name = handle.location.name
         return CodeServerRecord(
             scope=self._scope,
             substrate=self._substrate.name,
-            location=handle.location,
-            config_hash=location_config_hash(handle.location),
+            # No env values in KV: the config as the code server's argv has it, and the
+            # hash of the whole config (to tell a changed config after a restart).
+            location=argv_location(handle.location),
+            config_hash=self._hashes.get(name) or location_config_hash(handle.location),
             state=state,
             address=handle.address,
             pid=handle.pid,

@@ -75,10 +75,17 @@ class Substrate(Protocol):
     #: adopts them) instead of being stopped with it.
     code_servers_outlive_launcher: bool
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
-        """Start a code server and return once it reported ready.
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str]
+    ) -> CodeServerHandle:
+        """Start a code server with extra environment ``env``; return once it is ready.
+
+        ``env`` holds what the launcher chose for this server (credentials, a token...);
+        the substrate adds it to the location's env (see :mod:`tether.launcher.userenv`),
+        over anything the location sets.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             CodeServerStartError: it exited, timed out or printed no valid ready line.
         """
         ...
@@ -94,7 +101,11 @@ class Substrate(Protocol):
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         """Start a run worker for ``args`` with extra environment ``env``.
 
+        ``env`` (``TRACEPARENT``, per-run credentials) goes over the location's env; the
+        worker's arguments carry no env values.
+
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             RunLaunchError: the worker could not be started.
         """
         ...

@@ -35,6 +35,7 @@ from tether.launcher.docker._spec import (
 )
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode
 from tether.shared.errors import ContractError
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
 
@@ -80,6 +81,8 @@ class DockerSubstrate:
         start_timeout_s: seconds a code server has to print its ready line.
         stop_grace_s: seconds between SIGTERM and SIGKILL when stopping a code server.
         api_timeout_s: timeout of one engine API call.
+        user_code: the location policy and environment builder (default: the default
+            policy); containers get only the location's env and the launcher's extras.
 
     Raises:
         LauncherError: the engine does not answer.
@@ -98,7 +101,9 @@ class DockerSubstrate:
         start_timeout_s: float = 60.0,
         stop_grace_s: float = 10.0,
         api_timeout_s: float = 60.0,
+        user_code: UserCode | None = None,
     ) -> None:
+        self._user_code = user_code or UserCode.default(self.name, default_image)
         self._agent = agent_id
         self._default_image = default_image
         self._python = python
@@ -170,13 +175,17 @@ class DockerSubstrate:
         # The label filter matches label=value exactly, but be strict about the name anyway.
         return [c for c in found if c.labels.get(LABEL_LOCATION) == location_name]
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] | None = None
+    ) -> CodeServerHandle:
         """Adopt a running code server with the same config, or start one and await it.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             CodeServerStartError: no image, pull failed, the engine refused the container,
                 or the code server exited, timed out or printed no ready line.
         """
+        user_env = self._user_code.container_env(location, env or {})
         image = self._image_of(location)
         if image is None:
             raise CodeServerStartError(
@@ -200,7 +209,12 @@ class DockerSubstrate:
         except ImageUnavailableError as err:
             raise CodeServerStartError(location.name, str(err)) from err
         spec = code_server_spec(
-            location, image=image, python=self._python, agent_id=self._agent, port=_free_port()
+            location,
+            user_env.values,
+            image=image,
+            python=self._python,
+            agent_id=self._agent,
+            port=_free_port(),
         )
         try:
             container = await self._call(self._client.containers.run, **spec)
@@ -330,9 +344,11 @@ class DockerSubstrate:
         """Start a container running ``tether api execute-run`` (cold start only).
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             RunLaunchError: no image, pull failed or the engine refused the container.
         """
         location = args.location
+        user_env = self._user_code.container_env(location, env)
         image = self._image_of(location)
         if image is None:
             raise RunLaunchError(
@@ -343,7 +359,9 @@ class DockerSubstrate:
             await self._ensure_image(location, image)
         except ImageUnavailableError as err:
             raise RunLaunchError(str(err)) from err
-        spec = run_worker_spec(args, env, image=image, python=self._python, agent_id=self._agent)
+        spec = run_worker_spec(
+            args, user_env.values, image=image, python=self._python, agent_id=self._agent
+        )
         try:
             c = await self._call(self._client.containers.run, **spec)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:

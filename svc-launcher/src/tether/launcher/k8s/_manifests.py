@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tether.launcher.userenv import UserEnv, argv_args, argv_location
 from tether.shared.messages import ExecuteRunArgs, KubernetesConfig, LocationConfig
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -72,9 +73,20 @@ def selector_string(labels: Mapping[str, str]) -> str:
 
 
 def code_server_objects(
-    location: LocationConfig, *, image: str, python: str, agent_id: str, namespace: str
+    location: LocationConfig,
+    env: UserEnv,
+    *,
+    image: str,
+    python: str,
+    agent_id: str,
+    namespace: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Deployment and the Service of ``location``'s code server."""
+    """The Deployment and the Service of ``location``'s code server.
+
+    ``env`` is the container's whole environment (``UserCode.container_env``): plain
+    values, and Secret references as ``valueFrom.secretKeyRef``; the command names env
+    variables only.
+    """
     kc = k8s_config(location)
     name = code_server_name(location, agent_id)
     selector = {**code_server_selector(agent_id, location), LABEL_CONFIG: config_hash(location)}
@@ -85,10 +97,10 @@ def code_server_objects(
         "annotations": {ANNOTATION_LOCATION: location.name},
     }
     command = [python, "-m", "tether.shared.cli", "codeserver", "grpc"]
-    command += ["--location-json", location.model_dump_json()]
+    command += ["--location-json", argv_location(location).model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
     command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
-    container = _container(location, kc, "codeserver", image, command, dict(location.env))
+    container = _container(location, kc, "codeserver", image, command, env)
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
         "tcpSocket": {"port": "grpc"},
@@ -128,14 +140,17 @@ def code_server_address(location: LocationConfig, agent_id: str, namespace: str)
 
 def run_job(
     args: ExecuteRunArgs,
-    env: Mapping[str, str],
+    env: UserEnv,
     *,
     image: str,
     python: str,
     agent_id: str,
     namespace: str,
 ) -> dict[str, Any]:
-    """The Job that runs ``tether api execute-run`` once (no retries: a run starts once)."""
+    """The Job that runs ``tether api execute-run`` once (no retries: a run starts once).
+
+    ``env`` is the container's whole environment (see :func:`code_server_objects`).
+    """
     location = args.location
     kc = k8s_config(location)
     labels = {
@@ -145,8 +160,9 @@ def run_job(
         LABEL_LOCATION: slug(location.name, 63),
         LABEL_RUN: slug(args.run.run_id, 63),
     }
-    command = [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
-    container = _container(location, kc, "run", image, command, {**location.env, **env})
+    command = [python, "-m", "tether.shared.cli", "api", "execute-run"]
+    command.append(argv_args(args).model_dump_json())
+    container = _container(location, kc, "run", image, command, env)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -173,13 +189,16 @@ def _container(
     name: str,
     image: str,
     command: list[str],
-    env: Mapping[str, str],
+    env: UserEnv,
 ) -> dict[str, Any]:
+    entries: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in env.values.items()}
+    for k, (secret, key) in env.k8s_secrets.items():
+        entries[k] = {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "command": command,
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [entries[k] for k in sorted(entries)],
     }
     if kc.env_from_secrets:
         container["envFrom"] = [{"secretRef": {"name": s}} for s in kc.env_from_secrets]

@@ -29,6 +29,7 @@ from tether.launcher.k8s._manifests import (
     selector_string,
 )
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class KubernetesSubstrate:
         health_interval_s: seconds between readiness reads of a running code server (the
             protocol's synchronous ``code_server_alive`` answers from the last read, so
             the event loop never waits on the API server).
+        user_code: the location policy and environment builder (default: the default
+            policy); pods get only the location's env and the launcher's extras.
     """
 
     name = "k8s"
@@ -91,7 +94,9 @@ class KubernetesSubstrate:
         stop_grace_s: float = 10.0,
         poll_interval_s: float = 1.0,
         health_interval_s: float = 5.0,
+        user_code: UserCode | None = None,
     ) -> None:
+        self._user_code = user_code or UserCode.default(self.name, default_image)
         if api_client is None:
             try:
                 k8s_config_loader.load_incluster_config()
@@ -127,13 +132,17 @@ class KubernetesSubstrate:
 
     # --- code servers -------------------------------------------------------------------
 
-    async def start_code_server(self, location: LocationConfig) -> CodeServerHandle:
+    async def start_code_server(
+        self, location: LocationConfig, env: Mapping[str, str] | None = None
+    ) -> CodeServerHandle:
         """Adopt the Deployment of this config or create it; wait until it is ready.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing created).
             CodeServerStartError: no image, the API refused the objects, a pod cannot start
                 (image pull, config error, crash loop; with the pod's events), or timeout.
         """
+        user_env = self._user_code.container_env(location, env or {})
         image = location.image or self._default_image
         if image is None:
             raise CodeServerStartError(
@@ -155,7 +164,12 @@ class KubernetesSubstrate:
             log.info("adopting code server deployment %s/%s", ns, name)
         else:
             deployment, service = code_server_objects(
-                location, image=image, python=self._python, agent_id=self._agent, namespace=ns
+                location,
+                user_env,
+                image=image,
+                python=self._python,
+                agent_id=self._agent,
+                namespace=ns,
             )
             try:
                 await self._call(self._apps.create_namespaced_deployment, ns, deployment)
@@ -286,14 +300,16 @@ class KubernetesSubstrate:
         """Create the run's Job.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing created).
             RunLaunchError: no image, or the API refused the Job.
         """
+        user_env = self._user_code.container_env(args.location, env)
         image = args.location.image or self._default_image
         if image is None:
             raise RunLaunchError(f"location {args.location.name!r} has no image")
         ns = self._ns(args.location)
         body = run_job(
-            args, env, image=image, python=self._python, agent_id=self._agent, namespace=ns
+            args, user_env, image=image, python=self._python, agent_id=self._agent, namespace=ns
         )
         try:
             await self._call(self._batch.create_namespaced_job, ns, body)
