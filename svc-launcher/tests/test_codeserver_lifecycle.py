@@ -33,6 +33,7 @@ from tether.launcher.registry import (
     record_key,
     registry_bucket,
 )
+from tether.launcher.userenv import argv_location
 from tether.shared import subjects
 from tether.shared.locations import location_config_hash
 from tether.shared.messages import LocationConfig, new_id
@@ -281,7 +282,10 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
         [new_pid] = code_server_pids(b.name)
         assert new_pid != pids[b.name]
         replaced = (await records(bus))[b.name]
-        assert replaced.pid == new_pid and replaced.location == changed
+        # The entry holds the config without env values, and the whole config's hash.
+        assert replaced.pid == new_pid and replaced.location == argv_location(changed)
+        assert replaced.location.env == {"SOME_SETTING": ""}
+        assert replaced.config_hash == location_config_hash(changed)
         assert replaced.config_hash != adopted[b.name].config_hash
         await until_gone(pids[b.name])
     # A graceful stop stops adopted servers too, and says so in the registry.

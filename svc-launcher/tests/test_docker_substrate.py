@@ -76,8 +76,16 @@ def user_code(policy: LocationPolicy | None = None, **kwargs: object) -> UserCod
 
 
 def agent_policy(tmp_path: Path) -> LocationPolicy:
-    """What these tests' agent allows: the local images, and mounts of the test's code."""
-    return LocationPolicy(images=["tether-local"], docker_volumes=[str(tmp_path), str(EXAMPLES)])
+    """What these tests' agent allows: the local images, and mounts of the test's code.
+
+    The local image has no USER (root), and the tests run as root to read their temp
+    directories: the policy allows root here (its default refuses it).
+    """
+    return LocationPolicy(
+        images=["tether-local"],
+        docker_volumes=[str(tmp_path), str(EXAMPLES)],
+        docker_allow_root=True,
+    )
 
 
 # --- specs (no engine) ------------------------------------------------------------------
@@ -351,6 +359,36 @@ async def test_missing_image_and_crashing_code_server_are_clear_errors(
             await docker.start_code_server(broken)
         assert "exited with code" in str(raised.value)
         assert "PYTHONHOME" in raised.value.stderr_tail or "encodings" in raised.value.stderr_tail
+    finally:
+        await docker.aclose()
+
+
+async def test_an_image_running_as_root_is_refused_by_default_and_nothing_starts(
+    docker_client, local_image: str, agent_id: str, tmp_path: Path
+) -> None:
+    assert docker_client.images.get(local_image).attrs["Config"].get("User") in (None, "")
+    strict = agent_policy(tmp_path).model_copy(update={"docker_allow_root": False})
+    docker = substrate(agent_id, tmp_path, user_code=user_code(strict))
+    location = docker_location(local_image, tmp_path)
+    args = ExecuteRunArgs(
+        location=location, run=LaunchRunPayload(run_id=new_id(), job_name="slow"), nats_url="x"
+    )
+    try:
+        with pytest.raises(LocationRefusedError, match="runs as root"):
+            await docker.start_code_server(location)
+        with pytest.raises(LocationRefusedError, match="runs as root"):
+            await docker.launch_run(args, {})
+        with pytest.raises(LocationRefusedError, match="mounting '/' is not allowed"):
+            await docker.start_code_server(
+                location.model_copy(update={"container": ContainerConfig(volumes=["/:/host"])})
+            )
+        labelled = {"label": f"{LABEL_AGENT}={agent_id}"}
+        assert docker_client.containers.list(all=True, filters=labelled) == []
+        # A non-root user of the location's own choosing is fine with the same image.
+        as_nobody = location.model_copy(
+            update={"container": ContainerConfig(user="65534:65534", volumes=[])}
+        )
+        user_code(strict).admit_image_user(as_nobody, local_image, "")
     finally:
         await docker.aclose()
 

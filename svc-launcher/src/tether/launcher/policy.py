@@ -333,11 +333,28 @@ class PolicyCheck:
                 return (
                     f"volume {volume!r}: mounting {source!r} is not allowed (policy docker_volumes)"
                 )
-        if cc.user is not None and not self.policy.docker_allow_root:
-            user = cc.user.split(":", 1)[0].strip()
-            if user in _ROOT_USERS or not user:
-                return f"container user {cc.user!r} is root (policy docker_allow_root)"
+        if cc.user is not None and not self.policy.docker_allow_root and _is_root(cc.user):
+            return f"container user {cc.user!r} is root (policy docker_allow_root)"
         return None
+
+    def check_image_user(self, location: LocationConfig, image: str, image_user: str) -> None:
+        """Refuse a container that would run as root because its image's USER is root.
+
+        Only when the location sets no ``container.user`` (that one is checked by
+        :meth:`check`). Called once the image is present, before a container is created.
+
+        Raises:
+            LocationRefusedError: the image runs as root and the policy does not allow it.
+        """
+        cc = location.container
+        if (cc is None or cc.user is None) and not self.policy.docker_allow_root:
+            if _is_root(image_user):
+                raise LocationRefusedError(
+                    location.name,
+                    f"image {image!r} runs as root (USER {image_user or 'unset'}): set the "
+                    "location's container.user to a non-root user, or the policy's "
+                    "docker_allow_root",
+                )
 
     def _k8s_secret(self, secret: str) -> str | None:
         if secret == self.policy.k8s_agent_secret:
@@ -384,6 +401,12 @@ class PolicyCheck:
             if not _matches(arn, p.aws_secrets):
                 return f"ecs.secrets {name}: {arn} is not in the policy's aws_secrets"
         return None
+
+
+def _is_root(user: str) -> bool:
+    """Whether a docker ``user`` (``name|uid[:group|gid]``; empty: the default) is root."""
+    name = user.split(":", 1)[0].strip()
+    return name in _ROOT_USERS or not name
 
 
 def _module_source(directory: Path, top: str) -> Path | None:

@@ -11,7 +11,6 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.policy import LocationPolicy
-from tether.launcher.userenv import DEFAULT_PASSTHROUGH
 from tether.shared.settings import AgentSettings
 
 
@@ -125,11 +124,12 @@ class LauncherSettings(AgentSettings):
         default=60.0, gt=0, description="Seconds to wait at startup for the WORK stream."
     )
     user_code_env_passthrough: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_PASSTHROUGH),
+        default_factory=list,
         description=(
             "Process substrate: names (patterns, comma-separated or a JSON list) of the "
             "launcher's environment passed on to code servers and run workers, beyond "
-            "the base (PATH, locale, Python's own, OTEL_*). The agent token, TETHER_LAUNCHER_*, "
+            "the base (PATH, locale, Python's own, OTEL_*, TETHER_RUN_WORKER_*, "
+            "TETHER_CODESERVER_*, TETHER_LOG_FORMAT). The agent token, TETHER_LAUNCHER_*, "
             "NATS and cloud credentials are never passed, whatever this says."
         ),
     )

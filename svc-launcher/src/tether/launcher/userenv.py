@@ -62,7 +62,8 @@ BASE_ENV = (
     "OTEL_*",
 )
 
-#: Default pass-through: the user-code side's own settings and the shared log format.
+#: Always passed through (with the setting's patterns): the user-code side's own settings
+#: and the shared log format.
 DEFAULT_PASSTHROUGH = (
     "TETHER_RUN_WORKER_*",
     "TETHER_CODESERVER_*",
@@ -151,7 +152,8 @@ class UserCode:
     Args:
         policy: the agent's location policy.
         context: what the launcher is configured with (substrate, default image...).
-        passthrough: patterns of launcher env names passed to process children.
+        passthrough: patterns of launcher env names passed to process children (beyond
+            :data:`DEFAULT_PASSTHROUGH`).
         env_files: docker ``--env-file`` style files ``${env:NAME}`` reads first.
         source_env: the launcher's environment (``os.environ`` at startup).
     """
@@ -161,14 +163,14 @@ class UserCode:
         policy: LocationPolicy | None = None,
         context: PolicyContext | None = None,
         *,
-        passthrough: Sequence[str] = DEFAULT_PASSTHROUGH,
+        passthrough: Sequence[str] = (),
         env_files: Sequence[str] = (),
         source_env: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy or LocationPolicy()
         self.context = context or PolicyContext(substrate="process", cwd=os.getcwd())
         self._check = PolicyCheck(self.policy, self.context)
-        self._passthrough = tuple(passthrough)
+        self._passthrough = (*DEFAULT_PASSTHROUGH, *passthrough)
         self._env_files = tuple(env_files)
         self._source = dict(os.environ if source_env is None else source_env)
 
@@ -187,6 +189,14 @@ class UserCode:
         """
         self._check.check(location)
         self.resolve(location)
+
+    def admit_image_user(self, location: LocationConfig, image: str, image_user: str) -> None:
+        """Refuse a container whose image runs as root, unless the location or policy says.
+
+        Raises:
+            LocationRefusedError: see :meth:`PolicyCheck.check_image_user`.
+        """
+        self._check.check_image_user(location, image, image_user)
 
     def resolve(self, location: LocationConfig) -> UserEnv:
         """The location's env with its references resolved for this substrate.

@@ -161,6 +161,16 @@ class DockerSubstrate:
                     f"cannot pull image {image!r}: {engine_message(err)}"
                 ) from err
 
+    async def _image_user(self, image: str) -> str:
+        """The USER an image's containers run as by default ('' : root)."""
+        try:
+            found = await self._call(self._client.images.get, image)
+        except docker.errors.DockerException as err:
+            raise ImageUnavailableError(
+                f"cannot inspect image {image!r}: {engine_message(err)}"
+            ) from err
+        return str((found.attrs.get("Config") or {}).get("User") or "")
+
     # --- code servers -------------------------------------------------------------------
 
     async def _location_containers(self, location_name: str) -> list[Container]:
@@ -206,8 +216,10 @@ class DockerSubstrate:
                 await self._remove(c)
         try:
             await self._ensure_image(location, image)
+            image_user = await self._image_user(image)
         except ImageUnavailableError as err:
             raise CodeServerStartError(location.name, str(err)) from err
+        self._user_code.admit_image_user(location, image, image_user)
         spec = code_server_spec(
             location,
             user_env.values,
@@ -357,8 +369,10 @@ class DockerSubstrate:
             )
         try:
             await self._ensure_image(location, image)
+            image_user = await self._image_user(image)
         except ImageUnavailableError as err:
             raise RunLaunchError(str(err)) from err
+        self._user_code.admit_image_user(location, image, image_user)
         spec = run_worker_spec(
             args, user_env.values, image=image, python=self._python, agent_id=self._agent
         )
