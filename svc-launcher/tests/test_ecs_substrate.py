@@ -938,6 +938,16 @@ async def test_the_deploy_files_register_and_name_real_settings(
     [table] = tomllib.loads((DEPLOY_ECS / "location.toml").read_text())["locations"]
     loc = LocationConfig.model_validate(table)
     assert loc.substrate == "ecs" and loc.ecs is not None and loc.ecs.memory == "4096"
+    # The deployed launcher's policy admits the example location, and not the agent token
+    # (its execution role could read it: the policy is what keeps it from user code).
+    from tether.launcher.service import make_user_code
+
+    admitted = make_user_code(settings)
+    admitted.admit(loc)
+    [agent_token] = [s["valueFrom"] for s in container["secrets"]]
+    stealing = loc.model_copy(update={"env": {"T": f"${{aws-secret:{agent_token}}}"}})
+    with pytest.raises(LocationRefusedError, match="aws_secrets"):
+        admitted.admit(stealing)
 
 
 async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
