@@ -266,3 +266,41 @@ async def test_a_location_outside_the_policy_is_a_load_error_and_nothing_starts(
         assert reason in result.error.message
     assert not marker.exists()
     assert list((tmp_path / "dumps").iterdir()) == []
+
+
+async def test_a_recorded_code_server_the_policy_now_refuses_is_not_adopted(
+    tmp_path: Path,
+) -> None:
+    from launcher_testkit import user_code_under_test
+    from tether.launcher import ProcessSubstrate
+    from tether.launcher._spawned import process_start_ticks
+    from tether.launcher.registry import CodeServerRecord
+    from tether.launcher.userenv import argv_location
+
+    me = os.getpid()
+    start = process_start_ticks(me)
+    assert start is not None
+
+    def record(location: LocationConfig) -> CodeServerRecord:
+        # A live process (this one) stands for the recorded code server.
+        return CodeServerRecord(
+            scope="s",
+            substrate="process",
+            location=argv_location(location),
+            config_hash="h",
+            state="RUNNING",
+            address="127.0.0.1:1",
+            pid=me,
+            pid_start=start,
+            launcher="gone",
+            started_at=0.0,
+        )
+
+    substrate = ProcessSubstrate("python", user_code=user_code_under_test())
+    try:
+        allowed = env_location(tmp_path)
+        assert await substrate.adopt_code_server(record(allowed)) is not None
+        outside = allowed.model_copy(update={"working_directory": "/"})
+        assert await substrate.adopt_code_server(record(outside)) is None
+    finally:
+        await substrate.aclose()

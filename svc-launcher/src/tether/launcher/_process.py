@@ -23,7 +23,12 @@ from tether.launcher._spawned import (
     terminate_group,
 )
 from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
-from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
+from tether.launcher.errors import (
+    CodeServerStartError,
+    LauncherError,
+    LocationRefusedError,
+    RunLaunchError,
+)
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared.errors import ContractError
@@ -195,9 +200,17 @@ class ProcessSubstrate:
 
         It is not our child: it is stopped by signalling its process group and watched
         through ``/proc``. Its location's fork server is started again (the old one
-        stopped with the launcher that started it).
+        stopped with the launcher that started it). A server whose config this launcher's
+        location policy refuses (it may have changed since) is not adopted: it stops at
+        the end of its orphan grace, and the location's next work item reports why.
         """
         if record.pid is None or record.address is None or record.pid_start is None:
+            return None
+        try:
+            # The recorded config has no env values: paths, modules and names are checked.
+            self._user_code.admit(record.location)
+        except LocationRefusedError as err:
+            log.warning("not adopting the code server of %s: %s", record.location.name, err)
             return None
         adopted = AdoptedProcess(record.pid, record.pid_start)
         if not adopted.alive:
