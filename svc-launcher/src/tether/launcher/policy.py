@@ -97,8 +97,8 @@ class LocationPolicy(BaseModel):
         default_factory=lambda: ["*"],
         description=(
             "Agent env names (patterns) a ${env:NAME} reference may read from the "
-            "launcher's environment; TETHER_* and NATS_* never. Names in the env files "
-            "are always allowed."
+            "launcher's environment (names found in the env files need no pattern); "
+            "TETHER_* and NATS_* never, from either."
         ),
     )
     images: list[str] | None = Field(
