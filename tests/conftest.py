@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Itera
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            # Tests add locations whose code is in temp directories (the agent's policy
+            # allows code from the repository and from there only).
+            "TETHER_LAUNCHER_LOCATION_POLICY": json.dumps(
+                {"roots": [str(REPO), str(tmp_path_factory.getbasetemp())]}
+            ),
         },
     )
     stack = DevStack(config)

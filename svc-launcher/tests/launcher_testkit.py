@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +23,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from tether.launcher import LauncherService, LauncherSettings
 from tether.launcher.consumer import consumer_name
+from tether.launcher.policy import LocationPolicy, PolicyContext
+from tether.launcher.userenv import UserCode
 from tether.shared import subjects
 from tether.shared.messages import (
     LocationConfig,
@@ -54,6 +58,13 @@ PINNED: dict[str, object] = {"work_public_keys": [SIGNER.public_key]}
 """Launcher settings fields that pin :data:`SIGNER`'s public key."""
 CODESERVER_SECRET = secrets.token_hex(32)
 """The code-server secret of launchers under test (unless a test gives another)."""
+TEST_POLICY = LocationPolicy(roots=[str(ROOT), tempfile.gettempdir()])
+"""The location policy of launchers under test: code from the repository and temp dirs."""
+
+
+def user_code_under_test(policy: LocationPolicy = TEST_POLICY) -> UserCode:
+    """The process substrate's policy and env builder of tests (this process's env)."""
+    return UserCode(policy, PolicyContext(substrate="process", cwd=os.getcwd()))
 
 
 class _Default(enum.Enum):
@@ -270,6 +281,7 @@ def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
         **PINNED,
         # Not the default file in the user's home: tests leave nothing behind there.
         "codeserver_secret": CODESERVER_SECRET,
+        "location_policy": TEST_POLICY,
     }
     values.update(overrides)
     return LauncherSettings(**values)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from launcher_testkit import (
     CODESERVER_SECRET,
     EXAMPLES_LOCATION,
     SIGNER,
+    TEST_POLICY,
     Bus,
     launcher_settings,
     open_bus,
@@ -40,6 +41,7 @@ from tether.launcher.registry import (
     registry_bucket,
 )
 from tether.launcher.tokens import CodeServerTokens
+from tether.launcher.userenv import argv_location
 from tether.shared import subjects
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
@@ -176,6 +178,7 @@ def launcher_env(nats_url: str, **settings: object) -> dict[str, str]:
             "TETHER_LAUNCHER_CODE_SERVER_START_TIMEOUT_S": "60",
             "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "10",
             "TETHER_WORK_PUBLIC_KEYS": SIGNER.public_key,
+            "TETHER_LAUNCHER_LOCATION_POLICY": TEST_POLICY.model_dump_json(),
         }
     )
     if "codeserver_secret_file" not in settings:
@@ -311,7 +314,10 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
         [new_pid] = code_server_pids(b.name)
         assert new_pid != pids[b.name]
         replaced = (await records(bus))[b.name]
-        assert replaced.pid == new_pid and replaced.location == changed
+        # The entry holds the config without env values, and the whole config's hash.
+        assert replaced.pid == new_pid and replaced.location == argv_location(changed)
+        assert replaced.location.env == {"SOME_SETTING": ""}
+        assert replaced.config_hash == location_config_hash(changed)
         assert replaced.config_hash != adopted[b.name].config_hash
         await until_gone(pids[b.name])
     # A graceful stop stops adopted servers too, and says so in the registry.

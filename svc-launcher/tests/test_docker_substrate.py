@@ -24,8 +24,11 @@ from tether.launcher.docker._spec import (
     config_hash,
     run_worker_spec,
 )
+from tether.launcher.errors import LocationRefusedError
+from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.tokens import CodeServerTokens
+from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared import subjects
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
@@ -63,6 +66,33 @@ defs = Definitions(jobs=[slow, hello], name="slow")
 """
 
 
+#: What the launcher's environment holds and user code must never see.
+LAUNCHER_ENV = {"TETHER_AGENT_TOKEN": "agent-secret", "AWS_SECRET_ACCESS_KEY": "cloud-secret"}
+
+
+def user_code(policy: LocationPolicy | None = None, **kwargs: object) -> UserCode:
+    """The docker substrate's policy and env builder, in a launcher holding secrets."""
+    return UserCode(
+        policy or LocationPolicy(),
+        PolicyContext(substrate="docker"),
+        source_env=LAUNCHER_ENV,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def agent_policy(tmp_path: Path) -> LocationPolicy:
+    """What these tests' agent allows: the local images, and mounts of the test's code.
+
+    The local image has no USER (root), and the tests run as root to read their temp
+    directories: the policy allows root here (its default refuses it).
+    """
+    return LocationPolicy(
+        images=["tether-local"],
+        docker_volumes=[str(tmp_path), str(EXAMPLES)],
+        docker_allow_root=True,
+    )
+
+
 # --- specs (no engine) ------------------------------------------------------------------
 
 
@@ -74,18 +104,25 @@ def test_code_server_spec_binds_loopback_on_host_network_and_carries_labels() ->
         env={"A": "1"},
         container=ContainerConfig(volumes=["/src:/code:ro"], user="10001", memory="256m"),
     )
-    spec = code_server_spec(location, image="img:1", python="python", agent_id="a", port=4321)
+    env = user_code(LocationPolicy(docker_volumes=["/src"])).container_env(location, {})
+    spec = code_server_spec(
+        location, env.values, image="img:1", python="python", agent_id="a", port=4321
+    )
     assert spec["command"][-4:] == ["--host", "127.0.0.1", "--port", "4321"]
     assert spec["network_mode"] == "host" and spec["volumes"] == ["/src:/code:ro"]
     assert spec["labels"][LABEL_CONFIG] == config_hash(location)
     assert spec["labels"][LABEL_PORT] == "4321" and spec["labels"][LABEL_AGENT] == "a"
     assert spec["name"].startswith("tether-cs-a-my_loc_1-")
     assert spec["environment"] == {"A": "1"} and spec["working_dir"] == "/code"
+    # The command names env variables only; the launcher's env is nowhere.
+    shown = LocationConfig.model_validate_json(spec["command"][6])
+    assert shown == argv_location(location) and shown.env == {"A": ""}
+    assert "secret" not in str(spec)
     assert spec["user"] == "10001" and spec["mem_limit"] == "256m" and spec["init"] is True
     bridged = location.model_copy(update={"container": ContainerConfig(network_mode="bridge")})
     assert (
         "0.0.0.0"
-        in code_server_spec(bridged, image="i", python="p", agent_id="a", port=1)["command"]
+        in code_server_spec(bridged, {}, image="i", python="p", agent_id="a", port=1)["command"]
     )
     # Any change of the location's config is a new hash (a replacement).
     assert config_hash(location) != config_hash(location.model_copy(update={"env": {"A": "2"}}))
@@ -97,11 +134,85 @@ def test_run_worker_spec_runs_execute_run_with_the_run_env() -> None:
         run=LaunchRunPayload(run_id="r1", job_name="j"),
         nats_url="nats://127.0.0.1:4222",
     )
-    spec = run_worker_spec(args, {"TRACEPARENT": "x"}, image="i", python="py", agent_id="a")
+    env = user_code().container_env(args.location, {"TRACEPARENT": "x"})
+    spec = run_worker_spec(args, env.values, image="i", python="py", agent_id="a")
     assert spec["command"][:5] == ["py", "-m", "tether.shared.cli", "api", "execute-run"]
-    assert ExecuteRunArgs.model_validate_json(spec["command"][5]) == args
+    assert ExecuteRunArgs.model_validate_json(spec["command"][5]) == argv_args(args)
+    assert argv_args(args).location.env == {"A": ""}
     assert spec["environment"] == {"A": "1", "TRACEPARENT": "x"}
     assert "restart_policy" not in spec
+    assert "secret" not in str(spec)
+
+
+def test_env_references_resolve_from_the_agent_s_env_file_into_the_container_env(
+    tmp_path: Path,
+) -> None:
+    env_file = tmp_path / "user-code.env"
+    env_file.write_text("# docker --env-file format\nDB_PASSWORD=hunter2\n")
+    location = LocationConfig(
+        name="l",
+        module="m",
+        substrate="docker",
+        env={"DB": "${env:DB_PASSWORD}", "LITERAL": "$${env:NOT_A_REF}"},
+    )
+    code = user_code(env_files=[str(env_file)])
+    env = code.container_env(location, {})
+    assert env.values == {"DB": "hunter2", "LITERAL": "${env:NOT_A_REF}"}
+    spec = code_server_spec(location, env.values, image="i", python="p", agent_id="a", port=1)
+    assert "hunter2" not in " ".join(spec["command"]) and spec["environment"]["DB"] == "hunter2"
+
+    # A reference that names nothing, or an agent setting, is the location's load error.
+    for value, reason in (
+        ("${env:NOWHERE}", "set neither in the agent's env files nor in its environment"),
+        ("${env:TETHER_AGENT_TOKEN}", "names an agent setting"),
+        ("${vault:x}", "unknown reference kind 'vault'"),
+        ("${k8s-secret:db/password}", "needs the k8s substrate"),
+    ):
+        bad = location.model_copy(update={"env": {"X": value}})
+        with pytest.raises(LocationRefusedError, match=reason):
+            code.admit(bad)
+    # The operator may allow launcher variables by name; cloud credentials then only when
+    # the location names them.
+    named = location.model_copy(update={"env": {"KEY": "${env:AWS_SECRET_ACCESS_KEY}"}})
+    assert code.container_env(named, {}).values == {"KEY": "cloud-secret"}
+    narrow = user_code(LocationPolicy(env_refs=["WAREHOUSE_*"]))
+    with pytest.raises(LocationRefusedError, match="policy env_refs"):
+        narrow.admit(named)
+
+
+@pytest.mark.parametrize(
+    ("container", "reason"),
+    [
+        (ContainerConfig(volumes=["/:/host"]), "mounting '/' is not allowed"),
+        (ContainerConfig(volumes=["/var/run/docker.sock:/s"]), "not allowed"),
+        (ContainerConfig(volumes=["tether-agent-data:/data"]), "not allowed"),
+        (ContainerConfig(user="0"), "is root"),
+        (ContainerConfig(user="root:root"), "is root"),
+        (ContainerConfig(user="0:1000"), "is root"),
+    ],
+)
+def test_host_mounts_and_root_are_refused_by_default(
+    container: ContainerConfig, reason: str
+) -> None:
+    location = LocationConfig(name="l", module="m", substrate="docker", container=container)
+    with pytest.raises(LocationRefusedError, match=reason):
+        user_code().admit(location)
+
+
+def test_images_outside_the_policy_are_refused(tmp_path: Path) -> None:
+    ours = UserCode(
+        LocationPolicy(images=["registry.example.com/team/"]),
+        PolicyContext(substrate="docker", default_image="tether-examples"),
+    )
+    for image in (None, "tether-examples", "registry.example.com/team/etl:1"):
+        ours.admit(LocationConfig(name="l", module="m", substrate="docker", image=image))
+    with pytest.raises(LocationRefusedError, match="image 'docker.io/evil/miner:1'"):
+        ours.admit(LocationConfig(name="l", module="m", image="docker.io/evil/miner:1"))
+    with pytest.raises(LocationRefusedError, match="only the launcher's 'tether-examples'"):
+        user_code_default = UserCode(
+            context=PolicyContext(substrate="docker", default_image="tether-examples")
+        )
+        user_code_default.admit(LocationConfig(name="l", module="m", image="tether-other"))
 
 
 # --- a real engine ----------------------------------------------------------------------
@@ -155,9 +266,10 @@ def docker_location(image: str, tmp_path: Path, **updates: object) -> LocationCo
     return base.model_copy(update=updates)
 
 
-def substrate(agent: str, **kwargs: object):
+def substrate(agent: str, tmp_path: Path, **kwargs: object):
     from tether.launcher.docker import DockerSubstrate
 
+    kwargs.setdefault("user_code", user_code(agent_policy(tmp_path)))
     return DockerSubstrate(agent_id=agent, start_timeout_s=60, stop_grace_s=2, **kwargs)
 
 
@@ -167,7 +279,7 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     location = docker_location(local_image, tmp_path)
     # One code-server secret, as launcher restarts share (TETHER_LAUNCHER_CODESERVER_SECRET).
     tokens = CodeServerTokens.ephemeral()
-    first = substrate(agent_id)
+    first = substrate(agent_id, tmp_path)
     registry = CodeServerRegistry(first, tokens=tokens, tls=True)
     client = await registry.ensure(location)
     snapshot = await client.get_snapshot(30)
@@ -178,7 +290,7 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     await first.aclose()
 
     # A restarted launcher adopts the running container by its labels.
-    second = substrate(agent_id)
+    second = substrate(agent_id, tmp_path)
     registry = CodeServerRegistry(second, tokens=tokens, tls=True)
     try:
         adopted = await registry.ensure(location)
@@ -244,7 +356,7 @@ async def test_missing_image_and_crashing_code_server_are_clear_errors(
 ) -> None:
     from tether.launcher import CodeServerStartError, RunLaunchError
 
-    docker = substrate(agent_id)
+    docker = substrate(agent_id, tmp_path)
     try:
         missing = docker_location("tether-local:does-not-exist", tmp_path)
         with pytest.raises(
@@ -271,6 +383,36 @@ async def test_missing_image_and_crashing_code_server_are_clear_errors(
         await docker.aclose()
 
 
+async def test_an_image_running_as_root_is_refused_by_default_and_nothing_starts(
+    docker_client, local_image: str, agent_id: str, tmp_path: Path
+) -> None:
+    assert docker_client.images.get(local_image).attrs["Config"].get("User") in (None, "")
+    strict = agent_policy(tmp_path).model_copy(update={"docker_allow_root": False})
+    docker = substrate(agent_id, tmp_path, user_code=user_code(strict))
+    location = docker_location(local_image, tmp_path)
+    args = ExecuteRunArgs(
+        location=location, run=LaunchRunPayload(run_id=new_id(), job_name="slow"), nats_url="x"
+    )
+    try:
+        with pytest.raises(LocationRefusedError, match="runs as root"):
+            await docker.start_code_server(location)
+        with pytest.raises(LocationRefusedError, match="runs as root"):
+            await docker.launch_run(args, {})
+        with pytest.raises(LocationRefusedError, match="mounting '/' is not allowed"):
+            await docker.start_code_server(
+                location.model_copy(update={"container": ContainerConfig(volumes=["/:/host"])})
+            )
+        labelled = {"label": f"{LABEL_AGENT}={agent_id}"}
+        assert docker_client.containers.list(all=True, filters=labelled) == []
+        # A non-root user of the location's own choosing is fine with the same image.
+        as_nobody = location.model_copy(
+            update={"container": ContainerConfig(user="65534:65534", volumes=[])}
+        )
+        user_code(strict).admit_image_user(as_nobody, local_image, "")
+    finally:
+        await docker.aclose()
+
+
 # --- the launcher service on the docker substrate, with NATS --------------------------
 
 
@@ -281,12 +423,15 @@ async def bus(nats_server) -> AsyncIterator[Bus]:
         yield bus
 
 
-def launcher(nats_url: str, agent: str) -> AbstractAsyncContextManager[LauncherService]:
+def launcher(
+    nats_url: str, agent: str, policy: LocationPolicy
+) -> AbstractAsyncContextManager[LauncherService]:
     """A launcher service on the docker substrate, as ``agent``."""
     settings = LauncherSettings(
         nats_url=nats_url,
         agent_id=agent,
         substrate="docker",
+        location_policy=policy,
         code_server_start_timeout_s=60.0,
         grpc_deadline_s=30.0,
         terminate_grace_s=2.0,
@@ -306,7 +451,7 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
     slow_run = new_id()
     launch_ok = work_item(WorkKind.LAUNCH_RUN, location, run_id=ok_run, job_name="hello")
     launch_slow = work_item(WorkKind.LAUNCH_RUN, location, run_id=slow_run, job_name="slow")
-    async with launcher(nats_server.url, agent_id):
+    async with launcher(nats_server.url, agent_id, agent_policy(tmp_path)):
         await bus.send(load)
         loaded = await bus.result(lambda r: r.id == load.id)
         assert loaded.ok, loaded.error
@@ -333,6 +478,16 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
         == []
     )
     assert docker_client.containers.get(code_server.id).status == "running"
+    # Its environment is the image's and the location's, nothing of the launcher's; its
+    # command names the location's env variables but carries none of their values.
+    attrs = docker_client.containers.get(code_server.id).attrs
+    image_env = set(docker_client.images.get(local_image).attrs["Config"].get("Env") or [])
+    added = {e.split("=", 1)[0] for e in attrs["Config"]["Env"] if e not in image_env}
+    assert added == set(location.env)
+    cmd = attrs["Config"]["Cmd"]
+    shown = LocationConfig.model_validate_json(cmd[cmd.index("--location-json") + 1])
+    assert shown.env == dict.fromkeys(location.env, "")
+    assert "/tmp/tether-storage" not in " ".join(cmd)
     # The code-server registry names the container, and it still runs.
     record = await (await CodeServerRecords.open(bus.js)).get(
         default_scope(agent_id, "docker"), location.name
@@ -343,7 +498,7 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
     # A new launcher process: adopts the code server, terminates the run the first launched.
     terminate = work_item(WorkKind.TERMINATE_RUN, location, run_id=slow_run)
     reload = work_item(WorkKind.LOAD_LOCATION, location)
-    async with launcher(nats_server.url, agent_id):
+    async with launcher(nats_server.url, agent_id, agent_policy(tmp_path)):
         await bus.send(reload)
         again = await bus.result(lambda r: r.id == reload.id)
         assert again.ok

@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
+from tether.launcher.errors import (
+    CodeServerStartError,
+    LauncherError,
+    LocationRefusedError,
+    RunLaunchError,
+)
+from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.substrate import RunWorkerHandle
+from tether.launcher.userenv import UserCode, UserEnv, argv_args, argv_location
 from tether.shared.messages import (
     EcsConfig,
     ExecuteRunArgs,
@@ -50,6 +57,25 @@ FULL = EcsConfig(
     log_group="/tether/sales",
     tags={"team": "data"},
 )
+
+
+#: The policy of the agent these tests play: FULL's image, roles and secret.
+POLICY = LocationPolicy(
+    images=["registry.example.com/"],
+    ecs_task_roles=[FULL.task_role_arn or ""],
+    ecs_execution_roles=[FULL.execution_role_arn or ""],
+    aws_secrets=["arn:aws:secretsmanager:us-east-1:123456789012:secret:*"],
+)
+
+
+def user_code(policy: LocationPolicy = POLICY) -> UserCode:
+    """The launcher's policy and env builder for the ecs substrate (no launcher env)."""
+    return UserCode(policy, PolicyContext(substrate="ecs"), source_env={"SECRET": "launcher"})
+
+
+def env_of(loc: LocationConfig) -> UserEnv:
+    """The location's container env as the substrate builds it."""
+    return user_code().container_env(loc, {})
 
 
 def location(**updates: object) -> LocationConfig:
@@ -95,7 +121,7 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
     )
     loc = location()
     cs = code_server_task_definition(
-        loc, settings, image="img:1", python="python3", agent_id=AGENT, region=REGION
+        loc, settings, env_of(loc), image="img:1", python="python3", agent_id=AGENT, region=REGION
     )
     assert cs["networkMode"] == "awsvpc" and cs["requiresCompatibilities"] == ["FARGATE"]
     assert (cs["cpu"], cs["memory"]) == ("1024", "2048")  # the location's, not the launcher's
@@ -103,7 +129,8 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
     assert cs["executionRoleArn"] == FULL.execution_role_arn
     [container] = cs["containerDefinitions"]
     assert container["command"][:5] == ["python3", "-m", "tether.shared.cli", "codeserver", "grpc"]
-    assert LocationConfig.model_validate_json(container["command"][6]) == loc
+    assert LocationConfig.model_validate_json(container["command"][6]) == argv_location(loc)
+    assert "prod" not in " ".join(container["command"])  # env values only in "environment"
     assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "4000"]
     assert container["portMappings"] == [{"containerPort": 4000, "protocol": "tcp", "name": "grpc"}]
     assert container["healthCheck"]["command"][:2] == ["CMD", "python3"]
@@ -123,6 +150,7 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
     run = run_task_definition(
         LocationConfig(name="bare", module="m"),
         settings,
+        UserEnv(),
         image="img:1",
         agent_id=AGENT,
         region=REGION,
@@ -137,13 +165,19 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
 
     # Same content, same digest (tags aside); any change of the config, another digest.
     again = code_server_task_definition(
-        loc, settings, image="img:1", python="python3", agent_id=AGENT, region=REGION
+        loc, settings, env_of(loc), image="img:1", python="python3", agent_id=AGENT, region=REGION
     )
     assert content_hash(again) == content_hash(cs)
     changed = location(env={"WAREHOUSE": "staging"})
     assert content_hash(
         code_server_task_definition(
-            changed, settings, image="img:1", python="python3", agent_id=AGENT, region=REGION
+            changed,
+            settings,
+            env_of(changed),
+            image="img:1",
+            python="python3",
+            agent_id=AGENT,
+            region=REGION,
         )
     ) != content_hash(cs)
     assert config_hash(changed) != config_hash(loc)
@@ -164,8 +198,81 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
     args = run_args(loc)
     [override] = run_overrides(args, {"TRACEPARENT": "00-x"}, "python3")["containerOverrides"]
     assert override["name"] == "run" and override["command"][3:5] == ["api", "execute-run"]
-    assert ExecuteRunArgs.model_validate_json(override["command"][5]) == args
+    assert ExecuteRunArgs.model_validate_json(override["command"][5]) == argv_args(args)
+    assert "prod" not in json.dumps(override)
     assert override["environment"] == [{"name": "TRACEPARENT", "value": "00-x"}]
+
+
+def test_aws_secret_references_become_ecs_secrets_and_no_value_is_in_a_command() -> None:
+    from tether.launcher.ecs import EcsSettings
+    from tether.launcher.ecs._taskdefs import (
+        code_server_task_definition,
+        run_overrides,
+        run_task_definition,
+    )
+
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"
+    loc = location(env={"WAREHOUSE": "prod", "DB_PASSWORD": f"${{aws-secret:{arn}}}"})
+    settings = EcsSettings(subnets=["subnet-a"])
+    env = env_of(loc)
+    cs = code_server_task_definition(
+        loc, settings, env, image="i", python="python3", agent_id=AGENT, region=REGION
+    )
+    run = run_task_definition(
+        loc, settings, env, image="i", agent_id=AGENT, region=REGION, stop_grace_s=5
+    )
+    for body in (cs, run):
+        [container] = body["containerDefinitions"]
+        assert {"name": "DB_PASSWORD", "valueFrom": arn} in container["secrets"]
+        names = [e["name"] for e in container["environment"]]
+        assert names == ["WAREHOUSE"]  # the reference is no plain value
+        assert "launcher" not in json.dumps(body)  # nothing of the launcher's environment
+    overrides = run_overrides(run_args(loc), {"TRACEPARENT": "00-x"}, "python3")
+    text = json.dumps(overrides)
+    assert "prod" not in text and arn not in text and "aws-secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("updates", "reason"),
+    [
+        (
+            {"ecs": FULL.model_copy(update={"task_role_arn": "arn:aws:iam::1:role/admin"})},
+            "task role 'arn:aws:iam::1:role/admin' is not allowed",
+        ),
+        (
+            {"ecs": FULL.model_copy(update={"execution_role_arn": "arn:aws:iam::1:role/x"})},
+            "execution role",
+        ),
+        (
+            {"ecs": FULL.model_copy(update={"secrets": {"T": "arn:aws:ssm:us-east-1:1:p/t"}})},
+            "not in the policy's aws_secrets",
+        ),
+        (
+            {"env": {"T": "${aws-secret:arn:aws:ssm:eu-west-1:1:parameter/tether/agent}"}},
+            "aws_secrets",
+        ),
+        ({"env": {"T": "${env:SECRET}"}}, "needs the process or docker substrate"),
+        ({"image": "docker.io/evil:1"}, "image 'docker.io/evil:1' is not allowed"),
+    ],
+)
+async def test_a_location_outside_the_policy_is_refused_and_nothing_is_registered(
+    aws: Aws, closing: list[Any], updates: dict[str, object], reason: str
+) -> None:
+    loc = location(**updates)
+    substrate = aws.substrate()
+    closing.append(substrate)
+    with pytest.raises(LocationRefusedError, match=reason):
+        await substrate.start_code_server(loc)
+    with pytest.raises(RunLaunchError, match=reason):
+        await substrate.launch_run(run_args(loc), {})
+    listed = await aws.call(aws.ecs.list_task_definitions)
+    assert listed["taskDefinitionArns"] == []
+    assert await aws.services() == []
+    # By default only the launcher's configured roles: FULL's own are refused.
+    default = aws.substrate(user_code=user_code(LocationPolicy(images=["registry."])))
+    closing.append(default)
+    with pytest.raises(LocationRefusedError, match="task role"):
+        await default.launch_run(run_args(location()), {})
 
 
 def test_describe_tasks_answers_map_to_alive_and_exit_codes() -> None:
@@ -336,6 +443,7 @@ class Aws:
 
         names = ("failed_tasks_limit", "orphan_age_s", "missing_grace_s")
         tuning = {k: updates.pop(k) for k in names if k in updates}
+        tuning.setdefault("user_code", updates.pop("user_code", user_code()))
         return EcsSubstrate(
             agent_id=agent,
             settings=self.settings(**updates),
@@ -471,6 +579,7 @@ async def test_task_definitions_are_registered_once_per_content(
     expected = run_task_definition(
         changed,
         aws.settings(),
+        env_of(changed),
         image=changed.image or "",
         agent_id=AGENT,
         region=REGION,
@@ -665,7 +774,7 @@ async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: lis
     assert task["startedBy"] == args.run.run_id
     [override] = task["overrides"]["containerOverrides"]
     assert override["command"][3:5] == ["api", "execute-run"]
-    assert ExecuteRunArgs.model_validate_json(override["command"][5]) == args
+    assert ExecuteRunArgs.model_validate_json(override["command"][5]) == argv_args(args)
     assert override["environment"] == [{"name": "TRACEPARENT", "value": "00-abc-def-01"}]
     assert await substrate.run_alive(handle)
     assert substrate.poll_run(handle) is None
@@ -829,6 +938,16 @@ async def test_the_deploy_files_register_and_name_real_settings(
     [table] = tomllib.loads((DEPLOY_ECS / "location.toml").read_text())["locations"]
     loc = LocationConfig.model_validate(table)
     assert loc.substrate == "ecs" and loc.ecs is not None and loc.ecs.memory == "4096"
+    # The deployed launcher's policy admits the example location, and not the agent token
+    # (its execution role could read it: the policy is what keeps it from user code).
+    from tether.launcher.service import make_user_code
+
+    admitted = make_user_code(settings)
+    admitted.admit(loc)
+    [agent_token] = [s["valueFrom"] for s in container["secrets"]]
+    stealing = loc.model_copy(update={"env": {"T": f"${{aws-secret:{agent_token}}}"}})
+    with pytest.raises(LocationRefusedError, match="aws_secrets"):
+        admitted.admit(stealing)
 
 
 async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
@@ -908,6 +1027,7 @@ async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_se
         ecs=aws.settings(),
         code_server_start_timeout_s=1.0,
         terminate_grace_s=5.0,
+        location_policy=POLICY,
         stream_wait_timeout_s=10.0,
         graceful_shutdown_timeout=10.0,
         **PINNED,

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tether.launcher.errors import CodeServerStartError
+from tether.launcher.errors import CodeServerStartError, LocationRefusedError, RunLaunchError
+from tether.launcher.policy import LocationPolicy, PolicyContext
+from tether.launcher.userenv import UserCode, UserEnv
 from tether.shared.messages import (
     ExecuteRunArgs,
     KubernetesConfig,
@@ -40,6 +42,19 @@ FULL = KubernetesConfig(
     labels={"team": "data"},
     job_ttl_s=600,
 )
+
+
+#: The policy of the agent these tests play: FULL's image, service account and Secret.
+POLICY = LocationPolicy(
+    images=["registry.example.com/"],
+    k8s_service_accounts=["tether-user-code"],
+    k8s_secrets=["warehouse-credentials", "db"],
+)
+
+
+def user_code(policy: LocationPolicy = POLICY) -> UserCode:
+    """The launcher's policy and env builder for the k8s substrate (no launcher env)."""
+    return UserCode(policy, PolicyContext(substrate="k8s"), source_env={"SECRET": "launcher"})
 
 
 def location(**updates: object) -> LocationConfig:
@@ -83,11 +98,16 @@ def test_every_object_validates_and_carries_the_location_settings() -> None:
 
     loc = location()
     deployment, service = code_server_objects(
-        loc, image=loc.image or "", python="python", agent_id="Agent 1", namespace=NS
+        loc,
+        user_code().container_env(loc, {}),
+        image=loc.image or "",
+        python="python",
+        agent_id="Agent 1",
+        namespace=NS,
     )
     job = run_job(
         run_args(loc),
-        {"TRACEPARENT": "00-x"},
+        user_code().container_env(loc, {"TRACEPARENT": "00-x"}),
         image="img",
         python="python",
         agent_id="a",
@@ -95,9 +115,11 @@ def test_every_object_validates_and_carries_the_location_settings() -> None:
     )
     bare = LocationConfig(name="x", module="m", substrate="k8s")
     bare_deployment, bare_service = code_server_objects(
-        bare, image="i", python="python", agent_id="a", namespace="default"
+        bare, UserEnv(), image="i", python="python", agent_id="a", namespace="default"
     )
-    bare_job = run_job(run_args(bare), {}, image="i", python="python", agent_id="a", namespace="d")
+    bare_job = run_job(
+        run_args(bare), UserEnv(), image="i", python="python", agent_id="a", namespace="d"
+    )
     for obj in (deployment, service, job, bare_deployment, bare_service, bare_job):
         validate(obj)
     # User pods: non-root, RuntimeDefault seccomp, no escalation, no capabilities; no API
@@ -165,10 +187,83 @@ def test_validation_catches_a_broken_object() -> None:
     import kubernetes_validate
     from tether.launcher.k8s._manifests import run_job
 
-    job = run_job(run_args(location()), {}, image="i", python="p", agent_id="a", namespace=NS)
+    job = run_job(
+        run_args(location()), UserEnv(), image="i", python="p", agent_id="a", namespace=NS
+    )
     job["spec"]["backoffLimit"] = "none"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(job)
+
+
+def test_secret_references_become_secret_key_refs_and_no_value_is_in_a_command() -> None:
+    from tether.launcher.k8s._manifests import code_server_objects, run_job
+
+    loc = location(
+        env={"WAREHOUSE": "prod", "DB_PASSWORD": "${k8s-secret:db/password}"},
+    )
+    env = user_code().container_env(loc, {"TRACEPARENT": "00-x"})
+    deployment, _ = code_server_objects(
+        loc, env, image="i", python="python", agent_id="a", namespace=NS
+    )
+    job = run_job(run_args(loc), env, image="i", python="python", agent_id="a", namespace=NS)
+    for obj in (deployment, job):
+        validate(obj)
+        [container] = obj["spec"]["template"]["spec"]["containers"]
+        assert {
+            "name": "DB_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}},
+        } in container["env"]
+        assert {"name": "WAREHOUSE", "value": "prod"} in container["env"]
+        # No env value (nor the reference) in the command; the launcher's env is not there.
+        command = " ".join(container["command"])
+        assert "prod" not in command and "k8s-secret" not in command
+        assert "launcher" not in str(container["env"])
+    [cs] = deployment["spec"]["template"]["spec"]["containers"]
+    shown = LocationConfig.model_validate_json(
+        cs["command"][cs["command"].index("--location-json") + 1]
+    )
+    assert shown.env == {"WAREHOUSE": "", "DB_PASSWORD": ""}
+
+
+@pytest.mark.parametrize(
+    ("updates", "reason"),
+    [
+        (
+            {"kubernetes": FULL.model_copy(update={"service_account": "tether-launcher"})},
+            "service account 'tether-launcher' is not allowed",
+        ),
+        (
+            {"kubernetes": FULL.model_copy(update={"env_from_secrets": ["tether-agent"]})},
+            "holds the agent's token",
+        ),
+        (
+            {"env": {"T": "${k8s-secret:tether-agent/TETHER_AGENT_TOKEN}"}},
+            "holds the agent's token",
+        ),
+        ({"env": {"T": "${k8s-secret:other/key}"}}, "not in the policy's k8s_secrets"),
+        ({"env": {"T": "${env:SECRET}"}}, "needs the process or docker substrate"),
+        ({"image": "evil.example.org/miner:1"}, "image 'evil.example.org/miner:1' is not allowed"),
+        ({"module": "antigravity"}, "standard library"),
+    ],
+)
+async def test_a_location_outside_the_policy_is_refused_and_nothing_is_created(
+    cluster: Cluster, updates: dict[str, object], reason: str
+) -> None:
+    loc = location(**updates)
+    substrate = cluster.substrate()
+    with pytest.raises(LocationRefusedError, match=reason) as refused:
+        await substrate.start_code_server(loc)
+    assert isinstance(refused.value, CodeServerStartError)  # reported as the load error
+    with pytest.raises(RunLaunchError, match=reason):
+        await substrate.launch_run(run_args(loc), {})
+    assert await cluster.deployments() == []
+    assert (await cluster.call(cluster.batch.list_namespaced_job, NS)).items == []
+    # The default policy allows no service account and no secret at all.
+    with pytest.raises(LocationRefusedError, match="service account"):
+        await cluster.substrate(
+            user_code=user_code(LocationPolicy(images=["registry."]))
+        ).start_code_server(location())
+    await substrate.aclose()
 
 
 # --- API calls against the emulator ---------------------------------------------------
@@ -195,6 +290,7 @@ class Cluster:
 
         config = client.Configuration()
         config.host = self.url
+        kwargs.setdefault("user_code", user_code())
         return KubernetesSubstrate(
             agent_id=agent,
             namespace="default",

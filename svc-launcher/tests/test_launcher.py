@@ -13,10 +13,12 @@ import pytest
 from launcher_testkit import (
     EXAMPLES,
     EXAMPLES_LOCATION,
+    TEST_POLICY,
     Bus,
     launcher_settings,
     open_bus,
     running,
+    user_code_under_test,
     work_item,
 )
 from tether.launcher import LauncherSettings
@@ -80,7 +82,10 @@ async def test_load_location_publishes_snapshot_or_error(bus: Bus, nats_server) 
             update={"name": "unstartable", "env": {"PYTHONHOME": "/nonexistent"}}
         ),
     )
-    async with running(launcher_settings(nats_server.url)):
+    # PYTHONHOME is one of the variables the default policy refuses (see
+    # test_user_code_env.py); this agent allows it to reach a code server's start.
+    policy = TEST_POLICY.model_copy(update={"denied_env": []})
+    async with running(launcher_settings(nats_server.url, location_policy=policy)):
         for work in (good, broken, unstartable):
             await bus.send(work)
         ok = await bus.result(lambda r: r.id == good.id)
@@ -221,7 +226,9 @@ async def test_results_wait_for_their_stream_and_last_failures_are_dead_lettered
 async def test_registry_restarts_dead_and_replaces_changed_code_servers() -> None:
     from tether.launcher import CodeServerRegistry, ProcessSubstrate
 
-    registry = CodeServerRegistry(ProcessSubstrate(sys.executable, start_timeout_s=30))
+    registry = CodeServerRegistry(
+        ProcessSubstrate(sys.executable, start_timeout_s=30, user_code=user_code_under_test())
+    )
     try:
         first = await registry.ensure(EXAMPLES_LOCATION)
         assert await registry.ensure(EXAMPLES_LOCATION) is first

@@ -17,7 +17,14 @@ from typing import Any
 
 import nats
 import pytest
-from launcher_testkit import EXAMPLES_LOCATION, PINNED, open_bus, running, work_item
+from launcher_testkit import (
+    EXAMPLES_LOCATION,
+    PINNED,
+    open_bus,
+    running,
+    user_code_under_test,
+    work_item,
+)
 from nats.js import JetStreamContext
 from tether.launcher import ProcessSubstrate
 from tether.launcher.substrate import RunWorkerHandle
@@ -120,14 +127,18 @@ async def js(nats_server) -> AsyncIterator[JetStreamContext]:
 
 @pytest.fixture
 async def warm() -> AsyncIterator[ProcessSubstrate]:
-    substrate = ProcessSubstrate(sys.executable, start_timeout_s=60, warm_start=True)
+    substrate = ProcessSubstrate(
+        sys.executable, start_timeout_s=60, warm_start=True, user_code=user_code_under_test()
+    )
     yield substrate
     await substrate.aclose()
 
 
 @pytest.fixture
 async def cold() -> AsyncIterator[ProcessSubstrate]:
-    substrate = ProcessSubstrate(sys.executable, start_timeout_s=60, warm_start=False)
+    substrate = ProcessSubstrate(
+        sys.executable, start_timeout_s=60, warm_start=False, user_code=user_code_under_test()
+    )
     yield substrate
     await substrate.aclose()
 
@@ -421,7 +432,11 @@ async def test_a_wedged_fork_server_fails_the_launch_and_is_replaced(
     from tether.launcher import RunLaunchError
 
     substrate = ProcessSubstrate(
-        sys.executable, start_timeout_s=60, warm_start=True, fork_request_timeout_s=1.0
+        sys.executable,
+        start_timeout_s=60,
+        warm_start=True,
+        fork_request_timeout_s=1.0,
+        user_code=user_code_under_test(),
     )
     try:
         wedged = await fork_server_pid(substrate, warm_location)

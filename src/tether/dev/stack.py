@@ -8,6 +8,7 @@ SQLite, and the agent services (poller, process launcher, eventrelay, logship).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -209,10 +210,33 @@ class DevStack:
                 progress(f"agent service {service}")
                 for i in range(1, c.replicas.get(service, 1) + 1):
                     name = service if i == 1 else f"{service}-{i}"
-                    self._spawn(name, self._tether(service, "run"), agent_env)
+                    env = dict(agent_env)
+                    if service == "launcher":
+                        env.update(self._user_code_env())
+                    self._spawn(name, self._tether(service, "run"), env)
         except BaseException:
             self.stop()
             raise
+
+    def _user_code_env(self) -> dict[str, str]:
+        """The launcher's settings of what user code may have, unless the caller set them.
+
+        User code gets only an allowlist of the launcher's environment: the stack's extra
+        ``env`` (what the caller meant for every child) and ``TETHER_EXAMPLES_*`` pass
+        through to it. Code may come from the current directory and the workspace file's.
+        """
+        c = self.config
+        given = self.child_env()
+        env: dict[str, str] = {}
+        if "TETHER_LAUNCHER_USER_CODE_ENV_PASSTHROUGH" not in given:
+            names = ["TETHER_EXAMPLES_*", *sorted(c.env)]
+            env["TETHER_LAUNCHER_USER_CODE_ENV_PASSTHROUGH"] = json.dumps(names)
+        if "TETHER_LAUNCHER_LOCATION_POLICY" not in given:
+            roots = [os.getcwd()]
+            if c.workspace_file is not None:
+                roots.append(str(c.workspace_file.resolve().parent))
+            env["TETHER_LAUNCHER_LOCATION_POLICY"] = json.dumps({"roots": roots})
+        return env
 
     def _wait_healthy(self, child: _Child, timeout: float) -> None:
         deadline = time.monotonic() + timeout

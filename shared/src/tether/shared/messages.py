@@ -242,7 +242,13 @@ class LocationConfig(WireModel):
     working_directory: str | None = Field(default=None, description="Directory put on sys.path.")
     substrate: str = Field(default="process", description="Launcher substrate: process, docker...")
     image: str | None = Field(default=None, description="Container image (container substrates).")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra environment variables. A value ${env:NAME}, ${k8s-secret:SECRET/KEY} or "
+            "${aws-secret:ARN} is a reference the agent resolves (tether.shared.envrefs)."
+        ),
+    )
     container: ContainerConfig | None = Field(
         default=None, description="Container settings (docker substrate); defaults when unset."
     )

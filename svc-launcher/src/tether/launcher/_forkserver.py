@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tether.launcher._spawned import ReadyLineError, SpawnedProcess
-from tether.launcher.errors import LauncherError, RunLaunchError
+from tether.launcher.errors import LauncherError, LocationRefusedError, RunLaunchError
+from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared.errors import ContractError
 from tether.shared.forkserver import (
     FRAME_HEADER,
@@ -61,7 +62,7 @@ def forkserver_command(
         "codeserver",
         "forkserver",
         "--location-json",
-        location.model_dump_json(),
+        argv_location(location).model_dump_json(),
         "--socket",
         socket_path,
     ]
@@ -182,6 +183,7 @@ class ForkServers:
         request_timeout_s: seconds a fork request may wait for its first reply.
         max_failures: consecutive failed starts before giving up for ``retry_after_s``.
         retry_after_s: seconds before a location that gave up is tried again.
+        user_code: builds the fork servers' environment (and so their children's).
     """
 
     def __init__(
@@ -193,8 +195,10 @@ class ForkServers:
         request_timeout_s: float = 10.0,
         max_failures: int = 3,
         retry_after_s: float = 60.0,
+        user_code: UserCode | None = None,
     ) -> None:
         self._python = python
+        self._user_code = user_code or UserCode.default("process")
         self._start_timeout = start_timeout_s
         self._stop_grace = stop_grace_s
         self._request_timeout = request_timeout_s
@@ -262,7 +266,9 @@ class ForkServers:
             log.warning("fork server for %s unreachable: %s", server.location.name, err)
             return None
         try:
-            writer.write(encode_frame(ForkRequest(args=args, env=dict(env))))
+            # The child's env is the fork server's (built by UserCode) plus these extras;
+            # the args carry no env values, as on a cold worker's command line.
+            writer.write(encode_frame(ForkRequest(args=argv_args(args), env=dict(env))))
             await writer.drain()
             async with asyncio.timeout(self._request_timeout):
                 reply = await _read_reply(reader)
@@ -387,6 +393,10 @@ class ForkServers:
             raise
 
     async def _start(self, location: LocationConfig) -> ForkServerProcess:
+        try:
+            child_env = self._user_code.process_env(location, {})
+        except LocationRefusedError as err:
+            raise ForkServerError(str(err)) from err
         if self._dir is None:
             # Private (0700) and short: a Unix socket path is limited to ~107 bytes.
             self._dir = tempfile.mkdtemp(prefix="tether-fork-")
@@ -396,7 +406,7 @@ class ForkServers:
             process = await asyncio.create_subprocess_exec(
                 *forkserver_command(self._python, location, socket_path, output),
                 cwd=location.working_directory or None,
-                env={**os.environ, **location.env},
+                env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -23,8 +23,14 @@ from tether.launcher._spawned import (
     terminate_group,
 )
 from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
-from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
+from tether.launcher.errors import (
+    CodeServerStartError,
+    LauncherError,
+    LocationRefusedError,
+    RunLaunchError,
+)
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared.errors import ContractError
 from tether.shared.forkserver import warm_start_allowed
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
@@ -41,7 +47,7 @@ _KILL_WAIT_S = 10.0
 
 
 def codeserver_command(python: str, location: LocationConfig) -> list[str]:
-    """The command line of a code server for ``location``."""
+    """The command line of a code server for ``location`` (env values are not in it)."""
     return [
         python,
         "-m",
@@ -49,13 +55,20 @@ def codeserver_command(python: str, location: LocationConfig) -> list[str]:
         "codeserver",
         "grpc",
         "--location-json",
-        location.model_dump_json(),
+        argv_location(location).model_dump_json(),
     ]
 
 
 def execute_run_command(python: str, args: ExecuteRunArgs) -> list[str]:
-    """The command line of a run worker for ``args``."""
-    return [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
+    """The command line of a run worker for ``args`` (env values are not in it)."""
+    return [
+        python,
+        "-m",
+        "tether.shared.cli",
+        "api",
+        "execute-run",
+        argv_args(args).model_dump_json(),
+    ]
 
 
 class ProcessSubstrate:
@@ -67,6 +80,8 @@ class ProcessSubstrate:
         stop_grace_s: seconds between SIGTERM and SIGKILL when stopping a code server.
         warm_start: fork run workers from a per-location fork server when one is ready.
         fork_request_timeout_s: seconds a fork server has to answer a fork request.
+        user_code: the location policy and environment builder of user code (default:
+            the default policy, from this process's environment).
     """
 
     name = "process"
@@ -82,8 +97,10 @@ class ProcessSubstrate:
         fork_request_timeout_s: float = 10.0,
         orphan_grace_s: float = 0.0,
         max_concurrent_cold_starts: int | None = None,
+        user_code: UserCode | None = None,
     ) -> None:
         self._python = python_executable
+        self._user_code = user_code or UserCode.default(self.name)
         self._start_timeout = start_timeout_s
         self._stop_grace = stop_grace_s
         self._orphan_grace = orphan_grace_s
@@ -97,6 +114,7 @@ class ProcessSubstrate:
                 start_timeout_s=start_timeout_s,
                 stop_grace_s=stop_grace_s,
                 request_timeout_s=fork_request_timeout_s,
+                user_code=self._user_code,
             )
 
     @property
@@ -117,26 +135,32 @@ class ProcessSubstrate:
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
     ) -> CodeServerHandle:
-        """Spawn a code server (``env`` added to its environment) and wait for its
-        ``CodeServerReady`` stdout line.
+        """Spawn a code server (``env``, the caller token among others, added to its
+        environment) and wait for its ``CodeServerReady`` stdout line.
 
-        Then starts the location's fork server in the background (not sooner: the two
-        would compete for CPU while the snapshot is awaited), so that its first run can
-        already start warm.
+        Its environment is built by :class:`UserCode` (the location's env and ``env`` on
+        an allowlisted base, never the launcher's secrets). Then starts the location's
+        fork server in the background (not sooner: the two would compete for CPU while
+        the snapshot is awaited), so that its first run can already start warm.
+
+        Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
+            CodeServerStartError: it exited, timed out or printed no valid ready line.
         """
+        child_env = self._user_code.process_env(
+            location,
+            {
+                **(env or {}),
+                # If this launcher dies (even by SIGKILL) the code server serves on for the
+                # orphan grace, for a restarted launcher to adopt it, then stops by itself.
+                "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
+            },
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *codeserver_command(self._python, location),
                 cwd=location.working_directory or None,
-                # If this launcher dies (even by SIGKILL) the code server serves on for the
-                # orphan grace, for a restarted launcher to adopt it, then stops by itself.
-                env={
-                    **os.environ,
-                    **location.env,
-                    "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
-                    # Last: the location's env cannot replace the caller token.
-                    **env,
-                },
+                env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -177,9 +201,17 @@ class ProcessSubstrate:
 
         It is not our child: it is stopped by signalling its process group and watched
         through ``/proc``. Its location's fork server is started again (the old one
-        stopped with the launcher that started it).
+        stopped with the launcher that started it). A server whose config this launcher's
+        location policy refuses (it may have changed since) is not adopted: it stops at
+        the end of its orphan grace, and the location's next work item reports why.
         """
         if record.pid is None or record.address is None or record.pid_start is None:
+            return None
+        try:
+            # The recorded config has no env values: paths, modules and names are checked.
+            self._user_code.admit(record.location)
+        except LocationRefusedError as err:
+            log.warning("not adopting the code server of %s: %s", record.location.name, err)
             return None
         adopted = AdoptedProcess(record.pid, record.pid_start)
         if not adopted.alive:
@@ -219,7 +251,14 @@ class ProcessSubstrate:
 
         Either way the worker leads its own process group (session): it outlives a
         launcher restart, and terminating it signals everything it started.
+
+        Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
+            RunLaunchError: the worker could not be started.
         """
+        # Before a fork too: the fork server was admitted with the config it serves, but
+        # the policy is checked wherever a location's config enters.
+        self._user_code.admit(args.location)
         if self._forks is not None and warm_start_allowed(args.location):
             server = self._forks.warm(args.location)
             if server is not None:
@@ -235,6 +274,7 @@ class ProcessSubstrate:
         return await self._launch_cold(args, env)
 
     async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+        child_env = self._user_code.process_env(args.location, env)
         gate = self._cold
         # Wait for a start slot: a storm of cold workers importing at once starves the
         # machine. Only starting counts; the slot is freed once the worker has started.
@@ -243,7 +283,7 @@ class ProcessSubstrate:
             process = await asyncio.create_subprocess_exec(
                 *execute_run_command(self._python, args),
                 cwd=args.location.working_directory or None,
-                env={**os.environ, **args.location.env, **env},
+                env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )

@@ -14,6 +14,7 @@ from tether.launcher.errors import LauncherError
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
 from tether.launcher.tokens import CodeServerTokens
+from tether.launcher.userenv import argv_location
 from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
@@ -268,6 +269,9 @@ class CodeServerRegistry:
         self._substrate = substrate
         self._tokens = tokens or CodeServerTokens.ephemeral()
         self._tls = tls
+        #: Location name -> hash of the full config its server runs. The registry and the
+        #: server itself only know the config without env values (``argv_location``).
+        self._hashes: dict[str, str] = {}
         self._clients: dict[str, CodeServerClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._errors: dict[str, str] = {}
@@ -313,6 +317,7 @@ class CodeServerRegistry:
                 continue
             self._clients[name] = client
             self._adopted.add(name)
+            self._hashes[name] = record.config_hash
             await self._write_running(client.handle)
             log.info(
                 "adopted the code server of %s at %s (pid %s)",
@@ -328,7 +333,7 @@ class CodeServerRegistry:
         if handle is None:
             log.info("code server of %s (pid %s) is gone; not adopting", name, record.pid)
             return None
-        client = self._connect(handle, record.location)
+        client = self._connect(handle, name, record.config_hash)
         try:
             reply = await client.adopt(self._launcher_id, self._call_deadline)
         except grpc.aio.AioRpcError as err:
@@ -388,6 +393,10 @@ class CodeServerRegistry:
         async with lock:
             current = self._clients.get(location.name)
             previous: CodeServerClient | None = None
+            if current is not None and self._serves(current.handle, location):
+                # An adopted server's handle knows the config without env values: from
+                # now on it knows the whole config it was started with.
+                current.handle.location = location
             if current is not None:
                 if current.handle.location == location and self._substrate.code_server_alive(
                     current.handle
@@ -409,7 +418,8 @@ class CodeServerRegistry:
                 self._errors[location.name] = str(err)
                 raise
             self._errors.pop(location.name, None)
-            client = self._connect(handle, location)
+            self._hashes[location.name] = location_config_hash(location)
+            client = self._connect(handle, location.name, self._hashes[location.name])
             self._clients[location.name] = client
             self._adopted.discard(location.name)
             if previous is not None:
@@ -428,9 +438,11 @@ class CodeServerRegistry:
             env[CODESERVER_TLS_KEY_ENV] = tls.key_pem.decode()
         return env
 
-    def _connect(self, handle: CodeServerHandle, location: LocationConfig) -> CodeServerClient:
-        cert = self._tokens.tls_for_location(location).cert_pem if self._tls else None
-        return CodeServerClient.connect(handle, self._tokens.for_location(location), cert)
+    def _connect(self, handle: CodeServerHandle, name: str, config_hash: str) -> CodeServerClient:
+        """A client of the server of location ``name`` started with the config of
+        ``config_hash`` (whole config, env values included: the token derives from it)."""
+        cert = self._tokens.tls_for_config(name, config_hash).cert_pem if self._tls else None
+        return CodeServerClient.connect(handle, self._tokens.for_config(name, config_hash), cert)
 
     async def invalidate(self, location_name: str) -> None:
         """Stop and forget ``location_name``'s code server (it stopped answering)."""
@@ -491,13 +503,24 @@ class CodeServerRegistry:
         await self._substrate.stop_code_server(client.handle)
         await self._write(self._record(client.handle, STOPPED))
 
+    def _serves(self, handle: CodeServerHandle, location: LocationConfig) -> bool:
+        """Whether the server of ``handle`` was started with exactly ``location``."""
+        if handle.location == location:
+            return True
+        return handle.location == argv_location(location) and self._hashes.get(
+            location.name
+        ) == location_config_hash(location)
+
     def _record(self, handle: CodeServerHandle, state: str) -> CodeServerRecord:
         me = os.getpid()
+        name = handle.location.name
         return CodeServerRecord(
             scope=self._scope,
             substrate=self._substrate.name,
-            location=handle.location,
-            config_hash=location_config_hash(handle.location),
+            # No env values in KV: the config as the code server's argv has it, and the
+            # hash of the whole config (to tell a changed config after a restart).
+            location=argv_location(handle.location),
+            config_hash=self._hashes.get(name) or location_config_hash(handle.location),
             state=state,
             address=handle.address,
             pid=handle.pid,

@@ -32,3 +32,21 @@ class RunLaunchError(LauncherError):
 
 class UnsupportedWorkError(LauncherError):
     """A well-formed work item this launcher has no handler for."""
+
+
+class LocationRefusedError(CodeServerStartError, RunLaunchError):
+    """The agent refuses a location's config (its policy, or an unresolvable reference).
+
+    Raised before anything starts; it is the location's load error (``load_location``)
+    or the run's launch error, so both handlers report it without knowing of policies.
+
+    Attributes:
+        location_name: the code location.
+        reason: what is refused and which setting allows it.
+    """
+
+    def __init__(self, location_name: str, reason: str) -> None:
+        LauncherError.__init__(self, f"location {location_name!r} refused by the agent: {reason}")
+        self.location_name = location_name
+        self.stderr_tail = ""
+        self.reason = reason

@@ -45,8 +45,10 @@ class CodeServerRecord(BaseModel):
     Attributes:
         scope: the launcher deployment (see :func:`default_scope`).
         substrate: the substrate it runs on.
-        location: the config it was started with.
-        config_hash: ``location_config_hash(location)``; the code server reports the same.
+        location: the config it was started with, env values removed (``argv_location``:
+            the form the code server got; it reports ``location_config_hash`` of it).
+        config_hash: ``location_config_hash`` of the whole config, env values included
+            (a restarted launcher tells a changed config by it).
         state: RUNNING or STOPPED.
         address: ``host:port`` of its gRPC server.
         pid: its process id (process substrate).

@@ -15,12 +15,14 @@ from tether.launcher.coldstarts import NatsRunStarts
 from tether.launcher.consumer import WorkConsumer
 from tether.launcher.errors import LauncherError
 from tether.launcher.handlers import WorkHandlers
+from tether.launcher.policy import PolicyContext
 from tether.launcher.publishing import Publisher
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import Substrate
 from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
+from tether.launcher.userenv import UserCode
 from tether.shared import subjects
 from tether.shared.service import connect_nats
 from tether.shared.status import StatusReporter
@@ -31,15 +33,42 @@ from tether.shared.workgate import WorkGate
 log = logging.getLogger(__name__)
 
 
+def make_user_code(settings: LauncherSettings) -> UserCode:
+    """The policy and environment builder of user code for this launcher's settings."""
+    default_image = {
+        "docker": settings.docker_image,
+        "k8s": settings.k8s_image,
+        "ecs": settings.ecs.image,
+    }.get(settings.substrate)
+    context = PolicyContext(
+        substrate=settings.substrate,
+        default_image=default_image,
+        ecs_task_role=settings.ecs.task_role_arn,
+        ecs_execution_role=settings.ecs.execution_role_arn,
+        cwd=os.getcwd(),
+    )
+    return UserCode(
+        settings.location_policy,
+        context,
+        passthrough=settings.user_code_env_passthrough,
+        env_files=settings.user_code_env_files,
+        # Read once, here: the launcher's environment at startup is what user code may
+        # be given parts of (the allowlist), never the whole.
+        source_env=os.environ,
+    )
+
+
 def make_substrate(settings: LauncherSettings) -> Substrate:
     """Build the substrate named by ``settings.substrate``.
 
     Raises:
         LauncherError: the substrate is unknown.
     """
+    user_code = make_user_code(settings)
     if settings.substrate == ProcessSubstrate.name:
         return ProcessSubstrate(
             settings.python_executable,
+            user_code=user_code,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
             warm_start=settings.warm_start,
@@ -55,6 +84,7 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             agent_id=settings.agent_id,
             default_image=settings.docker_image,
             python=settings.container_python,
+            user_code=user_code,
             base_url=settings.docker_url,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
@@ -72,6 +102,7 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             default_image=settings.k8s_image,
             run_as_user=settings.k8s_run_as_user,
             python=settings.container_python,
+            user_code=user_code,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
         )
@@ -86,6 +117,7 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             agent_id=settings.agent_id,
             settings=settings.ecs,
             python=settings.container_python,
+            user_code=user_code,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
         )

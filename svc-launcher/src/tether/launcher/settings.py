@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 from tether.launcher.ecs.settings import EcsSettings
+from tether.launcher.policy import LocationPolicy
 from tether.shared.settings import AgentSettings
 
 
@@ -147,3 +150,39 @@ class LauncherSettings(AgentSettings):
     stream_wait_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds to wait at startup for the WORK stream."
     )
+    user_code_env_passthrough: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Process substrate: names (patterns, comma-separated or a JSON list) of the "
+            "launcher's environment passed on to code servers and run workers, beyond "
+            "the base (PATH, locale, Python's own, OTEL_*, TETHER_RUN_WORKER_*, "
+            "TETHER_CODESERVER_*, TETHER_LOG_FORMAT). The agent token, TETHER_LAUNCHER_*, "
+            "NATS and cloud credentials are never passed, whatever this says."
+        ),
+    )
+    user_code_env_files: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Env files (docker --env-file format; comma-separated or a JSON list) that "
+            "${env:NAME} references in a location's env read before the launcher's own "
+            "environment."
+        ),
+    )
+    location_policy: LocationPolicy = Field(
+        default_factory=LocationPolicy,
+        description=(
+            "What locations may use on this agent (JSON; see svc-launcher/README.md, "
+            "Location policy): roots, modules, images, docker volumes and user, k8s "
+            "service accounts and secrets, ECS roles and secrets."
+        ),
+    )
+
+    @field_validator("user_code_env_passthrough", "user_code_env_files", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value

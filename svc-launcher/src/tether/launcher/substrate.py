@@ -83,13 +83,16 @@ class Substrate(Protocol):
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
     ) -> CodeServerHandle:
-        """Start a code server with extra environment ``env`` and return once it is ready.
+        """Start a code server with extra environment ``env``; return once it is ready.
 
-        ``env`` (the caller token, ``TETHER_CODESERVER_TOKEN``, among others) goes to the
-        code server's environment only: never to its command line, and never to the run
-        workers or fork servers of the location. It overrides the location's own env.
+        ``env`` holds what the launcher chose for this server (the caller token,
+        ``TETHER_CODESERVER_TOKEN``, among others); the substrate adds it to the location's
+        env (see :mod:`tether.launcher.userenv`), over anything the location sets. It goes
+        to the code server's environment only: never to its command line, and never to the
+        run workers or fork servers of the location.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             CodeServerStartError: it exited, timed out or printed no valid ready line.
         """
         ...
@@ -113,7 +116,11 @@ class Substrate(Protocol):
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         """Start a run worker for ``args`` with extra environment ``env``.
 
+        ``env`` (``TRACEPARENT``, per-run credentials) goes over the location's env; the
+        worker's arguments carry no env values.
+
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             RunLaunchError: the worker could not be started.
         """
         ...

@@ -108,15 +108,25 @@ class CodeServerTokens:
 
     def for_location(self, location: LocationConfig) -> str:
         """The token of the code server that serves ``location`` (exactly this config)."""
-        return hmac.new(self._key, _message(location), hashlib.sha256).hexdigest()
+        return self.for_config(location.name, location_config_hash(location))
+
+    def for_config(self, name: str, config_hash: str) -> str:
+        """The token of the code server of location ``name`` whose whole config (env values
+        included) hashes to ``config_hash``: what an adopting launcher knows from the
+        registry, which keeps the hash but not the env values."""
+        return hmac.new(self._key, _message(name, config_hash), hashlib.sha256).hexdigest()
 
     def tls_for_location(self, location: LocationConfig) -> CodeServerTls:
         """The TLS key and certificate of the code server that serves ``location``."""
-        return _derived_tls(self._key, _message(location))
+        return self.tls_for_config(location.name, location_config_hash(location))
+
+    def tls_for_config(self, name: str, config_hash: str) -> CodeServerTls:
+        """:meth:`tls_for_location` from the location's name and whole-config hash."""
+        return _derived_tls(self._key, _message(name, config_hash))
 
 
-def _message(location: LocationConfig) -> bytes:
-    return b"\0".join((location.name.encode(), location_config_hash(location).encode()))
+def _message(name: str, config_hash: str) -> bytes:
+    return b"\0".join((name.encode(), config_hash.encode()))
 
 
 def tokens_from_settings(secret: str | None, secret_file: Path | None) -> CodeServerTokens:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tether.launcher.userenv import argv_args, argv_location
 from tether.shared.messages import ContainerConfig, ExecuteRunArgs, LocationConfig
 
 LABEL_ROLE = "io.tether.role"
@@ -47,16 +48,17 @@ def container_config(location: LocationConfig) -> ContainerConfig:
 
 def code_server_spec(
     location: LocationConfig,
+    env: Mapping[str, str],
     *,
     image: str,
     python: str,
     agent_id: str,
     port: int,
-    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``containers.run`` for ``location``'s code server.
 
-    ``env`` (the caller token among others) is added to the location's env, and wins.
+    ``env`` is its whole environment (``UserCode.container_env``): it goes in the
+    container's environment, never in its command, which names env variables only.
     """
     cc = container_config(location)
     # Host networking: loopback only (no ingress). Elsewhere the launcher reaches the
@@ -69,7 +71,7 @@ def code_server_spec(
         "codeserver",
         "grpc",
         "--location-json",
-        location.model_dump_json(),
+        argv_location(location).model_dump_json(),
         "--host",
         host,
         "--port",
@@ -84,7 +86,7 @@ def code_server_spec(
         LABEL_PORT: str(port),
     }
     return {
-        **_common(location, cc, image, {**location.env, **(env or {})}, labels),
+        **_common(location, cc, image, dict(env), labels),
         "command": command,
         "name": container_name("tether-cs", agent_id, location.name, config_hash(location)),
         "restart_policy": {"Name": "on-failure", "MaximumRetryCount": CODE_SERVER_RESTARTS},
@@ -94,7 +96,11 @@ def code_server_spec(
 def run_worker_spec(
     args: ExecuteRunArgs, env: Mapping[str, str], *, image: str, python: str, agent_id: str
 ) -> dict[str, Any]:
-    """Keyword arguments of ``containers.run`` for the run worker of ``args``."""
+    """Keyword arguments of ``containers.run`` for the run worker of ``args``.
+
+    ``env`` is its whole environment (``UserCode.container_env``: the location's env and
+    the run's extras); the command carries no env values.
+    """
     location = args.location
     cc = container_config(location)
     labels = {
@@ -105,14 +111,14 @@ def run_worker_spec(
         LABEL_RUN: args.run.run_id,
     }
     return {
-        **_common(location, cc, image, {**location.env, **env}, labels),
+        **_common(location, cc, image, dict(env), labels),
         "command": [
             python,
             "-m",
             "tether.shared.cli",
             "api",
             "execute-run",
-            args.model_dump_json(),
+            argv_args(args).model_dump_json(),
         ],
         "name": container_name("tether-run", agent_id, args.run.run_id),
     }

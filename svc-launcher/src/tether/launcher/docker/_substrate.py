@@ -35,6 +35,7 @@ from tether.launcher.docker._spec import (
 )
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode
 from tether.shared.errors import ContractError
 from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
 
@@ -80,6 +81,8 @@ class DockerSubstrate:
         start_timeout_s: seconds a code server has to print its ready line.
         stop_grace_s: seconds between SIGTERM and SIGKILL when stopping a code server.
         api_timeout_s: timeout of one engine API call.
+        user_code: the location policy and environment builder (default: the default
+            policy); containers get only the location's env and the launcher's extras.
 
     Raises:
         LauncherError: the engine does not answer.
@@ -98,7 +101,9 @@ class DockerSubstrate:
         start_timeout_s: float = 60.0,
         stop_grace_s: float = 10.0,
         api_timeout_s: float = 60.0,
+        user_code: UserCode | None = None,
     ) -> None:
+        self._user_code = user_code or UserCode.default(self.name, default_image)
         self._agent = agent_id
         self._default_image = default_image
         self._python = python
@@ -156,6 +161,16 @@ class DockerSubstrate:
                     f"cannot pull image {image!r}: {engine_message(err)}"
                 ) from err
 
+    async def _image_user(self, image: str) -> str:
+        """The USER an image's containers run as by default ('' : root)."""
+        try:
+            found = await self._call(self._client.images.get, image)
+        except docker.errors.DockerException as err:
+            raise ImageUnavailableError(
+                f"cannot inspect image {image!r}: {engine_message(err)}"
+            ) from err
+        return str((found.attrs.get("Config") or {}).get("User") or "")
+
     # --- code servers -------------------------------------------------------------------
 
     async def _location_containers(self, location_name: str) -> list[Container]:
@@ -173,13 +188,15 @@ class DockerSubstrate:
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
     ) -> CodeServerHandle:
-        """Adopt a running code server with the same config, or start one (with ``env``
-        added to its environment) and await it.
+        """Adopt a running code server with the same config, or start one (with ``env``,
+        the caller token and TLS pair among others, added to its environment) and await it.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             CodeServerStartError: no image, pull failed, the engine refused the container,
                 or the code server exited, timed out or printed no ready line.
         """
+        user_env = self._user_code.container_env(location, env or {})
         image = self._image_of(location)
         if image is None:
             raise CodeServerStartError(
@@ -200,15 +217,17 @@ class DockerSubstrate:
                 await self._remove(c)
         try:
             await self._ensure_image(location, image)
+            image_user = await self._image_user(image)
         except ImageUnavailableError as err:
             raise CodeServerStartError(location.name, str(err)) from err
+        self._user_code.admit_image_user(location, image, image_user)
         spec = code_server_spec(
             location,
+            user_env.values,
             image=image,
             python=self._python,
             agent_id=self._agent,
             port=_free_port(),
-            env=env,
         )
         try:
             container = await self._call(self._client.containers.run, **spec)
@@ -341,9 +360,11 @@ class DockerSubstrate:
         """Start a container running ``tether api execute-run`` (cold start only).
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
             RunLaunchError: no image, pull failed or the engine refused the container.
         """
         location = args.location
+        user_env = self._user_code.container_env(location, env)
         image = self._image_of(location)
         if image is None:
             raise RunLaunchError(
@@ -352,9 +373,13 @@ class DockerSubstrate:
             )
         try:
             await self._ensure_image(location, image)
+            image_user = await self._image_user(image)
         except ImageUnavailableError as err:
             raise RunLaunchError(str(err)) from err
-        spec = run_worker_spec(args, env, image=image, python=self._python, agent_id=self._agent)
+        self._user_code.admit_image_user(location, image, image_user)
+        spec = run_worker_spec(
+            args, user_env.values, image=image, python=self._python, agent_id=self._agent
+        )
         try:
             c = await self._call(self._client.containers.run, **spec)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:

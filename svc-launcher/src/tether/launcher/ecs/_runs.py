@@ -30,6 +30,7 @@ from tether.launcher.ecs._tasks import NO_EXIT_CODE, failures_message, task_stat
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError, RunLaunchError
 from tether.launcher.substrate import RunWorkerHandle
+from tether.launcher.userenv import UserCode
 from tether.shared.messages import ExecuteRunArgs
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class RunTasks:
         region: the AWS region (of the awslogs driver).
         stop_grace_s: SIGTERM to SIGKILL of a stopped task (its ``stopTimeout``).
         missing_grace_s: how long a launched task ECS does not show yet is waited for.
+        user_code: the location policy and environment builder.
     """
 
     def __init__(
@@ -67,7 +69,9 @@ class RunTasks:
         region: str,
         stop_grace_s: float,
         missing_grace_s: float,
+        user_code: UserCode,
     ) -> None:
+        self._user_code = user_code
         self._ecs = ecs
         self._call = call
         self._explain = explain
@@ -85,12 +89,21 @@ class RunTasks:
     async def launch(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
         """``RunTask`` one task running ``tether api execute-run``, tagged with the run id.
 
+        The location's env (plain values, ``${aws-secret:...}`` as ``secrets``) is in the
+        run task definition; the run's extras ``env`` in the overrides, over it.
+
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing registered).
             RunLaunchError: bad settings (no image or subnets, arguments too large for
                 ECS's overrides), AWS refused the task (missing cluster...), or RunTask
                 reported failures (no capacity...), with AWS's message.
         """
         location = args.location
+        # The task definition is the location's (shared by its runs): no run extras in it.
+        user_env = self._user_code.container_env(location, {})
+        for name in env:
+            user_env.values.pop(name, None)
+            user_env.aws_secrets.pop(name, None)
         run_id = args.run.run_id
         s = self._settings
         try:
@@ -99,6 +112,7 @@ class RunTasks:
             body = run_task_definition(
                 location,
                 s,
+                user_env,
                 image=image,
                 agent_id=self._agent,
                 region=self._region,

@@ -47,6 +47,7 @@ from tether.launcher.ecs._tasks import (
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import CodeServerStartError, LauncherError
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class EcsSubstrate:
         orphan_age_s: age after which a Cloud Map service of this agent that no ECS
             service uses is deleted (checked once, after the first code server started).
         missing_grace_s: how long a launched task ECS does not show yet is waited for.
+        user_code: the location policy and environment builder (default: the default
+            policy); tasks get only the location's env and the launcher's extras.
 
     Raises:
         LauncherError: no AWS region is configured.
@@ -102,7 +105,9 @@ class EcsSubstrate:
         failed_tasks_limit: int = FAILED_TASKS_LIMIT,
         orphan_age_s: float = 600.0,
         missing_grace_s: float = 60.0,
+        user_code: UserCode | None = None,
     ) -> None:
+        self._user_code = user_code or UserCode.default(self.name, settings.image)
         self._agent = agent_id
         self._settings = settings
         self._python = python
@@ -144,6 +149,7 @@ class EcsSubstrate:
             region=self._region,
             stop_grace_s=stop_grace_s,
             missing_grace_s=missing_grace_s,
+            user_code=self._user_code,
         )
         self._orphan_age = orphan_age_s
         self._sweeping: asyncio.Task[list[str]] | None = None
@@ -206,26 +212,28 @@ class EcsSubstrate:
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
     ) -> CodeServerHandle:
-        """Adopt the service of this config or create it (``env`` added to its task's
-        environment); wait for a healthy task.
+        """Adopt the service of this config or create it (``env``, the caller token and
+        TLS pair among others, added to its task's environment); wait for a healthy task.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing registered).
             CodeServerStartError: bad settings (no image, subnets or namespace), AWS
                 refused an object (missing cluster...), its tasks keep stopping (with their
                 reasons and the service's events), or no healthy task within the timeout.
         """
         s = self._settings
+        user_env = self._user_code.container_env(location, env or {})
         try:
             image = image_of(location, s)
             network = network_configuration(location, s)
             body = code_server_task_definition(
                 location,
                 s,
+                user_env,
                 image=image,
                 python=self._python,
                 agent_id=self._agent,
                 region=self._region,
-                env=env,
             )
         except EcsConfigError as err:
             raise CodeServerStartError(location.name, str(err)) from err

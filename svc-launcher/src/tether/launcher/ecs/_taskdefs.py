@@ -16,6 +16,7 @@ from typing import Any
 
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError
+from tether.launcher.userenv import UserEnv, argv_args, argv_location
 from tether.shared.messages import EcsConfig, ExecuteRunArgs, LocationConfig
 
 TAG_MANAGED_BY = "tether:managed-by"
@@ -204,6 +205,7 @@ def _resources(location: LocationConfig, settings: EcsSettings) -> tuple[str, st
 def _container(
     location: LocationConfig,
     settings: EcsSettings,
+    env: UserEnv,
     *,
     name: str,
     image: str,
@@ -218,10 +220,12 @@ def _container(
         # The task's memory as the container's reservation: what the EC2 launch type
         # needs, and harmless on Fargate.
         "memoryReservation": int(memory),
-        "environment": [{"name": k, "value": v} for k, v in sorted(location.env.items())],
+        "environment": [{"name": k, "value": v} for k, v in sorted(env.values.items())],
     }
-    if ec.secrets:
-        container["secrets"] = [{"name": k, "valueFrom": v} for k, v in sorted(ec.secrets.items())]
+    # References stay references: ECS resolves them with the execution role at start.
+    secrets = {**ec.secrets, **env.aws_secrets}
+    if secrets:
+        container["secrets"] = [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())]
     if location.working_directory:
         container["workingDirectory"] = location.working_directory
     log_group = ec.log_group or settings.log_group
@@ -269,20 +273,21 @@ def _task_definition(
 def code_server_task_definition(
     location: LocationConfig,
     settings: EcsSettings,
+    env: UserEnv,
     *,
     image: str,
     python: str,
     agent_id: str,
     region: str,
-    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``RegisterTaskDefinition`` for ``location``'s code server.
-
-    ``env`` (the caller token among others) is added to the location's env, and wins.
 
     The gRPC server binds every interface of the task's own network interface (awsvpc):
     the security groups decide who reaches it (the launcher only). A container health
     check (a TCP connect from inside) tells ECS, and through it Cloud Map, when it serves.
+    ``env`` is the container's environment (``UserCode.container_env``: the location's
+    env and the launcher's extras, the caller token and TLS pair among them); the command
+    names env variables only.
 
     Raises:
         EcsConfigError: cpu or memory are not whole numbers.
@@ -290,11 +295,14 @@ def code_server_task_definition(
     cpu, memory = _resources(location, settings)
     port = settings.code_server_port
     container = _container(
-        location, settings, name=CODE_SERVER_CONTAINER, image=image, memory=memory, region=region
+        location,
+        settings,
+        env,
+        name=CODE_SERVER_CONTAINER,
+        image=image,
+        memory=memory,
+        region=region,
     )
-    if env:
-        merged = {**location.env, **env}
-        container["environment"] = [{"name": k, "value": v} for k, v in sorted(merged.items())]
     container["command"] = [
         python,
         "-m",
@@ -302,7 +310,7 @@ def code_server_task_definition(
         "codeserver",
         "grpc",
         "--location-json",
-        location.model_dump_json(),
+        argv_location(location).model_dump_json(),
         "--host",
         "0.0.0.0",
         "--port",
@@ -331,6 +339,7 @@ def code_server_task_definition(
 def run_task_definition(
     location: LocationConfig,
     settings: EcsSettings,
+    env: UserEnv,
     *,
     image: str,
     agent_id: str,
@@ -347,7 +356,7 @@ def run_task_definition(
     """
     cpu, memory = _resources(location, settings)
     container = _container(
-        location, settings, name=RUN_CONTAINER, image=image, memory=memory, region=region
+        location, settings, env, name=RUN_CONTAINER, image=image, memory=memory, region=region
     )
     container["stopTimeout"] = max(2, min(MAX_STOP_TIMEOUT_S, math.ceil(stop_grace_s)))
     return _task_definition(
@@ -368,7 +377,8 @@ def run_overrides(args: ExecuteRunArgs, env: Mapping[str, str], python: str) -> 
         EcsConfigError: the overrides exceed ECS's 8192 characters (a very large run
             config or location config).
     """
-    command = [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
+    command = [python, "-m", "tether.shared.cli", "api", "execute-run"]
+    command.append(argv_args(args).model_dump_json())
     override: dict[str, Any] = {"name": RUN_CONTAINER, "command": command}
     if env:
         override["environment"] = [{"name": k, "value": v} for k, v in sorted(env.items())]

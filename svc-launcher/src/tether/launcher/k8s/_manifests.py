@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tether.launcher.userenv import UserEnv, argv_args, argv_location
 from tether.shared.messages import ExecuteRunArgs, KubernetesConfig, LocationConfig
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -78,19 +79,21 @@ def selector_string(labels: Mapping[str, str]) -> str:
 
 def code_server_objects(
     location: LocationConfig,
+    env: UserEnv,
     *,
     image: str,
     python: str,
     agent_id: str,
     namespace: str,
-    env: Mapping[str, str] | None = None,
     run_as_user: int | None = DEFAULT_RUN_AS_USER,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Deployment and the Service of ``location``'s code server.
 
-    ``env`` (the caller token among others) is added to the location's env, and wins.
-    The pod meets the restricted Pod Security Standard (see :func:`_pod_spec`); it runs
-    as ``run_as_user`` (None: the image's USER, which must not be root).
+    ``env`` is the container's whole environment (``UserCode.container_env``, the caller
+    token and TLS pair among the extras): plain values, and Secret references as
+    ``valueFrom.secretKeyRef``; the command names env variables only. The pod meets the
+    restricted Pod Security Standard (see :func:`_pod_spec`); it runs as ``run_as_user``
+    (None: the image's USER, which must not be root).
     """
     kc = k8s_config(location)
     name = code_server_name(location, agent_id)
@@ -102,12 +105,10 @@ def code_server_objects(
         "annotations": {ANNOTATION_LOCATION: location.name},
     }
     command = [python, "-m", "tether.shared.cli", "codeserver", "grpc"]
-    command += ["--location-json", location.model_dump_json()]
+    command += ["--location-json", argv_location(location).model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
     command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
-    container = _container(
-        location, kc, "codeserver", image, command, {**location.env, **(env or {})}
-    )
+    container = _container(location, kc, "codeserver", image, command, env)
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
         "tcpSocket": {"port": "grpc"},
@@ -147,7 +148,7 @@ def code_server_address(location: LocationConfig, agent_id: str, namespace: str)
 
 def run_job(
     args: ExecuteRunArgs,
-    env: Mapping[str, str],
+    env: UserEnv,
     *,
     image: str,
     python: str,
@@ -157,7 +158,8 @@ def run_job(
 ) -> dict[str, Any]:
     """The Job that runs ``tether api execute-run`` once (no retries: a run starts once).
 
-    Its pod meets the restricted Pod Security Standard, as the code server's does.
+    ``env`` is the container's whole environment (see :func:`code_server_objects`). Its
+    pod meets the restricted Pod Security Standard, as the code server's does.
     """
     location = args.location
     kc = k8s_config(location)
@@ -168,8 +170,9 @@ def run_job(
         LABEL_LOCATION: slug(location.name, 63),
         LABEL_RUN: slug(args.run.run_id, 63),
     }
-    command = [python, "-m", "tether.shared.cli", "api", "execute-run", args.model_dump_json()]
-    container = _container(location, kc, "run", image, command, {**location.env, **env})
+    command = [python, "-m", "tether.shared.cli", "api", "execute-run"]
+    command.append(argv_args(args).model_dump_json())
+    container = _container(location, kc, "run", image, command, env)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -196,13 +199,16 @@ def _container(
     name: str,
     image: str,
     command: list[str],
-    env: Mapping[str, str],
+    env: UserEnv,
 ) -> dict[str, Any]:
+    entries: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in env.values.items()}
+    for k, (secret, key) in env.k8s_secrets.items():
+        entries[k] = {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
     container: dict[str, Any] = {
         "name": name,
         "image": image,
         "command": command,
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [entries[k] for k in sorted(entries)],
         # User code gets no way to more privilege than it starts with.
         "securityContext": {
             "allowPrivilegeEscalation": False,

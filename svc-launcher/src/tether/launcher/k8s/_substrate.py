@@ -30,6 +30,7 @@ from tether.launcher.k8s._manifests import (
     selector_string,
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.userenv import UserCode
 from tether.shared.messages import ExecuteRunArgs, LocationConfig
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class KubernetesSubstrate:
             the event loop never waits on the API server).
         run_as_user: uid (and gid) of user pods; None: the image's USER (non-root, or
             the pod is refused: user pods always set ``runAsNonRoot``).
+        user_code: the location policy and environment builder (default: the default
+            policy); pods get only the location's env and the launcher's extras.
     """
 
     name = "k8s"
@@ -95,7 +98,9 @@ class KubernetesSubstrate:
         poll_interval_s: float = 1.0,
         health_interval_s: float = 5.0,
         run_as_user: int | None = DEFAULT_RUN_AS_USER,
+        user_code: UserCode | None = None,
     ) -> None:
+        self._user_code = user_code or UserCode.default(self.name, default_image)
         if api_client is None:
             try:
                 k8s_config_loader.load_incluster_config()
@@ -135,13 +140,15 @@ class KubernetesSubstrate:
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
     ) -> CodeServerHandle:
-        """Adopt the Deployment of this config or create it (``env`` added to its pod's
-        environment); wait until it is ready.
+        """Adopt the Deployment of this config or create it (``env``, the caller token and
+        TLS pair among others, added to its pod's environment); wait until it is ready.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing created).
             CodeServerStartError: no image, the API refused the objects, a pod cannot start
                 (image pull, config error, crash loop; with the pod's events), or timeout.
         """
+        user_env = self._user_code.container_env(location, env or {})
         image = location.image or self._default_image
         if image is None:
             raise CodeServerStartError(
@@ -164,11 +171,11 @@ class KubernetesSubstrate:
         else:
             deployment, service = code_server_objects(
                 location,
+                user_env,
                 image=image,
                 python=self._python,
                 agent_id=self._agent,
                 namespace=ns,
-                env=env,
                 run_as_user=self._run_as_user,
             )
             try:
@@ -303,15 +310,17 @@ class KubernetesSubstrate:
         """Create the run's Job.
 
         Raises:
+            LocationRefusedError: the location policy refuses it (nothing created).
             RunLaunchError: no image, or the API refused the Job.
         """
+        user_env = self._user_code.container_env(args.location, env)
         image = args.location.image or self._default_image
         if image is None:
             raise RunLaunchError(f"location {args.location.name!r} has no image")
         ns = self._ns(args.location)
         body = run_job(
             args,
-            env,
+            user_env,
             image=image,
             python=self._python,
             agent_id=self._agent,
