@@ -18,9 +18,10 @@ from poller_fixtures import LogSeen, WorkQueueEndpoint
 from tether.poller import PollerService, PollerSettings
 from tether.shared import subjects, telemetry
 from tether.shared.messages import CodeServerStatus, LocationConfig, WorkItem, decode
+from tether.shared.natsperms import Role
 from tether.shared.status import StatusReporter, instance_name
 from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import free_port
+from tether.shared.testing import free_port, nats_connect, server_at
 
 TRACE_ID = "a" * 32
 PARENT_SPAN = "b" * 16
@@ -64,6 +65,7 @@ def poller_settings(
 ) -> PollerSettings:
     values: dict[str, object] = {
         "nats_url": nats_url,
+        "nats_credentials": server_at(nats_url).credentials_for(Role.POLLER),
         "control_plane_url": endpoint.url,
         "agent_token": endpoint.token,
         "agent_id": "agent-under-test",
@@ -92,7 +94,7 @@ async def running(service: PollerService) -> AsyncIterator[asyncio.Task[None]]:
 
 
 async def stream_messages(nats_url: str, expected: int) -> list[nats.aio.msg.Msg]:
-    nc = await nats.connect(nats_url)
+    nc = await nats_connect(nats_url)
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(subjects.work_all(), stream=str(Stream.WORK))
@@ -149,7 +151,7 @@ async def test_heartbeat_reports_every_service_code_servers_and_backlog(
 ) -> None:
     """Another service's status (here a launcher with a code server) and the work stream's
     backlog reach the control plane in the poller's heartbeat."""
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     launcher = StatusReporter(
         nc.jetstream(),
         "launcher-process",
@@ -264,7 +266,7 @@ async def test_shutdown_finishes_publishing_claimed_items(
     items = [work_item(f"batch-{n}") for n in range(5)]
     endpoint.add(*items)
     service = PollerService(poller_settings(nats_server.url, endpoint, claim_wait_s=30))
-    watcher = await nats.connect(nats_server.url)
+    watcher = await nats_server.connect()
     try:
         # Shut down as soon as the first item of the batch hits NATS.
         async def stop_on_first(msg: nats.aio.msg.Msg) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
@@ -37,6 +39,12 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    nats_credentials: Path | None = Field(
+        default=None,
+        description="This service's NATS user credentials (a .creds file: user JWT and "
+        "nkey seed, e.g. from `tether nats-auth init`); unset: connect without (only a "
+        "NATS server without auth accepts that).",
+    )
     control_plane_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the control plane."
     )

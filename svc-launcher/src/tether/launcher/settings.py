@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -119,4 +120,21 @@ class LauncherSettings(AgentSettings):
     )
     stream_wait_timeout_s: float = Field(
         default=60.0, gt=0, description="Seconds to wait at startup for the WORK stream."
+    )
+    nats_account_signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the NATS account's signing-key seed (`tether nats-auth init` "
+            "writes it): the launcher mints each run worker a user that may publish only "
+            "that run's events and logs. Required when nats_credentials is set."
+        ),
+    )
+    run_credentials_ttl_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description=(
+            "Seconds a run worker's NATS credentials stay valid from its launch; the "
+            "server disconnects a run still publishing past it, so set it above your "
+            "longest run."
+        ),
     )
