@@ -45,6 +45,11 @@ class AgentSettings(BaseSettings):
         "nkey seed, e.g. from `tether nats-auth init`); unset: connect without (only a "
         "NATS server without auth accepts that).",
     )
+    nats_credentials_text: SecretStr | None = Field(
+        default=None,
+        description="The same credentials as text, for secret stores that inject "
+        "environment variables rather than files (ECS secrets); nats_credentials wins.",
+    )
     control_plane_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the control plane."
     )
@@ -63,6 +68,15 @@ class AgentSettings(BaseSettings):
     health_port: int | None = Field(
         default=None, ge=0, le=65535, description="Port of /healthz and /readyz; unset: off."
     )
+
+    @property
+    def nats_user(self) -> Path | str | None:
+        """This service's NATS credentials for ``connect_nats`` (a file, or the text)."""
+        if self.nats_credentials is not None:
+            return self.nats_credentials
+        if self.nats_credentials_text is not None:
+            return self.nats_credentials_text.get_secret_value()
+        return None
 
     @property
     def health(self) -> tuple[str, int] | None:

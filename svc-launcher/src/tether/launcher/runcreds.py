@@ -8,6 +8,7 @@ run. The credentials travel in the worker's environment (never argv).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from tether.launcher.errors import LauncherError
 from tether.launcher.settings import LauncherSettings
@@ -40,17 +41,24 @@ class RunCredentials:
         Raises:
             RunCredentialsError: only one of the two is set, or either is unreadable.
         """
-        creds_file, key_file = settings.nats_credentials, settings.nats_account_signing_key_file
-        if creds_file is None and key_file is None:
+        creds = settings.nats_user
+        key_file, key_text = (
+            settings.nats_account_signing_key_file,
+            settings.nats_account_signing_key,
+        )
+        has_key = key_file is not None or key_text is not None
+        if creds is None and not has_key:
             return cls(None, settings.run_credentials_ttl_s)
-        if creds_file is None or key_file is None:
+        if creds is None or not has_key:
             raise RunCredentialsError(
                 "NATS auth needs both TETHER_NATS_CREDENTIALS (the launcher's user) and "
                 "TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE (to mint run workers' users)"
             )
         try:
-            account = natsauth.account_of(creds_file.read_text())
-            signing_key = natsauth.key_from_seed(key_file.read_text())
+            creds_text = creds.read_text() if isinstance(creds, Path) else creds
+            account = natsauth.account_of(creds_text)
+            seed = key_file.read_text() if key_file is not None else key_text.get_secret_value()  # type: ignore[union-attr]
+            signing_key = natsauth.key_from_seed(seed)
         except (OSError, ContractError, KeyError) as err:
             raise RunCredentialsError(f"cannot read the launcher's NATS auth files: {err}") from err
         return cls(natsauth.UserMinter(signing_key, account), settings.run_credentials_ttl_s)

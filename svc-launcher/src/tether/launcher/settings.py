@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from tether.launcher.ecs.settings import EcsSettings
 from tether.shared.settings import AgentSettings
@@ -127,6 +127,13 @@ class LauncherSettings(AgentSettings):
             "File holding the NATS account's signing-key seed (`tether nats-auth init` "
             "writes it): the launcher mints each run worker a user that may publish only "
             "that run's events and logs. Required when nats_credentials is set."
+        ),
+    )
+    nats_account_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The same seed as text, for secret stores that inject environment variables "
+            "(ECS secrets); nats_account_signing_key_file wins."
         ),
     )
     run_credentials_ttl_s: float = Field(
