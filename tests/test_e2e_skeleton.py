@@ -166,3 +166,40 @@ def test_multiprocess_job_runs_each_step_in_its_own_process(stack: DevStack) -> 
         stack=stack,
     )
     assert "'total': 10" in logs[0]["text"]
+
+
+def test_the_stacks_nats_requires_credentials_kept_private(stack: DevStack) -> None:
+    """tether dev runs NATS with JWT auth: no credentials, no connection; the keys and
+    users sit in a 0700 directory; each service connects as its own user."""
+    import asyncio
+
+    import nats
+    import nats.errors
+    from tether.shared import natsauth
+
+    auth_dir = stack.config.nats_auth_dir
+    assert auth_dir.stat().st_mode & 0o777 == 0o700
+    assert (auth_dir / natsauth.SIGNING_SEED).stat().st_mode & 0o777 == 0o600
+
+    async def refused() -> str:
+        try:
+            nc = await nats.connect(
+                stack.config.nats_url, allow_reconnect=False, max_reconnect_attempts=0
+            )
+        except nats.errors.Error as err:
+            return str(err)
+        await nc.close()
+        return "connected"
+
+    async def as_admin() -> bool:
+        creds = natsauth.file_credentials(stack.nats_admin_creds)
+        nc = await nats.connect(stack.config.nats_url, user_credentials=creds)
+        await nc.close()
+        return True
+
+    assert "Authorization Violation" in asyncio.run(refused())
+    assert asyncio.run(as_admin())
+    users = {service: stack.nats_env(service) for service in ("poller", "launcher", "logship")}
+    assert len({env["TETHER_NATS_CREDENTIALS"] for env in users.values()}) == 3
+    assert "TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE" in users["launcher"]
+    assert "TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE" not in users["poller"]
