@@ -45,9 +45,9 @@ async def test_a_user_of_another_operator_is_refused(nats_server: NatsServer) ->
 
 async def test_an_expired_user_is_refused(nats_server: NatsServer) -> None:
     run_id = new_id()
-    expired = nats_server.auth.minter().mint(  # type: ignore[union-attr]
-        natsperms.run_worker_user(run_id),
-        natsperms.run_worker(run_id),
+    expired = natsperms.mint_run_worker(
+        nats_server.auth.minter(),  # type: ignore[union-attr]
+        run_id,
         ttl_s=60,
         now=time.time() - 3600,
     )
@@ -181,11 +181,39 @@ def test_run_users_are_signed_by_the_signing_key_for_the_account(
     assert claims["iss"] == natsauth.public_key(auth.signing_key) != auth.account_id
     assert claims["nats"]["issuer_account"] == natsauth.account_of(creds) == auth.account_id
     assert claims["exp"] - claims["iat"] == 600
-    assert claims["nats"]["pub"]["allow"] == [
-        subjects.events(run_id),
-        subjects.logs_of_run(run_id),
-    ]
+    # No permissions of its own: the signing key's scope gives it its run's.
+    assert "pub" not in claims["nats"] and claims["nats"]["tags"] == [f"run:{run_id}"]
     assert natsauth.inbox_prefix_of(creds) == subjects.inbox(f"run-{run_id}")
+
+
+async def test_the_launchers_signing_key_mints_nothing_but_run_workers(
+    nats_server: NatsServer,
+) -> None:
+    """A leaked signing key yields no admin and no work publisher: the server refuses
+    its users that ask for permissions, and gives the others a run's events and logs."""
+    auth = nats_server.auth
+    assert auth is not None
+    greedy = auth.minter().mint("greedy", natsperms.admin(), ttl_s=60)
+    assert "Authorization Violation" in await _refused(
+        nats_server, user_credentials=RawCredentials(greedy)
+    )
+    # Untagged (no run): it may publish nowhere, work included.
+    violations = _Violations()
+    untagged = auth.minter().mint("sneaky", None, ttl_s=60)
+    nc = await nats.connect(
+        nats_server.url, user_credentials=RawCredentials(untagged), error_cb=violations.error_cb
+    )
+    try:
+        work = subjects.work("process", WorkKind.LAUNCH_RUN)
+        await nc.publish(work, b"forged")
+        await nc.flush()
+        await violations.wait_for(f'publish to "{work}"')
+    finally:
+        await nc.close()
+    # The scope is the run worker's declaration, with the run and inbox left to the user.
+    scope = natsperms.run_worker_scope().permissions
+    assert scope.publish == ("tether.events.{{tag(run)}}", "tether.logs.{{tag(run)}}.>")
+    assert scope.subscribe == ("_INBOX.{{name()}}.>",)
 
 
 def test_tether_nats_auth_init_writes_private_files_and_keeps_its_keys(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import nkeys
 from nats.aio.client import RawCredentials
+from tether.shared import subjects
 from tether.shared.errors import ContractError
 
 JWT_HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
@@ -154,7 +155,7 @@ def account_claims(
     *,
     account: str,
     name: str,
-    signing_keys: Sequence[str] = (),
+    signing_keys: Sequence[str | Mapping[str, Any]] = (),
     jetstream: bool,
     now: int,
 ) -> dict[str, Any]:
@@ -163,7 +164,8 @@ def account_claims(
     Args:
         account: the account's public key.
         name: its name.
-        signing_keys: public keys that may sign users of the account besides its own key.
+        signing_keys: keys that may sign users of the account besides its own: public
+            keys, or scoped keys (:func:`scoped_signing_key`).
         jetstream: enable JetStream (unlimited storage; the streams' own limits apply).
         now: issue time, unix seconds.
     """
@@ -190,36 +192,73 @@ def account_claims(
     return {"sub": account, "name": name, "iat": now, "nats": nats}
 
 
+@dataclass(frozen=True)
+class SigningScope:
+    """What every user signed by a scoped signing key gets, whatever its JWT says.
+
+    Attributes:
+        role: the scope's name.
+        permissions: the template: may use ``{{name()}}`` (the user's name) and
+            ``{{tag(<t>)}}`` (the value of the user's tag ``<t>:<value>``).
+    """
+
+    role: str
+    permissions: Permissions
+
+
+def scoped_signing_key(key: str, scope: SigningScope) -> dict[str, Any]:
+    """The account-JWT entry making ``key`` a signing key limited to ``scope``: the server
+    gives its users the scope's permissions and refuses users that carry their own, so
+    the holder of the key (the launcher) can mint nothing broader."""
+    return {
+        "kind": "user_scope",
+        "key": key,
+        "role": scope.role,
+        "template": {
+            "pub": {"allow": list(scope.permissions.publish)},
+            "sub": {"allow": list(scope.permissions.subscribe)},
+            "subs": NO_LIMIT,
+            "data": NO_LIMIT,
+            "payload": NO_LIMIT,
+        },
+    }
+
+
 def user_claims(
     *,
     user: str,
     name: str,
-    permissions: Permissions,
+    permissions: Permissions | None,
     now: int,
     expires_at: int | None,
     issuer_account: str | None = None,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Claims of a user JWT.
 
     Args:
         user: the user's public key.
         name: its name (also the last token of its inbox prefix).
-        permissions: its publish/subscribe allow lists.
+        permissions: its publish/subscribe allow lists; None for a user of a scoped
+            signing key (the scope's apply).
         now: issue time, unix seconds.
         expires_at: unix seconds after which the server refuses (and disconnects) the
             user; None: no expiry.
         issuer_account: the account's public key when a signing key (not the account's
             own key) signs the JWT.
+        tags: ``name:value`` tags (a scope's template reads them).
     """
-    nats: dict[str, Any] = {
-        "type": "user",
-        "version": 2,
-        "pub": {"allow": list(permissions.publish)},
-        "sub": {"allow": list(permissions.subscribe)},
-        "subs": NO_LIMIT,
-        "data": NO_LIMIT,
-        "payload": NO_LIMIT,
-    }
+    nats: dict[str, Any] = {"type": "user", "version": 2}
+    if permissions is not None:
+        nats |= {
+            "pub": {"allow": list(permissions.publish)},
+            "sub": {"allow": list(permissions.subscribe)},
+            "subs": NO_LIMIT,
+            "data": NO_LIMIT,
+            "payload": NO_LIMIT,
+        }
+    if tags:
+        nats["tags"] = list(tags)
     if issuer_account is not None:
         nats["issuer_account"] = issuer_account
     claims: dict[str, Any] = {"sub": user, "name": name, "iat": now, "nats": nats}
@@ -258,27 +297,24 @@ def creds_jwt(text: str) -> str:
 
 
 def inbox_prefix_of(creds: str) -> str | None:
-    """The inbox prefix ``.creds`` text was issued for (None: the user's JWT names none).
+    """The inbox prefix of the user of ``.creds`` text: ``_INBOX.<its name>``, the only
+    inbox a Tether user may subscribe to (None: a name that is no subject token, e.g. a
+    user made by other tools; nats-py's default inbox then).
 
-    Tether's users may subscribe only to their own ``_INBOX.<name>.>``; a client must use
-    that prefix for its replies, and reads it from the JWT rather than from a setting
-    that could disagree with it.
+    Read from the JWT rather than from a setting that could disagree with it; the name,
+    not the JWT's allow lists, since a scoped signing key's users carry none.
     """
-    claims = decode_jwt(creds_jwt(creds))
-    for subject in claims.get("nats", {}).get("sub", {}).get("allow", []):
-        if subject.startswith(INBOX_ROOT + ".") and subject.endswith(".>"):
-            return subject[: -len(".>")]
-    return None
+    name = decode_jwt(creds_jwt(creds)).get("name", "")
+    try:
+        return subjects.inbox(name)
+    except ContractError:
+        return None
 
 
 def account_of(creds: str) -> str:
     """The account (public key) of the user of ``.creds`` text."""
     claims = decode_jwt(creds_jwt(creds))
     return claims.get("nats", {}).get("issuer_account") or claims["iss"]
-
-
-#: Root of every inbox (nats-py's default prefix; each Tether user gets a subtree).
-INBOX_ROOT = "_INBOX"
 
 
 def file_credentials(path: Path) -> RawCredentials:
@@ -305,15 +341,23 @@ class UserMinter:
         return self._account
 
     def mint(
-        self, name: str, permissions: Permissions, *, ttl_s: float | None, now: float | None = None
+        self,
+        name: str,
+        permissions: Permissions | None,
+        *,
+        ttl_s: float | None,
+        now: float | None = None,
+        tags: Sequence[str] = (),
     ) -> str:
         """``.creds`` text of a new user (a fresh key) with ``permissions``.
 
         Args:
-            name: the user's name.
-            permissions: its allow lists.
+            name: the user's name (a subject token: its inbox is ``_INBOX.<name>``).
+            permissions: its allow lists; None when the signing key is scoped (the
+                server applies the scope's).
             ttl_s: seconds until the JWT expires; None: never.
             now: issue time (default: the clock).
+            tags: ``name:value`` tags of the user (a scope's template reads them).
         """
         issued = int(time.time() if now is None else now)
         user = create_key(KeyKind.USER)
@@ -325,6 +369,7 @@ class UserMinter:
             now=issued,
             expires_at=None if ttl_s is None else issued + max(1, int(ttl_s)),
             issuer_account=None if signed_by_account else self._account,
+            tags=tags,
         )
         return creds_text(encode_jwt(claims, self._signer), seed_text(user))
 
@@ -361,9 +406,10 @@ def write_secret(path: Path, text: str) -> None:
     directory created for it is 0700)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # An existing file keeps its old mode through O_CREAT: tighten it before writing.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
 @dataclass
@@ -382,6 +428,9 @@ class AgentAuth:
     account: nkeys.KeyPair
     signing_key: nkeys.KeyPair
     system: nkeys.KeyPair
+    #: What users of the signing key get (tether.shared.natsperms.run_worker_scope());
+    #: None: an unscoped signing key (its users carry their own permissions).
+    signing_scope: SigningScope | None = None
 
     @classmethod
     def create(cls) -> AgentAuth:
@@ -418,7 +467,11 @@ class AgentAuth:
         agent = account_claims(
             account=self.account_id,
             name="tether-agent",
-            signing_keys=[public_key(self.signing_key)],
+            signing_keys=[
+                public_key(self.signing_key)
+                if self.signing_scope is None
+                else scoped_signing_key(public_key(self.signing_key), self.signing_scope)
+            ],
             jetstream=True,
             now=issued,
         )
@@ -469,9 +522,7 @@ class AgentAuth:
 
     @classmethod
     def load_or_create(cls, directory: Path) -> AgentAuth:
-        """Load the keys in ``directory``, creating and saving them on first use."""
+        """Load the keys in ``directory``, creating them on first use (not yet saved)."""
         if (directory / ACCOUNT_SEED).exists():
             return cls.load(directory)
-        auth = cls.create()
-        auth.save(directory)
-        return auth
+        return cls.create()

@@ -17,9 +17,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from tether.shared import subjects
-from tether.shared.natsauth import AgentAuth, Permissions, write_secret
+from tether.shared.natsauth import AgentAuth, Permissions, SigningScope, UserMinter, write_secret
 from tether.shared.streams import STREAMS, owned_by
-from tether.shared.subjects import Bucket, Stream, WorkKind
+from tether.shared.subjects import INBOX_ROOT, Bucket, Stream, WorkKind
 
 
 class Role(StrEnum):
@@ -175,6 +175,47 @@ def run_worker_user(run_id: str) -> str:
     return f"run-{subjects.token(run_id)}"
 
 
+#: Tag of a run worker's user naming its run (``run:<run id>``), read by the scope.
+RUN_TAG = "run"
+
+#: A run id that stands for "the user's own run" while :func:`run_worker_scope` is built.
+_THIS_RUN = "this_run"
+
+
+def run_worker_scope() -> SigningScope:
+    """The only permissions users of the launcher's signing key can get: those of
+    :func:`run_worker` for the run their tag names (``{{tag(run)}}``) and the inbox
+    their name gives (``{{name()}}``). Built from :func:`run_worker` itself, so the two
+    cannot drift; a launcher that leaks its signing key leaks no more than a run's
+    events and logs."""
+
+    def template(subject: str) -> str:
+        own_inbox = subjects.inbox(run_worker_user(_THIS_RUN))
+        if subject.startswith(own_inbox + "."):
+            return subject.replace(own_inbox, f"{INBOX_ROOT}.{{{{name()}}}}", 1)
+        return subject.replace(_THIS_RUN, f"{{{{tag({RUN_TAG})}}}}")
+
+    own = run_worker(_THIS_RUN)
+    return SigningScope(
+        role="run-worker",
+        permissions=Permissions(
+            publish=tuple(map(template, own.publish)),
+            subscribe=tuple(map(template, own.subscribe)),
+            inbox_prefix=f"{INBOX_ROOT}.{{{{name()}}}}",
+        ),
+    )
+
+
+def mint_run_worker(
+    minter: UserMinter, run_id: str, *, ttl_s: float | None, now: float | None = None
+) -> str:
+    """``.creds`` text of ``run_id``'s worker, minted with the (scoped) signing key: its
+    JWT carries no permissions, only its name and run tag; the scope gives it
+    :func:`run_worker`'s."""
+    tags = [f"{RUN_TAG}:{subjects.token(run_id)}"]
+    return minter.mint(run_worker_user(run_id), None, ttl_s=ttl_s, now=now, tags=tags)
+
+
 def admin() -> Permissions:
     """Everything (tests and operators; never a service)."""
     return Permissions(
@@ -225,6 +266,7 @@ def init_agent_auth(directory: Path, substrates: Iterable[str] = ("process",)) -
     operator/account/system seeds.
     """
     auth = AgentAuth.load_or_create(directory)
+    auth.signing_scope = run_worker_scope()
     auth.save(directory)  # the server config is rendered afresh (same keys)
     minter = auth.minter(with_signing_key=False)
     users = [(role, "process") for role in SERVICE_ROLES if role != Role.LAUNCHER]

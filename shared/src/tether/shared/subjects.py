@@ -153,11 +153,15 @@ def logs_of_run(run_id: str) -> str:
     return f"{PREFIX}.logs.{token(run_id)}.>"
 
 
+#: Root of every inbox (nats-py's default prefix); each Tether NATS user gets its subtree.
+INBOX_ROOT = "_INBOX"
+
+
 def inbox(user: str) -> str:
     """Inbox prefix of one NATS user (nats-py ``inbox_prefix``): replies to its requests
     (PubAcks, JetStream API answers, fetched messages) arrive below it, and no other user
     may subscribe there."""
-    return f"_INBOX.{token(user)}"
+    return f"{INBOX_ROOT}.{token(user)}"
 
 
 # JetStream's own API subjects, for the permissions of NATS users (tether.shared.natsperms).

@@ -50,6 +50,8 @@ def session_auth() -> AgentAuth:
     global _SESSION_AUTH
     if _SESSION_AUTH is None:
         _SESSION_AUTH = AgentAuth.create()
+        # As tether nats-auth init makes it: the signing key mints only run workers.
+        _SESSION_AUTH.signing_scope = natsperms.run_worker_scope()
     return _SESSION_AUTH
 
 
@@ -131,14 +133,13 @@ class NatsServer:
         """``.creds`` text of one run worker's user, as the launcher mints it."""
         if self.auth is None:
             return None
-        return self.auth.minter().mint(
-            natsperms.run_worker_user(run_id), natsperms.run_worker(run_id), ttl_s=ttl_s
-        )
+        return natsperms.mint_run_worker(self.auth.minter(), run_id, ttl_s=ttl_s)
 
     def mint(self, name: str, permissions: natsauth.Permissions, ttl_s: float | None) -> str:
-        """``.creds`` text of a user with any ``permissions`` (signed by the signing key)."""
+        """``.creds`` text of a user with any ``permissions`` (signed by the account key:
+        the signing key can mint only run workers)."""
         assert self.auth is not None, "a server without auth has no users"
-        return self.auth.minter().mint(name, permissions, ttl_s=ttl_s)
+        return self.auth.minter(with_signing_key=False).mint(name, permissions, ttl_s=ttl_s)
 
     def _write_creds(
         self, name: str, permissions: natsauth.Permissions, ttl_s: float | None

@@ -71,7 +71,5 @@ class RunCredentials:
         """
         if self._minter is None:
             return {}
-        creds = self._minter.mint(
-            natsperms.run_worker_user(run_id), natsperms.run_worker(run_id), ttl_s=self._ttl_s
-        )
+        creds = natsperms.mint_run_worker(self._minter, run_id, ttl_s=self._ttl_s)
         return {natsauth.RUN_WORKER_CREDENTIALS_ENV: creds}
