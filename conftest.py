@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tether.shared.testing import NatsServer, free_port, spawn_nats
+from tether.shared.testing import NatsServer, start_nats
 
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A fresh NATS server with JetStream on a free port and a temp store dir."""
-    port = free_port()
-    store = tmp_path / "nats"
-    server = NatsServer(f"nats://127.0.0.1:{port}", port, store, spawn_nats(port, store))
+    """A fresh NATS server with JetStream and JWT auth (this session's operator and
+    account) on a free port, with a temp store dir; clients need credentials
+    (``nats_server.creds``, ``.credentials_for(role)``, ``.connect()``)."""
+    server = start_nats(tmp_path)
     yield server
     server.stop()

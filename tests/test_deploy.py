@@ -104,6 +104,37 @@ def test_agent_pods_run_unprivileged_and_only_the_launcher_talks_to_the_api() ->
             assert secret["valueFrom"]["secretKeyRef"]["name"] == "tether-launcher-codeserver"
 
 
+#: Each agent service's NATS user (the .creds file `tether nats-auth init` writes).
+NATS_USERS = {
+    "poller": "poller",
+    "launcher": "launcher-k8s",
+    "eventrelay": "eventrelay",
+    "logship": "logship",
+}
+
+
+def test_nats_requires_auth_and_each_pod_mounts_only_its_own_nats_user() -> None:
+    docs = {d["metadata"]["name"]: d for _, d in k8s_documents()}
+    nats = docs["nats"]["spec"]["template"]["spec"]
+    [server] = nats["containers"]
+    assert server["args"][:2] == ["--config", "/etc/nats/auth/nats-server.conf"]
+    assert {
+        "name": "auth",
+        "secret": {"secretName": "tether-nats-server", "defaultMode": 0o440},
+    } in nats["volumes"]
+    for service, user in NATS_USERS.items():
+        pod = docs[f"tether-{service}"]["spec"]["template"]["spec"]
+        secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        assert secrets == [f"tether-nats-{service}"], service
+        [container] = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TETHER_NATS_CREDENTIALS"] == f"/etc/tether/nats/{user}.creds"
+        # Only the launcher holds the account signing key (it mints run workers' users).
+        signing = env.get("TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE")
+        assert (signing == "/etc/tether/nats/account-signing.nk") is (service == "launcher")
+        assert pod["securityContext"]["fsGroup"] == 10001  # the uid reads the 0440 files
+
+
 # Optional extras each image installs: the launcher serves every substrate, logship can
 # write to the customer's S3.
 IMAGE_EXTRAS = {"launcher": ("k8s", "ecs"), "logship": ("s3",)}
@@ -170,6 +201,16 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     assert rendered["poller"]["environment"]["TETHER_NATS_URL"] == "nats://127.0.0.1:4222"
     for name in AGENT_SERVICES:
         assert rendered[name]["environment"]["TETHER_WORK_PUBLIC_KEYS"] == "ed25519:k"
+    # NATS requires auth; each agent service mounts only its own NATS user.
+    assert rendered["nats"]["command"][:2] == ["--config", "/run/secrets/nats-server-conf"]
+    for name in AGENT_SERVICES:
+        [secret, *extra] = [
+            s["source"] if isinstance(s, dict) else s for s in rendered[name]["secrets"]
+        ]
+        assert secret == f"nats-{name}"
+        assert extra == (["nats-account-signing-key"] if name == "launcher" else [])
+        creds = rendered[name]["environment"]["TETHER_NATS_CREDENTIALS"]
+        assert creds == f"/run/secrets/nats-{name}"
     # Without the secrets it refuses, naming them.
     env.pop("TETHER_AGENT_TOKEN")
     refused = subprocess.run(

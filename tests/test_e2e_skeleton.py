@@ -16,7 +16,7 @@ import nats
 import nats.js.errors
 import pytest
 from stack_api import compute_logs, gql, launch, wait_for, wait_location_loaded, wait_run_done
-from tether.shared import subjects
+from tether.shared import natsauth, subjects
 from tether.shared.messages import WorkItem, decode, encode, new_id
 from tether.shared.subjects import Bucket, Stream, WorkKind
 from tether.shared.worksigning import WorkSigner
@@ -182,7 +182,10 @@ async def test_forged_and_replayed_work_on_the_agents_nats_runs_nothing(stack: D
     """An attacker on the agent's NATS: a launch_run it signed itself, and a genuine one it
     sniffed and published again, are both dead-lettered; neither starts a run."""
     wait_location_loaded(stack)
-    nc = await nats.connect(stack.config.nats_url)
+    # An attacker who got hold of NATS credentials that may publish work (the poller's, or
+    # the admin user's as here): signatures still stop it.
+    creds = natsauth.file_credentials(stack.nats_admin_creds)
+    nc = await nats.connect(stack.config.nats_url, user_credentials=creds)
     try:
         js = nc.jetstream()
         sniffed: asyncio.Queue[bytes] = asyncio.Queue()
@@ -231,3 +234,40 @@ async def test_forged_and_replayed_work_on_the_agents_nats_runs_nothing(stack: D
         stack, "query($id: String!) { run(id: $id) { status } }", id=genuine.payload["run_id"]
     )
     assert run["run"]["status"] == "SUCCESS"
+
+
+def test_the_stacks_nats_requires_credentials_kept_private(stack: DevStack) -> None:
+    """tether dev runs NATS with JWT auth: no credentials, no connection; the keys and
+    users sit in a 0700 directory; each service connects as its own user."""
+    import asyncio
+
+    import nats
+    import nats.errors
+    from tether.shared import natsauth
+
+    auth_dir = stack.config.nats_auth_dir
+    assert auth_dir.stat().st_mode & 0o777 == 0o700
+    assert (auth_dir / natsauth.SIGNING_SEED).stat().st_mode & 0o777 == 0o600
+
+    async def refused() -> str:
+        try:
+            nc = await nats.connect(
+                stack.config.nats_url, allow_reconnect=False, max_reconnect_attempts=0
+            )
+        except nats.errors.Error as err:
+            return str(err)
+        await nc.close()
+        return "connected"
+
+    async def as_admin() -> bool:
+        creds = natsauth.file_credentials(stack.nats_admin_creds)
+        nc = await nats.connect(stack.config.nats_url, user_credentials=creds)
+        await nc.close()
+        return True
+
+    assert "Authorization Violation" in asyncio.run(refused())
+    assert asyncio.run(as_admin())
+    users = {service: stack.nats_env(service) for service in ("poller", "launcher", "logship")}
+    assert len({env["TETHER_NATS_CREDENTIALS"] for env in users.values()}) == 3
+    assert "TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE" in users["launcher"]
+    assert "TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE" not in users["poller"]

@@ -12,6 +12,7 @@ from tether.shared.errors import BAD_INPUT, REQUEST_TOO_LARGE, AgentApiError
 from tether.shared.messages import EventType, RunEvent, decode, encode
 from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
 from tether.shared.subjects import Stream
+from tether.shared.testing import nats_connect
 
 
 class RecordingSink:
@@ -39,7 +40,7 @@ class RecordingSink:
 
 
 async def _setup(url: str, sink: RecordingSink) -> tuple[nats.NATS, BatchRelay[RunEvent]]:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     js = nc.jetstream()
     for name in (Stream.EVENTS, Stream.DEAD_LETTER):
         await streams.ensure_stream(js, streams.STREAMS[name])

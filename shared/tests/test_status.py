@@ -29,7 +29,7 @@ async def _wait_for(predicate, what: str) -> None:
 
 
 async def test_reporter_keeps_its_entry_fresh_and_says_stopped(nats_server) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     js = nc.jetstream()
     reporter = StatusReporter(
         js,
@@ -68,7 +68,7 @@ async def test_reporter_keeps_its_entry_fresh_and_says_stopped(nats_server) -> N
 
 
 async def test_malformed_entries_are_skipped(nats_server) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     js = nc.jetstream()
     kv = await status_bucket(js)
     await kv.put("intruder.x", b"{not json")
@@ -88,7 +88,7 @@ async def test_malformed_entries_are_skipped(nats_server) -> None:
 
 
 async def test_queue_depths_count_what_consumers_have_not_acked(nats_server) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     js = nc.jetstream()
     await ensure_stream(js, STREAMS[Stream.EVENTS])
     for seq in (1, 2, 3):
@@ -110,7 +110,7 @@ async def test_queue_depths_count_what_consumers_have_not_acked(nats_server) -> 
 async def test_kv_keys_lists_every_key_at_once_even_right_after_writes(nats_server) -> None:
     """``kv_keys`` reads the bucket stream's subject index: no consumer, so no window in
     which entries already pushed to the client count as "none left" (nats-py's keys())."""
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     try:
         js = nc.jetstream()
         kv = await js.create_key_value(bucket="kvkeys")

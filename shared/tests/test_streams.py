@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from tether.shared.streams import fetch_ready
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.integration
 async def test_fetch_ready_returns_a_lone_message_at_once_and_batches_what_is_pending(
     nats_server,
 ) -> None:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     try:
         js = nc.jetstream()
         await js.add_stream(name="T", subjects=["t.>"])

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import nats
 import pytest
 from tether.codeserver.forkserver import SourceFiles
 from tether.shared.errors import ContractError
@@ -32,6 +31,7 @@ from tether.shared.forkserver import (
 from tether.shared.messages import ExecuteRunArgs, LaunchRunPayload, LocationConfig, decode, new_id
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream
+from tether.shared.testing import nats_connect
 
 SLOW_LOCATION = """
 import time
@@ -150,7 +150,7 @@ def start_fork_server(
 
 
 async def _declare(url: str) -> None:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     js = nc.jetstream()
     for stream in (Stream.EVENTS, Stream.LOGS):
         await ensure_stream(js, STREAMS[stream])
@@ -179,12 +179,14 @@ async def test_fork_server_refuses_bad_requests_and_survives_its_children(
     config = {"ops": {"wait_for_marker": {"config": {"path": str(marker)}}}}
 
     def request_for(loc: LocationConfig) -> bytes:
+        run_id = new_id()
         args = ExecuteRunArgs(
             location=loc,
-            run=LaunchRunPayload(run_id=new_id(), job_name="slow", run_config=config),
+            run=LaunchRunPayload(run_id=run_id, job_name="slow", run_config=config),
             nats_url=nats_server.url,
         )
-        return encode_frame(ForkRequest(args=args))
+        # The run's own NATS user reaches the forked worker in the request's env.
+        return encode_frame(ForkRequest(args=args, env=nats_server.run_worker_env(run_id)))
 
     refused = read_reply(server.request(request_for(other)))
     assert isinstance(refused, ForkRefused) and "location" in refused.reason

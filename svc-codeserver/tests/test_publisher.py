@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
-import nats
 import pytest
 from nats.js.api import StreamConfig
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
+from tether.shared import subjects
+from tether.shared.natsauth import Permissions
+from tether.shared.testing import NatsServer, nats_connect
 
 SUBJECT = "ptest.messages"
 
 
 async def _stream(url: str) -> None:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     try:
         await nc.jetstream().add_stream(StreamConfig(name="PTEST", subjects=["ptest.>"]))
     finally:
@@ -27,7 +30,7 @@ async def _stream(url: str) -> None:
 
 
 async def _stored(url: str) -> list[bytes]:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     try:
         js = nc.jetstream()
         info = await js.stream_info("PTEST")
@@ -39,6 +42,15 @@ async def _stored(url: str) -> list[bytes]:
         await nc.close()
 
 
+def _publisher(server: NatsServer, **options: Any) -> JetStreamPublisher:
+    """A publisher connecting as a user that may publish only to ``ptest.>``, as a run
+    worker may only to its run's subjects: its PubAcks come to its private inbox."""
+    inbox = subjects.inbox("ptest")
+    allowed = Permissions(publish=("ptest.>",), subscribe=(f"{inbox}.>",), inbox_prefix=inbox)
+    creds = server.mint("ptest", allowed, ttl_s=3600)
+    return JetStreamPublisher(server.url, credentials=creds, **options)
+
+
 def _publish_range(publisher: JetStreamPublisher, prefix: str, count: int) -> None:
     for i in range(count):
         body = f"{prefix}-{i}".encode()
@@ -47,7 +59,7 @@ def _publish_range(publisher: JetStreamPublisher, prefix: str, count: int) -> No
 
 async def test_every_message_lands_once_in_submission_order(nats_server) -> None:
     await _stream(nats_server.url)
-    publisher = JetStreamPublisher(nats_server.url, queue_size=32, window=16)
+    publisher = _publisher(nats_server, queue_size=32, window=16)
     publisher.start()
     # Four producer threads (like the main thread, two capture threads and a user thread).
     threads = [
@@ -66,7 +78,7 @@ async def test_every_message_lands_once_in_submission_order(nats_server) -> None
 
 
 async def test_messages_wait_for_a_stream_that_appears_later(nats_server) -> None:
-    publisher = JetStreamPublisher(nats_server.url, retry_timeout=30, queue_size=8, window=4)
+    publisher = _publisher(nats_server, retry_timeout=30, queue_size=8, window=4)
     publisher.start()
     producer = threading.Thread(target=_publish_range, args=(publisher, "m", 40))
     producer.start()
@@ -79,7 +91,7 @@ async def test_messages_wait_for_a_stream_that_appears_later(nats_server) -> Non
 
 async def test_a_nats_restart_loses_and_duplicates_nothing(nats_server) -> None:
     await _stream(nats_server.url)
-    publisher = JetStreamPublisher(nats_server.url, retry_timeout=60, ack_timeout=2)
+    publisher = _publisher(nats_server, retry_timeout=60, ack_timeout=2)
     publisher.start()
     producer = threading.Thread(target=_publish_range, args=(publisher, "r", 20_000))
     producer.start()
@@ -96,7 +108,7 @@ async def test_a_nats_restart_loses_and_duplicates_nothing(nats_server) -> None:
 
 
 async def test_undeliverable_messages_fail_the_producers_instead_of_hanging(nats_server) -> None:
-    publisher = JetStreamPublisher(nats_server.url, retry_timeout=1, queue_size=2, window=2)
+    publisher = _publisher(nats_server, retry_timeout=1, queue_size=2, window=2)
     publisher.start()
     errors: list[BaseException] = []
 
@@ -119,7 +131,7 @@ async def test_undeliverable_messages_fail_the_producers_instead_of_hanging(nats
 
 async def test_publishing_after_close_is_refused(nats_server) -> None:
     await _stream(nats_server.url)
-    publisher = JetStreamPublisher(nats_server.url)
+    publisher = _publisher(nats_server)
     publisher.start()
     publisher.publish(SUBJECT, b"one", {})
     publisher.close()

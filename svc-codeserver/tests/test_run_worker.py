@@ -28,6 +28,7 @@ from tether.shared.messages import (
 )
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import LogStream, Stream
+from tether.shared.testing import nats_connect, run_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ E = EventType
 
 
 async def _connect(url: str) -> tuple[nats.NATS, JetStreamContext]:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     return nc, nc.jetstream()
 
 
@@ -107,7 +108,8 @@ async def start_worker(args: ExecuteRunArgs, **env: str) -> asyncio.subprocess.P
         args.model_dump_json(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
+        # The run's own NATS user, as its launcher would mint it.
+        env={**os.environ, **run_worker_env(args.nats_url, args.run.run_id), **env},
     )
 
 

@@ -37,6 +37,7 @@ from tether.shared.messages import (
 )
 from tether.shared.streams import STREAMS, ensure_stream, fetch_ready
 from tether.shared.subjects import Stream, WorkKind
+from tether.shared.testing import nats_connect, server_at
 from tether.shared.worksigning import WorkSigner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,7 +246,7 @@ async def open_bus(
         result_timeout_s: See ``Bus``.
         results_durable: See ``Bus``.
     """
-    nc = await nats.connect(nats_url)
+    nc = await nats_connect(nats_url)
     try:
         js = nc.jetstream()
         for name in streams:
@@ -268,8 +269,11 @@ def launcher_settings(nats_url: str, **overrides: object) -> LauncherSettings:
         nats_url: The NATS server.
         **overrides: Settings fields that differ from these defaults.
     """
+    substrate = str(overrides.get("substrate", "process"))
     values: dict[str, object] = {
-        "nats_url": nats_url,
+        # The launcher's own NATS user and the signing key it mints run users with, so
+        # every launcher test proves the launcher role's permissions sufficient.
+        **server_at(nats_url).launcher_settings(substrate),
         "agent_id": "launcher-under-test",
         "code_server_start_timeout_s": 30.0,
         "grpc_deadline_s": 10.0,

@@ -51,6 +51,7 @@ from tether.shared.messages import LocationConfig, new_id
 from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
 from tether.shared.streams import kv_keys
 from tether.shared.subjects import Bucket, Stream, WorkKind
+from tether.shared.testing import server_at
 
 HUGE_LOCATION_CODE = """
 from pydantic import BaseModel
@@ -171,9 +172,14 @@ defs = Definitions(jobs=[counted], name="counting")
 
 def launcher_env(nats_url: str, **settings: object) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    auth = server_at(nats_url).launcher_settings()
     env.update(
         {
             "TETHER_LAUNCHER_NATS_URL": nats_url,
+            "TETHER_LAUNCHER_NATS_CREDENTIALS": str(auth["nats_credentials"]),
+            "TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE": str(
+                auth["nats_account_signing_key_file"]
+            ),
             "TETHER_LAUNCHER_AGENT_ID": "lifecycle-test",
             "TETHER_LAUNCHER_CODE_SERVER_START_TIMEOUT_S": "60",
             "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "10",

@@ -44,7 +44,7 @@ from tether.shared.messages import (
     new_id,
 )
 from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import skip_or_fail
+from tether.shared.testing import server_at, skip_or_fail
 
 SLOW_CODE = """
 import time
@@ -428,7 +428,7 @@ def launcher(
 ) -> AbstractAsyncContextManager[LauncherService]:
     """A launcher service on the docker substrate, as ``agent``."""
     settings = LauncherSettings(
-        nats_url=nats_url,
+        **server_at(nats_url).launcher_settings("docker"),
         agent_id=agent,
         substrate="docker",
         location_policy=policy,

@@ -1021,7 +1021,7 @@ async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_se
     loc = location()
     run_id = new_id()
     settings = LauncherSettings(
-        nats_url=nats_server.url,
+        **nats_server.launcher_settings("ecs"),
         agent_id=AGENT,
         substrate="ecs",
         ecs=aws.settings(),

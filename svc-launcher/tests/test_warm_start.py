@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from launcher_testkit import (
     EXAMPLES_LOCATION,
@@ -43,6 +42,7 @@ from tether.shared.messages import (
 )
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import LogStream, Stream
+from tether.shared.testing import run_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def warm_location(tmp_path: Path) -> LocationConfig:
 
 @pytest.fixture
 async def js(nats_server) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     jsc = nc.jetstream()
     for stream in (Stream.EVENTS, Stream.LOGS):
         await ensure_stream(jsc, STREAMS[stream])
@@ -157,7 +157,9 @@ def run_args(
 async def launch(
     substrate: ProcessSubstrate, args: ExecuteRunArgs, *, expect_warm: bool
 ) -> RunWorkerHandle:
-    handle = await substrate.launch_run(args, {"TRACEPARENT": TRACEPARENT})
+    # With the run's own NATS user, as the launcher's handler mints it.
+    env = {"TRACEPARENT": TRACEPARENT, **run_worker_env(args.nats_url, args.run.run_id)}
+    handle = await substrate.launch_run(args, env)
     assert handle.warm is expect_warm
     assert handle.pid is not None
     return handle
@@ -393,7 +395,7 @@ async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
     from tether.launcher import LauncherSettings
     from tether.shared.subjects import WorkKind
 
-    settings = LauncherSettings(nats_url=nats_server.url, agent_id="warm-test", **PINNED)
+    settings = LauncherSettings(**nats_server.launcher_settings(), agent_id="warm-test", **PINNED)
     assert settings.warm_start
     async with (
         open_bus(

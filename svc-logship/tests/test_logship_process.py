@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import httpx
-import nats
 import pytest
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream
@@ -37,7 +36,7 @@ async def test_ready_only_once_its_dead_letter_stream_exists(nats_server, tmp_pa
     port = free_port()
     env = {
         **os.environ,
-        "TETHER_NATS_URL": nats_server.url,
+        **nats_server.env("logship"),
         "TETHER_CONTROL_PLANE_URL": "http://127.0.0.1:9",
         "TETHER_LOGSHIP_HEALTH_PORT": str(port),
         "TETHER_WORK_PUBLIC_KEYS": WorkSigner.generate().public_key,
@@ -53,7 +52,7 @@ async def test_ready_only_once_its_dead_letter_stream_exists(nats_server, tmp_pa
         await _until_status(f"{base}/healthz", 200)
         assert await _status(f"{base}/readyz") == 503
 
-        nc = await nats.connect(nats_server.url)
+        nc = await nats_server.connect()
         await ensure_stream(nc.jetstream(), STREAMS[Stream.DEAD_LETTER])
         await nc.close()
         await _until_status(f"{base}/readyz", 200)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from tether.logship import LogShip, LogShipSettings, S3LogStore, S3Sink
 from tether.logship.objectstore import object_key
@@ -41,9 +40,10 @@ from tether.shared.messages import (
     encode,
     encode_log_chunk,
 )
+from tether.shared.natsperms import Role
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import LogStream, Stream, WorkKind
-from tether.shared.testing import free_port, skip_or_fail
+from tether.shared.testing import free_port, nats_connect, server_at, skip_or_fail
 from tether.shared.worksigning import WorkKeyError, WorkSigner, WorkVerifier
 
 CREDENTIALS = {
@@ -249,6 +249,7 @@ CHUNKS_QUERY = "query($id: String!) { run(id: $id) { computeLogs { stepKey text 
 def _settings(nats_url: str, cp: ControlPlane, **kw: Any) -> LogShipSettings:
     return LogShipSettings(
         nats_url=nats_url,
+        nats_credentials=server_at(nats_url).credentials_for(Role.LOGSHIP),
         control_plane_url=cp.url,
         agent_token=cp.token,  # type: ignore[arg-type]
         work_public_keys=[cp.work_key],
@@ -259,7 +260,7 @@ def _settings(nats_url: str, cp: ControlPlane, **kw: Any) -> LogShipSettings:
 @pytest.fixture
 async def dlq(nats_server) -> None:
     """The eventrelay's dead-letter stream, which the logship waits for."""
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     await ensure_stream(nc.jetstream(), STREAMS[Stream.DEAD_LETTER])
     await nc.close()
 
@@ -290,7 +291,7 @@ def _step_output(
 
 
 async def _publish(nats_url: str, chunks: list[LogChunk]) -> None:
-    nc = await nats.connect(nats_url)
+    nc = await nats_connect(nats_url)
     js = nc.jetstream()
     await ensure_stream(js, STREAMS[Stream.LOGS])
     for chunk in chunks:
@@ -418,7 +419,7 @@ async def test_presign_items_that_do_not_verify_are_dead_lettered(
         "another-tenant": signer.sign(presign(deployment="another-tenant")),
     }
     refused = {item.id: reason for reason, item in bad.items()}
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     try:
         js = nc.jetstream()
         for stream in (Stream.WORK, Stream.RESULTS):
@@ -524,7 +525,7 @@ def _consumed(nats_url: str) -> bool:
     """Whether the logship's consumer has acked everything on the LOGS stream."""
 
     async def check() -> bool:
-        nc = await nats.connect(nats_url)
+        nc = await nats_connect(nats_url)
         try:
             info = await nc.jetstream().consumer_info(str(Stream.LOGS), "logship-logs")
             return info.num_pending == 0 and info.num_ack_pending == 0
@@ -551,7 +552,7 @@ def _consumer(nats_url: str) -> tuple[int, int]:
     """(not yet delivered, delivered but unacked) of the logship's LOGS consumer."""
 
     async def check() -> tuple[int, int]:
-        nc = await nats.connect(nats_url)
+        nc = await nats_connect(nats_url)
         try:
             info = await nc.jetstream().consumer_info(str(Stream.LOGS), "logship-logs")
             return info.num_pending, info.num_ack_pending
@@ -673,8 +674,16 @@ async def _agent_with_logs(
         "agent_token": cp.token,
         "work_public_keys": [cp.work_key],
     }
-    _start(running, EventRelay(EventRelaySettings(**agent)))
-    _start(running, PollerService(PollerSettings(**agent, agent_id="it", claim_wait_s=1.0)))
+    server = server_at(nats_url)
+    relay = EventRelaySettings(**agent, nats_credentials=server.credentials_for(Role.EVENTRELAY))
+    _start(running, EventRelay(relay))
+    poller = PollerSettings(
+        **agent,
+        nats_credentials=server.credentials_for(Role.POLLER),
+        agent_id="it",
+        claim_wait_s=1.0,
+    )
+    _start(running, PollerService(poller))
     settings = _settings(
         nats_url,
         cp,

@@ -18,10 +18,11 @@ from poller_fixtures import LogSeen, WorkQueueEndpoint
 from tether.poller import PollerService, PollerSettings
 from tether.shared import subjects, telemetry
 from tether.shared.messages import CodeServerStatus, LocationConfig, WorkItem, decode
+from tether.shared.natsperms import Role
 from tether.shared.status import StatusReporter, instance_name
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import free_port
+from tether.shared.testing import free_port, nats_connect, server_at
 from tether.shared.worksigning import WorkKeyError, WorkSigner
 
 #: Signs the test items as a control plane would; the poller under test pins its key.
@@ -75,6 +76,7 @@ def poller_settings(
 ) -> PollerSettings:
     values: dict[str, object] = {
         "nats_url": nats_url,
+        "nats_credentials": server_at(nats_url).credentials_for(Role.POLLER),
         "control_plane_url": endpoint.url,
         "agent_token": endpoint.token,
         "agent_id": "agent-under-test",
@@ -104,7 +106,7 @@ async def running(service: PollerService) -> AsyncIterator[asyncio.Task[None]]:
 
 
 async def stream_messages(nats_url: str, expected: int) -> list[nats.aio.msg.Msg]:
-    nc = await nats.connect(nats_url)
+    nc = await nats_connect(nats_url)
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(subjects.work_all(), stream=str(Stream.WORK))
@@ -161,7 +163,7 @@ async def test_heartbeat_reports_every_service_code_servers_and_backlog(
 ) -> None:
     """Another service's status (here a launcher with a code server) and the work stream's
     backlog reach the control plane in the poller's heartbeat."""
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     launcher = StatusReporter(
         nc.jetstream(),
         "launcher-process",
@@ -229,7 +231,7 @@ async def test_items_that_do_not_verify_are_not_published(
     foreign = work_item("foreign", deployment="another-tenant")
     altered = work_item("altered").model_copy(update={"payload": {"n": 2}})
     refused = {"forged": "bad signature", "foreign": "another-tenant", "altered": "bad signature"}
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     try:
         js = nc.jetstream()
         await ensure_stream(js, STREAMS[Stream.DEAD_LETTER])
@@ -313,7 +315,7 @@ async def test_shutdown_finishes_publishing_claimed_items(
     items = [work_item(f"batch-{n}") for n in range(5)]
     endpoint.add(*items)
     service = PollerService(poller_settings(nats_server.url, endpoint, claim_wait_s=30))
-    watcher = await nats.connect(nats_server.url)
+    watcher = await nats_server.connect()
     try:
         # Shut down as soon as the first item of the batch hits NATS.
         async def stop_on_first(msg: nats.aio.msg.Msg) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from poller_fixtures import LogSeen
 from tether.poller import PollerService, PollerSettings
@@ -103,6 +102,7 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
 async def test_claims_from_the_real_control_plane(nats_server, control_plane: ControlPlane) -> None:
     settings = PollerSettings(
         nats_url=nats_server.url,
+        nats_credentials=nats_server.credentials_for("poller"),
         control_plane_url=control_plane.url,
         agent_token=control_plane.token,  # type: ignore[arg-type]
         agent_id="poller-it",
@@ -125,7 +125,7 @@ async def test_claims_from_the_real_control_plane(nats_server, control_plane: Co
         service.shutdown()
         await asyncio.wait_for(task, 20)
 
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(subjects.work_all(), stream=str(Stream.WORK))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from tether.shared import natsbin
+from tether.shared import natsauth, natsbin, natsperms
 
 AGENT_SERVICES = ("poller", "launcher", "eventrelay", "logship")
 
@@ -76,6 +76,11 @@ class StackConfig:
     def work_key_file(self) -> Path:
         """Where the control plane keeps the key that signs work items."""
         return self.home / "work-signing.key"
+
+    def nats_auth_dir(self) -> Path:
+        """NATS operator/account keys, the server config and each service's ``.creds``
+        (0700; created on first start, reused after)."""
+        return self.home / "nats-auth"
 
     @property
     def log_dir(self) -> Path:
@@ -169,7 +174,8 @@ class DevStack:
         _private_dir(c.home)
         c.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            progress(f"NATS JetStream on {c.nats_url}")
+            progress(f"NATS JetStream on {c.nats_url} (JWT auth, keys in {c.nats_auth_dir})")
+            natsperms.init_agent_auth(c.nats_auth_dir)
             nats = self._spawn(
                 "nats",
                 [
@@ -181,6 +187,8 @@ class DevStack:
                     "-js",
                     "-sd",
                     str(c.home / "nats"),
+                    "-c",
+                    str(c.nats_auth_dir / natsauth.SERVER_CONFIG),
                 ],
             )
             _wait_port(c.host, c.nats_port, nats.proc, 30)
@@ -210,7 +218,7 @@ class DevStack:
                 progress(f"agent service {service}")
                 for i in range(1, c.replicas.get(service, 1) + 1):
                     name = service if i == 1 else f"{service}-{i}"
-                    env = dict(agent_env)
+                    env = {**agent_env, **self.nats_env(service)}
                     if service == "launcher":
                         env.update(self._user_code_env())
                     self._spawn(name, self._tether(service, "run"), env)
@@ -237,6 +245,22 @@ class DevStack:
                 roots.append(str(c.workspace_file.resolve().parent))
             env["TETHER_LAUNCHER_LOCATION_POLICY"] = json.dumps({"roots": roots})
         return env
+
+    def nats_env(self, service: str) -> dict[str, str]:
+        """The NATS credentials of one agent service: its own user (and, for the
+        launcher, the account signing key it mints run workers' users with)."""
+        users = self.config.nats_auth_dir / natsperms.USERS_DIR
+        env = {"TETHER_NATS_CREDENTIALS": str(users / f"{natsperms.user_name(service)}.creds")}
+        if service == natsperms.Role.LAUNCHER:
+            env["TETHER_LAUNCHER_NATS_ACCOUNT_SIGNING_KEY_FILE"] = str(
+                self.config.nats_auth_dir / natsauth.SIGNING_SEED
+            )
+        return env
+
+    @property
+    def nats_admin_creds(self) -> Path:
+        """``.creds`` of the stack's admin NATS user (tests, debugging with ``nats``)."""
+        return self.config.nats_auth_dir / natsperms.USERS_DIR / f"{natsperms.Role.ADMIN}.creds"
 
     def _wait_healthy(self, child: _Child, timeout: float) -> None:
         deadline = time.monotonic() + timeout

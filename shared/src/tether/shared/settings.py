@@ -44,6 +44,17 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    nats_credentials: Path | None = Field(
+        default=None,
+        description="This service's NATS user credentials (a .creds file: user JWT and "
+        "nkey seed, e.g. from `tether nats-auth init`); unset: connect without (only a "
+        "NATS server without auth accepts that).",
+    )
+    nats_credentials_text: SecretStr | None = Field(
+        default=None,
+        description="The same credentials as text, for secret stores that inject "
+        "environment variables rather than files (ECS secrets); nats_credentials wins.",
+    )
     control_plane_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the control plane."
     )
@@ -119,6 +130,15 @@ class AgentSettings(BaseSettings):
             return WorkVerifier(keys, self.deployment)
         except WorkKeyError as err:
             raise WorkKeyError(f"TETHER_WORK_PUBLIC_KEYS: {err}") from err
+
+    @property
+    def nats_user(self) -> Path | str | None:
+        """This service's NATS credentials for ``connect_nats`` (a file, or the text)."""
+        if self.nats_credentials is not None:
+            return self.nats_credentials
+        if self.nats_credentials_text is not None:
+            return self.nats_credentials_text.get_secret_value()
+        return None
 
     @property
     def health(self) -> tuple[str, int] | None:

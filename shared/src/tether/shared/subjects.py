@@ -148,3 +148,49 @@ def dead_letter(source: Stream | str) -> str:
 def dead_letter_all() -> str:
     """Filter subject matching every dead letter."""
     return f"{PREFIX}.dlq.>"
+
+
+def logs_of_run(run_id: str) -> str:
+    """Filter subject matching every compute-log chunk of one run."""
+    return f"{PREFIX}.logs.{token(run_id)}.>"
+
+
+#: Root of every inbox (nats-py's default prefix); each Tether NATS user gets its subtree.
+INBOX_ROOT = "_INBOX"
+
+
+def inbox(user: str) -> str:
+    """Inbox prefix of one NATS user (nats-py ``inbox_prefix``): replies to its requests
+    (PubAcks, JetStream API answers, fetched messages) arrive below it, and no other user
+    may subscribe there."""
+    return f"{INBOX_ROOT}.{token(user)}"
+
+
+# JetStream's own API subjects, for the permissions of NATS users (tether.shared.natsperms).
+# Stream and bucket names are Tether's; the rest is how the server spells its API.
+
+
+def js_api(operation: str, stream: str, *rest: str) -> str:
+    """JetStream API subject ``$JS.API.<operation>.<stream>[.<rest>...]``, e.g.
+    ``js_api("STREAM.INFO", "TETHER_WORK")``; ``rest`` may end with a wildcard."""
+    return ".".join(("$JS.API", operation, token(stream), *rest))
+
+
+def js_ack(stream: str) -> str:
+    """Where acks (and naks, in-progress, term) of messages of ``stream`` go."""
+    return f"$JS.ACK.{token(stream)}.>"
+
+
+def js_flow_control(stream: str) -> str:
+    """Where flow-control replies of push consumers (ordered KV watchers) of ``stream`` go."""
+    return f"$JS.FC.{token(stream)}.>"
+
+
+def kv_stream(bucket: Bucket | str) -> str:
+    """The stream holding KV ``bucket``."""
+    return f"KV_{token(str(bucket))}"
+
+
+def kv_keys_all(bucket: Bucket | str) -> str:
+    """Subjects of every key of KV ``bucket`` (writes are publishes to them)."""
+    return f"$KV.{token(str(bucket))}.>"

@@ -61,7 +61,7 @@ class EventRelay:
     async def run(self) -> None:
         """Declare streams, then relay until shut down."""
         s = self._settings
-        nc = await connect_nats(s.nats_url, name=f"tether-{SERVICE}")
+        nc = await connect_nats(s.nats_url, f"tether-{SERVICE}", s.nats_user)
         self._nc = nc
         js = nc.jetstream()
         await streams.ensure_owned_streams(js, SERVICE)

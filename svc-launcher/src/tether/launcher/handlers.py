@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from tether.launcher.codeservers import CodeLocationLoadError, CodeServerClient, CodeServerRegistry
 from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
 from tether.launcher.publishing import Publisher
+from tether.launcher.runcreds import RunCredentials
 from tether.launcher.runs import RunClaim, RunClaims, claimer_fields, claimer_is_gone
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import RunWorkerHandle, Substrate
@@ -111,6 +112,7 @@ class WorkHandlers:
         self._registry = registry
         self._claims = claims
         self._publisher = publisher
+        self._run_credentials = RunCredentials.from_settings(settings)
         self._runs: dict[str, RunWorkerHandle] = {}
         self._monitors: set[asyncio.Task[None]] = set()
         #: Tells sibling launcher replicas that a location was removed (set by the service).
@@ -294,6 +296,8 @@ class WorkHandlers:
             traceparent=traceparent,
         )
         env = {telemetry.TRACEPARENT_ENV: traceparent} if traceparent else {}
+        # The run's own NATS user, in the environment (never in argv).
+        env |= self._run_credentials.env_for(payload.run_id)
         try:
             handle = await self._substrate.launch_run(args, env)
         except RunLaunchError as err:

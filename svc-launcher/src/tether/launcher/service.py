@@ -172,7 +172,7 @@ class LauncherService:
     async def run(self) -> None:
         """Serve until :meth:`shutdown`, then stop gracefully."""
         s = self._settings
-        nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}")
+        nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}", s.nats_user)
         registry = CodeServerRegistry(
             self._substrate,
             tokens=self._tokens,

@@ -186,3 +186,28 @@ class LauncherSettings(AgentSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    nats_account_signing_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the NATS account's signing-key seed (`tether nats-auth init` "
+            "writes it): the launcher mints each run worker a user that may publish only "
+            "that run's events and logs. Required when nats_credentials is set."
+        ),
+    )
+    nats_account_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The same seed as text, for secret stores that inject environment variables "
+            "(ECS secrets); nats_account_signing_key_file wins."
+        ),
+    )
+    run_credentials_ttl_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description=(
+            "Seconds a run worker's NATS credentials stay valid from its launch; the "
+            "server disconnects a run still publishing past it, so set it above your "
+            "longest run."
+        ),
+    )

@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nats
 from nats.js import JetStreamContext
@@ -36,6 +37,9 @@ from tether.shared.messages import LocationConfig, WorkItem, WorkResult, decode,
 from tether.shared.streams import STREAMS, ensure_stream
 from tether.shared.subjects import Stream, WorkKind
 from tether.shared.worksigning import WorkSigner
+
+if TYPE_CHECKING:
+    from tether.shared.testing import NatsServer
 
 _LOCATION_CODE = """
 import time
@@ -117,20 +121,20 @@ class _Results:
 
 
 @contextlib.asynccontextmanager
-async def _nats(url: str | None) -> AsyncIterator[str]:
+async def _nats(url: str | None) -> AsyncIterator[tuple[str, NatsServer | None]]:
+    """The URL to use, and the private server (with JWT auth, as deployed: the launcher
+    connects as its role and mints each run's user) when none was given."""
     if url is not None:
-        yield url
+        yield url, None
         return
-    from tether.shared.testing import free_port, spawn_nats
+    from tether.shared.testing import start_nats
 
-    with tempfile.TemporaryDirectory(prefix="startbench-nats-") as store:
-        port = free_port()
-        proc = spawn_nats(port, Path(store))
+    with tempfile.TemporaryDirectory(prefix="startbench-nats-") as base:
+        server = start_nats(Path(base))
         try:
-            yield f"nats://127.0.0.1:{port}"
+            yield server.url, server
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
 
 
 #: Signs the bench's work items as a control plane would; the bench's launcher pins it.
@@ -170,9 +174,11 @@ async def _measure_mode(
     mode: str,
     runs: int,
     tmp: Path,
+    server: NatsServer | None,
 ) -> StartTimes:
+    auth = {"nats_url": nats_url} if server is None else server.launcher_settings()
     settings = LauncherSettings(
-        nats_url=nats_url,
+        **auth,
         agent_id=f"startbench-{mode}",
         warm_start=mode == "warm",
         work_public_keys=[_SIGNER.public_key],
@@ -237,8 +243,8 @@ async def measure_starts(
             module="startbench_location",
             working_directory=str(tmp),
         )
-        async with _nats(nats_url) as url:
-            nc = await nats.connect(url)
+        async with _nats(nats_url) as (url, server):
+            nc = await (nats.connect(url) if server is None else server.connect())
             try:
                 js = nc.jetstream()
                 for stream in (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS):
@@ -246,7 +252,8 @@ async def measure_starts(
                 results = _Results(js)
                 await results.start()
                 return [
-                    await _measure_mode(js, results, url, location, m, runs, tmp) for m in modes
+                    await _measure_mode(js, results, url, location, m, runs, tmp, server)
+                    for m in modes
                 ]
             finally:
                 await nc.close()

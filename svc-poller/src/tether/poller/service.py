@@ -85,7 +85,7 @@ class PollerService:
     async def run(self) -> None:
         """Serve until :meth:`shutdown`; then finish publishing claimed items and return."""
         s = self._settings
-        nc = await connect_nats(s.nats_url, "tether-poller")
+        nc = await connect_nats(s.nats_url, "tether-poller", s.nats_user)
         self._nc = nc
         try:
             js = nc.jetstream()

@@ -29,6 +29,7 @@ from tether.codeserver.worker.selection import SelectionError, StepPlan, plan_st
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.shared.errors import ContractError
 from tether.shared.messages import ErrorInfo, EventType, ExecuteRunArgs, decode
+from tether.shared.natsauth import RUN_WORKER_CREDENTIALS_ENV
 from tether.shared.subjects import token
 from tether.shared.telemetry import configure_tracing, shutdown_tracing, span_from
 
@@ -236,6 +237,9 @@ def execute_run(
     server, which passes the location it imported as ``loaded``) both run exactly this.
     """
     settings = settings or RunWorkerSettings()
+    # Read once into the settings: processes the run's user code starts do not inherit
+    # the run's NATS credentials (the worker itself publishes everything).
+    os.environ.pop(RUN_WORKER_CREDENTIALS_ENV, None)
     stderr_fd = _worker_logging(settings.log_level)
     try:
         args = decode(args_json, ExecuteRunArgs)
@@ -252,6 +256,9 @@ def execute_run(
         retry_timeout=settings.publish_retry_timeout,
         ack_timeout=settings.publish_ack_timeout,
         queue_size=settings.publish_queue_size,
+        credentials=(
+            settings.nats_credentials.get_secret_value() if settings.nats_credentials else None
+        ),
     )
     try:
         with span_from(

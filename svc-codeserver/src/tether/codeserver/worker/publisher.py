@@ -82,6 +82,7 @@ class JetStreamPublisher:
         queue_size: messages buffered before :meth:`publish` blocks.
         window: most messages published before their PubAcks are awaited.
         client_name: NATS connection name.
+        credentials: the run's NATS user (``.creds`` text); None: connect without.
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class JetStreamPublisher:
         queue_size: int = 256,
         window: int = 64,
         client_name: str = "tether-run-worker",
+        credentials: str | None = None,
     ) -> None:
         self._url = nats_url
+        self._credentials = credentials
         self._connect_timeout = connect_timeout
         self._retry_timeout = retry_timeout
         self._ack_timeout = ack_timeout
@@ -204,7 +207,7 @@ class JetStreamPublisher:
         self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
-                nc = await connect_nats(self._url, self._client_name)
+                nc = await connect_nats(self._url, self._client_name, self._credentials)
         except TimeoutError as err:
             self._error = TimeoutError(f"no connection within {self._connect_timeout:.0f}s")
             self._started.set()

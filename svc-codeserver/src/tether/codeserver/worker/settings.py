@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -11,6 +11,12 @@ class RunWorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TETHER_RUN_WORKER_", extra="ignore")
 
+    nats_credentials: SecretStr | None = Field(
+        default=None,
+        description="The run's own NATS user credentials (.creds text, minted by the "
+        "launcher for this run: it may publish only this run's events and logs); passed "
+        "in the environment, never argv. Unset: connect without credentials.",
+    )
     nats_connect_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to keep trying the first NATS connection."
     )
