@@ -32,7 +32,12 @@ from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared import subjects
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
-from tether.shared.grpc.auth import TLS_SERVER_NAME
+from tether.shared.grpc.auth import (
+    CODESERVER_TLS_CERT_ENV,
+    CODESERVER_TLS_KEY_ENV,
+    CODESERVER_TOKEN_ENV,
+    TLS_SERVER_NAME,
+)
 from tether.shared.messages import (
     RUN_WORKER_EXITED,
     ContainerConfig,
@@ -483,7 +488,9 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
     attrs = docker_client.containers.get(code_server.id).attrs
     image_env = set(docker_client.images.get(local_image).attrs["Config"].get("Env") or [])
     added = {e.split("=", 1)[0] for e in attrs["Config"]["Env"] if e not in image_env}
-    assert added == set(location.env)
+    # ...and the launcher's extras for it alone: its caller token and TLS pair.
+    extras = {CODESERVER_TOKEN_ENV, CODESERVER_TLS_CERT_ENV, CODESERVER_TLS_KEY_ENV}
+    assert added == set(location.env) | extras
     cmd = attrs["Config"]["Cmd"]
     shown = LocationConfig.model_validate_json(cmd[cmd.index("--location-json") + 1])
     assert shown.env == dict.fromkeys(location.env, "")

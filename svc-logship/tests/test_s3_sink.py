@@ -397,6 +397,7 @@ async def test_presign_items_that_do_not_verify_are_dead_lettered(
     signer = WorkSigner.generate()
     settings = LogShipSettings(
         nats_url=nats_server.url,
+        nats_credentials=nats_server.credentials_for(Role.LOGSHIP),
         control_plane_url="http://127.0.0.1:9",  # never called: no log chunks here
         work_public_keys=[signer.public_key],
     )

@@ -76,7 +76,6 @@ def poller_settings(
 ) -> PollerSettings:
     values: dict[str, object] = {
         "nats_url": nats_url,
-        "nats_credentials": server_at(nats_url).credentials_for(Role.POLLER),
         "control_plane_url": endpoint.url,
         "agent_token": endpoint.token,
         "agent_id": "agent-under-test",
@@ -90,6 +89,8 @@ def poller_settings(
         "graceful_shutdown_timeout": 5.0,
         "work_public_keys": [SIGNER.public_key],
     }
+    if "nats_credentials" not in overrides:
+        values["nats_credentials"] = server_at(nats_url).credentials_for(Role.POLLER)
     values.update(overrides)
     return PollerSettings(**values)  # type: ignore[arg-type]
 
@@ -257,7 +258,11 @@ async def test_items_that_do_not_verify_are_not_published(
 
 def test_the_poller_refuses_to_start_without_a_pinned_key(endpoint: WorkQueueEndpoint) -> None:
     with pytest.raises(WorkKeyError, match="no work public key pinned"):
-        PollerService(poller_settings("nats://127.0.0.1:1", endpoint, work_public_keys=[]))
+        PollerService(
+            poller_settings(
+                "nats://127.0.0.1:1", endpoint, work_public_keys=[], nats_credentials=None
+            )
+        )
 
 
 async def test_nats_down_leaves_items_unacked_until_it_is_back(
