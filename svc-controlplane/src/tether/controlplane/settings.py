@@ -170,6 +170,68 @@ class ControlPlaneSettings(BaseSettings):
             "extensions.code REQUEST_TOO_LARGE (nothing stored; retry in smaller batches)."
         ),
     )
+    graphql_introspection: bool = Field(
+        default=False,
+        description=(
+            "Answer GraphQL introspection (__schema, __type). Off in production; "
+            "`tether dev` turns it on for GraphiQL."
+        ),
+    )
+    graphiql: bool = Field(
+        default=False,
+        description="Serve the GraphiQL IDE on GET /graphql (`tether dev` turns it on).",
+    )
+    graphql_max_tokens: int = Field(
+        default=5000,
+        gt=0,
+        description="Most lexical tokens in one GraphQL document (refused while parsing).",
+    )
+    graphql_max_depth: int = Field(
+        default=15, gt=0, description="Deepest nesting of fields in one GraphQL operation."
+    )
+    graphql_max_aliases: int = Field(
+        default=50, ge=0, description="Most aliased fields in one GraphQL document."
+    )
+    graphql_max_cost: int = Field(
+        default=1_000_000,
+        gt=0,
+        description=(
+            "Cost budget of one GraphQL document: each field costs 1, and what a list "
+            "field selects counts once per item it may return (its `limit` argument, else "
+            "graphql_default_list_size)."
+        ),
+    )
+    graphql_default_list_size: int = Field(
+        default=10,
+        gt=0,
+        description="How many items the cost budget assumes of a list field without a limit.",
+    )
+    graphql_max_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest GraphQL response body; a larger one is replaced by an error with "
+            "extensions.code RESPONSE_TOO_LARGE (ask for less, or page)."
+        ),
+    )
+    compute_logs_default_limit: int = Field(
+        default=4 * 1024 * 1024,
+        gt=0,
+        description="Bytes per (step, stream) of a computeLogs answer that names no limit.",
+    )
+    compute_logs_max_limit: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Largest computeLogs limit accepted (bytes per (step, stream)).",
+    )
+    compute_logs_response_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Log bytes one GraphQL response may carry across all its computeLogs fields "
+            "(aliases included); past it the answers are cut short, read on from nextOffset."
+        ),
+    )
     graceful_shutdown_timeout: float = Field(
         default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."
     )
