@@ -170,6 +170,50 @@ class ControlPlaneSettings(BaseSettings):
             "extensions.code REQUEST_TOO_LARGE (nothing stored; retry in smaller batches)."
         ),
     )
+    upload_max_items: int = Field(
+        default=10_000,
+        gt=0,
+        description=(
+            "Most items (events, results, log chunks, pointers) in one agent upload; more "
+            "are refused as BAD_INPUT (a relay splits the batch)."
+        ),
+    )
+    upload_max_item_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Largest item of an agent upload (its JSON); a larger one is refused alone.",
+    )
+    work_max_lease_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest lease a claimWork may ask for (longer ones are shortened to it).",
+    )
+    run_tags_max_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest tags of a run (their JSON), refused at launchRun over it.",
+    )
+    run_config_max_bytes: int = Field(
+        default=512 * 1024,
+        gt=0,
+        description="Largest run config of a run (its JSON), refused at launchRun over it.",
+    )
+    snapshot_max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest location snapshot a compressed load_location result may inflate to "
+            "(inflation stops there); a larger one is refused as BAD_INPUT."
+        ),
+    )
+    snapshots_per_request: int = Field(
+        default=4,
+        gt=0,
+        description=(
+            "Most successful load_location results (snapshots) in one submitResults "
+            "request; more are refused as BAD_INPUT (a relay splits the batch)."
+        ),
+    )
     graphql_introspection: bool = Field(
         default=False,
         description=(

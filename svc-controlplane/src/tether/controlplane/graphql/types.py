@@ -380,12 +380,25 @@ class AgentType:
         )
 
 
+@strawberry.type(description="An item of an upload refused on its own.")
+class RefusedItem:
+    """An item of an upload that was refused on its own (the others were stored)."""
+
+    index: int = strawberry.field(description="Its position in the upload.")
+    reason: str = strawberry.field(description="Why; sending it again cannot succeed.")
+    id: str | None = strawberry.field(default=None, description="Its id, if it had one.")
+
+
 @strawberry.type(description="Outcome of an idempotent upload.")
 class StoreOutcome:
-    """Outcome of an idempotent upload."""
+    """Outcome of an idempotent upload: stored + duplicates + refused = items sent."""
 
     stored: int
     duplicates: int
+    refused: list[RefusedItem] = strawberry.field(
+        default_factory=list,
+        description="Items refused on their own, with the reason (dead-letter them).",
+    )
 
 
 @strawberry.type
