@@ -173,7 +173,7 @@ async def test_urls_are_presigned_by_the_agent(api: Api) -> None:
         (5, 15, 5),
         (20, 5, 0),
     ]
-    assert urls["urls"][0]["url"] == f"https://s3/tether/{run_id}/a/stdout/0-10?sig"
+    assert urls["urls"][0]["url"] == f"https://s3/{_pointer(run_id, 0, 10)['key']}?sig"
     assert (urls["expiresAt"], urls["hasMore"], urls["nextOffset"]) == (123.0, False, 25)
 
 
@@ -251,7 +251,7 @@ async def test_run_page_links_logs_in_customer_storage(api: Api) -> None:
     )
     await _answer_presign(api, presign)
     html = (await links).text
-    url = f"https://s3/tether/{run_id}/a/stdout/10-16?a=1&amp;b=2"
+    url = f"https://s3/{_pointer(run_id, 10, 6)['key']}?a=1&amp;b=2"
     assert f'<a href="{url}" target="_blank" rel="noopener noreferrer">bytes 10–16</a>' in html
     assert 'data-urls="[{&#34;length&#34;: 10' in html and "fetch(piece.url)" in html
 
