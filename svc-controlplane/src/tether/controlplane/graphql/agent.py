@@ -9,6 +9,7 @@ natural keys, so the agent can retry any call.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, si
 from tether.shared import telemetry
 from tether.shared.messages import ComputeLogPointer, Heartbeat, LogChunk, RunEvent, WorkResult
 
+log = logging.getLogger(__name__)
+
 #: Most work items one claim may lease.
 MAX_CLAIM = 100
 #: Most substrates one claim may name, and most ids one ack may carry.
@@ -35,6 +38,9 @@ MAX_ACK_IDS = 10 * MAX_CLAIM
 
 
 def _outcome(stored: int, duplicates: int, refused: list[Refusal]) -> StoreOutcome:
+    refused = sorted(refused, key=lambda r: r.index)
+    for r in refused:
+        log.info("refused upload item #%d%s: %s", r.index, f" ({r.id})" if r.id else "", r.reason)
     return StoreOutcome(
         stored=stored,
         duplicates=duplicates,
@@ -167,7 +173,7 @@ class AgentMutation:
                     snapshot_max_bytes=settings.snapshot_max_bytes,
                     max_snapshots=settings.snapshots_per_request,
                 )
-        return _outcome(stored, duplicates, sorted([*refused, *unbound], key=lambda r: r.index))
+        return _outcome(stored, duplicates, [*refused, *unbound])
 
     @strawberry.mutation(
         description="Store compute-log chunks (idempotent on run_id, step_key, stream, offset)."
