@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from controlplane_testkit import LOGS, Api
-from graphql import parse
+from graphql import get_introspection_query, parse
 from tether.controlplane import auth
 from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.graphql import build_schema
@@ -92,9 +92,9 @@ async def test_a_deep_query_is_refused(settings: ControlPlaneSettings) -> None:
         assert error["extensions"] == {
             "code": "QUERY_TOO_COMPLEX",
             "limit": "graphql_max_depth",
-            "max": 15,
+            "max": 20,
         }
-        assert "depth is 42, over the limit of 15" in error["message"]
+        assert "depth is 42, over the limit of 20" in error["message"]
     async with serving(settings, graphql_max_depth=2) as api:
         error = _error(await api.post("{ runs { events { id } } }", token=api.admin_token))
         assert error["extensions"]["limit"] == "graphql_max_depth"
@@ -257,3 +257,16 @@ def test_the_ui_and_cli_documents_fit_the_limits() -> None:
         assert found.depth <= limits.max_depth, where
         assert found.aliases <= limits.max_aliases, where
         assert found.cost <= limits.max_cost, (where, found)
+
+
+def test_graphiqls_introspection_query_fits_when_introspection_is_on() -> None:
+    query = get_introspection_query(
+        descriptions=True,
+        specified_by_url=True,
+        directive_is_repeatable=True,
+        schema_description=True,
+        input_value_deprecation=True,
+    )
+    found = measure(build_schema()._schema, parse(query))
+    limits = QueryLimits()
+    assert found.depth <= limits.max_depth and found.cost <= limits.max_cost

@@ -231,7 +231,12 @@ class ControlPlaneSettings(BaseSettings):
         description="Most lexical tokens in one GraphQL document (refused while parsing).",
     )
     graphql_max_depth: int = Field(
-        default=15, gt=0, description="Deepest nesting of fields in one GraphQL operation."
+        default=20,
+        gt=0,
+        description=(
+            "Deepest nesting of fields in one GraphQL operation (GraphiQL's introspection "
+            "query nests about 15 deep; the API's own types less than 10)."
+        ),
     )
     graphql_max_aliases: int = Field(
         default=50, ge=0, description="Most aliased fields in one GraphQL document."

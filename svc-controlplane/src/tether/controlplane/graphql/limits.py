@@ -77,7 +77,7 @@ class QueryLimits:
     """The limits of one document (see the module docstring); each maps to a setting."""
 
     max_tokens: int = 5000
-    max_depth: int = 15
+    max_depth: int = 20
     max_aliases: int = 50
     max_cost: int = 1_000_000
     default_list_size: int = 10
