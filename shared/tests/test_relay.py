@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import nats
 import pytest
 from tether.shared import streams, subjects
+from tether.shared.agent_client import RefusedUpload, UploadOutcome
 from tether.shared.errors import BAD_INPUT, REQUEST_TOO_LARGE, AgentApiError
 from tether.shared.messages import EventType, RunEvent, decode, encode
 from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
@@ -23,8 +24,10 @@ class RecordingSink:
         self.fail_times = 0
         self.refuse_seq: set[int] = set()
         self.max_bytes: int | None = None
+        self.refuse_alone: set[int] = set()
+        self.calls = 0
 
-    async def upload(self, items: Sequence[RunEvent]) -> None:
+    async def upload(self, items: Sequence[RunEvent]) -> UploadOutcome | None:
         if self.fail_times:
             self.fail_times -= 1
             raise ConnectionError("control plane down")
@@ -32,7 +35,18 @@ class RecordingSink:
             raise AgentApiError("bad event", code=BAD_INPUT)
         if self.max_bytes is not None and sum(len(encode(e)) for e in items) > self.max_bytes:
             raise AgentApiError("request over the size limit", code=REQUEST_TOO_LARGE)
+        if self.refuse_alone:
+            # As the control plane does: store the others, list the bad ones by index.
+            refused = tuple(
+                RefusedUpload(i, f"seq {e.seq} out of bounds")
+                for i, e in enumerate(items)
+                if e.seq in self.refuse_alone
+            )
+            self.batches.append([e for e in items if e.seq not in self.refuse_alone])
+            self.calls += 1
+            return UploadOutcome(len(items) - len(refused), 0, refused)
         self.batches.append(list(items))
+        return None
 
     @property
     def seqs(self) -> list[int]:
@@ -123,6 +137,28 @@ async def test_malformed_and_refused_messages_go_to_dead_letter(nats_server) -> 
     assert reasons[0].startswith("malformed RunEvent")
     assert reasons[1].startswith("refused by control plane")
     assert await _pending(nc) == 0
+    await nc.close()
+
+
+async def test_items_refused_alone_are_dead_lettered_and_the_rest_acked(nats_server) -> None:
+    sink = RecordingSink()
+    sink.refuse_alone = {3, 7}
+    nc, relay = await _setup(nats_server.url, sink)
+    js = nc.jetstream()
+    await _publish(nc, range(1, 11))
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 8)
+    relay.stop()
+    await task
+    assert sink.seqs == [s for s in range(1, 11) if s not in (3, 7)]
+    dlq = await js.pull_subscribe(subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER))
+    dead = await dlq.fetch(10, timeout=2)
+    assert sorted(decode(m.data, RunEvent).seq for m in dead) == [3, 7]
+    assert {m.headers["Tether-Reason"] for m in dead} == {
+        "refused by control plane: seq 3 out of bounds",
+        "refused by control plane: seq 7 out of bounds",
+    }
+    assert await _pending(nc) == 0  # nothing left to redeliver: the relay went on
     await nc.close()
 
 

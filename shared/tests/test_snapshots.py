@@ -58,10 +58,17 @@ def test_bad_payloads_are_clear_errors() -> None:
         snapshot_from_payload({SNAPSHOT_ZLIB_KEY: bad_json})
 
 
-def test_a_decompression_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tether.shared.snapshots as codec
-
-    monkeypatch.setattr(codec, "MAX_SNAPSHOT_BYTES", 1000)
-    bomb = base64.b64encode(zlib.compress(b" " * 10_000)).decode()
-    with pytest.raises(ContractError, match="inflates past"):
+def test_a_decompression_bomb_is_refused_without_inflating_it() -> None:
+    # 64 MiB of spaces compress to ~64 kB; the default limit is 32 MiB.
+    bomb = base64.b64encode(zlib.compress(b" " * (64 << 20), level=9)).decode()
+    assert len(bomb) < 200_000
+    with pytest.raises(ContractError, match=r"inflates past 33,554,432 bytes, the limit"):
         snapshot_from_payload({SNAPSHOT_ZLIB_KEY: bomb})
+    with pytest.raises(ContractError, match=r"past 1,000 bytes, the limit \(SOME_SETTING\)"):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: bomb}, max_bytes=1000, limit_name="SOME_SETTING")
+    # Exactly at the limit is accepted.
+    exact = snapshot(3).model_dump_json().encode()
+    packed = base64.b64encode(zlib.compress(exact)).decode()
+    assert snapshot_from_payload({SNAPSHOT_ZLIB_KEY: packed}, max_bytes=len(exact)) == snapshot(3)
+    with pytest.raises(ContractError, match="inflates past"):
+        snapshot_from_payload({SNAPSHOT_ZLIB_KEY: packed}, max_bytes=len(exact) - 1)

@@ -36,6 +36,14 @@ ACK = "mutation Ack($agentId: String!, $ids: [String!]!) { ackWork(agentId: $age
 EVENTS = "mutation E($items: [JSON!]!) { storeEvents(events: $items) { stored duplicates } }"
 RESULTS = "mutation R($items: [JSON!]!) { submitResults(results: $items) { stored duplicates } }"
 LOGS = "mutation L($items: [JSON!]!) { appendComputeLogs(chunks: $items) { stored duplicates } }"
+#: The uploads again, with the items refused on their own.
+_REFUSED = "{ stored duplicates refused { index reason id } }"
+EVENTS_OUTCOME = f"mutation E($items: [JSON!]!) {{ storeEvents(events: $items) {_REFUSED} }}"
+RESULTS_OUTCOME = f"mutation R($items: [JSON!]!) {{ submitResults(results: $items) {_REFUSED} }}"
+LOGS_OUTCOME = f"mutation L($items: [JSON!]!) {{ appendComputeLogs(chunks: $items) {_REFUSED} }}"
+POINTERS_OUTCOME = (
+    f"mutation P($items: [JSON!]!) {{ appendComputeLogPointers(pointers: $items) {_REFUSED} }}"
+)
 LAUNCH = """
 mutation($loc: String!, $job: String!, $cfg: JSON, $tags: JSON) {
   launchRun(locationName: $loc, jobName: $job, runConfig: $cfg, tags: $tags) {

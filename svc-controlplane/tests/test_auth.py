@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from controlplane_testkit import ACK, CLAIM, EVENTS, RESULTS, Api
+from controlplane_testkit import ACK, CLAIM, EVENTS_OUTCOME, RESULTS_OUTCOME, Api
 from sqlalchemy import select
 from tether.controlplane import auth
 from tether.controlplane.db.models import ApiToken
@@ -137,13 +137,14 @@ async def test_an_agent_of_another_deployment_sees_none_of_this_ones_work(api: A
     assert body["data"]["claimWork"] == []
     # Uploads about this deployment's runs and items are refused as unknown.
     event = RunEvent(run_id=run_id, seq=1, event_type=EventType.RUN_START).model_dump(mode="json")
-    body = await api.post(EVENTS, token=other, items=[event])
-    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
-    assert "unknown run" in body["errors"][0]["message"]
+    body = await api.post(EVENTS_OUTCOME, token=other, items=[event])
+    ((refused,),) = [body["data"]["storeEvents"]["refused"]]
+    assert "names no run of this deployment" in refused["reason"]
     (item,) = await api.claim()
     result = WorkResult(id=item.id, work_item_id=item.id, kind=item.kind, ok=True)
-    body = await api.post(RESULTS, token=other, items=[result.model_dump(mode="json")])
-    assert "unknown work item" in body["errors"][0]["message"]
+    body = await api.post(RESULTS_OUTCOME, token=other, items=[result.model_dump(mode="json")])
+    ((refused,),) = [body["data"]["submitResults"]["refused"]]
+    assert "names no work item of this deployment" in refused["reason"]
     body = await api.post(ACK, token=other, agentId="agent-1", ids=[item.id])
     assert body["data"]["ackWork"] == 0
     # ... and this deployment's own agent still owns all of it.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from controlplane_testkit import LOGS, Api
+from controlplane_testkit import LOGS, POINTERS_OUTCOME, Api
 from tether.controlplane.errors import BAD_INPUT
 from tether.shared.messages import (
     ComputeLogPointer,
@@ -17,6 +17,7 @@ from tether.shared.messages import (
     PresignedUrl,
     WorkItem,
     WorkResult,
+    compute_log_key_suffix,
 )
 from tether.shared.subjects import LogStream, WorkKind
 
@@ -45,7 +46,7 @@ def _pointer(run_id: str, offset: int, length: int, **kw: Any) -> dict[str, Any]
         offset=offset,
         length=length,
         bucket="logs",
-        key=f"tether/{run_id}/a/stdout/{offset}-{offset + length}",
+        key="tether/" + compute_log_key_suffix(run_id, "a", "stdout", offset, offset + length),
         **kw,
     ).model_dump(mode="json")
 
@@ -82,15 +83,37 @@ async def test_pointers_are_idempotent_and_a_longer_object_replaces_a_shorter(ap
 
 async def test_pointers_of_unknown_runs_or_malformed_are_refused(api: Api) -> None:
     run_id = await _queued_run(api)
-    body = await api.post(POINTERS, token=api.token, items=[_pointer("f" * 32, 0, 1)])
-    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+    body = await api.post(POINTERS_OUTCOME, token=api.token, items=[_pointer("f" * 32, 0, 1)])
+    assert (
+        "names no run of this deployment"
+        in body["data"]["appendComputeLogPointers"]["refused"][0]["reason"]
+    )
     bad = _pointer(run_id, 0, 1) | {"length": 0}
-    body = await api.post(POINTERS, token=api.token, items=[_pointer(run_id, 5, 1), bad])
-    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+    body = await api.post(POINTERS_OUTCOME, token=api.token, items=[bad])
+    ((refused,),) = [body["data"]["appendComputeLogPointers"]["refused"]]
+    assert refused["index"] == 0 and "length" in refused["reason"]
     assert (await api.user(STREAMS, id=run_id))["computeLogStreams"] == []
     # Users cannot upload pointers.
     body = await api.post(POINTERS, token=api.admin_token, items=[_pointer(run_id, 0, 1)])
     assert body["errors"]
+
+
+async def test_a_pointer_must_name_the_object_of_its_run_and_stream(api: Api) -> None:
+    # The control plane later asks the agent to presign exactly the keys pointers recorded:
+    # one naming another run's object, or any other key of the bucket, is refused.
+    run_id = await _queued_run(api)
+    other = _pointer("f" * 32, 0, 1)["key"]
+    items = [
+        _pointer(run_id, 0, 1) | {"key": "secrets/credentials.json"},
+        _pointer(run_id, 0, 1) | {"key": other},
+        _pointer(run_id, 0, 1) | {"key": "../" + _pointer(run_id, 0, 1)["key"]},
+        _pointer(run_id, 0, 1) | {"key": _pointer(run_id, 0, 2)["key"]},  # other bytes
+        _pointer(run_id, 0, 1),
+    ]
+    outcome = (await api.agent(POINTERS_OUTCOME, items=items))["appendComputeLogPointers"]
+    assert outcome["stored"] == 1
+    assert [r["index"] for r in outcome["refused"]] == [0, 1, 2, 3]
+    assert all("is not the object of its run" in r["reason"] for r in outcome["refused"])
 
 
 async def test_control_plane_streams_say_so(api: Api) -> None:
@@ -150,7 +173,7 @@ async def test_urls_are_presigned_by_the_agent(api: Api) -> None:
         (5, 15, 5),
         (20, 5, 0),
     ]
-    assert urls["urls"][0]["url"] == f"https://s3/tether/{run_id}/a/stdout/0-10?sig"
+    assert urls["urls"][0]["url"] == f"https://s3/{_pointer(run_id, 0, 10)['key']}?sig"
     assert (urls["expiresAt"], urls["hasMore"], urls["nextOffset"]) == (123.0, False, 25)
 
 
@@ -228,7 +251,7 @@ async def test_run_page_links_logs_in_customer_storage(api: Api) -> None:
     )
     await _answer_presign(api, presign)
     html = (await links).text
-    url = f"https://s3/tether/{run_id}/a/stdout/10-16?a=1&amp;b=2"
+    url = f"https://s3/{_pointer(run_id, 10, 6)['key']}?a=1&amp;b=2"
     assert f'<a href="{url}" target="_blank" rel="noopener noreferrer">bytes 10–16</a>' in html
     assert 'data-urls="[{&#34;length&#34;: 10' in html and "fetch(piece.url)" in html
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from controlplane_testkit import RESULTS, Api, example_snapshot
+from controlplane_testkit import RESULTS_OUTCOME, Api, example_snapshot
 from sqlalchemy import func, select
+from tether.controlplane import auth
 from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
-from tether.shared.errors import BAD_INPUT
-from tether.shared.messages import RUN_WORKER_EXITED, ErrorInfo, WorkResult
+from tether.shared.messages import RUN_WORKER_EXITED, ErrorInfo, LocationConfig, WorkResult
 from tether.shared.subjects import WorkKind
 
 LOCATIONS = """{ codeLocations { name loadStatus loadError { clsName message traceback }
@@ -73,22 +73,93 @@ async def test_reloading_an_unknown_location_is_a_clear_error(api: Api) -> None:
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
-async def test_malformed_results_are_refused_whole(api: Api) -> None:
+async def test_malformed_results_are_refused_alone(api: Api) -> None:
     (item,) = await api.claim()
-    good = WorkResult(id="r1", work_item_id=item.id, kind="ping_location", ok=True)
     bad_snapshot = WorkResult(
         id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload={"snapshot": {"x": 1}}
     )
-    unknown_item = WorkResult(id="r2", work_item_id="nope", kind="ping_location", ok=True)
-    for batch in ([good, bad_snapshot], [good, unknown_item]):
-        items = [r.model_dump(mode="json") for r in batch]
-        body = await api.post(RESULTS, token=api.token, items=items)
-        assert body["errors"][0]["extensions"]["code"] == BAD_INPUT, body
-    body = await api.post(RESULTS, token=api.token, items=[{"id": "r3"}])
-    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
-    # Nothing of those batches was stored: the good result is still new.
-    assert await api.submit(good) == {"stored": 1, "duplicates": 0}
+    unknown_item = WorkResult(id="nope", work_item_id="nope", kind="ping_location", ok=True)
+    items = [r.model_dump(mode="json") for r in (bad_snapshot, unknown_item)] + [{"id": "r3"}]
+    outcome = (await api.agent(RESULTS_OUTCOME, items=items))["submitResults"]
+    assert (outcome["stored"], outcome["duplicates"]) == (0, 0)
+    reasons = {r["index"]: (r["id"], r["reason"]) for r in outcome["refused"]}
+    assert reasons[0][0] == item.id and "malformed payload" in reasons[0][1]
+    assert reasons[1] == ("nope", "work_item_id 'nope' names no work item of this deployment")
+    assert reasons[2][0] == "r3" and "work_item_id" in reasons[2][1]
+    # Nothing was stored: the real result is still new.
     assert await _item_status(api, item.id) == "CLAIMED"
+    good = bad_snapshot.model_copy(
+        update={"payload": {"snapshot": example_snapshot().model_dump()}}
+    )
+    assert await api.submit(good) == {"stored": 1, "duplicates": 0}
+
+
+async def test_a_result_id_is_its_work_items_and_of_its_kind(api: Api) -> None:
+    (item,) = await api.claim()
+    other_id = WorkResult(id="r1", work_item_id=item.id, kind=item.kind, ok=False)
+    other_kind = WorkResult(id=item.id, work_item_id=item.id, kind="ping_location", ok=True)
+    bad_report = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=RUN_WORKER_EXITED,
+        ok=True,
+        payload={"run_id": "x", "exit_code": 1},
+    )
+    items = [r.model_dump(mode="json") for r in (other_id, other_kind, bad_report)]
+    outcome = (await api.agent(RESULTS_OUTCOME, items=items))["submitResults"]
+    assert outcome["stored"] == 0
+    reasons = [r["reason"] for r in outcome["refused"]]
+    assert f"id 'r1' must be its work item's id {item.id!r}" in reasons[0]
+    assert "kind 'ping_location' does not match its work item's kind 'load_location'" in reasons[1]
+    assert "about a load_location work item cannot be of kind 'run_worker_exited'" in reasons[2]
+    assert await _item_status(api, item.id) == "CLAIMED"
+
+
+async def test_a_foreign_deployment_cannot_shadow_a_result(api: Api) -> None:
+    """Deployment A's agent submits, first, the result id of B's (this one's) launch."""
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    (launch,) = await api.claim()
+    async with api.cp.db.transaction() as session:
+        other = await auth.create_token(
+            session, name="agent-a", role=auth.Role.AGENT, deployment_id="a"
+        )
+        # Deployment A has a work item of its own to name.
+        a_item = api.cp.queue.enqueue(
+            session,
+            deployment_id="a",
+            kind=WorkKind.PING_LOCATION,
+            location=LocationConfig(name="loc-a", module="x"),
+        )
+    forged = [
+        WorkResult(id=launch.id, work_item_id=a_item, kind="ping_location", ok=True),
+        WorkResult(id=launch.id, work_item_id=launch.id, kind=launch.kind, ok=False),
+        WorkResult(id=f"{launch.id}.x", work_item_id=a_item, kind="ping_location", ok=True),
+    ]
+    body = await api.post(
+        RESULTS_OUTCOME, token=other, items=[r.model_dump(mode="json") for r in forged]
+    )
+    outcome = body["data"]["submitResults"]
+    assert outcome["stored"] == 0 and len(outcome["refused"]) == 3
+    assert "must be its work item's id" in outcome["refused"][0]["reason"]
+    assert "names no work item of this deployment" in outcome["refused"][1]["reason"]
+    # B's real result is stored, not taken for a duplicate, and its run proceeds.
+    real = WorkResult(
+        id=launch.id, work_item_id=launch.id, kind=launch.kind, ok=True, payload={"run_id": run_id}
+    )
+    assert await api.submit(real) == {"stored": 1, "duplicates": 0}
+    assert (await api.run(run_id))["status"] == "STARTING"
+    # A report about B's launch naming another run is refused too.
+    wrong_run = WorkResult(
+        id=f"{launch.id}.exit",
+        work_item_id=launch.id,
+        kind=RUN_WORKER_EXITED,
+        ok=False,
+        payload={"run_id": "someone-elses", "exit_code": 1},
+    )
+    outcome = await api.agent(RESULTS_OUTCOME, items=[wrong_run.model_dump(mode="json")])
+    assert "is not its work item's run" in outcome["submitResults"]["refused"][0]["reason"]
+    assert (await api.run(run_id))["status"] == "STARTING"
 
 
 async def test_launch_flow_through_results(api: Api) -> None:

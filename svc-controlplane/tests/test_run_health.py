@@ -8,7 +8,6 @@ import time
 import pytest
 from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.monitor import RunMonitor
-from tether.shared.errors import BAD_INPUT
 from tether.shared.messages import EventType, RunEvent, WorkItem, WorkResult
 from tether.shared.subjects import WorkKind
 
@@ -129,9 +128,11 @@ async def test_a_malformed_health_answer_is_refused(
         id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload={"alive": "maybe"}
     )
     body = await api.post(
-        "mutation R($items: [JSON!]!) { submitResults(results: $items) { stored } }",
+        "mutation R($items: [JSON!]!) { submitResults(results: $items) "
+        "{ stored refused { reason } } }",
         token=api.token,
         items=[bad.model_dump(mode="json")],
     )
-    assert body["errors"][0]["extensions"]["code"] == BAD_INPUT
+    outcome = body["data"]["submitResults"]
+    assert outcome["stored"] == 0 and "malformed payload" in outcome["refused"][0]["reason"]
     assert (await api.run(run_id))["status"] == "STARTED"

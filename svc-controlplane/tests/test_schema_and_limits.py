@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from controlplane_testkit import EVENTS, Api
+from controlplane_testkit import EVENTS, EVENTS_OUTCOME, Api
 from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.graphql.schema import REGENERATE_SDL, schema_sdl
 from tether.controlplane.service import ControlPlaneService
@@ -63,8 +63,9 @@ async def test_an_oversized_request_is_a_graphql_error_and_changes_nothing(
             assert resp.status_code == 413
             assert resp.json()["errors"][0]["extensions"]["code"] == REQUEST_TOO_LARGE
             # Under the limit, the same API answers normally (nothing was stored before).
-            small = await api.post(EVENTS, token=token, items=_events(1))
-            assert "unknown run" in small["errors"][0]["message"]
+            small = await api.post(EVENTS_OUTCOME, token=token, items=_events(1))
+            refused = small["data"]["storeEvents"]["refused"]
+            assert "names no run of this deployment" in refused[0]["reason"]
 
 
 async def _chunks(total: int):  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import pytest
 from tether.controlplane.cli import app as cli_app
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.agent_client import AgentClient
+from tether.shared.agent_client import AgentClient, UploadOutcome
 from tether.shared.messages import (
     EventType,
     Heartbeat,
@@ -48,8 +48,8 @@ async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSet
             assert load.kind == WorkKind.LOAD_LOCATION
             assert await client.ack_work("a1", [load.id]) == 1
             result = WorkResult(id=load.id, work_item_id=load.id, kind=load.kind, ok=False)
-            assert await client.submit_results([result]) == (1, 0)
-            assert await client.submit_results([result]) == (0, 1)
+            assert await client.submit_results([result]) == UploadOutcome(1, 0)
+            assert await client.submit_results([result]) == UploadOutcome(0, 1)
 
             # Events and logs of a run (created directly: the location failed to load).
             async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
@@ -81,11 +81,11 @@ async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSet
                 )
             await db.dispose()
             event = RunEvent(run_id="r1", seq=1, event_type=EventType.RUN_START)
-            assert await client.store_events([event]) == (1, 0)
+            assert await client.store_events([event]) == UploadOutcome(1, 0)
             chunk = LogChunk(
                 run_id="r1", step_key="a", stream=LogStream.STDOUT, offset=0, data=b"\xffhi"
             )
-            assert await client.append_compute_logs([chunk, chunk]) == (1, 1)
+            assert await client.append_compute_logs([chunk, chunk]) == UploadOutcome(1, 1)
 
             # A long-poll in flight is released by a shutdown instead of holding it up.
             assert service.control_plane is not None

@@ -368,24 +368,42 @@ async def test_only_this_agents_objects_are_presigned() -> None:
     presigner = Presigner(None, store, 60, verifier)  # type: ignore[arg-type]  # answer() publishes nothing
     location = LocationConfig(name="loc", module="jobs")
 
-    def item(bucket: str, key: str) -> WorkItem:
-        pointer = {"run_id": "r", "step_key": "a", "stream": "stdout", "offset": 0, "length": 1}
-        pointer |= {"bucket": bucket, "key": key}
+    def pointer(bucket: str, key: str, run_id: str = "r") -> dict[str, object]:
+        where = {"run_id": run_id, "step_key": "a", "stream": "stdout", "offset": 0}
+        return where | {"length": 1, "bucket": bucket, "key": key}
+
+    def item(*pointers: dict[str, object]) -> WorkItem:
         return WorkItem(
             id=uuid.uuid4().hex,
             kind=WorkKind.PRESIGN_COMPUTE_LOGS,
             location=location,
-            payload={"pointers": [pointer]},
+            payload={"pointers": list(pointers)},
         )
 
-    for bucket, key in (("other", "logs/r/a"), ("mine", "secrets/x"), ("mine", "logs/../x")):
-        result = await presigner.answer(item(bucket, key))
+    own = store.key("r", "a", "stdout", 0, 1)
+    for bucket, key in (
+        ("other", own),
+        ("mine", "secrets/x"),
+        ("mine", "logs/../x"),
+        ("mine", "logs/r/a"),  # a prefix of the run's objects, not one of them
+        ("mine", store.key("r", "a", "stdout", 0, 2)),  # another byte range
+        ("mine", store.key("other-run", "a", "stdout", 0, 1)),  # another run's object
+    ):
+        result = await presigner.answer(item(pointer(bucket, key)))
         assert not result.ok and result.error is not None
-        assert "not a compute-log object of this agent" in result.error.message
-    malformed = item("mine", "logs/r").model_copy(update={"payload": {"pointers": "no"}})
+        assert "is not the compute-log object of run 'r'" in result.error.message
+    # One request, one run's stream: mixing in another run's (real) object is refused.
+    mixed = item(pointer("mine", own), pointer("mine", store.key("s", "a", "stdout", 0, 1), "s"))
+    result = await presigner.answer(mixed)
+    assert not result.ok and "one run's step and stream" in result.error.message  # type: ignore[union-attr]
+    # An empty prefix (the whole bucket, for a prefix match) still presigns only exact keys.
+    bare = Presigner(None, S3LogStore(LogShipSettings(sink="s3", s3_bucket="mine")), 60, verifier)  # type: ignore[arg-type]
+    result = await bare.answer(item(pointer("mine", "anything/in/the/bucket")))
+    assert not result.ok and "is not the compute-log object" in result.error.message  # type: ignore[union-attr]
+    malformed = item(pointer("mine", own)).model_copy(update={"payload": {"pointers": "no"}})
     result = await presigner.answer(malformed)
     assert not result.ok and "malformed" in result.error.message  # type: ignore[union-attr]
-    unconfigured = await Presigner(None, None, 60, verifier).answer(item("mine", "logs/r"))  # type: ignore[arg-type]
+    unconfigured = await Presigner(None, None, 60, verifier).answer(item(pointer("mine", own)))  # type: ignore[arg-type]
     assert not unconfigured.ok and "no S3 bucket" in unconfigured.error.message  # type: ignore[union-attr]
 
 

@@ -204,6 +204,9 @@ class DevStack:
                 # Local development: the UI and API act as admin without a token (the
                 # control plane listens on loopback); the agent API still needs its token.
                 "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
+                # GraphiQL and the introspection it needs: off unless asked for.
+                "TETHER_CONTROLPLANE_GRAPHIQL": "true",
+                "TETHER_CONTROLPLANE_GRAPHQL_INTROSPECTION": "true",
             }
             if c.workspace_file is not None:
                 env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)

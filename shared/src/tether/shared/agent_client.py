@@ -7,8 +7,9 @@ GraphQL errors are the control plane refusing the request and are raised at once
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import stamina
@@ -30,14 +31,30 @@ mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: 
             leaseSeconds: $leaseSeconds)
 }"""
 _ACK = "mutation Ack($agentId: String!, $ids: [String!]!) { ackWork(agentId: $agentId, ids: $ids) }"
-_EVENTS = "mutation E($items: [JSON!]!) { storeEvents(events: $items) { stored duplicates } }"
-_RESULTS = "mutation R($items: [JSON!]!) { submitResults(results: $items) { stored duplicates } }"
-_LOGS = "mutation L($items: [JSON!]!) { appendComputeLogs(chunks: $items) { stored duplicates } }"
+#: What every upload answers: counts, and the items refused on their own.
+_OUTCOME = "{ stored duplicates refused { index reason } }"
+_EVENTS = f"mutation E($items: [JSON!]!) {{ storeEvents(events: $items) {_OUTCOME} }}"
+_RESULTS = f"mutation R($items: [JSON!]!) {{ submitResults(results: $items) {_OUTCOME} }}"
+_LOGS = f"mutation L($items: [JSON!]!) {{ appendComputeLogs(chunks: $items) {_OUTCOME} }}"
 _POINTERS = (
-    "mutation P($items: [JSON!]!) { appendComputeLogPointers(pointers: $items) "
-    "{ stored duplicates } }"
+    f"mutation P($items: [JSON!]!) {{ appendComputeLogPointers(pointers: $items) {_OUTCOME} }}"
 )
 _HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
+
+
+class RefusedUpload(NamedTuple):
+    """An item of an upload the control plane refused on its own (retrying cannot help)."""
+
+    index: int
+    reason: str
+
+
+class UploadOutcome(NamedTuple):
+    """What the control plane did with an upload: stored + duplicates + refused = items."""
+
+    stored: int
+    duplicates: int
+    refused: tuple[RefusedUpload, ...] = ()
 
 
 class _Transient(Exception):
@@ -110,10 +127,15 @@ class AgentClient:
     async def _post(self, query: str, variables: dict[str, Any], extra: float) -> dict[str, Any]:
         headers = telemetry.inject({})
         try:
+            # json.dumps writes NaN and Infinity as JavaScript does: httpx's json= would
+            # raise on them, and a relay would retry that upload for ever; the control
+            # plane refuses such an item alone, with its reason.
             resp = await self._http.post(
                 "/graphql",
-                json={"query": query, "variables": variables},
-                headers=dict(headers),
+                content=json.dumps(
+                    {"query": query, "variables": variables}, separators=(",", ":")
+                ).encode(),
+                headers={**dict(headers), "Content-Type": "application/json"},
                 timeout=self._timeout + extra,
             )
         except httpx.TransportError:
@@ -163,30 +185,33 @@ class AgentClient:
         data = await self.execute(_ACK, {"agentId": agent_id, "ids": list(ids)})
         return int(data["ackWork"])
 
-    async def store_events(self, events: Sequence[RunEvent]) -> tuple[int, int]:
-        """Upload run events; return (stored, duplicates)."""
+    async def store_events(self, events: Sequence[RunEvent]) -> UploadOutcome:
+        """Upload run events; return what was stored, a duplicate, or refused."""
         return await self._upload(_EVENTS, "storeEvents", events)
 
-    async def submit_results(self, results: Sequence[WorkResult]) -> tuple[int, int]:
-        """Upload work results; return (stored, duplicates)."""
+    async def submit_results(self, results: Sequence[WorkResult]) -> UploadOutcome:
+        """Upload work results; return what was stored, a duplicate, or refused."""
         return await self._upload(_RESULTS, "submitResults", results)
 
-    async def append_compute_logs(self, chunks: Sequence[LogChunk]) -> tuple[int, int]:
-        """Upload compute-log chunks; return (stored, duplicates)."""
+    async def append_compute_logs(self, chunks: Sequence[LogChunk]) -> UploadOutcome:
+        """Upload compute-log chunks; return what was stored, a duplicate, or refused."""
         return await self._upload(_LOGS, "appendComputeLogs", chunks)
 
     async def append_compute_log_pointers(
         self, pointers: Sequence[ComputeLogPointer]
-    ) -> tuple[int, int]:
-        """Upload pointers to compute logs stored in customer storage; return
-        (stored, duplicates)."""
+    ) -> UploadOutcome:
+        """Upload pointers to compute logs stored in customer storage; return what was
+        stored, a duplicate, or refused."""
         return await self._upload(_POINTERS, "appendComputeLogPointers", pointers)
 
     async def heartbeat(self, heartbeat: Heartbeat) -> None:
         """Report the agent's state."""
         await self.execute(_HEARTBEAT, {"hb": heartbeat.model_dump(mode="json")})
 
-    async def _upload(self, query: str, field: str, items: Sequence[Any]) -> tuple[int, int]:
+    async def _upload(self, query: str, field: str, items: Sequence[Any]) -> UploadOutcome:
         payload = [item.model_dump(mode="json") for item in items]
-        data = await self.execute(query, {"items": payload})
-        return int(data[field]["stored"]), int(data[field]["duplicates"])
+        answer = (await self.execute(query, {"items": payload}))[field]
+        refused = tuple(
+            RefusedUpload(int(r["index"]), str(r["reason"])) for r in answer.get("refused") or ()
+        )
+        return UploadOutcome(int(answer["stored"]), int(answer["duplicates"]), refused)

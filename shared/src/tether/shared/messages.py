@@ -60,6 +60,7 @@ __all__ = [
     "WireModel",
     "WorkItem",
     "WorkResult",
+    "compute_log_key_suffix",
     "decode",
     "decode_log_chunk",
     "encode",
@@ -651,6 +652,20 @@ class ComputeLogPointer(WireModel):
     bucket: str = Field(min_length=1, max_length=255)
     key: str = Field(min_length=1, max_length=1024, description="Object key in the bucket.")
     timestamp: float = Field(default_factory=time.time)
+
+
+#: Digits of the offsets in compute-log object keys: keys sort by offset; 16 digits hold 9 PB.
+LOG_OBJECT_OFFSET_DIGITS = 16
+
+
+def compute_log_key_suffix(
+    run_id: str, step_key: str, stream: LogStream | str, offset: int, end: int
+) -> str:
+    """How the key of the object holding bytes ``[offset, end)`` of one step's stream ends
+    (after the storage's own prefix). A key is bound to its run, step, stream and bytes: a
+    pointer naming any other key is refused, and only such keys are ever presigned."""
+    digits = LOG_OBJECT_OFFSET_DIGITS
+    return f"{run_id}/{step_key}/{stream}/{offset:0{digits}d}-{end:0{digits}d}"
 
 
 class PresignComputeLogsPayload(WireModel):

@@ -58,7 +58,10 @@ class RelaySpec(Generic[T]):
         durable: durable consumer name (shared by every replica: work-queue semantics).
         filter_subject: subjects consumed.
         decode: message -> item; raises ContractError when malformed.
-        upload: uploads a batch idempotently; raises AgentApiError on refusal.
+        upload: uploads a batch idempotently; raises AgentApiError on refusal of the whole
+            batch. It may return an outcome whose ``refused`` lists items refused on their
+            own (``index`` in the batch, ``reason``): those are dead-lettered, the others
+            acked.
         admit: checks each decoded message before it is uploaded (e.g. a work item's
             signature); raises ContractError to dead-letter it. None: no check.
     """
@@ -173,8 +176,8 @@ class BatchRelay(Generic[T]):
         delay = 0.2
         while True:
             try:
-                await self._spec.upload([item for _, item in pairs])
-                return [msg for msg, _ in pairs]
+                outcome = await self._spec.upload([item for _, item in pairs])
+                return await self._without_refused(pairs, outcome)
             except AgentApiError as err:
                 # Only content refusals (and batches over the size limit) are the messages'
                 # fault; anything else (a bad token, a server bug) is retried so that
@@ -199,6 +202,17 @@ class BatchRelay(Generic[T]):
                 await msg.in_progress()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 10.0)
+
+    async def _without_refused(self, pairs: list[tuple[Msg, T]], outcome: object) -> list[Msg]:
+        """The messages of ``pairs`` stored; those the outcome lists as refused on their
+        own are dead-lettered (so one bad message never stalls the rest)."""
+        refused = {}
+        for entry in getattr(outcome, "refused", None) or ():
+            if 0 <= entry.index < len(pairs):
+                refused[entry.index] = entry.reason
+        for index, reason in sorted(refused.items()):
+            await self.dead_letter(pairs[index][0], f"refused by control plane: {reason}")
+        return [msg for index, (msg, _) in enumerate(pairs) if index not in refused]
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move ``msg`` to the dead-letter stream with ``reason`` and terminate it."""

@@ -33,8 +33,9 @@ SNAPSHOT_KEY = "snapshot"
 SNAPSHOT_ZLIB_KEY = "snapshot_zlib_b64"
 #: Snapshots whose JSON is larger than this travel compressed.
 COMPRESS_OVER_BYTES = 256 * 1024
-#: Largest decompressed snapshot accepted (a guard against a decompression bomb).
-MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
+#: Largest decompressed snapshot accepted by default (a guard against a decompression
+#: bomb); the control plane passes its own setting (snapshot_max_bytes).
+MAX_SNAPSHOT_BYTES = 32 * 1024 * 1024
 
 
 def snapshot_payload(
@@ -48,24 +49,36 @@ def snapshot_payload(
     return {SNAPSHOT_ZLIB_KEY: packed}
 
 
-def snapshot_from_payload(payload: dict[str, Any]) -> LocationSnapshot:
+def snapshot_from_payload(
+    payload: dict[str, Any], *, max_bytes: int | None = None, limit_name: str = "max_bytes"
+) -> LocationSnapshot:
     """The snapshot in a ``load_location`` result payload, in either form.
 
+    A compressed snapshot is inflated in one bounded step: zlib stops after ``max_bytes``
+    (default :data:`MAX_SNAPSHOT_BYTES`) of output, so a bomb costs at most that much
+    memory before it is refused.
+
     Raises:
-        ContractError: neither key is present, or the compressed form does not decode.
+        ContractError: neither key is present, the compressed form does not decode, or it
+            inflates past ``max_bytes`` (the message names ``limit_name``).
         pydantic.ValidationError: the snapshot does not validate.
     """
+    limit = MAX_SNAPSHOT_BYTES if max_bytes is None else max_bytes
     if SNAPSHOT_ZLIB_KEY in payload:
         packed = payload[SNAPSHOT_ZLIB_KEY]
         if not isinstance(packed, str):
             raise ContractError(f"{SNAPSHOT_ZLIB_KEY} must be a base64 string")
         try:
             inflater = zlib.decompressobj()
-            raw = inflater.decompress(base64.b64decode(packed, validate=True), MAX_SNAPSHOT_BYTES)
+            # One byte past the limit tells "exactly at the limit" from "over it".
+            raw = inflater.decompress(base64.b64decode(packed, validate=True), limit + 1)
         except (binascii.Error, zlib.error) as err:
             raise ContractError(f"{SNAPSHOT_ZLIB_KEY} does not decode: {err}") from err
-        if inflater.unconsumed_tail:
-            raise ContractError(f"compressed snapshot inflates past {MAX_SNAPSHOT_BYTES} bytes")
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise ContractError(
+                f"the compressed snapshot inflates past {limit:,} bytes, the limit "
+                f"({limit_name}); split the location or raise the limit"
+            )
         return LocationSnapshot.model_validate_json(raw)
     if SNAPSHOT_KEY in payload:
         return LocationSnapshot.model_validate(payload[SNAPSHOT_KEY])

@@ -20,6 +20,7 @@ from tether.controlplane.bodylimit import BodyLimit
 from tether.controlplane.bootstrap import bootstrap
 from tether.controlplane.db.engine import Database, migrate
 from tether.controlplane.graphql import ApiContext, build_schema
+from tether.controlplane.graphql.limits import capped_response
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import ui_routes
 from tether.controlplane.workkeys import load_or_create_signer
@@ -65,8 +66,14 @@ class _GraphQLApp(GraphQL):
     """Strawberry's ASGI app with the control plane in every request's context."""
 
     def __init__(self, cp: ControlPlane) -> None:
-        super().__init__(build_schema(), graphql_ide="graphiql")
+        super().__init__(build_schema(), graphql_ide="graphiql" if cp.settings.graphiql else None)
         self._cp = cp
+
+    def encode_json(self, data: object) -> str | bytes:
+        """The response body, replaced by an error if over graphql_max_response_bytes."""
+        return capped_response(
+            super().encode_json(data), self._cp.settings.graphql_max_response_bytes
+        )
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

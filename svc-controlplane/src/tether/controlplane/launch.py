@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,32 @@ ROOT_RUN_TAG = "tether/root_run_id"
 #: (step keys cannot contain commas). The run worker reuses the parent run's outputs of
 #: the others.
 STEP_SELECTION_TAG = "tether/step_selection"
+#: Largest ``launch_run`` work item (its run config, tags and location config): the agent
+#: carries it in one NATS message, whose default max_payload is 1 MiB; the rest is headroom
+#: for the item's other fields, its signature and headers.
+WORK_ITEM_MAX_BYTES = 768 * 1024
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def check_sizes(run_config: Any, tags: Any, *, max_config_bytes: int, max_tags_bytes: int) -> None:
+    """Refuse run config or tags larger than their limits (their JSON).
+
+    Raises:
+        BadInputError: naming the limit and its setting.
+    """
+    for what, value, limit, setting in (
+        ("run config", run_config, max_config_bytes, "RUN_CONFIG_MAX_BYTES"),
+        ("tags", tags, max_tags_bytes, "RUN_TAGS_MAX_BYTES"),
+    ):
+        size = _json_size(value)
+        if size > limit:
+            raise BadInputError(
+                f"the run's {what} is {size:,} bytes of JSON, over the limit of {limit:,} "
+                f"(TETHER_CONTROLPLANE_{setting}); nothing was launched"
+            )
 
 
 def step_selection_of(tags: Mapping[str, str]) -> list[str] | None:
@@ -144,6 +171,8 @@ async def launch_run(
     run_config: Any = None,
     tags: Any = None,
     headers: Mapping[str, str] | None = None,
+    max_config_bytes: int | None = None,
+    max_tags_bytes: int | None = None,
 ) -> LaunchOutcome:
     """Validate and queue a run of ``job_name``.
 
@@ -161,12 +190,21 @@ async def launch_run(
         run_config: run config (a JSON object), validated against the job's config schema.
         tags: string tags of the run.
         headers: incoming HTTP headers (a caller's ``traceparent`` becomes the parent span).
+        max_config_bytes: largest run config (its JSON) accepted, if limited.
+        max_tags_bytes: largest tags (their JSON) accepted, if limited.
 
     Raises:
-        BadInputError: malformed tags, or a step selection tag naming no step of the job.
+        BadInputError: malformed or too large tags or run config, or a step selection tag
+            naming no step of the job.
     """
     run_config = {} if run_config is None else run_config
     tags = _check_tags(tags)
+    check_sizes(
+        run_config,
+        tags,
+        max_config_bytes=max_config_bytes or WORK_ITEM_MAX_BYTES,
+        max_tags_bytes=max_tags_bytes or WORK_ITEM_MAX_BYTES,
+    )
     context = telemetry.context_from_headers(headers)
     tracer = telemetry.tracer("tether.controlplane")
     with tracer.start_as_current_span(
@@ -245,6 +283,15 @@ async def queue_run(
             errors=errors,
             message=f"run config of job {job_name!r} is invalid: {len(errors)} problem(s)",
         )
+    size = _json_size(run_config) + _json_size(tags) + _json_size(location.config)
+    if size > WORK_ITEM_MAX_BYTES:
+        # Queued, it would never reach a launcher: NATS refuses a message this large.
+        problem = (
+            f"the run's launch work item would carry {size:,} bytes of run config, tags and "
+            f"location config, over the {WORK_ITEM_MAX_BYTES:,} a NATS message holds with "
+            "headroom; make the run config or tags smaller"
+        )
+        return InvalidRunConfig(errors=[problem], message=problem)
     run_id = new_id()
     now = time.time() if now is None else now
     run = runs.create_run(

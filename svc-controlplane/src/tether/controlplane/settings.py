@@ -190,6 +190,117 @@ class ControlPlaneSettings(BaseSettings):
             "extensions.code REQUEST_TOO_LARGE (nothing stored; retry in smaller batches)."
         ),
     )
+    upload_max_items: int = Field(
+        default=10_000,
+        gt=0,
+        description=(
+            "Most items (events, results, log chunks, pointers) in one agent upload; more "
+            "are refused as BAD_INPUT (a relay splits the batch)."
+        ),
+    )
+    upload_max_item_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Largest item of an agent upload (its JSON); a larger one is refused alone.",
+    )
+    work_max_lease_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest lease a claimWork may ask for (longer ones are shortened to it).",
+    )
+    run_tags_max_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest tags of a run (their JSON), refused at launchRun over it.",
+    )
+    run_config_max_bytes: int = Field(
+        default=512 * 1024,
+        gt=0,
+        description="Largest run config of a run (its JSON), refused at launchRun over it.",
+    )
+    snapshot_max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest location snapshot a compressed load_location result may inflate to "
+            "(inflation stops there); a larger one is refused as BAD_INPUT."
+        ),
+    )
+    snapshots_per_request: int = Field(
+        default=4,
+        gt=0,
+        description=(
+            "Most successful load_location results (snapshots) in one submitResults "
+            "request; more are refused as BAD_INPUT (a relay splits the batch)."
+        ),
+    )
+    graphql_introspection: bool = Field(
+        default=False,
+        description=(
+            "Answer GraphQL introspection (__schema, __type). Off in production; "
+            "`tether dev` turns it on for GraphiQL."
+        ),
+    )
+    graphiql: bool = Field(
+        default=False,
+        description="Serve the GraphiQL IDE on GET /graphql (`tether dev` turns it on).",
+    )
+    graphql_max_tokens: int = Field(
+        default=5000,
+        gt=0,
+        description="Most lexical tokens in one GraphQL document (refused while parsing).",
+    )
+    graphql_max_depth: int = Field(
+        default=20,
+        gt=0,
+        description=(
+            "Deepest nesting of fields in one GraphQL operation (GraphiQL's introspection "
+            "query nests about 15 deep; the API's own types less than 10)."
+        ),
+    )
+    graphql_max_aliases: int = Field(
+        default=50, ge=0, description="Most aliased fields in one GraphQL document."
+    )
+    graphql_max_cost: int = Field(
+        default=1_000_000,
+        gt=0,
+        description=(
+            "Cost budget of one GraphQL document: each field costs 1, and what a list "
+            "field selects counts once per item it may return (its `limit` argument, else "
+            "graphql_default_list_size)."
+        ),
+    )
+    graphql_default_list_size: int = Field(
+        default=10,
+        gt=0,
+        description="How many items the cost budget assumes of a list field without a limit.",
+    )
+    graphql_max_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest GraphQL response body; a larger one is replaced by an error with "
+            "extensions.code RESPONSE_TOO_LARGE (ask for less, or page)."
+        ),
+    )
+    compute_logs_default_limit: int = Field(
+        default=4 * 1024 * 1024,
+        gt=0,
+        description="Bytes per (step, stream) of a computeLogs answer that names no limit.",
+    )
+    compute_logs_max_limit: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Largest computeLogs limit accepted (bytes per (step, stream)).",
+    )
+    compute_logs_response_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Log bytes one GraphQL response may carry across all its computeLogs fields "
+            "(aliases included); past it the answers are cut short, read on from nextOffset."
+        ),
+    )
     graceful_shutdown_timeout: float = Field(
         default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."
     )

@@ -15,13 +15,18 @@ from typing import Any
 
 from tether.logship.settings import LogShipSettings
 from tether.shared.errors import TetherError
+from tether.shared.messages import (
+    LOG_OBJECT_OFFSET_DIGITS,
+    ComputeLogPointer,
+    compute_log_key_suffix,
+)
 from tether.shared.subjects import LogStream
 
 #: A boto3 S3 client (boto3 ships no static types).
 S3Client = Any
 
 #: Digits of the offsets in object keys: keys sort by offset, and 16 digits hold 9 PB.
-OFFSET_DIGITS = 16
+OFFSET_DIGITS = LOG_OBJECT_OFFSET_DIGITS
 
 
 class LogStoreError(TetherError):
@@ -36,9 +41,7 @@ def object_key(
     A function of the natural key and the byte range only, so storing the same bytes again
     (a redelivered batch) overwrites the same object instead of adding one.
     """
-    return (
-        f"{prefix}{run_id}/{step_key}/{stream}/{offset:0{OFFSET_DIGITS}d}-{end:0{OFFSET_DIGITS}d}"
-    )
+    return prefix + compute_log_key_suffix(run_id, step_key, stream, offset, end)
 
 
 class S3LogStore:
@@ -97,13 +100,22 @@ class S3LogStore:
         """:func:`object_key` under this store's prefix."""
         return object_key(self.prefix, run_id, step_key, stream, offset, end)
 
-    def owns(self, bucket: str, key: str) -> bool:
-        """Whether ``bucket``/``key`` is a compute-log object of this store.
+    def owns(self, pointer: ComputeLogPointer) -> bool:
+        """Whether ``pointer`` names exactly the object this store writes for its run,
+        step, stream and bytes (never a prefix match: with an empty prefix that would be
+        the whole bucket).
 
         Only those are presigned: a control plane asking for anything else in the
         customer's account gets a refusal, not a URL.
         """
-        return bucket == self.bucket and key.startswith(self.prefix) and ".." not in key
+        expected = self.key(
+            pointer.run_id,
+            pointer.step_key,
+            pointer.stream,
+            pointer.offset,
+            pointer.offset + pointer.length,
+        )
+        return pointer.bucket == self.bucket and pointer.key == expected
 
     async def put(self, key: str, data: bytes) -> None:
         """Store ``data`` as object ``key`` (overwriting it: puts are idempotent)."""

@@ -5,7 +5,8 @@ credentials): to show compute logs stored there, it queues a work item naming th
 objects; the poller publishes it on ``tether.work._agent.presign_compute_logs`` (agent-wide
 work that no launcher consumes); this module presigns short-lived GET URLs and publishes
 the answer as a WorkResult, which the eventrelay submits. Only objects of this logship's
-own bucket and prefix are presigned.
+own bucket, each exactly the key it wrote for the
+pointer's run, step, stream and bytes, are presigned.
 """
 
 from __future__ import annotations
@@ -135,14 +136,22 @@ class Presigner:
             payload = PresignComputeLogsPayload.model_validate(item.payload)
         except ValidationError as err:
             return _failure(item, "ValidationError", f"malformed presign payload: {err}")
-        foreign = [p for p in payload.pointers if not self._store.owns(p.bucket, p.key)]
+        streams = {(p.run_id, p.step_key, p.stream) for p in payload.pointers}
+        if len(streams) > 1:
+            return _failure(
+                item,
+                "PermissionError",
+                "a presign request names the objects of one run's step and stream only",
+            )
+        foreign = [p for p in payload.pointers if not self._store.owns(p)]
         if foreign:
             p = foreign[0]
             return _failure(
                 item,
                 "PermissionError",
-                f"s3://{p.bucket}/{p.key} is not a compute-log object of this agent "
-                f"(bucket {self._store.bucket!r}, prefix {self._store.prefix!r})",
+                f"s3://{p.bucket}/{p.key} is not the compute-log object of run {p.run_id!r}, "
+                f"step {p.step_key!r}, {p.stream} bytes {p.offset}-{p.offset + p.length} of "
+                f"this agent (bucket {self._store.bucket!r}, prefix {self._store.prefix!r})",
             )
         try:
             urls, expires_at = await self._store.presign(

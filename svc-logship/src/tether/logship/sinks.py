@@ -19,8 +19,9 @@ from tether.shared.messages import ComputeLogPointer, LogChunk
 class LogSink(Protocol):
     """Stores compute-log chunks idempotently by ``(run_id, step_key, stream, offset)``."""
 
-    async def write(self, chunks: Sequence[LogChunk]) -> None:
-        """Store ``chunks``; raise to have them retried."""
+    async def write(self, chunks: Sequence[LogChunk]) -> object:
+        """Store ``chunks``; raise to have them retried. May return an upload outcome whose
+        ``refused`` items (by index) the relay dead-letters."""
         ...
 
 
@@ -30,9 +31,10 @@ class ControlPlaneSink:
     def __init__(self, client: AgentClient) -> None:
         self._client = client
 
-    async def write(self, chunks: Sequence[LogChunk]) -> None:
-        """Upload ``chunks`` (duplicates are ignored by the control plane)."""
-        await self._client.append_compute_logs(chunks)
+    async def write(self, chunks: Sequence[LogChunk]) -> object:
+        """Upload ``chunks`` (duplicates are ignored by the control plane); return the
+        outcome, whose refused chunks the relay dead-letters."""
+        return await self._client.append_compute_logs(chunks)
 
 
 @dataclass

@@ -1,89 +1,79 @@
 """The agent API: what ``tether.shared.agent_client.AgentClient`` calls.
 
-Every mutation needs an agent token and acts only on that token's deployment. Uploads
-are validated as a whole before anything is written, and are idempotent on their
+Every mutation needs an agent token and acts only on that token's deployment. Each item
+of an upload is validated and bounded on its own (:mod:`tether.controlplane.uploads`): a
+bad one is refused with its reason in the answer's ``refused`` list and the others are
+stored, so one bad message never holds back a batch. Uploads are idempotent on their
 natural keys, so the agent can retry any call.
 """
 
 from __future__ import annotations
 
-import json
-import re
+import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import pydantic_core
 import strawberry
 from opentelemetry import trace
-from pydantic import BaseModel, ValidationError
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane.errors import BadInputError, describe_validation_error
+from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.types import StoreOutcome
+from tether.controlplane.graphql.types import RefusedItem, StoreOutcome
 from tether.controlplane.store import agents, computelogs, runs
 from tether.controlplane.store.results import submit_results
+from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, single
 from tether.controlplane.workkeys import seal
 from tether.shared import telemetry
 from tether.shared.messages import ComputeLogPointer, Heartbeat, LogChunk, RunEvent, WorkResult
 
-M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 #: Most work items one claim may lease.
 MAX_CLAIM = 100
+#: Most substrates one claim may name, and most ids one ack may carry.
+MAX_SUBSTRATES = 20
+MAX_ACK_IDS = 10 * MAX_CLAIM
 
 
-def parse_batch(model: type[M], items: list[Any], what: str) -> list[M]:
-    """Validate every item of an upload; refuse the whole batch if any is malformed.
-
-    Items are validated in JSON mode (they arrived as JSON), so ``bytes`` fields are
-    base64 as the wire models declare.
-
-    Raises:
-        BadInputError: listing each malformed item by index.
-    """
-    parsed: list[M] = []
-    problems: list[str] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append(f"#{index}: expected a JSON object, got {type(item).__name__}")
-            continue
-        try:
-            parsed.append(model.model_validate_json(_without_nul(_to_json(item))))
-        except ValidationError as err:
-            problems.append(f"#{index}: {describe_validation_error(err)}")
-    if problems:
-        shown = "; ".join(problems[:10])
-        if len(problems) > 10:
-            shown += f"; and {len(problems) - 10} more"
-        raise BadInputError(f"malformed {what} (nothing was stored): {shown}")
-    return parsed
+def _outcome(stored: int, duplicates: int, refused: list[Refusal]) -> StoreOutcome:
+    refused = sorted(refused, key=lambda r: r.index)
+    for r in refused:
+        log.info("refused upload item #%d%s: %s", r.index, f" ({r.id})" if r.id else "", r.reason)
+    return StoreOutcome(
+        stored=stored,
+        duplicates=duplicates,
+        refused=[RefusedItem(index=r.index, reason=r.reason, id=r.id) for r in refused],
+    )
 
 
-def _to_json(item: dict[str, Any]) -> bytes:
-    """``item`` as JSON (pydantic-core's encoder: a few times faster than ``json.dumps`` on
-    the megabytes of base64 a log upload carries)."""
-    try:
-        return pydantic_core.to_json(item)
-    except pydantic_core.PydanticSerializationError:
-        # A lone surrogate (a JSON "\ud800" escape): json.dumps escapes it back, and
-        # validation then names the field.
-        return json.dumps(item).encode()
+def _of_known_runs(
+    known: set[str], items: list[tuple[int, Any]], refused: list[Refusal]
+) -> list[tuple[int, Any]]:
+    """The items whose run is in ``known``; the others are added to ``refused``."""
+    kept = []
+    for index, item in items:
+        if item.run_id in known:
+            kept.append((index, item))
+        else:
+            refused.append(
+                Refusal(index, f"run_id {item.run_id!r} names no run of this deployment")
+            )
+    return kept
 
 
-#: A JSON ``\u0000`` escape that is not itself an escaped backslash followed by "u0000".
-_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
-
-
-def _without_nul(text: bytes) -> bytes:
-    """Replace NUL characters in a JSON document's strings with U+FFFD.
-
-    PostgreSQL text cannot hold NUL, and user code may print anything; refusing (or
-    endlessly retrying) a batch over one character would lose far more than the character.
-    """
-    return _NUL_ESCAPE.sub(rb"\1\\ufffd", text) if b"\\u0000" in text else text
+def _parse(info: Info[ApiContext, None], model: type[Any], items: list[Any], what: str) -> Any:
+    settings = info.context.cp.settings
+    return parse_items(
+        model,
+        items,
+        what,
+        max_items=settings.upload_max_items,
+        max_item_bytes=settings.upload_max_item_bytes,
+    )
 
 
 @contextmanager
@@ -114,10 +104,16 @@ class AgentMutation:
     ) -> list[JSON]:
         principal = await info.context.agent()
         cp = info.context.cp
+        check_agent_id(agent_id)
+        if len(substrates) > MAX_SUBSTRATES or any(len(x) > 64 for x in substrates):
+            raise BadInputError(f"substrates: at most {MAX_SUBSTRATES} names of 64 characters")
+        if not math.isfinite(lease_seconds):
+            raise BadInputError(f"leaseSeconds must be a finite number, not {lease_seconds}")
         with _span(info, "claimWork", agent_id=agent_id) as span:
             # Bounded, so a request cannot hold a connection or a lease for ever.
             wait_s = min(max(wait_ms, 0) / 1000, cp.settings.claim_max_wait_s)
             lease_s = lease_seconds if lease_seconds > 0 else cp.settings.work_lease_s
+            lease_s = min(lease_s, cp.settings.work_max_lease_s)
             items = await cp.queue.claim(
                 deployment_id=principal.deployment_id,
                 agent_id=agent_id,
@@ -144,34 +140,54 @@ class AgentMutation:
     @strawberry.mutation(description="Confirm claimed items are on the agent's NATS.")
     async def ack_work(self, info: Info[ApiContext, None], agent_id: str, ids: list[str]) -> int:
         principal = await info.context.agent()
+        check_agent_id(agent_id)
+        if len(ids) > MAX_ACK_IDS:
+            raise BadInputError(f"at most {MAX_ACK_IDS} ids per ackWork")
         with _span(info, "ackWork", agent_id=agent_id):
             return await info.context.cp.queue.ack(
                 deployment_id=principal.deployment_id, agent_id=agent_id, ids=ids
             )
 
-    @strawberry.mutation(description="Store run events (idempotent on run_id + seq).")
+    @strawberry.mutation(
+        description="Store run events (idempotent on run_id + seq); bad ones are refused alone."
+    )
     async def store_events(self, info: Info[ApiContext, None], events: list[JSON]) -> StoreOutcome:
         principal = await info.context.agent()
-        parsed = parse_batch(RunEvent, events, "run events")
+        parsed, refused = _parse(info, RunEvent, events, "run events")
         with _span(info, "storeEvents", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                stored, duplicates = await runs.store_events(
-                    session, principal.deployment_id, parsed
+                known = await runs.known_runs(
+                    session, principal.deployment_id, (e.run_id for _, e in parsed)
                 )
-        return StoreOutcome(stored=stored, duplicates=duplicates)
+                parsed = _of_known_runs(known, parsed, refused)
+                stored, duplicates = await runs.store_events(
+                    session, principal.deployment_id, [e for _, e in parsed]
+                )
+        return _outcome(stored, duplicates, refused)
 
-    @strawberry.mutation(description="Store work results (idempotent on id) and apply them.")
+    @strawberry.mutation(
+        description=(
+            "Store work results (idempotent on id) and apply them. A result's id is its work "
+            "item's id (or '<item id>.<suffix>' for a report about it); others are refused."
+        )
+    )
     async def submit_results(
         self, info: Info[ApiContext, None], results: list[JSON]
     ) -> StoreOutcome:
         principal = await info.context.agent()
-        parsed = parse_batch(WorkResult, results, "work results")
+        settings = info.context.cp.settings
+        parsed, refused = _parse(info, WorkResult, results, "work results")
         with _span(info, "submitResults", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                stored, duplicates = await submit_results(
-                    session, principal.deployment_id, parsed, queue=info.context.cp.queue
+                stored, duplicates, unbound = await submit_results(
+                    session,
+                    principal.deployment_id,
+                    parsed,
+                    queue=info.context.cp.queue,
+                    snapshot_max_bytes=settings.snapshot_max_bytes,
+                    max_snapshots=settings.snapshots_per_request,
                 )
-        return StoreOutcome(stored=stored, duplicates=duplicates)
+        return _outcome(stored, duplicates, [*refused, *unbound])
 
     @strawberry.mutation(
         description="Store compute-log chunks (idempotent on run_id, step_key, stream, offset)."
@@ -180,13 +196,17 @@ class AgentMutation:
         self, info: Info[ApiContext, None], chunks: list[JSON]
     ) -> StoreOutcome:
         principal = await info.context.agent()
-        parsed = parse_batch(LogChunk, chunks, "log chunks")
+        parsed, refused = _parse(info, LogChunk, chunks, "log chunks")
         with _span(info, "appendComputeLogs", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                stored, duplicates = await computelogs.append_chunks(
-                    session, principal.deployment_id, parsed
+                known = await runs.known_runs(
+                    session, principal.deployment_id, (c.run_id for _, c in parsed)
                 )
-        return StoreOutcome(stored=stored, duplicates=duplicates)
+                parsed = _of_known_runs(known, parsed, refused)
+                stored, duplicates = await computelogs.append_chunks(
+                    session, principal.deployment_id, [c for _, c in parsed]
+                )
+        return _outcome(stored, duplicates, refused)
 
     @strawberry.mutation(
         description=(
@@ -198,18 +218,27 @@ class AgentMutation:
         self, info: Info[ApiContext, None], pointers: list[JSON]
     ) -> StoreOutcome:
         principal = await info.context.agent()
-        parsed = parse_batch(ComputeLogPointer, pointers, "compute-log pointers")
+        parsed, refused = _parse(info, ComputeLogPointer, pointers, "compute-log pointers")
         with _span(info, "appendComputeLogPointers", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                stored, duplicates = await computelogs.append_pointers(
-                    session, principal.deployment_id, parsed
+                known = await runs.known_runs(
+                    session, principal.deployment_id, (p.run_id for _, p in parsed)
                 )
-        return StoreOutcome(stored=stored, duplicates=duplicates)
+                parsed = _of_known_runs(known, parsed, refused)
+                stored, duplicates = await computelogs.append_pointers(
+                    session, principal.deployment_id, [p for _, p in parsed]
+                )
+        return _outcome(stored, duplicates, refused)
 
     @strawberry.mutation(description="Record an agent heartbeat.")
     async def heartbeat(self, info: Info[ApiContext, None], heartbeat: JSON) -> bool:
         principal = await info.context.agent()
-        (parsed,) = parse_batch(Heartbeat, [heartbeat], "heartbeat")
+        parsed = single(
+            Heartbeat,
+            heartbeat,
+            "heartbeat",
+            max_item_bytes=info.context.cp.settings.upload_max_item_bytes,
+        )
         with _span(info, "heartbeat", agent_id=parsed.agent_id):
             async with info.context.cp.db.transaction() as session:
                 await agents.record_heartbeat(session, principal.deployment_id, parsed)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from starlette.requests import Request
 from tether.controlplane.auth import Permission, Principal, Role, authenticate
+from tether.controlplane.store.computelogs import LogBudget
 from tether.shared import telemetry
 
 if TYPE_CHECKING:
@@ -28,6 +29,14 @@ class ApiContext:
     response: Any
     cp: ControlPlane
     _principals: dict[Permission, Principal] = field(default_factory=dict, repr=False)
+    _log_budget: LogBudget | None = field(default=None, repr=False)
+
+    @property
+    def log_budget(self) -> LogBudget:
+        """Compute-log bytes this response may still carry (compute_logs_response_bytes)."""
+        if self._log_budget is None:
+            self._log_budget = LogBudget(self.cp.settings.compute_logs_response_bytes)
+        return self._log_budget
 
     async def require(self, permission: Permission) -> Principal:
         """The request's principal, if it has ``permission``; everything it does is scoped

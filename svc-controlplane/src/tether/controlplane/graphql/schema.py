@@ -18,6 +18,7 @@ from tether.controlplane.errors import ApiError
 from tether.controlplane.graphql.agent import AgentMutation
 from tether.controlplane.graphql.computelogs import ComputeLogQuery
 from tether.controlplane.graphql.instigation import InstigationMutation, InstigationQuery
+from tether.controlplane.graphql.limits import QueryLimitsExtension
 from tether.controlplane.graphql.locations import LocationMutation
 from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
 from tether.controlplane.graphql.user import Query as UserQuery
@@ -65,10 +66,12 @@ def build_schema() -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         extensions=[
+            # Limits from the request's settings, checked before graphql-core validates.
+            QueryLimitsExtension,
             # A factory: strawberry builds a fresh extension per request.
             lambda: MaskErrors(
                 should_mask_error=_is_unexpected, error_message=INTERNAL_ERROR_MESSAGE
-            )
+            ),
         ],
     )
 

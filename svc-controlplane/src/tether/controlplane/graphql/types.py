@@ -299,14 +299,22 @@ class RunType:
         limit: Annotated[
             int | None,
             strawberry.argument(
-                description="Most bytes per (step, stream) in this answer (none: all); "
-                "read on from nextOffset."
+                description="Most bytes per (step, stream) in this answer (none: the "
+                "control plane's compute_logs_default_limit; at most compute_logs_max_limit); "
+                "read on from nextOffset. All computeLogs of one response share a budget of "
+                "compute_logs_response_bytes: past it, answers are cut short."
             ),
         ] = None,
     ) -> list[ComputeLogType]:
         """The run's compute logs."""
-        if limit is not None and limit < 1:
-            raise BadInputError("limit must be at least 1 (byte)")
+        settings = info.context.cp.settings
+        if limit is None:
+            limit = settings.compute_logs_default_limit
+        if not 1 <= limit <= settings.compute_logs_max_limit:
+            raise BadInputError(
+                f"limit must be within [1, {settings.compute_logs_max_limit}] bytes "
+                "(TETHER_CONTROLPLANE_COMPUTE_LOGS_MAX_LIMIT); read on from nextOffset"
+            )
         async with info.context.cp.db.reading() as session:
             slices = await computelogs.read_logs(
                 session,
@@ -315,6 +323,7 @@ class RunType:
                 stream=stream,
                 offset=max(offset, 0),
                 limit=limit,
+                budget=info.context.log_budget,
             )
         return [
             ComputeLogType(
@@ -376,12 +385,25 @@ class AgentType:
         )
 
 
+@strawberry.type(description="An item of an upload refused on its own.")
+class RefusedItem:
+    """An item of an upload that was refused on its own (the others were stored)."""
+
+    index: int = strawberry.field(description="Its position in the upload.")
+    reason: str = strawberry.field(description="Why; sending it again cannot succeed.")
+    id: str | None = strawberry.field(default=None, description="Its id, if it had one.")
+
+
 @strawberry.type(description="Outcome of an idempotent upload.")
 class StoreOutcome:
-    """Outcome of an idempotent upload."""
+    """Outcome of an idempotent upload: stored + duplicates + refused = items sent."""
 
     stored: int
     duplicates: int
+    refused: list[RefusedItem] = strawberry.field(
+        default_factory=list,
+        description="Items refused on their own, with the reason (dead-letter them).",
+    )
 
 
 @strawberry.type

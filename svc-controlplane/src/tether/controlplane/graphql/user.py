@@ -130,6 +130,8 @@ class UserMutation:
             run_config=run_config,
             tags=tags,
             headers=dict(info.context.request.headers),
+            max_config_bytes=info.context.cp.settings.run_config_max_bytes,
+            max_tags_bytes=info.context.cp.settings.run_tags_max_bytes,
         )
         match outcome:
             case launch.Launched(run=run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,6 +70,29 @@ async def append_chunks(
     return stored, len(chunks) - stored
 
 
+class LogBudget:
+    """Bytes of compute logs one response may still carry, shared by all its computeLogs
+    fields (aliases of one run, or of many): taken before reading, the unused returned.
+
+    Taking and giving back never await, so concurrent resolvers of one request see a
+    consistent balance.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.left = total
+
+    def take(self, wanted: int) -> int:
+        """Reserve up to ``wanted`` bytes; return how many were granted."""
+        granted = max(min(wanted, self.left), 0)
+        self.left -= granted
+        return granted
+
+    def give_back(self, unused: int) -> None:
+        """Return bytes reserved but not used."""
+        self.left += max(unused, 0)
+
+
 async def read_logs(
     session: AsyncSession,
     run_id: str,
@@ -77,6 +101,7 @@ async def read_logs(
     stream: str | None = None,
     offset: int = 0,
     limit: int | None = None,
+    budget: LogBudget | None = None,
 ) -> list[LogSlice]:
     """Each (step, stream)'s bytes from ``offset``, concatenated in offset order.
 
@@ -85,7 +110,9 @@ async def read_logs(
     new, not the whole stream again. Every (step, stream) gets a slice, empty when nothing
     is past ``offset``. A slice stops at the first gap (a chunk still in flight), so
     ``next_offset`` is where a reader resumes without missing anything; and after ``limit``
-    bytes (if set), moved back to the start of a UTF-8 character cut in two.
+    bytes (if set), moved back to the start of a UTF-8 character cut in two. With
+    ``budget``, all slices together hold at most what it grants (``limit`` is then
+    required); the (step, stream)s past it get empty slices.
     """
     where = [ComputeLogChunk.run_id == run_id]
     if step_key is not None:
@@ -94,6 +121,40 @@ async def read_logs(
         where.append(ComputeLogChunk.stream == stream)
     order = (ComputeLogChunk.step_key, ComputeLogChunk.stream)
     keys = (await session.execute(select(*order).where(*where).distinct().order_by(*order))).all()
+    if budget is None:
+        return await _read_slices(session, where, keys, offset, limit)
+    assert limit is not None, "a budgeted read needs a limit per (step, stream)"
+    # Reserved at once (no await in between), so concurrent aliases cannot overdraw it.
+    granted = budget.take(limit * len(keys))
+    slices: list[LogSlice] = []
+    left = granted
+    for key in keys:
+        # One (step, stream) at a time, so memory stays within what was granted.
+        if left <= 0:
+            slices.append(LogSlice(key[0], key[1], offset, b""))
+            continue
+        (piece,) = await _read_slices(session, where, [key], offset, min(limit, left))
+        left -= len(piece.data)
+        slices.append(piece)
+    budget.give_back(left)
+    return slices
+
+
+async def _read_slices(
+    session: AsyncSession,
+    where: list[Any],
+    keys: Sequence[Any],
+    offset: int,
+    limit: int | None,
+) -> list[LogSlice]:
+    """The slices of ``keys`` (every (step, stream) matching ``where``, or just one)."""
+    order = (ComputeLogChunk.step_key, ComputeLogChunk.stream)
+    if len(keys) == 1:
+        where = [
+            *where,
+            ComputeLogChunk.step_key == keys[0][0],
+            ComputeLogChunk.stream == keys[0][1],
+        ]
     # length() of a BLOB/bytea reads its size, not its bytes (SQLite and PostgreSQL).
     wanted = [ComputeLogChunk.offset + func.length(ComputeLogChunk.data) > offset]
     if limit is not None:

@@ -128,6 +128,15 @@ async def run_status(session: AsyncSession, run_id: str) -> RunStatus | None:
     return RunStatus(status) if status is not None else None
 
 
+async def known_runs(session: AsyncSession, deployment_id: str, run_ids: Iterable[str]) -> set[str]:
+    """Which of ``run_ids`` are runs of ``deployment_id``."""
+    wanted = set(run_ids)
+    if not wanted:
+        return set()
+    stmt = select(Run.id).where(Run.deployment_id == deployment_id, Run.id.in_(wanted))
+    return set((await session.execute(stmt)).scalars())
+
+
 async def require_runs(session: AsyncSession, deployment_id: str, run_ids: Iterable[str]) -> None:
     """Refuse the request unless every run exists in ``deployment_id``.
 
