@@ -124,7 +124,13 @@ async def test_the_sqlite_database_and_token_file_are_created_private(
             await auth.create_token(session, name="a write, for the WAL", role=auth.Role.ADMIN)
         # While the control plane runs, SQLite keeps its WAL and shared-memory files.
         files = {path.name: _mode(path) for path in state.iterdir()}
-    assert files == {"cp.db": 0o600, "cp.db-wal": 0o600, "cp.db-shm": 0o600}
+    # The work signing key sits beside a SQLite database by default, private too.
+    assert files == {
+        "cp.db": 0o600,
+        "cp.db-wal": 0o600,
+        "cp.db-shm": 0o600,
+        "work-signing.key": 0o600,
+    }
     assert _mode(state) == 0o700
     assert _mode(tmp_path / "secrets") == 0o700
     assert _mode(tmp_path / "secrets" / "agent.token") == 0o600
