@@ -147,6 +147,7 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
         database_url=postgres.url,
         agent_token_file=tmp_path / "agent.token",
         workspace_file=workspace,
+        allowed_hosts=["cp"],
     )
     async with open_control_plane(settings) as cp:
         token = (tmp_path / "agent.token").read_text().strip()
