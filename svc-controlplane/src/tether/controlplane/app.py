@@ -30,6 +30,7 @@ from tether.controlplane.httpsecurity import (
 from tether.controlplane.jsonbody import JsonBodyError, decode_json_body
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import ui_routes
+from tether.controlplane.ui.sessions import UiSessions
 from tether.controlplane.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -119,5 +120,7 @@ def create_app(cp: ControlPlane) -> Starlette:
             Middleware(SecurityHeaders),
             Middleware(HostAndOriginGuard, allowed_hosts=[*settings.allowed_hosts, settings.host]),
             Middleware(BodyLimit, max_bytes=settings.max_request_bytes),
+            # UI paths only: the session behind the cookie, and the CSRF check.
+            Middleware(UiSessions, cp=cp),
         ],
     )

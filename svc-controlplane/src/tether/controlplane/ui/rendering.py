@@ -150,7 +150,11 @@ ENVIRONMENT = _environment()
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Render ``template`` with ``context`` (plus ``request`` and ``now``) as an HTML response."""
-    html = ENVIRONMENT.get_template(template).render(request=request, now=time.time(), **context)
+    # Every form and htmx request of the page carries this (see .sessions).
+    csrf_token = getattr(request.state, "csrf_token", "")
+    html = ENVIRONMENT.get_template(template).render(
+        request=request, now=time.time(), csrf_token=csrf_token, **context
+    )
     return HTMLResponse(html, status_code=status_code)
 
 
