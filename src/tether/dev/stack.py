@@ -71,6 +71,11 @@ class StackConfig:
         return self.home / "agent.token"
 
     @property
+    def admin_token_file(self) -> Path:
+        """Where the control plane writes the dev admin token (mode 0600)."""
+        return self.home / "admin.token"
+
+    @property
     def log_dir(self) -> Path:
         """One log file per child process."""
         return self.home / "logs"
@@ -126,6 +131,17 @@ class DevStack:
         """The agent token the control plane issued for this stack."""
         return self.config.token_file.read_text().strip()
 
+    @property
+    def admin_token(self) -> str:
+        """The admin token the control plane minted for this stack (UI and user API)."""
+        return self.config.admin_token_file.read_text().strip()
+
+    @property
+    def sign_in_url(self) -> str:
+        """A one-click UI sign-in link; the token rides in the fragment, which the
+        browser never sends (so it lands in no server log); the page posts it."""
+        return f"{self.config.url}/signin#token={self.admin_token}"
+
     def child_env(self) -> dict[str, str]:
         """Environment shared by every child."""
         c = self.config
@@ -170,9 +186,9 @@ class DevStack:
                     f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}"
                 ),
                 "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
-                # Local development: the UI and API act as admin without a token (the
-                # control plane listens on loopback); the agent API still needs its token.
-                "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
+                # No anonymous access, even on loopback (any web page could drive it): the
+                # control plane mints an admin token, `tether dev` prints a sign-in link.
+                "TETHER_CONTROLPLANE_ADMIN_TOKEN_FILE": str(c.admin_token_file),
             }
             if c.workspace_file is not None:
                 env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)
@@ -198,7 +214,7 @@ class DevStack:
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.config.url}/healthz", timeout=1).status_code == 200:
-                    if self.config.token_file.exists():
+                    if self.config.token_file.exists() and self.config.admin_token_file.exists():
                         return
             time.sleep(0.1)
         raise StackError(f"control plane not healthy after {timeout:.0f}s; see {child.log_path}")
