@@ -71,10 +71,12 @@ class UiSessionInfo:
     Attributes:
         principal: who the session acts as (its token's role and deployment).
         csrf_token: the token its state-changing requests must carry.
+        needs_touch: its last use is old enough to be written again.
     """
 
     principal: Principal
     csrf_token: str
+    needs_touch: bool = False
 
 
 async def create_session(
@@ -98,8 +100,8 @@ async def create_session(
 async def find_session(
     session: AsyncSession, session_id: str, *, now: float, idle_timeout_s: float
 ) -> UiSessionInfo | None:
-    """The live session with id ``session_id``, marked as used now; None if there is
-    none (unknown, signed out, expired, idle too long, or its token revoked)."""
+    """The live session with id ``session_id``; None if there is none (unknown, signed
+    out, expired, idle too long, or its token revoked)."""
     row = (
         await session.execute(
             select(UiSession, ApiToken)
@@ -117,19 +119,25 @@ async def find_session(
         or now - ui.last_seen_at >= idle_timeout_s
     ):
         return None
-    # Each use pushes the idle deadline; written at most every few seconds (not per
-    # fragment poll) so a page polling every 2 s does not write on every request.
-    if now - ui.last_seen_at >= min(30.0, idle_timeout_s / 10):
-        await session.execute(
-            update(UiSession)
-            .where(UiSession.id_hash == ui.id_hash)
-            .values(last_seen_at=now)
-            .execution_options(synchronize_session=False)
-        )
     principal = Principal(
         deployment_id=token.deployment_id, role=Role.parse(token.role), token_name=token.name
     )
-    return UiSessionInfo(principal=principal, csrf_token=csrf_token_for(session_id))
+    # Each use pushes the idle deadline, written at most every 30 s (or a tenth of the
+    # timeout): a page polling every 2 s must not take the DB's write lock each time.
+    stale = now - ui.last_seen_at >= min(30.0, idle_timeout_s / 10)
+    return UiSessionInfo(
+        principal=principal, csrf_token=csrf_token_for(session_id), needs_touch=stale
+    )
+
+
+async def touch_session(session: AsyncSession, session_id: str, *, now: float) -> None:
+    """Mark a session as used now (pushes its idle deadline)."""
+    await session.execute(
+        update(UiSession)
+        .where(UiSession.id_hash == hash_session_id(session_id))
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def revoke_session(session: AsyncSession, session_id: str, *, now: float) -> None:
@@ -178,10 +186,14 @@ class UiSessions:
         session_id = cookies.get(SESSION_COOKIE)
         if session_id:
             settings = self.cp.settings
-            async with self.cp.db.transaction() as db:
+            now = time.time()
+            async with self.cp.db.reading() as db:
                 info = await find_session(
-                    db, session_id, now=time.time(), idle_timeout_s=settings.session_idle_timeout_s
+                    db, session_id, now=now, idle_timeout_s=settings.session_idle_timeout_s
                 )
+            if info is not None and info.needs_touch:
+                async with self.cp.db.transaction() as db:
+                    await touch_session(db, session_id, now=now)
             if info is None:
                 # Ended: forget the cookie so the page offers to sign in again.
                 set_cookies.append(f"{SESSION_COOKIE}=; Max-Age=0{cookie_attributes(scope)}")
