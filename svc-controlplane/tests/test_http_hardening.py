@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tether.controlplane.httpsecurity import HostAndOriginGuard
 from tether.shared.testing import free_port
 
 pytestmark = pytest.mark.integration
@@ -319,3 +320,23 @@ def test_no_template_has_inline_script_or_handlers() -> None:
             assert "src=" in tag, f"{template.name}: inline <script>"
         assert not re.search(r"\son[a-z]+=", text), f"{template.name}: inline event handler"
         assert "javascript:" not in text, template.name
+
+
+async def test_a_configured_name_is_an_own_origin_behind_a_host_rewriting_proxy() -> None:
+    # nginx `proxy_pass http://127.0.0.1:3000` sends Host 127.0.0.1:3000 while the browser's
+    # Origin is the public name: listed in ALLOWED_HOSTS, it is this site, nothing else is.
+    reached: list[str] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = HostAndOriginGuard(app, allowed_hosts=["tether.example.com"])
+    transport = httpx.ASGITransport(app=guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:3000") as c:
+        ok = await c.post("/x", headers={"origin": "https://tether.example.com"})
+        other_port = await c.post("/x", headers={"origin": "http://localhost:8080"})
+        lookalike = await c.post("/x", headers={"origin": "https://tether.example.com.evil"})
+    assert (ok.status_code, other_port.status_code, lookalike.status_code) == (204, 403, 403)
+    assert reached == ["/x"]

@@ -115,10 +115,16 @@ class HostAndOriginGuard:
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
         self.app = app
-        hosts = {h.strip().lower() for h in (*LOOPBACK_HOSTS, *allowed_hosts) if h.strip()}
+        configured = {h.strip().lower() for h in allowed_hosts if h.strip()}
+        hosts = {*LOOPBACK_HOSTS, *configured}
         self.any_host = "*" in hosts
         # A bind address is no name a browser would use.
-        self.hosts = hosts - {"*", "0.0.0.0", "::", "[::]"}  # noqa: S104 - names, not binds
+        binds = {"*", "0.0.0.0", "::", "[::]"}  # noqa: S104 - names, not binds
+        self.hosts = hosts - binds
+        # Names configured for this server are its own origins even when a proxy in front
+        # rewrites Host (proxy_pass to 127.0.0.1): their Origin is not cross-site. The
+        # loopback defaults are not: another local app on another port is another site.
+        self.own_origins = (configured - binds) - set(LOOPBACK_HOSTS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 400 for a foreign Host, 403 for a cross-site state change, else pass on."""
@@ -138,7 +144,7 @@ class HostAndOriginGuard:
             )
             return
         if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
-            problem = cross_site_problem(scope, host)
+            problem = cross_site_problem(scope, host, self.own_origins)
             if problem is not None:
                 await _answer(send, 403, f"cross-site request refused: {problem}")
                 return
@@ -164,11 +170,15 @@ def _strip_default_port(netloc: str, scheme: str) -> str:
     return netloc[: -len(default)] if default and netloc.endswith(default) else netloc
 
 
-def cross_site_problem(scope: Scope, host: str | None) -> str | None:
+def cross_site_problem(
+    scope: Scope, host: str | None, own_origins: Iterable[str] = ()
+) -> str | None:
     """Why a state-changing request is cross-site (None if it is not, or not a browser's).
 
     Browsers send ``Sec-Fetch-Site`` on every request and ``Origin`` on every POST that is
-    not a plain same-origin navigation; either one naming another site is refused.
+    not a plain same-origin navigation; either one naming another site is refused. An
+    Origin is this site's when it matches the request's Host, or one of ``own_origins``
+    (configured names, ``name`` or ``name:port``).
     """
     fetch_site = _header(scope, b"sec-fetch-site")
     if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
@@ -182,7 +192,9 @@ def cross_site_problem(scope: Scope, host: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return f"unreadable Origin {origin!r}"
     own = _strip_default_port((host or "").strip().lower(), parts.scheme)
-    if _strip_default_port(parts.netloc, parts.scheme) != own:
+    netloc = _strip_default_port(parts.netloc, parts.scheme)
+    names = set(own_origins)
+    if netloc != own and netloc not in names and _host_name(netloc) not in names:
         return f"Origin {origin} is not this site ({host})"
     return None
 
