@@ -17,7 +17,11 @@ RUN_FIELDS = """
 
 def gql(stack: DevStack, query: str, **variables: Any) -> dict[str, Any]:
     resp = httpx.post(
-        f"{stack.config.url}/graphql", json={"query": query, "variables": variables}, timeout=30
+        f"{stack.config.url}/graphql",
+        json={"query": query, "variables": variables},
+        # The admin token `tether dev` minted: the stack serves no anonymous access.
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
     )
     body = resp.json()
     assert not body.get("errors"), body["errors"]
@@ -89,3 +93,10 @@ def compute_logs(stack: DevStack, run_id: str) -> list[dict[str, Any]]:
         "query($id: String!) { run(id: $id) { computeLogs { stepKey stream offset text } } }",
         id=run_id,
     )["run"]["computeLogs"]
+
+
+def sign_in(page: Any, stack: DevStack) -> None:
+    """Sign a browser page in through the link `tether dev` prints, as a user would."""
+    page.goto(stack.sign_in_url)
+    # The page posts the token from its fragment and lands on the overview.
+    page.wait_for_url(f"{stack.config.url}/")

@@ -101,6 +101,7 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
         assert f"http://127.0.0.1:{port}/graphql" in text
         assert f"nats://127.0.0.1:{nats_port}" in text
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        _check_no_website_can_drive_it(tmp_path / "home", port, text)
         children = _children(proc.pid)
         assert len(children) >= 6  # nats, control plane, poller, launcher, eventrelay, logship
         # The state holds the agent token, the DB (location secrets) and the logs: only its
@@ -149,3 +150,37 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+VIEWER = {"query": "{ viewer { tokenName role } }"}
+
+
+def _check_no_website_can_drive_it(home: Path, port: int, printed: str) -> None:
+    """`tether dev` serves no anonymous admin: it mints an admin token (0600), prints a
+    sign-in link carrying it in the fragment, and refuses foreign hosts and origins."""
+    url = f"http://127.0.0.1:{port}"
+    token_file = home / "admin.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert f"{url}/signin#token={token}" in printed
+    anonymous = httpx.post(f"{url}/graphql", json=VIEWER, timeout=10).json()
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    as_admin = httpx.post(
+        f"{url}/graphql", json=VIEWER, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ).json()
+    assert as_admin["data"]["viewer"] == {"tokenName": "dev-admin", "role": "ADMIN"}
+    # What a hostile page can make a browser send: a cross-site form post (text/plain
+    # JSON), and requests under its own name after DNS rebinding.
+    forged = httpx.post(
+        f"{url}/graphql",
+        content=b'{"query": "mutation { reloadCodeLocation(name: \\"examples\\") '
+        b'{ __typename } }"}',
+        headers={"content-type": "text/plain", "origin": "http://evil.example"},
+        timeout=10,
+    )
+    assert forged.status_code == 403
+    rebound = httpx.get(f"{url}/", headers={"host": f"evil.example:{port}"}, timeout=10)
+    assert rebound.status_code == 400
+    # The token reached no log (the link's fragment is never sent to the server).
+    for log in (home / "logs").glob("*.log"):
+        assert token not in log.read_text(errors="replace"), log

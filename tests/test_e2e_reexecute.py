@@ -116,7 +116,8 @@ def test_reexecute_from_failure_reuses_the_first_ops_output(
         capture_output=True,
         text=True,
         timeout=120,
-        env={k: v for k, v in os.environ.items() if k != "TETHER_TOKEN"},
+        # The stack's admin token, from the environment (never argv).
+        env={**os.environ, "TETHER_TOKEN": stack.admin_token},
     )
     assert cli.returncode == 0, cli.stderr
     child_id = cli.stdout.strip()

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from stack_api import sign_in
 from tether.shared.testing import skip_or_fail
 
 from tether.dev.stack import DevStack
@@ -56,7 +57,12 @@ def wait_location_loaded(stack: DevStack, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     query = "{ codeLocations { name loadStatus } }"
     while time.monotonic() < deadline:
-        body = httpx.post(f"{stack.config.url}/graphql", json={"query": query}, timeout=10).json()
+        body = httpx.post(
+            f"{stack.config.url}/graphql",
+            json={"query": query},
+            headers={"Authorization": f"Bearer {stack.admin_token}"},
+            timeout=10,
+        ).json()
         locations = (body.get("data") or {}).get("codeLocations") or []
         if any(loc["name"] == "examples" and loc["loadStatus"] == "LOADED" for loc in locations):
             return
@@ -68,7 +74,23 @@ def test_launch_from_the_launchpad_and_watch_the_run(stack: DevStack, browser: A
     wait_location_loaded(stack)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, stack)
     # Every request of the page must go to the control plane itself (no CDN, no internet).
+    # Signed in by the link `tether dev` prints: a session cookie, never the token.
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["tether_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
+    assert stack.admin_token not in session["value"] and "#" not in page.url
+    # Nothing on the pages trips the CSP (no inline script, no eval, no inline style).
+    csp_violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            csp_violations.append(message.text)
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     foreign: list[str] = []
     page.on(
         "request",
@@ -97,11 +119,8 @@ def test_launch_from_the_launchpad_and_watch_the_run(stack: DevStack, browser: A
 
         # The greet step's stdout, in the logs pane (it may land a moment after the run ends).
         page.get_by_role("link", name="greet · stdout").first.click()
-        page.wait_for_function(
-            "document.querySelector('#log-text') &&"
-            " document.querySelector('#log-text').textContent.includes('hello, world!')",
-            timeout=30_000,
-        )
+        # A locator wait, not wait_for_function: the CSP (no eval) applies to tests too.
+        page.locator("#log-text", has_text="hello, world!").wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "run-hello.png"), full_page=True)
 
         # The runs list shows it, and filtering by job keeps it.
@@ -113,6 +132,7 @@ def test_launch_from_the_launchpad_and_watch_the_run(stack: DevStack, browser: A
     finally:
         page.close()
     assert foreign == []
+    assert csp_violations == []
 
 
 def test_launchpad_validates_and_a_failed_run_shows_its_error(
@@ -121,6 +141,7 @@ def test_launchpad_validates_and_a_failed_run_shows_its_error(
     wait_location_loaded(stack)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, stack)
     try:
         # The editor is checked against the job's JSON Schema while typing.
         page.goto(f"{stack.config.url}/locations/examples/jobs/configured")
@@ -145,11 +166,8 @@ def test_launchpad_validates_and_a_failed_run_shows_its_error(
         assert "boom: this op always fails" in error.inner_text()
         assert "Traceback" in error.inner_text()
         page.get_by_role("link", name="explode · stderr").first.click()
-        page.wait_for_function(
-            "document.querySelector('#log-text') &&"
-            " document.querySelector('#log-text').textContent.includes('something is wrong')",
-            timeout=30_000,
-        )
+        # A locator wait, not wait_for_function: the CSP (no eval) applies to tests too.
+        page.locator("#log-text", has_text="something is wrong").wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "run-fails.png"), full_page=True)
 
         # Re-execute from failure: a new run of the steps that did not succeed.
@@ -176,6 +194,7 @@ def test_a_broken_location_shows_its_load_error(stack: DevStack, browser: Any) -
     page shows the user's error with the traceback, while `examples` serves on."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, stack)
     try:
         deadline = time.monotonic() + 90
         while True:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from stack_api import sign_in
 from tether.shared.testing import skip_or_fail
 
 from tether.dev.stack import DevStack
@@ -59,7 +60,12 @@ def page(stack: DevStack, browser: Any) -> Iterator[Any]:
     deadline = time.monotonic() + 90.0
     query = "{ codeLocations { name loadStatus } }"
     while True:
-        body = httpx.post(f"{stack.config.url}/graphql", json={"query": query}, timeout=10).json()
+        body = httpx.post(
+            f"{stack.config.url}/graphql",
+            json={"query": query},
+            headers={"Authorization": f"Bearer {stack.admin_token}"},
+            timeout=10,
+        ).json()
         locations = (body.get("data") or {}).get("codeLocations") or []
         if any(loc["name"] == "examples" and loc["loadStatus"] == "LOADED" for loc in locations):
             break
@@ -67,6 +73,7 @@ def page(stack: DevStack, browser: Any) -> Iterator[Any]:
         time.sleep(0.2)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, stack)
     try:
         yield page
     finally:
@@ -108,10 +115,8 @@ def test_backfill_two_partitions_from_the_job_page(stack: DevStack, page: Any) -
     backfill.get_by_role("button", name="Launch backfill").click()
     page.wait_for_url("**/backfills/*")
     # The page follows the backfill until both partitions' runs have succeeded.
-    page.wait_for_function(
-        "document.querySelectorAll('.partition-grid a.cell-success').length === 2",
-        timeout=120_000,
-    )
+    # A locator wait, not wait_for_function: the CSP (no eval) applies to tests too.
+    page.locator(".partition-grid a.cell-success").nth(1).wait_for(timeout=120_000)
     assert page.locator(".partition-grid [data-partition]").count() == 2
     page.screenshot(path=str(ARTIFACTS / "backfill.png"), full_page=True)
     page.goto(f"{stack.config.url}/backfills")

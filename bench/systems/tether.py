@@ -128,8 +128,6 @@ class TetherSystem:
             **s3_env,
             **workspace.bench_env(),
             WARM_START_ENV: "1" if warm else "0",
-            # Local stack, as `tether dev` runs it: the user API needs no token.
-            "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
             # No exporter: tracing stays on (it is part of the product) but ships nowhere.
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
@@ -158,6 +156,8 @@ class TetherSystem:
         if self._s3 is not None:
             self._s3.start()
         self._stack.start()
+        # Local stack, as `tether dev` runs it: the user API takes the admin token it minted.
+        self._http.headers["Authorization"] = f"Bearer {self._stack.admin_token}"
 
         def loaded() -> bool:
             locs = self._gql("{ codeLocations { name loadStatus } }")["codeLocations"]

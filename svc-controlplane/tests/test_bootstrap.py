@@ -67,6 +67,26 @@ async def test_an_existing_token_file_is_registered(tmp_path: Path, database_url
             pass
 
 
+async def test_the_dev_admin_token_file_is_minted_once_and_private(
+    tmp_path: Path, database_url: str
+) -> None:
+    from tether.controlplane import auth
+
+    token_file = tmp_path / "home" / "admin.token"
+    settings = ControlPlaneSettings(database_url=database_url, admin_token_file=token_file)
+    async with open_control_plane(settings) as cp:
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        async with cp.db.reading() as session:
+            principal = await auth.authenticate(
+                session, f"Bearer {token}", auth.Permission.MANAGE_TOKENS
+            )
+        assert (principal.role, principal.token_name) == (auth.Role.ADMIN, "dev-admin")
+    # A restart keeps the same token (a browser signed in with it stays valid).
+    async with open_control_plane(settings):
+        assert token_file.read_text().strip() == token
+
+
 def test_workspace_paths_resolve_against_the_file(tmp_path: Path) -> None:
     ws = tmp_path / "ws" / "workspace.toml"
     ws.parent.mkdir()

@@ -4,6 +4,7 @@ the agent for presigned URLs (a work item answered through the agent API)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from controlplane_testkit import LOGS, POINTERS_OUTCOME, Api
@@ -253,7 +254,9 @@ async def test_run_page_links_logs_in_customer_storage(api: Api) -> None:
     html = (await links).text
     url = f"https://s3/{_pointer(run_id, 10, 6)['key']}?a=1&amp;b=2"
     assert f'<a href="{url}" target="_blank" rel="noopener noreferrer">bytes 10–16</a>' in html
-    assert 'data-urls="[{&#34;length&#34;: 10' in html and "fetch(piece.url)" in html
+    assert 'data-urls="[{&#34;length&#34;: 10' in html
+    # The pane is read by static/tether.js: the CSP allows no inline script.
+    assert "<script" not in html
 
     def refuse(item: WorkItem) -> WorkResult:
         error = ErrorInfo(cls_name="LogStoreError", message="no S3 bucket configured")
@@ -266,3 +269,39 @@ async def test_run_page_links_logs_in_customer_storage(api: Api) -> None:
     html = (await links).text
     assert "Could not get links to these logs" in html and "no S3 bucket configured" in html
     assert "Ask again" in html
+
+
+async def test_only_http_urls_of_a_presign_answer_become_links(api: Api) -> None:
+    run_id = await _queued_run(api)
+    await api.agent(
+        POINTERS,
+        items=[_pointer(run_id, 0, 10), _pointer(run_id, 10, 6), _pointer(run_id, 16, 4)],
+    )
+    api.client.headers["Authorization"] = f"Bearer {api.admin_token}"
+    hostile = ["javascript:alert(document.cookie)", "data:text/html,<b>x</b>", "https://s3/ok"]
+
+    def presign(item: WorkItem) -> WorkResult:
+        payload = PresignComputeLogsPayload.model_validate(item.payload)
+        answer = PresignedComputeLogs(
+            urls=[
+                PresignedUrl(offset=p.offset, length=p.length, url=url)
+                for p, url in zip(payload.pointers, hostile, strict=True)
+            ],
+            expires_at=2e9,
+        )
+        return WorkResult(
+            id=item.id, work_item_id=item.id, kind=item.kind, ok=True, payload=answer.model_dump()
+        )
+
+    links = asyncio.create_task(
+        api.client.get(f"/runs/{run_id}/logs/urls?step=a&stream=stdout&offset=0")
+    )
+    await _answer_presign(api, presign)
+    html = (await links).text
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert hrefs == ["https://s3/ok"]
+    # The others are shown as text, with a warning, and never handed to the script to read.
+    assert html.count("not an http(s) URL: not linked or read") == 2
+    assert "javascript:alert(document.cookie)</span>" in html
+    (urls,) = re.findall(r'data-urls="([^"]*)"', html)
+    assert "javascript" not in urls and "data:" not in urls and "https://s3/ok" in urls

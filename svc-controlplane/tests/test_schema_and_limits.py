@@ -58,7 +58,12 @@ async def test_an_oversized_request_is_a_graphql_error_and_changes_nothing(
             assert "over the control plane's limit of 4096 bytes" in error["message"]
             assert "smaller batches" in error["message"]
             # A chunked body (no Content-Length) is counted as it arrives.
-            big = httpx.Request("POST", "http://cp/graphql", content=_chunks(LIMIT * 2))
+            big = httpx.Request(
+                "POST",
+                "http://cp/graphql",
+                content=_chunks(LIMIT * 2),
+                headers={"content-type": "application/json"},
+            )
             resp = await client.send(big)
             assert resp.status_code == 413
             assert resp.json()["errors"][0]["extensions"]["code"] == REQUEST_TOO_LARGE

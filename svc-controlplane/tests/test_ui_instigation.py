@@ -126,7 +126,7 @@ async def test_a_viewer_sees_schedules_without_toggles(api: Api) -> None:
     await api.load(snapshot_with_instigators())
     async with api.cp.db.transaction() as session:
         viewer = await auth.create_token(session, name="ui-viewer", role=auth.Role.VIEWER)
-    as_viewer = {"Cookie": f"tether_token={viewer}"}
+    as_viewer = {"Authorization": f"Bearer {viewer}"}
     del api.client.headers["Authorization"]
     page = await api.client.get("/schedules", headers=as_viewer)
     assert page.status_code == 200 and 'data-schedule="hourly"' in page.text

@@ -10,11 +10,10 @@ import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from controlplane_testkit import EVENTS, LOGS, Api, example_snapshot
-from starlette.requests import Request
 from tether.controlplane import auth
-from tether.controlplane.ui.schema_client import authorized
 from tether.shared.messages import (
     CodeServerStatus,
     ErrorInfo,
@@ -47,6 +46,19 @@ async def admin_token(api: Api) -> str:
 def _signed_in(api: Api, admin_token: str) -> None:
     # Pages act as their request's sender: here an admin, like a signed-in user.
     api.client.headers["Authorization"] = f"Bearer {admin_token}"
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match is not None, html
+    return match.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    """Sign in through the form, as a browser does (the client keeps the cookies)."""
+    form = await client.get("/signin")
+    return await client.post("/signin", data={"token": token, "csrf_token": csrf_of(form.text)})
 
 
 async def store_events(api: Api, *events: RunEvent) -> None:
@@ -338,32 +350,30 @@ async def test_unknown_things_get_a_friendly_page(api: Api) -> None:
     assert fragment.status_code == 404 and fragment.text.startswith('<div class="notice')
 
 
-async def test_signing_in_keeps_the_token_in_a_cookie_the_api_sees(
+async def test_signing_in_starts_a_session_whose_cookie_never_holds_the_token(
     api: Api, admin_token: str
 ) -> None:
     del api.client.headers["Authorization"]
-    signed_in = await api.client.post("/signin", data={"token": admin_token})
+    signed_in = await sign_in(api.client, admin_token)
     assert signed_in.status_code == 303
     cookie = signed_in.headers["set-cookie"]
-    assert cookie.startswith(f"tether_token={admin_token};")
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
-    page = await api.client.get("/runs", headers={"Cookie": f"tether_token={admin_token}"})
+    assert cookie.startswith("tether_session=") and admin_token not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=43200" in cookie
+    page = await api.client.get("/runs")
     assert page.status_code == 200 and "Sign out" in page.text
-    signed_out = await api.client.post("/signout")
-    assert signed_out.status_code == 303 and 'tether_token=""' in signed_out.headers["set-cookie"]
-    empty = await api.client.post("/signin", data={"token": " "})
+    signed_out = await api.client.post("/signout", data={"csrf_token": csrf_of(page.text)})
+    assert signed_out.status_code == 303
+    assert signed_out.headers["set-cookie"].startswith("tether_session=; Max-Age=0")
+    again = await api.client.get("/signin")
+    empty = await api.client.post("/signin", data={"token": " ", "csrf_token": csrf_of(again.text)})
     assert empty.status_code == 400 and "Paste a token." in empty.text
 
 
-def test_the_cookie_becomes_the_bearer_header_unless_one_is_sent() -> None:
-    def request(headers: list[tuple[bytes, bytes]]) -> Request:
-        return Request({"type": "http", "method": "GET", "path": "/", "headers": headers})
-
-    cookie = (b"cookie", b"tether_token=tether_abc")
-    assert authorized(request([cookie])).headers["authorization"] == "Bearer tether_abc"
-    sent = (b"authorization", b"Bearer tether_own")
-    assert authorized(request([cookie, sent])).headers["authorization"] == "Bearer tether_own"
-    assert "authorization" not in authorized(request([])).headers
+async def test_a_raw_token_cookie_is_no_credential(api: Api, admin_token: str) -> None:
+    # What the UI used to keep in its cookie: it authenticates nothing any more.
+    del api.client.headers["Authorization"]
+    page = await api.client.get("/runs", headers={"Cookie": f"tether_token={admin_token}"})
+    assert page.status_code == 401 and 'href="/signin"' in page.text
 
 
 async def test_a_long_log_opens_on_its_end(api: Api) -> None:
@@ -385,23 +395,26 @@ async def test_pages_act_with_the_senders_rights(api: Api) -> None:
     resp = await api.client.get("/runs")
     assert resp.status_code == 401
     assert 'href="/signin"' in resp.text and "Traceback" not in resp.text
-    refused = await api.client.post("/signin", data={"token": "tether_not-a-token"})
+    refused = await sign_in(api.client, "tether_not-a-token")
     assert refused.status_code == 401 and "invalid API token" in refused.text
-    assert "set-cookie" not in refused.headers
+    assert "tether_session" not in refused.headers.get("set-cookie", "")
+    agent = await sign_in(api.client, api.token)
+    assert agent.status_code == 403 and "not an agent token" in agent.text
     # A viewer sees the job but the launchpad shows that it may not launch.
     await api.load()
     async with api.cp.db.transaction() as session:
         viewer = await auth.create_token(session, name="ui-viewer", role=auth.Role.VIEWER)
-    as_viewer = {"Cookie": f"tether_token={viewer}"}
-    page = await api.client.get("/locations/loc/jobs/hello", headers=as_viewer)
+    assert (await sign_in(api.client, viewer)).status_code == 303
+    page = await api.client.get("/locations/loc/jobs/hello")
     assert page.status_code == 200 and "ui-viewer · viewer" in page.text
     assert "Launch run" not in page.text and "may not launch runs" in page.text
     launch = await api.client.post(
-        "/locations/loc/jobs/hello/launch", data={"run_config": "{}"}, headers=as_viewer
+        "/locations/loc/jobs/hello/launch",
+        data={"run_config": "{}", "csrf_token": csrf_of(page.text)},
     )
     assert launch.status_code == 403 and "Launchpad" in launch.text
     assert "not a viewer token" in launch.text
-    assert (await api.client.get("/runs", headers=as_viewer)).text.count("<tr data-run=") == 0
+    assert (await api.client.get("/runs")).text.count("<tr data-run=") == 0
 
 
 async def test_a_run_with_many_events_shows_the_newest(api: Api) -> None:

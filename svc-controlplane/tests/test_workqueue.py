@@ -151,6 +151,7 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
         workspace_file=workspace,
         # Replicas share the signing key (here: the file).
         work_signing_key_file=tmp_path / "work-signing.key",
+        allowed_hosts=["cp"],
     )
     async with open_control_plane(settings) as cp:
         token = (tmp_path / "agent.token").read_text().strip()

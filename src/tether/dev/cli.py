@@ -57,11 +57,15 @@ def dev(
     console.print(
         f"[green]Tether is running.[/green]\n"
         f"  UI / API     {config.url}\n"
-        f"  GraphiQL     {config.url}/graphql\n"
+        f"  sign in      {stack.sign_in_url}\n"
+        f"  GraphiQL     {config.url}/graphql (header Authorization: Bearer <admin token>)\n"
+        f"  admin token  {config.admin_token_file} (also for the API and `tether` CLI)\n"
         f"  NATS         {config.nats_url}\n"
         f"  state, logs  {config.home} (logs in {config.log_dir})\n"
         f"  locations    {workspace or 'none'}\n"
-        "Press Ctrl-C to stop."
+        "Press Ctrl-C to stop.",
+        # No wrapping: the sign-in link must stay one line to be clicked or copied.
+        soft_wrap=True,
     )
     # From here Ctrl-C only asks to stop, so it never lands in the middle of a restart
     # (a process started but not yet tracked would outlive the stack).

@@ -77,10 +77,16 @@ class StackConfig:
         """Where the control plane keeps the key that signs work items."""
         return self.home / "work-signing.key"
 
+    @property
     def nats_auth_dir(self) -> Path:
         """NATS operator/account keys, the server config and each service's ``.creds``
         (0700; created on first start, reused after)."""
         return self.home / "nats-auth"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """Where the control plane writes the dev admin token (mode 0600)."""
+        return self.home / "admin.token"
 
     @property
     def log_dir(self) -> Path:
@@ -153,6 +159,17 @@ class DevStack:
 
         return WorkSigner.from_pem(self.config.work_key_file.read_bytes()).public_key
 
+    @property
+    def admin_token(self) -> str:
+        """The admin token the control plane minted for this stack (UI and user API)."""
+        return self.config.admin_token_file.read_text().strip()
+
+    @property
+    def sign_in_url(self) -> str:
+        """A one-click UI sign-in link; the token rides in the fragment, which the
+        browser never sends (so it lands in no server log); the page posts it."""
+        return f"{self.config.url}/signin#token={self.admin_token}"
+
     def child_env(self) -> dict[str, str]:
         """Environment shared by every child."""
         c = self.config
@@ -201,9 +218,9 @@ class DevStack:
                 ),
                 "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
                 "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(c.work_key_file),
-                # Local development: the UI and API act as admin without a token (the
-                # control plane listens on loopback); the agent API still needs its token.
-                "TETHER_CONTROLPLANE_ANONYMOUS_ROLE": "admin",
+                # No anonymous access, even on loopback (any web page could drive it): the
+                # control plane mints an admin token, `tether dev` prints a sign-in link.
+                "TETHER_CONTROLPLANE_ADMIN_TOKEN_FILE": str(c.admin_token_file),
                 # GraphiQL and the introspection it needs: off unless asked for.
                 "TETHER_CONTROLPLANE_GRAPHIQL": "true",
                 "TETHER_CONTROLPLANE_GRAPHQL_INTROSPECTION": "true",
@@ -275,7 +292,7 @@ class DevStack:
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.config.url}/healthz", timeout=1).status_code == 200:
-                    if self.config.token_file.exists():
+                    if self.config.token_file.exists() and self.config.admin_token_file.exists():
                         return
             time.sleep(0.1)
         raise StackError(f"control plane not healthy after {timeout:.0f}s; see {child.log_path}")

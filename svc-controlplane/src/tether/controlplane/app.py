@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,8 +23,15 @@ from tether.controlplane.bootstrap import bootstrap
 from tether.controlplane.db.engine import Database, migrate
 from tether.controlplane.graphql import ApiContext, build_schema
 from tether.controlplane.graphql.limits import capped_response
+from tether.controlplane.httpsecurity import (
+    HostAndOriginGuard,
+    SecurityHeaders,
+    TrustedProxyScheme,
+)
+from tether.controlplane.jsonbody import JsonBodyError, decode_json_body
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import ui_routes
+from tether.controlplane.ui.sessions import UiSessions
 from tether.controlplane.workkeys import load_or_create_signer
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared.worksigning import WorkSigner
@@ -75,6 +84,19 @@ class _GraphQLApp(GraphQL):
             super().encode_json(data), self._cp.settings.graphql_max_response_bytes
         )
 
+    def decode_json(self, data: str | bytes) -> object:
+        """Decode a request's JSON strictly: invalid UTF-8, invalid JSON and nesting deeper
+        than ``max_json_depth`` are a 400 with a clear message, never a 500."""
+        try:
+            value = decode_json_body(data, max_depth=self._cp.settings.max_json_depth)
+        except JsonBodyError as err:
+            raise HTTPException(400, str(err)) from err
+        # A body, and the variables of a GET, are objects (a list is a batch, which
+        # strawberry refuses itself); a bare scalar would reach `.get` and fail as a 500.
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "expected a JSON object (query, variables, operationName)")
+        return value
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Any:
@@ -96,15 +118,23 @@ def create_app(cp: ControlPlane) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     graphql_app = _GraphQLApp(cp)
+    settings = cp.settings
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route(
-                "/graphql",
-                BodyLimit(graphql_app, cp.settings.max_request_bytes),
-                methods=["GET", "POST"],
-            ),
+            Route("/graphql", graphql_app, methods=["GET", "POST"]),
             # The web UI last: its routes must not shadow the API's.
             *ui_routes(cp),
-        ]
+        ],
+        # Outermost first. All of them sit inside Starlette's error middleware and outside
+        # its exception handling, so every answer (a 400, a 413, an error page) passes the
+        # header middleware, and the body limit sees the app's exceptions before anyone.
+        middleware=[
+            Middleware(TrustedProxyScheme, trusted=settings.trusted_proxies),
+            Middleware(SecurityHeaders),
+            Middleware(HostAndOriginGuard, allowed_hosts=[*settings.allowed_hosts, settings.host]),
+            Middleware(BodyLimit, max_bytes=settings.max_request_bytes),
+            # UI paths only: the session behind the cookie, and the CSRF check.
+            Middleware(UiSessions, cp=cp),
+        ],
     )

@@ -292,6 +292,15 @@ async def authenticate(
         principal = Principal(
             deployment_id=row.deployment_id, role=Role.parse(row.role), token_name=row.name
         )
+    return check_permission(principal, permission)
+
+
+def check_permission(principal: Principal, permission: Permission) -> Principal:
+    """``principal`` if it has ``permission`` (e.g. a UI session's principal).
+
+    Raises:
+        ForbiddenError: it lacks ``permission``.
+    """
     if not principal.can(permission):
         above = "" if permission is Permission.AGENT else " (or a role above it)"
         operation = _OPERATION.get(permission, "this operation")

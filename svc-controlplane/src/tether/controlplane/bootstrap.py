@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Name under which the dev bootstrap registers the token of ``agent_token_file``.
 TOKEN_FILE_TOKEN_NAME = "agent-token-file"
+#: Name under which the dev bootstrap registers the token of ``admin_token_file``.
+ADMIN_TOKEN_FILE_TOKEN_NAME = "dev-admin"
 
 
 def read_workspace(path: Path) -> list[LocationConfig]:
@@ -88,7 +90,7 @@ def _read_or_create_token_file(path: Path) -> tuple[str, bool]:
             os.chmod(path, mode & 0o700)
         token = path.read_text().strip()
         if not token:
-            raise BootstrapError(f"agent token file {path} is empty; delete it to get a new one")
+            raise BootstrapError(f"token file {path} is empty; delete it to get a new one")
         return token, False
     token = auth.new_token()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -111,6 +113,22 @@ async def ensure_agent_token_file(db: Database, path: Path) -> bool:
     token, created = await asyncio.to_thread(_read_or_create_token_file, path)
     async with db.transaction() as session:
         await auth.register_token(session, token, name=TOKEN_FILE_TOKEN_NAME, role=auth.Role.AGENT)
+    return created
+
+
+async def ensure_admin_token_file(db: Database, path: Path) -> bool:
+    """Make the token in ``path`` a valid admin token of the default deployment, creating
+    both if the file is missing (``tether dev``: the UI and API need a token, never
+    anonymous access). Written before its hash is stored, as for the agent token.
+
+    Returns:
+        True if a new token was written to ``path``.
+    """
+    token, created = await asyncio.to_thread(_read_or_create_token_file, path)
+    async with db.transaction() as session:
+        await auth.register_token(
+            session, token, name=ADMIN_TOKEN_FILE_TOKEN_NAME, role=auth.Role.ADMIN
+        )
     return created
 
 
@@ -154,6 +172,11 @@ async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettin
             log.info("wrote a new agent token to %s", settings.agent_token_file)
         else:
             log.info("registered the agent token of %s", settings.agent_token_file)
+    if settings.admin_token_file is not None:
+        if await ensure_admin_token_file(db, settings.admin_token_file):
+            log.info("wrote a new admin token to %s", settings.admin_token_file)
+        else:
+            log.info("registered the admin token of %s", settings.admin_token_file)
     if settings.workspace_file is not None:
         names = await load_workspace(db, queue, settings.workspace_file)
         log.info("queued loading of code locations: %s", ", ".join(names) or "(none)")

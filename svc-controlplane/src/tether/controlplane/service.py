@@ -94,6 +94,9 @@ class ControlPlaneService:
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                # uvicorn would believe X-Forwarded-* from 127.0.0.1; the app decides
+                # instead, from `trusted_proxies` (see tether.controlplane.httpsecurity).
+                proxy_headers=False,
                 timeout_graceful_shutdown=int(self.settings.graceful_shutdown_timeout),
             )
             self._server = _Server(config, self._listening, self.shutdown)

@@ -61,8 +61,8 @@ class ControlPlaneSettings(BaseSettings):
         default=None,
         description=(
             "Role of user-API requests that send no token (they act on the default "
-            "deployment). Unset: every request needs a token. For local development only "
-            "(`tether dev` sets admin); the agent API always needs an agent token."
+            "deployment). Unset: every request needs a token. For tests only (`tether dev` "
+            "mints an admin token instead); the agent API always needs an agent token."
         ),
     )
     workspace_file: Path | None = Field(
@@ -299,6 +299,49 @@ class ControlPlaneSettings(BaseSettings):
         description=(
             "Log bytes one GraphQL response may carry across all its computeLogs fields "
             "(aliases included); past it the answers are cut short, read on from nextOffset."
+        ),
+    )
+    max_json_depth: int = Field(
+        default=100,
+        ge=2,
+        description=(
+            "Deepest nesting of arrays and objects accepted in a JSON request body (GraphQL "
+            "and its variables); a deeper one is refused with 400 before anything runs."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names (or host:port) the HTTP server answers, besides localhost, 127.0.0.1, "
+            "[::1] and `host`; a request for any other Host gets 400 (this defeats DNS "
+            'rebinding). Set the public name of a hosted control plane here; ["*"] allows any. '
+            "JSON in the env var."
+        ),
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-Proto is "
+            "believed (a TLS proxy says https, so cookies get Secure and HSTS is sent); "
+            "the header is ignored from anyone else. JSON in the env var."
+        ),
+    )
+    session_max_age_s: float = Field(
+        default=12 * 3600.0,
+        gt=0,
+        description="A UI session ends this long after sign-in, however active (absolute expiry).",
+    )
+    session_idle_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A UI session unused this long ends (idle timeout).",
+    )
+    admin_token_file: Path | None = Field(
+        default=None,
+        description=(
+            "Dev bootstrap (`tether dev`): if the file is missing, create an admin token of the "
+            "default deployment and write it there (mode 0600); if it exists, register the "
+            "token it holds. Only its hash is stored."
         ),
     )
     graceful_shutdown_timeout: float = Field(

@@ -96,6 +96,25 @@ class ApiToken(Base):
     revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
+class UiSession(Base):
+    """A signed-in UI session: the cookie holds a random id, the DB only its SHA-256.
+
+    It acts as its token (whose revocation ends it) and ends at ``expires_at``, after
+    being unused for the idle timeout, or at sign-out (``revoked_at``).
+    """
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[float] = mapped_column(Double)
+    last_seen_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
 class LocationSnapshotRow(Base):
     """A code location's definitions; the id is the SHA-256 of its canonical JSON."""
 

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from starlette.requests import Request
-from tether.controlplane.auth import Permission, Principal, Role, authenticate
+from tether.controlplane.auth import (
+    Permission,
+    Principal,
+    Role,
+    authenticate,
+    check_permission,
+)
 from tether.controlplane.store.computelogs import LogBudget
 from tether.shared import telemetry
 
@@ -23,11 +29,14 @@ class ApiContext:
         request: the HTTP request.
         response: the HTTP response being prepared (headers, status).
         cp: the running control plane (settings, DB, work queue).
+        ui_principal: who a signed-in UI session acts as (the UI's pages pass it; a
+            request's own ``Authorization`` header still comes first).
     """
 
     request: Request
     response: Any
     cp: ControlPlane
+    ui_principal: Principal | None = None
     _principals: dict[Permission, Principal] = field(default_factory=dict, repr=False)
     _log_budget: LogBudget | None = field(default=None, repr=False)
 
@@ -47,6 +56,10 @@ class ApiContext:
             ForbiddenError: the token's role lacks ``permission``.
         """
         principal = self._principals.get(permission)
+        if principal is None and self.ui_principal is not None:
+            if "authorization" not in self.request.headers:
+                principal = check_permission(self.ui_principal, permission)
+                self._principals[permission] = principal
         if principal is None:
             anonymous_role = self.cp.settings.anonymous_role
             async with self.cp.db.reading() as session:

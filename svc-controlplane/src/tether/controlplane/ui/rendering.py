@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -75,18 +75,54 @@ async def form_fields(request: Request) -> dict[str, str]:
     """The fields of a URL-encoded form post (the only kind the UI's forms send).
 
     Parsed here rather than with Starlette's ``request.form()``, which needs the
-    python-multipart package for no benefit to these forms.
+    python-multipart package for no benefit to these forms. The body is read as it streams
+    in and refused once past :data:`MAX_FORM_BYTES`, so a huge post is never held whole.
 
     Raises:
-        PageError: the body is too large or not URL-encoded.
+        PageError: the body is too large, not URL-encoded, or not UTF-8.
     """
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind not in ("", "application/x-www-form-urlencoded"):
         raise PageError(f"expected a URL-encoded form, got {kind!r}", 415)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise PageError("the form is too large", 413)
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise PageError(
+                f"The form is over the limit of {MAX_FORM_BYTES} bytes of a UI form; "
+                "nothing was done.",
+                413,
+            )
+    try:
+        # A URL-encoded body is ASCII; its %-escapes must decode as UTF-8. Replacing bad
+        # bytes would act on text the user never sent.
+        return dict(
+            parse_qsl(
+                bytes(body).decode("ascii"),
+                keep_blank_values=True,
+                encoding="utf-8",
+                errors="strict",
+            )
+        )
+    except UnicodeError:
+        raise PageError("the form is not valid UTF-8 URL-encoded text", 400) from None
+
+
+def is_web_url(value: Any) -> bool:
+    """Whether ``value`` is an absolute http(s) URL: the only kind the UI links to or reads.
+
+    A presigned URL comes from the agent; a ``javascript:`` or ``data:`` one (a bug or a
+    hostile agent) must never become a link a user clicks.
+    """
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def select_web_urls(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pieces of a presign answer whose ``url`` is http(s) (see :func:`is_web_url`)."""
+    return [piece for piece in pieces if is_web_url(piece.get("url"))]
 
 
 def _environment() -> Environment:
@@ -102,6 +138,8 @@ def _environment() -> Environment:
         duration=format_duration,
         ago=format_ago,
         pretty_json=pretty_json,
+        is_web_url=is_web_url,
+        select_web_urls=select_web_urls,
     )
     env.globals["TERMINAL_STATUSES"] = TERMINAL_STATUSES
     return env
@@ -112,7 +150,11 @@ ENVIRONMENT = _environment()
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Render ``template`` with ``context`` (plus ``request`` and ``now``) as an HTML response."""
-    html = ENVIRONMENT.get_template(template).render(request=request, now=time.time(), **context)
+    # Every form and htmx request of the page carries this (see .sessions).
+    csrf_token = getattr(request.state, "csrf_token", "")
+    html = ENVIRONMENT.get_template(template).render(
+        request=request, now=time.time(), csrf_token=csrf_token, **context
+    )
     return HTMLResponse(html, status_code=status_code)
 
 

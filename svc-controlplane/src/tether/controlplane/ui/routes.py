@@ -35,7 +35,7 @@ def ui_routes(cp: ControlPlane) -> list[BaseRoute]:
         *JobPages(client).routes(),
         *InstigatorPages(client).routes(),
         *BackfillPages(client).routes(),
-        *SignInPages(client).routes(),
+        *SignInPages(cp).routes(),
         # Last: any other path gets the UI's own "not found" page rather than a bare text.
         Route("/{path:path}", not_found, methods=["GET"]),
     ]

@@ -2,8 +2,9 @@
 
 So the UI exercises exactly the API users script against, including its validation, its
 error masking, and (once user tokens exist) its scoping: the page's HTTP request is the
-resolvers' ``info.context.request``, so the browser's ``Authorization`` header or cookies
-reach the same checks a GraphQL client's would.
+resolvers' ``info.context.request``, so the browser's ``Authorization`` header reaches the
+same checks a GraphQL client's would, and a signed-in session (:mod:`.sessions`) acts as
+the token it was created from.
 """
 
 from __future__ import annotations
@@ -30,29 +31,6 @@ STATUS_FOR_CODE = {
     # The agent answered with an error (e.g. it cannot presign compute-log URLs).
     "AGENT_ERROR": 502,
 }
-
-
-#: Cookie holding the API token a user signed in with (see :mod:`.signin`).
-TOKEN_COOKIE = "tether_token"
-
-
-def authorized(request: Request) -> Request:
-    """``request``, with the signed-in token as its bearer header unless it sends one.
-
-    A browser cannot add an ``Authorization`` header to plain navigation, so the UI keeps
-    the token in a cookie and presents it to the schema as the header an API client sends.
-    """
-    token = request.cookies.get(TOKEN_COOKIE)
-    if not token or "authorization" in request.headers:
-        return request
-    return with_bearer(request, token)
-
-
-def with_bearer(request: Request, token: str) -> Request:
-    """A copy of ``request`` whose ``Authorization`` header is ``Bearer <token>``."""
-    headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"authorization"]
-    headers.append((b"authorization", f"Bearer {token}".encode("latin-1", errors="replace")))
-    return Request({**request.scope, "headers": headers}, request.receive)
 
 
 class PageError(Exception):
@@ -85,7 +63,14 @@ class SchemaClient:
             PageError: the operation was refused (its message, with a matching HTTP status)
                 or failed (the schema's generic message; the traceback is in the server log).
         """
-        context = ApiContext(request=authorized(request), response=Response(), cp=self._cp)
+        # A signed-in session acts as its token (see .sessions); the cookie never holds it.
+        session = getattr(request.state, "ui_session", None)
+        context = ApiContext(
+            request=request,
+            response=Response(),
+            cp=self._cp,
+            ui_principal=session.principal if session is not None else None,
+        )
         result = await self._schema.execute(
             document, variable_values=variables, context_value=context
         )

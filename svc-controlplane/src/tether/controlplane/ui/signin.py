@@ -1,35 +1,48 @@
-"""Signing in to the UI with an API token, kept in a cookie the pages turn into a bearer header.
+"""Signing in to the UI with an API token, which becomes a server-side session.
 
-A browser cannot add an ``Authorization`` header to plain navigation, so the token a
-user pastes is stored in an HttpOnly, SameSite=Strict cookie, which
-``schema_client.authorized`` copies into the header of the request the GraphQL schema
-sees; the API's own checks (roles, deployment scoping) decide. SameSite=Strict keeps
-other sites from posting the UI's forms with the cookie. Under ``tether dev`` anonymous
-requests already act as admin, so nobody needs to sign in there.
+A browser cannot add an ``Authorization`` header to plain navigation, so the token a user
+pastes is checked once and exchanged for a session (see :mod:`.sessions`): the cookie
+holds an opaque id, the session acts as the token (its role and deployment; revoking the
+token ends it), and signing out ends it on the server, not only in this browser.
+
+``tether dev`` prints a sign-in link ``/signin#token=...``: the token rides in the URL
+fragment, which browsers never send (so it reaches no server or proxy log), and
+``static/tether.js`` posts it through this form.
 """
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from tether.controlplane.auth import Permission, authenticate, find_token
+from tether.controlplane.errors import ApiError
+from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui.rendering import form_fields, render, render_error
-from tether.controlplane.ui.schema_client import (
-    TOKEN_COOKIE,
-    PageError,
-    SchemaClient,
-    with_bearer,
+from tether.controlplane.ui.schema_client import STATUS_FOR_CODE, PageError
+from tether.controlplane.ui.sessions import (
+    SESSION_COOKIE,
+    cookie_attributes,
+    create_session,
+    revoke_session,
 )
 
-#: Any cheap read the token must be allowed to do to be accepted.
-PROBE_QUERY = "query SignInProbe { runs(limit: 1) { id } }"
+if TYPE_CHECKING:
+    from tether.controlplane.app import ControlPlane
 
 
 class SignInPages:
     """Handlers of ``/signin`` and ``/signout``."""
 
-    def __init__(self, client: SchemaClient) -> None:
-        self._client = client
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+
+    @property
+    def _settings(self) -> ControlPlaneSettings:
+        return self._cp.settings
 
     def routes(self) -> list[Route]:
         """This module's routes."""
@@ -44,30 +57,42 @@ class SignInPages:
         return render(request, "signin.html", problem=None)
 
     async def sign_in(self, request: Request) -> Response:
-        """Check the token against the API, then keep it in the cookie."""
+        """Check the token, then start a session acting as it."""
         try:
             token = (await form_fields(request)).get("token", "").strip()
         except PageError as err:
             return render_error(request, err)
         if not token:
             return render(request, "signin.html", status_code=400, problem="Paste a token.")
-        probe = with_bearer(request, token)
+        now = time.time()
         try:
-            await self._client.execute(probe, PROBE_QUERY)
-        except PageError as err:
-            return render(request, "signin.html", status_code=err.status, problem=err.message)
+            async with self._cp.db.transaction() as session:
+                # Any user role may sign in (a viewer reads); an agent token may not.
+                await authenticate(session, f"Bearer {token}", Permission.VIEW)
+                row = await find_token(session, token)
+                assert row is not None  # authenticate found it
+                session_id = await create_session(
+                    session, row, now=now, max_age_s=self._settings.session_max_age_s
+                )
+        except ApiError as err:
+            status = STATUS_FOR_CODE.get(err.code, 400)
+            return render(request, "signin.html", status_code=status, problem=str(err))
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(
-            TOKEN_COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
+        max_age = int(self._settings.session_max_age_s)
+        response.headers.append(
+            "set-cookie",
+            f"{SESSION_COOKIE}={session_id}; Max-Age={max_age}{cookie_attributes(request.scope)}",
         )
         return response
 
     async def sign_out(self, request: Request) -> Response:
-        """Forget the token."""
+        """End the session on the server and forget its cookie."""
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if session_id:
+            async with self._cp.db.transaction() as session:
+                await revoke_session(session, session_id, now=time.time())
         response = RedirectResponse("/signin", status_code=303)
-        response.delete_cookie(TOKEN_COOKIE, httponly=True, samesite="strict")
+        response.headers.append(
+            "set-cookie", f"{SESSION_COOKIE}=; Max-Age=0{cookie_attributes(request.scope)}"
+        )
         return response

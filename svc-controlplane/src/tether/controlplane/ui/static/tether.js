@@ -1,0 +1,65 @@
+// The UI's own behaviour. The Content-Security-Policy allows no inline script, so what a
+// page needs beyond htmx lives here, bound to markup by data attributes.
+(function () {
+  "use strict";
+
+  // Only http(s) URLs are ever fetched or linked (the server already drops others).
+  function isWebUrl(value) {
+    try {
+      const url = new URL(value, window.location.href);
+      return url.protocol === "http:" || url.protocol === "https:";
+    } catch (err) {
+      return false;
+    }
+  }
+
+  // Read each object straight from the bucket (the control plane never serves the bytes),
+  // drop the bytes an earlier object already holds, and decode the whole as UTF-8 once,
+  // so a character split between two objects survives.
+  async function readLogsFromBucket(pre) {
+    const box = pre.closest("#log-links");
+    const note = box ? box.querySelector(".log-note") : null;
+    const parts = [];
+    try {
+      for (const piece of JSON.parse(pre.dataset.urls)) {
+        if (!isWebUrl(piece.url)) continue;
+        const resp = await fetch(piece.url);
+        if (!resp.ok) throw new Error("HTTP " + resp.status);
+        parts.push(new Uint8Array(await resp.arrayBuffer()).subarray(piece.skip));
+      }
+    } catch (err) {
+      if (note) {
+        note.textContent = "This page could not read the logs from your bucket (" + err.message +
+          "; the bucket may need a CORS rule allowing GET from this site). The links below open them.";
+      }
+    }
+    pre.textContent = await new Blob(parts).text();
+  }
+
+  // A sign-in link (`/signin#token=...`, printed by `tether dev`) carries the token in the
+  // fragment, which browsers never send: fill the form, forget the fragment, post it.
+  function signInFromFragment(root) {
+    const form = root.querySelector("form[data-signin]");
+    if (!form || !window.location.hash.startsWith("#token=")) return;
+    const token = decodeURIComponent(window.location.hash.slice("#token=".length));
+    history.replaceState(null, "", window.location.pathname);
+    form.querySelector("input[name=token]").value = token;
+    form.submit();
+  }
+
+  function setUp(root) {
+    const scope = root && root.querySelectorAll ? root : document;
+    const found = Array.from(scope.querySelectorAll("pre.log[data-urls]"));
+    if (scope.matches && scope.matches("pre.log[data-urls]")) found.push(scope);
+    for (const pre of found) {
+      if (pre.dataset.started) continue;
+      pre.dataset.started = "1";
+      readLogsFromBucket(pre);
+    }
+    signInFromFragment(document);
+  }
+
+  // htmx fires htmx:load on the page and on every piece of content it swaps in.
+  document.addEventListener("htmx:load", (event) => setUp(event.target));
+  document.addEventListener("DOMContentLoaded", () => setUp(document));
+})();
