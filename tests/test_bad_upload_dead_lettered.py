@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
@@ -19,6 +18,7 @@ from tether.eventrelay.service import EventRelay
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared import subjects
 from tether.shared.messages import EventType, RunEvent, encode
+from tether.shared.natsperms import Role
 from tether.shared.subjects import Stream
 from tether.shared.testing import NatsServer
 
@@ -49,7 +49,7 @@ async def test_a_bad_event_is_dead_lettered_and_the_run_completes(
     cp_task = asyncio.create_task(service.run())
     relay: EventRelay | None = None
     relay_task: asyncio.Task[None] | None = None
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_server.connect()
     try:
         await asyncio.wait_for(service.listening.wait(), 60)
         assert service.address is not None and service.control_plane is not None
@@ -70,6 +70,7 @@ async def test_a_bad_event_is_dead_lettered_and_the_run_completes(
         relay = EventRelay(
             EventRelaySettings(
                 nats_url=nats_server.url,
+                nats_credentials=nats_server.credentials_for(Role.EVENTRELAY),
                 control_plane_url=url,
                 agent_token=token_file.read_text().strip(),
             )

@@ -393,6 +393,7 @@ def _user_pods() -> dict[str, dict]:
     """Pod specs of the code servers and run Jobs the k8s substrate creates, for a bare
     location and one that sets every kubernetes option."""
     from tether.launcher.k8s._manifests import code_server_objects, run_job
+    from tether.launcher.userenv import UserEnv
     from tether.shared.messages import (
         ExecuteRunArgs,
         KubernetesConfig,
@@ -421,14 +422,14 @@ def _user_pods() -> dict[str, dict]:
     pods: dict[str, dict] = {}
     for loc in (bare, full):
         deployment, _ = code_server_objects(
-            loc, image="i", python="python", agent_id="a", namespace="ns", env={"T": "t"}
+            loc, UserEnv({"T": "t"}), image="i", python="python", agent_id="a", namespace="ns"
         )
         args = ExecuteRunArgs(
             location=loc,
             run=LaunchRunPayload(run_id="r1", job_name="j"),
             nats_url="nats://nats:4222",
         )
-        job = run_job(args, {}, image="i", python="python", agent_id="a", namespace="ns")
+        job = run_job(args, UserEnv(), image="i", python="python", agent_id="a", namespace="ns")
         pods[f"{loc.name} code server"] = deployment["spec"]["template"]["spec"]
         pods[f"{loc.name} run"] = job["spec"]["template"]["spec"]
     return pods
@@ -547,6 +548,7 @@ def test_network_policies_let_only_agent_services_and_runs_reach_nats() -> None:
 def assert_network_policies(docs: list[dict]) -> None:
     """Who may connect to NATS and to code servers under the NetworkPolicies of ``docs``."""
     from tether.launcher.k8s._manifests import CODE_SERVER_PORT, code_server_objects, run_job
+    from tether.launcher.userenv import UserEnv
     from tether.shared.messages import ExecuteRunArgs, LaunchRunPayload, LocationConfig
 
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
@@ -563,11 +565,13 @@ def assert_network_policies(docs: list[dict]) -> None:
     }
     nats = labels["nats"]
     loc = LocationConfig(name="sales", module="m", substrate="k8s")
-    deployment, _ = code_server_objects(loc, image="i", python="p", agent_id="a", namespace="n")
+    deployment, _ = code_server_objects(
+        loc, UserEnv(), image="i", python="p", agent_id="a", namespace="n"
+    )
     args = ExecuteRunArgs(
         location=loc, run=LaunchRunPayload(run_id="r", job_name="j"), nats_url="nats://n:4222"
     )
-    job = run_job(args, {}, image="i", python="p", agent_id="a", namespace="n")
+    job = run_job(args, UserEnv(), image="i", python="p", agent_id="a", namespace="n")
     code_server = deployment["spec"]["template"]["metadata"]["labels"]
     run = job["spec"]["template"]["metadata"]["labels"]
     stranger: dict[str, str] = {"app": "something-else"}

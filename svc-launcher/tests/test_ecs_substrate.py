@@ -944,7 +944,9 @@ async def test_the_deploy_files_register_and_name_real_settings(
 
     admitted = make_user_code(settings)
     admitted.admit(loc)
-    [agent_token] = [s["valueFrom"] for s in container["secrets"]]
+    [agent_token] = [
+        s["valueFrom"] for s in container["secrets"] if s["name"] == "TETHER_AGENT_TOKEN"
+    ]
     stealing = loc.model_copy(update={"env": {"T": f"${{aws-secret:{agent_token}}}"}})
     with pytest.raises(LocationRefusedError, match="aws_secrets"):
         admitted.admit(stealing)

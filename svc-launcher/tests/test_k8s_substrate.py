@@ -141,18 +141,19 @@ def test_every_object_validates_and_carries_the_location_settings() -> None:
         assert obj["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert "automountServiceAccountToken" not in deployment["spec"]["template"]["spec"]
     own_user, _ = code_server_objects(
-        bare, image="i", python="p", agent_id="a", namespace="d", run_as_user=None
+        bare, UserEnv(), image="i", python="p", agent_id="a", namespace="d", run_as_user=None
     )
     assert "runAsUser" not in own_user["spec"]["template"]["spec"]["securityContext"]
     # The extra env (the caller token) reaches the code server's container, over the
     # location's own value of the same name.
+    claims_token = loc.model_copy(update={"env": {**loc.env, "TETHER_CODESERVER_TOKEN": "mine"}})
     with_token, _ = code_server_objects(
-        loc.model_copy(update={"env": {**loc.env, "TETHER_CODESERVER_TOKEN": "mine"}}),
+        claims_token,
+        user_code().container_env(claims_token, {"TETHER_CODESERVER_TOKEN": "t0k"}),
         image="i",
         python="p",
         agent_id="a",
         namespace="d",
-        env={"TETHER_CODESERVER_TOKEN": "t0k"},
     )
     token_env = [
         e
