@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 from tether.shared.errors import ContractError
 from tether.shared.messages import CodeServerStatus, ServiceStatus, decode, encode
 from tether.shared.service import raise_if_cancelling
-from tether.shared.streams import kv_keys
+from tether.shared.streams import bind_bucket, kv_keys
 from tether.shared.subjects import Bucket, Stream
 
 log = logging.getLogger(__name__)
@@ -42,19 +42,17 @@ def instance_name() -> str:
 
 async def status_bucket(js: JetStreamContext) -> KeyValue:
     """Bind the status bucket, creating it when missing (every reporter may; same config)."""
-    try:
-        return await js.key_value(str(Bucket.SERVICE_STATUS))
-    except nats.js.errors.BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(
-                bucket=str(Bucket.SERVICE_STATUS),
-                description="service/instance -> ServiceStatus, expiring when not refreshed",
-                history=1,
-                ttl=STATUS_TTL_S,
-                # Liveness is worthless after a NATS restart; no need to write it to disk.
-                storage=StorageType.MEMORY,
-            )
-        )
+    return await bind_bucket(
+        js,
+        KeyValueConfig(
+            bucket=str(Bucket.SERVICE_STATUS),
+            description="service/instance -> ServiceStatus, expiring when not refreshed",
+            history=1,
+            ttl=STATUS_TTL_S,
+            # Liveness is worthless after a NATS restart; no need to write it to disk.
+            storage=StorageType.MEMORY,
+        ),
+    )
 
 
 class StatusReporter:

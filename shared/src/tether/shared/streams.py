@@ -18,8 +18,15 @@ import nats.js.errors
 import stamina
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 from tether.shared import subjects
 from tether.shared.subjects import Stream
 
@@ -165,6 +172,23 @@ async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 6
                 if not nats_unavailable(err):
                     raise
                 await asyncio.sleep(0.2)
+
+
+async def bind_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Bind KV bucket ``config.bucket``, creating it with ``config`` when it is missing.
+
+    Every user of a bucket may create it (they all declare the same config); when two
+    create it at the same moment, the loser binds the winner's.
+    """
+    bucket = str(config.bucket)
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        try:
+            return await js.create_key_value(config)
+        except nats.errors.Error:
+            # Another service created it at the same moment.
+            return await js.key_value(bucket)
 
 
 async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:

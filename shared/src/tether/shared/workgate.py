@@ -26,6 +26,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from tether.shared import subjects
 from tether.shared.messages import WorkItem
+from tether.shared.streams import bind_bucket
 from tether.shared.subjects import Bucket
 from tether.shared.worksigning import MAX_LIFETIME_S, WorkRefusedError, WorkVerifier
 
@@ -59,19 +60,14 @@ class WorkDeliveries:
     @classmethod
     async def open(cls, js: JetStreamContext) -> WorkDeliveries:
         """Bind the bucket, creating it when missing (every consumer may; same config)."""
-        try:
-            kv = await js.key_value(str(Bucket.WORK_DELIVERIES))
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=str(Bucket.WORK_DELIVERIES),
-                    description="(work item id, attempt) -> first WORK stream sequence (replays)",
-                    history=1,
-                    ttl=DELIVERY_TTL_S,
-                    storage=StorageType.FILE,
-                )
-            )
-        return cls(kv)
+        config = KeyValueConfig(
+            bucket=str(Bucket.WORK_DELIVERIES),
+            description="(work item id, attempt) -> first WORK stream sequence (replays)",
+            history=1,
+            ttl=DELIVERY_TTL_S,
+            storage=StorageType.FILE,
+        )
+        return cls(await bind_bucket(js, config))
 
     async def admit(self, item: WorkItem, stream_seq: int) -> None:
         """Record that stream message ``stream_seq`` carries ``item``'s claim, or check that

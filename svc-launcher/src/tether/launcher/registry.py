@@ -26,7 +26,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, ValidationError
 from tether.shared.messages import LocationConfig
-from tether.shared.streams import kv_keys
+from tether.shared.streams import bind_bucket, kv_keys
 from tether.shared.subjects import Bucket
 
 log = logging.getLogger(__name__)
@@ -166,18 +166,12 @@ def _parse(key: str, value: bytes | None) -> CodeServerRecord | None:
 
 async def registry_bucket(js: JetStreamContext) -> KeyValue:
     """Bind the code-server registry bucket, creating it when missing."""
-    try:
-        return await js.key_value(str(Bucket.CODE_SERVERS))
-    except nats.js.errors.BucketNotFoundError:
-        try:
-            return await js.create_key_value(
-                KeyValueConfig(
-                    bucket=str(Bucket.CODE_SERVERS),
-                    description="(launcher deployment, location) -> its code server",
-                    history=1,
-                    storage=StorageType.FILE,
-                )
-            )
-        except nats.errors.Error:
-            # Another launcher created it at the same moment.
-            return await js.key_value(str(Bucket.CODE_SERVERS))
+    return await bind_bucket(
+        js,
+        KeyValueConfig(
+            bucket=str(Bucket.CODE_SERVERS),
+            description="(launcher deployment, location) -> its code server",
+            history=1,
+            storage=StorageType.FILE,
+        ),
+    )

@@ -13,6 +13,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 from tether.launcher._spawned import process_start_ticks
+from tether.shared.streams import bind_bucket
 from tether.shared.subjects import Bucket
 
 log = logging.getLogger(__name__)
@@ -103,18 +104,13 @@ class RunClaims:
     @classmethod
     async def open(cls, js: JetStreamContext) -> RunClaims:
         """Bind the bucket, creating it when missing (every launcher may; same config)."""
-        try:
-            kv = await js.key_value(str(Bucket.RUN_CLAIMS))
-        except nats.js.errors.BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=str(Bucket.RUN_CLAIMS),
-                    description="run id -> the launcher that launched it (at most once)",
-                    history=1,
-                    storage=StorageType.FILE,
-                )
-            )
-        return cls(kv)
+        config = KeyValueConfig(
+            bucket=str(Bucket.RUN_CLAIMS),
+            description="run id -> the launcher that launched it (at most once)",
+            history=1,
+            storage=StorageType.FILE,
+        )
+        return cls(await bind_bucket(js, config))
 
     async def claim(self, claim: RunClaim) -> RunClaim | None:
         """Claim ``claim.run_id``; return None if claimed now, else the existing claim."""
