@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
     from tether.shared.worksigning import WorkVerifier
 
 SHARED_ENV_PREFIX = "TETHER_"
+
+
+def comma_or_json_list(value: Any) -> Any:
+    """A list setting from the environment: ``"a,b"`` or a JSON list (``'["a", "b"]'``);
+    anything else (a list given in code) as it is. For ``mode="before"`` validators of
+    ``Annotated[list[str], NoDecode]`` fields."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 class SharedEnvSource(EnvSettingsSource):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.policy import LocationPolicy
-from tether.shared.settings import AgentSettings
+from tether.shared.settings import AgentSettings, comma_or_json_list
 
 
 class LauncherSettings(AgentSettings):
@@ -177,15 +176,9 @@ class LauncherSettings(AgentSettings):
         ),
     )
 
-    @field_validator("user_code_env_passthrough", "user_code_env_files", mode="before")
-    @classmethod
-    def _split_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    _split_lists = field_validator(
+        "user_code_env_passthrough", "user_code_env_files", mode="before"
+    )(comma_or_json_list)
 
     nats_account_signing_key_file: Path | None = Field(
         default=None,

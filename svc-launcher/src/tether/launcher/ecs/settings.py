@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from tether.shared.settings import comma_or_json_list
 
 
 class EcsSettings(BaseSettings):
@@ -81,15 +82,5 @@ class EcsSettings(BaseSettings):
         default=2.0, gt=0, description="Seconds between reads while waiting for a service or task."
     )
 
-    @field_validator("subnets", "security_groups", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        # The environment gives "a,b" (or a JSON list); code gives lists.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    # The environment gives "a,b" (or a JSON list); code gives lists.
+    _split = field_validator("subnets", "security_groups", mode="before")(comma_or_json_list)
