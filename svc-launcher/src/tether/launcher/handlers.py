@@ -168,18 +168,9 @@ class WorkHandlers:
         """Ensure the location's code server and publish its snapshot (or why not)."""
         deadline = self._settings.grpc_deadline_s
         try:
-            client = await self._registry.ensure(item.location)
-            try:
-                snapshot = await client.get_snapshot(deadline)
-            except grpc.aio.AioRpcError as err:
-                if err.code() not in _REPLACE_ON:
-                    raise
-                # The server went away between the liveness check and the call, or was
-                # started with another code-server secret: one restart.
-                log.info("code server for %s %s; restarting it", item.location.name, err.code())
-                await self._registry.invalidate(item.location.name)
-                client = await self._registry.ensure(item.location)
-                snapshot = await client.get_snapshot(deadline)
+            snapshot = await self._with_code_server(
+                item, lambda client: client.get_snapshot(deadline)
+            )
         except CodeLocationLoadError as err:
             result = _failed(item, err.error)
         except CodeServerStartError as err:
