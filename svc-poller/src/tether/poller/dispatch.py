@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from nats.js import JetStreamContext
 from tether.shared import subjects, telemetry
 from tether.shared.messages import WorkItem, encode
+from tether.shared.relay import REASON_HEADER
 from tether.shared.subjects import Stream
 from tether.shared.worksigning import WorkRefusedError, WorkVerifier
 
@@ -18,8 +19,6 @@ log = logging.getLogger(__name__)
 
 #: JetStream header that makes a re-published item a duplicate within the stream's window.
 MSG_ID_HEADER = "Nats-Msg-Id"
-#: Why a message was dead-lettered (as the launcher and the relays write it).
-REASON_HEADER = "Tether-Reason"
 
 
 @dataclass
