@@ -150,7 +150,7 @@ class ProcessSubstrate:
         child_env = self._user_code.process_env(
             location,
             {
-                **(env or {}),
+                **env,
                 # If this launcher dies (even by SIGKILL) the code server serves on for the
                 # orphan grace, for a restarted launcher to adopt it, then stops by itself.
                 "TETHER_CODESERVER_ORPHAN_GRACE_S": repr(float(self._orphan_grace)),
@@ -256,12 +256,13 @@ class ProcessSubstrate:
             LocationRefusedError: the location policy refuses it (nothing started).
             RunLaunchError: the worker could not be started.
         """
-        # Before a fork too: the fork server was admitted with the config it serves, but
-        # the policy is checked wherever a location's config enters.
-        self._user_code.admit(args.location)
         if self._forks is not None and warm_start_allowed(args.location):
             server = self._forks.warm(args.location)
             if server is not None:
+                # Before a fork too: the fork server was admitted with the config it serves,
+                # but the policy is checked wherever a location's config enters (a cold
+                # start is checked where its environment is built).
+                self._user_code.admit(args.location)
                 warm = await self._forks.fork(server, args, env)
                 if warm is not None:
                     return RunWorkerHandle(

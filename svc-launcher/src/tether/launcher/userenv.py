@@ -173,6 +173,13 @@ class UserCode:
         self._passthrough = (*DEFAULT_PASSTHROUGH, *passthrough)
         self._env_files = tuple(env_files)
         self._source = dict(os.environ if source_env is None else source_env)
+        # The launcher's environment is read once: what every process child takes from it.
+        self._base = {
+            k: v
+            for k, v in self._source.items()
+            if _matches(k, BASE_ENV)
+            or (_matches(k, self._passthrough) and not _matches(k, NEVER_PASSED))
+        }
 
     @classmethod
     def default(cls, substrate: str, default_image: str | None = None) -> UserCode:
@@ -181,14 +188,15 @@ class UserCode:
             context=PolicyContext(substrate=substrate, default_image=default_image, cwd=os.getcwd())
         )
 
-    def admit(self, location: LocationConfig) -> None:
-        """Refuse ``location`` if the policy does not allow it, or a reference is bad.
+    def admit(self, location: LocationConfig) -> UserEnv:
+        """Refuse ``location`` if the policy does not allow it, or a reference is bad;
+        else return its env with the references resolved (:meth:`resolve`).
 
         Raises:
             LocationRefusedError: the location's load error.
         """
         self._check.check(location)
-        self.resolve(location)
+        return self.resolve(location)
 
     def admit_image_user(self, location: LocationConfig, image: str, image_user: str) -> None:
         """Refuse a container whose image runs as root, unless the location or policy says.
@@ -258,12 +266,7 @@ class UserCode:
 
     def base_env(self) -> dict[str, str]:
         """What a process child takes from the launcher's environment (base + pass-through)."""
-        return {
-            k: v
-            for k, v in self._source.items()
-            if _matches(k, BASE_ENV)
-            or (_matches(k, self._passthrough) and not _matches(k, NEVER_PASSED))
-        }
+        return dict(self._base)
 
     def process_env(self, location: LocationConfig, extras: Mapping[str, str]) -> dict[str, str]:
         """The whole environment of a process-substrate child for ``location``.
@@ -271,9 +274,7 @@ class UserCode:
         Raises:
             LocationRefusedError: refused by the policy, or a reference cannot be resolved.
         """
-        self._check.check(location)
-        resolved = self.resolve(location)
-        return {**self.base_env(), **resolved.values, **extras}
+        return {**self._base, **self.admit(location).values, **extras}
 
     def container_env(self, location: LocationConfig, extras: Mapping[str, str]) -> UserEnv:
         """The environment of a container: the location's env and ``extras``, nothing else.
@@ -281,8 +282,7 @@ class UserCode:
         Raises:
             LocationRefusedError: refused by the policy, or a reference cannot be resolved.
         """
-        self._check.check(location)
-        resolved = self.resolve(location)
+        resolved = self.admit(location)
         for name in extras:
             resolved.k8s_secrets.pop(name, None)
             resolved.aws_secrets.pop(name, None)

@@ -196,7 +196,7 @@ class DockerSubstrate:
             CodeServerStartError: no image, pull failed, the engine refused the container,
                 or the code server exited, timed out or printed no ready line.
         """
-        user_env = self._user_code.container_env(location, env or {})
+        user_env = self._user_code.container_env(location, env)
         image = self._image_of(location)
         if image is None:
             raise CodeServerStartError(

@@ -222,7 +222,7 @@ class EcsSubstrate:
                 reasons and the service's events), or no healthy task within the timeout.
         """
         s = self._settings
-        user_env = self._user_code.container_env(location, env or {})
+        user_env = self._user_code.container_env(location, env)
         try:
             image = image_of(location, s)
             network = network_configuration(location, s)

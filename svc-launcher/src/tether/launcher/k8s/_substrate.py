@@ -148,7 +148,7 @@ class KubernetesSubstrate:
             CodeServerStartError: no image, the API refused the objects, a pod cannot start
                 (image pull, config error, crash loop; with the pod's events), or timeout.
         """
-        user_env = self._user_code.container_env(location, env or {})
+        user_env = self._user_code.container_env(location, env)
         image = location.image or self._default_image
         if image is None:
             raise CodeServerStartError(
