@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import strawberry
 from opentelemetry import trace
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.errors import BadInputError
@@ -50,14 +51,19 @@ def _outcome(stored: int, duplicates: int, refused: list[Refusal]) -> StoreOutco
     )
 
 
-def _of_known_runs(
-    known: set[str], items: list[tuple[int, Any]], refused: list[Refusal]
-) -> list[tuple[int, Any]]:
-    """The items whose run is in ``known``; the others are added to ``refused``."""
+async def _of_known_runs(
+    session: AsyncSession,
+    deployment_id: str,
+    items: list[tuple[int, Any]],
+    refused: list[Refusal],
+) -> list[Any]:
+    """The items whose run is one of ``deployment_id``'s; the others are added to
+    ``refused``."""
+    known = await runs.known_runs(session, deployment_id, (item.run_id for _, item in items))
     kept = []
     for index, item in items:
         if item.run_id in known:
-            kept.append((index, item))
+            kept.append(item)
         else:
             refused.append(
                 Refusal(index, f"run_id {item.run_id!r} names no run of this deployment")
@@ -156,13 +162,8 @@ class AgentMutation:
         parsed, refused = _parse(info, RunEvent, events, "run events")
         with _span(info, "storeEvents", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                known = await runs.known_runs(
-                    session, principal.deployment_id, (e.run_id for _, e in parsed)
-                )
-                parsed = _of_known_runs(known, parsed, refused)
-                stored, duplicates = await runs.store_events(
-                    session, principal.deployment_id, [e for _, e in parsed]
-                )
+                kept = await _of_known_runs(session, principal.deployment_id, parsed, refused)
+                stored, duplicates = await runs.store_events(session, principal.deployment_id, kept)
         return _outcome(stored, duplicates, refused)
 
     @strawberry.mutation(
@@ -199,12 +200,9 @@ class AgentMutation:
         parsed, refused = _parse(info, LogChunk, chunks, "log chunks")
         with _span(info, "appendComputeLogs", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                known = await runs.known_runs(
-                    session, principal.deployment_id, (c.run_id for _, c in parsed)
-                )
-                parsed = _of_known_runs(known, parsed, refused)
+                kept = await _of_known_runs(session, principal.deployment_id, parsed, refused)
                 stored, duplicates = await computelogs.append_chunks(
-                    session, principal.deployment_id, [c for _, c in parsed]
+                    session, principal.deployment_id, kept
                 )
         return _outcome(stored, duplicates, refused)
 
@@ -221,12 +219,9 @@ class AgentMutation:
         parsed, refused = _parse(info, ComputeLogPointer, pointers, "compute-log pointers")
         with _span(info, "appendComputeLogPointers", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
-                known = await runs.known_runs(
-                    session, principal.deployment_id, (p.run_id for _, p in parsed)
-                )
-                parsed = _of_known_runs(known, parsed, refused)
+                kept = await _of_known_runs(session, principal.deployment_id, parsed, refused)
                 stored, duplicates = await computelogs.append_pointers(
-                    session, principal.deployment_id, [p for _, p in parsed]
+                    session, principal.deployment_id, kept
                 )
         return _outcome(stored, duplicates, refused)
 
