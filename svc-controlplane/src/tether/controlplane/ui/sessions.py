@@ -33,6 +33,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.controlplane.auth import Principal, Role
 from tether.controlplane.db.models import ApiToken, UiSession
+from tether.controlplane.ui.rendering import MAX_FORM_BYTES
 
 if TYPE_CHECKING:
     from tether.controlplane.app import ControlPlane
@@ -50,8 +51,6 @@ CSRF_HEADER = b"x-csrf-token"
 #: Paths that are not the UI: the API authenticates by header, health and assets by nobody.
 NOT_UI_PREFIXES = ("/graphql", "/healthz", "/static/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: Largest form body the CSRF check reads (the UI's forms are small; see rendering).
-MAX_CHECKED_FORM_BYTES = 1024 * 1024
 
 
 def hash_session_id(session_id: str) -> str:
@@ -256,10 +255,10 @@ async def _read_form(receive: Receive) -> tuple[bytes, tuple[int, str] | None]:
         if message["type"] == "http.disconnect":
             return bytes(body), (400, "The request ended before its form did.")
         body += message.get("body", b"")
-        if len(body) > MAX_CHECKED_FORM_BYTES:
+        if len(body) > MAX_FORM_BYTES:
             return b"", (
                 413,
-                f"The form is over the limit of {MAX_CHECKED_FORM_BYTES} bytes of a UI form; "
+                f"The form is over the limit of {MAX_FORM_BYTES} bytes of a UI form; "
                 "nothing was done.",
             )
         if not message.get("more_body", False):
