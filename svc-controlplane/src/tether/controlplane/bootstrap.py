@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import time
 import tomllib
 from pathlib import Path
@@ -24,6 +23,7 @@ from tether.controlplane.store import locations
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared import telemetry
 from tether.shared.messages import LocationConfig
+from tether.shared.privatefiles import tighten
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,7 @@ def _read_or_create_token_file(path: Path) -> tuple[str, bool]:
     is made 0600 (with a warning), since whoever reads it can act as the agent.
     """
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning(
-                "agent token file %s was readable by others (mode %o); making it %o",
-                path,
-                mode,
-                mode & 0o700,
-            )
-            os.chmod(path, mode & 0o700)
+        tighten(path, "agent token file")
         token = path.read_text().strip()
         if not token:
             raise BootstrapError(f"token file {path} is empty; delete it to get a new one")

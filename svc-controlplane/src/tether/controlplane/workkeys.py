@@ -10,13 +10,11 @@ unpin the old key.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
 from pathlib import Path
 
 from tether.controlplane.errors import BootstrapError
 from tether.shared.messages import WorkItem
+from tether.shared.privatefiles import create_exclusively
 from tether.shared.worksigning import WorkKeyError, WorkSigner
 
 
@@ -39,23 +37,11 @@ def load_or_create_signer(path: Path) -> tuple[WorkSigner, bool]:
         pass
     signer = WorkSigner.generate()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
-        # O_EXCL + 0600 from the start: the private key is never readable by others.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(signer.to_pem())
-                file.flush()
-                os.fsync(file.fileno())
-            os.link(tmp, path)
-        except FileExistsError:
-            return _read(path), False  # another replica created it first
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        created = create_exclusively(path, signer.to_pem())
     except OSError as err:
         raise BootstrapError(f"cannot create the work signing key file {path}: {err}") from err
+    if not created:
+        return _read(path), False  # another replica created it first
     return signer, True
 
 

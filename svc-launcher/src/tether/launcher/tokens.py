@@ -19,7 +19,6 @@ launcher replaces them as it meets them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -34,6 +33,7 @@ from tether.launcher.errors import LauncherError
 from tether.shared.grpc.auth import TLS_SERVER_NAME
 from tether.shared.locations import location_config_hash
 from tether.shared.messages import LocationConfig
+from tether.shared.privatefiles import create_exclusively
 
 log = logging.getLogger(__name__)
 
@@ -157,27 +157,17 @@ def _create_secret_file(path: Path) -> None:
     """Write a new random secret to ``path`` (0600) unless it exists; atomic."""
     if path.exists():
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_hex(SECRET_BYTES).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        # link() fails if the name exists: of two launchers starting at once, one secret
-        # wins, and neither ever reads a half-written file.
-        os.link(tmp, path)
-    except FileExistsError:
-        return
+        # Of two launchers starting at once, one secret wins, and neither ever reads a
+        # half-written file.
+        secret = secrets.token_hex(SECRET_BYTES).encode() + b"\n"
+        if not create_exclusively(path, secret, dir_mode=0o700):
+            return
     except OSError as err:
         raise CodeServerSecretError(
             f"cannot create the code-server secret {path}: {err}; set "
             "TETHER_LAUNCHER_CODESERVER_SECRET or TETHER_LAUNCHER_CODESERVER_SECRET_FILE"
         ) from err
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
     log.info("created the code-server secret %s", path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from tether.controlplane.errors import BadInputError
+from tether.shared.privatefiles import tighten
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,11 @@ def ensure_sqlite_file(url: str | URL) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, SQLITE_FILE_MODE))
     for file in (path, *(path.with_name(path.name + s) for s in _SQLITE_SIDE_FILES)):
         try:
-            mode = stat.S_IMODE(file.stat().st_mode)
+            tighten(file, "SQLite file")
         except FileNotFoundError:
             continue
-        if mode & 0o077:
-            log.warning(
-                "SQLite file %s was readable by others (mode %o); making it %o",
-                file,
-                mode,
-                mode & 0o700,
-            )
-            try:
-                os.chmod(file, mode & 0o700)
-            except OSError as err:  # another user's file: say so, the DB may still work
-                log.warning("could not change the mode of %s: %s", file, err)
+        except OSError as err:  # another user's file: say so, the DB may still work
+            log.warning("could not change the mode of %s: %s", file, err)
 
 
 def migrate(url: str | URL) -> None:
