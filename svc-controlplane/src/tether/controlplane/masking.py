@@ -13,19 +13,14 @@ where a secret lives rather than holding it, so it is shown as it is.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from tether.controlplane.errors import BadInputError
+from tether.shared import envrefs
 
 #: What a read shows instead of an env value; sent back in a write, it keeps the stored value.
 MASK = "***"
-
-#: A string that is a whole ``${kind:target}`` reference, the syntax the agent resolves
-#: (``${env:NAME}``, ``${k8s-secret:SECRET/KEY}``, ``${aws-secret:ARN}``). ``$${...}`` is
-#: the escape of a literal, so it does not match.
-_REFERENCE_STRING = re.compile(r"\$\{[a-z][a-z0-9-]*:[^{}]+\}")
 
 
 def is_reference(value: Any) -> bool:
@@ -39,7 +34,9 @@ def is_reference(value: Any) -> bool:
     """
     if isinstance(value, Mapping):
         return True
-    return isinstance(value, str) and _REFERENCE_STRING.fullmatch(value) is not None
+    # The agent's own syntax (tether.shared.envrefs): ``${env:NAME}``,
+    # ``${k8s-secret:SECRET/KEY}``, ``${aws-secret:ARN}``; ``$${...}`` escapes a literal.
+    return isinstance(value, str) and envrefs.is_reference(value)
 
 
 def mask_env(env: Mapping[str, Any]) -> dict[str, Any]:
