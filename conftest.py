@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tether.shared.testing import NatsServer, start_nats
+from tether.testing import NatsServer, start_nats
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from tether.shared import natsbin
-from tether.shared.testing import free_port
+from tether.shared.nats import server_bin as natsbin
+from tether.testing import free_port
 
 from bench.report import Measurement, percentile
 from bench.workloads import read_marks

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from otlp_receiver import OtlpReceiver  # noqa: E402
-from tether.shared.testing import free_port  # noqa: E402
+from tether.testing import free_port  # noqa: E402
 
 from tether.dev.stack import DevStack, StackConfig  # noqa: E402
 

@@ -16,11 +16,12 @@ from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import runs
 from tether.eventrelay.service import EventRelay
 from tether.eventrelay.settings import EventRelaySettings
-from tether.shared import subjects
-from tether.shared.messages import EventType, RunEvent, encode
-from tether.shared.natsperms import Role
-from tether.shared.subjects import Stream
-from tether.shared.testing import NatsServer
+from tether.shared.nats import subjects
+from tether.shared.nats.perms import Role
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import encode
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.testing import NatsServer
 
 pytestmark = pytest.mark.integration
 

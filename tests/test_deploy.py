@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tether.shared.testing import skip_or_fail
+from tether.testing import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -394,12 +394,9 @@ def _user_pods() -> dict[str, dict]:
     location and one that sets every kubernetes option."""
     from tether.launcher.k8s._manifests import code_server_objects, run_job
     from tether.launcher.userenv import UserEnv
-    from tether.shared.messages import (
-        ExecuteRunArgs,
-        KubernetesConfig,
-        LaunchRunPayload,
-        LocationConfig,
-    )
+    from tether.shared.wire.locations import KubernetesConfig, LocationConfig
+    from tether.shared.wire.process import ExecuteRunArgs
+    from tether.shared.wire.work import LaunchRunPayload
 
     bare = LocationConfig(name="bare", module="m", substrate="k8s")
     full = LocationConfig(
@@ -549,7 +546,9 @@ def assert_network_policies(docs: list[dict]) -> None:
     """Who may connect to NATS and to code servers under the NetworkPolicies of ``docs``."""
     from tether.launcher.k8s._manifests import CODE_SERVER_PORT, code_server_objects, run_job
     from tether.launcher.userenv import UserEnv
-    from tether.shared.messages import ExecuteRunArgs, LaunchRunPayload, LocationConfig
+    from tether.shared.wire.locations import LocationConfig
+    from tether.shared.wire.process import ExecuteRunArgs
+    from tether.shared.wire.work import LaunchRunPayload
 
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     assert {p["metadata"]["name"] for p in policies} >= {

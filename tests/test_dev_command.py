@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tether.shared.testing import free_port
+from tether.testing import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_tether_dev_starts_everything_restarts_a_dead_service_and_ctrl_c_stops_e
         [
             sys.executable,
             "-m",
-            "tether.shared.cli",
+            "tether.shared.runtime.cli",
             "dev",
             "--home",
             str(home),

@@ -105,7 +105,7 @@ def test_reexecute_from_failure_reuses_the_first_ops_output(
         [
             sys.executable,
             "-m",
-            "tether.shared.cli",
+            "tether.shared.runtime.cli",
             "run",
             "reexecute",
             parent_id,

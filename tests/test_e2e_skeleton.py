@@ -16,10 +16,12 @@ import nats
 import nats.js.errors
 import pytest
 from stack_api import compute_logs, gql, launch, wait_for, wait_location_loaded, wait_run_done
-from tether.shared import natsauth, subjects
-from tether.shared.messages import WorkItem, decode, encode, new_id
-from tether.shared.subjects import Bucket, Stream, WorkKind
-from tether.shared.worksigning import WorkSigner
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Bucket, Stream
+from tether.shared.wire.base import decode, encode, new_id
+from tether.shared.wire.signing import WorkSigner
+from tether.shared.wire.work import WorkItem, WorkKind
 
 from tether.dev.stack import DevStack
 
@@ -243,7 +245,7 @@ def test_the_stacks_nats_requires_credentials_kept_private(stack: DevStack) -> N
 
     import nats
     import nats.errors
-    from tether.shared import natsauth
+    from tether.shared.nats import auth as natsauth
 
     auth_dir = stack.config.nats_auth_dir
     assert auth_dir.stat().st_mode & 0o777 == 0o700

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from stack_api import gql, launch, wait_for, wait_location_loaded, wait_run_done
-from tether.shared.testing import free_port
+from tether.testing import free_port
 
 from tether.dev.stack import DevStack, StackConfig
 

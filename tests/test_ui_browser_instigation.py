@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from stack_api import sign_in
-from tether.shared.testing import skip_or_fail
+from tether.testing import skip_or_fail
 
 from tether.dev.stack import DevStack
 

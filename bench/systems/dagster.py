@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
-from tether.shared.testing import free_port
+from tether.testing import free_port
 
 from bench.envs import Env
 from bench.processes import Group

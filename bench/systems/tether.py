@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tether.shared.testing import free_port
+from tether.testing import free_port
 
 from bench.systems.base import FAILURE, PENDING, SUCCESS, BenchError, Workspace, wait_until
 from tether.dev.stack import DevStack, StackConfig

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from tether.shared import subjects
-from tether.shared.errors import ContractError
-from tether.shared.messages import (
-    ErrorInfo,
-    EventType,
-    LogChunk,
-    RunEvent,
-    WorkItem,
-    decode,
-    decode_log_chunk,
-    encode,
-    encode_log_chunk,
-)
-from tether.shared.subjects import LogStream, WorkKind
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import decode_log_chunk, encode_log_chunk
+from tether.shared.wire.base import ErrorInfo, decode, encode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import WorkItem, WorkKind
 
 
 def test_subject_builders_reject_unsafe_tokens() -> None:

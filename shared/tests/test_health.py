@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from tether.shared.health import HealthServer
+from tether.shared.runtime.health import HealthServer
 
 
 async def test_liveness_readiness_and_bad_requests() -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from tether.shared.service import JsonLogFormatter, setup_logging
+from tether.shared.runtime.service import JsonLogFormatter, setup_logging
 
 
 def test_json_line_has_trace_ids_inside_a_span() -> None:
@@ -38,7 +38,7 @@ def test_json_line_carries_the_exception() -> None:
 
 def test_log_format_from_environment_in_a_fresh_process() -> None:
     code = (
-        "import logging; from tether.shared.service import setup_logging; "
+        "import logging; from tether.shared.runtime.service import setup_logging; "
         "setup_logging(); logging.getLogger('svc').warning('up')"
     )
     out = subprocess.run(

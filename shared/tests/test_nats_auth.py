@@ -15,13 +15,16 @@ import nats.errors
 import pytest
 from nats.aio.client import Client, RawCredentials
 from nats.js.api import KeyValueConfig
-from tether.shared import natsauth, natsperms, subjects
-from tether.shared.messages import new_id
-from tether.shared.natsauth import AgentAuth
-from tether.shared.service import connect_nats
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import Bucket, Stream, WorkKind
-from tether.shared.testing import NatsServer
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import perms as natsperms
+from tether.shared.nats import subjects
+from tether.shared.nats.auth import AgentAuth
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Bucket, Stream
+from tether.shared.runtime.service import connect_nats
+from tether.shared.wire.base import new_id
+from tether.shared.wire.work import WorkKind
+from tether.testing import NatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -242,7 +245,7 @@ async def test_a_server_started_from_init_files_serves_each_service_its_user(
     tmp_path: Path,
 ) -> None:
     """What `tether nats-auth init` writes is what a NATS server and services need."""
-    from tether.shared.testing import free_port, spawn_nats
+    from tether.testing import free_port, spawn_nats
 
     directory = tmp_path / "auth"
     natsperms.init_agent_auth(directory)

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import nats
 import pytest
-from tether.shared import streams, subjects
 from tether.shared.agent_client import RefusedUpload, UploadOutcome
-from tether.shared.errors import BAD_INPUT, REQUEST_TOO_LARGE, AgentApiError
-from tether.shared.messages import EventType, RunEvent, decode, encode
-from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
-from tether.shared.subjects import Stream
-from tether.shared.testing import nats_connect
+from tether.shared.nats import streams, subjects
+from tether.shared.nats.relay import BatchPolicy, BatchRelay, RelaySpec
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, encode
+from tether.shared.wire.errors import BAD_INPUT, REQUEST_TOO_LARGE, AgentApiError
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.testing import nats_connect
 
 
 class RecordingSink:

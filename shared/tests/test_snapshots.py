@@ -7,11 +7,13 @@ import zlib
 
 import pytest
 from pydantic import ValidationError
-from tether.shared.errors import ContractError
-from tether.shared.messages import JobSnapshot, LocationSnapshot, RepositorySnapshot
-from tether.shared.snapshots import (
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.snapshots import (
     SNAPSHOT_KEY,
     SNAPSHOT_ZLIB_KEY,
+    JobSnapshot,
+    LocationSnapshot,
+    RepositorySnapshot,
     snapshot_from_payload,
     snapshot_payload,
 )

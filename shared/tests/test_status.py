@@ -7,17 +7,19 @@ import asyncio
 import nats
 import nats.js.errors
 import pytest
-from tether.shared import subjects
-from tether.shared.messages import CodeServerStatus, EventType, RunEvent, encode
-from tether.shared.status import (
+from tether.shared.nats import subjects
+from tether.shared.nats.status import (
     StatusReporter,
     instance_name,
     queue_depths,
     read_statuses,
     status_bucket,
 )
-from tether.shared.streams import STREAMS, ensure_stream, kv_keys
-from tether.shared.subjects import Stream
+from tether.shared.nats.streams import STREAMS, ensure_stream, kv_keys
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.agent import CodeServerStatus
+from tether.shared.wire.base import encode
+from tether.shared.wire.runs import EventType, RunEvent
 
 pytestmark = pytest.mark.integration
 

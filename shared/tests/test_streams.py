@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
-from tether.shared.streams import fetch_ready
+from tether.shared.nats.streams import fetch_ready
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
-from tether.shared.messages import LocationConfig, WorkItem, decode, encode
-from tether.shared.subjects import WorkKind
-from tether.shared.worksigning import (
+from tether.shared.wire.base import decode, encode
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.signing import (
     MAX_LIFETIME_S,
     SIGNED_FIELDS,
     WorkKeyError,
@@ -17,6 +17,7 @@ from tether.shared.worksigning import (
     WorkVerifier,
     parse_public_key,
 )
+from tether.shared.wire.work import WorkItem, WorkKind
 
 SIGNER = WorkSigner.generate()
 

@@ -15,7 +15,9 @@ import pytest
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
 from tether.shared.grpc.convert import channel_options
-from tether.shared.messages import CodeServerReady, LocationConfig, decode
+from tether.shared.wire.base import decode
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import CodeServerReady
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -36,7 +38,7 @@ def broken_location() -> LocationConfig:
 def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start ``tether <args>`` the way other services do, with piped stdout/stderr."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tether.shared.cli", *args],
+        [sys.executable, "-m", "tether.shared.runtime.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

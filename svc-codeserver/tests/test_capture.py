@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tether.codeserver.worker.capture import StepOutputCapture
-from tether.shared.subjects import LogStream
+from tether.shared.wire.logs import LogStream
 
 
 class Sink:

@@ -15,8 +15,9 @@ import pytest
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
-from tether.shared.locations import location_config_hash
-from tether.shared.messages import CodeServerReady, LocationConfig, decode
+from tether.shared.wire.base import decode
+from tether.shared.wire.locations import LocationConfig, location_config_hash
+from tether.shared.wire.process import CodeServerReady
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ STARTER = textwrap.dedent(
     """
     import subprocess, sys, time
     child = subprocess.Popen(
-        [sys.executable, "-m", "tether.shared.cli", "codeserver", "grpc",
+        [sys.executable, "-m", "tether.shared.runtime.cli", "codeserver", "grpc",
          "--location-json", sys.argv[1]],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )

@@ -15,7 +15,7 @@ from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV, bearer_metadata
 from tether.shared.grpc.convert import error_from_proto, snapshot_from_proto
-from tether.shared.messages import LocationConfig
+from tether.shared.wire.locations import LocationConfig
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_only_callers_with_the_token_are_answered(server_for, examples_location)
 
 def test_a_code_server_without_a_token_refuses_to_start(examples_location) -> None:
     env = {k: v for k, v in os.environ.items() if k != CODESERVER_TOKEN_ENV}
-    command = [sys.executable, "-m", "tether.shared.cli", "codeserver", "grpc"]
+    command = [sys.executable, "-m", "tether.shared.runtime.cli", "codeserver", "grpc"]
     command += ["--location-json", examples_location.model_dump_json()]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2

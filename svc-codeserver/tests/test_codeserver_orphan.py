@@ -13,7 +13,7 @@ import time
 
 import pytest
 from tether.shared.grpc.auth import CODESERVER_TOKEN_ENV
-from tether.shared.messages import LocationConfig
+from tether.shared.wire.locations import LocationConfig
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ STARTER = textwrap.dedent(
     """
     import subprocess, sys, time
     child = subprocess.Popen(
-        [sys.executable, "-m", "tether.shared.cli", "codeserver", "grpc",
+        [sys.executable, "-m", "tether.shared.runtime.cli", "codeserver", "grpc",
          "--location-json", sys.argv[1]],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
     )

@@ -20,7 +20,8 @@ from tether.shared.grpc.convert import (
     snapshot_from_proto,
     timestamp_to_proto,
 )
-from tether.shared.messages import ErrorInfo, LocationConfig
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from tether.shared.grpc.convert import (
     sensor_tick_from_proto,
     sensor_tick_to_proto,
 )
-from tether.shared.messages import (
-    ErrorInfo,
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.work import (
     PartitionRunConfigResult,
     RunRequestInfo,
     ScheduleTickResult,

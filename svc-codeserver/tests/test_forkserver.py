@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 from tether.codeserver.forkserver import SourceFiles
-from tether.shared.errors import ContractError
-from tether.shared.forkserver import (
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, new_id
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.forkserver import (
     FRAME_HEADER,
     MAX_FRAME_BYTES,
     ForkExited,
@@ -28,10 +31,10 @@ from tether.shared.forkserver import (
     encode_frame,
     warm_start_allowed,
 )
-from tether.shared.messages import ExecuteRunArgs, LaunchRunPayload, LocationConfig, decode, new_id
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import Stream
-from tether.shared.testing import nats_connect
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.work import LaunchRunPayload
+from tether.testing import nats_connect
 
 SLOW_LOCATION = """
 import time
@@ -227,7 +230,7 @@ def test_location_starting_threads_is_refused(
 ORPHANING_PARENT = """
 import subprocess, sys, time
 proc = subprocess.Popen(
-    [sys.executable, "-m", "tether.shared.cli", "codeserver", "forkserver",
+    [sys.executable, "-m", "tether.shared.runtime.cli", "codeserver", "forkserver",
      "--location-json", sys.argv[1], "--socket", sys.argv[2]],
     stdout=subprocess.PIPE, text=True,
 )

@@ -13,7 +13,7 @@ from tether.shared.grpc.convert import (
     snapshot_from_proto,
     snapshot_to_proto,
 )
-from tether.shared.messages import LocationConfig
+from tether.shared.wire.locations import LocationConfig
 
 
 def test_loads_module_and_finds_the_single_definitions(examples_location) -> None:

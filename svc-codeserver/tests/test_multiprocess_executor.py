@@ -14,9 +14,11 @@ import pytest
 from nats.aio.msg import Msg
 from tether.codeserver.worker.multiprocess import executor_choice
 from tether.sdk import DefinitionError, job, op
-from tether.shared import subjects
-from tether.shared.messages import LocationConfig, RunEvent, decode_log_chunk
-from tether.shared.subjects import LogStream
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import decode_log_chunk
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.logs import LogStream
+from tether.shared.wire.runs import RunEvent
 
 pytestmark = pytest.mark.integration
 

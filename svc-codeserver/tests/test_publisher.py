@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from nats.js.api import StreamConfig
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
-from tether.shared import subjects
-from tether.shared.natsauth import Permissions
-from tether.shared.testing import NatsServer, nats_connect
+from tether.shared.nats import subjects
+from tether.shared.nats.auth import Permissions
+from tether.testing import NatsServer, nats_connect
 
 SUBJECT = "ptest.messages"
 

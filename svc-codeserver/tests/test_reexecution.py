@@ -18,7 +18,8 @@ from tether.codeserver.worker.outputs import (
     OutputNotStored,
     StepOutputStorage,
 )
-from tether.shared.messages import LocationConfig, new_id
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import LocationConfig
 
 pytestmark = pytest.mark.integration
 

@@ -14,21 +14,17 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from tether.shared import subjects
-from tether.shared.messages import (
-    EventType,
-    ExecuteRunArgs,
-    LaunchRunPayload,
-    LocationConfig,
-    LogChunk,
-    RunEvent,
-    decode,
-    decode_log_chunk,
-    new_id,
-)
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import LogStream, Stream
-from tether.shared.testing import nats_connect, run_worker_env
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import decode_log_chunk
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import LaunchRunPayload
+from tether.testing import nats_connect, run_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +98,7 @@ async def start_worker(args: ExecuteRunArgs, **env: str) -> asyncio.subprocess.P
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "api",
         "execute-run",
         args.model_dump_json(),
@@ -573,7 +569,7 @@ async def test_malformed_args_exit_2() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "api",
         "execute-run",
         '{"run": 1}',

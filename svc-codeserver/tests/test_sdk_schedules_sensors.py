@@ -30,7 +30,7 @@ from tether.sdk import (
     sensor,
 )
 from tether.shared.grpc.convert import snapshot_from_proto, snapshot_to_proto
-from tether.shared.messages import InstigatorStatus, PartitionsKind
+from tether.shared.wire.snapshots import InstigatorStatus, PartitionsKind
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

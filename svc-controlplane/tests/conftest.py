@@ -23,8 +23,8 @@ from db_backends import PostgresDatabase, admin_url, session_database  # noqa: E
 from tether.controlplane import auth  # noqa: E402
 from tether.controlplane.app import create_app, open_control_plane  # noqa: E402
 from tether.controlplane.settings import ControlPlaneSettings  # noqa: E402
-from tether.shared import telemetry  # noqa: E402
-from tether.shared.testing import skip_or_fail  # noqa: E402
+from tether.shared.runtime import telemetry  # noqa: E402
+from tether.testing import skip_or_fail  # noqa: E402
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 from tether.controlplane.app import ControlPlane
-from tether.shared.messages import (
+from tether.shared.wire.snapshots import (
     Edge,
     InstigatorStatus,
     JobSnapshot,
@@ -22,9 +22,8 @@ from tether.shared.messages import (
     RepositorySnapshot,
     ScheduleSnapshot,
     SensorSnapshot,
-    WorkItem,
-    WorkResult,
 )
+from tether.shared.wire.work import WorkItem, WorkResult
 
 CLAIM = """
 mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,

@@ -11,8 +11,9 @@ from tether.controlplane import auth
 from tether.controlplane.db.models import ApiToken
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.errors import BAD_INPUT, UNAUTHENTICATED
-from tether.shared.messages import EventType, RunEvent, WorkResult
+from tether.shared.wire.errors import BAD_INPUT, UNAUTHENTICATED
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import WorkResult
 
 FORBIDDEN = "FORBIDDEN"
 CLAIM_VARS = {

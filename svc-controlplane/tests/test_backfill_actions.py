@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from tether.controlplane.daemons import BackfillDaemon
 from tether.controlplane.db.models import Backfill, Run, WorkItemRow
 from tether.controlplane.store.backfills import create_backfill
-from tether.shared.messages import PartitionRunConfigResult, WorkItem, WorkResult
+from tether.shared.wire.work import PartitionRunConfigResult, WorkItem, WorkResult
 
 BACKFILL = """
 query($id: String!) {

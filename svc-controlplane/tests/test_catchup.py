@@ -15,7 +15,7 @@ from tether.controlplane.daemons.catchup import (
     plan_ticks,
     skip_reason,
 )
-from tether.shared.messages import InstigatorStatus
+from tether.shared.wire.snapshots import InstigatorStatus
 
 HOUR = 3600.0
 

@@ -22,8 +22,9 @@ from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
 from tether.controlplane.token_cli import app as token_app
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import EventType, LogChunk, RunEvent, WorkResult
-from tether.shared.subjects import LogStream, WorkKind
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import WorkKind, WorkResult
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -233,7 +234,7 @@ async def test_location_and_run_commands_through_the_api(
             waiting = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "tether.shared.cli",
+                "tether.shared.runtime.cli",
                 "run",
                 "launch",
                 "hello",
@@ -349,7 +350,7 @@ async def test_the_token_comes_from_the_environment_or_a_file(
                 assert admin not in result.output
         # ... also through the `tether` command itself.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tether.shared.cli", "token", "list", "--token", admin,
+            sys.executable, "-m", "tether.shared.runtime.cli", "token", "list", "--token", admin,
             env={**os.environ, "TETHER_CONTROL_PLANE_URL": url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

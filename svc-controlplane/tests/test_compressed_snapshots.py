@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from test_graphql_limits import serving
 from tether.controlplane.db.models import LocationSnapshotRow
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.errors import BAD_INPUT
-from tether.shared.messages import WorkResult
-from tether.shared.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_payload
+from tether.shared.wire.errors import BAD_INPUT
+from tether.shared.wire.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_payload
+from tether.shared.wire.work import WorkResult
 
 LOCATIONS = "{ codeLocations { name loadStatus repositories { jobs { name ops { name } } } } }"
 

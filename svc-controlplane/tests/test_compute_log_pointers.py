@@ -9,18 +9,16 @@ from typing import Any
 
 from controlplane_testkit import LOGS, POINTERS_OUTCOME, Api
 from tether.controlplane.errors import BAD_INPUT
-from tether.shared.messages import (
-    ComputeLogPointer,
-    ErrorInfo,
-    LogChunk,
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.logs import ComputeLogPointer, LogChunk, LogStream, compute_log_key_suffix
+from tether.shared.wire.work import (
     PresignComputeLogsPayload,
     PresignedComputeLogs,
     PresignedUrl,
     WorkItem,
+    WorkKind,
     WorkResult,
-    compute_log_key_suffix,
 )
-from tether.shared.subjects import LogStream, WorkKind
 
 POINTERS = """mutation P($items: [JSON!]!) {
   appendComputeLogPointers(pointers: $items) { stored duplicates } }"""

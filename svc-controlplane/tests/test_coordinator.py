@@ -15,7 +15,7 @@ from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import runs
-from tether.shared.messages import RunStatus
+from tether.shared.wire.runs import RunStatus
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from tether.controlplane.daemons import BackfillDaemon, Scheduler, SensorDaemon
 from tether.controlplane.daemons.scheduler import due_ticks
 from tether.controlplane.db.models import Backfill, Instigator, InstigatorTick, Run
-from tether.shared.messages import (
-    ErrorInfo,
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.snapshots import ScheduleSnapshot
+from tether.shared.wire.work import (
     PartitionRunConfigResult,
     RunRequestInfo,
-    ScheduleSnapshot,
     ScheduleTickResult,
     SensorTickResult,
     WorkItem,

@@ -19,8 +19,7 @@ from tether.controlplane.graphql.limits import QueryLimits, measure
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import backfills, instigators
 from tether.controlplane.ui import runs as runs_page
-from tether.shared.messages import LogChunk
-from tether.shared.subjects import LogStream
+from tether.shared.wire.logs import LogChunk, LogStream
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tether.controlplane.httpsecurity import HostAndOriginGuard
-from tether.shared.testing import free_port
+from tether.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def _start(tmp: Path, **env: str) -> Server:
     }
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],
+            [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "serve"],
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

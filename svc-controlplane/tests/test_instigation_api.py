@@ -7,7 +7,7 @@ import time
 
 from controlplane_testkit import Api, snapshot_with_instigators
 from tether.controlplane.daemons import SensorDaemon
-from tether.shared.messages import PartitionKeysResult, SensorTickResult, WorkResult
+from tether.shared.wire.work import PartitionKeysResult, SensorTickResult, WorkResult
 
 SCHEDULES = """
 query($loc: String) {

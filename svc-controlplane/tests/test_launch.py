@@ -7,8 +7,7 @@ from typing import Any
 from controlplane_testkit import LAUNCH, Api
 from test_graphql_limits import serving
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.messages import LaunchRunPayload
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.work import LaunchRunPayload, WorkKind
 
 RUNS = "query($job: String, $status: RunStatus) { runs(jobName: $job, status: $status) { id } }"
 

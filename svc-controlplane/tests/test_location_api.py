@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tether.controlplane import auth
 from tether.controlplane.db.models import WorkItemRow
 from tether.controlplane.store import instigators, locations
-from tether.shared.messages import WorkResult
+from tether.shared.wire.work import WorkResult
 
 ADD = """
 mutation($cfg: JSON!) { addLocation(config: $cfg) { name loadStatus config } }"""

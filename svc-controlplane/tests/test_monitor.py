@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.monitor import RunMonitor
-from tether.shared.messages import RUN_WORKER_EXITED, EventType, RunEvent, WorkItem, WorkResult
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkResult
 
 START_TIMEOUT = 100.0
 EXIT_GRACE = 30.0
@@ -135,7 +136,7 @@ async def test_the_run_monitor_runs_on_its_own(api: Api, database_url: str) -> N
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "controlplane",
         "run-monitor",
         env=env,

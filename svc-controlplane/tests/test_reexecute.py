@@ -12,18 +12,16 @@ from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.reexecute import steps_from_failure
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.messages import (
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.snapshots import (
     Edge,
-    EventType,
     JobSnapshot,
-    LaunchRunPayload,
     LocationSnapshot,
     OpInput,
     OpSnapshot,
     RepositorySnapshot,
-    RunEvent,
 )
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.work import LaunchRunPayload, WorkKind
 
 REEXECUTE = """
 mutation($id: String!, $strategy: ReexecutionStrategy!) {

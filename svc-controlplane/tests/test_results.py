@@ -6,8 +6,9 @@ from controlplane_testkit import RESULTS_OUTCOME, Api, example_snapshot
 from sqlalchemy import func, select
 from tether.controlplane import auth
 from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
-from tether.shared.messages import RUN_WORKER_EXITED, ErrorInfo, LocationConfig, WorkResult
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.work import RUN_WORKER_EXITED, WorkKind, WorkResult
 
 LOCATIONS = """{ codeLocations { name loadStatus loadError { clsName message traceback }
   repositories { name jobs { name description configSchema

@@ -8,8 +8,8 @@ import time
 import pytest
 from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.monitor import RunMonitor
-from tether.shared.messages import EventType, RunEvent, WorkItem, WorkResult
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
 
 HEALTH_INTERVAL = 60.0
 EXIT_GRACE = 30.0

@@ -13,8 +13,8 @@ from tether.controlplane.graphql.schema import REGENERATE_SDL, schema_sdl
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.agent_client import AgentClient
-from tether.shared.errors import REQUEST_TOO_LARGE, AgentApiError
-from tether.shared.messages import EventType, RunEvent
+from tether.shared.wire.errors import REQUEST_TOO_LARGE, AgentApiError
+from tether.shared.wire.runs import EventType, RunEvent
 
 SDL_FILE = Path(__file__).parents[1] / "schema.graphql"
 

@@ -18,15 +18,11 @@ from tether.controlplane.cli import app as cli_app
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.agent_client import AgentClient, UploadOutcome
-from tether.shared.messages import (
-    EventType,
-    Heartbeat,
-    LogChunk,
-    RunEvent,
-    WorkResult,
-)
-from tether.shared.subjects import LogStream, WorkKind
-from tether.shared.testing import free_port
+from tether.shared.wire.agent import Heartbeat
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import WorkKind, WorkResult
+from tether.testing import free_port
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -128,7 +124,7 @@ def test_serve_subprocess_with_env_settings_and_sigterm(tmp_path: Path, database
         "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(tmp_path / "home" / "work.key"),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],
+        [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "serve"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from controlplane_testkit import Api
 from tether.controlplane import auth
-from tether.shared.messages import RUN_WORKER_EXITED, WorkItem, WorkResult
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind, WorkResult
 
 TERMINATE = """
 mutation($id: String!) {

@@ -16,7 +16,8 @@ from tether.controlplane.db.models import Run
 from tether.controlplane.store.backfills import create_backfill
 from tether.controlplane.ui.backfills import BACKFILLS_LIMIT
 from tether.controlplane.ui.instigators import TICKS_PAGE_SIZE
-from tether.shared.messages import InstigatorStatus, PartitionRunConfigResult, WorkResult
+from tether.shared.wire.snapshots import InstigatorStatus
+from tether.shared.wire.work import PartitionRunConfigResult, WorkResult
 
 
 @pytest.fixture

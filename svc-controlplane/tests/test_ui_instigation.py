@@ -13,8 +13,8 @@ import pytest
 from controlplane_testkit import Api, snapshot_with_instigators
 from tether.controlplane import auth
 from tether.controlplane.daemons import BackfillDaemon, SensorDaemon
-from tether.shared.messages import (
-    ErrorInfo,
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.work import (
     PartitionKeysResult,
     PartitionRunConfigResult,
     RunRequestInfo,

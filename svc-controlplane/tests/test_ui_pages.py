@@ -14,16 +14,11 @@ import httpx
 import pytest
 from controlplane_testkit import EVENTS, LOGS, Api, example_snapshot
 from tether.controlplane import auth
-from tether.shared.messages import (
-    CodeServerStatus,
-    ErrorInfo,
-    EventType,
-    Heartbeat,
-    LogChunk,
-    LogStream,
-    RunEvent,
-    WorkResult,
-)
+from tether.shared.wire.agent import CodeServerStatus, Heartbeat
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import WorkResult
 
 TEMPLATES = Path(__file__).parents[1] / "src/tether/controlplane/ui/templates"
 HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"

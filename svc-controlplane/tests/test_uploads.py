@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from test_graphql_limits import serving
 from tether.controlplane.db.models import RunEventRow, WorkItemRow
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.errors import BAD_INPUT
-from tether.shared.messages import EventType, LogChunk, RunEvent
-from tether.shared.subjects import LogStream
+from tether.shared.wire.errors import BAD_INPUT
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.runs import EventType, RunEvent
 
 CLAIM_VARS = {"agentId": "a", "substrates": ["process"], "max": 1, "waitMs": 0, "leaseSeconds": 1}
 

@@ -16,9 +16,9 @@ from tether.controlplane import auth, launch
 from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.shared.messages import LocationConfig
-from tether.shared.subjects import WorkKind
-from tether.shared.worksigning import WorkRefusedError, WorkSigner, WorkVerifier
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier
+from tether.shared.wire.work import WorkKind
 
 CLAIM_VARS = {
     "agentId": "b",

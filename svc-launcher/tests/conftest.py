@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tether.shared.testing import skip_or_fail
+from tether.testing import skip_or_fail
 
 # The tests import launcher_testkit as a plain module (--import-mode=importlib puts no
 # test directory on sys.path by itself).

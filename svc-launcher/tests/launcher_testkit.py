@@ -25,20 +25,15 @@ from tether.launcher import LauncherService, LauncherSettings
 from tether.launcher.consumer import consumer_name
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.userenv import UserCode
-from tether.shared import subjects
-from tether.shared.messages import (
-    LocationConfig,
-    RunEvent,
-    WorkItem,
-    WorkResult,
-    decode,
-    encode,
-    new_id,
-)
-from tether.shared.streams import STREAMS, ensure_stream, fetch_ready
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import nats_connect, server_at
-from tether.shared.worksigning import WorkSigner
+from tether.shared.nats import subjects
+from tether.shared.nats.streams import STREAMS, ensure_stream, fetch_ready
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, encode, new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.signing import WorkSigner
+from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
+from tether.testing import nats_connect, server_at
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository (the uv workspace's root)."""

@@ -24,7 +24,7 @@ from tether.shared.grpc.auth import (
     TLS_SERVER_NAME,
     bearer_metadata,
 )
-from tether.shared.messages import LocationConfig
+from tether.shared.wire.locations import LocationConfig
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,6 @@ from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.tokens import CodeServerTokens
 from tether.launcher.userenv import UserCode, argv_args, argv_location
-from tether.shared import subjects
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import (
@@ -38,18 +37,15 @@ from tether.shared.grpc.auth import (
     CODESERVER_TOKEN_ENV,
     TLS_SERVER_NAME,
 )
-from tether.shared.messages import (
-    RUN_WORKER_EXITED,
-    ContainerConfig,
-    EventType,
-    ExecuteRunArgs,
-    LaunchRunPayload,
-    LocationConfig,
-    decode_log_chunk,
-    new_id,
-)
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import server_at, skip_or_fail
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import decode_log_chunk
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import ContainerConfig, LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.runs import EventType
+from tether.shared.wire.work import RUN_WORKER_EXITED, LaunchRunPayload, WorkKind
+from tether.testing import server_at, skip_or_fail
 
 SLOW_CODE = """
 import time
@@ -141,7 +137,7 @@ def test_run_worker_spec_runs_execute_run_with_the_run_env() -> None:
     )
     env = user_code().container_env(args.location, {"TRACEPARENT": "x"})
     spec = run_worker_spec(args, env.values, image="i", python="py", agent_id="a")
-    assert spec["command"][:5] == ["py", "-m", "tether.shared.cli", "api", "execute-run"]
+    assert spec["command"][:5] == ["py", "-m", "tether.shared.runtime.cli", "api", "execute-run"]
     assert ExecuteRunArgs.model_validate_json(spec["command"][5]) == argv_args(args)
     assert argv_args(args).location.env == {"A": ""}
     assert spec["environment"] == {"A": "1", "TRACEPARENT": "x"}

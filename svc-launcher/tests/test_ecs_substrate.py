@@ -34,14 +34,11 @@ from tether.launcher.errors import (
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.substrate import RunWorkerHandle
 from tether.launcher.userenv import UserCode, UserEnv, argv_args, argv_location
-from tether.shared.messages import (
-    EcsConfig,
-    ExecuteRunArgs,
-    LaunchRunPayload,
-    LocationConfig,
-    new_id,
-)
-from tether.shared.testing import free_port, skip_or_fail
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import EcsConfig, LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.work import LaunchRunPayload
+from tether.testing import free_port, skip_or_fail
 
 REGION = "us-east-1"
 CLUSTER = "tether"
@@ -128,7 +125,13 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
     assert cs["taskRoleArn"] == FULL.task_role_arn
     assert cs["executionRoleArn"] == FULL.execution_role_arn
     [container] = cs["containerDefinitions"]
-    assert container["command"][:5] == ["python3", "-m", "tether.shared.cli", "codeserver", "grpc"]
+    assert container["command"][:5] == [
+        "python3",
+        "-m",
+        "tether.shared.runtime.cli",
+        "codeserver",
+        "grpc",
+    ]
     assert LocationConfig.model_validate_json(container["command"][6]) == argv_location(loc)
     assert "prod" not in " ".join(container["command"])  # env values only in "environment"
     assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "4000"]
@@ -1009,8 +1012,8 @@ async def test_the_launcher_policy_allows_every_call_the_substrate_makes(
 async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_server: Any) -> None:
     from launcher_testkit import PINNED, Bus, open_bus, running, work_item
     from tether.launcher import LauncherSettings
-    from tether.shared.messages import RUN_WORKER_EXITED, WorkItem, WorkResult
-    from tether.shared.subjects import Stream, WorkKind
+    from tether.shared.nats.subjects import Stream
+    from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind, WorkResult
 
     async def send(bus: Bus, kind: WorkKind, **payload: Any) -> WorkItem:
         item = work_item(kind, loc, **payload)

@@ -19,14 +19,11 @@ import pytest
 from tether.launcher.errors import CodeServerStartError, LocationRefusedError, RunLaunchError
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.userenv import UserCode, UserEnv
-from tether.shared.messages import (
-    ExecuteRunArgs,
-    KubernetesConfig,
-    LaunchRunPayload,
-    LocationConfig,
-    new_id,
-)
-from tether.shared.testing import skip_or_fail
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import KubernetesConfig, LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.work import LaunchRunPayload
+from tether.testing import skip_or_fail
 
 K8S_VERSION = "1.30.0"
 NS = "tether-test"

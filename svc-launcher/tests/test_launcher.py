@@ -22,17 +22,12 @@ from launcher_testkit import (
     work_item,
 )
 from tether.launcher import LauncherSettings
-from tether.shared import subjects
-from tether.shared.messages import (
-    RUN_WORKER_EXITED,
-    EventType,
-    LocationConfig,
-    WorkItem,
-    decode,
-    encode,
-    new_id,
-)
-from tether.shared.subjects import Stream, WorkKind
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, encode, new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import EventType
+from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind
 
 BROKEN_LOCATION = LocationConfig(
     name="broken", python_file="broken_location.py", working_directory=str(EXAMPLES)

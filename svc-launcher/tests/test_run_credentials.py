@@ -8,11 +8,15 @@ import pytest
 from launcher_testkit import EXAMPLES_LOCATION, launcher_settings, open_bus, running, work_item
 from tether.launcher import LauncherSettings
 from tether.launcher.runcreds import RunCredentials, RunCredentialsError
-from tether.shared import natsauth, natsperms, subjects
-from tether.shared.messages import EventType, new_id
-from tether.shared.service import connect_nats
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import NatsServer
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import perms as natsperms
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime.service import connect_nats
+from tether.shared.wire.base import new_id
+from tether.shared.wire.runs import EventType
+from tether.shared.wire.work import WorkKind
+from tether.testing import NatsServer
 
 
 def test_without_nats_auth_runs_get_no_credentials() -> None:

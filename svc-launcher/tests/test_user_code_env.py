@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 from launcher_testkit import Bus, launcher_settings, open_bus, running, work_item
 from tether.launcher.registry import CodeServerRecords, default_scope
-from tether.shared import subjects
-from tether.shared.messages import LocationConfig, decode_log_chunk, new_id
-from tether.shared.subjects import Stream, WorkKind
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import decode_log_chunk
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.work import WorkKind
 
 #: The launcher's own secrets, set in its environment for these tests.
 LAUNCHER_SECRETS = {
@@ -118,7 +121,7 @@ def processes_of(location_name: str) -> dict[int, tuple[str, dict[str, str]]]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            if "tether.shared.cli" not in cmdline or marker not in cmdline:
+            if "tether.shared.runtime.cli" not in cmdline or marker not in cmdline:
                 continue
             with open(f"/proc/{entry}/environ", "rb") as f:
                 raw = f.read()
@@ -183,7 +186,7 @@ async def test_user_code_gets_no_launcher_secret_and_argv_kv_carry_no_env_value(
         # The code server and the fork server, read from /proc while they run.
         spawned = processes_of(location.name)
         kinds = {
-            pid: cmd.split("tether.shared.cli", 1)[1].split()[1]
+            pid: cmd.split("tether.shared.runtime.cli", 1)[1].split()[1]
             for pid, (cmd, _) in spawned.items()
         }
         # (A forked worker may still be exiting: it is user code too, checked likewise.)

@@ -27,22 +27,18 @@ from launcher_testkit import (
 from nats.js import JetStreamContext
 from tether.launcher import ProcessSubstrate
 from tether.launcher.substrate import RunWorkerHandle
-from tether.shared import subjects
-from tether.shared.forkserver import WARM_START_ENV
-from tether.shared.messages import (
-    EventType,
-    ExecuteRunArgs,
-    LaunchRunPayload,
-    LocationConfig,
-    LogChunk,
-    RunEvent,
-    decode,
-    decode_log_chunk,
-    new_id,
-)
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import LogStream, Stream
-from tether.shared.testing import run_worker_env
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import decode_log_chunk
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, new_id
+from tether.shared.wire.forkserver import WARM_START_ENV
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.work import LaunchRunPayload
+from tether.testing import run_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -393,7 +389,7 @@ async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
     nats_server, js: JetStreamContext
 ) -> None:
     from tether.launcher import LauncherSettings
-    from tether.shared.subjects import WorkKind
+    from tether.shared.wire.work import WorkKind
 
     settings = LauncherSettings(**nats_server.launcher_settings(), agent_id="warm-test", **PINNED)
     assert settings.warm_start

@@ -26,11 +26,12 @@ from launcher_testkit import (
 from tether.launcher import LauncherService
 from tether.launcher.consumer import consumer_name
 from tether.launcher.runs import RunClaims
-from tether.shared import subjects
-from tether.shared.messages import WorkItem, decode, encode, new_id
-from tether.shared.subjects import Bucket, Stream, WorkKind
-from tether.shared.workgate import delivery_key
-from tether.shared.worksigning import WorkKeyError, WorkSigner
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Bucket, Stream
+from tether.shared.nats.workgate import delivery_key
+from tether.shared.wire.base import decode, encode, new_id
+from tether.shared.wire.signing import WorkKeyError, WorkSigner
+from tether.shared.wire.work import WorkItem, WorkKind
 
 
 @pytest.fixture
@@ -181,7 +182,7 @@ def test_the_launcher_command_says_which_setting_is_missing(nats_server) -> None
         "TETHER_LAUNCHER_STREAM_WAIT_TIMEOUT_S": "1",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "tether.shared.cli", "launcher", "run"],
+        [sys.executable, "-m", "tether.shared.runtime.cli", "launcher", "run"],
         env=env,
         capture_output=True,
         text=True,
@@ -216,8 +217,7 @@ async def test_a_location_config_written_to_the_registry_bucket_starts_nothing(
     """Location configs come only from signed items: a forged registry entry (the KV bucket
     a restarted launcher reads) names no running server, so nothing is started from it."""
     from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
-    from tether.shared.locations import location_config_hash
-    from tether.shared.messages import LocationConfig
+    from tether.shared.wire.locations import LocationConfig, location_config_hash
 
     marker = tmp_path / "pwned"
     (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")

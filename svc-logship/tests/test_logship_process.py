@@ -9,10 +9,10 @@ import sys
 
 import httpx
 import pytest
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import Stream
-from tether.shared.testing import free_port
-from tether.shared.worksigning import WorkSigner
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.signing import WorkSigner
+from tether.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ async def test_ready_only_once_its_dead_letter_stream_exists(nats_server, tmp_pa
         "TETHER_WORK_PUBLIC_KEYS": WorkSigner.generate().public_key,
     }
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "tether.shared.cli", "logship", "run"),
+        *(sys.executable, "-m", "tether.shared.runtime.cli", "logship", "run"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "logship.log").open("wb"),

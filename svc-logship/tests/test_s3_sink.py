@@ -25,26 +25,24 @@ from tether.logship import LogShip, LogShipSettings, S3LogStore, S3Sink
 from tether.logship.objectstore import object_key
 from tether.logship.presign import Presigner
 from tether.logship.sinks import contiguous_objects
-from tether.shared import subjects
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import (
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import encode_log_chunk
+from tether.shared.nats.perms import Role
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, encode
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.signing import WorkKeyError, WorkSigner, WorkVerifier
+from tether.shared.wire.snapshots import (
     JobSnapshot,
-    LocationConfig,
     LocationSnapshot,
-    LogChunk,
     OpSnapshot,
     RepositorySnapshot,
-    WorkItem,
-    WorkResult,
-    decode,
-    encode,
-    encode_log_chunk,
 )
-from tether.shared.natsperms import Role
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import LogStream, Stream, WorkKind
-from tether.shared.testing import free_port, nats_connect, server_at, skip_or_fail
-from tether.shared.worksigning import WorkKeyError, WorkSigner, WorkVerifier
+from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
+from tether.testing import free_port, nats_connect, server_at, skip_or_fail
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -171,7 +169,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     log_path = tmp / "controlplane.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],
+            [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "serve"],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -599,7 +597,7 @@ async def test_a_dead_s3_endpoint_loses_nothing(
         s3_max_attempts=1,
     )
     failed = LogSeen("upload failed")
-    relay_log = logging.getLogger("tether.shared.relay")
+    relay_log = logging.getLogger("tether.shared.nats.relay")
     relay_log.addHandler(failed)
     try:
         _start(running, LogShip(settings))
@@ -659,7 +657,7 @@ async def test_presigned_urls_round_trip_through_the_agent(
 
     # `tether run logs` reads the same stream from the bucket through the agent's URLs.
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tether.shared.cli", "run", "logs", run_id,
+        sys.executable, "-m", "tether.shared.runtime.cli", "run", "logs", run_id,
         "--step", "a", "--stream", "stdout", "--url", control_plane.url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

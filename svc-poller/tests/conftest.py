@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tether.shared.testing import free_port
+from tether.testing import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 

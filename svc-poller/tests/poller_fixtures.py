@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tether.shared.messages import WorkItem
+from tether.shared.wire.work import WorkItem
 
 
 @dataclass

@@ -16,14 +16,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from poller_fixtures import LogSeen, WorkQueueEndpoint
 from tether.poller import PollerService, PollerSettings
-from tether.shared import subjects, telemetry
-from tether.shared.messages import CodeServerStatus, LocationConfig, WorkItem, decode
-from tether.shared.natsperms import Role
-from tether.shared.status import StatusReporter, instance_name
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import free_port, nats_connect, server_at
-from tether.shared.worksigning import WorkKeyError, WorkSigner
+from tether.shared.nats import subjects
+from tether.shared.nats.perms import Role
+from tether.shared.nats.status import StatusReporter, instance_name
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime import telemetry
+from tether.shared.wire.agent import CodeServerStatus
+from tether.shared.wire.base import decode
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.signing import WorkKeyError, WorkSigner
+from tether.shared.wire.work import WorkItem, WorkKind
+from tether.testing import free_port, nats_connect, server_at
 
 #: Signs the test items as a control plane would; the poller under test pins its key.
 SIGNER = WorkSigner.generate()

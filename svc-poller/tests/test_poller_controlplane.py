@@ -17,11 +17,12 @@ import httpx
 import pytest
 from poller_fixtures import LogSeen
 from tether.poller import PollerService, PollerSettings
-from tether.shared import subjects
-from tether.shared.messages import WorkItem, decode
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.testing import free_port
-from tether.shared.worksigning import WorkVerifier
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode
+from tether.shared.wire.signing import WorkVerifier
+from tether.shared.wire.work import WorkItem, WorkKind
+from tether.testing import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -58,7 +59,7 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
     }
     log_file = (tmp_path / "controlplane.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether.shared.cli", "controlplane", "serve"],
+        [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "serve"],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -80,7 +81,7 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
                 raise RuntimeError("control plane did not become healthy")
             time.sleep(0.1)
         key = subprocess.run(
-            [sys.executable, "-m", "tether.shared.cli", "controlplane", "work-key"],
+            [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "work-key"],
             env=env,
             capture_output=True,
             text=True,

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from tether.shared import natsauth, natsbin, natsperms
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import perms as natsperms
+from tether.shared.nats import server_bin as natsbin
 
 AGENT_SERVICES = ("poller", "launcher", "eventrelay", "logship")
 
@@ -155,7 +157,7 @@ class DevStack:
     @property
     def work_public_key(self) -> str:
         """The public key of the work signing key the control plane created for this stack."""
-        from tether.shared.worksigning import WorkSigner
+        from tether.shared.wire.signing import WorkSigner
 
         return WorkSigner.from_pem(self.config.work_key_file.read_bytes()).public_key
 
@@ -299,7 +301,7 @@ class DevStack:
 
     @staticmethod
     def _tether(*args: str) -> list[str]:
-        return [sys.executable, "-m", "tether.shared.cli", *args]
+        return [sys.executable, "-m", "tether.shared.runtime.cli", *args]
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
         env = {**self.child_env(), **(env or {})}

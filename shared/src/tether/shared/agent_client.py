@@ -13,16 +13,12 @@ from typing import Any, NamedTuple
 
 import httpx
 import stamina
-from tether.shared import telemetry
-from tether.shared.errors import AgentApiError
-from tether.shared.messages import (
-    ComputeLogPointer,
-    Heartbeat,
-    LogChunk,
-    RunEvent,
-    WorkItem,
-    WorkResult,
-)
+from tether.shared.runtime import telemetry
+from tether.shared.wire.agent import Heartbeat
+from tether.shared.wire.errors import AgentApiError
+from tether.shared.wire.logs import ComputeLogPointer, LogChunk
+from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.work import WorkItem, WorkResult
 
 _CLAIM = """
 mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,

@@ -21,8 +21,10 @@ from types import ModuleType
 from typing import Any
 
 from tether.sdk import Definitions
-from tether.shared.errors import TetherError
-from tether.shared.messages import ErrorInfo, LocationConfig, LocationSnapshot
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.errors import TetherError
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.snapshots import LocationSnapshot
 
 
 class LocationLoadError(TetherError):

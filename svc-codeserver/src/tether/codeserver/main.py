@@ -9,14 +9,15 @@ import sys
 from typing import IO, TYPE_CHECKING
 
 from tether.codeserver.settings import CodeServerSettings
-from tether.shared.errors import ContractError
 from tether.shared.grpc.auth import (
     CODESERVER_TLS_CERT_ENV,
     CODESERVER_TLS_KEY_ENV,
     CODESERVER_TOKEN_ENV,
 )
-from tether.shared.messages import LocationConfig, decode
-from tether.shared.service import serve, setup_logging
+from tether.shared.runtime.service import serve, setup_logging
+from tether.shared.wire.base import decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.locations import LocationConfig
 
 if TYPE_CHECKING:
     from tether.codeserver.server import CodeServerService

@@ -48,15 +48,14 @@ from tether.shared.grpc.convert import (
     snapshot_to_proto,
     timestamp_from_proto,
 )
-from tether.shared.locations import location_config_hash
-from tether.shared.messages import (
-    CodeServerReady,
-    ErrorInfo,
+from tether.shared.wire.base import ErrorInfo, encode
+from tether.shared.wire.locations import location_config_hash
+from tether.shared.wire.process import CodeServerReady
+from tether.shared.wire.work import (
     PartitionRunConfigResult,
     RunRequestInfo,
     ScheduleTickResult,
     SensorTickResult,
-    encode,
 )
 
 log = logging.getLogger(__name__)

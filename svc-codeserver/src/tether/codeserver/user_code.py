@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tether.sdk import DefinitionError, PartitionKeyError, UserCodeError
-from tether.shared.errors import TetherError
-from tether.shared.messages import ErrorInfo
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.errors import TetherError
 
 T = TypeVar("T")
 

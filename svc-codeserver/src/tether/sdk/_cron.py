@@ -1,4 +1,4 @@
-"""Cron ticks in a time zone for the SDK: :mod:`tether.shared.cron` with SDK errors.
+"""Cron ticks in a time zone for the SDK: :mod:`tether.shared.runtime.cron` with SDK errors.
 
 The tick rules (DST gaps and repeats) live in tether-shared, so the control plane's
 scheduler and the SDK compute the very same ticks; here an invalid cron string or zone
@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import tzinfo
 
 from tether.sdk._errors import DefinitionError
-from tether.shared import cron as _shared
-from tether.shared.cron import is_tick, resolve_wall_time, ticks_after, ticks_before, utc
+from tether.shared.runtime import cron as _shared
+from tether.shared.runtime.cron import is_tick, resolve_wall_time, ticks_after, ticks_before, utc
 
 __all__ = [
     "check_cron",

@@ -15,7 +15,7 @@ from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext
 
 if TYPE_CHECKING:
-    from tether.shared.messages import LocationSnapshot, RepositorySnapshot
+    from tether.shared.wire.snapshots import LocationSnapshot, RepositorySnapshot
 
 
 def _known(names: Iterable[str]) -> str:
@@ -188,7 +188,7 @@ class Definitions:
 
     def location_snapshot(self, location_name: str) -> LocationSnapshot:
         """Describe the code location that exposes these definitions."""
-        from tether.shared.messages import LocationSnapshot
+        from tether.shared.wire.snapshots import LocationSnapshot
 
         return LocationSnapshot(
             location_name=location_name, repositories=[self.repository_snapshot()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tether.shared.errors import TetherError
+from tether.shared.wire.errors import TetherError
 
 
 class DefinitionError(TetherError, ValueError):

@@ -1,4 +1,4 @@
-"""Build the shared wire snapshot (tether.shared.messages) from SDK definitions."""
+"""Build the shared wire snapshot (tether.shared.wire) from SDK definitions."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tether.sdk._partitions import (
 from tether.sdk._retry import RetryPolicy
 from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition
-from tether.shared.messages import (
+from tether.shared.wire.snapshots import (
     Edge,
     InstigatorStatus,
     JobSnapshot,

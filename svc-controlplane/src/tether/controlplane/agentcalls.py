@@ -16,8 +16,8 @@ from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import WorkResultRow
 from tether.controlplane.errors import ApiError
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import LocationConfig
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.work import WorkKind
 
 _POLL_S = 0.1
 

@@ -34,7 +34,7 @@ from tether.controlplane.ui import ui_routes
 from tether.controlplane.ui.sessions import UiSessions
 from tether.controlplane.workkeys import load_or_create_signer
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.worksigning import WorkSigner
+from tether.shared.wire.signing import WorkSigner
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from tether.shared.errors import REQUEST_TOO_LARGE
+from tether.shared.wire.errors import REQUEST_TOO_LARGE
 
 
 class _BodyTooLarge(Exception):

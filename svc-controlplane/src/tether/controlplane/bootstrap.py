@@ -21,9 +21,9 @@ from tether.controlplane.errors import (
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared import telemetry
-from tether.shared.messages import LocationConfig
-from tether.shared.privatefiles import tighten
+from tether.shared.runtime import telemetry
+from tether.shared.runtime.privatefiles import tighten
+from tether.shared.wire.locations import LocationConfig
 
 log = logging.getLogger(__name__)
 

@@ -59,9 +59,9 @@ def serve(
     """Migrate the DB, bootstrap it, and serve the API until SIGTERM/SIGINT."""
     from tether.controlplane.errors import BootstrapError
     from tether.controlplane.service import ControlPlaneService
-    from tether.shared import telemetry
-    from tether.shared.service import serve as serve_service
-    from tether.shared.service import setup_logging
+    from tether.shared.runtime import telemetry
+    from tether.shared.runtime.service import serve as serve_service
+    from tether.shared.runtime.service import setup_logging
 
     setup_logging(log_level)
     # Alembic announces each of its plugins at INFO; the migrations themselves stay visible.
@@ -102,7 +102,7 @@ def run_monitor(
     TETHER_CONTROLPLANE_RUN_MONITOR=false for `serve`); intervals and timeouts come from
     TETHER_CONTROLPLANE_RUN_MONITOR_INTERVAL_S, _RUN_START_TIMEOUT_S, _WORKER_EXIT_GRACE_S.
     """
-    from tether.shared.service import setup_logging
+    from tether.shared.runtime.service import setup_logging
 
     setup_logging(log_level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -114,7 +114,7 @@ async def _run_monitor(settings: Any) -> None:
     from tether.controlplane.db.engine import Database, migrate
     from tether.controlplane.monitor import RunMonitor
     from tether.controlplane.workqueue import WorkQueue
-    from tether.shared.service import serve as serve_service
+    from tether.shared.runtime.service import serve as serve_service
 
     await asyncio.to_thread(migrate, settings.database_url)
     db = Database(settings.database_url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from tether.shared.errors import BAD_INPUT, UNAUTHENTICATED, TetherError
+from tether.shared.wire.errors import BAD_INPUT, UNAUTHENTICATED, TetherError
 
 
 class ControlPlaneError(TetherError):

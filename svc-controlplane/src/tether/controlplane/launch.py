@@ -16,16 +16,12 @@ from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.store import locations, runs
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared import telemetry
-from tether.shared.messages import (
-    EventType,
-    JobSnapshot,
-    LaunchRunPayload,
-    LocationConfig,
-    LocationSnapshot,
-    new_id,
-)
-from tether.shared.subjects import WorkKind
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import EventType
+from tether.shared.wire.snapshots import JobSnapshot, LocationSnapshot
+from tether.shared.wire.work import LaunchRunPayload, WorkKind
 
 #: Tag of a re-execution naming the run it re-executes.
 PARENT_RUN_TAG = "tether/parent_run_id"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.controlplane.errors import BadInputError
-from tether.shared import envrefs
+from tether.shared.wire import envrefs
 
 #: What a read shows instead of an env value; sent back in a write, it keeps the stored value.
 MASK = "***"
@@ -34,7 +34,7 @@ def is_reference(value: Any) -> bool:
     """
     if isinstance(value, Mapping):
         return True
-    # The agent's own syntax (tether.shared.envrefs): ``${env:NAME}``,
+    # The agent's own syntax (tether.shared.wire.envrefs): ``${env:NAME}``,
     # ``${k8s-secret:SECRET/KEY}``, ``${aws-secret:ARN}``; ``$${...}`` escapes a literal.
     return isinstance(value, str) and envrefs.is_reference(value)
 

@@ -36,15 +36,10 @@ from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run, WorkItemRow, WorkResultRow
 from tether.controlplane.store import runs
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import (
-    RUN_WORKER_EXITED,
-    ErrorInfo,
-    EventType,
-    LocationConfig,
-    RunHealthPayload,
-    RunStatus,
-)
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import EventType, RunStatus
+from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealthPayload, WorkKind
 
 log = logging.getLogger(__name__)
 

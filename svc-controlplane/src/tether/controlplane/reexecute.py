@@ -20,8 +20,9 @@ from tether.controlplane.db.engine import Database
 from tether.controlplane.store import locations, runs
 from tether.controlplane.terminate import RunNotFound
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared import telemetry
-from tether.shared.messages import JobSnapshot, RunStatus
+from tether.shared.runtime import telemetry
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.snapshots import JobSnapshot
 
 __all__ = [
     "ReexecuteOutcome",

@@ -27,7 +27,7 @@ from tether.controlplane.remote import (
     parse_pairs,
     read_config_file,
 )
-from tether.shared.messages import RunStatus
+from tether.shared.wire.runs import RunStatus
 
 app = typer.Typer(
     name="run", help="Launch, list, follow the logs of and terminate runs.", cls=ApiCommandGroup

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from tether.shared.worksigning import MAX_LIFETIME_S
+from tether.shared.wire.signing import MAX_LIFETIME_S
 
 
 class ControlPlaneSettings(BaseSettings):

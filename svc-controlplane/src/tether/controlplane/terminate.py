@@ -20,9 +20,10 @@ from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.store import runs
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared import telemetry
-from tether.shared.messages import EventType, LocationConfig, RunStatus, TerminateRunPayload
-from tether.shared.subjects import WorkKind
+from tether.shared.runtime import telemetry
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import EventType, RunStatus
+from tether.shared.wire.work import TerminateRunPayload, WorkKind
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Bounds of every field an agent uploads, beyond what the wire models check.
 
-The wire models (``tether.shared.messages``) say what a message is; these say what the
+The wire models (``tether.shared.wire``) say what a message is; these say what the
 control plane will store: integers that fit a BIGINT, finite timestamps, keys that are
 printable and short, items of bounded size. An item out of bounds is refused on its own,
 with the reason (see :func:`parse_items`), so one bad message never holds back the others
@@ -19,14 +19,10 @@ from typing import Any, TypeVar
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 from tether.controlplane.errors import BadInputError, describe_validation_error
-from tether.shared.messages import (
-    ComputeLogPointer,
-    Heartbeat,
-    LogChunk,
-    RunEvent,
-    WorkResult,
-    compute_log_key_suffix,
-)
+from tether.shared.wire.agent import Heartbeat
+from tether.shared.wire.logs import ComputeLogPointer, LogChunk, compute_log_key_suffix
+from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.work import WorkResult
 
 __all__ = [
     "MAX_INT",

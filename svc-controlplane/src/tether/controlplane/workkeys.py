@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tether.controlplane.errors import BootstrapError
-from tether.shared.messages import WorkItem
-from tether.shared.privatefiles import create_exclusively
-from tether.shared.worksigning import WorkKeyError, WorkSigner
+from tether.shared.runtime.privatefiles import create_exclusively
+from tether.shared.wire.signing import WorkKeyError, WorkSigner
+from tether.shared.wire.work import WorkItem
 
 
 def load_or_create_signer(path: Path) -> tuple[WorkSigner, bool]:

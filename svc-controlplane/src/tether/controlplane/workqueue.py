@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import WorkItemRow, WorkStatus
 from tether.controlplane.worksignal import PostgresWorkSignal
-from tether.shared.messages import LocationConfig, WorkItem, new_id
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.work import WorkItem, WorkKind
 
 #: Commit topic (:func:`~tether.controlplane.db.engine.changes`): work items were enqueued.
 WORK_QUEUED = "work queued"

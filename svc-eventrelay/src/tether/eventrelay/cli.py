@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from tether.eventrelay.service import EventRelay
 from tether.eventrelay.settings import EventRelaySettings
-from tether.shared.service import run_service, setup_logging
+from tether.shared.runtime.service import run_service, setup_logging
 
 app = typer.Typer(help="Batch run events and work results up to the control plane.")
 

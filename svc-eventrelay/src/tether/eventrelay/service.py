@@ -8,13 +8,15 @@ import logging
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from tether.eventrelay.settings import EventRelaySettings
-from tether.shared import streams, subjects
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import RunEvent, WorkResult, decode
-from tether.shared.relay import BatchRelay, RelaySpec
-from tether.shared.service import connect_nats
-from tether.shared.status import StatusReporter, while_reporting
-from tether.shared.subjects import Stream
+from tether.shared.nats import streams, subjects
+from tether.shared.nats.relay import BatchRelay, RelaySpec
+from tether.shared.nats.status import StatusReporter, while_reporting
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime.service import connect_nats
+from tether.shared.wire.base import decode
+from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.work import WorkResult
 
 log = logging.getLogger(__name__)
 

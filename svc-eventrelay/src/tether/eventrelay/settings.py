@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from tether.shared.relay import BatchPolicy
-from tether.shared.settings import AgentSettings
+from tether.shared.nats.relay import BatchPolicy
+from tether.shared.runtime.settings import AgentSettings
 
 
 class EventRelaySettings(AgentSettings):

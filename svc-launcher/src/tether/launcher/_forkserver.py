@@ -5,7 +5,7 @@ code once; on request it forks a child that becomes one run's worker, which save
 interpreter start and the imports of every cold run. It is an optimisation only: when a
 location has none ready (starting, restarting after a crash or a code change, opted out,
 broken) the run starts cold, and :class:`ForkServers` keeps (re)starting one in the
-background. Protocol: :mod:`tether.shared.forkserver`.
+background. Protocol: :mod:`tether.shared.wire.forkserver`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from tether.launcher._spawned import ReadyLineError, SpawnedProcess
 from tether.launcher.errors import LauncherError, LocationRefusedError, RunLaunchError
 from tether.launcher.userenv import UserCode, argv_args, argv_location
-from tether.shared.errors import ContractError
-from tether.shared.forkserver import (
+from tether.shared.wire.base import decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.forkserver import (
     FRAME_HEADER,
     ForkExited,
     ForkRefused,
@@ -36,7 +37,8 @@ from tether.shared.forkserver import (
     decode_reply,
     encode_frame,
 )
-from tether.shared.messages import ExecuteRunArgs, LocationConfig, decode
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def forkserver_command(
     command = [
         python,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "codeserver",
         "forkserver",
         "--location-json",

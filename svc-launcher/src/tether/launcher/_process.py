@@ -31,9 +31,11 @@ from tether.launcher.errors import (
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode, argv_args, argv_location
-from tether.shared.errors import ContractError
-from tether.shared.forkserver import warm_start_allowed
-from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
+from tether.shared.wire.base import decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.forkserver import warm_start_allowed
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import CodeServerReady, ExecuteRunArgs
 
 if TYPE_CHECKING:
     from tether.launcher.registry import CodeServerRecord
@@ -51,7 +53,7 @@ def codeserver_command(python: str, location: LocationConfig) -> list[str]:
     return [
         python,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "codeserver",
         "grpc",
         "--location-json",
@@ -64,7 +66,7 @@ def execute_run_command(python: str, args: ExecuteRunArgs) -> list[str]:
     return [
         python,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "api",
         "execute-run",
         argv_args(args).model_dump_json(),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
-from tether.shared.service import run_service, setup_logging
-from tether.shared.worksigning import WorkKeyError
+from tether.shared.runtime.service import run_service, setup_logging
+from tether.shared.wire.signing import WorkKeyError
 
 app = typer.Typer(name="launcher", help="Run code servers and run workers for work items.")
 

@@ -15,7 +15,6 @@ from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeSer
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
 from tether.launcher.tokens import CodeServerTokens
 from tether.launcher.userenv import argv_location
-from tether.shared import telemetry
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import (
@@ -35,14 +34,15 @@ from tether.shared.grpc.convert import (
     snapshot_from_proto,
     timestamp_to_proto,
 )
-from tether.shared.locations import location_config_hash
-from tether.shared.messages import (
-    CodeServerStatus,
-    ErrorInfo,
+from tether.shared.nats.status import instance_name
+from tether.shared.runtime import telemetry
+from tether.shared.wire.agent import CodeServerStatus
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig, location_config_hash
+from tether.shared.wire.snapshots import LocationSnapshot
+from tether.shared.wire.work import (
     EvaluateSchedulePayload,
     EvaluateSensorPayload,
-    LocationConfig,
-    LocationSnapshot,
     PartitionConfigPayload,
     PartitionKeysPayload,
     PartitionKeysResult,
@@ -50,7 +50,6 @@ from tether.shared.messages import (
     ScheduleTickResult,
     SensorTickResult,
 )
-from tether.shared.status import instance_name
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import nats
 from nats.aio.subscription import Subscription
-from tether.shared import subjects
+from tether.shared.nats import subjects
 
 log = logging.getLogger(__name__)
 

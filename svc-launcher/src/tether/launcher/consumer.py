@@ -14,12 +14,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.publishing import Publisher
 from tether.launcher.settings import LauncherSettings
-from tether.shared import subjects, telemetry
-from tether.shared.errors import ContractError
-from tether.shared.messages import WorkItem, decode
-from tether.shared.streams import fetch_ready, jetstream_call
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.workgate import WorkGate
+from tether.shared.nats import subjects
+from tether.shared.nats.streams import fetch_ready, jetstream_call
+from tether.shared.nats.subjects import Stream
+from tether.shared.nats.workgate import WorkGate
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.work import WorkItem, WorkKind
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,14 @@ from tether.launcher.runcreds import RunCredentials
 from tether.launcher.runs import RunClaim, RunClaims, claimer_fields, claimer_is_gone
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import RunWorkerHandle, Substrate
-from tether.shared import telemetry
-from tether.shared.messages import (
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.snapshots import snapshot_payload
+from tether.shared.wire.work import (
     RUN_WORKER_EXITED,
-    ErrorInfo,
     EvaluateSchedulePayload,
     EvaluateSensorPayload,
-    ExecuteRunArgs,
     LaunchRunPayload,
     PartitionConfigPayload,
     PartitionKeysPayload,
@@ -30,10 +31,9 @@ from tether.shared.messages import (
     RunHealthPayload,
     TerminateRunPayload,
     WorkItem,
+    WorkKind,
     WorkResult,
 )
-from tether.shared.snapshots import snapshot_payload
-from tether.shared.subjects import WorkKind
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from tether.launcher.errors import LocationRefusedError
-from tether.shared.envrefs import (
+from tether.shared.wire.envrefs import (
     AWS_SECRET,
     ENV,
     K8S_SECRET,
@@ -31,7 +31,7 @@ from tether.shared.envrefs import (
     EnvReferenceError,
     parse_env_value,
 )
-from tether.shared.messages import LocationConfig
+from tether.shared.wire.locations import LocationConfig
 
 #: Env names a process location may not set: they make the interpreter or the dynamic
 #: linker run something other than the location's code (``PYTHONWARNINGS`` imports the

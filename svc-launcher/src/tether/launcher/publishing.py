@@ -9,9 +9,11 @@ import nats.js.errors
 import stamina
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from tether.shared import subjects, telemetry
-from tether.shared.messages import ErrorInfo, WorkResult, encode
-from tether.shared.subjects import Stream
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import ErrorInfo, encode
+from tether.shared.wire.work import WorkResult
 
 log = logging.getLogger(__name__)
 

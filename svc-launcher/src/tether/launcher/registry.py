@@ -25,9 +25,9 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, ValidationError
-from tether.shared.messages import LocationConfig
-from tether.shared.streams import bind_bucket, kv_keys
-from tether.shared.subjects import Bucket
+from tether.shared.nats.streams import bind_bucket, kv_keys
+from tether.shared.nats.subjects import Bucket
+from tether.shared.wire.locations import LocationConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Per-run NATS credentials: the launcher mints each run worker its own short-lived user.
 
-The user may publish only its run's events and logs (``tether.shared.natsperms.run_worker``),
+The user may publish only its run's events and logs (``tether.shared.nats.perms.run_worker``),
 so user code holding it can neither forge work nor read the agent's KV nor touch another
 run. The credentials travel in the worker's environment (never argv).
 """
@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tether.launcher.errors import LauncherError
 from tether.launcher.settings import LauncherSettings
-from tether.shared import natsauth, natsperms
-from tether.shared.errors import ContractError
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import perms as natsperms
+from tether.shared.wire.errors import ContractError
 
 
 class RunCredentialsError(LauncherError):

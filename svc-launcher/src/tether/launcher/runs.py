@@ -13,8 +13,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 from tether.launcher._spawned import process_start_ticks
-from tether.shared.streams import bind_bucket
-from tether.shared.subjects import Bucket
+from tether.shared.nats.streams import bind_bucket
+from tether.shared.nats.subjects import Bucket
 
 log = logging.getLogger(__name__)
 

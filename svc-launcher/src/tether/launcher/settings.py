@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.policy import LocationPolicy
-from tether.shared.settings import AgentSettings, comma_or_json_list
+from tether.shared.runtime.settings import AgentSettings, comma_or_json_list
 
 
 class LauncherSettings(AgentSettings):

@@ -32,14 +32,16 @@ import nats
 from nats.js import JetStreamContext
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
-from tether.shared import subjects
-from tether.shared.messages import LocationConfig, WorkItem, WorkResult, decode, encode, new_id
-from tether.shared.streams import STREAMS, ensure_stream
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.worksigning import WorkSigner
+from tether.shared.nats import subjects
+from tether.shared.nats.streams import STREAMS, ensure_stream
+from tether.shared.nats.subjects import Stream
+from tether.shared.wire.base import decode, encode, new_id
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.signing import WorkSigner
+from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
 
 if TYPE_CHECKING:
-    from tether.shared.testing import NatsServer
+    from tether.testing import NatsServer
 
 _LOCATION_CODE = """
 import time
@@ -127,7 +129,7 @@ async def _nats(url: str | None) -> AsyncIterator[tuple[str, NatsServer | None]]
     if url is not None:
         yield url, None
         return
-    from tether.shared.testing import start_nats
+    from tether.testing import start_nats
 
     with tempfile.TemporaryDirectory(prefix="startbench-nats-") as base:
         server = start_nats(Path(base))

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from tether.shared.messages import ExecuteRunArgs, LocationConfig
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 if TYPE_CHECKING:
     from tether.launcher.registry import CodeServerRecord

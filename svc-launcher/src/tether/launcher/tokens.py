@@ -31,9 +31,8 @@ from pathlib import Path
 
 from tether.launcher.errors import LauncherError
 from tether.shared.grpc.auth import TLS_SERVER_NAME
-from tether.shared.locations import location_config_hash
-from tether.shared.messages import LocationConfig
-from tether.shared.privatefiles import create_exclusively
+from tether.shared.runtime.privatefiles import create_exclusively
+from tether.shared.wire.locations import LocationConfig, location_config_hash
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ operator's pass-through patterns (``TETHER_LAUNCHER_USER_CODE_ENV_PASSTHROUGH``,
 the agent's secrets and cloud credentials: :data:`NEVER_PASSED`). Containers get only the
 location's env and the launcher's extras. In every case, from lowest to highest
 precedence: base, pass-through, the location's env (references resolved, see
-:mod:`tether.shared.envrefs`), then the extras the launcher chose for this process
+:mod:`tether.shared.wire.envrefs`), then the extras the launcher chose for this process
 (``TRACEPARENT``, per-run credentials...), which a location cannot override.
 
 Env values never travel on a command line: :func:`argv_location` is the location as user
@@ -31,8 +31,9 @@ from tether.launcher.policy import (
     PolicyContext,
     env_references,
 )
-from tether.shared.envrefs import AWS_SECRET, ENV, K8S_SECRET, EnvReference
-from tether.shared.messages import ExecuteRunArgs, LocationConfig
+from tether.shared.wire.envrefs import AWS_SECRET, ENV, K8S_SECRET, EnvReference
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 #: What a process-substrate child takes from the launcher's environment, always: the
 #: interpreter's and locale's needs (``PYTHONPATH``/``PYTHONHOME``/``VIRTUAL_ENV`` as

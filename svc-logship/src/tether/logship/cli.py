@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from tether.logship.service import LogShip
 from tether.logship.settings import LogShipSettings
-from tether.shared.service import run_service, setup_logging
-from tether.shared.worksigning import WorkKeyError
+from tether.shared.runtime.service import run_service, setup_logging
+from tether.shared.wire.signing import WorkKeyError
 
 app = typer.Typer(help="Batch compute logs up to the control plane.")
 

@@ -14,13 +14,13 @@ import time
 from typing import Any
 
 from tether.logship.settings import LogShipSettings
-from tether.shared.errors import TetherError
-from tether.shared.messages import (
+from tether.shared.wire.errors import TetherError
+from tether.shared.wire.logs import (
     LOG_OBJECT_OFFSET_DIGITS,
     ComputeLogPointer,
+    LogStream,
     compute_log_key_suffix,
 )
-from tether.shared.subjects import LogStream
 
 #: A boto3 S3 client (boto3 ships no static types).
 S3Client = Any

@@ -20,21 +20,21 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 from tether.logship.objectstore import S3LogStore
-from tether.shared import subjects, telemetry
-from tether.shared.messages import (
-    ErrorInfo,
+from tether.shared.nats import subjects
+from tether.shared.nats.relay import RelaySpec
+from tether.shared.nats.subjects import Stream
+from tether.shared.nats.workgate import WorkGate
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import ErrorInfo, decode, encode
+from tether.shared.wire.signing import WorkRefusedError, WorkVerifier
+from tether.shared.wire.work import (
     PresignComputeLogsPayload,
     PresignedComputeLogs,
     PresignedUrl,
     WorkItem,
+    WorkKind,
     WorkResult,
-    decode,
-    encode,
 )
-from tether.shared.relay import RelaySpec
-from tether.shared.subjects import Stream, WorkKind
-from tether.shared.workgate import WorkGate
-from tether.shared.worksigning import WorkRefusedError, WorkVerifier
 
 log = logging.getLogger(__name__)
 

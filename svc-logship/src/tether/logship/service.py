@@ -13,13 +13,15 @@ from tether.logship.objectstore import S3LogStore
 from tether.logship.presign import Presigner
 from tether.logship.settings import LogShipSettings
 from tether.logship.sinks import ControlPlaneSink, LogSink, S3Sink
-from tether.shared import streams, subjects
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import LogChunk, WorkItem, decode_log_chunk
-from tether.shared.relay import BatchPolicy, BatchRelay, RelaySpec
-from tether.shared.service import connect_nats
-from tether.shared.status import StatusReporter, while_reporting
-from tether.shared.subjects import Stream
+from tether.shared.nats import streams, subjects
+from tether.shared.nats.headers import decode_log_chunk
+from tether.shared.nats.relay import BatchPolicy, BatchRelay, RelaySpec
+from tether.shared.nats.status import StatusReporter, while_reporting
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime.service import connect_nats
+from tether.shared.wire.logs import LogChunk
+from tether.shared.wire.work import WorkItem
 
 log = logging.getLogger(__name__)
 

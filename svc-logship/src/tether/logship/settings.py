@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
-from tether.shared.relay import BatchPolicy
-from tether.shared.settings import AgentSettings
+from tether.shared.nats.relay import BatchPolicy
+from tether.shared.runtime.settings import AgentSettings
 
 
 class LogShipSettings(AgentSettings):

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from tether.logship.objectstore import S3LogStore
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import ComputeLogPointer, LogChunk
+from tether.shared.wire.logs import ComputeLogPointer, LogChunk
 
 
 class LogSink(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from tether.poller.service import PollerService
 from tether.poller.settings import PollerSettings
-from tether.shared.service import run_service, setup_logging
-from tether.shared.worksigning import WorkKeyError
+from tether.shared.runtime.service import run_service, setup_logging
+from tether.shared.wire.signing import WorkKeyError
 
 app = typer.Typer(name="poller", help="Claim work from the control plane and publish it on NATS.")
 

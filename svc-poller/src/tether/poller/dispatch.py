@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
-from tether.shared import subjects, telemetry
-from tether.shared.messages import WorkItem, encode
-from tether.shared.relay import REASON_HEADER
-from tether.shared.subjects import Stream
-from tether.shared.worksigning import WorkRefusedError, WorkVerifier
+from tether.shared.nats import subjects
+from tether.shared.nats.relay import REASON_HEADER
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import encode
+from tether.shared.wire.signing import WorkRefusedError, WorkVerifier
+from tether.shared.wire.work import WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class WorkDispatcher:
     """Publishes work items to ``tether.work.<substrate>.<kind>`` (agent-wide kinds to
     ``tether.work._agent.<kind>``, see ``subjects.route_work``) and awaits their PubAcks.
 
-    Only items that verify (:class:`~tether.shared.worksigning.WorkVerifier`) are
+    Only items that verify (:class:`~tether.shared.wire.signing.WorkVerifier`) are
     published: the agent's consumers verify again, but a forged item never reaches them.
 
     Args:

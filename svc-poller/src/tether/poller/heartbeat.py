@@ -8,9 +8,9 @@ import logging
 import nats.errors
 from nats.js import JetStreamContext
 from tether.shared.agent_client import AgentClient
-from tether.shared.messages import Heartbeat
-from tether.shared.service import raise_if_cancelling
-from tether.shared.status import StatusReporter, queue_depths, read_statuses
+from tether.shared.nats.status import StatusReporter, queue_depths, read_statuses
+from tether.shared.runtime.service import raise_if_cancelling
+from tether.shared.wire.agent import Heartbeat
 
 log = logging.getLogger(__name__)
 

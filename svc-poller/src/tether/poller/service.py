@@ -11,15 +11,15 @@ from tether.poller.dispatch import WorkDispatcher
 from tether.poller.heartbeat import heartbeat_loop
 from tether.poller.settings import PollerSettings
 from tether.shared.agent_client import AgentClient
-from tether.shared.errors import TetherError
-from tether.shared.messages import WorkItem
-from tether.shared.service import connect_nats
-from tether.shared.status import StatusReporter
-from tether.shared.streams import ensure_owned_streams
+from tether.shared.nats.status import StatusReporter
+from tether.shared.nats.streams import ensure_owned_streams
+from tether.shared.runtime.service import connect_nats
+from tether.shared.wire.errors import TetherError
+from tether.shared.wire.work import WorkItem
 
 log = logging.getLogger(__name__)
 
-#: The name under which the poller owns streams (see tether.shared.streams.STREAMS).
+#: The name under which the poller owns streams (see tether.shared.nats.streams.STREAMS).
 OWNER = "poller"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from tether.shared.settings import AgentSettings
+from tether.shared.runtime.settings import AgentSettings
 
 
 class PollerSettings(AgentSettings):

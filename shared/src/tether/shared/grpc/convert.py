@@ -10,26 +10,28 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from tether.shared.grpc import codeserver_pb2 as pb
-from tether.shared.messages import (
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.snapshots import (
     Edge,
-    ErrorInfo,
     InstigatorStatus,
     JobSnapshot,
     LocationSnapshot,
     OpInput,
     OpOutput,
     OpSnapshot,
-    PartitionKeysResult,
-    PartitionRunConfigResult,
     PartitionSetSnapshot,
     PartitionsKind,
     PartitionsSnapshot,
     RepositorySnapshot,
     RetryPolicySnapshot,
-    RunRequestInfo,
     ScheduleSnapshot,
-    ScheduleTickResult,
     SensorSnapshot,
+)
+from tether.shared.wire.work import (
+    PartitionKeysResult,
+    PartitionRunConfigResult,
+    RunRequestInfo,
+    ScheduleTickResult,
     SensorTickResult,
 )
 

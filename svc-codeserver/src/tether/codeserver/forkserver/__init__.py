@@ -2,7 +2,7 @@
 
 On the process substrate a run started cold pays for a fresh interpreter, the SDK and the
 user's code. A fork server (``tether codeserver forkserver``) pays that once: it imports
-everything, then waits on a Unix socket (protocol: :mod:`tether.shared.forkserver`) and,
+everything, then waits on a Unix socket (protocol: :mod:`tether.shared.wire.forkserver`) and,
 per request, forks a child that becomes the run worker of one run by calling the same
 :func:`tether.codeserver.worker.execute_run` as ``tether api execute-run``.
 

@@ -11,7 +11,7 @@ import threading
 import traceback
 
 from tether.codeserver.loader import LoadedLocation
-from tether.shared.forkserver import ForkExited, ForkRequest, encode_frame
+from tether.shared.wire.forkserver import ForkExited, ForkRequest, encode_frame
 
 #: Exit code of a child whose framework code (not the run) raised unexpectedly.
 CHILD_CRASHED = 70

@@ -16,10 +16,11 @@ import threading
 
 from tether.codeserver.main import _reserve_stdout
 from tether.codeserver.settings import CodeServerSettings
-from tether.shared.errors import ContractError
-from tether.shared.forkserver import ForkServerReady
-from tether.shared.messages import LocationConfig, decode
-from tether.shared.service import setup_logging
+from tether.shared.runtime.service import setup_logging
+from tether.shared.wire.base import decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.forkserver import ForkServerReady
+from tether.shared.wire.locations import LocationConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from tether.codeserver.forkserver.child import CHILD_CRASHED, run_child
 from tether.codeserver.forkserver.sources import SourceFiles
 from tether.codeserver.loader import LoadedLocation
-from tether.shared.errors import ContractError
-from tether.shared.forkserver import (
+from tether.shared.wire.base import WireModel
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.forkserver import (
     FRAME_HEADER,
     ForkExited,
     ForkRefused,
@@ -33,7 +34,6 @@ from tether.shared.forkserver import (
     decode_request,
     encode_frame,
 )
-from tether.shared.messages import WireModel
 
 log = logging.getLogger(__name__)
 

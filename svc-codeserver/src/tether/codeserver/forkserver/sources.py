@@ -14,7 +14,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.shared.messages import LocationConfig
+from tether.shared.wire.locations import LocationConfig
 
 
 def _roots(location: LocationConfig) -> list[Path]:

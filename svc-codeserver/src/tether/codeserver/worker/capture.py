@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from tether.shared.subjects import LogStream
+from tether.shared.wire.logs import LogStream
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,12 @@ from typing import Any
 
 from nats.js.api import Header
 from tether.codeserver.worker.publisher import JetStreamPublisher
-from tether.shared import subjects
-from tether.shared.messages import (
-    ErrorInfo,
-    EventType,
-    LogChunk,
-    RunEvent,
-    encode,
-    encode_log_chunk,
-)
-from tether.shared.subjects import LogStream
-from tether.shared.telemetry import current_traceparent, inject
+from tether.shared.nats import subjects
+from tether.shared.nats.headers import encode_log_chunk
+from tether.shared.runtime.telemetry import current_traceparent, inject
+from tether.shared.wire.base import ErrorInfo, encode
+from tether.shared.wire.logs import LogChunk, LogStream
+from tether.shared.wire.runs import EventType, RunEvent
 
 _TRACEPARENT = "traceparent"
 _MSG_ID = Header.MSG_ID.value

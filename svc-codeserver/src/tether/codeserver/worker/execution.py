@@ -34,9 +34,10 @@ from tether.sdk import (
     OpLogger,
     RetryRequested,
 )
-from tether.shared.messages import ErrorInfo, EventType
-from tether.shared.subjects import LogStream
-from tether.shared.telemetry import current_traceparent, tracer
+from tether.shared.runtime.telemetry import current_traceparent, tracer
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.logs import LogStream
+from tether.shared.wire.runs import EventType
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,13 @@ from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.run_config import RunConfigError, resolve_op_configs
 from tether.codeserver.worker.selection import SelectionError, StepPlan, plan_steps
 from tether.codeserver.worker.settings import RunWorkerSettings
-from tether.shared.errors import ContractError
-from tether.shared.messages import ErrorInfo, EventType, ExecuteRunArgs, decode
-from tether.shared.natsauth import RUN_WORKER_CREDENTIALS_ENV
-from tether.shared.subjects import token
-from tether.shared.telemetry import configure_tracing, shutdown_tracing, span_from
+from tether.shared.nats.auth import RUN_WORKER_CREDENTIALS_ENV
+from tether.shared.nats.subjects import token
+from tether.shared.runtime.telemetry import configure_tracing, shutdown_tracing, span_from
+from tether.shared.wire.base import ErrorInfo, decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.runs import EventType
 
 log = logging.getLogger("tether.codeserver.worker")
 

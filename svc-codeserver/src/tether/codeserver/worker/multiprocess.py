@@ -54,9 +54,11 @@ from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.codeserver.worker.step import StepSpec
 from tether.sdk import EXECUTORS, RESULT, JobDefinition, Node
-from tether.shared.messages import ErrorInfo, EventType, ExecuteRunArgs
-from tether.shared.subjects import LogStream
-from tether.shared.telemetry import current_traceparent, tracer
+from tether.shared.runtime.telemetry import current_traceparent, tracer
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.logs import LogStream
+from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.runs import EventType
 
 log = logging.getLogger(__name__)
 

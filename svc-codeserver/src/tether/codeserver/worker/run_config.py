@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from tether.sdk import JobDefinition
-from tether.shared.errors import TetherError
+from tether.shared.wire.errors import TetherError
 
 
 class RunConfigError(TetherError, ValueError):

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from tether.codeserver.worker.outputs import MissingParentOutput, StepOutputStorage
 from tether.sdk import RESULT, JobDefinition
-from tether.shared.errors import ContractError
-from tether.shared.subjects import token
+from tether.shared.nats.subjects import token
+from tether.shared.wire.errors import ContractError
 
 __all__ = ["SelectionError", "StepPlan", "plan_steps"]
 

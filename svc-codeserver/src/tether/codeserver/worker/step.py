@@ -25,7 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from tether.codeserver.worker.outputs import StepOutputStorage
-from tether.shared.messages import ErrorInfo, ExecuteRunArgs
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.process import ExecuteRunArgs
 
 _REPR_LIMIT = 1000
 

@@ -42,14 +42,10 @@ from tether.controlplane.db.models import (
 )
 from tether.controlplane.launch import Launched, queue_run
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import (
-    ErrorInfo,
-    LocationConfig,
-    PartitionConfigPayload,
-    PartitionRunConfigResult,
-    RunStatus,
-)
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.work import PartitionConfigPayload, PartitionRunConfigResult, WorkKind
 
 log = logging.getLogger(__name__)
 

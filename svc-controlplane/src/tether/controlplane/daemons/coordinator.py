@@ -23,8 +23,9 @@ from tether.controlplane.db.models import CodeLocation, Run, WorkItemRow
 from tether.controlplane.launch import launch_payload
 from tether.controlplane.store import runs
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import LocationConfig, RunStatus
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.work import WorkKind
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Each check, for every schedule of every loaded location:
 
 1. its due ticks are the cron ticks (in the schedule's time zone, DST rules of
-   :mod:`tether.shared.cron`, the very ones the SDK uses) after the last tick it evaluated
+   :mod:`tether.shared.runtime.cron`, the very ones the SDK uses) after the last tick it evaluated
    and at or before now. Ticks noticed more than ``catchup_grace_s`` late were missed
    (the scheduler was down); the schedule's catch-up policy (its own, else the control
    plane's: ``latest``, ``all`` up to ``max_catchup_ticks``, ``none``; see
@@ -56,15 +56,11 @@ from tether.controlplane.db.models import (
 from tether.controlplane.store import instigators, locations
 from tether.controlplane.store.instigators import SCHEDULE_TAG
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared import cron
-from tether.shared.messages import (
-    ErrorInfo,
-    EvaluateSchedulePayload,
-    LocationConfig,
-    ScheduleSnapshot,
-    ScheduleTickResult,
-)
-from tether.shared.subjects import WorkKind
+from tether.shared.runtime import cron
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.snapshots import ScheduleSnapshot
+from tether.shared.wire.work import EvaluateSchedulePayload, ScheduleTickResult, WorkKind
 
 log = logging.getLogger(__name__)
 

@@ -46,13 +46,9 @@ from tether.controlplane.db.models import (
 from tether.controlplane.store import instigators, locations
 from tether.controlplane.store.instigators import SENSOR_TAG
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import (
-    ErrorInfo,
-    EvaluateSensorPayload,
-    LocationConfig,
-    SensorTickResult,
-)
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.work import EvaluateSensorPayload, SensorTickResult, WorkKind
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.launch import Launched, queue_run
 from tether.controlplane.store.instigators import RUN_KEY_TAG
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared import telemetry
-from tether.shared.messages import ErrorInfo, LocationConfig, RunRequestInfo
-from tether.shared.subjects import WorkKind
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.work import RunRequestInfo, WorkKind
 
 log = logging.getLogger(__name__)
 

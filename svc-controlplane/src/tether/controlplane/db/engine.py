@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from tether.controlplane.errors import BadInputError
-from tether.shared.privatefiles import tighten
+from tether.shared.runtime.privatefiles import tighten
 
 log = logging.getLogger(__name__)
 

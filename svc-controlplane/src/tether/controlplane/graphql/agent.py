@@ -28,8 +28,11 @@ from tether.controlplane.store import agents, computelogs, runs
 from tether.controlplane.store.results import submit_results
 from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, single
 from tether.controlplane.workkeys import seal
-from tether.shared import telemetry
-from tether.shared.messages import ComputeLogPointer, Heartbeat, LogChunk, RunEvent, WorkResult
+from tether.shared.runtime import telemetry
+from tether.shared.wire.agent import Heartbeat
+from tether.shared.wire.logs import ComputeLogPointer, LogChunk
+from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.work import WorkResult
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,9 @@ from tether.controlplane.agentcalls import ask_agent
 from tether.controlplane.errors import ApiError, BadInputError, NotFoundError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.store import computelogs, locations, runs
-from tether.shared.messages import (
-    ComputeLogPointer,
-    LocationConfig,
-    PresignComputeLogsPayload,
-    PresignedComputeLogs,
-)
-from tether.shared.subjects import LogStream, WorkKind
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.logs import ComputeLogPointer, LogStream
+from tether.shared.wire.work import PresignComputeLogsPayload, PresignedComputeLogs, WorkKind
 
 #: Longest a request may wait for the agent's answer.
 MAX_AGENT_WAIT_S = 60.0

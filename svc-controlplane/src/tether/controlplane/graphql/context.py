@@ -15,7 +15,7 @@ from tether.controlplane.auth import (
     check_permission,
 )
 from tether.controlplane.store.computelogs import LogBudget
-from tether.shared import telemetry
+from tether.shared.runtime import telemetry
 
 if TYPE_CHECKING:
     from tether.controlplane.app import ControlPlane

@@ -32,14 +32,10 @@ from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import ErrorInfoType, RunStatusEnum
 from tether.controlplane.store import backfills, instigators, locations
 from tether.controlplane.store.instigators import Definition
-from tether.shared import telemetry
-from tether.shared.messages import (
-    LocationConfig,
-    PartitionKeysPayload,
-    PartitionKeysResult,
-    RunStatus,
-)
-from tether.shared.subjects import WorkKind
+from tether.shared.runtime import telemetry
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.work import PartitionKeysPayload, PartitionKeysResult, WorkKind
 
 InstigatorStatusEnum = strawberry.enum(
     InstigatorStatus, name="InstigatorStatus", description="Whether a schedule/sensor is on."

@@ -25,8 +25,8 @@ from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import CodeLocationType
 from tether.controlplane.masking import keep_masked_env
 from tether.controlplane.store import locations
-from tether.shared import telemetry
-from tether.shared.messages import LocationConfig
+from tether.shared.runtime import telemetry
+from tether.shared.wire.locations import LocationConfig
 
 
 def parse_location_config(config: Any) -> LocationConfig:

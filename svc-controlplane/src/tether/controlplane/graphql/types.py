@@ -14,14 +14,13 @@ from tether.controlplane.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.masking import mask_location_config
 from tether.controlplane.reexecute import ReexecutionStrategy
 from tether.controlplane.store import computelogs, runs
-from tether.shared.messages import (
+from tether.shared.wire.runs import EventType, RunStatus
+from tether.shared.wire.snapshots import (
     Edge,
-    EventType,
     JobSnapshot,
     LocationSnapshot,
     OpSnapshot,
     RepositorySnapshot,
-    RunStatus,
 )
 
 RunStatusEnum = strawberry.enum(RunStatus, name="RunStatus", description="Lifecycle of a run.")

@@ -31,8 +31,8 @@ from tether.controlplane.graphql.types import (
     TerminateRunSuccess,
 )
 from tether.controlplane.store import agents, locations, runs
-from tether.shared import telemetry
-from tether.shared.messages import RunStatus
+from tether.shared.runtime import telemetry
+from tether.shared.wire.runs import RunStatus
 
 #: Most runs one ``runs`` query returns.
 MAX_RUNS_PAGE = 1000

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Agent
 from tether.controlplane.db.statements import upsert_insert
-from tether.shared.messages import Heartbeat
+from tether.shared.wire.agent import Heartbeat
 
 
 async def record_heartbeat(session: AsyncSession, deployment_id: str, heartbeat: Heartbeat) -> None:

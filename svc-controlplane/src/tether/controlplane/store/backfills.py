@@ -23,7 +23,8 @@ from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Backfill, BackfillStatus, Run
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import RunStatus, new_id
+from tether.shared.wire.base import new_id
+from tether.shared.wire.runs import RunStatus
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import ComputeLogChunk, ComputeLogPointer
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.store.runs import require_runs
-from tether.shared.messages import ComputeLogPointer as PointerMessage
-from tether.shared.messages import LogChunk
+from tether.shared.wire.logs import ComputeLogPointer as PointerMessage
+from tether.shared.wire.logs import LogChunk
 
 #: ``StreamSummary.storage`` of logs whose bytes the control plane holds.
 CONTROL_PLANE_STORAGE = "controlplane"

@@ -21,7 +21,7 @@ from tether.controlplane.db.models import (
 )
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.store import locations
-from tether.shared.messages import LocationSnapshot, ScheduleSnapshot, SensorSnapshot
+from tether.shared.wire.snapshots import LocationSnapshot, ScheduleSnapshot, SensorSnapshot
 
 #: Tag every run a schedule or sensor creates carries (value: its name).
 SCHEDULE_TAG = "tether/schedule"

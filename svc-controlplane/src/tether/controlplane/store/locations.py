@@ -21,8 +21,10 @@ from tether.controlplane.db.models import (
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import AlreadyExistsError, NotFoundError
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.messages import ErrorInfo, LocationConfig, LocationSnapshot
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.snapshots import LocationSnapshot
+from tether.shared.wire.work import WorkKind
 
 
 def snapshot_id(snapshot: LocationSnapshot) -> str:

@@ -15,18 +15,11 @@ from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.controlplane.store import locations, runs
 from tether.controlplane.uploads import Refusal
 from tether.controlplane.workqueue import WorkQueue
-from tether.shared.errors import ContractError
-from tether.shared.messages import (
-    RUN_WORKER_EXITED,
-    ErrorInfo,
-    EventType,
-    LocationSnapshot,
-    RunHealth,
-    RunStatus,
-    WorkResult,
-)
-from tether.shared.snapshots import snapshot_from_payload
-from tether.shared.subjects import WorkKind
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.runs import EventType, RunStatus
+from tether.shared.wire.snapshots import LocationSnapshot, snapshot_from_payload
+from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealth, WorkKind, WorkResult
 
 
 class _WorkerExit(BaseModel):
@@ -165,7 +158,7 @@ def _parse_payload(
     result: WorkResult, item: WorkItemRow, snapshot_max_bytes: int | None
 ) -> _Parsed:
     if result.kind == WorkKind.LOAD_LOCATION and result.ok:
-        # Plain, or zlib-compressed when large (see tether.shared.snapshots).
+        # Plain, or zlib-compressed when large (see tether.shared.wire.snapshots).
         snapshot = snapshot_from_payload(
             result.payload,
             max_bytes=snapshot_max_bytes,

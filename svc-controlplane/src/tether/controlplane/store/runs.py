@@ -12,7 +12,8 @@ from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import Run, RunEventRow, RunTag
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError
-from tether.shared.messages import STATUS_FOR_EVENT, ErrorInfo, EventType, RunEvent, RunStatus
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.runs import STATUS_FOR_EVENT, EventType, RunEvent, RunStatus
 
 #: Order of run statuses; a run only ever moves up, and terminal statuses share the top rank
 #: so a terminal status never changes (not even to another terminal one).

@@ -19,7 +19,7 @@ from tether.controlplane.ui.rendering import (
     render_error,
 )
 from tether.controlplane.ui.schema_client import PageError, SchemaClient
-from tether.shared.messages import RunStatus
+from tether.shared.wire.runs import RunStatus
 
 PAGE_SIZE = 25
 #: Most events the event log shows (the newest ones); filters narrow the rest down.

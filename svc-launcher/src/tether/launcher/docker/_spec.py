@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.launcher.userenv import argv_args, argv_location
-from tether.shared.messages import ContainerConfig, ExecuteRunArgs, LocationConfig
+from tether.shared.wire.locations import ContainerConfig, LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 LABEL_ROLE = "io.tether.role"
 LABEL_AGENT = "io.tether.agent"
@@ -67,7 +68,7 @@ def code_server_spec(
     command = [
         python,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "codeserver",
         "grpc",
         "--location-json",
@@ -115,7 +116,7 @@ def run_worker_spec(
         "command": [
             python,
             "-m",
-            "tether.shared.cli",
+            "tether.shared.runtime.cli",
             "api",
             "execute-run",
             argv_args(args).model_dump_json(),

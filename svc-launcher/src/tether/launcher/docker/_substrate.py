@@ -36,8 +36,10 @@ from tether.launcher.docker._spec import (
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode
-from tether.shared.errors import ContractError
-from tether.shared.messages import CodeServerReady, ExecuteRunArgs, LocationConfig, decode
+from tether.shared.wire.base import decode
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import CodeServerReady, ExecuteRunArgs
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError, RunLaunchError
 from tether.launcher.substrate import RunWorkerHandle
 from tether.launcher.userenv import UserCode
-from tether.shared.messages import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,8 @@ from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import CodeServerStartError, LauncherError
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode
-from tether.shared.messages import ExecuteRunArgs, LocationConfig
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from typing import Any
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError
 from tether.launcher.userenv import UserEnv, argv_args, argv_location
-from tether.shared.messages import EcsConfig, ExecuteRunArgs, LocationConfig
+from tether.shared.wire.locations import EcsConfig, LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 TAG_MANAGED_BY = "tether:managed-by"
 TAG_AGENT = "tether:agent"
@@ -306,7 +307,7 @@ def code_server_task_definition(
     container["command"] = [
         python,
         "-m",
-        "tether.shared.cli",
+        "tether.shared.runtime.cli",
         "codeserver",
         "grpc",
         "--location-json",
@@ -377,7 +378,7 @@ def run_overrides(args: ExecuteRunArgs, env: Mapping[str, str], python: str) -> 
         EcsConfigError: the overrides exceed ECS's 8192 characters (a very large run
             config or location config).
     """
-    command = [python, "-m", "tether.shared.cli", "api", "execute-run"]
+    command = [python, "-m", "tether.shared.runtime.cli", "api", "execute-run"]
     command.append(argv_args(args).model_dump_json())
     override: dict[str, Any] = {"name": RUN_CONTAINER, "command": command}
     if env:

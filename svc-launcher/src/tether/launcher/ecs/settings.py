@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from tether.shared.settings import comma_or_json_list
+from tether.shared.runtime.settings import comma_or_json_list
 
 
 class EcsSettings(BaseSettings):

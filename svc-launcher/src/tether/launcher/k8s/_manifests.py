@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.launcher.userenv import UserEnv, argv_args, argv_location
-from tether.shared.messages import ExecuteRunArgs, KubernetesConfig, LocationConfig
+from tether.shared.wire.locations import KubernetesConfig, LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_AGENT = "tether.io/agent"
@@ -104,7 +105,7 @@ def code_server_objects(
         "labels": selector,
         "annotations": {ANNOTATION_LOCATION: location.name},
     }
-    command = [python, "-m", "tether.shared.cli", "codeserver", "grpc"]
+    command = [python, "-m", "tether.shared.runtime.cli", "codeserver", "grpc"]
     command += ["--location-json", argv_location(location).model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
     command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
@@ -170,7 +171,7 @@ def run_job(
         LABEL_LOCATION: slug(location.name, 63),
         LABEL_RUN: slug(args.run.run_id, 63),
     }
-    command = [python, "-m", "tether.shared.cli", "api", "execute-run"]
+    command = [python, "-m", "tether.shared.runtime.cli", "api", "execute-run"]
     command.append(argv_args(args).model_dump_json())
     container = _container(location, kc, "run", image, command, env)
     return {

@@ -31,7 +31,8 @@ from tether.launcher.k8s._manifests import (
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode
-from tether.shared.messages import ExecuteRunArgs, LocationConfig
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 log = logging.getLogger(__name__)
 

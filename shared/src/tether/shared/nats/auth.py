@@ -33,8 +33,8 @@ from typing import Any
 
 import nkeys
 from nats.aio.client import RawCredentials
-from tether.shared import subjects
-from tether.shared.errors import ContractError
+from tether.shared.nats import subjects
+from tether.shared.wire.errors import ContractError
 
 JWT_HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 
@@ -385,7 +385,7 @@ def server_config(*, operator_jwt: str, system_account: str, accounts: Mapping[s
     """
     preload = "\n".join(f"  {key}: {json.dumps(jwt)}" for key, jwt in accounts.items())
     return (
-        "# Written by Tether: operator-mode JWT auth (see tether.shared.natsauth).\n"
+        "# Written by Tether: operator-mode JWT auth (see tether.shared.nats.auth).\n"
         f"operator: {json.dumps(operator_jwt)}\n"
         f"system_account: {system_account}\n"
         "resolver: MEMORY\n"
@@ -428,7 +428,7 @@ class AgentAuth:
     account: nkeys.KeyPair
     signing_key: nkeys.KeyPair
     system: nkeys.KeyPair
-    #: What users of the signing key get (tether.shared.natsperms.run_worker_scope());
+    #: What users of the signing key get (tether.shared.nats.perms.run_worker_scope());
     #: None: an unscoped signing key (its users carry their own permissions).
     signing_scope: SigningScope | None = None
 

@@ -20,10 +20,11 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from tether.shared import subjects, telemetry
-from tether.shared.errors import AgentApiError, ContractError
-from tether.shared.streams import fetch_ready, jetstream_call
-from tether.shared.subjects import Stream
+from tether.shared.nats import subjects
+from tether.shared.nats.streams import fetch_ready, jetstream_call
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime import telemetry
+from tether.shared.wire.errors import AgentApiError, ContractError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.shared import natsauth, natsperms
-from tether.shared.natsauth import AgentAuth
-from tether.shared.natsbin import nats_server_binary
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import perms as natsperms
+from tether.shared.nats.auth import AgentAuth
+from tether.shared.nats.server_bin import nats_server_binary
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS

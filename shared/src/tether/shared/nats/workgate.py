@@ -1,7 +1,7 @@
 """What every agent consumer of work items runs before acting on one.
 
 :class:`WorkGate` verifies a decoded item's signature by the control plane, its
-deployment and the expiry (:class:`tether.shared.worksigning.WorkVerifier`), checks the
+deployment and the expiry (:class:`tether.shared.wire.signing.WorkVerifier`), checks the
 item arrived on the subject its kind and substrate route to, and refuses a replay: the
 same signed item published again as another JetStream message. A genuine redelivery (the
 same stream message, after a crash or a nak) passes.
@@ -24,11 +24,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
-from tether.shared import subjects
-from tether.shared.messages import WorkItem
-from tether.shared.streams import bind_bucket
-from tether.shared.subjects import Bucket
-from tether.shared.worksigning import MAX_LIFETIME_S, WorkRefusedError, WorkVerifier
+from tether.shared.nats import subjects
+from tether.shared.nats.streams import bind_bucket
+from tether.shared.nats.subjects import Bucket
+from tether.shared.wire.signing import MAX_LIFETIME_S, WorkRefusedError, WorkVerifier
+from tether.shared.wire.work import WorkItem
 
 __all__ = ["DELIVERY_TTL_S", "WorkDeliveries", "WorkGate"]
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from tether.shared.errors import ContractError
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.logs import LogStream
+from tether.shared.wire.work import WorkKind
 
 PREFIX = "tether"
 
@@ -34,30 +36,6 @@ class Bucket(StrEnum):
     CODE_SERVERS = "tether_code_servers"
     #: (work item id, attempt) -> the WORK stream message that carried it first (replays).
     WORK_DELIVERIES = "tether_work_deliveries"
-
-
-class WorkKind(StrEnum):
-    """Kinds of work items the control plane hands to agents."""
-
-    LAUNCH_RUN = "launch_run"
-    TERMINATE_RUN = "terminate_run"
-    CHECK_RUN_HEALTH = "check_run_health"
-    LOAD_LOCATION = "load_location"
-    EVALUATE_SCHEDULE = "evaluate_schedule"
-    EVALUATE_SENSOR = "evaluate_sensor"
-    GET_PARTITION_KEYS = "get_partition_keys"
-    GET_PARTITION_CONFIG = "get_partition_config"
-    PING_LOCATION = "ping_location"
-    PRESIGN_COMPUTE_LOGS = "presign_compute_logs"
-    #: The location was removed: stop its code server (and fork server).
-    STOP_LOCATION = "stop_location"
-
-
-class LogStream(StrEnum):
-    """Which standard stream a compute-log chunk came from."""
-
-    STDOUT = "stdout"
-    STDERR = "stderr"
 
 
 def token(value: str) -> str:
@@ -166,7 +144,7 @@ def inbox(user: str) -> str:
     return f"{INBOX_ROOT}.{token(user)}"
 
 
-# JetStream's own API subjects, for the permissions of NATS users (tether.shared.natsperms).
+# JetStream's own API subjects, for the permissions of NATS users (tether.shared.nats.perms).
 # Stream and bucket names are Tether's; the rest is how the server spells its API.
 
 

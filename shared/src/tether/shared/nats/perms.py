@@ -3,7 +3,7 @@
 Every user gets its own inbox (``_INBOX.<user>``, nats-py ``inbox_prefix=``) and may
 subscribe nowhere else but the subjects listed here, so no one reads another's replies.
 JetStream calls are allowed only on the role's own streams and KV buckets: stream owners
-(:data:`tether.shared.streams.STREAMS`) may declare theirs, consumers may create and read
+(:data:`tether.shared.nats.streams.STREAMS`) may declare theirs, consumers may create and read
 their consumers and ack their messages (``$JS.ACK.<stream>.>``).
 
 Code servers and fork servers have no NATS user: they never connect (only the run workers
@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
-from tether.shared import subjects
-from tether.shared.natsauth import AgentAuth, Permissions, SigningScope, UserMinter, write_secret
-from tether.shared.streams import STREAMS, owned_by
-from tether.shared.subjects import INBOX_ROOT, Bucket, Stream, WorkKind
+from tether.shared.nats import subjects
+from tether.shared.nats.auth import AgentAuth, Permissions, SigningScope, UserMinter, write_secret
+from tether.shared.nats.streams import STREAMS, owned_by
+from tether.shared.nats.subjects import INBOX_ROOT, Bucket, Stream
+from tether.shared.wire.work import WorkKind
 
 
 class Role(StrEnum):
@@ -125,7 +126,7 @@ def launcher(substrate: str) -> Permissions:
             *_kv(Bucket.RUN_CLAIMS),
             *_kv(Bucket.CODE_SERVERS),
             *_kv(Bucket.SERVICE_STATUS),
-            # The replay guard of signed work items (tether.shared.workgate).
+            # The replay guard of signed work items (tether.shared.nats.workgate).
             *_kv(Bucket.WORK_DELIVERIES),
         ],
         [subjects.location_stopped(substrate), subjects.events_all()],

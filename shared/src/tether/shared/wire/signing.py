@@ -3,7 +3,7 @@
 Pure (no I/O): the control plane keeps its private key in a file of its own
 (``tether.controlplane.workkeys``), agent services pin the public keys in their settings
 (``AgentSettings.work_public_keys``), and the replay check that needs NATS lives in
-:mod:`tether.shared.workgate`.
+:mod:`tether.shared.nats.workgate`.
 
 The signature is Ed25519 over :func:`signing_input`: a domain tag, then the canonical JSON
 (sorted keys, no spaces, ASCII only) of the item's deployment, id, kind, location config,
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from tether.shared.errors import ContractError, TetherError
-from tether.shared.messages import WorkItem
+from tether.shared.wire.errors import ContractError, TetherError
+from tether.shared.wire.work import WorkItem
 
 __all__ = [
     "KEY_PREFIX",
@@ -46,7 +46,7 @@ __all__ = [
 KEY_PREFIX = "ed25519:"
 
 #: Longest lifetime of a signed item an agent accepts (``expires_at`` at most this far
-#: ahead). The replay records of :mod:`tether.shared.workgate` outlive it.
+#: ahead). The replay records of :mod:`tether.shared.nats.workgate` outlive it.
 MAX_LIFETIME_S = 24 * 3600.0
 
 #: Slack for clocks of control plane and agent that disagree, on the lifetime check only.

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from tether.shared import natsauth, natsperms
+from tether.shared.nats import auth as natsauth
+from tether.shared.nats import perms as natsperms
 
 app = typer.Typer(help="NATS JWT auth of an agent (operator, account, users).")
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
-from tether.shared import natsauth
-from tether.shared.health import HealthServer
+from tether.shared.nats import auth as natsauth
+from tether.shared.runtime.health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def run_service(
         graceful_shutdown_timeout: seconds the service gets to stop after a signal.
         health: ``(host, port)`` of the health endpoints (``AgentSettings.health``).
     """
-    from tether.shared import telemetry
+    from tether.shared.runtime import telemetry
 
     telemetry.configure_tracing(tracing_name)
     try:

@@ -24,8 +24,10 @@ import struct
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
-from tether.shared.errors import ContractError
-from tether.shared.messages import ExecuteRunArgs, LocationConfig, WireModel
+from tether.shared.wire.base import WireModel
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.process import ExecuteRunArgs
 
 __all__ = [
     "FRAME_HEADER",

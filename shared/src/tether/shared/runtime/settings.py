@@ -16,7 +16,7 @@ from pydantic_settings import (
 )
 
 if TYPE_CHECKING:
-    from tether.shared.worksigning import WorkVerifier
+    from tether.shared.wire.signing import WorkVerifier
 
 SHARED_ENV_PREFIX = "TETHER_"
 
@@ -112,13 +112,13 @@ class AgentSettings(BaseSettings):
         return value
 
     def work_verifier(self) -> WorkVerifier:
-        """The :class:`~tether.shared.worksigning.WorkVerifier` of the pinned keys.
+        """The :class:`~tether.shared.wire.signing.WorkVerifier` of the pinned keys.
 
         Raises:
             WorkKeyError: no key pinned, a malformed key, or an unreadable key file; the
                 message says which setting to fix.
         """
-        from tether.shared.worksigning import WorkKeyError, WorkVerifier
+        from tether.shared.wire.signing import WorkKeyError, WorkVerifier
 
         keys = list(self.work_public_keys)
         if self.work_public_key_file is not None:

@@ -27,8 +27,8 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
-from tether.shared import subjects
-from tether.shared.subjects import Stream
+from tether.shared.nats import subjects
+from tether.shared.nats.subjects import Stream
 
 DUPLICATE_WINDOW_S = 120.0
 

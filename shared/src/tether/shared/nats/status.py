@@ -20,11 +20,12 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
-from tether.shared.errors import ContractError
-from tether.shared.messages import CodeServerStatus, ServiceStatus, decode, encode
-from tether.shared.service import raise_if_cancelling
-from tether.shared.streams import bind_bucket, kv_keys
-from tether.shared.subjects import Bucket, Stream
+from tether.shared.nats.streams import bind_bucket, kv_keys
+from tether.shared.nats.subjects import Bucket, Stream
+from tether.shared.runtime.service import raise_if_cancelling
+from tether.shared.wire.agent import CodeServerStatus, ServiceStatus
+from tether.shared.wire.base import decode, encode
+from tether.shared.wire.errors import ContractError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,63 @@
+"""NATS header names of the agent's messages, and the log-chunk codec that carries its key
+in headers (large outputs then cost no base64 or JSON escaping on the hot path)."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import ValidationError
+from tether.shared.wire.errors import ContractError
+from tether.shared.wire.logs import LogChunk, LogStream
+
+# Log chunks travel as raw bytes with their key in headers, so large outputs cost no
+# base64 or JSON escaping on the hot path.
+_H_TYPE = "Tether-Type"
+
+
+_H_RUN = "Tether-Run-Id"
+
+
+_H_STEP = "Tether-Step"
+
+
+_H_STREAM = "Tether-Stream"
+
+
+_H_OFFSET = "Tether-Offset"
+
+
+_H_TS = "Tether-Timestamp"
+
+
+LOG_CHUNK_TYPE = "tether.v1.log_chunk"
+
+
+def encode_log_chunk(chunk: LogChunk) -> tuple[dict[str, str], bytes]:
+    """Return the NATS headers and body carrying ``chunk``."""
+    headers = {
+        _H_TYPE: LOG_CHUNK_TYPE,
+        _H_RUN: chunk.run_id,
+        _H_STEP: chunk.step_key,
+        _H_STREAM: str(chunk.stream),
+        _H_OFFSET: str(chunk.offset),
+        _H_TS: repr(chunk.timestamp),
+    }
+    return headers, chunk.data
+
+
+def decode_log_chunk(headers: dict[str, str] | None, body: bytes) -> LogChunk:
+    """Rebuild a LogChunk from NATS headers and body; raise ContractError if malformed."""
+    headers = headers or {}
+    if headers.get(_H_TYPE) != LOG_CHUNK_TYPE:
+        raise ContractError(f"not a {LOG_CHUNK_TYPE}: type header {headers.get(_H_TYPE)!r}")
+    try:
+        return LogChunk(
+            run_id=headers[_H_RUN],
+            step_key=headers[_H_STEP],
+            stream=LogStream(headers[_H_STREAM]),
+            offset=int(headers[_H_OFFSET]),
+            timestamp=float(headers.get(_H_TS) or time.time()),
+            data=body,
+        )
+    except (KeyError, ValueError, ValidationError) as err:
+        raise ContractError(f"malformed log chunk headers {headers!r}: {err}") from err

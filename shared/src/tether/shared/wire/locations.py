@@ -1,0 +1,130 @@
+"""Identity of a code location's configuration, shared by launchers and code servers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import Field
+from tether.shared.wire.base import WireModel
+
+
+class ContainerConfig(WireModel):
+    """How a container substrate (docker) runs a location's code server and run workers."""
+
+    network_mode: str = Field(
+        default="host",
+        description=(
+            "Docker network mode. host: containers reach NATS and the code server over "
+            "127.0.0.1 and the code server binds loopback only; any other mode: the code "
+            "server binds all interfaces of its container and is reached at its IP."
+        ),
+    )
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="Bind mounts, docker style: 'host_path:container_path[:ro|rw]'.",
+    )
+    pull_policy: Literal["missing", "always", "never"] = Field(
+        default="missing", description="Pull the image when missing, always, or never."
+    )
+    user: str | None = Field(default=None, description="User (name or uid[:gid]) to run as.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels.")
+    memory: str | None = Field(default=None, description="Memory limit, docker style ('512m').")
+    cpus: float | None = Field(default=None, gt=0, description="CPU limit in cores.")
+
+
+class KubernetesConfig(WireModel):
+    """How the kubernetes substrate runs a location's code server and run workers."""
+
+    namespace: str | None = Field(default=None, description="Namespace; unset: the launcher's.")
+    service_account: str | None = Field(default=None, description="Pods' service account.")
+    resources: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Container resources: {'requests': {'cpu': '250m'}, 'limits': {...}}.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pods' node selector.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Pods' tolerations (Kubernetes JSON form)."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Names of secrets to pull the image with."
+    )
+    env_from_secrets: list[str] = Field(
+        default_factory=list, description="Secrets whose keys become environment variables."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
+    job_ttl_s: int = Field(
+        default=3600, ge=0, description="Seconds a finished run Job is kept before deletion."
+    )
+
+
+class EcsConfig(WireModel):
+    """How the ECS substrate runs a location's code server and run workers.
+
+    Unset fields take the launcher's ``TETHER_LAUNCHER_ECS_*`` settings.
+    """
+
+    cpu: str | None = Field(default=None, description="Task CPU units ('256', '1024').")
+    memory: str | None = Field(default=None, description="Task memory in MiB ('2048').")
+    task_role_arn: str | None = Field(default=None, description="IAM role user code runs as.")
+    execution_role_arn: str | None = Field(
+        default=None, description="IAM role ECS pulls the image and writes logs with."
+    )
+    subnets: list[str] = Field(default_factory=list, description="awsvpc subnets of tasks.")
+    security_groups: list[str] = Field(
+        default_factory=list, description="Security groups of tasks."
+    )
+    assign_public_ip: bool | None = Field(default=None, description="Give tasks a public IP.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Environment variable -> ARN of a Secrets Manager secret or SSM parameter "
+            "(ECS 'secrets', resolved by the execution role)."
+        ),
+    )
+    log_group: str | None = Field(default=None, description="CloudWatch Logs group (awslogs).")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Extra tags of task definitions, services and tasks."
+    )
+
+
+class LocationConfig(WireModel):
+    """Where a code location's code lives and how the agent runs it."""
+
+    name: str = Field(description="Unique name of the code location.")
+    module: str | None = Field(default=None, description="Python module to import.")
+    python_file: str | None = Field(default=None, description="Python file to load instead.")
+    attribute: str | None = Field(
+        default=None, description="Name of the Definitions object; found by type when unset."
+    )
+    working_directory: str | None = Field(default=None, description="Directory put on sys.path.")
+    substrate: str = Field(default="process", description="Launcher substrate: process, docker...")
+    image: str | None = Field(default=None, description="Container image (container substrates).")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra environment variables. A value ${env:NAME}, ${k8s-secret:SECRET/KEY} or "
+            "${aws-secret:ARN} is a reference the agent resolves (tether.shared.wire.envrefs)."
+        ),
+    )
+    container: ContainerConfig | None = Field(
+        default=None, description="Container settings (docker substrate); defaults when unset."
+    )
+    kubernetes: KubernetesConfig | None = Field(
+        default=None, description="Kubernetes settings (k8s substrate); defaults when unset."
+    )
+    ecs: EcsConfig | None = Field(
+        default=None, description="ECS settings (ecs substrate); defaults when unset."
+    )
+
+
+__all__ = ["location_config_hash"]
+
+
+def location_config_hash(location: LocationConfig) -> str:
+    """A short digest of everything in ``location``'s config (a change means replace).
+
+    A code server reports the hash of the config it was started with, so that a launcher
+    adopting it after a restart can tell it still serves the recorded config.
+    """
+    return hashlib.sha256(location.model_dump_json().encode()).hexdigest()[:16]

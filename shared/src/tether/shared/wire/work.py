@@ -1,0 +1,226 @@
+"""The work contract: what the control plane asks an agent to do, and the results it gets back."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+from tether.shared.wire.base import ErrorInfo, WireModel
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.logs import ComputeLogPointer
+
+
+class WorkKind(StrEnum):
+    """Kinds of work items the control plane hands to agents."""
+
+    LAUNCH_RUN = "launch_run"
+    TERMINATE_RUN = "terminate_run"
+    CHECK_RUN_HEALTH = "check_run_health"
+    LOAD_LOCATION = "load_location"
+    EVALUATE_SCHEDULE = "evaluate_schedule"
+    EVALUATE_SENSOR = "evaluate_sensor"
+    GET_PARTITION_KEYS = "get_partition_keys"
+    GET_PARTITION_CONFIG = "get_partition_config"
+    PING_LOCATION = "ping_location"
+    PRESIGN_COMPUTE_LOGS = "presign_compute_logs"
+    #: The location was removed: stop its code server (and fork server).
+    STOP_LOCATION = "stop_location"
+
+
+class RunRequestInfo(WireModel):
+    """A run a schedule or sensor tick asks for, resolved by the code server."""
+
+    job_name: str
+    run_key: str | None = Field(default=None, description="Launch at most one run per key.")
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    partition_key: str | None = None
+
+
+class ScheduleTickResult(WireModel):
+    """The outcome of evaluating one schedule tick (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.schedule_tick_result"] = "tether.v1.schedule_tick_result"
+    schedule_name: str
+    scheduled_timestamp: float = Field(description="The tick evaluated, epoch seconds.")
+    run_requests: list[RunRequestInfo] = Field(default_factory=list)
+    skip_reason: str | None = None
+    next_tick_timestamp: float | None = Field(default=None, description="The following tick.")
+    error: ErrorInfo | None = None
+
+
+class SensorTickResult(WireModel):
+    """The outcome of evaluating one sensor tick (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.sensor_tick_result"] = "tether.v1.sensor_tick_result"
+    sensor_name: str
+    run_requests: list[RunRequestInfo] = Field(default_factory=list)
+    skip_reason: str | None = None
+    cursor: str | None = Field(default=None, description="The cursor for the next tick.")
+    error: ErrorInfo | None = None
+
+
+class PartitionKeysResult(WireModel):
+    """The keys of a partition set (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.partition_keys_result"] = "tether.v1.partition_keys_result"
+    partition_set_name: str
+    partition_keys: list[str] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+
+
+class PartitionRunConfigResult(WireModel):
+    """Run config and tags of one partition (``error`` set when user code failed)."""
+
+    type: Literal["tether.v1.partition_run_config_result"] = "tether.v1.partition_run_config_result"
+    partition_set_name: str
+    partition_key: str
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+
+class LaunchRunPayload(WireModel):
+    """Payload of a ``launch_run`` work item."""
+
+    run_id: str
+    job_name: str
+    repository_name: str | None = None
+    run_config: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    step_selection: list[str] | None = Field(
+        default=None,
+        description="Steps to execute (a re-execution from failure); None: every step. The "
+        "outputs of unselected steps that selected ones read come from the parent run.",
+    )
+    parent_run_id: str | None = Field(
+        default=None,
+        description="The run this one re-executes; its stored step outputs feed unselected steps.",
+    )
+
+
+class EvaluateSchedulePayload(WireModel):
+    """Payload of an ``evaluate_schedule`` work item; the result payload is a ScheduleTickResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    schedule_name: str
+    scheduled_timestamp: float = Field(description="The tick to evaluate, epoch seconds.")
+
+
+class EvaluateSensorPayload(WireModel):
+    """Payload of an ``evaluate_sensor`` work item; the result payload is a SensorTickResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    sensor_name: str
+    cursor: str | None = Field(default=None, description="The cursor the last tick stored.")
+    last_tick_timestamp: float | None = Field(
+        default=None, description="When the previous tick was evaluated; None: first tick."
+    )
+    last_run_key: str | None = Field(default=None, description="Run key of the last run asked for.")
+    current_timestamp: float | None = Field(
+        default=None, description="The tick's time, epoch seconds; None: the code server's now."
+    )
+
+
+class PartitionKeysPayload(WireModel):
+    """Payload of a ``get_partition_keys`` work item; the result is a PartitionKeysResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    partition_set_name: str
+    current_timestamp: float | None = Field(
+        default=None, description="Time windows end here, epoch seconds; None: now."
+    )
+
+
+class PartitionConfigPayload(WireModel):
+    """Payload of a ``get_partition_config`` work item; the result is a PartitionRunConfigResult."""
+
+    repository_name: str = Field(default="", description="Empty: the location's only repository.")
+    partition_set_name: str
+    partition_key: str
+    current_timestamp: float | None = Field(
+        default=None, description="Reference time, epoch seconds; None: now."
+    )
+
+
+class TerminateRunPayload(WireModel):
+    """Payload of a ``terminate_run`` work item."""
+
+    run_id: str
+
+
+class RunHealthPayload(WireModel):
+    """Payload of a ``check_run_health`` work item."""
+
+    run_id: str
+
+
+class RunHealth(WireModel):
+    """Payload of a ``check_run_health`` result: whether the run's worker still runs."""
+
+    run_id: str
+    alive: bool
+
+
+class WorkItem(WireModel):
+    """A unit of work the control plane hands to an agent (one DB row)."""
+
+    type: Literal["tether.v1.work_item"] = "tether.v1.work_item"
+    id: str = Field(description="Work item id; also the JetStream Nats-Msg-Id.")
+    kind: WorkKind
+    location: LocationConfig
+    payload: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = Field(default=None, description="W3C traceparent of the cause.")
+    created_at: float = Field(default_factory=time.time)
+    expires_at: float | None = Field(default=None, description="Epoch seconds; stale after it.")
+    attempt: int = 1
+    deployment: str = Field(default="", description="Deployment (tenant) the item belongs to.")
+    signature: str | None = Field(
+        default=None,
+        description="The control plane's Ed25519 signature (see tether.shared.wire.signing).",
+    )
+
+
+class WorkResult(WireModel):
+    """The outcome of a work item (or a later report about it, such as a worker exit).
+
+    ``id`` is the natural key that makes uploads idempotent: the work item id for the
+    main result, ``<work item id>.<suffix>`` for follow-up reports.
+    """
+
+    type: Literal["tether.v1.work_result"] = "tether.v1.work_result"
+    id: str
+    work_item_id: str
+    kind: str = Field(description="A WorkKind, or a report kind such as run_worker_exited.")
+    ok: bool
+    payload: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    traceparent: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
+#: Report kind sent by a launcher when a run worker process ends.
+RUN_WORKER_EXITED = "run_worker_exited"
+
+
+class PresignComputeLogsPayload(WireModel):
+    """Payload of a ``presign_compute_logs`` work item: the stored objects to presign."""
+
+    pointers: list[ComputeLogPointer]
+
+
+class PresignedUrl(WireModel):
+    """A short-lived GET URL of the object holding bytes ``[offset, offset + length)``."""
+
+    offset: int = Field(ge=0)
+    length: int = Field(ge=1)
+    url: str
+
+
+class PresignedComputeLogs(WireModel):
+    """Payload of a successful ``presign_compute_logs`` result."""
+
+    urls: list[PresignedUrl]
+    expires_at: float = Field(description="Epoch seconds when the URLs stop working.")
