@@ -61,3 +61,14 @@ def decode_log_chunk(headers: dict[str, str] | None, body: bytes) -> LogChunk:
         )
     except (KeyError, ValueError, ValidationError) as err:
         raise ContractError(f"malformed log chunk headers {headers!r}: {err}") from err
+
+# TEMP(asyncapi): public names until the dedupe branch lands its header module.
+MSG_ID = "Nats-Msg-Id"
+REASON = "Tether-Reason"
+SOURCE_SUBJECT = "Tether-Subject"
+LOG_TYPE = _H_TYPE
+LOG_RUN = _H_RUN
+LOG_STEP = _H_STEP
+LOG_STREAM = _H_STREAM
+LOG_OFFSET = _H_OFFSET
+LOG_TIMESTAMP = _H_TS

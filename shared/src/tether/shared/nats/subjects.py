@@ -172,3 +172,8 @@ def kv_stream(bucket: Bucket | str) -> str:
 def kv_keys_all(bucket: Bucket | str) -> str:
     """Subjects of every key of KV ``bucket`` (writes are publishes to them)."""
     return f"$KV.{token(str(bucket))}.>"
+
+
+def kv_key(bucket: Bucket | str, key: str) -> str:
+    """Subject of one key of KV ``bucket`` (a write is a publish to it)."""
+    return f"$KV.{token(str(bucket))}.{token(key)}"
