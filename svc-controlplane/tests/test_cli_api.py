@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 import typer
 from controlplane_testkit import example_snapshot
-from tether.controlplane import auth, run_cli
-from tether.controlplane.backfill_cli import app as backfill_app
-from tether.controlplane.location_cli import app as location_app
-from tether.controlplane.run_cli import app as run_app
+from tether.client import run_cli, token_cli
+from tether.client.backfill_cli import app as backfill_app
+from tether.client.location_cli import app as location_app
+from tether.client.run_cli import app as run_app
+from tether.client.token_cli import app as token_app
+from tether.controlplane import auth
+from tether.controlplane.errors import BadInputError
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
-from tether.controlplane.token_cli import app as token_app
 from tether.shared.agent_client import AgentClient
 from tether.shared.wire.logs import LogChunk, LogStream
 from tether.shared.wire.runs import EventType, RunEvent
@@ -276,14 +278,16 @@ def _plain(output: str) -> str:
 API_APPS = {"location": location_app, "run": run_app, "backfill": backfill_app, "token": token_app}
 
 
-def test_no_command_takes_a_token_on_the_command_line() -> None:
-    for group, app in API_APPS.items():
-        command = typer.main.get_command(app)
-        assert command.commands  # type: ignore[attr-defined]
-        for name, sub in command.commands.items():  # type: ignore[attr-defined]
-            options = {opt for param in sub.params for opt in param.opts}
-            assert "--token-file" in options, (group, name)
-            assert not {o for o in options if o.startswith("--token") and o != "--token-file"}
+def test_the_clients_roles_are_the_control_planes() -> None:
+    """``tether token create --role`` reads roles as the control plane's ``Role.parse``."""
+    given = [*token_cli.ROLES, *token_cli.ROLE_ALIASES, " Launcher ", "ADMIN"]
+    for value in given:
+        assert token_cli._role(value) == auth.Role.parse(value).name
+    with pytest.raises(BadInputError) as server:
+        auth.Role.parse("root")
+    with pytest.raises(typer.BadParameter) as client:
+        token_cli._role("root")
+    assert client.value.message == server.value.message
 
 
 async def test_the_token_comes_from_the_environment_or_a_file(

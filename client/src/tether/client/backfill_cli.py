@@ -13,14 +13,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from tether.controlplane.remote import DEFAULT_URL, ApiCommandGroup, AsJson, Token, Url, call
+from tether.client import documents
+from tether.client.remote import DEFAULT_URL, ApiCommandGroup, AsJson, Token, Url, call
 
 app = typer.Typer(name="backfill", help="List, cancel and retry backfills.", cls=ApiCommandGroup)
-
-_FIELDS = (
-    "id jobName locationName status launched runsLaunched partitionKeys runCounts "
-    "retryablePartitionKeys unfinishedRuns createdAt error { clsName message }"
-)
 
 #: Statuses a backfill can be in (the API's ``Backfill.status``).
 STATUSES = ("REQUESTED", "COMPLETED", "FAILED", "CANCELED")
@@ -56,12 +52,13 @@ def list_backfills(
     """List backfills, newest first."""
     if status is not None and status.upper() not in STATUSES:
         raise typer.BadParameter(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
-    query = f"""
-    query($limit: Int!, $offset: Int!, $status: String) {{
-      backfills(limit: $limit, offset: $offset, status: $status) {{ {_FIELDS} }}
-    }}"""
     found = call(
-        url, token, query, limit=limit, offset=offset, status=status.upper() if status else None
+        url,
+        token,
+        documents.BACKFILLS,
+        limit=limit,
+        offset=offset,
+        status=status.upper() if status else None,
     )["backfills"]
     if as_json:
         typer.echo(json.dumps(found, indent=2))
@@ -97,11 +94,9 @@ def cancel(
     as_json: AsJson = False,
 ) -> None:
     """Cancel a backfill: no more partitions launch and its queued runs are canceled."""
-    query = f"""
-    mutation($id: String!, $terminate: Boolean!) {{
-      cancelBackfill(id: $id, terminateRunning: $terminate) {{ {_FIELDS} }}
-    }}"""
-    backfill = call(url, token, query, id=backfill_id, terminate=terminate)["cancelBackfill"]
+    backfill = call(url, token, documents.CANCEL_BACKFILL, id=backfill_id, terminate=terminate)[
+        "cancelBackfill"
+    ]
     if as_json:
         typer.echo(json.dumps(backfill, indent=2))
         return
@@ -119,14 +114,8 @@ def retry(
     as_json: AsJson = False,
 ) -> None:
     """Run again the partitions whose newest run failed or was canceled (or never ran)."""
-    before = call(
-        url,
-        token,
-        "query($id: String!) { backfill(id: $id) { retryablePartitionKeys } }",
-        id=backfill_id,
-    )["backfill"]
-    query = f"mutation($id: String!) {{ retryBackfill(id: $id) {{ {_FIELDS} }} }}"
-    backfill = call(url, token, query, id=backfill_id)["retryBackfill"]
+    before = call(url, token, documents.BACKFILL_RETRYABLE, id=backfill_id)["backfill"]
+    backfill = call(url, token, documents.RETRY_BACKFILL, id=backfill_id)["retryBackfill"]
     if as_json:
         typer.echo(json.dumps(backfill, indent=2))
         return

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from tether.controlplane.remote import (
+from tether.client import documents
+from tether.client.remote import (
     DEFAULT_URL,
     ApiCommandGroup,
     AsJson,
@@ -34,11 +35,6 @@ app = typer.Typer(
     name="location",
     help="List, add, update, reload and remove code locations.",
     cls=ApiCommandGroup,
-)
-
-_FIELDS = (
-    "name loadStatus config snapshotId loadError { clsName message } "
-    "repositories { name jobs { name } }"
 )
 
 Module = Annotated[str | None, typer.Option(help="Python module to import.", show_default=False)]
@@ -180,7 +176,7 @@ def _source(config: dict[str, Any]) -> str:
 @app.command("list")
 def list_locations(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """List the code locations, their load status and jobs."""
-    found = call(url, token, f"{{ codeLocations {{ {_FIELDS} }} }}")["codeLocations"]
+    found = call(url, token, documents.CODE_LOCATIONS)["codeLocations"]
     if as_json:
         typer.echo(json.dumps(found, indent=2))
         return
@@ -233,8 +229,8 @@ def add(
         env=env,
         env_file=env_file,
     )
-    query = f"mutation($cfg: JSON!) {{ addLocation(config: $cfg) {{ {_FIELDS} }} }}"
-    _print_location("added", call(url, token, query, cfg=config)["addLocation"], as_json)
+    added = call(url, token, documents.ADD_LOCATION, cfg=config)["addLocation"]
+    _print_location("added", added, as_json)
 
 
 @app.command()
@@ -267,7 +263,7 @@ def update(
     if config_json:
         base = parse_json_object(config_json, "--config-json")
     else:
-        current = call(url, token, "{ codeLocations { name config } }")["codeLocations"]
+        current = call(url, token, documents.LOCATION_CONFIGS)["codeLocations"]
         matching = [loc["config"] for loc in current if loc["name"] == name]
         if not matching:
             fail(f"NOT_FOUND: no code location named {name!r}; use `tether location add`")
@@ -285,8 +281,8 @@ def update(
         env_file=env_file,
         unset_env=unset_env,
     )
-    query = f"mutation($cfg: JSON!) {{ updateLocation(config: $cfg) {{ {_FIELDS} }} }}"
-    _print_location("updated", call(url, token, query, cfg=config)["updateLocation"], as_json)
+    updated = call(url, token, documents.UPDATE_LOCATION, cfg=config)["updateLocation"]
+    _print_location("updated", updated, as_json)
 
 
 @app.command()
@@ -297,8 +293,8 @@ def reload(
     as_json: AsJson = False,
 ) -> None:
     """Queue a reload of a code location's definitions."""
-    query = f"mutation($name: String!) {{ reloadLocation(name: $name) {{ {_FIELDS} }} }}"
-    _print_location("reloading", call(url, token, query, name=name)["reloadLocation"], as_json)
+    reloading = call(url, token, documents.RELOAD_LOCATION, name=name)["reloadLocation"]
+    _print_location("reloading", reloading, as_json)
 
 
 @app.command()
@@ -314,8 +310,7 @@ def remove(
     A location the workspace file lists stays removed across control plane restarts
     (until its entry in the file is edited).
     """
-    query = f"mutation($name: String!) {{ removeLocation(name: $name) {{ {_FIELDS} }} }}"
-    removed = call(url, token, query, name=name)["removeLocation"]
+    removed = call(url, token, documents.REMOVE_LOCATION, name=name)["removeLocation"]
     if as_json:
         typer.echo(json.dumps(removed, indent=2))
     else:

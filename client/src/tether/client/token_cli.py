@@ -13,7 +13,8 @@ import json
 from typing import Annotated
 
 import typer
-from tether.controlplane.remote import DEFAULT_URL, ApiCommandGroup, Token, Url, call
+from tether.client import documents
+from tether.client.remote import DEFAULT_URL, ApiCommandGroup, Token, Url, call
 
 app = typer.Typer(
     name="token",
@@ -21,22 +22,27 @@ app = typer.Typer(
     cls=ApiCommandGroup,
 )
 
-_FIELDS = "id name role createdAt revokedAt"
-
 
 @app.callback()
 def _group() -> None:
     """Create, revoke and list API tokens (needs an admin token)."""
 
 
-def _role(value: str) -> str:
-    from tether.controlplane.auth import Role
-    from tether.controlplane.errors import BadInputError
+#: The API's roles (its ``Role`` enum), in the control plane's order, and the alias its
+#: ``Role.parse`` also accepts: the client's own copy, so it needs no server code (tests
+#: compare both with the committed SDL and with the control plane's ``Role``).
+ROLES = ("viewer", "editor", "admin", "agent")
+ROLE_ALIASES = {"launcher": "editor"}
 
-    try:
-        return Role.parse(value).name
-    except BadInputError as err:
-        raise typer.BadParameter(err.message) from err
+
+def _role(value: str) -> str:
+    """The API's name (``EDITOR``) of a role given on the command line (``launcher``)."""
+    name = value.strip().lower()
+    name = ROLE_ALIASES.get(name, name)
+    if name not in ROLES:
+        choices = ", ".join([*ROLES, *ROLE_ALIASES])
+        raise typer.BadParameter(f"unknown role {value!r}; choose one of {choices}")
+    return name.upper()
 
 
 @app.command()
@@ -49,11 +55,7 @@ def create(
     token: Token = None,
 ) -> None:
     """Issue a token of your deployment; its secret is printed once, on stdout."""
-    query = (
-        "mutation($name: String!, $role: Role!) { createToken(name: $name, role: $role) "
-        f"{{ token info {{ {_FIELDS} }} }} }}"
-    )
-    created = call(url, token, query, name=name, role=_role(role))["createToken"]
+    created = call(url, token, documents.CREATE_TOKEN, name=name, role=_role(role))["createToken"]
     info = created["info"]
     typer.echo(
         f"created {info['role'].lower()} token {info['name']!r} (id {info['id']}); "
@@ -73,10 +75,7 @@ def revoke(
     """Revoke a token of your deployment, by id or by name; it stops working at once."""
     if (token_id is None) == (name is None):
         raise typer.BadParameter("give exactly one of --id or --name")
-    query = (
-        f"mutation($id: Int, $name: String) {{ revokeToken(id: $id, name: $name) {{ {_FIELDS} }} }}"
-    )
-    revoked = call(url, token, query, id=token_id, name=name)["revokeToken"]
+    revoked = call(url, token, documents.REVOKE_TOKEN, id=token_id, name=name)["revokeToken"]
     typer.echo(f"revoked token {revoked['name']!r} (id {revoked['id']})")
 
 
@@ -87,7 +86,7 @@ def list_tokens(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the tokens of your deployment (never their secrets)."""
-    tokens = call(url, token, f"{{ tokens {{ {_FIELDS} }} }}")["tokens"]
+    tokens = call(url, token, documents.TOKENS)["tokens"]
     if as_json:
         typer.echo(json.dumps(tokens, indent=2))
         return

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from tether.controlplane.remote import (
+from tether.client import documents
+from tether.client.remote import (
     DEFAULT_URL,
     ApiCommandGroup,
     AsJson,
@@ -32,8 +33,6 @@ from tether.shared.wire.runs import RunStatus
 app = typer.Typer(
     name="run", help="Launch, list, follow the logs of and terminate runs.", cls=ApiCommandGroup
 )
-
-_RUN_FIELDS = "id jobName locationName status tags createdAt startedAt endedAt"
 
 #: A computeLogs offset past any real log: answers which (step, stream) exist, without bytes.
 _PAST_END = 2**31 - 1
@@ -55,7 +54,7 @@ def _group() -> None:
 
 
 def _status(run_id: str, url: str, token: str | None) -> str:
-    run = call(url, token, "query($id: String!) { run(id: $id) { status } }", id=run_id)["run"]
+    run = call(url, token, documents.RUN_STATUS, id=run_id)["run"]
     if run is None:
         fail(f"NOT_FOUND: no run {run_id!r}")
     return str(run["status"])
@@ -91,21 +90,10 @@ def launch(
         run_config = parse_json_object(config_json, "--config-json")
     elif config_file is not None:
         run_config = read_config_file(config_file, "--config-file")
-    query = f"""
-    mutation($loc: String!, $job: String!, $repo: String, $cfg: JSON, $tags: JSON) {{
-      launchRun(locationName: $loc, jobName: $job, repositoryName: $repo, runConfig: $cfg,
-                tags: $tags) {{
-        __typename
-        ... on LaunchRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
-        ... on RunConfigValidationInvalid {{ message errors }}
-        ... on JobNotFoundError {{ message }}
-        ... on LocationNotLoadedError {{ message }}
-      }}
-    }}"""
     outcome = call(
         url,
         token,
-        query,
+        documents.LAUNCH_RUN,
         loc=location,
         job=job,
         repo=repository,
@@ -181,14 +169,10 @@ def list_runs(
         except ValueError as err:
             choices = ", ".join(s.value for s in RunStatus)
             raise typer.BadParameter(f"unknown status {status!r} (one of {choices})") from err
-    query = f"""
-    query($status: RunStatus, $job: String, $tags: JSON, $limit: Int!) {{
-      runs(status: $status, jobName: $job, tags: $tags, limit: $limit) {{ {_RUN_FIELDS} }}
-    }}"""
     found = call(
         url,
         token,
-        query,
+        documents.RUNS,
         status=status,
         job=job,
         tags=parse_pairs(tag, "--tag") or None,
@@ -214,28 +198,6 @@ def list_runs(
     Console(width=200).print(table)
 
 
-_LOGS = """
-query($id: String!, $step: String, $stream: String, $offset: Int!, $limit: Int) {
-  run(id: $id) {
-    status
-    computeLogs(stepKey: $step, stream: $stream, offset: $offset, limit: $limit) {
-      stepKey stream offset nextOffset text
-    }
-  }
-}"""
-
-_STREAMS = """
-query($id: String!) { computeLogStreams(runId: $id) { stepKey stream storage } }"""
-
-_URLS = """
-query($id: String!, $step: String!, $stream: String!, $offset: Int!) {
-  computeLogUrls(runId: $id, stepKey: $step, stream: $stream, offset: $offset,
-                 timeoutSeconds: 30) {
-    urls { offset length skip url } hasMore nextOffset
-  }
-}"""
-
-
 def _customer_storage_logs(
     url: str, token: str | None, run_id: str, step: str | None, stream: str | None
 ) -> list[dict[str, Any]]:
@@ -249,7 +211,7 @@ def _customer_storage_logs(
     pieces: list[dict[str, Any]] = []
     wanted = [
         s
-        for s in call(url, token, _STREAMS, id=run_id)["computeLogStreams"]
+        for s in call(url, token, documents.LOG_STREAMS, id=run_id)["computeLogStreams"]
         if s["storage"] != "controlplane"
         and step in (None, s["stepKey"])
         and stream in (None, s["stream"])
@@ -260,7 +222,7 @@ def _customer_storage_logs(
             offset = 0
             while True:
                 answer = call(
-                    url, token, _URLS, id=run_id, step=found["stepKey"],
+                    url, token, documents.LOG_URLS, id=run_id, step=found["stepKey"],
                     stream=found["stream"], offset=offset,
                 )["computeLogUrls"]  # fmt: skip
                 for part in answer["urls"]:
@@ -313,8 +275,8 @@ def logs(
         key_step: str | None, key_stream: str | None, offset: int, limit: int | None = None
     ) -> dict[str, Any]:
         run = call(
-            url, token, _LOGS, id=run_id, step=key_step, stream=key_stream, offset=offset,
-            limit=limit,
+            url, token, documents.RUN_LOGS, id=run_id, step=key_step, stream=key_stream,
+            offset=offset, limit=limit,
         )  # fmt: skip
         if run["run"] is None:
             fail(f"NOT_FOUND: no run {run_id!r}")
@@ -400,20 +362,10 @@ def reexecute(
     as_json: AsJson = False,
 ) -> None:
     """Launch a new run of a finished run's job, config and tags; print the new run's id."""
-    query = f"""
-    mutation($id: String!, $strategy: ReexecutionStrategy!) {{
-      reexecuteRun(runId: $id, strategy: $strategy) {{
-        __typename
-        ... on LaunchRunSuccess {{ run {{ {_RUN_FIELDS} stepSelection }} }}
-        ... on RunNotFoundError {{ message }}
-        ... on ReexecutionNotAllowedError {{ message }}
-        ... on RunConfigValidationInvalid {{ message errors }}
-        ... on JobNotFoundError {{ message }}
-        ... on LocationNotLoadedError {{ message }}
-      }}
-    }}"""
     strategy = "FROM_FAILURE" if from_failure else "ALL_STEPS"
-    outcome = call(url, token, query, id=run_id, strategy=strategy)["reexecuteRun"]
+    outcome = call(url, token, documents.REEXECUTE_RUN, id=run_id, strategy=strategy)[
+        "reexecuteRun"
+    ]
     if outcome["__typename"] != "LaunchRunSuccess":
         typer.echo(f"error: {outcome['__typename']}: {outcome['message']}", err=True)
         for error in outcome.get("errors") or []:
@@ -436,16 +388,7 @@ def terminate(
     as_json: AsJson = False,
 ) -> None:
     """Terminate a run: cancel it if not launched yet, otherwise interrupt its worker."""
-    query = f"""
-    mutation($id: String!) {{
-      terminateRun(runId: $id) {{
-        __typename
-        ... on TerminateRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
-        ... on RunNotFoundError {{ message }}
-        ... on RunAlreadyFinishedError {{ message }}
-      }}
-    }}"""
-    outcome = call(url, token, query, id=run_id)["terminateRun"]
+    outcome = call(url, token, documents.TERMINATE_RUN, id=run_id)["terminateRun"]
     if outcome["__typename"] != "TerminateRunSuccess":
         fail(f"{outcome['__typename']}: {outcome['message']}")
     run = outcome["run"]
