@@ -41,7 +41,8 @@ _HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
 class RefusedUpload(NamedTuple):
     """An item of an upload the control plane refused on its own (retrying cannot help)."""
 
-    index: int
+    # The wire field's name; as a NamedTuple field it shadows tuple.index, which nothing calls.
+    index: int  # type: ignore[assignment]
     reason: str
 
 
@@ -151,7 +152,8 @@ class AgentClient:
             raise AgentApiError(f"control plane refused the request: {messages}", code=code)
         if resp.status_code >= 400:
             raise AgentApiError(f"control plane answered {resp.status_code}: {resp.text[:200]}")
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     async def claim_work(
         self,

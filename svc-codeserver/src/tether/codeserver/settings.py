@@ -30,8 +30,9 @@ class CodeServerSettings(BaseSettings):
     tls_cert: str | None = Field(
         default=None,
         description=(
-            "PEM certificate to serve TLS with (with tls_key); the launcher pins it. Set "
-            "by container substrates; unset: plaintext (the process substrate's loopback)."
+            "PEM certificate to serve TLS with (with tls_key: both or neither); the launcher "
+            "pins it. Set by container substrates and removed from the environment like the "
+            "token; unset: plaintext (the process substrate's loopback)."
         ),
     )
     tls_key: SecretStr | None = Field(default=None, description="PEM private key of tls_cert.")

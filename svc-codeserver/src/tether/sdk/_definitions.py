@@ -61,11 +61,11 @@ class Definitions:
                 raise DefinitionError(f"Definitions(schedules=...) expects schedules, got {s!r}")
             self._add_instigator(s.name, "schedule", s.jobs)
             self.schedules[s.name] = s
-        for s in sensors:
-            if not isinstance(s, SensorDefinition):
-                raise DefinitionError(f"Definitions(sensors=...) expects sensors, got {s!r}")
-            self._add_instigator(s.name, "sensor", s.jobs)
-            self.sensors[s.name] = s
+        for sensor in sensors:
+            if not isinstance(sensor, SensorDefinition):
+                raise DefinitionError(f"Definitions(sensors=...) expects sensors, got {sensor!r}")
+            self._add_instigator(sensor.name, "sensor", sensor.jobs)
+            self.sensors[sensor.name] = sensor
 
     def _add_instigator(self, name: str, kind: str, jobs: Iterable[JobDefinition]) -> None:
         if name in self.schedules or name in self.sensors:

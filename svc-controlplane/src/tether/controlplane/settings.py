@@ -19,8 +19,11 @@ class ControlPlaneSettings(BaseSettings):
     database_url: str = Field(
         default="sqlite+aiosqlite:///.tether/controlplane.db",
         description=(
-            "SQLAlchemy async URL of the metadata DB (sqlite+aiosqlite:///path or "
-            "postgresql+psycopg://...). A SQLite file's parent directory is created."
+            "SQLAlchemy async URL of the metadata DB. SQLite (sqlite+aiosqlite:///path): "
+            "the file is created 0600 (its -wal/-shm follow; an existing readable one is "
+            "tightened, with a warning) in a directory created 0700. PostgreSQL: "
+            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (psycopg 3 for the app and "
+            "for Alembic)."
         ),
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
@@ -29,7 +32,8 @@ class ControlPlaneSettings(BaseSettings):
         default=None,
         description=(
             "Dev bootstrap: if the file is missing, create an agent token and write it there "
-            "(mode 0600); if it exists, register the token it holds. Only its hash is stored."
+            "(mode 0600, a directory created 0700); if it exists, register the token it holds "
+            "(made 0600 if others could read it). Only its hash (SHA-256) is stored."
         ),
     )
     work_signing_key_file: Path | None = Field(
@@ -68,8 +72,10 @@ class ControlPlaneSettings(BaseSettings):
     workspace_file: Path | None = Field(
         default=None,
         description=(
-            "TOML file with [[locations]] tables (LocationConfig fields) upserted at startup, "
-            "each queued for loading. Relative paths are resolved against the file's directory."
+            "TOML file with [[locations]] tables (LocationConfig fields) seeding locations at "
+            "startup: an entry applies when new or edited in the file (API removals and "
+            "changes otherwise stand), and one load_location is queued per existing location. "
+            "Relative working_directory/python_file are resolved against the file's directory."
         ),
     )
     work_lease_s: float = Field(
@@ -186,8 +192,9 @@ class ControlPlaneSettings(BaseSettings):
         default=16 * 1024 * 1024,
         gt=0,
         description=(
-            "Largest request body accepted; a larger one is refused as a GraphQL error with "
-            "extensions.code REQUEST_TOO_LARGE (nothing stored; retry in smaller batches)."
+            "Largest request body of any route, counted while it streams; a larger one gets "
+            "a 413, on /graphql a GraphQL error with extensions.code REQUEST_TOO_LARGE "
+            "(nothing stored; retry in smaller batches)."
         ),
     )
     upload_max_items: int = Field(
@@ -216,7 +223,11 @@ class ControlPlaneSettings(BaseSettings):
     run_config_max_bytes: int = Field(
         default=512 * 1024,
         gt=0,
-        description="Largest run config of a run (its JSON), refused at launchRun over it.",
+        description=(
+            "Largest run config of a run (its JSON), refused at launchRun over it. Whatever "
+            "these limits, a run whose launch work item would exceed 768 KiB (NATS's 1 MiB "
+            "message, with headroom) is refused on every path."
+        ),
     )
     snapshot_max_bytes: int = Field(
         default=32 * 1024 * 1024,

@@ -41,7 +41,7 @@ class EventRelay:
 
     def __init__(self, settings: EventRelaySettings) -> None:
         self._settings = settings
-        self._relays: list[BatchRelay[object]] = []
+        self._relays: list[BatchRelay[RunEvent] | BatchRelay[WorkResult]] = []
         self._stopped = asyncio.Event()
         self._nc: NATS | None = None
 

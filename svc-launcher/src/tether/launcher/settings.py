@@ -25,7 +25,10 @@ class LauncherSettings(AgentSettings):
     )
     python_executable: str = Field(
         default=sys.executable,
-        description="Python that runs code servers and run workers (process substrate).",
+        description=(
+            "Python that runs code servers and run workers (process substrate). "
+            "Default: the launcher's own Python (sys.executable)."
+        ),
     )
     warm_start: bool = Field(
         default=True,
@@ -51,7 +54,10 @@ class LauncherSettings(AgentSettings):
     )
     k8s_namespace: str = Field(
         default="default",
-        description="K8s substrate: namespace of code servers and runs (a location may override).",
+        description=(
+            "K8s substrate: namespace of code servers and runs (a location's "
+            "kubernetes.namespace overrides it)."
+        ),
     )
     k8s_image: str | None = Field(
         default=None, description="K8s substrate: image of locations that set no image."
@@ -122,7 +128,9 @@ class LauncherSettings(AgentSettings):
         ),
     )
     code_server_start_timeout_s: float = Field(
-        default=60.0, gt=0, description="Seconds a code server has to print its ready line."
+        default=60.0,
+        gt=0,
+        description="Seconds a code server (or fork server) has to print its ready line.",
     )
     grpc_deadline_s: float = Field(
         default=30.0, gt=0, description="Deadline of one gRPC call to a code server."
@@ -156,7 +164,8 @@ class LauncherSettings(AgentSettings):
             "launcher's environment passed on to code servers and run workers, beyond "
             "the base (PATH, locale, Python's own, OTEL_*, TETHER_RUN_WORKER_*, "
             "TETHER_CODESERVER_*, TETHER_LOG_FORMAT). The agent token, TETHER_LAUNCHER_*, "
-            "NATS and cloud credentials are never passed, whatever this says."
+            "NATS and cloud credentials are never passed, whatever this says (see "
+            "svc-launcher/README.md, User code's environment)."
         ),
     )
     user_code_env_files: Annotated[list[str], NoDecode] = Field(
@@ -185,7 +194,9 @@ class LauncherSettings(AgentSettings):
         description=(
             "File holding the NATS account's signing-key seed (`tether nats-auth init` "
             "writes it): the launcher mints each run worker a user that may publish only "
-            "that run's events and logs. Required when nats_credentials is set."
+            "that run's events and logs, in its environment as "
+            "TETHER_RUN_WORKER_NATS_CREDENTIALS (never argv). Required when "
+            "nats_credentials is set."
         ),
     )
     nats_account_signing_key: SecretStr | None = Field(

@@ -20,7 +20,9 @@ class LogShipSettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="TETHER_LOGSHIP_", extra="ignore")
 
     batch_max_count: int = Field(default=256, description="Most chunks per upload.")
-    batch_max_bytes: int = Field(default=8 << 20, description="Most log bytes per upload.")
+    batch_max_bytes: int = Field(
+        default=8 << 20, description="Most log bytes per upload (and per object)."
+    )
     batch_max_wait_s: float = Field(
         default=0.1, description="Longest a lone chunk waits before it is uploaded."
     )
@@ -76,7 +78,9 @@ class LogShipSettings(AgentSettings):
         default=900,
         ge=1,
         le=7 * 24 * 3600,
-        description="Lifetime of the presigned GET URLs the UI and API show (seconds).",
+        description=(
+            "Lifetime of the presigned GET URLs the UI and API show (seconds; at most 7 days)."
+        ),
     )
 
     @model_validator(mode="after")

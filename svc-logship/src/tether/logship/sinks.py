@@ -111,7 +111,7 @@ class S3Sink:
             ComputeLogPointer(
                 run_id=o.run_id,
                 step_key=o.step_key,
-                stream=o.stream,  # type: ignore[arg-type]  # validated into a LogStream
+                stream=o.stream,  # validated into a LogStream
                 offset=o.offset,
                 length=o.end - o.offset,
                 bucket=self._store.bucket,

@@ -65,7 +65,8 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def _dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return _ints(json_format.MessageToDict(value))
+    fields: dict[str, Any] = _ints(json_format.MessageToDict(value))
+    return fields
 
 
 def timestamp_to_proto(epoch_seconds: float) -> timestamp_pb2.Timestamp:

@@ -75,7 +75,8 @@ def key_from_seed(seed: str | bytes) -> nkeys.KeyPair:
 
 def public_key(key: nkeys.KeyPair) -> str:
     """The public key (``O...``, ``A...``, ``U...``) of ``key`` as text."""
-    return key.public_key.decode()
+    public: bytes = key.public_key
+    return public.decode()
 
 
 def seed_text(key: nkeys.KeyPair) -> str:
@@ -314,7 +315,8 @@ def inbox_prefix_of(creds: str) -> str | None:
 def account_of(creds: str) -> str:
     """The account (public key) of the user of ``.creds`` text."""
     claims = decode_jwt(creds_jwt(creds))
-    return claims.get("nats", {}).get("issuer_account") or claims["iss"]
+    account: str = claims.get("nats", {}).get("issuer_account") or claims["iss"]
+    return account
 
 
 def file_credentials(path: Path) -> RawCredentials:

@@ -275,7 +275,9 @@ def init_agent_auth(directory: Path, substrates: Iterable[str] = ("process",)) -
     auth.signing_scope = run_worker_scope()
     auth.save(directory)  # the server config is rendered afresh (same keys)
     minter = auth.minter(with_signing_key=False)
-    users = [(role, "process") for role in SERVICE_ROLES if role != Role.LAUNCHER]
+    users: list[tuple[Role, str]] = [
+        (role, "process") for role in SERVICE_ROLES if role != Role.LAUNCHER
+    ]
     users += [(Role.LAUNCHER, substrate) for substrate in substrates]
     users.append((Role.ADMIN, "process"))
     for role, substrate in users:

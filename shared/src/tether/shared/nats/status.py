@@ -15,6 +15,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -158,7 +159,10 @@ async def queue_depths(js: JetStreamContext) -> dict[str, int]:
         except nats.js.errors.NotFoundError:
             continue
         if consumers:
-            depths[str(stream)] = max(c.num_pending + c.num_ack_pending for c in consumers)
+            # nats-server always sends both counts; nats-py types them Optional (None defaults).
+            depths[str(stream)] = max(
+                cast(int, c.num_pending) + cast(int, c.num_ack_pending) for c in consumers
+            )
         else:
             depths[str(stream)] = info.state.messages
     return depths

@@ -38,7 +38,8 @@ class HealthServer:
     def port(self) -> int:
         """The bound port."""
         assert self._server is not None, "not started"
-        return self._server.sockets[0].getsockname()[1]
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     async def start(self) -> None:
         """Bind and serve in the background."""

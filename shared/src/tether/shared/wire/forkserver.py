@@ -119,6 +119,7 @@ def decode_frame_length(header: bytes) -> int:
     """
     if len(header) != FRAME_HEADER.size:
         raise ContractError(f"truncated frame header ({len(header)} bytes)")
+    length: int
     (length,) = FRAME_HEADER.unpack(header)
     if length > MAX_FRAME_BYTES:
         raise ContractError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")

@@ -15,7 +15,8 @@ class RunWorkerSettings(BaseSettings):
         default=None,
         description="The run's own NATS user credentials (.creds text, minted by the "
         "launcher for this run: it may publish only this run's events and logs); passed "
-        "in the environment, never argv. Unset: connect without credentials.",
+        "in the environment, never argv, read once and removed from it, so processes the "
+        "op starts do not inherit it. Unset: connect without credentials.",
     )
     nats_connect_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to keep trying the first NATS connection."
