@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from faststream import FastStream
 from faststream.nats import JStream, NatsBroker
@@ -35,15 +37,15 @@ def _describe(channel: Channel) -> str:
     return " ".join(parts)
 
 
-def _handler(payload: type | None):
-    async def handler(message) -> None:  # a declaration only: never called
+def _handler(payload: type | None) -> Callable[..., Awaitable[None]]:
+    async def handler(message: object) -> None:  # a declaration only: never called
         raise NotImplementedError
 
     handler.__annotations__ = {"message": payload or bytes, "return": None}
     return handler
 
 
-def build() -> dict:
+def build() -> dict[str, Any]:
     broker = NatsBroker("nats://127.0.0.1:4222", apply_types=True)
     for channel in channels():
         description = _describe(channel)
@@ -72,7 +74,8 @@ def build() -> dict:
             ),
         ),
     )
-    return json.loads(app.schema.to_specification().to_json())
+    spec: dict[str, Any] = json.loads(app.schema.to_specification().to_json())
+    return spec
 
 
 def render() -> str:
