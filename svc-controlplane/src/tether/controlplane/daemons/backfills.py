@@ -40,8 +40,8 @@ from tether.controlplane.db.models import (
     WorkItemRow,
     WorkResultRow,
 )
-from tether.controlplane.launch import Launched, queue_run
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs.launch import Launched, queue_run
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import RunStatus

@@ -20,9 +20,9 @@ from sqlalchemy import exists, select
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import CodeLocation, Run, WorkItemRow
-from tether.controlplane.launch import launch_payload
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs.launch import launch_payload
 from tether.controlplane.store import runs
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.work import WorkKind

@@ -53,9 +53,9 @@ from tether.controlplane.db.models import (
     TickStatus,
     WorkResultRow,
 )
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.store import instigators, locations
 from tether.controlplane.store.instigators import SCHEDULE_TAG
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import cron
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig

@@ -27,9 +27,9 @@ from tether.controlplane.db.models import (
     WorkResultRow,
 )
 from tether.controlplane.db.statements import upsert_insert
-from tether.controlplane.launch import Launched, queue_run
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs.launch import Launched, queue_run
 from tether.controlplane.store.instigators import RUN_KEY_TAG
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig

@@ -24,8 +24,8 @@ from strawberry.types import Info
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import RefusedItem, StoreOutcome
+from tether.controlplane.queue.results import submit_results
 from tether.controlplane.store import agents, computelogs, runs
-from tether.controlplane.store.results import submit_results
 from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, single
 from tether.controlplane.workkeys import seal
 from tether.shared.runtime import telemetry

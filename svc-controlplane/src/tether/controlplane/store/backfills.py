@@ -8,7 +8,7 @@ partitions themselves. A partition's newest run tells its state.
 Cancel and retry are user actions: a cancel moves the backfill to CANCELED (the daemon
 only advances REQUESTED backfills, and claims each with a conditional update on its
 status, so no run is created after the cancel committed), then cancels its queued runs
-and, if asked, terminates its running ones through :mod:`tether.controlplane.terminate`.
+and, if asked, terminates its running ones through :mod:`tether.controlplane.runs.terminate`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane import terminate
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Backfill, BackfillStatus, Run
 from tether.controlplane.errors import BadInputError, NotFoundError
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs import terminate
 from tether.shared.wire.base import new_id
 from tether.shared.wire.runs import RunStatus
 

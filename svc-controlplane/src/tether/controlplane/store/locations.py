@@ -20,7 +20,7 @@ from tether.controlplane.db.models import (
 )
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import AlreadyExistsError, NotFoundError
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.snapshots import LocationSnapshot

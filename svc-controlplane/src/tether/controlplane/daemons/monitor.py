@@ -18,7 +18,7 @@ A worker can also vanish without anyone reporting its exit (its launcher was kil
 host rebooted). So every ``health_interval_s`` the monitor asks the launcher about each
 launched, unfinished run (a ``check_run_health`` work item, one per run per interval); a
 "not running" answer counts as an exit report of unknown code (see
-:mod:`tether.controlplane.store.results`), which the second case above then settles.
+:mod:`tether.controlplane.queue.results`), which the second case above then settles.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run, WorkItemRow, WorkResultRow
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.store import runs
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import EventType, RunStatus

@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import WorkItemRow, WorkStatus
-from tether.controlplane.worksignal import PostgresWorkSignal
+from tether.controlplane.queue.worksignal import PostgresWorkSignal
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
@@ -51,7 +51,7 @@ class WorkQueue:
 
     A commit that enqueued work wakes this process's waiting claims at once. On PostgreSQL
     it also NOTIFYs the other control plane replicas of the database, whose listeners wake
-    theirs (:mod:`tether.controlplane.worksignal`); on SQLite there is one process per
+    theirs (:mod:`tether.controlplane.queue.worksignal`); on SQLite there is one process per
     database. The periodic recheck (for expired leases) also covers a lost notification.
 
     Args:

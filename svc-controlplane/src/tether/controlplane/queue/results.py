@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane import terminate
 from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError, describe_validation_error
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs import terminate
 from tether.controlplane.store import locations, runs
 from tether.controlplane.uploads import Refusal
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.runs import EventType, RunStatus

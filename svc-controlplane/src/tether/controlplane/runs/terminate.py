@@ -4,7 +4,7 @@ A run that has not been handed to an agent yet (its ``launch_run`` item still PE
 canceled on the spot. Otherwise it goes CANCELING and a ``terminate_run`` work item asks
 the launcher to interrupt the worker (SIGTERM, then SIGKILL after a grace period); the
 worker reports RUN_CANCELED itself. What comes back later settles the rest
-(:mod:`tether.controlplane.store.results`): a launch that lands after the terminate is
+(:mod:`tether.controlplane.queue.results`): a launch that lands after the terminate is
 interrupted again, and a worker that was not running any more ends the run CANCELED.
 """
 
@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
 from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.store import runs
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import EventType, RunStatus

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.store import locations, runs
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig

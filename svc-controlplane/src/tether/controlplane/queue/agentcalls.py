@@ -15,7 +15,7 @@ from typing import Any
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import WorkResultRow
 from tether.controlplane.errors import ApiError
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind
 
