@@ -1,4 +1,9 @@
-"""Work results: stored once by their natural key, and what each one changes."""
+"""Work results: stored once by their natural key, and what each one changes.
+
+A result is checked against the work item it answers, stored (idempotent on its id), its
+item finished, and its effect applied: a location's snapshot, or (for the kinds about a
+run) the run's next state, which :mod:`tether.controlplane.runs.lifecycle` decides.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
-from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.db.models import WorkItemRow
 from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.runs import terminate
-from tether.controlplane.store import locations, runs
+from tether.controlplane.runs import lifecycle
+from tether.controlplane.store import locations, workitems
 from tether.controlplane.uploads import Refusal
-from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.errors import ContractError
-from tether.shared.wire.runs import EventType, RunStatus
 from tether.shared.wire.snapshots import LocationSnapshot, snapshot_from_payload
 from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealth, WorkKind, WorkResult
 
@@ -76,7 +77,7 @@ async def submit_results(
     stored = 0
     kinds: set[str] = set()
     for entry in parsed:
-        if await _insert(session, entry.result):
+        if await workitems.insert_result(session, entry.result):
             stored += 1
             kinds.add(entry.result.kind)
             await _apply(session, deployment_id, entry, queue)
@@ -125,17 +126,7 @@ async def _parse(
             "(TETHER_CONTROLPLANE_SNAPSHOTS_PER_REQUEST); nothing was stored: send them in "
             "smaller batches"
         )
-    ids = {r.work_item_id for _, r in results}
-    items = {
-        row.id: row
-        for row in (
-            await session.execute(
-                select(WorkItemRow).where(
-                    WorkItemRow.deployment_id == deployment_id, WorkItemRow.id.in_(ids)
-                )
-            )
-        ).scalars()
-    }
+    items = await workitems.items_of(session, deployment_id, (r.work_item_id for _, r in results))
     parsed: list[_Parsed] = []
     refused: list[Refusal] = []
     for index, result in results:
@@ -172,38 +163,13 @@ def _parse_payload(
     return _Parsed(result, item)
 
 
-async def _insert(session: AsyncSession, result: WorkResult) -> bool:
-    stmt = (
-        upsert_insert(session, WorkResultRow.__table__)
-        .values(
-            id=result.id,
-            work_item_id=result.work_item_id,
-            kind=result.kind,
-            ok=result.ok,
-            payload=result.payload,
-            error=result.error.model_dump(mode="json") if result.error else None,
-            created_at=result.created_at,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(WorkResultRow.__table__.c.id)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
 async def _apply(
     session: AsyncSession, deployment_id: str, entry: _Parsed, queue: WorkQueue | None
 ) -> None:
     result, item = entry.result, entry.item
     if result.kind == item.kind:
         # The main result of the item (not a later report about it): the item is finished.
-        await session.execute(
-            update(WorkItemRow)
-            .where(WorkItemRow.id == item.id)
-            .values(
-                status=WorkStatus.DONE if result.ok else WorkStatus.FAILED, lease_expires_at=None
-            )
-            .execution_options(synchronize_session=False)
-        )
+        await workitems.finish_item(session, item.id, ok=result.ok)
     if result.kind == WorkKind.LOAD_LOCATION:
         if entry.snapshot is not None:
             await locations.mark_loaded(session, deployment_id, item.location_name, entry.snapshot)
@@ -212,167 +178,11 @@ async def _apply(
                 session, deployment_id, item.location_name, result.error
             )
     elif result.kind == WorkKind.LAUNCH_RUN:
-        await _apply_launch(session, item, result)
-        if result.ok and queue is not None:
-            await _interrupt_if_canceling(session, queue, deployment_id, item, result)
+        await lifecycle.apply_launch(session, queue, deployment_id, item, result)
     elif result.kind == WorkKind.TERMINATE_RUN:
-        await _apply_terminate(session, result)
+        await lifecycle.apply_terminate(session, result)
     elif entry.health is not None:
-        await _apply_health(session, queue, deployment_id, entry.health, result)
+        await lifecycle.apply_health(session, queue, deployment_id, entry.health, result)
     elif entry.worker_exit is not None:
-        await _apply_worker_exit(session, entry.worker_exit, result)
-
-
-async def _apply_launch(session: AsyncSession, item: WorkItemRow, result: WorkResult) -> None:
-    run_id = str(item.payload.get("run_id") or result.payload.get("run_id") or "")
-    status = await runs.run_status(session, run_id)
-    if status is None:
-        return
-    if result.ok:
-        # Recorded even if the worker's own events got here first: stamped with the time the
-        # launcher reported, it still sorts before the worker's RUN_START.
-        runs.add_control_event(
-            session,
-            run_id,
-            EventType.RUN_STARTING,
-            message="run worker launched",
-            timestamp=result.created_at,
-            data={k: v for k, v in result.payload.items() if k != "run_id"},
-        )
-        await runs.advance_status(session, run_id, RunStatus.STARTING, result.created_at)
-        return
-    if status.is_terminal:
-        return
-    error = result.error or ErrorInfo(cls_name="UnknownError", message="launch failed")
-    runs.add_control_event(
-        session,
-        run_id,
-        EventType.ENGINE_ERROR,
-        message=f"could not launch the run: {error.message}",
-        timestamp=result.created_at,
-        error=error,
-    )
-    runs.add_control_event(
-        session,
-        run_id,
-        EventType.RUN_FAILURE,
-        message="the run failed before it started",
-        timestamp=result.created_at,
-    )
-    await runs.advance_status(session, run_id, RunStatus.FAILURE, result.created_at)
-
-
-async def _interrupt_if_canceling(
-    session: AsyncSession,
-    queue: WorkQueue,
-    deployment_id: str,
-    item: WorkItemRow,
-    result: WorkResult,
-) -> None:
-    # Termination was requested while the launch was on its way: the terminate_run item may
-    # have reached the launcher first and found nothing to stop, so ask again now.
-    run_id = str(item.payload.get("run_id") or result.payload.get("run_id") or "")
-    if await runs.run_status(session, run_id) == RunStatus.CANCELING:
-        run = await runs.get_run(session, deployment_id, run_id)
-        if run is not None:
-            await terminate.request_interrupt(session, queue, run)
-
-
-async def _apply_terminate(session: AsyncSession, result: WorkResult) -> None:
-    run_id = str(result.payload.get("run_id") or "")
-    if not result.ok or result.payload.get("signalled"):
-        return  # the worker reports RUN_CANCELED itself (or its exit does)
-    # Nothing was running: once no launch is still on its way, the run is over.
-    if await runs.run_status(session, run_id) == RunStatus.CANCELING and (
-        await terminate.launch_settled(session, run_id)
-    ):
-        runs.add_control_event(
-            session,
-            run_id,
-            EventType.RUN_CANCELED,
-            message="run canceled: its worker was no longer running",
-            timestamp=result.created_at,
-        )
-        await runs.advance_status(session, run_id, RunStatus.CANCELED, result.created_at)
-
-
-async def _apply_health(
-    session: AsyncSession,
-    queue: WorkQueue | None,
-    deployment_id: str,
-    health: RunHealth,
-    result: WorkResult,
-) -> None:
-    status = await runs.run_status(session, health.run_id)
-    if status is None or status.is_terminal:
-        return
-    if health.alive:
-        if status == RunStatus.CANCELING and queue is not None:
-            # Still running although termination was asked: ask again (the launcher
-            # SIGKILLs after its grace period), in case the first request was lost.
-            run = await runs.get_run(session, deployment_id, health.run_id)
-            if run is not None:
-                await terminate.request_interrupt(session, queue, run)
-        return
-    if status == RunStatus.CANCELING:
-        runs.add_control_event(
-            session,
-            health.run_id,
-            EventType.RUN_CANCELED,
-            message="run canceled: its worker was no longer running",
-            timestamp=result.created_at,
-        )
-        await runs.advance_status(session, health.run_id, RunStatus.CANCELED, result.created_at)
-        return
-    # Gone without an exit report: record it as an exit of unknown code about the launch,
-    # and let the run monitor fail the run if its terminal event does not arrive within
-    # the grace period (a worker that finished cleanly may still have events in flight).
-    await _insert(
-        session,
-        WorkResult(
-            id=f"{result.id}.gone",
-            work_item_id=runs.launch_item_id(health.run_id),
-            kind=RUN_WORKER_EXITED,
-            ok=False,
-            payload={"run_id": health.run_id, "exit_code": None},
-            created_at=result.created_at,
-        ),
-    )
-
-
-async def _apply_worker_exit(
-    session: AsyncSession, worker_exit: _WorkerExit, result: WorkResult
-) -> None:
-    # Exit code 0 means the worker published (and JetStream stored) all its events, the
-    # terminal one last; that event may still be on its way through another relay batch,
-    # so a clean exit never fails the run here.
-    if worker_exit.exit_code == 0:
-        return
-    status = await runs.run_status(session, worker_exit.run_id)
-    if status is None or status.is_terminal:
-        return
-    if status == RunStatus.CANCELING:
-        # Killed after the grace period (or died) while being terminated: that is the
-        # cancellation the user asked for, not a failure.
-        runs.add_control_event(
-            session,
-            worker_exit.run_id,
-            EventType.RUN_CANCELED,
-            message=f"run canceled: its worker stopped with exit code {worker_exit.exit_code}",
-            timestamp=result.created_at,
-            data={"exit_code": worker_exit.exit_code},
-        )
-        await runs.advance_status(
-            session, worker_exit.run_id, RunStatus.CANCELED, result.created_at
-        )
-        return
-    runs.add_control_event(
-        session,
-        worker_exit.run_id,
-        EventType.ENGINE_ERROR,
-        message=f"run worker exited with code {worker_exit.exit_code} before the run finished",
-        timestamp=result.created_at,
-        error=result.error,
-        data={"exit_code": worker_exit.exit_code},
-    )
-    await runs.advance_status(session, worker_exit.run_id, RunStatus.FAILURE, result.created_at)
+        exited = entry.worker_exit
+        await lifecycle.apply_worker_exit(session, exited.run_id, exited.exit_code, result)

@@ -4,26 +4,32 @@ A run that has not been handed to an agent yet (its ``launch_run`` item still PE
 canceled on the spot. Otherwise it goes CANCELING and a ``terminate_run`` work item asks
 the launcher to interrupt the worker (SIGTERM, then SIGKILL after a grace period); the
 worker reports RUN_CANCELED itself. What comes back later settles the rest
-(:mod:`tether.controlplane.queue.results`): a launch that lands after the terminate is
+(:mod:`tether.controlplane.runs.lifecycle`): a launch that lands after the terminate is
 interrupted again, and a worker that was not running any more ends the run CANCELED.
+
+Canceling a backfill (:func:`cancel_backfill`) terminates its runs the same way, one by one.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
-from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.db.models import Backfill, BackfillStatus, Run
+from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.store import runs
-from tether.shared.runtime import telemetry
-from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.runs import EventType, RunStatus
-from tether.shared.wire.work import TerminateRunPayload, WorkKind
+from tether.controlplane.runs import lifecycle
+from tether.controlplane.store import backfills, runs, workitems
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.work import WorkKind
+
+log = logging.getLogger(__name__)
+
+#: Statuses of a backfill's runs that a cancel with ``terminate_running`` interrupts.
+_RUNNING = [RunStatus.STARTING, RunStatus.STARTED]
 
 
 @dataclass(frozen=True)
@@ -65,93 +71,85 @@ async def terminate_run(
         if status == RunStatus.QUEUED and await _withdraw_launch(
             session, run, held=queue.hold_launches
         ):
-            runs.add_control_event(
-                session,
-                run_id,
-                EventType.RUN_CANCELED,
-                message="run canceled before it was launched",
-                timestamp=now,
-            )
-            await runs.advance_status(session, run_id, RunStatus.CANCELED, now)
+            await lifecycle.cancel_unlaunched(session, run_id, now)
         else:
-            if status != RunStatus.CANCELING:
-                runs.add_control_event(
-                    session,
-                    run_id,
-                    EventType.RUN_CANCELING,
-                    message="termination requested",
-                    timestamp=now,
-                )
-                await runs.advance_status(session, run_id, RunStatus.CANCELING, now)
-            await request_interrupt(session, queue, run)
+            await lifecycle.request_termination(session, queue, run, status, now)
     async with db.reading() as session:
         refreshed = await runs.get_run(session, deployment_id, run_id)
     assert refreshed is not None
     return Terminating(refreshed)
 
 
-async def request_interrupt(session: AsyncSession, queue: WorkQueue, run: Run) -> None:
-    """Queue a ``terminate_run`` item for the launcher of ``run``'s location."""
-    launch = await _launch_item(session, run.id)
-    location = (
-        LocationConfig.model_validate(launch.location)
-        if launch is not None
-        else LocationConfig(name=run.location_name)
-    )
-    queue.enqueue(
-        session,
-        deployment_id=run.deployment_id,
-        kind=WorkKind.TERMINATE_RUN,
-        location=location,
-        payload=TerminateRunPayload(run_id=run.id).model_dump(mode="json"),
-        traceparent=telemetry.current_traceparent() or run.traceparent,
-    )
-
-
-async def launch_settled(session: AsyncSession, run_id: str) -> bool:
-    """Whether the run's ``launch_run`` item got its result (so no launch is still coming)."""
-    launch = await _launch_item(session, run_id)
-    return launch is None or launch.status in (WorkStatus.DONE, WorkStatus.FAILED)
-
-
-async def _launch_item(session: AsyncSession, run_id: str) -> WorkItemRow | None:
-    return await session.get(WorkItemRow, runs.launch_item_id(run_id))
-
-
 async def _withdraw_launch(session: AsyncSession, run: Run, *, held: bool) -> bool:
     """Take back a launch no agent has claimed yet; False when one already has it."""
     run_id = run.id
-    launch = await _launch_item(session, run_id)
+    launch = await lifecycle.launch_item(session, run_id)
     if launch is None and not held:
         return False
     if launch is None:
         # Held by the run queue (no launch queued yet): take the launch item's id first,
         # as an already-finished item, so the run coordinator's insert of it fails and
         # the run is never dispatched.
-        withdrawn_now = (
-            await session.execute(
-                upsert_insert(session, WorkItemRow.__table__)
-                .values(
-                    id=runs.launch_item_id(run_id),
-                    deployment_id=run.deployment_id,
-                    kind=str(WorkKind.LAUNCH_RUN),
-                    location_name=run.location_name,
-                    substrate="",
-                    location=LocationConfig(name=run.location_name).model_dump(mode="json"),
-                    payload={"run_id": run_id},
-                    status=WorkStatus.FAILED,
-                    attempts=0,
-                    created_at=time.time(),
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(WorkItemRow.__table__.c.id)
+        return await workitems.reserve_finished(
+            session,
+            item_id=runs.launch_item_id(run_id),
+            deployment_id=run.deployment_id,
+            kind=WorkKind.LAUNCH_RUN,
+            location_name=run.location_name,
+            payload={"run_id": run_id},
+        )
+    return await workitems.withdraw_pending(session, launch.id)
+
+
+async def cancel_backfill(
+    db: Database,
+    queue: WorkQueue,
+    *,
+    deployment_id: str,
+    backfill_id: str,
+    terminate_running: bool,
+    now: float,
+) -> tuple[Backfill, list[str]]:
+    """Stop launching the backfill's partitions and cancel its queued runs.
+
+    With ``terminate_running`` its started runs are terminated too (their launcher
+    interrupts them); without, they run to their end. Canceling a CANCELED backfill again
+    is allowed (e.g. to terminate what still runs). Each run goes through
+    :func:`terminate_run`, in a transaction of its own.
+
+    Returns:
+        The backfill and the runs asked to stop.
+
+    Raises:
+        NotFoundError: no such backfill.
+        BadInputError: it already ended and none of its runs is unfinished.
+    """
+    async with db.transaction() as session:
+        backfill = await backfills.get_backfill(session, deployment_id, backfill_id)
+        if backfill is None:
+            raise NotFoundError(f"no backfill {backfill_id!r}")
+        if backfill.status in (
+            BackfillStatus.COMPLETED,
+            BackfillStatus.FAILED,
+        ) and not await backfills.has_unfinished_runs(session, backfill.id):
+            raise BadInputError(
+                f"backfill {backfill_id} already ended ({backfill.status}) and none of "
+                "its runs is unfinished; nothing to cancel"
             )
-        ).first()
-        return withdrawn_now is not None
-    withdrawn = await session.execute(
-        update(WorkItemRow)
-        .where(WorkItemRow.id == launch.id, WorkItemRow.status == WorkStatus.PENDING)
-        .values(status=WorkStatus.FAILED)
-        .execution_options(synchronize_session=False)
-    )
-    return withdrawn.rowcount == 1
+        await backfills.mark_canceled(session, backfill.id, now)
+    # Committed: from here on the daemon creates no run of this backfill, so the runs
+    # read now are all there will ever be.
+    statuses = [RunStatus.QUEUED] + (_RUNNING if terminate_running else [])
+    async with db.reading() as session:
+        run_ids = await backfills.run_ids_in(session, backfill_id, statuses)
+    stopped = []
+    for run_id in run_ids:
+        outcome = await terminate_run(db, queue, deployment_id=deployment_id, run_id=run_id)
+        # A run that ended meanwhile needs nothing.
+        if isinstance(outcome, Terminating):
+            stopped.append(run_id)
+    async with db.reading() as session:
+        refreshed = await backfills.get_backfill(session, deployment_id, backfill_id)
+    assert refreshed is not None
+    log.info("backfill %s canceled; %d run(s) asked to stop", backfill_id, len(stopped))
+    return refreshed, stopped
