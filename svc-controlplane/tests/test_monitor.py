@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from controlplane_testkit import EVENTS, Api, Clock
-from tether.controlplane.monitor import RunMonitor
+from tether.controlplane.daemons.monitor import RunMonitor
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkResult
 

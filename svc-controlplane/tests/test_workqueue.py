@@ -12,9 +12,10 @@ import pytest
 from controlplane_testkit import ACK, CLAIM, WORKSPACE, Api
 from db_backends import PostgresDatabase
 from sqlalchemy import event
-from tether.controlplane import auth, launch
+from tether.controlplane import auth
 from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.runs import launch
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier

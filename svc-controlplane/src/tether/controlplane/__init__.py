@@ -26,7 +26,7 @@ _WHERE = {
     "ControlPlaneError": "tether.controlplane.errors",
     "ControlPlaneService": "tether.controlplane.service",
     "ControlPlaneSettings": "tether.controlplane.settings",
-    "WorkQueue": "tether.controlplane.workqueue",
+    "WorkQueue": "tether.controlplane.queue.workqueue",
 }
 
 

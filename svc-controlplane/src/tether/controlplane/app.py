@@ -29,11 +29,11 @@ from tether.controlplane.httpsecurity import (
     TrustedProxyScheme,
 )
 from tether.controlplane.jsonbody import JsonBodyError, decode_json_body
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import ui_routes
 from tether.controlplane.ui.sessions import UiSessions
 from tether.controlplane.workkeys import load_or_create_signer
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.signing import WorkSigner
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from tether.controlplane.errors import (
     WorkspaceFileError,
     describe_validation_error,
 )
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.runtime.privatefiles import tighten
 from tether.shared.wire.locations import LocationConfig

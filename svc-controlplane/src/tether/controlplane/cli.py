@@ -111,9 +111,9 @@ def run_monitor(
 
 
 async def _run_monitor(settings: Any) -> None:
+    from tether.controlplane.daemons.monitor import RunMonitor
     from tether.controlplane.db.engine import Database, migrate
-    from tether.controlplane.monitor import RunMonitor
-    from tether.controlplane.workqueue import WorkQueue
+    from tether.controlplane.queue.workqueue import WorkQueue
     from tether.shared.runtime.service import serve as serve_service
 
     await asyncio.to_thread(migrate, settings.database_url)

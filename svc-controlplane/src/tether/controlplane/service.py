@@ -18,7 +18,7 @@ from tether.controlplane.daemons import (
     Scheduler,
     SensorDaemon,
 )
-from tether.controlplane.monitor import RunMonitor
+from tether.controlplane.daemons.monitor import RunMonitor
 from tether.controlplane.settings import ControlPlaneSettings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Daemons of the control plane: scheduler, sensor daemon, backfill daemon, run coordinator.
+"""Daemons of the control plane: scheduler, sensor daemon, backfill daemon, run coordinator,
+run monitor.
 
 Each is a :class:`PeriodicDaemon` (``run()`` until ``shutdown()``, ``check()`` once, a
 clock tests control) that never talks to an agent: it writes work items and reads their
@@ -8,7 +9,15 @@ results, so it can run inside ``serve`` or on its own, and several at once are h
 from tether.controlplane.daemons.backfills import BackfillDaemon
 from tether.controlplane.daemons.coordinator import RunCoordinator
 from tether.controlplane.daemons.loop import PeriodicDaemon
+from tether.controlplane.daemons.monitor import RunMonitor
 from tether.controlplane.daemons.scheduler import Scheduler
 from tether.controlplane.daemons.sensors import SensorDaemon
 
-__all__ = ["BackfillDaemon", "PeriodicDaemon", "RunCoordinator", "Scheduler", "SensorDaemon"]
+__all__ = [
+    "BackfillDaemon",
+    "PeriodicDaemon",
+    "RunCoordinator",
+    "RunMonitor",
+    "Scheduler",
+    "SensorDaemon",
+]

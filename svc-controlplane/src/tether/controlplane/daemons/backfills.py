@@ -16,9 +16,10 @@ REQUESTED backfill:
 
 The backfill row is claimed with a conditional update on ``launched`` and its REQUESTED
 status, so two daemons never create the same partition's run twice, and a backfill
-canceled meanwhile gets no new run. A retried backfill (``store.backfills``) is REQUESTED
-again with the partitions to re-run appended to its keys; configs asked before the retry
-are not reused (the user may have fixed what failed).
+canceled meanwhile gets no new run. A retried backfill
+(:mod:`tether.controlplane.store.backfills`) is REQUESTED again with the partitions to
+re-run appended to its keys; configs asked before the retry are not reused (the user may
+have fixed what failed).
 """
 
 from __future__ import annotations
@@ -27,32 +28,22 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.daemons.ticks import result_error
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import (
-    Backfill,
-    BackfillStatus,
-    CodeLocation,
-    Run,
-    WorkItemRow,
-    WorkResultRow,
-)
-from tether.controlplane.launch import Launched, queue_run
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.db.models import Backfill, BackfillStatus, WorkResultRow
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs.launch import Launched, queue_run
+from tether.controlplane.store import backfills, locations
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.work import PartitionConfigPayload, PartitionRunConfigResult, WorkKind
 
 log = logging.getLogger(__name__)
 
 BACKFILL_TAG = "tether/backfill"
 PARTITION_TAG = "tether/partition"
-
-_UNFINISHED = [str(s) for s in RunStatus if not s.is_terminal]
 
 
 class BackfillDaemon(PeriodicDaemon):
@@ -89,17 +80,7 @@ class BackfillDaemon(PeriodicDaemon):
         """Advance every REQUESTED backfill."""
         now = self.now()
         async with self._db.reading() as session:
-            ids = (
-                (
-                    await session.execute(
-                        select(Backfill.id)
-                        .where(Backfill.status == str(BackfillStatus.REQUESTED))
-                        .order_by(Backfill.created_at)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            ids = await backfills.requested_ids(session)
         for backfill_id in ids:
             # One transaction per backfill: one that fails does not hold back the others.
             try:
@@ -109,42 +90,25 @@ class BackfillDaemon(PeriodicDaemon):
                 log.exception("backfill %s: check failed; retrying next round", backfill_id)
 
     async def _advance(self, session: AsyncSession, backfill_id: str, now: float) -> None:
-        backfill = await session.get(Backfill, backfill_id)
+        backfill = await backfills.backfill_by_id(session, backfill_id)
         if backfill is None or backfill.status != BackfillStatus.REQUESTED:
             return
-        claimed = await session.execute(
-            update(Backfill)
-            .where(
-                Backfill.id == backfill.id,
-                Backfill.launched == backfill.launched,
-                # A cancel that committed after this daemon read the row wins.
-                Backfill.status == str(BackfillStatus.REQUESTED),
-            )
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if not claimed.rowcount:
+        # A cancel that committed after this daemon read the row wins.
+        if not await backfills.claim_for_advance(session, backfill, now):
             return
         keys = list(backfill.partition_keys)
         if backfill.launched >= len(keys):
             backfill.status = str(BackfillStatus.COMPLETED)
             backfill.updated_at = now
             return
-        in_flight = await session.scalar(
-            select(func.count(Run.id)).where(
-                Run.backfill_id == backfill.id, Run.status.in_(_UNFINISHED)
-            )
-        )
-        capacity = self.max_in_flight - int(in_flight or 0)
+        in_flight = await backfills.unfinished_run_count(session, backfill.id)
+        capacity = self.max_in_flight - in_flight
         if capacity <= 0:
             return
         window = keys[backfill.launched : backfill.launched + capacity]
         answers = await self._answers(session, backfill, window, now)
-        location = await session.scalar(
-            select(CodeLocation).where(
-                CodeLocation.deployment_id == backfill.deployment_id,
-                CodeLocation.name == backfill.location_name,
-            )
+        location = await locations.get_location(
+            session, backfill.deployment_id, backfill.location_name
         )
         if location is None:
             gone = f"code location {backfill.location_name!r} no longer exists"
@@ -211,24 +175,7 @@ class BackfillDaemon(PeriodicDaemon):
         Any answer given since the backfill was created (or last retried) will do: a
         partition's config does not depend on who asked.
         """
-        since = backfill.retried_at if backfill.retried_at is not None else backfill.created_at
-        key_of = WorkItemRow.payload["partition_key"].as_string()
-        set_of = WorkItemRow.payload["partition_set_name"].as_string()
-        rows = (
-            await session.execute(
-                select(key_of, WorkItemRow.expires_at, WorkResultRow)
-                .outerjoin(WorkResultRow, WorkResultRow.id == WorkItemRow.id)
-                .where(
-                    WorkItemRow.deployment_id == backfill.deployment_id,
-                    WorkItemRow.kind == str(WorkKind.GET_PARTITION_CONFIG),
-                    WorkItemRow.location_name == backfill.location_name,
-                    WorkItemRow.created_at >= since,
-                    set_of == (backfill.partition_set_name or ""),
-                    key_of.in_(window),
-                )
-                .order_by(WorkItemRow.created_at)
-            )
-        ).all()
+        rows = await backfills.partition_answers(session, backfill, window)
         out: dict[str, PartitionRunConfigResult | ErrorInfo | None] = {}
         for key, expires_at, result in rows:
             if result is not None:

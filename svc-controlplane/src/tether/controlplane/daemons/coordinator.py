@@ -16,23 +16,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import exists, select
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import CodeLocation, Run, WorkItemRow
-from tether.controlplane.launch import launch_payload
-from tether.controlplane.store import runs
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs.launch import launch_payload
+from tether.controlplane.store import locations, runs
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.work import WorkKind
 
 log = logging.getLogger(__name__)
-
-_UNFINISHED = [str(s) for s in RunStatus if not s.is_terminal]
-
-#: ``launch_item_id(run_id)`` is this prefix + the run id (so SQL can join on it).
-_LAUNCH_PREFIX = runs.launch_item_id("")
 
 
 def _limits(spec: Mapping[str, int]) -> list[tuple[str, str | None, int]]:
@@ -76,27 +68,12 @@ class RunCoordinator(PeriodicDaemon):
     async def check(self) -> list[str]:
         """Dispatch what the limits allow; return the ids of the runs dispatched."""
         dispatched: list[str] = []
-        launched = exists().where(WorkItemRow.id == _LAUNCH_PREFIX + Run.id)
         async with self._db.transaction() as session:
-            in_flight = (
-                await session.execute(
-                    select(Run.deployment_id, Run.tags).where(Run.status.in_(_UNFINISHED), launched)
-                )
-            ).all()
-            waiting = (
-                (
-                    await session.execute(
-                        select(Run)
-                        .where(Run.status == str(RunStatus.QUEUED), ~launched)
-                        .order_by(Run.created_at, Run.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            in_flight = await runs.launched_unfinished_tags(session)
+            waiting = await runs.waiting_for_launch(session)
             counts: dict[str, list[dict[str, str]]] = {}
             for deployment_id, tags in in_flight:
-                counts.setdefault(deployment_id, []).append(dict(tags or {}))
+                counts.setdefault(deployment_id, []).append(tags)
             configs: dict[tuple[str, str], LocationConfig] = {}
             for run in waiting:
                 active = counts.setdefault(run.deployment_id, [])
@@ -104,12 +81,7 @@ class RunCoordinator(PeriodicDaemon):
                     continue
                 key = (run.deployment_id, run.location_name)
                 if key not in configs:
-                    location = await session.scalar(
-                        select(CodeLocation).where(
-                            CodeLocation.deployment_id == run.deployment_id,
-                            CodeLocation.name == run.location_name,
-                        )
-                    )
+                    location = await locations.get_location(session, *key)
                     configs[key] = (
                         LocationConfig.model_validate(location.config)
                         if location is not None

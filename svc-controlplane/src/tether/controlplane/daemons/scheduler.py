@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.daemons.catchup import (
     MAX_RECORDED_MISSED,
     CatchupPolicy,
@@ -33,34 +32,19 @@ from tether.controlplane.daemons.catchup import (
 )
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.daemons.ticks import (
-    Outcome,
-    answered_ticks,
-    claim_tick,
-    create_runs,
-    finish_tick,
-    overdue_ticks,
+    SCHEDULE_TICKS,
+    finish_ticks,
     record_skipped_ticks,
-    requests_failed,
-    result_error,
     start_tick,
-    tick_traceparent,
 )
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import (
-    Instigator,
-    InstigatorKind,
-    InstigatorStatus,
-    TickStatus,
-    WorkResultRow,
-)
+from tether.controlplane.db.models import Instigator, InstigatorKind, InstigatorStatus
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.store import instigators, locations
-from tether.controlplane.store.instigators import SCHEDULE_TAG
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import cron
-from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.snapshots import ScheduleSnapshot
-from tether.shared.wire.work import EvaluateSchedulePayload, ScheduleTickResult, WorkKind
+from tether.shared.wire.work import EvaluateSchedulePayload, WorkKind
 
 log = logging.getLogger(__name__)
 
@@ -236,68 +220,6 @@ class Scheduler(PeriodicDaemon):
 
     async def finish_ticks(self, now: float) -> int:
         """Apply arrived results and time out silent ticks; return how many ticks finished."""
-        finished = 0
-        async with self._db.transaction() as session:
-            for tick, state, result in await answered_ticks(session, InstigatorKind.SCHEDULE):
-                if not await claim_tick(session, tick, now):
-                    continue
-                traceparent = await tick_traceparent(session, tick)
-                outcome = await self._outcome(session, state, result, now, traceparent)
-                await finish_tick(session, tick, outcome, now)
-                finished += 1
-            for tick, _state in await overdue_ticks(
-                session, InstigatorKind.SCHEDULE, now - self.tick_timeout_s
-            ):
-                if not await claim_tick(session, tick, now):
-                    continue
-                error = ErrorInfo(
-                    cls_name="TickTimeout",
-                    message=(
-                        f"no agent evaluated this tick within {self.tick_timeout_s:g}s "
-                        "(is an agent running for this location's substrate?)"
-                    ),
-                )
-                await finish_tick(session, tick, Outcome(TickStatus.FAILURE, error=error), now)
-                finished += 1
-        return finished
-
-    async def _outcome(
-        self,
-        session: AsyncSession,
-        state: Instigator,
-        result: WorkResultRow,
-        now: float,
-        traceparent: str | None,
-    ) -> Outcome:
-        try:
-            tick = ScheduleTickResult.model_validate(result.payload)
-        except ValueError:
-            # A failure before the code server answered (no location, no code server).
-            return Outcome(TickStatus.FAILURE, error=result_error(result))
-        if tick.error is not None:
-            return Outcome(TickStatus.FAILURE, error=tick.error)
-        if not tick.run_requests:
-            return Outcome(TickStatus.SKIPPED, skip_reason=tick.skip_reason or "no run requested")
-        run_ids, run_keys, problems = await create_runs(
-            session,
-            self._queue,
-            state,
-            tick.run_requests,
-            owner_tag=SCHEDULE_TAG,
-            traceparent=traceparent,
-            now=now,
+        return await finish_ticks(
+            self._db, self._queue, SCHEDULE_TICKS, now=now, timeout_s=self.tick_timeout_s
         )
-        if problems:
-            return Outcome(
-                TickStatus.FAILURE,
-                run_ids=run_ids,
-                run_keys=run_keys,
-                error=requests_failed(problems),
-            )
-        if not run_ids:
-            return Outcome(
-                TickStatus.SKIPPED,
-                run_keys=run_keys,
-                skip_reason="every run key of this tick already has a run",
-            )
-        return Outcome(TickStatus.SUCCESS, run_ids=run_ids, run_keys=run_keys)

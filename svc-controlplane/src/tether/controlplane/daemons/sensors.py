@@ -19,36 +19,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.daemons.loop import PeriodicDaemon
-from tether.controlplane.daemons.ticks import (
-    Outcome,
-    answered_ticks,
-    claim_tick,
-    create_runs,
-    finish_tick,
-    overdue_ticks,
-    requests_failed,
-    result_error,
-    start_tick,
-    tick_traceparent,
-)
+from tether.controlplane.daemons.ticks import SENSOR_TICKS, finish_ticks, start_tick
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import (
-    Instigator,
-    InstigatorKind,
-    InstigatorStatus,
-    InstigatorTick,
-    TickStatus,
-    WorkResultRow,
-)
-from tether.controlplane.store import instigators, locations
-from tether.controlplane.store.instigators import SENSOR_TAG
-from tether.controlplane.workqueue import WorkQueue
-from tether.shared.wire.base import ErrorInfo
+from tether.controlplane.db.models import InstigatorKind, InstigatorStatus
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.store import instigators, locations, ticks
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.work import EvaluateSensorPayload, SensorTickResult, WorkKind
+from tether.shared.wire.work import EvaluateSensorPayload, WorkKind
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +84,10 @@ class SensorDaemon(PeriodicDaemon):
                 if last is not None and now - last < sensor.minimum_interval_seconds:
                     upcoming.append(last + sensor.minimum_interval_seconds)
                     continue
-                if await self._in_flight(session, state):
+                if await ticks.has_started(session, state.id):
                     continue
                 # Optimistic: only the process that moves last_tick_at starts the tick.
-                moved = await session.execute(
-                    update(Instigator)
-                    .where(
-                        Instigator.id == state.id,
-                        Instigator.last_tick_at.is_(None)
-                        if last is None
-                        else Instigator.last_tick_at == last,
-                    )
-                    .values(last_tick_at=now, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                if not moved.rowcount:
+                if not await ticks.move_last_tick(session, state.id, last, now):
                     continue
                 location = await locations.get_location(
                     session, definition.deployment_id, definition.location_name
@@ -131,7 +98,7 @@ class SensorDaemon(PeriodicDaemon):
                     sensor_name=definition.name,
                     cursor=state.cursor,
                     last_tick_timestamp=last,
-                    last_run_key=await self._last_run_key(session, state),
+                    last_run_key=await ticks.last_run_key(session, state.id),
                     current_timestamp=now,
                 )
                 item = await start_tick(
@@ -149,103 +116,8 @@ class SensorDaemon(PeriodicDaemon):
         self.wake_at = min(upcoming, default=None)
         return started
 
-    async def _in_flight(self, session: AsyncSession, state: Instigator) -> bool:
-        tick = await session.scalar(
-            select(InstigatorTick.id)
-            .where(
-                InstigatorTick.instigator_id == state.id,
-                InstigatorTick.status == str(TickStatus.STARTED),
-            )
-            .limit(1)
-        )
-        return tick is not None
-
-    async def _last_run_key(self, session: AsyncSession, state: Instigator) -> str | None:
-        rows = await session.execute(
-            select(InstigatorTick.run_keys)
-            .where(
-                InstigatorTick.instigator_id == state.id,
-                InstigatorTick.status == str(TickStatus.SUCCESS),
-            )
-            .order_by(InstigatorTick.tick_time.desc())
-            .limit(1)
-        )
-        keys = rows.scalar_one_or_none()
-        return keys[-1] if keys else None
-
     async def finish_ticks(self, now: float) -> int:
         """Apply arrived results and time out silent ticks; return how many ticks finished."""
-        finished = 0
-        async with self._db.transaction() as session:
-            for tick, state, result in await answered_ticks(session, InstigatorKind.SENSOR):
-                if not await claim_tick(session, tick, now):
-                    continue
-                traceparent = await tick_traceparent(session, tick)
-                outcome = await self._outcome(session, state, result, now, traceparent)
-                if outcome.cursor is not None and outcome.status != TickStatus.FAILURE:
-                    state.cursor = outcome.cursor
-                    state.updated_at = now
-                await finish_tick(session, tick, outcome, now)
-                finished += 1
-            for tick, _state in await overdue_ticks(
-                session, InstigatorKind.SENSOR, now - self.tick_timeout_s
-            ):
-                if not await claim_tick(session, tick, now):
-                    continue
-                error = ErrorInfo(
-                    cls_name="TickTimeout",
-                    message=(
-                        f"no agent evaluated this sensor tick within {self.tick_timeout_s:g}s "
-                        "(is an agent running for this location's substrate?)"
-                    ),
-                )
-                await finish_tick(session, tick, Outcome(TickStatus.FAILURE, error=error), now)
-                finished += 1
-        return finished
-
-    async def _outcome(
-        self,
-        session: AsyncSession,
-        state: Instigator,
-        result: WorkResultRow,
-        now: float,
-        traceparent: str | None,
-    ) -> Outcome:
-        try:
-            tick = SensorTickResult.model_validate(result.payload)
-        except ValueError:
-            return Outcome(TickStatus.FAILURE, error=result_error(result))
-        if tick.error is not None:
-            return Outcome(TickStatus.FAILURE, error=tick.error)
-        if not tick.run_requests:
-            return Outcome(
-                TickStatus.SKIPPED,
-                skip_reason=tick.skip_reason or "no run requested",
-                cursor=tick.cursor,
-            )
-        run_ids, run_keys, problems = await create_runs(
-            session,
-            self._queue,
-            state,
-            tick.run_requests,
-            owner_tag=SENSOR_TAG,
-            traceparent=traceparent,
-            now=now,
+        return await finish_ticks(
+            self._db, self._queue, SENSOR_TICKS, now=now, timeout_s=self.tick_timeout_s
         )
-        if problems:
-            # The cursor is kept back: the next tick asks again, and run keys dedupe the
-            # requests that did make runs.
-            return Outcome(
-                TickStatus.FAILURE,
-                run_ids=run_ids,
-                run_keys=run_keys,
-                error=requests_failed(problems),
-            )
-        if not run_ids:
-            return Outcome(
-                TickStatus.SKIPPED,
-                run_keys=run_keys,
-                skip_reason="every run key of this tick already has a run",
-                cursor=tick.cursor,
-            )
-        return Outcome(TickStatus.SUCCESS, run_ids=run_ids, run_keys=run_keys, cursor=tick.cursor)

@@ -1,10 +1,12 @@
-"""What schedule and sensor ticks have in common: recording them, and turning their
-results into runs.
+"""What schedule and sensor ticks have in common: recording them, turning their results
+into runs, and finishing them.
 
 A tick is a row (``instigator_ticks``) STARTED together with its evaluation work item, in
 one transaction. Its outcome is applied once that item's result is stored: the tick moves
 out of STARTED by one conditional update, and only the process whose update matched
 creates the runs, so two daemons (or a restart mid-way) never create a run twice.
+:func:`finish_ticks` is that one path, for schedules and sensors alike (a
+:class:`TickKind` says what differs: the result model, the owner tag, the wording).
 """
 
 from __future__ import annotations
@@ -15,27 +17,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.models import (
-    Instigator,
-    InstigatorTick,
-    Run,
-    RunTag,
-    TickStatus,
-    WorkItemRow,
-    WorkResultRow,
-)
-from tether.controlplane.db.statements import upsert_insert
-from tether.controlplane.launch import Launched, queue_run
-from tether.controlplane.store.instigators import RUN_KEY_TAG
-from tether.controlplane.workqueue import WorkQueue
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import Instigator, InstigatorKind, TickStatus, WorkResultRow
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs.launch import Launched, queue_run
+from tether.controlplane.store import ticks
+from tether.controlplane.store.instigators import RUN_KEY_TAG, SCHEDULE_TAG, SENSOR_TAG
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.work import RunRequestInfo, WorkKind
+from tether.shared.wire.work import RunRequestInfo, ScheduleTickResult, SensorTickResult, WorkKind
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TickKind:
+    """What tells schedule ticks and sensor ticks apart when they finish."""
+
+    instigator_kind: InstigatorKind
+    result_model: type[ScheduleTickResult] | type[SensorTickResult]
+    owner_tag: str
+    #: How the timeout error names the tick.
+    what: str
+
+
+SCHEDULE_TICKS = TickKind(InstigatorKind.SCHEDULE, ScheduleTickResult, SCHEDULE_TAG, "tick")
+SENSOR_TICKS = TickKind(InstigatorKind.SENSOR, SensorTickResult, SENSOR_TAG, "sensor tick")
 
 
 async def start_tick(
@@ -57,22 +66,7 @@ async def start_tick(
     The work item expires with the tick's timeout, so an agent that comes back late never
     evaluates a tick this control plane already gave up on.
     """
-    inserted = (
-        await session.execute(
-            upsert_insert(session, InstigatorTick.__table__)
-            .values(
-                instigator_id=state.id,
-                tick_time=tick_time,
-                status=str(TickStatus.STARTED),
-                run_ids=[],
-                run_keys=[],
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["instigator_id", "tick_time"])
-            .returning(InstigatorTick.__table__.c.id)
-        )
-    ).scalar_one_or_none()
+    inserted = await ticks.insert_started(session, state.id, tick_time, now)
     if inserted is None:
         return None
     # Each tick is the root of a trace: its evaluation and the runs it creates join it.
@@ -90,12 +84,7 @@ async def start_tick(
         traceparent=traceparent,
         expires_at=now + timeout_s,
     )
-    await session.execute(
-        update(InstigatorTick)
-        .where(InstigatorTick.id == inserted)
-        .values(work_item_id=item_id)
-        .execution_options(synchronize_session=False)
-    )
+    await ticks.set_work_item(session, inserted, item_id)
     return item_id
 
 
@@ -110,26 +99,8 @@ async def record_skipped_ticks(
 
     One multi-row insert; a tick already recorded (by another scheduler) stays as it was.
     """
-    if not tick_times:
-        return
-    rows = [
-        {
-            "instigator_id": state.id,
-            "tick_time": tick_time,
-            "status": str(TickStatus.SKIPPED),
-            "run_ids": [],
-            "run_keys": [],
-            "skip_reason": reason,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for tick_time, reason in zip(tick_times, reasons, strict=True)
-    ]
-    await session.execute(
-        upsert_insert(session, InstigatorTick.__table__)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["instigator_id", "tick_time"])
-    )
+    if tick_times:
+        await ticks.insert_skipped(session, state.id, tick_times, reasons, now)
 
 
 @dataclass
@@ -144,76 +115,104 @@ class Outcome:
     cursor: str | None = None
 
 
-async def answered_ticks(
-    session: AsyncSession, kind: str
-) -> list[tuple[InstigatorTick, Instigator, WorkResultRow]]:
-    """STARTED ticks of ``kind`` (schedule/sensor) whose evaluation result has arrived."""
-    rows = (
-        await session.execute(
-            select(InstigatorTick, Instigator, WorkResultRow)
-            .join(Instigator, Instigator.id == InstigatorTick.instigator_id)
-            # The main result of a work item has the item's id as its own id.
-            .join(WorkResultRow, WorkResultRow.id == InstigatorTick.work_item_id)
-            .where(InstigatorTick.status == str(TickStatus.STARTED), Instigator.kind == kind)
-            .order_by(InstigatorTick.tick_time)
-        )
-    ).all()
-    return [(tick, state, result) for tick, state, result in rows]
+async def finish_ticks(
+    db: Database, queue: WorkQueue, kind: TickKind, *, now: float, timeout_s: float
+) -> int:
+    """Apply the arrived results of ``kind``'s ticks and time out the silent ones (no
+    result ``timeout_s`` after they started), in one transaction; return how many ticks
+    finished.
 
-
-async def overdue_ticks(
-    session: AsyncSession, kind: str, before: float
-) -> list[tuple[InstigatorTick, Instigator]]:
-    """STARTED ticks of ``kind`` created before ``before`` that still have no result."""
-    rows = (
-        await session.execute(
-            select(InstigatorTick, Instigator)
-            .join(Instigator, Instigator.id == InstigatorTick.instigator_id)
-            .outerjoin(WorkResultRow, WorkResultRow.id == InstigatorTick.work_item_id)
-            .where(
-                InstigatorTick.status == str(TickStatus.STARTED),
-                Instigator.kind == kind,
-                InstigatorTick.created_at < before,
-                WorkResultRow.id.is_(None),
-            )
-        )
-    ).all()
-    return [(tick, state) for tick, state in rows]
-
-
-async def claim_tick(session: AsyncSession, tick: InstigatorTick, now: float) -> bool:
-    """Take the right to finish ``tick``: true for exactly one caller.
-
-    On PostgreSQL the update locks the row, so a concurrent caller waits, then sees the
-    tick no longer STARTED; SQLite has one writer at a time anyway.
+    A sensor tick's new cursor is stored unless the tick failed (a failed tick keeps the
+    old cursor, so the next tick retries the same work).
     """
-    result = await session.execute(
-        update(InstigatorTick)
-        .where(InstigatorTick.id == tick.id, InstigatorTick.status == str(TickStatus.STARTED))
-        .values(updated_at=now)
-        .execution_options(synchronize_session=False)
+    finished = 0
+    async with db.transaction() as session:
+        for tick, state, result in await ticks.answered(session, kind.instigator_kind):
+            if not await ticks.claim(session, tick.id, now):
+                continue
+            traceparent = await ticks.traceparent_of(session, tick)
+            outcome = await _outcome(session, queue, kind, state, result, now, traceparent)
+            if outcome.cursor is not None and outcome.status != TickStatus.FAILURE:
+                state.cursor = outcome.cursor
+                state.updated_at = now
+            await _finish(session, tick.id, outcome, now)
+            finished += 1
+        for tick, _state in await ticks.overdue(session, kind.instigator_kind, now - timeout_s):
+            if not await ticks.claim(session, tick.id, now):
+                continue
+            error = ErrorInfo(
+                cls_name="TickTimeout",
+                message=(
+                    f"no agent evaluated this {kind.what} within {timeout_s:g}s "
+                    "(is an agent running for this location's substrate?)"
+                ),
+            )
+            await _finish(session, tick.id, Outcome(TickStatus.FAILURE, error=error), now)
+            finished += 1
+    return finished
+
+
+async def _finish(session: AsyncSession, tick_id: int, outcome: Outcome, now: float) -> None:
+    await ticks.finish(
+        session,
+        tick_id,
+        status=outcome.status,
+        run_ids=outcome.run_ids,
+        run_keys=outcome.run_keys,
+        skip_reason=outcome.skip_reason,
+        error=outcome.error,
+        cursor=outcome.cursor,
+        now=now,
     )
-    return bool(result.rowcount)
 
 
-async def finish_tick(
-    session: AsyncSession, tick: InstigatorTick, outcome: Outcome, now: float
-) -> None:
-    """Write a claimed tick's outcome."""
-    await session.execute(
-        update(InstigatorTick)
-        .where(InstigatorTick.id == tick.id)
-        .values(
-            status=str(outcome.status),
-            run_ids=outcome.run_ids,
-            run_keys=outcome.run_keys,
-            skip_reason=outcome.skip_reason,
-            error=outcome.error.model_dump(mode="json") if outcome.error else None,
-            cursor=outcome.cursor,
-            updated_at=now,
+async def _outcome(
+    session: AsyncSession,
+    queue: WorkQueue,
+    kind: TickKind,
+    state: Instigator,
+    result: WorkResultRow,
+    now: float,
+    traceparent: str | None,
+) -> Outcome:
+    try:
+        tick = kind.result_model.model_validate(result.payload)
+    except ValueError:
+        # A failure before the code server answered (no location, no code server).
+        return Outcome(TickStatus.FAILURE, error=result_error(result))
+    if tick.error is not None:
+        return Outcome(TickStatus.FAILURE, error=tick.error)
+    cursor = tick.cursor if isinstance(tick, SensorTickResult) else None
+    if not tick.run_requests:
+        return Outcome(
+            TickStatus.SKIPPED, skip_reason=tick.skip_reason or "no run requested", cursor=cursor
         )
-        .execution_options(synchronize_session=False)
+    run_ids, run_keys, problems = await create_runs(
+        session,
+        queue,
+        state,
+        tick.run_requests,
+        owner_tag=kind.owner_tag,
+        traceparent=traceparent,
+        now=now,
     )
+    if problems:
+        # A sensor's cursor is kept back: the next tick asks again, and run keys dedupe
+        # the requests that did make runs.
+        return Outcome(
+            TickStatus.FAILURE,
+            run_ids=run_ids,
+            run_keys=run_keys,
+            error=requests_failed(problems),
+        )
+    if not run_ids:
+        return Outcome(
+            TickStatus.SKIPPED,
+            run_keys=run_keys,
+            skip_reason="every run key of this tick already has a run",
+            cursor=cursor,
+        )
+    return Outcome(TickStatus.SUCCESS, run_ids=run_ids, run_keys=run_keys, cursor=cursor)
 
 
 def result_error(result: WorkResultRow) -> ErrorInfo:
@@ -224,31 +223,6 @@ def result_error(result: WorkResultRow) -> ErrorInfo:
         except ValidationError:
             pass
     return ErrorInfo(cls_name="UnknownError", message="the agent reported a failure without error")
-
-
-async def _existing_run(
-    session: AsyncSession, deployment_id: str, owner_tag: str, owner: str, run_key: str
-) -> str | None:
-    """A run this schedule/sensor already created for ``run_key``, if any."""
-    return await session.scalar(
-        select(Run.id)
-        .join(RunTag, and_(RunTag.run_id == Run.id, RunTag.key == owner_tag))
-        .where(
-            Run.deployment_id == deployment_id,
-            Run.run_key == run_key,
-            RunTag.value == owner,
-        )
-        .limit(1)
-    )
-
-
-async def tick_traceparent(session: AsyncSession, tick: InstigatorTick) -> str | None:
-    """The trace of ``tick`` (carried by its evaluation work item)."""
-    if tick.work_item_id is None:
-        return None
-    return await session.scalar(
-        select(WorkItemRow.traceparent).where(WorkItemRow.id == tick.work_item_id)
-    )
 
 
 async def create_runs(
@@ -277,7 +251,7 @@ async def create_runs(
         if request.run_key is not None:
             run_keys.append(request.run_key)
             tags[RUN_KEY_TAG] = request.run_key
-            existing = await _existing_run(
+            existing = await ticks.run_of_key(
                 session, state.deployment_id, owner_tag, state.name, request.run_key
             )
             if existing is not None:

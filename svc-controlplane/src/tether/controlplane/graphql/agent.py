@@ -24,8 +24,9 @@ from strawberry.types import Info
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import RefusedItem, StoreOutcome
+from tether.controlplane.queue.results import submit_results
+from tether.controlplane.runs import lifecycle
 from tether.controlplane.store import agents, computelogs, runs
-from tether.controlplane.store.results import submit_results
 from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, single
 from tether.controlplane.workkeys import seal
 from tether.shared.runtime import telemetry
@@ -166,7 +167,9 @@ class AgentMutation:
         with _span(info, "storeEvents", count=len(parsed)):
             async with info.context.cp.db.transaction() as session:
                 kept = await _of_known_runs(session, principal.deployment_id, parsed, refused)
-                stored, duplicates = await runs.store_events(session, principal.deployment_id, kept)
+                stored, duplicates = await lifecycle.store_events(
+                    session, principal.deployment_id, kept
+                )
         return _outcome(stored, duplicates, refused)
 
     @strawberry.mutation(

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane.agentcalls import ask_agent
 from tether.controlplane.daemons.catchup import CatchupPolicy
 from tether.controlplane.daemons.scheduler import next_tick
 from tether.controlplane.db.models import (
@@ -30,6 +29,8 @@ from tether.controlplane.db.models import (
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import ErrorInfoType, RunStatusEnum
+from tether.controlplane.queue.agentcalls import ask_agent
+from tether.controlplane.runs import terminate
 from tether.controlplane.store import backfills, instigators, locations
 from tether.controlplane.store.instigators import Definition
 from tether.shared.runtime import telemetry
@@ -750,7 +751,7 @@ class InstigationMutation:
         with tracer.start_as_current_span(
             "cancelBackfill", context=info.context.trace_context(), attributes={"backfill": id}
         ):
-            row, _ = await backfills.cancel_backfill(
+            row, _ = await terminate.cancel_backfill(
                 info.context.cp.db,
                 info.context.cp.queue,
                 deployment_id=principal.deployment_id,

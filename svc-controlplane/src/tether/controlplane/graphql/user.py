@@ -9,7 +9,6 @@ from __future__ import annotations
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane import launch, reexecute, terminate
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.graphql.types import (
@@ -30,6 +29,7 @@ from tether.controlplane.graphql.types import (
     TerminateRunResult,
     TerminateRunSuccess,
 )
+from tether.controlplane.runs import launch, reexecute, terminate
 from tether.controlplane.store import agents, locations, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import RunStatus

@@ -3,6 +3,6 @@
 Each function takes the caller's session, so one GraphQL operation is one transaction.
 """
 
-from tether.controlplane.store import agents, computelogs, locations, results, runs
+from tether.controlplane.store import agents, computelogs, locations, runs
 
-__all__ = ["agents", "computelogs", "locations", "results", "runs"]
+__all__ = ["agents", "computelogs", "locations", "runs"]

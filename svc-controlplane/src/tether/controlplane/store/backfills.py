@@ -5,33 +5,28 @@ daemon creates their runs, ``launched`` its cursor. A retry appends the partitio
 re-runs, so a partition may appear more than once; :func:`distinct_keys` gives the
 partitions themselves. A partition's newest run tells its state.
 
-Cancel and retry are user actions: a cancel moves the backfill to CANCELED (the daemon
-only advances REQUESTED backfills, and claims each with a conditional update on its
-status, so no run is created after the cancel committed), then cancels its queued runs
-and, if asked, terminates its running ones through :mod:`tether.controlplane.terminate`.
+Cancel and retry are user actions: a cancel (:func:`tether.controlplane.runs.terminate.
+cancel_backfill`) moves the backfill to CANCELED (the daemon only advances REQUESTED
+backfills, and claims each with a conditional update on its status, so no run is created
+after the cancel committed), then cancels its queued runs and, if asked, terminates its
+running ones.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane import terminate
-from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import Backfill, BackfillStatus, Run
+from tether.controlplane.db.models import Backfill, BackfillStatus, Run, WorkItemRow, WorkResultRow
 from tether.controlplane.errors import BadInputError, NotFoundError
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.base import new_id
 from tether.shared.wire.runs import RunStatus
-
-log = logging.getLogger(__name__)
+from tether.shared.wire.work import WorkKind
 
 #: A partition whose newest run ended so is what a retry runs again.
 RETRYABLE = frozenset({str(RunStatus.FAILURE), str(RunStatus.CANCELED)})
 _UNFINISHED = [str(s) for s in RunStatus if not s.is_terminal]
-_RUNNING = [str(RunStatus.STARTING), str(RunStatus.STARTED)]
 
 
 async def create_backfill(
@@ -74,6 +69,11 @@ async def get_backfill(
     return await session.scalar(
         select(Backfill).where(Backfill.deployment_id == deployment_id, Backfill.id == backfill_id)
     )
+
+
+async def backfill_by_id(session: AsyncSession, backfill_id: str) -> Backfill | None:
+    """The backfill ``backfill_id``, of any deployment (for the backfill daemon)."""
+    return await session.get(Backfill, backfill_id)
 
 
 async def list_backfills(
@@ -176,80 +176,98 @@ async def retry_backfill(
     return backfill, keys
 
 
-async def cancel_backfill(
-    db: Database,
-    queue: WorkQueue,
-    *,
-    deployment_id: str,
-    backfill_id: str,
-    terminate_running: bool,
-    now: float,
-) -> tuple[Backfill, list[str]]:
-    """Stop launching the backfill's partitions and cancel its queued runs.
-
-    With ``terminate_running`` its started runs are terminated too (their launcher
-    interrupts them); without, they run to their end. Canceling a CANCELED backfill again
-    is allowed (e.g. to terminate what still runs).
-
-    Returns:
-        The backfill and the runs asked to stop.
-
-    Raises:
-        NotFoundError: no such backfill.
-        BadInputError: it already ended and none of its runs is unfinished.
-    """
-    async with db.transaction() as session:
-        backfill = await get_backfill(session, deployment_id, backfill_id)
-        if backfill is None:
-            raise NotFoundError(f"no backfill {backfill_id!r}")
-        if backfill.status in (BackfillStatus.COMPLETED, BackfillStatus.FAILED):
-            unfinished = await session.scalar(
-                select(Run.id)
-                .where(Run.backfill_id == backfill.id, Run.status.in_(_UNFINISHED))
-                .limit(1)
-            )
-            if unfinished is None:
-                raise BadInputError(
-                    f"backfill {backfill_id} already ended ({backfill.status}) and none of "
-                    "its runs is unfinished; nothing to cancel"
-                )
-        await session.execute(
-            update(Backfill)
-            .where(Backfill.id == backfill.id)
-            .values(status=str(BackfillStatus.CANCELED), updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    # Committed: from here on the daemon creates no run of this backfill, so the runs
-    # read now are all there will ever be.
-    statuses = [str(RunStatus.QUEUED)] + (_RUNNING if terminate_running else [])
-    async with db.reading() as session:
-        run_ids = list(
-            (
-                await session.execute(
-                    select(Run.id)
-                    .where(Run.backfill_id == backfill_id, Run.status.in_(statuses))
-                    .order_by(Run.created_at)
-                )
-            )
-            .scalars()
-            .all()
-        )
-    stopped = []
-    for run_id in run_ids:
-        outcome = await terminate.terminate_run(
-            db, queue, deployment_id=deployment_id, run_id=run_id
-        )
-        # A run that ended meanwhile needs nothing.
-        if isinstance(outcome, terminate.Terminating):
-            stopped.append(run_id)
-    async with db.reading() as session:
-        refreshed = await get_backfill(session, deployment_id, backfill_id)
-    assert refreshed is not None
-    log.info("backfill %s canceled; %d run(s) asked to stop", backfill_id, len(stopped))
-    return refreshed, stopped
-
-
 async def backfill_runs(session: AsyncSession, backfill_id: str) -> Sequence[Run]:
     """The runs of a backfill, oldest first."""
     stmt = select(Run).where(Run.backfill_id == backfill_id).order_by(Run.created_at)
     return (await session.execute(stmt)).scalars().all()
+
+
+async def requested_ids(session: AsyncSession) -> list[str]:
+    """Ids of the REQUESTED backfills of every deployment, oldest first."""
+    rows = await session.execute(
+        select(Backfill.id)
+        .where(Backfill.status == str(BackfillStatus.REQUESTED))
+        .order_by(Backfill.created_at)
+    )
+    return list(rows.scalars().all())
+
+
+async def claim_for_advance(session: AsyncSession, backfill: Backfill, now: float) -> bool:
+    """Take the right to advance ``backfill`` as read: False when another daemon advanced
+    it meanwhile, or a cancel committed after it was read (the cancel wins)."""
+    claimed = await session.execute(
+        update(Backfill)
+        .where(
+            Backfill.id == backfill.id,
+            Backfill.launched == backfill.launched,
+            Backfill.status == str(BackfillStatus.REQUESTED),
+        )
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount)
+
+
+async def unfinished_run_count(session: AsyncSession, backfill_id: str) -> int:
+    """How many runs of the backfill are not finished."""
+    count = await session.scalar(
+        select(func.count(Run.id)).where(
+            Run.backfill_id == backfill_id, Run.status.in_(_UNFINISHED)
+        )
+    )
+    return int(count or 0)
+
+
+async def has_unfinished_runs(session: AsyncSession, backfill_id: str) -> bool:
+    """Whether any run of the backfill is not finished."""
+    unfinished = await session.scalar(
+        select(Run.id).where(Run.backfill_id == backfill_id, Run.status.in_(_UNFINISHED)).limit(1)
+    )
+    return unfinished is not None
+
+
+async def mark_canceled(session: AsyncSession, backfill_id: str, now: float) -> None:
+    """Move the backfill to CANCELED (the daemon advances only REQUESTED ones)."""
+    await session.execute(
+        update(Backfill)
+        .where(Backfill.id == backfill_id)
+        .values(status=str(BackfillStatus.CANCELED), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def run_ids_in(
+    session: AsyncSession, backfill_id: str, statuses: Iterable[RunStatus]
+) -> list[str]:
+    """Ids of the backfill's runs in ``statuses``, oldest first."""
+    rows = await session.execute(
+        select(Run.id)
+        .where(Run.backfill_id == backfill_id, Run.status.in_([str(s) for s in statuses]))
+        .order_by(Run.created_at)
+    )
+    return list(rows.scalars().all())
+
+
+async def partition_answers(
+    session: AsyncSession, backfill: Backfill, keys: Sequence[str]
+) -> Sequence[tuple[str, float | None, WorkResultRow | None]]:
+    """The ``get_partition_config`` items asked for ``keys`` of the backfill's partition
+    set since it was created (or last retried), oldest first: (key, the item's expiry, its
+    result if any)."""
+    since = backfill.retried_at if backfill.retried_at is not None else backfill.created_at
+    key_of = WorkItemRow.payload["partition_key"].as_string()
+    set_of = WorkItemRow.payload["partition_set_name"].as_string()
+    rows = await session.execute(
+        select(key_of, WorkItemRow.expires_at, WorkResultRow)
+        .outerjoin(WorkResultRow, WorkResultRow.id == WorkItemRow.id)
+        .where(
+            WorkItemRow.deployment_id == backfill.deployment_id,
+            WorkItemRow.kind == str(WorkKind.GET_PARTITION_CONFIG),
+            WorkItemRow.location_name == backfill.location_name,
+            WorkItemRow.created_at >= since,
+            set_of == (backfill.partition_set_name or ""),
+            key_of.in_(list(keys)),
+        )
+        .order_by(WorkItemRow.created_at)
+    )
+    return [(key, expires_at, result) for key, expires_at, result in rows]

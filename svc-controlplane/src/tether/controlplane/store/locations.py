@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,11 +21,13 @@ from tether.controlplane.db.models import (
 )
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import AlreadyExistsError, NotFoundError
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.snapshots import LocationSnapshot
 from tether.shared.wire.work import WorkKind
+
+if TYPE_CHECKING:  # the queue builds on the store, not the other way round
+    from tether.controlplane.queue.workqueue import WorkQueue
 
 
 def snapshot_id(snapshot: LocationSnapshot) -> str:

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
-from tether.controlplane.db.models import Run, RunEventRow, RunTag
+from tether.controlplane.db.models import Run, RunEventRow, RunTag, WorkItemRow, WorkResultRow
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError
 from tether.shared.wire.base import ErrorInfo
-from tether.shared.wire.runs import STATUS_FOR_EVENT, EventType, RunEvent, RunStatus
+from tether.shared.wire.runs import EventType, RunEvent, RunStatus
+from tether.shared.wire.work import RUN_WORKER_EXITED
 
 #: Order of run statuses; a run only ever moves up, and terminal statuses share the top rank
 #: so a terminal status never changes (not even to another terminal one).
@@ -162,7 +163,8 @@ async def require_runs(session: AsyncSession, deployment_id: str, run_ids: Itera
 async def store_events(
     session: AsyncSession, deployment_id: str, events: Sequence[RunEvent]
 ) -> tuple[int, int]:
-    """Store worker events idempotently on ``(run_id, seq)`` and advance run statuses.
+    """Store worker events idempotently on ``(run_id, seq)`` (the statuses they imply are
+    :func:`tether.controlplane.runs.lifecycle.store_events`'s to apply).
 
     Returns:
         (stored, duplicates).
@@ -185,11 +187,6 @@ async def store_events(
     )
     if ordered:
         stored = len((await session.execute(stmt, [_event_row(e) for e in ordered])).all())
-    # Applying every event, not only the new ones, is harmless: statuses only move up.
-    for ev in ordered:
-        status = STATUS_FOR_EVENT.get(ev.event_type)
-        if status is not None:
-            await advance_status(session, ev.run_id, status, ev.timestamp)
     return stored, len(events) - stored
 
 
@@ -269,4 +266,62 @@ async def list_events(
     if after_id is not None:
         stmt = stmt.where(RunEventRow.id > after_id)
     stmt = stmt.order_by(RunEventRow.timestamp, RunEventRow.id)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def unchanged_since(
+    session: AsyncSession, statuses: Iterable[RunStatus], before: float
+) -> Sequence[tuple[str, str, str | None]]:
+    """(id, deployment, traceparent) of the runs in ``statuses`` whose status last changed
+    before ``before``, of every deployment."""
+    rows = await session.execute(
+        select(Run.id, Run.deployment_id, Run.traceparent).where(
+            Run.status.in_([str(s) for s in statuses]), Run.status_changed_at < before
+        )
+    )
+    return [(run_id, deployment_id, traceparent) for run_id, deployment_id, traceparent in rows]
+
+
+async def reported_exits(
+    session: AsyncSession, statuses: Iterable[RunStatus], before: float
+) -> Sequence[tuple[str, float, dict[str, Any] | None]]:
+    """(run id, reported at, payload) of the worker exits reported before ``before`` about
+    runs still in ``statuses``, of every deployment."""
+    # The worker exit report is a result about the run's launch_run work item, whose
+    # payload names the run (a JSON path query both SQLite and PostgreSQL support).
+    run_id_of_item = WorkItemRow.payload["run_id"].as_string()
+    rows = await session.execute(
+        select(Run.id, WorkResultRow.created_at, WorkResultRow.payload)
+        .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
+        .join(Run, Run.id == run_id_of_item)
+        .where(
+            WorkResultRow.kind == RUN_WORKER_EXITED,
+            WorkResultRow.created_at < before,
+            Run.status.in_([str(s) for s in statuses]),
+        )
+    )
+    return [(run_id, exited_at, payload) for run_id, exited_at, payload in rows]
+
+
+def _launched() -> Any:
+    # A run is launched once its launch item exists (its id is the prefix + the run id).
+    return exists().where(WorkItemRow.id == launch_item_id("") + Run.id)
+
+
+async def launched_unfinished_tags(session: AsyncSession) -> Sequence[tuple[str, dict[str, str]]]:
+    """(deployment, tags) of every launched, unfinished run (the run coordinator's counts)."""
+    unfinished = [str(s) for s in RunStatus if not s.is_terminal]
+    rows = await session.execute(
+        select(Run.deployment_id, Run.tags).where(Run.status.in_(unfinished), _launched())
+    )
+    return [(deployment_id, dict(tags or {})) for deployment_id, tags in rows]
+
+
+async def waiting_for_launch(session: AsyncSession) -> Sequence[Run]:
+    """QUEUED runs with no launch item yet, oldest first, of every deployment."""
+    stmt = (
+        select(Run)
+        .where(Run.status == str(RunStatus.QUEUED), ~_launched())
+        .order_by(Run.created_at, Run.id)
+    )
     return (await session.execute(stmt)).scalars().all()

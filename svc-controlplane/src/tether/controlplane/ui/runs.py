@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from tether.controlplane import launch
+from tether.controlplane.runs import launch
 from tether.controlplane.ui.dag import layout_dag
 from tether.controlplane.ui.gantt import gantt_chart, step_spans
 from tether.controlplane.ui.rendering import (

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs import lifecycle
 from tether.controlplane.store import locations, runs
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.runs import EventType
 from tether.shared.wire.snapshots import JobSnapshot, LocationSnapshot
 from tether.shared.wire.work import LaunchRunPayload, WorkKind
 
@@ -290,7 +290,7 @@ async def queue_run(
         return InvalidRunConfig(errors=[problem], message=problem)
     run_id = new_id()
     now = time.time() if now is None else now
-    run = runs.create_run(
+    run = lifecycle.enqueue(
         session,
         run_id=run_id,
         deployment_id=deployment_id,
@@ -300,16 +300,13 @@ async def queue_run(
         run_config=run_config,
         tags=tags,
         traceparent=traceparent,
-        created_at=now,
+        now=now,
     )
     run.run_key = run_key
     run.partition_key = partition_key
     run.backfill_id = backfill_id
     # A re-execution names its parent in this tag (the UI's re-execute sets it).
     run.parent_run_id = tags.get(PARENT_RUN_TAG)
-    runs.add_control_event(
-        session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
-    )
     payload = launch_payload(run)
     if not queue.hold_launches:
         queue.enqueue(

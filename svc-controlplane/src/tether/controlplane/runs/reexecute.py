@@ -15,11 +15,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tether.controlplane import launch
 from tether.controlplane.db.engine import Database
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs import launch
+from tether.controlplane.runs.terminate import RunNotFound
 from tether.controlplane.store import locations, runs
-from tether.controlplane.terminate import RunNotFound
-from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.snapshots import JobSnapshot
@@ -97,7 +97,7 @@ async def reexecute_run(
 ) -> ReexecuteOutcome:
     """Queue a re-execution of run ``run_id``, in one transaction.
 
-    The new run goes through :func:`tether.controlplane.launch.queue_run` like any other
+    The new run goes through :func:`tether.controlplane.runs.launch.queue_run` like any other
     (the location must be loaded, the job must exist, the parent's config must still
     match the job's schema), inside a ``reexecuteRun`` span.
 

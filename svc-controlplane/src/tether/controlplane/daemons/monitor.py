@@ -10,43 +10,42 @@ Two cases, checked every ``run_monitor_interval_s``:
   when the report arrives; a clean exit (code 0) waits out the grace period, because the
   worker's terminal event may still be travelling through another relay batch.
 
-Each is marked FAILURE with an ENGINE_ERROR event saying why, then RUN_FAILURE. The check is
-one conditional update per run (a run that finished meanwhile is left alone), so running it
-in several control plane processes at once is harmless.
+Each is marked FAILURE with an ENGINE_ERROR event saying why, then RUN_FAILURE
+(:func:`tether.controlplane.runs.lifecycle.fail`). The check is one conditional update per
+run (a run that finished meanwhile is left alone), so running it in several control plane
+processes at once is harmless. Like every daemon it is a
+:class:`~tether.controlplane.daemons.loop.PeriodicDaemon`.
 
 A worker can also vanish without anyone reporting its exit (its launcher was killed, the
 host rebooted). So every ``health_interval_s`` the monitor asks the launcher about each
 launched, unfinished run (a ``check_run_health`` work item, one per run per interval); a
 "not running" answer counts as an exit report of unknown code (see
-:mod:`tether.controlplane.store.results`), which the second case above then settles.
+:mod:`tether.controlplane.runs.lifecycle`), which the second case above then settles.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import Run, WorkItemRow, WorkResultRow
-from tether.controlplane.store import runs
-from tether.controlplane.workqueue import WorkQueue
-from tether.shared.wire.base import ErrorInfo
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.runs import lifecycle
+from tether.controlplane.store import runs, workitems
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.runs import EventType, RunStatus
-from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealthPayload, WorkKind
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.work import RunHealthPayload, WorkKind
 
 log = logging.getLogger(__name__)
 
 #: Statuses the monitor may fail (terminal ones never change; CANCELING is the terminator's).
-_UNFINISHED = [str(RunStatus.STARTING), str(RunStatus.STARTED)]
+_UNFINISHED = [RunStatus.STARTING, RunStatus.STARTED]
 #: Statuses of runs whose worker was launched and may have vanished.
-_LAUNCHED = [*_UNFINISHED, str(RunStatus.CANCELING)]
+_LAUNCHED = [*_UNFINISHED, RunStatus.CANCELING]
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class FailedRun:
     reason: str
 
 
-class RunMonitor:
+class RunMonitor(PeriodicDaemon):
     """Fails runs that are stuck in STARTING or whose worker is gone.
 
     Args:
@@ -81,60 +80,34 @@ class RunMonitor:
         health_interval_s: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__("run monitor", interval_s=interval_s, clock=clock)
         self._db = db
         self._queue = queue
         self.health_interval_s = health_interval_s
         self.start_timeout_s = start_timeout_s
         self.worker_exit_grace_s = worker_exit_grace_s
-        self.interval_s = interval_s
-        self._clock = clock
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        """Check every ``interval_s`` until :meth:`shutdown` (a failed check is only logged)."""
-        while not self._stop.is_set():
-            try:
-                failed = await self.check()
-            except Exception:
-                # A DB outage must not kill the monitor: the next interval tries again.
-                log.exception("run monitor check failed; retrying in %.0fs", self.interval_s)
-            else:
-                for run in failed:
-                    log.warning("failed run %s: %s", run.run_id, run.reason)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s):
-                    await self._stop.wait()
-
-    def shutdown(self) -> None:
-        """Stop :meth:`run` after the check in progress (idempotent)."""
-        self._stop.set()
 
     async def check(self) -> list[FailedRun]:
         """Fail every run that is overdue now; return them."""
-        now = self._clock()
+        now = self.now()
         async with self._db.transaction() as session:
             failed = await self._stuck_starting(session, now)
             failed += await self._worker_gone(session, now, {f.run_id for f in failed})
             if self._queue is not None:
                 await self._ask_health(session, self._queue, now)
+        for run in failed:
+            log.warning("failed run %s: %s", run.run_id, run.reason)
         return failed
 
     async def _ask_health(self, session: AsyncSession, queue: WorkQueue, now: float) -> None:
         # One item per run per interval, named by the interval: several monitors (or a
         # check repeated within the interval) ask once.
         window = int(now // self.health_interval_s)
-        launched = (
-            await session.execute(
-                select(Run.id, Run.deployment_id, Run.traceparent).where(
-                    Run.status.in_(_LAUNCHED),
-                    Run.status_changed_at < now - self.health_interval_s,
-                )
-            )
-        ).all()
+        launched = await runs.unchanged_since(session, _LAUNCHED, now - self.health_interval_s)
         for run_id, deployment_id, traceparent in launched:
             item_id = f"health-{run_id}-{window}"
-            launch = await session.get(WorkItemRow, runs.launch_item_id(run_id))
-            if launch is None or await session.get(WorkItemRow, item_id) is not None:
+            launch = await lifecycle.launch_item(session, run_id)
+            if launch is None or await workitems.get_item(session, item_id) is not None:
                 continue
             queue.enqueue(
                 session,
@@ -149,15 +122,9 @@ class RunMonitor:
             )
 
     async def _stuck_starting(self, session: AsyncSession, now: float) -> list[FailedRun]:
-        deadline = now - self.start_timeout_s
-        stuck = (
-            await session.execute(
-                select(Run.id).where(
-                    Run.status == str(RunStatus.STARTING),
-                    Run.status_changed_at < deadline,
-                )
-            )
-        ).scalars()
+        stuck = await runs.unchanged_since(
+            session, [RunStatus.STARTING], now - self.start_timeout_s
+        )
         reason = (
             f"the run stayed in STARTING for more than {self.start_timeout_s:g}s: its run "
             "worker never reported that it started (it may have died at launch, or the "
@@ -165,28 +132,14 @@ class RunMonitor:
         )
         return [
             FailedRun(run_id, reason)
-            for run_id in list(stuck)
-            if await self._fail(session, run_id, "RunStartTimeout", reason, now)
+            for run_id, _deployment, _trace in stuck
+            if await lifecycle.fail(session, run_id, "RunStartTimeout", reason, now)
         ]
 
     async def _worker_gone(
         self, session: AsyncSession, now: float, already: set[str]
     ) -> list[FailedRun]:
-        # The worker exit report is a result about the run's launch_run work item, whose
-        # payload names the run (a JSON path query both SQLite and PostgreSQL support).
-        run_id_of_item = WorkItemRow.payload["run_id"].as_string()
-        rows = (
-            await session.execute(
-                select(Run.id, WorkResultRow.created_at, WorkResultRow.payload)
-                .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
-                .join(Run, Run.id == run_id_of_item)
-                .where(
-                    WorkResultRow.kind == RUN_WORKER_EXITED,
-                    WorkResultRow.created_at < now - self.worker_exit_grace_s,
-                    Run.status.in_(_UNFINISHED),
-                )
-            )
-        ).all()
+        rows = await runs.reported_exits(session, _UNFINISHED, now - self.worker_exit_grace_s)
         failed: list[FailedRun] = []
         for run_id, exited_at, payload in rows:
             if run_id in already:
@@ -197,21 +150,6 @@ class RunMonitor:
                 f"the run worker {gone} {now - exited_at:.0f}s ago and the run "
                 "never reported that it finished"
             )
-            if await self._fail(session, run_id, "RunWorkerGone", reason, now):
+            if await lifecycle.fail(session, run_id, "RunWorkerGone", reason, now):
                 failed.append(FailedRun(run_id, reason))
         return failed
-
-    async def _fail(
-        self, session: AsyncSession, run_id: str, cls_name: str, reason: str, now: float
-    ) -> bool:
-        # Status first, conditionally: only the process that moved the run writes its events.
-        if not await runs.advance_status(session, run_id, RunStatus.FAILURE, now):
-            return False
-        error = ErrorInfo(cls_name=cls_name, message=reason)
-        runs.add_control_event(
-            session, run_id, EventType.ENGINE_ERROR, message=reason, timestamp=now, error=error
-        )
-        runs.add_control_event(
-            session, run_id, EventType.RUN_FAILURE, message="run failed: " + reason, timestamp=now
-        )
-        return True

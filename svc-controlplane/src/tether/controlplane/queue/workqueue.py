@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
-from tether.controlplane.db.models import WorkItemRow, WorkStatus
-from tether.controlplane.worksignal import PostgresWorkSignal
+from tether.controlplane.db.models import WorkItemRow
+from tether.controlplane.queue.worksignal import PostgresWorkSignal
+from tether.controlplane.store import workitems
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
@@ -51,7 +51,7 @@ class WorkQueue:
 
     A commit that enqueued work wakes this process's waiting claims at once. On PostgreSQL
     it also NOTIFYs the other control plane replicas of the database, whose listeners wake
-    theirs (:mod:`tether.controlplane.worksignal`); on SQLite there is one process per
+    theirs (:mod:`tether.controlplane.queue.worksignal`); on SQLite there is one process per
     database. The periodic recheck (for expired leases) also covers a lost notification.
 
     Args:
@@ -71,6 +71,7 @@ class WorkQueue:
         self._signal = asyncio.Event()
         self._closed = False
         self._waiting = 0
+        self._results: dict[str, asyncio.Event] = {}
         db.watch(WORK_QUEUED, self._committed)
         self.signal: PostgresWorkSignal | None = None
         if not db.is_sqlite:
@@ -123,21 +124,15 @@ class WorkQueue:
         ``item_id`` names the item when others must find it (else a random id).
         """
         item_id = item_id or new_id()
-        session.add(
-            WorkItemRow(
-                id=item_id,
-                deployment_id=deployment_id,
-                kind=str(kind),
-                location_name=location.name,
-                substrate=location.substrate,
-                location=location.model_dump(mode="json"),
-                payload=payload or {},
-                traceparent=traceparent,
-                status=WorkStatus.PENDING,
-                attempts=0,
-                created_at=time.time(),
-                expires_at=expires_at,
-            )
+        workitems.add_item(
+            session,
+            item_id=item_id,
+            deployment_id=deployment_id,
+            kind=kind,
+            location=location,
+            payload=payload or {},
+            traceparent=traceparent,
+            expires_at=expires_at,
         )
         changes(session, WORK_QUEUED)
         return item_id
@@ -155,6 +150,25 @@ class WorkQueue:
         """Call the watchers of ``kinds`` once ``session``'s transaction commits."""
         for kind in kinds:
             changes(session, results_topic(str(kind)))
+
+    def results_signal(self, kind: str) -> asyncio.Event:
+        """An event set once the next commit storing results of ``kind`` in this process
+        is done: how a request waiting for an agent's answer learns at once that it is in.
+
+        Capture it *before* looking for the result (as :meth:`claim` does with its own
+        signal), so a commit between the look and the wait still wakes the waiter. A hint
+        only, like :meth:`watch_results`: results stored through another replica set it not.
+        """
+        kind = str(kind)
+        if kind not in self._results:
+            self._results[kind] = asyncio.Event()
+            self.watch_results([kind], lambda: self._results_committed(kind))
+        return self._results[kind]
+
+    def _results_committed(self, kind: str) -> None:
+        # Swapped like notify(): every waiter holds the event of the commit it waits for.
+        event, self._results[kind] = self._results[kind], asyncio.Event()
+        event.set()
 
     def _committed(self) -> None:
         self.notify()
@@ -204,68 +218,23 @@ class WorkQueue:
     ) -> list[WorkItem]:
         if not substrates or max_items <= 0:
             return []
-        now = time.time()
-        claimable = and_(
-            WorkItemRow.deployment_id == deployment_id,
-            WorkItemRow.substrate.in_(list(substrates)),
-            or_(
-                WorkItemRow.status == WorkStatus.PENDING,
-                and_(
-                    WorkItemRow.status == WorkStatus.CLAIMED,
-                    WorkItemRow.lease_expires_at < now,
-                ),
-            ),
-            or_(WorkItemRow.expires_at.is_(None), WorkItemRow.expires_at > now),
-        )
-        claimed: list[WorkItem] = []
         async with self._db.transaction() as session:
-            # SKIP LOCKED lets concurrent claimers on PostgreSQL take different rows; SQLite
-            # ignores it, but there the whole transaction already holds the write lock.
-            candidates = (
-                (
-                    await session.execute(
-                        select(WorkItemRow.id)
-                        .where(claimable)
-                        .order_by(WorkItemRow.created_at, WorkItemRow.id)
-                        .limit(max_items)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                .scalars()
-                .all()
+            rows = await workitems.claim_items(
+                session,
+                deployment_id=deployment_id,
+                agent_id=agent_id,
+                substrates=substrates,
+                max_items=max_items,
+                lease_s=lease_s,
+                now=time.time(),
             )
-            for item_id in candidates:
-                # Conditional update: only one claimer can move a row out of 'claimable'.
-                result = await session.execute(
-                    update(WorkItemRow)
-                    .where(WorkItemRow.id == item_id, claimable)
-                    .values(
-                        status=WorkStatus.CLAIMED,
-                        lease_owner=agent_id,
-                        lease_expires_at=now + lease_s,
-                        attempts=WorkItemRow.attempts + 1,
-                    )
-                    .returning(WorkItemRow)
-                )
-                row = result.scalar_one_or_none()
-                if row is not None:
-                    claimed.append(to_work_item(row))
-        return claimed
+            return [to_work_item(row) for row in rows]
 
     async def ack(self, *, deployment_id: str, agent_id: str, ids: Sequence[str]) -> int:
         """Mark items this agent leased as DISPATCHED; return how many were."""
         if not ids:
             return 0
         async with self._db.transaction() as session:
-            result = await session.execute(
-                update(WorkItemRow)
-                .where(
-                    WorkItemRow.deployment_id == deployment_id,
-                    WorkItemRow.id.in_(list(ids)),
-                    WorkItemRow.status == WorkStatus.CLAIMED,
-                    WorkItemRow.lease_owner == agent_id,
-                )
-                .values(status=WorkStatus.DISPATCHED, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
+            return await workitems.ack_items(
+                session, deployment_id=deployment_id, agent_id=agent_id, ids=ids
             )
-            return int(result.rowcount or 0)

@@ -1,0 +1,324 @@
+"""The run state machine: every status move of a run, with the control events it writes.
+
+A run is QUEUED when created, STARTING once its launcher reports the worker launched,
+STARTED / SUCCESS / FAILURE as its worker's events say, CANCELING when termination was
+asked and CANCELED when that is done (or at once, when no agent had its launch yet).
+Statuses only move up (:data:`tether.controlplane.store.runs.STATUS_RANK`, one conditional
+UPDATE each), so concurrent uploads, monitors and replicas cannot move a run backwards.
+
+This module is the only caller of the store's status writes (a test checks it); whoever
+changes a run's status calls one of these functions with its own session, so the move is
+part of the caller's transaction:
+
+- creation: :func:`enqueue` (launch, re-execution, schedule and sensor ticks, backfills);
+- the worker's own events: :func:`store_events` (agent uploads);
+- the launch's result: :func:`apply_launch` (STARTING, or FAILURE before it started);
+- termination: :func:`cancel_unlaunched`, :func:`request_termination`, and what comes
+  back later, :func:`apply_terminate`, :func:`apply_health`, :func:`apply_worker_exit`;
+- the run monitor: :func:`fail`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
+from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.store import runs, workitems
+from tether.shared.runtime import telemetry
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import STATUS_FOR_EVENT, EventType, RunEvent, RunStatus
+from tether.shared.wire.work import (
+    RUN_WORKER_EXITED,
+    RunHealth,
+    TerminateRunPayload,
+    WorkKind,
+    WorkResult,
+)
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    run_id: str,
+    deployment_id: str,
+    location_name: str,
+    repository_name: str | None,
+    job_name: str,
+    run_config: dict[str, Any],
+    tags: dict[str, str],
+    traceparent: str | None,
+    now: float,
+) -> Run:
+    """Create a QUEUED run and its RUN_ENQUEUED event in ``session``'s transaction."""
+    run = runs.create_run(
+        session,
+        run_id=run_id,
+        deployment_id=deployment_id,
+        location_name=location_name,
+        repository_name=repository_name,
+        job_name=job_name,
+        run_config=run_config,
+        tags=tags,
+        traceparent=traceparent,
+        created_at=now,
+    )
+    runs.add_control_event(
+        session, run_id, EventType.RUN_ENQUEUED, message="run queued", timestamp=now
+    )
+    return run
+
+
+async def store_events(
+    session: AsyncSession, deployment_id: str, events: Sequence[RunEvent]
+) -> tuple[int, int]:
+    """Store worker events idempotently on ``(run_id, seq)`` and advance run statuses.
+
+    Returns:
+        (stored, duplicates).
+
+    Raises:
+        BadInputError: an event names a run that is not in ``deployment_id``.
+    """
+    stored, duplicates = await runs.store_events(session, deployment_id, events)
+    # Applying every event, not only the new ones, is harmless: statuses only move up.
+    for ev in sorted(events, key=lambda e: (e.run_id, e.seq)):
+        status = STATUS_FOR_EVENT.get(ev.event_type)
+        if status is not None:
+            await runs.advance_status(session, ev.run_id, status, ev.timestamp)
+    return stored, duplicates
+
+
+async def _end(
+    session: AsyncSession,
+    run_id: str,
+    status: RunStatus,
+    events: Sequence[tuple[EventType, str, ErrorInfo | None, dict[str, Any] | None]],
+    at: float,
+) -> None:
+    """Add the control ``events`` (type, message, error, data) stamped ``at``, then move
+    the run to ``status`` (in the caller's transaction: both commit or neither does)."""
+    for event_type, message, error, data in events:
+        runs.add_control_event(
+            session, run_id, event_type, message=message, timestamp=at, error=error, data=data
+        )
+    await runs.advance_status(session, run_id, status, at)
+
+
+async def _canceled(
+    session: AsyncSession, run_id: str, message: str, at: float, data: dict[str, Any] | None
+) -> None:
+    await _end(
+        session, run_id, RunStatus.CANCELED, [(EventType.RUN_CANCELED, message, None, data)], at
+    )
+
+
+async def fail(session: AsyncSession, run_id: str, cls_name: str, reason: str, now: float) -> bool:
+    """Fail an unfinished run the run monitor gave up on; False if it moved meanwhile.
+
+    Status first, conditionally: only the process that moved the run writes its events.
+    """
+    if not await runs.advance_status(session, run_id, RunStatus.FAILURE, now):
+        return False
+    error = ErrorInfo(cls_name=cls_name, message=reason)
+    runs.add_control_event(
+        session, run_id, EventType.ENGINE_ERROR, message=reason, timestamp=now, error=error
+    )
+    runs.add_control_event(
+        session, run_id, EventType.RUN_FAILURE, message="run failed: " + reason, timestamp=now
+    )
+    return True
+
+
+# -- termination ----------------------------------------------------------------------
+
+
+async def cancel_unlaunched(session: AsyncSession, run_id: str, now: float) -> None:
+    """A QUEUED run whose launch was withdrawn before any agent had it: CANCELED at once."""
+    await _canceled(session, run_id, "run canceled before it was launched", now, None)
+
+
+async def request_termination(
+    session: AsyncSession, queue: WorkQueue, run: Run, status: RunStatus, now: float
+) -> None:
+    """Move ``run`` (currently ``status``) to CANCELING and ask its launcher to interrupt
+    its worker (again, when it was CANCELING already)."""
+    if status != RunStatus.CANCELING:
+        runs.add_control_event(
+            session, run.id, EventType.RUN_CANCELING, message="termination requested", timestamp=now
+        )
+        await runs.advance_status(session, run.id, RunStatus.CANCELING, now)
+    await request_interrupt(session, queue, run)
+
+
+async def request_interrupt(session: AsyncSession, queue: WorkQueue, run: Run) -> None:
+    """Queue a ``terminate_run`` item for the launcher of ``run``'s location."""
+    launch = await launch_item(session, run.id)
+    location = (
+        LocationConfig.model_validate(launch.location)
+        if launch is not None
+        else LocationConfig(name=run.location_name)
+    )
+    queue.enqueue(
+        session,
+        deployment_id=run.deployment_id,
+        kind=WorkKind.TERMINATE_RUN,
+        location=location,
+        payload=TerminateRunPayload(run_id=run.id).model_dump(mode="json"),
+        traceparent=telemetry.current_traceparent() or run.traceparent,
+    )
+
+
+async def launch_item(session: AsyncSession, run_id: str) -> WorkItemRow | None:
+    """The run's ``launch_run`` work item, if one was queued."""
+    return await workitems.get_item(session, runs.launch_item_id(run_id))
+
+
+async def launch_settled(session: AsyncSession, run_id: str) -> bool:
+    """Whether the run's ``launch_run`` item got its result (so no launch is still coming)."""
+    launch = await launch_item(session, run_id)
+    return launch is None or launch.status in (WorkStatus.DONE, WorkStatus.FAILED)
+
+
+# -- what agents report ---------------------------------------------------------------
+
+
+def _run_of(item: WorkItemRow, result: WorkResult) -> str:
+    return str(item.payload.get("run_id") or result.payload.get("run_id") or "")
+
+
+async def apply_launch(
+    session: AsyncSession,
+    queue: WorkQueue | None,
+    deployment_id: str,
+    item: WorkItemRow,
+    result: WorkResult,
+) -> None:
+    """A launcher's answer to ``launch_run``: STARTING, or FAILURE before it started."""
+    run_id = _run_of(item, result)
+    status = await runs.run_status(session, run_id)
+    if status is None:
+        return
+    if result.ok:
+        # Recorded even if the worker's own events got here first: stamped with the time the
+        # launcher reported, it still sorts before the worker's RUN_START.
+        runs.add_control_event(
+            session,
+            run_id,
+            EventType.RUN_STARTING,
+            message="run worker launched",
+            timestamp=result.created_at,
+            data={k: v for k, v in result.payload.items() if k != "run_id"},
+        )
+        await runs.advance_status(session, run_id, RunStatus.STARTING, result.created_at)
+        if queue is not None:
+            await _interrupt_if_canceling(session, queue, deployment_id, run_id)
+        return
+    if status.is_terminal:
+        return
+    error = result.error or ErrorInfo(cls_name="UnknownError", message="launch failed")
+    await _end(
+        session,
+        run_id,
+        RunStatus.FAILURE,
+        [
+            (EventType.ENGINE_ERROR, f"could not launch the run: {error.message}", error, None),
+            (EventType.RUN_FAILURE, "the run failed before it started", None, None),
+        ],
+        result.created_at,
+    )
+
+
+async def _interrupt_if_canceling(
+    session: AsyncSession, queue: WorkQueue, deployment_id: str, run_id: str
+) -> None:
+    # Termination was requested while the launch was on its way: the terminate_run item may
+    # have reached the launcher first and found nothing to stop, so ask again now.
+    if await runs.run_status(session, run_id) == RunStatus.CANCELING:
+        run = await runs.get_run(session, deployment_id, run_id)
+        if run is not None:
+            await request_interrupt(session, queue, run)
+
+
+async def apply_terminate(session: AsyncSession, result: WorkResult) -> None:
+    """A launcher's answer to ``terminate_run``: CANCELED when nothing was running."""
+    run_id = str(result.payload.get("run_id") or "")
+    if not result.ok or result.payload.get("signalled"):
+        return  # the worker reports RUN_CANCELED itself (or its exit does)
+    # Nothing was running: once no launch is still on its way, the run is over.
+    if await runs.run_status(session, run_id) == RunStatus.CANCELING and (
+        await launch_settled(session, run_id)
+    ):
+        message = "run canceled: its worker was no longer running"
+        await _canceled(session, run_id, message, result.created_at, None)
+
+
+async def apply_health(
+    session: AsyncSession,
+    queue: WorkQueue | None,
+    deployment_id: str,
+    health: RunHealth,
+    result: WorkResult,
+) -> None:
+    """A launcher's answer to ``check_run_health``."""
+    status = await runs.run_status(session, health.run_id)
+    if status is None or status.is_terminal:
+        return
+    if health.alive:
+        if status == RunStatus.CANCELING and queue is not None:
+            # Still running although termination was asked: ask again (the launcher
+            # SIGKILLs after its grace period), in case the first request was lost.
+            run = await runs.get_run(session, deployment_id, health.run_id)
+            if run is not None:
+                await request_interrupt(session, queue, run)
+        return
+    if status == RunStatus.CANCELING:
+        message = "run canceled: its worker was no longer running"
+        await _canceled(session, health.run_id, message, result.created_at, None)
+        return
+    # Gone without an exit report: record it as an exit of unknown code about the launch,
+    # and let the run monitor fail the run if its terminal event does not arrive within
+    # the grace period (a worker that finished cleanly may still have events in flight).
+    await workitems.insert_result(
+        session,
+        WorkResult(
+            id=f"{result.id}.gone",
+            work_item_id=runs.launch_item_id(health.run_id),
+            kind=RUN_WORKER_EXITED,
+            ok=False,
+            payload={"run_id": health.run_id, "exit_code": None},
+            created_at=result.created_at,
+        ),
+    )
+
+
+async def apply_worker_exit(
+    session: AsyncSession, run_id: str, exit_code: int, result: WorkResult
+) -> None:
+    """A launcher's report that the run's worker process exited with ``exit_code``."""
+    # Exit code 0 means the worker published (and JetStream stored) all its events, the
+    # terminal one last; that event may still be on its way through another relay batch,
+    # so a clean exit never fails the run here.
+    if exit_code == 0:
+        return
+    status = await runs.run_status(session, run_id)
+    if status is None or status.is_terminal:
+        return
+    data = {"exit_code": exit_code}
+    if status == RunStatus.CANCELING:
+        # Killed after the grace period (or died) while being terminated: that is the
+        # cancellation the user asked for, not a failure.
+        message = f"run canceled: its worker stopped with exit code {exit_code}"
+        await _canceled(session, run_id, message, result.created_at, data)
+        return
+    message = f"run worker exited with code {exit_code} before the run finished"
+    await _end(
+        session,
+        run_id,
+        RunStatus.FAILURE,
+        [(EventType.ENGINE_ERROR, message, result.error, data)],
+        result.created_at,
+    )
