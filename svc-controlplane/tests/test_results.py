@@ -8,7 +8,7 @@ from tether.controlplane import auth
 from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.work import RUN_WORKER_EXITED, WorkKind, WorkResult
+from tether.shared.wire.work import ReportKind, WorkKind, WorkResult
 
 LOCATIONS = """{ codeLocations { name loadStatus loadError { clsName message traceback }
   repositories { name jobs { name description configSchema
@@ -102,7 +102,7 @@ async def test_a_result_id_is_its_work_items_and_of_its_kind(api: Api) -> None:
     bad_report = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=True,
         payload={"run_id": "x", "exit_code": 1},
     )
@@ -154,7 +154,7 @@ async def test_a_foreign_deployment_cannot_shadow_a_result(api: Api) -> None:
     wrong_run = WorkResult(
         id=f"{launch.id}.exit",
         work_item_id=launch.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=False,
         payload={"run_id": "someone-elses", "exit_code": 1},
     )
@@ -180,7 +180,7 @@ async def test_launch_flow_through_results(api: Api) -> None:
     clean = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=True,
         payload={"run_id": run_id, "exit_code": 0},
     )
@@ -195,7 +195,7 @@ async def test_a_worker_dying_before_the_end_fails_the_run(api: Api) -> None:
     died = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=False,
         payload={"run_id": run_id, "exit_code": -9},
     )

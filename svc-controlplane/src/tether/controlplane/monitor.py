@@ -39,7 +39,7 @@ from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import EventType, RunStatus
-from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealthPayload, WorkKind
+from tether.shared.wire.work import ReportKind, RunHealthPayload, RunWorkerExited, WorkKind
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class RunMonitor:
                 deployment_id=deployment_id,
                 kind=WorkKind.CHECK_RUN_HEALTH,
                 location=LocationConfig.model_validate(launch.location),
-                payload=RunHealthPayload(run_id=run_id).model_dump(mode="json"),
+                payload=RunHealthPayload(run_id=run_id),
                 traceparent=traceparent,
                 item_id=item_id,
                 # A check nobody answers soon is worthless: the next interval asks again.
@@ -181,7 +181,7 @@ class RunMonitor:
                 .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
                 .join(Run, Run.id == run_id_of_item)
                 .where(
-                    WorkResultRow.kind == RUN_WORKER_EXITED,
+                    WorkResultRow.kind == str(ReportKind.RUN_WORKER_EXITED),
                     WorkResultRow.created_at < now - self.worker_exit_grace_s,
                     Run.status.in_(_UNFINISHED),
                 )
@@ -191,7 +191,8 @@ class RunMonitor:
         for run_id, exited_at, payload in rows:
             if run_id in already:
                 continue
-            code = (payload or {}).get("exit_code")
+            # Validated when stored (or the control plane's own record of a vanished worker).
+            code = RunWorkerExited.model_validate(payload).exit_code
             gone = "exited" if code is None else f"exited (code {code})"
             reason = (
                 f"the run worker {gone} {now - exited_at:.0f}s ago and the run "

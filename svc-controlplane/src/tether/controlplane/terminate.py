@@ -103,7 +103,7 @@ async def request_interrupt(session: AsyncSession, queue: WorkQueue, run: Run) -
         deployment_id=run.deployment_id,
         kind=WorkKind.TERMINATE_RUN,
         location=location,
-        payload=TerminateRunPayload(run_id=run.id).model_dump(mode="json"),
+        payload=TerminateRunPayload(run_id=run.id),
         traceparent=telemetry.current_traceparent() or run.traceparent,
     )
 

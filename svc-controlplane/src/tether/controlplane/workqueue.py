@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
@@ -21,6 +21,7 @@ from tether.controlplane.worksignal import PostgresWorkSignal
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
+from tether.shared.wire.workspecs import WORK_SPECS
 
 #: Commit topic (:func:`~tether.controlplane.db.engine.changes`): work items were enqueued.
 WORK_QUEUED = "work queued"
@@ -112,7 +113,7 @@ class WorkQueue:
         deployment_id: str,
         kind: WorkKind,
         location: LocationConfig,
-        payload: dict[str, Any] | None = None,
+        payload: BaseModel | None = None,
         traceparent: str | None = None,
         expires_at: float | None = None,
         item_id: str | None = None,
@@ -121,6 +122,10 @@ class WorkQueue:
 
         Waiting claims are woken when (and only if) that transaction commits.
         ``item_id`` names the item when others must find it (else a random id).
+        ``payload`` is the kind's payload model (None: ``{}``, for kinds that need none).
+
+        Raises:
+            TypeError: ``payload`` is the payload model of another kind.
         """
         item_id = item_id or new_id()
         session.add(
@@ -131,7 +136,7 @@ class WorkQueue:
                 location_name=location.name,
                 substrate=location.substrate,
                 location=location.model_dump(mode="json"),
-                payload=payload or {},
+                payload={} if payload is None else WORK_SPECS[kind].payload_json(payload),
                 traceparent=traceparent,
                 status=WorkStatus.PENDING,
                 attempts=0,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
@@ -19,30 +20,31 @@ from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.runs import EventType, RunStatus
 from tether.shared.wire.snapshots import LocationSnapshot, snapshot_from_payload
-from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealth, WorkKind, WorkResult
-
-
-class _WorkerExit(BaseModel):
-    """Payload of a ``run_worker_exited`` report."""
-
-    run_id: str
-    exit_code: int
+from tether.shared.wire.work import (
+    ReportKind,
+    RunHealth,
+    RunLaunched,
+    RunTerminated,
+    RunWorkerExited,
+    WorkKind,
+    WorkResult,
+)
+from tether.shared.wire.workspecs import REPORT_SPECS, result_spec
 
 
 @dataclass(frozen=True)
 class _Parsed:
     result: WorkResult
     item: WorkItemRow
-    snapshot: LocationSnapshot | None = None
-    worker_exit: _WorkerExit | None = None
-    health: RunHealth | None = None
+    #: The payload in its kind's result model (see _EFFECTS), when its effect reads it.
+    typed: Any = None
 
 
-#: Follow-up reports about a work item (id ``<item id>.<suffix>``): report kind -> the
-#: kinds of work item it may be about.
-REPORT_KINDS: dict[str, frozenset[str]] = {
-    RUN_WORKER_EXITED: frozenset({WorkKind.LAUNCH_RUN}),
-}
+@dataclass(frozen=True)
+class _Context:
+    session: AsyncSession
+    deployment_id: str
+    queue: WorkQueue | None
 
 
 async def submit_results(
@@ -92,12 +94,13 @@ def binding_problem(result: WorkResult, item: WorkItemRow | None) -> str | None:
         return f"work_item_id {result.work_item_id!r} names no work item of this deployment"
     if result.id == item.id:
         if result.kind != item.kind:
-            return f"kind {result.kind!r} does not match its work item's kind {item.kind!r}"
+            return f"kind {str(result.kind)!r} does not match its work item's kind {item.kind!r}"
     elif result.id.startswith(f"{item.id}.") and len(result.id) > len(item.id) + 1:
-        if item.kind not in REPORT_KINDS.get(result.kind, frozenset()):
+        report = REPORT_SPECS.get(result.kind)
+        if report is None or item.kind not in report.about:
             return (
                 f"a report {result.id!r} about a {item.kind} work item cannot be of kind "
-                f"{result.kind!r}"
+                f"{str(result.kind)!r}"
             )
     else:
         return (
@@ -157,19 +160,21 @@ async def _parse(
 def _parse_payload(
     result: WorkResult, item: WorkItemRow, snapshot_max_bytes: int | None
 ) -> _Parsed:
-    if result.kind == WorkKind.LOAD_LOCATION and result.ok:
-        # Plain, or zlib-compressed when large (see tether.shared.wire.snapshots).
-        snapshot = snapshot_from_payload(
-            result.payload,
-            max_bytes=snapshot_max_bytes,
-            limit_name="TETHER_CONTROLPLANE_SNAPSHOT_MAX_BYTES",
-        )
-        return _Parsed(result, item, snapshot=snapshot)
-    if result.kind == WorkKind.CHECK_RUN_HEALTH and result.ok:
-        return _Parsed(result, item, health=RunHealth.model_validate(result.payload))
-    if result.kind == RUN_WORKER_EXITED:
-        return _Parsed(result, item, worker_exit=_WorkerExit.model_validate(result.payload))
-    return _Parsed(result, item)
+    effect = _EFFECTS.get(result.kind)
+    if effect is None or not (result.ok or effect.failed_typed):
+        return _Parsed(result, item)
+    if effect.parse is not None:
+        return _Parsed(result, item, effect.parse(result, snapshot_max_bytes))
+    return _Parsed(result, item, result_spec(result.kind).result_of(result))
+
+
+def _parse_snapshot(result: WorkResult, max_bytes: int | None) -> LocationSnapshot:
+    # Plain, or zlib-compressed when large (see tether.shared.wire.snapshots).
+    return snapshot_from_payload(
+        result.payload,
+        max_bytes=max_bytes,
+        limit_name="TETHER_CONTROLPLANE_SNAPSHOT_MAX_BYTES",
+    )
 
 
 async def _insert(session: AsyncSession, result: WorkResult) -> bool:
@@ -204,31 +209,28 @@ async def _apply(
             )
             .execution_options(synchronize_session=False)
         )
-    if result.kind == WorkKind.LOAD_LOCATION:
-        if entry.snapshot is not None:
-            await locations.mark_loaded(session, deployment_id, item.location_name, entry.snapshot)
-        else:
-            await locations.mark_load_error(
-                session, deployment_id, item.location_name, result.error
-            )
-    elif result.kind == WorkKind.LAUNCH_RUN:
-        await _apply_launch(session, item, result)
-        if result.ok and queue is not None:
-            await _interrupt_if_canceling(session, queue, deployment_id, item, result)
-    elif result.kind == WorkKind.TERMINATE_RUN:
-        await _apply_terminate(session, result)
-    elif entry.health is not None:
-        await _apply_health(session, queue, deployment_id, entry.health, result)
-    elif entry.worker_exit is not None:
-        await _apply_worker_exit(session, entry.worker_exit, result)
+    effect = _EFFECTS.get(result.kind)
+    if effect is not None:
+        await effect.apply(_Context(session, deployment_id, queue), entry, entry.typed)
 
 
-async def _apply_launch(session: AsyncSession, item: WorkItemRow, result: WorkResult) -> None:
-    run_id = str(item.payload.get("run_id") or result.payload.get("run_id") or "")
+async def _apply_load(ctx: _Context, entry: _Parsed, snapshot: LocationSnapshot | None) -> None:
+    location = entry.item.location_name
+    if snapshot is not None:
+        await locations.mark_loaded(ctx.session, ctx.deployment_id, location, snapshot)
+    else:
+        await locations.mark_load_error(
+            ctx.session, ctx.deployment_id, location, entry.result.error
+        )
+
+
+async def _apply_launch(ctx: _Context, entry: _Parsed, launched: RunLaunched | None) -> None:
+    session, item, result = ctx.session, entry.item, entry.result
+    run_id = str(item.payload.get("run_id") or (launched and launched.run_id) or "")
     status = await runs.run_status(session, run_id)
     if status is None:
         return
-    if result.ok:
+    if launched is not None:
         # Recorded even if the worker's own events got here first: stamped with the time the
         # launcher reported, it still sorts before the worker's RUN_START.
         runs.add_control_event(
@@ -237,9 +239,12 @@ async def _apply_launch(session: AsyncSession, item: WorkItemRow, result: WorkRe
             EventType.RUN_STARTING,
             message="run worker launched",
             timestamp=result.created_at,
-            data={k: v for k, v in result.payload.items() if k != "run_id"},
+            # What the launcher said about the worker (pid, warm), as it said it.
+            data=launched.model_dump(mode="json", exclude={"run_id"}, exclude_unset=True),
         )
         await runs.advance_status(session, run_id, RunStatus.STARTING, result.created_at)
+        if ctx.queue is not None:
+            await _interrupt_if_canceling(session, ctx.queue, ctx.deployment_id, run_id)
         return
     if status.is_terminal:
         return
@@ -266,23 +271,21 @@ async def _interrupt_if_canceling(
     session: AsyncSession,
     queue: WorkQueue,
     deployment_id: str,
-    item: WorkItemRow,
-    result: WorkResult,
+    run_id: str,
 ) -> None:
     # Termination was requested while the launch was on its way: the terminate_run item may
     # have reached the launcher first and found nothing to stop, so ask again now.
-    run_id = str(item.payload.get("run_id") or result.payload.get("run_id") or "")
     if await runs.run_status(session, run_id) == RunStatus.CANCELING:
         run = await runs.get_run(session, deployment_id, run_id)
         if run is not None:
             await terminate.request_interrupt(session, queue, run)
 
 
-async def _apply_terminate(session: AsyncSession, result: WorkResult) -> None:
-    run_id = str(result.payload.get("run_id") or "")
-    if not result.ok or result.payload.get("signalled"):
+async def _apply_terminate(ctx: _Context, entry: _Parsed, terminated: RunTerminated | None) -> None:
+    if terminated is None or terminated.signalled:
         return  # the worker reports RUN_CANCELED itself (or its exit does)
     # Nothing was running: once no launch is still on its way, the run is over.
+    session, result, run_id = ctx.session, entry.result, terminated.run_id
     if await runs.run_status(session, run_id) == RunStatus.CANCELING and (
         await terminate.launch_settled(session, run_id)
     ):
@@ -296,13 +299,10 @@ async def _apply_terminate(session: AsyncSession, result: WorkResult) -> None:
         await runs.advance_status(session, run_id, RunStatus.CANCELED, result.created_at)
 
 
-async def _apply_health(
-    session: AsyncSession,
-    queue: WorkQueue | None,
-    deployment_id: str,
-    health: RunHealth,
-    result: WorkResult,
-) -> None:
+async def _apply_health(ctx: _Context, entry: _Parsed, health: RunHealth | None) -> None:
+    if health is None:
+        return  # the launcher could not tell
+    session, queue, result = ctx.session, ctx.queue, entry.result
     status = await runs.run_status(session, health.run_id)
     if status is None or status.is_terminal:
         return
@@ -310,7 +310,7 @@ async def _apply_health(
         if status == RunStatus.CANCELING and queue is not None:
             # Still running although termination was asked: ask again (the launcher
             # SIGKILLs after its grace period), in case the first request was lost.
-            run = await runs.get_run(session, deployment_id, health.run_id)
+            run = await runs.get_run(session, ctx.deployment_id, health.run_id)
             if run is not None:
                 await terminate.request_interrupt(session, queue, run)
         return
@@ -327,22 +327,22 @@ async def _apply_health(
     # Gone without an exit report: record it as an exit of unknown code about the launch,
     # and let the run monitor fail the run if its terminal event does not arrive within
     # the grace period (a worker that finished cleanly may still have events in flight).
+    report = REPORT_SPECS[ReportKind.RUN_WORKER_EXITED]
     await _insert(
         session,
         WorkResult(
             id=f"{result.id}.gone",
             work_item_id=runs.launch_item_id(health.run_id),
-            kind=RUN_WORKER_EXITED,
+            kind=report.kind,
             ok=False,
-            payload={"run_id": health.run_id, "exit_code": None},
+            payload=report.result_json(RunWorkerExited(run_id=health.run_id, exit_code=None)),
             created_at=result.created_at,
         ),
     )
 
 
-async def _apply_worker_exit(
-    session: AsyncSession, worker_exit: _WorkerExit, result: WorkResult
-) -> None:
+async def _apply_worker_exit(ctx: _Context, entry: _Parsed, worker_exit: RunWorkerExited) -> None:
+    session, result = ctx.session, entry.result
     # Exit code 0 means the worker published (and JetStream stored) all its events, the
     # terminal one last; that event may still be on its way through another relay batch,
     # so a clean exit never fails the run here.
@@ -376,3 +376,27 @@ async def _apply_worker_exit(
         data={"exit_code": worker_exit.exit_code},
     )
     await runs.advance_status(session, worker_exit.run_id, RunStatus.FAILURE, result.created_at)
+
+
+@dataclass(frozen=True)
+class _Effect:
+    """What storing a new result of one kind changes, beyond finishing its work item."""
+
+    #: Called with the context, the entry, and its payload in the kind's result model
+    #: (None for a failed result, unless ``failed_typed``).
+    apply: Callable[[_Context, _Parsed, Any], Awaitable[None]]
+    #: Parse the payload of failed results too (reports always carry theirs).
+    failed_typed: bool = False
+    #: Parses the payload instead of the spec's result model (given the snapshot limit).
+    parse: Callable[[WorkResult, int | None], BaseModel] | None = None
+
+
+#: Result kinds (of WORK_SPECS and REPORT_SPECS) whose results change more than their work
+#: item; the results of the others are read where they are awaited (daemons, agent calls).
+_EFFECTS: Mapping[WorkKind | ReportKind, _Effect] = {
+    WorkKind.LOAD_LOCATION: _Effect(_apply_load, parse=_parse_snapshot),
+    WorkKind.LAUNCH_RUN: _Effect(_apply_launch),
+    WorkKind.TERMINATE_RUN: _Effect(_apply_terminate),
+    WorkKind.CHECK_RUN_HEALTH: _Effect(_apply_health),
+    ReportKind.RUN_WORKER_EXITED: _Effect(_apply_worker_exit, failed_typed=True),
+}
