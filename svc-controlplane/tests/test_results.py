@@ -6,9 +6,11 @@ from controlplane_testkit import RESULTS_OUTCOME, Api, example_snapshot
 from sqlalchemy import func, select
 from tether.controlplane import auth
 from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
+from tether.controlplane.store import results
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import ReportKind, WorkKind, WorkResult
+from tether.shared.wire.workspecs import REPORT_SPECS, WORK_SPECS
 
 LOCATIONS = """{ codeLocations { name loadStatus loadError { clsName message traceback }
   repositories { name jobs { name description configSchema
@@ -72,6 +74,15 @@ async def test_reloading_an_unknown_location_is_a_clear_error(api: Api) -> None:
     body = await api.post(RELOAD, token=api.admin_token, n="nope")
     assert body["errors"][0]["message"] == "no code location named 'nope'"
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_result_effects_are_keyed_by_the_spec_tables_kinds() -> None:
+    # What storing a result changes is looked up by kind: every key a declared kind, with
+    # the spec's result model (or, for snapshots, its codec) to parse the payload into.
+    assert set(results._EFFECTS) <= set(WORK_SPECS) | set(REPORT_SPECS)
+    assert {WorkKind.LOAD_LOCATION, WorkKind.LAUNCH_RUN, ReportKind.RUN_WORKER_EXITED} <= set(
+        results._EFFECTS
+    )
 
 
 async def test_malformed_results_are_refused_alone(api: Api) -> None:
