@@ -12,7 +12,7 @@ import pytest
 from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.daemons.monitor import RunMonitor
 from tether.shared.wire.runs import EventType, RunEvent
-from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkResult
+from tether.shared.wire.work import ReportKind, WorkItem, WorkResult
 
 START_TIMEOUT = 100.0
 EXIT_GRACE = 30.0
@@ -89,7 +89,7 @@ async def test_a_clean_worker_exit_without_a_terminal_event_fails_after_the_grac
     exited = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=True,
         payload={"run_id": run_id, "exit_code": 0},
     )
@@ -114,7 +114,7 @@ async def test_a_run_that_finished_is_never_failed(
     exited = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=True,
         payload={"run_id": run_id, "exit_code": 0},
     )

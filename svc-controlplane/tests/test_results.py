@@ -6,9 +6,11 @@ from controlplane_testkit import RESULTS_OUTCOME, Api, example_snapshot
 from sqlalchemy import func, select
 from tether.controlplane import auth
 from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
+from tether.controlplane.store import results
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.work import RUN_WORKER_EXITED, WorkKind, WorkResult
+from tether.shared.wire.work import ReportKind, WorkKind, WorkResult
+from tether.shared.wire.workspecs import REPORT_SPECS, WORK_SPECS
 
 LOCATIONS = """{ codeLocations { name loadStatus loadError { clsName message traceback }
   repositories { name jobs { name description configSchema
@@ -74,6 +76,15 @@ async def test_reloading_an_unknown_location_is_a_clear_error(api: Api) -> None:
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
+def test_result_effects_are_keyed_by_the_spec_tables_kinds() -> None:
+    # What storing a result changes is looked up by kind: every key a declared kind, with
+    # the spec's result model (or, for snapshots, its codec) to parse the payload into.
+    assert set(results._EFFECTS) <= set(WORK_SPECS) | set(REPORT_SPECS)
+    assert {WorkKind.LOAD_LOCATION, WorkKind.LAUNCH_RUN, ReportKind.RUN_WORKER_EXITED} <= set(
+        results._EFFECTS
+    )
+
+
 async def test_malformed_results_are_refused_alone(api: Api) -> None:
     (item,) = await api.claim()
     bad_snapshot = WorkResult(
@@ -102,7 +113,7 @@ async def test_a_result_id_is_its_work_items_and_of_its_kind(api: Api) -> None:
     bad_report = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=True,
         payload={"run_id": "x", "exit_code": 1},
     )
@@ -154,7 +165,7 @@ async def test_a_foreign_deployment_cannot_shadow_a_result(api: Api) -> None:
     wrong_run = WorkResult(
         id=f"{launch.id}.exit",
         work_item_id=launch.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=False,
         payload={"run_id": "someone-elses", "exit_code": 1},
     )
@@ -180,7 +191,7 @@ async def test_launch_flow_through_results(api: Api) -> None:
     clean = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=True,
         payload={"run_id": run_id, "exit_code": 0},
     )
@@ -195,7 +206,7 @@ async def test_a_worker_dying_before_the_end_fails_the_run(api: Api) -> None:
     died = WorkResult(
         id=f"{item.id}.exit",
         work_item_id=item.id,
-        kind=RUN_WORKER_EXITED,
+        kind=ReportKind.RUN_WORKER_EXITED,
         ok=False,
         payload={"run_id": run_id, "exit_code": -9},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from controlplane_testkit import Api
 from tether.controlplane import auth
-from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind, WorkResult
+from tether.shared.wire.work import ReportKind, WorkItem, WorkKind, WorkResult
 
 TERMINATE = """
 mutation($id: String!) {
@@ -23,7 +23,7 @@ async def _terminate(api: Api, run_id: str) -> dict:
 
 
 def _result(item: WorkItem, ok: bool = True, suffix: str = "", **payload: object) -> WorkResult:
-    kind = RUN_WORKER_EXITED if suffix == ".exit" else item.kind
+    kind = ReportKind.RUN_WORKER_EXITED if suffix == ".exit" else item.kind
     return WorkResult(
         id=item.id + suffix, work_item_id=item.id, kind=kind, ok=ok, payload=dict(payload)
     )

@@ -19,7 +19,7 @@ from tether.controlplane.runs import launch
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier
-from tether.shared.wire.work import WorkKind
+from tether.shared.wire.work import RunHealthPayload, TerminateRunPayload, WorkKind
 
 CLAIM_VARS = {
     "agentId": "b",
@@ -66,6 +66,27 @@ async def test_claims_filter_by_substrate_and_skip_expired_items(api: Api) -> No
             expires_at=time.time() - 1,
         )
     assert await api.claim(["k8s"]) == []
+
+
+async def test_an_item_carries_its_kinds_payload_model_only(api: Api) -> None:
+    async with api.cp.db.transaction() as session:
+        queued = api.cp.queue.enqueue(
+            session,
+            deployment_id=DEFAULT_DEPLOYMENT,
+            kind=WorkKind.TERMINATE_RUN,
+            location=LocationConfig(name="loc"),
+            payload=TerminateRunPayload(run_id="r1"),
+        )
+        with pytest.raises(TypeError, match="carries a TerminateRunPayload, not a RunHealth"):
+            api.cp.queue.enqueue(
+                session,
+                deployment_id=DEFAULT_DEPLOYMENT,
+                kind=WorkKind.TERMINATE_RUN,
+                location=LocationConfig(name="loc"),
+                payload=RunHealthPayload(run_id="r1"),
+            )
+    (item,) = [i for i in await api.claim() if i.id == queued]
+    assert item.payload == {"run_id": "r1"}
 
 
 async def test_max_bounds_a_claim(api: Api) -> None:

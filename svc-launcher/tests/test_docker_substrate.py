@@ -44,7 +44,7 @@ from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import ContainerConfig, LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.runs import EventType
-from tether.shared.wire.work import RUN_WORKER_EXITED, LaunchRunPayload, WorkKind
+from tether.shared.wire.work import LaunchRunPayload, ReportKind, WorkKind
 from tether.testing import server_at, skip_or_fail
 
 SLOW_CODE = """
@@ -469,7 +469,10 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
             filters={"label": [f"{LABEL_AGENT}={agent_id}", "io.tether.role=codeserver"]}
         )
 
-    assert exited.kind == RUN_WORKER_EXITED and exited.payload == {"run_id": ok_run, "exit_code": 0}
+    assert exited.kind == ReportKind.RUN_WORKER_EXITED and exited.payload == {
+        "run_id": ok_run,
+        "exit_code": 0,
+    }
     events = await bus.events(ok_run)
     types = [e.event_type for e in events]
     assert types.count(EventType.RUN_START) == 1 and EventType.RUN_SUCCESS in types

@@ -1013,7 +1013,7 @@ async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_se
     from launcher_testkit import PINNED, Bus, open_bus, running, work_item
     from tether.launcher import LauncherSettings
     from tether.shared.nats.subjects import Stream
-    from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind, WorkResult
+    from tether.shared.wire.work import ReportKind, WorkItem, WorkKind, WorkResult
 
     async def send(bus: Bus, kind: WorkKind, **payload: Any) -> WorkItem:
         item = work_item(kind, loc, **payload)
@@ -1057,7 +1057,7 @@ async def test_the_launcher_serves_ecs_work_items_through_nats(aws: Aws, nats_se
         assert task["lastStatus"] == "STOPPED"
         assert task["stoppedReason"] == f"Tether: run {run_id} terminated"
         exited = await result(bus, f"{launch.id}.exit")
-        assert exited.kind == RUN_WORKER_EXITED
+        assert exited.kind == ReportKind.RUN_WORKER_EXITED
         assert exited.payload == {"run_id": run_id, "exit_code": 0}  # moto's exit code
         health = await send(bus, WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
         assert (await result(bus, health.id)).payload == {"run_id": run_id, "alive": False}

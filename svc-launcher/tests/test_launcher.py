@@ -27,7 +27,7 @@ from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import decode, encode, new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import EventType
-from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind
+from tether.shared.wire.work import ReportKind, WorkItem, WorkKind
 
 BROKEN_LOCATION = LocationConfig(
     name="broken", python_file="broken_location.py", working_directory=str(EXAMPLES)
@@ -131,7 +131,7 @@ async def test_launch_run_once_and_never_behind_code_servers(
         await bus.result(lambda r: r.id == slow_load.id)
         await bus.work_consumer_drained()
 
-    assert exited.kind == RUN_WORKER_EXITED and exited.work_item_id == launch.id
+    assert exited.kind == ReportKind.RUN_WORKER_EXITED and exited.work_item_id == launch.id
     assert exited.ok and exited.payload == {"run_id": run_id, "exit_code": 0}
     assert not any(r.work_item_id == duplicate.id for r in bus.results)
     events = await bus.events(run_id)

@@ -42,6 +42,7 @@ from tether.shared.wire.snapshots import (
     RepositorySnapshot,
 )
 from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
+from tether.shared.wire.workspecs import ServedBy, kinds_served_by
 from tether.testing import free_port, nats_connect, server_at, skip_or_fail
 
 CREDENTIALS = {
@@ -352,6 +353,8 @@ def test_batches_merge_into_contiguous_objects_with_deterministic_keys() -> None
 
 
 def test_agent_wide_work_is_outside_every_launchers_filter() -> None:
+    # Logship's presigner is what serves the agent scope: every kind the specs give it.
+    assert kinds_served_by(ServedBy.AGENT) == {WorkKind.PRESIGN_COMPUTE_LOGS}
     subject = subjects.route_work("process", WorkKind.PRESIGN_COMPUTE_LOGS)
     assert subject == subjects.agent_work(WorkKind.PRESIGN_COMPUTE_LOGS)
     for substrate in ("process", "docker", "kubernetes", "ecs"):

@@ -27,6 +27,7 @@ from tether.shared.wire.base import decode
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkKeyError, WorkSigner
 from tether.shared.wire.work import WorkItem, WorkKind
+from tether.shared.wire.workspecs import WORK_SPECS, ServedBy
 from tether.testing import free_port, nats_connect, server_at
 
 #: Signs the test items as a control plane would; the poller under test pins its key.
@@ -161,6 +162,26 @@ async def test_publishes_each_item_with_trace_then_acks(
     heartbeat = endpoint.heartbeats[0]
     assert heartbeat["agent_id"] == "agent-under-test"
     assert heartbeat["services"] == {f"poller/{instance_name()}": "RUNNING"}
+
+
+async def test_each_kind_is_published_where_its_spec_says_it_is_served(
+    nats_server, endpoint: WorkQueueEndpoint
+) -> None:
+    items = [work_item(f"item-{kind}", kind, substrate="docker") for kind in WorkKind]
+    endpoint.add(*items)
+    async with running(PollerService(poller_settings(nats_server.url, endpoint))):
+        await asyncio.to_thread(endpoint.wait_acked, {i.id for i in items})
+
+    msgs = {m.headers["Nats-Msg-Id"]: m for m in await stream_messages(nats_server.url, len(items))}
+    for item in items:
+        served_by = WORK_SPECS[item.kind].served_by
+        # Agent-wide kinds outside every launcher's filter; the rest to the substrate's.
+        expected = (
+            subjects.agent_work(item.kind)
+            if served_by == ServedBy.AGENT
+            else subjects.work("docker", item.kind)
+        )
+        assert msgs[item.id].subject == expected
 
 
 async def test_heartbeat_reports_every_service_code_servers_and_backlog(

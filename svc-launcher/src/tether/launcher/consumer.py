@@ -21,20 +21,10 @@ from tether.shared.nats.workgate import WorkGate
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
-from tether.shared.wire.work import WorkItem, WorkKind
+from tether.shared.wire.work import WorkItem
+from tether.shared.wire.workspecs import WORK_SPECS, SlotGroup
 
 log = logging.getLogger(__name__)
-
-#: Kinds that start, stop or probe run workers; they never wait behind code-server calls.
-RUN_KINDS = frozenset({WorkKind.LAUNCH_RUN, WorkKind.TERMINATE_RUN, WorkKind.CHECK_RUN_HEALTH})
-
-#: Run kinds that never wait behind launches either: a launch may wait for a cold-start
-#: slot (``max_concurrent_cold_starts``), a termination or health check must not.
-RUN_CONTROL_KINDS = frozenset({WorkKind.TERMINATE_RUN, WorkKind.CHECK_RUN_HEALTH})
-
-#: User-defined sensors run often and may be slow; they get slots of their own so they
-#: never delay schedules, partition queries or location loads either.
-SENSOR_KINDS = frozenset({WorkKind.EVALUATE_SENSOR})
 
 _FETCH_TIMEOUT_S = 5.0
 
@@ -47,10 +37,11 @@ def consumer_name(substrate: str) -> str:
 class WorkConsumer:
     """Fetches work items in batches and handles them concurrently.
 
-    Four semaphores of ``max_concurrency`` each (launches, terminations and health checks,
-    sensor evaluations, other code-server kinds) keep a slow code server or sensor from
-    delaying run launches, launches waiting for a cold-start slot from delaying
-    terminations, and a slow sensor from delaying schedules. At most four times that many
+    One semaphore of ``max_concurrency`` per slot group (:class:`SlotGroup`; each kind's
+    group is in its spec: launches, terminations and health checks, sensor evaluations,
+    other code-server kinds) keeps a slow code server or sensor from delaying run
+    launches, launches waiting for a cold-start slot from delaying terminations, and a
+    slow sensor from delaying schedules. At most that many times ``max_concurrency``
     messages are fetched and unfinished at once; each is kept alive with ``in_progress()``.
 
     Args:
@@ -75,11 +66,8 @@ class WorkConsumer:
         self._settings = settings
         self._handlers = handlers
         self._publisher = publisher
-        self._run_slots = asyncio.Semaphore(settings.max_concurrency)
-        self._run_control_slots = asyncio.Semaphore(settings.max_concurrency)
-        self._codeserver_slots = asyncio.Semaphore(settings.max_concurrency)
-        self._sensor_slots = asyncio.Semaphore(settings.max_concurrency)
-        self._capacity = 4 * settings.max_concurrency
+        self._slots = {group: asyncio.Semaphore(settings.max_concurrency) for group in SlotGroup}
+        self._capacity = len(self._slots) * settings.max_concurrency
         self._free = asyncio.Semaphore(self._capacity)
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -191,15 +179,15 @@ class WorkConsumer:
             await self._publisher.dead_letter(msg, f"refused work item: {err}")
             await msg.term()
             return
-        if item.kind in RUN_CONTROL_KINDS:
-            slots = self._run_control_slots
-        elif item.kind in RUN_KINDS:
-            slots = self._run_slots
-        elif item.kind in SENSOR_KINDS:
-            slots = self._sensor_slots
-        else:
-            slots = self._codeserver_slots
-        async with slots:
+        group = WORK_SPECS[item.kind].slots
+        if group is None:
+            # Unreachable past the gate (such kinds are routed outside launcher filters).
+            await self._publisher.dead_letter(
+                msg, f"refused work item: no launcher serves {item.kind}"
+            )
+            await msg.term()
+            return
+        async with self._slots[group]:
             ctx = telemetry.context_from_headers(msg.headers)
             with telemetry.tracer("tether.launcher").start_as_current_span(
                 f"launcher.{item.kind}",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 from pydantic import BaseModel, ValidationError
@@ -19,34 +19,39 @@ from tether.launcher.substrate import RunWorkerHandle, Substrate
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.process import ExecuteRunArgs
-from tether.shared.wire.snapshots import snapshot_payload
 from tether.shared.wire.work import (
-    RUN_WORKER_EXITED,
-    EvaluateSchedulePayload,
-    EvaluateSensorPayload,
     LaunchRunPayload,
-    PartitionConfigPayload,
-    PartitionKeysPayload,
+    LocationStopped,
+    NoPayload,
+    ReportKind,
     RunHealth,
     RunHealthPayload,
+    RunLaunched,
+    RunTerminated,
+    RunWorkerExited,
     TerminateRunPayload,
     WorkItem,
     WorkKind,
     WorkResult,
 )
+from tether.shared.wire.workspecs import (
+    REPORT_SPECS,
+    WORK_SPECS,
+    ServedBy,
+    require_handlers,
+)
 
 log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=BaseModel)
+Q = TypeVar("Q", bound=BaseModel)
 
-#: Code-server queries: the payload model of each kind and the client call that answers it.
-#: Each call returns a result model whose ``error`` is set when user code failed.
-_QUERIES: dict[WorkKind, tuple[type[BaseModel], str]] = {
-    WorkKind.EVALUATE_SCHEDULE: (EvaluateSchedulePayload, "evaluate_schedule"),
-    WorkKind.EVALUATE_SENSOR: (EvaluateSensorPayload, "evaluate_sensor"),
-    WorkKind.GET_PARTITION_KEYS: (PartitionKeysPayload, "partition_keys"),
-    WorkKind.GET_PARTITION_CONFIG: (PartitionConfigPayload, "partition_config"),
-}
+#: What serves one kind: the item, and its payload parsed into the kind's payload model.
+Handler = Callable[[WorkItem, Any], Awaitable[None]]
+
+#: A code-server query: the client call answering a payload within a deadline, with a
+#: result model whose ``error`` is set when user code failed.
+Query = Callable[[CodeServerClient, Q, float], Awaitable[BaseModel]]
 
 #: Call failures that a new code server cures: gone, or not accepting our token (an adopted
 #: container started by a launcher with another code-server secret).
@@ -74,13 +79,13 @@ def _rpc_error(err: grpc.aio.AioRpcError) -> ErrorInfo:
     )
 
 
-def _succeeded(item: WorkItem, payload: dict[str, object]) -> WorkResult:
+def _succeeded(item: WorkItem, answer: BaseModel) -> WorkResult:
     return WorkResult(
         id=item.id,
         work_item_id=item.id,
         kind=item.kind,
         ok=True,
-        payload=payload,
+        payload=WORK_SPECS[item.kind].result_json(answer),
         traceparent=telemetry.current_traceparent(),
     )
 
@@ -117,41 +122,54 @@ class WorkHandlers:
         self._monitors: set[asyncio.Task[None]] = set()
         #: Tells sibling launcher replicas that a location was removed (set by the service).
         self._on_location_stopped: Callable[[str], Awaitable[None]] | None = None
+        #: One handler per kind the specs say launchers serve (refuses to start without).
+        self._handlers: Mapping[WorkKind, Handler] = require_handlers(
+            ServedBy.LAUNCHER,
+            {
+                WorkKind.LOAD_LOCATION: self.load_location,
+                WorkKind.STOP_LOCATION: self.stop_location,
+                WorkKind.LAUNCH_RUN: self.launch_run,
+                WorkKind.TERMINATE_RUN: self.terminate_run,
+                WorkKind.CHECK_RUN_HEALTH: self.check_run_health,
+                WorkKind.EVALUATE_SCHEDULE: self._query(CodeServerClient.evaluate_schedule),
+                WorkKind.EVALUATE_SENSOR: self._query(CodeServerClient.evaluate_sensor),
+                WorkKind.GET_PARTITION_KEYS: self._query(CodeServerClient.partition_keys),
+                WorkKind.GET_PARTITION_CONFIG: self._query(CodeServerClient.partition_config),
+            },
+        )
+
+    @property
+    def served_kinds(self) -> frozenset[WorkKind]:
+        """The kinds of work item this launcher has a handler for."""
+        return frozenset(self._handlers)
 
     def on_location_stopped(self, notify: Callable[[str], Awaitable[None]]) -> None:
         """Call ``notify(location_name)`` after serving a ``stop_location`` work item."""
         self._on_location_stopped = notify
 
     async def handle(self, item: WorkItem) -> None:
-        """Handle one work item (inside the caller's span)."""
-        if item.kind == WorkKind.LOAD_LOCATION:
-            await self.load_location(item)
-        elif item.kind == WorkKind.LAUNCH_RUN:
-            await self.launch_run(item)
-        elif item.kind == WorkKind.TERMINATE_RUN:
-            await self.terminate_run(item)
-        elif item.kind == WorkKind.CHECK_RUN_HEALTH:
-            await self.check_run_health(item)
-        elif item.kind == WorkKind.STOP_LOCATION:
-            await self.stop_location(item)
-        elif item.kind in _QUERIES:
-            await self.query_code_server(item)
-        else:
-            await self._publisher.publish_result(
-                _failed(
-                    item,
-                    UnsupportedWorkError(
-                        f"the {self._substrate.name} launcher cannot handle {item.kind} yet"
-                    ),
-                )
+        """Handle one work item (inside the caller's span) with its kind's handler."""
+        handler = self._handlers.get(item.kind)
+        if handler is None:
+            # Declared for the wire, served by nobody yet (see WORK_SPECS).
+            error = UnsupportedWorkError(
+                f"the {self._substrate.name} launcher cannot handle {item.kind} yet"
             )
+            await self._publisher.publish_result(_failed(item, error))
+            return
+        try:
+            payload = WORK_SPECS[item.kind].payload_of(item)
+        except ValidationError as err:
+            await self._publisher.publish_result(_failed(item, err))
+            return
+        await handler(item, payload)
 
-    async def stop_location(self, item: WorkItem) -> None:
+    async def stop_location(self, item: WorkItem, _: NoPayload) -> None:
         """The location was removed: stop its code server here and tell the siblings."""
         stopped = await self.forget_location(item.location.name)
         if self._on_location_stopped is not None:
             await self._on_location_stopped(item.location.name)
-        await self._publisher.publish_result(_succeeded(item, {"stopped": stopped}))
+        await self._publisher.publish_result(_succeeded(item, LocationStopped(stopped=stopped)))
 
     async def forget_location(self, location_name: str) -> bool:
         """Stop ``location_name``'s code server and fork server, if this launcher has them.
@@ -164,7 +182,7 @@ class WorkHandlers:
             log.info("stopped the code server of removed location %s", location_name)
         return stopped
 
-    async def load_location(self, item: WorkItem) -> None:
+    async def load_location(self, item: WorkItem, _: NoPayload) -> None:
         """Ensure the location's code server and publish its snapshot (or why not)."""
         deadline = self._settings.grpc_deadline_s
         try:
@@ -184,11 +202,23 @@ class WorkHandlers:
                 ),
             )
         else:
-            # Compressed when large: a big location's snapshot exceeds NATS's max_payload.
-            result = _succeeded(item, snapshot_payload(snapshot))
+            # Compressed when large (the spec's codec): a big location's snapshot exceeds
+            # NATS's max_payload.
+            result = _succeeded(item, snapshot)
         await self._publisher.publish_result(result)
 
-    async def query_code_server(self, item: WorkItem) -> None:
+    def _query(self, ask: Query[Q]) -> Handler:
+        """The handler of a code-server query answered by client call ``ask``."""
+
+        async def handle(item: WorkItem, payload: Q) -> None:
+            deadline = self._settings.grpc_deadline_s
+            await self.query_code_server(item, lambda client: ask(client, payload, deadline))
+
+        return handle
+
+    async def query_code_server(
+        self, item: WorkItem, call: Callable[[CodeServerClient], Awaitable[BaseModel]]
+    ) -> None:
         """Answer a schedule, sensor or partition query from the location's code server.
 
         The result payload is the query's result model (ScheduleTickResult, ...). A user-code
@@ -197,15 +227,6 @@ class WorkHandlers:
         for it. A code server still starting makes the call wait for it (one lock per
         location in the registry), within this work item's ack keep-alive.
         """
-        model, method = _QUERIES[WorkKind(item.kind)]
-        payload = await self._payload(item, model)
-        if payload is None:
-            return
-
-        async def call(client: CodeServerClient) -> BaseModel:
-            query: Callable[[BaseModel, float], Awaitable[BaseModel]] = getattr(client, method)
-            return await query(payload, self._settings.grpc_deadline_s)
-
         try:
             answer = await self._with_code_server(item, call)
         except CodeServerStartError as err:
@@ -214,11 +235,10 @@ class WorkHandlers:
             result = _failed(item, _rpc_error(err))
         else:
             error = getattr(answer, "error", None)
-            body = answer.model_dump(mode="json")
-            result = _succeeded(item, body) if error is None else _failed(item, error)
+            result = _succeeded(item, answer)
             if error is not None:
                 # Keep the typed result too: the control plane records it on the tick.
-                result = result.model_copy(update={"payload": body})
+                result = _failed(item, error).model_copy(update={"payload": result.payload})
         await self._publisher.publish_result(result)
 
     async def _with_code_server(
@@ -237,11 +257,8 @@ class WorkHandlers:
             client = await self._registry.ensure(item.location)
             return await call(client)
 
-    async def launch_run(self, item: WorkItem) -> None:
+    async def launch_run(self, item: WorkItem, payload: LaunchRunPayload) -> None:
         """Claim the run (at most once across replicas), spawn its worker, report it."""
-        payload = await self._payload(item, LaunchRunPayload)
-        if payload is None:
-            return
         claim = RunClaim(
             run_id=payload.run_id,
             work_item_id=item.id,
@@ -270,7 +287,7 @@ class WorkHandlers:
                 # Our own earlier delivery launched it and may have died before its result
                 # was published: publish it again (same id, so deduplicated downstream).
                 await self._publisher.publish_result(
-                    _succeeded(item, {"run_id": payload.run_id, "pid": existing.pid})
+                    _succeeded(item, RunLaunched(run_id=payload.run_id, pid=existing.pid))
                 )
             log.info(
                 "run %s already launched by %s (item %s); skipping",
@@ -310,9 +327,8 @@ class WorkHandlers:
             handle.pid,
             "warm" if handle.warm else "cold",
         )
-        await self._publisher.publish_result(
-            _succeeded(item, {"run_id": payload.run_id, "pid": handle.pid, "warm": handle.warm})
-        )
+        launched = RunLaunched(run_id=payload.run_id, pid=handle.pid, warm=handle.warm)
+        await self._publisher.publish_result(_succeeded(item, launched))
         task = asyncio.create_task(self._monitor(item, handle, traceparent))
         self._monitors.add(task)
         task.add_done_callback(self._monitors.discard)
@@ -326,12 +342,15 @@ class WorkHandlers:
         with telemetry.span_from(
             "launcher.run_worker_exited", traceparent, scope="tether.launcher", run_id=handle.run_id
         ):
+            report = REPORT_SPECS[ReportKind.RUN_WORKER_EXITED]
             result = WorkResult(
-                id=f"{item.id}.exit",
+                id=report.report_id(item.id),
                 work_item_id=item.id,
-                kind=RUN_WORKER_EXITED,
+                kind=report.kind,
                 ok=exit_code == 0,
-                payload={"run_id": handle.run_id, "exit_code": exit_code},
+                payload=report.result_json(
+                    RunWorkerExited(run_id=handle.run_id, exit_code=exit_code)
+                ),
                 traceparent=telemetry.current_traceparent(),
             )
             try:
@@ -339,11 +358,8 @@ class WorkHandlers:
             except Exception:
                 log.exception("could not report the exit of run %s", handle.run_id)
 
-    async def terminate_run(self, item: WorkItem) -> None:
+    async def terminate_run(self, item: WorkItem, payload: TerminateRunPayload) -> None:
         """Interrupt a run worker (SIGTERM, SIGKILL after the grace period)."""
-        payload = await self._payload(item, TerminateRunPayload)
-        if payload is None:
-            return
         handle = await self._find_run(payload.run_id)
         signalled = False
         if handle is not None:
@@ -353,28 +369,16 @@ class WorkHandlers:
         log.info(
             "terminate run %s: %s", payload.run_id, "signalled" if signalled else "not running"
         )
-        await self._publisher.publish_result(
-            _succeeded(item, {"run_id": payload.run_id, "signalled": signalled})
-        )
+        terminated = RunTerminated(run_id=payload.run_id, signalled=signalled)
+        await self._publisher.publish_result(_succeeded(item, terminated))
 
-    async def check_run_health(self, item: WorkItem) -> None:
+    async def check_run_health(self, item: WorkItem, payload: RunHealthPayload) -> None:
         """Report whether a run's worker still runs (the control plane's run monitor asks)."""
-        payload = await self._payload(item, RunHealthPayload)
-        if payload is None:
-            return
         handle = await self._find_run(payload.run_id)
         alive = handle is not None and await self._substrate.run_alive(handle)
         await self._publisher.publish_result(
-            _succeeded(item, RunHealth(run_id=payload.run_id, alive=alive).model_dump(mode="json"))
+            _succeeded(item, RunHealth(run_id=payload.run_id, alive=alive))
         )
-
-    async def _payload(self, item: WorkItem, model: type[P]) -> P | None:
-        """``item``'s payload as ``model``; None (with a failed result published) if malformed."""
-        try:
-            return model.model_validate(item.payload)
-        except ValidationError as err:
-            await self._publisher.publish_result(_failed(item, err))
-            return None
 
     async def _find_run(self, run_id: str) -> RunWorkerHandle | None:
         handle = self._runs.get(run_id)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.logs import LogStream
 from tether.shared.wire.work import WorkKind
+from tether.shared.wire.workspecs import WORK_SPECS, ServedBy
 
 PREFIX = "tether"
 
@@ -54,9 +55,6 @@ def work(substrate: str, kind: WorkKind | str) -> str:
 #: the location's substrate). The leading underscore keeps it apart from real substrates.
 AGENT_SCOPE = "_agent"
 
-#: Kinds served agent-wide (by logship, ...), never by a launcher.
-AGENT_WORK_KINDS: frozenset[WorkKind] = frozenset({WorkKind.PRESIGN_COMPUTE_LOGS})
-
 
 def agent_work(kind: WorkKind | str) -> str:
     """Subject of agent-wide work items of ``kind`` (outside every launcher's filter)."""
@@ -64,9 +62,12 @@ def agent_work(kind: WorkKind | str) -> str:
 
 
 def route_work(substrate: str, kind: WorkKind | str) -> str:
-    """Where the poller publishes a work item: agent-wide kinds to :func:`agent_work`,
-    the rest to the launchers of ``substrate`` (:func:`work`)."""
-    if kind in AGENT_WORK_KINDS:
+    """Where the poller publishes a work item: kinds their spec says the agent scope serves
+    (:data:`~tether.shared.wire.workspecs.WORK_SPECS`) to :func:`agent_work`, the rest to
+    the launchers of ``substrate`` (:func:`work`)."""
+    # A plain string equal to a kind's value finds that kind's spec (StrEnum keys).
+    spec = WORK_SPECS.get(kind)
+    if spec is not None and spec.served_by == ServedBy.AGENT:
         return agent_work(kind)
     return work(substrate, kind)
 

@@ -6,7 +6,7 @@ import time
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from tether.shared.wire.base import ErrorInfo, WireModel
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import ComputeLogPointer
@@ -27,6 +27,17 @@ class WorkKind(StrEnum):
     PRESIGN_COMPUTE_LOGS = "presign_compute_logs"
     #: The location was removed: stop its code server (and fork server).
     STOP_LOCATION = "stop_location"
+
+
+class ReportKind(StrEnum):
+    """Kinds of follow-up reports about a work item, sent after its main result.
+
+    A report's id is ``<work item id>.<suffix>``; see
+    :data:`tether.shared.wire.workspecs.REPORT_SPECS` for what each is about.
+    """
+
+    #: A launcher's run worker process ended (sent by the launcher that started it).
+    RUN_WORKER_EXITED = "run_worker_exited"
 
 
 class RunRequestInfo(WireModel):
@@ -164,6 +175,53 @@ class RunHealth(WireModel):
     alive: bool
 
 
+class NoPayload(WireModel):
+    """The payload of a work item that needs nothing but its location (``{}``)."""
+
+
+class RunLaunched(WireModel):
+    """Payload of a successful ``launch_run`` result: the worker that was started."""
+
+    run_id: str | None = Field(default=None, description="None: its work item's run.")
+    pid: int | None = Field(default=None, description="None: the substrate has no local pid.")
+    warm: bool | None = Field(
+        default=None,
+        description="Forked from a warm fork server; None (left out): not known, as when a "
+        "redelivered launch reports the earlier launch again.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unknown_warm(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Launchers have always sent {"run_id", "pid"} when they do not know: keep that shape.
+        data: dict[str, Any] = handler(self)
+        if data.get("warm") is None:
+            data.pop("warm", None)
+        return data
+
+
+class RunTerminated(WireModel):
+    """Payload of a successful ``terminate_run`` result."""
+
+    run_id: str
+    signalled: bool = Field(description="False: no worker of the run was running here.")
+
+
+class LocationStopped(WireModel):
+    """Payload of a successful ``stop_location`` result."""
+
+    stopped: bool = Field(description="False: this launcher ran no code server for it.")
+
+
+class RunWorkerExited(WireModel):
+    """Payload of a ``run_worker_exited`` report: how a run's worker process ended."""
+
+    run_id: str
+    exit_code: int | None = Field(
+        description="The process's exit code; None (only in the control plane's own record "
+        "of a health check that found the worker gone): unknown."
+    )
+
+
 class WorkItem(WireModel):
     """A unit of work the control plane hands to an agent (one DB row)."""
 
@@ -193,16 +251,14 @@ class WorkResult(WireModel):
     type: Literal["tether.v1.work_result"] = "tether.v1.work_result"
     id: str
     work_item_id: str
-    kind: str = Field(description="A WorkKind, or a report kind such as run_worker_exited.")
+    kind: WorkKind | ReportKind = Field(
+        description="The work item's kind (its main result) or a ReportKind (a later report)."
+    )
     ok: bool
     payload: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     traceparent: str | None = None
     created_at: float = Field(default_factory=time.time)
-
-
-#: Report kind sent by a launcher when a run worker process ends.
-RUN_WORKER_EXITED = "run_worker_exited"
 
 
 class PresignComputeLogsPayload(WireModel):

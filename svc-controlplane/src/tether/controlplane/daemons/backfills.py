@@ -126,7 +126,7 @@ class BackfillDaemon(PeriodicDaemon):
                         repository_name=backfill.repository_name or "",
                         partition_set_name=backfill.partition_set_name or "",
                         partition_key=key,
-                    ).model_dump(mode="json"),
+                    ),
                     expires_at=now + self.query_timeout_s,
                 )
         for key in window:

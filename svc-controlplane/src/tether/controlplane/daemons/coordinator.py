@@ -94,7 +94,7 @@ class RunCoordinator(PeriodicDaemon):
                     deployment_id=run.deployment_id,
                     kind=WorkKind.LAUNCH_RUN,
                     location=configs[key],
-                    payload=payload.model_dump(mode="json"),
+                    payload=payload,
                     traceparent=run.traceparent,
                     item_id=runs.launch_item_id(run.id),
                 )

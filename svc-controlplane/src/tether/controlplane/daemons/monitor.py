@@ -38,7 +38,7 @@ from tether.controlplane.runs import lifecycle
 from tether.controlplane.store import runs, workitems
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import RunStatus
-from tether.shared.wire.work import RunHealthPayload, WorkKind
+from tether.shared.wire.work import RunHealthPayload, RunWorkerExited, WorkKind
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class RunMonitor(PeriodicDaemon):
                 deployment_id=deployment_id,
                 kind=WorkKind.CHECK_RUN_HEALTH,
                 location=LocationConfig.model_validate(launch.location),
-                payload=RunHealthPayload(run_id=run_id).model_dump(mode="json"),
+                payload=RunHealthPayload(run_id=run_id),
                 traceparent=traceparent,
                 item_id=item_id,
                 # A check nobody answers soon is worthless: the next interval asks again.
@@ -144,7 +144,8 @@ class RunMonitor(PeriodicDaemon):
         for run_id, exited_at, payload in rows:
             if run_id in already:
                 continue
-            code = (payload or {}).get("exit_code")
+            # Validated when stored (or the control plane's own record of a vanished worker).
+            code = RunWorkerExited.model_validate(payload).exit_code
             gone = "exited" if code is None else f"exited (code {code})"
             reason = (
                 f"the run worker {gone} {now - exited_at:.0f}s ago and the run "

@@ -210,7 +210,7 @@ class Scheduler(PeriodicDaemon):
                         tick_time=tick,
                         kind=WorkKind.EVALUATE_SCHEDULE,
                         location=configs[key],
-                        payload=payload.model_dump(mode="json"),
+                        payload=payload,
                         now=now,
                         timeout_s=self.tick_timeout_s,
                     )

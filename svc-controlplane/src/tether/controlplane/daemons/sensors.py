@@ -108,7 +108,7 @@ class SensorDaemon(PeriodicDaemon):
                     tick_time=now,
                     kind=WorkKind.EVALUATE_SENSOR,
                     location=LocationConfig.model_validate(location.config),
-                    payload=payload.model_dump(mode="json"),
+                    payload=payload,
                     now=now,
                     timeout_s=self.tick_timeout_s,
                 )

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Instigator, InstigatorKind, TickStatus, WorkResultRow
@@ -55,7 +54,7 @@ async def start_tick(
     tick_time: float,
     kind: WorkKind,
     location: LocationConfig,
-    payload: dict[str, Any],
+    payload: BaseModel,
     now: float,
     timeout_s: float,
 ) -> str | None:

@@ -181,7 +181,7 @@ class ComputeLogQuery:
             deployment_id=principal.deployment_id,
             location=LocationConfig.model_validate(location.config),
             kind=WorkKind.PRESIGN_COMPUTE_LOGS,
-            payload=payload.model_dump(mode="json"),
+            payload=payload,
             timeout_s=timeout_seconds,
         )
         if not result.ok:

@@ -449,7 +449,7 @@ async def _partition_keys(
         kind=WorkKind.GET_PARTITION_KEYS,
         payload=PartitionKeysPayload(
             repository_name=repo_name, partition_set_name=job.partition_set_name
-        ).model_dump(mode="json"),
+        ),
         timeout_s=timeout_s,
     )
     try:

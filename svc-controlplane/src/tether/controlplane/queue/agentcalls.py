@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
+from pydantic import BaseModel
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import WorkResultRow
 from tether.controlplane.errors import ApiError
@@ -44,7 +44,7 @@ async def ask_agent(
     deployment_id: str,
     location: LocationConfig,
     kind: WorkKind,
-    payload: dict[str, Any],
+    payload: BaseModel,
     timeout_s: float,
 ) -> WorkResultRow:
     """Queue a work item and wait for its result.

@@ -7,8 +7,9 @@ run) the run's next state, which :mod:`tether.controlplane.runs.lifecycle` decid
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,30 +21,31 @@ from tether.controlplane.store import locations, workitems
 from tether.controlplane.uploads import Refusal
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.snapshots import LocationSnapshot, snapshot_from_payload
-from tether.shared.wire.work import RUN_WORKER_EXITED, RunHealth, WorkKind, WorkResult
-
-
-class _WorkerExit(BaseModel):
-    """Payload of a ``run_worker_exited`` report."""
-
-    run_id: str
-    exit_code: int
+from tether.shared.wire.work import (
+    ReportKind,
+    RunHealth,
+    RunLaunched,
+    RunTerminated,
+    RunWorkerExited,
+    WorkKind,
+    WorkResult,
+)
+from tether.shared.wire.workspecs import REPORT_SPECS, result_spec
 
 
 @dataclass(frozen=True)
 class _Parsed:
     result: WorkResult
     item: WorkItemRow
-    snapshot: LocationSnapshot | None = None
-    worker_exit: _WorkerExit | None = None
-    health: RunHealth | None = None
+    #: The payload in its kind's result model (see _EFFECTS), when its effect reads it.
+    typed: Any = None
 
 
-#: Follow-up reports about a work item (id ``<item id>.<suffix>``): report kind -> the
-#: kinds of work item it may be about.
-REPORT_KINDS: dict[str, frozenset[str]] = {
-    RUN_WORKER_EXITED: frozenset({WorkKind.LAUNCH_RUN}),
-}
+@dataclass(frozen=True)
+class _Context:
+    session: AsyncSession
+    deployment_id: str
+    queue: WorkQueue | None
 
 
 async def submit_results(
@@ -93,12 +95,13 @@ def binding_problem(result: WorkResult, item: WorkItemRow | None) -> str | None:
         return f"work_item_id {result.work_item_id!r} names no work item of this deployment"
     if result.id == item.id:
         if result.kind != item.kind:
-            return f"kind {result.kind!r} does not match its work item's kind {item.kind!r}"
+            return f"kind {str(result.kind)!r} does not match its work item's kind {item.kind!r}"
     elif result.id.startswith(f"{item.id}.") and len(result.id) > len(item.id) + 1:
-        if item.kind not in REPORT_KINDS.get(result.kind, frozenset()):
+        report = REPORT_SPECS.get(result.kind)
+        if report is None or item.kind not in report.about:
             return (
                 f"a report {result.id!r} about a {item.kind} work item cannot be of kind "
-                f"{result.kind!r}"
+                f"{str(result.kind)!r}"
             )
     else:
         return (
@@ -148,19 +151,21 @@ async def _parse(
 def _parse_payload(
     result: WorkResult, item: WorkItemRow, snapshot_max_bytes: int | None
 ) -> _Parsed:
-    if result.kind == WorkKind.LOAD_LOCATION and result.ok:
-        # Plain, or zlib-compressed when large (see tether.shared.wire.snapshots).
-        snapshot = snapshot_from_payload(
-            result.payload,
-            max_bytes=snapshot_max_bytes,
-            limit_name="TETHER_CONTROLPLANE_SNAPSHOT_MAX_BYTES",
-        )
-        return _Parsed(result, item, snapshot=snapshot)
-    if result.kind == WorkKind.CHECK_RUN_HEALTH and result.ok:
-        return _Parsed(result, item, health=RunHealth.model_validate(result.payload))
-    if result.kind == RUN_WORKER_EXITED:
-        return _Parsed(result, item, worker_exit=_WorkerExit.model_validate(result.payload))
-    return _Parsed(result, item)
+    effect = _EFFECTS.get(result.kind)
+    if effect is None or not (result.ok or effect.failed_typed):
+        return _Parsed(result, item)
+    if effect.parse is not None:
+        return _Parsed(result, item, effect.parse(result, snapshot_max_bytes))
+    return _Parsed(result, item, result_spec(result.kind).result_of(result))
+
+
+def _parse_snapshot(result: WorkResult, max_bytes: int | None) -> LocationSnapshot:
+    # Plain, or zlib-compressed when large (see tether.shared.wire.snapshots).
+    return snapshot_from_payload(
+        result.payload,
+        max_bytes=max_bytes,
+        limit_name="TETHER_CONTROLPLANE_SNAPSHOT_MAX_BYTES",
+    )
 
 
 async def _apply(
@@ -170,19 +175,61 @@ async def _apply(
     if result.kind == item.kind:
         # The main result of the item (not a later report about it): the item is finished.
         await workitems.finish_item(session, item.id, ok=result.ok)
-    if result.kind == WorkKind.LOAD_LOCATION:
-        if entry.snapshot is not None:
-            await locations.mark_loaded(session, deployment_id, item.location_name, entry.snapshot)
-        else:
-            await locations.mark_load_error(
-                session, deployment_id, item.location_name, result.error
-            )
-    elif result.kind == WorkKind.LAUNCH_RUN:
-        await lifecycle.apply_launch(session, queue, deployment_id, item, result)
-    elif result.kind == WorkKind.TERMINATE_RUN:
-        await lifecycle.apply_terminate(session, result)
-    elif entry.health is not None:
-        await lifecycle.apply_health(session, queue, deployment_id, entry.health, result)
-    elif entry.worker_exit is not None:
-        exited = entry.worker_exit
-        await lifecycle.apply_worker_exit(session, exited.run_id, exited.exit_code, result)
+    effect = _EFFECTS.get(result.kind)
+    if effect is not None:
+        await effect.apply(_Context(session, deployment_id, queue), entry, entry.typed)
+
+
+async def _apply_load(ctx: _Context, entry: _Parsed, snapshot: LocationSnapshot | None) -> None:
+    location = entry.item.location_name
+    if snapshot is not None:
+        await locations.mark_loaded(ctx.session, ctx.deployment_id, location, snapshot)
+    else:
+        await locations.mark_load_error(
+            ctx.session, ctx.deployment_id, location, entry.result.error
+        )
+
+
+async def _apply_launch(ctx: _Context, entry: _Parsed, launched: RunLaunched | None) -> None:
+    await lifecycle.apply_launch(
+        ctx.session, ctx.queue, ctx.deployment_id, entry.item, entry.result, launched
+    )
+
+
+async def _apply_terminate(ctx: _Context, entry: _Parsed, terminated: RunTerminated | None) -> None:
+    await lifecycle.apply_terminate(ctx.session, entry.result, terminated)
+
+
+async def _apply_health(ctx: _Context, entry: _Parsed, health: RunHealth | None) -> None:
+    if health is not None:  # None: the launcher could not tell
+        await lifecycle.apply_health(
+            ctx.session, ctx.queue, ctx.deployment_id, health, entry.result
+        )
+
+
+async def _apply_worker_exit(ctx: _Context, entry: _Parsed, exited: RunWorkerExited) -> None:
+    await lifecycle.apply_worker_exit(ctx.session, exited.run_id, exited.exit_code, entry.result)
+
+
+@dataclass(frozen=True)
+class _Effect:
+    """What storing a new result of one kind changes, beyond finishing its work item."""
+
+    #: Called with the context, the entry, and its payload in the kind's result model
+    #: (None for a failed result, unless ``failed_typed``).
+    apply: Callable[[_Context, _Parsed, Any], Awaitable[None]]
+    #: Parse the payload of failed results too (reports always carry theirs).
+    failed_typed: bool = False
+    #: Parses the payload instead of the spec's result model (given the snapshot limit).
+    parse: Callable[[WorkResult, int | None], BaseModel] | None = None
+
+
+#: Result kinds (of WORK_SPECS and REPORT_SPECS) whose results change more than their work
+#: item; the results of the others are read where they are awaited (daemons, agent calls).
+_EFFECTS: Mapping[WorkKind | ReportKind, _Effect] = {
+    WorkKind.LOAD_LOCATION: _Effect(_apply_load, parse=_parse_snapshot),
+    WorkKind.LAUNCH_RUN: _Effect(_apply_launch),
+    WorkKind.TERMINATE_RUN: _Effect(_apply_terminate),
+    WorkKind.CHECK_RUN_HEALTH: _Effect(_apply_health),
+    ReportKind.RUN_WORKER_EXITED: _Effect(_apply_worker_exit, failed_typed=True),
+}

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import WorkItemRow
@@ -21,6 +21,7 @@ from tether.controlplane.store import workitems
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
+from tether.shared.wire.workspecs import WORK_SPECS
 
 #: Commit topic (:func:`~tether.controlplane.db.engine.changes`): work items were enqueued.
 WORK_QUEUED = "work queued"
@@ -113,7 +114,7 @@ class WorkQueue:
         deployment_id: str,
         kind: WorkKind,
         location: LocationConfig,
-        payload: dict[str, Any] | None = None,
+        payload: BaseModel | None = None,
         traceparent: str | None = None,
         expires_at: float | None = None,
         item_id: str | None = None,
@@ -122,6 +123,10 @@ class WorkQueue:
 
         Waiting claims are woken when (and only if) that transaction commits.
         ``item_id`` names the item when others must find it (else a random id).
+        ``payload`` is the kind's payload model (None: ``{}``, for kinds that need none).
+
+        Raises:
+            TypeError: ``payload`` is the payload model of another kind.
         """
         item_id = item_id or new_id()
         workitems.add_item(
@@ -130,7 +135,7 @@ class WorkQueue:
             deployment_id=deployment_id,
             kind=kind,
             location=location,
-            payload=payload or {},
+            payload={} if payload is None else WORK_SPECS[kind].payload_json(payload),
             traceparent=traceparent,
             expires_at=expires_at,
         )

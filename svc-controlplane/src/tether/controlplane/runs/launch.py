@@ -314,7 +314,7 @@ async def queue_run(
             deployment_id=deployment_id,
             kind=WorkKind.LAUNCH_RUN,
             location=LocationConfig.model_validate(location.config),
-            payload=payload.model_dump(mode="json"),
+            payload=payload,
             traceparent=traceparent,
             item_id=runs.launch_item_id(run_id),
         )

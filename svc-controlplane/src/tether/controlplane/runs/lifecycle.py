@@ -32,12 +32,16 @@ from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import STATUS_FOR_EVENT, EventType, RunEvent, RunStatus
 from tether.shared.wire.work import (
-    RUN_WORKER_EXITED,
+    ReportKind,
     RunHealth,
+    RunLaunched,
+    RunTerminated,
+    RunWorkerExited,
     TerminateRunPayload,
     WorkKind,
     WorkResult,
 )
+from tether.shared.wire.workspecs import REPORT_SPECS
 
 
 def enqueue(
@@ -167,7 +171,7 @@ async def request_interrupt(session: AsyncSession, queue: WorkQueue, run: Run) -
         deployment_id=run.deployment_id,
         kind=WorkKind.TERMINATE_RUN,
         location=location,
-        payload=TerminateRunPayload(run_id=run.id).model_dump(mode="json"),
+        payload=TerminateRunPayload(run_id=run.id),
         traceparent=telemetry.current_traceparent() or run.traceparent,
     )
 
@@ -186,23 +190,21 @@ async def launch_settled(session: AsyncSession, run_id: str) -> bool:
 # -- what agents report ---------------------------------------------------------------
 
 
-def _run_of(item: WorkItemRow, result: WorkResult) -> str:
-    return str(item.payload.get("run_id") or result.payload.get("run_id") or "")
-
-
 async def apply_launch(
     session: AsyncSession,
     queue: WorkQueue | None,
     deployment_id: str,
     item: WorkItemRow,
     result: WorkResult,
+    launched: RunLaunched | None,
 ) -> None:
-    """A launcher's answer to ``launch_run``: STARTING, or FAILURE before it started."""
-    run_id = _run_of(item, result)
+    """A launcher's answer to ``launch_run`` (``launched`` when it succeeded): STARTING,
+    or FAILURE before it started."""
+    run_id = str(item.payload.get("run_id") or (launched and launched.run_id) or "")
     status = await runs.run_status(session, run_id)
     if status is None:
         return
-    if result.ok:
+    if launched is not None:
         # Recorded even if the worker's own events got here first: stamped with the time the
         # launcher reported, it still sorts before the worker's RUN_START.
         runs.add_control_event(
@@ -211,7 +213,8 @@ async def apply_launch(
             EventType.RUN_STARTING,
             message="run worker launched",
             timestamp=result.created_at,
-            data={k: v for k, v in result.payload.items() if k != "run_id"},
+            # What the launcher said about the worker (pid, warm), as it said it.
+            data=launched.model_dump(mode="json", exclude={"run_id"}, exclude_unset=True),
         )
         await runs.advance_status(session, run_id, RunStatus.STARTING, result.created_at)
         if queue is not None:
@@ -243,11 +246,14 @@ async def _interrupt_if_canceling(
             await request_interrupt(session, queue, run)
 
 
-async def apply_terminate(session: AsyncSession, result: WorkResult) -> None:
-    """A launcher's answer to ``terminate_run``: CANCELED when nothing was running."""
-    run_id = str(result.payload.get("run_id") or "")
-    if not result.ok or result.payload.get("signalled"):
+async def apply_terminate(
+    session: AsyncSession, result: WorkResult, terminated: RunTerminated | None
+) -> None:
+    """A launcher's answer to ``terminate_run`` (``terminated`` when it succeeded):
+    CANCELED when nothing was running."""
+    if terminated is None or terminated.signalled:
         return  # the worker reports RUN_CANCELED itself (or its exit does)
+    run_id = terminated.run_id
     # Nothing was running: once no launch is still on its way, the run is over.
     if await runs.run_status(session, run_id) == RunStatus.CANCELING and (
         await launch_settled(session, run_id)
@@ -282,23 +288,25 @@ async def apply_health(
     # Gone without an exit report: record it as an exit of unknown code about the launch,
     # and let the run monitor fail the run if its terminal event does not arrive within
     # the grace period (a worker that finished cleanly may still have events in flight).
+    report = REPORT_SPECS[ReportKind.RUN_WORKER_EXITED]
     await workitems.insert_result(
         session,
         WorkResult(
             id=f"{result.id}.gone",
             work_item_id=runs.launch_item_id(health.run_id),
-            kind=RUN_WORKER_EXITED,
+            kind=report.kind,
             ok=False,
-            payload={"run_id": health.run_id, "exit_code": None},
+            payload=report.result_json(RunWorkerExited(run_id=health.run_id, exit_code=None)),
             created_at=result.created_at,
         ),
     )
 
 
 async def apply_worker_exit(
-    session: AsyncSession, run_id: str, exit_code: int, result: WorkResult
+    session: AsyncSession, run_id: str, exit_code: int | None, result: WorkResult
 ) -> None:
-    """A launcher's report that the run's worker process exited with ``exit_code``."""
+    """A launcher's report that the run's worker process exited with ``exit_code`` (None:
+    it vanished, its code unknown)."""
     # Exit code 0 means the worker published (and JetStream stored) all its events, the
     # terminal one last; that event may still be on its way through another relay batch,
     # so a clean exit never fails the run here.

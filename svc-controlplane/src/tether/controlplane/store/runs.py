@@ -14,7 +14,7 @@ from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent, RunStatus
-from tether.shared.wire.work import RUN_WORKER_EXITED
+from tether.shared.wire.work import ReportKind
 
 #: Order of run statuses; a run only ever moves up, and terminal statuses share the top rank
 #: so a terminal status never changes (not even to another terminal one).
@@ -295,7 +295,7 @@ async def reported_exits(
         .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
         .join(Run, Run.id == run_id_of_item)
         .where(
-            WorkResultRow.kind == RUN_WORKER_EXITED,
+            WorkResultRow.kind == str(ReportKind.RUN_WORKER_EXITED),
             WorkResultRow.created_at < before,
             Run.status.in_([str(s) for s in statuses]),
         )
