@@ -1,5 +1,8 @@
 """NATS header names of the agent's messages, and the log-chunk codec that carries its key
-in headers (large outputs then cost no base64 or JSON escaping on the hot path)."""
+in headers (large outputs then cost no base64 or JSON escaping on the hot path).
+
+Every header name a Tether service reads or writes is spelled here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,16 @@ import time
 from pydantic import ValidationError
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.logs import LogChunk, LogStream
+
+#: JetStream's de-duplication id: a message whose id the stream saw within its duplicate
+#: window is dropped (acknowledged as a duplicate), so a retried publish lands once.
+MSG_ID_HEADER = "Nats-Msg-Id"
+#: The W3C trace context of the span that published the message (OpenTelemetry's key).
+TRACEPARENT_HEADER = "traceparent"
+#: Why a message was dead-lettered (one line, human readable).
+REASON_HEADER = "Tether-Reason"
+#: The subject the dead-lettered message was consumed from.
+SOURCE_SUBJECT_HEADER = "Tether-Subject"
 
 # Log chunks travel as raw bytes with their key in headers, so large outputs cost no
 # base64 or JSON escaping on the hot path.
