@@ -107,13 +107,14 @@ Keep = Callable[[str, AttemptOutcome], bool]
 """Keeps a successful attempt's output; True when it is stored for later runs."""
 
 
+@dataclass(frozen=True)
 class StepLifecycle:
     """Emits one run's step events around the attempts an executor runs.
 
     Thread-safe as far as the emitter is: the multiprocess executor runs several steps'
     lifecycles at once, one per step thread.
 
-    Args:
+    Attributes:
         job: the job (for its retry policies).
         run_id: the run.
         emitter: numbers and publishes events.
@@ -121,23 +122,15 @@ class StepLifecycle:
         cancellation: cancellation requests (a canceled run retries nothing).
     """
 
-    def __init__(
-        self,
-        job: JobDefinition,
-        run_id: str,
-        emitter: RunEventEmitter,
-        publisher: JetStreamPublisher,
-        cancellation: Cancellation,
-    ) -> None:
-        self._job = job
-        self._run_id = run_id
-        self._emitter = emitter
-        self._publisher = publisher
-        self._cancellation = cancellation
+    job: JobDefinition
+    run_id: str
+    emitter: RunEventEmitter
+    publisher: JetStreamPublisher
+    cancellation: Cancellation
 
     def skip(self, node: Node, blocked: list[str]) -> None:
         """Emit ``STEP_SKIPPED`` for ``node``, whose ``blocked`` upstream did not succeed."""
-        self._emitter.emit(
+        self.emitter.emit(
             EventType.STEP_SKIPPED,
             step_key=node.name,
             message=f"Skipped {node.name}: upstream step(s) did not succeed: " + ", ".join(blocked),
@@ -147,7 +140,7 @@ class StepLifecycle:
     def materialized(self, step: str, event_type: EventType, data: dict[str, Any]) -> None:
         """Emit an asset event the op of ``step`` reported (``data`` names the asset)."""
         path = "/".join(data.get("asset_key", []))
-        self._emitter.emit(event_type, step_key=step, message=f"Materialized {path}.", data=data)
+        self.emitter.emit(event_type, step_key=step, message=f"Materialized {path}.", data=data)
 
     def run(self, node: Node, attempt_fn: Attempt, keep: Keep) -> StepStatus:
         """Run ``node``'s attempts with ``attempt_fn`` until one succeeds or none is left.
@@ -156,14 +149,14 @@ class StepLifecycle:
         """
         step = node.name
         with tracer("tether.codeserver").start_as_current_span(
-            "step", attributes={"run_id": self._run_id, "step_key": step, "op": node.op.name}
+            "step", attributes={"run_id": self.run_id, "step_key": step, "op": node.op.name}
         ):
             chunks = OffsetChunks(
-                LogChunkPublisher(self._run_id, step, self._publisher, current_traceparent())
+                LogChunkPublisher(self.run_id, step, self.publisher, current_traceparent())
             )
             attempt = 0
             while True:
-                self._emitter.emit(
+                self.emitter.emit(
                     EventType.STEP_START,
                     step_key=step,
                     message=f"Started {step}." if not attempt else f"Retry {attempt} of {step}.",
@@ -175,15 +168,10 @@ class StepLifecycle:
                     break
                 delay = self._retry_delay(node, attempt, outcome)
                 if delay is None:
-                    self._emitter.emit(
-                        EventType.STEP_FAILURE,
-                        step_key=step,
-                        message=f"{step} failed: {error.cls_name}: {error.message}",
-                        data={"duration_s": outcome.duration, "attempts": attempt + 1},
-                        error=error,
+                    return self._failed(
+                        step, f"{step} failed: {error.cls_name}: {error.message}", outcome, attempt
                     )
-                    return StepStatus.FAILURE
-                self._emitter.emit(
+                self.emitter.emit(
                     EventType.STEP_RETRY,
                     step_key=step,
                     message=f"{step} failed ({error.cls_name}: {error.message});"
@@ -192,15 +180,9 @@ class StepLifecycle:
                     error=error,
                 )
                 # A cancellation during the delay ends the step: no further attempt starts.
-                if self._cancellation.requested.wait(delay):
-                    self._emitter.emit(
-                        EventType.STEP_FAILURE,
-                        step_key=step,
-                        message=f"{step} failed and the run was canceled before its retry.",
-                        data={"duration_s": outcome.duration, "attempts": attempt + 1},
-                        error=error,
-                    )
-                    return StepStatus.FAILURE
+                if self.cancellation.requested.wait(delay):
+                    message = f"{step} failed and the run was canceled before its retry."
+                    return self._failed(step, message, outcome, attempt)
                 attempt += 1
             output_data: dict[str, Any] = {
                 "output_name": RESULT,
@@ -210,13 +192,13 @@ class StepLifecycle:
             }
             if outcome.output_metadata:
                 output_data["metadata"] = outcome.output_metadata
-            self._emitter.emit(
+            self.emitter.emit(
                 EventType.STEP_OUTPUT,
                 step_key=step,
                 message=f"{step} produced output {RESULT!r}.",
                 data=output_data,
             )
-            self._emitter.emit(
+            self.emitter.emit(
                 EventType.STEP_SUCCESS,
                 step_key=step,
                 message=f"Finished {step} in {outcome.duration:.3f}s.",
@@ -224,14 +206,25 @@ class StepLifecycle:
             )
             return StepStatus.SUCCESS
 
+    def _failed(self, step: str, message: str, outcome: AttemptOutcome, attempt: int) -> StepStatus:
+        """Emit ``STEP_FAILURE`` after the failed ``attempt`` (0 first), the step's last."""
+        self.emitter.emit(
+            EventType.STEP_FAILURE,
+            step_key=step,
+            message=message,
+            data={"duration_s": outcome.duration, "attempts": attempt + 1},
+            error=outcome.error,
+        )
+        return StepStatus.FAILURE
+
     def _retry_delay(self, node: Node, attempt: int, outcome: AttemptOutcome) -> float | None:
         """Seconds to wait before retrying after failed ``attempt``, or None: no retry."""
-        if outcome.interrupted or self._cancellation.requested.is_set():
+        if outcome.interrupted or self.cancellation.requested.is_set():
             return None
         if outcome.retry_requested is not None:
             max_retries, seconds_to_wait = outcome.retry_requested
             return seconds_to_wait if attempt < max_retries else None
-        policy = self._job.retry_policy_for(node.name)
+        policy = self.job.retry_policy_for(node.name)
         if policy is None or attempt >= policy.max_retries:
             return None
         return policy.delay_before(attempt + 1)
