@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client, RawCredentials
 from nats.js.api import KeyValueConfig
 from tether.shared.nats import auth as natsauth
+from tether.shared.nats import claims as natsclaims
 from tether.shared.nats import perms as natsperms
 from tether.shared.nats import subjects
 from tether.shared.nats.auth import AgentAuth
@@ -180,8 +181,8 @@ def test_run_users_are_signed_by_the_signing_key_for_the_account(
     run_id = new_id()
     creds = nats_server.run_worker_credentials(run_id, ttl_s=600)
     assert creds is not None
-    claims = natsauth.decode_jwt(natsauth.creds_jwt(creds))
-    assert claims["iss"] == natsauth.public_key(auth.signing_key) != auth.account_id
+    claims = natsclaims.decode_jwt(natsauth.creds_jwt(creds))
+    assert claims["iss"] == natsclaims.public_key(auth.signing_key) != auth.account_id
     assert claims["nats"]["issuer_account"] == natsauth.account_of(creds) == auth.account_id
     assert claims["exp"] - claims["iat"] == 600
     # No permissions of its own: the signing key's scope gives it its run's.

@@ -15,7 +15,7 @@ import pytest
 from nats.js.api import StreamConfig
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.shared.nats import subjects
-from tether.shared.nats.auth import Permissions
+from tether.shared.nats.claims import Permissions
 from tether.testing import NatsServer, nats_connect
 
 SUBJECT = "ptest.messages"

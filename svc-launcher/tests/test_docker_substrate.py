@@ -21,7 +21,6 @@ from tether.launcher.docker._spec import (
     LABEL_CONFIG,
     LABEL_PORT,
     code_server_spec,
-    config_hash,
     run_worker_spec,
 )
 from tether.launcher.errors import LocationRefusedError
@@ -41,7 +40,7 @@ from tether.shared.nats import subjects
 from tether.shared.nats.headers import decode_log_chunk
 from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import new_id
-from tether.shared.wire.locations import ContainerConfig, LocationConfig
+from tether.shared.wire.locations import ContainerConfig, LocationConfig, location_config_hash
 from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import LaunchRunPayload, ReportKind, WorkKind
@@ -111,7 +110,7 @@ def test_code_server_spec_binds_loopback_on_host_network_and_carries_labels() ->
     )
     assert spec["command"][-4:] == ["--host", "127.0.0.1", "--port", "4321"]
     assert spec["network_mode"] == "host" and spec["volumes"] == ["/src:/code:ro"]
-    assert spec["labels"][LABEL_CONFIG] == config_hash(location)
+    assert spec["labels"][LABEL_CONFIG] == location_config_hash(location)
     assert spec["labels"][LABEL_PORT] == "4321" and spec["labels"][LABEL_AGENT] == "a"
     assert spec["name"].startswith("tether-cs-a-my_loc_1-")
     assert spec["environment"] == {"A": "1"} and spec["working_dir"] == "/code"
@@ -126,7 +125,9 @@ def test_code_server_spec_binds_loopback_on_host_network_and_carries_labels() ->
         in code_server_spec(bridged, {}, image="i", python="p", agent_id="a", port=1)["command"]
     )
     # Any change of the location's config is a new hash (a replacement).
-    assert config_hash(location) != config_hash(location.model_copy(update={"env": {"A": "2"}}))
+    assert location_config_hash(location) != location_config_hash(
+        location.model_copy(update={"env": {"A": "2"}})
+    )
 
 
 def test_run_worker_spec_runs_execute_run_with_the_run_env() -> None:
@@ -499,7 +500,9 @@ async def test_launcher_loads_runs_and_terminates_in_containers_and_adopts_after
         default_scope(agent_id, "docker"), location.name
     )
     assert record is not None and record.state == "RUNNING"
-    assert record.server_id == code_server.id and record.config_hash == config_hash(location)
+    assert record.server_id == code_server.id and record.config_hash == location_config_hash(
+        location
+    )
 
     # A new launcher process: adopts the code server, terminates the run the first launched.
     terminate = work_item(WorkKind.TERMINATE_RUN, location, run_id=slow_run)

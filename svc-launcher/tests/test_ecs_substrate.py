@@ -35,7 +35,7 @@ from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.substrate import RunWorkerHandle
 from tether.launcher.userenv import UserCode, UserEnv, argv_args, argv_location
 from tether.shared.wire.base import new_id
-from tether.shared.wire.locations import EcsConfig, LocationConfig
+from tether.shared.wire.locations import EcsConfig, LocationConfig, location_config_hash
 from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import free_port, skip_or_fail
@@ -106,7 +106,6 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
         TAG_AGENT,
         code_server_name,
         code_server_task_definition,
-        config_hash,
         content_hash,
         network_configuration,
         run_overrides,
@@ -183,7 +182,7 @@ def test_task_definitions_carry_the_location_and_launcher_settings() -> None:
             region=REGION,
         )
     ) != content_hash(cs)
-    assert config_hash(changed) != config_hash(loc)
+    assert location_config_hash(changed) != location_config_hash(loc)
 
     name = code_server_name(loc, AGENT)
     assert name.startswith("tether-cs-sales-etl-") and len(name) <= 63
@@ -600,7 +599,6 @@ async def test_code_server_is_a_discovered_service_adopted_replaced_and_removed(
         TAG_AGENT,
         TAG_CONFIG,
         code_server_name,
-        config_hash,
     )
 
     loc = location()
@@ -616,7 +614,7 @@ async def test_code_server_is_a_discovered_service_adopted_replaced_and_removed(
     [svc] = await aws.services()
     assert svc["serviceName"] == name and svc["desiredCount"] == 1
     tags = {t["key"]: t["value"] for t in svc["tags"]}
-    assert tags[TAG_CONFIG] == config_hash(loc) and tags[TAG_AGENT] == AGENT
+    assert tags[TAG_CONFIG] == location_config_hash(loc) and tags[TAG_AGENT] == AGENT
     assert svc["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == [aws.subnet]
     # Discovery: a Cloud Map service of the same name in the namespace, created in the VPC.
     registries = await aws.registries()

@@ -9,6 +9,7 @@ from launcher_testkit import EXAMPLES_LOCATION, launcher_settings, open_bus, run
 from tether.launcher import LauncherSettings
 from tether.launcher.runcreds import RunCredentials, RunCredentialsError
 from tether.shared.nats import auth as natsauth
+from tether.shared.nats import claims as natsclaims
 from tether.shared.nats import perms as natsperms
 from tether.shared.nats import subjects
 from tether.shared.nats.subjects import Stream
@@ -60,7 +61,7 @@ async def test_minted_credentials_publish_their_runs_events_only(
         run_id = new_id()
         env = RunCredentials.from_settings(settings).env_for(run_id)
         creds = env[natsauth.RUN_WORKER_CREDENTIALS_ENV]
-        claims = natsauth.decode_jwt(natsauth.creds_jwt(creds))
+        claims = natsclaims.decode_jwt(natsauth.creds_jwt(creds))
         assert claims["nats"]["tags"] == [f"{natsperms.RUN_TAG}:{run_id}"]
         nc = await connect_nats(nats_server.url, "worker", creds)
         assert (await nc.jetstream().publish(subjects.events(run_id), b"{}")).stream

@@ -34,21 +34,13 @@ from tether.sdk._definitions import Definitions
 from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import EXECUTORS, EdgeDef, JobDefinition, Node, OutputHandle, job
 from tether.sdk._op import RESULT, OpDefinition, OpInputDef, op
+from tether.sdk._partitioned_config import PartitionedConfig, PartitionRun, partitioned_config
 from tether.sdk._partitions import (
     PARTITION_KEY_TAG,
     PARTITION_SET_TAG,
-    DailyPartitionsDefinition,
-    HourlyPartitionsDefinition,
-    MonthlyPartitionsDefinition,
-    PartitionedConfig,
     PartitionKeyError,
-    PartitionRun,
     PartitionsDefinition,
     StaticPartitionsDefinition,
-    TimeWindow,
-    TimeWindowPartitionsDefinition,
-    WeeklyPartitionsDefinition,
-    partitioned_config,
 )
 from tether.sdk._retry import Backoff, Jitter, RetryPolicy, RetryRequested
 from tether.sdk._run_request import (
@@ -67,6 +59,14 @@ from tether.sdk._schedule import (
 )
 from tether.sdk._schema import job_config_schema
 from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext, sensor
+from tether.sdk._time_partitions import (
+    DailyPartitionsDefinition,
+    HourlyPartitionsDefinition,
+    MonthlyPartitionsDefinition,
+    TimeWindow,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
+)
 
 __all__ = [
     "EXECUTORS",

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from tether.sdk._errors import DefinitionError
 
 if TYPE_CHECKING:
-    from tether.sdk._partitions import PartitionsDefinition, TimeWindow
+    from tether.sdk._partitions import PartitionsDefinition
+    from tether.sdk._time_partitions import TimeWindow
 
 #: Signature of the sink an OpLogger writes to: (level, message, step_key).
 LogSink = Callable[[str, str, str], None]
@@ -148,7 +149,7 @@ class OpContext:
         Raises:
             DefinitionError: the run has no time-window partition.
         """
-        from tether.sdk._partitions import TimeWindowPartitionsDefinition
+        from tether.sdk._time_partitions import TimeWindowPartitionsDefinition
 
         if self.partition_key is None or not isinstance(
             self.partitions_def, TimeWindowPartitionsDefinition

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
-from tether.sdk._partitions import PartitionRun
+from tether.sdk._partitioned_config import PartitionRun
 from tether.sdk._run_request import TickResult
 from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext

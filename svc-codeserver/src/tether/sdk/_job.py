@@ -16,13 +16,8 @@ from typing import TYPE_CHECKING, Any, overload
 
 from tether.sdk._errors import DefinitionError
 from tether.sdk._op import RESULT, OpDefinition, check_name
-from tether.sdk._partitions import (
-    PARTITION_KEY_TAG,
-    PARTITION_SET_TAG,
-    PartitionedConfig,
-    PartitionRun,
-    PartitionsDefinition,
-)
+from tether.sdk._partitioned_config import PartitionedConfig, PartitionRun
+from tether.sdk._partitions import PARTITION_KEY_TAG, PARTITION_SET_TAG, PartitionsDefinition
 from tether.sdk._retry import RetryPolicy
 
 if TYPE_CHECKING:

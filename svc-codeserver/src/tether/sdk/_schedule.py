@@ -12,7 +12,7 @@ from tether.sdk import _cron
 from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
-from tether.sdk._partitions import StaticPartitionsDefinition, TimeWindowPartitionsDefinition
+from tether.sdk._partitions import StaticPartitionsDefinition
 from tether.sdk._run_request import (
     DefaultScheduleStatus,
     RunRequest,
@@ -21,6 +21,7 @@ from tether.sdk._run_request import (
     collect,
     resolve,
 )
+from tether.sdk._time_partitions import TimeWindowPartitionsDefinition
 
 #: Tag of every run a schedule requests: the schedule's name.
 SCHEDULE_NAME_TAG = "tether/schedule_name"

@@ -6,14 +6,11 @@ from typing import TYPE_CHECKING
 
 from tether.sdk._job import JobDefinition, Node
 from tether.sdk._op import RESULT
-from tether.sdk._partitions import (
-    PartitionsDefinition,
-    StaticPartitionsDefinition,
-    TimeWindowPartitionsDefinition,
-)
+from tether.sdk._partitions import PartitionsDefinition, StaticPartitionsDefinition
 from tether.sdk._retry import RetryPolicy
 from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition
+from tether.sdk._time_partitions import TimeWindowPartitionsDefinition
 from tether.shared.wire.snapshots import (
     Edge,
     InstigatorStatus,

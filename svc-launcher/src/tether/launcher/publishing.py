@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import nats.errors
-import nats.js.errors
 import stamina
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from tether.shared.nats import subjects
+from tether.shared.nats.deadletter import dead_letter
+from tether.shared.nats.headers import MSG_ID_HEADER
+from tether.shared.nats.streams import nats_unavailable
 from tether.shared.nats.subjects import Stream
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo, encode
@@ -17,33 +18,8 @@ from tether.shared.wire.work import WorkResult
 
 log = logging.getLogger(__name__)
 
-MSG_ID_HEADER = "Nats-Msg-Id"
-#: Why a message was dead-lettered (one line, human readable).
-REASON_HEADER = "Tether-Reason"
-#: The subject the dead-lettered message was consumed from.
-SOURCE_SUBJECT_HEADER = "Tether-Subject"
-
-_MAX_HEADER_VALUE = 1024
 #: Room left in a message for its headers (message id, traceparent).
 _HEADER_ROOM = 4096
-
-
-def _retryable(exc: Exception) -> bool:
-    # The RESULTS and DLQ streams are declared by the eventrelay: until it has started,
-    # a publish finds no stream (no responders). NATS reconnecting shows up as timeouts.
-    return isinstance(
-        exc,
-        nats.errors.NoRespondersError
-        | nats.js.errors.NoStreamResponseError
-        | nats.js.errors.ServiceUnavailableError
-        | TimeoutError
-        | nats.errors.ConnectionReconnectingError,
-    )
-
-
-def _header_value(text: str) -> str:
-    # NATS header values cannot hold line breaks.
-    return " ".join(text.split())[:_MAX_HEADER_VALUE]
 
 
 class Publisher:
@@ -98,18 +74,24 @@ class Publisher:
 
     async def dead_letter(self, msg: Msg, reason: str, source: Stream = Stream.WORK) -> None:
         """Copy ``msg`` (body and headers) to the dead-letter subject of ``source``."""
-        headers = dict(msg.headers or {})
-        headers[REASON_HEADER] = _header_value(reason)
-        headers[SOURCE_SUBJECT_HEADER] = msg.subject
-        # One dead letter per original stream message, however often this is retried.
         meta = msg.metadata
-        headers[MSG_ID_HEADER] = f"{meta.stream}-{meta.sequence.stream}"
-        await self._publish(subjects.dead_letter(source), msg.data, headers)
+        await dead_letter(
+            self._publish,
+            source,
+            msg.data,
+            reason,
+            headers=msg.headers,
+            source_subject=msg.subject,
+            # One dead letter per original stream message, however often this is retried.
+            msg_id=f"{meta.stream}-{meta.sequence.stream}",
+        )
         log.warning("dead-lettered %s #%d: %s", msg.subject, meta.sequence.stream, reason)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         async for attempt in stamina.retry_context(
-            on=_retryable,
+            # The RESULTS and DLQ streams are declared by the eventrelay: until it has
+            # started, a publish finds no stream. NATS reconnecting shows up as timeouts.
+            on=lambda exc: nats_unavailable(exc, publishing=True),
             attempts=None,
             timeout=self._retry_timeout,
             wait_initial=0.2,

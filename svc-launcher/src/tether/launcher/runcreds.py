@@ -13,6 +13,7 @@ from pathlib import Path
 from tether.launcher.errors import LauncherError
 from tether.launcher.settings import LauncherSettings
 from tether.shared.nats import auth as natsauth
+from tether.shared.nats import claims as natsclaims
 from tether.shared.nats import perms as natsperms
 from tether.shared.wire.errors import ContractError
 
@@ -59,7 +60,7 @@ class RunCredentials:
             creds_text = creds.read_text() if isinstance(creds, Path) else creds
             account = natsauth.account_of(creds_text)
             seed = key_file.read_text() if key_file is not None else key_text.get_secret_value()  # type: ignore[union-attr]
-            signing_key = natsauth.key_from_seed(seed)
+            signing_key = natsclaims.key_from_seed(seed)
         except (OSError, ContractError, KeyError) as err:
             raise RunCredentialsError(f"cannot read the launcher's NATS auth files: {err}") from err
         return cls(natsauth.UserMinter(signing_key, account), settings.run_credentials_ttl_s)

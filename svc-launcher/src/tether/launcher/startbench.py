@@ -33,6 +33,7 @@ from nats.js import JetStreamContext
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
 from tether.shared.nats import subjects
+from tether.shared.nats.headers import MSG_ID_HEADER
 from tether.shared.nats.streams import STREAMS, ensure_stream
 from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import decode, encode, new_id
@@ -154,7 +155,7 @@ async def _publish(js: JetStreamContext, item: WorkItem) -> None:
     await js.publish(
         subjects.work(item.location.substrate, item.kind),
         encode(item),
-        headers={"Nats-Msg-Id": item.id},
+        headers={MSG_ID_HEADER: item.id},
     )
 
 

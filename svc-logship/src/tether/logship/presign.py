@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 from tether.logship.objectstore import S3LogStore
 from tether.shared.nats import subjects
+from tether.shared.nats.headers import MSG_ID_HEADER
 from tether.shared.nats.relay import RelaySpec
 from tether.shared.nats.subjects import Stream
 from tether.shared.nats.workgate import WorkGate
@@ -38,7 +39,6 @@ from tether.shared.wire.work import (
 
 log = logging.getLogger(__name__)
 
-MSG_ID_HEADER = "Nats-Msg-Id"
 #: Durable consumer of the presign work items (shared by logship replicas).
 DURABLE = "logship-presign"
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 from tether.shared.nats import subjects
-from tether.shared.nats.relay import REASON_HEADER
+from tether.shared.nats.deadletter import dead_letter
+from tether.shared.nats.headers import MSG_ID_HEADER
 from tether.shared.nats.subjects import Stream
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import encode
@@ -18,9 +19,6 @@ from tether.shared.wire.signing import WorkRefusedError, WorkVerifier
 from tether.shared.wire.work import WorkItem
 
 log = logging.getLogger(__name__)
-
-#: JetStream header that makes a re-published item a duplicate within the stream's window.
-MSG_ID_HEADER = "Nats-Msg-Id"
 
 
 @dataclass
@@ -99,20 +97,22 @@ class WorkDispatcher:
     async def _dead_letter(self, item: WorkItem, reason: str) -> None:
         """Show the operator the refused item in the dead letters (best effort: the item
         stays unacked at the control plane either way)."""
-        headers = {
-            REASON_HEADER: " ".join(reason.split())[:1000],
-            # One dead letter per claim, however often the batch is retried.
-            MSG_ID_HEADER: f"poller-{item.id}-{item.attempt}",
-        }
         try:
-            await self._js.publish(
-                subjects.dead_letter(Stream.WORK),
+            await dead_letter(
+                self._publish_with_timeout,
+                Stream.WORK,
                 encode(item),
-                headers=headers,
-                timeout=self._timeout,
+                reason,
+                # One dead letter per claim, however often the batch is retried.
+                msg_id=f"poller-{item.id}-{item.attempt}",
             )
         except Exception as err:  # noqa: BLE001 - the refusal stands without its dead letter
             log.warning("could not dead-letter refused work item %s: %r", item.id, err)
+
+    async def _publish_with_timeout(
+        self, subject: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        await self._js.publish(subject, body, headers=headers, timeout=self._timeout)
 
     async def _publish(self, item: WorkItem) -> None:
         with telemetry.span_from(

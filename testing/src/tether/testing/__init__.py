@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tether.shared.nats import auth as natsauth
+from tether.shared.nats import claims as natsclaims
 from tether.shared.nats import perms as natsperms
 from tether.shared.nats.auth import AgentAuth
 from tether.shared.nats.server_bin import nats_server_binary
@@ -95,7 +96,7 @@ class NatsServer:
             return None
         path = self.auth_dir / natsauth.SIGNING_SEED
         if not path.exists():
-            natsauth.write_secret(path, natsauth.seed_text(self.auth.signing_key) + "\n")
+            natsauth.write_secret(path, natsclaims.seed_text(self.auth.signing_key) + "\n")
         return path
 
     def launcher_settings(self, substrate: str = "process") -> dict[str, Any]:
@@ -136,14 +137,14 @@ class NatsServer:
             return None
         return natsperms.mint_run_worker(self.auth.minter(), run_id, ttl_s=ttl_s)
 
-    def mint(self, name: str, permissions: natsauth.Permissions, ttl_s: float | None) -> str:
+    def mint(self, name: str, permissions: natsclaims.Permissions, ttl_s: float | None) -> str:
         """``.creds`` text of a user with any ``permissions`` (signed by the account key:
         the signing key can mint only run workers)."""
         assert self.auth is not None, "a server without auth has no users"
         return self.auth.minter(with_signing_key=False).mint(name, permissions, ttl_s=ttl_s)
 
     def _write_creds(
-        self, name: str, permissions: natsauth.Permissions, ttl_s: float | None
+        self, name: str, permissions: natsclaims.Permissions, ttl_s: float | None
     ) -> Path | None:
         if self.auth is None or self.auth_dir is None:
             return None

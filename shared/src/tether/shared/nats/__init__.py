@@ -1,3 +1,4 @@
 """Tether on NATS JetStream: subjects, streams and buckets, headers, the batching relay,
-service statuses in KV, the work gate (signed-work checks), and NATS authentication.
+dead letters, service statuses in KV, the work gate (signed-work checks), and NATS
+authentication (JWT claims, credentials, the agent's keys).
 """

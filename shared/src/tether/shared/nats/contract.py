@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from tether.shared.nats import headers, subjects
 from tether.shared.nats.subjects import AGENT_SCOPE, Bucket, Stream
 from tether.shared.wire.agent import ServiceStatus
 from tether.shared.wire.logs import LogChunk
 from tether.shared.wire.runs import RunEvent
-from tether.shared.wire.work import RUN_WORKER_EXITED, WorkItem, WorkKind, WorkResult
+from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
+from tether.shared.wire.workspecs import REPORT_SPECS, WORK_SPECS, ServedBy
 
 __all__ = ["CHANNELS", "Channel", "RUN_WORKER", "channels"]
 
@@ -58,63 +59,92 @@ def _address(builder: Callable[..., str], *names: str) -> str:
     return subject
 
 
+#: The agent-wide service (``ServedBy.AGENT``) that serves each agent-scope kind.
+_AGENT_SERVICE = "logship"
+
+
+def _typed(base: type[BaseModel], name: str, payload: type[BaseModel]) -> type[BaseModel]:
+    """``base`` with its ``payload`` typed as ``payload`` (what the document shows)."""
+    typed: type[BaseModel] = create_model(
+        name, __base__=base, __doc__=base.__doc__, payload=(payload, ...)
+    )
+    return typed
+
+
+def _camel(kind: str) -> str:
+    return "".join(part.title() for part in kind.split("_"))
+
+
+def _served(served_by: ServedBy | None) -> str:
+    if served_by == ServedBy.AGENT:
+        return f"Agent-wide (`{AGENT_SCOPE}`): served by the {_AGENT_SERVICE}."
+    if served_by is None:
+        return "Declared for the launchers, served by none yet (they answer that they cannot)."
+    return "For the launchers of the location's substrate."
+
+
 def _work_channels() -> list[Channel]:
-    out = []
-    for kind in WorkKind:
-        agent_wide = kind in subjects.AGENT_WORK_KINDS
-        out.append(
-            Channel(
-                name=f"work {kind}",
-                address=(
-                    subjects.agent_work(kind)
-                    if agent_wide
-                    else _address(lambda s, k=kind: subjects.work(s, k), "substrate")
-                ),
-                payload=WorkItem,
-                publishers=("poller",),
-                consumers=("logship",) if agent_wide else (LAUNCHER,),
-                description=(
-                    f"`{kind}` work items the poller claimed from the control plane, signed "
-                    "by it (verified before use; forged, expired, misrouted or replayed "
-                    "items are dead-lettered). "
-                    + (
-                        f"Agent-wide (`{AGENT_SCOPE}`): served by the logship."
-                        if agent_wide
-                        else "For the launchers of the location's substrate."
-                    )
-                ),
-                stream=Stream.WORK,
-                headers=(headers.MSG_ID,),
-            )
+    return [
+        Channel(
+            name=f"work {kind}",
+            address=_address(lambda s, k=kind: subjects.route_work(s, k), "substrate"),
+            payload=_typed(WorkItem, f"{_camel(kind)}WorkItem", spec.payload),
+            publishers=("poller",),
+            consumers=(_AGENT_SERVICE,) if spec.served_by == ServedBy.AGENT else (LAUNCHER,),
+            description=(
+                f"`{kind}` work items the poller claimed from the control plane, signed "
+                "by it (verified before use; forged, expired, misrouted or replayed "
+                f"items are dead-lettered). {_served(spec.served_by)}"
+            ),
+            stream=Stream.WORK,
+            headers=(headers.MSG_ID_HEADER,),
         )
-    return out
+        for kind, spec in WORK_SPECS.items()
+    ]
 
 
 def _result_channels() -> list[Channel]:
-    kinds: list[tuple[str, tuple[str, ...]]] = [
-        (str(kind), ("logship",) if kind in subjects.AGENT_WORK_KINDS else (LAUNCHER,))
-        for kind in WorkKind
-    ]
-    kinds.append((RUN_WORKER_EXITED, (LAUNCHER,)))
-    return [
+    out = [
         Channel(
             name=f"results {kind}",
             address=subjects.results(kind),
-            payload=WorkResult,
-            publishers=publishers,
+            payload=_typed(WorkResult, f"{_camel(kind)}Result", spec.result),
+            publishers=(_AGENT_SERVICE,) if spec.served_by == ServedBy.AGENT else (LAUNCHER,),
             consumers=("eventrelay",),
             description=(
                 f"Outcomes of `{kind}` work items, relayed up to the control plane by the "
-                "eventrelay; ``id`` makes the upload idempotent."
-                if kind != RUN_WORKER_EXITED
-                else "A launcher's report that a run worker process ended (its exit code), "
-                "relayed up to the control plane by the eventrelay."
+                "eventrelay; ``id`` (the work item's) makes the upload idempotent. A failed "
+                "result carries ``error`` and may have an empty payload."
+                + (_COMPRESSED if kind == WorkKind.LOAD_LOCATION else "")
             ),
             stream=Stream.RESULTS,
-            headers=(headers.MSG_ID,),
+            headers=(headers.MSG_ID_HEADER,),
         )
-        for kind, publishers in kinds
+        for kind, spec in WORK_SPECS.items()
     ]
+    out += [
+        Channel(
+            name=f"results {report.kind}",
+            address=subjects.results(report.kind),
+            payload=_typed(WorkResult, f"{_camel(report.kind)}Report", report.result),
+            publishers=(LAUNCHER,),
+            consumers=("eventrelay",),
+            description=(
+                f"A follow-up report about a {', '.join(sorted(report.about))} work item "
+                f"(id ``<work item id>.{report.suffix}``), relayed up by the eventrelay."
+            ),
+            stream=Stream.RESULTS,
+            headers=(headers.MSG_ID_HEADER,),
+        )
+        for report in REPORT_SPECS.values()
+    ]
+    return out
+
+
+_COMPRESSED = (
+    " A snapshot over 256 KiB travels zlib-compressed and base64-encoded instead, as "
+    '``{"snapshot_zlib_b64": ...}``.'
+)
 
 
 #: Which services dead-letter what they refuse from each stream.
@@ -140,7 +170,7 @@ def _dead_letter_channels() -> list[Channel]:
                 "in headers; never redelivered."
             ),
             stream=Stream.DEAD_LETTER,
-            headers=(headers.REASON, headers.SOURCE_SUBJECT),
+            headers=(headers.REASON_HEADER, headers.SOURCE_SUBJECT_HEADER),
             raw_body=True,
         )
         for source, publishers in _DEAD_LETTERERS.items()
@@ -161,7 +191,7 @@ CHANNELS: tuple[Channel, ...] = (
             "eventrelay. Launchers watch runs' first events to free cold-start slots."
         ),
         stream=Stream.EVENTS,
-        headers=(headers.MSG_ID,),
+        headers=(headers.MSG_ID_HEADER,),
     ),
     Channel(
         name="compute logs",
@@ -176,13 +206,13 @@ CHANNELS: tuple[Channel, ...] = (
         ),
         stream=Stream.LOGS,
         headers=(
-            headers.MSG_ID,
-            headers.LOG_TYPE,
-            headers.LOG_RUN,
-            headers.LOG_STEP,
-            headers.LOG_STREAM,
-            headers.LOG_OFFSET,
-            headers.LOG_TIMESTAMP,
+            headers.MSG_ID_HEADER,
+            headers.LOG_TYPE_HEADER,
+            headers.LOG_RUN_HEADER,
+            headers.LOG_STEP_HEADER,
+            headers.LOG_STREAM_HEADER,
+            headers.LOG_OFFSET_HEADER,
+            headers.LOG_TIMESTAMP_HEADER,
         ),
         raw_body=True,
     ),

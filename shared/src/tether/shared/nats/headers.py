@@ -1,5 +1,8 @@
 """NATS header names of the agent's messages, and the log-chunk codec that carries its key
-in headers (large outputs then cost no base64 or JSON escaping on the hot path)."""
+in headers (large outputs then cost no base64 or JSON escaping on the hot path).
+
+Every header name a Tether service reads or writes is spelled here.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +12,34 @@ from pydantic import ValidationError
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.logs import LogChunk, LogStream
 
+#: JetStream's de-duplication id: a message whose id the stream saw within its duplicate
+#: window is dropped (acknowledged as a duplicate), so a retried publish lands once.
+MSG_ID_HEADER = "Nats-Msg-Id"
+#: The W3C trace context of the span that published the message (OpenTelemetry's key).
+TRACEPARENT_HEADER = "traceparent"
+#: Why a message was dead-lettered (one line, human readable).
+REASON_HEADER = "Tether-Reason"
+#: The subject the dead-lettered message was consumed from.
+SOURCE_SUBJECT_HEADER = "Tether-Subject"
+
 # Log chunks travel as raw bytes with their key in headers, so large outputs cost no
 # base64 or JSON escaping on the hot path.
-_H_TYPE = "Tether-Type"
+LOG_TYPE_HEADER = "Tether-Type"
 
 
-_H_RUN = "Tether-Run-Id"
+LOG_RUN_HEADER = "Tether-Run-Id"
 
 
-_H_STEP = "Tether-Step"
+LOG_STEP_HEADER = "Tether-Step"
 
 
-_H_STREAM = "Tether-Stream"
+LOG_STREAM_HEADER = "Tether-Stream"
 
 
-_H_OFFSET = "Tether-Offset"
+LOG_OFFSET_HEADER = "Tether-Offset"
 
 
-_H_TS = "Tether-Timestamp"
+LOG_TIMESTAMP_HEADER = "Tether-Timestamp"
 
 
 LOG_CHUNK_TYPE = "tether.v1.log_chunk"
@@ -35,12 +48,12 @@ LOG_CHUNK_TYPE = "tether.v1.log_chunk"
 def encode_log_chunk(chunk: LogChunk) -> tuple[dict[str, str], bytes]:
     """Return the NATS headers and body carrying ``chunk``."""
     headers = {
-        _H_TYPE: LOG_CHUNK_TYPE,
-        _H_RUN: chunk.run_id,
-        _H_STEP: chunk.step_key,
-        _H_STREAM: str(chunk.stream),
-        _H_OFFSET: str(chunk.offset),
-        _H_TS: repr(chunk.timestamp),
+        LOG_TYPE_HEADER: LOG_CHUNK_TYPE,
+        LOG_RUN_HEADER: chunk.run_id,
+        LOG_STEP_HEADER: chunk.step_key,
+        LOG_STREAM_HEADER: str(chunk.stream),
+        LOG_OFFSET_HEADER: str(chunk.offset),
+        LOG_TIMESTAMP_HEADER: repr(chunk.timestamp),
     }
     return headers, chunk.data
 
@@ -48,27 +61,16 @@ def encode_log_chunk(chunk: LogChunk) -> tuple[dict[str, str], bytes]:
 def decode_log_chunk(headers: dict[str, str] | None, body: bytes) -> LogChunk:
     """Rebuild a LogChunk from NATS headers and body; raise ContractError if malformed."""
     headers = headers or {}
-    if headers.get(_H_TYPE) != LOG_CHUNK_TYPE:
-        raise ContractError(f"not a {LOG_CHUNK_TYPE}: type header {headers.get(_H_TYPE)!r}")
+    if headers.get(LOG_TYPE_HEADER) != LOG_CHUNK_TYPE:
+        raise ContractError(f"not a {LOG_CHUNK_TYPE}: type header {headers.get(LOG_TYPE_HEADER)!r}")
     try:
         return LogChunk(
-            run_id=headers[_H_RUN],
-            step_key=headers[_H_STEP],
-            stream=LogStream(headers[_H_STREAM]),
-            offset=int(headers[_H_OFFSET]),
-            timestamp=float(headers.get(_H_TS) or time.time()),
+            run_id=headers[LOG_RUN_HEADER],
+            step_key=headers[LOG_STEP_HEADER],
+            stream=LogStream(headers[LOG_STREAM_HEADER]),
+            offset=int(headers[LOG_OFFSET_HEADER]),
+            timestamp=float(headers.get(LOG_TIMESTAMP_HEADER) or time.time()),
             data=body,
         )
     except (KeyError, ValueError, ValidationError) as err:
         raise ContractError(f"malformed log chunk headers {headers!r}: {err}") from err
-
-# TEMP(asyncapi): public names until the dedupe branch lands its header module.
-MSG_ID = "Nats-Msg-Id"
-REASON = "Tether-Reason"
-SOURCE_SUBJECT = "Tether-Subject"
-LOG_TYPE = _H_TYPE
-LOG_RUN = _H_RUN
-LOG_STEP = _H_STEP
-LOG_STREAM = _H_STREAM
-LOG_OFFSET = _H_OFFSET
-LOG_TIMESTAMP = _H_TS

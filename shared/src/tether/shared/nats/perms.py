@@ -17,7 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from tether.shared.nats import subjects
-from tether.shared.nats.auth import AgentAuth, Permissions, SigningScope, UserMinter, write_secret
+from tether.shared.nats.auth import AgentAuth, UserMinter, write_secret
+from tether.shared.nats.claims import Permissions, SigningScope
 from tether.shared.nats.streams import STREAMS, owned_by
 from tether.shared.nats.subjects import INBOX_ROOT, Bucket, Stream
 from tether.shared.wire.work import WorkKind

@@ -20,7 +20,8 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from tether.shared.nats import subjects
+from tether.shared.nats.deadletter import dead_letter
+from tether.shared.nats.headers import TRACEPARENT_HEADER
 from tether.shared.nats.streams import fetch_ready, jetstream_call
 from tether.shared.nats.subjects import Stream
 from tether.shared.runtime import telemetry
@@ -29,8 +30,6 @@ from tether.shared.wire.errors import AgentApiError, ContractError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-REASON_HEADER = "Tether-Reason"
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ class BatchRelay(Generic[T]):
         # hop (a batch usually holds one or a few runs).
         groups: dict[str, list[tuple[Msg, T]]] = {}
         for msg, item in pairs:
-            key = (msg.headers or {}).get("traceparent", "")
+            key = (msg.headers or {}).get(TRACEPARENT_HEADER, "")
             groups.setdefault(key, []).append((msg, item))
         for traceparent, group in groups.items():
             with telemetry.span_from(
@@ -218,8 +217,15 @@ class BatchRelay(Generic[T]):
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move ``msg`` to the dead-letter stream with ``reason`` and terminate it."""
         log.error("%s: dead-lettering message on %s: %s", self._spec.name, msg.subject, reason)
-        headers = dict(msg.headers or {})
-        headers[REASON_HEADER] = reason[:1000]
-        headers["Tether-Subject"] = msg.subject
-        await self._js.publish(subjects.dead_letter(self._spec.stream), msg.data, headers=headers)
+        await dead_letter(
+            self._publish,
+            self._spec.stream,
+            msg.data,
+            reason,
+            headers=msg.headers,
+            source_subject=msg.subject,
+        )
         await msg.term()
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        await self._js.publish(subject, body, headers=headers)

@@ -94,9 +94,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def nats_unavailable(exc: Exception) -> bool:
+def nats_unavailable(exc: BaseException, *, publishing: bool = False) -> bool:
     """Whether ``exc`` means NATS (or JetStream) is restarting or unreachable right now,
-    so the same call may succeed later."""
+    so the same call may succeed later.
+
+    Timeouts and reconnects are NATS restarting; no responders and 500/503 API errors are
+    JetStream not ready yet or temporarily unavailable (a stream full under
+    ``discard=new`` answers 503 too).
+
+    Args:
+        exc: what the call raised.
+        publishing: the call was a publish, which may also wait for its stream: no stream
+            captures the subject until its owner has declared it (no stream response, a
+            404 or code-less API error), so a publisher retries those too.
+    """
     if isinstance(
         exc,
         (
@@ -109,7 +120,11 @@ def nats_unavailable(exc: Exception) -> bool:
         ),
     ):
         return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.code in (500, 503)
+    if publishing and isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return True
+    if not isinstance(exc, nats.js.errors.APIError):
+        return False
+    return exc.code in ((None, 404, 500, 503) if publishing else (500, 503))
 
 
 async def jetstream_call(call: Callable[[], Awaitable[T]], what: str) -> T:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from tether.shared.nats.headers import TRACEPARENT_HEADER
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
@@ -64,7 +65,7 @@ def current_traceparent() -> str | None:
     """Return the W3C traceparent of the current span, or None outside a span."""
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
-    return carrier.get("traceparent")
+    return carrier.get(TRACEPARENT_HEADER)
 
 
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
@@ -77,7 +78,7 @@ def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
     """Return an OpenTelemetry context whose parent is ``traceparent`` (if any)."""
     if not traceparent:
         return otel_context.Context()
-    return _PROPAGATOR.extract({"traceparent": traceparent})
+    return _PROPAGATOR.extract({TRACEPARENT_HEADER: traceparent})
 
 
 def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context:

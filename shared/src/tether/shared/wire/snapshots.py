@@ -156,15 +156,24 @@ class LocationSnapshot(WireModel):
     location_name: str
     repositories: list[RepositorySnapshot] = Field(default_factory=list)
 
-    def find_job(self, job_name: str, repository_name: str | None = None) -> JobSnapshot | None:
-        """Return the job named ``job_name`` (in ``repository_name`` if given)."""
+    def locate_job(
+        self, job_name: str, repository_name: str | None = None
+    ) -> tuple[str, JobSnapshot] | None:
+        """``(repository name, job)`` of the job named ``job_name`` (in
+        ``repository_name`` if given: names may repeat across repositories); None if the
+        location has no such job."""
         for repo in self.repositories:
             if repository_name and repo.name != repository_name:
                 continue
             for job in repo.jobs:
                 if job.name == job_name:
-                    return job
+                    return repo.name, job
         return None
+
+    def find_job(self, job_name: str, repository_name: str | None = None) -> JobSnapshot | None:
+        """Return the job named ``job_name`` (in ``repository_name`` if given)."""
+        found = self.locate_job(job_name, repository_name)
+        return None if found is None else found[1]
 
 
 __all__ = [

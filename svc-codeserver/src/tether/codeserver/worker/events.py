@@ -5,17 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from nats.js.api import Header
 from tether.codeserver.worker.publisher import JetStreamPublisher
 from tether.shared.nats import subjects
-from tether.shared.nats.headers import encode_log_chunk
+from tether.shared.nats.headers import MSG_ID_HEADER, TRACEPARENT_HEADER, encode_log_chunk
 from tether.shared.runtime.telemetry import current_traceparent, inject
 from tether.shared.wire.base import ErrorInfo, encode
 from tether.shared.wire.logs import LogChunk, LogStream
 from tether.shared.wire.runs import EventType, RunEvent
-
-_TRACEPARENT = "traceparent"
-_MSG_ID = Header.MSG_ID.value
 
 
 class RunEventEmitter:
@@ -74,9 +70,9 @@ class RunEventEmitter:
                 traceparent=tp,
             )
             headers: dict[str, str] = dict(inject({}))
-            if tp and _TRACEPARENT not in headers:
-                headers[_TRACEPARENT] = tp
-            headers[_MSG_ID] = f"{self.run_id}:{seq}"
+            if tp and TRACEPARENT_HEADER not in headers:
+                headers[TRACEPARENT_HEADER] = tp
+            headers[MSG_ID_HEADER] = f"{self.run_id}:{seq}"
             self._publisher.publish(self._subject, encode(event), headers)
             # Only counted once queued, so a failed publish does not leave a gap.
             self._seq = seq
@@ -104,7 +100,7 @@ class LogChunkPublisher:
             run_id=self._run_id, step_key=self._step_key, stream=stream, offset=offset, data=data
         )
         headers, body = encode_log_chunk(chunk)
-        headers[_MSG_ID] = f"{self._run_id}:{self._step_key}:{stream}:{offset}"
+        headers[MSG_ID_HEADER] = f"{self._run_id}:{self._step_key}:{stream}:{offset}"
         if self._traceparent:
-            headers[_TRACEPARENT] = self._traceparent
+            headers[TRACEPARENT_HEADER] = self._traceparent
         self._publisher.publish(subjects.logs(self._run_id, self._step_key, stream), body, headers)

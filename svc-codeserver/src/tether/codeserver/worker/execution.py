@@ -1,60 +1,42 @@
 """In-process execution of one job's nodes, in dependency order, emitting step events.
 
-A node whose upstream did not succeed gets ``STEP_SKIPPED``. A failed attempt of an op
-with a :class:`~tether.sdk.RetryPolicy` (or that raised ``RetryRequested``) gets
-``STEP_RETRY`` (with the error), a delay, and another ``STEP_START``; only the last
-failure is a ``STEP_FAILURE``. Output byte offsets continue across attempts, so the log
-chunks of a retry never collide with the first attempt's.
+Each node's events, retries and skips are :mod:`tether.codeserver.worker.lifecycle`'s,
+the same as in the multiprocess executor; an attempt here is a call in this process,
+with its output captured at the file-descriptor level.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
 from tether.codeserver.worker.capture import StepOutputCapture
-from tether.codeserver.worker.events import LogChunkPublisher, RunEventEmitter
-from tether.codeserver.worker.outputs import OutputNotStored, StepOutputStorage
+from tether.codeserver.worker.events import RunEventEmitter
+from tether.codeserver.worker.lifecycle import (
+    AttemptOutcome,
+    OffsetChunks,
+    StepLifecycle,
+    StepStatus,
+    blocked_upstream,
+)
+from tether.codeserver.worker.opcall import call_op, op_context, op_inputs
+from tether.codeserver.worker.outputs import OutputNotStored, StepOutputStorage, value_repr
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
-from tether.sdk import (
-    PARTITION_KEY_TAG,
-    RESULT,
-    JobDefinition,
-    Node,
-    OpContext,
-    OpLogger,
-    RetryRequested,
-)
-from tether.shared.runtime.telemetry import current_traceparent, tracer
+from tether.sdk import JobDefinition, Node, OpContext, RetryRequested
 from tether.shared.wire.base import ErrorInfo
-from tether.shared.wire.logs import LogStream
 from tether.shared.wire.runs import EventType
 
 log = logging.getLogger(__name__)
 
-_REPR_LIMIT = 1000
-
 
 class RunInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
     """Raised inside a running op when the run is canceled a second time."""
-
-
-class StepStatus(StrEnum):
-    """What happened to one node."""
-
-    SUCCESS = "SUCCESS"
-    FAILURE = "FAILURE"
-    SKIPPED = "SKIPPED"
-    NOT_RUN = "NOT_RUN"
 
 
 class Cancellation:
@@ -110,32 +92,14 @@ class Cancellation:
             raise RunInterrupted("run canceled while an op was running")
 
 
-def _value_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not fail the step
-        return f"<{type(value).__name__} (repr failed)>"
-    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
-
-
-@dataclass
-class _Attempt:
-    """What one attempt of a node produced."""
-
-    value: Any = None
-    error: ErrorInfo | None = None
-    raised: BaseException | None = None
-    output_metadata: dict[str, Any] | None = None
-    duration: float = 0.0
-
-
 class JobExecutor:
     """Runs a job's nodes one by one in this process and emits their events.
 
     A failed node's downstream nodes are skipped; independent branches still run.
-    Failed ops are retried per their RetryPolicy. Each output is kept in memory for the
-    run's own later steps and also written to ``storage`` for later runs (a re-execution
-    from failure); an output that cannot be pickled only costs a warning here.
+    Failed ops are retried per their RetryPolicy (:class:`StepLifecycle`). Each output
+    is kept in memory for the run's own later steps and also written to ``storage`` for
+    later runs (a re-execution from failure); an output that cannot be pickled only
+    costs a warning here.
     Only the plan's selected nodes run; the outputs of the others are read from
     ``storage`` (the plan linked the parent run's there).
 
@@ -173,9 +137,9 @@ class JobExecutor:
         self._run_id = run_id
         self._op_configs = op_configs
         self._emitter = emitter
-        self._publisher = publisher
         self._settings = settings
         self._cancellation = cancellation
+        self._lifecycle = StepLifecycle(job, run_id, emitter, publisher, cancellation)
         self._outputs: dict[str, Any] = {}
         # Only selected nodes have a status; an unselected upstream's output is reused.
         self.status: dict[str, StepStatus] = dict.fromkeys(self._plan.selected, StepStatus.NOT_RUN)
@@ -187,22 +151,12 @@ class JobExecutor:
                 continue
             if self._cancellation.requested.is_set():
                 return
-            blocked = [
-                up
-                for up in node.upstream()
-                if self.status.get(up, StepStatus.SUCCESS) is not StepStatus.SUCCESS
-            ]
+            blocked = blocked_upstream(node, self.status)
             if blocked:
                 self.status[node.name] = StepStatus.SKIPPED
-                self._emitter.emit(
-                    EventType.STEP_SKIPPED,
-                    step_key=node.name,
-                    message=f"Skipped {node.name}: upstream step(s) did not succeed: "
-                    + ", ".join(blocked),
-                    data={"upstream": blocked},
-                )
+                self._lifecycle.skip(node, blocked)
                 continue
-            self.status[node.name] = self._execute_node(node)
+            self.status[node.name] = self._lifecycle.run(node, self._attempt, self._keep)
 
     def _log_sink(self, level: str, message: str, step_key: str) -> None:
         self._cancellation.shield(lambda: self._emitter.log_sink(level, message, step_key))
@@ -210,12 +164,7 @@ class JobExecutor:
     def _event_sink(self, kind: str, step_key: str, data: dict[str, Any]) -> None:
         """An OpContext event sink: asset materializations become run events."""
         event_type = EventType(kind)
-        path = "/".join(data.get("asset_key", []))
-        self._cancellation.shield(
-            lambda: self._emitter.emit(
-                event_type, step_key=step_key, message=f"Materialized {path}.", data=data
-            )
-        )
+        self._cancellation.shield(lambda: self._lifecycle.materialized(step_key, event_type, data))
 
     def _output(self, step: str) -> Any:
         if step not in self._outputs:
@@ -223,43 +172,27 @@ class JobExecutor:
             self._outputs[step] = self._storage.read(step)
         return self._outputs[step]
 
-    def _inputs(self, node: Node) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        for name, source in node.inputs.items():
-            if isinstance(source, tuple):
-                kwargs[name] = [self._output(h.node) for h in source]
-            else:
-                kwargs[name] = self._output(source.node)
-        return kwargs
-
     def _context(self, node: Node, attempt: int) -> OpContext:
-        return OpContext(
-            run_id=self._run_id,
-            op_name=node.name,
-            op_config=self._op_configs.get(node.name),
-            log=OpLogger(node.name, self._log_sink),
-            partition_key=self._run_tags.get(PARTITION_KEY_TAG),
-            run_tags=self._run_tags,
-            retry_number=attempt,
-            partitions_def=self._job.partitions_def,
-            event_sink=self._event_sink,
+        return op_context(
+            self._job,
+            node,
+            self._run_id,
+            self._run_tags,
+            self._op_configs.get(node.name),
+            attempt,
+            self._log_sink,
+            self._event_sink,
         )
 
     def _call(self, node: Node, context: OpContext) -> Any:
-        op = node.op
-        kwargs = self._inputs(node)
-        if op.config_model is not None:
-            kwargs["config"] = self._op_configs.get(node.name)
-        args: tuple[Any, ...] = (context,) if op.wants_context else ()
+        inputs = op_inputs(node, self._output)
         self._cancellation.enter_user_code()
         try:
-            if op.is_async:
-                return asyncio.run(op.fn(*args, **kwargs))
-            return op.fn(*args, **kwargs)
+            return call_op(node, context, inputs, self._op_configs.get(node.name))
         finally:
             self._cancellation.exit_user_code()
 
-    def _attempt(self, node: Node, attempt: int, chunks: _OffsetChunks) -> _Attempt:
+    def _attempt(self, node: Node, attempt: int, chunks: OffsetChunks) -> AttemptOutcome:
         """Run one attempt of ``node`` with its output captured; never raises user errors."""
         capture = StepOutputCapture(
             chunks,
@@ -270,7 +203,7 @@ class JobExecutor:
             tail_bytes=self._settings.log_tail_bytes,
         )
         context = self._context(node, attempt)
-        outcome = _Attempt()
+        outcome = AttemptOutcome()
         started = time.monotonic()
         with capture:
             try:
@@ -279,96 +212,22 @@ class JobExecutor:
             except (Exception, SystemExit, RunInterrupted) as err:
                 # The user-code boundary: anything the op raises fails this attempt only.
                 outcome.error = ErrorInfo.from_exception(err)
-                outcome.raised = err
+                outcome.interrupted = isinstance(err, RunInterrupted)
+                if isinstance(err, RetryRequested):
+                    outcome.retry_requested = (err.max_retries, err.seconds_to_wait)
         outcome.duration = time.monotonic() - started
         outcome.output_metadata = context.output_metadata
         if capture.error is not None:
             raise PublishError(f"output of step {node.name} not delivered") from capture.error
         chunks.advance(capture.bytes_captured)
+        if outcome.error is None:
+            outcome.value_repr = value_repr(outcome.value)
         return outcome
 
-    def _retry_delay(self, node: Node, attempt: int, raised: BaseException | None) -> float | None:
-        """Seconds to wait before retrying after failed ``attempt``, or None: no retry."""
-        if isinstance(raised, RunInterrupted) or self._cancellation.requested.is_set():
-            return None
-        if isinstance(raised, RetryRequested):
-            return raised.seconds_to_wait if attempt < raised.max_retries else None
-        policy = self._job.retry_policy_for(node.name)
-        if policy is None or attempt >= policy.max_retries:
-            return None
-        return policy.delay_before(attempt + 1)
-
-    def _execute_node(self, node: Node) -> StepStatus:
-        step = node.name
-        with tracer("tether.codeserver").start_as_current_span(
-            "step", attributes={"run_id": self._run_id, "step_key": step, "op": node.op.name}
-        ):
-            chunks = _OffsetChunks(
-                LogChunkPublisher(self._run_id, step, self._publisher, current_traceparent())
-            )
-            attempt = 0
-            while True:
-                start_data = {"attempt": attempt} if attempt else {}
-                self._emitter.emit(
-                    EventType.STEP_START,
-                    step_key=step,
-                    message=f"Started {step}." if not attempt else f"Retry {attempt} of {step}.",
-                    data=start_data,
-                )
-                outcome = self._attempt(node, attempt, chunks)
-                if outcome.error is None:
-                    break
-                delay = self._retry_delay(node, attempt, outcome.raised)
-                if delay is None:
-                    self._emitter.emit(
-                        EventType.STEP_FAILURE,
-                        step_key=step,
-                        message=f"{step} failed: {outcome.error.cls_name}: {outcome.error.message}",
-                        data={"duration_s": outcome.duration, "attempts": attempt + 1},
-                        error=outcome.error,
-                    )
-                    return StepStatus.FAILURE
-                self._emitter.emit(
-                    EventType.STEP_RETRY,
-                    step_key=step,
-                    message=f"{step} failed ({outcome.error.cls_name}: {outcome.error.message});"
-                    f" retrying in {delay:.1f}s.",
-                    data={"attempt": attempt + 1, "delay_s": delay},
-                    error=outcome.error,
-                )
-                # A cancellation during the delay ends the step: no further attempt starts.
-                if self._cancellation.requested.wait(delay):
-                    self._emitter.emit(
-                        EventType.STEP_FAILURE,
-                        step_key=step,
-                        message=f"{step} failed and the run was canceled before its retry.",
-                        data={"duration_s": outcome.duration, "attempts": attempt + 1},
-                        error=outcome.error,
-                    )
-                    return StepStatus.FAILURE
-                attempt += 1
-            self._outputs[step] = outcome.value
-            output_data: dict[str, Any] = {
-                "output_name": RESULT,
-                "type_name": node.op.output_type_name,
-                "value_repr": _value_repr(outcome.value),
-                "stored": self._store(step, outcome.value),
-            }
-            if outcome.output_metadata:
-                output_data["metadata"] = outcome.output_metadata
-            self._emitter.emit(
-                EventType.STEP_OUTPUT,
-                step_key=step,
-                message=f"{step} produced output {RESULT!r}.",
-                data=output_data,
-            )
-            self._emitter.emit(
-                EventType.STEP_SUCCESS,
-                step_key=step,
-                message=f"Finished {step} in {outcome.duration:.3f}s.",
-                data={"duration_s": outcome.duration},
-            )
-            return StepStatus.SUCCESS
+    def _keep(self, step: str, outcome: AttemptOutcome) -> bool:
+        """Keep a step's output in memory for this run and store it for later ones."""
+        self._outputs[step] = outcome.value
+        return self._store(step, outcome.value)
 
     def _store(self, step: str, value: Any) -> bool:
         """Write ``step``'s output for later runs; warn (step still succeeds) if impossible.
@@ -387,24 +246,3 @@ class JobExecutor:
             )
             return False
         return True
-
-
-class _OffsetChunks:
-    """A step's chunk sink whose byte offsets continue across attempts.
-
-    Each attempt's capture counts from 0; the natural key of a chunk is
-    ``(run, step, stream, offset)``, so a retry's output must start where the previous
-    attempt's ended or it would be dropped as a duplicate.
-    """
-
-    def __init__(self, sink: Callable[[LogStream, int, bytes], None]) -> None:
-        self._sink = sink
-        self._base: dict[LogStream, int] = dict.fromkeys(LogStream, 0)
-
-    def __call__(self, stream: LogStream, offset: int, data: bytes) -> None:
-        self._sink(stream, self._base[stream] + offset, data)
-
-    def advance(self, captured: Mapping[LogStream, int]) -> None:
-        """Move the bases past an attempt's ``captured`` byte counts."""
-        for stream, count in captured.items():
-            self._base[stream] += count

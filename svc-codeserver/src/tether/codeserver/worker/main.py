@@ -16,7 +16,8 @@ from typing import Any
 
 from tether.codeserver.loader import LoadedLocation, LocationLoadError, load_location
 from tether.codeserver.worker.events import RunEventEmitter
-from tether.codeserver.worker.execution import Cancellation, JobExecutor, StepStatus
+from tether.codeserver.worker.execution import Cancellation, JobExecutor
+from tether.codeserver.worker.lifecycle import StepStatus
 from tether.codeserver.worker.multiprocess import (
     MULTIPROCESS,
     MultiprocessExecutor,

@@ -14,10 +14,11 @@ Outputs travel as pickles through the run's step output storage
 (:mod:`tether.codeserver.worker.outputs`), which outlives the run so that a re-execution
 from failure can reuse them; the step specs go to a scratch directory removed at the end.
 
-Retries, skips and cancellation follow the in-process executor: a failed attempt is
-retried per the op's RetryPolicy or ``RetryRequested``; a node whose upstream did not
-succeed is skipped; a child that dies without a result (``os._exit``, a signal) fails
-its step with ``StepProcessCrashed``. On cancellation no step starts any more and the
+Retries, skips and events are the in-process executor's, the one step lifecycle of
+:mod:`tether.codeserver.worker.lifecycle`: a failed attempt is retried per the op's
+RetryPolicy or ``RetryRequested``; a node whose upstream did not succeed is skipped; a
+child that dies without a result (``os._exit``, a signal) fails its step with
+``StepProcessCrashed``. On cancellation no step starts any more and the
 running step processes get SIGTERM (SIGKILL after ``step_terminate_grace``); their steps
 fail with ``RunInterrupted`` and the run ends ``RUN_CANCELED``. Unlike in-process, the
 first signal already interrupts the running steps: a process can be stopped safely.
@@ -41,20 +42,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.codeserver.worker.capture import _PipeReader
-from tether.codeserver.worker.events import LogChunkPublisher, RunEventEmitter
-from tether.codeserver.worker.execution import (
-    Cancellation,
-    RunInterrupted,
+from tether.codeserver.worker.events import RunEventEmitter
+from tether.codeserver.worker.execution import Cancellation, RunInterrupted
+from tether.codeserver.worker.lifecycle import (
+    AttemptOutcome,
+    OffsetChunks,
+    StepLifecycle,
     StepStatus,
-    _OffsetChunks,
+    blocked_upstream,
 )
 from tether.codeserver.worker.outputs import StepOutputStorage
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.codeserver.worker.step import StepSpec
-from tether.sdk import EXECUTORS, RESULT, JobDefinition, Node
-from tether.shared.runtime.telemetry import current_traceparent, tracer
+from tether.sdk import EXECUTORS, JobDefinition, Node
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.logs import LogStream
 from tether.shared.wire.process import ExecuteRunArgs
@@ -129,6 +131,7 @@ class MultiprocessExecutor:
         self._publisher = publisher
         self._settings = settings
         self._cancellation = cancellation
+        self._lifecycle = StepLifecycle(job, self._run_id, emitter, publisher, cancellation)
         self._max_concurrent = max(1, max_concurrent)
         self._children: dict[str, _Child] = {}
         self._lock = threading.Lock()
@@ -161,18 +164,7 @@ class MultiprocessExecutor:
                 if any(s in (StepStatus.FAILURE, StepStatus.SKIPPED) for s in ups):
                     pending.remove(node)
                     self.status[node.name] = StepStatus.SKIPPED
-                    blocked = [
-                        u
-                        for u in node.upstream()
-                        if self.status.get(u, StepStatus.SUCCESS) is not StepStatus.SUCCESS
-                    ]
-                    self._emitter.emit(
-                        EventType.STEP_SKIPPED,
-                        step_key=node.name,
-                        message=f"Skipped {node.name}: upstream step(s) did not succeed: "
-                        + ", ".join(blocked),
-                        data={"upstream": blocked},
-                    )
+                    self._lifecycle.skip(node, blocked_upstream(node, self.status))
                 elif all(s is StepStatus.SUCCESS for s in ups) and (
                     len(running) < self._max_concurrent
                 ):
@@ -207,7 +199,9 @@ class MultiprocessExecutor:
         self, node: Node, done: queue.Queue[tuple[str, StepStatus | BaseException]]
     ) -> None:
         try:
-            outcome: StepStatus | BaseException = self._execute_node(node)
+            outcome: StepStatus | BaseException = self._lifecycle.run(
+                node, self._attempt, _stored_by_step_process
+            )
         except BaseException as err:  # noqa: BLE001 - handed to the scheduler, re-raised there
             outcome = err
         done.put((node.name, outcome))
@@ -230,93 +224,8 @@ class MultiprocessExecutor:
             elif now - child.terminated_at >= self._settings.step_terminate_grace:
                 child.proc.kill()
 
-    def _execute_node(self, node: Node) -> StepStatus:
-        step = node.name
-        with tracer("tether.codeserver").start_as_current_span(
-            "step", attributes={"run_id": self._run_id, "step_key": step, "op": node.op.name}
-        ):
-            chunks = _OffsetChunks(
-                LogChunkPublisher(self._run_id, step, self._publisher, current_traceparent())
-            )
-            attempt = 0
-            while True:
-                self._emitter.emit(
-                    EventType.STEP_START,
-                    step_key=step,
-                    message=f"Started {step}." if not attempt else f"Retry {attempt} of {step}.",
-                    data={"attempt": attempt} if attempt else {},
-                )
-                result, error = self._attempt(node, attempt, chunks)
-                if error is None:
-                    break
-                duration = result.get("duration_s", 0.0)
-                delay = self._retry_delay(node, attempt, result, error)
-                if delay is None:
-                    self._emitter.emit(
-                        EventType.STEP_FAILURE,
-                        step_key=step,
-                        message=f"{step} failed: {error.cls_name}: {error.message}",
-                        data={"duration_s": duration, "attempts": attempt + 1},
-                        error=error,
-                    )
-                    return StepStatus.FAILURE
-                self._emitter.emit(
-                    EventType.STEP_RETRY,
-                    step_key=step,
-                    message=f"{step} failed ({error.cls_name}: {error.message});"
-                    f" retrying in {delay:.1f}s.",
-                    data={"attempt": attempt + 1, "delay_s": delay},
-                    error=error,
-                )
-                if self._cancellation.requested.wait(delay):
-                    self._emitter.emit(
-                        EventType.STEP_FAILURE,
-                        step_key=step,
-                        message=f"{step} failed and the run was canceled before its retry.",
-                        data={"duration_s": duration, "attempts": attempt + 1},
-                        error=error,
-                    )
-                    return StepStatus.FAILURE
-                attempt += 1
-            output_data: dict[str, Any] = {
-                "output_name": RESULT,
-                "type_name": node.op.output_type_name,
-                "value_repr": result["value_repr"],
-                "stored": True,
-            }
-            if result.get("output_metadata"):
-                output_data["metadata"] = result["output_metadata"]
-            self._emitter.emit(
-                EventType.STEP_OUTPUT,
-                step_key=step,
-                message=f"{step} produced output {RESULT!r}.",
-                data=output_data,
-            )
-            self._emitter.emit(
-                EventType.STEP_SUCCESS,
-                step_key=step,
-                message=f"Finished {step} in {result['duration_s']:.3f}s.",
-                data={"duration_s": result["duration_s"]},
-            )
-            return StepStatus.SUCCESS
-
-    def _retry_delay(
-        self, node: Node, attempt: int, result: dict[str, Any], error: ErrorInfo
-    ) -> float | None:
-        if error.cls_name.endswith("RunInterrupted") or self._cancellation.requested.is_set():
-            return None
-        retry = result.get("retry_requested")
-        if retry is not None:
-            return retry["seconds_to_wait"] if attempt < retry["max_retries"] else None
-        policy = self._job.retry_policy_for(node.name)
-        if policy is None or attempt >= policy.max_retries:
-            return None
-        return policy.delay_before(attempt + 1)
-
-    def _attempt(
-        self, node: Node, attempt: int, chunks: _OffsetChunks
-    ) -> tuple[dict[str, Any], ErrorInfo | None]:
-        """Run one attempt in a step process; returns (its result line, its error)."""
+    def _attempt(self, node: Node, attempt: int, chunks: OffsetChunks) -> AttemptOutcome:
+        """Run one attempt in a step process; its outcome is what its result line says."""
         step = node.name
         msg_r, msg_w = os.pipe()
         spec = StepSpec(
@@ -353,7 +262,7 @@ class MultiprocessExecutor:
             for fd in [msg_r, *own_fds, *(read_fd for read_fd, _ in pipes.values())]:
                 os.close(fd)
             if isinstance(err, _NotStarted):
-                return {}, _interrupted("run canceled before the step started")
+                return _interrupted("run canceled before the step started")
             raise
         # Only the child holds the write ends now: EOF on them means it is gone.
         for fd in own_fds:
@@ -384,12 +293,10 @@ class MultiprocessExecutor:
         chunks.advance({r.stream: r.offset for r in readers})
         # A result line wins: the op finished before the termination reached it.
         if result.get("kind") == "result":
-            if result["ok"]:
-                return result, None
-            return result, ErrorInfo.model_validate(result["error"])
+            return _outcome(result)
         if child.terminated_at is not None:
-            return result, _interrupted("run canceled: the step process was terminated")
-        return result, _crash_error(step, returncode)
+            return _interrupted("run canceled: the step process was terminated")
+        return AttemptOutcome(error=_crash_error(step, returncode))
 
     def _read_messages(self, step: str, fd: int) -> dict[str, Any]:
         """Relay the child's LOG/materialization lines until EOF; return its result line."""
@@ -405,14 +312,8 @@ class MultiprocessExecutor:
                 if kind == "log":
                     self._emitter.log_sink(message["level"], message["message"], step)
                 elif kind == "event":
-                    data = message.get("data", {})
-                    path = "/".join(data.get("asset_key", []))
-                    self._emitter.emit(
-                        EventType(message["event_type"]),
-                        step_key=step,
-                        message=f"Materialized {path}.",
-                        data=data,
-                    )
+                    event_type = EventType(message["event_type"])
+                    self._lifecycle.materialized(step, event_type, message.get("data", {}))
                 elif kind == "result":
                     result = message
         return result
@@ -422,11 +323,35 @@ class _NotStarted(Exception):  # noqa: N818 - control flow inside _attempt only
     pass
 
 
-def _interrupted(message: str) -> ErrorInfo:
+def _stored_by_step_process(step: str, outcome: AttemptOutcome) -> bool:
+    # A step process reports success only once its output is written.
+    return True
+
+
+def _outcome(result: dict[str, Any]) -> AttemptOutcome:
+    """The outcome a step process's result line reports."""
+    if result["ok"]:
+        return AttemptOutcome(
+            duration=result["duration_s"],
+            value_repr=result["value_repr"],
+            output_metadata=result.get("output_metadata"),
+        )
+    error = ErrorInfo.model_validate(result["error"])
+    retry = result.get("retry_requested")
+    return AttemptOutcome(
+        error=error,
+        duration=result.get("duration_s", 0.0),
+        interrupted=error.cls_name.endswith("RunInterrupted"),
+        retry_requested=None if retry is None else (retry["max_retries"], retry["seconds_to_wait"]),
+    )
+
+
+def _interrupted(message: str) -> AttemptOutcome:
     # Named like the in-process executor's error for the same situation.
-    return ErrorInfo(
+    error = ErrorInfo(
         cls_name=f"{RunInterrupted.__module__}.{RunInterrupted.__name__}", message=message
     )
+    return AttemptOutcome(error=error, interrupted=True)
 
 
 def _crash_error(step: str, returncode: int) -> ErrorInfo:

@@ -34,9 +34,20 @@ __all__ = [
     "OutputNotStored",
     "OutputStorageError",
     "StepOutputStorage",
+    "value_repr",
 ]
 
 _NOT_STORED_SUFFIX = ".not-stored"
+_REPR_LIMIT = 1000
+
+
+def value_repr(value: Any) -> str:
+    """The ``repr`` of an output as events carry it: at most 1000 characters, never raising."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not fail the step
+        return f"<{type(value).__name__} (repr failed)>"
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
 
 
 class OutputStorageError(Exception):

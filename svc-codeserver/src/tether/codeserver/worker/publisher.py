@@ -28,6 +28,7 @@ import nats.errors
 import nats.js.errors
 import stamina
 from nats.aio.client import Client as NATS
+from tether.shared.nats.streams import nats_unavailable
 from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.errors import TetherError
 
@@ -45,30 +46,6 @@ class OutgoingMessage:
     subject: str
     payload: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def _is_transient(exc: Exception) -> bool:
-    """Whether retrying the same publish may succeed.
-
-    No responders means no stream captures the subject yet (its owner has not declared
-    it); timeouts and reconnects are NATS restarting; 5xx-like API errors are JetStream
-    being temporarily unavailable or the stream being full (discard=new).
-    """
-    if isinstance(
-        exc,
-        (
-            nats.js.errors.NoStreamResponseError,
-            nats.errors.NoRespondersError,
-            nats.errors.TimeoutError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.OutboundBufferLimitError,
-            asyncio.TimeoutError,
-        ),
-    ):
-        return True
-    if isinstance(exc, nats.js.errors.APIError):
-        return exc.code in (None, 404, 500, 503)
-    return False
 
 
 class JetStreamPublisher:
@@ -276,7 +253,7 @@ class JetStreamPublisher:
         )
         for message, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, Exception) or not _is_transient(result):
+                if not nats_unavailable(result, publishing=True):
                     raise result
                 # Nats-Msg-Id makes this a no-op when the first attempt landed but its ack
                 # was lost; a message that really was lost lands after its successors
@@ -285,7 +262,7 @@ class JetStreamPublisher:
 
     async def _publish_one(self, js: nats.js.JetStreamContext, item: OutgoingMessage) -> None:
         async for attempt in stamina.retry_context(
-            on=_is_transient,
+            on=lambda exc: nats_unavailable(exc, publishing=True),
             attempts=None,
             timeout=self._retry_timeout,
             wait_initial=0.05,

@@ -14,7 +14,6 @@ reported as a crash by the parent.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -24,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from tether.codeserver.worker.outputs import StepOutputStorage
+from tether.codeserver.worker.outputs import StepOutputStorage, value_repr
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.process import ExecuteRunArgs
-
-_REPR_LIMIT = 1000
 
 
 class StepSpec(BaseModel):
@@ -40,14 +37,6 @@ class StepSpec(BaseModel):
     storage_dir: str = Field(description="Base directory of the step output storage.")
     message_fd: int = Field(description="Inherited fd the child writes its JSON lines to.")
     parent_pid: int = Field(description="The run worker; the step process dies with it.")
-
-
-def _value_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not fail the step
-        return f"<{type(value).__name__} (repr failed)>"
-    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT] + "..."
 
 
 class _Messages:
@@ -64,21 +53,12 @@ class _Messages:
             self._file.flush()
 
 
-def _load_inputs(node: Any, storage: StepOutputStorage) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    for name, source in node.inputs.items():
-        if isinstance(source, tuple):
-            kwargs[name] = [storage.read(h.node) for h in source]
-        else:
-            kwargs[name] = storage.read(source.node)
-    return kwargs
-
-
 def run_step(spec: StepSpec, messages: _Messages) -> None:
     """Run one attempt and send its result line; user errors become a failed result."""
     from tether.codeserver.loader import load_location
+    from tether.codeserver.worker.opcall import call_op, op_context, op_inputs
     from tether.codeserver.worker.run_config import resolve_op_configs
-    from tether.sdk import PARTITION_KEY_TAG, OpContext, OpLogger, RetryRequested
+    from tether.sdk import RetryRequested
 
     run, step = spec.args.run, spec.step_key
     storage = StepOutputStorage(spec.storage_dir, run.run_id)
@@ -97,28 +77,12 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     def event_sink(kind: str, step_key: str, data: dict[str, Any]) -> None:
         messages.send(kind="event", event_type=kind, data=data)
 
-    context = OpContext(
-        run_id=run.run_id,
-        op_name=step,
-        op_config=op_config,
-        log=OpLogger(step, log_sink),
-        partition_key=run.tags.get(PARTITION_KEY_TAG),
-        run_tags=dict(run.tags),
-        retry_number=spec.attempt,
-        partitions_def=job.partitions_def,
-        event_sink=event_sink,
+    context = op_context(
+        job, node, run.run_id, run.tags, op_config, spec.attempt, log_sink, event_sink
     )
-    op = node.op
     started = time.monotonic()
     try:
-        kwargs = _load_inputs(node, storage)
-        if op.config_model is not None:
-            kwargs["config"] = op_config
-        args: tuple[Any, ...] = (context,) if op.wants_context else ()
-        if op.is_async:
-            value = asyncio.run(op.fn(*args, **kwargs))
-        else:
-            value = op.fn(*args, **kwargs)
+        value = call_op(node, context, op_inputs(node, storage.read), op_config)
         storage.write(step, value)
     except (Exception, SystemExit) as err:
         # The user-code boundary (an unpicklable output fails the step the same way).
@@ -136,7 +100,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     messages.send(
         kind="result",
         ok=True,
-        value_repr=_value_repr(value),
+        value_repr=value_repr(value),
         output_metadata=context.output_metadata or {},
         duration_s=time.monotonic() - started,
     )

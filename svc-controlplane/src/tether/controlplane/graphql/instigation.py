@@ -429,16 +429,10 @@ async def _partition_keys(
         snapshot = await locations.load_snapshot(session, location) if location else None
     if location is None or snapshot is None:
         raise NotFoundError(f"code location {location_name!r} is missing or not loaded")
-    jobs = [
-        (repo.name, job)
-        for repo in snapshot.repositories
-        if repository_name in (None, repo.name)
-        for job in repo.jobs
-        if job.name == job_name
-    ]
-    if not jobs:
+    found = snapshot.locate_job(job_name, repository_name)
+    if found is None:
         raise NotFoundError(f"no job {job_name!r} in code location {location_name!r}")
-    repo_name, job = jobs[0]
+    repo_name, job = found
     if job.partition_set_name is None:
         raise BadInputError(f"job {job_name!r} is not partitioned")
     result = await ask_agent(

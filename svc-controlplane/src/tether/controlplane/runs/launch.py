@@ -20,7 +20,6 @@ from tether.controlplane.store import locations, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.snapshots import JobSnapshot, LocationSnapshot
 from tether.shared.wire.work import LaunchRunPayload, WorkKind
 
 #: Tag of a re-execution naming the run it re-executes.
@@ -143,19 +142,6 @@ def _check_tags(tags: Any) -> dict[str, str]:
     return tags
 
 
-def find_job(
-    snapshot: LocationSnapshot, job_name: str, repository_name: str | None
-) -> tuple[str, JobSnapshot] | None:
-    """``(repository name, job)`` of ``job_name`` in ``snapshot``; None if it has none."""
-    for repo in snapshot.repositories:
-        if repository_name and repo.name != repository_name:
-            continue
-        for job in repo.jobs:
-            if job.name == job_name:
-                return repo.name, job
-    return None
-
-
 async def launch_run(
     db: Database,
     queue: WorkQueue,
@@ -256,7 +242,7 @@ async def queue_run(
         return LocationNotLoaded(
             f"code location {location_name!r} is not loaded yet (status {location.load_status})"
         )
-    found = find_job(snapshot, job_name, repository_name)
+    found = snapshot.locate_job(job_name, repository_name)
     if found is None:
         where = f"repository {repository_name!r} of " if repository_name else ""
         return JobNotFound(f"no job {job_name!r} in {where}code location {location_name!r}")

@@ -141,7 +141,7 @@ async def reexecute_run(
                 )
                 snapshot = await locations.load_snapshot(session, location) if location else None
                 found = (
-                    launch.find_job(snapshot, parent.job_name, parent.repository_name)
+                    snapshot.locate_job(parent.job_name, parent.repository_name)
                     if snapshot is not None
                     else None
                 )

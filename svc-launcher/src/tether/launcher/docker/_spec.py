@@ -5,13 +5,12 @@ Pure functions (no engine calls), so the specs can be checked without an engine.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from tether.launcher.userenv import argv_args, argv_location
-from tether.shared.wire.locations import ContainerConfig, LocationConfig
+from tether.shared.wire.locations import ContainerConfig, LocationConfig, location_config_hash
 from tether.shared.wire.process import ExecuteRunArgs
 
 LABEL_ROLE = "io.tether.role"
@@ -29,11 +28,6 @@ ROLE_RUN = "run"
 CODE_SERVER_RESTARTS = 5
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
-
-
-def config_hash(location: LocationConfig) -> str:
-    """A short digest of everything in the location's config (a change means replace)."""
-    return hashlib.sha256(location.model_dump_json().encode()).hexdigest()[:16]
 
 
 def container_name(*parts: str) -> str:
@@ -83,13 +77,15 @@ def code_server_spec(
         LABEL_ROLE: ROLE_CODE_SERVER,
         LABEL_AGENT: agent_id,
         LABEL_LOCATION: location.name,
-        LABEL_CONFIG: config_hash(location),
+        LABEL_CONFIG: location_config_hash(location),
         LABEL_PORT: str(port),
     }
     return {
         **_common(location, cc, image, dict(env), labels),
         "command": command,
-        "name": container_name("tether-cs", agent_id, location.name, config_hash(location)),
+        "name": container_name(
+            "tether-cs", agent_id, location.name, location_config_hash(location)
+        ),
         "restart_policy": {"Name": "on-failure", "MaximumRetryCount": CODE_SERVER_RESTARTS},
     }
 

@@ -29,7 +29,6 @@ from tether.launcher.docker._spec import (
     LABEL_RUN,
     ROLE_CODE_SERVER,
     code_server_spec,
-    config_hash,
     container_config,
     run_worker_spec,
 )
@@ -38,7 +37,7 @@ from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
-from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.locations import LocationConfig, location_config_hash
 from tether.shared.wire.process import CodeServerReady, ExecuteRunArgs
 
 log = logging.getLogger(__name__)
@@ -205,7 +204,7 @@ class DockerSubstrate:
                 location.name,
                 "no image: set the location's image or TETHER_LAUNCHER_DOCKER_IMAGE",
             )
-        want = config_hash(location)
+        want = location_config_hash(location)
         existing = await self._location_containers(location.name)
         for c in existing:
             if c.labels.get(LABEL_CONFIG) == want and c.status in _ALIVE:

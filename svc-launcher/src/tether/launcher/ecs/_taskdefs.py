@@ -17,7 +17,7 @@ from typing import Any
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError
 from tether.launcher.userenv import UserEnv, argv_args, argv_location
-from tether.shared.wire.locations import EcsConfig, LocationConfig
+from tether.shared.wire.locations import EcsConfig, LocationConfig, location_config_hash
 from tether.shared.wire.process import ExecuteRunArgs
 
 TAG_MANAGED_BY = "tether:managed-by"
@@ -64,11 +64,6 @@ def _digest(*parts: str, size: int) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:size]
 
 
-def config_hash(location: LocationConfig) -> str:
-    """A digest of the location's whole config (a change means a new code server)."""
-    return _digest(location.model_dump_json(), size=16)
-
-
 def location_key(location_name: str) -> str:
     """The location's tag: a digest of its exact name (names may hold any character)."""
     return _digest(location_name, size=16)
@@ -84,9 +79,8 @@ def code_server_name(location: LocationConfig, agent_id: str) -> str:
 
     A DNS label (at most 63 characters): it is also the code server's host name.
     """
-    return (
-        f"tether-cs-{slug(location.name, 24)}-{_digest(agent_id, config_hash(location), size=12)}"
-    )
+    digest = _digest(agent_id, location_config_hash(location), size=12)
+    return f"tether-cs-{slug(location.name, 24)}-{digest}"
 
 
 def code_server_address(location: LocationConfig, agent_id: str, namespace: str, port: int) -> str:
@@ -116,7 +110,7 @@ def code_server_tags(location: LocationConfig, agent_id: str) -> dict[str, str]:
     return {
         **ecs_config(location).tags,
         **common_tags(agent_id, ROLE_CODE_SERVER, location),
-        TAG_CONFIG: config_hash(location),
+        TAG_CONFIG: location_config_hash(location),
     }
 
 

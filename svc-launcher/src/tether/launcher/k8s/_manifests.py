@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.launcher.userenv import UserEnv, argv_args, argv_location
-from tether.shared.wire.locations import KubernetesConfig, LocationConfig
+from tether.shared.wire.locations import KubernetesConfig, LocationConfig, location_config_hash
 from tether.shared.wire.process import ExecuteRunArgs
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -43,8 +43,9 @@ def slug(value: str, limit: int = 40) -> str:
 
 
 def config_hash(location: LocationConfig) -> str:
-    """A short digest of the location's whole config (a change means replace)."""
-    return hashlib.sha256(location.model_dump_json().encode()).hexdigest()[:10]
+    """A short digest of the location's whole config (a change means replace): the
+    first 10 characters of its ``location_config_hash``, to fit names and labels."""
+    return location_config_hash(location)[:10]
 
 
 def k8s_config(location: LocationConfig) -> KubernetesConfig:

@@ -1,0 +1,66 @@
+"""Calling an op: its context, its inputs and the call, the same in both executors.
+
+The in-process executor calls ops in the run worker
+(:mod:`tether.codeserver.worker.execution`), the multiprocess one in a step process
+(:mod:`tether.codeserver.worker.step`); what differs is only where inputs are read from
+and where logs and events go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+from tether.sdk import PARTITION_KEY_TAG, JobDefinition, Node, OpContext, OpLogger
+
+__all__ = ["call_op", "op_context", "op_inputs"]
+
+
+def op_context(
+    job: JobDefinition,
+    node: Node,
+    run_id: str,
+    run_tags: Mapping[str, str],
+    op_config: BaseModel | None,
+    attempt: int,
+    log_sink: Callable[[str, str, str], None],
+    event_sink: Callable[[str, str, dict[str, Any]], None],
+) -> OpContext:
+    """The context of attempt ``attempt`` (0 first) of ``node`` in run ``run_id``."""
+    return OpContext(
+        run_id=run_id,
+        op_name=node.name,
+        op_config=op_config,
+        log=OpLogger(node.name, log_sink),
+        partition_key=run_tags.get(PARTITION_KEY_TAG),
+        run_tags=dict(run_tags),
+        retry_number=attempt,
+        partitions_def=job.partitions_def,
+        event_sink=event_sink,
+    )
+
+
+def op_inputs(node: Node, read: Callable[[str], Any]) -> dict[str, Any]:
+    """``node``'s keyword arguments from its upstream outputs (``read`` gets a step's)."""
+    kwargs: dict[str, Any] = {}
+    for name, source in node.inputs.items():
+        if isinstance(source, tuple):
+            kwargs[name] = [read(h.node) for h in source]
+        else:
+            kwargs[name] = read(source.node)
+    return kwargs
+
+
+def call_op(
+    node: Node, context: OpContext, inputs: dict[str, Any], op_config: BaseModel | None
+) -> Any:
+    """Call ``node``'s op (an async one to completion) and return its output."""
+    op = node.op
+    if op.config_model is not None:
+        inputs["config"] = op_config
+    args: tuple[Any, ...] = (context,) if op.wants_context else ()
+    if op.is_async:
+        return asyncio.run(op.fn(*args, **inputs))
+    return op.fn(*args, **inputs)
