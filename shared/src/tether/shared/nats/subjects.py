@@ -65,8 +65,7 @@ def route_work(substrate: str, kind: WorkKind | str) -> str:
     """Where the poller publishes a work item: kinds their spec says the agent scope serves
     (:data:`~tether.shared.wire.workspecs.WORK_SPECS`) to :func:`agent_work`, the rest to
     the launchers of ``substrate`` (:func:`work`)."""
-    # A plain string equal to a kind's value finds that kind's spec (StrEnum keys).
-    spec = WORK_SPECS.get(kind)
+    spec = WORK_SPECS.get(WorkKind(kind)) if kind in WorkKind.__members__.values() else None
     if spec is not None and spec.served_by == ServedBy.AGENT:
         return agent_work(kind)
     return work(substrate, kind)
