@@ -1,6 +1,6 @@
 """Cold vs warm run starts of the process launcher, measured end to end on this machine.
 
-``python -m tether.launcher.startbench --runs 20`` starts a NATS server (or uses
+``python -m bench.startbench --runs 20`` starts a NATS server (or uses
 ``--nats-url``), runs a :class:`LauncherService` in this process, and for each mode
 publishes ``launch_run`` work items for a one-op job whose first line records the time.
 It reports, per mode:

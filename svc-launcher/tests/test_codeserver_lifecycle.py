@@ -33,7 +33,7 @@ from launcher_testkit import (
     work_item,
 )
 from tether.launcher import LauncherSettings, ProcessSubstrate
-from tether.launcher._spawned import process_running, process_start_ticks
+from tether.launcher.process import process_running, process_start_ticks
 from tether.launcher.registry import (
     CodeServerRecord,
     CodeServerRecords,

@@ -181,6 +181,22 @@ def test_env_references_resolve_from_the_agent_s_env_file_into_the_container_env
         narrow.admit(named)
 
 
+def test_the_docker_substrate_without_its_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from tether.launcher import LauncherError
+    from tether.launcher.service import make_substrate
+
+    # As if tether-launcher was installed without [docker]: the SDK cannot be imported.
+    monkeypatch.setitem(sys.modules, "docker", None)
+    for name in [m for m in sys.modules if m.startswith("tether.launcher.docker")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(LauncherError, match=r"tether-launcher\[docker\]"):
+        make_substrate(LauncherSettings(substrate="docker", agent_id="a"))
+
+
 @pytest.mark.parametrize(
     ("container", "reason"),
     [
@@ -224,7 +240,7 @@ def docker_client() -> Iterator[object]:
     try:
         import docker
     except ImportError:
-        skip_or_fail("the docker SDK (a dependency of tether-launcher)")
+        skip_or_fail("the docker SDK (tether-launcher[docker])")
     try:
         client = docker.from_env(timeout=120)
         client.ping()
@@ -236,7 +252,7 @@ def docker_client() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def local_image(docker_client) -> str:
-    from tether.launcher.docker import build_local_image
+    from tether.testing.localimage import build_local_image
 
     return build_local_image(docker_client, workspace=ROOT, packages=["shared", "svc-codeserver"])
 

@@ -346,7 +346,7 @@ async def test_a_run_claimed_by_a_launcher_that_died_before_starting_it_is_launc
     """kill -9 between claim and spawn (e.g. while waiting for a cold-start slot): the
     redelivered launch finds the claim of a dead process here and takes it over; a claim
     made in another pid namespace (undecidable) is left alone, never launched twice."""
-    from tether.launcher._spawned import process_start_ticks
+    from tether.launcher.process import process_start_ticks
     from tether.launcher.runs import RunClaim, RunClaims, pid_namespace
 
     await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)

@@ -1,14 +1,13 @@
 """Tether launcher: runs code servers and run workers on a substrate for work items."""
 
-from tether.launcher._process import ProcessSubstrate
 from tether.launcher.codeservers import CodeLocationLoadError, CodeServerRegistry
-from tether.launcher.coldstarts import ColdStartGate
 from tether.launcher.errors import (
     CodeServerStartError,
     LauncherError,
     RunLaunchError,
     UnsupportedWorkError,
 )
+from tether.launcher.process import ColdStartGate, ProcessSubstrate
 from tether.launcher.registry import CodeServerRecord, CodeServerRecords
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import grpc
 import nats.errors
-from tether.launcher._spawned import process_start_ticks
 from tether.launcher.errors import LauncherError
+from tether.launcher.process import process_start_ticks
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
 from tether.launcher.tokens import CodeServerTokens

@@ -9,13 +9,12 @@ import uuid
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from tether.launcher._process import ProcessSubstrate
 from tether.launcher.codeservers import CodeServerRegistry
-from tether.launcher.coldstarts import NatsRunStarts
 from tether.launcher.consumer import WorkConsumer
 from tether.launcher.errors import LauncherError
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.policy import PolicyContext
+from tether.launcher.process import NatsRunStarts, ProcessSubstrate
 from tether.launcher.publishing import Publisher
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
@@ -78,7 +77,12 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
         )
     if settings.substrate == "docker":
         # Imported here: only a docker launcher needs the SDK and an engine.
-        from tether.launcher.docker import DockerSubstrate
+        try:
+            from tether.launcher.docker import DockerSubstrate
+        except ImportError as err:
+            raise LauncherError(
+                f"the docker substrate needs tether-launcher[docker] (the docker SDK): {err}"
+            ) from err
 
         return DockerSubstrate(
             agent_id=settings.agent_id,

@@ -21,8 +21,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tether.launcher._spawned import ReadyLineError, SpawnedProcess
 from tether.launcher.errors import LauncherError, LocationRefusedError, RunLaunchError
+from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess
 from tether.launcher.userenv import UserCode, argv_args, argv_location
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError

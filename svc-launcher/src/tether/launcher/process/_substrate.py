@@ -14,20 +14,20 @@ import signal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from tether.launcher._forkserver import ForkServers, WarmRun
-from tether.launcher._spawned import (
-    ReadyLineError,
-    SpawnedProcess,
-    process_running,
-    process_start_ticks,
-    terminate_group,
-)
-from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
 from tether.launcher.errors import (
     CodeServerStartError,
     LauncherError,
     LocationRefusedError,
     RunLaunchError,
+)
+from tether.launcher.process._coldstarts import ColdStartGate, RunStartSignal
+from tether.launcher.process._forkserver import ForkServers, WarmRun
+from tether.launcher.process._spawned import (
+    ReadyLineError,
+    SpawnedProcess,
+    process_running,
+    process_start_ticks,
+    terminate_group,
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
 from tether.launcher.userenv import UserCode, argv_args, argv_location
