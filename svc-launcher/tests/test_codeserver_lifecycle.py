@@ -41,7 +41,6 @@ from tether.launcher.registry import (
     registry_bucket,
 )
 from tether.launcher.tokens import CodeServerTokens
-from tether.launcher.userenv import argv_location
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import bearer_metadata
@@ -50,6 +49,7 @@ from tether.shared.nats.streams import kv_keys
 from tether.shared.nats.subjects import Bucket, Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig, location_config_hash
+from tether.shared.wire.process import argv_location
 from tether.shared.wire.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
 from tether.shared.wire.work import WorkKind
 from tether.testing import server_at

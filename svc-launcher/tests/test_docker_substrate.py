@@ -28,7 +28,7 @@ from tether.launcher.errors import LocationRefusedError
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.tokens import CodeServerTokens
-from tether.launcher.userenv import UserCode, argv_args, argv_location
+from tether.launcher.userenv import UserCode
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import (
@@ -42,7 +42,7 @@ from tether.shared.nats.headers import decode_log_chunk
 from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import ContainerConfig, LocationConfig
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, argv_args, argv_location
 from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import RUN_WORKER_EXITED, LaunchRunPayload, WorkKind
 from tether.testing import server_at, skip_or_fail

@@ -33,10 +33,10 @@ from tether.launcher.errors import (
 )
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.substrate import RunWorkerHandle
-from tether.launcher.userenv import UserCode, UserEnv, argv_args, argv_location
+from tether.launcher.userenv import UserCode, UserEnv
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import EcsConfig, LocationConfig
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, argv_args, argv_location
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import free_port, skip_or_fail
 

@@ -14,7 +14,6 @@ from tether.launcher.process import process_start_ticks
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
 from tether.launcher.tokens import CodeServerTokens
-from tether.launcher.userenv import argv_location
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import (
@@ -39,6 +38,7 @@ from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import CodeServerStatus
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig, location_config_hash
+from tether.shared.wire.process import argv_location
 from tether.shared.wire.snapshots import LocationSnapshot
 from tether.shared.wire.work import (
     EvaluateSchedulePayload,

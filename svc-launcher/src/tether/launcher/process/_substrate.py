@@ -30,12 +30,17 @@ from tether.launcher.process._spawned import (
     terminate_group,
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
-from tether.launcher.userenv import UserCode, argv_args, argv_location
+from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.forkserver import warm_start_allowed
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.process import CodeServerReady, ExecuteRunArgs
+from tether.shared.wire.process import (
+    CodeServerReady,
+    ExecuteRunArgs,
+    code_server_argv,
+    run_worker_argv,
+)
 
 if TYPE_CHECKING:
     from tether.launcher.registry import CodeServerRecord
@@ -46,31 +51,6 @@ T = TypeVar("T")
 
 #: Seconds to wait for an adopted code server to vanish after SIGKILL.
 _KILL_WAIT_S = 10.0
-
-
-def codeserver_command(python: str, location: LocationConfig) -> list[str]:
-    """The command line of a code server for ``location`` (env values are not in it)."""
-    return [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "codeserver",
-        "grpc",
-        "--location-json",
-        argv_location(location).model_dump_json(),
-    ]
-
-
-def execute_run_command(python: str, args: ExecuteRunArgs) -> list[str]:
-    """The command line of a run worker for ``args`` (env values are not in it)."""
-    return [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "api",
-        "execute-run",
-        argv_args(args).model_dump_json(),
-    ]
 
 
 class ProcessSubstrate:
@@ -160,7 +140,7 @@ class ProcessSubstrate:
         )
         try:
             process = await asyncio.create_subprocess_exec(
-                *codeserver_command(self._python, location),
+                *code_server_argv(self._python, location),
                 cwd=location.working_directory or None,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -284,7 +264,7 @@ class ProcessSubstrate:
         watch = await gate.acquire(args.run.run_id) if gate is not None else None
         try:
             process = await asyncio.create_subprocess_exec(
-                *execute_run_command(self._python, args),
+                *run_worker_argv(self._python, args),
                 cwd=args.location.working_directory or None,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
