@@ -1,6 +1,7 @@
 """Tether launcher: runs code servers and run workers on a substrate for work items."""
 
-from tether.launcher.codeservers import CodeLocationLoadError, CodeServerRegistry
+from tether.launcher.codeserver_client import CodeLocationLoadError
+from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.errors import (
     CodeServerStartError,
     LauncherError,

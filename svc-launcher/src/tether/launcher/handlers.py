@@ -9,7 +9,8 @@ from typing import TypeVar
 
 import grpc
 from pydantic import BaseModel, ValidationError
-from tether.launcher.codeservers import CodeLocationLoadError, CodeServerClient, CodeServerRegistry
+from tether.launcher.codeserver_client import CodeLocationLoadError, CodeServerClient
+from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
 from tether.launcher.publishing import Publisher
 from tether.launcher.runcreds import RunCredentials
