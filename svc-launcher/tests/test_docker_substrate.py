@@ -301,7 +301,7 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     client = await registry.ensure(location)
     snapshot = await client.get_snapshot(30)
     assert snapshot.find_job("slow") is not None and snapshot.find_job("hello") is not None
-    container_id = client.handle.native
+    container_id = client.handle.server_id
     assert first.code_server_alive(client.handle)
     await registry.detach_all()
     await first.aclose()
@@ -311,7 +311,7 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     registry = CodeServerRegistry(second, tokens=tokens, tls=True)
     try:
         adopted = await registry.ensure(location)
-        assert adopted.handle.native == container_id
+        assert adopted.handle.server_id == container_id
         assert adopted.handle.address == client.handle.address
         # Over TLS (the certificate the restarted launcher derived and pins), and only
         # with its token: whoever else reaches the container's port is refused.
@@ -353,12 +353,12 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
         # A config change: the new container starts before the old one goes (blue/green).
         changed = location.model_copy(update={"env": {**location.env, "SOME_SETTING": "1"}})
         replaced = await registry.ensure(changed)
-        assert replaced.handle.native != container_id
+        assert replaced.handle.server_id != container_id
         assert (await replaced.get_snapshot(30)).find_job("slow") is not None
         labelled = docker_client.containers.list(
             all=True, filters={"label": f"{LABEL_AGENT}={agent_id}"}
         )
-        assert [c.id for c in labelled] == [replaced.handle.native]
+        assert [c.id for c in labelled] == [replaced.handle.server_id]
     finally:
         await registry.stop_all()
         await second.aclose()

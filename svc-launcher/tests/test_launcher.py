@@ -228,13 +228,13 @@ async def test_registry_restarts_dead_and_replaces_changed_code_servers() -> Non
         first = await registry.ensure(EXAMPLES_LOCATION)
         assert await registry.ensure(EXAMPLES_LOCATION) is first
         os.killpg(first.handle.pid, signal.SIGKILL)
-        await first.handle.native.process.wait()  # type: ignore[union-attr]
+        await first.handle.server.process.wait()  # type: ignore[attr-defined]
         second = await registry.ensure(EXAMPLES_LOCATION)
         assert second.handle.pid != first.handle.pid
         changed = EXAMPLES_LOCATION.model_copy(update={"env": {"SOME_SETTING": "1"}})
         third = await registry.ensure(changed)
         assert third.handle.pid != second.handle.pid
-        assert second.handle.native.process.returncode is not None  # type: ignore[union-attr]
+        assert second.handle.server.process.returncode is not None  # type: ignore[attr-defined]
         snapshot = await third.get_snapshot(10)
         assert snapshot.find_job("hello") is not None
     finally:

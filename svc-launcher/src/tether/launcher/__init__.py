@@ -14,15 +14,20 @@ from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import (
     AdoptingSubstrate,
+    BoundedStarts,
     CodeServerHandle,
+    CodeServerHost,
     RunWorkerHandle,
+    RunWorkerHost,
     Substrate,
 )
 
 __all__ = [
     "AdoptingSubstrate",
+    "BoundedStarts",
     "CodeLocationLoadError",
     "CodeServerHandle",
+    "CodeServerHost",
     "CodeServerRecord",
     "CodeServerRecords",
     "CodeServerRegistry",
@@ -34,6 +39,7 @@ __all__ = [
     "ProcessSubstrate",
     "RunLaunchError",
     "RunWorkerHandle",
+    "RunWorkerHost",
     "Substrate",
     "UnsupportedWorkError",
 ]

@@ -383,12 +383,9 @@ class WorkHandlers:
             # Launched by another launcher process (or before a restart): its claim holds
             # the pid (or the substrate's worker id).
             claim = await self._claims.get(run_id)
-            if claim is not None and (claim.pid is not None or claim.worker_id is not None):
-                handle = RunWorkerHandle(
-                    run_id,
-                    pid=claim.pid,
-                    pid_start=claim.pid_start,
-                    worker_id=claim.worker_id,
+            if claim is not None:
+                handle = self._substrate.recorded_run(
+                    run_id, pid=claim.pid, pid_start=claim.pid_start, worker_id=claim.worker_id
                 )
         return handle
 

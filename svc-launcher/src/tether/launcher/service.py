@@ -19,7 +19,7 @@ from tether.launcher.publishing import Publisher
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
-from tether.launcher.substrate import Substrate
+from tether.launcher.substrate import BoundedStarts, Substrate
 from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
 from tether.launcher.userenv import UserCode
 from tether.shared.nats import subjects
@@ -195,7 +195,8 @@ class LauncherService:
                 lambda: CodeServerRecords.open(js), "binding the code-server registry"
             )
             await registry.restore(records)
-            if isinstance(self._substrate, ProcessSubstrate):
+            if isinstance(self._substrate, BoundedStarts):
+                # The first event of a run tells that its worker has started.
                 self._substrate.use_start_signal(NatsRunStarts(nc))
             claims = await jetstream_call(lambda: RunClaims.open(js), "binding run claims")
             publisher = Publisher(

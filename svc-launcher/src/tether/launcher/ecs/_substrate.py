@@ -11,13 +11,14 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from tether.launcher.ecs._discovery import CloudMapRegistry, error_code
-from tether.launcher.ecs._runs import RunTasks
+from tether.launcher.ecs._runs import EcsRunWorker, RunTasks
 from tether.launcher.ecs._services import FAILED_TASKS_LIMIT, CodeServerServices
 from tether.launcher.ecs._taskdefs import (
     TAG_CONTENT,
@@ -33,7 +34,7 @@ from tether.launcher.ecs._taskdefs import (
 )
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import CodeServerStartError, LauncherError
-from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
@@ -41,6 +42,17 @@ from tether.shared.wire.process import ExecuteRunArgs
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class EcsCodeServer(CodeServerHandle):
+    """A code server's ECS service (its name is also the handle's ``server_id``).
+
+    Attributes:
+        service_name: the ECS (and Cloud Map) service's name.
+    """
+
+    service_name: str
 
 
 class EcsSubstrate:
@@ -200,7 +212,7 @@ class EcsSubstrate:
 
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
-    ) -> CodeServerHandle:
+    ) -> EcsCodeServer:
         """Adopt the service of this config or create it (``env``, the caller token and
         TLS pair among others, added to its task's environment); wait for a healthy task.
 
@@ -260,11 +272,11 @@ class EcsSubstrate:
             location, self._agent, self._discovery.namespace, s.code_server_port
         )
         log.info("code server for %s ready at %s", location.name, address)
-        return CodeServerHandle(location, address, native=name, server_id=name)
+        return EcsCodeServer(location, address, server_id=name, service_name=name)
 
-    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+    async def stop_code_server(self, handle: EcsCodeServer) -> None:
         """Delete the code server's ECS service (its task gets SIGTERM) and registry."""
-        name = _service_name(handle.native)
+        name = handle.service_name
         self._services.unwatch(name)
         await self._services.delete(name)
         log.info("code server for %s stopped", handle.location.name)
@@ -272,13 +284,13 @@ class EcsSubstrate:
     async def remove_location(self, location_name: str) -> None:
         """Nothing to do: a location keeps nothing here besides its code server."""
 
-    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+    def code_server_alive(self, handle: EcsCodeServer) -> bool:
         """Whether the service had a healthy task at the last read (no API call)."""
-        return self._services.alive(_service_name(handle.native))
+        return self._services.alive(handle.service_name)
 
     # --- run workers --------------------------------------------------------------------
 
-    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> EcsRunWorker:
         """``RunTask`` one task running ``tether api execute-run``, tagged with the run id.
 
         Raises:
@@ -288,19 +300,32 @@ class EcsSubstrate:
         """
         return await self._runs.launch(args, env)
 
-    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+    def recorded_run(
+        self,
+        run_id: str,
+        *,
+        pid: int | None = None,
+        pid_start: int | None = None,
+        worker_id: str | None = None,
+    ) -> EcsRunWorker | None:
+        """The run's task, by the ARN its claim recorded."""
+        if not worker_id:
+            return None
+        return EcsRunWorker(run_id, worker_id=worker_id, task_arn=worker_id)
+
+    async def terminate_run(self, handle: EcsRunWorker, grace_s: float) -> bool:
         """``StopTask`` with a reason (SIGTERM, SIGKILL after the task's ``stopTimeout``)."""
         return await self._runs.terminate(handle, grace_s)
 
-    async def run_alive(self, handle: RunWorkerHandle) -> bool:
+    async def run_alive(self, handle: EcsRunWorker) -> bool:
         """Whether the run's task has not stopped (starting, running or stopping)."""
         return await self._runs.alive(handle)
 
-    async def wait_run(self, handle: RunWorkerHandle) -> int:
+    async def wait_run(self, handle: EcsRunWorker) -> int:
         """Wait until the run's task stopped; its container's exit code (-1: never ran)."""
         return await self._runs.wait(handle)
 
-    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+    def poll_run(self, handle: EcsRunWorker) -> int | None:
         """The exit code :meth:`wait_run` observed, else None (no API call)."""
         return self._runs.poll(handle)
 
@@ -312,9 +337,3 @@ class EcsSubstrate:
         self._runs.close()
         self._discovery.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _service_name(native: object) -> str:
-    if not isinstance(native, str):
-        raise LauncherError(f"handle does not belong to the ecs substrate: {native!r}")
-    return native

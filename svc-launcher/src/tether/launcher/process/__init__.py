@@ -5,8 +5,9 @@ Runs start warm (forked by the location's fork server) when one is ready, else c
 at once.
 """
 
-from tether.launcher.process._coldstarts import ColdStartGate, NatsRunStarts, RunStartSignal
+from tether.launcher.process._coldstarts import ColdStartGate, NatsRunStarts
 from tether.launcher.process._forkserver import ForkServerError, ForkServers
+from tether.launcher.process._handles import ProcessCodeServer, ProcessRunWorker
 from tether.launcher.process._spawned import process_running, process_start_ticks
 from tether.launcher.process._substrate import ProcessSubstrate
 
@@ -15,8 +16,9 @@ __all__ = [
     "ForkServerError",
     "ForkServers",
     "NatsRunStarts",
+    "ProcessCodeServer",
+    "ProcessRunWorker",
     "ProcessSubstrate",
-    "RunStartSignal",
     "process_running",
     "process_start_ticks",
 ]

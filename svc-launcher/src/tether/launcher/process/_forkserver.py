@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Mapping
@@ -136,6 +137,24 @@ class WarmRun:
         await self._done.wait()
         assert self.returncode is not None
         return self.returncode
+
+    async def terminate(self, grace_s: float) -> bool:
+        """SIGTERM its process group, SIGKILL after ``grace_s``; whether it was running."""
+        if self.returncode is not None:
+            return False
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.wait()
+        except TimeoutError:
+            log.warning("run worker %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            await self.wait()
+        return True
 
 
 async def _read_reply(reader: asyncio.StreamReader) -> ForkStarted | ForkRefused | ForkExited:
