@@ -137,7 +137,7 @@ def test_nats_requires_auth_and_each_pod_mounts_only_its_own_nats_user() -> None
 
 # Optional extras each image installs: the launcher serves every substrate, logship can
 # write to the customer's S3.
-IMAGE_EXTRAS = {"launcher": ("k8s", "ecs"), "logship": ("s3",)}
+IMAGE_EXTRAS = {"launcher": ("docker", "k8s", "ecs"), "logship": ("s3",)}
 
 
 def test_image_requirements_match_the_lockfile() -> None:
@@ -239,7 +239,7 @@ def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None
         client.ping()
     except Exception as err:  # noqa: BLE001 - any failure means: no engine here
         skip_or_fail(f"a Docker engine (.ci/run starts dockerd): {err}")
-    from tether.launcher.docker import build_local_image
+    from tether.testing.localimage import build_local_image
 
     base = build_local_image(client, requirements=["pip"], repository="tether-local-python")
     try:

@@ -33,7 +33,8 @@ from launcher_testkit import (
     work_item,
 )
 from tether.launcher import LauncherSettings, ProcessSubstrate
-from tether.launcher._spawned import process_running, process_start_ticks
+from tether.launcher.process import process_running, process_start_ticks
+from tether.launcher.process.settings import ProcessSettings
 from tether.launcher.registry import (
     CodeServerRecord,
     CodeServerRecords,
@@ -41,7 +42,6 @@ from tether.launcher.registry import (
     registry_bucket,
 )
 from tether.launcher.tokens import CodeServerTokens
-from tether.launcher.userenv import argv_location
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import bearer_metadata
@@ -50,6 +50,7 @@ from tether.shared.nats.streams import kv_keys
 from tether.shared.nats.subjects import Bucket, Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig, location_config_hash
+from tether.shared.wire.process import argv_location
 from tether.shared.wire.snapshots import SNAPSHOT_ZLIB_KEY, snapshot_from_payload
 from tether.shared.wire.work import WorkKind
 from tether.testing import server_at
@@ -300,7 +301,7 @@ async def test_a_restarted_launcher_adopts_the_code_servers_of_a_killed_one(
 
     settings = settings_for(
         nats_server.url,
-        orphan_grace_s=60,
+        process=ProcessSettings(orphan_grace_s=60),
         codeserver_secret=None,
         codeserver_secret_file=secret_file,
     )
@@ -350,7 +351,9 @@ async def test_a_launcher_with_another_secret_cannot_call_the_code_servers_it_fi
     assert b"TETHER_CODESERVER_TOKEN=" in environ
     assert other_secret.encode() not in environ
     try:
-        async with running(settings_for(nats_server.url, orphan_grace_s=60), timeout_s=60):
+        async with running(
+            settings_for(nats_server.url, process=ProcessSettings(orphan_grace_s=60)), timeout_s=60
+        ):
             # Its Adopt call was refused: a new code server serves the location.
             assert (await bus.load(location)).ok
             after = (await records(bus))[location.name]
@@ -402,7 +405,9 @@ async def test_cold_starts_are_bounded_not_runs_in_flight(
     health = work_item(WorkKind.CHECK_RUN_HEALTH, location, run_id=launches[0].payload["run_id"])
     # Two launch slots: launches waiting for a start slot fill them.
     settings = settings_for(
-        nats_server.url, warm_start=False, max_concurrent_cold_starts=2, max_concurrency=2
+        nats_server.url,
+        process=ProcessSettings(warm_start=False, max_concurrent_cold_starts=2),
+        max_concurrency=2,
     )
     async with running(settings, timeout_s=60) as service:
         for launch in launches:
@@ -499,7 +504,9 @@ async def test_a_removed_location_stops_its_code_server_here_and_on_sibling_repl
 
 async def test_a_removed_location_stops_its_fork_server(bus: Bus, nats_server) -> None:
     location = unique("forked")
-    settings = settings_for(nats_server.url, warm_start=True, registry_scope=new_id()[:8])
+    settings = settings_for(
+        nats_server.url, process=ProcessSettings(warm_start=True), registry_scope=new_id()[:8]
+    )
     async with running(settings, timeout_s=60) as service:
         assert (await bus.load(location)).ok
         substrate = service._substrate

@@ -27,7 +27,7 @@ from tether.launcher.errors import LocationRefusedError
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.tokens import CodeServerTokens
-from tether.launcher.userenv import UserCode, argv_args, argv_location
+from tether.launcher.userenv import UserCode
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import (
@@ -41,7 +41,7 @@ from tether.shared.nats.headers import decode_log_chunk
 from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import ContainerConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, argv_args, argv_location
 from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import LaunchRunPayload, ReportKind, WorkKind
 from tether.testing import server_at, skip_or_fail
@@ -182,6 +182,22 @@ def test_env_references_resolve_from_the_agent_s_env_file_into_the_container_env
         narrow.admit(named)
 
 
+def test_the_docker_substrate_without_its_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from tether.launcher import LauncherError
+    from tether.launcher.service import make_substrate
+
+    # As if tether-launcher was installed without [docker]: the SDK cannot be imported.
+    monkeypatch.setitem(sys.modules, "docker", None)
+    for name in [m for m in sys.modules if m.startswith("tether.launcher.docker")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(LauncherError, match=r"tether-launcher\[docker\]"):
+        make_substrate(LauncherSettings(substrate="docker", agent_id="a"))
+
+
 @pytest.mark.parametrize(
     ("container", "reason"),
     [
@@ -225,7 +241,7 @@ def docker_client() -> Iterator[object]:
     try:
         import docker
     except ImportError:
-        skip_or_fail("the docker SDK (a dependency of tether-launcher)")
+        skip_or_fail("the docker SDK (tether-launcher[docker])")
     try:
         client = docker.from_env(timeout=120)
         client.ping()
@@ -237,7 +253,7 @@ def docker_client() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def local_image(docker_client) -> str:
-    from tether.launcher.docker import build_local_image
+    from tether.testing.localimage import build_local_image
 
     return build_local_image(docker_client, workspace=ROOT, packages=["shared", "svc-codeserver"])
 
@@ -286,7 +302,7 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     client = await registry.ensure(location)
     snapshot = await client.get_snapshot(30)
     assert snapshot.find_job("slow") is not None and snapshot.find_job("hello") is not None
-    container_id = client.handle.native
+    container_id = client.handle.server_id
     assert first.code_server_alive(client.handle)
     await registry.detach_all()
     await first.aclose()
@@ -296,7 +312,7 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
     registry = CodeServerRegistry(second, tokens=tokens, tls=True)
     try:
         adopted = await registry.ensure(location)
-        assert adopted.handle.native == container_id
+        assert adopted.handle.server_id == container_id
         assert adopted.handle.address == client.handle.address
         # Over TLS (the certificate the restarted launcher derived and pins), and only
         # with its token: whoever else reaches the container's port is refused.
@@ -338,12 +354,12 @@ async def test_code_server_container_answers_adopts_replaces_and_restarts(
         # A config change: the new container starts before the old one goes (blue/green).
         changed = location.model_copy(update={"env": {**location.env, "SOME_SETTING": "1"}})
         replaced = await registry.ensure(changed)
-        assert replaced.handle.native != container_id
+        assert replaced.handle.server_id != container_id
         assert (await replaced.get_snapshot(30)).find_job("slow") is not None
         labelled = docker_client.containers.list(
             all=True, filters={"label": f"{LABEL_AGENT}={agent_id}"}
         )
-        assert [c.id for c in labelled] == [replaced.handle.native]
+        assert [c.id for c in labelled] == [replaced.handle.server_id]
     finally:
         await registry.stop_all()
         await second.aclose()

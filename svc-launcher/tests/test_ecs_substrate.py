@@ -32,11 +32,10 @@ from tether.launcher.errors import (
     RunLaunchError,
 )
 from tether.launcher.policy import LocationPolicy, PolicyContext
-from tether.launcher.substrate import RunWorkerHandle
-from tether.launcher.userenv import UserCode, UserEnv, argv_args, argv_location
+from tether.launcher.userenv import UserCode, UserEnv
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import EcsConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, argv_args, argv_location
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import free_port, skip_or_fail
 
@@ -784,9 +783,10 @@ async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: lis
     assert not waiting.done()
 
     # Terminate from another launcher process, with the handle its claim rebuilds.
-    rebuilt = RunWorkerHandle(handle.run_id, worker_id=handle.worker_id)
     other = aws.substrate()
     closing.append(other)
+    rebuilt = other.recorded_run(handle.run_id, worker_id=handle.worker_id)
+    assert rebuilt is not None and other.recorded_run(handle.run_id) is None
     assert await other.terminate_run(rebuilt, 5) is True
     task = await aws.task(handle.worker_id)
     assert task["lastStatus"] == "STOPPED" and task["desiredStatus"] == "STOPPED"
@@ -815,7 +815,8 @@ async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: lis
     # a new task with a delay), then no exit code.
     lost = aws.substrate(missing_grace_s=0.3)
     closing.append(lost)
-    ghost = RunWorkerHandle("ghost", worker_id=f"arn:aws:ecs:{REGION}:123456789012:task/x/0")
+    ghost = lost.recorded_run("ghost", worker_id=f"arn:aws:ecs:{REGION}:123456789012:task/x/0")
+    assert ghost is not None
     assert not await lost.run_alive(ghost)
     assert await lost.terminate_run(ghost, 1) is False
     began = asyncio.get_running_loop().time()

@@ -505,10 +505,10 @@ async def test_runs_are_jobs_that_finish_fail_and_terminate(cluster: Cluster) ->
     # Terminate: the Job is deleted (its pod gets SIGTERM, then SIGKILL after the grace).
     # A handle rebuilt from the run's claim (another launcher process) is enough.
     slow = await substrate.launch_run(run_args(loc), {})
-    from tether.launcher.substrate import RunWorkerHandle
-
-    rebuilt = RunWorkerHandle(slow.run_id, worker_id=slow.worker_id)
     other = cluster.substrate()
+    rebuilt = other.recorded_run(slow.run_id, worker_id=slow.worker_id)
+    assert rebuilt is not None and other.recorded_run(slow.run_id) is None
+    assert await other.run_alive(rebuilt)
     assert await other.terminate_run(rebuilt, 2) is True
     sns, sname = slow.worker_id.split("/")
     with pytest.raises(cluster.client.ApiException) as gone:

@@ -228,13 +228,13 @@ async def test_registry_restarts_dead_and_replaces_changed_code_servers() -> Non
         first = await registry.ensure(EXAMPLES_LOCATION)
         assert await registry.ensure(EXAMPLES_LOCATION) is first
         os.killpg(first.handle.pid, signal.SIGKILL)
-        await first.handle.native.process.wait()  # type: ignore[union-attr]
+        await first.handle.server.process.wait()  # type: ignore[attr-defined]
         second = await registry.ensure(EXAMPLES_LOCATION)
         assert second.handle.pid != first.handle.pid
         changed = EXAMPLES_LOCATION.model_copy(update={"env": {"SOME_SETTING": "1"}})
         third = await registry.ensure(changed)
         assert third.handle.pid != second.handle.pid
-        assert second.handle.native.process.returncode is not None  # type: ignore[union-attr]
+        assert second.handle.server.process.returncode is not None  # type: ignore[attr-defined]
         snapshot = await third.get_snapshot(10)
         assert snapshot.find_job("hello") is not None
     finally:
@@ -250,7 +250,37 @@ def test_settings_read_shared_and_prefixed_env(monkeypatch: pytest.MonkeyPatch) 
     assert settings.nats_url == "nats://launcher:4222"
     assert settings.agent_id == "shared-agent"
     assert settings.max_concurrency == 3
-    assert settings.python_executable == sys.executable
+    assert settings.process.python_executable == sys.executable
+
+
+def test_each_substrate_s_settings_keep_their_documented_env_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "TETHER_LAUNCHER_PYTHON_EXECUTABLE": "/opt/py/bin/python",
+        "TETHER_LAUNCHER_WARM_START": "0",
+        "TETHER_LAUNCHER_FORK_REQUEST_TIMEOUT_S": "2.5",
+        "TETHER_LAUNCHER_ORPHAN_GRACE_S": "7",
+        "TETHER_LAUNCHER_KEEP_CODE_SERVERS_ON_SHUTDOWN": "1",
+        "TETHER_LAUNCHER_MAX_CONCURRENT_COLD_STARTS": "3",
+        "TETHER_LAUNCHER_DOCKER_URL": "unix:///run/docker.sock",
+        "TETHER_LAUNCHER_DOCKER_IMAGE": "registry.example/loc:1",
+        "TETHER_LAUNCHER_K8S_NAMESPACE": "tether",
+        "TETHER_LAUNCHER_K8S_IMAGE": "registry.example/loc:2",
+        "TETHER_LAUNCHER_K8S_RUN_AS_USER": "20000",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = LauncherSettings()
+    assert (s.process.python_executable, s.process.warm_start) == ("/opt/py/bin/python", False)
+    assert (s.process.fork_request_timeout_s, s.process.orphan_grace_s) == (2.5, 7.0)
+    assert s.process.keep_code_servers_on_shutdown and s.process.max_concurrent_cold_starts == 3
+    assert (s.docker.url, s.docker.image) == ("unix:///run/docker.sock", "registry.example/loc:1")
+    assert (s.k8s.namespace, s.k8s.image, s.k8s.run_as_user) == (
+        "tether",
+        "registry.example/loc:2",
+        20000,
+    )
 
 
 async def test_shutdown_leaves_run_workers_running(
@@ -346,7 +376,7 @@ async def test_a_run_claimed_by_a_launcher_that_died_before_starting_it_is_launc
     """kill -9 between claim and spawn (e.g. while waiting for a cold-start slot): the
     redelivered launch finds the claim of a dead process here and takes it over; a claim
     made in another pid namespace (undecidable) is left alone, never launched twice."""
-    from tether.launcher._spawned import process_start_ticks
+    from tether.launcher.process import process_start_ticks
     from tether.launcher.runs import RunClaim, RunClaims, pid_namespace
 
     await bus.declare(Stream.RESULTS, Stream.EVENTS, Stream.LOGS)

@@ -276,9 +276,9 @@ async def test_a_recorded_code_server_the_policy_now_refuses_is_not_adopted(
 ) -> None:
     from launcher_testkit import user_code_under_test
     from tether.launcher import ProcessSubstrate
-    from tether.launcher._spawned import process_start_ticks
+    from tether.launcher.process import process_start_ticks
     from tether.launcher.registry import CodeServerRecord
-    from tether.launcher.userenv import argv_location
+    from tether.shared.wire.process import argv_location
 
     me = os.getpid()
     start = process_start_ticks(me)

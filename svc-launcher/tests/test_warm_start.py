@@ -380,7 +380,7 @@ def test_warm_start_is_the_default_and_can_be_turned_off(monkeypatch: pytest.Mon
     assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is not None
     monkeypatch.setenv("TETHER_LAUNCHER_WARM_START", "0")
     settings = LauncherSettings()
-    assert settings.warm_start is False
+    assert settings.process.warm_start is False
     substrate = make_substrate(settings)
     assert isinstance(substrate, ProcessSubstrate) and substrate.fork_servers is None
 
@@ -392,7 +392,7 @@ async def test_launcher_service_starts_runs_warm_once_the_fork_server_is_ready(
     from tether.shared.wire.work import WorkKind
 
     settings = LauncherSettings(**nats_server.launcher_settings(), agent_id="warm-test", **PINNED)
-    assert settings.warm_start
+    assert settings.process.warm_start
     async with (
         open_bus(
             nats_server.url,

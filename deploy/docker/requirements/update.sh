@@ -5,10 +5,10 @@ set -eu
 cd "$(dirname "$0")/../../.."
 for pair in controlplane:tether-controlplane poller:tether-poller launcher:tether-launcher \
     eventrelay:tether-eventrelay logship:tether-logship codeserver:tether-codeserver; do
-    # The launcher image serves every substrate: with its k8s and ecs extras; logship
+    # The launcher image serves every substrate: with its docker, k8s and ecs extras; logship
     # can write to the customer's S3.
     extra=""
-    [ "${pair%%:*}" = launcher ] && extra="--extra k8s --extra ecs"
+    [ "${pair%%:*}" = launcher ] && extra="--extra docker --extra k8s --extra ecs"
     [ "${pair%%:*}" = logship ] && extra="--extra s3"
     # shellcheck disable=SC2086
     uv export --frozen --no-dev --no-hashes --no-header --no-annotate --no-emit-workspace \

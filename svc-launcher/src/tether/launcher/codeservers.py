@@ -1,228 +1,33 @@
-"""Keeping one code server per code location running, and talking to it over gRPC."""
+"""Keeping one code server per code location running: reconciled, recorded in KV, adopted.
+
+Calls go through :class:`tether.launcher.codeserver_client.CodeServerClient`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
 
 import grpc
 import nats.errors
-from tether.launcher._spawned import process_start_ticks
+from tether.launcher.codeserver_client import CodeServerClient
 from tether.launcher.errors import LauncherError
+from tether.launcher.process import process_start_ticks
 from tether.launcher.registry import RUNNING, STOPPED, CodeServerRecord, CodeServerRecords
 from tether.launcher.substrate import AdoptingSubstrate, CodeServerHandle, Substrate
 from tether.launcher.tokens import CodeServerTokens
-from tether.launcher.userenv import argv_location
-from tether.shared.grpc import codeserver_pb2 as pb
-from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import (
     CODESERVER_TLS_CERT_ENV,
     CODESERVER_TLS_KEY_ENV,
     CODESERVER_TOKEN_ENV,
-    TLS_SERVER_NAME,
-    bearer_metadata,
-)
-from tether.shared.grpc.convert import (
-    channel_options,
-    error_from_proto,
-    partition_keys_from_proto,
-    partition_run_config_from_proto,
-    schedule_tick_from_proto,
-    sensor_tick_from_proto,
-    snapshot_from_proto,
-    timestamp_to_proto,
 )
 from tether.shared.nats.status import instance_name
-from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import CodeServerStatus
-from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig, location_config_hash
-from tether.shared.wire.snapshots import LocationSnapshot
-from tether.shared.wire.work import (
-    EvaluateSchedulePayload,
-    EvaluateSensorPayload,
-    PartitionConfigPayload,
-    PartitionKeysPayload,
-    PartitionKeysResult,
-    PartitionRunConfigResult,
-    ScheduleTickResult,
-    SensorTickResult,
-)
+from tether.shared.wire.process import argv_location
 
 log = logging.getLogger(__name__)
-
-
-class CodeLocationLoadError(LauncherError):
-    """The code server runs but the location's code failed to load (user-code error).
-
-    Attributes:
-        error: what the user code raised, as reported by the code server.
-    """
-
-    def __init__(self, error: ErrorInfo) -> None:
-        super().__init__(f"{error.cls_name}: {error.message}")
-        self.error = error
-
-
-@dataclass
-class CodeServerClient:
-    """A gRPC channel to one code server; every call presents the server's token.
-
-    Args:
-        handle: the code server.
-        channel: an open ``grpc.aio`` channel to ``handle.address``.
-        token: the code server's caller token.
-    """
-
-    handle: CodeServerHandle
-    channel: grpc.aio.Channel
-    token: str
-
-    @classmethod
-    def connect(
-        cls, handle: CodeServerHandle, token: str, tls_cert: bytes | None = None
-    ) -> CodeServerClient:
-        """Open a channel to ``handle`` (lazily connected by grpc).
-
-        Args:
-            handle: the code server.
-            token: its caller token.
-            tls_cert: its certificate (PEM), pinned as the only one trusted; None: the
-                channel is plaintext (loopback, process substrate).
-        """
-        # Snapshots of large locations exceed grpc's default 4 MB receive limit.
-        options = channel_options()
-        if tls_cert is None:
-            channel = grpc.aio.insecure_channel(handle.address, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=tls_cert)
-            # The certificate names the code server, not its address (a pod IP...).
-            options = [*options, ("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
-            channel = grpc.aio.secure_channel(handle.address, credentials, options=options)
-        return cls(handle, channel, token)
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        # gRPC metadata keys are lowercase; W3C "traceparent" already is.
-        return (*telemetry.inject({}).items(), *bearer_metadata(self.token))
-
-    async def get_snapshot(self, deadline_s: float) -> LocationSnapshot:
-        """Everything the location defines.
-
-        Raises:
-            CodeLocationLoadError: the location's code failed to load.
-            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
-        """
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.GetSnapshot(
-            pb.GetSnapshotRequest(), timeout=deadline_s, metadata=self._metadata()
-        )
-        if reply.WhichOneof("result") == "error":
-            raise CodeLocationLoadError(error_from_proto(reply.error))
-        return snapshot_from_proto(reply.snapshot)
-
-    async def evaluate_schedule(
-        self, request: EvaluateSchedulePayload, deadline_s: float
-    ) -> ScheduleTickResult:
-        """Evaluate one schedule tick (a user-code error comes back in ``error``).
-
-        Raises:
-            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
-        """
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.EvaluateSchedule(
-            pb.EvaluateScheduleRequest(
-                repository_name=request.repository_name,
-                schedule_name=request.schedule_name,
-                scheduled_time=timestamp_to_proto(request.scheduled_timestamp),
-            ),
-            timeout=deadline_s,
-            metadata=self._metadata(),
-        )
-        return schedule_tick_from_proto(request.schedule_name, request.scheduled_timestamp, reply)
-
-    async def evaluate_sensor(
-        self, request: EvaluateSensorPayload, deadline_s: float
-    ) -> SensorTickResult:
-        """Evaluate a sensor once (a user-code error comes back in ``error``).
-
-        Raises:
-            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
-        """
-        message = pb.EvaluateSensorRequest(
-            repository_name=request.repository_name, sensor_name=request.sensor_name
-        )
-        if request.cursor is not None:
-            message.cursor = request.cursor
-        if request.last_run_key is not None:
-            message.last_run_key = request.last_run_key
-        if request.last_tick_timestamp is not None:
-            message.last_tick_time.CopyFrom(timestamp_to_proto(request.last_tick_timestamp))
-        if request.current_timestamp is not None:
-            message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=self._metadata())
-        return sensor_tick_from_proto(request.sensor_name, reply)
-
-    async def partition_keys(
-        self, request: PartitionKeysPayload, deadline_s: float
-    ) -> PartitionKeysResult:
-        """The keys of a partition set (a user-code error comes back in ``error``).
-
-        Raises:
-            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
-        """
-        message = pb.GetPartitionKeysRequest(
-            repository_name=request.repository_name,
-            partition_set_name=request.partition_set_name,
-        )
-        if request.current_timestamp is not None:
-            message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=self._metadata())
-        return partition_keys_from_proto(request.partition_set_name, reply)
-
-    async def partition_config(
-        self, request: PartitionConfigPayload, deadline_s: float
-    ) -> PartitionRunConfigResult:
-        """Run config and tags of one partition (a user-code error comes back in ``error``).
-
-        Raises:
-            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
-        """
-        message = pb.GetPartitionRunConfigRequest(
-            repository_name=request.repository_name,
-            partition_set_name=request.partition_set_name,
-            partition_key=request.partition_key,
-        )
-        if request.current_timestamp is not None:
-            message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply = await stub.GetPartitionRunConfig(
-            message, timeout=deadline_s, metadata=self._metadata()
-        )
-        return partition_run_config_from_proto(
-            request.partition_set_name, request.partition_key, reply
-        )
-
-    async def adopt(self, launcher_id: str, deadline_s: float) -> pb.AdoptReply:
-        """Take the code server over (or renew that): an orphan serves on for its grace.
-
-        Raises:
-            grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
-        """
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply: pb.AdoptReply = await stub.Adopt(
-            pb.AdoptRequest(launcher_id=launcher_id),
-            timeout=deadline_s,
-            metadata=self._metadata(),
-        )
-        return reply
-
-    async def close(self) -> None:
-        """Close the channel."""
-        await self.channel.close()
 
 
 class CodeServerRegistry:

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import grpc
 from pydantic import BaseModel, ValidationError
-from tether.launcher.codeservers import CodeLocationLoadError, CodeServerClient, CodeServerRegistry
+from tether.launcher.codeserver_client import CodeLocationLoadError, CodeServerClient
+from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
 from tether.launcher.publishing import Publisher
 from tether.launcher.runcreds import RunCredentials
@@ -386,12 +387,9 @@ class WorkHandlers:
             # Launched by another launcher process (or before a restart): its claim holds
             # the pid (or the substrate's worker id).
             claim = await self._claims.get(run_id)
-            if claim is not None and (claim.pid is not None or claim.worker_id is not None):
-                handle = RunWorkerHandle(
-                    run_id,
-                    pid=claim.pid,
-                    pid_start=claim.pid_start,
-                    worker_id=claim.worker_id,
+            if claim is not None:
+                handle = self._substrate.recorded_run(
+                    run_id, pid=claim.pid, pid_start=claim.pid_start, worker_id=claim.worker_id
                 )
         return handle
 

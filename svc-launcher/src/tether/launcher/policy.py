@@ -105,7 +105,7 @@ class LocationPolicy(BaseModel):
         default=None,
         description=(
             "Container substrates: image prefixes a location may name. Unset: only the "
-            "launcher's configured image (docker_image, k8s_image, ecs image)."
+            "launcher's configured image (docker.image, k8s.image, ecs.image)."
         ),
     )
     docker_volumes: list[str] = Field(

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
-from tether.launcher._spawned import process_start_ticks
+from tether.launcher.process import process_start_ticks
 from tether.shared.nats.streams import bind_bucket
 from tether.shared.nats.subjects import Bucket
 

@@ -9,18 +9,17 @@ import uuid
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from tether.launcher._process import ProcessSubstrate
 from tether.launcher.codeservers import CodeServerRegistry
-from tether.launcher.coldstarts import NatsRunStarts
 from tether.launcher.consumer import WorkConsumer
 from tether.launcher.errors import LauncherError
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.policy import PolicyContext
+from tether.launcher.process import NatsRunStarts, ProcessSubstrate
 from tether.launcher.publishing import Publisher
 from tether.launcher.registry import CodeServerRecords, default_scope
 from tether.launcher.runs import RunClaims
 from tether.launcher.settings import LauncherSettings
-from tether.launcher.substrate import Substrate
+from tether.launcher.substrate import BoundedStarts, Substrate
 from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
 from tether.launcher.userenv import UserCode
 from tether.shared.nats import subjects
@@ -36,8 +35,8 @@ log = logging.getLogger(__name__)
 def make_user_code(settings: LauncherSettings) -> UserCode:
     """The policy and environment builder of user code for this launcher's settings."""
     default_image = {
-        "docker": settings.docker_image,
-        "k8s": settings.k8s_image,
+        "docker": settings.docker.image,
+        "k8s": settings.k8s.image,
         "ecs": settings.ecs.image,
     }.get(settings.substrate)
     context = PolicyContext(
@@ -66,26 +65,32 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
     """
     user_code = make_user_code(settings)
     if settings.substrate == ProcessSubstrate.name:
+        process = settings.process
         return ProcessSubstrate(
-            settings.python_executable,
+            process.python_executable,
             user_code=user_code,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
-            warm_start=settings.warm_start,
-            fork_request_timeout_s=settings.fork_request_timeout_s,
-            orphan_grace_s=settings.orphan_grace_s,
-            max_concurrent_cold_starts=settings.max_concurrent_cold_starts,
+            warm_start=process.warm_start,
+            fork_request_timeout_s=process.fork_request_timeout_s,
+            orphan_grace_s=process.orphan_grace_s,
+            max_concurrent_cold_starts=process.max_concurrent_cold_starts,
         )
     if settings.substrate == "docker":
         # Imported here: only a docker launcher needs the SDK and an engine.
-        from tether.launcher.docker import DockerSubstrate
+        try:
+            from tether.launcher.docker import DockerSubstrate
+        except ImportError as err:
+            raise LauncherError(
+                f"the docker substrate needs tether-launcher[docker] (the docker SDK): {err}"
+            ) from err
 
         return DockerSubstrate(
             agent_id=settings.agent_id,
-            default_image=settings.docker_image,
+            default_image=settings.docker.image,
             python=settings.container_python,
             user_code=user_code,
-            base_url=settings.docker_url,
+            base_url=settings.docker.url,
             start_timeout_s=settings.code_server_start_timeout_s,
             stop_grace_s=settings.terminate_grace_s,
         )
@@ -98,9 +103,9 @@ def make_substrate(settings: LauncherSettings) -> Substrate:
             ) from err
         return KubernetesSubstrate(
             agent_id=settings.agent_id,
-            namespace=settings.k8s_namespace,
-            default_image=settings.k8s_image,
-            run_as_user=settings.k8s_run_as_user,
+            namespace=settings.k8s.namespace,
+            default_image=settings.k8s.image,
+            run_as_user=settings.k8s.run_as_user,
             python=settings.container_python,
             user_code=user_code,
             start_timeout_s=settings.code_server_start_timeout_s,
@@ -180,7 +185,7 @@ class LauncherService:
             tls=s.substrate != ProcessSubstrate.name,
             scope=s.registry_scope or default_scope(s.agent_id, s.substrate),
             # Well within the orphan grace, so one lost renewal costs nothing.
-            adopt_interval_s=max(min(s.orphan_grace_s / 4, 15.0), 0.5),
+            adopt_interval_s=max(min(s.process.orphan_grace_s / 4, 15.0), 0.5),
         )
         handlers: WorkHandlers | None = None
         try:
@@ -191,7 +196,8 @@ class LauncherService:
                 lambda: CodeServerRecords.open(js), "binding the code-server registry"
             )
             await registry.restore(records)
-            if isinstance(self._substrate, ProcessSubstrate):
+            if isinstance(self._substrate, BoundedStarts):
+                # The first event of a run tells that its worker has started.
                 self._substrate.use_start_signal(NatsRunStarts(nc))
             claims = await jetstream_call(lambda: RunClaims.open(js), "binding run claims")
             publisher = Publisher(
@@ -219,7 +225,10 @@ class LauncherService:
         finally:
             if handlers is not None:
                 handlers.detach_runs()
-            if self._substrate.code_servers_outlive_launcher or s.keep_code_servers_on_shutdown:
+            if (
+                self._substrate.code_servers_outlive_launcher
+                or s.process.keep_code_servers_on_shutdown
+            ):
                 # Containers outlive us (the next launcher adopts them by their labels);
                 # processes live on for their orphan grace (adopted from the KV registry).
                 await registry.detach_all()

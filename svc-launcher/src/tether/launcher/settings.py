@@ -1,16 +1,22 @@
-"""Settings of the launcher (env prefix ``TETHER_LAUNCHER_``; shared fields also ``TETHER_*``)."""
+"""Settings of the launcher (env prefix ``TETHER_LAUNCHER_``; shared fields also ``TETHER_*``).
+
+Each substrate's own settings are its subpackage's (``process/settings.py``,
+``docker/settings.py``, ``k8s/settings.py``, ``ecs/settings.py``), composed here as the
+fields ``process``, ``docker``, ``k8s`` and ``ecs``, each read from its own variables.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
+from tether.launcher.docker.settings import DockerSettings
 from tether.launcher.ecs.settings import EcsSettings
+from tether.launcher.k8s.settings import K8sSettings
 from tether.launcher.policy import LocationPolicy
+from tether.launcher.process.settings import ProcessSettings
 from tether.shared.runtime.settings import AgentSettings, comma_or_json_list
 
 
@@ -23,74 +29,27 @@ class LauncherSettings(AgentSettings):
         default="process",
         description="Substrate this launcher serves: process, docker, k8s or ecs.",
     )
-    python_executable: str = Field(
-        default=sys.executable,
-        description=(
-            "Python that runs code servers and run workers (process substrate). "
-            "Default: the launcher's own Python (sys.executable)."
-        ),
-    )
-    warm_start: bool = Field(
-        default=True,
-        description=(
-            "Process substrate: start runs by forking them from a warm per-location fork "
-            "server when one is ready (cold spawn otherwise); false: always cold. A "
-            "location opts out with TETHER_WARM_START=0 in its env."
-        ),
-    )
-    fork_request_timeout_s: float = Field(
-        default=10.0, gt=0, description="Seconds a fork server has to answer a fork request."
-    )
-    docker_url: str | None = Field(
-        default=None,
-        description="Docker substrate: engine address; unset: DOCKER_HOST or the local socket.",
-    )
-    docker_image: str | None = Field(
-        default=None,
-        description="Docker substrate: image of locations that set no image of their own.",
-    )
     container_python: str = Field(
         default="python", description="Docker and k8s substrates: the interpreter inside images."
     )
-    k8s_namespace: str = Field(
-        default="default",
+    process: ProcessSettings = Field(
+        default_factory=ProcessSettings,
         description=(
-            "K8s substrate: namespace of code servers and runs (a location's "
-            "kubernetes.namespace overrides it)."
+            "Process substrate: interpreter, warm starts, orphan grace... (env "
+            "TETHER_LAUNCHER_PYTHON_EXECUTABLE, TETHER_LAUNCHER_WARM_START...)."
         ),
     )
-    k8s_image: str | None = Field(
-        default=None, description="K8s substrate: image of locations that set no image."
+    docker: DockerSettings = Field(
+        default_factory=DockerSettings,
+        description="Docker substrate: engine, default image (env TETHER_LAUNCHER_DOCKER_*).",
     )
-    k8s_run_as_user: int = Field(
-        default=10001,
-        ge=1,
-        description=(
-            "K8s substrate: uid and gid of code-server and run pods (they always run as "
-            "non-root, with no privilege escalation, no capabilities and the runtime's "
-            "seccomp profile: the restricted Pod Security Standard)."
-        ),
+    k8s: K8sSettings = Field(
+        default_factory=K8sSettings,
+        description="K8s substrate: namespace, image, pod user (env TETHER_LAUNCHER_K8S_*).",
     )
     ecs: EcsSettings = Field(
         default_factory=EcsSettings,
         description="ECS substrate: cluster, network, roles... (env TETHER_LAUNCHER_ECS_*).",
-    )
-    orphan_grace_s: float = Field(
-        default=60.0,
-        ge=0,
-        description=(
-            "Process substrate: seconds a code server keeps serving after its launcher died "
-            "(even by SIGKILL), for a restarted launcher to adopt it (then it serves on); "
-            "unadopted, it stops. Sets the code server's TETHER_CODESERVER_ORPHAN_GRACE_S."
-        ),
-    )
-    keep_code_servers_on_shutdown: bool = Field(
-        default=False,
-        description=(
-            "Process substrate: on a graceful shutdown leave code servers running, for the "
-            "next launcher to adopt within the orphan grace (rolling restarts); false: "
-            "stop them. Container substrates always leave them."
-        ),
     )
     registry_scope: str | None = Field(
         default=None,
@@ -99,15 +58,6 @@ class LauncherSettings(AgentSettings):
             "launcher adopts the code servers of its scope. Unset: <agent_id>-<substrate>, "
             "plus -<hostname> on the process substrate. Replicas on one host need distinct "
             "scopes."
-        ),
-    )
-    max_concurrent_cold_starts: int = Field(
-        default_factory=lambda: 2 * (os.cpu_count() or 1),
-        ge=1,
-        description=(
-            "Process substrate: cold run workers allowed to be starting (interpreter and "
-            "imports, until their first event) at once; more wait. Runs in flight are not "
-            "limited. Default: twice the CPU count."
         ),
     )
     codeserver_secret: SecretStr | None = Field(

@@ -1,7 +1,11 @@
 """The seam between the launcher and where processes run: the :class:`Substrate` protocol.
 
-The process substrate spawns OS processes; later substrates (docker, k8s, ecs) implement
-the same protocol with containers, jobs and tasks.
+A substrate is a code-server host (:class:`CodeServerHost`) and a run-worker host
+(:class:`RunWorkerHost`), each generic over its own handle type (a subclass of
+:class:`CodeServerHandle` / :class:`RunWorkerHandle` holding what the substrate needs to
+find its process, container, job or task again). Optional capabilities are protocols of
+their own: :class:`AdoptingSubstrate` (code servers adopted from the KV registry) and
+:class:`BoundedStarts` (run starts bounded, told when a worker has started).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
@@ -32,7 +36,6 @@ class CodeServerHandle:
         address: ``host:port`` of its gRPC server.
         pid: its process id, when the substrate has one.
         started_at: epoch seconds.
-        native: the substrate's own object (a process, container...).
         pid_start: when the process started (clock ticks since boot), against pid reuse.
         server_id: the substrate's own id of it (docker: the container id), recorded in
             the code-server registry.
@@ -42,20 +45,18 @@ class CodeServerHandle:
     address: str
     pid: int | None = None
     started_at: float = field(default_factory=time.time)
-    native: object = None
     pid_start: int | None = None
     server_id: str | None = None
 
 
 @dataclass
 class RunWorkerHandle:
-    """A launched run worker.
+    """A launched run worker (or one recorded in a run claim).
 
     Attributes:
         run_id: the run it executes.
         pid: its process id (process substrate: also its process group id).
         started_at: epoch seconds.
-        native: the substrate's own object; None when rebuilt from a recorded pid.
         warm: whether it was forked from a warm fork server (else started cold).
         pid_start: when the process started (process substrate: clock ticks since boot),
             to tell it from a later process with the same pid.
@@ -66,15 +67,18 @@ class RunWorkerHandle:
     run_id: str
     pid: int | None = None
     started_at: float = field(default_factory=time.time)
-    native: object = None
     warm: bool = False
     pid_start: int | None = None
     worker_id: str | None = None
 
 
+CS = TypeVar("CS", bound=CodeServerHandle)
+RW = TypeVar("RW", bound=RunWorkerHandle)
+
+
 @runtime_checkable
-class Substrate(Protocol):
-    """Starts and stops code servers and run workers somewhere."""
+class CodeServerHost(Protocol[CS]):
+    """Starts, watches and stops code servers; ``CS`` is its handle type."""
 
     name: str
     #: Whether code servers keep running when the launcher stops (a restarted launcher
@@ -83,7 +87,7 @@ class Substrate(Protocol):
 
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
-    ) -> CodeServerHandle:
+    ) -> CS:
         """Start a code server with extra environment ``env``; return once it is ready.
 
         ``env`` holds what the launcher chose for this server (the caller token,
@@ -98,11 +102,11 @@ class Substrate(Protocol):
         """
         ...
 
-    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+    async def stop_code_server(self, handle: CS) -> None:
         """Stop a code server (terminate, then kill after a grace period)."""
         ...
 
-    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+    def code_server_alive(self, handle: CS) -> bool:
         """Whether the code server is still running."""
         ...
 
@@ -114,7 +118,12 @@ class Substrate(Protocol):
         """
         ...
 
-    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+
+@runtime_checkable
+class RunWorkerHost(Protocol[RW]):
+    """Launches, watches and terminates run workers; ``RW`` is its handle type."""
+
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RW:
         """Start a run worker for ``args`` with extra environment ``env``.
 
         ``env`` (``TRACEPARENT``, per-run credentials) goes over the location's env; the
@@ -126,21 +135,40 @@ class Substrate(Protocol):
         """
         ...
 
-    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+    def recorded_run(
+        self,
+        run_id: str,
+        *,
+        pid: int | None = None,
+        pid_start: int | None = None,
+        worker_id: str | None = None,
+    ) -> RW | None:
+        """A handle of a worker known only from its run claim (another launcher process
+        launched it, or this one before a restart); None if the claim does not say
+        which worker of this substrate it is.
+        """
+        ...
+
+    async def terminate_run(self, handle: RW, grace_s: float) -> bool:
         """Interrupt a run worker, kill it after ``grace_s``; return whether it was running."""
         ...
 
-    async def wait_run(self, handle: RunWorkerHandle) -> int:
+    async def wait_run(self, handle: RW) -> int:
         """Wait for a run worker launched by this substrate to end; return its exit code."""
         ...
 
-    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+    def poll_run(self, handle: RW) -> int | None:
         """Return the exit code if the run worker ended, else None."""
         ...
 
-    async def run_alive(self, handle: RunWorkerHandle) -> bool:
-        """Whether the run worker still runs, also for a handle rebuilt from a run claim."""
+    async def run_alive(self, handle: RW) -> bool:
+        """Whether the run worker still runs, also for a handle from :meth:`recorded_run`."""
         ...
+
+
+@runtime_checkable
+class Substrate(CodeServerHost[CS], RunWorkerHost[RW], Protocol[CS, RW]):
+    """Starts and stops code servers and run workers somewhere."""
 
     async def aclose(self) -> None:
         """Release the substrate's resources (not the run workers)."""
@@ -148,7 +176,7 @@ class Substrate(Protocol):
 
 
 @runtime_checkable
-class AdoptingSubstrate(Substrate, Protocol):
+class AdoptingSubstrate(Substrate[CS, RW], Protocol[CS, RW]):
     """A substrate whose code servers a restarted launcher takes over from the registry.
 
     Its code servers survive their launcher for a grace period (an orphan grace), during
@@ -156,9 +184,41 @@ class AdoptingSubstrate(Substrate, Protocol):
     over gRPC (``Adopt``) so that they keep serving.
     """
 
-    async def adopt_code_server(self, record: CodeServerRecord) -> CodeServerHandle | None:
+    async def adopt_code_server(self, record: CodeServerRecord) -> CS | None:
         """A handle of the code server ``record`` names if its process still runs, else None.
 
         The caller then checks over gRPC that it answers and serves the recorded config.
         """
+        ...
+
+
+class StartWatch(Protocol):
+    """Tells when one run worker has started."""
+
+    async def started(self) -> None:
+        """Return once the worker reported that it started."""
+        ...
+
+    async def close(self) -> None:
+        """Stop watching."""
+        ...
+
+
+class RunStartSignal(Protocol):
+    """Where a substrate learns that a run worker has started."""
+
+    async def watch(self, run_id: str) -> StartWatch:
+        """Start watching ``run_id`` (before its worker is spawned, so nothing is missed)."""
+        ...
+
+
+@runtime_checkable
+class BoundedStarts(Protocol):
+    """A substrate that bounds how many run workers start at once (the process substrate:
+    cold workers importing at once would starve the machine), and frees a start slot when
+    a worker reports that it started.
+    """
+
+    def use_start_signal(self, signal: RunStartSignal) -> None:
+        """Learn from ``signal`` when a run worker has started (frees its slot)."""
         ...

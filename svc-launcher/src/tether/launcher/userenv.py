@@ -11,8 +11,9 @@ precedence: base, pass-through, the location's env (references resolved, see
 :mod:`tether.shared.wire.envrefs`), then the extras the launcher chose for this process
 (``TRACEPARENT``, per-run credentials...), which a location cannot override.
 
-Env values never travel on a command line: :func:`argv_location` is the location as user
-code processes receive it in ``--location-json`` / ``ExecuteRunArgs`` (env names only).
+Env values never travel on a command line: :func:`tether.shared.wire.process.argv_location`
+is the location as user code processes receive it in ``--location-json`` /
+``ExecuteRunArgs`` (env names only).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from tether.launcher.policy import (
 )
 from tether.shared.wire.envrefs import AWS_SECRET, ENV, K8S_SECRET, EnvReference
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.process import ExecuteRunArgs
 
 #: What a process-substrate child takes from the launcher's environment, always: the
 #: interpreter's and locale's needs (``PYTHONPATH``/``PYTHONHOME``/``VIRTUAL_ENV`` as
@@ -101,31 +101,9 @@ NEVER_PASSED = (
     "DOCKER_*",
 )
 
-#: What a redacted env value reads in argv: the value is in the process's environment.
-REDACTED = ""
-
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def argv_location(location: LocationConfig) -> LocationConfig:
-    """``location`` as it may appear on a command line: env names kept, values removed.
-
-    User code never reads ``location.env`` (its values are in its environment); the
-    fork server, its children and cold workers all get this same form, so their configs
-    compare equal.
-    """
-    if not location.env:
-        return location
-    return location.model_copy(update={"env": dict.fromkeys(location.env, REDACTED)})
-
-
-def argv_args(args: ExecuteRunArgs) -> ExecuteRunArgs:
-    """``args`` as they may appear on a command line (see :func:`argv_location`)."""
-    if not args.location.env:
-        return args
-    return args.model_copy(update={"location": argv_location(args.location)})
 
 
 @dataclass

@@ -9,9 +9,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tether.launcher.userenv import argv_args, argv_location
 from tether.shared.wire.locations import ContainerConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, code_server_argv, run_worker_argv
 
 LABEL_ROLE = "io.tether.role"
 LABEL_AGENT = "io.tether.agent"
@@ -59,19 +58,7 @@ def code_server_spec(
     # Host networking: loopback only (no ingress). Elsewhere the launcher reaches the
     # container over its network, so bind every interface of the container.
     host = "127.0.0.1" if cc.network_mode == "host" else "0.0.0.0"
-    command = [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "codeserver",
-        "grpc",
-        "--location-json",
-        argv_location(location).model_dump_json(),
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
+    command = code_server_argv(python, location, host=host, port=port)
     labels = {
         **cc.labels,
         LABEL_ROLE: ROLE_CODE_SERVER,
@@ -109,14 +96,7 @@ def run_worker_spec(
     }
     return {
         **_common(location, cc, image, dict(env), labels),
-        "command": [
-            python,
-            "-m",
-            "tether.shared.runtime.cli",
-            "api",
-            "execute-run",
-            argv_args(args).model_dump_json(),
-        ],
+        "command": run_worker_argv(python, args),
         "name": container_name("tether-run", agent_id, args.run.run_id),
     }
 

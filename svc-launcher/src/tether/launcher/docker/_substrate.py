@@ -14,6 +14,7 @@ import math
 import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import docker
@@ -26,7 +27,6 @@ from tether.launcher.docker._spec import (
     LABEL_LOCATION,
     LABEL_PORT,
     LABEL_ROLE,
-    LABEL_RUN,
     ROLE_CODE_SERVER,
     code_server_spec,
     container_config,
@@ -51,6 +51,28 @@ _ALIVE = ("running", "restarting")
 
 class ImageUnavailableError(LauncherError):
     """The image is not present and could not be pulled (the engine's message says why)."""
+
+
+@dataclass(kw_only=True)
+class DockerCodeServer(CodeServerHandle):
+    """A code server container (its id is also the handle's ``server_id``).
+
+    Attributes:
+        container_id: the container's id.
+    """
+
+    container_id: str
+
+
+@dataclass(kw_only=True)
+class DockerRunWorker(RunWorkerHandle):
+    """A run worker container (its id is also the handle's ``worker_id``).
+
+    Attributes:
+        container_id: the container's id.
+    """
+
+    container_id: str
 
 
 def engine_message(err: BaseException) -> str:
@@ -188,7 +210,7 @@ class DockerSubstrate:
 
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
-    ) -> CodeServerHandle:
+    ) -> DockerCodeServer:
         """Adopt a running code server with the same config, or start one (with ``env``,
         the caller token and TLS pair among others, added to its environment) and await it.
 
@@ -245,16 +267,18 @@ class DockerSubstrate:
         )
         # Blue/green: the old containers go only once the new one answers.
         await self._remove_stale(existing, keep=container.id)
-        return CodeServerHandle(location, address, native=container.id, server_id=container.id)
+        return DockerCodeServer(
+            location, address, server_id=container.id, container_id=container.id
+        )
 
-    async def _adopt(self, location: LocationConfig, c: Container) -> CodeServerHandle | None:
+    async def _adopt(self, location: LocationConfig, c: Container) -> DockerCodeServer | None:
         address = await self._address(c, location)
         if address is None:
             return None
         log.info(
             "adopted code server for %s at %s (container %s)", location.name, address, c.short_id
         )
-        return CodeServerHandle(location, address, native=c.id, server_id=c.id)
+        return DockerCodeServer(location, address, server_id=c.id, container_id=c.id)
 
     async def _address(self, c: Container, location: LocationConfig) -> str | None:
         port = c.labels.get(LABEL_PORT)
@@ -337,27 +361,27 @@ class DockerSubstrate:
             await self._call(c.stop, timeout=math.ceil(self._stop_grace))
         await self._remove(c)
 
-    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+    async def stop_code_server(self, handle: DockerCodeServer) -> None:
         """Stop (SIGTERM, SIGKILL after the grace period) and remove the container."""
-        await self._stop_and_remove(_container_id(handle.native))
+        await self._stop_and_remove(handle.container_id)
         log.info("code server for %s stopped", handle.location.name)
 
     async def remove_location(self, location_name: str) -> None:
         """Nothing to do: a location keeps nothing here besides its code server."""
 
-    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+    def code_server_alive(self, handle: DockerCodeServer) -> bool:
         """Whether the container runs (or the engine is restarting it after a crash)."""
         # A synchronous call on the loop, as the protocol wants: one inspect over the
         # local socket takes about a millisecond.
         try:
-            state = self._client.api.inspect_container(_container_id(handle.native))["State"]
+            state = self._client.api.inspect_container(handle.container_id)["State"]
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return False
         return state.get("Status") in _ALIVE
 
     # --- run workers --------------------------------------------------------------------
 
-    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> DockerRunWorker:
         """Start a container running ``tether api execute-run`` (cold start only).
 
         Raises:
@@ -388,19 +412,28 @@ class DockerSubstrate:
                 f"the engine refused the run container for run {args.run.run_id}: "
                 f"{engine_message(err)}"
             ) from err
-        return RunWorkerHandle(args.run.run_id, native=c.id, worker_id=c.id)
+        return DockerRunWorker(args.run.run_id, worker_id=c.id, container_id=c.id)
 
-    async def _run_container(self, handle: RunWorkerHandle) -> Container | None:
-        if handle.worker_id:
-            try:
-                return await self._call(self._client.containers.get, handle.worker_id)
-            except docker.errors.NotFound:
-                return None
-        filters = {"label": [f"{LABEL_AGENT}={self._agent}", f"{LABEL_RUN}={handle.run_id}"]}
-        found = await self._call(self._client.containers.list, all=True, filters=filters)
-        return found[0] if found else None
+    def recorded_run(
+        self,
+        run_id: str,
+        *,
+        pid: int | None = None,
+        pid_start: int | None = None,
+        worker_id: str | None = None,
+    ) -> DockerRunWorker | None:
+        """The run's container, by the id its claim recorded."""
+        if not worker_id:
+            return None
+        return DockerRunWorker(run_id, worker_id=worker_id, container_id=worker_id)
 
-    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+    async def _run_container(self, handle: DockerRunWorker) -> Container | None:
+        try:
+            return await self._call(self._client.containers.get, handle.container_id)
+        except docker.errors.NotFound:
+            return None
+
+    async def terminate_run(self, handle: DockerRunWorker, grace_s: float) -> bool:
         """Stop the run's container: SIGTERM, SIGKILL after ``grace_s`` (whole seconds)."""
         c = await self._run_container(handle)
         if c is None or c.status not in _ALIVE:
@@ -411,12 +444,12 @@ class DockerSubstrate:
             return False
         return True
 
-    async def run_alive(self, handle: RunWorkerHandle) -> bool:
+    async def run_alive(self, handle: DockerRunWorker) -> bool:
         """Whether the run's container is running."""
         c = await self._run_container(handle)
         return c is not None and c.status in _ALIVE
 
-    async def wait_run(self, handle: RunWorkerHandle) -> int:
+    async def wait_run(self, handle: DockerRunWorker) -> int:
         """Wait for the run's container to exit, remove it, return its exit code.
 
         Polls the engine (a blocking ``wait`` would hold a thread the launcher's shutdown
@@ -425,9 +458,7 @@ class DockerSubstrate:
         delay = 0.1
         while True:
             try:
-                state = await self._call(
-                    self._client.api.inspect_container, _container_id(handle.native)
-                )
+                state = await self._call(self._client.api.inspect_container, handle.container_id)
             except docker.errors.NotFound:
                 log.warning("run container of %s disappeared", handle.run_id)
                 return -1
@@ -435,17 +466,15 @@ class DockerSubstrate:
             if status in _ENDED:
                 code = int(state["State"]["ExitCode"])
                 with contextlib.suppress(docker.errors.NotFound):
-                    await self._call(
-                        self._client.api.remove_container, _container_id(handle.native)
-                    )
+                    await self._call(self._client.api.remove_container, handle.container_id)
                 return code
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+    def poll_run(self, handle: DockerRunWorker) -> int | None:
         """The run container's exit code, or None while it runs."""
         try:
-            state = self._client.api.inspect_container(_container_id(handle.native))["State"]
+            state = self._client.api.inspect_container(handle.container_id)["State"]
         except docker.errors.NotFound:
             return -1
         return int(state["ExitCode"]) if state["Status"] in _ENDED else None
@@ -454,12 +483,6 @@ class DockerSubstrate:
         """Close the engine client; containers live on."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
-
-
-def _container_id(native: object) -> str:
-    if not isinstance(native, str):
-        raise LauncherError(f"handle does not belong to the docker substrate: {native!r}")
-    return native
 
 
 def _free_port() -> int:

@@ -28,7 +28,7 @@ from tether.launcher.ecs._taskdefs import (
 )
 from tether.launcher.ecs._tasks import NO_EXIT_CODE, failures_message, task_state
 from tether.launcher.ecs.settings import EcsSettings
-from tether.launcher.errors import LauncherError, RunLaunchError
+from tether.launcher.errors import RunLaunchError
 from tether.launcher.substrate import RunWorkerHandle
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.process import ExecuteRunArgs
@@ -36,6 +36,17 @@ from tether.shared.wire.process import ExecuteRunArgs
 log = logging.getLogger(__name__)
 
 Call = Callable[..., Awaitable[Any]]
+
+
+@dataclass(kw_only=True)
+class EcsRunWorker(RunWorkerHandle):
+    """A run's ECS task (its ARN is also the handle's ``worker_id``).
+
+    Attributes:
+        task_arn: the task's ARN.
+    """
+
+    task_arn: str
 
 
 class RunTasks:
@@ -86,7 +97,7 @@ class RunTasks:
         self._waiting: dict[str, _TaskWaiter] = {}
         self._task_poller: asyncio.Task[None] | None = None
 
-    async def launch(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+    async def launch(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> EcsRunWorker:
         """``RunTask`` one task running ``tether api execute-run``, tagged with the run id.
 
         The location's env (plain values, ``${aws-secret:...}`` as ``secrets``) is in the
@@ -150,7 +161,7 @@ class RunTasks:
             )
         arn = str(tasks[0]["taskArn"])
         log.info("run %s: task %s", run_id, arn)
-        return RunWorkerHandle(run_id, native=arn, worker_id=arn)
+        return EcsRunWorker(run_id, worker_id=arn, task_arn=arn)
 
     async def _task(self, arn: str) -> dict[str, Any] | None:
         """The task ``arn`` as DescribeTasks reports it; None when ECS does not know it."""
@@ -162,13 +173,13 @@ class RunTasks:
                 return dict(task)
         return None  # reported under "failures" (MISSING): stopped long ago or never ours
 
-    async def terminate(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+    async def terminate(self, handle: EcsRunWorker, grace_s: float) -> bool:
         """``StopTask`` with a reason (SIGTERM, SIGKILL after the task's ``stopTimeout``).
 
         ``grace_s`` is fixed per task definition (``stopTimeout``, at most 120 s on
         Fargate): the launcher's ``terminate_grace_s`` when the definition was registered.
         """
-        arn = _task_arn(handle)
+        arn = handle.task_arn
         task = await self._task(arn)
         if task is None or not task_state(task, RUN_CONTAINER).alive:
             return False
@@ -186,12 +197,12 @@ class RunTasks:
         log.info("run %s: stopping task %s", handle.run_id, arn)
         return True
 
-    async def alive(self, handle: RunWorkerHandle) -> bool:
+    async def alive(self, handle: EcsRunWorker) -> bool:
         """Whether the run's task has not stopped (starting, running or stopping)."""
-        task = await self._task(_task_arn(handle))
+        task = await self._task(handle.task_arn)
         return task is not None and task_state(task, RUN_CONTAINER).alive
 
-    async def wait(self, handle: RunWorkerHandle) -> int:
+    async def wait(self, handle: EcsRunWorker) -> int:
         """Wait until the run's task stopped; its container's exit code.
 
         One poller describes every awaited task (100 per ``DescribeTasks`` call) each
@@ -200,7 +211,7 @@ class RunTasks:
         task (after ``missing_grace_s`` for a task never seen: ECS is eventually
         consistent right after RunTask); the reason is logged.
         """
-        arn = _task_arn(handle)
+        arn = handle.task_arn
         waiter = self._waiting.get(arn)
         if waiter is None:
             loop = asyncio.get_running_loop()
@@ -259,9 +270,9 @@ class RunTasks:
             if self._waiting:
                 await asyncio.sleep(self._settings.poll_interval_s)
 
-    def poll(self, handle: RunWorkerHandle) -> int | None:
+    def poll(self, handle: EcsRunWorker) -> int | None:
         """The exit code :meth:`wait` observed, else None (no API call)."""
-        return self._exits.get(_task_arn(handle))
+        return self._exits.get(handle.task_arn)
 
     def close(self) -> None:
         """Stop the poller (the tasks run on)."""
@@ -276,10 +287,3 @@ class _TaskWaiter:
     future: asyncio.Future[dict[str, Any] | None]
     since: float
     seen: bool = False
-
-
-def _task_arn(handle: RunWorkerHandle) -> str:
-    arn = handle.worker_id or handle.native
-    if not isinstance(arn, str):
-        raise LauncherError(f"handle of run {handle.run_id} has no ECS task ARN")
-    return arn

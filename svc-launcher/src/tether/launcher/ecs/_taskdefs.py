@@ -16,9 +16,9 @@ from typing import Any
 
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError
-from tether.launcher.userenv import UserEnv, argv_args, argv_location
+from tether.launcher.userenv import UserEnv
 from tether.shared.wire.locations import EcsConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, code_server_argv, run_worker_argv
 
 TAG_MANAGED_BY = "tether:managed-by"
 TAG_AGENT = "tether:agent"
@@ -298,19 +298,7 @@ def code_server_task_definition(
         memory=memory,
         region=region,
     )
-    container["command"] = [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "codeserver",
-        "grpc",
-        "--location-json",
-        argv_location(location).model_dump_json(),
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(port),
-    ]
+    container["command"] = code_server_argv(python, location, host="0.0.0.0", port=port)
     container["portMappings"] = [{"containerPort": port, "protocol": "tcp", "name": "grpc"}]
     probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 3).close()"
     container["healthCheck"] = {
@@ -372,9 +360,7 @@ def run_overrides(args: ExecuteRunArgs, env: Mapping[str, str], python: str) -> 
         EcsConfigError: the overrides exceed ECS's 8192 characters (a very large run
             config or location config).
     """
-    command = [python, "-m", "tether.shared.runtime.cli", "api", "execute-run"]
-    command.append(argv_args(args).model_dump_json())
-    override: dict[str, Any] = {"name": RUN_CONTAINER, "command": command}
+    override: dict[str, Any] = {"name": RUN_CONTAINER, "command": run_worker_argv(python, args)}
     if env:
         override["environment"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     overrides = {"containerOverrides": [override]}

@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tether.launcher.userenv import UserEnv, argv_args, argv_location
+from tether.launcher.userenv import UserEnv
 from tether.shared.wire.locations import KubernetesConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, code_server_argv, run_worker_argv
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_AGENT = "tether.io/agent"
@@ -106,10 +106,8 @@ def code_server_objects(
         "labels": selector,
         "annotations": {ANNOTATION_LOCATION: location.name},
     }
-    command = [python, "-m", "tether.shared.runtime.cli", "codeserver", "grpc"]
-    command += ["--location-json", argv_location(location).model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
-    command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
+    command = code_server_argv(python, location, host="0.0.0.0", port=CODE_SERVER_PORT)
     container = _container(location, kc, "codeserver", image, command, env)
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
@@ -172,9 +170,7 @@ def run_job(
         LABEL_LOCATION: slug(location.name, 63),
         LABEL_RUN: slug(args.run.run_id, 63),
     }
-    command = [python, "-m", "tether.shared.runtime.cli", "api", "execute-run"]
-    command.append(argv_args(args).model_dump_json())
-    container = _container(location, kc, "run", image, command, env)
+    container = _container(location, kc, "run", image, run_worker_argv(python, args), env)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

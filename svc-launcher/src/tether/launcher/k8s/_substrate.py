@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -49,6 +50,32 @@ FATAL_WAITING_REASONS = frozenset(
         "CrashLoopBackOff",
     }
 )
+
+
+@dataclass(kw_only=True)
+class KubernetesCodeServer(CodeServerHandle):
+    """A code server's Deployment (and Service of the same name).
+
+    Attributes:
+        namespace: their namespace.
+        name: their name.
+    """
+
+    namespace: str
+    name: str
+
+
+@dataclass(kw_only=True)
+class KubernetesRunWorker(RunWorkerHandle):
+    """A run's Job (``worker_id`` is ``<namespace>/<name>``).
+
+    Attributes:
+        namespace: its namespace.
+        name: its name.
+    """
+
+    namespace: str
+    name: str
 
 
 def api_message(err: ApiException) -> str:
@@ -140,7 +167,7 @@ class KubernetesSubstrate:
 
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
-    ) -> CodeServerHandle:
+    ) -> KubernetesCodeServer:
         """Adopt the Deployment of this config or create it (``env``, the caller token and
         TLS pair among others, added to its pod's environment); wait until it is ready.
 
@@ -193,8 +220,8 @@ class KubernetesSubstrate:
             if d.metadata.labels.get(LABEL_CONFIG) != config_hash(location):
                 await self._delete_code_server(ns, d.metadata.name)
         self._watch((ns, name))
-        return CodeServerHandle(
-            location, code_server_address(location, self._agent, ns), native=(ns, name)
+        return KubernetesCodeServer(
+            location, code_server_address(location, self._agent, ns), namespace=ns, name=name
         )
 
     def _watch(self, key: tuple[str, str]) -> None:
@@ -289,9 +316,9 @@ class KubernetesSubstrate:
                 if err.status != 404:
                     log.warning("deleting %s/%s: %s", ns, name, api_message(err))
 
-    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+    async def stop_code_server(self, handle: KubernetesCodeServer) -> None:
         """Delete the code server's Deployment and Service."""
-        key = _object_ref(handle.native)
+        key = (handle.namespace, handle.name)
         watcher = self._watchers.pop(key, None)
         if watcher is not None:
             watcher.cancel()
@@ -301,13 +328,13 @@ class KubernetesSubstrate:
     async def remove_location(self, location_name: str) -> None:
         """Nothing to do: a location keeps nothing here besides its code server."""
 
-    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+    def code_server_alive(self, handle: KubernetesCodeServer) -> bool:
         """Whether the Deployment had a ready replica at the last read (no API call)."""
-        return self._ready.get(_object_ref(handle.native), False)
+        return self._ready.get((handle.namespace, handle.name), False)
 
     # --- run workers --------------------------------------------------------------------
 
-    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> KubernetesRunWorker:
         """Create the run's Job.
 
         Raises:
@@ -335,17 +362,27 @@ class KubernetesSubstrate:
                 f"the API refused the Job of run {args.run.run_id}: {api_message(err)}"
             ) from err
         name = body["metadata"]["name"]
-        return RunWorkerHandle(args.run.run_id, native=(ns, name), worker_id=f"{ns}/{name}")
+        return KubernetesRunWorker(
+            args.run.run_id, worker_id=f"{ns}/{name}", namespace=ns, name=name
+        )
 
-    def _job_ref(self, handle: RunWorkerHandle) -> tuple[str, str]:
-        if handle.worker_id and "/" in handle.worker_id:
-            ns, name = handle.worker_id.split("/", 1)
-            return ns, name
-        return _object_ref(handle.native)
+    def recorded_run(
+        self,
+        run_id: str,
+        *,
+        pid: int | None = None,
+        pid_start: int | None = None,
+        worker_id: str | None = None,
+    ) -> KubernetesRunWorker | None:
+        """The run's Job, by the ``<namespace>/<name>`` its claim recorded."""
+        if not worker_id or "/" not in worker_id:
+            return None
+        ns, name = worker_id.split("/", 1)
+        return KubernetesRunWorker(run_id, worker_id=worker_id, namespace=ns, name=name)
 
-    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+    async def terminate_run(self, handle: KubernetesRunWorker, grace_s: float) -> bool:
         """Delete the run's Job and its pod (SIGTERM, SIGKILL after ``grace_s``)."""
-        ns, name = self._job_ref(handle)
+        ns, name = handle.namespace, handle.name
         try:
             job = await self._call(self._batch.read_namespaced_job, name, ns)
         except ApiException as err:
@@ -368,9 +405,19 @@ class KubernetesSubstrate:
             raise
         return True
 
-    async def wait_run(self, handle: RunWorkerHandle) -> int:
+    async def run_alive(self, handle: KubernetesRunWorker) -> bool:
+        """Whether the run's Job exists and has not finished."""
+        try:
+            job = await self._call(self._batch.read_namespaced_job, handle.name, handle.namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return _job_exit(job) is None
+
+    async def wait_run(self, handle: KubernetesRunWorker) -> int:
         """Poll the Job until it finished; its exit code (-1 when it was deleted)."""
-        ns, name = self._job_ref(handle)
+        ns, name = handle.namespace, handle.name
         while True:
             try:
                 job = await self._call(self._batch.read_namespaced_job, name, ns)
@@ -399,9 +446,9 @@ class KubernetesSubstrate:
                     return int(status.state.terminated.exit_code)
         return None
 
-    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+    def poll_run(self, handle: KubernetesRunWorker) -> int | None:
         """The exit code :meth:`wait_run` observed, else None (no API call)."""
-        return self._exits.get(self._job_ref(handle))
+        return self._exits.get((handle.namespace, handle.name))
 
     async def aclose(self) -> None:
         """Close the API client; Deployments and Jobs live on."""
@@ -421,9 +468,3 @@ def _job_exit(job: Any) -> int | None:
     if status.failed:
         return 1
     return None
-
-
-def _object_ref(native: object) -> tuple[str, str]:
-    if not (isinstance(native, tuple) and len(native) == 2):
-        raise LauncherError(f"handle does not belong to the kubernetes substrate: {native!r}")
-    return native[0], native[1]

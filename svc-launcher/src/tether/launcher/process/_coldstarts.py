@@ -13,33 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
 
 import nats
 from nats.aio.subscription import Subscription
+from tether.launcher.substrate import RunStartSignal, StartWatch
 from tether.shared.nats import subjects
 
 log = logging.getLogger(__name__)
-
-
-class StartWatch(Protocol):
-    """Tells when one run worker has started."""
-
-    async def started(self) -> None:
-        """Return once the worker reported that it started."""
-        ...
-
-    async def close(self) -> None:
-        """Stop watching."""
-        ...
-
-
-class RunStartSignal(Protocol):
-    """Where the gate learns that a run worker has started."""
-
-    async def watch(self, run_id: str) -> StartWatch:
-        """Start watching ``run_id`` (before its worker is spawned, so nothing is missed)."""
-        ...
 
 
 class _NatsStartWatch:

@@ -1,6 +1,6 @@
 """Cold vs warm run starts of the process launcher, measured end to end on this machine.
 
-``python -m tether.launcher.startbench --runs 20`` starts a NATS server (or uses
+``python -m bench.startbench --runs 20`` starts a NATS server (or uses
 ``--nats-url``), runs a :class:`LauncherService` in this process, and for each mode
 publishes ``launch_run`` work items for a one-op job whose first line records the time.
 It reports, per mode:
@@ -9,7 +9,7 @@ It reports, per mode:
   another (each waits for the previous worker to exit);
 - *burst*: the wall time from publishing N work items at once until every worker exited.
 
-Cold vs warm is the launcher setting ``warm_start`` (env ``TETHER_LAUNCHER_WARM_START=0``
+Cold vs warm is the launcher setting ``process.warm_start`` (env ``TETHER_LAUNCHER_WARM_START=0``
 for cold); a location can also opt out with ``TETHER_WARM_START=0`` in its env. For use
 from other code: :func:`measure_starts`. Never run as a timed test.
 """
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import nats
 from nats.js import JetStreamContext
+from tether.launcher.process.settings import ProcessSettings
 from tether.launcher.service import LauncherService
 from tether.launcher.settings import LauncherSettings
 from tether.shared.nats import subjects
@@ -183,7 +184,7 @@ async def _measure_mode(
     settings = LauncherSettings(
         **auth,
         agent_id=f"startbench-{mode}",
-        warm_start=mode == "warm",
+        process=ProcessSettings(warm_start=mode == "warm"),
         work_public_keys=[_SIGNER.public_key],
     )
     service = LauncherService(settings)

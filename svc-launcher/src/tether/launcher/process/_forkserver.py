@@ -16,14 +16,15 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tether.launcher._spawned import ReadyLineError, SpawnedProcess
 from tether.launcher.errors import LauncherError, LocationRefusedError, RunLaunchError
-from tether.launcher.userenv import UserCode, argv_args, argv_location
+from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess
+from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.forkserver import (
@@ -38,7 +39,7 @@ from tether.shared.wire.forkserver import (
     encode_frame,
 )
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import ExecuteRunArgs, argv_args, fork_server_argv
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +52,6 @@ _EXIT_CODE_THREADS = 4
 
 class ForkServerError(LauncherError):
     """A fork server could not be started or is not ready."""
-
-
-def forkserver_command(
-    python: str, location: LocationConfig, socket_path: str, output_fds: tuple[int, int] | None
-) -> list[str]:
-    """The command line of a fork server for ``location``."""
-    command = [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "codeserver",
-        "forkserver",
-        "--location-json",
-        argv_location(location).model_dump_json(),
-        "--socket",
-        socket_path,
-    ]
-    if output_fds is not None:
-        command += ["--stdout-fd", str(output_fds[0]), "--stderr-fd", str(output_fds[1])]
-    return command
 
 
 def _dup_output() -> tuple[int, int] | None:
@@ -156,6 +137,24 @@ class WarmRun:
         await self._done.wait()
         assert self.returncode is not None
         return self.returncode
+
+    async def terminate(self, grace_s: float) -> bool:
+        """SIGTERM its process group, SIGKILL after ``grace_s``; whether it was running."""
+        if self.returncode is not None:
+            return False
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.wait()
+        except TimeoutError:
+            log.warning("run worker %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            await self.wait()
+        return True
 
 
 async def _read_reply(reader: asyncio.StreamReader) -> ForkStarted | ForkRefused | ForkExited:
@@ -406,7 +405,7 @@ class ForkServers:
         output = _dup_output()
         try:
             process = await asyncio.create_subprocess_exec(
-                *forkserver_command(self._python, location, socket_path, output),
+                *fork_server_argv(self._python, location, socket_path, output),
                 cwd=location.working_directory or None,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,

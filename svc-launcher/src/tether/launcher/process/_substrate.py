@@ -1,76 +1,45 @@
 """The process substrate: code servers and run workers as local OS processes.
 
 A run starts warm (forked by the location's fork server, see :mod:`._forkserver`) when
-one is ready, else cold (``tether api execute-run`` in a fresh interpreter).
+one is ready, else cold (``tether api execute-run`` in a fresh interpreter). Its handles
+(:mod:`._handles`) hold the process of each, whichever kind it is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from tether.launcher._forkserver import ForkServers, WarmRun
-from tether.launcher._spawned import (
-    ReadyLineError,
-    SpawnedProcess,
-    process_running,
-    process_start_ticks,
-    terminate_group,
+from tether.launcher.errors import CodeServerStartError, LocationRefusedError, RunLaunchError
+from tether.launcher.process._coldstarts import ColdStartGate
+from tether.launcher.process._forkserver import ForkServers
+from tether.launcher.process._handles import (
+    AdoptedProcess,
+    ColdRun,
+    ProcessCodeServer,
+    ProcessRunWorker,
+    RecordedRun,
 )
-from tether.launcher.coldstarts import ColdStartGate, RunStartSignal
-from tether.launcher.errors import (
-    CodeServerStartError,
-    LauncherError,
-    LocationRefusedError,
-    RunLaunchError,
-)
-from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
-from tether.launcher.userenv import UserCode, argv_args, argv_location
+from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess, process_start_ticks
+from tether.launcher.substrate import NO_ENV, RunStartSignal
+from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.forkserver import warm_start_allowed
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.process import CodeServerReady, ExecuteRunArgs
+from tether.shared.wire.process import (
+    CodeServerReady,
+    ExecuteRunArgs,
+    code_server_argv,
+    run_worker_argv,
+)
 
 if TYPE_CHECKING:
     from tether.launcher.registry import CodeServerRecord
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: Seconds to wait for an adopted code server to vanish after SIGKILL.
-_KILL_WAIT_S = 10.0
-
-
-def codeserver_command(python: str, location: LocationConfig) -> list[str]:
-    """The command line of a code server for ``location`` (env values are not in it)."""
-    return [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "codeserver",
-        "grpc",
-        "--location-json",
-        argv_location(location).model_dump_json(),
-    ]
-
-
-def execute_run_command(python: str, args: ExecuteRunArgs) -> list[str]:
-    """The command line of a run worker for ``args`` (env values are not in it)."""
-    return [
-        python,
-        "-m",
-        "tether.shared.runtime.cli",
-        "api",
-        "execute-run",
-        argv_args(args).model_dump_json(),
-    ]
 
 
 class ProcessSubstrate:
@@ -136,7 +105,7 @@ class ProcessSubstrate:
 
     async def start_code_server(
         self, location: LocationConfig, env: Mapping[str, str] = NO_ENV
-    ) -> CodeServerHandle:
+    ) -> ProcessCodeServer:
         """Spawn a code server (``env``, the caller token among others, added to its
         environment) and wait for its ``CodeServerReady`` stdout line.
 
@@ -160,7 +129,7 @@ class ProcessSubstrate:
         )
         try:
             process = await asyncio.create_subprocess_exec(
-                *codeserver_command(self._python, location),
+                *code_server_argv(self._python, location),
                 cwd=location.working_directory or None,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -190,15 +159,15 @@ class ProcessSubstrate:
         log.info("code server for %s ready at %s (pid %d)", location.name, ready.address, ready.pid)
         if self._forks is not None and warm_start_allowed(location):
             self._forks.warm(location)
-        return CodeServerHandle(
+        return ProcessCodeServer(
             location,
             ready.address,
             pid=process.pid,
-            native=server,
             pid_start=process_start_ticks(process.pid),
+            server=server,
         )
 
-    async def adopt_code_server(self, record: CodeServerRecord) -> CodeServerHandle | None:
+    async def adopt_code_server(self, record: CodeServerRecord) -> ProcessCodeServer | None:
         """A handle of the recorded code server if its process still runs, else None.
 
         It is not our child: it is stopped by signalling its process group and watched
@@ -220,35 +189,30 @@ class ProcessSubstrate:
             return None
         if self._forks is not None and warm_start_allowed(record.location):
             self._forks.warm(record.location)
-        return CodeServerHandle(
+        return ProcessCodeServer(
             record.location,
             record.address,
             pid=record.pid,
             started_at=record.started_at,
-            native=adopted,
             pid_start=record.pid_start,
+            server=adopted,
         )
 
-    async def stop_code_server(self, handle: CodeServerHandle) -> None:
+    async def stop_code_server(self, handle: ProcessCodeServer) -> None:
         """Terminate the code server's process group."""
-        if isinstance(handle.native, AdoptedProcess):
-            await handle.native.stop(self._stop_grace)
-        else:
-            await _native(handle.native, SpawnedProcess).stop(self._stop_grace)
+        await handle.server.stop(self._stop_grace)
         log.info("code server for %s stopped", handle.location.name)
 
-    def code_server_alive(self, handle: CodeServerHandle) -> bool:
+    def code_server_alive(self, handle: ProcessCodeServer) -> bool:
         """Whether the code server process has not exited."""
-        if isinstance(handle.native, AdoptedProcess):
-            return handle.native.alive
-        return _native(handle.native, SpawnedProcess).process.returncode is None
+        return handle.server.alive
 
     async def remove_location(self, location_name: str) -> None:
         """Stop the location's fork server for good (the workers it forked run on)."""
         if self._forks is not None:
             await self._forks.remove(location_name)
 
-    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+    async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> ProcessRunWorker:
         """Fork the run worker from the location's fork server, or spawn it cold.
 
         Either way the worker leads its own process group (session): it outlives a
@@ -267,16 +231,16 @@ class ProcessSubstrate:
                 self._user_code.admit(args.location)
                 warm = await self._forks.fork(server, args, env)
                 if warm is not None:
-                    return RunWorkerHandle(
+                    return ProcessRunWorker(
                         args.run.run_id,
                         pid=warm.pid,
-                        native=warm,
                         warm=True,
                         pid_start=process_start_ticks(warm.pid),
+                        worker=warm,
                     )
         return await self._launch_cold(args, env)
 
-    async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> RunWorkerHandle:
+    async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> ProcessRunWorker:
         child_env = self._user_code.process_env(args.location, env)
         gate = self._cold
         # Wait for a start slot: a storm of cold workers importing at once starves the
@@ -284,7 +248,7 @@ class ProcessSubstrate:
         watch = await gate.acquire(args.run.run_id) if gate is not None else None
         try:
             process = await asyncio.create_subprocess_exec(
-                *execute_run_command(self._python, args),
+                *run_worker_argv(self._python, args),
                 cwd=args.location.working_directory or None,
                 env=child_env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -298,58 +262,43 @@ class ProcessSubstrate:
             raise
         if gate is not None:
             gate.hold(asyncio.ensure_future(process.wait()), watch)
-        return RunWorkerHandle(
+        return ProcessRunWorker(
             args.run.run_id,
             pid=process.pid,
-            native=process,
             pid_start=process_start_ticks(process.pid),
+            worker=ColdRun(process),
         )
 
-    async def terminate_run(self, handle: RunWorkerHandle, grace_s: float) -> bool:
+    def recorded_run(
+        self,
+        run_id: str,
+        *,
+        pid: int | None = None,
+        pid_start: int | None = None,
+        worker_id: str | None = None,
+    ) -> ProcessRunWorker | None:
+        """The worker another launcher process on this host started, by its recorded pid."""
+        if pid is None:
+            return None
+        return ProcessRunWorker(
+            run_id, pid=pid, pid_start=pid_start, worker=RecordedRun(run_id, pid, pid_start)
+        )
+
+    async def terminate_run(self, handle: ProcessRunWorker, grace_s: float) -> bool:
         """SIGTERM the worker's process group, SIGKILL it after ``grace_s``."""
-        if isinstance(handle.native, asyncio.subprocess.Process):
-            return await terminate_group(handle.native, grace_s)
-        if isinstance(handle.native, WarmRun):
-            return await _terminate_warm(handle.native, grace_s)
-        if handle.pid is None or not _is_run_worker(handle.pid, handle.run_id, handle.pid_start):
-            return False
-        # Launched by another launcher process on this host: only the pid is known, and
-        # not being its parent we can only probe for it with signal 0.
-        try:
-            os.killpg(handle.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        while loop.time() < deadline:
-            await asyncio.sleep(0.1)
-            try:
-                os.killpg(handle.pid, 0)
-            except ProcessLookupError:
-                return True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(handle.pid, signal.SIGKILL)
-        return True
+        return await handle.worker.terminate(grace_s)
 
-    async def wait_run(self, handle: RunWorkerHandle) -> int:
+    async def wait_run(self, handle: ProcessRunWorker) -> int:
         """Wait for a worker this substrate started; return its exit code."""
-        if isinstance(handle.native, WarmRun):
-            return await handle.native.wait()
-        return await _native(handle.native, asyncio.subprocess.Process).wait()
+        return await handle.worker.wait()
 
-    def poll_run(self, handle: RunWorkerHandle) -> int | None:
+    def poll_run(self, handle: ProcessRunWorker) -> int | None:
         """The worker's exit code, or None while it runs."""
-        if isinstance(handle.native, WarmRun):
-            return handle.native.returncode
-        return _native(handle.native, asyncio.subprocess.Process).returncode
+        return handle.worker.returncode
 
-    async def run_alive(self, handle: RunWorkerHandle) -> bool:
+    async def run_alive(self, handle: ProcessRunWorker) -> bool:
         """Whether the worker runs: its exit status if we started it, else its pid."""
-        if handle.native is not None:
-            return self.poll_run(handle) is None
-        return handle.pid is not None and _is_run_worker(
-            handle.pid, handle.run_id, handle.pid_start
-        )
+        return handle.worker.returncode is None
 
     async def aclose(self) -> None:
         """Stop the fork servers; code servers are stopped by the registry, workers live on."""
@@ -357,83 +306,3 @@ class ProcessSubstrate:
             await self._cold.aclose()
         if self._forks is not None:
             await self._forks.aclose()
-
-
-class AdoptedProcess:
-    """A code server started by an earlier launcher: known by its pid and start time.
-
-    Args:
-        pid: its pid (also its process group: it leads its own session).
-        pid_start: when it started (clock ticks since boot), to tell it from a reused pid.
-    """
-
-    def __init__(self, pid: int, pid_start: int) -> None:
-        self.pid = pid
-        self.pid_start = pid_start
-
-    @property
-    def alive(self) -> bool:
-        """Whether the process still runs (a zombie nobody reaped yet does not)."""
-        return process_running(self.pid, self.pid_start)
-
-    async def stop(self, grace_s: float) -> None:
-        """SIGTERM its process group, SIGKILL after ``grace_s``; wait until it is gone."""
-        if not self.alive:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        # Not our child: nothing to wait on but its entry in /proc.
-        if await self._gone_within(grace_s):
-            return
-        log.warning("code server %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        if not await self._gone_within(_KILL_WAIT_S):
-            log.error("code server %d still there %.0fs after SIGKILL", self.pid, _KILL_WAIT_S)
-
-    async def _gone_within(self, seconds: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while self.alive:
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
-
-
-async def _terminate_warm(run: WarmRun, grace_s: float) -> bool:
-    if run.returncode is not None:
-        return False
-    try:
-        os.killpg(run.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    try:
-        async with asyncio.timeout(grace_s):
-            await run.wait()
-    except TimeoutError:
-        log.warning("run worker %d ignored SIGTERM for %.1fs; killing it", run.pid, grace_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.pid, signal.SIGKILL)
-        await run.wait()
-    return True
-
-
-def _is_run_worker(pid: int, run_id: str, pid_start: int | None) -> bool:
-    """Whether ``pid`` still is the run worker of ``run_id`` (pids get reused)."""
-    if pid_start is not None:
-        # A forked worker shows its fork server's command line; its start time is what
-        # tells it from a later process that got the same pid.
-        return process_start_ticks(pid) == pid_start
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().decode(errors="replace")
-    except OSError:
-        return False
-    return "execute-run" in cmdline and run_id in cmdline
-
-
-def _native(native: object, kind: type[T]) -> T:
-    if not isinstance(native, kind):
-        raise LauncherError(f"handle does not belong to the process substrate: {native!r}")
-    return native

@@ -38,6 +38,11 @@ class SpawnedProcess:
     tail: bytearray = field(default_factory=bytearray)
     drains: list[asyncio.Task[None]] = field(default_factory=list)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the process has not exited."""
+        return self.process.returncode is None
+
     def drain(self, stream: asyncio.StreamReader | None, keep_tail: bool) -> None:
         """Read ``stream`` to EOF in the background, so a full pipe never blocks the child."""
         if stream is not None:
