@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from controlplane_testkit import ACK, CLAIM, EVENTS_OUTCOME, RESULTS_OUTCOME, Api
 from sqlalchemy import select
-from tether.controlplane import auth
 from tether.controlplane.db.models import ApiToken
 from tether.controlplane.errors import BadInputError
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.errors import BAD_INPUT, UNAUTHENTICATED
 from tether.shared.wire.runs import EventType, RunEvent

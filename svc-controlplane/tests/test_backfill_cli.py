@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from tether.controlplane import auth
 from tether.controlplane.backfill_cli import app
+from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store.backfills import create_backfill

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import typer
 from controlplane_testkit import example_snapshot
-from tether.controlplane import auth, run_cli
+from tether.controlplane import run_cli
 from tether.controlplane.backfill_cli import app as backfill_app
 from tether.controlplane.location_cli import app as location_app
 from tether.controlplane.run_cli import app as run_app
+from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations

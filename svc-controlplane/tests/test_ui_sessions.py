@@ -12,9 +12,9 @@ import pytest
 from controlplane_testkit import Api
 from sqlalchemy import select, update
 from starlette.routing import Route
-from tether.controlplane import auth
 from tether.controlplane.app import create_app
 from tether.controlplane.db.models import UiSession
+from tether.controlplane.security import auth
 
 
 @pytest.fixture

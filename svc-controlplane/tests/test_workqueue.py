@@ -12,9 +12,10 @@ import pytest
 from controlplane_testkit import ACK, CLAIM, WORKSPACE, Api
 from db_backends import PostgresDatabase
 from sqlalchemy import event
-from tether.controlplane import auth, launch
+from tether.controlplane import launch
 from tether.controlplane.app import create_app, open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier
@@ -257,7 +258,7 @@ def test_work_key_prints_the_public_key_and_keeps_the_private_one_private(
 def test_replicas_starting_at_once_end_up_with_one_key(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tether.controlplane.workkeys import load_or_create_signer
+    from tether.controlplane.security.workkeys import load_or_create_signer
 
     key_file = tmp_path / "shared" / "work-signing.key"
     with ThreadPoolExecutor(8) as pool:

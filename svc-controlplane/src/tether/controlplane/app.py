@@ -18,21 +18,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from tether.controlplane.bodylimit import BodyLimit
+from tether.controlplane.api import ApiContext, build_schema
+from tether.controlplane.api.limits import capped_response
 from tether.controlplane.bootstrap import bootstrap
 from tether.controlplane.db.engine import Database, migrate
-from tether.controlplane.graphql import ApiContext, build_schema
-from tether.controlplane.graphql.limits import capped_response
-from tether.controlplane.httpsecurity import (
+from tether.controlplane.http.bodylimit import BodyLimit
+from tether.controlplane.http.jsonbody import JsonBodyError, decode_json_body
+from tether.controlplane.http.security import (
     HostAndOriginGuard,
     SecurityHeaders,
     TrustedProxyScheme,
 )
-from tether.controlplane.jsonbody import JsonBodyError, decode_json_body
+from tether.controlplane.security.workkeys import load_or_create_signer
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import ui_routes
 from tether.controlplane.ui.sessions import UiSessions
-from tether.controlplane.workkeys import load_or_create_signer
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.signing import WorkSigner
 

@@ -10,7 +10,6 @@ import tomllib
 from pathlib import Path
 
 from pydantic import ValidationError
-from tether.controlplane import auth
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.errors import (
@@ -18,6 +17,7 @@ from tether.controlplane.errors import (
     WorkspaceFileError,
     describe_validation_error,
 )
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
 from tether.controlplane.workqueue import WorkQueue

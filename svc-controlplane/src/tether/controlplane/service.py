@@ -95,7 +95,7 @@ class ControlPlaneService:
                 log_config=None,
                 access_log=False,
                 # uvicorn would believe X-Forwarded-* from 127.0.0.1; the app decides
-                # instead, from `trusted_proxies` (see tether.controlplane.httpsecurity).
+                # instead, from `trusted_proxies` (see tether.controlplane.http.security).
                 proxy_headers=False,
                 timeout_graceful_shutdown=int(self.settings.graceful_shutdown_timeout),
             )

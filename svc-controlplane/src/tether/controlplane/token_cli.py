@@ -30,8 +30,8 @@ def _group() -> None:
 
 
 def _role(value: str) -> str:
-    from tether.controlplane.auth import Role
     from tether.controlplane.errors import BadInputError
+    from tether.controlplane.security.auth import Role
 
     try:
         return Role.parse(value).name

@@ -13,7 +13,7 @@ from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.controlplane.store import locations, runs
-from tether.controlplane.uploads import Refusal
+from tether.controlplane.store.uploads import Refusal
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.errors import ContractError

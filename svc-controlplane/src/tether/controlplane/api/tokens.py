@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.types import Info
-from tether.controlplane import auth
+from tether.controlplane.api.context import ApiContext
 from tether.controlplane.db.models import ApiToken
-from tether.controlplane.graphql.context import ApiContext
+from tether.controlplane.security import auth
 
 RoleEnum = strawberry.enum(auth.Role, name="Role", description="What a token may do.")
 

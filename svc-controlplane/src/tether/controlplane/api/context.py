@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from starlette.requests import Request
-from tether.controlplane.auth import (
+from tether.controlplane.security.auth import (
     Permission,
     Principal,
     Role,

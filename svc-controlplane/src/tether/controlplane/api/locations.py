@@ -8,7 +8,7 @@ Adding or updating queues a ``load_location`` work item at once, so the location
 definitions follow its config.
 
 Env values are write-only: answers show them masked, and an update may leave ``env`` out
-or send the mask back to keep stored values (:mod:`tether.controlplane.masking`).
+or send the mask back to keep stored values (:mod:`tether.controlplane.security.masking`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import strawberry
 from pydantic import ValidationError
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane.auth import Permission
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.types import CodeLocationType
 from tether.controlplane.errors import BadInputError, NotFoundError, describe_validation_error
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.types import CodeLocationType
-from tether.controlplane.masking import keep_masked_env
+from tether.controlplane.security.auth import Permission
+from tether.controlplane.security.masking import keep_masked_env
 from tether.controlplane.store import locations
 from tether.shared.runtime import telemetry
 from tether.shared.wire.locations import LocationConfig

@@ -1,7 +1,7 @@
 """The agent API: what ``tether.shared.agent_client.AgentClient`` calls.
 
 Every mutation needs an agent token and acts only on that token's deployment. Each item
-of an upload is validated and bounded on its own (:mod:`tether.controlplane.uploads`): a
+of an upload is validated and bounded on its own (:mod:`tether.controlplane.store.uploads`): a
 bad one is refused with its reason in the answer's ``refused`` list and the others are
 stored, so one bad message never holds back a batch. Uploads are idempotent on their
 natural keys, so the agent can retry any call.
@@ -21,13 +21,13 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.types import RefusedItem, StoreOutcome
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.types import RefusedItem, StoreOutcome
+from tether.controlplane.security.workkeys import seal
 from tether.controlplane.store import agents, computelogs, runs
 from tether.controlplane.store.results import submit_results
-from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, single
-from tether.controlplane.workkeys import seal
+from tether.controlplane.store.uploads import Refusal, check_agent_id, parse_items, single
 from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.logs import ComputeLogPointer, LogChunk

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.agentcalls import ask_agent
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.types import ErrorInfoType, RunStatusEnum
 from tether.controlplane.daemons.catchup import CatchupPolicy
 from tether.controlplane.daemons.scheduler import next_tick
 from tether.controlplane.db.models import (
@@ -28,8 +30,6 @@ from tether.controlplane.db.models import (
     TickStatus,
 )
 from tether.controlplane.errors import BadInputError, NotFoundError
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.types import ErrorInfoType, RunStatusEnum
 from tether.controlplane.store import backfills, instigators, locations
 from tether.controlplane.store.instigators import Definition
 from tether.shared.runtime import telemetry

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from tether.controlplane.api.context import ApiContext
 from tether.controlplane.db.models import Agent, CodeLocation, LoadStatus, Run, RunEventRow
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.launch import ROOT_RUN_TAG, step_selection_of
-from tether.controlplane.masking import mask_location_config
 from tether.controlplane.reexecute import ReexecutionStrategy
+from tether.controlplane.security.masking import mask_location_config
 from tether.controlplane.store import computelogs, runs
 from tether.shared.wire.runs import EventType, RunStatus
 from tether.shared.wire.snapshots import (

@@ -14,16 +14,16 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
+from tether.controlplane.api.agent import AgentMutation
+from tether.controlplane.api.computelogs import ComputeLogQuery
+from tether.controlplane.api.instigation import InstigationMutation, InstigationQuery
+from tether.controlplane.api.limits import QueryLimitsExtension
+from tether.controlplane.api.locations import LocationMutation
+from tether.controlplane.api.tokens import TokenMutation, TokenQuery
+from tether.controlplane.api.user import Query as UserQuery
+from tether.controlplane.api.user import UserMutation
+from tether.controlplane.api.viewer import ViewerQuery
 from tether.controlplane.errors import ApiError
-from tether.controlplane.graphql.agent import AgentMutation
-from tether.controlplane.graphql.computelogs import ComputeLogQuery
-from tether.controlplane.graphql.instigation import InstigationMutation, InstigationQuery
-from tether.controlplane.graphql.limits import QueryLimitsExtension
-from tether.controlplane.graphql.locations import LocationMutation
-from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
-from tether.controlplane.graphql.user import Query as UserQuery
-from tether.controlplane.graphql.user import UserMutation
-from tether.controlplane.graphql.viewer import ViewerQuery
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The user API: code locations, runs, agents, launching and reloading, tokens.
 
 Queries need a viewer token, actions an editor token, token management an admin token
-(see :mod:`tether.controlplane.auth`); each acts only on its token's deployment.
+(see :mod:`tether.controlplane.security.auth`); each acts only on its token's deployment.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane import launch, reexecute, terminate
-from tether.controlplane.errors import BadInputError
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.types import (
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.types import (
     AgentType,
     CodeLocationType,
     JobNotFoundError,
@@ -30,6 +29,7 @@ from tether.controlplane.graphql.types import (
     TerminateRunResult,
     TerminateRunSuccess,
 )
+from tether.controlplane.errors import BadInputError
 from tether.controlplane.store import agents, locations, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import RunStatus

@@ -12,8 +12,8 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 from tether.controlplane.agentcalls import ask_agent
+from tether.controlplane.api.context import ApiContext
 from tether.controlplane.errors import ApiError, BadInputError, NotFoundError
-from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.store import computelogs, locations, runs
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import ComputeLogPointer, LogStream
