@@ -231,7 +231,8 @@ async def test_anonymous_access_is_opt_in_and_never_reaches_the_agent_api(
     settings: ControlPlaneSettings,
 ) -> None:
     import httpx
-    from tether.controlplane.app import create_app, open_control_plane
+    from tether.controlplane.app import create_app
+    from tether.controlplane.core import open_control_plane
 
     settings = settings.model_copy(update={"anonymous_role": "editor"})
     async with open_control_plane(settings) as cp:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from controlplane_testkit import Api
 from sqlalchemy import select
-from tether.controlplane.app import open_control_plane
 from tether.controlplane.bootstrap import read_workspace
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.db import Base
 from tether.controlplane.errors import BootstrapError, WorkspaceFileError
 from tether.controlplane.security import auth

@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 from controlplane_testkit import EVENTS, Api, example_snapshot
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.reexecute import steps_from_failure

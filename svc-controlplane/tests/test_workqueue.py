@@ -13,7 +13,8 @@ from controlplane_testkit import ACK, CLAIM, WORKSPACE, Api
 from db_backends import PostgresDatabase
 from sqlalchemy import event
 from tether.controlplane import launch
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings

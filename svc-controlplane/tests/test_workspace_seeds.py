@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 from controlplane_testkit import WORKSPACE
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 

@@ -10,7 +10,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from tether.controlplane.app import ControlPlane, create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import ControlPlane, open_control_plane
 from tether.controlplane.daemons import (
     BackfillDaemon,
     PeriodicDaemon,

@@ -18,7 +18,7 @@ from tether.controlplane.store.computelogs import LogBudget
 from tether.shared.runtime import telemetry
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 
 @dataclass

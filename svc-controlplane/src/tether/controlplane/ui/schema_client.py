@@ -18,7 +18,7 @@ from tether.controlplane.api.schema import INTERNAL_ERROR_MESSAGE
 from tether.controlplane.errors import BAD_INPUT, UNAUTHENTICATED
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 #: HTTP status of a page whose operation was refused with this GraphQL error code.
 STATUS_FOR_CODE = {

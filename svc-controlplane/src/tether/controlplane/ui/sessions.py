@@ -36,7 +36,7 @@ from tether.controlplane.security.auth import Principal, Role
 from tether.controlplane.ui.rendering import MAX_FORM_BYTES
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from tether.controlplane.ui.sessions import (
 )
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 
 class SignInPages:
