@@ -19,6 +19,18 @@ from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import ComputeLogPointer, LogStream
 from tether.shared.wire.work import PresignComputeLogsPayload, PresignedComputeLogs, WorkKind
 
+
+@strawberry.type(name="ComputeLog", description="Contiguous output of one step's stream.")
+class ComputeLogType:
+    """Contiguous output of one step's stdout or stderr."""
+
+    step_key: str
+    stream: str
+    offset: int
+    next_offset: int = strawberry.field(description="Where to resume reading.")
+    text: str = strawberry.field(description="UTF-8 text (undecodable bytes replaced).")
+
+
 #: Longest a request may wait for the agent's answer.
 MAX_AGENT_WAIT_S = 60.0
 #: Most URLs one request may ask for.

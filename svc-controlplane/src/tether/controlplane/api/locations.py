@@ -1,11 +1,11 @@
-"""Code location management (``manage locations``, admin tokens): add, update, remove.
+"""GraphQL of code locations: list them with their loaded definitions (jobs, ops); reload
+them (editor tokens); add, update and remove them (``manage locations``, admin tokens).
 
-These mutations change which locations exist and how the agent runs them (a config alone
-can run a command on the agent host), so they need their own permission, not the
-editor's ``launch``. ``reloadLocation`` lives with the other user actions in :mod:`.user`:
-it re-reads an existing location with its stored config, which stays an editor's.
-Adding or updating queues a ``load_location`` work item at once, so the location's
-definitions follow its config.
+Adding, updating and removing change which locations exist and how the agent runs them (a
+config alone can run a command on the agent host), so they need their own permission, not
+the editor's ``launch``. ``reloadLocation`` re-reads an existing location with its stored
+config, which stays an editor's. Adding or updating queues a ``load_location`` work item
+at once, so the location's definitions follow its config.
 
 Env values are write-only: answers show them masked, and an update may leave ``env`` out
 or send the mask back to keep stored values (:mod:`tether.controlplane.security.masking`).
@@ -20,13 +20,176 @@ from pydantic import ValidationError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.api.context import ApiContext
-from tether.controlplane.api.types import CodeLocationType
+from tether.controlplane.api.errorinfo import ErrorInfoType
+from tether.controlplane.db.models import CodeLocation, LoadStatus
 from tether.controlplane.errors import BadInputError, NotFoundError, describe_validation_error
 from tether.controlplane.security.auth import Permission
-from tether.controlplane.security.masking import keep_masked_env
+from tether.controlplane.security.masking import keep_masked_env, mask_location_config
 from tether.controlplane.store import locations
 from tether.shared.runtime import telemetry
 from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.snapshots import (
+    Edge,
+    JobSnapshot,
+    LocationSnapshot,
+    OpSnapshot,
+    RepositorySnapshot,
+)
+
+LoadStatusEnum = strawberry.enum(
+    LoadStatus, name="LoadStatus", description="Whether a location's definitions are known."
+)
+
+
+@strawberry.type(name="OpInput")
+class OpInputType:
+    """One input of an op."""
+
+    name: str
+    type_name: str
+
+
+@strawberry.type(name="OpOutput")
+class OpOutputType:
+    """One output of an op."""
+
+    name: str
+    type_name: str
+
+
+@strawberry.type(name="Op", description="A node of a job's op graph.")
+class OpType:
+    """A node of a job's op graph."""
+
+    name: str
+    description: str
+    tags: JSON
+    inputs: list[OpInputType]
+    outputs: list[OpOutputType]
+    config_schema: JSON | None
+
+    @classmethod
+    def build(cls, op: OpSnapshot) -> OpType:
+        """Build from a snapshot."""
+        return cls(
+            name=op.name,
+            description=op.description,
+            tags=op.tags,
+            inputs=[OpInputType(name=i.name, type_name=i.type_name) for i in op.inputs],
+            outputs=[OpOutputType(name=o.name, type_name=o.type_name) for o in op.outputs],
+            config_schema=op.config_schema,
+        )
+
+
+@strawberry.type(name="Edge", description="fromOp.fromOutput feeds toOp.toInput.")
+class EdgeType:
+    """A data dependency between two ops."""
+
+    from_op: str
+    from_output: str
+    to_op: str
+    to_input: str
+
+    @classmethod
+    def build(cls, edge: Edge) -> EdgeType:
+        """Build from a snapshot."""
+        return cls(
+            from_op=edge.from_op,
+            from_output=edge.from_output,
+            to_op=edge.to_op,
+            to_input=edge.to_input,
+        )
+
+
+@strawberry.type(name="Job", description="A job: its op graph and run-config JSON Schema.")
+class JobType:
+    """A job of a repository."""
+
+    name: str
+    description: str
+    tags: JSON
+    config_schema: JSON
+    ops: list[OpType]
+    edges: list[EdgeType]
+    partition_set_name: str | None = strawberry.field(
+        default=None, description="The job's partition set, when it is partitioned."
+    )
+
+    @classmethod
+    def build(cls, job: JobSnapshot) -> JobType:
+        """Build from a snapshot."""
+        return cls(
+            name=job.name,
+            description=job.description,
+            tags=job.tags,
+            config_schema=job.config_schema,
+            ops=[OpType.build(op) for op in job.ops],
+            edges=[EdgeType.build(edge) for edge in job.edges],
+            partition_set_name=job.partition_set_name,
+        )
+
+
+@strawberry.type(name="Repository")
+class RepositoryType:
+    """A named repository of jobs."""
+
+    name: str
+    description: str
+    jobs: list[JobType]
+
+    @classmethod
+    def build(cls, repo: RepositorySnapshot) -> RepositoryType:
+        """Build from a snapshot."""
+        return cls(
+            name=repo.name,
+            description=repo.description,
+            jobs=[JobType.build(job) for job in repo.jobs],
+        )
+
+
+@strawberry.type(name="CodeLocation", description="A code location and its loaded definitions.")
+class CodeLocationType:
+    """A code location and its loaded definitions."""
+
+    name: str
+    load_status: LoadStatusEnum  # type: ignore[valid-type]
+    load_error: ErrorInfoType | None
+    config: JSON = strawberry.field(
+        description="The location's LocationConfig; env values are write-only and show as "
+        '"***" (a value that is a reference to a secret kept elsewhere shows as it is).'
+    )
+    snapshot_id: str | None
+    repositories: list[RepositoryType]
+
+    @classmethod
+    def build(cls, row: CodeLocation, snapshot: LocationSnapshot | None) -> CodeLocationType:
+        """Build from a row and its current snapshot."""
+        return cls(
+            name=row.name,
+            load_status=LoadStatus(row.load_status),
+            load_error=ErrorInfoType.from_json(row.load_error),
+            # Every read of a location goes through here: no role ever reads env values.
+            config=mask_location_config(row.config),
+            snapshot_id=row.snapshot_id,
+            repositories=[RepositoryType.build(r) for r in snapshot.repositories]
+            if snapshot
+            else [],
+        )
+
+
+@strawberry.type
+class LocationQuery:
+    """Read the deployment's code locations."""
+
+    @strawberry.field(description="Code locations and their loaded definitions.")
+    async def code_locations(self, info: Info[ApiContext, None]) -> list[CodeLocationType]:
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            rows = await locations.list_locations(session, principal.deployment_id)
+            return [
+                CodeLocationType.build(row, await locations.load_snapshot(session, row))
+                for row in rows
+            ]
 
 
 def parse_location_config(config: Any) -> LocationConfig:
@@ -59,7 +222,25 @@ def _object(config: Any) -> dict[str, Any]:
 
 @strawberry.type
 class LocationMutation:
-    """Add, update and remove code locations of the caller's deployment (admin)."""
+    """Reload, add, update and remove code locations."""
+
+    @strawberry.mutation(description="Queue a reload of a code location's definitions.")
+    async def reload_location(self, info: Info[ApiContext, None], name: str) -> CodeLocationType:
+        principal = await info.context.launcher()
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "reloadLocation", context=info.context.trace_context(), attributes={"location": name}
+        ):
+            async with info.context.cp.db.transaction() as session:
+                row = await locations.reload_location(
+                    session,
+                    info.context.cp.queue,
+                    principal.deployment_id,
+                    name,
+                    traceparent=telemetry.current_traceparent(),
+                )
+                snapshot = await locations.load_snapshot(session, row)
+        return CodeLocationType.build(row, snapshot)
 
     @strawberry.mutation(
         description="Add a code location (config: a LocationConfig object) and queue its load; "
