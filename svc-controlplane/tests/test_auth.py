@@ -11,6 +11,7 @@ from tether.controlplane.db.models import ApiToken
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import tokens
 from tether.shared.wire.errors import BAD_INPUT, UNAUTHENTICATED
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.work import WorkResult
@@ -95,7 +96,7 @@ async def test_the_role_matrix(api: Api) -> None:
     assert set(OPERATIONS) == {str(p) for p in auth.Permission}
     revoked = await _token(api, auth.Role.ADMIN, name="gone")
     async with api.cp.db.transaction() as session:
-        await auth.revoke_token(session, "default", name="gone")
+        await tokens.revoke_token(session, "default", name="gone")
     callers: dict[str, str | None] = {
         "no token": None,
         "unknown token": "tether_not-a-real-token",

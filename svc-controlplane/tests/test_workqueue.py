@@ -18,6 +18,7 @@ from tether.controlplane.core import open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import tokens
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier
 from tether.shared.wire.work import WorkKind
@@ -214,7 +215,7 @@ async def test_an_item_expiring_sooner_keeps_its_own_expiry_and_tenants_get_thei
     public_key = WorkSigner.from_pem(settings.work_signing_key_path.read_bytes()).public_key
     soon = time.time() + 30
     async with api.cp.db.transaction() as session:
-        await auth.ensure_deployment(session, "acme")
+        await tokens.ensure_deployment(session, "acme")
         acme_token = await auth.create_token(
             session, name="acme-agent", role=auth.Role.AGENT, deployment_id="acme"
         )

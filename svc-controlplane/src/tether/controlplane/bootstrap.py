@@ -19,7 +19,7 @@ from tether.controlplane.errors import (
 )
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.controlplane.store import locations
+from tether.controlplane.store import locations, tokens
 from tether.controlplane.workqueue import WorkQueue
 from tether.shared.runtime import telemetry
 from tether.shared.runtime.privatefiles import tighten
@@ -158,7 +158,7 @@ async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str
 async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettings) -> None:
     """Prepare a freshly migrated DB for serving: default deployment, token, locations."""
     async with db.transaction() as session:
-        await auth.ensure_deployment(session, DEFAULT_DEPLOYMENT)
+        await tokens.ensure_deployment(session, DEFAULT_DEPLOYMENT)
     if settings.agent_token_file is not None:
         if await ensure_agent_token_file(db, settings.agent_token_file):
             log.info("wrote a new agent token to %s", settings.agent_token_file)
