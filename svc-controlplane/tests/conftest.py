@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import psycopg  # noqa: E402
 from controlplane_testkit import WORKSPACE, Api, Clock  # noqa: E402
 from db_backends import PostgresDatabase, admin_url, session_database  # noqa: E402
-from tether.controlplane import auth  # noqa: E402
-from tether.controlplane.app import create_app, open_control_plane  # noqa: E402
+from tether.controlplane.app import create_app  # noqa: E402
+from tether.controlplane.core import open_control_plane  # noqa: E402
+from tether.controlplane.security import auth  # noqa: E402
 from tether.controlplane.settings import ControlPlaneSettings  # noqa: E402
 from tether.shared.runtime import telemetry  # noqa: E402
 from tether.testing import skip_or_fail  # noqa: E402

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tether.controlplane.app import ControlPlane
+from tether.controlplane.core import ControlPlane
 from tether.shared.wire.snapshots import (
     Edge,
     InstigatorStatus,

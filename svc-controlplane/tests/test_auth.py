@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 from controlplane_testkit import ACK, CLAIM, EVENTS_OUTCOME, RESULTS_OUTCOME, Api
 from sqlalchemy import select
-from tether.controlplane import auth
 from tether.controlplane.db.models import ApiToken
 from tether.controlplane.errors import BadInputError
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import tokens
 from tether.shared.wire.errors import BAD_INPUT, UNAUTHENTICATED
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.work import WorkResult
@@ -95,7 +96,7 @@ async def test_the_role_matrix(api: Api) -> None:
     assert set(OPERATIONS) == {str(p) for p in auth.Permission}
     revoked = await _token(api, auth.Role.ADMIN, name="gone")
     async with api.cp.db.transaction() as session:
-        await auth.revoke_token(session, "default", name="gone")
+        await tokens.revoke_token(session, "default", name="gone")
     callers: dict[str, str | None] = {
         "no token": None,
         "unknown token": "tether_not-a-real-token",
@@ -231,7 +232,8 @@ async def test_anonymous_access_is_opt_in_and_never_reaches_the_agent_api(
     settings: ControlPlaneSettings,
 ) -> None:
     import httpx
-    from tether.controlplane.app import create_app, open_control_plane
+    from tether.controlplane.app import create_app
+    from tether.controlplane.core import open_control_plane
 
     settings = settings.model_copy(update={"anonymous_role": "editor"})
     async with open_control_plane(settings) as cp:

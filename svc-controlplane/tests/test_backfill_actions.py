@@ -172,7 +172,7 @@ async def test_a_requested_backfill_cannot_be_retried_and_viewers_cannot_act(api
     refused = await api.post(RETRY, token=api.admin_token, id=backfill_id)
     assert refused["errors"][0]["extensions"]["code"] == "BAD_INPUT"
     assert "still launching runs" in refused["errors"][0]["message"]
-    from tether.controlplane import auth
+    from tether.controlplane.security import auth
 
     async with api.cp.db.transaction() as session:
         viewer = await auth.create_token(session, name="v", role=auth.Role.VIEWER)

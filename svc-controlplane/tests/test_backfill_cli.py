@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from tether.client.backfill_cli import app
-from tether.controlplane import auth
+from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store.backfills import create_backfill

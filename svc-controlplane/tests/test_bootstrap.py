@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from controlplane_testkit import Api
 from sqlalchemy import select
-from tether.controlplane import auth
-from tether.controlplane.app import open_control_plane
-from tether.controlplane.auth import hash_token
 from tether.controlplane.bootstrap import read_workspace
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.db import Base
 from tether.controlplane.errors import BootstrapError, WorkspaceFileError
+from tether.controlplane.security import auth
+from tether.controlplane.security.auth import hash_token
 from tether.controlplane.settings import ControlPlaneSettings
 
 
@@ -50,7 +50,7 @@ async def test_an_existing_token_file_is_registered(tmp_path: Path, database_url
     token_file = tmp_path / "given.token"
     token_file.write_text("my-own-token\n")
     settings = ControlPlaneSettings(database_url=database_url, agent_token_file=token_file)
-    from tether.controlplane import auth
+    from tether.controlplane.security import auth
 
     async with open_control_plane(settings) as cp:
         async with cp.db.reading() as session:
@@ -70,7 +70,7 @@ async def test_an_existing_token_file_is_registered(tmp_path: Path, database_url
 async def test_the_dev_admin_token_file_is_minted_once_and_private(
     tmp_path: Path, database_url: str
 ) -> None:
-    from tether.controlplane import auth
+    from tether.controlplane.security import auth
 
     token_file = tmp_path / "home" / "admin.token"
     settings = ControlPlaneSettings(database_url=database_url, admin_token_file=token_file)

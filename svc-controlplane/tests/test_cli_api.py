@@ -18,8 +18,8 @@ from tether.client.backfill_cli import app as backfill_app
 from tether.client.location_cli import app as location_app
 from tether.client.run_cli import app as run_app
 from tether.client.token_cli import app as token_app
-from tether.controlplane import auth
 from tether.controlplane.errors import BadInputError
+from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations

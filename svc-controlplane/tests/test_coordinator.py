@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from controlplane_testkit import Api
-from tether.controlplane import auth
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import runs
 from tether.shared.wire.runs import RunStatus

@@ -18,8 +18,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.graphql import nodes
-from tether.controlplane import auth
-from tether.controlplane.graphql.schema import INTERNAL_ERROR_MESSAGE, schema_sdl
+from tether.controlplane.api.schema import INTERNAL_ERROR_MESSAGE, schema_sdl
+from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 from controlplane_testkit import LOGS, Api
 from graphql import get_introspection_query, parse
-from tether.controlplane import auth
-from tether.controlplane.app import create_app, open_control_plane
-from tether.controlplane.graphql import build_schema
-from tether.controlplane.graphql.limits import QueryLimits, measure
+from tether.controlplane.api import build_schema
+from tether.controlplane.api.limits import QueryLimits, measure
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui import backfills, instigators
 from tether.controlplane.ui import runs as runs_page

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tether.controlplane.httpsecurity import HostAndOriginGuard
+from tether.controlplane.http.security import HostAndOriginGuard
 from tether.testing import free_port
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
-from tether.controlplane import auth
 from tether.controlplane.db.models import WorkItemRow
+from tether.controlplane.security import auth
 from tether.controlplane.store import instigators, locations
 from tether.shared.wire.work import WorkResult
 

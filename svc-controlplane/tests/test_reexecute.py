@@ -6,11 +6,12 @@ from typing import Any
 
 import httpx
 from controlplane_testkit import EVENTS, Api, example_snapshot
-from tether.controlplane import auth
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.runs.reexecute import steps_from_failure
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.snapshots import (

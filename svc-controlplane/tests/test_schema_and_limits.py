@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from controlplane_testkit import EVENTS, EVENTS_OUTCOME, Api
-from tether.controlplane.app import create_app, open_control_plane
-from tether.controlplane.graphql.schema import REGENERATE_SDL, schema_sdl
+from tether.controlplane.api.schema import REGENERATE_SDL, schema_sdl
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.agent_client import AgentClient

@@ -163,8 +163,8 @@ def test_create_token_prints_a_working_token_once(database_url: str) -> None:
     assert token.startswith("tether_")
 
     async def check() -> str:
-        from tether.controlplane import auth
         from tether.controlplane.db.engine import Database
+        from tether.controlplane.security import auth
 
         db = Database(url)
         try:
@@ -186,7 +186,7 @@ async def test_token_cli_creates_lists_and_revokes_through_the_api(
     settings: ControlPlaneSettings,
 ) -> None:
     from tether.client.token_cli import app as token_app
-    from tether.controlplane import auth
+    from tether.controlplane.security import auth
 
     settings = settings.model_copy(update={"port": 0})
     service = ControlPlaneService(settings, announce=lambda host, port: None)

@@ -4,7 +4,7 @@ CANCELED."""
 from __future__ import annotations
 
 from controlplane_testkit import Api
-from tether.controlplane import auth
+from tether.controlplane.security import auth
 from tether.shared.wire.work import ReportKind, WorkItem, WorkKind, WorkResult
 
 TERMINATE = """

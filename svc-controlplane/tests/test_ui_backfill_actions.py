@@ -10,9 +10,9 @@ import time
 import controlplane_testkit as testkit
 import pytest
 from controlplane_testkit import Api, snapshot_with_instigators
-from tether.controlplane import auth
 from tether.controlplane.daemons import BackfillDaemon, Scheduler
 from tether.controlplane.db.models import Run
+from tether.controlplane.security import auth
 from tether.controlplane.store.backfills import create_backfill
 from tether.controlplane.ui.backfills import BACKFILLS_LIMIT
 from tether.controlplane.ui.instigators import TICKS_PAGE_SIZE

@@ -11,8 +11,8 @@ import re
 
 import pytest
 from controlplane_testkit import Api, snapshot_with_instigators
-from tether.controlplane import auth
 from tether.controlplane.daemons import BackfillDaemon, SensorDaemon
+from tether.controlplane.security import auth
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.work import (
     PartitionKeysResult,

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from controlplane_testkit import EVENTS, LOGS, Api, example_snapshot
-from tether.controlplane import auth
+from tether.controlplane.security import auth
 from tether.shared.wire.agent import CodeServerStatus, Heartbeat
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.logs import LogChunk, LogStream

@@ -12,9 +12,10 @@ import pytest
 from controlplane_testkit import Api
 from sqlalchemy import select, update
 from starlette.routing import Route
-from tether.controlplane import auth
 from tether.controlplane.app import create_app
 from tether.controlplane.db.models import UiSession
+from tether.controlplane.security import auth
+from tether.controlplane.store import tokens
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ async def test_a_session_ends_by_expiry_idleness_or_revocation(api: Api, how: st
                     update(UiSession).values(last_seen_at=UiSession.last_seen_at - idle - 1)
                 )
             else:
-                await auth.revoke_token(session, "default", name="someone")
+                await tokens.revoke_token(session, "default", name="someone")
         page = await client.get("/runs")
     assert page.status_code == 401 and 'href="/signin"' in page.text
 

@@ -12,11 +12,13 @@ import pytest
 from controlplane_testkit import ACK, CLAIM, WORKSPACE, Api
 from db_backends import PostgresDatabase
 from sqlalchemy import event
-from tether.controlplane import auth
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.runs import launch
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import tokens
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier
 from tether.shared.wire.work import RunHealthPayload, TerminateRunPayload, WorkKind
@@ -234,7 +236,7 @@ async def test_an_item_expiring_sooner_keeps_its_own_expiry_and_tenants_get_thei
     public_key = WorkSigner.from_pem(settings.work_signing_key_path.read_bytes()).public_key
     soon = time.time() + 30
     async with api.cp.db.transaction() as session:
-        await auth.ensure_deployment(session, "acme")
+        await tokens.ensure_deployment(session, "acme")
         acme_token = await auth.create_token(
             session, name="acme-agent", role=auth.Role.AGENT, deployment_id="acme"
         )
@@ -279,7 +281,7 @@ def test_work_key_prints_the_public_key_and_keeps_the_private_one_private(
 def test_replicas_starting_at_once_end_up_with_one_key(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tether.controlplane.workkeys import load_or_create_signer
+    from tether.controlplane.security.workkeys import load_or_create_signer
 
     key_file = tmp_path / "shared" / "work-signing.key"
     with ThreadPoolExecutor(8) as pool:

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 from controlplane_testkit import WORKSPACE
-from tether.controlplane import auth
-from tether.controlplane.app import create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 
 LOCATIONS = "{ codeLocations { name config loadStatus } }"

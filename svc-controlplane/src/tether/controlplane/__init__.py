@@ -20,9 +20,9 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ControlPlane": "tether.controlplane.app",
+    "ControlPlane": "tether.controlplane.core",
     "create_app": "tether.controlplane.app",
-    "open_control_plane": "tether.controlplane.app",
+    "open_control_plane": "tether.controlplane.core",
     "ControlPlaneError": "tether.controlplane.errors",
     "ControlPlaneService": "tether.controlplane.service",
     "ControlPlaneSettings": "tether.controlplane.settings",

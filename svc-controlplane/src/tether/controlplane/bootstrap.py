@@ -10,7 +10,6 @@ import tomllib
 from pathlib import Path
 
 from pydantic import ValidationError
-from tether.controlplane import auth
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.errors import (
@@ -19,8 +18,9 @@ from tether.controlplane.errors import (
     describe_validation_error,
 )
 from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.controlplane.store import locations
+from tether.controlplane.store import locations, tokens
 from tether.shared.runtime import telemetry
 from tether.shared.runtime.privatefiles import tighten
 from tether.shared.wire.locations import LocationConfig
@@ -158,7 +158,7 @@ async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str
 async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettings) -> None:
     """Prepare a freshly migrated DB for serving: default deployment, token, locations."""
     async with db.transaction() as session:
-        await auth.ensure_deployment(session, DEFAULT_DEPLOYMENT)
+        await tokens.ensure_deployment(session, DEFAULT_DEPLOYMENT)
     if settings.agent_token_file is not None:
         if await ensure_agent_token_file(db, settings.agent_token_file):
             log.info("wrote a new agent token to %s", settings.agent_token_file)

@@ -136,7 +136,7 @@ async def _run_monitor(settings: Any) -> None:
 @app.command("schema")
 def schema() -> None:
     """Print the GraphQL schema (SDL); svc-controlplane/schema.graphql is its committed copy."""
-    from tether.controlplane.graphql.schema import schema_sdl
+    from tether.controlplane.api.schema import schema_sdl
 
     typer.echo(schema_sdl(), nl=False)
 
@@ -158,8 +158,8 @@ def create_token(
     For bootstrapping (the first admin token of a deployment, agent tokens at install);
     afterwards ``tether token create`` does the same through the API with an admin token.
     """
-    from tether.controlplane.auth import Role
     from tether.controlplane.errors import BadInputError
+    from tether.controlplane.security.auth import Role
 
     try:
         parsed_role = Role.parse(role)
@@ -177,8 +177,8 @@ def create_token(
 
 
 async def _create_token(database_url: str, name: str, role: Any, deployment: str) -> str:
-    from tether.controlplane import auth
     from tether.controlplane.db.engine import Database, migrate
+    from tether.controlplane.security import auth
 
     await asyncio.to_thread(migrate, database_url)
     db = Database(database_url)
@@ -203,7 +203,7 @@ def work_key(
     created (mode 0600) when it is missing, as the control plane's first start would.
     """
     from tether.controlplane.errors import BootstrapError
-    from tether.controlplane.workkeys import load_or_create_signer
+    from tether.controlplane.security.workkeys import load_or_create_signer
 
     settings = _settings(work_signing_key_file=key_file)
     try:

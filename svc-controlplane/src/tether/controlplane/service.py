@@ -10,7 +10,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from tether.controlplane.app import ControlPlane, create_app, open_control_plane
+from tether.controlplane.app import create_app
+from tether.controlplane.core import ControlPlane, open_control_plane
 from tether.controlplane.daemons import (
     BackfillDaemon,
     PeriodicDaemon,
@@ -95,7 +96,7 @@ class ControlPlaneService:
                 log_config=None,
                 access_log=False,
                 # uvicorn would believe X-Forwarded-* from 127.0.0.1; the app decides
-                # instead, from `trusted_proxies` (see tether.controlplane.httpsecurity).
+                # instead, from `trusted_proxies` (see tether.controlplane.http.security).
                 proxy_headers=False,
                 timeout_graceful_shutdown=int(self.settings.graceful_shutdown_timeout),
             )

@@ -1,7 +1,7 @@
 """Signed work items: the control plane signs each item it hands out, agents verify it.
 
 Pure (no I/O): the control plane keeps its private key in a file of its own
-(``tether.controlplane.workkeys``), agent services pin the public keys in their settings
+(``tether.controlplane.security.workkeys``), agent services pin the public keys in their settings
 (``AgentSettings.work_public_keys``), and the replay check that needs NATS lives in
 :mod:`tether.shared.nats.workgate`.
 

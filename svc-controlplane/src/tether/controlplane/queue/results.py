@@ -18,7 +18,7 @@ from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs import lifecycle
 from tether.controlplane.store import locations, workitems
-from tether.controlplane.uploads import Refusal
+from tether.controlplane.store.uploads import Refusal
 from tether.shared.wire.errors import ContractError
 from tether.shared.wire.snapshots import LocationSnapshot, snapshot_from_payload
 from tether.shared.wire.work import (

@@ -18,7 +18,7 @@ from tether.controlplane.ui.schema_client import PageError, SchemaClient
 from tether.controlplane.ui.signin import SignInPages
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 
 def ui_routes(cp: ControlPlane) -> list[BaseRoute]:

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from tether.controlplane.api import ApiContext, build_schema
+from tether.controlplane.api.schema import INTERNAL_ERROR_MESSAGE
 from tether.controlplane.errors import BAD_INPUT, UNAUTHENTICATED
-from tether.controlplane.graphql import ApiContext, build_schema
-from tether.controlplane.graphql.schema import INTERNAL_ERROR_MESSAGE
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 #: HTTP status of a page whose operation was refused with this GraphQL error code.
 STATUS_FOR_CODE = {

@@ -31,12 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request, cookie_parser
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from tether.controlplane.auth import Principal, Role
 from tether.controlplane.db.models import ApiToken, UiSession
+from tether.controlplane.security.auth import Principal, Role
 from tether.controlplane.ui.rendering import MAX_FORM_BYTES
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 log = logging.getLogger(__name__)
 

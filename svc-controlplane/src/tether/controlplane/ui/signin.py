@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from tether.controlplane.auth import Permission, authenticate, find_token
 from tether.controlplane.errors import ApiError
+from tether.controlplane.security.auth import Permission, authenticate, find_token
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.ui.rendering import form_fields, render, render_error
 from tether.controlplane.ui.schema_client import STATUS_FOR_CODE, PageError
@@ -31,7 +31,7 @@ from tether.controlplane.ui.sessions import (
 )
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 
 class SignInPages:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.types import Info
-from tether.controlplane import auth
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.tokens import RoleEnum
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.tokens import RoleEnum
+from tether.controlplane.security import auth
 
 
 @strawberry.type(name="Viewer", description="Who the request acts as: its token's name and role.")

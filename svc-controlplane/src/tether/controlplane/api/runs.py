@@ -1,195 +1,39 @@
-"""GraphQL object types, built from DB rows and wire models."""
+"""GraphQL of runs: list and read them (events, compute logs); launch, re-execute and
+terminate them.
+
+Queries need a viewer token, actions an editor token (see
+:mod:`tether.controlplane.security.auth`); each acts only on its token's deployment.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
-from tether.controlplane.db.models import Agent, CodeLocation, LoadStatus, Run, RunEventRow
+from tether.controlplane.api.computelogs import ComputeLogType
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.errorinfo import ErrorInfoType
+from tether.controlplane.db.models import Run, RunEventRow
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.masking import mask_location_config
+from tether.controlplane.runs import launch, reexecute, terminate
 from tether.controlplane.runs.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.runs.reexecute import ReexecutionStrategy
 from tether.controlplane.store import computelogs, runs
+from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import EventType, RunStatus
-from tether.shared.wire.snapshots import (
-    Edge,
-    JobSnapshot,
-    LocationSnapshot,
-    OpSnapshot,
-    RepositorySnapshot,
-)
 
 RunStatusEnum = strawberry.enum(RunStatus, name="RunStatus", description="Lifecycle of a run.")
+
 EventTypeEnum = strawberry.enum(EventType, name="EventType", description="Type of a run event.")
+
 ReexecutionStrategyEnum = strawberry.enum(
     ReexecutionStrategy,
     name="ReexecutionStrategy",
     description="ALL_STEPS: run the whole job again; FROM_FAILURE: only the steps that did "
     "not succeed and those downstream of them, reusing the parent run's other outputs.",
 )
-LoadStatusEnum = strawberry.enum(
-    LoadStatus, name="LoadStatus", description="Whether a location's definitions are known."
-)
-
-
-@strawberry.type(name="ErrorInfo", description="An error raised by user code or the platform.")
-class ErrorInfoType:
-    """An error raised by user code or the platform."""
-
-    cls_name: str
-    message: str
-    traceback: str
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> ErrorInfoType | None:
-        """Build from a stored ErrorInfo dict."""
-        if not data:
-            return None
-        return cls(
-            cls_name=str(data.get("cls_name", "")),
-            message=str(data.get("message", "")),
-            traceback=str(data.get("traceback", "")),
-        )
-
-
-@strawberry.type(name="OpInput")
-class OpInputType:
-    """One input of an op."""
-
-    name: str
-    type_name: str
-
-
-@strawberry.type(name="OpOutput")
-class OpOutputType:
-    """One output of an op."""
-
-    name: str
-    type_name: str
-
-
-@strawberry.type(name="Op", description="A node of a job's op graph.")
-class OpType:
-    """A node of a job's op graph."""
-
-    name: str
-    description: str
-    tags: JSON
-    inputs: list[OpInputType]
-    outputs: list[OpOutputType]
-    config_schema: JSON | None
-
-    @classmethod
-    def build(cls, op: OpSnapshot) -> OpType:
-        """Build from a snapshot."""
-        return cls(
-            name=op.name,
-            description=op.description,
-            tags=op.tags,
-            inputs=[OpInputType(name=i.name, type_name=i.type_name) for i in op.inputs],
-            outputs=[OpOutputType(name=o.name, type_name=o.type_name) for o in op.outputs],
-            config_schema=op.config_schema,
-        )
-
-
-@strawberry.type(name="Edge", description="fromOp.fromOutput feeds toOp.toInput.")
-class EdgeType:
-    """A data dependency between two ops."""
-
-    from_op: str
-    from_output: str
-    to_op: str
-    to_input: str
-
-    @classmethod
-    def build(cls, edge: Edge) -> EdgeType:
-        """Build from a snapshot."""
-        return cls(
-            from_op=edge.from_op,
-            from_output=edge.from_output,
-            to_op=edge.to_op,
-            to_input=edge.to_input,
-        )
-
-
-@strawberry.type(name="Job", description="A job: its op graph and run-config JSON Schema.")
-class JobType:
-    """A job of a repository."""
-
-    name: str
-    description: str
-    tags: JSON
-    config_schema: JSON
-    ops: list[OpType]
-    edges: list[EdgeType]
-    partition_set_name: str | None = strawberry.field(
-        default=None, description="The job's partition set, when it is partitioned."
-    )
-
-    @classmethod
-    def build(cls, job: JobSnapshot) -> JobType:
-        """Build from a snapshot."""
-        return cls(
-            name=job.name,
-            description=job.description,
-            tags=job.tags,
-            config_schema=job.config_schema,
-            ops=[OpType.build(op) for op in job.ops],
-            edges=[EdgeType.build(edge) for edge in job.edges],
-            partition_set_name=job.partition_set_name,
-        )
-
-
-@strawberry.type(name="Repository")
-class RepositoryType:
-    """A named repository of jobs."""
-
-    name: str
-    description: str
-    jobs: list[JobType]
-
-    @classmethod
-    def build(cls, repo: RepositorySnapshot) -> RepositoryType:
-        """Build from a snapshot."""
-        return cls(
-            name=repo.name,
-            description=repo.description,
-            jobs=[JobType.build(job) for job in repo.jobs],
-        )
-
-
-@strawberry.type(name="CodeLocation", description="A code location and its loaded definitions.")
-class CodeLocationType:
-    """A code location and its loaded definitions."""
-
-    name: str
-    load_status: LoadStatusEnum  # type: ignore[valid-type]
-    load_error: ErrorInfoType | None
-    config: JSON = strawberry.field(
-        description="The location's LocationConfig; env values are write-only and show as "
-        '"***" (a value that is a reference to a secret kept elsewhere shows as it is).'
-    )
-    snapshot_id: str | None
-    repositories: list[RepositoryType]
-
-    @classmethod
-    def build(cls, row: CodeLocation, snapshot: LocationSnapshot | None) -> CodeLocationType:
-        """Build from a row and its current snapshot."""
-        return cls(
-            name=row.name,
-            load_status=LoadStatus(row.load_status),
-            load_error=ErrorInfoType.from_json(row.load_error),
-            # Every read of a location goes through here: no role ever reads env values.
-            config=mask_location_config(row.config),
-            snapshot_id=row.snapshot_id,
-            repositories=[RepositoryType.build(r) for r in snapshot.repositories]
-            if snapshot
-            else [],
-        )
 
 
 @strawberry.type(name="RunEvent")
@@ -220,17 +64,6 @@ class RunEventType:
             data=row.data,
             error=ErrorInfoType.from_json(row.error),
         )
-
-
-@strawberry.type(name="ComputeLog", description="Contiguous output of one step's stream.")
-class ComputeLogType:
-    """Contiguous output of one step's stdout or stderr."""
-
-    step_key: str
-    stream: str
-    offset: int
-    next_offset: int = strawberry.field(description="Where to resume reading.")
-    text: str = strawberry.field(description="UTF-8 text (undecodable bytes replaced).")
 
 
 @strawberry.type(name="Run", description="One execution of a job. Timestamps: epoch seconds.")
@@ -359,52 +192,6 @@ class RunType:
         )
 
 
-@strawberry.type(name="Agent", description="An agent, as of its last heartbeat.")
-class AgentType:
-    """An agent as of its last heartbeat."""
-
-    agent_id: str
-    last_heartbeat: float
-    services: JSON = strawberry.field(description="'service/instance' -> state")
-    code_servers: JSON
-    queues: JSON = strawberry.field(description="agent stream -> messages not yet consumed")
-    errors: list[str]
-
-    @classmethod
-    def build(cls, row: Agent) -> AgentType:
-        """Build from a row."""
-        body = row.heartbeat or {}
-        return cls(
-            agent_id=row.agent_id,
-            last_heartbeat=row.last_heartbeat,
-            services=body.get("services", {}),
-            code_servers=body.get("code_servers", []),
-            queues=body.get("queues", {}),
-            errors=list(body.get("errors", [])),
-        )
-
-
-@strawberry.type(description="An item of an upload refused on its own.")
-class RefusedItem:
-    """An item of an upload that was refused on its own (the others were stored)."""
-
-    index: int = strawberry.field(description="Its position in the upload.")
-    reason: str = strawberry.field(description="Why; sending it again cannot succeed.")
-    id: str | None = strawberry.field(default=None, description="Its id, if it had one.")
-
-
-@strawberry.type(description="Outcome of an idempotent upload.")
-class StoreOutcome:
-    """Outcome of an idempotent upload: stored + duplicates + refused = items sent."""
-
-    stored: int
-    duplicates: int
-    refused: list[RefusedItem] = strawberry.field(
-        default_factory=list,
-        description="Items refused on their own, with the reason (dead-letter them).",
-    )
-
-
 @strawberry.type
 class LaunchRunSuccess:
     """The run was queued."""
@@ -483,3 +270,157 @@ ReexecuteRunResult = Annotated[
     | LocationNotLoadedError,
     strawberry.union("ReexecuteRunResult"),
 ]
+
+#: Most runs one ``runs`` query returns.
+MAX_RUNS_PAGE = 1000
+
+
+@strawberry.type
+class RunQuery:
+    """Read the deployment's runs."""
+
+    @strawberry.field(
+        description=(
+            "Runs, newest first; filters combine: status, job, tags (each key: value), "
+            "createdAfter/createdBefore (epoch seconds, exclusive)."
+        )
+    )
+    async def runs(
+        self,
+        info: Info[ApiContext, None],
+        status: RunStatusEnum | None = None,  # type: ignore[valid-type]
+        job_name: str | None = None,
+        tags: JSON | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunType]:
+        if not 0 <= limit <= MAX_RUNS_PAGE or offset < 0:
+            raise BadInputError(f"limit must be within 0..{MAX_RUNS_PAGE} and offset >= 0")
+        if tags is not None and not (
+            isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
+        ):
+            raise BadInputError("tags must be a JSON object of string values")
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            rows = await runs.list_runs(
+                session,
+                principal.deployment_id,
+                status=RunStatus(status) if status is not None else None,
+                job_name=job_name,
+                tags=tags,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                offset=offset,
+            )
+        return [RunType.build(row) for row in rows]
+
+    @strawberry.field(description="One run by id (null if there is none).")
+    async def run(self, info: Info[ApiContext, None], id: str) -> RunType | None:  # noqa: A002
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            row = await runs.get_run(session, principal.deployment_id, id)
+        return RunType.build(row) if row is not None else None
+
+
+@strawberry.type
+class RunMutation:
+    """Launch, re-execute and terminate runs."""
+
+    @strawberry.mutation(description="Validate a run against its job's config schema and queue it.")
+    async def launch_run(
+        self,
+        info: Info[ApiContext, None],
+        location_name: str,
+        job_name: str,
+        repository_name: str | None = None,
+        run_config: JSON | None = None,
+        tags: JSON | None = None,
+    ) -> LaunchRunResult:
+        principal = await info.context.launcher()
+        outcome = await launch.launch_run(
+            info.context.cp.db,
+            info.context.cp.queue,
+            deployment_id=principal.deployment_id,
+            location_name=location_name,
+            job_name=job_name,
+            repository_name=repository_name,
+            run_config=run_config,
+            tags=tags,
+            headers=dict(info.context.request.headers),
+            max_config_bytes=info.context.cp.settings.run_config_max_bytes,
+            max_tags_bytes=info.context.cp.settings.run_tags_max_bytes,
+        )
+        match outcome:
+            case launch.Launched(run=run):
+                return LaunchRunSuccess(run=RunType.build(run))
+            case launch.InvalidRunConfig(errors=errors, message=message):
+                return RunConfigValidationInvalid(errors=errors, message=message)
+            case launch.JobNotFound(message=message):
+                return JobNotFoundError(message=message)
+            case launch.LocationNotLoaded(message=message):
+                return LocationNotLoadedError(message=message)
+        raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
+
+    @strawberry.mutation(
+        description="Launch a new run of a finished run's job, config and tags, recording "
+        "its parent and root run: ALL_STEPS (default), or FROM_FAILURE (a failed or canceled "
+        "run: only its steps that did not succeed and those downstream of them; the others' "
+        "outputs are reused from the parent run's storage in the agent's environment)."
+    )
+    async def reexecute_run(
+        self,
+        info: Info[ApiContext, None],
+        run_id: str,
+        strategy: ReexecutionStrategyEnum = reexecute.ReexecutionStrategy.ALL_STEPS,  # type: ignore[valid-type]
+    ) -> ReexecuteRunResult:
+        principal = await info.context.launcher()
+        outcome = await reexecute.reexecute_run(
+            info.context.cp.db,
+            info.context.cp.queue,
+            deployment_id=principal.deployment_id,
+            run_id=run_id,
+            strategy=reexecute.ReexecutionStrategy(strategy),
+            headers=dict(info.context.request.headers),
+        )
+        match outcome:
+            case launch.Launched(run=run):
+                return LaunchRunSuccess(run=RunType.build(run))
+            case terminate.RunNotFound(message=message):
+                return RunNotFoundError(message=message)
+            case reexecute.ReexecutionNotAllowed(message=message):
+                return ReexecutionNotAllowedError(message=message)
+            case launch.InvalidRunConfig(errors=errors, message=message):
+                return RunConfigValidationInvalid(errors=errors, message=message)
+            case launch.JobNotFound(message=message):
+                return JobNotFoundError(message=message)
+            case launch.LocationNotLoaded(message=message):
+                return LocationNotLoadedError(message=message)
+        raise AssertionError(f"unexpected re-execute outcome {outcome!r}")  # pragma: no cover
+
+    @strawberry.mutation(
+        description="Cancel a run not yet launched, or have its launcher interrupt the worker "
+        "(SIGTERM, then SIGKILL after a grace period); the run ends CANCELED."
+    )
+    async def terminate_run(self, info: Info[ApiContext, None], run_id: str) -> TerminateRunResult:
+        principal = await info.context.launcher()
+        tracer = telemetry.tracer("tether.controlplane")
+        with tracer.start_as_current_span(
+            "terminateRun", context=info.context.trace_context(), attributes={"run_id": run_id}
+        ):
+            outcome = await terminate.terminate_run(
+                info.context.cp.db,
+                info.context.cp.queue,
+                deployment_id=principal.deployment_id,
+                run_id=run_id,
+            )
+        match outcome:
+            case terminate.Terminating(run=run):
+                return TerminateRunSuccess(run=RunType.build(run))
+            case terminate.RunNotFound(message=message):
+                return RunNotFoundError(message=message)
+            case terminate.RunAlreadyFinished(message=message):
+                return RunAlreadyFinishedError(message=message)
+        raise AssertionError(f"unexpected terminate outcome {outcome!r}")  # pragma: no cover

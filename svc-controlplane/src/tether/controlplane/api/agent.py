@@ -1,10 +1,11 @@
-"""The agent API: what ``tether.shared.agent_client.AgentClient`` calls.
+"""The agent API: what ``tether.shared.agent_client.AgentClient`` calls; and the user
+query listing agents as of their last heartbeat.
 
-Every mutation needs an agent token and acts only on that token's deployment. Each item
-of an upload is validated and bounded on its own (:mod:`tether.controlplane.uploads`): a
-bad one is refused with its reason in the answer's ``refused`` list and the others are
-stored, so one bad message never holds back a batch. Uploads are idempotent on their
-natural keys, so the agent can retry any call.
+Every mutation needs an agent token (the ``agents`` query a viewer token) and acts only on
+that token's deployment. Each item of an upload is validated and bounded on its own
+(:mod:`tether.controlplane.store.uploads`): a bad one is refused with its reason in the
+answer's ``refused`` list and the others are stored, so one bad message never holds back
+a batch. Uploads are idempotent on their natural keys, so the agent can retry any call.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.db.models import Agent
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.graphql.context import ApiContext
-from tether.controlplane.graphql.types import RefusedItem, StoreOutcome
 from tether.controlplane.queue.results import submit_results
 from tether.controlplane.runs import lifecycle
+from tether.controlplane.security.workkeys import seal
 from tether.controlplane.store import agents, computelogs, runs
-from tether.controlplane.uploads import Refusal, check_agent_id, parse_items, single
-from tether.controlplane.workkeys import seal
+from tether.controlplane.store.uploads import Refusal, check_agent_id, parse_items, single
 from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.logs import ComputeLogPointer, LogChunk
@@ -42,6 +43,64 @@ MAX_CLAIM = 100
 #: Most substrates one claim may name, and most ids one ack may carry.
 MAX_SUBSTRATES = 20
 MAX_ACK_IDS = 10 * MAX_CLAIM
+
+
+@strawberry.type(name="Agent", description="An agent, as of its last heartbeat.")
+class AgentType:
+    """An agent as of its last heartbeat."""
+
+    agent_id: str
+    last_heartbeat: float
+    services: JSON = strawberry.field(description="'service/instance' -> state")
+    code_servers: JSON
+    queues: JSON = strawberry.field(description="agent stream -> messages not yet consumed")
+    errors: list[str]
+
+    @classmethod
+    def build(cls, row: Agent) -> AgentType:
+        """Build from a row."""
+        body = row.heartbeat or {}
+        return cls(
+            agent_id=row.agent_id,
+            last_heartbeat=row.last_heartbeat,
+            services=body.get("services", {}),
+            code_servers=body.get("code_servers", []),
+            queues=body.get("queues", {}),
+            errors=list(body.get("errors", [])),
+        )
+
+
+@strawberry.type(description="An item of an upload refused on its own.")
+class RefusedItem:
+    """An item of an upload that was refused on its own (the others were stored)."""
+
+    index: int = strawberry.field(description="Its position in the upload.")
+    reason: str = strawberry.field(description="Why; sending it again cannot succeed.")
+    id: str | None = strawberry.field(default=None, description="Its id, if it had one.")
+
+
+@strawberry.type(description="Outcome of an idempotent upload.")
+class StoreOutcome:
+    """Outcome of an idempotent upload: stored + duplicates + refused = items sent."""
+
+    stored: int
+    duplicates: int
+    refused: list[RefusedItem] = strawberry.field(
+        default_factory=list,
+        description="Items refused on their own, with the reason (dead-letter them).",
+    )
+
+
+@strawberry.type
+class AgentQuery:
+    """Agents of the deployment."""
+
+    @strawberry.field(description="Agents that sent heartbeats, most recent first.")
+    async def agents(self, info: Info[ApiContext, None]) -> list[AgentType]:
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            rows = await agents.list_agents(session, principal.deployment_id)
+        return [AgentType.build(row) for row in rows]
 
 
 def _outcome(stored: int, duplicates: int, refused: list[Refusal]) -> StoreOutcome:

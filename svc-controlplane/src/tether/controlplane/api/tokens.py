@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.types import Info
-from tether.controlplane import auth
+from tether.controlplane.api.context import ApiContext
 from tether.controlplane.db.models import ApiToken
-from tether.controlplane.graphql.context import ApiContext
+from tether.controlplane.security import auth
+from tether.controlplane.store import tokens
 
 RoleEnum = strawberry.enum(auth.Role, name="Role", description="What a token may do.")
 
@@ -49,7 +50,7 @@ class TokenQuery:
     async def tokens(self, info: Info[ApiContext, None]) -> list[TokenType]:
         principal = await info.context.require(auth.Permission.MANAGE_TOKENS)
         async with info.context.cp.db.reading() as session:
-            rows = await auth.list_tokens(session, principal.deployment_id)
+            rows = await tokens.list_tokens(session, principal.deployment_id)
         return [TokenType.build(row) for row in rows]
 
 
@@ -84,5 +85,7 @@ class TokenMutation:
     ) -> TokenType:
         principal = await info.context.require(auth.Permission.MANAGE_TOKENS)
         async with info.context.cp.db.transaction() as session:
-            row = await auth.revoke_token(session, principal.deployment_id, token_id=id, name=name)
+            row = await tokens.revoke_token(
+                session, principal.deployment_id, token_id=id, name=name
+            )
         return TokenType.build(row)

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.types import Info
+from tether.controlplane.api.context import ApiContext
 from tether.controlplane.errors import ApiError, BadInputError, NotFoundError
-from tether.controlplane.graphql.context import ApiContext
 from tether.controlplane.queue.agentcalls import ask_agent
 from tether.controlplane.store import computelogs, locations, runs
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import ComputeLogPointer, LogStream
 from tether.shared.wire.work import PresignComputeLogsPayload, PresignedComputeLogs, WorkKind
+
+
+@strawberry.type(name="ComputeLog", description="Contiguous output of one step's stream.")
+class ComputeLogType:
+    """Contiguous output of one step's stdout or stderr."""
+
+    step_key: str
+    stream: str
+    offset: int
+    next_offset: int = strawberry.field(description="Where to resume reading.")
+    text: str = strawberry.field(description="UTF-8 text (undecodable bytes replaced).")
+
 
 #: Longest a request may wait for the agent's answer.
 MAX_AGENT_WAIT_S = 60.0

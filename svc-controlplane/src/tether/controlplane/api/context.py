@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from starlette.requests import Request
-from tether.controlplane.auth import (
+from tether.controlplane.security.auth import (
     Permission,
     Principal,
     Role,
@@ -18,7 +18,7 @@ from tether.controlplane.store.computelogs import LogBudget
 from tether.shared.runtime import telemetry
 
 if TYPE_CHECKING:
-    from tether.controlplane.app import ControlPlane
+    from tether.controlplane.core import ControlPlane
 
 
 @dataclass

@@ -14,27 +14,50 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
+from tether.controlplane.api.agent import AgentMutation, AgentQuery
+from tether.controlplane.api.backfills import BackfillMutation, BackfillQuery
+from tether.controlplane.api.computelogs import ComputeLogQuery
+from tether.controlplane.api.limits import QueryLimitsExtension
+from tether.controlplane.api.locations import LocationMutation, LocationQuery
+from tether.controlplane.api.partitions import PartitionQuery
+from tether.controlplane.api.runs import RunMutation, RunQuery
+from tether.controlplane.api.schedules import ScheduleMutation, ScheduleQuery
+from tether.controlplane.api.sensors import SensorMutation, SensorQuery
+from tether.controlplane.api.tokens import TokenMutation, TokenQuery
+from tether.controlplane.api.viewer import ViewerQuery
 from tether.controlplane.errors import ApiError
-from tether.controlplane.graphql.agent import AgentMutation
-from tether.controlplane.graphql.computelogs import ComputeLogQuery
-from tether.controlplane.graphql.instigation import InstigationMutation, InstigationQuery
-from tether.controlplane.graphql.limits import QueryLimitsExtension
-from tether.controlplane.graphql.locations import LocationMutation
-from tether.controlplane.graphql.tokens import TokenMutation, TokenQuery
-from tether.controlplane.graphql.user import Query as UserQuery
-from tether.controlplane.graphql.user import UserMutation
-from tether.controlplane.graphql.viewer import ViewerQuery
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_MESSAGE = "internal error in the control plane; see its log"
 
+# The order of the domains is the order of the fields in the SDL (the public API).
 Query = merge_types(
-    "Query", (UserQuery, TokenQuery, ViewerQuery, InstigationQuery, ComputeLogQuery)
+    "Query",
+    (
+        LocationQuery,
+        RunQuery,
+        AgentQuery,
+        TokenQuery,
+        ViewerQuery,
+        ScheduleQuery,
+        SensorQuery,
+        PartitionQuery,
+        BackfillQuery,
+        ComputeLogQuery,
+    ),
 )
 Mutation = merge_types(
     "Mutation",
-    (AgentMutation, UserMutation, LocationMutation, TokenMutation, InstigationMutation),
+    (
+        AgentMutation,
+        RunMutation,
+        LocationMutation,
+        TokenMutation,
+        ScheduleMutation,
+        SensorMutation,
+        BackfillMutation,
+    ),
 )
 
 

@@ -12,7 +12,8 @@ changes is in its token's deployment. Roles:
 - ``agent``: the agent API only (claim work, upload events, logs, results, heartbeats);
   it cannot use the user API, and no user role can use the agent API.
 
-Tokens are 256 random bits; the DB keeps only their SHA-256 (a slow password hash buys
+Tokens are 256 random bits; the DB (:mod:`tether.controlplane.store.tokens`) keeps only
+their SHA-256 (a slow password hash buys
 nothing for secrets of that entropy) and compares by that digest.
 """
 
@@ -21,21 +22,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.models import DEFAULT_DEPLOYMENT, ApiToken, Deployment
-from tether.controlplane.db.statements import upsert_insert
-from tether.controlplane.errors import (
-    BadInputError,
-    ForbiddenError,
-    NotFoundError,
-    UnauthenticatedError,
-)
+from tether.controlplane.db.models import DEFAULT_DEPLOYMENT, ApiToken
+from tether.controlplane.errors import BadInputError, ForbiddenError, UnauthenticatedError
+from tether.controlplane.store import tokens
 
 #: Prefix of every issued token, so leaked tokens are recognisable by secret scanners.
 TOKEN_PREFIX = "tether_"
@@ -146,14 +139,6 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip()
 
 
-async def ensure_deployment(session: AsyncSession, deployment_id: str = DEFAULT_DEPLOYMENT) -> None:
-    """Create deployment ``deployment_id`` unless it exists."""
-    stmt = upsert_insert(session, Deployment).values(
-        id=deployment_id, name=deployment_id, created_at=time.time()
-    )
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
-
-
 async def register_token(
     session: AsyncSession,
     token: str,
@@ -167,20 +152,14 @@ async def register_token(
     Returns:
         True if the token was new, False if its hash was already registered.
     """
-    await ensure_deployment(session, deployment_id)
-    stmt = (
-        upsert_insert(session, ApiToken)
-        .values(
-            deployment_id=deployment_id,
-            name=name,
-            role=str(role),
-            token_hash=hash_token(token),
-            created_at=time.time(),
-        )
-        .on_conflict_do_nothing(index_elements=["token_hash"])
-        .returning(ApiToken.id)
+    await tokens.ensure_deployment(session, deployment_id)
+    return await tokens.insert_token(
+        session,
+        token_hash=hash_token(token),
+        name=name,
+        role=str(role),
+        deployment_id=deployment_id,
     )
-    return (await session.execute(stmt)).first() is not None
 
 
 async def create_token(
@@ -196,59 +175,7 @@ async def create_token(
 
 async def find_token(session: AsyncSession, token: str) -> ApiToken | None:
     """The row of a plaintext token (by its hash), revoked or not."""
-    digest = hash_token(token)
-    return await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
-
-
-async def list_tokens(session: AsyncSession, deployment_id: str) -> Sequence[ApiToken]:
-    """Tokens of ``deployment_id`` (revoked ones too), oldest first."""
-    stmt = (
-        select(ApiToken)
-        .where(ApiToken.deployment_id == deployment_id)
-        .order_by(ApiToken.created_at, ApiToken.id)
-    )
-    return (await session.execute(stmt)).scalars().all()
-
-
-async def revoke_token(
-    session: AsyncSession,
-    deployment_id: str,
-    *,
-    token_id: int | None = None,
-    name: str | None = None,
-) -> ApiToken:
-    """Revoke one token of ``deployment_id``, by id or by (unambiguous) name.
-
-    Revoking is immediate (every request looks its token up) and idempotent.
-
-    Raises:
-        BadInputError: neither or both of id and name, or a name several live tokens share.
-        NotFoundError: no such token in this deployment.
-    """
-    if (token_id is None) == (name is None):
-        raise BadInputError("name exactly one of the token's id or its name")
-    stmt = select(ApiToken).where(ApiToken.deployment_id == deployment_id)
-    if token_id is not None:
-        stmt = stmt.where(ApiToken.id == token_id)
-    else:
-        stmt = stmt.where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-    rows = (await session.execute(stmt)).scalars().all()
-    what = f"id {token_id}" if token_id is not None else f"name {name!r}"
-    if not rows:
-        raise NotFoundError(f"no live token with {what} in this deployment")
-    if len(rows) > 1:
-        ids = ", ".join(str(r.id) for r in rows)
-        raise BadInputError(f"{len(rows)} live tokens are named {name!r} (ids {ids}); use an id")
-    (row,) = rows
-    if row.revoked_at is None:
-        await session.execute(
-            update(ApiToken)
-            .where(ApiToken.id == row.id, ApiToken.revoked_at.is_(None))
-            .values(revoked_at=time.time())
-            .execution_options(synchronize_session=False)
-        )
-        await session.refresh(row)
-    return row
+    return await tokens.token_by_hash(session, hash_token(token))
 
 
 async def authenticate(
