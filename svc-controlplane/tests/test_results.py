@@ -5,8 +5,8 @@ from __future__ import annotations
 from controlplane_testkit import RESULTS_OUTCOME, Api, example_snapshot
 from sqlalchemy import func, select
 from tether.controlplane.db.models import LocationSnapshotRow, WorkItemRow
+from tether.controlplane.runs import results
 from tether.controlplane.security import auth
-from tether.controlplane.store import results
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import ReportKind, WorkKind, WorkResult

@@ -17,6 +17,7 @@ from tether.controlplane.errors import (
     WorkspaceFileError,
     describe_validation_error,
 )
+from tether.controlplane.queue import locations as location_work
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
@@ -140,7 +141,7 @@ async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str
             with tracer.start_as_current_span(
                 "loadLocation", attributes={"location": location.name}
             ):
-                await locations.queue_load(
+                await location_work.queue_load(
                     session, queue, location, traceparent=telemetry.current_traceparent()
                 )
     if outcome.removed:

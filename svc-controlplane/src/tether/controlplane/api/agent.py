@@ -25,8 +25,8 @@ from strawberry.types import Info
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.db.models import Agent
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.queue.results import submit_results
 from tether.controlplane.runs import lifecycle
+from tether.controlplane.runs.results import submit_results
 from tether.controlplane.security.workkeys import seal
 from tether.controlplane.store import agents, computelogs, runs
 from tether.controlplane.store.uploads import Refusal, check_agent_id, parse_items, single

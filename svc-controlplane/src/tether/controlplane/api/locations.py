@@ -23,6 +23,7 @@ from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
 from tether.controlplane.db.models import CodeLocation, LoadStatus
 from tether.controlplane.errors import BadInputError, NotFoundError, describe_validation_error
+from tether.controlplane.queue import locations as location_work
 from tether.controlplane.security.auth import Permission
 from tether.controlplane.security.masking import keep_masked_env, mask_location_config
 from tether.controlplane.store import locations
@@ -232,7 +233,7 @@ class LocationMutation:
             "reloadLocation", context=info.context.trace_context(), attributes={"location": name}
         ):
             async with info.context.cp.db.transaction() as session:
-                row = await locations.reload_location(
+                row = await location_work.reload_location(
                     session,
                     info.context.cp.queue,
                     principal.deployment_id,
@@ -258,7 +259,7 @@ class LocationMutation:
         ):
             async with info.context.cp.db.transaction() as session:
                 row = await locations.add_location(session, principal.deployment_id, parsed)
-                await locations.queue_load(
+                await location_work.queue_load(
                     session, info.context.cp.queue, row, traceparent=telemetry.current_traceparent()
                 )
                 snapshot = await locations.load_snapshot(session, row)
@@ -285,7 +286,7 @@ class LocationMutation:
                     raise NotFoundError(f"no code location named {parsed.name!r}; use addLocation")
                 parsed = parse_location_config(keep_masked_env(_object(config), stored.config))
                 row = await locations.update_location(session, principal.deployment_id, parsed)
-                await locations.queue_load(
+                await location_work.queue_load(
                     session, info.context.cp.queue, row, traceparent=telemetry.current_traceparent()
                 )
                 snapshot = await locations.load_snapshot(session, row)
@@ -301,7 +302,7 @@ class LocationMutation:
         async with info.context.cp.db.transaction() as session:
             row = await locations.get_location(session, principal.deployment_id, name)
             snapshot = await locations.load_snapshot(session, row) if row is not None else None
-            removed = await locations.remove_location(
+            removed = await location_work.remove_location(
                 session,
                 principal.deployment_id,
                 name,

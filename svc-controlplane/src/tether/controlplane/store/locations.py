@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,10 +23,6 @@ from tether.controlplane.errors import AlreadyExistsError, NotFoundError
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.snapshots import LocationSnapshot
-from tether.shared.wire.work import WorkKind
-
-if TYPE_CHECKING:  # the queue builds on the store, not the other way round
-    from tether.controlplane.queue.workqueue import WorkQueue
 
 
 def snapshot_id(snapshot: LocationSnapshot) -> str:
@@ -104,44 +99,18 @@ async def update_location(
     return await upsert_location(session, deployment_id, config)
 
 
-async def remove_location(
-    session: AsyncSession,
-    deployment_id: str,
-    name: str,
-    *,
-    queue: WorkQueue | None = None,
-    traceparent: str | None = None,
-) -> CodeLocation:
-    """Delete the location named ``name``; return its row as it was.
+async def delete_location(session: AsyncSession, location: CodeLocation) -> None:
+    """Delete ``location``'s row; its schedules forget their last tick.
 
-    Runs keep their history (they name the location, no foreign key); launching on the
-    location is refused from now on, and its schedules and sensors stop being evaluated
-    because the daemons only walk existing, loaded locations. A load still in flight
-    finds no row when its result arrives and is dropped. With ``queue``, a
-    ``stop_location`` work item tells the agent to stop the location's code server
-    (runs already started finish).
-
-    Raises:
-        NotFoundError: no such location.
+    If the location comes back, its schedules start from then, rather than taking the time
+    it was gone for scheduler downtime to catch up on. Runs keep their history (they name
+    the location, no foreign key).
     """
-    location = await get_location(session, deployment_id, name)
-    if location is None:
-        raise NotFoundError(f"no code location named {name!r}")
-    if queue is not None:
-        queue.enqueue(
-            session,
-            deployment_id=deployment_id,
-            kind=WorkKind.STOP_LOCATION,
-            location=LocationConfig.model_validate(location.config),
-            traceparent=traceparent,
-        )
-    # Its schedules forget their last tick: if the location comes back, they start from
-    # then, rather than taking the time it was gone for scheduler downtime to catch up on.
     await session.execute(
         update(Instigator)
         .where(
-            Instigator.deployment_id == deployment_id,
-            Instigator.location_name == name,
+            Instigator.deployment_id == location.deployment_id,
+            Instigator.location_name == location.name,
             Instigator.kind == str(InstigatorKind.SCHEDULE),
         )
         .values(last_tick_at=None)
@@ -149,7 +118,6 @@ async def remove_location(
     )
     await session.delete(location)
     await session.flush()
-    return location
 
 
 async def get_location(session: AsyncSession, deployment_id: str, name: str) -> CodeLocation | None:
@@ -179,45 +147,6 @@ async def load_snapshot(session: AsyncSession, location: CodeLocation) -> Locati
         select(LocationSnapshotRow.body).where(LocationSnapshotRow.id == location.snapshot_id)
     )
     return LocationSnapshot.model_validate(body) if body is not None else None
-
-
-async def queue_load(
-    session: AsyncSession,
-    queue: WorkQueue,
-    location: CodeLocation,
-    *,
-    traceparent: str | None = None,
-) -> str:
-    """Queue a ``load_location`` work item for ``location`` and mark it LOADING."""
-    location.load_status = LoadStatus.LOADING
-    location.updated_at = time.time()
-    return queue.enqueue(
-        session,
-        deployment_id=location.deployment_id,
-        kind=WorkKind.LOAD_LOCATION,
-        location=LocationConfig.model_validate(location.config),
-        traceparent=traceparent,
-    )
-
-
-async def reload_location(
-    session: AsyncSession,
-    queue: WorkQueue,
-    deployment_id: str,
-    name: str,
-    *,
-    traceparent: str | None = None,
-) -> CodeLocation:
-    """Queue a reload of the location named ``name``.
-
-    Raises:
-        NotFoundError: no such location.
-    """
-    location = await get_location(session, deployment_id, name)
-    if location is None:
-        raise NotFoundError(f"no code location named {name!r}")
-    await queue_load(session, queue, location, traceparent=traceparent)
-    return location
 
 
 async def mark_loaded(
