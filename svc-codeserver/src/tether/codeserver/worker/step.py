@@ -120,7 +120,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
         else:
             value = op.fn(*args, **kwargs)
         storage.write(step, value)
-    except (Exception, SystemExit) as err:
+    except (Exception, SystemExit) as err:  # noqa: BLE001
         # The user-code boundary (an unpicklable output fails the step the same way).
         retry = None
         if isinstance(err, RetryRequested):

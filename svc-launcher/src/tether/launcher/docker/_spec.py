@@ -64,7 +64,7 @@ def code_server_spec(
     cc = container_config(location)
     # Host networking: loopback only (no ingress). Elsewhere the launcher reaches the
     # container over its network, so bind every interface of the container.
-    host = "127.0.0.1" if cc.network_mode == "host" else "0.0.0.0"
+    host = "127.0.0.1" if cc.network_mode == "host" else "0.0.0.0"  # noqa: S104
     command = [
         python,
         "-m",

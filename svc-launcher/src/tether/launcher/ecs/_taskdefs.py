@@ -313,7 +313,7 @@ def code_server_task_definition(
         "--location-json",
         argv_location(location).model_dump_json(),
         "--host",
-        "0.0.0.0",
+        "0.0.0.0",  # noqa: S104 - the task's own network namespace
         "--port",
         str(port),
     ]

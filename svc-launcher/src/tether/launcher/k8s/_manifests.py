@@ -108,7 +108,7 @@ def code_server_objects(
     command = [python, "-m", "tether.shared.runtime.cli", "codeserver", "grpc"]
     command += ["--location-json", argv_location(location).model_dump_json()]
     # Inside the pod network: the Service is the only way in (the launcher is its client).
-    command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]
+    command += ["--host", "0.0.0.0", "--port", str(CODE_SERVER_PORT)]  # noqa: S104
     container = _container(location, kc, "codeserver", image, command, env)
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
