@@ -17,6 +17,8 @@ from tether.testing import free_port
 
 from tether.dev.stack import DevStack, StackConfig
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 SENSOR = """

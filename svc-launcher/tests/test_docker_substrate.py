@@ -47,6 +47,8 @@ from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import RUN_WORKER_EXITED, LaunchRunPayload, WorkKind
 from tether.testing import server_at, skip_or_fail
 
+pytestmark = pytest.mark.integration
+
 SLOW_CODE = """
 import time
 from tether.sdk import Definitions, job, op

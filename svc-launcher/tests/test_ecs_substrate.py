@@ -40,6 +40,8 @@ from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import free_port, skip_or_fail
 
+pytestmark = pytest.mark.integration
+
 REGION = "us-east-1"
 CLUSTER = "tether"
 NAMESPACE = "tether.local"
