@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from otlp_receiver import OtlpReceiver  # noqa: E402
-from tether.testing import free_port  # noqa: E402
+from otlp_receiver import OtlpReceiver
+from tether.testing import free_port
 
-from tether.dev.stack import DevStack, StackConfig  # noqa: E402
+from tether.dev.stack import DevStack, StackConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

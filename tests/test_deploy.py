@@ -15,6 +15,8 @@ import pytest
 import yaml
 from tether.testing import skip_or_fail
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.30.0"

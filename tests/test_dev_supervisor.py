@@ -10,6 +10,8 @@ import pytest
 
 from tether.dev.stack import StackError, Supervisor
 
+pytestmark = pytest.mark.integration
+
 
 class _Stack:
     """The part of DevStack the supervisor uses, with real (short-lived) processes."""

@@ -12,10 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stack_api import gql, wait_for, wait_location_loaded, wait_run_done  # noqa: E402
-from tether.testing import free_port  # noqa: E402
+from stack_api import gql, wait_for, wait_location_loaded, wait_run_done
+from tether.testing import free_port
 
-from tether.dev.stack import DevStack, StackConfig  # noqa: E402
+from tether.dev.stack import DevStack, StackConfig
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from marks import SCHEDULED_LABEL, event_count, stamp  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
+from marks import SCHEDULED_LABEL, event_count, stamp
+from prefect import flow, get_run_logger, task
 
 
 @task

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from tether.shared.runtime.health import HealthServer
+
+pytestmark = pytest.mark.integration
 
 
 async def test_liveness_readiness_and_bad_requests() -> None:

@@ -36,6 +36,7 @@ def test_json_line_carries_the_exception() -> None:
     assert "ValueError: boom" in line["exception"]
 
 
+@pytest.mark.integration
 def test_log_format_from_environment_in_a_fresh_process() -> None:
     code = (
         "import logging; from tether.shared.runtime.service import setup_logging; "

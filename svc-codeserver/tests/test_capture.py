@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from tether.codeserver.worker.capture import StepOutputCapture
 from tether.shared.wire.logs import LogStream
 
@@ -23,6 +24,7 @@ class Sink:
         got += data
 
 
+@pytest.mark.integration
 def test_everything_printed_by_python_c_and_children_is_captured() -> None:
     sink = Sink()
     with StepOutputCapture(sink, chunk_bytes=1024) as capture:

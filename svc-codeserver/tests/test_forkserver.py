@@ -210,6 +210,7 @@ async def test_fork_server_refuses_bad_requests_and_survives_its_children(
     assert exited == ForkExited(pid=started.pid, exit_code=0)
 
 
+@pytest.mark.integration
 def test_location_starting_threads_is_refused(
     spawn_tether: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:

@@ -18,6 +18,8 @@ from tether.shared.nats import subjects
 from tether.shared.nats.claims import Permissions
 from tether.testing import NatsServer, nats_connect
 
+pytestmark = pytest.mark.integration
+
 SUBJECT = "ptest.messages"
 
 

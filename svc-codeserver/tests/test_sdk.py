@@ -247,6 +247,7 @@ def test_output_handle_is_returned_in_job_body() -> None:
     assert handles == [OutputHandle("source", "result")]
 
 
+@pytest.mark.integration
 def test_importing_the_sdk_stays_light() -> None:
     code = (
         "import sys, tether.sdk\n"

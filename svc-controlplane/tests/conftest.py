@@ -17,15 +17,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import psycopg  # noqa: E402
-from controlplane_testkit import WORKSPACE, Api, Clock  # noqa: E402
-from db_backends import PostgresDatabase, admin_url, session_database  # noqa: E402
-from tether.controlplane.app import create_app  # noqa: E402
-from tether.controlplane.core import open_control_plane  # noqa: E402
-from tether.controlplane.security import auth  # noqa: E402
-from tether.controlplane.settings import ControlPlaneSettings  # noqa: E402
-from tether.shared.runtime import telemetry  # noqa: E402
-from tether.testing import skip_or_fail  # noqa: E402
+import psycopg
+from controlplane_testkit import WORKSPACE, Api, Clock
+from db_backends import PostgresDatabase, admin_url, session_database
+from tether.controlplane.app import create_app
+from tether.controlplane.core import open_control_plane
+from tether.controlplane.security import auth
+from tether.controlplane.settings import ControlPlaneSettings
+from tether.shared.runtime import telemetry
+from tether.testing import skip_or_fail
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -87,7 +87,7 @@ async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSet
             assert service.control_plane is not None
             queue = service.control_plane.queue
             claim = asyncio.create_task(client.claim_work("a1", ["nothing-here"], wait_s=50))
-            while queue.waiting == 0:  # noqa: ASYNC110 - only orders shutdown after the wait
+            while queue.waiting == 0:  # only orders shutdown after the wait
                 await asyncio.sleep(0.01)
             service.shutdown()
             assert await asyncio.wait_for(claim, 30) == []

@@ -115,7 +115,7 @@ async def test_an_idle_claim_waits_without_polling_and_wakes_on_launch_run(api: 
         claim = asyncio.create_task(api.claim(wait_ms=50_000))
         # Polling a counter is fine in a test: it only orders the launch after the first look.
         async with asyncio.timeout(30):
-            while not claim_queries:  # noqa: ASYNC110
+            while not claim_queries:
                 await asyncio.sleep(0.01)
         # Idle: the waiting claim looked once, and does not look again while nothing happens.
         await asyncio.sleep(0.3)
@@ -139,7 +139,7 @@ async def test_a_claim_of_another_deployment_is_woken_but_takes_nothing(api: Api
             session, name="other", role=auth.Role.AGENT, deployment_id="other"
         )
     body = asyncio.create_task(api.post(CLAIM, token=other, **CLAIM_VARS))
-    while api.cp.queue.waiting == 0:  # noqa: ASYNC110
+    while api.cp.queue.waiting == 0:
         await asyncio.sleep(0.01)
     await api.launch()
     # Its wait goes on (nothing of its deployment); closing the queue ends it, empty.
@@ -154,7 +154,7 @@ async def test_closing_the_queue_releases_waiting_claims(api: Api) -> None:
     api.cp.queue.recheck_s = 60.0
     claim = asyncio.create_task(api.claim(wait_ms=60_000))
     # Polling a counter is fine in a test: it only orders the launch after the wait began.
-    while api.cp.queue.waiting == 0:  # noqa: ASYNC110
+    while api.cp.queue.waiting == 0:
         await asyncio.sleep(0.01)
     api.cp.queue.close()
     # Bounded well below the claim's own wait: only close() can end it in time.
@@ -188,7 +188,7 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
             cp.queue.recheck_s = 60.0
             claim = asyncio.create_task(api.claim(wait_ms=50_000))
             async with asyncio.timeout(30):
-                while cp.queue.waiting == 0:  # noqa: ASYNC110
+                while cp.queue.waiting == 0:
                     await asyncio.sleep(0.01)
             # A second control plane on the same database launches the run.
             other_settings = settings.model_copy(update={"workspace_file": None})

@@ -46,6 +46,8 @@ from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import LaunchRunPayload, ReportKind, WorkKind
 from tether.testing import server_at, skip_or_fail
 
+pytestmark = pytest.mark.integration
+
 SLOW_CODE = """
 import time
 from tether.sdk import Definitions, job, op

@@ -39,6 +39,8 @@ from tether.shared.wire.process import ExecuteRunArgs, argv_args, argv_location
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import free_port, skip_or_fail
 
+pytestmark = pytest.mark.integration
+
 REGION = "us-east-1"
 CLUSTER = "tether"
 NAMESPACE = "tether.local"

@@ -25,6 +25,8 @@ from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import skip_or_fail
 
+pytestmark = pytest.mark.integration
+
 K8S_VERSION = "1.30.0"
 NS = "tether-test"
 

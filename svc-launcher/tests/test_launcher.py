@@ -29,6 +29,8 @@ from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import ReportKind, WorkItem, WorkKind
 
+pytestmark = pytest.mark.integration
+
 BROKEN_LOCATION = LocationConfig(
     name="broken", python_file="broken_location.py", working_directory=str(EXAMPLES)
 )

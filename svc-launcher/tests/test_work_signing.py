@@ -238,7 +238,7 @@ async def test_a_location_config_written_to_the_registry_bucket_starts_nothing(
     )
     async with running(settings) as launcher:
         async with asyncio.timeout(30):
-            while not launcher.ready():  # noqa: ASYNC110 - the launcher restored its registry
+            while not launcher.ready():  # the launcher restored its registry
                 await asyncio.sleep(0.05)
     record = await records.get("forged-scope", "evil")
     assert record is not None and record.state == STOPPED

@@ -11,7 +11,7 @@ from tether.testing import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from poller_fixtures import WorkQueueEndpoint  # noqa: E402
+from poller_fixtures import WorkQueueEndpoint
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ from tether.shared.wire.work import WorkItem, WorkKind
 from tether.shared.wire.workspecs import WORK_SPECS, ServedBy
 from tether.testing import free_port, nats_connect, server_at
 
+pytestmark = pytest.mark.integration
+
 #: Signs the test items as a control plane would; the poller under test pins its key.
 SIGNER = WorkSigner.generate()
 

@@ -54,7 +54,7 @@ class UploadOutcome(NamedTuple):
     refused: tuple[RefusedUpload, ...] = ()
 
 
-class _Transient(Exception):
+class _Transient(Exception):  # noqa: N818 - an internal marker, not an error to report
     """Internal marker: the call may succeed if retried."""
 
 

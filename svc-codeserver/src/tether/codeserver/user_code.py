@@ -23,11 +23,11 @@ from tether.shared.wire.errors import TetherError
 T = TypeVar("T")
 
 
-class UserCodeTimeout(TetherError, TimeoutError):
+class UserCodeTimeout(TetherError, TimeoutError):  # noqa: N818 - a TimeoutError, named so
     """User code did not return within the call's deadline."""
 
 
-class NotFound(TetherError, LookupError):
+class NotFound(TetherError, LookupError):  # noqa: N818 - a LookupError, named so
     """The request names something the location does not define (a caller's mistake)."""
 
 

@@ -160,7 +160,7 @@ class WorkConsumer:
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure fails this one message
             await self._failed(msg, err)
         finally:
             keepalive.cancel()

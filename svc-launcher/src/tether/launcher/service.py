@@ -261,7 +261,7 @@ async def _share_location_stops(nc: NATS, substrate: str, handlers: WorkHandlers
             return
         try:
             await handlers.forget_location(msg.data.decode())
-        except Exception:  # noqa: BLE001 - one bad notice must not stop the subscription
+        except Exception:  # one bad notice must not stop the subscription
             log.exception("could not stop the code server of a removed location")
 
     await nc.subscribe(subject, cb=on_notice)

@@ -157,7 +157,7 @@ class Presigner:
             urls, expires_at = await self._store.presign(
                 [p.key for p in payload.pointers], self._expiry_s
             )
-        except Exception as err:  # credentials missing or unusable: report, do not loop
+        except Exception as err:  # noqa: BLE001 - credentials missing or unusable: report, do not loop
             return _failure(item, type(err).__name__, f"could not presign: {err}")
         answer = PresignedComputeLogs(
             urls=[

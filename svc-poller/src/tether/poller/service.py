@@ -145,7 +145,7 @@ class PollerService:
                         await asyncio.shield(self._inflight)
                 except TimeoutError:
                     log.warning("gave up finishing claimed items; the control plane re-offers them")
-                except Exception:  # noqa: BLE001 - already logged by the cycle
+                except Exception:  # noqa: BLE001, S110 - already logged by the cycle
                     pass
             raise
 

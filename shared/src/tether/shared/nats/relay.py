@@ -194,7 +194,7 @@ class BatchRelay(Generic[T]):
                     return await self._upload_until_done(
                         pairs[:mid]
                     ) + await self._upload_until_done(pairs[mid:])
-            except Exception as err:  # transport errors after the client's own retries
+            except Exception as err:  # noqa: BLE001 - transport errors after the client's own retries
                 log.warning(
                     "%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay
                 )

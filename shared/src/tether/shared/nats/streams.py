@@ -183,7 +183,7 @@ async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 6
                 return
             except NotFoundError:
                 await asyncio.sleep(0.2)
-            except Exception as err:  # noqa: BLE001 - only NATS being away is waited out
+            except Exception as err:  # only NATS being away is waited out
                 if not nats_unavailable(err):
                     raise
                 await asyncio.sleep(0.2)

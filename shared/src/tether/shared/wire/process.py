@@ -14,6 +14,11 @@ from tether.shared.wire.base import WireModel
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import LaunchRunPayload
 
+#: The bind address of a code server in a network namespace of its own (container, pod,
+#: task): every interface of that namespace, which only the launcher's traffic reaches
+#: (NetworkPolicies, security groups); code servers on the host bind loopback instead.
+ANY_INTERFACE = "0.0.0.0"  # noqa: S104
+
 
 class ExecuteRunArgs(WireModel):
     """Everything ``tether api execute-run`` needs, passed as one JSON argument."""

@@ -35,7 +35,7 @@ from tether.shared.wire.runs import EventType
 log = logging.getLogger(__name__)
 
 
-class RunInterrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
+class RunInterrupted(BaseException):  # like KeyboardInterrupt, not an error
     """Raised inside a running op when the run is canceled a second time."""
 
 
@@ -209,7 +209,7 @@ class JobExecutor:
             try:
                 # Inside the boundary: a reused output that cannot be read fails the step.
                 outcome.value = self._call(node, context)
-            except (Exception, SystemExit, RunInterrupted) as err:
+            except (Exception, SystemExit, RunInterrupted) as err:  # noqa: BLE001
                 # The user-code boundary: anything the op raises fails this attempt only.
                 outcome.error = ErrorInfo.from_exception(err)
                 outcome.interrupted = isinstance(err, RunInterrupted)

@@ -249,7 +249,7 @@ class MultiprocessExecutor:
                     raise _NotStarted
                 # close_fds (the default) keeps other steps' pipe ends out of this child,
                 # so each pipe sees EOF when its own child exits.
-                proc = subprocess.Popen(  # noqa: S603 - our own module, our interpreter
+                proc = subprocess.Popen(  # our own module, our interpreter
                     [sys.executable, "-m", "tether.codeserver.worker.step", spec_path],
                     stdin=subprocess.DEVNULL,
                     stdout=pipes[LogStream.STDOUT][1],

@@ -195,7 +195,7 @@ class JetStreamPublisher:
         finally:
             try:
                 await nc.close()
-            except Exception:  # noqa: BLE001 - everything needed was already acked
+            except Exception:  # everything needed was already acked
                 log.debug("closing the NATS connection failed", exc_info=True)
 
     def _take(self) -> list[OutgoingMessage] | None:

@@ -84,7 +84,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     try:
         value = call_op(node, context, op_inputs(node, storage.read), op_config)
         storage.write(step, value)
-    except (Exception, SystemExit) as err:
+    except (Exception, SystemExit) as err:  # noqa: BLE001
         # The user-code boundary (an unpicklable output fails the step the same way).
         retry = None
         if isinstance(err, RetryRequested):

@@ -318,7 +318,7 @@ class RunQuery:
         return [RunType.build(row) for row in rows]
 
     @strawberry.field(description="One run by id (null if there is none).")
-    async def run(self, info: Info[ApiContext, None], id: str) -> RunType | None:  # noqa: A002
+    async def run(self, info: Info[ApiContext, None], id: str) -> RunType | None:
         principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
             row = await runs.get_run(session, principal.deployment_id, id)

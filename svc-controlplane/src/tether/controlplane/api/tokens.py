@@ -80,7 +80,7 @@ class TokenMutation:
     async def revoke_token(
         self,
         info: Info[ApiContext, None],
-        id: int | None = None,  # noqa: A002
+        id: int | None = None,
         name: str | None = None,
     ) -> TokenType:
         principal = await info.context.require(auth.Permission.MANAGE_TOKENS)

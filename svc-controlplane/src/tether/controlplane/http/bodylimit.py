@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.shared.wire.errors import REQUEST_TOO_LARGE
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLarge(Exception):  # noqa: N818 - control flow inside the app only
     """Raised into the app by ``receive`` once the body passed the limit (never escapes)."""
 
 

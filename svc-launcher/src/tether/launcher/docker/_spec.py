@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.shared.wire.locations import ContainerConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs, code_server_argv, run_worker_argv
+from tether.shared.wire.process import (
+    ANY_INTERFACE,
+    ExecuteRunArgs,
+    code_server_argv,
+    run_worker_argv,
+)
 
 LABEL_ROLE = "io.tether.role"
 LABEL_AGENT = "io.tether.agent"
@@ -57,7 +62,7 @@ def code_server_spec(
     cc = container_config(location)
     # Host networking: loopback only (no ingress). Elsewhere the launcher reaches the
     # container over its network, so bind every interface of the container.
-    host = "127.0.0.1" if cc.network_mode == "host" else "0.0.0.0"
+    host = "127.0.0.1" if cc.network_mode == "host" else ANY_INTERFACE
     command = code_server_argv(python, location, host=host, port=port)
     labels = {
         **cc.labels,

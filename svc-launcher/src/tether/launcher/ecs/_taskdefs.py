@@ -18,7 +18,12 @@ from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import LauncherError
 from tether.launcher.userenv import UserEnv
 from tether.shared.wire.locations import EcsConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs, code_server_argv, run_worker_argv
+from tether.shared.wire.process import (
+    ANY_INTERFACE,
+    ExecuteRunArgs,
+    code_server_argv,
+    run_worker_argv,
+)
 
 TAG_MANAGED_BY = "tether:managed-by"
 TAG_AGENT = "tether:agent"
@@ -298,7 +303,7 @@ def code_server_task_definition(
         memory=memory,
         region=region,
     )
-    container["command"] = code_server_argv(python, location, host="0.0.0.0", port=port)
+    container["command"] = code_server_argv(python, location, host=ANY_INTERFACE, port=port)
     container["portMappings"] = [{"containerPort": port, "protocol": "tcp", "name": "grpc"}]
     probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 3).close()"
     container["healthCheck"] = {

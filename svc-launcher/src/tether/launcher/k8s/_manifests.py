@@ -14,7 +14,12 @@ from typing import Any
 
 from tether.launcher.userenv import UserEnv
 from tether.shared.wire.locations import KubernetesConfig, LocationConfig, location_config_hash
-from tether.shared.wire.process import ExecuteRunArgs, code_server_argv, run_worker_argv
+from tether.shared.wire.process import (
+    ANY_INTERFACE,
+    ExecuteRunArgs,
+    code_server_argv,
+    run_worker_argv,
+)
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_AGENT = "tether.io/agent"
@@ -107,7 +112,7 @@ def code_server_objects(
         "annotations": {ANNOTATION_LOCATION: location.name},
     }
     # Inside the pod network: the Service is the only way in (the launcher is its client).
-    command = code_server_argv(python, location, host="0.0.0.0", port=CODE_SERVER_PORT)
+    command = code_server_argv(python, location, host=ANY_INTERFACE, port=CODE_SERVER_PORT)
     container = _container(location, kc, "codeserver", image, command, env)
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
