@@ -52,7 +52,9 @@ async def loaded(api: Api) -> Api:
 
 
 async def _claim(api: Api, kind: str) -> list[WorkItem]:
-    return [i for i in await api.claim() if i.kind == kind]
+    # Leased for longer than any test runs: an item a test keeps "in flight" must not come
+    # back to the next claim because a slow machine took the default lease's real minute.
+    return [i for i in await api.claim(lease_s=3600.0) if i.kind == kind]
 
 
 async def _answer(api: Api, item: WorkItem, result: Any, ok: bool = True) -> None:
