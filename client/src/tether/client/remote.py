@@ -16,10 +16,15 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    # What TyperGroup.invoke takes: the Context of typer's vendored click (typer.Context
+    # subclasses it, but a group is handed the base).
+    from typer._click import Context as ClickContext
 
 #: Where the control plane listens unless ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says.
 DEFAULT_URL = "http://127.0.0.1:3000"
@@ -103,7 +108,7 @@ class ApiCommandGroup(TyperGroup):
     environment or a file.
     """
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: ClickContext) -> Any:
         """Run the sub-command; a ``--token`` among its arguments is a usage error."""
         try:
             return super().invoke(ctx)

@@ -204,7 +204,7 @@ class AgentMutation:
                 )
                 for item in items
             ]
-        return [item.model_dump(mode="json") for item in sealed]
+        return [JSON(item.model_dump(mode="json")) for item in sealed]
 
     @strawberry.mutation(description="Confirm claimed items are on the agent's NATS.")
     async def ack_work(self, info: Info[ApiContext, None], agent_id: str, ids: list[str]) -> int:

@@ -68,12 +68,12 @@ class BackfillType:
                 attempts[run.partition_key] = attempts.get(run.partition_key, 0) + 1
         out = []
         for key in self.partition_keys:
-            run = latest.get(key)
+            newest = latest.get(key)
             out.append(
                 BackfillPartitionType(
                     partition_key=key,
-                    run_id=run.id if run else None,
-                    run_status=RunStatus(run.status) if run else None,
+                    run_id=newest.id if newest else None,
+                    run_status=RunStatus(newest.status) if newest else None,
                     attempts=attempts.get(key, 0),
                 )
             )
@@ -84,7 +84,7 @@ class BackfillType:
         counts: dict[str, int] = {}
         for run in backfills.latest_runs(await self._runs(info)).values():
             counts[run.status] = counts.get(run.status, 0) + 1
-        return counts
+        return JSON(counts)
 
     @strawberry.field(
         description=(
@@ -113,7 +113,7 @@ class BackfillType:
             status=row.status,
             launched=len(backfills.distinct_keys(sequence[: row.launched])),
             runs_launched=row.launched,
-            tags=row.tags,
+            tags=JSON(row.tags),
             error=ErrorInfoType.from_json(row.error),
             created_at=row.created_at,
             retried_at=row.retried_at,

@@ -180,7 +180,7 @@ class ComputeLogQuery:
                     stream=LogStream(stream),
                     offset=p.offset,
                     length=p.length,
-                    storage=p.storage,  # type: ignore[arg-type]  # stored from a pointer
+                    storage=p.storage,
                     bucket=p.bucket,
                     key=p.key,
                 )

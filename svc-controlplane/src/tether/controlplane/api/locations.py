@@ -75,10 +75,10 @@ class OpType:
         return cls(
             name=op.name,
             description=op.description,
-            tags=op.tags,
+            tags=JSON(op.tags),
             inputs=[OpInputType(name=i.name, type_name=i.type_name) for i in op.inputs],
             outputs=[OpOutputType(name=o.name, type_name=o.type_name) for o in op.outputs],
-            config_schema=op.config_schema,
+            config_schema=None if op.config_schema is None else JSON(op.config_schema),
         )
 
 
@@ -122,8 +122,8 @@ class JobType:
         return cls(
             name=job.name,
             description=job.description,
-            tags=job.tags,
-            config_schema=job.config_schema,
+            tags=JSON(job.tags),
+            config_schema=JSON(job.config_schema),
             ops=[OpType.build(op) for op in job.ops],
             edges=[EdgeType.build(edge) for edge in job.edges],
             partition_set_name=job.partition_set_name,
@@ -170,7 +170,7 @@ class CodeLocationType:
             load_status=LoadStatus(row.load_status),
             load_error=ErrorInfoType.from_json(row.load_error),
             # Every read of a location goes through here: no role ever reads env values.
-            config=mask_location_config(row.config),
+            config=JSON(mask_location_config(row.config)),
             snapshot_id=row.snapshot_id,
             repositories=[RepositoryType.build(r) for r in snapshot.repositories]
             if snapshot

@@ -61,7 +61,7 @@ class RunEventType:
             timestamp=row.timestamp,
             step_key=row.step_key,
             message=row.message,
-            data=row.data,
+            data=JSON(row.data),
             error=ErrorInfoType.from_json(row.error),
         )
 
@@ -177,8 +177,8 @@ class RunType:
             location_name=row.location_name,
             repository_name=row.repository_name,
             status=RunStatus(row.status),
-            run_config=row.run_config,
-            tags=row.tags,
+            run_config=JSON(row.run_config),
+            tags=JSON(row.tags),
             created_at=row.created_at,
             started_at=row.started_at,
             ended_at=row.ended_at,

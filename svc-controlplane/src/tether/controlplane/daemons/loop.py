@@ -47,8 +47,9 @@ class PeriodicDaemon:
         """The daemon's current time, epoch seconds."""
         return self._clock()
 
-    async def check(self) -> None:
-        """Do one round of work (subclasses)."""
+    async def check(self) -> object:
+        """Do one round of work (subclasses); what it returns (what the round did, for
+        tests) is not read here."""
         raise NotImplementedError
 
     def wake(self) -> None:

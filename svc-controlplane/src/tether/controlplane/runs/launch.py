@@ -112,7 +112,7 @@ class LocationNotLoaded:
 LaunchOutcome = Launched | InvalidRunConfig | JobNotFound | LocationNotLoaded
 
 
-def validate_run_config(schema: Mapping[str, Any], run_config: Any) -> list[str]:
+def validate_run_config(schema: dict[str, Any], run_config: Any) -> list[str]:
     """Check ``run_config`` against a JSON Schema; return one message per problem."""
     if not isinstance(run_config, dict):
         return [f"(root): run config must be a JSON object, got {type(run_config).__name__}"]

@@ -97,7 +97,8 @@ def binding_problem(result: WorkResult, item: WorkItemRow | None) -> str | None:
         if result.kind != item.kind:
             return f"kind {str(result.kind)!r} does not match its work item's kind {item.kind!r}"
     elif result.id.startswith(f"{item.id}.") and len(result.id) > len(item.id) + 1:
-        report = REPORT_SPECS.get(result.kind)
+        # Only a ReportKind names a report (a WorkKind is its item's main result).
+        report = REPORT_SPECS.get(result.kind) if isinstance(result.kind, ReportKind) else None
         if report is None or item.kind not in report.about:
             return (
                 f"a report {result.id!r} about a {item.kind} work item cannot be of kind "

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Backfill, BackfillStatus, Run, WorkItemRow, WorkResultRow
+from tether.controlplane.db.statements import rowcount
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.shared.wire.base import new_id
 from tether.shared.wire.runs import RunStatus
@@ -170,7 +171,7 @@ async def retry_backfill(
         )
         .execution_options(synchronize_session=False)
     )
-    if not moved.rowcount:
+    if not rowcount(moved):
         raise BadInputError(f"backfill {backfill_id} changed meanwhile; try again")
     await session.refresh(backfill)
     return backfill, keys
@@ -205,7 +206,7 @@ async def claim_for_advance(session: AsyncSession, backfill: Backfill, now: floa
         .values(updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return bool(claimed.rowcount)
+    return bool(rowcount(claimed))
 
 
 async def unfinished_run_count(session: AsyncSession, backfill_id: str) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import Run, RunEventRow, RunTag, WorkItemRow, WorkResultRow
-from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.controlplane.errors import BadInputError
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent, RunStatus
@@ -118,7 +118,7 @@ async def advance_status(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    moved = bool(result.rowcount)
+    moved = bool(rowcount(result))
     if moved and status.is_terminal:
         changes(session, RUN_QUEUE_CHANGED)
     return moved

@@ -22,7 +22,7 @@ from tether.controlplane.db.models import (
     WorkItemRow,
     WorkResultRow,
 )
-from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.shared.wire.base import ErrorInfo
 
 
@@ -136,7 +136,7 @@ async def claim(session: AsyncSession, tick_id: int, now: float) -> bool:
         .values(updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)
+    return bool(rowcount(result))
 
 
 async def finish(
@@ -236,4 +236,4 @@ async def move_last_tick(
         .values(last_tick_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return bool(moved.rowcount)
+    return bool(rowcount(moved))

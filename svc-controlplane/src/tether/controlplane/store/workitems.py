@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
-from tether.controlplane.db.statements import upsert_insert
+from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind, WorkResult
 
@@ -148,7 +148,7 @@ async def ack_items(
         .values(status=WorkStatus.DISPATCHED, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)
+    return rowcount(result)
 
 
 async def finish_item(session: AsyncSession, item_id: str, *, ok: bool) -> None:
@@ -169,7 +169,7 @@ async def withdraw_pending(session: AsyncSession, item_id: str) -> bool:
         .values(status=WorkStatus.FAILED)
         .execution_options(synchronize_session=False)
     )
-    return withdrawn.rowcount == 1
+    return rowcount(withdrawn) == 1
 
 
 async def reserve_finished(

@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request, cookie_parser
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.controlplane.db.models import ApiToken, UiSession
 from tether.controlplane.security.auth import Principal, Role
@@ -295,8 +295,8 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, messa
 
     request = Request(scope, receive)
     try:
-        response = render_error(request, PageError(message, status))
-    except Exception:  # a refusal must go out even if the page cannot render
+        response: Response = render_error(request, PageError(message, status))
+    except Exception:  # noqa: BLE001 - a refusal must go out even if the page cannot render
         log.exception("could not render the refusal page")
         response = PlainTextResponse(message, status)
     await response(scope, receive, send)
