@@ -296,7 +296,7 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, messa
     request = Request(scope, receive)
     try:
         response: Response = render_error(request, PageError(message, status))
-    except Exception:
+    except Exception:  # a refusal must go out even if the page cannot render
         log.exception("could not render the refusal page")
         response = PlainTextResponse(message, status)
     await response(scope, receive, send)
