@@ -23,4 +23,4 @@ USER 10001:10001
 WORKDIR /code
 # User images: FROM tether-codeserver, COPY your package, pip install it, and name its module
 # in the location config; the launcher supplies the command (codeserver grpc / api execute-run).
-CMD ["python", "-m", "tether.shared.cli", "--help"]
+CMD ["python", "-m", "tether.shared.runtime.cli", "--help"]

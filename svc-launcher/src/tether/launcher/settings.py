@@ -115,7 +115,7 @@ class LauncherSettings(AgentSettings):
             "the base (PATH, locale, Python's own, OTEL_*, TETHER_RUN_WORKER_*, "
             "TETHER_CODESERVER_*, TETHER_LOG_FORMAT). The agent token, TETHER_LAUNCHER_*, "
             "NATS and cloud credentials are never passed, whatever this says (see "
-            "svc-launcher/README.md, User code's environment)."
+            "docs/user-code-environment.md)."
         ),
     )
     user_code_env_files: Annotated[list[str], NoDecode] = Field(
@@ -129,9 +129,10 @@ class LauncherSettings(AgentSettings):
     location_policy: LocationPolicy = Field(
         default_factory=LocationPolicy,
         description=(
-            "What locations may use on this agent (JSON; see svc-launcher/README.md, "
-            "Location policy): roots, modules, images, docker volumes and user, k8s "
-            "service accounts and secrets, ECS roles and secrets."
+            "What locations may use on this agent (JSON; see "
+            "docs/user-code-environment.md, Location policy): roots, modules, images, "
+            "docker volumes and user, k8s service accounts and secrets, ECS roles and "
+            "secrets."
         ),
     )
 
