@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sys
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from tether.codeserver.settings import CodeServerSettings
 from tether.shared.grpc.auth import (
@@ -41,7 +41,11 @@ def run_code_server(location_json: str, *, host: str | None, port: int | None) -
     """Run a code server until SIGTERM/SIGINT; return the process exit code."""
     # Noted first: the launcher may die while the location's code is still importing.
     parent = os.getppid()
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    # Only what the command line set: the rest comes from the environment (pydantic
+    # validates the values).
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port}.items() if v is not None
+    }
     settings = CodeServerSettings(**overrides)
     # Read once, then gone: the location's code (imported below) and whatever it spawns
     # must not find the token in the environment.

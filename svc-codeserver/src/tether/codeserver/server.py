@@ -347,7 +347,10 @@ class CallerAuthentication(aio.ServerInterceptor):
         if not token:
             raise ValueError("a code server needs a non-empty caller token")
         self._token = token
-        self._refuse = grpc.unary_unary_rpc_method_handler(self._unauthenticated)
+        # No (de)serializers: the refusal never reads the request nor writes a reply.
+        self._refuse: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(
+            self._unauthenticated
+        )
 
     async def intercept_service(
         self,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from tether.launcher.errors import LauncherError
@@ -33,6 +35,31 @@ from tether.shared.wire.work import (
     ScheduleTickResult,
     SensorTickResult,
 )
+
+
+class _CodeServerStub(Protocol):
+    """The RPCs the launcher calls, typed: grpc_tools writes no ``.pyi`` for the ``_grpc``
+    module, so its ``CodeServerStub`` is untyped (each attribute is what
+    ``grpc.aio.Channel.unary_unary`` returns)."""
+
+    GetSnapshot: grpc.aio.UnaryUnaryMultiCallable[pb.GetSnapshotRequest, pb.GetSnapshotReply]
+    EvaluateSchedule: grpc.aio.UnaryUnaryMultiCallable[
+        pb.EvaluateScheduleRequest, pb.EvaluateScheduleReply
+    ]
+    EvaluateSensor: grpc.aio.UnaryUnaryMultiCallable[
+        pb.EvaluateSensorRequest, pb.EvaluateSensorReply
+    ]
+    GetPartitionKeys: grpc.aio.UnaryUnaryMultiCallable[
+        pb.GetPartitionKeysRequest, pb.GetPartitionKeysReply
+    ]
+    GetPartitionRunConfig: grpc.aio.UnaryUnaryMultiCallable[
+        pb.GetPartitionRunConfigRequest, pb.GetPartitionRunConfigReply
+    ]
+    Adopt: grpc.aio.UnaryUnaryMultiCallable[pb.AdoptRequest, pb.AdoptReply]
+
+
+#: The generated stub's constructor under the typed view above.
+_new_stub: Callable[[grpc.aio.Channel], _CodeServerStub] = pb_grpc.CodeServerStub
 
 
 class CodeLocationLoadError(LauncherError):
@@ -74,7 +101,7 @@ class CodeServerClient:
                 channel is plaintext (loopback, process substrate).
         """
         # Snapshots of large locations exceed grpc's default 4 MB receive limit.
-        options = channel_options()
+        options: list[tuple[str, int | str]] = [*channel_options()]
         if tls_cert is None:
             channel = grpc.aio.insecure_channel(handle.address, options=options)
         else:
@@ -95,7 +122,7 @@ class CodeServerClient:
             CodeLocationLoadError: the location's code failed to load.
             grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
         """
-        stub = pb_grpc.CodeServerStub(self.channel)
+        stub = _new_stub(self.channel)
         reply = await stub.GetSnapshot(
             pb.GetSnapshotRequest(), timeout=deadline_s, metadata=self._metadata()
         )
@@ -111,7 +138,7 @@ class CodeServerClient:
         Raises:
             grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
         """
-        stub = pb_grpc.CodeServerStub(self.channel)
+        stub = _new_stub(self.channel)
         reply = await stub.EvaluateSchedule(
             pb.EvaluateScheduleRequest(
                 repository_name=request.repository_name,
@@ -142,7 +169,7 @@ class CodeServerClient:
             message.last_tick_time.CopyFrom(timestamp_to_proto(request.last_tick_timestamp))
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
-        stub = pb_grpc.CodeServerStub(self.channel)
+        stub = _new_stub(self.channel)
         reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=self._metadata())
         return sensor_tick_from_proto(request.sensor_name, reply)
 
@@ -160,7 +187,7 @@ class CodeServerClient:
         )
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
-        stub = pb_grpc.CodeServerStub(self.channel)
+        stub = _new_stub(self.channel)
         reply = await stub.GetPartitionKeys(message, timeout=deadline_s, metadata=self._metadata())
         return partition_keys_from_proto(request.partition_set_name, reply)
 
@@ -179,7 +206,7 @@ class CodeServerClient:
         )
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
-        stub = pb_grpc.CodeServerStub(self.channel)
+        stub = _new_stub(self.channel)
         reply = await stub.GetPartitionRunConfig(
             message, timeout=deadline_s, metadata=self._metadata()
         )
@@ -193,8 +220,8 @@ class CodeServerClient:
         Raises:
             grpc.aio.AioRpcError: the call failed (unavailable, deadline exceeded...).
         """
-        stub = pb_grpc.CodeServerStub(self.channel)
-        reply: pb.AdoptReply = await stub.Adopt(
+        stub = _new_stub(self.channel)
+        reply = await stub.Adopt(
             pb.AdoptRequest(launcher_id=launcher_id),
             timeout=deadline_s,
             metadata=self._metadata(),

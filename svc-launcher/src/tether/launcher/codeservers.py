@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 import grpc
 import nats.errors
@@ -61,7 +62,7 @@ class CodeServerRegistry:
 
     def __init__(
         self,
-        substrate: Substrate,
+        substrate: Substrate[Any, Any],
         *,
         tokens: CodeServerTokens | None = None,
         tls: bool = False,

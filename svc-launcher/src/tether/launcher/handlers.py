@@ -108,7 +108,7 @@ class WorkHandlers:
     def __init__(
         self,
         settings: LauncherSettings,
-        substrate: Substrate,
+        substrate: Substrate[Any, Any],
         registry: CodeServerRegistry,
         claims: RunClaims,
         publisher: Publisher,
@@ -328,8 +328,8 @@ class WorkHandlers:
             handle.pid,
             "warm" if handle.warm else "cold",
         )
-        launched = RunLaunched(run_id=payload.run_id, pid=handle.pid, warm=handle.warm)
-        await self._publisher.publish_result(_succeeded(item, launched))
+        result = RunLaunched(run_id=payload.run_id, pid=handle.pid, warm=handle.warm)
+        await self._publisher.publish_result(_succeeded(item, result))
         task = asyncio.create_task(self._monitor(item, handle, traceparent))
         self._monitors.add(task)
         task.add_done_callback(self._monitors.discard)

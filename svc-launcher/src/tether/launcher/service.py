@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import uuid
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -57,7 +58,7 @@ def make_user_code(settings: LauncherSettings) -> UserCode:
     )
 
 
-def make_substrate(settings: LauncherSettings) -> Substrate:
+def make_substrate(settings: LauncherSettings) -> Substrate[Any, Any]:
     """Build the substrate named by ``settings.substrate``.
 
     Raises:

@@ -15,10 +15,11 @@ import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 from docker.models.containers import Container
 from tether.launcher.docker._spec import (
@@ -83,6 +84,12 @@ def engine_message(err: BaseException) -> str:
             explanation = explanation.decode(errors="replace")
         return str(explanation)
     return str(err) or type(err).__name__
+
+
+def _container_id(c: Container) -> str:
+    # The engine reports every container with its id; the stub's ``str | None`` is the SDK
+    # model's, which may be built without attributes.
+    return cast(str, c.id)
 
 
 class DockerSubstrate:
@@ -152,6 +159,12 @@ class DockerSubstrate:
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _run(self, spec: Mapping[str, Any]) -> Container:
+        # The specs say detach=True: ``run`` returns the started Container, not its output
+        # (the stub's overload for an unknown ``detach`` says bytes).
+        run: Callable[..., Container] = self._client.containers.run
+        return await self._call(run, **spec)
 
     # --- images -------------------------------------------------------------------------
 
@@ -232,7 +245,7 @@ class DockerSubstrate:
             if c.labels.get(LABEL_CONFIG) == want and c.status in _ALIVE:
                 handle = await self._adopt(location, c)
                 if handle is not None:
-                    await self._remove_stale(existing, keep=c.id)
+                    await self._remove_stale(existing, keep=_container_id(c))
                     return handle
         # A dead container of the same config holds the name we are about to use.
         for c in existing:
@@ -253,7 +266,7 @@ class DockerSubstrate:
             port=_free_port(),
         )
         try:
-            container = await self._call(self._client.containers.run, **spec)
+            container = await self._run(spec)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise CodeServerStartError(
                 location.name, f"the engine refused the container: {engine_message(err)}"
@@ -266,9 +279,10 @@ class DockerSubstrate:
             container.short_id,
         )
         # Blue/green: the old containers go only once the new one answers.
-        await self._remove_stale(existing, keep=container.id)
+        container_id = _container_id(container)
+        await self._remove_stale(existing, keep=container_id)
         return DockerCodeServer(
-            location, address, server_id=container.id, container_id=container.id
+            location, address, server_id=container_id, container_id=container_id
         )
 
     async def _adopt(self, location: LocationConfig, c: Container) -> DockerCodeServer | None:
@@ -278,7 +292,10 @@ class DockerSubstrate:
         log.info(
             "adopted code server for %s at %s (container %s)", location.name, address, c.short_id
         )
-        return DockerCodeServer(location, address, server_id=c.id, container_id=c.id)
+        container_id = _container_id(c)
+        return DockerCodeServer(
+            location, address, server_id=container_id, container_id=container_id
+        )
 
     async def _address(self, c: Container, location: LocationConfig) -> str | None:
         port = c.labels.get(LABEL_PORT)
@@ -345,7 +362,7 @@ class DockerSubstrate:
         for c in containers:
             if c.id != keep:
                 log.info("removing old code server container %s", c.short_id)
-                await self._stop_and_remove(c.id)
+                await self._stop_and_remove(_container_id(c))
 
     async def _remove(self, c: Container) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -406,13 +423,14 @@ class DockerSubstrate:
             args, user_env.values, image=image, python=self._python, agent_id=self._agent
         )
         try:
-            c = await self._call(self._client.containers.run, **spec)
+            c = await self._run(spec)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise RunLaunchError(
                 f"the engine refused the run container for run {args.run.run_id}: "
                 f"{engine_message(err)}"
             ) from err
-        return DockerRunWorker(args.run.run_id, worker_id=c.id, container_id=c.id)
+        container_id = _container_id(c)
+        return DockerRunWorker(args.run.run_id, worker_id=container_id, container_id=container_id)
 
     def recorded_run(
         self,

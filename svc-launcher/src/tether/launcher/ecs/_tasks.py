@@ -37,7 +37,9 @@ class TaskState:
 def task_state(task: Mapping[str, Any], container_name: str) -> TaskState:
     """Map one ``DescribeTasks`` entry to a :class:`TaskState`."""
     last = str(task.get("lastStatus", ""))
-    container = next((c for c in task.get("containers", []) if c.get("name") == container_name), {})
+    container: Mapping[str, Any] = next(
+        (c for c in task.get("containers", []) if c.get("name") == container_name), {}
+    )
     reasons = [
         str(part)
         for part in (task.get("stopCode"), task.get("stoppedReason"), container.get("reason"))

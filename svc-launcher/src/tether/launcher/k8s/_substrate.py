@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config_loader
@@ -76,6 +76,21 @@ class KubernetesRunWorker(RunWorkerHandle):
 
     namespace: str
     name: str
+
+
+class _ApiObject(Protocol):
+    @property
+    def metadata(self) -> k8s.V1ObjectMeta | None: ...
+
+
+def _meta(obj: _ApiObject) -> k8s.V1ObjectMeta:
+    # The API server sends every object with its metadata and name; the models make both
+    # optional for request bodies.
+    return cast(k8s.V1ObjectMeta, obj.metadata)
+
+
+def _name(obj: _ApiObject) -> str:
+    return cast(str, _meta(obj).name)
 
 
 def api_message(err: ApiException) -> str:
@@ -192,9 +207,9 @@ class KubernetesSubstrate:
         existing = [
             d
             for d in found.items
-            if all((d.metadata.labels or {}).get(k) == v for k, v in selector.items())
+            if all((_meta(d).labels or {}).get(k) == v for k, v in selector.items())
         ]
-        if any(d.metadata.name == name for d in existing):
+        if any(_meta(d).name == name for d in existing):
             log.info("adopting code server deployment %s/%s", ns, name)
         else:
             deployment, service = code_server_objects(
@@ -217,8 +232,9 @@ class KubernetesSubstrate:
                 ) from err
         await self._await_ready(location, ns, name)
         for d in existing:  # blue/green: the old ones go once the new one is ready
-            if d.metadata.labels.get(LABEL_CONFIG) != config_hash(location):
-                await self._delete_code_server(ns, d.metadata.name)
+            # (their labels are there: they matched the selector)
+            if cast(dict[str, str], _meta(d).labels).get(LABEL_CONFIG) != config_hash(location):
+                await self._delete_code_server(ns, _name(d))
         self._watch((ns, name))
         return KubernetesCodeServer(
             location, code_server_address(location, self._agent, ns), namespace=ns, name=name
@@ -245,7 +261,9 @@ class KubernetesSubstrate:
                 continue
             self._ready[key] = d.status is not None and (d.status.ready_replicas or 0) >= 1
 
-    async def _create_ignoring_conflict(self, fn: Callable[..., Any], ns: str, body: dict) -> None:
+    async def _create_ignoring_conflict(
+        self, fn: Callable[..., Any], ns: str, body: dict[str, Any]
+    ) -> None:
         try:
             await self._call(fn, ns, body)
         except ApiException as err:
@@ -265,7 +283,9 @@ class KubernetesSubstrate:
             if d.status is not None and (d.status.ready_replicas or 0) >= 1:
                 log.info("code server %s/%s ready", ns, name)
                 return
-            problem = await self._pod_problem(ns, d.spec.selector.match_labels)
+            # Our Deployments (created or adopted) always select by matchLabels.
+            labels = cast(dict[str, str], d.spec.selector.match_labels)
+            problem = await self._pod_problem(ns, labels)
             if problem is not None:
                 await self._delete_code_server(ns, name)
                 raise CodeServerStartError(location.name, problem)
@@ -283,13 +303,13 @@ class KubernetesSubstrate:
             self._core.list_namespaced_pod, ns, label_selector=selector_string(labels)
         )
         for pod in pods.items:
-            if not all((pod.metadata.labels or {}).get(k) == v for k, v in labels.items()):
+            if not all((_meta(pod).labels or {}).get(k) == v for k, v in labels.items()):
                 continue
             for status in (pod.status.container_statuses or []) if pod.status else []:
                 waiting = status.state.waiting if status.state else None
                 if waiting is not None and waiting.reason in FATAL_WAITING_REASONS:
-                    events = await self._events(ns, pod.metadata.name)
-                    text = f"pod {pod.metadata.name}: {waiting.reason}: {waiting.message or ''}"
+                    events = await self._events(ns, _name(pod))
+                    text = f"pod {_name(pod)}: {waiting.reason}: {waiting.message or ''}"
                     return text + (f"\n--- events ---\n{events}" if events else "")
         return None
 
@@ -439,7 +459,7 @@ class KubernetesSubstrate:
             self._core.list_namespaced_pod, ns, label_selector=f"job-name={job_name}"
         )
         for pod in pods.items:
-            if (pod.metadata.labels or {}).get("job-name") != job_name:
+            if (_meta(pod).labels or {}).get("job-name") != job_name:
                 continue
             for status in (pod.status.container_statuses or []) if pod.status else []:
                 if status.state and status.state.terminated:
