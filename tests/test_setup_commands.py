@@ -142,12 +142,25 @@ def test_the_bootstrap_works_without_python3_venv(
     assert_bootstrap_installs_uv(tmp_path, python)
 
 
-@pytest.mark.integration
-def test_the_bootstrap_works_with_a_pip_capable_python(tmp_path: Path) -> None:
+def _pip_capable_python(tmp_path: Path) -> Path:
+    """The tests' base interpreter when it has a pip of its own and no PEP 668 marker (pyenv,
+    python.org), else a virtual environment seeded with pip (what a user inside a venv or
+    conda has): either way a Python on which `pip install` works."""
     python = Path(getattr(sys, "_base_executable", sys.executable))
     has_pip = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True)
-    if has_pip.returncode != 0 or externally_managed(python):
-        pytest.skip(f"the interpreter under the tests' venv ({python}) has no pip of its own")
+    if has_pip.returncode == 0 and not externally_managed(python):
+        return python
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        skip_or_fail("uv (to seed a pip-capable virtual environment)")
+    venv = tmp_path / "pip-capable"
+    subprocess.run([uv, "venv", "-q", "--seed", "--python", str(python), str(venv)], check=True)
+    return venv / "bin" / "python"
+
+
+@pytest.mark.integration
+def test_the_bootstrap_works_with_a_pip_capable_python(tmp_path: Path) -> None:
+    python = _pip_capable_python(tmp_path)
     old = run("python3 -m pip install --dry-run uv", tmp_path, python)
     assert old.startswith("exit 0"), old
     assert_bootstrap_installs_uv(tmp_path, python)

@@ -9,6 +9,7 @@ so an unchanged image is found in the engine instead of being built again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ import docker.errors
 log = logging.getLogger(__name__)
 
 #: Bump when what goes into the image changes in a way the digest cannot see.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "6"
 
 # Libraries that wheels installed later (in a Dockerfile FROM this image) commonly link
 # against, as the slim Debian images have them: glibc's parts that manylinux wheels name,
@@ -86,8 +87,16 @@ def build_local_image(
     with tempfile.TemporaryDirectory(prefix="tether-image-") as tmp:
         root = Path(tmp) / "rootfs"
         _python_rootfs(root)
-        site = root / "usr/local/lib/python3.11/site-packages"
+        site = _site_packages(root)
         site.mkdir(parents=True, exist_ok=True)
+        standard = (
+            root
+            / f"usr/local/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+        )
+        if site != standard:
+            # Like python:3.11-slim, read /usr/local/lib/python3.X/site-packages too: the
+            # deploy Dockerfiles' `pip install --prefix` puts packages there.
+            (site / "tether-site-packages.pth").write_text(f"/{standard.relative_to(root)}\n")
         if requirements_txt or requirements:
             req = Path(tmp) / "requirements.txt"
             req.write_text(requirements_txt + "".join(f"{r}\n" for r in requirements))
@@ -168,6 +177,25 @@ def _uv_install(site: Path, args: list[str]) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"uv pip install failed: {done.stderr.strip()}")
+
+
+def _site_packages(root: Path) -> Path:
+    """Where this interpreter, installed under /usr/local in ``root``, imports packages from.
+
+    Asked of the base interpreter itself (the one copied into the image, outside any venv):
+    python.org's and pyenv's builds read ``lib/python3.X/site-packages``, Debian's
+    ``lib/python3.X/dist-packages`` (and its pip installs a ``--prefix`` into
+    ``local/lib/python3.X/dist-packages``, which it reads too).
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    ask = "import json, site; print(json.dumps(site.getsitepackages(['/usr/local'])))"
+    python = Path(sys.base_prefix) / "bin" / f"python{version}"
+    done = subprocess.run([str(python), "-I", "-c", ask], capture_output=True, text=True)
+    paths = json.loads(done.stdout) if done.returncode == 0 else []
+    for path in paths:
+        if path.startswith(f"/usr/local/lib/python{version}/"):
+            return root / path.lstrip("/")
+    return root / f"usr/local/lib/python{version}/site-packages"
 
 
 def _python_rootfs(root: Path) -> None:
