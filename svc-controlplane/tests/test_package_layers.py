@@ -93,3 +93,59 @@ def test_the_api_and_the_app_import() -> None:
     # The ASGI app pulls in core, api, ui, http, security and store.
     importlib.import_module(f"{PACKAGE}.app")
     importlib.import_module(f"{PACKAGE}.service")
+
+
+#: What builds SQL: SQLAlchemy's statement and expression constructors, raw SQL text, and
+#: psycopg's SQL composition. Types (AsyncSession, Result...) are not on the list.
+_SQL_BUILDERS = {
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "text",
+    "func",
+    "exists",
+    "and_",
+    "or_",
+    "not_",
+    "case",
+    "literal",
+    "literal_column",
+    "union",
+    "union_all",
+    "bindparam",
+}
+
+
+def _builds_sql(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and (node.module == "sqlalchemy" or node.module.startswith("sqlalchemy.sql"))
+        ):
+            found += [f"imports {a.name}" for a in node.names if a.name in _SQL_BUILDERS]
+        elif isinstance(node, ast.ImportFrom) and node.module == "psycopg":
+            found += [f"imports psycopg.{a.name}" for a in node.names if a.name == "sql"]
+        elif isinstance(node, ast.Attribute) and node.attr == "sql":
+            if isinstance(node.value, ast.Name) and node.value.id == "psycopg":
+                found.append("uses psycopg.sql")
+    return found
+
+
+def test_only_store_and_db_build_sql() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): what
+        for path in _sources()
+        if path.relative_to(ROOT).parts[0] not in ("store", "db") and (what := _builds_sql(path))
+    }
+    assert not offenders, f"SQL built outside store/ and db/: {offenders}"
+
+
+def test_the_sql_check_sees_a_statement(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from sqlalchemy import select, update\nimport psycopg\npsycopg.sql.SQL('')\n"
+    )
+    assert _builds_sql(module) == ["imports select", "imports update", "uses psycopg.sql"]

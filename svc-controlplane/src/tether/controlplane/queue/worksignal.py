@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable
 
 import psycopg
-from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tether.controlplane.db import notify
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class PostgresWorkSignal:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await notify.listen(conn, CHANNEL)
                     self.listening.set()
                     # Work committed while we were not listening got no notification to us.
                     self._on_notify()
@@ -80,7 +80,7 @@ class PostgresWorkSignal:
     async def _notify(self) -> None:
         try:
             async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                await notify.notify(conn, CHANNEL)
                 await conn.commit()
         except Exception as err:  # noqa: BLE001 - a lost hint only delays other replicas
             log.warning("could not notify other replicas of new work: %s", err)

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request, cookie_parser
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from tether.controlplane.db.models import ApiToken, UiSession
+from tether.controlplane.db.models import ApiToken
 from tether.controlplane.security.auth import Principal, Role
+from tether.controlplane.store import ui_sessions
 from tether.controlplane.ui.rendering import MAX_FORM_BYTES
 
 if TYPE_CHECKING:
@@ -83,16 +83,13 @@ async def create_session(
 ) -> str:
     """Create a session acting as ``token``; return its id (stored only hashed)."""
     session_id = secrets.token_urlsafe(32)
-    session.add(
-        UiSession(
-            id_hash=hash_session_id(session_id),
-            token_id=token.id,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + max_age_s,
-        )
+    await ui_sessions.insert_session(
+        session,
+        id_hash=hash_session_id(session_id),
+        token_id=token.id,
+        now=now,
+        expires_at=now + max_age_s,
     )
-    await session.flush()
     return session_id
 
 
@@ -101,13 +98,7 @@ async def find_session(
 ) -> UiSessionInfo | None:
     """The live session with id ``session_id``; None if there is none (unknown, signed
     out, expired, idle too long, or its token revoked)."""
-    row = (
-        await session.execute(
-            select(UiSession, ApiToken)
-            .join(ApiToken, ApiToken.id == UiSession.token_id)
-            .where(UiSession.id_hash == hash_session_id(session_id))
-        )
-    ).first()
+    row = await ui_sessions.session_and_token(session, hash_session_id(session_id))
     if row is None:
         return None
     ui, token = row
@@ -131,22 +122,12 @@ async def find_session(
 
 async def touch_session(session: AsyncSession, session_id: str, *, now: float) -> None:
     """Mark a session as used now (pushes its idle deadline)."""
-    await session.execute(
-        update(UiSession)
-        .where(UiSession.id_hash == hash_session_id(session_id))
-        .values(last_seen_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await ui_sessions.mark_seen(session, hash_session_id(session_id), now)
 
 
 async def revoke_session(session: AsyncSession, session_id: str, *, now: float) -> None:
     """End a session (sign-out); idempotent."""
-    await session.execute(
-        update(UiSession)
-        .where(UiSession.id_hash == hash_session_id(session_id), UiSession.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await ui_sessions.revoke(session, hash_session_id(session_id), now)
 
 
 def cookie_attributes(scope: Scope) -> str:
