@@ -32,6 +32,7 @@ from tether.launcher.errors import (
     RunLaunchError,
 )
 from tether.launcher.policy import LocationPolicy, PolicyContext
+from tether.launcher.substrate import WorkerRecord
 from tether.launcher.userenv import UserCode, UserEnv
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import EcsConfig, LocationConfig, location_config_hash
@@ -787,8 +788,8 @@ async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: lis
     # Terminate from another launcher process, with the handle its claim rebuilds.
     other = aws.substrate()
     closing.append(other)
-    rebuilt = other.recorded_run(handle.run_id, worker_id=handle.worker_id)
-    assert rebuilt is not None and other.recorded_run(handle.run_id) is None
+    rebuilt = other.recorded_run(WorkerRecord(handle.run_id, worker_id=handle.worker_id))
+    assert rebuilt is not None and other.recorded_run(WorkerRecord(handle.run_id)) is None
     assert await other.terminate_run(rebuilt, 5) is True
     task = await aws.task(handle.worker_id)
     assert task["lastStatus"] == "STOPPED" and task["desiredStatus"] == "STOPPED"
@@ -817,7 +818,9 @@ async def test_runs_are_tasks_started_stopped_and_watched(aws: Aws, closing: lis
     # a new task with a delay), then no exit code.
     lost = aws.substrate(missing_grace_s=0.3)
     closing.append(lost)
-    ghost = lost.recorded_run("ghost", worker_id=f"arn:aws:ecs:{REGION}:123456789012:task/x/0")
+    ghost = lost.recorded_run(
+        WorkerRecord("ghost", worker_id=f"arn:aws:ecs:{REGION}:123456789012:task/x/0")
+    )
     assert ghost is not None
     assert not await lost.run_alive(ghost)
     assert await lost.terminate_run(ghost, 1) is False

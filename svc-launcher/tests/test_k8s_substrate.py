@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from tether.launcher.errors import CodeServerStartError, LocationRefusedError, RunLaunchError
 from tether.launcher.policy import LocationPolicy, PolicyContext
+from tether.launcher.substrate import WorkerRecord
 from tether.launcher.userenv import UserCode, UserEnv
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import KubernetesConfig, LocationConfig
@@ -508,8 +509,8 @@ async def test_runs_are_jobs_that_finish_fail_and_terminate(cluster: Cluster) ->
     # A handle rebuilt from the run's claim (another launcher process) is enough.
     slow = await substrate.launch_run(run_args(loc), {})
     other = cluster.substrate()
-    rebuilt = other.recorded_run(slow.run_id, worker_id=slow.worker_id)
-    assert rebuilt is not None and other.recorded_run(slow.run_id) is None
+    rebuilt = other.recorded_run(WorkerRecord(slow.run_id, worker_id=slow.worker_id))
+    assert rebuilt is not None and other.recorded_run(WorkerRecord(slow.run_id)) is None
     assert await other.run_alive(rebuilt)
     assert await other.terminate_run(rebuilt, 2) is True
     sns, sname = slow.worker_id.split("/")

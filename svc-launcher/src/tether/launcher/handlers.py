@@ -16,7 +16,7 @@ from tether.launcher.publishing import Publisher
 from tether.launcher.runcreds import RunCredentials
 from tether.launcher.runs import RunClaim, RunClaims, claimer_fields, claimer_is_gone
 from tether.launcher.settings import LauncherSettings
-from tether.launcher.substrate import RunWorkerHandle, Substrate
+from tether.launcher.substrate import RunWorkerHandle, Substrate, WorkerRecord
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.process import ExecuteRunArgs
@@ -388,9 +388,8 @@ class WorkHandlers:
             # the pid (or the substrate's worker id).
             claim = await self._claims.get(run_id)
             if claim is not None:
-                handle = self._substrate.recorded_run(
-                    run_id, pid=claim.pid, pid_start=claim.pid_start, worker_id=claim.worker_id
-                )
+                record = WorkerRecord(run_id, claim.pid, claim.pid_start, claim.worker_id)
+                handle = self._substrate.recorded_run(record)
         return handle
 
     def detach_runs(self) -> None:

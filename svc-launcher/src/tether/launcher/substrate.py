@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 NO_ENV: Mapping[str, str] = MappingProxyType({})
 
 
+@dataclass(frozen=True)
+class WorkerRecord:
+    """What a run claim says of the run's worker: what the substrate that started it needs
+    to find it again (the process substrate a pid, the container substrates a worker id)."""
+
+    run_id: str
+    pid: int | None = None
+    pid_start: int | None = None
+    worker_id: str | None = None
+
+
 @dataclass
 class CodeServerHandle:
     """A running code server.
@@ -135,14 +146,7 @@ class RunWorkerHost(Protocol[RW]):
         """
         ...
 
-    def recorded_run(
-        self,
-        run_id: str,
-        *,
-        pid: int | None = None,
-        pid_start: int | None = None,
-        worker_id: str | None = None,
-    ) -> RW | None:
+    def recorded_run(self, record: WorkerRecord) -> RW | None:
         """A handle of a worker known only from its run claim (another launcher process
         launched it, or this one before a restart); None if the claim does not say
         which worker of this substrate it is.

@@ -34,7 +34,7 @@ from tether.launcher.docker._spec import (
     run_worker_spec,
 )
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
-from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle, WorkerRecord
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
@@ -432,18 +432,12 @@ class DockerSubstrate:
         container_id = _container_id(c)
         return DockerRunWorker(args.run.run_id, worker_id=container_id, container_id=container_id)
 
-    def recorded_run(
-        self,
-        run_id: str,
-        *,
-        pid: int | None = None,
-        pid_start: int | None = None,
-        worker_id: str | None = None,
-    ) -> DockerRunWorker | None:
+    def recorded_run(self, record: WorkerRecord) -> DockerRunWorker | None:
         """The run's container, by the id its claim recorded."""
-        if not worker_id:
+        if not record.worker_id:
             return None
-        return DockerRunWorker(run_id, worker_id=worker_id, container_id=worker_id)
+        worker_id = record.worker_id
+        return DockerRunWorker(record.run_id, worker_id=worker_id, container_id=worker_id)
 
     async def _run_container(self, handle: DockerRunWorker) -> Container | None:
         try:

@@ -34,7 +34,7 @@ from tether.launcher.ecs._taskdefs import (
 )
 from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.errors import CodeServerStartError, LauncherError
-from tether.launcher.substrate import NO_ENV, CodeServerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, WorkerRecord
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
@@ -300,18 +300,11 @@ class EcsSubstrate:
         """
         return await self._runs.launch(args, env)
 
-    def recorded_run(
-        self,
-        run_id: str,
-        *,
-        pid: int | None = None,
-        pid_start: int | None = None,
-        worker_id: str | None = None,
-    ) -> EcsRunWorker | None:
+    def recorded_run(self, record: WorkerRecord) -> EcsRunWorker | None:
         """The run's task, by the ARN its claim recorded."""
-        if not worker_id:
+        if not record.worker_id:
             return None
-        return EcsRunWorker(run_id, worker_id=worker_id, task_arn=worker_id)
+        return EcsRunWorker(record.run_id, worker_id=record.worker_id, task_arn=record.worker_id)
 
     async def terminate_run(self, handle: EcsRunWorker, grace_s: float) -> bool:
         """``StopTask`` with a reason (SIGTERM, SIGKILL after the task's ``stopTimeout``)."""

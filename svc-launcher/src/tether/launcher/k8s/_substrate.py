@@ -30,7 +30,7 @@ from tether.launcher.k8s._manifests import (
     run_job,
     selector_string,
 )
-from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle
+from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle, WorkerRecord
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
@@ -386,19 +386,14 @@ class KubernetesSubstrate:
             args.run.run_id, worker_id=f"{ns}/{name}", namespace=ns, name=name
         )
 
-    def recorded_run(
-        self,
-        run_id: str,
-        *,
-        pid: int | None = None,
-        pid_start: int | None = None,
-        worker_id: str | None = None,
-    ) -> KubernetesRunWorker | None:
+    def recorded_run(self, record: WorkerRecord) -> KubernetesRunWorker | None:
         """The run's Job, by the ``<namespace>/<name>`` its claim recorded."""
-        if not worker_id or "/" not in worker_id:
+        if not record.worker_id or "/" not in record.worker_id:
             return None
-        ns, name = worker_id.split("/", 1)
-        return KubernetesRunWorker(run_id, worker_id=worker_id, namespace=ns, name=name)
+        ns, name = record.worker_id.split("/", 1)
+        return KubernetesRunWorker(
+            record.run_id, worker_id=record.worker_id, namespace=ns, name=name
+        )
 
     async def terminate_run(self, handle: KubernetesRunWorker, grace_s: float) -> bool:
         """Delete the run's Job and its pod (SIGTERM, SIGKILL after ``grace_s``)."""

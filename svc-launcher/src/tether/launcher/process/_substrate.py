@@ -23,7 +23,7 @@ from tether.launcher.process._handles import (
     RecordedRun,
 )
 from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess, process_start_ticks
-from tether.launcher.substrate import NO_ENV, RunStartSignal
+from tether.launcher.substrate import NO_ENV, RunStartSignal, WorkerRecord
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
@@ -269,17 +269,11 @@ class ProcessSubstrate:
             worker=ColdRun(process),
         )
 
-    def recorded_run(
-        self,
-        run_id: str,
-        *,
-        pid: int | None = None,
-        pid_start: int | None = None,
-        worker_id: str | None = None,
-    ) -> ProcessRunWorker | None:
+    def recorded_run(self, record: WorkerRecord) -> ProcessRunWorker | None:
         """The worker another launcher process on this host started, by its recorded pid."""
-        if pid is None:
+        if record.pid is None:
             return None
+        run_id, pid, pid_start = record.run_id, record.pid, record.pid_start
         return ProcessRunWorker(
             run_id, pid=pid, pid_start=pid_start, worker=RecordedRun(run_id, pid, pid_start)
         )
