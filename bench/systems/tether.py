@@ -41,7 +41,12 @@ def warm_start_available() -> bool:
         from tether.launcher.settings import LauncherSettings
     except ImportError:
         return False
-    return any("warm" in name for name in LauncherSettings.model_fields)
+    fields = dict(LauncherSettings.model_fields)
+    # Since the redesign, the process substrate's own settings hold it (settings.process).
+    process = fields.get("process")
+    if process is not None and isinstance(process.annotation, type):
+        fields.update(getattr(process.annotation, "model_fields", {}))
+    return any("warm" in name for name in fields)
 
 
 #: Dummy credentials for moto (it accepts any).
