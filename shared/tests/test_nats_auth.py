@@ -20,9 +20,9 @@ from tether.shared.nats import claims as natsclaims
 from tether.shared.nats import perms as natsperms
 from tether.shared.nats import subjects
 from tether.shared.nats.auth import AgentAuth
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.streams import STREAMS, ensure_stream
 from tether.shared.nats.subjects import Bucket, Stream
-from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.base import new_id
 from tether.shared.wire.work import WorkKind
 from tether.testing import NatsServer

@@ -12,8 +12,8 @@ from tether.shared.nats import auth as natsauth
 from tether.shared.nats import claims as natsclaims
 from tether.shared.nats import perms as natsperms
 from tether.shared.nats import subjects
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.subjects import Stream
-from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.base import new_id
 from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import WorkKind

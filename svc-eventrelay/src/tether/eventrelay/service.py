@@ -10,10 +10,10 @@ from nats.aio.msg import Msg
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared.agent_client import AgentClient
 from tether.shared.nats import streams, subjects
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.relay import BatchRelay, RelaySpec
 from tether.shared.nats.status import StatusReporter, while_reporting
 from tether.shared.nats.subjects import Stream
-from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.base import decode
 from tether.shared.wire.runs import RunEvent
 from tether.shared.wire.work import WorkResult

@@ -24,11 +24,11 @@ from tether.launcher.substrate import BoundedStarts, Substrate
 from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
 from tether.launcher.userenv import UserCode
 from tether.shared.nats import subjects
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.status import StatusReporter
 from tether.shared.nats.streams import jetstream_call, wait_for_stream
 from tether.shared.nats.subjects import Stream
 from tether.shared.nats.workgate import WorkGate
-from tether.shared.runtime.service import connect_nats
 
 log = logging.getLogger(__name__)
 

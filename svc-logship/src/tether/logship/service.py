@@ -15,11 +15,11 @@ from tether.logship.settings import LogShipSettings
 from tether.logship.sinks import ControlPlaneSink, LogSink, S3Sink
 from tether.shared.agent_client import AgentClient
 from tether.shared.nats import streams, subjects
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.headers import decode_log_chunk
 from tether.shared.nats.relay import BatchPolicy, BatchRelay, RelaySpec
 from tether.shared.nats.status import StatusReporter, while_reporting
 from tether.shared.nats.subjects import Stream
-from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.logs import LogChunk
 from tether.shared.wire.work import WorkItem
 

@@ -11,9 +11,9 @@ from tether.poller.dispatch import WorkDispatcher
 from tether.poller.heartbeat import heartbeat_loop
 from tether.poller.settings import PollerSettings
 from tether.shared.agent_client import AgentClient
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.status import StatusReporter
 from tether.shared.nats.streams import ensure_owned_streams
-from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.errors import TetherError
 from tether.shared.wire.work import WorkItem
 

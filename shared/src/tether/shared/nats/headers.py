@@ -15,8 +15,6 @@ from tether.shared.wire.logs import LogChunk, LogStream
 #: JetStream's de-duplication id: a message whose id the stream saw within its duplicate
 #: window is dropped (acknowledged as a duplicate), so a retried publish lands once.
 MSG_ID_HEADER = "Nats-Msg-Id"
-#: The W3C trace context of the span that published the message (OpenTelemetry's key).
-TRACEPARENT_HEADER = "traceparent"
 #: Why a message was dead-lettered (one line, human readable).
 REASON_HEADER = "Tether-Reason"
 #: The subject the dead-lettered message was consumed from.

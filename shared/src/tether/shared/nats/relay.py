@@ -21,10 +21,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tether.shared.nats.deadletter import dead_letter
-from tether.shared.nats.headers import TRACEPARENT_HEADER
 from tether.shared.nats.streams import fetch_ready, jetstream_call
 from tether.shared.nats.subjects import Stream
 from tether.shared.runtime import telemetry
+from tether.shared.runtime.telemetry import TRACEPARENT_HEADER
 from tether.shared.wire.errors import AgentApiError, ContractError
 
 log = logging.getLogger(__name__)

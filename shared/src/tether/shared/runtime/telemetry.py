@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from tether.shared.nats.headers import TRACEPARENT_HEADER
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+#: The W3C trace-context header (OpenTelemetry's key), on NATS messages and HTTP requests.
+TRACEPARENT_HEADER = "traceparent"
 _configured = False
 
 TRACEPARENT_ENV = "TRACEPARENT"

@@ -7,8 +7,8 @@ from typing import Any
 
 from tether.codeserver.worker.publisher import JetStreamPublisher
 from tether.shared.nats import subjects
-from tether.shared.nats.headers import MSG_ID_HEADER, TRACEPARENT_HEADER, encode_log_chunk
-from tether.shared.runtime.telemetry import current_traceparent, inject
+from tether.shared.nats.headers import MSG_ID_HEADER, encode_log_chunk
+from tether.shared.runtime.telemetry import TRACEPARENT_HEADER, current_traceparent, inject
 from tether.shared.wire.base import ErrorInfo, encode
 from tether.shared.wire.logs import LogChunk, LogStream
 from tether.shared.wire.runs import EventType, RunEvent

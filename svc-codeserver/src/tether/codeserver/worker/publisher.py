@@ -28,8 +28,8 @@ import nats.errors
 import nats.js.errors
 import stamina
 from nats.aio.client import Client as NATS
+from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.streams import nats_unavailable
-from tether.shared.runtime.service import connect_nats
 from tether.shared.wire.errors import TetherError
 
 log = logging.getLogger(__name__)
