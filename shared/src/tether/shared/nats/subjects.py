@@ -65,7 +65,10 @@ def route_work(substrate: str, kind: WorkKind | str) -> str:
     """Where the poller publishes a work item: kinds their spec says the agent scope serves
     (:data:`~tether.shared.wire.workspecs.WORK_SPECS`) to :func:`agent_work`, the rest to
     the launchers of ``substrate`` (:func:`work`)."""
-    spec = WORK_SPECS.get(WorkKind(kind)) if kind in WorkKind.__members__.values() else None
+    try:
+        spec = WORK_SPECS.get(WorkKind(kind))
+    except ValueError:  # a kind this build does not know: the launchers refuse it
+        spec = None
     if spec is not None and spec.served_by == ServedBy.AGENT:
         return agent_work(kind)
     return work(substrate, kind)
