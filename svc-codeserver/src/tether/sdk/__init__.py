@@ -1,4 +1,4 @@
-"""Tether SDK: declare ops, jobs, partitions, schedules and sensors as ``Definitions``.
+"""Tether SDK: declare assets, ops, jobs, partitions, schedules and sensors as ``Definitions``.
 
 Importing this package is deliberately cheap (pydantic only, no gRPC, NATS, tracing or
 cron parsing), because every run worker and code server imports it before user code.
@@ -29,6 +29,10 @@ Example::
     )
 """
 
+from tether.sdk._asset_graph import ASSET_JOB, AssetGraph, UnresolvedAssetJob, define_asset_job
+from tether.sdk._asset_key import AssetKey
+from tether.sdk._asset_selection import AssetSelection
+from tether.sdk._assets import AssetIn, AssetsDefinition, AssetSpec, asset
 from tether.sdk._context import AssetMaterialization, OpContext, OpLogger
 from tether.sdk._definitions import Definitions
 from tether.sdk._errors import DefinitionError, UserCodeError
@@ -69,11 +73,18 @@ from tether.sdk._time_partitions import (
 )
 
 __all__ = [
+    "ASSET_JOB",
     "EXECUTORS",
     "PARTITION_KEY_TAG",
     "PARTITION_SET_TAG",
     "RESULT",
+    "AssetGraph",
+    "AssetIn",
+    "AssetKey",
     "AssetMaterialization",
+    "AssetSelection",
+    "AssetSpec",
+    "AssetsDefinition",
     "Backoff",
     "DailyPartitionsDefinition",
     "DefaultScheduleStatus",
@@ -108,9 +119,12 @@ __all__ = [
     "TickResult",
     "TimeWindow",
     "TimeWindowPartitionsDefinition",
+    "UnresolvedAssetJob",
     "UserCodeError",
     "WeeklyPartitionsDefinition",
+    "asset",
     "build_schedule_from_partitioned_job",
+    "define_asset_job",
     "job",
     "job_config_schema",
     "op",

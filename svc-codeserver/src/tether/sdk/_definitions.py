@@ -1,4 +1,4 @@
-"""``Definitions``: the repository a code location exposes: jobs, schedules, sensors."""
+"""``Definitions``: the repository a code location exposes: assets, jobs, schedules, sensors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from tether.sdk._asset_graph import AssetGraph, UnresolvedAssetJob, implicit_asset_jobs
+from tether.sdk._assets import AssetsDefinition, AssetSpec
 from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
@@ -22,14 +24,33 @@ def _known(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+def _asset_graph(assets: Iterable[AssetsDefinition | AssetSpec]) -> AssetGraph:
+    computed: list[AssetsDefinition] = []
+    specs: list[AssetSpec] = []
+    for a in assets:
+        if isinstance(a, AssetsDefinition):
+            computed.append(a)
+        elif isinstance(a, AssetSpec):
+            specs.append(a)
+        else:
+            raise DefinitionError(
+                f"Definitions(assets=...) expects @asset definitions or AssetSpec, got {a!r}"
+            )
+    return AssetGraph(computed, specs)
+
+
 class Definitions:
-    """Everything a code location defines: one repository of jobs, schedules and sensors.
+    """Everything a code location defines: one repository of assets, jobs, schedules and
+    sensors.
 
     Jobs that a schedule or sensor targets are added to ``jobs`` if not listed. Partition
-    sets are derived from partitioned jobs (one per job, ``<job>_partition_set``).
+    sets are derived from partitioned jobs (one per job, ``<job>_partition_set``). Asset
+    jobs (:func:`~tether.sdk.define_asset_job`) are resolved against the assets, and the
+    implicit jobs of all computed assets (``__asset_job``) are added.
 
     Args:
-        jobs: the jobs; names must be unique.
+        jobs: the jobs (``@job`` or asset jobs); names must be unique.
+        assets: ``@asset`` definitions and :class:`~tether.sdk.AssetSpec` (external assets).
         schedules: the schedules.
         sensors: the sensors; schedule and sensor names must be unique together.
         name: repository name.
@@ -38,8 +59,9 @@ class Definitions:
 
     def __init__(
         self,
-        jobs: Iterable[JobDefinition] = (),
+        jobs: Iterable[JobDefinition | UnresolvedAssetJob] = (),
         *,
+        assets: Iterable[AssetsDefinition | AssetSpec] = (),
         schedules: Iterable[ScheduleDefinition] = (),
         sensors: Iterable[SensorDefinition] = (),
         name: str = "default",
@@ -50,7 +72,10 @@ class Definitions:
         self.jobs: dict[str, JobDefinition] = {}
         self.schedules: dict[str, ScheduleDefinition] = {}
         self.sensors: dict[str, SensorDefinition] = {}
-        for j in jobs:
+        self.asset_graph = _asset_graph(assets)
+        self._resolved: dict[int, JobDefinition] = {}
+        for j in [*jobs, *implicit_asset_jobs(self.asset_graph)]:
+            j = self._resolve(j)
             if not isinstance(j, JobDefinition):
                 raise DefinitionError(f"Definitions(jobs=...) expects @job objects, got {j!r}")
             if j.name in self.jobs:
@@ -59,13 +84,23 @@ class Definitions:
         for s in schedules:
             if not isinstance(s, ScheduleDefinition):
                 raise DefinitionError(f"Definitions(schedules=...) expects schedules, got {s!r}")
+            s.jobs = tuple(self._resolve(j) for j in s.jobs)
             self._add_instigator(s.name, "schedule", s.jobs)
             self.schedules[s.name] = s
         for sensor in sensors:
             if not isinstance(sensor, SensorDefinition):
                 raise DefinitionError(f"Definitions(sensors=...) expects sensors, got {sensor!r}")
+            sensor.jobs = tuple(self._resolve(j) for j in sensor.jobs)
             self._add_instigator(sensor.name, "sensor", sensor.jobs)
             self.sensors[sensor.name] = sensor
+
+    def _resolve(self, job: JobDefinition | UnresolvedAssetJob) -> JobDefinition:
+        """``job``, or the JobDefinition of an asset job (the same one each time)."""
+        if not isinstance(job, UnresolvedAssetJob):
+            return job
+        if id(job) not in self._resolved:
+            self._resolved[id(job)] = job.resolve(self.asset_graph)
+        return self._resolved[id(job)]
 
     def _add_instigator(self, name: str, kind: str, jobs: Iterable[JobDefinition]) -> None:
         if name in self.schedules or name in self.sensors:

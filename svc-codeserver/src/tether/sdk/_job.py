@@ -23,6 +23,8 @@ from tether.sdk._retry import RetryPolicy
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from tether.sdk._assets import AssetsDefinition
+
 
 @dataclass(frozen=True)
 class OutputHandle:
@@ -41,19 +43,30 @@ InputSource = OutputHandle | tuple[OutputHandle, ...]
 
 @dataclass(frozen=True)
 class Node:
-    """One use of an op in a job, under a unique node name."""
+    """One use of an op in a job, under a unique node name.
+
+    Attributes:
+        inputs: where each input's value comes from.
+        after: nodes that must succeed before this one although it reads none of their
+            values (an asset's ``deps=``).
+    """
 
     name: str
     op: OpDefinition
     inputs: Mapping[str, InputSource] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
 
-    def upstream(self) -> list[str]:
-        """Names of the nodes this node depends on, without duplicates, in input order."""
+    def value_upstream(self) -> list[str]:
+        """Names of the nodes whose outputs this node reads, without duplicates, in order."""
         seen: dict[str, None] = {}
         for source in self.inputs.values():
             for handle in source if isinstance(source, tuple) else (source,):
                 seen.setdefault(handle.node, None)
         return list(seen)
+
+    def upstream(self) -> list[str]:
+        """Names of the nodes this node waits for: those it reads, then its ``after``."""
+        return list(dict.fromkeys([*self.value_upstream(), *self.after]))
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class JobDefinition:
         executor: ``"in_process"`` (default) or ``"multiprocess"``; a run may override
             it with ``{"execution": {"multiprocess": {"max_concurrent": N}}}`` or
             ``{"execution": {"in_process": {}}}`` in its run config.
+        assets: node name -> the asset it materializes (asset jobs only).
     """
 
     name: str
@@ -87,6 +101,7 @@ class JobDefinition:
     partitioned_config: PartitionedConfig | None = None
     op_retry_policy: RetryPolicy | None = None
     executor: str = EXECUTORS[0]
+    assets: Mapping[str, AssetsDefinition] = field(default_factory=dict)
 
     @property
     def partition_set_name(self) -> str | None:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, overload
 
 from tether.sdk import _cron
+from tether.sdk._asset_graph import UnresolvedAssetJob
 from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
@@ -52,8 +53,11 @@ def _job_targets(
         raise DefinitionError(f"{what}: set job or jobs, not both")
     targets = (job,) if job is not None else tuple(jobs or ())
     for target in targets:
-        if not isinstance(target, JobDefinition):
-            raise DefinitionError(f"{what}: jobs must be @job objects, got {target!r}")
+        # An asset job is resolved into a JobDefinition by the Definitions that lists it.
+        if not isinstance(target, JobDefinition | UnresolvedAssetJob):
+            raise DefinitionError(
+                f"{what}: jobs must be @job objects or asset jobs, got {target!r}"
+            )
     return targets
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tether.sdk._job import JobDefinition, Node
@@ -12,6 +13,7 @@ from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition
 from tether.sdk._time_partitions import TimeWindowPartitionsDefinition
 from tether.shared.wire.snapshots import (
+    AssetNodeSnapshot,
     Edge,
     InstigatorStatus,
     JobSnapshot,
@@ -28,6 +30,7 @@ from tether.shared.wire.snapshots import (
 )
 
 if TYPE_CHECKING:
+    from tether.sdk._asset_graph import AssetGraph
     from tether.sdk._definitions import Definitions
 
 
@@ -114,6 +117,42 @@ def _sensor_snapshot(sensor: SensorDefinition) -> SensorSnapshot:
     )
 
 
+def asset_snapshots(graph: AssetGraph, jobs: Iterable[JobDefinition]) -> list[AssetNodeSnapshot]:
+    """Describe every asset of ``graph``, in dependency order, with the jobs computing it."""
+    jobs = list(jobs)
+    out = []
+    for key in graph.toposorted(graph.specs):
+        spec = graph.specs[key]
+        computed = graph.computed.get(key)
+        op_name = key.op_name if computed is not None else None
+        out.append(
+            AssetNodeSnapshot(
+                key=list(key.path),
+                description=spec.description,
+                group_name=spec.group_name,
+                metadata=dict(spec.metadata),
+                tags=dict(spec.tags),
+                owners=list(spec.owners),
+                kinds=list(spec.kinds),
+                code_version=spec.code_version,
+                dependency_keys=[list(k.path) for k in spec.deps],
+                op_name=op_name,
+                # Only jobs whose node runs this asset's op (not a same-named op of a @job).
+                job_names=sorted(
+                    j.name
+                    for j in jobs
+                    if computed is not None
+                    and any(n.name == op_name and n.op is computed.op for n in j.nodes)
+                ),
+                partitions=(
+                    partitions_snapshot(spec.partitions_def) if spec.partitions_def else None
+                ),
+                io_manager_key=computed.io_manager_key if computed is not None else None,
+            )
+        )
+    return out
+
+
 def repository_snapshot(defs: Definitions) -> RepositorySnapshot:
     """Describe one repository."""
     partition_sets = []
@@ -133,4 +172,5 @@ def repository_snapshot(defs: Definitions) -> RepositorySnapshot:
         schedules=[_schedule_snapshot(s) for s in defs.schedules.values()],
         sensors=[_sensor_snapshot(s) for s in defs.sensors.values()],
         partition_sets=partition_sets,
+        assets=asset_snapshots(defs.asset_graph, defs.jobs.values()),
     )

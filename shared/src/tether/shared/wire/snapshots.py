@@ -138,8 +138,45 @@ class SensorSnapshot(WireModel):
     default_status: InstigatorStatus = InstigatorStatus.STOPPED
 
 
+#: A key on the wire: its path of components (``["warehouse", "orders"]``).
+AssetKeyPath = list[str]
+
+
+class AssetNodeSnapshot(WireModel):
+    """One asset of a repository: computed by an op here, or external (no op)."""
+
+    key: AssetKeyPath = Field(min_length=1)
+    description: str = ""
+    group_name: str = "default"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    owners: list[str] = Field(default_factory=list)
+    kinds: list[str] = Field(default_factory=list, description="What computes or stores it.")
+    code_version: str | None = None
+    dependency_keys: list[AssetKeyPath] = Field(
+        default_factory=list,
+        description="Upstream assets, read or not; a key no asset here has is resolved "
+        "against the deployment's other locations.",
+    )
+    op_name: str | None = Field(
+        default=None, description="The op (job node) computing it; None for an external asset."
+    )
+    job_names: list[str] = Field(
+        default_factory=list, description="Jobs with a node that materializes it."
+    )
+    partitions: PartitionsSnapshot | None = None
+    io_manager_key: str | None = Field(
+        default=None, description="Resource key of the IO manager storing its value."
+    )
+
+    @property
+    def is_external(self) -> bool:
+        """Whether Tether does not compute it (declared by an AssetSpec)."""
+        return self.op_name is None
+
+
 class RepositorySnapshot(WireModel):
-    """A named repository of jobs, schedules, sensors and partition sets."""
+    """A named repository of jobs, schedules, sensors, partition sets and assets."""
 
     name: str
     description: str = ""
@@ -147,6 +184,9 @@ class RepositorySnapshot(WireModel):
     schedules: list[ScheduleSnapshot] = Field(default_factory=list)
     sensors: list[SensorSnapshot] = Field(default_factory=list)
     partition_sets: list[PartitionSetSnapshot] = Field(default_factory=list)
+    assets: list[AssetNodeSnapshot] = Field(
+        default_factory=list, description="Its software-defined assets (definitions only)."
+    )
 
 
 class LocationSnapshot(WireModel):

@@ -81,7 +81,9 @@ def plan_steps(
     chosen = set(step_selection)
     if not chosen:
         raise SelectionError("the step selection is empty: nothing to execute")
-    needed = {up for node in job.nodes if node.name in chosen for up in node.upstream()} - chosen
+    needed = {
+        up for node in job.nodes if node.name in chosen for up in node.value_upstream()
+    } - chosen
     missing: list[tuple[str, str]] = []
     problems: list[str] = []
     reused: list[str] = []

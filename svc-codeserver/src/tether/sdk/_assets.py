@@ -1,0 +1,361 @@
+"""Software-defined assets: ``@asset``, ``AssetIn``, ``AssetSpec`` and ``AssetsDefinition``.
+
+An asset is a data object (a table, a file, a model) that a function computes from other
+assets. ``@asset`` turns the function into an op whose output is the asset's value and
+whose parameters are the upstream assets it reads (by parameter name, or as ``ins=``
+says); ``deps=`` names upstream assets it depends on without reading their value. An
+:class:`AssetSpec` declares an asset that something else produces (an external asset):
+it is shown in the graph and has no op.
+
+Definitions only: the run worker executes an asset's op like any other, and the values
+stay in the customer's environment; the control plane gets the graph in the snapshot
+(:mod:`tether.sdk._asset_snapshot`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from tether.sdk._asset_key import AssetKey, CoercibleToAssetKey, asset_key, asset_keys
+from tether.sdk._context import check_metadata
+from tether.sdk._errors import DefinitionError
+from tether.sdk._op import OpDefinition, _build_op, check_name
+from tether.sdk._partitions import PartitionsDefinition
+from tether.sdk._retry import RetryPolicy
+
+#: Group of assets that name none.
+DEFAULT_GROUP = "default"
+
+
+@dataclass(frozen=True)
+class AssetIn:
+    """Which upstream asset a parameter of an ``@asset`` function receives.
+
+    Args:
+        key: the upstream asset's key; default: the parameter's name.
+        key_prefix: with no ``key``, the parameter's name under this prefix.
+        metadata: facts about the input (shown in the UI).
+    """
+
+    key: CoercibleToAssetKey | None = None
+    key_prefix: str | Sequence[str] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, param: str) -> AssetKey:
+        """The upstream key this input names for parameter ``param``."""
+        if self.key is not None:
+            return asset_key(self.key)
+        base = AssetKey(param)
+        if self.key_prefix is None:
+            return base
+        prefix = [self.key_prefix] if isinstance(self.key_prefix, str) else self.key_prefix
+        return base.with_prefix([p for part in prefix for p in part.split("/") if p])
+
+
+def _strings(values: Mapping[str, Any] | None, what: str) -> dict[str, str]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise DefinitionError(f"{what} must be a dict of strings")
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def _string_list(values: Iterable[str] | None, what: str) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+        raise DefinitionError(f"{what} must be a list of non-empty strings")
+    return tuple(values)
+
+
+def _group(group_name: str | None, what: str) -> str:
+    if group_name is None:
+        return DEFAULT_GROUP
+    return check_name(group_name, f"{what} group")
+
+
+@dataclass(frozen=True, eq=False)
+class AssetSpec:
+    """What is known of one asset, whoever produces it.
+
+    Used alone (in ``Definitions(assets=[...])``) it declares an external asset, produced
+    outside Tether: shown in the graph, depended on by key, materialized by reports.
+
+    Args:
+        key: the asset's key.
+        deps: the upstream assets it depends on.
+        description: free text.
+        metadata: JSON-compatible facts shown in the UI.
+        group_name: its group (default ``default``).
+        tags: string key/value tags.
+        owners: people or teams (``team:data``, ``alice@example.com``).
+        code_version: changes when the code that computes it changes (staleness).
+        partitions_def: its partitions, if partitioned.
+        kinds: what computes or stores it (``python``, ``pandas``, ``s3``), shown as badges.
+    """
+
+    key: AssetKey
+    deps: tuple[AssetKey, ...] = ()
+    description: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    group_name: str = DEFAULT_GROUP
+    tags: Mapping[str, str] = field(default_factory=dict)
+    owners: tuple[str, ...] = ()
+    code_version: str | None = None
+    partitions_def: PartitionsDefinition | None = None
+    kinds: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        key: CoercibleToAssetKey,
+        *,
+        deps: Iterable[Any] = (),
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        group_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        owners: Iterable[str] | None = None,
+        code_version: str | None = None,
+        partitions_def: PartitionsDefinition | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> None:
+        k = asset_key(key)
+        what = f"asset {k.to_user_string()!r}"
+        if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
+            raise DefinitionError(f"{what}: partitions_def must be a PartitionsDefinition")
+        if code_version is not None and not isinstance(code_version, str):
+            raise DefinitionError(f"{what}: code_version must be a string")
+        set_ = object.__setattr__
+        set_(self, "key", k)
+        set_(self, "deps", asset_keys(deps))
+        set_(self, "description", str(description or ""))
+        set_(self, "metadata", check_metadata(metadata or {}, f"{what} metadata"))
+        set_(self, "group_name", _group(group_name, what))
+        set_(self, "tags", _strings(tags, f"{what} tags"))
+        set_(self, "owners", _string_list(owners, f"{what} owners"))
+        set_(self, "code_version", code_version)
+        set_(self, "partitions_def", partitions_def)
+        set_(self, "kinds", _string_list(kinds, f"{what} kinds"))
+
+    @property
+    def keys(self) -> tuple[AssetKey, ...]:
+        """Its one key (the same attribute an :class:`AssetsDefinition` has)."""
+        return (self.key,)
+
+
+@dataclass(frozen=True, eq=False)
+class AssetsDefinition:
+    """The op that computes an asset, with the asset's spec and where its inputs come from.
+
+    Attributes:
+        spec: the asset (key, deps, group, metadata...); ``spec.deps`` holds every
+            upstream key, the ones it reads and the ``deps=`` ones.
+        op: the compute function as an op (named after the key, ``a__b`` for ``a/b``).
+        input_keys: parameter name -> the upstream key whose value it receives.
+        io_manager_key: the resource key of the IO manager that stores its value.
+        required_resource_keys: resources the function uses.
+    """
+
+    spec: AssetSpec
+    op: OpDefinition
+    input_keys: Mapping[str, AssetKey] = field(default_factory=dict)
+    io_manager_key: str = "io_manager"
+    required_resource_keys: frozenset[str] = frozenset()
+
+    @property
+    def key(self) -> AssetKey:
+        """The asset's key."""
+        return self.spec.key
+
+    @property
+    def keys(self) -> tuple[AssetKey, ...]:
+        """The keys it computes (one; multi-assets come with multi-output ops)."""
+        return (self.spec.key,)
+
+    @property
+    def partitions_def(self) -> PartitionsDefinition | None:
+        """The asset's partitions, if partitioned."""
+        return self.spec.partitions_def
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly (handy in unit tests)."""
+        return self.op.fn(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class _AssetOptions:
+    name: str | None = None
+    key: CoercibleToAssetKey | None = None
+    key_prefix: str | Sequence[str] | None = None
+    ins: Mapping[str, AssetIn] | None = None
+    deps: Iterable[Any] = ()
+    description: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    group_name: str | None = None
+    tags: Mapping[str, str] | None = None
+    owners: Iterable[str] | None = None
+    kinds: Iterable[str] | None = None
+    code_version: str | None = None
+    partitions_def: PartitionsDefinition | None = None
+    io_manager_key: str | None = None
+    required_resource_keys: Iterable[str] | None = None
+    retry_policy: RetryPolicy | None = None
+
+
+def _own_key(fn: Callable[..., Any], options: _AssetOptions) -> AssetKey:
+    if options.key is not None and (options.key_prefix is not None or options.name is not None):
+        raise DefinitionError(f"@asset {fn.__name__!r}: give key, or name/key_prefix, not both")
+    if options.key is not None:
+        return asset_key(options.key)
+    base = AssetKey(options.name or fn.__name__)
+    if options.key_prefix is None:
+        return base
+    prefix = options.key_prefix
+    return base.with_prefix([prefix] if isinstance(prefix, str) else list(prefix))
+
+
+def _build_asset(fn: Callable[..., Any], options: _AssetOptions) -> AssetsDefinition:
+    if not callable(fn):
+        raise DefinitionError(f"@asset needs a function, got {fn!r}")
+    key = _own_key(fn, options)
+    what = f"asset {key.to_user_string()!r}"
+    op = _build_op(fn, key.op_name, options.description, options.tags, options.retry_policy)
+    ins = dict(options.ins or {})
+    params = {i.name for i in op.inputs}
+    for name, value in ins.items():
+        if name not in params:
+            raise DefinitionError(f"{what}: ins names {name!r}, which is not a parameter")
+        if not isinstance(value, AssetIn):
+            raise DefinitionError(f"{what}: ins[{name!r}] must be an AssetIn")
+    input_keys = {i.name: ins.get(i.name, AssetIn()).resolve(i.name) for i in op.inputs}
+    if key in input_keys.values():
+        raise DefinitionError(f"{what} cannot read itself")
+    deps = [*input_keys.values(), *asset_keys(options.deps)]
+    unique = tuple(dict.fromkeys(deps))
+    if key in unique:
+        raise DefinitionError(f"{what} cannot depend on itself")
+    spec = AssetSpec(
+        key,
+        deps=unique,
+        description=op.description,
+        metadata=options.metadata,
+        group_name=options.group_name,
+        tags=op.tags,
+        owners=options.owners,
+        kinds=options.kinds,
+        code_version=options.code_version,
+        partitions_def=options.partitions_def,
+    )
+    resources = options.required_resource_keys or ()
+    if isinstance(resources, str):
+        raise DefinitionError(f"{what}: required_resource_keys must be a list of names")
+    io_manager_key = check_name(options.io_manager_key or "io_manager", f"{what} io_manager_key")
+    return AssetsDefinition(
+        spec=spec,
+        op=op,
+        input_keys=input_keys,
+        io_manager_key=io_manager_key,
+        required_resource_keys=frozenset(check_name(r, f"{what} resource") for r in resources),
+    )
+
+
+@overload
+def asset(fn: Callable[..., Any], /) -> AssetsDefinition: ...
+
+
+@overload
+def asset(
+    *,
+    name: str | None = None,
+    key: CoercibleToAssetKey | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    ins: Mapping[str, AssetIn] | None = None,
+    deps: Iterable[Any] = (),
+    description: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    group_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    owners: Iterable[str] | None = None,
+    kinds: Iterable[str] | None = None,
+    code_version: str | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    io_manager_key: str | None = None,
+    required_resource_keys: Iterable[str] | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> Callable[[Callable[..., Any]], AssetsDefinition]: ...
+
+
+def asset(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    key: CoercibleToAssetKey | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    ins: Mapping[str, AssetIn] | None = None,
+    deps: Iterable[Any] = (),
+    description: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    group_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    owners: Iterable[str] | None = None,
+    kinds: Iterable[str] | None = None,
+    code_version: str | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    io_manager_key: str | None = None,
+    required_resource_keys: Iterable[str] | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> AssetsDefinition | Callable[[Callable[..., Any]], AssetsDefinition]:
+    """Declare a software-defined asset, bare (``@asset``) or with options.
+
+    The function computes the asset's value. Its parameters (other than a first
+    ``context`` and a pydantic-typed ``config``) are the upstream assets whose values it
+    reads: each parameter's name is the upstream key unless ``ins`` says otherwise.
+
+    Args:
+        fn: the function (when used bare).
+        name: the key's last component; default the function's name.
+        key: the whole key (instead of ``name``/``key_prefix``).
+        key_prefix: components before ``name``.
+        ins: parameter name -> :class:`AssetIn` naming its upstream asset.
+        deps: upstream assets it depends on without reading their values (keys, specs or
+            asset definitions).
+        description: default the function's docstring.
+        metadata: JSON-compatible facts about the asset.
+        group_name: its group (default ``default``).
+        tags: string tags.
+        owners: people or teams.
+        kinds: what computes or stores it (``python``, ``pandas``...), shown as badges.
+        code_version: bump it when the computation changes (the UI marks the asset stale).
+        partitions_def: its partitions.
+        io_manager_key: the IO manager resource that stores its value (``io_manager``).
+        required_resource_keys: the resources it uses.
+        retry_policy: how to retry its op when it raises.
+    """
+    options = _AssetOptions(
+        name=name,
+        key=key,
+        key_prefix=key_prefix,
+        ins=ins,
+        deps=tuple(deps),
+        description=description,
+        metadata=metadata,
+        group_name=group_name,
+        tags=tags,
+        owners=owners,
+        kinds=kinds,
+        code_version=code_version,
+        partitions_def=partitions_def,
+        io_manager_key=io_manager_key,
+        required_resource_keys=required_resource_keys,
+        retry_policy=retry_policy,
+    )
+    if fn is not None:
+        return _build_asset(fn, options)
+
+    def decorate(f: Callable[..., Any]) -> AssetsDefinition:
+        return _build_asset(f, options)
+
+    return decorate

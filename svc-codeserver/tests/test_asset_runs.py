@@ -1,0 +1,97 @@
+"""Asset jobs run by the real worker subprocess against real NATS, in both executors: the
+values flow between assets, each materialized asset emits ASSET_MATERIALIZATION with its
+key, partition and code version, and a deps= dependency orders without passing a value."""
+
+from __future__ import annotations
+
+from importlib.util import module_from_spec, spec_from_file_location
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tether.shared.wire.locations import LocationConfig
+
+pytestmark = pytest.mark.integration
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _load_helpers() -> Any:
+    # The run worker test module holds the NATS/worker helpers (no shared conftest import).
+    spec = spec_from_file_location("run_worker_helpers", _HERE / "test_run_worker.py")
+    assert spec is not None and spec.loader is not None
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+h = _load_helpers()
+E = h.E
+
+ASSETS = """
+from tether.sdk import (
+    AssetIn, AssetSelection, Definitions, OpContext, StaticPartitionsDefinition, asset,
+    define_asset_job,
+)
+
+regions = StaticPartitionsDefinition(["eu", "us"])
+
+@asset(key_prefix="raw", code_version="v1", partitions_def=regions)
+def orders(context: OpContext) -> list[int]:
+    context.add_output_metadata({"rows": 3})
+    return [1, 2, 3] if context.partition_key == "eu" else [10]
+
+@asset(code_version="v7", partitions_def=regions, ins={"rows": AssetIn("raw/orders")})
+def totals(rows: list[int]) -> int:
+    return sum(rows)
+
+@asset(deps=[totals], partitions_def=regions)
+def audit() -> None:
+    print("audited after totals", flush=True)
+
+defs = Definitions(
+    assets=[orders, totals, audit],
+    jobs=[
+        define_asset_job("regional", AssetSelection.all()),
+        define_asset_job("regional_mp", AssetSelection.all(), executor="multiprocess"),
+    ],
+)
+"""
+
+
+@pytest.mark.parametrize("job_name", ["regional", "regional_mp"])
+async def test_an_asset_job_materializes_each_asset_with_its_key_partition_and_version(
+    nats_server, tmp_path: Path, job_name: str
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "assets.py").write_text(ASSETS)
+    location = LocationConfig(name="assets", python_file=str(tmp_path / "assets.py"))
+    args = h.run_args(location, nats_server.url, job_name, tags={"tether/partition": "eu"})
+    code, stderr = await h.run_worker(args)
+    assert code == 0, stderr
+    events = await h.read_events(js, args.run.run_id)
+    h.assert_numbered(events, args.run.run_id)
+    steps = [(e.event_type, e.step_key) for _, e in events if e.step_key is not None]
+    # Dependency order, the deps= one last; each asset's materialization before its success.
+    assert [s for t, s in steps if t is E.STEP_SUCCESS] == ["raw__orders", "totals", "audit"]
+    for step in ("raw__orders", "totals", "audit"):
+        mine = [t for t, s in steps if s == step]
+        assert mine[-3:] == [E.STEP_OUTPUT, E.ASSET_MATERIALIZATION, E.STEP_SUCCESS]
+    materialized = {
+        e.step_key: e.data for _, e in events if e.event_type is E.ASSET_MATERIALIZATION
+    }
+    assert materialized["raw__orders"] == {
+        "asset_key": ["raw", "orders"],
+        "description": "",
+        "metadata": {"rows": 3},
+        "partition": "eu",
+        "code_version": "v1",
+    }
+    assert materialized["totals"]["asset_key"] == ["totals"]
+    assert materialized["totals"]["code_version"] == "v7"
+    assert materialized["audit"]["code_version"] is None
+    outputs = {e.step_key: e.data["value_repr"] for _, e in events if e.event_type is E.STEP_OUTPUT}
+    assert outputs["totals"] == "6"  # the eu partition's rows, read from raw/orders
+    assert events[-1][1].event_type is E.RUN_SUCCESS
+    await nc.close()
