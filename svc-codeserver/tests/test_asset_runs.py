@@ -68,7 +68,8 @@ async def test_an_asset_job_materializes_each_asset_with_its_key_partition_and_v
     (tmp_path / "assets.py").write_text(ASSETS)
     location = LocationConfig(name="assets", python_file=str(tmp_path / "assets.py"))
     args = h.run_args(location, nats_server.url, job_name, tags={"tether/partition": "eu"})
-    code, stderr = await h.run_worker(args)
+    storage = tmp_path / "storage"
+    code, stderr = await h.run_worker(args, TETHER_RUN_WORKER_STORAGE_DIR=str(storage))
     assert code == 0, stderr
     events = await h.read_events(js, args.run.run_id)
     h.assert_numbered(events, args.run.run_id)
@@ -84,7 +85,8 @@ async def test_an_asset_job_materializes_each_asset_with_its_key_partition_and_v
     assert materialized["raw__orders"] == {
         "asset_key": ["raw", "orders"],
         "description": "",
-        "metadata": {"rows": 3},
+        # What the op attached, and where the default IO manager kept the value.
+        "metadata": {"rows": 3, "path": str(storage / "assets" / "raw" / "orders" / "eu")},
         "partition": "eu",
         "code_version": "v1",
     }
@@ -94,4 +96,105 @@ async def test_an_asset_job_materializes_each_asset_with_its_key_partition_and_v
     outputs = {e.step_key: e.data["value_repr"] for _, e in events if e.event_type is E.STEP_OUTPUT}
     assert outputs["totals"] == "6"  # the eu partition's rows, read from raw/orders
     assert events[-1][1].event_type is E.RUN_SUCCESS
+    await nc.close()
+
+
+CHAIN = """
+from tether.sdk import (
+    ConfigurableResource, Definitions, EnvVar, FilesystemIOManager, OpContext,
+    StaticPartitionsDefinition, asset, define_asset_job,
+)
+
+class Source(ConfigurableResource):
+    token: str
+
+regions = StaticPartitionsDefinition(["eu", "us"])
+
+@asset
+def raw(source: Source) -> dict:
+    return {"rows": [3, 4], "token_len": len(source.token)}
+
+@asset
+def cleaned(context: OpContext, raw: dict) -> int:
+    context.log.info(f"asset {context.asset_key.to_user_string()}")
+    return sum(raw["rows"]) + raw["token_len"]
+
+@asset(partitions_def=regions)
+def regional(context: OpContext) -> str:
+    return f"data of {context.partition_key}"
+
+@asset
+def all_regions(regional: dict) -> list:
+    return sorted(regional.items())
+
+defs = Definitions(
+    assets=[raw, cleaned, regional, all_regions],
+    resources={"source": Source(token=EnvVar("CHAIN_TOKEN")), "io_manager": FilesystemIOManager()},
+    jobs=[
+        define_asset_job("make_raw", [raw]),
+        define_asset_job("make_cleaned", [cleaned]),
+        define_asset_job("make_cleaned_mp", [cleaned], executor="multiprocess"),
+        define_asset_job("make_regional", [regional], partitions_def=regions),
+        define_asset_job("make_all_regions", [all_regions], executor="multiprocess"),
+    ],
+)
+"""
+
+
+@pytest.mark.parametrize("second", ["make_cleaned", "make_cleaned_mp"])
+async def test_a_second_run_reads_the_first_run_s_value_through_the_io_manager(
+    nats_server, tmp_path: Path, second: str
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "chain.py").write_text(CHAIN)
+    storage = tmp_path / "storage"
+    location = LocationConfig(name="chain", python_file=str(tmp_path / "chain.py"))
+    env = {"TETHER_RUN_WORKER_STORAGE_DIR": str(storage), "CHAIN_TOKEN": "abcde"}
+
+    async def run(job: str, **run: Any) -> list[Any]:
+        args = h.run_args(location, nats_server.url, job, **run)
+        code, stderr = await h.run_worker(args, **env)
+        assert code == 0, stderr
+        return [e for _, e in await h.read_events(js, args.run.run_id)]
+
+    first = await run("make_raw")
+    assert first[-1].event_type is E.RUN_SUCCESS, first[-1]
+    (mat,) = [e for e in first if e.event_type is E.ASSET_MATERIALIZATION]
+    # The IO manager says where it kept the value: in the customer's storage, not events.
+    assert mat.data["metadata"]["path"] == str(storage / "assets" / "raw" / "__value")
+    events = await run(second)
+    outputs = {e.step_key: e.data["value_repr"] for e in events if e.event_type is E.STEP_OUTPUT}
+    assert outputs == {"cleaned": str(3 + 4 + len("abcde"))}
+    logs = [e.message for e in events if e.event_type is E.LOG]
+    assert "asset cleaned" in logs
+    # Partitions: each run stores its own; an unpartitioned reader gets all of them.
+    for region in ("eu", "us"):
+        done = await run("make_regional", tags={"tether/partition": region})
+        assert done[-1].event_type is E.RUN_SUCCESS
+    events = await run("make_all_regions")
+    outputs = {e.step_key: e.data["value_repr"] for e in events if e.event_type is E.STEP_OUTPUT}
+    assert outputs == {"all_regions": "[('eu', 'data of eu'), ('us', 'data of us')]"}
+    await nc.close()
+
+
+async def test_a_missing_env_var_or_value_fails_the_step_saying_why(
+    nats_server, tmp_path: Path
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "chain.py").write_text(CHAIN)
+    location = LocationConfig(name="chain", python_file=str(tmp_path / "chain.py"))
+    env = {"TETHER_RUN_WORKER_STORAGE_DIR": str(tmp_path / "empty")}
+    for job, expected in (
+        ("make_raw", "CHAIN_TOKEN not set"),
+        ("make_cleaned", "no stored value of asset raw"),
+    ):
+        args = h.run_args(location, nats_server.url, job)
+        code, stderr = await h.run_worker(args, **env)
+        assert code == 0, stderr
+        events = [e for _, e in await h.read_events(js, args.run.run_id)]
+        failure = next(e for e in events if e.event_type is E.STEP_FAILURE)
+        assert failure.error is not None and expected in failure.error.message
+        assert events[-1].event_type is E.RUN_FAILURE
     await nc.close()

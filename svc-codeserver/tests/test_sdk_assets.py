@@ -172,7 +172,7 @@ def test_asset_jobs_are_ordinary_jobs_in_dependency_order() -> None:
     assert [n.name for n in defs.get_job("only_summary").nodes] == ["summary"]
 
 
-def test_an_asset_job_missing_a_value_it_reads_is_a_clear_error() -> None:
+def test_a_value_from_outside_the_job_is_left_to_the_io_manager() -> None:
     @asset
     def up() -> int:
         return 1
@@ -181,15 +181,16 @@ def test_an_asset_job_missing_a_value_it_reads_is_a_clear_error() -> None:
     def down(up: int) -> int:
         return up
 
-    with pytest.raises(DefinitionError, match="reads the value of 'up', which is not in the job"):
-        Definitions(assets=[up, down], jobs=[define_asset_job("j", "down")])
-
     @asset
     def reads_elsewhere(somewhere_else: int) -> int:
         return somewhere_else
 
-    with pytest.raises(DefinitionError, match="is not computed here"):
-        Definitions(assets=[reads_elsewhere])
+    defs = Definitions(assets=[up, down, reads_elsewhere], jobs=[define_asset_job("j", "down")])
+    # Not an op input of the job: the run worker loads it through up's IO manager.
+    (node,) = defs.get_job("j").nodes
+    assert node.name == "down" and node.inputs == {}
+    assert defs.get_job("j").assets["down"].input_keys == {"up": AssetKey("up")}
+    assert defs.asset_graph.external_dependencies == {AssetKey("somewhere_else")}
 
 
 def test_graph_errors_cycles_duplicates_and_mixed_partitions() -> None:

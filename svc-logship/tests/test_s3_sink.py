@@ -44,60 +44,9 @@ from tether.shared.wire.snapshots import (
 from tether.shared.wire.work import WorkItem, WorkKind, WorkResult
 from tether.shared.wire.workspecs import ServedBy, kinds_served_by
 from tether.testing import free_port, nats_connect, server_at, skip_or_fail
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
+from tether.testing.moto import CREDENTIALS, MotoServer
 
 # --- real parts ------------------------------------------------------------------------
-
-
-@dataclass
-class MotoServer:
-    """moto's S3 (and more) as a real HTTP server."""
-
-    port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-        if not Path(exe).exists():
-            skip_or_fail("moto_server is not installed (dev group: moto[server])")
-        self.proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **CREDENTIALS},
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                skip_or_fail(f"moto_server exited: {self.log.read_text()[-2000:]}")
-            try:
-                httpx.get(f"{self.url}/moto-api/", timeout=1)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    skip_or_fail("moto_server did not answer within 30 s")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +67,7 @@ def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _bucket(moto: MotoServer) -> str:
-    import boto3
-
-    name = f"logs-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=name)
-    return name
+    return moto.create_bucket("logs")
 
 
 def _objects(moto: MotoServer, bucket: str) -> dict[str, bytes]:

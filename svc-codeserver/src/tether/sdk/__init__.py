@@ -33,9 +33,16 @@ from tether.sdk._asset_graph import ASSET_JOB, AssetGraph, UnresolvedAssetJob, d
 from tether.sdk._asset_key import AssetKey
 from tether.sdk._asset_selection import AssetSelection
 from tether.sdk._assets import AssetIn, AssetsDefinition, AssetSpec, asset
-from tether.sdk._context import AssetMaterialization, OpContext, OpLogger
+from tether.sdk._context import AssetExecutionContext, AssetMaterialization, OpContext, OpLogger
 from tether.sdk._definitions import Definitions
 from tether.sdk._errors import DefinitionError, UserCodeError
+from tether.sdk._io_manager import (
+    ConfigurableIOManager,
+    FilesystemIOManager,
+    InputContext,
+    IOManager,
+    OutputContext,
+)
 from tether.sdk._job import EXECUTORS, EdgeDef, JobDefinition, Node, OutputHandle, job
 from tether.sdk._op import RESULT, OpDefinition, OpInputDef, op
 from tether.sdk._partitioned_config import PartitionedConfig, PartitionRun, partitioned_config
@@ -46,6 +53,7 @@ from tether.sdk._partitions import (
     PartitionsDefinition,
     StaticPartitionsDefinition,
 )
+from tether.sdk._resources import ConfigurableResource, EnvVar, ResourceError, Resources
 from tether.sdk._retry import Backoff, Jitter, RetryPolicy, RetryRequested
 from tether.sdk._run_request import (
     DefaultScheduleStatus,
@@ -55,6 +63,7 @@ from tether.sdk._run_request import (
     SkipReason,
     TickResult,
 )
+from tether.sdk._s3_io_manager import S3IOManager
 from tether.sdk._schedule import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -78,6 +87,7 @@ __all__ = [
     "PARTITION_KEY_TAG",
     "PARTITION_SET_TAG",
     "RESULT",
+    "AssetExecutionContext",
     "AssetGraph",
     "AssetIn",
     "AssetKey",
@@ -86,13 +96,19 @@ __all__ = [
     "AssetSpec",
     "AssetsDefinition",
     "Backoff",
+    "ConfigurableIOManager",
+    "ConfigurableResource",
     "DailyPartitionsDefinition",
     "DefaultScheduleStatus",
     "DefaultSensorStatus",
     "DefinitionError",
     "Definitions",
     "EdgeDef",
+    "EnvVar",
+    "FilesystemIOManager",
     "HourlyPartitionsDefinition",
+    "IOManager",
+    "InputContext",
     "Jitter",
     "JobDefinition",
     "MonthlyPartitionsDefinition",
@@ -101,14 +117,18 @@ __all__ = [
     "OpDefinition",
     "OpInputDef",
     "OpLogger",
+    "OutputContext",
     "OutputHandle",
     "PartitionKeyError",
     "PartitionRun",
     "PartitionedConfig",
     "PartitionsDefinition",
+    "ResourceError",
+    "Resources",
     "RetryPolicy",
     "RetryRequested",
     "RunRequest",
+    "S3IOManager",
     "ScheduleDefinition",
     "ScheduleEvaluationContext",
     "SensorDefinition",

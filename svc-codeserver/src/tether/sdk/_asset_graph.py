@@ -9,7 +9,8 @@ of location A).
 ``define_asset_job(name, selection)`` declares a job over a selection; ``Definitions``
 resolves it against its graph into an ordinary :class:`~tether.sdk.JobDefinition` whose
 nodes are the selected assets' ops (named after their keys) in dependency order, each
-value read by a downstream asset in the job passed as an op output. Every repository
+value read by a downstream asset in the job passed as an op output (the run worker loads
+any other through the upstream's IO manager). Every repository
 with assets also gets implicit jobs of all its computed assets (:data:`ASSET_JOB`, one per
 partitions definition), which materializations of any selection run with a step
 selection.
@@ -109,12 +110,14 @@ class UnresolvedAssetJob:
     partitions_def: PartitionsDefinition | None = None
     executor: str = EXECUTORS[0]
 
-    def resolve(self, graph: AssetGraph) -> JobDefinition:
+    def resolve(
+        self, graph: AssetGraph, resources: Mapping[str, Any] | None = None
+    ) -> JobDefinition:
         """The job materializing the selected computed assets of ``graph``.
 
         Raises:
-            DefinitionError: the selection is empty or unknown, its assets have different
-                partitions, or an asset reads a value from outside the selection.
+            DefinitionError: the selection is empty or unknown, or its assets have
+                different partitions.
         """
         keys = [k for k in self.selection.resolve(graph) if k in graph.computed]
         if not keys:
@@ -127,6 +130,7 @@ class UnresolvedAssetJob:
             tags=self.tags,
             partitions_def=self.partitions_def,
             executor=self.executor,
+            resources=resources,
         )
 
 
@@ -188,24 +192,21 @@ def asset_job(
     tags: Mapping[str, str] | None = None,
     partitions_def: PartitionsDefinition | None = None,
     executor: str = EXECUTORS[0],
+    resources: Mapping[str, Any] | None = None,
 ) -> JobDefinition:
-    """The job whose nodes compute ``keys`` (computed assets of ``graph``) in order."""
+    """The job whose nodes compute ``keys`` (computed assets of ``graph``) in order, with
+    the repository's ``resources``."""
     ordered = graph.toposorted(keys)
     assets = [graph.computed[k] for k in ordered]
     selected = set(ordered)
     nodes: list[Node] = []
     for a in assets:
-        inputs: dict[str, OutputHandle] = {}
-        for param, up in a.input_keys.items():
-            if up not in selected:
-                where = "is not in the job" if up in graph.computed else "is not computed here"
-                raise DefinitionError(
-                    f"asset job {name!r}: asset {a.key.to_user_string()!r} reads the value of "
-                    f"{up.to_user_string()!r}, which {where}; loading values of other runs "
-                    "through IO managers is not supported yet (select it too, or depend on "
-                    "it with deps= without reading it)"
-                )
-            inputs[param] = OutputHandle(up.op_name)
+        # A value computed in the same run is passed as an op output; any other (an asset
+        # outside the selection, of another location, or external) is loaded by the run
+        # worker through the upstream's IO manager.
+        inputs = {
+            param: OutputHandle(up.op_name) for param, up in a.input_keys.items() if up in selected
+        }
         read = set(a.input_keys.values())
         after = tuple(up.op_name for up in a.spec.deps if up in selected and up not in read)
         nodes.append(Node(name=a.key.op_name, op=a.op, inputs=inputs, after=after))
@@ -217,10 +218,14 @@ def asset_job(
         partitions_def=_job_partitions(name, assets, partitions_def),
         executor=executor,
         assets={a.key.op_name: a for a in assets},
+        asset_graph=graph,
+        resources=dict(resources or {}),
     )
 
 
-def implicit_asset_jobs(graph: AssetGraph) -> list[JobDefinition]:
+def implicit_asset_jobs(
+    graph: AssetGraph, resources: Mapping[str, Any] | None = None
+) -> list[JobDefinition]:
     """The jobs of every computed asset: one, or one per partitions definition (each with
     the unpartitioned assets too)."""
     if not graph.computed:
@@ -230,13 +235,14 @@ def implicit_asset_jobs(graph: AssetGraph) -> list[JobDefinition]:
         if a.partitions_def is not None and not any(a.partitions_def == p for p in defs):
             defs.append(a.partitions_def)
     if len(defs) <= 1:
-        return [asset_job(graph, graph.computed, name=ASSET_JOB)]
+        return [asset_job(graph, graph.computed, name=ASSET_JOB, resources=resources)]
     unpartitioned = [k for k, a in graph.computed.items() if a.partitions_def is None]
     return [
         asset_job(
             graph,
             [*unpartitioned, *(k for k, a in graph.computed.items() if a.partitions_def == p)],
             name=f"{ASSET_JOB}_{i}",
+            resources=resources,
         )
         for i, p in enumerate(defs)
     ]

@@ -15,14 +15,16 @@ stay in the customer's environment; the control plane gets the graph in the snap
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
 from tether.sdk._asset_key import AssetKey, CoercibleToAssetKey, asset_key, asset_keys
 from tether.sdk._context import check_metadata
 from tether.sdk._errors import DefinitionError
+from tether.sdk._io_manager import DEFAULT_IO_MANAGER_KEY
 from tether.sdk._op import OpDefinition, _build_op, check_name
 from tether.sdk._partitions import PartitionsDefinition
+from tether.sdk._resources import is_resource_type
 from tether.sdk._retry import RetryPolicy
 
 #: Group of assets that name none.
@@ -155,14 +157,22 @@ class AssetsDefinition:
         op: the compute function as an op (named after the key, ``a__b`` for ``a/b``).
         input_keys: parameter name -> the upstream key whose value it receives.
         io_manager_key: the resource key of the IO manager that stores its value.
-        required_resource_keys: resources the function uses.
+        required_resource_keys: resources the function uses through ``context.resources``.
+        resource_params: parameters receiving a resource (typed with a
+            ConfigurableResource subclass); the parameter's name is the resource key.
     """
 
     spec: AssetSpec
     op: OpDefinition
     input_keys: Mapping[str, AssetKey] = field(default_factory=dict)
-    io_manager_key: str = "io_manager"
+    io_manager_key: str = DEFAULT_IO_MANAGER_KEY
     required_resource_keys: frozenset[str] = frozenset()
+    resource_params: tuple[str, ...] = ()
+
+    @property
+    def resource_keys(self) -> frozenset[str]:
+        """Every resource the asset needs: its IO manager, parameters and required keys."""
+        return self.required_resource_keys | {self.io_manager_key, *self.resource_params}
 
     @property
     def key(self) -> AssetKey:
@@ -222,6 +232,8 @@ def _build_asset(fn: Callable[..., Any], options: _AssetOptions) -> AssetsDefini
     key = _own_key(fn, options)
     what = f"asset {key.to_user_string()!r}"
     op = _build_op(fn, key.op_name, options.description, options.tags, options.retry_policy)
+    resource_params = tuple(i.name for i in op.inputs if is_resource_type(i.annotation))
+    op = replace(op, inputs=tuple(i for i in op.inputs if i.name not in resource_params))
     ins = dict(options.ins or {})
     params = {i.name for i in op.inputs}
     for name, value in ins.items():
@@ -251,13 +263,16 @@ def _build_asset(fn: Callable[..., Any], options: _AssetOptions) -> AssetsDefini
     resources = options.required_resource_keys or ()
     if isinstance(resources, str):
         raise DefinitionError(f"{what}: required_resource_keys must be a list of names")
-    io_manager_key = check_name(options.io_manager_key or "io_manager", f"{what} io_manager_key")
+    io_manager_key = check_name(
+        options.io_manager_key or DEFAULT_IO_MANAGER_KEY, f"{what} io_manager_key"
+    )
     return AssetsDefinition(
         spec=spec,
         op=op,
         input_keys=input_keys,
         io_manager_key=io_manager_key,
         required_resource_keys=frozenset(check_name(r, f"{what} resource") for r in resources),
+        resource_params=resource_params,
     )
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.sdk._errors import DefinitionError
+from tether.sdk._resources import Resources
 
 if TYPE_CHECKING:
+    from tether.sdk._asset_key import AssetKey
     from tether.sdk._partitions import PartitionsDefinition
     from tether.sdk._time_partitions import TimeWindow
 
@@ -120,6 +122,8 @@ class OpContext:
         retry_number: 0 on the first attempt, 1 on the first retry...
         partitions_def: the job's partitions, if any.
         event_sink: where :meth:`log_event` sends events (set by the run worker).
+        asset_key: the asset the step materializes (asset jobs), else None.
+        resources: the step's resources by key (``context.resources.warehouse``).
     """
 
     run_id: str
@@ -131,6 +135,8 @@ class OpContext:
     retry_number: int = 0
     partitions_def: PartitionsDefinition | None = None
     event_sink: EventSink = _discard_event
+    asset_key: AssetKey | None = None
+    resources: Resources = field(default_factory=lambda: Resources({}))
     _output_metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -171,3 +177,7 @@ class OpContext:
     def output_metadata(self) -> dict[str, Any]:
         """Metadata added with :meth:`add_output_metadata` so far."""
         return dict(self._output_metadata)
+
+
+#: The context of an asset's function: an :class:`OpContext` whose ``asset_key`` is set.
+AssetExecutionContext = OpContext

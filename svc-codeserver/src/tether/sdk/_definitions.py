@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.sdk._asset_graph import AssetGraph, UnresolvedAssetJob, implicit_asset_jobs
 from tether.sdk._assets import AssetsDefinition, AssetSpec
 from tether.sdk._errors import DefinitionError, UserCodeError
+from tether.sdk._io_manager import DEFAULT_IO_MANAGER_KEY, FilesystemIOManager, IOManager
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
 from tether.sdk._partitioned_config import PartitionRun
+from tether.sdk._resources import ConfigurableResource
 from tether.sdk._run_request import TickResult
 from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext
@@ -22,6 +24,29 @@ if TYPE_CHECKING:
 
 def _known(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
+
+
+def _resources(
+    repository: str, resources: Mapping[str, Any] | None, graph: AssetGraph
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (resources or {}).items():
+        check_name(key, "resource key")
+        if not isinstance(value, ConfigurableResource | IOManager):
+            raise DefinitionError(
+                f"Definitions {repository!r}: resource {key!r} must be a ConfigurableResource "
+                f"or an IOManager, got {type(value).__name__}"
+            )
+        out[key] = value
+    out.setdefault(DEFAULT_IO_MANAGER_KEY, FilesystemIOManager())
+    for asset in graph.computed.values():
+        missing = sorted(asset.resource_keys - set(out))
+        if missing:
+            raise DefinitionError(
+                f"asset {asset.key.to_user_string()!r} needs resource(s) {', '.join(missing)}, "
+                f"which Definitions {repository!r} does not provide (resources: {_known(out)})"
+            )
+    return out
 
 
 def _asset_graph(assets: Iterable[AssetsDefinition | AssetSpec]) -> AssetGraph:
@@ -51,6 +76,8 @@ class Definitions:
     Args:
         jobs: the jobs (``@job`` or asset jobs); names must be unique.
         assets: ``@asset`` definitions and :class:`~tether.sdk.AssetSpec` (external assets).
+        resources: resource key -> resource (a ConfigurableResource or an IOManager) the
+            assets use; ``io_manager`` defaults to a FilesystemIOManager.
         schedules: the schedules.
         sensors: the sensors; schedule and sensor names must be unique together.
         name: repository name.
@@ -62,6 +89,7 @@ class Definitions:
         jobs: Iterable[JobDefinition | UnresolvedAssetJob] = (),
         *,
         assets: Iterable[AssetsDefinition | AssetSpec] = (),
+        resources: Mapping[str, Any] | None = None,
         schedules: Iterable[ScheduleDefinition] = (),
         sensors: Iterable[SensorDefinition] = (),
         name: str = "default",
@@ -73,8 +101,9 @@ class Definitions:
         self.schedules: dict[str, ScheduleDefinition] = {}
         self.sensors: dict[str, SensorDefinition] = {}
         self.asset_graph = _asset_graph(assets)
+        self.resources = _resources(self.name, resources, self.asset_graph)
         self._resolved: dict[int, JobDefinition] = {}
-        for j in [*jobs, *implicit_asset_jobs(self.asset_graph)]:
+        for j in [*jobs, *implicit_asset_jobs(self.asset_graph, self.resources)]:
             j = self._resolve(j)
             if not isinstance(j, JobDefinition):
                 raise DefinitionError(f"Definitions(jobs=...) expects @job objects, got {j!r}")
@@ -99,7 +128,7 @@ class Definitions:
         if not isinstance(job, UnresolvedAssetJob):
             return job
         if id(job) not in self._resolved:
-            self._resolved[id(job)] = job.resolve(self.asset_graph)
+            self._resolved[id(job)] = job.resolve(self.asset_graph, self.resources)
         return self._resolved[id(job)]
 
     def _add_instigator(self, name: str, kind: str, jobs: Iterable[JobDefinition]) -> None:

@@ -23,6 +23,7 @@ from tether.sdk._retry import RetryPolicy
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from tether.sdk._asset_graph import AssetGraph
     from tether.sdk._assets import AssetsDefinition
 
 
@@ -91,6 +92,8 @@ class JobDefinition:
             it with ``{"execution": {"multiprocess": {"max_concurrent": N}}}`` or
             ``{"execution": {"in_process": {}}}`` in its run config.
         assets: node name -> the asset it materializes (asset jobs only).
+        asset_graph: the repository's asset graph (asset jobs only).
+        resources: the repository's resources by key (asset jobs only).
     """
 
     name: str
@@ -102,6 +105,8 @@ class JobDefinition:
     op_retry_policy: RetryPolicy | None = None
     executor: str = EXECUTORS[0]
     assets: Mapping[str, AssetsDefinition] = field(default_factory=dict)
+    asset_graph: AssetGraph | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def partition_set_name(self) -> str | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
+from tether.codeserver.worker.assetio import AssetIO
 from tether.codeserver.worker.capture import StepOutputCapture
 from tether.codeserver.worker.events import RunEventEmitter
 from tether.codeserver.worker.lifecycle import (
@@ -148,6 +149,7 @@ class JobExecutor:
             partition_key=self._run_tags.get(PARTITION_KEY_TAG),
         )
         self._outputs: dict[str, Any] = {}
+        self._io = AssetIO(job, run_id, self._run_tags, storage.base_dir)
         # Only selected nodes have a status; an unselected upstream's output is reused.
         self.status: dict[str, StepStatus] = dict.fromkeys(self._plan.selected, StepStatus.NOT_RUN)
 
@@ -189,13 +191,14 @@ class JobExecutor:
             attempt,
             self._log_sink,
             self._event_sink,
+            self._io,
         )
 
     def _call(self, node: Node, context: OpContext) -> Any:
         inputs = op_inputs(node, self._output)
         self._cancellation.enter_user_code()
         try:
-            return call_op(node, context, inputs, self._op_configs.get(node.name))
+            return call_op(node, context, inputs, self._op_configs.get(node.name), self._io)
         finally:
             self._cancellation.exit_user_code()
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
+from tether.codeserver.worker.assetio import AssetIO
 from tether.sdk import PARTITION_KEY_TAG, JobDefinition, Node, OpContext, OpLogger
 
 __all__ = ["call_op", "op_context", "op_inputs"]
@@ -27,8 +28,10 @@ def op_context(
     attempt: int,
     log_sink: Callable[[str, str, str], None],
     event_sink: Callable[[str, str, dict[str, Any]], None],
+    io: AssetIO | None = None,
 ) -> OpContext:
-    """The context of attempt ``attempt`` (0 first) of ``node`` in run ``run_id``."""
+    """The context of attempt ``attempt`` (0 first) of ``node`` in run ``run_id`` (an asset
+    step's has its key and resources from ``io``)."""
     return OpContext(
         run_id=run_id,
         op_name=node.name,
@@ -39,6 +42,7 @@ def op_context(
         retry_number=attempt,
         partitions_def=job.partitions_def,
         event_sink=event_sink,
+        **(io.context_fields(node) if io is not None else {}),
     )
 
 
@@ -54,13 +58,24 @@ def op_inputs(node: Node, read: Callable[[str], Any]) -> dict[str, Any]:
 
 
 def call_op(
-    node: Node, context: OpContext, inputs: dict[str, Any], op_config: BaseModel | None
+    node: Node,
+    context: OpContext,
+    inputs: dict[str, Any],
+    op_config: BaseModel | None,
+    io: AssetIO | None = None,
 ) -> Any:
-    """Call ``node``'s op (an async one to completion) and return its output."""
+    """Call ``node``'s op (an async one to completion) and return its output.
+
+    For an asset step, ``io`` loads the values its run does not compute and gives its
+    resources before the call, and stores the value through its IO manager after it.
+    """
     op = node.op
+    if io is not None:
+        inputs = {**io.inputs(node), **inputs}
     if op.config_model is not None:
         inputs["config"] = op_config
     args: tuple[Any, ...] = (context,) if op.wants_context else ()
-    if op.is_async:
-        return asyncio.run(op.fn(*args, **inputs))
-    return op.fn(*args, **inputs)
+    value = asyncio.run(op.fn(*args, **inputs)) if op.is_async else op.fn(*args, **inputs)
+    if io is not None:
+        io.store(node, value, context)
+    return value

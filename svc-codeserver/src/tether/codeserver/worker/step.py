@@ -56,6 +56,7 @@ class _Messages:
 def run_step(spec: StepSpec, messages: _Messages) -> None:
     """Run one attempt and send its result line; user errors become a failed result."""
     from tether.codeserver.loader import load_location
+    from tether.codeserver.worker.assetio import AssetIO
     from tether.codeserver.worker.opcall import call_op, op_context, op_inputs
     from tether.codeserver.worker.run_config import resolve_op_configs
     from tether.sdk import RetryRequested
@@ -77,12 +78,13 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     def event_sink(kind: str, step_key: str, data: dict[str, Any]) -> None:
         messages.send(kind="event", event_type=kind, data=data)
 
+    io = AssetIO(job, run.run_id, run.tags, spec.storage_dir)
     context = op_context(
-        job, node, run.run_id, run.tags, op_config, spec.attempt, log_sink, event_sink
+        job, node, run.run_id, run.tags, op_config, spec.attempt, log_sink, event_sink, io
     )
     started = time.monotonic()
     try:
-        value = call_op(node, context, op_inputs(node, storage.read), op_config)
+        value = call_op(node, context, op_inputs(node, storage.read), op_config, io)
         storage.write(step, value)
     except (Exception, SystemExit) as err:  # noqa: BLE001
         # The user-code boundary (an unpicklable output fails the step the same way).
