@@ -74,11 +74,12 @@ async def test_an_asset_job_materializes_each_asset_with_its_key_partition_and_v
     events = await h.read_events(js, args.run.run_id)
     h.assert_numbered(events, args.run.run_id)
     steps = [(e.event_type, e.step_key) for _, e in events if e.step_key is not None]
-    # Dependency order, the deps= one last; each asset's materialization before its success.
+    # Dependency order, the deps= one last; each asset materialized once its value is
+    # stored, before its output and success.
     assert [s for t, s in steps if t is E.STEP_SUCCESS] == ["raw__orders", "totals", "audit"]
     for step in ("raw__orders", "totals", "audit"):
         mine = [t for t, s in steps if s == step]
-        assert mine[-3:] == [E.STEP_OUTPUT, E.ASSET_MATERIALIZATION, E.STEP_SUCCESS]
+        assert mine[-3:] == [E.ASSET_MATERIALIZATION, E.STEP_OUTPUT, E.STEP_SUCCESS]
     materialized = {
         e.step_key: e.data for _, e in events if e.event_type is E.ASSET_MATERIALIZATION
     }
@@ -197,4 +198,78 @@ async def test_a_missing_env_var_or_value_fails_the_step_saying_why(
         failure = next(e for e in events if e.event_type is E.STEP_FAILURE)
         assert failure.error is not None and expected in failure.error.message
         assert events[-1].event_type is E.RUN_FAILURE
+    await nc.close()
+
+
+MULTI = """
+from tether.sdk import (
+    AssetOut, AssetSelection, Definitions, OpContext, asset, define_asset_job, multi_asset,
+)
+
+@multi_asset(outs={"evens": AssetOut(), "odds": AssetOut(code_version="2")}, can_subset=True)
+def split(context: OpContext) -> dict:
+    values = {"evens": [2, 4], "odds": [1, 3, 5]}
+    return {name: values[name] for name in sorted(context.selected_output_names)}
+
+@asset
+def odd_count(odds: list[int]) -> int:
+    return len(odds)
+
+@asset
+def even_sum(evens: list[int]) -> int:
+    return sum(evens)
+
+defs = Definitions(
+    assets=[split, odd_count, even_sum],
+    jobs=[
+        define_asset_job("all_mp", executor="multiprocess"),
+        define_asset_job("odd_side", AssetSelection.assets("odd_count").upstream()),
+        define_asset_job("even_late", ["even_sum"]),
+    ],
+)
+"""
+
+
+async def test_multi_assets_materialize_each_out_and_subsets_only_theirs(
+    nats_server, tmp_path: Path
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "multi.py").write_text(MULTI)
+    location = LocationConfig(name="multi", python_file=str(tmp_path / "multi.py"))
+    env = {"TETHER_RUN_WORKER_STORAGE_DIR": str(tmp_path / "storage")}
+
+    async def run(job: str) -> list[Any]:
+        args = h.run_args(location, nats_server.url, job)
+        code, stderr = await h.run_worker(args, **env)
+        assert code == 0, stderr
+        events = [e for _, e in await h.read_events(js, args.run.run_id)]
+        assert events[-1].event_type is E.RUN_SUCCESS, [e.message for e in events]
+        return events
+
+    def materialized(events: list[Any]) -> list[tuple[str, str | None]]:
+        return [
+            ("/".join(e.data["asset_key"]), e.data["code_version"])
+            for e in events
+            if e.event_type is E.ASSET_MATERIALIZATION
+        ]
+
+    def outputs(events: list[Any]) -> dict[str, str]:
+        return {e.step_key: e.data["value_repr"] for e in events if e.event_type is E.STEP_OUTPUT}
+
+    events = await run("all_mp")
+    assert sorted(materialized(events)) == [
+        ("even_sum", None),
+        ("evens", None),
+        ("odd_count", None),
+        ("odds", "2"),
+    ]
+    assert outputs(events)["odd_count"] == "3" and outputs(events)["even_sum"] == "6"
+    # The subset computes (and materializes) only the out its selection needs.
+    events = await run("odd_side")
+    assert materialized(events) == [("odds", "2"), ("odd_count", None)]
+    assert outputs(events)["split"] == "{'odds': [1, 3, 5]}"
+    # A later run reads one out of the multi-asset through the IO manager.
+    events = await run("even_late")
+    assert outputs(events) == {"even_sum": "6"}
     await nc.close()

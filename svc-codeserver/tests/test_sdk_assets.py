@@ -281,3 +281,69 @@ def test_partitioned_assets_describe_their_partitions() -> None:
     assert node.partitions is not None and node.partitions.static_keys == ["eu", "us"]
     # The implicit job is partitioned like its assets, so it has a partition set.
     assert [p.job_name for p in repo.partition_sets] == [ASSET_JOB]
+
+
+def test_multi_assets_compute_several_keys_and_may_be_subset() -> None:
+    from tether.sdk import AssetOut, multi_asset
+
+    @asset
+    def source() -> list[int]:
+        return [1, 2, 3]
+
+    @multi_asset(
+        outs={"evens": AssetOut(key_prefix="split"), "odds": AssetOut(code_version="3")},
+        group_name="split",
+        can_subset=True,
+    )
+    def splitter(source: list[int]) -> tuple[list[int], list[int]]:
+        return [x for x in source if x % 2 == 0], [x for x in source if x % 2]
+
+    @asset
+    def report(odds: list[int]) -> int:
+        return len(odds)
+
+    @multi_asset(outs={"a": AssetOut(), "b": AssetOut()})
+    def pair() -> tuple[int, int]:
+        return 1, 2
+
+    assert splitter.keys == (AssetKey(["split", "evens"]), AssetKey("odds"))
+    assert splitter.multi and splitter.output_names[AssetKey("odds")] == "odds"
+    assert splitter.spec_for(AssetKey("odds")).code_version == "3"
+    assert splitter.spec_for(AssetKey("odds")).group_name == "split"
+    with pytest.raises(DefinitionError, match="several specs"):
+        _ = splitter.key
+    defs = Definitions(
+        assets=[source, splitter, report, pair],
+        jobs=[
+            define_asset_job("odds_only", AssetSelection.assets("report").upstream()),
+            define_asset_job("everything"),
+        ],
+    )
+    job = defs.get_job("odds_only")
+    assert [n.name for n in job.nodes] == ["source", "splitter", "report"]
+    # report reads splitter's 'odds' out; the subset computes only odds.
+    (handle,) = job.node("report").inputs.values()
+    assert (handle.node, handle.output) == ("splitter", "odds")  # type: ignore[union-attr]
+    assert job.assets["splitter"].keys == (AssetKey("odds"),)
+    assert defs.get_job("everything").assets["splitter"].keys == splitter.keys
+    edges = {(e.from_node, e.from_output, e.to_node) for e in defs.get_job("everything").edges}
+    assert ("splitter", "odds", "report") in edges
+    with pytest.raises(DefinitionError, match="cannot compute only a"):
+        Definitions(assets=[pair], jobs=[define_asset_job("half", "a")])
+    nodes = {"/".join(a.key): a for a in defs.repository_snapshot().assets}
+    assert nodes["split/evens"].op_name == nodes["odds"].op_name == "splitter"
+    assert nodes["odds"].job_names == [ASSET_JOB, "everything", "odds_only"]
+    assert nodes["split/evens"].job_names == [ASSET_JOB, "everything"]
+
+
+def test_bad_multi_assets_are_clear_errors() -> None:
+    from tether.sdk import AssetOut, multi_asset
+
+    def pair_fn() -> None: ...
+
+    with pytest.raises(DefinitionError, match="needs outs"):
+        multi_asset(outs={})
+    with pytest.raises(DefinitionError, match="two outs compute"):
+        multi_asset(name="m", outs={"a": AssetOut(key="x"), "b": AssetOut(key="x")})(pair_fn)
+    with pytest.raises(DefinitionError, match="must be an AssetOut"):
+        multi_asset(name="m", outs={"a": "x"})(pair_fn)  # type: ignore[dict-item]

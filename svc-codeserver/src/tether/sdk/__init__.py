@@ -44,6 +44,7 @@ from tether.sdk._io_manager import (
     OutputContext,
 )
 from tether.sdk._job import EXECUTORS, EdgeDef, JobDefinition, Node, OutputHandle, job
+from tether.sdk._multi_asset import AssetOut, multi_asset
 from tether.sdk._op import RESULT, OpDefinition, OpInputDef, op
 from tether.sdk._partitioned_config import PartitionedConfig, PartitionRun, partitioned_config
 from tether.sdk._partitions import (
@@ -92,6 +93,7 @@ __all__ = [
     "AssetIn",
     "AssetKey",
     "AssetMaterialization",
+    "AssetOut",
     "AssetSelection",
     "AssetSpec",
     "AssetsDefinition",
@@ -147,6 +149,7 @@ __all__ = [
     "define_asset_job",
     "job",
     "job_config_schema",
+    "multi_asset",
     "op",
     "partitioned_config",
     "schedule",

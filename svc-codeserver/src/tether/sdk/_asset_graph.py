@@ -36,6 +36,10 @@ from tether.sdk._partitions import PartitionsDefinition
 ASSET_JOB = "__asset_job"
 
 
+def _names(a: AssetsDefinition) -> str:
+    return ", ".join(k.to_user_string() for k in a.keys)
+
+
 class AssetGraph:
     """Every asset of a repository and the edges between them.
 
@@ -50,19 +54,19 @@ class AssetGraph:
     def __init__(self, assets: Sequence[AssetsDefinition], specs: Sequence[AssetSpec]) -> None:
         self.computed: dict[AssetKey, AssetsDefinition] = {}
         self.specs: dict[AssetKey, AssetSpec] = {}
+        ops: dict[str, AssetsDefinition] = {}
         for a in assets:
-            self._add(a.spec)
-            self.computed[a.key] = a
+            for spec in a.specs:
+                self._add(spec)
+                self.computed[spec.key] = a
+            clash = ops.setdefault(a.op.name, a)
+            if clash is not a:
+                raise DefinitionError(
+                    f"two asset definitions ({_names(clash)} and {_names(a)}) would both be "
+                    f"computed by an op named {a.op.name!r}"
+                )
         for s in specs:
             self._add(s)
-        ops: dict[str, AssetKey] = {}
-        for key in self.computed:
-            clash = ops.setdefault(key.op_name, key)
-            if clash != key:
-                raise DefinitionError(
-                    f"assets {clash.to_user_string()!r} and {key.to_user_string()!r} would "
-                    f"both be computed by an op named {key.op_name!r}"
-                )
         self.upstream: dict[AssetKey, tuple[AssetKey, ...]] = {
             k: s.deps for k, s in self.specs.items()
         }
@@ -79,6 +83,27 @@ class AssetGraph:
         except CycleError as err:
             cycle = " -> ".join(k.to_user_string() for k in err.args[1])
             raise DefinitionError(f"the asset graph has a cycle: {cycle}") from None
+
+    def definitions(self, keys: Iterable[AssetKey]) -> list[AssetsDefinition]:
+        """The definitions computing ``keys``, each once, upstream ones first."""
+        seen: dict[int, AssetsDefinition] = {}
+        for key in self.toposorted(keys):
+            a = self.computed[key]
+            seen.setdefault(id(a), a)
+        # A multi-asset may come after an upstream of one key yet before another's: order
+        # the definitions themselves by the dependencies between them.
+        ids = {id(a): a for a in seen.values()}
+        by_key = {k: id(a) for a in ids.values() for k in a.keys}
+        graph = {
+            i: {by_key[up] for s in a.specs for up in s.deps if by_key.get(up, i) != i}
+            for i, a in ids.items()
+        }
+        try:
+            order = list(TopologicalSorter(graph).static_order())
+        except CycleError as err:
+            cycle = " -> ".join(ids[i].op.name for i in err.args[1])
+            raise DefinitionError(f"the assets' ops depend on each other: {cycle}") from None
+        return [ids[i] for i in order if i in ids]
 
     def _add(self, spec: AssetSpec) -> None:
         if spec.key in self.specs:
@@ -176,7 +201,7 @@ def _job_partitions(
     if len(found) > 1:
         raise DefinitionError(
             f"asset job {name!r} selects assets with different partitions: "
-            + ", ".join(sorted(a.key.to_user_string() for a in assets if a.partitions_def))
+            + ", ".join(sorted(_names(a) for a in assets if a.partitions_def))
         )
     if given is not None and found and found[0] != given:
         raise DefinitionError(f"asset job {name!r}: partitions_def differs from its assets'")
@@ -196,20 +221,23 @@ def asset_job(
 ) -> JobDefinition:
     """The job whose nodes compute ``keys`` (computed assets of ``graph``) in order, with
     the repository's ``resources``."""
-    ordered = graph.toposorted(keys)
-    assets = [graph.computed[k] for k in ordered]
-    selected = set(ordered)
+    selected = set(keys)
+    assets = [a.subset(set(a.keys) & selected) for a in graph.definitions(selected)]
+    node_of = {k: a.op.name for a in assets for k in a.keys}
     nodes: list[Node] = []
     for a in assets:
         # A value computed in the same run is passed as an op output; any other (an asset
         # outside the selection, of another location, or external) is loaded by the run
         # worker through the upstream's IO manager.
         inputs = {
-            param: OutputHandle(up.op_name) for param, up in a.input_keys.items() if up in selected
+            param: OutputHandle(node_of[up], graph.computed[up].output_names[up])
+            for param, up in a.input_keys.items()
+            if up in node_of
         }
-        read = set(a.input_keys.values())
-        after = tuple(up.op_name for up in a.spec.deps if up in selected and up not in read)
-        nodes.append(Node(name=a.key.op_name, op=a.op, inputs=inputs, after=after))
+        read = {node_of[up] for up in a.input_keys.values() if up in node_of}
+        waits = {node_of[up] for s in a.specs for up in s.deps if up in node_of}
+        after = tuple(sorted(waits - read - {a.op.name}))
+        nodes.append(Node(name=a.op.name, op=a.op, inputs=inputs, after=after))
     return JobDefinition(
         name=name,
         nodes=tuple(nodes),
@@ -217,7 +245,7 @@ def asset_job(
         tags={**(tags or {})},
         partitions_def=_job_partitions(name, assets, partitions_def),
         executor=executor,
-        assets={a.key.op_name: a for a in assets},
+        assets={a.op.name: a for a in assets},
         asset_graph=graph,
         resources=dict(resources or {}),
     )

@@ -22,7 +22,7 @@ from tether.sdk._asset_key import AssetKey, CoercibleToAssetKey, asset_key, asse
 from tether.sdk._context import check_metadata
 from tether.sdk._errors import DefinitionError
 from tether.sdk._io_manager import DEFAULT_IO_MANAGER_KEY
-from tether.sdk._op import OpDefinition, _build_op, check_name
+from tether.sdk._op import RESULT, OpDefinition, _build_op, check_name
 from tether.sdk._partitions import PartitionsDefinition
 from tether.sdk._resources import is_resource_type
 from tether.sdk._retry import RetryPolicy
@@ -149,49 +149,125 @@ class AssetSpec:
 
 @dataclass(frozen=True, eq=False)
 class AssetsDefinition:
-    """The op that computes an asset, with the asset's spec and where its inputs come from.
+    """The op that computes one asset (``@asset``) or several (``@multi_asset``), with
+    their specs and where the op's inputs come from.
 
     Attributes:
-        spec: the asset (key, deps, group, metadata...); ``spec.deps`` holds every
-            upstream key, the ones it reads and the ``deps=`` ones.
-        op: the compute function as an op (named after the key, ``a__b`` for ``a/b``).
+        specs: the assets it computes (keys, deps, groups, metadata...); each spec's
+            ``deps`` holds every upstream key, the ones read and the ``deps=`` ones.
+        op: the compute function as an op (``@asset``: named after the key, ``a__b``).
         input_keys: parameter name -> the upstream key whose value it receives.
-        io_manager_key: the resource key of the IO manager that stores its value.
+        output_names: key -> the op output carrying its value (``result`` for ``@asset``).
+        io_manager_keys: key -> the resource key of the IO manager storing its value.
         required_resource_keys: resources the function uses through ``context.resources``.
         resource_params: parameters receiving a resource (typed with a
             ConfigurableResource subclass); the parameter's name is the resource key.
+        can_subset: a run may compute only some of its keys (``context.selected_asset_keys``).
+        multi: declared with ``@multi_asset`` (its value is one per output).
     """
 
-    spec: AssetSpec
+    specs: tuple[AssetSpec, ...]
     op: OpDefinition
     input_keys: Mapping[str, AssetKey] = field(default_factory=dict)
-    io_manager_key: str = DEFAULT_IO_MANAGER_KEY
+    output_names: Mapping[AssetKey, str] = field(default_factory=dict)
+    io_manager_keys: Mapping[AssetKey, str] = field(default_factory=dict)
     required_resource_keys: frozenset[str] = frozenset()
     resource_params: tuple[str, ...] = ()
-
-    @property
-    def resource_keys(self) -> frozenset[str]:
-        """Every resource the asset needs: its IO manager, parameters and required keys."""
-        return self.required_resource_keys | {self.io_manager_key, *self.resource_params}
-
-    @property
-    def key(self) -> AssetKey:
-        """The asset's key."""
-        return self.spec.key
+    can_subset: bool = False
+    multi: bool = False
 
     @property
     def keys(self) -> tuple[AssetKey, ...]:
-        """The keys it computes (one; multi-assets come with multi-output ops)."""
-        return (self.spec.key,)
+        """The keys it computes."""
+        return tuple(s.key for s in self.specs)
+
+    @property
+    def spec(self) -> AssetSpec:
+        """The spec of a single asset (``@asset``).
+
+        Raises:
+            DefinitionError: a multi-asset has several; use :meth:`spec_for`.
+        """
+        if self.multi:
+            raise DefinitionError(f"multi-asset {self.op.name!r} has several specs")
+        return self.specs[0]
+
+    @property
+    def key(self) -> AssetKey:
+        """The key of a single asset (see :attr:`spec`)."""
+        return self.spec.key
+
+    def spec_for(self, key: AssetKey) -> AssetSpec:
+        """The spec of ``key`` (KeyError if it does not compute it)."""
+        for s in self.specs:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def io_manager_key_for(self, key: AssetKey) -> str:
+        """The IO manager resource storing ``key``'s value."""
+        return self.io_manager_keys.get(key, DEFAULT_IO_MANAGER_KEY)
+
+    @property
+    def resource_keys(self) -> frozenset[str]:
+        """Every resource it needs: its IO managers, parameters and required keys."""
+        managers = {self.io_manager_key_for(k) for k in self.keys}
+        return self.required_resource_keys | managers | set(self.resource_params)
 
     @property
     def partitions_def(self) -> PartitionsDefinition | None:
-        """The asset's partitions, if partitioned."""
-        return self.spec.partitions_def
+        """Its partitions, if partitioned (every key of a multi-asset shares them)."""
+        return self.specs[0].partitions_def
+
+    def subset(self, keys: Iterable[AssetKey]) -> AssetsDefinition:
+        """This definition computing only ``keys`` (itself when that is every key).
+
+        Raises:
+            DefinitionError: it cannot be subset, or names a key it does not compute.
+        """
+        wanted = set(keys)
+        if wanted == set(self.keys):
+            return self
+        unknown = wanted - set(self.keys)
+        if unknown or not wanted:
+            raise DefinitionError(f"{self.op.name!r} does not compute {sorted(unknown)}")
+        if not self.can_subset:
+            names = ", ".join(sorted(k.to_user_string() for k in wanted))
+            raise DefinitionError(
+                f"multi-asset {self.op.name!r} cannot compute only {names} (can_subset=False)"
+            )
+        return replace(self, specs=tuple(s for s in self.specs if s.key in wanted))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly (handy in unit tests)."""
         return self.op.fn(*args, **kwargs)
+
+
+def resource_params_of(op: OpDefinition) -> tuple[OpDefinition, tuple[str, ...]]:
+    """``op`` without its resource parameters, and their names."""
+    names = tuple(i.name for i in op.inputs if is_resource_type(i.annotation))
+    return replace(op, inputs=tuple(i for i in op.inputs if i.name not in names)), names
+
+
+def input_keys_of(
+    op: OpDefinition, ins: Mapping[str, AssetIn] | None, what: str
+) -> dict[str, AssetKey]:
+    """Parameter name -> the upstream key it reads (``ins`` or the parameter's name)."""
+    given = dict(ins or {})
+    params = {i.name for i in op.inputs}
+    for name, value in given.items():
+        if name not in params:
+            raise DefinitionError(f"{what}: ins names {name!r}, which is not a parameter")
+        if not isinstance(value, AssetIn):
+            raise DefinitionError(f"{what}: ins[{name!r}] must be an AssetIn")
+    return {i.name: given.get(i.name, AssetIn()).resolve(i.name) for i in op.inputs}
+
+
+def resource_keys_of(required: Iterable[str] | None, what: str) -> frozenset[str]:
+    """The validated ``required_resource_keys``."""
+    if isinstance(required, str):
+        raise DefinitionError(f"{what}: required_resource_keys must be a list of names")
+    return frozenset(check_name(r, f"{what} resource") for r in required or ())
 
 
 @dataclass(frozen=True)
@@ -232,20 +308,11 @@ def _build_asset(fn: Callable[..., Any], options: _AssetOptions) -> AssetsDefini
     key = _own_key(fn, options)
     what = f"asset {key.to_user_string()!r}"
     op = _build_op(fn, key.op_name, options.description, options.tags, options.retry_policy)
-    resource_params = tuple(i.name for i in op.inputs if is_resource_type(i.annotation))
-    op = replace(op, inputs=tuple(i for i in op.inputs if i.name not in resource_params))
-    ins = dict(options.ins or {})
-    params = {i.name for i in op.inputs}
-    for name, value in ins.items():
-        if name not in params:
-            raise DefinitionError(f"{what}: ins names {name!r}, which is not a parameter")
-        if not isinstance(value, AssetIn):
-            raise DefinitionError(f"{what}: ins[{name!r}] must be an AssetIn")
-    input_keys = {i.name: ins.get(i.name, AssetIn()).resolve(i.name) for i in op.inputs}
+    op, resource_params = resource_params_of(op)
+    input_keys = input_keys_of(op, options.ins, what)
     if key in input_keys.values():
         raise DefinitionError(f"{what} cannot read itself")
-    deps = [*input_keys.values(), *asset_keys(options.deps)]
-    unique = tuple(dict.fromkeys(deps))
+    unique = tuple(dict.fromkeys([*input_keys.values(), *asset_keys(options.deps)]))
     if key in unique:
         raise DefinitionError(f"{what} cannot depend on itself")
     spec = AssetSpec(
@@ -260,18 +327,16 @@ def _build_asset(fn: Callable[..., Any], options: _AssetOptions) -> AssetsDefini
         code_version=options.code_version,
         partitions_def=options.partitions_def,
     )
-    resources = options.required_resource_keys or ()
-    if isinstance(resources, str):
-        raise DefinitionError(f"{what}: required_resource_keys must be a list of names")
     io_manager_key = check_name(
         options.io_manager_key or DEFAULT_IO_MANAGER_KEY, f"{what} io_manager_key"
     )
     return AssetsDefinition(
-        spec=spec,
+        specs=(spec,),
         op=op,
         input_keys=input_keys,
-        io_manager_key=io_manager_key,
-        required_resource_keys=frozenset(check_name(r, f"{what} resource") for r in resources),
+        output_names={key: RESULT},
+        io_manager_keys={key: io_manager_key},
+        required_resource_keys=resource_keys_of(options.required_resource_keys, what),
         resource_params=resource_params,
     )
 

@@ -122,7 +122,9 @@ class OpContext:
         retry_number: 0 on the first attempt, 1 on the first retry...
         partitions_def: the job's partitions, if any.
         event_sink: where :meth:`log_event` sends events (set by the run worker).
-        asset_key: the asset the step materializes (asset jobs), else None.
+        asset_key: the asset the step materializes (an ``@asset`` step), else None.
+        selected_asset_keys: the assets the step materializes (asset steps).
+        selected_output_names: their outs (a subsettable multi-asset returns these).
         resources: the step's resources by key (``context.resources.warehouse``).
     """
 
@@ -136,6 +138,8 @@ class OpContext:
     partitions_def: PartitionsDefinition | None = None
     event_sink: EventSink = _discard_event
     asset_key: AssetKey | None = None
+    selected_asset_keys: frozenset[AssetKey] = frozenset()
+    selected_output_names: frozenset[str] = frozenset()
     resources: Resources = field(default_factory=lambda: Resources({}))
     _output_metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 

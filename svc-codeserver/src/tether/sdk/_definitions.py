@@ -43,7 +43,8 @@ def _resources(
         missing = sorted(asset.resource_keys - set(out))
         if missing:
             raise DefinitionError(
-                f"asset {asset.key.to_user_string()!r} needs resource(s) {', '.join(missing)}, "
+                f"asset {', '.join(k.to_user_string() for k in asset.keys)!r} needs "
+                f"resource(s) {', '.join(missing)}, "
                 f"which Definitions {repository!r} does not provide (resources: {_known(out)})"
             )
     return out

@@ -31,6 +31,7 @@ from tether.shared.wire.snapshots import (
 
 if TYPE_CHECKING:
     from tether.sdk._asset_graph import AssetGraph
+    from tether.sdk._asset_key import AssetKey
     from tether.sdk._definitions import Definitions
 
 
@@ -117,6 +118,11 @@ def _sensor_snapshot(sensor: SensorDefinition) -> SensorSnapshot:
     )
 
 
+def _jobs_computing(key: AssetKey, jobs: list[JobDefinition]) -> list[str]:
+    """The jobs with a node that materializes ``key`` (a subset node only if it has it)."""
+    return sorted(j.name for j in jobs if any(key in a.keys for a in j.assets.values()))
+
+
 def asset_snapshots(graph: AssetGraph, jobs: Iterable[JobDefinition]) -> list[AssetNodeSnapshot]:
     """Describe every asset of ``graph``, in dependency order, with the jobs computing it."""
     jobs = list(jobs)
@@ -124,7 +130,7 @@ def asset_snapshots(graph: AssetGraph, jobs: Iterable[JobDefinition]) -> list[As
     for key in graph.toposorted(graph.specs):
         spec = graph.specs[key]
         computed = graph.computed.get(key)
-        op_name = key.op_name if computed is not None else None
+        op_name = computed.op.name if computed is not None else None
         out.append(
             AssetNodeSnapshot(
                 key=list(key.path),
@@ -137,17 +143,11 @@ def asset_snapshots(graph: AssetGraph, jobs: Iterable[JobDefinition]) -> list[As
                 code_version=spec.code_version,
                 dependency_keys=[list(k.path) for k in spec.deps],
                 op_name=op_name,
-                # Only jobs whose node runs this asset's op (not a same-named op of a @job).
-                job_names=sorted(
-                    j.name
-                    for j in jobs
-                    if computed is not None
-                    and any(n.name == op_name and n.op is computed.op for n in j.nodes)
-                ),
+                job_names=_jobs_computing(key, jobs),
                 partitions=(
                     partitions_snapshot(spec.partitions_def) if spec.partitions_def else None
                 ),
-                io_manager_key=computed.io_manager_key if computed is not None else None,
+                io_manager_key=computed.io_manager_key_for(key) if computed else None,
             )
         )
     return out

@@ -3,7 +3,8 @@
 Both executors use it the same way around an asset's op call: :meth:`AssetIO.inputs`
 gives the values the op reads that its run does not compute (loaded through the
 upstream's IO manager) and the resources its parameters name; :meth:`AssetIO.store`
-hands the op's value to the asset's IO manager. Both run inside the step's user-code
+hands the op's value (each of a multi-asset's) to the asset's IO manager and emits the
+asset's ``ASSET_MATERIALIZATION`` once it is stored. Both run inside the step's user-code
 boundary: a missing environment variable, an IO manager that raises or a value never
 materialized fails that step, with its reason, and nothing else.
 
@@ -34,6 +35,7 @@ from tether.sdk import (
     ResourceError,
     Resources,
 )
+from tether.sdk._context import ASSET_MATERIALIZATION
 from tether.sdk._io_manager import DEFAULT_IO_MANAGER_KEY
 
 __all__ = ["ASSETS_DIR", "AssetIO"]
@@ -91,12 +93,14 @@ class AssetIO:
         return self._made[key]
 
     def context_fields(self, node: Node) -> dict[str, Any]:
-        """The OpContext fields of an asset step: its key and its resources."""
+        """The OpContext fields of an asset step: its keys and its resources."""
         asset = self.asset_of(node)
         if asset is None:
             return {}
         return {
-            "asset_key": asset.key,
+            "asset_key": None if asset.multi else asset.key,
+            "selected_asset_keys": frozenset(asset.keys),
+            "selected_output_names": frozenset(asset.output_names[k] for k in asset.keys),
             "resources": _LazyResources(self, sorted(asset.required_resource_keys)),
         }
 
@@ -118,8 +122,12 @@ class AssetIO:
         graph = self._job.asset_graph
         spec = graph.specs.get(upstream) if graph is not None else None
         computed = graph.computed.get(upstream) if graph is not None else None
-        # Another location's or an external asset: read with this asset's IO manager.
-        manager_key = computed.io_manager_key if computed is not None else asset.io_manager_key
+        # Another location's or an external asset: read with the IO manager of the reader.
+        manager_key = (
+            computed.io_manager_key_for(upstream)
+            if computed is not None
+            else asset.io_manager_key_for(asset.keys[0])
+        )
         partitions = spec.partitions_def if spec is not None else None
         same = partitions is not None and partitions == asset.partitions_def
         context = InputContext(
@@ -132,37 +140,81 @@ class AssetIO:
         )
         return self._manager(manager_key).load_input(context)
 
-    def store(self, node: Node, value: Any, context: OpContext) -> None:
-        """Hand an asset step's value to its IO manager; what the manager reports of the
-        stored value joins the step's output metadata."""
+    def store(self, node: Node, value: Any, context: OpContext) -> Any:
+        """Hand an asset step's value (each of a multi-asset's) to its IO manager and emit
+        one ``ASSET_MATERIALIZATION`` per asset stored; return the step's output (a
+        multi-asset's: out name -> value).
+
+        Raises:
+            ResourceError: a partitioned asset in a run without a partition, or a
+                multi-asset that returned something other than its outs.
+        """
         asset = self.asset_of(node)
         if asset is None:
-            return
+            return value
         partition = None
         if asset.partitions_def is not None:
             if self._partition_key is None:
                 raise ResourceError(
-                    f"asset {asset.key.to_user_string()!r} is partitioned: its run needs a "
-                    "partition key"
+                    f"asset {_names(asset)!r} is partitioned: its run needs a partition key"
                 )
             partition = self._partition_key
-        out = OutputContext(
-            asset_key=asset.key,
-            partition_key=partition,
-            run_id=self._run_id,
-            step_key=node.name,
-            metadata=dict(asset.spec.metadata),
-            code_version=asset.spec.code_version,
-        )
-        self._manager(asset.io_manager_key).handle_output(out, value)
-        if out._output_metadata:
-            context.add_output_metadata(out._output_metadata)
+        values = _per_key(asset, value)
+        for key, part in values.items():
+            spec = asset.spec_for(key)
+            out = OutputContext(
+                asset_key=key,
+                partition_key=partition,
+                run_id=self._run_id,
+                step_key=node.name,
+                metadata=dict(spec.metadata),
+                code_version=spec.code_version,
+            )
+            self._manager(asset.io_manager_key_for(key)).handle_output(out, part)
+            context.event_sink(
+                ASSET_MATERIALIZATION,
+                node.name,
+                {
+                    "asset_key": list(key.path),
+                    "description": spec.description,
+                    "metadata": {**context.output_metadata, **out._output_metadata},
+                    "partition": partition,
+                    "code_version": spec.code_version,
+                },
+            )
+        if not asset.multi:
+            return value
+        return {asset.output_names[k]: v for k, v in values.items()}
 
     def _manager(self, key: str) -> IOManager:
         manager = self.resource(key or DEFAULT_IO_MANAGER_KEY)
         if not isinstance(manager, IOManager):
             raise ResourceError(f"resource {key!r} is not an IOManager")
         return manager
+
+
+def _names(asset: AssetsDefinition) -> str:
+    return ", ".join(k.to_user_string() for k in asset.keys)
+
+
+def _per_key(asset: AssetsDefinition, value: Any) -> dict[AssetKey, Any]:
+    """The value of each key the step computes, from what the function returned."""
+    if not asset.multi:
+        return {asset.key: value}
+    outs = {asset.output_names[k]: k for k in asset.keys}
+    if isinstance(value, dict):
+        if set(value) != set(outs):
+            raise ResourceError(
+                f"multi-asset {asset.op.name!r} returned outs {sorted(value)}, expected "
+                f"{sorted(outs)}"
+            )
+        return {outs[name]: v for name, v in value.items()}
+    if isinstance(value, tuple | list) and len(value) == len(outs):
+        return dict(zip(outs.values(), value, strict=True))
+    raise ResourceError(
+        f"multi-asset {asset.op.name!r} must return a tuple of {len(outs)} values (one per "
+        f"out, in order) or a dict of out name -> value, got {type(value).__name__}"
+    )
 
 
 class _LazyResources(Resources):

@@ -29,7 +29,7 @@ from tether.codeserver.worker.outputs import OutputNotStored, StepOutputStorage,
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
-from tether.sdk import PARTITION_KEY_TAG, JobDefinition, Node, OpContext, RetryRequested
+from tether.sdk import JobDefinition, Node, OpContext, RetryRequested
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType
 
@@ -140,14 +140,7 @@ class JobExecutor:
         self._emitter = emitter
         self._settings = settings
         self._cancellation = cancellation
-        self._lifecycle = StepLifecycle(
-            job,
-            run_id,
-            emitter,
-            publisher,
-            cancellation,
-            partition_key=self._run_tags.get(PARTITION_KEY_TAG),
-        )
+        self._lifecycle = StepLifecycle(job, run_id, emitter, publisher, cancellation)
         self._outputs: dict[str, Any] = {}
         self._io = AssetIO(job, run_id, self._run_tags, storage.base_dir)
         # Only selected nodes have a status; an unselected upstream's output is reused.

@@ -120,8 +120,6 @@ class StepLifecycle:
         emitter: numbers and publishes events.
         publisher: carries log chunks.
         cancellation: cancellation requests (a canceled run retries nothing).
-        partition_key: the run's partition, recorded in the materializations of
-            partitioned assets.
     """
 
     job: JobDefinition
@@ -129,7 +127,6 @@ class StepLifecycle:
     emitter: RunEventEmitter
     publisher: JetStreamPublisher
     cancellation: Cancellation
-    partition_key: str | None = None
 
     def skip(self, node: Node, blocked: list[str]) -> None:
         """Emit ``STEP_SKIPPED`` for ``node``, whose ``blocked`` upstream did not succeed."""
@@ -201,7 +198,6 @@ class StepLifecycle:
                 message=f"{step} produced output {RESULT!r}.",
                 data=output_data,
             )
-            self._asset_materialized(step, outcome)
             self.emitter.emit(
                 EventType.STEP_SUCCESS,
                 step_key=step,
@@ -209,24 +205,6 @@ class StepLifecycle:
                 data={"duration_s": outcome.duration},
             )
             return StepStatus.SUCCESS
-
-    def _asset_materialized(self, step: str, outcome: AttemptOutcome) -> None:
-        """Emit ``ASSET_MATERIALIZATION`` when ``step`` computes an asset (asset jobs)."""
-        asset = self.job.assets.get(step)
-        if asset is None:
-            return
-        partitioned = asset.partitions_def is not None
-        self.materialized(
-            step,
-            EventType.ASSET_MATERIALIZATION,
-            {
-                "asset_key": list(asset.key.path),
-                "description": asset.spec.description,
-                "metadata": outcome.output_metadata or {},
-                "partition": self.partition_key if partitioned else None,
-                "code_version": asset.spec.code_version,
-            },
-        )
 
     def _failed(self, step: str, message: str, outcome: AttemptOutcome, attempt: int) -> StepStatus:
         """Emit ``STEP_FAILURE`` after the failed ``attempt`` (0 first), the step's last."""

@@ -56,7 +56,7 @@ from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.selection import StepPlan
 from tether.codeserver.worker.settings import RunWorkerSettings
 from tether.codeserver.worker.step import StepSpec
-from tether.sdk import EXECUTORS, PARTITION_KEY_TAG, JobDefinition, Node
+from tether.sdk import EXECUTORS, JobDefinition, Node
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.logs import LogStream
 from tether.shared.wire.process import ExecuteRunArgs
@@ -131,14 +131,7 @@ class MultiprocessExecutor:
         self._publisher = publisher
         self._settings = settings
         self._cancellation = cancellation
-        self._lifecycle = StepLifecycle(
-            job,
-            self._run_id,
-            emitter,
-            publisher,
-            cancellation,
-            partition_key=args.run.tags.get(PARTITION_KEY_TAG),
-        )
+        self._lifecycle = StepLifecycle(job, self._run_id, emitter, publisher, cancellation)
         self._max_concurrent = max(1, max_concurrent)
         self._children: dict[str, _Child] = {}
         self._lock = threading.Lock()

@@ -14,7 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel
 from tether.codeserver.worker.assetio import AssetIO
-from tether.sdk import PARTITION_KEY_TAG, JobDefinition, Node, OpContext, OpLogger
+from tether.sdk import (
+    PARTITION_KEY_TAG,
+    RESULT,
+    JobDefinition,
+    Node,
+    OpContext,
+    OpLogger,
+    OutputHandle,
+)
 
 __all__ = ["call_op", "op_context", "op_inputs"]
 
@@ -47,13 +55,19 @@ def op_context(
 
 
 def op_inputs(node: Node, read: Callable[[str], Any]) -> dict[str, Any]:
-    """``node``'s keyword arguments from its upstream outputs (``read`` gets a step's)."""
+    """``node``'s keyword arguments from its upstream outputs (``read`` gets a step's; a
+    multi-asset step's output is out name -> value)."""
+
+    def value(handle: OutputHandle) -> Any:
+        out = read(handle.node)
+        return out if handle.output == RESULT else out[handle.output]
+
     kwargs: dict[str, Any] = {}
     for name, source in node.inputs.items():
         if isinstance(source, tuple):
-            kwargs[name] = [read(h.node) for h in source]
+            kwargs[name] = [value(h) for h in source]
         else:
-            kwargs[name] = read(source.node)
+            kwargs[name] = value(source)
     return kwargs
 
 
@@ -76,6 +90,4 @@ def call_op(
         inputs["config"] = op_config
     args: tuple[Any, ...] = (context,) if op.wants_context else ()
     value = asyncio.run(op.fn(*args, **inputs)) if op.is_async else op.fn(*args, **inputs)
-    if io is not None:
-        io.store(node, value, context)
-    return value
+    return io.store(node, value, context) if io is not None else value
