@@ -177,8 +177,7 @@ def _dead_letter_channels() -> list[Channel]:
             description=(
                 f"Messages of `{source}` a service refused (malformed, unknown type, forged or "
                 "replayed work), kept for operators with the reason and the original subject "
-                "in headers; never redelivered."
-                + _DEAD_LETTER_READERS.get(source, ((), ""))[1]
+                "in headers; never redelivered." + _DEAD_LETTER_READERS.get(source, ((), ""))[1]
             ),
             stream=Stream.DEAD_LETTER,
             headers=(headers.REASON_HEADER, headers.SOURCE_SUBJECT_HEADER),
