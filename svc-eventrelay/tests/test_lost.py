@@ -45,7 +45,15 @@ def test_an_unreadable_body_falls_back_on_the_workers_message_id() -> None:
 
 
 def test_nothing_is_reported_when_run_or_seq_cannot_be_read() -> None:
-    for body in (b"garbage", [1, 2], {"seq": 3}, {"run_id": "r1"}, {"run_id": "r1", "seq": 0}):
+    for body in (
+        b"garbage",
+        b"[" * 100_000,
+        b'{"run_id": "r1", "seq": ' + b"9" * 5000 + b"}",
+        [1, 2],
+        {"seq": 3},
+        {"run_id": "r1"},
+        {"run_id": "r1", "seq": 0},
+    ):
         assert read_lost_seq(dead_letter(body)) is None, body
     assert read_lost_seq(dead_letter({"run_id": "r1", "seq": True})) is None
     assert read_lost_seq(dead_letter({"run_id": "r1", "seq": 2**63})) is None

@@ -61,7 +61,7 @@ def _seq(value: Any) -> int | None:
 def _from_body(data: bytes) -> tuple[str | None, int | None]:
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON (bad UTF-8, huge ints), or nested too deep
         return None, None
     if not isinstance(body, dict):
         return None, None

@@ -91,8 +91,7 @@ def stream_state(
 ) -> StreamState:
     """The state of a stream from what is stored: ``lost`` holds (seq, reason) of the seqs
     reported lost and not stored; those past the stream's end are not part of it."""
-    end = last_seq if last_seq is not None else None
-    kept = sorted((seq, reason) for seq, reason in lost if end is None or seq <= end)
+    kept = sorted((seq, reason) for seq, reason in lost if last_seq is None or seq <= last_seq)
     # Seqs past the highest stored, before the end is known, are part of the stream too.
     highest = max([highest_seq, *(seq for seq, _ in kept)]) if last_seq is None else highest_seq
     reasons = tuple(dict.fromkeys(reason for _, reason in kept))[:MAX_REASONS_SHOWN]
