@@ -192,7 +192,8 @@ async def store_events(
             run_id for (run_id,) in await session.execute(stmt, [_event_row(e) for e in ordered])
         )
         stored = sum(inserted.values())
-        # What the new rows (only they: duplicates never count) make of each run's stream.
+        # Each run's stream counts only the rows really inserted (never a duplicate); its
+        # last seq comes from any terminal event (a re-sent one names the same seq).
         ends: dict[str, int] = {}
         for ev in ordered:
             end = ev.stream_end
