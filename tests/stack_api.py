@@ -87,6 +87,21 @@ def wait_run_done(stack: DevStack, run_id: str, timeout: float = 90.0) -> dict[s
     return wait_for(f"run {run_id} to finish", probe, timeout=timeout, stack=stack)
 
 
+def wait_stream_complete(stack: DevStack, run_id: str, timeout: float = 90.0) -> dict[str, Any]:
+    """The run once the control plane has every event of it (its ``eventStream``)."""
+
+    def probe():
+        query = (
+            "query($id: String!) { run(id: $id) { "
+            f"{RUN_FIELDS} eventStream {{ complete lastSeq storedCount missingCount lostCount }}"
+            " } }"
+        )
+        run = gql(stack, query, id=run_id)["run"]
+        return run if run["eventStream"]["complete"] else None
+
+    return wait_for(f"every event of run {run_id}", probe, timeout=timeout, stack=stack)
+
+
 def compute_logs(stack: DevStack, run_id: str) -> list[dict[str, Any]]:
     return gql(
         stack,

@@ -25,7 +25,13 @@ from tether.testing import NatsServer
 
 pytestmark = pytest.mark.integration
 
-RUN = "query($id: String!) { run(id: $id) { status events { seq eventType } } }"
+RUN = """
+query($id: String!) {
+  run(id: $id) {
+    status events { seq eventType }
+    eventStream { complete lastSeq storedCount missingCount lostSeqs lostReasons }
+  }
+}"""
 
 
 async def _until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -99,7 +105,7 @@ async def test_a_bad_event_is_dead_lettered_and_the_run_completes(
             json.dumps(huge_seq).encode(),
             nan_timestamp,
             event(5, EventType.STEP_SUCCESS, step_key="a"),
-            event(6, EventType.RUN_SUCCESS),
+            event(6, EventType.RUN_SUCCESS, last_seq=6),
         ):
             await js.publish(subjects.events("r1"), body)
 
@@ -114,7 +120,19 @@ async def test_a_bad_event_is_dead_lettered_and_the_run_completes(
 
             await _until(done)
             stored = await run()
+
+            # The relay reads its dead letters back and reports the seq it could read
+            # (4: the NaN timestamp) lost; seq 3's seq itself was the problem (2**63), so
+            # the run's record says one event is still missing and one is lost.
+            async def reported() -> bool:
+                return bool((await run())["eventStream"]["lostSeqs"])  # type: ignore[index]
+
+            await _until(reported)
+            record = (await run())["eventStream"]
         assert sorted(e["seq"] for e in stored["events"] if e["seq"]) == [1, 2, 5, 6]  # type: ignore[index, union-attr]
+        assert record["lastSeq"] == 6 and record["storedCount"] == 4  # type: ignore[index]
+        assert (record["complete"], record["missingCount"], record["lostSeqs"]) == (False, 1, [4])  # type: ignore[index]
+        assert "timestamp must be finite" in record["lostReasons"][0]  # type: ignore[index]
 
         dlq = await js.pull_subscribe(subjects.dead_letter_all(), stream=str(Stream.DEAD_LETTER))
         dead = await dlq.fetch(2, timeout=10)

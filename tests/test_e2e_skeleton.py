@@ -15,7 +15,15 @@ import json
 import nats
 import nats.js.errors
 import pytest
-from stack_api import compute_logs, gql, launch, wait_for, wait_location_loaded, wait_run_done
+from stack_api import (
+    compute_logs,
+    gql,
+    launch,
+    wait_for,
+    wait_location_loaded,
+    wait_run_done,
+    wait_stream_complete,
+)
 from tether.shared.nats import auth as natsauth
 from tether.shared.nats import subjects
 from tether.shared.nats.subjects import Bucket, Stream
@@ -50,8 +58,14 @@ def test_run_succeeds_with_events_and_logs(stack: DevStack) -> None:
     lifecycle = [t for t in types if t.startswith("RUN_")]
     assert lifecycle == ["RUN_ENQUEUED", "RUN_STARTING", "RUN_START", "RUN_SUCCESS"], types
     assert types.count("STEP_SUCCESS") == 2
+    # The record is whole once every seq up to the terminal event's lastSeq is stored.
+    run = wait_stream_complete(stack, run_id)
+    stream = run["eventStream"]
     seqs = [e["seq"] for e in run["events"] if e["seq"] is not None]
-    assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    assert sorted(seqs) == list(range(1, stream["lastSeq"] + 1))
+    assert (stream["storedCount"], stream["missingCount"], stream["lostCount"]) == (len(seqs), 0, 0)
+    last = next(e for e in run["events"] if e["seq"] == stream["lastSeq"])
+    assert last["eventType"] == "RUN_SUCCESS"
     # The printed output of the ops arrives (via logship) shortly after the events.
     logs = wait_for(
         "compute logs", lambda: [c for c in compute_logs(stack, run_id) if c["text"]], stack=stack

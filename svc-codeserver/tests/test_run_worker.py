@@ -22,7 +22,7 @@ from tether.shared.wire.base import decode, new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import LogChunk, LogStream
 from tether.shared.wire.process import ExecuteRunArgs
-from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.runs import TERMINAL_EVENT_TYPES, EventType, RunEvent
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import nats_connect, run_worker_env
 
@@ -123,6 +123,11 @@ def kinds(events: list[tuple[Msg, RunEvent]]) -> list[tuple[EventType, str | Non
 
 def assert_numbered(events: list[tuple[Msg, RunEvent]], run_id: str) -> None:
     assert [e.seq for _, e in events] == list(range(1, len(events) + 1))
+    # The terminal event comes last and names the run's last seq (its own); no other does.
+    *body, (_, last) = events
+    assert last.event_type in TERMINAL_EVENT_TYPES
+    assert last.last_seq == last.seq == len(events)
+    assert all(e.last_seq is None and e.event_type not in TERMINAL_EVENT_TYPES for _, e in body)
     for msg, event in events:
         assert event.run_id == run_id
         assert msg.headers["Nats-Msg-Id"] == f"{run_id}:{event.seq}"

@@ -90,3 +90,54 @@ def test_sync_url_swaps_async_drivers() -> None:
     assert str(sync_url("sqlite+aiosqlite:///x.db")) == "sqlite:///x.db"
     assert sync_url("postgresql+asyncpg://u@h/db").drivername == "postgresql+psycopg"
     assert sync_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+
+
+def test_0006_counts_the_event_streams_of_existing_runs(database_url: str) -> None:
+    config = _alembic(database_url)
+    command.upgrade(config, "0005")
+    engine = create_engine(sync_url(database_url))
+    runs = {"done": "SUCCESS", "gappy": "FAILURE", "going": "STARTED", "quiet": "QUEUED"}
+    events = {
+        # (run, seq, type): NULL seqs are the control plane's own events.
+        "done": [(None, "RUN_ENQUEUED"), (1, "RUN_START"), (2, "LOG"), (3, "RUN_SUCCESS")],
+        "gappy": [(1, "RUN_START"), (4, "RUN_FAILURE")],
+        "going": [(1, "RUN_START"), (3, "LOG")],
+        "quiet": [(None, "RUN_ENQUEUED")],
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO deployments (id, name, created_at) VALUES ('d', 'd', 1)")
+            )
+            for run_id, status in runs.items():
+                conn.execute(
+                    text(
+                        "INSERT INTO runs (id, deployment_id, location_name, job_name,"
+                        " run_config, tags, status, created_at, ended_at) VALUES"
+                        " (:id, 'd', 'loc', 'job', '{}', '{}', :status, 1, 9)"
+                    ),
+                    {"id": run_id, "status": status},
+                )
+                for seq, kind in events[run_id]:
+                    conn.execute(
+                        text(
+                            "INSERT INTO run_events (run_id, seq, event_type, timestamp,"
+                            " message, data) VALUES (:run, :seq, :kind, 1, '', '{}')"
+                        ),
+                        {"run": run_id, "seq": seq, "kind": kind},
+                    )
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT run_id, stored, last_seq, complete_at FROM run_event_streams"
+                    " ORDER BY run_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("done", 3, 3, 9),
+        ("gappy", 2, 4, None),
+        ("going", 2, None, None),
+    ]

@@ -17,7 +17,7 @@ from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.errors import AgentApiError
 from tether.shared.wire.logs import ComputeLogPointer, LogChunk
-from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.runs import LostRunEvents, RunEvent
 from tether.shared.wire.work import WorkItem, WorkResult
 
 _CLAIM = """
@@ -35,6 +35,7 @@ _LOGS = f"mutation L($items: [JSON!]!) {{ appendComputeLogs(chunks: $items) {_OU
 _POINTERS = (
     f"mutation P($items: [JSON!]!) {{ appendComputeLogPointers(pointers: $items) {_OUTCOME} }}"
 )
+_LOST = f"mutation X($items: [JSON!]!) {{ reportLostEvents(reports: $items) {_OUTCOME} }}"
 _HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
 
 
@@ -186,6 +187,11 @@ class AgentClient:
     async def store_events(self, events: Sequence[RunEvent]) -> UploadOutcome:
         """Upload run events; return what was stored, a duplicate, or refused."""
         return await self._upload(_EVENTS, "storeEvents", events)
+
+    async def report_lost_events(self, reports: Sequence[LostRunEvents]) -> UploadOutcome:
+        """Report seqs of runs the agent gave up on; return what was recorded, already
+        known, or refused."""
+        return await self._upload(_LOST, "reportLostEvents", reports)
 
     async def submit_results(self, results: Sequence[WorkResult]) -> UploadOutcome:
         """Upload work results; return what was stored, a duplicate, or refused."""

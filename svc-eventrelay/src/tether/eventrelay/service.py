@@ -7,6 +7,7 @@ import logging
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from tether.eventrelay.lost import LostEventReporter, LostSeq
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared.agent_client import AgentClient
 from tether.shared.nats import streams, subjects
@@ -34,14 +35,17 @@ def decode_result(msg: Msg) -> WorkResult:
 
 
 class EventRelay:
-    """Relays ``tether.events.*`` to storeEvents and ``tether.results.*`` to submitResults.
+    """Relays ``tether.events.*`` to storeEvents and ``tether.results.*`` to submitResults,
+    and reports the seqs of dead-lettered run events to reportLostEvents.
 
     Owns (declares) the EVENTS, RESULTS and dead-letter streams.
     """
 
     def __init__(self, settings: EventRelaySettings) -> None:
         self._settings = settings
-        self._relays: list[BatchRelay[RunEvent] | BatchRelay[WorkResult]] = []
+        self._relays: list[
+            BatchRelay[RunEvent] | BatchRelay[WorkResult] | BatchRelay[LostSeq | None]
+        ] = []
         self._stopped = asyncio.Event()
         self._nc: NATS | None = None
 
@@ -94,6 +98,8 @@ class EventRelay:
                 ),
                 policy,
             ),
+            # The seqs of run events dead-lettered above, reported as lost (lost.py).
+            BatchRelay(js, LostEventReporter(client).spec(), policy),
         ]
         if self._stopped.is_set():
             self.shutdown()

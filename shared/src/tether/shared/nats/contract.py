@@ -156,6 +156,16 @@ _DEAD_LETTERERS: dict[Stream, tuple[str, ...]] = {
 }
 
 
+#: Which services read the dead letters of a stream back, and why.
+_DEAD_LETTER_READERS: dict[Stream, tuple[tuple[str, ...], str]] = {
+    Stream.EVENTS: (
+        ("eventrelay",),
+        " The eventrelay reads these back (durable ``eventrelay-lost-events``) and reports "
+        "each one's run and seq to the control plane as lost (``reportLostEvents``).",
+    ),
+}
+
+
 def _dead_letter_channels() -> list[Channel]:
     return [
         Channel(
@@ -163,11 +173,11 @@ def _dead_letter_channels() -> list[Channel]:
             address=subjects.dead_letter(source),
             payload=None,
             publishers=publishers,
-            consumers=(),
+            consumers=_DEAD_LETTER_READERS.get(source, ((), ""))[0],
             description=(
                 f"Messages of `{source}` a service refused (malformed, unknown type, forged or "
                 "replayed work), kept for operators with the reason and the original subject "
-                "in headers; never redelivered."
+                "in headers; never redelivered." + _DEAD_LETTER_READERS.get(source, ((), ""))[1]
             ),
             stream=Stream.DEAD_LETTER,
             headers=(headers.REASON_HEADER, headers.SOURCE_SUBJECT_HEADER),

@@ -136,13 +136,15 @@ def launcher(substrate: str) -> Permissions:
 
 def eventrelay() -> Permissions:
     """Declares the results, events and dead-letter streams, consumes results and events,
-    dead-letters what it cannot decode."""
+    dead-letters what it cannot decode, and reads the run events' dead letters back."""
     return _permissions(
         Role.EVENTRELAY,
         [
             *_owned_streams("eventrelay"),
             *_stream_consumer(str(Stream.EVENTS)),
             *_stream_consumer(str(Stream.RESULTS)),
+            # Reads the run events' dead letters to report their seqs lost.
+            *_stream_consumer(str(Stream.DEAD_LETTER)),
             subjects.dead_letter(Stream.EVENTS),
             subjects.dead_letter(Stream.RESULTS),
             *_kv(Bucket.SERVICE_STATUS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -11,7 +12,13 @@ from tether.shared.nats.headers import MSG_ID_HEADER, encode_log_chunk
 from tether.shared.runtime.telemetry import TRACEPARENT_HEADER, current_traceparent, inject
 from tether.shared.wire.base import ErrorInfo, encode
 from tether.shared.wire.logs import LogChunk, LogStream
-from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.runs import TERMINAL_EVENT_TYPES, EventType, RunEvent
+
+log = logging.getLogger(__name__)
+
+
+class StreamClosedError(RuntimeError):
+    """An event was emitted after the run's terminal event (the stream is complete)."""
 
 
 class RunEventEmitter:
@@ -19,6 +26,10 @@ class RunEventEmitter:
 
     Thread-safe: user code may log from its own threads. Numbering and queueing happen
     under one lock, so events reach the stream in ``seq`` order.
+
+    The terminal event (RUN_SUCCESS, RUN_FAILURE, RUN_CANCELED) carries ``last_seq`` (its
+    own seq) and closes the stream: the control plane counts a run's events complete once
+    it has every seq up to it, so nothing may follow.
 
     Args:
         run_id: the run.
@@ -34,6 +45,7 @@ class RunEventEmitter:
         self._publisher = publisher
         self._fallback_traceparent = traceparent
         self._seq = 0
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -55,9 +67,16 @@ class RunEventEmitter:
 
         Raises:
             PublishError: the publisher failed.
+            StreamClosedError: the run's terminal event was emitted already.
         """
         tp = current_traceparent() or traceparent or self._fallback_traceparent
+        terminal = event_type in TERMINAL_EVENT_TYPES
         with self._lock:
+            if self._closed:
+                raise StreamClosedError(
+                    f"run {self.run_id}: {event_type} after the run's terminal event "
+                    f"(seq {self._seq})"
+                )
             seq = self._seq + 1
             event = RunEvent(
                 run_id=self.run_id,
@@ -68,6 +87,7 @@ class RunEventEmitter:
                 data=data or {},
                 error=error,
                 traceparent=tp,
+                last_seq=seq if terminal else None,
             )
             headers: dict[str, str] = dict(inject({}))
             if tp and TRACEPARENT_HEADER not in headers:
@@ -76,11 +96,19 @@ class RunEventEmitter:
             self._publisher.publish(self._subject, encode(event), headers)
             # Only counted once queued, so a failed publish does not leave a gap.
             self._seq = seq
+            self._closed = terminal
         return event
 
     def log_sink(self, level: str, message: str, step_key: str) -> None:
-        """An :class:`~tether.sdk.OpLogger` sink: each call becomes a LOG event."""
-        self.emit(EventType.LOG, step_key=step_key, message=message, data={"level": level})
+        """An :class:`~tether.sdk.OpLogger` sink: each call becomes a LOG event.
+
+        A thread of user code that logs after the run ended is told so in the worker's
+        log; its message is not an event of the (complete) run.
+        """
+        try:
+            self.emit(EventType.LOG, step_key=step_key, message=message, data={"level": level})
+        except StreamClosedError as err:
+            log.warning("dropped a log message of step %s: %s", step_key, err)
 
 
 class LogChunkPublisher:

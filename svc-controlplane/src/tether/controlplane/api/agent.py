@@ -28,12 +28,12 @@ from tether.controlplane.errors import BadInputError
 from tether.controlplane.runs import lifecycle
 from tether.controlplane.runs.results import submit_results
 from tether.controlplane.security.workkeys import seal
-from tether.controlplane.store import agents, computelogs, runs
+from tether.controlplane.store import agents, computelogs, eventstreams, runs
 from tether.controlplane.store.uploads import Refusal, check_agent_id, parse_items, single
 from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.logs import ComputeLogPointer, LogChunk
-from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.runs import LostRunEvents, RunEvent
 from tether.shared.wire.work import WorkResult
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,23 @@ class AgentMutation:
                 stored, duplicates = await lifecycle.store_events(
                     session, principal.deployment_id, kept
                 )
+        return _outcome(stored, duplicates, refused)
+
+    @strawberry.mutation(
+        description=(
+            "Record LostRunEvents JSON: seqs of a run an agent gave up on (dead-lettered), "
+            "shown on the run as lost (idempotent on run_id + seq)."
+        )
+    )
+    async def report_lost_events(
+        self, info: Info[ApiContext, None], reports: list[JSON]
+    ) -> StoreOutcome:
+        principal = await info.context.agent()
+        parsed, refused = _parse(info, LostRunEvents, reports, "lost-event reports")
+        with _span(info, "reportLostEvents", count=len(parsed)):
+            async with info.context.cp.db.transaction() as session:
+                kept = await _of_known_runs(session, principal.deployment_id, parsed, refused)
+                stored, duplicates = await eventstreams.record_lost(session, kept)
         return _outcome(stored, duplicates, refused)
 
     @strawberry.mutation(

@@ -15,12 +15,13 @@ from strawberry.types import Info
 from tether.controlplane.api.computelogs import ComputeLogType
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
+from tether.controlplane.api.eventstream import EventStreamType
 from tether.controlplane.db.models import Run, RunEventRow
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.runs import launch, reexecute, terminate
 from tether.controlplane.runs.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.runs.reexecute import ReexecutionStrategy
-from tether.controlplane.store import computelogs, runs
+from tether.controlplane.store import computelogs, eventstreams, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import EventType, RunStatus
 
@@ -120,6 +121,16 @@ class RunType:
         async with info.context.cp.db.reading() as session:
             rows = await runs.list_events(session, self.id, after_id=after_id)
         return [RunEventType.build(row) for row in rows]
+
+    @strawberry.field(
+        description="Whether every worker event of the run is stored yet, or some are still "
+        "arriving or lost (the status alone does not say: SUCCESS comes with the terminal event)."
+    )
+    async def event_stream(self, info: Info[ApiContext, None]) -> EventStreamType:
+        """The run's event stream."""
+        async with info.context.cp.db.reading() as session:
+            state = await eventstreams.stream_state_of(session, self.id)
+        return EventStreamType.build(state)
 
     @strawberry.field(description="Output of each (step, stream), concatenated from offset.")
     async def compute_logs(

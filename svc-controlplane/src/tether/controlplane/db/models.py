@@ -211,6 +211,37 @@ class RunEventRow(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class RunEventStream(Base):
+    """How complete a run's stream of worker events is (a row once any was stored).
+
+    ``stored`` counts the distinct worker seqs stored (each upload adds the rows it really
+    inserted, in its own transaction, so duplicates never count); ``last_seq`` is the
+    run's last seq, from its terminal event; the stream is complete when every seq
+    ``1..last_seq`` is stored, i.e. ``stored == last_seq`` (the worker publishes nothing
+    after its terminal event), and ``complete_at`` says when the control plane saw that.
+    """
+
+    __tablename__ = "run_event_streams"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    complete_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class LostRunEvent(Base):
+    """A seq of a run an agent reported it will never deliver (dead-lettered), and why."""
+
+    __tablename__ = "run_lost_events"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    reported_at: Mapped[float] = mapped_column(Double)
+
+
 class ComputeLogChunk(Base):
     """Raw stdout/stderr bytes of one step, starting at byte ``offset``."""
 

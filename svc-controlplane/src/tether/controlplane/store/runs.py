@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import Run, RunEventRow, RunTag, WorkItemRow, WorkResultRow
 from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.controlplane.errors import BadInputError
+from tether.controlplane.store import eventstreams
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent, RunStatus
 from tether.shared.wire.work import ReportKind
@@ -183,10 +185,21 @@ async def store_events(
     stmt = (
         upsert_insert(session, table)
         .on_conflict_do_nothing(index_elements=["run_id", "seq"])
-        .returning(table.c.id)
+        .returning(table.c.run_id)
     )
     if ordered:
-        stored = len((await session.execute(stmt, [_event_row(e) for e in ordered])).all())
+        inserted = Counter(
+            run_id for (run_id,) in await session.execute(stmt, [_event_row(e) for e in ordered])
+        )
+        stored = sum(inserted.values())
+        # Each run's stream counts only the rows really inserted (never a duplicate); its
+        # last seq comes from any terminal event (a re-sent one names the same seq).
+        ends: dict[str, int] = {}
+        for ev in ordered:
+            end = ev.stream_end
+            if end is not None:
+                ends[ev.run_id] = max(end, ends.get(ev.run_id, 0))
+        await eventstreams.record_stored(session, inserted, ends)
     return stored, len(events) - stored
 
 

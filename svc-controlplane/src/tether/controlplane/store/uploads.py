@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from tether.controlplane.errors import BadInputError, describe_validation_error
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.logs import ComputeLogPointer, LogChunk, compute_log_key_suffix
-from tether.shared.wire.runs import RunEvent
+from tether.shared.wire.runs import LostRunEvents, RunEvent
 from tether.shared.wire.work import WorkResult
 
 __all__ = [
@@ -116,6 +116,12 @@ def problem_of(item: BaseModel) -> str | None:
             _timestamp("timestamp", item.timestamp),
             _key("step_key", item.step_key),
             _traceparent(item.traceparent),
+        )
+    if isinstance(item, LostRunEvents):
+        return _first(
+            _id("run_id", item.run_id),
+            *(_integer("seq", seq) for seq in item.seqs),
+            _timestamp("reported_at", item.reported_at),
         )
     if isinstance(item, LogChunk):
         return _first(

@@ -48,6 +48,7 @@ query RunPage($id: String!) {
   run(id: $id) {
     id jobName locationName repositoryName status runConfig tags
     createdAt startedAt endedAt traceId traceUrl
+    eventStream { complete lastSeq missingCount lostCount lostSeqs lostReasons }
     events {
       id seq eventType timestamp stepKey message data
       error { clsName message traceback }
@@ -255,8 +256,12 @@ class RunPages:
             and (step is None or e["stepKey"] == step)
         ]
         filters = {k: v for k, v in (("type", event_type), ("step", step)) if v}
+        stream = run["eventStream"]
         return {
             "run": run,
+            "stream": stream,
+            # An ended run's page keeps polling while its events are still arriving.
+            "polling": not terminal or stream["missingCount"] > 0,
             "PARENT_RUN_TAG": PARENT_RUN_TAG,
             "STEP_SELECTION_TAG": launch.STEP_SELECTION_TAG,
             "viewer": data["viewer"],
