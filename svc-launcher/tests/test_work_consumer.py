@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from launcher_testkit import EXAMPLES_LOCATION, Bus, launcher_settings, open_bus, work_item
@@ -204,9 +205,7 @@ async def test_a_handler_longer_than_ack_wait_is_kept_alive(bus: Bus, nats_serve
     assert info.num_redelivered == 0
 
 
-async def test_slot_groups_bound_concurrency_and_keep_launches_apart(
-    bus: Bus, nats_server
-) -> None:
+async def test_slot_groups_bound_concurrency_and_keep_launches_apart(bus: Bus, nats_server) -> None:
     release = asyncio.Event()
 
     async def sensors_hang(item: WorkItem, delivery: int) -> None:
@@ -215,8 +214,7 @@ async def test_slot_groups_bound_concurrency_and_keep_launches_apart(
 
     handlers = Handlers(sensors_hang)
     sensors = [
-        work_item(WorkKind.EVALUATE_SENSOR, EXAMPLES_LOCATION, sensor_name="s")
-        for _ in range(6)
+        work_item(WorkKind.EVALUATE_SENSOR, EXAMPLES_LOCATION, sensor_name="s") for _ in range(6)
     ]
     launch = work_item(WorkKind.LAUNCH_RUN, EXAMPLES_LOCATION, run_id="r1", job_name="hello")
     async with consuming(nats_server.url, handlers, max_concurrency=2):
@@ -231,3 +229,62 @@ async def test_slot_groups_bound_concurrency_and_keep_launches_apart(
         await until(lambda: all(s.id in handlers.done for s in sensors))
         await bus.work_consumer_drained()
     assert handlers.most_running <= 2 + 1
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` one token, ``>`` one or more trailing tokens."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or token not in ("*", s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def test_the_launcher_s_subscriber_and_publishers_are_the_documented_contract(
+    nats_server,
+) -> None:
+    """What FastStream documents of the launcher's real endpoints is what the committed
+    AsyncAPI document (tether.shared.nats.contract) says launchers consume and publish."""
+    from faststream import FastStream
+    from faststream.specification import AsyncAPI
+    from tether.shared.nats.contract import LAUNCHER, channels
+
+    settings = launcher_settings(nats_server.url)
+    broker = make_broker(nats_server.url, "spec-only", NatsLogin())  # never connected
+    consumer = WorkConsumer(settings, None, Publisher(broker), None)  # type: ignore[arg-type]
+    consumer.subscribe(broker, inbox_prefix=b"_INBOX.")
+    spec = FastStream(broker, specification=AsyncAPI(title="launcher", version="1")).schema
+    document = spec.to_specification().to_jsonable()
+    sent, received = set(), set()
+    for operation in document["operations"].values():
+        channel = document["channels"][unquote(operation["channel"]["$ref"].split("/")[-1])]
+        address = channel["address"]
+        (sent if operation["action"] == "send" else received).add(address)
+
+    def concrete(address: str) -> str:
+        return address.replace("{substrate}", settings.substrate)
+
+    documented_sent = {concrete(c.address) for c in channels() if LAUNCHER in c.publishers}
+    documented_received = {
+        concrete(c.address)
+        for c in channels()
+        if LAUNCHER in c.consumers and c.stream == Stream.WORK
+    }
+    # Every result and dead-letter subject the launcher publishes to is documented as
+    # the launcher's; every documented one (of those streams) has its publisher.
+    streams = (Stream.RESULTS, Stream.DEAD_LETTER)
+    assert sent <= documented_sent
+    assert {
+        concrete(c.address) for c in channels() if LAUNCHER in c.publishers and c.stream in streams
+    } <= sent
+    # The work subscriber's filter covers exactly the documented launcher work subjects.
+    [subscribed] = received
+    assert all(_matches(subscribed, address) for address in documented_received)
+    agent_wide = {
+        concrete(c.address)
+        for c in channels()
+        if c.stream == Stream.WORK and LAUNCHER not in c.consumers
+    }
+    assert not any(_matches(subscribed, address) for address in agent_wide)
