@@ -22,8 +22,12 @@ from tether.shared.nats.subjects import Stream
 
 __all__ = ["bound_stream", "connect_broker", "make_broker"]
 
-#: FastStream's own per-message log lines ("Received", "Processed") go here, at DEBUG.
+#: FastStream's own log lines go here: per message ("Received", "Processed") at DEBUG, its
+#: task supervisor's at INFO ("callback for Task-12 is being executed..." at every stop).
+#: Warnings and errors (a fetch loop restarted) only, unless the operator asks for more.
 BROKER_LOGGER = logging.getLogger("tether.broker")
+if BROKER_LOGGER.level == logging.NOTSET:
+    BROKER_LOGGER.setLevel(logging.WARNING)
 
 
 def bound_stream(stream: Stream) -> JStream:
