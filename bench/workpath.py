@@ -15,6 +15,10 @@ per message: decode the typed ``WorkItem``, call an empty handler, ack.
   slots, ``AckPolicy.MANUAL``, the launcher's decoder (:func:`decode_work_item`) and an ack
   middleware after the handler.
 
+- ``faststream-batch16``: the same with ``PullSub(batch_size=16)``, to show what the
+  launcher's one-message pull requests cost (not its configuration: up to 16 fetched
+  messages would wait for a worker without keepalive).
+
 Measured, per side and round: **pickup** (one item at a time on an idle consumer: publish
 to handler entry, p50/p95 over ``--tries``), **burst** (``--items`` published 64 at a time,
 time until every one is handled and acked: items/s) and the publish rate alone. Rounds
@@ -222,8 +226,11 @@ class _Acks(BaseMiddleware):
         await msg.raw_message.ack()
 
 
-async def faststream_round(url: str, durable: str, tries: int, items: int) -> Round:
-    """The launcher's FastStream configuration."""
+async def faststream_round(
+    url: str, durable: str, tries: int, items: int, *, batch: int = 1, side: str = "faststream"
+) -> Round:
+    """The launcher's FastStream configuration (``batch``: messages per pull request; the
+    launcher's is 1)."""
     sink = Sink()
     broker = NatsBroker(url, graceful_timeout=5.0, log_level=10)
     router = NatsRouter(middlewares=(_Acks,))
@@ -233,7 +240,7 @@ async def faststream_round(url: str, durable: str, tries: int, items: int) -> Ro
         FILTER,
         stream=stream,
         durable=durable,
-        pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S),
+        pull_sub=PullSub(batch_size=batch, timeout=FETCH_TIMEOUT_S),
         max_workers=SLOTS,
         ack_policy=AckPolicy.MANUAL,
         decoder=decode_work_item,
@@ -249,7 +256,7 @@ async def faststream_round(url: str, durable: str, tries: int, items: int) -> Ro
         return await publisher.publish(body, headers=headers, stream=STREAM)
 
     try:
-        return await measure("faststream", publish, sink, tries, items)
+        return await measure(side, publish, sink, tries, items)
     finally:
         await broker.stop()
 
@@ -281,9 +288,19 @@ def private_nats() -> Iterator[str]:
             server.wait(10)
 
 
+async def faststream_batch_round(url: str, durable: str, tries: int, items: int) -> Round:
+    """FastStream pulling as many messages per request as there are slots: what a bigger
+    pull batch would win, at the price of up to that many fetched messages waiting
+    unattended for a worker (not the launcher's configuration)."""
+    return await faststream_round(
+        url, durable, tries, items, batch=SLOTS, side=f"faststream-batch{SLOTS}"
+    )
+
+
 SIDES: dict[str, Callable[[str, str, int, int], Awaitable[Round]]] = {
     "raw": raw_round,
     "faststream": faststream_round,
+    f"faststream-batch{SLOTS}": faststream_batch_round,
 }
 
 
