@@ -288,3 +288,34 @@ def test_the_launcher_s_subscriber_and_publishers_are_the_documented_contract(
         if c.stream == Stream.WORK and LAUNCHER not in c.consumers
     }
     assert not any(_matches(subscribed, address) for address in agent_wide)
+
+
+async def test_a_subscriber_reset_after_a_failed_start_starts_once(nats_server) -> None:
+    """What the service does when binding fails (NATS restarting): stop the half-started
+    subscriber, then start again; it then runs one fetch loop, not two."""
+    handlers = Handlers(lambda item, delivery: asyncio.sleep(0))
+    settings = launcher_settings(nats_server.url)
+    login = await NatsLogin.read(settings.nats_user)
+    broker = make_broker(nats_server.url, "test-restart", login, graceful_timeout=5.0)
+    nc = await connect_broker(broker, nats_server.url)
+    try:
+        js = nc.jetstream()
+        gate = await WorkGate.open(js, settings.work_verifier())
+        consumer = WorkConsumer(settings, handlers, Publisher(broker), gate)  # type: ignore[arg-type]
+        work = consumer.subscribe(broker, inbox_prefix=login.js_inbox_prefix)
+        with pytest.raises(Exception, match="stream not found"):
+            await broker.start()  # no WORK stream yet: binding fails half-way
+        await work.stop()
+        async with open_bus(nats_server.url, Stream.WORK, Stream.DEAD_LETTER) as bus:
+            await consumer.declare(js)
+            await broker.start()
+            assert len(work.tasks) == 2  # the worker queue and one fetch loop
+            items = [load() for _ in range(3)]
+            for item in items:
+                await bus.send(item)
+            await until(lambda: all(i.id in handlers.done for i in items))
+            await bus.work_consumer_drained()
+            await work.stop()
+    finally:
+        await broker.stop()
+    assert all(handlers.calls[i.id] == 1 for i in items)

@@ -223,7 +223,17 @@ class LauncherService:
             await consumer.declare(js)
             work = consumer.subscribe(broker, inbox_prefix=login.js_inbox_prefix)
             reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
-            await broker.start()  # binds the consumer declared above, starts fetching
+
+            async def start() -> None:
+                try:
+                    await broker.start()  # binds the consumer declared above, starts fetching
+                except Exception:
+                    # Half started (its consume task runs before the bind): reset it, so a
+                    # retry starts one subscription, not a second.
+                    await work.stop()
+                    raise
+
+            await jetstream_call(start, "binding the work consumer")
             log.info(
                 "consuming %s as %s", subjects.work_filter(s.substrate), consumer_name(s.substrate)
             )
