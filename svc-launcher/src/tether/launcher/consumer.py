@@ -1,21 +1,44 @@
-"""The launcher's durable pull consumer of work items, with bounded concurrency per kind group."""
+"""The launcher's durable pull consumer of work items, on FastStream, with manual acks and
+bounded concurrency per kind group.
+
+The subscriber is FastStream's JetStream pull subscriber (``pull_sub``, ``max_workers``)
+on ``tether.work.<substrate>.>``, bound to the durable consumer ``launcher-<substrate>``
+that every replica shares. Acknowledgement is manual (``AckPolicy.MANUAL``): FastStream
+neither acks nor rejects by itself; :class:`WorkAcks`, a consume middleware, does it for
+each message after the handler:
+
+- handled: ``ack``;
+- malformed body or refused by the :class:`~tether.shared.nats.workgate.WorkGate`: dead
+  letter, then ``term`` (never redelivered);
+- failed: ``nak`` with backoff while deliveries remain, dead letter and ``term`` on the last;
+- cancelled (shutdown past its grace): ``nak`` at once, rather than after ``ack_wait``;
+- all the while ``in_progress`` every third of ``ack_wait``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import nats.errors
-import stamina
+from faststream import BaseMiddleware
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy
+from faststream.nats import NatsBroker, NatsRouter, PullSub
+from faststream.nats.annotations import NatsMessage
+from faststream.nats.subscriber.usecases import LogicSubscriber
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.publishing import Publisher
 from tether.launcher.settings import LauncherSettings
 from tether.shared.nats import subjects
-from tether.shared.nats.streams import fetch_ready, jetstream_call
+from tether.shared.nats.broker import bound_stream
+from tether.shared.nats.streams import jetstream_call
 from tether.shared.nats.subjects import Stream
 from tether.shared.nats.workgate import WorkGate
 from tether.shared.runtime import telemetry
@@ -26,7 +49,8 @@ from tether.shared.wire.workspecs import WORK_SPECS, SlotGroup
 
 log = logging.getLogger(__name__)
 
-_FETCH_TIMEOUT_S = 5.0
+#: How long one pull request waits for a message before the next one is sent.
+FETCH_TIMEOUT_S = 5.0
 
 
 def consumer_name(substrate: str) -> str:
@@ -34,18 +58,55 @@ def consumer_name(substrate: str) -> str:
     return f"launcher-{subjects.token(substrate)}"
 
 
+def consumer_config(settings: LauncherSettings) -> ConsumerConfig:
+    """The durable consumer of ``settings``' substrate (explicit acks, its limits)."""
+    return ConsumerConfig(
+        durable_name=consumer_name(settings.substrate),
+        ack_policy=JsAckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        filter_subject=subjects.work_filter(settings.substrate),
+    )
+
+
+class DeadLetterError(ContractError):
+    """A work message that must not be redelivered: dead-letter it with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_work_item(message: StreamMessage[Any]) -> WorkItem:
+    """FastStream decoder of work messages: the typed WorkItem, or a dead letter.
+
+    Raises:
+        DeadLetterError: the body is no work item.
+    """
+    try:
+        return decode(message.body, WorkItem)
+    except ContractError as err:
+        raise DeadLetterError(f"malformed work item: {err}") from err
+
+
 class WorkConsumer:
-    """Fetches work items in batches and handles them concurrently.
+    """Handles the work items of the launcher's substrate concurrently.
 
     One semaphore of ``max_concurrency`` per slot group (:class:`SlotGroup`; each kind's
     group is in its spec: launches, terminations and health checks, sensor evaluations,
     other code-server kinds) keeps a slow code server or sensor from delaying run
     launches, launches waiting for a cold-start slot from delaying terminations, and a
-    slow sensor from delaying schedules. At most that many times ``max_concurrency``
-    messages are fetched and unfinished at once; each is kept alive with ``in_progress()``.
+    slow sensor from delaying schedules. FastStream's ``max_workers`` is all groups'
+    slots together: that many messages are in handlers (waiting for their group's slot,
+    kept alive, or handled) at once.
+
+    Over-fetch: the subscriber pulls one message at a time (``PullSub(batch_size=1)``),
+    and only the message pulled while every worker is busy waits outside a handler (no
+    keepalive) for the first worker to free up. Should that take longer than
+    ``ack_wait``, JetStream hands it to another replica; the WorkGate admits such a
+    redelivery (same stream message) and handling is idempotent (run claims, result ids).
 
     Args:
-        js: JetStream context.
         settings: launcher settings.
         handlers: the work handlers.
         publisher: used for dead letters.
@@ -55,149 +116,88 @@ class WorkConsumer:
 
     def __init__(
         self,
-        js: JetStreamContext,
         settings: LauncherSettings,
         handlers: WorkHandlers,
         publisher: Publisher,
         gate: WorkGate,
     ) -> None:
-        self._js = js
         self._gate = gate
         self._settings = settings
         self._handlers = handlers
         self._publisher = publisher
         self._slots = {group: asyncio.Semaphore(settings.max_concurrency) for group in SlotGroup}
-        self._capacity = len(self._slots) * settings.max_concurrency
-        self._free = asyncio.Semaphore(self._capacity)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self.capacity = len(self._slots) * settings.max_concurrency
 
-    async def run(self) -> None:
-        """Fetch and dispatch messages until cancelled (in-flight handlers keep going)."""
+    async def declare(self, js: JetStreamContext) -> None:
+        """Create or update the durable consumer: a changed ``ack_wait``/``max_deliver``
+        takes effect on restart (binding alone would keep the old configuration)."""
+        config = consumer_config(self._settings)
+        await jetstream_call(
+            lambda: js.add_consumer(str(Stream.WORK), config),
+            f"declaring consumer {config.durable_name}",
+        )
+
+    def subscribe(self, broker: NatsBroker, *, inbox_prefix: bytes) -> LogicSubscriber[Any]:
+        """Declare the work subscriber on ``broker`` (it starts with the broker).
+
+        Args:
+            broker: the launcher's broker.
+            inbox_prefix: where pull replies go (the launcher user's own inbox).
+        """
         s = self._settings
-        # Create or update: a changed ack_wait/max_deliver takes effect on restart
-        # (pull_subscribe would silently bind to the old configuration).
-        config = ConsumerConfig(
-            durable_name=consumer_name(s.substrate),
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=s.ack_wait_s,
-            max_deliver=s.max_deliver,
-            filter_subject=subjects.work_filter(s.substrate),
+        router = NatsRouter(middlewares=(self._acks,))
+        subscriber = router.subscriber(
+            subjects.work_filter(s.substrate),
+            stream=bound_stream(Stream.WORK),
+            durable=consumer_name(s.substrate),
+            config=consumer_config(s),
+            pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT_S),
+            inbox_prefix=inbox_prefix,
+            max_workers=self.capacity,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=decode_work_item,
+            title=f"work of the {s.substrate} substrate (consumed by launcher)",
         )
-        what = f"declaring consumer {config.durable_name}"
-        await jetstream_call(lambda: self._js.add_consumer(str(Stream.WORK), config), what)
-        sub = await jetstream_call(
-            lambda: self._js.pull_subscribe_bind(consumer_name(s.substrate), str(Stream.WORK)),
-            f"binding consumer {config.durable_name}",
-        )
-        log.info(
-            "consuming %s as %s", subjects.work_filter(s.substrate), consumer_name(s.substrate)
-        )
-        try:
-            while True:
-                # Fetch only as many messages as there are free slots, so nothing fetched
-                # sits unhandled long enough to be redelivered to another replica.
-                await self._free.acquire()
-                want = 1
-                while want < self._capacity and not self._free.locked():
-                    await self._free.acquire()
-                    want += 1
-                try:
-                    msgs = await self._fetch(sub, want)
-                except BaseException:
-                    for _ in range(want):
-                        self._free.release()
-                    raise
-                for _ in range(want - len(msgs)):
-                    self._free.release()
-                for msg in msgs:
-                    task = asyncio.create_task(self._handle(msg))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._done)
-        finally:
-            # A fetch cancelled mid-flight leaves its inbox subscription with a pending
-            # queue nobody consumes: connection drain would wait for it (30 s) at exit.
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        subscriber(self.handle)
+        broker.include_router(router)
+        return subscriber
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._free.release()
+    def _acks(self, msg: Any, /, *, context: Any) -> WorkAcks:
+        return WorkAcks(msg, context=context, consumer=self)
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription, want: int) -> list[Msg]:
-        async for attempt in stamina.retry_context(
-            on=lambda exc: isinstance(exc, nats.errors.Error),
-            attempts=None,
-            timeout=None,
-            wait_initial=0.5,
-            wait_max=5.0,
-        ):
-            with attempt:
-                try:
-                    return await fetch_ready(sub, want, _FETCH_TIMEOUT_S)
-                except TimeoutError:
-                    # Nothing to fetch. nats-py raises its own TimeoutError or, on some
-                    # paths, the builtin one; both are TimeoutError.
-                    return []
-        return []  # pragma: no cover - the retry loop only ends by returning or raising
+    async def handle(self, item: WorkItem, message: NatsMessage) -> None:
+        """Handle one verified work item in its slot group, in a span that continues the
+        trace of the message's ``traceparent`` (the poller's span).
 
-    async def drain(self, grace_s: float) -> None:
-        """Wait up to ``grace_s`` for in-flight handlers; cancel the rest (redelivered later)."""
-        if not self._inflight:
-            return
-        log.info("waiting for %d in-flight work item(s)", len(self._inflight))
-        _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-
-    async def _handle(self, msg: Msg) -> None:
-        keepalive = asyncio.create_task(self._keep_alive(msg))
-        try:
-            await self._handle_once(msg)
-        except asyncio.CancelledError:
-            # Shutdown timed out: hand the message back now rather than after ack_wait.
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            raise
-        except Exception as err:  # noqa: BLE001 - any failure fails this one message
-            await self._failed(msg, err)
-        finally:
-            keepalive.cancel()
-
-    async def _handle_once(self, msg: Msg) -> None:
-        try:
-            item = decode(msg.data, WorkItem)
-        except ContractError as err:
-            await self._publisher.dead_letter(msg, f"malformed work item: {err}")
-            await msg.term()
-            return
+        Raises:
+            DeadLetterError: the gate refused the item.
+        """
+        raw: Msg = message.raw_message
         try:
             # Before anything acts on it (a replay check failing on NATS is retried).
-            await self._gate.check(msg, item)
+            await self._gate.check(raw, item)
         except ContractError as err:  # WorkRefusedError, or an unroutable item
-            await self._publisher.dead_letter(msg, f"refused work item: {err}")
-            await msg.term()
-            return
+            raise DeadLetterError(f"refused work item: {err}") from err
         group = WORK_SPECS[item.kind].slots
         if group is None:
             # Unreachable past the gate (such kinds are routed outside launcher filters).
-            await self._publisher.dead_letter(
-                msg, f"refused work item: no launcher serves {item.kind}"
-            )
-            await msg.term()
-            return
+            raise DeadLetterError(f"refused work item: no launcher serves {item.kind}")
         async with self._slots[group]:
-            ctx = telemetry.context_from_headers(msg.headers)
+            ctx = telemetry.context_from_headers(raw.headers)
             with telemetry.tracer("tether.launcher").start_as_current_span(
                 f"launcher.{item.kind}",
                 context=ctx,
                 attributes={"work_item_id": item.id, "location": item.location.name},
             ):
                 await self._handlers.handle(item)
-        await msg.ack()
 
-    async def _failed(self, msg: Msg, err: Exception) -> None:
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Park ``msg`` in the dead letters, then ``term`` it (never redelivered)."""
+        await self._publisher.dead_letter(msg, reason)
+        await msg.term()
+
+    async def failed(self, msg: Msg, err: Exception) -> None:
+        """``nak`` ``msg`` with backoff, or dead-letter it on its last delivery."""
         delivered = msg.metadata.num_delivered
         if delivered < self._settings.max_deliver:
             log.warning("work message failed (delivery %d), retrying: %r", delivered, err)
@@ -214,7 +214,8 @@ class WorkConsumer:
         with contextlib.suppress(Exception):
             await msg.term()
 
-    async def _keep_alive(self, msg: Msg) -> None:
+    async def keep_alive(self, msg: Msg) -> None:
+        """``in_progress`` every third of ``ack_wait`` until cancelled."""
         # Handlers may wait for a slot, a starting code server or a missing results stream
         # longer than ack_wait; tell JetStream we are still on it.
         interval = max(self._settings.ack_wait_s / 3, 0.5)
@@ -222,3 +223,42 @@ class WorkConsumer:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+
+
+class WorkAcks(BaseMiddleware):
+    """The manual acknowledgement of one work message (see the module's docstring).
+
+    Wraps decoding too (FastStream decodes inside the consume scope), so a malformed body
+    reaches :meth:`consume_scope` as a :class:`DeadLetterError`.
+    """
+
+    def __init__(self, msg: Any, /, *, context: Any, consumer: WorkConsumer) -> None:
+        super().__init__(msg, context=context)
+        self._consumer = consumer
+
+    async def consume_scope(
+        self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
+    ) -> Any:
+        """Handle ``msg``, then ack, nak or term it; never raises but for cancellation."""
+        raw: Msg = msg.raw_message
+        consumer = self._consumer
+        keepalive = asyncio.create_task(consumer.keep_alive(raw))
+        try:
+            await call_next(msg)
+            await raw.ack()
+        except asyncio.CancelledError:
+            # Shutdown timed out: hand the message back now rather than after ack_wait
+            # (shielded: the cancelled task group would cancel the nak too).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(raw.nak())
+            raise
+        except DeadLetterError as err:
+            try:
+                await consumer.dead_letter(raw, err.reason)
+            except Exception as failure:  # noqa: BLE001 - redelivered, dead-lettered again
+                await consumer.failed(raw, failure)
+        except Exception as err:  # noqa: BLE001 - any failure fails this one message
+            await consumer.failed(raw, err)
+        finally:
+            keepalive.cancel()
+        return None

@@ -11,7 +11,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from tether.launcher.codeservers import CodeServerRegistry
-from tether.launcher.consumer import WorkConsumer
+from tether.launcher.consumer import WorkConsumer, consumer_name
 from tether.launcher.errors import LauncherError
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.policy import PolicyContext
@@ -24,7 +24,8 @@ from tether.launcher.substrate import BoundedStarts, Substrate
 from tether.launcher.tokens import SECRET_ENV, tokens_from_settings
 from tether.launcher.userenv import UserCode
 from tether.shared.nats import subjects
-from tether.shared.nats.connection import connect_nats
+from tether.shared.nats.broker import connect_broker, make_broker
+from tether.shared.nats.connection import NatsLogin
 from tether.shared.nats.status import StatusReporter
 from tether.shared.nats.streams import jetstream_call, wait_for_stream
 from tether.shared.nats.subjects import Stream
@@ -178,7 +179,16 @@ class LauncherService:
     async def run(self) -> None:
         """Serve until :meth:`shutdown`, then stop gracefully."""
         s = self._settings
-        nc = await connect_nats(s.nats_url, f"tether-launcher-{s.substrate}", s.nats_user)
+        login = await NatsLogin.read(s.nats_user)
+        # FastStream's broker is the one connection: the work subscriber and the result
+        # publishers run on it, and the KV buckets and core subscriptions use its client.
+        broker = make_broker(
+            s.nats_url,
+            f"tether-launcher-{s.substrate}",
+            login,
+            graceful_timeout=s.graceful_shutdown_timeout,
+        )
+        nc = await connect_broker(broker, s.nats_url)
         registry = CodeServerRegistry(
             self._substrate,
             tokens=self._tokens,
@@ -202,27 +212,43 @@ class LauncherService:
                 self._substrate.use_start_signal(NatsRunStarts(nc))
             claims = await jetstream_call(lambda: RunClaims.open(js), "binding run claims")
             publisher = Publisher(
-                js, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
+                broker, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
             )
             handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
             await _share_location_stops(nc, s.substrate, handlers)
             gate = await jetstream_call(
                 lambda: WorkGate.open(js, self._verifier), "binding the work deliveries"
             )
-            consumer = WorkConsumer(js, s, handlers, publisher, gate)
+            consumer = WorkConsumer(s, handlers, publisher, gate)
+            await consumer.declare(js)
+            work = consumer.subscribe(broker, inbox_prefix=login.js_inbox_prefix)
             reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
+
+            async def start() -> None:
+                try:
+                    await broker.start()  # binds the consumer declared above, starts fetching
+                except Exception:
+                    # Half started (its consume task runs before the bind): reset it, so a
+                    # retry starts one subscription, not a second.
+                    await work.stop()
+                    raise
+
+            await jetstream_call(start, "binding the work consumer")
+            log.info(
+                "consuming %s as %s", subjects.work_filter(s.substrate), consumer_name(s.substrate)
+            )
             async with asyncio.TaskGroup() as tg:
-                fetching = tg.create_task(consumer.run())
                 reporting = tg.create_task(reporter.run())
                 adopting = tg.create_task(registry.keep_adopted())
                 self._ready = True
-                # A crash of the fetch loop cancels this wait through the TaskGroup.
+                # A crash of a loop cancels this wait through the TaskGroup.
                 await self._stopping.wait()
                 log.info("launcher stopping: no more fetches")
-                fetching.cancel()
                 reporting.cancel()
                 adopting.cancel()
-            await consumer.drain(s.graceful_shutdown_timeout)
+            # Stops fetching, waits up to graceful_shutdown_timeout for in-flight handlers
+            # and cancels the rest (they nak their messages).
+            await work.stop()
         finally:
             if handlers is not None:
                 handlers.detach_runs()
@@ -237,7 +263,7 @@ class LauncherService:
                 await registry.stop_all()
             await self._substrate.aclose()
             try:
-                await nc.drain()
+                await broker.stop()  # drains the connection
             except Exception as err:  # noqa: BLE001 - best effort at shutdown
                 log.debug("closing NATS: %r", err)
         log.info("launcher stopped")

@@ -1,4 +1,5 @@
-"""Republishing claimed work items on JetStream, one traced publish per item."""
+"""Republishing claimed work items on JetStream, one traced publish per item, through the
+broker's typed publishers (one per work subject: the AsyncAPI document's work channels)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nats.js import JetStreamContext
+from faststream.nats import NatsBroker
+from faststream.nats.publisher.usecase import LogicPublisher
+from nats.js.api import PubAck
 from tether.shared.nats import subjects
+from tether.shared.nats.broker import bound_stream
 from tether.shared.nats.deadletter import dead_letter
 from tether.shared.nats.headers import MSG_ID_HEADER
 from tether.shared.nats.subjects import Stream
@@ -17,6 +21,10 @@ from tether.shared.runtime import telemetry
 from tether.shared.wire.base import encode
 from tether.shared.wire.signing import WorkRefusedError, WorkVerifier
 from tether.shared.wire.work import WorkItem
+from tether.shared.wire.workspecs import WORK_SPECS
+
+#: The bodies are Tether's own JSON encoding (:func:`tether.shared.wire.base.encode`).
+_JSON = {"content-type": "application/json"}
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +56,50 @@ class WorkDispatcher:
     published: the agent's consumers verify again, but a forged item never reaches them.
 
     Args:
-        js: JetStream context.
+        broker: the poller's broker; its publishers are declared here, one per work
+            subject of ``substrates`` (and of the agent-wide kinds).
         verifier: the pinned work keys and this agent's deployment.
+        substrates: the substrates whose work this poller claims.
         publish_timeout: seconds to wait for one PubAck.
     """
 
     def __init__(
-        self, js: JetStreamContext, verifier: WorkVerifier, *, publish_timeout: float = 5.0
+        self,
+        broker: NatsBroker,
+        verifier: WorkVerifier,
+        substrates: Sequence[str] = ("process",),
+        *,
+        publish_timeout: float = 5.0,
     ) -> None:
-        self._js = js
+        self._broker = broker
         self._verifier = verifier
         self._timeout = publish_timeout
+        self._work: dict[str, LogicPublisher] = {}
+        for substrate in substrates:
+            for kind in WORK_SPECS:
+                self._work_publisher(subjects.route_work(substrate, kind))
+        self._dead_letters = broker.publisher(
+            subjects.dead_letter(Stream.WORK),
+            stream=bound_stream(Stream.DEAD_LETTER),
+            schema=bytes,
+            timeout=publish_timeout,
+            title="dead letters of WORK (published by poller)",
+        )
+
+    def _work_publisher(self, subject: str) -> LogicPublisher:
+        """The publisher of work items to ``subject`` (declared on first use for a
+        substrate not configured: the control plane routes by the location's)."""
+        publisher = self._work.get(subject)
+        if publisher is None:
+            publisher = self._work[subject] = self._broker.publisher(
+                subject,
+                stream=bound_stream(Stream.WORK),
+                schema=WorkItem,
+                timeout=self._timeout,
+                headers=_JSON,
+                title=f"{subject} (published by poller)",
+            )
+        return publisher
 
     async def dispatch(self, items: Sequence[WorkItem]) -> DispatchOutcome:
         """Publish ``items`` concurrently; never raises for a single item's failure."""
@@ -112,7 +153,7 @@ class WorkDispatcher:
     async def _publish_with_timeout(
         self, subject: str, body: bytes, headers: dict[str, str]
     ) -> None:
-        await self._js.publish(subject, body, headers=headers, timeout=self._timeout)
+        await self._dead_letters.publish(body, headers=headers)
 
     async def _publish(self, item: WorkItem) -> None:
         with telemetry.span_from(
@@ -126,11 +167,11 @@ class WorkDispatcher:
             headers = {MSG_ID_HEADER: item.id}
             # The headers carry this span's context, so the launcher's span is its child.
             telemetry.inject(headers)
-            ack = await self._js.publish(
-                subjects.route_work(item.location.substrate, item.kind),
-                encode(item),
-                headers=headers,
-                timeout=self._timeout,
+            publisher = self._work_publisher(
+                subjects.route_work(item.location.substrate, item.kind)
+            )
+            ack: PubAck = await publisher.publish(
+                encode(item), headers=headers, stream=str(Stream.WORK)
             )
         if ack.duplicate:
             log.info("work item %s was already on the stream (re-offered after a lease)", item.id)

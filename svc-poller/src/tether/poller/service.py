@@ -6,12 +6,14 @@ import asyncio
 import logging
 
 import stamina
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 from tether.poller.dispatch import WorkDispatcher
 from tether.poller.heartbeat import heartbeat_loop
 from tether.poller.settings import PollerSettings
 from tether.shared.agent_client import AgentClient
-from tether.shared.nats.connection import connect_nats
+from tether.shared.nats.broker import connect_broker, make_broker
+from tether.shared.nats.connection import NatsLogin
 from tether.shared.nats.status import StatusReporter
 from tether.shared.nats.streams import ensure_owned_streams
 from tether.shared.wire.errors import TetherError
@@ -85,13 +87,22 @@ class PollerService:
     async def run(self) -> None:
         """Serve until :meth:`shutdown`; then finish publishing claimed items and return."""
         s = self._settings
-        nc = await connect_nats(s.nats_url, "tether-poller", s.nats_user)
+        login = await NatsLogin.read(s.nats_user)
+        # FastStream's broker is the one connection: the work publishers run on it, the
+        # streams, the status bucket and the heartbeat's reads use its client.
+        broker = make_broker(s.nats_url, "tether-poller", login)
+        dispatcher = WorkDispatcher(
+            broker, self._verifier, s.substrates, publish_timeout=s.publish_timeout_s
+        )
+        nc = await connect_broker(broker, s.nats_url)
         self._nc = nc
         try:
             js = nc.jetstream()
+            # Declared by the poller (their owner) as tether.shared.nats.streams says, not
+            # by FastStream (its publishers only bind).
             await ensure_owned_streams(js, OWNER)
+            await broker.start()
             self._streams_ready = True
-            dispatcher = WorkDispatcher(js, self._verifier, publish_timeout=s.publish_timeout_s)
             async with AgentClient(
                 s.control_plane_url,
                 s.agent_token.get_secret_value(),
@@ -117,7 +128,7 @@ class PollerService:
                     beating.cancel()
                     reporting.cancel()
         finally:
-            await _close(nc)
+            await _close(broker, nc)
         log.info("poller stopped")
 
     async def _claim_loop(self, client: AgentClient, dispatcher: WorkDispatcher) -> None:
@@ -176,9 +187,9 @@ class PollerService:
             raise DispatchFailedError(outcome.failed)
 
 
-async def _close(nc: NATS) -> None:
+async def _close(broker: NatsBroker, nc: NATS) -> None:
     try:
-        await nc.drain()
+        await broker.stop()  # drains the connection
     except Exception as err:  # noqa: BLE001 - closing is best effort at shutdown
         log.debug("closing NATS: %r", err)
         await nc.close()
