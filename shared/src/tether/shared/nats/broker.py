@@ -3,8 +3,9 @@ does: the service's own NATS user, its own inbox, reconnecting for ever, the fir
 connection retried.
 
 Used by the services whose NATS handlers run on FastStream (the launcher's work consumer,
-the poller's work publishers); they depend on ``faststream[nats]``, tether-shared itself
-does not (this module is imported by them only). The broker declares no stream: a stream
+the poller's work publishers); they depend on ``tether-shared[broker]``, the extra that
+brings ``faststream[nats]`` (tether-shared itself does not: no other service imports this
+module). The broker declares no stream: a stream
 is declared by its one owner (:mod:`tether.shared.nats.streams`), so every
 :class:`~faststream.nats.JStream` given to it must be ``declare=False`` (:func:`bound_stream`).
 """
