@@ -273,3 +273,37 @@ async def test_multi_assets_materialize_each_out_and_subsets_only_theirs(
     events = await run("even_late")
     assert outputs(events) == {"even_sum": "6"}
     await nc.close()
+
+
+async def test_the_asset_selection_tag_narrows_a_run_to_the_assets_it_names(
+    nats_server, tmp_path: Path
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "multi.py").write_text(MULTI)
+    location = LocationConfig(name="multi", python_file=str(tmp_path / "multi.py"))
+    env = {"TETHER_RUN_WORKER_STORAGE_DIR": str(tmp_path / "storage")}
+    results = {}
+    for selection in ("odds,odd_count", "evens", "odds,nope"):
+        args = h.run_args(
+            location, nats_server.url, "all_mp", tags={"tether/asset_selection": selection}
+        )
+        code, stderr = await h.run_worker(args, **env)
+        assert code == 0, stderr
+        results[selection] = [e for _, e in await h.read_events(js, args.run.run_id)]
+    done = results["odds,odd_count"]
+    assert done[-1].event_type is E.RUN_SUCCESS
+    assert [
+        tuple(e.data["asset_key"]) for e in done if e.event_type is E.ASSET_MATERIALIZATION
+    ] == [
+        ("odds",),
+        ("odd_count",),
+    ]
+    assert {e.step_key for e in done if e.event_type is E.STEP_SUCCESS} == {"split", "odd_count"}
+    evens = results["evens"]
+    assert [e.data["asset_key"] for e in evens if e.event_type is E.ASSET_MATERIALIZATION] == [
+        ["evens"]
+    ]
+    (failed,) = [e for e in results["odds,nope"] if e.event_type is E.RUN_FAILURE]
+    assert "does not materialize nope" in failed.message
+    await nc.close()

@@ -29,7 +29,14 @@ Example::
     )
 """
 
-from tether.sdk._asset_graph import ASSET_JOB, AssetGraph, UnresolvedAssetJob, define_asset_job
+from tether.sdk._asset_graph import (
+    ASSET_JOB,
+    ASSET_SELECTION_TAG,
+    AssetGraph,
+    UnresolvedAssetJob,
+    define_asset_job,
+    select_assets,
+)
 from tether.sdk._asset_key import AssetKey
 from tether.sdk._asset_selection import AssetSelection
 from tether.sdk._assets import AssetIn, AssetsDefinition, AssetSpec, asset
@@ -84,6 +91,7 @@ from tether.sdk._time_partitions import (
 
 __all__ = [
     "ASSET_JOB",
+    "ASSET_SELECTION_TAG",
     "EXECUTORS",
     "PARTITION_KEY_TAG",
     "PARTITION_SET_TAG",
@@ -153,5 +161,6 @@ __all__ = [
     "op",
     "partitioned_config",
     "schedule",
+    "select_assets",
     "sensor",
 ]

@@ -31,6 +31,10 @@ from tether.sdk._job import EXECUTORS, JobDefinition, Node, OutputHandle
 from tether.sdk._op import check_name
 from tether.sdk._partitions import PartitionsDefinition
 
+#: Run tag naming the assets a run of an asset job materializes, when not all of the
+#: job's: their keys' user strings, comma-separated (``raw/orders,cleaned``).
+ASSET_SELECTION_TAG = "tether/asset_selection"
+
 #: Name of the implicit job of every computed asset (``__asset_job_<n>`` when the assets
 #: have several partitions definitions, one job per definition).
 ASSET_JOB = "__asset_job"
@@ -274,3 +278,34 @@ def implicit_asset_jobs(
         )
         for i, p in enumerate(defs)
     ]
+
+
+def select_assets(job: JobDefinition, selection: str) -> JobDefinition:
+    """``job`` (an asset job) narrowed to the assets an :data:`ASSET_SELECTION_TAG` value
+    names: only their steps run (a subsettable multi-asset computes only the selected
+    ones); values of the others are loaded through their IO managers.
+
+    Raises:
+        DefinitionError: ``job`` is not an asset job, or the selection names assets it
+            does not materialize (or subsets a multi-asset that cannot be subset).
+    """
+    if job.asset_graph is None:
+        raise DefinitionError(f"job {job.name!r} is not an asset job: it cannot select assets")
+    keys = {AssetKey.from_user_string(part) for part in selection.split(",") if part.strip()}
+    own = {k for a in job.assets.values() for k in a.keys}
+    unknown = sorted(k.to_user_string() for k in keys - own)
+    if unknown or not keys:
+        raise DefinitionError(
+            f"asset selection {selection!r}: job {job.name!r} does not materialize "
+            + (", ".join(unknown) or "an empty selection")
+        )
+    return asset_job(
+        job.asset_graph,
+        keys,
+        name=job.name,
+        description=job.description,
+        tags=job.tags,
+        partitions_def=job.partitions_def,
+        executor=job.executor,
+        resources=job.resources,
+    )

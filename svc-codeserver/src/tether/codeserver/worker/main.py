@@ -23,11 +23,13 @@ from tether.codeserver.worker.multiprocess import (
     MultiprocessExecutor,
     executor_choice,
 )
+from tether.codeserver.worker.opcall import run_job
 from tether.codeserver.worker.outputs import StepOutputStorage
 from tether.codeserver.worker.publisher import JetStreamPublisher, PublishError
 from tether.codeserver.worker.run_config import RunConfigError, resolve_op_configs
 from tether.codeserver.worker.selection import SelectionError, StepPlan, plan_steps
 from tether.codeserver.worker.settings import RunWorkerSettings
+from tether.sdk import DefinitionError
 from tether.shared.nats.auth import RUN_WORKER_CREDENTIALS_ENV
 from tether.shared.nats.subjects import token
 from tether.shared.runtime.telemetry import configure_tracing, shutdown_tracing, span_from
@@ -97,6 +99,10 @@ class RunWorker:
             job = defs.get_job(run.job_name)
         except KeyError as err:
             return self._fail(f"{err.args[0]} of code location {location.name!r}")
+        try:
+            job = run_job(job, run.tags)
+        except DefinitionError as err:
+            return self._fail(str(err), ErrorInfo.from_exception(err))
         try:
             op_configs = resolve_op_configs(job, run.run_config)
         except RunConfigError as err:

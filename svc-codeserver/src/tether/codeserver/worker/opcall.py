@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from tether.codeserver.worker.assetio import AssetIO
 from tether.sdk import (
+    ASSET_SELECTION_TAG,
     PARTITION_KEY_TAG,
     RESULT,
     JobDefinition,
@@ -22,9 +23,20 @@ from tether.sdk import (
     OpContext,
     OpLogger,
     OutputHandle,
+    select_assets,
 )
 
-__all__ = ["call_op", "op_context", "op_inputs"]
+__all__ = ["call_op", "op_context", "op_inputs", "run_job"]
+
+
+def run_job(job: JobDefinition, run_tags: Mapping[str, str]) -> JobDefinition:
+    """The job a run executes: ``job``, narrowed to the assets its tags select.
+
+    Raises:
+        DefinitionError: the selection does not fit the job.
+    """
+    selection = run_tags.get(ASSET_SELECTION_TAG)
+    return job if selection is None else select_assets(job, selection)
 
 
 def op_context(

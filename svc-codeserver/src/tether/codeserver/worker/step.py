@@ -57,7 +57,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     """Run one attempt and send its result line; user errors become a failed result."""
     from tether.codeserver.loader import load_location
     from tether.codeserver.worker.assetio import AssetIO
-    from tether.codeserver.worker.opcall import call_op, op_context, op_inputs
+    from tether.codeserver.worker.opcall import call_op, op_context, op_inputs, run_job
     from tether.codeserver.worker.run_config import resolve_op_configs
     from tether.sdk import RetryRequested
 
@@ -69,6 +69,7 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
         messages.send(kind="result", ok=False, error=loaded.error.model_dump(mode="json"))
         return
     job = loaded.repository(run.repository_name, job_name=run.job_name).get_job(run.job_name)
+    job = run_job(job, run.tags)  # the worker checked the selection before any step
     node = job.node(step)
     op_config = resolve_op_configs(job, run.run_config).get(step)
 
