@@ -48,6 +48,8 @@ query RunPage($id: String!) {
   run(id: $id) {
     id jobName locationName repositoryName status runConfig tags
     createdAt startedAt endedAt traceId traceUrl
+    rootRunId retryNumber failureReason infrastructureFailure
+    attempts { id status retryNumber createdAt parentRunId }
     events {
       id seq eventType timestamp stepKey message data
       error { clsName message traceback }
