@@ -54,6 +54,7 @@ from tether.sdk._run_request import (
 from tether.sdk._schedule import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    ScheduleOverlapPolicy,
     build_schedule_from_partitioned_job,
     schedule,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "RetryRequested",
     "RunRequest",
     "ScheduleDefinition",
+    "ScheduleOverlapPolicy",
     "ScheduleEvaluationContext",
     "SensorDefinition",
     "SensorEvaluationContext",

@@ -23,6 +23,7 @@ from tether.shared.wire.snapshots import (
     PartitionsSnapshot,
     RepositorySnapshot,
     RetryPolicySnapshot,
+    ScheduleOverlapPolicy,
     ScheduleSnapshot,
     SensorSnapshot,
 )
@@ -101,6 +102,7 @@ def _schedule_snapshot(schedule: ScheduleDefinition) -> ScheduleSnapshot:
         job_names=schedule.job_names,
         tags=dict(schedule.tags),
         default_status=InstigatorStatus(schedule.default_status.value),
+        overlap_policy=ScheduleOverlapPolicy(schedule.overlap_policy.value),
     )
 
 
