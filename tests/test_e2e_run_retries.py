@@ -1,7 +1,8 @@
-"""Run retries through the whole stack: a run whose worker is killed -9 is retried once
-(from failure, reusing the first op's output) and succeeds; an op failure with
+"""Run retries and timeouts through the whole stack: a run whose worker is killed -9 is
+retried once (from failure, reusing the first op's output) and succeeds; an op failure with
 infrastructure-only retries is not retried; a control plane killed -9 around the failure
-still retries it exactly once after its restart."""
+still retries it exactly once after its restart; a run over its tether/max_runtime is
+failed with the reason and its worker is stopped."""
 
 from __future__ import annotations
 
@@ -53,7 +54,15 @@ def flaky():
 def failing():
     broken()
 
-defs = Definitions(jobs=[flaky, failing])
+@op
+def sleepy_op() -> None:
+    time.sleep(600)
+
+@job
+def sleepy():
+    sleepy_op()
+
+defs = Definitions(jobs=[flaky, failing, sleepy])
 """
 
 LAUNCH = """
@@ -192,3 +201,40 @@ def test_a_control_plane_killed_around_the_failure_still_retries_once(
     stack.restart("controlplane")
     time.sleep(2)
     assert [a["id"] for a in _run(stack, run_id)["attempts"]] == [run_id, retry["id"]]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split(") ", 1)[1].startswith("Z")  # exited, not yet reaped
+    except (OSError, IndexError):
+        return True
+
+
+def test_a_run_over_its_max_runtime_is_failed_and_its_worker_stopped(
+    stack: DevStack, location: Path
+) -> None:
+    run_id = _launch(stack, "sleepy", {"tether/max_runtime": "2"})
+
+    def worker() -> int | None:
+        run = _run(stack, run_id)
+        pids = [e["data"].get("pid") for e in run["events"] if e["eventType"] == "RUN_STARTING"]
+        started = any(e["eventType"] == "STEP_START" for e in run["events"])
+        return pids[0] if started and pids and pids[0] else None
+
+    pid = wait_for(f"run {run_id} to start its op", worker, timeout=90, stack=stack)
+    # The run monitor checks every RUN_MONITOR_INTERVAL_S (10 s in the stack).
+    failed = wait_run_done(stack, run_id, timeout=90)
+    assert failed["status"] == "FAILURE"
+    run = _run(stack, run_id)
+    assert run["failureReason"] == "RUN_TIMEOUT"
+    (error,) = [e for e in failed["events"] if e["eventType"] == "ENGINE_ERROR"]
+    assert "exceeded its maximum runtime of 2s" in error["message"]
+    assert error["error"]["clsName"] == "RunTimeout"
+    wait_for(f"the worker {pid} of run {run_id} to stop", lambda: _gone(pid) or None, 60, stack)
+    # Whatever the worker said while stopping, the run stays failed.
+    assert _run(stack, run_id)["status"] == "FAILURE"
