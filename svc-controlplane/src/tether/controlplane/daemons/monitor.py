@@ -173,8 +173,8 @@ class RunMonitor(PeriodicDaemon):
             except BadInputError as err:  # a tag no launch checked (a schedule's)
                 log.warning("run %s: %s; not bounding its runtime", run.id, err)
                 continue
-            # started_at is the worker's clock; the control plane's status clock is the
-            # fallback (and the bound for a worker whose clock runs behind).
+            # started_at is the worker's clock (its RUN_START); the control plane's status
+            # clock is the fallback when the run has none.
             began = run.started_at if run.started_at is not None else run.status_changed_at
             if bound is None or began is None or now - began <= bound:
                 continue

@@ -106,8 +106,8 @@ async def store_events(
 
 
 async def worker_failure_reason(session: AsyncSession, run_id: str) -> RunFailureReason:
-    """Why a run its worker reported failed failed: a step failed, or the run did outside
-    any step (its events of this upload are stored already, so they count)."""
+    """Why a run failed, when its own worker reported the failure: a step failed, or the
+    run failed outside any step (this upload's events are stored already, so they count)."""
     if await retries.has_step_failure(session, run_id):
         return RunFailureReason.STEP_FAILURE
     return RunFailureReason.RUN_EXCEPTION
