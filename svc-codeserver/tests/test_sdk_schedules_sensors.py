@@ -17,6 +17,7 @@ from tether.sdk import (
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    ScheduleOverlapPolicy,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -295,3 +296,20 @@ def test_snapshot_describes_schedules_sensors_partition_sets_and_retries() -> No
     retry = job_snap.ops[0].retry_policy
     assert retry is not None and (retry.max_retries, retry.delay_s) == (2, 1.5)
     assert snapshot_from_proto(snapshot_to_proto(snap)) == snap
+
+
+def test_a_schedule_declares_its_overlap_policy_and_the_snapshot_carries_it() -> None:
+    @schedule(cron_schedule="*/5 * * * *", job=plain, overlap_policy=ScheduleOverlapPolicy.SKIP)
+    def exclusive():
+        return {}
+
+    allowing = ScheduleDefinition(name="allowing", cron_schedule="0 * * * *", job=plain)
+    assert exclusive.overlap_policy is ScheduleOverlapPolicy.SKIP
+    assert allowing.overlap_policy is ScheduleOverlapPolicy.ALLOW  # today's behaviour
+    snap = Definitions(schedules=[exclusive, allowing], name="repo").location_snapshot("loc")
+    policies = {s.name: s.overlap_policy for s in snap.repositories[0].schedules}
+    assert policies == {"exclusive": "SKIP", "allowing": "ALLOW"}
+    # Through the code server's gRPC contract too.
+    assert snapshot_from_proto(snapshot_to_proto(snap)) == snap
+    with pytest.raises(DefinitionError, match="overlap_policy must be ALLOW or SKIP"):
+        ScheduleDefinition(name="s", cron_schedule="0 0 * * *", job=plain, overlap_policy="QUEUE")

@@ -75,6 +75,7 @@ from tether.sdk._s3_io_manager import S3IOManager
 from tether.sdk._schedule import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    ScheduleOverlapPolicy,
     build_schedule_from_partitioned_job,
     schedule,
 )
@@ -140,6 +141,7 @@ __all__ = [
     "RunRequest",
     "S3IOManager",
     "ScheduleDefinition",
+    "ScheduleOverlapPolicy",
     "ScheduleEvaluationContext",
     "SensorDefinition",
     "SensorEvaluationContext",

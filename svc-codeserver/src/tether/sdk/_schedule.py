@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, overload
 
 from tether.sdk import _cron
@@ -31,6 +32,18 @@ SCHEDULED_TIME_TAG = "tether/scheduled_execution_time"
 
 #: A schedule function: (context) or () -> RunRequest(s) | SkipReason | dict | None.
 ScheduleFn = Callable[..., Any]
+
+
+class ScheduleOverlapPolicy(StrEnum):
+    """What a tick does while a run the schedule requested earlier is still going.
+
+    ``ALLOW`` (the default): the tick runs anyway, so runs may overlap. ``SKIP``: the
+    control plane records the tick SKIPPED, naming the unfinished run (its retries
+    count as the same run).
+    """
+
+    ALLOW = "ALLOW"
+    SKIP = "SKIP"
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class ScheduleDefinition:
         tags: tags added to every run requested.
         description: free text.
         default_status: RUNNING to start ticking as soon as the location loads.
+        overlap_policy: SKIP to skip ticks while a run of this schedule is still going
+            (QUEUED, STARTING, STARTED or CANCELING); ALLOW (default) to run them anyway.
     """
 
     def __init__(
@@ -93,6 +108,7 @@ class ScheduleDefinition:
         tags: Mapping[str, str] | None = None,
         description: str = "",
         default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
+        overlap_policy: ScheduleOverlapPolicy | str = ScheduleOverlapPolicy.ALLOW,
     ) -> None:
         self.name = check_name(name, "schedule")
         self.cron_schedule = _cron.check_cron(cron_schedule)
@@ -111,6 +127,13 @@ class ScheduleDefinition:
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.description = description
         self.default_status = DefaultScheduleStatus(default_status)
+        try:
+            self.overlap_policy = ScheduleOverlapPolicy(overlap_policy)
+        except ValueError:
+            choices = " or ".join(ScheduleOverlapPolicy)
+            raise DefinitionError(
+                f"schedule {name!r}: overlap_policy must be {choices}, not {overlap_policy!r}"
+            ) from None
 
     @property
     def job_names(self) -> list[str]:
@@ -185,6 +208,7 @@ def schedule(
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
     default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
+    overlap_policy: ScheduleOverlapPolicy | str = ScheduleOverlapPolicy.ALLOW,
 ) -> Callable[[ScheduleFn], ScheduleDefinition]: ...
 
 
@@ -200,6 +224,7 @@ def schedule(
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
     default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
+    overlap_policy: ScheduleOverlapPolicy | str = ScheduleOverlapPolicy.ALLOW,
 ) -> ScheduleDefinition | Callable[[ScheduleFn], ScheduleDefinition]:
     """Declare a schedule whose function decides what each tick runs.
 
@@ -224,6 +249,7 @@ def schedule(
         tags: tags added to every requested run.
         description: defaults to the docstring.
         default_status: RUNNING to tick as soon as the location loads.
+        overlap_policy: SKIP to skip ticks while a run of this schedule still goes.
     """
     if fn is not None or cron_schedule is None:
         raise DefinitionError("@schedule needs cron_schedule=...: use @schedule(cron_schedule=...)")
@@ -239,6 +265,7 @@ def schedule(
             tags=tags,
             description=description if description is not None else inspect.getdoc(f) or "",
             default_status=default_status,
+            overlap_policy=overlap_policy,
         )
 
     return decorate

@@ -25,6 +25,7 @@ from tether.shared.wire.snapshots import (
     PartitionsSnapshot,
     RepositorySnapshot,
     RetryPolicySnapshot,
+    ScheduleOverlapPolicy,
     ScheduleSnapshot,
     SensorSnapshot,
 )
@@ -105,6 +106,7 @@ def _schedule_snapshot(schedule: ScheduleDefinition) -> ScheduleSnapshot:
         job_names=schedule.job_names,
         tags=dict(schedule.tags),
         default_status=InstigatorStatus(schedule.default_status.value),
+        overlap_policy=ScheduleOverlapPolicy(schedule.overlap_policy.value),
     )
 
 

@@ -125,6 +125,7 @@ async def _run_monitor(settings: Any) -> None:
         interval_s=settings.run_monitor_interval_s,
         queue=WorkQueue(db),
         health_interval_s=settings.run_health_interval_s,
+        max_runtime_s=settings.run_max_runtime_s,
     )
     print("tether run monitor running", flush=True)
     try:

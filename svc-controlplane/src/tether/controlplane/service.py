@@ -16,10 +16,12 @@ from tether.controlplane.daemons import (
     BackfillDaemon,
     PeriodicDaemon,
     RunCoordinator,
+    RunRetrier,
     Scheduler,
     SensorDaemon,
 )
 from tether.controlplane.daemons.monitor import RunMonitor
+from tether.controlplane.runs.policies import PolicyDefaults, RetryStrategy
 from tether.controlplane.settings import ControlPlaneSettings
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ class ControlPlaneService:
                 interval_s=self.settings.run_monitor_interval_s,
                 queue=cp.queue,
                 health_interval_s=self.settings.run_health_interval_s,
+                max_runtime_s=self.settings.run_max_runtime_s,
             )
             if self._stopping:
                 return
@@ -149,8 +152,19 @@ class ControlPlaneService:
                 self._loop.call_soon_threadsafe(daemon.shutdown)
 
 
+def policy_defaults(settings: ControlPlaneSettings) -> PolicyDefaults:
+    """The deployment's run retry and runtime defaults, from ``settings``."""
+    return PolicyDefaults(
+        max_retries=settings.run_max_retries,
+        retry_strategy=RetryStrategy(settings.run_retry_strategy),
+        retry_on_asset_or_op_failure=settings.run_retry_on_asset_or_op_failure,
+        max_runtime_s=settings.run_max_runtime_s,
+    )
+
+
 def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[PeriodicDaemon]:
-    """The scheduler, sensor daemon, backfill daemon (and run coordinator) of a control plane."""
+    """The scheduler, sensor daemon, backfill daemon, run retrier (and run coordinator) of a
+    control plane."""
     coordinator: list[PeriodicDaemon] = []
     if settings.run_queue_enabled:
         coordinator.append(
@@ -184,6 +198,9 @@ def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[Peri
             interval_s=settings.daemon_interval_s,
             max_in_flight=settings.backfill_max_in_flight,
             query_timeout_s=settings.tick_timeout_s,
+        ),
+        RunRetrier(
+            cp.db, cp.queue, policy_defaults(settings), interval_s=settings.daemon_interval_s
         ),
     ]
 

@@ -125,11 +125,47 @@ class ControlPlaneSettings(BaseSettings):
             "CANCELING run whose worker is gone ends CANCELED)."
         ),
     )
+    run_max_runtime_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Longest a run may stay STARTED (seconds) when it has no tether/max_runtime tag: "
+            "the run monitor then fails it (RUN_TIMEOUT) and terminates its worker. Unset: "
+            "no bound."
+        ),
+    )
+    run_max_retries: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description=(
+            "Retries of a failed run that has no tether/max_retries tag (0: none). A retry "
+            "is a new run linked to the failed one by parent and root run id."
+        ),
+    )
+    run_retry_strategy: Literal["FROM_FAILURE", "ALL_STEPS"] = Field(
+        default="FROM_FAILURE",
+        description=(
+            "Steps a retry runs when the run has no tether/retry_strategy tag: FROM_FAILURE "
+            "(what did not succeed and everything downstream, reusing the other outputs) "
+            "or ALL_STEPS."
+        ),
+    )
+    run_retry_on_asset_or_op_failure: bool = Field(
+        default=True,
+        description=(
+            "Whether a run that failed because a step (op or asset) failed is retried, when "
+            "it has no tether/retry_on_asset_or_op_failure tag. False: only runs that "
+            "failed for infrastructure reasons (the worker died or vanished, the launch "
+            "failed, it never started) are retried."
+        ),
+    )
     daemons: bool = Field(
         default=True,
         description=(
-            "Run the scheduler, sensor and backfill daemons inside `serve`. Several control "
-            "planes running them at once are harmless (ticks and runs are claimed in the DB)."
+            "Run the scheduler, sensor, backfill and run retrier daemons inside `serve`. "
+            "Several control planes running them at once are harmless (ticks, runs and retry "
+            "decisions are claimed in the DB)."
         ),
     )
     daemon_interval_s: float = Field(

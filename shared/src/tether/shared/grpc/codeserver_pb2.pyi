@@ -15,8 +15,15 @@ class DefaultStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEFAULT_STATUS_STOPPED: _ClassVar[DefaultStatus]
     DEFAULT_STATUS_RUNNING: _ClassVar[DefaultStatus]
+
+class OverlapPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERLAP_POLICY_ALLOW: _ClassVar[OverlapPolicy]
+    OVERLAP_POLICY_SKIP: _ClassVar[OverlapPolicy]
 DEFAULT_STATUS_STOPPED: DefaultStatus
 DEFAULT_STATUS_RUNNING: DefaultStatus
+OVERLAP_POLICY_ALLOW: OverlapPolicy
+OVERLAP_POLICY_SKIP: OverlapPolicy
 
 class Error(_message.Message):
     __slots__ = ("cls_name", "message", "traceback", "cause")
@@ -215,7 +222,7 @@ class Edge(_message.Message):
     def __init__(self, from_op: _Optional[str] = ..., from_output: _Optional[str] = ..., to_op: _Optional[str] = ..., to_input: _Optional[str] = ...) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("name", "description", "cron_schedule", "execution_timezone", "job_names", "tags", "default_status")
+    __slots__ = ("name", "description", "cron_schedule", "execution_timezone", "job_names", "tags", "default_status", "overlap_policy")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +237,7 @@ class Schedule(_message.Message):
     JOB_NAMES_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     cron_schedule: str
@@ -237,7 +245,8 @@ class Schedule(_message.Message):
     job_names: _containers.RepeatedScalarFieldContainer[str]
     tags: _containers.ScalarMap[str, str]
     default_status: DefaultStatus
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., cron_schedule: _Optional[str] = ..., execution_timezone: _Optional[str] = ..., job_names: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., default_status: _Optional[_Union[DefaultStatus, str]] = ...) -> None: ...
+    overlap_policy: OverlapPolicy
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., cron_schedule: _Optional[str] = ..., execution_timezone: _Optional[str] = ..., job_names: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., default_status: _Optional[_Union[DefaultStatus, str]] = ..., overlap_policy: _Optional[_Union[OverlapPolicy, str]] = ...) -> None: ...
 
 class Sensor(_message.Message):
     __slots__ = ("name", "description", "job_names", "minimum_interval_seconds", "default_status")

@@ -24,6 +24,7 @@ from tether.shared.wire.snapshots import (
     PartitionsSnapshot,
     RepositorySnapshot,
     RetryPolicySnapshot,
+    ScheduleOverlapPolicy,
     ScheduleSnapshot,
     SensorSnapshot,
 )
@@ -111,6 +112,10 @@ _STATUS = {
     InstigatorStatus.STOPPED: pb.DEFAULT_STATUS_STOPPED,
     InstigatorStatus.RUNNING: pb.DEFAULT_STATUS_RUNNING,
 }
+_OVERLAP = {
+    ScheduleOverlapPolicy.ALLOW: pb.OVERLAP_POLICY_ALLOW,
+    ScheduleOverlapPolicy.SKIP: pb.OVERLAP_POLICY_SKIP,
+}
 
 
 def _reverse(mapping: dict[Any, Any]) -> dict[Any, Any]:
@@ -186,6 +191,7 @@ def _schedule_to_proto(s: ScheduleSnapshot) -> pb.Schedule:
         job_names=s.job_names,
         tags=s.tags,
         default_status=_STATUS[s.default_status],
+        overlap_policy=_OVERLAP[s.overlap_policy],
     )
 
 
@@ -282,6 +288,7 @@ def _schedule_from_proto(s: pb.Schedule) -> ScheduleSnapshot:
         job_names=list(s.job_names),
         tags=dict(s.tags),
         default_status=_reverse(_STATUS)[s.default_status],
+        overlap_policy=_reverse(_OVERLAP)[s.overlap_policy],
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from tether.shared.wire.base import WireModel
 
 
@@ -116,6 +116,24 @@ class LocationConfig(WireModel):
     ecs: EcsConfig | None = Field(
         default=None, description="ECS settings (ecs substrate); defaults when unset."
     )
+    run_start_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Longest a run of this location may stay STARTING before the run monitor fails "
+            "it (e.g. longer for images that take a while to pull); unset: the control "
+            "plane's run_start_timeout_s."
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_start_timeout(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Added after configs were hashed (location_config_hash, the control plane's
+        # seed digests): left out while unset, so every existing config keeps its hash.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("run_start_timeout_s") is None:
+            data.pop("run_start_timeout_s", None)
+        return data
 
 
 __all__ = ["location_config_hash"]

@@ -116,8 +116,17 @@ class InstigatorStatus(StrEnum):
     STOPPED = "STOPPED"
 
 
+class ScheduleOverlapPolicy(StrEnum):
+    """What a schedule's tick does while a run of the schedule's previous ticks still goes."""
+
+    #: Start the tick anyway (runs may overlap).
+    ALLOW = "ALLOW"
+    #: Record the tick SKIPPED, naming the run still going.
+    SKIP = "SKIP"
+
+
 class ScheduleSnapshot(WireModel):
-    """A schedule: cron string and zone, target jobs, default status."""
+    """A schedule: cron string and zone, target jobs, default status, overlap policy."""
 
     name: str
     description: str = ""
@@ -126,6 +135,7 @@ class ScheduleSnapshot(WireModel):
     job_names: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     default_status: InstigatorStatus = InstigatorStatus.STOPPED
+    overlap_policy: ScheduleOverlapPolicy = ScheduleOverlapPolicy.ALLOW
 
 
 class SensorSnapshot(WireModel):

@@ -19,9 +19,11 @@ from tether.controlplane.api.eventstream import EventStreamType
 from tether.controlplane.db.models import Run, RunEventRow
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.runs import launch, reexecute, terminate
+from tether.controlplane.runs.failures import RunFailureReason
 from tether.controlplane.runs.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.runs.reexecute import ReexecutionStrategy
-from tether.controlplane.store import computelogs, eventstreams, runs
+from tether.controlplane.runs.retries import retry_number_of
+from tether.controlplane.store import computelogs, eventstreams, retries, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import EventType, RunStatus
 
@@ -34,6 +36,18 @@ ReexecutionStrategyEnum = strawberry.enum(
     name="ReexecutionStrategy",
     description="ALL_STEPS: run the whole job again; FROM_FAILURE: only the steps that did "
     "not succeed and those downstream of them, reusing the parent run's other outputs.",
+)
+
+
+RunFailureReasonEnum = strawberry.enum(
+    RunFailureReason,
+    name="RunFailureReason",
+    description=(
+        "Why a run failed. The job's own: STEP_FAILURE (a step failed), RUN_EXCEPTION (the "
+        "run failed outside any step), RUN_TIMEOUT (it overran tether/max_runtime). Its "
+        "infrastructure's: LAUNCH_FAILED, WORKER_EXITED (non-zero exit before the end), "
+        "WORKER_LOST (gone without its terminal event), START_TIMEOUT (never started)."
+    ),
 )
 
 
@@ -91,12 +105,42 @@ class RunType:
         default=None, description="The run it re-executes, if any."
     )
     root_run_id: str | None = strawberry.field(
-        default=None, description="The first run of its chain of re-executions, if any."
+        default=None,
+        description="The first run of its chain of re-executions and retries, if any.",
+    )
+    retry_number: int = strawberry.field(
+        default=0,
+        description="Which automatic retry it is (tether/retry_number): 0 for a first run.",
+    )
+    failure_reason: RunFailureReasonEnum | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="Why it failed (a FAILURE run)."
     )
     step_selection: list[str] | None = strawberry.field(
         default=None,
         description="The steps it executes (a re-execution from failure); null: every step.",
     )
+    deployment_id: strawberry.Private[str] = ""
+
+    @strawberry.field(
+        description="Whether it failed for an infrastructure reason (not its own); null "
+        "unless it failed."
+    )
+    def infrastructure_failure(self) -> bool | None:
+        """Whether ``failure_reason`` is an infrastructure failure."""
+        reason = self.failure_reason
+        return None if reason is None else RunFailureReason(reason).is_infrastructure
+
+    @strawberry.field(
+        description="Every run of its chain (its root first, then the re-executions and "
+        "retries, in creation order), this one included."
+    )
+    async def attempts(self, info: Info[ApiContext, None]) -> list[RunType]:
+        """The runs sharing this run's root."""
+        async with info.context.cp.db.reading() as session:
+            rows = await retries.attempts_of(
+                session, self.deployment_id, self.root_run_id or self.id
+            )
+        return [RunType.build(row) for row in rows]
 
     @strawberry.field(description="Trace id of the run's trace (from its traceparent).")
     def trace_id(self) -> str | None:
@@ -198,9 +242,19 @@ class RunType:
             partition_key=row.partition_key,
             backfill_id=row.backfill_id,
             parent_run_id=row.parent_run_id,
-            root_run_id=(row.tags or {}).get(ROOT_RUN_TAG),
+            root_run_id=row.root_run_id or (row.tags or {}).get(ROOT_RUN_TAG),
+            retry_number=retry_number_of(row),
+            failure_reason=_failure_reason(row),
             step_selection=step_selection_of(row.tags or {}),
+            deployment_id=row.deployment_id,
         )
+
+
+def _failure_reason(row: Run) -> RunFailureReason | None:
+    try:
+        return RunFailureReason(row.failure_reason) if row.failure_reason else None
+    except ValueError:
+        return None
 
 
 @strawberry.type

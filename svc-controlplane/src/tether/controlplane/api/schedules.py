@@ -19,6 +19,16 @@ from tether.controlplane.daemons.scheduler import next_tick
 from tether.controlplane.db.models import Instigator, InstigatorKind, InstigatorStatus
 from tether.controlplane.store import instigator_states, instigators
 from tether.controlplane.store.instigators import Definition
+from tether.shared.wire.snapshots import ScheduleOverlapPolicy
+
+ScheduleOverlapPolicyEnum = strawberry.enum(
+    ScheduleOverlapPolicy,
+    name="ScheduleOverlapPolicy",
+    description=(
+        "What a tick does while a run of the schedule is still going: ALLOW starts it "
+        "anyway, SKIP records it SKIPPED naming that run."
+    ),
+)
 
 CatchupPolicyEnum = strawberry.enum(
     CatchupPolicy,
@@ -52,6 +62,9 @@ class ScheduleType:
     )
     own_catchup_policy: CatchupPolicyEnum | None = strawberry.field(  # type: ignore[valid-type]
         description="The policy set for this schedule by setScheduleCatchup (null: none)."
+    )
+    overlap_policy: ScheduleOverlapPolicyEnum = strawberry.field(  # type: ignore[valid-type]
+        description="Its overlap policy, as its definition declares it."
     )
     state_id: strawberry.Private[int | None]
 
@@ -101,6 +114,7 @@ def _schedule(
         else None,
         catchup_policy=own or default,
         own_catchup_policy=own,
+        overlap_policy=schedule.overlap_policy,
         state_id=state.id if state else None,
     )
 

@@ -1,5 +1,5 @@
 """Daemons of the control plane: scheduler, sensor daemon, backfill daemon, run coordinator,
-run monitor.
+run monitor, run retrier.
 
 Each is a :class:`PeriodicDaemon` (``run()`` until ``shutdown()``, ``check()`` once, a
 clock tests control) that never talks to an agent: it writes work items and reads their
@@ -10,6 +10,7 @@ from tether.controlplane.daemons.backfills import BackfillDaemon
 from tether.controlplane.daemons.coordinator import RunCoordinator
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.daemons.monitor import RunMonitor
+from tether.controlplane.daemons.retrier import RunRetrier
 from tether.controlplane.daemons.scheduler import Scheduler
 from tether.controlplane.daemons.sensors import SensorDaemon
 
@@ -18,6 +19,7 @@ __all__ = [
     "PeriodicDaemon",
     "RunCoordinator",
     "RunMonitor",
+    "RunRetrier",
     "Scheduler",
     "SensorDaemon",
 ]

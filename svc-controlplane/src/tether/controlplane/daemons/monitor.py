@@ -1,10 +1,15 @@
-"""The run monitor: runs that will never finish on their own are failed, with the reason.
+"""The run monitor: runs that will never finish on their own, or overran, are failed, with
+the reason.
 
-Two cases, checked every ``run_monitor_interval_s``:
+Three cases, checked every ``run_monitor_interval_s``:
 
-- a run stuck in STARTING longer than ``run_start_timeout_s``: its worker was launched (or
-  the launch was claimed) but never reported RUN_START — the worker died before it could,
-  or the agent lost it;
+- a run stuck in STARTING longer than its location's ``run_start_timeout_s`` (else the
+  control plane's): its worker was launched (or the launch was claimed) but never reported
+  RUN_START — the worker died before it could, or the agent lost it (``START_TIMEOUT``);
+- a run STARTED longer ago than its ``tether/max_runtime`` tag says (else the control
+  plane's ``run_max_runtime_s``): it is failed (``RUN_TIMEOUT``) and its launcher is asked
+  to interrupt the worker (a ``terminate_run`` item, as termination does); whatever the
+  worker reports after that cannot move the run out of FAILURE;
 - a run whose launcher reported its worker exited (a ``run_worker_exited`` result) but that
   is still unfinished ``worker_exit_grace_s`` later. A non-zero exit already fails the run
   when the report arrives; a clean exit (code 0) waits out the grace period, because the
@@ -33,9 +38,12 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.db.engine import Database
+from tether.controlplane.errors import BadInputError
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs import lifecycle
-from tether.controlplane.store import runs, workitems
+from tether.controlplane.runs.failures import RunFailureReason
+from tether.controlplane.runs.policies import max_runtime_of
+from tether.controlplane.store import locations, retries, runs, workitems
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.work import RunHealthPayload, RunWorkerExited, WorkKind
@@ -66,6 +74,8 @@ class RunMonitor(PeriodicDaemon):
         interval_s: how often :meth:`run` checks.
         queue: where health checks are queued (None: no health checks).
         health_interval_s: how often each launched, unfinished run's worker is checked.
+        max_runtime_s: longest a run without a ``tether/max_runtime`` tag may stay STARTED
+            (None: unbounded).
         clock: the current time in epoch seconds (tests pass a controllable one).
     """
 
@@ -78,6 +88,7 @@ class RunMonitor(PeriodicDaemon):
         interval_s: float,
         queue: WorkQueue | None = None,
         health_interval_s: float = 120.0,
+        max_runtime_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__("run monitor", interval_s=interval_s, clock=clock)
@@ -86,12 +97,14 @@ class RunMonitor(PeriodicDaemon):
         self.health_interval_s = health_interval_s
         self.start_timeout_s = start_timeout_s
         self.worker_exit_grace_s = worker_exit_grace_s
+        self.max_runtime_s = max_runtime_s
 
     async def check(self) -> list[FailedRun]:
         """Fail every run that is overdue now; return them."""
         now = self.now()
         async with self._db.transaction() as session:
             failed = await self._stuck_starting(session, now)
+            failed += await self._overran(session, now)
             failed += await self._worker_gone(session, now, {f.run_id for f in failed})
             if self._queue is not None:
                 await self._ask_health(session, self._queue, now)
@@ -121,20 +134,64 @@ class RunMonitor(PeriodicDaemon):
                 expires_at=now + self.health_interval_s,
             )
 
+    async def _start_timeout(
+        self, session: AsyncSession, key: tuple[str, str], cache: dict[tuple[str, str], float]
+    ) -> float:
+        # The location's own bound (its config), else the control plane's.
+        if key not in cache:
+            location = await locations.get_location(session, *key)
+            own = None
+            if location is not None:
+                own = LocationConfig.model_validate(location.config).run_start_timeout_s
+            cache[key] = own or self.start_timeout_s
+        return cache[key]
+
     async def _stuck_starting(self, session: AsyncSession, now: float) -> list[FailedRun]:
-        stuck = await runs.unchanged_since(
-            session, [RunStatus.STARTING], now - self.start_timeout_s
-        )
-        reason = (
-            f"the run stayed in STARTING for more than {self.start_timeout_s:g}s: its run "
-            "worker never reported that it started (it may have died at launch, or the "
-            "agent lost it)"
-        )
-        return [
-            FailedRun(run_id, reason)
-            for run_id, _deployment, _trace in stuck
-            if await lifecycle.fail(session, run_id, "RunStartTimeout", reason, now)
-        ]
+        failed: list[FailedRun] = []
+        bounds: dict[tuple[str, str], float] = {}
+        for run in await retries.runs_in(session, [RunStatus.STARTING]):
+            bound = await self._start_timeout(
+                session, (run.deployment_id, run.location_name), bounds
+            )
+            if run.status_changed_at is None or run.status_changed_at >= now - bound:
+                continue
+            reason = (
+                f"the run stayed in STARTING for more than {bound:g}s: its run worker never "
+                "reported that it started (it may have died at launch, or the agent lost it)"
+            )
+            if await lifecycle.fail(
+                session, run.id, "RunStartTimeout", reason, now, RunFailureReason.START_TIMEOUT
+            ):
+                failed.append(FailedRun(run.id, reason))
+        return failed
+
+    async def _overran(self, session: AsyncSession, now: float) -> list[FailedRun]:
+        failed: list[FailedRun] = []
+        for run in await retries.runs_in(session, [RunStatus.STARTED]):
+            try:
+                bound = max_runtime_of(run.tags, self.max_runtime_s)
+            except BadInputError as err:  # a tag no launch checked (a schedule's)
+                log.warning("run %s: %s; not bounding its runtime", run.id, err)
+                continue
+            # started_at is the worker's clock (its RUN_START); the control plane's status
+            # clock is the fallback when the run has none.
+            began = run.started_at if run.started_at is not None else run.status_changed_at
+            if bound is None or began is None or now - began <= bound:
+                continue
+            reason = (
+                f"the run exceeded its maximum runtime of {bound:g}s (STARTED {now - began:.0f}s "
+                "ago): it was terminated"
+            )
+            if await lifecycle.fail(
+                session, run.id, "RunTimeout", reason, now, RunFailureReason.RUN_TIMEOUT
+            ):
+                stored = await runs.get_run(session, run.deployment_id, run.id)
+                if stored is not None and self._queue is not None:
+                    # Stop the worker; the run already ended FAILURE, so its RUN_CANCELED
+                    # (or exit) that follows changes nothing.
+                    await lifecycle.request_interrupt(session, self._queue, stored)
+                failed.append(FailedRun(run.id, reason))
+        return failed
 
     async def _worker_gone(
         self, session: AsyncSession, now: float, already: set[str]
@@ -151,6 +208,8 @@ class RunMonitor(PeriodicDaemon):
                 f"the run worker {gone} {now - exited_at:.0f}s ago and the run "
                 "never reported that it finished"
             )
-            if await lifecycle.fail(session, run_id, "RunWorkerGone", reason, now):
+            if await lifecycle.fail(
+                session, run_id, "RunWorkerGone", reason, now, RunFailureReason.WORKER_LOST
+            ):
                 failed.append(FailedRun(run_id, reason))
         return failed

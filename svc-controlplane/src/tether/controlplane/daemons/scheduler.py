@@ -14,6 +14,11 @@ Each check, for every schedule of every loaded location:
 3. ticks whose result arrived are finished: runs created (validated, deduplicated on run
    key, tagged ``tether/schedule``), SUCCESS with run ids, SKIPPED with the user's reason,
    FAILURE with the user's error. A tick with no result after ``tick_timeout_s`` fails.
+
+A schedule whose overlap policy is SKIP (``ScheduleSnapshot.overlap_policy``, declared in
+the SDK) does not start a tick while a run it created (or a retry of one: the retry
+carries its tags) is unfinished: the tick is recorded SKIPPED, naming that run. ALLOW, the
+default, starts it anyway.
 """
 
 from __future__ import annotations
@@ -40,10 +45,10 @@ from tether.controlplane.daemons.ticks import (
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import Instigator, InstigatorKind, InstigatorStatus
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.store import instigators, locations
+from tether.controlplane.store import instigators, locations, retries
 from tether.shared.runtime import cron
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.snapshots import ScheduleSnapshot
+from tether.shared.wire.snapshots import ScheduleOverlapPolicy, ScheduleSnapshot
 from tether.shared.wire.work import EvaluateSchedulePayload, WorkKind
 
 log = logging.getLogger(__name__)
@@ -192,6 +197,23 @@ class Scheduler(PeriodicDaemon):
                 ticks = plan.launch
                 if not ticks:
                     continue
+                if schedule.overlap_policy == ScheduleOverlapPolicy.SKIP:
+                    going = await retries.unfinished_run_of(
+                        session,
+                        definition.deployment_id,
+                        definition.location_name,
+                        instigators.SCHEDULE_TAG,
+                        definition.name,
+                    )
+                    if going is not None:
+                        reason = (
+                            f"skipped: run {going[0]} of this schedule is still {going[1]} "
+                            "and the schedule's overlap policy is SKIP"
+                        )
+                        await record_skipped_ticks(
+                            session, state, ticks, [reason] * len(ticks), now
+                        )
+                        continue
                 key = (definition.deployment_id, definition.location_name)
                 if key not in configs:
                     location = await locations.get_location(session, *key)

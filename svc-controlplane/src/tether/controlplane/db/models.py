@@ -170,6 +170,24 @@ class Run(Base):
     partition_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     backfill_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The first run of this run's chain of re-executions and retries (None: it is a root).
+    root_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    #: Why a FAILURE run failed (a ``RunFailureReason`` value), written with the status move.
+    failure_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class PendingRetry(Base):
+    """A failed run whose retry the run retrier has not decided yet.
+
+    Added with the run's move to FAILURE (same transaction), deleted by the retrier in the
+    transaction that queues the retry or records why there is none: a control plane
+    killed in between leaves the row, and the next one decides it (exactly once).
+    """
+
+    __tablename__ = "pending_retries"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    failed_at: Mapped[float] = mapped_column(Double)
 
 
 class RunTag(Base):

@@ -15,7 +15,7 @@ from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.runs import lifecycle
+from tether.controlplane.runs import lifecycle, policies
 from tether.controlplane.store import locations, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import new_id
@@ -139,6 +139,7 @@ def _check_tags(tags: Any) -> dict[str, str]:
         raise BadInputError("tags must be a JSON object of string values")
     if any("\x00" in k or "\x00" in v for k, v in tags.items()):
         raise BadInputError("tags must not contain NUL characters")
+    policies.check_policy_tags(tags)
     return tags
 
 
@@ -293,6 +294,7 @@ async def queue_run(
     run.backfill_id = backfill_id
     # A re-execution names its parent in this tag (the UI's re-execute sets it).
     run.parent_run_id = tags.get(PARENT_RUN_TAG)
+    run.root_run_id = tags.get(ROOT_RUN_TAG)
     payload = launch_payload(run)
     if not queue.hold_launches:
         queue.enqueue(

@@ -16,6 +16,10 @@ part of the caller's transaction:
 - termination: :func:`cancel_unlaunched`, :func:`request_termination`, and what comes
   back later, :func:`apply_terminate`, :func:`apply_health`, :func:`apply_worker_exit`;
 - the run monitor: :func:`fail`.
+
+Every move to FAILURE names its :class:`~tether.controlplane.runs.failures.RunFailureReason`
+(stored on the run, and in the data of the RUN_FAILURE event the control plane writes), and
+leaves the run's retry pending for the run retrier (:mod:`tether.controlplane.runs.retries`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.store import runs, workitems
+from tether.controlplane.runs.failures import RunFailureReason
+from tether.controlplane.store import retries, runs, workitems
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
@@ -91,9 +96,21 @@ async def store_events(
     # Applying every event, not only the new ones, is harmless: statuses only move up.
     for ev in sorted(events, key=lambda e: (e.run_id, e.seq)):
         status = STATUS_FOR_EVENT.get(ev.event_type)
-        if status is not None:
-            await runs.advance_status(session, ev.run_id, status, ev.timestamp)
+        if status is None:
+            continue
+        reason = None
+        if status == RunStatus.FAILURE:
+            reason = await worker_failure_reason(session, ev.run_id)
+        await runs.advance_status(session, ev.run_id, status, ev.timestamp, failure_reason=reason)
     return stored, duplicates
+
+
+async def worker_failure_reason(session: AsyncSession, run_id: str) -> RunFailureReason:
+    """Why a run failed, when its own worker reported the failure: a step failed, or the
+    run failed outside any step (this upload's events are stored already, so they count)."""
+    if await retries.has_step_failure(session, run_id):
+        return RunFailureReason.STEP_FAILURE
+    return RunFailureReason.RUN_EXCEPTION
 
 
 async def _end(
@@ -102,6 +119,7 @@ async def _end(
     status: RunStatus,
     events: Sequence[tuple[EventType, str, ErrorInfo | None, dict[str, Any] | None]],
     at: float,
+    failure_reason: RunFailureReason | None = None,
 ) -> None:
     """Add the control ``events`` (type, message, error, data) stamped ``at``, then move
     the run to ``status`` (in the caller's transaction: both commit or neither does)."""
@@ -109,7 +127,7 @@ async def _end(
         runs.add_control_event(
             session, run_id, event_type, message=message, timestamp=at, error=error, data=data
         )
-    await runs.advance_status(session, run_id, status, at)
+    await runs.advance_status(session, run_id, status, at, failure_reason=failure_reason)
 
 
 async def _canceled(
@@ -120,19 +138,33 @@ async def _canceled(
     )
 
 
-async def fail(session: AsyncSession, run_id: str, cls_name: str, reason: str, now: float) -> bool:
+async def fail(
+    session: AsyncSession,
+    run_id: str,
+    cls_name: str,
+    reason: str,
+    now: float,
+    failure_reason: RunFailureReason,
+) -> bool:
     """Fail an unfinished run the run monitor gave up on; False if it moved meanwhile.
 
     Status first, conditionally: only the process that moved the run writes its events.
     """
-    if not await runs.advance_status(session, run_id, RunStatus.FAILURE, now):
+    if not await runs.advance_status(
+        session, run_id, RunStatus.FAILURE, now, failure_reason=failure_reason
+    ):
         return False
     error = ErrorInfo(cls_name=cls_name, message=reason)
     runs.add_control_event(
         session, run_id, EventType.ENGINE_ERROR, message=reason, timestamp=now, error=error
     )
     runs.add_control_event(
-        session, run_id, EventType.RUN_FAILURE, message="run failed: " + reason, timestamp=now
+        session,
+        run_id,
+        EventType.RUN_FAILURE,
+        message="run failed: " + reason,
+        timestamp=now,
+        data=failure_reason.event_data(),
     )
     return True
 
@@ -223,15 +255,17 @@ async def apply_launch(
     if status.is_terminal:
         return
     error = result.error or ErrorInfo(cls_name="UnknownError", message="launch failed")
+    reason = RunFailureReason.LAUNCH_FAILED
     await _end(
         session,
         run_id,
         RunStatus.FAILURE,
         [
             (EventType.ENGINE_ERROR, f"could not launch the run: {error.message}", error, None),
-            (EventType.RUN_FAILURE, "the run failed before it started", None, None),
+            (EventType.RUN_FAILURE, "the run failed before it started", None, reason.event_data()),
         ],
         result.created_at,
+        reason,
     )
 
 
@@ -323,10 +357,15 @@ async def apply_worker_exit(
         await _canceled(session, run_id, message, result.created_at, data)
         return
     message = f"run worker exited with code {exit_code} before the run finished"
+    reason = RunFailureReason.WORKER_EXITED
     await _end(
         session,
         run_id,
         RunStatus.FAILURE,
-        [(EventType.ENGINE_ERROR, message, result.error, data)],
+        [
+            (EventType.ENGINE_ERROR, message, result.error, data),
+            (EventType.RUN_FAILURE, "run failed: " + message, None, reason.event_data()),
+        ],
         result.created_at,
+        reason,
     )

@@ -15,7 +15,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database
+from tether.controlplane.db.models import Run
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs import launch
 from tether.controlplane.runs.terminate import RunNotFound
@@ -25,15 +27,24 @@ from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.snapshots import JobSnapshot
 
 __all__ = [
+    "RETRY_NUMBER_TAG",
     "ReexecuteOutcome",
     "ReexecutionNotAllowed",
     "ReexecutionStrategy",
+    "reexecute_in",
     "reexecute_run",
     "steps_from_failure",
 ]
 
+#: Tag of an automatic retry: its attempt number (1 for the first retry of a root run).
+RETRY_NUMBER_TAG = "tether/retry_number"
 #: Tags a re-execution does not inherit from its parent (it gets its own).
-_LINEAGE_TAGS = (launch.PARENT_RUN_TAG, launch.ROOT_RUN_TAG, launch.STEP_SELECTION_TAG)
+_LINEAGE_TAGS = (
+    launch.PARENT_RUN_TAG,
+    launch.ROOT_RUN_TAG,
+    launch.STEP_SELECTION_TAG,
+    RETRY_NUMBER_TAG,
+)
 
 
 class ReexecutionStrategy(StrEnum):
@@ -120,56 +131,79 @@ async def reexecute_run(
             parent = await runs.get_run(session, deployment_id, run_id)
             if parent is None:
                 return RunNotFound(f"no run {run_id!r} in this deployment")
-            status = RunStatus(parent.status)
-            if not status.is_terminal:
-                return ReexecutionNotAllowed(
-                    f"run {run_id} is still going ({status}): wait for it to end, or "
-                    "terminate it, before re-executing it"
-                )
-            parent_tags = dict(parent.tags or {})
-            tags = {k: v for k, v in parent_tags.items() if k not in _LINEAGE_TAGS}
-            tags[launch.PARENT_RUN_TAG] = parent.id
-            tags[launch.ROOT_RUN_TAG] = parent_tags.get(launch.ROOT_RUN_TAG) or parent.id
-            if strategy is ReexecutionStrategy.FROM_FAILURE:
-                if status is RunStatus.SUCCESS:
-                    return ReexecutionNotAllowed(
-                        f"run {run_id} succeeded: there is no failure to re-execute from "
-                        "(re-execute all steps instead)"
-                    )
-                location = await locations.get_location(
-                    session, deployment_id, parent.location_name
-                )
-                snapshot = await locations.load_snapshot(session, location) if location else None
-                found = (
-                    snapshot.locate_job(parent.job_name, parent.repository_name)
-                    if snapshot is not None
-                    else None
-                )
-                if found is not None:
-                    steps = steps_from_failure(
-                        found[1],
-                        await runs.succeeded_steps(session, parent.id),
-                        launch.step_selection_of(parent_tags),
-                    )
-                    if not steps:
-                        return ReexecutionNotAllowed(
-                            f"every step of run {run_id} succeeded: there is nothing to "
-                            "re-execute from failure (re-execute all steps instead)"
-                        )
-                    tags[launch.STEP_SELECTION_TAG] = ",".join(steps)
-                # else: queue_run reports the missing location or job.
-            outcome = await launch.queue_run(
-                session,
-                queue,
-                deployment_id=deployment_id,
-                location_name=parent.location_name,
-                job_name=parent.job_name,
-                repository_name=parent.repository_name,
-                run_config=dict(parent.run_config or {}),
-                tags=tags,
-                traceparent=traceparent,
-                partition_key=parent.partition_key,
-            )
+            outcome = await reexecute_in(session, queue, parent, strategy, traceparent=traceparent)
             if isinstance(outcome, launch.Launched):
                 span.set_attribute("run_id", outcome.run.id)
         return outcome
+
+
+async def reexecute_in(
+    session: AsyncSession,
+    queue: WorkQueue,
+    parent: Run,
+    strategy: ReexecutionStrategy,
+    *,
+    traceparent: str | None,
+    extra_tags: Mapping[str, str] | None = None,
+) -> ReexecuteOutcome:
+    """Queue a re-execution of ``parent`` in ``session``'s transaction (the run retrier's
+    way in, and :func:`reexecute_run`'s).
+
+    Args:
+        session: the caller's transaction.
+        queue: the work queue.
+        parent: the run to re-execute; it must have ended.
+        strategy: ALL_STEPS, or FROM_FAILURE (only for a run that failed or was canceled).
+        traceparent: what the new run's records carry.
+        extra_tags: tags the new run gets besides its parent's (a retry's attempt number).
+    """
+    run_id = parent.id
+    status = RunStatus(parent.status)
+    if not status.is_terminal:
+        return ReexecutionNotAllowed(
+            f"run {run_id} is still going ({status}): wait for it to end, or "
+            "terminate it, before re-executing it"
+        )
+    parent_tags = dict(parent.tags or {})
+    tags = {k: v for k, v in parent_tags.items() if k not in _LINEAGE_TAGS}
+    tags.update(extra_tags or {})
+    tags[launch.PARENT_RUN_TAG] = parent.id
+    tags[launch.ROOT_RUN_TAG] = parent_tags.get(launch.ROOT_RUN_TAG) or parent.id
+    if strategy is ReexecutionStrategy.FROM_FAILURE:
+        if status is RunStatus.SUCCESS:
+            return ReexecutionNotAllowed(
+                f"run {run_id} succeeded: there is no failure to re-execute from "
+                "(re-execute all steps instead)"
+            )
+        location = await locations.get_location(session, parent.deployment_id, parent.location_name)
+        snapshot = await locations.load_snapshot(session, location) if location else None
+        found = (
+            snapshot.locate_job(parent.job_name, parent.repository_name)
+            if snapshot is not None
+            else None
+        )
+        if found is not None:
+            steps = steps_from_failure(
+                found[1],
+                await runs.succeeded_steps(session, parent.id),
+                launch.step_selection_of(parent_tags),
+            )
+            if not steps:
+                return ReexecutionNotAllowed(
+                    f"every step of run {run_id} succeeded: there is nothing to "
+                    "re-execute from failure (re-execute all steps instead)"
+                )
+            tags[launch.STEP_SELECTION_TAG] = ",".join(steps)
+        # else: queue_run reports the missing location or job.
+    return await launch.queue_run(
+        session,
+        queue,
+        deployment_id=parent.deployment_id,
+        location_name=parent.location_name,
+        job_name=parent.job_name,
+        repository_name=parent.repository_name,
+        run_config=dict(parent.run_config or {}),
+        tags=tags,
+        traceparent=traceparent,
+        partition_key=parent.partition_key,
+    )

@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
-from tether.controlplane.db.models import Run, RunEventRow, RunTag, WorkItemRow, WorkResultRow
+from tether.controlplane.db.models import (
+    PendingRetry,
+    Run,
+    RunEventRow,
+    RunTag,
+    WorkItemRow,
+    WorkResultRow,
+)
 from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.store import eventstreams
@@ -100,16 +107,25 @@ def add_control_event(
 
 
 async def advance_status(
-    session: AsyncSession, run_id: str, status: RunStatus, timestamp: float
+    session: AsyncSession,
+    run_id: str,
+    status: RunStatus,
+    timestamp: float,
+    *,
+    failure_reason: str | None = None,
 ) -> bool:
     """Move run ``run_id`` to ``status`` if that is a step forward; return whether it moved.
 
-    One conditional UPDATE, so concurrent uploads cannot move a run backwards.
+    One conditional UPDATE, so concurrent uploads cannot move a run backwards. A move to
+    FAILURE records ``failure_reason`` and adds the run's pending retry (the run retrier
+    decides it, store-driven, so a crash right after this commit loses nothing).
     """
     lower = [s for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
     # status_changed_at is the control plane's clock (the run monitor compares it with its
     # own); ``timestamp`` may come from an agent's clock.
     values: dict[str, Any] = {"status": str(status), "status_changed_at": time.time()}
+    if status == RunStatus.FAILURE:
+        values["failure_reason"] = failure_reason
     if status == RunStatus.STARTED:
         values["started_at"] = func.coalesce(Run.started_at, timestamp)
     if status.is_terminal:
@@ -123,6 +139,9 @@ async def advance_status(
     moved = bool(rowcount(result))
     if moved and status.is_terminal:
         changes(session, RUN_QUEUE_CHANGED)
+    if moved and status == RunStatus.FAILURE:
+        # Only the move itself adds it (a terminal status never moves again): at most one.
+        session.add(PendingRetry(run_id=run_id, failed_at=time.time()))
     return moved
 
 

@@ -19,7 +19,7 @@ TICK_FIELDS = (
 
 SCHEDULE_FIELDS = f"""
   name locationName repositoryName description cronSchedule executionTimezone jobNames
-  status defaultStatus nextTickTimestamp catchupPolicy ownCatchupPolicy {TICK_FIELDS}
+  status defaultStatus nextTickTimestamp catchupPolicy ownCatchupPolicy overlapPolicy {TICK_FIELDS}
 """
 
 SENSOR_FIELDS = f"""
@@ -40,7 +40,7 @@ TICKS_PAGE_QUERY = """
 query TicksPage($loc: String!, $limit: Int!, $offset: Int!, $status: String) {
   schedules(locationName: $loc) {
     name locationName repositoryName description cronSchedule executionTimezone jobNames
-    status defaultStatus nextTickTimestamp catchupPolicy ownCatchupPolicy
+    status defaultStatus nextTickTimestamp catchupPolicy ownCatchupPolicy overlapPolicy
     ticks(limit: $limit, offset: $offset, status: $status) {
       id tickTime status runIds runKeys skipReason cursor error { clsName message traceback } }
   }

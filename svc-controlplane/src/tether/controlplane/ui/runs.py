@@ -49,6 +49,8 @@ query RunPage($id: String!) {
     id jobName locationName repositoryName status runConfig tags
     createdAt startedAt endedAt traceId traceUrl
     eventStream { complete lastSeq missingCount lostCount lostSeqs lostReasons }
+    rootRunId retryNumber failureReason infrastructureFailure
+    attempts { id status retryNumber createdAt parentRunId }
     events {
       id seq eventType timestamp stepKey message data
       error { clsName message traceback }
