@@ -207,7 +207,6 @@ def test_graph_errors_cycles_duplicates_and_mixed_partitions() -> None:
     with pytest.raises(DefinitionError, match="expects @asset"):
         Definitions(assets=[object()])  # type: ignore[list-item]
 
-    # Static ones: a time-window definition would import croniter, which runs `file`.
     daily = StaticPartitionsDefinition(["2026-01-01", "2026-01-02"])
     regions = StaticPartitionsDefinition(["eu", "us"])
 
@@ -231,7 +230,6 @@ def test_graph_errors_cycles_duplicates_and_mixed_partitions() -> None:
     assert jobs[f"{ASSET_JOB}_1"].partitions_def == regions
 
 
-@pytest.mark.integration  # evaluating a schedule imports croniter, which runs `file`
 def test_schedules_target_asset_jobs() -> None:
     @asset
     def nightly() -> None: ...
