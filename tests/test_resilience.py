@@ -154,6 +154,7 @@ STORM_RUNS = 30
 KILL_ROUNDS = 2
 KILL_ORDER = ("eventrelay", "poller", "logship", "launcher", "nats", "controlplane")
 KILL_INTERVAL_S = 2.0
+RELAY_KILL_INTERVAL_S = 8.0
 #: No event of a run may be stored later than this after its run is seen to have ended.
 LATENESS_BOUND_S = 5.0
 TERMINAL = ("SUCCESS", "FAILURE", "CANCELED")
@@ -284,11 +285,19 @@ class Watcher:
 
 class KillStorm(threading.Thread):
     """kill -9 of each of KILL_ORDER in turn, every KILL_INTERVAL_S, KILL_ROUNDS times,
-    each restarted at once (as ``tether dev``'s supervisor does)."""
+    each restarted at once (as ``tether dev``'s supervisor does); then the eventrelay
+    every RELAY_KILL_INTERVAL_S until every run has ended.
 
-    def __init__(self, stack: DevStack) -> None:
+    The tail matters: lateness needs a relay killed with a batch in hand while runs end
+    (its batch waits out the ack wait while its successor stores the runs' final events).
+    Here runs end while their events drain long after the rounds, so the rounds alone
+    passed even with the old 60 s ack wait.
+    """
+
+    def __init__(self, stack: DevStack, runs_ended: threading.Event) -> None:
         super().__init__(name="kill-storm", daemon=True)
         self.stack = stack
+        self.runs_ended = runs_ended
         self.kills: list[tuple[str, float]] = []
         self.error: BaseException | None = None
 
@@ -297,12 +306,17 @@ class KillStorm(threading.Thread):
             for _ in range(KILL_ROUNDS):
                 for name in KILL_ORDER:
                     time.sleep(KILL_INTERVAL_S)
-                    self.stack.kill(name)
-                    self.kills.append((name, time.monotonic()))
-                    time.sleep(0.3)
-                    self.stack.restart(name)
+                    self._kill(name)
+            while not self.runs_ended.wait(RELAY_KILL_INTERVAL_S):
+                self._kill("eventrelay")
         except BaseException as err:  # noqa: BLE001 - re-raised by the test
             self.error = err
+
+    def _kill(self, name: str) -> None:
+        self.stack.kill(name)
+        self.kills.append((name, time.monotonic()))
+        time.sleep(0.3)
+        self.stack.restart(name)
 
 
 def storm_problems(run: dict[str, Any]) -> list[str]:
@@ -326,6 +340,7 @@ def storm_problems(run: dict[str, Any]) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(420)
 def test_kill_9_storm_loses_nothing_and_nothing_is_late(make_stack, tmp_path) -> None:
     """30 runs × 500 events × 200 KiB of stdout while every agent service, NATS and the
     control plane is killed -9, twice each: every event and byte is stored exactly once,
@@ -342,19 +357,23 @@ def test_kill_9_storm_loses_nothing_and_nothing_is_late(make_stack, tmp_path) ->
         launched = launch(stack, "storm", location="chaos")
         assert launched["__typename"] == "LaunchRunSuccess", launched
         ids.append(launched["run"]["id"])
-    storm = KillStorm(stack)
+    runs_ended = threading.Event()
+    storm = KillStorm(stack, runs_ended)
     storm.start()
     watcher = Watcher(stack, ids)
-    deadline = time.monotonic() + 220
+    deadline = time.monotonic() + 280
     try:
         while time.monotonic() < deadline:
             watcher.poll()
+            if all(w.ended_seen is not None for w in watcher.runs.values()):
+                runs_ended.set()
             if storm.error is not None or (
                 not storm.is_alive() and all(w.done() for w in watcher.runs.values())
             ):
                 break
             time.sleep(0.3)
     finally:
+        runs_ended.set()
         watcher.close()
         storm.join(120)
     wall_s = time.monotonic() - began
