@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from tether.shared.nats import auth as natsauth
 log = logging.getLogger(__name__)
 
 
-async def connect_nats(url: str, name: str, credentials: str | Path | None = None) -> NATS:
+async def connect_nats(
+    url: str,
+    name: str,
+    credentials: str | Path | None = None,
+    *,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
     """Connect to NATS, retrying the first connection until it succeeds.
 
     nats-py reconnects by itself after the first success; the first attempt is where a
@@ -29,8 +36,11 @@ async def connect_nats(url: str, name: str, credentials: str | Path | None = Non
         credentials: the user's ``.creds`` (a file's path, or its text); None: connect
             without (only a server without auth accepts that). The user's replies go to
             the inbox its JWT names (``_INBOX.<user>``), the only one it may read.
+        reconnected_cb: awaited each time nats-py has reconnected (after a NATS restart).
     """
     options: dict[str, Any] = {}
+    if reconnected_cb is not None:
+        options["reconnected_cb"] = reconnected_cb
     if credentials is not None:
         text = (
             await asyncio.to_thread(credentials.read_text)
