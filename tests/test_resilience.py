@@ -171,6 +171,11 @@ class RunWatch:
     seqs: Counter[int] = field(default_factory=Counter)
     logs: Counter[str] = field(default_factory=Counter)
     last_new_event: float | None = None
+    #: The first fetch of its events after its end was seen: what that fetch finds may
+    #: have been stored before the end (its lateness is only an upper bound); what later
+    #: fetches find really came after.
+    first_look: float | None = None
+    late_after_first_look: int = 0
     stdout: list[str] = field(default_factory=list)
     stdout_offset: int = 0
     last_new_stdout: float | None = None
@@ -265,12 +270,16 @@ class Watcher:
     @staticmethod
     def _record(w: RunWatch, run: dict[str, Any], seen: float) -> None:
         w.status = run["status"]
+        first = w.first_look is None
+        if first:
+            w.first_look = seen
         for event in run["events"]:
             w.last_event_id = max(w.last_event_id or 0, event["id"])
             if event["seq"] is None:  # the control plane's own events
                 continue
             w.seqs[event["seq"]] += 1
             w.last_new_event = seen
+            w.late_after_first_look += not first
             if event["eventType"] == "LOG":
                 w.logs[event["message"]] += 1
         for chunk in run["computeLogs"]:
@@ -422,6 +431,8 @@ def storm_report(watcher: Watcher, storm: KillStorm, began: float, wall_s: float
             "slowest_poll_s": round(watcher.slowest_poll_s, 2),
             "worst_event_lateness_s": round(max(event_late), 2),
             "runs_with_late_events": sum(1 for x in event_late if x > 0),
+            "runs_with_events_after_first_look": sum(1 for w in runs if w.late_after_first_look),
+            "events_after_first_look": sum(w.late_after_first_look for w in runs),
             "worst_stdout_lateness_s": round(max(stdout_late), 2),
             "runs_with_late_stdout": sum(1 for x in stdout_late if x > 0),
         },
@@ -434,6 +445,7 @@ def storm_report(watcher: Watcher, storm: KillStorm, began: float, wall_s: float
                 "stdout_bytes": w.stdout_offset,
                 "ended_seen_at_s": None if w.ended_seen is None else round(w.ended_seen - began, 1),
                 "event_lateness_s": w.lateness(w.last_new_event),
+                "events_after_first_look": w.late_after_first_look,
                 "stdout_lateness_s": w.lateness(w.last_new_stdout),
             }
             for w in runs
