@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import nats
 import pytest
@@ -27,8 +30,13 @@ class RecordingSink:
         self.max_bytes: int | None = None
         self.refuse_alone: set[int] = set()
         self.calls = 0
+        self.attempts = 0
+        self.slow_s = 0.0
 
     async def upload(self, items: Sequence[RunEvent]) -> UploadOutcome | None:
+        self.attempts += 1
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)
         if self.fail_times:
             self.fail_times -= 1
             raise ConnectionError("control plane down")
@@ -54,12 +62,18 @@ class RecordingSink:
         return sorted(e.seq for b in self.batches for e in b)
 
 
-async def _setup(url: str, sink: RecordingSink) -> tuple[nats.NATS, BatchRelay[RunEvent]]:
+async def _setup(
+    url: str, sink: RecordingSink, policy: BatchPolicy | None = None
+) -> tuple[nats.NATS, BatchRelay[RunEvent]]:
     nc = await nats_connect(url)
     js = nc.jetstream()
     for name in (Stream.EVENTS, Stream.DEAD_LETTER):
         await streams.ensure_stream(js, streams.STREAMS[name])
-    relay = BatchRelay(
+    return nc, _relay(js, sink, policy)
+
+
+def _relay(js, sink: RecordingSink, policy: BatchPolicy | None = None) -> BatchRelay[RunEvent]:
+    return BatchRelay(
         js,
         RelaySpec(
             name="test.events",
@@ -69,9 +83,8 @@ async def _setup(url: str, sink: RecordingSink) -> tuple[nats.NATS, BatchRelay[R
             decode=lambda m: decode(m.data, RunEvent),
             upload=sink.upload,
         ),
-        BatchPolicy(max_count=50, max_wait_s=0.05),
+        policy or BatchPolicy(max_count=50, max_wait_s=0.05),
     )
-    return nc, relay
 
 
 async def _publish(nc: nats.NATS, seqs: range, run_id: str = "run1") -> None:
@@ -237,4 +250,132 @@ async def test_a_relay_started_while_nats_restarts_waits_for_it(nats_server) -> 
     relay.stop()
     await task
     assert sink.seqs == [1, 2, 3]
+    await nc.close()
+
+
+VICTIM = Path(__file__).with_name("relay_victim.py")
+#: The ack wait relays had before redelivery was made prompt: a relay killed -9 with a
+#: batch in hand left it there this long (runs ended SUCCESS with blocks of events late).
+OLD_ACK_WAIT_S = 60.0
+
+
+async def test_a_batch_held_by_a_relay_killed_9_is_taken_over_promptly(
+    nats_server,
+) -> None:
+    """A relay killed -9 mid-upload cannot hand its batch back; JetStream redelivers it
+    after the consumer's ack wait, which must be seconds, not a minute."""
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    await _publish(nc, range(1, 21))
+    victim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(VICTIM),
+        nats_server.url,
+        str(nats_server.creds or ""),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert victim.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            line = await victim.stdout.readline()
+    finally:
+        victim.kill()
+        await victim.wait()
+    assert [int(s) for s in line.split()] == list(range(1, 21))
+    killed_at = time.monotonic()
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 20, timeout=OLD_ACK_WAIT_S)
+    taken_over_s = time.monotonic() - killed_at
+    relay.stop()
+    await task
+    assert sink.seqs == list(range(1, 21))
+    print(f"batch of a relay killed -9 re-uploaded after {taken_over_s:.1f} s")
+    # Generous against this machine's noise, far below the old 60 s ack wait.
+    assert taken_over_s < OLD_ACK_WAIT_S / 2, taken_over_s
+    await nc.close()
+
+
+async def test_a_slow_upload_keeps_its_batch_past_the_ack_wait(nats_server) -> None:
+    """While a batch is uploading for longer than the ack wait, in-progress acks keep it
+    from being redelivered to another replica (which would upload it twice)."""
+    policy = BatchPolicy(max_count=50, max_wait_s=0.05, ack_wait_s=0.5)
+    slow, other = RecordingSink(), RecordingSink()
+    slow.slow_s = 2.5
+    nc, first = await _setup(nats_server.url, slow, policy)
+    await _publish(nc, range(1, 11))
+    task = asyncio.create_task(first.run())
+    await _until(lambda: slow.attempts == 1)
+    second = _relay(nc.jetstream(), other, policy)
+    other_task = asyncio.create_task(second.run())
+    await _until(lambda: len(slow.seqs) == 10)
+    await asyncio.sleep(1.0)  # a redelivery would reach the second replica meanwhile
+    first.stop()
+    second.stop()
+    await asyncio.gather(task, other_task)
+    assert slow.seqs == list(range(1, 11))
+    assert other.seqs == [], "a batch in progress was redelivered to another replica"
+    assert await _pending(nc) == 0
+    await nc.close()
+
+
+async def test_a_relay_stopping_while_uploads_fail_hands_its_batch_back(nats_server) -> None:
+    """stop() while the destination is down naks the batch in hand: another replica gets
+    it at once, not after the ack wait (a minute here), and stop() does not wait for the
+    destination to come back."""
+    policy = BatchPolicy(max_count=50, max_wait_s=0.05, ack_wait_s=60.0)
+    down, up = RecordingSink(), RecordingSink()
+    down.fail_times = 1_000_000
+    nc, first = await _setup(nats_server.url, down, policy)
+    await _publish(nc, range(1, 6))
+    task = asyncio.create_task(first.run())
+    await _until(lambda: down.attempts >= 2)
+    first.stop()
+    async with asyncio.timeout(10):
+        await task
+    second = _relay(nc.jetstream(), up, policy)
+    other_task = asyncio.create_task(second.run())
+    # Far below the 60 s ack wait: only the nak can have made it this prompt.
+    await _until(lambda: len(up.seqs) == 5, timeout=20)
+    second.stop()
+    await other_task
+    assert up.seqs == [1, 2, 3, 4, 5]
+    await nc.close()
+
+
+async def test_a_cancelled_relay_hands_its_batch_back(nats_server) -> None:
+    """Cancelled mid-upload (a graceful shutdown that timed out): the batch is nak'ed."""
+    policy = BatchPolicy(max_count=50, max_wait_s=0.05, ack_wait_s=60.0)
+    hung, up = RecordingSink(), RecordingSink()
+    hung.slow_s = 3600.0
+    nc, first = await _setup(nats_server.url, hung, policy)
+    await _publish(nc, range(1, 4))
+    task = asyncio.create_task(first.run())
+    await _until(lambda: hung.attempts == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    second = _relay(nc.jetstream(), up, policy)
+    other_task = asyncio.create_task(second.run())
+    await _until(lambda: len(up.seqs) == 3, timeout=20)
+    second.stop()
+    await other_task
+    assert up.seqs == [1, 2, 3]
+    await nc.close()
+
+
+async def test_a_relay_updates_the_ack_wait_of_an_existing_consumer(nats_server) -> None:
+    """A consumer made by an older relay (with a minute of ack wait) takes the relay's."""
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    js = nc.jetstream()
+    old = relay.consumer_config()
+    old.ack_wait = OLD_ACK_WAIT_S
+    await js.add_consumer(str(Stream.EVENTS), old)
+    task = asyncio.create_task(relay.run())
+    await _publish(nc, range(1, 3))
+    await _until(lambda: len(sink.seqs) == 2)
+    info = await js.consumer_info(str(Stream.EVENTS), "test-events")
+    relay.stop()
+    await task
+    assert info.config.ack_wait == BatchPolicy().ack_wait_s
     await nc.close()

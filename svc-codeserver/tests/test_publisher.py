@@ -147,3 +147,45 @@ def test_no_server_is_a_clear_error() -> None:
     publisher = JetStreamPublisher("nats://127.0.0.1:1", connect_timeout=1)
     with pytest.raises(PublishError, match="cannot connect to NATS"):
         publisher.start()
+
+
+async def test_after_a_nats_restart_unacked_messages_are_published_again_at_once(
+    nats_server,
+) -> None:
+    """A PUB written to the connection NATS dropped is lost; the publisher sends it again
+    as soon as it has reconnected, not after the ack timeout (30 s here), and JetStream's
+    dedupe (the same Nats-Msg-Id) keeps each message once."""
+    await _stream(nats_server.url)
+    publisher = _publisher(nats_server, retry_timeout=120, ack_timeout=30)
+    publisher.start()
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def produce() -> None:
+        while not stop.is_set():
+            i = len(sent)
+            publisher.publish(SUBJECT, f"k-{i}".encode(), {"Nats-Msg-Id": f"k-{i}"})
+            sent.append(i)
+            time.sleep(0.001)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    while publisher.published < 200:
+        await asyncio.sleep(0.01)
+    nats_server.stop(kill=True)
+    await asyncio.sleep(0.5)
+    nats_server.start()
+    restarted = time.monotonic()
+    before = publisher.published
+    while publisher.published < before + 500:
+        assert time.monotonic() - restarted < 60, "publishing did not resume"
+        await asyncio.sleep(0.01)
+    resumed_s = time.monotonic() - restarted
+    stop.set()
+    await asyncio.to_thread(producer.join)
+    await asyncio.to_thread(publisher.close)
+    stored = [m.decode() for m in await _stored(nats_server.url)]
+    assert sorted(stored, key=lambda m: int(m.split("-")[1])) == [f"k-{i}" for i in sent]
+    print(f"publishing resumed {resumed_s:.1f} s after NATS came back")
+    # Generous against this machine's noise, far below the 30 s ack timeout.
+    assert resumed_s < 15, resumed_s

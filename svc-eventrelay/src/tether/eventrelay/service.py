@@ -71,7 +71,12 @@ class EventRelay:
         self._nc = nc
         js = nc.jetstream()
         await streams.ensure_owned_streams(js, SERVICE)
-        client = AgentClient(s.control_plane_url, s.agent_token.get_secret_value())
+        # One attempt per upload: the relay retries, with its bounded backoff, and keeps
+        # the batch in progress meanwhile (the client's own retries wait up to 5 s apart,
+        # late by that much when the control plane comes back).
+        client = AgentClient(
+            s.control_plane_url, s.agent_token.get_secret_value(), retry_attempts=1
+        )
         policy = s.batch_policy()
         self._relays = [
             BatchRelay(

@@ -19,7 +19,20 @@ class EventRelaySettings(AgentSettings):
         default=0.1, description="Longest a lone message waits before it is uploaded."
     )
     ack_wait_s: float = Field(
-        default=60.0, description="Seconds before an unacked message is redelivered."
+        default=4.0,
+        gt=0,
+        description=(
+            "Seconds before a message fetched by a relay that died is redelivered (messages "
+            "being uploaded are kept in progress meanwhile)."
+        ),
+    )
+    max_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Longest wait between attempts of a failing upload (so a control plane that "
+            "comes back is used within about this long)."
+        ),
     )
 
     def batch_policy(self) -> BatchPolicy:
@@ -29,4 +42,5 @@ class EventRelaySettings(AgentSettings):
             max_bytes=self.batch_max_bytes,
             max_wait_s=self.batch_max_wait_s,
             ack_wait_s=self.ack_wait_s,
+            max_backoff_s=self.max_backoff_s,
         )

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SERVICE = "logship"
 
 #: Presign requests are small and someone waits for each: answer them promptly, few at once.
-PRESIGN_POLICY = BatchPolicy(max_count=16, max_bytes=1 << 20, max_wait_s=0.1, ack_wait_s=30.0)
+PRESIGN_POLICY = BatchPolicy(max_count=16, max_bytes=1 << 20, max_wait_s=0.1)
 #: Pause before serving presign requests again after that failed.
 PRESIGN_RETRY_S = 5.0
 
@@ -83,7 +83,10 @@ class LogShip:
         await streams.ensure_owned_streams(js, SERVICE)
         # Dead letters go to the stream the eventrelay owns; wait so none is lost.
         await streams.wait_for_stream(js, Stream.DEAD_LETTER, timeout=300)
-        client = AgentClient(s.control_plane_url, s.agent_token.get_secret_value())
+        # One attempt per upload: the relay retries with its bounded backoff.
+        client = AgentClient(
+            s.control_plane_url, s.agent_token.get_secret_value(), retry_attempts=1
+        )
         store = S3LogStore(s) if s.s3_bucket else None
         sink = self._sink
         if sink is None:

@@ -27,7 +27,17 @@ class LogShipSettings(AgentSettings):
         default=0.1, description="Longest a lone chunk waits before it is uploaded."
     )
     ack_wait_s: float = Field(
-        default=60.0, description="Seconds before an unacked chunk is redelivered."
+        default=4.0,
+        gt=0,
+        description=(
+            "Seconds before a chunk fetched by a logship that died is redelivered (chunks "
+            "being uploaded are kept in progress meanwhile)."
+        ),
+    )
+    max_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest wait between attempts of a failing upload.",
     )
     sink: Literal["controlplane", "s3"] = Field(
         default="controlplane",
@@ -98,4 +108,5 @@ class LogShipSettings(AgentSettings):
             max_bytes=self.batch_max_bytes,
             max_wait_s=self.batch_max_wait_s,
             ack_wait_s=self.ack_wait_s,
+            max_backoff_s=self.max_backoff_s,
         )

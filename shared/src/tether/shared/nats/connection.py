@@ -84,7 +84,13 @@ async def retry_first_connection(url: str, connect: Callable[[], Awaitable[T]]) 
             delay = min(delay * 2, 5.0)
 
 
-async def connect_nats(url: str, name: str, credentials: str | Path | None = None) -> NATS:
+async def connect_nats(
+    url: str,
+    name: str,
+    credentials: str | Path | None = None,
+    *,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
     """Connect to NATS, retrying the first connection until it succeeds.
 
     nats-py reconnects by itself after the first success; the first attempt is where a
@@ -96,9 +102,12 @@ async def connect_nats(url: str, name: str, credentials: str | Path | None = Non
         credentials: the user's ``.creds`` (a file's path, or its text); None: connect
             without (only a server without auth accepts that). The user's replies go to
             the inbox its JWT names (``_INBOX.<user>``), the only one it may read.
+        reconnected_cb: awaited each time nats-py has reconnected (after a NATS restart).
     """
     login = await NatsLogin.read(credentials)
     options = login.options()
+    if reconnected_cb is not None:
+        options["reconnected_cb"] = reconnected_cb
     return await retry_first_connection(
         url, lambda: nats.connect(url, name=name, **RECONNECT_OPTIONS, **options)
     )

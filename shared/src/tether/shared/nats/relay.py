@@ -4,6 +4,13 @@ Used by the eventrelay (events, results) and the logship (compute logs). The sha
 fetch -> decode (malformed messages go to the dead letter, never looped) -> upload with
 retries -> ack. Messages are acked only after the destination confirmed, so a crash
 anywhere redelivers, and idempotent uploads make redelivery harmless.
+
+Redelivery must be prompt, not only certain: a relay killed -9 with a batch in hand cannot
+hand it back, so JetStream redelivers it after the consumer's ack wait, and with a minute
+of ack wait runs ended SUCCESS while blocks of their events were still a minute away. So
+the ack wait is a few seconds, and a relay keeps what it holds alive with in-progress acks
+while it uploads (or waits for the destination to come back); a relay that stops or is
+cancelled with messages in hand naks them, so a surviving replica takes them at once.
 """
 
 from __future__ import annotations
@@ -39,13 +46,25 @@ class BatchPolicy:
     A fetch returns as soon as any message is available (light load: flushed within
     ``max_wait_s``); under heavy load it fills up to ``max_count`` messages, and an upload
     is split so that no request carries more than ``max_bytes`` of message bodies.
+
+    ``ack_wait_s`` bounds how long the batch of a relay that died stays with it before
+    JetStream gives it to another (held messages are extended every ``ack_wait_s / 4``
+    while they are uploaded, so a slow upload is not redelivered meanwhile); failed
+    uploads are retried with exponential backoff up to ``max_backoff_s`` between attempts,
+    so a destination that comes back is used within about that long.
     """
 
     max_count: int = 500
     max_bytes: int = 4 << 20
     max_wait_s: float = 0.1
-    ack_wait_s: float = 60.0
+    ack_wait_s: float = 4.0
     max_ack_pending: int = 20_000
+    max_backoff_s: float = 1.0
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Seconds between in-progress acks of the messages in hand."""
+        return max(self.ack_wait_s / 4, 0.05)
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,10 @@ class RelaySpec(Generic[T]):
     admit: Callable[[Msg, T], Awaitable[None]] | None = None
 
 
+class _HandBack(Exception):  # noqa: N818 - a signal inside the relay, not an error
+    """The relay stops while an upload fails: hand the batch back instead of retrying."""
+
+
 class BatchRelay(Generic[T]):
     """Runs one RelaySpec until stopped."""
 
@@ -85,27 +108,39 @@ class BatchRelay(Generic[T]):
         self._spec = spec
         self._policy = policy or BatchPolicy()
         self._stopping = asyncio.Event()
+        # Messages fetched and neither acked nor terminated yet, by id().
+        self._held: dict[int, Msg] = {}
 
     def stop(self) -> None:
-        """Finish the batch in hand, then return from :meth:`run`."""
+        """Finish the batch in hand (or, while its upload fails, hand it back to JetStream
+        with a nak), then return from :meth:`run`."""
         self._stopping.set()
+
+    def consumer_config(self) -> ConsumerConfig:
+        """The durable consumer this relay declares."""
+        spec, policy = self._spec, self._policy
+        return ConsumerConfig(
+            durable_name=spec.durable,
+            filter_subject=spec.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=policy.ack_wait_s,
+            max_ack_pending=policy.max_ack_pending,
+        )
 
     async def run(self) -> None:
         """Consume, upload and ack until :meth:`stop`."""
         spec, policy = self._spec, self._policy
+        config = self.consumer_config()
+        # Create or update, then bind: pull_subscribe would bind to an existing consumer
+        # as it is, keeping the ack wait of whichever version created it.
+        await jetstream_call(
+            lambda: self._js.add_consumer(str(spec.stream), config),
+            f"declaring consumer {spec.durable}",
+        )
         sub = await jetstream_call(
-            lambda: self._js.pull_subscribe(
-                spec.filter_subject,
-                durable=spec.durable,
-                stream=str(spec.stream),
-                config=ConsumerConfig(
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=policy.ack_wait_s,
-                    max_ack_pending=policy.max_ack_pending,
-                ),
-            ),
-            f"subscribing {spec.durable}",
+            lambda: self._js.pull_subscribe_bind(spec.durable, str(spec.stream)),
+            f"binding consumer {spec.durable}",
         )
         try:
             while not self._stopping.is_set():
@@ -121,18 +156,56 @@ class BatchRelay(Generic[T]):
                 await sub.unsubscribe()
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        """Decode, upload and ack one fetched batch."""
-        good: list[tuple[Msg, T]] = []
-        for msg in msgs:
+        """Decode, upload and ack one fetched batch.
+
+        What is in hand is kept in progress meanwhile; whatever is still in hand when this
+        fails, is cancelled or gives up because the relay stops is nak'ed, so it is
+        redelivered at once rather than after the ack wait.
+        """
+        self._held.update((id(m), m) for m in msgs)
+        heartbeat = asyncio.create_task(self._keep_in_progress())
+        try:
+            good: list[tuple[Msg, T]] = []
+            for msg in msgs:
+                try:
+                    item = self._spec.decode(msg)
+                    if self._spec.admit is not None:
+                        await self._spec.admit(msg, item)
+                    good.append((msg, item))
+                except ContractError as err:
+                    await self.dead_letter(msg, str(err))
+            for chunk in self._split(good):
+                await self._upload_grouped(chunk)
+        except _HandBack:
+            log.info("%s: stopping; handing %d messages back", self._spec.name, len(self._held))
+        finally:
+            heartbeat.cancel()
+            await self._hand_back()
+
+    async def _keep_in_progress(self) -> None:
+        """Extend the ack wait of the messages in hand until cancelled."""
+        while True:
+            await asyncio.sleep(self._policy.heartbeat_s)
+            for msg in list(self._held.values()):
+                try:
+                    await msg.in_progress()
+                except Exception as err:  # noqa: BLE001 - NATS away: it redelivers, harmless
+                    log.debug("%s: in-progress ack failed: %r", self._spec.name, err)
+                    break
+
+    async def _hand_back(self) -> None:
+        """Nak every message still in hand (JetStream redelivers it at once)."""
+        held, self._held = list(self._held.values()), {}
+        for msg in held:
             try:
-                item = self._spec.decode(msg)
-                if self._spec.admit is not None:
-                    await self._spec.admit(msg, item)
-                good.append((msg, item))
-            except ContractError as err:
-                await self.dead_letter(msg, str(err))
-        for chunk in self._split(good):
-            await self._upload_grouped(chunk)
+                await msg.nak()
+            except Exception as err:  # noqa: BLE001 - NATS away: redelivered after ack wait
+                log.debug("%s: nak failed: %r", self._spec.name, err)
+                return
+
+    async def _settle(self, msg: Msg, *, term: bool = False) -> None:
+        await (msg.term() if term else msg.ack())
+        self._held.pop(id(msg), None)
 
     def _split(self, pairs: list[tuple[Msg, T]]) -> list[list[tuple[Msg, T]]]:
         """Split into sub-batches of at most ``max_bytes`` of bodies."""
@@ -163,7 +236,7 @@ class BatchRelay(Generic[T]):
             ):
                 stored = await self._upload_until_done(group)
             for msg in stored:
-                await msg.ack()
+                await self._settle(msg)
 
     async def _upload_until_done(self, pairs: list[tuple[Msg, T]]) -> list[Msg]:
         """Upload, retrying transient failures forever; bisect refusals to dead-letter.
@@ -173,7 +246,7 @@ class BatchRelay(Generic[T]):
         The control plane being down must not drop anything: JetStream keeps the backlog
         and we keep our messages in progress so they are not redelivered elsewhere.
         """
-        delay = 0.2
+        delay = min(0.2, self._policy.max_backoff_s)
         while True:
             try:
                 outcome = await self._spec.upload([item for _, item in pairs])
@@ -198,10 +271,13 @@ class BatchRelay(Generic[T]):
                 log.warning(
                     "%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay
                 )
-            for msg, _ in pairs:
-                await msg.in_progress()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 10.0)
+            if self._stopping.is_set():
+                raise _HandBack
+            # The heartbeat keeps the batch ours meanwhile; stop() cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay * (0.5 + random.random())):
+                    await self._stopping.wait()
+            delay = min(delay * 2, self._policy.max_backoff_s)
 
     async def _without_refused(self, pairs: list[tuple[Msg, T]], outcome: object) -> list[Msg]:
         """The messages of ``pairs`` stored; those the outcome lists as refused on their
@@ -225,7 +301,7 @@ class BatchRelay(Generic[T]):
             headers=msg.headers,
             source_subject=msg.subject,
         )
-        await msg.term()
+        await self._settle(msg, term=True)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         await self._js.publish(subject, body, headers=headers)
