@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import croniter  # noqa: F401  (see below)
 import grpc
 import pytest
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
@@ -18,6 +19,10 @@ from tether.shared.grpc.convert import channel_options
 from tether.shared.wire.base import decode
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.process import CodeServerReady
+
+# Importing croniter runs `file` on the interpreter (platform.architecture()); it is
+# imported here, at collection, so the first unit test to tick a cron does not start a
+# process (which a unit test may not).
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

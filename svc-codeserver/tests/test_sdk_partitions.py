@@ -68,12 +68,19 @@ def test_hourly_ticks_skip_the_missing_hour_without_duplicates() -> None:
     assert ticks[1].astimezone(UTC) - ticks[0].astimezone(UTC) == timedelta(hours=1)
 
 
-def test_repeated_wall_time_fires_once_at_first_occurrence() -> None:
-    # Europe/Berlin repeats 02:00-03:00 on 2026-10-25.
+def test_repeated_wall_time_fires_once_at_later_occurrence() -> None:
+    # Europe/Berlin repeats 02:00-03:00 on 2026-10-25. A cron naming the hour fires once,
+    # at the later (CET) occurrence, as Dagster does (this test pinned the first, CEST,
+    # occurrence until issue 17; see shared/tests/test_cron_dst.py for Dagster's ticks).
     ticks = list(islice(ticks_after("30 2 * * *", "Europe/Berlin", utc(2026, 10, 24, 12)), 2))
-    assert iso(ticks) == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
-    # Starting inside the second 02:xx hour, the (already fired) 02:30 is not repeated.
-    second_pass = datetime(2026, 10, 25, 2, 10, tzinfo=BERLIN, fold=1)
+    assert iso(ticks) == ["2026-10-25T02:30:00+01:00", "2026-10-26T02:30:00+01:00"]
+    # Starting in the first 02:xx hour after 02:30 CEST, the tick is still to come.
+    first_pass = datetime(2026, 10, 25, 2, 40, tzinfo=BERLIN)
+    assert next(ticks_after("30 2 * * *", "Europe/Berlin", first_pass)).isoformat() == (
+        "2026-10-25T02:30:00+01:00"
+    )
+    # Starting after it in the second 02:xx hour, the next tick is the next day's.
+    second_pass = datetime(2026, 10, 25, 2, 40, tzinfo=BERLIN, fold=1)
     assert next(ticks_after("30 2 * * *", "Europe/Berlin", second_pass)).isoformat() == (
         "2026-10-26T02:30:00+01:00"
     )
@@ -143,13 +150,17 @@ def test_end_and_end_offset_bound_the_keys() -> None:
 
 def test_hourly_weekly_monthly_keys_and_offsets() -> None:
     hourly = HourlyPartitionsDefinition(start="2026-10-25T00:00", timezone="Europe/Berlin")
-    # The repeated 02:00 hour has one key (its window is two real hours long).
+    # The repeated 02:00 hour has two keys, each window one real hour (until issue 17
+    # this pinned one key whose window was two hours long).
     assert hourly.get_partition_keys(utc(2026, 10, 25, 2)) == [
         "2026-10-25-00:00",
         "2026-10-25-01:00",
         "2026-10-25-02:00",
+        "2026-10-25-02:00+0100",
     ]
-    assert hourly.time_window_for_key("2026-10-25-02:00").end == datetime(
+    first = hourly.time_window_for_key("2026-10-25-02:00")
+    assert first.end.astimezone(UTC) == utc(2026, 10, 25, 1)  # 02:00 CET
+    assert hourly.time_window_for_key("2026-10-25-02:00+0100").end == datetime(
         2026, 10, 25, 3, tzinfo=BERLIN
     )
     weekly = WeeklyPartitionsDefinition(start="2026-01-01", day_offset=1)  # Mondays

@@ -11,10 +11,20 @@ from datetime import tzinfo
 
 from tether.sdk._errors import DefinitionError
 from tether.shared.runtime import cron as _shared
-from tether.shared.runtime.cron import is_tick, resolve_wall_time, ticks_after, ticks_before, utc
+from tether.shared.runtime.cron import (
+    fires_every_hour,
+    is_second_occurrence,
+    is_tick,
+    resolve_wall_time,
+    ticks_after,
+    ticks_before,
+    utc,
+)
 
 __all__ = [
     "check_cron",
+    "fires_every_hour",
+    "is_second_occurrence",
     "is_tick",
     "resolve_wall_time",
     "ticks_after",

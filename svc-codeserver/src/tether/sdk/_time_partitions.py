@@ -5,6 +5,17 @@
 :class:`DailyPartitionsDefinition`, :class:`WeeklyPartitionsDefinition` and
 :class:`MonthlyPartitionsDefinition` fix the cron string and key format. A partition
 exists once its window has ended (``end_offset`` shifts that by whole windows).
+
+Windows start at the ticks of the cron string, with the DST rules of
+:mod:`tether.shared.runtime.cron` (the very ticks a schedule on that cron string fires
+at). When clocks go back, a cron that fires every hour has two windows for the repeated
+hour, each one real hour long; the key of the second is the key format followed by the
+UTC offset (``%z``), as Dagster names it: ``2026-11-01-01:00`` (01:00-02:00 EDT), then
+``2026-11-01-01:00-0500`` (01:00-02:00 EST), then ``2026-11-01-02:00``. Every other key
+is unchanged, keys are distinct, and hourly keys sort as their windows do. (Sub-hourly
+keys inside the repeated hour do not sort as text: ``01:00-0500`` comes after ``01:45``;
+:meth:`TimeWindowPartitionsDefinition.get_partition_keys` lists keys in time order.) A
+format that already has ``%z`` is used as it is.
 """
 
 from __future__ import annotations
@@ -91,7 +102,7 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         ticks = _cron.ticks_after(self.cron_schedule, timezone, _cron.utc(self.start) - _EPS)
         first, second = next(ticks), next(ticks)
         # A format that does not round-trip would make keys ambiguous or unparsable.
-        keys = [first.strftime(fmt), second.strftime(fmt)]
+        keys = [self._key(first), self._key(second)]
         if keys[0] == keys[1] or any(
             _cron.utc(self._parse_key(k)) != _cron.utc(t)
             for k, t in zip(keys, (first, second), strict=True)
@@ -103,17 +114,33 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             _cron.ticks_after(self.cron_schedule, self.timezone, _cron.utc(self.start) - _EPS)
         )
 
+    def _key(self, start: datetime) -> str:
+        """The key of the window starting at ``start`` (see the module docstring)."""
+        if (
+            "%z" not in self.fmt
+            and _cron.fires_every_hour(self.cron_schedule)
+            and _cron.is_second_occurrence(start, self.timezone)
+        ):
+            return start.strftime(self.fmt + "%z")
+        return start.strftime(self.fmt)
+
     def _parse_key(self, key: str) -> datetime:
         """The start of the window ``key`` names (keys may omit offsets: ``2026-01-15``)."""
-        try:
-            wall = datetime.strptime(key, self.fmt)
-        except (ValueError, TypeError) as err:
+        formats = [self.fmt] if "%z" in self.fmt else [self.fmt, self.fmt + "%z"]
+        for fmt in formats:
+            try:
+                parsed = datetime.strptime(key, fmt)
+                break
+            except (ValueError, TypeError):
+                continue
+        else:
             raise PartitionKeyError(
                 f"{key!r} is not a partition key of {self!r} (format {self.fmt!r})"
-            ) from err
-        at = _cron.resolve_wall_time(wall, _cron.zone(self.timezone))
-        start = next(_cron.ticks_after(self.cron_schedule, self.timezone, _cron.utc(at) - _EPS))
-        if start.strftime(self.fmt) != key:
+            )
+        if parsed.tzinfo is None:
+            parsed = _cron.resolve_wall_time(parsed, _cron.zone(self.timezone))
+        start = next(_cron.ticks_after(self.cron_schedule, self.timezone, _cron.utc(parsed) - _EPS))
+        if self._key(start) != key:
             raise PartitionKeyError(f"{key!r} does not start a window of {self!r}")
         return start
 
@@ -157,7 +184,7 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
 
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
         """Keys of every window that has ended by ``current_time`` (default now), oldest first."""
-        return [w.start.strftime(self.fmt) for w in self._windows(current_time)]
+        return [self._key(w.start) for w in self._windows(current_time)]
 
     def has_partition_key(self, key: str, current_time: datetime | None = None) -> bool:
         """Whether ``key`` names a window that exists at ``current_time`` (default now).
@@ -195,7 +222,7 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
     def key_for_time(self, instant: datetime) -> str:
         """The key of the window that contains ``instant``."""
         start = next(_cron.ticks_before(self.cron_schedule, self.timezone, instant))
-        return start.strftime(self.fmt)
+        return self._key(start)
 
     def tags_for_key(self, key: str) -> dict[str, str]:
         """The window's bounds as ``tether/partition/start`` and ``.../end`` tags."""
@@ -242,7 +269,10 @@ def _check_offset(value: int, low: int, high: int, what: str) -> int:
 
 
 class HourlyPartitionsDefinition(TimeWindowPartitionsDefinition):
-    """One partition per hour; keys like ``2026-11-25-13:00``.
+    """One partition per real hour; keys like ``2026-11-25-13:00``.
+
+    An hour repeated when clocks go back has two partitions: ``2026-11-01-01:00`` and
+    ``2026-11-01-01:00-0500`` (America/New_York); an hour skipped has none.
 
     Args:
         start: first hour (naive values are read in ``timezone``).
