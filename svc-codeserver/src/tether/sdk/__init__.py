@@ -31,7 +31,6 @@ Example::
 
 from tether.sdk._asset_graph import (
     ASSET_JOB,
-    ASSET_SELECTION_TAG,
     AssetGraph,
     UnresolvedAssetJob,
     define_asset_job,
@@ -89,6 +88,7 @@ from tether.sdk._time_partitions import (
     TimeWindowPartitionsDefinition,
     WeeklyPartitionsDefinition,
 )
+from tether.shared.wire.runs import ASSET_SELECTION_TAG
 
 __all__ = [
     "ASSET_JOB",

@@ -31,10 +31,6 @@ from tether.sdk._job import EXECUTORS, JobDefinition, Node, OutputHandle
 from tether.sdk._op import check_name
 from tether.sdk._partitions import PartitionsDefinition
 
-#: Run tag naming the assets a run of an asset job materializes, when not all of the
-#: job's: their keys' user strings, comma-separated (``raw/orders,cleaned``).
-ASSET_SELECTION_TAG = "tether/asset_selection"
-
 #: Name of the implicit job of every computed asset (``__asset_job_<n>`` when the assets
 #: have several partitions definitions, one job per definition).
 ASSET_JOB = "__asset_job"
@@ -281,9 +277,10 @@ def implicit_asset_jobs(
 
 
 def select_assets(job: JobDefinition, selection: str) -> JobDefinition:
-    """``job`` (an asset job) narrowed to the assets an :data:`ASSET_SELECTION_TAG` value
-    names: only their steps run (a subsettable multi-asset computes only the selected
-    ones); values of the others are loaded through their IO managers.
+    """``job`` (an asset job) narrowed to the assets a ``tether/asset_selection`` tag
+    (:data:`~tether.shared.wire.runs.ASSET_SELECTION_TAG`) names: only their steps run (a
+    subsettable multi-asset computes only the selected ones); values of the others are
+    loaded through their IO managers.
 
     Raises:
         DefinitionError: ``job`` is not an asset job, or the selection names assets it

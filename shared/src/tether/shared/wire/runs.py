@@ -48,6 +48,11 @@ class EventType(StrEnum):
     ENGINE_ERROR = "ENGINE_ERROR"
 
 
+#: Run tag naming the assets a run of an asset job materializes, when not all of the job's:
+#: their keys' user strings (``raw/orders``), comma-separated. Set by the control plane's
+#: ``materializeAssets``, read by the run worker (``tether.sdk.select_assets``).
+ASSET_SELECTION_TAG = "tether/asset_selection"
+
 #: The run status an event moves its run to, if any.
 STATUS_FOR_EVENT: dict[EventType, RunStatus] = {
     EventType.RUN_ENQUEUED: RunStatus.QUEUED,

@@ -15,6 +15,7 @@ from strawberry.extensions import MaskErrors
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from tether.controlplane.api.agent import AgentMutation, AgentQuery
+from tether.controlplane.api.assets import AssetMutation, AssetQuery
 from tether.controlplane.api.backfills import BackfillMutation, BackfillQuery
 from tether.controlplane.api.computelogs import ComputeLogQuery
 from tether.controlplane.api.limits import QueryLimitsExtension
@@ -45,6 +46,7 @@ Query = merge_types(
         PartitionQuery,
         BackfillQuery,
         ComputeLogQuery,
+        AssetQuery,
     ),
 )
 Mutation = merge_types(
@@ -57,6 +59,7 @@ Mutation = merge_types(
         ScheduleMutation,
         SensorMutation,
         BackfillMutation,
+        AssetMutation,
     ),
 )
 

@@ -476,3 +476,33 @@ class LocationSeed(Base):
     #: SHA-256 of the file entry's canonical JSON when it was last applied.
     config_sha: Mapped[str] = mapped_column(String(64))
     seeded_at: Mapped[float] = mapped_column(Double)
+
+
+class AssetMaterializationRow(Base):
+    """One materialization of an asset (of one partition), recorded from the
+    ``ASSET_MATERIALIZATION`` event a run's worker emitted once the value was stored in the
+    customer's environment: only the record and its metadata, never the value.
+
+    ``UNIQUE(run_id, seq)``: a re-uploaded event records nothing twice. The index on
+    ``(deployment_id, asset_key, timestamp)`` serves an asset's latest materialization and
+    its history, newest first.
+    """
+
+    __tablename__ = "asset_materializations"
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        Index("ix_asset_materializations_key_time", "deployment_id", "asset_key", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    #: The key's user string (``warehouse/orders``).
+    asset_key: Mapped[str] = mapped_column(String(1000))
+    partition: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    step_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    timestamp: Mapped[float] = mapped_column(Double)
+    description: Mapped[str] = mapped_column(Text, default="")
+    entry_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
+    code_version: Mapped[str | None] = mapped_column(String(200), nullable=True)

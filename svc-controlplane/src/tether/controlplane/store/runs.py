@@ -20,7 +20,7 @@ from tether.controlplane.db.models import (
 )
 from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.store import eventstreams
+from tether.controlplane.store import assets, eventstreams
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent, RunStatus
 from tether.shared.wire.work import ReportKind
@@ -219,6 +219,8 @@ async def store_events(
             if end is not None:
                 ends[ev.run_id] = max(end, ends.get(ev.run_id, 0))
         await eventstreams.record_stored(session, inserted, ends)
+        # An asset's history, in the same transaction as the events that record it.
+        await assets.record_materializations(session, deployment_id, ordered)
     return stored, len(events) - stored
 
 

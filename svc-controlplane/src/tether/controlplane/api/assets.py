@@ -1,0 +1,352 @@
+"""GraphQL for software-defined assets: the graph across locations, history, materializing.
+
+Definitions come from each location's current snapshot (``RepositorySnapshot.assets``);
+dependencies resolve by key across the deployment's locations, so an asset of location B
+that depends on ``raw/orders`` is downstream of location A's ``raw/orders``. History comes
+from the materialization records (:mod:`tether.controlplane.store.assets`). Values stay in
+the customer's environment: nothing here reads or holds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.runs import (
+    JobNotFoundError,
+    LaunchRunResult,
+    LaunchRunSuccess,
+    LocationNotLoadedError,
+    RunConfigValidationInvalid,
+    RunType,
+)
+from tether.controlplane.db.models import AssetMaterializationRow
+from tether.controlplane.errors import BadInputError
+from tether.controlplane.runs import launch
+from tether.controlplane.security.auth import Permission
+from tether.controlplane.store import assets, locations
+from tether.shared.wire.runs import ASSET_SELECTION_TAG
+from tether.shared.wire.snapshots import AssetNodeSnapshot, PartitionsKind
+
+#: The implicit asset jobs every repository with assets has (``__asset_job``, or
+#: ``__asset_job_<n>`` per partitions definition).
+IMPLICIT_ASSET_JOB = "__asset_job"
+#: Run tag of a partition run (as the SDK's ``PARTITION_KEY_TAG``).
+PARTITION_TAG = "tether/partition"
+#: Most materializations one field returns.
+MAX_MATERIALIZATIONS = 1000
+
+
+@strawberry.type(name="AssetKey")
+class AssetKeyType:
+    """An asset's key: a path."""
+
+    path: list[str]
+
+
+def _key(path: list[str]) -> AssetKeyType:
+    return AssetKeyType(path=list(path))
+
+
+@strawberry.type(name="AssetMaterialization")
+class MaterializationType:
+    """One materialization: which run stored the value, when, of which partition."""
+
+    run_id: str
+    step_key: str | None
+    timestamp: float
+    partition: str | None
+    description: str
+    metadata: JSON
+    code_version: str | None
+
+    @classmethod
+    def build(cls, row: AssetMaterializationRow) -> MaterializationType:
+        return cls(
+            run_id=row.run_id,
+            step_key=row.step_key,
+            timestamp=row.timestamp,
+            partition=row.partition,
+            description=row.description,
+            metadata=JSON(row.entry_metadata),
+            code_version=row.code_version,
+        )
+
+
+@dataclass
+class _Node:
+    """One asset as the deployment knows it: its definition and where it is defined."""
+
+    snapshot: AssetNodeSnapshot
+    location_name: str
+    repository_name: str
+    depended_by: list[list[str]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return "/".join(self.snapshot.key)
+
+
+@strawberry.type(name="AssetNode")
+class AssetNodeType:
+    """An asset: its definition, where it sits in the graph, and its latest state."""
+
+    asset_key: AssetKeyType
+    description: str
+    group_name: str
+    location_name: str
+    repository_name: str
+    job_names: list[str]
+    op_name: str | None
+    is_external: bool = strawberry.field(description="Declared here, computed elsewhere.")
+    dependency_keys: list[AssetKeyType]
+    depended_by_keys: list[AssetKeyType]
+    code_version: str | None
+    owners: list[str]
+    kinds: list[str]
+    metadata: JSON
+    partition_keys: list[str] = strawberry.field(
+        description="A static partitions definition's keys (empty otherwise)."
+    )
+    partitions_kind: str | None
+    latest_materialization: MaterializationType | None
+    stale: bool = strawberry.field(
+        description="Materialized, but its code version changed since, or an upstream "
+        "asset was materialized after it."
+    )
+    stale_reasons: list[str]
+
+    @strawberry.field(description="Materializations, newest first (of one partition, if set).")
+    async def materializations(
+        self, info: Info[ApiContext, None], limit: int = 50, partition_key: str | None = None
+    ) -> list[MaterializationType]:
+        if not 0 <= limit <= MAX_MATERIALIZATIONS:
+            raise BadInputError(f"limit must be within 0..{MAX_MATERIALIZATIONS}")
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            rows = await assets.list_materializations(
+                session,
+                principal.deployment_id,
+                "/".join(self.asset_key.path),
+                partition=partition_key,
+                limit=limit,
+            )
+        return [MaterializationType.build(r) for r in rows]
+
+    @strawberry.field(description="Partitions materialized at least once.")
+    async def materialized_partitions(self, info: Info[ApiContext, None]) -> list[str]:
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            return await assets.materialized_partitions(
+                session, principal.deployment_id, "/".join(self.asset_key.path)
+            )
+
+
+def _stale(
+    node: _Node,
+    latest: dict[str, AssetMaterializationRow],
+) -> list[str]:
+    own = latest.get(node.key)
+    if own is None:
+        return []
+    reasons = []
+    version = node.snapshot.code_version
+    if version is not None and own.code_version != version:
+        reasons.append(f"code version is {version}, materialized with {own.code_version}")
+    for up in node.snapshot.dependency_keys:
+        theirs = latest.get("/".join(up))
+        if theirs is not None and theirs.timestamp > own.timestamp:
+            reasons.append(f"upstream {'/'.join(up)} was materialized since")
+    return reasons
+
+
+async def _graph(info: Info[ApiContext, None]) -> tuple[dict[str, _Node], str]:
+    """Every asset of the deployment's loaded locations, with its downstream keys."""
+    principal = await info.context.viewer()
+    nodes: dict[str, _Node] = {}
+    async with info.context.cp.db.reading() as session:
+        for location in await locations.list_locations(session, principal.deployment_id):
+            snapshot = await locations.load_snapshot(session, location)
+            if snapshot is None:
+                continue
+            for repo in snapshot.repositories:
+                for asset in repo.assets:
+                    node = _Node(asset, location.name, repo.name)
+                    known = nodes.get(node.key)
+                    # An asset computed somewhere wins over an external declaration of it.
+                    if known is None or (known.snapshot.is_external and not asset.is_external):
+                        nodes[node.key] = node
+    for node in nodes.values():
+        for up in node.snapshot.dependency_keys:
+            if (upstream := nodes.get("/".join(up))) is not None:
+                upstream.depended_by.append(list(node.snapshot.key))
+    return nodes, principal.deployment_id
+
+
+async def _build(
+    info: Info[ApiContext, None], nodes: list[_Node], deployment: str
+) -> list[AssetNodeType]:
+    keys = {n.key for n in nodes} | {
+        "/".join(up) for n in nodes for up in n.snapshot.dependency_keys
+    }
+    async with info.context.cp.db.reading() as session:
+        latest = await assets.latest_materializations(session, deployment, sorted(keys))
+    out = []
+    for node in nodes:
+        snap = node.snapshot
+        parts = snap.partitions
+        reasons = _stale(node, latest)
+        own = latest.get(node.key)
+        out.append(
+            AssetNodeType(
+                asset_key=_key(snap.key),
+                description=snap.description,
+                group_name=snap.group_name,
+                location_name=node.location_name,
+                repository_name=node.repository_name,
+                job_names=snap.job_names,
+                op_name=snap.op_name,
+                is_external=snap.is_external,
+                dependency_keys=[_key(k) for k in snap.dependency_keys],
+                depended_by_keys=[_key(k) for k in sorted(node.depended_by)],
+                code_version=snap.code_version,
+                owners=snap.owners,
+                kinds=snap.kinds,
+                metadata=JSON(snap.metadata),
+                partition_keys=(
+                    parts.static_keys if parts and parts.kind == PartitionsKind.STATIC else []
+                ),
+                partitions_kind=str(parts.kind) if parts else None,
+                latest_materialization=MaterializationType.build(own) if own else None,
+                stale=bool(reasons),
+                stale_reasons=reasons,
+            )
+        )
+    return out
+
+
+def _check_key(path: list[str]) -> str:
+    if not path or not all(isinstance(p, str) and 0 < len(p) <= 200 for p in path):
+        raise BadInputError(f"an asset key is a non-empty path of components, not {path!r}")
+    return "/".join(path)
+
+
+@strawberry.type
+class AssetQuery:
+    """Read the deployment's assets."""
+
+    @strawberry.field(description="Assets of every loaded location (or one), by group.")
+    async def asset_nodes(
+        self,
+        info: Info[ApiContext, None],
+        location_name: str | None = None,
+        group_name: str | None = None,
+    ) -> list[AssetNodeType]:
+        every, deployment = await _graph(info)
+        chosen = [
+            n
+            for n in every.values()
+            if (location_name is None or n.location_name == location_name)
+            and (group_name is None or n.snapshot.group_name == group_name)
+        ]
+        return await _build(info, sorted(chosen, key=lambda n: n.key), deployment)
+
+    @strawberry.field(description="One asset by key (null if no location defines it).")
+    async def asset_node(
+        self, info: Info[ApiContext, None], asset_key: list[str]
+    ) -> AssetNodeType | None:
+        key = _check_key(asset_key)
+        every, deployment = await _graph(info)
+        node = every.get(key)
+        if node is None:
+            return None
+        return (await _build(info, [node], deployment))[0]
+
+
+@strawberry.type
+class AssetMutation:
+    """Materialize assets; forget their records."""
+
+    @strawberry.mutation(
+        description="Launch a run materializing these assets of one location (one partition, "
+        "if given): a run of the location's implicit asset job narrowed to them."
+    )
+    async def materialize_assets(
+        self,
+        info: Info[ApiContext, None],
+        location_name: str,
+        asset_keys: list[list[str]],
+        partition_key: str | None = None,
+        run_config: JSON | None = None,
+        tags: JSON | None = None,
+    ) -> LaunchRunResult:
+        principal = await info.context.launcher()
+        if not asset_keys:
+            raise BadInputError("assetKeys is empty: nothing to materialize")
+        wanted = sorted({_check_key(k) for k in asset_keys})
+        if tags is not None and not (
+            isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
+        ):
+            raise BadInputError("tags must be a JSON object of string values")
+        every, _ = await _graph(info)
+        nodes = []
+        for key in wanted:
+            node = every.get(key)
+            if node is None or node.location_name != location_name or node.snapshot.is_external:
+                return JobNotFoundError(
+                    message=f"location {location_name!r} does not compute asset {key!r}"
+                )
+            nodes.append(node)
+        jobs = set.intersection(
+            *({j for j in n.snapshot.job_names if j.startswith(IMPLICIT_ASSET_JOB)} for n in nodes)
+        )
+        repos = {n.repository_name for n in nodes}
+        if not jobs or len(repos) != 1:
+            return JobNotFoundError(
+                message="no one asset job materializes all of "
+                + ", ".join(wanted)
+                + " (assets of different partitions or repositories run separately)"
+            )
+        run_tags = {**(tags or {}), ASSET_SELECTION_TAG: ",".join(wanted)}
+        if partition_key is not None:
+            static = [n.snapshot.partitions for n in nodes if n.snapshot.partitions]
+            for parts in static:
+                if parts.kind == PartitionsKind.STATIC and partition_key not in parts.static_keys:
+                    raise BadInputError(f"{partition_key!r} is not a partition of these assets")
+            run_tags[PARTITION_TAG] = partition_key
+        outcome = await launch.launch_run(
+            info.context.cp.db,
+            info.context.cp.queue,
+            deployment_id=principal.deployment_id,
+            location_name=location_name,
+            job_name=sorted(jobs)[0],
+            repository_name=repos.pop(),
+            run_config=run_config,
+            tags=run_tags,
+            headers=dict(info.context.request.headers),
+            max_config_bytes=info.context.cp.settings.run_config_max_bytes,
+            max_tags_bytes=info.context.cp.settings.run_tags_max_bytes,
+        )
+        match outcome:
+            case launch.Launched(run=run):
+                return LaunchRunSuccess(run=RunType.build(run))
+            case launch.InvalidRunConfig(errors=errors, message=message):
+                return RunConfigValidationInvalid(errors=errors, message=message)
+            case launch.JobNotFound(message=message):
+                return JobNotFoundError(message=message)
+            case launch.LocationNotLoaded(message=message):
+                return LocationNotLoadedError(message=message)
+        raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
+
+    @strawberry.mutation(
+        description="Forget the materialization records of these assets (admins); the "
+        "values, in the agent's storage, are left to their owners. Returns how many."
+    )
+    async def wipe_assets(self, info: Info[ApiContext, None], asset_keys: list[list[str]]) -> int:
+        principal = await info.context.require(Permission.MANAGE_LOCATIONS)
+        keys = sorted({_check_key(k) for k in asset_keys})
+        async with info.context.cp.db.transaction() as session:
+            return await assets.wipe(session, principal.deployment_id, keys)
