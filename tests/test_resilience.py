@@ -354,11 +354,10 @@ def test_kill_9_storm_loses_nothing_and_nothing_is_late(make_stack, tmp_path) ->
     """30 runs × 500 events × 200 KiB of stdout while every agent service, NATS and the
     control plane is killed -9, twice each: every event and byte is stored exactly once,
     and none later than LATENESS_BOUND_S after its run is seen to have ended."""
-    # The run monitor fails a run whose worker exited this long ago without its final
-    # event stored, counting time the control plane itself was down (on a loaded 2-core
-    # machine its restarts take 15-20 s each, and 15,000 events queue up behind them);
-    # at the default 60 s it failed runs whose every event was safe in JetStream.
-    stack = make_stack(env={"TETHER_CONTROLPLANE_WORKER_EXIT_GRACE_S": "300"})
+    # The default worker-exit grace (60 s): 15,000 events queue up behind the control
+    # plane's restarts, and the monitor waits for a run while its events are still being
+    # stored (it failed runs whose every event was safe in JetStream when it did not).
+    stack = make_stack()
     wait_location_loaded(stack, "chaos")
     began = time.monotonic()
     ids = []

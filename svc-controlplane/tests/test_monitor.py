@@ -160,3 +160,32 @@ async def test_the_run_monitor_runs_on_its_own(api: Api, database_url: str) -> N
     assert "tether run monitor running" in output
     assert f"failed run {run_id}" in output
     assert _engine_error(await api.run(run_id))["error"]["clsName"] == "RunStartTimeout"
+
+
+async def test_a_run_whose_events_are_still_arriving_is_not_given_up(
+    api: Api, monitor: RunMonitor, clock: Clock
+) -> None:
+    from tether.controlplane.store import eventstreams
+
+    run_id, item = await _starting_run(api)
+    await _events(api, run_id, EventType.RUN_START)
+    exited = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=ReportKind.RUN_WORKER_EXITED,
+        ok=True,
+        payload={"run_id": run_id, "exit_code": 0},
+    )
+    await api.submit(exited)
+    # Past the grace after the exit, but a backlog of its events is still being stored
+    # (after an outage the relays drain them in order; the terminal event comes last).
+    for _ in range(3):
+        clock.advance(EXIT_GRACE - 5)
+        async with api.cp.db.transaction() as session:
+            await eventstreams.record_stored(session, {run_id: 1}, {}, now=clock())
+        assert await monitor.check() == []
+    assert (await api.run(run_id))["status"] == "STARTED"
+    # The stream stops: the grace runs from its last stored event.
+    clock.advance(EXIT_GRACE + 1)
+    (failed,) = await monitor.check()
+    assert failed.run_id == run_id

@@ -11,9 +11,10 @@ Three cases, checked every ``run_monitor_interval_s``:
   to interrupt the worker (a ``terminate_run`` item, as termination does); whatever the
   worker reports after that cannot move the run out of FAILURE;
 - a run whose launcher reported its worker exited (a ``run_worker_exited`` result) but that
-  is still unfinished ``worker_exit_grace_s`` later. A non-zero exit already fails the run
-  when the report arrives; a clean exit (code 0) waits out the grace period, because the
-  worker's terminal event may still be travelling through another relay batch.
+  is still unfinished ``worker_exit_grace_s`` later, and none of whose events was stored in
+  that time either. A non-zero exit already fails the run when the report arrives; a clean
+  exit (code 0) waits, because the worker's terminal event may still be travelling: behind
+  a backlog of its events after an outage, the grace counts from the last one stored.
 
 Each is marked FAILURE with an ENGINE_ERROR event saying why, then RUN_FAILURE
 (:func:`tether.controlplane.runs.lifecycle.fail`). The check is one conditional update per

@@ -237,6 +237,8 @@ class RunEventStream(Base):
     run's last seq, from its terminal event; the stream is complete when every seq
     ``1..last_seq`` is stored, i.e. ``stored == last_seq`` (the worker publishes nothing
     after its terminal event), and ``complete_at`` says when the control plane saw that.
+    ``stored_at``: when an upload last stored one of its events (the run monitor does not
+    give up on a run whose events are still arriving).
     """
 
     __tablename__ = "run_event_streams"
@@ -245,6 +247,7 @@ class RunEventStream(Base):
     stored: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     complete_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    stored_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class LostRunEvent(Base):

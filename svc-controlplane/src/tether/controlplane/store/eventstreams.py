@@ -133,9 +133,16 @@ async def record_stored(
         (and_(last.is_not(None), stored >= last), literal(now)),
         else_=None,
     )
+    # The last time an upload stored one of the run's events (a re-sent batch is no news).
+    stored_at = case((new.stored > 0, literal(now)), else_=old.stored_at)
     stmt = stmt.on_conflict_do_update(
         index_elements=["run_id"],
-        set_={"stored": stored, "last_seq": last, "complete_at": complete_at},
+        set_={
+            "stored": stored,
+            "last_seq": last,
+            "complete_at": complete_at,
+            "stored_at": stored_at,
+        },
     )
     rows = []
     # In run id order, so two uploads of the same runs lock their rows in the same order.
@@ -148,6 +155,7 @@ async def record_stored(
                 "stored": count,
                 "last_seq": end,
                 "complete_at": now if done else None,
+                "stored_at": now if count else None,
             }
         )
     await session.execute(stmt, rows)

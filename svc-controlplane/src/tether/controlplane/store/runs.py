@@ -7,13 +7,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import (
     PendingRetry,
     Run,
     RunEventRow,
+    RunEventStream,
     RunTag,
     WorkItemRow,
     WorkResultRow,
@@ -320,7 +321,8 @@ async def reported_exits(
     session: AsyncSession, statuses: Iterable[RunStatus], before: float
 ) -> Sequence[tuple[str, float, dict[str, Any] | None]]:
     """(run id, reported at, payload) of the worker exits reported before ``before`` about
-    runs still in ``statuses``, of every deployment."""
+    runs still in ``statuses`` whose events have not been arriving since ``before``
+    either (a run whose stream is still being stored is not gone), of every deployment."""
     # The worker exit report is a result about the run's launch_run work item, whose
     # payload names the run (a JSON path query both SQLite and PostgreSQL support).
     run_id_of_item = WorkItemRow.payload["run_id"].as_string()
@@ -328,10 +330,12 @@ async def reported_exits(
         select(Run.id, WorkResultRow.created_at, WorkResultRow.payload)
         .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
         .join(Run, Run.id == run_id_of_item)
+        .outerjoin(RunEventStream, RunEventStream.run_id == Run.id)
         .where(
             WorkResultRow.kind == str(ReportKind.RUN_WORKER_EXITED),
             WorkResultRow.created_at < before,
             Run.status.in_([str(s) for s in statuses]),
+            or_(RunEventStream.stored_at.is_(None), RunEventStream.stored_at < before),
         )
     )
     return [(run_id, exited_at, payload) for run_id, exited_at, payload in rows]

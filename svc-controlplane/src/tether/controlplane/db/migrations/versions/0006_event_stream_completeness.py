@@ -2,7 +2,8 @@
 seqs an agent reported lost.
 
 - ``run_event_streams``: per run, the distinct worker seqs stored, the run's last seq
-  (from its terminal event), and when every seq up to it was stored.
+  (from its terminal event), when every seq up to it was stored, and when one of its
+  events was last stored.
 - ``run_lost_events``: seqs an agent gave up on (dead-lettered), with the reason.
 
 Existing runs get their row from the events already stored: a terminal worker event's
@@ -32,6 +33,7 @@ def upgrade() -> None:
         sa.Column("stored", sa.BigInteger(), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=True),
         sa.Column("complete_at", sa.Double(), nullable=True),
+        sa.Column("stored_at", sa.Double(), nullable=True),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_run_event_streams_run_id_runs")
         ),
