@@ -15,17 +15,9 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.api.context import ApiContext
-from tether.controlplane.api.runs import (
-    JobNotFoundError,
-    LaunchRunResult,
-    LaunchRunSuccess,
-    LocationNotLoadedError,
-    RunConfigValidationInvalid,
-    RunType,
-)
+from tether.controlplane.api.runs import JobNotFoundError, LaunchRunResult, launch_from_api
 from tether.controlplane.db.models import AssetMaterializationRow
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.runs import launch
 from tether.controlplane.security.auth import Permission
 from tether.controlplane.store import assets, locations
 from tether.shared.wire.runs import ASSET_SELECTION_TAG
@@ -317,29 +309,15 @@ class AssetMutation:
                 if parts.kind == PartitionsKind.STATIC and partition_key not in parts.static_keys:
                     raise BadInputError(f"{partition_key!r} is not a partition of these assets")
             run_tags[PARTITION_TAG] = partition_key
-        outcome = await launch.launch_run(
-            info.context.cp.db,
-            info.context.cp.queue,
-            deployment_id=principal.deployment_id,
+        return await launch_from_api(
+            info,
+            principal.deployment_id,
             location_name=location_name,
             job_name=sorted(jobs)[0],
             repository_name=repos.pop(),
             run_config=run_config,
-            tags=run_tags,
-            headers=dict(info.context.request.headers),
-            max_config_bytes=info.context.cp.settings.run_config_max_bytes,
-            max_tags_bytes=info.context.cp.settings.run_tags_max_bytes,
+            tags=JSON(run_tags),
         )
-        match outcome:
-            case launch.Launched(run=run):
-                return LaunchRunSuccess(run=RunType.build(run))
-            case launch.InvalidRunConfig(errors=errors, message=message):
-                return RunConfigValidationInvalid(errors=errors, message=message)
-            case launch.JobNotFound(message=message):
-                return JobNotFoundError(message=message)
-            case launch.LocationNotLoaded(message=message):
-                return LocationNotLoadedError(message=message)
-        raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
 
     @strawberry.mutation(
         description="Forget the materialization records of these assets (admins); the "

@@ -336,6 +336,44 @@ ReexecuteRunResult = Annotated[
     strawberry.union("ReexecuteRunResult"),
 ]
 
+
+async def launch_from_api(
+    info: Info[ApiContext, None],
+    deployment_id: str,
+    *,
+    location_name: str,
+    job_name: str,
+    repository_name: str | None,
+    run_config: JSON | None,
+    tags: JSON | None,
+) -> LaunchRunResult:
+    """Validate and queue a run for a GraphQL mutation (``launchRun``, ``materializeAssets``)
+    within the deployment's request limits; the outcome as the result union's member."""
+    outcome = await launch.launch_run(
+        info.context.cp.db,
+        info.context.cp.queue,
+        deployment_id=deployment_id,
+        location_name=location_name,
+        job_name=job_name,
+        repository_name=repository_name,
+        run_config=run_config,
+        tags=tags,
+        headers=dict(info.context.request.headers),
+        max_config_bytes=info.context.cp.settings.run_config_max_bytes,
+        max_tags_bytes=info.context.cp.settings.run_tags_max_bytes,
+    )
+    match outcome:
+        case launch.Launched(run=run):
+            return LaunchRunSuccess(run=RunType.build(run))
+        case launch.InvalidRunConfig(errors=errors, message=message):
+            return RunConfigValidationInvalid(errors=errors, message=message)
+        case launch.JobNotFound(message=message):
+            return JobNotFoundError(message=message)
+        case launch.LocationNotLoaded(message=message):
+            return LocationNotLoadedError(message=message)
+    raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
+
+
 #: Most runs one ``runs`` query returns.
 MAX_RUNS_PAGE = 1000
 
@@ -405,29 +443,15 @@ class RunMutation:
         tags: JSON | None = None,
     ) -> LaunchRunResult:
         principal = await info.context.launcher()
-        outcome = await launch.launch_run(
-            info.context.cp.db,
-            info.context.cp.queue,
-            deployment_id=principal.deployment_id,
+        return await launch_from_api(
+            info,
+            principal.deployment_id,
             location_name=location_name,
             job_name=job_name,
             repository_name=repository_name,
             run_config=run_config,
             tags=tags,
-            headers=dict(info.context.request.headers),
-            max_config_bytes=info.context.cp.settings.run_config_max_bytes,
-            max_tags_bytes=info.context.cp.settings.run_tags_max_bytes,
         )
-        match outcome:
-            case launch.Launched(run=run):
-                return LaunchRunSuccess(run=RunType.build(run))
-            case launch.InvalidRunConfig(errors=errors, message=message):
-                return RunConfigValidationInvalid(errors=errors, message=message)
-            case launch.JobNotFound(message=message):
-                return JobNotFoundError(message=message)
-            case launch.LocationNotLoaded(message=message):
-                return LocationNotLoadedError(message=message)
-        raise AssertionError(f"unexpected launch outcome {outcome!r}")  # pragma: no cover
 
     @strawberry.mutation(
         description="Launch a new run of a finished run's job, config and tags, recording "
