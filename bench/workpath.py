@@ -330,6 +330,8 @@ def table(results: list[Round]) -> str:
         )
     for side in SIDES:
         mine = [r.summary() for r in results if r.side == side]
+        if not mine:  # a side this run did not measure
+            continue
         cells = [
             percentile([m[key] for m in mine], 50)
             for key in ("pickup_p50_ms", "pickup_p95_ms", "burst_items_per_s")
