@@ -295,6 +295,41 @@ async def test_a_batch_held_by_a_relay_killed_9_is_taken_over_promptly(
     await nc.close()
 
 
+async def test_a_relay_taking_over_stores_the_dead_relay_s_batch_before_newer_events(
+    nats_server,
+) -> None:
+    """After a relay is killed -9 holding seqs 1-20, the worker goes on (21-40, its end):
+    the relay that takes over must store 1-20 first, or the run would be seen ended with
+    a block of its events still missing."""
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    await _publish(nc, range(1, 21))
+    victim = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(VICTIM),
+        nats_server.url,
+        str(nats_server.creds or ""),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert victim.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            line = await victim.stdout.readline()
+    finally:
+        victim.kill()
+        await victim.wait()
+    assert [int(s) for s in line.split()] == list(range(1, 21))
+    await _publish(nc, range(21, 41))
+    task = asyncio.create_task(relay.run())
+    await _until(lambda: len(sink.seqs) == 40, timeout=OLD_ACK_WAIT_S)
+    relay.stop()
+    await task
+    order = [e.seq for b in sink.batches for e in b]
+    assert sorted(order) == list(range(1, 41))
+    assert max(order.index(s) for s in range(1, 21)) < min(order.index(s) for s in range(21, 41))
+    await nc.close()
+
+
 async def test_a_slow_upload_keeps_its_batch_past_the_ack_wait(nats_server) -> None:
     """While a batch is uploading for longer than the ack wait, in-progress acks keep it
     from being redelivered to another replica (which would upload it twice)."""

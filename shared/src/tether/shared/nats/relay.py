@@ -143,6 +143,9 @@ class BatchRelay(Generic[T]):
             f"binding consumer {spec.durable}",
         )
         try:
+            first = await self._first_batch(sub)
+            if first:
+                await self.handle(first)
             while not self._stopping.is_set():
                 try:
                     msgs = await fetch_ready(sub, policy.max_count, policy.max_wait_s * 10)
@@ -154,6 +157,55 @@ class BatchRelay(Generic[T]):
             # drain wait its whole timeout (30 s) at exit; unsubscribing ends it at once.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _first_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The first batch of a relay starting on a consumer with messages outstanding:
+        everything fetched until all of them are in hand, in stream order.
+
+        A relay killed -9 with a batch in hand leaves it unacked until its ack wait ends,
+        and JetStream meanwhile hands out what came after it. Storing that first would
+        store a run's terminal event, say, while a block of its events is still to come:
+        the run would be seen ended with events missing. So the newer messages are held
+        (kept in progress) until the old batch is redelivered, at most one ack wait, and
+        the lot is stored oldest first. Messages a stopping relay nak'ed come back at
+        once, so taking over from a graceful stop costs nothing.
+        """
+        spec, policy = self._spec, self._policy
+        try:
+            info = await self._js.consumer_info(str(spec.stream), spec.durable)
+        except Exception as err:  # noqa: BLE001 - best effort: fetching will tell if NATS is gone
+            log.debug("%s: no consumer info (%r); fetching at once", spec.name, err)
+            return []
+        if not info.num_ack_pending:
+            return []
+        # The outstanding messages are the ``num_ack_pending`` delivered up to here.
+        last = info.delivered.stream_seq if info.delivered else 0
+        outstanding = info.num_ack_pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.ack_wait_s + 0.5
+        held: dict[int, Msg] = {}
+        while not self._stopping.is_set():
+            try:
+                msgs = await fetch_ready(sub, policy.max_count, 0.5)
+            except (NatsTimeoutError, TimeoutError):
+                msgs = []
+            # A message redelivered while held: its newest delivery is the one to ack.
+            held.update((m.metadata.sequence.stream, m) for m in msgs)
+            back = sum(1 for seq in held if seq <= last)
+            if back >= outstanding or loop.time() >= deadline:
+                break
+            for msg in held.values():
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+        back = sum(1 for seq in held if seq <= last)
+        if back < outstanding:
+            log.warning(
+                "%s: %d of %d outstanding message(s) did not come back within the ack wait",
+                spec.name,
+                outstanding - back,
+                outstanding,
+            )
+        return [held[seq] for seq in sorted(held)]
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         """Decode, upload and ack one fetched batch.
