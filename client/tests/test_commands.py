@@ -5,12 +5,19 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 import typer
+from tether.client.asset_cli import app as asset_app
 from tether.client.backfill_cli import app as backfill_app
 from tether.client.location_cli import app as location_app
 from tether.client.run_cli import app as run_app
 from tether.client.token_cli import app as token_app
 
-API_APPS = {"location": location_app, "run": run_app, "backfill": backfill_app, "token": token_app}
+API_APPS = {
+    "location": location_app,
+    "run": run_app,
+    "backfill": backfill_app,
+    "asset": asset_app,
+    "token": token_app,
+}
 
 
 def test_tether_client_registers_the_user_commands() -> None:

@@ -1,4 +1,4 @@
-"""Tether's user CLI: ``tether run|location|backfill|token``, a client of the control
+"""Tether's user CLI: ``tether run|location|backfill|asset|token``, a client of the control
 plane's GraphQL API (:mod:`tether.client.remote` sends, :mod:`tether.client.documents`
 holds every document sent).
 

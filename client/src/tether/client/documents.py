@@ -136,3 +136,40 @@ mutation($id: String!, $terminate: Boolean!) {{
 }}"""
 
 RETRY_BACKFILL = f"mutation($id: String!) {{ retryBackfill(id: $id) {{ {_BACKFILL_FIELDS} }} }}"
+
+# --- tether asset ----------------------------------------------------------------------
+
+_ASSET_FIELDS = (
+    "assetKey { path } groupName locationName jobNames isExternal codeVersion stale "
+    "staleReasons dependencyKeys { path } dependedByKeys { path } partitionKeys "
+    "latestMaterialization { runId timestamp partition codeVersion }"
+)
+
+ASSET_NODES = f"""
+query($loc: String, $group: String) {{
+  assetNodes(locationName: $loc, groupName: $group) {{ {_ASSET_FIELDS} }}
+}}"""
+
+ASSET_NODE = f"""
+query($key: [String!]!, $limit: Int!, $partition: String) {{
+  assetNode(assetKey: $key) {{
+    {_ASSET_FIELDS} description owners kinds
+    materializations(limit: $limit, partitionKey: $partition) {{
+      runId stepKey timestamp partition codeVersion metadata
+    }}
+  }}
+}}"""
+
+MATERIALIZE_ASSETS = f"""
+mutation($loc: String!, $keys: [[String!]!]!, $partition: String, $cfg: JSON, $tags: JSON) {{
+  materializeAssets(locationName: $loc, assetKeys: $keys, partitionKey: $partition,
+                    runConfig: $cfg, tags: $tags) {{
+    __typename
+    ... on LaunchRunSuccess {{ run {{ {_RUN_FIELDS} }} }}
+    ... on RunConfigValidationInvalid {{ message errors }}
+    ... on JobNotFoundError {{ message }}
+    ... on LocationNotLoadedError {{ message }}
+  }}
+}}"""
+
+WIPE_ASSETS = "mutation($keys: [[String!]!]!) { wipeAssets(assetKeys: $keys) }"

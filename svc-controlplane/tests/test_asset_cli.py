@@ -1,0 +1,97 @@
+"""``tether asset list|show|materialize|wipe`` against a real control plane HTTP server,
+with a location whose snapshot the real SDK built and materializations from run events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from tether.client.asset_cli import app
+from tether.controlplane.runs import lifecycle
+from tether.controlplane.security import auth
+from tether.controlplane.service import ControlPlaneService
+from tether.controlplane.settings import ControlPlaneSettings
+from tether.controlplane.store import locations
+from tether.sdk import Definitions, asset
+from tether.shared.wire.runs import EventType, RunEvent
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def backend() -> str:
+    # The CLI only talks GraphQL; the storage suites cover both databases.
+    return "sqlite"
+
+
+def _defs() -> Definitions:
+    @asset(group_name="raw", code_version="1")
+    def orders() -> list[int]:
+        return [1]
+
+    @asset
+    def report(orders: list[int]) -> int:
+        return len(orders)
+
+    return Definitions(assets=[orders, report])
+
+
+async def test_asset_commands(settings: ControlPlaneSettings) -> None:
+    settings = settings.model_copy(update={"port": 0, "daemons": False})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        db = service.control_plane.db
+        async with db.transaction() as session:
+            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
+            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+            # The settings' workspace seeds location "loc"; its code server answers here.
+            await locations.mark_loaded(session, "default", "loc", _defs().location_snapshot("loc"))
+
+        async def tether(*args: str, token: str = admin) -> Any:
+            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+        listed = await tether("list", token=viewer)
+        assert listed.exit_code == 0, listed.output
+        assert "orders" in listed.stdout and "never materialized" in listed.stdout
+        launched = await tether("materialize", "report", "--location", "loc", "--json")
+        assert launched.exit_code == 0, launched.output
+        run = json.loads(launched.stdout)
+        assert run["tags"]["tether/asset_selection"] == "report"
+        refused = await tether("materialize", "report", "--location", "loc", token=viewer)
+        assert refused.exit_code == 1 and "FORBIDDEN" in refused.stderr
+        missing = await tether("materialize", "nope", "--location", "loc")
+        assert missing.exit_code == 1 and "does not compute asset 'nope'" in missing.stderr
+        # The run's worker reports the materialization.
+        event = RunEvent(
+            run_id=run["id"],
+            seq=1,
+            event_type=EventType.ASSET_MATERIALIZATION,
+            timestamp=time.time(),
+            data={"asset_key": ["orders"], "metadata": {"rows": 1}, "code_version": "1"},
+        )
+        async with db.transaction() as session:
+            await lifecycle.store_events(session, "default", [event])
+        shown = await tether("show", "orders", token=viewer)
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.startswith("orders (fresh)")
+        assert "downstream: report" in shown.stdout and f"run {run['id']}" in shown.stdout
+        assert '{"rows": 1}' in shown.stdout
+        as_json = json.loads((await tether("list", "--group", "raw", "--json")).stdout)
+        assert [n["assetKey"]["path"] for n in as_json] == [["orders"]]
+        unknown = await tether("show", "nope/nope", token=viewer)
+        assert unknown.exit_code == 1 and "no location defines asset" in unknown.stderr
+        wiped = await tether("wipe", "orders")
+        assert wiped.exit_code == 0 and wiped.stdout == "forgot 1 materialization record(s)\n"
+        assert "never materialized" in (await tether("show", "orders")).stdout
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)
