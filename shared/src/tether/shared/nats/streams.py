@@ -223,6 +223,9 @@ async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
 
 #: Seconds the second step of :func:`fetch_ready` may wait for messages it was told exist.
 _DRAIN_TIMEOUT_S = 1.0
+#: Seconds it waits for more redeliveries after a redelivered message (their number is not
+#: known: the request returns what came when it expires).
+_REDELIVERY_DRAIN_S = 0.25
 
 
 async def fetch_ready(
@@ -244,9 +247,15 @@ async def fetch_ready(
     """
     msgs = await sub.fetch(1, timeout=timeout)
     pending = (msgs[0].metadata.num_pending or 0) + sub.pending_msgs if msgs else 0
-    if batch > 1 and pending:
+    want, wait = min(batch - 1, pending), _DRAIN_TIMEOUT_S
+    if msgs and msgs[0].metadata.num_delivered > 1:
+        # A redelivery: ``num_pending`` counts only messages never delivered, so the rest
+        # of a dead consumer's batch, queued for redelivery behind this one, is not in it;
+        # asking for only ``num_pending`` more took them one per fetch, after newer ones.
+        want, wait = batch - 1, _REDELIVERY_DRAIN_S
+    if batch > 1 and want > 0:
         try:
-            msgs += await sub.fetch(min(batch - 1, pending), timeout=_DRAIN_TIMEOUT_S)
+            msgs += await sub.fetch(want, timeout=wait)
         except (TimeoutError, nats.errors.Error) as err:
             # Another replica took them first, or the request failed: the first message is
             # in hand either way and must not be dropped (it would wait for redelivery).
