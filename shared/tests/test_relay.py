@@ -259,14 +259,9 @@ VICTIM = Path(__file__).with_name("relay_victim.py")
 OLD_ACK_WAIT_S = 60.0
 
 
-async def test_a_batch_held_by_a_relay_killed_9_is_taken_over_promptly(
-    nats_server,
-) -> None:
-    """A relay killed -9 mid-upload cannot hand its batch back; JetStream redelivers it
-    after the consumer's ack wait, which must be seconds, not a minute."""
-    sink = RecordingSink()
-    nc, relay = await _setup(nats_server.url, sink)
-    await _publish(nc, range(1, 21))
+async def _kill_9_a_relay_mid_upload(nats_server) -> list[int]:
+    """Start a relay process, let it fetch a batch and hang in its upload, kill it -9;
+    return the seqs it was holding."""
     victim = await asyncio.create_subprocess_exec(
         sys.executable,
         str(VICTIM),
@@ -281,7 +276,18 @@ async def test_a_batch_held_by_a_relay_killed_9_is_taken_over_promptly(
     finally:
         victim.kill()
         await victim.wait()
-    assert [int(s) for s in line.split()] == list(range(1, 21))
+    return [int(s) for s in line.split()]
+
+
+async def test_a_batch_held_by_a_relay_killed_9_is_taken_over_promptly(
+    nats_server,
+) -> None:
+    """A relay killed -9 mid-upload cannot hand its batch back; JetStream redelivers it
+    after the consumer's ack wait, which must be seconds, not a minute."""
+    sink = RecordingSink()
+    nc, relay = await _setup(nats_server.url, sink)
+    await _publish(nc, range(1, 21))
+    assert await _kill_9_a_relay_mid_upload(nats_server) == list(range(1, 21))
     killed_at = time.monotonic()
     task = asyncio.create_task(relay.run())
     await _until(lambda: len(sink.seqs) == 20, timeout=OLD_ACK_WAIT_S)
@@ -304,21 +310,7 @@ async def test_a_relay_taking_over_stores_the_dead_relay_s_batch_before_newer_ev
     sink = RecordingSink()
     nc, relay = await _setup(nats_server.url, sink)
     await _publish(nc, range(1, 21))
-    victim = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(VICTIM),
-        nats_server.url,
-        str(nats_server.creds or ""),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert victim.stdout is not None
-    try:
-        async with asyncio.timeout(60):
-            line = await victim.stdout.readline()
-    finally:
-        victim.kill()
-        await victim.wait()
-    assert [int(s) for s in line.split()] == list(range(1, 21))
+    assert await _kill_9_a_relay_mid_upload(nats_server) == list(range(1, 21))
     await _publish(nc, range(21, 41))
     task = asyncio.create_task(relay.run())
     await _until(lambda: len(sink.seqs) == 40, timeout=OLD_ACK_WAIT_S)

@@ -47,6 +47,18 @@ async def _events(api: Api, run_id: str, *types: EventType) -> None:
     await api.agent(EVENTS, items=items)
 
 
+async def _report_clean_exit(api: Api, item: WorkItem, run_id: str) -> None:
+    """The launcher reports the run's worker exited with code 0."""
+    exited = WorkResult(
+        id=f"{item.id}.exit",
+        work_item_id=item.id,
+        kind=ReportKind.RUN_WORKER_EXITED,
+        ok=True,
+        payload={"run_id": run_id, "exit_code": 0},
+    )
+    await api.submit(exited)
+
+
 def _engine_error(run: dict[str, Any]) -> dict[str, Any]:
     (error,) = [e for e in run["events"] if e["eventType"] == "ENGINE_ERROR"]
     return error
@@ -86,14 +98,7 @@ async def test_a_clean_worker_exit_without_a_terminal_event_fails_after_the_grac
 ) -> None:
     run_id, item = await _starting_run(api)
     await _events(api, run_id, EventType.RUN_START)
-    exited = WorkResult(
-        id=f"{item.id}.exit",
-        work_item_id=item.id,
-        kind=ReportKind.RUN_WORKER_EXITED,
-        ok=True,
-        payload={"run_id": run_id, "exit_code": 0},
-    )
-    await api.submit(exited)
+    await _report_clean_exit(api, item, run_id)
     assert await monitor.check() == []  # its terminal event may still be on its way
     clock.advance(EXIT_GRACE + 1)
     (failed,) = await monitor.check()
@@ -111,14 +116,7 @@ async def test_a_run_that_finished_is_never_failed(
 ) -> None:
     run_id, item = await _starting_run(api)
     await _events(api, run_id, EventType.RUN_START, EventType.RUN_SUCCESS)
-    exited = WorkResult(
-        id=f"{item.id}.exit",
-        work_item_id=item.id,
-        kind=ReportKind.RUN_WORKER_EXITED,
-        ok=True,
-        payload={"run_id": run_id, "exit_code": 0},
-    )
-    await api.submit(exited)
+    await _report_clean_exit(api, item, run_id)
     clock.advance(START_TIMEOUT + EXIT_GRACE)
     assert await monitor.check() == []
     assert (await api.run(run_id))["status"] == "SUCCESS"
@@ -169,14 +167,7 @@ async def test_a_run_whose_events_are_still_arriving_is_not_given_up(
 
     run_id, item = await _starting_run(api)
     await _events(api, run_id, EventType.RUN_START)
-    exited = WorkResult(
-        id=f"{item.id}.exit",
-        work_item_id=item.id,
-        kind=ReportKind.RUN_WORKER_EXITED,
-        ok=True,
-        payload={"run_id": run_id, "exit_code": 0},
-    )
-    await api.submit(exited)
+    await _report_clean_exit(api, item, run_id)
     # Past the grace after the exit, but a backlog of its events is still being stored
     # (after an outage the relays drain them in order; the terminal event comes last).
     for _ in range(3):
