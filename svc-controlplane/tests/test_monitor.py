@@ -180,3 +180,65 @@ async def test_a_run_whose_events_are_still_arriving_is_not_given_up(
     clock.advance(EXIT_GRACE + 1)
     (failed,) = await monitor.check()
     assert failed.run_id == run_id
+
+
+async def test_a_clean_exit_waits_while_its_deployment_s_backlog_is_being_stored(
+    api: Api, clock: Clock
+) -> None:
+    """Behind an agent's backlog (a control plane outage under load), a run's every event
+    may still be queued after its worker exited cleanly: while other runs' events of the
+    deployment are being stored it is not failed, up to worker_exit_backlog_max_s."""
+    from tether.controlplane.store import eventstreams
+
+    monitor = RunMonitor(
+        api.cp.db,
+        start_timeout_s=START_TIMEOUT,
+        worker_exit_grace_s=EXIT_GRACE,
+        worker_exit_backlog_max_s=4 * EXIT_GRACE,
+        interval_s=3600,
+        clock=clock,
+    )
+    queued, item = await _starting_run(api)
+    other = (await api.launch())["run"]["id"]
+    await _report_clean_exit(api, item, queued)
+
+    async def deliver_other() -> None:
+        async with api.cp.db.transaction() as session:
+            await eventstreams.record_stored(session, {other: 1}, {}, now=clock())
+
+    for _ in range(3):  # past the grace, none of its own events stored, the relay busy
+        clock.advance(EXIT_GRACE - 5)
+        await deliver_other()
+        assert await monitor.check() == []
+    assert (await api.run(queued))["status"] == "STARTING"
+    # The deployment goes quiet: the grace runs out.
+    clock.advance(EXIT_GRACE + 1)
+    (failed,) = await monitor.check()
+    assert failed.run_id == queued
+
+
+async def test_a_clean_exit_is_failed_after_the_backlog_bound_however_busy_the_relay(
+    api: Api, clock: Clock
+) -> None:
+    from tether.controlplane.store import eventstreams
+
+    monitor = RunMonitor(
+        api.cp.db,
+        start_timeout_s=10 * START_TIMEOUT,
+        worker_exit_grace_s=EXIT_GRACE,
+        worker_exit_backlog_max_s=3 * EXIT_GRACE,
+        interval_s=3600,
+        clock=clock,
+    )
+    lost, item = await _starting_run(api)
+    other = (await api.launch())["run"]["id"]
+    await _report_clean_exit(api, item, lost)
+    failed = []
+    for _ in range(6):
+        clock.advance(EXIT_GRACE - 5)
+        async with api.cp.db.transaction() as session:
+            await eventstreams.record_stored(session, {other: 1}, {}, now=clock())
+        failed += await monitor.check()
+    assert [f.run_id for f in failed] == [lost]
+    assert (await api.run(other))["status"] != "FAILURE"
+

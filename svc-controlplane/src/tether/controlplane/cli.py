@@ -122,6 +122,7 @@ async def _run_monitor(settings: Any) -> None:
         db,
         start_timeout_s=settings.run_start_timeout_s,
         worker_exit_grace_s=settings.worker_exit_grace_s,
+        worker_exit_backlog_max_s=settings.worker_exit_backlog_max_s,
         interval_s=settings.run_monitor_interval_s,
         queue=WorkQueue(db),
         health_interval_s=settings.run_health_interval_s,

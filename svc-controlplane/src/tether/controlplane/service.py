@@ -107,6 +107,7 @@ class ControlPlaneService:
                 cp.db,
                 start_timeout_s=self.settings.run_start_timeout_s,
                 worker_exit_grace_s=self.settings.worker_exit_grace_s,
+                worker_exit_backlog_max_s=self.settings.worker_exit_backlog_max_s,
                 interval_s=self.settings.run_monitor_interval_s,
                 queue=cp.queue,
                 health_interval_s=self.settings.run_health_interval_s,

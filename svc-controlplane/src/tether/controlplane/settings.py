@@ -116,6 +116,15 @@ class ControlPlaneSettings(BaseSettings):
             "is failed (the terminal event may lag the exit report by up to this much)."
         ),
     )
+    worker_exit_backlog_max_s: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "After a clean worker exit, a run's terminal event may wait behind its agent's "
+            "backlog: while the deployment's events are still being stored the run is not "
+            "failed, up to this long after the exit."
+        ),
+    )
     run_health_interval_s: float = Field(
         default=120.0,
         gt=0,

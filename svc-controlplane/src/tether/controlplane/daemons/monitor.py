@@ -14,7 +14,9 @@ Three cases, checked every ``run_monitor_interval_s``:
   is still unfinished ``worker_exit_grace_s`` later, and none of whose events was stored in
   that time either. A non-zero exit already fails the run when the report arrives; a clean
   exit (code 0) waits, because the worker's terminal event may still be travelling: behind
-  a backlog of its events after an outage, the grace counts from the last one stored.
+  a backlog of its events after an outage, the grace counts from the last one stored; and
+  while other runs' events of its deployment are still being stored (its own may all be
+  queued behind them), up to ``worker_exit_backlog_max_s`` after the exit.
 
 Each is marked FAILURE with an ENGINE_ERROR event saying why, then RUN_FAILURE
 (:func:`tether.controlplane.runs.lifecycle.fail`). The check is one conditional update per
@@ -72,6 +74,8 @@ class RunMonitor(PeriodicDaemon):
         db: the metadata DB.
         start_timeout_s: longest a run may stay in STARTING.
         worker_exit_grace_s: how long after a reported worker exit a run may stay unfinished.
+        worker_exit_backlog_max_s: how long after a clean exit a run may stay unfinished
+            while its deployment's events are still being stored.
         interval_s: how often :meth:`run` checks.
         queue: where health checks are queued (None: no health checks).
         health_interval_s: how often each launched, unfinished run's worker is checked.
@@ -87,6 +91,7 @@ class RunMonitor(PeriodicDaemon):
         start_timeout_s: float,
         worker_exit_grace_s: float,
         interval_s: float,
+        worker_exit_backlog_max_s: float = 900.0,
         queue: WorkQueue | None = None,
         health_interval_s: float = 120.0,
         max_runtime_s: float | None = None,
@@ -98,6 +103,7 @@ class RunMonitor(PeriodicDaemon):
         self.health_interval_s = health_interval_s
         self.start_timeout_s = start_timeout_s
         self.worker_exit_grace_s = worker_exit_grace_s
+        self.worker_exit_backlog_max_s = max(worker_exit_backlog_max_s, worker_exit_grace_s)
         self.max_runtime_s = max_runtime_s
 
     async def check(self) -> list[FailedRun]:
@@ -197,13 +203,26 @@ class RunMonitor(PeriodicDaemon):
     async def _worker_gone(
         self, session: AsyncSession, now: float, already: set[str]
     ) -> list[FailedRun]:
-        rows = await runs.reported_exits(session, _UNFINISHED, now - self.worker_exit_grace_s)
+        since = now - self.worker_exit_grace_s
+        rows = await runs.reported_exits(session, _UNFINISHED, since)
+        delivering = await runs.deployments_storing_events_since(
+            session, (dep for _, dep, _, _ in rows), since
+        )
         failed: list[FailedRun] = []
-        for run_id, exited_at, payload in rows:
+        for run_id, deployment_id, exited_at, payload in rows:
             if run_id in already:
                 continue
             # Validated when stored (or the control plane's own record of a vanished worker).
             code = RunWorkerExited.model_validate(payload).exit_code
+            if (
+                deployment_id in delivering
+                and code in (0, None)
+                and now - exited_at < self.worker_exit_backlog_max_s
+            ):
+                # A worker that exited cleanly (or vanished unseen) sent its terminal event
+                # before exiting; while its deployment's events are still being stored it
+                # may be queued behind them (an agent catching up after an outage).
+                continue
             gone = "exited" if code is None else f"exited (code {code})"
             reason = (
                 f"the run worker {gone} {now - exited_at:.0f}s ago and the run "

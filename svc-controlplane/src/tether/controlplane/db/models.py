@@ -238,7 +238,8 @@ class RunEventStream(Base):
     ``1..last_seq`` is stored, i.e. ``stored == last_seq`` (the worker publishes nothing
     after its terminal event), and ``complete_at`` says when the control plane saw that.
     ``stored_at``: when an upload last stored one of its events (the run monitor does not
-    give up on a run whose events are still arriving).
+    give up on a run whose events are still arriving, nor, after a clean worker exit, while
+    its deployment's events are still being stored: it may be behind that backlog).
     """
 
     __tablename__ = "run_event_streams"
@@ -247,7 +248,7 @@ class RunEventStream(Base):
     stored: Mapped[int] = mapped_column(BigInteger, default=0)
     last_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     complete_at: Mapped[float | None] = mapped_column(Double, nullable=True)
-    stored_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    stored_at: Mapped[float | None] = mapped_column(Double, nullable=True, index=True)
 
 
 class LostRunEvent(Base):

@@ -319,15 +319,16 @@ async def unchanged_since(
 
 async def reported_exits(
     session: AsyncSession, statuses: Iterable[RunStatus], before: float
-) -> Sequence[tuple[str, float, dict[str, Any] | None]]:
-    """(run id, reported at, payload) of the worker exits reported before ``before`` about
-    runs still in ``statuses`` whose events have not been arriving since ``before``
-    either (a run whose stream is still being stored is not gone), of every deployment."""
+) -> Sequence[tuple[str, str, float, dict[str, Any] | None]]:
+    """(run id, deployment, reported at, payload) of the worker exits reported before
+    ``before`` about runs still in ``statuses`` whose events have not been arriving since
+    ``before`` either (a run whose stream is still being stored is not gone), of every
+    deployment."""
     # The worker exit report is a result about the run's launch_run work item, whose
     # payload names the run (a JSON path query both SQLite and PostgreSQL support).
     run_id_of_item = WorkItemRow.payload["run_id"].as_string()
     rows = await session.execute(
-        select(Run.id, WorkResultRow.created_at, WorkResultRow.payload)
+        select(Run.id, Run.deployment_id, WorkResultRow.created_at, WorkResultRow.payload)
         .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
         .join(Run, Run.id == run_id_of_item)
         .outerjoin(RunEventStream, RunEventStream.run_id == Run.id)
@@ -338,7 +339,24 @@ async def reported_exits(
             or_(RunEventStream.stored_at.is_(None), RunEventStream.stored_at < before),
         )
     )
-    return [(run_id, exited_at, payload) for run_id, exited_at, payload in rows]
+    return [(run_id, dep, exited_at, payload) for run_id, dep, exited_at, payload in rows]
+
+
+async def deployments_storing_events_since(
+    session: AsyncSession, deployment_ids: Iterable[str], since: float
+) -> set[str]:
+    """Those of ``deployment_ids`` some of whose runs' events were stored after ``since``:
+    their agents' event relays are delivering (maybe a backlog)."""
+    wanted = sorted(set(deployment_ids))
+    if not wanted:
+        return set()
+    rows = await session.execute(
+        select(Run.deployment_id)
+        .join(RunEventStream, RunEventStream.run_id == Run.id)
+        .where(Run.deployment_id.in_(wanted), RunEventStream.stored_at > since)
+        .distinct()
+    )
+    return {dep for (dep,) in rows}
 
 
 def _launched() -> Any:
