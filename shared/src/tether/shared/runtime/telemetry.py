@@ -8,7 +8,8 @@ flows through work items, NATS headers and the run worker's environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
@@ -86,6 +87,51 @@ def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
 def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context:
     """Return the trace context carried in NATS/HTTP ``headers``."""
     return _PROPAGATOR.extract(dict(headers or {}))
+
+
+@contextmanager
+def batch_span(
+    name: str, traceparents: Iterable[str | None], scope: str = "tether", **attributes: object
+) -> Iterator[trace.Span]:
+    """Start one span for work done at once for several traces (a relay's batch upload).
+
+    With one cause it is :func:`span_from`. With several it starts a trace of its own,
+    linked to each cause (OpenTelemetry's way for batch processing), and, when it ends,
+    records in each cause's trace a span of the same name and times linked back to it,
+    so every cause's trace still shows the hop.
+    """
+    causes = list(dict.fromkeys(tp for tp in traceparents if tp))
+    if len(causes) <= 1:
+        with span_from(name, causes[0] if causes else None, scope, **attributes) as span:
+            yield span
+        return
+    attrs = {k: str(v) for k, v in attributes.items()}
+    contexts = [
+        trace.get_current_span(context_from_traceparent(tp)).get_span_context() for tp in causes
+    ]
+    links = [trace.Link(c) for c in contexts if c.is_valid]
+    started = time.time_ns()
+    t = tracer(scope)
+    with t.start_as_current_span(
+        name,
+        context=otel_context.Context(),
+        links=links,
+        attributes={**attrs, "traces": str(len(causes))},
+    ) as span:
+        try:
+            yield span
+        finally:
+            ended = time.time_ns()
+            batch = span.get_span_context()
+            for tp in causes:
+                hop = t.start_span(
+                    name,
+                    context=context_from_traceparent(tp),
+                    links=[trace.Link(batch)] if batch.is_valid else None,
+                    attributes={**attrs, "batched": "true"},
+                    start_time=started,
+                )
+                hop.end(end_time=ended)
 
 
 @contextmanager
