@@ -3,11 +3,12 @@ kill -9 of each service, NATS and the control plane in the middle of a storm of 
 
 Every run succeeds, is launched once, and the control plane holds every event exactly once
 (per-run seq 1..n without gaps, each log line once) and every stdout byte exactly once
-(contiguous offsets, the exact text). The storm test also watches while it happens how
-long after its run was seen to have ended each run's last event was stored (a relay
-killed -9 with a batch in hand used to leave it there for the 60 s ack wait): at most
-LATENESS_BOUND_S with TETHER_STORM_STRICT=1, else LATENESS_REGRESSION_S; its figures go
-to test-artifacts/chaos/storm.json.
+(contiguous offsets, the exact text). The storm test also measures how long after
+its run ended each run's last event was stored (a relay killed -9 with a batch in hand used
+to leave it there for the 60 s ack wait): by the control plane's clock at most
+LATENESS_BOUND_S; by polling while it happens at most LATENESS_REGRESSION_S (and
+LATENESS_BOUND_S for what polling first saw after its first look, with
+TETHER_STORM_STRICT=1); its figures go to test-artifacts/chaos/storm.json.
 """
 
 from __future__ import annotations
@@ -157,12 +158,15 @@ KILL_ROUNDS = 2
 KILL_ORDER = ("eventrelay", "poller", "logship", "launcher", "nats", "controlplane")
 KILL_INTERVAL_S = 2.0
 RELAY_KILL_INTERVAL_S = 8.0
-#: The promise: no event of a run stored later than this after its run is seen ended.
-#: Asserted when TETHER_STORM_STRICT=1. In 1 storm of 5 on a 2-core machine some runs'
-#: events still came up to 13 s late (cause not found yet: issue #17 stays open), so the
-#: suite asserts LATENESS_REGRESSION_S: the 60 s ack wait this test was grown for made
-#: them 124 s late.
+#: The promise: no event of a run stored later than this after its run ended. Measured
+#: by the control plane's own clock (eventStream.completedAt − statusChangedAt: when it
+#: had every event, when it recorded the end), so a poll that could not reach a control
+#: plane being killed is not charged to the relays; and by polling, as an operator sees it.
 LATENESS_BOUND_S = 5.0
+#: What the polled figure is held to in the suite: polling charges a run every second the
+#: control plane was down or slow to answer after its end (up to ~6 s under this storm),
+#: on top of real lateness. TETHER_STORM_STRICT=1 holds events first seen after the first
+#: look at an ended run (certainly stored after its end) to LATENESS_BOUND_S as well.
 LATENESS_REGRESSION_S = 30.0
 TERMINAL = ("SUCCESS", "FAILURE", "CANCELED")
 
@@ -178,6 +182,10 @@ class RunWatch:
     seqs: Counter[int] = field(default_factory=Counter)
     logs: Counter[str] = field(default_factory=Counter)
     last_new_event: float | None = None
+    #: When an event first seen after the first look was seen (None: none was).
+    last_after_first_look: float | None = None
+    #: The control plane's own figure: eventStream.completedAt − statusChangedAt.
+    stored_lateness: float | None = None
     #: The first fetch of its events after its end was seen: what that fetch finds may
     #: have been stored before the end (its lateness is only an upper bound); what later
     #: fetches find really came after.
@@ -287,6 +295,8 @@ class Watcher:
             w.seqs[event["seq"]] += 1
             w.last_new_event = seen
             w.late_after_first_look += not first
+            if not first:
+                w.last_after_first_look = seen
             if event["eventType"] == "LOG":
                 w.logs[event["message"]] += 1
         for chunk in run["computeLogs"]:
@@ -360,7 +370,7 @@ def storm_problems(run: dict[str, Any]) -> list[str]:
 def test_kill_9_storm_loses_nothing_and_nothing_is_late(make_stack, tmp_path) -> None:
     """30 runs × 500 events × 200 KiB of stdout while every agent service, NATS and the
     control plane is killed -9, twice each: every event and byte is stored exactly once,
-    and none later than LATENESS_BOUND_S after its run is seen to have ended."""
+    and none later than LATENESS_BOUND_S after its run ended."""
     # The default worker-exit grace (60 s): 15,000 events queue up behind the control
     # plane's restarts, and the monitor waits for a run while its events are still being
     # stored (it failed runs whose every event was safe in JetStream when it did not).
@@ -395,6 +405,7 @@ def test_kill_9_storm_loses_nothing_and_nothing_is_late(make_stack, tmp_path) ->
     if storm.error is not None:
         raise storm.error
 
+    record_stored_lateness(stack, watcher)
     report = storm_report(watcher, storm, began, wall_s)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "storm.json").write_text(json.dumps(report, indent=2))
@@ -412,13 +423,43 @@ def test_kill_9_storm_loses_nothing_and_nothing_is_late(make_stack, tmp_path) ->
     assert not unfinished, f"runs not complete when polling stopped: {unfinished}"
     duplicated = [w.run_id for w in watcher.runs.values() if max(w.seqs.values()) > 1]
     assert not duplicated, f"runs with an event stored twice: {duplicated}"
-    bound = LATENESS_BOUND_S if os.environ.get("TETHER_STORM_STRICT") else LATENESS_REGRESSION_S
-    late = {
+    stored_late = {
+        w.run_id: w.stored_lateness
+        for w in watcher.runs.values()
+        if w.stored_lateness is None or w.stored_lateness > LATENESS_BOUND_S
+    }
+    assert not stored_late, (
+        f"events stored more than {LATENESS_BOUND_S} s after their run ended "
+        f"(control plane's clock; None: stream never complete): {stored_late}"
+    )
+    polled_late = {
         w.run_id: w.lateness(w.last_new_event)
         for w in watcher.runs.values()
-        if (w.lateness(w.last_new_event) or 0.0) > bound
+        if (w.lateness(w.last_new_event) or 0.0) > LATENESS_REGRESSION_S
     }
-    assert not late, f"events stored more than {bound} s after their run ended: {late}"
+    assert not polled_late, f"events seen more than {LATENESS_REGRESSION_S} s late: {polled_late}"
+    if os.environ.get("TETHER_STORM_STRICT"):
+        after = {
+            w.run_id: w.lateness(w.last_after_first_look)
+            for w in watcher.runs.values()
+            if (w.lateness(w.last_after_first_look) or 0.0) > LATENESS_BOUND_S
+        }
+        assert not after, f"events first seen more than {LATENESS_BOUND_S} s late: {after}"
+
+
+def record_stored_lateness(stack: DevStack, watcher: Watcher) -> None:
+    """Ask the control plane, per run, how long after it recorded the end it had every
+    event (its own clock on both sides)."""
+    for w in watcher.runs.values():
+        run = gql(
+            stack,
+            """query($id: String!) { run(id: $id) {
+                 statusChangedAt eventStream { complete completedAt } } }""",
+            id=w.run_id,
+        )["run"]
+        stream = run["eventStream"]
+        if stream["complete"] and stream["completedAt"] is not None:
+            w.stored_lateness = max(0.0, stream["completedAt"] - run["statusChangedAt"])
 
 
 def storm_report(watcher: Watcher, storm: KillStorm, began: float, wall_s: float) -> dict[str, Any]:
@@ -436,7 +477,13 @@ def storm_report(watcher: Watcher, storm: KillStorm, began: float, wall_s: float
             "polls": watcher.polls,
             "failed_polls": watcher.failed_polls,
             "slowest_poll_s": round(watcher.slowest_poll_s, 2),
+            "worst_stored_lateness_s": max(
+                (w.stored_lateness for w in runs if w.stored_lateness is not None), default=None
+            ),
             "worst_event_lateness_s": round(max(event_late), 2),
+            "worst_lateness_after_first_look_s": round(
+                max((w.lateness(w.last_after_first_look) or 0.0) for w in runs), 2
+            ),
             "runs_with_late_events": sum(1 for x in event_late if x > 0),
             "runs_with_events_after_first_look": sum(1 for w in runs if w.late_after_first_look),
             "events_after_first_look": sum(w.late_after_first_look for w in runs),
@@ -451,6 +498,7 @@ def storm_report(watcher: Watcher, storm: KillStorm, began: float, wall_s: float
                 "events": sum(w.seqs.values()),
                 "stdout_bytes": w.stdout_offset,
                 "ended_seen_at_s": None if w.ended_seen is None else round(w.ended_seen - began, 1),
+                "stored_lateness_s": w.stored_lateness,
                 "event_lateness_s": w.lateness(w.last_new_event),
                 "events_after_first_look": w.late_after_first_look,
                 "stdout_lateness_s": w.lateness(w.last_new_stdout),

@@ -96,6 +96,11 @@ class RunType:
     started_at: float | None
     ended_at: float | None
     traceparent: str | None
+    status_changed_at: float | None = strawberry.field(
+        default=None,
+        description="When the control plane recorded its current status, by its own clock "
+        "(an ended run: when it saw the end; endedAt is the agent's time of the end).",
+    )
     run_key: str | None = strawberry.field(
         default=None, description="Idempotency key of the schedule or sensor request that made it."
     )
@@ -238,6 +243,7 @@ class RunType:
             started_at=row.started_at,
             ended_at=row.ended_at,
             traceparent=row.traceparent,
+            status_changed_at=row.status_changed_at,
             run_key=row.run_key,
             partition_key=row.partition_key,
             backfill_id=row.backfill_id,
