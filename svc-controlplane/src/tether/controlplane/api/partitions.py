@@ -1,6 +1,18 @@
-"""GraphQL of partitions: the keys of a partitioned job, asked of its code server."""
+"""GraphQL of partitions: the keys of a partitioned job, asked of its code server; the keys
+of a partitioned asset, computed here from its definition.
+
+Every partitions kind a snapshot carries is computed without user code: STATIC keys are in
+the snapshot, TIME_WINDOW keys follow from its cron string, zone, format, start, end and
+end offset through :mod:`tether.shared.runtime.timewindows`, the very code the SDK's
+definitions call, so the control plane and the code server list the same keys. (A job's
+partition set is still asked of its code server: a job's partitioned config may be any
+user code.) A kind that only user code can list would be asked of the agent the same way
+as :func:`partition_keys_of`; the SDK has none today.
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import strawberry
 from strawberry.types import Info
@@ -8,11 +20,53 @@ from tether.controlplane.api.context import ApiContext
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.queue.agentcalls import ask_agent
 from tether.controlplane.store import locations
+from tether.shared.runtime import cron, timewindows
 from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.snapshots import PartitionsKind, PartitionsSnapshot
 from tether.shared.wire.work import PartitionKeysPayload, PartitionKeysResult, WorkKind
 
 #: Longest a request waits for an agent to list partition keys.
 MAX_AGENT_WAIT_S = 60.0
+#: Most keys one partitions definition may have (as the SDK's ``MAX_PARTITION_KEYS``).
+MAX_PARTITION_KEYS = 100_000
+
+
+def definition_keys(parts: PartitionsSnapshot, now: datetime | None = None) -> list[str]:
+    """Every key of a partitions definition at ``now`` (default: now), in partition order.
+
+    Raises:
+        BadInputError: a definition with more than :data:`MAX_PARTITION_KEYS` keys, or one
+            this control plane cannot read.
+    """
+    if parts.kind == PartitionsKind.STATIC:
+        return list(parts.static_keys)
+    if (
+        parts.cron_schedule is None
+        or parts.fmt is None
+        or parts.timezone is None
+        or parts.start_timestamp is None
+    ):
+        raise BadInputError("a time-window partitions definition without its schedule or start")
+    tz = cron.zone(parts.timezone)
+    end = parts.end_timestamp
+    try:
+        found = timewindows.windows(
+            cron_schedule=parts.cron_schedule,
+            timezone=parts.timezone,
+            start=datetime.fromtimestamp(parts.start_timestamp, tz),
+            now=now or datetime.now(UTC),
+            end=datetime.fromtimestamp(end, tz) if end is not None else None,
+            end_offset=parts.end_offset,
+            max_windows=MAX_PARTITION_KEYS,
+        )
+    except timewindows.TooManyWindowsError as err:
+        raise BadInputError(f"the partitions definition has {err}") from None
+    return [
+        timewindows.window_key(
+            start, cron_schedule=parts.cron_schedule, timezone=parts.timezone, fmt=parts.fmt
+        )
+        for start, _ in found
+    ]
 
 
 @strawberry.type(name="PartitionKeys", description="The partition keys of a partitioned job.")
