@@ -12,6 +12,7 @@ from typing import Any
 
 from controlplane_testkit import EVENTS, Api
 from sqlalchemy import update
+from tether.controlplane.api.partitions import definition_keys
 from tether.controlplane.daemons import BackfillDaemon
 from tether.controlplane.db.models import Run
 from tether.sdk import (
@@ -27,6 +28,7 @@ from tether.sdk import (
     define_asset_job,
 )
 from tether.sdk._partitions import PartitionsDefinition
+from tether.sdk._snapshot import partitions_snapshot
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.work import PartitionRunConfigResult, WorkItem, WorkResult
 
@@ -151,6 +153,24 @@ async def test_partition_keys_of_every_kind_are_the_sdks_even_across_dst(api: Ap
     open_keys = (await api.user(KEYS, key=["open_daily"]))["assetNode"]["partitionKeys"]
     after = datetime.now(UTC).strftime("%Y-%m-%d")
     assert open_keys[0] == "2026-01-01" and open_keys[-1] in (before, after)
+
+
+def test_keys_asked_again_later_extend_the_computed_ones_as_the_sdk_would() -> None:
+    # The control plane keeps computed windows and adds the ones that ended since.
+    moments = [
+        datetime(2025, 11, 1, 12, tzinfo=UTC),
+        datetime(2025, 11, 2, 7, 30, tzinfo=UTC),  # just past New York's repeated hour
+        datetime(2025, 11, 3, 7, 31, tzinfo=UTC),
+        datetime(2025, 11, 1, 13, tzinfo=UTC),  # earlier again: computed afresh
+    ]
+    for parts in (
+        HourlyPartitionsDefinition(start="2025-10-31", timezone="America/New_York", end_offset=-2),
+        DailyPartitionsDefinition(start="2025-10-01", end_offset=2),
+        WeeklyPartitionsDefinition(start="2025-09-01", end="2025-11-02T12:00"),
+    ):
+        described = partitions_snapshot(parts)
+        for now in moments:
+            assert definition_keys(described, now) == parts.get_partition_keys(now), (parts, now)
 
 
 async def test_partition_keys_come_in_bounded_pages(api: Api) -> None:

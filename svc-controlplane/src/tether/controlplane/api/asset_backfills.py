@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from strawberry.types import Info
 from tether.controlplane.api.assets import IMPLICIT_ASSET_JOB, asset_graph, check_asset_key
 from tether.controlplane.api.context import ApiContext
-from tether.controlplane.api.partitions import definition_keys
+from tether.controlplane.api.partitions import definition_keys_now
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.store import locations
 
@@ -93,7 +93,7 @@ async def asset_backfill_target(
                 job_name=job_name,
                 set_name=job.partition_set_name,
                 asset_keys=[list(n.snapshot.key) for n in nodes],
-                partition_keys=definition_keys(first),
+                partition_keys=await definition_keys_now(first),
             )
     raise BadInputError(
         "no one partitioned asset job computes all of "

@@ -10,7 +10,7 @@ A partition's status, from the materialization records and the runs that targete
 - MISSING: never materialized.
 
 Keys are computed here from the asset's definition (:func:`tether.controlplane.api.
-partitions.definition_keys`).
+partitions.definition_keys`), once per request and asset.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from enum import StrEnum
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.api.partitions import definition_keys
+from tether.controlplane.api.partitions import definition_keys_now
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.store import asset_partitions
 from tether.shared.wire.runs import RunStatus
@@ -83,22 +83,26 @@ def check_partition_page(limit: int, offset: int) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class AssetPartitions:
     """Where one asset is computed, enough to read the state of its partitions."""
 
     snapshot: AssetNodeSnapshot
     location_name: str
+    _keys: list[str] | None = None
 
     @property
     def key(self) -> str:
         """The asset's user string."""
         return "/".join(self.snapshot.key)
 
-    def keys(self) -> list[str]:
-        """Its partition keys now, in order (none when unpartitioned)."""
-        parts = self.snapshot.partitions
-        return definition_keys(parts) if parts is not None else []
+    async def keys(self) -> list[str]:
+        """Its partition keys now, in order (none when unpartitioned); computed once per
+        request."""
+        if self._keys is None:
+            parts = self.snapshot.partitions
+            self._keys = await definition_keys_now(parts) if parts is not None else []
+        return self._keys
 
     async def states(
         self, session: AsyncSession, deployment_id: str, keys: list[str]

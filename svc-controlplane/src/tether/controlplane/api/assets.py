@@ -23,7 +23,7 @@ from tether.controlplane.api.asset_partitions import (
 )
 from tether.controlplane.api.asset_partitions import counts as partition_counts
 from tether.controlplane.api.context import ApiContext
-from tether.controlplane.api.partitions import definition_keys
+from tether.controlplane.api.partitions import definition_keys_now
 from tether.controlplane.api.runs import JobNotFoundError, LaunchRunResult, launch_from_api
 from tether.controlplane.db.models import AssetMaterializationRow
 from tether.controlplane.errors import BadInputError
@@ -140,13 +140,13 @@ class AssetNodeType:
         description="Its partition keys now, in partition order (any partitions kind; empty "
         f"when unpartitioned): a page of at most limit (<= {MAX_PARTITIONS_PAGE}) from offset."
     )
-    def partition_keys(self, limit: int = MAX_PARTITIONS_PAGE, offset: int = 0) -> list[str]:
+    async def partition_keys(self, limit: int = MAX_PARTITIONS_PAGE, offset: int = 0) -> list[str]:
         check_partition_page(limit, offset)
-        return self.partitions.keys()[offset : offset + limit]
+        return (await self.partitions.keys())[offset : offset + limit]
 
     @strawberry.field(description="How many partition keys it has now (0 when unpartitioned).")
-    def partition_key_count(self) -> int:
-        return len(self.partitions.keys())
+    async def partition_key_count(self) -> int:
+        return len(await self.partitions.keys())
 
     @strawberry.field(
         description="Its partitions' states (MATERIALIZED, MISSING, FAILED, IN_PROGRESS): "
@@ -162,7 +162,7 @@ class AssetNodeType:
         principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
             states = await self.partitions.states(
-                session, principal.deployment_id, self.partitions.keys()
+                session, principal.deployment_id, await self.partitions.keys()
             )
         return AssetPartitionStatusesType(
             counts=partition_counts(states), partitions=states[offset : offset + limit]
@@ -172,7 +172,7 @@ class AssetNodeType:
     async def partition_status(
         self, info: Info[ApiContext, None], partition_key: str
     ) -> AssetPartitionType:
-        if partition_key not in self.partitions.keys():
+        if partition_key not in await self.partitions.keys():
             raise BadInputError(f"{partition_key!r} is not a partition of {self.partitions.key}")
         principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
@@ -360,7 +360,7 @@ class AssetMutation:
         if partition_key is not None:
             defined = [n.snapshot.partitions for n in nodes if n.snapshot.partitions]
             for parts in defined:
-                if partition_key not in definition_keys(parts):
+                if partition_key not in await definition_keys_now(parts):
                     raise BadInputError(f"{partition_key!r} is not a partition of these assets")
             run_tags[PARTITION_TAG] = partition_key
         return await launch_from_api(

@@ -221,6 +221,7 @@ class BackfillMutation:
         if (job_name is None) == (asset_selection is None):
             raise BadInputError("give a jobName or an assetSelection (one of them)")
         selection: list[list[str]] | None = None
+        repo_name: str | None
         if asset_selection is not None:
             target = await asset_backfill_target(
                 info, location_name, asset_selection, repository_name
