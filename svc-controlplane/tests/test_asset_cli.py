@@ -15,7 +15,7 @@ from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
-from tether.sdk import Definitions, asset
+from tether.sdk import DailyPartitionsDefinition, Definitions, asset
 from tether.shared.wire.runs import EventType, RunEvent
 from typer.testing import CliRunner
 
@@ -92,6 +92,54 @@ async def test_asset_commands(settings: ControlPlaneSettings) -> None:
         wiped = await tether("wipe", "orders")
         assert wiped.exit_code == 0 and wiped.stdout == "forgot 1 materialization record(s)\n"
         assert "never materialized" in (await tether("show", "orders")).stdout
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_materialize_with_a_range_launches_an_asset_backfill(
+    settings: ControlPlaneSettings,
+) -> None:
+    daily = DailyPartitionsDefinition(start="2026-01-01", end="2026-01-08")
+
+    @asset(partitions_def=daily)
+    def events() -> int:
+        return 1
+
+    @asset(partitions_def=daily)
+    def summary(events: int) -> int:
+        return events
+
+    settings = settings.model_copy(update={"port": 0, "daemons": False})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        snapshot = Definitions(assets=[events, summary]).location_snapshot("loc")
+        async with service.control_plane.db.transaction() as session:
+            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
+            await locations.mark_loaded(session, "default", "loc", snapshot)
+
+        async def tether(*args: str) -> Any:
+            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": admin}
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+        base = ("materialize", "events", "summary", "--location", "loc")
+        done = await tether(*base, "--from", "2026-01-02", "--to", "2026-01-04", "--tag", "a=b")
+        assert done.exit_code == 0, done.output
+        assert "__asset_job: 3 partition(s), 2026-01-02 .. 2026-01-04" in done.stdout
+        tail = json.loads((await tether(*base, "--from", "2026-01-06", "--json")).stdout)
+        assert tail["partitionKeys"] == ["2026-01-06", "2026-01-07"]
+        assert tail["assetSelection"] == [{"path": ["events"]}, {"path": ["summary"]}]
+        both = await tether(*base, "--from", "2026-01-02", "--partition", "2026-01-03")
+        assert both.exit_code == 2 and "not both" in both.output
+        unknown = await tether(*base, "--to", "2030-01-01")
+        assert unknown.exit_code == 1 and "unknown partition key '2030-01-01'" in unknown.stderr
+        # One partition, as before: a single run.
+        one = json.loads((await tether(*base, "--partition", "2026-01-03", "--json")).stdout)
+        assert one["tags"]["tether/partition"] == "2026-01-03"
     finally:
         service.shutdown()
         await asyncio.wait_for(task, 30)

@@ -126,13 +126,35 @@ def materialize(
     keys: Annotated[list[str], typer.Argument(help="Keys of the assets, a/b/c.")],
     location: Annotated[str, typer.Option(help="The location that computes them.")],
     partition: Annotated[str | None, typer.Option(help="The partition to materialize.")] = None,
+    from_key: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Backfill partitions from this key (inclusive; with --to, or to the last).",
+        ),
+    ] = None,
+    to_key: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Backfill partitions up to this key (inclusive; from --from, or the first).",
+        ),
+    ] = None,
     config: Annotated[str | None, typer.Option(help="Run config, as JSON.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="A run tag key=value (repeatable).")] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Launch a run that materializes these assets (one partition, if given)."""
+    """Launch a run that materializes these assets (one partition, if given), or with
+    --from/--to an asset backfill: one run per partition of the range."""
+    backfill = from_key is not None or to_key is not None
+    if backfill and partition is not None:
+        raise typer.BadParameter("give --partition or a --from/--to range, not both")
+    if backfill and config is not None:
+        raise typer.BadParameter(
+            "--config is for one run; a backfill's runs take their partition's config"
+        )
     try:
         run_config = json.loads(config) if config else None
     except json.JSONDecodeError as err:
@@ -143,6 +165,25 @@ def materialize(
         if not sep or not name:
             raise typer.BadParameter(f"--tag {item!r}: write it key=value")
         tags[name] = value
+    if backfill:
+        launched = call(
+            url,
+            token,
+            documents.LAUNCH_ASSET_BACKFILL,
+            loc=location,
+            keys=[_key(k) for k in keys],
+            **{"from": from_key, "to": to_key},
+            tags=tags or None,
+        )["launchBackfill"]
+        if as_json:
+            typer.echo(json.dumps(launched, indent=2))
+            return
+        parts = launched["partitionKeys"]
+        typer.echo(
+            f"launched asset backfill {launched['id']} of {launched['jobName']}: "
+            f"{len(parts)} partition(s), {parts[0]} .. {parts[-1]}"
+        )
+        return
     result = call(
         url,
         token,

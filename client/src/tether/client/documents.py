@@ -172,4 +172,10 @@ mutation($loc: String!, $keys: [[String!]!]!, $partition: String, $cfg: JSON, $t
   }}
 }}"""
 
+LAUNCH_ASSET_BACKFILL = f"""
+mutation($loc: String!, $keys: [[String!]!]!, $from: String, $to: String, $tags: JSON) {{
+  launchBackfill(locationName: $loc, assetSelection: $keys, fromKey: $from, toKey: $to,
+                 tags: $tags) {{ {_BACKFILL_FIELDS} assetSelection {{ path }} }}
+}}"""
+
 WIPE_ASSETS = "mutation($keys: [[String!]!]!) { wipeAssets(assetKeys: $keys) }"

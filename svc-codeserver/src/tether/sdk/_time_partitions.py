@@ -32,6 +32,7 @@ from tether.sdk._partitions import (
     PartitionKeyError,
     PartitionsDefinition,
 )
+from tether.shared.runtime import timewindows
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,9 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
 
     def _key(self, start: datetime) -> str:
         """The key of the window starting at ``start`` (see the module docstring)."""
-        if (
-            "%z" not in self.fmt
-            and _cron.fires_every_hour(self.cron_schedule)
-            and _cron.is_second_occurrence(start, self.timezone)
-        ):
-            return start.strftime(self.fmt + "%z")
-        return start.strftime(self.fmt)
+        return timewindows.window_key(
+            start, cron_schedule=self.cron_schedule, timezone=self.timezone, fmt=self.fmt
+        )
 
     def _parse_key(self, key: str) -> datetime:
         """The start of the window ``key`` names (keys may omit offsets: ``2026-01-15``)."""
@@ -145,42 +142,30 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         return start
 
     def _limit(self, current_time: datetime | None) -> datetime:
-        """Latest instant (UTC) an existing window may end at.
-
-        ``now`` itself with the default ``end_offset=0``; with ``end_offset=n > 0``, the
-        n-th tick after now (the window containing now and n - 1 more); never past ``end``.
-        Negative offsets are applied by :meth:`_windows` and :meth:`has_partition_key`.
-        """
-        now = current_time or _now()
-        if now.tzinfo is None:
-            raise ValueError("current_time must be timezone-aware")
-        limit = _cron.utc(now)
-        if self.end_offset > 0:
-            ticks = _cron.ticks_after(self.cron_schedule, self.timezone, limit)
-            for _ in range(self.end_offset):
-                limit = _cron.utc(next(ticks))
-        if self.end is not None:
-            limit = min(limit, _cron.utc(self.end))
-        return limit
+        """Latest instant (UTC) an existing window may end at (see
+        :func:`tether.shared.runtime.timewindows.window_limit`)."""
+        return timewindows.window_limit(
+            cron_schedule=self.cron_schedule,
+            timezone=self.timezone,
+            now=current_time or _now(),
+            end=self.end,
+            end_offset=self.end_offset,
+        )
 
     def _windows(self, current_time: datetime | None) -> list[TimeWindow]:
-        limit = self._limit(current_time)
-        windows: list[TimeWindow] = []
-        ticks = _cron.ticks_after(self.cron_schedule, self.timezone, _cron.utc(self.start) - _EPS)
-        window_start = next(ticks)
-        for window_end in ticks:
-            if _cron.utc(window_end) > limit:
-                break
-            windows.append(TimeWindow(window_start, window_end))
-            if len(windows) > MAX_PARTITION_KEYS:
-                raise DefinitionError(
-                    f"{self!r} has more than {MAX_PARTITION_KEYS} partitions; "
-                    "use a later start or a coarser schedule"
-                )
-            window_start = window_end
-        if self.end_offset < 0:
-            windows = windows[: max(len(windows) + self.end_offset, 0)]
-        return windows
+        try:
+            found = timewindows.windows(
+                cron_schedule=self.cron_schedule,
+                timezone=self.timezone,
+                start=self.start,
+                now=current_time or _now(),
+                end=self.end,
+                end_offset=self.end_offset,
+                max_windows=MAX_PARTITION_KEYS,
+            )
+        except timewindows.TooManyWindowsError as err:
+            raise DefinitionError(f"{self!r} has {err}") from None
+        return [TimeWindow(start, end) for start, end in found]
 
     def get_partition_keys(self, current_time: datetime | None = None) -> list[str]:
         """Keys of every window that has ended by ``current_time`` (default now), oldest first."""

@@ -14,14 +14,23 @@ from dataclasses import dataclass, field
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from tether.controlplane.api.asset_partitions import (
+    MAX_PARTITIONS_PAGE,
+    AssetPartitions,
+    AssetPartitionStatusesType,
+    AssetPartitionType,
+    check_partition_page,
+)
+from tether.controlplane.api.asset_partitions import counts as partition_counts
 from tether.controlplane.api.context import ApiContext
+from tether.controlplane.api.partitions import definition_keys_now
 from tether.controlplane.api.runs import JobNotFoundError, LaunchRunResult, launch_from_api
 from tether.controlplane.db.models import AssetMaterializationRow
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security.auth import Permission
 from tether.controlplane.store import assets, locations
 from tether.shared.wire.runs import ASSET_SELECTION_TAG
-from tether.shared.wire.snapshots import AssetNodeSnapshot, PartitionsKind
+from tether.shared.wire.snapshots import AssetNodeSnapshot
 
 #: The implicit asset jobs every repository with assets has (``__asset_job``, or
 #: ``__asset_job_<n>`` per partitions definition).
@@ -100,9 +109,6 @@ class AssetNodeType:
     owners: list[str]
     kinds: list[str]
     metadata: JSON
-    partition_keys: list[str] = strawberry.field(
-        description="A static partitions definition's keys (empty otherwise)."
-    )
     partitions_kind: str | None
     latest_materialization: MaterializationType | None
     stale: bool = strawberry.field(
@@ -127,6 +133,51 @@ class AssetNodeType:
                 limit=limit,
             )
         return [MaterializationType.build(r) for r in rows]
+
+    partitions: strawberry.Private[AssetPartitions]
+
+    @strawberry.field(
+        description="Its partition keys now, in partition order (any partitions kind; empty "
+        f"when unpartitioned): a page of at most limit (<= {MAX_PARTITIONS_PAGE}) from offset."
+    )
+    async def partition_keys(self, limit: int = MAX_PARTITIONS_PAGE, offset: int = 0) -> list[str]:
+        check_partition_page(limit, offset)
+        return (await self.partitions.keys())[offset : offset + limit]
+
+    @strawberry.field(description="How many partition keys it has now (0 when unpartitioned).")
+    async def partition_key_count(self) -> int:
+        return len(await self.partitions.keys())
+
+    @strawberry.field(
+        description="Its partitions' states (MATERIALIZED, MISSING, FAILED, IN_PROGRESS): "
+        f"counts over all, and a page of at most limit (<= {MAX_PARTITIONS_PAGE}) from "
+        "offset in partition order; null when unpartitioned."
+    )
+    async def partition_statuses(
+        self, info: Info[ApiContext, None], limit: int = 1000, offset: int = 0
+    ) -> AssetPartitionStatusesType | None:
+        check_partition_page(limit, offset)
+        if self.partitions.snapshot.partitions is None:
+            return None
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            states = await self.partitions.states(
+                session, principal.deployment_id, await self.partitions.keys()
+            )
+        return AssetPartitionStatusesType(
+            counts=partition_counts(states), partitions=states[offset : offset + limit]
+        )
+
+    @strawberry.field(description="The state of one partition (BAD_INPUT if not one of its keys).")
+    async def partition_status(
+        self, info: Info[ApiContext, None], partition_key: str
+    ) -> AssetPartitionType:
+        if partition_key not in await self.partitions.keys():
+            raise BadInputError(f"{partition_key!r} is not a partition of {self.partitions.key}")
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            states = await self.partitions.states(session, principal.deployment_id, [partition_key])
+        return states[0]
 
     @strawberry.field(description="Partitions materialized at least once.")
     async def materialized_partitions(self, info: Info[ApiContext, None]) -> list[str]:
@@ -208,13 +259,11 @@ async def _build(
                 owners=snap.owners,
                 kinds=snap.kinds,
                 metadata=JSON(snap.metadata),
-                partition_keys=(
-                    parts.static_keys if parts and parts.kind == PartitionsKind.STATIC else []
-                ),
                 partitions_kind=str(parts.kind) if parts else None,
                 latest_materialization=MaterializationType.build(own) if own else None,
                 stale=bool(reasons),
                 stale_reasons=reasons,
+                partitions=AssetPartitions(snap, node.location_name),
             )
         )
     return out
@@ -224,6 +273,11 @@ def _check_key(path: list[str]) -> str:
     if not path or not all(isinstance(p, str) and 0 < len(p) <= 200 for p in path):
         raise BadInputError(f"an asset key is a non-empty path of components, not {path!r}")
     return "/".join(path)
+
+
+#: The deployment's asset graph and a checked key, for the asset backfill's resolution.
+asset_graph = _graph
+check_asset_key = _check_key
 
 
 @strawberry.type
@@ -304,9 +358,9 @@ class AssetMutation:
             )
         run_tags = {**(tags or {}), ASSET_SELECTION_TAG: ",".join(wanted)}
         if partition_key is not None:
-            static = [n.snapshot.partitions for n in nodes if n.snapshot.partitions]
-            for parts in static:
-                if parts.kind == PartitionsKind.STATIC and partition_key not in parts.static_keys:
+            defined = [n.snapshot.partitions for n in nodes if n.snapshot.partitions]
+            for parts in defined:
+                if partition_key not in await definition_keys_now(parts):
                     raise BadInputError(f"{partition_key!r} is not a partition of these assets")
             run_tags[PARTITION_TAG] = partition_key
         return await launch_from_api(

@@ -1,4 +1,15 @@
-"""GraphQL of backfills: runs of a partitioned job over a set of its partitions."""
+"""GraphQL of backfills: runs of a partitioned job over a set of its partitions, or runs
+materializing a selection of partitioned assets (an asset backfill) over a set of theirs.
+
+An asset backfill names assets, not a job: they must be computed in one location (one
+repository) and share one partitions definition. It runs the asset job that computes
+them all (the implicit ``__asset_job`` of that definition first, else a
+``define_asset_job`` job containing them), one run per partition, each narrowed to the
+selection by the ``tether/asset_selection`` tag (as ``materializeAssets``). Its partition
+keys come from the assets' definition, computed here (the same keys the SDK lists); each
+run's config and tags are asked of the code server through the job's partition set, as
+for a job backfill, so the backfill daemon, cancel and retry treat both alike.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,8 @@ import time
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from tether.controlplane.api.asset_backfills import asset_backfill_target
+from tether.controlplane.api.assets import AssetKeyType
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
 from tether.controlplane.api.paging import check_page, check_status
@@ -39,6 +52,10 @@ class BackfillType:
     repository_name: str | None
     job_name: str
     partition_set_name: str | None
+    asset_selection: list[AssetKeyType] | None = strawberry.field(
+        description="An asset backfill's assets (each run materializes only these); null "
+        "for a backfill of a whole job."
+    )
     status: str = strawberry.field(
         description=(
             "REQUESTED (creating runs), COMPLETED (every partition has a run), FAILED (a "
@@ -110,6 +127,11 @@ class BackfillType:
             repository_name=row.repository_name,
             job_name=row.job_name,
             partition_set_name=row.partition_set_name,
+            asset_selection=(
+                [AssetKeyType(path=list(k)) for k in row.asset_selection]
+                if row.asset_selection is not None
+                else None
+            ),
             status=row.status,
             launched=len(backfills.distinct_keys(sequence[: row.launched])),
             runs_launched=row.launched,
@@ -167,16 +189,20 @@ class BackfillMutation:
 
     @strawberry.mutation(
         description=(
-            "Launch one run per partition of a partitioned job: the given partitionKeys, or "
-            "the keys from fromKey to toKey inclusive (in the job's partition order; either "
-            "end open). Runs are created by the backfill daemon, a bounded number in flight."
+            "Launch one run per partition of a partitioned job (jobName), or of partitioned "
+            "assets (assetSelection: asset key paths computed in this location, sharing "
+            "one partitions definition; each run materializes only them): the given "
+            "partitionKeys, or the keys from fromKey to toKey inclusive (in partition "
+            "order; either end open). Runs are created by the backfill daemon, a bounded "
+            "number in flight."
         )
     )
     async def launch_backfill(
         self,
         info: Info[ApiContext, None],
         location_name: str,
-        job_name: str,
+        job_name: str | None = None,
+        asset_selection: list[list[str]] | None = None,
         repository_name: str | None = None,
         partition_keys: list[str] | None = None,
         from_key: str | None = None,
@@ -192,25 +218,40 @@ class BackfillMutation:
             raise BadInputError("tags must be a JSON object of string values")
         if partition_keys is not None and (from_key is not None or to_key is not None):
             raise BadInputError("give partitionKeys or a fromKey/toKey range, not both")
-        repo_name, set_name, known = await partition_keys_of(
-            info,
-            principal.deployment_id,
-            location_name,
-            job_name,
-            repository_name,
-            timeout_seconds,
-        )
-        selected = _select(known.partition_keys, partition_keys, from_key, to_key)
+        if (job_name is None) == (asset_selection is None):
+            raise BadInputError("give a jobName or an assetSelection (one of them)")
+        selection: list[list[str]] | None = None
+        repo_name: str | None
+        if asset_selection is not None:
+            target = await asset_backfill_target(
+                info, location_name, asset_selection, repository_name
+            )
+            repo_name, job, set_name = target.repository_name, target.job_name, target.set_name
+            known = target.partition_keys
+            selection = target.asset_keys
+        else:
+            assert job_name is not None
+            repo_name, set_name, answer = await partition_keys_of(
+                info,
+                principal.deployment_id,
+                location_name,
+                job_name,
+                repository_name,
+                timeout_seconds,
+            )
+            job, known = job_name, answer.partition_keys
+        selected = _select(known, partition_keys, from_key, to_key)
         async with info.context.cp.db.transaction() as session:
             row = await backfills.create_backfill(
                 session,
                 deployment_id=principal.deployment_id,
                 location_name=location_name,
                 repository_name=repo_name,
-                job_name=job_name,
+                job_name=job,
                 partition_set_name=set_name,
                 partition_keys=selected,
                 tags=tags,
+                asset_selection=selection,
                 now=time.time(),
             )
             built = BackfillType.build(row)

@@ -9,7 +9,8 @@ REQUESTED backfill:
 - for the next keys that fit, a ``get_partition_config`` work item asks the code server
   for the partition's run config and tags; once answered, the run is created in key
   order through the same validated path as ``launchRun`` (tags ``tether/backfill`` and
-  ``tether/partition``, the run's ``partition_key`` and ``backfill_id`` set);
+  ``tether/partition``, the run's ``partition_key`` and ``backfill_id`` set; an asset
+  backfill's runs also carry ``tether/asset_selection``, naming its assets);
 - when every key has a run the backfill is COMPLETED; a partition whose config cannot be
   computed (user-code error) or whose config is invalid FAILS the backfill with that error
   (runs already created keep running).
@@ -38,6 +39,7 @@ from tether.controlplane.runs.launch import Launched, queue_run
 from tether.controlplane.store import backfills, locations
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import ASSET_SELECTION_TAG
 from tether.shared.wire.work import PartitionConfigPayload, PartitionRunConfigResult, WorkKind
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,7 @@ class BackfillDaemon(PeriodicDaemon):
                 tags={
                     **answer.tags,
                     **backfill.tags,
+                    **_selection_tag(backfill),
                     BACKFILL_TAG: backfill.id,
                     PARTITION_TAG: key,
                 },
@@ -189,6 +192,13 @@ class BackfillDaemon(PeriodicDaemon):
         backfill.status = str(BackfillStatus.FAILED)
         backfill.error = error.model_dump(mode="json")
         backfill.updated_at = now
+
+
+def _selection_tag(backfill: Backfill) -> dict[str, str]:
+    """An asset backfill's runs materialize only its assets (as ``materializeAssets``'s)."""
+    if backfill.asset_selection is None:
+        return {}
+    return {ASSET_SELECTION_TAG: ",".join("/".join(k) for k in backfill.asset_selection)}
 
 
 def _answer(result: WorkResultRow) -> PartitionRunConfigResult | ErrorInfo:

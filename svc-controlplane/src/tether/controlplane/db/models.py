@@ -439,7 +439,8 @@ class InstigatorTick(Base):
 
 
 class Backfill(Base):
-    """Runs of a job over a range of partitions, created as the run queue allows."""
+    """Runs of a job (or of an asset job narrowed to some assets) over a range of
+    partitions, created as the run queue allows."""
 
     __tablename__ = "backfills"
     __table_args__ = (Index("ix_backfills_deployment_created", "deployment_id", "created_at"),)
@@ -461,6 +462,9 @@ class Backfill(Base):
     updated_at: Mapped[float] = mapped_column(Double)
     #: When the backfill was last retried: partition configs asked before then are not reused.
     retried_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    #: An asset backfill's assets (key paths, sorted): each run of ``job_name`` (an asset job)
+    #: materializes only these. None for a backfill of a whole job.
+    asset_selection: Mapped[list[list[str]] | None] = mapped_column(JSON, nullable=True)
 
 
 class LocationSeed(Base):

@@ -40,9 +40,11 @@ async def create_backfill(
     partition_set_name: str,
     partition_keys: Sequence[str],
     tags: dict[str, str] | None = None,
+    asset_selection: Sequence[Sequence[str]] | None = None,
     now: float,
 ) -> Backfill:
-    """Add a REQUESTED backfill over ``partition_keys`` (in the order given)."""
+    """Add a REQUESTED backfill over ``partition_keys`` (in the order given); with
+    ``asset_selection`` (asset key paths) each run of ``job_name`` materializes only those."""
     backfill = Backfill(
         id=new_id(),
         deployment_id=deployment_id,
@@ -53,6 +55,9 @@ async def create_backfill(
         partition_keys=list(partition_keys),
         run_config={},
         tags=dict(tags or {}),
+        asset_selection=(
+            sorted(list(k) for k in asset_selection) if asset_selection is not None else None
+        ),
         status=str(BackfillStatus.REQUESTED),
         launched=0,
         created_at=now,
