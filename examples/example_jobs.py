@@ -25,8 +25,8 @@ import random
 import sys
 import time
 from datetime import datetime
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from tether.sdk import (
