@@ -5,6 +5,7 @@ by the real SDK, materializations from the agent's events, as in production."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -14,9 +15,18 @@ import httpx
 import pytest
 from controlplane_testkit import EVENTS, Api
 from tether.controlplane.security import auth
-from tether.sdk import AssetIn, AssetSpec, Definitions, StaticPartitionsDefinition, asset
+from tether.controlplane.ui import assets as ui_assets
+from tether.sdk import (
+    AssetIn,
+    AssetSpec,
+    DailyPartitionsDefinition,
+    Definitions,
+    StaticPartitionsDefinition,
+    asset,
+)
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.snapshots import AssetNodeSnapshot, LocationSnapshot
+from tether.shared.wire.work import PartitionKeysResult, WorkResult
 
 HOSTILE = '<script>alert("x")</script>'
 MATERIALIZE_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
@@ -356,3 +366,71 @@ async def test_a_selection_across_locations_launches_one_run_per_location(api: A
     assert launched is not None and "Launched 2 runs" in launched.group(1)
     assert 'in <a href="/locations/loc">loc</a>: raw/orders' in launched.group(1)
     assert 'in <a href="/locations/other">other</a>: mart/summary' in launched.group(1)
+
+
+async def test_a_time_window_asset_asks_an_agent_for_its_partitions(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @asset(key="reports/daily", partitions_def=DailyPartitionsDefinition(start="2026-11-01"))
+    def daily() -> int:
+        return 1
+
+    await api.load(Definitions(assets=[daily]).location_snapshot("loc"))
+    page = (await api.client.get("/assets/reports/daily")).text
+    # The grid and the picker are fetched after the page loads.
+    assert 'hx-get="/asset-partitions/reports/daily"' in page
+    assert 'hx-get="/asset-partitions/reports/daily?picker=1"' in page
+    monkeypatch.setattr(ui_assets, "KEYS_TIMEOUT_S", 0.3)
+    slow = (await api.client.get("/asset-partitions/reports/daily")).text
+    assert "No agent listed this asset" in slow and "Ask again" in slow
+    monkeypatch.setattr(ui_assets, "KEYS_TIMEOUT_S", 10.0)
+
+    async def answer() -> None:
+        async with asyncio.timeout(20):
+            while True:
+                items = [i for i in await api.claim(wait_ms=200) if i.kind == "get_partition_keys"]
+                if items:
+                    break
+        item = items[-1]
+        keys = PartitionKeysResult(
+            partition_set_name=item.payload["partition_set_name"],
+            partition_keys=["2026-11-01", "2026-11-02"],
+        )
+        await api.submit(
+            WorkResult(
+                id=item.id,
+                work_item_id=item.id,
+                kind=item.kind,
+                ok=True,
+                payload=keys.model_dump(mode="json"),
+            )
+        )
+
+    asked = asyncio.create_task(api.client.get("/asset-partitions/reports/daily?picker=1"))
+    await answer()
+    picker = (await asked).text
+    # Newest first: the first option is the one a user most likely wants.
+    assert re.findall(r'<option value="([^"]+)">', picker) == ["2026-11-02", "2026-11-01"]
+
+
+def test_metadata_charts_plot_numbers_only_oldest_first() -> None:
+    history = [  # newest first, as the API answers
+        {"timestamp": 300.0, "runId": "r3", "metadata": {"rows": 30, "ok": True, "bad": "x"}},
+        {"timestamp": 200.0, "runId": "r2", "metadata": {"rows": 10, "ratio": float("nan")}},
+        {"timestamp": 100.0, "runId": "r1", "metadata": {"rows": 20, "flat": 7}},
+    ]
+    charts = {c.label: c for c in ui_assets.metadata_charts(history)}
+    # Booleans, strings and NaN are not numbers to plot.
+    assert set(charts) == {"rows", "flat"}
+    rows_chart = charts["rows"]
+    assert [p.run_id for p in rows_chart.points] == ["r1", "r2", "r3"]
+    xs = [p.x for p in rows_chart.points]
+    assert xs == sorted(xs) and xs[0] == rows_chart.left and xs[-1] == rows_chart.right
+    # Higher values are drawn higher (smaller y): the top is the max, the bottom the min.
+    ys = {p.value: p.y for p in rows_chart.points}
+    assert ys[30] == rows_chart.top and ys[10] == rows_chart.bottom and ys[10] > ys[20] > ys[30]
+    assert rows_chart.latest == 30
+    # One value: a dot in the middle of a band around it.
+    flat = charts["flat"]
+    assert len(flat.points) == 1 and flat.low < 7 < flat.high
+    assert flat.points[0].y == pytest.approx((flat.top + flat.bottom) / 2)
