@@ -8,33 +8,51 @@ It shows every SDK feature: ops and jobs (``hello``, ``fails``, ``configured``,
 ``fan_out_fan_in``), the multiprocess executor (``fan_out_parallel``), a long-running job to
 watch or terminate (``countdown``), retries (``flaky``), time-window and static partitions
 (``daily_report``, ``regional_sync``), schedules (plain, function-based and partitioned)
-and a sensor with a cursor and run keys (``greeting_files``).
+a sensor with a cursor and run keys (``greeting_files``), and software-defined assets:
+``raw/orders`` and ``raw/customers`` fetched through a ``ConfigurableResource`` (``shop_api``,
+its token an ``EnvVar``), ``warehouse/orders`` cleaned from them, a multi-asset computing
+``warehouse/customer_totals`` and ``warehouse/top_customers``, and the daily-partitioned
+``reports/daily_revenue`` that also depends on the external ``vendor/fx_rates``. Values are
+stored by the default filesystem IO manager, or by ``S3IOManager`` when
+``TETHER_EXAMPLES_S3_ENDPOINT`` is set (bucket ``TETHER_EXAMPLES_S3_BUCKET``, default
+``tether-examples``; credentials from boto3's chain).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from tether.sdk import (
+    AssetExecutionContext,
+    AssetIn,
     AssetMaterialization,
+    AssetOut,
+    AssetSpec,
+    ConfigurableResource,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     Definitions,
+    EnvVar,
     OpContext,
     RetryPolicy,
     RunRequest,
+    S3IOManager,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SkipReason,
     StaticPartitionsDefinition,
+    asset,
     build_schedule_from_partitioned_job,
     job,
+    multi_asset,
     op,
     partitioned_config,
     schedule,
@@ -322,6 +340,146 @@ def greeting_files(context: SensorEvaluationContext):
     context.update_cursor(new[-1].name)
 
 
+# --- assets: raw data -> cleaned -> a multi-asset and a daily-partitioned report ----------
+
+#: The shop API's token, read by the run worker when a run first uses ``shop_api``. The
+#: example has no real API: without the variable set, a demo token stands in, so
+#: ``tether dev`` works as is (a real resource would leave it unset and fail clearly).
+SHOP_TOKEN_VAR = "TETHER_EXAMPLES_SHOP_TOKEN"
+os.environ.setdefault(SHOP_TOKEN_VAR, "demo-token")
+
+
+class ShopApi(ConfigurableResource):
+    """A (simulated) shop API: orders and customers, the same for the same day."""
+
+    token: str
+    page_size: int = 50
+
+    def fetch_orders(self, day: str) -> list[dict[str, Any]]:
+        rng = random.Random(f"orders-{day}")
+        return [
+            {
+                "id": i,
+                "customer": rng.randint(1, 12),
+                # A few rows are broken on purpose: cleaning drops them.
+                "amount": round(rng.uniform(5, 120), 2) if rng.random() > 0.08 else None,
+            }
+            for i in range(rng.randint(self.page_size // 2, self.page_size))
+        ]
+
+    def fetch_customers(self) -> list[dict[str, Any]]:
+        return [{"id": i, "name": f"customer-{i:02d}"} for i in range(1, 13)]
+
+
+@asset(
+    key="raw/orders",
+    group_name="ingest",
+    owners=["team:data-eng"],
+    kinds=["python", "api"],
+    description="Today's orders as the shop API returns them (some rows are broken).",
+)
+def raw_orders(context: AssetExecutionContext, shop_api: ShopApi) -> list[dict[str, Any]]:
+    rows = shop_api.fetch_orders(datetime.now().strftime("%Y-%m-%d-%H%M"))
+    context.log.info(f"fetched {len(rows)} orders")
+    context.add_output_metadata({"rows": len(rows)})
+    return rows
+
+
+@asset(key="raw/customers", group_name="ingest", owners=["team:data-eng"], kinds=["python"])
+def raw_customers(context: AssetExecutionContext, shop_api: ShopApi) -> list[dict[str, Any]]:
+    """The shop's customers."""
+    rows = shop_api.fetch_customers()
+    context.add_output_metadata({"rows": len(rows)})
+    return rows
+
+
+@asset(
+    key="warehouse/orders",
+    ins={"orders": AssetIn(key="raw/orders")},
+    group_name="warehouse",
+    code_version="2",
+    owners=["team:analytics"],
+    kinds=["python", "table"],
+    metadata={"primary_key": "id"},
+)
+def cleaned_orders(
+    context: AssetExecutionContext, orders: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Orders with an amount; the broken rows dropped."""
+    cleaned = [row for row in orders if row["amount"] is not None]
+    context.add_output_metadata(
+        {
+            "rows": len(cleaned),
+            "dropped": len(orders) - len(cleaned),
+            "revenue": round(sum(row["amount"] for row in cleaned), 2),
+        }
+    )
+    return cleaned
+
+
+@multi_asset(
+    outs={
+        "customer_totals": AssetOut(
+            key_prefix="warehouse", description="Revenue per customer.", kinds=["table"]
+        ),
+        "top_customers": AssetOut(
+            key_prefix="warehouse", description="The three biggest customers by name."
+        ),
+    },
+    ins={"orders": AssetIn(key="warehouse/orders"), "customers": AssetIn(key="raw/customers")},
+    group_name="warehouse",
+)
+def customer_stats(
+    orders: list[dict[str, Any]], customers: list[dict[str, Any]]
+) -> tuple[dict[str, float], list[str]]:
+    """Revenue per customer, and the top three: one function, two assets."""
+    names = {c["id"]: c["name"] for c in customers}
+    totals: dict[str, float] = {}
+    for row in orders:
+        name = names.get(row["customer"], f"unknown-{row['customer']}")
+        totals[name] = round(totals.get(name, 0.0) + row["amount"], 2)
+    top = sorted(totals, key=lambda n: -totals[n])[:3]
+    return totals, top
+
+
+fx_rates = AssetSpec(
+    "vendor/fx_rates",
+    description="Daily FX rates, loaded by the vendor's own pipeline.",
+    group_name="reports",
+    owners=["vendor@example.com"],
+)
+
+
+@asset(
+    key="reports/daily_revenue",
+    ins={"orders": AssetIn(key="warehouse/orders")},
+    deps=[fx_rates],
+    partitions_def=DailyPartitionsDefinition(start="2026-11-01", timezone="UTC"),
+    group_name="reports",
+    owners=["team:analytics"],
+    kinds=["python", "report"],
+)
+def daily_revenue(context: AssetExecutionContext, orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """One day's revenue report (in EUR; the vendor's FX rates are computed elsewhere)."""
+    day = context.partition_key
+    revenue = round(sum(row["amount"] for row in orders), 2)
+    context.add_output_metadata({"revenue_eur": revenue, "orders": len(orders)})
+    return {"day": day, "revenue_eur": revenue}
+
+
+def example_resources() -> dict[str, Any]:
+    """``shop_api``, and the S3 IO manager when an endpoint is configured."""
+    resources: dict[str, Any] = {"shop_api": ShopApi(token=EnvVar(SHOP_TOKEN_VAR))}
+    endpoint = os.environ.get("TETHER_EXAMPLES_S3_ENDPOINT")
+    if endpoint:
+        resources["io_manager"] = S3IOManager(
+            bucket=os.environ.get("TETHER_EXAMPLES_S3_BUCKET", "tether-examples"),
+            prefix="examples",
+            endpoint_url=endpoint,
+        )
+    return resources
+
+
 defs = Definitions(
     jobs=[
         hello,
@@ -341,5 +499,7 @@ defs = Definitions(
         regional_sync_nightly,
     ],
     sensors=[greeting_files],
+    assets=[raw_orders, raw_customers, cleaned_orders, customer_stats, daily_revenue, fx_rates],
+    resources=example_resources(),
     name="examples",
 )

@@ -146,6 +146,7 @@ def test_snapshot_lists_schedules_sensors_and_partition_sets(examples) -> None:
     assert {p.name: p.partitions.kind for p in repo.partition_sets} == {
         "daily_report_partition_set": "TIME_WINDOW",
         "regional_sync_partition_set": "STATIC",
+        "__asset_job_partition_set": "TIME_WINDOW",
     }
 
 

@@ -33,6 +33,7 @@ def test_loads_module_and_finds_the_single_definitions(examples_location) -> Non
         "countdown",
         "daily_report",
         "regional_sync",
+        "__asset_job",
     ]
     fan = snap.find_job("fan_out_fan_in")
     assert fan is not None

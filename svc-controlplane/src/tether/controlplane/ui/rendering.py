@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -72,7 +72,17 @@ MAX_FORM_BYTES = 1024 * 1024
 
 
 async def form_fields(request: Request) -> dict[str, str]:
-    """The fields of a URL-encoded form post (the only kind the UI's forms send).
+    """The fields of a URL-encoded form post (the only kind the UI's forms send); of a
+    repeated name, the last value (see :func:`form_items` for all of them).
+
+    Raises:
+        PageError: see :func:`form_items`.
+    """
+    return dict(await form_items(request))
+
+
+async def form_items(request: Request) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs of a URL-encoded form post, in order, repeats kept.
 
     Parsed here rather than with Starlette's ``request.form()``, which needs the
     python-multipart package for no benefit to these forms. The body is read as it streams
@@ -96,13 +106,11 @@ async def form_fields(request: Request) -> dict[str, str]:
     try:
         # A URL-encoded body is ASCII; its %-escapes must decode as UTF-8. Replacing bad
         # bytes would act on text the user never sent.
-        return dict(
-            parse_qsl(
-                bytes(body).decode("ascii"),
-                keep_blank_values=True,
-                encoding="utf-8",
-                errors="strict",
-            )
+        return parse_qsl(
+            bytes(body).decode("ascii"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
         )
     except UnicodeError:
         raise PageError("the form is not valid UTF-8 URL-encoded text", 400) from None
@@ -125,6 +133,33 @@ def select_web_urls(pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [piece for piece in pieces if is_web_url(piece.get("url"))]
 
 
+def asset_href(path: list[str]) -> str:
+    """The page of the asset with key ``path``: each component percent-quoted."""
+    return "/assets/" + asset_tail(path)
+
+
+def asset_tail(path: list[str]) -> str:
+    """An asset key as a URL's tail: its components percent-quoted, joined by ``/``."""
+    return "/".join(quote(part, safe="") for part in path)
+
+
+def asset_key(path: list[str]) -> str:
+    """The user string of an asset key: its components joined by ``/``."""
+    return "/".join(path)
+
+
+def format_number(value: float) -> str:
+    """A chart label: an integer as is, else up to 4 significant digits."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def format_chart_time(epoch: float) -> str:
+    """``11-25 14:55`` (UTC), a chart's time-axis label."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%m-%d %H:%M")
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATE_DIR),
@@ -140,6 +175,11 @@ def _environment() -> Environment:
         pretty_json=pretty_json,
         is_web_url=is_web_url,
         select_web_urls=select_web_urls,
+        asset_href=asset_href,
+        asset_key=asset_key,
+        asset_tail=asset_tail,
+        number=format_number,
+        chart_time=format_chart_time,
     )
     env.globals["TERMINAL_STATUSES"] = TERMINAL_STATUSES
     return env

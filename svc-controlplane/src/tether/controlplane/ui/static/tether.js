@@ -47,6 +47,37 @@
     form.submit();
   }
 
+  // The asset graph: a checked asset is highlighted in the picture, and clicking a box with
+  // Shift (or Ctrl/Cmd) held checks it instead of opening its page.
+  function syncAssetSelection() {
+    for (const box of document.querySelectorAll("input[data-asset-key]")) {
+      for (const node of document.querySelectorAll("g.asset-node")) {
+        if (node.dataset.asset === box.value) node.classList.toggle("selected", box.checked);
+      }
+    }
+  }
+
+  function setUpAssetGraph(scope) {
+    const form = document.getElementById("selection");
+    if (!form || form.dataset.bound) return;
+    form.dataset.bound = "1";
+    form.addEventListener("change", syncAssetSelection);
+    for (const link of document.querySelectorAll("svg.asset-dag a")) {
+      link.addEventListener("click", (event) => {
+        if (!(event.shiftKey || event.ctrlKey || event.metaKey)) return;
+        const node = link.querySelector("g.asset-node");
+        const box = Array.from(form.querySelectorAll("input[data-asset-key]")).find(
+          (input) => node && input.value === node.dataset.asset
+        );
+        if (!box || box.disabled) return;
+        event.preventDefault();
+        box.checked = !box.checked;
+        syncAssetSelection();
+      });
+    }
+    syncAssetSelection();
+  }
+
   function setUp(root) {
     const scope = root && root.querySelectorAll ? root : document;
     const found = Array.from(scope.querySelectorAll("pre.log[data-urls]"));
@@ -57,6 +88,7 @@
       readLogsFromBucket(pre);
     }
     signInFromFragment(document);
+    setUpAssetGraph(scope);
   }
 
   // htmx fires htmx:load on the page and on every piece of content it swaps in.
