@@ -368,10 +368,24 @@ async def test_a_selection_across_locations_launches_one_run_per_location(api: A
     assert 'in <a href="/locations/other">other</a>: mart/summary' in launched.group(1)
 
 
-async def test_a_time_window_asset_asks_an_agent_for_its_partitions(
+async def test_a_time_window_asset_s_partitions_come_from_the_control_plane(api: Api) -> None:
+    @asset(key="reports/daily", partitions_def=DailyPartitionsDefinition(start="2026-11-01"))
+    def daily() -> int:
+        return 1
+
+    await api.load(Definitions(assets=[daily]).location_snapshot("loc"))
+    page = (await api.client.get("/assets/reports/daily")).text
+    # Computed from the snapshot (no agent asked): the grid and picker are in the page.
+    assert 'hx-get="/asset-partitions/' not in page
+    assert '<option value="2026-11-01"' in page and '<option value="2026-11-02"' in page
+
+
+async def test_an_asset_whose_keys_the_control_plane_cannot_list_asks_an_agent(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @asset(key="reports/daily", partitions_def=DailyPartitionsDefinition(start="2026-11-01"))
+    # Before its first window ends the control plane lists no key (so would a partitions
+    # kind only user code can list): the page asks an agent after it loads.
+    @asset(key="reports/daily", partitions_def=DailyPartitionsDefinition(start="2099-11-01"))
     def daily() -> int:
         return 1
 
