@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from tether.sdk import (
     ConfigurableResource,
-    Definitions,
     DefinitionError,
+    Definitions,
     OpContext,
     job,
     op,

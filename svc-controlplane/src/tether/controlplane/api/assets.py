@@ -43,10 +43,41 @@ def _key(path: list[str]) -> AssetKeyType:
     return AssetKeyType(path=list(path))
 
 
+@strawberry.type(name="UpstreamMaterialization")
+class UpstreamMaterializationType:
+    """An upstream value a materialization's step read (lineage): which asset, which
+    partition, and the run that had materialized it (null when the IO manager that read
+    it records no provenance)."""
+
+    asset_key: AssetKeyType
+    partition: str | None
+    run_id: str | None
+
+    @strawberry.field(
+        description="The materialization read, as recorded (null: no run known, or its "
+        "record was wiped)."
+    )
+    async def materialization(self, info: Info[ApiContext, None]) -> MaterializationType | None:
+        if self.run_id is None:
+            return None
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            row = await assets.materialization_of(
+                session,
+                principal.deployment_id,
+                "/".join(self.asset_key.path),
+                self.partition,
+                self.run_id,
+            )
+        return MaterializationType.build(row) if row is not None else None
+
+
 @strawberry.type(name="AssetMaterialization")
 class MaterializationType:
-    """One materialization: which run stored the value, when, of which partition."""
+    """One materialization: which run stored the value, when, of which partition, and
+    what its step read."""
 
+    asset_key: AssetKeyType
     run_id: str
     step_key: str | None
     timestamp: float
@@ -54,10 +85,15 @@ class MaterializationType:
     description: str
     metadata: JSON
     code_version: str | None
+    upstream: list[UpstreamMaterializationType] = strawberry.field(
+        description="The upstream materializations its step read (empty: none, or recorded "
+        "by a worker that sent no lineage)."
+    )
 
     @classmethod
     def build(cls, row: AssetMaterializationRow) -> MaterializationType:
         return cls(
+            asset_key=_key(row.asset_key.split("/")),
             run_id=row.run_id,
             step_key=row.step_key,
             timestamp=row.timestamp,
@@ -65,6 +101,14 @@ class MaterializationType:
             description=row.description,
             metadata=JSON(row.entry_metadata),
             code_version=row.code_version,
+            upstream=[
+                UpstreamMaterializationType(
+                    asset_key=_key(u["asset_key"]),
+                    partition=u.get("partition"),
+                    run_id=u.get("run_id"),
+                )
+                for u in row.upstream or []
+            ],
         )
 
 
