@@ -98,20 +98,22 @@ class LocationSnapshot(_message.Message):
     def __init__(self, location_name: _Optional[str] = ..., repositories: _Optional[_Iterable[_Union[Repository, _Mapping]]] = ...) -> None: ...
 
 class Repository(_message.Message):
-    __slots__ = ("name", "description", "jobs", "schedules", "sensors", "partition_sets")
+    __slots__ = ("name", "description", "jobs", "schedules", "sensors", "partition_sets", "assets_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
     SENSORS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_SETS_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
     sensors: _containers.RepeatedCompositeFieldContainer[Sensor]
     partition_sets: _containers.RepeatedCompositeFieldContainer[PartitionSet]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., sensors: _Optional[_Iterable[_Union[Sensor, _Mapping]]] = ..., partition_sets: _Optional[_Iterable[_Union[PartitionSet, _Mapping]]] = ...) -> None: ...
+    assets_json: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., sensors: _Optional[_Iterable[_Union[Sensor, _Mapping]]] = ..., partition_sets: _Optional[_Iterable[_Union[PartitionSet, _Mapping]]] = ..., assets_json: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("name", "description", "tags", "ops", "edges", "config_schema", "partition_set_name")

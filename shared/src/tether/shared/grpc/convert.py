@@ -12,6 +12,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.snapshots import (
+    AssetNodeSnapshot,
     Edge,
     InstigatorStatus,
     JobSnapshot,
@@ -134,6 +135,7 @@ def snapshot_to_proto(snap: LocationSnapshot) -> pb.LocationSnapshot:
                 schedules=[_schedule_to_proto(s) for s in repo.schedules],
                 sensors=[_sensor_to_proto(s) for s in repo.sensors],
                 partition_sets=[_partition_set_to_proto(p) for p in repo.partition_sets],
+                assets_json=[a.model_dump_json() for a in repo.assets],
             )
             for repo in snap.repositories
         ],
@@ -237,6 +239,7 @@ def snapshot_from_proto(msg: pb.LocationSnapshot) -> LocationSnapshot:
                 schedules=[_schedule_from_proto(s) for s in repo.schedules],
                 sensors=[_sensor_from_proto(s) for s in repo.sensors],
                 partition_sets=[_partition_set_from_proto(p) for p in repo.partition_sets],
+                assets=[AssetNodeSnapshot.model_validate_json(a) for a in repo.assets_json],
             )
             for repo in msg.repositories
         ],
