@@ -27,9 +27,9 @@ from tether.shared.wire.runs import EventType, RunEvent
 __all__ = [
     "latest_materializations",
     "list_materializations",
-    "materialization_of",
     "materialization_row",
     "materializations_of_run",
+    "materializations_read",
     "record_materializations",
     "wipe",
 ]
@@ -166,18 +166,30 @@ async def materializations_of_run(
     return (await session.scalars(query)).all()
 
 
-async def materialization_of(
-    session: AsyncSession, deployment_id: str, key: str, partition: str | None, run_id: str
-) -> AssetMaterializationRow | None:
-    """The (last) materialization of ``key`` (of ``partition``) that run ``run_id`` recorded."""
+async def materializations_read(
+    session: AsyncSession, deployment_id: str, wanted: Iterable[tuple[str, str | None, str]]
+) -> dict[tuple[str, str | None, str], AssetMaterializationRow]:
+    """The recorded materialization of each ``(key, partition, run_id)`` in ``wanted`` (the
+    run's last of that key and partition), in one query; absent ones are left out."""
+    wanted = set(wanted)
+    if not wanted:
+        return {}
     table = AssetMaterializationRow
-    query = select(table).where(
-        table.deployment_id == deployment_id, table.asset_key == key, table.run_id == run_id
+    rows = await session.scalars(
+        select(table)
+        .where(
+            table.deployment_id == deployment_id,
+            table.run_id.in_(sorted({run for _, _, run in wanted})),
+            table.asset_key.in_(sorted({key for key, _, _ in wanted})),
+        )
+        .order_by(table.seq)
     )
-    query = query.where(
-        table.partition.is_(None) if partition is None else table.partition == partition
-    )
-    return (await session.scalars(query.order_by(table.seq.desc()).limit(1))).first()
+    found: dict[tuple[str, str | None, str], AssetMaterializationRow] = {}
+    for row in rows:
+        identity = (row.asset_key, row.partition, row.run_id)
+        if identity in wanted:
+            found[identity] = row  # ordered by seq: the run's last one wins
+    return found
 
 
 async def materialized_partitions(session: AsyncSession, deployment_id: str, key: str) -> list[str]:
