@@ -65,6 +65,10 @@ _UPSTREAM = TypeAdapter(
 class AssetMaterializationData(WireModel):
     """The data of an ``ASSET_MATERIALIZATION`` run event the run worker emits.
 
+    The asset's own fields are not length-bounded here (a materialization is recorded
+    whatever its key's length; the control plane keeps what fits its columns); the
+    ``upstream`` entries are, as the control plane validates them.
+
     Attributes:
         asset_key: the asset stored.
         partition: the partition stored, for a partitioned asset.
@@ -72,14 +76,15 @@ class AssetMaterializationData(WireModel):
         metadata: definition metadata and what the IO manager added (JSON).
         code_version: the asset's code version.
         upstream: what the step read (each upstream value it loaded or received).
-        upstream_truncated: more values were read than :data:`MAX_UPSTREAM`.
+        upstream_truncated: some values read are not listed: more than
+            :data:`MAX_UPSTREAM`, or one whose key or partition exceeds the bounds.
     """
 
-    asset_key: AssetKeyPath
-    partition: str | None = Field(default=None, min_length=1, max_length=MAX_PARTITION)
+    asset_key: list[str] = Field(min_length=1)
+    partition: str | None = None
     description: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
-    code_version: str | None = Field(default=None, max_length=200)
+    code_version: str | None = None
     upstream: list[UpstreamMaterialization] = Field(default_factory=list, max_length=MAX_UPSTREAM)
     upstream_truncated: bool = False
 

@@ -33,6 +33,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from tether.sdk import (
     PARTITION_KEY_TAG,
     AssetKey,
@@ -93,7 +94,7 @@ class AssetIO:
         self._selected = None if step_selection is None else frozenset(step_selection)
         self._made: dict[str, Any] = {}
         # Step -> what it read, listed on the materializations it stores.
-        self._read: dict[str, list[UpstreamMaterialization]] = {}
+        self._read: dict[str, list[UpstreamMaterialization | None]] = {}
 
     def asset_of(self, node: Node) -> AssetsDefinition | None:
         """The asset ``node`` materializes, if it is an asset step."""
@@ -141,7 +142,7 @@ class AssetIO:
         if asset is None:
             return {param: self.resource(param) for param in node.op.resource_params}
         kwargs: dict[str, Any] = {}
-        read: list[UpstreamMaterialization] = []
+        read: list[UpstreamMaterialization | None] = []
         loaded = self.io_loaded(node)
         for param, upstream in asset.input_keys.items():
             if param in loaded:
@@ -207,6 +208,7 @@ class AssetIO:
             partition = self._partition_key
         values = _per_key(asset, value)
         read = self._read.pop(node.name, [])
+        listed = [u for u in read if u is not None][:MAX_UPSTREAM]
         for key, part in values.items():
             spec = asset.spec_for(key)
             out = OutputContext(
@@ -224,8 +226,8 @@ class AssetIO:
                 metadata={**context.output_metadata, **out._output_metadata},
                 partition=partition,
                 code_version=spec.code_version,
-                upstream=read[:MAX_UPSTREAM],
-                upstream_truncated=len(read) > MAX_UPSTREAM,
+                upstream=listed,
+                upstream_truncated=len(listed) < len(read),
             )
             context.event_sink(ASSET_MATERIALIZATION, node.name, data.model_dump(mode="json"))
         if not asset.multi:
@@ -263,11 +265,18 @@ def loaded_through_io_manager(
     return frozenset(out)
 
 
-def _entry(key: AssetKey, partition: str | None, run_id: str | None) -> UpstreamMaterialization:
-    return UpstreamMaterialization(asset_key=list(key.path), partition=partition, run_id=run_id)
+def _entry(
+    key: AssetKey, partition: str | None, run_id: str | None
+) -> UpstreamMaterialization | None:
+    """One lineage entry; None if the key or partition exceeds the wire bounds (the
+    materialization then says its upstream list is truncated)."""
+    try:
+        return UpstreamMaterialization(asset_key=list(key.path), partition=partition, run_id=run_id)
+    except ValidationError:
+        return None
 
 
-def _upstream(key: AssetKey, context: InputContext) -> list[UpstreamMaterialization]:
+def _upstream(key: AssetKey, context: InputContext) -> list[UpstreamMaterialization | None]:
     """What one load read, as the IO manager recorded it (one entry with no run if the IO
     manager recorded nothing; a run id that is not one is dropped)."""
     loaded = context.loaded
