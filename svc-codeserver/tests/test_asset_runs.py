@@ -90,8 +90,16 @@ async def test_an_asset_job_materializes_each_asset_with_its_key_partition_and_v
         "metadata": {"rows": 3, "path": str(storage / "assets" / "raw" / "orders" / "eu")},
         "partition": "eu",
         "code_version": "v1",
+        "upstream": [],
+        "upstream_truncated": False,
     }
     assert materialized["totals"]["asset_key"] == ["totals"]
+    # Lineage: totals read raw/orders' eu partition, computed by this same run; the deps=
+    # dependency passes no value, so audit read nothing.
+    assert materialized["totals"]["upstream"] == [
+        {"asset_key": ["raw", "orders"], "partition": "eu", "run_id": args.run.run_id}
+    ]
+    assert materialized["audit"]["upstream"] == []
     assert materialized["totals"]["code_version"] == "v7"
     assert materialized["audit"]["code_version"] is None
     outputs = {e.step_key: e.data["value_repr"] for _, e in events if e.event_type is E.STEP_OUTPUT}
@@ -153,8 +161,11 @@ async def test_a_second_run_reads_the_first_run_s_value_through_the_io_manager(
     location = LocationConfig(name="chain", python_file=str(tmp_path / "chain.py"))
     env = {"TETHER_RUN_WORKER_STORAGE_DIR": str(storage), "CHAIN_TOKEN": "abcde"}
 
+    run_ids: list[str] = []
+
     async def run(job: str, **run: Any) -> list[Any]:
         args = h.run_args(location, nats_server.url, job, **run)
+        run_ids.append(args.run.run_id)
         code, stderr = await h.run_worker(args, **env)
         assert code == 0, stderr
         return [e for _, e in await h.read_events(js, args.run.run_id)]
@@ -169,13 +180,23 @@ async def test_a_second_run_reads_the_first_run_s_value_through_the_io_manager(
     assert outputs == {"cleaned": str(3 + 4 + len("abcde"))}
     logs = [e.message for e in events if e.event_type is E.LOG]
     assert "asset cleaned" in logs
+    # Lineage: the value read was the first run's (the IO manager recorded who stored it).
+    (mat,) = [e for e in events if e.event_type is E.ASSET_MATERIALIZATION]
+    assert mat.data["upstream"] == [{"asset_key": ["raw"], "partition": None, "run_id": run_ids[0]}]
     # Partitions: each run stores its own; an unpartitioned reader gets all of them.
     for region in ("eu", "us"):
         done = await run("make_regional", tags={"tether/partition": region})
         assert done[-1].event_type is E.RUN_SUCCESS
+    eu_run, us_run = run_ids[-2:]
     events = await run("make_all_regions")
     outputs = {e.step_key: e.data["value_repr"] for e in events if e.event_type is E.STEP_OUTPUT}
     assert outputs == {"all_regions": "[('eu', 'data of eu'), ('us', 'data of us')]"}
+    (mat,) = [e for e in events if e.event_type is E.ASSET_MATERIALIZATION]
+    # One entry per partition read, each naming the run that stored it.
+    assert mat.data["upstream"] == [
+        {"asset_key": ["regional"], "partition": "eu", "run_id": eu_run},
+        {"asset_key": ["regional"], "partition": "us", "run_id": us_run},
+    ]
     await nc.close()
 
 
@@ -306,4 +327,74 @@ async def test_the_asset_selection_tag_narrows_a_run_to_the_assets_it_names(
     ]
     (failed,) = [e for e in results["odds,nope"] if e.event_type is E.RUN_FAILURE]
     assert "does not materialize nope" in failed.message
+    await nc.close()
+
+
+REEXEC = """
+import os
+from pathlib import Path
+from tether.sdk import Definitions, EnvVar, FilesystemIOManager, asset, define_asset_job
+
+STATE = Path(os.environ["REEXEC_STATE"])
+
+@asset
+def source() -> list[int]:
+    counter = STATE / "source.count"
+    counter.write_text(str(int(counter.read_text()) + 1 if counter.exists() else 1))
+    return [1, 2]
+
+@asset
+def derived(source: list[int]) -> int:
+    if not (STATE / "fixed").exists():
+        raise RuntimeError("derived is broken until the fix lands")
+    return sum(source)
+
+defs = Definitions(
+    assets=[source, derived],
+    resources={"io_manager": FilesystemIOManager(base_dir=EnvVar("ASSET_BASE"))},
+    jobs=[
+        define_asset_job("chain", [source, derived]),
+        define_asset_job("chain_mp", [source, derived], executor="multiprocess"),
+    ],
+)
+"""
+
+
+@pytest.mark.parametrize("job_name", ["chain", "chain_mp"])
+async def test_a_reexecution_reads_an_unselected_upstream_asset_through_its_io_manager(
+    nats_server, tmp_path: Path, job_name: str
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "reexec.py").write_text(REEXEC)
+    state = tmp_path / "state"
+    state.mkdir()
+    location = LocationConfig(name="reexec", python_file=str(tmp_path / "reexec.py"))
+    env = {"REEXEC_STATE": str(state), "ASSET_BASE": str(tmp_path / "values")}
+
+    async def run(storage: str, **run: Any) -> list[Any]:
+        args = h.run_args(location, nats_server.url, job_name, **run)
+        code, stderr = await h.run_worker(
+            args, TETHER_RUN_WORKER_STORAGE_DIR=str(tmp_path / storage), **env
+        )
+        assert code == 0, stderr
+        return [e for _, e in await h.read_events(js, args.run.run_id)]
+
+    parent = await run("first-machine")
+    assert parent[-1].event_type is E.RUN_FAILURE
+    parent_id = parent[0].run_id
+    (state / "fixed").touch()
+    # Another machine (another storage directory): the parent's step outputs are not there,
+    # but the IO manager's values are.
+    child = await run("second-machine", step_selection=["derived"], parent_run_id=parent_id)
+    assert child[-1].event_type is E.RUN_SUCCESS, child[-1]
+    assert child[0].data["reused_steps"] == []
+    assert {e.step_key for e in child if e.step_key} == {"derived"}
+    outputs = {e.step_key: e.data["value_repr"] for e in child if e.event_type is E.STEP_OUTPUT}
+    assert outputs == {"derived": "3"}
+    assert (state / "source.count").read_text() == "1"  # not recomputed
+    (mat,) = [e for e in child if e.event_type is E.ASSET_MATERIALIZATION]
+    assert mat.data["upstream"] == [
+        {"asset_key": ["source"], "partition": None, "run_id": parent_id}
+    ]
     await nc.close()

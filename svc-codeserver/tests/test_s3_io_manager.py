@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tether.sdk import AssetKey, InputContext, OutputContext, S3IOManager
+from tether.sdk import AssetKey, InputContext, LoadedValue, OutputContext, S3IOManager
 from tether.shared.wire.locations import LocationConfig
 from tether.testing import free_port
 from tether.testing.moto import CREDENTIALS, MotoServer
@@ -62,6 +62,16 @@ def test_values_and_partitions_round_trip(moto: MotoServer) -> None:
     assert io.load_input(every) == {"../x": 9, "2026-01-01": 1, "2026-01-02": 2}
     one = InputContext(AssetKey("daily"), partition_key="2026-01-01", upstream_partitioned=True)
     assert io.load_input(one) == 1
+    # Who stored each value rides on the object (its S3 metadata) and comes back on load.
+    io.handle_output(OutputContext(asset_key=key, run_id="run1", step_key="raw__orders"), 5)
+    again = InputContext(asset_key=key)
+    assert io.load_input(again) == 5
+    assert again.loaded == [LoadedValue("run1", None)]
+    assert every.loaded == [
+        LoadedValue(None, "../x"),
+        LoadedValue(None, "2026-01-01"),
+        LoadedValue(None, "2026-01-02"),
+    ]
     with pytest.raises(FileNotFoundError, match="materialize it first"):
         io.load_input(InputContext(asset_key=AssetKey("never")))
 

@@ -47,6 +47,7 @@ from tether.sdk._io_manager import (
     FilesystemIOManager,
     InputContext,
     IOManager,
+    LoadedValue,
     OutputContext,
 )
 from tether.sdk._job import EXECUTORS, EdgeDef, JobDefinition, Node, OutputHandle, job
@@ -120,6 +121,7 @@ __all__ = [
     "HourlyPartitionsDefinition",
     "IOManager",
     "InputContext",
+    "LoadedValue",
     "Jitter",
     "JobDefinition",
     "MonthlyPartitionsDefinition",

@@ -246,7 +246,8 @@ class AssetsDefinition:
 def resource_params_of(op: OpDefinition) -> tuple[OpDefinition, tuple[str, ...]]:
     """``op`` without its resource parameters, and their names."""
     names = tuple(i.name for i in op.inputs if is_resource_type(i.annotation))
-    return replace(op, inputs=tuple(i for i in op.inputs if i.name not in names)), names
+    op = replace(op, inputs=tuple(i for i in op.inputs if i.name not in names))
+    return op, (*op.resource_params, *names)
 
 
 def input_keys_of(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +79,7 @@ class Definitions:
         jobs: the jobs (``@job`` or asset jobs); names must be unique.
         assets: ``@asset`` definitions and :class:`~tether.sdk.AssetSpec` (external assets).
         resources: resource key -> resource (a ConfigurableResource or an IOManager) the
-            assets use; ``io_manager`` defaults to a FilesystemIOManager.
+            assets and ops use; ``io_manager`` defaults to a FilesystemIOManager.
         schedules: the schedules.
         sensors: the sensors; schedule and sensor names must be unique together.
         name: repository name.
@@ -125,12 +126,33 @@ class Definitions:
             self.sensors[sensor.name] = sensor
 
     def _resolve(self, job: JobDefinition | UnresolvedAssetJob) -> JobDefinition:
-        """``job``, or the JobDefinition of an asset job (the same one each time)."""
-        if not isinstance(job, UnresolvedAssetJob):
-            return job
+        """The JobDefinition of an asset job, or ``job`` with the repository's resources if
+        its ops use some (the same one each time)."""
         if id(job) not in self._resolved:
-            self._resolved[id(job)] = job.resolve(self.asset_graph, self.resources)
+            if isinstance(job, UnresolvedAssetJob):
+                self._resolved[id(job)] = job.resolve(self.asset_graph, self.resources)
+            elif isinstance(job, JobDefinition):
+                self._resolved[id(job)] = self._with_resources(job)
+            else:
+                return job
         return self._resolved[id(job)]
+
+    def _with_resources(self, job: JobDefinition) -> JobDefinition:
+        """``job`` holding the resources its ops use (checked: each must be provided)."""
+        if job.assets:
+            return job
+        needed = {n.op.name: n.op.resource_keys for n in job.nodes if n.op.resource_keys}
+        if not needed:
+            return job
+        for op_name, keys in sorted(needed.items()):
+            missing = sorted(keys - set(self.resources))
+            if missing:
+                raise DefinitionError(
+                    f"op {op_name!r} of job {job.name!r} needs resource(s) "
+                    f"{', '.join(missing)}, which Definitions {self.name!r} does not provide "
+                    f"(resources: {_known(self.resources)})"
+                )
+        return replace(job, resources={**self.resources, **job.resources})
 
     def _add_instigator(self, name: str, kind: str, jobs: Iterable[JobDefinition]) -> None:
         if name in self.schedules or name in self.sensors:

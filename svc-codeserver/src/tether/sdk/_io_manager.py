@@ -84,6 +84,35 @@ class InputContext:
     run_id: str = ""
     step_key: str = ""
     input_name: str = ""
+    _loaded: list[LoadedValue] = field(default_factory=list, repr=False)
+
+    def record_loaded(self, run_id: str | None, partition_key: str | None = None) -> None:
+        """Say which run materialized a value just read (of one partition, if set).
+
+        The run worker lists what a step read on the materializations it stores (their
+        ``upstream``): the built-in IO managers call this for each value they read, from
+        what they recorded when storing it. A custom IO manager may call it too; if it
+        does not, the upstream is listed with no run.
+        """
+        self._loaded.append(LoadedValue(run_id or None, partition_key))
+
+    @property
+    def loaded(self) -> list[LoadedValue]:
+        """What :meth:`record_loaded` recorded, in order."""
+        return list(self._loaded)
+
+
+@dataclass(frozen=True)
+class LoadedValue:
+    """One value an IO manager read: the run that stored it, and its partition.
+
+    Attributes:
+        run_id: the run that materialized it (None: not known).
+        partition_key: its partition (None: unpartitioned).
+    """
+
+    run_id: str | None
+    partition_key: str | None = None
 
 
 class IOManager(ABC):
@@ -140,6 +169,9 @@ class FilesystemIOManager(ConfigurableIOManager):
         try:
             with tmp.open("wb") as f:
                 pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+                # Who stored it, after the value in the same file: a reader sees the value
+                # and its provenance together (and a plain pickle.load still reads the value).
+                pickle.dump(_provenance(context), f, protocol=pickle.HIGHEST_PROTOCOL)
             # Readers see the old value or the new one, never half a pickle.
             tmp.replace(path)
         finally:
@@ -154,17 +186,41 @@ class FilesystemIOManager(ConfigurableIOManager):
             directory = self._root().joinpath(*key.path)
             if keys is None:
                 found = sorted(p for p in directory.glob("*") if not p.name.startswith("."))
-                return {unquote(p.name): _load(p, key) for p in found if p.name != "__value"}
-            return {k: _load(self.path_for(key, k), key) for k in keys}
-        return _load(self.path_for(key, context.partition_key), key, context.partition_key)
+                keys = [unquote(p.name) for p in found if p.name != "__value"]
+            return {k: _load(self.path_for(key, k), key, context, k) for k in keys}
+        return _load(self.path_for(key, context.partition_key), key, context, context.partition_key)
 
 
-def _load(path: Path, key: AssetKey, partition_key: str | None = None) -> Any:
+#: Marks the provenance record stored after a value.
+_PROVENANCE = "tether.v1.stored_by"
+
+
+def _provenance(context: OutputContext) -> dict[str, Any]:
+    return {
+        "type": _PROVENANCE,
+        "run_id": context.run_id,
+        "step_key": context.step_key,
+        "partition": context.partition_key,
+    }
+
+
+def _load(
+    path: Path, key: AssetKey, context: InputContext, partition_key: str | None = None
+) -> Any:
     try:
         with path.open("rb") as f:
-            return pickle.load(f)  # noqa: S301 - the customer's own values, in their storage
+            value = pickle.load(f)  # noqa: S301 - the customer's own values, in their storage
+            try:
+                stored_by = pickle.load(f)  # noqa: S301 - written with the value above
+            except EOFError:  # a value stored before provenance was recorded
+                stored_by = None
     except FileNotFoundError:
         what = key.to_user_string() + (f" (partition {partition_key})" if partition_key else "")
         raise FileNotFoundError(
             f"no stored value of asset {what} at {path}: materialize it first"
         ) from None
+    run_id = None
+    if isinstance(stored_by, dict) and stored_by.get("type") == _PROVENANCE:
+        run_id = stored_by.get("run_id") if isinstance(stored_by.get("run_id"), str) else None
+    context.record_loaded(run_id, partition_key)
+    return value

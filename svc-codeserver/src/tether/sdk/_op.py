@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from pydantic import BaseModel
 from tether.sdk._errors import DefinitionError
+from tether.sdk._resources import is_resource_type
 from tether.sdk._retry import RetryPolicy
 
 #: Names become NATS subject tokens (step keys), so they are restricted to this alphabet.
@@ -72,6 +73,13 @@ class OpDefinition:
     config_model: type[BaseModel] | None = None
     wants_context: bool = False
     retry_policy: RetryPolicy | None = None
+    required_resource_keys: frozenset[str] = frozenset()
+    resource_params: tuple[str, ...] = ()
+
+    @property
+    def resource_keys(self) -> frozenset[str]:
+        """Every resource it needs: its resource parameters and ``required_resource_keys``."""
+        return self.required_resource_keys | set(self.resource_params)
 
     @property
     def output_type_name(self) -> str:
@@ -130,6 +138,7 @@ def _build_op(
     description: str | None,
     tags: Mapping[str, str] | None,
     retry_policy: RetryPolicy | None = None,
+    required_resource_keys: Iterable[str] | None = None,
 ) -> OpDefinition:
     if not callable(fn):
         raise DefinitionError(f"@op needs a function, got {fn!r}")
@@ -146,6 +155,7 @@ def _build_op(
         params = params[1:]
     config_model: type[BaseModel] | None = None
     inputs: list[OpInputDef] = []
+    resource_params: list[str] = []
     for p in params:
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise DefinitionError(f"op {op_name!r}: *args/**kwargs parameters are not supported")
@@ -158,6 +168,10 @@ def _build_op(
                     f"op {op_name!r}: parameter 'config' must be typed with a pydantic BaseModel"
                 )
             config_model = annotation
+            continue
+        if is_resource_type(annotation):
+            # Not an input: the run gives it the resource of the parameter's name.
+            resource_params.append(p.name)
             continue
         inputs.append(
             OpInputDef(p.name, annotation, has_default=p.default is not inspect.Parameter.empty)
@@ -172,7 +186,15 @@ def _build_op(
         config_model=config_model,
         wants_context=wants_context,
         retry_policy=retry_policy,
+        required_resource_keys=_resource_keys(required_resource_keys, op_name),
+        resource_params=tuple(resource_params),
     )
+
+
+def _resource_keys(required: Iterable[str] | None, op_name: str) -> frozenset[str]:
+    if isinstance(required, str) or not isinstance(required, Iterable | None):
+        raise DefinitionError(f"op {op_name!r}: required_resource_keys must be a list of names")
+    return frozenset(check_name(r, f"op {op_name!r} resource") for r in required or ())
 
 
 @overload
@@ -186,6 +208,7 @@ def op(
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
     retry_policy: RetryPolicy | None = None,
+    required_resource_keys: Iterable[str] | None = None,
 ) -> Callable[[Callable[..., Any]], OpDefinition]: ...
 
 
@@ -197,13 +220,16 @@ def op(
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
     retry_policy: RetryPolicy | None = None,
+    required_resource_keys: Iterable[str] | None = None,
 ) -> OpDefinition | Callable[[Callable[..., Any]], OpDefinition]:
     """Declare an op (a step of a job), bare (``@op``) or with options (``@op(name=...)``).
 
     The function's parameters are its inputs, except an optional first ``context``
     parameter (it receives an :class:`~tether.sdk.OpContext`) and an optional ``config``
     parameter typed with a pydantic model (the op's config schema). The return value is
-    the op's single output, ``result``.
+    the op's single output, ``result``. A parameter typed with a
+    :class:`~tether.sdk.ConfigurableResource` subclass is not an input: it receives the
+    resource of its name from ``Definitions(resources=...)`` (``def load(db: Warehouse)``).
 
     Args:
         fn: the function (when used bare).
@@ -212,11 +238,12 @@ def op(
         tags: string key/value tags.
         retry_policy: how to retry the op when it raises (the job's ``op_retry_policy``
             applies when unset).
+        required_resource_keys: resources it uses through ``context.resources``.
     """
     if fn is not None:
-        return _build_op(fn, name, description, tags, retry_policy)
+        return _build_op(fn, name, description, tags, retry_policy, required_resource_keys)
 
     def decorate(f: Callable[..., Any]) -> OpDefinition:
-        return _build_op(f, name, description, tags, retry_policy)
+        return _build_op(f, name, description, tags, retry_policy, required_resource_keys)
 
     return decorate

@@ -68,7 +68,14 @@ class S3IOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         name = self.object_key(context.asset_key, context.partition_key)
         body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        self._client().put_object(Bucket=self.bucket, Key=name, Body=body)
+        # Who stored it, as the object's own metadata: read back with the value.
+        stored_by = {"tether-run-id": context.run_id, "tether-step-key": context.step_key}
+        self._client().put_object(
+            Bucket=self.bucket,
+            Key=name,
+            Body=body,
+            Metadata={k: v for k, v in stored_by.items() if v and v.isascii()},
+        )
         context.add_output_metadata({"uri": f"s3://{self.bucket}/{name}", "bytes": len(body)})
 
     def load_input(self, context: InputContext) -> Any:
@@ -77,7 +84,7 @@ class S3IOManager(ConfigurableIOManager):
         if context.upstream_partitioned and context.partition_key is None:
             if context.asset_partition_keys is not None:
                 return {
-                    k: self._get(client, self.object_key(key, k), key)
+                    k: self._get(client, self.object_key(key, k), key, context, k)
                     for k in context.asset_partition_keys
                 }
             folder = self.object_key(key, None).rsplit("/", 1)[0] + "/"
@@ -88,16 +95,28 @@ class S3IOManager(ConfigurableIOManager):
                 for item in page.get("Contents", []):
                     leaf = item["Key"][len(folder) :]
                     if "/" not in leaf and leaf != "__value":
-                        out[unquote(leaf)] = self._get(client, item["Key"], key)
+                        part = unquote(leaf)
+                        out[part] = self._get(client, item["Key"], key, context, part)
             return dict(sorted(out.items()))
-        return self._get(client, self.object_key(key, context.partition_key), key)
+        partition = context.partition_key
+        return self._get(client, self.object_key(key, partition), key, context, partition)
 
-    def _get(self, client: Any, name: str, key: AssetKey) -> Any:
+    def _get(
+        self,
+        client: Any,
+        name: str,
+        key: AssetKey,
+        context: InputContext,
+        partition_key: str | None = None,
+    ) -> Any:
         try:
-            body = client.get_object(Bucket=self.bucket, Key=name)["Body"].read()
+            found = client.get_object(Bucket=self.bucket, Key=name)
+            body = found["Body"].read()
         except client.exceptions.NoSuchKey:
             raise FileNotFoundError(
                 f"no stored value of asset {key.to_user_string()} at s3://{self.bucket}/{name}:"
                 " materialize it first"
             ) from None
-        return pickle.loads(body)  # noqa: S301 - the customer's own values, in their bucket
+        value = pickle.loads(body)  # noqa: S301 - the customer's own values, in their bucket
+        context.record_loaded(found.get("Metadata", {}).get("tether-run-id"), partition_key)
+        return value

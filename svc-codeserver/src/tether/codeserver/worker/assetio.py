@@ -8,6 +8,18 @@ asset's ``ASSET_MATERIALIZATION`` once it is stored. Both run inside the step's 
 boundary: a missing environment variable, an IO manager that raises or a value never
 materialized fails that step, with its reason, and nothing else.
 
+Lineage: every upstream value a step reads is listed on the materializations it stores
+(``upstream``: key, partition, and the run that materialized it). A value loaded through
+an IO manager names the run the IO manager recorded when storing it (the built-in ones
+keep it beside the value); one computed earlier in the same run names this run. In a
+re-execution, an asset step whose upstream asset step is not selected loads the upstream
+through its IO manager (as a later run would), not from the parent run's step outputs:
+the value is where the IO manager put it, say S3, even when the parent ran on another
+container.
+
+Ops that are not assets get their resources here too (``context.resources`` and
+parameters typed with a ConfigurableResource).
+
 Resources are made on first use, once per process: an ``EnvVar`` is read from the run
 worker's environment then, and a ``FilesystemIOManager`` without ``base_dir`` keeps
 values under the worker's storage directory (``<STORAGE_DIR>/assets``).
@@ -16,10 +28,12 @@ values under the worker's storage directory (``<STORAGE_DIR>/assets``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from tether.sdk import (
     PARTITION_KEY_TAG,
     AssetKey,
@@ -32,13 +46,19 @@ from tether.sdk import (
     Node,
     OpContext,
     OutputContext,
+    OutputHandle,
     ResourceError,
     Resources,
 )
 from tether.sdk._context import ASSET_MATERIALIZATION
 from tether.sdk._io_manager import DEFAULT_IO_MANAGER_KEY
+from tether.shared.wire.assets import (
+    MAX_UPSTREAM,
+    AssetMaterializationData,
+    UpstreamMaterialization,
+)
 
-__all__ = ["ASSETS_DIR", "AssetIO"]
+__all__ = ["ASSETS_DIR", "AssetIO", "loaded_through_io_manager"]
 
 #: Where the default IO manager keeps values, under the run worker's storage directory.
 ASSETS_DIR = "assets"
@@ -53,6 +73,8 @@ class AssetIO:
         run_tags: its tags (the partition key is ``tether/partition``).
         storage_dir: the run worker's storage directory.
         environ: where EnvVar fields are read (default: this process's environment).
+        step_selection: the steps the run executes (None: all); an asset step reads an
+            unselected upstream asset step's value through the IO manager.
     """
 
     def __init__(
@@ -62,13 +84,17 @@ class AssetIO:
         run_tags: Mapping[str, str],
         storage_dir: str | Path,
         environ: Mapping[str, str] | None = None,
+        step_selection: Collection[str] | None = None,
     ) -> None:
         self._job = job
         self._run_id = run_id
         self._partition_key = run_tags.get(PARTITION_KEY_TAG)
         self._assets_dir = Path(storage_dir).absolute() / ASSETS_DIR
         self._environ = os.environ if environ is None else environ
+        self._selected = None if step_selection is None else frozenset(step_selection)
         self._made: dict[str, Any] = {}
+        # Step -> what it read, listed on the materializations it stores.
+        self._read: dict[str, list[UpstreamMaterialization | None]] = {}
 
     def asset_of(self, node: Node) -> AssetsDefinition | None:
         """The asset ``node`` materializes, if it is an asset step."""
@@ -96,7 +122,8 @@ class AssetIO:
         """The OpContext fields of an asset step: its keys and its resources."""
         asset = self.asset_of(node)
         if asset is None:
-            return {}
+            keys = node.op.resource_keys
+            return {"resources": _LazyResources(self, sorted(keys))} if keys else {}
         return {
             "asset_key": None if asset.multi else asset.key,
             "selected_asset_keys": frozenset(asset.keys),
@@ -104,23 +131,44 @@ class AssetIO:
             "resources": _LazyResources(self, sorted(asset.required_resource_keys)),
         }
 
+    def io_loaded(self, node: Node) -> frozenset[str]:
+        """The parameters of ``node`` read through an IO manager, not from this run's steps."""
+        return loaded_through_io_manager(self._job, node, self._selected)
+
     def inputs(self, node: Node) -> dict[str, Any]:
-        """The keyword arguments of an asset step that the run's own steps do not give:
-        values loaded through IO managers, and resources."""
+        """The keyword arguments of a step that the run's own steps do not give: an asset
+        step's values loaded through IO managers, and resources."""
         asset = self.asset_of(node)
         if asset is None:
-            return {}
+            return {param: self.resource(param) for param in node.op.resource_params}
         kwargs: dict[str, Any] = {}
+        read: list[UpstreamMaterialization | None] = []
+        loaded = self.io_loaded(node)
         for param, upstream in asset.input_keys.items():
-            if param not in node.inputs:
-                kwargs[param] = self._load(asset, node, param, upstream)
+            if param in loaded:
+                kwargs[param], context = self._load(asset, node, param, upstream)
+                read.extend(_upstream(upstream, context))
+            elif param in node.inputs:
+                # Computed earlier in this run (of the run's partition, if partitioned).
+                same, _ = self._partitioning(asset, upstream)
+                partition = self._partition_key if same else None
+                read.append(_entry(upstream, partition, self._run_id))
         for param in asset.resource_params:
             kwargs[param] = self.resource(param)
+        self._read[node.name] = read
         return kwargs
 
-    def _load(self, asset: AssetsDefinition, node: Node, param: str, upstream: AssetKey) -> Any:
+    def _partitioning(self, asset: AssetsDefinition, upstream: AssetKey) -> tuple[bool, bool]:
+        """Whether ``upstream`` is partitioned like ``asset``, and whether it is partitioned."""
         graph = self._job.asset_graph
         spec = graph.specs.get(upstream) if graph is not None else None
+        partitions = spec.partitions_def if spec is not None else None
+        return partitions is not None and partitions == asset.partitions_def, partitions is not None
+
+    def _load(
+        self, asset: AssetsDefinition, node: Node, param: str, upstream: AssetKey
+    ) -> tuple[Any, InputContext]:
+        graph = self._job.asset_graph
         computed = graph.computed.get(upstream) if graph is not None else None
         # Another location's or an external asset: read with the IO manager of the reader.
         manager_key = (
@@ -128,17 +176,16 @@ class AssetIO:
             if computed is not None
             else asset.io_manager_key_for(asset.keys[0])
         )
-        partitions = spec.partitions_def if spec is not None else None
-        same = partitions is not None and partitions == asset.partitions_def
+        same, partitioned = self._partitioning(asset, upstream)
         context = InputContext(
             asset_key=upstream,
             partition_key=self._partition_key if same else None,
-            upstream_partitioned=partitions is not None,
+            upstream_partitioned=partitioned,
             run_id=self._run_id,
             step_key=node.name,
             input_name=param,
         )
-        return self._manager(manager_key).load_input(context)
+        return self._manager(manager_key).load_input(context), context
 
     def store(self, node: Node, value: Any, context: OpContext) -> Any:
         """Hand an asset step's value (each of a multi-asset's) to its IO manager and emit
@@ -160,6 +207,8 @@ class AssetIO:
                 )
             partition = self._partition_key
         values = _per_key(asset, value)
+        read = self._read.pop(node.name, [])
+        listed = [u for u in read if u is not None][:MAX_UPSTREAM]
         for key, part in values.items():
             spec = asset.spec_for(key)
             out = OutputContext(
@@ -171,17 +220,16 @@ class AssetIO:
                 code_version=spec.code_version,
             )
             self._manager(asset.io_manager_key_for(key)).handle_output(out, part)
-            context.event_sink(
-                ASSET_MATERIALIZATION,
-                node.name,
-                {
-                    "asset_key": list(key.path),
-                    "description": spec.description,
-                    "metadata": {**context.output_metadata, **out._output_metadata},
-                    "partition": partition,
-                    "code_version": spec.code_version,
-                },
+            data = AssetMaterializationData(
+                asset_key=list(key.path),
+                description=spec.description,
+                metadata={**context.output_metadata, **out._output_metadata},
+                partition=partition,
+                code_version=spec.code_version,
+                upstream=listed,
+                upstream_truncated=len(listed) < len(read),
             )
+            context.event_sink(ASSET_MATERIALIZATION, node.name, data.model_dump(mode="json"))
         if not asset.multi:
             return value
         return {asset.output_names[k]: v for k, v in values.items()}
@@ -191,6 +239,61 @@ class AssetIO:
         if not isinstance(manager, IOManager):
             raise ResourceError(f"resource {key!r} is not an IOManager")
         return manager
+
+
+def loaded_through_io_manager(
+    job: JobDefinition, node: Node, selected: Collection[str] | None
+) -> frozenset[str]:
+    """The parameters of ``node`` whose values an IO manager loads: for an asset step,
+    those its job does not compute, and those from an upstream asset step the run does not
+    execute (``selected``: the steps it does; None: all)."""
+    asset = job.assets.get(node.name)
+    if asset is None:
+        return frozenset()
+    out = set()
+    for param in asset.input_keys:
+        source = node.inputs.get(param)
+        if source is None:
+            out.add(param)
+        elif (
+            selected is not None
+            and isinstance(source, OutputHandle)
+            and source.node not in selected
+            and source.node in job.assets
+        ):
+            out.add(param)
+    return frozenset(out)
+
+
+def _entry(
+    key: AssetKey, partition: str | None, run_id: str | None
+) -> UpstreamMaterialization | None:
+    """One lineage entry; None if the key or partition exceeds the wire bounds (the
+    materialization then says its upstream list is truncated)."""
+    try:
+        return UpstreamMaterialization(asset_key=list(key.path), partition=partition, run_id=run_id)
+    except ValidationError:
+        return None
+
+
+def _upstream(key: AssetKey, context: InputContext) -> list[UpstreamMaterialization | None]:
+    """What one load read, as the IO manager recorded it (one entry with no run if the IO
+    manager recorded nothing; a run id that is not one is dropped)."""
+    loaded = context.loaded
+    if not loaded:
+        return [_entry(key, context.partition_key, None)]
+    out = []
+    for value in loaded:
+        run_id = value.run_id
+        if run_id is not None and not _RUN_ID.match(run_id):
+            run_id = None
+        partition = value.partition_key if value.partition_key else None
+        out.append(_entry(key, partition, run_id))
+    return out
+
+
+#: What a run id may look like on the wire (see UpstreamMaterialization.run_id).
+_RUN_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 def _names(asset: AssetsDefinition) -> str:

@@ -142,7 +142,9 @@ class JobExecutor:
         self._cancellation = cancellation
         self._lifecycle = StepLifecycle(job, run_id, emitter, publisher, cancellation)
         self._outputs: dict[str, Any] = {}
-        self._io = AssetIO(job, run_id, self._run_tags, storage.base_dir)
+        self._io = AssetIO(
+            job, run_id, self._run_tags, storage.base_dir, step_selection=self._plan.selected
+        )
         # Only selected nodes have a status; an unselected upstream's output is reused.
         self.status: dict[str, StepStatus] = dict.fromkeys(self._plan.selected, StepStatus.NOT_RUN)
 
@@ -188,7 +190,7 @@ class JobExecutor:
         )
 
     def _call(self, node: Node, context: OpContext) -> Any:
-        inputs = op_inputs(node, self._output)
+        inputs = op_inputs(node, self._output, self._io.io_loaded(node))
         self._cancellation.enter_user_code()
         try:
             return call_op(node, context, inputs, self._op_configs.get(node.name), self._io)

@@ -9,7 +9,7 @@ and where logs and events go.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -66,9 +66,10 @@ def op_context(
     )
 
 
-def op_inputs(node: Node, read: Callable[[str], Any]) -> dict[str, Any]:
+def op_inputs(node: Node, read: Callable[[str], Any], skip: Collection[str] = ()) -> dict[str, Any]:
     """``node``'s keyword arguments from its upstream outputs (``read`` gets a step's; a
-    multi-asset step's output is out name -> value)."""
+    multi-asset step's output is out name -> value), but for the inputs in ``skip`` (an
+    IO manager loads them: :meth:`AssetIO.io_loaded`)."""
 
     def value(handle: OutputHandle) -> Any:
         out = read(handle.node)
@@ -76,6 +77,8 @@ def op_inputs(node: Node, read: Callable[[str], Any]) -> dict[str, Any]:
 
     kwargs: dict[str, Any] = {}
     for name, source in node.inputs.items():
+        if name in skip:
+            continue
         if isinstance(source, tuple):
             kwargs[name] = [value(h) for h in source]
         else:
@@ -92,8 +95,9 @@ def call_op(
 ) -> Any:
     """Call ``node``'s op (an async one to completion) and return its output.
 
-    For an asset step, ``io`` loads the values its run does not compute and gives its
-    resources before the call, and stores the value through its IO manager after it.
+    ``io`` gives the step's resources before the call; for an asset step it also loads
+    the values its run does not compute before, and stores the value through its IO
+    manager after it.
     """
     op = node.op
     if io is not None:

@@ -3,7 +3,9 @@
 A re-execution from failure runs only its selected steps. Every output a selected step
 reads from an unselected one must come from the parent run's storage; the worker links
 them into the new run's storage before any step starts, so a missing one fails the run at
-once, naming the step and the output, instead of failing a step halfway through.
+once, naming the step and the output, instead of failing a step halfway through. An asset
+step reads an unselected upstream asset through its IO manager instead (its value is
+where the IO manager stored it): that output is not needed from the parent.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tether.codeserver.worker.assetio import loaded_through_io_manager
 from tether.codeserver.worker.outputs import MissingParentOutput, StepOutputStorage
 from tether.sdk import RESULT, JobDefinition
 from tether.shared.nats.subjects import token
@@ -81,9 +84,16 @@ def plan_steps(
     chosen = set(step_selection)
     if not chosen:
         raise SelectionError("the step selection is empty: nothing to execute")
-    needed = {
-        up for node in job.nodes if node.name in chosen for up in node.value_upstream()
-    } - chosen
+    needed: set[str] = set()
+    for node in job.nodes:
+        if node.name in chosen:
+            # An asset step reads an unselected upstream asset through its IO manager.
+            through_io = loaded_through_io_manager(job, node, chosen)
+            for param, source in node.inputs.items():
+                if param not in through_io:
+                    handles = source if isinstance(source, tuple) else (source,)
+                    needed.update(h.node for h in handles)
+    needed -= chosen
     missing: list[tuple[str, str]] = []
     problems: list[str] = []
     reused: list[str] = []

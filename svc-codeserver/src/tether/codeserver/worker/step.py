@@ -79,13 +79,14 @@ def run_step(spec: StepSpec, messages: _Messages) -> None:
     def event_sink(kind: str, step_key: str, data: dict[str, Any]) -> None:
         messages.send(kind="event", event_type=kind, data=data)
 
-    io = AssetIO(job, run.run_id, run.tags, spec.storage_dir)
+    io = AssetIO(job, run.run_id, run.tags, spec.storage_dir, step_selection=run.step_selection)
     context = op_context(
         job, node, run.run_id, run.tags, op_config, spec.attempt, log_sink, event_sink, io
     )
     started = time.monotonic()
     try:
-        value = call_op(node, context, op_inputs(node, storage.read), op_config, io)
+        inputs = op_inputs(node, storage.read, io.io_loaded(node))
+        value = call_op(node, context, inputs, op_config, io)
         storage.write(step, value)
     except (Exception, SystemExit) as err:  # noqa: BLE001
         # The user-code boundary (an unpicklable output fails the step the same way).

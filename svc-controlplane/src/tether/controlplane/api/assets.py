@@ -9,6 +9,7 @@ the customer's environment: nothing here reads or holds one.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import strawberry
@@ -52,10 +53,57 @@ def _key(path: list[str]) -> AssetKeyType:
     return AssetKeyType(path=list(path))
 
 
+class _UpstreamRecords:
+    """The records of one materialization's upstream, read together on first use (one
+    query for all of its upstream ``materialization`` fields, not one each)."""
+
+    def __init__(self, wanted: list[tuple[str, str | None, str]]) -> None:
+        self._wanted = wanted
+        self._rows: dict[tuple[str, str | None, str], AssetMaterializationRow] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(
+        self, info: Info[ApiContext, None], identity: tuple[str, str | None, str]
+    ) -> AssetMaterializationRow | None:
+        async with self._lock:
+            if self._rows is None:
+                principal = await info.context.viewer()
+                async with info.context.cp.db.reading() as session:
+                    self._rows = await assets.materializations_read(
+                        session, principal.deployment_id, self._wanted
+                    )
+        return self._rows.get(identity)
+
+
+@strawberry.type(name="UpstreamMaterialization")
+class UpstreamMaterializationType:
+    """An upstream value a materialization's step read (lineage): which asset, which
+    partition, and the run that had materialized it (null when the IO manager that read
+    it records no provenance)."""
+
+    asset_key: AssetKeyType
+    partition: str | None
+    run_id: str | None
+    _records: strawberry.Private[_UpstreamRecords]
+
+    @strawberry.field(
+        description="The materialization read, as recorded (null: no run known, or its "
+        "record was wiped)."
+    )
+    async def materialization(self, info: Info[ApiContext, None]) -> MaterializationType | None:
+        if self.run_id is None:
+            return None
+        identity = ("/".join(self.asset_key.path), self.partition, self.run_id)
+        row = await self._records.get(info, identity)
+        return MaterializationType.build(row) if row is not None else None
+
+
 @strawberry.type(name="AssetMaterialization")
 class MaterializationType:
-    """One materialization: which run stored the value, when, of which partition."""
+    """One materialization: which run stored the value, when, of which partition, and
+    what its step read."""
 
+    asset_key: AssetKeyType
     run_id: str
     step_key: str | None
     timestamp: float
@@ -63,10 +111,23 @@ class MaterializationType:
     description: str
     metadata: JSON
     code_version: str | None
+    upstream: list[UpstreamMaterializationType] = strawberry.field(
+        description="The upstream materializations its step read (empty: none, or recorded "
+        "by a worker that sent no lineage)."
+    )
 
     @classmethod
     def build(cls, row: AssetMaterializationRow) -> MaterializationType:
+        upstream = [u for u in row.upstream or [] if isinstance(u, dict)]
+        records = _UpstreamRecords(
+            [
+                ("/".join(u["asset_key"]), u.get("partition"), u["run_id"])
+                for u in upstream
+                if u.get("run_id")
+            ]
+        )
         return cls(
+            asset_key=_key(row.asset_key.split("/")),
             run_id=row.run_id,
             step_key=row.step_key,
             timestamp=row.timestamp,
@@ -74,6 +135,15 @@ class MaterializationType:
             description=row.description,
             metadata=JSON(row.entry_metadata),
             code_version=row.code_version,
+            upstream=[
+                UpstreamMaterializationType(
+                    asset_key=_key(u["asset_key"]),
+                    partition=u.get("partition"),
+                    run_id=u.get("run_id"),
+                    _records=records,
+                )
+                for u in upstream
+            ],
         )
 
 

@@ -7,7 +7,7 @@ Queries need a viewer token, actions an editor token (see
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.scalars import JSON
@@ -23,9 +23,13 @@ from tether.controlplane.runs.failures import RunFailureReason
 from tether.controlplane.runs.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.runs.reexecute import ReexecutionStrategy
 from tether.controlplane.runs.retries import retry_number_of
-from tether.controlplane.store import computelogs, eventstreams, retries, runs
+from tether.controlplane.store import assets, computelogs, eventstreams, retries, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.runs import EventType, RunStatus
+
+if TYPE_CHECKING:
+    # api.assets imports this module (launching runs): the Run field's type is lazy.
+    from tether.controlplane.api.assets import MaterializationType
 
 RunStatusEnum = strawberry.enum(RunStatus, name="RunStatus", description="Lifecycle of a run.")
 
@@ -170,6 +174,21 @@ class RunType:
         async with info.context.cp.db.reading() as session:
             rows = await runs.list_events(session, self.id, after_id=after_id)
         return [RunEventType.build(row) for row in rows]
+
+    @strawberry.field(
+        description="The assets the run materialized (key, partition, lineage), in the order "
+        "its steps stored them."
+    )
+    async def asset_materializations(
+        self, info: Info[ApiContext, None]
+    ) -> list[Annotated[MaterializationType, strawberry.lazy("tether.controlplane.api.assets")]]:
+        """The run's materializations."""
+        from tether.controlplane.api.assets import MaterializationType
+
+        principal = await info.context.viewer()
+        async with info.context.cp.db.reading() as session:
+            rows = await assets.materializations_of_run(session, principal.deployment_id, self.id)
+        return [MaterializationType.build(r) for r in rows]
 
     @strawberry.field(
         description="Whether every worker event of the run is stored yet, or some are still "

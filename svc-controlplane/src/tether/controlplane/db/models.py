@@ -514,3 +514,7 @@ class AssetMaterializationRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     entry_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
     code_version: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: Lineage: the upstream materializations the step read, each ``{"asset_key": [...],
+    #: "partition", "run_id"}`` (validated: :class:`tether.shared.wire.assets.
+    #: UpstreamMaterialization`); None when the worker sent none.
+    upstream: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)

@@ -1,10 +1,13 @@
 """Asset materialization records: written as run events are stored, read by the asset API.
 
 A worker emits ``ASSET_MATERIALIZATION`` once an asset's value is stored by its IO
-manager, in the customer's environment; the event's data names the asset (``asset_key``,
-a path), the partition, the metadata and the code version. Each such event stored becomes
-one row of ``asset_materializations`` in the same transaction as the event, so the
-history never disagrees with the run's events. Values never reach the control plane.
+manager, in the customer's environment; the event's data
+(:class:`tether.shared.wire.assets.AssetMaterializationData`) names the asset
+(``asset_key``, a path), the partition, the metadata, the code version and, for lineage,
+the upstream materializations its step read (``upstream``: key, partition, run). Each
+such event stored becomes one row of ``asset_materializations`` in the same transaction
+as the event, so the history never disagrees with the run's events. Values never reach
+the control plane.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import AssetMaterializationRow
 from tether.controlplane.db.statements import rowcount, upsert_insert
+from tether.shared.wire.assets import parse_upstream
+from tether.shared.wire.errors import ContractError
 from tether.shared.wire.runs import EventType, RunEvent
 
 __all__ = [
     "latest_materializations",
     "list_materializations",
     "materialization_row",
+    "materializations_of_run",
+    "materializations_read",
     "record_materializations",
     "wipe",
 ]
@@ -59,7 +66,29 @@ def materialization_row(deployment_id: str, event: RunEvent) -> dict[str, Any] |
         "description": str(data.get("description") or "")[:10_000],
         "entry_metadata": metadata if isinstance(metadata, dict) else {},
         "code_version": _text(data.get("code_version"), 200),
+        "upstream": _upstream(event),
     }
+
+
+def _upstream(event: RunEvent) -> list[dict[str, Any]] | None:
+    """The lineage of a materialization event, validated (None: the event has none).
+
+    The data comes from an agent: a malformed or oversized list is dropped (the
+    materialization is still recorded, with no lineage) rather than stored.
+    """
+    if "upstream" not in event.data:
+        return None
+    try:
+        upstream = parse_upstream(event.data["upstream"])
+    except ContractError as err:
+        log.warning(
+            "run %s seq %s: materialization lineage dropped: %s",
+            event.run_id,
+            event.seq,
+            str(err)[:500],
+        )
+        return None
+    return [u.model_dump(mode="json") for u in upstream]
 
 
 async def record_materializations(
@@ -121,6 +150,46 @@ async def list_materializations(
         query = query.where(table.partition == partition)
     query = query.order_by(table.timestamp.desc(), table.id.desc()).limit(limit)
     return (await session.scalars(query)).all()
+
+
+async def materializations_of_run(
+    session: AsyncSession, deployment_id: str, run_id: str, *, limit: int = 1000
+) -> Sequence[AssetMaterializationRow]:
+    """The materializations run ``run_id`` recorded, in the order it emitted them."""
+    table = AssetMaterializationRow
+    query = (
+        select(table)
+        .where(table.deployment_id == deployment_id, table.run_id == run_id)
+        .order_by(table.seq)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def materializations_read(
+    session: AsyncSession, deployment_id: str, wanted: Iterable[tuple[str, str | None, str]]
+) -> dict[tuple[str, str | None, str], AssetMaterializationRow]:
+    """The recorded materialization of each ``(key, partition, run_id)`` in ``wanted`` (the
+    run's last of that key and partition), in one query; absent ones are left out."""
+    wanted = set(wanted)
+    if not wanted:
+        return {}
+    table = AssetMaterializationRow
+    rows = await session.scalars(
+        select(table)
+        .where(
+            table.deployment_id == deployment_id,
+            table.run_id.in_(sorted({run for _, _, run in wanted})),
+            table.asset_key.in_(sorted({key for key, _, _ in wanted})),
+        )
+        .order_by(table.seq)
+    )
+    found: dict[tuple[str, str | None, str], AssetMaterializationRow] = {}
+    for row in rows:
+        identity = (row.asset_key, row.partition, row.run_id)
+        if identity in wanted:
+            found[identity] = row  # ordered by seq: the run's last one wins
+    return found
 
 
 async def materialized_partitions(session: AsyncSession, deployment_id: str, key: str) -> list[str]:
