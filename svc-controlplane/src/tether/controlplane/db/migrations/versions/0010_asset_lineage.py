@@ -6,7 +6,7 @@ validated when recorded: :mod:`tether.shared.wire.assets`); NULL on rows recorde
 this revision (their workers sent none).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
