@@ -1,7 +1,8 @@
 """The asset pages in a real browser (Debian's Chromium driven by Playwright) against the
 real `tether dev` stack serving the example location: the catalog and the asset graph,
-materializing an asset from its page, a selection from the graph, and one partition of the
-daily report; each run succeeds and its materialization shows in the asset's history.
+materializing an asset from its page, a selection from the graph, one partition of the
+daily report, then a backfill of two more of its partitions from its page; each run succeeds,
+its materialization shows in the asset's history and its partitions' cells turn materialized.
 Screenshots are kept under test-artifacts/ui/.
 """
 
@@ -125,20 +126,50 @@ def test_catalog_graph_and_materializing_from_the_pages(
         page.goto(f"{stack.config.url}/assets/warehouse/top_customers")
         assert page.locator(f'#history tr[data-run="{third}"]').count() == 1
 
-        # One partition of the daily report: keys come from the agent after the page loads.
+        # One partition of the daily report: the newest, chosen in the picker by default.
         page.goto(f"{stack.config.url}/assets/reports/daily_revenue")
-        page.locator("#partition-grid-slot .partition-grid").wait_for(timeout=30_000)
-        picker = page.locator("select#partition-picker option")
-        picker.first.wait_for(state="attached", timeout=30_000)
-        partition = picker.first.get_attribute("value")
+        page.locator("#partitions .partition-grid").wait_for(timeout=30_000)
+        partition = page.locator("select#partition-picker").input_value()
         assert partition and re.fullmatch(r"\d{4}-\d{2}-\d{2}", partition)
         page.get_by_role("button", name="Materialize partition").click()
         fourth = run_succeeds(page)
         page.goto(f"{stack.config.url}/assets/reports/daily_revenue")
         assert page.locator(f'#history tr[data-run="{fourth}"]').count() == 1
-        page.locator(f'.cell[data-partition="{partition}"][data-materialized="true"]').wait_for(
-            timeout=30_000
+        cell = page.locator(f'.cell[data-partition="{partition}"]')
+        assert cell.get_attribute("data-status") == "materialized"
+        assert cell.get_attribute("href") == f"/runs/{fourth}"
+
+        # A backfill of the two partitions before it, from the asset's page.
+        keys = [o.get_attribute("value") for o in page.locator("select#backfill-from option").all()]
+        assert keys[-1] == partition and len(keys) >= 3
+        first, second = keys[-3], keys[-2]
+        for key in (first, second):
+            assert (
+                page.locator(f'.cell[data-partition="{key}"]').get_attribute("data-status")
+                == "missing"
+            )
+        page.select_option("select#backfill-from", first)
+        page.select_option("select#backfill-to", second)
+        page.get_by_role("button", name="Backfill range").click()
+        page.wait_for_url("**/backfills/*")
+        # The backfill's page names the asset (linked), not the implicit asset job.
+        assets = page.locator('.backfill-assets a[data-asset="reports/daily_revenue"]')
+        assert assets.get_attribute("href") == "/assets/reports/daily_revenue"
+        assert "__asset_job" not in page.locator(".page-head .meta").inner_text()
+        # Live until both partitions' runs succeeded.
+        page.locator("#backfill-live .partition-grid a.cell-success").nth(1).wait_for(
+            timeout=180_000
         )
+        assert page.locator("#backfill-live .partition-grid .cell").count() == 2
+        page.screenshot(path=str(ARTIFACTS / "asset-backfill.png"), full_page=True)
+        assets.click()
+        page.wait_for_url("**/assets/reports/daily_revenue")
+        for key in (first, second, partition):
+            page.locator(f'.cell[data-partition="{key}"][data-status="materialized"]').wait_for(
+                timeout=30_000
+            )
+        counts = page.locator(".partition-legend")
+        assert counts.locator('[data-count="materialized"]').inner_text() == "3"
         page.screenshot(path=str(ARTIFACTS / "asset-daily-revenue.png"), full_page=True)
 
         page.goto(f"{stack.config.url}/asset-graph")

@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from controlplane_testkit import EVENTS, Api
+from sqlalchemy import update
+from tether.controlplane.db.models import Run
 from tether.controlplane.security import auth
 from tether.controlplane.ui import assets as ui_assets
 from tether.sdk import (
@@ -21,6 +23,7 @@ from tether.sdk import (
     AssetSpec,
     DailyPartitionsDefinition,
     Definitions,
+    HourlyPartitionsDefinition,
     StaticPartitionsDefinition,
     asset,
 )
@@ -184,16 +187,53 @@ async def test_asset_page_shows_definition_lineage_history_and_plots(api: Api) -
     assert 'href="/locations/loc/jobs/__asset_job?repo=' in cleaned
 
 
+def grid_cells(html: str) -> dict[str, tuple[str, str | None]]:
+    """The partition grid's cells: key -> (status, the run it links to or None)."""
+    cells = {}
+    for tag in re.findall(r'<(?:a|span) role="listitem" class="cell [^>]*>', html):
+        key = re.search(r'data-partition="([^"]+)"', tag)
+        status = re.search(r'data-status="([a-z_]+)"', tag)
+        href = re.search(r'href="/runs/([^"]+)"', tag)
+        assert key is not None and status is not None, tag
+        cells[key.group(1)] = (status.group(1), href.group(1) if href else None)
+    return cells
+
+
+def legend(html: str) -> dict[str, str]:
+    """The grid legend's counts: status -> count."""
+    return dict(re.findall(r'<span data-count="([a-z_]+)">(\d+)</span>', html))
+
+
+async def set_status(api: Api, run_id: str, status: str) -> None:
+    """What the run worker's events would do (the runs' lifecycle is not under test here)."""
+    async with api.cp.db.transaction() as session:
+        await session.execute(update(Run).where(Run.id == run_id).values(status=status))
+
+
+async def materialize_partition(api: Api, partition: str) -> str:
+    resp = await api.client.post(
+        "/asset-materialize/regional", data={"run_config": "{}", "partition": partition}
+    )
+    assert resp.status_code == 303, resp.text
+    return str(resp.headers["location"].rsplit("/", 1)[-1])
+
+
 async def test_partitioned_asset_shows_its_grid_and_picker(api: Api) -> None:
-    await seeded(api)
+    run_id = await seeded(api)
     html = (await api.client.get("/assets/regional")).text
-    cells = dict(re.findall(r'data-partition="([^"]+)" data-materialized="(true|false)"', html))
-    assert cells == {"eu": "true", "us": "false", "apac": "false"}
+    assert grid_cells(html) == {
+        "eu": ("materialized", run_id),
+        "us": ("missing", None),
+        "apac": ("missing", None),
+    }
     assert "1 of 3 materialized" in html
+    assert legend(html) == {"materialized": "1", "in_progress": "0", "failed": "0", "missing": "2"}
     picker = re.search(r'<select name="partition" id="partition-picker">(.*?)</select>', html, re.S)
     assert picker is not None and picker.group(1).count("<option") == 3
     # Partition column in history.
     assert '<td class="mono">eu</td>' in html
+    # Nothing is in progress: the grid does not poll.
+    assert 'hx-trigger="every 3s"' not in html
     # Materialize without choosing a partition: one sentence, nothing launched.
     resp = await api.client.post("/asset-materialize/regional", data={"run_config": ""})
     assert resp.status_code == 400
@@ -202,12 +242,70 @@ async def test_partitioned_asset_shows_its_grid_and_picker(api: Api) -> None:
         "/asset-materialize/regional", data={"run_config": "", "partition": "mars"}
     )
     assert resp.status_code == 400 and "&#39;mars&#39; is not a partition" in resp.text
-    resp = await api.client.post(
-        "/asset-materialize/regional", data={"run_config": "{}", "partition": "us"}
-    )
-    assert resp.status_code == 303, resp.text
-    run = await api.run(resp.headers["location"].rsplit("/", 1)[-1])
+    run = await api.run(await materialize_partition(api, "us"))
     assert run is not None
+
+
+async def test_the_grid_colours_partitions_by_status_and_links_their_runs(api: Api) -> None:
+    first = await seeded(api)
+    # us: a run that failed; apac: a run still going; eu: materialized, then a newer run
+    # of it is queued (so it is in progress again).
+    failed = await materialize_partition(api, "us")
+    await set_status(api, failed, "FAILURE")
+    going = await materialize_partition(api, "apac")
+    await set_status(api, going, "STARTED")
+    html = (await api.client.get("/assets/regional")).text
+    assert grid_cells(html) == {
+        "eu": ("materialized", first),
+        "us": ("failed", failed),
+        "apac": ("in_progress", going),
+    }
+    assert legend(html) == {"materialized": "1", "in_progress": "1", "failed": "1", "missing": "0"}
+    assert 'class="cell cell-failed"' in html and 'class="cell cell-in_progress"' in html
+    # Something is in progress: the grid polls its fragment, which has the same cells.
+    assert 'hx-get="/asset-partitions/regional?page=0" hx-trigger="every 3s"' in html
+    fragment = (await api.client.get("/asset-partitions/regional")).text
+    assert grid_cells(fragment) == grid_cells(html)
+    # apac's run materializes it and ends: materialized, linked to that run; polling stops.
+    await api.agent(EVENTS, items=[materialized(going, 1, ["regional"], partition="apac")])
+    await set_status(api, going, "SUCCESS")
+    after = (await api.client.get("/asset-partitions/regional")).text
+    assert grid_cells(after)["apac"] == ("materialized", going)
+    assert 'hx-trigger="every 3s"' not in after
+    # The failed partition's newest attempt failed: a backfill of "all failed" is offered.
+    page = (await api.client.get("/assets/regional")).text
+    assert 'value="failed">Backfill all 1 failed</button>' in page
+    assert 'value="missing">' not in page
+
+
+async def test_a_big_definition_shows_its_newest_partitions_in_pages(api: Api) -> None:
+    @asset(key="events/hourly", partitions_def=HourlyPartitionsDefinition(start="2025-06-01-00:00"))
+    def hourly() -> int:
+        return 1
+
+    await api.load(Definitions(assets=[hourly]).location_snapshot("loc"))
+    count = (
+        await api.user('query { assetNode(assetKey: ["events", "hourly"]) { partitionKeyCount } }')
+    )["assetNode"]["partitionKeyCount"]
+    assert count > 10_000
+    html = (await api.client.get("/assets/events/hourly")).text
+    cells = grid_cells(html)
+    assert len(cells) == ui_assets.GRID_LIMIT == 500
+    assert f"Showing the newest 500 of {count}:" in html
+    assert f'data-total="{count}"' in html and f"0 of {count} materialized" in html
+    pages = -(-count // 500)
+    assert f"page 1 of {pages}" in html and 'href="/assets/events/hourly?page=1#partitions"' in html
+    assert "newer →" not in html
+    newest = list(cells)
+    # Page 1: the 500 before; the last page: the oldest ones, starting at the first key.
+    older = list(grid_cells((await api.client.get("/assets/events/hourly?page=1")).text))
+    assert len(older) == 500 and older[-1] < newest[0]
+    oldest_html = (await api.client.get(f"/assets/events/hourly?page={pages + 5}")).text
+    oldest = list(grid_cells(oldest_html))
+    assert oldest[0] == "2025-06-01-00:00" and len(oldest) == count - 500 * (pages - 1)
+    assert f"page {pages} of {pages}" in oldest_html and "← older" not in oldest_html
+    # The pickers list the shown page only (not 10k options).
+    assert html.count("<option") < 3 * 500 + 10
 
 
 async def test_materialize_redirects_to_the_run_and_bad_config_is_one_sentence(
@@ -315,9 +413,10 @@ async def test_asset_graph_colours_nodes_and_materializes_a_selection_per_locati
     assert states["regional"] == "materialized"
     assert 'data-from="raw/orders" data-to="warehouse/orders"' in html
     assert '<a href="/assets/warehouse/orders">' in html
-    # External and partitioned assets cannot be checked here.
+    # External assets cannot be checked here; partitioned ones can (they run as a backfill).
     assert re.search(r'value="vendor/feed" data-asset-key="vendor/feed"\s+disabled', html)
-    assert re.search(r'value="regional" data-asset-key="regional"\s+disabled', html)
+    assert re.search(r'value="regional" data-asset-key="regional"\s+>', html)
+    assert 'name="from" id="range-from"' in html
 
     none = await api.client.post("/asset-graph/materialize", data={})
     assert none.status_code == 400 and "Check the assets to materialize first." in none.text
@@ -337,6 +436,173 @@ async def test_asset_graph_colours_nodes_and_materializes_a_selection_per_locati
     assert set(re.findall(r'g class="dag-node asset-node[^"]*" data-asset="([^"]+)"', ingest)) == {
         "raw/orders"
     }
+
+
+async def csrf_of(client: httpx.AsyncClient, url: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', (await client.get(url)).text)
+    assert found is not None
+    return found.group(1)
+
+
+async def test_backfill_a_range_from_the_asset_page_needs_csrf_and_an_editor(api: Api) -> None:
+    await seeded(api)
+    editor = await _session(api, auth.Role.EDITOR)
+    viewer = await _session(api, auth.Role.VIEWER)
+    try:
+        page = (await editor.get("/assets/regional")).text
+        assert 'id="backfill-form"' in page and 'action="/asset-backfill/regional"' in page
+        # Two missing partitions (us, apac): offered as "all missing"; none failed.
+        assert 'value="missing">Backfill all 2 missing</button>' in page
+        assert 'value="failed">' not in page
+        csrf = await csrf_of(editor, "/assets/regional")
+        wanted = {"mode": "range", "from": "eu", "to": "us"}
+        no_csrf = await editor.post("/asset-backfill/regional", data=wanted)
+        assert no_csrf.status_code == 403 and "security token" in no_csrf.text
+        ok = await editor.post("/asset-backfill/regional", data={**wanted, "csrf_token": csrf})
+        assert ok.status_code == 303, ok.text
+        backfill_id = ok.headers["location"].removeprefix("/backfills/")
+        made = (
+            await api.user(
+                "query($id: String!) { backfill(id: $id) { partitionKeys jobName "
+                "assetSelection { path } } }",
+                id=backfill_id,
+            )
+        )["backfill"]
+        assert made["partitionKeys"] == ["eu", "us"]
+        assert made["assetSelection"] == [{"path": ["regional"]}]
+        # The backfill's page and the list name the asset (linked), not the implicit job.
+        shown = (await editor.get(f"/backfills/{backfill_id}")).text
+        assert 'asset <a class="mono" href="/assets/regional" data-asset="regional">' in shown
+        assert made["jobName"] not in shown
+        listed = (await editor.get("/backfills")).text
+        row = re.search(rf'<tr data-backfill="{backfill_id}">(.*?)</tr>', listed, re.S)
+        assert row is not None
+        assert '<a class="mono" href="/assets/regional" data-asset="regional">' in row.group(1)
+        assert made["jobName"] not in row.group(1)
+        # All missing: the partitions never materialized, as keys.
+        missing = await editor.post(
+            "/asset-backfill/regional", data={"mode": "missing", "csrf_token": csrf}
+        )
+        assert missing.status_code == 303, missing.text
+        again = (
+            await api.user(
+                "query($id: String!) { backfill(id: $id) { partitionKeys } }",
+                id=missing.headers["location"].removeprefix("/backfills/"),
+            )
+        )["backfill"]
+        assert again["partitionKeys"] == ["us", "apac"]
+        # Nothing failed: one sentence, no backfill.
+        none = await editor.post(
+            "/asset-backfill/regional", data={"mode": "failed", "csrf_token": csrf}
+        )
+        assert none.status_code == 400
+        assert '<div class="notice notice-error" role="alert" id="problems"><div>' in none.text
+        assert "No partition of regional is failed now." in none.text
+        # A range that ends before it starts, and an unknown key: one sentence each.
+        back = await editor.post(
+            "/asset-backfill/regional",
+            data={"mode": "range", "from": "apac", "to": "eu", "csrf_token": csrf},
+        )
+        assert back.status_code == 400
+        assert "The range ends before it starts: eu comes before apac." in back.text
+        # The form keeps the chosen ends.
+        assert '<option value="apac" selected>' in back.text
+        unknown = await editor.post(
+            "/asset-backfill/regional",
+            data={"mode": "range", "from": "eu", "to": "mars", "csrf_token": csrf},
+        )
+        assert unknown.status_code == 400 and "Unknown partition key &#39;mars&#39;." in (
+            unknown.text
+        )
+        half = await editor.post(
+            "/asset-backfill/regional", data={"mode": "range", "from": "eu", "csrf_token": csrf}
+        )
+        assert half.status_code == 400
+        assert "Choose the first and the last partition of the range." in half.text
+        plain = await editor.post("/asset-backfill/raw/orders", data={**wanted, "csrf_token": csrf})
+        assert plain.status_code == 422 and "this asset is not partitioned" in plain.text
+
+        # A viewer sees no form, and its post is refused by the API.
+        seen = (await viewer.get("/assets/regional")).text
+        assert 'id="backfill-form"' not in seen
+        vcsrf = await csrf_of(viewer, "/assets/regional")
+        refused = await viewer.post(
+            "/asset-backfill/regional", data={**wanted, "csrf_token": vcsrf}
+        )
+        assert refused.status_code == 403, refused.text
+        backfills = (await api.user("query { backfills(limit: 10) { id } }"))["backfills"]
+        assert len(backfills) == 2
+    finally:
+        await editor.aclose()
+        await viewer.aclose()
+
+
+async def test_the_graph_backfills_partitioned_assets_sharing_a_definition(api: Api) -> None:
+    days = DailyPartitionsDefinition(start="2026-11-01")
+
+    @asset(key="daily/a", partitions_def=days)
+    def a() -> int:
+        return 1
+
+    @asset(key="daily/b", deps=[AssetSpec("daily/a")], partitions_def=days)
+    def b() -> None: ...
+
+    @asset(key="regions", partitions_def=StaticPartitionsDefinition(["eu", "us"]))
+    def regions() -> None: ...
+
+    @asset(key="plain")
+    def plain() -> int:
+        return 1
+
+    await api.load(Definitions(assets=[a, b, regions, plain]).location_snapshot("loc"))
+    graph = "/asset-graph/materialize"
+    # No range: one sentence naming the partitioned assets.
+    bare = await api.client.post(graph, **form(("asset", "daily/a"), ("asset", "daily/b")))
+    assert bare.status_code == 400
+    assert "daily/a, daily/b are partitioned: give the first and the last partition key" in (
+        bare.text
+    )
+    # Sharing one definition: one asset backfill over the range, and its page.
+    both = await api.client.post(
+        graph,
+        **form(
+            ("asset", "daily/a"),
+            ("asset", "daily/b"),
+            ("from", "2026-11-02"),
+            ("to", "2026-11-03"),
+        ),
+    )
+    assert both.status_code == 303, both.text
+    assert both.headers["location"].startswith("/backfills/")
+    made = (
+        await api.user(
+            "query($id: String!) { backfill(id: $id) { partitionKeys assetSelection { path } } }",
+            id=both.headers["location"].removeprefix("/backfills/"),
+        )
+    )["backfill"]
+    assert made == {
+        "partitionKeys": ["2026-11-02", "2026-11-03"],
+        "assetSelection": [{"path": ["daily", "a"]}, {"path": ["daily", "b"]}],
+    }
+    # Different definitions: refused, as one sentence, nothing launched.
+    mixed = await api.client.post(
+        graph,
+        **form(("asset", "daily/a"), ("asset", "regions"), ("from", "eu"), ("to", "us")),
+    )
+    assert mixed.status_code == 422
+    assert "loc: The assets do not share one partitions definition: regions differ from" in (
+        mixed.text
+    )
+    # With an unpartitioned asset too: a run for it and a backfill for the partitioned one.
+    with_run = await api.client.post(
+        graph,
+        **form(("asset", "plain"), ("asset", "regions"), ("from", "eu"), ("to", "us")),
+    )
+    assert with_run.status_code == 200, with_run.text
+    assert "Its unpartitioned assets run once, its partitioned ones as a backfill" in with_run.text
+    assert re.search(r'id="launched">\s*Launched 1 run:', with_run.text)
+    assert re.search(r'id="launched-backfills">\s*Launched 1 backfill:', with_run.text)
+    assert len((await api.user("query { backfills(limit: 10) { id } }"))["backfills"]) == 2
 
 
 async def test_a_selection_across_locations_launches_one_run_per_location(api: Api) -> None:

@@ -1,10 +1,12 @@
 """Asset pages: the catalog, one asset (definition, lineage, history, metadata plots,
-partitions, materialize), and the global asset graph with materializing a selection.
+partition statuses, materialize, backfill), and the global asset graph with materializing
+a selection.
 
 Everything is read through the ``assetNodes`` / ``assetNode`` queries and launched through
 ``materializeAssets`` (one location per call: a selection spanning locations launches one
-run per location). An asset's URL is ``/assets/`` followed by its key path, each component
-percent-quoted (``/assets/warehouse/orders``).
+run per location) or, for partitioned assets, ``launchBackfill(assetSelection)`` (one
+backfill per location). An asset's URL is ``/assets/`` followed by its key path, each
+component percent-quoted (``/assets/warehouse/orders``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ ASSET_QUERY = f"""
 query AssetPage($key: [String!]!, $limit: Int!) {{
   assetNode(assetKey: $key) {{
     {NODE_FIELDS}
-    opName codeVersion metadata partitionKeys
+    opName codeVersion metadata partitionKeyCount
     materializations(limit: $limit) {{
       runId stepKey timestamp partition description metadata codeVersion
     }}
@@ -59,7 +61,7 @@ query AssetPage($key: [String!]!, $limit: Int!) {{
 ASSET_PARTITIONS_QUERY = """
 query AssetPartitions($key: [String!]!) {
   assetNode(assetKey: $key) {
-    assetKey { path } locationName repositoryName jobNames partitionsKind partitionKeys
+    assetKey { path } locationName repositoryName jobNames partitionsKind partitionKeyCount
     materializedPartitions
   }
   viewer { tokenName role canLaunch }
@@ -69,6 +71,23 @@ JOB_PARTITION_KEYS_QUERY = """
 query AssetJobPartitionKeys($loc: String!, $job: String!, $repo: String, $timeout: Float!) {
   partitionKeys(locationName: $loc, jobName: $job, repositoryName: $repo,
                 timeoutSeconds: $timeout) { partitionSetName keys }
+}"""
+
+PARTITION_STATUSES_QUERY = """
+query AssetPartitionStatuses($key: [String!]!, $limit: Int!, $offset: Int!) {
+  assetNode(assetKey: $key) {
+    partitionStatuses(limit: $limit, offset: $offset) {
+      counts { total materialized missing failed inProgress }
+      partitions { partitionKey status runId }
+    }
+  }
+}"""
+
+ASSET_BACKFILL_MUTATION = """
+mutation AssetBackfill($loc: String!, $assets: [[String!]!]!, $repo: String, $keys: [String!],
+                       $from: String, $to: String) {
+  launchBackfill(locationName: $loc, assetSelection: $assets, repositoryName: $repo,
+                 partitionKeys: $keys, fromKey: $from, toKey: $to) { id }
 }"""
 
 MATERIALIZE_MUTATION = """
@@ -85,8 +104,12 @@ mutation Materialize($loc: String!, $keys: [[String!]!]!, $partition: String, $c
 
 #: Materializations the asset page lists (and plots).
 HISTORY_LIMIT = 100
-#: Partitions the grid draws at most (the newest ones).
-GRID_LIMIT = 1000
+#: Partitions one page of the grid draws at most (page 0: the newest ones).
+GRID_LIMIT = 500
+#: The API's largest page of partition statuses ("all missing" pages through them).
+STATUSES_PAGE = 10_000
+#: The grid's cell classes, legend order.
+PARTITION_STATES = ("materialized", "in_progress", "failed", "missing")
 #: How long the page waits for an agent to list a time-window asset's partitions.
 KEYS_TIMEOUT_S = 10.0
 #: The implicit asset jobs' name prefix (``__asset_job``, ``__asset_job_<n>``).
@@ -254,10 +277,67 @@ def neighbourhood(
     ]
 
 
-def partition_cells(keys: list[str], materialized: list[str]) -> list[dict[str, Any]]:
-    """The partition grid's cells: each key and whether it was materialized."""
+def sentence(message: str) -> str:
+    """``message`` as one sentence: capitalized, ending with a full stop."""
+    message = message.strip()
+    if not message:
+        return message
+    message = message[0].upper() + message[1:]
+    return message if message[-1] in ".!?" else message + "."
+
+
+@dataclass(frozen=True)
+class PartitionGrid:
+    """One page of an asset's partition grid: cells in partition order, and counts over all.
+
+    ``page`` 0 holds the newest :data:`GRID_LIMIT` partitions, page 1 the ones before, ...
+    Each cell is ``{"key", "status" (one of PARTITION_STATES), "run_id"}``; ``run_id`` is the
+    run of its newest materialization, or of its newest (running or failed) attempt.
+    """
+
+    cells: list[dict[str, Any]]
+    counts: dict[str, int]
+    page: int
+    pages: int
+    start: int
+
+    @property
+    def keys(self) -> list[str]:
+        """The shown partitions' keys, in order."""
+        return [c["key"] for c in self.cells]
+
+    @property
+    def live(self) -> bool:
+        """Whether some partition is being materialized (the grid then polls)."""
+        return self.counts.get("inProgress", 0) > 0
+
+
+def grid_page_of(request: Request) -> int:
+    """The ``page`` query parameter (0: the newest partitions); bad values are 0."""
+    try:
+        return max(int(request.query_params.get("page", 0)), 0)
+    except ValueError:
+        return 0
+
+
+def partition_cells(keys: list[str], materialized: list[str]) -> PartitionGrid:
+    """The grid of keys an agent listed: each materialized or missing (the control plane
+    has no statuses of keys it cannot list itself); the newest :data:`GRID_LIMIT`."""
     done = set(materialized)
-    return [{"key": k, "done": k in done} for k in keys[-GRID_LIMIT:]]
+    shown = keys[-GRID_LIMIT:]
+    cells = [
+        {"key": k, "status": "materialized" if k in done else "missing", "run_id": None}
+        for k in shown
+    ]
+    made = sum(1 for k in keys if k in done)
+    counts = {
+        "total": len(keys),
+        "materialized": made,
+        "missing": len(keys) - made,
+        "failed": 0,
+        "inProgress": 0,
+    }
+    return PartitionGrid(cells, counts, 0, 1, len(keys) - len(shown))
 
 
 class AssetPages:
@@ -273,6 +353,7 @@ class AssetPages:
             Route("/assets/{key:path}", self.asset_page, methods=["GET"]),
             Route("/asset-partitions/{key:path}", self.partitions, methods=["GET"]),
             Route("/asset-materialize/{key:path}", self.materialize, methods=["POST"]),
+            Route("/asset-backfill/{key:path}", self.backfill, methods=["POST"]),
             Route("/asset-graph", self.graph_page, methods=["GET"]),
             Route("/asset-graph/materialize", self.materialize_selection, methods=["POST"]),
         ]
@@ -323,6 +404,26 @@ class AssetPages:
 
     # --- one asset --------------------------------------------------------------------
 
+    async def _grid(
+        self, request: Request, path: list[str], total: int, page: int
+    ) -> PartitionGrid:
+        """Page ``page`` of the partitions' statuses (``total``: the asset's key count)."""
+        pages = max(math.ceil(total / GRID_LIMIT), 1)
+        page = min(page, pages - 1)
+        end = total - page * GRID_LIMIT
+        start = max(end - GRID_LIMIT, 0)
+        data = await self._client.execute(
+            request, PARTITION_STATUSES_QUERY, key=path, limit=end - start, offset=start
+        )
+        statuses = (data["assetNode"] or {}).get("partitionStatuses")
+        if statuses is None:
+            raise PageError("This asset is not partitioned.", 404)
+        cells = [
+            {"key": p["partitionKey"], "status": p["status"].lower(), "run_id": p["runId"]}
+            for p in statuses["partitions"]
+        ]
+        return PartitionGrid(cells, statuses["counts"], page, pages, start)
+
     async def _asset_page(
         self,
         request: Request,
@@ -330,6 +431,8 @@ class AssetPages:
         config_text: str = "{}",
         problems: list[str] | None = None,
         status_code: int = 200,
+        backfill_from: str | None = None,
+        backfill_to: str | None = None,
     ) -> Response:
         try:
             path = key_from_path(request.path_params["key"])
@@ -353,7 +456,14 @@ class AssetPages:
             else "unknown"
             for name in names
         }
-        static_keys = node["partitionKeys"]
+        grid: PartitionGrid | None = None
+        if node["partitionsKind"] and node["partitionKeyCount"]:
+            try:
+                grid = await self._grid(
+                    request, path, node["partitionKeyCount"], grid_page_of(request)
+                )
+            except PageError as err:
+                return render_error(request, err)
         return render(
             request,
             "asset.html",
@@ -368,13 +478,16 @@ class AssetPages:
             lineage_paths={n: every[n]["assetKey"]["path"] for n in names if n in every},
             history=node["materializations"],
             charts=metadata_charts(node["materializations"]),
-            cells=partition_cells(static_keys, node["materializedPartitions"]),
-            partition_keys=static_keys,
+            grid=grid,
+            partition_keys=grid.keys if grid else [],
+            states=PARTITION_STATES,
             asset_job=min(
                 (j for j in node["jobNames"] if j.startswith(ASSET_JOB_PREFIX)), default=None
             ),
             config_text=config_text,
             problems=problems or [],
+            backfill_from=backfill_from,
+            backfill_to=backfill_to,
             viewer=data["viewer"],
         )
 
@@ -383,7 +496,8 @@ class AssetPages:
         return await self._asset_page(request)
 
     async def partitions(self, request: Request) -> Response:
-        """A time-window asset's partition grid and picker, keys asked of an agent (htmx)."""
+        """The partition grid (htmx: paging, polling while partitions are in progress) and
+        picker; keys asked of an agent when the control plane cannot list them."""
         try:
             path = key_from_path(request.path_params["key"])
             data = await self._client.execute(request, ASSET_PARTITIONS_QUERY, key=path)
@@ -397,39 +511,53 @@ class AssetPages:
             "viewer": data["viewer"],
             "picker": bool(request.query_params.get("picker")),
         }
-        keys = node["partitionKeys"]
-        if not keys:
-            jobs = sorted(j for j in node["jobNames"] if j.startswith(ASSET_JOB_PREFIX))
-            if not jobs:
-                return render(
-                    request,
-                    "_asset_partitions.html",
-                    problem="No asset job materializes this asset, so its partitions are unknown.",
-                    **context,
-                )
+        if node["partitionKeyCount"]:
             try:
-                answer = await self._client.execute(
-                    request,
-                    JOB_PARTITION_KEYS_QUERY,
-                    loc=node["locationName"],
-                    job=jobs[0],
-                    repo=node["repositoryName"],
-                    timeout=KEYS_TIMEOUT_S,
+                grid = await self._grid(
+                    request, path, node["partitionKeyCount"], grid_page_of(request)
                 )
             except PageError as err:
-                return render(
-                    request,
-                    "_asset_partitions.html",
-                    problem=err.message,
-                    timed_out=err.code == "AGENT_TIMEOUT",
-                    **context,
-                )
-            keys = answer["partitionKeys"]["keys"]
+                return render_error(request, err)
+            return render(
+                request,
+                "_asset_partitions.html",
+                keys=grid.keys,
+                grid=grid,
+                states=PARTITION_STATES,
+                **context,
+            )
+        jobs = sorted(j for j in node["jobNames"] if j.startswith(ASSET_JOB_PREFIX))
+        if not jobs:
+            return render(
+                request,
+                "_asset_partitions.html",
+                problem="No asset job materializes this asset, so its partitions are unknown.",
+                **context,
+            )
+        try:
+            answer = await self._client.execute(
+                request,
+                JOB_PARTITION_KEYS_QUERY,
+                loc=node["locationName"],
+                job=jobs[0],
+                repo=node["repositoryName"],
+                timeout=KEYS_TIMEOUT_S,
+            )
+        except PageError as err:
+            return render(
+                request,
+                "_asset_partitions.html",
+                problem=err.message,
+                timed_out=err.code == "AGENT_TIMEOUT",
+                **context,
+            )
+        keys = answer["partitionKeys"]["keys"]
         return render(
             request,
             "_asset_partitions.html",
             keys=keys,
-            cells=partition_cells(keys, node["materializedPartitions"]),
+            grid=partition_cells(keys, node["materializedPartitions"]),
+            states=PARTITION_STATES,
             **context,
         )
 
@@ -479,6 +607,75 @@ class AssetPages:
             status_code=422,
         )
 
+    async def _keys_in_state(self, request: Request, path: list[str], state: str) -> list[str]:
+        """Every partition of the asset now in ``state`` (MISSING, FAILED), in order."""
+        keys: list[str] = []
+        offset = 0
+        while True:
+            data = await self._client.execute(
+                request, PARTITION_STATUSES_QUERY, key=path, limit=STATUSES_PAGE, offset=offset
+            )
+            statuses = (data["assetNode"] or {}).get("partitionStatuses")
+            if statuses is None:
+                return keys
+            keys += [p["partitionKey"] for p in statuses["partitions"] if p["status"] == state]
+            offset += STATUSES_PAGE
+            if offset >= statuses["counts"]["total"]:
+                return keys
+
+    async def backfill(self, request: Request) -> Response:
+        """Backfill the asset over a from/to range, or over all its missing or failed
+        partitions: one run per partition, each materializing only this asset."""
+        try:
+            form = await form_fields(request)
+            path = key_from_path(request.path_params["key"])
+            data = await self._client.execute(request, ASSET_PARTITIONS_QUERY, key=path)
+        except PageError as err:
+            return render_error(request, err)
+        node = data["assetNode"]
+        if node is None:
+            return render_error(
+                request, PageError(f"No location defines the asset {key_string(path)!r}.", 404)
+            )
+        mode = form.get("mode", "range")
+        first, last = form.get("from") or None, form.get("to") or None
+        keys: list[str] | None = None
+        try:
+            if not node["partitionsKind"]:
+                raise PageError("A backfill runs partitions, and this asset is not partitioned.")
+            if mode == "range":
+                if first is None or last is None:
+                    raise PageError("Choose the first and the last partition of the range.", 400)
+            elif mode in ("missing", "failed"):
+                keys = await self._keys_in_state(request, path, mode.upper())
+                if not keys:
+                    raise PageError(f"No partition of {key_string(path)} is {mode} now.", 400)
+                first = last = None
+            else:
+                raise PageError(f"Unknown backfill choice {mode!r}.", 400)
+            result = await self._client.execute(
+                request,
+                ASSET_BACKFILL_MUTATION,
+                loc=node["locationName"],
+                assets=[path],
+                repo=node["repositoryName"],
+                keys=keys,
+                **{"from": first, "to": last},
+            )
+        except PageError as err:
+            message = err.message
+            if mode == "range" and message == "the backfill covers no partition":
+                message = f"The range ends before it starts: {last} comes before {first}."
+            return await self._asset_page(
+                request,
+                problems=[sentence(message)],
+                status_code=err.status if err.status != 500 else 422,
+                backfill_from=first,
+                backfill_to=last,
+            )
+        backfill_id = result["launchBackfill"]["id"]
+        return RedirectResponse(f"/backfills/{quote(backfill_id, safe='')}", status_code=303)
+
     # --- the global graph -------------------------------------------------------------
 
     async def _graph_page(
@@ -489,6 +686,9 @@ class AssetPages:
         notices: list[str] | None = None,
         problems: list[str] | None = None,
         launched: list[dict[str, str]] | None = None,
+        backfills: list[dict[str, str]] | None = None,
+        range_from: str | None = None,
+        range_to: str | None = None,
         status_code: int = 200,
     ) -> Response:
         try:
@@ -526,6 +726,10 @@ class AssetPages:
             notices=notices or [],
             problems=problems or [],
             launched=launched or [],
+            backfills=backfills or [],
+            range_from=range_from or "",
+            range_to=range_to or "",
+            partitioned=sorted(k for k, n in shown.items() if n["partitionsKind"]),
             viewer=data["viewer"],
         )
 
@@ -559,11 +763,49 @@ class AssetPages:
             return await self._graph_page(
                 request, selected=set(wanted), problems=[problem], status_code=400
             )
+        first = str(dict(items).get("from", "")).strip() or None
+        last = str(dict(items).get("to", "")).strip() or None
+        partitioned = [k for k in wanted if every[k]["partitionsKind"]]
+        if partitioned and (first is None or last is None):
+            return await self._graph_page(
+                request,
+                selected=set(wanted),
+                problems=[
+                    f"{', '.join(partitioned)} {'is' if len(partitioned) == 1 else 'are'} "
+                    "partitioned: give the first and the last partition key to backfill."
+                ],
+                range_from=first,
+                range_to=last,
+                status_code=400,
+            )
         by_location: dict[str, list[str]] = {}
+        backfill_by_location: dict[str, list[str]] = {}
         for key in wanted:
-            by_location.setdefault(every[key]["locationName"], []).append(key)
+            chosen = backfill_by_location if key in partitioned else by_location
+            chosen.setdefault(every[key]["locationName"], []).append(key)
         launched: list[dict[str, str]] = []
+        backfills: list[dict[str, str]] = []
         problems: list[str] = []
+        for location, keys in sorted(backfill_by_location.items()):
+            # One backfill per location; the API refuses assets of different definitions.
+            try:
+                backfill = (
+                    await self._client.execute(
+                        request,
+                        ASSET_BACKFILL_MUTATION,
+                        loc=location,
+                        assets=[every[k]["assetKey"]["path"] for k in keys],
+                        repo=None,
+                        keys=None,
+                        **{"from": first, "to": last},
+                    )
+                )["launchBackfill"]
+            except PageError as err:
+                problems.append(f"{location}: {sentence(err.message)}")
+                continue
+            backfills.append(
+                {"location": location, "id": backfill["id"], "assets": ", ".join(keys)}
+            )
         for location, keys in sorted(by_location.items()):
             try:
                 result = (
@@ -585,13 +827,24 @@ class AssetPages:
                 )
             else:
                 problems.append(f"{location}: {result['message']}")
-        if len(launched) == 1 and not problems:
-            return RedirectResponse(f"/runs/{quote(launched[0]['run_id'])}", status_code=303)
+        if not problems and len(launched) + len(backfills) == 1:
+            if launched:
+                return RedirectResponse(f"/runs/{quote(launched[0]['run_id'])}", status_code=303)
+            return RedirectResponse(
+                f"/backfills/{quote(backfills[0]['id'], safe='')}", status_code=303
+            )
         notices = []
-        if len(by_location) > 1:
+        spanned = set(by_location) | set(backfill_by_location)
+        if len(spanned) > 1:
             notices.append(
-                f"The selection spans {len(by_location)} code locations, so it runs as one "
-                "run per location."
+                f"The selection spans {len(spanned)} code locations, so it runs as one "
+                + ("run or backfill" if backfill_by_location else "run")
+                + " per location."
+            )
+        if by_location and backfill_by_location:
+            notices.append(
+                "Its unpartitioned assets run once, its partitioned ones as a backfill of "
+                "the chosen partitions."
             )
         return await self._graph_page(
             request,
@@ -599,5 +852,8 @@ class AssetPages:
             notices=notices,
             problems=problems,
             launched=launched,
-            status_code=200 if launched else 422,
+            backfills=backfills,
+            range_from=first,
+            range_to=last,
+            status_code=200 if launched or backfills else 422,
         )

@@ -22,7 +22,8 @@ query PartitionKeys($loc: String!, $job: String!, $repo: String, $timeout: Float
 }"""
 
 BACKFILL_FIELDS = """
-  id locationName repositoryName jobName partitionSetName status launched runsLaunched tags
+  id locationName repositoryName jobName partitionSetName assetSelection { path }
+  status launched runsLaunched tags
   createdAt retriedAt partitionKeys runCounts retryablePartitionKeys unfinishedRuns
   error { clsName message traceback }
   partitions { partitionKey runId runStatus attempts }
