@@ -2,8 +2,8 @@
 workers as real processes): dependencies across code locations, values passed between
 runs by a filesystem IO manager, and the lineage and history the control plane answers.
 
-Location ``upstream`` computes ``raw/orders`` and ``cleaned`` (which reads it); location
-``downstream`` declares ``raw/orders`` by key (an ``AssetSpec``) and computes ``report``
+Location ``upstream`` computes ``shop/orders`` and ``cleaned`` (which reads it); location
+``downstream`` declares ``shop/orders`` by key (an ``AssetSpec``) and computes ``report``
 from it. Both keep values under one shared base directory, as two locations of one team
 sharing a volume would.
 """
@@ -31,13 +31,13 @@ def _count(name):
     path = COUNTS / f"{name}.count"
     path.write_text(str(int(path.read_text()) + 1 if path.exists() else 1))
 
-@asset(key_prefix="raw", code_version="1", group_name="raw")
+@asset(key_prefix="shop", code_version="1", group_name="raw")
 def orders(context: OpContext) -> list[int]:
     _count("orders")
     context.add_output_metadata({"rows": 3})
     return [3, 4, 5]
 
-@asset(ins={"orders": AssetIn("raw/orders")})
+@asset(ins={"orders": AssetIn("shop/orders")})
 def cleaned(orders: list[int]) -> list[int]:
     _count("cleaned")
     return [o * 10 for o in orders]
@@ -51,12 +51,12 @@ defs = Definitions(
 DOWNSTREAM = """
 from tether.sdk import AssetIn, AssetSpec, Definitions, EnvVar, FilesystemIOManager, asset
 
-@asset(ins={"orders": AssetIn("raw/orders")})
+@asset(ins={"orders": AssetIn("shop/orders")})
 def report(orders: list[int]) -> str:
     return f"{len(orders)} orders, total {sum(orders)}"
 
 defs = Definitions(
-    assets=[AssetSpec("raw/orders"), report],
+    assets=[AssetSpec("shop/orders"), report],
     resources={"io_manager": FilesystemIOManager(base_dir=EnvVar("ASSET_BASE"))},
 )
 """
@@ -149,18 +149,18 @@ def _steps(run: dict[str, Any]) -> set[str]:
 def test_an_asset_of_one_location_reads_an_asset_of_another(
     stack: DevStack, locations: dict[str, Path]
 ) -> None:
-    # The graph is merged by key: downstream's report hangs below upstream's raw/orders.
+    # The graph is merged by key: downstream's report hangs below upstream's shop/orders.
     graph = {"/".join(n["assetKey"]["path"]): n for n in gql(stack, NODES)["assetNodes"]}
-    orders, report = graph["raw/orders"], graph["report"]
+    orders, report = graph["shop/orders"], graph["report"]
     # Computed in upstream wins over downstream's external declaration of it.
     assert orders["locationName"] == "upstream" and not orders["isExternal"]
     assert report["locationName"] == "downstream"
-    assert report["dependencyKeys"] == [{"path": ["raw", "orders"]}]
+    assert report["dependencyKeys"] == [{"path": ["shop", "orders"]}]
     assert {"path": ["report"]} in orders["dependedByKeys"]
     assert {"path": ["cleaned"]} in orders["dependedByKeys"]
 
-    made = _materialize(stack, "upstream", ["raw", "orders"])
-    assert _steps(made) == {"raw__orders"}
+    made = _materialize(stack, "upstream", ["shop", "orders"])
+    assert _steps(made) == {"shop__orders"}
     read = _materialize(stack, "downstream", ["report"])
     assert _steps(read) == {"report"}
     # report read upstream's stored value (not recomputed in the downstream location).
@@ -172,13 +172,13 @@ def test_an_asset_of_one_location_reads_an_asset_of_another(
     (mat,) = history["materializations"]
     assert mat["runId"] == read["id"]
     (upstream,) = mat["upstream"]
-    assert upstream["assetKey"] == {"path": ["raw", "orders"]}
+    assert upstream["assetKey"] == {"path": ["shop", "orders"]}
     assert upstream["runId"] == made["id"] and upstream["partition"] is None
     # The very materialization read: the other location's run, with what it recorded.
     stored = upstream["materialization"]
-    assert stored["runId"] == made["id"] and stored["stepKey"] == "raw__orders"
+    assert stored["runId"] == made["id"] and stored["stepKey"] == "shop__orders"
     assert stored["metadata"]["rows"] == 3
-    assert stored["metadata"]["path"] == str(locations["base"] / "raw" / "orders" / "__value")
+    assert stored["metadata"]["path"] == str(locations["base"] / "shop" / "orders" / "__value")
 
     runs = gql(stack, RUN_ASSETS, id=read["id"])["run"]["assetMaterializations"]
     assert runs == [
@@ -189,7 +189,7 @@ def test_an_asset_of_one_location_reads_an_asset_of_another(
 def test_a_chain_in_two_runs_reads_the_first_run_s_value_and_says_so(
     stack: DevStack, locations: dict[str, Path]
 ) -> None:
-    first = _materialize(stack, "upstream", ["raw", "orders"])
+    first = _materialize(stack, "upstream", ["shop", "orders"])
     second = _materialize(stack, "upstream", ["cleaned"])
     # The second run ran cleaned only, and cleaned got the first run's value.
     assert _steps(second) == {"cleaned"}
@@ -198,15 +198,15 @@ def test_a_chain_in_two_runs_reads_the_first_run_s_value_and_says_so(
 
     # Each run lists what it materialized.
     made = gql(stack, RUN_ASSETS, id=first["id"])["run"]["assetMaterializations"]
-    assert made == [{"assetKey": {"path": ["raw", "orders"]}, "partition": None, "upstream": []}]
+    assert made == [{"assetKey": {"path": ["shop", "orders"]}, "partition": None, "upstream": []}]
     chained = gql(stack, RUN_ASSETS, id=second["id"])["run"]["assetMaterializations"]
     assert chained == [
         {"assetKey": {"path": ["cleaned"]}, "partition": None, "upstream": [{"runId": first["id"]}]}
     ]
 
-    # History: raw/orders has both runs' materializations (this test's, newest first), and
+    # History: shop/orders has both runs' materializations (this test's, newest first), and
     # cleaned's one names this test's first run as what it read, not the earlier one.
-    orders = gql(stack, HISTORY, key=["raw", "orders"])["assetNode"]["materializations"]
+    orders = gql(stack, HISTORY, key=["shop", "orders"])["assetNode"]["materializations"]
     assert orders[0]["runId"] == first["id"] and len(orders) >= 1
     (cleaned,) = gql(stack, HISTORY, key=["cleaned"])["assetNode"]["materializations"]
     assert cleaned["runId"] == second["id"]
@@ -214,8 +214,8 @@ def test_a_chain_in_two_runs_reads_the_first_run_s_value_and_says_so(
     assert cleaned["upstream"][0]["materialization"]["runId"] == first["id"]
 
     # Together in one run, cleaned reads this run's own orders (computed in the run).
-    both = _materialize(stack, "upstream", ["raw", "orders"], ["cleaned"])
-    assert _steps(both) == {"raw__orders", "cleaned"}
+    both = _materialize(stack, "upstream", ["shop", "orders"], ["cleaned"])
+    assert _steps(both) == {"shop__orders", "cleaned"}
     listed = gql(stack, RUN_ASSETS, id=both["id"])["run"]["assetMaterializations"]
-    assert [m["assetKey"]["path"] for m in listed] == [["raw", "orders"], ["cleaned"]]
+    assert [m["assetKey"]["path"] for m in listed] == [["shop", "orders"], ["cleaned"]]
     assert listed[1]["upstream"] == [{"runId": both["id"]}]
