@@ -30,6 +30,8 @@ JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 LOCATION = "bench"
 #: The asset catalog's location (added through the API by the asset workload).
 CATALOG_LOCATION = "bench_catalog"
+#: Seconds between ``codeLocations`` polls while a location loads.
+LOAD_POLL_S = 0.25
 #: Environment value changed on each fresh load of the catalog (read by nothing).
 CATALOG_ROUND_ENV = "BENCH_CATALOG_ROUND"
 #: Environment variable of the launcher choosing cold (0) or warm (1) run starts.
@@ -331,7 +333,13 @@ class TetherSystem:
         keys = [[name] for name in graph_keys(graph, self._workspace.assets)]
         result = self._gql(_MATERIALIZE, keys=keys)["materializeAssets"]
         if result["__typename"] != "LaunchRunSuccess":
-            raise BenchError(f"materializeAssets({graph}) -> {result}")
+            hint = (
+                " (the location's snapshot has no assets: code servers whose gRPC snapshot "
+                "does not carry Repository.assets_json drop them)"
+                if "does not compute asset" in str(result)
+                else ""
+            )
+            raise BenchError(f"materializeAssets({graph}) -> {result}{hint}")
         return str(result["run"]["id"])
 
     def materialized_by(self, run_id: str, group: str) -> int:
@@ -357,7 +365,9 @@ class TetherSystem:
                 raise BenchError(f"location {name} failed to load: {error}")
             return status == "LOADED"
 
-        wait_until(f"location {name} to load", loaded, timeout, interval=0.05)
+        # Not faster: every codeLocations answer parses each location's whole snapshot (the
+        # 1,000-asset one too), so tight polling would slow down the load it waits for.
+        wait_until(f"location {name} to load", loaded, timeout, interval=LOAD_POLL_S)
 
     def _catalog_config(self, round_: int | None) -> dict[str, Any]:
         env = {CATALOG_ENV: str(self._workspace.catalog_assets)}
