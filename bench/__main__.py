@@ -27,9 +27,20 @@ from bench.systems.base import BenchError, System, Workspace
 
 ALL_SYSTEMS = ("tether-cold", "tether-warm", "tether-s3", "dagster", "dagster-mp", "prefect")
 DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
-ALL_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits", "schedule")
-#: The default set: ``schedule`` runs alone (its every-minute runs would land in the others).
+ALL_WORKLOADS = (
+    "footprint",
+    "pickup",
+    "storm",
+    "events",
+    "stdout",
+    "limits",
+    "schedule",
+    "assets",
+)
+#: The default set. ``schedule`` and ``assets`` run alone: the every-minute runs would land
+#: in the others' measurements, and the asset locations change the systems' startup.
 DEFAULT_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits")
+ALONE_WORKLOADS = ("schedule", "assets")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -54,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
-        help=f"from {', '.join(ALL_WORKLOADS)} (schedule only on its own: --workloads schedule)",
+        help=f"from {', '.join(ALL_WORKLOADS)} (schedule and assets only on their own)",
     )
     p.add_argument("--n", default="20,100", help="run-storm sizes, e.g. 20,100,500")
     p.add_argument("--tries", type=int, default=20, help="pickup-latency tries")
@@ -63,6 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--schedule-minutes", type=int, default=5, help="ticks of the every-minute schedule"
     )
+    p.add_argument("--assets", type=int, default=100, help="assets of the materialized graph")
+    p.add_argument(
+        "--catalog-assets", type=int, default=1000, help="assets of the catalog location"
+    )
+    p.add_argument("--asset-rounds", type=int, default=5, help="rounds of the asset workload")
     p.add_argument(
         "--postgres-url",
         default=os.environ.get(
@@ -140,6 +156,9 @@ def run_system(
         log_mb=args.log_mb,
         # The every-minute schedule exists only when measured (see bench/jobs/marks.py).
         env={"BENCH_SCHEDULE": "1"} if "schedule" in wls else {},
+        # So are the asset graph and the catalog location (the asset workload only).
+        assets=args.assets if "assets" in wls else 0,
+        catalog_assets=args.catalog_assets if "assets" in wls else 0,
     )
     root.mkdir(parents=True, exist_ok=True)
     system = build_system(name, workspace, report.facts.setdefault("versions", {}))
@@ -151,7 +170,10 @@ def run_system(
     try:
         system.start()
         startup = time.monotonic() - started
-        report.add(Measurement("footprint", "idle", "startup", name, startup, "s"))
+        # With the asset workload's locations (Dagster loads the catalog at startup), the
+        # startup is not the idle one: kept apart.
+        case = "with the asset locations" if "assets" in wls else "idle"
+        report.add(Measurement("footprint", case, "startup", name, startup, "s"))
         report.facts.setdefault("settings", {})[name] = system.settings
         if "footprint" in wls:
             report.add(*workloads.footprint(system))
@@ -170,6 +192,17 @@ def run_system(
             report.add(*workloads.stdout(system, args.log_mb, args.timeout, log))
         if "schedule" in wls:
             report.add(*workloads.schedule(system, workspace.mark_file, args.schedule_minutes, log))
+        if "assets" in wls:
+            report.add(
+                *workloads.assets(
+                    system,
+                    args.assets,
+                    args.catalog_assets,
+                    args.asset_rounds,
+                    args.timeout,
+                    log,
+                )
+            )
     except BenchError as err:
         log(f"{name} failed: {err}")
         tail = getattr(system, "log_tail", None)
@@ -268,10 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     for w in wls:
         if w not in ALL_WORKLOADS:
             raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(ALL_WORKLOADS)}")
-    if "schedule" in wls and len(wls) > 1:
-        raise SystemExit("run the schedule workload on its own: --workloads schedule")
+    for alone in ALONE_WORKLOADS:
+        if alone in wls and len(wls) > 1:
+            raise SystemExit(f"run the {alone} workload on its own: --workloads {alone}")
     if args.schedule_minutes < 1:
         raise SystemExit("--schedule-minutes must be at least 1")
+    if args.assets < 2 or args.catalog_assets < 1 or args.asset_rounds < 1:
+        raise SystemExit("--assets must be at least 2, --catalog-assets and --asset-rounds 1")
     sizes = [int(x) for x in _csv(args.n)]
     report = Report(facts=machine_facts())
     tmp = Path(tempfile.mkdtemp(prefix="tether-bench-"))

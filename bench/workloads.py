@@ -10,9 +10,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.jobs.asset_graph import GRAPH_GROUP, SOLO_GROUP, edge_count, layered_dag
 from bench.processes import tree, tree_cpu_s
-from bench.report import Measurement, percentile
+from bench.report import Measurement, median, percentile
 from bench.systems.base import (
+    ASSET_GRAPH,
+    ASSET_SOLO,
     FAILURE,
     LOG_STORM,
     PENDING,
@@ -364,3 +367,166 @@ def schedule(system: System, mark_file: Path, minutes: int, log: Log) -> list[Me
         Measurement("schedule", case, "max", system.name, max(values), "s"),
         Measurement("schedule", case, "ticks run", system.name, float(len(values)), "", True),
     ]
+
+
+def per_asset_overhead(graph_s: list[float], solo_s: list[float], n_assets: int) -> float:
+    """What each asset past the first adds to a run: (median time of the ``n_assets`` graph
+    - median time of the one-asset graph) / (``n_assets`` - 1).
+
+    Raises:
+        ValueError: no times on either side, or a graph of fewer than 2 assets.
+    """
+    if not graph_s or not solo_s:
+        raise ValueError("per-asset overhead needs times of both graphs")
+    if n_assets < 2:
+        raise ValueError(f"per-asset overhead needs a graph of 2+ assets, got {n_assets}")
+    return (median(graph_s) - median(solo_s)) / (n_assets - 1)
+
+
+def _materialize_once(
+    system: System, graph: str, group: str, expected: int, timeout: float
+) -> tuple[float, float, float]:
+    """Materialize one graph; (submit -> RUN_SUCCESS event, submit -> success seen through
+    the API, CPU seconds of the system's processes meanwhile)."""
+    roots = system.roots()
+    cpu_before = tree_cpu_s(roots)
+    submitted = time.time()
+    run_id = system.materialize(graph)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while True:
+        state = system.statuses([run_id])[run_id]
+        if state != PENDING:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"{system.name}: {graph} run {run_id} unfinished after {timeout:.0f}s")
+        time.sleep(0.05)
+    visible = time.time() - submitted
+    cpu = tree_cpu_s(roots) - cpu_before
+    if state == FAILURE:
+        raise BenchError(f"{system.name}: {graph} run {run_id} failed")
+    success = system.stages(run_id).get("RUN_SUCCESS")  # type: ignore[attr-defined]
+    done = system.materialized_by(run_id, group)  # type: ignore[attr-defined]
+    if done != expected:
+        raise BenchError(f"{system.name}: run {run_id} materialized {done} of {expected} assets")
+    return (success - submitted if success is not None else visible), visible, cpu
+
+
+def assets(
+    system: System, n_assets: int, n_catalog: int, rounds: int, timeout: float, log: Log
+) -> list[Measurement]:
+    """(a) Materialize the ``n_assets`` graph in one run, and the one-asset graph, ``rounds``
+    times alternately (after one untimed one-asset run): submit -> RUN_SUCCESS, and per-asset
+    overhead from the difference. (b) The ``n_catalog``-asset catalog location (added first
+    where the system can add one at runtime): loaded ``rounds`` times in a new code server
+    until the system shows it loaded, each time followed by the catalog query
+    (``assetNodes`` of every location) once right after and three times warm."""
+    if rounds < 1:
+        raise ValueError("asset rounds must be >= 1")
+    graph_case = f"materialize {n_assets} assets in one run"
+    if not hasattr(system, "materialize"):
+        note = getattr(system, "assets_unsupported", "not implemented for this system")
+        return [Measurement("assets", graph_case, "wall p50", system.name, None, "s", note=note)]
+    out: list[Measurement] = []
+    _materialize_once(system, ASSET_SOLO, SOLO_GROUP, 1, timeout)  # warm-up, untimed
+    graph_s: list[float] = []
+    solo_s: list[float] = []
+    graph_visible: list[float] = []
+    graph_cpu: list[float] = []
+    solo_cpu: list[float] = []
+    for i in range(rounds):
+        solo, _, cpu1 = _materialize_once(system, ASSET_SOLO, SOLO_GROUP, 1, timeout)
+        time.sleep(0.5)
+        wall, visible, cpu = _materialize_once(system, ASSET_GRAPH, GRAPH_GROUP, n_assets, timeout)
+        time.sleep(0.5)
+        log(f"{system.name} assets round {i}: {n_assets} in {wall:.2f}s, 1 in {solo:.2f}s")
+        solo_s.append(solo)
+        solo_cpu.append(cpu1)
+        graph_s.append(wall)
+        graph_visible.append(visible)
+        graph_cpu.append(cpu)
+    overhead = per_asset_overhead(graph_s, solo_s, n_assets)
+    cpu_per_asset = per_asset_overhead(graph_cpu, solo_cpu, n_assets)
+    edges = edge_count(layered_dag(n_assets))
+    name = system.name
+    out += [
+        Measurement(
+            "assets",
+            graph_case,
+            "wall p50",
+            name,
+            median(graph_s),
+            "s",
+            note=f"{rounds} rounds; layered DAG, {edges} edges; submit -> RUN_SUCCESS event",
+        ),
+        Measurement("assets", graph_case, "wall max", name, max(graph_s), "s"),
+        Measurement("assets", graph_case, "until seen", name, median(graph_visible), "s"),
+        Measurement("assets", graph_case, "1 asset p50", name, median(solo_s), "s"),
+        Measurement("assets", graph_case, "per asset", name, overhead, "s"),
+        Measurement("assets", graph_case, "CPU per asset", name, cpu_per_asset, "CPU s"),
+    ]
+    catalog_case = f"catalog of {n_catalog:,} assets"
+    add = getattr(system, "add_catalog", None)
+    if add is not None:
+        started = time.monotonic()
+        add(timeout)
+        first = time.monotonic() - started
+        log(f"{system.name} catalog location added and loaded in {first:.2f}s")
+        out.append(Measurement("assets", catalog_case, "add location", name, first, "s"))
+    load_s: list[float] = []
+    reload_s: list[float] = []
+    cold_s: list[float] = []
+    warm_s: list[float] = []
+    expected = n_catalog + n_assets + 1
+    reload = getattr(system, "reload_catalog", None)
+    for i in range(rounds):
+        started = time.monotonic()
+        system.load_catalog(i, timeout)  # type: ignore[attr-defined]
+        load_s.append(time.monotonic() - started)
+        for k in range(4):  # the first query after a load, then warm ones
+            started = time.monotonic()
+            nodes = system.catalog_nodes()  # type: ignore[attr-defined]
+            (warm_s if k else cold_s).append(time.monotonic() - started)
+            if nodes != expected:
+                raise BenchError(f"{name}: the catalog query gave {nodes} assets, not {expected}")
+        text = f"load {load_s[-1]:.2f}s, query {cold_s[-1]:.3f}s then {median(warm_s[-3:]):.3f}s"
+        if reload is not None:
+            started = time.monotonic()
+            reload(timeout)
+            reload_s.append(time.monotonic() - started)
+            text += f", reload (code server kept) {reload_s[-1]:.2f}s"
+        log(f"{system.name} catalog round {i}: {text}")
+    out += [
+        Measurement(
+            "assets",
+            catalog_case,
+            "load p50",
+            name,
+            median(load_s),
+            "s",
+            note=f"{rounds} rounds; a new code server imports the module, until the "
+            "location is loaded again",
+        ),
+        Measurement("assets", catalog_case, "load max", name, max(load_s), "s"),
+        Measurement(
+            "assets",
+            catalog_case,
+            "query after load p50",
+            name,
+            median(cold_s),
+            "s",
+            note=f"assetNodes of every location ({expected:,} assets)",
+        ),
+        Measurement("assets", catalog_case, "query p50", name, median(warm_s), "s"),
+    ]
+    if reload_s:
+        out.append(
+            Measurement(
+                "assets",
+                catalog_case,
+                "reload, code server kept",
+                name,
+                median(reload_s),
+                "s",
+            )
+        )
+    return out

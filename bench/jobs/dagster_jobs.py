@@ -1,15 +1,30 @@
 """Dagster definitions of the benchmark (loaded by ``dagster dev -f`` in Dagster's venv).
 
 ``two_ops`` uses the in-process executor (one interpreter per run); ``two_ops_mp`` the
-default multiprocess executor (a run interpreter plus one per op).
+default multiprocess executor (a run interpreter plus one per op). For the asset workload
+(``BENCH_ASSETS=N``), the generated asset graph and a one-asset graph, each with an
+in-process asset job (``asset_graph``, ``asset_solo``) and a multiprocess one (``_mp``).
 """
 
 from __future__ import annotations
 
+from asset_graph import (
+    ASSETS_ENV,
+    GRAPH_GROUP,
+    SOLO_GROUP,
+    SOLO_PREFIX,
+    Node,
+    compute_fn,
+    layered_dag,
+    size_from_env,
+)
 from dagster import (
+    AssetSelection,
     DefaultScheduleStatus,
     Definitions,
     ScheduleDefinition,
+    asset,
+    define_asset_job,
     in_process_executor,
     job,
     op,
@@ -99,7 +114,37 @@ every_minute = ScheduleDefinition(
     default_status=DefaultScheduleStatus.RUNNING,
 )
 
+
+def graph_assets(nodes: list[Node], group: str) -> list:
+    """The generated graph as Dagster assets (each parameter reads the upstream of its name)."""
+    return [asset(name=node.name, group_name=group)(compute_fn(node)) for node in nodes]
+
+
+#: The asset workload's graphs, defined only when the harness asks (BENCH_ASSETS=N).
+_n_assets = size_from_env(ASSETS_ENV)
+assets = (
+    graph_assets(layered_dag(_n_assets), GRAPH_GROUP)
+    + graph_assets(layered_dag(1, prefix=SOLO_PREFIX), SOLO_GROUP)
+    if _n_assets
+    else []
+)
+asset_jobs = (
+    [
+        define_asset_job(
+            "asset_graph", AssetSelection.groups(GRAPH_GROUP), executor_def=in_process_executor
+        ),
+        define_asset_job(
+            "asset_solo", AssetSelection.groups(SOLO_GROUP), executor_def=in_process_executor
+        ),
+        define_asset_job("asset_graph_mp", AssetSelection.groups(GRAPH_GROUP)),
+        define_asset_job("asset_solo_mp", AssetSelection.groups(SOLO_GROUP)),
+    ]
+    if _n_assets
+    else []
+)
+
 defs = Definitions(
-    jobs=[two_ops, two_ops_mp, log_storm, stdout_storm, scheduled_two_ops],
+    jobs=[two_ops, two_ops_mp, log_storm, stdout_storm, scheduled_two_ops, *asset_jobs],
+    assets=assets,
     schedules=[every_minute] if schedule_enabled() else [],
 )

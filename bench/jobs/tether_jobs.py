@@ -1,7 +1,18 @@
-"""Tether code location of the benchmark: the trivial 2-op job and the log storm."""
+"""Tether code location of the benchmark: the trivial 2-op job and the log storm (and, for
+the asset workload, the generated asset graph and a one-asset graph)."""
 
 from __future__ import annotations
 
+from asset_graph import (
+    ASSETS_ENV,
+    GRAPH_GROUP,
+    SOLO_GROUP,
+    SOLO_PREFIX,
+    Node,
+    compute_fn,
+    layered_dag,
+    size_from_env,
+)
 from marks import (
     EVERY_MINUTE,
     SCHEDULED_LABEL,
@@ -12,10 +23,12 @@ from marks import (
     stamp,
 )
 from tether.sdk import (
+    AssetsDefinition,
     DefaultScheduleStatus,
     Definitions,
     OpContext,
     ScheduleDefinition,
+    asset,
     job,
     op,
 )
@@ -89,8 +102,25 @@ every_minute = ScheduleDefinition(
     default_status=DefaultScheduleStatus.RUNNING,
 )
 
+
+def graph_assets(nodes: list[Node], group: str) -> list[AssetsDefinition]:
+    """The generated graph as Tether assets (each parameter reads the upstream of its name)."""
+    return [asset(name=node.name, group_name=group)(compute_fn(node)) for node in nodes]
+
+
+#: The asset workload's graphs, defined only when the harness asks (BENCH_ASSETS=N): N
+#: assets materialized in one run, and one asset alone (the run's fixed cost).
+_n_assets = size_from_env(ASSETS_ENV)
+assets = (
+    graph_assets(layered_dag(_n_assets), GRAPH_GROUP)
+    + graph_assets(layered_dag(1, prefix=SOLO_PREFIX), SOLO_GROUP)
+    if _n_assets
+    else []
+)
+
 defs = Definitions(
     jobs=[two_ops, log_storm, stdout_storm, scheduled_two_ops],
+    assets=assets,
     schedules=[every_minute] if schedule_enabled() else [],
     name="bench",
 )

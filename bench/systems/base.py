@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.jobs.asset_graph import ASSETS_ENV, CATALOG_ENV, SOLO_PREFIX, layered_dag
+
 #: Normalized run states.
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
@@ -17,6 +19,9 @@ PENDING = "PENDING"
 TWO_OPS = "two_ops"
 LOG_STORM = "log_storm"
 STDOUT_STORM = "stdout_storm"
+#: The asset workload's two graphs (see bench/jobs/asset_graph.py).
+ASSET_GRAPH = "asset_graph"
+ASSET_SOLO = "asset_solo"
 
 
 class BenchError(RuntimeError):
@@ -33,6 +38,8 @@ class Workspace:
         events: log lines of the event-throughput job.
         log_mb: megabytes the stdout-throughput job prints.
         env: extra environment for every process of the system.
+        assets: assets of the materialized graph (0: the asset workload is off).
+        catalog_assets: assets of the catalog location (0: none).
     """
 
     root: Path
@@ -40,15 +47,21 @@ class Workspace:
     events: int = 100_000
     log_mb: float = 200.0
     env: dict[str, str] = field(default_factory=dict)
+    assets: int = 0
+    catalog_assets: int = 0
 
     def bench_env(self) -> dict[str, str]:
         """Environment the jobs read (inherited by every run process)."""
-        return {
+        out = {
             "BENCH_MARK_FILE": str(self.mark_file),
             "BENCH_EVENTS": str(self.events),
             "BENCH_LOG_MB": str(self.log_mb),
-            **self.env,
         }
+        if self.assets:
+            out[ASSETS_ENV] = str(self.assets)
+        if self.catalog_assets:
+            out[CATALOG_ENV] = str(self.catalog_assets)
+        return {**out, **self.env}
 
 
 class System(Protocol):
@@ -75,6 +88,16 @@ class System(Protocol):
 
     def count_log_events(self, run_id: str) -> int:
         """Structured log events of the run that are stored and queryable now."""
+
+
+def graph_keys(graph: str, n_assets: int) -> list[str]:
+    """Keys (one component each) of the asset workload's ``graph``, as the job modules
+    generate them."""
+    if graph == ASSET_GRAPH:
+        return [node.name for node in layered_dag(n_assets)]
+    if graph == ASSET_SOLO:
+        return [node.name for node in layered_dag(1, prefix=SOLO_PREFIX)]
+    raise ValueError(f"unknown asset graph {graph!r}")
 
 
 def wait_until(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:

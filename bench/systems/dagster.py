@@ -13,6 +13,8 @@ from tether.testing import free_port
 from bench.envs import Env
 from bench.processes import Group
 from bench.systems.base import (
+    ASSET_GRAPH,
+    ASSET_SOLO,
     FAILURE,
     PENDING,
     SUCCESS,
@@ -47,6 +49,25 @@ _LAUNCH = """mutation($p: ExecutionParams!) {
     ... on RunConfigValidationInvalid { errors { message } }
   }
 }"""
+
+
+#: ``dagster dev -f`` names each code location after its file.
+JOBS_LOCATION = "dagster_jobs.py"
+CATALOG_LOCATION = "dagster_catalog.py"
+
+_RELOAD = """mutation($n: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $n) {
+    __typename
+    ... on WorkspaceLocationEntry { loadStatus locationOrLoadError { __typename
+      ... on PythonError { message } } }
+    ... on PythonError { message }
+  }
+}"""
+
+#: The catalog query: the same facts of each asset as Tether's (bench/systems/tether.py).
+CATALOG_QUERY = """{ assetNodes { id assetKey { path } groupName description jobNames opNames
+  dependencyKeys { path } dependedByKeys { path }
+  assetMaterializations(limit: 1) { timestamp runId } } }"""
 
 
 class DagsterSystem:
@@ -99,13 +120,16 @@ class DagsterSystem:
             "VIRTUAL_ENV": str(self._env.root),
             "PATH": f"{self._env.root / 'bin'}:{os.environ.get('PATH', '')}",
         }
+        # The asset catalog is its own code location, loaded only for the asset workload.
+        catalog = ["-f", CATALOG_LOCATION] if self._workspace.catalog_assets else []
         self._group = Group(
             "dagster",
             [
                 str(self._env.bin("dagster")),
                 "dev",
                 "-f",
-                "dagster_jobs.py",
+                JOBS_LOCATION,
+                *catalog,
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -127,11 +151,13 @@ class DagsterSystem:
             except (httpx.HTTPError, ValueError):
                 return False
             nodes = data["repositoriesOrError"].get("nodes") or []
-            if not nodes:
+            by_location = {n["location"]["name"]: n for n in nodes}
+            wanted = [JOBS_LOCATION] + ([CATALOG_LOCATION] if catalog else [])
+            if any(name not in by_location for name in wanted):
                 return False
             self._selector = {
-                "repositoryLocationName": nodes[0]["location"]["name"],
-                "repositoryName": nodes[0]["name"],
+                "repositoryLocationName": JOBS_LOCATION,
+                "repositoryName": by_location[JOBS_LOCATION]["name"],
             }
             return True
 
@@ -220,6 +246,41 @@ class DagsterSystem:
                 break
         self._stdout_cursor[run_id] = (key, cursor, got)
         return got
+
+    def materialize(self, graph: str) -> str:
+        """launchRun of the graph's asset job (``asset_graph`` / ``asset_solo``: every asset
+        of the graph; in-process, or ``_mp`` for dagster-mp)."""
+        if graph not in (ASSET_GRAPH, ASSET_SOLO):
+            raise ValueError(f"unknown asset graph {graph!r}")
+        return self.submit(graph + self._job_suffix)
+
+    def materialized_by(self, run_id: str, group: str) -> int:
+        """Assets of ``group`` whose latest materialization is the run's."""
+        nodes = self._gql(
+            "query($g: AssetGroupSelector) { assetNodes(group: $g) "
+            "{ assetMaterializations(limit: 1) { runId } } }",
+            g={**self._selector, "groupName": group},
+        )["assetNodes"]
+        return sum(
+            1
+            for n in nodes
+            if n["assetMaterializations"] and n["assetMaterializations"][0]["runId"] == run_id
+        )
+
+    def load_catalog(self, round_: int, timeout: float) -> None:
+        """``reloadRepositoryLocation`` of the catalog location (the UI's reload): the
+        webserver starts a new code server for the location, which imports the module, and
+        fetches the new snapshot before it answers."""
+        result = self._gql(_RELOAD, n=CATALOG_LOCATION)["reloadRepositoryLocation"]
+        if result["__typename"] != "WorkspaceLocationEntry" or result["loadStatus"] != "LOADED":
+            raise BenchError(f"dagster reloadRepositoryLocation -> {result}")
+        loaded = result["locationOrLoadError"] or {}
+        if loaded.get("__typename") != "RepositoryLocation":
+            raise BenchError(f"dagster catalog location failed to load: {loaded}")
+
+    def catalog_nodes(self) -> int:
+        """Run the catalog query (every asset of every location); how many nodes it gave."""
+        return len(self._gql(CATALOG_QUERY)["assetNodes"])
 
     def stages(self, run_id: str) -> dict[str, float]:
         """Epoch time of the run's first lifecycle events, under Tether's event names."""

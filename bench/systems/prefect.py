@@ -59,6 +59,11 @@ class PrefectSystem:
         self._deployments: dict[str, str] = {}
         #: API calls retried after a 503/429 (SQLite lock contention), for the report.
         self.retries = 0
+        #: Why the asset workload has no Prefect number.
+        self.assets_unsupported = (
+            "not measured: Prefect's assets (@materialize) are tasks that record lineage "
+            "events, with no code-location catalog of asset definitions to load or query"
+        )
         #: Why the stdout workload has no Prefect number.
         self.stdout_unsupported = (
             "not applicable: Prefect keeps no raw stdout (the process worker streams a flow "

@@ -14,11 +14,26 @@ from typing import Any
 import httpx
 from tether.testing import free_port
 
-from bench.systems.base import FAILURE, PENDING, SUCCESS, BenchError, Workspace, wait_until
+from bench.jobs.asset_graph import CATALOG_ENV
+from bench.systems.base import (
+    FAILURE,
+    PENDING,
+    SUCCESS,
+    BenchError,
+    Workspace,
+    graph_keys,
+    wait_until,
+)
 from tether.dev.stack import DevStack, StackConfig
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 LOCATION = "bench"
+#: The asset catalog's location (added through the API by the asset workload).
+CATALOG_LOCATION = "bench_catalog"
+#: Seconds between ``codeLocations`` polls while a location loads.
+LOAD_POLL_S = 0.25
+#: Environment value changed on each fresh load of the catalog (read by nothing).
+CATALOG_ROUND_ENV = "BENCH_CATALOG_ROUND"
 #: Environment variable of the launcher choosing cold (0) or warm (1) run starts.
 WARM_START_ENV = "TETHER_LAUNCHER_WARM_START"
 #: How often the control plane's scheduler daemon checks for due ticks (default 1.0 s).
@@ -33,6 +48,21 @@ _LAUNCH = """mutation($job: String!) {
     ... on LocationNotLoadedError { message }
   }
 }"""
+
+
+_MATERIALIZE = """mutation($keys: [[String!]!]!) {
+  materializeAssets(locationName: "bench", assetKeys: $keys) {
+    __typename
+    ... on LaunchRunSuccess { run { id } }
+    ... on RunConfigValidationInvalid { message }
+    ... on JobNotFoundError { message }
+    ... on LocationNotLoadedError { message }
+  }
+}"""
+
+#: The catalog query: what an asset catalog page shows of each asset.
+CATALOG_QUERY = """{ assetNodes { assetKey { path } groupName description jobNames opName
+  dependencyKeys { path } dependedByKeys { path } latestMaterialization { timestamp runId } } }"""
 
 
 def warm_start_available() -> bool:
@@ -296,6 +326,98 @@ class TetherSystem:
         for event in events:
             first.setdefault(event["eventType"], float(event["timestamp"]))
         return first
+
+    def materialize(self, graph: str) -> str:
+        """``materializeAssets`` of every asset of one generated graph (its keys from the
+        same generator the location uses); returns the run id."""
+        keys = [[name] for name in graph_keys(graph, self._workspace.assets)]
+        result = self._gql(_MATERIALIZE, keys=keys)["materializeAssets"]
+        if result["__typename"] != "LaunchRunSuccess":
+            hint = (
+                " (the location's snapshot has no assets: code servers whose gRPC snapshot "
+                "does not carry Repository.assets_json drop them)"
+                if "does not compute asset" in str(result)
+                else ""
+            )
+            raise BenchError(f"materializeAssets({graph}) -> {result}{hint}")
+        return str(result["run"]["id"])
+
+    def materialized_by(self, run_id: str, group: str) -> int:
+        """Assets of ``group`` whose latest materialization is the run's."""
+        nodes = self._gql(
+            "query($g: String!) { assetNodes(groupName: $g) { latestMaterialization { runId } } }",
+            g=group,
+        )["assetNodes"]
+        return sum(1 for n in nodes if (n["latestMaterialization"] or {}).get("runId") == run_id)
+
+    def _location_status(self, name: str) -> tuple[str | None, Any]:
+        for loc in self._gql("{ codeLocations { name loadStatus loadError { message } } }")[
+            "codeLocations"
+        ]:
+            if loc["name"] == name:
+                return loc["loadStatus"], loc["loadError"]
+        return None, None
+
+    def _wait_loaded(self, name: str, timeout: float) -> None:
+        def loaded() -> bool:
+            status, error = self._location_status(name)
+            if status == "LOAD_ERROR":
+                raise BenchError(f"location {name} failed to load: {error}")
+            return status == "LOADED"
+
+        # Not faster: every codeLocations answer parses each location's whole snapshot (the
+        # 1,000-asset one too), so tight polling would slow down the load it waits for.
+        wait_until(f"location {name} to load", loaded, timeout, interval=LOAD_POLL_S)
+
+    def _catalog_config(self, round_: int | None) -> dict[str, Any]:
+        env = {CATALOG_ENV: str(self._workspace.catalog_assets)}
+        if round_ is not None:
+            # A changed config: the launcher replaces the location's code server.
+            env[CATALOG_ROUND_ENV] = str(round_)
+        return {
+            "name": CATALOG_LOCATION,
+            "module": "tether_catalog",
+            "working_directory": str(JOBS_DIR),
+            "substrate": "process",
+            "env": env,
+        }
+
+    def add_catalog(self, timeout: float) -> None:
+        """``addLocation`` of the catalog location; returns once it is LOADED (its code
+        server started, the module imported, the snapshot sent and stored)."""
+        self._gql(
+            "mutation($c: JSON!) { addLocation(config: $c) { name loadStatus } }",
+            c=self._catalog_config(None),
+        )
+        self._wait_loaded(CATALOG_LOCATION, timeout)
+
+    def load_catalog(self, round_: int, timeout: float) -> None:
+        """Load the catalog in a new code server, as Dagster's reload does: ``updateLocation``
+        with a changed config (one env value) makes the launcher replace the code server,
+        which imports the module and builds the snapshot again; returns once LOADED (the
+        mutation marks it LOADING before it answers, so LOADED after it is the new load)."""
+        status = self._gql(
+            "mutation($c: JSON!) { updateLocation(config: $c) { loadStatus } }",
+            c=self._catalog_config(round_),
+        )["updateLocation"]["loadStatus"]
+        if status == "LOADED":
+            raise BenchError("updateLocation answered LOADED: cannot tell the new load apart")
+        self._wait_loaded(CATALOG_LOCATION, timeout)
+
+    def reload_catalog(self, timeout: float) -> None:
+        """``reloadLocation`` (the UI's reload) until LOADED again: with an unchanged config
+        the launcher keeps the running code server and sends its snapshot again."""
+        status = self._gql(
+            "mutation($n: String!) { reloadLocation(name: $n) { loadStatus } }",
+            n=CATALOG_LOCATION,
+        )["reloadLocation"]["loadStatus"]
+        if status == "LOADED":
+            raise BenchError("reloadLocation answered LOADED: cannot tell the new load apart")
+        self._wait_loaded(CATALOG_LOCATION, timeout)
+
+    def catalog_nodes(self) -> int:
+        """Run the catalog query (every asset of every location); how many nodes it gave."""
+        return len(self._gql(CATALOG_QUERY)["assetNodes"])
 
     def log_tail(self, lines: int = 20) -> str:
         """Recent output of every service (for error messages)."""
