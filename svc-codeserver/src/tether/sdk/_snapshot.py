@@ -120,14 +120,21 @@ def _sensor_snapshot(sensor: SensorDefinition) -> SensorSnapshot:
     )
 
 
-def _jobs_computing(key: AssetKey, jobs: list[JobDefinition]) -> list[str]:
-    """The jobs with a node that materializes ``key`` (a subset node only if it has it)."""
-    return sorted(j.name for j in jobs if any(key in a.keys for a in j.assets.values()))
+def _jobs_computing(jobs: Iterable[JobDefinition]) -> dict[AssetKey, list[str]]:
+    """Per asset key, the jobs with a node that materializes it (a subset node only if it
+    has it). One pass over the jobs: asking each job about each key was quadratic (7 s of
+    a 1,000-asset location's 8.6 s snapshot)."""
+    found: dict[AssetKey, set[str]] = {}
+    for job in jobs:
+        for node in job.assets.values():
+            for key in node.keys:
+                found.setdefault(key, set()).add(job.name)
+    return {key: sorted(names) for key, names in found.items()}
 
 
 def asset_snapshots(graph: AssetGraph, jobs: Iterable[JobDefinition]) -> list[AssetNodeSnapshot]:
     """Describe every asset of ``graph``, in dependency order, with the jobs computing it."""
-    jobs = list(jobs)
+    computing = _jobs_computing(jobs)
     out = []
     for key in graph.toposorted(graph.specs):
         spec = graph.specs[key]
@@ -145,7 +152,7 @@ def asset_snapshots(graph: AssetGraph, jobs: Iterable[JobDefinition]) -> list[As
                 code_version=spec.code_version,
                 dependency_keys=[list(k.path) for k in spec.deps],
                 op_name=op_name,
-                job_names=_jobs_computing(key, jobs),
+                job_names=computing.get(key, []),
                 partitions=(
                     partitions_snapshot(spec.partitions_def) if spec.partitions_def else None
                 ),
