@@ -235,3 +235,13 @@ async def test_a_failed_launch_fails_the_run_with_the_error(api: Api) -> None:
     ]
     assert run["events"][1]["error"]["clsName"] == "OSError"
     assert await _item_status(api, item.id) == "FAILED"
+
+
+async def test_a_reload_asks_the_agent_for_a_new_code_server_a_load_does_not(api: Api) -> None:
+    """A user who reloads changed code expects it re-imported: the reload's item asks the
+    agent to restart the code server; the first load (and every other) does not."""
+    (first,) = await api.claim()
+    assert first.kind == WorkKind.LOAD_LOCATION and first.payload == {}
+    await api.user(RELOAD, n="loc")
+    (reload,) = await api.claim()
+    assert reload.kind == WorkKind.LOAD_LOCATION and reload.payload == {"restart": True}

@@ -243,6 +243,50 @@ async def test_registry_restarts_dead_and_replaces_changed_code_servers() -> Non
         await registry.stop_all()
 
 
+RELOADABLE_CODE = """
+from tether.sdk import Definitions, job, op
+
+@op
+def step() -> None:
+    pass
+
+@job(name="{name}")
+def the_job():
+    step()
+
+defs = Definitions(jobs=[the_job], name="reloadable")
+"""
+
+
+async def test_a_reload_restarts_the_code_server_and_sees_changed_code(tmp_path: Path) -> None:
+    """Same config, changed code: a load keeps the running server (its snapshot is still
+    right for the code it imported), a reload (restart) starts a new one that imports the
+    new code, and stops the old one once the new one is ready."""
+    from tether.launcher import CodeServerRegistry, ProcessSubstrate
+
+    module = tmp_path / "reloadable.py"
+    module.write_text(RELOADABLE_CODE.format(name="before"))
+    location = LocationConfig(
+        name="reloadable", python_file=str(module), working_directory=str(tmp_path)
+    )
+    registry = CodeServerRegistry(
+        ProcessSubstrate(sys.executable, start_timeout_s=30, user_code=user_code_under_test())
+    )
+    try:
+        first = await registry.ensure(location)
+        assert (await first.get_snapshot(10)).find_job("before") is not None
+        module.write_text(RELOADABLE_CODE.format(name="after"))
+        assert await registry.ensure(location) is first  # a load: nothing re-imported
+        second = await registry.ensure(location, restart=True)
+        assert second.handle.pid != first.handle.pid
+        snapshot = await second.get_snapshot(10)
+        assert snapshot.find_job("after") is not None and snapshot.find_job("before") is None
+        await asyncio.wait_for(first.handle.server.process.wait(), 10)  # type: ignore[attr-defined]
+        assert await registry.ensure(location) is second
+    finally:
+        await registry.stop_all()
+
+
 def test_settings_read_shared_and_prefixed_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_NATS_URL", "nats://shared:4222")
     monkeypatch.setenv("TETHER_LAUNCHER_NATS_URL", "nats://launcher:4222")

@@ -188,8 +188,10 @@ class CodeServerRegistry:
                     # unavailable and restarts it (or it was just replaced and closed).
                     log.debug("renewing the adoption of %s failed: %r", name, err)
 
-    async def ensure(self, location: LocationConfig) -> CodeServerClient:
-        """Return a client of a running code server for ``location``.
+    async def ensure(self, location: LocationConfig, *, restart: bool = False) -> CodeServerClient:
+        """Return a client of a running code server for ``location``; with ``restart``, of
+        a new one even if one with this config runs (blue/green, as for a changed config:
+        the old one serves until the new one is ready, and stays if it fails to start).
 
         Raises:
             CodeServerStartError: the code server failed to start.
@@ -203,11 +205,16 @@ class CodeServerRegistry:
                 # now on it knows the whole config it was started with.
                 current.handle.location = location
             if current is not None:
-                if current.handle.location == location and self._substrate.code_server_alive(
-                    current.handle
+                if (
+                    not restart
+                    and current.handle.location == location
+                    and self._substrate.code_server_alive(current.handle)
                 ):
                     return current
-                if current.handle.location == location:
+                if restart and current.handle.location == location:
+                    log.info("code server for %s: reload; starting a new one", location.name)
+                    previous = current
+                elif current.handle.location == location:
                     log.info("code server for %s died; replacing it", location.name)
                     await self._stop(location.name)
                 else:

@@ -22,6 +22,7 @@ from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.work import (
     LaunchRunPayload,
+    LoadLocationPayload,
     LocationStopped,
     NoPayload,
     ReportKind,
@@ -183,12 +184,13 @@ class WorkHandlers:
             log.info("stopped the code server of removed location %s", location_name)
         return stopped
 
-    async def load_location(self, item: WorkItem, _: NoPayload) -> None:
-        """Ensure the location's code server and publish its snapshot (or why not)."""
+    async def load_location(self, item: WorkItem, payload: LoadLocationPayload) -> None:
+        """Ensure the location's code server (a new one when the payload asks to restart:
+        a reload re-imports the user's code) and publish its snapshot (or why not)."""
         deadline = self._settings.grpc_deadline_s
         try:
             snapshot = await self._with_code_server(
-                item, lambda client: client.get_snapshot(deadline)
+                item, lambda client: client.get_snapshot(deadline), restart=payload.restart
             )
         except CodeLocationLoadError as err:
             result = _failed(item, err.error)
@@ -243,9 +245,13 @@ class WorkHandlers:
         await self._publisher.publish_result(result)
 
     async def _with_code_server(
-        self, item: WorkItem, call: Callable[[CodeServerClient], Awaitable[P]]
+        self,
+        item: WorkItem,
+        call: Callable[[CodeServerClient], Awaitable[P]],
+        *,
+        restart: bool = False,
     ) -> P:
-        client = await self._registry.ensure(item.location)
+        client = await self._registry.ensure(item.location, restart=restart)
         try:
             return await call(client)
         except grpc.aio.AioRpcError as err:

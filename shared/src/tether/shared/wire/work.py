@@ -179,6 +179,16 @@ class NoPayload(WireModel):
     """The payload of a work item that needs nothing but its location (``{}``)."""
 
 
+class LoadLocationPayload(WireModel):
+    """Payload of a ``load_location`` item (``{}`` when the location is only to be loaded)."""
+
+    restart: bool = Field(
+        default=False,
+        description="Start a new code server (re-importing the user's code) even if one with "
+        "this config is running: a user's reload. False: a running one's snapshot will do.",
+    )
+
+
 class RunLaunched(WireModel):
     """Payload of a successful ``launch_run`` result: the worker that was started."""
 

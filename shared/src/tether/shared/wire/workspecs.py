@@ -27,6 +27,7 @@ from tether.shared.wire.work import (
     EvaluateSchedulePayload,
     EvaluateSensorPayload,
     LaunchRunPayload,
+    LoadLocationPayload,
     LocationStopped,
     NoPayload,
     PartitionConfigPayload,
@@ -217,7 +218,7 @@ WORK_SPECS: Mapping[WorkKind, WorkSpec[Any, Any]] = _specs(
     # Compressed when large: a big location's snapshot exceeds NATS's max_payload.
     WorkSpec(
         WorkKind.LOAD_LOCATION,
-        NoPayload,
+        LoadLocationPayload,
         LocationSnapshot,
         _LAUNCHER,
         SlotGroup.CODE_SERVER,

@@ -11,7 +11,7 @@ from tether.controlplane.errors import NotFoundError
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.store import locations
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.work import WorkKind
+from tether.shared.wire.work import LoadLocationPayload, WorkKind
 
 
 async def queue_load(
@@ -20,8 +20,13 @@ async def queue_load(
     location: CodeLocation,
     *,
     traceparent: str | None = None,
+    restart: bool = False,
 ) -> str:
-    """Queue a ``load_location`` work item for ``location`` and mark it LOADING."""
+    """Queue a ``load_location`` work item for ``location`` and mark it LOADING.
+
+    ``restart``: the agent starts a new code server, re-importing the code, even if one
+    with this config runs (a user's reload); else a running one's snapshot will do.
+    """
     location.load_status = LoadStatus.LOADING
     location.updated_at = time.time()
     return queue.enqueue(
@@ -29,6 +34,7 @@ async def queue_load(
         deployment_id=location.deployment_id,
         kind=WorkKind.LOAD_LOCATION,
         location=LocationConfig.model_validate(location.config),
+        payload=LoadLocationPayload(restart=True) if restart else None,
         traceparent=traceparent,
     )
 
@@ -41,7 +47,8 @@ async def reload_location(
     *,
     traceparent: str | None = None,
 ) -> CodeLocation:
-    """Queue a reload of the location named ``name``.
+    """Queue a reload of the location named ``name``: a new code server re-imports its
+    code (what a user who changed it expects), the old one serving until it is ready.
 
     Raises:
         NotFoundError: no such location.
@@ -49,7 +56,7 @@ async def reload_location(
     location = await locations.get_location(session, deployment_id, name)
     if location is None:
         raise NotFoundError(f"no code location named {name!r}")
-    await queue_load(session, queue, location, traceparent=traceparent)
+    await queue_load(session, queue, location, traceparent=traceparent, restart=True)
     return location
 
 
