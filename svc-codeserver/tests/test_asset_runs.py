@@ -398,3 +398,51 @@ async def test_a_reexecution_reads_an_unselected_upstream_asset_through_its_io_m
         {"asset_key": ["source"], "partition": None, "run_id": parent_id}
     ]
     await nc.close()
+
+
+SELF_STORED = """
+from tether.sdk import AssetOut, Definitions, MaterializeResult, asset, define_asset_job, multi_asset
+
+@asset
+def table() -> MaterializeResult:
+    # Wrote its table itself: no value for an IO manager, only the record's metadata.
+    return MaterializeResult(metadata={"rows": 42, "table": "analytics.orders"})
+
+@multi_asset(outs={"left": AssetOut(), "right": AssetOut()}, deps=[table])
+def pair():
+    return (
+        MaterializeResult(asset_key="right", metadata={"side": "r"}),
+        MaterializeResult(asset_key="left", metadata={"side": "l"}),
+    )
+
+defs = Definitions(
+    assets=[table, pair],
+    jobs=[define_asset_job("stored", ["table", "left", "right"])],
+)
+"""
+
+
+async def test_an_asset_returning_materialize_result_stores_no_value_and_reports_metadata(
+    nats_server, tmp_path: Path
+) -> None:
+    nc, js = await h._connect(nats_server.url)
+    await h._declare(js)
+    (tmp_path / "self_stored.py").write_text(SELF_STORED)
+    location = LocationConfig(name="selfstored", python_file=str(tmp_path / "self_stored.py"))
+    storage = tmp_path / "storage"
+    args = h.run_args(location, nats_server.url, "stored")
+    code, stderr = await h.run_worker(args, TETHER_RUN_WORKER_STORAGE_DIR=str(storage))
+    assert code == 0, stderr
+    events = [e for _, e in await h.read_events(js, args.run.run_id)]
+    assert events[-1].event_type is E.RUN_SUCCESS, [e.message for e in events]
+    made = {
+        "/".join(e.data["asset_key"]): e.data["metadata"]
+        for e in events
+        if e.event_type is E.ASSET_MATERIALIZATION
+    }
+    assert made["table"] == {"rows": 42, "table": "analytics.orders"}
+    assert made["left"]["side"] == "l" and made["right"]["side"] == "r"
+    # Nothing went through the filesystem IO manager (the worker's own step outputs do).
+    assert [p.name for p in storage.rglob("__value*")] == []
+    assert {p.parent.name for p in storage.rglob("result.pickle")} == {"table", "pair"}
+    await nc.close()

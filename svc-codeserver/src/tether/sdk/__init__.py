@@ -51,6 +51,7 @@ from tether.sdk._io_manager import (
     OutputContext,
 )
 from tether.sdk._job import EXECUTORS, EdgeDef, JobDefinition, Node, OutputHandle, job
+from tether.sdk._materialize_result import MaterializeResult
 from tether.sdk._multi_asset import AssetOut, multi_asset
 from tether.sdk._op import RESULT, OpDefinition, OpInputDef, op
 from tether.sdk._partitioned_config import PartitionedConfig, PartitionRun, partitioned_config
@@ -109,6 +110,7 @@ __all__ = [
     "AssetsDefinition",
     "Backoff",
     "ConfigurableIOManager",
+    "MaterializeResult",
     "ConfigurableResource",
     "DailyPartitionsDefinition",
     "DefaultScheduleStatus",

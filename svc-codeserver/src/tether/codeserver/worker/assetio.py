@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from tether.sdk import (
     InputContext,
     IOManager,
     JobDefinition,
+    MaterializeResult,
     Node,
     OpContext,
     OutputContext,
@@ -219,11 +220,15 @@ class AssetIO:
                 metadata=dict(spec.metadata),
                 code_version=spec.code_version,
             )
-            self._manager(asset.io_manager_key_for(key)).handle_output(out, part)
+            reported: dict[str, Any] = {}
+            if isinstance(part, MaterializeResult):  # the asset stored its data itself
+                reported = part.metadata
+            else:
+                self._manager(asset.io_manager_key_for(key)).handle_output(out, part)
             data = AssetMaterializationData(
                 asset_key=list(key.path),
                 description=spec.description,
-                metadata={**context.output_metadata, **out._output_metadata},
+                metadata={**context.output_metadata, **out._output_metadata, **reported},
                 partition=partition,
                 code_version=spec.code_version,
                 upstream=listed,
@@ -305,6 +310,14 @@ def _per_key(asset: AssetsDefinition, value: Any) -> dict[AssetKey, Any]:
     if not asset.multi:
         return {asset.key: value}
     outs = {asset.output_names[k]: k for k in asset.keys}
+    if isinstance(value, MaterializeResult):
+        value = (value,)
+    if (
+        isinstance(value, tuple | list)
+        and value
+        and all(isinstance(v, MaterializeResult) for v in value)
+    ):
+        return _results_by_key(asset, value)
     if isinstance(value, dict):
         if set(value) != set(outs):
             raise ResourceError(
@@ -318,6 +331,31 @@ def _per_key(asset: AssetsDefinition, value: Any) -> dict[AssetKey, Any]:
         f"multi-asset {asset.op.name!r} must return a tuple of {len(outs)} values (one per "
         f"out, in order) or a dict of out name -> value, got {type(value).__name__}"
     )
+
+
+def _results_by_key(
+    asset: AssetsDefinition, results: Sequence[MaterializeResult]
+) -> dict[AssetKey, Any]:
+    """A multi-asset's MaterializeResults by the asset each names (one per computed key)."""
+    found: dict[AssetKey, Any] = {}
+    for result in results:
+        if result.asset_key is None:
+            raise ResourceError(
+                f"multi-asset {asset.op.name!r} returned a MaterializeResult without an "
+                "asset_key: name the asset each result is of"
+            )
+        if result.asset_key not in asset.keys or result.asset_key in found:
+            raise ResourceError(
+                f"multi-asset {asset.op.name!r} returned a MaterializeResult of "
+                f"{result.asset_key.to_user_string()!r}, which it does not compute (or twice)"
+            )
+        found[result.asset_key] = result
+    if set(found) != set(asset.keys):
+        missing = sorted(k.to_user_string() for k in set(asset.keys) - set(found))
+        raise ResourceError(
+            f"multi-asset {asset.op.name!r} returned no MaterializeResult of {missing}"
+        )
+    return found
 
 
 class _LazyResources(Resources):
