@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -23,8 +23,8 @@ class PollerSettings(AgentSettings):
         default_factory=lambda: [DEFAULT_AGENT_QUEUE],
         min_length=1,
         description=(
-            "Agent queues this poller claims from, comma-separated: only work of locations "
-            "whose agent_queue is one of them (their runs' control items included)."
+            "Agent queues this poller claims from: only work of locations whose "
+            "agent_queue is one of them (their runs' control items included)."
         ),
     )
     max_items: int = Field(default=10, ge=1, description="Most work items leased per claim.")
@@ -54,10 +54,7 @@ class PollerSettings(AgentSettings):
         default=30.0, gt=0, description="Longest pause of the claim loop between failed cycles."
     )
 
-    @field_validator("queues", mode="before")
-    @classmethod
-    def _split_queues(cls, value: Any) -> Any:
-        return comma_or_json_list(value)
+    _split_queues = field_validator("queues", mode="before")(comma_or_json_list)
 
     @field_validator("queues")
     @classmethod
