@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs.failures import RunFailureReason
-from tether.controlplane.store import retries, runs, workitems
+from tether.controlplane.store import locations, retries, runs, workitems
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
@@ -201,11 +201,16 @@ async def request_interrupt(
 
     ``item_id`` names the item (None: a random id)."""
     launch = await launch_item(session, run.id)
-    location = (
-        LocationConfig.model_validate(launch.location)
-        if launch is not None
-        else LocationConfig(name=run.location_name)
-    )
+    if launch is not None:
+        location = LocationConfig.model_validate(launch.location)
+    else:
+        # No launch queued (yet): the location's own config, for its queue and substrate.
+        row = await locations.get_location(session, run.deployment_id, run.location_name)
+        location = (
+            LocationConfig.model_validate(row.config)
+            if row is not None
+            else LocationConfig(name=run.location_name)
+        )
     queue.enqueue(
         session,
         deployment_id=run.deployment_id,
