@@ -200,39 +200,66 @@ async def test_a_launcher_in_another_pid_namespace_and_host_never_answers_for_a_
 ) -> None:
     here = _launcher(nats_server.url, None)  # both detect their domains
     there = _launcher(nats_server.url, None, agent_id="launcher-on-another-host")
-    with _launcher_on_another_host(there, "tether-other-host"):
-        # The other host's launcher consumes (it alone runs yet): it launches the first run.
-        first = work_item(WorkKind.LAUNCH_RUN, slow_location, run_id=new_id(), job_name="slow")
-        await bus.send(first)
-        launched = await bus.result(lambda r: r.id == first.id, timeout_s=90)
-        assert launched.ok
-        owner_there = launched.payload["owner"]
-        assert str(owner_there).startswith("process:tether-other-host:")
-        assert owner_there != process_domain()
-        async with running(here):
-            second = work_item(WorkKind.LAUNCH_RUN, slow_location, run_id=new_id(), job_name="slow")
-            await bus.send(second)
-            launched_2 = await bus.result(lambda r: r.id == second.id, timeout_s=90)
-            runs = {
-                first.payload["run_id"]: owner_there,
-                second.payload["run_id"]: launched_2.payload["owner"],
-            }
-            assert set(runs.values()) <= {owner_there, process_domain()}
-            # Both launchers consume every check; only the owner's answer comes back, and
-            # a worker the asked launcher cannot see is never reported gone.
-            for _ in range(4):
+
+    async def launch() -> WorkResult:
+        item = work_item(WorkKind.LAUNCH_RUN, slow_location, run_id=new_id(), job_name="slow")
+        await bus.send(item)
+        launched = await bus.result(lambda r: r.id == item.id, timeout_s=90)
+        assert launched.ok, launched
+        return launched
+
+    # This host's launcher launches a run, then stops (its worker runs on).
+    async with running(here):
+        mine = await launch()
+    assert mine.payload["owner"] == process_domain()
+    pid = mine.payload["pid"]
+    assert isinstance(pid, int) and _alive(pid)
+    run_here = str(mine.payload["run_id"])
+    try:
+        with _launcher_on_another_host(there, "tether-other-host"):
+            # Alone, the other host's launcher gets every check and termination of this
+            # host's run: it hands each back, then says "unknown", and signals nothing.
+            for kind, answer in (
+                (WorkKind.CHECK_RUN_HEALTH, {"alive": None}),
+                (WorkKind.TERMINATE_RUN, {"signalled": None}),
+            ):
+                result = await _ask(
+                    bus, kind, slow_location, run_id=run_here, owner=process_domain()
+                )
+                assert result.payload == {
+                    "run_id": run_here,
+                    **answer,
+                    "owner": process_domain(),
+                }, result
+            assert _alive(pid)
+            theirs = await launch()
+            owner_there = theirs.payload["owner"]
+            assert str(owner_there).startswith("process:tether-other-host:")
+            assert owner_there != process_domain()
+            runs = {run_here: process_domain(), str(theirs.payload["run_id"]): owner_there}
+            async with running(here):
+                # Both consume every check; only the owner's answer comes back.
+                for _ in range(4):
+                    for run_id, owner in runs.items():
+                        health = await _ask(
+                            bus,
+                            WorkKind.CHECK_RUN_HEALTH,
+                            slow_location,
+                            run_id=run_id,
+                            owner=owner,
+                        )
+                        assert health.payload == {"run_id": run_id, "alive": True}, health
+                # Each termination is executed by its owner: the worker is gone after it.
                 for run_id, owner in runs.items():
+                    stop = await _ask(
+                        bus, WorkKind.TERMINATE_RUN, slow_location, run_id=run_id, owner=owner
+                    )
+                    assert stop.payload == {"run_id": run_id, "signalled": True}, stop
                     health = await _ask(
                         bus, WorkKind.CHECK_RUN_HEALTH, slow_location, run_id=run_id, owner=owner
                     )
-                    assert health.payload == {"run_id": run_id, "alive": True}, health
-            # Each termination is executed by its owner: the worker is gone afterwards.
-            for run_id, owner in runs.items():
-                stop = await _ask(
-                    bus, WorkKind.TERMINATE_RUN, slow_location, run_id=run_id, owner=owner
-                )
-                assert stop.payload == {"run_id": run_id, "signalled": True}, stop
-                health = await _ask(
-                    bus, WorkKind.CHECK_RUN_HEALTH, slow_location, run_id=run_id, owner=owner
-                )
-                assert health.payload == {"run_id": run_id, "alive": False}, health
+                    assert health.payload == {"run_id": run_id, "alive": False}, health
+            assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.killpg(pid, 9)
