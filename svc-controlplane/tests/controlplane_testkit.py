@@ -27,9 +27,9 @@ from tether.shared.wire.work import WorkItem, WorkResult
 
 CLAIM = """
 mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,
-               $leaseSeconds: Float!) {
+               $leaseSeconds: Float!, $queues: [String!]) {
   claimWork(agentId: $agentId, substrates: $substrates, max: $max, waitMs: $waitMs,
-            leaseSeconds: $leaseSeconds)
+            leaseSeconds: $leaseSeconds, queues: $queues)
 }"""
 ACK = "mutation Ack($agentId: String!, $ids: [String!]!) { ackWork(agentId: $agentId, ids: $ids) }"
 EVENTS = "mutation E($items: [JSON!]!) { storeEvents(events: $items) { stored duplicates } }"
@@ -198,8 +198,9 @@ class Api:
         max_items: int = 10,
         wait_ms: int = 0,
         lease_s: float = 60.0,
+        queues: list[str] | None = None,
     ) -> list[WorkItem]:
-        """claimWork, parsed into WorkItems."""
+        """claimWork, parsed into WorkItems (``queues`` None: the default queue)."""
         data = await self.agent(
             CLAIM,
             agentId=agent_id,
@@ -207,6 +208,7 @@ class Api:
             max=max_items,
             waitMs=wait_ms,
             leaseSeconds=lease_s,
+            queues=queues,
         )
         return [WorkItem.model_validate(item) for item in data["claimWork"]]
 

@@ -381,3 +381,17 @@ def test_settings_read_shared_and_prefixed_env(monkeypatch: pytest.MonkeyPatch) 
     assert settings.agent_id == "poller-agent"
     assert settings.substrates == ["docker", "k8s"]
     assert settings.max_items == 10
+
+
+def test_queues_come_comma_separated_and_bad_names_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert PollerSettings().queues == ["default"]
+    monkeypatch.setenv("TETHER_POLLER_QUEUES", "gpu, on-prem_1")
+    assert PollerSettings().queues == ["gpu", "on-prem_1"]
+    monkeypatch.setenv("TETHER_POLLER_QUEUES", '["a", "b"]')
+    assert PollerSettings().queues == ["a", "b"]
+    for bad in ("gpu,not a name", "a.b", ""):
+        monkeypatch.setenv("TETHER_POLLER_QUEUES", bad)
+        with pytest.raises(ValueError, match="agent queue|at least 1"):
+            PollerSettings()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,18 +37,28 @@ class ControlPlane:
     work_key: str
 
 
+EXAMPLES_WORKSPACE = (
+    "[[locations]]\n"
+    'name = "examples"\n'
+    'module = "example_jobs"\n'
+    f'working_directory = "{EXAMPLES}"\n'
+    'substrate = "process"\n'
+)
+
+
 @pytest.fixture
 def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    with _serving(tmp_path, EXAMPLES_WORKSPACE) as cp:
+        yield cp
+
+
+@contextlib.contextmanager
+def _serving(tmp_path: Path, workspace_text: str) -> Iterator[ControlPlane]:
+    """A control plane process on ``tmp_path``'s SQLite file, seeded with the workspace."""
     if importlib.util.find_spec("tether.controlplane") is None:
         pytest.skip("tether-controlplane is not installed in this environment")
     workspace = tmp_path / "workspace.toml"
-    workspace.write_text(
-        "[[locations]]\n"
-        'name = "examples"\n'
-        'module = "example_jobs"\n'
-        f'working_directory = "{EXAMPLES}"\n'
-        'substrate = "process"\n'
-    )
+    workspace.write_text(workspace_text)
     port = free_port()
     token_file = tmp_path / "agent.token"
     env = {
@@ -144,3 +156,57 @@ async def test_claims_from_the_real_control_plane(nats_server, control_plane: Co
     # One trace from the control plane's action through the poller's publish.
     assert item.traceparent is not None
     assert msg.headers["traceparent"].split("-")[1] == item.traceparent.split("-")[1]
+
+
+async def test_pollers_of_different_queues_never_claim_each_others_items(
+    nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpu_location = (
+        "[[locations]]\n"
+        'name = "gpu_examples"\n'
+        'module = "example_jobs"\n'
+        f'working_directory = "{EXAMPLES}"\n'
+        'agent_queue = "gpu"\n'
+    )
+    with _serving(tmp_path, EXAMPLES_WORKSPACE + gpu_location) as control_plane:
+        configured = []
+        for agent_id, queues in {"poller-default": "default", "poller-gpu": "gpu, spare"}.items():
+            monkeypatch.setenv("TETHER_POLLER_QUEUES", queues)
+            configured.append(
+                PollerSettings(
+                    nats_url=nats_server.url,
+                    nats_credentials=nats_server.credentials_for("poller"),
+                    control_plane_url=control_plane.url,
+                    agent_token=control_plane.token,  # type: ignore[arg-type]
+                    agent_id=agent_id,
+                    claim_wait_s=0.5,
+                    heartbeat_interval_s=0.5,
+                    work_public_keys=[control_plane.work_key],
+                )
+            )
+        assert [s.queues for s in configured] == [["default"], ["gpu", "spare"]]
+        services = [PollerService(s) for s in configured]
+        tasks = [asyncio.create_task(s.run()) for s in services]
+        db = tmp_path / "cp.db"
+
+        def dispatched() -> list[tuple[str, str, str]]:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                rows = conn.execute(
+                    "SELECT location_name, agent_queue, lease_owner FROM work_items "
+                    "WHERE status = 'DISPATCHED' ORDER BY location_name"
+                ).fetchall()
+            return [tuple(row) for row in rows]
+
+        try:
+            deadline = time.monotonic() + 60
+            while len(dispatched()) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            # Each location's load went to the poller of its queue, and to it only.
+            assert dispatched() == [
+                ("examples", "default", "poller-default"),
+                ("gpu_examples", "gpu", "poller-gpu"),
+            ], control_plane.log.read_text()[-3000:]
+        finally:
+            for service in services:
+                service.shutdown()
+            await asyncio.wait_for(asyncio.gather(*tasks), 20)

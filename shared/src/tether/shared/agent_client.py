@@ -22,9 +22,9 @@ from tether.shared.wire.work import WorkItem, WorkResult
 
 _CLAIM = """
 mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,
-               $leaseSeconds: Float!) {
+               $leaseSeconds: Float!, $queues: [String!]) {
   claimWork(agentId: $agentId, substrates: $substrates, max: $max, waitMs: $waitMs,
-            leaseSeconds: $leaseSeconds)
+            leaseSeconds: $leaseSeconds, queues: $queues)
 }"""
 _ACK = "mutation Ack($agentId: String!, $ids: [String!]!) { ackWork(agentId: $agentId, ids: $ids) }"
 #: What every upload answers: counts, and the items refused on their own.
@@ -164,13 +164,17 @@ class AgentClient:
         max_items: int = 10,
         wait_s: float = 10.0,
         lease_s: float = 60.0,
+        queues: Sequence[str] | None = None,
     ) -> list[WorkItem]:
-        """Lease up to ``max_items`` work items, long-polling up to ``wait_s`` seconds."""
+        """Lease up to ``max_items`` work items of ``substrates`` and agent ``queues``
+        (None: the control plane's default, ``["default"]``), long-polling up to
+        ``wait_s`` seconds."""
         data = await self.execute(
             _CLAIM,
             {
                 "agentId": agent_id,
                 "substrates": list(substrates),
+                "queues": None if queues is None else list(queues),
                 "max": max_items,
                 "waitMs": int(wait_s * 1000),
                 "leaseSeconds": lease_s,

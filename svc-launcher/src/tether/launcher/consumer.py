@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig
+from tether.launcher.domains import NotOwnerError
 from tether.launcher.handlers import WorkHandlers
 from tether.launcher.publishing import Publisher
 from tether.launcher.settings import LauncherSettings
@@ -67,6 +68,10 @@ def consumer_config(settings: LauncherSettings) -> ConsumerConfig:
         max_deliver=settings.max_deliver,
         filter_subject=subjects.work_filter(settings.substrate),
     )
+
+
+class HandBackError(Exception):
+    """A work message another launcher must handle: ``nak`` it without counting a failure."""
 
 
 class DeadLetterError(ContractError):
@@ -127,6 +132,7 @@ class WorkConsumer:
         self._publisher = publisher
         self._slots = {group: asyncio.Semaphore(settings.max_concurrency) for group in SlotGroup}
         self.capacity = len(self._slots) * settings.max_concurrency
+        self.handback_delay_s = settings.handback_delay_s
 
     async def declare(self, js: JetStreamContext) -> None:
         """Create or update the durable consumer: a changed ``ack_wait``/``max_deliver``
@@ -189,7 +195,15 @@ class WorkConsumer:
                 context=ctx,
                 attributes={"work_item_id": item.id, "location": item.location.name},
             ):
-                await self._handlers.handle(item)
+                try:
+                    await self._handlers.handle(item)
+                except NotOwnerError as err:
+                    # Another domain's run: hand the message back for a launcher of that
+                    # domain (the replicas share the consumer); on the last delivery say
+                    # "unknown, not mine" so the control plane knows (never "dead").
+                    if raw.metadata.num_delivered < self._settings.max_deliver:
+                        raise HandBackError(str(err)) from err
+                    await self._handlers.answer_not_owner(item, err)
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Park ``msg`` in the dead letters, then ``term`` it (never redelivered)."""
@@ -252,6 +266,10 @@ class WorkAcks(BaseMiddleware):
             with contextlib.suppress(Exception):
                 await asyncio.shield(raw.nak())
             raise
+        except HandBackError as err:
+            log.debug("handing back a work message: %s", err)
+            with contextlib.suppress(Exception):
+                await raw.nak(delay=consumer.handback_delay_s)
         except DeadLetterError as err:
             try:
                 await consumer.dead_letter(raw, err.reason)

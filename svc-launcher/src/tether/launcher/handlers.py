@@ -11,6 +11,7 @@ import grpc
 from pydantic import BaseModel, ValidationError
 from tether.launcher.codeserver_client import CodeLocationLoadError, CodeServerClient
 from tether.launcher.codeservers import CodeServerRegistry
+from tether.launcher.domains import NotOwnerError
 from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
 from tether.launcher.publishing import Publisher
 from tether.launcher.runcreds import RunCredentials
@@ -120,6 +121,7 @@ class WorkHandlers:
         self._claims = claims
         self._publisher = publisher
         self._run_credentials = RunCredentials.from_settings(settings)
+        self._domain: str | None = settings.domain
         self._runs: dict[str, RunWorkerHandle] = {}
         self._monitors: set[asyncio.Task[None]] = set()
         #: Tells sibling launcher replicas that a location was removed (set by the service).
@@ -139,6 +141,13 @@ class WorkHandlers:
                 WorkKind.GET_PARTITION_CONFIG: self._query(CodeServerClient.partition_config),
             },
         )
+
+    @property
+    def domain(self) -> str:
+        """The launcher domain of this launcher (``settings.domain``, else its substrate's)."""
+        if self._domain is None:
+            self._domain = self._substrate.run_domain()
+        return self._domain
 
     @property
     def served_kinds(self) -> frozenset[WorkKind]:
@@ -270,6 +279,7 @@ class WorkHandlers:
             run_id=payload.run_id,
             work_item_id=item.id,
             launcher=f"{self._settings.agent_id}/{self._substrate.name}",
+            domain=self.domain,
             **claimer_fields(),
         )
         existing = await self._claims.claim(claim)
@@ -293,9 +303,8 @@ class WorkHandlers:
             if existing.work_item_id == item.id and launched:
                 # Our own earlier delivery launched it and may have died before its result
                 # was published: publish it again (same id, so deduplicated downstream).
-                await self._publisher.publish_result(
-                    _succeeded(item, RunLaunched(run_id=payload.run_id, pid=existing.pid))
-                )
+                again = RunLaunched(run_id=payload.run_id, pid=existing.pid, owner=existing.domain)
+                await self._publisher.publish_result(_succeeded(item, again))
             log.info(
                 "run %s already launched by %s (item %s); skipping",
                 payload.run_id,
@@ -334,7 +343,9 @@ class WorkHandlers:
             handle.pid,
             "warm" if handle.warm else "cold",
         )
-        result = RunLaunched(run_id=payload.run_id, pid=handle.pid, warm=handle.warm)
+        result = RunLaunched(
+            run_id=payload.run_id, pid=handle.pid, warm=handle.warm, owner=self.domain
+        )
         await self._publisher.publish_result(_succeeded(item, result))
         task = asyncio.create_task(self._monitor(item, handle, traceparent))
         self._monitors.add(task)
@@ -366,8 +377,12 @@ class WorkHandlers:
                 log.exception("could not report the exit of run %s", handle.run_id)
 
     async def terminate_run(self, item: WorkItem, payload: TerminateRunPayload) -> None:
-        """Interrupt a run worker (SIGTERM, SIGKILL after the grace period)."""
-        handle = await self._find_run(payload.run_id)
+        """Interrupt a run worker (SIGTERM, SIGKILL after the grace period).
+
+        Raises:
+            NotOwnerError: the run is another launcher domain's (hand the item back).
+        """
+        handle = await self._find_owned_run(payload.run_id, payload.owner)
         signalled = False
         if handle is not None:
             signalled = await self._substrate.terminate_run(
@@ -380,20 +395,50 @@ class WorkHandlers:
         await self._publisher.publish_result(_succeeded(item, terminated))
 
     async def check_run_health(self, item: WorkItem, payload: RunHealthPayload) -> None:
-        """Report whether a run's worker still runs (the control plane's run monitor asks)."""
-        handle = await self._find_run(payload.run_id)
+        """Report whether a run's worker still runs (the control plane's run monitor asks).
+
+        Raises:
+            NotOwnerError: the run is another launcher domain's (hand the item back).
+        """
+        handle = await self._find_owned_run(payload.run_id, payload.owner)
         alive = handle is not None and await self._substrate.run_alive(handle)
         await self._publisher.publish_result(
             _succeeded(item, RunHealth(run_id=payload.run_id, alive=alive))
         )
 
-    async def _find_run(self, run_id: str) -> RunWorkerHandle | None:
+    async def answer_not_owner(self, item: WorkItem, err: NotOwnerError) -> None:
+        """Answer a control item of another domain's run "unknown, not mine" (its last
+        delivery: no launcher of the owner took it). Never "not running": this launcher
+        cannot see the worker."""
+        answer: BaseModel
+        if item.kind == WorkKind.TERMINATE_RUN:
+            answer = RunTerminated(run_id=err.run_id, signalled=None, owner=err.owner)
+        else:
+            answer = RunHealth(run_id=err.run_id, alive=None, owner=err.owner)
+        log.info(
+            "%s of run %s: not this launcher's (owned by %s)", item.kind, err.run_id, err.owner
+        )
+        await self._publisher.publish_result(_succeeded(item, answer))
+
+    async def _find_owned_run(self, run_id: str, owner: str | None) -> RunWorkerHandle | None:
+        """The run's worker, if this launcher's domain owns the run.
+
+        The owner is the item's (the control plane read it from the launch result), else
+        the run claim's: a terminate can come before the launch result was stored.
+
+        Raises:
+            NotOwnerError: another domain owns the run.
+        """
+        if owner is not None and owner != self.domain:
+            raise NotOwnerError(run_id, owner)
         handle = self._runs.get(run_id)
         if handle is None:
             # Launched by another launcher process (or before a restart): its claim holds
             # the pid (or the substrate's worker id).
             claim = await self._claims.get(run_id)
             if claim is not None:
+                if claim.domain is not None and claim.domain != self.domain:
+                    raise NotOwnerError(run_id, claim.domain)
                 record = WorkerRecord(run_id, claim.pid, claim.pid_start, claim.worker_id)
                 handle = self._substrate.recorded_run(record)
         return handle

@@ -33,6 +33,8 @@ class RunClaim(BaseModel):
             :func:`pid_namespace`): only where it matches can its pid be checked.
         launcher_pid: the claiming launcher's pid.
         launcher_pid_start: when that process started (clock ticks since boot).
+        domain: the claiming launcher's domain (:mod:`tether.launcher.domains`): only
+            launchers of it may terminate or health-check the run.
     """
 
     run_id: str
@@ -44,6 +46,7 @@ class RunClaim(BaseModel):
     launcher_ns: str | None = None
     launcher_pid: int | None = None
     launcher_pid_start: int | None = None
+    domain: str | None = None
 
     @property
     def launched(self) -> bool:

@@ -215,6 +215,8 @@ class LauncherService:
                 broker, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
             )
             handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
+            # Only control items of runs launched in this domain are acted on here.
+            log.info("launcher domain: %s", handlers.domain)
             await _share_location_stops(nc, s.substrate, handlers)
             gate = await jetstream_call(
                 lambda: WorkGate.open(js, self._verifier), "binding the work deliveries"

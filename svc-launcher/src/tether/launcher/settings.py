@@ -96,6 +96,25 @@ class LauncherSettings(AgentSettings):
     ack_wait_s: float = Field(
         default=60.0, gt=0, description="JetStream ack wait of the launcher's work consumer."
     )
+    domain: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "The launcher domain runs launched here are owned by; only launchers of it act "
+            "on their terminations and health checks. Unset: detected from the substrate "
+            "(process: host, boot id and pid namespace; docker: engine id; k8s: API server "
+            "and namespace; ecs: region and cluster)."
+        ),
+    )
+    handback_delay_s: float = Field(
+        default=0.2,
+        ge=0,
+        description=(
+            "Delay before a control item of another domain's run, handed back by this "
+            "launcher, is delivered again (to a launcher of that domain)."
+        ),
+    )
     max_deliver: int = Field(
         default=5, ge=1, description="Deliveries of one work message before it is dead-lettered."
     )

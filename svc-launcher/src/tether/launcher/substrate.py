@@ -169,6 +169,12 @@ class RunWorkerHost(Protocol[RW]):
         """Whether the run worker still runs, also for a handle from :meth:`recorded_run`."""
         ...
 
+    def run_domain(self) -> str:
+        """The launcher domain of the workers this substrate starts: launchers with the
+        same domain can see and interrupt each other's workers (see
+        :mod:`tether.launcher.domains`)."""
+        ...
+
 
 @runtime_checkable
 class Substrate(CodeServerHost[CS], RunWorkerHost[RW], Protocol[CS, RW]):

@@ -109,9 +109,10 @@ class PollerService:
                 retry_timeout=s.api_retry_timeout_s,
             ) as client:
                 log.info(
-                    "poller %s claiming %s work from %s",
+                    "poller %s claiming %s work of queues %s from %s",
                     s.agent_id,
                     s.substrates,
+                    s.queues,
                     s.control_plane_url,
                 )
                 me = StatusReporter(js, OWNER, interval_s=s.heartbeat_interval_s)
@@ -169,6 +170,7 @@ class PollerService:
             max_items=s.max_items,
             wait_s=s.claim_wait_s,
             lease_s=s.lease_s,
+            queues=s.queues,
         )
         if not items:
             return

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-from tether.shared.runtime.settings import AgentSettings
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+from tether.shared.runtime.settings import AgentSettings, comma_or_json_list
+from tether.shared.wire.locations import DEFAULT_AGENT_QUEUE, check_agent_queue
 
 
 class PollerSettings(AgentSettings):
@@ -15,6 +18,14 @@ class PollerSettings(AgentSettings):
     substrates: list[str] = Field(
         default_factory=lambda: ["process"],
         description="Launcher substrates this agent serves; only their work items are claimed.",
+    )
+    queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_AGENT_QUEUE],
+        min_length=1,
+        description=(
+            "Agent queues this poller claims from: only work of locations whose "
+            "agent_queue is one of them (their runs' control items included)."
+        ),
     )
     max_items: int = Field(default=10, ge=1, description="Most work items leased per claim.")
     claim_wait_s: float = Field(
@@ -42,3 +53,10 @@ class PollerSettings(AgentSettings):
     backoff_max_s: float = Field(
         default=30.0, gt=0, description="Longest pause of the claim loop between failed cycles."
     )
+
+    _split_queues = field_validator("queues", mode="before")(comma_or_json_list)
+
+    @field_validator("queues")
+    @classmethod
+    def _valid_queues(cls, value: list[str]) -> list[str]:
+        return [check_agent_queue(name) for name in value]

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 from tether.shared.wire.base import WireModel
+
+#: The agent queue of a location that names none.
+DEFAULT_AGENT_QUEUE = "default"
+
+#: What an agent queue's name may be: a NATS subject token and a short column value.
+AGENT_QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_agent_queue(name: str) -> str:
+    """``name`` if it is a valid agent queue name.
+
+    Raises:
+        ValueError: it is not (1-64 letters, digits, ``_`` or ``-``).
+    """
+    if not isinstance(name, str) or not AGENT_QUEUE_PATTERN.match(name):
+        raise ValueError(f"agent queue {name!r}: 1-64 characters of letters, digits, '_' or '-'")
+    return name
 
 
 class ContainerConfig(WireModel):
@@ -126,17 +144,38 @@ class LocationConfig(WireModel):
         ),
     )
 
+    agent_queue: str = Field(
+        default=DEFAULT_AGENT_QUEUE,
+        description=(
+            "The agent queue the location's work goes to: only agents (pollers) claiming "
+            "this queue get its work items, the control items of its runs included."
+        ),
+    )
+
+    @field_validator("agent_queue")
+    @classmethod
+    def _valid_queue(cls, value: str) -> str:
+        return check_agent_queue(value)
+
     @model_serializer(mode="wrap")
     def _omit_unset_start_timeout(self, handler: SerializerFunctionWrapHandler) -> Any:
         # Added after configs were hashed (location_config_hash, the control plane's
         # seed digests): left out while unset, so every existing config keeps its hash.
         data = handler(self)
-        if isinstance(data, dict) and data.get("run_start_timeout_s") is None:
-            data.pop("run_start_timeout_s", None)
+        if isinstance(data, dict):
+            if data.get("run_start_timeout_s") is None:
+                data.pop("run_start_timeout_s", None)
+            if data.get("agent_queue") == DEFAULT_AGENT_QUEUE:
+                data.pop("agent_queue", None)
         return data
 
 
-__all__ = ["location_config_hash"]
+__all__ = [
+    "AGENT_QUEUE_PATTERN",
+    "DEFAULT_AGENT_QUEUE",
+    "check_agent_queue",
+    "location_config_hash",
+]
 
 
 def location_config_hash(location: LocationConfig) -> str:

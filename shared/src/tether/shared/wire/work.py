@@ -156,23 +156,61 @@ class PartitionConfigPayload(WireModel):
     )
 
 
+def _leave_out_none(data: dict[str, Any], *fields: str) -> dict[str, Any]:
+    # Fields added to a wire shape after launchers and control planes were deployed: left
+    # out while unset, so a peer that does not know them still accepts the message.
+    for name in fields:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 class TerminateRunPayload(WireModel):
     """Payload of a ``terminate_run`` work item."""
 
     run_id: str
+    owner: str | None = Field(
+        default=None,
+        description="The launcher domain that launched the run (its launch result's "
+        "owner); only a launcher of it may act. None (left out): not known yet.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unknown_owner(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _leave_out_none(handler(self), "owner")
 
 
 class RunHealthPayload(WireModel):
     """Payload of a ``check_run_health`` work item."""
 
     run_id: str
+    owner: str | None = Field(
+        default=None,
+        description="The launcher domain that launched the run; only a launcher of it "
+        "can tell whether the worker runs. None (left out): not known.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unknown_owner(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _leave_out_none(handler(self), "owner")
 
 
 class RunHealth(WireModel):
     """Payload of a ``check_run_health`` result: whether the run's worker still runs."""
 
     run_id: str
-    alive: bool
+    alive: bool | None = Field(
+        description="None: unknown, the answering launcher is not of the run's domain "
+        "(it cannot see the worker); never taken for 'not running'."
+    )
+    owner: str | None = Field(
+        default=None,
+        description="With alive None: the domain that owns the run, as far as it knows.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unknown_owner(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _leave_out_none(handler(self), "owner")
 
 
 class NoPayload(WireModel):
@@ -199,21 +237,35 @@ class RunLaunched(WireModel):
         description="Forked from a warm fork server; None (left out): not known, as when a "
         "redelivered launch reports the earlier launch again.",
     )
+    owner: str | None = Field(
+        default=None,
+        description="The launcher domain the worker runs in (process: host, boot and pid "
+        "namespace; docker: engine; k8s: cluster and namespace; ecs: cluster): control "
+        "work of the run goes to launchers of it. None (left out): an older launcher.",
+    )
 
     @model_serializer(mode="wrap")
     def _leave_out_unknown_warm(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Launchers have always sent {"run_id", "pid"} when they do not know: keep that shape.
-        data: dict[str, Any] = handler(self)
-        if data.get("warm") is None:
-            data.pop("warm", None)
-        return data
+        return _leave_out_none(handler(self), "warm", "owner")
 
 
 class RunTerminated(WireModel):
     """Payload of a successful ``terminate_run`` result."""
 
     run_id: str
-    signalled: bool = Field(description="False: no worker of the run was running here.")
+    signalled: bool | None = Field(
+        description="False: no worker of the run was running here. None: unknown, the "
+        "answering launcher is not of the run's domain (never taken for 'not running')."
+    )
+    owner: str | None = Field(
+        default=None,
+        description="With signalled None: the domain that owns the run, as far as it knows.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unknown_owner(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _leave_out_none(handler(self), "owner")
 
 
 class LocationStopped(WireModel):

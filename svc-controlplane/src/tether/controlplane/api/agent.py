@@ -32,6 +32,7 @@ from tether.controlplane.store import agents, computelogs, eventstreams, runs
 from tether.controlplane.store.uploads import Refusal, check_agent_id, parse_items, single
 from tether.shared.runtime import telemetry
 from tether.shared.wire.agent import Heartbeat
+from tether.shared.wire.locations import DEFAULT_AGENT_QUEUE, check_agent_queue
 from tether.shared.wire.logs import ComputeLogPointer, LogChunk
 from tether.shared.wire.runs import LostRunEvents, RunEvent
 from tether.shared.wire.work import WorkResult
@@ -43,6 +44,8 @@ MAX_CLAIM = 100
 #: Most substrates one claim may name, and most ids one ack may carry.
 MAX_SUBSTRATES = 20
 MAX_ACK_IDS = 10 * MAX_CLAIM
+#: Most agent queues one claim may name.
+MAX_QUEUES = 20
 
 
 @strawberry.type(name="Agent", description="An agent, as of its last heartbeat.")
@@ -170,15 +173,30 @@ class AgentMutation:
         max_items: Annotated[int, strawberry.argument(name="max")],
         wait_ms: int,
         lease_seconds: float,
+        queues: Annotated[
+            list[str] | None,
+            strawberry.argument(
+                description="Agent queues to claim from (LocationConfig.agent_queue); "
+                "unset: ['default']."
+            ),
+        ] = None,
     ) -> list[JSON]:
         principal = await info.context.agent()
         cp = info.context.cp
         check_agent_id(agent_id)
         if len(substrates) > MAX_SUBSTRATES or any(len(x) > 64 for x in substrates):
             raise BadInputError(f"substrates: at most {MAX_SUBSTRATES} names of 64 characters")
+        queues = [DEFAULT_AGENT_QUEUE] if queues is None else queues
+        if len(queues) > MAX_QUEUES:
+            raise BadInputError(f"queues: at most {MAX_QUEUES} names")
+        for name in queues:
+            try:
+                check_agent_queue(name)
+            except ValueError as err:
+                raise BadInputError(f"queues: {err}") from err
         if not math.isfinite(lease_seconds):
             raise BadInputError(f"leaseSeconds must be a finite number, not {lease_seconds}")
-        with _span(info, "claimWork", agent_id=agent_id) as span:
+        with _span(info, "claimWork", agent_id=agent_id, queues=queues) as span:
             # Bounded, so a request cannot hold a connection or a lease for ever.
             wait_s = min(max(wait_ms, 0) / 1000, cp.settings.claim_max_wait_s)
             lease_s = lease_seconds if lease_seconds > 0 else cp.settings.work_lease_s
@@ -187,6 +205,7 @@ class AgentMutation:
                 deployment_id=principal.deployment_id,
                 agent_id=agent_id,
                 substrates=substrates,
+                queues=queues,
                 max_items=min(max(max_items, 0), MAX_CLAIM),
                 wait_s=wait_s,
                 lease_s=lease_s,

@@ -134,7 +134,10 @@ class RunMonitor(PeriodicDaemon):
                 deployment_id=deployment_id,
                 kind=WorkKind.CHECK_RUN_HEALTH,
                 location=LocationConfig.model_validate(launch.location),
-                payload=RunHealthPayload(run_id=run_id),
+                # Only a launcher of the domain that launched it can see its worker.
+                payload=RunHealthPayload(
+                    run_id=run_id, owner=await lifecycle.run_owner(session, run_id)
+                ),
                 traceparent=traceparent,
                 item_id=item_id,
                 # A check nobody answers soon is worthless: the next interval asks again.

@@ -304,13 +304,20 @@ class WorkItemRow(Base):
     """A unit of work waiting for, leased by, or handed to an agent."""
 
     __tablename__ = "work_items"
-    __table_args__ = (Index("ix_work_items_claimable", "deployment_id", "status", "substrate"),)
+    __table_args__ = (
+        Index("ix_work_items_claimable", "deployment_id", "status", "substrate", "agent_queue"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
     kind: Mapped[str] = mapped_column(String(64))
     location_name: Mapped[str] = mapped_column(String(200))
     substrate: Mapped[str] = mapped_column(String(64))
+    #: The location's agent queue (``LocationConfig.agent_queue``): only claims naming it
+    #: lease the item.
+    agent_queue: Mapped[str] = mapped_column(
+        String(64), default="default", server_default="default"
+    )
     location: Mapped[dict[str, Any]] = mapped_column(JSON)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)

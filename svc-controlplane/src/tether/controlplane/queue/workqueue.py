@@ -19,7 +19,7 @@ from tether.controlplane.db.models import WorkItemRow
 from tether.controlplane.queue.worksignal import PostgresWorkSignal
 from tether.controlplane.store import workitems
 from tether.shared.wire.base import new_id
-from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.locations import DEFAULT_AGENT_QUEUE, LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
 from tether.shared.wire.workspecs import WORK_SPECS
 
@@ -189,11 +189,12 @@ class WorkQueue:
         max_items: int,
         wait_s: float,
         lease_s: float,
+        queues: Sequence[str] = (DEFAULT_AGENT_QUEUE,),
     ) -> list[WorkItem]:
         """Lease up to ``max_items`` claimable items, waiting up to ``wait_s`` for some.
 
-        Claimable: PENDING, or CLAIMED with an expired lease; of one of ``substrates``;
-        not past its ``expires_at``.
+        Claimable: PENDING, or CLAIMED with an expired lease; of one of ``substrates`` and
+        one of the agent ``queues``; not past its ``expires_at``.
         """
         deadline = time.monotonic() + wait_s
         self._waiting += 1
@@ -202,7 +203,7 @@ class WorkQueue:
                 # Captured before the DB look, see notify().
                 signal = self._signal
                 items = await self._claim_once(
-                    deployment_id, agent_id, substrates, max_items, lease_s
+                    deployment_id, agent_id, substrates, queues, max_items, lease_s
                 )
                 remaining = deadline - time.monotonic()
                 if items or remaining <= 0 or self._closed:
@@ -218,10 +219,11 @@ class WorkQueue:
         deployment_id: str,
         agent_id: str,
         substrates: Sequence[str],
+        queues: Sequence[str],
         max_items: int,
         lease_s: float,
     ) -> list[WorkItem]:
-        if not substrates or max_items <= 0:
+        if not substrates or not queues or max_items <= 0:
             return []
         async with self._db.transaction() as session:
             rows = await workitems.claim_items(
@@ -229,6 +231,7 @@ class WorkQueue:
                 deployment_id=deployment_id,
                 agent_id=agent_id,
                 substrates=substrates,
+                queues=queues,
                 max_items=max_items,
                 lease_s=lease_s,
                 now=time.time(),

@@ -24,6 +24,7 @@ leaves the run's retry pending for the run retrier (:mod:`tether.controlplane.ru
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Run, WorkItemRow, WorkStatus
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs.failures import RunFailureReason
-from tether.controlplane.store import retries, runs, workitems
+from tether.controlplane.store import locations, retries, runs, workitems
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
@@ -47,6 +48,8 @@ from tether.shared.wire.work import (
     WorkResult,
 )
 from tether.shared.wire.workspecs import REPORT_SPECS
+
+log = logging.getLogger(__name__)
 
 
 def enqueue(
@@ -190,27 +193,49 @@ async def request_termination(
     await request_interrupt(session, queue, run)
 
 
-async def request_interrupt(session: AsyncSession, queue: WorkQueue, run: Run) -> None:
-    """Queue a ``terminate_run`` item for the launcher of ``run``'s location."""
+async def request_interrupt(
+    session: AsyncSession, queue: WorkQueue, run: Run, *, item_id: str | None = None
+) -> None:
+    """Queue a ``terminate_run`` item for the launcher of ``run``'s location, naming the
+    launcher domain that owns the run (only a launcher of it acts on the item).
+
+    ``item_id`` names the item (None: a random id)."""
     launch = await launch_item(session, run.id)
-    location = (
-        LocationConfig.model_validate(launch.location)
-        if launch is not None
-        else LocationConfig(name=run.location_name)
-    )
+    if launch is not None:
+        location = LocationConfig.model_validate(launch.location)
+    else:
+        # No launch queued (yet): the location's own config, for its queue and substrate.
+        row = await locations.get_location(session, run.deployment_id, run.location_name)
+        location = (
+            LocationConfig.model_validate(row.config)
+            if row is not None
+            else LocationConfig(name=run.location_name)
+        )
     queue.enqueue(
         session,
         deployment_id=run.deployment_id,
         kind=WorkKind.TERMINATE_RUN,
+        # The launch's location: the same agent queue and substrate as the launch.
         location=location,
-        payload=TerminateRunPayload(run_id=run.id),
+        payload=TerminateRunPayload(run_id=run.id, owner=await run_owner(session, run.id)),
         traceparent=telemetry.current_traceparent() or run.traceparent,
+        item_id=item_id,
     )
 
 
 async def launch_item(session: AsyncSession, run_id: str) -> WorkItemRow | None:
     """The run's ``launch_run`` work item, if one was queued."""
     return await workitems.get_item(session, runs.launch_item_id(run_id))
+
+
+async def run_owner(session: AsyncSession, run_id: str) -> str | None:
+    """The launcher domain that launched ``run_id`` (its launch result's ``owner``); None
+    while no launch result is in, or when an older launcher sent none."""
+    result = await workitems.get_result(session, runs.launch_item_id(run_id))
+    if result is None or not result.ok:
+        return None
+    owner = result.payload.get("owner")
+    return owner if isinstance(owner, str) and owner else None
 
 
 async def launch_settled(session: AsyncSession, run_id: str) -> bool:
@@ -280,11 +305,25 @@ async def _interrupt_if_canceling(
             await request_interrupt(session, queue, run)
 
 
+#: How many times a ``terminate_run`` answered "unknown, not mine" is asked again (the
+#: owner's launchers did not take it from the shared consumer in all its deliveries).
+TERMINATE_REASKS = 3
+_REASK_SUFFIX = ".again"
+
+
 async def apply_terminate(
-    session: AsyncSession, result: WorkResult, terminated: RunTerminated | None
+    session: AsyncSession,
+    queue: WorkQueue | None,
+    deployment_id: str,
+    result: WorkResult,
+    terminated: RunTerminated | None,
 ) -> None:
     """A launcher's answer to ``terminate_run`` (``terminated`` when it succeeded):
-    CANCELED when nothing was running."""
+    CANCELED when nothing was running; asked again when a launcher of another domain
+    answered (it cannot tell, so the run is never taken for stopped)."""
+    if terminated is not None and terminated.signalled is None:
+        await _reask_terminate(session, queue, deployment_id, result, terminated)
+        return
     if terminated is None or terminated.signalled:
         return  # the worker reports RUN_CANCELED itself (or its exit does)
     run_id = terminated.run_id
@@ -296,6 +335,29 @@ async def apply_terminate(
         await _canceled(session, run_id, message, result.created_at, None)
 
 
+async def _reask_terminate(
+    session: AsyncSession,
+    queue: WorkQueue | None,
+    deployment_id: str,
+    result: WorkResult,
+    terminated: RunTerminated,
+) -> None:
+    log.info(
+        "terminate_run %s of run %s answered by a launcher outside its domain %s",
+        result.work_item_id,
+        terminated.run_id,
+        terminated.owner or "(unknown)",
+    )
+    if queue is None or result.work_item_id.count(_REASK_SUFFIX) >= TERMINATE_REASKS:
+        return  # the run monitor's health checks ask again while the worker runs
+    if await runs.run_status(session, terminated.run_id) != RunStatus.CANCELING:
+        return
+    run = await runs.get_run(session, deployment_id, terminated.run_id)
+    item_id = result.work_item_id + _REASK_SUFFIX
+    if run is not None and await workitems.get_item(session, item_id) is None:
+        await request_interrupt(session, queue, run, item_id=item_id)
+
+
 async def apply_health(
     session: AsyncSession,
     queue: WorkQueue | None,
@@ -303,7 +365,16 @@ async def apply_health(
     health: RunHealth,
     result: WorkResult,
 ) -> None:
-    """A launcher's answer to ``check_run_health``."""
+    """A launcher's answer to ``check_run_health``; "unknown" (a launcher of another
+    domain answered) changes nothing: the next check asks again."""
+    if health.alive is None:
+        log.info(
+            "health check %s of run %s answered by a launcher outside its domain %s",
+            result.work_item_id,
+            health.run_id,
+            health.owner or "(unknown)",
+        )
+        return
     status = await runs.run_status(session, health.run_id)
     if status is None or status.is_terminal:
         return

@@ -198,7 +198,9 @@ async def _apply_launch(ctx: _Context, entry: _Parsed, launched: RunLaunched | N
 
 
 async def _apply_terminate(ctx: _Context, entry: _Parsed, terminated: RunTerminated | None) -> None:
-    await lifecycle.apply_terminate(ctx.session, entry.result, terminated)
+    await lifecycle.apply_terminate(
+        ctx.session, ctx.queue, ctx.deployment_id, entry.result, terminated
+    )
 
 
 async def _apply_health(ctx: _Context, entry: _Parsed, health: RunHealth | None) -> None:

@@ -39,6 +39,7 @@ def add_item(
             kind=str(kind),
             location_name=location.name,
             substrate=location.substrate,
+            agent_queue=location.agent_queue,
             location=location.model_dump(mode="json"),
             payload=payload,
             traceparent=traceparent,
@@ -67,10 +68,13 @@ async def items_of(
     return {row.id: row for row in rows.scalars()}
 
 
-def _claimable(deployment_id: str, substrates: Sequence[str], now: float) -> ColumnElement[bool]:
+def _claimable(
+    deployment_id: str, substrates: Sequence[str], queues: Sequence[str], now: float
+) -> ColumnElement[bool]:
     return and_(
         WorkItemRow.deployment_id == deployment_id,
         WorkItemRow.substrate.in_(list(substrates)),
+        WorkItemRow.agent_queue.in_(list(queues)),
         or_(
             WorkItemRow.status == WorkStatus.PENDING,
             and_(
@@ -88,16 +92,17 @@ async def claim_items(
     deployment_id: str,
     agent_id: str,
     substrates: Sequence[str],
+    queues: Sequence[str],
     max_items: int,
     lease_s: float,
     now: float,
 ) -> list[WorkItemRow]:
     """Lease up to ``max_items`` claimable items (oldest first) to ``agent_id``.
 
-    Claimable: PENDING, or CLAIMED with an expired lease; of one of ``substrates``; not
-    past its ``expires_at``.
+    Claimable: PENDING, or CLAIMED with an expired lease; of one of ``substrates`` and
+    one of the agent ``queues``; not past its ``expires_at``.
     """
-    claimable = _claimable(deployment_id, substrates, now)
+    claimable = _claimable(deployment_id, substrates, queues, now)
     # SKIP LOCKED lets concurrent claimers on PostgreSQL take different rows; SQLite
     # ignores it, but there the whole transaction already holds the write lock.
     candidates = (

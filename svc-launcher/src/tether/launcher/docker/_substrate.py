@@ -145,6 +145,8 @@ class DockerSubstrate:
             else:
                 self._client = docker.from_env(timeout=int(api_timeout_s))
             self._client.ping()
+            # The engine's own id: containers of one engine are what its launchers see.
+            self._engine_id = str(self._client.info().get("ID") or base_url or "local")
         except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
             raise LauncherError(f"cannot reach the Docker engine: {engine_message(err)}") from err
         # Waits on runs poll the engine; many concurrent runs must not queue behind each other.
@@ -460,6 +462,10 @@ class DockerSubstrate:
         """Whether the run's container is running."""
         c = await self._run_container(handle)
         return c is not None and c.status in _ALIVE
+
+    def run_domain(self) -> str:
+        """The Docker engine's id (``docker info``'s ``ID``)."""
+        return f"docker:{self._engine_id}"
 
     async def wait_run(self, handle: DockerRunWorker) -> int:
         """Wait for the run's container to exit, remove it, return its exit code.

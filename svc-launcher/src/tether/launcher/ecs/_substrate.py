@@ -310,6 +310,10 @@ class EcsSubstrate:
         """``StopTask`` with a reason (SIGTERM, SIGKILL after the task's ``stopTimeout``)."""
         return await self._runs.terminate(handle, grace_s)
 
+    def run_domain(self) -> str:
+        """The ECS cluster, in its region."""
+        return f"ecs:{self._region}/{self._settings.cluster}"
+
     async def run_alive(self, handle: EcsRunWorker) -> bool:
         """Whether the run's task has not stopped (starting, running or stopping)."""
         return await self._runs.alive(handle)

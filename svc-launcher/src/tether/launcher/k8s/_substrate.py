@@ -420,6 +420,11 @@ class KubernetesSubstrate:
             raise
         return True
 
+    def run_domain(self) -> str:
+        """The cluster (its API server) and the launcher's namespace."""
+        host = getattr(self._api.configuration, "host", None) or "in-cluster"
+        return f"k8s:{host}/{self._namespace}"
+
     async def run_alive(self, handle: KubernetesRunWorker) -> bool:
         """Whether the run's Job exists and has not finished."""
         try:

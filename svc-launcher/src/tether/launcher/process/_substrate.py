@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from tether.launcher.domains import process_domain
 from tether.launcher.errors import CodeServerStartError, LocationRefusedError, RunLaunchError
 from tether.launcher.process._coldstarts import ColdStartGate
 from tether.launcher.process._forkserver import ForkServers
@@ -293,6 +294,10 @@ class ProcessSubstrate:
     async def run_alive(self, handle: ProcessRunWorker) -> bool:
         """Whether the worker runs: its exit status if we started it, else its pid."""
         return handle.worker.returncode is None
+
+    def run_domain(self) -> str:
+        """Host, kernel boot and pid namespace (:func:`~tether.launcher.domains.process_domain`)."""
+        return process_domain()
 
     async def aclose(self) -> None:
         """Stop the fork servers; code servers are stopped by the registry, workers live on."""
