@@ -401,7 +401,9 @@ async def test_a_reexecution_reads_an_unselected_upstream_asset_through_its_io_m
 
 
 SELF_STORED = """
-from tether.sdk import AssetOut, Definitions, MaterializeResult, asset, define_asset_job, multi_asset
+from tether.sdk import (
+    AssetOut, Definitions, MaterializeResult, asset, define_asset_job, multi_asset,
+)
 
 @asset
 def table() -> MaterializeResult:
