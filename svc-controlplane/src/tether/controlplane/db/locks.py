@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
 import socket
@@ -31,6 +32,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 log = logging.getLogger(__name__)
+
+_instances = itertools.count(1)
 
 #: Name of the lock ``migrate`` holds.
 MIGRATION_LOCK = "tether:migrate"
@@ -111,7 +114,8 @@ class Leadership:
     def __init__(self, url: URL | str | None, *, retry_s: float = 3.0, verify_s: float = 1.0):
         self.retry_s = retry_s
         self.verify_s = verify_s
-        self.label = f"tether-leader {socket.gethostname()}:{os.getpid()}"[:63]
+        # Host and pid say which process leads (pg_locks joined to pg_stat_activity).
+        self.label = f"tether-leader {os.getpid()}#{next(_instances)} {socket.gethostname()}"[:63]
         self._conninfo: str | None = None
         if url is not None:
             parsed = make_url(url)

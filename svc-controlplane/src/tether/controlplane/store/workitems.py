@@ -78,8 +78,8 @@ async def insert_item_if_absent(session: AsyncSession, row: WorkItemRow) -> bool
     nothing, instead of failing); return whether it was inserted."""
     values = {column.key: getattr(row, column.key) for column in WorkItemRow.__table__.columns}
     stmt = upsert_insert(session, WorkItemRow).values(**values)
-    result = await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
-    return rowcount(result) > 0
+    stmt = stmt.on_conflict_do_nothing(index_elements=["id"]).returning(WorkItemRow.id)
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
 async def get_item(session: AsyncSession, item_id: str) -> WorkItemRow | None:
