@@ -96,10 +96,11 @@ async def test_one_leader_per_lock_and_a_standby_takes_over_when_its_connection_
         assert await first.hold("tether:daemon:scheduler")  # still the leader
 
         # The leader's connection dies (its process killed, the server restarted it...).
-        pg.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        terminated = pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608 - our label
             f"WHERE application_name = '{first.label}'"
         )
+        assert terminated == [(True,)]
         assert not await first.hold("tether:daemon:scheduler")  # it notices
         assert await second.hold("tether:daemon:scheduler")  # the standby takes over
         assert not await first.hold("tether:daemon:scheduler")  # and keeps it
@@ -232,7 +233,8 @@ async def test_a_health_check_id_inserted_twice_at_once_is_one_item(pg: Postgres
             await asyncio.sleep(0.3)  # it waits for the first transaction, then does nothing
         assert await asyncio.wait_for(second, 10) is False  # no error, nothing inserted
         async with db_a.reading() as session:
-            assert (await session.execute(select(func.count()).select_from(WorkItemRow))).scalar() == 1
+            count = select(func.count()).select_from(WorkItemRow)
+            assert (await session.execute(count)).scalar() == 1
     finally:
         await queue_a.aclose()
         await queue_b.aclose()

@@ -161,9 +161,7 @@ async def test_three_apis_and_two_daemons_started_at_once_share_one_postgres(
             await asyncio.sleep(0.2)
         assert set(leaders.values()) <= {d.popen.pid for d in daemons}
         # Three bootstraps at once: one load of the location, one token of each file.
-        assert pg.execute("SELECT count(*) FROM work_items WHERE kind = 'load_location'") == [
-            (1,)
-        ]
+        assert pg.execute("SELECT count(*) FROM work_items WHERE kind = 'load_location'") == [(1,)]
         assert pg.execute("SELECT count(*) FROM api_tokens") == [(2,)]
         agent = (tmp_path / "shared" / "agent.token").read_text().strip()
         admin = (tmp_path / "shared" / "admin.token").read_text().strip()
