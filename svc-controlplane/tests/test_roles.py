@@ -21,6 +21,7 @@ from controlplane_testkit import ACK, CLAIM, EVENTS, LAUNCH, RESULTS, example_sn
 from db_backends import PostgresDatabase
 from tether.controlplane.db.locks import daemon_lock_name, lock_key
 from tether.shared.wire.runs import EventType, RunEvent
+from tether.shared.wire.snapshots import InstigatorStatus, ScheduleSnapshot
 from tether.shared.wire.work import WorkResult
 from tether.testing import free_port
 
@@ -294,3 +295,90 @@ async def _storm(
     assert max(samples) <= MAX_CONCURRENT_RUNS, max(samples)
     assert max(samples) == MAX_CONCURRENT_RUNS  # the burst really filled the slots
     return killed
+
+
+def _minutely_snapshot() -> Any:
+    base = example_snapshot()
+    repo = base.repositories[0]
+    schedule = ScheduleSnapshot(
+        name="minutely",
+        cron_schedule="* * * * *",
+        job_names=["hello"],
+        default_status=InstigatorStatus.RUNNING,
+    )
+    return base.model_copy(
+        update={"repositories": [repo.model_copy(update={"schedules": [schedule]})]}
+    )
+
+
+async def test_an_every_minute_schedule_ticks_once_a_minute_across_a_leader_kill(
+    pg: PostgresDatabase, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = _env(pg, tmp_path, TETHER_CONTROLPLANE_MAX_CONCURRENT_RUNS="0")
+    migrate = Proc("migrate", _cli("migrate"), env, logs)
+    assert migrate.popen.wait(180) == 0, migrate.output()
+    port = free_port()
+    api = Proc("api", _cli("serve", "--no-daemons", "--port", str(port)), env, logs)
+    daemons = [Proc(f"daemons-{i}", _cli("daemons"), env, logs) for i in range(2)]
+    procs = [api, *daemons]
+    scheduler = daemon_lock_name("scheduler")
+    killed: Proc | None = None
+    try:
+        await asyncio.to_thread(api.wait_for, "listening on", 120)
+        for proc in daemons:
+            await asyncio.to_thread(proc.wait_for, "daemons running", 120)
+        agent = (tmp_path / "shared" / "agent.token").read_text().strip()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            claim = {"substrates": ["process"], "max": 10, "waitMs": 0, "leaseSeconds": 600}
+            (load,) = (await _gql(client, agent, CLAIM, agentId="a", **claim))["claimWork"]
+            result = WorkResult(
+                id=load["id"],
+                work_item_id=load["id"],
+                kind=load["kind"],
+                ok=True,
+                payload={"snapshot": _minutely_snapshot().model_dump(mode="json")},
+            )
+            await _gql(client, agent, RESULTS, items=[result.model_dump(mode="json")])
+
+        def ticks() -> list[tuple[float, float]]:
+            return [
+                (float(t), float(c))
+                for t, c in pg.execute(
+                    "SELECT tick_time, created_at FROM instigator_ticks ORDER BY tick_time"
+                )
+            ]
+
+        async def wait_ticks(n: int) -> list[tuple[float, float]]:
+            async with asyncio.timeout(150):
+                while len(seen := ticks()) < n:
+                    await asyncio.sleep(0.2)
+            return seen
+
+        (first,) = await wait_ticks(1)
+        leader = _leaders(pg)[scheduler]
+        (killed,) = [d for d in daemons if d.popen.pid == leader]
+        (standby,) = [d for d in daemons if d is not killed]
+        killed.popen.kill()
+        killed.popen.wait()
+        killed_at = time.time()
+        async with asyncio.timeout(5 * LEADER_RETRY_S + 2):
+            while _leaders(pg).get(scheduler) != standby.popen.pid:
+                await asyncio.sleep(0.05)
+        # The next minutes tick once each, from the standby, none missed or doubled.
+        seen = await wait_ticks(3)
+        await asyncio.sleep(2)  # nothing more lands for a tick already recorded
+        seen = ticks()
+        assert len(seen) == 3, seen
+        times = [t for t, _ in seen]
+        assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [60, 60]
+        assert all(t % 60 == 0 for t in times)
+        assert all(created > killed_at for _, created in seen[1:])
+        for tick, created in seen:
+            assert created - tick < 5, (tick, created)  # on time, not caught up later
+        assert first[0] == times[0]
+        assert pg.execute("SELECT DISTINCT status FROM instigator_ticks") == [("STARTED",)]
+    finally:
+        codes = {p.name: p.stop() for p in procs if p is not killed}
+    assert codes == {p.name: 0 for p in procs if p is not killed}
