@@ -131,6 +131,8 @@ def test_serve_refuses_a_database_nobody_migrated(pg: PostgresDatabase, tmp_path
         assert b"never migrated" in done.stderr and b"tether controlplane migrate" in done.stderr
 
 
+# Minutes of real time (process starts, a 200-run burst, cron minutes) on 2 cores.
+@pytest.mark.timeout(600)
 async def test_three_apis_and_two_daemons_started_at_once_share_one_postgres(
     pg: PostgresDatabase, tmp_path: Path
 ) -> None:
@@ -311,6 +313,8 @@ def _minutely_snapshot() -> Any:
     )
 
 
+# Minutes of real time (process starts, a 200-run burst, cron minutes) on 2 cores.
+@pytest.mark.timeout(600)
 async def test_an_every_minute_schedule_ticks_once_a_minute_across_a_leader_kill(
     pg: PostgresDatabase, tmp_path: Path
 ) -> None:
