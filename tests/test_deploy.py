@@ -173,6 +173,14 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
     compose = yaml.safe_load((DEPLOY / "compose/compose.yaml").read_text())
     services = compose["services"]
     assert {"nats", "postgres", "controlplane", *AGENT_SERVICES} <= set(services)
+    # The control plane's roles: a one-off migration, then the API and the daemons apart.
+    migrate = services["controlplane-migrate"]
+    assert migrate["entrypoint"][-1] == "migrate" and migrate["restart"] == "no"
+    for role in ("controlplane", "controlplane-daemons"):
+        needs = services[role]["depends_on"]["controlplane-migrate"]
+        assert needs == {"condition": "service_completed_successfully"}
+    assert services["controlplane"]["entrypoint"][-1].endswith("serve --no-daemons")
+    assert services["controlplane-daemons"]["entrypoint"][-1] == "daemons"
     for name in AGENT_SERVICES:
         # --scale needs no fixed name and no published port.
         assert "container_name" not in services[name] and "ports" not in services[name]
@@ -310,9 +318,12 @@ def test_compose_nats_and_control_plane_come_up_healthy_and_nats_requires_auth(
 
     compose_tool()
     client = engine()
+    controlplane_image = deploy_image(client, "controlplane")
     images = {
         "nats": build_nats_image(client),
-        "controlplane": deploy_image(client, "controlplane"),
+        "controlplane-migrate": controlplane_image,
+        "controlplane": controlplane_image,
+        "controlplane-daemons": controlplane_image,
     }
     # An operator's directory: the compose files, and NATS's keys from `tether nats-auth init`.
     for name in ("compose.yaml", "workspace.toml"):
@@ -343,10 +354,14 @@ def test_compose_nats_and_control_plane_come_up_healthy_and_nats_requires_auth(
     started = time.monotonic()
     stack = ComposeStack(
         tmp_path / "compose.yaml",
-        ["nats", "controlplane"],
+        ["nats", "controlplane-migrate", "controlplane", "controlplane-daemons"],
         env,
         images=images,
-        waits={"nats": LogMessageWaitStrategy("Server is ready")},
+        waits={
+            "nats": LogMessageWaitStrategy("Server is ready"),
+            "controlplane-migrate": LogMessageWaitStrategy("migrated the database from"),
+            "controlplane-daemons": LogMessageWaitStrategy("daemons running"),
+        },
     )
     try:
         with stack:

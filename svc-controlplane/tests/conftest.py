@@ -82,6 +82,8 @@ def settings(tmp_path: Path, database_url: str) -> ControlPlaneSettings:
         agent_token_file=tmp_path / "state" / "agent.token",
         workspace_file=workspace,
         claim_recheck_s=0.05,
+        # A test database starts empty; on PostgreSQL `serve` would otherwise refuse it.
+        migrate_on_start=True,
         work_signing_key_file=tmp_path / "state" / "work-signing.key",
         # In-process clients reach the app as http://cp (a name the Host allowlist must admit).
         allowed_hosts=["cp"],

@@ -49,7 +49,9 @@ async def test_token_file_is_private_and_only_its_hash_is_stored(
 async def test_an_existing_token_file_is_registered(tmp_path: Path, database_url: str) -> None:
     token_file = tmp_path / "given.token"
     token_file.write_text("my-own-token\n")
-    settings = ControlPlaneSettings(database_url=database_url, agent_token_file=token_file)
+    settings = ControlPlaneSettings(
+        database_url=database_url, agent_token_file=token_file, migrate_on_start=True
+    )
     from tether.controlplane.security import auth
 
     async with open_control_plane(settings) as cp:
@@ -73,7 +75,9 @@ async def test_the_dev_admin_token_file_is_minted_once_and_private(
     from tether.controlplane.security import auth
 
     token_file = tmp_path / "home" / "admin.token"
-    settings = ControlPlaneSettings(database_url=database_url, admin_token_file=token_file)
+    settings = ControlPlaneSettings(
+        database_url=database_url, admin_token_file=token_file, migrate_on_start=True
+    )
     async with open_control_plane(settings) as cp:
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text().strip()

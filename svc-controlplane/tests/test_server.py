@@ -124,7 +124,7 @@ def test_serve_subprocess_with_env_settings_and_sigterm(tmp_path: Path, database
         "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(tmp_path / "home" / "work.key"),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "serve"],
+        [sys.executable, "-m", "tether.shared.runtime.cli", "controlplane", "serve", "--migrate"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

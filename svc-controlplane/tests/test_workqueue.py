@@ -171,6 +171,7 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
     workspace.write_text(WORKSPACE)
     settings = ControlPlaneSettings(
         database_url=postgres.url,
+        migrate_on_start=True,
         agent_token_file=tmp_path / "agent.token",
         workspace_file=workspace,
         # Replicas share the signing key (here: the file).

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import tomllib
 from pathlib import Path
 
 from pydantic import ValidationError
 from tether.controlplane.db.engine import Database
+from tether.controlplane.db.locks import xact_lock
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
 from tether.controlplane.errors import (
     BootstrapError,
@@ -23,7 +23,7 @@ from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations, tokens
 from tether.shared.runtime import telemetry
-from tether.shared.runtime.privatefiles import tighten
+from tether.shared.runtime.privatefiles import create_exclusively, tighten
 from tether.shared.wire.locations import LocationConfig
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,10 @@ def _read_or_create_token_file(path: Path) -> tuple[str, bool]:
             raise BootstrapError(f"token file {path} is empty; delete it to get a new one")
         return token, False
     token = auth.new_token()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # O_EXCL + 0600 from the start: the plaintext is never readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
+    # Written whole to a private temporary file and linked into place: of replicas starting
+    # at once on a shared volume, one wins and the others read its token, never half a file.
+    if not create_exclusively(path, (token + "\n").encode(), dir_mode=0o700):
+        return _read_or_create_token_file(path)
     return token, True
 
 
@@ -125,18 +124,38 @@ async def ensure_admin_token_file(db: Database, path: Path) -> bool:
     return created
 
 
-async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str]:
+async def load_workspace(
+    db: Database, queue: WorkQueue, path: Path, *, recent_s: float = 0.0
+) -> list[str]:
     """Seed the workspace's locations and queue a load of each; return the names loaded.
 
     The file seeds a location the first time it lists it (or when its entry is edited);
     a location removed or changed through the API since stays as the API left it (see
     :func:`tether.controlplane.store.locations.seed_locations`).
+
+    Replicas starting at once seed one after the other (a transaction-level advisory lock
+    on PostgreSQL), and a location whose entry this start did not change is not loaded
+    again while a load of it waits for an agent or was queued less than ``recent_s`` ago.
     """
     configs = await asyncio.to_thread(read_workspace, path)
     tracer = telemetry.tracer("tether.controlplane")
+    now = time.time()
     async with db.transaction() as session:
-        outcome = await locations.seed_locations(session, DEFAULT_DEPLOYMENT, configs, time.time())
+        await xact_lock(session, f"tether:seed:{DEFAULT_DEPLOYMENT}")
+        outcome = await locations.seed_locations(session, DEFAULT_DEPLOYMENT, configs, now)
+        changed = set(outcome.created) | set(outcome.updated)
+        loading = await locations.loads_in_flight(
+            session,
+            DEFAULT_DEPLOYMENT,
+            [loc.name for loc in outcome.locations if loc.name not in changed],
+            since=now - recent_s,
+        )
         for location in outcome.locations:
+            if location.name in loading:
+                log.info(
+                    "a load of location %s is already queued; not queuing another", location.name
+                )
+                continue
             # Each load is its own trace, from the control plane to the code server.
             with tracer.start_as_current_span(
                 "loadLocation", attributes={"location": location.name}
@@ -153,7 +172,7 @@ async def load_workspace(db: Database, queue: WorkQueue, path: Path) -> list[str
         )
     if outcome.updated:
         log.info("edited workspace entries applied: %s", ", ".join(outcome.updated))
-    return [location.name for location in outcome.locations]
+    return [location.name for location in outcome.locations if location.name not in loading]
 
 
 async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettings) -> None:
@@ -171,5 +190,7 @@ async def bootstrap(db: Database, queue: WorkQueue, settings: ControlPlaneSettin
         else:
             log.info("registered the admin token of %s", settings.admin_token_file)
     if settings.workspace_file is not None:
-        names = await load_workspace(db, queue, settings.workspace_file)
+        names = await load_workspace(
+            db, queue, settings.workspace_file, recent_s=settings.startup_load_window_s
+        )
         log.info("queued loading of code locations: %s", ", ".join(names) or "(none)")

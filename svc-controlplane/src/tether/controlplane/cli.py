@@ -54,9 +54,30 @@ def serve(
         Path | None,
         typer.Option(help="Code locations TOML [env TETHER_CONTROLPLANE_WORKSPACE_FILE]."),
     ] = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="Migrate the DB first [env TETHER_CONTROLPLANE_MIGRATE_ON_START; "
+            "default: on SQLite only, else run `migrate` once].",
+        ),
+    ] = None,
+    daemons: Annotated[
+        bool | None,
+        typer.Option(
+            "--daemons/--no-daemons",
+            help="Run the daemons and the run monitor beside the API [env "
+            "TETHER_CONTROLPLANE_DAEMONS; default on]; --no-daemons serves only the API "
+            "(run `tether controlplane daemons` elsewhere).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
-    """Migrate the DB, bootstrap it, and serve the API until SIGTERM/SIGINT."""
+    """Bootstrap the DB and serve the API (with the daemons) until SIGTERM/SIGINT.
+
+    On PostgreSQL run `tether controlplane migrate` first (or pass --migrate); a DB not
+    migrated to this version is refused.
+    """
     from tether.controlplane.errors import BootstrapError
     from tether.controlplane.service import ControlPlaneService
     from tether.shared.runtime import telemetry
@@ -72,6 +93,8 @@ def serve(
         database_url=database_url,
         agent_token_file=agent_token_file,
         workspace_file=workspace_file,
+        migrate_on_start=migrate,
+        **({} if daemons is None else {"daemons": daemons, "run_monitor": daemons}),
     )
     telemetry.configure_tracing("tether-controlplane")
     try:
@@ -88,51 +111,129 @@ def serve(
         telemetry.shutdown_tracing()
 
 
-@app.command("run-monitor")
-def run_monitor(
+@app.command()
+def migrate(
     database_url: Annotated[
         str | None,
         typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
-    """Run only the run monitor (stuck and orphaned runs -> FAILURE) until SIGTERM/SIGINT.
+    """Migrate the DB to this version's schema, then exit.
 
-    For deployments that run the daemons apart from the API (then set
-    TETHER_CONTROLPLANE_RUN_MONITOR=false for `serve`); intervals and timeouts come from
-    TETHER_CONTROLPLANE_RUN_MONITOR_INTERVAL_S, _RUN_START_TIMEOUT_S, _WORKER_EXIT_GRACE_S.
+    On PostgreSQL under an advisory lock: of several at once (an init job per replica),
+    one migrates and the others wait, then find nothing to do. Run it before starting
+    `serve` and `daemons` (a Kubernetes Job, a compose one-off service).
     """
+    from tether.controlplane.db.engine import migrate as run_migrations
     from tether.shared.runtime.service import setup_logging
 
     setup_logging(log_level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     settings = _settings(database_url=database_url)
-    asyncio.run(_run_monitor(settings))
-
-
-async def _run_monitor(settings: Any) -> None:
-    from tether.controlplane.daemons.monitor import RunMonitor
-    from tether.controlplane.db.engine import Database, migrate
-    from tether.controlplane.queue.workqueue import WorkQueue
-    from tether.shared.runtime.service import serve as serve_service
-
-    await asyncio.to_thread(migrate, settings.database_url)
-    db = Database(settings.database_url)
-    monitor = RunMonitor(
-        db,
-        start_timeout_s=settings.run_start_timeout_s,
-        worker_exit_grace_s=settings.worker_exit_grace_s,
-        worker_exit_backlog_max_s=settings.worker_exit_backlog_max_s,
-        interval_s=settings.run_monitor_interval_s,
-        queue=WorkQueue(db),
-        health_interval_s=settings.run_health_interval_s,
-        max_runtime_s=settings.run_max_runtime_s,
-    )
-    print("tether run monitor running", flush=True)
     try:
-        await serve_service(monitor, graceful_shutdown_timeout=settings.graceful_shutdown_timeout)
+        before, after = run_migrations(settings.database_url)
+    except Exception as err:  # unreachable DB, failed migration: say so, exit 1
+        typer.echo(f"error: migrating the database failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    if before == after:
+        typer.echo(f"database already at revision {after}; nothing to migrate")
+    else:
+        typer.echo(f"migrated the database from revision {before or '(empty)'} to {after}")
+
+
+def _daemon_settings(database_url: str | None, migrate: bool | None) -> Any:
+    return _settings(database_url=database_url, migrate_on_start=migrate)
+
+
+_MigrateOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--migrate/--no-migrate",
+        help="Migrate the DB first [env TETHER_CONTROLPLANE_MIGRATE_ON_START; "
+        "default: on SQLite only].",
+    ),
+]
+_HealthPortOption = Annotated[
+    int | None,
+    typer.Option(help="Serve /healthz and /readyz on this port (liveness probes)."),
+]
+
+
+@app.command()
+def daemons(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
+    ] = None,
+    migrate: _MigrateOption = None,
+    health_host: Annotated[str, typer.Option(help="Interface of the health port.")] = "127.0.0.1",
+    health_port: _HealthPortOption = None,
+    log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+) -> None:
+    """Run every daemon (run coordinator, scheduler, sensors, backfills, run retrier, run
+    monitor) and no API, until SIGTERM/SIGINT.
+
+    For deployments that serve the API apart (`serve --no-daemons`). On PostgreSQL each
+    daemon runs in one process at a time, the holder of its advisory lock; start two
+    `daemons` processes and the second is a hot standby that takes over within
+    TETHER_CONTROLPLANE_LEADER_RETRY_S when the leader dies.
+    """
+    _run_daemons(
+        _daemon_settings(database_url, migrate),
+        only_monitor=False,
+        log_level=log_level,
+        health=(health_host, health_port) if health_port is not None else None,
+    )
+
+
+@app.command("run-monitor")
+def run_monitor(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy async URL [env TETHER_CONTROLPLANE_DATABASE_URL]."),
+    ] = None,
+    migrate: _MigrateOption = None,
+    log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
+) -> None:
+    """Run only the run monitor (stuck and orphaned runs -> FAILURE) until SIGTERM/SIGINT.
+
+    `tether controlplane daemons` runs it with the others; intervals and timeouts come from
+    TETHER_CONTROLPLANE_RUN_MONITOR_INTERVAL_S, _RUN_START_TIMEOUT_S, _WORKER_EXIT_GRACE_S.
+    """
+    _run_daemons(_daemon_settings(database_url, migrate), only_monitor=True, log_level=log_level)
+
+
+def _run_daemons(
+    settings: Any,
+    *,
+    only_monitor: bool,
+    log_level: str,
+    health: tuple[str, int] | None = None,
+) -> None:
+    from tether.controlplane.errors import BootstrapError
+    from tether.controlplane.service import DaemonsService
+    from tether.shared.runtime import telemetry
+    from tether.shared.runtime.service import serve as serve_service
+    from tether.shared.runtime.service import setup_logging
+
+    setup_logging(log_level)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    telemetry.configure_tracing("tether-controlplane-daemons")
+    service = DaemonsService(settings, only_monitor=only_monitor)
+    try:
+        asyncio.run(
+            serve_service(
+                service,
+                graceful_shutdown_timeout=settings.graceful_shutdown_timeout,
+                health=health,
+            )
+        )
+    except BootstrapError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     finally:
-        await db.dispose()
+        telemetry.shutdown_tracing()
 
 
 @app.command("schema")

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from tether.controlplane.bootstrap import bootstrap
-from tether.controlplane.db.engine import Database, migrate
+from tether.controlplane.db.engine import Database, check_schema, migrate
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.security.workkeys import load_or_create_signer
 from tether.controlplane.settings import ControlPlaneSettings
@@ -33,11 +33,32 @@ class ControlPlane:
     signer: WorkSigner
 
 
+async def prepare_database(settings: ControlPlaneSettings) -> None:
+    """Migrate the database if this start should (``migrate_on_start``), else make sure it
+    is migrated to this version.
+
+    Raises:
+        BootstrapError: not migrated (saying to run ``tether controlplane migrate``).
+    """
+    # Alembic runs on a sync driver; keep the event loop free while it does.
+    if settings.migrates_on_start:
+        before, after = await asyncio.to_thread(migrate, settings.database_url)
+        if before != after:
+            log.info("migrated the database from %s to %s", before or "nothing", after)
+    else:
+        await asyncio.to_thread(check_schema, settings.database_url)
+
+
 @asynccontextmanager
 async def open_control_plane(settings: ControlPlaneSettings) -> AsyncIterator[ControlPlane]:
-    """Migrate the DB, bootstrap it, and yield a ready control plane; close it afterwards."""
-    # Alembic runs on a sync driver; keep the event loop free while it does.
-    await asyncio.to_thread(migrate, settings.database_url)
+    """Migrate the DB (or check it is migrated), bootstrap it, and yield a ready control
+    plane; close it afterwards.
+
+    Raises:
+        BootstrapError: the database is not migrated and this start does not migrate, or
+            the dev bootstrap files cannot be used.
+    """
+    await prepare_database(settings)
     signer, created = await asyncio.to_thread(load_or_create_signer, settings.work_signing_key_path)
     if created:
         log.info("created the work signing key %s", settings.work_signing_key_path)

@@ -1,5 +1,11 @@
-"""Lifecycle of the control plane process: migrate, bootstrap, serve HTTP and run the run
-monitor until told to stop."""
+"""Lifecycle of the control plane processes until told to stop.
+
+Roles: ``serve`` (:class:`ControlPlaneService`) bootstraps the DB and serves the API, by
+default with every daemon beside it (one process on SQLite, `tether dev`); ``serve
+--no-daemons`` only the API; ``daemons`` (:class:`DaemonsService`) every daemon and no API.
+On PostgreSQL each daemon runs in one process at a time (its leadership lock, see
+:class:`~tether.controlplane.db.locks.Leadership`); the others stand by.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Any
 
 import uvicorn
 from tether.controlplane.app import create_app
-from tether.controlplane.core import ControlPlane, open_control_plane
+from tether.controlplane.core import ControlPlane, open_control_plane, prepare_database
 from tether.controlplane.daemons import (
     BackfillDaemon,
     PeriodicDaemon,
@@ -21,6 +27,9 @@ from tether.controlplane.daemons import (
     SensorDaemon,
 )
 from tether.controlplane.daemons.monitor import RunMonitor
+from tether.controlplane.db.engine import Database
+from tether.controlplane.db.locks import Leadership
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs.policies import PolicyDefaults, RetryStrategy
 from tether.controlplane.settings import ControlPlaneSettings
 
@@ -103,23 +112,18 @@ class ControlPlaneService:
                 timeout_graceful_shutdown=int(self.settings.graceful_shutdown_timeout),
             )
             self._server = _Server(config, self._listening, self.shutdown)
-            self._monitor = RunMonitor(
-                cp.db,
-                start_timeout_s=self.settings.run_start_timeout_s,
-                worker_exit_grace_s=self.settings.worker_exit_grace_s,
-                worker_exit_backlog_max_s=self.settings.worker_exit_backlog_max_s,
-                interval_s=self.settings.run_monitor_interval_s,
-                queue=cp.queue,
-                health_interval_s=self.settings.run_health_interval_s,
-                max_runtime_s=self.settings.run_max_runtime_s,
-            )
+            self._monitor = build_monitor(cp.db, cp.queue, self.settings)
             if self._stopping:
                 return
+            leadership = Leadership(cp.db.url, retry_s=self.settings.leader_retry_s)
             monitor = None
             if self.settings.run_monitor:
+                self._monitor.leadership = leadership
                 monitor = asyncio.create_task(self._monitor.run(), name="run-monitor")
             if self.settings.daemons:
-                self._daemons = build_daemons(cp, self.settings)
+                self._daemons = build_daemons(cp.db, cp.queue, self.settings)
+            for daemon in self._daemons:
+                daemon.leadership = leadership
             daemons = [asyncio.create_task(d.run(), name=d.name) for d in self._daemons]
             try:
                 # uvicorn logs and exits the process itself if it cannot bind.
@@ -132,6 +136,7 @@ class ControlPlaneService:
                     await monitor
                 if daemons:
                     await asyncio.gather(*daemons)
+                await leadership.close()
 
     def _listening(self, host: str, port: int) -> None:
         self.address = (host, port)
@@ -163,15 +168,109 @@ def policy_defaults(settings: ControlPlaneSettings) -> PolicyDefaults:
     )
 
 
-def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[PeriodicDaemon]:
+class DaemonsService:
+    """The daemons of a control plane without its API: ``run()`` until ``shutdown()``.
+
+    Every daemon competes for its leadership lock (PostgreSQL): the process holding it runs
+    the daemon, the others stand by and take over when it dies. No bootstrap and no work
+    signing here: the API replicas do those; work the daemons enqueue reaches their waiting
+    claims through NOTIFY.
+
+    Args:
+        settings: the control plane's settings.
+        only_monitor: run the run monitor alone (``tether controlplane run-monitor``).
+        announce: called once every daemon runs (default: a line on stdout).
+
+    Attributes:
+        daemons: the daemons, once running.
+        leadership: their locks, once running.
+        running: set once every daemon runs.
+    """
+
+    def __init__(
+        self,
+        settings: ControlPlaneSettings,
+        *,
+        only_monitor: bool = False,
+        announce: Callable[[list[PeriodicDaemon]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.only_monitor = only_monitor
+        self._announce = announce or _print_daemons
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.daemons: list[PeriodicDaemon] = []
+        self.leadership: Leadership | None = None
+        self.running = asyncio.Event()
+
+    async def run(self) -> None:
+        """Check the DB is migrated (or migrate it), then run the daemons until shut down."""
+        self._loop = asyncio.get_running_loop()
+        await prepare_database(self.settings)
+        db = Database(self.settings.database_url)
+        queue = WorkQueue(db, recheck_s=self.settings.claim_recheck_s)
+        queue.hold_launches = self.settings.run_queue_enabled
+        leadership = Leadership(db.url, retry_s=self.settings.leader_retry_s)
+        self.leadership = leadership
+        try:
+            daemons = [] if self.only_monitor else build_daemons(db, queue, self.settings)
+            daemons.append(build_monitor(db, queue, self.settings))
+            for daemon in daemons:
+                daemon.leadership = leadership
+            self.daemons = daemons
+            if self._stopping:
+                return
+            tasks = [asyncio.create_task(d.run(), name=d.name) for d in daemons]
+            self.running.set()
+            self._announce(daemons)
+            await asyncio.gather(*tasks)
+        finally:
+            await leadership.close()
+            await queue.aclose()
+            await db.dispose()
+
+    def shutdown(self) -> None:
+        """Stop every daemon after its check in progress (idempotent; signal-safe)."""
+        self._stopping = True
+        if self._loop is None:
+            return
+        for daemon in self.daemons:
+            self._loop.call_soon_threadsafe(daemon.shutdown)
+
+
+def _print_daemons(daemons: list[PeriodicDaemon]) -> None:
+    names = ", ".join(d.name for d in daemons)
+    if len(daemons) == 1 and isinstance(daemons[0], RunMonitor):
+        print("tether run monitor running", flush=True)
+    else:
+        print(f"tether control plane daemons running: {names}", flush=True)
+
+
+def build_monitor(db: Database, queue: WorkQueue, settings: ControlPlaneSettings) -> RunMonitor:
+    """The run monitor of a control plane, from ``settings``."""
+    return RunMonitor(
+        db,
+        start_timeout_s=settings.run_start_timeout_s,
+        worker_exit_grace_s=settings.worker_exit_grace_s,
+        worker_exit_backlog_max_s=settings.worker_exit_backlog_max_s,
+        interval_s=settings.run_monitor_interval_s,
+        queue=queue,
+        health_interval_s=settings.run_health_interval_s,
+        max_runtime_s=settings.run_max_runtime_s,
+    )
+
+
+def build_daemons(
+    db: Database, queue: WorkQueue, settings: ControlPlaneSettings
+) -> list[PeriodicDaemon]:
     """The scheduler, sensor daemon, backfill daemon, run retrier (and run coordinator) of a
     control plane."""
     coordinator: list[PeriodicDaemon] = []
     if settings.run_queue_enabled:
         coordinator.append(
             RunCoordinator(
-                cp.db,
-                cp.queue,
+                db,
+                queue,
                 max_concurrent_runs=settings.max_concurrent_runs,
                 tag_limits=settings.run_tag_concurrency_limits,
                 interval_s=settings.daemon_interval_s,
@@ -179,8 +278,8 @@ def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[Peri
         )
     return coordinator + [
         Scheduler(
-            cp.db,
-            cp.queue,
+            db,
+            queue,
             interval_s=settings.daemon_interval_s,
             catchup=settings.schedule_catchup,
             max_catchup_ticks=settings.schedule_max_catchup_ticks,
@@ -188,21 +287,19 @@ def build_daemons(cp: ControlPlane, settings: ControlPlaneSettings) -> list[Peri
             tick_timeout_s=settings.tick_timeout_s,
         ),
         SensorDaemon(
-            cp.db,
-            cp.queue,
+            db,
+            queue,
             interval_s=settings.daemon_interval_s,
             tick_timeout_s=settings.tick_timeout_s,
         ),
         BackfillDaemon(
-            cp.db,
-            cp.queue,
+            db,
+            queue,
             interval_s=settings.daemon_interval_s,
             max_in_flight=settings.backfill_max_in_flight,
             query_timeout_s=settings.tick_timeout_s,
         ),
-        RunRetrier(
-            cp.db, cp.queue, policy_defaults(settings), interval_s=settings.daemon_interval_s
-        ),
+        RunRetrier(db, queue, policy_defaults(settings), interval_s=settings.daemon_interval_s),
     ]
 
 

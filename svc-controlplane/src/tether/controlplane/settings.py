@@ -95,7 +95,8 @@ class ControlPlaneSettings(BaseSettings):
         default=True,
         description=(
             "Run the run monitor inside `serve`. Turn it off where it runs on its own "
-            "(`tether controlplane run-monitor`); several at once are harmless."
+            "(`tether controlplane daemons` or `run-monitor`); on PostgreSQL one process "
+            "at a time leads it anyway."
         ),
     )
     run_monitor_interval_s: float = Field(
@@ -172,9 +173,37 @@ class ControlPlaneSettings(BaseSettings):
     daemons: bool = Field(
         default=True,
         description=(
-            "Run the scheduler, sensor, backfill and run retrier daemons inside `serve`. "
-            "Several control planes running them at once are harmless (ticks, runs and retry "
-            "decisions are claimed in the DB)."
+            "Run the scheduler, sensor, backfill, run retrier (and run coordinator) daemons "
+            "inside `serve` (`serve --no-daemons` turns them and the run monitor off). On "
+            "PostgreSQL each daemon runs in one process at a time, the holder of its advisory "
+            "lock; the others stand by and take over when it dies."
+        ),
+    )
+    migrate_on_start: bool | None = Field(
+        default=None,
+        description=(
+            "Run the database migrations when `serve`, `daemons` or `run-monitor` starts "
+            "(under the migration lock). Unset: yes on SQLite (one process, `tether dev`), "
+            "no on PostgreSQL, where `tether controlplane migrate` runs them once (an init "
+            "job) and a start against a database not migrated to this version fails, saying so."
+        ),
+    )
+    leader_retry_s: float = Field(
+        default=3.0,
+        gt=0,
+        description=(
+            "PostgreSQL: how often a standby daemon retries the advisory lock that makes one "
+            "process the leader of each daemon; it takes over within about this long after "
+            "the leader's connection closes (a killed leader's closes at once)."
+        ),
+    )
+    startup_load_window_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "A start queues a load of each workspace location unless one is still waiting for "
+            "an agent or was queued this recently (several replicas starting together load "
+            "once); a location whose workspace entry changed is always loaded."
         ),
     )
     daemon_interval_s: float = Field(
@@ -413,6 +442,13 @@ class ControlPlaneSettings(BaseSettings):
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return Path(url.database).parent / "work-signing.key"
         return Path(".tether/work-signing.key")
+
+    @property
+    def migrates_on_start(self) -> bool:
+        """Whether a start migrates (see ``migrate_on_start``)."""
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return make_url(self.database_url).get_backend_name() == "sqlite"
 
     @property
     def run_queue_enabled(self) -> bool:

@@ -3,7 +3,10 @@ run monitor, run retrier.
 
 Each is a :class:`PeriodicDaemon` (``run()`` until ``shutdown()``, ``check()`` once, a
 clock tests control) that never talks to an agent: it writes work items and reads their
-results, so it can run inside ``serve`` or on its own, and several at once are harmless.
+results, so it can run inside ``serve`` or on its own (``tether controlplane daemons``). On
+PostgreSQL one process at a time runs each daemon, the holder of its leadership lock
+(:class:`~tether.controlplane.db.locks.Leadership`); two at once (during a take-over) are
+still harmless.
 """
 
 from tether.controlplane.daemons.backfills import BackfillDaemon

@@ -8,6 +8,12 @@ limit: at most ``max_concurrent_runs`` launched-and-unfinished runs, and per tag
 most its count. A run is "launched" once its launch item (id ``launch-<run id>``) exists,
 so a restarted or second coordinator sees the same counts; its deterministic id also makes
 a second coordinator's insert of the same launch fail, rolling that transaction back.
+
+Count-then-dispatch is serialized per deployment: a check takes the deployment's
+transaction-level advisory lock (PostgreSQL; :func:`~tether.controlplane.db.locks.xact_lock`)
+before it counts, and holds it until its launches are committed, so two coordinators (a
+leader and a standby that believes it leads, during a take-over) can never together exceed
+a limit. On SQLite the writing transaction's ``BEGIN IMMEDIATE`` serializes them already.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable, Mapping
 
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.db.engine import Database
+from tether.controlplane.db.locks import dispatch_lock_name, xact_lock
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs.launch import launch_payload
 from tether.controlplane.store import locations, runs
@@ -69,8 +76,19 @@ class RunCoordinator(PeriodicDaemon):
         """Dispatch what the limits allow; return the ids of the runs dispatched."""
         dispatched: list[str] = []
         async with self._db.transaction() as session:
-            in_flight = await runs.launched_unfinished_tags(session)
             waiting = await runs.waiting_for_launch(session)
+            if not waiting:
+                return dispatched
+            # Lock the deployments that have waiting runs (in one order: no deadlock with
+            # another coordinator), then count and pick again: each statement now sees
+            # whatever a coordinator that held a lock before us committed.
+            locked = sorted({run.deployment_id for run in waiting})
+            for deployment_id in locked:
+                await xact_lock(session, dispatch_lock_name(deployment_id))
+            in_flight = await runs.launched_unfinished_tags(session)
+            waiting = [
+                run for run in await runs.waiting_for_launch(session) if run.deployment_id in locked
+            ]
             counts: dict[str, list[dict[str, str]]] = {}
             for deployment_id, tags in in_flight:
                 counts.setdefault(deployment_id, []).append(tags)

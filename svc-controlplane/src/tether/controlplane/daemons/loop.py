@@ -4,6 +4,10 @@ A daemon may also be woken early: :meth:`PeriodicDaemon.wake` (something it wait
 happened, such as an evaluation result arriving) and ``wake_at`` (a time its last check
 knows work falls due, such as a schedule's next cron tick). The interval stays the upper
 bound between checks, so a lost wake-up only delays work, never loses it.
+
+With a :class:`~tether.controlplane.db.locks.Leadership`, a daemon checks only while this
+process leads it (holds its advisory lock); otherwise it is a hot standby, retrying the lock
+every ``leadership.retry_s`` and taking over once the leader's connection is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+
+from tether.controlplane.db.locks import Leadership, daemon_lock_name
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,8 @@ class PeriodicDaemon:
         clock: the current time in epoch seconds (tests pass a controllable one).
 
     Attributes:
+        leadership: when set, :meth:`run` checks only while this process leads the daemon
+            (its lock is :attr:`lock_name`); a standby waits and retries the lock.
         wake_at: epoch seconds at which the next check is due even if the interval is not
             over (subclasses set it in :meth:`check`; None: at the interval).
     """
@@ -40,8 +48,14 @@ class PeriodicDaemon:
         self.interval_s = interval_s
         self.wake_at: float | None = None
         self._clock = clock
+        self.leadership: Leadership | None = None
         self._stop = asyncio.Event()
         self._woken = asyncio.Event()
+
+    @property
+    def lock_name(self) -> str:
+        """The leadership lock of this daemon kind."""
+        return daemon_lock_name(self.name.replace(" ", "-"))
 
     def now(self) -> float:
         """The daemon's current time, epoch seconds."""
@@ -66,8 +80,21 @@ class PeriodicDaemon:
     async def run(self) -> None:
         """Check every ``interval_s`` (or sooner) until :meth:`shutdown`; a failed check is
         only logged."""
+        try:
+            await self._run()
+        finally:
+            if self.leadership is not None:
+                await self.leadership.release(self.lock_name)
+
+    async def _run(self) -> None:
         while not self._stop.is_set():
             self._woken.clear()
+            if self.leadership is not None and not await self.leadership.hold(self.lock_name):
+                # A standby: wake-ups are the leader's business; only shutdown ends the wait.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.leadership.retry_s):
+                        await self._stop.wait()
+                continue
             try:
                 await self.check()
             except Exception:

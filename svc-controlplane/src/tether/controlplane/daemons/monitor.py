@@ -121,7 +121,8 @@ class RunMonitor(PeriodicDaemon):
 
     async def _ask_health(self, session: AsyncSession, queue: WorkQueue, now: float) -> None:
         # One item per run per interval, named by the interval: several monitors (or a
-        # check repeated within the interval) ask once.
+        # check repeated within the interval) ask once; of two monitors inserting it at
+        # once, the second inserts nothing (ON CONFLICT DO NOTHING) instead of failing.
         window = int(now // self.health_interval_s)
         launched = await runs.unchanged_since(session, _LAUNCHED, now - self.health_interval_s)
         for run_id, deployment_id, traceparent in launched:
@@ -129,7 +130,7 @@ class RunMonitor(PeriodicDaemon):
             launch = await lifecycle.launch_item(session, run_id)
             if launch is None or await workitems.get_item(session, item_id) is not None:
                 continue
-            queue.enqueue(
+            await queue.enqueue_if_absent(
                 session,
                 deployment_id=deployment_id,
                 kind=WorkKind.CHECK_RUN_HEALTH,

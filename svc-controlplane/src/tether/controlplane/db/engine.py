@@ -83,22 +83,114 @@ def ensure_sqlite_file(url: str | URL) -> None:
             log.warning("could not change the mode of %s: %s", file, err)
 
 
-def migrate(url: str | URL) -> None:
-    """Bring the database at ``url`` to the latest Alembic revision (blocking).
-
-    Runs with a synchronous driver, so call it before the event loop serves requests
-    (or through ``asyncio.to_thread``).
-    """
-    from alembic import command
+def _alembic_config(url: str | URL) -> Any:
     from alembic.config import Config
 
-    ensure_sqlite_file(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolates '%' (as in URL-escaped passwords); escape it.
     rendered = sync_url(url).render_as_string(hide_password=False)
     config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
-    command.upgrade(config, "head")
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration this version of the control plane knows."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(url: str | URL) -> tuple[str | None, str]:
+    """Bring the database at ``url`` to the latest Alembic revision (blocking).
+
+    On PostgreSQL under the migration lock (:mod:`tether.controlplane.db.locks`): of
+    several processes migrating at once, one migrates while the others wait, then find
+    nothing left to do. Runs with a synchronous driver, so call it before the event loop
+    serves requests (or through ``asyncio.to_thread``).
+
+    Returns:
+        The revision the database was at before (None: none, an empty database) and the
+        one it is at now.
+    """
+    from alembic import command
+    from sqlalchemy import create_engine, pool
+    from tether.controlplane.db.locks import lock_migrations, unlock_migrations
+
+    ensure_sqlite_file(url)
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as lock_conn:
+            lock_migrations(lock_conn)
+            try:
+                before = _current_revision(lock_conn)
+                lock_conn.rollback()  # no transaction of ours open beside Alembic's
+                command.upgrade(_alembic_config(url), "head")
+                after = _current_revision(lock_conn)
+                lock_conn.rollback()
+            finally:
+                unlock_migrations(lock_conn)
+    finally:
+        engine.dispose()
+    assert after is not None
+    return before, after
+
+
+def check_schema(url: str | URL) -> str:
+    """Make sure the database at ``url`` is migrated to this version's head (blocking);
+    return its revision. Waits for a migration in progress (PostgreSQL).
+
+    Raises:
+        BootstrapError: the database is not migrated (or is newer than this version),
+            saying what to run.
+    """
+    from sqlalchemy import create_engine, pool
+    from tether.controlplane.db.locks import lock_migrations, unlock_migrations
+    from tether.controlplane.errors import BootstrapError
+
+    ensure_sqlite_file(url)
+    head = head_revision()
+    engine = create_engine(sync_url(url), poolclass=pool.NullPool)
+    where = make_url(url).render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn:
+            lock_migrations(conn, shared=True)
+            try:
+                current = _current_revision(conn)
+                conn.rollback()
+            finally:
+                unlock_migrations(conn, shared=True)
+    finally:
+        engine.dispose()
+    if current == head:
+        return current
+    hint = "run `tether controlplane migrate` with the same database URL, then start again"
+    if current is None:
+        raise BootstrapError(
+            f"the database {where} has no Tether schema (it was never migrated): {hint} "
+            "(or start with --migrate)"
+        )
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config(url))
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current not in known:
+        raise BootstrapError(
+            f"the database {where} is at revision {current}, which this control plane "
+            f"(head {head}) does not know: a newer version migrated it; run that version"
+        )
+    raise BootstrapError(
+        f"the database {where} is at revision {current}, this control plane needs {head}: "
+        f"{hint} (or start with --migrate)"
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

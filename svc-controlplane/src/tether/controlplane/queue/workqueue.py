@@ -142,6 +142,35 @@ class WorkQueue:
         changes(session, WORK_QUEUED)
         return item_id
 
+    async def enqueue_if_absent(
+        self,
+        session: AsyncSession,
+        *,
+        item_id: str,
+        deployment_id: str,
+        kind: WorkKind,
+        location: LocationConfig,
+        payload: BaseModel | None = None,
+        traceparent: str | None = None,
+        expires_at: float | None = None,
+    ) -> bool:
+        """Like :meth:`enqueue` with a given id, but leave an existing item of that id
+        alone (another control plane queued it, perhaps in a transaction still open);
+        return whether this call added it."""
+        row = workitems.new_item_row(
+            item_id=item_id,
+            deployment_id=deployment_id,
+            kind=kind,
+            location=location,
+            payload={} if payload is None else WORK_SPECS[kind].payload_json(payload),
+            traceparent=traceparent,
+            expires_at=expires_at,
+        )
+        added = await workitems.insert_item_if_absent(session, row)
+        if added:
+            changes(session, WORK_QUEUED)
+        return added
+
     def watch_results(self, kinds: Iterable[str], callback: Callable[[], None]) -> None:
         """Call ``callback`` (in the event loop) whenever results of ``kinds`` are committed.
 

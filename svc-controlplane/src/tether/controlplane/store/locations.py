@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import (
     CodeLocation,
@@ -17,12 +17,15 @@ from tether.controlplane.db.models import (
     LoadStatus,
     LocationSeed,
     LocationSnapshotRow,
+    WorkItemRow,
+    WorkStatus,
 )
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import AlreadyExistsError, NotFoundError
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.snapshots import LocationSnapshot
+from tether.shared.wire.work import WorkKind
 
 
 def snapshot_id(snapshot: LocationSnapshot) -> str:
@@ -257,3 +260,24 @@ async def seed_locations(
     )
     await session.flush()
     return outcome
+
+
+async def loads_in_flight(
+    session: AsyncSession, deployment_id: str, names: Sequence[str], *, since: float
+) -> set[str]:
+    """Which of locations ``names`` have a ``load_location`` item still waiting for an agent
+    (PENDING or CLAIMED) or created at ``since`` or later."""
+    if not names:
+        return set()
+    waiting = [str(WorkStatus.PENDING), str(WorkStatus.CLAIMED)]
+    rows = await session.execute(
+        select(WorkItemRow.location_name)
+        .where(
+            WorkItemRow.deployment_id == deployment_id,
+            WorkItemRow.kind == str(WorkKind.LOAD_LOCATION),
+            WorkItemRow.location_name.in_(list(names)),
+            or_(WorkItemRow.status.in_(waiting), WorkItemRow.created_at >= since),
+        )
+        .distinct()
+    )
+    return set(rows.scalars())

@@ -20,6 +20,34 @@ from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind, WorkResult
 
 
+def new_item_row(
+    *,
+    item_id: str,
+    deployment_id: str,
+    kind: WorkKind,
+    location: LocationConfig,
+    payload: dict[str, Any],
+    traceparent: str | None,
+    expires_at: float | None,
+) -> WorkItemRow:
+    """A PENDING work item row (not added to any session)."""
+    return WorkItemRow(
+        id=item_id,
+        deployment_id=deployment_id,
+        kind=str(kind),
+        location_name=location.name,
+        substrate=location.substrate,
+        agent_queue=location.agent_queue,
+        location=location.model_dump(mode="json"),
+        payload=payload,
+        traceparent=traceparent,
+        status=WorkStatus.PENDING,
+        attempts=0,
+        created_at=time.time(),
+        expires_at=expires_at,
+    )
+
+
 def add_item(
     session: AsyncSession,
     *,
@@ -33,22 +61,26 @@ def add_item(
 ) -> None:
     """Add a PENDING work item to ``session``'s transaction."""
     session.add(
-        WorkItemRow(
-            id=item_id,
+        new_item_row(
+            item_id=item_id,
             deployment_id=deployment_id,
-            kind=str(kind),
-            location_name=location.name,
-            substrate=location.substrate,
-            agent_queue=location.agent_queue,
-            location=location.model_dump(mode="json"),
+            kind=kind,
+            location=location,
             payload=payload,
             traceparent=traceparent,
-            status=WorkStatus.PENDING,
-            attempts=0,
-            created_at=time.time(),
             expires_at=expires_at,
         )
     )
+
+
+async def insert_item_if_absent(session: AsyncSession, row: WorkItemRow) -> bool:
+    """Insert ``row`` unless an item of its id exists (INSERT ... ON CONFLICT DO NOTHING:
+    of two transactions inserting one id, the second waits for the first and inserts
+    nothing, instead of failing); return whether it was inserted."""
+    values = {column.key: getattr(row, column.key) for column in WorkItemRow.__table__.columns}
+    stmt = upsert_insert(session, WorkItemRow).values(**values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["id"]).returning(WorkItemRow.id)
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
 async def get_item(session: AsyncSession, item_id: str) -> WorkItemRow | None:
