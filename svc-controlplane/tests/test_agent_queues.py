@@ -51,6 +51,7 @@ def settings(tmp_path: Path, database_url: str) -> ControlPlaneSettings:
         claim_recheck_s=0.05,
         work_signing_key_file=tmp_path / "state" / "work-signing.key",
         allowed_hosts=["cp"],
+        migrate_on_start=True,
     )
 
 
