@@ -1,4 +1,4 @@
-"""``tether asset list|show|materialize|wipe`` against a real control plane HTTP server,
+"""``tether asset list|show|materialize|report|wipe`` against a real control plane HTTP server,
 with a location whose snapshot the real SDK built and materializations from run events."""
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
-from tether.sdk import DailyPartitionsDefinition, Definitions, asset
+from tether.sdk import (
+    AssetSpec,
+    DailyPartitionsDefinition,
+    Definitions,
+    StaticPartitionsDefinition,
+    asset,
+)
 from tether.shared.wire.runs import EventType, RunEvent
 from typer.testing import CliRunner
 
@@ -140,6 +146,69 @@ async def test_materialize_with_a_range_launches_an_asset_backfill(
         # One partition, as before: a single run.
         one = json.loads((await tether(*base, "--partition", "2026-01-03", "--json")).stdout)
         assert one["tags"]["tether/partition"] == "2026-01-03"
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_report_records_a_run_less_materialization(settings: ControlPlaneSettings) -> None:
+    regions = StaticPartitionsDefinition(["eu", "us"])
+    defs = Definitions(
+        assets=[AssetSpec("vendor/feed"), AssetSpec("vendor/regional", partitions_def=regions)]
+    )
+    settings = settings.model_copy(update={"port": 0, "daemons": False})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        async with service.control_plane.db.transaction() as session:
+            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
+            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+            await locations.mark_loaded(session, "default", "loc", defs.location_snapshot("loc"))
+
+        async def tether(*args: str, token: str = editor) -> Any:
+            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+        reported = await tether(
+            "report",
+            "vendor/feed",
+            "--metadata",
+            '{"rows": 42}',
+            "--description",
+            "nightly drop",
+            "--report-id",
+            "drop-2026-12-02",
+        )
+        assert reported.exit_code == 0, reported.output
+        assert reported.stdout.startswith("reported a materialization of vendor/feed at ")
+        assert "(report drop-2026-12-02)" in reported.stdout
+        again = await tether("report", "vendor/feed", "--report-id", "drop-2026-12-02", "--json")
+        assert again.exit_code == 0, again.output
+        record = json.loads(again.stdout)
+        assert record["runId"] is None and record["metadata"] == {"rows": 42}  # the first one
+        shown = await tether("show", "vendor/feed", token=viewer)
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.count(" reported") == 1 and '{"rows": 42}' in shown.stdout
+        listed = await tether("list", token=viewer)
+        assert "reported" in listed.stdout
+        part = await tether("report", "vendor/regional", "--partition", "us")
+        assert part.exit_code == 0 and "vendor/regional partition us" in part.stdout
+        for args, expected in (
+            (("vendor/regional",), "is partitioned: give partitionKey"),
+            (("vendor/regional", "--partition", "asia"), "'asia' is not a partition"),
+            (("nope",), "no loaded location defines asset 'nope'"),
+            (("vendor/feed", "--report-id", "bad id"), "reportId must be 1 to 64"),
+        ):
+            refused = await tether("report", *args)
+            assert refused.exit_code == 1 and expected in refused.stderr, refused.output
+        for metadata, expected in (("[1]", "must be a JSON object"), ("{", "is not JSON")):
+            bad = await tether("report", "vendor/feed", "--metadata", metadata)
+            assert bad.exit_code == 2 and expected in bad.output, bad.output
+        forbidden = await tether("report", "vendor/feed", token=viewer)
+        assert forbidden.exit_code == 1 and "FORBIDDEN" in forbidden.stderr
     finally:
         service.shutdown()
         await asyncio.wait_for(task, 30)

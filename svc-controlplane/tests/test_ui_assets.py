@@ -714,3 +714,36 @@ def test_metadata_charts_plot_numbers_only_oldest_first() -> None:
     flat = charts["flat"]
     assert len(flat.points) == 1 and flat.low < 7 < flat.high
     assert flat.points[0].y == pytest.approx((flat.top + flat.bottom) / 2)
+
+
+REPORT = """
+mutation($key: [String!]!, $metadata: JSON, $reportId: String) {
+  reportAssetMaterialization(assetKey: $key, metadata: $metadata, reportId: $reportId) {
+    runId
+  }
+}"""
+
+
+async def test_a_reported_materialization_renders_as_reported(api: Api) -> None:
+    run_id = await seeded(api)
+    for rows_count, report_id in ((10, "feed-1"), (12, None)):
+        await api.user(
+            REPORT, key=["vendor", "feed"], metadata={"rows": rows_count}, reportId=report_id
+        )
+    html = (await api.client.get("/assets/vendor/feed")).text
+    history = re.search(r'<table class="grid history">(.*?)</table>', html, re.S)
+    assert history is not None, html
+    body = history.group(1)
+    assert body.count("data-reported=") == 2 and 'data-reported="feed-1"' in body
+    assert body.count(">reported</span>") == 2 and "/runs/" not in body
+    assert "rows</span>=12" in body
+    # The metadata plot draws both reports, as points with no run link.
+    assert html.count('class="chart-point chart-point-reported"') == 2
+    assert "(reported)</title>" in html
+    catalog = (await api.client.get("/assets")).text
+    row = re.search(r'<tr data-asset="vendor/feed".*?</tr>', catalog, re.S)
+    assert row is not None and '<span class="muted">reported</span>' in row.group(0)
+    # A run's materializations keep their run links beside a report of the same asset.
+    await api.user(REPORT, key=["raw", "orders"], metadata={"rows": 6})
+    orders = (await api.client.get("/assets/raw/orders")).text
+    assert orders.count(f'<tr data-run="{run_id}">') == 3 and "data-reported=" in orders

@@ -1,7 +1,7 @@
-"""``tether asset list|show|materialize|wipe``: software-defined assets through the API.
+"""``tether asset list|show|materialize|report|wipe``: software-defined assets through the API.
 
-Listing and showing need a viewer token, materializing an editor token and wiping an
-admin token (``TETHER_TOKEN``, or a file: ``--token-file`` / ``TETHER_TOKEN_FILE``);
+Listing and showing need a viewer token, materializing and reporting an editor token and
+wiping an admin token (``TETHER_TOKEN``, or a file: ``--token-file`` / ``TETHER_TOKEN_FILE``);
 ``--url`` / ``TETHER_CONTROL_PLANE_URL`` says where the control plane is. A key is written
 as its path, ``raw/orders``.
 """
@@ -17,13 +17,13 @@ from tether.client import documents
 from tether.client.remote import DEFAULT_URL, ApiCommandGroup, AsJson, Token, Url, call, fail
 
 app = typer.Typer(
-    name="asset", help="List, show, materialize and wipe assets.", cls=ApiCommandGroup
+    name="asset", help="List, show, materialize, report and wipe assets.", cls=ApiCommandGroup
 )
 
 
 @app.callback()
 def _group() -> None:
-    """List, show, materialize and wipe assets."""
+    """List, show, materialize, report and wipe assets."""
 
 
 def _key(text: str) -> list[str]:
@@ -76,7 +76,7 @@ def list_assets(
             node["locationName"],
             _state(node),
             _when(latest.get("timestamp")),
-            latest.get("runId", "-"),
+            latest.get("runId") or ("reported" if latest else "-"),
         )
     Console(width=200).print(table)
 
@@ -118,7 +118,8 @@ def show(
     for m in node["materializations"]:
         part = f" partition {m['partition']}" if m["partition"] else ""
         meta = f" {json.dumps(m['metadata'], sort_keys=True)}" if m["metadata"] else ""
-        typer.echo(f"    {_when(m['timestamp'])} run {m['runId']}{part}{meta}")
+        source = f"run {m['runId']}" if m["runId"] else "reported"
+        typer.echo(f"    {_when(m['timestamp'])} {source}{part}{meta}")
 
 
 @app.command()
@@ -201,6 +202,52 @@ def materialize(
         return
     run = result["run"]
     typer.echo(f"launched run {run['id']} of {run['jobName']} ({run['status']})")
+
+
+@app.command()
+def report(
+    key: Annotated[str, typer.Argument(help="The asset's key, a/b/c.")],
+    partition: Annotated[
+        str | None, typer.Option(help="The partition materialized (a partitioned asset's).")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help="Metadata of the materialization, a JSON object.")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What was materialized.")] = None,
+    report_id: Annotated[
+        str | None,
+        typer.Option(help="An id of your choosing: a retry with the same id records it once."),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Report a materialization of an asset produced elsewhere (no run; editors)."""
+    try:
+        entries = json.loads(metadata) if metadata is not None else None
+    except json.JSONDecodeError as err:
+        raise typer.BadParameter(f"--metadata is not JSON: {err}") from None
+    if entries is not None and not isinstance(entries, dict):
+        raise typer.BadParameter('--metadata must be a JSON object, {"name": value, ...}')
+    recorded = call(
+        url,
+        token,
+        documents.REPORT_ASSET_MATERIALIZATION,
+        key=_key(key),
+        partition=partition,
+        metadata=entries,
+        description=description,
+        reportId=report_id,
+    )["reportAssetMaterialization"]
+    if as_json:
+        typer.echo(json.dumps(recorded, indent=2))
+        return
+    part = f" partition {recorded['partition']}" if recorded["partition"] else ""
+    rid = f" (report {recorded['reportId']})" if recorded["reportId"] else ""
+    typer.echo(
+        f"reported a materialization of {_path(recorded['assetKey'])}{part} at "
+        f"{_when(recorded['timestamp'])} UTC{rid}"
+    )
 
 
 @app.command()

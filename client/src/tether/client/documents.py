@@ -155,7 +155,7 @@ query($key: [String!]!, $limit: Int!, $partition: String) {{
   assetNode(assetKey: $key) {{
     {_ASSET_FIELDS} description owners kinds
     materializations(limit: $limit, partitionKey: $partition) {{
-      runId stepKey timestamp partition codeVersion metadata
+      runId reportId stepKey timestamp partition codeVersion metadata
     }}
   }}
 }}"""
@@ -177,5 +177,14 @@ mutation($loc: String!, $keys: [[String!]!]!, $from: String, $to: String, $tags:
   launchBackfill(locationName: $loc, assetSelection: $keys, fromKey: $from, toKey: $to,
                  tags: $tags) {{ {_BACKFILL_FIELDS} assetSelection {{ path }} }}
 }}"""
+
+REPORT_ASSET_MATERIALIZATION = """
+mutation($key: [String!]!, $partition: String, $metadata: JSON, $description: String,
+         $reportId: String) {
+  reportAssetMaterialization(assetKey: $key, partitionKey: $partition, metadata: $metadata,
+                             description: $description, reportId: $reportId) {
+    assetKey { path } runId reportId timestamp partition description metadata
+  }
+}"""
 
 WIPE_ASSETS = "mutation($keys: [[String!]!]!) { wipeAssets(assetKeys: $keys) }"

@@ -47,8 +47,8 @@ class AssetPartitionType:
     partition_key: str
     status: AssetPartitionStatus
     run_id: str | None = strawberry.field(
-        description="The run of its newest materialization (MATERIALIZED), or its newest "
-        "run (IN_PROGRESS, FAILED); null when MISSING."
+        description="The run of its newest materialization (MATERIALIZED; null when that "
+        "was a run-less report), or its newest run (IN_PROGRESS, FAILED); null when MISSING."
     )
 
 
@@ -121,12 +121,12 @@ class AssetPartitions:
         out = []
         for key in keys:
             run = runs.get(key)
-            stored = materialized.get(key)
+            stored = materialized.get(key)  # None: never materialized, or reported run-less
             if run is not None and not RunStatus(run.status).is_terminal:
                 out.append(_state(key, AssetPartitionStatus.IN_PROGRESS, run.run_id))
             elif run is not None and run.status == RunStatus.FAILURE and stored != run.run_id:
                 out.append(_state(key, AssetPartitionStatus.FAILED, run.run_id))
-            elif stored is not None:
+            elif key in materialized:
                 out.append(_state(key, AssetPartitionStatus.MATERIALIZED, stored))
             else:
                 out.append(_state(key, AssetPartitionStatus.MISSING, None))

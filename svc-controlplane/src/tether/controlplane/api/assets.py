@@ -10,7 +10,10 @@ the customer's environment: nothing here reads or holds one.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -27,7 +30,7 @@ from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.partitions import definition_keys_now
 from tether.controlplane.api.runs import JobNotFoundError, LaunchRunResult, launch_from_api
 from tether.controlplane.db.models import AssetMaterializationRow
-from tether.controlplane.errors import BadInputError
+from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.security.auth import Permission
 from tether.controlplane.store import assets, locations
 from tether.shared.wire.runs import ASSET_SELECTION_TAG
@@ -40,6 +43,14 @@ IMPLICIT_ASSET_JOB = "__asset_job"
 PARTITION_TAG = "tether/partition"
 #: Most materializations one field returns.
 MAX_MATERIALIZATIONS = 1000
+#: Bounds of a run-less report (``reportAssetMaterialization``): its metadata serialized
+#: as JSON, the nesting of that metadata, a metadata key, and its description.
+MAX_REPORT_METADATA_BYTES = 64 * 1024
+MAX_REPORT_METADATA_DEPTH = 32
+MAX_REPORT_METADATA_KEY = 200
+MAX_REPORT_DESCRIPTION = 10_000
+#: A report's client-chosen id (``reportId``), which makes its retries idempotent.
+REPORT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @strawberry.type(name="AssetKey")
@@ -100,11 +111,17 @@ class UpstreamMaterializationType:
 
 @strawberry.type(name="AssetMaterialization")
 class MaterializationType:
-    """One materialization: which run stored the value, when, of which partition, and
-    what its step read."""
+    """One materialization: which run stored the value (none for a run-less report of an
+    asset produced elsewhere), when, of which partition, and what its step read."""
 
     asset_key: AssetKeyType
-    run_id: str
+    run_id: str | None = strawberry.field(
+        description="The run that stored the value; null when it was reported run-less "
+        "(reportAssetMaterialization)."
+    )
+    report_id: str | None = strawberry.field(
+        description="The client-chosen id of a run-less report (null: none given, or a run's)."
+    )
     step_key: str | None
     timestamp: float
     partition: str | None
@@ -129,6 +146,7 @@ class MaterializationType:
         return cls(
             asset_key=_key(row.asset_key.split("/")),
             run_id=row.run_id,
+            report_id=row.report_id,
             step_key=row.step_key,
             timestamp=row.timestamp,
             partition=row.partition,
@@ -444,6 +462,71 @@ class AssetMutation:
         )
 
     @strawberry.mutation(
+        description="Record a materialization of an asset produced elsewhere, with no run "
+        "(editors): the key must be defined by a loaded location, the partition one of its "
+        "partitions (required when partitioned, absent otherwise), the metadata a JSON object "
+        f"of at most {MAX_REPORT_METADATA_BYTES} bytes. A reportId (1-64 of A-Z a-z 0-9 _ . "
+        ": -) makes a retry idempotent: the same id returns the record made the first time."
+    )
+    async def report_asset_materialization(
+        self,
+        info: Info[ApiContext, None],
+        asset_key: list[str],
+        partition_key: str | None = None,
+        metadata: JSON | None = None,
+        description: str | None = None,
+        report_id: str | None = None,
+    ) -> MaterializationType:
+        principal = await info.context.launcher()
+        key = _check_key(asset_key)
+        if report_id is not None and not REPORT_ID.fullmatch(report_id):
+            raise BadInputError(
+                "reportId must be 1 to 64 characters of letters, digits and _ . : - "
+                f"(not {report_id[:80]!r})"
+            )
+        if description is not None and len(description) > MAX_REPORT_DESCRIPTION:
+            raise BadInputError(
+                f"description is {len(description)} characters; at most "
+                f"{MAX_REPORT_DESCRIPTION} are recorded"
+            )
+        entries = _check_report_metadata(metadata)
+        every, _ = await _graph(info)
+        node = every.get(key)
+        if node is None:
+            raise NotFoundError(
+                f"no loaded location defines asset {key!r}: declare it (an AssetSpec, for one "
+                "produced elsewhere) in a location's code to report its materializations"
+            )
+        parts = node.snapshot.partitions
+        if parts is None and partition_key is not None:
+            raise BadInputError(f"asset {key!r} is not partitioned: report it without partitionKey")
+        if parts is not None:
+            if partition_key is None:
+                raise BadInputError(
+                    f"asset {key!r} is partitioned: give partitionKey, one of its partitions"
+                )
+            if partition_key not in await definition_keys_now(parts):
+                raise BadInputError(f"{partition_key!r} is not a partition of asset {key!r}")
+        async with info.context.cp.db.transaction() as session:
+            row, _ = await assets.record_report(
+                session,
+                principal.deployment_id,
+                key,
+                partition=partition_key,
+                metadata=entries,
+                description=description or "",
+                report_id=report_id,
+            )
+            if row.run_id is not None or (row.asset_key, row.partition) != (key, partition_key):
+                raise BadInputError(
+                    f"reportId {report_id!r} was already used for a report of asset "
+                    f"{row.asset_key!r}"
+                    + (f" partition {row.partition!r}" if row.partition else "")
+                    + ": choose a new id for a different report"
+                )
+            return MaterializationType.build(row)
+
+    @strawberry.mutation(
         description="Forget the materialization records of these assets (admins); the "
         "values, in the agent's storage, are left to their owners. Returns how many."
     )
@@ -452,3 +535,42 @@ class AssetMutation:
         keys = sorted({_check_key(k) for k in asset_keys})
         async with info.context.cp.db.transaction() as session:
             return await assets.wipe(session, principal.deployment_id, keys)
+
+
+def _check_report_metadata(metadata: Any) -> dict[str, Any]:
+    """A report's metadata, checked: a JSON object with non-empty string keys (at most
+    :data:`MAX_REPORT_METADATA_KEY` characters), nested at most
+    :data:`MAX_REPORT_METADATA_DEPTH` deep, at most :data:`MAX_REPORT_METADATA_BYTES`
+    serialized."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise BadInputError(
+            f"metadata must be a JSON object (of entry name to value), not a "
+            f"{type(metadata).__name__}"
+        )
+    # Walk iteratively (a hostile document must not exhaust the stack) before serializing.
+    pending: list[tuple[Any, int]] = [(metadata, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_REPORT_METADATA_DEPTH:
+            raise BadInputError(f"metadata is nested deeper than {MAX_REPORT_METADATA_DEPTH}")
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(name, str) or not 0 < len(name) <= MAX_REPORT_METADATA_KEY:
+                    raise BadInputError(
+                        f"metadata keys are strings of 1 to {MAX_REPORT_METADATA_KEY} "
+                        f"characters, not {str(name)[:80]!r}"
+                    )
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+    try:
+        size = len(json.dumps(metadata, allow_nan=False).encode())
+    except ValueError as err:
+        raise BadInputError(f"metadata is not JSON: {err}") from None
+    if size > MAX_REPORT_METADATA_BYTES:
+        raise BadInputError(
+            f"metadata is {size} bytes as JSON; a report's is at most {MAX_REPORT_METADATA_BYTES}"
+        )
+    return metadata

@@ -498,7 +498,9 @@ class AssetMaterializationRow(Base):
     ``ASSET_MATERIALIZATION`` event a run's worker emitted once the value was stored in the
     customer's environment: only the record and its metadata, never the value.
 
-    ``UNIQUE(run_id, seq)``: a re-uploaded event records nothing twice. The index on
+    ``UNIQUE(run_id, seq)``: a re-uploaded event records nothing twice. A run-less report
+    (``reportAssetMaterialization``: an asset produced elsewhere) has no run nor seq, and
+    ``UNIQUE(deployment_id, report_id)`` makes a retried report idempotent. The index on
     ``(deployment_id, asset_key, timestamp)`` serves an asset's latest materialization and
     its history, newest first.
     """
@@ -506,6 +508,7 @@ class AssetMaterializationRow(Base):
     __tablename__ = "asset_materializations"
     __table_args__ = (
         UniqueConstraint("run_id", "seq"),
+        UniqueConstraint("deployment_id", "report_id"),
         Index("ix_asset_materializations_key_time", "deployment_id", "asset_key", "timestamp"),
     )
 
@@ -514,8 +517,11 @@ class AssetMaterializationRow(Base):
     #: The key's user string (``warehouse/orders``).
     asset_key: Mapped[str] = mapped_column(String(1000))
     partition: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
-    seq: Mapped[int] = mapped_column(BigInteger)
+    #: The run that stored the value; None on a run-less report.
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: The client-chosen id of a report (its retries record it once); None on a run's.
+    report_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     step_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     timestamp: Mapped[float] = mapped_column(Double)
     description: Mapped[str] = mapped_column(Text, default="")

@@ -33,9 +33,9 @@ class PartitionRun:
 
 async def newest_materialization_runs(
     session: AsyncSession, deployment_id: str, key: str
-) -> dict[str, str]:
-    """Partition -> the run id of its newest materialization, for every materialized
-    partition of asset ``key`` (its user string)."""
+) -> dict[str, str | None]:
+    """Partition -> the run id of its newest materialization (None: a run-less report),
+    for every materialized partition of asset ``key`` (its user string)."""
     newest = (
         select(
             AssetMaterializationRow.partition,

@@ -13,6 +13,7 @@ the control plane.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "materializations_of_run",
     "materializations_read",
     "record_materializations",
+    "record_report",
     "wipe",
 ]
 
@@ -113,6 +115,53 @@ async def record_materializations(
     return rowcount(await session.execute(stmt, rows))
 
 
+async def record_report(
+    session: AsyncSession,
+    deployment_id: str,
+    key: str,
+    *,
+    partition: str | None,
+    metadata: dict[str, Any],
+    description: str,
+    report_id: str | None,
+) -> tuple[AssetMaterializationRow, bool]:
+    """Record a run-less materialization of ``key`` (a report), timestamped now; return
+    its row and whether it is new. A ``report_id`` already recorded in the deployment
+    returns that earlier row unchanged (a retried report records nothing twice); the
+    caller checks that it is a report of the same asset and partition."""
+    row = {
+        "deployment_id": deployment_id,
+        "asset_key": key,
+        "partition": partition,
+        "run_id": None,
+        "seq": None,
+        "report_id": report_id,
+        "step_key": None,
+        "timestamp": time.time(),
+        "description": description,
+        "entry_metadata": metadata,
+        "code_version": None,
+        "upstream": None,
+    }
+    table = AssetMaterializationRow
+    if report_id is None:
+        created = table(**row)
+        session.add(created)
+        await session.flush()
+        return created, True
+    stmt = (
+        upsert_insert(session, table.__table__)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["deployment_id", "report_id"])
+    )
+    new = rowcount(await session.execute(stmt)) == 1
+    stored = await session.scalar(
+        select(table).where(table.deployment_id == deployment_id, table.report_id == report_id)
+    )
+    assert stored is not None  # inserted, or there already
+    return stored, new
+
+
 async def latest_materializations(
     session: AsyncSession, deployment_id: str, keys: Sequence[str]
 ) -> dict[str, AssetMaterializationRow]:
@@ -186,6 +235,8 @@ async def materializations_read(
     )
     found: dict[tuple[str, str | None, str], AssetMaterializationRow] = {}
     for row in rows:
+        if row.run_id is None:
+            continue
         identity = (row.asset_key, row.partition, row.run_id)
         if identity in wanted:
             found[identity] = row  # ordered by seq: the run's last one wins

@@ -50,7 +50,7 @@ query AssetPage($key: [String!]!, $limit: Int!) {{
     {NODE_FIELDS}
     opName codeVersion metadata partitionKeyCount
     materializations(limit: $limit) {{
-      runId stepKey timestamp partition description metadata codeVersion
+      runId reportId stepKey timestamp partition description metadata codeVersion
     }}
     materializedPartitions
   }}
@@ -150,7 +150,8 @@ class ChartPoint:
     y: float
     value: float
     timestamp: float
-    run_id: str
+    #: None: a run-less report.
+    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def metadata_charts(materializations: list[dict[str, Any]]) -> list[LineChart]:
     ``materializations`` come newest first (as the API gives them); charts run oldest to
     newest, left to right, on a time axis.
     """
-    series: dict[str, list[tuple[float, float, str]]] = {}
+    series: dict[str, list[tuple[float, float, str | None]]] = {}
     for mat in reversed(materializations):
         metadata = mat.get("metadata")
         if not isinstance(metadata, dict):
