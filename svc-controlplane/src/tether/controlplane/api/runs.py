@@ -51,6 +51,10 @@ RunFailureReasonEnum = strawberry.enum(
 )
 
 
+#: Most events one ``events`` answer holds (read on with ``afterId``).
+MAX_EVENTS_PAGE = 10_000
+
+
 @strawberry.type(name="RunEvent")
 class RunEventType:
     """A structured event of a run."""
@@ -162,14 +166,68 @@ class RunType:
         trace_id = self.trace_id()
         return template.replace("{trace_id}", trace_id) if template and trace_id else None
 
-    @strawberry.field(description="Events ordered by (timestamp, id); afterId: only newer ids.")
+    @strawberry.field(
+        description=(
+            "Events matching every filter given, at most limit of them (default and most: "
+            f"{MAX_EVENTS_PAGE}). Ordered by (timestamp, id); with afterId: the events stored "
+            "after that one, by id (page on with the last id returned); with afterSeq: the "
+            "worker's events after that seq, by seq (the control plane's own events have "
+            "no seq). newest: the last limit events of that order instead of the first."
+        )
+    )
     async def events(
-        self, info: Info[ApiContext, None], after_id: int | None = None
+        self,
+        info: Info[ApiContext, None],
+        after_id: int | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+        event_types: list[EventTypeEnum] | None = None,  # type: ignore[valid-type]
+        step_key: str | None = None,
+        with_error: Annotated[
+            bool | None,
+            strawberry.argument(description="true: only events with an error; false: none."),
+        ] = None,
     ) -> list[RunEventType]:
         """The run's events."""
+        if limit is None:
+            limit = MAX_EVENTS_PAGE
+        if not 0 <= limit <= MAX_EVENTS_PAGE:
+            raise BadInputError(
+                f"limit must be within 0..{MAX_EVENTS_PAGE}; page on with afterId "
+                "(the last id returned)"
+            )
+        if after_id is not None and after_seq is not None:
+            raise BadInputError("give afterId or afterSeq, not both")
         async with info.context.cp.db.reading() as session:
-            rows = await runs.list_events(session, self.id, after_id=after_id)
+            rows = await runs.list_events(
+                session,
+                self.id,
+                after_id=after_id,
+                after_seq=after_seq,
+                event_types=None if event_types is None else [EventType(t) for t in event_types],
+                step_key=step_key,
+                with_error=with_error,
+                limit=limit,
+                newest=newest,
+            )
         return [RunEventType.build(row) for row in rows]
+
+    @strawberry.field(description="How many events of the run match the filters given.")
+    async def event_count(
+        self,
+        info: Info[ApiContext, None],
+        event_types: list[EventTypeEnum] | None = None,  # type: ignore[valid-type]
+        step_key: str | None = None,
+    ) -> int:
+        """The number of the run's events."""
+        async with info.context.cp.db.reading() as session:
+            return await runs.count_events(
+                session,
+                self.id,
+                event_types=None if event_types is None else [EventType(t) for t in event_types],
+                step_key=step_key,
+            )
 
     @strawberry.field(
         description="Whether every worker event of the run is stored yet, or some are still "

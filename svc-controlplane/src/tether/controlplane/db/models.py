@@ -216,6 +216,8 @@ class RunEventRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "seq"),
         Index("ix_run_events_run_timestamp", "run_id", "timestamp"),
+        # A live run page reads only the events stored after the last it shows.
+        Index("ix_run_events_run_id_id", "run_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

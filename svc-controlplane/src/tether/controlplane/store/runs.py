@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import (
@@ -294,14 +294,64 @@ async def succeeded_steps(session: AsyncSession, run_id: str) -> set[str]:
 
 
 async def list_events(
-    session: AsyncSession, run_id: str, *, after_id: int | None = None
+    session: AsyncSession,
+    run_id: str,
+    *,
+    after_id: int | None = None,
+    after_seq: int | None = None,
+    event_types: Iterable[EventType] | None = None,
+    step_key: str | None = None,
+    with_error: bool | None = None,
+    limit: int | None = None,
+    newest: bool = False,
 ) -> Sequence[RunEventRow]:
-    """Events of a run ordered by ``(timestamp, id)``; only ids above ``after_id`` if given."""
+    """Events of a run matching every filter given, at most ``limit`` of them.
+
+    The order: by ``(timestamp, id)``; by ``id`` (the order they were stored in) after
+    ``after_id``, and by ``seq`` after ``after_seq`` (worker events only), so a reader
+    paging on with the last id (or seq) it got never skips one. ``newest``: the last
+    ``limit`` events of that order instead of the first (still returned in order).
+    """
     stmt = select(RunEventRow).where(RunEventRow.run_id == run_id)
+    order: list[Any] = [RunEventRow.timestamp, RunEventRow.id]
     if after_id is not None:
         stmt = stmt.where(RunEventRow.id > after_id)
-    stmt = stmt.order_by(RunEventRow.timestamp, RunEventRow.id)
-    return (await session.execute(stmt)).scalars().all()
+        order = [RunEventRow.id]
+    if after_seq is not None:
+        stmt = stmt.where(RunEventRow.seq > after_seq)
+        order = [RunEventRow.seq]
+    if event_types is not None:
+        stmt = stmt.where(RunEventRow.event_type.in_([str(t) for t in event_types]))
+    if step_key is not None:
+        stmt = stmt.where(RunEventRow.step_key == step_key)
+    if with_error is not None:
+        # A JSON column may hold JSON null as well as SQL NULL for "no error".
+        has_error = and_(RunEventRow.error.is_not(None), cast(RunEventRow.error, Text) != "null")
+        stmt = stmt.where(has_error if with_error else ~has_error)
+    if newest:
+        stmt = stmt.order_by(*(column.desc() for column in order))
+    else:
+        stmt = stmt.order_by(*order)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = (await session.execute(stmt)).scalars().all()
+    return list(reversed(rows)) if newest else rows
+
+
+async def count_events(
+    session: AsyncSession,
+    run_id: str,
+    *,
+    event_types: Iterable[EventType] | None = None,
+    step_key: str | None = None,
+) -> int:
+    """How many events of a run match the filters given."""
+    stmt = select(func.count()).select_from(RunEventRow).where(RunEventRow.run_id == run_id)
+    if event_types is not None:
+        stmt = stmt.where(RunEventRow.event_type.in_([str(t) for t in event_types]))
+    if step_key is not None:
+        stmt = stmt.where(RunEventRow.step_key == step_key)
+    return int(await session.scalar(stmt) or 0)
 
 
 async def unchanged_since(

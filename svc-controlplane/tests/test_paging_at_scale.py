@@ -1,0 +1,101 @@
+"""Bounded reads of growing tables through the API: a run's events read on from a cursor
+(afterId / afterSeq) in pages of at most MAX_EVENTS_PAGE, and runs paged by a keyset cursor.
+
+Each test runs on SQLite and on PostgreSQL (the ``api`` fixture).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from controlplane_testkit import EVENTS, Api
+from tether.controlplane.api.runs import MAX_EVENTS_PAGE
+from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.runs import EventType, RunEvent
+
+EVENTS_QUERY = """
+query($id: String!, $afterId: Int, $afterSeq: Int, $limit: Int, $newest: Boolean!,
+      $types: [EventType!], $step: String, $withError: Boolean) {
+  run(id: $id) {
+    events(afterId: $afterId, afterSeq: $afterSeq, limit: $limit, newest: $newest,
+           eventTypes: $types, stepKey: $step, withError: $withError) {
+      id seq eventType stepKey message
+    }
+    eventCount
+    logCount: eventCount(eventTypes: [LOG], stepKey: "a")
+  }
+}"""
+
+
+async def events_of(api: Api, run_id: str, **variables: Any) -> list[dict[str, Any]]:
+    variables.setdefault("newest", False)
+    return (await api.user(EVENTS_QUERY, id=run_id, **variables))["run"]["events"]
+
+
+async def run_with_events(api: Api, count: int) -> str:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    t = time.time()
+    # Stored out of order: seq 1 is stored last, with the earliest timestamp.
+    events = [
+        RunEvent(
+            run_id=run_id,
+            seq=seq,
+            event_type=EventType.LOG,
+            step_key="a" if seq % 2 else "b",
+            message=f"line {seq}",
+            timestamp=t + seq,
+            error=ErrorInfo(message="bad", cls_name="E") if seq == 7 else None,
+        )
+        for seq in range(2, count + 1)
+    ]
+    await api.agent(EVENTS, items=[e.model_dump(mode="json") for e in events])
+    first = RunEvent(run_id=run_id, seq=1, event_type=EventType.RUN_START, timestamp=t)
+    await api.agent(EVENTS, items=[first.model_dump(mode="json")])
+    return run_id
+
+
+async def test_events_read_on_from_a_cursor_in_bounded_pages(api: Api) -> None:
+    run_id = await run_with_events(api, 30)
+    everything = await events_of(api, run_id)
+    # RUN_ENQUEUED (the control plane's, no seq), then the worker's by timestamp.
+    assert [e["seq"] for e in everything] == [None, *range(1, 31)]
+    # Paging on by id from 0: in the order they were stored, so the late seq 1 comes last
+    # and no page skips it.
+    seen: list[int | None] = []
+    after = 0
+    while page := await events_of(api, run_id, afterId=after, limit=7):
+        assert len(page) <= 7
+        seen += [e["seq"] for e in page]
+        after = page[-1]["id"]
+    assert seen == [None, *range(2, 31), 1]
+    # By seq: the worker's events only.
+    page = await events_of(api, run_id, afterSeq=25)
+    assert [e["seq"] for e in page] == [26, 27, 28, 29, 30]
+    # The newest of a filtered list, in order; counts.
+    page = await events_of(api, run_id, types=["LOG"], step="a", limit=3, newest=True)
+    assert [e["seq"] for e in page] == [25, 27, 29]
+    counts = (await api.user(EVENTS_QUERY, id=run_id, limit=0, newest=False))["run"]
+    assert counts["eventCount"] == 31 and counts["logCount"] == 14
+    assert [e["seq"] for e in await events_of(api, run_id, withError=True)] == [7]
+    assert len(await events_of(api, run_id, withError=False)) == 30
+
+
+async def test_an_events_page_over_the_most_is_bad_input(api: Api) -> None:
+    run_id = await run_with_events(api, 2)
+    for variables in (
+        {"limit": MAX_EVENTS_PAGE + 1},
+        {"limit": -1},
+        {"afterId": 1, "afterSeq": 1},
+    ):
+        body = await api.post(
+            EVENTS_QUERY, token=api.admin_token, id=run_id, newest=False, **variables
+        )
+        (error,) = body["errors"]
+        assert error["extensions"]["code"] == "BAD_INPUT", error
+    body = await api.post(
+        EVENTS_QUERY, token=api.admin_token, id=run_id, newest=False, limit=MAX_EVENTS_PAGE + 1
+    )
+    assert f"limit must be within 0..{MAX_EVENTS_PAGE}" in body["errors"][0]["message"]
+    assert len(await events_of(api, run_id, limit=MAX_EVENTS_PAGE)) == 3
