@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 from controlplane_testkit import EVENTS, Api
+from sqlalchemy import update
 from tether.controlplane.api.runs import MAX_EVENTS_PAGE
+from tether.controlplane.db.models import Run
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent
 
@@ -99,3 +101,49 @@ async def test_an_events_page_over_the_most_is_bad_input(api: Api) -> None:
     )
     assert f"limit must be within 0..{MAX_EVENTS_PAGE}" in body["errors"][0]["message"]
     assert len(await events_of(api, run_id, limit=MAX_EVENTS_PAGE)) == 3
+
+
+RUNS_QUERY = """
+query($after: String, $limit: Int!, $status: RunStatus, $offset: Int!) {
+  runs(after: $after, limit: $limit, status: $status, offset: $offset) { id pageCursor }
+}"""
+
+
+async def test_runs_page_on_from_a_keyset_cursor(api: Api) -> None:
+    await api.load()
+    launched = [(await api.launch())["run"]["id"] for _ in range(12)]
+    # Two runs created at the same instant: the id breaks the tie, no page skips either.
+    async with api.cp.db.transaction() as session:
+        await session.execute(
+            update(Run).where(Run.id.in_(launched[3:5])).values(created_at=1_000_000.0)
+        )
+    by_offset = (await api.user(RUNS_QUERY, limit=100, offset=0))["runs"]
+    seen: list[str] = []
+    after = None
+    while page := (await api.user(RUNS_QUERY, after=after, limit=5, offset=0))["runs"]:
+        seen += [r["id"] for r in page]
+        after = page[-1]["pageCursor"]
+    assert seen == [r["id"] for r in by_offset] and sorted(seen) == sorted(launched)
+    # A run created meanwhile does not shift the pages after a cursor.
+    cursor = by_offset[4]["pageCursor"]
+    before = (await api.user(RUNS_QUERY, after=cursor, limit=3, offset=0))["runs"]
+    await api.launch()
+    again = (await api.user(RUNS_QUERY, after=cursor, limit=3, offset=0))["runs"]
+    assert again == before == by_offset[5:8]
+    # With a status filter too.
+    queued = await api.user(RUNS_QUERY, after=cursor, limit=100, status="QUEUED", offset=0)
+    assert [r["id"] for r in queued["runs"]] == [r["id"] for r in by_offset[5:]]
+
+
+async def test_a_bad_cursor_or_a_cursor_with_an_offset_is_bad_input(api: Api) -> None:
+    await api.load()
+    await api.launch()
+    cursor = (await api.user(RUNS_QUERY, limit=1, offset=0))["runs"][0]["pageCursor"]
+    for after, offset in (("nope", 0), ("W10", 0), (cursor, 3)):
+        body = await api.post(
+            RUNS_QUERY, token=api.admin_token, after=after, limit=5, offset=offset
+        )
+        (error,) = body["errors"]
+        assert error["extensions"]["code"] == "BAD_INPUT", error
+    body = await api.post('{ backfills(after: "nope") { id } }', token=api.admin_token)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"

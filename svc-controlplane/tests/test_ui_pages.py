@@ -271,9 +271,19 @@ async def test_runs_list_filters_and_pages(api: Api) -> None:
         await api.launch()
     first = (await api.client.get("/runs")).text
     assert first.count("<tr data-run=") == 25
-    assert "offset=25" in first and "Older" in first
-    second = (await api.client.get("/runs?offset=25")).text
+    # The next page is asked after the last run shown (a keyset cursor), not at an offset.
+    older = re.search(r'href="/runs\?after=([^"]+)">Older', first)
+    assert older is not None and "offset=25" not in first
+    second = (await api.client.get(f"/runs?after={older.group(1)}")).text
     assert second.count("<tr data-run=") == 1 and run_id in second
+    assert "Older" not in second and "← Newest" in second
+    # Its live refresh keeps the cursor.
+    assert f'hx-get="/runs/table?after={older.group(1)}"' in second
+    # Old links with an offset still work.
+    by_offset = (await api.client.get("/runs?offset=25")).text
+    assert by_offset.count("<tr data-run=") == 1 and run_id in by_offset
+    bad_cursor = await api.client.get("/runs?after=nope")
+    assert bad_cursor.status_code == 400 and "not a page cursor" in bad_cursor.text
     failed = (await api.client.get("/runs?status=FAILURE")).text
     assert failed.count("<tr data-run=") == 1 and run_id in failed
     none = (await api.client.get("/runs?job=nope")).text

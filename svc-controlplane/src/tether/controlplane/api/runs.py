@@ -16,6 +16,7 @@ from tether.controlplane.api.computelogs import ComputeLogType
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
 from tether.controlplane.api.eventstream import EventStreamType
+from tether.controlplane.api.paging import check_keyset, decode_cursor, encode_cursor
 from tether.controlplane.db.models import Run, RunEventRow
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.runs import launch, reexecute, terminate
@@ -150,6 +151,13 @@ class RunType:
                 session, self.deployment_id, self.root_run_id or self.id
             )
         return [RunType.build(row) for row in rows]
+
+    @strawberry.field(
+        description="This run's place in the runs list: pass it as runs(after:) for the next page."
+    )
+    def page_cursor(self) -> str:
+        """The keyset cursor of ``(created_at, id)``."""
+        return encode_cursor(self.created_at, self.id)
 
     @strawberry.field(description="Trace id of the run's trace (from its traceparent).")
     def trace_id(self) -> str | None:
@@ -449,7 +457,9 @@ class RunQuery:
     @strawberry.field(
         description=(
             "Runs, newest first; filters combine: status, job, tags (each key: value), "
-            "createdAfter/createdBefore (epoch seconds, exclusive)."
+            "createdAfter/createdBefore (epoch seconds, exclusive). Page on with after: the "
+            "pageCursor of the last run of the previous page (offset also pages, but reads "
+            "every run before it: slow deep in a long history)."
         )
     )
     async def runs(
@@ -462,9 +472,12 @@ class RunQuery:
         created_before: float | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[RunType]:
         if not 0 <= limit <= MAX_RUNS_PAGE or offset < 0:
             raise BadInputError(f"limit must be within 0..{MAX_RUNS_PAGE} and offset >= 0")
+        check_keyset(after, offset)
+        before = decode_cursor(after, str) if after is not None else None
         if tags is not None and not (
             isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
         ):
@@ -481,6 +494,7 @@ class RunQuery:
                 created_before=created_before,
                 limit=limit,
                 offset=offset,
+                before=(before[0], str(before[1])) if before is not None else None,
             )
         return [RunType.build(row) for row in rows]
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, exists, func, or_, select, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import (
@@ -256,11 +256,14 @@ async def list_runs(
     created_before: float | None = None,
     limit: int = 50,
     offset: int = 0,
+    before: tuple[float, str] | None = None,
 ) -> Sequence[Run]:
     """Runs of ``deployment_id``, newest first, filtered by every criterion given.
 
     ``tags``: runs carrying each of these tags with this value. ``created_after`` /
-    ``created_before``: epoch seconds, exclusive bounds on the creation time.
+    ``created_before``: epoch seconds, exclusive bounds on the creation time. ``before``:
+    only runs sorted after this ``(created_at, id)`` (the last of the previous page): a
+    deep page is an index range read, where ``offset`` reads and drops every row before it.
     """
     stmt = select(Run).where(Run.deployment_id == deployment_id)
     if status is not None:
@@ -275,6 +278,8 @@ async def list_runs(
         stmt = stmt.where(Run.created_at > created_after)
     if created_before is not None:
         stmt = stmt.where(Run.created_at < created_before)
+    if before is not None:
+        stmt = stmt.where(tuple_(Run.created_at, Run.id) < tuple_(*before))
     stmt = stmt.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
     return (await session.execute(stmt)).scalars().all()
 

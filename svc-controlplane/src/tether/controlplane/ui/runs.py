@@ -34,10 +34,14 @@ LOG_GRACE_S = 15.0
 #: Tag a re-executed run carries, naming the run it re-executes.
 PARENT_RUN_TAG = launch.PARENT_RUN_TAG
 
+#: The runs list: a page after a keyset cursor (``after``, the last run of the previous
+#: page), or at an offset (old links).
 RUNS_QUERY = """
-query RunsPage($status: RunStatus, $job: String, $tags: JSON, $limit: Int!, $offset: Int!) {
-  runs(status: $status, jobName: $job, tags: $tags, limit: $limit, offset: $offset) {
-    id jobName locationName status tags createdAt startedAt endedAt
+query RunsPage($status: RunStatus, $job: String, $tags: JSON, $limit: Int!, $offset: Int!,
+               $after: String) {
+  runs(status: $status, jobName: $job, tags: $tags, limit: $limit, offset: $offset,
+       after: $after) {
+    id jobName locationName status tags createdAt startedAt endedAt pageCursor
   }
   codeLocations { name repositories { jobs { name } } }
   viewer { tokenName role canLaunch }
@@ -175,7 +179,8 @@ class RunPages:
     async def _runs_context(self, request: Request) -> dict[str, Any]:
         status = request.query_params.get("status") or None
         job = request.query_params.get("job") or None
-        offset = _int_param(request, "offset")
+        after = request.query_params.get("after") or None
+        offset = 0 if after else _int_param(request, "offset")
         if status is not None and status not in RunStatus.__members__:
             raise PageError(f"unknown run status {status!r}", 400)
         # Each ``tag`` parameter holds one or more comma-separated key=value pairs.
@@ -200,6 +205,7 @@ class RunPages:
             tags=tags or None,
             limit=PAGE_SIZE + 1,
             offset=offset,
+            after=after,
         )
         runs = data["runs"]
         jobs = sorted(
@@ -221,8 +227,15 @@ class RunPages:
             "job": job,
             "tag": ", ".join(f"{k}={v}" for k, v in tags.items()),
             "offset": offset,
+            "after": after,
             "page_size": PAGE_SIZE,
             "has_next": len(runs) > PAGE_SIZE,
+            # The next page starts after the last run of this one (an index range read
+            # however deep the list goes).
+            "next_cursor": runs[PAGE_SIZE - 1]["pageCursor"] if len(runs) > PAGE_SIZE else None,
+            "here_query": urlencode(
+                [*filters, ("after", after) if after else ("offset", str(offset))]
+            ),
             "filter_query": urlencode(filters),
             "viewer": data["viewer"],
             "live": any(r["status"] not in TERMINAL_STATUSES for r in runs[:PAGE_SIZE]),
