@@ -379,13 +379,12 @@ async def reported_exits(
     ``before`` about runs still in ``statuses`` whose events have not been arriving since
     ``before`` either (a run whose stream is still being stored is not gone), of every
     deployment."""
-    # The worker exit report is a result about the run's launch_run work item, whose
-    # payload names the run (a JSON path query both SQLite and PostgreSQL support).
-    run_id_of_item = WorkItemRow.payload["run_id"].as_string()
+    # The worker exit report is a result about the run's launch_run work item, whose id
+    # is the run's: read from the (few) runs still going, never from every exit report
+    # ever received (they grow with the history).
     rows = await session.execute(
         select(Run.id, Run.deployment_id, WorkResultRow.created_at, WorkResultRow.payload)
-        .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
-        .join(Run, Run.id == run_id_of_item)
+        .join(WorkResultRow, WorkResultRow.work_item_id == launch_item_id("") + Run.id)
         .outerjoin(RunEventStream, RunEventStream.run_id == Run.id)
         .where(
             WorkResultRow.kind == str(ReportKind.RUN_WORKER_EXITED),
