@@ -241,3 +241,4 @@ async def test_a_clean_exit_is_failed_after_the_backlog_bound_however_busy_the_r
         failed += await monitor.check()
     assert [f.run_id for f in failed] == [lost]
     assert (await api.run(other))["status"] != "FAILURE"
+
