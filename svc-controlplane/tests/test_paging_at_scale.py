@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from controlplane_testkit import EVENTS, Api
-from sqlalchemy import update
+from controlplane_testkit import EVENTS, Api, snapshot_with_instigators
+from sqlalchemy import select, update
 from tether.controlplane.api.runs import MAX_EVENTS_PAGE
-from tether.controlplane.db.models import Run
+from tether.controlplane.db.models import Instigator, InstigatorTick, Run, TickStatus
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent
 
@@ -147,3 +147,38 @@ async def test_a_bad_cursor_or_a_cursor_with_an_offset_is_bad_input(api: Api) ->
         assert error["extensions"]["code"] == "BAD_INPUT", error
     body = await api.post('{ backfills(after: "nope") { id } }', token=api.admin_token)
     assert body["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+
+
+TICKS_QUERY = """
+query($after: String) {
+  schedules(locationName: "loc") { name ticks(limit: 3, after: $after) { tickTime pageCursor } }
+}"""
+
+
+async def test_ticks_page_on_from_a_keyset_cursor(api: Api) -> None:
+    await api.load(snapshot_with_instigators())
+    await api.user('mutation { startSchedule(locationName: "loc", name: "off") { status } }')
+    async with api.cp.db.transaction() as session:
+        state = await session.scalar(select(Instigator).where(Instigator.name == "off"))
+        assert state is not None
+        for t in range(1, 9):
+            session.add(
+                InstigatorTick(
+                    instigator_id=state.id,
+                    tick_time=float(t * 60),
+                    status=str(TickStatus.SKIPPED),
+                    created_at=float(t * 60),
+                    updated_at=float(t * 60),
+                )
+            )
+
+    async def page(after: str | None) -> list[dict[str, Any]]:
+        schedules = (await api.user(TICKS_QUERY, after=after))["schedules"]
+        return next(s for s in schedules if s["name"] == "off")["ticks"]
+
+    seen: list[float] = []
+    after = None
+    while ticks := await page(after):
+        seen += [t["tickTime"] for t in ticks]
+        after = ticks[-1]["pageCursor"]
+    assert seen == [float(t * 60) for t in range(8, 0, -1)]
