@@ -251,7 +251,7 @@ class Watcher:
             data = self._query(
                 arriving,
                 lambda i: (
-                    f"status events(afterId: {arriving[i].last_event_id or 'null'}) "
+                    f"status events(afterId: {arriving[i].last_event_id or 0}) "
                     '{ id seq eventType message } computeLogs(stepKey: "storm_chatter", '
                     f'stream: "stdout", offset: {arriving[i].stdout_offset}) '
                     "{ nextOffset text }"

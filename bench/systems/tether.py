@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tether.shared.wire.runs import EventType
 from tether.testing import free_port
 
 from bench.jobs.asset_graph import CATALOG_ENV
@@ -177,7 +178,7 @@ class TetherSystem:
             )
         )
         self._http = httpx.Client(base_url=self._stack.config.url, timeout=60)
-        self._event_cursor: dict[str, tuple[int | None, int]] = {}
+        self._event_cursor: dict[str, tuple[int, int]] = {}
         self._stdout_offset: dict[str, int] = {}
 
     def _gql(self, query: str, **variables: Any) -> dict[str, Any]:
@@ -247,7 +248,8 @@ class TetherSystem:
 
     def count_log_events(self, run_id: str) -> int:
         """LOG events of the run stored in the control plane (read incrementally)."""
-        after, count = self._event_cursor.get(run_id, (None, 0))
+        # From id 0: pages of afterId are in the order events were stored, so none is skipped.
+        after, count = self._event_cursor.get(run_id, (0, 0))
         events = self._gql(
             "query($id: String!, $after: Int) { run(id: $id) { events(afterId: $after) "
             "{ id eventType } } }",
@@ -320,7 +322,11 @@ class TetherSystem:
     def stages(self, run_id: str) -> dict[str, float]:
         """Epoch time of the first event of each type of the run (for a latency breakdown)."""
         events = self._gql(
-            "query($id: String!) { run(id: $id) { events { eventType timestamp } } }", id=run_id
+            "query($id: String!, $types: [EventType!]) { run(id: $id) { "
+            "events(eventTypes: $types) { eventType timestamp } } }",
+            id=run_id,
+            # Not the log lines: a run has up to MAX_EVENTS_PAGE events per answer.
+            types=[str(t) for t in EventType if t not in (EventType.LOG, EventType.STEP_OUTPUT)],
         )["run"]["events"]
         first: dict[str, float] = {}
         for event in events:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from controlplane_testkit import EVENTS, LOGS, Api, example_snapshot
+from sqlalchemy import event
 from tether.controlplane.security import auth
 from tether.shared.wire.agent import CodeServerStatus, Heartbeat
 from tether.shared.wire.base import ErrorInfo
@@ -152,10 +154,10 @@ async def test_run_page_shows_graph_timeline_error_events_and_logs(api: Api) -> 
 async def test_event_filters_by_type_and_step(api: Api) -> None:
     run_id = await failed_run(api)
     html = (await api.client.get(f"/runs/{run_id}/live?type=STEP_START")).text
-    rows = re.findall(r'<tr class="event-(\w+)">', html)
+    rows = re.findall(r'<tr class="event-(\w+)"', html)
     assert rows == ["step_start", "step_start"]
     html = (await api.client.get(f"/runs/{run_id}/live?step=b")).text
-    assert re.findall(r'<tr class="event-(\w+)">', html) == ["step_start", "step_failure"]
+    assert re.findall(r'<tr class="event-(\w+)"', html) == ["step_start", "step_failure"]
 
 
 async def test_log_tail_returns_only_new_output(api: Api) -> None:
@@ -182,10 +184,85 @@ async def test_live_run_keeps_polling_until_it_ends(api: Api) -> None:
     run_id = (await api.launch())["run"]["id"]
     html = (await api.client.get(f"/runs/{run_id}")).text
     assert 'data-status="QUEUED"' in html
-    assert f'hx-get="/runs/{run_id}/live" hx-trigger="every 2s"' in html
+    # The live region polls on from the newest event shown (the run's RUN_ENQUEUED).
+    assert re.search(rf'hx-get="/runs/{run_id}/live\?after=\d+" hx-trigger="every 2s"', html)
     assert "No step has started yet." in html and "No output yet." in html
     table = (await api.client.get("/runs/table")).text
     assert 'hx-trigger="every 2s"' in table
+
+
+def live_cursor(html: str, run_id: str) -> str:
+    """The query of the live region's next refresh (``after=<newest event id shown>``)."""
+    match = re.search(rf'hx-get="/runs/{run_id}/live\?([^"]*)" hx-trigger="every 2s"', html)
+    assert match is not None, html
+    return match.group(1).replace("&amp;", "&")
+
+
+async def test_a_live_refresh_asks_only_for_the_new_events(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    t = time.time()
+    step_events = [
+        RunEvent(run_id=run_id, seq=1, event_type=EventType.RUN_START, timestamp=t),
+        RunEvent(run_id=run_id, seq=2, event_type=EventType.STEP_START, step_key="a", timestamp=t),
+    ]
+    logs = [
+        RunEvent(
+            run_id=run_id,
+            seq=3 + i,
+            event_type=EventType.LOG,
+            step_key="a",
+            message=f"old {i}",
+            timestamp=t + i / 1000,
+        )
+        for i in range(50)
+    ]
+    await store_events(api, *step_events, *logs)
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert page.count('<tr class="event-log"') == 50
+    query = live_cursor(page, run_id)
+
+    # What the run's events queries read: captured from the database engine itself.
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM run_events" in statement:
+            statements.append((statement, params))
+
+    engine = api.cp.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        # Nothing new: the refresh appends no row, though the run has 53 events.
+        quiet = (await api.client.get(f"/runs/{run_id}/live?{query}")).text
+        assert "<tr " not in quiet and "53 of 53" in quiet
+        await store_events(
+            api,
+            RunEvent(run_id=run_id, seq=53, event_type=EventType.LOG, step_key="a", message="new"),
+            RunEvent(
+                run_id=run_id, seq=54, event_type=EventType.STEP_SUCCESS, step_key="a", message=""
+            ),
+        )
+        fresh = (await api.client.get(f"/runs/{run_id}/live?{query}")).text
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    rows = re.findall(r'<tr class="event-(\w+)"', fresh)
+    assert rows == ["log", "step_success"]
+    assert ">new<" in fresh and "old 1<" not in fresh and "55 of 55" in fresh
+    # The rows are appended to the page's event table, and the next refresh reads on from them.
+    assert 'hx-swap-oob="beforeend:#event-rows"' in fresh
+    assert live_cursor(fresh, run_id) != query
+    # The step's success colours the graph (step events are read again, and only those).
+    assert '<g class="dag-node state-success" data-op="a">' in fresh
+    # Every read of whole rows of the run's events was narrowed: after the cursor, to the
+    # step events, or to those with an error; none read the run's 50 log lines again.
+    reads = [s for s, _ in statements if s.lstrip().upper().startswith("SELECT RUN_EVENTS.ID")]
+    assert reads, statements
+    for statement in reads:
+        assert (
+            "run_events.id >" in statement
+            or "run_events.event_type IN" in statement
+            or "run_events.error IS NOT NULL" in statement
+        ), statement
 
 
 async def test_runs_list_filters_and_pages(api: Api) -> None:
@@ -194,9 +271,19 @@ async def test_runs_list_filters_and_pages(api: Api) -> None:
         await api.launch()
     first = (await api.client.get("/runs")).text
     assert first.count("<tr data-run=") == 25
-    assert "offset=25" in first and "Older" in first
-    second = (await api.client.get("/runs?offset=25")).text
+    # The next page is asked after the last run shown (a keyset cursor), not at an offset.
+    older = re.search(r'href="/runs\?after=([^"]+)">Older', first)
+    assert older is not None and "offset=25" not in first
+    second = (await api.client.get(f"/runs?after={older.group(1)}")).text
     assert second.count("<tr data-run=") == 1 and run_id in second
+    assert "Older" not in second and "← Newest" in second
+    # Its live refresh keeps the cursor.
+    assert f'hx-get="/runs/table?after={older.group(1)}"' in second
+    # Old links with an offset still work.
+    by_offset = (await api.client.get("/runs?offset=25")).text
+    assert by_offset.count("<tr data-run=") == 1 and run_id in by_offset
+    bad_cursor = await api.client.get("/runs?after=nope")
+    assert bad_cursor.status_code == 400 and "not a page cursor" in bad_cursor.text
     failed = (await api.client.get("/runs?status=FAILURE")).text
     assert failed.count("<tr data-run=") == 1 and run_id in failed
     none = (await api.client.get("/runs?job=nope")).text
@@ -433,4 +520,4 @@ async def test_a_run_with_many_events_shows_the_newest(api: Api) -> None:
     html = (await api.client.get(f"/runs/{run_id}")).text
     assert "601 of 601, the last 500 shown" in html
     assert "line 600<" in html and "line 100<" not in html
-    assert html.count('<tr class="event-log">') == 500
+    assert html.count('<tr class="event-log"') == 500

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from tether.controlplane import prune_cli
 
 app = typer.Typer(
     name="controlplane", help="The Tether control plane: GraphQL API and metadata DB."
@@ -21,6 +22,9 @@ app = typer.Typer(
 @app.callback()
 def _group() -> None:
     """The Tether control plane: GraphQL API and metadata DB."""
+
+
+app.command("prune")(prune_cli.prune)
 
 
 def _settings(**overrides: Any) -> Any:

@@ -22,7 +22,13 @@ from tether.controlplane.api.asset_backfills import asset_backfill_target
 from tether.controlplane.api.assets import AssetKeyType
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
-from tether.controlplane.api.paging import check_page, check_status
+from tether.controlplane.api.paging import (
+    check_keyset,
+    check_page,
+    check_status,
+    decode_cursor,
+    encode_cursor,
+)
 from tether.controlplane.api.partitions import partition_keys_of
 from tether.controlplane.api.runs import RunStatusEnum
 from tether.controlplane.db.models import Backfill, BackfillStatus, Run
@@ -70,6 +76,14 @@ class BackfillType:
     retried_at: float | None = strawberry.field(description="When retryBackfill last ran.")
     partition_keys: list[str] = strawberry.field(description="Its partitions, in order.")
     row: strawberry.Private[Backfill]
+
+    @strawberry.field(
+        description="This backfill's place in the backfills list: pass it as "
+        "backfills(after:) for the next page."
+    )
+    def page_cursor(self) -> str:
+        """The keyset cursor of ``(created_at, id)``."""
+        return encode_cursor(self.created_at, self.id)
 
     async def _runs(self, info: Info[ApiContext, None]) -> list[Run]:
         async with info.context.cp.db.reading() as session:
@@ -152,7 +166,8 @@ class BackfillQuery:
         description=(
             "A page of backfills, newest first (limit up to 500, offset >= 0; status: "
             "REQUESTED, COMPLETED, FAILED or CANCELED). Ask for limit + 1 to learn whether "
-            "a next page exists."
+            "a next page exists; page on with after: the pageCursor of the last backfill of "
+            "the previous page."
         )
     )
     async def backfills(
@@ -161,9 +176,12 @@ class BackfillQuery:
         limit: int = 50,
         offset: int = 0,
         status: str | None = None,
+        after: str | None = None,
     ) -> list[BackfillType]:
         check_page(limit, offset)
         check_status(status, BackfillStatus)
+        check_keyset(after, offset)
+        before = decode_cursor(after, str) if after is not None else None
         principal = await info.context.viewer()
         async with info.context.cp.db.reading() as session:
             rows = await backfills.list_backfills(
@@ -172,6 +190,7 @@ class BackfillQuery:
                 limit=limit,
                 offset=offset,
                 status=BackfillStatus(status) if status is not None else None,
+                before=(before[0], str(before[1])) if before is not None else None,
             )
         return [BackfillType.build(r) for r in rows]
 

@@ -14,7 +14,13 @@ import strawberry
 from strawberry.types import Info
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
-from tether.controlplane.api.paging import check_page, check_status
+from tether.controlplane.api.paging import (
+    check_keyset,
+    check_page,
+    check_status,
+    decode_cursor,
+    encode_cursor,
+)
 from tether.controlplane.db.models import (
     Instigator,
     InstigatorKind,
@@ -43,6 +49,14 @@ class TickType:
     cursor: str | None
     error: ErrorInfoType | None
 
+    @strawberry.field(
+        description="This tick's place in the ticks list: pass it as ticks(after:) for the "
+        "next page."
+    )
+    def page_cursor(self) -> str:
+        """The keyset cursor of ``(tick_time, id)``."""
+        return encode_cursor(self.tick_time, int(self.id))
+
     @classmethod
     def build(cls, row: InstigatorTick) -> TickType:
         """Build from a row."""
@@ -64,22 +78,27 @@ async def ticks_page(
     limit: int,
     offset: int,
     status: str | None,
+    after: str | None = None,
 ) -> list[TickType]:
-    """A page of the ticks of the state ``state_id`` (none without a state)."""
+    """A page of the ticks of the state ``state_id`` (none without a state); ``after``: the
+    pageCursor of the last tick of the previous page."""
     check_page(limit, offset)
     check_status(status, TickStatus)
+    check_keyset(after, offset)
+    before = decode_cursor(after, int)[0] if after is not None else None
     if state_id is None:
         return []
     async with info.context.cp.db.reading() as session:
         rows = await instigators.list_ticks(
-            session, state_id, limit=limit, offset=offset, status=status
+            session, state_id, limit=limit, offset=offset, status=status, before=before
         )
     return [TickType.build(r) for r in rows]
 
 
 TICKS_DESCRIPTION = (
     "A page of its ticks, newest first (limit up to 500, offset >= 0; status: STARTED, "
-    "SUCCESS, SKIPPED or FAILURE). Ask for limit + 1 to learn whether a next page exists."
+    "SUCCESS, SKIPPED or FAILURE). Ask for limit + 1 to learn whether a next page exists; "
+    "page on with after: the pageCursor of the last tick of the previous page."
 )
 
 

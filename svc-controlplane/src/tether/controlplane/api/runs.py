@@ -16,6 +16,7 @@ from tether.controlplane.api.computelogs import ComputeLogType
 from tether.controlplane.api.context import ApiContext
 from tether.controlplane.api.errorinfo import ErrorInfoType
 from tether.controlplane.api.eventstream import EventStreamType
+from tether.controlplane.api.paging import check_keyset, decode_cursor, encode_cursor
 from tether.controlplane.db.models import Run, RunEventRow
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.runs import launch, reexecute, terminate
@@ -53,6 +54,10 @@ RunFailureReasonEnum = strawberry.enum(
         "WORKER_LOST (gone without its terminal event), START_TIMEOUT (never started)."
     ),
 )
+
+
+#: Most events one ``events`` answer holds (read on with ``afterId``).
+MAX_EVENTS_PAGE = 10_000
 
 
 @strawberry.type(name="RunEvent")
@@ -151,6 +156,13 @@ class RunType:
             )
         return [RunType.build(row) for row in rows]
 
+    @strawberry.field(
+        description="This run's place in the runs list: pass it as runs(after:) for the next page."
+    )
+    def page_cursor(self) -> str:
+        """The keyset cursor of ``(created_at, id)``."""
+        return encode_cursor(self.created_at, self.id)
+
     @strawberry.field(description="Trace id of the run's trace (from its traceparent).")
     def trace_id(self) -> str | None:
         """The trace id part of the traceparent."""
@@ -166,14 +178,68 @@ class RunType:
         trace_id = self.trace_id()
         return template.replace("{trace_id}", trace_id) if template and trace_id else None
 
-    @strawberry.field(description="Events ordered by (timestamp, id); afterId: only newer ids.")
+    @strawberry.field(
+        description=(
+            "Events matching every filter given, at most limit of them (default and most: "
+            f"{MAX_EVENTS_PAGE}). Ordered by (timestamp, id); with afterId: the events stored "
+            "after that one, by id (page on with the last id returned); with afterSeq: the "
+            "worker's events after that seq, by seq (the control plane's own events have "
+            "no seq). newest: the last limit events of that order instead of the first."
+        )
+    )
     async def events(
-        self, info: Info[ApiContext, None], after_id: int | None = None
+        self,
+        info: Info[ApiContext, None],
+        after_id: int | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+        event_types: list[EventTypeEnum] | None = None,  # type: ignore[valid-type]
+        step_key: str | None = None,
+        with_error: Annotated[
+            bool | None,
+            strawberry.argument(description="true: only events with an error; false: none."),
+        ] = None,
     ) -> list[RunEventType]:
         """The run's events."""
+        if limit is None:
+            limit = MAX_EVENTS_PAGE
+        if not 0 <= limit <= MAX_EVENTS_PAGE:
+            raise BadInputError(
+                f"limit must be within 0..{MAX_EVENTS_PAGE}; page on with afterId "
+                "(the last id returned)"
+            )
+        if after_id is not None and after_seq is not None:
+            raise BadInputError("give afterId or afterSeq, not both")
         async with info.context.cp.db.reading() as session:
-            rows = await runs.list_events(session, self.id, after_id=after_id)
+            rows = await runs.list_events(
+                session,
+                self.id,
+                after_id=after_id,
+                after_seq=after_seq,
+                event_types=None if event_types is None else [EventType(t) for t in event_types],
+                step_key=step_key,
+                with_error=with_error,
+                limit=limit,
+                newest=newest,
+            )
         return [RunEventType.build(row) for row in rows]
+
+    @strawberry.field(description="How many events of the run match the filters given.")
+    async def event_count(
+        self,
+        info: Info[ApiContext, None],
+        event_types: list[EventTypeEnum] | None = None,  # type: ignore[valid-type]
+        step_key: str | None = None,
+    ) -> int:
+        """The number of the run's events."""
+        async with info.context.cp.db.reading() as session:
+            return await runs.count_events(
+                session,
+                self.id,
+                event_types=None if event_types is None else [EventType(t) for t in event_types],
+                step_key=step_key,
+            )
 
     @strawberry.field(
         description="The assets the run materialized (key, partition, lineage), in the order "
@@ -410,7 +476,9 @@ class RunQuery:
     @strawberry.field(
         description=(
             "Runs, newest first; filters combine: status, job, tags (each key: value), "
-            "createdAfter/createdBefore (epoch seconds, exclusive)."
+            "createdAfter/createdBefore (epoch seconds, exclusive). Page on with after: the "
+            "pageCursor of the last run of the previous page (offset also pages, but reads "
+            "every run before it: slow deep in a long history)."
         )
     )
     async def runs(
@@ -423,9 +491,12 @@ class RunQuery:
         created_before: float | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[RunType]:
         if not 0 <= limit <= MAX_RUNS_PAGE or offset < 0:
             raise BadInputError(f"limit must be within 0..{MAX_RUNS_PAGE} and offset >= 0")
+        check_keyset(after, offset)
+        before = decode_cursor(after, str) if after is not None else None
         if tags is not None and not (
             isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
         ):
@@ -442,6 +513,7 @@ class RunQuery:
                 created_before=created_before,
                 limit=limit,
                 offset=offset,
+                before=(before[0], str(before[1])) if before is not None else None,
             )
         return [RunType.build(row) for row in rows]
 

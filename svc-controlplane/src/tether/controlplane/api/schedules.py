@@ -75,8 +75,9 @@ class ScheduleType:
         limit: int = 20,
         offset: int = 0,
         status: str | None = None,
+        after: str | None = None,
     ) -> list[TickType]:
-        return await ticks_page(info, self.state_id, limit, offset, status)
+        return await ticks_page(info, self.state_id, limit, offset, status, after)
 
 
 def _default_policy(info: Info[ApiContext, None]) -> CatchupPolicy:

@@ -44,8 +44,9 @@ class SensorType:
         limit: int = 20,
         offset: int = 0,
         status: str | None = None,
+        after: str | None = None,
     ) -> list[TickType]:
-        return await ticks_page(info, self.state_id, limit, offset, status)
+        return await ticks_page(info, self.state_id, limit, offset, status, after)
 
 
 def _sensor(definition: Definition, state: Instigator | None, now: float) -> SensorType:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -149,8 +150,15 @@ class Run(Base):
 
     __tablename__ = "runs"
     __table_args__ = (
-        Index("ix_runs_deployment_created", "deployment_id", "created_at"),
+        # The runs list, newest first, paged by (created_at, id); by status, by job.
+        Index("ix_runs_deployment_created_id", "deployment_id", "created_at", "id"),
+        Index(
+            "ix_runs_deployment_status_created_id", "deployment_id", "status", "created_at", "id"
+        ),
+        Index("ix_runs_deployment_job_created_id", "deployment_id", "job_name", "created_at", "id"),
         Index("ix_runs_deployment_run_key", "deployment_id", "run_key"),
+        # The run monitor's and coordinator's scans of live statuses (of every deployment).
+        Index("ix_runs_status_changed", "status", "status_changed_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -160,7 +168,7 @@ class Run(Base):
     job_name: Mapped[str] = mapped_column(String(200))
     run_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[float] = mapped_column(Double)
     started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Double, nullable=True)
@@ -216,6 +224,8 @@ class RunEventRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "seq"),
         Index("ix_run_events_run_timestamp", "run_id", "timestamp"),
+        # A live run page reads only the events stored after the last it shows.
+        Index("ix_run_events_run_id_id", "run_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -306,6 +316,11 @@ class WorkItemRow(Base):
     __tablename__ = "work_items"
     __table_args__ = (
         Index("ix_work_items_claimable", "deployment_id", "status", "substrate", "agent_queue"),
+        # A backfill's partition-config answers: its location's items of that kind since it
+        # was created (the JSON path filters on the payload apply to those few only).
+        Index("ix_work_items_kind_created", "deployment_id", "kind", "location_name", "created_at"),
+        # Retention deletes answered items by age.
+        Index("ix_work_items_created", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -333,6 +348,8 @@ class WorkResultRow(Base):
     """An agent's report about a work item; ``id`` is its natural key."""
 
     __tablename__ = "work_results"
+    #: The run monitor's scan of worker-exit reports.
+    __table_args__ = (Index("ix_work_results_kind_created", "kind", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     work_item_id: Mapped[str] = mapped_column(ForeignKey("work_items.id"), index=True)
@@ -429,7 +446,19 @@ class InstigatorTick(Base):
     """
 
     __tablename__ = "instigator_ticks"
-    __table_args__ = (UniqueConstraint("instigator_id", "tick_time"),)
+    __table_args__ = (
+        UniqueConstraint("instigator_id", "tick_time"),
+        # The scheduler's and sensor daemon's scans of the ticks still STARTED: a partial
+        # index holds only those few, however many ticks the history keeps.
+        Index(
+            "ix_instigator_ticks_started",
+            "created_at",
+            postgresql_where=text("status = 'STARTED'"),
+            sqlite_where=text("status = 'STARTED'"),
+        ),
+        # Retention deletes ended ticks by age.
+        Index("ix_instigator_ticks_created", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     instigator_id: Mapped[int] = mapped_column(ForeignKey("instigators.id"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import Backfill, BackfillStatus, Run, WorkItemRow, WorkResultRow
 from tether.controlplane.db.statements import rowcount
@@ -89,11 +89,15 @@ async def list_backfills(
     limit: int = 50,
     offset: int = 0,
     status: BackfillStatus | None = None,
+    before: tuple[float, str] | None = None,
 ) -> Sequence[Backfill]:
-    """A page of the backfills of ``deployment_id`` (optionally of one status), newest first."""
+    """A page of the backfills of ``deployment_id`` (optionally of one status), newest first;
+    ``before``: only those sorted after this ``(created_at, id)`` (a keyset page)."""
     stmt = select(Backfill).where(Backfill.deployment_id == deployment_id)
     if status is not None:
         stmt = stmt.where(Backfill.status == str(status))
+    if before is not None:
+        stmt = stmt.where(tuple_(Backfill.created_at, Backfill.id) < tuple_(*before))
     # The id breaks ties of equal creation times, so pages never overlap or skip a row.
     stmt = stmt.order_by(Backfill.created_at.desc(), Backfill.id.desc()).limit(limit)
     return (await session.execute(stmt.offset(offset))).scalars().all()

@@ -190,11 +190,15 @@ async def list_ticks(
     limit: int = 20,
     offset: int = 0,
     status: str | None = None,
+    before: float | None = None,
 ) -> Sequence[InstigatorTick]:
-    """A page of the ticks of a schedule or sensor (optionally of one status), newest first."""
+    """A page of the ticks of a schedule or sensor (optionally of one status), newest first;
+    ``before``: only those of an earlier tick time (a keyset page)."""
     stmt = select(InstigatorTick).where(InstigatorTick.instigator_id == instigator_id)
     if status is not None:
         stmt = stmt.where(InstigatorTick.status == status)
+    if before is not None:
+        stmt = stmt.where(InstigatorTick.tick_time < before)
     # tick_time is unique per instigator: a stable order, so pages never overlap.
     stmt = stmt.order_by(InstigatorTick.tick_time.desc()).limit(limit).offset(offset)
     return (await session.execute(stmt)).scalars().all()

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import (
@@ -256,11 +256,14 @@ async def list_runs(
     created_before: float | None = None,
     limit: int = 50,
     offset: int = 0,
+    before: tuple[float, str] | None = None,
 ) -> Sequence[Run]:
     """Runs of ``deployment_id``, newest first, filtered by every criterion given.
 
     ``tags``: runs carrying each of these tags with this value. ``created_after`` /
-    ``created_before``: epoch seconds, exclusive bounds on the creation time.
+    ``created_before``: epoch seconds, exclusive bounds on the creation time. ``before``:
+    only runs sorted after this ``(created_at, id)`` (the last of the previous page): a
+    deep page is an index range read, where ``offset`` reads and drops every row before it.
     """
     stmt = select(Run).where(Run.deployment_id == deployment_id)
     if status is not None:
@@ -275,6 +278,8 @@ async def list_runs(
         stmt = stmt.where(Run.created_at > created_after)
     if created_before is not None:
         stmt = stmt.where(Run.created_at < created_before)
+    if before is not None:
+        stmt = stmt.where(tuple_(Run.created_at, Run.id) < tuple_(*before))
     stmt = stmt.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
     return (await session.execute(stmt)).scalars().all()
 
@@ -294,14 +299,64 @@ async def succeeded_steps(session: AsyncSession, run_id: str) -> set[str]:
 
 
 async def list_events(
-    session: AsyncSession, run_id: str, *, after_id: int | None = None
+    session: AsyncSession,
+    run_id: str,
+    *,
+    after_id: int | None = None,
+    after_seq: int | None = None,
+    event_types: Iterable[EventType] | None = None,
+    step_key: str | None = None,
+    with_error: bool | None = None,
+    limit: int | None = None,
+    newest: bool = False,
 ) -> Sequence[RunEventRow]:
-    """Events of a run ordered by ``(timestamp, id)``; only ids above ``after_id`` if given."""
+    """Events of a run matching every filter given, at most ``limit`` of them.
+
+    The order: by ``(timestamp, id)``; by ``id`` (the order they were stored in) after
+    ``after_id``, and by ``seq`` after ``after_seq`` (worker events only), so a reader
+    paging on with the last id (or seq) it got never skips one. ``newest``: the last
+    ``limit`` events of that order instead of the first (still returned in order).
+    """
     stmt = select(RunEventRow).where(RunEventRow.run_id == run_id)
+    order: list[Any] = [RunEventRow.timestamp, RunEventRow.id]
     if after_id is not None:
         stmt = stmt.where(RunEventRow.id > after_id)
-    stmt = stmt.order_by(RunEventRow.timestamp, RunEventRow.id)
-    return (await session.execute(stmt)).scalars().all()
+        order = [RunEventRow.id]
+    if after_seq is not None:
+        stmt = stmt.where(RunEventRow.seq > after_seq)
+        order = [RunEventRow.seq]
+    if event_types is not None:
+        stmt = stmt.where(RunEventRow.event_type.in_([str(t) for t in event_types]))
+    if step_key is not None:
+        stmt = stmt.where(RunEventRow.step_key == step_key)
+    if with_error is not None:
+        # A JSON column may hold JSON null as well as SQL NULL for "no error".
+        has_error = and_(RunEventRow.error.is_not(None), cast(RunEventRow.error, Text) != "null")
+        stmt = stmt.where(has_error if with_error else ~has_error)
+    if newest:
+        stmt = stmt.order_by(*(column.desc() for column in order))
+    else:
+        stmt = stmt.order_by(*order)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = (await session.execute(stmt)).scalars().all()
+    return list(reversed(rows)) if newest else rows
+
+
+async def count_events(
+    session: AsyncSession,
+    run_id: str,
+    *,
+    event_types: Iterable[EventType] | None = None,
+    step_key: str | None = None,
+) -> int:
+    """How many events of a run match the filters given."""
+    stmt = select(func.count()).select_from(RunEventRow).where(RunEventRow.run_id == run_id)
+    if event_types is not None:
+        stmt = stmt.where(RunEventRow.event_type.in_([str(t) for t in event_types]))
+    if step_key is not None:
+        stmt = stmt.where(RunEventRow.step_key == step_key)
+    return int(await session.scalar(stmt) or 0)
 
 
 async def unchanged_since(
@@ -324,13 +379,12 @@ async def reported_exits(
     ``before`` about runs still in ``statuses`` whose events have not been arriving since
     ``before`` either (a run whose stream is still being stored is not gone), of every
     deployment."""
-    # The worker exit report is a result about the run's launch_run work item, whose
-    # payload names the run (a JSON path query both SQLite and PostgreSQL support).
-    run_id_of_item = WorkItemRow.payload["run_id"].as_string()
+    # The worker exit report is a result about the run's launch_run work item, whose id
+    # is the run's: read from the (few) runs still going, never from every exit report
+    # ever received (they grow with the history).
     rows = await session.execute(
         select(Run.id, Run.deployment_id, WorkResultRow.created_at, WorkResultRow.payload)
-        .join(WorkItemRow, WorkItemRow.id == WorkResultRow.work_item_id)
-        .join(Run, Run.id == run_id_of_item)
+        .join(WorkResultRow, WorkResultRow.work_item_id == launch_item_id("") + Run.id)
         .outerjoin(RunEventStream, RunEventStream.run_id == Run.id)
         .where(
             WorkResultRow.kind == str(ReportKind.RUN_WORKER_EXITED),

@@ -19,7 +19,7 @@ from tether.controlplane.ui.rendering import (
     render_error,
 )
 from tether.controlplane.ui.schema_client import PageError, SchemaClient
-from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.runs import EventType, RunStatus
 
 PAGE_SIZE = 25
 #: Most events the event log shows (the newest ones); filters narrow the rest down.
@@ -34,27 +34,48 @@ LOG_GRACE_S = 15.0
 #: Tag a re-executed run carries, naming the run it re-executes.
 PARENT_RUN_TAG = launch.PARENT_RUN_TAG
 
+#: The runs list: a page after a keyset cursor (``after``, the last run of the previous
+#: page), or at an offset (old links).
 RUNS_QUERY = """
-query RunsPage($status: RunStatus, $job: String, $tags: JSON, $limit: Int!, $offset: Int!) {
-  runs(status: $status, jobName: $job, tags: $tags, limit: $limit, offset: $offset) {
-    id jobName locationName status tags createdAt startedAt endedAt
+query RunsPage($status: RunStatus, $job: String, $tags: JSON, $limit: Int!, $offset: Int!,
+               $after: String) {
+  runs(status: $status, jobName: $job, tags: $tags, limit: $limit, offset: $offset,
+       after: $after) {
+    id jobName locationName status tags createdAt startedAt endedAt pageCursor
   }
   codeLocations { name repositories { jobs { name } } }
   viewer { tokenName role canLaunch }
 }"""
 
+#: The step events the op graph and the timeline are drawn from (a few per step).
+STEP_EVENT_TYPES = ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED")
+#: Most step events one run page reads (a few per step: thousands of steps).
+MAX_STEP_EVENTS = 10_000
+#: Most errors the run page lists.
+MAX_ERRORS_SHOWN = 100
+
+#: The run page. ``$after``: a live refresh asks only for the events stored after the last
+#: one the page shows (its event log grows by those); the step events (for the op graph and
+#: the timeline) and the errors are read again, the rest of the run's events never.
 RUN_QUERY = """
-query RunPage($id: String!) {
+query RunPage($id: String!, $types: [EventType!], $step: String, $after: Int, $shown: Int!,
+              $stepTypes: [EventType!]!, $stepLimit: Int!, $errorLimit: Int!) {
   run(id: $id) {
     id jobName locationName repositoryName status runConfig tags
     createdAt startedAt endedAt traceId traceUrl
     eventStream { complete lastSeq missingCount lostCount lostSeqs lostReasons }
     rootRunId retryNumber failureReason infrastructureFailure
     attempts { id status retryNumber createdAt parentRunId }
-    events {
+    stepEvents: events(eventTypes: $stepTypes, limit: $stepLimit) { eventType timestamp stepKey }
+    failures: events(withError: true, limit: $errorLimit) {
+      eventType timestamp stepKey error { clsName message traceback }
+    }
+    events(eventTypes: $types, stepKey: $step, afterId: $after, limit: $shown, newest: true) {
       id seq eventType timestamp stepKey message data
       error { clsName message traceback }
     }
+    eventCount
+    matchingCount: eventCount(eventTypes: $types, stepKey: $step)
   }
   codeLocations {
     name
@@ -158,7 +179,8 @@ class RunPages:
     async def _runs_context(self, request: Request) -> dict[str, Any]:
         status = request.query_params.get("status") or None
         job = request.query_params.get("job") or None
-        offset = _int_param(request, "offset")
+        after = request.query_params.get("after") or None
+        offset = 0 if after else _int_param(request, "offset")
         if status is not None and status not in RunStatus.__members__:
             raise PageError(f"unknown run status {status!r}", 400)
         # Each ``tag`` parameter holds one or more comma-separated key=value pairs.
@@ -183,6 +205,7 @@ class RunPages:
             tags=tags or None,
             limit=PAGE_SIZE + 1,
             offset=offset,
+            after=after,
         )
         runs = data["runs"]
         jobs = sorted(
@@ -204,8 +227,15 @@ class RunPages:
             "job": job,
             "tag": ", ".join(f"{k}={v}" for k, v in tags.items()),
             "offset": offset,
+            "after": after,
             "page_size": PAGE_SIZE,
             "has_next": len(runs) > PAGE_SIZE,
+            # The next page starts after the last run of this one (an index range read
+            # however deep the list goes).
+            "next_cursor": runs[PAGE_SIZE - 1]["pageCursor"] if len(runs) > PAGE_SIZE else None,
+            "here_query": urlencode(
+                [*filters, ("after", after) if after else ("offset", str(offset))]
+            ),
             "filter_query": urlencode(filters),
             "viewer": data["viewer"],
             "live": any(r["status"] not in TERMINAL_STATUSES for r in runs[:PAGE_SIZE]),
@@ -229,16 +259,33 @@ class RunPages:
 
     # --- run page -------------------------------------------------------------------------
 
-    async def _run_context(self, request: Request) -> dict[str, Any]:
+    async def _run_context(self, request: Request, *, after: int | None = None) -> dict[str, Any]:
+        """The run page's data; ``after``: only the events stored after that id (a live
+        refresh of a page showing the events up to it)."""
         run_id = request.path_params["run_id"]
-        data = await self._client.execute(request, RUN_QUERY, id=run_id)
+        event_type = request.query_params.get("type") or None
+        step = request.query_params.get("step") or None
+        if event_type is not None and event_type not in EventType.__members__:
+            raise PageError(f"unknown event type {event_type!r}", 400)
+        data = await self._client.execute(
+            request,
+            RUN_QUERY,
+            id=run_id,
+            types=[event_type] if event_type else None,
+            step=step,
+            after=after,
+            shown=MAX_EVENTS_SHOWN,
+            stepTypes=list(STEP_EVENT_TYPES),
+            stepLimit=MAX_STEP_EVENTS,
+            errorLimit=MAX_ERRORS_SHOWN,
+        )
         run = data["run"]
         if run is None:
             raise PageError(f"There is no run {run_id!r}.", 404)
         events = run["events"]
         now = time.time()
         terminal = run["status"] in TERMINAL_STATUSES
-        spans = step_spans(events)
+        spans = step_spans(run["stepEvents"])
         origin = run["startedAt"] or (spans[0].start if spans else run["createdAt"])
         until = run["endedAt"] if terminal and run["endedAt"] else now
         step_status = {span.step_key: span.status for span in spans}
@@ -249,16 +296,12 @@ class RunPages:
                 [op["name"] for op in job["ops"]],
                 [(e["fromOp"], e["toOp"]) for e in job["edges"]],
             )
-        event_type = request.query_params.get("type") or None
-        step = request.query_params.get("step") or None
-        shown = [
-            e
-            for e in events
-            if (event_type is None or e["eventType"] == event_type)
-            and (step is None or e["stepKey"] == step)
-        ]
         filters = {k: v for k, v in (("type", event_type), ("step", step)) if v}
+        # The next refresh asks for what is stored after the newest event shown so far.
+        cursor = max((e["id"] for e in events), default=after)
+        live_filters = {**filters, **({"after": str(cursor)} if cursor else {})}
         stream = run["eventStream"]
+        matching = run["matchingCount"]
         return {
             "run": run,
             "stream": stream,
@@ -272,15 +315,18 @@ class RunPages:
             "dag": dag,
             "job": job,
             "step_status": step_status,
-            "failures": [e for e in events if e["error"] is not None],
-            "events": shown[-MAX_EVENTS_SHOWN:],
-            "matching_count": len(shown),
-            "event_count": len(events),
-            "event_types": sorted({e["eventType"] for e in events}),
-            "steps": sorted({e["stepKey"] for e in events if e["stepKey"]}),
+            "failures": run["failures"],
+            "events": events,
+            "max_events_shown": MAX_EVENTS_SHOWN,
+            "matching_count": matching,
+            "shown_count": min(matching, MAX_EVENTS_SHOWN),
+            "event_count": run["eventCount"],
+            "event_types": list(EventType.__members__),
+            "steps": sorted({span.step_key for span in spans} | ({step} if step else set())),
             "event_type": event_type,
             "step": step,
             "filter_query": urlencode(filters),
+            "live_query": urlencode(live_filters),
             "duration": (run["endedAt"] or now) - run["startedAt"] if run["startedAt"] else None,
         }
 
@@ -300,12 +346,13 @@ class RunPages:
         return render(request, "run.html", nav="runs", logs=logs, **context)
 
     async def run_live(self, request: Request) -> Response:
-        """Everything of the run page but the logs pane, polled while the run is going."""
+        """The run page's live region, polled while the run is going, with the events stored
+        after ``after`` (appended to the event log) and the event counts."""
         try:
-            context = await self._run_context(request)
+            context = await self._run_context(request, after=_int_param(request, "after") or None)
         except PageError as err:
             return render_error(request, err)
-        return render(request, "_run_live.html", **context)
+        return render(request, "_run_live_update.html", **context)
 
     # --- compute logs ---------------------------------------------------------------------
 

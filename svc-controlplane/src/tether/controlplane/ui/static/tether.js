@@ -91,6 +91,27 @@
     setUpAssetGraph(scope);
   }
 
+  // A live refresh of the run page appends only the new events to the event table: show
+  // the table, drop a row the page already had, and keep only the newest rows it allows.
+  function trimEventRows(tbody) {
+    const table = tbody.closest("table");
+    if (!table) return;
+    table.hidden = false;
+    const seen = new Set();
+    for (const row of Array.from(tbody.rows).reverse()) {
+      const id = row.dataset.eventId;
+      if (id && seen.has(id)) row.remove();
+      else if (id) seen.add(id);
+    }
+    const max = parseInt(table.dataset.maxRows || "0", 10);
+    while (max > 0 && tbody.rows.length > max) tbody.deleteRow(0);
+  }
+
+  document.addEventListener("htmx:oobAfterSwap", (event) => {
+    const target = event.detail && event.detail.target;
+    if (target && target.id === "event-rows") trimEventRows(target);
+  });
+
   // htmx fires htmx:load on the page and on every piece of content it swaps in.
   document.addEventListener("htmx:load", (event) => setUp(event.target));
   document.addEventListener("DOMContentLoaded", () => setUp(document));
