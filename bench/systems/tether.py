@@ -341,7 +341,7 @@ class TetherSystem:
         if result["__typename"] != "LaunchRunSuccess":
             hint = (
                 " (the location's snapshot has no assets: code servers whose gRPC snapshot "
-                "does not carry Repository.assets_json drop them)"
+                "does not carry Repository.assets drop them)"
                 if "does not compute asset" in str(result)
                 else ""
             )

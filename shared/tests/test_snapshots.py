@@ -74,3 +74,49 @@ def test_a_decompression_bomb_is_refused_without_inflating_it() -> None:
     assert snapshot_from_payload({SNAPSHOT_ZLIB_KEY: packed}, max_bytes=len(exact)) == snapshot(3)
     with pytest.raises(ContractError, match="inflates past"):
         snapshot_from_payload({SNAPSHOT_ZLIB_KEY: packed}, max_bytes=len(exact) - 1)
+
+
+def test_the_asset_graph_crosses_grpc_as_typed_messages() -> None:
+    """Every field of an asset node survives the proto round trip: computed and external
+    assets, static and time-window partitions, nested metadata."""
+    from tether.shared.grpc import codeserver_pb2 as pb
+    from tether.shared.grpc.convert import snapshot_from_proto, snapshot_to_proto
+    from tether.shared.wire.snapshots import (
+        AssetNodeSnapshot,
+        LocationSnapshot,
+        PartitionsKind,
+        PartitionsSnapshot,
+        RepositorySnapshot,
+    )
+
+    daily = PartitionsSnapshot(
+        kind=PartitionsKind.TIME_WINDOW,
+        cron_schedule="0 0 * * *",
+        fmt="%Y-%m-%d",
+        timezone="America/New_York",
+        start_timestamp=1_793_000_000.0,
+        end_offset=1,
+    )
+    assets = [
+        AssetNodeSnapshot(key=["vendor", "fx"], description="from the vendor", kinds=["api"]),
+        AssetNodeSnapshot(
+            key=["raw", "orders"],
+            group_name="raw",
+            metadata={"rows": 3, "ratio": 0.5, "owner": {"team": "data", "ids": [1, 2]}},
+            tags={"tier": "gold"},
+            owners=["data@example.com"],
+            code_version="v2",
+            dependency_keys=[["vendor", "fx"]],
+            op_name="raw__orders",
+            job_names=["__asset_job"],
+            partitions=PartitionsSnapshot(kind=PartitionsKind.STATIC, static_keys=["eu", "us"]),
+            io_manager_key="s3",
+        ),
+        AssetNodeSnapshot(key=["daily"], op_name="daily", partitions=daily),
+    ]
+    snapshot = LocationSnapshot(
+        location_name="loc", repositories=[RepositorySnapshot(name="repo", assets=assets)]
+    )
+    msg = snapshot_to_proto(snapshot)
+    assert isinstance(msg.repositories[0].assets[0], pb.AssetNode)
+    assert snapshot_from_proto(msg) == snapshot

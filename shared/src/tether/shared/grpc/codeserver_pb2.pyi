@@ -98,22 +98,67 @@ class LocationSnapshot(_message.Message):
     def __init__(self, location_name: _Optional[str] = ..., repositories: _Optional[_Iterable[_Union[Repository, _Mapping]]] = ...) -> None: ...
 
 class Repository(_message.Message):
-    __slots__ = ("name", "description", "jobs", "schedules", "sensors", "partition_sets", "assets_json")
+    __slots__ = ("name", "description", "jobs", "schedules", "sensors", "partition_sets", "assets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULES_FIELD_NUMBER: _ClassVar[int]
     SENSORS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_SETS_FIELD_NUMBER: _ClassVar[int]
-    ASSETS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
     sensors: _containers.RepeatedCompositeFieldContainer[Sensor]
     partition_sets: _containers.RepeatedCompositeFieldContainer[PartitionSet]
-    assets_json: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., sensors: _Optional[_Iterable[_Union[Sensor, _Mapping]]] = ..., partition_sets: _Optional[_Iterable[_Union[PartitionSet, _Mapping]]] = ..., assets_json: _Optional[_Iterable[str]] = ...) -> None: ...
+    assets: _containers.RepeatedCompositeFieldContainer[AssetNode]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., sensors: _Optional[_Iterable[_Union[Sensor, _Mapping]]] = ..., partition_sets: _Optional[_Iterable[_Union[PartitionSet, _Mapping]]] = ..., assets: _Optional[_Iterable[_Union[AssetNode, _Mapping]]] = ...) -> None: ...
+
+class AssetNode(_message.Message):
+    __slots__ = ("key", "description", "group_name", "metadata", "tags", "owners", "kinds", "code_version", "dependency_keys", "op_name", "job_names", "static_partitions", "time_window_partitions", "io_manager_key")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    OWNERS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    CODE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    OP_NAME_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAMES_FIELD_NUMBER: _ClassVar[int]
+    STATIC_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    TIME_WINDOW_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    IO_MANAGER_KEY_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    group_name: str
+    metadata: _struct_pb2.Struct
+    tags: _containers.ScalarMap[str, str]
+    owners: _containers.RepeatedScalarFieldContainer[str]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    code_version: str
+    dependency_keys: _containers.RepeatedCompositeFieldContainer[AssetKeyPath]
+    op_name: str
+    job_names: _containers.RepeatedScalarFieldContainer[str]
+    static_partitions: StaticPartitions
+    time_window_partitions: TimeWindowPartitions
+    io_manager_key: str
+    def __init__(self, key: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., group_name: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owners: _Optional[_Iterable[str]] = ..., kinds: _Optional[_Iterable[str]] = ..., code_version: _Optional[str] = ..., dependency_keys: _Optional[_Iterable[_Union[AssetKeyPath, _Mapping]]] = ..., op_name: _Optional[str] = ..., job_names: _Optional[_Iterable[str]] = ..., static_partitions: _Optional[_Union[StaticPartitions, _Mapping]] = ..., time_window_partitions: _Optional[_Union[TimeWindowPartitions, _Mapping]] = ..., io_manager_key: _Optional[str] = ...) -> None: ...
+
+class AssetKeyPath(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("name", "description", "tags", "ops", "edges", "config_schema", "partition_set_name")

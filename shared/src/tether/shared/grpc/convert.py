@@ -135,7 +135,7 @@ def snapshot_to_proto(snap: LocationSnapshot) -> pb.LocationSnapshot:
                 schedules=[_schedule_to_proto(s) for s in repo.schedules],
                 sensors=[_sensor_to_proto(s) for s in repo.sensors],
                 partition_sets=[_partition_set_to_proto(p) for p in repo.partition_sets],
-                assets_json=[a.model_dump_json() for a in repo.assets],
+                assets=[_asset_to_proto(a) for a in repo.assets],
             )
             for repo in snap.repositories
         ],
@@ -209,10 +209,15 @@ def _sensor_to_proto(s: SensorSnapshot) -> pb.Sensor:
 
 def _partition_set_to_proto(p: PartitionSetSnapshot) -> pb.PartitionSet:
     msg = pb.PartitionSet(name=p.name, job_name=p.job_name)
-    parts = p.partitions
+    _set_partitions(msg, p.partitions)
+    return msg
+
+
+def _set_partitions(msg: pb.PartitionSet | pb.AssetNode, parts: PartitionsSnapshot) -> None:
+    """Fill the ``partitions`` oneof of ``msg`` (a partition set's, or an asset's)."""
     if parts.kind is PartitionsKind.STATIC:
         msg.static_partitions.CopyFrom(pb.StaticPartitions(keys=parts.static_keys))
-        return msg
+        return
     window = pb.TimeWindowPartitions(
         cron_schedule=parts.cron_schedule or "",
         fmt=parts.fmt or "",
@@ -224,6 +229,28 @@ def _partition_set_to_proto(p: PartitionSetSnapshot) -> pb.PartitionSet:
     if parts.end_timestamp is not None:
         window.end.CopyFrom(timestamp_to_proto(parts.end_timestamp))
     msg.time_window_partitions.CopyFrom(window)
+
+
+def _asset_to_proto(a: AssetNodeSnapshot) -> pb.AssetNode:
+    msg = pb.AssetNode(
+        key=a.key,
+        description=a.description,
+        group_name=a.group_name,
+        metadata=_struct(a.metadata),
+        tags=a.tags,
+        owners=a.owners,
+        kinds=a.kinds,
+        dependency_keys=[pb.AssetKeyPath(path=k) for k in a.dependency_keys],
+        job_names=a.job_names,
+    )
+    if a.code_version is not None:
+        msg.code_version = a.code_version
+    if a.op_name is not None:
+        msg.op_name = a.op_name
+    if a.io_manager_key is not None:
+        msg.io_manager_key = a.io_manager_key
+    if a.partitions is not None:
+        _set_partitions(msg, a.partitions)
     return msg
 
 
@@ -239,7 +266,7 @@ def snapshot_from_proto(msg: pb.LocationSnapshot) -> LocationSnapshot:
                 schedules=[_schedule_from_proto(s) for s in repo.schedules],
                 sensors=[_sensor_from_proto(s) for s in repo.sensors],
                 partition_sets=[_partition_set_from_proto(p) for p in repo.partition_sets],
-                assets=[AssetNodeSnapshot.model_validate_json(a) for a in repo.assets_json],
+                assets=[_asset_from_proto(a) for a in repo.assets],
             )
             for repo in msg.repositories
         ],
@@ -306,22 +333,47 @@ def _sensor_from_proto(s: pb.Sensor) -> SensorSnapshot:
 
 
 def _partition_set_from_proto(p: pb.PartitionSet) -> PartitionSetSnapshot:
-    if p.WhichOneof("partitions") == "static_partitions":
-        parts = PartitionsSnapshot(
+    parts = _partitions_from_proto(p)
+    assert parts is not None  # a partition set always has its definition
+    return PartitionSetSnapshot(name=p.name, job_name=p.job_name, partitions=parts)
+
+
+def _partitions_from_proto(p: pb.PartitionSet | pb.AssetNode) -> PartitionsSnapshot | None:
+    which = p.WhichOneof("partitions")
+    if which == "static_partitions":
+        return PartitionsSnapshot(
             kind=PartitionsKind.STATIC, static_keys=list(p.static_partitions.keys)
         )
-    else:
-        w = p.time_window_partitions
-        parts = PartitionsSnapshot(
-            kind=PartitionsKind.TIME_WINDOW,
-            cron_schedule=w.cron_schedule,
-            fmt=w.fmt,
-            timezone=w.timezone,
-            start_timestamp=timestamp_from_proto(w.start) if w.HasField("start") else None,
-            end_timestamp=timestamp_from_proto(w.end) if w.HasField("end") else None,
-            end_offset=w.end_offset,
-        )
-    return PartitionSetSnapshot(name=p.name, job_name=p.job_name, partitions=parts)
+    if which is None and isinstance(p, pb.AssetNode):
+        return None
+    w = p.time_window_partitions
+    return PartitionsSnapshot(
+        kind=PartitionsKind.TIME_WINDOW,
+        cron_schedule=w.cron_schedule,
+        fmt=w.fmt,
+        timezone=w.timezone,
+        start_timestamp=timestamp_from_proto(w.start) if w.HasField("start") else None,
+        end_timestamp=timestamp_from_proto(w.end) if w.HasField("end") else None,
+        end_offset=w.end_offset,
+    )
+
+
+def _asset_from_proto(a: pb.AssetNode) -> AssetNodeSnapshot:
+    return AssetNodeSnapshot(
+        key=list(a.key),
+        description=a.description,
+        group_name=a.group_name,
+        metadata=_dict(a.metadata),
+        tags=dict(a.tags),
+        owners=list(a.owners),
+        kinds=list(a.kinds),
+        code_version=a.code_version if a.HasField("code_version") else None,
+        dependency_keys=[list(k.path) for k in a.dependency_keys],
+        op_name=a.op_name if a.HasField("op_name") else None,
+        job_names=list(a.job_names),
+        partitions=_partitions_from_proto(a),
+        io_manager_key=a.io_manager_key if a.HasField("io_manager_key") else None,
+    )
 
 
 def run_request_to_proto(request: RunRequestInfo) -> pb.RunRequest:
