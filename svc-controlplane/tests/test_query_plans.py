@@ -241,7 +241,7 @@ async def test_daemon_passes_and_pages_read_the_big_tables_by_index_and_prune_sh
             health_interval_s=1.0,
             max_runtime_s=None,
         )
-        for daemon in [monitor, *build_daemons(cp, cp.settings)]:
+        for daemon in [monitor, *build_daemons(cp.db, cp.queue, cp.settings)]:
             statements.label = f"daemon {daemon.name}"
             await daemon.check()
         pages = {

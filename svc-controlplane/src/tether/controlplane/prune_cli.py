@@ -51,10 +51,17 @@ def prune(
     schedule's or sensor's newest tick. Prints the counts (deleted, or with --dry-run,
     that would be) as JSON.
     """
-    from tether.controlplane.cli import _settings
+    from pydantic import ValidationError
+    from tether.controlplane.settings import ControlPlaneSettings
 
     seconds = parse_duration(older_than)
-    settings = _settings(database_url=database_url)
+    try:
+        settings = ControlPlaneSettings(
+            **({"database_url": database_url} if database_url is not None else {})
+        )
+    except ValidationError as err:
+        typer.echo(f"error: invalid control plane settings: {err}", err=True)
+        raise typer.Exit(2) from err
     counts = asyncio.run(_prune(settings, time.time() - seconds, batch, dry_run))
     typer.echo(json.dumps({"dry_run": dry_run, "older_than_s": seconds, **counts}))
 
