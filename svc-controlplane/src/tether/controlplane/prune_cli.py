@@ -56,9 +56,8 @@ def prune(
 
     seconds = parse_duration(older_than)
     try:
-        settings = ControlPlaneSettings(
-            **({"database_url": database_url} if database_url is not None else {})
-        )
+        overrides: dict[str, Any] = {} if database_url is None else {"database_url": database_url}
+        settings = ControlPlaneSettings(**overrides)
     except ValidationError as err:
         typer.echo(f"error: invalid control plane settings: {err}", err=True)
         raise typer.Exit(2) from err
