@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from tether.controlplane import prune_cli
+from tether.controlplane.cli_settings import settings_or_exit as _settings
 
 app = typer.Typer(
     name="controlplane", help="The Tether control plane: GraphQL API and metadata DB."
@@ -25,17 +26,6 @@ def _group() -> None:
 
 
 app.command("prune")(prune_cli.prune)
-
-
-def _settings(**overrides: Any) -> Any:
-    from pydantic import ValidationError
-    from tether.controlplane.settings import ControlPlaneSettings
-
-    try:
-        return ControlPlaneSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as err:
-        typer.echo(f"error: invalid control plane settings: {err}", err=True)
-        raise typer.Exit(2) from err
 
 
 @app.command()

@@ -51,16 +51,10 @@ def prune(
     schedule's or sensor's newest tick. Prints the counts (deleted, or with --dry-run,
     that would be) as JSON.
     """
-    from pydantic import ValidationError
-    from tether.controlplane.settings import ControlPlaneSettings
+    from tether.controlplane.cli_settings import settings_or_exit
 
     seconds = parse_duration(older_than)
-    try:
-        overrides: dict[str, Any] = {} if database_url is None else {"database_url": database_url}
-        settings = ControlPlaneSettings(**overrides)
-    except ValidationError as err:
-        typer.echo(f"error: invalid control plane settings: {err}", err=True)
-        raise typer.Exit(2) from err
+    settings = settings_or_exit(database_url=database_url)
     counts = asyncio.run(_prune(settings, time.time() - seconds, batch, dry_run))
     typer.echo(json.dumps({"dry_run": dry_run, "older_than_s": seconds, **counts}))
 
