@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tether.sdk._asset_key import AssetKey, asset_key
+from tether.sdk._asset_key import AssetKey
+from tether.sdk._asset_key import asset_key as to_key
 
 
 class MaterializeResult:
@@ -31,12 +32,8 @@ class MaterializeResult:
         asset_key: AssetKey | str | Sequence[str] | None = None,
     ) -> None:
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.asset_key: AssetKey | None = None if asset_key is None else _key(asset_key)
+        self.asset_key: AssetKey | None = None if asset_key is None else to_key(asset_key)
 
     def __repr__(self) -> str:
         key = f"asset_key={self.asset_key!r}, " if self.asset_key is not None else ""
         return f"MaterializeResult({key}metadata={self.metadata!r})"
-
-
-def _key(value: AssetKey | str | Sequence[str]) -> AssetKey:
-    return asset_key(value)
