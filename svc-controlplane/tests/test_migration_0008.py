@@ -8,7 +8,7 @@ import json
 
 from alembic import command
 from sqlalchemy import create_engine, text
-from test_migrations import _alembic
+from test_migrations import _alembic, _seed
 from tether.controlplane.db import sync_url
 
 
@@ -31,16 +31,7 @@ def test_0008_records_existing_materialization_events(database_url: str) -> None
     ]
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text("INSERT INTO deployments (id, name, created_at) VALUES ('d', 'd', 1)")
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO runs (id, deployment_id, location_name, job_name, run_config, "
-                    "tags, status, created_at) VALUES ('r', 'd', 'loc', 'job', '{}', '{}', "
-                    "'SUCCESS', 1)"
-                )
-            )
+            _seed(conn, run=True)
             for seq, data in events:
                 conn.execute(
                     text(

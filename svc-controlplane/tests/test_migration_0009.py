@@ -8,7 +8,7 @@ import json
 
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
-from test_migrations import _alembic
+from test_migrations import _alembic, _seed
 from tether.controlplane.db import sync_url
 
 _INSERT = (
@@ -24,9 +24,7 @@ def test_0009_adds_the_asset_selection_of_backfills(database_url: str) -> None:
     engine = create_engine(sync_url(database_url))
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text("INSERT INTO deployments (id, name, created_at) VALUES ('d', 'd', 1)")
-            )
+            _seed(conn)
             conn.execute(text(_INSERT.format(extra="", values="")), {"id": "old"})
         command.upgrade(config, "0009")
         selection = [["raw", "events"], ["summary"]]

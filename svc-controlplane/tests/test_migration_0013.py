@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
-from test_migrations import _alembic
+from test_migrations import _alembic, _seed
 from tether.controlplane.db import sync_url
 
 _INSERT = (
@@ -21,9 +21,7 @@ def test_0013_puts_existing_work_items_in_the_default_queue(database_url: str) -
     engine = create_engine(sync_url(database_url))
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text("INSERT INTO deployments (id, name, created_at) VALUES ('d', 'd', 1)")
-            )
+            _seed(conn)
             conn.execute(text(_INSERT.format(extra="", values="")), {"id": "old"})
         command.upgrade(config, "0013")
         with engine.begin() as conn:

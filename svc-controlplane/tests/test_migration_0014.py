@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
-from test_migrations import _alembic
+from test_migrations import _alembic, _seed
 from tether.controlplane.db import sync_url
 
 _REPORT = (
@@ -24,16 +24,7 @@ def test_0014_allows_run_less_reports_and_downgrades_without_them(database_url: 
     engine = create_engine(sync_url(database_url))
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text("INSERT INTO deployments (id, name, created_at) VALUES ('d', 'd', 1)")
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO runs (id, deployment_id, location_name, job_name, run_config, "
-                    "tags, status, created_at) VALUES ('r', 'd', 'loc', 'job', '{}', '{}', "
-                    "'SUCCESS', 1)"
-                )
-            )
+            _seed(conn, run=True)
             conn.execute(
                 text(
                     "INSERT INTO asset_materializations (deployment_id, asset_key, run_id, seq, "

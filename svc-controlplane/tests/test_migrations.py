@@ -23,6 +23,20 @@ def _alembic(url: str) -> Config:
     return config
 
 
+def _seed(conn: Any, *, run: bool = False) -> None:
+    """Deployment ``d`` (and, with ``run``, its SUCCESS run ``r`` of loc/job), as a
+    migration test's existing data."""
+    conn.execute(text("INSERT INTO deployments (id, name, created_at) VALUES ('d', 'd', 1)"))
+    if run:
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, deployment_id, location_name, job_name, run_config, "
+                "tags, status, created_at) VALUES ('r', 'd', 'loc', 'job', '{}', '{}', "
+                "'SUCCESS', 1)"
+            )
+        )
+
+
 def _schema_diff(url: str) -> tuple[set[str], list[Any]]:
     engine = create_engine(sync_url(url))
     try:
