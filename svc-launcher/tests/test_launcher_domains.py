@@ -26,6 +26,7 @@ from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind, WorkResult
+from tether.testing import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -194,10 +195,11 @@ def _launcher_on_another_host(settings: LauncherSettings, hostname: str) -> Iter
             print(err.decode(errors="replace")[-4000:])
 
 
-@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare (pid/UTS namespaces)")
 async def test_a_launcher_in_another_pid_namespace_and_host_never_answers_for_a_run(
     bus: Bus, nats_server, slow_location: LocationConfig
 ) -> None:
+    if not _can_unshare():
+        skip_or_fail("needs root and unshare (pid/UTS namespaces)")
     here = _launcher(nats_server.url, None)  # both detect their domains
     there = _launcher(nats_server.url, None, agent_id="launcher-on-another-host")
 
