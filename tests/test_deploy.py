@@ -245,36 +245,10 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
 
 
 def deploy_image(client, service: str) -> str:
-    """Build deploy/docker/<service>.Dockerfile from a local base (this host's Python with
-    pip) as ``tether-<service>:test``; return the image id. The engine's build cache keeps
-    the locked-requirements layer while they do not change."""
-    import docker.errors
-    from tether.testing.localimage import build_local_image
+    """deploy/docker/<service>.Dockerfile built from a local base; the image id."""
+    from tether.testing.localimage import build_deploy_image
 
-    base = build_local_image(client, requirements=["pip"], repository="tether-local-python")
-    tag = f"tether-{service}:test"
-    try:
-        previous = client.images.get(tag).id
-    except docker.errors.ImageNotFound:
-        previous = None
-    image, _ = client.images.build(
-        path=str(ROOT),
-        dockerfile=f"deploy/docker/{service}.Dockerfile",
-        buildargs={"BASE": base},
-        network_mode="host",  # pip reaches the package index through the host
-        tag=tag,
-        rm=True,
-        forcerm=True,
-    )
-    # The previous build of the tag is a full copy on the vfs driver: drop it (not every
-    # dangling image: the build stage's layers are the cache of the next build).
-    if previous is not None and previous != image.id:
-        try:
-            client.images.remove(previous)
-        except docker.errors.APIError:
-            pass  # in use by a container
-    assert image.id is not None
-    return image.id
+    return build_deploy_image(client, ROOT, service)
 
 
 def test_launcher_image_builds_from_a_local_base_and_runs_unprivileged() -> None:

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -136,6 +137,8 @@ class ComposeStack:
             build of the same server for an image of a registry).
         waits: service -> how to know it is ready (default: its healthcheck if it has one,
             else started).
+        scale: service -> how many containers of it (``--scale``; default 1). Replicas are
+            named ``<service>-<n>`` from 1; the first is also ``<service>``.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class ComposeStack:
         *,
         images: Mapping[str, str] | None = None,
         waits: Mapping[str, WaitStrategy] | None = None,
+        scale: Mapping[str, int] | None = None,
     ) -> None:
         self.file = file
         self.project = f"tether-test-{uuid.uuid4().hex[:8]}"
@@ -156,36 +160,59 @@ class ComposeStack:
         self.order = _order(self.config["services"], services)
         self._images = dict(images or {})
         self._waits = dict(waits or {})
+        self._scale = dict(scale or {})
+        if not set(self._scale) <= set(services) or any(n < 1 for n in self._scale.values()):
+            raise ValueError(f"scale names services not started, or a count below 1: {scale}")
         self.containers: dict[str, LocalContainer] = {}
         self._volumes: list[str] = []
         self._client = docker.from_env()
 
     def container(self, service: str) -> LocalContainer:
-        """The running container of ``service``."""
-        return self.containers[service]
+        """The running container of ``service`` (its first replica)."""
+        if service in self.containers:
+            return self.containers[service]
+        return self.containers[f"{service}-1"]
+
+    def replicas(self, service: str) -> list[LocalContainer]:
+        """Every running container of ``service``."""
+        if service in self.containers:
+            return [self.containers[service]]
+        count = self._scale.get(service, 1)
+        return [self.containers[f"{service}-{i}"] for i in range(1, count + 1)]
 
     def start(self) -> ComposeStack:
         """Start the services in order, each waited for; on a failure, stop what started."""
         try:
             for name in self.order:
-                self.containers[name] = self._container(name)
-                try:
-                    self.containers[name].start()
-                except Exception as err:
-                    err.add_note(f"service {name}: {self._logs_tail(name)}")
-                    raise
+                count = self._scale.get(name, 1)
+                for key in [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]:
+                    self.containers[key] = self._container(name, key)
+                    try:
+                        self.containers[key].start()
+                    except Exception as err:
+                        err.add_note(f"service {key}: {self._logs_tail(key)}")
+                        raise
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Remove the containers (last started first) and the stack's named volumes."""
-        for name in reversed(list(self.containers)):
+        """Remove the containers and the stack's named volumes.
+
+        All at once: on the vfs storage driver each removal deletes a full copy of its
+        image (tens of seconds), and a stack being torn down has nothing left to order.
+        """
+        containers, self.containers = list(self.containers.values()), {}
+
+        def remove(container: LocalContainer) -> None:
             try:
-                self.containers.pop(name).stop()
+                container.stop()
             except docker.errors.NotFound:
                 pass  # already removed
+
+        with ThreadPoolExecutor(max_workers=max(len(containers), 1)) as pool:
+            list(pool.map(remove, containers))
         for name in self._volumes:
             try:
                 self._client.volumes.get(name).remove(force=True)
@@ -212,7 +239,8 @@ class ComposeStack:
             return f"(no logs: {err})"
         return "last output:\n" + out.decode(errors="replace")
 
-    def _container(self, name: str) -> LocalContainer:
+    def _container(self, name: str, key: str) -> LocalContainer:
+        """A container of service ``name``, called ``key`` (the name, or a replica's)."""
         spec: dict[str, Any] = self.config["services"][name]
         unknown = set(spec) - SUPPORTED_KEYS
         if unknown:
@@ -229,7 +257,7 @@ class ComposeStack:
             file = self.config["secrets"][source]["file"]
             path = target if target.startswith("/") else f"/run/secrets/{target}"
             volumes.append((file, path, "ro"))
-        extra: dict[str, Any] = {"name": f"{self.project}-{name}"}
+        extra: dict[str, Any] = {"name": f"{self.project}-{key}"}
         restart = spec.get("restart", "no")
         if restart != "no":
             extra["restart_policy"] = {"Name": restart}
@@ -263,5 +291,6 @@ class ComposeStack:
             if source not in (self.config.get("volumes") or {}):
                 raise ValueError(f"service {service}: volume {source!r} is not declared")
             source = volume(self._client, f"{self.project}_{source}")
-            self._volumes.append(source)
+            if source not in self._volumes:  # replicas share it
+                self._volumes.append(source)
         return source, target, mode

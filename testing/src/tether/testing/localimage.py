@@ -170,6 +170,44 @@ def build_nats_image(client: docker.DockerClient, repository: str = "tether-loca
     return ref
 
 
+def build_deploy_image(
+    client: docker.DockerClient,
+    root: Path,
+    service: str,
+    *,
+    buildargs: dict[str, str] | None = None,
+) -> str:
+    """Build ``deploy/docker/<service>.Dockerfile`` of the repository at ``root`` from a local
+    base (:func:`build_local_image` with pip) as ``tether-<service>:test``; return the image
+    id. The engine's build cache keeps the locked-requirements layer while they do not
+    change; the previous build of the tag is removed (a full copy on the vfs driver), not
+    every dangling image (the build stage's layers are the next build's cache).
+    """
+    base = build_local_image(client, requirements=["pip"], repository="tether-local-python")
+    tag = f"tether-{service}:test"
+    try:
+        previous = client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        previous = None
+    image, _ = client.images.build(
+        path=str(root),
+        dockerfile=f"deploy/docker/{service}.Dockerfile",
+        buildargs={"BASE": base, **(buildargs or {})},
+        network_mode="host",  # pip reaches the package index through the host
+        tag=tag,
+        rm=True,
+        forcerm=True,
+    )
+    if previous is not None and previous != image.id:
+        try:
+            client.images.remove(previous)
+        except docker.errors.APIError:
+            pass  # in use by a container
+    if image.id is None:
+        raise RuntimeError(f"the engine built no image for {service}")
+    return image.id
+
+
 def _digest(
     workspace: Path | None,
     packages: Sequence[str],
