@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -12,14 +13,14 @@ pytestmark = pytest.mark.integration
 
 
 async def test_liveness_readiness_and_bad_requests() -> None:
-    state = {"ready": False}
+    state: dict[str, Any] = {"ready": False}
 
     def ready() -> bool:
         if state.get("boom"):
             raise RuntimeError("NATS gone")
         return state["ready"]
 
-    server = HealthServer("127.0.0.1", 0, ready)
+    server = HealthServer("127.0.0.1", 0, ready, details=lambda: state.get("details") or {})
     await server.start()
     base = f"http://127.0.0.1:{server.port}"
     try:
@@ -32,7 +33,20 @@ async def test_liveness_readiness_and_bad_requests() -> None:
             state["boom"] = True
             failing = await client.get("/readyz")
             assert failing.status_code == 503 and "NATS gone" in failing.json()["error"]
-            assert (await client.get("/metrics")).status_code == 404
+            assert (await client.get("/nope")).status_code == 404
+            scraped = await client.get("/metrics")
+            assert scraped.status_code == 200
+            assert scraped.headers["content-type"].startswith("text/plain; version=")
+            assert "# TYPE tether_relay_uploaded_messages_total counter" in scraped.text
+            state["boom"] = False
+            state["details"] = {"streams": {"S": {"fullness": 0.5}}}
+            assert (await client.get("/readyz")).json() == {
+                "status": "ready",
+                "streams": {"S": {"fullness": 0.5}},
+            }
+            state["details"] = {"degraded": ["stream S over 80% full"]}
+            degraded = await client.get("/readyz")
+            assert degraded.status_code == 200 and degraded.json()["status"] == "degraded"
             assert (await client.post("/healthz")).status_code == 405
         # A client that connects and says nothing does not stall the others.
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from prometheus_client import REGISTRY
 from tether.shared.agent_client import RefusedUpload, UploadOutcome
 from tether.shared.nats import streams, subjects
 from tether.shared.nats.relay import BatchPolicy, BatchRelay, RelaySpec
@@ -100,6 +101,11 @@ async def _until(predicate, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+def _metric(name: str) -> float:
+    """The relay ``test.events``'s value of a counter (0 before its first increment)."""
+    return REGISTRY.get_sample_value(f"tether_relay_{name}_total", {"relay": "test.events"}) or 0
+
+
 async def _pending(nc: nats.NATS, durable: str = "test-events") -> int:
     info = await nc.jetstream().consumer_info(str(Stream.EVENTS), durable)
     return info.num_pending + info.num_ack_pending
@@ -123,12 +129,16 @@ async def test_upload_failures_are_retried_and_nothing_is_lost(nats_server) -> N
     sink = RecordingSink()
     sink.fail_times = 3
     nc, relay = await _setup(nats_server.url, sink)
+    failures, uploaded = _metric("upload_failures"), _metric("uploaded_messages")
     await _publish(nc, range(1, 11))
     task = asyncio.create_task(relay.run())
     await _until(lambda: len(sink.seqs) == 10)
     relay.stop()
     await task
     assert sink.seqs == list(range(1, 11))
+    # /metrics shows the retries and what got through.
+    assert _metric("upload_failures") - failures == 3
+    assert _metric("uploaded_messages") - uploaded == 10
     await nc.close()
 
 
@@ -136,6 +146,7 @@ async def test_malformed_and_refused_messages_go_to_dead_letter(nats_server) -> 
     sink = RecordingSink()
     sink.refuse_seq = {5}
     nc, relay = await _setup(nats_server.url, sink)
+    dead_lettered = _metric("dead_lettered_messages")
     js = nc.jetstream()
     await _publish(nc, range(1, 11))
     await js.publish(subjects.events("run1"), b"{not json")
@@ -150,6 +161,7 @@ async def test_malformed_and_refused_messages_go_to_dead_letter(nats_server) -> 
     assert len(dead) == 2
     assert reasons[0].startswith("malformed RunEvent")
     assert reasons[1].startswith("refused by control plane")
+    assert _metric("dead_lettered_messages") - dead_lettered == 2
     assert await _pending(nc) == 0
     await nc.close()
 

@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from nats.js.api import ConsumerInfo
 from tether.eventrelay.settings import EventRelaySettings
 from tether.shared.nats import subjects
+from tether.shared.nats.streams import STREAMS, owned_by
 from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import encode
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.signing import WorkSigner
+from tether.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +103,56 @@ async def test_sigterm_while_the_control_plane_is_down_hands_the_batch_back(
     assert got[0].data == encode(event)
     assert got[0].metadata.num_delivered == 2
     await nc.close()
+
+
+async def test_its_health_port_serves_stream_fullness_and_relay_metrics(
+    nats_server, tmp_path
+) -> None:
+    """With the control plane unreachable, the backlog shows where an operator (or an
+    HPA) looks: the events stream's bytes, limit and oldest message in /readyz and
+    /metrics, and the failed uploads."""
+    nc = await nats_server.connect()
+    js = nc.jetstream()
+    port = free_port()
+    log = tmp_path / "relay.log"
+    async with eventrelay(
+        nats_server, log, health_port=str(port), fullness_interval_s="0.2"
+    ) as proc:
+        await _consumer(js)
+        event = RunEvent(run_id="r-metrics", seq=1, event_type=EventType.LOG, message="x")
+        await js.publish(subjects.events("r-metrics"), encode(event))
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            async with asyncio.timeout(30):
+                while True:
+                    assert proc.returncode is None, log.read_text()
+                    try:
+                        ready = (await client.get("/readyz")).json()
+                    except httpx.TransportError:
+                        ready = {}
+                    events = ready.get("streams", {}).get(str(Stream.EVENTS), {})
+                    if events.get("messages") and (events.get("oldest_age_s") or 0) > 0.5:
+                        break
+                    await asyncio.sleep(0.1)
+            assert ready["status"] == "ready"
+            assert events["limit_bytes"] == STREAMS[Stream.EVENTS].max_bytes
+            assert events["bytes"] > 0 and 0 < events["fullness"] < 0.8
+            assert set(ready["streams"]) == {str(s.name) for s in owned_by("eventrelay")}
+            scraped = (await client.get("/metrics")).text
+    stream = f'{{stream="{Stream.EVENTS}"}}'
+    assert (
+        _sample(scraped, f"tether_stream_limit_bytes{stream}") == STREAMS[Stream.EVENTS].max_bytes
+    )
+    assert _sample(scraped, f"tether_stream_messages{stream}") >= 1
+    failures = 'tether_relay_upload_failures_total{relay="eventrelay.store_events"}'
+    assert _sample(scraped, failures) >= 1, scraped
+    await nc.close()
+
+
+def _sample(exposition: str, series: str) -> float:
+    """The value of ``series`` (name and labels) in a Prometheus text exposition."""
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    raise AssertionError(f"{series} not in:\n{exposition}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from poller_fixtures import LogSeen, WorkQueueEndpoint
+from prometheus_client import REGISTRY
 from tether.poller import PollerService, PollerSettings
 from tether.shared.nats import subjects
 from tether.shared.nats.perms import Role
@@ -395,3 +397,40 @@ def test_queues_come_comma_separated_and_bad_names_are_refused(
         monkeypatch.setenv("TETHER_POLLER_QUEUES", bad)
         with pytest.raises(ValueError, match="agent queue|at least 1"):
             PollerSettings()
+
+
+async def test_claiming_pauses_while_the_events_stream_is_nearly_full(
+    nats_server, endpoint: WorkQueueEndpoint
+) -> None:
+    # The events stream, as its owner (the eventrelay) declares it, but small and filled
+    # past the poller's threshold by runs whose events the relay cannot upload.
+    nc = await nats_connect(nats_server.url)
+    js = nc.jetstream()
+    spec = STREAMS[Stream.EVENTS]
+    await ensure_stream(js, dataclasses.replace(spec, max_bytes=64 * 1024))
+    for n in range(60):
+        await js.publish(subjects.events(f"run-{n}"), b"x" * 1000)
+    endpoint.add(work_item("held-back"))
+    service = PollerService(
+        poller_settings(nats_server.url, endpoint, fullness_interval_s=0.1, pause_claims_at=0.9)
+    )
+    try:
+        async with running(service):
+            await asyncio.to_thread(
+                endpoint.wait_for, lambda: "claiming" in service.health_details()
+            )
+            claims = endpoint.claims
+            await asyncio.sleep(1.0)  # ten readings: none of them claims
+            assert endpoint.claims == claims and "held-back" not in endpoint.acked
+            details = service.health_details()
+            assert details["claiming"] == f"paused: {Stream.EVENTS} nearly full"
+            assert details["streams"][str(Stream.EVENTS)]["fullness"] > 0.9
+            assert REGISTRY.get_sample_value("tether_poller_paused") == 1
+            # The relay catches up: claiming resumes by itself.
+            await js.purge_stream(str(Stream.EVENTS))
+            await asyncio.to_thread(endpoint.wait_acked, {"held-back"})
+            assert REGISTRY.get_sample_value("tether_poller_paused") == 0
+            assert "claiming" not in service.health_details()
+    finally:
+        await ensure_stream(js, spec)
+        await nc.close()

@@ -12,6 +12,7 @@ from tether.eventrelay.settings import EventRelaySettings
 from tether.shared.agent_client import AgentClient
 from tether.shared.nats import streams, subjects
 from tether.shared.nats.connection import connect_nats
+from tether.shared.nats.fullness import StreamWatch, while_watching
 from tether.shared.nats.relay import BatchRelay, RelaySpec
 from tether.shared.nats.status import StatusReporter, while_reporting
 from tether.shared.nats.subjects import Stream
@@ -48,6 +49,7 @@ class EventRelay:
         ] = []
         self._stopped = asyncio.Event()
         self._nc: NATS | None = None
+        self._watch: StreamWatch | None = None
 
     def ready(self) -> bool:
         """Connected to NATS with its relays set up, and not stopping."""
@@ -57,6 +59,10 @@ class EventRelay:
             and bool(self._relays)
             and not self._stopped.is_set()
         )
+
+    def health_details(self) -> dict[str, object]:
+        """The fullness of the streams it owns (``/readyz``)."""
+        return self._watch.details() if self._watch is not None else {}
 
     def shutdown(self) -> None:
         """Stop after the batches in hand are uploaded and acked."""
@@ -71,6 +77,8 @@ class EventRelay:
         self._nc = nc
         js = nc.jetstream()
         await streams.ensure_owned_streams(js, SERVICE)
+        owned = [str(spec.name) for spec in streams.owned_by(SERVICE)]
+        self._watch = StreamWatch(nc, owned, interval_s=s.fullness_interval_s)
         # One attempt per upload: the relay retries, with its bounded backoff, and keeps
         # the batch in progress meanwhile (the client's own retries wait up to 5 s apart,
         # late by that much when the control plane comes back).
@@ -110,7 +118,9 @@ class EventRelay:
             self.shutdown()
         log.info("eventrelay relaying events and results to %s", s.control_plane_url)
         try:
-            await while_reporting(StatusReporter(js, SERVICE), self._relay_all())
+            await while_reporting(
+                StatusReporter(js, SERVICE), while_watching(self._watch, self._relay_all())
+            )
         finally:
             await client.aclose()
             await nc.drain()

@@ -16,6 +16,7 @@ from tether.logship.sinks import ControlPlaneSink, LogSink, S3Sink
 from tether.shared.agent_client import AgentClient
 from tether.shared.nats import streams, subjects
 from tether.shared.nats.connection import connect_nats
+from tether.shared.nats.fullness import StreamWatch, while_watching
 from tether.shared.nats.headers import decode_log_chunk
 from tether.shared.nats.relay import BatchPolicy, BatchRelay, RelaySpec
 from tether.shared.nats.status import StatusReporter, while_reporting
@@ -57,6 +58,7 @@ class LogShip:
         self._presign_relay: BatchRelay[WorkItem] | None = None
         self._stopped = asyncio.Event()
         self._nc: NATS | None = None
+        self._watch: StreamWatch | None = None
 
     def ready(self) -> bool:
         """Connected to NATS with its relay set up, and not stopping."""
@@ -66,6 +68,10 @@ class LogShip:
             and self._relay is not None
             and not self._stopped.is_set()
         )
+
+    def health_details(self) -> dict[str, object]:
+        """The fullness of the LOGS stream (``/readyz``)."""
+        return self._watch.details() if self._watch is not None else {}
 
     def shutdown(self) -> None:
         """Stop after the batches in hand are stored and acked."""
@@ -81,6 +87,8 @@ class LogShip:
         self._nc = nc
         js = nc.jetstream()
         await streams.ensure_owned_streams(js, SERVICE)
+        owned = [str(spec.name) for spec in streams.owned_by(SERVICE)]
+        self._watch = StreamWatch(nc, owned, interval_s=s.fullness_interval_s)
         # Dead letters go to the stream the eventrelay owns; wait so none is lost.
         await streams.wait_for_stream(js, Stream.DEAD_LETTER, timeout=300)
         # One attempt per upload: the relay retries with its bounded backoff.
@@ -115,7 +123,9 @@ class LogShip:
             else "the control plane",
         )
         try:
-            await while_reporting(StatusReporter(js, SERVICE), self._serve(js))
+            await while_reporting(
+                StatusReporter(js, SERVICE), while_watching(self._watch, self._serve(js))
+            )
         finally:
             await client.aclose()
             await nc.drain()

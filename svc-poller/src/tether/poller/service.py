@@ -8,14 +8,18 @@ import logging
 import stamina
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
+from prometheus_client import Counter, Gauge, Histogram
 from tether.poller.dispatch import WorkDispatcher
 from tether.poller.heartbeat import heartbeat_loop
 from tether.poller.settings import PollerSettings
 from tether.shared.agent_client import AgentClient
 from tether.shared.nats.broker import connect_broker, make_broker
 from tether.shared.nats.connection import NatsLogin
+from tether.shared.nats.fullness import StreamWatch
 from tether.shared.nats.status import StatusReporter
-from tether.shared.nats.streams import ensure_owned_streams
+from tether.shared.nats.streams import ensure_owned_streams, owned_by
+from tether.shared.nats.subjects import Stream
+from tether.shared.runtime.metrics import LATENCY_BUCKETS
 from tether.shared.wire.errors import TetherError
 from tether.shared.wire.work import WorkItem
 
@@ -23,6 +27,24 @@ log = logging.getLogger(__name__)
 
 #: The name under which the poller owns streams (see tether.shared.nats.streams.STREAMS).
 OWNER = "poller"
+#: The streams whose fullness pauses claiming: where claimed work waits, and where the runs
+#: it starts publish their events.
+BACKPRESSURE_STREAMS = (str(Stream.WORK), str(Stream.EVENTS))
+
+CLAIMED = Counter("tether_poller_claimed_items", "Work items claimed from the control plane.")
+PUBLISHED = Counter("tether_poller_published_items", "Claimed work items published and acked.")
+UNPUBLISHED = Counter(
+    "tether_poller_unpublished_items", "Claimed work items that could not be published."
+)
+CLAIM_SECONDS = Histogram(
+    "tether_poller_claim_seconds",
+    "Duration of one claimWork long-poll (up to claim_wait_s when there is no work).",
+    buckets=(*LATENCY_BUCKETS, 120.0),
+)
+PAUSED = Gauge(
+    "tether_poller_paused",
+    "1 while claiming is paused because the work or events stream is nearly full.",
+)
 
 
 class PollerError(TetherError):
@@ -64,6 +86,8 @@ class PollerService:
         self._nc: NATS | None = None
         self._streams_ready = False
         self._inflight: asyncio.Task[None] | None = None
+        self._watch: StreamWatch | None = None
+        self._claims_paused = False
 
     async def __aenter__(self) -> PollerService:
         return self
@@ -79,6 +103,19 @@ class PollerService:
             and self._streams_ready
             and not self._stopping.is_set()
         )
+
+    def health_details(self) -> dict[str, object]:
+        """The fullness of the work and events streams (``/readyz``)."""
+        details = self._watch.details() if self._watch is not None else {}
+        if self._paused():
+            details["claiming"] = "paused: " + ", ".join(self._paused()) + " nearly full"
+        return details
+
+    def _paused(self) -> list[str]:
+        """The streams fuller than ``pause_claims_at`` (claiming waits while any is)."""
+        if self._watch is None:
+            return []
+        return self._watch.over(self._settings.pause_claims_at, BACKPRESSURE_STREAMS)
 
     def shutdown(self) -> None:
         """Stop claiming; items already claimed are still published. Idempotent."""
@@ -103,6 +140,9 @@ class PollerService:
             await ensure_owned_streams(js, OWNER)
             await broker.start()
             self._streams_ready = True
+            watched = [str(spec.name) for spec in owned_by(OWNER)] + [str(Stream.EVENTS)]
+            self._watch = StreamWatch(nc, dict.fromkeys(watched), interval_s=s.fullness_interval_s)
+            await self._watch.refresh()
             async with AgentClient(
                 s.control_plane_url,
                 s.agent_token.get_secret_value(),
@@ -119,6 +159,7 @@ class PollerService:
                 async with asyncio.TaskGroup() as tg:
                     claiming = tg.create_task(self._claim_loop(client, dispatcher))
                     reporting = tg.create_task(me.run())
+                    watching = tg.create_task(self._watch.run())
                     beating = tg.create_task(
                         heartbeat_loop(client, js, s.agent_id, s.heartbeat_interval_s, me)
                     )
@@ -128,6 +169,7 @@ class PollerService:
                     claiming.cancel()
                     beating.cancel()
                     reporting.cancel()
+                    watching.cancel()
         finally:
             await _close(broker, nc)
         log.info("poller stopped")
@@ -162,16 +204,31 @@ class PollerService:
             raise
 
     async def _cycle(self, client: AgentClient, dispatcher: WorkDispatcher) -> None:
-        """One claim -> publish -> ack round."""
+        """One claim -> publish -> ack round (a pause instead while streams are full)."""
         s = self._settings
-        items = await client.claim_work(
-            s.agent_id,
-            s.substrates,
-            max_items=s.max_items,
-            wait_s=s.claim_wait_s,
-            lease_s=s.lease_s,
-            queues=s.queues,
-        )
+        full = self._paused()
+        if bool(full) != self._claims_paused:
+            if full:
+                log.warning("claiming paused: stream(s) %s nearly full", ", ".join(full))
+            else:
+                log.info("claiming resumed: the streams drained")
+            self._claims_paused = bool(full)
+            PAUSED.set(1 if full else 0)
+        if full:
+            # What is claimed now could not be published (or its runs' events stored):
+            # leave it in the control plane's queue, where it waits at no cost.
+            await asyncio.sleep(s.fullness_interval_s)
+            return
+        with CLAIM_SECONDS.time():
+            items = await client.claim_work(
+                s.agent_id,
+                s.substrates,
+                max_items=s.max_items,
+                wait_s=s.claim_wait_s,
+                lease_s=s.lease_s,
+                queues=s.queues,
+            )
+        CLAIMED.inc(len(items))
         if not items:
             return
         # Shielded: cancelling the loop (shutdown) must not interrupt a half-done publish.
@@ -184,8 +241,10 @@ class PollerService:
         outcome = await dispatcher.dispatch(items)
         if outcome.published:
             await client.ack_work(self._settings.agent_id, outcome.published)
+            PUBLISHED.inc(len(outcome.published))
             log.info("published and acked %d work item(s)", len(outcome.published))
         if outcome.failed:
+            UNPUBLISHED.inc(len(outcome.failed))
             raise DispatchFailedError(outcome.failed)
 
 

@@ -47,6 +47,15 @@ class PollerSettings(AgentSettings):
         gt=0,
         description="Seconds one agent-API call retries transient failures before giving up.",
     )
+    pause_claims_at: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description=(
+            "Fullness (stored bytes over max_bytes) of the work or events stream at which "
+            "the poller stops claiming new work until it drains below."
+        ),
+    )
     backoff_initial_s: float = Field(
         default=1.0, gt=0, description="First pause of the claim loop after a failed cycle."
     )

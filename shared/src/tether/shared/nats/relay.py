@@ -30,7 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tether.shared.nats.deadletter import dead_letter
 from tether.shared.nats.streams import fetch_ready, jetstream_call
 from tether.shared.nats.subjects import Stream
-from tether.shared.runtime import telemetry
+from tether.shared.runtime import metrics, telemetry
 from tether.shared.runtime.telemetry import TRACEPARENT_HEADER
 from tether.shared.wire.errors import AgentApiError, ContractError
 
@@ -294,15 +294,21 @@ class BatchRelay(Generic[T]):
         and we keep our messages in progress so they are not redelivered elsewhere.
         """
         delay = min(0.2, self._policy.max_backoff_s)
+        name = self._spec.name
         while True:
             try:
-                outcome = await self._spec.upload([item for _, item in pairs])
-                return await self._without_refused(pairs, outcome)
+                with metrics.RELAY_UPLOAD_SECONDS.labels(name).time():
+                    outcome = await self._spec.upload([item for _, item in pairs])
+                metrics.RELAY_BATCH_SIZE.labels(name).observe(len(pairs))
+                stored = await self._without_refused(pairs, outcome)
+                metrics.RELAY_UPLOADED.labels(name).inc(len(stored))
+                return stored
             except AgentApiError as err:
                 # Only content refusals (and batches over the size limit) are the messages'
                 # fault; anything else (a bad token, a server bug) is retried so that
                 # fixing it loses nothing. Bisecting finds the culprit or a size that fits.
                 if not (err.is_bad_input or err.is_too_large):
+                    metrics.RELAY_UPLOAD_FAILURES.labels(name).inc()
                     log.error(
                         "%s: upload refused (%s); retrying in %.1fs", self._spec.name, err, delay
                     )
@@ -315,6 +321,7 @@ class BatchRelay(Generic[T]):
                         pairs[:mid]
                     ) + await self._upload_until_done(pairs[mid:])
             except Exception as err:  # noqa: BLE001 - transport errors after the client's own retries
+                metrics.RELAY_UPLOAD_FAILURES.labels(name).inc()
                 log.warning(
                     "%s: upload failed (%s); retrying in %.1fs", self._spec.name, err, delay
                 )
@@ -340,6 +347,7 @@ class BatchRelay(Generic[T]):
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Move ``msg`` to the dead-letter stream with ``reason`` and terminate it."""
         log.error("%s: dead-lettering message on %s: %s", self._spec.name, msg.subject, reason)
+        metrics.RELAY_DEAD_LETTERED.labels(self._spec.name).inc()
         await dead_letter(
             self._publish,
             self._spec.stream,

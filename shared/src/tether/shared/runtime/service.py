@@ -22,7 +22,8 @@ class Service(Protocol):
     then finishes or hands back its in-flight work within the graceful timeout.
 
     A service may also define ``ready() -> bool`` (connected and doing its job), which
-    its ``/readyz`` endpoint reports; without it, a serving process counts as ready.
+    its ``/readyz`` endpoint reports; without it, a serving process counts as ready; and
+    ``health_details() -> dict`` (e.g. its streams' fullness), which ``/readyz`` adds.
     """
 
     async def run(self) -> None:
@@ -52,7 +53,11 @@ async def serve(
         loop.add_signal_handler(sig, service.shutdown)
     probe: HealthServer | None = None
     if health is not None:
-        probe = HealthServer(*health, ready=getattr(service, "ready", lambda: True))
+        probe = HealthServer(
+            *health,
+            ready=getattr(service, "ready", lambda: True),
+            details=getattr(service, "health_details", None),
+        )
         await probe.start()
     task = asyncio.ensure_future(service.run())
     try:

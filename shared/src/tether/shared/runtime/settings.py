@@ -84,7 +84,15 @@ class AgentSettings(BaseSettings):
         description="Interface of the /healthz and /readyz endpoint (loopback: no ingress).",
     )
     health_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Port of /healthz and /readyz; unset: off."
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of /healthz, /readyz and /metrics (Prometheus); unset: off.",
+    )
+    fullness_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between readings of the streams' fullness (metrics, /readyz).",
     )
     deployment: str = Field(
         default="default",
