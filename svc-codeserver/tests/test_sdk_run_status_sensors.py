@@ -4,6 +4,7 @@ request, and how their snapshot and run records cross the wire."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from tether.sdk import (
@@ -64,11 +65,11 @@ def record(
     status: RunStatus = RunStatus.FAILURE,
     job_name: str = "nightly",
     location_name: str = "here",
-    **extra: object,
+    **extra: Any,
 ) -> RunRecord:
     return RunRecord(
         run_id=run_id, status=status, job_name=job_name, location_name=location_name, **extra
-    )  # type: ignore[arg-type]
+    )
 
 
 def evaluate(defs: Definitions, name: str, *records: RunRecord, cursor: str | None = "41"):
