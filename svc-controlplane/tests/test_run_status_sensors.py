@@ -84,17 +84,25 @@ async def _new_run(
 
 
 async def _worker_ends(
-    api: Api, run_id: str, event: EventType, *, deployment: str = "default", seq: int = 2
+    api: Api, run_id: str, end: EventType, *, deployment: str = "default", seq: int = 3
 ) -> None:
-    """The run's worker reports its start (seq 1) and its end (``event``, ``seq``)."""
-    error = ErrorInfo(cls_name="ValueError", message=f"{run_id} broke")
+    """The run's worker reports its start (seq 1), its step ``a`` (failed when ``end`` is
+    RUN_FAILURE) and its end (``end``, ``seq``)."""
+    failed = end == EventType.RUN_FAILURE
     events = [
         RunEvent(run_id=run_id, seq=1, event_type=EventType.RUN_START),
         RunEvent(
             run_id=run_id,
+            seq=seq - 1,
+            event_type=EventType.STEP_FAILURE if failed else EventType.STEP_SUCCESS,
+            step_key="a",
+            error=ErrorInfo(cls_name="ValueError", message=f"{run_id} broke") if failed else None,
+        ),
+        RunEvent(
+            run_id=run_id,
             seq=seq,
-            event_type=event,
-            error=error if event == EventType.RUN_FAILURE else None,
+            event_type=end,
+            message="Steps failed: a." if failed else "",
             last_seq=seq,
         ),
     ]
@@ -212,10 +220,11 @@ async def test_a_tick_carries_the_watched_failures_of_its_deployment_since_its_c
         "repo",
     )
     assert failed.tags == {"team": "data", "n": "failed"}
-    assert failed.error_message == "failed broke"
+    assert failed.error_message == "Steps failed: a. a: failed broke"
     assert failed.start_timestamp is not None and failed.end_timestamp is not None
     assert failed.seq < far_load.seq < monitored.seq
-    assert monitored.error_message == "run failed: ran too long"
+    # The monitor's reason, and what its worker said later about its step.
+    assert monitored.error_message == "run failed: ran too long a: monitored broke"
     assert payload.cursor == str(newest)
 
     # A failed evaluation keeps the cursor: the next tick carries the same changes.

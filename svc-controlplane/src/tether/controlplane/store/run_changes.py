@@ -106,20 +106,50 @@ async def status_changes(
             .limit(limit)
         )
     ).all()
-    records = [record for event, run in rows if (record := _record(event, run)) is not None]
+    failed_steps = await _first_step_failures(
+        session, [run.id for event, run in rows if event.event_type == EventType.RUN_FAILURE]
+    )
+    records = [
+        record
+        for event, run in rows
+        if (record := _record(event, run, failed_steps.get(run.id))) is not None
+    ]
     cursor = rows[-1][0].id if len(rows) == limit else newest
     return StatusChanges(records=records, cursor=max(cursor, after))
 
 
-def _record(event: RunEventRow, run: Run) -> RunStatusRecord | None:
+async def _first_step_failures(session: AsyncSession, run_ids: list[str]) -> dict[str, str]:
+    """Per run, its first failed step and that step's error ("step: message")."""
+    if not run_ids:
+        return {}
+    rows = await session.execute(
+        select(RunEventRow.run_id, RunEventRow.step_key, RunEventRow.error, RunEventRow.message)
+        .where(
+            RunEventRow.run_id.in_(run_ids),
+            RunEventRow.event_type == str(EventType.STEP_FAILURE),
+        )
+        .order_by(RunEventRow.id)
+    )
+    found: dict[str, str] = {}
+    for run_id, step_key, error, message in rows:
+        if run_id not in found:
+            detail = (error or {}).get("message") or message
+            found[run_id] = f"{step_key}: {detail}" if step_key else str(detail)
+    return found
+
+
+def _record(event: RunEventRow, run: Run, failed_step: str | None) -> RunStatusRecord | None:
     status = STATUS_FOR_EVENT[EventType(event.event_type)]
     if status.is_terminal and run.status != status:
         return None
     error_message = None
-    if event.error:
-        error_message = str(event.error.get("message") or "") or None
-    if error_message is None and status in (RunStatus.FAILURE, RunStatus.CANCELED):
-        error_message = event.message or None
+    if status in (RunStatus.FAILURE, RunStatus.CANCELED):
+        # The run's own error (or the message of its end), then what its first failed
+        # step raised: "Steps failed: load. load: ValueError: ..." says which and why.
+        parts = [str((event.error or {}).get("message") or event.message or "")]
+        if failed_step:
+            parts.append(failed_step)
+        error_message = " ".join(p for p in parts if p) or None
     return RunStatusRecord(
         seq=event.id,
         run_id=run.id,
