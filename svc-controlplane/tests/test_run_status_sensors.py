@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from controlplane_testkit import Api, Clock, snapshot_with_instigators
-from sqlalchemy import select
+from sqlalchemy import select, text
 from tether.controlplane.daemons import SensorDaemon
 from tether.controlplane.db.models import Deployment, Instigator, InstigatorTick
 from tether.controlplane.runs import lifecycle
@@ -295,3 +295,73 @@ async def test_a_cursor_that_is_not_an_event_id_starts_afresh(loaded: Api, clock
 def test_a_batch_limit_below_one_is_refused(api: Api) -> None:
     with pytest.raises(ValueError, match="run_status_batch must be >= 1"):
         SensorDaemon(api.cp.db, api.cp.queue, run_status_batch=0)
+
+
+#: A history for the plan check: runs of 20 jobs, ten events each, one run in ten failed.
+PLAN_RUNS = 20_000
+PLAN_SEED = [
+    """
+    INSERT INTO runs (id, deployment_id, location_name, repository_name, job_name, run_config,
+        tags, status, created_at, started_at, ended_at, status_changed_at)
+    SELECT 'r' || lpad(i::text, 9, '0'), 'default', 'loc', 'repo', 'job_' || (i % 20),
+        '{}'::json, '{}'::json, CASE WHEN i % 10 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END,
+        i, i + 1, i + 20, i + 20
+    FROM generate_series(1, :runs) AS i
+    """,
+    """
+    INSERT INTO run_events (run_id, seq, event_type, timestamp, step_key, message, data, error)
+    SELECT 'r' || lpad(i::text, 9, '0'), s,
+        (ARRAY['RUN_START', 'STEP_START', 'LOG', 'LOG', 'LOG', 'LOG', 'LOG', 'LOG',
+               CASE WHEN i % 10 = 0 THEN 'STEP_FAILURE' ELSE 'STEP_SUCCESS' END,
+               CASE WHEN i % 10 = 0 THEN 'RUN_FAILURE' ELSE 'RUN_SUCCESS' END])[s],
+        i + s, CASE WHEN s BETWEEN 2 AND 9 THEN 'step' END, 'line ' || s, '{}'::json, NULL
+    FROM generate_series(1, :runs) AS i, generate_series(1, 10) AS s
+    """,
+]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_reading_status_changes_uses_indexes_not_scans_of_the_history(api: Api) -> None:
+    from test_query_plans import Statements, seq_scans
+
+    async with api.cp.db.engine.begin() as conn:
+        for statement in PLAN_SEED:
+            await conn.execute(text(statement), {"runs": PLAN_RUNS})
+    async with api.cp.db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE"))
+    watch = RunStatusSensorSnapshot(
+        statuses=[RunStatus.FAILURE], monitored_jobs=[MonitoredJob(job_name="job_0")]
+    )
+    async with api.cp.db.reading() as session:
+        newest = await run_changes.newest_event_id(session)
+    with Statements.on(api.cp.db.engine.sync_engine) as statements:
+        # A sensor that is up to date, and one far behind (a batch's worth of failures).
+        for label, after in [("recent", newest - 2000), ("behind", newest // 2)]:
+            statements.label = label
+            async with api.cp.db.reading() as session:
+                changes = await run_changes.status_changes(
+                    session,
+                    watch,
+                    deployment_id="default",
+                    own_location="loc",
+                    after=after,
+                    limit=100,
+                )
+            assert changes.records and all(r.job_name == "job_0" for r in changes.records)
+    problems = []
+    async with api.cp.db.engine.connect() as conn:
+        for label, statement, params in statements.captured:
+            transaction = await conn.begin()
+            try:
+                result = await conn.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params
+                )
+                (plan,) = result.scalar_one()
+            finally:
+                await transaction.rollback()
+            one_line = " ".join(statement.split())
+            print(f"{plan['Execution Time']:8.2f} ms  {label}: {one_line[:120]}")
+            if scans := seq_scans(plan["Plan"]):
+                problems.append(f"{label}: Seq Scan of {', '.join(scans)} in {one_line}")
+    assert not problems, "\n".join(problems)
