@@ -6,6 +6,11 @@ and is a sensor's cursor. Only the first event of a type per run counts (a worke
 RUN_FAILURE after the monitor's is not a second failure), and an event for a terminal
 status counts only if the run really ended so (an event whose move the state machine
 refused, e.g. RUN_CANCELED after SUCCESS, changed nothing).
+
+Known limit: on PostgreSQL, ids are handed out before commit, so an upload that commits
+after a later-numbered one could land behind a cursor that already passed it (SQLite
+serializes writers, so there it cannot). Uploads are short transactions; a settle margin
+(reading only ids older than the oldest transaction in flight) would close the gap.
 """
 
 from __future__ import annotations
