@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -154,7 +154,9 @@ class RunWatch:
         return False
 
 
-def _monitored_jobs(sensor_name: str, refs: Sequence[MonitoredJobRef] | None) -> list[Any]:
+def _monitored_jobs(
+    sensor_name: str, refs: Sequence[MonitoredJobRef] | None
+) -> list[tuple[str | None, str]]:
     if refs is None:
         return []
     if isinstance(refs, str | JobDefinition | JobSelector):
@@ -162,8 +164,8 @@ def _monitored_jobs(sensor_name: str, refs: Sequence[MonitoredJobRef] | None) ->
     out: list[tuple[str | None, str]] = []
     for ref in refs:
         if isinstance(ref, JobSelector):
-            check = ref.location_name and ref.job_name
-            if not check or not isinstance(ref.location_name, str):
+            names = (ref.location_name, ref.job_name)
+            if not all(isinstance(n, str) and n for n in names):
                 raise DefinitionError(f"sensor {sensor_name!r}: {ref!r} needs both names")
             out.append((ref.location_name, ref.job_name))
         elif isinstance(ref, JobDefinition):
@@ -290,13 +292,7 @@ class RunStatusSensorDefinition(SensorDefinition):
             origin = {SENSOR_NAME_TAG: self.name, TRIGGERING_RUN_TAG: record.run_id}
             for index, request in enumerate(requests):
                 if request.run_key is None:
-                    request = RunRequest(
-                        run_key=f"{record.run_id}:{record.status}:{index}",
-                        run_config=request.run_config,
-                        tags=request.tags,
-                        job_name=request.job_name,
-                        partition_key=request.partition_key,
-                    )
+                    request = replace(request, run_key=f"{record.run_id}:{record.status}:{index}")
                 resolved.append(
                     resolve("sensor", self.name, request, targets, origin, context.current_time)
                 )
