@@ -292,6 +292,12 @@ async def test_a_cursor_that_is_not_an_event_id_starts_afresh(loaded: Api, clock
     assert ids == ["after"]
 
 
+async def test_the_api_says_which_sensors_react_to_run_statuses(loaded: Api) -> None:
+    data = await loaded.user('{ sensors(locationName: "loc") { name runStatuses } }')
+    statuses = {s["name"]: s["runStatuses"] for s in data["sensors"]}
+    assert statuses == {"watcher": [], "slow": [], SENSOR: ["FAILURE"]}
+
+
 def test_a_batch_limit_below_one_is_refused(api: Api) -> None:
     with pytest.raises(ValueError, match="run_status_batch must be >= 1"):
         SensorDaemon(api.cp.db, api.cp.queue, run_status_batch=0)
