@@ -15,6 +15,7 @@ from tether.shared.grpc.convert import (
     error_from_proto,
     partition_keys_from_proto,
     partition_run_config_from_proto,
+    run_record_to_proto,
     schedule_tick_from_proto,
     sensor_tick_from_proto,
     snapshot_from_proto,
@@ -22,6 +23,8 @@ from tether.shared.grpc.convert import (
 )
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.locations import LocationConfig
+from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.work import RunStatusRecord
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +36,9 @@ CODESERVER = "tether.codeserver.v1.CodeServer"
 TROUBLED = """
 import time
 from tether.sdk import (
-    Definitions, RunRequest, SensorEvaluationContext, StaticPartitionsDefinition, job, op,
-    partitioned_config, schedule, sensor,
+    Definitions, RunFailureSensorContext, RunRequest, SensorEvaluationContext,
+    StaticPartitionsDefinition, job, op, partitioned_config, run_failure_sensor, schedule,
+    sensor,
 )
 
 
@@ -89,10 +93,22 @@ def echo_context(context: SensorEvaluationContext):
     )
 
 
+@run_failure_sensor(request_job=target)
+def on_failure(context: RunFailureSensorContext):
+    run = context.run
+    return RunRequest(
+        tags={
+            "failed": run.run_id,
+            "why": str(context.error_message),
+            "ended": run.end_time.isoformat() if run.end_time else "-",
+        }
+    )
+
+
 defs = Definitions(
     jobs=[target, partitioned],
     schedules=[broken_schedule],
-    sensors=[broken_sensor, slow_sensor, not_json_sensor, echo_context],
+    sensors=[broken_sensor, slow_sensor, not_json_sensor, echo_context, on_failure],
 )
 """
 
@@ -291,6 +307,40 @@ def test_sensor_context_travels(troubled) -> None:
     assert request.tags["cursor"] == "c7"
     assert request.tags["last_tick"] == last_tick.isoformat()
     assert request.tags["now"] == now.isoformat()
+
+
+def test_run_records_reach_a_run_status_sensor_of_their_location(troubled) -> None:
+    ended = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+    def failure(run_id: str, location: str) -> pb.RunStatusRecord:
+        return run_record_to_proto(
+            RunStatusRecord(
+                seq=len(run_id),
+                run_id=run_id,
+                status=RunStatus.FAILURE,
+                job_name="target",
+                location_name=location,
+                error_message=f"{run_id} broke",
+                changed_timestamp=ended.timestamp(),
+                end_timestamp=ended.timestamp(),
+            )
+        )
+
+    request = pb.EvaluateSensorRequest(sensor_name="on_failure", cursor="17")
+    # Its own location's run only: the code server knows which location it serves.
+    request.run_records.extend([failure("here", "troubled"), failure("there", "elsewhere")])
+    tick = sensor_tick_from_proto("on_failure", troubled.stub.EvaluateSensor(request, timeout=10))
+    [run_request] = tick.run_requests
+    assert run_request.job_name == "target" and run_request.run_key == "here:FAILURE:0"
+    assert run_request.tags["failed"] == "here" and run_request.tags["why"] == "here broke"
+    assert run_request.tags["ended"] == ended.isoformat()
+    assert tick.cursor == "17"
+
+    bad = pb.EvaluateSensorRequest(sensor_name="on_failure")
+    bad.run_records.append(failure("x", "troubled"))
+    bad.run_records[0].status = "EXPLODED"
+    code = abort_code(lambda: troubled.stub.EvaluateSensor(bad, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _error(reply) -> ErrorInfo:

@@ -35,7 +35,7 @@ from grpc_health.v1.health import aio as health_aio
 from tether.codeserver.loader import AmbiguousRepository, LoadedLocation, RepositoryNotFound
 from tether.codeserver.settings import CodeServerSettings
 from tether.codeserver.user_code import NotFound, UserCodeRunner
-from tether.sdk import Definitions, RunRequest, UserCodeError
+from tether.sdk import Definitions, RunRecord, RunRequest, UserCodeError
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.grpc import codeserver_pb2_grpc as pb_grpc
 from tether.shared.grpc.auth import token_matches
@@ -43,6 +43,7 @@ from tether.shared.grpc.convert import (
     channel_options,
     error_to_proto,
     partition_run_config_to_proto,
+    run_record_from_proto,
     schedule_tick_to_proto,
     sensor_tick_to_proto,
     snapshot_to_proto,
@@ -54,6 +55,7 @@ from tether.shared.wire.process import CodeServerReady
 from tether.shared.wire.work import (
     PartitionRunConfigResult,
     RunRequestInfo,
+    RunStatusRecord,
     ScheduleTickResult,
     SensorTickResult,
 )
@@ -277,6 +279,10 @@ class CodeServerServicer(pb_grpc.CodeServerServicer):
         name = request.sensor_name
         cursor = request.cursor if request.HasField("cursor") else None
         last_run_key = request.last_run_key if request.HasField("last_run_key") else None
+        try:
+            records = [_run_record(run_record_from_proto(r)) for r in request.run_records]
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad run record: {err}")
         result = await self._user_call(
             lambda: defs.evaluate_sensor(
                 name,
@@ -284,6 +290,8 @@ class CodeServerServicer(pb_grpc.CodeServerServicer):
                 last_tick_time=last_tick,
                 last_run_key=last_run_key,
                 current_time=now,
+                location_name=self._location.config.name,
+                run_records=records,
             ),
             context,
         )
@@ -297,6 +305,27 @@ class CodeServerServicer(pb_grpc.CodeServerServicer):
                 cursor=result.cursor,
             )
         return _checked(lambda: sensor_tick_to_proto(out), pb.EvaluateSensorReply)
+
+
+def _when(epoch_seconds: float | None) -> datetime | None:
+    return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+def _run_record(record: RunStatusRecord) -> RunRecord:
+    """The SDK's view of a status change the control plane sent."""
+    return RunRecord(
+        run_id=record.run_id,
+        status=record.status,
+        job_name=record.job_name,
+        location_name=record.location_name,
+        repository_name=record.repository_name,
+        tags=dict(record.tags),
+        error_message=record.error_message,
+        changed_time=datetime.fromtimestamp(record.changed_timestamp, UTC),
+        start_time=_when(record.start_timestamp),
+        end_time=_when(record.end_timestamp),
+        seq=record.seq,
+    )
 
 
 def _request_info(request: RunRequest) -> RunRequestInfo:

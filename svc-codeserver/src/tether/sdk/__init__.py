@@ -72,6 +72,16 @@ from tether.sdk._run_request import (
     SkipReason,
     TickResult,
 )
+from tether.sdk._run_status_sensor import (
+    TRIGGERING_RUN_TAG,
+    JobSelector,
+    RunFailureSensorContext,
+    RunRecord,
+    RunStatusSensorContext,
+    RunStatusSensorDefinition,
+    run_failure_sensor,
+    run_status_sensor,
+)
 from tether.sdk._s3_io_manager import S3IOManager
 from tether.sdk._schedule import (
     ScheduleDefinition,
@@ -90,7 +100,7 @@ from tether.sdk._time_partitions import (
     TimeWindowPartitionsDefinition,
     WeeklyPartitionsDefinition,
 )
-from tether.shared.wire.runs import ASSET_SELECTION_TAG
+from tether.shared.wire.runs import ASSET_SELECTION_TAG, RunStatus
 
 __all__ = [
     "ASSET_JOB",
@@ -99,6 +109,7 @@ __all__ = [
     "PARTITION_KEY_TAG",
     "PARTITION_SET_TAG",
     "RESULT",
+    "TRIGGERING_RUN_TAG",
     "AssetExecutionContext",
     "AssetGraph",
     "AssetIn",
@@ -126,6 +137,7 @@ __all__ = [
     "LoadedValue",
     "Jitter",
     "JobDefinition",
+    "JobSelector",
     "MonthlyPartitionsDefinition",
     "Node",
     "OpContext",
@@ -142,7 +154,12 @@ __all__ = [
     "Resources",
     "RetryPolicy",
     "RetryRequested",
+    "RunFailureSensorContext",
+    "RunRecord",
     "RunRequest",
+    "RunStatus",
+    "RunStatusSensorContext",
+    "RunStatusSensorDefinition",
     "S3IOManager",
     "ScheduleDefinition",
     "ScheduleOverlapPolicy",
@@ -166,6 +183,8 @@ __all__ = [
     "multi_asset",
     "op",
     "partitioned_config",
+    "run_failure_sensor",
+    "run_status_sensor",
     "schedule",
     "select_assets",
     "sensor",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition, SensorEvaluationContext
 
 if TYPE_CHECKING:
+    from tether.sdk._run_status_sensor import RunRecord
     from tether.shared.wire.snapshots import LocationSnapshot, RepositorySnapshot
 
 
@@ -256,14 +257,19 @@ class Definitions:
         last_tick_time: datetime | None = None,
         last_run_key: str | None = None,
         current_time: datetime | None = None,
+        location_name: str | None = None,
+        run_records: Sequence[RunRecord] = (),
     ) -> TickResult:
-        """Evaluate sensor ``name`` once with the state its previous tick left."""
+        """Evaluate sensor ``name`` once with the state its previous tick left (and, for
+        a run-status sensor, the status changes the control plane sent)."""
         context = SensorEvaluationContext(
             sensor_name=name,
             cursor=cursor,
             last_tick_time=last_tick_time,
             last_run_key=last_run_key,
             current_time=current_time or datetime.now(UTC),
+            location_name=location_name,
+            run_records=run_records,
         )
         return self.get_sensor(name).evaluate_tick(context)
 

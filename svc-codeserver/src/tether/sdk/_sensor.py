@@ -6,13 +6,16 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from tether.sdk._errors import DefinitionError, UserCodeError
 from tether.sdk._job import JobDefinition
 from tether.sdk._op import check_name
 from tether.sdk._run_request import UNSET, DefaultSensorStatus, TickResult, collect, resolve
 from tether.sdk._schedule import _job_targets
+
+if TYPE_CHECKING:
+    from tether.sdk._run_status_sensor import RunRecord
 
 #: Tag of every run a sensor requests: the sensor's name.
 SENSOR_NAME_TAG = "tether/sensor_name"
@@ -34,6 +37,9 @@ class SensorEvaluationContext:
         last_tick_time: when the previous tick was evaluated (None before the first).
         last_run_key: the run key of the last run this sensor requested, if any.
         current_time: when this tick is evaluated (aware, UTC).
+        location_name: the code location evaluating it (None: not known, e.g. in a test).
+        run_records: for a run-status sensor, the watched status changes since its
+            cursor, as the control plane sent them (empty for other sensors).
     """
 
     sensor_name: str
@@ -41,6 +47,8 @@ class SensorEvaluationContext:
     last_tick_time: datetime | None = None
     last_run_key: str | None = None
     current_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    location_name: str | None = None
+    run_records: Sequence[RunRecord] = ()
 
     def update_cursor(self, cursor: str | None) -> None:
         """Set the cursor the next tick will see (a string: serialize structured state)."""

@@ -9,6 +9,7 @@ from tether.sdk._job import JobDefinition, Node
 from tether.sdk._op import RESULT
 from tether.sdk._partitions import PartitionsDefinition, StaticPartitionsDefinition
 from tether.sdk._retry import RetryPolicy
+from tether.sdk._run_status_sensor import RunStatusSensorDefinition
 from tether.sdk._schedule import ScheduleDefinition
 from tether.sdk._sensor import SensorDefinition
 from tether.sdk._time_partitions import TimeWindowPartitionsDefinition
@@ -17,6 +18,7 @@ from tether.shared.wire.snapshots import (
     Edge,
     InstigatorStatus,
     JobSnapshot,
+    MonitoredJob,
     OpInput,
     OpOutput,
     OpSnapshot,
@@ -25,6 +27,7 @@ from tether.shared.wire.snapshots import (
     PartitionsSnapshot,
     RepositorySnapshot,
     RetryPolicySnapshot,
+    RunStatusSensorSnapshot,
     ScheduleOverlapPolicy,
     ScheduleSnapshot,
     SensorSnapshot,
@@ -111,12 +114,24 @@ def _schedule_snapshot(schedule: ScheduleDefinition) -> ScheduleSnapshot:
 
 
 def _sensor_snapshot(sensor: SensorDefinition) -> SensorSnapshot:
+    run_status = None
+    if isinstance(sensor, RunStatusSensorDefinition):
+        watch = sensor.watch
+        run_status = RunStatusSensorSnapshot(
+            statuses=[watch.status],
+            monitored_jobs=[
+                MonitoredJob(location_name=location, job_name=job) for location, job in watch.jobs
+            ],
+            monitored_locations=list(watch.locations),
+            monitor_all_locations=watch.all_locations,
+        )
     return SensorSnapshot(
         name=sensor.name,
         description=sensor.description,
         job_names=sensor.job_names,
         minimum_interval_seconds=sensor.minimum_interval_seconds,
         default_status=InstigatorStatus(sensor.default_status.value),
+        run_status=run_status,
     )
 
 

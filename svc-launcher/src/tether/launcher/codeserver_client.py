@@ -17,6 +17,7 @@ from tether.shared.grpc.convert import (
     error_from_proto,
     partition_keys_from_proto,
     partition_run_config_from_proto,
+    run_record_to_proto,
     schedule_tick_from_proto,
     sensor_tick_from_proto,
     snapshot_from_proto,
@@ -169,6 +170,7 @@ class CodeServerClient:
             message.last_tick_time.CopyFrom(timestamp_to_proto(request.last_tick_timestamp))
         if request.current_timestamp is not None:
             message.current_time.CopyFrom(timestamp_to_proto(request.current_timestamp))
+        message.run_records.extend(run_record_to_proto(r) for r in request.run_records)
         stub = _new_stub(self.channel)
         reply = await stub.EvaluateSensor(message, timeout=deadline_s, metadata=self._metadata())
         return sensor_tick_from_proto(request.sensor_name, reply)

@@ -296,18 +296,40 @@ class Schedule(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., cron_schedule: _Optional[str] = ..., execution_timezone: _Optional[str] = ..., job_names: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., default_status: _Optional[_Union[DefaultStatus, str]] = ..., overlap_policy: _Optional[_Union[OverlapPolicy, str]] = ...) -> None: ...
 
 class Sensor(_message.Message):
-    __slots__ = ("name", "description", "job_names", "minimum_interval_seconds", "default_status")
+    __slots__ = ("name", "description", "job_names", "minimum_interval_seconds", "default_status", "run_status")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     JOB_NAMES_FIELD_NUMBER: _ClassVar[int]
     MINIMUM_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RUN_STATUS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     job_names: _containers.RepeatedScalarFieldContainer[str]
     minimum_interval_seconds: int
     default_status: DefaultStatus
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., job_names: _Optional[_Iterable[str]] = ..., minimum_interval_seconds: _Optional[int] = ..., default_status: _Optional[_Union[DefaultStatus, str]] = ...) -> None: ...
+    run_status: RunStatusFilter
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., job_names: _Optional[_Iterable[str]] = ..., minimum_interval_seconds: _Optional[int] = ..., default_status: _Optional[_Union[DefaultStatus, str]] = ..., run_status: _Optional[_Union[RunStatusFilter, _Mapping]] = ...) -> None: ...
+
+class RunStatusFilter(_message.Message):
+    __slots__ = ("statuses", "monitored_jobs", "monitored_locations", "monitor_all_locations")
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    MONITORED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MONITORED_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    MONITOR_ALL_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedScalarFieldContainer[str]
+    monitored_jobs: _containers.RepeatedCompositeFieldContainer[MonitoredJob]
+    monitored_locations: _containers.RepeatedScalarFieldContainer[str]
+    monitor_all_locations: bool
+    def __init__(self, statuses: _Optional[_Iterable[str]] = ..., monitored_jobs: _Optional[_Iterable[_Union[MonitoredJob, _Mapping]]] = ..., monitored_locations: _Optional[_Iterable[str]] = ..., monitor_all_locations: _Optional[bool] = ...) -> None: ...
+
+class MonitoredJob(_message.Message):
+    __slots__ = ("location_name", "job_name")
+    LOCATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    location_name: str
+    job_name: str
+    def __init__(self, location_name: _Optional[str] = ..., job_name: _Optional[str] = ...) -> None: ...
 
 class PartitionSet(_message.Message):
     __slots__ = ("name", "job_name", "static_partitions", "time_window_partitions")
@@ -454,20 +476,55 @@ class EvaluateScheduleReply(_message.Message):
     def __init__(self, tick: _Optional[_Union[ScheduleTick, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class EvaluateSensorRequest(_message.Message):
-    __slots__ = ("repository_name", "sensor_name", "cursor", "last_tick_time", "last_run_key", "current_time")
+    __slots__ = ("repository_name", "sensor_name", "cursor", "last_tick_time", "last_run_key", "current_time", "run_records")
     REPOSITORY_NAME_FIELD_NUMBER: _ClassVar[int]
     SENSOR_NAME_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     LAST_TICK_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     CURRENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_RECORDS_FIELD_NUMBER: _ClassVar[int]
     repository_name: str
     sensor_name: str
     cursor: str
     last_tick_time: _timestamp_pb2.Timestamp
     last_run_key: str
     current_time: _timestamp_pb2.Timestamp
-    def __init__(self, repository_name: _Optional[str] = ..., sensor_name: _Optional[str] = ..., cursor: _Optional[str] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_key: _Optional[str] = ..., current_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    run_records: _containers.RepeatedCompositeFieldContainer[RunStatusRecord]
+    def __init__(self, repository_name: _Optional[str] = ..., sensor_name: _Optional[str] = ..., cursor: _Optional[str] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_key: _Optional[str] = ..., current_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_records: _Optional[_Iterable[_Union[RunStatusRecord, _Mapping]]] = ...) -> None: ...
+
+class RunStatusRecord(_message.Message):
+    __slots__ = ("seq", "run_id", "status", "job_name", "location_name", "repository_name", "tags", "error_message", "changed_time", "start_time", "end_time")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    run_id: str
+    status: str
+    job_name: str
+    location_name: str
+    repository_name: str
+    tags: _containers.ScalarMap[str, str]
+    error_message: str
+    changed_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, seq: _Optional[int] = ..., run_id: _Optional[str] = ..., status: _Optional[str] = ..., job_name: _Optional[str] = ..., location_name: _Optional[str] = ..., repository_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., error_message: _Optional[str] = ..., changed_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SensorTick(_message.Message):
     __slots__ = ("run_requests", "skip_reason", "cursor")

@@ -11,12 +11,14 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from tether.shared.grpc import codeserver_pb2 as pb
 from tether.shared.wire.base import ErrorInfo
+from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.snapshots import (
     AssetNodeSnapshot,
     Edge,
     InstigatorStatus,
     JobSnapshot,
     LocationSnapshot,
+    MonitoredJob,
     OpInput,
     OpOutput,
     OpSnapshot,
@@ -25,6 +27,7 @@ from tether.shared.wire.snapshots import (
     PartitionsSnapshot,
     RepositorySnapshot,
     RetryPolicySnapshot,
+    RunStatusSensorSnapshot,
     ScheduleOverlapPolicy,
     ScheduleSnapshot,
     SensorSnapshot,
@@ -33,6 +36,7 @@ from tether.shared.wire.work import (
     PartitionKeysResult,
     PartitionRunConfigResult,
     RunRequestInfo,
+    RunStatusRecord,
     ScheduleTickResult,
     SensorTickResult,
 )
@@ -198,13 +202,27 @@ def _schedule_to_proto(s: ScheduleSnapshot) -> pb.Schedule:
 
 
 def _sensor_to_proto(s: SensorSnapshot) -> pb.Sensor:
-    return pb.Sensor(
+    msg = pb.Sensor(
         name=s.name,
         description=s.description,
         job_names=s.job_names,
         minimum_interval_seconds=s.minimum_interval_seconds,
         default_status=_STATUS[s.default_status],
     )
+    if s.run_status is not None:
+        watch = s.run_status
+        msg.run_status.CopyFrom(
+            pb.RunStatusFilter(
+                statuses=[str(status) for status in watch.statuses],
+                monitored_jobs=[
+                    pb.MonitoredJob(location_name=j.location_name, job_name=j.job_name)
+                    for j in watch.monitored_jobs
+                ],
+                monitored_locations=watch.monitored_locations,
+                monitor_all_locations=watch.monitor_all_locations,
+            )
+        )
+    return msg
 
 
 def _partition_set_to_proto(p: PartitionSetSnapshot) -> pb.PartitionSet:
@@ -323,12 +341,28 @@ def _schedule_from_proto(s: pb.Schedule) -> ScheduleSnapshot:
 
 
 def _sensor_from_proto(s: pb.Sensor) -> SensorSnapshot:
+    run_status = None
+    if s.HasField("run_status"):
+        watch = s.run_status
+        run_status = RunStatusSensorSnapshot(
+            statuses=[RunStatus(status) for status in watch.statuses],
+            monitored_jobs=[
+                MonitoredJob(
+                    location_name=j.location_name if j.HasField("location_name") else None,
+                    job_name=j.job_name,
+                )
+                for j in watch.monitored_jobs
+            ],
+            monitored_locations=list(watch.monitored_locations),
+            monitor_all_locations=watch.monitor_all_locations,
+        )
     return SensorSnapshot(
         name=s.name,
         description=s.description,
         job_names=list(s.job_names),
         minimum_interval_seconds=s.minimum_interval_seconds,
         default_status=_reverse(_STATUS)[s.default_status],
+        run_status=run_status,
     )
 
 
@@ -396,6 +430,49 @@ def run_request_from_proto(msg: pb.RunRequest) -> RunRequestInfo:
         run_config=_dict(msg.run_config),
         tags=dict(msg.tags),
         partition_key=msg.partition_key if msg.HasField("partition_key") else None,
+    )
+
+
+def run_record_to_proto(record: RunStatusRecord) -> pb.RunStatusRecord:
+    """RunStatusRecord -> protobuf."""
+    msg = pb.RunStatusRecord(
+        seq=record.seq,
+        run_id=record.run_id,
+        status=str(record.status),
+        job_name=record.job_name,
+        location_name=record.location_name,
+        repository_name=record.repository_name,
+        tags=record.tags,
+        error_message=record.error_message,
+        changed_time=timestamp_to_proto(record.changed_timestamp),
+    )
+    if record.start_timestamp is not None:
+        msg.start_time.CopyFrom(timestamp_to_proto(record.start_timestamp))
+    if record.end_timestamp is not None:
+        msg.end_time.CopyFrom(timestamp_to_proto(record.end_timestamp))
+    return msg
+
+
+def run_record_from_proto(msg: pb.RunStatusRecord) -> RunStatusRecord:
+    """protobuf -> RunStatusRecord.
+
+    Raises:
+        ValueError: the status is not a run status.
+    """
+    return RunStatusRecord(
+        seq=msg.seq,
+        run_id=msg.run_id,
+        status=RunStatus(msg.status),
+        job_name=msg.job_name,
+        location_name=msg.location_name,
+        repository_name=msg.repository_name if msg.HasField("repository_name") else None,
+        tags=dict(msg.tags),
+        error_message=msg.error_message if msg.HasField("error_message") else None,
+        changed_timestamp=timestamp_from_proto(msg.changed_time),
+        start_timestamp=(
+            timestamp_from_proto(msg.start_time) if msg.HasField("start_time") else None
+        ),
+        end_timestamp=timestamp_from_proto(msg.end_time) if msg.HasField("end_time") else None,
     )
 
 

@@ -16,9 +16,10 @@ import zlib
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from tether.shared.wire.base import WireModel
 from tether.shared.wire.errors import ContractError
+from tether.shared.wire.runs import RunStatus
 
 
 class OpInput(WireModel):
@@ -138,14 +139,49 @@ class ScheduleSnapshot(WireModel):
     overlap_policy: ScheduleOverlapPolicy = ScheduleOverlapPolicy.ALLOW
 
 
+class MonitoredJob(WireModel):
+    """A job whose runs a run-status sensor watches."""
+
+    location_name: str | None = Field(
+        default=None, description="The job's code location; None: the sensor's own."
+    )
+    job_name: str
+
+
+class RunStatusSensorSnapshot(WireModel):
+    """What a run-status sensor reacts to: runs reaching one of ``statuses``.
+
+    Which runs: those of ``monitored_jobs`` and of any job of ``monitored_locations``; all
+    of its deployment's locations with ``monitor_all_locations``; and, when none of these
+    is given, every job of the sensor's own location. Never another deployment's runs.
+    """
+
+    statuses: list[RunStatus] = Field(min_length=1)
+    monitored_jobs: list[MonitoredJob] = Field(default_factory=list)
+    monitored_locations: list[str] = Field(default_factory=list)
+    monitor_all_locations: bool = False
+
+
 class SensorSnapshot(WireModel):
-    """A sensor: target jobs, polling interval, default status."""
+    """A sensor: target jobs, polling interval, default status (and, for a run-status
+    sensor, the runs it watches)."""
 
     name: str
     description: str = ""
     job_names: list[str] = Field(default_factory=list)
     minimum_interval_seconds: int = 30
     default_status: InstigatorStatus = InstigatorStatus.STOPPED
+    run_status: RunStatusSensorSnapshot | None = Field(
+        default=None, description="Set for a run-status sensor; None: a plain sensor."
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_plain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added after control planes were deployed: a plain sensor's snapshot stays as it was.
+        data: dict[str, Any] = handler(self)
+        if data.get("run_status") is None:
+            data.pop("run_status", None)
+        return data
 
 
 #: A key on the wire: its path of components (``["warehouse", "orders"]``).

@@ -10,6 +10,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 from tether.shared.wire.base import ErrorInfo, WireModel
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import ComputeLogPointer
+from tether.shared.wire.runs import RunStatus
 
 
 class WorkKind(StrEnum):
@@ -120,6 +121,28 @@ class EvaluateSchedulePayload(WireModel):
     scheduled_timestamp: float = Field(description="The tick to evaluate, epoch seconds.")
 
 
+class RunStatusRecord(WireModel):
+    """A run's move to a status, as a run-status sensor is told about it.
+
+    Built by the control plane from its records, so the sensor's code never needs the
+    control plane's database.
+    """
+
+    seq: int = Field(description="The control plane's id of this status change (it orders them).")
+    run_id: str
+    status: RunStatus = Field(description="The status the run moved to.")
+    job_name: str
+    location_name: str
+    repository_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    error_message: str | None = Field(
+        default=None, description="Why the run failed (its failure event's error), if it did."
+    )
+    changed_timestamp: float = Field(description="When the run moved, epoch seconds.")
+    start_timestamp: float | None = Field(default=None, description="When the run started.")
+    end_timestamp: float | None = Field(default=None, description="When the run ended.")
+
+
 class EvaluateSensorPayload(WireModel):
     """Payload of an ``evaluate_sensor`` work item; the result payload is a SensorTickResult."""
 
@@ -133,6 +156,19 @@ class EvaluateSensorPayload(WireModel):
     current_timestamp: float | None = Field(
         default=None, description="The tick's time, epoch seconds; None: the code server's now."
     )
+    run_records: list[RunStatusRecord] = Field(
+        default_factory=list,
+        description="For a run-status sensor: the status changes of its watched runs since "
+        "its cursor, oldest first (at most the control plane's batch; the rest next tick).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_records(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added after launchers were deployed: a plain sensor's payload stays as it was.
+        data: dict[str, Any] = handler(self)
+        if not data.get("run_records"):
+            data.pop("run_records", None)
+        return data
 
 
 class PartitionKeysPayload(WireModel):

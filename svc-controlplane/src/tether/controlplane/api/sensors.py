@@ -32,6 +32,10 @@ class SensorType:
     status: InstigatorStatusEnum  # type: ignore[valid-type]
     default_status: InstigatorStatusEnum  # type: ignore[valid-type]
     cursor: str | None
+    run_statuses: list[str] = strawberry.field(
+        description="For a run-status sensor: the run statuses it reacts to (its cursor is "
+        "then an event id the control plane keeps); empty: a plain sensor."
+    )
     next_tick_timestamp: float | None = strawberry.field(
         description="Earliest time of its next evaluation (epoch seconds), if running."
     )
@@ -65,6 +69,7 @@ def _sensor(definition: Definition, state: Instigator | None, now: float) -> Sen
         status=status,
         default_status=InstigatorStatus(definition.default_status),
         cursor=state.cursor if state else None,
+        run_statuses=[str(s) for s in sensor.run_status.statuses] if sensor.run_status else [],
         next_tick_timestamp=upcoming if status == InstigatorStatus.RUNNING else None,
         state_id=state.id if state else None,
     )

@@ -11,6 +11,13 @@ last run it asked for. On its result: runs are created (validated like ``launchR
 tagged ``tether/sensor``, deduplicated on run key among this sensor's runs), the new
 cursor is stored, and the tick is recorded SUCCESS / SKIPPED / FAILURE. A failed tick keeps
 the old cursor, so the next tick retries the same work.
+
+A run-status sensor's tick also carries the status changes of the runs it watches since
+its cursor (at most ``run_status_batch``; the rest go with the next tick), read from the
+run events of its own deployment (:mod:`tether.controlplane.store.run_changes`). Its
+cursor is the control plane's: the id of the last event read, chosen when the tick starts
+and stored only if the tick does not fail. A new one starts from the newest event: it
+reacts to changes from when it was first evaluated on, not to history.
 """
 
 from __future__ import annotations
@@ -19,16 +26,21 @@ import logging
 import time
 from collections.abc import Callable
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.daemons.loop import PeriodicDaemon
 from tether.controlplane.daemons.ticks import SENSOR_TICKS, finish_ticks, start_tick
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import InstigatorKind, InstigatorStatus
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.store import instigators, locations, ticks
+from tether.controlplane.store import instigators, locations, run_changes, ticks
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.work import EvaluateSensorPayload, WorkKind
+from tether.shared.wire.snapshots import SensorSnapshot
+from tether.shared.wire.work import EvaluateSensorPayload, RunStatusRecord, WorkKind
 
 log = logging.getLogger(__name__)
+
+#: At most this many status changes go with one run-status sensor tick.
+RUN_STATUS_BATCH = 100
 
 
 class SensorDaemon(PeriodicDaemon):
@@ -41,6 +53,7 @@ class SensorDaemon(PeriodicDaemon):
         tick_timeout_s: a tick with no result this long after it started fails (and the
             sensor's next tick may start).
         clock: the current time in epoch seconds (tests pass a controllable one).
+        run_status_batch: at most this many status changes per run-status sensor tick.
     """
 
     def __init__(
@@ -51,11 +64,15 @@ class SensorDaemon(PeriodicDaemon):
         interval_s: float = 1.0,
         tick_timeout_s: float = 300.0,
         clock: Callable[[], float] = time.time,
+        run_status_batch: int = RUN_STATUS_BATCH,
     ) -> None:
         super().__init__("sensor daemon", interval_s=interval_s, clock=clock)
+        if run_status_batch < 1:
+            raise ValueError(f"run_status_batch must be >= 1, got {run_status_batch}")
         self._db = db
         self._queue = queue
         self.tick_timeout_s = tick_timeout_s
+        self.run_status_batch = run_status_batch
         # An evaluation's result turns into runs at once, not at the next interval.
         queue.watch_results([WorkKind.EVALUATE_SENSOR], self.wake)
 
@@ -93,6 +110,9 @@ class SensorDaemon(PeriodicDaemon):
                     session, definition.deployment_id, definition.location_name
                 )
                 assert location is not None
+                records, cursor = await self._run_status_changes(
+                    session, sensor, state.deployment_id, state.location_name, state.cursor
+                )
                 payload = EvaluateSensorPayload(
                     repository_name=definition.repository_name,
                     sensor_name=definition.name,
@@ -100,6 +120,7 @@ class SensorDaemon(PeriodicDaemon):
                     last_tick_timestamp=last,
                     last_run_key=await ticks.last_run_key(session, state.id),
                     current_timestamp=now,
+                    run_records=records,
                 )
                 item = await start_tick(
                     session,
@@ -111,10 +132,37 @@ class SensorDaemon(PeriodicDaemon):
                     payload=payload,
                     now=now,
                     timeout_s=self.tick_timeout_s,
+                    cursor=cursor,
                 )
                 started += item is not None
         self.wake_at = min(upcoming, default=None)
         return started
+
+    async def _run_status_changes(
+        self,
+        session: AsyncSession,
+        sensor: SensorSnapshot,
+        deployment_id: str,
+        location_name: str,
+        stored_cursor: str | None,
+    ) -> tuple[list[RunStatusRecord], str | None]:
+        """A run-status sensor's next batch of changes and the cursor after it
+        (([], None) for a plain sensor)."""
+        if sensor.run_status is None:
+            return [], None
+        after = run_changes.as_cursor(stored_cursor)
+        if after is None:
+            # First tick: from now on, not the deployment's whole history.
+            return [], str(await run_changes.newest_event_id(session))
+        changes = await run_changes.status_changes(
+            session,
+            sensor.run_status,
+            deployment_id=deployment_id,
+            own_location=location_name,
+            after=after,
+            limit=self.run_status_batch,
+        )
+        return changes.records, str(changes.cursor)
 
     async def finish_ticks(self, now: float) -> int:
         """Apply arrived results and time out silent ticks; return how many ticks finished."""

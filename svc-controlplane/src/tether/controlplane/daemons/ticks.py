@@ -57,8 +57,13 @@ async def start_tick(
     payload: BaseModel,
     now: float,
     timeout_s: float,
+    cursor: str | None = None,
 ) -> str | None:
     """Record a STARTED tick and queue its evaluation; None if that tick already exists.
+
+    ``cursor``: the cursor the control plane itself chose for the sensor once this tick
+    succeeds (a run-status sensor's); it is kept on the tick and replaces what the
+    evaluation returns.
 
     ``UNIQUE(instigator_id, tick_time)`` makes this the one place a tick can start: a
     second scheduler (or a restarted one) that computes the same cron tick inserts nothing.
@@ -83,7 +88,7 @@ async def start_tick(
         traceparent=traceparent,
         expires_at=now + timeout_s,
     )
-    await ticks.set_work_item(session, inserted, item_id)
+    await ticks.set_work_item(session, inserted, item_id, cursor=cursor)
     return item_id
 
 
@@ -122,7 +127,8 @@ async def finish_ticks(
     finished.
 
     A sensor tick's new cursor is stored unless the tick failed (a failed tick keeps the
-    old cursor, so the next tick retries the same work).
+    old cursor, so the next tick retries the same work). A tick that started with a
+    control-plane cursor (a run-status sensor's) stores that one, whatever came back.
     """
     finished = 0
     async with db.transaction() as session:
@@ -131,6 +137,8 @@ async def finish_ticks(
                 continue
             traceparent = await ticks.traceparent_of(session, tick)
             outcome = await _outcome(session, queue, kind, state, result, now, traceparent)
+            if tick.cursor is not None and outcome.status != TickStatus.FAILURE:
+                outcome.cursor = tick.cursor
             if outcome.cursor is not None and outcome.status != TickStatus.FAILURE:
                 state.cursor = outcome.cursor
                 state.updated_at = now

@@ -226,6 +226,8 @@ class RunEventRow(Base):
         Index("ix_run_events_run_timestamp", "run_id", "timestamp"),
         # A live run page reads only the events stored after the last it shows.
         Index("ix_run_events_run_id_id", "run_id", "id"),
+        # Run-status sensors read the status events after their cursor (an event id).
+        Index("ix_run_events_type_id", "event_type", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -48,12 +48,15 @@ async def insert_started(
     ).scalar_one_or_none()
 
 
-async def set_work_item(session: AsyncSession, tick_id: int, item_id: str) -> None:
-    """Name the work item that evaluates tick ``tick_id``."""
+async def set_work_item(
+    session: AsyncSession, tick_id: int, item_id: str, *, cursor: str | None = None
+) -> None:
+    """Name the work item that evaluates tick ``tick_id`` (and the cursor the control
+    plane chose for the tick, if it chose one)."""
     await session.execute(
         update(InstigatorTick)
         .where(InstigatorTick.id == tick_id)
-        .values(work_item_id=item_id)
+        .values(work_item_id=item_id, cursor=cursor)
         .execution_options(synchronize_session=False)
     )
 
