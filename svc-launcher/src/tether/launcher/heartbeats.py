@@ -143,23 +143,13 @@ class Heartbeat:
         self.refresh_s = refresh_s
         self._launcher = launcher
         self._domain = domain
-        #: Monotonic time of the last refresh NATS confirmed (None: none yet).
-        self._confirmed_at: float | None = None
 
     async def beat(self) -> None:
         """Refresh the key once (raises what NATS raises)."""
-        sent = time.monotonic()
         beat = HeartbeatBeat(
             launcher=self._launcher, domain=self._domain, pid=os.getpid(), at=time.time()
         )
         await self.heartbeats.put(self.key, beat, self.ttl_s)
-        self._confirmed_at = sent
-
-    def fresh(self) -> bool:
-        """Whether the key certainly still exists: a refresh sent less than a TTL ago
-        was confirmed. A launcher that cannot say so may already look dead to others."""
-        confirmed = self._confirmed_at
-        return confirmed is not None and time.monotonic() - confirmed < self.ttl_s
 
     async def run(self) -> None:
         """Refresh every ``refresh_s`` until cancelled; then delete the key (best effort)."""
