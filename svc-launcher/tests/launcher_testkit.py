@@ -12,9 +12,13 @@ import contextlib
 import enum
 import os
 import secrets
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -317,3 +321,104 @@ def sign(item: WorkItem, *, deployment: str = "default", lifetime_s: float = 600
 def work_item(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
     """A signed work item of ``kind`` for ``location`` with a fresh id and ``payload``."""
     return sign(WorkItem(id=new_id(), kind=kind, location=location, payload=payload))
+
+
+def can_unshare() -> bool:
+    """Whether this process may start processes in pid and UTS namespaces of their own
+    (root, and an ``unshare`` that works here)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def launcher_process_env(settings: LauncherSettings) -> dict[str, str]:
+    """The environment that gives a launcher process ``settings``' fields that matter in
+    these tests (the others keep their defaults)."""
+    secret = settings.codeserver_secret
+    env = {
+        "NATS_URL": settings.nats_url,
+        "AGENT_ID": settings.agent_id,
+        "WORK_PUBLIC_KEYS": ",".join(settings.work_public_keys),
+        "CODESERVER_SECRET": "" if secret is None else secret.get_secret_value(),
+        "LOCATION_POLICY": settings.location_policy.model_dump_json(),
+        "MAX_DELIVER": str(settings.max_deliver),
+        "ACK_WAIT_S": str(settings.ack_wait_s),
+        "HANDBACK_DELAY_S": str(settings.handback_delay_s),
+        "TERMINATE_GRACE_S": str(settings.terminate_grace_s),
+        "CODE_SERVER_START_TIMEOUT_S": str(settings.code_server_start_timeout_s),
+        "HEARTBEAT_TTL_S": str(settings.heartbeat_ttl_s),
+        "HEARTBEAT_REFRESH_S": str(settings.heartbeat_refresh_s),
+        "WARM_START": str(settings.process.warm_start).lower(),
+        "MAX_CONCURRENT_COLD_STARTS": str(settings.process.max_concurrent_cold_starts),
+    }
+    if settings.nats_credentials is not None:
+        env["NATS_CREDENTIALS"] = str(settings.nats_credentials)
+    if settings.nats_account_signing_key_file is not None:
+        env["NATS_ACCOUNT_SIGNING_KEY_FILE"] = str(settings.nats_account_signing_key_file)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    return base | {f"TETHER_LAUNCHER_{key}": value for key, value in env.items()}
+
+
+class LauncherProcess:
+    """A launcher in a process of its own (see :func:`launcher_process`).
+
+    Attributes:
+        process: the process started (``unshare`` when on another host).
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], *, unshared: bool) -> None:
+        self.process = process
+        self._unshared = unshared
+
+    def pid(self, timeout_s: float = 10.0) -> int:
+        """The launcher's pid as this host sees it (inside ``unshare``: its forked child,
+        the namespace's init)."""
+        if not self._unshared:
+            return self.process.pid
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = children.read_text().split()
+            if found:
+                return int(found[0])
+            time.sleep(0.02)
+        raise TimeoutError("unshare started no launcher")
+
+    def kill(self) -> None:
+        """SIGKILL the launcher (no shutdown, no heartbeat delete): a crash or power loss."""
+        os.kill(self.pid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def launcher_process(
+    settings: LauncherSettings, *, hostname: str | None = None
+) -> Iterator[LauncherProcess]:
+    """A launcher process with ``settings``; with ``hostname``, in a pid and UTS namespace
+    of its own (another host, as far as pids and the host name go; its namespace's
+    processes all die with it). Stopped (SIGTERM) on exit if still running."""
+    command = [sys.executable, "-m", "tether.launcher"]
+    if hostname is not None:
+        script = f'hostname {hostname} && exec "$0" -m tether.launcher'
+        command = [
+            *("unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child=SIGTERM"),
+            *("sh", "-c", script, sys.executable),
+        ]
+    # Not a pipe: run workers inherit the launcher's stderr and outlive it (a pipe would
+    # stay open until the last of them exits).
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            command, env=launcher_process_env(settings), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            yield LauncherProcess(process, unshared=hostname is not None)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
+                stderr.seek(0)
+                print(stderr.read().decode(errors="replace")[-4000:])

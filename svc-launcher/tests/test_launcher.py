@@ -445,7 +445,8 @@ async def test_a_run_claimed_by_a_launcher_that_died_before_starting_it_is_launc
             launcher_pid=dead.pid,
             launcher_pid_start=dead_start,
         )
-        assert await claims.claim(stale) is None
+        held = await claims.claim(stale)
+        assert held is not None and held.ours
     async with running(launcher_settings(nats_server.url)):
         for launch in launches.values():
             await bus.send(launch)

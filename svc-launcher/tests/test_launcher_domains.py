@@ -9,17 +9,20 @@ running", never a signal to a worker it cannot see.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from launcher_testkit import Bus, launcher_settings, open_bus, running, work_item
+from launcher_testkit import (
+    Bus,
+    can_unshare,
+    launcher_process,
+    launcher_settings,
+    open_bus,
+    running,
+    work_item,
+)
 from tether.launcher import LauncherSettings
 from tether.launcher.domains import process_domain
 from tether.shared.nats.subjects import Stream
@@ -141,64 +144,10 @@ async def test_only_the_owner_domain_answers_for_its_runs(
             os.killpg(pid, 9)
 
 
-def _can_unshare() -> bool:
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        return False
-    probe = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "true"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
-
-
-def _env_of(settings: LauncherSettings) -> dict[str, str]:
-    """The environment that gives a launcher process ``settings``' fields that matter here."""
-    secret = settings.codeserver_secret
-    env = {
-        "NATS_URL": settings.nats_url,
-        "AGENT_ID": settings.agent_id,
-        "WORK_PUBLIC_KEYS": ",".join(settings.work_public_keys),
-        "CODESERVER_SECRET": "" if secret is None else secret.get_secret_value(),
-        "LOCATION_POLICY": settings.location_policy.model_dump_json(),
-        "MAX_DELIVER": str(settings.max_deliver),
-        "HANDBACK_DELAY_S": str(settings.handback_delay_s),
-        "TERMINATE_GRACE_S": str(settings.terminate_grace_s),
-        "CODE_SERVER_START_TIMEOUT_S": str(settings.code_server_start_timeout_s),
-    }
-    if settings.nats_credentials is not None:
-        env["NATS_CREDENTIALS"] = str(settings.nats_credentials)
-    if settings.nats_account_signing_key_file is not None:
-        env["NATS_ACCOUNT_SIGNING_KEY_FILE"] = str(settings.nats_account_signing_key_file)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    return base | {f"TETHER_LAUNCHER_{key}": value for key, value in env.items()}
-
-
-@contextlib.contextmanager
-def _launcher_on_another_host(settings: LauncherSettings, hostname: str) -> Iterator[None]:
-    """A launcher process in a pid and UTS namespace of its own (another host, as far as
-    pids and the host name go); its namespace's processes all die with it."""
-    script = f'hostname {hostname} && exec "$0" -m tether.launcher'
-    process = subprocess.Popen(
-        ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child=SIGTERM"]
-        + ["sh", "-c", script, sys.executable],
-        env=_env_of(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield
-    finally:
-        process.terminate()
-        try:
-            _, err = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-        if process.returncode not in (0, -signal.SIGTERM):
-            print(err.decode(errors="replace")[-4000:])
-
-
 async def test_a_launcher_in_another_pid_namespace_and_host_never_answers_for_a_run(
     bus: Bus, nats_server, slow_location: LocationConfig
 ) -> None:
-    if not _can_unshare():
+    if not can_unshare():
         skip_or_fail("needs root and unshare (pid/UTS namespaces)")
     here = _launcher(nats_server.url, None)  # both detect their domains
     there = _launcher(nats_server.url, None, agent_id="launcher-on-another-host")
@@ -218,7 +167,7 @@ async def test_a_launcher_in_another_pid_namespace_and_host_never_answers_for_a_
     assert isinstance(pid, int) and _alive(pid)
     run_here = str(mine.payload["run_id"])
     try:
-        with _launcher_on_another_host(there, "tether-other-host"):
+        with launcher_process(there, hostname="tether-other-host"):
             # Alone, the other host's launcher gets every check and termination of this
             # host's run: it hands each back, then says "unknown", and signals nothing.
             for kind, answer in (

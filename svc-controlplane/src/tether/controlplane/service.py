@@ -257,6 +257,7 @@ def build_monitor(db: Database, queue: WorkQueue, settings: ControlPlaneSettings
         queue=queue,
         health_interval_s=settings.run_health_interval_s,
         max_runtime_s=settings.run_max_runtime_s,
+        launch_answer_timeout_s=settings.launch_answer_timeout_s,
     )
 
 

@@ -126,6 +126,17 @@ class ControlPlaneSettings(BaseSettings):
             "failed, up to this long after the exit."
         ),
     )
+    launch_answer_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A run's launch_run item dispatched to the agent but answered by no launcher "
+            "this long after it was queued is dispatched once more; unanswered this long "
+            "after that, the run is failed (LAUNCH_FAILED) instead of waiting QUEUED "
+            "forever, holding its slot. Above the longest a launch may wait for a "
+            "cold-start slot."
+        ),
+    )
     run_health_interval_s: float = Field(
         default=120.0,
         gt=0,

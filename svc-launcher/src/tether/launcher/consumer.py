@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig
 from tether.launcher.domains import NotOwnerError
-from tether.launcher.handlers import WorkHandlers
+from tether.launcher.handlers import ClaimHeldError, WorkHandlers
 from tether.launcher.publishing import Publisher
 from tether.launcher.settings import LauncherSettings
 from tether.shared.nats import subjects
@@ -71,7 +71,13 @@ def consumer_config(settings: LauncherSettings) -> ConsumerConfig:
 
 
 class HandBackError(Exception):
-    """A work message another launcher must handle: ``nak`` it without counting a failure."""
+    """A work message to look at again (another launcher must handle it, or later):
+    ``nak`` it without counting a failure, redelivered after ``delay_s`` (None: the
+    hand-back delay of the settings)."""
+
+    def __init__(self, message: str, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
 
 
 class DeadLetterError(ContractError):
@@ -204,6 +210,13 @@ class WorkConsumer:
                     if raw.metadata.num_delivered < self._settings.max_deliver:
                         raise HandBackError(str(err)) from err
                     await self._handlers.answer_not_owner(item, err)
+                except ClaimHeldError as err:
+                    # Its claimer lives: look again once a dead one's heartbeat would have
+                    # expired (then the claim is taken over); on the last delivery, leave
+                    # it to the claimer (and to the control plane's run monitor).
+                    if raw.metadata.num_delivered < self._settings.max_deliver:
+                        raise HandBackError(str(err), self._settings.heartbeat_ttl_s) from err
+                    log.warning("leaving launch %s to its claimer: %s", item.id, err)
 
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Park ``msg`` in the dead letters, then ``term`` it (never redelivered)."""
@@ -268,8 +281,9 @@ class WorkAcks(BaseMiddleware):
             raise
         except HandBackError as err:
             log.debug("handing back a work message: %s", err)
+            delay = consumer.handback_delay_s if err.delay_s is None else err.delay_s
             with contextlib.suppress(Exception):
-                await raw.nak(delay=consumer.handback_delay_s)
+                await raw.nak(delay=delay)
         except DeadLetterError as err:
             try:
                 await consumer.dead_letter(raw, err.reason)

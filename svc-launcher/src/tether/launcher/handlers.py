@@ -12,12 +12,25 @@ from pydantic import BaseModel, ValidationError
 from tether.launcher.codeserver_client import CodeLocationLoadError, CodeServerClient
 from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.domains import NotOwnerError
-from tether.launcher.errors import CodeServerStartError, RunLaunchError, UnsupportedWorkError
+from tether.launcher.errors import (
+    CodeServerStartError,
+    LauncherError,
+    RunLaunchError,
+    UnsupportedWorkError,
+)
+from tether.launcher.heartbeats import Heartbeat
 from tether.launcher.publishing import Publisher
 from tether.launcher.runcreds import RunCredentials
-from tether.launcher.runs import RunClaim, RunClaims, claimer_fields, claimer_is_gone
+from tether.launcher.runs import (
+    ClaimEntry,
+    ClaimLostError,
+    RunClaim,
+    RunClaims,
+    claimer_fields,
+    claimer_is_dead,
+)
 from tether.launcher.settings import LauncherSettings
-from tether.launcher.substrate import RunWorkerHandle, Substrate, WorkerRecord
+from tether.launcher.substrate import BoundedStarts, RunWorkerHandle, Substrate, WorkerRecord
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.process import ExecuteRunArgs
@@ -59,6 +72,24 @@ Query = Callable[[CodeServerClient, Q, float], Awaitable[BaseModel]]
 #: Call failures that a new code server cures: gone, or not accepting our token (an adopted
 #: container started by a launcher with another code-server secret).
 _REPLACE_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED})
+
+
+class ClaimHeldError(LauncherError):
+    """A launch whose run another live launcher claimed but has not started yet: hand the
+    message back, to look again later (it may die before it starts the worker).
+
+    Attributes:
+        run_id: the run.
+        holder: the claim.
+    """
+
+    def __init__(self, run_id: str, holder: RunClaim) -> None:
+        super().__init__(
+            f"run {run_id} is claimed by live launcher {holder.launcher} "
+            f"(heartbeat {holder.heartbeat}), not started yet"
+        )
+        self.run_id = run_id
+        self.holder = holder
 
 
 def _failed(item: WorkItem, err: BaseException | ErrorInfo) -> WorkResult:
@@ -105,6 +136,8 @@ class WorkHandlers:
         registry: the code servers of this launcher.
         claims: the run-claims bucket.
         publisher: results publisher.
+        heartbeat: this launcher's heartbeat, named in its run claims (None: claims
+            name none, and only the pid tells whether their claimer died).
     """
 
     def __init__(
@@ -114,8 +147,10 @@ class WorkHandlers:
         registry: CodeServerRegistry,
         claims: RunClaims,
         publisher: Publisher,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self._settings = settings
+        self._heartbeat = heartbeat
         self._substrate = substrate
         self._registry = registry
         self._claims = claims
@@ -274,44 +309,79 @@ class WorkHandlers:
             return await call(client)
 
     async def launch_run(self, item: WorkItem, payload: LaunchRunPayload) -> None:
-        """Claim the run (at most once across replicas), spawn its worker, report it."""
+        """Claim the run (at most once across replicas), spawn its worker, report it.
+
+        Raises:
+            ClaimHeldError: a live launcher holds the run's claim but has not started
+                its worker (look again later).
+        """
         claim = RunClaim(
             run_id=payload.run_id,
             work_item_id=item.id,
             launcher=f"{self._settings.agent_id}/{self._substrate.name}",
             domain=self.domain,
+            heartbeat=self._heartbeat.key if self._heartbeat is not None else None,
             **claimer_fields(),
         )
-        existing = await self._claims.claim(claim)
-        if (
-            existing is not None
-            and not existing.launched
-            and claimer_is_gone(existing)
-            and await self._claims.take_over(existing, claim)
-        ):
-            # Its launcher died between claiming and starting the worker (e.g. while the
-            # launch waited for a cold-start slot): nothing runs it, so launch it here.
-            log.warning(
-                "run %s was claimed by launcher pid %s, which died before starting it; "
-                "launching it here",
-                payload.run_id,
-                existing.launcher_pid,
-            )
-            existing = None
-        if existing is not None:
-            launched = existing.launched
-            if existing.work_item_id == item.id and launched:
-                # Our own earlier delivery launched it and may have died before its result
-                # was published: publish it again (same id, so deduplicated downstream).
-                again = RunLaunched(run_id=payload.run_id, pid=existing.pid, owner=existing.domain)
-                await self._publisher.publish_result(_succeeded(item, again))
-            log.info(
-                "run %s already launched by %s (item %s); skipping",
-                payload.run_id,
-                existing.launcher,
-                existing.work_item_id,
-            )
+        held = await self._claims.claim(claim)
+        if held is None:
+            log.info("claim of run %s vanished while claiming; leaving it", payload.run_id)
             return
+        if not held.ours:
+            held = await self._take_over_or_skip(item, held, claim)
+            if held is None:
+                return
+        await self._start_run(item, payload, held)
+
+    async def _take_over_or_skip(
+        self, item: WorkItem, existing: ClaimEntry, claim: RunClaim
+    ) -> ClaimEntry | None:
+        """What to do with a run someone claimed: take over the unlaunched claim of a
+        dead launcher (the entry now ours), or nothing (None), republishing our own
+        earlier launch's result.
+
+        Raises:
+            ClaimHeldError: a live launcher holds it unlaunched.
+        """
+        found = existing.claim
+        heartbeats = self._heartbeat.heartbeats if self._heartbeat is not None else None
+        if await claimer_is_dead(found, heartbeats):
+            taken = await self._claims.take_over(existing, claim)
+            if taken is not None:
+                # Its launcher died between claiming and starting the worker (e.g. while
+                # the launch waited for a cold-start slot): nothing runs it, so here.
+                log.warning(
+                    "run %s was claimed by %s (pid %s, heartbeat %s), which is gone before "
+                    "starting it; launching it here",
+                    claim.run_id,
+                    found.launcher,
+                    found.launcher_pid,
+                    found.heartbeat,
+                )
+                return taken
+            log.info("run %s was taken over by another launcher first", claim.run_id)
+            return None
+        if found.work_item_id == item.id and found.launched:
+            # Our own earlier delivery launched it and may have died before its result
+            # was published: publish it again (same id, so deduplicated downstream).
+            again = RunLaunched(run_id=claim.run_id, pid=found.pid, owner=found.domain)
+            await self._publisher.publish_result(_succeeded(item, again))
+        elif not found.launched and not found.starting and found.heartbeat is not None:
+            # Its claimer lives (its heartbeat is fresh) and may still start it, or die
+            # first: look again once a dead claimer's heartbeat would have expired.
+            raise ClaimHeldError(claim.run_id, found)
+        log.info(
+            "run %s already claimed by %s (item %s, %s); skipping",
+            claim.run_id,
+            found.launcher,
+            found.work_item_id,
+            "launched" if found.launched else "starting" if found.starting else "not started",
+        )
+        return None
+
+    async def _start_run(self, item: WorkItem, payload: LaunchRunPayload, held: ClaimEntry) -> None:
+        """Start the worker of the run whose claim ``held`` is ours, and report it."""
+        claim = held.claim
         traceparent = telemetry.current_traceparent()
         args = ExecuteRunArgs(
             location=item.location,
@@ -322,14 +392,31 @@ class WorkHandlers:
         env = {telemetry.TRACEPARENT_ENV: traceparent} if traceparent else {}
         # The run's own NATS user, in the environment (never in argv).
         env |= self._run_credentials.env_for(payload.run_id)
+        started: list[ClaimEntry] = []
+
+        async def go_ahead() -> None:
+            # Right before the worker starts (after any wait for a start slot): mark the
+            # claim starting by compare-and-set, which fails if it was taken over.
+            if not started:
+                started.append(await self._claims.start(held))
+
         try:
-            handle = await self._substrate.launch_run(args, env)
+            if isinstance(self._substrate, BoundedStarts):
+                handle = await self._substrate.launch_run_after(args, env, go_ahead)
+            else:
+                await go_ahead()
+                handle = await self._substrate.launch_run(args, env)
+        except ClaimLostError as err:
+            # Another launcher took it over while the launch waited (this one looked
+            # dead: its heartbeat could not be refreshed); that one launches it.
+            log.warning("not launching run %s: %s", payload.run_id, err)
+            return
         except RunLaunchError as err:
             await self._publisher.publish_result(_failed(item, err))
             return
         self._runs[payload.run_id] = handle
         await self._claims.record(
-            claim.model_copy(
+            (started[0].claim if started else claim).model_copy(
                 update={
                     "pid": handle.pid,
                     "pid_start": handle.pid_start,

@@ -1,4 +1,14 @@
-"""Claiming runs at most once across launcher replicas (a create-only JetStream KV key)."""
+"""Claiming runs at most once across launcher replicas (a create-only JetStream KV key).
+
+A claim is made before the run's worker can start (the launch may first wait for a
+cold-start slot), so a launcher can die holding an unlaunched claim. Any launcher may take
+such a claim over, by compare-and-set on the key's revision, once its claimer is provably
+gone: its pid is dead (same pid namespace only), or its heartbeat key expired
+(:mod:`tether.launcher.heartbeats`, from any host). The claimer, for its part, moves its
+claim to ``starting`` by compare-and-set right before it starts the worker
+(:meth:`RunClaims.start`): of a take-over and a start racing, exactly one lands, and a
+``starting`` claim is never taken over.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +16,15 @@ import functools
 import logging
 import os
 import socket
+from dataclasses import dataclass
 
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
+from tether.launcher.errors import LauncherError
+from tether.launcher.heartbeats import Heartbeats
 from tether.launcher.process import process_start_ticks
 from tether.shared.nats.streams import bind_bucket
 from tether.shared.nats.subjects import Bucket
@@ -35,6 +48,11 @@ class RunClaim(BaseModel):
         launcher_pid_start: when that process started (clock ticks since boot).
         domain: the claiming launcher's domain (:mod:`tether.launcher.domains`): only
             launchers of it may terminate or health-check the run.
+        heartbeat: the claiming launcher's heartbeat key: once it expired, any launcher
+            may take an unlaunched claim over (None: a launcher without heartbeats made
+            it; only its pid can tell).
+        starting: the claimer is starting the worker (set by compare-and-set right
+            before): never taken over, since the worker may run already.
     """
 
     run_id: str
@@ -47,6 +65,8 @@ class RunClaim(BaseModel):
     launcher_pid: int | None = None
     launcher_pid_start: int | None = None
     domain: str | None = None
+    heartbeat: str | None = None
+    starting: bool = False
 
     @property
     def launched(self) -> bool:
@@ -94,6 +114,50 @@ def claimer_is_gone(claim: RunClaim) -> bool:
     return start is None or start != claim.launcher_pid_start
 
 
+async def claimer_is_dead(claim: RunClaim, heartbeats: Heartbeats | None) -> bool:
+    """Whether ``claim`` is unlaunched and its claimer is provably gone, so that it may be
+    taken over: its pid is dead (same pid namespace, the fast path), or its heartbeat
+    key has expired (any host; None: heartbeats are not consulted)."""
+    if claim.launched or claim.starting:
+        return False
+    if claimer_is_gone(claim):
+        return True
+    if claim.heartbeat is None or heartbeats is None:
+        return False
+    return not await heartbeats.alive(claim.heartbeat)
+
+
+class ClaimLostError(LauncherError):
+    """The run's claim is no longer this launcher's (another took it over): do not start
+    its worker.
+
+    Attributes:
+        run_id: the run.
+        holder: the claim that replaced ours (None: the key is gone).
+    """
+
+    def __init__(self, run_id: str, holder: RunClaim | None) -> None:
+        by = f"by {holder.launcher} (heartbeat {holder.heartbeat})" if holder else "(key gone)"
+        super().__init__(f"the claim of run {run_id} was taken over {by}")
+        self.run_id = run_id
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class ClaimEntry:
+    """A run claim and the revision of the key that holds it.
+
+    Attributes:
+        claim: the claim.
+        revision: the key's revision (the compare-and-set of the next write).
+        ours: whether this launcher wrote it (claimed, took over or started it).
+    """
+
+    claim: RunClaim
+    revision: int
+    ours: bool
+
+
 class RunClaims:
     """The ``RUN_CLAIMS`` bucket: one key per launched run id.
 
@@ -115,36 +179,48 @@ class RunClaims:
         )
         return cls(await bind_bucket(js, config))
 
-    async def claim(self, claim: RunClaim) -> RunClaim | None:
-        """Claim ``claim.run_id``; return None if claimed now, else the existing claim."""
+    async def claim(self, claim: RunClaim) -> ClaimEntry | None:
+        """Claim ``claim.run_id``: the entry now held (``ours`` if this call made it),
+        or None if the key went between our create and our read (nobody holds it, but
+        nothing is launched on a race: the redelivery, or a retry, decides)."""
         try:
-            await self._kv.create(claim.run_id, claim.model_dump_json().encode())
-            return None
+            revision = await self._kv.create(claim.run_id, claim.model_dump_json().encode())
         except nats.js.errors.KeyWrongLastSequenceError:
-            existing = await self.get(claim.run_id)
-            # Deleted between our create and get: nobody holds it, but do not launch on a
-            # race; the redelivery (or a retry) decides.
-            return existing or claim
+            return await self.entry(claim.run_id)
+        return ClaimEntry(claim, revision, ours=True)
 
-    async def take_over(self, expected: RunClaim, claim: RunClaim) -> bool:
+    async def take_over(self, expected: ClaimEntry, claim: RunClaim) -> ClaimEntry | None:
         """Replace ``expected`` (an unlaunched claim of a dead launcher) with ``claim``.
 
-        Compare-and-set on the key's revision: of several replicas trying, one wins.
+        Compare-and-set on the key's revision: of several launchers trying, one wins.
 
         Returns:
-            Whether ``claim`` now holds the run.
+            The entry of ``claim`` if it now holds the run, else None.
         """
         try:
-            entry = await self._kv.get(claim.run_id)
-        except nats.js.errors.KeyNotFoundError:
-            return False
-        if entry.value is None or RunClaim.model_validate_json(entry.value) != expected:
-            return False
-        try:
-            await self._kv.update(claim.run_id, claim.model_dump_json().encode(), entry.revision)
+            revision = await self._kv.update(
+                claim.run_id, claim.model_dump_json().encode(), expected.revision
+            )
         except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
+        return ClaimEntry(claim, revision, ours=True)
+
+    async def start(self, held: ClaimEntry) -> ClaimEntry:
+        """Mark our claim ``starting``, right before its worker is started: from then on
+        nobody takes it over.
+
+        Raises:
+            ClaimLostError: the key changed since ``held`` (taken over): start nothing.
+        """
+        claim = held.claim.model_copy(update={"starting": True})
+        try:
+            revision = await self._kv.update(
+                claim.run_id, claim.model_dump_json().encode(), held.revision
+            )
+        except nats.js.errors.KeyWrongLastSequenceError as err:
+            holder = await self.entry(claim.run_id)
+            raise ClaimLostError(claim.run_id, holder.claim if holder else None) from err
+        return ClaimEntry(claim, revision, ours=True)
 
     async def record(self, claim: RunClaim) -> None:
         """Overwrite the claim (e.g. with the spawned pid)."""
@@ -152,10 +228,15 @@ class RunClaims:
 
     async def get(self, run_id: str) -> RunClaim | None:
         """The claim of ``run_id``, if any."""
+        entry = await self.entry(run_id)
+        return entry.claim if entry is not None else None
+
+    async def entry(self, run_id: str) -> ClaimEntry | None:
+        """The claim of ``run_id`` and its revision, if any (``ours`` False)."""
         try:
             entry = await self._kv.get(run_id)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
-        if entry.value is None:
+        if entry.value is None or entry.revision is None:
             return None
-        return RunClaim.model_validate_json(entry.value)
+        return ClaimEntry(RunClaim.model_validate_json(entry.value), entry.revision, ours=False)

@@ -14,6 +14,7 @@ from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.consumer import WorkConsumer, consumer_name
 from tether.launcher.errors import LauncherError
 from tether.launcher.handlers import WorkHandlers
+from tether.launcher.heartbeats import Heartbeat, Heartbeats
 from tether.launcher.policy import PolicyContext
 from tether.launcher.process import NatsRunStarts, ProcessSubstrate
 from tether.launcher.publishing import Publisher
@@ -199,6 +200,7 @@ class LauncherService:
             adopt_interval_s=max(min(s.process.orphan_grace_s / 4, 15.0), 0.5),
         )
         handlers: WorkHandlers | None = None
+        beating: asyncio.Task[None] | None = None
         try:
             js = nc.jetstream()
             await wait_for_stream(js, Stream.WORK, timeout=s.stream_wait_timeout_s)
@@ -214,9 +216,23 @@ class LauncherService:
             publisher = Publisher(
                 broker, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
             )
-            handlers = WorkHandlers(s, self._substrate, registry, claims, publisher)
+            heartbeats = await jetstream_call(
+                lambda: Heartbeats.open(js), "binding launcher heartbeats"
+            )
+            heartbeat = Heartbeat(
+                heartbeats,
+                launcher=f"{s.agent_id}/{s.substrate}",
+                domain=s.domain or self._substrate.run_domain(),
+                ttl_s=s.heartbeat_ttl_s,
+                refresh_s=s.heartbeat_refresh_s,
+            )
+            # Fresh before the first claim naming it; kept fresh until the last handler
+            # is done (it stops after the consumer, below).
+            await jetstream_call(heartbeat.beat, "writing the launcher heartbeat")
+            beating = asyncio.create_task(heartbeat.run())
+            handlers = WorkHandlers(s, self._substrate, registry, claims, publisher, heartbeat)
             # Only control items of runs launched in this domain are acted on here.
-            log.info("launcher domain: %s", handlers.domain)
+            log.info("launcher domain: %s, heartbeat %s", handlers.domain, heartbeat.key)
             await _share_location_stops(nc, s.substrate, handlers)
             gate = await jetstream_call(
                 lambda: WorkGate.open(js, self._verifier), "binding the work deliveries"
@@ -252,6 +268,12 @@ class LauncherService:
             # and cancels the rest (they nak their messages).
             await work.stop()
         finally:
+            if beating is not None:
+                # After the handlers: a launch still in one keeps its claim. The key is
+                # deleted, so what this launcher claimed and left unlaunched (cancelled
+                # past the grace) is taken over at once.
+                beating.cancel()
+                await asyncio.gather(beating, return_exceptions=True)
             if handlers is not None:
                 handlers.detach_runs()
             if (

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 from tether.launcher.docker.settings import DockerSettings
 from tether.launcher.ecs.settings import EcsSettings
@@ -115,6 +115,20 @@ class LauncherSettings(AgentSettings):
             "launcher, is delivered again (to a launcher of that domain)."
         ),
     )
+    heartbeat_ttl_s: float = Field(
+        default=15.0,
+        ge=1.0,
+        description=(
+            "Seconds this launcher's heartbeat key (NATS KV) outlives its last refresh; "
+            "once it expired, any launcher (on any host) takes over the runs this one "
+            "claimed but never started."
+        ),
+    )
+    heartbeat_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between refreshes of the heartbeat key (at most half its TTL).",
+    )
     max_deliver: int = Field(
         default=5, ge=1, description="Deliveries of one work message before it is dead-lettered."
     )
@@ -154,6 +168,16 @@ class LauncherSettings(AgentSettings):
             "secrets."
         ),
     )
+
+    @model_validator(mode="after")
+    def _refresh_within_ttl(self) -> LauncherSettings:
+        # One lost refresh must not make a live launcher look dead to the others.
+        if self.heartbeat_refresh_s * 2 > self.heartbeat_ttl_s:
+            raise ValueError(
+                f"heartbeat_refresh_s ({self.heartbeat_refresh_s:g}) must be at most half "
+                f"of heartbeat_ttl_s ({self.heartbeat_ttl_s:g})"
+            )
+        return self
 
     _split_lists = field_validator(
         "user_code_env_passthrough", "user_code_env_files", mode="before"

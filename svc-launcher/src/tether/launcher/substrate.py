@@ -11,7 +11,7 @@ their own: :class:`AdoptingSubstrate` (code servers adopted from the KV registry
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
@@ -222,13 +222,29 @@ class RunStartSignal(Protocol):
         ...
 
 
+#: Awaited right before a run worker is started; raising starts nothing.
+GoAhead = Callable[[], Awaitable[None]]
+
+
 @runtime_checkable
 class BoundedStarts(Protocol):
     """A substrate that bounds how many run workers start at once (the process substrate:
     cold workers importing at once would starve the machine), and frees a start slot when
     a worker reports that it started.
+
+    Since a launch may wait long for its slot, the launcher asks once more, after the
+    wait, whether the run is still its own to start (:meth:`launch_run_after`).
     """
 
     def use_start_signal(self, signal: RunStartSignal) -> None:
         """Learn from ``signal`` when a run worker has started (frees its slot)."""
+        ...
+
+    async def launch_run_after(
+        self, args: ExecuteRunArgs, env: Mapping[str, str], go_ahead: GoAhead
+    ) -> RunWorkerHandle:
+        """:meth:`RunWorkerHost.launch_run`, awaiting ``go_ahead()`` once the worker may
+        start (after the wait for a start slot), right before starting it. What
+        ``go_ahead`` raises propagates, and nothing is started (the slot is freed).
+        """
         ...

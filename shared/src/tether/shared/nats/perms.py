@@ -125,6 +125,8 @@ def launcher(substrate: str) -> Permissions:
             subjects.dead_letter(Stream.WORK),
             subjects.location_stopped(substrate),
             *_kv(Bucket.RUN_CLAIMS),
+            # Liveness of the claimers of run claims (take-over of a dead one's claims).
+            *_kv(Bucket.LAUNCHER_HEARTBEATS),
             *_kv(Bucket.CODE_SERVERS),
             *_kv(Bucket.SERVICE_STATUS),
             # The replay guard of signed work items (tether.shared.nats.workgate).

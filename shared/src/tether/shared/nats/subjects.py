@@ -37,6 +37,9 @@ class Bucket(StrEnum):
     CODE_SERVERS = "tether_code_servers"
     #: (work item id, attempt) -> the WORK stream message that carried it first (replays).
     WORK_DELIVERIES = "tether_work_deliveries"
+    #: launcher process -> its liveness, expiring (per-key TTL) unless refreshed: an
+    #: unlaunched run claim of a launcher whose key expired may be taken over.
+    LAUNCHER_HEARTBEATS = "tether_launcher_heartbeats"
 
 
 def token(value: str) -> str:

@@ -18,6 +18,17 @@ Three cases, checked every ``run_monitor_interval_s``:
   while other runs' events of its deployment are still being stored (its own may all be
   queued behind them), up to ``worker_exit_backlog_max_s`` after the exit.
 
+A fourth case is a run still QUEUED whose ``launch_run`` item was dispatched to the agent
+but answered by no launcher within ``launch_answer_timeout_s`` of its queuing (the NATS
+message was lost, or dead-lettered, or every launcher that took it died): it holds its
+slot under the concurrency limits and would wait forever. The item is offered again once
+(PENDING: the poller leases it as a new attempt, a new NATS message; the launchers'
+run claim keeps it launched at most once, and a launcher whose earlier delivery launched
+it answers again). That is recorded as the result row ``<launch item id>.redispatch`` (the
+one insert of that id wins: two monitors offer it once) and a LOG event on the run. Still
+unanswered ``launch_answer_timeout_s`` after that, the item is withdrawn and the run
+failed (``LAUNCH_FAILED``, ``RunLaunchUnanswered``).
+
 Each is marked FAILURE with an ENGINE_ERROR event saying why, then RUN_FAILURE
 (:func:`tether.controlplane.runs.lifecycle.fail`). The check is one conditional update per
 run (a run that finished meanwhile is left alone), so running it in several control plane
@@ -40,15 +51,16 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.daemons.loop import PeriodicDaemon
-from tether.controlplane.db.engine import Database
+from tether.controlplane.db.engine import Database, changes
+from tether.controlplane.db.models import WorkStatus
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WORK_QUEUED, WorkQueue
 from tether.controlplane.runs import lifecycle
 from tether.controlplane.runs.failures import RunFailureReason
 from tether.controlplane.runs.policies import max_runtime_of
 from tether.controlplane.store import locations, retries, runs, workitems
 from tether.shared.wire.locations import LocationConfig
-from tether.shared.wire.runs import RunStatus
+from tether.shared.wire.runs import EventType, RunStatus
 from tether.shared.wire.work import RunHealthPayload, RunWorkerExited, WorkKind
 
 log = logging.getLogger(__name__)
@@ -57,6 +69,10 @@ log = logging.getLogger(__name__)
 _UNFINISHED = [RunStatus.STARTING, RunStatus.STARTED]
 #: Statuses of runs whose worker was launched and may have vanished.
 _LAUNCHED = [*_UNFINISHED, RunStatus.CANCELING]
+#: What the id of a launch item's re-dispatch record adds to the item's id.
+REDISPATCH_SUFFIX = ".redispatch"
+#: The kind of that record (the control plane's own, never an agent's result kind).
+REDISPATCH_KIND = "launch_redispatched"
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class RunMonitor(PeriodicDaemon):
         health_interval_s: how often each launched, unfinished run's worker is checked.
         max_runtime_s: longest a run without a ``tether/max_runtime`` tag may stay STARTED
             (None: unbounded).
+        launch_answer_timeout_s: how long a dispatched ``launch_run`` item may stay
+            unanswered before it is offered again, and then before its run is failed.
         clock: the current time in epoch seconds (tests pass a controllable one).
     """
 
@@ -95,6 +113,7 @@ class RunMonitor(PeriodicDaemon):
         queue: WorkQueue | None = None,
         health_interval_s: float = 120.0,
         max_runtime_s: float | None = None,
+        launch_answer_timeout_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__("run monitor", interval_s=interval_s, clock=clock)
@@ -105,12 +124,14 @@ class RunMonitor(PeriodicDaemon):
         self.worker_exit_grace_s = worker_exit_grace_s
         self.worker_exit_backlog_max_s = max(worker_exit_backlog_max_s, worker_exit_grace_s)
         self.max_runtime_s = max_runtime_s
+        self.launch_answer_timeout_s = launch_answer_timeout_s
 
     async def check(self) -> list[FailedRun]:
         """Fail every run that is overdue now; return them."""
         now = self.now()
         async with self._db.transaction() as session:
-            failed = await self._stuck_starting(session, now)
+            failed = await self._launch_unanswered(session, now)
+            failed += await self._stuck_starting(session, now)
             failed += await self._overran(session, now)
             failed += await self._worker_gone(session, now, {f.run_id for f in failed})
             if self._queue is not None:
@@ -156,6 +177,59 @@ class RunMonitor(PeriodicDaemon):
                 own = LocationConfig.model_validate(location.config).run_start_timeout_s
             cache[key] = own or self.start_timeout_s
         return cache[key]
+
+    async def _launch_unanswered(self, session: AsyncSession, now: float) -> list[FailedRun]:
+        bound = self.launch_answer_timeout_s
+        failed: list[FailedRun] = []
+        for run_id, _, status, queued_at, offered_at in await runs.unanswered_launches(
+            session, REDISPATCH_SUFFIX
+        ):
+            item_id = runs.launch_item_id(run_id)
+            if offered_at is None:
+                # Counted from its queuing: the control plane does not know when the
+                # poller put it on NATS (soon after, while the agent is connected).
+                if status == WorkStatus.DISPATCHED and queued_at < now - bound:
+                    await self._redispatch(session, run_id, item_id, now)
+                continue
+            if offered_at >= now - bound:
+                continue
+            # Withdrawn first, conditionally: a result storing at the same moment wins,
+            # and then the run is not failed.
+            if not await workitems.withdraw_unanswered(session, item_id):
+                continue
+            reason = (
+                f"no launcher answered the run's launch within {bound:g}s, twice (it was "
+                "dispatched to the agent, then once more): the agent lost it, or its "
+                "launchers are down"
+            )
+            if await lifecycle.fail(
+                session, run_id, "RunLaunchUnanswered", reason, now, RunFailureReason.LAUNCH_FAILED
+            ):
+                failed.append(FailedRun(run_id, reason))
+        return failed
+
+    async def _redispatch(
+        self, session: AsyncSession, run_id: str, item_id: str, now: float
+    ) -> None:
+        # The record first: of two monitors, the one whose insert wins offers the item.
+        if not await workitems.insert_record(
+            session,
+            record_id=item_id + REDISPATCH_SUFFIX,
+            item_id=item_id,
+            kind=REDISPATCH_KIND,
+            payload={"reason": "launch unanswered"},
+            created_at=now,
+        ):
+            return
+        if not await workitems.redispatch(session, item_id):
+            return
+        message = (
+            f"no launcher answered the run's launch within {self.launch_answer_timeout_s:g}s; "
+            "dispatched it once more"
+        )
+        runs.add_control_event(session, run_id, EventType.LOG, message=message, timestamp=now)
+        log.warning("run %s: %s", run_id, message)
+        changes(session, WORK_QUEUED)
 
     async def _stuck_starting(self, session: AsyncSession, now: float) -> list[FailedRun]:
         failed: list[FailedRun] = []

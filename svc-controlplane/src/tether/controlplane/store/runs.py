@@ -18,6 +18,7 @@ from tether.controlplane.db.models import (
     RunTag,
     WorkItemRow,
     WorkResultRow,
+    WorkStatus,
 )
 from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.controlplane.errors import BadInputError
@@ -370,6 +371,38 @@ async def unchanged_since(
         )
     )
     return [(run_id, deployment_id, traceparent) for run_id, deployment_id, traceparent in rows]
+
+
+async def unanswered_launches(
+    session: AsyncSession, marker_suffix: str
+) -> Sequence[tuple[str, str, str, float, float | None]]:
+    """(run id, deployment, launch item status, item created at, marker created at) of
+    the QUEUED runs whose ``launch_run`` item no result answered yet, of every deployment.
+
+    The marker is the result row ``<launch item id><marker_suffix>`` (None: absent), which
+    the run monitor writes when it offers the launch again.
+    """
+    item_id = launch_item_id("") + Run.id
+    marker = WorkResultRow.__table__.alias("marker")
+    rows = await session.execute(
+        select(
+            Run.id,
+            Run.deployment_id,
+            WorkItemRow.status,
+            WorkItemRow.created_at,
+            marker.c.created_at,
+        )
+        .join(WorkItemRow, WorkItemRow.id == item_id)
+        .outerjoin(marker, marker.c.id == item_id + marker_suffix)
+        .where(
+            Run.status == str(RunStatus.QUEUED),
+            WorkItemRow.status.in_([WorkStatus.PENDING, WorkStatus.CLAIMED, WorkStatus.DISPATCHED]),
+        )
+    )
+    return [
+        (run_id, deployment_id, status, created_at, marked_at)
+        for run_id, deployment_id, status, created_at, marked_at in rows
+    ]
 
 
 async def reported_exits(

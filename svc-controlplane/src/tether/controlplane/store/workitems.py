@@ -209,6 +209,35 @@ async def withdraw_pending(session: AsyncSession, item_id: str) -> bool:
     return rowcount(withdrawn) == 1
 
 
+#: Statuses of an item no result answered yet.
+UNANSWERED = (WorkStatus.PENDING, WorkStatus.CLAIMED, WorkStatus.DISPATCHED)
+
+
+async def redispatch(session: AsyncSession, item_id: str) -> bool:
+    """Offer a DISPATCHED item again (PENDING: the next claim leases it, as a new attempt
+    with a new signature); False when it is no longer DISPATCHED (answered meanwhile, or
+    another process offered it again first)."""
+    offered = await session.execute(
+        update(WorkItemRow)
+        .where(WorkItemRow.id == item_id, WorkItemRow.status == WorkStatus.DISPATCHED)
+        .values(status=WorkStatus.PENDING, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(offered) == 1
+
+
+async def withdraw_unanswered(session: AsyncSession, item_id: str) -> bool:
+    """Give up on an item no result answered (FAILED, never offered again); False when
+    a result answered it meanwhile."""
+    withdrawn = await session.execute(
+        update(WorkItemRow)
+        .where(WorkItemRow.id == item_id, WorkItemRow.status.in_(UNANSWERED))
+        .values(status=WorkStatus.FAILED, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(withdrawn) == 1
+
+
 async def reserve_finished(
     session: AsyncSession,
     *,
@@ -244,17 +273,46 @@ async def reserve_finished(
 
 async def insert_result(session: AsyncSession, result: WorkResult) -> bool:
     """Store ``result`` unless one of its id already is; return whether it was new."""
+    return await _insert_result_row(
+        session,
+        id=result.id,
+        work_item_id=result.work_item_id,
+        kind=result.kind,
+        ok=result.ok,
+        payload=result.payload,
+        error=result.error.model_dump(mode="json") if result.error else None,
+        created_at=result.created_at,
+    )
+
+
+async def insert_record(
+    session: AsyncSession,
+    *,
+    record_id: str,
+    item_id: str,
+    kind: str,
+    payload: dict[str, Any],
+    created_at: float,
+) -> bool:
+    """Store the control plane's own record about item ``item_id`` (a result row of a
+    ``kind`` no agent sends) unless a row of its id already is; return whether it was new
+    (of processes inserting one id, one wins)."""
+    return await _insert_result_row(
+        session,
+        id=record_id,
+        work_item_id=item_id,
+        kind=kind,
+        ok=False,
+        payload=payload,
+        error=None,
+        created_at=created_at,
+    )
+
+
+async def _insert_result_row(session: AsyncSession, **values: Any) -> bool:
     stmt = (
         upsert_insert(session, WorkResultRow.__table__)
-        .values(
-            id=result.id,
-            work_item_id=result.work_item_id,
-            kind=result.kind,
-            ok=result.ok,
-            payload=result.payload,
-            error=result.error.model_dump(mode="json") if result.error else None,
-            created_at=result.created_at,
-        )
+        .values(**values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(WorkResultRow.__table__.c.id)
     )

@@ -24,7 +24,7 @@ from tether.launcher.process._handles import (
     RecordedRun,
 )
 from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess, process_start_ticks
-from tether.launcher.substrate import NO_ENV, RunStartSignal, WorkerRecord
+from tether.launcher.substrate import NO_ENV, GoAhead, RunStartSignal, WorkerRecord
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
@@ -223,6 +223,20 @@ class ProcessSubstrate:
             LocationRefusedError: the location policy refuses it (nothing started).
             RunLaunchError: the worker could not be started.
         """
+        return await self.launch_run_after(args, env, None)
+
+    async def launch_run_after(
+        self, args: ExecuteRunArgs, env: Mapping[str, str], go_ahead: GoAhead | None
+    ) -> ProcessRunWorker:
+        """:meth:`launch_run`, awaiting ``go_ahead()`` right before the fork or the spawn
+        (a cold start after its wait for a start slot). It may be awaited twice (a failed
+        fork falls back to a cold start): it must be idempotent.
+
+        Raises:
+            LocationRefusedError: the location policy refuses it (nothing started).
+            RunLaunchError: the worker could not be started.
+            Exception: what ``go_ahead`` raised (nothing started).
+        """
         if self._forks is not None and warm_start_allowed(args.location):
             server = self._forks.warm(args.location)
             if server is not None:
@@ -230,6 +244,8 @@ class ProcessSubstrate:
                 # but the policy is checked wherever a location's config enters (a cold
                 # start is checked where its environment is built).
                 self._user_code.admit(args.location)
+                if go_ahead is not None:
+                    await go_ahead()
                 warm = await self._forks.fork(server, args, env)
                 if warm is not None:
                     return ProcessRunWorker(
@@ -239,15 +255,20 @@ class ProcessSubstrate:
                         pid_start=process_start_ticks(warm.pid),
                         worker=warm,
                     )
-        return await self._launch_cold(args, env)
+        return await self._launch_cold(args, env, go_ahead)
 
-    async def _launch_cold(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> ProcessRunWorker:
+    async def _launch_cold(
+        self, args: ExecuteRunArgs, env: Mapping[str, str], go_ahead: GoAhead | None
+    ) -> ProcessRunWorker:
         child_env = self._user_code.process_env(args.location, env)
         gate = self._cold
         # Wait for a start slot: a storm of cold workers importing at once starves the
         # machine. Only starting counts; the slot is freed once the worker has started.
         watch = await gate.acquire(args.run.run_id) if gate is not None else None
         try:
+            if go_ahead is not None:
+                # After the wait: the run may have been taken over meanwhile.
+                await go_ahead()
             process = await asyncio.create_subprocess_exec(
                 *run_worker_argv(self._python, args),
                 cwd=args.location.working_directory or None,
