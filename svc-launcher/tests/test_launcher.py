@@ -21,6 +21,7 @@ from launcher_testkit import (
     user_code_under_test,
     work_item,
 )
+from prometheus_client import REGISTRY
 from tether.launcher import LauncherSettings
 from tether.shared.nats import subjects
 from tether.shared.nats.subjects import Stream
@@ -133,6 +134,11 @@ async def test_launch_run_once_and_never_behind_code_servers(
         await bus.result(lambda r: r.id == slow_load.id)
         await bus.work_consumer_drained()
 
+    # /metrics: one launch, one skipped duplicate, no worker left alive.
+    sample = REGISTRY.get_sample_value
+    assert sample("tether_launcher_launches_total", {"substrate": "process", "outcome": "launched"})
+    assert sample("tether_launcher_launches_total", {"substrate": "process", "outcome": "skipped"})
+    assert sample("tether_launcher_run_workers", {"substrate": "process"}) == 0
     assert exited.kind == ReportKind.RUN_WORKER_EXITED and exited.work_item_id == launch.id
     assert exited.ok and exited.payload == {"run_id": run_id, "exit_code": 0}
     assert not any(r.work_item_id == duplicate.id for r in bus.results)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
 from pydantic import BaseModel, ValidationError
+from tether.launcher import metrics
 from tether.launcher.codeserver_client import CodeLocationLoadError, CodeServerClient
 from tether.launcher.codeservers import CodeServerRegistry
 from tether.launcher.domains import NotOwnerError
@@ -195,6 +197,7 @@ class WorkHandlers:
 
     async def handle(self, item: WorkItem) -> None:
         """Handle one work item (inside the caller's span) with its kind's handler."""
+        metrics.WORK_ITEMS.labels(self._substrate.name, str(item.kind)).inc()
         handler = self._handlers.get(item.kind)
         if handler is None:
             # Declared for the wire, served by nobody yet (see WORK_SPECS).
@@ -315,6 +318,7 @@ class WorkHandlers:
             ClaimHeldError: a live launcher holds the run's claim but has not started
                 its worker (look again later).
         """
+        arrived = time.monotonic()
         claim = RunClaim(
             run_id=payload.run_id,
             work_item_id=item.id,
@@ -330,8 +334,9 @@ class WorkHandlers:
         if not held.ours:
             held = await self._take_over_or_skip(item, held, claim)
             if held is None:
+                metrics.LAUNCHES.labels(self._substrate.name, "skipped").inc()
                 return
-        await self._start_run(item, payload, held)
+        await self._start_run(item, payload, held, arrived)
 
     async def _take_over_or_skip(
         self, item: WorkItem, existing: ClaimEntry, claim: RunClaim
@@ -348,6 +353,7 @@ class WorkHandlers:
         if await claimer_is_dead(found, heartbeats):
             taken = await self._claims.take_over(existing, claim)
             if taken is not None:
+                metrics.TAKEOVERS.labels(self._substrate.name).inc()
                 # Its launcher died between claiming and starting the worker (e.g. while
                 # the launch waited for a cold-start slot): nothing runs it, so here.
                 log.warning(
@@ -379,8 +385,12 @@ class WorkHandlers:
         )
         return None
 
-    async def _start_run(self, item: WorkItem, payload: LaunchRunPayload, held: ClaimEntry) -> None:
-        """Start the worker of the run whose claim ``held`` is ours, and report it."""
+    async def _start_run(
+        self, item: WorkItem, payload: LaunchRunPayload, held: ClaimEntry, arrived: float
+    ) -> None:
+        """Start the worker of the run whose claim ``held`` is ours, and report it
+        (``arrived``: the item's arrival, on the monotonic clock)."""
+        substrate = self._substrate.name
         claim = held.claim
         traceparent = telemetry.current_traceparent()
         args = ExecuteRunArgs(
@@ -410,11 +420,18 @@ class WorkHandlers:
             # Another launcher took it over while the launch waited (this one looked
             # dead: its heartbeat could not be refreshed); that one launches it.
             log.warning("not launching run %s: %s", payload.run_id, err)
+            metrics.LAUNCHES.labels(substrate, "lost").inc()
             return
         except RunLaunchError as err:
+            metrics.LAUNCHES.labels(substrate, "failed").inc()
             await self._publisher.publish_result(_failed(item, err))
             return
+        metrics.LAUNCHES.labels(substrate, "launched").inc()
+        metrics.LAUNCH_SECONDS.labels(substrate, "warm" if handle.warm else "cold").observe(
+            time.monotonic() - arrived
+        )
         self._runs[payload.run_id] = handle
+        metrics.RUN_WORKERS.labels(substrate).set(len(self._runs))
         await self._claims.record(
             (started[0].claim if started else claim).model_copy(
                 update={
@@ -443,6 +460,7 @@ class WorkHandlers:
     ) -> None:
         exit_code = await self._substrate.wait_run(handle)
         self._runs.pop(handle.run_id, None)
+        metrics.RUN_WORKERS.labels(self._substrate.name).set(len(self._runs))
         log.info("run worker of %s exited with %d", handle.run_id, exit_code)
         with telemetry.span_from(
             "launcher.run_worker_exited", traceparent, scope="tether.launcher", run_id=handle.run_id
