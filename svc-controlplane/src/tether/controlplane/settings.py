@@ -173,8 +173,8 @@ class ControlPlaneSettings(BaseSettings):
     daemons: bool = Field(
         default=True,
         description=(
-            "Run the scheduler, sensor, backfill, run retrier (and run coordinator) daemons "
-            "inside `serve` (`serve --no-daemons` turns them and the run monitor off). On "
+            "Run the scheduler, sensor, backfill, run retrier, alert (and run coordinator) "
+            "daemons inside `serve` (`serve --no-daemons` turns them and the run monitor off). On "
             "PostgreSQL each daemon runs in one process at a time, the holder of its advisory "
             "lock; the others stand by and take over when it dies."
         ),
