@@ -440,3 +440,27 @@ async def test_a_run_longer_than_the_threshold_alerts_once(api: Api, clock: Cloc
         (hook,) = hooks.received
     assert hook.json["event"] == "RUN_LONG_RUNNING" and hook.json["subject"] == run_id
     assert "longer than 10 min" in hook.json["title"]
+
+
+async def test_a_disabled_policy_holds_its_alerts_until_enabled_again(
+    api: Api, clock: Clock
+) -> None:
+    await api.load()
+    with http_receiver() as hooks:
+        hooks.statuses = [500]
+        policy = await _policy(api, "hook", "RUN_FAILURE", _webhook(hooks))
+        first = await _failed_run(api)
+        daemon = _daemon(api, clock)
+        await daemon.check()
+        assert daemon.wake_at is not None  # the retry
+        await api.user(UPDATE, id=policy, enabled=False)
+        second = await _failed_run(api)
+        clock.advance(10)
+        result = await daemon.check()
+        assert result.created == [] and result.sent == []
+        assert daemon.wake_at is None  # nothing it may send waits: no busy loop
+        await api.user(UPDATE, id=policy, enabled=True)
+        result = await daemon.check()
+        assert len(result.created) == 1 and len(result.sent) == 2
+        subjects = sorted(r.json["subject"] for r in hooks.received)
+    assert subjects == sorted([first, second])

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.alerts.model import (
@@ -160,10 +160,16 @@ async def advance_cursor(session: AsyncSession, policy_id: str, until: float) ->
 
 
 async def add_delivery(
-    session: AsyncSession, policy: AlertPolicy, candidate: AlertCandidate, now: float
+    session: AsyncSession,
+    policy: AlertPolicy,
+    candidate: AlertCandidate,
+    now: float,
+    *,
+    due: bool = True,
 ) -> int | None:
-    """Add the alert of ``candidate``, due now; return its id, or None when the policy
-    already alerted on that event."""
+    """Add the alert of ``candidate``, due now (``due=False``: never due, for the caller
+    sends it itself: a test alert); return its id, or None when the policy already
+    alerted on that event."""
     return (
         await session.execute(
             upsert_insert(session, AlertDelivery.__table__)
@@ -179,7 +185,7 @@ async def add_delivery(
                 details=candidate.details,
                 status=str(DeliveryStatus.PENDING),
                 attempts=0,
-                next_attempt_at=now,
+                next_attempt_at=now if due else None,
                 attempts_log=[],
                 created_at=now,
             )
@@ -226,12 +232,18 @@ async def due_deliveries(
 
 
 async def next_due_at(session: AsyncSession) -> float | None:
-    """When the earliest waiting delivery falls due (None: nothing waits)."""
-    stmt = select(AlertDelivery.next_attempt_at).where(
-        AlertDelivery.status.in_([str(DeliveryStatus.PENDING), str(DeliveryStatus.RETRYING)])
+    """When the earliest waiting delivery of an enabled policy falls due (None: none
+    waits; a disabled policy's wait until it is enabled again)."""
+    stmt = (
+        select(func.min(AlertDelivery.next_attempt_at))
+        .join(AlertPolicy, AlertPolicy.id == AlertDelivery.policy_id)
+        .where(
+            AlertDelivery.status.in_([str(DeliveryStatus.PENDING), str(DeliveryStatus.RETRYING)]),
+            AlertPolicy.enabled.is_(True),
+        )
     )
-    values = [v for v in (await session.execute(stmt)).scalars().all() if v is not None]
-    return min(values) if values else None
+    value = (await session.execute(stmt)).scalar_one_or_none()
+    return None if value is None else float(value)
 
 
 async def record_attempt(

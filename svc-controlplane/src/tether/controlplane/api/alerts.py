@@ -336,7 +336,8 @@ class AlertMutation:
                 link=f"{options.base_url.rstrip('/')}/",
                 details={"test": True},
             )
-            delivery_id = await store.add_delivery(session, policy, candidate, now)
+            # Not due: the daemon (maybe in this process) must not send it too.
+            delivery_id = await store.add_delivery(session, policy, candidate, now, due=False)
             assert delivery_id is not None
             delivery = await session.get(AlertDelivery, delivery_id)
             assert delivery is not None
