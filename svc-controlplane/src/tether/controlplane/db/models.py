@@ -458,6 +458,13 @@ class InstigatorTick(Base):
         ),
         # Retention deletes ended ticks by age.
         Index("ix_instigator_ticks_created", "created_at"),
+        # The alert daemon's scan of ticks that failed lately (a partial index: only those).
+        Index(
+            "ix_instigator_ticks_failed",
+            "updated_at",
+            postgresql_where=text("status = 'FAILURE'"),
+            sqlite_where=text("status = 'FAILURE'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

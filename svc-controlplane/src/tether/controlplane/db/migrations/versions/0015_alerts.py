@@ -1,6 +1,7 @@
 """Alerts: ``alert_policies`` (what to alert on, and the channel to send it to) and
 ``alert_deliveries`` (one row per alert of a policy about an event, ``UNIQUE(policy_id,
-event_key)`` so an event alerts once, with its delivery attempts: the delivery log).
+event_key)`` so an event alerts once, with its delivery attempts: the delivery log), and a
+partial index of the failed ticks (``instigator_ticks``) for the alert daemon's scan.
 
 Revision ID: 0015
 Revises: 0014
@@ -93,8 +94,21 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_alert_deliveries_policy_id"), "alert_deliveries", ["policy_id"], unique=False
     )
+    op.create_index(
+        "ix_instigator_ticks_failed",
+        "instigator_ticks",
+        ["updated_at"],
+        postgresql_where=sa.text("status = 'FAILURE'"),
+        sqlite_where=sa.text("status = 'FAILURE'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_instigator_ticks_failed",
+        table_name="instigator_ticks",
+        postgresql_where=sa.text("status = 'FAILURE'"),
+        sqlite_where=sa.text("status = 'FAILURE'"),
+    )
     op.drop_table("alert_deliveries")
     op.drop_table("alert_policies")
