@@ -319,6 +319,14 @@ async def test_viewers_read_and_editors_change_policies(api: Api) -> None:
         (
             {
                 "kind": "RUN_FAILURE",
+                "channel": {"type": "slack", "url": "http://x"},
+                "filters": {"jobName": "a\x00b"},
+            },
+            "NUL",
+        ),
+        (
+            {
+                "kind": "RUN_FAILURE",
                 "channel": {
                     "type": "email",
                     "host": "h",

@@ -285,7 +285,9 @@ async def _episodes(
     make: Callable[[AlertEvent, str], AlertCandidate],
 ) -> list[AlertCandidate]:
     """One alert when a problem starts, one when it ends (the last alert is the state)."""
-    last = await store.latest_delivery(session, scan.policy.id, subject, [raise_event, end_event])
+    last = await store.latest_delivery(
+        session, scan.policy.id, store.fit(subject), [raise_event, end_event]
+    )
     raised = last is not None and last.event == str(raise_event)
     if problem and not raised:
         # The episode's key: the moment it was seen, unique per episode.

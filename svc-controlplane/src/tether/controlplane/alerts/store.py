@@ -8,6 +8,7 @@ already holds the event, so a scan that sees an event again alerts nothing twice
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,6 +29,18 @@ from tether.controlplane.alerts.model import (
 from tether.controlplane.db.models import AlertDelivery, AlertPolicy
 from tether.controlplane.db.statements import upsert_insert
 from tether.controlplane.errors import AlreadyExistsError, NotFoundError
+
+#: Longest ``event_key`` and ``subject`` stored (their columns' length); longer ones (a long
+#: asset key) keep a prefix and the SHA-256 of the whole, so they stay unique.
+MAX_KEY_CHARS = 400
+
+
+def fit(value: str) -> str:
+    """``value``, or a unique stand-in of at most :data:`MAX_KEY_CHARS` characters."""
+    if len(value) <= MAX_KEY_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    return f"{value[: MAX_KEY_CHARS - len(digest) - 1]}#{digest}"
 
 
 @dataclass(frozen=True)
@@ -176,9 +189,9 @@ async def add_delivery(
             .values(
                 deployment_id=policy.deployment_id,
                 policy_id=policy.id,
-                event_key=candidate.event_key,
+                event_key=fit(candidate.event_key),
                 event=str(candidate.event),
-                subject=candidate.subject,
+                subject=fit(candidate.subject),
                 title=candidate.title,
                 body=candidate.text,
                 link=candidate.link,

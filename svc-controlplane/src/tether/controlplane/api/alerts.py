@@ -10,6 +10,7 @@ update that names a channel of the same type keeps the secrets it leaves out.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -149,6 +150,7 @@ def _filters(value: Any) -> PolicyFilters:
         return PolicyFilters()
     if not isinstance(value, dict):
         raise BadInputError("filters: must be an object")
+    _no_nul("filters", value)
     unknown = sorted(set(value) - set(_FILTER_NAMES))
     if unknown:
         raise BadInputError(
@@ -160,9 +162,16 @@ def _filters(value: Any) -> PolicyFilters:
         raise BadInputError(f"filters: {describe_validation_error(err)}") from None
 
 
+def _no_nul(what: str, value: Any) -> None:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the insert.
+    if "\\u0000" in json.dumps(value):
+        raise BadInputError(f"{what}: must not contain NUL characters")
+
+
 def _channel(value: Any, keep: AlertPolicy | None = None) -> Channel:
     if not isinstance(value, dict):
         raise BadInputError("channel: must be an object with a type")
+    _no_nul("channel", value)
     if keep is not None and value.get("type") == keep.channel_type:
         # Secrets left out of an update of the same channel type stay as they were.
         value = {**keep.channel_secret, **value}
@@ -189,6 +198,7 @@ def _rate(value: int) -> int:
 def _name(value: str) -> str:
     if not value.strip() or len(value) > 200:
         raise BadInputError("name: must be 1 to 200 characters")
+    _no_nul("name", value)
     return value
 
 
@@ -287,9 +297,9 @@ class AlertMutation:
         async with info.context.cp.db.transaction() as session:
             row = await store.get_policy(session, principal.deployment_id, id)
             if name is not None and name != row.name:
-                if await store.get_policy_by_name(session, principal.deployment_id, name):
+                if await store.get_policy_by_name(session, principal.deployment_id, _name(name)):
                     raise BadInputError(f"name: an alert policy named {name!r} exists")
-                row.name = _name(name)
+                row.name = name
             if channel is not None:
                 config, secret = split_channel(_channel(channel, keep=row))
                 row.channel_type, row.channel_config, row.channel_secret = (
