@@ -472,3 +472,25 @@ async def test_a_disabled_policy_holds_its_alerts_until_enabled_again(
         assert len(result.created) == 1 and len(result.sent) == 2
         subjects = sorted(r.json["subject"] for r in hooks.received)
     assert subjects == sorted([first, second])
+
+
+async def test_policies_and_deliveries_stay_in_their_deployment(api: Api) -> None:
+    from tether.controlplane.store.tokens import ensure_deployment
+
+    async with api.cp.db.transaction() as session:
+        await ensure_deployment(session, "other")
+        other = await auth.create_token(
+            session, name="o", role=auth.Role.ADMIN, deployment_id="other"
+        )
+    channel = {"type": "slack", "url": "https://hooks.slack.com/services/T/B/x"}
+    pid = await _policy(api, "mine", "RUN_FAILURE", channel)
+    assert (await api.post(POLICIES, token=other))["data"]["alertPolicies"] == []
+    for query in (DELETE, TEST_ALERT):
+        body = await api.post(query, token=other, id=pid)
+        assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND", body
+    # The same name is free in another deployment.
+    made = await api.post(CREATE, token=other, name="mine", kind="RUN_FAILURE", channel=channel)
+    assert not made.get("errors"), made
+    body = await api.post(DELIVERIES, token=other, policy=pid)
+    assert body["data"]["alertDeliveries"] == []
+    assert [p["id"] for p in (await api.user(POLICIES))["alertPolicies"]] == [pid]
