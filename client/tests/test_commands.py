@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 import typer
+from tether.client.alert_cli import app as alert_app
 from tether.client.asset_cli import app as asset_app
 from tether.client.backfill_cli import app as backfill_app
 from tether.client.location_cli import app as location_app
@@ -17,6 +18,7 @@ API_APPS = {
     "backfill": backfill_app,
     "asset": asset_app,
     "token": token_app,
+    "alert": alert_app,
 }
 
 

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 from graphql import GraphQLEnumType, GraphQLSchema, build_schema, parse, validate
-from tether.client import backfill_cli, documents, location_cli, run_cli, token_cli
+from tether.client import alert_cli, backfill_cli, documents, location_cli, run_cli, token_cli
 
 #: The control plane's committed SDL (its own tests keep it up to date).
 SDL_FILE = Path(__file__).parents[2] / "svc-controlplane" / "schema.graphql"
@@ -20,7 +20,7 @@ DOCUMENTS = {
     for name, value in vars(documents).items()
     if name.isupper() and not name.startswith("_") and isinstance(value, str)
 }
-COMMAND_MODULES = (backfill_cli, location_cli, run_cli, token_cli)
+COMMAND_MODULES = (alert_cli, backfill_cli, location_cli, run_cli, token_cli)
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,9 @@ def test_the_token_roles_are_the_apis(schema: GraphQLSchema) -> None:
     assert isinstance(role, GraphQLEnumType)
     assert [r.upper() for r in token_cli.ROLES] == list(role.values)
     assert set(token_cli.ROLE_ALIASES.values()) <= set(token_cli.ROLES)
+
+
+def test_the_alert_kinds_are_the_apis(schema: GraphQLSchema) -> None:
+    kind = schema.get_type("AlertPolicyKind")
+    assert isinstance(kind, GraphQLEnumType)
+    assert list(alert_cli.KINDS) == list(kind.values)

@@ -188,3 +188,33 @@ mutation($key: [String!]!, $partition: String, $metadata: JSON, $description: St
 }"""
 
 WIPE_ASSETS = "mutation($keys: [[String!]!]!) { wipeAssets(assetKeys: $keys) }"
+
+_ALERT_POLICY_FIELDS = (
+    "id name kind enabled filters threshold channelType channel channelSecrets "
+    "rateLimitPerMinute createdAt"
+)
+_ALERT_DELIVERY_FIELDS = (
+    "id policyId event subject title link status attempts lastError createdAt sentAt"
+)
+
+ALERT_POLICIES = f"{{ alertPolicies {{ {_ALERT_POLICY_FIELDS} }} }}"
+
+CREATE_ALERT_POLICY = f"""
+mutation($name: String!, $kind: AlertPolicyKind!, $channel: JSON!, $filters: JSON,
+         $threshold: Float, $rate: Int!) {{
+  createAlertPolicy(name: $name, kind: $kind, channel: $channel, filters: $filters,
+                    threshold: $threshold, rateLimitPerMinute: $rate) {{ {_ALERT_POLICY_FIELDS} }}
+}}"""
+
+DELETE_ALERT_POLICY = (
+    f"mutation($id: String!) {{ deleteAlertPolicy(id: $id) {{ {_ALERT_POLICY_FIELDS} }} }}"
+)
+
+SEND_TEST_ALERT = (
+    f"mutation($id: String!) {{ sendTestAlert(id: $id) {{ {_ALERT_DELIVERY_FIELDS} }} }}"
+)
+
+ALERT_DELIVERIES = f"""
+query($policy: String, $limit: Int!) {{
+  alertDeliveries(policyId: $policy, limit: $limit) {{ {_ALERT_DELIVERY_FIELDS} }}
+}}"""

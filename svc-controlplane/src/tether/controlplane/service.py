@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from tether.controlplane.alerts import AlertDaemon, DeliveryOptions
 from tether.controlplane.app import create_app
 from tether.controlplane.core import ControlPlane, open_control_plane, prepare_database
 from tether.controlplane.daemons import (
@@ -264,8 +265,8 @@ def build_monitor(db: Database, queue: WorkQueue, settings: ControlPlaneSettings
 def build_daemons(
     db: Database, queue: WorkQueue, settings: ControlPlaneSettings
 ) -> list[PeriodicDaemon]:
-    """The scheduler, sensor daemon, backfill daemon, run retrier (and run coordinator) of a
-    control plane."""
+    """The scheduler, sensor daemon, backfill daemon, run retrier, alert daemon (and run
+    coordinator) of a control plane."""
     coordinator: list[PeriodicDaemon] = []
     if settings.run_queue_enabled:
         coordinator.append(
@@ -301,6 +302,9 @@ def build_daemons(
             query_timeout_s=settings.tick_timeout_s,
         ),
         RunRetrier(db, queue, policy_defaults(settings), interval_s=settings.daemon_interval_s),
+        AlertDaemon(
+            db, DeliveryOptions.from_settings(settings), interval_s=settings.daemon_interval_s
+        ),
     ]
 
 

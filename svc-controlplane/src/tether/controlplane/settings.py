@@ -184,8 +184,8 @@ class ControlPlaneSettings(BaseSettings):
     daemons: bool = Field(
         default=True,
         description=(
-            "Run the scheduler, sensor, backfill, run retrier (and run coordinator) daemons "
-            "inside `serve` (`serve --no-daemons` turns them and the run monitor off). On "
+            "Run the scheduler, sensor, backfill, run retrier, alert (and run coordinator) "
+            "daemons inside `serve` (`serve --no-daemons` turns them and the run monitor off). On "
             "PostgreSQL each daemon runs in one process at a time, the holder of its advisory "
             "lock; the others stand by and take over when it dies."
         ),
@@ -443,6 +443,42 @@ class ControlPlaneSettings(BaseSettings):
     graceful_shutdown_timeout: float = Field(
         default=10.0, gt=0, description="Seconds open requests get to finish after SIGTERM."
     )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "Public base URL of the web UI (https://tether.example.com): alerts link to the "
+            "run, tick or location page under it. Unset: http://<host>:<port>."
+        ),
+    )
+    alert_max_attempts: int = Field(
+        default=6,
+        ge=1,
+        description=(
+            "Attempts to deliver an alert (a failure a retry may cure) before it is FAILED."
+        ),
+    )
+    alert_retry_base_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Wait before an alert's second attempt; each later one waits twice longer (jittered)."
+        ),
+    )
+    alert_retry_max_s: float = Field(
+        default=600.0, gt=0, description="Longest wait between two attempts of an alert."
+    )
+    alert_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one alert delivery (HTTP request, SMTP session) may take.",
+    )
+    alert_smtp_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "CA bundle (PEM) the alert e-mails' SMTP TLS trusts (a private CA); unset: the "
+            "system's."
+        ),
+    )
 
     @property
     def work_signing_key_path(self) -> Path:
@@ -453,6 +489,11 @@ class ControlPlaneSettings(BaseSettings):
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             return Path(url.database).parent / "work-signing.key"
         return Path(".tether/work-signing.key")
+
+    @property
+    def ui_base_url(self) -> str:
+        """The base URL alert links start with (see ``public_url``)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def migrates_on_start(self) -> bool:

@@ -15,6 +15,7 @@ from strawberry.extensions import MaskErrors
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from tether.controlplane.api.agent import AgentMutation, AgentQuery
+from tether.controlplane.api.alerts import AlertMutation, AlertQuery
 from tether.controlplane.api.assets import AssetMutation, AssetQuery
 from tether.controlplane.api.backfills import BackfillMutation, BackfillQuery
 from tether.controlplane.api.computelogs import ComputeLogQuery
@@ -47,6 +48,7 @@ Query = merge_types(
         BackfillQuery,
         ComputeLogQuery,
         AssetQuery,
+        AlertQuery,
     ),
 )
 Mutation = merge_types(
@@ -60,6 +62,7 @@ Mutation = merge_types(
         SensorMutation,
         BackfillMutation,
         AssetMutation,
+        AlertMutation,
     ),
 )
 

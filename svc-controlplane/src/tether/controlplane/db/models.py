@@ -460,6 +460,13 @@ class InstigatorTick(Base):
         ),
         # Retention deletes ended ticks by age.
         Index("ix_instigator_ticks_created", "created_at"),
+        # The alert daemon's scan of ticks that failed lately (a partial index: only those).
+        Index(
+            "ix_instigator_ticks_failed",
+            "updated_at",
+            postgresql_where=text("status = 'FAILURE'"),
+            sqlite_where=text("status = 'FAILURE'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -562,3 +569,73 @@ class AssetMaterializationRow(Base):
     #: "partition", "run_id"}`` (validated: :class:`tether.shared.wire.assets.
     #: UpstreamMaterialization`); None when the worker sent none.
     upstream: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
+
+class AlertPolicy(Base):
+    """What to alert on (``kind`` and its ``filters``/``threshold``) and where to send it
+    (one channel: ``channel_type`` with its ``channel_config``).
+
+    ``channel_secret`` holds the channel's write-only parts (webhook URL, SMTP password,
+    HMAC secret, PagerDuty routing key): the API never returns it. ``scanned_until`` is the
+    alert daemon's cursor over the events of the policy's kind (control-plane clock).
+    """
+
+    __tablename__ = "alert_policies"
+    __table_args__ = (UniqueConstraint("deployment_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Seconds (RUN_LONG_RUNNING, AGENT_OFFLINE) or messages (BACKLOG); None for the others.
+    threshold: Mapped[float | None] = mapped_column(Double, nullable=True)
+    channel_type: Mapped[str] = mapped_column(String(32))
+    channel_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    channel_secret: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Most messages the channel sends per minute (later ones wait; none are dropped).
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=30)
+    scanned_until: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class AlertDelivery(Base):
+    """One alert of one policy about one event, and how its delivery went.
+
+    ``UNIQUE(policy_id, event_key)``: an event seen again (a daemon's overlapping scan, a
+    restart, a second daemon during a take-over) alerts nothing twice. ``attempts_log``
+    lists every attempt (``{"at", "ok", "error"}``) for the delivery log.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        UniqueConstraint("policy_id", "event_key"),
+        # The daemon's scan of what is due.
+        Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
+        # The delivery log, newest first.
+        Index("ix_alert_deliveries_deployment_created", "deployment_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"))
+    policy_id: Mapped[str] = mapped_column(
+        ForeignKey("alert_policies.id", ondelete="CASCADE"), index=True
+    )
+    event_key: Mapped[str] = mapped_column(String(400))
+    #: What happened (an ``AlertEvent`` value: RUN_FAILURE, AGENT_OFFLINE, TEST, ...).
+    event: Mapped[str] = mapped_column(String(32))
+    #: What it happened to: a run id, an agent id, a location name, a tick id.
+    subject: Mapped[str] = mapped_column(String(400))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)
+    sent_at: Mapped[float | None] = mapped_column(Double, nullable=True)

@@ -1,0 +1,93 @@
+"""``tether alert list|create|test|deliveries|delete`` against a real control plane HTTP
+server and a real webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alert_receivers import HMAC_SECRET, http_receiver
+from tether.client.alert_cli import app
+from tether.controlplane.security import auth
+from tether.controlplane.service import ControlPlaneService
+from tether.controlplane.settings import ControlPlaneSettings
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def backend() -> str:
+    # The CLI only talks GraphQL; the storage suites cover both databases.
+    return "sqlite"
+
+
+async def test_alert_commands(settings: ControlPlaneSettings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"port": 0, "daemons": False})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        async with service.control_plane.db.transaction() as session:
+            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
+            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+
+        async def tether(*args: str, token: str = editor) -> Any:
+            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
+            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+
+        with http_receiver() as hooks:
+            channel = tmp_path / "channel.json"
+            channel.write_text(
+                json.dumps({"type": "webhook", "url": hooks.url(), "secret": HMAC_SECRET})
+            )
+            args = ["create", "failures", "--kind", "run_failure", "--channel", str(channel)]
+            args += ["--job", "hello", "--tag", "team=data"]
+            refused = await tether(*args, token=viewer)
+            assert refused.exit_code == 1 and "FORBIDDEN" in refused.stderr
+            created = await tether(*args)
+            assert created.exit_code == 0, created.output
+            assert "created alert policy 'failures'" in created.stdout
+
+            listed = await tether("list", token=viewer)
+            assert listed.exit_code == 0, listed.output
+            assert "failures" in listed.stdout and "RUN_FAILURE -> webhook" in listed.stdout
+            assert "jobName=hello" in listed.stdout
+            as_json = await tether("list", "--json", token=viewer)
+            assert HMAC_SECRET not in as_json.stdout and hooks.url() not in as_json.stdout
+            (policy,) = json.loads(as_json.stdout)
+            assert policy["filters"] == {"jobName": "hello", "tags": {"team": "data"}}
+
+            tested = await tether("test", "failures")
+            assert tested.exit_code == 0, tested.output
+            (received,) = hooks.received
+            assert hooks.signature_ok(received) and received.json["event"] == "TEST"
+
+            log = await tether("deliveries", "--policy", "failures", token=viewer)
+            assert log.exit_code == 0, log.output
+            assert "SENT" in log.stdout and "Test alert of policy failures" in log.stdout
+
+        # The receiver is gone: the test alert fails, and says why.
+        failed = await tether("test", policy["id"])
+        assert failed.exit_code == 1 and "ConnectError" in failed.stderr
+
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"type": "webhook", "url": "http://x"}')
+        refused = await tether("create", "bad", "--kind", "RUN_FAILURE", "--channel", str(bad))
+        assert refused.exit_code == 1 and "BAD_INPUT" in refused.stderr
+        unknown = await tether("create", "x", "--kind", "NOPE", "--channel", str(channel))
+        assert unknown.exit_code == 2 and "unknown kind" in unknown.output
+
+        deleted = await tether("delete", "failures")
+        assert deleted.exit_code == 0, deleted.output
+        assert (await tether("list")).stdout == ""
+        missing = await tether("delete", "failures")
+        assert missing.exit_code == 1 and "no alert policy" in missing.stderr
+    finally:
+        service.shutdown()
+        await task
