@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from tether.controlplane.ui.alerts import AlertPages
 from tether.controlplane.ui.assets import AssetPages
 from tether.controlplane.ui.backfills import BackfillPages
 from tether.controlplane.ui.instigators import InstigatorPages
@@ -37,6 +38,7 @@ def ui_routes(cp: ControlPlane) -> list[BaseRoute]:
         *InstigatorPages(client).routes(),
         *BackfillPages(client).routes(),
         *AssetPages(client).routes(),
+        *AlertPages(client).routes(),
         *SignInPages(cp).routes(),
         # Last: any other path gets the UI's own "not found" page rather than a bare text.
         Route("/{path:path}", not_found, methods=["GET"]),
