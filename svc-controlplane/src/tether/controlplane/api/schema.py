@@ -18,6 +18,7 @@ from tether.controlplane.api.agent import AgentMutation, AgentQuery
 from tether.controlplane.api.assets import AssetMutation, AssetQuery
 from tether.controlplane.api.backfills import BackfillMutation, BackfillQuery
 from tether.controlplane.api.computelogs import ComputeLogQuery
+from tether.controlplane.api.deployments import DeploymentMutation, DeploymentQuery
 from tether.controlplane.api.limits import QueryLimitsExtension
 from tether.controlplane.api.locations import LocationMutation, LocationQuery
 from tether.controlplane.api.partitions import PartitionQuery
@@ -47,6 +48,7 @@ Query = merge_types(
         BackfillQuery,
         ComputeLogQuery,
         AssetQuery,
+        DeploymentQuery,
     ),
 )
 Mutation = merge_types(
@@ -60,6 +62,7 @@ Mutation = merge_types(
         SensorMutation,
         BackfillMutation,
         AssetMutation,
+        DeploymentMutation,
     ),
 )
 
