@@ -4,17 +4,23 @@ deployment's own limit."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from typing import Any
 
 import pytest
 from controlplane_testkit import Api
+from sqlalchemy import update
+from tether.controlplane.cli import app
 from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security import auth
+from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import runs
 from tether.shared.wire.runs import RunStatus
+from typer.testing import CliRunner
 
 DEPLOYMENTS = "query($all: Boolean!) { deployments(includeDeleted: $all) { id name deletedAt } }"
 CREATE = """
@@ -39,6 +45,7 @@ mutation($s: DeploymentSettingsInput!, $d: String) {
   }
 }"""
 LOCATIONS = "{ codeLocations { name loadStatus } }"
+DAY = 86400.0
 
 
 def _code(body: dict[str, Any]) -> str:
@@ -275,3 +282,42 @@ async def test_the_coordinator_honours_a_deployments_own_limit(api: Api) -> None
     fourth = (await limited.launch())["run"]["id"]
     await limited.user(UPDATE, s={"maxConcurrentRuns": 2})
     assert await coordinator.check() == [third, fourth]
+
+
+async def test_prune_keeps_each_deployments_own_retention(
+    api: Api, settings: ControlPlaneSettings
+) -> None:
+    env = {"TETHER_CONTROLPLANE_DATABASE_URL": settings.database_url}
+
+    def prune(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["prune", *args], env=env)
+        return result.exit_code, result.output
+
+    await api.user(CREATE, name="short", **{"from": "default"})
+    short = await _as(api, "short")
+    ended: dict[str, str] = {}
+    for client in (api, short):
+        await client.load()
+        ended[client.admin_token] = (await client.launch())["run"]["id"]
+    async with api.cp.db.transaction() as session:
+        await session.execute(
+            update(Run)
+            .where(Run.id.in_(list(ended.values())))
+            .values(status="SUCCESS", status_changed_at=time.time() - 10 * DAY)
+        )
+    code, out = await asyncio.to_thread(prune)
+    assert code == 2 and "no retention period" in out
+
+    await short.user(UPDATE, s={"retentionDays": 5})
+    code, out = await asyncio.to_thread(prune, "--dry-run")
+    assert code == 0, out
+    assert json.loads(out)["deployments"] == {"short": 5 * DAY} and json.loads(out)["runs"] == 1
+    # --older-than is the period of the deployments without their own (30 days: too long
+    # for the default's run); short's five days still apply to short.
+    code, out = await asyncio.to_thread(prune, "--older-than", "30d")
+    assert code == 0, out
+    done = json.loads(out)
+    assert done["deployments"] == {"default": 30 * DAY, "short": 5 * DAY} and done["runs"] == 1
+    async with api.cp.db.reading() as session:
+        assert await session.get(Run, ended[short.admin_token]) is None
+        assert await session.get(Run, ended[api.admin_token]) is not None
