@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 import typer
 from tether.client.asset_cli import app as asset_app
 from tether.client.backfill_cli import app as backfill_app
+from tether.client.deployment_cli import app as deployment_app
 from tether.client.location_cli import app as location_app
 from tether.client.run_cli import app as run_app
 from tether.client.token_cli import app as token_app
@@ -17,6 +18,7 @@ API_APPS = {
     "backfill": backfill_app,
     "asset": asset_app,
     "token": token_app,
+    "deployment": deployment_app,
 }
 
 

@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 from controlplane_testkit import Api
 from sqlalchemy import update
+from tether.client.deployment_cli import app as deployment_app
 from tether.controlplane.cli import app
+from tether.controlplane.cli import app as controlplane_app
 from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security import auth
+from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import runs
 from tether.shared.wire.runs import RunStatus
@@ -321,3 +324,74 @@ async def test_prune_keeps_each_deployments_own_retention(
     async with api.cp.db.reading() as session:
         assert await session.get(Run, ended[short.admin_token]) is None
         assert await session.get(Run, ended[api.admin_token]) is not None
+
+
+async def test_the_deployment_commands_through_the_api(settings: ControlPlaneSettings) -> None:
+    """``tether deployment ...`` against a real HTTP server, and the first token of a new
+    deployment from ``tether controlplane create-token --deployment``."""
+    service = ControlPlaneService(settings.model_copy(update={"port": 0}), announce=_quiet)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.listening.wait(), 30)
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        async with service.control_plane.db.transaction() as session:
+            org = await auth.create_token(session, name="org", role=auth.Role.ADMIN)
+
+        async def tether(cli: Any, *args: str, token: str = org) -> Any:
+            env = {
+                "TETHER_CONTROL_PLANE_URL": url,
+                "TETHER_TOKEN": token,
+                "TETHER_CONTROLPLANE_DATABASE_URL": settings.database_url,
+            }
+            return await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=env)
+
+        created = await tether(deployment_app, "create", "dev", "--from", "default")
+        assert created.exit_code == 0, created.output
+        assert created.stdout == "created deployment 'dev', with 2 code location(s) of 'default'\n"
+        listed = await tether(deployment_app, "list")
+        assert listed.exit_code == 0 and listed.stdout.split() == ["default", "live", "dev", "live"]
+        changed = await tether(
+            deployment_app, "set", "--deployment", "dev", "--max-concurrent-runs", "3",
+            "--tag-limits", '{"team": 2}', "--json",
+        )  # fmt: skip
+        assert changed.exit_code == 0, changed.output
+        assert json.loads(changed.stdout)["own"] == ["maxConcurrentRuns", "runTagConcurrencyLimits"]
+        bad = await tether(deployment_app, "set", "--deployment", "dev", "--schedule-catchup", "x")
+        assert bad.exit_code == 1 and "BAD_INPUT" in bad.stderr and "schedule_catchup" in bad.stderr
+        assert (await tether(deployment_app, "set")).exit_code == 2
+
+        minted = await tether(
+            controlplane_app, "create-token", "--deployment", "dev", "--role", "admin",
+            "--name", "dev-admin",
+        )  # fmt: skip
+        assert minted.exit_code == 0, minted.output
+        dev_admin = minted.stdout.strip()
+        shown = await tether(deployment_app, "settings", token=dev_admin)
+        assert shown.exit_code == 0, shown.output
+        assert "maxConcurrentRuns          3" in shown.stdout and "(set)" in shown.stdout
+        reset = await tether(
+            deployment_app, "set", "--max-concurrent-runs", "default", token=dev_admin
+        )
+        assert reset.exit_code == 0 and "maxConcurrentRuns          0" in reset.stdout
+        for args in (["list"], ["delete", "default"], ["settings", "--deployment", "default"]):
+            refused = await tether(deployment_app, *args, token=dev_admin)
+            assert refused.exit_code == 1 and "FORBIDDEN" in refused.stderr, (args, refused.output)
+
+        no_default = await tether(deployment_app, "delete", "default")
+        assert no_default.exit_code == 1 and "cannot be deleted" in no_default.stderr
+        deleted = await tether(deployment_app, "delete", "dev")
+        assert deleted.exit_code == 0, deleted.output
+        gone = await tether(deployment_app, "settings", token=dev_admin)
+        assert gone.exit_code == 1 and "UNAUTHENTICATED" in gone.stderr
+        refused_token = await tether(
+            controlplane_app, "create-token", "--deployment", "dev", "--name", "late"
+        )
+        assert refused_token.exit_code != 0
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, 30)
+
+
+def _quiet(host: str, port: int) -> None:
+    pass

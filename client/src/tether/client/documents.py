@@ -188,3 +188,30 @@ mutation($key: [String!]!, $partition: String, $metadata: JSON, $description: St
 }"""
 
 WIPE_ASSETS = "mutation($keys: [[String!]!]!) { wipeAssets(assetKeys: $keys) }"
+
+# --- tether deployment -----------------------------------------------------------------
+
+_DEPLOYMENT_SETTINGS_FIELDS = (
+    "deploymentId maxConcurrentRuns runTagConcurrencyLimits scheduleCatchup retentionDays own"
+)
+
+DEPLOYMENTS = """
+query($all: Boolean!) { deployments(includeDeleted: $all) { id name createdAt deletedAt } }"""
+
+CREATE_DEPLOYMENT = f"""
+mutation($name: String!, $from: String) {{
+  createDeployment(name: $name, fromDeployment: $from) {{
+    deployment {{ id name createdAt }} copiedLocations
+    settings {{ {_DEPLOYMENT_SETTINGS_FIELDS} }}
+  }}
+}}"""
+
+DELETE_DEPLOYMENT = "mutation($name: String!) { deleteDeployment(name: $name) { id deletedAt } }"
+
+DEPLOYMENT_SETTINGS = f"""
+query($d: String) {{ deploymentSettings(deployment: $d) {{ {_DEPLOYMENT_SETTINGS_FIELDS} }} }}"""
+
+UPDATE_DEPLOYMENT_SETTINGS = f"""
+mutation($s: DeploymentSettingsInput!, $d: String) {{
+  updateDeploymentSettings(settings: $s, deployment: $d) {{ {_DEPLOYMENT_SETTINGS_FIELDS} }}
+}}"""
