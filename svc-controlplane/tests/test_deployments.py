@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from controlplane_testkit import Api
-from sqlalchemy import update
+from sqlalchemy import select, update
 from tether.client.deployment_cli import app as deployment_app
 from tether.controlplane.cli import app
 from tether.controlplane.cli import app as controlplane_app
 from tether.controlplane.daemons import RunCoordinator
-from tether.controlplane.db.models import Run
+from tether.controlplane.db.models import Instigator, PendingRetry, Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
@@ -234,14 +234,30 @@ async def test_delete_is_refused_while_runs_are_in_progress(api: Api) -> None:
         assert await runs.advance_status(session, run_id, RunStatus.STARTING, time.time())
         assert await runs.advance_status(session, run_id, RunStatus.STARTED, time.time())
     assert _code(await api.post(DELETE, token=api.admin_token, name="doomed")) == "BAD_INPUT"
+    now = time.time()
     async with api.cp.db.transaction() as session:
-        assert await runs.advance_status(session, run_id, RunStatus.SUCCESS, time.time())
+        # It failed, its retry undecided; a schedule of the deployment is on.
+        assert await runs.advance_status(session, run_id, RunStatus.FAILURE, now)
+        assert await session.get(PendingRetry, run_id) is not None
+        schedule = Instigator(
+            deployment_id="doomed",
+            kind="schedule",
+            location_name="loc",
+            name="nightly",
+            status="RUNNING",
+            updated_at=now,
+        )
+        session.add(schedule)
     deleted = (await api.user(DELETE, name="doomed"))["deleteDeployment"]
     assert deleted["deletedAt"] is not None
-    # The run stays as history; the deployment's agent can no longer claim.
+    # The run stays as history; no daemon starts another (no retry, the schedule is off).
     async with api.cp.db.reading() as session:
         row = await session.get(Run, run_id)
-    assert row is not None and row.status == "SUCCESS"
+        assert await session.get(PendingRetry, run_id) is None
+        stopped = await session.scalar(
+            select(Instigator.status).where(Instigator.deployment_id == "doomed")
+        )
+    assert row is not None and row.status == "FAILURE" and stopped == "STOPPED"
     assert _code(await doomed.post("{ runs { id } }", token=doomed.admin_token)) == (
         "UNAUTHENTICATED"
     )

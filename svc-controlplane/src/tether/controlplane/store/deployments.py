@@ -3,11 +3,11 @@
 A deployment is a tenant: every other row names one, and a token acts only within its own
 (:mod:`tether.controlplane.security.auth`). Deleting one *marks it deleted* rather than
 deleting its rows: ``deployments.deleted_at`` is set, its tokens are revoked (so no user,
-UI session or agent of it can act any more), its schedules and sensors are stopped and its
-backfills canceled (so no daemon starts a run for it); its runs, events, logs and assets
-stay, as history, until ``tether controlplane prune`` ages them out. A deleted
-deployment's id is never reused: tokens, logs and traces that name it keep meaning one
-thing.
+UI session or agent of it can act any more), its schedules and sensors are stopped, its
+backfills canceled and its undecided run retries dropped (so no daemon starts a run for
+it); its runs, events, logs and assets stay, as history, until ``tether controlplane
+prune`` ages them out. A deleted deployment's id is never reused: tokens, logs and traces
+that name it keep meaning one thing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import (
     DEFAULT_DEPLOYMENT,
@@ -28,6 +28,7 @@ from tether.controlplane.db.models import (
     Deployment,
     Instigator,
     InstigatorStatus,
+    PendingRetry,
     Run,
 )
 from tether.controlplane.errors import AlreadyExistsError, BadInputError, NotFoundError
@@ -202,6 +203,11 @@ async def delete_deployment(
             Backfill.status == str(BackfillStatus.REQUESTED),
         )
         .values(status=str(BackfillStatus.CANCELED), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(PendingRetry)
+        .where(PendingRetry.run_id.in_(select(Run.id).where(Run.deployment_id == deployment_id)))
         .execution_options(synchronize_session=False)
     )
     row.deleted_at = now
