@@ -126,6 +126,14 @@ async def test_only_the_organisation_admin_manages_deployments(api: Api) -> None
         await _token(api, "staging", auth.Role.AGENT)
 
 
+async def test_two_creates_of_one_name_make_one_deployment(api: Api) -> None:
+    bodies = await asyncio.gather(
+        *(api.post(CREATE, token=api.admin_token, name="race") for _ in range(3))
+    )
+    outcomes = sorted("ok" if not b.get("errors") else _code(b) for b in bodies)
+    assert outcomes == ["ALREADY_EXISTS", "ALREADY_EXISTS", "ok"], bodies
+
+
 async def test_a_deployments_settings_are_its_own(api: Api) -> None:
     for name in ("a", "b"):
         await api.user(CREATE, name=name)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import (
     DEFAULT_DEPLOYMENT,
@@ -125,7 +126,12 @@ async def create_deployment(
     template = await live_deployment(session, from_deployment) if from_deployment else None
     row = Deployment(id=name, name=name, created_at=now)
     session.add(row)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Another request created it since the check above (its transaction committed
+        # first); this one's transaction rolls back with the error.
+        raise AlreadyExistsError(f"deployment {name!r} exists") from None
     copied: list[CodeLocation] = []
     if template is not None:
         for location in await locations.list_locations(session, template.id):
