@@ -8,6 +8,7 @@ import typer
 from tether.client.alert_cli import app as alert_app
 from tether.client.asset_cli import app as asset_app
 from tether.client.backfill_cli import app as backfill_app
+from tether.client.deployment_cli import app as deployment_app
 from tether.client.location_cli import app as location_app
 from tether.client.run_cli import app as run_app
 from tether.client.token_cli import app as token_app
@@ -19,6 +20,7 @@ API_APPS = {
     "asset": asset_app,
     "token": token_app,
     "alert": alert_app,
+    "deployment": deployment_app,
 }
 
 

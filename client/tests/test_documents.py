@@ -10,7 +10,15 @@ from types import ModuleType
 
 import pytest
 from graphql import GraphQLEnumType, GraphQLSchema, build_schema, parse, validate
-from tether.client import alert_cli, backfill_cli, documents, location_cli, run_cli, token_cli
+from tether.client import (
+    alert_cli,
+    backfill_cli,
+    deployment_cli,
+    documents,
+    location_cli,
+    run_cli,
+    token_cli,
+)
 
 #: The control plane's committed SDL (its own tests keep it up to date).
 SDL_FILE = Path(__file__).parents[2] / "svc-controlplane" / "schema.graphql"
@@ -20,7 +28,7 @@ DOCUMENTS = {
     for name, value in vars(documents).items()
     if name.isupper() and not name.startswith("_") and isinstance(value, str)
 }
-COMMAND_MODULES = (alert_cli, backfill_cli, location_cli, run_cli, token_cli)
+COMMAND_MODULES = (alert_cli, backfill_cli, deployment_cli, location_cli, run_cli, token_cli)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,10 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
         'mutation { addLocation(config: {name: "matrix", module: "m"}) { name } }',
         {},
     ),
+    "manage settings": (
+        "mutation { updateDeploymentSettings(settings: {maxConcurrentRuns: 0}) { own } }",
+        {},
+    ),
     "agent": (CLAIM, CLAIM_VARS),
 }
 OK = "ok"
@@ -50,6 +54,7 @@ EXPECTED = {
         "launch": FORBIDDEN,
         "manage tokens": FORBIDDEN,
         "manage locations": FORBIDDEN,
+        "manage settings": FORBIDDEN,
         "agent": FORBIDDEN,
     },
     "editor": {
@@ -57,6 +62,7 @@ EXPECTED = {
         "launch": OK,
         "manage tokens": FORBIDDEN,
         "manage locations": FORBIDDEN,
+        "manage settings": FORBIDDEN,
         "agent": FORBIDDEN,
     },
     "admin": {
@@ -64,6 +70,7 @@ EXPECTED = {
         "launch": OK,
         "manage tokens": OK,
         "manage locations": OK,
+        "manage settings": OK,
         "agent": FORBIDDEN,
     },
     "agent": {
@@ -71,6 +78,7 @@ EXPECTED = {
         "launch": FORBIDDEN,
         "manage tokens": FORBIDDEN,
         "manage locations": FORBIDDEN,
+        "manage settings": FORBIDDEN,
         "agent": OK,
     },
 }

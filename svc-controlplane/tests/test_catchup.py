@@ -217,3 +217,46 @@ async def test_a_location_removed_for_a_while_does_not_catch_up(api: Api, clock:
     hour = clock.to_next_hour()
     await scheduler.check()
     assert await _evaluations(api) == [hour]
+
+
+async def test_a_deployments_catchup_setting_is_its_schedules_default(
+    api: Api, clock: Clock
+) -> None:
+    """Schedules without a policy of their own follow their deployment's scheduleCatchup
+    (updateDeploymentSettings) before the control plane's."""
+    update = """
+    mutation($p: String) {
+      updateDeploymentSettings(settings: {scheduleCatchup: $p}) { scheduleCatchup }
+    }"""
+    await api.load(snapshot_with_instigators())
+    scheduler = Scheduler(
+        api.cp.db, api.cp.queue, catchup="latest", max_catchup_ticks=3, clock=clock
+    )
+    clock.to_half_past()
+    await scheduler.check()
+    await api.user(update, p="all")
+    (hourly,) = [
+        s
+        for s in (await api.user(SCHEDULE, offset=0, limit=1))["schedules"]
+        if s["name"] == "hourly"
+    ]
+    assert hourly["catchupPolicy"] == "ALL" and hourly["ownCatchupPolicy"] is None
+    clock.advance(5 * HOUR)
+    await scheduler.check()
+    assert len(await _evaluations(api)) == 3  # "all": the three newest missed ticks
+
+    await api.user(update, p="none")
+    clock.advance(3 * HOUR)
+    await scheduler.check()
+    assert await _evaluations(api) == []
+    # The schedule's own policy still comes first; null puts the deployment back on
+    # the control plane's "latest".
+    await api.user(SET_CATCHUP, name="hourly", policy="ALL")
+    clock.advance(5 * HOUR)
+    await scheduler.check()
+    assert len(await _evaluations(api)) == 3
+    await api.user(SET_CATCHUP, name="hourly", policy=None)
+    await api.user(update, p=None)
+    clock.advance(5 * HOUR)
+    await scheduler.check()
+    assert len(await _evaluations(api)) == 1

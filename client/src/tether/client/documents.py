@@ -217,4 +217,29 @@ SEND_TEST_ALERT = (
 ALERT_DELIVERIES = f"""
 query($policy: String, $limit: Int!) {{
   alertDeliveries(policyId: $policy, limit: $limit) {{ {_ALERT_DELIVERY_FIELDS} }}
+# --- tether deployment -----------------------------------------------------------------
+
+_DEPLOYMENT_SETTINGS_FIELDS = (
+    "deploymentId maxConcurrentRuns runTagConcurrencyLimits scheduleCatchup retentionDays own"
+)
+
+DEPLOYMENTS = """
+query($all: Boolean!) { deployments(includeDeleted: $all) { id name createdAt deletedAt } }"""
+
+CREATE_DEPLOYMENT = f"""
+mutation($name: String!, $from: String) {{
+  createDeployment(name: $name, fromDeployment: $from) {{
+    deployment {{ id name createdAt }} copiedLocations
+    settings {{ {_DEPLOYMENT_SETTINGS_FIELDS} }}
+  }}
+}}"""
+
+DELETE_DEPLOYMENT = "mutation($name: String!) { deleteDeployment(name: $name) { id deletedAt } }"
+
+DEPLOYMENT_SETTINGS = f"""
+query($d: String) {{ deploymentSettings(deployment: $d) {{ {_DEPLOYMENT_SETTINGS_FIELDS} }} }}"""
+
+UPDATE_DEPLOYMENT_SETTINGS = f"""
+mutation($s: DeploymentSettingsInput!, $d: String) {{
+  updateDeploymentSettings(settings: $s, deployment: $d) {{ {_DEPLOYMENT_SETTINGS_FIELDS} }}
 }}"""

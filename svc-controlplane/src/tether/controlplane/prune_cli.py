@@ -28,11 +28,14 @@ def parse_duration(text: str) -> float:
 
 def prune(
     older_than: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--older-than", help="Retention period: delete what ended before it (30d, 12h)."
+            "--older-than",
+            help="Retention period: delete what ended before it (30d, 12h), in deployments "
+            "that set no retentionDays of their own [default: env "
+            "TETHER_CONTROLPLANE_RETENTION_DAYS].",
         ),
-    ],
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only count what would be deleted.")
     ] = False,
@@ -45,28 +48,67 @@ def prune(
     ] = None,
 ) -> None:
     """Delete ended runs (with their events, tags, log chunks and pointers), answered work
-    items (with their results) and ended ticks older than --older-than, in batches.
+    items (with their results) and ended ticks older than the retention period, in batches.
 
-    Kept: runs still going, runs that recorded an asset materialization, and each
-    schedule's or sensor's newest tick. Prints the counts (deleted, or with --dry-run,
-    that would be) as JSON.
+    Each deployment's retention period is its own retentionDays setting
+    (updateDeploymentSettings), else --older-than, else TETHER_CONTROLPLANE_RETENTION_DAYS;
+    a deployment with none of them is not pruned. Kept: runs still going, runs that
+    recorded an asset materialization, and each schedule's or sensor's newest tick. Prints
+    the counts (deleted, or with --dry-run, that would be) as JSON, with the period of
+    each deployment pruned.
     """
     from tether.controlplane.cli_settings import settings_or_exit
 
-    seconds = parse_duration(older_than)
     settings = settings_or_exit(database_url=database_url)
-    counts = asyncio.run(_prune(settings, time.time() - seconds, batch, dry_run))
-    typer.echo(json.dumps({"dry_run": dry_run, "older_than_s": seconds, **counts}))
+    if older_than is not None:
+        seconds: float | None = parse_duration(older_than)
+    elif settings.retention_days is not None:
+        seconds = settings.retention_days * UNITS["d"]
+    else:
+        seconds = None
+    counts, periods = asyncio.run(_prune(settings, seconds, batch, dry_run))
+    if not periods:
+        typer.echo(
+            "error: no retention period: give --older-than, or set "
+            "TETHER_CONTROLPLANE_RETENTION_DAYS or a deployment's retentionDays",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.echo(
+        json.dumps({"dry_run": dry_run, "older_than_s": seconds, **counts, "deployments": periods})
+    )
 
 
-async def _prune(settings: Any, cutoff: float, batch: int, dry_run: bool) -> dict[str, int]:
+async def _prune(
+    settings: Any, default_s: float | None, batch: int, dry_run: bool
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Prune each deployment at its own period; the counts, and the period of each."""
     from tether.controlplane.db.engine import Database
-    from tether.controlplane.store import retention
+    from tether.controlplane.store import deployment_settings, deployments, retention
 
     # A migrated database (serve or migrate made it so): pruning never changes the schema.
     db = Database(settings.database_url)
+    total = retention.PruneCounts()
+    periods: dict[str, float] = {}
     try:
-        counts = await retention.prune(db, cutoff=cutoff, batch=batch, dry_run=dry_run)
+        async with db.reading() as session:
+            own = await deployment_settings.all_own_settings(session)
+            ids = [d.id for d in await deployments.list_deployments(session, include_deleted=True)]
+        for deployment_id in ids:
+            days = own[deployment_id].retention_days if deployment_id in own else None
+            seconds = days * UNITS["d"] if days is not None else default_s
+            if seconds is None:
+                continue
+            periods[deployment_id] = seconds
+            counts = await retention.prune(
+                db,
+                cutoff=time.time() - seconds,
+                batch=batch,
+                dry_run=dry_run,
+                deployment_id=deployment_id,
+            )
+            for name, value in counts.as_dict().items():
+                setattr(total, name, getattr(total, name) + value)
     finally:
         await db.dispose()
-    return counts.as_dict()
+    return total.as_dict(), periods

@@ -265,20 +265,20 @@ def build_monitor(db: Database, queue: WorkQueue, settings: ControlPlaneSettings
 def build_daemons(
     db: Database, queue: WorkQueue, settings: ControlPlaneSettings
 ) -> list[PeriodicDaemon]:
-    """The scheduler, sensor daemon, backfill daemon, run retrier, alert daemon (and run
-    coordinator) of a control plane."""
-    coordinator: list[PeriodicDaemon] = []
-    if settings.run_queue_enabled:
-        coordinator.append(
-            RunCoordinator(
-                db,
-                queue,
-                max_concurrent_runs=settings.max_concurrent_runs,
-                tag_limits=settings.run_tag_concurrency_limits,
-                interval_s=settings.daemon_interval_s,
-            )
-        )
-    return coordinator + [
+    """The run coordinator, scheduler, sensor daemon, backfill daemon, run retrier and alert
+    daemon of a control plane.
+
+    The coordinator runs even when no limit is set here: any deployment may set its own
+    (``updateDeploymentSettings``), and a check with nothing waiting is one indexed query.
+    """
+    return [
+        RunCoordinator(
+            db,
+            queue,
+            max_concurrent_runs=settings.max_concurrent_runs,
+            tag_limits=settings.run_tag_concurrency_limits,
+            interval_s=settings.daemon_interval_s,
+        ),
         Scheduler(
             db,
             queue,

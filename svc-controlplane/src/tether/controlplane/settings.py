@@ -228,7 +228,8 @@ class ControlPlaneSettings(BaseSettings):
             "Catch-up policy of schedules that have none of their own (setScheduleCatchup): "
             "what happens to ticks missed while the scheduler was down. 'latest': only the "
             "newest missed tick runs; 'all': the newest schedule_max_catchup_ticks run; "
-            "'none': none runs. Missed ticks that do not run are recorded SKIPPED."
+            "'none': none runs. Missed ticks that do not run are recorded SKIPPED. The "
+            "default of deployments that set none (updateDeploymentSettings)."
         ),
     )
     schedule_max_catchup_ticks: int = Field(
@@ -263,14 +264,26 @@ class ControlPlaneSettings(BaseSettings):
         ge=0,
         description=(
             "Run queue: most runs of a deployment launched and unfinished at once; more wait "
-            "QUEUED for the run coordinator. 0: no limit (runs launch as they are created)."
+            "QUEUED for the run coordinator. 0: no limit (runs launch as they are created). "
+            "The default of deployments that set none (updateDeploymentSettings)."
         ),
     )
     run_tag_concurrency_limits: dict[str, int] = Field(
         default_factory=dict,
         description=(
             "Run queue: per-tag limits, 'key' (any value) or 'key=value' -> most unfinished "
-            'launched runs carrying it, e.g. {"tether/backfill": 4}. JSON in the env var.'
+            'launched runs carrying it, e.g. {"tether/backfill": 4}. JSON in the env var. '
+            "The default of deployments that set none (updateDeploymentSettings)."
+        ),
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Default retention of `tether controlplane prune` run without --older-than: "
+            "history older than this many days goes, in deployments that set no "
+            "retention_days of their own (updateDeploymentSettings). Unset: only those "
+            "deployments are pruned."
         ),
     )
     max_request_bytes: int = Field(

@@ -17,7 +17,8 @@ from tether.controlplane.api.instigators import (
 from tether.controlplane.daemons.catchup import CatchupPolicy
 from tether.controlplane.daemons.scheduler import next_tick
 from tether.controlplane.db.models import Instigator, InstigatorKind, InstigatorStatus
-from tether.controlplane.store import instigator_states, instigators
+from tether.controlplane.store import deployment_settings, instigator_states, instigators
+from tether.controlplane.store.deployment_settings import DeploymentDefaults
 from tether.controlplane.store.instigators import Definition
 from tether.shared.wire.snapshots import ScheduleOverlapPolicy
 
@@ -80,9 +81,13 @@ class ScheduleType:
         return await ticks_page(info, self.state_id, limit, offset, status, after)
 
 
-def _default_policy(info: Info[ApiContext, None]) -> CatchupPolicy:
-    """The control plane's catch-up policy (schedules without their own follow it)."""
-    return CatchupPolicy(info.context.cp.settings.schedule_catchup)
+async def _default_policy(info: Info[ApiContext, None], deployment_id: str) -> CatchupPolicy:
+    """The catch-up policy schedules without their own follow: their deployment's
+    ``schedule_catchup`` setting, else the control plane's."""
+    defaults = DeploymentDefaults.from_settings(info.context.cp.settings)
+    async with info.context.cp.db.reading() as session:
+        found = await deployment_settings.effective(session, deployment_id, defaults)
+    return CatchupPolicy(found.schedule_catchup)
 
 
 def _own_policy(state: Instigator | None) -> CatchupPolicy | None:
@@ -141,7 +146,8 @@ class ScheduleQuery:
                 location_name,
                 repository_name,
             )
-        return [_schedule(d, s, now, _default_policy(info)) for d, s in found]
+        default = await _default_policy(info, principal.deployment_id)
+        return [_schedule(d, s, now, default) for d, s in found]
 
 
 @strawberry.type
@@ -164,7 +170,7 @@ class ScheduleMutation:
             repository_name,
             InstigatorStatus.RUNNING,
         )
-        return _schedule(d, s, time.time(), _default_policy(info))
+        return _schedule(d, s, time.time(), await _default_policy(info, d.deployment_id))
 
     @strawberry.mutation(description="Turn a schedule off.")
     async def stop_schedule(
@@ -182,7 +188,7 @@ class ScheduleMutation:
             repository_name,
             InstigatorStatus.STOPPED,
         )
-        return _schedule(d, s, time.time(), _default_policy(info))
+        return _schedule(d, s, time.time(), await _default_policy(info, d.deployment_id))
 
     @strawberry.mutation(
         description=(
@@ -211,4 +217,5 @@ class ScheduleMutation:
             )
             value = str(CatchupPolicy(policy)) if policy is not None else None
             state = await instigators.set_catchup(session, definition, value, now)
-        return _schedule(definition, state, now, _default_policy(info))
+        default = await _default_policy(info, definition.deployment_id)
+        return _schedule(definition, state, now, default)

@@ -19,6 +19,7 @@ from tether.controlplane.api.alerts import AlertMutation, AlertQuery
 from tether.controlplane.api.assets import AssetMutation, AssetQuery
 from tether.controlplane.api.backfills import BackfillMutation, BackfillQuery
 from tether.controlplane.api.computelogs import ComputeLogQuery
+from tether.controlplane.api.deployments import DeploymentMutation, DeploymentQuery
 from tether.controlplane.api.limits import QueryLimitsExtension
 from tether.controlplane.api.locations import LocationMutation, LocationQuery
 from tether.controlplane.api.partitions import PartitionQuery
@@ -49,6 +50,7 @@ Query = merge_types(
         ComputeLogQuery,
         AssetQuery,
         AlertQuery,
+        DeploymentQuery,
     ),
 )
 Mutation = merge_types(
@@ -63,6 +65,7 @@ Mutation = merge_types(
         BackfillMutation,
         AssetMutation,
         AlertMutation,
+        DeploymentMutation,
     ),
 )
 

@@ -1,7 +1,9 @@
 """The run coordinator: the run queue's concurrency limits, global and per tag.
 
-Only active when a limit is set (``MAX_CONCURRENT_RUNS`` or ``RUN_TAG_CONCURRENCY_LIMITS``):
-then ``queue_run`` leaves new runs QUEUED without a ``launch_run`` work item, and each
+Limits are per deployment: a deployment's own (``updateDeploymentSettings``, see
+:mod:`tether.controlplane.store.deployment_settings`), else the control plane's
+(``MAX_CONCURRENT_RUNS``, ``RUN_TAG_CONCURRENCY_LIMITS``). Where a limit applies,
+``queue_run`` leaves new runs QUEUED without a ``launch_run`` work item, and each
 check dispatches the oldest waiting runs of each deployment whose launch keeps every
 limit: at most ``max_concurrent_runs`` launched-and-unfinished runs, and per tag limit
 (``key`` counts runs carrying the key with any value, ``key=value`` only that value) at
@@ -27,7 +29,8 @@ from tether.controlplane.db.engine import Database
 from tether.controlplane.db.locks import dispatch_lock_name, xact_lock
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs.launch import launch_payload
-from tether.controlplane.store import locations, runs
+from tether.controlplane.store import deployment_settings, locations, runs
+from tether.controlplane.store.deployment_settings import DeploymentDefaults
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind
 
@@ -48,8 +51,9 @@ class RunCoordinator(PeriodicDaemon):
     Args:
         db: the metadata DB.
         queue: the work queue.
-        max_concurrent_runs: most launched, unfinished runs per deployment (0: no limit).
-        tag_limits: ``{"key": n}`` or ``{"key=value": n}``.
+        max_concurrent_runs: most launched, unfinished runs of a deployment that set no
+            limit of its own (0: no limit).
+        tag_limits: ``{"key": n}`` or ``{"key=value": n}``, likewise.
         interval_s: most seconds between checks (a run queued or ended here wakes it).
         clock: the current time in epoch seconds (tests pass a controllable one).
     """
@@ -68,7 +72,7 @@ class RunCoordinator(PeriodicDaemon):
         self._db = db
         self._queue = queue
         self.max_concurrent_runs = max_concurrent_runs
-        self.tag_limits = _limits(tag_limits or {})
+        self.tag_limits = dict(tag_limits or {})
         # Check as soon as a run waits or a slot frees up, not up to an interval later.
         db.watch(runs.RUN_QUEUE_CHANGED, self.wake)
 
@@ -92,10 +96,20 @@ class RunCoordinator(PeriodicDaemon):
             counts: dict[str, list[dict[str, str]]] = {}
             for deployment_id, tags in in_flight:
                 counts.setdefault(deployment_id, []).append(tags)
+            defaults = DeploymentDefaults(
+                max_concurrent_runs=self.max_concurrent_runs,
+                run_tag_concurrency_limits=self.tag_limits,
+            )
+            limits = {
+                d: (s.max_concurrent_runs, _limits(s.run_tag_concurrency_limits))
+                for d, s in (
+                    await deployment_settings.effective_many(session, locked, defaults)
+                ).items()
+            }
             configs: dict[tuple[str, str], LocationConfig] = {}
             for run in waiting:
                 active = counts.setdefault(run.deployment_id, [])
-                if not self._fits(run.tags or {}, active):
+                if not _fits(run.tags or {}, active, *limits[run.deployment_id]):
                     continue
                 key = (run.deployment_id, run.location_name)
                 if key not in configs:
@@ -122,13 +136,20 @@ class RunCoordinator(PeriodicDaemon):
             log.info("run coordinator dispatched %d run(s)", len(dispatched))
         return dispatched
 
-    def _fits(self, tags: Mapping[str, str], active: list[dict[str, str]]) -> bool:
-        if self.max_concurrent_runs and len(active) >= self.max_concurrent_runs:
+
+def _fits(
+    tags: Mapping[str, str],
+    active: list[dict[str, str]],
+    max_concurrent_runs: int,
+    tag_limits: list[tuple[str, str | None, int]],
+) -> bool:
+    """Whether a run with ``tags`` may launch beside the ``active`` ones' tags."""
+    if max_concurrent_runs and len(active) >= max_concurrent_runs:
+        return False
+    for key, value, limit in tag_limits:
+        if key not in tags or (value is not None and tags[key] != value):
+            continue
+        same = sum(1 for t in active if key in t and (value is None or t[key] == value))
+        if same >= limit:
             return False
-        for key, value, limit in self.tag_limits:
-            if key not in tags or (value is not None and tags[key] != value):
-                continue
-            same = sum(1 for t in active if key in t and (value is None or t[key] == value))
-            if same >= limit:
-                return False
-        return True
+    return True

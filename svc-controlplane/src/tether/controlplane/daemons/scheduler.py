@@ -5,10 +5,11 @@ Each check, for every schedule of every loaded location:
 1. its due ticks are the cron ticks (in the schedule's time zone, DST rules of
    :mod:`tether.shared.runtime.cron`, the very ones the SDK uses) after the last tick it evaluated
    and at or before now. Ticks noticed more than ``catchup_grace_s`` late were missed
-   (the scheduler was down); the schedule's catch-up policy (its own, else the control
-   plane's: ``latest``, ``all`` up to ``max_catchup_ticks``, ``none``; see
-   :mod:`.catchup`) picks which of them are still evaluated. Every other missed tick is
-   recorded SKIPPED with the reason, so the tick history shows the outage.
+   (the scheduler was down); the schedule's catch-up policy (its own, else its deployment's
+   ``schedule_catchup`` setting, else the control plane's: ``latest``, ``all`` up to
+   ``max_catchup_ticks``, ``none``; see :mod:`.catchup`) picks which of them are still
+   evaluated. Every other missed tick is recorded SKIPPED with the reason, so the tick
+   history shows the outage.
 2. each tick to evaluate is recorded STARTED with an ``evaluate_schedule`` work item (same
    transaction); the tick's UNIQUE(schedule, tick time) makes this idempotent.
 3. ticks whose result arrived are finished: runs created (validated, deduplicated on run
@@ -43,9 +44,14 @@ from tether.controlplane.daemons.ticks import (
     start_tick,
 )
 from tether.controlplane.db.engine import Database
-from tether.controlplane.db.models import Instigator, InstigatorKind, InstigatorStatus
+from tether.controlplane.db.models import (
+    DeploymentSettingsRow,
+    Instigator,
+    InstigatorKind,
+    InstigatorStatus,
+)
 from tether.controlplane.queue.workqueue import WorkQueue
-from tether.controlplane.store import instigators, locations, retries
+from tether.controlplane.store import deployment_settings, instigators, locations, retries
 from tether.shared.runtime import cron
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.snapshots import ScheduleOverlapPolicy, ScheduleSnapshot
@@ -112,13 +118,15 @@ class Scheduler(PeriodicDaemon):
         # An evaluation's result turns into runs at once, not at the next interval.
         queue.watch_results([WorkKind.EVALUATE_SCHEDULE], self.wake)
 
-    def policy_of(self, state: Instigator) -> CatchupPolicy:
-        """The catch-up policy of a schedule: its own, else this scheduler's."""
-        if state.catchup:
-            try:
-                return CatchupPolicy(state.catchup)
-            except ValueError:
-                log.warning("schedule %s: unknown catch-up policy %r", state.name, state.catchup)
+    def policy_of(self, state: Instigator, deployment_default: str | None = None) -> CatchupPolicy:
+        """The catch-up policy of a schedule: its own, else its deployment's
+        (``deployment_default``, its ``schedule_catchup`` setting), else this scheduler's."""
+        for policy in (state.catchup, deployment_default):
+            if policy:
+                try:
+                    return CatchupPolicy(policy)
+                except ValueError:
+                    log.warning("schedule %s: unknown catch-up policy %r", state.name, policy)
         return self.catchup
 
     async def check(self) -> None:
@@ -137,6 +145,7 @@ class Scheduler(PeriodicDaemon):
         upcoming: list[float] = []
         async with self._db.transaction() as session:
             definitions = await instigators.all_definitions(session, InstigatorKind.SCHEDULE)
+            own = await deployment_settings.all_own_settings(session)
             configs: dict[tuple[str, str], LocationConfig] = {}
             for definition in definitions:
                 schedule = definition.schedule
@@ -165,7 +174,7 @@ class Scheduler(PeriodicDaemon):
                 truncated = len(due) == limit
                 if truncated:
                     due = due[1:]
-                policy = self.policy_of(state)
+                policy = self.policy_of(state, _catchup_of(own.get(state.deployment_id)))
                 plan = plan_ticks(
                     due,
                     now,
@@ -245,3 +254,7 @@ class Scheduler(PeriodicDaemon):
         return await finish_ticks(
             self._db, self._queue, SCHEDULE_TICKS, now=now, timeout_s=self.tick_timeout_s
         )
+
+
+def _catchup_of(row: DeploymentSettingsRow | None) -> str | None:
+    return row.schedule_catchup if row is not None else None

@@ -81,6 +81,26 @@ class Deployment(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[float] = mapped_column(Double)
+    #: When ``deleteDeployment`` retired it (its tokens revoked, its rows kept); None: live.
+    deleted_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class DeploymentSettingsRow(Base):
+    """A deployment's own settings; a NULL column means the control plane's default (its
+    environment variable), so a deployment follows the default until it sets a value."""
+
+    __tablename__ = "deployment_settings"
+
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    #: Most launched, unfinished runs at once (0: none); TETHER_CONTROLPLANE_MAX_CONCURRENT_RUNS.
+    max_concurrent_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: ``{"key" | "key=value": n}``; TETHER_CONTROLPLANE_RUN_TAG_CONCURRENCY_LIMITS.
+    run_tag_concurrency_limits: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    #: Catch-up policy of schedules without their own; TETHER_CONTROLPLANE_SCHEDULE_CATCHUP.
+    schedule_catchup: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: ``tether controlplane prune`` deletes this deployment's history older than this.
+    retention_days: Mapped[float | None] = mapped_column(Double, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Double)
 
 
 class ApiToken(Base):

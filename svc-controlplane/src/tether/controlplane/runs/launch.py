@@ -16,7 +16,7 @@ from tether.controlplane.db.models import Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs import lifecycle, policies
-from tether.controlplane.store import locations, runs
+from tether.controlplane.store import deployment_settings, locations, runs
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
@@ -233,7 +233,8 @@ async def queue_run(
     a backfill): the location must be loaded, the job must exist, the run config must
     match the job's JSON Schema. Nothing is added unless the outcome is :class:`Launched`.
     The ``launch_run`` work item is queued at once, unless the run queue holds launches
-    (``queue.hold_launches``): then the run coordinator queues it when limits allow.
+    (``queue.hold_launches``, or the deployment set a concurrency limit of its own): then
+    the run coordinator queues it when limits allow.
     """
     location = await locations.get_location(session, deployment_id, location_name)
     if location is None:
@@ -296,7 +297,9 @@ async def queue_run(
     run.parent_run_id = tags.get(PARENT_RUN_TAG)
     run.root_run_id = tags.get(ROOT_RUN_TAG)
     payload = launch_payload(run)
-    if not queue.hold_launches:
+    if not await deployment_settings.holds_launches(
+        session, deployment_id, default=queue.hold_launches
+    ):
         queue.enqueue(
             session,
             deployment_id=deployment_id,

@@ -22,7 +22,7 @@ from tether.controlplane.db.models import Backfill, BackfillStatus, Run
 from tether.controlplane.errors import BadInputError, NotFoundError
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs import lifecycle
-from tether.controlplane.store import backfills, runs, workitems
+from tether.controlplane.store import backfills, deployment_settings, runs, workitems
 from tether.shared.wire.runs import RunStatus
 from tether.shared.wire.work import WorkKind
 
@@ -68,9 +68,10 @@ async def terminate_run(
         if status.is_terminal:
             return RunAlreadyFinished(f"run {run_id} already ended ({status})")
         now = time.time()
-        if status == RunStatus.QUEUED and await _withdraw_launch(
-            session, run, held=queue.hold_launches
-        ):
+        held = await deployment_settings.holds_launches(
+            session, deployment_id, default=queue.hold_launches
+        )
+        if status == RunStatus.QUEUED and await _withdraw_launch(session, run, held=held):
             await lifecycle.cancel_unlaunched(session, run_id, now)
         else:
             await lifecycle.request_termination(session, queue, run, status, now)

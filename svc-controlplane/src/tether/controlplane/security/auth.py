@@ -12,6 +12,12 @@ changes is in its token's deployment. Roles:
 - ``agent``: the agent API only (claim work, upload events, logs, results, heartbeats);
   it cannot use the user API, and no user role can use the agent API.
 
+An admin may also change its own deployment's settings (``updateDeploymentSettings``).
+There is no role above admin: the **organisation admin** is an admin token of the
+``default`` deployment (the one every control plane has, which cannot be deleted). Only it
+may list, create and delete deployments, and read or change another deployment's
+settings (:func:`check_org_admin`); every other token stays within its own deployment.
+
 Tokens are 256 random bits; the DB (:mod:`tether.controlplane.store.tokens`) keeps only
 their SHA-256 (a slow password hash buys
 nothing for secrets of that entropy) and compares by that digest.
@@ -68,6 +74,7 @@ class Permission(StrEnum):
     LAUNCH = "launch"
     MANAGE_TOKENS = "manage tokens"
     MANAGE_LOCATIONS = "manage locations"
+    MANAGE_SETTINGS = "manage settings"
     AGENT = "agent"
 
 
@@ -81,6 +88,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.LAUNCH,
             Permission.MANAGE_TOKENS,
             Permission.MANAGE_LOCATIONS,
+            Permission.MANAGE_SETTINGS,
         }
     ),
     Role.AGENT: frozenset({Permission.AGENT}),
@@ -92,12 +100,14 @@ _NEEDED: dict[Permission, Role] = {
     Permission.LAUNCH: Role.EDITOR,
     Permission.MANAGE_TOKENS: Role.ADMIN,
     Permission.MANAGE_LOCATIONS: Role.ADMIN,
+    Permission.MANAGE_SETTINGS: Role.ADMIN,
     Permission.AGENT: Role.AGENT,
 }
 
 #: What a refusal calls the operation, where "this operation" would not say why.
 _OPERATION: dict[Permission, str] = {
     Permission.MANAGE_LOCATIONS: "adding, changing or removing a code location",
+    Permission.MANAGE_SETTINGS: "changing the deployment's settings",
 }
 
 
@@ -112,6 +122,11 @@ class Principal:
     def can(self, permission: Permission) -> bool:
         """Whether this principal has ``permission``."""
         return permission in GRANTS[self.role]
+
+    @property
+    def is_org_admin(self) -> bool:
+        """Whether this is an admin of the default deployment (see the module docstring)."""
+        return self.role is Role.ADMIN and self.deployment_id == DEFAULT_DEPLOYMENT
 
 
 def anonymous(role: Role) -> Principal:
@@ -153,6 +168,8 @@ async def register_token(
         True if the token was new, False if its hash was already registered.
     """
     await tokens.ensure_deployment(session, deployment_id)
+    if await tokens.deployment_deleted(session, deployment_id):
+        raise BadInputError(f"deployment {deployment_id!r} was deleted; it gets no new tokens")
     return await tokens.insert_token(
         session,
         token_hash=hash_token(token),
@@ -236,6 +253,35 @@ def check_permission(principal: Principal, permission: Permission) -> Principal:
             f"not {_article(principal.role)} token"
         )
     return principal
+
+
+def check_org_admin(principal: Principal, operation: str = "managing deployments") -> Principal:
+    """``principal`` if it is the organisation admin (an admin of the default deployment).
+
+    Raises:
+        ForbiddenError: any other token, saying which one it needs.
+    """
+    if not principal.is_org_admin:
+        raise ForbiddenError(
+            f"{operation} needs an admin token of the {DEFAULT_DEPLOYMENT!r} deployment (the "
+            f"organisation admin), not {_article(principal.role)} token of deployment "
+            f"{principal.deployment_id!r}"
+        )
+    return principal
+
+
+def check_deployment_access(
+    principal: Principal, deployment_id: str, permission: Permission
+) -> Principal:
+    """``principal`` if it may do what needs ``permission`` in ``deployment_id``: within
+    its own deployment by its role, in any other only as the organisation admin.
+
+    Raises:
+        ForbiddenError: it may not.
+    """
+    if deployment_id == principal.deployment_id:
+        return check_permission(principal, permission)
+    return check_org_admin(principal, f"acting on deployment {deployment_id!r}")
 
 
 def _article(role: Role) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import (
     CodeLocation,
+    Deployment,
     Instigator,
     InstigatorKind,
     InstigatorStatus,
@@ -83,10 +84,14 @@ def definitions_of(
 async def loaded_snapshots(
     session: AsyncSession, deployment_id: str | None = None
 ) -> list[tuple[CodeLocation, LocationSnapshot]]:
-    """Every location (of ``deployment_id``, or of all deployments) that has definitions."""
+    """Every location (of ``deployment_id``, or of all live deployments) that has
+    definitions (a deleted deployment's schedules and sensors never tick)."""
     stmt = select(CodeLocation).where(CodeLocation.snapshot_id.is_not(None))
     if deployment_id is not None:
         stmt = stmt.where(CodeLocation.deployment_id == deployment_id)
+    else:
+        live = select(Deployment.id).where(Deployment.deleted_at.is_(None))
+        stmt = stmt.where(CodeLocation.deployment_id.in_(live))
     out = []
     for location in (await session.execute(stmt.order_by(CodeLocation.name))).scalars().all():
         snapshot = await locations.load_snapshot(session, location)

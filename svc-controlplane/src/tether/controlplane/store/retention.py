@@ -11,6 +11,9 @@ reads its last run key and whether it ever ticked). Compute logs kept in the cus
 bucket lose only their pointers here: the objects are the bucket's lifecycle rules' to
 expire.
 
+``deployment_id`` narrows a prune to one deployment (``tether controlplane prune`` gives
+each deployment its own cutoff, from its ``retention_days`` setting).
+
 Each batch is its own transaction, so a prune of years of history never holds one long
 transaction (or its locks) open, and an interrupted prune keeps what it did.
 """
@@ -28,6 +31,7 @@ from tether.controlplane.db.models import (
     AssetMaterializationRow,
     ComputeLogChunk,
     ComputeLogPointer,
+    Instigator,
     InstigatorTick,
     LostRunEvent,
     PendingRetry,
@@ -75,29 +79,33 @@ class PruneCounts:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _ended_runs(cutoff: float) -> Any:
+def _ended_runs(cutoff: float, deployment_id: str | None = None) -> Any:
     terminal = [str(s) for s in RunStatus if s.is_terminal]
-    return select(Run.id).where(
+    stmt = select(Run.id).where(
         Run.status.in_(terminal),
         Run.status_changed_at < cutoff,
         ~exists().where(AssetMaterializationRow.run_id == Run.id),
     )
+    return stmt if deployment_id is None else stmt.where(Run.deployment_id == deployment_id)
 
 
-def _answered_items(cutoff: float) -> Any:
+def _answered_items(cutoff: float, deployment_id: str | None = None) -> Any:
     unfinished = [str(s) for s in RunStatus if not s.is_terminal]
-    return select(WorkItemRow.id).where(
+    stmt = select(WorkItemRow.id).where(
         WorkItemRow.created_at < cutoff,
         WorkItemRow.status.in_([str(WorkStatus.DONE), str(WorkStatus.FAILED)]),
         # A run still going keeps its launch item: it says the run was launched, and the
         # worker's exit is reported about it.
         ~exists().where(launch_item_id("") + Run.id == WorkItemRow.id, Run.status.in_(unfinished)),
     )
+    if deployment_id is None:
+        return stmt
+    return stmt.where(WorkItemRow.deployment_id == deployment_id)
 
 
-def _ended_ticks(cutoff: float) -> Any:
+def _ended_ticks(cutoff: float, deployment_id: str | None = None) -> Any:
     newer = InstigatorTick.__table__.alias("newer")
-    return select(InstigatorTick.id).where(
+    stmt = select(InstigatorTick.id).where(
         InstigatorTick.created_at < cutoff,
         InstigatorTick.status != str(TickStatus.STARTED),
         # Never an instigator's newest tick.
@@ -106,6 +114,10 @@ def _ended_ticks(cutoff: float) -> Any:
             newer.c.tick_time > InstigatorTick.tick_time,
         ),
     )
+    if deployment_id is None:
+        return stmt
+    of_deployment = select(Instigator.id).where(Instigator.deployment_id == deployment_id)
+    return stmt.where(InstigatorTick.instigator_id.in_(of_deployment))
 
 
 async def _count(session: AsyncSession, stmt: Any) -> int:
@@ -120,14 +132,20 @@ async def _delete_in(session: AsyncSession, table: Any, column: Any, ids: Sequen
 
 
 async def prune(
-    db: Database, *, cutoff: float, batch: int = DEFAULT_BATCH, dry_run: bool = False
+    db: Database,
+    *,
+    cutoff: float,
+    batch: int = DEFAULT_BATCH,
+    dry_run: bool = False,
+    deployment_id: str | None = None,
 ) -> PruneCounts:
-    """Delete the history older than ``cutoff`` (epoch seconds); what was (or, with
-    ``dry_run``, would be) deleted."""
+    """Delete the history older than ``cutoff`` (epoch seconds), of ``deployment_id`` or of
+    every deployment; what was (or, with ``dry_run``, would be) deleted."""
     counts = PruneCounts()
+    d = deployment_id
     if dry_run:
         async with db.reading() as session:
-            runs = _ended_runs(cutoff).subquery()
+            runs = _ended_runs(cutoff, d).subquery()
             counts.runs = await _count(session, select(runs.c.id))
             counts.run_events = await _count(
                 session, select(RunEventRow.id).where(RunEventRow.run_id.in_(select(runs.c.id)))
@@ -139,18 +157,18 @@ async def prune(
                 counts.run_children += await _count(
                     session, select(table.run_id).where(table.run_id.in_(select(runs.c.id)))
                 )
-            items = _answered_items(cutoff).subquery()
+            items = _answered_items(cutoff, d).subquery()
             counts.work_items = await _count(session, select(items.c.id))
             counts.work_results = await _count(
                 session,
                 select(WorkResultRow.id).where(WorkResultRow.work_item_id.in_(select(items.c.id))),
             )
-            counts.ticks = await _count(session, _ended_ticks(cutoff))
+            counts.ticks = await _count(session, _ended_ticks(cutoff, d))
         return counts
 
     while True:
         async with db.transaction() as session:
-            ids = list((await session.execute(_ended_runs(cutoff).limit(batch))).scalars())
+            ids = list((await session.execute(_ended_runs(cutoff, d).limit(batch))).scalars())
             if not ids:
                 break
             counts.run_events += await _delete_in(session, RunEventRow, RunEventRow.run_id, ids)
@@ -160,7 +178,7 @@ async def prune(
             counts.runs += await _delete_in(session, Run, Run.id, ids)
     while True:
         async with db.transaction() as session:
-            ids = list((await session.execute(_answered_items(cutoff).limit(batch))).scalars())
+            ids = list((await session.execute(_answered_items(cutoff, d).limit(batch))).scalars())
             if not ids:
                 break
             counts.work_results += await _delete_in(
@@ -169,7 +187,7 @@ async def prune(
             counts.work_items += await _delete_in(session, WorkItemRow, WorkItemRow.id, ids)
     while True:
         async with db.transaction() as session:
-            ids = list((await session.execute(_ended_ticks(cutoff).limit(batch))).scalars())
+            ids = list((await session.execute(_ended_ticks(cutoff, d).limit(batch))).scalars())
             if not ids:
                 break
             counts.ticks += await _delete_in(session, InstigatorTick, InstigatorTick.id, ids)

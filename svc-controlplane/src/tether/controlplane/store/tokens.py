@@ -21,6 +21,14 @@ async def ensure_deployment(session: AsyncSession, deployment_id: str = DEFAULT_
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
 
 
+async def deployment_deleted(session: AsyncSession, deployment_id: str) -> bool:
+    """Whether ``deployment_id`` was deleted (``deleteDeployment``)."""
+    deleted_at = await session.scalar(
+        select(Deployment.deleted_at).where(Deployment.id == deployment_id)
+    )
+    return deleted_at is not None
+
+
 async def insert_token(
     session: AsyncSession, *, token_hash: str, name: str, role: str, deployment_id: str
 ) -> bool:
