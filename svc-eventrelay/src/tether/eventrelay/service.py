@@ -70,7 +70,7 @@ class EventRelay:
         nc = await connect_nats(s.nats_url, f"tether-{SERVICE}", s.nats_user)
         self._nc = nc
         js = nc.jetstream()
-        await streams.ensure_owned_streams(js, SERVICE)
+        await streams.ensure_owned_streams(js, SERVICE, replicas=s.nats_replicas)
         # One attempt per upload: the relay retries, with its bounded backoff, and keeps
         # the batch in progress meanwhile (the client's own retries wait up to 5 s apart,
         # late by that much when the control plane comes back).
@@ -110,7 +110,9 @@ class EventRelay:
             self.shutdown()
         log.info("eventrelay relaying events and results to %s", s.control_plane_url)
         try:
-            await while_reporting(StatusReporter(js, SERVICE), self._relay_all())
+            await while_reporting(
+                StatusReporter(js, SERVICE, replicas=s.nats_replicas), self._relay_all()
+            )
         finally:
             await client.aclose()
             await nc.drain()

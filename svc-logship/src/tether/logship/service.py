@@ -80,7 +80,7 @@ class LogShip:
         nc = await connect_nats(s.nats_url, f"tether-{SERVICE}", s.nats_user)
         self._nc = nc
         js = nc.jetstream()
-        await streams.ensure_owned_streams(js, SERVICE)
+        await streams.ensure_owned_streams(js, SERVICE, replicas=s.nats_replicas)
         # Dead letters go to the stream the eventrelay owns; wait so none is lost.
         await streams.wait_for_stream(js, Stream.DEAD_LETTER, timeout=300)
         # One attempt per upload: the relay retries with its bounded backoff.
@@ -104,7 +104,11 @@ class LogShip:
             s.batch_policy(),
         )
         self._presign_relay = BatchRelay(
-            js, Presigner(js, store, s.presign_expiry_s, self._verifier).spec(), PRESIGN_POLICY
+            js,
+            Presigner(
+                js, store, s.presign_expiry_s, self._verifier, replicas=s.nats_replicas
+            ).spec(),
+            PRESIGN_POLICY,
         )
         if self._stopped.is_set():
             self.shutdown()
@@ -115,7 +119,9 @@ class LogShip:
             else "the control plane",
         )
         try:
-            await while_reporting(StatusReporter(js, SERVICE), self._serve(js))
+            await while_reporting(
+                StatusReporter(js, SERVICE, replicas=s.nats_replicas), self._serve(js)
+            )
         finally:
             await client.aclose()
             await nc.drain()
