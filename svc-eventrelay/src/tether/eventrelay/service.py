@@ -76,7 +76,7 @@ class EventRelay:
         nc = await connect_nats(s.nats_url, f"tether-{SERVICE}", s.nats_user)
         self._nc = nc
         js = nc.jetstream()
-        await streams.ensure_owned_streams(js, SERVICE)
+        await streams.ensure_owned_streams(js, SERVICE, replicas=s.nats_replicas)
         owned = [str(spec.name) for spec in streams.owned_by(SERVICE)]
         self._watch = StreamWatch(nc, owned, interval_s=s.fullness_interval_s)
         # One attempt per upload: the relay retries, with its bounded backoff, and keeps
@@ -119,7 +119,8 @@ class EventRelay:
         log.info("eventrelay relaying events and results to %s", s.control_plane_url)
         try:
             await while_reporting(
-                StatusReporter(js, SERVICE), while_watching(self._watch, self._relay_all())
+                StatusReporter(js, SERVICE, replicas=s.nats_replicas),
+                while_watching(self._watch, self._relay_all()),
             )
         finally:
             await client.aclose()

@@ -115,9 +115,10 @@ class CodeServerRecords:
         self._js = js
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> CodeServerRecords:
-        """Bind the bucket, creating it when missing (every launcher may; same config)."""
-        return cls(await registry_bucket(js), js)
+    async def open(cls, js: JetStreamContext, *, replicas: int | None = None) -> CodeServerRecords:
+        """Bind the bucket, creating it when missing (every launcher may; same config), on
+        ``replicas`` servers (see :func:`bind_bucket`)."""
+        return cls(await registry_bucket(js, replicas=replicas), js)
 
     async def put(self, record: CodeServerRecord) -> None:
         """Write ``record`` under its (scope, location) key."""
@@ -164,7 +165,7 @@ def _parse(key: str, value: bytes | None) -> CodeServerRecord | None:
         return None
 
 
-async def registry_bucket(js: JetStreamContext) -> KeyValue:
+async def registry_bucket(js: JetStreamContext, *, replicas: int | None = None) -> KeyValue:
     """Bind the code-server registry bucket, creating it when missing."""
     return await bind_bucket(
         js,
@@ -174,4 +175,5 @@ async def registry_bucket(js: JetStreamContext) -> KeyValue:
             history=1,
             storage=StorageType.FILE,
         ),
+        replicas=replicas,
     )

@@ -206,7 +206,8 @@ class LauncherService:
             await wait_for_stream(js, Stream.WORK, timeout=s.stream_wait_timeout_s)
             # Before consuming: adopt what a previous launcher left running.
             records = await jetstream_call(
-                lambda: CodeServerRecords.open(js), "binding the code-server registry"
+                lambda: CodeServerRecords.open(js, replicas=s.nats_replicas),
+                "binding the code-server registry",
             )
             await registry.restore(records)
             if isinstance(self._substrate, BoundedStarts):
@@ -235,12 +236,18 @@ class LauncherService:
             log.info("launcher domain: %s, heartbeat %s", handlers.domain, heartbeat.key)
             await _share_location_stops(nc, s.substrate, handlers)
             gate = await jetstream_call(
-                lambda: WorkGate.open(js, self._verifier), "binding the work deliveries"
+                lambda: WorkGate.open(js, self._verifier, replicas=s.nats_replicas),
+                "binding the work deliveries",
             )
             consumer = WorkConsumer(s, handlers, publisher, gate)
             await consumer.declare(js)
             work = consumer.subscribe(broker, inbox_prefix=login.js_inbox_prefix)
-            reporter = StatusReporter(js, f"launcher-{s.substrate}", code_servers=registry.statuses)
+            reporter = StatusReporter(
+                js,
+                f"launcher-{s.substrate}",
+                code_servers=registry.statuses,
+                replicas=s.nats_replicas,
+            )
 
             async def start() -> None:
                 try:

@@ -68,6 +68,8 @@ class Presigner:
         expiry_s: lifetime of the URLs.
         verifier: the pinned work keys; an item that is not genuine, live, of this
             deployment and delivered once is dead-lettered unanswered.
+        replicas: servers of a JetStream cluster that keep the work-deliveries bucket
+            when this logship creates it (``TETHER_NATS_REPLICAS``).
     """
 
     def __init__(
@@ -76,8 +78,11 @@ class Presigner:
         store: S3LogStore | None,
         expiry_s: int,
         verifier: WorkVerifier,
+        *,
+        replicas: int | None = None,
     ) -> None:
         self._js = js
+        self._replicas = replicas
         self._store = store
         self._expiry_s = expiry_s
         self._verifier = verifier
@@ -100,7 +105,7 @@ class Presigner:
         not answer: forged, altered, expired, another deployment's or replayed."""
         if self._gate is None:
             # Bound on first use: the bucket needs JetStream, which the relay has by now.
-            self._gate = await WorkGate.open(self._js, self._verifier)
+            self._gate = await WorkGate.open(self._js, self._verifier, replicas=self._replicas)
         try:
             await self._gate.check(msg, item)
         except WorkRefusedError as err:

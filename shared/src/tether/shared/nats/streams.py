@@ -8,6 +8,7 @@ by the owner; ``wait_for_stream`` by the others.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ class StreamSpec:
     max_bytes: int = 1 << 30
     max_age_s: float = 7 * 24 * 3600.0
 
-    def config(self) -> StreamConfig:
-        """The nats-py StreamConfig of this spec."""
+    def config(self, replicas: int = 1) -> StreamConfig:
+        """The nats-py StreamConfig of this spec, kept on ``replicas`` servers of a
+        JetStream cluster (``TETHER_NATS_REPLICAS``; 1 on a single server)."""
         return StreamConfig(
             name=str(self.name),
             subjects=list(self.subjects),
@@ -57,6 +59,7 @@ class StreamSpec:
             # retry instead of the oldest unconsumed data being discarded.
             discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         )
 
 
@@ -149,25 +152,30 @@ def owned_by(service: str) -> list[StreamSpec]:
     return [spec for spec in STREAMS.values() if spec.owner == service]
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
     """Create the stream, or update it to ``spec`` (only the owner calls this); waits
-    for NATS while it is unavailable."""
+    for NATS while it is unavailable.
+
+    An existing stream with another replica count is moved to ``replicas`` (a JetStream
+    cluster re-replicates it in place), so raising ``TETHER_NATS_REPLICAS`` and restarting
+    the owner is the whole migration from one replica to three.
+    """
 
     async def declare() -> None:
         try:
             await js.stream_info(str(spec.name))
         except NotFoundError:
-            await js.add_stream(spec.config())
+            await js.add_stream(spec.config(replicas))
             return
-        await js.update_stream(spec.config())
+        await js.update_stream(spec.config(replicas))
 
     await jetstream_call(declare, f"declaring stream {spec.name}")
 
 
-async def ensure_owned_streams(js: JetStreamContext, service: str) -> None:
-    """Declare every stream ``service`` owns."""
+async def ensure_owned_streams(js: JetStreamContext, service: str, *, replicas: int = 1) -> None:
+    """Declare every stream ``service`` owns, each on ``replicas`` servers."""
     for spec in owned_by(service):
-        await ensure_stream(js, spec)
+        await ensure_stream(js, spec, replicas=replicas)
 
 
 async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 60.0) -> None:
@@ -189,21 +197,46 @@ async def wait_for_stream(js: JetStreamContext, name: Stream, timeout: float = 6
                 await asyncio.sleep(0.2)
 
 
-async def bind_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+async def bind_bucket(
+    js: JetStreamContext, config: KeyValueConfig, *, replicas: int | None = None
+) -> KeyValue:
     """Bind KV bucket ``config.bucket``, creating it with ``config`` when it is missing.
 
     Every user of a bucket may create it (they all declare the same config); when two
     create it at the same moment, the loser binds the winner's.
+
+    Args:
+        js: the JetStream context.
+        config: the bucket's configuration.
+        replicas: servers of a JetStream cluster that keep the bucket
+            (``TETHER_NATS_REPLICAS``): it is created with that many, and an existing
+            bucket with another count is moved to it. None (a reader that does not know
+            the setting): ``config.replicas`` on creation, an existing bucket left as it is.
     """
     bucket = str(config.bucket)
+    if replicas is not None:
+        config = dataclasses.replace(config, replicas=replicas)
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         try:
             return await js.create_key_value(config)
         except nats.errors.Error:
             # Another service created it at the same moment.
             return await js.key_value(bucket)
+    if replicas is not None:
+        await _set_replicas(js, f"KV_{bucket}", replicas)
+    return kv
+
+
+async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Move ``stream`` (a KV bucket's) to ``replicas`` servers when it has another count;
+    the rest of its configuration is kept as it is."""
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) == replicas:
+        return
+    log.info("moving stream %s from %s to %d replicas", stream, info.config.num_replicas, replicas)
+    await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
 
 
 async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:

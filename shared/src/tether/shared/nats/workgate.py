@@ -58,8 +58,9 @@ class WorkDeliveries:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> WorkDeliveries:
-        """Bind the bucket, creating it when missing (every consumer may; same config)."""
+    async def open(cls, js: JetStreamContext, *, replicas: int | None = None) -> WorkDeliveries:
+        """Bind the bucket, creating it when missing (every consumer may; same config), on
+        ``replicas`` servers (see :func:`bind_bucket`)."""
         config = KeyValueConfig(
             bucket=str(Bucket.WORK_DELIVERIES),
             description="(work item id, attempt) -> first WORK stream sequence (replays)",
@@ -67,7 +68,7 @@ class WorkDeliveries:
             ttl=DELIVERY_TTL_S,
             storage=StorageType.FILE,
         )
-        return cls(await bind_bucket(js, config))
+        return cls(await bind_bucket(js, config, replicas=replicas))
 
     async def admit(self, item: WorkItem, stream_seq: int) -> None:
         """Record that stream message ``stream_seq`` carries ``item``'s claim, or check that
@@ -108,9 +109,12 @@ class WorkGate:
         self._deliveries = deliveries
 
     @classmethod
-    async def open(cls, js: JetStreamContext, verifier: WorkVerifier) -> WorkGate:
-        """A gate with the ``WORK_DELIVERIES`` bucket bound (created when missing)."""
-        return cls(verifier, await WorkDeliveries.open(js))
+    async def open(
+        cls, js: JetStreamContext, verifier: WorkVerifier, *, replicas: int | None = None
+    ) -> WorkGate:
+        """A gate with the ``WORK_DELIVERIES`` bucket bound (created when missing, on
+        ``replicas`` servers)."""
+        return cls(verifier, await WorkDeliveries.open(js, replicas=replicas))
 
     async def check(self, msg: Msg, item: WorkItem) -> None:
         """Return if ``item``, decoded from ``msg``, may be acted on.

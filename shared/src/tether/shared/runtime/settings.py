@@ -68,6 +68,15 @@ class AgentSettings(BaseSettings):
         description="The same credentials as text, for secret stores that inject "
         "environment variables rather than files (ECS secrets); nats_credentials wins.",
     )
+    nats_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Servers of the JetStream cluster that keep each stream and KV bucket "
+        "this service declares (1 for a single NATS server; 3 for a 3-node cluster, which "
+        "then survives losing one). Give every service of an agent the same value; an "
+        "existing stream or bucket with another count is moved to it.",
+    )
     control_plane_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the control plane."
     )
