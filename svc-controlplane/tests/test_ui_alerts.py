@@ -62,7 +62,7 @@ async def test_add_a_policy_send_a_test_alert_and_see_it_delivered(api: Api) -> 
 
         disabled = await api.client.post(f"/alerts/{policy_id.group(1)}/disable")
         assert disabled.status_code == 303
-        assert "state-stopped\">disabled" in (await api.client.get("/alerts")).text
+        assert 'state-stopped">disabled' in (await api.client.get("/alerts")).text
         deleted = await api.client.post(f"/alerts/{policy_id.group(1)}/delete")
         assert deleted.headers["location"] == "/alerts"
         assert "No alert policy yet" in (await api.client.get("/alerts")).text

@@ -217,6 +217,8 @@ SEND_TEST_ALERT = (
 ALERT_DELIVERIES = f"""
 query($policy: String, $limit: Int!) {{
   alertDeliveries(policyId: $policy, limit: $limit) {{ {_ALERT_DELIVERY_FIELDS} }}
+}}"""
+
 # --- tether deployment -----------------------------------------------------------------
 
 _DEPLOYMENT_SETTINGS_FIELDS = (
