@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alert_receivers import HMAC_SECRET, http_receiver
 from tether.client.alert_cli import app
 from tether.controlplane.security import auth
 from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
+from tether.testing.alerts import HMAC_SECRET, http_receiver
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from alert_receivers import HMAC_SECRET, HttpReceiver, http_receiver
 from controlplane_testkit import EVENTS, Api, Clock, example_snapshot, snapshot_with_instigators
 from tether.controlplane.alerts import AlertDaemon, DeliveryOptions
 from tether.controlplane.app import create_app
@@ -22,6 +21,7 @@ from tether.shared.wire.base import ErrorInfo
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.snapshots import AssetNodeSnapshot
 from tether.shared.wire.work import SensorTickResult, WorkResult
+from tether.testing.alerts import HMAC_SECRET, HttpReceiver, http_receiver
 
 pytestmark = pytest.mark.integration
 

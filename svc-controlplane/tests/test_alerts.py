@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alert_receivers import HMAC_SECRET, HttpReceiver, http_receiver, self_signed, smtp_receiver
 from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.alerts import AlertDaemon, DeliveryOptions
 from tether.controlplane.security import auth
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.testing import free_port
+from tether.testing.alerts import (
+    HMAC_SECRET,
+    HttpReceiver,
+    http_receiver,
+    self_signed,
+    smtp_receiver,
+)
 
 pytestmark = [
     pytest.mark.integration,

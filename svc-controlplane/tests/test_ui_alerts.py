@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from alert_receivers import HMAC_SECRET, http_receiver
 from controlplane_testkit import Api
 from tether.controlplane.security import auth
+from tether.testing.alerts import HMAC_SECRET, http_receiver
 
 
 @pytest.fixture
