@@ -14,6 +14,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from tether.controlplane.alerts.model import DeliveryStatus, PolicyKind
 from tether.controlplane.ui.rendering import form_fields, render, render_error
 from tether.controlplane.ui.schema_client import PageError, SchemaClient
 
@@ -41,19 +42,9 @@ ENABLE_MUTATION = """mutation Enable($id: String!, $enabled: Boolean!) {
   updateAlertPolicy(id: $id, enabled: $enabled) { id enabled } }"""
 
 #: What a policy can alert on, in the order the form offers them.
-KINDS = (
-    "RUN_FAILURE",
-    "RUN_SUCCESS",
-    "RUN_LONG_RUNNING",
-    "RUN_STOPPED_BY_MONITOR",
-    "TICK_FAILURE",
-    "LOCATION_LOAD_ERROR",
-    "AGENT_OFFLINE",
-    "BACKLOG",
-    "ASSET_FAILURE",
-)
+KINDS = tuple(PolicyKind)
 CHANNEL_TYPES = ("webhook", "slack", "teams", "email", "pagerduty")
-DELIVERY_STATUSES = ("PENDING", "RETRYING", "SENT", "FAILED")
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 #: Form fields that hold a secret: never echoed back into a re-shown form.
 SECRET_FIELDS = frozenset({"url", "secret", "password", "routing_key"})
 #: Deliveries shown in the log.
