@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import psycopg
 from controlplane_testkit import WORKSPACE, Api, Clock
 from db_backends import PostgresDatabase, admin_url, session_database
+from tether.controlplane.alerts.egress import LOOPBACK
 from tether.controlplane.app import create_app
 from tether.controlplane.core import open_control_plane
 from tether.controlplane.security import auth
@@ -87,6 +88,8 @@ def settings(tmp_path: Path, database_url: str) -> ControlPlaneSettings:
         work_signing_key_file=tmp_path / "state" / "work-signing.key",
         # In-process clients reach the app as http://cp (a name the Host allowlist must admit).
         allowed_hosts=["cp"],
+        # Alert receivers of tests listen on loopback, which alerts may not reach by default.
+        alert_egress_allow=list(LOOPBACK),
     )
 
 

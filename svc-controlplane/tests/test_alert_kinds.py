@@ -11,6 +11,7 @@ import httpx
 import pytest
 from controlplane_testkit import EVENTS, Api, Clock, example_snapshot, snapshot_with_instigators
 from tether.controlplane.alerts import AlertDaemon, DeliveryOptions
+from tether.controlplane.alerts.egress import LOOPBACK, EgressGuard
 from tether.controlplane.app import create_app
 from tether.controlplane.daemons import RunMonitor, SensorDaemon
 from tether.controlplane.security import auth
@@ -36,7 +37,11 @@ HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
 
 
 def _daemon(api: Api, clock: Clock) -> AlertDaemon:
-    return AlertDaemon(api.cp.db, DeliveryOptions(base_url=BASE), clock=clock)
+    return AlertDaemon(
+        api.cp.db,
+        DeliveryOptions(base_url=BASE, egress=EgressGuard.allowing(*LOOPBACK)),
+        clock=clock,
+    )
 
 
 async def _policy(api: Api, hooks: HttpReceiver, path: str, kind: str, **kw: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from controlplane_testkit import EVENTS, Api, Clock
 from tether.controlplane.alerts import AlertDaemon, DeliveryOptions
+from tether.controlplane.alerts.egress import LOOPBACK, EgressGuard
 from tether.controlplane.security import auth
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.runs import EventType, RunEvent
@@ -57,7 +58,13 @@ HEARTBEAT = "mutation H($hb: JSON!) { heartbeat(heartbeat: $hb) }"
 
 
 def _daemon(api: Api, clock: Clock, **options: Any) -> AlertDaemon:
-    opts = {"base_url": BASE, "retry_base_s": 10.0, "max_attempts": 3, "timeout_s": 5.0}
+    opts = {
+        "base_url": BASE,
+        "retry_base_s": 10.0,
+        "max_attempts": 3,
+        "timeout_s": 5.0,
+        "egress": EgressGuard.allowing(*LOOPBACK),
+    }
     return AlertDaemon(api.cp.db, DeliveryOptions(**{**opts, **options}), clock=clock)
 
 
@@ -234,13 +241,14 @@ async def test_email_over_starttls_with_auth(api: Api, clock: Clock, tmp_path: P
         assert row["status"] == "SENT"
 
 
-async def test_a_refused_smtp_login_fails_for_good(api: Api, clock: Clock) -> None:
+async def test_a_refused_smtp_login_fails_for_good(api: Api, clock: Clock, tmp_path: Path) -> None:
     await api.load()
-    with smtp_receiver(free_port(), login=("alerts", "right")) as mail:
-        channel = _email(mail.port, username="alerts", password="wrong")
+    cert, key = self_signed(tmp_path)
+    with smtp_receiver(free_port(), tls=(cert, key), login=("alerts", "right")) as mail:
+        channel = _email(mail.port, security="starttls", username="alerts", password="wrong")
         policy = await _policy(api, "mail", "RUN_FAILURE", channel)
         await _failed_run(api)
-        await _daemon(api, clock).check()
+        await _daemon(api, clock, smtp_ca_file=cert).check()
         assert mail.messages == []
     (row,) = await _deliveries(api, policy)
     assert row["status"] == "FAILED", row["lastError"]

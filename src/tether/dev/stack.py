@@ -226,6 +226,8 @@ class DevStack:
                 # GraphiQL and the introspection it needs: off unless asked for.
                 "TETHER_CONTROLPLANE_GRAPHIQL": "true",
                 "TETHER_CONTROLPLANE_GRAPHQL_INTROSPECTION": "true",
+                # Alerts may reach receivers on this machine (a local webhook, MailHog).
+                "TETHER_CONTROLPLANE_ALERT_EGRESS_ALLOW": json.dumps(["127.0.0.0/8", "::1/128"]),
             }
             if c.workspace_file is not None:
                 env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)

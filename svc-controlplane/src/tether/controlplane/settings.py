@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from tether.shared.wire.signing import MAX_LIFETIME_S
@@ -485,6 +486,15 @@ class ControlPlaneSettings(BaseSettings):
         gt=0,
         description="Seconds one alert delivery (HTTP request, SMTP session) may take.",
     )
+    alert_egress_allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Non-public networks alerts may connect to (JSON list of CIDRs: an internal SMTP "
+            'relay, a receiver in the VPC: ["10.1.2.0/24"]). Unset: alerts go only to public '
+            "addresses; loopback, private, link-local (cloud metadata) and other internal "
+            "addresses are refused, whatever a policy's URL or host resolves to."
+        ),
+    )
     alert_smtp_ca_file: Path | None = Field(
         default=None,
         description=(
@@ -492,6 +502,16 @@ class ControlPlaneSettings(BaseSettings):
             "system's."
         ),
     )
+
+    @field_validator("alert_egress_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network (CIDR): {network!r}") from None
+        return value
 
     @property
     def work_signing_key_path(self) -> Path:

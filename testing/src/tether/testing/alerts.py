@@ -53,6 +53,8 @@ class HttpReceiver:
     secret: str
     statuses: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    #: The ``Location`` a 3xx status answers with.
+    redirect_to: str | None = None
 
     def url(self, path: str = "/hook") -> str:
         """A URL of the receiver."""
@@ -89,6 +91,8 @@ def http_receiver(secret: str = HMAC_SECRET) -> Iterator[HttpReceiver]:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     receiver.received.append(Received(self.path, headers, raw))
             self.send_response(status)
+            if 300 <= status < 400 and receiver.redirect_to:
+                self.send_header("Location", receiver.redirect_to)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")

@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
+from tether.controlplane.alerts.egress import EgressGuard, EgressRefusedError
 from tether.controlplane.alerts.model import (
     AlertMessage,
     Channel,
@@ -175,14 +176,16 @@ def _safe(err: Exception) -> str:
 
 
 def _send_mail(
-    channel: EmailChannel, mail: EmailMessage, timeout_s: float, ca_file: str | None
+    channel: EmailChannel,
+    mail: EmailMessage,
+    timeout_s: float,
+    ca_file: str | None,
+    guard: EgressGuard,
 ) -> None:
     context = ssl.create_default_context(cafile=ca_file)
-    smtp: smtplib.SMTP
-    if channel.security == "ssl":
-        smtp = smtplib.SMTP_SSL(channel.host, channel.port, timeout=timeout_s, context=context)
-    else:
-        smtp = smtplib.SMTP(channel.host, channel.port, timeout=timeout_s)
+    smtp = guard.smtp(
+        channel.security, channel.host, channel.port, timeout_s=timeout_s, context=context
+    )
     with smtp:
         smtp.ehlo()
         if channel.security == "starttls":
@@ -195,12 +198,19 @@ def _send_mail(
 
 
 async def send_email(
-    channel: EmailChannel, message: AlertMessage, *, timeout_s: float, ca_file: str | None = None
+    channel: EmailChannel,
+    message: AlertMessage,
+    *,
+    timeout_s: float,
+    ca_file: str | None = None,
+    guard: EgressGuard,
 ) -> None:
     """Send the alert's e-mail (smtplib in a thread: the event loop stays free)."""
     mail = email_message(channel, message)
     try:
-        await asyncio.to_thread(_send_mail, channel, mail, timeout_s, ca_file)
+        await asyncio.to_thread(_send_mail, channel, mail, timeout_s, ca_file, guard)
+    except EgressRefusedError as err:
+        raise DeliveryError(str(err), transient=False) from None
     except smtplib.SMTPAuthenticationError as err:
         raise DeliveryError(f"SMTP login refused: {err.smtp_code}", transient=False) from None
     except smtplib.SMTPRecipientsRefused as err:
@@ -222,13 +232,32 @@ async def send(
     message: AlertMessage,
     *,
     timeout_s: float,
+    guard: EgressGuard,
     smtp_ca_file: str | None = None,
 ) -> None:
-    """Send ``message`` through ``channel``.
+    """Send ``message`` through ``channel``; ``client`` is ``guard``'s
+    (:meth:`EgressGuard.http_client`), so HTTP and SMTP pass the same guard.
 
     Raises:
         DeliveryError: the channel did not take it.
     """
+    try:
+        await _send(
+            client, channel, message, timeout_s=timeout_s, guard=guard, smtp_ca_file=smtp_ca_file
+        )
+    except EgressRefusedError as err:
+        raise DeliveryError(str(err), transient=False) from None
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    channel: Channel,
+    message: AlertMessage,
+    *,
+    timeout_s: float,
+    guard: EgressGuard,
+    smtp_ca_file: str | None,
+) -> None:
     if isinstance(channel, WebhookChannel):
         content = _json(webhook_body(message))
         stamp = str(int(time.time()))
@@ -245,4 +274,4 @@ async def send(
     elif isinstance(channel, PagerDutyChannel):
         await _post(client, channel.url, _json(pagerduty_body(channel, message)), {})
     else:
-        await send_email(channel, message, timeout_s=timeout_s, ca_file=smtp_ca_file)
+        await send_email(channel, message, timeout_s=timeout_s, ca_file=smtp_ca_file, guard=guard)

@@ -23,12 +23,13 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from tether.controlplane.alerts import detect, store
 from tether.controlplane.alerts.channels import DeliveryError, send
+from tether.controlplane.alerts.egress import EgressGuard, parse_networks
 from tether.controlplane.alerts.model import (
     AlertEvent,
     AlertMessage,
@@ -59,6 +60,8 @@ class DeliveryOptions:
     retry_max_s: float = 600.0
     timeout_s: float = 10.0
     smtp_ca_file: Path | None = None
+    #: Where deliveries may connect (public addresses, and the allowed networks).
+    egress: EgressGuard = field(default_factory=EgressGuard)
 
     @classmethod
     def from_settings(cls, settings: ControlPlaneSettings) -> DeliveryOptions:
@@ -70,6 +73,7 @@ class DeliveryOptions:
             retry_max_s=settings.alert_retry_max_s,
             timeout_s=settings.alert_timeout_s,
             smtp_ca_file=settings.alert_smtp_ca_file,
+            egress=EgressGuard(parse_networks(settings.alert_egress_allow)),
         )
 
     def backoff_s(self, attempts: int) -> float:
@@ -122,6 +126,7 @@ async def deliver_once(
             channel,
             message_of(delivery, policy),
             timeout_s=options.timeout_s,
+            guard=options.egress,
             smtp_ca_file=str(options.smtp_ca_file) if options.smtp_ca_file else None,
         )
     except DeliveryError as err:
@@ -203,7 +208,7 @@ class AlertDaemon(PeriodicDaemon):
             by_policy.setdefault(policy.id, []).append((delivery, policy))
         sent: list[int] = []
         failed: list[int] = []
-        async with httpx.AsyncClient(timeout=self.options.timeout_s) as client:
+        async with self.options.egress.http_client(timeout_s=self.options.timeout_s) as client:
             await asyncio.gather(
                 *(
                     self._deliver_channel(client, items, sent, failed)

@@ -12,7 +12,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 
 class PolicyKind(StrEnum):
@@ -151,6 +159,19 @@ class EmailChannel(_Channel):
     sender: str = Field(min_length=3)
     recipients: list[str] = Field(min_length=1)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if any(c.isspace() or c in "/@?#" for c in value):
+            raise ValueError("must be a host name or address")
+        return value
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> EmailChannel:
+        if self.security == "none" and self.password is not None:
+            raise ValueError("a password must not travel in clear: use starttls or ssl")
+        return self
+
     @field_validator("recipients")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
@@ -166,7 +187,24 @@ class PagerDutyChannel(_Channel):
     type: Literal["pagerduty"] = "pagerduty"
     routing_key: SecretStr
     url: str = Field(default="https://events.pagerduty.com/v2/enqueue")
+
+    @field_validator("url")
+    @classmethod
+    def _events_url(cls, value: str) -> str:
+        _http_url(SecretStr(value))
+        return value
+
     severity: Literal["critical", "error", "warning", "info"] = "error"
+
+
+def destination_host(
+    channel: WebhookChannel | SlackChannel | TeamsChannel | EmailChannel | PagerDutyChannel,
+) -> str:
+    """The host a channel connects to (a name or an address)."""
+    if isinstance(channel, EmailChannel):
+        return channel.host
+    url = channel.url if isinstance(channel, PagerDutyChannel) else channel.url.get_secret_value()
+    return urlsplit(url).hostname or ""
 
 
 Channel = Annotated[

@@ -15,13 +15,13 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import strawberry
 from pydantic import ValidationError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 from tether.controlplane.alerts import store
 from tether.controlplane.alerts.daemon import DeliveryOptions, deliver_once
+from tether.controlplane.alerts.egress import EgressGuard, EgressRefusedError
 from tether.controlplane.alerts.model import (
     CHANNEL,
     AlertEvent,
@@ -29,6 +29,7 @@ from tether.controlplane.alerts.model import (
     DeliveryStatus,
     PolicyFilters,
     PolicyKind,
+    destination_host,
     secret_hint,
     split_channel,
 )
@@ -168,7 +169,7 @@ def _no_nul(what: str, value: Any) -> None:
         raise BadInputError(f"{what}: must not contain NUL characters")
 
 
-def _channel(value: Any, keep: AlertPolicy | None = None) -> Channel:
+def _channel(value: Any, guard: EgressGuard, keep: AlertPolicy | None = None) -> Channel:
     if not isinstance(value, dict):
         raise BadInputError("channel: must be an object with a type")
     _no_nul("channel", value)
@@ -176,9 +177,19 @@ def _channel(value: Any, keep: AlertPolicy | None = None) -> Channel:
         # Secrets left out of an update of the same channel type stay as they were.
         value = {**keep.channel_secret, **value}
     try:
-        return CHANNEL.validate_python(value)
+        channel = CHANNEL.validate_python(value)
     except ValidationError as err:
         raise BadInputError(f"channel: {describe_validation_error(err)}") from None
+    try:
+        # An address the guard refuses is refused now; a name, when it is used.
+        guard.check_literal(destination_host(channel))
+    except EgressRefusedError as err:
+        raise BadInputError(f"channel: {err}") from None
+    return channel
+
+
+def _guard(info: Info[ApiContext, None]) -> EgressGuard:
+    return DeliveryOptions.from_settings(info.context.cp.settings).egress
 
 
 def _threshold(kind: PolicyKind, threshold: float | None) -> float | None:
@@ -270,7 +281,7 @@ class AlertMutation:
                 principal.deployment_id,
                 name=_name(name),
                 kind=kind,
-                channel=_channel(channel),
+                channel=_channel(channel, _guard(info)),
                 filters=_filters(filters),
                 threshold=_threshold(kind, threshold),
                 enabled=enabled,
@@ -301,7 +312,7 @@ class AlertMutation:
                     raise BadInputError(f"name: an alert policy named {name!r} exists")
                 row.name = name
             if channel is not None:
-                config, secret = split_channel(_channel(channel, keep=row))
+                config, secret = split_channel(_channel(channel, _guard(info), keep=row))
                 row.channel_type, row.channel_config, row.channel_secret = (
                     config["type"],
                     config,
@@ -351,7 +362,7 @@ class AlertMutation:
             assert delivery_id is not None
             delivery = await session.get(AlertDelivery, delivery_id)
             assert delivery is not None
-        async with httpx.AsyncClient(timeout=options.timeout_s) as client:
+        async with options.egress.http_client(timeout_s=options.timeout_s) as client:
             error = await deliver_once(client, delivery, policy, options)
         async with info.context.cp.db.transaction() as session:
             await store.record_attempt(

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from tether.controlplane.alerts.model import DeliveryStatus, PolicyKind
+from tether.controlplane.alerts.model import CHANNEL_TYPES, DeliveryStatus, PolicyKind
 from tether.controlplane.ui.rendering import form_fields, render, render_error
 from tether.controlplane.ui.schema_client import PageError, SchemaClient
 
@@ -43,7 +43,6 @@ ENABLE_MUTATION = """mutation Enable($id: String!, $enabled: Boolean!) {
 
 #: What a policy can alert on, in the order the form offers them.
 KINDS = tuple(PolicyKind)
-CHANNEL_TYPES = ("webhook", "slack", "teams", "email", "pagerduty")
 DELIVERY_STATUSES = tuple(DeliveryStatus)
 #: Form fields that hold a secret: never echoed back into a re-shown form.
 SECRET_FIELDS = frozenset({"url", "secret", "password", "routing_key"})
