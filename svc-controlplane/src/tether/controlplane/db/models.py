@@ -121,7 +121,9 @@ class UiSession(Base):
     """A signed-in UI session: the cookie holds a random id, the DB only its SHA-256.
 
     It acts as its token (whose revocation ends it) and ends at ``expires_at``, after
-    being unused for the idle timeout, or at sign-out (``revoked_at``).
+    being unused for the idle timeout, or at sign-out (``revoked_at``). The sessions one
+    browser signed in to, one per deployment, share a ``group_hash`` (the first one's
+    ``id_hash``): the deployment switcher moves between them.
     """
 
     __tablename__ = "ui_sessions"
@@ -130,6 +132,7 @@ class UiSession(Base):
     token_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
     )
+    group_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     created_at: Mapped[float] = mapped_column(Double)
     last_seen_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)

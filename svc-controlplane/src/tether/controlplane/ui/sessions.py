@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request, cookie_parser
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from tether.controlplane.db.models import ApiToken
+from tether.controlplane.db.models import ApiToken, UiSession
 from tether.controlplane.security.auth import Principal, Role
 from tether.controlplane.store import ui_sessions
 from tether.controlplane.ui.rendering import MAX_FORM_BYTES
@@ -71,17 +71,50 @@ class UiSessionInfo:
         principal: who the session acts as (its token's role and deployment).
         csrf_token: the token its state-changing requests must carry.
         needs_touch: its last use is old enough to be written again.
+        group_hash: the group of the sessions this browser signed in to.
+        deployments: the deployments the group has a live session of (the deployment
+            switcher's choices), sorted; the principal's is one of them.
     """
 
     principal: Principal
     csrf_token: str
     needs_touch: bool = False
+    group_hash: str = ""
+    deployments: tuple[str, ...] = ()
+
+
+def _live(ui: UiSession, token: ApiToken, *, now: float, idle_timeout_s: float) -> bool:
+    return (
+        ui.revoked_at is None
+        and token.revoked_at is None
+        and now < ui.expires_at
+        and now - ui.last_seen_at < idle_timeout_s
+    )
 
 
 async def create_session(
-    session: AsyncSession, token: ApiToken, *, now: float, max_age_s: float
+    session: AsyncSession,
+    token: ApiToken,
+    *,
+    now: float,
+    max_age_s: float,
+    idle_timeout_s: float,
+    joining: str | None = None,
 ) -> str:
-    """Create a session acting as ``token``; return its id (stored only hashed)."""
+    """Create a session acting as ``token``; return its id (stored only hashed).
+
+    ``joining`` is the id of the browser's current session, if any: while it is live the
+    new session joins its group (so the browser can switch between the two deployments),
+    ending the group's session of the same deployment; otherwise it starts a group.
+    """
+    group_hash: str | None = None
+    if joining:
+        current = await find_session(session, joining, now=now, idle_timeout_s=idle_timeout_s)
+        if current is not None:
+            group_hash = current.group_hash
+            for ui, member in await ui_sessions.group_members(session, group_hash):
+                if member.deployment_id == token.deployment_id and ui.revoked_at is None:
+                    await ui_sessions.revoke(session, ui.id_hash, now)
     session_id = secrets.token_urlsafe(32)
     await ui_sessions.insert_session(
         session,
@@ -89,6 +122,7 @@ async def create_session(
         token_id=token.id,
         now=now,
         expires_at=now + max_age_s,
+        group_hash=group_hash,
     )
     return session_id
 
@@ -102,32 +136,70 @@ async def find_session(
     if row is None:
         return None
     ui, token = row
-    if (
-        ui.revoked_at is not None
-        or token.revoked_at is not None
-        or now >= ui.expires_at
-        or now - ui.last_seen_at >= idle_timeout_s
-    ):
+    if not _live(ui, token, now=now, idle_timeout_s=idle_timeout_s):
         return None
     principal = Principal(
         deployment_id=token.deployment_id, role=Role.parse(token.role), token_name=token.name
     )
+    group_hash = ui.group_hash or ui.id_hash
+    members = await ui_sessions.group_members(session, group_hash)
+    deployments = {
+        member.deployment_id
+        for other, member in members
+        if _live(other, member, now=now, idle_timeout_s=idle_timeout_s)
+    }
     # Each use pushes the idle deadline, written at most every 30 s (or a tenth of the
     # timeout): a page polling every 2 s must not take the DB's write lock each time.
     stale = now - ui.last_seen_at >= min(30.0, idle_timeout_s / 10)
     return UiSessionInfo(
-        principal=principal, csrf_token=csrf_token_for(session_id), needs_touch=stale
+        principal=principal,
+        csrf_token=csrf_token_for(session_id),
+        needs_touch=stale,
+        group_hash=group_hash,
+        deployments=tuple(sorted(deployments | {token.deployment_id})),
     )
 
 
-async def touch_session(session: AsyncSession, session_id: str, *, now: float) -> None:
-    """Mark a session as used now (pushes its idle deadline)."""
-    await ui_sessions.mark_seen(session, hash_session_id(session_id), now)
+async def switch_session(
+    session: AsyncSession,
+    session_id: str,
+    deployment_id: str,
+    *,
+    now: float,
+    idle_timeout_s: float,
+) -> str | None:
+    """The id to put in the cookie to act in ``deployment_id``: the group's live session of
+    that deployment, given a fresh id (only the server keeps hashes, so the browser gets a
+    new one; the old one stops working). None: the group has no live session of it."""
+    current = await find_session(session, session_id, now=now, idle_timeout_s=idle_timeout_s)
+    if current is None:
+        return None
+    if current.principal.deployment_id == deployment_id:
+        return session_id
+    for ui, member in await ui_sessions.group_members(session, current.group_hash):
+        if member.deployment_id == deployment_id and _live(
+            ui, member, now=now, idle_timeout_s=idle_timeout_s
+        ):
+            fresh = secrets.token_urlsafe(32)
+            await ui_sessions.rekey(session, ui.id_hash, hash_session_id(fresh))
+            await ui_sessions.mark_seen(session, current.group_hash, now)
+            return fresh
+    return None
+
+
+async def touch_session(session: AsyncSession, info: UiSessionInfo, *, now: float) -> None:
+    """Mark the browser's sessions as used now (pushes their idle deadline)."""
+    await ui_sessions.mark_seen(session, info.group_hash, now)
 
 
 async def revoke_session(session: AsyncSession, session_id: str, *, now: float) -> None:
-    """End a session (sign-out); idempotent."""
-    await ui_sessions.revoke(session, hash_session_id(session_id), now)
+    """End the session and every other of its group (sign-out); idempotent."""
+    row = await ui_sessions.session_and_token(session, hash_session_id(session_id))
+    if row is None:
+        return
+    ui, _ = row
+    if ui.revoked_at is None:
+        await ui_sessions.revoke_group(session, ui.group_hash or ui.id_hash, now)
 
 
 def cookie_attributes(scope: Scope) -> str:
@@ -173,7 +245,7 @@ class UiSessions:
                 )
             if info is not None and info.needs_touch:
                 async with self.cp.db.transaction() as db:
-                    await touch_session(db, session_id, now=now)
+                    await touch_session(db, info, now=now)
             if info is None:
                 # Ended: forget the cookie so the page offers to sign in again.
                 set_cookies.append(f"{SESSION_COOKIE}=; Max-Age=0{cookie_attributes(scope)}")

@@ -28,6 +28,7 @@ from tether.controlplane.ui.sessions import (
     cookie_attributes,
     create_session,
     revoke_session,
+    switch_session,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class SignInPages:
             Route("/signin", self.form, methods=["GET"]),
             Route("/signin", self.sign_in, methods=["POST"]),
             Route("/signout", self.sign_out, methods=["POST"]),
+            Route("/session/deployment", self.switch, methods=["POST"]),
         ]
 
     async def form(self, request: Request) -> Response:
@@ -72,18 +74,55 @@ class SignInPages:
                 row = await find_token(session, token)
                 assert row is not None  # authenticate found it
                 session_id = await create_session(
-                    session, row, now=now, max_age_s=self._settings.session_max_age_s
+                    session,
+                    row,
+                    now=now,
+                    max_age_s=self._settings.session_max_age_s,
+                    idle_timeout_s=self._settings.session_idle_timeout_s,
+                    # Signed in already: the new deployment joins this browser's others.
+                    joining=request.cookies.get(SESSION_COOKIE),
                 )
         except ApiError as err:
             status = STATUS_FOR_CODE.get(err.code, 400)
             return render(request, "signin.html", status_code=status, problem=str(err))
-        response = RedirectResponse("/", status_code=303)
+        return self._signed_in(request, session_id, "/")
+
+    def _signed_in(self, request: Request, session_id: str, to: str) -> Response:
+        response = RedirectResponse(to, status_code=303)
         max_age = int(self._settings.session_max_age_s)
         response.headers.append(
             "set-cookie",
             f"{SESSION_COOKIE}={session_id}; Max-Age={max_age}{cookie_attributes(request.scope)}",
         )
         return response
+
+    async def switch(self, request: Request) -> Response:
+        """Act in another deployment this browser signed in to (the deployment switcher)."""
+        try:
+            deployment = (await form_fields(request)).get("deployment", "")
+        except PageError as err:
+            return render_error(request, err)
+        session_id = request.cookies.get(SESSION_COOKIE)
+        fresh = None
+        if session_id and deployment:
+            async with self._cp.db.transaction() as session:
+                fresh = await switch_session(
+                    session,
+                    session_id,
+                    deployment,
+                    now=time.time(),
+                    idle_timeout_s=self._settings.session_idle_timeout_s,
+                )
+        if fresh is None:
+            return render(
+                request,
+                "signin.html",
+                status_code=403,
+                problem=f"This browser is not signed in to deployment {deployment!r}: "
+                "sign in with one of its tokens to add it.",
+            )
+        # Pages of one deployment mean nothing in another: start from its overview.
+        return self._signed_in(request, fresh, "/")
 
     async def sign_out(self, request: Request) -> Response:
         """End the session on the server and forget its cookie."""
