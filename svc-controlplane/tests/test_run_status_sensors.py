@@ -353,6 +353,7 @@ async def test_reading_status_changes_uses_indexes_not_scans_of_the_history(api:
                     own_location="loc",
                     after=after,
                     limit=100,
+                    upto=newest,
                 )
             assert changes.records and all(r.job_name == "job_0" for r in changes.records)
     problems = []

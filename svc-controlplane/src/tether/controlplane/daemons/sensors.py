@@ -16,8 +16,10 @@ A run-status sensor's tick also carries the status changes of the runs it watche
 its cursor (at most ``run_status_batch``; the rest go with the next tick), read from the
 run events of its own deployment (:mod:`tether.controlplane.store.run_changes`). Its
 cursor is the control plane's: the id of the last event read, chosen when the tick starts
-and stored only if the tick does not fail. A new one starts from the newest event: it
-reacts to changes from when it was first evaluated on, not to history.
+and stored only if the tick does not fail. It never passes an event id that a transaction
+still writing might commit below it (:class:`~tether.controlplane.store.run_changes.EventHorizon`).
+A new one starts from the newest settled event: it reacts to changes from when it was first
+evaluated on, not to history.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class SensorDaemon(PeriodicDaemon):
         self._queue = queue
         self.tick_timeout_s = tick_timeout_s
         self.run_status_batch = run_status_batch
+        # Which event ids run-status sensors may read (none still to be committed below).
+        self._horizon = run_changes.EventHorizon()
         # An evaluation's result turns into runs at once, not at the next interval.
         queue.watch_results([WorkKind.EVALUATE_SENSOR], self.wake)
 
@@ -90,6 +94,10 @@ class SensorDaemon(PeriodicDaemon):
         """
         started = 0
         upcoming: list[float] = []
+        # Read-only and before the writing transaction: one that writes has a transaction
+        # id of its own, and waits on nobody here.
+        async with self._db.reading() as session:
+            await self._horizon.advance(session)
         async with self._db.transaction() as session:
             for definition in await instigators.all_definitions(session, InstigatorKind.SENSOR):
                 sensor = definition.sensor
@@ -150,10 +158,14 @@ class SensorDaemon(PeriodicDaemon):
         (([], None) for a plain sensor)."""
         if sensor.run_status is None:
             return [], None
+        settled = self._horizon.settled
         after = run_changes.as_cursor(stored_cursor)
+        if settled is None:
+            # Not known yet (the first pass of a busy database): nothing new this tick.
+            return [], stored_cursor
         if after is None:
             # First tick: from now on, not the deployment's whole history.
-            return [], str(await run_changes.newest_event_id(session))
+            return [], str(settled)
         changes = await run_changes.status_changes(
             session,
             sensor.run_status,
@@ -161,6 +173,7 @@ class SensorDaemon(PeriodicDaemon):
             own_location=location_name,
             after=after,
             limit=self.run_status_batch,
+            upto=settled,
         )
         return changes.records, str(changes.cursor)
 

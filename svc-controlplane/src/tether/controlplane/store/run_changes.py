@@ -7,17 +7,22 @@ RUN_FAILURE after the monitor's is not a second failure), and an event for a ter
 status counts only if the run really ended so (an event whose move the state machine
 refused, e.g. RUN_CANCELED after SUCCESS, changed nothing).
 
-Known limit: on PostgreSQL, ids are handed out before commit, so an upload that commits
-after a later-numbered one could land behind a cursor that already passed it (SQLite
-serializes writers, so there it cannot). Uploads are short transactions; a settle margin
-(reading only ids older than the oldest transaction in flight) would close the gap.
+On PostgreSQL ids are handed out before commit, so an upload that commits after a
+later-numbered one could land behind a cursor that already passed it (SQLite serializes
+writers, so there it cannot). :class:`EventHorizon` closes the gap: a sensor reads only up
+to an id that is *settled*, the newest id of an earlier snapshot all of whose writing
+transactions have ended since (so every lower id is committed or never will be). Worker
+uploads take their transaction id before their first event id
+(:func:`tether.controlplane.store.runs.store_events`), so none can hold an id unseen by
+that snapshot; a control-plane event's transaction takes its id in the same INSERT, and
+would have to stay open from that instant past the next pass (a second later) to slip by.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import and_, false, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -42,8 +47,52 @@ class StatusChanges:
 
 
 async def newest_event_id(session: AsyncSession) -> int:
-    """The id of the newest run event (0: none); a new sensor starts from here."""
+    """The id of the newest run event (0: none)."""
     return int(await session.scalar(select(func.max(RunEventRow.id))) or 0)
+
+
+#: The newest event id and the transactions in flight, in one snapshot (PostgreSQL).
+_SNAPSHOT = text(
+    "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, "
+    "(SELECT coalesce(max(id), 0) FROM run_events) FROM pg_current_snapshot() AS s"
+)
+
+
+@dataclass
+class EventHorizon:
+    """The newest run event id below which no event can still appear (see the module doc).
+
+    :meth:`advance` looks once per daemon pass: it notes the newest id and which
+    transactions were writing (PostgreSQL's snapshot ``xmax``); once every one of those
+    has ended (the oldest still in flight is at or past that ``xmax``), that id is
+    settled. So an id settles one pass after it was newest, however busy the database
+    (at once when nothing was writing); on SQLite, whose writers are serialized, the
+    newest id is settled at once.
+
+    Attributes:
+        settled: the settled id (None: not known yet, read nothing).
+    """
+
+    settled: int | None = None
+    _pending: tuple[int, int] | None = None
+
+    async def advance(self, session: AsyncSession) -> int | None:
+        """Look at the database once (in a read-only transaction); return :attr:`settled`."""
+        if session.get_bind().dialect.name != "postgresql":
+            self.settled = await newest_event_id(session)
+            return self.settled
+        xmin_text, xmax_text, newest = (await session.execute(_SNAPSHOT)).one()
+        xmin, xmax = int(xmin_text), int(xmax_text)
+        if xmin == xmax:
+            # No transaction was writing: every id up to the newest is final now.
+            self.settled, self._pending = max(self.settled or 0, int(newest)), None
+            return self.settled
+        if self._pending is not None and xmin >= self._pending[1]:
+            self.settled = max(self.settled or 0, self._pending[0])
+            self._pending = None
+        if self._pending is None:
+            self._pending = (int(newest), xmax)
+        return self.settled
 
 
 def _scope(
@@ -73,6 +122,7 @@ async def status_changes(
     own_location: str,
     after: int,
     limit: int,
+    upto: int,
 ) -> StatusChanges:
     """The status changes ``watch`` covers with an event id above ``after``.
 
@@ -83,8 +133,9 @@ async def status_changes(
         own_location: the sensor's location (where its jobs without a location are).
         after: the sensor's cursor.
         limit: at most this many records; the rest come with the next call.
+        upto: the settled event id (:class:`EventHorizon`): nothing above it is read.
     """
-    newest = await newest_event_id(session)
+    newest = max(after, upto)
     event_types = [str(e) for e, status in STATUS_FOR_EVENT.items() if status in watch.statuses]
     earlier = aliased(RunEventRow)
     first_of_its_type = ~(

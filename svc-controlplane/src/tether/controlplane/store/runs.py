@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, exists, func, or_, select, tuple_, update
+from sqlalchemy import Text, and_, cast, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import changes
 from tether.controlplane.db.models import (
@@ -196,6 +196,11 @@ async def store_events(
         BadInputError: an event names a run that is not in ``deployment_id``.
     """
     await require_runs(session, deployment_id, (e.run_id for e in events))
+    if session.get_bind().dialect.name == "postgresql":
+        # The transaction id before the first event id: a run-status sensor's horizon
+        # then sees this upload in flight for as long as it may still commit an id
+        # (store.run_changes.EventHorizon).
+        await session.execute(text("SELECT pg_current_xact_id()"))
     table = RunEventRow.__table__
     stored = 0
     ordered = sorted(events, key=lambda e: (e.run_id, e.seq))
