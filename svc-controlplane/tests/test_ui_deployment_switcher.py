@@ -116,6 +116,23 @@ async def test_switching_needs_a_live_session_of_the_target_in_the_same_browser(
         assert page.status_code == 401  # acting as staging: that session ended
 
 
+async def test_a_planted_session_id_gives_nothing_once_its_browser_signs_in(api: Api) -> None:
+    """Fixation: an attacker's live session id, planted in a victim's browser, joins the
+    victim's sign-in to its group; the planted id must stop working there and then."""
+    staging_token = await _staging(api)
+    async with browser(api) as attacker:
+        await sign_in(attacker, api.admin_token)
+        planted = attacker.cookies["tether_session"]
+    async with browser(api) as victim:
+        victim.cookies.set("tether_session", planted, domain="cp.local")
+        assert shown((await victim.get("/runs")).text) == "default"
+        await sign_in(victim, staging_token)
+        assert shown((await victim.get("/runs")).text) == "staging"
+    async with browser(api) as attacker:
+        page = await attacker.get("/runs", headers={"Cookie": f"tether_session={planted}"})
+        assert page.status_code == 401
+
+
 async def test_a_second_token_of_the_same_deployment_replaces_the_first(api: Api) -> None:
     async with api.cp.db.transaction() as session:
         viewer = await auth.create_token(session, name="reader", role=auth.Role.VIEWER)

@@ -115,6 +115,12 @@ async def create_session(
             for ui, member in await ui_sessions.group_members(session, group_hash):
                 if member.deployment_id == token.deployment_id and ui.revoked_at is None:
                     await ui_sessions.revoke(session, ui.id_hash, now)
+            # The id the browser sent stops working (the switcher reaches that session with
+            # a fresh one): a session id planted in a browser before its user signs in
+            # (fixation) gives whoever planted it nothing of the user's sessions.
+            await ui_sessions.rekey(
+                session, hash_session_id(joining), hash_session_id(secrets.token_urlsafe(32))
+            )
     session_id = secrets.token_urlsafe(32)
     await ui_sessions.insert_session(
         session,
