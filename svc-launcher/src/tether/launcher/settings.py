@@ -86,7 +86,13 @@ class LauncherSettings(AgentSettings):
         default=30.0, gt=0, description="Deadline of one gRPC call to a code server."
     )
     terminate_grace_s: float = Field(
-        default=10.0, ge=0, description="Seconds between SIGTERM and SIGKILL of a run worker."
+        default=10.0,
+        ge=0,
+        description=(
+            "Seconds a terminated run worker gets: SIGTERM (it starts no further op), a "
+            "second SIGTERM after half of them (its running op is interrupted and its "
+            "cleanup runs), SIGKILL at their end."
+        ),
     )
     max_concurrency: int = Field(
         default=8,

@@ -19,7 +19,7 @@ from tether.controlplane.api.eventstream import EventStreamType
 from tether.controlplane.api.paging import check_keyset, decode_cursor, encode_cursor
 from tether.controlplane.db.models import Run, RunEventRow
 from tether.controlplane.errors import BadInputError
-from tether.controlplane.runs import launch, reexecute, terminate
+from tether.controlplane.runs import launch, lifecycle, reexecute, terminate
 from tether.controlplane.runs.failures import RunFailureReason
 from tether.controlplane.runs.launch import ROOT_RUN_TAG, step_selection_of
 from tether.controlplane.runs.reexecute import ReexecutionStrategy
@@ -265,6 +265,16 @@ class RunType:
         async with info.context.cp.db.reading() as session:
             state = await eventstreams.stream_state_of(session, self.id)
         return EventStreamType.build(state)
+
+    @strawberry.field(
+        description="The launcher domain that launched the run (process: host, boot and pid "
+        "namespace; docker: engine; k8s: cluster and namespace; ecs: cluster), where its "
+        "terminations and health checks go; null until it is launched."
+    )
+    async def launched_by(self, info: Info[ApiContext, None]) -> str | None:
+        """The owner the launch result named."""
+        async with info.context.cp.db.reading() as session:
+            return await lifecycle.run_owner(session, self.id)
 
     @strawberry.field(description="Output of each (step, stream), concatenated from offset.")
     async def compute_logs(
@@ -587,8 +597,10 @@ class RunMutation:
         raise AssertionError(f"unexpected re-execute outcome {outcome!r}")  # pragma: no cover
 
     @strawberry.mutation(
-        description="Cancel a run not yet launched, or have its launcher interrupt the worker "
-        "(SIGTERM, then SIGKILL after a grace period); the run ends CANCELED."
+        description="Cancel a run not yet launched, or have its launcher stop the worker: it "
+        "starts no further op, its running op is interrupted after half the launcher's grace "
+        "period (its cleanup runs), and it is killed at the period's end. The run ends "
+        "CANCELED (or as its last op ended, if that op finished first)."
     )
     async def terminate_run(self, info: Info[ApiContext, None], run_id: str) -> TerminateRunResult:
         principal = await info.context.launcher()

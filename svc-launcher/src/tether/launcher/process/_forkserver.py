@@ -16,14 +16,13 @@ import itertools
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tether.launcher.errors import LauncherError, LocationRefusedError, RunLaunchError
-from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess
+from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess, stop_run_group
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
@@ -139,21 +138,17 @@ class WarmRun:
         return self.returncode
 
     async def terminate(self, grace_s: float) -> bool:
-        """SIGTERM its process group, SIGKILL after ``grace_s``; whether it was running."""
+        """Stop it in stages (:func:`stop_run_group`); whether it was running."""
         if self.returncode is not None:
             return False
+        return await stop_run_group(self.pid, grace_s, self._ended_within)
+
+    async def _ended_within(self, seconds: float) -> bool:
         try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
-        try:
-            async with asyncio.timeout(grace_s):
+            async with asyncio.timeout(seconds):
                 await self.wait()
         except TimeoutError:
-            log.warning("run worker %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            await self.wait()
+            return False
         return True
 
 

@@ -19,13 +19,16 @@ from typing import Protocol
 
 from tether.launcher.errors import LauncherError
 from tether.launcher.process._forkserver import EXIT_CODE_UNKNOWN
-from tether.launcher.process._spawned import process_running, process_start_ticks, terminate_group
+from tether.launcher.process._spawned import (
+    KILL_WAIT_S,
+    process_running,
+    process_start_ticks,
+    stop_run_group,
+    waited,
+)
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
 
 log = logging.getLogger(__name__)
-
-#: Seconds to wait for an adopted code server to vanish after SIGKILL.
-_KILL_WAIT_S = 10.0
 
 
 class ServerProcess(Protocol):
@@ -54,7 +57,8 @@ class WorkerProcess(Protocol):
         ...
 
     async def terminate(self, grace_s: float) -> bool:
-        """SIGTERM its process group, SIGKILL after ``grace_s``; whether it was running."""
+        """Stop it: SIGTERM, SIGTERM again (interrupting its op) after half of ``grace_s``,
+        SIGKILL after ``grace_s`` (:func:`stop_run_group`); whether it was running."""
         ...
 
 
@@ -109,8 +113,8 @@ class AdoptedProcess:
         log.warning("code server %d ignored SIGTERM for %.1fs; killing it", self.pid, grace_s)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        if not await self._gone_within(_KILL_WAIT_S):
-            log.error("code server %d still there %.0fs after SIGKILL", self.pid, _KILL_WAIT_S)
+        if not await self._gone_within(KILL_WAIT_S):
+            log.error("code server %d still there %.0fs after SIGKILL", self.pid, KILL_WAIT_S)
 
     async def _gone_within(self, seconds: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -142,8 +146,12 @@ class ColdRun:
         return await self.process.wait()
 
     async def terminate(self, grace_s: float) -> bool:
-        """SIGTERM its process group, SIGKILL after ``grace_s``; whether it was running."""
-        return await terminate_group(self.process, grace_s)
+        """Stop it in stages (:func:`stop_run_group`); whether it was running."""
+        if self.process.returncode is not None:
+            return False
+        return await stop_run_group(
+            self.process.pid, grace_s, lambda seconds: waited(self.process, seconds)
+        )
 
 
 class RecordedRun:
@@ -175,24 +183,23 @@ class RecordedRun:
         raise LauncherError(f"run worker {self.pid} of {self.run_id} was not started here")
 
     async def terminate(self, grace_s: float) -> bool:
-        """SIGTERM its process group, SIGKILL after ``grace_s``; whether it was running."""
+        """Stop it in stages (:func:`stop_run_group`); whether it was running."""
         if not _is_run_worker(self.pid, self.run_id, self.pid_start):
             return False
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
+        return await stop_run_group(self.pid, grace_s, self._gone_within)
+
+    async def _gone_within(self, seconds: float) -> bool:
+        # Not our child: nothing to wait on but its process group.
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        while loop.time() < deadline:
-            await asyncio.sleep(0.1)
+        deadline = loop.time() + seconds
+        while True:
             try:
                 os.killpg(self.pid, 0)
             except ProcessLookupError:
                 return True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
 
 
 def _is_run_worker(pid: int, run_id: str, pid_start: int | None) -> bool:

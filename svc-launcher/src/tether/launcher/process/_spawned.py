@@ -12,9 +12,13 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+
+#: Seconds to wait for a process to be gone after SIGKILL.
+KILL_WAIT_S = 10.0
 
 _CHUNK = 64 * 1024
 _TAIL_BYTES = 8 * 1024
@@ -115,6 +119,49 @@ async def terminate_group(process: asyncio.subprocess.Process, grace_s: float) -
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
+    return True
+
+
+async def stop_run_group(
+    pgid: int, grace_s: float, gone_within: Callable[[float], Awaitable[bool]]
+) -> bool:
+    """Stop a run worker's process group ``pgid`` in the stages the worker understands;
+    return whether it was running.
+
+    1. SIGTERM: the worker starts no further op (the running one may finish);
+    2. after half of ``grace_s``, SIGTERM again: the running op is interrupted
+       (``RunInterrupted`` is raised inside it, so its ``finally`` blocks run) and the
+       worker reports RUN_CANCELED;
+    3. after ``grace_s``, SIGKILL.
+
+    ``gone_within(seconds)`` waits at most that long for the worker to end and says
+    whether it did.
+    """
+    try:
+        # Its own session: the group id is its pid, and the group holds its children.
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    if await gone_within(grace_s / 2):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    if await gone_within(grace_s / 2):
+        return True
+    log.warning("run worker %d still running %.1fs after SIGTERM; killing it", pgid, grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    await gone_within(KILL_WAIT_S)
+    return True
+
+
+async def waited(process: asyncio.subprocess.Process, seconds: float) -> bool:
+    """Whether child ``process`` ended within ``seconds`` (waiting for it)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await process.wait()
+    except TimeoutError:
+        return False
     return True
 
 
