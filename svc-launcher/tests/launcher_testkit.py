@@ -12,7 +12,6 @@ import contextlib
 import enum
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -321,15 +320,6 @@ def sign(item: WorkItem, *, deployment: str = "default", lifetime_s: float = 600
 def work_item(kind: WorkKind, location: LocationConfig, **payload: object) -> WorkItem:
     """A signed work item of ``kind`` for ``location`` with a fresh id and ``payload``."""
     return sign(WorkItem(id=new_id(), kind=kind, location=location, payload=payload))
-
-
-def can_unshare() -> bool:
-    """Whether this process may start processes in pid and UTS namespaces of their own
-    (root, and an ``unshare`` that works here)."""
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        return False
-    probe = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "true"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def launcher_process_env(settings: LauncherSettings) -> dict[str, str]:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from launcher_testkit import (
     Bus,
-    can_unshare,
     launcher_process,
     launcher_settings,
     open_bus,
@@ -29,7 +28,7 @@ from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind, WorkResult
-from tether.testing import skip_or_fail
+from tether.testing import can_unshare, skip_or_fail
 
 pytestmark = pytest.mark.integration
 

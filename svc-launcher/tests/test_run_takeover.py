@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from launcher_testkit import (
     Bus,
-    can_unshare,
     launcher_process,
     launcher_settings,
     open_bus,
@@ -35,7 +34,7 @@ from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
-from tether.testing import nats_connect, skip_or_fail
+from tether.testing import can_unshare, nats_connect, skip_or_fail
 
 pytestmark = pytest.mark.integration
 

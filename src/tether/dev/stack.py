@@ -48,6 +48,9 @@ class StackConfig:
         echo: print children's output to this stream with a ``[name]`` prefix.
         replicas: processes per agent service (default 1); replica ``i > 1`` of
             ``poller`` is named ``poller-i``.
+        hosts: children (by name, e.g. ``launcher-2``) to start as if on another host: in
+            pid and UTS namespaces of their own, under the given host name (needs root
+            and ``unshare``; the processes they start die with them).
     """
 
     home: Path
@@ -58,6 +61,7 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)
     echo: IO[str] | None = None
     replicas: dict[str, int] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -315,6 +319,12 @@ class DevStack:
 
     def _popen(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log_file = (self.config.log_dir / f"{name}.log").open("ab")
+        host = self.config.hosts.get(name)
+        if host is not None:
+            argv = [
+                *("unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child=SIGTERM"),
+                *("sh", "-c", 'hostname "$0" && exec "$@"', host, *argv),
+            ]
         proc = subprocess.Popen(
             argv,
             env=env,

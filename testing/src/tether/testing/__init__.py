@@ -8,6 +8,7 @@ depend on it.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -45,6 +46,16 @@ def skip_or_fail(reason: str) -> NoReturn:
 
 
 _SESSION_AUTH: AgentAuth | None = None
+
+
+def can_unshare() -> bool:
+    """Whether this process may start processes in pid and UTS namespaces of their own
+    (another host, as far as pids and the host name go): root, and an ``unshare`` that
+    works here."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def session_auth() -> AgentAuth:
