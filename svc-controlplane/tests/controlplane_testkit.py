@@ -1,13 +1,22 @@
-"""Helpers of the control plane tests: the agent API's operations, a client, a snapshot."""
+"""Helpers of the control plane tests: the agent API's operations, a client, a snapshot,
+and a real HTTP server (:func:`serving`) that CLI commands run against."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import typer
 from tether.controlplane.core import ControlPlane
+from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.security import auth
+from tether.controlplane.service import ControlPlaneService
+from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.snapshots import (
     Edge,
     InstigatorStatus,
@@ -24,6 +33,7 @@ from tether.shared.wire.snapshots import (
     SensorSnapshot,
 )
 from tether.shared.wire.work import WorkItem, WorkResult
+from typer.testing import CliRunner, Result
 
 CLAIM = """
 mutation Claim($agentId: String!, $substrates: [String!]!, $max: Int!, $waitMs: Int!,
@@ -253,3 +263,89 @@ class Clock:
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` forward."""
         self.skew += seconds
+
+
+@dataclass
+class Served:
+    """A control plane serving HTTP on a free loopback port, from :func:`serving`.
+
+    Attributes:
+        service: the running service.
+        cp: its open control plane.
+        url: its base URL, ``http://<host>:<port>``.
+    """
+
+    service: ControlPlaneService
+    cp: ControlPlane
+    url: str
+
+    @property
+    def agent_token(self) -> str:
+        """The dev agent token, which the control plane wrote to ``agent_token_file``."""
+        path = self.service.settings.agent_token_file
+        if path is None:
+            raise ValueError("these settings name no agent_token_file")
+        return path.read_text().strip()
+
+    async def token(
+        self, name: str, role: auth.Role, *, deployment_id: str = DEFAULT_DEPLOYMENT
+    ) -> str:
+        """A new API token ``name`` of ``role`` in ``deployment_id``."""
+        async with self.cp.db.transaction() as session:
+            return await auth.create_token(
+                session, name=name, role=role, deployment_id=deployment_id
+            )
+
+    async def cli(
+        self,
+        app: typer.Typer,
+        *args: str,
+        token: str | None,
+        env: Mapping[str, str | None] | None = None,
+    ) -> Result:
+        """Invoke the command line ``app`` with ``args`` against this server.
+
+        Args:
+            app: the typer app (``tether.client.run_cli.app``, ...).
+            args: its arguments.
+            token: ``TETHER_TOKEN`` (None: unset).
+            env: more environment variables, over the URL and token (None unsets one).
+        """
+        full = {"TETHER_CONTROL_PLANE_URL": self.url, "TETHER_TOKEN": token, **(env or {})}
+        # In a thread: the CLI's blocking HTTP calls reach the server on this event loop.
+        return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=full)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: ControlPlaneSettings, *, daemons: bool = False, timeout_s: float = 30.0
+) -> AsyncIterator[Served]:
+    """Serve ``settings``' control plane on a free port until the block ends, then shut it
+    down and wait for it.
+
+    Args:
+        settings: the control plane's settings (``port`` is replaced by 0).
+        daemons: run the daemons inside the service (off: only the requests of the test
+            change anything; the run monitor follows ``settings.run_monitor``).
+        timeout_s: how long it may take to start listening, and to stop.
+    """
+    settings = settings.model_copy(update={"port": 0, "daemons": daemons})
+    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    task = asyncio.create_task(service.run(), name="control-plane")
+    try:
+        listening = asyncio.create_task(service.listening.wait())
+        await asyncio.wait(
+            {task, listening}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        listening.cancel()
+        if task.done():
+            task.result()  # its error, if it failed to start
+            raise AssertionError("the control plane stopped before it listened")
+        if not service.listening.is_set():
+            raise TimeoutError(f"the control plane did not listen within {timeout_s} s")
+        assert service.address is not None and service.control_plane is not None
+        url = "http://{}:{}".format(*service.address)
+        yield Served(service=service, cp=service.control_plane, url=url)
+    finally:
+        service.shutdown()
+        await asyncio.wait_for(task, timeout_s)

@@ -3,18 +3,16 @@ server and a real webhook receiver."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from controlplane_testkit import serving
 from tether.client.alert_cli import app
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.testing.alerts import HMAC_SECRET, http_receiver
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +24,10 @@ def backend() -> str:
 
 
 async def test_alert_commands(settings: ControlPlaneSettings, tmp_path: Path) -> None:
-    settings = settings.model_copy(update={"port": 0, "daemons": False})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        async with service.control_plane.db.transaction() as session:
-            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
-            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
-
-        async def tether(*args: str, token: str = editor) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+    async with serving(settings) as served:
+        editor = await served.token("ed", auth.Role.EDITOR)
+        viewer = await served.token("view", auth.Role.VIEWER)
+        tether = functools.partial(served.cli, app, token=editor)
 
         with http_receiver() as hooks:
             channel = tmp_path / "channel.json"
@@ -88,6 +76,3 @@ async def test_alert_commands(settings: ControlPlaneSettings, tmp_path: Path) ->
         assert (await tether("list")).stdout == ""
         missing = await tether("delete", "failures")
         assert missing.exit_code == 1 and "no alert policy" in missing.stderr
-    finally:
-        service.shutdown()
-        await task

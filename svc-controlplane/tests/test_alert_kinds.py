@@ -9,13 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-from controlplane_testkit import EVENTS, Api, Clock, example_snapshot, snapshot_with_instigators
+from controlplane_testkit import (
+    EVENTS,
+    Api,
+    Clock,
+    example_snapshot,
+    serving,
+    snapshot_with_instigators,
+)
 from tether.controlplane.alerts import AlertDaemon, DeliveryOptions
 from tether.controlplane.alerts.egress import LOOPBACK, EgressGuard
 from tether.controlplane.app import create_app
 from tether.controlplane.daemons import RunMonitor, SensorDaemon
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.wire.agent import Heartbeat
 from tether.shared.wire.base import ErrorInfo
@@ -163,20 +169,14 @@ async def test_a_backlog_over_the_threshold_alerts_once_and_once_more_when_under
 async def test_the_daemon_inside_serve_alerts_a_failed_run_on_its_own(
     settings: ControlPlaneSettings,
 ) -> None:
-    settings = settings.model_copy(update={"port": 0, "public_url": BASE, "daemon_interval_s": 0.2})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        cp = service.control_plane
-        assert cp is not None and settings.agent_token_file is not None
-        async with cp.db.transaction() as session:
-            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
+    settings = settings.model_copy(update={"public_url": BASE, "daemon_interval_s": 0.2})
+    async with serving(settings, daemons=True) as served:
+        admin = await served.token("adm", auth.Role.ADMIN)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(cp)),
+            transport=httpx.ASGITransport(app=create_app(served.cp)),
             base_url="http://cp",
         ) as client:
-            api = Api(client, cp, settings.agent_token_file.read_text().strip(), admin)
+            api = Api(client, served.cp, served.agent_token, admin)
             await api.load()
             with http_receiver() as hooks:
                 await _policy(api, hooks, "/hook", "RUN_FAILURE")
@@ -189,6 +189,3 @@ async def test_the_daemon_inside_serve_alerts_a_failed_run_on_its_own(
                         await asyncio.sleep(0.05)
                 (body,) = _bodies(hooks, "/hook")
         assert body["subject"] == run_id and body["link"] == f"{BASE}/runs/{run_id}"
-    finally:
-        service.shutdown()
-        await task

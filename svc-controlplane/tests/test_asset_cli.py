@@ -3,16 +3,15 @@ with a location whose snapshot the real SDK built and materializations from run 
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import time
-from typing import Any
 
 import pytest
+from controlplane_testkit import serving
 from tether.client.asset_cli import app
 from tether.controlplane.runs import lifecycle
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
 from tether.sdk import (
@@ -23,7 +22,6 @@ from tether.sdk import (
     asset,
 )
 from tether.shared.wire.runs import EventType, RunEvent
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 
@@ -47,23 +45,14 @@ def _defs() -> Definitions:
 
 
 async def test_asset_commands(settings: ControlPlaneSettings) -> None:
-    settings = settings.model_copy(update={"port": 0, "daemons": False})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        db = service.control_plane.db
+    async with serving(settings) as served:
+        admin = await served.token("adm", auth.Role.ADMIN)
+        viewer = await served.token("view", auth.Role.VIEWER)
+        db = served.cp.db
         async with db.transaction() as session:
-            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
-            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
             # The settings' workspace seeds location "loc"; its code server answers here.
             await locations.mark_loaded(session, "default", "loc", _defs().location_snapshot("loc"))
-
-        async def tether(*args: str, token: str = admin) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+        tether = functools.partial(served.cli, app, token=admin)
 
         listed = await tether("list", token=viewer)
         assert listed.exit_code == 0, listed.output
@@ -98,9 +87,6 @@ async def test_asset_commands(settings: ControlPlaneSettings) -> None:
         wiped = await tether("wipe", "orders")
         assert wiped.exit_code == 0 and wiped.stdout == "forgot 1 materialization record(s)\n"
         assert "never materialized" in (await tether("show", "orders")).stdout
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_materialize_with_a_range_launches_an_asset_backfill(
@@ -116,21 +102,12 @@ async def test_materialize_with_a_range_launches_an_asset_backfill(
     def summary(events: int) -> int:
         return events
 
-    settings = settings.model_copy(update={"port": 0, "daemons": False})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
+    async with serving(settings) as served:
         snapshot = Definitions(assets=[events, summary]).location_snapshot("loc")
-        async with service.control_plane.db.transaction() as session:
-            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
+        admin = await served.token("adm", auth.Role.ADMIN)
+        async with served.cp.db.transaction() as session:
             await locations.mark_loaded(session, "default", "loc", snapshot)
-
-        async def tether(*args: str) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": admin}
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+        tether = functools.partial(served.cli, app, token=admin)
 
         base = ("materialize", "events", "summary", "--location", "loc")
         done = await tether(*base, "--from", "2026-01-02", "--to", "2026-01-04", "--tag", "a=b")
@@ -146,9 +123,6 @@ async def test_materialize_with_a_range_launches_an_asset_backfill(
         # One partition, as before: a single run.
         one = json.loads((await tether(*base, "--partition", "2026-01-03", "--json")).stdout)
         assert one["tags"]["tether/partition"] == "2026-01-03"
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_report_records_a_run_less_materialization(settings: ControlPlaneSettings) -> None:
@@ -156,21 +130,12 @@ async def test_report_records_a_run_less_materialization(settings: ControlPlaneS
     defs = Definitions(
         assets=[AssetSpec("vendor/feed"), AssetSpec("vendor/regional", partitions_def=regions)]
     )
-    settings = settings.model_copy(update={"port": 0, "daemons": False})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        async with service.control_plane.db.transaction() as session:
-            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
-            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+    async with serving(settings) as served:
+        editor = await served.token("ed", auth.Role.EDITOR)
+        viewer = await served.token("view", auth.Role.VIEWER)
+        async with served.cp.db.transaction() as session:
             await locations.mark_loaded(session, "default", "loc", defs.location_snapshot("loc"))
-
-        async def tether(*args: str, token: str = editor) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+        tether = functools.partial(served.cli, app, token=editor)
 
         reported = await tether(
             "report",
@@ -209,6 +174,3 @@ async def test_report_records_a_run_less_materialization(settings: ControlPlaneS
             assert bad.exit_code == 2 and expected in bad.output, bad.output
         forbidden = await tether("report", "vendor/feed", token=viewer)
         assert forbidden.exit_code == 1 and "FORBIDDEN" in forbidden.stderr
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import time
-from typing import Any
 
 import pytest
+from controlplane_testkit import serving
 from tether.client.backfill_cli import app
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store.backfills import create_backfill
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +24,10 @@ def backend() -> str:
 
 async def test_backfill_commands(settings: ControlPlaneSettings) -> None:
     # No daemons: nothing but the commands changes the backfills.
-    settings = settings.model_copy(update={"port": 0, "daemons": False})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        db = service.control_plane.db
-        async with db.transaction() as session:
-            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
-            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+    async with serving(settings, daemons=False) as served:
+        editor = await served.token("ed", auth.Role.EDITOR)
+        viewer = await served.token("view", auth.Role.VIEWER)
+        async with served.cp.db.transaction() as session:
             ids = []
             for n in range(3):
                 backfill = await create_backfill(
@@ -50,11 +41,7 @@ async def test_backfill_commands(settings: ControlPlaneSettings) -> None:
                     now=time.time() + n,
                 )
                 ids.append(backfill.id)
-
-        async def tether(*args: str, token: str = editor) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
-            # In a thread: the CLI's blocking HTTP calls reach the server on this event loop.
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+        tether = functools.partial(served.cli, app, token=editor)
 
         listed = await tether("list", token=viewer)
         assert listed.exit_code == 0, listed.output
@@ -80,6 +67,3 @@ async def test_backfill_commands(settings: ControlPlaneSettings) -> None:
         missing = await tether("cancel", "nope")
         assert missing.exit_code == 1 and "NOT_FOUND" in missing.stderr
         assert (await tether("list", "--status", "bogus")).exit_code == 2
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import typer
-from controlplane_testkit import example_snapshot
+from controlplane_testkit import example_snapshot, serving
 from tether.client import run_cli, token_cli
 from tether.client.backfill_cli import app as backfill_app
 from tether.client.location_cli import app as location_app
@@ -20,14 +21,12 @@ from tether.client.run_cli import app as run_app
 from tether.client.token_cli import app as token_app
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import locations
 from tether.shared.agent_client import AgentClient
 from tether.shared.wire.logs import LogChunk, LogStream
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.work import WorkKind, WorkResult
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 
@@ -38,29 +37,19 @@ SECRET = "hunter2-Is-A-Secret"
 async def test_location_and_run_commands_through_the_api(
     settings: ControlPlaneSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"port": 0})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        async with service.control_plane.db.transaction() as session:
-            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
-            editor = await auth.create_token(session, name="ed", role=auth.Role.EDITOR)
-            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+    async with serving(settings, daemons=True) as served:
+        url = served.url
+        admin = await served.token("adm", auth.Role.ADMIN)
+        editor = await served.token("ed", auth.Role.EDITOR)
+        viewer = await served.token("view", auth.Role.VIEWER)
 
         async def stored_env(name: str) -> dict[str, str]:
-            assert service.control_plane is not None
-            async with service.control_plane.db.reading() as session:
+            async with served.cp.db.reading() as session:
                 row = await locations.get_location(session, "default", name)
             assert row is not None
             return dict(row.config["env"])
 
-        async def tether(app: Any, *args: str, token: str = editor) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token}
-            # In a thread: the CLI's blocking HTTP calls reach the server on this event loop.
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
+        tether = functools.partial(served.cli, token=editor)
 
         async def ok(app: Any, *args: str, token: str = editor) -> Any:
             result = await tether(app, *args, token=token)
@@ -121,7 +110,7 @@ async def test_location_and_run_commands_through_the_api(
         reloading = await ok(location_app, "reload", "loc")
         assert "reloading code location 'loc'" in reloading.stdout
 
-        async with AgentClient(url, settings.agent_token_file.read_text().strip()) as agent:
+        async with AgentClient(url, served.agent_token) as agent:
             # Answer the load of "loc" (the latest one queued) with a snapshot of job hello.
             items = await agent.claim_work("a1", ["process"], wait_s=1)
             loads = [
@@ -265,9 +254,6 @@ async def test_location_and_run_commands_through_the_api(
         assert len(json.loads((await ok(run_app, "list", "--json")).stdout)) == 2
         gone = await refused(run_app, "launch", "hello", "--location", "loc")
         assert "LocationNotLoadedError: no code location named 'loc'" in gone
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)
 
 
 def _plain(output: str) -> str:
@@ -293,16 +279,10 @@ def test_the_clients_roles_are_the_control_planes() -> None:
 async def test_the_token_comes_from_the_environment_or_a_file(
     settings: ControlPlaneSettings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"port": 0})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        async with service.control_plane.db.transaction() as session:
-            admin = await auth.create_token(session, name="adm", role=auth.Role.ADMIN)
-            viewer = await auth.create_token(session, name="view", role=auth.Role.VIEWER)
+    async with serving(settings, daemons=True) as served:
+        url = served.url
+        admin = await served.token("adm", auth.Role.ADMIN)
+        viewer = await served.token("view", auth.Role.VIEWER)
         admin_file, viewer_file, empty = (tmp_path / n for n in ("admin", "viewer", "empty"))
         admin_file.write_text(f"{admin}\n")
         viewer_file.write_text(viewer)
@@ -312,12 +292,7 @@ async def test_the_token_comes_from_the_environment_or_a_file(
 
         async def tether(app: Any, *args: str, **env: str | None) -> Any:
             # CliRunner: None unsets a variable, so the test's own environment cannot leak in.
-            full = {
-                "TETHER_CONTROL_PLANE_URL": url,
-                "TETHER_TOKEN": None,
-                "TETHER_TOKEN_FILE": None,
-            }
-            return await asyncio.to_thread(CliRunner().invoke, app, list(args), env={**full, **env})
+            return await served.cli(app, *args, token=None, env={"TETHER_TOKEN_FILE": None, **env})
 
         async def lists_tokens(*args: str, **env: str | None) -> bool:
             """Whether ``tether token list`` (admin only) worked with this token source."""
@@ -360,6 +335,3 @@ async def test_the_token_comes_from_the_environment_or_a_file(
         )  # fmt: skip
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 2 and b"not accepted" in stderr and admin.encode() not in stdout
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)

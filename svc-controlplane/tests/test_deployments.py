@@ -5,12 +5,13 @@ deployment's own limit."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
 
 import pytest
-from controlplane_testkit import Api
+from controlplane_testkit import Api, serving
 from sqlalchemy import select, update
 from tether.client.deployment_cli import app as deployment_app
 from tether.controlplane.cli import app
@@ -19,7 +20,6 @@ from tether.controlplane.daemons import RunCoordinator
 from tether.controlplane.db.models import Instigator, PendingRetry, Run
 from tether.controlplane.errors import BadInputError
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.controlplane.store import runs
 from tether.shared.wire.runs import RunStatus
@@ -353,22 +353,11 @@ async def test_prune_keeps_each_deployments_own_retention(
 async def test_the_deployment_commands_through_the_api(settings: ControlPlaneSettings) -> None:
     """``tether deployment ...`` against a real HTTP server, and the first token of a new
     deployment from ``tether controlplane create-token --deployment``."""
-    service = ControlPlaneService(settings.model_copy(update={"port": 0}), announce=_quiet)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        async with service.control_plane.db.transaction() as session:
-            org = await auth.create_token(session, name="org", role=auth.Role.ADMIN)
-
-        async def tether(cli: Any, *args: str, token: str = org) -> Any:
-            env = {
-                "TETHER_CONTROL_PLANE_URL": url,
-                "TETHER_TOKEN": token,
-                "TETHER_CONTROLPLANE_DATABASE_URL": settings.database_url,
-            }
-            return await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=env)
+    async with serving(settings, daemons=True) as served:
+        org = await served.token("org", auth.Role.ADMIN)
+        # `tether controlplane create-token` opens the database itself.
+        database = {"TETHER_CONTROLPLANE_DATABASE_URL": settings.database_url}
+        tether = functools.partial(served.cli, token=org, env=database)
 
         created = await tether(deployment_app, "create", "dev", "--from", "default")
         assert created.exit_code == 0, created.output
@@ -412,10 +401,3 @@ async def test_the_deployment_commands_through_the_api(settings: ControlPlaneSet
             controlplane_app, "create-token", "--deployment", "dev", "--name", "late"
         )
         assert refused_token.exit_code != 0
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)
-
-
-def _quiet(host: str, port: int) -> None:
-    pass

@@ -15,12 +15,12 @@ import graphql
 import httpx
 import pytest
 import schemathesis
+from controlplane_testkit import serving
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.graphql import nodes
 from tether.controlplane.api.schema import INTERNAL_ERROR_MESSAGE, schema_sdl
 from tether.controlplane.security import auth
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 
 pytestmark = pytest.mark.integration
@@ -79,32 +79,30 @@ def _bound(call: Any, role: str, token: str) -> Any:
 def live(settings: ControlPlaneSettings) -> Iterator[tuple[str, dict[str, str]]]:
     """A control plane serving HTTP on a free port (in a thread with its own loop), and a
     token per role."""
-    settings = settings.model_copy(
-        update={"port": 0, "claim_max_wait_s": 0.05, "daemons": False, "run_monitor": False}
-    )
+    settings = settings.model_copy(update={"claim_max_wait_s": 0.05, "run_monitor": False})
     loop = asyncio.new_event_loop()
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
+    url = ""
     tokens: dict[str, str] = {}
+    # Set (on the loop, from this thread) when the test is done: the server then stops.
+    done = asyncio.Event()
 
     async def serve() -> None:
-        task = asyncio.create_task(service.run())
-        await asyncio.wait_for(service.listening.wait(), 60)
-        assert service.control_plane is not None
-        async with service.control_plane.db.transaction() as session:
+        nonlocal url
+        async with serving(settings, daemons=False, timeout_s=60) as served:
             for role in (auth.Role.VIEWER, auth.Role.EDITOR, auth.Role.AGENT):
-                tokens[role.value] = await auth.create_token(session, name=role.value, role=role)
-        ready.set()
-        await task
+                tokens[role.value] = await served.token(role.value, role)
+            url = served.url
+            ready.set()
+            await done.wait()
 
     ready = threading.Event()
     thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
     thread.start()
     assert ready.wait(90), "the control plane did not start"
-    assert service.address is not None
     try:
-        yield "http://{}:{}".format(*service.address), tokens
+        yield url, tokens
     finally:
-        loop.call_soon_threadsafe(service.shutdown)
+        loop.call_soon_threadsafe(done.set)
         thread.join(60)
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
-from controlplane_testkit import EVENTS, EVENTS_OUTCOME, Api
+from controlplane_testkit import EVENTS, EVENTS_OUTCOME, Api, serving
 from tether.controlplane.api.schema import REGENERATE_SDL, schema_sdl
 from tether.controlplane.app import create_app
 from tether.controlplane.core import open_control_plane
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.agent_client import AgentClient
 from tether.shared.wire.errors import REQUEST_TOO_LARGE, AgentApiError
@@ -82,20 +80,10 @@ async def _chunks(total: int):  # type: ignore[no-untyped-def]
 async def test_the_agent_client_sees_request_too_large_not_bad_input(
     small_settings: ControlPlaneSettings,
 ) -> None:
-    settings = small_settings.model_copy(update={"port": 0})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and settings.agent_token_file is not None
-        url = "http://{}:{}".format(*service.address)
-        token = settings.agent_token_file.read_text().strip()
+    async with serving(small_settings, daemons=True) as served:
         events = [RunEvent.model_validate(e) for e in _events(100)]
-        async with AgentClient(url, token, retry_attempts=1) as client:
+        async with AgentClient(served.url, served.agent_token, retry_attempts=1) as client:
             with pytest.raises(AgentApiError) as caught:
                 await client.store_events(events)
         assert caught.value.code == REQUEST_TOO_LARGE
         assert not caught.value.is_bad_input  # a relay must split it, not dead-letter it
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import selectors
 import signal
@@ -10,12 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from controlplane_testkit import serving
 from tether.controlplane.cli import app as cli_app
-from tether.controlplane.service import ControlPlaneService
 from tether.controlplane.settings import ControlPlaneSettings
 from tether.shared.agent_client import AgentClient, UploadOutcome
 from tether.shared.wire.agent import Heartbeat
@@ -29,16 +29,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSettings) -> None:
-    settings = settings.model_copy(update={"port": 0, "anonymous_role": "viewer"})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None
-        host, port = service.address
-        assert settings.agent_token_file is not None
-        token = settings.agent_token_file.read_text().strip()
-        async with AgentClient(f"http://{host}:{port}", token, retry_attempts=1) as client:
+    settings = settings.model_copy(update={"anonymous_role": "viewer"})
+    async with serving(settings, daemons=True) as served:
+        async with AgentClient(served.url, served.agent_token, retry_attempts=1) as client:
             await client.heartbeat(Heartbeat(agent_id="a1", services={"poller": "running"}))
             (load,) = await client.claim_work("a1", ["process"], wait_s=1)
             assert load.kind == WorkKind.LOAD_LOCATION
@@ -48,7 +41,7 @@ async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSet
             assert await client.submit_results([result]) == UploadOutcome(0, 1)
 
             # Events and logs of a run (created directly: the location failed to load).
-            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+            async with httpx.AsyncClient(base_url=served.url) as http:
                 body = (
                     await http.post(
                         "/graphql",
@@ -84,16 +77,12 @@ async def test_the_shared_agent_client_speaks_this_api(settings: ControlPlaneSet
             assert await client.append_compute_logs([chunk, chunk]) == UploadOutcome(1, 1)
 
             # A long-poll in flight is released by a shutdown instead of holding it up.
-            assert service.control_plane is not None
-            queue = service.control_plane.queue
+            queue = served.cp.queue
             claim = asyncio.create_task(client.claim_work("a1", ["nothing-here"], wait_s=50))
             while queue.waiting == 0:  # only orders shutdown after the wait
                 await asyncio.sleep(0.01)
-            service.shutdown()
+            served.service.shutdown()
             assert await asyncio.wait_for(claim, 30) == []
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)
 
 
 def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
@@ -188,20 +177,9 @@ async def test_token_cli_creates_lists_and_revokes_through_the_api(
     from tether.client.token_cli import app as token_app
     from tether.controlplane.security import auth
 
-    settings = settings.model_copy(update={"port": 0})
-    service = ControlPlaneService(settings, announce=lambda host, port: None)
-    task = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.listening.wait(), 30)
-        assert service.address is not None and service.control_plane is not None
-        url = "http://{}:{}".format(*service.address)
-        async with service.control_plane.db.transaction() as session:
-            admin = await auth.create_token(session, name="root", role=auth.Role.ADMIN)
-
-        async def tether_token(*args: str, token: str | None = admin) -> Any:
-            env = {"TETHER_CONTROL_PLANE_URL": url, "TETHER_TOKEN": token or ""}
-            # In a thread: the CLI's blocking HTTP calls reach the server on this event loop.
-            return await asyncio.to_thread(CliRunner().invoke, token_app, list(args), env=env)
+    async with serving(settings, daemons=True) as served:
+        admin = await served.token("root", auth.Role.ADMIN)
+        tether_token = functools.partial(served.cli, token_app, token=admin)
 
         created = await tether_token("create", "--name", "ci", "--role", "launcher")
         assert created.exit_code == 0, created.output
@@ -224,6 +202,3 @@ async def test_token_cli_creates_lists_and_revokes_through_the_api(
         assert (await tether_token("revoke")).exit_code == 2
         bad_role = await tether_token("create", "--name", "x", "--role", "root")
         assert bad_role.exit_code == 2 and "unknown role 'root'" in bad_role.output
-    finally:
-        service.shutdown()
-        await asyncio.wait_for(task, 30)
