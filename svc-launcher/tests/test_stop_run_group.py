@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tether.launcher.process._spawned import stop_run_group, waited
+from tether.launcher.process._spawned import ended_within, stop_run_group
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,14 @@ async def _worker(tmp_path: Path, exit_on: int) -> tuple[asyncio.subprocess.Proc
 @pytest.mark.parametrize("exit_on", [1, 2])
 async def test_a_worker_that_stops_on_a_signal_is_not_killed(tmp_path: Path, exit_on: int) -> None:
     process, out = await _worker(tmp_path, exit_on)
-    ran = await stop_run_group(process.pid, 2.0, lambda s: waited(process, s))
+    ran = await stop_run_group(process.pid, 2.0, lambda s: ended_within(process.wait, s))
     assert ran and process.returncode == 0  # it exited itself: no SIGKILL
     assert out.read_text() == str(exit_on)
 
 
 async def test_a_worker_ignoring_both_signals_is_killed_at_the_end(tmp_path: Path) -> None:
     process, out = await _worker(tmp_path, 0)
-    assert await stop_run_group(process.pid, 1.0, lambda s: waited(process, s))
+    assert await stop_run_group(process.pid, 1.0, lambda s: ended_within(process.wait, s))
     assert process.returncode == -9 and out.read_text() == "2"
 
 
@@ -57,4 +57,4 @@ async def test_a_group_already_gone_was_not_running(tmp_path: Path) -> None:
     process, _ = await _worker(tmp_path, 1)
     process.kill()
     await process.wait()
-    assert not await stop_run_group(process.pid, 1.0, lambda s: waited(process, s))
+    assert not await stop_run_group(process.pid, 1.0, lambda s: ended_within(process.wait, s))

@@ -22,7 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tether.launcher.errors import LauncherError, LocationRefusedError, RunLaunchError
-from tether.launcher.process._spawned import ReadyLineError, SpawnedProcess, stop_run_group
+from tether.launcher.process._spawned import (
+    ReadyLineError,
+    SpawnedProcess,
+    ended_within,
+    stop_run_group,
+)
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import decode
 from tether.shared.wire.errors import ContractError
@@ -141,15 +146,7 @@ class WarmRun:
         """Stop it in stages (:func:`stop_run_group`); whether it was running."""
         if self.returncode is not None:
             return False
-        return await stop_run_group(self.pid, grace_s, self._ended_within)
-
-    async def _ended_within(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await stop_run_group(self.pid, grace_s, lambda s: ended_within(self.wait, s))
 
 
 async def _read_reply(reader: asyncio.StreamReader) -> ForkStarted | ForkRefused | ForkExited:

@@ -21,10 +21,10 @@ from tether.launcher.errors import LauncherError
 from tether.launcher.process._forkserver import EXIT_CODE_UNKNOWN
 from tether.launcher.process._spawned import (
     KILL_WAIT_S,
+    ended_within,
     process_running,
     process_start_ticks,
     stop_run_group,
-    waited,
 )
 from tether.launcher.substrate import CodeServerHandle, RunWorkerHandle
 
@@ -150,7 +150,7 @@ class ColdRun:
         if self.process.returncode is not None:
             return False
         return await stop_run_group(
-            self.process.pid, grace_s, lambda seconds: waited(self.process, seconds)
+            self.process.pid, grace_s, lambda seconds: ended_within(self.process.wait, seconds)
         )
 
 

@@ -155,11 +155,12 @@ async def stop_run_group(
     return True
 
 
-async def waited(process: asyncio.subprocess.Process, seconds: float) -> bool:
-    """Whether child ``process`` ended within ``seconds`` (waiting for it)."""
+async def ended_within(wait: Callable[[], Awaitable[int]], seconds: float) -> bool:
+    """Whether ``wait()`` (a process's wait for its exit, safe to cancel) returned within
+    ``seconds``."""
     try:
         async with asyncio.timeout(seconds):
-            await process.wait()
+            await wait()
     except TimeoutError:
         return False
     return True
