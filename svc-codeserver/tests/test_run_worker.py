@@ -21,7 +21,7 @@ from tether.shared.nats.subjects import Stream
 from tether.shared.wire.base import decode, new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import LogChunk, LogStream
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import INTERRUPT_AFTER_ENV, ExecuteRunArgs
 from tether.shared.wire.runs import TERMINAL_EVENT_TYPES, EventType, RunEvent
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import nats_connect, run_worker_env
@@ -614,8 +614,15 @@ defs = Definitions(jobs=[slow])
 """
 
 
-@pytest.mark.parametrize("signals", [1, 2])
-async def test_sigterm_cancels_the_run(nats_server, tmp_path: Path, signals: int) -> None:
+@pytest.mark.parametrize(
+    ("signals", "interrupt_after"), [(1, None), (2, None), (1, "0.5")], ids=["1", "2", "1+timer"]
+)
+async def test_sigterm_cancels_the_run(
+    nats_server, tmp_path: Path, signals: int, interrupt_after: str | None
+) -> None:
+    """One SIGTERM lets the op finish and starts no other; a second one interrupts the op;
+    with TETHER_RUN_WORKER_INTERRUPT_AFTER_S (what launchers set) one SIGTERM interrupts
+    it that much later (a platform such as Kubernetes sends only one)."""
     path = tmp_path / "cancel_location.py"
     path.write_text(CANCEL_LOCATION)
     marker = tmp_path / "marker"
@@ -635,7 +642,8 @@ async def test_sigterm_cancels_the_run(nats_server, tmp_path: Path, signals: int
             started.set_result(event.step_key)
 
     sub = await nc.subscribe(subjects.events(args.run.run_id), cb=on_event)
-    proc = await start_worker(args)
+    env = {INTERRUPT_AFTER_ENV: interrupt_after} if interrupt_after else {}
+    proc = await start_worker(args, **env)
     assert await asyncio.wait_for(started, 30) == "wait_for_marker"
     assert proc.stderr is not None
     for _ in range(signals):
@@ -643,14 +651,14 @@ async def test_sigterm_cancels_the_run(nats_server, tmp_path: Path, signals: int
         # Signals sent back to back coalesce; wait until the worker has seen this one.
         while b"received SIGTERM" not in await asyncio.wait_for(proc.stderr.readline(), 30):
             pass
-    if signals == 1:
+    if signals == 1 and interrupt_after is None:
         marker.write_text("go")  # the op finishes normally; the next one must not start
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     await sub.unsubscribe()
     assert proc.returncode == 0, err.decode()
     events = await read_events(js, args.run.run_id)
     assert_numbered(events, args.run.run_id)
-    if signals == 1:
+    if signals == 1 and interrupt_after is None:
         assert kinds(events) == [
             (E.RUN_START, None),
             (E.STEP_START, "wait_for_marker"),

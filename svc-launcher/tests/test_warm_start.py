@@ -36,7 +36,7 @@ from tether.shared.wire.base import decode, new_id
 from tether.shared.wire.forkserver import WARM_START_ENV
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.logs import LogChunk, LogStream
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import INTERRUPT_AFTER_ENV, ExecuteRunArgs
 from tether.shared.wire.runs import EventType, RunEvent
 from tether.shared.wire.work import LaunchRunPayload
 from tether.testing import run_worker_env
@@ -152,10 +152,18 @@ def run_args(
 
 
 async def launch(
-    substrate: ProcessSubstrate, args: ExecuteRunArgs, *, expect_warm: bool
+    substrate: ProcessSubstrate,
+    args: ExecuteRunArgs,
+    *,
+    expect_warm: bool,
+    env: dict[str, str] | None = None,
 ) -> RunWorkerHandle:
     # With the run's own NATS user, as the launcher's handler mints it.
-    env = {"TRACEPARENT": TRACEPARENT, **run_worker_env(args.nats_url, args.run.run_id)}
+    env = {
+        "TRACEPARENT": TRACEPARENT,
+        **run_worker_env(args.nats_url, args.run.run_id),
+        **(env or {}),
+    }
     handle = await substrate.launch_run(args, env)
     assert handle.warm is expect_warm
     assert handle.pid is not None
@@ -262,11 +270,11 @@ async def test_terminate_cancels_the_run(
         location = location.model_copy(update={"env": {WARM_START_ENV: "0"}})
     config = {"ops": {"wait_for_marker": {"config": {"path": str(tmp_path / "never")}}}}
     args = run_args(location, nats_server.url, "slow", config)
-    handle = await launch(warm, args, expect_warm=is_warm)
+    # The launcher's handler tells the worker to interrupt its op half its grace after a
+    # SIGTERM: the op's cleanup runs and the worker ends the run CANCELED before SIGKILL.
+    handle = await launch(warm, args, expect_warm=is_warm, env={INTERRUPT_AFTER_ENV: "0.5"})
     await wait_step_start(js, args.run.run_id)
-    # A SIGTERM (no further op), a second one half the grace later interrupts the op
-    # (its cleanup runs): the worker ends the run CANCELED itself, before any SIGKILL.
-    assert await warm.terminate_run(handle, grace_s=1.0)
+    assert await warm.terminate_run(handle, grace_s=5.0)
     assert await warm.wait_run(handle) == 0
     types = [(e.event_type, e.step_key) for e in await events_of(js, args.run.run_id)]
     assert types[-2:] == [(E.STEP_FAILURE, "wait_for_marker"), (E.RUN_CANCELED, None)]

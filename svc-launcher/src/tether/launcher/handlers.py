@@ -35,7 +35,7 @@ from tether.launcher.settings import LauncherSettings
 from tether.launcher.substrate import BoundedStarts, RunWorkerHandle, Substrate, WorkerRecord
 from tether.shared.runtime import telemetry
 from tether.shared.wire.base import ErrorInfo
-from tether.shared.wire.process import ExecuteRunArgs
+from tether.shared.wire.process import INTERRUPT_AFTER_ENV, ExecuteRunArgs
 from tether.shared.wire.work import (
     LaunchRunPayload,
     LoadLocationPayload,
@@ -402,6 +402,10 @@ class WorkHandlers:
         env = {telemetry.TRACEPARENT_ENV: traceparent} if traceparent else {}
         # The run's own NATS user, in the environment (never in argv).
         env |= self._run_credentials.env_for(payload.run_id)
+        # A termination's one SIGTERM stops it starting ops; half the grace later it
+        # interrupts its op itself (cleanup runs), before the SIGKILL at the end.
+        if self._settings.terminate_grace_s > 0:
+            env[INTERRUPT_AFTER_ENV] = f"{self._settings.terminate_grace_s / 2:g}"
         started: list[ClaimEntry] = []
 
         async def go_ahead() -> None:

@@ -89,9 +89,9 @@ class LauncherSettings(AgentSettings):
         default=10.0,
         ge=0,
         description=(
-            "Seconds a terminated run worker gets: SIGTERM (it starts no further op), a "
-            "second SIGTERM after half of them (its running op is interrupted and its "
-            "cleanup runs), SIGKILL at their end."
+            "Seconds a terminated run worker gets between SIGTERM and SIGKILL: it starts no "
+            "further op, and half of them after the SIGTERM it interrupts its running op "
+            "itself (the op's cleanup runs, the run ends CANCELED)."
         ),
     )
     max_concurrency: int = Field(

@@ -20,6 +20,13 @@ from tether.shared.wire.work import LaunchRunPayload
 ANY_INTERFACE = "0.0.0.0"  # noqa: S104
 
 
+#: The run worker's environment variable that says how many seconds after a termination's
+#: SIGTERM it interrupts the running op by itself (the launcher sets half its grace period:
+#: a platform that sends one SIGTERM before its SIGKILL, as Kubernetes and ECS do, then
+#: still gets the op interrupted and its cleanup run).
+INTERRUPT_AFTER_ENV = "TETHER_RUN_WORKER_INTERRUPT_AFTER_S"
+
+
 class ExecuteRunArgs(WireModel):
     """Everything ``tether api execute-run`` needs, passed as one JSON argument."""
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -216,12 +217,21 @@ def _worker_logging(level: str) -> int:
     return fd
 
 
-def _install_signal_handlers(cancellation: Cancellation, stderr_fd: int) -> Callable[[], None]:
+def _install_signal_handlers(
+    cancellation: Cancellation, stderr_fd: int, interrupt_after_s: float | None = None
+) -> Callable[[], None]:
     def handle(signum: int, frame: object) -> None:
         # No logging here: the handler may interrupt the logging machinery itself
         # (re-entrant write on the same buffered stream). One raw write is safe.
         name = signal.Signals(signum).name
-        action = "stopping after the current op" if cancellation.count == 0 else "interrupting"
+        first = cancellation.count == 0
+        action = "stopping after the current op" if first else "interrupting"
+        if first and interrupt_after_s is not None:
+            action += f", interrupting it in {interrupt_after_s:g}s"
+            # The second request comes as a signal, so it lands on the main thread.
+            timer = threading.Timer(interrupt_after_s, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
         os.write(stderr_fd, f"run worker: received {name}; {action}\n".encode())
         cancellation.request()
 
@@ -258,7 +268,7 @@ def execute_run(
         return 2
     configure_tracing("tether-run-worker")
     cancellation = Cancellation()
-    restore_signals = _install_signal_handlers(cancellation, stderr_fd)
+    restore_signals = _install_signal_handlers(cancellation, stderr_fd, settings.interrupt_after_s)
     publisher = JetStreamPublisher(
         args.nats_url,
         connect_timeout=settings.nats_connect_timeout,

@@ -18,6 +18,14 @@ class RunWorkerSettings(BaseSettings):
         "in the environment, never argv, read once and removed from it, so processes the "
         "op starts do not inherit it. Unset: connect without credentials.",
     )
+    interrupt_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after a first SIGTERM/SIGINT (start no further op) at which the "
+        "running op is interrupted as if a second one came (RunInterrupted raised in it, so "
+        "its cleanup runs). The launcher sets half its grace period. Unset: only a second "
+        "signal interrupts.",
+    )
     nats_connect_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to keep trying the first NATS connection."
     )

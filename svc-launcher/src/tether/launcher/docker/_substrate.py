@@ -448,35 +448,20 @@ class DockerSubstrate:
             return None
 
     async def terminate_run(self, handle: DockerRunWorker, grace_s: float) -> bool:
-        """Stop the run's container in the stages its worker understands: SIGTERM (it
-        starts no further op), SIGTERM again after half of ``grace_s`` (its running op is
-        interrupted and its cleanup runs), SIGKILL after ``grace_s``; whether it ran."""
+        """Stop the run's container: SIGTERM, SIGKILL after ``grace_s`` (whole seconds).
+
+        Its worker starts no further op on SIGTERM and interrupts the running one itself
+        half the grace later (``TETHER_RUN_WORKER_INTERRUPT_AFTER_S``), reporting
+        RUN_CANCELED before the SIGKILL.
+        """
         c = await self._run_container(handle)
         if c is None or c.status not in _ALIVE:
             return False
-        for signal in ("SIGTERM", "SIGTERM", "SIGKILL"):
-            try:
-                await self._call(c.kill, signal=signal)
-            except docker.errors.NotFound:
-                return True  # removed meanwhile: it ended
-            except docker.errors.APIError as err:
-                if err.status_code == 409:  # "is not running": it ended
-                    return True
-                raise
-            if signal == "SIGKILL" or await self._ended_within(handle, grace_s / 2):
-                return True
+        try:
+            await self._call(c.stop, timeout=math.ceil(grace_s))
+        except docker.errors.NotFound:
+            return False
         return True
-
-    async def _ended_within(self, handle: DockerRunWorker, seconds: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            c = await self._run_container(handle)
-            if c is None or c.status not in _ALIVE:
-                return True
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.2)
 
     async def run_alive(self, handle: DockerRunWorker) -> bool:
         """Whether the run's container is running."""

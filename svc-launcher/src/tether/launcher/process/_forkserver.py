@@ -143,7 +143,7 @@ class WarmRun:
         return self.returncode
 
     async def terminate(self, grace_s: float) -> bool:
-        """Stop it in stages (:func:`stop_run_group`); whether it was running."""
+        """SIGTERM, SIGKILL after ``grace_s`` (:func:`stop_run_group`); whether it ran."""
         if self.returncode is not None:
             return False
         return await stop_run_group(self.pid, grace_s, lambda s: ended_within(self.wait, s))

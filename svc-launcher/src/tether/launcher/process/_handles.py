@@ -57,8 +57,8 @@ class WorkerProcess(Protocol):
         ...
 
     async def terminate(self, grace_s: float) -> bool:
-        """Stop it: SIGTERM, SIGTERM again (interrupting its op) after half of ``grace_s``,
-        SIGKILL after ``grace_s`` (:func:`stop_run_group`); whether it was running."""
+        """SIGTERM its process group, SIGKILL after ``grace_s`` (:func:`stop_run_group`);
+        whether it was running."""
         ...
 
 
@@ -146,7 +146,7 @@ class ColdRun:
         return await self.process.wait()
 
     async def terminate(self, grace_s: float) -> bool:
-        """Stop it in stages (:func:`stop_run_group`); whether it was running."""
+        """SIGTERM, SIGKILL after ``grace_s`` (:func:`stop_run_group`); whether it ran."""
         if self.process.returncode is not None:
             return False
         return await stop_run_group(
@@ -183,7 +183,7 @@ class RecordedRun:
         raise LauncherError(f"run worker {self.pid} of {self.run_id} was not started here")
 
     async def terminate(self, grace_s: float) -> bool:
-        """Stop it in stages (:func:`stop_run_group`); whether it was running."""
+        """SIGTERM, SIGKILL after ``grace_s`` (:func:`stop_run_group`); whether it ran."""
         if not _is_run_worker(self.pid, self.run_id, self.pid_start):
             return False
         return await stop_run_group(self.pid, grace_s, self._gone_within)

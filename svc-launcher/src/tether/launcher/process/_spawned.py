@@ -125,28 +125,20 @@ async def terminate_group(process: asyncio.subprocess.Process, grace_s: float) -
 async def stop_run_group(
     pgid: int, grace_s: float, gone_within: Callable[[float], Awaitable[bool]]
 ) -> bool:
-    """Stop a run worker's process group ``pgid`` in the stages the worker understands;
-    return whether it was running.
+    """SIGTERM a run worker's process group ``pgid``, SIGKILL it after ``grace_s``; return
+    whether it was running.
 
-    1. SIGTERM: the worker starts no further op (the running one may finish);
-    2. after half of ``grace_s``, SIGTERM again: the running op is interrupted
-       (``RunInterrupted`` is raised inside it, so its ``finally`` blocks run) and the
-       worker reports RUN_CANCELED;
-    3. after ``grace_s``, SIGKILL.
-
-    ``gone_within(seconds)`` waits at most that long for the worker to end and says
-    whether it did.
+    The worker starts no further op on SIGTERM and interrupts the running one itself half
+    the grace later (the launcher set ``TETHER_RUN_WORKER_INTERRUPT_AFTER_S``), so its
+    cleanup runs and it reports RUN_CANCELED; the SIGKILL is for a worker stuck past that.
+    ``gone_within(seconds)`` waits at most that long for it to end and says whether it did.
     """
     try:
         # Its own session: the group id is its pid, and the group holds its children.
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    if await gone_within(grace_s / 2):
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    if await gone_within(grace_s / 2):
+    if await gone_within(grace_s):
         return True
     log.warning("run worker %d still running %.1fs after SIGTERM; killing it", pgid, grace_s)
     with contextlib.suppress(ProcessLookupError):
