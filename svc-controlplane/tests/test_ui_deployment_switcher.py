@@ -81,6 +81,9 @@ async def test_sign_in_to_two_deployments_and_switch_between_them(api: Api) -> N
         assert moved.status_code == 303 and moved.headers["location"] == "/"
         after = client.cookies["tether_session"]
         assert after != before
+        async with browser(api) as other:  # the id it left works no more
+            left = await other.get("/runs", headers={"Cookie": f"tether_session={before}"})
+            assert left.status_code == 401
         page = await client.get("/runs")
         assert shown(page.text) == "default" and choices(page.text) == ["staging"]
         assert run_id in page.text

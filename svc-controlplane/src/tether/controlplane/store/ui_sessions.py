@@ -3,7 +3,7 @@ session is and how cookies carry it are :mod:`tether.controlplane.ui.sessions`'.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.models import ApiToken, UiSession
 
@@ -63,11 +63,12 @@ async def group_members(session: AsyncSession, group_hash: str) -> list[tuple[Ui
 
 
 async def rekey(session: AsyncSession, id_hash: str, new_id_hash: str) -> None:
-    """Give the session stored under ``id_hash`` a new id (its old id stops working)."""
+    """Give the session stored under ``id_hash`` a new id (its old id stops working); it
+    stays in its group (a session from before groups keeps its old id as the group's)."""
     await session.execute(
         update(UiSession)
         .where(UiSession.id_hash == id_hash)
-        .values(id_hash=new_id_hash)
+        .values(id_hash=new_id_hash, group_hash=func.coalesce(UiSession.group_hash, id_hash))
         .execution_options(synchronize_session=False)
     )
 

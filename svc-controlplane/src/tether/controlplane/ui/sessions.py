@@ -176,7 +176,7 @@ async def switch_session(
 ) -> str | None:
     """The id to put in the cookie to act in ``deployment_id``: the group's live session of
     that deployment, given a fresh id (only the server keeps hashes, so the browser gets a
-    new one; the old one stops working). None: the group has no live session of it."""
+    new one); the id it leaves stops working. None: the group has no live session of it."""
     current = await find_session(session, session_id, now=now, idle_timeout_s=idle_timeout_s)
     if current is None:
         return None
@@ -188,6 +188,10 @@ async def switch_session(
         ):
             fresh = secrets.token_urlsafe(32)
             await ui_sessions.rekey(session, ui.id_hash, hash_session_id(fresh))
+            # The id the browser leaves stops working too: one live id per browser.
+            await ui_sessions.rekey(
+                session, hash_session_id(session_id), hash_session_id(secrets.token_urlsafe(32))
+            )
             await ui_sessions.mark_seen(session, current.group_hash, now)
             return fresh
     return None
