@@ -162,6 +162,10 @@ def test_k8s_agent_services_are_given_every_node_and_three_replicas() -> None:
 # --- Running the configurations ------------------------------------------------------
 
 
+#: The Secret tether-nats-routes, as the test creates it.
+ROUTE_SECRETS = {"user": "route", "password": "0123456789abcdef"}
+
+
 @dataclass
 class Node:
     name: str
@@ -216,6 +220,25 @@ async def _assert_cluster_keeps_a_stream_on_every_node(
         await nc.close()
 
 
+async def _route_answer(port: int, user: str | None, password: str | None) -> str:
+    """What a node's route port answers a would-be peer's CONNECT with these credentials
+    (``-ERR ...`` when refused, ``PONG``/``INFO`` when let in)."""
+    import json
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert (await reader.readline()).startswith(b"INFO ")
+        connect: dict[str, object] = {"verbose": False, "pedantic": False, "name": "intruder"}
+        if user is not None:
+            connect |= {"user": user, "pass": password}
+        writer.write(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return (await reader.readline()).decode().strip()
+    finally:
+        writer.close()
+
+
 @pytest.fixture
 def k8s_nodes(tmp_path: Path) -> Iterator[tuple[list[Node], Path]]:
     """The k8s ConfigMap's nats.conf and the StatefulSet's environment, run as three
@@ -238,7 +261,6 @@ def k8s_nodes(tmp_path: Path) -> Iterator[tuple[list[Node], Path]]:
     )
     # As the pod mounts them: conf/<node>.conf includes ../auth/nats-server.conf.
     (tmp_path / "conf").mkdir()
-    secrets = {"user": "route", "password": "0123456789abcdef"}
     try:
         for node in nodes:
             local = conf
@@ -256,7 +278,7 @@ def k8s_nodes(tmp_path: Path) -> Iterator[tuple[list[Node], Path]]:
                 if "value" in item:
                     env[item["name"]] = _expand(item["value"], env)
                 elif "secretKeyRef" in item["valueFrom"]:
-                    env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["key"]]
+                    env[item["name"]] = ROUTE_SECRETS[item["valueFrom"]["secretKeyRef"]["key"]]
                 else:
                     assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
                     env[item["name"]] = node.name
