@@ -34,7 +34,7 @@ import pytest
 from stack_api import gql, launch, wait_for, wait_location_loaded, wait_run_done
 from tether.shared.nats.connection import connect_nats
 from tether.shared.nats.streams import nats_unavailable
-from tether.shared.nats.subjects import Stream
+from tether.shared.nats.subjects import Bucket, Stream
 from tether.testing import free_port
 
 from tether.dev.stack import DevStack, StackConfig
@@ -569,6 +569,20 @@ def stream_peers(stack: DevStack, stream: Stream) -> StreamPeers:
     return asyncio.run(ask())
 
 
+def stream_replicas(stack: DevStack) -> dict[str, int]:
+    """Every stream of the agent's account (KV buckets' included) -> its replica count."""
+
+    async def ask() -> dict[str, int]:
+        nc = await connect_nats(stack.config.nats_url, "test", stack.nats_admin_creds)
+        try:
+            infos = await nc.jetstream(timeout=5.0).streams_info()
+            return {i.config.name: i.config.num_replicas for i in infos if i.config.name}
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
 def statuses(stack: DevStack, ids: list[str]) -> list[str]:
     query = " ".join(f'r{i}: run(id: "{run_id}") {{ status }}' for i, run_id in enumerate(ids))
     data = gql(stack, f"{{ {query} }}")
@@ -587,6 +601,10 @@ def test_storm_on_a_nats_cluster_survives_the_events_leader_killed_9(make_stack,
     wait_location_loaded(stack, "chaos")
     before = stream_peers(stack, Stream.EVENTS)
     assert {before.leader, *before.replicas} == nodes, before
+    # Every stream and KV bucket the services declared is on all three nodes.
+    replicas = stream_replicas(stack)
+    assert {str(Stream.EVENTS), str(Stream.WORK), f"KV_{Bucket.RUN_CLAIMS}"} <= set(replicas)
+    assert set(replicas.values()) == {3}, replicas
 
     ids = []
     for _ in range(CLUSTER_STORM_RUNS):
