@@ -34,7 +34,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "deploy" / "compose"
-CONTROL_PLANE = ["nats", "controlplane-migrate", "controlplane", "controlplane-daemons"]
+NATS = ["nats", "nats-2", "nats-3"]  # one JetStream cluster
+CONTROL_PLANE = [*NATS, "controlplane-migrate", "controlplane", "controlplane-daemons"]
 AGENT = ["poller", "launcher", "eventrelay", "logship"]
 
 RUN_QUERY = """query($id: String!) { run(id: $id) {
@@ -87,7 +88,7 @@ def test_the_compose_stack_scaled_runs_the_example_job_to_success(tmp_path: Path
     compose_tool()
     client = engine()
     started = time.monotonic()
-    images = {"nats": build_nats_image(client)}
+    images = dict.fromkeys(NATS, build_nats_image(client))
     for service in ("controlplane", *AGENT):
         images[service] = build_deploy_image(client, ROOT, service)
     images["controlplane-migrate"] = images["controlplane-daemons"] = images["controlplane"]
@@ -97,7 +98,7 @@ def test_the_compose_stack_scaled_runs_the_example_job_to_success(tmp_path: Path
     client.images.get(examples).tag("tether-examples", "latest")
     built_s = time.monotonic() - started
 
-    for name in ("compose.yaml", "workspace.toml"):
+    for name in ("compose.yaml", "workspace.toml", "nats-cluster.conf"):
         shutil.copy(COMPOSE / name, tmp_path / name)
     subprocess.run(
         [sys.executable, "-m", "tether.shared.runtime.cli", "nats-auth", "init"]
@@ -125,6 +126,12 @@ def test_the_compose_stack_scaled_runs_the_example_job_to_success(tmp_path: Path
         "POSTGRES_PASSWORD": "tether",
         "POSTGRES_DB": database,
         "TETHER_NATS_PORT": str(nats_port),
+        "TETHER_NATS_PORT_2": str(free_port()),
+        "TETHER_NATS_PORT_3": str(free_port()),
+        "TETHER_NATS_CLUSTER_PORT": str(free_port()),
+        "TETHER_NATS_CLUSTER_PORT_2": str(free_port()),
+        "TETHER_NATS_CLUSTER_PORT_3": str(free_port()),
+        "TETHER_NATS_ROUTE_PASSWORD": secrets.token_hex(16),
         "TETHER_CONTROLPLANE_PORT": str(cp_port),
         "TETHER_AGENT_ID": agent_id,
         # The agent's half is rendered later, with the control plane's key.
@@ -136,7 +143,7 @@ def test_the_compose_stack_scaled_runs_the_example_job_to_success(tmp_path: Path
         env,
         images=images,
         waits={
-            "nats": LogMessageWaitStrategy("Server is ready"),
+            **dict.fromkeys(NATS, LogMessageWaitStrategy("Server is ready")),
             "controlplane-migrate": LogMessageWaitStrategy("migrated the database from"),
             "controlplane-daemons": LogMessageWaitStrategy("daemons running"),
         },

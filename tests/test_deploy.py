@@ -122,7 +122,11 @@ def test_nats_requires_auth_and_each_pod_mounts_only_its_own_nats_user() -> None
     docs = {d["metadata"]["name"]: d for _, d in k8s_documents()}
     nats = docs["nats"]["spec"]["template"]["spec"]
     [server] = nats["containers"]
-    assert server["args"][:2] == ["--config", "/etc/nats/auth/nats-server.conf"]
+    # Its configuration includes the auth one `tether nats-auth init` wrote (and adds
+    # JetStream and the cluster: tests/test_deploy_nats_cluster.py).
+    assert server["args"][:2] == ["--config", "/etc/nats/conf/nats.conf"]
+    conf = docs["nats-config"]["data"]["nats.conf"]
+    assert conf.startswith('include "../auth/nats-server.conf"\n')
     assert {
         "name": "auth",
         "secret": {"secretName": "tether-nats-server", "defaultMode": 0o440},
@@ -192,6 +196,7 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
         "TETHER_AGENT_TOKEN": "t",
         "POSTGRES_PASSWORD": "p",
         "TETHER_WORK_PUBLIC_KEYS": "ed25519:k",
+        "TETHER_NATS_ROUTE_PASSWORD": "r",
     }
     done = subprocess.run(
         [tool, "-f", str(DEPLOY / "compose/compose.yaml"), "config"],
@@ -211,11 +216,15 @@ def test_compose_file_is_valid_and_every_agent_service_scales() -> None:
         for v in rendered["launcher"]["volumes"]
     ]
     assert ("launcher-state", str(Path(secret_file).parent)) in mounts
-    assert rendered["poller"]["environment"]["TETHER_NATS_URL"] == "nats://127.0.0.1:4222"
+    assert rendered["poller"]["environment"]["TETHER_NATS_URL"] == ",".join(
+        f"nats://127.0.0.1:{port}" for port in (4222, 4223, 4224)
+    )  # the three nodes (tests/test_deploy_nats_cluster.py)
     for name in AGENT_SERVICES:
         assert rendered[name]["environment"]["TETHER_WORK_PUBLIC_KEYS"] == "ed25519:k"
     # NATS requires auth; each agent service mounts only its own NATS user.
-    assert rendered["nats"]["command"][:2] == ["--config", "/run/secrets/nats-server-conf"]
+    assert rendered["nats"]["command"][:2] == ["--config", "/run/secrets/nats-cluster-conf"]
+    nats_secrets = [s["source"] if isinstance(s, dict) else s for s in rendered["nats"]["secrets"]]
+    assert "nats-server-conf" in nats_secrets  # the auth the cluster configuration includes
     for name in AGENT_SERVICES:
         [secret, *extra] = [
             s["source"] if isinstance(s, dict) else s for s in rendered[name]["secrets"]
@@ -300,7 +309,7 @@ def test_compose_nats_and_control_plane_come_up_healthy_and_nats_requires_auth(
         "controlplane-daemons": controlplane_image,
     }
     # An operator's directory: the compose files, and NATS's keys from `tether nats-auth init`.
-    for name in ("compose.yaml", "workspace.toml"):
+    for name in ("compose.yaml", "workspace.toml", "nats-cluster.conf"):
         shutil.copy(DEPLOY / "compose" / name, tmp_path / name)
     subprocess.run(
         [sys.executable, "-m", "tether.shared.runtime.cli", "nats-auth", "init"]
@@ -323,6 +332,8 @@ def test_compose_nats_and_control_plane_come_up_healthy_and_nats_requires_auth(
         "POSTGRES_DB": database,
         "TETHER_WORK_PUBLIC_KEYS": "ed25519:k",
         "TETHER_NATS_PORT": str(nats_port),
+        "TETHER_NATS_CLUSTER_PORT": str(free_port()),
+        "TETHER_NATS_ROUTE_PASSWORD": secrets.token_hex(16),
         "TETHER_CONTROLPLANE_PORT": str(cp_port),
     }
     started = time.monotonic()

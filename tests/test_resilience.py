@@ -9,10 +9,15 @@ to leave it there for the 60 s ack wait): by the control plane's clock at most
 LATENESS_BOUND_S; by polling while it happens at most LATENESS_REGRESSION_S (and
 LATENESS_BOUND_S for what polling first saw after its first look, with
 TETHER_STORM_STRICT=1); its figures go to test-artifacts/chaos/storm.json.
+
+On a three-node JetStream cluster (every stream and bucket on all three), a storm with the
+node leading the events stream killed -9 mid-storm loses and duplicates nothing either,
+with no service restarted, and the node, restarted, catches up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -27,6 +32,9 @@ from typing import Any
 import httpx
 import pytest
 from stack_api import gql, launch, wait_for, wait_location_loaded, wait_run_done
+from tether.shared.nats.connection import connect_nats
+from tether.shared.nats.streams import nats_unavailable
+from tether.shared.nats.subjects import Bucket, Stream
 from tether.testing import free_port
 
 from tether.dev.stack import DevStack, StackConfig
@@ -49,7 +57,9 @@ stdout_line = chaos_jobs.stdout_line
 def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
     stacks: list[DevStack] = []
 
-    def make(env: dict[str, str] | None = None, **replicas: int) -> DevStack:
+    def make(
+        env: dict[str, str] | None = None, *, nats_nodes: int = 1, **replicas: int
+    ) -> DevStack:
         marks = tmp_path / "marks"
         marks.mkdir()
         config = StackConfig(
@@ -59,6 +69,10 @@ def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
             workspace_file=CHAOS / "workspace.toml",
             env={"TETHER_CHAOS_MARKS": str(marks), **(env or {})},
             replicas=replicas,
+            # A JetStream cluster of nats_nodes servers (nats-1..), every stream on each.
+            nats_cluster=tuple(
+                (free_port(), free_port()) for _ in range(nats_nodes if nats_nodes > 1 else 0)
+            ),
         )
         stack = DevStack(config)
         stacks.append(stack)
@@ -506,3 +520,145 @@ def storm_report(watcher: Watcher, storm: KillStorm, began: float, wall_s: float
             for w in runs
         ],
     }
+
+
+# --- The storm on a 3-node JetStream cluster: the leader of the events stream killed -9
+# while every run is emitting events; the services, given every node's URL, go on with
+# the other two, and the restarted node catches up.
+
+CLUSTER_STORM_RUNS = 10
+
+
+@dataclass
+class StreamPeers:
+    """Who keeps a stream on a cluster now."""
+
+    leader: str | None
+    #: Every other peer's name -> whether it is current (caught up) and online.
+    replicas: dict[str, bool]
+
+
+def stream_peers(stack: DevStack, stream: Stream) -> StreamPeers:
+    """The leader and replicas of ``stream`` (``$JS.API.STREAM.INFO``), from any node;
+    retried while the cluster elects a leader (a safety-net timeout, not a bound)."""
+
+    async def ask() -> StreamPeers:
+        nc = await connect_nats(stack.config.nats_url, "test", stack.nats_admin_creds)
+        try:
+            js = nc.jetstream(timeout=2.0)
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        info = await js.stream_info(str(stream))
+                    except Exception as err:
+                        if not nats_unavailable(err):
+                            raise
+                    else:
+                        if info.cluster is not None and info.cluster.leader:
+                            return StreamPeers(
+                                info.cluster.leader,
+                                {
+                                    p.name: bool(p.current and not p.offline)
+                                    for p in info.cluster.replicas or []
+                                },
+                            )
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def stream_replicas(stack: DevStack) -> dict[str, int]:
+    """Every stream of the agent's account (KV buckets' included) -> its replica count."""
+
+    async def ask() -> dict[str, int]:
+        nc = await connect_nats(stack.config.nats_url, "test", stack.nats_admin_creds)
+        try:
+            infos = await nc.jetstream(timeout=5.0).streams_info()
+            return {i.config.name: i.config.num_replicas for i in infos if i.config.name}
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def statuses(stack: DevStack, ids: list[str]) -> list[str]:
+    query = " ".join(f'r{i}: run(id: "{run_id}") {{ status }}' for i, run_id in enumerate(ids))
+    data = gql(stack, f"{{ {query} }}")
+    return [data[f"r{i}"]["status"] for i in range(len(ids))]
+
+
+@pytest.mark.timeout(300)
+def test_storm_on_a_nats_cluster_survives_the_events_leader_killed_9(make_stack, tmp_path) -> None:
+    """Three nats-server nodes, every stream and bucket on all three: the node leading
+    the events stream is killed -9 while CLUSTER_STORM_RUNS runs emit their events.
+    Every run succeeds, launched once, with every event and stdout byte stored exactly
+    once; no agent service died (each reconnected to a surviving node); a new leader was
+    elected among the survivors; the node restarted catches up."""
+    stack = make_stack(nats_nodes=3)
+    nodes = set(stack.config.nats_nodes)
+    wait_location_loaded(stack, "chaos")
+    before = stream_peers(stack, Stream.EVENTS)
+    assert {before.leader, *before.replicas} == nodes, before
+    # Every stream and KV bucket the services declared is on all three nodes.
+    replicas = stream_replicas(stack)
+    assert {str(Stream.EVENTS), str(Stream.WORK), f"KV_{Bucket.RUN_CLAIMS}"} <= set(replicas)
+    assert set(replicas.values()) == {3}, replicas
+
+    ids = []
+    for _ in range(CLUSTER_STORM_RUNS):
+        launched = launch(stack, "storm", location="chaos")
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        ids.append(launched["run"]["id"])
+    # Mid-storm: once most runs have started, each has seconds of events to come.
+    wait_for(
+        "most runs started",
+        lambda: sum(s in ("STARTED", *TERMINAL) for s in statuses(stack, ids)) * 2 >= len(ids),
+        timeout=120,
+        stack=stack,
+    )
+    killed = stream_peers(stack, Stream.EVENTS).leader
+    assert killed in nodes
+    stack.kill(killed)
+    unfinished_at_kill = sum(s not in TERMINAL for s in statuses(stack, ids))
+    after = stream_peers(stack, Stream.EVENTS)
+    assert after.leader in nodes - {killed}, after
+
+    deadline = time.monotonic() + 200
+    for run_id in ids:
+        run = wait_run_done(stack, run_id, timeout=max(1.0, deadline - time.monotonic()))
+        assert run["status"] == "SUCCESS", (run_id, run["status"])
+    for run_id in ids:
+        try:
+            wait_for(
+                f"every event and byte of {run_id}",
+                lambda run_id=run_id: not storm_problems(stored(stack, run_id)),
+                timeout=60,
+            )
+        except AssertionError:
+            raise AssertionError((run_id, storm_problems(stored(stack, run_id)))) from None
+        launches = (tmp_path / "marks" / run_id).read_text().split()
+        assert len(launches) == 1, f"run {run_id} executed by {len(launches)} workers"
+    # The kill fell in the storm, not after it.
+    assert unfinished_at_kill > 0
+    # No service had to be restarted: each went on with the nodes left.
+    exited = {
+        name: proc.returncode
+        for name, proc in stack.processes()
+        if name != killed and proc.poll() is not None
+    }
+    assert not exited, f"processes that exited: {exited}"
+
+    # The killed node comes back and catches up: every replica current again.
+    stack.restart(killed)
+    wait_for(
+        "the restarted node to be current on the events stream",
+        lambda: (
+            (peers := stream_peers(stack, Stream.EVENTS)).leader in nodes
+            and {peers.leader, *peers.replicas} == nodes
+            and all(peers.replicas.values())
+        ),
+        timeout=60,
+        stack=stack,
+    )

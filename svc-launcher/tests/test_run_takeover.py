@@ -25,12 +25,20 @@ from launcher_testkit import (
     running,
     work_item,
 )
+from nats.js.api import KeyValueConfig, StorageType
 from pydantic import ValidationError
 from tether.launcher import LauncherSettings
 from tether.launcher.domains import process_domain
 from tether.launcher.heartbeats import Heartbeat, Heartbeats
-from tether.launcher.runs import ClaimLostError, RunClaim, RunClaims, pid_namespace
-from tether.shared.nats.subjects import Stream
+from tether.launcher.runs import (
+    DEFAULT_RUN_CLAIM_TTL_S,
+    MIN_RUN_CLAIM_TTL_S,
+    ClaimLostError,
+    RunClaim,
+    RunClaims,
+    pid_namespace,
+)
+from tether.shared.nats.subjects import Bucket, Stream
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
@@ -316,3 +324,29 @@ def test_a_refresh_slower_than_half_the_ttl_is_refused(nats_server) -> None:
         launcher_settings(nats_server.url, heartbeat_ttl_s=4.0, heartbeat_refresh_s=3.0)
     with pytest.raises(ValidationError, match="heartbeat_ttl_s"):
         launcher_settings(nats_server.url, heartbeat_ttl_s=0.5, heartbeat_refresh_s=0.1)
+
+
+async def test_run_claims_have_a_ttl_and_a_bucket_made_without_one_gets_it(bus: Bus) -> None:
+    # A bucket from before the TTL (as older launchers made it), holding a claim.
+    old = KeyValueConfig(bucket=str(Bucket.RUN_CLAIMS), history=1, storage=StorageType.FILE)
+    await (await bus.js.create_key_value(old)).put("old-run", b"{}")
+    assert not (await bus.js.stream_info(f"KV_{Bucket.RUN_CLAIMS}")).config.max_age
+
+    claims = await RunClaims.open(bus.js)
+    info = await bus.js.stream_info(f"KV_{Bucket.RUN_CLAIMS}")
+    assert info.config.max_age == pytest.approx(DEFAULT_RUN_CLAIM_TTL_S)
+    assert info.state.messages == 1  # the claims already there are kept
+    run_id = new_id()
+    held = await claims.claim(RunClaim(run_id=run_id, work_item_id="w", launcher="t/process"))
+    assert held is not None and held.ours
+
+    # Another TTL (a launcher whose setting differs) is applied in place.
+    await RunClaims.open(bus.js, ttl_s=MIN_RUN_CLAIM_TTL_S)
+    info = await bus.js.stream_info(f"KV_{Bucket.RUN_CLAIMS}")
+    assert info.config.max_age == pytest.approx(MIN_RUN_CLAIM_TTL_S)
+    assert info.state.messages == 2
+
+
+def test_a_run_claim_ttl_shorter_than_a_launch_items_lifetime_is_refused(nats_server) -> None:
+    with pytest.raises(ValidationError, match="run_claim_ttl_s"):
+        launcher_settings(nats_server.url, run_claim_ttl_s=3600.0)

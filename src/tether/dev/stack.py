@@ -51,6 +51,12 @@ class StackConfig:
         hosts: children (by name, e.g. ``launcher-2``) to start as if on another host: in
             pid and UTS namespaces of their own, under the given host name (needs root
             and ``unshare``; the processes they start die with them).
+        nats_cluster: ``(client port, route port)`` of each node of a NATS JetStream
+            cluster to run instead of one server (``nats_port`` is then unused): nodes
+            ``nats-1``, ``nats-2``.. (process and server names alike), each with its own
+            store and routes to the others; the services get every node's URL and
+            ``TETHER_NATS_REPLICAS`` = the node count unless ``env`` sets it. Empty: one
+            server ``nats`` on ``nats_port``.
     """
 
     home: Path
@@ -62,6 +68,7 @@ class StackConfig:
     echo: IO[str] | None = None
     replicas: dict[str, int] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
+    nats_cluster: tuple[tuple[int, int], ...] = ()
 
     @property
     def url(self) -> str:
@@ -69,9 +76,16 @@ class StackConfig:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def nats_nodes(self) -> dict[str, int]:
+        """Process name -> client port of each NATS server (one, or the cluster's nodes)."""
+        if not self.nats_cluster:
+            return {"nats": self.nats_port}
+        return {f"nats-{i}": client for i, (client, _) in enumerate(self.nats_cluster, 1)}
+
+    @property
     def nats_url(self) -> str:
-        """NATS URL."""
-        return f"nats://{self.host}:{self.nats_port}"
+        """NATS URL: every server's, comma-separated (as ``TETHER_NATS_URL`` takes them)."""
+        return ",".join(f"nats://{self.host}:{port}" for port in self.nats_nodes.values())
 
     @property
     def token_file(self) -> Path:
@@ -180,6 +194,9 @@ class DevStack:
         """Environment shared by every child."""
         c = self.config
         env = dict(os.environ)
+        if c.nats_cluster:
+            # Each stream and bucket on every node: any one node may be lost.
+            env["TETHER_NATS_REPLICAS"] = str(len(c.nats_cluster))
         env.update(
             {
                 "TETHER_NATS_URL": c.nats_url,
@@ -199,22 +216,7 @@ class DevStack:
         try:
             progress(f"NATS JetStream on {c.nats_url} (JWT auth, keys in {c.nats_auth_dir})")
             natsperms.init_agent_auth(c.nats_auth_dir)
-            nats = self._spawn(
-                "nats",
-                [
-                    nats_server_binary(),
-                    "-a",
-                    c.host,
-                    "-p",
-                    str(c.nats_port),
-                    "-js",
-                    "-sd",
-                    str(c.home / "nats"),
-                    "-c",
-                    str(c.nats_auth_dir / natsauth.SERVER_CONFIG),
-                ],
-            )
-            _wait_port(c.host, c.nats_port, nats.proc, 30)
+            self._start_nats()
             progress(f"control plane on {c.url} (SQLite under {c.home})")
             env = {
                 "TETHER_CONTROLPLANE_HOST": c.host,
@@ -253,6 +255,50 @@ class DevStack:
         except BaseException:
             self.stop()
             raise
+
+    def _nats_argv(self, name: str) -> list[str]:
+        """The command line of NATS server ``name`` (one of :attr:`StackConfig.nats_nodes`)."""
+        c = self.config
+        port = c.nats_nodes[name]
+        store = c.home / "nats" if not c.nats_cluster else c.home / name
+        argv = [
+            nats_server_binary(),
+            "-a",
+            c.host,
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(store),
+            "-c",
+            str(c.nats_auth_dir / natsauth.SERVER_CONFIG),
+        ]
+        if c.nats_cluster:
+            routes = {
+                f"nats-{i}": f"nats://{c.host}:{route}"
+                for i, (_, route) in enumerate(c.nats_cluster, 1)
+            }
+            argv += [
+                "--name",
+                name,
+                "--cluster_name",
+                "tether-dev",
+                "--cluster",
+                routes[name],
+                "--routes",
+                ",".join(url for other, url in routes.items() if other != name),
+            ]
+        return argv
+
+    def _start_nats(self) -> None:
+        """Start every NATS server, then wait until each listens (a cluster's nodes
+        start together: JetStream needs a quorum of them to elect its meta leader)."""
+        started = [
+            (self._spawn(name, self._nats_argv(name)), port)
+            for name, port in self.config.nats_nodes.items()
+        ]
+        for child, port in started:
+            _wait_port(self.config.host, port, child.proc, 30)
 
     def _user_code_env(self) -> dict[str, str]:
         """The launcher's settings of what user code may have, unless the caller set them.
@@ -364,8 +410,8 @@ class DevStack:
         if child.proc.poll() is None:
             raise StackError(f"{name} is still running")
         child.proc = self._popen(name, child.argv, child.env)
-        if name == "nats":
-            _wait_port(self.config.host, self.config.nats_port, child.proc, 30)
+        if name in self.config.nats_nodes:
+            _wait_port(self.config.host, self.config.nats_nodes[name], child.proc, 30)
         elif name == "controlplane":
             self._wait_healthy(child, 60)
 

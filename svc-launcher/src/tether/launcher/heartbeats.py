@@ -80,8 +80,9 @@ class Heartbeats:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> Heartbeats:
-        """Bind the bucket, creating it when missing (every launcher may; same config).
+    async def open(cls, js: JetStreamContext, *, replicas: int | None = None) -> Heartbeats:
+        """Bind the bucket, creating it when missing (every launcher may; same config),
+        on ``replicas`` servers of a JetStream cluster.
 
         The bucket has no TTL of its own: each write brings its own.
         """
@@ -91,7 +92,7 @@ class Heartbeats:
             history=1,
             storage=StorageType.FILE,
         )
-        return cls(js, await bind_bucket(js, config))
+        return cls(js, await bind_bucket(js, config, replicas=replicas))
 
     async def put(self, key: str, beat: HeartbeatBeat, ttl_s: float) -> None:
         """Write ``key``, expiring ``ttl_s`` after this write unless written again."""

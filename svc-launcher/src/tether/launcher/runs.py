@@ -28,8 +28,17 @@ from tether.launcher.heartbeats import Heartbeats
 from tether.launcher.process import process_start_ticks
 from tether.shared.nats.streams import bind_bucket
 from tether.shared.nats.subjects import Bucket
+from tether.shared.wire.signing import MAX_LIFETIME_S
 
 log = logging.getLogger(__name__)
+
+#: The shortest run-claim TTL: a launch item is refused once older than its lifetime
+#: (:data:`~tether.shared.wire.signing.MAX_LIFETIME_S`), so a claim kept that long, and
+#: an hour more for clocks and redelivery delays, outlives every launch of its run.
+MIN_RUN_CLAIM_TTL_S = MAX_LIFETIME_S + 3600.0
+#: How long a claim is kept by default: a week, so a run's terminations and health checks
+#: served by another launcher process (which reads the worker from the claim) find it.
+DEFAULT_RUN_CLAIM_TTL_S = 7 * 24 * 3600.0
 
 
 class RunClaim(BaseModel):
@@ -169,15 +178,38 @@ class RunClaims:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> RunClaims:
-        """Bind the bucket, creating it when missing (every launcher may; same config)."""
+    async def open(
+        cls,
+        js: JetStreamContext,
+        *,
+        ttl_s: float = DEFAULT_RUN_CLAIM_TTL_S,
+        replicas: int | None = None,
+    ) -> RunClaims:
+        """Bind the bucket, creating it when missing (every launcher may; same config).
+
+        Args:
+            js: the JetStream context.
+            ttl_s: seconds a claim is kept after its last write (the bucket's max age,
+                also set on a bucket made without one): at least :data:`MIN_RUN_CLAIM_TTL_S`,
+                so no launch item still valid can find its run's claim gone.
+            replicas: servers of a JetStream cluster that keep the bucket.
+
+        Raises:
+            ValueError: ``ttl_s`` below :data:`MIN_RUN_CLAIM_TTL_S`.
+        """
+        if ttl_s < MIN_RUN_CLAIM_TTL_S:
+            raise ValueError(
+                f"run claim TTL {ttl_s:g} s is below {MIN_RUN_CLAIM_TTL_S:g} s (a launch "
+                "item's lifetime and an hour): a redelivered launch could run twice"
+            )
         config = KeyValueConfig(
             bucket=str(Bucket.RUN_CLAIMS),
             description="run id -> the launcher that launched it (at most once)",
             history=1,
+            ttl=ttl_s,
             storage=StorageType.FILE,
         )
-        return cls(await bind_bucket(js, config))
+        return cls(await bind_bucket(js, config, replicas=replicas))
 
     async def claim(self, claim: RunClaim) -> ClaimEntry | None:
         """Claim ``claim.run_id``: the entry now held (``ours`` if this call made it),

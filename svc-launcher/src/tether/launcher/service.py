@@ -213,12 +213,16 @@ class LauncherService:
             if isinstance(self._substrate, BoundedStarts):
                 # The first event of a run tells that its worker has started.
                 self._substrate.use_start_signal(NatsRunStarts(nc))
-            claims = await jetstream_call(lambda: RunClaims.open(js), "binding run claims")
+            claims = await jetstream_call(
+                lambda: RunClaims.open(js, ttl_s=s.run_claim_ttl_s, replicas=s.nats_replicas),
+                "binding run claims",
+            )
             publisher = Publisher(
                 broker, retry_timeout_s=s.result_publish_timeout_s, max_payload=nc.max_payload
             )
             heartbeats = await jetstream_call(
-                lambda: Heartbeats.open(js), "binding launcher heartbeats"
+                lambda: Heartbeats.open(js, replicas=s.nats_replicas),
+                "binding launcher heartbeats",
             )
             heartbeat = Heartbeat(
                 heartbeats,

@@ -17,6 +17,7 @@ from tether.launcher.ecs.settings import EcsSettings
 from tether.launcher.k8s.settings import K8sSettings
 from tether.launcher.policy import LocationPolicy
 from tether.launcher.process.settings import ProcessSettings
+from tether.launcher.runs import DEFAULT_RUN_CLAIM_TTL_S, MIN_RUN_CLAIM_TTL_S
 from tether.shared.runtime.settings import AgentSettings, comma_or_json_list
 
 
@@ -128,6 +129,16 @@ class LauncherSettings(AgentSettings):
             "Seconds this launcher's heartbeat key (NATS KV) outlives its last refresh; "
             "once it expired, any launcher (on any host) takes over the runs this one "
             "claimed but never started."
+        ),
+    )
+    run_claim_ttl_s: float = Field(
+        default=DEFAULT_RUN_CLAIM_TTL_S,
+        ge=MIN_RUN_CLAIM_TTL_S,
+        description=(
+            "Seconds a run's claim (NATS KV: who launched it, its worker) is kept after its "
+            "last write, so the bucket does not grow for ever; at least a launch item's "
+            "lifetime and an hour (90000). A run longer than this whose launcher process "
+            "has since restarted can no longer be found by another launcher process."
         ),
     )
     heartbeat_refresh_s: float = Field(

@@ -18,7 +18,12 @@ from faststream.nats import JStream, NatsBroker
 from faststream.nats.security import NatsCredentials
 from nats.aio.client import Client as NATS
 from nats.aio.client import RawCredentials
-from tether.shared.nats.connection import RECONNECT_OPTIONS, NatsLogin, retry_first_connection
+from tether.shared.nats.connection import (
+    RECONNECT_OPTIONS,
+    NatsLogin,
+    nats_servers,
+    retry_first_connection,
+)
 from tether.shared.nats.subjects import Stream
 
 __all__ = ["bound_stream", "connect_broker", "make_broker"]
@@ -44,14 +49,14 @@ def make_broker(
     """A broker (not connected yet) for ``login``'s user.
 
     Args:
-        url: the NATS server.
+        url: the NATS server, or several comma-separated (the nodes of a cluster).
         name: the client name the server shows.
         login: the user's credentials and inbox.
         graceful_timeout: how long stopping the broker waits for in-flight handlers
             before cancelling them.
     """
     return NatsBroker(
-        url,
+        nats_servers(url),
         name=name,
         security=(
             NatsCredentials(RawCredentials(login.credentials))

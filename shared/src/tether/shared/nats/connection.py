@@ -1,5 +1,9 @@
 """The one way a Tether process connects to NATS: with its user's credentials, its own
-inbox, and retries of the first connection (nats-py reconnects by itself after that)."""
+inbox, and retries of the first connection (nats-py reconnects by itself after that).
+
+A NATS URL setting may name several servers, comma-separated (every node of a JetStream
+cluster: ``nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222``); the client then
+connects to any of them and, when its server is lost, reconnects to another."""
 
 from __future__ import annotations
 
@@ -72,6 +76,18 @@ class NatsLogin:
         return f"{self.inbox_prefix or '_INBOX'}.".encode()
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers a NATS URL setting names: one URL, or several comma-separated.
+
+    Raises:
+        ValueError: no server in ``url``.
+    """
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError(f"no NATS server in {url!r}")
+    return servers
+
+
 async def retry_first_connection(url: str, connect: Callable[[], Awaitable[T]]) -> T:
     """``connect()`` until it succeeds, backing off while the server is not reachable."""
     delay = 0.1
@@ -97,7 +113,7 @@ async def connect_nats(
     service started before NATS would otherwise die.
 
     Args:
-        url: the server URL.
+        url: the server URL, or several comma-separated (the nodes of a cluster).
         name: the client name the server shows.
         credentials: the user's ``.creds`` (a file's path, or its text); None: connect
             without (only a server without auth accepts that). The user's replies go to
@@ -108,6 +124,7 @@ async def connect_nats(
     options = login.options()
     if reconnected_cb is not None:
         options["reconnected_cb"] = reconnected_cb
+    servers = nats_servers(url)
     return await retry_first_connection(
-        url, lambda: nats.connect(url, name=name, **RECONNECT_OPTIONS, **options)
+        url, lambda: nats.connect(servers, name=name, **RECONNECT_OPTIONS, **options)
     )

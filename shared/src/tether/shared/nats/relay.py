@@ -23,18 +23,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import nats.errors
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from tether.shared.nats.deadletter import dead_letter
-from tether.shared.nats.streams import fetch_ready, jetstream_call
+from tether.shared.nats.streams import fetch_ready, jetstream_call, nats_unavailable
 from tether.shared.nats.subjects import Stream
 from tether.shared.runtime import metrics, telemetry
 from tether.shared.runtime.telemetry import TRACEPARENT_HEADER
 from tether.shared.wire.errors import AgentApiError, ContractError
 
 log = logging.getLogger(__name__)
+
+#: Seconds a relay waits before fetching again after JetStream answered it is unavailable
+#: (a cluster electing a new leader).
+_UNAVAILABLE_PAUSE_S = 0.5
 
 T = TypeVar("T")
 
@@ -147,16 +151,35 @@ class BatchRelay(Generic[T]):
             if first:
                 await self.handle(first)
             while not self._stopping.is_set():
-                try:
-                    msgs = await fetch_ready(sub, policy.max_count, policy.max_wait_s * 10)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                await self.handle(msgs)
+                msgs = await self._fetch(sub, policy.max_wait_s * 10)
+                if msgs:
+                    await self.handle(msgs)
         finally:
             # A fetch's inbox subscription left with a pending queue makes the connection's
             # drain wait its whole timeout (30 s) at exit; unsubscribing ends it at once.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription, timeout: float) -> list[Msg]:
+        """The next messages (:func:`fetch_ready`); none when nothing came within
+        ``timeout`` or JetStream is unavailable for the moment.
+
+        On a cluster, losing the node that led the stream or the consumer makes the others
+        answer 503 to pulls until they have elected a new leader (a second or two); the
+        relay waits that out, as it waits out a restart of a single server, rather than
+        dying with the batch it would have stored.
+        """
+        try:
+            return await fetch_ready(sub, self._policy.max_count, timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        except nats.errors.Error as err:
+            if not nats_unavailable(err):
+                raise
+            log.info("%s: JetStream unavailable (%r); fetching again shortly", self._spec.name, err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), _UNAVAILABLE_PAUSE_S)
+            return []
 
     async def _first_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """The first batch of a relay starting on a consumer with messages outstanding:
@@ -185,10 +208,7 @@ class BatchRelay(Generic[T]):
         deadline = loop.time() + policy.ack_wait_s + 0.5
         held: dict[int, Msg] = {}
         while not self._stopping.is_set():
-            try:
-                msgs = await fetch_ready(sub, policy.max_count, 0.5)
-            except (NatsTimeoutError, TimeoutError):
-                msgs = []
+            msgs = await self._fetch(sub, 0.5)
             # A message redelivered while held: its newest delivery is the one to ack.
             held.update((m.metadata.sequence.stream, m) for m in msgs)
             back = sum(1 for seq in held if seq <= last)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -207,7 +207,9 @@ async def bind_bucket(
 
     Args:
         js: the JetStream context.
-        config: the bucket's configuration.
+        config: the bucket's configuration. Its ``ttl``, when set, is also applied to an
+            existing bucket that has another (or none), so a bucket made before its keys
+            expired stops growing once its users are upgraded.
         replicas: servers of a JetStream cluster that keep the bucket
             (``TETHER_NATS_REPLICAS``): it is created with that many, and an existing
             bucket with another count is moved to it. None (a reader that does not know
@@ -224,19 +226,30 @@ async def bind_bucket(
         except nats.errors.Error:
             # Another service created it at the same moment.
             return await js.key_value(bucket)
-    if replicas is not None:
-        await _set_replicas(js, f"KV_{bucket}", replicas)
+    if replicas is not None or config.ttl:
+        await _reconcile(js, f"KV_{bucket}", replicas=replicas, max_age=config.ttl or None)
     return kv
 
 
-async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
-    """Move ``stream`` (a KV bucket's) to ``replicas`` servers when it has another count;
-    the rest of its configuration is kept as it is."""
+async def _reconcile(
+    js: JetStreamContext, stream: str, *, replicas: int | None, max_age: float | None
+) -> None:
+    """Move ``stream`` (a KV bucket's) to ``replicas`` servers and give it ``max_age``
+    seconds where it has another (None: leave that one as it is); the rest of its
+    configuration is kept as it is."""
     info = await js.stream_info(stream)
-    if (info.config.num_replicas or 1) == replicas:
-        return
-    log.info("moving stream %s from %s to %d replicas", stream, info.config.num_replicas, replicas)
-    await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
+    changes: dict[str, Any] = {}
+    if replicas is not None and (info.config.num_replicas or 1) != replicas:
+        log.info(
+            "moving stream %s from %s to %d replicas", stream, info.config.num_replicas, replicas
+        )
+        changes["num_replicas"] = replicas
+    # The server keeps nanoseconds; a float of seconds rounds on the way back.
+    if max_age is not None and abs((info.config.max_age or 0.0) - max_age) > 1e-3:
+        log.info("stream %s: max age %s -> %.0f s", stream, info.config.max_age, max_age)
+        changes["max_age"] = max_age
+    if changes:
+        await js.update_stream(dataclasses.replace(info.config, **changes))
 
 
 async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:

@@ -56,7 +56,11 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TETHER_", extra="ignore", populate_by_name=True)
 
-    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL.")
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="NATS server URL; several comma-separated for a cluster (list every "
+        "node: the service connects to any and, losing it, reconnects to another).",
+    )
     nats_credentials: Path | None = Field(
         default=None,
         description="This service's NATS user credentials (a .creds file: user JWT and "
