@@ -1,6 +1,8 @@
 """The kubernetes substrate: code servers as Deployments + Services, runs as Jobs.
 
-The ``kubernetes`` client is blocking: every API call runs in a thread of our own pool.
+The ``kubernetes`` client is blocking: every API call runs in a thread of our own pool,
+and transient failures (connection errors, 429, 5xx) are retried with backoff. The
+agent's run Jobs are read by one list per namespace and poll interval (:mod:`._jobs`).
 """
 
 from __future__ import annotations
@@ -9,18 +11,26 @@ import asyncio
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
+import stamina
+import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config_loader
 from kubernetes.client.exceptions import ApiException
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
+from tether.launcher.k8s._jobs import JobRoundError, JobWatch
 from tether.launcher.k8s._manifests import (
-    DEFAULT_RUN_AS_USER,
+    LABEL_AGENT,
     LABEL_CONFIG,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    ROLE_RUN,
+    PodDefaults,
     code_server_address,
     code_server_name,
     code_server_objects,
@@ -29,6 +39,7 @@ from tether.launcher.k8s._manifests import (
     k8s_config,
     run_job,
     selector_string,
+    slug,
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle, WorkerRecord
 from tether.launcher.userenv import UserCode
@@ -98,6 +109,24 @@ def api_message(err: ApiException) -> str:
     return f"{err.status} {err.reason}: {err.body or ''}".strip()
 
 
+#: API answers worth asking again: throttled, timed out, or the server (or a proxy in
+#: front of it) failing for a while.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def transient_api_error(exc: Exception) -> bool:
+    """Whether an API call that raised ``exc`` may succeed if made again."""
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUSES
+    # The client's transport: refused or reset connections, timeouts, broken responses.
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+
+def _labels_match(obj: _ApiObject, labels: Mapping[str, str]) -> bool:
+    have = _meta(obj).labels or {}
+    return all(have.get(k) == v for k, v in labels.items())
+
+
 class KubernetesSubstrate:
     """Runs code servers as Deployments + Services and runs as Jobs in a namespace.
 
@@ -115,12 +144,17 @@ class KubernetesSubstrate:
         api_client: a configured client; None: in-cluster config, else the kubeconfig.
         start_timeout_s: seconds a code server has to become ready.
         stop_grace_s: grace period of deleted pods.
-        poll_interval_s: seconds between status reads while waiting.
+        poll_interval_s: seconds between status reads while waiting: one list of the
+            agent's run Jobs per namespace per interval, for all runs at once.
         health_interval_s: seconds between readiness reads of a running code server (the
             protocol's synchronous ``code_server_alive`` answers from the last read, so
             the event loop never waits on the API server).
-        run_as_user: uid (and gid) of user pods; None: the image's USER (non-root, or
-            the pod is refused: user pods always set ``runAsNonRoot``).
+        pod_defaults: what user pods get where their location says nothing (user,
+            requests and limits, the slack of a run's deadline).
+        failed_create_grace_s: seconds a run Job may keep failing to create its pod
+            (FailedCreate events) before the run ends with those events as its error.
+        retry_timeout_s: seconds a call failing transiently (connection errors, 429,
+            5xx) is retried, with exponential backoff and jitter.
         user_code: the location policy and environment builder (default: the default
             policy); pods get only the location's env and the launcher's extras.
     """
@@ -140,7 +174,9 @@ class KubernetesSubstrate:
         stop_grace_s: float = 10.0,
         poll_interval_s: float = 1.0,
         health_interval_s: float = 5.0,
-        run_as_user: int | None = DEFAULT_RUN_AS_USER,
+        pod_defaults: PodDefaults = PodDefaults(),
+        failed_create_grace_s: float = 60.0,
+        retry_timeout_s: float = 30.0,
         user_code: UserCode | None = None,
     ) -> None:
         self._user_code = user_code or UserCode.default(self.name, default_image)
@@ -165,15 +201,44 @@ class KubernetesSubstrate:
         self._stop_grace = stop_grace_s
         self._poll = poll_interval_s
         self._health_interval = health_interval_s
-        self._run_as_user = run_as_user
+        self._pod_defaults = pod_defaults
+        self._failed_create_grace = failed_create_grace_s
+        self._retry_timeout = retry_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="k8s-api")
         self._ready: dict[tuple[str, str], bool] = {}
         self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._exits: dict[tuple[str, str], int] = {}
+        self._jobs = JobWatch(self._list_run_jobs, poll_interval_s, _name)
+        # FailedCreate events of the agent's Jobs, per namespace: (read at, job -> texts).
+        self._failed_creates: dict[str, tuple[float, dict[str, list[str]]]] = {}
+        self._failed_creates_lock = asyncio.Lock()
+
+    @property
+    def job_watch(self) -> JobWatch:
+        """The shared reads of the agent's run Jobs (its counters show their cost)."""
+        return self._jobs
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the pool, retried while it fails transiently.
+
+        A create retried after a lost answer may meet its own object (409): callers
+        treat that as adoption. Other API errors raise at once.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        async for attempt in stamina.retry_context(
+            on=transient_api_error,
+            attempts=None,
+            timeout=self._retry_timeout,
+            wait_initial=0.1,
+            wait_max=5.0,
+            wait_jitter=0.5,
+        ):
+            with attempt:
+                if attempt.num > 1:
+                    log.info("calling %s again (attempt %d)", fn.__name__, attempt.num)
+                return await loop.run_in_executor(self._pool, call)
+        raise AssertionError("unreachable")  # stamina retries until success or a raise
 
     def _ns(self, location: LocationConfig) -> str:
         return k8s_config(location).namespace or self._namespace
@@ -204,11 +269,7 @@ class KubernetesSubstrate:
             self._apps.list_namespaced_deployment, ns, label_selector=selector_string(selector)
         )
         # Also filter here: label selectors are the server's job, but be strict about ours.
-        existing = [
-            d
-            for d in found.items
-            if all((_meta(d).labels or {}).get(k) == v for k, v in selector.items())
-        ]
+        existing = [d for d in found.items if _labels_match(d, selector)]
         if any(_meta(d).name == name for d in existing):
             log.info("adopting code server deployment %s/%s", ns, name)
         else:
@@ -219,17 +280,30 @@ class KubernetesSubstrate:
                 python=self._python,
                 agent_id=self._agent,
                 namespace=ns,
-                run_as_user=self._run_as_user,
+                defaults=self._pod_defaults,
             )
+            own = deployment["metadata"]["labels"]
             try:
-                await self._call(self._apps.create_namespaced_deployment, ns, deployment)
-                await self._create_ignoring_conflict(
-                    self._core.create_namespaced_service, ns, service
+                await self._create_or_adopt(
+                    self._apps.create_namespaced_deployment,
+                    self._apps.read_namespaced_deployment,
+                    ns,
+                    deployment,
+                    own,
+                )
+                await self._create_or_adopt(
+                    self._core.create_namespaced_service,
+                    self._core.read_namespaced_service,
+                    ns,
+                    service,
+                    own,
                 )
             except ApiException as err:
                 raise CodeServerStartError(
                     location.name, f"the API refused the code server: {api_message(err)}"
                 ) from err
+            except _NotOursError as err:
+                raise CodeServerStartError(location.name, str(err)) from err
         await self._await_ready(location, ns, name)
         for d in existing:  # blue/green: the old ones go once the new one is ready
             # (their labels are there: they matched the selector)
@@ -261,14 +335,37 @@ class KubernetesSubstrate:
                 continue
             self._ready[key] = d.status is not None and (d.status.ready_replicas or 0) >= 1
 
-    async def _create_ignoring_conflict(
-        self, fn: Callable[..., Any], ns: str, body: dict[str, Any]
-    ) -> None:
+    async def _create_or_adopt(
+        self,
+        create: Callable[..., Any],
+        read: Callable[..., Any],
+        ns: str,
+        body: dict[str, Any],
+        labels: Mapping[str, str],
+    ) -> bool:
+        """Create ``body``; if it exists already (409: another replica, an earlier start
+        interrupted, or a retried create whose first answer was lost), adopt it when it
+        carries ``labels``. Return whether it was created.
+
+        Raises:
+            ApiException: the API refused it (or reading it back failed).
+            _NotOursError: an object of that name exists without our labels.
+        """
+        name = body["metadata"]["name"]
         try:
-            await self._call(fn, ns, body)
+            await self._call(create, ns, body)
+            return True
         except ApiException as err:
-            if err.status != 409:  # already there (an earlier, interrupted start)
+            if err.status != 409:
                 raise
+        there = await self._call(read, name, ns)
+        if not _labels_match(there, labels):
+            raise _NotOursError(
+                f"{body['kind']} {ns}/{name} exists and is not this agent's "
+                f"(its labels: {_meta(there).labels or {}})"
+            )
+        log.info("adopting %s %s/%s (it already existed)", body["kind"], ns, name)
+        return False
 
     async def _await_ready(self, location: LocationConfig, ns: str, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -373,14 +470,22 @@ class KubernetesSubstrate:
             python=self._python,
             agent_id=self._agent,
             namespace=ns,
-            run_as_user=self._run_as_user,
+            defaults=self._pod_defaults,
         )
         try:
-            await self._call(self._batch.create_namespaced_job, ns, body)
+            await self._create_or_adopt(
+                self._batch.create_namespaced_job,
+                self._batch.read_namespaced_job,
+                ns,
+                body,
+                body["metadata"]["labels"],
+            )
         except ApiException as err:
             raise RunLaunchError(
                 f"the API refused the Job of run {args.run.run_id}: {api_message(err)}"
             ) from err
+        except _NotOursError as err:
+            raise RunLaunchError(f"run {args.run.run_id}: {err}") from err
         name = body["metadata"]["name"]
         return KubernetesRunWorker(
             args.run.run_id, worker_id=f"{ns}/{name}", namespace=ns, name=name
@@ -406,6 +511,145 @@ class KubernetesSubstrate:
             raise
         if _job_exit(job) is not None:
             return False
+        return await self._delete_job(ns, name, grace_s)
+
+    def run_domain(self) -> str:
+        """The cluster (its API server) and the launcher's namespace."""
+        host = getattr(self._api.configuration, "host", None) or "in-cluster"
+        return f"k8s:{host}/{self._namespace}"
+
+    async def run_alive(self, handle: KubernetesRunWorker) -> bool:
+        """Whether the run's Job exists and has not finished, as the next shared list of
+        the agent's Jobs shows it (list failures are retried within the round first).
+
+        Raises:
+            LauncherError: the Jobs could not be listed.
+        """
+        try:
+            job = await self._jobs.next_state(handle.namespace, handle.name)
+        except JobRoundError as err:
+            raise LauncherError(f"cannot tell whether run {handle.run_id} runs: {err}") from err
+        return job is not None and _job_exit(job) is None
+
+    async def wait_run(self, handle: KubernetesRunWorker) -> int:
+        """Wait until the shared list of the agent's Jobs shows the run's Job finished;
+        its exit code (-1 when it was deleted or could not create its pod).
+
+        API failures never end the wait: a round that failed is logged and the next one
+        asked. Why a Job failed beyond its exit code (its Failed condition, the
+        FailedCreate events of its pods) goes to ``handle.exit_error``.
+        """
+        ns, name = handle.namespace, handle.name
+        podless_since: float | None = None
+        checked_at = 0.0
+        while True:
+            try:
+                job = await self._jobs.next_state(ns, name)
+            except JobRoundError:
+                continue  # logged by the round; the next round asks again
+            if job is None:
+                self._exits[(ns, name)] = -1
+                return -1
+            code = _job_exit(job)
+            if code is not None:
+                if code != 0:
+                    code = await self._failed_job_code(handle, job, code)
+                self._exits[(ns, name)] = code
+                return code
+            if _job_has_pod(job):
+                podless_since = None
+                continue
+            now = time.monotonic()
+            podless_since = now if podless_since is None else podless_since
+            if now - podless_since < self._failed_create_grace or now - checked_at < (
+                self._failed_create_grace / 4
+            ):
+                continue
+            checked_at = now
+            failures = (await self._failed_create_events(ns)).get(name)
+            if failures:
+                # The job controller keeps trying (quota, admission, Pod Security) and
+                # the run would wait in STARTING for ever: end it with the reason.
+                handle.exit_error = _failed_create_text(ns, name, failures)
+                log.warning("run %s: %s", handle.run_id, handle.exit_error)
+                await self._delete_job(ns, name, 0)
+                self._exits[(ns, name)] = -1
+                return -1
+
+    async def _failed_job_code(self, handle: KubernetesRunWorker, job: Any, code: int) -> int:
+        """The exit code of a failed Job's container, and why it failed in
+        ``handle.exit_error`` (its Failed condition; FailedCreate events if no pod ran)."""
+        ns, name = handle.namespace, handle.name
+        try:
+            pod_code = await self._pod_exit_code(ns, name)
+        except ApiException as err:
+            log.warning("reading the pod of Job %s/%s: %s", ns, name, api_message(err))
+            pod_code = None
+        reasons = [
+            f"Job {ns}/{name} failed: {c.reason}: {c.message}"
+            for c in (job.status.conditions or [])
+            if c.type == "Failed" and c.status == "True"
+        ]
+        if pod_code is None:
+            failures = (await self._failed_create_events(ns, fresh=True)).get(name)
+            if failures:
+                reasons.append(_failed_create_text(ns, name, failures))
+        if reasons:
+            handle.exit_error = "\n".join(reasons)
+        return pod_code if pod_code is not None else code
+
+    async def _failed_create_events(self, ns: str, fresh: bool = False) -> dict[str, list[str]]:
+        """FailedCreate events of Jobs in ``ns``, by Job name: one list per namespace,
+        shared by every run that asks within a quarter of the grace period."""
+        async with self._failed_creates_lock:
+            now = time.monotonic()
+            cached = self._failed_creates.get(ns)
+            if cached is not None and not fresh and now - cached[0] < self._failed_create_grace / 4:
+                return cached[1]
+            try:
+                events = await self._call(
+                    self._core.list_namespaced_event,
+                    ns,
+                    field_selector="involvedObject.kind=Job,reason=FailedCreate",
+                )
+            except ApiException as err:
+                log.warning("listing FailedCreate events in %s: %s", ns, api_message(err))
+                return {}
+            found: dict[str, list[str]] = {}
+            for e in events.items:  # also filter here: be strict about what we report
+                obj = e.involved_object
+                if (
+                    e.reason == "FailedCreate"
+                    and obj is not None
+                    and obj.kind == "Job"
+                    and obj.name
+                ):
+                    found.setdefault(obj.name, []).append(f"{e.type} {e.reason}: {e.message}")
+            self._failed_creates[ns] = (now, found)
+            return found
+
+    async def _list_run_jobs(self, ns: str) -> list[Any]:
+        """The agent's run Jobs in ``ns`` (one call; transient errors retried).
+
+        Raises:
+            JobRoundError: the API refused the list, or kept failing past the retries.
+        """
+        labels = {
+            LABEL_MANAGED_BY: "tether",
+            LABEL_AGENT: slug(self._agent, 63),
+            LABEL_ROLE: ROLE_RUN,
+        }
+        try:
+            found = await self._call(
+                self._batch.list_namespaced_job, ns, label_selector=selector_string(labels)
+            )
+        except ApiException as err:
+            raise JobRoundError(api_message(err)) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise JobRoundError(str(err)) from err
+        return [j for j in found.items if _labels_match(j, labels)]
+
+    async def _delete_job(self, ns: str, name: str, grace_s: float) -> bool:
         try:
             await self._call(
                 self._batch.delete_namespaced_job,
@@ -419,40 +663,6 @@ class KubernetesSubstrate:
                 return False
             raise
         return True
-
-    def run_domain(self) -> str:
-        """The cluster (its API server) and the launcher's namespace."""
-        host = getattr(self._api.configuration, "host", None) or "in-cluster"
-        return f"k8s:{host}/{self._namespace}"
-
-    async def run_alive(self, handle: KubernetesRunWorker) -> bool:
-        """Whether the run's Job exists and has not finished."""
-        try:
-            job = await self._call(self._batch.read_namespaced_job, handle.name, handle.namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return _job_exit(job) is None
-
-    async def wait_run(self, handle: KubernetesRunWorker) -> int:
-        """Poll the Job until it finished; its exit code (-1 when it was deleted)."""
-        ns, name = handle.namespace, handle.name
-        while True:
-            try:
-                job = await self._call(self._batch.read_namespaced_job, name, ns)
-            except ApiException as err:
-                if err.status == 404:
-                    self._exits[(ns, name)] = -1
-                    return -1
-                raise
-            code = _job_exit(job)
-            if code is not None:
-                if code != 0:
-                    code = await self._pod_exit_code(ns, name) or code
-                self._exits[(ns, name)] = code
-                return code
-            await asyncio.sleep(self._poll)
 
     async def _pod_exit_code(self, ns: str, job_name: str) -> int | None:
         pods = await self._call(
@@ -475,11 +685,30 @@ class KubernetesSubstrate:
         for watcher in self._watchers.values():
             watcher.cancel()
         self._watchers.clear()
+        await self._jobs.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
 
 
+class _NotOursError(Exception):
+    """An object of the name we create exists, without this agent's labels."""
+
+
+def _job_has_pod(job: Any) -> bool:
+    """Whether a Job has (had) a pod: one is pending or running, ready, or ended."""
+    status = job.status
+    if status is None:
+        return False
+    return bool(status.active or status.ready or status.succeeded or status.failed)
+
+
+def _failed_create_text(ns: str, name: str, failures: list[str]) -> str:
+    return f"Job {ns}/{name} could not create its pod:\n" + "\n".join(failures[-5:])
+
+
 def _job_exit(job: Any) -> int | None:
+    """0 once the Job succeeded, 1 once it failed (a pod failed, or its deadline passed
+    with none), None while it has not finished."""
     status = job.status
     if status is None:
         return None
@@ -487,4 +716,7 @@ def _job_exit(job: Any) -> int | None:
         return 0
     if status.failed:
         return 1
+    for condition in status.conditions or []:
+        if condition.status == "True" and condition.type in ("Complete", "Failed"):
+            return 0 if condition.type == "Complete" else 1
     return None
