@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import time
@@ -49,6 +50,9 @@ from tether.shared.wire.process import ExecuteRunArgs
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Threads (and connections) of the blocking client's calls.
+_POOL_THREADS = 16
 
 # Pod states that will not get better by waiting: fail the start at once, with the events.
 FATAL_WAITING_REASONS = frozenset(
@@ -188,7 +192,10 @@ class KubernetesSubstrate:
                     k8s_config_loader.load_kube_config()
                 except (k8s_config_loader.ConfigException, OSError) as err:
                     raise LauncherError(f"no Kubernetes configuration: {err}") from err
-            api_client = k8s.ApiClient()
+            config = k8s.Configuration.get_default_copy()
+            # One connection per thread of the pool (urllib3 keeps 10 by default).
+            config.connection_pool_maxsize = _POOL_THREADS
+            api_client = k8s.ApiClient(config)
         self._api = api_client
         self._apps = k8s.AppsV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
@@ -204,11 +211,11 @@ class KubernetesSubstrate:
         self._pod_defaults = pod_defaults
         self._failed_create_grace = failed_create_grace_s
         self._retry_timeout = retry_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="k8s-api")
+        self._pool = ThreadPoolExecutor(max_workers=_POOL_THREADS, thread_name_prefix="k8s-api")
         self._ready: dict[tuple[str, str], bool] = {}
         self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._exits: dict[tuple[str, str], int] = {}
-        self._jobs = JobWatch(self._list_run_jobs, poll_interval_s, _name)
+        self._jobs = JobWatch(self._list_run_jobs, poll_interval_s, _job_name)
         # FailedCreate events of the agent's Jobs, per namespace: (read at, job -> texts).
         self._failed_creates: dict[str, tuple[float, dict[str, list[str]]]] = {}
         self._failed_creates_lock = asyncio.Lock()
@@ -504,12 +511,14 @@ class KubernetesSubstrate:
         """Delete the run's Job and its pod (SIGTERM, SIGKILL after ``grace_s``)."""
         ns, name = handle.namespace, handle.name
         try:
-            job = await self._call(self._batch.read_namespaced_job, name, ns)
+            response = await self._call(
+                self._batch.read_namespaced_job, name, ns, _preload_content=False
+            )
         except ApiException as err:
             if err.status == 404:
                 return False
             raise
-        if _job_exit(job) is not None:
+        if _job_exit(json.loads(cast(Any, response).data)) is not None:
             return False
         return await self._delete_job(ns, name, grace_s)
 
@@ -576,7 +585,9 @@ class KubernetesSubstrate:
                 self._exits[(ns, name)] = -1
                 return -1
 
-    async def _failed_job_code(self, handle: KubernetesRunWorker, job: Any, code: int) -> int:
+    async def _failed_job_code(
+        self, handle: KubernetesRunWorker, job: dict[str, Any], code: int
+    ) -> int:
         """The exit code of a failed Job's container, and why it failed in
         ``handle.exit_error`` (its Failed condition; FailedCreate events if no pod ran)."""
         ns, name = handle.namespace, handle.name
@@ -586,9 +597,9 @@ class KubernetesSubstrate:
             log.warning("reading the pod of Job %s/%s: %s", ns, name, api_message(err))
             pod_code = None
         reasons = [
-            f"Job {ns}/{name} failed: {c.reason}: {c.message}"
-            for c in (job.status.conditions or [])
-            if c.type == "Failed" and c.status == "True"
+            f"Job {ns}/{name} failed: {c.get('reason')}: {c.get('message')}"
+            for c in (job.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
         ]
         if pod_code is None:
             failures = (await self._failed_create_events(ns, fresh=True)).get(name)
@@ -628,8 +639,8 @@ class KubernetesSubstrate:
             self._failed_creates[ns] = (now, found)
             return found
 
-    async def _list_run_jobs(self, ns: str) -> list[Any]:
-        """The agent's run Jobs in ``ns`` (one call; transient errors retried).
+    async def _list_run_jobs(self, ns: str) -> list[dict[str, Any]]:
+        """The agent's run Jobs in ``ns``, as JSON (one call; transient errors retried).
 
         Raises:
             JobRoundError: the API refused the list, or kept failing past the retries.
@@ -640,14 +651,20 @@ class KubernetesSubstrate:
             LABEL_ROLE: ROLE_RUN,
         }
         try:
-            found = await self._call(
-                self._batch.list_namespaced_job, ns, label_selector=selector_string(labels)
+            # The JSON as it comes (_preload_content=False): building the client's models
+            # of a thousand Jobs costs ten times the list itself, every interval.
+            response = await self._call(
+                self._batch.list_namespaced_job,
+                ns,
+                label_selector=selector_string(labels),
+                _preload_content=False,
             )
+            items = json.loads(cast(Any, response).data)["items"] or []
         except ApiException as err:
             raise JobRoundError(api_message(err)) from err
-        except (urllib3.exceptions.HTTPError, OSError) as err:
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as err:
             raise JobRoundError(str(err)) from err
-        return [j for j in found.items if _labels_match(j, labels)]
+        return [j for j in items if _dict_labels_match(j, labels)]
 
     async def _delete_job(self, ns: str, name: str, grace_s: float) -> bool:
         try:
@@ -694,29 +711,39 @@ class _NotOursError(Exception):
     """An object of the name we create exists, without this agent's labels."""
 
 
-def _job_has_pod(job: Any) -> bool:
-    """Whether a Job has (had) a pod: one is pending or running, ready, or ended."""
-    status = job.status
-    if status is None:
-        return False
-    return bool(status.active or status.ready or status.succeeded or status.failed)
+def _job_name(job: dict[str, Any]) -> str:
+    return cast(str, job["metadata"]["name"])
+
+
+def _dict_labels_match(obj: dict[str, Any], labels: Mapping[str, str]) -> bool:
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
+
+
+def _job_has_pod(job: dict[str, Any]) -> bool:
+    """Whether a Job (its JSON) has (had) a pod: one pending or running, ready, or ended."""
+    status = job.get("status") or {}
+    return bool(
+        status.get("active")
+        or status.get("ready")
+        or status.get("succeeded")
+        or status.get("failed")
+    )
 
 
 def _failed_create_text(ns: str, name: str, failures: list[str]) -> str:
     return f"Job {ns}/{name} could not create its pod:\n" + "\n".join(failures[-5:])
 
 
-def _job_exit(job: Any) -> int | None:
-    """0 once the Job succeeded, 1 once it failed (a pod failed, or its deadline passed
-    with none), None while it has not finished."""
-    status = job.status
-    if status is None:
-        return None
-    if status.succeeded:
+def _job_exit(job: dict[str, Any]) -> int | None:
+    """0 once the Job (its JSON) succeeded, 1 once it failed (a pod failed, or its deadline
+    passed with none), None while it has not finished."""
+    status = job.get("status") or {}
+    if status.get("succeeded"):
         return 0
-    if status.failed:
+    if status.get("failed"):
         return 1
-    for condition in status.conditions or []:
-        if condition.status == "True" and condition.type in ("Complete", "Failed"):
-            return 0 if condition.type == "Complete" else 1
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return 0 if condition["type"] == "Complete" else 1
     return None
