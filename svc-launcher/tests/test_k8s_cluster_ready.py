@@ -15,14 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from k8s_testkit import NS, Cluster, emulated_cluster
+from pydantic import ValidationError
 from tether.launcher.errors import (
+    CodeServerStartError,
     LauncherError,
+    LocationRefusedError,
+    RunLaunchError,
 )
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.userenv import UserCode
 from tether.shared.wire.base import new_id
-from tether.shared.wire.locations import KubernetesConfig, LocationConfig
+from tether.shared.wire.locations import KubernetesConfig, KubernetesSecurity, LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.work import LaunchRunPayload
 
@@ -174,3 +179,231 @@ async def test_a_lost_connection_is_retried(cluster: Cluster) -> None:
 
     assert transient_api_error(urllib3.exceptions.MaxRetryError(None, "/", "refused"))
     await substrate.aclose()
+
+
+# --- 409: two replicas create the same objects ----------------------------------------
+
+
+async def test_a_409_on_create_is_adoption_when_the_object_is_ours(cluster: Cluster) -> None:
+    import kmock
+    from tether.launcher.k8s._manifests import code_server_objects, run_job
+    from tether.launcher.userenv import UserEnv
+
+    loc = location()
+    # Another replica creates the code server's objects between our list and our create.
+    theirs, their_service = code_server_objects(
+        loc, UserEnv(), image="i", python="p", agent_id="agent-1", namespace=NS
+    )
+    deployments = kmock.resource("apps", "v1", "deployments")
+    # (the substrate's list: the test's own lists select nothing)
+    cluster.emulator["list", deployments][lambda r: "labelSelector" in r.params][:1] << {
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {},
+        "items": [],
+    }
+    await cluster.call(cluster.apps.create_namespaced_deployment, NS, theirs)
+    await cluster.call(cluster.core.create_namespaced_service, NS, their_service)
+    substrate = cluster.substrate()
+    start = asyncio.create_task(substrate.start_code_server(loc))
+    await cluster.mark_ready_when_created(theirs["metadata"]["name"])
+    handle = await start
+    assert handle.name == theirs["metadata"]["name"]
+    assert [d.metadata.name for d in await cluster.deployments()] == [handle.name]
+    creates = [c for c in cluster.calls() if c[0] == "CREATE"]
+    assert len(creates) == 4  # theirs 2, ours 2 (both 409, both adopted)
+
+    # A run's Job created twice (a retried create whose answer was lost): the same Job.
+    args = run_args(loc)
+    job = run_job(args, UserEnv(), image="i", python="p", agent_id="agent-1", namespace=NS)
+    await cluster.call(cluster.batch.create_namespaced_job, NS, job)
+    run = await substrate.launch_run(args, {})
+    assert run.name == job["metadata"]["name"]
+    jobs = (await cluster.call(cluster.batch.list_namespaced_job, NS)).items
+    assert [j.metadata.name for j in jobs] == [run.name]
+
+    # An object of that name that is not ours is an error, and is left alone.
+    squatted = run_args(loc)
+    alien = run_job(squatted, UserEnv(), image="i", python="p", agent_id="agent-2", namespace=NS)
+    await cluster.call(cluster.batch.create_namespaced_job, NS, alien)
+    with pytest.raises(RunLaunchError, match="is not this agent's"):
+        await substrate.launch_run(squatted, {})
+    other_loc = location(labels={"x": "y"})
+    alien_cs, _ = code_server_objects(
+        other_loc, UserEnv(), image="i", python="p", agent_id="agent-1", namespace=NS
+    )
+    alien_cs["metadata"]["labels"] = {"app": "someone-else"}
+    await cluster.call(cluster.apps.create_namespaced_deployment, NS, alien_cs)
+    with pytest.raises(CodeServerStartError, match="is not this agent's"):
+        await substrate.start_code_server(other_loc)
+    assert len(await cluster.deployments()) == 2
+    await substrate.aclose()
+
+
+# --- pods that cannot be created, deadlines -------------------------------------------
+
+
+async def test_failed_create_events_end_the_run_with_them_as_its_error(cluster: Cluster) -> None:
+    substrate = cluster.substrate(failed_create_grace_s=0.3)
+    handle = await substrate.launch_run(run_args(location()), {})
+    waiting = asyncio.create_task(substrate.wait_run(handle))
+    # Play the Job controller: the namespace's Pod Security admission refuses the pod.
+    message = (
+        f'Error creating: pods "{handle.name}-x7k2p" is forbidden: violates PodSecurity '
+        '"restricted:latest": runAsNonRoot != true'
+    )
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{handle.name}.1", "namespace": NS},
+        "involvedObject": {"kind": "Job", "name": handle.name, "namespace": NS},
+        "type": "Warning",
+        "reason": "FailedCreate",
+        "message": message,
+    }
+    await cluster.call(cluster.core.create_namespaced_event, NS, event)
+    assert await waiting == -1
+    assert handle.exit_error is not None and message in handle.exit_error
+    assert "could not create its pod" in handle.exit_error
+    # The Job is deleted: the controller stops trying, nothing lingers.
+    assert (await cluster.call(cluster.batch.list_namespaced_job, NS)).items == []
+
+    # A Job with a pod is never ended for old events (the pod was created after all).
+    running = await substrate.launch_run(run_args(location()), {})
+    await cluster.finish_job(running.namespace, running.name, {"active": 1})
+    waiting = asyncio.create_task(substrate.wait_run(running))
+    await asyncio.sleep(1)
+    assert not waiting.done()
+    await cluster.finish_job(running.namespace, running.name, {"succeeded": 1})
+    assert await waiting == 0 and running.exit_error is None
+    await substrate.aclose()
+
+
+async def test_a_runs_deadline_comes_from_its_max_runtime(cluster: Cluster) -> None:
+    substrate = cluster.substrate(pod_defaults=_defaults(deadline_slack_s=30))
+    handle = await substrate.launch_run(run_args(location(), **{"tether/max_runtime": "90.5"}), {})
+    job = await cluster.call(cluster.batch.read_namespaced_job, handle.name, handle.namespace)
+    assert job.spec.active_deadline_seconds == 91 + 30
+    untimed = await substrate.launch_run(run_args(location()), {})
+    job = await cluster.call(cluster.batch.read_namespaced_job, untimed.name, untimed.namespace)
+    assert job.spec.active_deadline_seconds is None
+    # Past the deadline Kubernetes kills the pod and fails the Job: the run says why.
+    waiting = asyncio.create_task(substrate.wait_run(handle))
+    deadline = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "DeadlineExceeded",
+        "message": "Job was active longer than specified deadline",
+    }
+    await cluster.finish_job(handle.namespace, handle.name, {"conditions": [deadline]})
+    assert await waiting == 1
+    assert "DeadlineExceeded: Job was active longer than specified deadline" in (
+        handle.exit_error or ""
+    )
+    await substrate.aclose()
+
+
+def _defaults(**fields: Any) -> Any:
+    from tether.launcher.k8s._manifests import PodDefaults
+
+    return PodDefaults(**fields)
+
+
+# --- per-location security ------------------------------------------------------------
+
+
+async def test_location_security_is_validated_and_bounded_by_the_policy(cluster: Cluster) -> None:
+    for bad in (
+        {"run_as_user": 0},  # root while run_as_non_root
+        {"capabilities_add": ["CAP_SYS_ADMIN"]},
+        {"writable_paths": ["tmp"]},
+        {"seccomp_profile": "Localhost"},  # no profile named
+        {"seccomp_localhost_profile": "p.json"},  # without Localhost
+        {"privileged": True},  # not a field: refused, not ignored
+    ):
+        with pytest.raises(ValidationError):
+            KubernetesSecurity(**bad)
+    with pytest.raises(ValidationError, match="only 'requests' and 'limits'"):
+        KubernetesConfig(resources={"request": {"cpu": "1"}})
+    # Unset security keeps every existing config's hash (it is left out of the dump).
+    assert "security" not in KubernetesConfig().model_dump_json()
+
+    root = location(security=KubernetesSecurity(run_as_non_root=False, run_as_user=0))
+    substrate = cluster.substrate()
+    with pytest.raises(LocationRefusedError, match="k8s_allow_unrestricted"):
+        await substrate.launch_run(run_args(root), {})
+    assert (await cluster.call(cluster.batch.list_namespaced_job, NS)).items == []
+    allowed = cluster.substrate(
+        user_code=user_code(POLICY.model_copy(update={"k8s_allow_unrestricted": True}))
+    )
+    handle = await allowed.launch_run(run_args(root), {})
+    job = await cluster.call(cluster.batch.read_namespaced_job, handle.name, handle.namespace)
+    assert job.spec.template.spec.security_context.run_as_user == 0
+    # Inside the standard needs no permission.
+    own = location(security=KubernetesSecurity(run_as_user=2000, read_only_root_filesystem=False))
+    handle = await substrate.launch_run(run_args(own), {})
+    job = await cluster.call(cluster.batch.read_namespaced_job, handle.name, handle.namespace)
+    pod = job.spec.template.spec
+    assert (pod.security_context.run_as_user, pod.security_context.fs_group) == (2000, 2000)
+    assert pod.containers[0].security_context.read_only_root_filesystem is False
+    for s in (substrate, allowed):
+        await s.aclose()
+
+
+# --- RBAC: the Role against the calls made --------------------------------------------
+
+#: The emulator's actions as RBAC verbs.
+_VERBS = {"LIST": "list", "FETCH": "get", "CREATE": "create", "DELETE": "delete"}
+_VERBS |= {"UPDATE": "patch", "WATCH": "watch"}
+
+
+async def test_every_call_the_substrate_made_is_granted_by_the_launcher_role(
+    cluster: Cluster,
+) -> None:
+    # Everything: a code server started, adopted, replaced and stopped; runs launched,
+    # failed, terminated, timed out; a pod that cannot pull; FailedCreate.
+    substrate = cluster.substrate(failed_create_grace_s=0.1)
+    loc = location()
+    start = asyncio.create_task(substrate.start_code_server(loc))
+    await cluster.mark_ready_when_created("tether-cs-")
+    handle = await start
+    await substrate.start_code_server(loc)
+    run = await substrate.launch_run(run_args(loc), {})
+    await substrate.run_alive(run)
+    failed = await substrate.launch_run(run_args(loc), {})
+    await cluster.finish_job(failed.namespace, failed.name, {"failed": 1})
+    await substrate.wait_run(failed)
+    await substrate.terminate_run(run, 1)
+    stuck = await substrate.launch_run(run_args(loc), {})
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "e1", "namespace": NS},
+        "involvedObject": {"kind": "Job", "name": stuck.name, "namespace": NS},
+        "reason": "FailedCreate",
+        "message": "quota",
+    }
+    await cluster.call(cluster.core.create_namespaced_event, NS, event)
+    await substrate.wait_run(stuck)
+    await substrate.stop_code_server(handle)
+    await substrate.aclose()
+
+    [role] = [
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy/k8s/launcher-rbac.yaml").read_text())
+        if d["kind"] == "Role"
+    ]
+    granted = {
+        (resource, verb)
+        for rule in role["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # Every call but the test's own writes (playing the controllers: status patches,
+    # events); its lists of Deployments are ones the substrate makes too.
+    made = {(r, _VERBS[a]) for a, r, _, _ in cluster.calls() if a in _VERBS}
+    test_only = {("deployments", "patch"), ("jobs", "patch"), ("events", "create")}
+    used = made - test_only
+    assert used <= granted, used - granted
+    assert {("jobs", "list"), ("jobs", "create"), ("events", "list")} <= used
+    assert not any(verb in ("watch", "patch", "update") for _, verb in granted)
