@@ -9,6 +9,7 @@ test can count the substrate's calls (:meth:`Cluster.calls`).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,14 @@ from tether.testing import skip_or_fail
 NS = "tether-test"
 
 #: The resources a cluster has built in (the emulator serves only those it is told of).
-RESOURCES = ("apps/v1/deployments", "v1/services", "v1/pods", "v1/events", "batch/v1/jobs")
+RESOURCES = (
+    "apps/v1/deployments",
+    "v1/services",
+    "v1/pods",
+    "v1/events",
+    "v1/secrets",
+    "batch/v1/jobs",
+)
 
 
 class Cluster:
@@ -105,6 +113,30 @@ class Cluster:
         """Play the Job controller: the Job's status becomes ``status``."""
         await self.call(self.batch.patch_namespaced_job_status, name, ns, {"status": status})
 
+    def fail_next(self, count: int, status: int, action: str, plural: str) -> list[int]:
+        """Answer the next ``count`` requests of ``action`` (LIST, CREATE...) on
+        ``plural`` with ``status``; the returned list holds how many are left."""
+        left = [count]
+        # The emulator asks again of every request so far on each new one: decide once.
+        decided: dict[int, bool] = {}
+        since = len(self.emulator._requests)
+
+        def pick(request: Any) -> bool:
+            if request.id not in decided:
+                decided[request.id] = (
+                    request.id >= since
+                    and left[0] > 0
+                    and request.action is not None
+                    and request.action.value == action
+                    and request.resource is not None
+                    and request.resource.plural == plural
+                )
+                left[0] -= decided[request.id]
+            return decided[request.id]
+
+        self.emulator[pick] << status
+        return left
+
     def store(self, resource: str, obj: dict[str, Any]) -> tuple[Any, str, str]:
         """Put ``obj`` into the emulator's store directly, as the API server's own state
         (the emulator takes ~0.1 s per HTTP write with a thousand objects stored; the
@@ -135,7 +167,18 @@ async def emulated_cluster(user_code: UserCode) -> AsyncIterator[Cluster]:
         import kubernetes  # noqa: F401
     except ImportError as err:
         skip_or_fail(f"kubernetes and kmock (dev dependencies): {err}")
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+
+    class ApiServer(kmock.KubernetesEmulator):
+        """The emulator, giving each created object a uid as the API server does."""
+
+        async def _handle(self, request: Any) -> Any:
+            if str(request.action.value if request.action else "") == "CREATE" and isinstance(
+                request.data, dict
+            ):
+                request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
+            return await super()._handle(request)
+
+    async with ApiServer() as emulator, kmock.Server(emulator):
         for resource in RESOURCES:
             emulator.resources[resource] = {}
         yield Cluster(emulator, user_code)

@@ -132,19 +132,17 @@ async def test_a_thousand_running_jobs_cost_one_list_per_poll_interval(cluster: 
 
 
 async def test_api_errors_never_stop_a_runs_exit_reporting(cluster: Cluster) -> None:
-    import kmock
 
     substrate = cluster.substrate(retry_timeout_s=2)
     handle = await substrate.launch_run(run_args(location()), {})
-    jobs = kmock.resource("batch", "v1", "jobs")
-    # Transient: 503, 429 and 500 in a row are retried within one round.
-    cluster.emulator["list", jobs][:3] << 503
+    # Transient: three 503s in a row are retried within one round.
+    left = cluster.fail_next(3, 503, "LIST", "jobs")
     assert await substrate.run_alive(handle) is True
+    assert left == [0]
     waiting = asyncio.create_task(substrate.wait_run(handle))
     # Not transient and lasting (RBAC changed under us): rounds fail, the wait goes on.
-    cluster.emulator["list", jobs][:5] << 403
-    rounds = substrate.job_watch.rounds
-    while substrate.job_watch.rounds < rounds + 3:
+    left = cluster.fail_next(3, 403, "LIST", "jobs")
+    while left != [0]:
         await asyncio.sleep(0.02)
     assert not waiting.done()
     await cluster.finish_job(handle.namespace, handle.name, {"failed": 1})
@@ -152,7 +150,7 @@ async def test_api_errors_never_stop_a_runs_exit_reporting(cluster: Cluster) -> 
 
     # A health check that cannot list at all says so (it is not "dead").
     other = await substrate.launch_run(run_args(location()), {})
-    cluster.emulator["list", jobs][:100] << 403
+    cluster.fail_next(1, 403, "LIST", "jobs")
     with pytest.raises(LauncherError, match="cannot tell whether run"):
         await substrate.run_alive(other)
     await substrate.aclose()
@@ -407,3 +405,69 @@ async def test_every_call_the_substrate_made_is_granted_by_the_launcher_role(
     assert used <= granted, used - granted
     assert {("jobs", "list"), ("jobs", "create"), ("events", "list")} <= used
     assert not any(verb in ("watch", "patch", "update") for _, verb in granted)
+
+
+# --- run arguments by reference -------------------------------------------------------
+
+
+async def test_run_arguments_and_credentials_are_in_the_runs_secret_not_its_job(
+    cluster: Cluster,
+) -> None:
+    import base64
+    import json
+
+    import kubernetes_validate
+    from tether.shared.nats.auth import RUN_WORKER_CREDENTIALS_ENV
+    from tether.shared.wire.process import argv_args
+
+    substrate = cluster.substrate()
+    loc = location().model_copy(update={"env": {"WAREHOUSE": "prod"}})
+    args = run_args(loc).model_copy(
+        update={"run": LaunchRunPayload(run_id=new_id(), job_name="d", run_config={"x": "$(HOME)"})}
+    )
+    creds = "-----BEGIN NATS USER JWT-----\nsecret-jwt\n------END NATS USER JWT------"
+    extras = {RUN_WORKER_CREDENTIALS_ENV: creds, "TRACEPARENT": "00-abc-def-01"}
+    handle = await substrate.launch_run(args, extras)
+    raw = await cluster.call(
+        cluster.batch.read_namespaced_job, handle.name, handle.namespace, _preload_content=False
+    )
+    job = json.loads(raw.data)
+    text = json.dumps(job)
+    # Neither the arguments nor the credentials are in the Job (anyone who may read Jobs
+    # would see them), and no "$(...)" of user config is expanded by Kubernetes.
+    assert "secret-jwt" not in text and "run_config" not in text and "$(HOME)" not in text
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-1] == "$(TETHER_RUN_ARGS)"
+    env = {e["name"]: e for e in container["env"]}
+    for name, key in (
+        ("TETHER_RUN_ARGS", "execute-run-args"),
+        (RUN_WORKER_CREDENTIALS_ENV, RUN_WORKER_CREDENTIALS_ENV),
+        ("TRACEPARENT", "TRACEPARENT"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": handle.name, "key": key}
+    assert env["WAREHOUSE"] == {"name": "WAREHOUSE", "value": "prod"}  # the location's own
+    job.pop("status", None)
+    job["metadata"] = {k: job["metadata"][k] for k in ("name", "namespace", "labels")}
+    kubernetes_validate.validate(job, "1.30.0", strict=True)
+
+    secret = await cluster.call(cluster.core.read_namespaced_secret, handle.name, NS)
+    [owner] = secret.metadata.owner_references
+    stored_job = await cluster.call(cluster.batch.read_namespaced_job, handle.name, NS)
+    assert (owner.kind, owner.name, owner.uid) == ("Job", handle.name, stored_job.metadata.uid)
+    data = secret.string_data or {
+        k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()
+    }
+    assert data[RUN_WORKER_CREDENTIALS_ENV] == creds
+    shown = ExecuteRunArgs.model_validate_json(data["execute-run-args"])
+    assert shown == argv_args(args) and shown.location.env == {"WAREHOUSE": ""}
+
+    # A Secret the API refuses: the launch fails and leaves no Job behind.
+    cluster.fail_next(1, 403, "CREATE", "secrets")
+    refused = run_args(location())
+    with pytest.raises(RunLaunchError, match="Secret of run"):
+        await substrate.launch_run(refused, {})
+    names = [
+        j.metadata.name for j in (await cluster.call(cluster.batch.list_namespaced_job, NS)).items
+    ]
+    assert names == [handle.name]
+    await substrate.aclose()

@@ -25,6 +25,7 @@ from tether.shared.wire.locations import (
 from tether.shared.wire.process import (
     ANY_INTERFACE,
     ExecuteRunArgs,
+    argv_args,
     code_server_argv,
     run_worker_argv,
 )
@@ -53,6 +54,11 @@ DEFAULT_RUN_AS_USER = 10001
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 )
+
+#: The env variable (from the run's Secret) Kubernetes puts on the run worker's command
+#: line in place of ``$(TETHER_RUN_ARGS)``, and the Secret's key that holds it.
+RUN_ARGS_ENV = "TETHER_RUN_ARGS"
+RUN_ARGS_KEY = "execute-run-args"
 
 #: The run worker's setting of where step outputs go (``RunWorkerSettings.storage_dir``):
 #: under the first writable path when the image is read-only.
@@ -193,6 +199,45 @@ def code_server_address(location: LocationConfig, agent_id: str, namespace: str)
     return f"{code_server_name(location, agent_id)}.{namespace}.svc:{CODE_SERVER_PORT}"
 
 
+def run_labels(args: ExecuteRunArgs, agent_id: str) -> dict[str, str]:
+    """Labels of a run's Job, its pod and its Secret."""
+    return {
+        LABEL_MANAGED_BY: "tether",
+        LABEL_AGENT: slug(agent_id, 63),
+        LABEL_ROLE: ROLE_RUN,
+        LABEL_LOCATION: slug(args.location.name, 63),
+        LABEL_RUN: slug(args.run.run_id, 63),
+    }
+
+
+def run_secret(
+    args: ExecuteRunArgs,
+    extras: Mapping[str, str],
+    *,
+    agent_id: str,
+    namespace: str,
+    owner_uid: str,
+) -> dict[str, Any]:
+    """The Secret of a run: its worker's arguments and the launcher's extra env (the run's
+    NATS credentials, its traceparent), owned by the run's Job (``owner_uid``) so that
+    Kubernetes deletes it with the Job. Anyone who can read Jobs sees neither."""
+    name = run_job_name(args.run.run_id)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": run_labels(args, agent_id),
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": owner_uid}
+            ],
+        },
+        "type": "Opaque",
+        "stringData": {RUN_ARGS_KEY: argv_args(args).model_dump_json(), **extras},
+    }
+
+
 def run_job(
     args: ExecuteRunArgs,
     env: UserEnv,
@@ -202,22 +247,22 @@ def run_job(
     agent_id: str,
     namespace: str,
     defaults: PodDefaults = PodDefaults(),
+    secret_env: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """The Job that runs ``tether api execute-run`` once (no retries: a run starts once).
 
     ``env`` is the container's whole environment (see :func:`code_server_objects`). Its
     pod has the code server's security context. A run with a ``tether/max_runtime`` tag
     gets ``activeDeadlineSeconds``: that many seconds plus ``defaults.deadline_slack_s``.
+
+    With ``secret_env`` (names of ``env`` the launcher added), the worker's arguments and
+    those variables come from the run's Secret (:func:`run_secret`, same name as the
+    Job): the command line says ``$(TETHER_RUN_ARGS)``, which Kubernetes replaces. None:
+    the arguments are on the command line and every value in the Job.
     """
     location = args.location
     kc = k8s_config(location)
-    labels = {
-        LABEL_MANAGED_BY: "tether",
-        LABEL_AGENT: slug(agent_id, 63),
-        LABEL_ROLE: ROLE_RUN,
-        LABEL_LOCATION: slug(location.name, 63),
-        LABEL_RUN: slug(args.run.run_id, 63),
-    }
+    labels = run_labels(args, agent_id)
     sec = kc.security or KubernetesSecurity()
     if (
         sec.read_only_root_filesystem
@@ -229,7 +274,18 @@ def run_job(
         # read-only image: step outputs go to the pod's own emptyDir instead.
         storage = f"{sec.writable_paths[0].rstrip('/')}/tether-storage"
         env = dataclasses.replace(env, values={**env.values, STORAGE_DIR_ENV: storage})
-    argv = run_worker_argv(python, args)
+    if secret_env is None:
+        argv = run_worker_argv(python, args)
+    else:
+        secret = run_job_name(args.run.run_id)
+        refs = {name: (secret, name) for name in secret_env}
+        refs[RUN_ARGS_ENV] = (secret, RUN_ARGS_KEY)
+        env = dataclasses.replace(
+            env,
+            values={k: v for k, v in env.values.items() if k not in refs},
+            k8s_secrets={**env.k8s_secrets, **refs},
+        )
+        argv = run_worker_argv(python, f"$({RUN_ARGS_ENV})")
     container = _container(location, kc, "run", image, argv, env, defaults)
     spec: dict[str, Any] = {
         "backoffLimit": 0,

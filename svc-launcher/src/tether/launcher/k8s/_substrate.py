@@ -39,6 +39,7 @@ from tether.launcher.k8s._manifests import (
     config_hash,
     k8s_config,
     run_job,
+    run_secret,
     selector_string,
     slug,
 )
@@ -349,10 +350,10 @@ class KubernetesSubstrate:
         ns: str,
         body: dict[str, Any],
         labels: Mapping[str, str],
-    ) -> bool:
+    ) -> Any:
         """Create ``body``; if it exists already (409: another replica, an earlier start
         interrupted, or a retried create whose first answer was lost), adopt it when it
-        carries ``labels``. Return whether it was created.
+        carries ``labels``. Return the object (the API's model of it).
 
         Raises:
             ApiException: the API refused it (or reading it back failed).
@@ -360,8 +361,7 @@ class KubernetesSubstrate:
         """
         name = body["metadata"]["name"]
         try:
-            await self._call(create, ns, body)
-            return True
+            return await self._call(create, ns, body)
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -372,7 +372,7 @@ class KubernetesSubstrate:
                 f"(its labels: {_meta(there).labels or {}})"
             )
         log.info("adopting %s %s/%s (it already existed)", body["kind"], ns, name)
-        return False
+        return there
 
     async def _await_ready(self, location: LocationConfig, ns: str, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -470,6 +470,9 @@ class KubernetesSubstrate:
         if image is None:
             raise RunLaunchError(f"location {args.location.name!r} has no image")
         ns = self._ns(args.location)
+        # The launcher's extras (the run's NATS credentials, its traceparent) and the
+        # worker's arguments go to the run's Secret, not into the Job.
+        extras = {k: v for k, v in env.items() if user_env.values.get(k) == v}
         body = run_job(
             args,
             user_env,
@@ -478,14 +481,13 @@ class KubernetesSubstrate:
             agent_id=self._agent,
             namespace=ns,
             defaults=self._pod_defaults,
+            secret_env=frozenset(extras),
         )
+        name = body["metadata"]["name"]
+        labels = body["metadata"]["labels"]
         try:
-            await self._create_or_adopt(
-                self._batch.create_namespaced_job,
-                self._batch.read_namespaced_job,
-                ns,
-                body,
-                body["metadata"]["labels"],
+            job = await self._create_or_adopt(
+                self._batch.create_namespaced_job, self._batch.read_namespaced_job, ns, body, labels
             )
         except ApiException as err:
             raise RunLaunchError(
@@ -493,10 +495,37 @@ class KubernetesSubstrate:
             ) from err
         except _NotOursError as err:
             raise RunLaunchError(f"run {args.run.run_id}: {err}") from err
-        name = body["metadata"]["name"]
+        try:
+            uid = _meta(job).uid
+            if not uid:
+                raise RunLaunchError(f"the API answered Job {ns}/{name} without its uid")
+            # Created after its Job, owned by it: deleted with it, never left behind. The
+            # kubelet retries a pod whose Secret is not there yet.
+            secret = run_secret(args, extras, agent_id=self._agent, namespace=ns, owner_uid=uid)
+            await self._create_or_adopt(
+                self._core.create_namespaced_secret,
+                self._core.read_namespaced_secret,
+                ns,
+                secret,
+                labels,
+            )
+        except (ApiException, _NotOursError, RunLaunchError) as err:
+            # Without its Secret the pod can never start: the launch failed, nothing stays.
+            await self._discard_job(ns, name)
+            reason = api_message(err) if isinstance(err, ApiException) else str(err)
+            raise RunLaunchError(
+                f"the Secret of run {args.run.run_id} could not be made: {reason}"
+            ) from err
         return KubernetesRunWorker(
             args.run.run_id, worker_id=f"{ns}/{name}", namespace=ns, name=name
         )
+
+    async def _discard_job(self, ns: str, name: str) -> None:
+        """Delete a Job whose launch failed half way (its Secret could not be made)."""
+        try:
+            await self._delete_job(ns, name, 0)
+        except ApiException as err:
+            log.warning("deleting Job %s/%s: %s", ns, name, api_message(err))
 
     def recorded_run(self, record: WorkerRecord) -> KubernetesRunWorker | None:
         """The run's Job, by the ``<namespace>/<name>`` its claim recorded."""
