@@ -471,3 +471,94 @@ async def test_run_arguments_and_credentials_are_in_the_runs_secret_not_its_job(
     ]
     assert names == [handle.name]
     await substrate.aclose()
+
+
+# --- the launcher service on the k8s substrate, with NATS -----------------------------
+
+
+async def test_the_launcher_reports_a_pod_that_cannot_be_created_as_the_runs_error(
+    cluster: Cluster, nats_server: Any, tmp_path: Path
+) -> None:
+    from launcher_testkit import PINNED, Bus, open_bus, running, work_item
+    from tether.launcher import LauncherSettings
+    from tether.launcher.k8s import K8sSettings
+    from tether.shared.nats.auth import RUN_WORKER_CREDENTIALS_ENV
+    from tether.shared.nats.subjects import Stream
+    from tether.shared.wire.work import ReportKind, WorkItem, WorkKind, WorkResult
+
+    # The launcher finds the cluster as kubectl would: through a kubeconfig.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": cluster.url}}],
+                "users": [{"name": "launcher", "user": {"token": "t"}}],
+                "contexts": [{"name": "e", "context": {"cluster": "emulator", "user": "launcher"}}],
+                "current-context": "e",
+            }
+        )
+    )
+
+    async def send(bus: Bus, kind: WorkKind, **payload: Any) -> WorkItem:
+        item = work_item(kind, loc, **payload)
+        await bus.send(item)
+        return item
+
+    async def result(bus: Bus, result_id: str) -> WorkResult:
+        return await bus.result(lambda r: r.id == result_id)
+
+    loc = location()
+    run_id = new_id()
+    settings = LauncherSettings(
+        **nats_server.launcher_settings("k8s"),
+        agent_id="agent-1",
+        substrate="k8s",
+        k8s=K8sSettings(
+            namespace=NS,
+            kubeconfig=str(kubeconfig),
+            poll_interval_s=0.1,
+            failed_create_grace_s=0.3,
+        ),
+        terminate_grace_s=1.0,
+        location_policy=POLICY,
+        stream_wait_timeout_s=10.0,
+        graceful_shutdown_timeout=10.0,
+        **PINNED,
+    )
+    streams = (Stream.WORK, Stream.RESULTS, Stream.EVENTS, Stream.LOGS)
+    async with (
+        open_bus(nats_server.url, *streams, result_timeout_s=60) as bus,
+        running(settings, timeout_s=60),
+    ):
+        launch = await send(bus, WorkKind.LAUNCH_RUN, run_id=run_id, job_name="daily")
+        launched = await result(bus, launch.id)
+        assert launched.ok, launched.error
+        [job] = (await cluster.call(cluster.batch.list_namespaced_job, NS)).items
+        # The run's NATS user is in its Secret, not in its Job.
+        [container] = job.spec.template.spec.containers
+        [creds] = [e for e in container.env if e.name == RUN_WORKER_CREDENTIALS_ENV]
+        assert creds.value is None and creds.value_from.secret_key_ref.name == job.metadata.name
+        health = await send(bus, WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
+        assert (await result(bus, health.id)).payload == {"run_id": run_id, "alive": True}
+
+        # The namespace's admission refuses the pod: the Job controller says so in events.
+        message = f'Error creating: pods "{job.metadata.name}-abcde" is forbidden: quota'
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "fc-1", "namespace": NS},
+            "involvedObject": {"kind": "Job", "name": job.metadata.name, "namespace": NS},
+            "type": "Warning",
+            "reason": "FailedCreate",
+            "message": message,
+        }
+        await cluster.call(cluster.core.create_namespaced_event, NS, event)
+        exited = await result(bus, f"{launch.id}.exit")
+        assert exited.kind == ReportKind.RUN_WORKER_EXITED and not exited.ok
+        assert exited.payload == {"run_id": run_id, "exit_code": -1}
+        assert exited.error is not None and message in exited.error.message
+        assert exited.error.cls_name.endswith("RunWorkerError")
+        health = await send(bus, WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
+        assert (await result(bus, health.id)).payload == {"run_id": run_id, "alive": False}

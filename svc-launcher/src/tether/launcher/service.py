@@ -110,6 +110,7 @@ def make_substrate(settings: LauncherSettings) -> Substrate[Any, Any]:
             agent_id=settings.agent_id,
             namespace=settings.k8s.namespace,
             default_image=settings.k8s.image,
+            kubeconfig=settings.k8s.kubeconfig,
             pod_defaults=PodDefaults(
                 run_as_user=settings.k8s.run_as_user,
                 resources=settings.k8s.resources,

@@ -146,7 +146,9 @@ class KubernetesSubstrate:
         namespace: default namespace (a location's ``kubernetes.namespace`` overrides it).
         default_image: image of locations that name none.
         python: the interpreter inside images.
-        api_client: a configured client; None: in-cluster config, else the kubeconfig.
+        api_client: a configured client; None: from ``kubeconfig``, else the in-cluster
+            config, else the kubeconfig of ``$KUBECONFIG`` or ``~/.kube/config``.
+        kubeconfig: path of a kubeconfig file (its current context) to use.
         start_timeout_s: seconds a code server has to become ready.
         stop_grace_s: grace period of deleted pods.
         poll_interval_s: seconds between status reads while waiting: one list of the
@@ -175,6 +177,7 @@ class KubernetesSubstrate:
         default_image: str | None = None,
         python: str = "python",
         api_client: k8s.ApiClient | None = None,
+        kubeconfig: str | None = None,
         start_timeout_s: float = 120.0,
         stop_grace_s: float = 10.0,
         poll_interval_s: float = 1.0,
@@ -187,12 +190,15 @@ class KubernetesSubstrate:
         self._user_code = user_code or UserCode.default(self.name, default_image)
         if api_client is None:
             try:
-                k8s_config_loader.load_incluster_config()
-            except k8s_config_loader.ConfigException:
-                try:
-                    k8s_config_loader.load_kube_config()
-                except (k8s_config_loader.ConfigException, OSError) as err:
-                    raise LauncherError(f"no Kubernetes configuration: {err}") from err
+                if kubeconfig is not None:
+                    k8s_config_loader.load_kube_config(config_file=kubeconfig)
+                else:
+                    try:
+                        k8s_config_loader.load_incluster_config()
+                    except k8s_config_loader.ConfigException:
+                        k8s_config_loader.load_kube_config()
+            except (k8s_config_loader.ConfigException, OSError) as err:
+                raise LauncherError(f"no Kubernetes configuration: {err}") from err
             config = k8s.Configuration.get_default_copy()
             # One connection per thread of the pool (urllib3 keeps 10 by default).
             config.connection_pool_maxsize = _POOL_THREADS

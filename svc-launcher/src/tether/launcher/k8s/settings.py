@@ -21,6 +21,13 @@ class K8sSettings(BaseSettings):
         description="Namespace of code servers and runs (a location may override it).",
     )
     image: str | None = Field(default=None, description="Image of locations that set no image.")
+    kubeconfig: str | None = Field(
+        default=None,
+        description=(
+            "Kubeconfig file (its current context) of the cluster, for a launcher outside "
+            "it; unset: the pod's service account, else $KUBECONFIG or ~/.kube/config."
+        ),
+    )
     run_as_user: int = Field(
         default=10001,
         ge=1,
