@@ -562,3 +562,50 @@ async def test_the_launcher_reports_a_pod_that_cannot_be_created_as_the_runs_err
         assert exited.error.cls_name.endswith("RunWorkerError")
         health = await send(bus, WorkKind.CHECK_RUN_HEALTH, run_id=run_id)
         assert (await result(bus, health.id)).payload == {"run_id": run_id, "alive": False}
+
+
+def _k8s_expand(arg: str, env: dict[str, str]) -> str:
+    """What Kubernetes makes of a command argument (its expansion rules: ``$$`` is ``$``,
+    ``$(NAME)`` a defined variable's value, anything else as written)."""
+    out, i = [], 0
+    while i < len(arg):
+        if arg[i] == "$" and i + 1 < len(arg):
+            if arg[i + 1] == "$":
+                out.append("$")
+                i += 2
+                continue
+            end = arg.find(")", i + 2)
+            if arg[i + 1] == "(" and end != -1 and arg[i + 2 : end] in env:
+                out.append(env[arg[i + 2 : end]])
+                i = end + 1
+                continue
+        out.append(arg[i])
+        i += 1
+    return "".join(out)
+
+
+def test_no_config_value_is_expanded_by_kubernetes_on_the_way() -> None:
+    from tether.launcher.k8s._manifests import code_server_objects, run_job
+    from tether.launcher.userenv import UserEnv
+    from tether.shared.wire.process import code_server_argv, run_worker_argv
+
+    loc = location().model_copy(update={"attribute": "defs_$(HOME)_$$_$x"})
+    env = {"HOME": "/root", "TETHER_RUN_ARGS": "{}"}
+    deployment, _ = code_server_objects(
+        loc, UserEnv(), image="i", python="p", agent_id="a", namespace=NS
+    )
+    [cs] = deployment["spec"]["template"]["spec"]["containers"]
+    meant = code_server_argv("p", loc, host="0.0.0.0", port=4000)
+    assert [_k8s_expand(a, env) for a in cs["command"]] == meant
+    args = run_args(loc).model_copy(
+        update={"run": LaunchRunPayload(run_id="r", job_name="j", run_config={"p": "$(HOME)"})}
+    )
+    job = run_job(args, UserEnv(), image="i", python="p", agent_id="a", namespace=NS)
+    [run] = job["spec"]["template"]["spec"]["containers"]
+    assert [_k8s_expand(a, env) for a in run["command"]] == run_worker_argv("p", args)
+    # By reference, the placeholder is the one thing expanded.
+    by_ref = run_job(
+        args, UserEnv(), image="i", python="p", agent_id="a", namespace=NS, secret_env=frozenset()
+    )
+    [ref] = by_ref["spec"]["template"]["spec"]["containers"]
+    assert _k8s_expand(ref["command"][-1], env) == "{}"

@@ -160,7 +160,9 @@ def code_server_objects(
         "annotations": {ANNOTATION_LOCATION: location.name},
     }
     # Inside the pod network: the Service is the only way in (the launcher is its client).
-    command = code_server_argv(python, location, host=ANY_INTERFACE, port=CODE_SERVER_PORT)
+    command = literal_argv(
+        code_server_argv(python, location, host=ANY_INTERFACE, port=CODE_SERVER_PORT)
+    )
     container = _container(location, kc, "codeserver", image, command, env, defaults)
     container["ports"] = [{"name": "grpc", "containerPort": CODE_SERVER_PORT}]
     container["readinessProbe"] = {
@@ -275,7 +277,7 @@ def run_job(
         storage = f"{sec.writable_paths[0].rstrip('/')}/tether-storage"
         env = dataclasses.replace(env, values={**env.values, STORAGE_DIR_ENV: storage})
     if secret_env is None:
-        argv = run_worker_argv(python, args)
+        argv = literal_argv(run_worker_argv(python, args))
     else:
         secret = run_job_name(args.run.run_id)
         refs = {name: (secret, name) for name in secret_env}
@@ -309,6 +311,13 @@ def run_job(
         },
         "spec": spec,
     }
+
+
+def literal_argv(argv: list[str]) -> list[str]:
+    """``argv`` as Kubernetes runs it unchanged: it replaces ``$(NAME)`` in a container's
+    command with the variable's value, and ``$$`` with ``$`` (a location's config or a
+    run's config holding ``$(HOME)`` would otherwise change on the way)."""
+    return [arg.replace("$", "$$") for arg in argv]
 
 
 def max_runtime_s(tags: Mapping[str, str]) -> float | None:
