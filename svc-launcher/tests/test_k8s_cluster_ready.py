@@ -266,14 +266,53 @@ async def test_failed_create_events_end_the_run_with_them_as_its_error(cluster: 
     # The Job is deleted: the controller stops trying, nothing lingers.
     assert (await cluster.call(cluster.batch.list_namespaced_job, NS)).items == []
 
-    # A Job with a pod is never ended for old events (the pod was created after all).
+    # A Job whose pod runs is never ended for old events (the pod was created after all).
     running = await substrate.launch_run(run_args(location()), {})
-    await cluster.finish_job(running.namespace, running.name, {"active": 1})
+    await cluster.finish_job(running.namespace, running.name, {"active": 1, "ready": 1})
     waiting = asyncio.create_task(substrate.wait_run(running))
     await asyncio.sleep(1)
     assert not waiting.done()
     await cluster.finish_job(running.namespace, running.name, {"succeeded": 1})
     assert await waiting == 0 and running.exit_error is None
+
+    # A pod the kubelet cannot start (its image is not there): the run ends with why.
+    pulling = await substrate.launch_run(run_args(location()), {})
+    await cluster.finish_job(pulling.namespace, pulling.name, {"active": 1})
+    job = await cluster.call(cluster.batch.read_namespaced_job, pulling.name, NS)
+    pod_name = f"{pulling.name}-q8z4w"
+    labels = {**job.spec.template.metadata.labels, "job-name": pulling.name}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": NS, "labels": labels},
+        "spec": {"containers": [{"name": "run", "image": "i"}]},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "run",
+                    "image": "i",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}},
+                }
+            ]
+        },
+    }
+    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
+    pull_event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod_name}.1", "namespace": NS},
+        "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": NS},
+        "type": "Warning",
+        "reason": "Failed",
+        "message": 'Failed to pull image "registry.example.com/etl:1": not found',
+    }
+    await cluster.call(cluster.core.create_namespaced_event, NS, pull_event)
+    assert await substrate.wait_run(pulling) == -1
+    assert "ImagePullBackOff" in (pulling.exit_error or "")
+    assert "Failed to pull image" in (pulling.exit_error or "")
     await substrate.aclose()
 
 

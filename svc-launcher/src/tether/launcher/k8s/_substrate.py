@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -223,9 +223,10 @@ class KubernetesSubstrate:
         self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._exits: dict[tuple[str, str], int] = {}
         self._jobs = JobWatch(self._list_run_jobs, poll_interval_s, _job_name)
-        # FailedCreate events of the agent's Jobs, per namespace: (read at, job -> texts).
-        self._failed_creates: dict[str, tuple[float, dict[str, list[str]]]] = {}
-        self._failed_creates_lock = asyncio.Lock()
+        # Reads shared by the runs of a namespace (FailedCreate events, run pods):
+        # (kind, namespace) -> (read at, answer).
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._cache_lock = asyncio.Lock()
 
     @property
     def job_watch(self) -> JobWatch:
@@ -584,8 +585,7 @@ class KubernetesSubstrate:
         FailedCreate events of its pods) goes to ``handle.exit_error``.
         """
         ns, name = handle.namespace, handle.name
-        podless_since: float | None = None
-        checked_at = 0.0
+        stuck = _Stuck()
         while True:
             try:
                 job = await self._jobs.next_state(ns, name)
@@ -600,25 +600,87 @@ class KubernetesSubstrate:
                     code = await self._failed_job_code(handle, job, code)
                 self._exits[(ns, name)] = code
                 return code
-            if _job_has_pod(job):
-                podless_since = None
-                continue
-            now = time.monotonic()
-            podless_since = now if podless_since is None else podless_since
-            if now - podless_since < self._failed_create_grace or now - checked_at < (
-                self._failed_create_grace / 4
-            ):
-                continue
-            checked_at = now
-            failures = (await self._failed_create_events(ns)).get(name)
-            if failures:
-                # The job controller keeps trying (quota, admission, Pod Security) and
-                # the run would wait in STARTING for ever: end it with the reason.
-                handle.exit_error = _failed_create_text(ns, name, failures)
-                log.warning("run %s: %s", handle.run_id, handle.exit_error)
+            reason = await self._why_stuck(ns, name, job, stuck)
+            if reason is not None:
+                # The job controller keeps trying to create the pod (quota, admission, Pod
+                # Security), or the kubelet to start it (image pull, missing Secret), and
+                # the run would wait in STARTING until the control plane gives up: end it
+                # now, with the reason.
+                handle.exit_error = reason
+                log.warning("run %s: %s", handle.run_id, reason)
                 await self._delete_job(ns, name, 0)
                 self._exits[(ns, name)] = -1
                 return -1
+
+    async def _why_stuck(
+        self, ns: str, name: str, job: dict[str, Any], stuck: _Stuck
+    ) -> str | None:
+        """Why a run's Job has had no running pod for the whole grace period, if it will
+        not get better by waiting (FailedCreate events; a pod waiting for a reason of
+        :data:`FATAL_WAITING_REASONS`); None otherwise. Reads the namespace's events or
+        pods at most every quarter of the grace period, shared by all runs."""
+        status = job.get("status") or {}
+        if status.get("ready"):
+            stuck.state = None
+            return None
+        state = "waiting" if status.get("active") else "podless"
+        now = time.monotonic()
+        if stuck.state != state:
+            stuck.state, stuck.since, stuck.checked_at = state, now, 0.0
+        grace = self._failed_create_grace
+        if now - stuck.since < grace or now - stuck.checked_at < grace / 4:
+            return None
+        stuck.checked_at = now
+        if state == "podless":
+            failures = (await self._failed_create_events(ns)).get(name)
+            return _failed_create_text(ns, name, failures) if failures else None
+        problem = (await self._run_pod_problems(ns)).get(name)
+        if problem is None:
+            return None
+        pod, text = problem
+        events = await self._events(ns, pod)
+        return text + (f"\n--- events ---\n{events}" if events else "")
+
+    async def _run_pod_problems(self, ns: str) -> dict[str, tuple[str, str]]:
+        """Run pods of this agent in ``ns`` that cannot start, by Job name: (pod, why);
+        one list per namespace, shared within a quarter of the grace period."""
+
+        async def read() -> dict[str, tuple[str, str]]:
+            labels = _run_selector(self._agent)
+            try:
+                pods = await self._call(
+                    self._core.list_namespaced_pod, ns, label_selector=selector_string(labels)
+                )
+            except ApiException as err:
+                log.warning("listing run pods in %s: %s", ns, api_message(err))
+                return {}
+            found: dict[str, tuple[str, str]] = {}
+            for pod in pods.items:
+                job_name = (_meta(pod).labels or {}).get("job-name")
+                if not _labels_match(pod, labels) or not job_name:
+                    continue
+                for status in (pod.status.container_statuses or []) if pod.status else []:
+                    waiting = status.state.waiting if status.state else None
+                    if waiting is not None and waiting.reason in FATAL_WAITING_REASONS:
+                        text = f"pod {_name(pod)}: {waiting.reason}: {waiting.message or ''}"
+                        found[job_name] = (_name(pod), text)
+            return found
+
+        return await self._cached(("pods", ns), read)
+
+    async def _cached(
+        self, key: tuple[str, str], read: Callable[[], Awaitable[T]], fresh: bool = False
+    ) -> T:
+        """``read()``'s answer, shared by every caller within a quarter of the grace
+        period (one call for all the runs of a namespace)."""
+        async with self._cache_lock:
+            now = time.monotonic()
+            hit = self._cache.get(key)
+            if hit is not None and not fresh and now - hit[0] < self._failed_create_grace / 4:
+                return cast(T, hit[1])
+            value = await read()
+            self._cache[key] = (now, value)
+            return value
 
     async def _failed_job_code(
         self, handle: KubernetesRunWorker, job: dict[str, Any], code: int
@@ -645,13 +707,9 @@ class KubernetesSubstrate:
         return pod_code if pod_code is not None else code
 
     async def _failed_create_events(self, ns: str, fresh: bool = False) -> dict[str, list[str]]:
-        """FailedCreate events of Jobs in ``ns``, by Job name: one list per namespace,
-        shared by every run that asks within a quarter of the grace period."""
-        async with self._failed_creates_lock:
-            now = time.monotonic()
-            cached = self._failed_creates.get(ns)
-            if cached is not None and not fresh and now - cached[0] < self._failed_create_grace / 4:
-                return cached[1]
+        """FailedCreate events of Jobs in ``ns``, by Job name (see :meth:`_cached`)."""
+
+        async def read() -> dict[str, list[str]]:
             try:
                 events = await self._call(
                     self._core.list_namespaced_event,
@@ -671,8 +729,9 @@ class KubernetesSubstrate:
                     and obj.name
                 ):
                     found.setdefault(obj.name, []).append(f"{e.type} {e.reason}: {e.message}")
-            self._failed_creates[ns] = (now, found)
             return found
+
+        return await self._cached(("failed-create", ns), read, fresh)
 
     async def _list_run_jobs(self, ns: str) -> list[dict[str, Any]]:
         """The agent's run Jobs in ``ns``, as JSON (one call; transient errors retried).
@@ -680,11 +739,7 @@ class KubernetesSubstrate:
         Raises:
             JobRoundError: the API refused the list, or kept failing past the retries.
         """
-        labels = {
-            LABEL_MANAGED_BY: "tether",
-            LABEL_AGENT: slug(self._agent, 63),
-            LABEL_ROLE: ROLE_RUN,
-        }
+        labels = _run_selector(self._agent)
         try:
             # The JSON as it comes (_preload_content=False): building the client's models
             # of a thousand Jobs costs ten times the list itself, every interval.
@@ -742,6 +797,21 @@ class KubernetesSubstrate:
         self._api.close()
 
 
+@dataclass
+class _Stuck:
+    """How long a run's Job has been without a running pod (podless: none created yet;
+    waiting: created, not started), and when that was last looked into."""
+
+    state: str | None = None
+    since: float = 0.0
+    checked_at: float = 0.0
+
+
+def _run_selector(agent_id: str) -> dict[str, str]:
+    """Labels of every run Job (and run pod) of the agent."""
+    return {LABEL_MANAGED_BY: "tether", LABEL_AGENT: slug(agent_id, 63), LABEL_ROLE: ROLE_RUN}
+
+
 class _NotOursError(Exception):
     """An object of the name we create exists, without this agent's labels."""
 
@@ -753,17 +823,6 @@ def _job_name(job: dict[str, Any]) -> str:
 def _dict_labels_match(obj: dict[str, Any], labels: Mapping[str, str]) -> bool:
     have = (obj.get("metadata") or {}).get("labels") or {}
     return all(have.get(k) == v for k, v in labels.items())
-
-
-def _job_has_pod(job: dict[str, Any]) -> bool:
-    """Whether a Job (its JSON) has (had) a pod: one pending or running, ready, or ended."""
-    status = job.get("status") or {}
-    return bool(
-        status.get("active")
-        or status.get("ready")
-        or status.get("succeeded")
-        or status.get("failed")
-    )
 
 
 def _failed_create_text(ns: str, name: str, failures: list[str]) -> str:

@@ -70,8 +70,8 @@ class K8sSettings(BaseSettings):
         gt=0,
         description=(
             "Seconds a run Job may keep failing to create its pod (FailedCreate events: "
-            "quota, admission, Pod Security) before the run ends with those events as "
-            "its error."
+            "quota, admission, Pod Security), or its pod to start (image pull, missing "
+            "Secret), before the run ends with that as its error."
         ),
     )
 
