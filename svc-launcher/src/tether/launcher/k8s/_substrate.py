@@ -127,6 +127,11 @@ def transient_api_error(exc: Exception) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
+#: What an API call may raise once its retries are spent: the API's answer, or the
+#: transport's failure.
+_API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
 def _labels_match(obj: _ApiObject, labels: Mapping[str, str]) -> bool:
     have = _meta(obj).labels or {}
     return all(have.get(k) == v for k, v in labels.items())
@@ -431,7 +436,7 @@ class KubernetesSubstrate:
                 ns,
                 field_selector=f"involvedObject.name={pod_name}",
             )
-        except ApiException:
+        except _API_ERRORS:
             return ""
         return "\n".join(
             f"{e.type} {e.reason}: {e.message}"
@@ -608,7 +613,10 @@ class KubernetesSubstrate:
                 # now, with the reason.
                 handle.exit_error = reason
                 log.warning("run %s: %s", handle.run_id, reason)
-                await self._delete_job(ns, name, 0)
+                try:
+                    await self._delete_job(ns, name, 0)
+                except _API_ERRORS as err:  # the exit is reported all the same
+                    log.warning("deleting Job %s/%s: %s", ns, name, err)
                 self._exits[(ns, name)] = -1
                 return -1
 
@@ -651,8 +659,8 @@ class KubernetesSubstrate:
                 pods = await self._call(
                     self._core.list_namespaced_pod, ns, label_selector=selector_string(labels)
                 )
-            except ApiException as err:
-                log.warning("listing run pods in %s: %s", ns, api_message(err))
+            except _API_ERRORS as err:
+                log.warning("listing run pods in %s: %s", ns, err)
                 return {}
             found: dict[str, tuple[str, str]] = {}
             for pod in pods.items:
@@ -690,8 +698,8 @@ class KubernetesSubstrate:
         ns, name = handle.namespace, handle.name
         try:
             pod_code = await self._pod_exit_code(ns, name)
-        except ApiException as err:
-            log.warning("reading the pod of Job %s/%s: %s", ns, name, api_message(err))
+        except _API_ERRORS as err:  # the exit is reported all the same
+            log.warning("reading the pod of Job %s/%s: %s", ns, name, err)
             pod_code = None
         reasons = [
             f"Job {ns}/{name} failed: {c.get('reason')}: {c.get('message')}"
@@ -716,8 +724,8 @@ class KubernetesSubstrate:
                     ns,
                     field_selector="involvedObject.kind=Job,reason=FailedCreate",
                 )
-            except ApiException as err:
-                log.warning("listing FailedCreate events in %s: %s", ns, api_message(err))
+            except _API_ERRORS as err:
+                log.warning("listing FailedCreate events in %s: %s", ns, err)
                 return {}
             found: dict[str, list[str]] = {}
             for e in events.items:  # also filter here: be strict about what we report
@@ -752,7 +760,7 @@ class KubernetesSubstrate:
             items = json.loads(cast(Any, response).data)["items"] or []
         except ApiException as err:
             raise JobRoundError(api_message(err)) from err
-        except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as err:
+        except (*_API_ERRORS, ValueError, KeyError) as err:
             raise JobRoundError(str(err)) from err
         return [j for j in items if _dict_labels_match(j, labels)]
 
