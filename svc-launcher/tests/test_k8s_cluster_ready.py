@@ -299,7 +299,6 @@ async def test_failed_create_events_end_the_run_with_them_as_its_error(cluster: 
             ]
         },
     }
-    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
     pull_event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -310,6 +309,7 @@ async def test_failed_create_events_end_the_run_with_them_as_its_error(cluster: 
         "message": 'Failed to pull image "registry.example.com/etl:1": not found',
     }
     await cluster.call(cluster.core.create_namespaced_event, NS, pull_event)
+    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
     assert await substrate.wait_run(pulling) == -1
     assert "ImagePullBackOff" in (pulling.exit_error or "")
     assert "Failed to pull image" in (pulling.exit_error or "")

@@ -381,7 +381,6 @@ async def test_image_pull_failure_fails_fast_with_the_pod_events(cluster: Cluste
             ]
         },
     }
-    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -391,7 +390,9 @@ async def test_image_pull_failure_fails_fast_with_the_pod_events(cluster: Cluste
         "reason": "Failed",
         "message": 'Failed to pull image "registry.example.com/sales:missing": not found',
     }
+    # The event first: the substrate reads them once it sees the pod failing.
     await cluster.call(cluster.core.create_namespaced_event, NS, event)
+    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
     with pytest.raises(CodeServerStartError) as raised:
         await start
     message = str(raised.value)

@@ -132,6 +132,10 @@ def transient_api_error(exc: Exception) -> bool:
 _API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
+def _error_text(err: BaseException) -> str:
+    return api_message(err) if isinstance(err, ApiException) else str(err)
+
+
 def _labels_match(obj: _ApiObject, labels: Mapping[str, str]) -> bool:
     have = _meta(obj).labels or {}
     return all(have.get(k) == v for k, v in labels.items())
@@ -318,9 +322,9 @@ class KubernetesSubstrate:
                     service,
                     own,
                 )
-            except ApiException as err:
+            except _API_ERRORS as err:
                 raise CodeServerStartError(
-                    location.name, f"the API refused the code server: {api_message(err)}"
+                    location.name, f"the API refused the code server: {_error_text(err)}"
                 ) from err
             except _NotOursError as err:
                 raise CodeServerStartError(location.name, str(err)) from err
@@ -347,11 +351,12 @@ class KubernetesSubstrate:
             await asyncio.sleep(self._health_interval)
             try:
                 d = await self._call(self._apps.read_namespaced_deployment, name, ns)
-            except ApiException as err:
-                if err.status == 404:
+            except _API_ERRORS as err:
+                if isinstance(err, ApiException) and err.status == 404:
                     self._ready[key] = False
                     return
-                log.warning("reading deployment %s/%s: %s", ns, name, api_message(err))
+                # Past the retries: the last answer stands until a read succeeds.
+                log.warning("reading deployment %s/%s: %s", ns, name, _error_text(err))
                 continue
             self._ready[key] = d.status is not None and (d.status.ready_replicas or 0) >= 1
 
@@ -392,9 +397,9 @@ class KubernetesSubstrate:
         while True:
             try:
                 d = await self._call(self._apps.read_namespaced_deployment, name, ns)
-            except ApiException as err:
+            except _API_ERRORS as err:
                 raise CodeServerStartError(
-                    location.name, f"cannot read deployment {ns}/{name}: {api_message(err)}"
+                    location.name, f"cannot read deployment {ns}/{name}: {_error_text(err)}"
                 ) from err
             if d.status is not None and (d.status.ready_replicas or 0) >= 1:
                 log.info("code server %s/%s ready", ns, name)
@@ -448,9 +453,9 @@ class KubernetesSubstrate:
         for fn in (self._apps.delete_namespaced_deployment, self._core.delete_namespaced_service):
             try:
                 await self._call(fn, name, ns, grace_period_seconds=math.ceil(self._stop_grace))
-            except ApiException as err:
-                if err.status != 404:
-                    log.warning("deleting %s/%s: %s", ns, name, api_message(err))
+            except _API_ERRORS as err:
+                if not (isinstance(err, ApiException) and err.status == 404):
+                    log.warning("deleting %s/%s: %s", ns, name, _error_text(err))
 
     async def stop_code_server(self, handle: KubernetesCodeServer) -> None:
         """Delete the code server's Deployment and Service."""
@@ -471,11 +476,13 @@ class KubernetesSubstrate:
     # --- run workers --------------------------------------------------------------------
 
     async def launch_run(self, args: ExecuteRunArgs, env: Mapping[str, str]) -> KubernetesRunWorker:
-        """Create the run's Job.
+        """Create the run's Job, then its Secret (the worker's arguments and ``env``,
+        owned by the Job); a Job of this run already there (409) is adopted.
 
         Raises:
             LocationRefusedError: the location policy refuses it (nothing created).
-            RunLaunchError: no image, or the API refused the Job.
+            RunLaunchError: no image, the API refused the Job or its Secret (then no Job
+                is left), or kept failing past the retries.
         """
         user_env = self._user_code.container_env(args.location, env)
         image = args.location.image or self._default_image
@@ -501,9 +508,9 @@ class KubernetesSubstrate:
             job = await self._create_or_adopt(
                 self._batch.create_namespaced_job, self._batch.read_namespaced_job, ns, body, labels
             )
-        except ApiException as err:
+        except _API_ERRORS as err:
             raise RunLaunchError(
-                f"the API refused the Job of run {args.run.run_id}: {api_message(err)}"
+                f"the API refused the Job of run {args.run.run_id}: {_error_text(err)}"
             ) from err
         except _NotOursError as err:
             raise RunLaunchError(f"run {args.run.run_id}: {err}") from err
@@ -521,12 +528,11 @@ class KubernetesSubstrate:
                 secret,
                 labels,
             )
-        except (ApiException, _NotOursError, RunLaunchError) as err:
+        except (*_API_ERRORS, _NotOursError, RunLaunchError) as err:
             # Without its Secret the pod can never start: the launch failed, nothing stays.
             await self._discard_job(ns, name)
-            reason = api_message(err) if isinstance(err, ApiException) else str(err)
             raise RunLaunchError(
-                f"the Secret of run {args.run.run_id} could not be made: {reason}"
+                f"the Secret of run {args.run.run_id} could not be made: {_error_text(err)}"
             ) from err
         return KubernetesRunWorker(
             args.run.run_id, worker_id=f"{ns}/{name}", namespace=ns, name=name
@@ -536,8 +542,8 @@ class KubernetesSubstrate:
         """Delete a Job whose launch failed half way (its Secret could not be made)."""
         try:
             await self._delete_job(ns, name, 0)
-        except ApiException as err:
-            log.warning("deleting Job %s/%s: %s", ns, name, api_message(err))
+        except _API_ERRORS as err:
+            log.warning("deleting Job %s/%s: %s", ns, name, _error_text(err))
 
     def recorded_run(self, record: WorkerRecord) -> KubernetesRunWorker | None:
         """The run's Job, by the ``<namespace>/<name>`` its claim recorded."""
