@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from k8s_testkit import Cluster, emulated_cluster
 from tether.launcher.errors import CodeServerStartError, LocationRefusedError, RunLaunchError
 from tether.launcher.policy import LocationPolicy, PolicyContext
 from tether.launcher.substrate import WorkerRecord
@@ -24,7 +25,6 @@ from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import KubernetesConfig, LocationConfig
 from tether.shared.wire.process import ExecuteRunArgs
 from tether.shared.wire.work import LaunchRunPayload
-from tether.testing import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +91,7 @@ def validate(obj: dict[str, Any]) -> None:
 def test_every_object_validates_and_carries_the_location_settings() -> None:
     from tether.launcher.k8s._manifests import (
         LABEL_CONFIG,
+        PodDefaults,
         code_server_objects,
         config_hash,
         run_job,
@@ -132,16 +133,29 @@ def test_every_object_validates_and_carries_the_location_settings() -> None:
             "seccompProfile": {"type": "RuntimeDefault"},
             "runAsUser": 10001,
             "runAsGroup": 10001,
+            "fsGroup": 10001,
         }
         assert spec["containers"][0]["securityContext"] == {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
         }
+        # The image is read-only: /tmp is the pod's own emptyDir.
+        assert spec["volumes"] == [{"name": "writable-0", "emptyDir": {}}]
+        assert spec["containers"][0]["volumeMounts"] == [
+            {"name": "writable-0", "mountPath": "/tmp"}
+        ]
     for obj in (bare_deployment, bare_job):
         assert obj["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert "automountServiceAccountToken" not in deployment["spec"]["template"]["spec"]
     own_user, _ = code_server_objects(
-        bare, UserEnv(), image="i", python="p", agent_id="a", namespace="d", run_as_user=None
+        bare,
+        UserEnv(),
+        image="i",
+        python="p",
+        agent_id="a",
+        namespace="d",
+        defaults=PodDefaults(run_as_user=None),
     )
     assert "runAsUser" not in own_user["spec"]["template"]["spec"]["securityContext"]
     # The extra env (the caller token) reaches the code server's container, over the
@@ -169,7 +183,15 @@ def test_every_object_validates_and_carries_the_location_settings() -> None:
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     [container] = pod["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": "warehouse-credentials"}}]
-    assert container["resources"] == FULL.resources
+    # The location's resources, and the launcher's defaults of those it does not name.
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    assert bare_deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"memory": "2Gi"},
+    }
     assert {"name": "WAREHOUSE", "value": "prod"} in container["env"]
     assert container["command"][-4:] == ["--host", "0.0.0.0", "--port", "4000"]
     assert deployment["metadata"]["labels"][LABEL_CONFIG] == config_hash(loc)
@@ -270,85 +292,10 @@ async def test_a_location_outside_the_policy_is_refused_and_nothing_is_created(
 # --- API calls against the emulator ---------------------------------------------------
 
 
-class Cluster:
-    """The emulator plus a client for the test to play the controllers with."""
-
-    def __init__(self, url: str) -> None:
-        from kubernetes import client
-
-        config = client.Configuration()
-        config.host = url.rstrip("/")
-        self.url = config.host
-        self.client = client
-        self.api = client.ApiClient(config)
-        self.apps = client.AppsV1Api(self.api)
-        self.core = client.CoreV1Api(self.api)
-        self.batch = client.BatchV1Api(self.api)
-
-    def substrate(self, agent: str = "agent-1", **kwargs: Any):
-        from kubernetes import client
-        from tether.launcher.k8s import KubernetesSubstrate
-
-        config = client.Configuration()
-        config.host = self.url
-        kwargs.setdefault("user_code", user_code())
-        return KubernetesSubstrate(
-            agent_id=agent,
-            namespace="default",
-            api_client=client.ApiClient(config),
-            start_timeout_s=30,
-            stop_grace_s=1,
-            poll_interval_s=0.05,
-            **kwargs,
-        )
-
-    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-    async def deployments(self) -> list[Any]:
-        return (await self.call(self.apps.list_namespaced_deployment, NS)).items
-
-    async def services(self) -> list[str]:
-        return [
-            s.metadata.name for s in (await self.call(self.core.list_namespaced_service, NS)).items
-        ]
-
-    async def mark_ready_when_created(self, name_prefix: str) -> Any:
-        """Play the Deployment controller: the new Deployment gets a ready replica."""
-        async with asyncio.timeout(30):
-            while True:
-                for d in await self.deployments():
-                    if d.metadata.name.startswith(name_prefix) and not (
-                        d.status and d.status.ready_replicas
-                    ):
-                        await self.call(
-                            self.apps.patch_namespaced_deployment_status,
-                            d.metadata.name,
-                            NS,
-                            {"status": {"readyReplicas": 1, "replicas": 1}},
-                        )
-                        return d
-                await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
-    try:
-        import kmock
-        import kubernetes  # noqa: F401
-    except ImportError as err:
-        skip_or_fail(f"kubernetes and kmock (dev dependencies): {err}")
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
-        # The emulator serves the resources it is told of (a cluster has them built in).
-        for resource in (
-            "apps/v1/deployments",
-            "v1/services",
-            "v1/pods",
-            "v1/events",
-            "batch/v1/jobs",
-        ):
-            emulator.resources[resource] = {}
-        yield Cluster(str(emulator.url))
+    async with emulated_cluster(user_code()) as c:
+        yield c
 
 
 async def test_code_server_is_created_adopted_replaced_and_stopped(cluster: Cluster) -> None:
@@ -434,7 +381,6 @@ async def test_image_pull_failure_fails_fast_with_the_pod_events(cluster: Cluste
             ]
         },
     }
-    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
     event = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -444,7 +390,9 @@ async def test_image_pull_failure_fails_fast_with_the_pod_events(cluster: Cluste
         "reason": "Failed",
         "message": 'Failed to pull image "registry.example.com/sales:missing": not found',
     }
+    # The event first: the substrate reads them once it sees the pod failing.
     await cluster.call(cluster.core.create_namespaced_event, NS, event)
+    await cluster.call(cluster.core.create_namespaced_pod, NS, pod)
     with pytest.raises(CodeServerStartError) as raised:
         await start
     message = str(raised.value)

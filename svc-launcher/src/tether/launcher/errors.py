@@ -30,6 +30,11 @@ class RunLaunchError(LauncherError):
     """A run worker could not be started."""
 
 
+class RunWorkerError(LauncherError):
+    """A run worker ended for a reason its exit code does not tell (the substrate's
+    explanation: a Kubernetes Job whose pod could not be created, a passed deadline)."""
+
+
 class UnsupportedWorkError(LauncherError):
     """A well-formed work item this launcher has no handler for."""
 

@@ -18,6 +18,7 @@ from tether.launcher.errors import (
     CodeServerStartError,
     LauncherError,
     RunLaunchError,
+    RunWorkerError,
     UnsupportedWorkError,
 )
 from tether.launcher.heartbeats import Heartbeat
@@ -477,6 +478,13 @@ class WorkHandlers:
                 ok=exit_code == 0,
                 payload=report.result_json(
                     RunWorkerExited(run_id=handle.run_id, exit_code=exit_code)
+                ),
+                # What the substrate saw beyond the code (a pod that could not be
+                # created): the run's ENGINE_ERROR shows it.
+                error=(
+                    None
+                    if handle.exit_error is None
+                    else ErrorInfo.from_exception(RunWorkerError(handle.exit_error))
                 ),
                 traceparent=telemetry.current_traceparent(),
             )

@@ -132,6 +132,14 @@ class LocationPolicy(BaseModel):
             "${k8s-secret:...}. Default: none. The agent's own Secret never."
         ),
     )
+    k8s_allow_unrestricted: bool = Field(
+        default=False,
+        description=(
+            "K8s: allow a location's kubernetes.security to leave the restricted Pod "
+            "Security Standard (root, privilege escalation, added capabilities, "
+            "unconfined seccomp)."
+        ),
+    )
     k8s_agent_secret: str = Field(
         default="tether-agent",
         description="K8s: the Secret holding the agent token, refused to every location.",
@@ -378,6 +386,13 @@ class PolicyCheck:
         for secret in kc.env_from_secrets:
             if (reason := self._k8s_secret(secret)) is not None:
                 return f"env_from_secrets: {reason}"
+        if kc.security is not None and not self.policy.k8s_allow_unrestricted:
+            if breaches := kc.security.unrestricted():
+                return (
+                    f"kubernetes.security leaves the restricted Pod Security Standard "
+                    f"({'; '.join(breaches)}): allowed only by the policy's "
+                    "k8s_allow_unrestricted"
+                )
         return None
 
     def _ecs(self, location: LocationConfig) -> str | None:

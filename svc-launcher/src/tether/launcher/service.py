@@ -104,11 +104,20 @@ def make_substrate(settings: LauncherSettings) -> Substrate[Any, Any]:
             raise LauncherError(
                 f"the k8s substrate needs tether-launcher[k8s] (the kubernetes client): {err}"
             ) from err
+        from tether.launcher.k8s._manifests import PodDefaults
+
         return KubernetesSubstrate(
             agent_id=settings.agent_id,
             namespace=settings.k8s.namespace,
             default_image=settings.k8s.image,
-            run_as_user=settings.k8s.run_as_user,
+            kubeconfig=settings.k8s.kubeconfig,
+            pod_defaults=PodDefaults(
+                run_as_user=settings.k8s.run_as_user,
+                resources=settings.k8s.resources,
+                deadline_slack_s=settings.k8s.deadline_slack_s,
+            ),
+            poll_interval_s=settings.k8s.poll_interval_s,
+            failed_create_grace_s=settings.k8s.failed_create_grace_s,
             python=settings.container_python,
             user_code=user_code,
             start_timeout_s=settings.code_server_start_timeout_s,

@@ -73,6 +73,9 @@ class RunWorkerHandle:
             to tell it from a later process with the same pid.
         worker_id: the substrate's own id of the worker (docker: the container id), kept
             in the run's claim so that another launcher process can terminate it.
+        exit_error: why the worker ended, when the substrate knows more than its exit
+            code (k8s: the Job's Failed condition, its pods' FailedCreate events); set
+            by ``wait_run``, reported with the exit as the run's error.
     """
 
     run_id: str
@@ -81,6 +84,7 @@ class RunWorkerHandle:
     warm: bool = False
     pid_start: int | None = None
     worker_id: str | None = None
+    exit_error: str | None = None
 
 
 CS = TypeVar("CS", bound=CodeServerHandle)

@@ -6,7 +6,13 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from tether.shared.wire.base import WireModel
 
 #: The agent queue of a location that names none.
@@ -51,6 +57,109 @@ class ContainerConfig(WireModel):
     cpus: float | None = Field(default=None, gt=0, description="CPU limit in cores.")
 
 
+#: Capabilities the restricted Pod Security Standard lets a container add.
+RESTRICTED_ADDABLE_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+
+_CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class KubernetesSecurity(WireModel):
+    """The security context of a location's pods (code server and runs).
+
+    The defaults meet the restricted Pod Security Standard, which a namespace labelled
+    ``pod-security.kubernetes.io/enforce: restricted`` requires of every pod; an unset id
+    takes the launcher's (``TETHER_LAUNCHER_K8S_RUN_AS_USER``). Leaving the standard (root,
+    privilege escalation, added capabilities, an unconfined seccomp profile) needs the
+    agent's location policy ``k8s_allow_unrestricted``.
+    """
+
+    run_as_user: int | None = Field(
+        default=None, ge=0, description="Uid of the pods' processes; unset: the launcher's."
+    )
+    run_as_group: int | None = Field(
+        default=None, ge=0, description="Gid of the pods' processes; unset: the uid."
+    )
+    fs_group: int | None = Field(
+        default=None,
+        ge=0,
+        description="Group owning mounted volumes (Secrets, emptyDirs); unset: the gid.",
+    )
+    run_as_non_root: bool = Field(
+        default=True, description="Refuse to start an image whose user is root."
+    )
+    read_only_root_filesystem: bool = Field(
+        default=True,
+        description=(
+            "Mount the image read-only; writable_paths get an emptyDir each (runs keep "
+            "step outputs under /tmp then). False: the image's file system is writable."
+        ),
+    )
+    writable_paths: list[str] = Field(
+        default_factory=lambda: ["/tmp"],  # noqa: S108 - a pod's own emptyDir
+        description="Absolute paths that get an emptyDir (writable, deleted with the pod).",
+    )
+    allow_privilege_escalation: bool = Field(
+        default=False, description="Let processes gain privileges (setuid binaries)."
+    )
+    seccomp_profile: Literal["RuntimeDefault", "Localhost", "Unconfined"] = Field(
+        default="RuntimeDefault", description="Seccomp profile type of the pods."
+    )
+    seccomp_localhost_profile: str | None = Field(
+        default=None, description="The node's profile file, with seccomp_profile Localhost."
+    )
+    capabilities_add: list[str] = Field(
+        default_factory=list, description="Linux capabilities to add ('NET_BIND_SERVICE')."
+    )
+    capabilities_drop: list[str] = Field(
+        default_factory=lambda: ["ALL"], description="Linux capabilities to drop."
+    )
+
+    @field_validator("capabilities_add", "capabilities_drop")
+    @classmethod
+    def _capability_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _CAPABILITY.match(name) or name.startswith("CAP_"):
+                raise ValueError(
+                    f"capability {name!r}: an upper-case name without CAP_ (NET_BIND_SERVICE)"
+                )
+        return value
+
+    @field_validator("writable_paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or path == "/" or "\0" in path:
+                raise ValueError(f"writable path {path!r}: an absolute path below /")
+        if len(set(value)) != len(value):
+            raise ValueError(f"writable_paths name a path twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KubernetesSecurity:
+        if self.run_as_non_root and self.run_as_user == 0:
+            raise ValueError("run_as_user 0 is root: set run_as_non_root false to allow it")
+        if (self.seccomp_profile == "Localhost") != (self.seccomp_localhost_profile is not None):
+            raise ValueError(
+                "seccomp_localhost_profile is set with, and only with, seccomp_profile Localhost"
+            )
+        return self
+
+    def unrestricted(self) -> list[str]:
+        """What of this context leaves the restricted Pod Security Standard (empty: none)."""
+        out = []
+        if not self.run_as_non_root:
+            out.append("run_as_non_root is false")
+        if self.allow_privilege_escalation:
+            out.append("allow_privilege_escalation is true")
+        if self.seccomp_profile == "Unconfined":
+            out.append("seccomp_profile is Unconfined")
+        if added := sorted(set(self.capabilities_add) - RESTRICTED_ADDABLE_CAPABILITIES):
+            out.append(f"capabilities_add {added}")
+        if "ALL" not in self.capabilities_drop:
+            out.append("capabilities_drop does not drop ALL")
+        return out
+
+
 class KubernetesConfig(WireModel):
     """How the kubernetes substrate runs a location's code server and run workers."""
 
@@ -61,6 +170,14 @@ class KubernetesConfig(WireModel):
         description="Container resources: {'requests': {'cpu': '250m'}, 'limits': {...}}.",
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Pods' node selector.")
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_sections(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        if unknown := sorted(set(value) - {"requests", "limits"}):
+            raise ValueError(f"resources: only 'requests' and 'limits', not {unknown}")
+        return value
+
     tolerations: list[dict[str, Any]] = Field(
         default_factory=list, description="Pods' tolerations (Kubernetes JSON form)."
     )
@@ -74,6 +191,22 @@ class KubernetesConfig(WireModel):
     job_ttl_s: int = Field(
         default=3600, ge=0, description="Seconds a finished run Job is kept before deletion."
     )
+    security: KubernetesSecurity | None = Field(
+        default=None,
+        description=(
+            "Pods' security context; unset: the restricted Pod Security Standard, as the "
+            "launcher's user, read-only image with an emptyDir at /tmp."
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_security(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Added after configs were hashed (location_config_hash): left out while unset,
+        # so every existing config keeps its hash.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("security") is None:
+            data.pop("security", None)
+        return data
 
 
 class EcsConfig(WireModel):

@@ -105,12 +105,16 @@ def fork_server_argv(
     return argv
 
 
-def run_worker_argv(python: str, args: ExecuteRunArgs) -> list[str]:
+def run_worker_argv(python: str, args: ExecuteRunArgs | str) -> list[str]:
     """The command line of a run worker (``tether api execute-run``) for ``args``.
 
-    Env values are removed from the location (:func:`argv_args`).
+    Env values are removed from the location (:func:`argv_args`). A string instead of
+    args is what stands for them, which the container runtime replaces (Kubernetes:
+    ``$(TETHER_RUN_ARGS)``, from a Secret): the args are then not in the object that
+    starts the worker.
     """
-    return [python, "-m", CLI_MODULE, "api", "execute-run", argv_args(args).model_dump_json()]
+    shown = args if isinstance(args, str) else argv_args(args).model_dump_json()
+    return [python, "-m", CLI_MODULE, "api", "execute-run", shown]
 
 
 class CodeServerReady(WireModel):

@@ -53,6 +53,12 @@ class EventType(StrEnum):
 #: ``materializeAssets``, read by the run worker (``tether.sdk.select_assets``).
 ASSET_SELECTION_TAG = "tether/asset_selection"
 
+#: Run tag bounding how long a run may stay STARTED (seconds > 0): the control plane's run
+#: monitor fails and terminates a run past it; the kubernetes substrate also gives the
+#: run's Job an ``activeDeadlineSeconds`` from it, so the cluster stops the run even when
+#: the control plane cannot reach the agent.
+MAX_RUNTIME_TAG = "tether/max_runtime"
+
 #: The run status an event moves its run to, if any.
 STATUS_FOR_EVENT: dict[EventType, RunStatus] = {
     EventType.RUN_ENQUEUED: RunStatus.QUEUED,

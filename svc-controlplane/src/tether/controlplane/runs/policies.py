@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tether.controlplane.errors import BadInputError
+from tether.shared.wire.runs import MAX_RUNTIME_TAG
 
 __all__ = [
     "MAX_RETRIES_TAG",
@@ -39,7 +40,6 @@ __all__ = [
 MAX_RETRIES_TAG = "tether/max_retries"
 RETRY_STRATEGY_TAG = "tether/retry_strategy"
 RETRY_ON_ASSET_OR_OP_FAILURE_TAG = "tether/retry_on_asset_or_op_failure"
-MAX_RUNTIME_TAG = "tether/max_runtime"
 
 _BOOLEANS = {"true": True, "false": False}
 
