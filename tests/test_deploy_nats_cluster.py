@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_deploy import DEPLOY, _may_connect, k8s_documents, restricted_violations
+from test_deploy import DEPLOY, _may_connect, k8s_documents
 from tether.testing import free_port, skip_or_fail
+from tether.testing.podsecurity import restricted_violations
 
 pytestmark = pytest.mark.integration
 
