@@ -5,6 +5,7 @@ Each returns :class:`bench.report.Measurement` rows; none asserts anything about
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,9 +73,16 @@ def footprint(system: System, settle_s: float = 5.0) -> list[Measurement]:
 
 
 def pickup(
-    system: System, mark_file: Path, tries: int, timeout: float, log: Log
+    system: System,
+    mark_file: Path,
+    tries: int,
+    timeout: float,
+    log: Log,
+    *,
+    gap_s: Callable[[], float] = lambda: 0.5,
 ) -> list[Measurement]:
-    """Submission to the first line of user code, one run at a time on an idle system."""
+    """Submission to the first line of user code, one run at a time on an idle system
+    (``gap_s()`` seconds idle after each run before the next submission)."""
     latencies: list[float] = []
     breakdowns: list[dict[str, float]] = []
     stages = getattr(system, "stages", None)
@@ -99,7 +107,7 @@ def pickup(
             raise BenchError(f"{system.name}: pickup run {run_id} failed")
         if stages is not None:
             breakdowns.append(breakdown(submitted, marked, time.time(), stages(run_id)))
-        time.sleep(0.5)  # idle again before the next try
+        time.sleep(gap_s())  # idle again before the next try
     log(f"{system.name} pickup: " + ", ".join(f"{x:.2f}" for x in latencies))
     if breakdowns:
         # Medians hide outliers: say where the slowest try spent its time.
@@ -569,6 +577,14 @@ _SCALE_WORKLOADS = {
 }
 
 
+def scale_gap_s() -> float:
+    """Idle time between the scale workload's pickup tries: 0.5-1.5 s, at random, so the
+    submissions fall at every phase of the run coordinator's 1 s check interval (with a
+    fixed gap a try's cycle locks onto that interval and every try waits the same part
+    of it)."""
+    return 0.5 + random.random()
+
+
 def relabel(measurements: list[Measurement], case: str) -> list[Measurement]:
     """The storm's and pickup's rows as the scale workload's, under ``case``."""
     return [
@@ -600,7 +616,8 @@ def scale(
     out = relabel(storm(system, n, timeout, log, concurrent_submit=True), f"storm N={n}")
     system.set_tag_limit(BACKLOG_TAG, 1)
     out += relabel(
-        pickup(system, mark_file, tries, timeout, log), f"pickup, {tries} tries, queue empty"
+        pickup(system, mark_file, tries, timeout, log, gap_s=scale_gap_s),
+        f"pickup, {tries} tries, queue empty",
     )
     tags = {BACKLOG_TAG: "1"}
     held = system.submit(HOLD, tags=tags)
@@ -621,7 +638,7 @@ def scale(
     log(f"{system.name}: {backlog} runs queued behind the held run in {submit_s:.1f}s")
     first_marks = len(read_labeled_marks(mark_file, "first"))
     case = f"pickup, {tries} tries, {backlog} runs queued"
-    rows = relabel(pickup(system, mark_file, tries, timeout, log), case)
+    rows = relabel(pickup(system, mark_file, tries, timeout, log, gap_s=scale_gap_s), case)
     # Every start since is a probe's (and its warm-up's): the backlog stayed queued.
     started_since = len(read_labeled_marks(mark_file, "first")) - first_marks
     still = count("QUEUED", tags)

@@ -27,9 +27,9 @@ from typing import Any
 from tether.testing import free_port
 
 from bench.processes import read_stat, tree
-from bench.systems.base import BenchError, Workspace
+from bench.systems.base import BenchError, Workspace, wait_until
 from bench.systems.shape import Shape
-from bench.systems.tether import TetherSystem
+from bench.systems.tether import LOCATION, TetherSystem
 from tether.dev.stack import DevStack, StackConfig
 
 #: The proxy, run as a script (stdlib only), so it needs no import path of the harness.
@@ -257,10 +257,35 @@ class TetherScaleSystem(TetherSystem):
         )
 
     def start(self) -> None:
-        """Start the stack; note the database's commit durability next to the numbers."""
+        """Start the stack and wait until every launcher can start runs warm; note the
+        database's commit durability next to the numbers."""
         super().start()
+        self._wait_fork_servers(timeout=120)
         db = self._database()
         self.settings["PostgreSQL synchronous_commit"] = db.setting("synchronous_commit")
+
+    def _wait_fork_servers(self, timeout: float) -> None:
+        """Until each launcher logged its fork server of the bench location ready: the
+        location shows LOADED once one launcher loaded it, and another launcher's runs
+        start cold until its own fork server is up (which would land in the storm)."""
+        launchers = [name for name, _ in self._stack.processes() if name.startswith("launcher")]
+        ready = f"fork server for {LOCATION} ready"
+
+        def all_ready() -> bool:
+            return all(ready in self._stack.tail(name, 10_000) for name in launchers)
+
+        try:
+            wait_until(f"{len(launchers)} launchers' fork servers", all_ready, timeout, 0.5)
+        except BenchError as err:
+            raise BenchError(f"{err}\n{self.log_tail()}") from err
+
+    def stop(self) -> None:
+        """Stop the stack; note how many connections the proxy gave each replica."""
+        super().stop()
+        for line in reversed(self._stack.tail("proxy", 50).splitlines()):
+            if line.startswith("connections: "):
+                self.settings["proxy connections per replica"] = line.removeprefix("connections: ")
+                break
 
     def _database(self) -> PostgresDatabase:
         stack = self._stack
