@@ -27,7 +27,7 @@ from typing import Any
 from tether.testing import free_port
 
 from bench.processes import read_stat, tree
-from bench.systems.base import BenchError, Workspace, wait_until
+from bench.systems.base import PENDING, TWO_OPS, BenchError, Workspace, wait_until
 from bench.systems.shape import Shape
 from bench.systems.tether import LOCATION, TetherSystem
 from tether.dev.stack import DevStack, StackConfig
@@ -265,19 +265,26 @@ class TetherScaleSystem(TetherSystem):
         self.settings["PostgreSQL synchronous_commit"] = db.setting("synchronous_commit")
 
     def _wait_fork_servers(self, timeout: float) -> None:
-        """Until each launcher logged its fork server of the bench location ready: the
-        location shows LOADED once one launcher loaded it, and another launcher's runs
-        start cold until its own fork server is up (which would land in the storm)."""
+        """Run two-op runs, a few at a time, until each launcher logged its fork server of
+        the bench location ready. Launchers on one host share a location's code server;
+        the one that started it starts a fork server with it, another starts its own at
+        its first launch and starts runs cold until it is ready (which would land in the
+        storm). These runs come before any measurement."""
         launchers = [name for name, _ in self._stack.processes() if name.startswith("launcher")]
         ready = f"fork server for {LOCATION} ready"
+        deadline = time.monotonic() + timeout
+        while not all(ready in self._stack.tail(name, 100_000) for name in launchers):
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"not every launcher's fork server was ready after {timeout:.0f}s\n"
+                    f"{self.log_tail()}"
+                )
+            runs = [self.submit(TWO_OPS) for _ in launchers]
 
-        def all_ready() -> bool:
-            return all(ready in self._stack.tail(name, 10_000) for name in launchers)
+            def finished(runs: list[str] = runs) -> bool:
+                return PENDING not in self.statuses(runs).values()
 
-        try:
-            wait_until(f"{len(launchers)} launchers' fork servers", all_ready, timeout, 0.5)
-        except BenchError as err:
-            raise BenchError(f"{err}\n{self.log_tail()}") from err
+            wait_until("warm-up runs to finish", finished, timeout, 0.2)
 
     def stop(self) -> None:
         """Stop the stack; note how many connections the proxy gave each replica."""
