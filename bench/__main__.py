@@ -30,7 +30,7 @@ from bench.systems.shape import Shape
 ALL_SYSTEMS = ("tether-cold", "tether-warm", "tether-s3", "dagster", "dagster-mp", "prefect")
 DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
 #: The scale workload's systems: Tether shapes ``tether-<API replicas>x<launchers>`` (any
-#: such name works), the first the baseline of the ratios.
+#: such name works), the smallest the baseline of the ratios.
 SCALE_SYSTEMS = ("tether-1x1", "tether-3x2")
 ALL_WORKLOADS = (
     "footprint",
@@ -158,9 +158,11 @@ def systems_for(arg: str | None, wls: list[str]) -> list[str]:
 
 
 def baseline_of(systems: list[str]) -> str:
-    """The system ratios are against: tether-cold, or the first shape when only shapes run."""
-    if systems and all(_shape(s) is not None for s in systems):
-        return systems[0]
+    """The system ratios are against: tether-cold, or the smallest shape (fewest replicas,
+    then launchers; whatever the order they ran in) when only shapes run."""
+    shapes = [shape for s in systems if (shape := _shape(s)) is not None]
+    if systems and len(shapes) == len(systems):
+        return min(shapes, key=lambda x: (x.api_replicas, x.launchers)).name
     return BASELINE
 
 

@@ -201,6 +201,7 @@ def test_scale_cli_runs_alone_on_shapes_and_picks_its_baseline() -> None:
     with pytest.raises(SystemExit, match="--backlog"):
         main(["--workloads", "scale", "--backlog", "0"])
     assert baseline_of(["tether-1x1", "tether-3x2"]) == "tether-1x1"
+    assert baseline_of(["tether-3x2", "tether-1x2", "tether-1x1"]) == "tether-1x1"
     assert baseline_of(["tether-warm", "tether-3x2"]) == "tether-cold"
 
 
