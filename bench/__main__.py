@@ -5,6 +5,7 @@ Examples::
     uv run python -m bench                                   # everything, default sizes
     uv run python -m bench --systems tether --workloads storm,pickup --n 20 --tries 5
     uv run python -m bench --systems tether,dagster,prefect --n 20,100
+    uv run python -m bench --workloads scale                 # tether-1x1 against tether-3x2
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import time
 from pathlib import Path
 
 from bench import envs, limits, workloads
-from bench.report import Measurement, Report, facts_block, merge, tables
+from bench.report import BASELINE, Measurement, Report, facts_block, merge, ratio_table, tables
 from bench.systems.base import BenchError, System, Workspace
+from bench.systems.shape import Shape
 
 ALL_SYSTEMS = ("tether-cold", "tether-warm", "tether-s3", "dagster", "dagster-mp", "prefect")
 DEFAULT_SYSTEMS = ("tether-cold", "tether-warm", "dagster", "prefect")
+#: The scale workload's systems: Tether shapes ``tether-<API replicas>x<launchers>`` (any
+#: such name works), the smallest the baseline of the ratios.
+SCALE_SYSTEMS = ("tether-1x1", "tether-3x2")
 ALL_WORKLOADS = (
     "footprint",
     "pickup",
@@ -36,11 +41,13 @@ ALL_WORKLOADS = (
     "limits",
     "schedule",
     "assets",
+    "scale",
 )
-#: The default set. ``schedule`` and ``assets`` run alone: the every-minute runs would land
-#: in the others' measurements, and the asset locations change the systems' startup.
+#: The default set. ``schedule``, ``assets`` and ``scale`` run alone: the every-minute runs
+#: would land in the others' measurements, the asset locations change the systems' startup,
+#: and the scale workload runs its own systems (shapes of Tether on PostgreSQL).
 DEFAULT_WORKLOADS = ("footprint", "pickup", "storm", "events", "stdout", "limits")
-ALONE_WORKLOADS = ("schedule", "assets")
+ALONE_WORKLOADS = ("schedule", "assets", "scale")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -58,14 +65,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument(
         "--systems",
-        default=",".join(DEFAULT_SYSTEMS),
-        help=f"comma-separated, from {', '.join(ALL_SYSTEMS)}; 'tether' means tether-cold "
+        default=None,
+        help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default "
+        f"{','.join(DEFAULT_SYSTEMS)}), or shapes tether-<API replicas>x<launchers> (default "
+        f"of the scale workload: {','.join(SCALE_SYSTEMS)}); 'tether' means tether-cold "
         "and tether-warm (warm is skipped while the launcher has no warm-start setting)",
     )
     p.add_argument(
         "--workloads",
         default=",".join(DEFAULT_WORKLOADS),
-        help=f"from {', '.join(ALL_WORKLOADS)} (schedule and assets only on their own)",
+        help=f"from {', '.join(ALL_WORKLOADS)} (schedule, assets and scale only on their own)",
     )
     p.add_argument("--n", default="20,100", help="run-storm sizes, e.g. 20,100,500")
     p.add_argument("--tries", type=int, default=20, help="pickup-latency tries")
@@ -79,12 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--catalog-assets", type=int, default=1000, help="assets of the catalog location"
     )
     p.add_argument("--asset-rounds", type=int, default=5, help="rounds of the asset workload")
+    p.add_argument("--scale-n", type=int, default=500, help="runs of the scale workload's storm")
+    p.add_argument(
+        "--backlog", type=int, default=500, help="runs queued during the scale workload's pickup"
+    )
     p.add_argument(
         "--postgres-url",
         default=os.environ.get(
             "TETHER_BENCH_POSTGRES_URL", "postgresql://tether:tether@127.0.0.1:5432/postgres"
         ),
-        help="PostgreSQL for the bare-insert limit (skipped when none answers)",
+        help="PostgreSQL for the bare-insert limit (skipped when none answers) and the "
+        "scale workload's stacks (a role with CREATEDB)",
     )
     p.add_argument("--nats-messages", type=int, default=50_000, help="raw NATS messages")
     p.add_argument(
@@ -104,21 +118,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _shape(name: str) -> Shape | None:
+    try:
+        return Shape.parse(name)
+    except ValueError as err:
+        raise SystemExit(f"system {name!r}: {err}") from err
+
+
 def resolve_systems(names: list[str]) -> list[str]:
     """Expand aliases and check names."""
     out: list[str] = []
     for name in names:
         expanded = ["tether-cold", "tether-warm"] if name == "tether" else [name]
         for item in expanded:
-            if item not in ALL_SYSTEMS:
-                raise SystemExit(f"unknown system {item!r}; choose from {', '.join(ALL_SYSTEMS)}")
+            if item not in ALL_SYSTEMS and _shape(item) is None:
+                raise SystemExit(
+                    f"unknown system {item!r}; choose from {', '.join(ALL_SYSTEMS)} or a "
+                    "shape tether-<API replicas>x<launchers>"
+                )
             if item not in out:
                 out.append(item)
     return out
 
 
-def build_system(name: str, workspace: Workspace, versions: dict[str, str]) -> System | None:
+def systems_for(arg: str | None, wls: list[str]) -> list[str]:
+    """The systems to run: ``--systems`` (or the default of the workloads), checked; the
+    scale workload runs only on shapes."""
+    scale = "scale" in wls
+    default = SCALE_SYSTEMS if scale else DEFAULT_SYSTEMS
+    systems = resolve_systems(_csv(arg) if arg is not None else list(default))
+    if scale:
+        others = [s for s in systems if _shape(s) is None]
+        if others:
+            raise SystemExit(
+                f"the scale workload runs on shapes tether-<API replicas>x<launchers> only, "
+                f"not {', '.join(others)}"
+            )
+    return systems
+
+
+def baseline_of(systems: list[str]) -> str:
+    """The system ratios are against: tether-cold, or the smallest shape (fewest replicas,
+    then launchers; whatever the order they ran in) when only shapes run."""
+    shapes = [shape for s in systems if (shape := _shape(s)) is not None]
+    if systems and len(shapes) == len(systems):
+        return min(shapes, key=lambda x: (x.api_replicas, x.launchers)).name
+    return BASELINE
+
+
+def build_system(
+    name: str, workspace: Workspace, versions: dict[str, str], postgres_url: str
+) -> System | None:
     """The system object for ``name`` (installing peers as needed); None when unavailable."""
+    shape = _shape(name)
+    if shape is not None:
+        from bench.systems.tether_scale import TetherScaleSystem
+
+        return TetherScaleSystem(workspace, shape, postgres_admin_url=postgres_url)
     if name.startswith("tether"):
         from bench.systems.tether import TetherSystem, warm_start_available
 
@@ -149,6 +205,7 @@ def run_system(
 ) -> None:
     """Start one system, run the chosen workloads on it, stop it."""
     root = tmp / name
+    release_file = root / "release"
     workspace = Workspace(
         root=root,
         mark_file=root / "marks.txt",
@@ -159,9 +216,12 @@ def run_system(
         # So are the asset graph and the catalog location (the asset workload only).
         assets=args.assets if "assets" in wls else 0,
         catalog_assets=args.catalog_assets if "assets" in wls else 0,
+        release_file=release_file,
     )
     root.mkdir(parents=True, exist_ok=True)
-    system = build_system(name, workspace, report.facts.setdefault("versions", {}))
+    system = build_system(
+        name, workspace, report.facts.setdefault("versions", {}), args.postgres_url
+    )
     if system is None:
         return
     log(f"starting {name}")
@@ -192,6 +252,23 @@ def run_system(
             report.add(*workloads.stdout(system, args.log_mb, args.timeout, log))
         if "schedule" in wls:
             report.add(*workloads.schedule(system, workspace.mark_file, args.schedule_minutes, log))
+        if "scale" in wls:
+            from bench.systems.tether_scale import TetherScaleSystem
+
+            if not isinstance(system, TetherScaleSystem):
+                raise BenchError(f"the scale workload runs on Tether shapes, not {name}")
+            report.add(
+                *workloads.scale(
+                    system,
+                    n=args.scale_n,
+                    backlog=args.backlog,
+                    tries=args.tries,
+                    mark_file=workspace.mark_file,
+                    release_file=release_file,
+                    timeout=args.timeout,
+                    log=log,
+                )
+            )
         if "assets" in wls:
             report.add(
                 *workloads.assets(
@@ -221,6 +298,9 @@ def run_system(
         stop_started = time.monotonic()
         system.stop()
         log(f"{name} stopped in {time.monotonic() - stop_started:.1f}s")
+        settings = report.facts.get("settings", {})
+        if name in settings:  # what a system learnt while it ran (e.g. the proxy's counts)
+            settings[name] = dict(system.settings)
 
 
 def run_limits(
@@ -269,12 +349,18 @@ def plot(report_json: Path, png: Path) -> None:
         log(f"chart: {png}")
 
 
-def publish(report: Report, out: Path, *, chart: bool) -> None:
-    """Write latest.json / latest.md (and latest.png) to ``out`` and print the tables."""
+def publish(report: Report, out: Path, *, chart: bool, baseline: str = BASELINE) -> None:
+    """Write latest.json / latest.md (and latest.png) to ``out`` and print the tables
+    (ratios against ``baseline``; the scale workload's summary first when it ran)."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "latest.json"
     report.save(json_path)
-    text = "## Facts\n\n" + facts_block(report.facts) + "\n" + tables(report)
+    summary = "".join(
+        ratio_table(report, "scale", baseline, other) + "\n"
+        for other in dict.fromkeys(m.system for m in report.measurements if m.workload == "scale")
+        if other != baseline
+    )
+    text = "## Facts\n\n" + facts_block(report.facts) + "\n" + summary + tables(report, baseline)
     (out / "latest.md").write_text(text)
     print(text)
     if chart:
@@ -294,9 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
         merged = merge(Report.from_json(path.read_text()) for path in args.merge)
-        publish(merged, args.out, chart=not args.no_plot)
+        systems_merged = list(dict.fromkeys(m.system for m in merged.measurements))
+        publish(merged, args.out, chart=not args.no_plot, baseline=baseline_of(systems_merged))
         return 0
-    systems = resolve_systems(_csv(args.systems))
     wls = _csv(args.workloads)
     for w in wls:
         if w not in ALL_WORKLOADS:
@@ -304,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     for alone in ALONE_WORKLOADS:
         if alone in wls and len(wls) > 1:
             raise SystemExit(f"run the {alone} workload on its own: --workloads {alone}")
+    systems = systems_for(args.systems, wls)
+    if args.scale_n < 1 or args.backlog < 1 or args.tries < 1:
+        raise SystemExit("--scale-n, --backlog and --tries must be at least 1")
     if args.schedule_minutes < 1:
         raise SystemExit("--schedule-minutes must be at least 1")
     if args.assets < 2 or args.catalog_assets < 1 or args.asset_rounds < 1:
@@ -331,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         report.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    publish(report, args.out, chart=not args.no_plot)
+    # The chart has no panel of the scale workload's numbers.
+    chart = not args.no_plot and "scale" not in wls
+    publish(report, args.out, chart=chart, baseline=baseline_of(systems))
     return 0
 
 

@@ -148,7 +148,14 @@ def ratio_text(
 
 
 #: Tables too wide and too noisy per cell for ratio columns.
-NO_RATIO_WORKLOADS = frozenset({"pickup breakdown", "storm CPU by process"})
+NO_RATIO_WORKLOADS = frozenset(
+    {
+        "pickup breakdown",
+        "storm CPU by process",
+        "scale pickup breakdown",
+        "scale CPU by process",
+    }
+)
 
 #: Metrics that are not speeds: their ratios read better/worse instead of faster/slower.
 NON_SPEED_UNITS = frozenset({"MB", "CPU s/run", "CPU s", ""})
@@ -233,3 +240,38 @@ def _fact(value: Any) -> str:
     if isinstance(value, dict):
         return "; ".join(f"{k}: {v}" for k, v in value.items())
     return str(value)
+
+
+def ratio_cell(value: float | None, base: float | None, higher_is_better: bool, unit: str) -> str:
+    """``value / base`` as a number, with the phrase of :func:`ratio_text`:
+    ``0.50 (2.0x faster)``; empty when either side is missing or not positive."""
+    if value is None or base is None or value <= 0 or base <= 0:
+        return ""
+    phrase = ratio_text(value, base, higher_is_better, speed=unit not in NON_SPEED_UNITS)
+    return f"{value / base:.2f} ({phrase})"
+
+
+def ratio_table(report: Report, workload: str, baseline: str, other: str) -> str:
+    """One markdown table of ``workload``'s numbers on two systems: a row per (case,
+    metric) measured on both, with both values and ``other / baseline``."""
+    by = {(m.case, m.metric, m.system): m for m in report.measurements if m.workload == workload}
+    rows: list[str] = []
+    for m in report.measurements:
+        if m.workload != workload or m.system != baseline:
+            continue
+        o = by.get((m.case, m.metric, other))
+        if o is None:
+            continue
+        what = f"{m.case}: {m.metric}" if m.case else m.metric
+        cells = [
+            what,
+            format_value(m.value, m.unit),
+            format_value(o.value, o.unit),
+            ratio_cell(o.value, m.value, m.higher_is_better, m.unit),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    title = f"### {workload}: {other} against {baseline}"
+    if not rows:
+        return f"{title}\n\nno number measured on both\n"
+    header = f"| measurement | {baseline} | {other} | {other} / {baseline} |"
+    return "\n".join([title, "", header, "|---|---:|---:|---|", *rows]) + "\n"

@@ -5,23 +5,28 @@ Each returns :class:`bench.report.Measurement` rows; none asserts anything about
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from bench.jobs.asset_graph import GRAPH_GROUP, SOLO_GROUP, edge_count, layered_dag
+from bench.jobs.marks import HELD_LABEL
 from bench.processes import tree, tree_cpu_s
 from bench.report import Measurement, median, percentile
 from bench.systems.base import (
     ASSET_GRAPH,
     ASSET_SOLO,
     FAILURE,
+    HOLD,
     LOG_STORM,
     PENDING,
     STDOUT_STORM,
     TWO_OPS,
     BenchError,
+    QueueingSystem,
     System,
     wait_until,
 )
@@ -68,9 +73,16 @@ def footprint(system: System, settle_s: float = 5.0) -> list[Measurement]:
 
 
 def pickup(
-    system: System, mark_file: Path, tries: int, timeout: float, log: Log
+    system: System,
+    mark_file: Path,
+    tries: int,
+    timeout: float,
+    log: Log,
+    *,
+    gap_s: Callable[[], float] = lambda: 0.5,
 ) -> list[Measurement]:
-    """Submission to the first line of user code, one run at a time on an idle system."""
+    """Submission to the first line of user code, one run at a time on an idle system
+    (``gap_s()`` seconds idle after each run before the next submission)."""
     latencies: list[float] = []
     breakdowns: list[dict[str, float]] = []
     stages = getattr(system, "stages", None)
@@ -95,7 +107,7 @@ def pickup(
             raise BenchError(f"{system.name}: pickup run {run_id} failed")
         if stages is not None:
             breakdowns.append(breakdown(submitted, marked, time.time(), stages(run_id)))
-        time.sleep(0.5)  # idle again before the next try
+        time.sleep(gap_s())  # idle again before the next try
     log(f"{system.name} pickup: " + ", ".join(f"{x:.2f}" for x in latencies))
     if breakdowns:
         # Medians hide outliers: say where the slowest try spent its time.
@@ -163,14 +175,27 @@ def breakdown(
     return out
 
 
+def database_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds database server processes (by pid) spent between two samples: a process
+    in both counts its growth, one new in ``after`` all of its time; one gone by ``after``
+    is lost (its server reaped it), so this is a lower bound."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def storm(
     system: System, n: int, timeout: float, log: Log, *, concurrent_submit: bool = False
 ) -> list[Measurement]:
-    """Submit ``n`` runs at once; wall time until all finished, and CPU per run."""
+    """Submit ``n`` runs at once; wall time until all finished, and CPU per run.
+
+    CPU is every process of the system's trees and, where the system has a database server
+    of its own (``database_cpu_s``: PostgreSQL's backends), that server's processes too.
+    """
     roots = system.roots()
     named = getattr(system, "named_roots", dict)()
+    db_cpu: Callable[[], dict[int, float]] | None = getattr(system, "database_cpu_s", None)
     cpu_before = tree_cpu_s(roots)
     named_before = {name: tree_cpu_s([pid]) for name, pid in named.items()}
+    db_before = db_cpu() if db_cpu is not None else {}
     started = time.monotonic()
     if concurrent_submit:
         with ThreadPoolExecutor(8) as pool:
@@ -192,6 +217,14 @@ def storm(
         )
         for name, pid in named.items()
     ]
+    if db_cpu is not None:
+        db = database_cpu_delta(db_before, db_cpu())
+        cpu += db
+        by_process.append(
+            Measurement(
+                "storm CPU by process", f"N={n}", "postgresql", system.name, db / n, "CPU s/run"
+            )
+        )
     failed = sum(1 for s in states.values() if s == FAILURE)
     log(f"{system.name} storm N={n}: {wall:.1f}s (submit {submitted:.1f}s), {failed} failed")
     note = f"{failed} of {n} runs failed" if failed else ""
@@ -530,3 +563,90 @@ def assets(
             )
         )
     return out
+
+
+#: Tag of the scale workload's backlog runs; the deployment lets one run carrying it go at
+#: a time, and the held run takes that one.
+BACKLOG_TAG = "bench/backlog"
+#: How the scale workload renames the workloads it reuses.
+_SCALE_WORKLOADS = {
+    "storm": "scale",
+    "pickup": "scale",
+    "storm CPU by process": "scale CPU by process",
+    "pickup breakdown": "scale pickup breakdown",
+}
+
+
+def scale_gap_s() -> float:
+    """Idle time between the scale workload's pickup tries: 0.5-1.5 s, at random, so the
+    submissions fall at every phase of the run coordinator's 1 s check interval (with a
+    fixed gap a try's cycle locks onto that interval and every try waits the same part
+    of it)."""
+    return 0.5 + random.random()
+
+
+def relabel(measurements: list[Measurement], case: str) -> list[Measurement]:
+    """The storm's and pickup's rows as the scale workload's, under ``case``."""
+    return [
+        replace(m, workload=_SCALE_WORKLOADS.get(m.workload, m.workload), case=case)
+        for m in measurements
+    ]
+
+
+def scale(
+    system: QueueingSystem,
+    *,
+    n: int,
+    backlog: int,
+    tries: int,
+    mark_file: Path,
+    release_file: Path,
+    timeout: float,
+    log: Log,
+) -> list[Measurement]:
+    """The scale workload on one shape of a system (see bench/README.md):
+
+    (a) a storm of ``n`` runs submitted from 8 threads (wall, runs/s, CPU per run);
+    (b) pickup (submission to first op's mark) of single runs, ``tries`` each, first with
+    the run queue on and empty, then with ``backlog`` runs queued: the deployment limits
+    runs tagged ``BACKLOG_TAG`` to one at a time, a ``hold`` run tagged so takes the slot
+    and keeps it, and ``backlog`` two-op runs tagged so wait QUEUED behind it; the probe
+    runs carry no tag, so the run coordinator passes over the backlog to launch them.
+    """
+    out = relabel(storm(system, n, timeout, log, concurrent_submit=True), f"storm N={n}")
+    system.set_tag_limit(BACKLOG_TAG, 1)
+    out += relabel(
+        pickup(system, mark_file, tries, timeout, log, gap_s=scale_gap_s),
+        f"pickup, {tries} tries, queue empty",
+    )
+    tags = {BACKLOG_TAG: "1"}
+    held = system.submit(HOLD, tags=tags)
+    wait_until(
+        f"{system.name} held run {held} to start",
+        lambda: bool(read_labeled_marks(mark_file, HELD_LABEL)),
+        timeout,
+        interval=0.1,
+    )
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: system.submit(TWO_OPS, tags=tags), range(backlog)))
+    submit_s = time.monotonic() - started
+    count = system.count_runs
+    waiting = count("QUEUED", tags)
+    if waiting != backlog:
+        raise BenchError(f"{system.name}: {waiting} of {backlog} backlog runs QUEUED, not all")
+    log(f"{system.name}: {backlog} runs queued behind the held run in {submit_s:.1f}s")
+    first_marks = len(read_labeled_marks(mark_file, "first"))
+    case = f"pickup, {tries} tries, {backlog} runs queued"
+    rows = relabel(pickup(system, mark_file, tries, timeout, log, gap_s=scale_gap_s), case)
+    # Every start since is a probe's (and its warm-up's): the backlog stayed queued.
+    started_since = len(read_labeled_marks(mark_file, "first")) - first_marks
+    still = count("QUEUED", tags)
+    release_file.touch()
+    if started_since != tries + 1 or still != backlog:
+        raise BenchError(
+            f"{system.name}: the backlog did not stay queued ({still} of {backlog} QUEUED, "
+            f"{started_since} starts for {tries + 1} probes)"
+        )
+    note = f"{backlog} runs QUEUED throughout (submitted in {submit_s:.1f} s from 8 threads)"
+    return out + [replace(m, note=note) if m.metric == "p50" else m for m in rows]

@@ -70,3 +70,27 @@ EVERY_MINUTE = "* * * * *"
 def schedule_enabled() -> bool:
     """Whether the system should define the every-minute schedule."""
     return os.environ.get(SCHEDULE_ENV) == "1"
+
+
+#: Environment variable naming the file whose creation releases the held run (scale workload).
+RELEASE_FILE_ENV = "BENCH_RELEASE_FILE"
+#: Label the held run's op stamps once it holds its slot.
+HELD_LABEL = "held"
+#: Longest a held run waits for its release (a harness that died leaves no run behind for long).
+HOLD_MAX_S = 3600.0
+
+
+def hold_until_released(poll_s: float = 0.2) -> bool:
+    """Wait until the release file exists (or ``HOLD_MAX_S`` passed); whether it was released.
+
+    Without ``BENCH_RELEASE_FILE`` there is nothing to wait for: returns False at once.
+    """
+    path = os.environ.get(RELEASE_FILE_ENV)
+    if not path:
+        return False
+    deadline = time.monotonic() + HOLD_MAX_S
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(poll_s)
+    return False

@@ -15,8 +15,10 @@ from asset_graph import (
 )
 from marks import (
     EVERY_MINUTE,
+    HELD_LABEL,
     SCHEDULED_LABEL,
     event_count,
+    hold_until_released,
     log_bytes,
     print_bytes,
     schedule_enabled,
@@ -81,6 +83,20 @@ def stdout_storm():
 
 
 @op
+def hold_slot() -> None:
+    """Stamp that the run holds its slot, then wait until the harness releases it."""
+    stamp(HELD_LABEL)
+    hold_until_released()
+
+
+@job
+def hold():
+    """One op that holds its concurrency slot until released (keeps the scale workload's
+    backlog queued behind it)."""
+    hold_slot()
+
+
+@op
 def scheduled_first() -> str:
     """Stamp the start of user code of a scheduled run."""
     stamp(SCHEDULED_LABEL)
@@ -119,7 +135,7 @@ assets = (
 )
 
 defs = Definitions(
-    jobs=[two_ops, log_storm, stdout_storm, scheduled_two_ops],
+    jobs=[two_ops, log_storm, stdout_storm, scheduled_two_ops, hold],
     assets=assets,
     schedules=[every_minute] if schedule_enabled() else [],
     name="bench",

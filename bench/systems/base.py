@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.jobs.asset_graph import ASSETS_ENV, CATALOG_ENV, SOLO_PREFIX, layered_dag
+from bench.jobs.marks import RELEASE_FILE_ENV
 
 #: Normalized run states.
 SUCCESS = "SUCCESS"
@@ -19,6 +20,8 @@ PENDING = "PENDING"
 TWO_OPS = "two_ops"
 LOG_STORM = "log_storm"
 STDOUT_STORM = "stdout_storm"
+#: The job whose run holds its slot until released (the scale workload's backlog; Tether only).
+HOLD = "hold"
 #: The asset workload's two graphs (see bench/jobs/asset_graph.py).
 ASSET_GRAPH = "asset_graph"
 ASSET_SOLO = "asset_solo"
@@ -40,6 +43,7 @@ class Workspace:
         env: extra environment for every process of the system.
         assets: assets of the materialized graph (0: the asset workload is off).
         catalog_assets: assets of the catalog location (0: none).
+        release_file: created by the harness to release the held run (``hold`` job).
     """
 
     root: Path
@@ -49,6 +53,7 @@ class Workspace:
     env: dict[str, str] = field(default_factory=dict)
     assets: int = 0
     catalog_assets: int = 0
+    release_file: Path | None = None
 
     def bench_env(self) -> dict[str, str]:
         """Environment the jobs read (inherited by every run process)."""
@@ -61,6 +66,8 @@ class Workspace:
             out[ASSETS_ENV] = str(self.assets)
         if self.catalog_assets:
             out[CATALOG_ENV] = str(self.catalog_assets)
+        if self.release_file is not None:
+            out[RELEASE_FILE_ENV] = str(self.release_file)
         return {**out, **self.env}
 
 
@@ -88,6 +95,20 @@ class System(Protocol):
 
     def count_log_events(self, run_id: str) -> int:
         """Structured log events of the run that are stored and queryable now."""
+
+
+class QueueingSystem(System, Protocol):
+    """A system whose runs carry tags and whose run queue limits runs per tag (the scale
+    workload's backlog)."""
+
+    def submit(self, job: str, tags: dict[str, str] | None = None) -> str:
+        """Launch one run of ``job`` carrying ``tags``; return its id."""
+
+    def set_tag_limit(self, tag: str, limit: int) -> None:
+        """At most ``limit`` launched, unfinished runs carrying ``tag`` at once."""
+
+    def count_runs(self, status: str, tags: dict[str, str]) -> int:
+        """Runs in the system's ``status`` (e.g. QUEUED) carrying ``tags``."""
 
 
 def graph_keys(graph: str, n_assets: int) -> list[str]:

@@ -35,13 +35,15 @@ CATALOG_LOCATION = "bench_catalog"
 LOAD_POLL_S = 0.25
 #: Environment value changed on each fresh load of the catalog (read by nothing).
 CATALOG_ROUND_ENV = "BENCH_CATALOG_ROUND"
+#: Up to this many runs, ``statuses`` asks for each by id instead of paging ``runs``.
+_BY_ID_MAX = 10
 #: Environment variable of the launcher choosing cold (0) or warm (1) run starts.
 WARM_START_ENV = "TETHER_LAUNCHER_WARM_START"
 #: How often the control plane's scheduler daemon checks for due ticks (default 1.0 s).
 DAEMON_INTERVAL_ENV = "TETHER_CONTROLPLANE_DAEMON_INTERVAL_S"
 
-_LAUNCH = """mutation($job: String!) {
-  launchRun(locationName: "bench", jobName: $job) {
+_LAUNCH = """mutation($job: String!, $tags: JSON) {
+  launchRun(locationName: "bench", jobName: $job, tags: $tags) {
     __typename
     ... on LaunchRunSuccess { run { id } }
     ... on RunConfigValidationInvalid { message }
@@ -137,10 +139,13 @@ class TetherSystem:
         warm: start runs from the launcher's fork server (True) or cold (False).
         s3: logship writes compute logs to an S3 bucket (moto) instead of the control
             plane; stdout is then read through the agent's presigned URLs.
+        name: the system's name (default from ``warm`` and ``s3``).
     """
 
-    def __init__(self, workspace: Workspace, *, warm: bool, s3: bool = False) -> None:
-        self.name = "tether-s3" if s3 else "tether-warm" if warm else "tether-cold"
+    def __init__(
+        self, workspace: Workspace, *, warm: bool, s3: bool = False, name: str | None = None
+    ) -> None:
+        self.name = name or ("tether-s3" if s3 else "tether-warm" if warm else "tether-cold")
         self.settings = {
             WARM_START_ENV: "1" if warm else "0",
             "database": "SQLite",
@@ -168,7 +173,7 @@ class TetherSystem:
             "OTEL_EXPORTER_OTLP_ENDPOINT": "",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
         }
-        self._stack = DevStack(
+        self._stack = self._build_stack(
             StackConfig(
                 home=workspace.root,
                 port=free_port(),
@@ -180,6 +185,10 @@ class TetherSystem:
         self._http = httpx.Client(base_url=self._stack.config.url, timeout=60)
         self._event_cursor: dict[str, tuple[int, int]] = {}
         self._stdout_offset: dict[str, int] = {}
+
+    def _build_stack(self, config: StackConfig) -> DevStack:
+        """The stack to run (subclasses start another shape of it)."""
+        return DevStack(config)
 
     def _gql(self, query: str, **variables: Any) -> dict[str, Any]:
         body = self._http.post("/graphql", json={"query": query, "variables": variables}).json()
@@ -222,16 +231,56 @@ class TetherSystem:
         """Each service's pid (the launcher's tree holds the code server and run workers)."""
         return {name: proc.pid for name, proc in self._stack.processes()}
 
-    def submit(self, job: str) -> str:
-        """launchRun; returns the run id."""
-        result = self._gql(_LAUNCH, job=job)["launchRun"]
+    def submit(self, job: str, tags: dict[str, str] | None = None) -> str:
+        """launchRun (with ``tags``); returns the run id."""
+        result = self._gql(_LAUNCH, job=job, tags=tags)["launchRun"]
         if result["__typename"] != "LaunchRunSuccess":
             raise BenchError(f"launchRun({job}) -> {result}")
         return str(result["run"]["id"])
 
+    def set_tag_limit(self, tag: str, limit: int) -> None:
+        """``updateDeploymentSettings``: at most ``limit`` launched, unfinished runs carrying
+        the tag ``tag`` at once (the deployment's run queue is on from then on)."""
+        got = self._gql(
+            "mutation($s: DeploymentSettingsInput!) { updateDeploymentSettings(settings: $s) "
+            "{ runTagConcurrencyLimits } }",
+            s={"runTagConcurrencyLimits": {tag: limit}},
+        )["updateDeploymentSettings"]["runTagConcurrencyLimits"]
+        if got.get(tag) != limit:
+            raise BenchError(f"tag limit {tag}={limit} not set: the deployment has {got}")
+
+    def count_runs(self, status: str, tags: dict[str, str]) -> int:
+        """Runs in ``status`` (QUEUED, STARTED...) carrying ``tags``, counted from ``runs``."""
+        total, offset = 0, 0
+        while True:
+            page = self._gql(
+                "query($s: RunStatus!, $t: JSON, $o: Int!) { runs(status: $s, tags: $t, "
+                "limit: 1000, offset: $o) { id } }",
+                s=status,
+                t=tags,
+                o=offset,
+            )["runs"]
+            total += len(page)
+            if len(page) < 1000:
+                return total
+            offset += 1000
+
     def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
-        """States of the runs, read page by page from ``runs`` (newest first)."""
+        """States of the runs: a few by id, more page by page from ``runs`` (newest first)."""
         wanted = set(run_ids)
+        if not wanted:
+            return {}
+        if len(wanted) <= _BY_ID_MAX:
+            ids = sorted(wanted)
+            params = ", ".join(f"$r{i}: String!" for i in range(len(ids)))
+            fields = " ".join(f"r{i}: run(id: $r{i}) {{ status }}" for i in range(len(ids)))
+            data = self._gql(
+                f"query({params}) {{ {fields} }}", **{f"r{i}": rid for i, rid in enumerate(ids)}
+            )
+            return {
+                rid: _normalize(data[f"r{i}"]["status"]) if data[f"r{i}"] else PENDING
+                for i, rid in enumerate(ids)
+            }
         found: dict[str, str] = {}
         offset = 0
         while len(found) < len(wanted):

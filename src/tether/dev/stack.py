@@ -2,7 +2,8 @@
 
 The same class backs ``tether dev`` and the end-to-end tests, so the tests exercise
 exactly what a newcomer runs: a NATS server with JetStream, the control plane on
-SQLite, and the agent services (poller, process launcher, eventrelay, logship).
+SQLite (or a PostgreSQL database given by URL), and the agent services (poller, process
+launcher, eventrelay, logship).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class StackConfig:
             store and routes to the others; the services get every node's URL and
             ``TETHER_NATS_REPLICAS`` = the node count unless ``env`` sets it. Empty: one
             server ``nats`` on ``nats_port``.
+        database_url: the control plane's SQLAlchemy URL; None: SQLite under ``home``.
+            A PostgreSQL database (``postgresql+psycopg://...``, existing and reachable)
+            is migrated with ``tether controlplane migrate`` before the control plane starts.
     """
 
     home: Path
@@ -69,6 +73,7 @@ class StackConfig:
     replicas: dict[str, int] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
     nats_cluster: tuple[tuple[int, int], ...] = ()
+    database_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -112,6 +117,18 @@ class StackConfig:
     def log_dir(self) -> Path:
         """One log file per child process."""
         return self.home / "logs"
+
+    @property
+    def control_plane_database_url(self) -> str:
+        """``database_url``, or the SQLite file under ``home``."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.home / 'controlplane.db'}"
+
+    @property
+    def on_sqlite(self) -> bool:
+        """Whether the control plane's database is SQLite (then ``serve`` migrates it)."""
+        return self.control_plane_database_url.startswith("sqlite")
 
 
 def _private_dir(path: Path) -> None:
@@ -214,44 +231,9 @@ class DevStack:
         _private_dir(c.home)
         c.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            progress(f"NATS JetStream on {c.nats_url} (JWT auth, keys in {c.nats_auth_dir})")
-            natsperms.init_agent_auth(c.nats_auth_dir)
-            self._start_nats()
-            progress(f"control plane on {c.url} (SQLite under {c.home})")
-            env = {
-                "TETHER_CONTROLPLANE_HOST": c.host,
-                "TETHER_CONTROLPLANE_PORT": str(c.port),
-                "TETHER_CONTROLPLANE_DATABASE_URL": (
-                    f"sqlite+aiosqlite:///{c.home / 'controlplane.db'}"
-                ),
-                "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
-                "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(c.work_key_file),
-                # No anonymous access, even on loopback (any web page could drive it): the
-                # control plane mints an admin token, `tether dev` prints a sign-in link.
-                "TETHER_CONTROLPLANE_ADMIN_TOKEN_FILE": str(c.admin_token_file),
-                # GraphiQL and the introspection it needs: off unless asked for.
-                "TETHER_CONTROLPLANE_GRAPHIQL": "true",
-                "TETHER_CONTROLPLANE_GRAPHQL_INTROSPECTION": "true",
-                # Alerts may reach receivers on this machine (a local webhook, MailHog).
-                "TETHER_CONTROLPLANE_ALERT_EGRESS_ALLOW": json.dumps(["127.0.0.0/8", "::1/128"]),
-            }
-            if c.workspace_file is not None:
-                env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)
-            cp = self._spawn("controlplane", self._tether("controlplane", "serve"), env)
-            self._wait_healthy(cp, 60)
-            # The agent pins the public key of the control plane's work signing key.
-            agent_env = {
-                "TETHER_AGENT_TOKEN": self.agent_token,
-                "TETHER_WORK_PUBLIC_KEYS": self.work_public_key,
-            }
-            for service in AGENT_SERVICES:
-                progress(f"agent service {service}")
-                for i in range(1, c.replicas.get(service, 1) + 1):
-                    name = service if i == 1 else f"{service}-{i}"
-                    env = {**agent_env, **self.nats_env(service)}
-                    if service == "launcher":
-                        env.update(self._user_code_env())
-                    self._spawn(name, self._tether(service, "run"), env)
+            self._start_nats(progress)
+            self._start_control_plane(progress)
+            self._start_agents(progress)
         except BaseException:
             self.stop()
             raise
@@ -290,15 +272,90 @@ class DevStack:
             ]
         return argv
 
-    def _start_nats(self) -> None:
+    def _start_nats(self, progress: Callable[[str], None]) -> None:
         """Start every NATS server, then wait until each listens (a cluster's nodes
         start together: JetStream needs a quorum of them to elect its meta leader)."""
+        c = self.config
+        progress(f"NATS JetStream on {c.nats_url} (JWT auth, keys in {c.nats_auth_dir})")
+        natsperms.init_agent_auth(c.nats_auth_dir)
         started = [
-            (self._spawn(name, self._nats_argv(name)), port)
-            for name, port in self.config.nats_nodes.items()
+            (self._spawn(name, self._nats_argv(name)), port) for name, port in c.nats_nodes.items()
         ]
         for child, port in started:
-            _wait_port(self.config.host, port, child.proc, 30)
+            _wait_port(c.host, port, child.proc, 30)
+
+    def control_plane_env(self) -> dict[str, str]:
+        """The control plane's settings (environment) in this stack: where it listens,
+        its database, the dev bootstrap files, GraphiQL on, alerts to loopback allowed."""
+        c = self.config
+        env = {
+            "TETHER_CONTROLPLANE_HOST": c.host,
+            "TETHER_CONTROLPLANE_PORT": str(c.port),
+            "TETHER_CONTROLPLANE_DATABASE_URL": c.control_plane_database_url,
+            "TETHER_CONTROLPLANE_AGENT_TOKEN_FILE": str(c.token_file),
+            "TETHER_CONTROLPLANE_WORK_SIGNING_KEY_FILE": str(c.work_key_file),
+            # No anonymous access, even on loopback (any web page could drive it): the
+            # control plane mints an admin token, `tether dev` prints a sign-in link.
+            "TETHER_CONTROLPLANE_ADMIN_TOKEN_FILE": str(c.admin_token_file),
+            # GraphiQL and the introspection it needs: off unless asked for.
+            "TETHER_CONTROLPLANE_GRAPHIQL": "true",
+            "TETHER_CONTROLPLANE_GRAPHQL_INTROSPECTION": "true",
+            # Alerts may reach receivers on this machine (a local webhook, MailHog).
+            "TETHER_CONTROLPLANE_ALERT_EGRESS_ALLOW": json.dumps(["127.0.0.0/8", "::1/128"]),
+        }
+        if c.workspace_file is not None:
+            env["TETHER_CONTROLPLANE_WORKSPACE_FILE"] = str(c.workspace_file)
+        return env
+
+    def migrate_database(self) -> None:
+        """``tether controlplane migrate`` against the stack's database (a PostgreSQL
+        control plane refuses to serve a database not migrated to its version).
+
+        Raises:
+            StackError: the migration failed (its output says why).
+        """
+        log_path = self.config.log_dir / "migrate.log"
+        with log_path.open("ab") as log_file:
+            done = subprocess.run(
+                self._tether("controlplane", "migrate"),
+                env={**self.child_env(), **self.control_plane_env()},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
+            )
+        if done.returncode != 0:
+            raise StackError(
+                f"migrating the control plane's database failed (exit {done.returncode}); "
+                f"see {log_path}:\n{self.tail('migrate')}"
+            )
+
+    def _start_control_plane(self, progress: Callable[[str], None]) -> None:
+        c = self.config
+        where = f"SQLite under {c.home}" if c.on_sqlite else "PostgreSQL"
+        progress(f"control plane on {c.url} ({where})")
+        if not c.on_sqlite:
+            self.migrate_database()
+        cp = self._spawn(
+            "controlplane", self._tether("controlplane", "serve"), self.control_plane_env()
+        )
+        self._wait_healthy(cp, 60)
+
+    def _start_agents(self, progress: Callable[[str], None]) -> None:
+        c = self.config
+        # The agent pins the public key of the control plane's work signing key.
+        agent_env = {
+            "TETHER_AGENT_TOKEN": self.agent_token,
+            "TETHER_WORK_PUBLIC_KEYS": self.work_public_key,
+        }
+        for service in AGENT_SERVICES:
+            progress(f"agent service {service}")
+            for i in range(1, c.replicas.get(service, 1) + 1):
+                name = service if i == 1 else f"{service}-{i}"
+                env = {**agent_env, **self.nats_env(service)}
+                if service == "launcher":
+                    env.update(self._user_code_env())
+                self._spawn(name, self._tether(service, "run"), env)
 
     def _user_code_env(self) -> dict[str, str]:
         """The launcher's settings of what user code may have, unless the caller set them.
@@ -336,16 +393,19 @@ class DevStack:
         """``.creds`` of the stack's admin NATS user (tests, debugging with ``nats``)."""
         return self.config.nats_auth_dir / natsperms.USERS_DIR / f"{natsperms.Role.ADMIN}.creds"
 
-    def _wait_healthy(self, child: _Child, timeout: float) -> None:
+    def _wait_healthy(self, child: _Child, timeout: float, url: str | None = None) -> None:
+        """Wait until ``url`` (the stack's control plane URL by default) answers /healthz and
+        the bootstrap files exist; StackError when ``child`` exits first or time runs out."""
+        base = url if url is not None else self.config.url
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.proc.poll() is not None:
                 raise StackError(
-                    f"control plane exited with code {child.proc.returncode}; "
+                    f"{child.name} exited with code {child.proc.returncode}; "
                     f"see {child.log_path}:\n{self.tail(child.name)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.config.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     if self.config.token_file.exists() and self.config.admin_token_file.exists():
                         return
             time.sleep(0.1)
