@@ -14,11 +14,13 @@ from db_backends import PostgresDatabase
 from sqlalchemy import event
 from tether.controlplane.app import create_app
 from tether.controlplane.core import open_control_plane
+from tether.controlplane.db.engine import Database
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
+from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs import launch
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
-from tether.controlplane.store import tokens
+from tether.controlplane.store import runs, tokens
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.signing import WorkRefusedError, WorkSigner, WorkVerifier
 from tether.shared.wire.work import RunHealthPayload, TerminateRunPayload, WorkKind
@@ -205,6 +207,53 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
                 # Only the NOTIFY can end the wait in time: no recheck for 60 s, 50 s poll.
                 items = await asyncio.wait_for(claim, 30)
     assert [i.payload["run_id"] for i in items] == [outcome.run.id]
+
+
+async def test_a_run_queued_on_one_replica_wakes_the_coordinator_in_another_process(
+    postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    """`tether controlplane daemons` runs the run coordinator apart from the API replicas: a
+    run one of them queues must wake it at once (NOTIFY), not at its next 1 s check."""
+    postgres.reset()
+    workspace = tmp_path / "workspace.toml"
+    workspace.write_text(WORKSPACE)
+    settings = ControlPlaneSettings(
+        database_url=postgres.url,
+        migrate_on_start=True,
+        agent_token_file=tmp_path / "agent.token",
+        workspace_file=workspace,
+        work_signing_key_file=tmp_path / "work-signing.key",
+        allowed_hosts=["cp"],
+        max_concurrent_runs=5,  # runs wait for the run coordinator
+    )
+    async with open_control_plane(settings) as api_replica:
+        token = (tmp_path / "agent.token").read_text().strip()
+        transport = httpx.ASGITransport(app=create_app(api_replica))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            await Api(client=client, cp=api_replica, token=token, admin_token="").load()
+        # The daemons process's state: its own engine and queue on the same database.
+        daemons_db = Database(postgres.url)
+        daemons_queue = WorkQueue(daemons_db)
+        woken = asyncio.Event()
+        daemons_db.watch(runs.RUN_QUEUE_CHANGED, woken.set)
+        daemons_queue.start()
+        try:
+            assert daemons_queue.run_queue_signal is not None
+            await asyncio.wait_for(daemons_queue.run_queue_signal.listening.wait(), 30)
+            woken.clear()  # (the listener announces once on connecting: it may have missed some)
+            outcome = await launch.launch_run(
+                api_replica.db,
+                api_replica.queue,
+                deployment_id="default",
+                location_name="loc",
+                job_name="hello",
+            )
+            assert isinstance(outcome, launch.Launched), outcome
+            # Nothing else in this process calls the watcher: only the NOTIFY can.
+            await asyncio.wait_for(woken.wait(), 30)
+        finally:
+            await daemons_queue.aclose()
+            await daemons_db.dispose()
 
 
 async def test_claimed_items_are_signed_for_their_deployment_with_a_bounded_lifetime(

@@ -214,6 +214,8 @@ class DaemonsService:
         leadership = Leadership(db.url, retry_s=self.settings.leader_retry_s)
         self.leadership = leadership
         try:
+            # Runs the API replicas queue (or end) wake the run coordinator here at once.
+            queue.start()
             daemons = [] if self.only_monitor else build_daemons(db, queue, self.settings)
             daemons.append(build_monitor(db, queue, self.settings))
             for daemon in daemons:

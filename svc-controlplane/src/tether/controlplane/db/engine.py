@@ -274,6 +274,11 @@ class Database:
         """
         self._watchers.setdefault(topic, []).append(callback)
 
+    def announce(self, topic: str) -> None:
+        """Call ``topic``'s watchers as if this process had committed a change of it (another
+        process did: a cross-process notification said so)."""
+        self._committed((topic,))
+
     def _committed(self, topics: Iterable[str]) -> None:
         callbacks = {cb for topic in topics for cb in self._watchers.get(topic, ())}
         for callback in callbacks:

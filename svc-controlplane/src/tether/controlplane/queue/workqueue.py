@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from tether.controlplane.db.engine import Database, changes
 from tether.controlplane.db.models import WorkItemRow
-from tether.controlplane.queue.worksignal import PostgresWorkSignal
-from tether.controlplane.store import workitems
+from tether.controlplane.queue.worksignal import RUN_QUEUE_CHANNEL, PostgresWorkSignal
+from tether.controlplane.store import runs, workitems
 from tether.shared.wire.base import new_id
 from tether.shared.wire.locations import DEFAULT_AGENT_QUEUE, LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
@@ -75,19 +75,38 @@ class WorkQueue:
         self._results: dict[str, asyncio.Event] = {}
         db.watch(WORK_QUEUED, self._committed)
         self.signal: PostgresWorkSignal | None = None
+        self.run_queue_signal: PostgresWorkSignal | None = None
         if not db.is_sqlite:
             self.signal = PostgresWorkSignal(db.url, db.engine, self.notify)
+            # Runs queued or ended here wake the run coordinator wherever it runs.
+            self.run_queue_signal = PostgresWorkSignal(
+                db.url,
+                db.engine,
+                lambda: db.announce(runs.RUN_QUEUE_CHANGED),
+                channel=RUN_QUEUE_CHANNEL,
+            )
+            db.watch(runs.RUN_QUEUE_CHANGED, self._run_queue_committed)
+
+    def _run_queue_committed(self) -> None:
+        signal = self.run_queue_signal
+        # Only this process's own commits: its listener announces the others' (and its
+        # own, again: a second wake of the coordinator is harmless).
+        if signal is not None and not signal.announcing:
+            signal.publish()
 
     def start(self) -> None:
-        """Start listening for other replicas' work (PostgreSQL); call in the event loop."""
-        if self.signal is not None:
-            self.signal.start()
+        """Start listening for other replicas' work and run-queue changes (PostgreSQL);
+        call in the event loop."""
+        for signal in (self.signal, self.run_queue_signal):
+            if signal is not None:
+                signal.start()
 
     async def aclose(self) -> None:
         """Release waiting claims and stop listening."""
         self.close()
-        if self.signal is not None:
-            await self.signal.close()
+        for signal in (self.signal, self.run_queue_signal):
+            if signal is not None:
+                await signal.close()
 
     @property
     def waiting(self) -> int:

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 #: The NOTIFY channel of "work was enqueued".
 CHANNEL = "tether_work"
+#: The NOTIFY channel of "a run began waiting for the run coordinator, or one ended": the
+#: coordinator may run in another process (``tether controlplane daemons``) than the API
+#: replica that queued the run.
+RUN_QUEUE_CHANNEL = "tether_run_queue"
 #: Seconds between reconnection attempts of a lost listener.
 RECONNECT_S = 1.0
 
@@ -39,19 +43,30 @@ class PostgresWorkSignal:
         listening: set while the listener is connected (tests wait on it).
     """
 
-    def __init__(self, url: URL, engine: AsyncEngine, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        url: URL,
+        engine: AsyncEngine,
+        on_notify: Callable[[], None],
+        *,
+        channel: str = CHANNEL,
+    ) -> None:
+        self._channel = channel
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._engine = engine
         self._on_notify = on_notify
         self._task: asyncio.Task[None] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
         self.listening = asyncio.Event()
+        #: True while ``on_notify`` runs for a notification (so what it calls can tell a
+        #: change announced by a notification from one committed here, and not echo it).
+        self.announcing = False
 
     def start(self) -> None:
         """Start listening in the background (reconnecting until :meth:`close`)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
-                self._listen(), name="work-signal-listener"
+                self._listen(), name=f"{self._channel}-listener"
             )
 
     async def _listen(self) -> None:
@@ -59,17 +74,29 @@ class PostgresWorkSignal:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 async with conn:
-                    await notify.listen(conn, CHANNEL)
+                    await notify.listen(conn, self._channel)
                     self.listening.set()
                     # Work committed while we were not listening got no notification to us.
-                    self._on_notify()
+                    self._announce()
                     async for _notification in conn.notifies():
-                        self._on_notify()
+                        self._announce()
             except (psycopg.Error, OSError) as err:
-                log.warning("work notifications lost (%s); reconnecting in %.0fs", err, RECONNECT_S)
+                log.warning(
+                    "%s notifications lost (%s); reconnecting in %.0fs",
+                    self._channel,
+                    err,
+                    RECONNECT_S,
+                )
             finally:
                 self.listening.clear()
             await asyncio.sleep(RECONNECT_S)
+
+    def _announce(self) -> None:
+        self.announcing = True
+        try:
+            self._on_notify()
+        finally:
+            self.announcing = False
 
     def publish(self) -> None:
         """Tell every replica that work was enqueued (fire and forget, from the event loop)."""
@@ -80,10 +107,10 @@ class PostgresWorkSignal:
     async def _notify(self) -> None:
         try:
             async with self._engine.connect() as conn:
-                await notify.notify(conn, CHANNEL)
+                await notify.notify(conn, self._channel)
                 await conn.commit()
         except Exception as err:  # noqa: BLE001 - a lost hint only delays other replicas
-            log.warning("could not notify other replicas of new work: %s", err)
+            log.warning("could not notify other replicas on %s: %s", self._channel, err)
 
     async def close(self) -> None:
         """Stop listening and wait for pending notifications to be sent."""
