@@ -112,7 +112,9 @@ def _leaders(pg: PostgresDatabase) -> dict[str, int]:
     rows = pg.execute(
         "SELECT l.classid::bigint, l.objid::bigint, a.application_name FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-        "AND l.granted AND l.objsubid = 1"
+        "AND l.granted AND l.objsubid = 1 "
+        # pg_locks spans the server: only this database's (other control planes may run).
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     leaders = {}
     for classid, objid, app in rows:
