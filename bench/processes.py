@@ -143,10 +143,16 @@ class Group:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        deadline = time.monotonic() + 5
-        for pid in stragglers:
-            while read_stat(pid) is not None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if read_stat(pid) is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_stragglers(stragglers)
+
+
+def kill_stragglers(pids: list[int], grace_s: float = 5.0) -> None:
+    """Give ``pids`` (descendants of stopped processes) ``grace_s`` in all to end, then
+    SIGKILL each still alive."""
+    deadline = time.monotonic() + grace_s
+    for pid in pids:
+        while read_stat(pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if read_stat(pid) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -14,9 +14,7 @@ one launcher, so two shapes differ only in their replica counts.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +24,7 @@ from typing import Any
 
 from tether.testing import free_port
 
-from bench.processes import read_stat, tree
+from bench.processes import kill_stragglers, read_stat, tree
 from bench.systems.base import PENDING, TWO_OPS, BenchError, Workspace, wait_until
 from bench.systems.shape import Shape
 from bench.systems.tether import LOCATION, TetherSystem
@@ -209,13 +207,7 @@ class ScaleStack(DevStack):
         try:
             super().stop(timeout)
         finally:
-            deadline = time.monotonic() + 5
-            for pid in stragglers:
-                while read_stat(pid) is not None and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if read_stat(pid) is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+            kill_stragglers(stragglers)
             self._drop_database()
 
     def _drop_database(self) -> None:

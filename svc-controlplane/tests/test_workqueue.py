@@ -164,14 +164,14 @@ async def test_closing_the_queue_releases_waiting_claims(api: Api) -> None:
     assert api.cp.queue.waiting == 0
 
 
-async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
-    postgres: PostgresDatabase, tmp_path: Path
-) -> None:
-    # Two control plane processes' worth of state on one PostgreSQL database.
+def _replica_settings(
+    postgres: PostgresDatabase, tmp_path: Path, **update: Any
+) -> ControlPlaneSettings:
+    """Settings of a control plane replica on the (emptied) PostgreSQL test database."""
     postgres.reset()
     workspace = tmp_path / "workspace.toml"
     workspace.write_text(WORKSPACE)
-    settings = ControlPlaneSettings(
+    return ControlPlaneSettings(
         database_url=postgres.url,
         migrate_on_start=True,
         agent_token_file=tmp_path / "agent.token",
@@ -179,7 +179,15 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
         # Replicas share the signing key (here: the file).
         work_signing_key_file=tmp_path / "work-signing.key",
         allowed_hosts=["cp"],
+        **update,
     )
+
+
+async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
+    postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    # Two control plane processes' worth of state on one PostgreSQL database.
+    settings = _replica_settings(postgres, tmp_path)
     async with open_control_plane(settings) as cp:
         token = (tmp_path / "agent.token").read_text().strip()
         transport = httpx.ASGITransport(app=create_app(cp))
@@ -214,18 +222,8 @@ async def test_a_run_queued_on_one_replica_wakes_the_coordinator_in_another_proc
 ) -> None:
     """`tether controlplane daemons` runs the run coordinator apart from the API replicas: a
     run one of them queues must wake it at once (NOTIFY), not at its next 1 s check."""
-    postgres.reset()
-    workspace = tmp_path / "workspace.toml"
-    workspace.write_text(WORKSPACE)
-    settings = ControlPlaneSettings(
-        database_url=postgres.url,
-        migrate_on_start=True,
-        agent_token_file=tmp_path / "agent.token",
-        workspace_file=workspace,
-        work_signing_key_file=tmp_path / "work-signing.key",
-        allowed_hosts=["cp"],
-        max_concurrent_runs=5,  # runs wait for the run coordinator
-    )
+    # Runs wait for the run coordinator (a concurrency limit is set).
+    settings = _replica_settings(postgres, tmp_path, max_concurrent_runs=5)
     async with open_control_plane(settings) as api_replica:
         token = (tmp_path / "agent.token").read_text().strip()
         transport = httpx.ASGITransport(app=create_app(api_replica))
