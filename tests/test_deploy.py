@@ -34,6 +34,19 @@ SERVICES = {
 AGENT_SERVICES = ("poller", "launcher", "eventrelay", "logship")
 
 
+def compose_operator_dir(directory: Path) -> None:
+    """An operator's directory: the compose files, and NATS's keys from `tether nats-auth
+    init` (as deploy/README says)."""
+    for name in ("compose.yaml", "workspace.toml", "nats-cluster.conf"):
+        shutil.copy(DEPLOY / "compose" / name, directory / name)
+    subprocess.run(
+        [sys.executable, "-m", "tether.shared.runtime.cli", "nats-auth", "init"]
+        + ["--dir", str(directory / "nats-auth"), "--substrate", "docker"],
+        check=True,
+        capture_output=True,
+    )
+
+
 def k8s_documents() -> list[tuple[str, dict]]:
     kustomization = yaml.safe_load((DEPLOY / "k8s/kustomization.yaml").read_text())
     docs = []
@@ -308,15 +321,7 @@ def test_compose_nats_and_control_plane_come_up_healthy_and_nats_requires_auth(
         "controlplane": controlplane_image,
         "controlplane-daemons": controlplane_image,
     }
-    # An operator's directory: the compose files, and NATS's keys from `tether nats-auth init`.
-    for name in ("compose.yaml", "workspace.toml", "nats-cluster.conf"):
-        shutil.copy(DEPLOY / "compose" / name, tmp_path / name)
-    subprocess.run(
-        [sys.executable, "-m", "tether.shared.runtime.cli", "nats-auth", "init"]
-        + ["--dir", str(tmp_path / "nats-auth"), "--substrate", "docker"],
-        check=True,
-        capture_output=True,
-    )
+    compose_operator_dir(tmp_path)
     database = f"tether_test_{int(time.time())}_{secrets.token_hex(4)}"
     admin = "postgresql://tether:tether@127.0.0.1:5432/postgres"
     try:

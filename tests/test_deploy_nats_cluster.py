@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_deploy import DEPLOY, _may_connect, k8s_documents
+from test_deploy import DEPLOY, _may_connect, compose_operator_dir, k8s_documents
 from tether.testing import free_port, skip_or_fail
 from tether.testing.podsecurity import restricted_violations
 
@@ -385,14 +384,7 @@ def test_compose_nats_services_form_one_cluster_with_auth(tmp_path: Path) -> Non
     compose_tool()
     client = engine()
     image = build_nats_image(client)
-    for name in ("compose.yaml", "workspace.toml", "nats-cluster.conf"):
-        shutil.copy(DEPLOY / "compose" / name, tmp_path / name)
-    subprocess.run(
-        [sys.executable, "-m", "tether.shared.runtime.cli", "nats-auth", "init"]
-        + ["--dir", str(tmp_path / "nats-auth"), "--substrate", "docker"],
-        check=True,
-        capture_output=True,
-    )
+    compose_operator_dir(tmp_path)
     ports = {name: (free_port(), free_port()) for name in NATS_SERVICES}
     env = {**os.environ, **COMPOSE_ENV}
     for i, name in enumerate(NATS_SERVICES, 1):
