@@ -403,8 +403,14 @@ async def test_presign_items_that_do_not_verify_are_dead_lettered(
                     letters += await dead.fetch(10, timeout=1)
         answers = await js.pull_subscribe(subjects.results_all(), stream=str(Stream.RESULTS))
         (answer,) = await answers.fetch(1, timeout=10)
-        info = await js.consumer_info(str(Stream.WORK), "logship-presign")
-        assert info.num_pending == 0 and info.num_ack_pending == 0
+        # The relay acks each item after its answer or dead letter is published: wait for
+        # the last ack rather than read one snapshot of the consumer.
+        async with asyncio.timeout(10):
+            while True:
+                info = await js.consumer_info(str(Stream.WORK), "logship-presign")
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    break
+                await asyncio.sleep(0.05)
         assert (await js.stream_info(str(Stream.RESULTS))).state.messages == 1
     finally:
         await nc.close()
