@@ -67,6 +67,7 @@ RUN = """
 query($id: String!) {
   run(id: $id) {
     id status jobName locationName runConfig tags createdAt startedAt endedAt traceparent traceId
+    launchedBy
     events { id seq eventType timestamp stepKey message data error { clsName message traceback } }
   }
 }"""

@@ -386,6 +386,26 @@ async def test_run_page_links_its_trace_when_a_backend_is_configured(api: Api) -
     assert f'href="http://jaeger.local:16686/trace/{trace_id}"' in page
 
 
+async def test_run_page_names_the_launcher_domain_that_launched_it(api: Api) -> None:
+    await api.load()
+    run_id = (await api.launch())["run"]["id"]
+    assert "launched by" not in (await api.client.get(f"/runs/{run_id}")).text
+    (launch,) = [i for i in await api.claim() if i.kind == "launch_run"]
+    owner = "process:host-b:boot-b:4026531836"
+    await api.submit(
+        WorkResult(
+            id=launch.id,
+            work_item_id=launch.id,
+            kind=launch.kind,
+            ok=True,
+            payload={"run_id": run_id, "pid": 4242, "owner": owner},
+        )
+    )
+    assert (await api.run(run_id))["launchedBy"] == owner
+    page = (await api.client.get(f"/runs/{run_id}")).text
+    assert f'launched by <span class="mono launched-by">{owner}</span>' in page
+
+
 async def test_overview_agents_and_locations_with_load_error(api: Api) -> None:
     heartbeat = Heartbeat(
         agent_id="agent-7",

@@ -62,7 +62,7 @@ query RunPage($id: String!, $types: [EventType!], $step: String, $after: Int, $s
               $stepTypes: [EventType!]!, $stepLimit: Int!, $errorLimit: Int!) {
   run(id: $id) {
     id jobName locationName repositoryName status runConfig tags
-    createdAt startedAt endedAt traceId traceUrl
+    createdAt startedAt endedAt traceId traceUrl launchedBy
     eventStream { complete lastSeq missingCount lostCount lostSeqs lostReasons }
     rootRunId retryNumber failureReason infrastructureFailure
     attempts { id status retryNumber createdAt parentRunId }
