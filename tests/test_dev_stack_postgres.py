@@ -4,7 +4,7 @@ are in that database (no SQLite file appears in the stack's home).
 
 PostgreSQL is the server at ``TETHER_TEST_POSTGRES_URL`` (default
 ``postgresql://tether:tether@127.0.0.1:5432/postgres``, a role with CREATEDB); the test is
-skipped when none answers.
+skipped loudly when none answers (a failure under TETHER_REQUIRE_ALL=1).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 from stack_api import launch, wait_location_loaded, wait_run_done
-from tether.testing import free_port
+from tether.testing import free_port, skip_or_fail
 
 from tether.dev.stack import DevStack, StackConfig
 
@@ -39,7 +39,7 @@ def database() -> Iterator[str]:
     try:
         conn = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as err:
-        pytest.skip(f"no PostgreSQL at {make_url(ADMIN_URL).host}: {err}")
+        skip_or_fail(f"no PostgreSQL at {make_url(ADMIN_URL).host}: {err}")
     with conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:

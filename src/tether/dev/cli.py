@@ -9,12 +9,52 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
-from tether.dev.stack import DevStack, StackConfig, StackError, Supervisor
+from tether.dev.stack import AGENT_SERVICES, DevStack, StackConfig, StackError, Supervisor
 
 app = typer.Typer(help="Run the whole Tether stack locally on embedded defaults.")
 
 DEFAULT_WORKSPACE = Path("examples/workspace.toml")
+#: Most processes ``--scale`` starts for one agent service, and most NATS nodes.
+MAX_REPLICAS = 9
+
+
+def parse_scale(specs: list[str]) -> dict[str, int]:
+    """``["launcher=2", "eventrelay=3"]`` -> ``{"launcher": 2, "eventrelay": 3}``.
+
+    Raises:
+        typer.BadParameter: a spec that is not ``SERVICE=N`` with an agent service and
+            1 <= N <= MAX_REPLICAS.
+    """
+    replicas: dict[str, int] = {}
+    for spec in specs:
+        service, sep, count = spec.partition("=")
+        service = service.strip()
+        if not sep or service not in AGENT_SERVICES:
+            raise typer.BadParameter(
+                f"{spec!r}: expected SERVICE=N with SERVICE one of {', '.join(AGENT_SERVICES)}",
+                param_hint="--scale",
+            )
+        try:
+            n = int(count)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= MAX_REPLICAS:
+            raise typer.BadParameter(
+                f"{spec!r}: N must be a whole number from 1 to {MAX_REPLICAS}",
+                param_hint="--scale",
+            )
+        replicas[service] = n
+    return replicas
+
+
+def nats_cluster(nodes: int, client_port: int, route_port: int) -> tuple[tuple[int, int], ...]:
+    """(client port, route port) of each node: consecutive ports from the given ones; ``()``
+    (one plain server) for one node."""
+    if nodes == 1:
+        return ()
+    return tuple((client_port + i, route_port + i) for i in range(nodes))
 
 
 @app.callback(invoke_without_command=True)
@@ -26,6 +66,25 @@ def dev(
         None, help="Code locations TOML (default: examples/workspace.toml if present)."
     ),
     quiet: bool = typer.Option(False, help="Write service output only to log files."),
+    database_url: str | None = typer.Option(
+        None,
+        envvar="TETHER_DEV_DATABASE_URL",
+        help="The control plane's database instead of SQLite under --home: an existing "
+        "PostgreSQL database (postgresql+psycopg://user:pass@host/db), migrated at start.",
+    ),
+    nats_nodes: int = typer.Option(
+        1,
+        min=1,
+        max=MAX_REPLICAS,
+        help="NATS servers: 1, or a JetStream cluster of this many nodes (client ports from "
+        "--nats-port up, route ports from --nats-route-port up; streams replicated on each).",
+    ),
+    nats_route_port: int = typer.Option(6222, help="First NATS cluster route port."),
+    scale: list[str] = typer.Option(
+        [],
+        metavar="SERVICE=N",
+        help=f"Run N processes of an agent service ({', '.join(AGENT_SERVICES)}); repeatable.",
+    ),
 ) -> None:
     """Start NATS, the control plane and every agent service; restart one that exits; stop
     them all on Ctrl-C."""
@@ -38,6 +97,9 @@ def dev(
         nats_port=nats_port,
         workspace_file=workspace.resolve() if workspace else None,
         echo=None if quiet else sys.stdout,
+        replicas=parse_scale(scale),
+        nats_cluster=nats_cluster(nats_nodes, nats_port, nats_route_port),
+        database_url=database_url,
     )
     stack = DevStack(config)
     stop = threading.Event()
@@ -61,6 +123,7 @@ def dev(
         f"  GraphiQL     {config.url}/graphql (header Authorization: Bearer <admin token>)\n"
         f"  admin token  {config.admin_token_file} (also for the API and `tether` CLI)\n"
         f"  NATS         {config.nats_url}\n"
+        f"  database     {make_url(config.control_plane_database_url)!r}\n"
         f"  state, logs  {config.home} (logs in {config.log_dir})\n"
         f"  locations    {workspace or 'none'}\n"
         "Press Ctrl-C to stop.",
