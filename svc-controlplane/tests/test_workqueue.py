@@ -1,4 +1,5 @@
-"""Claiming work: leases, expiry and re-offer, acks, substrates, long-poll wake-ups."""
+"""Claiming work: leases, expiry and re-offer, acks, substrates, long-poll wake-ups (only
+of the claims that could take the new work, on this replica and on the others)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from db_backends import PostgresDatabase
 from sqlalchemy import event
 from tether.controlplane.app import create_app
 from tether.controlplane.core import open_control_plane
-from tether.controlplane.db.engine import Database
+from tether.controlplane.db.engine import ANY, Database
 from tether.controlplane.db.models import DEFAULT_DEPLOYMENT
-from tether.controlplane.queue.workqueue import WorkQueue
+from tether.controlplane.queue.workqueue import WorkQueue, work_key
+from tether.controlplane.queue.worksignal import decode_keys, encode_keys
 from tether.controlplane.runs import launch
 from tether.controlplane.security import auth
 from tether.controlplane.settings import ControlPlaneSettings
@@ -133,22 +135,63 @@ async def test_an_idle_claim_waits_without_polling_and_wakes_on_launch_run(api: 
     assert len(claim_queries) == 2
 
 
-async def test_a_claim_of_another_deployment_is_woken_but_takes_nothing(api: Api) -> None:
+class ClaimLooks:
+    """Counts the claim's candidate queries on an engine (each is one look at the queue)."""
+
+    def __init__(self, db: Database) -> None:
+        self.engine = db.engine.sync_engine
+        self.count = 0
+
+    def __enter__(self) -> ClaimLooks:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # SQLite renders no FOR UPDATE, so match the query's shape.
+        if statement.startswith("SELECT work_items.id") and "ORDER BY" in statement:
+            self.count += 1
+
+    async def reach(self, n: int) -> None:
+        async with asyncio.timeout(30):
+            while self.count < n:
+                await asyncio.sleep(0.01)
+
+
+async def test_only_claims_that_could_take_new_work_are_woken(api: Api) -> None:
+    """Work for (deployment, substrate, queue) wakes only the claims of that deployment,
+    one of their substrates and one of their queues: a thousand idle agents of other
+    deployments or substrates cost nothing when a run is launched."""
     await api.load()
+    # The docker location's load, out of the way: nothing claimable is left.
+    assert [i.location.name for i in await api.claim(["docker"])] == ["boxed"]
     api.cp.queue.recheck_s = 60.0
     async with api.cp.db.transaction() as session:
         other = await auth.create_token(
             session, name="other", role=auth.Role.AGENT, deployment_id="other"
         )
-    body = asyncio.create_task(api.post(CLAIM, token=other, **CLAIM_VARS))
-    while api.cp.queue.waiting == 0:
-        await asyncio.sleep(0.01)
-    await api.launch()
-    # Its wait goes on (nothing of its deployment); closing the queue ends it, empty.
-    await asyncio.sleep(0.1)
-    assert not body.done()
+    with ClaimLooks(api.cp.db) as looks:
+        idle = [
+            asyncio.create_task(api.post(CLAIM, token=other, **CLAIM_VARS)),
+            asyncio.create_task(api.claim(["docker"], wait_ms=50_000)),
+            asyncio.create_task(api.claim(wait_ms=50_000, queues=["gpu"])),
+        ]
+        await looks.reach(len(idle))
+        mine = asyncio.create_task(api.claim(["docker", "process"], wait_ms=50_000))
+        await looks.reach(len(idle) + 1)
+        await api.launch()
+        # Bounded far below its wait and the recheck: only the wake-up can end it.
+        items = await asyncio.wait_for(mine, 30)
+        assert [i.kind for i in items] == [WorkKind.LAUNCH_RUN]
+        await asyncio.sleep(0.3)
+        # Its second look took the run; none of the others looked again.
+        assert looks.count == len(idle) + 2
+        assert not any(claim.done() for claim in idle)
     api.cp.queue.close()
-    assert (await asyncio.wait_for(body, 30))["data"]["claimWork"] == []
+    other_answer, docker, gpu = await asyncio.wait_for(asyncio.gather(*idle), 30)
+    assert other_answer["data"]["claimWork"] == [] and docker == [] and gpu == []
 
 
 async def test_closing_the_queue_releases_waiting_claims(api: Api) -> None:
@@ -196,25 +239,41 @@ async def test_a_claim_on_one_replica_wakes_on_work_enqueued_by_another(
             await api.load()
             assert cp.queue.signal is not None
             await asyncio.wait_for(cp.queue.signal.listening.wait(), 30)
+            assert [i.location.name for i in await api.claim(["docker"])] == ["boxed"]
             cp.queue.recheck_s = 60.0
-            claim = asyncio.create_task(api.claim(wait_ms=50_000))
-            async with asyncio.timeout(30):
-                while cp.queue.waiting == 0:
-                    await asyncio.sleep(0.01)
-            # A second control plane on the same database launches the run.
-            other_settings = settings.model_copy(update={"workspace_file": None})
-            async with open_control_plane(other_settings) as other:
-                outcome = await launch.launch_run(
-                    other.db,
-                    other.queue,
-                    deployment_id="default",
-                    location_name="loc",
-                    job_name="hello",
-                )
-                assert isinstance(outcome, launch.Launched)
-                # Only the NOTIFY can end the wait in time: no recheck for 60 s, 50 s poll.
-                items = await asyncio.wait_for(claim, 30)
+            with ClaimLooks(cp.db) as looks:
+                claim = asyncio.create_task(api.claim(wait_ms=50_000))
+                # A claim of another substrate: the notification names what it cannot take.
+                docker = asyncio.create_task(api.claim(["docker"], wait_ms=50_000))
+                await looks.reach(2)
+                # A second control plane on the same database launches the run.
+                other_settings = settings.model_copy(update={"workspace_file": None})
+                async with open_control_plane(other_settings) as other:
+                    outcome = await launch.launch_run(
+                        other.db,
+                        other.queue,
+                        deployment_id="default",
+                        location_name="loc",
+                        job_name="hello",
+                    )
+                    assert isinstance(outcome, launch.Launched)
+                    # Only the NOTIFY can end the wait in time: no recheck for 60 s, 50 s poll.
+                    items = await asyncio.wait_for(claim, 30)
+                await asyncio.sleep(0.3)
+                assert looks.count == 3 and not docker.done()
+            cp.queue.close()
+            assert await asyncio.wait_for(docker, 30) == []
     assert [i.payload["run_id"] for i in items] == [outcome.run.id]
+
+
+def test_notification_payloads_name_keys_or_else_anything() -> None:
+    keys = {work_key("default", "process", "default"), work_key("t-2", "docker", "gpu")}
+    assert decode_keys(encode_keys(keys)) == keys
+    # Nothing named, too much to name, or something unreadable (anyone may NOTIFY): any.
+    assert encode_keys(()) == encode_keys({ANY, *keys}) == ""
+    assert encode_keys({work_key(f"d{n}", "process", "default") for n in range(1000)}) == ""
+    for payload in ("", "not json", "{}", "[]", "[1, 2]", '"x"'):
+        assert decode_keys(payload) == {ANY}
 
 
 async def test_a_run_queued_on_one_replica_wakes_the_coordinator_in_another_process(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -225,14 +225,21 @@ def _quiet_logger(name: str) -> None:
         logger.setLevel(logging.INFO)
 
 
-def changes(session: AsyncSession, topic: str) -> None:
-    """Note that ``session``'s transaction changes ``topic``.
+#: The key of a change that names no part of its topic: every keyed watcher is called.
+ANY = ""
+
+
+def changes(session: AsyncSession, topic: str, *keys: str) -> None:
+    """Note that ``session``'s transaction changes ``topic``, in the parts ``keys`` name
+    (none: some part, unknown).
 
     Once (and only if) the transaction commits, the callbacks :meth:`Database.watch`
     registered for ``topic`` are called: how a waiting claim or daemon learns at once that
-    its work is in, instead of at its next poll.
+    its work is in, instead of at its next poll. Those of :meth:`Database.watch_keys` get
+    the keys the transaction noted (:data:`ANY` among them for a note without keys).
     """
-    session.info.setdefault(_CHANGES, set()).add(topic)
+    noted = session.info.setdefault(_CHANGES, {}).setdefault(topic, set())
+    noted.update(keys or (ANY,))
 
 
 class Database:
@@ -264,6 +271,7 @@ class Database:
             self.engine.execution_options(**read_only), expire_on_commit=False
         )
         self._watchers: dict[str, list[Callable[[], None]]] = {}
+        self._key_watchers: dict[str, list[Callable[[frozenset[str]], None]]] = {}
 
     def watch(self, topic: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` (in the event loop) after each commit that :func:`changes`
@@ -274,18 +282,30 @@ class Database:
         """
         self._watchers.setdefault(topic, []).append(callback)
 
-    def announce(self, topic: str) -> None:
-        """Call ``topic``'s watchers as if this process had committed a change of it (another
-        process did: a cross-process notification said so)."""
-        self._committed((topic,))
+    def watch_keys(self, topic: str, callback: Callable[[frozenset[str]], None]) -> None:
+        """Like :meth:`watch`, ``callback`` getting the keys the commit noted for ``topic``
+        (:data:`ANY` among them: a part unknown, so every part)."""
+        self._key_watchers.setdefault(topic, []).append(callback)
 
-    def _committed(self, topics: Iterable[str]) -> None:
-        callbacks = {cb for topic in topics for cb in self._watchers.get(topic, ())}
+    def announce(self, topic: str, keys: Iterable[str] = ()) -> None:
+        """Call ``topic``'s watchers as if this process had committed a change of it, in the
+        parts ``keys`` name (none: unknown): another process did, a cross-process
+        notification said so."""
+        self._committed({topic: set(keys) or {ANY}})
+
+    def _committed(self, changed: Mapping[str, set[str]]) -> None:
+        callbacks = {cb for topic in changed for cb in self._watchers.get(topic, ())}
         for callback in callbacks:
             try:
                 callback()
             except Exception:  # the commit stands; a watcher's bug must not fail the request
                 log.exception("commit watcher %r failed", callback)
+        for topic, keys in changed.items():
+            for keyed in self._key_watchers.get(topic, ()):
+                try:
+                    keyed(frozenset(keys))
+                except Exception:  # as above
+                    log.exception("commit watcher %r failed", keyed)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -299,13 +319,13 @@ class Database:
             async with self._writer() as session:
                 async with session.begin():
                     yield session
-                topics = session.info.pop(_CHANGES, ())
+                changed = session.info.pop(_CHANGES, {})
         except DataError as err:
             detail = str(err.orig).strip().splitlines()[0] if err.orig else "invalid value"
             raise BadInputError(
                 f"the database refused a value ({detail}); nothing was stored"
             ) from err
-        self._committed(topics)
+        self._committed(changed)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

@@ -18,9 +18,12 @@ def _checked(channel: str) -> str:
     return channel
 
 
-async def notify(conn: AsyncConnection, channel: str) -> None:
-    """``NOTIFY channel`` (through pg_notify, the channel a bound parameter)."""
-    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": _checked(channel)})
+async def notify(conn: AsyncConnection, channel: str, payload: str = "") -> None:
+    """``NOTIFY channel, payload`` (through pg_notify: both bound parameters)."""
+    await conn.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": _checked(channel), "payload": payload},
+    )
 
 
 async def listen(conn: psycopg.AsyncConnection[object], channel: str) -> None:

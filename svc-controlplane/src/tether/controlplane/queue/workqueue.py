@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
-from tether.controlplane.db.engine import Database, changes
+from tether.controlplane.db.engine import ANY, Database, changes
 from tether.controlplane.db.models import WorkItemRow
 from tether.controlplane.queue.worksignal import RUN_QUEUE_CHANNEL, PostgresWorkSignal
 from tether.controlplane.store import runs, workitems
@@ -23,8 +25,31 @@ from tether.shared.wire.locations import DEFAULT_AGENT_QUEUE, LocationConfig
 from tether.shared.wire.work import WorkItem, WorkKind
 from tether.shared.wire.workspecs import WORK_SPECS
 
-#: Commit topic (:func:`~tether.controlplane.db.engine.changes`): work items were enqueued.
+#: Commit topic (:func:`~tether.controlplane.db.engine.changes`): work items were enqueued,
+#: keyed by :func:`work_key`.
 WORK_QUEUED = "work queued"
+
+
+def work_key(deployment_id: str, substrate: str, agent_queue: str) -> str:
+    """The key of work enqueued for (deployment, substrate, agent queue): which claims it
+    wakes."""
+    return json.dumps([deployment_id, substrate, agent_queue], separators=(",", ":"))
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A claim waiting for work: what it may take, and the event that wakes it."""
+
+    keys: frozenset[str]
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def of(cls, deployment_id: str, substrates: Iterable[str], queues: Iterable[str]) -> _Waiter:
+        queues = tuple(queues)
+        return cls(frozenset(work_key(deployment_id, s, q) for s in substrates for q in queues))
+
+    def wants(self, keys: frozenset[str]) -> bool:
+        return ANY in keys or not self.keys.isdisjoint(keys)
 
 
 def results_topic(kind: str) -> str:
@@ -50,10 +75,12 @@ def to_work_item(row: WorkItemRow) -> WorkItem:
 class WorkQueue:
     """The work items of every deployment, with wake-ups for long-polling claims.
 
-    A commit that enqueued work wakes this process's waiting claims at once. On PostgreSQL
-    it also NOTIFYs the other control plane replicas of the database, whose listeners wake
-    theirs (:mod:`tether.controlplane.queue.worksignal`); on SQLite there is one process per
-    database. The periodic recheck (for expired leases) also covers a lost notification.
+    A commit that enqueued work wakes this process's waiting claims at once, those that
+    could take it (of its deployment, substrate and agent queue). On PostgreSQL it also
+    NOTIFYs the other control plane replicas of the database, naming the same, whose
+    listeners wake theirs (:mod:`tether.controlplane.queue.worksignal`); on SQLite there is
+    one process per database. The periodic recheck (for expired leases) also covers a lost
+    notification.
 
     Args:
         db: the metadata DB.
@@ -69,11 +96,10 @@ class WorkQueue:
         self._db = db
         self.recheck_s = recheck_s
         self.hold_launches = False
-        self._signal = asyncio.Event()
+        self._waiters: set[_Waiter] = set()
         self._closed = False
-        self._waiting = 0
         self._results: dict[str, asyncio.Event] = {}
-        db.watch(WORK_QUEUED, self._committed)
+        db.watch_keys(WORK_QUEUED, self._committed)
         self.signal: PostgresWorkSignal | None = None
         self.run_queue_signal: PostgresWorkSignal | None = None
         if not db.is_sqlite:
@@ -82,7 +108,7 @@ class WorkQueue:
             self.run_queue_signal = PostgresWorkSignal(
                 db.url,
                 db.engine,
-                lambda: db.announce(runs.RUN_QUEUE_CHANGED),
+                lambda _keys: db.announce(runs.RUN_QUEUE_CHANGED),
                 channel=RUN_QUEUE_CHANNEL,
             )
             db.watch(runs.RUN_QUEUE_CHANGED, self._run_queue_committed)
@@ -111,15 +137,15 @@ class WorkQueue:
     @property
     def waiting(self) -> int:
         """How many claims are currently waiting for work."""
-        return self._waiting
+        return len(self._waiters)
 
-    def notify(self) -> None:
-        """Wake every waiting claim (new work was committed)."""
-        # Swap in a fresh event before setting the old one: each waiter captured the event
-        # *before* it looked at the DB, so a commit between its look and its wait still
-        # wakes it, and no waiter can miss a notification or see a stale 'set'.
-        signal, self._signal = self._signal, asyncio.Event()
-        signal.set()
+    def notify(self, keys: Collection[str] = (ANY,)) -> None:
+        """Wake the waiting claims that could take work of ``keys`` (:func:`work_key`;
+        :data:`ANY`: every claim)."""
+        wanted = frozenset(keys)
+        for waiter in self._waiters:
+            if waiter.wants(wanted):
+                waiter.event.set()
 
     def close(self) -> None:
         """Make waiting and future claims return at once (server shutting down)."""
@@ -158,7 +184,9 @@ class WorkQueue:
             traceparent=traceparent,
             expires_at=expires_at,
         )
-        changes(session, WORK_QUEUED)
+        changes(
+            session, WORK_QUEUED, work_key(deployment_id, location.substrate, location.agent_queue)
+        )
         return item_id
 
     async def enqueue_if_absent(
@@ -187,7 +215,7 @@ class WorkQueue:
         )
         added = await workitems.insert_item_if_absent(session, row)
         if added:
-            changes(session, WORK_QUEUED)
+            changes(session, WORK_QUEUED, work_key(deployment_id, row.substrate, row.agent_queue))
         return added
 
     def watch_results(self, kinds: Iterable[str], callback: Callable[[], None]) -> None:
@@ -223,10 +251,10 @@ class WorkQueue:
         event, self._results[kind] = self._results[kind], asyncio.Event()
         event.set()
 
-    def _committed(self) -> None:
-        self.notify()
+    def _committed(self, keys: frozenset[str]) -> None:
+        self.notify(keys)
         if self.signal is not None:
-            self.signal.publish()
+            self.signal.publish(keys)
 
     async def claim(
         self,
@@ -245,11 +273,13 @@ class WorkQueue:
         one of the agent ``queues``; not past its ``expires_at``.
         """
         deadline = time.monotonic() + wait_s
-        self._waiting += 1
+        waiter = _Waiter.of(deployment_id, substrates, queues)
+        self._waiters.add(waiter)
         try:
             while True:
-                # Captured before the DB look, see notify().
-                signal = self._signal
+                # Cleared *before* the DB look: a commit between the look and the wait
+                # still wakes this claim.
+                waiter.event.clear()
                 items = await self._claim_once(
                     deployment_id, agent_id, substrates, queues, max_items, lease_s
                 )
@@ -258,9 +288,9 @@ class WorkQueue:
                     return items
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(self.recheck_s, remaining)):
-                        await signal.wait()
+                        await waiter.event.wait()
         finally:
-            self._waiting -= 1
+            self._waiters.discard(waiter)
 
     async def _claim_once(
         self,
