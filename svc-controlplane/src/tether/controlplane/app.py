@@ -21,6 +21,7 @@ from tether.controlplane.http.security import (
     SecurityHeaders,
     TrustedProxyScheme,
 )
+from tether.controlplane.metrics import RequestMetrics
 from tether.controlplane.store import health
 from tether.controlplane.ui import ui_routes
 from tether.controlplane.ui.sessions import UiSessions
@@ -42,17 +43,20 @@ def create_app(cp: ControlPlane) -> Starlette:
 
     graphql_app = GraphQLApp(cp)
     settings = cp.settings
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        # The web UI last: its routes must not shadow the API's.
+        *ui_routes(cp),
+    ]
     return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
-            # The web UI last: its routes must not shadow the API's.
-            *ui_routes(cp),
-        ],
+        routes=routes,
         # Outermost first. All of them sit inside Starlette's error middleware and outside
         # its exception handling, so every answer (a 400, a 413, an error page) passes the
         # header middleware, and the body limit sees the app's exceptions before anyone.
         middleware=[
+            # Counts every answer, the guards' refusals too (by route template, never path).
+            Middleware(RequestMetrics, routes=routes),
             Middleware(TrustedProxyScheme, trusted=settings.trusted_proxies),
             Middleware(SecurityHeaders),
             Middleware(HostAndOriginGuard, allowed_hosts=[*settings.allowed_hosts, settings.host]),

@@ -10,6 +10,7 @@ On PostgreSQL each daemon runs in one process at a time (its leadership lock, se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from types import FrameType
@@ -30,6 +31,7 @@ from tether.controlplane.daemons import (
 from tether.controlplane.daemons.monitor import RunMonitor
 from tether.controlplane.db.engine import Database
 from tether.controlplane.db.locks import Leadership
+from tether.controlplane.metrics import MetricsEndpoint
 from tether.controlplane.queue.workqueue import WorkQueue
 from tether.controlplane.runs.policies import PolicyDefaults, RetryStrategy
 from tether.controlplane.settings import ControlPlaneSettings
@@ -74,6 +76,7 @@ class ControlPlaneService:
         address: the bound ``(host, port)`` once listening.
         listening: set once the server listens.
         control_plane: the open control plane while running.
+        metrics: the metrics port while running (when ``metrics_port`` is set).
     """
 
     def __init__(
@@ -92,13 +95,20 @@ class ControlPlaneService:
         self._daemons: list[PeriodicDaemon] = []
         self.address: tuple[str, int] | None = None
         self.control_plane: ControlPlane | None = None
+        self.metrics: MetricsEndpoint | None = None
         self.listening = asyncio.Event()
 
     async def run(self) -> None:
         """Migrate and bootstrap the DB, then serve HTTP until shut down."""
         self._loop = asyncio.get_running_loop()
-        async with open_control_plane(self.settings) as cp:
+        async with (
+            open_control_plane(self.settings) as cp,
+            contextlib.AsyncExitStack() as stack,
+        ):
             self.control_plane = cp
+            self.metrics = await _metrics_endpoint(
+                stack, self.settings, cp.db, self.listening.is_set, lambda: cp.queue.waiting
+            )
             self._release_claims = cp.queue.close
             config = uvicorn.Config(
                 create_app(cp),
@@ -186,6 +196,7 @@ class DaemonsService:
         daemons: the daemons, once running.
         leadership: their locks, once running.
         running: set once every daemon runs.
+        metrics: the metrics port while running (when ``metrics_port`` is set).
     """
 
     def __init__(
@@ -202,6 +213,7 @@ class DaemonsService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.daemons: list[PeriodicDaemon] = []
         self.leadership: Leadership | None = None
+        self.metrics: MetricsEndpoint | None = None
         self.running = asyncio.Event()
 
     async def run(self) -> None:
@@ -214,23 +226,30 @@ class DaemonsService:
         leadership = Leadership(db.url, retry_s=self.settings.leader_retry_s)
         self.leadership = leadership
         try:
-            # Runs the API replicas queue (or end) wake the run coordinator here at once.
-            queue.start()
-            daemons = [] if self.only_monitor else build_daemons(db, queue, self.settings)
-            daemons.append(build_monitor(db, queue, self.settings))
-            for daemon in daemons:
-                daemon.leadership = leadership
-            self.daemons = daemons
-            if self._stopping:
-                return
-            tasks = [asyncio.create_task(d.run(), name=d.name) for d in daemons]
-            self.running.set()
-            self._announce(daemons)
-            await asyncio.gather(*tasks)
+            async with contextlib.AsyncExitStack() as stack:
+                self.metrics = await _metrics_endpoint(
+                    stack, self.settings, db, self.running.is_set
+                )
+                await self._run_daemons(db, queue, leadership)
         finally:
             await leadership.close()
             await queue.aclose()
             await db.dispose()
+
+    async def _run_daemons(self, db: Database, queue: WorkQueue, leadership: Leadership) -> None:
+        # Runs the API replicas queue (or end) wake the run coordinator here at once.
+        queue.start()
+        daemons = [] if self.only_monitor else build_daemons(db, queue, self.settings)
+        daemons.append(build_monitor(db, queue, self.settings))
+        for daemon in daemons:
+            daemon.leadership = leadership
+        self.daemons = daemons
+        if self._stopping:
+            return
+        tasks = [asyncio.create_task(d.run(), name=d.name) for d in daemons]
+        self.running.set()
+        self._announce(daemons)
+        await asyncio.gather(*tasks)
 
     def shutdown(self) -> None:
         """Stop every daemon after its check in progress (idempotent; signal-safe)."""
@@ -239,6 +258,28 @@ class DaemonsService:
             return
         for daemon in self.daemons:
             self._loop.call_soon_threadsafe(daemon.shutdown)
+
+
+async def _metrics_endpoint(
+    stack: contextlib.AsyncExitStack,
+    settings: ControlPlaneSettings,
+    db: Database,
+    ready: Callable[[], bool],
+    claims_waiting: Callable[[], int] | None = None,
+) -> MetricsEndpoint | None:
+    """The process's metrics port, entered on ``stack``; None when ``metrics_port`` is
+    unset."""
+    if settings.metrics_port is None:
+        return None
+    endpoint = MetricsEndpoint(
+        settings.metrics_host,
+        settings.metrics_port,
+        db,
+        interval_s=settings.metrics_interval_s,
+        ready=ready,
+        claims_waiting=claims_waiting,
+    )
+    return await stack.enter_async_context(endpoint)
 
 
 def _print_daemons(daemons: list[PeriodicDaemon]) -> None:

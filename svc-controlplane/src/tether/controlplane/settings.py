@@ -29,6 +29,25 @@ class ControlPlaneSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
     port: int = Field(default=3000, ge=0, description="HTTP port (0 picks a free one).")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Interface of the metrics port (loopback: only this host scrapes it).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of GET /metrics (Prometheus: requests by route, waiting claims, daemon "
+            "leadership and check durations, live runs and waiting work items), with "
+            "/healthz and /readyz; on `serve` and `daemons` alike. Unset: off."
+        ),
+    )
+    metrics_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between the metrics' readings of live runs and waiting work.",
+    )
     agent_token_file: Path | None = Field(
         default=None,
         description=(

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from tether.controlplane import metrics
 from tether.controlplane.db.locks import Leadership, daemon_lock_name
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class PeriodicDaemon:
         try:
             await self._run()
         finally:
+            metrics.DAEMON_LEADER.labels(self.name).set(0)
             if self.leadership is not None:
                 await self.leadership.release(self.lock_name)
 
@@ -90,13 +92,15 @@ class PeriodicDaemon:
         while not self._stop.is_set():
             self._woken.clear()
             if self.leadership is not None and not await self.leadership.hold(self.lock_name):
+                metrics.DAEMON_LEADER.labels(self.name).set(0)
                 # A standby: wake-ups are the leader's business; only shutdown ends the wait.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.leadership.retry_s):
                         await self._stop.wait()
                 continue
+            metrics.DAEMON_LEADER.labels(self.name).set(1)
             try:
-                await self.check()
+                await metrics.timed_check(self.name, self.check)
             except Exception:
                 # A DB outage (or a bug hit by one odd row) must not kill the daemon.
                 self.wake_at = None

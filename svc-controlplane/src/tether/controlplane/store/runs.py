@@ -349,6 +349,18 @@ async def list_events(
     return list(reversed(rows)) if newest else rows
 
 
+async def count_live_by_status(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """(deployment, status) -> how many runs have not ended (QUEUED, STARTING, STARTED,
+    CANCELING), of every deployment (``ix_runs_status_changed`` leads with the status)."""
+    live = [status for status in RunStatus if not status.is_terminal]
+    rows = await session.execute(
+        select(Run.deployment_id, Run.status, func.count())
+        .where(Run.status.in_(live))
+        .group_by(Run.deployment_id, Run.status)
+    )
+    return {(deployment, status): count for deployment, status, count in rows}
+
+
 async def count_events(
     session: AsyncSession,
     run_id: str,

@@ -11,10 +11,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
-from tether.controlplane.db.models import WorkItemRow, WorkResultRow, WorkStatus
+from tether.controlplane.db.models import Deployment, WorkItemRow, WorkResultRow, WorkStatus
 from tether.controlplane.db.statements import rowcount, upsert_insert
 from tether.shared.wire.locations import LocationConfig
 from tether.shared.wire.work import WorkKind, WorkResult
@@ -168,6 +168,29 @@ async def claim_items(
         if row is not None:
             claimed.append(row)
     return claimed
+
+
+async def count_undispatched(session: AsyncSession) -> dict[tuple[str, str, str], int]:
+    """(deployment, kind, status) -> how many items are PENDING or CLAIMED (not yet on an
+    agent's NATS), of every deployment.
+
+    One statement per deployment, each a range of ``ix_work_items_claimable`` (which leads
+    with the deployment): never a scan of the whole, ever-growing, table.
+    """
+    deployments = (await session.scalars(select(Deployment.id))).all()
+    counts: dict[tuple[str, str, str], int] = {}
+    for deployment_id in deployments:
+        rows = await session.execute(
+            select(WorkItemRow.kind, WorkItemRow.status, func.count())
+            .where(
+                WorkItemRow.deployment_id == deployment_id,
+                WorkItemRow.status.in_([WorkStatus.PENDING, WorkStatus.CLAIMED]),
+            )
+            .group_by(WorkItemRow.kind, WorkItemRow.status)
+        )
+        for kind, status, count in rows:
+            counts[(deployment_id, kind, status)] = count
+    return counts
 
 
 async def ack_items(
