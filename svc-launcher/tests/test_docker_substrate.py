@@ -1,8 +1,9 @@
 """The docker substrate against a real Docker engine and an image built here (no registry).
 
-`.ci/run` starts an engine (dockerd, vfs storage, host networking only); the image is this
-host's Python plus the workspace's tether-shared and tether-codeserver, imported from a
-root filesystem tarball and cached in the engine under a digest of its contents.
+`.ci/run` starts an engine (dockerd, overlay2 or vfs storage, host networking only); the
+image is this host's Python plus the workspace's tether-shared and tether-codeserver,
+imported from a root filesystem tarball and cached in the engine under a digest of its
+contents.
 """
 
 from __future__ import annotations

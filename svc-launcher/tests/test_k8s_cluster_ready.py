@@ -128,6 +128,57 @@ async def test_a_thousand_running_jobs_cost_one_list_per_poll_interval(cluster: 
     await substrate.aclose()
 
 
+async def test_code_servers_readiness_is_one_list_per_health_interval(cluster: Cluster) -> None:
+    interval = 0.3
+    substrate = cluster.substrate(health_interval_s=interval)
+    locations = [location().model_copy(update={"name": f"loc-{n}"}) for n in range(12)]
+    starts = [asyncio.create_task(substrate.start_code_server(loc)) for loc in locations]
+
+    async def controller() -> None:  # every new code server gets its ready replica
+        while True:
+            for d in await cluster.deployments():
+                if not (d.status and d.status.ready_replicas):
+                    await cluster.call(
+                        cluster.apps.patch_namespaced_deployment_status,
+                        d.metadata.name,
+                        NS,
+                        {"status": {"readyReplicas": 1, "replicas": 1}},
+                    )
+            await asyncio.sleep(0.05)
+
+    playing = asyncio.create_task(controller())
+    try:
+        handles = await asyncio.gather(*starts)
+    finally:
+        playing.cancel()
+    before = len(cluster.calls())
+    rounds = substrate.code_server_watch.rounds
+    started = time.monotonic()
+    while substrate.code_server_watch.rounds < rounds + 4:
+        await asyncio.sleep(interval / 5)
+    window = time.monotonic() - started
+    assert all(substrate.code_server_alive(h) for h in handles)
+    mine = [c for c in cluster.calls()[before:] if c[1] == "deployments"]
+    # Twelve code servers watched: only lists of Deployments, one per round.
+    assert {(a, r) for a, r, _, _ in mine} == {("LIST", "deployments")}, mine
+    assert len(mine) <= substrate.code_server_watch.rounds - rounds + 1
+    assert len(mine) <= window / interval + 2, (len(mine), window)
+    # One of them loses its replica, another is deleted: both seen by the next rounds.
+    lost, gone = handles[0], handles[1]
+    await cluster.call(
+        cluster.apps.patch_namespaced_deployment_status,
+        lost.name,
+        NS,
+        {"status": {"readyReplicas": 0, "replicas": 1}},
+    )
+    await cluster.call(cluster.apps.delete_namespaced_deployment, gone.name, NS)
+    async with asyncio.timeout(10):
+        while substrate.code_server_alive(lost) or substrate.code_server_alive(gone):
+            await asyncio.sleep(interval / 5)
+    assert all(substrate.code_server_alive(h) for h in handles[2:])
+    await substrate.aclose()
+
+
 # --- API errors -----------------------------------------------------------------------
 
 

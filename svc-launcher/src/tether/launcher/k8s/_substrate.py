@@ -24,12 +24,13 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config_loader
 from kubernetes.client.exceptions import ApiException
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
-from tether.launcher.k8s._jobs import JobRoundError, JobWatch
+from tether.launcher.k8s._lists import ListRoundError, ListWatch
 from tether.launcher.k8s._manifests import (
     LABEL_AGENT,
     LABEL_CONFIG,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
+    ROLE_CODE_SERVER,
     ROLE_RUN,
     PodDefaults,
     code_server_address,
@@ -231,16 +232,24 @@ class KubernetesSubstrate:
         self._ready: dict[tuple[str, str], bool] = {}
         self._watchers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._exits: dict[tuple[str, str], int] = {}
-        self._jobs = JobWatch(self._list_run_jobs, poll_interval_s, _job_name)
+        self._jobs = ListWatch(self._list_run_jobs, poll_interval_s, _json_name, what="run Jobs")
+        self._code_servers = ListWatch(
+            self._list_code_servers, health_interval_s, _json_name, what="code-server Deployments"
+        )
         # Reads shared by the runs of a namespace (FailedCreate events, run pods):
         # (kind, namespace) -> (read at, answer).
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = asyncio.Lock()
 
     @property
-    def job_watch(self) -> JobWatch:
+    def job_watch(self) -> ListWatch:
         """The shared reads of the agent's run Jobs (its counters show their cost)."""
         return self._jobs
+
+    @property
+    def code_server_watch(self) -> ListWatch:
+        """The shared reads of the agent's code-server Deployments (their readiness)."""
+        return self._code_servers
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the pool, retried while it fails transiently.
@@ -346,19 +355,18 @@ class KubernetesSubstrate:
         self._watchers[key] = asyncio.create_task(self._watch_readiness(key))
 
     async def _watch_readiness(self, key: tuple[str, str]) -> None:
+        # Read from the namespace's shared list of code servers, once per health interval.
         ns, name = key
         while True:
-            await asyncio.sleep(self._health_interval)
             try:
-                d = await self._call(self._apps.read_namespaced_deployment, name, ns)
-            except _API_ERRORS as err:
-                if isinstance(err, ApiException) and err.status == 404:
-                    self._ready[key] = False
-                    return
-                # Past the retries: the last answer stands until a read succeeds.
-                log.warning("reading deployment %s/%s: %s", ns, name, _error_text(err))
+                d = await self._code_servers.next_state(ns, name)
+            except ListRoundError:
+                # Logged by the round; the last answer stands until a list succeeds.
                 continue
-            self._ready[key] = d.status is not None and (d.status.ready_replicas or 0) >= 1
+            if d is None:
+                self._ready[key] = False
+                return
+            self._ready[key] = int((d.get("status") or {}).get("readyReplicas") or 0) >= 1
 
     async def _create_or_adopt(
         self,
@@ -583,7 +591,7 @@ class KubernetesSubstrate:
         """
         try:
             job = await self._jobs.next_state(handle.namespace, handle.name)
-        except JobRoundError as err:
+        except ListRoundError as err:
             raise LauncherError(f"cannot tell whether run {handle.run_id} runs: {err}") from err
         return job is not None and _job_exit(job) is None
 
@@ -600,7 +608,7 @@ class KubernetesSubstrate:
         while True:
             try:
                 job = await self._jobs.next_state(ns, name)
-            except JobRoundError:
+            except ListRoundError:
                 continue  # logged by the round; the next round asks again
             if job is None:
                 self._exits[(ns, name)] = -1
@@ -751,7 +759,7 @@ class KubernetesSubstrate:
         """The agent's run Jobs in ``ns``, as JSON (one call; transient errors retried).
 
         Raises:
-            JobRoundError: the API refused the list, or kept failing past the retries.
+            ListRoundError: the API refused the list, or kept failing past the retries.
         """
         labels = _run_selector(self._agent)
         try:
@@ -765,10 +773,32 @@ class KubernetesSubstrate:
             )
             items = json.loads(cast(Any, response).data)["items"] or []
         except ApiException as err:
-            raise JobRoundError(api_message(err)) from err
+            raise ListRoundError(api_message(err)) from err
         except (*_API_ERRORS, ValueError, KeyError) as err:
-            raise JobRoundError(str(err)) from err
+            raise ListRoundError(str(err)) from err
         return [j for j in items if _dict_labels_match(j, labels)]
+
+    async def _list_code_servers(self, ns: str) -> list[dict[str, Any]]:
+        """The agent's code-server Deployments in ``ns``, as JSON (one call; transient
+        errors retried).
+
+        Raises:
+            ListRoundError: the API refused the list, or kept failing past the retries.
+        """
+        labels = _code_server_selector(self._agent)
+        try:
+            response = await self._call(
+                self._apps.list_namespaced_deployment,
+                ns,
+                label_selector=selector_string(labels),
+                _preload_content=False,
+            )
+            items = json.loads(cast(Any, response).data)["items"] or []
+        except ApiException as err:
+            raise ListRoundError(api_message(err)) from err
+        except (*_API_ERRORS, ValueError, KeyError) as err:
+            raise ListRoundError(str(err)) from err
+        return [d for d in items if _dict_labels_match(d, labels)]
 
     async def _delete_job(self, ns: str, name: str, grace_s: float) -> bool:
         try:
@@ -807,6 +837,7 @@ class KubernetesSubstrate:
             watcher.cancel()
         self._watchers.clear()
         await self._jobs.aclose()
+        await self._code_servers.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()
 
@@ -821,6 +852,15 @@ class _Stuck:
     checked_at: float = 0.0
 
 
+def _code_server_selector(agent_id: str) -> dict[str, str]:
+    """Labels of every code-server Deployment of the agent."""
+    return {
+        LABEL_MANAGED_BY: "tether",
+        LABEL_AGENT: slug(agent_id, 63),
+        LABEL_ROLE: ROLE_CODE_SERVER,
+    }
+
+
 def _run_selector(agent_id: str) -> dict[str, str]:
     """Labels of every run Job (and run pod) of the agent."""
     return {LABEL_MANAGED_BY: "tether", LABEL_AGENT: slug(agent_id, 63), LABEL_ROLE: ROLE_RUN}
@@ -830,8 +870,8 @@ class _NotOursError(Exception):
     """An object of the name we create exists, without this agent's labels."""
 
 
-def _job_name(job: dict[str, Any]) -> str:
-    return cast(str, job["metadata"]["name"])
+def _json_name(obj: dict[str, Any]) -> str:
+    return cast(str, obj["metadata"]["name"])
 
 
 def _dict_labels_match(obj: dict[str, Any], labels: Mapping[str, str]) -> bool:

@@ -1,9 +1,11 @@
-"""The agent's run Jobs, read by one label-selected list per namespace and poll interval.
+"""The agent's objects of one kind (run Jobs, code-server Deployments), read by one
+label-selected list per namespace and interval.
 
-Every run being watched (its exit awaited, its health asked) waits for the next *round*:
-one ``list`` of the agent's run Jobs in each namespace that has a watched run, every
-``interval`` seconds, shared by all of them. A thousand running Jobs cost one call per
-interval, not a thousand GETs. Rounds run only while someone waits.
+Every object being watched (a run's exit awaited or its health asked, a code server's
+readiness) waits for the next *round*: one ``list`` of the agent's objects of that kind in
+each namespace that has a watched one, every ``interval`` seconds, shared by all of them.
+A thousand running Jobs cost one call per interval, not a thousand GETs; so do fifty code
+servers. Rounds run only while someone waits.
 """
 
 from __future__ import annotations
@@ -15,29 +17,39 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Lists the agent's run Jobs of one namespace (retries included); raises JobRoundError.
-ListJobs = Callable[[str], Awaitable[list[Any]]]
+#: Lists the agent's objects of one kind in one namespace (retries included); raises
+#: ListRoundError.
+ListObjects = Callable[[str], Awaitable[list[Any]]]
 
 
-class JobRoundError(Exception):
+class ListRoundError(Exception):
     """The round's list of a namespace failed (after its retries)."""
 
 
-class JobWatch:
-    """Shares one list per namespace and interval among every watcher of a Job.
+class ListWatch:
+    """Shares one list per namespace and interval among every watcher of an object.
 
     Args:
-        list_jobs: lists the agent's run Jobs of a namespace (the substrate filters them
-            by its labels; it retries transient API errors itself and raises
-            :class:`JobRoundError` when the list fails).
+        list_objects: lists the agent's objects of the kind in a namespace (the substrate
+            filters them by its labels; it retries transient API errors itself and raises
+            :class:`ListRoundError` when the list fails).
         interval: seconds between rounds.
-        name_of: a Job's name (``metadata.name``).
+        name_of: an object's name (``metadata.name``).
+        what: what is listed, for messages ("run Jobs").
     """
 
-    def __init__(self, list_jobs: ListJobs, interval: float, name_of: Callable[[Any], str]) -> None:
-        self._list = list_jobs
+    def __init__(
+        self,
+        list_objects: ListObjects,
+        interval: float,
+        name_of: Callable[[Any], str],
+        *,
+        what: str,
+    ) -> None:
+        self._list = list_objects
         self._interval = interval
         self._name_of = name_of
+        self._what = what
         self._waiting: dict[tuple[str, str], list[asyncio.Future[Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_round: float | None = None
@@ -46,15 +58,15 @@ class JobWatch:
         self.lists = 0
 
     async def next_state(self, namespace: str, name: str) -> Any | None:
-        """The Job as the next round's list shows it; None if it is not there.
+        """The object as the next round's list shows it; None if it is not there.
 
         Raises:
-            JobRoundError: that round's list of ``namespace`` failed.
+            ListRoundError: that round's list of ``namespace`` failed.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault((namespace, name), []).append(future)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._rounds(), name="k8s-job-rounds")
+            self._task = asyncio.create_task(self._rounds(), name=f"k8s-rounds: {self._what}")
         try:
             return await future
         finally:
@@ -76,7 +88,7 @@ class JobWatch:
 
     async def _round(self) -> None:
         # Everyone waiting now gets this round's answer; who arrives during the list
-        # waits for the next round (a Job created after the list began may be missing).
+        # waits for the next round (an object created after the list began may be missing).
         taken, self._waiting = self._waiting, {}
         by_namespace: dict[str, dict[str, list[asyncio.Future[Any]]]] = {}
         for (ns, name), futures in taken.items():
@@ -85,16 +97,16 @@ class JobWatch:
         for ns, names in by_namespace.items():
             self.lists += 1
             try:
-                jobs = await self._list(ns)
-            except JobRoundError as err:  # each watcher decides what a failure means
-                log.warning("listing the run Jobs of namespace %s: %s", ns, err)
-                _fail(names, JobRoundError(f"listing the run Jobs of namespace {ns}: {err}"))
+                objects = await self._list(ns)
+            except ListRoundError as err:  # each watcher decides what a failure means
+                log.warning("listing the %s of namespace %s: %s", self._what, ns, err)
+                _fail(names, ListRoundError(f"listing the {self._what} of namespace {ns}: {err}"))
                 continue
             except BaseException as err:
                 # Not an API failure (a bug, a cancelled round): nobody may wait for ever.
-                _fail(names, JobRoundError(f"listing the run Jobs of namespace {ns}: {err!r}"))
+                _fail(names, ListRoundError(f"listing the {self._what} of namespace {ns}: {err!r}"))
                 raise
-            found = {self._name_of(j): j for j in jobs}
+            found = {self._name_of(o): o for o in objects}
             for name, futures in names.items():
                 for f in futures:
                     if not f.done():
@@ -114,7 +126,7 @@ class JobWatch:
         self._waiting.clear()
 
 
-def _fail(names: dict[str, list[asyncio.Future[Any]]], err: JobRoundError) -> None:
+def _fail(names: dict[str, list[asyncio.Future[Any]]], err: ListRoundError) -> None:
     for futures in names.values():
         for f in futures:
             if not f.done():
