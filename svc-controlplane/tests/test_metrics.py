@@ -78,14 +78,16 @@ async def test_a_served_control_plane_reports_requests_claims_runs_and_daemons(
             samples = await until(
                 port,
                 "the launched run and its launch item read from the database",
-                lambda s: value(
-                    s,
-                    "tether_controlplane_work_items",
-                    deployment="default",
-                    kind="launch_run",
-                    status="PENDING",
-                )
-                == 1,
+                lambda s: (
+                    value(
+                        s,
+                        "tether_controlplane_work_items",
+                        deployment="default",
+                        kind="launch_run",
+                        status="PENDING",
+                    )
+                    == 1
+                ),
             )
             # The load's claim and result, the launch: GraphQL POSTs, all answered 200.
             assert counted(samples, "/graphql", "POST", "200") >= 3
@@ -118,20 +120,22 @@ async def test_a_served_control_plane_reports_requests_claims_runs_and_daemons(
             samples = await until(
                 port,
                 "the claimed launch item",
-                lambda s: value(
-                    s,
-                    "tether_controlplane_work_items",
-                    deployment="default",
-                    kind="launch_run",
-                    status="CLAIMED",
-                )
-                == 1
-                and not value(
-                    s,
-                    "tether_controlplane_work_items",
-                    deployment="default",
-                    kind="launch_run",
-                    status="PENDING",
+                lambda s: (
+                    value(
+                        s,
+                        "tether_controlplane_work_items",
+                        deployment="default",
+                        kind="launch_run",
+                        status="CLAIMED",
+                    )
+                    == 1
+                    and not value(
+                        s,
+                        "tether_controlplane_work_items",
+                        deployment="default",
+                        kind="launch_run",
+                        status="PENDING",
+                    )
                 ),
             )
             assert launch.kind == "launch_run"
