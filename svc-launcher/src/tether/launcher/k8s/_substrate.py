@@ -756,49 +756,38 @@ class KubernetesSubstrate:
         return await self._cached(("failed-create", ns), read, fresh)
 
     async def _list_run_jobs(self, ns: str) -> list[dict[str, Any]]:
-        """The agent's run Jobs in ``ns``, as JSON (one call; transient errors retried).
+        """The agent's run Jobs in ``ns``, as JSON (see :meth:`_list_ours`)."""
+        return await self._list_ours(
+            self._batch.list_namespaced_job, ns, _run_selector(self._agent)
+        )
+
+    async def _list_code_servers(self, ns: str) -> list[dict[str, Any]]:
+        """The agent's code-server Deployments in ``ns``, as JSON (see :meth:`_list_ours`)."""
+        return await self._list_ours(
+            self._apps.list_namespaced_deployment, ns, _code_server_selector(self._agent)
+        )
+
+    async def _list_ours(
+        self, list_fn: Callable[..., Any], ns: str, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """The objects ``list_fn`` lists in ``ns`` that carry ``labels``, as JSON (one call;
+        transient errors retried).
 
         Raises:
             ListRoundError: the API refused the list, or kept failing past the retries.
         """
-        labels = _run_selector(self._agent)
         try:
             # The JSON as it comes (_preload_content=False): building the client's models
             # of a thousand Jobs costs ten times the list itself, every interval.
             response = await self._call(
-                self._batch.list_namespaced_job,
-                ns,
-                label_selector=selector_string(labels),
-                _preload_content=False,
+                list_fn, ns, label_selector=selector_string(labels), _preload_content=False
             )
             items = json.loads(cast(Any, response).data)["items"] or []
         except ApiException as err:
             raise ListRoundError(api_message(err)) from err
         except (*_API_ERRORS, ValueError, KeyError) as err:
             raise ListRoundError(str(err)) from err
-        return [j for j in items if _dict_labels_match(j, labels)]
-
-    async def _list_code_servers(self, ns: str) -> list[dict[str, Any]]:
-        """The agent's code-server Deployments in ``ns``, as JSON (one call; transient
-        errors retried).
-
-        Raises:
-            ListRoundError: the API refused the list, or kept failing past the retries.
-        """
-        labels = _code_server_selector(self._agent)
-        try:
-            response = await self._call(
-                self._apps.list_namespaced_deployment,
-                ns,
-                label_selector=selector_string(labels),
-                _preload_content=False,
-            )
-            items = json.loads(cast(Any, response).data)["items"] or []
-        except ApiException as err:
-            raise ListRoundError(api_message(err)) from err
-        except (*_API_ERRORS, ValueError, KeyError) as err:
-            raise ListRoundError(str(err)) from err
-        return [d for d in items if _dict_labels_match(d, labels)]
+        return [obj for obj in items if _dict_labels_match(obj, labels)]
 
     async def _delete_job(self, ns: str, name: str, grace_s: float) -> bool:
         try:
