@@ -170,6 +170,34 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         await js.update_stream(spec.config(replicas))
 
     await jetstream_call(declare, f"declaring stream {spec.name}")
+    await wait_for_leader(js, str(spec.name))
+
+
+#: Seconds a new or moved stream may take to elect its leader on a JetStream cluster.
+LEADER_TIMEOUT_S = 30.0
+
+
+async def wait_for_leader(
+    js: JetStreamContext, stream: str, timeout: float = LEADER_TIMEOUT_S
+) -> None:
+    """Wait until ``stream`` has a leader (at once on a single server): until then, on a
+    cluster, a new or moved stream answers nobody and a put or publish right after its
+    creation fails with "no responders".
+
+    Raises:
+        TimeoutError: no leader within ``timeout`` seconds.
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                info = await js.stream_info(stream)
+            except Exception as err:  # only NATS being away (or an election) is waited out
+                if not nats_unavailable(err):
+                    raise
+            else:
+                if info.cluster is None or info.cluster.leader:
+                    return
+            await asyncio.sleep(0.05)
 
 
 async def ensure_owned_streams(js: JetStreamContext, service: str, *, replicas: int = 1) -> None:
@@ -222,12 +250,14 @@ async def bind_bucket(
         kv = await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         try:
-            return await js.create_key_value(config)
+            kv = await js.create_key_value(config)
         except nats.errors.Error:
             # Another service created it at the same moment.
-            return await js.key_value(bucket)
-    if replicas is not None or config.ttl:
-        await _reconcile(js, f"KV_{bucket}", replicas=replicas, max_age=config.ttl or None)
+            kv = await js.key_value(bucket)
+    else:
+        if replicas is not None or config.ttl:
+            await _reconcile(js, f"KV_{bucket}", replicas=replicas, max_age=config.ttl or None)
+    await wait_for_leader(js, f"KV_{bucket}")
     return kv
 
 
