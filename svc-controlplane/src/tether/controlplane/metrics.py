@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.routing import Match
@@ -29,6 +29,9 @@ from tether.shared.runtime.health import HealthServer
 from tether.shared.runtime.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger(__name__)
+
+#: A gauge's label values, in its label order.
+Labels = TypeVar("Labels", bound=tuple[str, ...])
 
 __all__ = [
     "CLAIMS_WAITING",
@@ -171,8 +174,8 @@ class DatabaseReadings:
         self._interval_s = interval_s
         self._claims_waiting = claims_waiting
         self._task: asyncio.Task[None] | None = None
-        self._runs_seen: set[tuple[str, str]] = set()
-        self._work_seen: set[tuple[str, str, str]] = set()
+        #: The label sets each gauge was given so far (a series that has gone is set to 0).
+        self._seen: dict[Gauge, set[tuple[str, ...]]] = {LIVE_RUNS: set(), WAITING_WORK: set()}
 
     def start(self) -> None:
         """Start reading in the background (call in the event loop)."""
@@ -204,16 +207,16 @@ class DatabaseReadings:
         async with self._db.reading() as session:
             live = await runs.count_live_by_status(session)
             waiting = await workitems.count_undispatched(session)
-        for labels in self._runs_seen - live.keys():
-            LIVE_RUNS.labels(*labels).set(0)
-        for labels, count in live.items():
-            LIVE_RUNS.labels(*labels).set(count)
-        self._runs_seen |= live.keys()
-        for work_labels in self._work_seen - waiting.keys():
-            WAITING_WORK.labels(*work_labels).set(0)
-        for work_labels, count in waiting.items():
-            WAITING_WORK.labels(*work_labels).set(count)
-        self._work_seen |= waiting.keys()
+        self._set(LIVE_RUNS, live)
+        self._set(WAITING_WORK, waiting)
+
+    def _set(self, gauge: Gauge, counts: Mapping[Labels, int]) -> None:
+        seen = self._seen[gauge]
+        for labels in seen - counts.keys():
+            gauge.labels(*labels).set(0)
+        for labels, count in counts.items():
+            gauge.labels(*labels).set(count)
+        seen.update(counts)
 
 
 class MetricsEndpoint:

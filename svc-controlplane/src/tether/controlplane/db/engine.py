@@ -301,9 +301,10 @@ class Database:
             except Exception:  # the commit stands; a watcher's bug must not fail the request
                 log.exception("commit watcher %r failed", callback)
         for topic, keys in changed.items():
+            noted = frozenset(keys)
             for keyed in self._key_watchers.get(topic, ()):
                 try:
-                    keyed(frozenset(keys))
+                    keyed(noted)
                 except Exception:  # as above
                     log.exception("commit watcher %r failed", keyed)
 
