@@ -117,14 +117,15 @@ def run_job_name(run_id: str) -> str:
     return f"tether-run-{slug(run_id, 48)}"
 
 
+def agent_selector(agent_id: str, role: str) -> dict[str, str]:
+    """Labels that find every object of ``role`` (``ROLE_CODE_SERVER``, ``ROLE_RUN``) this
+    agent made, in any location."""
+    return {LABEL_MANAGED_BY: "tether", LABEL_AGENT: slug(agent_id, 63), LABEL_ROLE: role}
+
+
 def code_server_selector(agent_id: str, location: LocationConfig) -> dict[str, str]:
     """Labels that find every code server of ``location`` (any config) of this agent."""
-    return {
-        LABEL_MANAGED_BY: "tether",
-        LABEL_AGENT: slug(agent_id, 63),
-        LABEL_ROLE: ROLE_CODE_SERVER,
-        LABEL_LOCATION: slug(location.name, 63),
-    }
+    return agent_selector(agent_id, ROLE_CODE_SERVER) | {LABEL_LOCATION: slug(location.name, 63)}
 
 
 def selector_string(labels: Mapping[str, str]) -> str:
@@ -203,10 +204,7 @@ def code_server_address(location: LocationConfig, agent_id: str, namespace: str)
 
 def run_labels(args: ExecuteRunArgs, agent_id: str) -> dict[str, str]:
     """Labels of a run's Job, its pod and its Secret."""
-    return {
-        LABEL_MANAGED_BY: "tether",
-        LABEL_AGENT: slug(agent_id, 63),
-        LABEL_ROLE: ROLE_RUN,
+    return agent_selector(agent_id, ROLE_RUN) | {
         LABEL_LOCATION: slug(args.location.name, 63),
         LABEL_RUN: slug(args.run.run_id, 63),
     }

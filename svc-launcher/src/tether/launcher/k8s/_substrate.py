@@ -26,13 +26,11 @@ from kubernetes.client.exceptions import ApiException
 from tether.launcher.errors import CodeServerStartError, LauncherError, RunLaunchError
 from tether.launcher.k8s._lists import ListRoundError, ListWatch
 from tether.launcher.k8s._manifests import (
-    LABEL_AGENT,
     LABEL_CONFIG,
-    LABEL_MANAGED_BY,
-    LABEL_ROLE,
     ROLE_CODE_SERVER,
     ROLE_RUN,
     PodDefaults,
+    agent_selector,
     code_server_address,
     code_server_name,
     code_server_objects,
@@ -42,7 +40,6 @@ from tether.launcher.k8s._manifests import (
     run_job,
     run_secret,
     selector_string,
-    slug,
 )
 from tether.launcher.substrate import NO_ENV, CodeServerHandle, RunWorkerHandle, WorkerRecord
 from tether.launcher.userenv import UserCode
@@ -668,7 +665,7 @@ class KubernetesSubstrate:
         one list per namespace, shared within a quarter of the grace period."""
 
         async def read() -> dict[str, tuple[str, str]]:
-            labels = _run_selector(self._agent)
+            labels = agent_selector(self._agent, ROLE_RUN)
             try:
                 pods = await self._call(
                     self._core.list_namespaced_pod, ns, label_selector=selector_string(labels)
@@ -758,13 +755,13 @@ class KubernetesSubstrate:
     async def _list_run_jobs(self, ns: str) -> list[dict[str, Any]]:
         """The agent's run Jobs in ``ns``, as JSON (see :meth:`_list_ours`)."""
         return await self._list_ours(
-            self._batch.list_namespaced_job, ns, _run_selector(self._agent)
+            self._batch.list_namespaced_job, ns, agent_selector(self._agent, ROLE_RUN)
         )
 
     async def _list_code_servers(self, ns: str) -> list[dict[str, Any]]:
         """The agent's code-server Deployments in ``ns``, as JSON (see :meth:`_list_ours`)."""
         return await self._list_ours(
-            self._apps.list_namespaced_deployment, ns, _code_server_selector(self._agent)
+            self._apps.list_namespaced_deployment, ns, agent_selector(self._agent, ROLE_CODE_SERVER)
         )
 
     async def _list_ours(
@@ -839,20 +836,6 @@ class _Stuck:
     state: str | None = None
     since: float = 0.0
     checked_at: float = 0.0
-
-
-def _code_server_selector(agent_id: str) -> dict[str, str]:
-    """Labels of every code-server Deployment of the agent."""
-    return {
-        LABEL_MANAGED_BY: "tether",
-        LABEL_AGENT: slug(agent_id, 63),
-        LABEL_ROLE: ROLE_CODE_SERVER,
-    }
-
-
-def _run_selector(agent_id: str) -> dict[str, str]:
-    """Labels of every run Job (and run pod) of the agent."""
-    return {LABEL_MANAGED_BY: "tether", LABEL_AGENT: slug(agent_id, 63), LABEL_ROLE: ROLE_RUN}
 
 
 class _NotOursError(Exception):
